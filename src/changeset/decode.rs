@@ -1,0 +1,536 @@
+//! Decoding Realm-format changeset bytes into a [`Changeset`].
+//!
+//! The decoder is written for hostile input: it never panics, every loop consumes input, and no
+//! allocation is larger than what the remaining input could fill (a declared length is checked
+//! against the bytes left before anything is reserved).
+
+use super::error::{ChangesetError, ChangesetErrorKind};
+use super::instruction::*;
+use super::varint::{self, VarintError, MAX_VARINT113_LEN};
+use super::Changeset;
+use crate::model::{Decimal128, ObjectId, Timestamp, Uuid};
+
+/// Longest string value or intern string, in bytes: realm-core's `Table::max_string_size`.
+pub const MAX_STRING_LEN: u64 = 0xFF_FFF8 - 8 - 1;
+
+type Result<T> = std::result::Result<T, ChangesetError>;
+
+pub(super) fn decode(input: &[u8]) -> Result<Changeset> {
+    let mut reader = Reader {
+        input,
+        pos: 0,
+        changeset: Changeset::new(),
+    };
+    while reader.pos < input.len() {
+        reader.instruction()?;
+    }
+    Ok(reader.changeset)
+}
+
+struct Reader<'a> {
+    input: &'a [u8],
+    pos: usize,
+    changeset: Changeset,
+}
+
+impl<'a> Reader<'a> {
+    fn fail<T>(&self, at: usize, expected: &'static str, kind: ChangesetErrorKind) -> Result<T> {
+        Err(ChangesetError {
+            offset: at,
+            expected,
+            kind,
+        })
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        &self.input[self.pos..]
+    }
+
+    fn varint_error(&self, expected: &'static str, e: VarintError) -> ChangesetError {
+        let kind = match e {
+            VarintError::Truncated => ChangesetErrorKind::Truncated,
+            VarintError::TooLong => ChangesetErrorKind::VarintTooLong,
+            VarintError::OutOfRange => ChangesetErrorKind::IntegerOutOfRange,
+            VarintError::NonCanonical => ChangesetErrorKind::NonCanonicalVarint,
+        };
+        ChangesetError {
+            offset: self.pos,
+            expected,
+            kind,
+        }
+    }
+
+    fn i64(&mut self, expected: &'static str) -> Result<i64> {
+        let (v, n) = varint::read_i64(self.rest()).map_err(|e| self.varint_error(expected, e))?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    fn unsigned(&mut self, expected: &'static str, max: u64) -> Result<u64> {
+        let (v, n) =
+            varint::read_unsigned(self.rest(), max).map_err(|e| self.varint_error(expected, e))?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    fn u64(&mut self, expected: &'static str) -> Result<u64> {
+        self.unsigned(expected, u64::MAX)
+    }
+
+    fn u32(&mut self, expected: &'static str) -> Result<u32> {
+        // The bound makes the conversion lossless.
+        Ok(self.unsigned(expected, u64::from(u32::MAX))? as u32)
+    }
+
+    fn bool(&mut self, expected: &'static str) -> Result<bool> {
+        let at = self.pos;
+        match self.u64(expected)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => self.fail(
+                at,
+                expected,
+                ChangesetErrorKind::InvalidValue(format!("boolean must be 0 or 1, found {other}")),
+            ),
+        }
+    }
+
+    fn bytes(&mut self, expected: &'static str, len: usize) -> Result<&'a [u8]> {
+        let rest = self.rest();
+        if rest.len() < len {
+            return self.fail(self.pos, expected, ChangesetErrorKind::Truncated);
+        }
+        self.pos += len;
+        Ok(&rest[..len])
+    }
+
+    fn array<const N: usize>(&mut self, expected: &'static str) -> Result<[u8; N]> {
+        let bytes = self.bytes(expected, N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    /// A length-prefixed byte string, at most `limit` bytes.
+    fn sized(&mut self, expected: &'static str, limit: u64) -> Result<&'a [u8]> {
+        let at = self.pos;
+        let length = self.u64(expected)?;
+        if length > limit {
+            return self.fail(at, expected, ChangesetErrorKind::TooLong { length, limit });
+        }
+        let remaining = self.input.len() - self.pos;
+        if length > remaining as u64 {
+            return self.fail(
+                at,
+                expected,
+                ChangesetErrorKind::LengthBeyondInput { length, remaining },
+            );
+        }
+        self.bytes(expected, length as usize)
+    }
+
+    fn string(&mut self, expected: &'static str) -> Result<String> {
+        let at = self.pos;
+        let bytes = self.sized(expected, MAX_STRING_LEN)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => self.fail(at, expected, ChangesetErrorKind::InvalidUtf8),
+        }
+    }
+
+    fn intern(&mut self, expected: &'static str) -> Result<InternString> {
+        let at = self.pos;
+        let index = self.u64(expected)?;
+        let defined = self.changeset.string_count();
+        if index >= u64::from(defined) {
+            return self.fail(
+                at,
+                expected,
+                ChangesetErrorKind::UndefinedInternString { index, defined },
+            );
+        }
+        Ok(InternString(index as u32))
+    }
+
+    fn payload_type(&mut self, expected: &'static str) -> Result<PayloadType> {
+        let at = self.pos;
+        let code = self.i64(expected)?;
+        match PayloadType::from_code(code) {
+            Some(t) => Ok(t),
+            None => self.fail(at, expected, ChangesetErrorKind::UnknownPayloadType(code)),
+        }
+    }
+
+    fn global_key(&mut self) -> Result<GlobalKey> {
+        let hi = self.u64("global key high word")?;
+        let lo = self.u64("global key low word")?;
+        Ok(GlobalKey { hi, lo })
+    }
+
+    fn primary_key(&mut self, expected: &'static str) -> Result<PrimaryKey> {
+        let at = self.pos;
+        Ok(match self.payload_type(expected)? {
+            PayloadType::Null => PrimaryKey::Null,
+            PayloadType::Int => PrimaryKey::Int(self.i64("integer primary key")?),
+            PayloadType::String => PrimaryKey::String(self.intern("string primary key")?),
+            PayloadType::GlobalKey => PrimaryKey::GlobalKey(self.global_key()?),
+            PayloadType::ObjectId => PrimaryKey::ObjectId(ObjectId(self.array("object id")?)),
+            PayloadType::Uuid => PrimaryKey::Uuid(Uuid(self.array("UUID")?)),
+            other => {
+                return self.fail(
+                    at,
+                    expected,
+                    ChangesetErrorKind::PayloadTypeNotAllowed(other.code()),
+                )
+            }
+        })
+    }
+
+    fn timestamp(&mut self) -> Result<Timestamp> {
+        let at = self.pos;
+        let seconds = self.i64("timestamp seconds")?;
+        let nanos = self.i64("timestamp nanoseconds")?;
+        let checked = i32::try_from(nanos)
+            .ok()
+            .and_then(|n| Timestamp::new(seconds, n).ok());
+        match checked {
+            Some(t) => Ok(t),
+            None => self.fail(
+                at,
+                "timestamp",
+                ChangesetErrorKind::InvalidValue(format!(
+                    "timestamp {seconds} s {nanos} ns: nanoseconds must be below one second and \
+                     share the sign of the seconds"
+                )),
+            ),
+        }
+    }
+
+    fn decimal(&mut self) -> Result<Decimal128> {
+        let at = self.pos;
+        let raw = varint::read_raw(self.rest(), MAX_VARINT113_LEN)
+            .map_err(|e| self.varint_error("decimal128 coefficient", e))?;
+        if raw.negative {
+            return self.fail(
+                at,
+                "decimal128 coefficient",
+                ChangesetErrorKind::IntegerOutOfRange,
+            );
+        }
+        self.pos += raw.len;
+        let exponent = self.i64("decimal128 exponent")?;
+        let sign = self.bool("decimal128 sign")?;
+        let exponent = i32::try_from(exponent).unwrap_or(i32::MAX);
+        match Decimal128::from_parts(raw.magnitude, exponent, sign) {
+            Ok(d) => Ok(d),
+            Err(e) => self.fail(
+                at,
+                "decimal128",
+                ChangesetErrorKind::InvalidValue(e.to_string()),
+            ),
+        }
+    }
+
+    fn payload(&mut self, expected: &'static str) -> Result<Payload> {
+        Ok(match self.payload_type(expected)? {
+            PayloadType::Set => Payload::Set,
+            PayloadType::List => Payload::List,
+            PayloadType::Erased => Payload::Erased,
+            PayloadType::Dictionary => Payload::Dictionary,
+            PayloadType::ObjectValue => Payload::ObjectValue,
+            PayloadType::Null => Payload::Null,
+            PayloadType::GlobalKey => Payload::GlobalKey(self.global_key()?),
+            PayloadType::Int => Payload::Int(self.i64("integer value")?),
+            PayloadType::Bool => Payload::Bool(self.bool("boolean value")?),
+            PayloadType::String => Payload::String(self.string("string value")?),
+            PayloadType::Binary => Payload::Binary(self.sized("binary value", u64::MAX)?.to_vec()),
+            PayloadType::Timestamp => Payload::Timestamp(self.timestamp()?),
+            PayloadType::Float => Payload::Float(f32::from_le_bytes(self.array("float")?)),
+            PayloadType::Double => Payload::Double(f64::from_le_bytes(self.array("double")?)),
+            PayloadType::Decimal => Payload::Decimal(self.decimal()?),
+            PayloadType::Link => Payload::Link(Link {
+                target_table: self.intern("link target table")?,
+                target: self.primary_key("link target primary key")?,
+            }),
+            PayloadType::ObjectId => Payload::ObjectId(ObjectId(self.array("object id")?)),
+            PayloadType::Uuid => Payload::Uuid(Uuid(self.array("UUID")?)),
+        })
+    }
+
+    fn path(&mut self) -> Result<FieldPath> {
+        let table = self.intern("table")?;
+        let object = self.primary_key("object primary key")?;
+        let field = self.intern("field")?;
+        let at = self.pos;
+        let count = self.u32("path length")?;
+        // Every element takes at least one byte: a count beyond the input is a lie, and must
+        // not become an allocation.
+        let remaining = self.input.len() - self.pos;
+        if count as usize > remaining {
+            return self.fail(
+                at,
+                "path length",
+                ChangesetErrorKind::LengthBeyondInput {
+                    length: u64::from(count),
+                    remaining,
+                },
+            );
+        }
+        let mut path = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let element_at = self.pos;
+            let element = self.i64("path element")?;
+            if element >= 0 {
+                match u32::try_from(element) {
+                    Ok(i) => path.push(PathElement::Index(i)),
+                    Err(_) => {
+                        return self.fail(
+                            element_at,
+                            "path index",
+                            ChangesetErrorKind::IntegerOutOfRange,
+                        )
+                    }
+                }
+            } else if element == -1 {
+                path.push(PathElement::Key(self.intern("path key")?));
+            } else {
+                return self.fail(
+                    element_at,
+                    "path element (an index, or -1 then a key)",
+                    ChangesetErrorKind::IntegerOutOfRange,
+                );
+            }
+        }
+        Ok(FieldPath {
+            table,
+            object,
+            field,
+            path,
+        })
+    }
+
+    fn array_path(&mut self) -> Result<FieldPath> {
+        let at = self.pos;
+        let path = self.path()?;
+        if path.last_index().is_none() {
+            return self.fail(
+                at,
+                "list element path",
+                ChangesetErrorKind::MissingArrayIndex,
+            );
+        }
+        Ok(path)
+    }
+
+    fn define_intern_string(&mut self) -> Result<()> {
+        let at = self.pos;
+        let index = self.u64("intern string index")?;
+        let expected = self.changeset.string_count();
+        if index != u64::from(expected) {
+            return self.fail(
+                at,
+                "intern string index",
+                ChangesetErrorKind::UnexpectedInternIndex {
+                    expected,
+                    found: index,
+                },
+            );
+        }
+        let string_at = self.pos;
+        let s = self.string("intern string")?;
+        if self.changeset.find_string(&s).is_some() {
+            return self.fail(
+                string_at,
+                "intern string",
+                ChangesetErrorKind::RepeatedInternString(s),
+            );
+        }
+        self.changeset.intern(&s);
+        Ok(())
+    }
+
+    fn table_kind(&mut self) -> Result<TableKind> {
+        let at = self.pos;
+        let code = self.u64("table type")?;
+        let asymmetric = match code {
+            0 => false,
+            1 => return Ok(TableKind::Embedded),
+            2 => true,
+            other => {
+                return self.fail(
+                    at,
+                    "table type",
+                    ChangesetErrorKind::InvalidValue(format!(
+                        "unknown table type {other} (expected 0 top-level, 1 embedded, 2 \
+                         asymmetric)"
+                    )),
+                )
+            }
+        };
+        let field = self.intern("primary key field")?;
+        let type_at = self.pos;
+        let key_type = self.payload_type("primary key type")?;
+        if !key_type.is_valid_primary_key_type() {
+            return self.fail(
+                type_at,
+                "primary key type",
+                ChangesetErrorKind::PayloadTypeNotAllowed(key_type.code()),
+            );
+        }
+        let spec = PrimaryKeySpec {
+            field,
+            key_type,
+            nullable: self.bool("primary key nullable")?,
+        };
+        Ok(if asymmetric {
+            TableKind::TopLevelAsymmetric(spec)
+        } else {
+            TableKind::TopLevel(spec)
+        })
+    }
+
+    fn collection_type(&mut self) -> Result<CollectionType> {
+        let at = self.pos;
+        let code = self.u64("collection type")?;
+        match CollectionType::from_code(code) {
+            Some(t) => Ok(t),
+            None => self.fail(
+                at,
+                "collection type",
+                ChangesetErrorKind::InvalidValue(format!(
+                    "unknown collection type {code} (expected 0 single, 1 list, 2 dictionary, \
+                     3 set)"
+                )),
+            ),
+        }
+    }
+
+    fn add_column(&mut self) -> Result<AddColumn> {
+        let table = self.intern("table")?;
+        let field = self.intern("column name")?;
+        let type_at = self.pos;
+        let wire_type = self.payload_type("column type")?;
+        let nullable = self.bool("column nullable")?;
+        let collection_type = self.collection_type()?;
+        let column_type = match wire_type {
+            PayloadType::Null => ColumnType::Mixed,
+            PayloadType::Link => ColumnType::Link {
+                target_table: self.intern("link target table")?,
+            },
+            PayloadType::Int
+            | PayloadType::Bool
+            | PayloadType::String
+            | PayloadType::Binary
+            | PayloadType::Timestamp
+            | PayloadType::Float
+            | PayloadType::Double
+            | PayloadType::Decimal
+            | PayloadType::ObjectId
+            | PayloadType::Uuid => ColumnType::Value(wire_type),
+            special => {
+                return self.fail(
+                    type_at,
+                    "column type",
+                    ChangesetErrorKind::PayloadTypeNotAllowed(special.code()),
+                )
+            }
+        };
+        let collection = match collection_type {
+            CollectionType::Single => ColumnCollection::Single,
+            CollectionType::List => ColumnCollection::List,
+            CollectionType::Set => ColumnCollection::Set,
+            CollectionType::Dictionary => ColumnCollection::Dictionary {
+                key_type: self.payload_type("dictionary key type")?,
+            },
+        };
+        Ok(AddColumn {
+            table,
+            field,
+            column_type,
+            nullable,
+            collection,
+        })
+    }
+
+    fn instruction(&mut self) -> Result<()> {
+        let at = self.pos;
+        let code = self.u64("instruction type")?;
+        let instruction = match code {
+            opcode::INTERN_STRING => return self.define_intern_string(),
+            opcode::ADD_TABLE => Instruction::AddTable(AddTable {
+                table: self.intern("table")?,
+                kind: self.table_kind()?,
+            }),
+            opcode::ERASE_TABLE => Instruction::EraseTable {
+                table: self.intern("table")?,
+            },
+            opcode::CREATE_OBJECT => Instruction::CreateObject {
+                table: self.intern("table")?,
+                object: self.primary_key("CreateObject primary key")?,
+            },
+            opcode::ERASE_OBJECT => Instruction::EraseObject {
+                table: self.intern("table")?,
+                object: self.primary_key("EraseObject primary key")?,
+            },
+            opcode::UPDATE => {
+                let path = self.path()?;
+                let value = self.payload("Update value")?;
+                let (is_default, prior_size) = if path.last_index().is_some() {
+                    (false, self.u32("Update prior size")?)
+                } else {
+                    (self.bool("Update is_default")?, 0)
+                };
+                Instruction::Update(Update {
+                    path,
+                    value,
+                    is_default,
+                    prior_size,
+                })
+            }
+            opcode::ADD_INTEGER => Instruction::AddInteger(AddInteger {
+                path: self.path()?,
+                value: self.i64("AddInteger value")?,
+            }),
+            opcode::ADD_COLUMN => Instruction::AddColumn(self.add_column()?),
+            opcode::ERASE_COLUMN => Instruction::EraseColumn {
+                table: self.intern("table")?,
+                field: self.intern("column name")?,
+            },
+            opcode::ARRAY_INSERT => Instruction::ArrayInsert(ArrayInsert {
+                path: self.array_path()?,
+                value: self.payload("ArrayInsert value")?,
+                prior_size: self.u32("ArrayInsert prior size")?,
+            }),
+            opcode::ARRAY_MOVE => Instruction::ArrayMove(ArrayMove {
+                path: self.array_path()?,
+                to: self.u32("ArrayMove destination index")?,
+                prior_size: self.u32("ArrayMove prior size")?,
+            }),
+            opcode::ARRAY_ERASE => Instruction::ArrayErase(ArrayErase {
+                path: self.array_path()?,
+                prior_size: self.u32("ArrayErase prior size")?,
+            }),
+            opcode::CLEAR => Instruction::Clear(Clear {
+                path: self.path()?,
+                collection_type: self.collection_type()?,
+            }),
+            opcode::SET_INSERT => Instruction::SetInsert(SetValue {
+                path: self.path()?,
+                value: self.payload("SetInsert value")?,
+            }),
+            opcode::SET_ERASE => Instruction::SetErase(SetValue {
+                path: self.path()?,
+                value: self.payload("SetErase value")?,
+            }),
+            unknown => {
+                return self.fail(
+                    at,
+                    "instruction type",
+                    ChangesetErrorKind::UnknownInstruction(unknown),
+                )
+            }
+        };
+        self.changeset.instructions.push(instruction);
+        Ok(())
+    }
+}

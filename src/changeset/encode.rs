@@ -1,0 +1,226 @@
+//! Encoding a [`Changeset`] into Realm-format bytes.
+//!
+//! The layout is the one realm-core's `ChangesetEncoder::encode_single` writes: every intern
+//! string definition first (indices 0, 1, 2, ...), then the instructions. A changeset without
+//! instructions encodes to zero bytes, string table or not.
+
+use super::instruction::*;
+use super::varint::{write_i64, write_u128, write_u64};
+use super::Changeset;
+use crate::model::Decimal128;
+
+pub(super) fn encode(changeset: &Changeset) -> Vec<u8> {
+    if changeset.instructions.is_empty() {
+        return Vec::new();
+    }
+    let mut w = Writer {
+        out: Vec::with_capacity(estimate_len(changeset)),
+    };
+    for (index, s) in changeset.strings().iter().enumerate() {
+        w.u64(opcode::INTERN_STRING);
+        w.u64(index as u64);
+        w.bytes(s.as_bytes());
+    }
+    for instruction in &changeset.instructions {
+        w.instruction(instruction);
+    }
+    w.out
+}
+
+/// A cheap lower bound that saves most reallocations on large changesets.
+fn estimate_len(changeset: &Changeset) -> usize {
+    let strings: usize = changeset.strings().iter().map(|s| s.len() + 3).sum();
+    strings + changeset.instructions.len() * 8
+}
+
+struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    fn u64(&mut self, v: u64) {
+        write_u64(&mut self.out, v);
+    }
+
+    fn i64(&mut self, v: i64) {
+        write_i64(&mut self.out, v);
+    }
+
+    fn bool(&mut self, v: bool) {
+        self.out.push(u8::from(v));
+    }
+
+    fn intern(&mut self, s: InternString) {
+        self.u64(u64::from(s.0));
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.out.extend_from_slice(b);
+    }
+
+    fn payload_type(&mut self, t: PayloadType) {
+        self.i64(t.code());
+    }
+
+    fn global_key(&mut self, key: GlobalKey) {
+        self.u64(key.hi);
+        self.u64(key.lo);
+    }
+
+    fn primary_key(&mut self, pk: &PrimaryKey) {
+        match pk {
+            PrimaryKey::Null => self.payload_type(PayloadType::Null),
+            PrimaryKey::Int(v) => {
+                self.payload_type(PayloadType::Int);
+                self.i64(*v);
+            }
+            PrimaryKey::String(s) => {
+                self.payload_type(PayloadType::String);
+                self.intern(*s);
+            }
+            PrimaryKey::GlobalKey(key) => {
+                self.payload_type(PayloadType::GlobalKey);
+                self.global_key(*key);
+            }
+            PrimaryKey::ObjectId(id) => {
+                self.payload_type(PayloadType::ObjectId);
+                self.out.extend_from_slice(&id.0);
+            }
+            PrimaryKey::Uuid(id) => {
+                self.payload_type(PayloadType::Uuid);
+                self.out.extend_from_slice(&id.0);
+            }
+        }
+    }
+
+    fn decimal(&mut self, d: Decimal128) {
+        let (coefficient, exponent, negative) = d.parts();
+        write_u128(&mut self.out, coefficient);
+        self.i64(i64::from(exponent));
+        self.bool(negative);
+    }
+
+    fn payload(&mut self, p: &Payload) {
+        self.payload_type(p.payload_type());
+        match p {
+            Payload::Set
+            | Payload::List
+            | Payload::Erased
+            | Payload::Dictionary
+            | Payload::ObjectValue
+            | Payload::Null => {}
+            Payload::GlobalKey(key) => self.global_key(*key),
+            Payload::Int(v) => self.i64(*v),
+            Payload::Bool(v) => self.bool(*v),
+            Payload::String(s) => self.bytes(s.as_bytes()),
+            Payload::Binary(b) => self.bytes(b),
+            Payload::Timestamp(t) => {
+                self.i64(t.seconds());
+                self.i64(i64::from(t.nanoseconds()));
+            }
+            Payload::Float(v) => self.out.extend_from_slice(&v.to_le_bytes()),
+            Payload::Double(v) => self.out.extend_from_slice(&v.to_le_bytes()),
+            Payload::Decimal(d) => self.decimal(*d),
+            Payload::Link(link) => {
+                self.intern(link.target_table);
+                self.primary_key(&link.target);
+            }
+            Payload::ObjectId(id) => self.out.extend_from_slice(&id.0),
+            Payload::Uuid(id) => self.out.extend_from_slice(&id.0),
+        }
+    }
+
+    fn path(&mut self, path: &FieldPath) {
+        self.intern(path.table);
+        self.primary_key(&path.object);
+        self.intern(path.field);
+        self.u64(path.path.len() as u64);
+        for element in &path.path {
+            match element {
+                PathElement::Index(i) => self.u64(u64::from(*i)),
+                PathElement::Key(key) => {
+                    self.i64(-1);
+                    self.intern(*key);
+                }
+            }
+        }
+    }
+
+    fn instruction(&mut self, instruction: &Instruction) {
+        self.u64(instruction.opcode());
+        match instruction {
+            Instruction::AddTable(add) => {
+                self.intern(add.table);
+                match &add.kind {
+                    TableKind::Embedded => self.u64(1),
+                    TableKind::TopLevel(spec) | TableKind::TopLevelAsymmetric(spec) => {
+                        let asymmetric = matches!(add.kind, TableKind::TopLevelAsymmetric(_));
+                        self.u64(if asymmetric { 2 } else { 0 });
+                        self.intern(spec.field);
+                        self.payload_type(spec.key_type);
+                        self.bool(spec.nullable);
+                    }
+                }
+            }
+            Instruction::EraseTable { table } => self.intern(*table),
+            Instruction::CreateObject { table, object }
+            | Instruction::EraseObject { table, object } => {
+                self.intern(*table);
+                self.primary_key(object);
+            }
+            Instruction::Update(update) => {
+                self.path(&update.path);
+                self.payload(&update.value);
+                if update.is_element_update() {
+                    self.u64(u64::from(update.prior_size));
+                } else {
+                    self.bool(update.is_default);
+                }
+            }
+            Instruction::AddInteger(add) => {
+                self.path(&add.path);
+                self.i64(add.value);
+            }
+            Instruction::AddColumn(add) => {
+                self.intern(add.table);
+                self.intern(add.field);
+                self.payload_type(add.column_type.payload_type());
+                self.bool(add.nullable);
+                self.u64(u64::from(add.collection.collection_type().code()));
+                if let ColumnType::Link { target_table } = add.column_type {
+                    self.intern(target_table);
+                }
+                if let ColumnCollection::Dictionary { key_type } = add.collection {
+                    self.payload_type(key_type);
+                }
+            }
+            Instruction::EraseColumn { table, field } => {
+                self.intern(*table);
+                self.intern(*field);
+            }
+            Instruction::ArrayInsert(insert) => {
+                self.path(&insert.path);
+                self.payload(&insert.value);
+                self.u64(u64::from(insert.prior_size));
+            }
+            Instruction::ArrayMove(mv) => {
+                self.path(&mv.path);
+                self.u64(u64::from(mv.to));
+                self.u64(u64::from(mv.prior_size));
+            }
+            Instruction::ArrayErase(erase) => {
+                self.path(&erase.path);
+                self.u64(u64::from(erase.prior_size));
+            }
+            Instruction::Clear(clear) => {
+                self.path(&clear.path);
+                self.u64(u64::from(clear.collection_type.code()));
+            }
+            Instruction::SetInsert(set) | Instruction::SetErase(set) => {
+                self.path(&set.path);
+                self.payload(&set.value);
+            }
+        }
+    }
+}

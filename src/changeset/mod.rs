@@ -1,0 +1,149 @@
+//! Changesets: the instructions one write transaction produced, in Realm's sync format.
+//!
+//! A [`Changeset`] holds its [`Instruction`]s and the string table they index into. Its binary
+//! form ([`Changeset::encode`], [`Changeset::decode`]) is byte-compatible with realm-core: the
+//! sign-bit varints of [`varint`], intern-string definitions (`0x3F index length bytes`), inline
+//! string and binary values, raw little-endian floats, raw object id and UUID bytes, decimal128
+//! as coefficient/exponent/sign, and links as table then primary key.
+//!
+//! The history metadata (version, last integrated remote version, origin timestamp and origin
+//! file ident) travels beside the instructions in [`ChangesetMeta`]; it is not part of the
+//! encoded bytes, which is how the sync protocol carries it too (in each entry's header).
+//!
+//! ```
+//! use tandem::changeset::{Changeset, Instruction, PrimaryKey};
+//!
+//! let mut cs = Changeset::new();
+//! let person = cs.intern("Person");
+//! cs.push(Instruction::CreateObject { table: person, object: PrimaryKey::Int(5) });
+//! let bytes = cs.encode();
+//! assert_eq!(bytes, [0x3F, 0x00, 0x06, b'P', b'e', b'r', b's', b'o', b'n', 0x02, 0x00, 0x01, 0x05]);
+//! let back = Changeset::decode(&bytes).unwrap();
+//! assert_eq!(back, cs);
+//! assert_eq!(back.to_string(), "CreateObject Person[5]\n");
+//! ```
+
+pub mod compression;
+mod decode;
+mod display;
+mod encode;
+mod error;
+mod instruction;
+pub mod varint;
+
+use std::collections::HashMap;
+
+pub use decode::MAX_STRING_LEN;
+pub use error::{ChangesetError, ChangesetErrorKind};
+pub use instruction::*;
+
+/// Where a changeset sits in a history, and where it came from. Not part of the encoded bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChangesetMeta {
+    /// Version this changeset produced in the history that holds it.
+    pub version: u64,
+    /// The last version of the peer's history integrated before this changeset was made.
+    pub last_integrated_remote_version: u64,
+    /// Milliseconds since 2015-01-01T00:00:00Z when the changeset was made (the OT clock).
+    pub origin_timestamp: u64,
+    /// Client file ident of the file that made it (0 for "this file").
+    pub origin_file_ident: u64,
+}
+
+/// Instructions and the string table they refer to.
+///
+/// Strings are interned: every distinct name appears once in the table and instructions refer
+/// to it by [`InternString`] index. Equality compares strings, instructions and metadata.
+#[derive(Clone, Debug, Default)]
+pub struct Changeset {
+    strings: Vec<String>,
+    string_index: HashMap<String, InternString>,
+    /// The instructions, in order.
+    pub instructions: Vec<Instruction>,
+    /// Where this changeset sits in a history.
+    pub meta: ChangesetMeta,
+}
+
+impl PartialEq for Changeset {
+    fn eq(&self, other: &Self) -> bool {
+        self.strings == other.strings
+            && self.instructions == other.instructions
+            && self.meta == other.meta
+    }
+}
+
+impl Eq for Changeset {}
+
+impl Changeset {
+    /// An empty changeset.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes Realm-format changeset bytes.
+    ///
+    /// Malformed input is an error naming the byte offset and what was expected there; it is
+    /// never a panic, and nothing is allocated beyond what the input's own length justifies.
+    /// The metadata of the result is zero: it travels beside the bytes, not in them.
+    pub fn decode(bytes: &[u8]) -> Result<Changeset, ChangesetError> {
+        decode::decode(bytes)
+    }
+
+    /// Encodes the changeset: all intern strings first, then the instructions, as realm-core
+    /// does. A changeset without instructions encodes to no bytes at all.
+    pub fn encode(&self) -> Vec<u8> {
+        encode::encode(self)
+    }
+
+    /// Returns the index of `s`, adding it to the string table if it is new.
+    ///
+    /// # Panics
+    /// If the table already holds `u32::MAX` strings (the wire limit).
+    pub fn intern(&mut self, s: &str) -> InternString {
+        if let Some(&existing) = self.string_index.get(s) {
+            return existing;
+        }
+        let index = InternString(
+            u32::try_from(self.strings.len()).expect("string table is limited to u32::MAX entries"),
+        );
+        self.strings.push(s.to_owned());
+        self.string_index.insert(s.to_owned(), index);
+        index
+    }
+
+    /// The index of `s`, if it is in the string table.
+    pub fn find_string(&self, s: &str) -> Option<InternString> {
+        self.string_index.get(s).copied()
+    }
+
+    /// The string at `index`, if there is one.
+    pub fn string(&self, index: InternString) -> Option<&str> {
+        self.strings.get(index.0 as usize).map(String::as_str)
+    }
+
+    /// The string table, in index order.
+    pub fn strings(&self) -> &[String] {
+        &self.strings
+    }
+
+    /// Number of strings in the table.
+    pub fn string_count(&self) -> u32 {
+        // `intern` keeps the table within u32.
+        self.strings.len() as u32
+    }
+
+    /// Appends an instruction.
+    pub fn push(&mut self, instruction: Instruction) {
+        self.instructions.push(instruction);
+    }
+
+    /// Number of instructions.
+    pub fn len(&self) -> usize {
+        self.instructions.len()
+    }
+
+    /// Whether there are no instructions (such a changeset encodes to no bytes).
+    pub fn is_empty(&self) -> bool {
+        self.instructions.is_empty()
+    }
+}

@@ -1,0 +1,214 @@
+//! Realm's sign-bit variable-length integers.
+//!
+//! Non-final bytes carry 7 value bits (`0x80 | bits`), least significant group first. The final
+//! byte carries 6 value bits and a sign flag `0x40`. A negative `v` is written as the magnitude
+//! `-(v + 1)` with the sign flag set. Unsigned values use the same scheme with the flag clear.
+//! This is not LEB128 and not zigzag.
+//!
+//! ```text
+//! 0 -> 00    63 -> 3F    64 -> C0 00    128 -> 80 01    300 -> AC 02
+//! -1 -> 40   -64 -> 7F   -65 -> C0 40
+//! ```
+//!
+//! The decoder accepts only the shortest encoding of each value, so every accepted byte string
+//! re-encodes to itself.
+
+/// Most bytes a 64-bit value can take (9 groups of 7 bits, then 6 bits).
+pub const MAX_VARINT64_LEN: usize = 10;
+/// Most bytes a decimal128 coefficient (at most 113 bits) can take.
+pub const MAX_VARINT113_LEN: usize = 17;
+
+/// Appends `magnitude` with the sign flag set or not.
+fn write_magnitude(out: &mut Vec<u8>, mut magnitude: u128, negative: bool) {
+    while magnitude >> 6 != 0 {
+        out.push(0x80 | (magnitude & 0x7F) as u8);
+        magnitude >>= 7;
+    }
+    let sign = if negative { 0x40 } else { 0 };
+    out.push(sign | magnitude as u8);
+}
+
+/// Appends a signed integer.
+pub fn write_i64(out: &mut Vec<u8>, value: i64) {
+    if value < 0 {
+        // -(v + 1) never overflows: for i64::MIN it is i64::MAX.
+        write_magnitude(out, (-(value + 1)) as u128, true);
+    } else {
+        write_magnitude(out, value as u128, false);
+    }
+}
+
+/// Appends an unsigned integer.
+pub fn write_u64(out: &mut Vec<u8>, value: u64) {
+    write_magnitude(out, u128::from(value), false);
+}
+
+/// Appends an unsigned integer of up to 128 bits (decimal128 coefficients).
+pub fn write_u128(out: &mut Vec<u8>, value: u128) {
+    write_magnitude(out, value, false);
+}
+
+/// Number of bytes [`write_magnitude`] uses for `magnitude`.
+fn encoded_len(mut magnitude: u128) -> usize {
+    let mut len = 1;
+    while magnitude >> 6 != 0 {
+        magnitude >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// Why a varint could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VarintError {
+    /// The input ended before the final byte.
+    Truncated,
+    /// More continuation bytes than the target type can use.
+    TooLong,
+    /// The value does not fit the target type (or is negative for an unsigned one).
+    OutOfRange,
+    /// A longer encoding than the value needs.
+    NonCanonical,
+}
+
+/// A decoded varint before range checks: its magnitude, sign and length in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawVarint {
+    /// Magnitude as written (for negatives, `-(v + 1)`).
+    pub magnitude: u128,
+    /// Sign flag of the final byte.
+    pub negative: bool,
+    /// Bytes consumed.
+    pub len: usize,
+}
+
+/// Reads one varint of at most `max_len` bytes from the start of `input`.
+pub fn read_raw(input: &[u8], max_len: usize) -> Result<RawVarint, VarintError> {
+    let mut magnitude: u128 = 0;
+    for (i, &byte) in input.iter().enumerate() {
+        if i >= max_len {
+            return Err(VarintError::TooLong);
+        }
+        let shift = 7 * i as u32;
+        if byte & 0x80 == 0 {
+            magnitude |= u128::from(byte & 0x3F) << shift;
+            let len = i + 1;
+            if encoded_len(magnitude) != len {
+                return Err(VarintError::NonCanonical);
+            }
+            return Ok(RawVarint {
+                magnitude,
+                negative: byte & 0x40 != 0,
+                len,
+            });
+        }
+        magnitude |= u128::from(byte & 0x7F) << shift;
+    }
+    if input.len() >= max_len {
+        Err(VarintError::TooLong)
+    } else {
+        Err(VarintError::Truncated)
+    }
+}
+
+/// Reads a signed 64-bit integer; returns it and the bytes consumed.
+pub fn read_i64(input: &[u8]) -> Result<(i64, usize), VarintError> {
+    let raw = read_raw(input, MAX_VARINT64_LEN)?;
+    let magnitude = i64::try_from(raw.magnitude).map_err(|_| VarintError::OutOfRange)?;
+    // For negatives the magnitude is -(v + 1), so v = -magnitude - 1, which cannot overflow.
+    let value = if raw.negative {
+        -magnitude - 1
+    } else {
+        magnitude
+    };
+    Ok((value, raw.len))
+}
+
+/// Reads an unsigned integer no larger than `max`; returns it and the bytes consumed.
+pub fn read_unsigned(input: &[u8], max: u64) -> Result<(u64, usize), VarintError> {
+    let raw = read_raw(input, MAX_VARINT64_LEN)?;
+    if raw.negative {
+        return Err(VarintError::OutOfRange);
+    }
+    match u64::try_from(raw.magnitude) {
+        Ok(v) if v <= max => Ok((v, raw.len)),
+        _ => Err(VarintError::OutOfRange),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc_i64(v: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_i64(&mut out, v);
+        out
+    }
+
+    #[test]
+    fn reference_examples() {
+        let cases: [(i64, &[u8]); 8] = [
+            (0, &[0x00]),
+            (63, &[0x3F]),
+            (64, &[0xC0, 0x00]),
+            (128, &[0x80, 0x01]),
+            (300, &[0xAC, 0x02]),
+            (-1, &[0x40]),
+            (-64, &[0x7F]),
+            (-65, &[0xC0, 0x40]),
+        ];
+        for (value, bytes) in cases {
+            assert_eq!(enc_i64(value), bytes, "encoding {value}");
+            assert_eq!(
+                read_i64(bytes),
+                Ok((value, bytes.len())),
+                "decoding {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn extremes_take_ten_bytes_and_round_trip() {
+        for v in [i64::MIN, i64::MAX, i64::MIN + 1, i64::MAX - 1] {
+            let bytes = enc_i64(v);
+            assert_eq!(bytes.len(), MAX_VARINT64_LEN);
+            assert_eq!(read_i64(&bytes), Ok((v, bytes.len())));
+        }
+        let mut out = Vec::new();
+        write_u64(&mut out, u64::MAX);
+        assert_eq!(out.len(), MAX_VARINT64_LEN);
+        assert_eq!(read_unsigned(&out, u64::MAX), Ok((u64::MAX, 10)));
+        assert_eq!(read_i64(&out), Err(VarintError::OutOfRange));
+    }
+
+    #[test]
+    fn rejects_bad_forms() {
+        assert_eq!(read_i64(&[]), Err(VarintError::Truncated));
+        assert_eq!(read_i64(&[0x80, 0x80]), Err(VarintError::Truncated));
+        assert_eq!(read_i64(&[0x80; 11]), Err(VarintError::TooLong));
+        assert_eq!(read_i64(&[0x80; 10]), Err(VarintError::TooLong));
+        assert_eq!(read_i64(&[0x80, 0x00]), Err(VarintError::NonCanonical));
+        assert_eq!(read_i64(&[0x80, 0x40]), Err(VarintError::NonCanonical));
+        assert_eq!(
+            read_unsigned(&[0x40], u64::MAX),
+            Err(VarintError::OutOfRange)
+        );
+        assert_eq!(
+            read_unsigned(&[0xC0, 0x00], 63),
+            Err(VarintError::OutOfRange)
+        );
+        // 2^64 does not fit in 64 bits.
+        let mut out = Vec::new();
+        write_u128(&mut out, 1u128 << 64);
+        assert_eq!(read_unsigned(&out, u64::MAX), Err(VarintError::OutOfRange));
+    }
+
+    #[test]
+    fn exhaustive_small_range_round_trips() {
+        for v in -70_000i64..70_000 {
+            let bytes = enc_i64(v);
+            assert_eq!(read_i64(&bytes), Ok((v, bytes.len())));
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The data model: value types, primary keys and the schema an app declares.
+//!
+//! Nothing here knows about storage or the wire; the changeset, store and sync layers build on
+//! these types.
+
+mod schema;
+mod value;
+
+pub use schema::{
+    ClassKind, ClassSchema, CollectionKind, Property, PropertyType, Schema, SchemaError,
+    MAX_CLASS_NAME_LEN, MAX_PROPERTY_NAME_LEN,
+};
+pub use value::{Decimal128, Link, ObjectId, PrimaryKey, Timestamp, Uuid, Value, ValueError};

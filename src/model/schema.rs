@@ -1,0 +1,701 @@
+//! The schema an app declares: classes, their properties and primary keys, and the rules a
+//! schema must satisfy before any data is written with it.
+//!
+//! Validation happens once, in [`Schema::new`]; everything downstream (store, changesets, sync)
+//! may assume a [`Schema`] is well formed.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest class name, in bytes. Realm stores tables as `class_<name>` under a 63-byte limit.
+pub const MAX_CLASS_NAME_LEN: usize = 57;
+/// Longest property name, in bytes (Realm's column name limit).
+pub const MAX_PROPERTY_NAME_LEN: usize = 63;
+
+/// The type of a property, or of the elements of a collection property.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PropertyType {
+    /// 64-bit signed integer.
+    Int,
+    /// Boolean.
+    Bool,
+    /// UTF-8 string.
+    String,
+    /// Bytes.
+    Binary,
+    /// Point in time.
+    Timestamp,
+    /// 32-bit float.
+    Float,
+    /// 64-bit float.
+    Double,
+    /// decimal128.
+    Decimal,
+    /// 12-byte object id.
+    ObjectId,
+    /// UUID.
+    Uuid,
+    /// Link to an object of another class (`link_target` names it).
+    Link,
+    /// Any value of the types above, or null.
+    Mixed,
+}
+
+impl PropertyType {
+    /// Every property type, in declaration order.
+    pub const ALL: [PropertyType; 12] = [
+        PropertyType::Int,
+        PropertyType::Bool,
+        PropertyType::String,
+        PropertyType::Binary,
+        PropertyType::Timestamp,
+        PropertyType::Float,
+        PropertyType::Double,
+        PropertyType::Decimal,
+        PropertyType::ObjectId,
+        PropertyType::Uuid,
+        PropertyType::Link,
+        PropertyType::Mixed,
+    ];
+
+    /// The lower-case name used in schema declarations and messages (`"int"`, `"objectId"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            PropertyType::Int => "int",
+            PropertyType::Bool => "bool",
+            PropertyType::String => "string",
+            PropertyType::Binary => "binary",
+            PropertyType::Timestamp => "timestamp",
+            PropertyType::Float => "float",
+            PropertyType::Double => "double",
+            PropertyType::Decimal => "decimal128",
+            PropertyType::ObjectId => "objectId",
+            PropertyType::Uuid => "uuid",
+            PropertyType::Link => "link",
+            PropertyType::Mixed => "mixed",
+        }
+    }
+
+    /// Whether a primary key may have this type.
+    pub fn can_be_primary_key(self) -> bool {
+        matches!(
+            self,
+            PropertyType::Int | PropertyType::String | PropertyType::ObjectId | PropertyType::Uuid
+        )
+    }
+}
+
+impl fmt::Display for PropertyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PropertyType {
+    type Err = SchemaError;
+
+    /// Parses the names [`PropertyType::name`] gives, case-insensitively (`"date"` is accepted
+    /// for timestamp, `"decimal"` for decimal128, `"object"` for link, as Realm SDKs spell them).
+    fn from_str(s: &str) -> Result<Self, SchemaError> {
+        let lower = s.to_ascii_lowercase();
+        let found = match lower.as_str() {
+            "date" => Some(PropertyType::Timestamp),
+            "decimal" => Some(PropertyType::Decimal),
+            "object" => Some(PropertyType::Link),
+            _ => PropertyType::ALL
+                .into_iter()
+                .find(|t| t.name().eq_ignore_ascii_case(&lower)),
+        };
+        found.ok_or_else(|| SchemaError::UnknownType {
+            type_name: s.to_string(),
+        })
+    }
+}
+
+/// Whether a property holds one value or a collection of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CollectionKind {
+    /// One value.
+    Single,
+    /// An ordered list, duplicates allowed.
+    List,
+    /// An unordered set of distinct values.
+    Set,
+    /// A map from string keys to values.
+    Dictionary,
+}
+
+impl fmt::Display for CollectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CollectionKind::Single => "single",
+            CollectionKind::List => "list",
+            CollectionKind::Set => "set",
+            CollectionKind::Dictionary => "dictionary",
+        })
+    }
+}
+
+/// One property of a class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Property {
+    /// Property name, unique within its class.
+    pub name: String,
+    /// Value type (element type for collections).
+    pub property_type: PropertyType,
+    /// Whether the value (each element, for collections) may be null.
+    pub nullable: bool,
+    /// Single value, list, set or dictionary.
+    pub collection: CollectionKind,
+    /// The class a link property points to; `None` for every other type.
+    pub link_target: Option<String>,
+}
+
+impl Property {
+    /// A single, non-nullable property of a non-link type.
+    pub fn new(name: impl Into<String>, property_type: PropertyType) -> Self {
+        Property {
+            name: name.into(),
+            property_type,
+            nullable: property_type == PropertyType::Mixed,
+            collection: CollectionKind::Single,
+            link_target: None,
+        }
+    }
+
+    /// A single link to an object of `target` (nullable, as single links always are).
+    pub fn link(name: impl Into<String>, target: impl Into<String>) -> Self {
+        Property {
+            name: name.into(),
+            property_type: PropertyType::Link,
+            nullable: true,
+            collection: CollectionKind::Single,
+            link_target: Some(target.into()),
+        }
+    }
+
+    /// Makes the property nullable.
+    pub fn nullable(mut self) -> Self {
+        self.nullable = true;
+        self
+    }
+
+    /// Turns the property into a collection of its type.
+    pub fn collection(mut self, kind: CollectionKind) -> Self {
+        self.collection = kind;
+        if self.property_type == PropertyType::Link {
+            // Links inside lists and sets are never null; a dictionary value may be.
+            self.nullable = kind == CollectionKind::Dictionary || kind == CollectionKind::Single;
+        }
+        self
+    }
+}
+
+/// Whether objects of a class stand alone (with a primary key) or live inside a parent object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClassKind {
+    /// A top-level class; objects are identified by the named primary key property.
+    TopLevel {
+        /// Name of the primary key property.
+        primary_key: String,
+    },
+    /// An embedded class: objects have no identity of their own and are owned by exactly one
+    /// parent, through a link property of that parent.
+    Embedded,
+}
+
+/// One class (table) of a schema.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassSchema {
+    /// Class name, unique within the schema.
+    pub name: String,
+    /// Top-level with a primary key, or embedded.
+    pub kind: ClassKind,
+    /// The properties, primary key included.
+    pub properties: Vec<Property>,
+}
+
+impl ClassSchema {
+    /// A top-level class with the given primary key property name.
+    pub fn top_level(
+        name: impl Into<String>,
+        primary_key: impl Into<String>,
+        properties: Vec<Property>,
+    ) -> Self {
+        ClassSchema {
+            name: name.into(),
+            kind: ClassKind::TopLevel {
+                primary_key: primary_key.into(),
+            },
+            properties,
+        }
+    }
+
+    /// An embedded class.
+    pub fn embedded(name: impl Into<String>, properties: Vec<Property>) -> Self {
+        ClassSchema {
+            name: name.into(),
+            kind: ClassKind::Embedded,
+            properties,
+        }
+    }
+
+    /// The property with this name, if any.
+    pub fn property(&self, name: &str) -> Option<&Property> {
+        self.properties.iter().find(|p| p.name == name)
+    }
+
+    /// The primary key property of a top-level class.
+    pub fn primary_key(&self) -> Option<&Property> {
+        match &self.kind {
+            ClassKind::TopLevel { primary_key } => self.property(primary_key),
+            ClassKind::Embedded => None,
+        }
+    }
+}
+
+/// A validated set of classes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schema {
+    classes: Vec<ClassSchema>,
+}
+
+impl Schema {
+    /// Validates the classes and builds a schema.
+    ///
+    /// ```
+    /// use tandem::model::{ClassSchema, CollectionKind, Property, PropertyType, Schema};
+    /// let schema = Schema::new(vec![
+    ///     ClassSchema::top_level("Person", "_id", vec![
+    ///         Property::new("_id", PropertyType::Int),
+    ///         Property::new("name", PropertyType::String),
+    ///         Property::link("dogs", "Dog").collection(CollectionKind::List),
+    ///     ]),
+    ///     ClassSchema::top_level("Dog", "_id", vec![Property::new("_id", PropertyType::String)]),
+    /// ])
+    /// .unwrap();
+    /// assert!(schema.class("Dog").is_some());
+    ///
+    /// let err = Schema::new(vec![ClassSchema::top_level("Cat", "_id", vec![
+    ///     Property::new("_id", PropertyType::Int),
+    ///     Property::link("owner", "Nobody"),
+    /// ])])
+    /// .unwrap_err();
+    /// assert_eq!(err.to_string(), "Cat.owner links to class 'Nobody', which is not in the schema");
+    /// ```
+    pub fn new(classes: Vec<ClassSchema>) -> Result<Self, SchemaError> {
+        let mut names = HashSet::new();
+        for class in &classes {
+            check_name(&class.name, MAX_CLASS_NAME_LEN, || {
+                SchemaError::InvalidClassName {
+                    class: class.name.clone(),
+                }
+            })?;
+            if !names.insert(class.name.as_str()) {
+                return Err(SchemaError::DuplicateClass {
+                    class: class.name.clone(),
+                });
+            }
+        }
+        for class in &classes {
+            validate_class(class, &classes)?;
+        }
+        Ok(Schema { classes })
+    }
+
+    /// The classes, in declaration order.
+    pub fn classes(&self) -> &[ClassSchema] {
+        &self.classes
+    }
+
+    /// The class with this name, if any.
+    pub fn class(&self, name: &str) -> Option<&ClassSchema> {
+        self.classes.iter().find(|c| c.name == name)
+    }
+}
+
+fn check_name(name: &str, max: usize, err: impl Fn() -> SchemaError) -> Result<(), SchemaError> {
+    if name.is_empty() || name.len() > max || name.chars().any(char::is_control) {
+        Err(err())
+    } else {
+        Ok(())
+    }
+}
+
+fn validate_class(class: &ClassSchema, all: &[ClassSchema]) -> Result<(), SchemaError> {
+    let mut seen = HashSet::new();
+    for property in &class.properties {
+        check_name(&property.name, MAX_PROPERTY_NAME_LEN, || {
+            SchemaError::InvalidPropertyName {
+                class: class.name.clone(),
+                property: property.name.clone(),
+            }
+        })?;
+        if !seen.insert(property.name.as_str()) {
+            return Err(SchemaError::DuplicateProperty {
+                class: class.name.clone(),
+                property: property.name.clone(),
+            });
+        }
+        validate_property(class, property, all)?;
+    }
+    match &class.kind {
+        ClassKind::Embedded => {
+            if let Some(p) = class.properties.iter().find(|p| p.name == "_id") {
+                // Realm's convention: `_id` is the primary key name; an embedded class with one
+                // is almost always a class declared embedded by mistake.
+                return Err(SchemaError::EmbeddedWithPrimaryKey {
+                    class: class.name.clone(),
+                    property: p.name.clone(),
+                });
+            }
+        }
+        ClassKind::TopLevel { primary_key } => {
+            let pk = class
+                .property(primary_key)
+                .ok_or_else(|| SchemaError::MissingPrimaryKey {
+                    class: class.name.clone(),
+                    property: primary_key.clone(),
+                })?;
+            if !pk.property_type.can_be_primary_key() || pk.collection != CollectionKind::Single {
+                return Err(SchemaError::InvalidPrimaryKeyType {
+                    class: class.name.clone(),
+                    property: pk.name.clone(),
+                    property_type: pk.property_type,
+                    collection: pk.collection,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_property(
+    class: &ClassSchema,
+    property: &Property,
+    all: &[ClassSchema],
+) -> Result<(), SchemaError> {
+    let err = |rule: &'static str| SchemaError::InvalidProperty {
+        class: class.name.clone(),
+        property: property.name.clone(),
+        rule,
+    };
+    match (&property.link_target, property.property_type) {
+        (None, PropertyType::Link) => return Err(err("a link property needs a target class")),
+        (Some(_), t) if t != PropertyType::Link => {
+            return Err(err("only link properties have a target class"))
+        }
+        (Some(target), _) => {
+            let target_class = all.iter().find(|c| &c.name == target).ok_or_else(|| {
+                SchemaError::MissingLinkTarget {
+                    class: class.name.clone(),
+                    property: property.name.clone(),
+                    target: target.clone(),
+                }
+            })?;
+            let embedded = target_class.kind == ClassKind::Embedded;
+            match property.collection {
+                CollectionKind::Single if !property.nullable => {
+                    return Err(err(
+                        "a single link must be nullable: deleting its target clears it",
+                    ))
+                }
+                CollectionKind::List | CollectionKind::Set if property.nullable => {
+                    return Err(err("links in a list or set cannot be null"))
+                }
+                CollectionKind::Set if embedded => {
+                    return Err(err("a set cannot hold embedded objects"))
+                }
+                _ => {}
+            }
+        }
+        (None, PropertyType::Mixed) if !property.nullable => {
+            return Err(err("a mixed property is always nullable"))
+        }
+        (None, _) => {}
+    }
+    Ok(())
+}
+
+/// Why a schema was refused. Every variant names the class (and property) at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchemaError {
+    /// A type name that is not one of [`PropertyType`]'s names.
+    UnknownType {
+        /// The name given.
+        type_name: String,
+    },
+    /// Two classes share a name.
+    DuplicateClass {
+        /// The repeated name.
+        class: String,
+    },
+    /// A class name is empty, too long or has control characters.
+    InvalidClassName {
+        /// The name given.
+        class: String,
+    },
+    /// A property name is empty, too long or has control characters.
+    InvalidPropertyName {
+        /// The class.
+        class: String,
+        /// The name given.
+        property: String,
+    },
+    /// Two properties of one class share a name.
+    DuplicateProperty {
+        /// The class.
+        class: String,
+        /// The repeated name.
+        property: String,
+    },
+    /// A top-level class names a primary key property it does not have.
+    MissingPrimaryKey {
+        /// The class.
+        class: String,
+        /// The primary key name given.
+        property: String,
+    },
+    /// A primary key of a type that cannot be one, or a collection.
+    InvalidPrimaryKeyType {
+        /// The class.
+        class: String,
+        /// The primary key property.
+        property: String,
+        /// Its type.
+        property_type: PropertyType,
+        /// Its collection kind.
+        collection: CollectionKind,
+    },
+    /// An embedded class declares a primary key (`_id`).
+    EmbeddedWithPrimaryKey {
+        /// The class.
+        class: String,
+        /// The offending property.
+        property: String,
+    },
+    /// A link property targets a class that is not in the schema.
+    MissingLinkTarget {
+        /// The class.
+        class: String,
+        /// The link property.
+        property: String,
+        /// The missing target.
+        target: String,
+    },
+    /// A property breaks a rule about links, nullability or collections.
+    InvalidProperty {
+        /// The class.
+        class: String,
+        /// The property.
+        property: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemaError::UnknownType { type_name } => write!(
+                f,
+                "unknown property type '{type_name}'; expected one of: {}",
+                PropertyType::ALL.map(PropertyType::name).join(", ")
+            ),
+            SchemaError::DuplicateClass { class } => {
+                write!(f, "class '{class}' is declared twice")
+            }
+            SchemaError::InvalidClassName { class } => write!(
+                f,
+                "class name '{class}' must be 1 to {MAX_CLASS_NAME_LEN} bytes without control \
+                 characters"
+            ),
+            SchemaError::InvalidPropertyName { class, property } => write!(
+                f,
+                "{class}: property name '{property}' must be 1 to {MAX_PROPERTY_NAME_LEN} bytes \
+                 without control characters"
+            ),
+            SchemaError::DuplicateProperty { class, property } => {
+                write!(f, "{class}.{property} is declared twice")
+            }
+            SchemaError::MissingPrimaryKey { class, property } => write!(
+                f,
+                "{class} names '{property}' as its primary key but has no such property"
+            ),
+            SchemaError::InvalidPrimaryKeyType {
+                class,
+                property,
+                property_type,
+                collection,
+            } => write!(
+                f,
+                "{class}.{property} cannot be a primary key: it is a {collection} of \
+                 {property_type}; a primary key is a single int, string, objectId or uuid"
+            ),
+            SchemaError::EmbeddedWithPrimaryKey { class, property } => write!(
+                f,
+                "{class} is embedded but declares primary key '{property}'; embedded objects \
+                 are identified by their parent"
+            ),
+            SchemaError::MissingLinkTarget {
+                class,
+                property,
+                target,
+            } => write!(
+                f,
+                "{class}.{property} links to class '{target}', which is not in the schema"
+            ),
+            SchemaError::InvalidProperty {
+                class,
+                property,
+                rule,
+            } => write!(f, "{class}.{property}: {rule}"),
+        }
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(props: Vec<Property>) -> ClassSchema {
+        let mut all = vec![Property::new("_id", PropertyType::Int)];
+        all.extend(props);
+        ClassSchema::top_level("Person", "_id", all)
+    }
+
+    #[test]
+    fn accepts_every_type_in_every_collection() {
+        let mut props = Vec::new();
+        for t in PropertyType::ALL {
+            for kind in [
+                CollectionKind::Single,
+                CollectionKind::List,
+                CollectionKind::Set,
+                CollectionKind::Dictionary,
+            ] {
+                let name = format!("{t}_{kind}");
+                let p = if t == PropertyType::Link {
+                    Property::link(name, "Person").collection(kind)
+                } else {
+                    Property::new(name, t).collection(kind)
+                };
+                props.push(p);
+            }
+        }
+        let schema = Schema::new(vec![person(props)]).unwrap();
+        assert_eq!(schema.classes()[0].properties.len(), 1 + 12 * 4);
+    }
+
+    #[test]
+    fn unknown_type_names_the_choices() {
+        let err = "integer".parse::<PropertyType>().unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("unknown property type 'integer'; expected one of: int, bool"));
+        assert_eq!(
+            "objectid".parse::<PropertyType>().unwrap(),
+            PropertyType::ObjectId
+        );
+        assert_eq!(
+            "Date".parse::<PropertyType>().unwrap(),
+            PropertyType::Timestamp
+        );
+    }
+
+    #[test]
+    fn duplicate_property_and_class() {
+        let err = Schema::new(vec![person(vec![Property::new(
+            "_id",
+            PropertyType::String,
+        )])])
+        .unwrap_err();
+        assert_eq!(err.to_string(), "Person._id is declared twice");
+        let err = Schema::new(vec![person(vec![]), person(vec![])]).unwrap_err();
+        assert_eq!(
+            err,
+            SchemaError::DuplicateClass {
+                class: "Person".into()
+            }
+        );
+    }
+
+    #[test]
+    fn embedded_class_with_primary_key() {
+        let err = Schema::new(vec![ClassSchema::embedded(
+            "Address",
+            vec![Property::new("_id", PropertyType::Int)],
+        )])
+        .unwrap_err();
+        assert!(matches!(err, SchemaError::EmbeddedWithPrimaryKey { .. }));
+    }
+
+    #[test]
+    fn primary_key_rules() {
+        let missing = ClassSchema::top_level("A", "id", vec![]);
+        assert!(matches!(
+            Schema::new(vec![missing]).unwrap_err(),
+            SchemaError::MissingPrimaryKey { .. }
+        ));
+        let bad =
+            ClassSchema::top_level("A", "id", vec![Property::new("id", PropertyType::Double)]);
+        assert_eq!(
+            Schema::new(vec![bad]).unwrap_err().to_string(),
+            "A.id cannot be a primary key: it is a single of double; a primary key is a single \
+             int, string, objectId or uuid"
+        );
+        let nullable = ClassSchema::top_level(
+            "A",
+            "id",
+            vec![Property::new("id", PropertyType::String).nullable()],
+        );
+        assert!(Schema::new(vec![nullable]).is_ok());
+    }
+
+    #[test]
+    fn link_rules() {
+        let no_target = Property {
+            link_target: None,
+            ..Property::link("l", "Person")
+        };
+        assert!(Schema::new(vec![person(vec![no_target])]).is_err());
+        let mut required = Property::link("l", "Person");
+        required.nullable = false;
+        assert!(Schema::new(vec![person(vec![required])]).is_err());
+        let embedded_set = Property::link("s", "Address").collection(CollectionKind::Set);
+        let err = Schema::new(vec![
+            person(vec![embedded_set]),
+            ClassSchema::embedded(
+                "Address",
+                vec![Property::new("street", PropertyType::String)],
+            ),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Person.s: a set cannot hold embedded objects"
+        );
+        let target_on_int = Property {
+            link_target: Some("Person".into()),
+            ..Property::new("i", PropertyType::Int)
+        };
+        assert!(Schema::new(vec![person(vec![target_on_int])]).is_err());
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        let long = "x".repeat(MAX_CLASS_NAME_LEN + 1);
+        let class =
+            ClassSchema::top_level(long, "_id", vec![Property::new("_id", PropertyType::Int)]);
+        assert!(matches!(
+            Schema::new(vec![class]).unwrap_err(),
+            SchemaError::InvalidClassName { .. }
+        ));
+        let mut mixed = Property::new("m", PropertyType::Mixed);
+        mixed.nullable = false;
+        assert!(Schema::new(vec![person(vec![mixed])]).is_err());
+    }
+}

@@ -1,0 +1,338 @@
+//! Values an object can hold, and the identity types behind them.
+//!
+//! These are the owned, app-facing forms. The changeset module has its own wire forms
+//! (interned strings, global keys) and converts to and from these.
+
+use std::fmt;
+
+/// A point in time: seconds since the Unix epoch plus a nanosecond part.
+///
+/// As in Realm, the nanosecond part carries the same sign as the seconds (or is zero) and its
+/// magnitude is below one second, so every instant has exactly one representation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    seconds: i64,
+    nanoseconds: i32,
+}
+
+impl Timestamp {
+    /// Builds a timestamp, refusing a nanosecond part of one second or more, or one whose sign
+    /// disagrees with the seconds.
+    ///
+    /// ```
+    /// use tandem::model::Timestamp;
+    /// let t = Timestamp::new(1_700_000_000, 250_000_000).unwrap();
+    /// assert_eq!(t.seconds(), 1_700_000_000);
+    /// assert!(Timestamp::new(1, -5).is_err());
+    /// ```
+    pub fn new(seconds: i64, nanoseconds: i32) -> Result<Self, ValueError> {
+        let in_range = nanoseconds.unsigned_abs() < 1_000_000_000;
+        let signs_disagree = (seconds > 0 && nanoseconds < 0) || (seconds < 0 && nanoseconds > 0);
+        if in_range && !signs_disagree {
+            Ok(Timestamp {
+                seconds,
+                nanoseconds,
+            })
+        } else {
+            Err(ValueError::InvalidTimestamp {
+                seconds,
+                nanoseconds: i64::from(nanoseconds),
+            })
+        }
+    }
+
+    /// Whole seconds since 1970-01-01T00:00:00Z.
+    pub fn seconds(self) -> i64 {
+        self.seconds
+    }
+
+    /// The sub-second part in nanoseconds, with the sign of [`Timestamp::seconds`].
+    pub fn nanoseconds(self) -> i32 {
+        self.nanoseconds
+    }
+}
+
+/// A 12-byte MongoDB-style object id, kept as its raw bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectId(pub [u8; 12]);
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// A 16-byte UUID in its canonical (big-endian, RFC 4122) byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uuid(pub [u8; 16]);
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An IEEE 754-2008 decimal128 number in the binary integer decimal (BID) layout Realm uses.
+///
+/// The 128 bits are one sign bit, a 14-bit biased exponent and a 113-bit coefficient; special
+/// values (NaN, infinities) live in the same bits and survive every conversion unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Decimal128 {
+    bits: u128,
+}
+
+impl Decimal128 {
+    /// Bias added to the exponent before it is stored in the 14 exponent bits.
+    pub const EXPONENT_BIAS: i32 = 6176;
+    /// Largest exponent the 14 exponent bits can hold, after removing the bias.
+    pub const MAX_EXPONENT: i32 = 0x3FFF - Self::EXPONENT_BIAS;
+    /// Smallest exponent, after removing the bias.
+    pub const MIN_EXPONENT: i32 = -Self::EXPONENT_BIAS;
+    /// The coefficient occupies the low 113 bits.
+    pub const COEFFICIENT_BITS: u32 = 113;
+
+    const COEFFICIENT_MASK: u128 = (1u128 << Self::COEFFICIENT_BITS) - 1;
+
+    /// Wraps raw BID bits (low word in the low 64 bits).
+    pub fn from_bits(bits: u128) -> Self {
+        Decimal128 { bits }
+    }
+
+    /// The raw BID bits.
+    pub fn to_bits(self) -> u128 {
+        self.bits
+    }
+
+    /// Builds `(-1)^negative * coefficient * 10^exponent` from its parts, as Realm's changeset
+    /// encoding transmits them.
+    ///
+    /// ```
+    /// use tandem::model::Decimal128;
+    /// let d = Decimal128::from_parts(12345, -2, false).unwrap(); // 123.45
+    /// assert_eq!(d.parts(), (12345, -2, false));
+    /// assert_eq!(d.to_string(), "12345E-2");
+    /// ```
+    pub fn from_parts(
+        coefficient: u128,
+        exponent: i32,
+        negative: bool,
+    ) -> Result<Self, ValueError> {
+        if coefficient > Self::COEFFICIENT_MASK {
+            return Err(ValueError::DecimalCoefficientTooLarge);
+        }
+        if !(Self::MIN_EXPONENT..=Self::MAX_EXPONENT).contains(&exponent) {
+            return Err(ValueError::DecimalExponentOutOfRange { exponent });
+        }
+        let biased = (exponent + Self::EXPONENT_BIAS) as u128;
+        let sign = u128::from(negative) << 127;
+        Ok(Decimal128 {
+            bits: sign | (biased << Self::COEFFICIENT_BITS) | coefficient,
+        })
+    }
+
+    /// The `(coefficient, exponent, negative)` triple; the inverse of [`Decimal128::from_parts`].
+    pub fn parts(self) -> (u128, i32, bool) {
+        let coefficient = self.bits & Self::COEFFICIENT_MASK;
+        let biased = ((self.bits >> Self::COEFFICIENT_BITS) & 0x3FFF) as i32;
+        let negative = self.bits >> 127 == 1;
+        (coefficient, biased - Self::EXPONENT_BIAS, negative)
+    }
+}
+
+impl fmt::Display for Decimal128 {
+    /// Scientific form `[-]coefficientEexponent`, exact and unambiguous.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (coefficient, exponent, negative) = self.parts();
+        let sign = if negative { "-" } else { "" };
+        write!(f, "{sign}{coefficient}E{exponent}")
+    }
+}
+
+/// A primary key value: what makes an object the same object on every device.
+///
+/// Tandem supports the primary key types Realm Device Sync supported: integers, strings, object
+/// ids and UUIDs, each optionally nullable (a nullable key admits one object whose key is null).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PrimaryKey {
+    /// The null key of a class whose primary key is nullable.
+    Null,
+    /// A 64-bit signed integer key.
+    Int(i64),
+    /// A UTF-8 string key.
+    String(String),
+    /// An object id key.
+    ObjectId(ObjectId),
+    /// A UUID key.
+    Uuid(Uuid),
+}
+
+impl fmt::Display for PrimaryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrimaryKey::Null => f.write_str("null"),
+            PrimaryKey::Int(v) => write!(f, "{v}"),
+            PrimaryKey::String(s) => write!(f, "{s:?}"),
+            PrimaryKey::ObjectId(id) => write!(f, "ObjectId({id})"),
+            PrimaryKey::Uuid(id) => write!(f, "UUID({id})"),
+        }
+    }
+}
+
+/// A reference to an object of a top-level class: its class name and primary key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Link {
+    /// Name of the target class.
+    pub class: String,
+    /// Primary key of the target object.
+    pub key: PrimaryKey,
+}
+
+/// One value of a property, or one element of a list, set or dictionary.
+///
+/// A property of type mixed holds any of these. Floating-point values compare by bit pattern,
+/// so `NaN == NaN` holds here: replicas are compared value by value, and a value must equal
+/// itself for two identical replicas to compare equal.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// No value (a nullable property that is not set).
+    Null,
+    /// A 64-bit signed integer.
+    Int(i64),
+    /// A boolean.
+    Bool(bool),
+    /// A UTF-8 string.
+    String(String),
+    /// Arbitrary bytes.
+    Binary(Vec<u8>),
+    /// A point in time.
+    Timestamp(Timestamp),
+    /// A 32-bit float.
+    Float(f32),
+    /// A 64-bit float.
+    Double(f64),
+    /// A decimal128 number.
+    Decimal(Decimal128),
+    /// A 12-byte object id.
+    ObjectId(ObjectId),
+    /// A UUID.
+    Uuid(Uuid),
+    /// A link to an object of a top-level class.
+    Link(Link),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        use Value::*;
+        match (self, other) {
+            (Null, Null) => true,
+            (Int(a), Int(b)) => a == b,
+            (Bool(a), Bool(b)) => a == b,
+            (String(a), String(b)) => a == b,
+            (Binary(a), Binary(b)) => a == b,
+            (Timestamp(a), Timestamp(b)) => a == b,
+            (Float(a), Float(b)) => a.to_bits() == b.to_bits(),
+            (Double(a), Double(b)) => a.to_bits() == b.to_bits(),
+            (Decimal(a), Decimal(b)) => a == b,
+            (ObjectId(a), ObjectId(b)) => a == b,
+            (Uuid(a), Uuid(b)) => a == b,
+            (Link(a), Link(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
+/// A value that cannot be built: the message says which rule it breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueError {
+    /// The nanosecond part is one second or more, or its sign disagrees with the seconds.
+    InvalidTimestamp {
+        /// The seconds given.
+        seconds: i64,
+        /// The nanoseconds given.
+        nanoseconds: i64,
+    },
+    /// A decimal128 coefficient needs more than 113 bits.
+    DecimalCoefficientTooLarge,
+    /// A decimal128 exponent is outside -6176..=10207.
+    DecimalExponentOutOfRange {
+        /// The exponent given.
+        exponent: i32,
+    },
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ValueError::InvalidTimestamp {
+                seconds,
+                nanoseconds,
+            } => write!(
+                f,
+                "invalid timestamp {seconds} s {nanoseconds} ns: nanoseconds must be below one \
+                 second in magnitude and share the sign of the seconds"
+            ),
+            ValueError::DecimalCoefficientTooLarge => {
+                f.write_str("decimal128 coefficient does not fit in 113 bits")
+            }
+            ValueError::DecimalExponentOutOfRange { exponent } => write!(
+                f,
+                "decimal128 exponent {exponent} is outside {}..={}",
+                Decimal128::MIN_EXPONENT,
+                Decimal128::MAX_EXPONENT
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ValueError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_rejects_mixed_signs_and_overflowing_nanoseconds() {
+        assert!(Timestamp::new(0, -1).is_ok());
+        assert!(Timestamp::new(-1, -999_999_999).is_ok());
+        assert!(Timestamp::new(-1, 1).is_err());
+        assert!(Timestamp::new(1, 1_000_000_000).is_err());
+    }
+
+    #[test]
+    fn decimal_parts_round_trip_and_nan_bits_survive() {
+        let d = Decimal128::from_parts(1, 0, true).unwrap();
+        assert_eq!(d.parts(), (1, 0, true));
+        assert_eq!(d.to_string(), "-1E0");
+        let nan = Decimal128::from_bits(0x7c00_0000_0000_0000_0000_0000_0000_00aa);
+        let (c, e, n) = nan.parts();
+        assert_eq!(Decimal128::from_parts(c, e, n).unwrap(), nan);
+        assert!(Decimal128::from_parts(1 << 113, 0, false).is_err());
+        assert!(Decimal128::from_parts(0, 10208, false).is_err());
+    }
+
+    #[test]
+    fn floats_compare_by_bits() {
+        assert_eq!(Value::Double(f64::NAN), Value::Double(f64::NAN));
+        assert_ne!(Value::Double(0.0), Value::Double(-0.0));
+        assert_ne!(Value::Int(1), Value::Double(1.0));
+    }
+
+    #[test]
+    fn display_forms() {
+        let u = Uuid([
+            0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17,
+            0x40, 0x00,
+        ]);
+        assert_eq!(u.to_string(), "123e4567-e89b-12d3-a456-426614174000");
+        assert_eq!(ObjectId([0xab; 12]).to_string(), "ab".repeat(12));
+        assert_eq!(PrimaryKey::String("x".into()).to_string(), "\"x\"");
+    }
+}
