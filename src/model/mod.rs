@@ -7,7 +7,7 @@ mod schema;
 mod value;
 
 pub use schema::{
-    ClassKind, ClassSchema, CollectionKind, Property, PropertyType, Schema, SchemaError,
-    MAX_CLASS_NAME_LEN, MAX_PROPERTY_NAME_LEN,
+    ClassSchema, CollectionKind, Property, PropertyType, Schema, SchemaError, MAX_CLASS_NAME_LEN,
+    MAX_PROPERTY_NAME_LEN,
 };
 pub use value::{Decimal128, Link, ObjectId, PrimaryKey, Timestamp, Uuid, Value, ValueError};

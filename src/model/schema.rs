@@ -192,26 +192,17 @@ impl Property {
     }
 }
 
-/// Whether objects of a class stand alone (with a primary key) or live inside a parent object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClassKind {
-    /// A top-level class; objects are identified by the named primary key property.
-    TopLevel {
-        /// Name of the primary key property.
-        primary_key: String,
-    },
-    /// An embedded class: objects have no identity of their own and are owned by exactly one
-    /// parent, through a link property of that parent.
-    Embedded,
-}
-
 /// One class (table) of a schema.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClassSchema {
     /// Class name, unique within the schema.
     pub name: String,
-    /// Top-level with a primary key, or embedded.
-    pub kind: ClassKind,
+    /// Embedded classes have no identity of their own: each object lives inside exactly one
+    /// parent, reached through a link property of that parent.
+    pub embedded: bool,
+    /// Name of the primary key property. Every top-level class has one (sync identifies objects
+    /// by it); an embedded class has none.
+    pub primary_key: Option<String>,
     /// The properties, primary key included.
     pub properties: Vec<Property>,
 }
@@ -225,9 +216,8 @@ impl ClassSchema {
     ) -> Self {
         ClassSchema {
             name: name.into(),
-            kind: ClassKind::TopLevel {
-                primary_key: primary_key.into(),
-            },
+            embedded: false,
+            primary_key: Some(primary_key.into()),
             properties,
         }
     }
@@ -236,7 +226,8 @@ impl ClassSchema {
     pub fn embedded(name: impl Into<String>, properties: Vec<Property>) -> Self {
         ClassSchema {
             name: name.into(),
-            kind: ClassKind::Embedded,
+            embedded: true,
+            primary_key: None,
             properties,
         }
     }
@@ -247,11 +238,8 @@ impl ClassSchema {
     }
 
     /// The primary key property of a top-level class.
-    pub fn primary_key(&self) -> Option<&Property> {
-        match &self.kind {
-            ClassKind::TopLevel { primary_key } => self.property(primary_key),
-            ClassKind::Embedded => None,
-        }
+    pub fn primary_key_property(&self) -> Option<&Property> {
+        self.primary_key.as_deref().and_then(|pk| self.property(pk))
     }
 }
 
@@ -340,23 +328,22 @@ fn validate_class(class: &ClassSchema, all: &[ClassSchema]) -> Result<(), Schema
         }
         validate_property(class, property, all)?;
     }
-    match &class.kind {
-        ClassKind::Embedded => {
-            if let Some(p) = class.properties.iter().find(|p| p.name == "_id") {
-                // Realm's convention: `_id` is the primary key name; an embedded class with one
-                // is almost always a class declared embedded by mistake.
-                return Err(SchemaError::EmbeddedWithPrimaryKey {
-                    class: class.name.clone(),
-                    property: p.name.clone(),
-                });
-            }
-        }
-        ClassKind::TopLevel { primary_key } => {
+    match (class.embedded, &class.primary_key) {
+        (true, Some(pk)) => Err(SchemaError::EmbeddedWithPrimaryKey {
+            class: class.name.clone(),
+            property: pk.clone(),
+        }),
+        (true, None) => Ok(()),
+        (false, None) => Err(SchemaError::MissingPrimaryKey {
+            class: class.name.clone(),
+            property: None,
+        }),
+        (false, Some(primary_key)) => {
             let pk = class
                 .property(primary_key)
                 .ok_or_else(|| SchemaError::MissingPrimaryKey {
                     class: class.name.clone(),
-                    property: primary_key.clone(),
+                    property: Some(primary_key.clone()),
                 })?;
             if !pk.property_type.can_be_primary_key() || pk.collection != CollectionKind::Single {
                 return Err(SchemaError::InvalidPrimaryKeyType {
@@ -366,9 +353,9 @@ fn validate_class(class: &ClassSchema, all: &[ClassSchema]) -> Result<(), Schema
                     collection: pk.collection,
                 });
             }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 fn validate_property(
@@ -394,7 +381,7 @@ fn validate_property(
                     target: target.clone(),
                 }
             })?;
-            let embedded = target_class.kind == ClassKind::Embedded;
+            let embedded = target_class.embedded;
             match property.collection {
                 CollectionKind::Single if !property.nullable => {
                     return Err(err(
@@ -450,12 +437,12 @@ pub enum SchemaError {
         /// The repeated name.
         property: String,
     },
-    /// A top-level class names a primary key property it does not have.
+    /// A top-level class names no primary key, or one it does not have.
     MissingPrimaryKey {
         /// The class.
         class: String,
-        /// The primary key name given.
-        property: String,
+        /// The primary key name given, if any.
+        property: Option<String>,
     },
     /// A primary key of a type that cannot be one, or a collection.
     InvalidPrimaryKeyType {
@@ -468,7 +455,7 @@ pub enum SchemaError {
         /// Its collection kind.
         collection: CollectionKind,
     },
-    /// An embedded class declares a primary key (`_id`).
+    /// An embedded class declares a primary key.
     EmbeddedWithPrimaryKey {
         /// The class.
         class: String,
@@ -519,9 +506,20 @@ impl fmt::Display for SchemaError {
             SchemaError::DuplicateProperty { class, property } => {
                 write!(f, "{class}.{property} is declared twice")
             }
-            SchemaError::MissingPrimaryKey { class, property } => write!(
+            SchemaError::MissingPrimaryKey {
+                class,
+                property: Some(property),
+            } => write!(
                 f,
                 "{class} names '{property}' as its primary key but has no such property"
+            ),
+            SchemaError::MissingPrimaryKey {
+                class,
+                property: None,
+            } => write!(
+                f,
+                "{class} has no primary key; every top-level class needs one (int, string, \
+                 objectId or uuid), or declare it embedded"
             ),
             SchemaError::InvalidPrimaryKeyType {
                 class,
@@ -625,12 +623,29 @@ mod tests {
 
     #[test]
     fn embedded_class_with_primary_key() {
-        let err = Schema::new(vec![ClassSchema::embedded(
-            "Address",
-            vec![Property::new("_id", PropertyType::Int)],
-        )])
-        .unwrap_err();
-        assert!(matches!(err, SchemaError::EmbeddedWithPrimaryKey { .. }));
+        let mut address =
+            ClassSchema::embedded("Address", vec![Property::new("_id", PropertyType::Int)]);
+        assert!(Schema::new(vec![address.clone()]).is_ok());
+        address.primary_key = Some("_id".into());
+        let err = Schema::new(vec![address]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Address is embedded but declares primary key '_id'; embedded objects are \
+             identified by their parent"
+        );
+    }
+
+    #[test]
+    fn top_level_class_without_primary_key() {
+        let mut class = person(vec![]);
+        class.primary_key = None;
+        assert_eq!(
+            Schema::new(vec![class]).unwrap_err(),
+            SchemaError::MissingPrimaryKey {
+                class: "Person".into(),
+                property: None
+            }
+        );
     }
 
     #[test]
