@@ -15,3 +15,4 @@
 
 pub mod changeset;
 pub mod model;
+pub mod state;

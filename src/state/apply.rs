@@ -1,0 +1,710 @@
+//! The reference applier: one changeset onto a [`State`], with Realm's rules.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::{
+    default_field, is_embedded, new_object, ColumnSpec, Element, Field, Key, Object, Schemas,
+    State, TableSchema, TableSpec, Val,
+};
+use crate::changeset::{
+    AddColumn, Changeset, CollectionType, ColumnCollection, ColumnType, FieldPath, Instruction,
+    InternString, PathElement, Payload, PayloadType, TableKind,
+};
+
+/// Why a changeset could not be applied. The state is left unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyError {
+    /// An instruction addresses something missing or out of range, or breaks a type rule.
+    BadChangeset {
+        /// Index of the instruction in the changeset.
+        instruction: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// `AddTable` or `AddColumn` disagrees with what exists.
+    SchemaMismatch {
+        /// Index of the instruction in the changeset.
+        instruction: usize,
+        /// What differs.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::BadChangeset {
+                instruction,
+                reason,
+            } => write!(f, "bad changeset: instruction {instruction}: {reason}"),
+            ApplyError::SchemaMismatch {
+                instruction,
+                reason,
+            } => write!(f, "schema mismatch: instruction {instruction}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+/// Internal error before the instruction index is attached.
+enum Fault {
+    Bad(String),
+    Schema(String),
+}
+
+type Res<T> = Result<T, Fault>;
+
+fn bad<T>(reason: impl Into<String>) -> Res<T> {
+    Err(Fault::Bad(reason.into()))
+}
+
+/// A path element with its string resolved.
+#[derive(Clone, Debug)]
+enum Step {
+    Index(u32),
+    Key(String),
+}
+
+impl State {
+    /// Applies a changeset atomically: all instructions, or on error none of them.
+    pub fn apply(&mut self, changeset: &Changeset) -> Result<(), ApplyError> {
+        let mut next = self.clone();
+        for (index, instruction) in changeset.instructions.iter().enumerate() {
+            next.apply_one(changeset, instruction)
+                .map_err(|fault| match fault {
+                    Fault::Bad(reason) => ApplyError::BadChangeset {
+                        instruction: index,
+                        reason,
+                    },
+                    Fault::Schema(reason) => ApplyError::SchemaMismatch {
+                        instruction: index,
+                        reason,
+                    },
+                })?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    fn apply_one(&mut self, cs: &Changeset, instruction: &Instruction) -> Res<()> {
+        let name = |s: InternString| -> Res<String> {
+            match cs.string(s) {
+                Some(v) => Ok(v.to_owned()),
+                None => bad(format!("intern string {} is not defined", s.0)),
+            }
+        };
+        match instruction {
+            Instruction::AddTable(add) => {
+                let table = name(add.table)?;
+                let spec = match &add.kind {
+                    TableKind::Embedded => TableSpec::Embedded,
+                    TableKind::TopLevel(pk) | TableKind::TopLevelAsymmetric(pk) => {
+                        TableSpec::TopLevel {
+                            pk_field: name(pk.field)?,
+                            pk_type: pk.key_type,
+                            pk_nullable: pk.nullable,
+                            asymmetric: matches!(add.kind, TableKind::TopLevelAsymmetric(_)),
+                        }
+                    }
+                };
+                match self.schemas.get(&table) {
+                    Some(existing) if existing.spec == spec => Ok(()),
+                    Some(existing) => Err(Fault::Schema(format!(
+                        "table {table} exists as {:?}, not {spec:?}",
+                        existing.spec
+                    ))),
+                    None => {
+                        if matches!(spec, TableSpec::TopLevel { .. }) {
+                            self.objects.insert(table.clone(), BTreeMap::new());
+                        }
+                        self.schemas.insert(
+                            table,
+                            TableSchema {
+                                spec,
+                                columns: BTreeMap::new(),
+                            },
+                        );
+                        Ok(())
+                    }
+                }
+            }
+            Instruction::EraseTable { table } => {
+                let table = name(*table)?;
+                if self.schemas.remove(&table).is_none() {
+                    return bad(format!("EraseTable: no table {table}"));
+                }
+                self.objects.remove(&table);
+                Ok(())
+            }
+            Instruction::AddColumn(add) => self.add_column(cs, add),
+            Instruction::EraseColumn { table, field } => {
+                let table = name(*table)?;
+                let field = name(*field)?;
+                let schema = match self.schemas.get_mut(&table) {
+                    Some(s) => s,
+                    None => return bad(format!("EraseColumn: no table {table}")),
+                };
+                if schema.columns.remove(&field).is_none() {
+                    return bad(format!("EraseColumn: no column {table}.{field}"));
+                }
+                let State { schemas, objects } = self;
+                for_each_object_of(schemas, objects, &table, &mut |o| {
+                    o.fields.remove(&field);
+                });
+                Ok(())
+            }
+            Instruction::CreateObject { table, object } => {
+                let table = name(*table)?;
+                let key = match Key::resolve(object, cs) {
+                    Some(k) => k,
+                    None => return bad("CreateObject: undefined string key"),
+                };
+                let (pk_type, pk_nullable) = match self.schemas.get(&table).map(|s| &s.spec) {
+                    Some(TableSpec::TopLevel {
+                        pk_type,
+                        pk_nullable,
+                        ..
+                    }) => (*pk_type, *pk_nullable),
+                    Some(TableSpec::Embedded) => {
+                        return bad(format!("CreateObject in embedded table {table}"))
+                    }
+                    None => return bad(format!("CreateObject: no table {table}")),
+                };
+                let type_ok = match key {
+                    Key::Null => pk_nullable,
+                    ref k => k.payload_type() == pk_type,
+                };
+                if !type_ok {
+                    return bad(format!(
+                        "CreateObject: key {key} does not fit the {pk_type:?} primary key of {table}"
+                    ));
+                }
+                if !self.objects[&table].contains_key(&key) {
+                    let object = new_object(&self.schemas, &table);
+                    if let Some(objects) = self.objects.get_mut(&table) {
+                        objects.insert(key, object);
+                    }
+                }
+                Ok(())
+            }
+            Instruction::EraseObject { table, object } => {
+                let table = name(*table)?;
+                let key = match Key::resolve(object, cs) {
+                    Some(k) => k,
+                    None => return bad("EraseObject: undefined string key"),
+                };
+                match self.objects.get_mut(&table) {
+                    Some(objects) => {
+                        objects.remove(&key);
+                        Ok(())
+                    }
+                    None => bad(format!("EraseObject: no top-level table {table}")),
+                }
+            }
+            Instruction::Update(update) => {
+                let value = &update.value;
+                self.at_path(cs, &update.path, &mut |schemas, slot| match slot {
+                    Slot::Field { field, column } => set_field(schemas, field, column, value, cs),
+                    Slot::Element {
+                        list,
+                        index,
+                        column,
+                    } => {
+                        check_size(list.len(), update.prior_size)?;
+                        let i = index as usize;
+                        if i >= list.len() {
+                            return bad(format!("Update: index {i} out of range {}", list.len()));
+                        }
+                        if matches!(value, Payload::ObjectValue)
+                            && matches!(list[i], Element::Embedded(_))
+                        {
+                            return Ok(());
+                        }
+                        list[i] = element_from(schemas, column, value, cs)?;
+                        Ok(())
+                    }
+                    Slot::Entry { dict, key, column } => {
+                        match value {
+                            Payload::Erased => {
+                                dict.remove(&key);
+                            }
+                            Payload::ObjectValue
+                                if matches!(dict.get(&key), Some(Element::Embedded(_))) => {}
+                            _ => {
+                                let element = element_from(schemas, column, value, cs)?;
+                                dict.insert(key, element);
+                            }
+                        }
+                        Ok(())
+                    }
+                })
+            }
+            Instruction::AddInteger(add) => {
+                let amount = add.value;
+                self.at_path(cs, &add.path, &mut |_, slot| {
+                    let target = match slot {
+                        Slot::Field {
+                            field: Field::Value(v),
+                            ..
+                        } => v,
+                        Slot::Element { list, index, .. } => {
+                            match list.get_mut(index as usize) {
+                                Some(Element::Value(v)) => v,
+                                _ => return bad("AddInteger: no integer element there"),
+                            }
+                        }
+                        Slot::Entry { dict, key, .. } => match dict.get_mut(&key) {
+                            Some(Element::Value(v)) => v,
+                            _ => return bad("AddInteger: no integer entry there"),
+                        },
+                        Slot::Field { .. } => return bad("AddInteger on a non-scalar field"),
+                    };
+                    match target {
+                        Val::Int(v) => {
+                            *v = v.wrapping_add(amount);
+                            Ok(())
+                        }
+                        Val::Null => Ok(()),
+                        other => bad(format!("AddInteger on non-integer value {other}")),
+                    }
+                })
+            }
+            Instruction::ArrayInsert(insert) => {
+                self.at_path(cs, &insert.path, &mut |schemas, slot| match slot {
+                    Slot::Element {
+                        list,
+                        index,
+                        column,
+                    } => {
+                        check_size(list.len(), insert.prior_size)?;
+                        if index as usize > list.len() {
+                            return bad(format!(
+                                "ArrayInsert: index {index} beyond size {}",
+                                list.len()
+                            ));
+                        }
+                        let element = element_from(schemas, column, &insert.value, cs)?;
+                        list.insert(index as usize, element);
+                        Ok(())
+                    }
+                    _ => bad("ArrayInsert: not a list"),
+                })
+            }
+            Instruction::ArrayMove(mv) => self.at_path(cs, &mv.path, &mut |_, slot| match slot {
+                Slot::Element { list, index, .. } => {
+                    check_size(list.len(), mv.prior_size)?;
+                    let (from, to) = (index as usize, mv.to as usize);
+                    if from >= list.len() || to >= list.len() {
+                        return bad(format!(
+                            "ArrayMove {from} -> {to} out of range {}",
+                            list.len()
+                        ));
+                    }
+                    let element = list.remove(from);
+                    list.insert(to, element);
+                    Ok(())
+                }
+                _ => bad("ArrayMove: not a list"),
+            }),
+            Instruction::ArrayErase(erase) => {
+                self.at_path(cs, &erase.path, &mut |_, slot| match slot {
+                    Slot::Element { list, index, .. } => {
+                        check_size(list.len(), erase.prior_size)?;
+                        if index as usize >= list.len() {
+                            return bad(format!(
+                                "ArrayErase: index {index} out of range {}",
+                                list.len()
+                            ));
+                        }
+                        list.remove(index as usize);
+                        Ok(())
+                    }
+                    _ => bad("ArrayErase: not a list"),
+                })
+            }
+            Instruction::Clear(clear) => {
+                let kind = clear.collection_type;
+                self.at_path(cs, &clear.path, &mut |_, slot| match (slot, kind) {
+                    (
+                        Slot::Field {
+                            field: Field::List(l),
+                            ..
+                        },
+                        CollectionType::List,
+                    ) => {
+                        l.clear();
+                        Ok(())
+                    }
+                    (
+                        Slot::Field {
+                            field: Field::Set(s),
+                            ..
+                        },
+                        CollectionType::Set,
+                    ) => {
+                        s.clear();
+                        Ok(())
+                    }
+                    (
+                        Slot::Field {
+                            field: Field::Dictionary(d),
+                            ..
+                        },
+                        CollectionType::Dictionary,
+                    ) => {
+                        d.clear();
+                        Ok(())
+                    }
+                    _ => bad(format!("Clear: not a {kind:?}")),
+                })
+            }
+            Instruction::SetInsert(set) | Instruction::SetErase(set) => {
+                let insert = matches!(instruction, Instruction::SetInsert(_));
+                self.at_path(cs, &set.path, &mut |_, slot| match slot {
+                    Slot::Field {
+                        field: Field::Set(elements),
+                        column,
+                    } => {
+                        let v = scalar_for(column, &set.value, cs)?;
+                        match (elements.binary_search(&v), insert) {
+                            (Err(at), true) => elements.insert(at, v),
+                            (Ok(at), false) => {
+                                elements.remove(at);
+                            }
+                            _ => {}
+                        }
+                        Ok(())
+                    }
+                    _ => bad("SetInsert/SetErase: not a set"),
+                })
+            }
+        }
+    }
+
+    fn add_column(&mut self, cs: &Changeset, add: &AddColumn) -> Res<()> {
+        let string = |s: InternString| -> Res<String> {
+            match cs.string(s) {
+                Some(v) => Ok(v.to_owned()),
+                None => bad(format!("intern string {} is not defined", s.0)),
+            }
+        };
+        let table = string(add.table)?;
+        let field = string(add.field)?;
+        let (value_type, link_target) = match add.column_type {
+            ColumnType::Mixed => (PayloadType::Null, None),
+            ColumnType::Value(t) => (t, None),
+            ColumnType::Link { target_table } => (PayloadType::Link, Some(string(target_table)?)),
+        };
+        let (collection, key_type) = match add.collection {
+            ColumnCollection::Single => (CollectionType::Single, None),
+            ColumnCollection::List => (CollectionType::List, None),
+            ColumnCollection::Set => (CollectionType::Set, None),
+            ColumnCollection::Dictionary { key_type } => {
+                (CollectionType::Dictionary, Some(key_type))
+            }
+        };
+        let column = ColumnSpec {
+            value_type,
+            link_target,
+            nullable: add.nullable,
+            collection,
+            key_type,
+        };
+        if let Some(target) = &column.link_target {
+            if !self.schemas.contains_key(target) {
+                return bad(format!("AddColumn {table}.{field}: no target table {target}"));
+            }
+        }
+        let schema = match self.schemas.get(&table) {
+            Some(s) => s,
+            None => return bad(format!("AddColumn: no table {table}")),
+        };
+        if let TableSpec::TopLevel { pk_field, .. } = &schema.spec {
+            if *pk_field == field {
+                return Err(Fault::Schema(format!(
+                    "AddColumn {table}.{field}: that is the primary key"
+                )));
+            }
+        }
+        match schema.columns.get(&field) {
+            Some(existing) if *existing == column => return Ok(()),
+            Some(existing) => {
+                return Err(Fault::Schema(format!(
+                    "column {table}.{field} exists as {existing:?}, not {column:?}"
+                )))
+            }
+            None => {}
+        }
+        let initial = default_field(&self.schemas, &column);
+        if let Some(schema) = self.schemas.get_mut(&table) {
+            schema.columns.insert(field.clone(), column);
+        }
+        let State { schemas, objects } = self;
+        for_each_object_of(schemas, objects, &table, &mut |o| {
+            o.fields.insert(field.clone(), initial.clone());
+        });
+        Ok(())
+    }
+
+    /// Resolves a path and runs `f` on the slot it ends at.
+    fn at_path(
+        &mut self,
+        cs: &Changeset,
+        path: &FieldPath,
+        f: &mut dyn FnMut(&Schemas, Slot<'_>) -> Res<()>,
+    ) -> Res<()> {
+        let table = match cs.string(path.table) {
+            Some(t) => t.to_owned(),
+            None => return bad("undefined table string"),
+        };
+        let key = match Key::resolve(&path.object, cs) {
+            Some(k) => k,
+            None => return bad("undefined string key"),
+        };
+        let field = match cs.string(path.field) {
+            Some(t) => t.to_owned(),
+            None => return bad("undefined field string"),
+        };
+        let mut steps = Vec::with_capacity(path.path.len());
+        for element in &path.path {
+            steps.push(match element {
+                PathElement::Index(i) => Step::Index(*i),
+                PathElement::Key(k) => match cs.string(*k) {
+                    Some(s) => Step::Key(s.to_owned()),
+                    None => return bad("undefined path key string"),
+                },
+            });
+        }
+        let State { schemas, objects } = self;
+        let object = match objects.get_mut(&table).and_then(|o| o.get_mut(&key)) {
+            Some(o) => o,
+            None => return bad(format!("no object {table}[{key}]")),
+        };
+        walk(schemas, &table, object, &field, &steps, f)
+    }
+}
+
+/// Where a path ends.
+enum Slot<'a> {
+    /// A field of an object (top-level or embedded).
+    Field {
+        field: &'a mut Field,
+        column: &'a ColumnSpec,
+    },
+    /// A position in a list (possibly one past the end, for inserts).
+    Element {
+        list: &'a mut Vec<Element>,
+        index: u32,
+        column: &'a ColumnSpec,
+    },
+    /// A key of a dictionary (possibly absent).
+    Entry {
+        dict: &'a mut BTreeMap<String, Element>,
+        key: String,
+        column: &'a ColumnSpec,
+    },
+}
+
+fn walk(
+    schemas: &Schemas,
+    table: &str,
+    object: &mut Object,
+    field_name: &str,
+    steps: &[Step],
+    f: &mut dyn FnMut(&Schemas, Slot<'_>) -> Res<()>,
+) -> Res<()> {
+    let column = match schemas.get(table).and_then(|s| s.columns.get(field_name)) {
+        Some(c) => c,
+        None => return bad(format!("no column {table}.{field_name}")),
+    };
+    let field = match object.fields.get_mut(field_name) {
+        Some(v) => v,
+        None => return bad(format!("object has no field {field_name}")),
+    };
+    let (first, rest) = match steps.split_first() {
+        None => return f(schemas, Slot::Field { field, column }),
+        Some(split) => split,
+    };
+    let target = column.link_target.as_deref().unwrap_or("");
+    match (field, first) {
+        (Field::List(list), Step::Index(i)) => {
+            if rest.is_empty() {
+                return f(
+                    schemas,
+                    Slot::Element {
+                        list,
+                        index: *i,
+                        column,
+                    },
+                );
+            }
+            match list.get_mut(*i as usize) {
+                Some(Element::Embedded(inner)) => descend(schemas, target, inner, rest, f),
+                _ => bad(format!("{field_name}[{i}] is not an embedded object")),
+            }
+        }
+        (Field::Dictionary(dict), Step::Key(k)) => {
+            if rest.is_empty() {
+                return f(
+                    schemas,
+                    Slot::Entry {
+                        dict,
+                        key: k.clone(),
+                        column,
+                    },
+                );
+            }
+            match dict.get_mut(k) {
+                Some(Element::Embedded(inner)) => descend(schemas, target, inner, rest, f),
+                _ => bad(format!("{field_name}[{k:?}] is not an embedded object")),
+            }
+        }
+        (Field::Embedded(Some(inner)), Step::Key(_)) => descend(schemas, target, inner, steps, f),
+        _ => bad(format!("path does not fit field {field_name}")),
+    }
+}
+
+/// Continues a path inside an embedded object: the next step names its field.
+fn descend(
+    schemas: &Schemas,
+    table: &str,
+    object: &mut Object,
+    steps: &[Step],
+    f: &mut dyn FnMut(&Schemas, Slot<'_>) -> Res<()>,
+) -> Res<()> {
+    match steps.split_first() {
+        Some((Step::Key(field), rest)) => walk(schemas, table, object, field, rest, f),
+        _ => bad("expected a field name inside an embedded object"),
+    }
+}
+
+fn check_size(actual: usize, prior_size: u32) -> Res<()> {
+    if actual == prior_size as usize {
+        Ok(())
+    } else {
+        bad(format!("prior_size {prior_size} but the list has {actual}"))
+    }
+}
+
+/// Checks a plain value against a column and converts it.
+fn scalar_for(column: &ColumnSpec, payload: &Payload, cs: &Changeset) -> Res<Val> {
+    let value = match Val::from_payload(payload, cs) {
+        Some(v) => v,
+        None => return bad(format!("{:?} is not a plain value", payload.payload_type())),
+    };
+    let fits = match (&value, column.value_type) {
+        (Val::Null, _) => column.nullable || column.value_type == PayloadType::Null,
+        (_, PayloadType::Null) => true,
+        (Val::Link(t, _), PayloadType::Link) => column.link_target.as_deref() == Some(t.as_str()),
+        (v, t) => v.payload_type() == t,
+    };
+    if fits {
+        Ok(value)
+    } else {
+        bad(format!("value {value} does not fit column {column:?}"))
+    }
+}
+
+fn embedded_target<'a>(schemas: &Schemas, column: &'a ColumnSpec) -> Option<&'a str> {
+    column
+        .link_target
+        .as_deref()
+        .filter(|t| is_embedded(schemas, t))
+}
+
+/// A list element or dictionary value from a payload.
+fn element_from(
+    schemas: &Schemas,
+    column: &ColumnSpec,
+    payload: &Payload,
+    cs: &Changeset,
+) -> Res<Element> {
+    match (embedded_target(schemas, column), payload) {
+        (Some(table), Payload::ObjectValue) => Ok(Element::Embedded(new_object(schemas, table))),
+        (Some(_), _) => bad("an embedded collection takes ObjectValue"),
+        (None, _) => Ok(Element::Value(scalar_for(column, payload, cs)?)),
+    }
+}
+
+fn set_field(
+    schemas: &Schemas,
+    field: &mut Field,
+    column: &ColumnSpec,
+    value: &Payload,
+    cs: &Changeset,
+) -> Res<()> {
+    if column.collection != CollectionType::Single {
+        return bad("Update on a whole collection field");
+    }
+    match (embedded_target(schemas, column), value) {
+        (Some(table), Payload::ObjectValue) => {
+            if !matches!(field, Field::Embedded(Some(_))) {
+                *field = Field::Embedded(Some(new_object(schemas, table)));
+            }
+            Ok(())
+        }
+        (Some(_), Payload::Null) => {
+            *field = Field::Embedded(None);
+            Ok(())
+        }
+        (Some(_), _) => bad("an embedded object field takes ObjectValue or null"),
+        (None, _) => {
+            *field = Field::Value(scalar_for(column, value, cs)?);
+            Ok(())
+        }
+    }
+}
+
+/// Runs `f` on every object of `table`, top-level or embedded anywhere.
+fn for_each_object_of(
+    schemas: &Schemas,
+    objects: &mut BTreeMap<String, BTreeMap<Key, Object>>,
+    table: &str,
+    f: &mut dyn FnMut(&mut Object),
+) {
+    for (owner_table, owned) in objects.iter_mut() {
+        for object in owned.values_mut() {
+            visit(schemas, owner_table, object, table, f);
+        }
+    }
+}
+
+fn visit(
+    schemas: &Schemas,
+    object_table: &str,
+    object: &mut Object,
+    wanted: &str,
+    f: &mut dyn FnMut(&mut Object),
+) {
+    // Children first: `f` may change this object's field set.
+    if let Some(schema) = schemas.get(object_table) {
+        for (name, column) in &schema.columns {
+            let Some(target) = embedded_target(schemas, column) else {
+                continue;
+            };
+            match object.fields.get_mut(name) {
+                Some(Field::Embedded(Some(inner))) => visit(schemas, target, inner, wanted, f),
+                Some(Field::List(list)) => {
+                    for element in list {
+                        if let Element::Embedded(inner) = element {
+                            visit(schemas, target, inner, wanted, f);
+                        }
+                    }
+                }
+                Some(Field::Dictionary(dict)) => {
+                    for element in dict.values_mut() {
+                        if let Element::Embedded(inner) = element {
+                            visit(schemas, target, inner, wanted, f);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if object_table == wanted {
+        f(object);
+    }
+}

@@ -1,0 +1,142 @@
+//! A plain in-memory replica: tables, objects, fields and collections, and the reference
+//! applier of changesets with Realm's semantics.
+//!
+//! This is the oracle. It favours being obviously right over being fast: the SQLite store, the
+//! server's materialized state and the OT harness are all checked against it.
+//!
+//! Semantics (realm-sync.md section 2.4):
+//! - `CreateObject` and `EraseObject` are idempotent (creating an existing object, or erasing a
+//!   missing one, does nothing).
+//! - A path instruction on a missing table, object or field, an index out of range, or a
+//!   `prior_size` that is not the container's size is [`ApplyError::BadChangeset`].
+//! - `AddTable` / `AddColumn` of something that exists must match it exactly, otherwise
+//!   [`ApplyError::SchemaMismatch`].
+//! - Links are primary-key references. Erasing an object leaves links to it in place: a link
+//!   to a missing object reads as null, and resolves again if the object is re-created.
+//! - A changeset applies atomically: on error the state is unchanged.
+
+mod apply;
+mod display;
+mod value;
+
+use std::collections::BTreeMap;
+
+pub use apply::ApplyError;
+pub use value::{Element, Field, Key, Object, Val};
+
+use crate::changeset::{CollectionType, PayloadType};
+
+/// How a table is declared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableSpec {
+    /// A top-level table; objects are keyed by their primary key.
+    TopLevel {
+        /// Name of the primary key field.
+        pk_field: String,
+        /// Primary key type.
+        pk_type: PayloadType,
+        /// Whether the null key is allowed.
+        pk_nullable: bool,
+        /// Asymmetric (upload-only) table.
+        asymmetric: bool,
+    },
+    /// An embedded table: its objects live inside fields of other objects.
+    Embedded,
+}
+
+/// How a column is declared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnSpec {
+    /// Element type; `Null` means mixed.
+    pub value_type: PayloadType,
+    /// Target table of a link column.
+    pub link_target: Option<String>,
+    /// Whether values may be null.
+    pub nullable: bool,
+    /// Single value or collection kind.
+    pub collection: CollectionType,
+    /// Key type of a dictionary column.
+    pub key_type: Option<PayloadType>,
+}
+
+/// A table's declaration: its kind and its columns (the primary key is not a column here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSchema {
+    /// Top-level or embedded.
+    pub spec: TableSpec,
+    /// Column name to declaration.
+    pub columns: BTreeMap<String, ColumnSpec>,
+}
+
+/// The whole replica.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// Table name to declaration.
+    pub schemas: BTreeMap<String, TableSchema>,
+    /// Table name to its top-level objects (embedded tables have no entry of their own).
+    pub objects: BTreeMap<String, BTreeMap<Key, Object>>,
+}
+
+impl State {
+    /// An empty replica.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The object with this key, if it exists.
+    pub fn object(&self, table: &str, key: &Key) -> Option<&Object> {
+        self.objects.get(table)?.get(key)
+    }
+
+    /// Number of top-level objects in all tables.
+    pub fn object_count(&self) -> usize {
+        self.objects.values().map(BTreeMap::len).sum()
+    }
+
+    /// A new object of `table` with every column at its default.
+    pub fn new_object(&self, table: &str) -> Object {
+        new_object(&self.schemas, table)
+    }
+}
+
+type Schemas = BTreeMap<String, TableSchema>;
+
+fn is_embedded(schemas: &Schemas, table: &str) -> bool {
+    matches!(schemas.get(table).map(|s| &s.spec), Some(TableSpec::Embedded))
+}
+
+fn new_object(schemas: &Schemas, table: &str) -> Object {
+    let mut object = Object::default();
+    if let Some(schema) = schemas.get(table) {
+        for (name, column) in &schema.columns {
+            object
+                .fields
+                .insert(name.clone(), default_field(schemas, column));
+        }
+    }
+    object
+}
+
+/// The content a new object (or a new column) starts with.
+fn default_field(schemas: &Schemas, column: &ColumnSpec) -> Field {
+    match column.collection {
+        CollectionType::List => Field::List(Vec::new()),
+        CollectionType::Set => Field::Set(Vec::new()),
+        CollectionType::Dictionary => Field::Dictionary(BTreeMap::new()),
+        CollectionType::Single => {
+            let embedded = column
+                .link_target
+                .as_deref()
+                .is_some_and(|t| is_embedded(schemas, t));
+            if embedded {
+                Field::Embedded(None)
+            } else if column.nullable
+                || matches!(column.value_type, PayloadType::Null | PayloadType::Link)
+            {
+                Field::Value(Val::Null)
+            } else {
+                Field::Value(Val::default_for(column.value_type))
+            }
+        }
+    }
+}
