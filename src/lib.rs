@@ -15,4 +15,5 @@
 
 pub mod changeset;
 pub mod model;
+pub mod ot;
 pub mod state;

@@ -712,3 +712,121 @@ mod serde_uuid {
         <[u8; 16]>::deserialize(d).map(Uuid)
     }
 }
+
+impl Instruction {
+    /// Rewrites every intern-string index the instruction holds (table, field, string primary
+    /// keys, path keys, link targets), for moving instructions between string tables.
+    pub fn map_strings(&mut self, f: &mut impl FnMut(InternString) -> InternString) {
+        fn key(pk: &mut PrimaryKey, f: &mut impl FnMut(InternString) -> InternString) {
+            if let PrimaryKey::String(s) = pk {
+                *s = f(*s);
+            }
+        }
+        fn payload(p: &mut Payload, f: &mut impl FnMut(InternString) -> InternString) {
+            if let Payload::Link(link) = p {
+                link.target_table = f(link.target_table);
+                key(&mut link.target, f);
+            }
+        }
+        fn path(p: &mut FieldPath, f: &mut impl FnMut(InternString) -> InternString) {
+            p.table = f(p.table);
+            key(&mut p.object, f);
+            p.field = f(p.field);
+            for element in &mut p.path {
+                if let PathElement::Key(k) = element {
+                    *k = f(*k);
+                }
+            }
+        }
+        match self {
+            Instruction::AddTable(add) => {
+                add.table = f(add.table);
+                if let TableKind::TopLevel(spec) | TableKind::TopLevelAsymmetric(spec) =
+                    &mut add.kind
+                {
+                    spec.field = f(spec.field);
+                }
+            }
+            Instruction::EraseTable { table } => *table = f(*table),
+            Instruction::CreateObject { table, object }
+            | Instruction::EraseObject { table, object } => {
+                *table = f(*table);
+                key(object, f);
+            }
+            Instruction::Update(u) => {
+                path(&mut u.path, f);
+                payload(&mut u.value, f);
+            }
+            Instruction::AddInteger(a) => path(&mut a.path, f),
+            Instruction::AddColumn(add) => {
+                add.table = f(add.table);
+                add.field = f(add.field);
+                if let ColumnType::Link { target_table } = &mut add.column_type {
+                    *target_table = f(*target_table);
+                }
+            }
+            Instruction::EraseColumn { table, field } => {
+                *table = f(*table);
+                *field = f(*field);
+            }
+            Instruction::ArrayInsert(a) => {
+                path(&mut a.path, f);
+                payload(&mut a.value, f);
+            }
+            Instruction::ArrayMove(m) => path(&mut m.path, f),
+            Instruction::ArrayErase(e) => path(&mut e.path, f),
+            Instruction::Clear(c) => path(&mut c.path, f),
+            Instruction::SetInsert(s) | Instruction::SetErase(s) => {
+                path(&mut s.path, f);
+                payload(&mut s.value, f);
+            }
+        }
+    }
+
+    /// The field path of a path instruction (everything but schema and object instructions).
+    pub fn field_path(&self) -> Option<&FieldPath> {
+        match self {
+            Instruction::Update(u) => Some(&u.path),
+            Instruction::AddInteger(a) => Some(&a.path),
+            Instruction::ArrayInsert(a) => Some(&a.path),
+            Instruction::ArrayMove(m) => Some(&m.path),
+            Instruction::ArrayErase(e) => Some(&e.path),
+            Instruction::Clear(c) => Some(&c.path),
+            Instruction::SetInsert(s) | Instruction::SetErase(s) => Some(&s.path),
+            _ => None,
+        }
+    }
+
+    /// Mutable access to the field path of a path instruction.
+    pub fn field_path_mut(&mut self) -> Option<&mut FieldPath> {
+        match self {
+            Instruction::Update(u) => Some(&mut u.path),
+            Instruction::AddInteger(a) => Some(&mut a.path),
+            Instruction::ArrayInsert(a) => Some(&mut a.path),
+            Instruction::ArrayMove(m) => Some(&mut m.path),
+            Instruction::ArrayErase(e) => Some(&mut e.path),
+            Instruction::Clear(c) => Some(&mut c.path),
+            Instruction::SetInsert(s) | Instruction::SetErase(s) => Some(&mut s.path),
+            _ => None,
+        }
+    }
+
+    /// The (table, primary key) of the object a data instruction acts on.
+    pub fn object(&self) -> Option<(InternString, &PrimaryKey)> {
+        match self {
+            Instruction::CreateObject { table, object }
+            | Instruction::EraseObject { table, object } => Some((*table, object)),
+            other => other.field_path().map(|p| (p.table, &p.object)),
+        }
+    }
+
+    /// The value a data instruction writes, if it writes one.
+    pub fn payload(&self) -> Option<&Payload> {
+        match self {
+            Instruction::Update(u) => Some(&u.value),
+            Instruction::ArrayInsert(a) => Some(&a.value),
+            Instruction::SetInsert(s) | Instruction::SetErase(s) => Some(&s.value),
+            _ => None,
+        }
+    }
+}

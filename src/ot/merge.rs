@@ -1,0 +1,275 @@
+//! Merging two sequences of changesets: conflict groups, then the pairwise rules in grid
+//! order inside each group.
+//!
+//! Both sides' instructions are first re-interned into one shared string table so that names
+//! compare as integers. Instructions are grouped by the object they act on; groups are joined
+//! through link payloads and, for erased tables or columns and for link columns, through the
+//! schema instructions that reach them. Schema instructions therefore meet everything they can
+//! conflict with, and pairs in different groups are never compared.
+//!
+//! Inside a group without schema instructions, two instructions on different objects never
+//! conflict (Tandem's links are primary-key references that no rule rewrites), so the grid runs
+//! per object. That keeps a merge of changesets touching different objects linear in their size.
+
+use std::collections::HashMap;
+
+use super::rules::{merge_pair, Op};
+use super::{Discriminant, TransformError};
+use crate::changeset::{Changeset, Instruction, InternString, Payload, PrimaryKey};
+
+/// The shared string table of one merge.
+#[derive(Default)]
+struct Strings {
+    list: Vec<String>,
+    index: HashMap<String, InternString>,
+}
+
+impl Strings {
+    fn intern(&mut self, s: &str) -> InternString {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = InternString(self.list.len() as u32);
+        self.list.push(s.to_owned());
+        self.index.insert(s.to_owned(), i);
+        i
+    }
+}
+
+/// One side of a merge, flattened.
+struct Side {
+    ops: Vec<Op>,
+    /// Which changeset each op came from.
+    origin: Vec<usize>,
+    /// The op as imported, to tell untouched changesets apart.
+    original: Vec<Instruction>,
+}
+
+fn import(strings: &mut Strings, changesets: &[Changeset]) -> Result<Side, TransformError> {
+    let total = changesets.iter().map(Changeset::len).sum();
+    let mut side = Side {
+        ops: Vec::with_capacity(total),
+        origin: Vec::with_capacity(total),
+        original: Vec::with_capacity(total),
+    };
+    for (ci, cs) in changesets.iter().enumerate() {
+        let disc = Discriminant::of(cs);
+        for instruction in &cs.instructions {
+            let mut undefined = None;
+            let mut instr = instruction.clone();
+            instr.map_strings(&mut |s| match cs.string(s) {
+                Some(name) => strings.intern(name),
+                None => {
+                    undefined = Some(s.0);
+                    s
+                }
+            });
+            if let Some(index) = undefined {
+                return Err(TransformError::UndefinedString { index });
+            }
+            side.original.push(instr.clone());
+            side.ops.push(Op::new(instr, disc));
+            side.origin.push(ci);
+        }
+    }
+    Ok(side)
+}
+
+fn export(strings: &Strings, side: &Side, changesets: &mut [Changeset]) {
+    let mut start = 0;
+    for (ci, cs) in changesets.iter_mut().enumerate() {
+        let end = start + cs.len();
+        debug_assert!(side.origin[start..end].iter().all(|&o| o == ci));
+        let ops = &side.ops[start..end];
+        let untouched = ops
+            .iter()
+            .zip(&side.original[start..end])
+            .all(|(op, orig)| op.alive && op.before.is_empty() && op.instr == *orig);
+        if !untouched {
+            let mut out = Changeset::new();
+            out.meta = cs.meta;
+            for op in ops {
+                let kept = op.alive.then_some(&op.instr);
+                for instr in op.before.iter().chain(kept) {
+                    let mut instr = instr.clone();
+                    instr.map_strings(&mut |s| out.intern(&strings.list[s.0 as usize]));
+                    out.push(instr);
+                }
+            }
+            *cs = out;
+        }
+        start = end;
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum GroupKey {
+    Object(InternString, PrimaryKey),
+    Table(InternString),
+}
+
+fn key_of(instr: &Instruction) -> GroupKey {
+    match instr {
+        Instruction::AddTable(a) => GroupKey::Table(a.table),
+        Instruction::EraseTable { table } => GroupKey::Table(*table),
+        Instruction::AddColumn(a) => GroupKey::Table(a.table),
+        Instruction::EraseColumn { table, .. } => GroupKey::Table(*table),
+        other => match other.object() {
+            Some((table, pk)) => GroupKey::Object(table, pk.clone()),
+            None => GroupKey::Table(InternString(u32::MAX)),
+        },
+    }
+}
+
+/// Union-find over group keys.
+#[derive(Default)]
+struct Groups {
+    ids: HashMap<GroupKey, usize>,
+    parent: Vec<usize>,
+}
+
+impl Groups {
+    fn id(&mut self, key: GroupKey) -> usize {
+        let next = self.parent.len();
+        let id = *self.ids.entry(key).or_insert(next);
+        if id == next {
+            self.parent.push(next);
+        }
+        id
+    }
+
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent[ra] = rb;
+        }
+    }
+}
+
+/// Transforms `left` (applied here) and `right` (incoming) against each other.
+pub(super) fn merge(left: &mut [Changeset], right: &mut [Changeset]) -> Result<(), TransformError> {
+    if left.iter().all(Changeset::is_empty) || right.iter().all(Changeset::is_empty) {
+        return Ok(());
+    }
+    let mut strings = Strings::default();
+    let mut l = import(&mut strings, left)?;
+    let mut r = import(&mut strings, right)?;
+
+    // Group keys, joined through links and through schema instructions.
+    let mut groups = Groups::default();
+    let l_ids: Vec<usize> = l.ops.iter().map(|op| join(&mut groups, &op.instr)).collect();
+    let r_ids: Vec<usize> = r.ops.iter().map(|op| join(&mut groups, &op.instr)).collect();
+    let mut erased_tables = Vec::new();
+    for op in l.ops.iter().chain(&r.ops) {
+        if let Instruction::EraseTable { table } | Instruction::EraseColumn { table, .. } = op.instr {
+            erased_tables.push(table);
+        }
+    }
+    if !erased_tables.is_empty() {
+        let keys: Vec<GroupKey> = groups.ids.keys().cloned().collect();
+        for key in keys {
+            if let GroupKey::Object(table, _) = &key {
+                if erased_tables.contains(table) {
+                    let (a, b) = (groups.id(key.clone()), groups.id(GroupKey::Table(*table)));
+                    groups.union(a, b);
+                }
+            }
+        }
+    }
+    let mut schema_groups = std::collections::HashSet::new();
+    for (op, &id) in l.ops.iter().zip(&l_ids).chain(r.ops.iter().zip(&r_ids)) {
+        if op.instr.is_schema_change() {
+            schema_groups.insert(groups.find(id));
+        }
+    }
+
+    // Buckets: a whole group where schema instructions are involved, else one object.
+    #[derive(Default)]
+    struct Bucket {
+        left: Vec<usize>,
+        right: Vec<usize>,
+    }
+    let mut buckets: HashMap<(bool, usize, Option<GroupKey>), Bucket> = HashMap::new();
+    let bucket_of = |groups: &mut Groups, op: &Op, id: usize| {
+        let root = groups.find(id);
+        if schema_groups.contains(&root) {
+            (true, root, None)
+        } else {
+            (false, 0, Some(key_of(&op.instr)))
+        }
+    };
+    for (i, op) in l.ops.iter().enumerate() {
+        let k = bucket_of(&mut groups, op, l_ids[i]);
+        buckets.entry(k).or_default().left.push(i);
+    }
+    for (i, op) in r.ops.iter().enumerate() {
+        let k = bucket_of(&mut groups, op, r_ids[i]);
+        if let Some(b) = buckets.get_mut(&k) {
+            b.right.push(i);
+        }
+    }
+    for bucket in buckets.values() {
+        if !bucket.right.is_empty() {
+            grid(&mut l.ops, &mut r.ops, &bucket.left, &bucket.right)?;
+        }
+    }
+
+    export(&strings, &l, left);
+    export(&strings, &r, right);
+    Ok(())
+}
+
+/// The group id of an instruction, joined with the groups its links and link columns reach.
+fn join(groups: &mut Groups, instr: &Instruction) -> usize {
+    let id = groups.id(key_of(instr));
+    if let Some(Payload::Link(link)) = instr.payload() {
+        let target = groups.id(GroupKey::Object(link.target_table, link.target.clone()));
+        groups.union(id, target);
+    }
+    if let Instruction::AddColumn(add) = instr {
+        if let crate::changeset::ColumnType::Link { target_table } = add.column_type {
+            let target = groups.id(GroupKey::Table(target_table));
+            groups.union(id, target);
+        }
+    }
+    id
+}
+
+/// Every left op against the right ops, in sequence order on both sides.
+fn grid(
+    left: &mut [Op],
+    right: &mut [Op],
+    left_idx: &[usize],
+    right_idx: &[usize],
+) -> Result<(), TransformError> {
+    let mut live: Vec<usize> = right_idx.to_vec();
+    for &li in left_idx {
+        let mut dead = 0;
+        for &ri in &live {
+            if !left[li].alive {
+                break;
+            }
+            if right[ri].alive {
+                merge_pair(&mut left[li], &mut right[ri])?;
+            }
+            if !right[ri].alive {
+                dead += 1;
+            }
+        }
+        if dead * 2 > live.len() {
+            live.retain(|&ri| right[ri].alive);
+        }
+        if live.is_empty() {
+            break;
+        }
+    }
+    Ok(())
+}
