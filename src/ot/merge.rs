@@ -165,11 +165,20 @@ pub(super) fn merge(left: &mut [Changeset], right: &mut [Changeset]) -> Result<(
 
     // Group keys, joined through links and through schema instructions.
     let mut groups = Groups::default();
-    let l_ids: Vec<usize> = l.ops.iter().map(|op| join(&mut groups, &op.instr)).collect();
-    let r_ids: Vec<usize> = r.ops.iter().map(|op| join(&mut groups, &op.instr)).collect();
+    let l_ids: Vec<usize> = l
+        .ops
+        .iter()
+        .map(|op| join(&mut groups, &op.instr))
+        .collect();
+    let r_ids: Vec<usize> = r
+        .ops
+        .iter()
+        .map(|op| join(&mut groups, &op.instr))
+        .collect();
     let mut erased_tables = Vec::new();
     for op in l.ops.iter().chain(&r.ops) {
-        if let Instruction::EraseTable { table } | Instruction::EraseColumn { table, .. } = op.instr {
+        if let Instruction::EraseTable { table } | Instruction::EraseColumn { table, .. } = op.instr
+        {
             erased_tables.push(table);
         }
     }

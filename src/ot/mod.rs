@@ -102,7 +102,10 @@ impl std::error::Error for TransformError {}
 /// the remote peer must apply after its `incoming` to reach the same state.
 ///
 /// On error both slices are unchanged.
-pub fn transform(local: &mut [Changeset], incoming: &mut [Changeset]) -> Result<(), TransformError> {
+pub fn transform(
+    local: &mut [Changeset],
+    incoming: &mut [Changeset],
+) -> Result<(), TransformError> {
     let mut l = local.to_vec();
     let mut r = incoming.to_vec();
     merge::merge(&mut l, &mut r)?;

@@ -242,7 +242,12 @@ fn path_pair(a: &mut Op, b: &mut Op) -> Result<(), TransformError> {
 
 /// Whether `path` (of `instr`) goes through an element of the list at `list_path[..depth]`,
 /// other than as a list edit of that same list (those meet in [`list_pair`]).
-fn reaches_into(path: &[PathElement], depth: usize, list_path: &[PathElement], instr: &Instruction) -> bool {
+fn reaches_into(
+    path: &[PathElement],
+    depth: usize,
+    list_path: &[PathElement],
+    instr: &Instruction,
+) -> bool {
     path.len() > depth
         && path[..depth] == list_path[..depth]
         && !(path.len() == depth + 1 && ListEdit::of(instr).is_some())
@@ -260,7 +265,11 @@ fn list_container_depth(instr: &Instruction) -> Option<usize> {
 }
 
 /// `outer` edits a list that `inner` reaches through, at `depth`: follow the element.
-fn nested_under_list_edit(outer: &mut Op, inner: &mut Op, depth: usize) -> Result<(), TransformError> {
+fn nested_under_list_edit(
+    outer: &mut Op,
+    inner: &mut Op,
+    depth: usize,
+) -> Result<(), TransformError> {
     let Some((edit, _)) = ListEdit::of(&outer.instr) else {
         return Ok(());
     };
@@ -283,12 +292,12 @@ fn nested_rule(outer: &mut Op, inner: &mut Op, next: &PathElement) {
         // Setting a value higher up overwrites any modification below it, whatever the time,
         // except creating an embedded object (idempotent) or a collection of the matching kind.
         Instruction::Update(u) => {
-            let keeps_inner = match (&u.value, next) {
-                (Payload::ObjectValue, _) => true,
-                (Payload::List, PathElement::Index(_)) => true,
-                (Payload::Dictionary, PathElement::Key(_)) => true,
-                _ => false,
-            };
+            let keeps_inner = matches!(
+                (&u.value, next),
+                (Payload::ObjectValue, _)
+                    | (Payload::List, PathElement::Index(_))
+                    | (Payload::Dictionary, PathElement::Key(_))
+            );
             if !keeps_inner {
                 inner.discard();
             }
@@ -597,9 +606,16 @@ fn schema_pair(a: &mut Op, b: &mut Op) -> Result<(), TransformError> {
             a.discard();
             b.discard();
         }
-        (EraseColumn { table: t1, field: f1 }, EraseColumn { table: t2, field: f2 })
-            if t1 == t2 && f1 == f2 =>
-        {
+        (
+            EraseColumn {
+                table: t1,
+                field: f1,
+            },
+            EraseColumn {
+                table: t2,
+                field: f2,
+            },
+        ) if t1 == t2 && f1 == f2 => {
             a.discard();
             b.discard();
         }
@@ -628,7 +644,11 @@ fn schema_pair(a: &mut Op, b: &mut Op) -> Result<(), TransformError> {
 fn erase_table_vs(table: InternString, eraser: &mut Op, other: &mut Op) {
     match &other.instr {
         Instruction::AddColumn(add) if add.table != table => {
-            if add.column_type == (ColumnType::Link { target_table: table }) {
+            if add.column_type
+                == (ColumnType::Link {
+                    target_table: table,
+                })
+            {
                 // A column linking to the erased table: drop it on both sides.
                 eraser.before.push(Instruction::EraseColumn {
                     table: add.table,

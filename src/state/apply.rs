@@ -249,12 +249,10 @@ impl State {
                             field: Field::Value(v),
                             ..
                         } => v,
-                        Slot::Element { list, index, .. } => {
-                            match list.get_mut(index as usize) {
-                                Some(Element::Value(v)) => v,
-                                _ => return bad("AddInteger: no integer element there"),
-                            }
-                        }
+                        Slot::Element { list, index, .. } => match list.get_mut(index as usize) {
+                            Some(Element::Value(v)) => v,
+                            _ => return bad("AddInteger: no integer element there"),
+                        },
                         Slot::Entry { dict, key, .. } => match dict.get_mut(&key) {
                             Some(Element::Value(v)) => v,
                             _ => return bad("AddInteger: no integer entry there"),
@@ -414,7 +412,9 @@ impl State {
         };
         if let Some(target) = &column.link_target {
             if !self.schemas.contains_key(target) {
-                return bad(format!("AddColumn {table}.{field}: no target table {target}"));
+                return bad(format!(
+                    "AddColumn {table}.{field}: no target table {target}"
+                ));
             }
         }
         let schema = match self.schemas.get(&table) {

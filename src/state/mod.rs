@@ -102,7 +102,10 @@ impl State {
 type Schemas = BTreeMap<String, TableSchema>;
 
 fn is_embedded(schemas: &Schemas, table: &str) -> bool {
-    matches!(schemas.get(table).map(|s| &s.spec), Some(TableSpec::Embedded))
+    matches!(
+        schemas.get(table).map(|s| &s.spec),
+        Some(TableSpec::Embedded)
+    )
 }
 
 fn new_object(schemas: &Schemas, table: &str) -> Object {
