@@ -156,12 +156,30 @@ impl Groups {
 
 /// Transforms `left` (applied here) and `right` (incoming) against each other.
 pub(super) fn merge(left: &mut [Changeset], right: &mut [Changeset]) -> Result<(), TransformError> {
+    merge_with(left, right, true)
+}
+
+/// `indexed == false` compares every pair in one grid: the same rules without conflict groups,
+/// kept as the benchmark's baseline for what the index saves.
+pub(super) fn merge_with(
+    left: &mut [Changeset],
+    right: &mut [Changeset],
+    indexed: bool,
+) -> Result<(), TransformError> {
     if left.iter().all(Changeset::is_empty) || right.iter().all(Changeset::is_empty) {
         return Ok(());
     }
     let mut strings = Strings::default();
     let mut l = import(&mut strings, left)?;
     let mut r = import(&mut strings, right)?;
+    if !indexed {
+        let all_left: Vec<usize> = (0..l.ops.len()).collect();
+        let all_right: Vec<usize> = (0..r.ops.len()).collect();
+        grid(&mut l.ops, &mut r.ops, &all_left, &all_right)?;
+        export(&strings, &l, left);
+        export(&strings, &r, right);
+        return Ok(());
+    }
 
     // Group keys, joined through links and through schema instructions.
     let mut groups = Groups::default();

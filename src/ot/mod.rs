@@ -113,3 +113,13 @@ pub fn transform(
     incoming.clone_from_slice(&r);
     Ok(())
 }
+
+/// [`transform`] without conflict groups: every pair of instructions is compared. Same
+/// results, quadratic cost; only for benchmarks, as the baseline the index is measured against.
+#[doc(hidden)]
+pub fn transform_unindexed(
+    local: &mut [Changeset],
+    incoming: &mut [Changeset],
+) -> Result<(), TransformError> {
+    merge::merge_with(local, incoming, false)
+}
