@@ -17,3 +17,4 @@ pub mod changeset;
 pub mod model;
 pub mod ot;
 pub mod state;
+pub mod store;

@@ -590,9 +590,19 @@ fn check_size(actual: usize, prior_size: u32) -> Res<()> {
 
 /// Checks a plain value against a column and converts it.
 fn scalar_for(column: &ColumnSpec, payload: &Payload, cs: &Changeset) -> Res<Val> {
+    check_scalar(column, payload, cs).map_err(Fault::Bad)
+}
+
+/// Checks a plain value against a column and converts it; the error says why it does not fit.
+/// Shared with the SQLite store so both appliers accept exactly the same values.
+pub(crate) fn check_scalar(
+    column: &ColumnSpec,
+    payload: &Payload,
+    cs: &Changeset,
+) -> Result<Val, String> {
     let value = match Val::from_payload(payload, cs) {
         Some(v) => v,
-        None => return bad(format!("{:?} is not a plain value", payload.payload_type())),
+        None => return Err(format!("{:?} is not a plain value", payload.payload_type())),
     };
     let fits = match (&value, column.value_type) {
         (Val::Null, _) => column.nullable || column.value_type == PayloadType::Null,
@@ -603,11 +613,11 @@ fn scalar_for(column: &ColumnSpec, payload: &Payload, cs: &Changeset) -> Res<Val
     if fits {
         Ok(value)
     } else {
-        bad(format!("value {value} does not fit column {column:?}"))
+        Err(format!("value {value} does not fit column {column:?}"))
     }
 }
 
-fn embedded_target<'a>(schemas: &Schemas, column: &'a ColumnSpec) -> Option<&'a str> {
+pub(crate) fn embedded_target<'a>(schemas: &Schemas, column: &'a ColumnSpec) -> Option<&'a str> {
     column
         .link_target
         .as_deref()

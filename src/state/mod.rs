@@ -22,6 +22,7 @@ mod value;
 use std::collections::BTreeMap;
 
 pub use apply::ApplyError;
+pub(crate) use apply::{check_scalar, embedded_target};
 pub use value::{Element, Field, Key, Object, Val};
 
 use crate::changeset::{CollectionType, PayloadType};
@@ -99,7 +100,8 @@ impl State {
     }
 }
 
-type Schemas = BTreeMap<String, TableSchema>;
+/// Table name to declaration.
+pub type Schemas = BTreeMap<String, TableSchema>;
 
 fn is_embedded(schemas: &Schemas, table: &str) -> bool {
     matches!(

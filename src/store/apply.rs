@@ -1,0 +1,1074 @@
+//! Applying a changeset to the SQLite layout, with exactly the semantics of the in-memory
+//! reference applier (`crate::state`): the same instructions succeed, the same ones fail with
+//! `BadChangeset` or `SchemaMismatch`, and the resulting state is the same.
+//!
+//! Local writes go through here too: a write transaction builds instructions and applies them
+//! one by one, so the store has a single path that changes data.
+
+use rusqlite::types::{Value as Sql, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::codec::{self, EMBEDDED_KIND};
+use super::layout::{self, collection_table, kind_column, object_table, value_column};
+use crate::changeset::{
+    AddColumn, Changeset, CollectionType, ColumnCollection, ColumnType, FieldPath, Instruction,
+    InternString, PathElement, Payload, PayloadType, TableKind,
+};
+use crate::state::{
+    check_scalar, embedded_target, ApplyError, ColumnSpec, Key, Schemas, TableSchema, TableSpec,
+    Val,
+};
+
+/// Why an instruction failed, before its index is attached.
+pub(crate) enum Fault {
+    Bad(String),
+    Schema(String),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Fault {
+    fn from(e: rusqlite::Error) -> Self {
+        Fault::Sql(e)
+    }
+}
+
+impl From<super::StoreError> for Fault {
+    fn from(e: super::StoreError) -> Self {
+        match e {
+            super::StoreError::Sqlite(e) => Fault::Sql(e),
+            other => Fault::Bad(other.to_string()),
+        }
+    }
+}
+
+type Res<T> = Result<T, Fault>;
+
+fn bad<T>(reason: impl Into<String>) -> Res<T> {
+    Err(Fault::Bad(reason.into()))
+}
+
+/// The outcome of applying a changeset.
+pub(crate) enum ApplyFailure {
+    Rejected(ApplyError),
+    Sql(rusqlite::Error),
+}
+
+/// Applies `cs` atomically (a savepoint): on failure the database and `schemas` are unchanged.
+pub(crate) fn apply(
+    conn: &Connection,
+    schemas: &mut Schemas,
+    cs: &Changeset,
+) -> Result<(), ApplyFailure> {
+    apply_instructions(conn, schemas, cs, &cs.instructions)
+}
+
+/// Applies `instructions` (whose strings are in `cs`) atomically.
+pub(crate) fn apply_instructions(
+    conn: &Connection,
+    schemas: &mut Schemas,
+    cs: &Changeset,
+    instructions: &[Instruction],
+) -> Result<(), ApplyFailure> {
+    conn.execute_batch("SAVEPOINT tandem_apply")
+        .map_err(ApplyFailure::Sql)?;
+    let saved = schemas.clone();
+    let mut applier = Applier { conn, schemas };
+    for (index, instruction) in instructions.iter().enumerate() {
+        if let Err(fault) = applier.instruction(cs, instruction) {
+            let _ = conn.execute_batch("ROLLBACK TO tandem_apply; RELEASE tandem_apply");
+            *schemas = saved;
+            return Err(match fault {
+                Fault::Bad(reason) => ApplyFailure::Rejected(ApplyError::BadChangeset {
+                    instruction: index,
+                    reason,
+                }),
+                Fault::Schema(reason) => ApplyFailure::Rejected(ApplyError::SchemaMismatch {
+                    instruction: index,
+                    reason,
+                }),
+                Fault::Sql(e) => ApplyFailure::Sql(e),
+            });
+        }
+    }
+    conn.execute_batch("RELEASE tandem_apply")
+        .map_err(ApplyFailure::Sql)?;
+    Ok(())
+}
+
+/// Where a path ends.
+enum Loc {
+    /// A single-valued property of a row.
+    Column {
+        class: String,
+        row: i64,
+        prop: String,
+        column: ColumnSpec,
+    },
+    /// A position in a list (possibly one past the end).
+    Element {
+        class: String,
+        prop: String,
+        owner: i64,
+        index: u32,
+        column: ColumnSpec,
+    },
+    /// A key of a dictionary (possibly absent).
+    Entry {
+        class: String,
+        prop: String,
+        owner: i64,
+        key: String,
+        column: ColumnSpec,
+    },
+}
+
+struct Applier<'a> {
+    conn: &'a Connection,
+    schemas: &'a mut Schemas,
+}
+
+fn string(cs: &Changeset, s: InternString) -> Res<String> {
+    match cs.string(s) {
+        Some(v) => Ok(v.to_owned()),
+        None => bad(format!("intern string {} is not defined", s.0)),
+    }
+}
+
+/// An SQL literal, for column defaults.
+fn literal(v: &Sql) -> String {
+    match v {
+        Sql::Null => "NULL".into(),
+        Sql::Integer(i) => i.to_string(),
+        Sql::Real(f) => format!("{f:?}"),
+        Sql::Text(t) => format!("'{}'", t.replace('\'', "''")),
+        Sql::Blob(b) => format!(
+            "X'{}'",
+            b.iter().map(|x| format!("{x:02X}")).collect::<String>()
+        ),
+    }
+}
+
+/// A link stored in a mixed column: table name, NUL, key type code, key bytes.
+fn mixed_link(table: &str, key: &Key) -> Sql {
+    let mut out = table.as_bytes().to_vec();
+    out.push(0);
+    out.push(key.payload_type().code() as u8);
+    match codec::encode_key(key) {
+        Sql::Integer(i) => out.extend_from_slice(&i.to_be_bytes()),
+        Sql::Text(t) => out.extend_from_slice(t.as_bytes()),
+        Sql::Blob(b) => out.extend_from_slice(&b),
+        _ => {}
+    }
+    Sql::Blob(out)
+}
+
+pub(crate) fn read_mixed_link(bytes: &[u8]) -> Option<Val> {
+    let nul = bytes.iter().position(|b| *b == 0)?;
+    let table = std::str::from_utf8(&bytes[..nul]).ok()?.to_owned();
+    let code = *bytes.get(nul + 1)?;
+    let rest = &bytes[nul + 2..];
+    let t = PayloadType::from_code(i64::from(code))?;
+    let key = match t {
+        PayloadType::Null => Key::Null,
+        PayloadType::Int => Key::Int(i64::from_be_bytes(rest.try_into().ok()?)),
+        PayloadType::String => Key::String(String::from_utf8(rest.to_vec()).ok()?),
+        other => codec::decode_key(ValueRef::Blob(rest), other)?,
+    };
+    Some(Val::Link(table, key))
+}
+
+/// A value as stored for `column`: (SQL value, kind).
+pub(crate) fn store_value(column: &ColumnSpec, v: &Val) -> (Sql, i64) {
+    match v {
+        Val::Link(table, key) if column.value_type == PayloadType::Null => {
+            (mixed_link(table, key), PayloadType::Link.code())
+        }
+        other => codec::encode(other),
+    }
+}
+
+impl Applier<'_> {
+    fn table(&self, class: &str) -> Res<&TableSchema> {
+        match self.schemas.get(class) {
+            Some(t) => Ok(t),
+            None => bad(format!("no table {class}")),
+        }
+    }
+
+    fn top_level_row(&self, class: &str, key: &Key) -> Res<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT _id FROM {} WHERE _pk IS ?1",
+                object_table(class)
+            ))?
+            .query_row([codec::encode_key(key)], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn instruction(&mut self, cs: &Changeset, instruction: &Instruction) -> Res<()> {
+        match instruction {
+            Instruction::AddTable(add) => {
+                let name = string(cs, add.table)?;
+                let spec = match &add.kind {
+                    TableKind::Embedded => TableSpec::Embedded,
+                    TableKind::TopLevel(pk) | TableKind::TopLevelAsymmetric(pk) => {
+                        TableSpec::TopLevel {
+                            pk_field: string(cs, pk.field)?,
+                            pk_type: pk.key_type,
+                            pk_nullable: pk.nullable,
+                            asymmetric: matches!(add.kind, TableKind::TopLevelAsymmetric(_)),
+                        }
+                    }
+                };
+                match self.schemas.get(&name) {
+                    Some(existing) if existing.spec == spec => Ok(()),
+                    Some(existing) => Err(Fault::Schema(format!(
+                        "table {name} exists as {:?}, not {spec:?}",
+                        existing.spec
+                    ))),
+                    None => {
+                        layout::create_table(self.conn, &name, &spec)?;
+                        self.schemas.insert(
+                            name,
+                            TableSchema {
+                                spec,
+                                columns: Default::default(),
+                            },
+                        );
+                        Ok(())
+                    }
+                }
+            }
+            Instruction::EraseTable { table } => {
+                let name = string(cs, *table)?;
+                let schema = match self.schemas.remove(&name) {
+                    Some(s) => s,
+                    None => return bad(format!("EraseTable: no table {name}")),
+                };
+                layout::drop_table(self.conn, &name, &schema)?;
+                Ok(())
+            }
+            Instruction::AddColumn(add) => self.add_column(cs, add),
+            Instruction::EraseColumn { table, field } => {
+                let class = string(cs, *table)?;
+                let name = string(cs, *field)?;
+                let schema = match self.schemas.get_mut(&class) {
+                    Some(s) => s,
+                    None => return bad(format!("EraseColumn: no table {class}")),
+                };
+                let column = match schema.columns.remove(&name) {
+                    Some(c) => c,
+                    None => return bad(format!("EraseColumn: no column {class}.{name}")),
+                };
+                // Embedded children held by the column go with it.
+                if embedded_target(self.schemas, &column).is_some() {
+                    let rows: Vec<i64> = self.all_rows(&class)?;
+                    for row in rows {
+                        self.delete_children(&class, row, &name, &column)?;
+                    }
+                }
+                layout::drop_column(self.conn, &class, &name, &column)?;
+                Ok(())
+            }
+            Instruction::CreateObject { table, object } => {
+                let class = string(cs, *table)?;
+                let key = match Key::resolve(object, cs) {
+                    Some(k) => k,
+                    None => return bad("CreateObject: undefined string key"),
+                };
+                let (pk_type, pk_nullable) = match self.schemas.get(&class).map(|s| &s.spec) {
+                    Some(TableSpec::TopLevel {
+                        pk_type,
+                        pk_nullable,
+                        ..
+                    }) => (*pk_type, *pk_nullable),
+                    Some(TableSpec::Embedded) => {
+                        return bad(format!("CreateObject in embedded table {class}"))
+                    }
+                    None => return bad(format!("CreateObject: no table {class}")),
+                };
+                let type_ok = match key {
+                    Key::Null => pk_nullable,
+                    ref k => k.payload_type() == pk_type,
+                };
+                if !type_ok {
+                    return bad(format!(
+                        "CreateObject: key {key} does not fit the {pk_type:?} primary key of {class}"
+                    ));
+                }
+                if self.top_level_row(&class, &key)?.is_none() {
+                    self.conn
+                        .prepare_cached(&format!(
+                            "INSERT INTO {} (_pk) VALUES (?1)",
+                            object_table(&class)
+                        ))?
+                        .execute([codec::encode_key(&key)])?;
+                }
+                Ok(())
+            }
+            Instruction::EraseObject { table, object } => {
+                let class = string(cs, *table)?;
+                let key = match Key::resolve(object, cs) {
+                    Some(k) => k,
+                    None => return bad("EraseObject: undefined string key"),
+                };
+                match self.schemas.get(&class).map(|s| &s.spec) {
+                    Some(TableSpec::TopLevel { .. }) => {}
+                    _ => return bad(format!("EraseObject: no top-level table {class}")),
+                }
+                if let Some(row) = self.top_level_row(&class, &key)? {
+                    self.delete_row(&class, row)?;
+                }
+                Ok(())
+            }
+            Instruction::Update(update) => {
+                let loc = self.resolve(cs, &update.path)?;
+                self.update(cs, loc, &update.value, update.prior_size)
+            }
+            Instruction::AddInteger(add) => {
+                let loc = self.resolve(cs, &add.path)?;
+                self.add_integer(loc, add.value)
+            }
+            Instruction::ArrayInsert(insert) => match self.resolve(cs, &insert.path)? {
+                Loc::Element {
+                    class,
+                    prop,
+                    owner,
+                    index,
+                    column,
+                } => {
+                    let table = collection_table(&class, &prop, CollectionType::List);
+                    let size = self.list_size(&table, owner)?;
+                    check_size(size, insert.prior_size)?;
+                    if i64::from(index) > size {
+                        return bad(format!("ArrayInsert: index {index} beyond size {size}"));
+                    }
+                    let (v, k) = self.element_value(cs, &column, &insert.value)?;
+                    self.shift(&table, owner, i64::from(index), 1)?;
+                    self.conn
+                        .prepare_cached(&format!(
+                            "INSERT INTO {table} (owner, pos, v, k) VALUES (?1, ?2, ?3, ?4)"
+                        ))?
+                        .execute(params![owner, index, v, k])?;
+                    Ok(())
+                }
+                _ => bad("ArrayInsert: not a list"),
+            },
+            Instruction::ArrayMove(mv) => match self.resolve(cs, &mv.path)? {
+                Loc::Element {
+                    class,
+                    prop,
+                    owner,
+                    index,
+                    ..
+                } => {
+                    let table = collection_table(&class, &prop, CollectionType::List);
+                    let size = self.list_size(&table, owner)?;
+                    check_size(size, mv.prior_size)?;
+                    let (from, to) = (i64::from(index), i64::from(mv.to));
+                    if from >= size || to >= size {
+                        return bad(format!("ArrayMove {from} -> {to} out of range {size}"));
+                    }
+                    if from != to {
+                        // Park the element at -1, close the gap, open the new one, put it back.
+                        self.set_pos(&table, owner, from, -1)?;
+                        self.shift(&table, owner, from + 1, -1)?;
+                        self.shift(&table, owner, to, 1)?;
+                        self.set_pos(&table, owner, -1, to)?;
+                    }
+                    Ok(())
+                }
+                _ => bad("ArrayMove: not a list"),
+            },
+            Instruction::ArrayErase(erase) => match self.resolve(cs, &erase.path)? {
+                Loc::Element {
+                    class,
+                    prop,
+                    owner,
+                    index,
+                    column,
+                } => {
+                    let table = collection_table(&class, &prop, CollectionType::List);
+                    let size = self.list_size(&table, owner)?;
+                    check_size(size, erase.prior_size)?;
+                    if i64::from(index) >= size {
+                        return bad(format!("ArrayErase: index {index} out of range {size}"));
+                    }
+                    self.delete_list_element(&class, &prop, &column, owner, i64::from(index))?;
+                    self.shift(&table, owner, i64::from(index) + 1, -1)?;
+                    Ok(())
+                }
+                _ => bad("ArrayErase: not a list"),
+            },
+            Instruction::Clear(clear) => match self.resolve(cs, &clear.path)? {
+                Loc::Column {
+                    class,
+                    row,
+                    prop,
+                    column,
+                } if column.collection == clear.collection_type
+                    && column.collection != CollectionType::Single =>
+                {
+                    self.clear_collection(&class, row, &prop, &column)
+                }
+                _ => bad(format!("Clear: not a {:?}", clear.collection_type)),
+            },
+            Instruction::SetInsert(set) | Instruction::SetErase(set) => {
+                let insert = matches!(instruction, Instruction::SetInsert(_));
+                match self.resolve(cs, &set.path)? {
+                    Loc::Column {
+                        class,
+                        row,
+                        prop,
+                        column,
+                    } if column.collection == CollectionType::Set => {
+                        let v = check_scalar(&column, &set.value, cs).map_err(Fault::Bad)?;
+                        let (sql, kind) = store_value(&column, &v);
+                        let table = collection_table(&class, &prop, CollectionType::Set);
+                        if insert {
+                            self.conn
+                                .prepare_cached(&format!("INSERT OR IGNORE INTO {table} (owner, v, k) VALUES (?1, ?2, ?3)"))?
+                                .execute(params![row, sql, kind])?;
+                        } else {
+                            self.conn
+                                .prepare_cached(&format!(
+                                    "DELETE FROM {table} WHERE owner = ?1 AND k = ?2 AND v IS ?3"
+                                ))?
+                                .execute(params![row, kind, sql])?;
+                        }
+                        Ok(())
+                    }
+                    _ => bad("SetInsert/SetErase: not a set"),
+                }
+            }
+        }
+    }
+
+    fn add_column(&mut self, cs: &Changeset, add: &AddColumn) -> Res<()> {
+        let class = string(cs, add.table)?;
+        let name = string(cs, add.field)?;
+        let (value_type, link_target) = match add.column_type {
+            ColumnType::Mixed => (PayloadType::Null, None),
+            ColumnType::Value(t) => (t, None),
+            ColumnType::Link { target_table } => {
+                (PayloadType::Link, Some(string(cs, target_table)?))
+            }
+        };
+        let (collection, key_type) = match add.collection {
+            ColumnCollection::Single => (CollectionType::Single, None),
+            ColumnCollection::List => (CollectionType::List, None),
+            ColumnCollection::Set => (CollectionType::Set, None),
+            ColumnCollection::Dictionary { key_type } => {
+                (CollectionType::Dictionary, Some(key_type))
+            }
+        };
+        let column = ColumnSpec {
+            value_type,
+            link_target,
+            nullable: add.nullable,
+            collection,
+            key_type,
+        };
+        if let Some(target) = &column.link_target {
+            if !self.schemas.contains_key(target) {
+                return bad(format!(
+                    "AddColumn {class}.{name}: no target table {target}"
+                ));
+            }
+        }
+        let schema = self.table(&class)?;
+        if let TableSpec::TopLevel { pk_field, .. } = &schema.spec {
+            if *pk_field == name {
+                return Err(Fault::Schema(format!(
+                    "AddColumn {class}.{name}: that is the primary key"
+                )));
+            }
+        }
+        match schema.columns.get(&name) {
+            Some(existing) if *existing == column => return Ok(()),
+            Some(existing) => {
+                return Err(Fault::Schema(format!(
+                    "column {class}.{name} exists as {existing:?}, not {column:?}"
+                )))
+            }
+            None => {}
+        }
+        let embedded_single = embedded_target(self.schemas, &column).is_some();
+        let default = match &column {
+            c if c.nullable || matches!(c.value_type, PayloadType::Null | PayloadType::Link) => {
+                "NULL".to_owned()
+            }
+            c => literal(&codec::encode(&Val::default_for(c.value_type)).0),
+        };
+        layout::add_column(self.conn, &class, &name, &column, &default, embedded_single)?;
+        if let Some(schema) = self.schemas.get_mut(&class) {
+            schema.columns.insert(name, column);
+        }
+        Ok(())
+    }
+
+    fn all_rows(&self, class: &str) -> Res<Vec<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT _id FROM {}", object_table(class)))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Resolves a path, as the reference applier's walk does.
+    fn resolve(&self, cs: &Changeset, path: &FieldPath) -> Res<Loc> {
+        let mut class = string(cs, path.table)?;
+        let key = match Key::resolve(&path.object, cs) {
+            Some(k) => k,
+            None => return bad("undefined string key"),
+        };
+        let mut field = string(cs, path.field)?;
+        let mut steps: Vec<(Option<u32>, Option<String>)> = Vec::with_capacity(path.path.len());
+        for element in &path.path {
+            steps.push(match element {
+                PathElement::Index(i) => (Some(*i), None),
+                PathElement::Key(k) => (None, Some(string(cs, *k)?)),
+            });
+        }
+        if !matches!(
+            self.schemas.get(&class).map(|s| &s.spec),
+            Some(TableSpec::TopLevel { .. })
+        ) {
+            return bad(format!("no object {class}[{key}]"));
+        }
+        let mut row = match self.top_level_row(&class, &key)? {
+            Some(r) => r,
+            None => return bad(format!("no object {class}[{key}]")),
+        };
+        let mut rest: &[(Option<u32>, Option<String>)] = &steps;
+        loop {
+            let column = match self.schemas.get(&class).and_then(|s| s.columns.get(&field)) {
+                Some(c) => c.clone(),
+                None => return bad(format!("no column {class}.{field}")),
+            };
+            let Some((first, tail)) = rest.split_first() else {
+                return Ok(Loc::Column {
+                    class,
+                    row,
+                    prop: field,
+                    column,
+                });
+            };
+            let target = column.link_target.clone().unwrap_or_default();
+            let child: Option<i64> = match (column.collection, first) {
+                (CollectionType::List, (Some(i), None)) => {
+                    if tail.is_empty() {
+                        return Ok(Loc::Element {
+                            class,
+                            prop: field,
+                            owner: row,
+                            index: *i,
+                            column,
+                        });
+                    }
+                    let table = collection_table(&class, &field, CollectionType::List);
+                    self.embedded_child(
+                        &format!("SELECT v, k FROM {table} WHERE owner = ?1 AND pos = ?2"),
+                        params![row, i],
+                    )?
+                }
+                (CollectionType::Dictionary, (None, Some(k))) => {
+                    if tail.is_empty() {
+                        return Ok(Loc::Entry {
+                            class,
+                            prop: field,
+                            owner: row,
+                            key: k.clone(),
+                            column,
+                        });
+                    }
+                    let table = collection_table(&class, &field, CollectionType::Dictionary);
+                    self.embedded_child(
+                        &format!("SELECT v, k FROM {table} WHERE owner = ?1 AND key = ?2"),
+                        params![row, k],
+                    )?
+                }
+                (CollectionType::Single, (None, Some(_)))
+                    if embedded_target(self.schemas, &column).is_some() =>
+                {
+                    let id: Option<i64> = self.conn.query_row(
+                        &format!(
+                            "SELECT {} FROM {} WHERE _id = ?1",
+                            value_column(&field),
+                            object_table(&class)
+                        ),
+                        [row],
+                        |r| r.get(0),
+                    )?;
+                    // The step names a field of the embedded object: do not consume it.
+                    match id {
+                        Some(child) => {
+                            let Some((_, Some(next))) = rest.first() else {
+                                return bad("expected a field name inside an embedded object");
+                            };
+                            class = target;
+                            row = child;
+                            field = next.clone();
+                            rest = tail;
+                            continue;
+                        }
+                        None => return bad(format!("path does not fit field {field}")),
+                    }
+                }
+                _ => return bad(format!("path does not fit field {field}")),
+            };
+            let Some(child) = child else {
+                return bad(format!("{field}: element is not an embedded object"));
+            };
+            match tail.split_first() {
+                Some(((None, Some(next)), after)) => {
+                    class = target;
+                    row = child;
+                    field = next.clone();
+                    rest = after;
+                }
+                _ => return bad("expected a field name inside an embedded object"),
+            }
+        }
+    }
+
+    fn embedded_child(&self, sql: &str, params: impl rusqlite::Params) -> Res<Option<i64>> {
+        let found: Option<(Option<i64>, i64)> = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params, |r| Ok((r.get(0).ok(), r.get(1)?)))
+            .optional()?;
+        Ok(match found {
+            Some((Some(id), EMBEDDED_KIND)) => Some(id),
+            _ => None,
+        })
+    }
+
+    /// A new embedded row of `class`, all columns at their defaults.
+    fn new_embedded(&self, class: &str) -> Res<i64> {
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO {} DEFAULT VALUES",
+                object_table(class)
+            ))?
+            .execute([])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The stored form of a list element or dictionary value.
+    fn element_value(
+        &self,
+        cs: &Changeset,
+        column: &ColumnSpec,
+        value: &Payload,
+    ) -> Res<(Sql, i64)> {
+        match (embedded_target(self.schemas, column), value) {
+            (Some(table), Payload::ObjectValue) => {
+                let table = table.to_owned();
+                Ok((Sql::Integer(self.new_embedded(&table)?), EMBEDDED_KIND))
+            }
+            (Some(_), _) => bad("an embedded collection takes ObjectValue"),
+            (None, _) => {
+                let v = check_scalar(column, value, cs).map_err(Fault::Bad)?;
+                Ok(store_value(column, &v))
+            }
+        }
+    }
+
+    fn update(&self, cs: &Changeset, loc: Loc, value: &Payload, prior_size: u32) -> Res<()> {
+        match loc {
+            Loc::Column {
+                class,
+                row,
+                prop,
+                column,
+            } => {
+                if column.collection != CollectionType::Single {
+                    return bad("Update on a whole collection field");
+                }
+                let table = object_table(&class);
+                match (
+                    embedded_target(self.schemas, &column).map(str::to_owned),
+                    value,
+                ) {
+                    (Some(target), Payload::ObjectValue) => {
+                        let current: Option<i64> = self.conn.query_row(
+                            &format!("SELECT {} FROM {table} WHERE _id = ?1", value_column(&prop)),
+                            [row],
+                            |r| r.get(0),
+                        )?;
+                        if current.is_none() {
+                            let child = self.new_embedded(&target)?;
+                            self.conn.execute(
+                                &format!(
+                                    "UPDATE {table} SET {} = ?1 WHERE _id = ?2",
+                                    value_column(&prop)
+                                ),
+                                params![child, row],
+                            )?;
+                        }
+                        Ok(())
+                    }
+                    (Some(_), Payload::Null) => {
+                        self.delete_children(&class, row, &prop, &column)?;
+                        self.conn.execute(
+                            &format!(
+                                "UPDATE {table} SET {} = NULL WHERE _id = ?1",
+                                value_column(&prop)
+                            ),
+                            [row],
+                        )?;
+                        Ok(())
+                    }
+                    (Some(_), _) => bad("an embedded object field takes ObjectValue or null"),
+                    (None, _) => {
+                        let v = check_scalar(&column, value, cs).map_err(Fault::Bad)?;
+                        let (sql, kind) = store_value(&column, &v);
+                        if column.value_type == PayloadType::Null {
+                            self.conn
+                                .prepare_cached(&format!(
+                                    "UPDATE {table} SET {} = ?1, {} = ?2 WHERE _id = ?3",
+                                    value_column(&prop),
+                                    kind_column(&prop)
+                                ))?
+                                .execute(params![sql, kind, row])?;
+                        } else {
+                            self.conn
+                                .prepare_cached(&format!(
+                                    "UPDATE {table} SET {} = ?1 WHERE _id = ?2",
+                                    value_column(&prop)
+                                ))?
+                                .execute(params![sql, row])?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            Loc::Element {
+                class,
+                prop,
+                owner,
+                index,
+                column,
+            } => {
+                let table = collection_table(&class, &prop, CollectionType::List);
+                let size = self.list_size(&table, owner)?;
+                check_size(size, prior_size)?;
+                if i64::from(index) >= size {
+                    return bad(format!("Update: index {index} out of range {size}"));
+                }
+                let kind: i64 = self.conn.query_row(
+                    &format!("SELECT k FROM {table} WHERE owner = ?1 AND pos = ?2"),
+                    params![owner, index],
+                    |r| r.get(0),
+                )?;
+                if matches!(value, Payload::ObjectValue) && kind == EMBEDDED_KIND {
+                    return Ok(());
+                }
+                let (v, k) = self.element_value(cs, &column, value)?;
+                self.delete_list_element(&class, &prop, &column, owner, i64::from(index))?;
+                self.conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO {table} (owner, pos, v, k) VALUES (?1, ?2, ?3, ?4)"
+                    ))?
+                    .execute(params![owner, index, v, k])?;
+                Ok(())
+            }
+            Loc::Entry {
+                class,
+                prop,
+                owner,
+                key,
+                column,
+            } => {
+                let table = collection_table(&class, &prop, CollectionType::Dictionary);
+                let current: Option<(Option<i64>, i64)> = self
+                    .conn
+                    .query_row(
+                        &format!("SELECT v, k FROM {table} WHERE owner = ?1 AND key = ?2"),
+                        params![owner, key],
+                        |r| Ok((r.get(0).ok(), r.get(1)?)),
+                    )
+                    .optional()?;
+                let is_embedded = matches!(current, Some((_, EMBEDDED_KIND)));
+                match value {
+                    Payload::Erased => {
+                        self.delete_entry(&class, &prop, &column, owner, &key)?;
+                        Ok(())
+                    }
+                    Payload::ObjectValue if is_embedded => Ok(()),
+                    _ => {
+                        let (v, k) = self.element_value(cs, &column, value)?;
+                        self.delete_entry(&class, &prop, &column, owner, &key)?;
+                        self.conn
+                            .prepare_cached(&format!(
+                                "INSERT INTO {table} (owner, key, v, k) VALUES (?1, ?2, ?3, ?4)"
+                            ))?
+                            .execute(params![owner, key, v, k])?;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_integer(&self, loc: Loc, amount: i64) -> Res<()> {
+        let (select, update, args): (String, String, Vec<Sql>) = match &loc {
+            Loc::Column {
+                class,
+                row,
+                prop,
+                column,
+            } => {
+                if column.collection != CollectionType::Single
+                    || embedded_target(self.schemas, column).is_some()
+                {
+                    return bad("AddInteger on a non-scalar field");
+                }
+                let kind = if column.value_type == PayloadType::Null {
+                    kind_column(prop)
+                } else {
+                    column.value_type.code().to_string()
+                };
+                let t = object_table(class);
+                (
+                    format!(
+                        "SELECT {}, {kind} FROM {t} WHERE _id = ?1",
+                        value_column(prop)
+                    ),
+                    format!("UPDATE {t} SET {} = ?2 WHERE _id = ?1", value_column(prop)),
+                    vec![Sql::Integer(*row)],
+                )
+            }
+            Loc::Element {
+                class,
+                prop,
+                owner,
+                index,
+                ..
+            } => {
+                let t = collection_table(class, prop, CollectionType::List);
+                (
+                    format!("SELECT v, k FROM {t} WHERE owner = ?1 AND pos = ?3"),
+                    format!("UPDATE {t} SET v = ?2 WHERE owner = ?1 AND pos = ?3"),
+                    vec![Sql::Integer(*owner), Sql::Integer(i64::from(*index))],
+                )
+            }
+            Loc::Entry {
+                class,
+                prop,
+                owner,
+                key,
+                ..
+            } => {
+                let t = collection_table(class, prop, CollectionType::Dictionary);
+                (
+                    format!("SELECT v, k FROM {t} WHERE owner = ?1 AND key = ?3"),
+                    format!("UPDATE {t} SET v = ?2 WHERE owner = ?1 AND key = ?3"),
+                    vec![Sql::Integer(*owner), Sql::Text(key.clone())],
+                )
+            }
+        };
+        let mut select_args = vec![args[0].clone()];
+        if let Some(extra) = args.get(1) {
+            select_args.push(Sql::Null);
+            select_args.push(extra.clone());
+        }
+        let current: Option<(Sql, i64)> = self
+            .conn
+            .query_row(
+                &select,
+                rusqlite::params_from_iter(select_args.iter()),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match current {
+            Some((_, EMBEDDED_KIND)) | None => bad("AddInteger: no integer there"),
+            Some((Sql::Null, _)) => Ok(()),
+            Some((Sql::Integer(v), kind)) if kind == PayloadType::Int.code() => {
+                let mut update_args = vec![args[0].clone(), Sql::Integer(v.wrapping_add(amount))];
+                if let Some(extra) = args.get(1) {
+                    update_args.push(extra.clone());
+                }
+                self.conn
+                    .execute(&update, rusqlite::params_from_iter(update_args.iter()))?;
+                Ok(())
+            }
+            Some(_) => bad("AddInteger on a non-integer value"),
+        }
+    }
+
+    fn list_size(&self, table: &str, owner: i64) -> Res<i64> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM {table} WHERE owner = ?1"))?
+            .query_row([owner], |r| r.get(0))?)
+    }
+
+    /// Moves positions `>= from` by `delta`, through negative positions so that the primary key
+    /// never sees two rows at one position. Position -1 (a parked element) is left alone.
+    fn shift(&self, table: &str, owner: i64, from: i64, delta: i64) -> Res<()> {
+        self.conn
+            .prepare_cached(&format!(
+                "UPDATE {table} SET pos = -(pos + ?3) - 2 WHERE owner = ?1 AND pos >= ?2"
+            ))?
+            .execute(params![owner, from, delta])?;
+        self.conn
+            .prepare_cached(&format!(
+                "UPDATE {table} SET pos = -pos - 2 WHERE owner = ?1 AND pos <= -2"
+            ))?
+            .execute(params![owner])?;
+        Ok(())
+    }
+
+    fn set_pos(&self, table: &str, owner: i64, from: i64, to: i64) -> Res<()> {
+        self.conn
+            .prepare_cached(&format!(
+                "UPDATE {table} SET pos = ?3 WHERE owner = ?1 AND pos = ?2"
+            ))?
+            .execute(params![owner, from, to])?;
+        Ok(())
+    }
+
+    fn delete_list_element(
+        &self,
+        class: &str,
+        prop: &str,
+        column: &ColumnSpec,
+        owner: i64,
+        pos: i64,
+    ) -> Res<()> {
+        let table = collection_table(class, prop, CollectionType::List);
+        if let Some(target) = embedded_target(self.schemas, column) {
+            let child: Option<i64> = self
+                .conn
+                .query_row(
+                    &format!("SELECT v FROM {table} WHERE owner = ?1 AND pos = ?2 AND k = ?3"),
+                    params![owner, pos, EMBEDDED_KIND],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(child) = child {
+                self.delete_row(target, child)?;
+            }
+        }
+        self.conn
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE owner = ?1 AND pos = ?2"
+            ))?
+            .execute(params![owner, pos])?;
+        Ok(())
+    }
+
+    fn delete_entry(
+        &self,
+        class: &str,
+        prop: &str,
+        column: &ColumnSpec,
+        owner: i64,
+        key: &str,
+    ) -> Res<()> {
+        let table = collection_table(class, prop, CollectionType::Dictionary);
+        if let Some(target) = embedded_target(self.schemas, column) {
+            let child: Option<i64> = self
+                .conn
+                .query_row(
+                    &format!("SELECT v FROM {table} WHERE owner = ?1 AND key = ?2 AND k = ?3"),
+                    params![owner, key, EMBEDDED_KIND],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(child) = child {
+                self.delete_row(target, child)?;
+            }
+        }
+        self.conn
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE owner = ?1 AND key = ?2"
+            ))?
+            .execute(params![owner, key])?;
+        Ok(())
+    }
+
+    fn clear_collection(&self, class: &str, row: i64, prop: &str, column: &ColumnSpec) -> Res<()> {
+        self.delete_children(class, row, prop, column)?;
+        let table = collection_table(class, prop, column.collection);
+        self.conn
+            .execute(&format!("DELETE FROM {table} WHERE owner = ?1"), [row])?;
+        Ok(())
+    }
+
+    /// Deletes the embedded objects property `prop` of row `row` holds.
+    fn delete_children(&self, class: &str, row: i64, prop: &str, column: &ColumnSpec) -> Res<()> {
+        let Some(target) = embedded_target(self.schemas, column).map(str::to_owned) else {
+            return Ok(());
+        };
+        let children: Vec<i64> = match column.collection {
+            CollectionType::Single => {
+                let id: Option<i64> = self.conn.query_row(
+                    &format!(
+                        "SELECT {} FROM {} WHERE _id = ?1",
+                        value_column(prop),
+                        object_table(class)
+                    ),
+                    [row],
+                    |r| r.get(0),
+                )?;
+                id.into_iter().collect()
+            }
+            kind => {
+                let table = collection_table(class, prop, kind);
+                let mut stmt = self.conn.prepare(&format!(
+                    "SELECT v FROM {table} WHERE owner = ?1 AND k = ?2"
+                ))?;
+                let ids = stmt
+                    .query_map(params![row, EMBEDDED_KIND], |r| r.get(0))?
+                    .collect::<Result<Vec<i64>, _>>()?;
+                ids
+            }
+        };
+        for child in children {
+            self.delete_row(&target, child)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a row with its collections and embedded children.
+    fn delete_row(&self, class: &str, row: i64) -> Res<()> {
+        let columns: Vec<(String, ColumnSpec)> = match self.schemas.get(class) {
+            Some(s) => s
+                .columns
+                .iter()
+                .map(|(n, c)| (n.clone(), c.clone()))
+                .collect(),
+            None => return Ok(()),
+        };
+        for (prop, column) in &columns {
+            self.delete_children(class, row, prop, column)?;
+            if column.collection != CollectionType::Single {
+                let table = collection_table(class, prop, column.collection);
+                self.conn
+                    .prepare_cached(&format!("DELETE FROM {table} WHERE owner = ?1"))?
+                    .execute([row])?;
+            }
+        }
+        self.conn
+            .prepare_cached(&format!(
+                "DELETE FROM {} WHERE _id = ?1",
+                object_table(class)
+            ))?
+            .execute([row])?;
+        Ok(())
+    }
+}
+
+fn check_size(actual: i64, prior_size: u32) -> Res<()> {
+    if actual == i64::from(prior_size) {
+        Ok(())
+    } else {
+        bad(format!("prior_size {prior_size} but the list has {actual}"))
+    }
+}

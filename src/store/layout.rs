@@ -1,0 +1,316 @@
+//! The SQLite layout: which tables and columns hold which classes and properties, and the
+//! metadata tables beside them.
+//!
+//! - `"t:<Class>"`: one row per object: `_id INTEGER PRIMARY KEY`, `_pk` (top-level classes,
+//!   unique) and one column `"p:<prop>"` per single-valued property (plus `"k:<prop>"`, the
+//!   value's kind, for mixed properties). An embedded-object property holds the child's `_id`.
+//! - `"l:<Class>:<prop>"` (owner, pos, v, k): list elements at positions 0..n-1.
+//! - `"s:<Class>:<prop>"` (owner, v, k): set elements.
+//! - `"d:<Class>:<prop>"` (owner, key, v, k): dictionary entries.
+//! - `_tandem_table`, `_tandem_column`: the schema as the file knows it.
+//! - `_tandem_history`: the client history, one row per local changeset.
+//!
+//! Value columns are declared without a type, so SQLite keeps every value exactly as bound
+//! (no affinity conversions) while comparisons and indexes still work.
+
+use rusqlite::{params, Connection};
+
+use super::StoreError;
+use crate::changeset::{CollectionType, PayloadType};
+use crate::state::{ColumnSpec, TableSchema, TableSpec};
+
+/// Version of this layout, kept in `PRAGMA user_version`. Files with a larger number were
+/// written by a newer Tandem and are refused.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// Quotes an identifier for SQL.
+pub(crate) fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub(crate) fn object_table(class: &str) -> String {
+    quote(&format!("t:{class}"))
+}
+
+pub(crate) fn value_column(prop: &str) -> String {
+    quote(&format!("p:{prop}"))
+}
+
+pub(crate) fn kind_column(prop: &str) -> String {
+    quote(&format!("k:{prop}"))
+}
+
+pub(crate) fn collection_table(class: &str, prop: &str, kind: CollectionType) -> String {
+    let tag = match kind {
+        CollectionType::List => "l",
+        CollectionType::Set => "s",
+        CollectionType::Dictionary => "d",
+        CollectionType::Single => "x",
+    };
+    quote(&format!("{tag}:{class}:{prop}"))
+}
+
+/// Creates the metadata tables of a new file, or checks the format of an existing one.
+pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > FORMAT_VERSION {
+        return Err(StoreError::FormatTooNew {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version == 0 {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS _tandem_table (
+                 name TEXT PRIMARY KEY,
+                 embedded INTEGER NOT NULL,
+                 pk_field TEXT,
+                 pk_type INTEGER,
+                 pk_nullable INTEGER,
+                 asymmetric INTEGER
+             );
+             CREATE TABLE IF NOT EXISTS _tandem_column (
+                 class TEXT NOT NULL,
+                 name TEXT NOT NULL,
+                 value_type INTEGER NOT NULL,
+                 link_target TEXT,
+                 nullable INTEGER NOT NULL,
+                 collection INTEGER NOT NULL,
+                 key_type INTEGER,
+                 PRIMARY KEY (class, name)
+             );
+             CREATE TABLE IF NOT EXISTS _tandem_history (
+                 version INTEGER PRIMARY KEY,
+                 changeset BLOB NOT NULL,
+                 last_integrated_server_version INTEGER NOT NULL,
+                 origin_timestamp INTEGER NOT NULL,
+                 origin_file_ident INTEGER NOT NULL
+             );",
+        )?;
+        conn.pragma_update(None, "user_version", FORMAT_VERSION)?;
+    }
+    Ok(())
+}
+
+/// Loads the schema recorded in the file.
+pub(crate) fn load(conn: &Connection) -> Result<crate::state::State, StoreError> {
+    let mut state = crate::state::State::new();
+    let mut tables = conn.prepare(
+        "SELECT name, embedded, pk_field, pk_type, pk_nullable, asymmetric FROM _tandem_table",
+    )?;
+    let rows = tables.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, bool>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, Option<bool>>(4)?,
+            r.get::<_, Option<bool>>(5)?,
+        ))
+    })?;
+    for row in rows {
+        let (name, embedded, pk_field, pk_type, pk_nullable, asymmetric) = row?;
+        let spec = if embedded {
+            TableSpec::Embedded
+        } else {
+            TableSpec::TopLevel {
+                pk_field: pk_field.unwrap_or_default(),
+                pk_type: payload_type(pk_type.unwrap_or(0))?,
+                pk_nullable: pk_nullable.unwrap_or(false),
+                asymmetric: asymmetric.unwrap_or(false),
+            }
+        };
+        state.schemas.insert(
+            name,
+            TableSchema {
+                spec,
+                columns: Default::default(),
+            },
+        );
+    }
+    let mut columns = conn.prepare(
+        "SELECT class, name, value_type, link_target, nullable, collection, key_type
+         FROM _tandem_column",
+    )?;
+    let rows = columns.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, bool>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, Option<i64>>(6)?,
+        ))
+    })?;
+    for row in rows {
+        let (class, name, value_type, link_target, nullable, collection, key_type) = row?;
+        let column = ColumnSpec {
+            value_type: payload_type(value_type)?,
+            link_target,
+            nullable,
+            collection: CollectionType::from_code(collection as u64)
+                .ok_or_else(|| StoreError::Corrupt(format!("collection code {collection}")))?,
+            key_type: key_type.map(payload_type).transpose()?,
+        };
+        match state.schemas.get_mut(&class) {
+            Some(t) => {
+                t.columns.insert(name, column);
+            }
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "column of unknown class {class}"
+                )))
+            }
+        }
+    }
+    Ok(state)
+}
+
+fn payload_type(code: i64) -> Result<PayloadType, StoreError> {
+    PayloadType::from_code(code).ok_or_else(|| StoreError::Corrupt(format!("payload type {code}")))
+}
+
+/// Creates the table of a new class and records it.
+pub(crate) fn create_table(
+    conn: &Connection,
+    name: &str,
+    spec: &TableSpec,
+) -> Result<(), StoreError> {
+    let table = object_table(name);
+    match spec {
+        TableSpec::Embedded => {
+            conn.execute_batch(&format!("CREATE TABLE {table} (_id INTEGER PRIMARY KEY)"))?;
+            conn.execute(
+                "INSERT INTO _tandem_table (name, embedded) VALUES (?1, 1)",
+                params![name],
+            )?;
+        }
+        TableSpec::TopLevel {
+            pk_field,
+            pk_type,
+            pk_nullable,
+            asymmetric,
+        } => {
+            conn.execute_batch(&format!(
+                "CREATE TABLE {table} (_id INTEGER PRIMARY KEY, _pk UNIQUE)"
+            ))?;
+            conn.execute(
+                "INSERT INTO _tandem_table (name, embedded, pk_field, pk_type, pk_nullable, asymmetric)
+                 VALUES (?1, 0, ?2, ?3, ?4, ?5)",
+                params![name, pk_field, pk_type.code(), pk_nullable, asymmetric],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds a property's storage to a class and records it. `default` is the SQL literal new rows
+/// (and existing ones) start with for a single-valued property.
+pub(crate) fn add_column(
+    conn: &Connection,
+    class: &str,
+    name: &str,
+    column: &ColumnSpec,
+    default: &str,
+    embedded_single: bool,
+) -> Result<(), StoreError> {
+    let table = object_table(class);
+    match column.collection {
+        CollectionType::Single => {
+            let default = if embedded_single { "NULL" } else { default };
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {} DEFAULT {default}",
+                value_column(name)
+            ))?;
+            if column.value_type == PayloadType::Null {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {} DEFAULT 0",
+                    kind_column(name)
+                ))?;
+            }
+        }
+        CollectionType::List => conn.execute_batch(&format!(
+            "CREATE TABLE {} (owner INTEGER NOT NULL, pos INTEGER NOT NULL, v, k INTEGER NOT NULL,
+             PRIMARY KEY (owner, pos)) WITHOUT ROWID",
+            collection_table(class, name, CollectionType::List)
+        ))?,
+        CollectionType::Set => conn.execute_batch(&format!(
+            "CREATE TABLE {} (owner INTEGER NOT NULL, v, k INTEGER NOT NULL,
+             PRIMARY KEY (owner, k, v)) WITHOUT ROWID",
+            collection_table(class, name, CollectionType::Set)
+        ))?,
+        CollectionType::Dictionary => conn.execute_batch(&format!(
+            "CREATE TABLE {} (owner INTEGER NOT NULL, key TEXT NOT NULL, v, k INTEGER NOT NULL,
+             PRIMARY KEY (owner, key)) WITHOUT ROWID",
+            collection_table(class, name, CollectionType::Dictionary)
+        ))?,
+    }
+    conn.execute(
+        "INSERT INTO _tandem_column (class, name, value_type, link_target, nullable, collection, key_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            class,
+            name,
+            column.value_type.code(),
+            column.link_target,
+            column.nullable,
+            i64::from(column.collection.code()),
+            column.key_type.map(PayloadType::code),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Removes a property's storage and record.
+pub(crate) fn drop_column(
+    conn: &Connection,
+    class: &str,
+    name: &str,
+    column: &ColumnSpec,
+) -> Result<(), StoreError> {
+    let table = object_table(class);
+    match column.collection {
+        CollectionType::Single => {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} DROP COLUMN {}",
+                value_column(name)
+            ))?;
+            if column.value_type == PayloadType::Null {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} DROP COLUMN {}",
+                    kind_column(name)
+                ))?;
+            }
+        }
+        kind => conn.execute_batch(&format!(
+            "DROP TABLE {}",
+            collection_table(class, name, kind)
+        ))?,
+    }
+    conn.execute(
+        "DELETE FROM _tandem_column WHERE class = ?1 AND name = ?2",
+        params![class, name],
+    )?;
+    Ok(())
+}
+
+/// Removes a class's tables and records.
+pub(crate) fn drop_table(
+    conn: &Connection,
+    name: &str,
+    schema: &TableSchema,
+) -> Result<(), StoreError> {
+    for (prop, column) in &schema.columns {
+        if column.collection != CollectionType::Single {
+            conn.execute_batch(&format!(
+                "DROP TABLE {}",
+                collection_table(name, prop, column.collection)
+            ))?;
+        }
+    }
+    conn.execute_batch(&format!("DROP TABLE {}", object_table(name)))?;
+    conn.execute("DELETE FROM _tandem_column WHERE class = ?1", params![name])?;
+    conn.execute("DELETE FROM _tandem_table WHERE name = ?1", params![name])?;
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! The local object store: one SQLite file per database (WAL), holding the objects, the
+//! schema and the client history.
+//!
+//! - [`Database::open`] creates or opens the file, checks its format version, and migrates it
+//!   to the app's schema when that only adds classes or properties (recording the AddTable /
+//!   AddColumn instructions as a changeset in the history). Anything destructive is refused.
+//! - [`Database::begin_write`] gives the one [`WriteTransaction`] (a second writer waits, then
+//!   times out). Every operation is an instruction applied through the same code that applies
+//!   remote changesets; [`WriteTransaction::commit`] writes the state and the changeset to the
+//!   history in one SQLite transaction.
+//! - [`Database::apply_remote`] applies a changeset that OT produced, with exactly the
+//!   semantics of the in-memory reference applier ([`crate::state`]).
+//!
+//! Durability: WAL with `synchronous=NORMAL` by default, so a committed transaction survives any
+//! crash of the app (the OS still has it); [`Durability::Full`] (`synchronous=FULL`) also
+//! survives power loss, at the cost of an fsync per commit.
+
+mod apply;
+mod codec;
+mod layout;
+mod read;
+mod schema;
+mod write;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use layout::FORMAT_VERSION;
+pub use write::WriteTransaction;
+
+use crate::changeset::{Changeset, ChangesetMeta};
+use crate::model::Schema;
+use crate::state::{ApplyError, Schemas, State};
+
+/// How hard a commit works to survive failures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL` in WAL: survives any crash of the app; the last commits can be lost
+    /// if the machine loses power.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is on stable storage before it returns.
+    Full,
+}
+
+/// Options for [`Database::open`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Commit durability.
+    pub durability: Durability,
+    /// How long [`Database::begin_write`] waits for another writer before failing.
+    pub writer_timeout: Duration,
+    /// The file ident recorded as the origin of local changesets (0 until sync assigns one).
+    pub file_ident: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            durability: Durability::Normal,
+            writer_timeout: Duration::from_secs(10),
+            file_ident: 0,
+        }
+    }
+}
+
+/// Everything the store can fail with.
+#[derive(Debug)]
+pub enum StoreError {
+    /// SQLite failed (I/O, disk full, locked beyond the busy timeout, ...).
+    Sqlite(rusqlite::Error),
+    /// The file was written by a newer version of Tandem.
+    FormatTooNew {
+        /// The file's format version.
+        found: i64,
+        /// The newest this build reads.
+        supported: i64,
+    },
+    /// The app's schema changes the file's schema in a way that would lose data.
+    DestructiveSchemaChange {
+        /// The class.
+        class: String,
+        /// The property, if the change is about one.
+        property: Option<String>,
+        /// What changed.
+        reason: String,
+    },
+    /// The file's contents do not make sense (edited by hand, or a bug).
+    Corrupt(String),
+    /// Another write transaction did not finish within the writer timeout.
+    WriterTimeout(Duration),
+    /// A changeset (local or remote) does not apply: it is refused and nothing changes.
+    Rejected(ApplyError),
+    /// A value or name the operation cannot take (wrong type, unknown class or property, ...).
+    InvalidArgument(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Sqlite(e) => write!(f, "SQLite error: {e}"),
+            StoreError::FormatTooNew { found, supported } => write!(
+                f,
+                "the file has format version {found}, newer than this build reads ({supported}); \
+                 open it with a newer Tandem"
+            ),
+            StoreError::DestructiveSchemaChange {
+                class,
+                property,
+                reason,
+            } => match property {
+                Some(p) => write!(f, "schema change to {class}.{p} refused: {reason}"),
+                None => write!(f, "schema change to {class} refused: {reason}"),
+            },
+            StoreError::Corrupt(what) => write!(f, "the database file is inconsistent: {what}"),
+            StoreError::WriterTimeout(d) => {
+                write!(f, "another write transaction is still open after {d:?}")
+            }
+            StoreError::Rejected(e) => write!(f, "{e}"),
+            StoreError::InvalidArgument(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+impl From<apply::ApplyFailure> for StoreError {
+    fn from(e: apply::ApplyFailure) -> Self {
+        match e {
+            apply::ApplyFailure::Rejected(e) => StoreError::Rejected(e),
+            apply::ApplyFailure::Sql(e) => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// One entry of the client history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The changeset, with its metadata (`meta.version` is the client version).
+    pub changeset: Changeset,
+}
+
+/// Admits one writer at a time, with a timeout.
+struct WriterGate {
+    busy: Mutex<bool>,
+    freed: Condvar,
+}
+
+impl WriterGate {
+    fn acquire(&self, timeout: Duration) -> Result<(), StoreError> {
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut busy, result) = self
+            .freed
+            .wait_timeout_while(busy, timeout, |b| *b)
+            .unwrap_or_else(|e| e.into_inner());
+        if result.timed_out() && *busy {
+            return Err(StoreError::WriterTimeout(timeout));
+        }
+        *busy = true;
+        Ok(())
+    }
+
+    fn release(&self) {
+        *self.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.freed.notify_one();
+    }
+}
+
+/// State shared by the database handle and its transactions.
+struct Shared {
+    /// The connection writes go through, and the schema as the file knows it.
+    writer: Mutex<(Connection, Schemas)>,
+    gate: WriterGate,
+}
+
+/// A local database file.
+pub struct Database {
+    path: PathBuf,
+    config: Config,
+    shared: Shared,
+}
+
+fn open_connection(path: &Path, config: &Config) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match config.durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.busy_timeout(config.writer_timeout)?;
+    Ok(conn)
+}
+
+impl Database {
+    /// Opens (or creates) the database at `path` with the app's schema.
+    ///
+    /// New classes and properties are added to the file and recorded in the history as one
+    /// changeset of AddTable / AddColumn instructions. A change that would lose data (another
+    /// type, nullability, collection kind or link target for a property; another primary key
+    /// for a class) is [`StoreError::DestructiveSchemaChange`], naming the class and property.
+    /// Classes and properties the file has but the schema omits are kept, untouched.
+    pub fn open(
+        path: impl AsRef<Path>,
+        schema: &Schema,
+        config: Config,
+    ) -> Result<Database, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = open_connection(&path, &config)?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let prepared = (|| {
+            layout::init(&conn)?;
+            let mut schemas = layout::load(&conn)?.schemas;
+            let migration = schema::migration(&schemas, schema)?;
+            if !migration.is_empty() {
+                apply::apply(&conn, &mut schemas, &migration)?;
+                write::append_history(&conn, migration, 0, config.file_ident)?;
+            }
+            Ok::<_, StoreError>(schemas)
+        })();
+        let schemas = match prepared {
+            Ok(s) => {
+                conn.execute_batch("COMMIT")?;
+                s
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        Ok(Database {
+            path,
+            config,
+            shared: Shared {
+                writer: Mutex::new((conn, schemas)),
+                gate: WriterGate {
+                    busy: Mutex::new(false),
+                    freed: Condvar::new(),
+                },
+            },
+        })
+    }
+
+    /// The file this database lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, (Connection, Schemas)> {
+        self.shared.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the write transaction, waiting up to [`Config::writer_timeout`] for another one
+    /// to finish.
+    pub fn begin_write(&self) -> Result<WriteTransaction<'_>, StoreError> {
+        self.shared.gate.acquire(self.config.writer_timeout)?;
+        let guard = self.lock_writer();
+        WriteTransaction::begin(self, guard)
+    }
+
+    fn release_writer(&self) {
+        self.shared.gate.release();
+    }
+
+    /// Applies a changeset from the server (already transformed by OT) in its own SQLite
+    /// transaction. A changeset the reference applier would refuse is refused the same way
+    /// ([`StoreError::Rejected`]) and changes nothing.
+    pub fn apply_remote(&self, changeset: &Changeset) -> Result<(), StoreError> {
+        self.shared.gate.acquire(self.config.writer_timeout)?;
+        let result = (|| {
+            let mut guard = self.lock_writer();
+            let (conn, schemas) = &mut *guard;
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            match apply::apply(conn, schemas, changeset) {
+                Ok(()) => {
+                    conn.execute_batch("COMMIT")?;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(StoreError::from(e))
+                }
+            }
+        })();
+        self.release_writer();
+        result
+    }
+
+    /// The whole database as an in-memory [`State`] (for tests and inspection).
+    pub fn export_state(&self) -> Result<State, StoreError> {
+        let guard = self.lock_writer();
+        let (conn, schemas) = &*guard;
+        read::export(conn, schemas)
+    }
+
+    /// The client history, oldest first.
+    pub fn history(&self) -> Result<Vec<Changeset>, StoreError> {
+        let guard = self.lock_writer();
+        write::read_history(&guard.0)
+    }
+
+    /// Metadata of the newest history entry, if any.
+    pub fn latest_version(&self) -> Result<Option<ChangesetMeta>, StoreError> {
+        Ok(self.history()?.last().map(|c| c.meta))
+    }
+}

@@ -1,0 +1,167 @@
+//! Reading objects back out of the SQLite layout, as [`crate::state`] values.
+
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+
+use super::apply::read_mixed_link;
+use super::codec::{self, EMBEDDED_KIND};
+use super::layout::{collection_table, kind_column, object_table, value_column};
+use super::StoreError;
+use crate::changeset::{CollectionType, PayloadType};
+use crate::state::{
+    embedded_target, ColumnSpec, Element, Field, Key, Object, Schemas, State, TableSpec, Val,
+};
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+/// The target table and key type of a link column.
+fn link_info<'a>(schemas: &'a Schemas, column: &'a ColumnSpec) -> Option<(&'a str, PayloadType)> {
+    let target = column.link_target.as_deref()?;
+    match schemas.get(target).map(|s| &s.spec) {
+        Some(TableSpec::TopLevel { pk_type, .. }) => Some((target, *pk_type)),
+        _ => None,
+    }
+}
+
+/// Decodes a stored value of a column, given its kind.
+fn value_of(
+    schemas: &Schemas,
+    column: &ColumnSpec,
+    raw: ValueRef<'_>,
+    kind: i64,
+) -> Result<Val, StoreError> {
+    let t = PayloadType::from_code(kind).ok_or_else(|| corrupt(format!("kind {kind}")))?;
+    if t == PayloadType::Link && column.value_type == PayloadType::Null {
+        return match raw {
+            ValueRef::Blob(b) => read_mixed_link(b).ok_or_else(|| corrupt("mixed link")),
+            _ => Err(corrupt("mixed link")),
+        };
+    }
+    codec::decode(raw, t, link_info(schemas, column))
+        .ok_or_else(|| corrupt(format!("value of kind {kind}")))
+}
+
+/// Every top-level object of every class, as a [`State`] (with `schemas` as its schema).
+pub(crate) fn export(conn: &Connection, schemas: &Schemas) -> Result<State, StoreError> {
+    let mut state = State::new();
+    state.schemas = schemas.clone();
+    for (class, schema) in schemas {
+        let TableSpec::TopLevel { pk_type, .. } = schema.spec else {
+            continue;
+        };
+        let mut stmt = conn.prepare(&format!("SELECT _id, _pk FROM {}", object_table(class)))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let id: i64 = r.get(0)?;
+                let key = codec::decode_key(r.get_ref(1)?, pk_type);
+                Ok((id, key))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut objects = std::collections::BTreeMap::new();
+        for (id, key) in rows {
+            let key: Key = key.ok_or_else(|| corrupt(format!("primary key of {class}")))?;
+            objects.insert(key, read_object(conn, schemas, class, id)?);
+        }
+        state.objects.insert(class.clone(), objects);
+    }
+    Ok(state)
+}
+
+/// One row of `class`, with its collections and embedded objects.
+pub(crate) fn read_object(
+    conn: &Connection,
+    schemas: &Schemas,
+    class: &str,
+    id: i64,
+) -> Result<Object, StoreError> {
+    let schema = schemas
+        .get(class)
+        .ok_or_else(|| corrupt(format!("class {class}")))?;
+    let mut object = Object::default();
+    for (prop, column) in &schema.columns {
+        let embedded = embedded_target(schemas, column);
+        let field = match column.collection {
+            CollectionType::Single => {
+                let kind_sql = if column.value_type == PayloadType::Null {
+                    kind_column(prop)
+                } else {
+                    column.value_type.code().to_string()
+                };
+                let sql = format!(
+                    "SELECT {}, {kind_sql} FROM {} WHERE _id = ?1",
+                    value_column(prop),
+                    object_table(class)
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query([id])?;
+                let row = rows
+                    .next()?
+                    .ok_or_else(|| corrupt(format!("row {id} of {class}")))?;
+                match embedded {
+                    Some(target) => match row.get::<_, Option<i64>>(0)? {
+                        Some(child) => {
+                            Field::Embedded(Some(read_object(conn, schemas, target, child)?))
+                        }
+                        None => Field::Embedded(None),
+                    },
+                    None => Field::Value(value_of(schemas, column, row.get_ref(0)?, row.get(1)?)?),
+                }
+            }
+            kind => {
+                let table = collection_table(class, prop, kind);
+                let order = match kind {
+                    CollectionType::List => "ORDER BY pos",
+                    CollectionType::Dictionary => "ORDER BY key",
+                    _ => "",
+                };
+                let key_col = if kind == CollectionType::Dictionary {
+                    "key"
+                } else {
+                    "NULL"
+                };
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT v, k, {key_col} FROM {table} WHERE owner = ?1 {order}"
+                ))?;
+                let mut rows = stmt.query([id])?;
+                let mut elements = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let k: i64 = row.get(1)?;
+                    let element = match (embedded, k) {
+                        (Some(target), EMBEDDED_KIND) => {
+                            Element::Embedded(read_object(conn, schemas, target, row.get(0)?)?)
+                        }
+                        _ => Element::Value(value_of(schemas, column, row.get_ref(0)?, k)?),
+                    };
+                    let key: Option<String> = row.get(2)?;
+                    elements.push((key, element));
+                }
+                match kind {
+                    CollectionType::List => {
+                        Field::List(elements.into_iter().map(|(_, e)| e).collect())
+                    }
+                    CollectionType::Dictionary => Field::Dictionary(
+                        elements
+                            .into_iter()
+                            .map(|(k, e)| (k.unwrap_or_default(), e))
+                            .collect(),
+                    ),
+                    _ => {
+                        let mut values: Vec<Val> = elements
+                            .into_iter()
+                            .filter_map(|(_, e)| match e {
+                                Element::Value(v) => Some(v),
+                                Element::Embedded(_) => None,
+                            })
+                            .collect();
+                        values.sort();
+                        Field::Set(values)
+                    }
+                }
+            }
+        };
+        object.fields.insert(prop.clone(), field);
+    }
+    Ok(object)
+}

@@ -1,0 +1,674 @@
+//! Write transactions and the client history.
+//!
+//! Every operation of a [`WriteTransaction`] becomes one or more instructions, applied at once
+//! through the store's applier (so type errors are caught before anything is written, and local
+//! and remote changes take one path) and collected into the transaction's changeset.
+//! [`WriteTransaction::commit`] appends that changeset to the history in the same SQLite
+//! transaction as the data.
+
+use std::sync::MutexGuard;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::apply::apply_instructions;
+use super::codec;
+use super::layout::{collection_table, object_table, value_column};
+use super::{Database, StoreError};
+use crate::changeset::{
+    AddInteger, ArrayErase, ArrayInsert, ArrayMove, Changeset, ChangesetMeta, Clear,
+    CollectionType, FieldPath, Instruction, Link, PathElement, Payload, PrimaryKey as WireKey,
+    SetValue, Update,
+};
+use crate::model::{PrimaryKey, Value};
+use crate::state::{Key, Schemas, TableSpec};
+
+/// Milliseconds between the Unix epoch and 2015-01-01T00:00:00Z, the origin of changeset
+/// timestamps.
+const TIMESTAMP_EPOCH_MS: u64 = 1_420_070_400_000;
+
+/// Now, in changeset timestamp units (ms since 2015-01-01).
+pub(crate) fn changeset_timestamp() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    now.saturating_sub(TIMESTAMP_EPOCH_MS)
+}
+
+/// Appends a local changeset to the history as the next client version.
+pub(crate) fn append_history(
+    conn: &Connection,
+    mut changeset: Changeset,
+    last_integrated_server_version: u64,
+    file_ident: u64,
+) -> Result<u64, StoreError> {
+    let last: Option<i64> =
+        conn.query_row("SELECT MAX(version) FROM _tandem_history", [], |r| r.get(0))?;
+    let version = last.unwrap_or(0) as u64 + 1;
+    changeset.meta = ChangesetMeta {
+        version,
+        last_integrated_remote_version: last_integrated_server_version,
+        origin_timestamp: changeset_timestamp(),
+        origin_file_ident: file_ident,
+    };
+    conn.prepare_cached(
+        "INSERT INTO _tandem_history (version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        version as i64,
+        changeset.encode(),
+        last_integrated_server_version as i64,
+        changeset.meta.origin_timestamp as i64,
+        file_ident as i64
+    ])?;
+    Ok(version)
+}
+
+/// The whole history, oldest first.
+pub(crate) fn read_history(conn: &Connection) -> Result<Vec<Changeset>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident
+         FROM _tandem_history ORDER BY version",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (version, bytes, server, timestamp, ident) = row?;
+        let mut cs = Changeset::decode(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("history version {version}: {e}")))?;
+        cs.meta = ChangesetMeta {
+            version: version as u64,
+            last_integrated_remote_version: server as u64,
+            origin_timestamp: timestamp as u64,
+            origin_file_ident: ident as u64,
+        };
+        out.push(cs);
+    }
+    Ok(out)
+}
+
+/// The open write transaction. Dropping it without [`commit`](WriteTransaction::commit) rolls
+/// it back.
+pub struct WriteTransaction<'db> {
+    db: &'db Database,
+    guard: Option<MutexGuard<'db, (Connection, Schemas)>>,
+    changeset: Changeset,
+}
+
+impl<'db> WriteTransaction<'db> {
+    pub(crate) fn begin(
+        db: &'db Database,
+        guard: MutexGuard<'db, (Connection, Schemas)>,
+    ) -> Result<Self, StoreError> {
+        if let Err(e) = guard.0.execute_batch("BEGIN IMMEDIATE") {
+            drop(guard);
+            db.release_writer();
+            return Err(e.into());
+        }
+        Ok(WriteTransaction {
+            db,
+            guard: Some(guard),
+            changeset: Changeset::new(),
+        })
+    }
+
+    fn parts(&mut self) -> (&Connection, &mut Schemas) {
+        let guard = self
+            .guard
+            .as_mut()
+            .expect("transaction is open until commit or rollback");
+        let (conn, schemas) = &mut **guard;
+        (conn, schemas)
+    }
+
+    fn conn(&self) -> &Connection {
+        &self
+            .guard
+            .as_ref()
+            .expect("transaction is open until commit or rollback")
+            .0
+    }
+
+    fn schemas(&self) -> &Schemas {
+        &self
+            .guard
+            .as_ref()
+            .expect("transaction is open until commit or rollback")
+            .1
+    }
+
+    /// Applies instructions built into `self.changeset`'s string table and keeps them.
+    fn run(&mut self, instructions: Vec<Instruction>) -> Result<(), StoreError> {
+        let changeset = std::mem::take(&mut self.changeset);
+        let (conn, schemas) = self.parts();
+        let result = apply_instructions(conn, schemas, &changeset, &instructions);
+        self.changeset = changeset;
+        result?;
+        self.changeset.instructions.extend(instructions);
+        Ok(())
+    }
+
+    fn wire_key(&mut self, key: &PrimaryKey) -> WireKey {
+        match key {
+            PrimaryKey::Null => WireKey::Null,
+            PrimaryKey::Int(v) => WireKey::Int(*v),
+            PrimaryKey::String(s) => WireKey::String(self.changeset.intern(s)),
+            PrimaryKey::ObjectId(id) => WireKey::ObjectId(*id),
+            PrimaryKey::Uuid(id) => WireKey::Uuid(*id),
+        }
+    }
+
+    fn payload(&mut self, value: &Value) -> Payload {
+        match value {
+            Value::Null => Payload::Null,
+            Value::Int(v) => Payload::Int(*v),
+            Value::Bool(v) => Payload::Bool(*v),
+            Value::String(s) => Payload::String(s.clone()),
+            Value::Binary(b) => Payload::Binary(b.clone()),
+            Value::Timestamp(t) => Payload::Timestamp(*t),
+            Value::Float(v) => Payload::Float(*v),
+            Value::Double(v) => Payload::Double(*v),
+            Value::Decimal(d) => Payload::Decimal(*d),
+            Value::ObjectId(id) => Payload::ObjectId(*id),
+            Value::Uuid(id) => Payload::Uuid(*id),
+            Value::Link(link) => Payload::Link(Link {
+                target_table: self.changeset.intern(&link.class),
+                target: self.wire_key(&link.key),
+            }),
+        }
+    }
+
+    fn path(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        steps: Vec<PathElement>,
+    ) -> FieldPath {
+        FieldPath {
+            table: self.changeset.intern(class),
+            object: self.wire_key(key),
+            field: self.changeset.intern(prop),
+            path: steps,
+        }
+    }
+
+    fn state_key(key: &PrimaryKey) -> Key {
+        match key {
+            PrimaryKey::Null => Key::Null,
+            PrimaryKey::Int(v) => Key::Int(*v),
+            PrimaryKey::String(s) => Key::String(s.clone()),
+            PrimaryKey::ObjectId(id) => Key::ObjectId(id.0),
+            PrimaryKey::Uuid(id) => Key::Uuid(id.0),
+        }
+    }
+
+    fn row_of(&self, class: &str, key: &PrimaryKey) -> Result<Option<i64>, StoreError> {
+        if !matches!(
+            self.schemas().get(class).map(|s| &s.spec),
+            Some(TableSpec::TopLevel { .. })
+        ) {
+            return Err(StoreError::InvalidArgument(format!(
+                "no top-level class {class}"
+            )));
+        }
+        Ok(self
+            .conn()
+            .prepare_cached(&format!(
+                "SELECT _id FROM {} WHERE _pk IS ?1",
+                object_table(class)
+            ))?
+            .query_row([codec::encode_key(&Self::state_key(key))], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn list_len(&self, class: &str, key: &PrimaryKey, prop: &str) -> Result<u32, StoreError> {
+        let row = self
+            .row_of(class, key)?
+            .ok_or_else(|| StoreError::InvalidArgument(format!("no object {class}[{key}]")))?;
+        let n: i64 = self
+            .conn()
+            .prepare_cached(&format!(
+                "SELECT COUNT(*) FROM {} WHERE owner = ?1",
+                collection_table(class, prop, CollectionType::List)
+            ))
+            .map_err(|_| StoreError::InvalidArgument(format!("{class}.{prop} is not a list")))?
+            .query_row([row], |r| r.get(0))?;
+        Ok(n as u32)
+    }
+
+    /// Creates an object with the given property values; creating one whose key exists is an
+    /// error.
+    pub fn create(
+        &mut self,
+        class: &str,
+        key: PrimaryKey,
+        values: &[(&str, Value)],
+    ) -> Result<(), StoreError> {
+        if self.row_of(class, &key)?.is_some() {
+            return Err(StoreError::InvalidArgument(format!(
+                "{class}[{key}] already exists; use upsert to write to it"
+            )));
+        }
+        self.upsert(class, key, values)
+    }
+
+    /// Creates the object if it does not exist, then sets the given property values.
+    pub fn upsert(
+        &mut self,
+        class: &str,
+        key: PrimaryKey,
+        values: &[(&str, Value)],
+    ) -> Result<(), StoreError> {
+        let table = self.changeset.intern(class);
+        let object = self.wire_key(&key);
+        let mut instructions = vec![Instruction::CreateObject { table, object }];
+        for (prop, value) in values {
+            let path = self.path(class, &key, prop, vec![]);
+            let value = self.payload(value);
+            instructions.push(set_field(path, value));
+        }
+        self.run(instructions)
+    }
+
+    /// Sets a single-valued property.
+    pub fn set(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let path = self.path(class, key, prop, vec![]);
+        let value = self.payload(&value);
+        self.run(vec![set_field(path, value)])
+    }
+
+    /// Creates the embedded object of a single embedded-object property, if it has none.
+    pub fn create_embedded(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+    ) -> Result<(), StoreError> {
+        let path = self.path(class, key, prop, vec![]);
+        self.run(vec![set_field(path, Payload::ObjectValue)])
+    }
+
+    /// Adds to an integer property (a counter; concurrent adds from other devices add up).
+    pub fn add(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        amount: i64,
+    ) -> Result<(), StoreError> {
+        let path = self.path(class, key, prop, vec![]);
+        self.run(vec![Instruction::AddInteger(AddInteger {
+            path,
+            value: amount,
+        })])
+    }
+
+    /// Erases an object. Single links to it become null and list entries of it are removed
+    /// (as explicit instructions, so every replica does the same); its embedded objects go with
+    /// it. Erasing a missing object does nothing.
+    pub fn erase(&mut self, class: &str, key: &PrimaryKey) -> Result<(), StoreError> {
+        if self.row_of(class, key)?.is_none() {
+            return Ok(());
+        }
+        let mut instructions = self.unlink(class, key)?;
+        let table = self.changeset.intern(class);
+        let object = self.wire_key(key);
+        instructions.push(Instruction::EraseObject { table, object });
+        self.run(instructions)
+    }
+
+    /// Instructions that clear links to (class, key) held by top-level objects.
+    fn unlink(&mut self, class: &str, key: &PrimaryKey) -> Result<Vec<Instruction>, StoreError> {
+        let target = codec::encode_key(&Self::state_key(key));
+        let mut found: Vec<(String, PrimaryKey, String, Option<Vec<u32>>)> = Vec::new();
+        let holders: Vec<(
+            String,
+            String,
+            CollectionType,
+            crate::changeset::PayloadType,
+        )> = self
+            .schemas()
+            .iter()
+            .filter_map(|(c, s)| match &s.spec {
+                TableSpec::TopLevel { pk_type, .. } => Some((c, s, *pk_type)),
+                TableSpec::Embedded => None,
+            })
+            .flat_map(|(c, s, pk_type)| {
+                s.columns
+                    .iter()
+                    .filter(|(_, col)| col.link_target.as_deref() == Some(class))
+                    .map(move |(p, col)| (c.clone(), p.clone(), col.collection, pk_type))
+            })
+            .collect();
+        for (holder, prop, collection, pk_type) in holders {
+            let sql = match collection {
+                CollectionType::Single => format!(
+                    "SELECT _pk, NULL FROM {} WHERE {} IS ?1",
+                    object_table(&holder),
+                    value_column(&prop)
+                ),
+                CollectionType::List => format!(
+                    "SELECT o._pk, l.pos FROM {} l JOIN {} o ON o._id = l.owner WHERE l.v IS ?1 ORDER BY o._id, l.pos DESC",
+                    collection_table(&holder, &prop, CollectionType::List),
+                    object_table(&holder)
+                ),
+                _ => continue,
+            };
+            let mut stmt = self.conn().prepare(&sql)?;
+            let rows = stmt
+                .query_map([&target], |r| {
+                    Ok((
+                        codec::decode_key(r.get_ref(0)?, pk_type),
+                        r.get::<_, Option<i64>>(1)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            for (owner, pos) in rows {
+                let owner = match owner {
+                    Some(Key::Int(v)) => PrimaryKey::Int(v),
+                    Some(Key::String(s)) => PrimaryKey::String(s),
+                    Some(Key::ObjectId(b)) => PrimaryKey::ObjectId(crate::model::ObjectId(b)),
+                    Some(Key::Uuid(b)) => PrimaryKey::Uuid(crate::model::Uuid(b)),
+                    _ => PrimaryKey::Null,
+                };
+                match (found.last_mut(), pos) {
+                    (Some((h, o, p, Some(positions))), Some(pos))
+                        if *h == holder && *o == owner && *p == prop =>
+                    {
+                        positions.push(pos as u32)
+                    }
+                    _ => found.push((
+                        holder.clone(),
+                        owner,
+                        prop.clone(),
+                        pos.map(|p| vec![p as u32]),
+                    )),
+                }
+            }
+        }
+        let mut instructions = Vec::new();
+        for (holder, owner, prop, positions) in found {
+            match positions {
+                None => {
+                    let path = self.path(&holder, &owner, &prop, vec![]);
+                    instructions.push(set_field(path, Payload::Null));
+                }
+                Some(positions) => {
+                    let mut size = self.list_len(&holder, &owner, &prop)?;
+                    // Highest position first, so the others keep their index.
+                    for pos in positions {
+                        let path = self.path(&holder, &owner, &prop, vec![PathElement::Index(pos)]);
+                        instructions.push(Instruction::ArrayErase(ArrayErase {
+                            path,
+                            prior_size: size,
+                        }));
+                        size -= 1;
+                    }
+                }
+            }
+        }
+        Ok(instructions)
+    }
+
+    /// Inserts into a list at `index` (0 to its length).
+    pub fn list_insert(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        index: u32,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let prior_size = self.list_len(class, key, prop)?;
+        let path = self.path(class, key, prop, vec![PathElement::Index(index)]);
+        let value = self.payload(&value);
+        self.run(vec![Instruction::ArrayInsert(ArrayInsert {
+            path,
+            value,
+            prior_size,
+        })])
+    }
+
+    /// Appends an embedded object to a list of embedded objects.
+    pub fn list_push_embedded(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+    ) -> Result<(), StoreError> {
+        let prior_size = self.list_len(class, key, prop)?;
+        let path = self.path(class, key, prop, vec![PathElement::Index(prior_size)]);
+        self.run(vec![Instruction::ArrayInsert(ArrayInsert {
+            path,
+            value: Payload::ObjectValue,
+            prior_size,
+        })])
+    }
+
+    /// Replaces the list element at `index`.
+    pub fn list_set(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        index: u32,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let prior_size = self.list_len(class, key, prop)?;
+        let path = self.path(class, key, prop, vec![PathElement::Index(index)]);
+        let value = self.payload(&value);
+        self.run(vec![Instruction::Update(Update {
+            path,
+            value,
+            is_default: false,
+            prior_size,
+        })])
+    }
+
+    /// Moves the list element at `from` so that it ends up at `to`.
+    pub fn list_move(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        from: u32,
+        to: u32,
+    ) -> Result<(), StoreError> {
+        let prior_size = self.list_len(class, key, prop)?;
+        let path = self.path(class, key, prop, vec![PathElement::Index(from)]);
+        self.run(vec![Instruction::ArrayMove(ArrayMove {
+            path,
+            to,
+            prior_size,
+        })])
+    }
+
+    /// Removes the list element at `index`.
+    pub fn list_erase(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        index: u32,
+    ) -> Result<(), StoreError> {
+        let prior_size = self.list_len(class, key, prop)?;
+        let path = self.path(class, key, prop, vec![PathElement::Index(index)]);
+        self.run(vec![Instruction::ArrayErase(ArrayErase {
+            path,
+            prior_size,
+        })])
+    }
+
+    fn clear(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        collection_type: CollectionType,
+    ) -> Result<(), StoreError> {
+        let path = self.path(class, key, prop, vec![]);
+        self.run(vec![Instruction::Clear(Clear {
+            path,
+            collection_type,
+        })])
+    }
+
+    /// Empties a list.
+    pub fn list_clear(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+    ) -> Result<(), StoreError> {
+        self.clear(class, key, prop, CollectionType::List)
+    }
+
+    /// Adds a value to a set (nothing happens if it is there).
+    pub fn set_insert(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let path = self.path(class, key, prop, vec![]);
+        let value = self.payload(&value);
+        self.run(vec![Instruction::SetInsert(SetValue { path, value })])
+    }
+
+    /// Removes a value from a set (nothing happens if it is not there).
+    pub fn set_erase(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let path = self.path(class, key, prop, vec![]);
+        let value = self.payload(&value);
+        self.run(vec![Instruction::SetErase(SetValue { path, value })])
+    }
+
+    /// Empties a set.
+    pub fn set_clear(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+    ) -> Result<(), StoreError> {
+        self.clear(class, key, prop, CollectionType::Set)
+    }
+
+    /// Sets a dictionary entry.
+    pub fn dict_set(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        entry: &str,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let k = self.changeset.intern(entry);
+        let path = self.path(class, key, prop, vec![PathElement::Key(k)]);
+        let value = self.payload(&value);
+        self.run(vec![set_field(path, value)])
+    }
+
+    /// Removes a dictionary entry (nothing happens if it is not there).
+    pub fn dict_erase(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        entry: &str,
+    ) -> Result<(), StoreError> {
+        let k = self.changeset.intern(entry);
+        let path = self.path(class, key, prop, vec![PathElement::Key(k)]);
+        self.run(vec![set_field(path, Payload::Erased)])
+    }
+
+    /// Empties a dictionary.
+    pub fn dict_clear(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+    ) -> Result<(), StoreError> {
+        self.clear(class, key, prop, CollectionType::Dictionary)
+    }
+
+    /// The instructions this transaction has made so far.
+    pub fn changeset(&self) -> &Changeset {
+        &self.changeset
+    }
+
+    /// Writes the data and the transaction's changeset (as the next client version) in one
+    /// SQLite commit. Returns the new client version, or `None` if nothing was written.
+    pub fn commit(mut self) -> Result<Option<u64>, StoreError> {
+        let changeset = std::mem::take(&mut self.changeset);
+        let file_ident = self.db.config.file_ident;
+        let conn = self.conn();
+        let version = if changeset.is_empty() {
+            None
+        } else {
+            match append_history(conn, changeset, 0, file_ident) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.finish(false);
+                    return Err(e);
+                }
+            }
+        };
+        let committed = conn.execute_batch("COMMIT");
+        self.finish(committed.is_ok());
+        committed?;
+        Ok(version)
+    }
+
+    /// Discards everything the transaction wrote.
+    pub fn rollback(mut self) {
+        self.finish(false);
+    }
+
+    fn finish(&mut self, committed: bool) {
+        if let Some(guard) = self.guard.take() {
+            if !committed {
+                let _ = guard.0.execute_batch("ROLLBACK");
+            }
+            drop(guard);
+            self.db.release_writer();
+        }
+    }
+}
+
+impl Drop for WriteTransaction<'_> {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+fn set_field(path: FieldPath, value: Payload) -> Instruction {
+    Instruction::Update(Update {
+        path,
+        value,
+        is_default: false,
+        prior_size: 0,
+    })
+}
