@@ -18,6 +18,7 @@
 mod apply;
 mod codec;
 mod layout;
+mod query;
 mod read;
 mod schema;
 mod write;
@@ -30,11 +31,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use layout::FORMAT_VERSION;
+pub use query::QueryError;
+pub use read::ReadTransaction;
 pub use write::WriteTransaction;
 
 use crate::changeset::{Changeset, ChangesetMeta};
-use crate::model::Schema;
-use crate::state::{ApplyError, Schemas, State};
+use crate::model::{ObjectId, PrimaryKey, Schema, Uuid};
+use crate::state::{ApplyError, Key, Schemas, State};
 
 /// How hard a commit works to survive failures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,6 +100,8 @@ pub enum StoreError {
     Rejected(ApplyError),
     /// A value or name the operation cannot take (wrong type, unknown class or property, ...).
     InvalidArgument(String),
+    /// A query that does not parse or does not fit its class.
+    Query(QueryError),
 }
 
 impl fmt::Display for StoreError {
@@ -122,6 +127,7 @@ impl fmt::Display for StoreError {
             }
             StoreError::Rejected(e) => write!(f, "{e}"),
             StoreError::InvalidArgument(why) => f.write_str(why),
+            StoreError::Query(e) => write!(f, "{e}"),
         }
     }
 }
@@ -131,6 +137,34 @@ impl std::error::Error for StoreError {}
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Sqlite(e)
+    }
+}
+
+impl From<QueryError> for StoreError {
+    fn from(e: QueryError) -> Self {
+        StoreError::Query(e)
+    }
+}
+
+/// A model primary key as the state layer spells it.
+pub(crate) fn to_key(key: &PrimaryKey) -> Key {
+    match key {
+        PrimaryKey::Null => Key::Null,
+        PrimaryKey::Int(v) => Key::Int(*v),
+        PrimaryKey::String(s) => Key::String(s.clone()),
+        PrimaryKey::ObjectId(id) => Key::ObjectId(id.0),
+        PrimaryKey::Uuid(id) => Key::Uuid(id.0),
+    }
+}
+
+/// The model primary key of a state key (a global key has none; it maps to null).
+pub(crate) fn from_key(key: Key) -> PrimaryKey {
+    match key {
+        Key::Int(v) => PrimaryKey::Int(v),
+        Key::String(s) => PrimaryKey::String(s),
+        Key::ObjectId(b) => PrimaryKey::ObjectId(ObjectId(b)),
+        Key::Uuid(b) => PrimaryKey::Uuid(Uuid(b)),
+        Key::Null | Key::GlobalKey(..) => PrimaryKey::Null,
     }
 }
 
@@ -188,6 +222,8 @@ pub struct Database {
     path: PathBuf,
     config: Config,
     shared: Shared,
+    /// Idle read connections.
+    readers: Mutex<Vec<Connection>>,
 }
 
 fn open_connection(path: &Path, config: &Config) -> Result<Connection, StoreError> {
@@ -253,7 +289,26 @@ impl Database {
                     freed: Condvar::new(),
                 },
             },
+            readers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Starts a read transaction: a consistent snapshot of the last commit, on its own
+    /// connection, so it neither waits for nor blocks the writer.
+    pub fn read(&self) -> Result<ReadTransaction<'_>, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_connection(&self.path, &self.config)?,
+        };
+        ReadTransaction::begin(self, conn)
+    }
+
+    pub(crate) fn return_reader(&self, conn: Connection) {
+        let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 4 {
+            pool.push(conn);
+        }
     }
 
     /// The file this database lives in.
@@ -303,15 +358,12 @@ impl Database {
 
     /// The whole database as an in-memory [`State`] (for tests and inspection).
     pub fn export_state(&self) -> Result<State, StoreError> {
-        let guard = self.lock_writer();
-        let (conn, schemas) = &*guard;
-        read::export(conn, schemas)
+        self.read()?.export_state()
     }
 
     /// The client history, oldest first.
     pub fn history(&self) -> Result<Vec<Changeset>, StoreError> {
-        let guard = self.lock_writer();
-        write::read_history(&guard.0)
+        self.read()?.history()
     }
 
     /// Metadata of the newest history entry, if any.

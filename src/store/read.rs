@@ -1,13 +1,14 @@
 //! Reading objects back out of the SQLite layout, as [`crate::state`] values.
 
 use rusqlite::types::ValueRef;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::apply::read_mixed_link;
 use super::codec::{self, EMBEDDED_KIND};
 use super::layout::{collection_table, kind_column, object_table, value_column};
-use super::StoreError;
+use super::{from_key, layout, query, to_key, Database, StoreError};
 use crate::changeset::{CollectionType, PayloadType};
+use crate::model::{PrimaryKey, Value};
 use crate::state::{
     embedded_target, ColumnSpec, Element, Field, Key, Object, Schemas, State, TableSpec, Val,
 };
@@ -164,4 +165,102 @@ pub(crate) fn read_object(
         object.fields.insert(prop.clone(), field);
     }
     Ok(object)
+}
+
+/// A read transaction: a consistent snapshot of the database as of its start.
+pub struct ReadTransaction<'db> {
+    db: &'db Database,
+    conn: Option<Connection>,
+    schemas: Schemas,
+}
+
+impl<'db> ReadTransaction<'db> {
+    pub(crate) fn begin(db: &'db Database, conn: Connection) -> Result<Self, StoreError> {
+        conn.execute_batch("BEGIN")?;
+        // The first read fixes the snapshot; the schema is read from it too.
+        let schemas = layout::load(&conn)?.schemas;
+        Ok(ReadTransaction {
+            db,
+            conn: Some(conn),
+            schemas,
+        })
+    }
+
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("open until dropped")
+    }
+
+    /// The object of `class` with this primary key, if it exists.
+    pub fn object(&self, class: &str, key: &PrimaryKey) -> Result<Option<Object>, StoreError> {
+        match self.schemas.get(class).map(|s| &s.spec) {
+            Some(TableSpec::TopLevel { .. }) => {}
+            _ => {
+                return Err(StoreError::InvalidArgument(format!(
+                    "no top-level class {class}"
+                )))
+            }
+        }
+        let id: Option<i64> = self
+            .conn()
+            .prepare_cached(&format!(
+                "SELECT _id FROM {} WHERE _pk IS ?1",
+                object_table(class)
+            ))?
+            .query_row([codec::encode_key(&to_key(key))], |r| r.get(0))
+            .optional()?;
+        match id {
+            Some(id) => Ok(Some(read_object(self.conn(), &self.schemas, class, id)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The primary keys of the objects of `class` matching `query`, in its order. `args` are
+    /// the values of `$0`, `$1`, ... (see the query language in this module's parent docs).
+    pub fn query(
+        &self,
+        class: &str,
+        query: &str,
+        args: &[Value],
+    ) -> Result<Vec<PrimaryKey>, StoreError> {
+        let compiled = query::compile(&self.schemas, class, query, args)?;
+        let pk_type = match self.schemas.get(class).map(|s| &s.spec) {
+            Some(TableSpec::TopLevel { pk_type, .. }) => *pk_type,
+            _ => {
+                return Err(StoreError::InvalidArgument(format!(
+                    "no top-level class {class}"
+                )))
+            }
+        };
+        let mut stmt = self.conn().prepare_cached(&compiled.sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(compiled.params.iter()), |r| {
+            Ok(codec::decode_key(r.get_ref(1)?, pk_type))
+        })?;
+        let mut keys = Vec::new();
+        for key in rows {
+            keys.push(from_key(
+                key?.ok_or_else(|| corrupt(format!("primary key of {class}")))?,
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// The whole database as an in-memory [`State`].
+    pub fn export_state(&self) -> Result<State, StoreError> {
+        export(self.conn(), &self.schemas)
+    }
+
+    /// The client history, oldest first.
+    pub fn history(&self) -> Result<Vec<crate::changeset::Changeset>, StoreError> {
+        super::write::read_history(self.conn())
+    }
+}
+
+impl Drop for ReadTransaction<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if conn.execute_batch("COMMIT").is_ok() {
+                self.db.return_reader(conn);
+            }
+        }
+    }
 }

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::apply::apply_instructions;
 use super::codec;
 use super::layout::{collection_table, object_table, value_column};
-use super::{Database, StoreError};
+use super::{from_key, to_key, Database, StoreError};
 use crate::changeset::{
     AddInteger, ArrayErase, ArrayInsert, ArrayMove, Changeset, ChangesetMeta, Clear,
     CollectionType, FieldPath, Instruction, Link, PathElement, Payload, PrimaryKey as WireKey,
@@ -203,16 +203,6 @@ impl<'db> WriteTransaction<'db> {
         }
     }
 
-    fn state_key(key: &PrimaryKey) -> Key {
-        match key {
-            PrimaryKey::Null => Key::Null,
-            PrimaryKey::Int(v) => Key::Int(*v),
-            PrimaryKey::String(s) => Key::String(s.clone()),
-            PrimaryKey::ObjectId(id) => Key::ObjectId(id.0),
-            PrimaryKey::Uuid(id) => Key::Uuid(id.0),
-        }
-    }
-
     fn row_of(&self, class: &str, key: &PrimaryKey) -> Result<Option<i64>, StoreError> {
         if !matches!(
             self.schemas().get(class).map(|s| &s.spec),
@@ -228,7 +218,7 @@ impl<'db> WriteTransaction<'db> {
                 "SELECT _id FROM {} WHERE _pk IS ?1",
                 object_table(class)
             ))?
-            .query_row([codec::encode_key(&Self::state_key(key))], |r| r.get(0))
+            .query_row([codec::encode_key(&to_key(key))], |r| r.get(0))
             .optional()?)
     }
 
@@ -336,7 +326,7 @@ impl<'db> WriteTransaction<'db> {
 
     /// Instructions that clear links to (class, key) held by top-level objects.
     fn unlink(&mut self, class: &str, key: &PrimaryKey) -> Result<Vec<Instruction>, StoreError> {
-        let target = codec::encode_key(&Self::state_key(key));
+        let target = codec::encode_key(&to_key(key));
         let mut found: Vec<(String, PrimaryKey, String, Option<Vec<u32>>)> = Vec::new();
         let holders: Vec<(
             String,
@@ -381,13 +371,7 @@ impl<'db> WriteTransaction<'db> {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             for (owner, pos) in rows {
-                let owner = match owner {
-                    Some(Key::Int(v)) => PrimaryKey::Int(v),
-                    Some(Key::String(s)) => PrimaryKey::String(s),
-                    Some(Key::ObjectId(b)) => PrimaryKey::ObjectId(crate::model::ObjectId(b)),
-                    Some(Key::Uuid(b)) => PrimaryKey::Uuid(crate::model::Uuid(b)),
-                    _ => PrimaryKey::Null,
-                };
+                let owner = from_key(owner.unwrap_or(Key::Null));
                 match (found.last_mut(), pos) {
                     (Some((h, o, p, Some(positions))), Some(pos))
                         if *h == holder && *o == owner && *p == prop =>

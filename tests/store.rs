@@ -1,0 +1,493 @@
+//! The SQLite store: opening and migrating, write transactions, history, reads and queries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tandem::changeset::Instruction;
+use tandem::model::{
+    ClassSchema, CollectionKind, Link, PrimaryKey, Property, PropertyType, Schema, Value,
+};
+use tandem::state::{Element, Field, Val};
+use tandem::store::{Config, Database, StoreError};
+
+fn temp_db(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tandem-store-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("db.sqlite")
+}
+
+fn schema() -> Schema {
+    Schema::new(vec![
+        ClassSchema::top_level(
+            "Person",
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::Int),
+                Property::new("name", PropertyType::String),
+                Property::new("age", PropertyType::Int).nullable(),
+                Property::new("score", PropertyType::Double),
+                Property::link("dog", "Dog"),
+                Property::new("tags", PropertyType::String).collection(CollectionKind::List),
+                Property::link("dogs", "Dog").collection(CollectionKind::List),
+                Property::new("lucky", PropertyType::Int).collection(CollectionKind::Set),
+                Property::new("notes", PropertyType::String)
+                    .collection(CollectionKind::Dictionary)
+                    .nullable(),
+                Property::link("address", "Address"),
+            ],
+        ),
+        ClassSchema::top_level(
+            "Dog",
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::String),
+                Property::new("name", PropertyType::String),
+            ],
+        ),
+        ClassSchema::embedded(
+            "Address",
+            vec![Property::new("street", PropertyType::String)],
+        ),
+    ])
+    .unwrap()
+}
+
+fn open(path: &PathBuf) -> Database {
+    Database::open(path, &schema(), Config::default()).unwrap()
+}
+
+fn int(v: i64) -> PrimaryKey {
+    PrimaryKey::Int(v)
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.into())
+}
+
+fn dog(k: &str) -> Value {
+    Value::Link(Link {
+        class: "Dog".into(),
+        key: PrimaryKey::String(k.into()),
+    })
+}
+
+#[test]
+fn opening_records_the_schema_once_and_reopening_changes_nothing() {
+    let path = temp_db("open");
+    let db = open(&path);
+    let history = db.history().unwrap();
+    assert_eq!(history.len(), 1);
+    let schema_ops = &history[0].instructions;
+    assert!(schema_ops.iter().all(Instruction::is_schema_change));
+    assert_eq!(
+        schema_ops.len(),
+        3 + 9 + 1 + 1,
+        "three tables; columns: nine of Person, one of Dog, one of Address"
+    );
+    drop(db);
+    let db = open(&path);
+    assert_eq!(
+        db.history().unwrap().len(),
+        1,
+        "reopening with the same schema records nothing"
+    );
+}
+
+#[test]
+fn adding_a_property_migrates_and_changing_one_is_refused() {
+    let path = temp_db("migrate");
+    drop(open(&path));
+    let mut classes = schema().classes().to_vec();
+    classes[1]
+        .properties
+        .push(Property::new("age", PropertyType::Int).nullable());
+    let db = Database::open(
+        &path,
+        &Schema::new(classes.clone()).unwrap(),
+        Config::default(),
+    )
+    .unwrap();
+    let history = db.history().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].to_string().trim(), "AddColumn Dog.age: Int?");
+    drop(db);
+
+    classes[1].properties[1] = Property::new("name", PropertyType::Int);
+    let err = Database::open(&path, &Schema::new(classes).unwrap(), Config::default())
+        .err()
+        .unwrap();
+    match &err {
+        StoreError::DestructiveSchemaChange {
+            class, property, ..
+        } => {
+            assert_eq!(class, "Dog");
+            assert_eq!(property.as_deref(), Some("name"));
+        }
+        other => panic!("{other}"),
+    }
+    assert!(err
+        .to_string()
+        .starts_with("schema change to Dog.name refused"));
+}
+
+#[test]
+fn a_file_from_a_newer_format_is_refused_untouched() {
+    let path = temp_db("newer");
+    drop(open(&path));
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let err = Database::open(&path, &schema(), Config::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, StoreError::FormatTooNew { found: 99, .. }),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 99);
+}
+
+#[test]
+fn writes_commit_state_and_history_together() {
+    let path = temp_db("writes");
+    let db = open(&path);
+    let mut tx = db.begin_write().unwrap();
+    tx.create(
+        "Dog",
+        PrimaryKey::String("rex".into()),
+        &[("name", s("Rex"))],
+    )
+    .unwrap();
+    tx.create(
+        "Person",
+        int(1),
+        &[
+            ("name", s("Ann")),
+            ("age", Value::Int(30)),
+            ("dog", dog("rex")),
+        ],
+    )
+    .unwrap();
+    tx.list_insert("Person", &int(1), "tags", 0, s("a"))
+        .unwrap();
+    tx.list_insert("Person", &int(1), "tags", 1, s("b"))
+        .unwrap();
+    tx.list_insert("Person", &int(1), "tags", 0, s("c"))
+        .unwrap();
+    tx.list_move("Person", &int(1), "tags", 0, 2).unwrap();
+    tx.list_set("Person", &int(1), "tags", 0, s("A")).unwrap();
+    tx.set_insert("Person", &int(1), "lucky", Value::Int(7))
+        .unwrap();
+    tx.set_insert("Person", &int(1), "lucky", Value::Int(7))
+        .unwrap();
+    tx.dict_set("Person", &int(1), "notes", "x", s("y"))
+        .unwrap();
+    tx.add("Person", &int(1), "age", 2).unwrap();
+    tx.create_embedded("Person", &int(1), "address").unwrap();
+    let version = tx.commit().unwrap();
+    assert_eq!(version, Some(2));
+
+    let read = db.read().unwrap();
+    let ann = read.object("Person", &int(1)).unwrap().unwrap();
+    assert_eq!(ann.fields["age"], Field::Value(Val::Int(32)));
+    assert_eq!(
+        ann.fields["tags"],
+        Field::List(vec![
+            Element::Value(Val::String("A".into())),
+            Element::Value(Val::String("b".into())),
+            Element::Value(Val::String("c".into())),
+        ])
+    );
+    assert_eq!(ann.fields["lucky"], Field::Set(vec![Val::Int(7)]));
+    assert!(matches!(ann.fields["address"], Field::Embedded(Some(_))));
+    let history = db.history().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].meta.version, 2);
+    assert!(history[1].len() >= 12);
+    // The history replays to the same state.
+    let mut replay = tandem::state::State::new();
+    for cs in &history {
+        replay.apply(cs).unwrap();
+    }
+    assert_eq!(replay, db.export_state().unwrap());
+}
+
+#[test]
+fn type_errors_write_nothing() {
+    let path = temp_db("types");
+    let db = open(&path);
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Person", int(1), &[]).unwrap();
+    let err = tx.set("Person", &int(1), "age", s("old")).unwrap_err();
+    assert!(matches!(err, StoreError::Rejected(_)), "{err}");
+    assert!(
+        tx.set("Person", &int(1), "name", Value::Null).is_err(),
+        "null into a required string"
+    );
+    assert!(tx
+        .set(
+            "Person",
+            &int(1),
+            "dog",
+            Value::Link(Link {
+                class: "Person".into(),
+                key: int(1)
+            })
+        )
+        .is_err());
+    assert!(tx.set("Person", &int(1), "nope", Value::Int(1)).is_err());
+    assert!(
+        tx.create("Person", int(1), &[]).is_err(),
+        "creating an existing key"
+    );
+    tx.upsert("Person", int(1), &[("name", s("ok"))]).unwrap();
+    assert_eq!(
+        tx.changeset().len(),
+        3,
+        "create, create (upsert) and the one good set"
+    );
+    tx.commit().unwrap();
+    let p = db
+        .read()
+        .unwrap()
+        .object("Person", &int(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.fields["age"], Field::Value(Val::Null));
+    assert_eq!(p.fields["name"], Field::Value(Val::String("ok".into())));
+}
+
+#[test]
+fn rollback_and_drop_discard_everything() {
+    let path = temp_db("rollback");
+    let db = open(&path);
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Person", int(1), &[]).unwrap();
+    tx.rollback();
+    {
+        let mut tx = db.begin_write().unwrap();
+        tx.create("Person", int(2), &[]).unwrap();
+    }
+    let read = db.read().unwrap();
+    assert!(read.object("Person", &int(1)).unwrap().is_none());
+    assert!(read.object("Person", &int(2)).unwrap().is_none());
+    assert_eq!(db.history().unwrap().len(), 1);
+}
+
+#[test]
+fn a_second_writer_waits_then_times_out() {
+    let path = temp_db("writers");
+    let config = Config {
+        writer_timeout: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let db = Database::open(&path, &schema(), config).unwrap();
+    let tx = db.begin_write().unwrap();
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| db.begin_write().map(|_| ()));
+        let result = waiter.join().unwrap();
+        assert!(matches!(result, Err(StoreError::WriterTimeout(_))));
+    });
+    // Readers are not blocked by the writer.
+    assert!(db
+        .read()
+        .unwrap()
+        .object("Person", &int(1))
+        .unwrap()
+        .is_none());
+    drop(tx);
+    assert!(db.begin_write().is_ok());
+}
+
+#[test]
+fn erasing_an_object_clears_links_and_list_entries_to_it() {
+    let path = temp_db("erase");
+    let db = open(&path);
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Dog", PrimaryKey::String("rex".into()), &[])
+        .unwrap();
+    tx.create("Dog", PrimaryKey::String("max".into()), &[])
+        .unwrap();
+    tx.create("Person", int(1), &[("dog", dog("rex"))]).unwrap();
+    for (i, d) in ["rex", "max", "rex"].into_iter().enumerate() {
+        tx.list_insert("Person", &int(1), "dogs", i as u32, dog(d))
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.erase("Dog", &PrimaryKey::String("rex".into())).unwrap();
+    tx.commit().unwrap();
+    let p = db
+        .read()
+        .unwrap()
+        .object("Person", &int(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.fields["dog"], Field::Value(Val::Null));
+    assert_eq!(
+        p.fields["dogs"],
+        Field::List(vec![Element::Value(Val::Link(
+            "Dog".into(),
+            tandem::state::Key::String("max".into())
+        ))])
+    );
+}
+
+fn people(db: &Database) {
+    let mut tx = db.begin_write().unwrap();
+    for (id, name, age, score) in [
+        (1, "Ann", Some(30), 1.5),
+        (2, "bob", None, 2.5),
+        (3, "Bea", Some(25), -1.0),
+        (4, "Carl", Some(30), 0.0),
+        (5, "ann-marie", Some(41), 9.0),
+    ] {
+        let age = age.map(Value::Int).unwrap_or(Value::Null);
+        tx.create(
+            "Person",
+            int(id),
+            &[
+                ("name", s(name)),
+                ("age", age),
+                ("score", Value::Double(score)),
+            ],
+        )
+        .unwrap();
+    }
+    tx.create(
+        "Dog",
+        PrimaryKey::String("rex".into()),
+        &[("name", s("Rex"))],
+    )
+    .unwrap();
+    tx.set("Person", &int(1), "dog", dog("rex")).unwrap();
+    tx.set("Person", &int(3), "dog", dog("rex")).unwrap();
+    for i in 0..3 {
+        tx.list_insert("Person", &int(5), "tags", i, s("t"))
+            .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn ids(db: &Database, q: &str, args: &[Value]) -> Vec<i64> {
+    db.read()
+        .unwrap()
+        .query("Person", q, args)
+        .unwrap_or_else(|e| panic!("{q}: {e}"))
+        .into_iter()
+        .map(|k| match k {
+            PrimaryKey::Int(v) => v,
+            other => panic!("{other}"),
+        })
+        .collect()
+}
+
+#[test]
+fn queries_cover_every_operator() {
+    let path = temp_db("query");
+    let db = open(&path);
+    people(&db);
+    assert_eq!(ids(&db, "age == 30", &[]), [1, 4]);
+    assert_eq!(ids(&db, "age = 30 AND name != 'Carl'", &[]), [1]);
+    assert_eq!(ids(&db, "age > 25 && age <= 30", &[]), [1, 4]);
+    assert_eq!(ids(&db, "age >= 41 || age < 26", &[]), [3, 5]);
+    assert_eq!(ids(&db, "age == nil", &[]), [2]);
+    assert_eq!(ids(&db, "age != null", &[]), [1, 3, 4, 5]);
+    assert_eq!(
+        ids(&db, "NOT (age == 30)", &[]),
+        [2, 3, 5],
+        "null is not 30"
+    );
+    assert_eq!(ids(&db, "name BEGINSWITH 'B'", &[]), [3]);
+    assert_eq!(ids(&db, "name BEGINSWITH[c] 'b'", &[]), [2, 3]);
+    assert_eq!(ids(&db, "name ENDSWITH 'e'", &[]), [5]);
+    assert_eq!(ids(&db, "name CONTAINS[c] 'AN'", &[]), [1, 5]);
+    assert_eq!(ids(&db, "name LIKE 'a*-?arie'", &[]), [5]);
+    assert_eq!(ids(&db, "name LIKE[c] 'A??'", &[]), [1]);
+    assert_eq!(ids(&db, "name ==[c] 'BOB'", &[]), [2]);
+    assert_eq!(ids(&db, "name IN {'Ann', 'Carl', 'x'}", &[]), [1, 4]);
+    assert_eq!(
+        ids(&db, "score > 0", &[]),
+        [1, 2, 5],
+        "ints compare with doubles"
+    );
+    assert_eq!(ids(&db, "score < 0.5 AND score >= -1", &[]), [3, 4]);
+    assert_eq!(ids(&db, "dog.name == 'Rex'", &[]), [1, 3]);
+    assert_eq!(ids(&db, "dog == $0", &[dog("rex")]), [1, 3]);
+    assert_eq!(ids(&db, "tags.@count > 2", &[]), [5]);
+    assert_eq!(ids(&db, "tags.@size == 0", &[]), [1, 2, 3, 4]);
+    assert_eq!(
+        ids(&db, "age == $0 OR name == $1", &[Value::Int(25), s("bob")]),
+        [2, 3]
+    );
+    assert_eq!(ids(&db, "_id IN {2, 4}", &[]), [2, 4]);
+    assert_eq!(ids(&db, "30 == age", &[]), [1, 4]);
+    assert_eq!(ids(&db, "TRUEPREDICATE", &[]), [1, 2, 3, 4, 5]);
+    assert_eq!(ids(&db, "FALSEPREDICATE", &[]), Vec::<i64>::new());
+}
+
+#[test]
+fn queries_sort_stably_and_limit() {
+    let path = temp_db("sort");
+    let db = open(&path);
+    people(&db);
+    assert_eq!(
+        ids(&db, "TRUEPREDICATE SORT(age DESC)", &[]),
+        [5, 1, 4, 3, 2],
+        "ties keep insertion order"
+    );
+    assert_eq!(
+        ids(&db, "SORT(age ASC)", &[]),
+        [2, 3, 1, 4, 5],
+        "null sorts first"
+    );
+    assert_eq!(
+        ids(&db, "age > 0 SORT(age ASC, name DESC) LIMIT(2)", &[]),
+        [3, 4]
+    );
+    assert_eq!(ids(&db, "LIMIT(1)", &[]), [1]);
+}
+
+#[test]
+fn malformed_queries_say_where_and_what() {
+    let path = temp_db("badquery");
+    let db = open(&path);
+    let read = db.read().unwrap();
+    let err = |q: &str, args: &[Value]| match read.query("Person", q, args) {
+        Err(StoreError::Query(e)) => (e.position, e.message),
+        other => panic!("{q}: {other:?}"),
+    };
+    assert_eq!(err("age >", &[]).0, 5);
+    assert!(err("age >", &[])
+        .1
+        .starts_with("expected a property or a value"));
+    assert_eq!(
+        err("nope == 1", &[]),
+        (0, "Person has no property 'nope'".into())
+    );
+    assert_eq!(err("age == 1 AND", &[]).0, 12);
+    assert!(err("age ~ 1", &[]).1.contains("unexpected character"));
+    assert!(err("age == $3", &[])
+        .1
+        .contains("parameter $3 was not given"));
+    assert!(err("name == 'open", &[]).1.contains("unterminated string"));
+    assert!(err("age BEGINSWITH 'x'", &[])
+        .1
+        .contains("needs a string property"));
+    assert!(err("tags == 'x'", &[]).1.contains("compare its @count"));
+    assert!(err("age == 1 SORT(age", &[])
+        .1
+        .contains("expected ',' or ')'"));
+    assert!(err("age == 1 LIMIT(x)", &[])
+        .1
+        .contains("expected a number in LIMIT"));
+    assert!(err("age == 1 name", &[])
+        .1
+        .starts_with("expected AND, OR, SORT, LIMIT or the end"));
+}
