@@ -406,9 +406,11 @@ impl Parser<'_> {
             };
             let target = match (&column.link_target, column.collection) {
                 (Some(t), CollectionType::Single) => t.clone(),
-                _ => return Err(err(format!(
+                _ => {
+                    return Err(err(format!(
                     "'{name}' is not a single link; only one level of link traversal is supported"
-                ))),
+                )))
+                }
             };
             let target_schema = self
                 .schemas
