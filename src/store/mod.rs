@@ -18,6 +18,7 @@
 mod apply;
 mod codec;
 mod layout;
+mod notify;
 mod query;
 mod read;
 mod schema;
@@ -25,12 +26,13 @@ mod write;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
 pub use layout::FORMAT_VERSION;
+pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
 pub use read::ReadTransaction;
 pub use write::WriteTransaction;
@@ -224,9 +226,16 @@ pub struct Database {
     shared: Shared,
     /// Idle read connections.
     readers: Mutex<Vec<Connection>>,
+    notifier: Arc<notify::Notifier>,
 }
 
-fn open_connection(path: &Path, config: &Config) -> Result<Connection, StoreError> {
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.notifier.shutdown();
+    }
+}
+
+pub(crate) fn open_connection(path: &Path, config: &Config) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -280,8 +289,6 @@ impl Database {
             }
         };
         Ok(Database {
-            path,
-            config,
             shared: Shared {
                 writer: Mutex::new((conn, schemas)),
                 gate: WriterGate {
@@ -290,7 +297,41 @@ impl Database {
                 },
             },
             readers: Mutex::new(Vec::new()),
+            notifier: notify::Notifier::new(path.clone(), config.clone()),
+            path,
+            config,
         })
+    }
+
+    /// Calls `listener` on the notifier thread whenever the object changes (which properties)
+    /// or is erased, after the commit that did it. Keep the token: dropping it stops delivery.
+    pub fn observe_object(
+        &self,
+        class: &str,
+        key: &PrimaryKey,
+        listener: impl Fn(ObjectChange) + Send + 'static,
+    ) -> Result<ListenerToken, StoreError> {
+        let current = self.read()?.object(class, key)?;
+        self.notifier
+            .observe_object(current, class, key, Box::new(listener))
+    }
+
+    /// Calls `listener` on the notifier thread whenever the results of `query` on `class`
+    /// change, with Realm-style index changes. Keep the token: dropping it stops delivery.
+    pub fn observe_query(
+        &self,
+        class: &str,
+        query: &str,
+        args: &[crate::model::Value],
+        listener: impl Fn(&ResultsChange) + Send + 'static,
+    ) -> Result<ListenerToken, StoreError> {
+        let current = self.read()?.query(class, query, args)?;
+        self.notifier
+            .observe_results(current, class, query, args, Box::new(listener))
+    }
+
+    pub(crate) fn notify_committed(&self, changeset: &Changeset) {
+        self.notifier.committed(notify::touched(changeset));
     }
 
     /// Starts a read transaction: a consistent snapshot of the last commit, on its own
@@ -344,6 +385,7 @@ impl Database {
             match apply::apply(conn, schemas, changeset) {
                 Ok(()) => {
                     conn.execute_batch("COMMIT")?;
+                    self.notify_committed(changeset);
                     Ok(())
                 }
                 Err(e) => {

@@ -264,3 +264,31 @@ impl Drop for ReadTransaction<'_> {
         }
     }
 }
+
+/// Runs a compiled query; the primary keys of the matches, in order.
+pub(crate) fn run_query(
+    conn: &Connection,
+    schemas: &Schemas,
+    class: &str,
+    compiled: &query::Compiled,
+) -> Result<Vec<PrimaryKey>, StoreError> {
+    let pk_type = match schemas.get(class).map(|s| &s.spec) {
+        Some(TableSpec::TopLevel { pk_type, .. }) => *pk_type,
+        _ => {
+            return Err(StoreError::InvalidArgument(format!(
+                "no top-level class {class}"
+            )))
+        }
+    };
+    let mut stmt = conn.prepare_cached(&compiled.sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(compiled.params.iter()), |r| {
+        Ok(codec::decode_key(r.get_ref(1)?, pk_type))
+    })?;
+    let mut keys = Vec::new();
+    for key in rows {
+        keys.push(from_key(
+            key?.ok_or_else(|| corrupt(format!("primary key of {class}")))?,
+        ));
+    }
+    Ok(keys)
+}

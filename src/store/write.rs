@@ -608,6 +608,7 @@ impl<'db> WriteTransaction<'db> {
     pub fn commit(mut self) -> Result<Option<u64>, StoreError> {
         let changeset = std::mem::take(&mut self.changeset);
         let file_ident = self.db.config.file_ident;
+        let touched = (!changeset.is_empty()).then(|| super::notify::touched(&changeset));
         let conn = self.conn();
         let version = if changeset.is_empty() {
             None
@@ -623,6 +624,9 @@ impl<'db> WriteTransaction<'db> {
         let committed = conn.execute_batch("COMMIT");
         self.finish(committed.is_ok());
         committed?;
+        if let Some(touched) = touched {
+            self.db.notifier.committed(touched);
+        }
         Ok(version)
     }
 
