@@ -71,12 +71,18 @@ pub(crate) fn apply_instructions(
 ) -> Result<(), ApplyFailure> {
     conn.execute_batch("SAVEPOINT tandem_apply")
         .map_err(ApplyFailure::Sql)?;
-    let saved = schemas.clone();
+    // Only schema instructions change `schemas`; keep a copy to restore only when they may.
+    let saved = instructions
+        .iter()
+        .any(Instruction::is_schema_change)
+        .then(|| schemas.clone());
     let mut applier = Applier { conn, schemas };
     for (index, instruction) in instructions.iter().enumerate() {
         if let Err(fault) = applier.instruction(cs, instruction) {
             let _ = conn.execute_batch("ROLLBACK TO tandem_apply; RELEASE tandem_apply");
-            *schemas = saved;
+            if let Some(saved) = saved {
+                *schemas = saved;
+            }
             return Err(match fault {
                 Fault::Bad(reason) => ApplyFailure::Rejected(ApplyError::BadChangeset {
                     instruction: index,

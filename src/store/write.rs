@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::apply::apply_instructions;
+use super::apply::{apply_instructions, store_value};
 use super::codec;
 use super::layout::{collection_table, object_table, value_column};
 use super::{from_key, to_key, Database, StoreError};
@@ -21,7 +21,7 @@ use crate::changeset::{
     SetValue, Update,
 };
 use crate::model::{PrimaryKey, Value};
-use crate::state::{Key, Schemas, TableSpec};
+use crate::state::{check_scalar, embedded_target, Key, Schemas, TableSpec};
 
 /// Milliseconds between the Unix epoch and 2015-01-01T00:00:00Z, the origin of changeset
 /// timestamps.
@@ -103,6 +103,8 @@ pub struct WriteTransaction<'db> {
     db: &'db Database,
     guard: Option<MutexGuard<'db, (Connection, Schemas)>>,
     changeset: Changeset,
+    /// INSERT statements of [`WriteTransaction::insert_new`], by class and column list.
+    insert_sql: std::collections::HashMap<String, String>,
 }
 
 impl<'db> WriteTransaction<'db> {
@@ -119,6 +121,7 @@ impl<'db> WriteTransaction<'db> {
             db,
             guard: Some(guard),
             changeset: Changeset::new(),
+            insert_sql: std::collections::HashMap::new(),
         })
     }
 
@@ -245,16 +248,47 @@ impl<'db> WriteTransaction<'db> {
         key: PrimaryKey,
         values: &[(&str, Value)],
     ) -> Result<(), StoreError> {
-        if self.row_of(class, &key)?.is_some() {
-            return Err(StoreError::InvalidArgument(format!(
+        let exists = || {
+            StoreError::InvalidArgument(format!(
                 "{class}[{key}] already exists; use upsert to write to it"
-            )));
+            ))
+        };
+        // The primary key's UNIQUE index is the existence check of the fast path (it lets
+        // several NULLs in, so a null key is checked first).
+        if key == PrimaryKey::Null && self.row_of(class, &key)?.is_some() {
+            return Err(exists());
         }
-        self.upsert(class, key, values)
+        match self.insert_new(class, &key, values) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(exists())
+            }
+            Err(e) => return Err(e),
+        }
+        if self.row_of(class, &key)?.is_some() {
+            return Err(exists());
+        }
+        self.write_object(class, key, values)
     }
 
     /// Creates the object if it does not exist, then sets the given property values.
     pub fn upsert(
+        &mut self,
+        class: &str,
+        key: PrimaryKey,
+        values: &[(&str, Value)],
+    ) -> Result<(), StoreError> {
+        if self.row_of(class, &key)?.is_none() && self.insert_new(class, &key, values)? {
+            return Ok(());
+        }
+        self.write_object(class, key, values)
+    }
+
+    /// CreateObject (idempotent) and one Update per value, through the applier.
+    fn write_object(
         &mut self,
         class: &str,
         key: PrimaryKey,
@@ -269,6 +303,91 @@ impl<'db> WriteTransaction<'db> {
             instructions.push(set_field(path, value));
         }
         self.run(instructions)
+    }
+
+    /// A new object whose given values are all plain single-valued properties, in one INSERT.
+    /// Produces the same instructions as the general path; returns `false` (having written
+    /// nothing) when that path is needed, which also reports any error.
+    fn insert_new(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        values: &[(&str, Value)],
+    ) -> Result<bool, StoreError> {
+        let state_key = to_key(key);
+        let fits_key = match self.schemas().get(class).map(|s| &s.spec) {
+            Some(TableSpec::TopLevel {
+                pk_type,
+                pk_nullable,
+                ..
+            }) => match state_key {
+                Key::Null => *pk_nullable,
+                ref k => k.payload_type() == *pk_type,
+            },
+            _ => false,
+        };
+        if !fits_key {
+            return Ok(false);
+        }
+        let mut payloads = Vec::with_capacity(values.len());
+        for (prop, value) in values {
+            payloads.push((*prop, self.payload(value)));
+        }
+        // "table (columns)": the INSERT's target, and the key of the SQL cache.
+        let mut columns = object_table(class);
+        columns.push_str(" (_pk");
+        let mut args = vec![codec::encode_key(&state_key)];
+        {
+            let schema = &self.schemas()[class];
+            let mut seen = std::collections::HashSet::new();
+            for (prop, payload) in &payloads {
+                let Some(column) = schema.columns.get(*prop) else {
+                    return Ok(false);
+                };
+                if column.collection != CollectionType::Single
+                    || embedded_target(self.schemas(), column).is_some()
+                    || !seen.insert(*prop)
+                {
+                    return Ok(false);
+                }
+                let Ok(v) = check_scalar(column, payload, &self.changeset) else {
+                    return Ok(false);
+                };
+                let (sql, kind) = store_value(column, &v);
+                columns.push_str(", ");
+                columns.push_str(&value_column(prop));
+                args.push(sql);
+                if column.value_type == crate::changeset::PayloadType::Null {
+                    columns.push_str(", ");
+                    columns.push_str(&super::layout::kind_column(prop));
+                    args.push(rusqlite::types::Value::Integer(kind));
+                }
+            }
+        }
+        let sql = match self.insert_sql.get(&columns) {
+            Some(sql) => sql.clone(),
+            None => {
+                let placeholders = (1..=args.len())
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!("INSERT INTO {columns}) VALUES ({placeholders})");
+                self.insert_sql.insert(columns, sql.clone());
+                sql
+            }
+        };
+        self.conn()
+            .prepare_cached(&sql)?
+            .execute(rusqlite::params_from_iter(args.iter()))?;
+        let table = self.changeset.intern(class);
+        let object = self.wire_key(key);
+        self.changeset
+            .push(Instruction::CreateObject { table, object });
+        for (prop, payload) in payloads {
+            let path = self.path(class, key, prop, vec![]);
+            self.changeset.push(set_field(path, payload));
+        }
+        Ok(true)
     }
 
     /// Sets a single-valued property.

@@ -1,0 +1,216 @@
+//! Store benchmark. Prints, in one run:
+//!
+//! - 100,000 objects with 5 properties created in one write transaction, against raw rusqlite
+//!   inserting the same rows into an equivalent table (the baseline), and their ratio;
+//! - 10,000 single-object write transactions with `Durability::Normal` and `Durability::Full`;
+//! - query latency over 100,000 objects (p50 and p99 of 200 runs): primary-key equality
+//!   (indexed) and a range filter on a property (a scan);
+//! - notification latency from commit returning to the results listener running (p50, p99).
+//!
+//! Run: `cargo bench --bench store`.
+
+use std::path::PathBuf;
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
+use tandem::store::{Config, Database, Durability};
+
+const OBJECTS: i64 = 100_000;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tandem-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d.join("db.sqlite")
+}
+
+fn schema() -> Schema {
+    Schema::new(vec![ClassSchema::top_level(
+        "Item",
+        "_id",
+        vec![
+            Property::new("_id", PropertyType::Int),
+            Property::new("name", PropertyType::String),
+            Property::new("age", PropertyType::Int),
+            Property::new("score", PropertyType::Double),
+            Property::new("active", PropertyType::Bool),
+        ],
+    )])
+    .unwrap()
+}
+
+fn values(i: i64) -> [(&'static str, Value); 4] {
+    [
+        ("name", Value::String(format!("item number {i}"))),
+        ("age", Value::Int(i % 100)),
+        ("score", Value::Double(i as f64 * 0.5)),
+        ("active", Value::Bool(i % 2 == 0)),
+    ]
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Total time, and the part spent in commit (encoding the 500,000-instruction changeset and
+/// writing it to the history, then the SQLite commit).
+fn bulk_tandem() -> (Duration, Duration, Database) {
+    let db = Database::open(dir("bulk"), &schema(), Config::default()).unwrap();
+    let start = Instant::now();
+    let mut tx = db.begin_write().unwrap();
+    for i in 0..OBJECTS {
+        tx.create("Item", PrimaryKey::Int(i), &values(i)).unwrap();
+    }
+    let commit = Instant::now();
+    tx.commit().unwrap();
+    (start.elapsed(), commit.elapsed(), db)
+}
+
+fn bulk_raw() -> Duration {
+    let conn = rusqlite::Connection::open(dir("raw")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE item (_id INTEGER PRIMARY KEY, _pk UNIQUE, name, age, score, active)",
+    )
+    .unwrap();
+    let start = Instant::now();
+    conn.execute_batch("BEGIN").unwrap();
+    {
+        let mut stmt = conn
+            .prepare("INSERT INTO item (_pk, name, age, score, active) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .unwrap();
+        for i in 0..OBJECTS {
+            stmt.execute(rusqlite::params![
+                i,
+                format!("item number {i}"),
+                i % 100,
+                i as f64 * 0.5,
+                i % 2 == 0
+            ])
+            .unwrap();
+        }
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    start.elapsed()
+}
+
+fn single_transactions(durability: Durability) -> Duration {
+    let config = Config {
+        durability,
+        ..Config::default()
+    };
+    let db = Database::open(dir(&format!("single-{durability:?}")), &schema(), config).unwrap();
+    let start = Instant::now();
+    for i in 0..10_000 {
+        let mut tx = db.begin_write().unwrap();
+        tx.create("Item", PrimaryKey::Int(i), &values(i)).unwrap();
+        tx.commit().unwrap();
+    }
+    start.elapsed()
+}
+
+fn query_latency(
+    db: &Database,
+    query: &str,
+    args: impl Fn(u64) -> Vec<Value>,
+) -> (Duration, Duration, usize) {
+    let mut samples = Vec::new();
+    let mut found = 0;
+    for run in 0..200u64 {
+        let a = args(run);
+        let start = Instant::now();
+        let keys = db.read().unwrap().query("Item", query, &a).unwrap();
+        samples.push(start.elapsed());
+        found = keys.len();
+    }
+    (
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99),
+        found,
+    )
+}
+
+fn notification_latency(db: &Database) -> (Duration, Duration) {
+    let (tx, rx) = channel::<Instant>();
+    let _token = db
+        .observe_query("Item", "_id >= 1000000", &[], move |_| {
+            tx.send(Instant::now()).unwrap()
+        })
+        .unwrap();
+    let mut samples = Vec::new();
+    for i in 0..200 {
+        let mut w = db.begin_write().unwrap();
+        w.create("Item", PrimaryKey::Int(1_000_000 + i), &values(i))
+            .unwrap();
+        w.commit().unwrap();
+        let committed = Instant::now();
+        let delivered = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        samples.push(delivered.saturating_duration_since(committed));
+    }
+    (
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99),
+    )
+}
+
+fn main() {
+    let raw = bulk_raw();
+    let (tandem, commit, db) = bulk_tandem();
+    println!("100,000 objects x 5 properties in one transaction:");
+    println!(
+        "  raw rusqlite INSERT (baseline) {:>9.1} ms",
+        raw.as_secs_f64() * 1e3
+    );
+    println!(
+        "  tandem create                  {:>9.1} ms",
+        tandem.as_secs_f64() * 1e3
+    );
+    println!(
+        "    of which commit + history    {:>9.1} ms",
+        commit.as_secs_f64() * 1e3
+    );
+    println!(
+        "  ratio tandem / raw             {:>9.2}x",
+        tandem.as_secs_f64() / raw.as_secs_f64()
+    );
+    if std::env::var("TANDEM_BENCH_ONLY").as_deref() == Ok("bulk") {
+        return;
+    }
+
+    let normal = single_transactions(Durability::Normal);
+    let full = single_transactions(Durability::Full);
+    println!("10,000 single-object transactions:");
+    println!(
+        "  Normal {:>9.1} ms ({:.0} tx/s)",
+        normal.as_secs_f64() * 1e3,
+        10_000.0 / normal.as_secs_f64()
+    );
+    println!(
+        "  Full   {:>9.1} ms ({:.0} tx/s)",
+        full.as_secs_f64() * 1e3,
+        10_000.0 / full.as_secs_f64()
+    );
+
+    println!("queries over 100,000 objects (200 runs):");
+    let (p50, p99, n) = query_latency(&db, "_id == $0", |r| {
+        vec![Value::Int((r * 7919 % 100_000) as i64)]
+    });
+    println!("  _id == $0 (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
+    let (p50, p99, n) = query_latency(&db, "age >= $0 AND age < $1", |r| {
+        let lo = (r % 90) as i64;
+        vec![Value::Int(lo), Value::Int(lo + 2)]
+    });
+    println!("  age range (scan)               p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
+    let (p50, p99, n) = query_latency(&db, "_id >= $0 AND _id < $1", |r| {
+        let lo = (r * 311 % 99_000) as i64;
+        vec![Value::Int(lo), Value::Int(lo + 1000)]
+    });
+    println!("  _id range (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
+
+    let (p50, p99) = notification_latency(&db);
+    println!("notification latency, commit returned -> results listener called (200 commits):");
+    println!("  p50 {p50:?}  p99 {p99:?}");
+}
