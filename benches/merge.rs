@@ -229,7 +229,7 @@ fn main() {
         for &n in sizes {
             let incoming = make(n, 2);
             let local = make(n, 3);
-            let runs = if n >= 16_000 { 1 } else { 3 };
+            let runs = 3;
             let indexed = measure(&local, &incoming, runs, true);
             let naive = (n <= 4_000).then(|| measure(&local, &incoming, 1, false));
             let growth = previous
