@@ -702,8 +702,6 @@ impl Parser<'_> {
                 break;
             }
         }
-        // Ties keep insertion order, so results are stable.
-        order.push("o._id ASC".into());
         Ok((order.join(", "), limit))
     }
 }
@@ -765,7 +763,14 @@ pub(crate) fn compile(
     } else {
         p.predicate()?
     };
-    let (order, limit) = p.sort_and_limit()?;
+    let (mut order, limit) = p.sort_and_limit()?;
+    // Ties keep insertion order, so results are stable. With a filter, `+o._id` stops SQLite
+    // from scanning the whole table in row order just to skip a sort, so indexes on the
+    // filtered columns are used.
+    if !order.is_empty() {
+        order.push_str(", ");
+    }
+    order.push_str(if filter == "1" { "o._id ASC" } else { "+o._id ASC" });
     if *p.peek() != Tok::End {
         return p.fail(format!(
             "expected AND, OR, SORT, LIMIT or the end, found {:?}",
