@@ -491,3 +491,54 @@ fn malformed_queries_say_where_and_what() {
         .1
         .starts_with("expected AND, OR, SORT, LIMIT or the end"));
 }
+
+#[test]
+fn writes_inside_embedded_objects() {
+    use tandem::store::PathStep;
+    let path = temp_db("embedded");
+    let db = open(&path);
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Person", int(1), &[]).unwrap();
+    tx.create_embedded("Person", &int(1), "address").unwrap();
+    tx.set_at(
+        "Person",
+        &int(1),
+        "address",
+        &[PathStep::Name("street".into())],
+        s("Main"),
+    )
+    .unwrap();
+    assert!(tx
+        .set_at(
+            "Person",
+            &int(1),
+            "address",
+            &[PathStep::Name("nope".into())],
+            s("x")
+        )
+        .is_err());
+    tx.commit().unwrap();
+    let p = db
+        .read()
+        .unwrap()
+        .object("Person", &int(1))
+        .unwrap()
+        .unwrap();
+    match &p.fields["address"] {
+        Field::Embedded(Some(a)) => {
+            assert_eq!(a.fields["street"], Field::Value(Val::String("Main".into())))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Setting the embedded property to null removes the object.
+    let mut tx = db.begin_write().unwrap();
+    tx.set("Person", &int(1), "address", Value::Null).unwrap();
+    tx.commit().unwrap();
+    let p = db
+        .read()
+        .unwrap()
+        .object("Person", &int(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.fields["address"], Field::Embedded(None));
+}

@@ -35,7 +35,7 @@ pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
 pub use read::ReadTransaction;
-pub use write::WriteTransaction;
+pub use write::{PathStep, WriteTransaction};
 
 use crate::changeset::{Changeset, ChangesetMeta};
 use crate::model::{ObjectId, PrimaryKey, Schema, Uuid};
@@ -331,7 +331,9 @@ impl Database {
     }
 
     pub(crate) fn notify_committed(&self, changeset: &Changeset) {
-        self.notifier.committed(notify::touched(changeset));
+        if self.notifier.has_watches() {
+            self.notifier.committed(notify::touched(changeset));
+        }
     }
 
     /// Starts a read transaction: a consistent snapshot of the last commit, on its own

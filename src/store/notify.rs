@@ -150,6 +150,15 @@ impl Notifier {
         })
     }
 
+    /// Whether any listener is registered.
+    pub(crate) fn has_watches(&self) -> bool {
+        !self
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Called after a commit: queue the touched objects for the notifier thread.
     pub(crate) fn committed(&self, touched: Touched) {
         if self

@@ -770,7 +770,11 @@ pub(crate) fn compile(
     if !order.is_empty() {
         order.push_str(", ");
     }
-    order.push_str(if filter == "1" { "o._id ASC" } else { "+o._id ASC" });
+    order.push_str(if filter == "1" {
+        "o._id ASC"
+    } else {
+        "+o._id ASC"
+    });
     if *p.peek() != Tok::End {
         return p.fail(format!(
             "expected AND, OR, SORT, LIMIT or the end, found {:?}",

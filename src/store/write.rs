@@ -97,6 +97,24 @@ pub(crate) fn read_history(conn: &Connection) -> Result<Vec<Changeset>, StoreErr
     Ok(out)
 }
 
+/// One step of a path below a property.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathStep {
+    /// A list position.
+    Index(u32),
+    /// A field of an embedded object, or a dictionary key.
+    Name(String),
+}
+
+/// A prepared INSERT of new objects with one set of properties, and the intern indices of its
+/// names in the transaction's changeset.
+#[derive(Clone)]
+struct InsertPlan {
+    sql: std::rc::Rc<str>,
+    table: crate::changeset::InternString,
+    fields: Vec<crate::changeset::InternString>,
+}
+
 /// The open write transaction. Dropping it without [`commit`](WriteTransaction::commit) rolls
 /// it back.
 pub struct WriteTransaction<'db> {
@@ -104,7 +122,7 @@ pub struct WriteTransaction<'db> {
     guard: Option<MutexGuard<'db, (Connection, Schemas)>>,
     changeset: Changeset,
     /// INSERT statements of [`WriteTransaction::insert_new`], by class and column list.
-    insert_sql: std::collections::HashMap<String, String>,
+    insert_sql: std::collections::HashMap<String, InsertPlan>,
 }
 
 impl<'db> WriteTransaction<'db> {
@@ -333,20 +351,21 @@ impl<'db> WriteTransaction<'db> {
         for (prop, value) in values {
             payloads.push((*prop, self.payload(value)));
         }
-        // "table (columns)": the INSERT's target, and the key of the SQL cache.
-        let mut columns = object_table(class);
-        columns.push_str(" (_pk");
+        // The class and property names key the cache of INSERT statements; the SQL itself
+        // (quoting every name) is only built on a miss.
+        let mut cache_key = String::with_capacity(64);
+        cache_key.push_str(class);
         let mut args = vec![codec::encode_key(&state_key)];
+        let mut mixed = Vec::new();
         {
             let schema = &self.schemas()[class];
-            let mut seen = std::collections::HashSet::new();
-            for (prop, payload) in &payloads {
+            for (i, (prop, payload)) in payloads.iter().enumerate() {
                 let Some(column) = schema.columns.get(*prop) else {
                     return Ok(false);
                 };
                 if column.collection != CollectionType::Single
                     || embedded_target(self.schemas(), column).is_some()
-                    || !seen.insert(*prop)
+                    || payloads[..i].iter().any(|(p, _)| p == prop)
                 {
                     return Ok(false);
                 }
@@ -354,37 +373,63 @@ impl<'db> WriteTransaction<'db> {
                     return Ok(false);
                 };
                 let (sql, kind) = store_value(column, &v);
-                columns.push_str(", ");
-                columns.push_str(&value_column(prop));
+                cache_key.push('\0');
+                cache_key.push_str(prop);
                 args.push(sql);
-                if column.value_type == crate::changeset::PayloadType::Null {
-                    columns.push_str(", ");
-                    columns.push_str(&super::layout::kind_column(prop));
+                let is_mixed = column.value_type == crate::changeset::PayloadType::Null;
+                mixed.push(is_mixed);
+                if is_mixed {
                     args.push(rusqlite::types::Value::Integer(kind));
                 }
             }
         }
-        let sql = match self.insert_sql.get(&columns) {
-            Some(sql) => sql.clone(),
+        let plan = match self.insert_sql.get(&cache_key) {
+            Some(plan) => plan.clone(),
             None => {
+                let mut columns = String::from("_pk");
+                for ((prop, _), is_mixed) in payloads.iter().zip(&mixed) {
+                    columns.push_str(", ");
+                    columns.push_str(&value_column(prop));
+                    if *is_mixed {
+                        columns.push_str(", ");
+                        columns.push_str(&super::layout::kind_column(prop));
+                    }
+                }
                 let placeholders = (1..=args.len())
                     .map(|i| format!("?{i}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let sql = format!("INSERT INTO {columns}) VALUES ({placeholders})");
-                self.insert_sql.insert(columns, sql.clone());
-                sql
+                let sql = format!(
+                    "INSERT INTO {} ({columns}) VALUES ({placeholders})",
+                    object_table(class)
+                );
+                let plan = InsertPlan {
+                    sql: std::rc::Rc::from(sql.as_str()),
+                    table: self.changeset.intern(class),
+                    fields: payloads
+                        .iter()
+                        .map(|(p, _)| self.changeset.intern(p))
+                        .collect(),
+                };
+                self.insert_sql.insert(cache_key, plan.clone());
+                plan
             }
         };
         self.conn()
-            .prepare_cached(&sql)?
+            .prepare_cached(&plan.sql)?
             .execute(rusqlite::params_from_iter(args.iter()))?;
-        let table = self.changeset.intern(class);
         let object = self.wire_key(key);
-        self.changeset
-            .push(Instruction::CreateObject { table, object });
-        for (prop, payload) in payloads {
-            let path = self.path(class, key, prop, vec![]);
+        self.changeset.push(Instruction::CreateObject {
+            table: plan.table,
+            object: object.clone(),
+        });
+        for ((_, payload), field) in payloads.into_iter().zip(plan.fields.iter()) {
+            let path = FieldPath {
+                table: plan.table,
+                object: object.clone(),
+                field: *field,
+                path: Vec::new(),
+            };
             self.changeset.push(set_field(path, payload));
         }
         Ok(true)
@@ -401,6 +446,51 @@ impl<'db> WriteTransaction<'db> {
         let path = self.path(class, key, prop, vec![]);
         let value = self.payload(&value);
         self.run(vec![set_field(path, value)])
+    }
+
+    /// Sets a value below a property: a field of an embedded object, a list element's field, a
+    /// dictionary entry's field... `steps` are list indices or names (embedded-object fields and
+    /// dictionary keys), as Realm's paths are. `Value::Null` on an embedded-object field
+    /// removes the object.
+    ///
+    /// ```no_run
+    /// # use tandem::store::{Database, PathStep};
+    /// # use tandem::model::{PrimaryKey, Value};
+    /// # fn f(db: &Database) -> Result<(), tandem::store::StoreError> {
+    /// let mut tx = db.begin_write()?;
+    /// // Person[1].addresses[0].street = "Main St"
+    /// tx.set_at("Person", &PrimaryKey::Int(1), "addresses",
+    ///           &[PathStep::Index(0), PathStep::Name("street".into())],
+    ///           Value::String("Main St".into()))?;
+    /// tx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_at(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        steps: &[PathStep],
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let path_steps = steps
+            .iter()
+            .map(|s| match s {
+                PathStep::Index(i) => PathElement::Index(*i),
+                PathStep::Name(n) => PathElement::Key(self.changeset.intern(n)),
+            })
+            .collect();
+        let path = self.path(class, key, prop, path_steps);
+        let value = self.payload(&value);
+        let mut update = set_field(path, value);
+        if let Instruction::Update(u) = &mut update {
+            if u.path.last_index().is_some() {
+                return Err(StoreError::InvalidArgument(
+                    "set_at cannot end in a list index; use list_set".into(),
+                ));
+            }
+        }
+        self.run(vec![update])
     }
 
     /// Creates the embedded object of a single embedded-object property, if it has none.
@@ -727,7 +817,9 @@ impl<'db> WriteTransaction<'db> {
     pub fn commit(mut self) -> Result<Option<u64>, StoreError> {
         let changeset = std::mem::take(&mut self.changeset);
         let file_ident = self.db.config.file_ident;
-        let touched = (!changeset.is_empty()).then(|| super::notify::touched(&changeset));
+        // What changed is only worked out when someone listens.
+        let touched = (!changeset.is_empty() && self.db.notifier.has_watches())
+            .then(|| super::notify::touched(&changeset));
         let conn = self.conn();
         let version = if changeset.is_empty() {
             None
