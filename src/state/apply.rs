@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::checks::{create_target, new_column, new_table, Refusal};
 use super::{
     default_field, is_embedded, new_object, ColumnSpec, Element, Field, Key, Object, Schemas,
     State, TableSchema, TableSpec, Val,
 };
 use crate::changeset::{
-    AddColumn, Changeset, CollectionType, ColumnCollection, ColumnType, FieldPath, Instruction,
-    InternString, PathElement, Payload, PayloadType, TableKind,
+    AddColumn, Changeset, CollectionType, FieldPath, Instruction, InternString, PathElement,
+    Payload, PayloadType,
 };
 
 /// Why a changeset could not be applied. The state is left unchanged.
@@ -52,6 +53,15 @@ impl std::error::Error for ApplyError {}
 enum Fault {
     Bad(String),
     Schema(String),
+}
+
+impl From<Refusal> for Fault {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Bad(why) => Fault::Bad(why),
+            Refusal::Schema(why) => Fault::Schema(why),
+        }
+    }
 }
 
 type Res<T> = Result<T, Fault>;
@@ -97,38 +107,19 @@ impl State {
         };
         match instruction {
             Instruction::AddTable(add) => {
-                let table = name(add.table)?;
-                let spec = match &add.kind {
-                    TableKind::Embedded => TableSpec::Embedded,
-                    TableKind::TopLevel(pk) | TableKind::TopLevelAsymmetric(pk) => {
-                        TableSpec::TopLevel {
-                            pk_field: name(pk.field)?,
-                            pk_type: pk.key_type,
-                            pk_nullable: pk.nullable,
-                            asymmetric: matches!(add.kind, TableKind::TopLevelAsymmetric(_)),
-                        }
+                if let Some((table, spec)) = new_table(&self.schemas, cs, add)? {
+                    if matches!(spec, TableSpec::TopLevel { .. }) {
+                        self.objects.insert(table.clone(), BTreeMap::new());
                     }
-                };
-                match self.schemas.get(&table) {
-                    Some(existing) if existing.spec == spec => Ok(()),
-                    Some(existing) => Err(Fault::Schema(format!(
-                        "table {table} exists as {:?}, not {spec:?}",
-                        existing.spec
-                    ))),
-                    None => {
-                        if matches!(spec, TableSpec::TopLevel { .. }) {
-                            self.objects.insert(table.clone(), BTreeMap::new());
-                        }
-                        self.schemas.insert(
-                            table,
-                            TableSchema {
-                                spec,
-                                columns: BTreeMap::new(),
-                            },
-                        );
-                        Ok(())
-                    }
+                    self.schemas.insert(
+                        table,
+                        TableSchema {
+                            spec,
+                            columns: BTreeMap::new(),
+                        },
+                    );
                 }
+                Ok(())
             }
             Instruction::EraseTable { table } => {
                 let table = name(*table)?;
@@ -156,31 +147,7 @@ impl State {
                 Ok(())
             }
             Instruction::CreateObject { table, object } => {
-                let table = name(*table)?;
-                let key = match Key::resolve(object, cs) {
-                    Some(k) => k,
-                    None => return bad("CreateObject: undefined string key"),
-                };
-                let (pk_type, pk_nullable) = match self.schemas.get(&table).map(|s| &s.spec) {
-                    Some(TableSpec::TopLevel {
-                        pk_type,
-                        pk_nullable,
-                        ..
-                    }) => (*pk_type, *pk_nullable),
-                    Some(TableSpec::Embedded) => {
-                        return bad(format!("CreateObject in embedded table {table}"))
-                    }
-                    None => return bad(format!("CreateObject: no table {table}")),
-                };
-                let type_ok = match key {
-                    Key::Null => pk_nullable,
-                    ref k => k.payload_type() == pk_type,
-                };
-                if !type_ok {
-                    return bad(format!(
-                        "CreateObject: key {key} does not fit the {pk_type:?} primary key of {table}"
-                    ));
-                }
+                let (table, key) = create_target(&self.schemas, cs, *table, object)?;
                 if !self.objects[&table].contains_key(&key) {
                     let object = new_object(&self.schemas, &table);
                     if let Some(objects) = self.objects.get_mut(&table) {
@@ -382,61 +349,9 @@ impl State {
     }
 
     fn add_column(&mut self, cs: &Changeset, add: &AddColumn) -> Res<()> {
-        let string = |s: InternString| -> Res<String> {
-            match cs.string(s) {
-                Some(v) => Ok(v.to_owned()),
-                None => bad(format!("intern string {} is not defined", s.0)),
-            }
+        let Some((table, field, column)) = new_column(&self.schemas, cs, add)? else {
+            return Ok(());
         };
-        let table = string(add.table)?;
-        let field = string(add.field)?;
-        let (value_type, link_target) = match add.column_type {
-            ColumnType::Mixed => (PayloadType::Null, None),
-            ColumnType::Value(t) => (t, None),
-            ColumnType::Link { target_table } => (PayloadType::Link, Some(string(target_table)?)),
-        };
-        let (collection, key_type) = match add.collection {
-            ColumnCollection::Single => (CollectionType::Single, None),
-            ColumnCollection::List => (CollectionType::List, None),
-            ColumnCollection::Set => (CollectionType::Set, None),
-            ColumnCollection::Dictionary { key_type } => {
-                (CollectionType::Dictionary, Some(key_type))
-            }
-        };
-        let column = ColumnSpec {
-            value_type,
-            link_target,
-            nullable: add.nullable,
-            collection,
-            key_type,
-        };
-        if let Some(target) = &column.link_target {
-            if !self.schemas.contains_key(target) {
-                return bad(format!(
-                    "AddColumn {table}.{field}: no target table {target}"
-                ));
-            }
-        }
-        let schema = match self.schemas.get(&table) {
-            Some(s) => s,
-            None => return bad(format!("AddColumn: no table {table}")),
-        };
-        if let TableSpec::TopLevel { pk_field, .. } = &schema.spec {
-            if *pk_field == field {
-                return Err(Fault::Schema(format!(
-                    "AddColumn {table}.{field}: that is the primary key"
-                )));
-            }
-        }
-        match schema.columns.get(&field) {
-            Some(existing) if *existing == column => return Ok(()),
-            Some(existing) => {
-                return Err(Fault::Schema(format!(
-                    "column {table}.{field} exists as {existing:?}, not {column:?}"
-                )))
-            }
-            None => {}
-        }
         let initial = default_field(&self.schemas, &column);
         if let Some(schema) = self.schemas.get_mut(&table) {
             schema.columns.insert(field.clone(), column);

@@ -16,6 +16,7 @@
 //! - A changeset applies atomically: on error the state is unchanged.
 
 mod apply;
+pub(crate) mod checks;
 mod display;
 mod value;
 

@@ -11,9 +11,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::codec::{self, EMBEDDED_KIND};
 use super::layout::{self, collection_table, kind_column, object_table, value_column};
 use crate::changeset::{
-    AddColumn, Changeset, CollectionType, ColumnCollection, ColumnType, FieldPath, Instruction,
-    InternString, PathElement, Payload, PayloadType, TableKind,
+    AddColumn, Changeset, CollectionType, FieldPath, Instruction, InternString, PathElement,
+    Payload, PayloadType,
 };
+use crate::state::checks::{create_target, new_column, new_table, Refusal};
 use crate::state::{
     check_scalar, embedded_target, ApplyError, ColumnSpec, Key, Schemas, TableSchema, TableSpec,
     Val,
@@ -29,6 +30,15 @@ pub(crate) enum Fault {
 impl From<rusqlite::Error> for Fault {
     fn from(e: rusqlite::Error) -> Self {
         Fault::Sql(e)
+    }
+}
+
+impl From<Refusal> for Fault {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Bad(why) => Fault::Bad(why),
+            Refusal::Schema(why) => Fault::Schema(why),
+        }
     }
 }
 
@@ -194,13 +204,6 @@ pub(crate) fn store_value(column: &ColumnSpec, v: &Val) -> (Sql, i64) {
 }
 
 impl Applier<'_> {
-    fn table(&self, class: &str) -> Res<&TableSchema> {
-        match self.schemas.get(class) {
-            Some(t) => Ok(t),
-            None => bad(format!("no table {class}")),
-        }
-    }
-
     fn top_level_row(&self, class: &str, key: &Key) -> Res<Option<i64>> {
         Ok(self
             .conn
@@ -215,36 +218,17 @@ impl Applier<'_> {
     fn instruction(&mut self, cs: &Changeset, instruction: &Instruction) -> Res<()> {
         match instruction {
             Instruction::AddTable(add) => {
-                let name = string(cs, add.table)?;
-                let spec = match &add.kind {
-                    TableKind::Embedded => TableSpec::Embedded,
-                    TableKind::TopLevel(pk) | TableKind::TopLevelAsymmetric(pk) => {
-                        TableSpec::TopLevel {
-                            pk_field: string(cs, pk.field)?,
-                            pk_type: pk.key_type,
-                            pk_nullable: pk.nullable,
-                            asymmetric: matches!(add.kind, TableKind::TopLevelAsymmetric(_)),
-                        }
-                    }
-                };
-                match self.schemas.get(&name) {
-                    Some(existing) if existing.spec == spec => Ok(()),
-                    Some(existing) => Err(Fault::Schema(format!(
-                        "table {name} exists as {:?}, not {spec:?}",
-                        existing.spec
-                    ))),
-                    None => {
-                        layout::create_table(self.conn, &name, &spec)?;
-                        self.schemas.insert(
-                            name,
-                            TableSchema {
-                                spec,
-                                columns: Default::default(),
-                            },
-                        );
-                        Ok(())
-                    }
+                if let Some((name, spec)) = new_table(self.schemas, cs, add)? {
+                    layout::create_table(self.conn, &name, &spec)?;
+                    self.schemas.insert(
+                        name,
+                        TableSchema {
+                            spec,
+                            columns: Default::default(),
+                        },
+                    );
                 }
+                Ok(())
             }
             Instruction::EraseTable { table } => {
                 let name = string(cs, *table)?;
@@ -278,31 +262,7 @@ impl Applier<'_> {
                 Ok(())
             }
             Instruction::CreateObject { table, object } => {
-                let class = string(cs, *table)?;
-                let key = match Key::resolve(object, cs) {
-                    Some(k) => k,
-                    None => return bad("CreateObject: undefined string key"),
-                };
-                let (pk_type, pk_nullable) = match self.schemas.get(&class).map(|s| &s.spec) {
-                    Some(TableSpec::TopLevel {
-                        pk_type,
-                        pk_nullable,
-                        ..
-                    }) => (*pk_type, *pk_nullable),
-                    Some(TableSpec::Embedded) => {
-                        return bad(format!("CreateObject in embedded table {class}"))
-                    }
-                    None => return bad(format!("CreateObject: no table {class}")),
-                };
-                let type_ok = match key {
-                    Key::Null => pk_nullable,
-                    ref k => k.payload_type() == pk_type,
-                };
-                if !type_ok {
-                    return bad(format!(
-                        "CreateObject: key {key} does not fit the {pk_type:?} primary key of {class}"
-                    ));
-                }
+                let (class, key) = create_target(self.schemas, cs, *table, object)?;
                 if self.top_level_row(&class, &key)?.is_none() {
                     self.conn
                         .prepare_cached(&format!(
@@ -452,54 +412,9 @@ impl Applier<'_> {
     }
 
     fn add_column(&mut self, cs: &Changeset, add: &AddColumn) -> Res<()> {
-        let class = string(cs, add.table)?;
-        let name = string(cs, add.field)?;
-        let (value_type, link_target) = match add.column_type {
-            ColumnType::Mixed => (PayloadType::Null, None),
-            ColumnType::Value(t) => (t, None),
-            ColumnType::Link { target_table } => {
-                (PayloadType::Link, Some(string(cs, target_table)?))
-            }
+        let Some((class, name, column)) = new_column(self.schemas, cs, add)? else {
+            return Ok(());
         };
-        let (collection, key_type) = match add.collection {
-            ColumnCollection::Single => (CollectionType::Single, None),
-            ColumnCollection::List => (CollectionType::List, None),
-            ColumnCollection::Set => (CollectionType::Set, None),
-            ColumnCollection::Dictionary { key_type } => {
-                (CollectionType::Dictionary, Some(key_type))
-            }
-        };
-        let column = ColumnSpec {
-            value_type,
-            link_target,
-            nullable: add.nullable,
-            collection,
-            key_type,
-        };
-        if let Some(target) = &column.link_target {
-            if !self.schemas.contains_key(target) {
-                return bad(format!(
-                    "AddColumn {class}.{name}: no target table {target}"
-                ));
-            }
-        }
-        let schema = self.table(&class)?;
-        if let TableSpec::TopLevel { pk_field, .. } = &schema.spec {
-            if *pk_field == name {
-                return Err(Fault::Schema(format!(
-                    "AddColumn {class}.{name}: that is the primary key"
-                )));
-            }
-        }
-        match schema.columns.get(&name) {
-            Some(existing) if *existing == column => return Ok(()),
-            Some(existing) => {
-                return Err(Fault::Schema(format!(
-                    "column {class}.{name} exists as {existing:?}, not {column:?}"
-                )))
-            }
-            None => {}
-        }
         let embedded_single = embedded_target(self.schemas, &column).is_some();
         let default = match &column {
             c if c.nullable || matches!(c.value_type, PayloadType::Null | PayloadType::Link) => {
@@ -948,25 +863,7 @@ impl Applier<'_> {
         pos: i64,
     ) -> Res<()> {
         let table = collection_table(class, prop, CollectionType::List);
-        if let Some(target) = embedded_target(self.schemas, column) {
-            let child: Option<i64> = self
-                .conn
-                .query_row(
-                    &format!("SELECT v FROM {table} WHERE owner = ?1 AND pos = ?2 AND k = ?3"),
-                    params![owner, pos, EMBEDDED_KIND],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(child) = child {
-                self.delete_row(target, child)?;
-            }
-        }
-        self.conn
-            .prepare_cached(&format!(
-                "DELETE FROM {table} WHERE owner = ?1 AND pos = ?2"
-            ))?
-            .execute(params![owner, pos])?;
-        Ok(())
+        self.delete_slot(&table, column, owner, "pos", &pos)
     }
 
     fn delete_entry(
@@ -978,12 +875,25 @@ impl Applier<'_> {
         key: &str,
     ) -> Res<()> {
         let table = collection_table(class, prop, CollectionType::Dictionary);
+        self.delete_slot(&table, column, owner, "key", &key)
+    }
+
+    /// Deletes the list element or dictionary entry of `owner` whose `slot` column ("pos" or
+    /// "key") is `at`, with the embedded object it holds.
+    fn delete_slot(
+        &self,
+        table: &str,
+        column: &ColumnSpec,
+        owner: i64,
+        slot: &str,
+        at: &dyn rusqlite::ToSql,
+    ) -> Res<()> {
         if let Some(target) = embedded_target(self.schemas, column) {
             let child: Option<i64> = self
                 .conn
                 .query_row(
-                    &format!("SELECT v FROM {table} WHERE owner = ?1 AND key = ?2 AND k = ?3"),
-                    params![owner, key, EMBEDDED_KIND],
+                    &format!("SELECT v FROM {table} WHERE owner = ?1 AND {slot} = ?2 AND k = ?3"),
+                    params![owner, at, EMBEDDED_KIND],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -993,9 +903,9 @@ impl Applier<'_> {
         }
         self.conn
             .prepare_cached(&format!(
-                "DELETE FROM {table} WHERE owner = ?1 AND key = ?2"
+                "DELETE FROM {table} WHERE owner = ?1 AND {slot} = ?2"
             ))?
-            .execute(params![owner, key])?;
+            .execute(params![owner, at])?;
         Ok(())
     }
 
