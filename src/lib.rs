@@ -16,5 +16,6 @@
 pub mod changeset;
 pub mod model;
 pub mod ot;
+pub mod protocol;
 pub mod state;
 pub mod store;

@@ -1,0 +1,842 @@
+//! Sync messages and their framing: one binary WebSocket message each, an ASCII header line of
+//! single-space-separated decimal fields ended by `\n`, then the body the header sizes.
+//!
+//! Field order is realm-core's (`protocol_codec.hpp`), so its codec test strings encode and
+//! parse byte for byte. Parsers never panic; every malformation maps to the protocol error code
+//! the peer should answer with.
+
+use super::error::{ErrorCode, ProtocolError};
+use crate::changeset::compression::{compress_body, decompress_body};
+
+/// Size limits a receiver enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message body, compressed or inflated.
+    pub max_body: usize,
+    /// Longest server path in BIND.
+    pub max_path: usize,
+    /// Longest access token in BIND.
+    pub max_token: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 16 << 20,
+            max_path: 1024,
+            max_token: 2048,
+        }
+    }
+}
+
+/// Longest header line accepted (names and up to eleven 20-digit numbers fit easily).
+const MAX_HEADER: usize = 512;
+
+/// One changeset in an UPLOAD body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadEntry {
+    /// Client version the changeset produced.
+    pub client_version: u64,
+    /// Last server version integrated before it was made.
+    pub last_integrated_server_version: u64,
+    /// Origin timestamp (ms since 2015-01-01).
+    pub origin_timestamp: u64,
+    /// Origin file ident (0 = the uploading file).
+    pub origin_file_ident: u64,
+    /// Encoded changeset.
+    pub changeset: Vec<u8>,
+}
+
+/// One changeset in a DOWNLOAD body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadEntry {
+    /// Server version it produced.
+    pub server_version: u64,
+    /// Last version of the receiving client's history the server had integrated then.
+    pub last_integrated_client_version: u64,
+    /// Origin timestamp (ms since 2015-01-01).
+    pub origin_timestamp: u64,
+    /// Client file ident of the file that made it.
+    pub origin_file_ident: u64,
+    /// Size before any server-side compaction (used for progress).
+    pub original_changeset_size: u64,
+    /// Encoded changeset.
+    pub changeset: Vec<u8>,
+}
+
+/// Messages a client sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// Starts a session on a server path.
+    Bind {
+        /// Client-chosen session ident.
+        session: u64,
+        /// Server path (the "server file").
+        path: String,
+        /// Access token.
+        token: String,
+        /// Whether the server must allocate a client file ident first.
+        need_client_file_ident: bool,
+        /// Subserver flag (always false for Tandem clients).
+        is_subserver: bool,
+    },
+    /// The client's identity and cursors.
+    Ident {
+        /// Session.
+        session: u64,
+        /// Client file ident.
+        client_file_ident: u64,
+        /// Its salt.
+        client_file_ident_salt: u64,
+        /// Download cursor: server version.
+        download_server_version: u64,
+        /// Download cursor: client version integrated by the server at that point.
+        download_client_version: u64,
+        /// Latest server version the client has heard of.
+        latest_server_version: u64,
+        /// Its salt.
+        latest_server_version_salt: u64,
+    },
+    /// Local changesets.
+    Upload {
+        /// Session.
+        session: u64,
+        /// Upload progress: client version.
+        progress_client_version: u64,
+        /// Upload progress: server version.
+        progress_server_version: u64,
+        /// Oldest server version the client still needs.
+        locked_server_version: u64,
+        /// The changesets.
+        entries: Vec<UploadEntry>,
+    },
+    /// Asks the server to echo once everything before it is processed.
+    Mark {
+        /// Session.
+        session: u64,
+        /// Request ident to echo.
+        request_ident: u64,
+    },
+    /// Ends a session.
+    Unbind {
+        /// Session.
+        session: u64,
+    },
+    /// Keep-alive.
+    Ping {
+        /// Client clock, ms.
+        timestamp: u64,
+        /// Previous round-trip time, ms.
+        rtt: u64,
+    },
+    /// An error report with a JSON body.
+    JsonError {
+        /// Error code.
+        code: u64,
+        /// Session.
+        session: u64,
+        /// JSON text.
+        json: String,
+    },
+}
+
+/// Messages a server sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// The allocated client file ident.
+    Ident {
+        /// Session.
+        session: u64,
+        /// Client file ident.
+        client_file_ident: u64,
+        /// Its salt.
+        client_file_ident_salt: u64,
+    },
+    /// Server changesets and progress.
+    Download {
+        /// Session.
+        session: u64,
+        /// Download cursor after these changesets: server version.
+        download_server_version: u64,
+        /// ... and the client version integrated at that point.
+        download_client_version: u64,
+        /// Latest server version.
+        latest_server_version: u64,
+        /// Its salt.
+        latest_server_version_salt: u64,
+        /// Upload acknowledgement: client version.
+        upload_client_version: u64,
+        /// Upload acknowledgement: server version.
+        upload_server_version: u64,
+        /// Bytes left to download.
+        downloadable_bytes: u64,
+        /// The changesets.
+        entries: Vec<DownloadEntry>,
+    },
+    /// Echo of a client MARK.
+    Mark {
+        /// Session.
+        session: u64,
+        /// The request ident.
+        request_ident: u64,
+    },
+    /// Acknowledges UNBIND.
+    Unbound {
+        /// Session.
+        session: u64,
+    },
+    /// An error; session 0 means the connection.
+    Error {
+        /// Error code.
+        code: u64,
+        /// Message.
+        message: String,
+        /// Whether the client may retry.
+        try_again: bool,
+        /// Session, or 0.
+        session: u64,
+    },
+    /// An error with a JSON body.
+    JsonError {
+        /// Error code.
+        code: u64,
+        /// Session.
+        session: u64,
+        /// JSON text.
+        json: String,
+    },
+    /// Keep-alive answer.
+    Pong {
+        /// The PING's timestamp.
+        timestamp: u64,
+    },
+}
+
+fn header(out: &mut Vec<u8>, name: &str, fields: &[u64]) {
+    out.extend_from_slice(name.as_bytes());
+    for f in fields {
+        out.push(b' ');
+        out.extend_from_slice(f.to_string().as_bytes());
+    }
+    out.push(b'\n');
+}
+
+fn entry_body<'a>(entries: impl Iterator<Item = (Vec<u64>, &'a [u8])>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (fields, bytes) in entries {
+        for f in fields {
+            body.extend_from_slice(f.to_string().as_bytes());
+            body.push(b' ');
+        }
+        body.extend_from_slice(bytes);
+    }
+    body
+}
+
+impl ClientMessage {
+    /// The message as sent: header line and body (UPLOAD bodies compressed when that helps).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            ClientMessage::Bind {
+                session,
+                path,
+                token,
+                need_client_file_ident,
+                is_subserver,
+            } => {
+                header(
+                    &mut out,
+                    "bind",
+                    &[
+                        *session,
+                        path.len() as u64,
+                        token.len() as u64,
+                        u64::from(*need_client_file_ident),
+                        u64::from(*is_subserver),
+                    ],
+                );
+                out.extend_from_slice(path.as_bytes());
+                out.extend_from_slice(token.as_bytes());
+            }
+            ClientMessage::Ident {
+                session,
+                client_file_ident,
+                client_file_ident_salt,
+                download_server_version,
+                download_client_version,
+                latest_server_version,
+                latest_server_version_salt,
+            } => header(
+                &mut out,
+                "ident",
+                &[
+                    *session,
+                    *client_file_ident,
+                    *client_file_ident_salt,
+                    *download_server_version,
+                    *download_client_version,
+                    *latest_server_version,
+                    *latest_server_version_salt,
+                ],
+            ),
+            ClientMessage::Upload {
+                session,
+                progress_client_version,
+                progress_server_version,
+                locked_server_version,
+                entries,
+            } => {
+                let body = compress_body(entry_body(entries.iter().map(|e| {
+                    (
+                        vec![
+                            e.client_version,
+                            e.last_integrated_server_version,
+                            e.origin_timestamp,
+                            e.origin_file_ident,
+                            e.changeset.len() as u64,
+                        ],
+                        e.changeset.as_slice(),
+                    )
+                })));
+                header(
+                    &mut out,
+                    "upload",
+                    &[
+                        *session,
+                        u64::from(body.compressed),
+                        body.uncompressed_size as u64,
+                        body.compressed_size() as u64,
+                        *progress_client_version,
+                        *progress_server_version,
+                        *locked_server_version,
+                    ],
+                );
+                out.extend_from_slice(&body.data);
+            }
+            ClientMessage::Mark {
+                session,
+                request_ident,
+            } => header(&mut out, "mark", &[*session, *request_ident]),
+            ClientMessage::Unbind { session } => header(&mut out, "unbind", &[*session]),
+            ClientMessage::Ping { timestamp, rtt } => header(&mut out, "ping", &[*timestamp, *rtt]),
+            ClientMessage::JsonError {
+                code,
+                session,
+                json,
+            } => {
+                header(
+                    &mut out,
+                    "json_error",
+                    &[*code, json.len() as u64, *session],
+                );
+                out.extend_from_slice(json.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// Parses a message a client sent (server side).
+    pub fn parse(message: &[u8], limits: &Limits) -> Result<ClientMessage, ProtocolError> {
+        let mut p = Parser::new(message)?;
+        let msg = match p.name.as_str() {
+            "bind" => {
+                let [session, path_size, token_size, need, sub] = p.fields("bind")?;
+                if path_size > limits.max_path as u64 || token_size > limits.max_token as u64 {
+                    return Err(ProtocolError::new(
+                        ErrorCode::LimitsExceeded,
+                        format!(
+                            "BIND path of {path_size} or token of {token_size} bytes is over the limit \
+                             ({} / {})",
+                            limits.max_path, limits.max_token
+                        ),
+                    ));
+                }
+                let path = p.text(path_size, "server path")?;
+                let token = p.text(token_size, "token")?;
+                ClientMessage::Bind {
+                    session,
+                    path,
+                    token,
+                    need_client_file_ident: flag(need)?,
+                    is_subserver: flag(sub)?,
+                }
+            }
+            "ident" => {
+                let [session, ident, salt, dsv, dcv, lsv, lsvs] = p.fields("ident")?;
+                ClientMessage::Ident {
+                    session,
+                    client_file_ident: ident,
+                    client_file_ident_salt: salt,
+                    download_server_version: dsv,
+                    download_client_version: dcv,
+                    latest_server_version: lsv,
+                    latest_server_version_salt: lsvs,
+                }
+            }
+            "upload" => {
+                let [session, compressed, uncompressed_size, compressed_size, pcv, psv, lsv] =
+                    p.fields("upload")?;
+                let body = p.body(
+                    flag(compressed)?,
+                    uncompressed_size,
+                    compressed_size,
+                    limits,
+                )?;
+                let mut entries = Vec::new();
+                let mut r = EntryReader {
+                    body: &body,
+                    pos: 0,
+                };
+                while !r.done() {
+                    let [cv, lisv, ts, ofi] = r.numbers()?;
+                    let changeset = r.changeset()?;
+                    entries.push(UploadEntry {
+                        client_version: cv,
+                        last_integrated_server_version: lisv,
+                        origin_timestamp: ts,
+                        origin_file_ident: ofi,
+                        changeset,
+                    });
+                }
+                ClientMessage::Upload {
+                    session,
+                    progress_client_version: pcv,
+                    progress_server_version: psv,
+                    locked_server_version: lsv,
+                    entries,
+                }
+            }
+            "mark" => {
+                let [session, request_ident] = p.fields("mark")?;
+                ClientMessage::Mark {
+                    session,
+                    request_ident,
+                }
+            }
+            "unbind" => {
+                let [session] = p.fields("unbind")?;
+                ClientMessage::Unbind { session }
+            }
+            "ping" => {
+                let [timestamp, rtt] = p.fields("ping")?;
+                ClientMessage::Ping { timestamp, rtt }
+            }
+            "json_error" => {
+                let [code, size, session] = p.fields("json_error")?;
+                p.check_size(size, limits)?;
+                let json = p.text(size, "JSON body")?;
+                ClientMessage::JsonError {
+                    code,
+                    session,
+                    json,
+                }
+            }
+            other => {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnknownMessage,
+                    format!("unknown message type {other:?}"),
+                ))
+            }
+        };
+        p.finish()?;
+        Ok(msg)
+    }
+}
+
+impl ServerMessage {
+    /// The message as sent (DOWNLOAD bodies compressed when that helps).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            ServerMessage::Ident {
+                session,
+                client_file_ident,
+                client_file_ident_salt,
+            } => header(
+                &mut out,
+                "ident",
+                &[*session, *client_file_ident, *client_file_ident_salt],
+            ),
+            ServerMessage::Download {
+                session,
+                download_server_version,
+                download_client_version,
+                latest_server_version,
+                latest_server_version_salt,
+                upload_client_version,
+                upload_server_version,
+                downloadable_bytes,
+                entries,
+            } => {
+                let body = compress_body(entry_body(entries.iter().map(|e| {
+                    (
+                        vec![
+                            e.server_version,
+                            e.last_integrated_client_version,
+                            e.origin_timestamp,
+                            e.origin_file_ident,
+                            e.original_changeset_size,
+                            e.changeset.len() as u64,
+                        ],
+                        e.changeset.as_slice(),
+                    )
+                })));
+                header(
+                    &mut out,
+                    "download",
+                    &[
+                        *session,
+                        *download_server_version,
+                        *download_client_version,
+                        *latest_server_version,
+                        *latest_server_version_salt,
+                        *upload_client_version,
+                        *upload_server_version,
+                        *downloadable_bytes,
+                        u64::from(body.compressed),
+                        body.uncompressed_size as u64,
+                        body.compressed_size() as u64,
+                    ],
+                );
+                out.extend_from_slice(&body.data);
+            }
+            ServerMessage::Mark {
+                session,
+                request_ident,
+            } => header(&mut out, "mark", &[*session, *request_ident]),
+            ServerMessage::Unbound { session } => header(&mut out, "unbound", &[*session]),
+            ServerMessage::Error {
+                code,
+                message,
+                try_again,
+                session,
+            } => {
+                header(
+                    &mut out,
+                    "error",
+                    &[*code, message.len() as u64, u64::from(*try_again), *session],
+                );
+                out.extend_from_slice(message.as_bytes());
+            }
+            ServerMessage::JsonError {
+                code,
+                session,
+                json,
+            } => {
+                header(
+                    &mut out,
+                    "json_error",
+                    &[*code, json.len() as u64, *session],
+                );
+                out.extend_from_slice(json.as_bytes());
+            }
+            ServerMessage::Pong { timestamp } => header(&mut out, "pong", &[*timestamp]),
+        }
+        out
+    }
+
+    /// Parses a message a server sent (client side).
+    pub fn parse(message: &[u8], limits: &Limits) -> Result<ServerMessage, ProtocolError> {
+        let mut p = Parser::new(message)?;
+        let msg = match p.name.as_str() {
+            "ident" => {
+                let [session, ident, salt] = p.fields("ident")?;
+                ServerMessage::Ident {
+                    session,
+                    client_file_ident: ident,
+                    client_file_ident_salt: salt,
+                }
+            }
+            "download" => {
+                let [session, dsv, dcv, lsv, lsvs, ucv, usv, downloadable, compressed, uncompressed_size, compressed_size] =
+                    p.fields("download")?;
+                let body = p.body(
+                    flag(compressed)?,
+                    uncompressed_size,
+                    compressed_size,
+                    limits,
+                )?;
+                let mut entries = Vec::new();
+                let mut r = EntryReader {
+                    body: &body,
+                    pos: 0,
+                };
+                while !r.done() {
+                    let [sv, licv, ts, ofi, original] = r.numbers()?;
+                    let changeset = r.changeset()?;
+                    entries.push(DownloadEntry {
+                        server_version: sv,
+                        last_integrated_client_version: licv,
+                        origin_timestamp: ts,
+                        origin_file_ident: ofi,
+                        original_changeset_size: original,
+                        changeset,
+                    });
+                }
+                ServerMessage::Download {
+                    session,
+                    download_server_version: dsv,
+                    download_client_version: dcv,
+                    latest_server_version: lsv,
+                    latest_server_version_salt: lsvs,
+                    upload_client_version: ucv,
+                    upload_server_version: usv,
+                    downloadable_bytes: downloadable,
+                    entries,
+                }
+            }
+            "mark" => {
+                let [session, request_ident] = p.fields("mark")?;
+                ServerMessage::Mark {
+                    session,
+                    request_ident,
+                }
+            }
+            "unbound" => {
+                let [session] = p.fields("unbound")?;
+                ServerMessage::Unbound { session }
+            }
+            "error" => {
+                let [code, size, try_again, session] = p.fields("error")?;
+                p.check_size(size, limits)?;
+                let message = p.text(size, "error message")?;
+                ServerMessage::Error {
+                    code,
+                    message,
+                    try_again: flag(try_again)?,
+                    session,
+                }
+            }
+            "json_error" => {
+                let [code, size, session] = p.fields("json_error")?;
+                p.check_size(size, limits)?;
+                let json = p.text(size, "JSON body")?;
+                ServerMessage::JsonError {
+                    code,
+                    session,
+                    json,
+                }
+            }
+            "pong" => {
+                let [timestamp] = p.fields("pong")?;
+                ServerMessage::Pong { timestamp }
+            }
+            other => {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnknownMessage,
+                    format!("unknown message type {other:?}"),
+                ))
+            }
+        };
+        p.finish()?;
+        Ok(msg)
+    }
+}
+
+fn flag(v: u64) -> Result<bool, ProtocolError> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(ProtocolError::new(
+            ErrorCode::BadSyntax,
+            format!("a flag must be 0 or 1, not {other}"),
+        )),
+    }
+}
+
+/// A decimal field: digits only, no sign, no leading zero (except "0"), fits in u64.
+fn decimal(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 || (text.len() > 1 && text[0] == b'0') {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in text {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Reads the header line, then the body.
+struct Parser<'a> {
+    name: String,
+    fields: Vec<&'a [u8]>,
+    rest: &'a [u8],
+}
+
+impl<'a> Parser<'a> {
+    fn new(message: &'a [u8]) -> Result<Self, ProtocolError> {
+        let end = message
+            .iter()
+            .take(MAX_HEADER)
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| {
+                ProtocolError::new(
+                    ErrorCode::BadSyntax,
+                    format!("no header line ending within {MAX_HEADER} bytes"),
+                )
+            })?;
+        let line = &message[..end];
+        let mut parts = line.split(|b| *b == b' ');
+        let name = parts.next().unwrap_or_default();
+        if name.is_empty() || !name.iter().all(|b| b.is_ascii_lowercase() || *b == b'_') {
+            return Err(ProtocolError::new(ErrorCode::BadSyntax, "bad message name"));
+        }
+        Ok(Parser {
+            name: String::from_utf8_lossy(name).into_owned(),
+            fields: parts.collect(),
+            rest: &message[end + 1..],
+        })
+    }
+
+    fn fields<const N: usize>(&self, what: &str) -> Result<[u64; N], ProtocolError> {
+        if self.fields.len() != N {
+            return Err(ProtocolError::new(
+                ErrorCode::BadSyntax,
+                format!(
+                    "{what} has {} header fields, expected {N}",
+                    self.fields.len()
+                ),
+            ));
+        }
+        let mut out = [0u64; N];
+        for (i, f) in self.fields.iter().enumerate() {
+            out[i] = decimal(f).ok_or_else(|| {
+                ProtocolError::new(
+                    ErrorCode::BadSyntax,
+                    format!("{what} header field {} is not a decimal number", i + 1),
+                )
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn check_size(&self, size: u64, limits: &Limits) -> Result<(), ProtocolError> {
+        if size > limits.max_body as u64 {
+            return Err(ProtocolError::new(
+                ErrorCode::LimitsExceeded,
+                format!(
+                    "body of {size} bytes is over the limit of {}",
+                    limits.max_body
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, size: u64, what: &str) -> Result<&'a [u8], ProtocolError> {
+        if size > self.rest.len() as u64 {
+            return Err(ProtocolError::new(
+                ErrorCode::BadSyntax,
+                format!(
+                    "{what} of {size} bytes is longer than the {} bytes left",
+                    self.rest.len()
+                ),
+            ));
+        }
+        let (taken, rest) = self.rest.split_at(size as usize);
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    fn text(&mut self, size: u64, what: &str) -> Result<String, ProtocolError> {
+        let bytes = self.take(size, what)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| ProtocolError::new(ErrorCode::BadSyntax, format!("{what} is not UTF-8")))
+    }
+
+    /// The body of an UPLOAD or DOWNLOAD, inflated if it is compressed.
+    fn body(
+        &mut self,
+        compressed: bool,
+        uncompressed_size: u64,
+        compressed_size: u64,
+        limits: &Limits,
+    ) -> Result<Vec<u8>, ProtocolError> {
+        self.check_size(uncompressed_size, limits)?;
+        if !compressed {
+            if compressed_size != 0 {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadSyntax,
+                    "an uncompressed body declares a compressed size",
+                ));
+            }
+            return Ok(self.take(uncompressed_size, "body")?.to_vec());
+        }
+        self.check_size(compressed_size, limits)?;
+        let data = self.take(compressed_size, "compressed body")?;
+        decompress_body(data, uncompressed_size as usize, limits.max_body)
+            .map_err(|e| ProtocolError::new(ErrorCode::BadDecompression, e.to_string()))
+    }
+
+    fn finish(self) -> Result<(), ProtocolError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError::new(
+                ErrorCode::BadSyntax,
+                format!("{} bytes follow the end of the message", self.rest.len()),
+            ))
+        }
+    }
+}
+
+/// Reads changeset entries: N decimal fields each followed by one space, then a size and a
+/// space, then that many bytes.
+struct EntryReader<'a> {
+    body: &'a [u8],
+    pos: usize,
+}
+
+impl EntryReader<'_> {
+    fn done(&self) -> bool {
+        self.pos >= self.body.len()
+    }
+
+    fn number(&mut self) -> Result<u64, ProtocolError> {
+        let rest = &self.body[self.pos..];
+        let space = rest
+            .iter()
+            .take(21)
+            .position(|b| *b == b' ')
+            .ok_or_else(|| {
+                ProtocolError::new(
+                    ErrorCode::BadChangesetHeaderSyntax,
+                    "changeset header field does not end in a space",
+                )
+            })?;
+        let v = decimal(&rest[..space]).ok_or_else(|| {
+            ProtocolError::new(
+                ErrorCode::BadChangesetHeaderSyntax,
+                "changeset header field is not a decimal number",
+            )
+        })?;
+        self.pos += space + 1;
+        Ok(v)
+    }
+
+    fn numbers<const N: usize>(&mut self) -> Result<[u64; N], ProtocolError> {
+        let mut out = [0u64; N];
+        for slot in &mut out {
+            *slot = self.number()?;
+        }
+        Ok(out)
+    }
+
+    fn changeset(&mut self) -> Result<Vec<u8>, ProtocolError> {
+        let size = self.number()?;
+        let left = (self.body.len() - self.pos) as u64;
+        if size > left {
+            return Err(ProtocolError::new(
+                ErrorCode::BadChangesetSize,
+                format!("changeset of {size} bytes, {left} left in the body"),
+            ));
+        }
+        let bytes = self.body[self.pos..self.pos + size as usize].to_vec();
+        self.pos += size as usize;
+        Ok(bytes)
+    }
+}
