@@ -17,5 +17,7 @@ pub mod changeset;
 pub mod model;
 pub mod ot;
 pub mod protocol;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod state;
 pub mod store;

@@ -52,6 +52,16 @@ impl ReciprocalHistory {
         Ok(())
     }
 
+    /// Records a transformed form (when loading a persisted reciprocal history).
+    pub fn set(&mut self, changeset: Changeset) {
+        self.transformed.insert(changeset.meta.version, changeset);
+    }
+
+    /// Every recorded form, by version.
+    pub fn iter(&self) -> impl Iterator<Item = &Changeset> {
+        self.transformed.values()
+    }
+
     /// The transformed form of local `version`, if one is recorded.
     pub fn get(&self, version: u64) -> Option<&Changeset> {
         self.transformed.get(&version)

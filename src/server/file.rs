@@ -1,0 +1,442 @@
+//! One server file: the history of one server path, the client files bound to it, and the
+//! integration of their uploads.
+//!
+//! Everything is kept in one SQLite file with `synchronous=FULL`: an upload is acknowledged only
+//! after the changesets it produced are on stable storage. The materialized state is rebuilt
+//! from the history on open and every integrated changeset is applied to it first, so a
+//! changeset that does not apply is refused (error 212) before it can reach other clients.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::changeset::{Changeset, ChangesetMeta};
+use crate::ot::ReciprocalHistory;
+use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
+use crate::state::State;
+
+/// A 64-bit random number from the OS-seeded hasher keys (no extra dependency).
+fn random_u64() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(0x5eed);
+    h.finish()
+}
+
+/// What an upload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Integrated {
+    /// Server versions the upload produced (empty if everything was already integrated).
+    pub versions: Vec<u64>,
+    /// The last client version of the uploader now integrated.
+    pub client_version: u64,
+}
+
+/// A batch of history for one client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadBatch {
+    /// Changesets the client has not seen, excluding its own.
+    pub entries: Vec<DownloadEntry>,
+    /// Download cursor after the batch: server version.
+    pub download_server_version: u64,
+    /// ... and the client's last version integrated by the server at that point.
+    pub download_client_version: u64,
+    /// The latest server version.
+    pub latest_server_version: u64,
+    /// Salt of the server file's history.
+    pub latest_server_version_salt: u64,
+    /// The client's last version the server has integrated (upload acknowledgement).
+    pub upload_client_version: u64,
+}
+
+/// The history of one server path.
+pub struct ServerFile {
+    conn: Connection,
+    state: State,
+    reciprocal: HashMap<u64, ReciprocalHistory>,
+    salt: u64,
+    latest: u64,
+}
+
+fn sql_err(e: rusqlite::Error) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::OtherSessionError,
+        format!("server storage failed: {e}"),
+    )
+}
+
+impl ServerFile {
+    /// Opens (or creates) the server file at `path` and rebuilds its state from the history.
+    pub fn open(path: impl AsRef<Path>) -> Result<ServerFile, ProtocolError> {
+        let conn = Connection::open(path).map_err(sql_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql_err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS history (
+                 version INTEGER PRIMARY KEY,
+                 changeset BLOB NOT NULL,
+                 origin_file_ident INTEGER NOT NULL,
+                 origin_timestamp INTEGER NOT NULL,
+                 client_version INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS history_by_origin ON history (origin_file_ident, version);
+             CREATE TABLE IF NOT EXISTS client_file (ident INTEGER PRIMARY KEY, salt INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS reciprocal (
+                 client_file_ident INTEGER NOT NULL,
+                 version INTEGER NOT NULL,
+                 changeset BLOB NOT NULL,
+                 PRIMARY KEY (client_file_ident, version)
+             );",
+        )
+        .map_err(sql_err)?;
+        let salt: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql_err)?;
+        let salt = match salt {
+            Some(s) => s as u64,
+            None => {
+                let s = random_u64() >> 1;
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('salt', ?1)",
+                    [s as i64],
+                )
+                .map_err(sql_err)?;
+                s
+            }
+        };
+        let mut file = ServerFile {
+            conn,
+            state: State::new(),
+            reciprocal: HashMap::new(),
+            salt,
+            latest: 0,
+        };
+        for cs in file.history_from(0)? {
+            file.state.apply(&cs).map_err(|e| {
+                ProtocolError::new(
+                    ErrorCode::OtherSessionError,
+                    format!("stored history does not apply: {e}"),
+                )
+            })?;
+            file.latest = cs.meta.version;
+        }
+        let rows: Vec<(i64, i64, Vec<u8>)> = {
+            let mut stmt = file
+                .conn
+                .prepare("SELECT client_file_ident, version, changeset FROM reciprocal")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(sql_err)?
+                .collect::<Result<_, _>>()
+                .map_err(sql_err)?;
+            rows
+        };
+        for (client, version, bytes) in rows {
+            let mut cs = Changeset::decode(&bytes).map_err(|e| {
+                ProtocolError::new(
+                    ErrorCode::OtherSessionError,
+                    format!("stored reciprocal changeset: {e}"),
+                )
+            })?;
+            let original = file.entry(version as u64)?;
+            cs.meta = original.meta;
+            file.reciprocal.entry(client as u64).or_default().set(cs);
+        }
+        Ok(file)
+    }
+
+    /// The latest server version.
+    pub fn latest_version(&self) -> u64 {
+        self.latest
+    }
+
+    /// The salt of this file's history (a restored backup gets a new one).
+    pub fn salt(&self) -> u64 {
+        self.salt
+    }
+
+    /// The materialized state after the latest version.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Allocates a new client file ident (random, 1 to 2^63 - 1, unique here) and its salt.
+    pub fn allocate_client_file(&mut self) -> Result<(u64, u64), ProtocolError> {
+        loop {
+            let ident = (random_u64() >> 1).max(1);
+            let salt = random_u64() >> 1;
+            let inserted = self
+                .conn
+                .execute(
+                    "INSERT OR IGNORE INTO client_file (ident, salt) VALUES (?1, ?2)",
+                    params![ident as i64, salt as i64],
+                )
+                .map_err(sql_err)?;
+            if inserted == 1 {
+                return Ok((ident, salt));
+            }
+        }
+    }
+
+    /// Checks an IDENT: the client file must be known here with that salt (else 208), and its
+    /// download cursor must not be ahead of the history (else 209).
+    pub fn check_ident(
+        &self,
+        ident: u64,
+        salt: u64,
+        download_server_version: u64,
+    ) -> Result<(), ProtocolError> {
+        let known: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT salt FROM client_file WHERE ident = ?1",
+                [ident as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql_err)?;
+        if known != Some(salt as i64) {
+            return Err(ProtocolError::new(
+                ErrorCode::BadClientFileIdent,
+                format!("client file {ident} is not known to this server file"),
+            ));
+        }
+        if download_server_version > self.latest {
+            return Err(ProtocolError::new(
+                ErrorCode::BadServerVersion,
+                format!(
+                    "the client has server version {download_server_version}, the server only {}",
+                    self.latest
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn row_to_changeset(
+        row: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<(i64, Vec<u8>, i64, i64, i64)> {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+        ))
+    }
+
+    fn decode(row: (i64, Vec<u8>, i64, i64, i64)) -> Result<Changeset, ProtocolError> {
+        let (version, bytes, origin, timestamp, client_version) = row;
+        let mut cs = Changeset::decode(&bytes).map_err(|e| {
+            ProtocolError::new(
+                ErrorCode::OtherSessionError,
+                format!("stored changeset {version}: {e}"),
+            )
+        })?;
+        cs.meta = ChangesetMeta {
+            version: version as u64,
+            last_integrated_remote_version: client_version as u64,
+            origin_timestamp: timestamp as u64,
+            origin_file_ident: origin as u64,
+        };
+        Ok(cs)
+    }
+
+    fn history_from(&self, after: u64) -> Result<Vec<Changeset>, ProtocolError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
+                 FROM history WHERE version > ?1 ORDER BY version",
+            )
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map([after as i64], Self::row_to_changeset)
+            .map_err(sql_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql_err)?;
+        rows.into_iter().map(Self::decode).collect()
+    }
+
+    fn entry(&self, version: u64) -> Result<Changeset, ProtocolError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
+                 FROM history WHERE version = ?1",
+                [version as i64],
+                Self::row_to_changeset,
+            )
+            .map_err(sql_err)?;
+        Self::decode(row)
+    }
+
+    /// The last version of `client` integrated at or before server version `at`.
+    fn integrated_client_version(&self, client: u64, at: u64) -> Result<u64, ProtocolError> {
+        let v: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT MAX(client_version) FROM history WHERE origin_file_ident = ?1 AND version <= ?2",
+            )
+            .map_err(sql_err)?
+            .query_row(params![client as i64, at as i64], |r| r.get(0))
+            .map_err(sql_err)?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Integrates an upload from `client`, entry by entry, in one durable transaction. Entries
+    /// already integrated (a resend after a reconnect) are skipped. A changeset that does not
+    /// decode, cannot be merged or does not apply refuses the whole upload (212) and changes
+    /// nothing.
+    pub fn integrate_upload(
+        &mut self,
+        client: u64,
+        entries: &[UploadEntry],
+    ) -> Result<Integrated, ProtocolError> {
+        let mut done = self.integrated_client_version(client, self.latest)?;
+        let mut state = self.state.clone();
+        let mut reciprocal = self.reciprocal.get(&client).cloned().unwrap_or_default();
+        let mut appended: Vec<Changeset> = Vec::new();
+        let mut latest = self.latest;
+        for entry in entries {
+            if entry.client_version <= done {
+                continue;
+            }
+            if entry.last_integrated_server_version > latest {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadServerVersion,
+                    format!(
+                        "changeset {} claims server version {}, the server has {latest}",
+                        entry.client_version, entry.last_integrated_server_version
+                    ),
+                ));
+            }
+            let mut incoming = Changeset::decode(&entry.changeset)
+                .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
+            incoming.meta = ChangesetMeta {
+                version: entry.client_version,
+                last_integrated_remote_version: entry.last_integrated_server_version,
+                origin_timestamp: entry.origin_timestamp,
+                origin_file_ident: client,
+            };
+            let base = entry.last_integrated_server_version;
+            let mut concurrent: Vec<Changeset> = self
+                .history_from(base)?
+                .into_iter()
+                .filter(|c| c.meta.origin_file_ident != client)
+                .collect();
+            concurrent.extend(
+                appended
+                    .iter()
+                    .filter(|c| c.meta.origin_file_ident != client)
+                    .cloned(),
+            );
+            let refs: Vec<&Changeset> = concurrent.iter().collect();
+            let mut batch = [incoming];
+            reciprocal
+                .integrate(&mut batch, &refs)
+                .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
+            reciprocal.forget_through(base);
+            let [mut integrated] = batch;
+            state
+                .apply(&integrated)
+                .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
+            latest += 1;
+            integrated.meta.version = latest;
+            integrated.meta.last_integrated_remote_version = entry.client_version;
+            appended.push(integrated);
+            done = entry.client_version;
+        }
+        if appended.is_empty() {
+            return Ok(Integrated {
+                versions: Vec::new(),
+                client_version: done,
+            });
+        }
+        let tx = self.conn.unchecked_transaction().map_err(sql_err)?;
+        for cs in &appended {
+            tx.execute(
+                "INSERT INTO history (version, changeset, origin_file_ident, origin_timestamp, client_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    cs.meta.version as i64,
+                    cs.encode(),
+                    client as i64,
+                    cs.meta.origin_timestamp as i64,
+                    cs.meta.last_integrated_remote_version as i64
+                ],
+            )
+            .map_err(sql_err)?;
+        }
+        tx.execute(
+            "DELETE FROM reciprocal WHERE client_file_ident = ?1",
+            [client as i64],
+        )
+        .map_err(sql_err)?;
+        for cs in reciprocal.iter() {
+            tx.execute(
+                "INSERT INTO reciprocal (client_file_ident, version, changeset) VALUES (?1, ?2, ?3)",
+                params![client as i64, cs.meta.version as i64, cs.encode()],
+            )
+            .map_err(sql_err)?;
+        }
+        tx.commit().map_err(sql_err)?;
+        self.state = state;
+        self.reciprocal.insert(client, reciprocal);
+        self.latest = latest;
+        Ok(Integrated {
+            versions: appended.iter().map(|c| c.meta.version).collect(),
+            client_version: done,
+        })
+    }
+
+    /// The history after `after` that `client` has not seen (its own changesets are skipped but
+    /// advance the cursor), up to about `max_bytes` of changesets.
+    pub fn download(
+        &self,
+        client: u64,
+        after: u64,
+        max_bytes: usize,
+    ) -> Result<DownloadBatch, ProtocolError> {
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut cursor = after;
+        for cs in self.history_from(after)? {
+            if bytes >= max_bytes && !entries.is_empty() {
+                break;
+            }
+            cursor = cs.meta.version;
+            if cs.meta.origin_file_ident == client {
+                continue;
+            }
+            let changeset = cs.encode();
+            bytes += changeset.len();
+            entries.push(DownloadEntry {
+                server_version: cs.meta.version,
+                last_integrated_client_version: self
+                    .integrated_client_version(client, cs.meta.version)?,
+                origin_timestamp: cs.meta.origin_timestamp,
+                origin_file_ident: cs.meta.origin_file_ident,
+                original_changeset_size: changeset.len() as u64,
+                changeset,
+            });
+        }
+        Ok(DownloadBatch {
+            entries,
+            download_server_version: cursor,
+            download_client_version: self.integrated_client_version(client, cursor)?,
+            latest_server_version: self.latest,
+            latest_server_version_salt: self.salt,
+            upload_client_version: self.integrated_client_version(client, self.latest)?,
+        })
+    }
+}

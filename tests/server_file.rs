@@ -1,0 +1,281 @@
+//! The server core driven through encoded protocol messages: clients on in-memory replicas
+//! upload and download through a `ServerFile`, the server is restarted mid-sync, uploads are
+//! resent, and bad input is refused without touching anyone's data.
+#![cfg(feature = "server")]
+
+mod harness;
+
+use harness::{generate, Entropy, SeededRng};
+use tandem::changeset::{Changeset, ChangesetMeta};
+use tandem::ot::ReciprocalHistory;
+use tandem::protocol::{ClientMessage, ErrorCode, Limits, ServerMessage, UploadEntry};
+use tandem::server::ServerFile;
+use tandem::state::State;
+
+struct Client {
+    ident: u64,
+    salt: u64,
+    state: State,
+    history: Vec<Changeset>,
+    acked: u64,
+    cursor: u64,
+    reciprocal: ReciprocalHistory,
+    clock: u64,
+}
+
+impl Client {
+    fn new(server: &mut ServerFile) -> Client {
+        let (ident, salt) = server.allocate_client_file().unwrap();
+        Client {
+            ident,
+            salt,
+            state: State::new(),
+            history: Vec::new(),
+            acked: 0,
+            cursor: 0,
+            reciprocal: ReciprocalHistory::new(),
+            clock: 0,
+        }
+    }
+
+    fn modify(&mut self, rng: &mut SeededRng) {
+        self.clock += u64::from(rng.below(3));
+        let mut cs = generate(&self.state, rng);
+        if cs.is_empty() {
+            return;
+        }
+        cs.meta = ChangesetMeta {
+            version: self.history.len() as u64 + 1,
+            last_integrated_remote_version: self.cursor,
+            origin_timestamp: self.clock,
+            origin_file_ident: self.ident,
+        };
+        self.state.apply(&cs).unwrap();
+        self.history.push(cs);
+    }
+
+    /// Sends every unacknowledged changeset, through the wire format.
+    fn upload(&mut self, server: &mut ServerFile) -> Result<(), tandem::protocol::ProtocolError> {
+        let message = ClientMessage::Upload {
+            session: 1,
+            progress_client_version: self.history.len() as u64,
+            progress_server_version: self.cursor,
+            locked_server_version: 0,
+            entries: self.history[self.acked as usize..]
+                .iter()
+                .map(|cs| UploadEntry {
+                    client_version: cs.meta.version,
+                    last_integrated_server_version: cs.meta.last_integrated_remote_version,
+                    origin_timestamp: cs.meta.origin_timestamp,
+                    origin_file_ident: 0,
+                    changeset: cs.encode(),
+                })
+                .collect(),
+        };
+        let ClientMessage::Upload { entries, .. } =
+            ClientMessage::parse(&message.encode(), &Limits::default()).unwrap()
+        else {
+            unreachable!()
+        };
+        let done = server.integrate_upload(self.ident, &entries)?;
+        self.acked = done.client_version;
+        Ok(())
+    }
+
+    fn download(&mut self, server: &ServerFile) {
+        let batch = server.download(self.ident, self.cursor, 64 << 10).unwrap();
+        let message = ServerMessage::Download {
+            session: 1,
+            download_server_version: batch.download_server_version,
+            download_client_version: batch.download_client_version,
+            latest_server_version: batch.latest_server_version,
+            latest_server_version_salt: batch.latest_server_version_salt,
+            upload_client_version: batch.upload_client_version,
+            upload_server_version: 0,
+            downloadable_bytes: 0,
+            entries: batch.entries,
+        };
+        let ServerMessage::Download {
+            entries,
+            download_server_version,
+            ..
+        } = ServerMessage::parse(&message.encode(), &Limits::default()).unwrap()
+        else {
+            unreachable!()
+        };
+        for entry in entries {
+            let mut cs = Changeset::decode(&entry.changeset).unwrap();
+            cs.meta = ChangesetMeta {
+                version: entry.server_version,
+                last_integrated_remote_version: entry.last_integrated_client_version,
+                origin_timestamp: entry.origin_timestamp,
+                origin_file_ident: entry.origin_file_ident,
+            };
+            let seen = entry.last_integrated_client_version;
+            let concurrent: Vec<&Changeset> = self.history[seen as usize..].iter().collect();
+            let mut batch = [cs];
+            self.reciprocal.integrate(&mut batch, &concurrent).unwrap();
+            self.reciprocal.forget_through(seen);
+            self.state.apply(&batch[0]).unwrap();
+        }
+        self.cursor = download_server_version;
+    }
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tandem-server-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("server.sqlite")
+}
+
+#[test]
+fn clients_converge_through_the_server_across_restarts() {
+    for round in 0..8u64 {
+        let path = temp(&format!("converge-{round}"));
+        let mut server = ServerFile::open(&path).unwrap();
+        let mut clients: Vec<Client> = (0..3).map(|_| Client::new(&mut server)).collect();
+        let mut rng = SeededRng::new(round + 100);
+        for step in 0..300 {
+            let c = rng.below(3) as usize;
+            match rng.below(4) {
+                0 | 1 => clients[c].modify(&mut rng),
+                2 => clients[c].upload(&mut server).unwrap(),
+                _ => clients[c].download(&server),
+            }
+            if step % 97 == 96 {
+                // Restart: everything acknowledged must still be there.
+                let before = (server.latest_version(), server.state().clone());
+                drop(server);
+                server = ServerFile::open(&path).unwrap();
+                assert_eq!((server.latest_version(), server.state().clone()), before);
+            }
+        }
+        for _ in 0..2 {
+            for c in clients.iter_mut() {
+                c.upload(&mut server).unwrap();
+            }
+            for c in clients.iter_mut() {
+                c.download(&server);
+            }
+        }
+        for c in &clients {
+            assert_eq!(
+                &c.state,
+                server.state(),
+                "round {round}: client {} diverged",
+                c.ident
+            );
+            assert_eq!(c.acked, c.history.len() as u64);
+        }
+        assert!(server.state().object_count() > 0);
+    }
+}
+
+#[test]
+fn resent_uploads_are_integrated_once() {
+    let mut server = ServerFile::open(temp("resend")).unwrap();
+    let mut client = Client::new(&mut server);
+    let mut rng = SeededRng::new(5);
+    for _ in 0..20 {
+        client.modify(&mut rng);
+    }
+    client.upload(&mut server).unwrap();
+    let after_first = server.latest_version();
+    client.acked = 0; // the client lost the acknowledgement and sends everything again
+    client.upload(&mut server).unwrap();
+    assert_eq!(server.latest_version(), after_first, "nothing duplicated");
+    assert_eq!(server.state(), &client.state);
+}
+
+#[test]
+fn bad_input_is_refused_and_harms_no_one() {
+    let path = temp("bad");
+    let mut server = ServerFile::open(&path).unwrap();
+    let mut good = Client::new(&mut server);
+    let mut bad = Client::new(&mut server);
+    let mut rng = SeededRng::new(9);
+    for _ in 0..10 {
+        good.modify(&mut rng);
+    }
+    good.upload(&mut server).unwrap();
+    let before = (server.latest_version(), server.state().clone());
+
+    // Garbage instead of a changeset: 212, nothing stored.
+    let garbage = [UploadEntry {
+        client_version: 1,
+        last_integrated_server_version: 0,
+        origin_timestamp: 0,
+        origin_file_ident: 0,
+        changeset: vec![0x3e, 0xff, 0x00],
+    }];
+    assert_eq!(
+        server
+            .integrate_upload(bad.ident, &garbage)
+            .unwrap_err()
+            .code,
+        ErrorCode::BadChangeset
+    );
+    // A changeset that decodes but does not apply (an object of a table nobody created): 212.
+    let mut cs = Changeset::new();
+    let t = cs.intern("Nope");
+    cs.push(tandem::changeset::Instruction::EraseObject {
+        table: t,
+        object: tandem::changeset::PrimaryKey::Int(1),
+    });
+    let unappliable = [UploadEntry {
+        changeset: cs.encode(),
+        ..garbage[0].clone()
+    }];
+    assert_eq!(
+        server
+            .integrate_upload(bad.ident, &unappliable)
+            .unwrap_err()
+            .code,
+        ErrorCode::BadChangeset
+    );
+    // A base version from the future: 209.
+    let future = [UploadEntry {
+        last_integrated_server_version: 999,
+        ..unappliable[0].clone()
+    }];
+    assert_eq!(
+        server
+            .integrate_upload(bad.ident, &future)
+            .unwrap_err()
+            .code,
+        ErrorCode::BadServerVersion
+    );
+    assert_eq!((server.latest_version(), server.state().clone()), before);
+
+    // Unknown client file or wrong salt: 208.
+    assert_eq!(
+        server.check_ident(12345, 1, 0).unwrap_err().code,
+        ErrorCode::BadClientFileIdent
+    );
+    assert_eq!(
+        server
+            .check_ident(good.ident, good.salt ^ 1, 0)
+            .unwrap_err()
+            .code,
+        ErrorCode::BadClientFileIdent
+    );
+    assert_eq!(
+        server
+            .check_ident(good.ident, good.salt, 999)
+            .unwrap_err()
+            .code,
+        ErrorCode::BadServerVersion
+    );
+    assert!(server.check_ident(good.ident, good.salt, 0).is_ok());
+
+    // The good client and a newcomer keep syncing.
+    bad.download(&server);
+    assert_eq!(&bad.state, server.state());
+    for _ in 0..5 {
+        good.modify(&mut rng);
+    }
+    good.upload(&mut server).unwrap();
+    bad.download(&server);
+    assert_eq!(&bad.state, server.state());
+}
