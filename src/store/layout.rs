@@ -9,6 +9,10 @@
 //! - `"d:<Class>:<prop>"` (owner, key, v, k): dictionary entries.
 //! - `_tandem_table`, `_tandem_column`: the schema as the file knows it.
 //! - `_tandem_history`: the client history, one row per local changeset.
+//! - `_tandem_sync`: sync metadata (client file ident and salt, download and upload cursors,
+//!   latest server version and salt).
+//! - `_tandem_reciprocal`: the reciprocal (transformed) forms of local changesets the server
+//!   has not integrated yet, for OT.
 //!
 //! Value columns are declared without a type, so SQLite keeps every value exactly as bound
 //! (no affinity conversions) while comparisons and indexes still work.
@@ -89,6 +93,10 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
         )?;
         conn.pragma_update(None, "user_version", FORMAT_VERSION)?;
     }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _tandem_sync (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS _tandem_reciprocal (version INTEGER PRIMARY KEY, changeset BLOB NOT NULL);",
+    )?;
     Ok(())
 }
 

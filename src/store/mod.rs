@@ -22,6 +22,7 @@ mod notify;
 mod query;
 mod read;
 mod schema;
+mod sync;
 mod write;
 
 use std::fmt;
@@ -35,6 +36,7 @@ pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
 pub use read::ReadTransaction;
+pub use sync::{DownloadCursors, SyncProgress};
 pub use write::{PathStep, WriteTransaction};
 
 use crate::changeset::{Changeset, ChangesetMeta};
@@ -375,29 +377,45 @@ impl Database {
         self.shared.gate.release();
     }
 
-    /// Applies a changeset from the server (already transformed by OT) in its own SQLite
-    /// transaction. A changeset the reference applier would refuse is refused the same way
-    /// ([`StoreError::Rejected`]) and changes nothing.
-    pub fn apply_remote(&self, changeset: &Changeset) -> Result<(), StoreError> {
+    /// Runs `f` in its own write transaction (waiting for the writer like
+    /// [`Database::begin_write`]); commits if it succeeds, rolls back if not.
+    pub(crate) fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Schemas) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.shared.gate.acquire(self.config.writer_timeout)?;
         let result = (|| {
             let mut guard = self.lock_writer();
             let (conn, schemas) = &mut *guard;
             conn.execute_batch("BEGIN IMMEDIATE")?;
-            match apply::apply(conn, schemas, changeset) {
-                Ok(()) => {
-                    conn.execute_batch("COMMIT")?;
-                    self.notify_committed(changeset);
-                    Ok(())
-                }
+            let saved = schemas.clone();
+            match f(conn, schemas) {
+                Ok(value) => match conn.execute_batch("COMMIT") {
+                    Ok(()) => Ok(value),
+                    Err(e) => {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        *schemas = saved;
+                        Err(e.into())
+                    }
+                },
                 Err(e) => {
                     let _ = conn.execute_batch("ROLLBACK");
-                    Err(StoreError::from(e))
+                    *schemas = saved;
+                    Err(e)
                 }
             }
         })();
         self.release_writer();
         result
+    }
+
+    /// Applies a changeset from the server (already transformed by OT) in its own SQLite
+    /// transaction. A changeset the reference applier would refuse is refused the same way
+    /// ([`StoreError::Rejected`]) and changes nothing.
+    pub fn apply_remote(&self, changeset: &Changeset) -> Result<(), StoreError> {
+        self.with_writer(|conn, schemas| Ok(apply::apply(conn, schemas, changeset)?))?;
+        self.notify_committed(changeset);
+        Ok(())
     }
 
     /// The whole database as an in-memory [`State`] (for tests and inspection).

@@ -190,6 +190,10 @@ impl<'db> ReadTransaction<'db> {
         self.conn.as_ref().expect("open until dropped")
     }
 
+    pub(crate) fn connection(&self) -> &Connection {
+        self.conn()
+    }
+
     /// The object of `class` with this primary key, if it exists.
     pub fn object(&self, class: &str, key: &PrimaryKey) -> Result<Option<Object>, StoreError> {
         match self.schemas.get(class).map(|s| &s.spec) {

@@ -824,7 +824,11 @@ impl<'db> WriteTransaction<'db> {
         let version = if changeset.is_empty() {
             None
         } else {
-            match append_history(conn, changeset, 0, file_ident) {
+            let server_version =
+                super::sync::get(conn, super::sync::DOWNLOAD_SERVER_VERSION).unwrap_or(0);
+            let ident = super::sync::get(conn, super::sync::CLIENT_FILE_IDENT)
+                .map_or(file_ident, |v| if v == 0 { file_ident } else { v });
+            match append_history(conn, changeset, server_version, ident) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     self.finish(false);

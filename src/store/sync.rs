@@ -1,0 +1,214 @@
+//! The client side of sync, as far as the local file is concerned: identity, cursors, what to
+//! upload, and integrating what the server sends.
+//!
+//! A session (network) drives these calls; everything here is durable the moment it returns:
+//! the client file ident is stored before it is used, an acknowledgement moves the upload
+//! cursor, and a DOWNLOAD is rebased over the local changesets the server has not integrated
+//! (OT, with the reciprocal forms kept in `_tandem_reciprocal`), applied and its cursors stored
+//! in one SQLite transaction, after which listeners are notified.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{apply, write, Database, StoreError};
+use crate::changeset::Changeset;
+use crate::ot::ReciprocalHistory;
+
+pub(crate) const CLIENT_FILE_IDENT: &str = "client_file_ident";
+pub(crate) const CLIENT_FILE_IDENT_SALT: &str = "client_file_ident_salt";
+pub(crate) const DOWNLOAD_SERVER_VERSION: &str = "download_server_version";
+pub(crate) const DOWNLOAD_CLIENT_VERSION: &str = "download_client_version";
+pub(crate) const LATEST_SERVER_VERSION: &str = "latest_server_version";
+pub(crate) const LATEST_SERVER_VERSION_SALT: &str = "latest_server_version_salt";
+pub(crate) const UPLOAD_CLIENT_VERSION: &str = "upload_client_version";
+
+pub(crate) fn get(conn: &Connection, key: &str) -> Option<u64> {
+    conn.query_row(
+        "SELECT value FROM _tandem_sync WHERE key = ?1",
+        [key],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .ok()
+    .flatten()
+    .map(|v| v as u64)
+}
+
+fn put(conn: &Connection, key: &str, value: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO _tandem_sync (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value as i64],
+    )?;
+    Ok(())
+}
+
+/// Where this file stands with the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// Client file ident (0 until the server assigned one).
+    pub client_file_ident: u64,
+    /// Its salt.
+    pub client_file_ident_salt: u64,
+    /// Last server version integrated here.
+    pub download_server_version: u64,
+    /// The server's integration of this file's versions at that server version.
+    pub download_client_version: u64,
+    /// Latest server version heard of.
+    pub latest_server_version: u64,
+    /// Its salt.
+    pub latest_server_version_salt: u64,
+    /// Last local version the server acknowledged.
+    pub upload_client_version: u64,
+}
+
+/// The cursors a DOWNLOAD message carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DownloadCursors {
+    /// Download cursor: server version after the batch.
+    pub download_server_version: u64,
+    /// ... and this file's last version the server had integrated at that point.
+    pub download_client_version: u64,
+    /// Latest server version.
+    pub latest_server_version: u64,
+    /// Its salt.
+    pub latest_server_version_salt: u64,
+    /// Upload acknowledgement.
+    pub upload_client_version: u64,
+}
+
+impl Database {
+    /// Where this file stands with the server.
+    pub fn sync_progress(&self) -> Result<SyncProgress, StoreError> {
+        let read = self.read()?;
+        let conn = read.connection();
+        let g = |k| get(conn, k).unwrap_or(0);
+        Ok(SyncProgress {
+            client_file_ident: g(CLIENT_FILE_IDENT),
+            client_file_ident_salt: g(CLIENT_FILE_IDENT_SALT),
+            download_server_version: g(DOWNLOAD_SERVER_VERSION),
+            download_client_version: g(DOWNLOAD_CLIENT_VERSION),
+            latest_server_version: g(LATEST_SERVER_VERSION),
+            latest_server_version_salt: g(LATEST_SERVER_VERSION_SALT),
+            upload_client_version: g(UPLOAD_CLIENT_VERSION),
+        })
+    }
+
+    /// Stores the client file ident the server allocated, before anything uses it. Local
+    /// changesets made before it are recorded as coming from this ident from now on.
+    pub fn set_client_file_ident(&self, ident: u64, salt: u64) -> Result<(), StoreError> {
+        self.with_writer(|conn, _| {
+            put(conn, CLIENT_FILE_IDENT, ident)?;
+            put(conn, CLIENT_FILE_IDENT_SALT, salt)?;
+            conn.execute(
+                "UPDATE _tandem_history SET origin_file_ident = ?1 WHERE origin_file_ident = 0",
+                [ident as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The local changesets the server has not acknowledged, oldest first (their `meta` holds
+    /// client version, last integrated server version and origin timestamp), up to about
+    /// `max_bytes` of encoded changesets (at least one if there is any).
+    pub fn pending_uploads(&self, max_bytes: usize) -> Result<Vec<Changeset>, StoreError> {
+        let read = self.read()?;
+        let acked = get(read.connection(), UPLOAD_CLIENT_VERSION).unwrap_or(0);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for cs in read.history()? {
+            if cs.meta.version <= acked || cs.is_empty() {
+                continue;
+            }
+            if bytes >= max_bytes && !out.is_empty() {
+                break;
+            }
+            bytes += cs.encode().len();
+            out.push(cs);
+        }
+        Ok(out)
+    }
+
+    /// Integrates a DOWNLOAD: every server changeset (its `meta.version` the server version,
+    /// `meta.last_integrated_remote_version` this file's last version the server had integrated
+    /// when it made it) is rebased over the local changesets made after that, and applied;
+    /// cursors and reciprocal forms are stored; all in one transaction. Listeners are notified
+    /// after the commit.
+    pub fn integrate_download(
+        &self,
+        entries: &[Changeset],
+        cursors: DownloadCursors,
+    ) -> Result<(), StoreError> {
+        let mut applied = Vec::new();
+        self.with_writer(|conn, schemas| {
+            let own = get(conn, CLIENT_FILE_IDENT).unwrap_or(0);
+            let history = write::read_history(conn)?;
+            let mut reciprocal = ReciprocalHistory::new();
+            {
+                let mut stmt = conn.prepare("SELECT version, changeset FROM _tandem_reciprocal")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (version, bytes) in rows {
+                    let mut cs = Changeset::decode(&bytes)
+                        .map_err(|e| StoreError::Corrupt(format!("reciprocal changeset {version}: {e}")))?;
+                    if let Some(original) = history.iter().find(|c| c.meta.version == version as u64) {
+                        cs.meta = original.meta;
+                    }
+                    reciprocal.set(cs);
+                }
+            }
+            let local: Vec<Changeset> = history
+                .into_iter()
+                .map(|mut c| {
+                    if c.meta.origin_file_ident == 0 {
+                        c.meta.origin_file_ident = own;
+                    }
+                    c
+                })
+                .collect();
+            for cs in entries {
+                let seen = cs.meta.last_integrated_remote_version;
+                let concurrent: Vec<&Changeset> =
+                    local.iter().filter(|c| c.meta.version > seen && !c.is_empty()).collect();
+                let mut batch = [cs.clone()];
+                reciprocal
+                    .integrate(&mut batch, &concurrent)
+                    .map_err(|e| StoreError::InvalidArgument(format!("cannot merge server changeset: {e}")))?;
+                reciprocal.forget_through(seen);
+                apply::apply(conn, schemas, &batch[0])?;
+                let [cs] = batch;
+                applied.push(cs);
+            }
+            conn.execute(
+                "DELETE FROM _tandem_reciprocal WHERE version <= ?1",
+                // Later server changesets were all made after the server integrated these.
+                [cursors.download_client_version as i64],
+            )?;
+            for cs in reciprocal.iter() {
+                conn.execute(
+                    "INSERT OR REPLACE INTO _tandem_reciprocal (version, changeset) VALUES (?1, ?2)",
+                    params![cs.meta.version as i64, cs.encode()],
+                )?;
+            }
+            put(conn, DOWNLOAD_SERVER_VERSION, cursors.download_server_version)?;
+            put(conn, DOWNLOAD_CLIENT_VERSION, cursors.download_client_version)?;
+            put(conn, LATEST_SERVER_VERSION, cursors.latest_server_version)?;
+            put(conn, LATEST_SERVER_VERSION_SALT, cursors.latest_server_version_salt)?;
+            let acked = get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0);
+            put(conn, UPLOAD_CLIENT_VERSION, acked.max(cursors.upload_client_version))?;
+            Ok(())
+        })?;
+        for cs in &applied {
+            self.notify_committed(cs);
+        }
+        Ok(())
+    }
+
+    /// Records that the server integrated local versions up to `client_version`.
+    pub fn acknowledge_upload(&self, client_version: u64) -> Result<(), StoreError> {
+        self.with_writer(|conn, _| {
+            let acked = get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0);
+            put(conn, UPLOAD_CLIENT_VERSION, acked.max(client_version))
+        })
+    }
+}

@@ -1,0 +1,290 @@
+//! Two local databases syncing through a server file, with every message going through the
+//! wire format: offline conflicting edits of every kind, convergence of both files with the
+//! server, and a client closed and reopened between uploading and downloading.
+#![cfg(feature = "server")]
+
+use std::path::{Path, PathBuf};
+
+use tandem::changeset::{Changeset, ChangesetMeta};
+use tandem::model::{
+    ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
+};
+use tandem::protocol::{ClientMessage, Limits, ServerMessage, UploadEntry};
+use tandem::server::ServerFile;
+use tandem::state::{Element, Field, Key, Val};
+use tandem::store::{Config, Database, DownloadCursors};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tandem-sync-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn schema() -> Schema {
+    Schema::new(vec![ClassSchema::top_level(
+        "Task",
+        "_id",
+        vec![
+            Property::new("_id", PropertyType::Int),
+            Property::new("title", PropertyType::String),
+            Property::new("count", PropertyType::Int),
+            Property::new("tags", PropertyType::String).collection(CollectionKind::List),
+        ],
+    )])
+    .unwrap()
+}
+
+fn open(path: &Path) -> Database {
+    Database::open(path, &schema(), Config::default()).unwrap()
+}
+
+fn connect(db: &Database, server: &mut ServerFile) -> u64 {
+    let p = db.sync_progress().unwrap();
+    if p.client_file_ident != 0 {
+        server
+            .check_ident(
+                p.client_file_ident,
+                p.client_file_ident_salt,
+                p.download_server_version,
+            )
+            .unwrap();
+        return p.client_file_ident;
+    }
+    let (ident, salt) = server.allocate_client_file().unwrap();
+    db.set_client_file_ident(ident, salt).unwrap();
+    ident
+}
+
+fn upload(db: &Database, server: &mut ServerFile) {
+    let ident = connect(db, server);
+    let pending = db.pending_uploads(128 << 10).unwrap();
+    let message = ClientMessage::Upload {
+        session: 1,
+        progress_client_version: 0,
+        progress_server_version: 0,
+        locked_server_version: 0,
+        entries: pending
+            .iter()
+            .map(|cs| UploadEntry {
+                client_version: cs.meta.version,
+                last_integrated_server_version: cs.meta.last_integrated_remote_version,
+                origin_timestamp: cs.meta.origin_timestamp,
+                origin_file_ident: 0,
+                changeset: cs.encode(),
+            })
+            .collect(),
+    };
+    let ClientMessage::Upload { entries, .. } =
+        ClientMessage::parse(&message.encode(), &Limits::default()).unwrap()
+    else {
+        unreachable!()
+    };
+    let done = server.integrate_upload(ident, &entries).unwrap();
+    db.acknowledge_upload(done.client_version).unwrap();
+}
+
+fn download(db: &Database, server: &mut ServerFile) {
+    let ident = connect(db, server);
+    let from = db.sync_progress().unwrap().download_server_version;
+    let batch = server.download(ident, from, 1 << 20).unwrap();
+    let message = ServerMessage::Download {
+        session: 1,
+        download_server_version: batch.download_server_version,
+        download_client_version: batch.download_client_version,
+        latest_server_version: batch.latest_server_version,
+        latest_server_version_salt: batch.latest_server_version_salt,
+        upload_client_version: batch.upload_client_version,
+        upload_server_version: 0,
+        downloadable_bytes: 0,
+        entries: batch.entries,
+    };
+    let ServerMessage::Download {
+        download_server_version,
+        download_client_version,
+        latest_server_version,
+        latest_server_version_salt,
+        upload_client_version,
+        entries,
+        ..
+    } = ServerMessage::parse(&message.encode(), &Limits::default()).unwrap()
+    else {
+        unreachable!()
+    };
+    let changesets: Vec<Changeset> = entries
+        .iter()
+        .map(|e| {
+            let mut cs = Changeset::decode(&e.changeset).unwrap();
+            cs.meta = ChangesetMeta {
+                version: e.server_version,
+                last_integrated_remote_version: e.last_integrated_client_version,
+                origin_timestamp: e.origin_timestamp,
+                origin_file_ident: e.origin_file_ident,
+            };
+            cs
+        })
+        .collect();
+    db.integrate_download(
+        &changesets,
+        DownloadCursors {
+            download_server_version,
+            download_client_version,
+            latest_server_version,
+            latest_server_version_salt,
+            upload_client_version,
+        },
+    )
+    .unwrap();
+}
+
+fn task(db: &Database, id: i64) -> Option<tandem::state::Object> {
+    db.read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(id))
+        .unwrap()
+}
+
+#[test]
+fn offline_conflicting_edits_converge() {
+    let d = dir("converge");
+    let mut server = ServerFile::open(d.join("server.sqlite")).unwrap();
+    let a_path = d.join("a.sqlite");
+    let a = open(&a_path);
+    let b = open(&d.join("b.sqlite"));
+
+    // A shared starting point.
+    let mut tx = a.begin_write().unwrap();
+    for id in 1..=3 {
+        tx.create(
+            "Task",
+            PrimaryKey::Int(id),
+            &[
+                ("title", Value::String(format!("t{id}"))),
+                ("count", Value::Int(10)),
+            ],
+        )
+        .unwrap();
+    }
+    tx.list_insert(
+        "Task",
+        &PrimaryKey::Int(1),
+        "tags",
+        0,
+        Value::String("x".into()),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    upload(&a, &mut server);
+    download(&b, &mut server);
+    upload(&b, &mut server);
+    download(&a, &mut server);
+    assert_eq!(
+        a.export_state().unwrap().objects,
+        b.export_state().unwrap().objects
+    );
+
+    // Offline, conflicting. A edits first, B later (B's field write is newer).
+    let mut tx = a.begin_write().unwrap();
+    tx.set(
+        "Task",
+        &PrimaryKey::Int(1),
+        "title",
+        Value::String("from A".into()),
+    )
+    .unwrap();
+    tx.add("Task", &PrimaryKey::Int(1), "count", 5).unwrap();
+    tx.list_insert(
+        "Task",
+        &PrimaryKey::Int(1),
+        "tags",
+        0,
+        Value::String("a".into()),
+    )
+    .unwrap();
+    tx.erase("Task", &PrimaryKey::Int(2)).unwrap();
+    tx.commit().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let mut tx = b.begin_write().unwrap();
+    tx.set(
+        "Task",
+        &PrimaryKey::Int(1),
+        "title",
+        Value::String("from B".into()),
+    )
+    .unwrap();
+    tx.add("Task", &PrimaryKey::Int(1), "count", 7).unwrap();
+    tx.list_insert(
+        "Task",
+        &PrimaryKey::Int(1),
+        "tags",
+        0,
+        Value::String("b".into()),
+    )
+    .unwrap();
+    tx.set(
+        "Task",
+        &PrimaryKey::Int(2),
+        "title",
+        Value::String("edited".into()),
+    )
+    .unwrap();
+    tx.create("Task", PrimaryKey::Int(4), &[]).unwrap();
+    tx.commit().unwrap();
+
+    // A uploads, then is closed and reopened before it downloads.
+    upload(&a, &mut server);
+    drop(a);
+    let a = open(&a_path);
+    upload(&b, &mut server);
+    download(&a, &mut server);
+    download(&b, &mut server);
+    upload(&a, &mut server);
+    upload(&b, &mut server);
+    download(&a, &mut server);
+    download(&b, &mut server);
+
+    let sa = a.export_state().unwrap();
+    let sb = b.export_state().unwrap();
+    assert_eq!(sa.objects, sb.objects, "the two files diverged");
+    assert_eq!(
+        sa.objects,
+        server.state().objects,
+        "a file diverged from the server"
+    );
+
+    let t1 = task(&a, 1).unwrap();
+    assert_eq!(
+        t1.fields["title"],
+        Field::Value(Val::String("from B".into())),
+        "last writer wins"
+    );
+    assert_eq!(
+        t1.fields["count"],
+        Field::Value(Val::Int(22)),
+        "counters add up"
+    );
+    let tags: Vec<Element> = match &t1.fields["tags"] {
+        Field::List(items) => items.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(tags.len(), 3, "both inserts kept: {tags:?}");
+    assert_eq!(
+        tags[0],
+        Element::Value(Val::String("a".into())),
+        "older insert first"
+    );
+    assert!(
+        task(&a, 2).is_none(),
+        "delete wins over a concurrent update"
+    );
+    assert!(task(&a, 4).is_some());
+    assert!(sa.objects["Task"].contains_key(&Key::Int(4)));
+
+    // Nothing acknowledged is pending; nothing duplicated on the server.
+    assert!(a.pending_uploads(1 << 20).unwrap().is_empty());
+    assert!(b.pending_uploads(1 << 20).unwrap().is_empty());
+    let before = server.latest_version();
+    upload(&a, &mut server);
+    upload(&b, &mut server);
+    assert_eq!(server.latest_version(), before);
+}
