@@ -1,9 +1,14 @@
-//! The sync server's core (cargo feature `server`): server files that own a path's history,
-//! allocate client file idents, integrate uploads with OT and serve downloads.
+//! The sync server (cargo feature `server`).
 //!
-//! The network side (`tandem-server`: TLS WebSocket listener, tokens, sessions) is not built
-//! yet; this is the part it will drive, tested by driving it with protocol messages directly.
+//! - [`ServerFile`]: one server path's durable history, client file idents, OT integration of
+//!   uploads and download batches.
+//! - [`start`]: the TLS 1.3 WebSocket listener and per-connection sessions driving them.
+//! - [`Authenticator`]: HS256 access tokens.
 
+mod auth;
 mod file;
+mod net;
 
+pub use auth::{Authenticator, Claims, MAX_TOKEN_LEN};
 pub use file::{DownloadBatch, Integrated, ServerFile};
+pub use net::{start, RunningServer, ServerConfig, StartError, MAX_DOWNLOAD_BATCH};

@@ -1,0 +1,494 @@
+//! The network side of the server: TLS 1.3 WebSocket listener, handshake (protocol version and
+//! bearer token), and the per-connection session state machine on top of [`ServerFile`]s.
+//!
+//! One connection carries any number of sessions (BIND ... UNBIND), each bound to a server path.
+//! Each path's [`ServerFile`] is shared by its sessions; after an upload is integrated, every
+//! other session bound to that path is told, and sends the new history as DOWNLOAD. A protocol
+//! violation gets an ERROR: connection-level codes (100-199) end the connection, session-level
+//! ones (200-299) end that session. Nothing a client sends reaches another client unless it was
+//! integrated and applied.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::auth::{Authenticator, Claims};
+use super::file::ServerFile;
+use crate::protocol::{self, ClientMessage, ErrorCode, Limits, ProtocolError, ServerMessage};
+
+/// Largest DOWNLOAD batch, in changeset bytes.
+pub const MAX_DOWNLOAD_BATCH: usize = 16 << 20;
+
+/// How the server runs.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Directory for the server files (one SQLite file per server path).
+    pub data_dir: PathBuf,
+    /// Certificate chain and private key, PEM. `None` serves plain `ws://`, which needs
+    /// `allow_plain_ws` (for local development only).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Allow serving without TLS.
+    pub allow_plain_ws: bool,
+    /// Verifies access tokens.
+    pub auth: Authenticator,
+    /// A connection that sends nothing (not even PING) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Message size limits.
+    pub limits: Limits,
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl RunningServer {
+    /// Stops accepting and ends every connection.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+struct Shared {
+    config: ServerConfig,
+    files: Mutex<HashMap<String, Arc<Mutex<ServerFile>>>>,
+    /// Server paths that got new versions.
+    changed: broadcast::Sender<String>,
+}
+
+fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartError(format!("reading certificate {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| StartError(format!("reading private key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| StartError(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError(format!("TLS certificate: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Starts listening; connections are served on the current tokio runtime.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError(format!("data directory {}: {e}", config.data_dir.display())))?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None if config.allow_plain_ws => None,
+        None => {
+            return Err(StartError(
+                "TLS certificate and key are required (or allow plain ws:// explicitly)".into(),
+            ))
+        }
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError(format!("listening on {}: {e}", config.listen)))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
+    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let shared = Arc::new(Shared {
+        config,
+        files: Mutex::new(HashMap::new()),
+        changed: broadcast::channel(1024).0,
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                accepted = listener.accept() => {
+                    let Ok((tcp, _)) = accepted else { continue };
+                    let shared = Arc::clone(&shared);
+                    let tls = tls.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        match tls {
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(tcp).await {
+                                    serve_connection(shared, stream, stop).await;
+                                }
+                            }
+                            None => serve_connection(shared, tcp, stop).await,
+                        }
+                    });
+                }
+            }
+        }
+    });
+    Ok(RunningServer {
+        local_addr,
+        shutdown,
+    })
+}
+
+#[allow(clippy::result_large_err)]
+fn reject(status: StatusCode, why: &str) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(why.to_owned()));
+    *response.status_mut() = status;
+    response
+}
+
+/// One bound session on a connection.
+struct Session {
+    path: String,
+    file: Arc<Mutex<ServerFile>>,
+    /// Set by IDENT.
+    client_file_ident: Option<u64>,
+    /// Last server version sent to (or known by) the client.
+    cursor: u64,
+}
+
+fn lock(file: &Mutex<ServerFile>) -> std::sync::MutexGuard<'_, ServerFile> {
+    file.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn serve_connection<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut handshake_claims: Option<Result<Claims, ProtocolError>> = None;
+    let auth = shared.config.auth.clone();
+    // The handshake's error response is large by nature (an HTTP response); it is built once.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &Request, mut response: Response| {
+        let offer = request
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let version =
+            protocol::negotiate(offer).map_err(|e| reject(StatusCode::BAD_REQUEST, &e.message))?;
+        let token = request
+            .headers()
+            .get("Authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(token) = token {
+            let verified = auth.verify(token);
+            if let Err(e) = &verified {
+                return Err(reject(StatusCode::UNAUTHORIZED, &e.message));
+            }
+            handshake_claims = Some(verified);
+        }
+        let chosen = format!("{}{version}", protocol::PROTOCOL_PREFIX);
+        if let Ok(value) = HeaderValue::from_str(&chosen) {
+            response
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", value);
+        }
+        Ok(response)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let mut changed = shared.changed.subscribe();
+    let mut sessions: HashMap<u64, Session> = HashMap::new();
+    let idle = shared.config.idle_timeout;
+    loop {
+        let outcome: Result<Vec<ServerMessage>, (ProtocolError, u64)> = tokio::select! {
+            _ = stop.changed() => return,
+            path = changed.recv() => {
+                let Ok(path) = path else { continue };
+                let mut out = Vec::new();
+                for (id, session) in sessions.iter_mut().filter(|(_, s)| s.path == path) {
+                    if session.client_file_ident.is_some() {
+                        out.extend(downloads(*id, session, false));
+                    }
+                }
+                Ok(out)
+            }
+            message = tokio::time::timeout(idle, ws.next()) => {
+                match message {
+                    Err(_) => {
+                        let _ = ws.send(Message::Binary(error(ErrorCode::ConnectionClosed, "no PING within the idle timeout", 0).encode().into())).await;
+                        return;
+                    }
+                    Ok(None) | Ok(Some(Err(_))) => return,
+                    Ok(Some(Ok(Message::Binary(bytes)))) => handle(&shared, &handshake_claims, &mut sessions, &bytes),
+                    Ok(Some(Ok(Message::Close(_)))) => return,
+                    Ok(Some(Ok(_))) => Err((ProtocolError::new(ErrorCode::BadSyntax, "sync messages are binary WebSocket messages"), 0)),
+                }
+            }
+        };
+        match outcome {
+            Ok(replies) => {
+                for reply in replies {
+                    if ws
+                        .send(Message::Binary(reply.encode().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            Err((e, session)) => {
+                let connection_level = e.code.is_connection_level() || session == 0;
+                let session = if connection_level { 0 } else { session };
+                let _ = ws
+                    .send(Message::Binary(
+                        error(e.code, &e.message, session).encode().into(),
+                    ))
+                    .await;
+                if connection_level {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+                sessions.remove(&session);
+            }
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: &str, session: u64) -> ServerMessage {
+    ServerMessage::Error {
+        code: u64::from(code.code()),
+        message: message.to_owned(),
+        try_again: matches!(
+            code,
+            ErrorCode::ConnectionClosed | ErrorCode::OtherError | ErrorCode::TokenExpired
+        ),
+        session,
+    }
+}
+
+/// DOWNLOAD messages bringing `session` up to date (`force`: send one even if empty, as an
+/// upload acknowledgement).
+fn downloads(id: u64, session: &mut Session, force: bool) -> Vec<ServerMessage> {
+    let Some(ident) = session.client_file_ident else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let file = lock(&session.file);
+    while let Ok(batch) = file.download(ident, session.cursor, MAX_DOWNLOAD_BATCH) {
+        let progressed = batch.download_server_version > session.cursor;
+        let owed_ack = force && out.is_empty();
+        if !(progressed || owed_ack) {
+            break;
+        }
+        session.cursor = batch.download_server_version;
+        out.push(ServerMessage::Download {
+            session: id,
+            download_server_version: batch.download_server_version,
+            download_client_version: batch.download_client_version,
+            latest_server_version: batch.latest_server_version,
+            latest_server_version_salt: batch.latest_server_version_salt,
+            upload_client_version: batch.upload_client_version,
+            upload_server_version: batch.latest_server_version,
+            downloadable_bytes: 0,
+            entries: batch.entries,
+        });
+        if !progressed {
+            break;
+        }
+    }
+    out
+}
+
+/// A server path as a file name: hex of its bytes, so no path can escape the data directory.
+fn file_name(path: &str) -> String {
+    let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.sqlite")
+}
+
+fn open_file(shared: &Shared, path: &str) -> Result<Arc<Mutex<ServerFile>>, ProtocolError> {
+    let mut files = shared.files.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(f) = files.get(path) {
+        return Ok(Arc::clone(f));
+    }
+    let file = ServerFile::open(shared.config.data_dir.join(file_name(path)))?;
+    let file = Arc::new(Mutex::new(file));
+    files.insert(path.to_owned(), Arc::clone(&file));
+    Ok(file)
+}
+
+fn handle(
+    shared: &Shared,
+    handshake: &Option<Result<Claims, ProtocolError>>,
+    sessions: &mut HashMap<u64, Session>,
+    bytes: &[u8],
+) -> Result<Vec<ServerMessage>, (ProtocolError, u64)> {
+    let message = ClientMessage::parse(bytes, &shared.config.limits).map_err(|e| (e, 0))?;
+    match message {
+        ClientMessage::Bind {
+            session,
+            path,
+            token,
+            need_client_file_ident,
+            ..
+        } => {
+            let fail = |code, why: String| Err((ProtocolError::new(code, why), session));
+            if session == 0 || sessions.contains_key(&session) {
+                return Err((
+                    ProtocolError::new(
+                        ErrorCode::ReuseOfSessionIdent,
+                        format!("session {session} is in use"),
+                    ),
+                    0,
+                ));
+            }
+            if !path.starts_with('/') || path.contains('\0') {
+                return fail(
+                    ErrorCode::IllegalRealmPath,
+                    format!("illegal server path {path:?}"),
+                );
+            }
+            let claims = if token.is_empty() {
+                match handshake {
+                    Some(Ok(c)) => c.clone(),
+                    _ => return fail(ErrorCode::BadAuthentication, "no access token".into()),
+                }
+            } else {
+                shared
+                    .config
+                    .auth
+                    .verify(&token)
+                    .map_err(|e| (e, session))?
+            };
+            if !claims.allows(&path) {
+                return fail(
+                    ErrorCode::PermissionDenied,
+                    format!("the token does not allow {path}"),
+                );
+            }
+            let file = open_file(shared, &path).map_err(|e| (e, session))?;
+            let mut replies = Vec::new();
+            if need_client_file_ident {
+                let (ident, salt) = lock(&file)
+                    .allocate_client_file()
+                    .map_err(|e| (e, session))?;
+                replies.push(ServerMessage::Ident {
+                    session,
+                    client_file_ident: ident,
+                    client_file_ident_salt: salt,
+                });
+            }
+            sessions.insert(
+                session,
+                Session {
+                    path,
+                    file,
+                    client_file_ident: None,
+                    cursor: 0,
+                },
+            );
+            Ok(replies)
+        }
+        ClientMessage::Ident {
+            session,
+            client_file_ident,
+            client_file_ident_salt,
+            download_server_version,
+            ..
+        } => {
+            let s = sessions.get_mut(&session).ok_or_else(|| {
+                (
+                    ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {session}")),
+                    0,
+                )
+            })?;
+            if s.client_file_ident.is_some() {
+                return Err((
+                    ProtocolError::new(ErrorCode::BadMessageOrder, "IDENT sent twice"),
+                    0,
+                ));
+            }
+            lock(&s.file)
+                .check_ident(
+                    client_file_ident,
+                    client_file_ident_salt,
+                    download_server_version,
+                )
+                .map_err(|e| (e, session))?;
+            s.client_file_ident = Some(client_file_ident);
+            s.cursor = download_server_version;
+            Ok(downloads(session, s, true))
+        }
+        ClientMessage::Upload {
+            session, entries, ..
+        } => {
+            let s = sessions.get_mut(&session).ok_or_else(|| {
+                (
+                    ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {session}")),
+                    0,
+                )
+            })?;
+            let Some(ident) = s.client_file_ident else {
+                return Err((
+                    ProtocolError::new(ErrorCode::BadMessageOrder, "UPLOAD before IDENT"),
+                    0,
+                ));
+            };
+            let integrated = lock(&s.file)
+                .integrate_upload(ident, &entries)
+                .map_err(|e| (e, session))?;
+            if !integrated.versions.is_empty() {
+                let _ = shared.changed.send(s.path.clone());
+            }
+            Ok(downloads(session, s, true))
+        }
+        ClientMessage::Mark {
+            session,
+            request_ident,
+        } => {
+            let s = sessions.get_mut(&session).ok_or_else(|| {
+                (
+                    ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {session}")),
+                    0,
+                )
+            })?;
+            let mut replies = downloads(session, s, false);
+            replies.push(ServerMessage::Mark {
+                session,
+                request_ident,
+            });
+            Ok(replies)
+        }
+        ClientMessage::Unbind { session } => {
+            sessions.remove(&session);
+            Ok(vec![ServerMessage::Unbound { session }])
+        }
+        ClientMessage::Ping { timestamp, .. } => Ok(vec![ServerMessage::Pong { timestamp }]),
+        ClientMessage::JsonError { session, .. } => {
+            sessions.remove(&session);
+            Ok(vec![ServerMessage::Unbound { session }])
+        }
+    }
+}
