@@ -14,6 +14,8 @@
 #![warn(missing_docs)]
 
 pub mod changeset;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod model;
 pub mod ot;
 pub mod protocol;

@@ -229,6 +229,8 @@ pub struct Database {
     /// Idle read connections.
     readers: Mutex<Vec<Connection>>,
     notifier: Arc<notify::Notifier>,
+    /// Called after every local commit (see [`Database::on_local_commit`]).
+    commit_hooks: Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl Drop for Database {
@@ -300,6 +302,7 @@ impl Database {
             },
             readers: Mutex::new(Vec::new()),
             notifier: notify::Notifier::new(path.clone(), config.clone()),
+            commit_hooks: Mutex::new(Vec::new()),
             path,
             config,
         })
@@ -330,6 +333,27 @@ impl Database {
         let current = self.read()?.query(class, query, args)?;
         self.notifier
             .observe_results(current, class, query, args, Box::new(listener))
+    }
+
+    /// Registers `hook`, called on the committing thread right after every local write
+    /// transaction commits (not for remote changesets). It must return quickly: the sync
+    /// session uses it to wake its uploader.
+    pub fn on_local_commit(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        self.commit_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+
+    pub(crate) fn run_commit_hooks(&self) {
+        let hooks = self
+            .commit_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for hook in hooks {
+            hook();
+        }
     }
 
     pub(crate) fn notify_committed(&self, changeset: &Changeset) {

@@ -842,6 +842,9 @@ impl<'db> WriteTransaction<'db> {
         if let Some(touched) = touched {
             self.db.notifier.committed(touched);
         }
+        if version.is_some() {
+            self.db.run_commit_hooks();
+        }
         Ok(version)
     }
 
