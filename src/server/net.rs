@@ -55,9 +55,16 @@ pub struct RunningServer {
     /// The address it listens on.
     pub local_addr: SocketAddr,
     shutdown: tokio::sync::watch::Sender<bool>,
+    shared: Arc<Shared>,
 }
 
 impl RunningServer {
+    /// The materialized state of a server path, if a client has bound to it since start.
+    pub fn state_of(&self, path: &str) -> Option<crate::state::State> {
+        let files = self.shared.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.get(path).map(|f| lock(f).state().clone())
+    }
+
     /// Stops accepting and ends every connection.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -126,7 +133,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         files: Mutex::new(HashMap::new()),
         changed: broadcast::channel(1024).0,
     });
+    let accept_shared = Arc::clone(&shared);
     tokio::spawn(async move {
+        let shared = accept_shared;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -152,6 +161,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     Ok(RunningServer {
         local_addr,
         shutdown,
+        shared,
     })
 }
 
