@@ -73,6 +73,7 @@ fn store_matches_reference_applier() {
                     match (&oracle_result, &store_result) {
                         (Ok(()), Ok(())) => oracle = copy,
                         (Err(a), Err(StoreError::Rejected(b))) => {
+                            assert_eq!(copy, oracle, "a refused changeset left changes behind");
                             assert_eq!(
                                 std::mem::discriminant(a),
                                 std::mem::discriminant(b),

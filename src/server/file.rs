@@ -252,15 +252,24 @@ impl ServerFile {
     }
 
     fn history_from(&self, after: u64) -> Result<Vec<Changeset>, ProtocolError> {
+        self.history_from_except(after, 0)
+    }
+
+    /// The history after `after`, without the changesets of client file `except` (0: none).
+    fn history_from_except(
+        &self,
+        after: u64,
+        except: u64,
+    ) -> Result<Vec<Changeset>, ProtocolError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
-                 FROM history WHERE version > ?1 ORDER BY version",
+                 FROM history WHERE version > ?1 AND origin_file_ident != ?2 ORDER BY version",
             )
             .map_err(sql_err)?;
         let rows = stmt
-            .query_map([after as i64], Self::row_to_changeset)
+            .query_map(params![after as i64, except as i64], Self::row_to_changeset)
             .map_err(sql_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql_err)?;
@@ -293,77 +302,110 @@ impl ServerFile {
         Ok(v.unwrap_or(0) as u64)
     }
 
-    /// Integrates an upload from `client`, entry by entry, in one durable transaction. Entries
-    /// already integrated (a resend after a reconnect) are skipped. A changeset that does not
-    /// decode, cannot be merged or does not apply refuses the whole upload (212) and changes
-    /// nothing.
+    /// Integrates an upload from `client`, entry by entry, and stores what it produced in one
+    /// durable transaction before returning. Entries already integrated (a resend after a
+    /// reconnect) are skipped. An entry that does not decode, cannot be merged or does not apply
+    /// is refused (212; 209 for a base version from the future): the entries before it are kept
+    /// (and acknowledged the next time), it and the ones after it change nothing.
     pub fn integrate_upload(
         &mut self,
         client: u64,
         entries: &[UploadEntry],
     ) -> Result<Integrated, ProtocolError> {
         let mut done = self.integrated_client_version(client, self.latest)?;
-        let mut state = self.state.clone();
-        let mut reciprocal = self.reciprocal.get(&client).cloned().unwrap_or_default();
+        let mut reciprocal = self.reciprocal.remove(&client).unwrap_or_default();
         let mut appended: Vec<Changeset> = Vec::new();
-        let mut latest = self.latest;
+        let mut refused = None;
         for entry in entries {
             if entry.client_version <= done {
                 continue;
             }
-            if entry.last_integrated_server_version > latest {
-                return Err(ProtocolError::new(
-                    ErrorCode::BadServerVersion,
-                    format!(
-                        "changeset {} claims server version {}, the server has {latest}",
-                        entry.client_version, entry.last_integrated_server_version
-                    ),
-                ));
+            let before = reciprocal.clone();
+            match self.integrate_one(client, entry, &mut reciprocal) {
+                Ok(integrated) => {
+                    done = entry.client_version;
+                    appended.push(integrated);
+                }
+                Err(e) => {
+                    reciprocal = before;
+                    refused = Some(e);
+                    break;
+                }
             }
-            let mut incoming = Changeset::decode(&entry.changeset)
-                .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
-            incoming.meta = ChangesetMeta {
-                version: entry.client_version,
-                last_integrated_remote_version: entry.last_integrated_server_version,
-                origin_timestamp: entry.origin_timestamp,
-                origin_file_ident: client,
-            };
-            let base = entry.last_integrated_server_version;
-            let mut concurrent: Vec<Changeset> = self
-                .history_from(base)?
-                .into_iter()
-                .filter(|c| c.meta.origin_file_ident != client)
-                .collect();
-            concurrent.extend(
-                appended
-                    .iter()
-                    .filter(|c| c.meta.origin_file_ident != client)
-                    .cloned(),
-            );
-            let refs: Vec<&Changeset> = concurrent.iter().collect();
-            let mut batch = [incoming];
-            reciprocal
-                .integrate(&mut batch, &refs)
-                .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
-            reciprocal.forget_through(base);
-            let [mut integrated] = batch;
-            state
-                .apply(&integrated)
-                .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
-            latest += 1;
-            integrated.meta.version = latest;
-            integrated.meta.last_integrated_remote_version = entry.client_version;
-            appended.push(integrated);
-            done = entry.client_version;
         }
-        if appended.is_empty() {
-            return Ok(Integrated {
-                versions: Vec::new(),
+        let stored = if appended.is_empty() {
+            Ok(())
+        } else {
+            self.store(client, &appended, &reciprocal)
+        };
+        self.reciprocal.insert(client, reciprocal);
+        if let Err(e) = stored {
+            // Memory ran ahead of the disk: start again from what is stored.
+            let reopened = self.reload();
+            return Err(reopened.err().unwrap_or(e));
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(Integrated {
+                versions: appended.iter().map(|c| c.meta.version).collect(),
                 client_version: done,
-            });
+            }),
         }
+    }
+
+    /// Transforms one uploaded changeset and applies it to the materialized state (atomically).
+    fn integrate_one(
+        &mut self,
+        client: u64,
+        entry: &UploadEntry,
+        reciprocal: &mut ReciprocalHistory,
+    ) -> Result<Changeset, ProtocolError> {
+        if entry.last_integrated_server_version > self.latest {
+            return Err(ProtocolError::new(
+                ErrorCode::BadServerVersion,
+                format!(
+                    "changeset {} claims server version {}, the server has {}",
+                    entry.client_version, entry.last_integrated_server_version, self.latest
+                ),
+            ));
+        }
+        let mut incoming = Changeset::decode(&entry.changeset)
+            .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
+        incoming.meta = ChangesetMeta {
+            version: entry.client_version,
+            last_integrated_remote_version: entry.last_integrated_server_version,
+            origin_timestamp: entry.origin_timestamp,
+            origin_file_ident: client,
+        };
+        let base = entry.last_integrated_server_version;
+        // Entries of this upload appended so far are in memory only; they are the uploader's own
+        // and never concurrent with it.
+        let concurrent: Vec<Changeset> = self.history_from_except(base, client)?;
+        let refs: Vec<&Changeset> = concurrent.iter().collect();
+        let mut batch = [incoming];
+        reciprocal
+            .integrate(&mut batch, &refs)
+            .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
+        let [mut integrated] = batch;
+        self.state
+            .apply(&integrated)
+            .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
+        reciprocal.forget_through(base);
+        self.latest += 1;
+        integrated.meta.version = self.latest;
+        integrated.meta.last_integrated_remote_version = entry.client_version;
+        Ok(integrated)
+    }
+
+    /// Writes appended changesets and the client's reciprocal forms in one transaction.
+    fn store(
+        &self,
+        client: u64,
+        appended: &[Changeset],
+        reciprocal: &ReciprocalHistory,
+    ) -> Result<(), ProtocolError> {
         let tx = self.conn.unchecked_transaction().map_err(sql_err)?;
-        for cs in &appended {
+        for cs in appended {
             tx.execute(
                 "INSERT INTO history (version, changeset, origin_file_ident, origin_timestamp, client_version)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -389,14 +431,18 @@ impl ServerFile {
             )
             .map_err(sql_err)?;
         }
-        tx.commit().map_err(sql_err)?;
-        self.state = state;
-        self.reciprocal.insert(client, reciprocal);
-        self.latest = latest;
-        Ok(Integrated {
-            versions: appended.iter().map(|c| c.meta.version).collect(),
-            client_version: done,
-        })
+        tx.commit().map_err(sql_err)
+    }
+
+    /// Rebuilds the in-memory state, version and reciprocal forms from the stored history.
+    fn reload(&mut self) -> Result<(), ProtocolError> {
+        let path = self
+            .conn
+            .path()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
+        *self = ServerFile::open(path)?;
+        Ok(())
     }
 
     /// The history after `after` that `client` has not seen (its own changesets are skipped but

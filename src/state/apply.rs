@@ -80,10 +80,46 @@ enum Step {
 impl State {
     /// Applies a changeset atomically: all instructions, or on error none of them.
     pub fn apply(&mut self, changeset: &Changeset) -> Result<(), ApplyError> {
-        let mut next = self.clone();
+        // Undo log: the prior version of every object the changeset touches (taken before its
+        // first change), or a copy of everything if it changes the schema. Cheap for the common
+        // case, and a failed changeset leaves the state exactly as it was.
+        let mut full_backup: Option<State> = None;
+        let mut undo: Vec<(String, Key, Option<super::Object>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (index, instruction) in changeset.instructions.iter().enumerate() {
-            next.apply_one(changeset, instruction)
-                .map_err(|fault| match fault {
+            if full_backup.is_none() {
+                if instruction.is_schema_change() {
+                    full_backup = Some(self.clone());
+                } else if let Some((table, pk)) = instruction.object() {
+                    if let (Some(name), Some(key)) =
+                        (changeset.string(table), Key::resolve(pk, changeset))
+                    {
+                        if seen.insert((name.to_owned(), key.clone())) {
+                            let prior = self.objects.get(name).and_then(|o| o.get(&key)).cloned();
+                            undo.push((name.to_owned(), key, prior));
+                        }
+                    }
+                }
+            }
+            if let Err(fault) = self.apply_one(changeset, instruction) {
+                match full_backup {
+                    Some(backup) => *self = backup,
+                    None => {
+                        for (table, key, prior) in undo.into_iter().rev() {
+                            if let Some(objects) = self.objects.get_mut(&table) {
+                                match prior {
+                                    Some(object) => {
+                                        objects.insert(key, object);
+                                    }
+                                    None => {
+                                        objects.remove(&key);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                return Err(match fault {
                     Fault::Bad(reason) => ApplyError::BadChangeset {
                         instruction: index,
                         reason,
@@ -92,9 +128,9 @@ impl State {
                         instruction: index,
                         reason,
                     },
-                })?;
+                });
+            }
         }
-        *self = next;
         Ok(())
     }
 

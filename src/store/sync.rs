@@ -115,8 +115,8 @@ impl Database {
         let acked = get(read.connection(), UPLOAD_CLIENT_VERSION).unwrap_or(0);
         let mut out = Vec::new();
         let mut bytes = 0;
-        for cs in read.history()? {
-            if cs.meta.version <= acked || cs.is_empty() {
+        for cs in write::read_history_after(read.connection(), acked)? {
+            if cs.is_empty() {
                 continue;
             }
             if bytes >= max_bytes && !out.is_empty() {
@@ -141,12 +141,25 @@ impl Database {
         let mut applied = Vec::new();
         self.with_writer(|conn, schemas| {
             let own = get(conn, CLIENT_FILE_IDENT).unwrap_or(0);
-            let history = write::read_history(conn)?;
+            // Only local changesets after the oldest one an entry may be concurrent with.
+            let floor = entries
+                .iter()
+                .map(|c| c.meta.last_integrated_remote_version)
+                .min()
+                .unwrap_or(u64::MAX);
+            let history = if entries.is_empty() {
+                Vec::new()
+            } else {
+                write::read_history_after(conn, floor)?
+            };
             let mut reciprocal = ReciprocalHistory::new();
             {
-                let mut stmt = conn.prepare("SELECT version, changeset FROM _tandem_reciprocal")?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT version, changeset FROM _tandem_reciprocal WHERE version > ?1")?;
                 let rows = stmt
-                    .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+                    .query_map([floor.min(i64::MAX as u64) as i64], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                    })?
                     .collect::<Result<Vec<_>, _>>()?;
                 for (version, bytes) in rows {
                     let mut cs = Changeset::decode(&bytes)

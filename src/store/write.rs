@@ -68,11 +68,19 @@ pub(crate) fn append_history(
 
 /// The whole history, oldest first.
 pub(crate) fn read_history(conn: &Connection) -> Result<Vec<Changeset>, StoreError> {
-    let mut stmt = conn.prepare(
+    read_history_after(conn, 0)
+}
+
+/// The history entries with a version above `after`, oldest first.
+pub(crate) fn read_history_after(
+    conn: &Connection,
+    after: u64,
+) -> Result<Vec<Changeset>, StoreError> {
+    let mut stmt = conn.prepare_cached(
         "SELECT version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident
-         FROM _tandem_history ORDER BY version",
+         FROM _tandem_history WHERE version > ?1 ORDER BY version",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([after as i64], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, Vec<u8>>(1)?,

@@ -1,0 +1,215 @@
+//! Sync benchmark over loopback with TLS 1.3, a real `tandem-server` and real client sessions.
+//!
+//! - latency from a commit on client A to the results listener on client B running (p50, p99
+//!   over 1,000 changes);
+//! - 10,000 small changesets committed on A and received by B (changesets per second);
+//! - a fresh client downloading 100,000 objects: time until queryable, peak heap of the process
+//!   while it downloads, and the size of the history it received.
+//!
+//! Run: `cargo bench --features server --bench sync`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tandem::client::{SyncConfig, SyncSession};
+use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
+use tandem::protocol::Limits;
+use tandem::server::{start, Authenticator, ServerConfig};
+use tandem::store::{Config, Database};
+
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const SECRET: &[u8] = b"benchmark secret, benchmark secret";
+
+fn schema() -> Schema {
+    Schema::new(vec![ClassSchema::top_level(
+        "Item",
+        "_id",
+        vec![
+            Property::new("_id", PropertyType::Int),
+            Property::new("name", PropertyType::String),
+            Property::new("n", PropertyType::Int),
+        ],
+    )])
+    .unwrap()
+}
+
+fn session(dir: &Path, port: u16, db: &Arc<Database>, path: &str) -> SyncSession {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    SyncSession::start(
+        Arc::clone(db),
+        SyncConfig {
+            url: format!("wss://localhost:{port}/"),
+            path: path.into(),
+            token: Authenticator::hs256(SECRET).issue("bench", now + 3600, &["*"]),
+            ca_file: Some(dir.join("cert.pem")),
+            allow_insecure: false,
+        },
+    )
+    .unwrap()
+}
+
+fn count(db: &Database) -> usize {
+    db.read()
+        .unwrap()
+        .query("Item", "TRUEPREDICATE", &[])
+        .unwrap()
+        .len()
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "benchmark step did not finish in 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("tandem-syncbench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime
+        .block_on(start(ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.join("server"),
+            tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
+            allow_plain_ws: false,
+            auth: Authenticator::hs256(SECRET),
+            idle_timeout: Duration::from_secs(600),
+            limits: Limits::default(),
+        }))
+        .unwrap();
+    let port = server.local_addr.port();
+
+    // 1. Latency: commit on A until B's results listener runs.
+    let a = Arc::new(Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap());
+    let b = Arc::new(Database::open(dir.join("b.sqlite"), &schema(), Config::default()).unwrap());
+    let _sa = session(&dir, port, &a, "/latency");
+    let _sb = session(&dir, port, &b, "/latency");
+    let (tx, rx) = channel::<Instant>();
+    let _token = b
+        .observe_query("Item", "TRUEPREDICATE", &[], move |_| {
+            let _ = tx.send(Instant::now());
+        })
+        .unwrap();
+    let mut samples = Vec::new();
+    for i in 0..1_000 {
+        let mut w = a.begin_write().unwrap();
+        w.upsert("Item", PrimaryKey::Int(i), &[("n", Value::Int(i))])
+            .unwrap();
+        let start = Instant::now();
+        w.commit().unwrap();
+        let seen = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("B was notified");
+        samples.push(seen.saturating_duration_since(start));
+        while rx.try_recv().is_ok() {}
+    }
+    println!("commit on A -> listener on B, 1,000 changes over TLS loopback:");
+    println!(
+        "  p50 {:?}  p99 {:?}",
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99)
+    );
+
+    // 2. Throughput: 10,000 small changesets from A received by B.
+    let c = Arc::new(Database::open(dir.join("c.sqlite"), &schema(), Config::default()).unwrap());
+    let d = Arc::new(Database::open(dir.join("d.sqlite"), &schema(), Config::default()).unwrap());
+    let _sc = session(&dir, port, &c, "/throughput");
+    let _sd = session(&dir, port, &d, "/throughput");
+    let start = Instant::now();
+    for i in 0..10_000 {
+        let mut w = c.begin_write().unwrap();
+        w.upsert("Item", PrimaryKey::Int(i), &[("n", Value::Int(i))])
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let committed = start.elapsed();
+    wait_for(|| count(&d) == 10_000);
+    let received = start.elapsed();
+    println!("10,000 small changesets, committed on C and received by D:");
+    println!(
+        "  committed in {:.2} s, all received in {:.2} s: {:.0} changesets/s end to end",
+        committed.as_secs_f64(),
+        received.as_secs_f64(),
+        10_000.0 / received.as_secs_f64()
+    );
+
+    // 3. A fresh client downloading 100,000 objects.
+    let e = Arc::new(Database::open(dir.join("e.sqlite"), &schema(), Config::default()).unwrap());
+    let mut w = e.begin_write().unwrap();
+    for i in 0..100_000 {
+        w.create(
+            "Item",
+            PrimaryKey::Int(i),
+            &[
+                ("name", Value::String(format!("item {i}"))),
+                ("n", Value::Int(i)),
+            ],
+        )
+        .unwrap();
+    }
+    w.commit().unwrap();
+    let history_bytes: usize = e.history().unwrap().iter().map(|c| c.encode().len()).sum();
+    let _se = session(&dir, port, &e, "/bulk");
+    wait_for(|| e.pending_uploads(1).unwrap().is_empty());
+    drop(_se);
+    let f = Arc::new(Database::open(dir.join("f.sqlite"), &schema(), Config::default()).unwrap());
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let start = Instant::now();
+    let _sf = session(&dir, port, &f, "/bulk");
+    wait_for(|| count(&f) == 100_000);
+    let elapsed = start.elapsed();
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    println!(
+        "fresh client downloading 100,000 objects (history {history_bytes} bytes uncompressed):"
+    );
+    println!(
+        "  queryable after {:.2} s; peak heap growth of the process {:.1} MiB",
+        elapsed.as_secs_f64(),
+        peak as f64 / (1024.0 * 1024.0)
+    );
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
