@@ -63,13 +63,7 @@ impl Client {
             locked_server_version: 0,
             entries: self.history[self.acked as usize..]
                 .iter()
-                .map(|cs| UploadEntry {
-                    client_version: cs.meta.version,
-                    last_integrated_server_version: cs.meta.last_integrated_remote_version,
-                    origin_timestamp: cs.meta.origin_timestamp,
-                    origin_file_ident: 0,
-                    changeset: cs.encode(),
-                })
+                .map(UploadEntry::from_changeset)
                 .collect(),
         };
         let ClientMessage::Upload { entries, .. } =
@@ -104,13 +98,7 @@ impl Client {
             unreachable!()
         };
         for entry in entries {
-            let mut cs = Changeset::decode(&entry.changeset).unwrap();
-            cs.meta = ChangesetMeta {
-                version: entry.server_version,
-                last_integrated_remote_version: entry.last_integrated_client_version,
-                origin_timestamp: entry.origin_timestamp,
-                origin_file_ident: entry.origin_file_ident,
-            };
+            let cs = entry.to_changeset().unwrap();
             let seen = entry.last_integrated_client_version;
             let concurrent: Vec<&Changeset> = self.history[seen as usize..].iter().collect();
             let mut batch = [cs];

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tandem::changeset::{Changeset, ChangesetMeta};
+use tandem::changeset::Changeset;
 use tandem::model::{
     ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
 };
@@ -64,16 +64,7 @@ fn upload(db: &Database, server: &mut ServerFile) {
         progress_client_version: 0,
         progress_server_version: 0,
         locked_server_version: 0,
-        entries: pending
-            .iter()
-            .map(|cs| UploadEntry {
-                client_version: cs.meta.version,
-                last_integrated_server_version: cs.meta.last_integrated_remote_version,
-                origin_timestamp: cs.meta.origin_timestamp,
-                origin_file_ident: 0,
-                changeset: cs.encode(),
-            })
-            .collect(),
+        entries: pending.iter().map(UploadEntry::from_changeset).collect(),
     };
     let ClientMessage::Upload { entries, .. } =
         ClientMessage::parse(&message.encode(), &Limits::default()).unwrap()
@@ -111,19 +102,7 @@ fn download(db: &Database, server: &mut ServerFile) {
     else {
         unreachable!()
     };
-    let changesets: Vec<Changeset> = entries
-        .iter()
-        .map(|e| {
-            let mut cs = Changeset::decode(&e.changeset).unwrap();
-            cs.meta = ChangesetMeta {
-                version: e.server_version,
-                last_integrated_remote_version: e.last_integrated_client_version,
-                origin_timestamp: e.origin_timestamp,
-                origin_file_ident: e.origin_file_ident,
-            };
-            cs
-        })
-        .collect();
+    let changesets: Vec<Changeset> = entries.iter().map(|e| e.to_changeset().unwrap()).collect();
     db.integrate_download(
         &changesets,
         DownloadCursors {

@@ -23,7 +23,7 @@ use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::changeset::{Changeset, ChangesetMeta};
+use crate::changeset::Changeset;
 use crate::protocol::{self, ClientMessage, Limits, ServerMessage, UploadEntry};
 use crate::store::{Database, DownloadCursors, StoreError};
 
@@ -277,15 +277,8 @@ fn to_changesets(entries: Vec<crate::protocol::DownloadEntry>) -> Result<Vec<Cha
     entries
         .into_iter()
         .map(|e| {
-            let mut cs = Changeset::decode(&e.changeset)
-                .map_err(|err| fail(format!("server sent a bad changeset: {err}")))?;
-            cs.meta = ChangesetMeta {
-                version: e.server_version,
-                last_integrated_remote_version: e.last_integrated_client_version,
-                origin_timestamp: e.origin_timestamp,
-                origin_file_ident: e.origin_file_ident,
-            };
-            Ok(cs)
+            e.to_changeset()
+                .map_err(|err| fail(format!("server sent a bad changeset: {err}")))
         })
         .collect()
 }
@@ -354,16 +347,10 @@ where
                 .into_iter()
                 .filter(|cs| cs.meta.version > uploaded_through)
                 .scan(0usize, |bytes, cs| {
-                    let data = cs.encode();
+                    let entry = UploadEntry::from_changeset(&cs);
                     let first = *bytes == 0;
-                    *bytes += data.len();
-                    (first || *bytes <= UPLOAD_BATCH).then_some(UploadEntry {
-                        client_version: cs.meta.version,
-                        last_integrated_server_version: cs.meta.last_integrated_remote_version,
-                        origin_timestamp: cs.meta.origin_timestamp,
-                        origin_file_ident: 0,
-                        changeset: data,
-                    })
+                    *bytes += entry.changeset.len();
+                    (first || *bytes <= UPLOAD_BATCH).then_some(entry)
                 })
                 .collect();
             if let Some(last) = entries.last() {

@@ -7,6 +7,7 @@
 
 use super::error::{ErrorCode, ProtocolError};
 use crate::changeset::compression::{compress_body, decompress_body};
+use crate::changeset::{Changeset, ChangesetError, ChangesetMeta};
 
 /// Size limits a receiver enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,32 @@ pub struct UploadEntry {
     pub changeset: Vec<u8>,
 }
 
+impl UploadEntry {
+    /// The entry for a local changeset (its `meta` holds client version, base server version
+    /// and origin timestamp); the origin file ident is 0, "the uploading file".
+    pub fn from_changeset(cs: &Changeset) -> Self {
+        UploadEntry {
+            client_version: cs.meta.version,
+            last_integrated_server_version: cs.meta.last_integrated_remote_version,
+            origin_timestamp: cs.meta.origin_timestamp,
+            origin_file_ident: 0,
+            changeset: cs.encode(),
+        }
+    }
+
+    /// The uploaded changeset, decoded, with its metadata (`origin_file_ident` is the uploader).
+    pub fn to_changeset(&self, uploader: u64) -> Result<Changeset, ChangesetError> {
+        let mut cs = Changeset::decode(&self.changeset)?;
+        cs.meta = ChangesetMeta {
+            version: self.client_version,
+            last_integrated_remote_version: self.last_integrated_server_version,
+            origin_timestamp: self.origin_timestamp,
+            origin_file_ident: uploader,
+        };
+        Ok(cs)
+    }
+}
+
 /// One changeset in a DOWNLOAD body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DownloadEntry {
@@ -62,6 +89,22 @@ pub struct DownloadEntry {
     pub original_changeset_size: u64,
     /// Encoded changeset.
     pub changeset: Vec<u8>,
+}
+
+impl DownloadEntry {
+    /// The downloaded changeset, decoded; its `meta.version` is the server version and
+    /// `meta.last_integrated_remote_version` the receiver's last version the server had
+    /// integrated when it made it.
+    pub fn to_changeset(&self) -> Result<Changeset, ChangesetError> {
+        let mut cs = Changeset::decode(&self.changeset)?;
+        cs.meta = ChangesetMeta {
+            version: self.server_version,
+            last_integrated_remote_version: self.last_integrated_client_version,
+            origin_timestamp: self.origin_timestamp,
+            origin_file_ident: self.origin_file_ident,
+        };
+        Ok(cs)
+    }
 }
 
 /// Messages a client sends.

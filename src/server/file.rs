@@ -369,14 +369,9 @@ impl ServerFile {
                 ),
             ));
         }
-        let mut incoming = Changeset::decode(&entry.changeset)
+        let incoming = entry
+            .to_changeset(client)
             .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
-        incoming.meta = ChangesetMeta {
-            version: entry.client_version,
-            last_integrated_remote_version: entry.last_integrated_server_version,
-            origin_timestamp: entry.origin_timestamp,
-            origin_file_ident: client,
-        };
         let base = entry.last_integrated_server_version;
         // Entries of this upload appended so far are in memory only; they are the uploader's own
         // and never concurrent with it.
