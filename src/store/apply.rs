@@ -205,14 +205,7 @@ pub(crate) fn store_value(column: &ColumnSpec, v: &Val) -> (Sql, i64) {
 
 impl Applier<'_> {
     fn top_level_row(&self, class: &str, key: &Key) -> Res<Option<i64>> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT _id FROM {} WHERE _pk IS ?1",
-                object_table(class)
-            ))?
-            .query_row([codec::encode_key(key)], |r| r.get(0))
-            .optional()?)
+        Ok(layout::row_id(self.conn, class, key)?)
     }
 
     fn instruction(&mut self, cs: &Changeset, instruction: &Instruction) -> Res<()> {

@@ -54,6 +54,22 @@ pub(crate) fn collection_table(class: &str, prop: &str, kind: CollectionType) ->
     quote(&format!("{tag}:{class}:{prop}"))
 }
 
+/// The row id of the top-level object of `class` with primary key `key`, if it exists (an
+/// indexed lookup on `_pk`).
+pub(crate) fn row_id(
+    conn: &Connection,
+    class: &str,
+    key: &crate::state::Key,
+) -> rusqlite::Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(&format!(
+        "SELECT _id FROM {} WHERE _pk IS ?1",
+        object_table(class)
+    ))?
+    .query_row([super::codec::encode_key(key)], |r| r.get(0))
+    .optional()
+}
+
 /// Creates the metadata tables of a new file, or checks the format of an existing one.
 pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

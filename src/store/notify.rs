@@ -362,16 +362,7 @@ fn read_object(conn: &Connection, schemas: &Schemas, class: &str, key: &Key) -> 
     ) {
         return None;
     }
-    let id: i64 = conn
-        .query_row(
-            &format!(
-                "SELECT _id FROM {} WHERE _pk IS ?1",
-                super::layout::object_table(class)
-            ),
-            [super::codec::encode_key(key)],
-            |r| r.get(0),
-        )
-        .ok()?;
+    let id = layout::row_id(conn, class, key).ok()??;
     read::read_object(conn, schemas, class, id).ok()
 }
 

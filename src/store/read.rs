@@ -1,7 +1,7 @@
 //! Reading objects back out of the SQLite layout, as [`crate::state`] values.
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::apply::read_mixed_link;
 use super::codec::{self, EMBEDDED_KIND};
@@ -204,14 +204,7 @@ impl<'db> ReadTransaction<'db> {
                 )))
             }
         }
-        let id: Option<i64> = self
-            .conn()
-            .prepare_cached(&format!(
-                "SELECT _id FROM {} WHERE _pk IS ?1",
-                object_table(class)
-            ))?
-            .query_row([codec::encode_key(&to_key(key))], |r| r.get(0))
-            .optional()?;
+        let id = layout::row_id(self.conn(), class, &to_key(key))?;
         match id {
             Some(id) => Ok(Some(read_object(self.conn(), &self.schemas, class, id)?)),
             None => Ok(None),

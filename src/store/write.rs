@@ -9,7 +9,7 @@
 use std::sync::MutexGuard;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::apply::{apply_instructions, store_value};
 use super::codec;
@@ -241,14 +241,7 @@ impl<'db> WriteTransaction<'db> {
                 "no top-level class {class}"
             )));
         }
-        Ok(self
-            .conn()
-            .prepare_cached(&format!(
-                "SELECT _id FROM {} WHERE _pk IS ?1",
-                object_table(class)
-            ))?
-            .query_row([codec::encode_key(&to_key(key))], |r| r.get(0))
-            .optional()?)
+        Ok(super::layout::row_id(self.conn(), class, &to_key(key))?)
     }
 
     fn list_len(&self, class: &str, key: &PrimaryKey, prop: &str) -> Result<u32, StoreError> {
