@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tandem::client::{SyncConfig, SyncSession};
 use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
 use tandem::protocol::Limits;
-use tandem::server::{start, Authenticator, ServerConfig};
+use tandem::server::{start, Authenticator, ServerConfig, TokenSigner};
 use tandem::store::{Config, Database};
 
 struct Counting;
@@ -68,7 +68,9 @@ fn session(dir: &Path, port: u16, db: &Arc<Database>, path: &str) -> SyncSession
         SyncConfig {
             url: format!("wss://localhost:{port}/"),
             path: path.into(),
-            token: Authenticator::hs256(SECRET).issue("bench", now + 3600, &["*"]),
+            token: TokenSigner::hs256(SECRET)
+                .sign("bench", now + 3600, &["*"])
+                .expect("HS256 signing cannot fail"),
             ca_file: Some(dir.join("cert.pem")),
             allow_insecure: false,
         },

@@ -11,7 +11,7 @@ use tandem::model::{
     ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
 };
 use tandem::protocol::Limits;
-use tandem::server::{start, Authenticator, ServerConfig};
+use tandem::server::{start, Authenticator, ServerConfig, TokenSigner};
 use tandem::state::{Element, Field, State, Val};
 use tandem::store::{Config, Database};
 
@@ -117,7 +117,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let token = Authenticator::hs256(SECRET).issue("demo", now + 3600, &["/demo"]);
+    let token = TokenSigner::hs256(SECRET)
+        .sign("demo", now + 3600, &["/demo"])
+        .expect("HS256 signing cannot fail");
     let alice = Arc::new(Database::open(
         dir.join("alice.sqlite"),
         &schema(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tandem::changeset::{Changeset, Instruction, PrimaryKey};
 use tandem::protocol::{self, ClientMessage, ErrorCode, Limits, ServerMessage, UploadEntry};
-use tandem::server::{start, Authenticator, RunningServer, ServerConfig};
+use tandem::server::{start, Authenticator, RunningServer, ServerConfig, TokenSigner};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -58,7 +58,9 @@ fn token(paths: &[&str], exp_in: i64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    Authenticator::hs256(SECRET).issue("tester", (now + exp_in) as u64, paths)
+    TokenSigner::hs256(SECRET)
+        .sign("tester", (now + exp_in) as u64, paths)
+        .expect("HS256 signing cannot fail")
 }
 
 async fn connect(f: &Fixture, bearer: Option<&str>) -> Result<Ws, String> {
@@ -253,7 +255,9 @@ async fn uploads_reach_the_other_client_over_tls() {
 async fn bad_tokens_and_paths_get_clean_errors() {
     let f = fixture("auth").await;
     // Wrong signature in the handshake: refused before the WebSocket opens.
-    let forged = Authenticator::hs256(b"not the secret").issue("x", u64::MAX / 2, &["*"]);
+    let forged = TokenSigner::hs256(b"not the secret")
+        .sign("x", u64::MAX / 2, &["*"])
+        .expect("HS256 signing cannot fail");
     assert!(connect(&f, Some(&forged)).await.is_err());
 
     let mut ws = connect(&f, None).await.unwrap();

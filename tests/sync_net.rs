@@ -13,7 +13,7 @@ use tandem::model::{
     ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
 };
 use tandem::protocol::Limits;
-use tandem::server::{start, Authenticator, RunningServer, ServerConfig};
+use tandem::server::{start, Authenticator, RunningServer, ServerConfig, TokenSigner};
 use tandem::state::{Field, Val};
 use tandem::store::{Config, Database};
 
@@ -95,7 +95,9 @@ impl World {
             SyncConfig {
                 url: format!("wss://localhost:{}/", self.addr.port()),
                 path: "/tasks".into(),
-                token: Authenticator::hs256(SECRET).issue("e2e", now + 3600, &["/tasks"]),
+                token: TokenSigner::hs256(SECRET)
+                    .sign("e2e", now + 3600, &["/tasks"])
+                    .expect("HS256 signing cannot fail"),
                 ca_file: Some(self.dir.join("cert.pem")),
                 allow_insecure: false,
             },
@@ -250,11 +252,9 @@ fn a_refused_token_never_connects() {
         SyncConfig {
             url: format!("wss://localhost:{}/", world.addr.port()),
             path: "/tasks".into(),
-            token: Authenticator::hs256(b"wrong secret, wrong secret").issue(
-                "x",
-                u64::MAX / 4,
-                &["*"],
-            ),
+            token: TokenSigner::hs256(b"wrong secret, wrong secret")
+                .sign("x", u64::MAX / 4, &["*"])
+                .expect("HS256 signing cannot fail"),
             ca_file: Some(world.dir.join("cert.pem")),
             allow_insecure: false,
         },

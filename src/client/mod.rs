@@ -2,14 +2,15 @@
 //! [`Database`] in sync with one server path.
 //!
 //! The session runs on a tokio runtime the library owns (the app never sees it). It connects
-//! over WebSocket and TLS 1.3 (rustls, trusting the configured CA), sends BIND, on first contact
-//! stores the client file ident the server allocates before anything else, sends IDENT with its
-//! cursors, uploads every local changeset after the acknowledged one in client-version order
-//! (soft batches of 128 KiB, each changeset once per connection), integrates every DOWNLOAD
-//! (OT rebase over its own unacknowledged changesets, applied in one transaction, listeners
-//! notified), PINGs every 60 s with jitter and treats a missing PONG after 120 s as a dead
-//! connection. After any disconnect it reconnects with exponential backoff (1 s doubling to
-//! 5 min, minus up to a quarter of jitter) and resumes. Its state is observable.
+//! over WebSocket and TLS 1.3 (rustls, trusting the configured CA, or else the operating
+//! system's roots), sends BIND, on first contact stores the client file ident the server
+//! allocates before anything else, sends IDENT with its cursors, uploads every local changeset
+//! after the acknowledged one in client-version order (soft batches of 128 KiB, each changeset
+//! once per connection), integrates every DOWNLOAD (OT rebase over its own unacknowledged
+//! changesets, applied in one transaction, listeners notified), PINGs every 60 s with jitter
+//! and treats a missing PONG after 120 s as a dead connection. After any disconnect it
+//! reconnects with exponential backoff (1 s doubling to 5 min, minus up to a quarter of jitter)
+//! and resumes. Its state is observable.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -52,7 +53,8 @@ pub struct SyncConfig {
     pub path: String,
     /// Access token.
     pub token: String,
-    /// CA certificate(s), PEM, that the server's certificate must chain to.
+    /// CA certificate(s), PEM, that the server's certificate must chain to. `None` trusts the
+    /// operating system's root certificates (a server with a certificate from a public CA).
     pub ca_file: Option<PathBuf>,
     /// Allow `ws://` without TLS (local development only).
     pub allow_insecure: bool,
@@ -100,20 +102,32 @@ fn tls_connector(ca_file: &Option<PathBuf>) -> Result<tokio_rustls::TlsConnector
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    if let Some(path) = ca_file {
-        for cert in CertificateDer::pem_file_iter(path)
-            .map_err(|e| SyncError(format!("CA file {}: {e}", path.display())))?
-        {
-            let cert = cert.map_err(|e| SyncError(format!("CA file {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| SyncError(format!("CA certificate: {e}")))?;
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|e| SyncError(format!("CA file {}: {e}", path.display())))?
+            {
+                let cert =
+                    cert.map_err(|e| SyncError(format!("CA file {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| SyncError(format!("CA certificate: {e}")))?;
+            }
+        }
+        None => {
+            // The platform's trust store; certificates it cannot parse are skipped, as a
+            // browser would.
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
         }
     }
     if roots.is_empty() {
-        return Err(SyncError(
-            "no CA certificate configured to verify the server (ca_file)".into(),
-        ));
+        return Err(SyncError(match ca_file {
+            Some(path) => format!("CA file {} holds no certificate", path.display()),
+            None => "the system has no trusted root certificates; set ca_file to the CA that \
+                     signed the server's certificate"
+                .into(),
+        }));
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -2,13 +2,15 @@
 //!
 //! - [`ServerFile`]: one server path's durable history, client file idents, OT integration of
 //!   uploads and download batches.
+//! - [`config`]: `tandem-server`'s flags, environment variables and TOML file.
 //! - [`start`]: the TLS 1.3 WebSocket listener and per-connection sessions driving them.
-//! - [`Authenticator`]: HS256 access tokens.
+//! - [`Authenticator`] / [`TokenSigner`]: JWT access tokens (HS256, RS256, EdDSA).
 
 mod auth;
+pub mod config;
 mod file;
 mod net;
 
-pub use auth::{Authenticator, Claims, MAX_TOKEN_LEN};
+pub use auth::{Algorithm, Authenticator, Claims, KeyError, TokenSigner, MAX_TOKEN_LEN};
 pub use file::{DownloadBatch, Integrated, ServerFile};
 pub use net::{start, RunningServer, ServerConfig, StartError, MAX_DOWNLOAD_BATCH};
