@@ -4,7 +4,7 @@
 //!   over 1,000 changes);
 //! - 10,000 small changesets committed on A and received by B (changesets per second);
 //! - a fresh client downloading 100,000 objects: time until queryable, peak heap of the process
-//!   while it downloads, and the size of the history it received.
+//!   while it downloads, and bytes uncompressed and on the wire (through a counting proxy).
 //!
 //! Run: `cargo bench --features server --bench sync`.
 
@@ -95,6 +95,42 @@ fn wait_for(mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// A loopback TCP proxy in front of the server that counts the bytes the server sends through
+/// it: the wire size (TLS records of compressed bodies) of what a client downloads.
+fn counting_proxy(runtime: &tokio::runtime::Runtime, server_port: u16) -> (u16, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let counted = Arc::new(AtomicUsize::new(0));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let total = Arc::clone(&counted);
+    runtime.spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", server_port)).await
+            else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            let total = Arc::clone(&total);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = server_read.read(&mut buf).await {
+                    if n == 0 || client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    total.fetch_add(n, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (port, counted)
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -196,21 +232,30 @@ fn main() {
     let _se = session(&dir, port, &e, "/bulk");
     wait_for(|| e.pending_uploads(1).unwrap().is_empty());
     drop(_se);
+    let (proxy_port, wire_bytes) = counting_proxy(&runtime, port);
     let f = Arc::new(Database::open(dir.join("f.sqlite"), &schema(), Config::default()).unwrap());
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
+    let target = e.sync_progress().unwrap().latest_server_version;
     let start = Instant::now();
-    let _sf = session(&dir, port, &f, "/bulk");
-    wait_for(|| count(&f) == 100_000);
+    let _sf = session(&dir, proxy_port, &f, "/bulk");
+    // Poll the (cheap) download cursor, not a 100,000-row query: the download is applied in one
+    // transaction, so once the cursor moves every object is queryable.
+    wait_for(|| f.sync_progress().unwrap().download_server_version >= target);
     let elapsed = start.elapsed();
     let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    assert_eq!(count(&f), 100_000, "every object is queryable");
+    println!("fresh client downloading 100,000 objects:");
     println!(
-        "fresh client downloading 100,000 objects (history {history_bytes} bytes uncompressed):"
-    );
-    println!(
-        "  queryable after {:.2} s; peak heap growth of the process {:.1} MiB",
+        "  queryable after {:.2} s (goal 1.5 s); peak heap growth of the process {:.1} MiB",
         elapsed.as_secs_f64(),
         peak as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "  changesets {history_bytes} bytes uncompressed; {} bytes on the wire from the server \
+         (TLS, compressed bodies, handshake included): {:.2}:1",
+        wire_bytes.load(Ordering::Relaxed),
+        history_bytes as f64 / wire_bytes.load(Ordering::Relaxed).max(1) as f64
     );
     server.shutdown();
     let _ = std::fs::remove_dir_all(&dir);

@@ -104,7 +104,7 @@ fn download(db: &Database, server: &mut ServerFile) {
     };
     let changesets: Vec<Changeset> = entries.iter().map(|e| e.to_changeset().unwrap()).collect();
     db.integrate_download(
-        &changesets,
+        changesets,
         DownloadCursors {
             download_server_version,
             download_client_version,

@@ -431,7 +431,7 @@ where
                             latest_server_version_salt,
                             upload_client_version,
                         };
-                        blocking(move || d.integrate_download(&changesets, cursors)).await?;
+                        blocking(move || d.integrate_download(changesets, cursors)).await?;
                     }
                     ServerMessage::Pong { .. } => {
                         *pings.lock().unwrap_or_else(|e| e.into_inner()) = None;

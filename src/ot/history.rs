@@ -36,6 +36,10 @@ impl ReciprocalHistory {
         incoming: &mut [Changeset],
         concurrent: &[&Changeset],
     ) -> Result<(), TransformError> {
+        if concurrent.is_empty() {
+            // Nothing the peer did not know of: the incoming changesets apply as they are.
+            return Ok(());
+        }
         let mut local: Vec<Changeset> = concurrent
             .iter()
             .map(|c| match self.transformed.get(&c.meta.version) {

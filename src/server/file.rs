@@ -448,25 +448,35 @@ impl ServerFile {
         after: u64,
         max_bytes: usize,
     ) -> Result<DownloadBatch, ProtocolError> {
+        // Stored changesets are already in their canonical encoding: they are served as they
+        // are, never decoded, and only as many rows are read as the batch takes.
         let mut entries = Vec::new();
         let mut bytes = 0;
         let mut cursor = after;
-        for cs in self.history_from(after)? {
-            if bytes >= max_bytes && !entries.is_empty() {
-                break;
-            }
-            cursor = cs.meta.version;
-            if cs.meta.origin_file_ident == client {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
+                 FROM history WHERE version > ?1 ORDER BY version",
+            )
+            .map_err(sql_err)?;
+        let mut rows = stmt
+            .query_map([after.min(i64::MAX as u64) as i64], Self::row_to_changeset)
+            .map_err(sql_err)?;
+        while bytes < max_bytes || entries.is_empty() {
+            let Some(row) = rows.next() else { break };
+            let (version, changeset, origin, timestamp, _) = row.map_err(sql_err)?;
+            let version = version as u64;
+            cursor = version;
+            if origin as u64 == client {
                 continue;
             }
-            let changeset = cs.encode();
             bytes += changeset.len();
             entries.push(DownloadEntry {
-                server_version: cs.meta.version,
-                last_integrated_client_version: self
-                    .integrated_client_version(client, cs.meta.version)?,
-                origin_timestamp: cs.meta.origin_timestamp,
-                origin_file_ident: cs.meta.origin_file_ident,
+                server_version: version,
+                last_integrated_client_version: self.integrated_client_version(client, version)?,
+                origin_timestamp: timestamp as u64,
+                origin_file_ident: origin as u64,
                 original_changeset_size: changeset.len() as u64,
                 changeset,
             });

@@ -230,33 +230,61 @@ async fn serve_connection<S>(
     };
     let mut changed = shared.changed.subscribe();
     let mut sessions: HashMap<u64, Session> = HashMap::new();
+    let handshake_claims = Arc::new(handshake_claims);
     let idle = shared.config.idle_timeout;
     loop {
-        let outcome: Result<Vec<ServerMessage>, (ProtocolError, u64)> = tokio::select! {
+        // What to do with the server files; done on a blocking thread (SQLite with fsync), never
+        // on the runtime's workers that drive every other connection.
+        enum Work {
+            Message(Vec<u8>),
+            Changed(String),
+        }
+        let work = tokio::select! {
             _ = stop.changed() => return,
-            path = changed.recv() => {
-                let Ok(path) = path else { continue };
-                let mut out = Vec::new();
-                for (id, session) in sessions.iter_mut().filter(|(_, s)| s.path == path) {
-                    if session.client_file_ident.is_some() {
-                        out.extend(downloads(*id, session, false));
-                    }
-                }
-                Ok(out)
-            }
+            path = changed.recv() => match path {
+                Ok(path) => Work::Changed(path),
+                Err(_) => continue,
+            },
             message = tokio::time::timeout(idle, ws.next()) => {
                 match message {
                     Err(_) => {
                         let _ = ws.send(Message::Binary(error(ErrorCode::ConnectionClosed, "no PING within the idle timeout", 0).encode().into())).await;
                         return;
                     }
-                    Ok(None) | Ok(Some(Err(_))) => return,
-                    Ok(Some(Ok(Message::Binary(bytes)))) => handle(&shared, &handshake_claims, &mut sessions, &bytes),
-                    Ok(Some(Ok(Message::Close(_)))) => return,
-                    Ok(Some(Ok(_))) => Err((ProtocolError::new(ErrorCode::BadSyntax, "sync messages are binary WebSocket messages"), 0)),
+                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return,
+                    Ok(Some(Ok(Message::Binary(bytes)))) => Work::Message(bytes.into()),
+                    Ok(Some(Ok(_))) => {
+                        let e = ProtocolError::new(ErrorCode::BadSyntax, "sync messages are binary WebSocket messages");
+                        let _ = ws.send(Message::Binary(error(e.code, &e.message, 0).encode().into())).await;
+                        let _ = ws.close(None).await;
+                        return;
+                    }
                 }
             }
         };
+        let worker_shared = Arc::clone(&shared);
+        let claims = Arc::clone(&handshake_claims);
+        let mut owned = std::mem::take(&mut sessions);
+        let done = tokio::task::spawn_blocking(move || {
+            let outcome = match work {
+                Work::Changed(path) => {
+                    let mut out = Vec::new();
+                    for (id, session) in owned.iter_mut().filter(|(_, s)| s.path == path) {
+                        out.extend(downloads(*id, session, false));
+                    }
+                    Ok(out)
+                }
+                Work::Message(bytes) => handle(&worker_shared, &claims, &mut owned, &bytes),
+            };
+            (owned, outcome)
+        })
+        .await;
+        let Ok((owned, outcome)) = done else {
+            // The worker panicked: end this connection; its sessions' files are intact (every
+            // change to them is one SQLite transaction).
+            return;
+        };
+        sessions = owned;
         match outcome {
             Ok(replies) => {
                 for reply in replies {

@@ -135,7 +135,7 @@ impl Database {
     /// after the commit.
     pub fn integrate_download(
         &self,
-        entries: &[Changeset],
+        entries: Vec<Changeset>,
         cursors: DownloadCursors,
     ) -> Result<(), StoreError> {
         let mut applied = Vec::new();
@@ -179,17 +179,21 @@ impl Database {
                     c
                 })
                 .collect();
-            for cs in entries {
+            for mut cs in entries {
                 let seen = cs.meta.last_integrated_remote_version;
                 let concurrent: Vec<&Changeset> =
                     local.iter().filter(|c| c.meta.version > seen && !c.is_empty()).collect();
-                let mut batch = [cs.clone()];
-                reciprocal
-                    .integrate(&mut batch, &concurrent)
-                    .map_err(|e| StoreError::InvalidArgument(format!("cannot merge server changeset: {e}")))?;
+                // With no local change the server had not seen, there is nothing to transform
+                // (a fresh client's whole download takes this path).
+                if !concurrent.is_empty() {
+                    let mut batch = [cs];
+                    reciprocal
+                        .integrate(&mut batch, &concurrent)
+                        .map_err(|e| StoreError::InvalidArgument(format!("cannot merge server changeset: {e}")))?;
+                    [cs] = batch;
+                }
                 reciprocal.forget_through(seen);
-                apply::apply(conn, schemas, &batch[0])?;
-                let [cs] = batch;
+                apply::apply(conn, schemas, &cs)?;
                 applied.push(cs);
             }
             conn.execute(
