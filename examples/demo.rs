@@ -86,6 +86,7 @@ fn session(dir: &Path, port: u16, db: &Arc<Database>, token: &str) -> SyncSessio
             token: token.into(),
             ca_file: Some(dir.join("cert.pem")),
             allow_insecure: false,
+            ..SyncConfig::default()
         },
     )
     .expect("the session starts")

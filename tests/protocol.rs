@@ -280,6 +280,292 @@ fn malformed_messages_get_the_right_error_code() {
 }
 
 #[test]
+fn tandem_messages_have_the_documented_bytes() {
+    let client: Vec<(ClientMessage, &[u8])> = vec![
+        (
+            ClientMessage::Refresh {
+                session: 3,
+                token: "hello".into(),
+            },
+            b"refresh 3 5\nhello",
+        ),
+        (
+            ClientMessage::StateRequest {
+                session: 1,
+                server_version: 0,
+                offset: 0,
+            },
+            b"state_request 1 0 0\n",
+        ),
+        (
+            ClientMessage::StateRequest {
+                session: 1,
+                server_version: 17,
+                offset: 4096,
+            },
+            b"state_request 1 17 4096\n",
+        ),
+        (
+            ClientMessage::ClientVersionRequest {
+                session: 2,
+                client_file_ident: 888123,
+                client_file_ident_salt: 123999,
+            },
+            b"client_version_request 2 888123 123999\n",
+        ),
+        (
+            ClientMessage::Transact {
+                session: 4,
+                request_ident: 9,
+                client_version: 30,
+                last_integrated_server_version: 17,
+                origin_timestamp: 259604001718,
+                changeset: b"AABB".to_vec(),
+            },
+            b"transact 4 9 30 17 259604001718 0 4 0\nAABB",
+        ),
+    ];
+    for (message, bytes) in client {
+        assert_eq!(message.encode(), bytes, "{message:?}");
+        assert_eq!(ClientMessage::parse(bytes, &limits()).unwrap(), message);
+    }
+    let server: Vec<(ServerMessage, &[u8])> = vec![
+        (
+            ServerMessage::State {
+                session: 1,
+                server_version: 17,
+                server_version_salt: 99,
+                begin_offset: 4,
+                end_offset: 7,
+                total_size: 10,
+                segment: b"abc".to_vec(),
+            },
+            b"state 1 17 99 4 7 10 0 3 0\nabc",
+        ),
+        (
+            ServerMessage::State {
+                session: 1,
+                server_version: 17,
+                server_version_salt: 99,
+                begin_offset: 0,
+                end_offset: 0,
+                total_size: 0,
+                segment: Vec::new(),
+            },
+            b"state 1 17 99 0 0 0 0 0 0\n",
+        ),
+        (
+            ServerMessage::ClientVersion {
+                session: 7,
+                client_version: 42,
+            },
+            b"client_version 7 42\n",
+        ),
+        (
+            ServerMessage::TransactResult {
+                session: 4,
+                request_ident: 9,
+                accepted: true,
+                server_version: 18,
+                reason: String::new(),
+            },
+            b"transact_result 4 9 1 18 0\n",
+        ),
+        (
+            ServerMessage::TransactResult {
+                session: 4,
+                request_ident: 10,
+                accepted: false,
+                server_version: 0,
+                reason: "conflict".into(),
+            },
+            b"transact_result 4 10 0 0 8\nconflict",
+        ),
+    ];
+    for (message, bytes) in server {
+        assert_eq!(message.encode(), bytes, "{message:?}");
+        assert_eq!(ServerMessage::parse(bytes, &limits()).unwrap(), message);
+    }
+}
+
+#[test]
+fn transact_and_state_bodies_round_trip_compressed_and_not() {
+    let transact = |changeset: Vec<u8>| ClientMessage::Transact {
+        session: 1,
+        request_ident: 2,
+        client_version: 3,
+        last_integrated_server_version: 4,
+        origin_timestamp: 5,
+        changeset,
+    };
+    let state = |segment: Vec<u8>| ServerMessage::State {
+        session: 1,
+        server_version: 8,
+        server_version_salt: 9,
+        begin_offset: 100,
+        end_offset: 100 + segment.len() as u64,
+        total_size: 10_000,
+        segment,
+    };
+    // Exactly 1 KiB is never compressed; above it, a compressible body is.
+    let plain = transact(vec![b'x'; 1024]);
+    let bytes = plain.encode();
+    assert!(bytes.starts_with(b"transact 1 2 3 4 5 0 1024 0\n"));
+    assert_eq!(ClientMessage::parse(&bytes, &limits()).unwrap(), plain);
+    let big = transact(vec![b'x'; 5000]);
+    let bytes = big.encode();
+    assert!(
+        bytes.starts_with(b"transact 1 2 3 4 5 1 5000 "),
+        "compressed flag set"
+    );
+    assert!(bytes.len() < 1000);
+    assert_eq!(ClientMessage::parse(&bytes, &limits()).unwrap(), big);
+
+    let plain = state(b"small segment".to_vec());
+    let bytes = plain.encode();
+    assert!(bytes.starts_with(b"state 1 8 9 100 113 10000 0 13 0\n"));
+    assert_eq!(ServerMessage::parse(&bytes, &limits()).unwrap(), plain);
+    let big = state(b"segment ".repeat(600));
+    let bytes = big.encode();
+    assert!(
+        bytes.starts_with(b"state 1 8 9 100 4900 10000 1 4800 "),
+        "compressed flag set"
+    );
+    assert!(bytes.len() < 1000);
+    assert_eq!(ServerMessage::parse(&bytes, &limits()).unwrap(), big);
+}
+
+fn server_code_of(bytes: &[u8]) -> ErrorCode {
+    ServerMessage::parse(bytes, &limits()).unwrap_err().code
+}
+
+#[test]
+fn malformed_tandem_messages_get_the_right_error_code() {
+    // Truncated bodies.
+    assert_eq!(code_of(b"refresh 3 5\nhell"), ErrorCode::BadSyntax);
+    assert_eq!(
+        code_of(b"transact 4 9 30 17 1 0 4 0\nAAB"),
+        ErrorCode::BadSyntax
+    );
+    assert_eq!(
+        server_code_of(b"state 1 17 99 4 7 10 0 3 0\nab"),
+        ErrorCode::BadSyntax
+    );
+    assert_eq!(
+        server_code_of(b"transact_result 4 10 0 0 8\nconflic"),
+        ErrorCode::BadSyntax
+    );
+    // Trailing bytes.
+    assert_eq!(code_of(b"refresh 3 5\nhello!"), ErrorCode::BadSyntax);
+    assert_eq!(code_of(b"state_request 1 0 0\nx"), ErrorCode::BadSyntax);
+    assert_eq!(
+        code_of(b"client_version_request 2 3 4\nx"),
+        ErrorCode::BadSyntax
+    );
+    assert_eq!(
+        code_of(b"transact 4 9 30 17 1 0 4 0\nAABBC"),
+        ErrorCode::BadSyntax
+    );
+    assert_eq!(
+        server_code_of(b"state 1 17 99 4 7 10 0 3 0\nabcd"),
+        ErrorCode::BadSyntax
+    );
+    assert_eq!(
+        server_code_of(b"client_version 7 42\n "),
+        ErrorCode::BadSyntax
+    );
+    assert_eq!(
+        server_code_of(b"transact_result 4 9 1 18 0\nx"),
+        ErrorCode::BadSyntax
+    );
+    // Wrong field counts and flags.
+    assert_eq!(code_of(b"state_request 1 0\n"), ErrorCode::BadSyntax);
+    assert_eq!(
+        code_of(b"client_version_request 2 3 4 5\n"),
+        ErrorCode::BadSyntax
+    );
+    assert_eq!(
+        code_of(b"transact 4 9 30 17 1 2 4 0\nAABB"),
+        ErrorCode::BadSyntax
+    );
+    assert_eq!(
+        server_code_of(b"transact_result 4 9 2 18 0\n"),
+        ErrorCode::BadSyntax
+    );
+    // Each direction's messages are unknown to the other side's parser.
+    assert_eq!(code_of(b"client_version 7 42\n"), ErrorCode::UnknownMessage);
+    assert_eq!(
+        server_code_of(b"state_request 1 0 0\n"),
+        ErrorCode::UnknownMessage
+    );
+    // A token over the limit.
+    assert_eq!(code_of(b"refresh 3 2049\nhello"), ErrorCode::LimitsExceeded);
+    let mut long = b"refresh 3 2049\n".to_vec();
+    long.extend_from_slice(&[b'a'; 2049]);
+    assert_eq!(code_of(&long), ErrorCode::LimitsExceeded);
+    let mut at_limit = b"refresh 3 2048\n".to_vec();
+    at_limit.extend_from_slice(&[b'a'; 2048]);
+    assert!(ClientMessage::parse(&at_limit, &limits()).is_ok());
+    // State segments that do not match their offsets.
+    assert_eq!(
+        server_code_of(b"state 1 17 99 4 8 10 0 3 0\nabc"),
+        ErrorCode::BadSyntax,
+        "segment of 3 bytes for [4, 8)"
+    );
+    assert_eq!(
+        server_code_of(b"state 1 17 99 4 6 10 0 3 0\nabc"),
+        ErrorCode::BadSyntax,
+        "segment of 3 bytes for [4, 6)"
+    );
+    assert_eq!(
+        server_code_of(b"state 1 17 99 8 11 10 0 3 0\nabc"),
+        ErrorCode::BadSyntax,
+        "end_offset > total_size"
+    );
+    assert_eq!(
+        server_code_of(b"state 1 17 99 7 4 10 0 0 0\n"),
+        ErrorCode::BadSyntax,
+        "begin_offset > end_offset"
+    );
+    // Text that is not UTF-8.
+    assert_eq!(code_of(b"refresh 3 2\n\xff\xfe"), ErrorCode::BadSyntax);
+    assert_eq!(
+        server_code_of(b"transact_result 4 10 0 0 2\n\xc3\x28"),
+        ErrorCode::BadSyntax
+    );
+    // A reason over the body limit.
+    assert_eq!(
+        server_code_of(b"transact_result 4 10 0 0 99999999999\n"),
+        ErrorCode::LimitsExceeded
+    );
+    // Bad compression.
+    assert_eq!(
+        code_of(b"transact 4 9 30 17 1 1 100 5\nnotzl"),
+        ErrorCode::BadDecompression
+    );
+    assert_eq!(
+        server_code_of(b"state 1 17 99 0 100 100 1 100 5\nnotzl"),
+        ErrorCode::BadDecompression
+    );
+    // Decompression bombs: a declared size over the limit is refused before inflating; a small
+    // declaration of a big stream stops at the declared size.
+    let zeros = tandem::changeset::compression::compress(&vec![0u8; 1 << 20]);
+    let over = 16 * 1024 * 1024 + 1;
+    let mut bomb = format!("transact 4 9 30 17 1 1 {over} {}\n", zeros.len()).into_bytes();
+    bomb.extend_from_slice(&zeros);
+    assert_eq!(code_of(&bomb), ErrorCode::LimitsExceeded);
+    let mut bomb = format!("state 1 17 99 0 {over} {over} 1 {over} {}\n", zeros.len()).into_bytes();
+    bomb.extend_from_slice(&zeros);
+    assert_eq!(server_code_of(&bomb), ErrorCode::LimitsExceeded);
+    let mut lie = format!("transact 4 9 30 17 1 1 100 {}\n", zeros.len()).into_bytes();
+    lie.extend_from_slice(&zeros);
+    assert_eq!(code_of(&lie), ErrorCode::BadDecompression);
+    let mut lie = format!("state 1 17 99 0 100 100 1 100 {}\n", zeros.len()).into_bytes();
+    lie.extend_from_slice(&zeros);
+    assert_eq!(server_code_of(&lie), ErrorCode::BadDecompression);
+}
+
+#[test]
 fn version_negotiation_picks_the_highest_shared_version() {
     assert_eq!(
         client_offer(),
@@ -347,6 +633,65 @@ proptest! {
                 .collect(),
         };
         prop_assert_eq!(ClientMessage::parse(&message.encode(), &limits()).unwrap(), message);
+    }
+
+    #[test]
+    fn tandem_messages_round_trip(
+        a in any::<u64>(),
+        b in any::<u64>(),
+        c in any::<u64>(),
+        flag in any::<bool>(),
+        text in "\\PC{0,40}",
+        bytes in prop::collection::vec(any::<u8>(), 0..3000),
+        repeat in 0usize..3000,
+    ) {
+        // Random bytes rarely compress; repeated ones over 1 KiB always do.
+        for body in [bytes.clone(), vec![7u8; repeat]] {
+            let client = [
+                ClientMessage::Refresh { session: a, token: text.clone() },
+                ClientMessage::StateRequest { session: a, server_version: b, offset: c },
+                ClientMessage::ClientVersionRequest {
+                    session: a,
+                    client_file_ident: b,
+                    client_file_ident_salt: c,
+                },
+                ClientMessage::Transact {
+                    session: a,
+                    request_ident: b,
+                    client_version: c,
+                    last_integrated_server_version: b,
+                    origin_timestamp: a,
+                    changeset: body.clone(),
+                },
+            ];
+            for message in client {
+                prop_assert_eq!(ClientMessage::parse(&message.encode(), &limits()).unwrap(), message);
+            }
+            let begin = a % (1 << 40);
+            let end = begin + body.len() as u64;
+            let server = [
+                ServerMessage::State {
+                    session: a,
+                    server_version: b,
+                    server_version_salt: c,
+                    begin_offset: begin,
+                    end_offset: end,
+                    total_size: end + c % 1000,
+                    segment: body.clone(),
+                },
+                ServerMessage::ClientVersion { session: a, client_version: b },
+                ServerMessage::TransactResult {
+                    session: a,
+                    request_ident: b,
+                    accepted: flag,
+                    server_version: c,
+                    reason: if flag { String::new() } else { text.clone() },
+                },
+            ];
+            for message in server {
+                prop_assert_eq!(ServerMessage::parse(&message.encode(), &limits()).unwrap(), message);
+            }
+        }
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl Fixture {
                 token,
                 ca_file: Some(self.dir.join("cert.pem")),
                 allow_insecure: false,
+                ..SyncConfig::default()
             },
         )
         .unwrap()
@@ -347,6 +348,7 @@ fn without_a_ca_file_the_system_roots_refuse_a_self_signed_server() {
             token: hs256_token(),
             ca_file: None,
             allow_insecure: false,
+            ..SyncConfig::default()
         },
     )
     .expect("this machine has system roots");

@@ -4,107 +4,18 @@
 //! or duplicated.
 #![cfg(feature = "server")]
 
-use std::path::{Path, PathBuf};
+mod live;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use live::World;
 use tandem::client::{SyncConfig, SyncSession, SyncState};
-use tandem::model::{
-    ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
-};
-use tandem::protocol::Limits;
-use tandem::server::{start, Authenticator, RunningServer, ServerConfig, TokenSigner};
+use tandem::model::{PrimaryKey, Value};
+use tandem::server::TokenSigner;
 use tandem::state::{Field, Val};
-use tandem::store::{Config, Database};
-
-const SECRET: &[u8] = b"end to end test secret";
-
-fn schema() -> Schema {
-    Schema::new(vec![ClassSchema::top_level(
-        "Task",
-        "_id",
-        vec![
-            Property::new("_id", PropertyType::Int),
-            Property::new("title", PropertyType::String),
-            Property::new("count", PropertyType::Int),
-            Property::new("tags", PropertyType::String).collection(CollectionKind::List),
-        ],
-    )])
-    .unwrap()
-}
-
-struct World {
-    dir: PathBuf,
-    runtime: tokio::runtime::Runtime,
-    server: Option<RunningServer>,
-    addr: std::net::SocketAddr,
-}
-
-impl World {
-    fn new(name: &str) -> World {
-        let dir = std::env::temp_dir().join(format!("tandem-e2e-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let mut world = World {
-            dir,
-            runtime,
-            server: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
-        };
-        world.start_server();
-        world
-    }
-
-    fn start_server(&mut self) {
-        let config = ServerConfig {
-            listen: self.addr,
-            data_dir: self.dir.join("server"),
-            tls: Some((self.dir.join("cert.pem"), self.dir.join("key.pem"))),
-            allow_plain_ws: false,
-            auth: Authenticator::hs256(SECRET),
-            idle_timeout: Duration::from_secs(600),
-            limits: Limits::default(),
-        };
-        let server = self.runtime.block_on(start(config)).unwrap();
-        self.addr = server.local_addr;
-        self.server = Some(server);
-    }
-
-    fn stop_server(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    fn open(&self, name: &str) -> Arc<Database> {
-        Arc::new(Database::open(self.dir.join(name), &schema(), Config::default()).unwrap())
-    }
-
-    fn sync(&self, db: &Arc<Database>) -> SyncSession {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        SyncSession::start(
-            Arc::clone(db),
-            SyncConfig {
-                url: format!("wss://localhost:{}/", self.addr.port()),
-                path: "/tasks".into(),
-                token: TokenSigner::hs256(SECRET)
-                    .sign("e2e", now + 3600, &["/tasks"])
-                    .expect("HS256 signing cannot fail"),
-                ca_file: Some(self.dir.join("cert.pem")),
-                allow_insecure: false,
-            },
-        )
-        .unwrap()
-    }
-}
+use tandem::store::Database;
 
 fn path_exists(p: &Path) -> bool {
     p.exists()
@@ -257,6 +168,7 @@ fn a_refused_token_never_connects() {
                 .expect("HS256 signing cannot fail"),
             ca_file: Some(world.dir.join("cert.pem")),
             allow_insecure: false,
+            ..SyncConfig::default()
         },
     )
     .unwrap();

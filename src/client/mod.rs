@@ -10,29 +10,42 @@
 //! changesets, applied in one transaction, listeners notified), PINGs every 60 s with jitter
 //! and treats a missing PONG after 120 s as a dead connection. After any disconnect it
 //! reconnects with exponential backoff (1 s doubling to 5 min, minus up to a quarter of jitter)
-//! and resumes. Its state is observable.
+//! and resumes.
+//!
+//! The app observes it through listeners ([`SyncSession::on_event`]: state, progress, errors,
+//! delivered on a notifier thread, never on the socket's), waits for it
+//! ([`SyncSession::wait_for_upload`], [`SyncSession::wait_for_download`], a MARK round trip),
+//! and may give a [`TokenProvider`] that the session asks for a new access token before the
+//! current one expires and whenever the server says it has (the bound session sends REFRESH;
+//! reconnects use the new token).
+//!
+//! - `connection`: one connection's life (connect, bind, upload, download, refresh, marks).
+//! - `events`: the notifier thread and listener tokens.
+//! - `token`: reading a token's expiry.
+//! - `tls`: the TLS client configuration.
 
+mod connection;
+mod events;
+mod tls;
+mod token;
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
-use tokio_rustls::rustls;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{oneshot, watch, Notify};
 
-use crate::changeset::Changeset;
-use crate::protocol::{self, ClientMessage, Limits, ServerMessage, UploadEntry};
-use crate::store::{Database, DownloadCursors, StoreError};
+pub use events::{Event, ListenerToken};
+
+use crate::store::{Database, StoreError};
 
 /// Soft limit of one UPLOAD's changesets.
 pub const UPLOAD_BATCH: usize = 128 << 10;
 
 /// The runtime all sessions share.
-fn runtime() -> &'static tokio::runtime::Runtime {
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -44,20 +57,68 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Where and how to sync.
-#[derive(Clone, Debug)]
+/// Gives the session fresh access tokens. Implemented by the app (in any binding language).
+///
+/// Called on a worker thread, never while the session holds a lock; it may block (e.g. on an
+/// HTTP request to the app's auth backend).
+pub trait TokenProvider: Send + Sync {
+    /// A new access token, or why there is none (the session reports it as an error event and
+    /// tries again later).
+    fn fetch_token(&self) -> Result<String, String>;
+}
+
+/// What a client reset does with local changes the server never integrated. A reset happens
+/// when the server says this file's history can no longer sync (errors 208, 209, 210, 211, 217,
+/// 222: the server lost the file, was restored from an older backup, or expired the file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientResetMode {
+    /// Replace the local state with the server's; local changes the server never got are lost.
+    DiscardLocal,
+    /// Replace the local state with the server's and re-apply the local changes the server never
+    /// integrated (found with CLIENT_VERSION); what no longer applies goes to the quarantine
+    /// ([`Database::quarantine`]). If recovery fails twice, the session stops with an error.
+    Recover,
+    /// As `Recover`, but if recovery fails, discard instead.
+    #[default]
+    RecoverOrDiscard,
+    /// Stop and tell the app (an error event with the code, `will_retry` false); the app decides,
+    /// e.g. by starting a new session with another mode.
+    Manual,
+}
+
+/// Where and how to sync. `SyncConfig::default()` fills what a struct literal leaves out.
+#[derive(Clone, Default)]
 pub struct SyncConfig {
     /// Server URL, `wss://host:port/...` (or `ws://` with `allow_insecure`).
     pub url: String,
     /// Server path (the server file) to sync with.
     pub path: String,
-    /// Access token.
+    /// Initial access token (may be empty when `token_provider` is set).
     pub token: String,
     /// CA certificate(s), PEM, that the server's certificate must chain to. `None` trusts the
     /// operating system's root certificates (a server with a certificate from a public CA).
     pub ca_file: Option<PathBuf>,
     /// Allow `ws://` without TLS (local development only).
     pub allow_insecure: bool,
+    /// Asked for a new token before the current one expires and after the server says it
+    /// expired. Without one, an expired token stops the session with an error.
+    pub token_provider: Option<Arc<dyn TokenProvider>>,
+    /// What a client reset does.
+    pub client_reset: ClientResetMode,
+}
+
+impl std::fmt::Debug for SyncConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncConfig")
+            .field("url", &self.url)
+            .field("path", &self.path)
+            .field("token", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .field("allow_insecure", &self.allow_insecure)
+            .field("token_provider", &self.token_provider.is_some())
+            .field("client_reset", &self.client_reset)
+            .finish()
+    }
 }
 
 /// What the session is doing.
@@ -69,24 +130,71 @@ pub enum SyncState {
     Connecting,
     /// Bound and syncing.
     Connected,
-    /// The server refused the session; the message says why. The session retries if the
-    /// error allows it.
+    /// The session stopped for good; the message says why (a refused token, a forbidden path,
+    /// an expired token with no provider).
     Error(String),
 }
 
-/// A running sync session. Dropping it stops syncing.
-pub struct SyncSession {
-    state: watch::Receiver<SyncState>,
-    stop: watch::Sender<bool>,
+/// Bytes moved, for progress bars. Counted in changeset bytes (before compression) since the
+/// session started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Local changeset bytes the server acknowledged.
+    pub upload_transferred: u64,
+    /// `upload_transferred` plus the local changeset bytes not yet acknowledged.
+    pub upload_transferable: u64,
+    /// Server changeset bytes received and integrated.
+    pub download_transferred: u64,
+    /// `download_transferred` plus what the server says is left to download.
+    pub download_transferable: u64,
 }
 
-/// Why a session could not start.
-#[derive(Debug)]
-pub struct SyncError(pub String);
+/// An error the session ran into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// The server's error code (see `docs/protocol.md`), or 0 for a local or network error.
+    pub code: u64,
+    /// What happened.
+    pub message: String,
+    /// Whether the session goes on by itself (reconnecting with backoff). `false`: it stopped
+    /// and its state is [`SyncState::Error`].
+    pub will_retry: bool,
+}
+
+/// Why a session call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncError {
+    /// The configuration cannot work (URL scheme, CA file, TLS setup).
+    Config {
+        /// What is wrong and what would work.
+        message: String,
+    },
+    /// A wait did not complete within its timeout. Nothing is lost; sync goes on.
+    Timeout {
+        /// What was waited for.
+        message: String,
+    },
+    /// The session stopped (dropped, or refused for good by the server) before the wait
+    /// completed.
+    Stopped {
+        /// Why.
+        message: String,
+    },
+    /// The local database failed.
+    Store {
+        /// The store's error.
+        message: String,
+    },
+}
 
 impl std::fmt::Display for SyncError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            SyncError::Config { message } => write!(f, "sync configuration: {message}"),
+            SyncError::Timeout { message } => write!(f, "timed out: {message}"),
+            SyncError::Stopped { message } => write!(f, "sync stopped: {message}"),
+            SyncError::Store { message } => write!(f, "local database: {message}"),
+        }
     }
 }
 
@@ -94,383 +202,345 @@ impl std::error::Error for SyncError {}
 
 impl From<StoreError> for SyncError {
     fn from(e: StoreError) -> Self {
-        SyncError(e.to_string())
+        SyncError::Store {
+            message: e.to_string(),
+        }
     }
 }
 
-fn tls_connector(ca_file: &Option<PathBuf>) -> Result<tokio_rustls::TlsConnector, SyncError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|e| SyncError(format!("CA file {}: {e}", path.display())))?
-            {
-                let cert =
-                    cert.map_err(|e| SyncError(format!("CA file {}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| SyncError(format!("CA certificate: {e}")))?;
-            }
-        }
-        None => {
-            // The platform's trust store; certificates it cannot parse are skipped, as a
-            // browser would.
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
+fn config_error(message: impl Into<String>) -> SyncError {
+    SyncError::Config {
+        message: message.into(),
+    }
+}
+
+/// A pending `wait_for_download`: its MARK is (re)sent on every bound connection until the
+/// server echoes it.
+struct MarkWaiter {
+    sent: bool,
+    done: oneshot::Sender<()>,
+}
+
+/// What the session task and the app-facing handle share.
+pub(crate) struct Shared {
+    db: Arc<Database>,
+    config: SyncConfig,
+    /// The access token in use (replaced by the provider's).
+    token: Mutex<String>,
+    state: watch::Sender<SyncState>,
+    listeners: events::Listeners,
+    marks: Mutex<BTreeMap<u64, MarkWaiter>>,
+    next_mark: AtomicU64,
+    /// Wakes the session task: a local commit or a new MARK to send.
+    wake: Notify,
+    /// Bumped whenever the server acknowledges uploads or the session stops.
+    acked: watch::Sender<u64>,
+    progress: Mutex<Progress>,
+    stop: watch::Sender<bool>,
+    /// A reset (or first download of the server state) the next connection must do first.
+    reset: Mutex<Option<ResetPlan>>,
+    /// A STATE snapshot downloaded in part: kept across reconnects to resume by offset.
+    partial_state: Mutex<Option<PartialState>>,
+    /// Completed resets (and first-state downloads), for `open_synced` and tests.
+    resets: watch::Sender<u64>,
+}
+
+/// A reset the session has to carry out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ResetPlan {
+    /// Re-apply local changes the server never integrated.
+    recover: bool,
+    /// The client file ident and salt the server may know the local changes by (0: none).
+    old_ident: u64,
+    old_salt: u64,
+    /// Failed attempts so far.
+    failures: u32,
+    /// This connection got as far as the reset itself.
+    started: bool,
+}
+
+/// Segments of a STATE snapshot received so far.
+pub(crate) struct PartialState {
+    server_version: u64,
+    server_version_salt: u64,
+    total: u64,
+    bytes: Vec<u8>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn set_state(&self, state: SyncState) {
+        let changed = self.state.send_if_modified(|s| {
+            let differs = *s != state;
+            *s = state.clone();
+            differs
+        });
+        if changed {
+            self.listeners.emit(Event::State(state));
         }
     }
-    if roots.is_empty() {
-        return Err(SyncError(match ca_file {
-            Some(path) => format!("CA file {} holds no certificate", path.display()),
-            None => "the system has no trusted root certificates; set ca_file to the CA that \
-                     signed the server's certificate"
-                .into(),
+
+    fn report(&self, code: u64, message: impl Into<String>, will_retry: bool) {
+        self.listeners.emit(Event::Error(ErrorInfo {
+            code,
+            message: message.into(),
+            will_retry,
         }));
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .map_err(|e| SyncError(format!("TLS: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+
+    fn update_progress(&self, f: impl FnOnce(&mut Progress)) {
+        let snapshot = {
+            let mut p = lock(&self.progress);
+            let before = *p;
+            f(&mut p);
+            (*p != before).then_some(*p)
+        };
+        if let Some(p) = snapshot {
+            self.listeners.emit(Event::Progress(p));
+        }
+    }
+
+    fn token(&self) -> String {
+        lock(&self.token).clone()
+    }
+}
+
+/// Opens the database at `path` for syncing. A file that has never synced first downloads the
+/// server's current state as one snapshot (STATE, in segments, resumed by offset after a
+/// disconnect), applies it in one transaction and re-applies anything written locally before;
+/// a file that has synced before waits for the server's newest versions instead. Either way the
+/// returned database is up to date with the server as of the call, and the session keeps it so.
+///
+/// `timeout` bounds the wait (`None`: as long as it takes). On an error the session is stopped;
+/// the file keeps what it had, and a later `open_synced` starts the snapshot again.
+pub async fn open_synced(
+    path: impl Into<PathBuf>,
+    schema: crate::model::Schema,
+    db_config: crate::store::Config,
+    config: SyncConfig,
+    timeout: Option<Duration>,
+) -> Result<(Arc<Database>, SyncSession), SyncError> {
+    let path = path.into();
+    let opened = runtime()
+        .spawn_blocking(move || -> Result<_, StoreError> {
+            let db = Arc::new(Database::open(path, &schema, db_config)?);
+            let fresh = db.sync_progress()?.client_file_ident == 0;
+            Ok((db, fresh))
+        })
+        .await
+        .map_err(|e| SyncError::Stopped {
+            message: e.to_string(),
+        })?;
+    let (db, fresh) = opened?;
+    let plan = fresh.then_some(ResetPlan {
+        recover: true,
+        old_ident: 0,
+        old_salt: 0,
+        failures: 0,
+        started: false,
+    });
+    let session = SyncSession::start_with(Arc::clone(&db), config, plan)?;
+    if fresh {
+        let shared = Arc::clone(&session.shared);
+        let wait = async move {
+            let mut resets = shared.resets.subscribe();
+            tokio::select! {
+                done = resets.wait_for(|n| *n > 0) => done.map(|_| ()).map_err(|_| stopped(&shared)),
+                _ = until_stopped(&shared) => Err(stopped(&shared)),
+            }
+        };
+        with_timeout(wait, timeout, "the download of the server state").await?;
+    } else {
+        session.wait_for_download(timeout).await?;
+    }
+    Ok((db, session))
+}
+
+/// A running sync session. Dropping it stops syncing.
+pub struct SyncSession {
+    shared: Arc<Shared>,
 }
 
 impl SyncSession {
     /// Starts syncing `db` with the server in the background.
     pub fn start(db: Arc<Database>, config: SyncConfig) -> Result<SyncSession, SyncError> {
+        Self::start_with(db, config, None)
+    }
+
+    fn start_with(
+        db: Arc<Database>,
+        config: SyncConfig,
+        reset: Option<ResetPlan>,
+    ) -> Result<SyncSession, SyncError> {
         let secure = config.url.starts_with("wss://");
         let plain_allowed = config.allow_insecure && config.url.starts_with("ws://");
         if !(secure || plain_allowed) {
-            return Err(SyncError(
-                "the URL must be wss:// (ws:// only with allow_insecure)".into(),
+            return Err(config_error(
+                "the URL must be wss:// (ws:// only with allow_insecure)",
             ));
         }
         let tls = if secure {
-            Some(tls_connector(&config.ca_file)?)
+            Some(tls::connector(&config.ca_file)?)
         } else {
             None
         };
-        let (state_tx, state) = watch::channel(SyncState::Disconnected);
-        let (stop, stop_rx) = watch::channel(false);
-        let wake = Arc::new(Notify::new());
-        let hook_wake = Arc::clone(&wake);
-        db.on_local_commit(Arc::new(move || hook_wake.notify_one()));
-        runtime().spawn(run(db, config, tls, state_tx, stop_rx, wake));
-        Ok(SyncSession { state, stop })
+        let (state, _) = watch::channel(SyncState::Disconnected);
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            token: Mutex::new(config.token.clone()),
+            db,
+            config,
+            state,
+            listeners: events::Listeners::start(),
+            marks: Mutex::new(BTreeMap::new()),
+            next_mark: AtomicU64::new(1),
+            wake: Notify::new(),
+            acked: watch::channel(0).0,
+            progress: Mutex::new(Progress::default()),
+            stop,
+            reset: Mutex::new(reset),
+            partial_state: Mutex::new(None),
+            resets: watch::channel(0).0,
+        });
+        let weak = Arc::downgrade(&shared);
+        shared.db.on_local_commit(Arc::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.wake.notify_one();
+            }
+        }));
+        runtime().spawn(connection::run(Arc::clone(&shared), tls));
+        Ok(SyncSession { shared })
     }
 
     /// The current state.
     pub fn state(&self) -> SyncState {
-        self.state.borrow().clone()
+        self.shared.state.borrow().clone()
+    }
+
+    /// Transfer progress so far.
+    pub fn progress(&self) -> Progress {
+        *lock(&self.shared.progress)
+    }
+
+    /// Calls `listener` with every later [`Event`] (state changes, progress, errors), on the
+    /// session's notifier thread. Delivery stops when the token is cancelled or dropped.
+    pub fn on_event(&self, listener: impl Fn(&Event) + Send + Sync + 'static) -> ListenerToken {
+        self.shared.listeners.add(Arc::new(listener))
+    }
+
+    /// Completes when the server has acknowledged every changeset committed before the call.
+    /// `None` waits as long as it takes. Runs on the library's runtime, so it can be awaited
+    /// from any executor.
+    pub async fn wait_for_upload(&self, timeout: Option<Duration>) -> Result<(), SyncError> {
+        let shared = Arc::clone(&self.shared);
+        let wait = async move {
+            let db = Arc::clone(&shared.db);
+            let target = tokio::task::spawn_blocking(move || db.last_local_version())
+                .await
+                .map_err(|e| SyncError::Stopped {
+                    message: e.to_string(),
+                })??;
+            let mut acked = shared.acked.subscribe();
+            loop {
+                let db = Arc::clone(&shared.db);
+                let done = tokio::task::spawn_blocking(move || db.uploaded_through(target))
+                    .await
+                    .map_err(|e| SyncError::Stopped {
+                        message: e.to_string(),
+                    })??;
+                if done {
+                    return Ok(());
+                }
+                stopped_check(&shared)?;
+                if acked.changed().await.is_err() {
+                    return Err(stopped(&shared));
+                }
+            }
+        };
+        with_timeout(wait, timeout, "the upload of earlier changesets").await
+    }
+
+    /// Completes when every server version that existed at the call is integrated locally
+    /// (one MARK round trip with the server, resent after reconnects). `None` waits as long as
+    /// it takes.
+    pub async fn wait_for_download(&self, timeout: Option<Duration>) -> Result<(), SyncError> {
+        let shared = Arc::clone(&self.shared);
+        let id = shared.next_mark.fetch_add(1, Ordering::Relaxed);
+        let (done, echoed) = oneshot::channel();
+        lock(&shared.marks).insert(id, MarkWaiter { sent: false, done });
+        shared.wake.notify_one();
+        let waiting = Arc::clone(&shared);
+        let wait = async move {
+            tokio::select! {
+                echoed = echoed => echoed.map_err(|_| stopped(&waiting)),
+                _ = until_stopped(&waiting) => Err(stopped(&waiting)),
+            }
+        };
+        let result = with_timeout(wait, timeout, "the download of the server's versions").await;
+        lock(&shared.marks).remove(&id);
+        result
     }
 
     /// Stops syncing (also done by dropping the session).
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        let _ = self.shared.stop.send(true);
+        self.shared.acked.send_modify(|_| {});
     }
+}
+
+fn stopped(shared: &Shared) -> SyncError {
+    SyncError::Stopped {
+        message: match &*shared.state.borrow() {
+            SyncState::Error(why) => why.clone(),
+            _ => "the session was stopped".into(),
+        },
+    }
+}
+
+/// Resolves when the app stops the session or the server refuses it for good.
+async fn until_stopped(shared: &Shared) {
+    let mut stop = shared.stop.subscribe();
+    let mut state = shared.state.subscribe();
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = state.wait_for(|s| matches!(s, SyncState::Error(_))) => {}
+    }
+}
+
+fn stopped_check(shared: &Shared) -> Result<(), SyncError> {
+    if *shared.stop.borrow() || matches!(*shared.state.borrow(), SyncState::Error(_)) {
+        return Err(stopped(shared));
+    }
+    Ok(())
+}
+
+/// Runs `wait` on the library's runtime (so callers need no tokio reactor), bounded by
+/// `timeout`.
+async fn with_timeout<T: Send + 'static>(
+    wait: impl std::future::Future<Output = Result<T, SyncError>> + Send + 'static,
+    timeout: Option<Duration>,
+    what: &'static str,
+) -> Result<T, SyncError> {
+    let task = runtime().spawn(async move {
+        match timeout {
+            None => wait.await,
+            Some(limit) => tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
+                Err(SyncError::Timeout {
+                    message: format!("{what} did not complete within {limit:?}"),
+                })
+            }),
+        }
+    });
+    task.await.map_err(|e| SyncError::Stopped {
+        message: e.to_string(),
+    })?
 }
 
 impl Drop for SyncSession {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Backoff after the `n`th failure in a row: 1 s doubling to 5 min, minus up to 25% jitter.
-fn backoff(n: u32) -> Duration {
-    let base = Duration::from_secs(1u64 << n.min(9)).min(Duration::from_secs(300));
-    let jitter = (std::collections::hash_map::RandomState::new().hash_one(n) % 1000) as u32;
-    base - base / 4 * jitter / 1000
-}
-
-use std::hash::BuildHasher;
-
-async fn run(
-    db: Arc<Database>,
-    config: SyncConfig,
-    tls: Option<tokio_rustls::TlsConnector>,
-    state: watch::Sender<SyncState>,
-    mut stop: watch::Receiver<bool>,
-    wake: Arc<Notify>,
-) {
-    let mut failures = 0u32;
-    loop {
-        if *stop.borrow() {
-            let _ = state.send(SyncState::Disconnected);
-            return;
-        }
-        let _ = state.send(SyncState::Connecting);
-        let result = connect_and_sync(&db, &config, &tls, &state, &mut stop, &wake).await;
-        match result {
-            Ok(()) => {
-                let _ = state.send(SyncState::Disconnected);
-                return;
-            }
-            Err(Failure { message, retry }) => {
-                if !retry {
-                    // The server said retrying cannot help (a bad token, a forbidden path...).
-                    let _ = state.send(SyncState::Error(message));
-                    return;
-                }
-                let _ = state.send(SyncState::Disconnected);
-                failures += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff(failures - 1)) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-        }
-    }
-}
-
-struct Failure {
-    message: String,
-    retry: bool,
-}
-
-fn fail(message: impl Into<String>) -> Failure {
-    Failure {
-        message: message.into(),
-        retry: true,
-    }
-}
-
-async fn connect_and_sync(
-    db: &Arc<Database>,
-    config: &SyncConfig,
-    tls: &Option<tokio_rustls::TlsConnector>,
-    state: &watch::Sender<SyncState>,
-    stop: &mut watch::Receiver<bool>,
-    wake: &Arc<Notify>,
-) -> Result<(), Failure> {
-    let mut request = config
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| fail(format!("bad URL: {e}")))?;
-    let host = request.uri().host().unwrap_or("localhost").to_owned();
-    let port = request
-        .uri()
-        .port_u16()
-        .unwrap_or(if tls.is_some() { 443 } else { 80 });
-    let headers = request.headers_mut();
-    headers.insert(
-        "Sec-WebSocket-Protocol",
-        protocol::client_offer()
-            .parse()
-            .map_err(|_| fail("header"))?,
-    );
-    headers.insert(
-        "Authorization",
-        format!("Bearer {}", config.token)
-            .parse()
-            .map_err(|_| fail("the token is not a valid header value"))?,
-    );
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| fail(format!("connect: {e}")))?;
-    match tls {
-        Some(connector) => {
-            let name = rustls_pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| fail(format!("server name: {e}")))?;
-            let stream = connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| fail(format!("TLS: {e}")))?;
-            session(db, config, request, stream, state, stop, wake).await
-        }
-        None => session(db, config, request, tcp, state, stop, wake).await,
-    }
-}
-
-fn to_changesets(entries: Vec<crate::protocol::DownloadEntry>) -> Result<Vec<Changeset>, Failure> {
-    entries
-        .into_iter()
-        .map(|e| {
-            e.to_changeset()
-                .map_err(|err| fail(format!("server sent a bad changeset: {err}")))
-        })
-        .collect()
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| fail(format!("store task: {e}")))?
-        .map_err(|e| fail(format!("store: {e}")))
-}
-
-async fn session<S>(
-    db: &Arc<Database>,
-    config: &SyncConfig,
-    request: tokio_tungstenite::tungstenite::handshake::client::Request,
-    stream: S,
-    state: &watch::Sender<SyncState>,
-    stop: &mut watch::Receiver<bool>,
-    wake: &Arc<Notify>,
-) -> Result<(), Failure>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .map_err(|e| fail(format!("WebSocket handshake: {e}")))?;
-    let chosen = response
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    protocol::accepted(chosen).map_err(|e| fail(e.message))?;
-    let limits = Limits::default();
-    let send = |m: ClientMessage| Message::Binary(m.encode().into());
-
-    let d = Arc::clone(db);
-    let progress = blocking(move || d.sync_progress()).await?;
-    let need_ident = progress.client_file_ident == 0;
-    ws.send(send(ClientMessage::Bind {
-        session: 1,
-        path: config.path.clone(),
-        token: String::new(),
-        need_client_file_ident: need_ident,
-        is_subserver: false,
-    }))
-    .await
-    .map_err(|e| fail(e.to_string()))?;
-
-    let mut bound = !need_ident;
-    let mut uploaded_through = progress.upload_client_version;
-    let pings = Arc::new(Mutex::new(None::<tokio::time::Instant>));
-    if bound {
-        send_ident(&mut ws, db).await?;
-        let _ = state.send(SyncState::Connected);
-    }
-    let mut ping_timer = tokio::time::interval(Duration::from_secs(54));
-    ping_timer.tick().await;
-    loop {
-        if bound {
-            // Upload what is new since the last UPLOAD of this connection.
-            let d = Arc::clone(db);
-            let pending = blocking(move || d.pending_uploads(UPLOAD_BATCH * 4)).await?;
-            let entries: Vec<UploadEntry> = pending
-                .into_iter()
-                .filter(|cs| cs.meta.version > uploaded_through)
-                .scan(0usize, |bytes, cs| {
-                    let entry = UploadEntry::from_changeset(&cs);
-                    let first = *bytes == 0;
-                    *bytes += entry.changeset.len();
-                    (first || *bytes <= UPLOAD_BATCH).then_some(entry)
-                })
-                .collect();
-            if let Some(last) = entries.last() {
-                uploaded_through = last.client_version;
-                ws.send(send(ClientMessage::Upload {
-                    session: 1,
-                    progress_client_version: uploaded_through,
-                    progress_server_version: 0,
-                    locked_server_version: 0,
-                    entries,
-                }))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-                continue;
-            }
-        }
-        tokio::select! {
-            _ = stop.changed() => {
-                let _ = ws.send(send(ClientMessage::Unbind { session: 1 })).await;
-                let _ = ws.close(None).await;
-                return Ok(());
-            }
-            _ = wake.notified() => {}
-            _ = ping_timer.tick() => {
-                let sent = *pings.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(at) = sent {
-                    if at.elapsed() > Duration::from_secs(120) {
-                        return Err(fail("no PONG within 120 s"));
-                    }
-                }
-                *pings.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
-                ws.send(send(ClientMessage::Ping { timestamp: 0, rtt: 0 })).await.map_err(|e| fail(e.to_string()))?;
-            }
-            message = ws.next() => {
-                let bytes = match message {
-                    Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Close(_))) | None => return Err(fail("the server closed the connection")),
-                    Some(Err(e)) => return Err(fail(e.to_string())),
-                    Some(Ok(_)) => continue,
-                };
-                match ServerMessage::parse(&bytes, &limits).map_err(|e| fail(e.to_string()))? {
-                    ServerMessage::Ident { client_file_ident, client_file_ident_salt, .. } => {
-                        let d = Arc::clone(db);
-                        blocking(move || d.set_client_file_ident(client_file_ident, client_file_ident_salt)).await?;
-                        bound = true;
-                        send_ident(&mut ws, db).await?;
-                        let _ = state.send(SyncState::Connected);
-                    }
-                    ServerMessage::Download {
-                        download_server_version,
-                        download_client_version,
-                        latest_server_version,
-                        latest_server_version_salt,
-                        upload_client_version,
-                        entries,
-                        ..
-                    } => {
-                        let changesets = to_changesets(entries)?;
-                        let d = Arc::clone(db);
-                        let cursors = DownloadCursors {
-                            download_server_version,
-                            download_client_version,
-                            latest_server_version,
-                            latest_server_version_salt,
-                            upload_client_version,
-                        };
-                        blocking(move || d.integrate_download(changesets, cursors)).await?;
-                    }
-                    ServerMessage::Pong { .. } => {
-                        *pings.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    }
-                    ServerMessage::Error { code, message, try_again, .. } => {
-                        return Err(Failure { message: format!("server error {code}: {message}"), retry: try_again });
-                    }
-                    ServerMessage::JsonError { code, json, .. } => {
-                        return Err(Failure { message: format!("server error {code}: {json}"), retry: false });
-                    }
-                    ServerMessage::Mark { .. } | ServerMessage::Unbound { .. } => {}
-                }
-            }
-        }
-    }
-}
-
-async fn send_ident<S>(
-    ws: &mut tokio_tungstenite::WebSocketStream<S>,
-    db: &Arc<Database>,
-) -> Result<(), Failure>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let d = Arc::clone(db);
-    let p = blocking(move || d.sync_progress()).await?;
-    ws.send(Message::Binary(
-        ClientMessage::Ident {
-            session: 1,
-            client_file_ident: p.client_file_ident,
-            client_file_ident_salt: p.client_file_ident_salt,
-            download_server_version: p.download_server_version,
-            download_client_version: p.download_client_version,
-            latest_server_version: p.latest_server_version,
-            latest_server_version_salt: p.latest_server_version_salt,
-        }
-        .encode()
-        .into(),
-    ))
-    .await
-    .map_err(|e| fail(e.to_string()))
 }

@@ -16,7 +16,7 @@ pub struct Limits {
     pub max_body: usize,
     /// Longest server path in BIND.
     pub max_path: usize,
-    /// Longest access token in BIND.
+    /// Longest access token in BIND and REFRESH.
     pub max_token: usize,
 }
 
@@ -181,6 +181,48 @@ pub enum ClientMessage {
         /// JSON text.
         json: String,
     },
+    /// A new access token for a bound session, extending its authorization (Tandem addition).
+    Refresh {
+        /// Session.
+        session: u64,
+        /// The new access token.
+        token: String,
+    },
+    /// Asks for the whole server state as STATE segments (Tandem addition).
+    StateRequest {
+        /// Session.
+        session: u64,
+        /// Snapshot version to resume, or 0 for a new snapshot at the latest version.
+        server_version: u64,
+        /// Byte offset into that snapshot to resume from (0 for a new snapshot).
+        offset: u64,
+    },
+    /// Asks for the latest client version the server integrated from a client file (Tandem
+    /// addition).
+    ClientVersionRequest {
+        /// Session.
+        session: u64,
+        /// Client file ident.
+        client_file_ident: u64,
+        /// Its salt.
+        client_file_ident_salt: u64,
+    },
+    /// One changeset the server must integrate only if nothing concurrent touched the same
+    /// objects (Tandem addition).
+    Transact {
+        /// Session.
+        session: u64,
+        /// Client-chosen ident the TRANSACT_RESULT echoes.
+        request_ident: u64,
+        /// Client version the changeset produced.
+        client_version: u64,
+        /// Last server version integrated before it was made.
+        last_integrated_server_version: u64,
+        /// Origin timestamp (ms since 2015-01-01).
+        origin_timestamp: u64,
+        /// Encoded changeset (Realm binary format).
+        changeset: Vec<u8>,
+    },
 }
 
 /// Messages a server sends.
@@ -253,6 +295,44 @@ pub enum ServerMessage {
         /// The PING's timestamp.
         timestamp: u64,
     },
+    /// One segment of a snapshot of the whole server state, answering STATE_REQUEST (Tandem
+    /// addition).
+    State {
+        /// Session.
+        session: u64,
+        /// Server version the snapshot recreates.
+        server_version: u64,
+        /// Its salt.
+        server_version_salt: u64,
+        /// Offset in the snapshot of the segment's first byte.
+        begin_offset: u64,
+        /// Offset in the snapshot just past the segment's last byte.
+        end_offset: u64,
+        /// Size of the whole snapshot.
+        total_size: u64,
+        /// The snapshot bytes `[begin_offset, end_offset)`.
+        segment: Vec<u8>,
+    },
+    /// Answers CLIENT_VERSION_REQUEST (Tandem addition).
+    ClientVersion {
+        /// Session.
+        session: u64,
+        /// Latest client version the server integrated from that client file, 0 if none.
+        client_version: u64,
+    },
+    /// Answers TRANSACT (Tandem addition).
+    TransactResult {
+        /// Session.
+        session: u64,
+        /// The TRANSACT's request ident.
+        request_ident: u64,
+        /// Whether the changeset was integrated.
+        accepted: bool,
+        /// Server version the changeset produced if accepted.
+        server_version: u64,
+        /// Why it was rejected (empty when accepted).
+        reason: String,
+    },
 }
 
 fn header(out: &mut Vec<u8>, name: &str, fields: &[u64]) {
@@ -277,7 +357,8 @@ fn entry_body<'a>(entries: impl Iterator<Item = (Vec<u64>, &'a [u8])>) -> Vec<u8
 }
 
 impl ClientMessage {
-    /// The message as sent: header line and body (UPLOAD bodies compressed when that helps).
+    /// The message as sent: header line and body (UPLOAD and TRANSACT bodies compressed when
+    /// that helps).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
@@ -374,6 +455,53 @@ impl ClientMessage {
                     &[*code, json.len() as u64, *session],
                 );
                 out.extend_from_slice(json.as_bytes());
+            }
+            ClientMessage::Refresh { session, token } => {
+                header(&mut out, "refresh", &[*session, token.len() as u64]);
+                out.extend_from_slice(token.as_bytes());
+            }
+            ClientMessage::StateRequest {
+                session,
+                server_version,
+                offset,
+            } => header(
+                &mut out,
+                "state_request",
+                &[*session, *server_version, *offset],
+            ),
+            ClientMessage::ClientVersionRequest {
+                session,
+                client_file_ident,
+                client_file_ident_salt,
+            } => header(
+                &mut out,
+                "client_version_request",
+                &[*session, *client_file_ident, *client_file_ident_salt],
+            ),
+            ClientMessage::Transact {
+                session,
+                request_ident,
+                client_version,
+                last_integrated_server_version,
+                origin_timestamp,
+                changeset,
+            } => {
+                let body = compress_body(changeset.clone());
+                header(
+                    &mut out,
+                    "transact",
+                    &[
+                        *session,
+                        *request_ident,
+                        *client_version,
+                        *last_integrated_server_version,
+                        *origin_timestamp,
+                        u64::from(body.compressed),
+                        body.uncompressed_size as u64,
+                        body.compressed_size() as u64,
+                    ],
+                );
+                out.extend_from_slice(&body.data);
             }
         }
         out
@@ -475,6 +603,54 @@ impl ClientMessage {
                     json,
                 }
             }
+            "refresh" => {
+                let [session, token_size] = p.fields("refresh")?;
+                if token_size > limits.max_token as u64 {
+                    return Err(ProtocolError::new(
+                        ErrorCode::LimitsExceeded,
+                        format!(
+                            "REFRESH token of {token_size} bytes is over the limit ({})",
+                            limits.max_token
+                        ),
+                    ));
+                }
+                let token = p.text(token_size, "token")?;
+                ClientMessage::Refresh { session, token }
+            }
+            "state_request" => {
+                let [session, server_version, offset] = p.fields("state_request")?;
+                ClientMessage::StateRequest {
+                    session,
+                    server_version,
+                    offset,
+                }
+            }
+            "client_version_request" => {
+                let [session, ident, salt] = p.fields("client_version_request")?;
+                ClientMessage::ClientVersionRequest {
+                    session,
+                    client_file_ident: ident,
+                    client_file_ident_salt: salt,
+                }
+            }
+            "transact" => {
+                let [session, request_ident, cv, lisv, ts, compressed, uncompressed_size, compressed_size] =
+                    p.fields("transact")?;
+                let changeset = p.body(
+                    flag(compressed)?,
+                    uncompressed_size,
+                    compressed_size,
+                    limits,
+                )?;
+                ClientMessage::Transact {
+                    session,
+                    request_ident,
+                    client_version: cv,
+                    last_integrated_server_version: lisv,
+                    origin_timestamp: ts,
+                    changeset,
+                }
+            }
             other => {
                 return Err(ProtocolError::new(
                     ErrorCode::UnknownMessage,
@@ -488,7 +664,7 @@ impl ClientMessage {
 }
 
 impl ServerMessage {
-    /// The message as sent (DOWNLOAD bodies compressed when that helps).
+    /// The message as sent (DOWNLOAD and STATE bodies compressed when that helps).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
@@ -575,6 +751,57 @@ impl ServerMessage {
                 out.extend_from_slice(json.as_bytes());
             }
             ServerMessage::Pong { timestamp } => header(&mut out, "pong", &[*timestamp]),
+            ServerMessage::State {
+                session,
+                server_version,
+                server_version_salt,
+                begin_offset,
+                end_offset,
+                total_size,
+                segment,
+            } => {
+                let body = compress_body(segment.clone());
+                header(
+                    &mut out,
+                    "state",
+                    &[
+                        *session,
+                        *server_version,
+                        *server_version_salt,
+                        *begin_offset,
+                        *end_offset,
+                        *total_size,
+                        u64::from(body.compressed),
+                        body.uncompressed_size as u64,
+                        body.compressed_size() as u64,
+                    ],
+                );
+                out.extend_from_slice(&body.data);
+            }
+            ServerMessage::ClientVersion {
+                session,
+                client_version,
+            } => header(&mut out, "client_version", &[*session, *client_version]),
+            ServerMessage::TransactResult {
+                session,
+                request_ident,
+                accepted,
+                server_version,
+                reason,
+            } => {
+                header(
+                    &mut out,
+                    "transact_result",
+                    &[
+                        *session,
+                        *request_ident,
+                        u64::from(*accepted),
+                        *server_version,
+                        reason.len() as u64,
+                    ],
+                );
+                out.extend_from_slice(reason.as_bytes());
+            }
         }
         out
     }
@@ -664,6 +891,61 @@ impl ServerMessage {
             "pong" => {
                 let [timestamp] = p.fields("pong")?;
                 ServerMessage::Pong { timestamp }
+            }
+            "state" => {
+                let [session, sv, svs, begin, end, total, compressed, uncompressed_size, compressed_size] =
+                    p.fields("state")?;
+                if begin > end || end > total {
+                    return Err(ProtocolError::new(
+                        ErrorCode::BadSyntax,
+                        format!("STATE segment [{begin}, {end}) is not within 0..{total}"),
+                    ));
+                }
+                let segment = p.body(
+                    flag(compressed)?,
+                    uncompressed_size,
+                    compressed_size,
+                    limits,
+                )?;
+                if segment.len() as u64 != end - begin {
+                    return Err(ProtocolError::new(
+                        ErrorCode::BadSyntax,
+                        format!(
+                            "STATE segment of {} bytes does not span [{begin}, {end})",
+                            segment.len()
+                        ),
+                    ));
+                }
+                ServerMessage::State {
+                    session,
+                    server_version: sv,
+                    server_version_salt: svs,
+                    begin_offset: begin,
+                    end_offset: end,
+                    total_size: total,
+                    segment,
+                }
+            }
+            "client_version" => {
+                let [session, client_version] = p.fields("client_version")?;
+                ServerMessage::ClientVersion {
+                    session,
+                    client_version,
+                }
+            }
+            "transact_result" => {
+                let [session, request_ident, accepted, server_version, size] =
+                    p.fields("transact_result")?;
+                let accepted = flag(accepted)?;
+                p.check_size(size, limits)?;
+                let reason = p.text(size, "reason")?;
+                ServerMessage::TransactResult {
+                    session,
+                    request_ident,
+                    accepted,
+                    server_version,
+                    reason,
+                }
             }
             other => {
                 return Err(ProtocolError::new(
@@ -791,7 +1073,7 @@ impl<'a> Parser<'a> {
             .map_err(|_| ProtocolError::new(ErrorCode::BadSyntax, format!("{what} is not UTF-8")))
     }
 
-    /// The body of an UPLOAD or DOWNLOAD, inflated if it is compressed.
+    /// The body of an UPLOAD, DOWNLOAD, TRANSACT or STATE, inflated if it is compressed.
     fn body(
         &mut self,
         compressed: bool,

@@ -49,6 +49,8 @@ pub struct DownloadBatch {
     pub latest_server_version_salt: u64,
     /// The client's last version the server has integrated (upload acknowledgement).
     pub upload_client_version: u64,
+    /// Changeset bytes after this batch that the client has still to download.
+    pub downloadable_bytes: u64,
 }
 
 /// The history of one server path.
@@ -58,6 +60,9 @@ pub struct ServerFile {
     reciprocal: HashMap<u64, ReciprocalHistory>,
     salt: u64,
     latest: u64,
+    /// The last STATE snapshot built: its server version and encoded changeset. Kept so that a
+    /// client resuming a download by offset gets the same bytes.
+    snapshot: Option<(u64, std::sync::Arc<Vec<u8>>)>,
 }
 
 fn sql_err(e: rusqlite::Error) -> ProtocolError {
@@ -118,6 +123,7 @@ impl ServerFile {
             reciprocal: HashMap::new(),
             salt,
             latest: 0,
+            snapshot: None,
         };
         for cs in file.history_from(0)? {
             file.state.apply(&cs).map_err(|e| {
@@ -152,6 +158,28 @@ impl ServerFile {
             file.reciprocal.entry(client as u64).or_default().set(cs);
         }
         Ok(file)
+    }
+
+    /// The latest client version the server integrated from client file `ident` (0 if none),
+    /// after checking that `ident` and `salt` belong to this server file (208 otherwise).
+    pub fn client_version(&self, ident: u64, salt: u64) -> Result<u64, ProtocolError> {
+        self.check_ident(ident, salt, 0)?;
+        self.integrated_client_version(ident, self.latest)
+    }
+
+    /// The encoded snapshot changeset that recreates the state at `version` (0: the latest).
+    /// Only the latest state is materialized, so an older `version` is available only while
+    /// its snapshot is the cached one; otherwise the latest is built and returned (the caller
+    /// sees the version change and restarts from offset 0).
+    pub fn snapshot(&mut self, version: u64) -> (u64, std::sync::Arc<Vec<u8>>) {
+        if let Some((v, bytes)) = &self.snapshot {
+            if *v == version || (version == 0 && *v == self.latest) {
+                return (*v, std::sync::Arc::clone(bytes));
+            }
+        }
+        let bytes = std::sync::Arc::new(crate::state::snapshot(&self.state).encode());
+        self.snapshot = Some((self.latest, std::sync::Arc::clone(&bytes)));
+        (self.latest, bytes)
     }
 
     /// The latest server version.
@@ -216,6 +244,30 @@ impl ServerFile {
                 format!(
                     "the client has server version {download_server_version}, the server only {}",
                     self.latest
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the client's download cursor describes this server's history: at
+    /// `download_server_version` the server must have integrated exactly up to the client's
+    /// `download_client_version`. A server restored from an older backup that has since taken
+    /// new changesets reaches the same version numbers with other contents (211).
+    pub fn check_cursor(
+        &self,
+        ident: u64,
+        download_server_version: u64,
+        download_client_version: u64,
+    ) -> Result<(), ProtocolError> {
+        let integrated = self.integrated_client_version(ident, download_server_version)?;
+        if integrated != download_client_version {
+            return Err(ProtocolError::new(
+                ErrorCode::DivergingHistories,
+                format!(
+                    "at server version {download_server_version} this server integrated client \
+                     version {integrated} of this file, the client believes \
+                     {download_client_version}: the server's history was restored or replaced"
                 ),
             ));
         }
@@ -481,7 +533,16 @@ impl ServerFile {
                 changeset,
             });
         }
+        let downloadable_bytes: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT SUM(length(changeset)) FROM history WHERE version > ?1 AND origin_file_ident != ?2",
+                params![cursor.min(i64::MAX as u64) as i64, client as i64],
+                |r| r.get(0),
+            )
+            .map_err(sql_err)?;
         Ok(DownloadBatch {
+            downloadable_bytes: downloadable_bytes.unwrap_or(0) as u64,
             entries,
             download_server_version: cursor,
             download_client_version: self.integrated_client_version(client, cursor)?,

@@ -25,7 +25,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::auth::{Authenticator, Claims};
 use super::file::ServerFile;
-use crate::protocol::{self, ClientMessage, ErrorCode, Limits, ProtocolError, ServerMessage};
+use super::session::{downloads, error, handle, lock, Session};
+use crate::protocol::{self, ErrorCode, Limits, ProtocolError};
 
 /// Largest DOWNLOAD batch, in changeset bytes.
 pub const MAX_DOWNLOAD_BATCH: usize = 16 << 20;
@@ -83,11 +84,13 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-struct Shared {
-    config: ServerConfig,
-    files: Mutex<HashMap<String, Arc<Mutex<ServerFile>>>>,
+/// What every connection of a running server shares.
+pub(super) struct Shared {
+    pub(super) config: ServerConfig,
+    /// Open server files by path.
+    pub(super) files: Mutex<HashMap<String, Arc<Mutex<ServerFile>>>>,
     /// Server paths that got new versions.
-    changed: broadcast::Sender<String>,
+    pub(super) changed: broadcast::Sender<String>,
 }
 
 fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, StartError> {
@@ -170,20 +173,6 @@ fn reject(status: StatusCode, why: &str) -> ErrorResponse {
     let mut response = ErrorResponse::new(Some(why.to_owned()));
     *response.status_mut() = status;
     response
-}
-
-/// One bound session on a connection.
-struct Session {
-    path: String,
-    file: Arc<Mutex<ServerFile>>,
-    /// Set by IDENT.
-    client_file_ident: Option<u64>,
-    /// Last server version sent to (or known by) the client.
-    cursor: u64,
-}
-
-fn lock(file: &Mutex<ServerFile>) -> std::sync::MutexGuard<'_, ServerFile> {
-    file.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn serve_connection<S>(
@@ -269,7 +258,10 @@ async fn serve_connection<S>(
             let outcome = match work {
                 Work::Changed(path) => {
                     let mut out = Vec::new();
-                    for (id, session) in owned.iter_mut().filter(|(_, s)| s.path == path) {
+                    for (id, session) in owned
+                        .iter_mut()
+                        .filter(|(_, s)| s.path == path && !s.expired())
+                    {
                         out.extend(downloads(*id, session, false));
                     }
                     Ok(out)
@@ -311,222 +303,6 @@ async fn serve_connection<S>(
                 }
                 sessions.remove(&session);
             }
-        }
-    }
-}
-
-fn error(code: ErrorCode, message: &str, session: u64) -> ServerMessage {
-    ServerMessage::Error {
-        code: u64::from(code.code()),
-        message: message.to_owned(),
-        try_again: matches!(
-            code,
-            ErrorCode::ConnectionClosed | ErrorCode::OtherError | ErrorCode::TokenExpired
-        ),
-        session,
-    }
-}
-
-/// DOWNLOAD messages bringing `session` up to date (`force`: send one even if empty, as an
-/// upload acknowledgement).
-fn downloads(id: u64, session: &mut Session, force: bool) -> Vec<ServerMessage> {
-    let Some(ident) = session.client_file_ident else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let file = lock(&session.file);
-    while let Ok(batch) = file.download(ident, session.cursor, MAX_DOWNLOAD_BATCH) {
-        let progressed = batch.download_server_version > session.cursor;
-        let owed_ack = force && out.is_empty();
-        if !(progressed || owed_ack) {
-            break;
-        }
-        session.cursor = batch.download_server_version;
-        out.push(ServerMessage::Download {
-            session: id,
-            download_server_version: batch.download_server_version,
-            download_client_version: batch.download_client_version,
-            latest_server_version: batch.latest_server_version,
-            latest_server_version_salt: batch.latest_server_version_salt,
-            upload_client_version: batch.upload_client_version,
-            upload_server_version: batch.latest_server_version,
-            downloadable_bytes: 0,
-            entries: batch.entries,
-        });
-        if !progressed {
-            break;
-        }
-    }
-    out
-}
-
-/// A server path as a file name: hex of its bytes, so no path can escape the data directory.
-fn file_name(path: &str) -> String {
-    let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}.sqlite")
-}
-
-fn open_file(shared: &Shared, path: &str) -> Result<Arc<Mutex<ServerFile>>, ProtocolError> {
-    let mut files = shared.files.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(f) = files.get(path) {
-        return Ok(Arc::clone(f));
-    }
-    let file = ServerFile::open(shared.config.data_dir.join(file_name(path)))?;
-    let file = Arc::new(Mutex::new(file));
-    files.insert(path.to_owned(), Arc::clone(&file));
-    Ok(file)
-}
-
-fn handle(
-    shared: &Shared,
-    handshake: &Option<Result<Claims, ProtocolError>>,
-    sessions: &mut HashMap<u64, Session>,
-    bytes: &[u8],
-) -> Result<Vec<ServerMessage>, (ProtocolError, u64)> {
-    let message = ClientMessage::parse(bytes, &shared.config.limits).map_err(|e| (e, 0))?;
-    match message {
-        ClientMessage::Bind {
-            session,
-            path,
-            token,
-            need_client_file_ident,
-            ..
-        } => {
-            let fail = |code, why: String| Err((ProtocolError::new(code, why), session));
-            if session == 0 || sessions.contains_key(&session) {
-                return Err((
-                    ProtocolError::new(
-                        ErrorCode::ReuseOfSessionIdent,
-                        format!("session {session} is in use"),
-                    ),
-                    0,
-                ));
-            }
-            if !path.starts_with('/') || path.contains('\0') {
-                return fail(
-                    ErrorCode::IllegalRealmPath,
-                    format!("illegal server path {path:?}"),
-                );
-            }
-            let claims = if token.is_empty() {
-                match handshake {
-                    Some(Ok(c)) => c.clone(),
-                    _ => return fail(ErrorCode::BadAuthentication, "no access token".into()),
-                }
-            } else {
-                shared
-                    .config
-                    .auth
-                    .verify(&token)
-                    .map_err(|e| (e, session))?
-            };
-            if !claims.allows(&path) {
-                return fail(
-                    ErrorCode::PermissionDenied,
-                    format!("the token does not allow {path}"),
-                );
-            }
-            let file = open_file(shared, &path).map_err(|e| (e, session))?;
-            let mut replies = Vec::new();
-            if need_client_file_ident {
-                let (ident, salt) = lock(&file)
-                    .allocate_client_file()
-                    .map_err(|e| (e, session))?;
-                replies.push(ServerMessage::Ident {
-                    session,
-                    client_file_ident: ident,
-                    client_file_ident_salt: salt,
-                });
-            }
-            sessions.insert(
-                session,
-                Session {
-                    path,
-                    file,
-                    client_file_ident: None,
-                    cursor: 0,
-                },
-            );
-            Ok(replies)
-        }
-        ClientMessage::Ident {
-            session,
-            client_file_ident,
-            client_file_ident_salt,
-            download_server_version,
-            ..
-        } => {
-            let s = sessions.get_mut(&session).ok_or_else(|| {
-                (
-                    ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {session}")),
-                    0,
-                )
-            })?;
-            if s.client_file_ident.is_some() {
-                return Err((
-                    ProtocolError::new(ErrorCode::BadMessageOrder, "IDENT sent twice"),
-                    0,
-                ));
-            }
-            lock(&s.file)
-                .check_ident(
-                    client_file_ident,
-                    client_file_ident_salt,
-                    download_server_version,
-                )
-                .map_err(|e| (e, session))?;
-            s.client_file_ident = Some(client_file_ident);
-            s.cursor = download_server_version;
-            Ok(downloads(session, s, true))
-        }
-        ClientMessage::Upload {
-            session, entries, ..
-        } => {
-            let s = sessions.get_mut(&session).ok_or_else(|| {
-                (
-                    ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {session}")),
-                    0,
-                )
-            })?;
-            let Some(ident) = s.client_file_ident else {
-                return Err((
-                    ProtocolError::new(ErrorCode::BadMessageOrder, "UPLOAD before IDENT"),
-                    0,
-                ));
-            };
-            let integrated = lock(&s.file)
-                .integrate_upload(ident, &entries)
-                .map_err(|e| (e, session))?;
-            if !integrated.versions.is_empty() {
-                let _ = shared.changed.send(s.path.clone());
-            }
-            Ok(downloads(session, s, true))
-        }
-        ClientMessage::Mark {
-            session,
-            request_ident,
-        } => {
-            let s = sessions.get_mut(&session).ok_or_else(|| {
-                (
-                    ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {session}")),
-                    0,
-                )
-            })?;
-            let mut replies = downloads(session, s, false);
-            replies.push(ServerMessage::Mark {
-                session,
-                request_ident,
-            });
-            Ok(replies)
-        }
-        ClientMessage::Unbind { session } => {
-            sessions.remove(&session);
-            Ok(vec![ServerMessage::Unbound { session }])
-        }
-        ClientMessage::Ping { timestamp, .. } => Ok(vec![ServerMessage::Pong { timestamp }]),
-        ClientMessage::JsonError { session, .. } => {
-            sessions.remove(&session);
-            Ok(vec![ServerMessage::Unbound { session }])
         }
     }
 }

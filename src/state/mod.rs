@@ -18,12 +18,14 @@
 mod apply;
 pub(crate) mod checks;
 mod display;
+mod snapshot;
 mod value;
 
 use std::collections::BTreeMap;
 
 pub use apply::ApplyError;
 pub(crate) use apply::{check_scalar, embedded_target};
+pub use snapshot::snapshot;
 pub use value::{Element, Field, Key, Object, Val};
 
 use crate::changeset::{CollectionType, PayloadType};

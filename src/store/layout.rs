@@ -13,6 +13,8 @@
 //!   latest server version and salt).
 //! - `_tandem_reciprocal`: the reciprocal (transformed) forms of local changesets the server
 //!   has not integrated yet, for OT.
+//! - `_tandem_quarantine`: local changesets a client reset could not re-apply, kept until the
+//!   app clears them.
 //!
 //! Value columns are declared without a type, so SQLite keeps every value exactly as bound
 //! (no affinity conversions) while comparisons and indexes still work.
@@ -111,7 +113,13 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
     }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _tandem_sync (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-         CREATE TABLE IF NOT EXISTS _tandem_reciprocal (version INTEGER PRIMARY KEY, changeset BLOB NOT NULL);",
+         CREATE TABLE IF NOT EXISTS _tandem_reciprocal (version INTEGER PRIMARY KEY, changeset BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS _tandem_quarantine (
+             id INTEGER PRIMARY KEY,
+             original_version INTEGER NOT NULL,
+             changeset BLOB NOT NULL,
+             reason TEXT NOT NULL
+         );",
     )?;
     Ok(())
 }

@@ -21,6 +21,7 @@ mod layout;
 mod notify;
 mod query;
 mod read;
+mod reset;
 mod schema;
 mod sync;
 mod write;
@@ -36,6 +37,7 @@ pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
 pub use read::ReadTransaction;
+pub use reset::{Quarantined, ResetBase, ResetOutcome};
 pub use sync::{DownloadCursors, SyncProgress};
 pub use write::{PathStep, WriteTransaction};
 
@@ -353,6 +355,13 @@ impl Database {
             .clone();
         for hook in hooks {
             hook();
+        }
+    }
+
+    /// Tells every listener to re-read: after a reset, anything may have changed.
+    pub(crate) fn notify_everything(&self) {
+        if self.notifier.has_watches() {
+            self.notifier.committed(None);
         }
     }
 

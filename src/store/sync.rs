@@ -33,7 +33,7 @@ pub(crate) fn get(conn: &Connection, key: &str) -> Option<u64> {
     .map(|v| v as u64)
 }
 
-fn put(conn: &Connection, key: &str, value: u64) -> Result<(), StoreError> {
+pub(crate) fn put(conn: &Connection, key: &str, value: u64) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO _tandem_sync (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -126,6 +126,36 @@ impl Database {
             out.push(cs);
         }
         Ok(out)
+    }
+
+    /// The newest local version (0 if nothing was ever committed).
+    pub fn last_local_version(&self) -> Result<u64, StoreError> {
+        let read = self.read()?;
+        let v: Option<i64> =
+            read.connection()
+                .query_row("SELECT MAX(version) FROM _tandem_history", [], |r| r.get(0))?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Whether the server has acknowledged every non-empty local changeset up to `version`.
+    pub fn uploaded_through(&self, version: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .pending_uploads(1)?
+            .first()
+            .map_or(true, |cs| cs.meta.version > version))
+    }
+
+    /// Encoded bytes of the local changesets the server has not acknowledged.
+    pub fn pending_upload_bytes(&self) -> Result<u64, StoreError> {
+        let read = self.read()?;
+        let conn = read.connection();
+        let acked = get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0);
+        let bytes: Option<i64> = conn.query_row(
+            "SELECT SUM(length(changeset)) FROM _tandem_history WHERE version > ?1",
+            [acked as i64],
+            |r| r.get(0),
+        )?;
+        Ok(bytes.unwrap_or(0) as u64)
     }
 
     /// Integrates a DOWNLOAD: every server changeset (its `meta.version` the server version,

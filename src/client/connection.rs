@@ -1,0 +1,718 @@
+//! One session's life on the network: connect (TCP, TLS, WebSocket), BIND, IDENT, then upload,
+//! download, MARK, REFRESH and PING until the connection ends; reconnect with backoff.
+//!
+//! This task never calls app code: state, progress and errors go to the notifier thread
+//! through [`Shared`], store work runs on blocking threads, and the token provider is called
+//! on a blocking thread too.
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{
+    lock, token, ClientResetMode, PartialState, ResetPlan, Shared, SyncState, UPLOAD_BATCH,
+};
+use crate::changeset::Changeset;
+use crate::protocol::{self, ClientMessage, ErrorCode, Limits, ServerMessage, UploadEntry};
+use crate::store::{DownloadCursors, ResetBase, StoreError};
+
+/// Server errors that mean this file's history can no longer sync as it is: client reset.
+const RESET_CODES: [u64; 6] = [208, 209, 210, 211, 217, 222];
+
+/// Backoff after the `n`th failure in a row: 1 s doubling to 5 min, minus up to 25% jitter.
+fn backoff(n: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << n.min(9)).min(Duration::from_secs(300));
+    let jitter = (std::collections::hash_map::RandomState::new().hash_one(n) % 1000) as u32;
+    base - base / 4 * jitter / 1000
+}
+
+/// Why a connection ended.
+struct Failure {
+    /// Server error code, or 0.
+    code: u64,
+    message: String,
+    retry: bool,
+}
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 0,
+        message: message.into(),
+        retry: true,
+    }
+}
+
+/// Runs the session until it is stopped or refused for good.
+pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnector>) {
+    let mut stop = shared.stop.subscribe();
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            shared.set_state(SyncState::Disconnected);
+            break;
+        }
+        shared.set_state(SyncState::Connecting);
+        let Err(failure) = connect_and_sync(&shared, &tls, &mut stop).await else {
+            shared.set_state(SyncState::Disconnected);
+            break;
+        };
+        if let Some(plan) = lock(&shared.reset).as_mut().filter(|p| p.started) {
+            // The reset itself failed (not just the network before it).
+            plan.started = false;
+            plan.failures += 1;
+            if plan.failures >= 2 {
+                if plan.recover && shared.config.client_reset == ClientResetMode::RecoverOrDiscard {
+                    plan.recover = false;
+                    plan.failures = 0;
+                    shared.report(
+                        failure.code,
+                        "client reset: recovery failed twice; discarding local changes instead",
+                        true,
+                    );
+                } else {
+                    let message = format!("client reset failed twice: {}", failure.message);
+                    shared.report(failure.code, &message, false);
+                    shared.set_state(SyncState::Error(message));
+                    break;
+                }
+            }
+        }
+        if RESET_CODES.contains(&failure.code) {
+            match shared.config.client_reset {
+                ClientResetMode::Manual => {
+                    let message = format!("client reset required: {}", failure.message);
+                    shared.report(failure.code, &message, false);
+                    shared.set_state(SyncState::Error(message));
+                    break;
+                }
+                mode => {
+                    let db = Arc::clone(&shared.db);
+                    let progress = tokio::task::spawn_blocking(move || db.sync_progress()).await;
+                    let Ok(Ok(progress)) = progress else {
+                        shared.report(0, "client reset: cannot read the local file", false);
+                        shared.set_state(SyncState::Error(
+                            "client reset: cannot read the local file".into(),
+                        ));
+                        break;
+                    };
+                    let mut plan = lock(&shared.reset);
+                    if plan.is_none() {
+                        *plan = Some(ResetPlan {
+                            recover: mode != ClientResetMode::DiscardLocal,
+                            old_ident: progress.client_file_ident,
+                            old_salt: progress.client_file_ident_salt,
+                            failures: 0,
+                            started: false,
+                        });
+                    }
+                    drop(plan);
+                    shared.report(
+                        failure.code,
+                        format!("client reset: {}", failure.message),
+                        true,
+                    );
+                    failures = 0;
+                    continue;
+                }
+            }
+        }
+        let expired = failure.code == u64::from(ErrorCode::TokenExpired.code());
+        let retry = failure.retry && (!expired || shared.config.token_provider.is_some());
+        if !retry {
+            shared.report(failure.code, &failure.message, false);
+            shared.set_state(SyncState::Error(failure.message));
+            break;
+        }
+        shared.report(failure.code, &failure.message, true);
+        shared.set_state(SyncState::Disconnected);
+        if expired {
+            // The next connection asks the provider first; no need to wait long.
+            *lock(&shared.token) = String::new();
+            failures = 0;
+        } else {
+            failures += 1;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff(failures.saturating_sub(1))) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    // Wake every waiter: their futures see the stop or the error state.
+    lock(&shared.marks).clear();
+    shared.acked.send_modify(|_| {});
+}
+
+/// Asks the provider for a token on a blocking thread.
+async fn fetch_token(shared: &Arc<Shared>) -> Result<String, String> {
+    let Some(provider) = shared.config.token_provider.clone() else {
+        return Err("no token provider".into());
+    };
+    let fetched = tokio::task::spawn_blocking(move || provider.fetch_token())
+        .await
+        .map_err(|e| format!("the token provider panicked: {e}"))?;
+    let token = fetched.map_err(|e| format!("the token provider failed: {e}"))?;
+    if token.is_empty() {
+        return Err("the token provider returned an empty token".into());
+    }
+    *lock(&shared.token) = token.clone();
+    Ok(token)
+}
+
+/// Seconds before expiry at which to refresh a token that expires in `remaining` seconds.
+fn refresh_delay(remaining: u64) -> Duration {
+    Duration::from_secs(remaining - (remaining / 5).max(1).min(remaining))
+}
+
+/// When to ask for the next token, if there is a provider and the token says when it expires.
+fn refresh_deadline(shared: &Shared, token: &str) -> Option<tokio::time::Instant> {
+    shared.config.token_provider.as_ref()?;
+    let exp = token::expiry(token)?;
+    let remaining = exp.saturating_sub(token::now());
+    Some(tokio::time::Instant::now() + refresh_delay(remaining))
+}
+
+async fn connect_and_sync(
+    shared: &Arc<Shared>,
+    tls: &Option<tokio_rustls::TlsConnector>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Failure> {
+    let mut token = shared.token();
+    let stale =
+        token.is_empty() || token::expiry(&token).is_some_and(|exp| exp <= token::now() + 1);
+    if stale && shared.config.token_provider.is_some() {
+        token = fetch_token(shared).await.map_err(fail)?;
+    }
+    let mut request = shared
+        .config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| fail(format!("bad URL: {e}")))?;
+    let host = request.uri().host().unwrap_or("localhost").to_owned();
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        protocol::client_offer()
+            .parse()
+            .map_err(|_| fail("header"))?,
+    );
+    headers.insert(
+        "Authorization",
+        format!("Bearer {token}")
+            .parse()
+            .map_err(|_| fail("the token is not a valid header value"))?,
+    );
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| fail(format!("connect: {e}")))?;
+    match tls {
+        Some(connector) => {
+            let name = rustls_pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| fail(format!("server name: {e}")))?;
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| fail(format!("TLS: {e}")))?;
+            session(shared, request, stream, stop, token).await
+        }
+        None => session(shared, request, tcp, stop, token).await,
+    }
+}
+
+fn to_changesets(entries: Vec<crate::protocol::DownloadEntry>) -> Result<Vec<Changeset>, Failure> {
+    entries
+        .into_iter()
+        .map(|e| {
+            e.to_changeset()
+                .map_err(|err| fail(format!("server sent a bad changeset: {err}")))
+        })
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| fail(format!("store task: {e}")))?
+        .map_err(|e| fail(format!("store: {e}")))
+}
+
+fn encode(message: ClientMessage) -> Message {
+    Message::Binary(message.encode().into())
+}
+
+async fn session<S>(
+    shared: &Arc<Shared>,
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    stream: S,
+    stop: &mut watch::Receiver<bool>,
+    token: String,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(|e| {
+            let message = format!("WebSocket handshake: {e}");
+            // 401: the server refused the token in the handshake.
+            let refused =
+                matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
+            match refused {
+                true => Failure {
+                    code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
+                        u64::from(ErrorCode::TokenExpired.code())
+                    } else {
+                        u64::from(ErrorCode::BadAuthentication.code())
+                    },
+                    message,
+                    retry: false,
+                },
+                false => fail(message),
+            }
+        })?;
+    let chosen = response
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    protocol::accepted(chosen).map_err(|e| fail(e.message))?;
+    let limits = Limits::default();
+    let db = &shared.db;
+
+    let d = Arc::clone(db);
+    let progress = blocking(move || d.sync_progress()).await?;
+    let resetting = lock(&shared.reset).is_some();
+    let need_ident = progress.client_file_ident == 0 || resetting;
+    ws.send(encode(ClientMessage::Bind {
+        session: 1,
+        path: shared.config.path.clone(),
+        token: token.clone(),
+        need_client_file_ident: need_ident,
+        is_subserver: false,
+    }))
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+
+    let mut conn = Connection {
+        bound: false,
+        uploaded_through: progress.upload_client_version,
+        in_flight: VecDeque::new(),
+        ping_sent: None,
+        new_ident: None,
+        recovered_through: 0,
+    };
+    let mut refresh_at = refresh_deadline(shared, &token);
+    // Every MARK is sent again on this connection.
+    for waiter in lock(&shared.marks).values_mut() {
+        waiter.sent = false;
+    }
+    if !need_ident {
+        send_ident(&mut ws, shared).await?;
+        conn.bound = true;
+        shared.set_state(SyncState::Connected);
+    }
+    let mut ping_timer = tokio::time::interval(Duration::from_secs(54));
+    ping_timer.tick().await;
+    loop {
+        if conn.bound {
+            // MARKs not yet sent on this connection.
+            let unsent: Vec<u64> = lock(&shared.marks)
+                .iter_mut()
+                .filter(|(_, w)| !w.sent)
+                .map(|(id, w)| {
+                    w.sent = true;
+                    *id
+                })
+                .collect();
+            for request_ident in unsent {
+                ws.send(encode(ClientMessage::Mark {
+                    session: 1,
+                    request_ident,
+                }))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            }
+            // Upload what is new since the last UPLOAD of this connection.
+            let d = Arc::clone(db);
+            let pending = blocking(move || d.pending_uploads(UPLOAD_BATCH * 4)).await?;
+            let entries: Vec<UploadEntry> = pending
+                .into_iter()
+                .filter(|cs| cs.meta.version > conn.uploaded_through)
+                .scan(0usize, |bytes, cs| {
+                    let entry = UploadEntry::from_changeset(&cs);
+                    let first = *bytes == 0;
+                    *bytes += entry.changeset.len();
+                    (first || *bytes <= UPLOAD_BATCH).then_some(entry)
+                })
+                .collect();
+            if let Some(last) = entries.last() {
+                conn.uploaded_through = last.client_version;
+                conn.in_flight.extend(
+                    entries
+                        .iter()
+                        .map(|e| (e.client_version, e.changeset.len() as u64)),
+                );
+                let d = Arc::clone(db);
+                let pending_bytes = blocking(move || d.pending_upload_bytes()).await?;
+                shared.update_progress(|p| {
+                    p.upload_transferable = p.upload_transferred + pending_bytes;
+                });
+                ws.send(encode(ClientMessage::Upload {
+                    session: 1,
+                    progress_client_version: conn.uploaded_through,
+                    progress_server_version: 0,
+                    locked_server_version: 0,
+                    entries,
+                }))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+                continue;
+            }
+        }
+        let refresh = async {
+            match refresh_at {
+                Some(at) if conn.bound => tokio::time::sleep_until(at).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = ws.send(encode(ClientMessage::Unbind { session: 1 })).await;
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+            _ = shared.wake.notified() => {}
+            _ = refresh => {
+                match fetch_token(shared).await {
+                    Ok(token) => {
+                        refresh_at = refresh_deadline(shared, &token);
+                        ws.send(encode(ClientMessage::Refresh { session: 1, token }))
+                            .await
+                            .map_err(|e| fail(e.to_string()))?;
+                    }
+                    Err(why) => {
+                        shared.report(0, why, true);
+                        refresh_at = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                    }
+                }
+            }
+            _ = ping_timer.tick() => {
+                if conn.ping_sent.is_some_and(|at| at.elapsed() > Duration::from_secs(120)) {
+                    return Err(fail("no PONG within 120 s"));
+                }
+                conn.ping_sent = Some(tokio::time::Instant::now());
+                ws.send(encode(ClientMessage::Ping { timestamp: 0, rtt: 0 })).await.map_err(|e| fail(e.to_string()))?;
+            }
+            message = ws.next() => {
+                let bytes = match message {
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Close(_))) | None => return Err(fail("the server closed the connection")),
+                    Some(Err(e)) => return Err(fail(e.to_string())),
+                    Some(Ok(_)) => continue,
+                };
+                let message = ServerMessage::parse(&bytes, &limits).map_err(|e| fail(e.to_string()))?;
+                handle(shared, message, &mut ws, &mut conn).await?;
+            }
+        }
+    }
+}
+
+/// One connection's progress.
+struct Connection {
+    /// IDENT sent: uploads and MARKs may flow.
+    bound: bool,
+    /// Last client version uploaded on this connection.
+    uploaded_through: u64,
+    /// Uploaded and not yet acknowledged: (client version, changeset bytes).
+    in_flight: VecDeque<(u64, u64)>,
+    ping_sent: Option<tokio::time::Instant>,
+    /// During a reset: the ident the server just allocated, stored with the snapshot.
+    new_ident: Option<(u64, u64)>,
+    /// During a recovering reset: the last local version the server integrated.
+    recovered_through: u64,
+}
+
+async fn handle<S>(
+    shared: &Arc<Shared>,
+    message: ServerMessage,
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    conn: &mut Connection,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let db = &shared.db;
+    match message {
+        ServerMessage::Ident {
+            client_file_ident,
+            client_file_ident_salt,
+            ..
+        } => {
+            let plan = lock(&shared.reset).as_mut().map(|p| {
+                p.started = true;
+                *p
+            });
+            let Some(plan) = plan else {
+                let d = Arc::clone(db);
+                blocking(move || {
+                    d.set_client_file_ident(client_file_ident, client_file_ident_salt)
+                })
+                .await?;
+                send_ident(ws, shared).await?;
+                conn.bound = true;
+                shared.set_state(SyncState::Connected);
+                return Ok(());
+            };
+            // A reset (or a first open): the new ident is stored with the snapshot.
+            conn.new_ident = Some((client_file_ident, client_file_ident_salt));
+            if plan.recover && plan.old_ident != 0 {
+                ws.send(encode(ClientMessage::ClientVersionRequest {
+                    session: 1,
+                    client_file_ident: plan.old_ident,
+                    client_file_ident_salt: plan.old_salt,
+                }))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            }
+            let (server_version, offset) = lock(&shared.partial_state)
+                .as_ref()
+                .map_or((0, 0), |p| (p.server_version, p.bytes.len() as u64));
+            ws.send(encode(ClientMessage::StateRequest {
+                session: 1,
+                server_version,
+                offset,
+            }))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        }
+        ServerMessage::ClientVersion { client_version, .. } => {
+            conn.recovered_through = client_version;
+        }
+        ServerMessage::State {
+            server_version,
+            server_version_salt,
+            begin_offset,
+            total_size,
+            segment,
+            ..
+        } => {
+            let complete = {
+                let mut partial = lock(&shared.partial_state);
+                let continues = partial.as_ref().is_some_and(|p| {
+                    p.server_version == server_version && p.bytes.len() as u64 == begin_offset
+                });
+                if !continues {
+                    if begin_offset != 0 {
+                        *partial = None;
+                        return Err(fail("the server resumed a STATE snapshot it no longer has"));
+                    }
+                    *partial = Some(PartialState {
+                        server_version,
+                        server_version_salt,
+                        total: total_size,
+                        bytes: Vec::with_capacity(total_size.min(64 << 20) as usize),
+                    });
+                }
+                let p = partial.as_mut().expect("set above");
+                p.bytes.extend_from_slice(&segment);
+                let left = p.total.saturating_sub(p.bytes.len() as u64);
+                shared.update_progress(|progress| {
+                    progress.download_transferred += segment.len() as u64;
+                    progress.download_transferable = progress.download_transferred + left;
+                });
+                if left == 0 {
+                    partial.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(done) = complete {
+                finish_reset(shared, ws, conn, done).await?;
+            }
+        }
+        ServerMessage::Download {
+            download_server_version,
+            download_client_version,
+            latest_server_version,
+            latest_server_version_salt,
+            upload_client_version,
+            downloadable_bytes,
+            entries,
+            ..
+        } => {
+            let received: u64 = entries.iter().map(|e| e.changeset.len() as u64).sum();
+            let changesets = to_changesets(entries)?;
+            let d = Arc::clone(db);
+            let cursors = DownloadCursors {
+                download_server_version,
+                download_client_version,
+                latest_server_version,
+                latest_server_version_salt,
+                upload_client_version,
+            };
+            blocking(move || d.integrate_download(changesets, cursors)).await?;
+            let mut acknowledged = 0;
+            while conn
+                .in_flight
+                .front()
+                .is_some_and(|(v, _)| *v <= upload_client_version)
+            {
+                acknowledged += conn.in_flight.pop_front().map_or(0, |(_, size)| size);
+            }
+            let d = Arc::clone(db);
+            let pending_bytes = blocking(move || d.pending_upload_bytes()).await?;
+            shared.update_progress(|p| {
+                p.upload_transferred += acknowledged;
+                p.upload_transferable = p.upload_transferred + pending_bytes;
+                p.download_transferred += received;
+                p.download_transferable = p.download_transferred + downloadable_bytes;
+            });
+            shared.acked.send_modify(|n| *n += 1);
+        }
+        ServerMessage::Mark { request_ident, .. } => {
+            if let Some(waiter) = lock(&shared.marks).remove(&request_ident) {
+                let _ = waiter.done.send(());
+            }
+        }
+        ServerMessage::Pong { .. } => conn.ping_sent = None,
+        ServerMessage::Error {
+            code,
+            message,
+            try_again,
+            ..
+        } => {
+            return Err(Failure {
+                code,
+                message: format!("server error {code}: {message}"),
+                retry: try_again,
+            });
+        }
+        ServerMessage::JsonError { code, json, .. } => {
+            return Err(Failure {
+                code,
+                message: format!("server error {code}: {json}"),
+                retry: false,
+            });
+        }
+        ServerMessage::Unbound { .. } => {}
+        other => {
+            return Err(fail(format!(
+                "unexpected message from the server: {other:?}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Applies a complete STATE snapshot: the reset (or first open) in one transaction, then
+/// normal sync from the snapshot's server version.
+async fn finish_reset<S>(
+    shared: &Arc<Shared>,
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    conn: &mut Connection,
+    done: PartialState,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (ident, salt) = conn
+        .new_ident
+        .ok_or_else(|| fail("the server sent STATE before IDENT"))?;
+    let snapshot = Changeset::decode(&done.bytes)
+        .map_err(|e| fail(format!("the server sent a bad STATE snapshot: {e}")))?;
+    let recover = lock(&shared.reset).is_some_and(|p| p.recover);
+    let base = ResetBase {
+        client_file_ident: ident,
+        client_file_ident_salt: salt,
+        server_version: done.server_version,
+        server_version_salt: done.server_version_salt,
+    };
+    let through = conn.recovered_through;
+    let d = Arc::clone(&shared.db);
+    let outcome = blocking(move || {
+        let replay = if recover {
+            d.local_changes_after(through)?
+        } else {
+            Vec::new()
+        };
+        d.reset_to_snapshot(&snapshot, base, replay)
+    })
+    .await?;
+    *lock(&shared.reset) = None;
+    conn.uploaded_through = 0;
+    conn.in_flight.clear();
+    shared.resets.send_modify(|n| *n += 1);
+    if outcome.quarantined > 0 {
+        shared.report(
+            0,
+            format!(
+                "client reset: {} local changesets no longer apply and were quarantined \
+                 (Database::quarantine)",
+                outcome.quarantined
+            ),
+            true,
+        );
+    }
+    send_ident(ws, shared).await?;
+    conn.bound = true;
+    shared.set_state(SyncState::Connected);
+    Ok(())
+}
+
+async fn send_ident<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    shared: &Arc<Shared>,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let d = Arc::clone(&shared.db);
+    let p = blocking(move || d.sync_progress()).await?;
+    ws.send(encode(ClientMessage::Ident {
+        session: 1,
+        client_file_ident: p.client_file_ident,
+        client_file_ident_salt: p.client_file_ident_salt,
+        download_server_version: p.download_server_version,
+        download_client_version: p.download_client_version,
+        latest_server_version: p.latest_server_version,
+        latest_server_version_salt: p.latest_server_version_salt,
+    }))
+    .await
+    .map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_minutes_with_bounded_jitter() {
+        for n in 0..20 {
+            let base = Duration::from_secs(1u64 << n.min(9)).min(Duration::from_secs(300));
+            let b = backoff(n);
+            assert!(b <= base && b >= base * 3 / 4, "{n}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn refresh_happens_before_expiry() {
+        assert_eq!(refresh_delay(3600), Duration::from_secs(2880));
+        assert_eq!(refresh_delay(5), Duration::from_secs(4));
+        assert_eq!(refresh_delay(1), Duration::from_secs(0));
+        assert_eq!(refresh_delay(0), Duration::from_secs(0));
+    }
+}

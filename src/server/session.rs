@@ -1,0 +1,373 @@
+//! One connection's sessions on the server: what each client message does to the server files
+//! and which messages answer it. Runs on blocking threads (the server files are SQLite with
+//! `synchronous=FULL`); the network side lives in `net`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::auth::Claims;
+use super::file::ServerFile;
+use super::net::{Shared, MAX_DOWNLOAD_BATCH};
+
+/// Largest STATE segment.
+pub const STATE_SEGMENT: usize = 1 << 20;
+use crate::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage};
+
+/// One bound session on a connection.
+pub(super) struct Session {
+    pub(super) path: String,
+    /// When the session's access token expires (seconds since the Unix epoch); REFRESH moves it.
+    expires: u64,
+    file: Arc<Mutex<ServerFile>>,
+    /// Set by IDENT.
+    client_file_ident: Option<u64>,
+    /// Last server version sent to (or known by) the client.
+    cursor: u64,
+}
+
+/// The session `id`, if it exists and its token has not expired (202 then: the client refreshes
+/// its token with REFRESH or reconnects with a new one).
+fn bound(
+    sessions: &mut HashMap<u64, Session>,
+    id: u64,
+) -> Result<&mut Session, (ProtocolError, u64)> {
+    let session = sessions.get_mut(&id).ok_or_else(|| {
+        (
+            ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {id}")),
+            0,
+        )
+    })?;
+    if session.expires <= now() {
+        return Err((
+            ProtocolError::new(
+                ErrorCode::TokenExpired,
+                "the access token expired; send REFRESH with a new one",
+            ),
+            id,
+        ));
+    }
+    Ok(session)
+}
+
+impl Session {
+    /// Whether the session's token has expired (it gets no downloads until REFRESH).
+    pub(super) fn expired(&self) -> bool {
+        self.expires <= now()
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(super) fn lock(file: &Mutex<ServerFile>) -> std::sync::MutexGuard<'_, ServerFile> {
+    file.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(super) fn error(code: ErrorCode, message: &str, session: u64) -> ServerMessage {
+    ServerMessage::Error {
+        code: u64::from(code.code()),
+        message: message.to_owned(),
+        try_again: matches!(
+            code,
+            ErrorCode::ConnectionClosed | ErrorCode::OtherError | ErrorCode::TokenExpired
+        ),
+        session,
+    }
+}
+
+/// DOWNLOAD messages bringing `session` up to date (`force`: send one even if empty, as an
+/// upload acknowledgement).
+pub(super) fn downloads(id: u64, session: &mut Session, force: bool) -> Vec<ServerMessage> {
+    let Some(ident) = session.client_file_ident else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let file = lock(&session.file);
+    while let Ok(batch) = file.download(ident, session.cursor, MAX_DOWNLOAD_BATCH) {
+        let progressed = batch.download_server_version > session.cursor;
+        let owed_ack = force && out.is_empty();
+        if !(progressed || owed_ack) {
+            break;
+        }
+        session.cursor = batch.download_server_version;
+        out.push(ServerMessage::Download {
+            session: id,
+            download_server_version: batch.download_server_version,
+            download_client_version: batch.download_client_version,
+            latest_server_version: batch.latest_server_version,
+            latest_server_version_salt: batch.latest_server_version_salt,
+            upload_client_version: batch.upload_client_version,
+            upload_server_version: batch.latest_server_version,
+            downloadable_bytes: batch.downloadable_bytes,
+            entries: batch.entries,
+        });
+        if !progressed {
+            break;
+        }
+    }
+    out
+}
+
+/// A server path as a file name: hex of its bytes, so no path can escape the data directory.
+fn file_name(path: &str) -> String {
+    let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.sqlite")
+}
+
+pub(super) fn open_file(
+    shared: &Shared,
+    path: &str,
+) -> Result<Arc<Mutex<ServerFile>>, ProtocolError> {
+    let mut files = shared.files.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(f) = files.get(path) {
+        return Ok(Arc::clone(f));
+    }
+    let file = ServerFile::open(shared.config.data_dir.join(file_name(path)))?;
+    let file = Arc::new(Mutex::new(file));
+    files.insert(path.to_owned(), Arc::clone(&file));
+    Ok(file)
+}
+
+pub(super) fn handle(
+    shared: &Shared,
+    handshake: &Option<Result<Claims, ProtocolError>>,
+    sessions: &mut HashMap<u64, Session>,
+    bytes: &[u8],
+) -> Result<Vec<ServerMessage>, (ProtocolError, u64)> {
+    let message = ClientMessage::parse(bytes, &shared.config.limits).map_err(|e| (e, 0))?;
+    match message {
+        ClientMessage::Bind {
+            session,
+            path,
+            token,
+            need_client_file_ident,
+            ..
+        } => {
+            let fail = |code, why: String| Err((ProtocolError::new(code, why), session));
+            if session == 0 || sessions.contains_key(&session) {
+                return Err((
+                    ProtocolError::new(
+                        ErrorCode::ReuseOfSessionIdent,
+                        format!("session {session} is in use"),
+                    ),
+                    0,
+                ));
+            }
+            if !path.starts_with('/') || path.contains('\0') {
+                return fail(
+                    ErrorCode::IllegalRealmPath,
+                    format!("illegal server path {path:?}"),
+                );
+            }
+            let claims = if token.is_empty() {
+                match handshake {
+                    Some(Ok(c)) => c.clone(),
+                    _ => return fail(ErrorCode::BadAuthentication, "no access token".into()),
+                }
+            } else {
+                shared
+                    .config
+                    .auth
+                    .verify(&token)
+                    .map_err(|e| (e, session))?
+            };
+            if !claims.allows(&path) {
+                return fail(
+                    ErrorCode::PermissionDenied,
+                    format!("the token does not allow {path}"),
+                );
+            }
+            let file = open_file(shared, &path).map_err(|e| (e, session))?;
+            let mut replies = Vec::new();
+            if need_client_file_ident {
+                let (ident, salt) = lock(&file)
+                    .allocate_client_file()
+                    .map_err(|e| (e, session))?;
+                replies.push(ServerMessage::Ident {
+                    session,
+                    client_file_ident: ident,
+                    client_file_ident_salt: salt,
+                });
+            }
+            sessions.insert(
+                session,
+                Session {
+                    path,
+                    expires: claims.exp,
+                    file,
+                    client_file_ident: None,
+                    cursor: 0,
+                },
+            );
+            Ok(replies)
+        }
+        ClientMessage::Ident {
+            session,
+            client_file_ident,
+            client_file_ident_salt,
+            download_server_version,
+            download_client_version,
+            ..
+        } => {
+            let s = bound(sessions, session)?;
+            if s.client_file_ident.is_some() {
+                return Err((
+                    ProtocolError::new(ErrorCode::BadMessageOrder, "IDENT sent twice"),
+                    0,
+                ));
+            }
+            {
+                let file = lock(&s.file);
+                file.check_ident(
+                    client_file_ident,
+                    client_file_ident_salt,
+                    download_server_version,
+                )
+                .and_then(|()| {
+                    file.check_cursor(
+                        client_file_ident,
+                        download_server_version,
+                        download_client_version,
+                    )
+                })
+                .map_err(|e| (e, session))?;
+            }
+            s.client_file_ident = Some(client_file_ident);
+            s.cursor = download_server_version;
+            Ok(downloads(session, s, true))
+        }
+        ClientMessage::Upload {
+            session, entries, ..
+        } => {
+            let s = bound(sessions, session)?;
+            let Some(ident) = s.client_file_ident else {
+                return Err((
+                    ProtocolError::new(ErrorCode::BadMessageOrder, "UPLOAD before IDENT"),
+                    0,
+                ));
+            };
+            let integrated = lock(&s.file)
+                .integrate_upload(ident, &entries)
+                .map_err(|e| (e, session))?;
+            if !integrated.versions.is_empty() {
+                let _ = shared.changed.send(s.path.clone());
+            }
+            Ok(downloads(session, s, true))
+        }
+        ClientMessage::Mark {
+            session,
+            request_ident,
+        } => {
+            let s = bound(sessions, session)?;
+            let mut replies = downloads(session, s, false);
+            replies.push(ServerMessage::Mark {
+                session,
+                request_ident,
+            });
+            Ok(replies)
+        }
+        ClientMessage::Refresh { session, token } => {
+            // An expired session may refresh: look it up without the expiry check.
+            let s = sessions.get_mut(&session).ok_or_else(|| {
+                (
+                    ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {session}")),
+                    0,
+                )
+            })?;
+            let claims = shared
+                .config
+                .auth
+                .verify(&token)
+                .map_err(|e| (e, session))?;
+            if !claims.allows(&s.path) {
+                return Err((
+                    ProtocolError::new(
+                        ErrorCode::PermissionDenied,
+                        format!("the new token does not allow {}", s.path),
+                    ),
+                    session,
+                ));
+            }
+            s.expires = claims.exp;
+            // Whatever was withheld while the token was expired.
+            Ok(downloads(session, s, false))
+        }
+        ClientMessage::ClientVersionRequest {
+            session,
+            client_file_ident,
+            client_file_ident_salt,
+        } => {
+            let s = bound(sessions, session)?;
+            // A file this server does not know (or knows under another salt) had nothing
+            // integrated here: 0, so a recovering client re-applies all its changes.
+            let client_version = lock(&s.file)
+                .client_version(client_file_ident, client_file_ident_salt)
+                .or_else(|e| match e.code {
+                    ErrorCode::BadClientFileIdent => Ok(0),
+                    _ => Err(e),
+                })
+                .map_err(|e| (e, session))?;
+            Ok(vec![ServerMessage::ClientVersion {
+                session,
+                client_version,
+            }])
+        }
+        ClientMessage::StateRequest {
+            session,
+            server_version,
+            offset,
+        } => {
+            let s = bound(sessions, session)?;
+            let (salt, (version, bytes)) = {
+                let mut file = lock(&s.file);
+                (file.salt(), file.snapshot(server_version))
+            };
+            let total = bytes.len() as u64;
+            // Resume only the snapshot asked for; anything else starts over at offset 0.
+            let mut begin = if version == server_version {
+                offset.min(total)
+            } else {
+                0
+            };
+            let mut replies = Vec::new();
+            loop {
+                let end = (begin + STATE_SEGMENT as u64).min(total);
+                replies.push(ServerMessage::State {
+                    session,
+                    server_version: version,
+                    server_version_salt: salt,
+                    begin_offset: begin,
+                    end_offset: end,
+                    total_size: total,
+                    segment: bytes[begin as usize..end as usize].to_vec(),
+                });
+                begin = end;
+                if begin >= total {
+                    break;
+                }
+            }
+            Ok(replies)
+        }
+        ClientMessage::Transact { session, .. } => Err((
+            ProtocolError::new(
+                ErrorCode::UnsupportedSessionFeature,
+                "TRANSACT is not supported by this server yet",
+            ),
+            session,
+        )),
+        ClientMessage::Unbind { session } => {
+            sessions.remove(&session);
+            Ok(vec![ServerMessage::Unbound { session }])
+        }
+        ClientMessage::Ping { timestamp, .. } => Ok(vec![ServerMessage::Pong { timestamp }]),
+        ClientMessage::JsonError { session, .. } => {
+            sessions.remove(&session);
+            Ok(vec![ServerMessage::Unbound { session }])
+        }
+    }
+}

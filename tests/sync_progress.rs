@@ -1,0 +1,100 @@
+//! Progress and state events against a real server: upload and download figures add up to the
+//! changeset bytes actually sent, the connection state is reported through a server restart,
+//! and a listener that panics does not stop the others.
+#![cfg(feature = "server")]
+
+mod live;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use live::{create_task, eventually, World};
+use tandem::client::{Event, Progress, SyncState};
+
+#[test]
+fn progress_adds_up_to_the_bytes_sent() {
+    let world = World::new("progress");
+    let a = world.open("a.sqlite");
+    let sa = world.sync(&a);
+    let seen = Arc::new(Mutex::new(Vec::<Progress>::new()));
+    let sink = Arc::clone(&seen);
+    let _listener = sa.on_event(move |e| {
+        if let Event::Progress(p) = e {
+            sink.lock().unwrap().push(*p);
+        }
+    });
+    for id in 0..100 {
+        create_task(&a, id, &"x".repeat(id as usize));
+    }
+    world
+        .block_on(sa.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    let uploaded: u64 = a
+        .history()
+        .unwrap()
+        .iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| c.encode().len() as u64)
+        .sum();
+    let p = sa.progress();
+    assert_eq!(
+        p.upload_transferred, uploaded,
+        "every local changeset byte, once"
+    );
+    assert_eq!(p.upload_transferable, uploaded);
+
+    // A fresh client downloads exactly what A uploaded (nothing was concurrent with it).
+    let b = world.open("b.sqlite");
+    let sb = world.sync(&b);
+    world
+        .block_on(sb.wait_for_download(Some(Duration::from_secs(60))))
+        .unwrap();
+    let q = sb.progress();
+    assert_eq!(q.download_transferred, uploaded);
+    assert_eq!(q.download_transferable, uploaded);
+
+    eventually("the last progress event", 10, || {
+        seen.lock().unwrap().last() == Some(&sa.progress())
+    });
+    let seen = seen.lock().unwrap();
+    assert!(seen
+        .windows(2)
+        .all(|w| w[1].upload_transferred >= w[0].upload_transferred));
+    assert!(seen
+        .iter()
+        .all(|p| p.upload_transferred <= p.upload_transferable));
+}
+
+#[test]
+fn state_events_follow_the_connection_and_a_panicking_listener_is_contained() {
+    let mut world = World::new("states");
+    let a = world.open("a.sqlite");
+    let session = world.sync(&a);
+    let _bad = session.on_event(|_| panic!("a listener that throws"));
+    let states = Arc::new(Mutex::new(Vec::<SyncState>::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let (s, e) = (Arc::clone(&states), Arc::clone(&errors));
+    let _good = session.on_event(move |event| match event {
+        Event::State(state) => s.lock().unwrap().push(state.clone()),
+        Event::Error(info) => e.lock().unwrap().push(info.clone()),
+        Event::Progress(_) => {}
+    });
+    eventually("connected", 30, || session.state() == SyncState::Connected);
+    world.stop_server();
+    eventually("disconnected", 30, || {
+        states.lock().unwrap().contains(&SyncState::Disconnected)
+    });
+    world.start_server();
+    eventually("reconnected", 60, || {
+        let s = states.lock().unwrap();
+        s.iter()
+            .skip_while(|x| **x != SyncState::Disconnected)
+            .any(|x| *x == SyncState::Connected)
+    });
+    let errors = errors.lock().unwrap();
+    assert!(!errors.is_empty(), "the lost connection was reported");
+    assert!(
+        errors.iter().all(|i| i.will_retry && i.code == 0),
+        "{errors:?}"
+    );
+}
