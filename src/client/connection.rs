@@ -18,7 +18,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    lock, token, ClientResetMode, PartialState, ResetPlan, Shared, SyncState, UPLOAD_BATCH,
+    lock, token, ClientResetMode, PartialState, ResetPlan, Shared, SyncState, TransactOutcome,
+    UPLOAD_BATCH,
 };
 use crate::changeset::Changeset;
 use crate::protocol::{self, ClientMessage, ErrorCode, Limits, ServerMessage, UploadEntry};
@@ -111,6 +112,7 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
                             old_salt: progress.client_file_ident_salt,
                             failures: 0,
                             started: false,
+                            exclude: None,
                         });
                     }
                     drop(plan);
@@ -123,6 +125,14 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
                     continue;
                 }
             }
+        }
+        if lock(&shared.reset)
+            .as_ref()
+            .is_some_and(|p| !p.started && p.exclude.is_some())
+        {
+            // A rejected transaction: roll back now (a reset on a new connection).
+            failures = 0;
+            continue;
         }
         let expired = failure.code == u64::from(ErrorCode::TokenExpired.code());
         let retry = failure.retry && (!expired || shared.config.token_provider.is_some());
@@ -316,6 +326,9 @@ where
         recovered_through: 0,
     };
     let mut refresh_at = refresh_deadline(shared, &token);
+    if let Some(pending) = lock(&shared.transact).as_mut() {
+        pending.sent = false;
+    }
     // Every MARK is sent again on this connection.
     for waiter in lock(&shared.marks).values_mut() {
         waiter.sent = false;
@@ -346,12 +359,45 @@ where
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             }
+            // A pending transaction: nothing at or after it is uploaded; once everything before
+            // it is acknowledged, it goes alone as TRANSACT.
+            let gate = lock(&shared.transact)
+                .as_ref()
+                .map(|p| (p.version.unwrap_or(0), p.sent));
             // Upload what is new since the last UPLOAD of this connection.
             let d = Arc::clone(db);
             let pending = blocking(move || d.pending_uploads(UPLOAD_BATCH * 4)).await?;
+            if let Some((version, false)) = gate {
+                let first = pending.first();
+                if version > 0
+                    && conn.in_flight.is_empty()
+                    && first.is_some_and(|cs| cs.meta.version == version)
+                {
+                    let entry = UploadEntry::from_changeset(&pending[0]);
+                    if let Some(p) = lock(&shared.transact).as_mut() {
+                        p.sent = true;
+                    }
+                    conn.uploaded_through = version;
+                    ws.send(encode(ClientMessage::Transact {
+                        session: 1,
+                        request_ident: version,
+                        client_version: entry.client_version,
+                        last_integrated_server_version: entry.last_integrated_server_version,
+                        origin_timestamp: entry.origin_timestamp,
+                        changeset: entry.changeset,
+                    }))
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                    continue;
+                }
+            }
+            let limit = match gate {
+                Some((version, _)) => version,
+                None => u64::MAX,
+            };
             let entries: Vec<UploadEntry> = pending
                 .into_iter()
-                .filter(|cs| cs.meta.version > conn.uploaded_through)
+                .filter(|cs| cs.meta.version > conn.uploaded_through && cs.meta.version < limit)
                 .scan(0usize, |bytes, cs| {
                     let entry = UploadEntry::from_changeset(&cs);
                     let first = *bytes == 0;
@@ -582,6 +628,58 @@ where
                 p.download_transferable = p.download_transferred + downloadable_bytes;
             });
             shared.acked.send_modify(|n| *n += 1);
+            // A transaction sent before a disconnect whose verdict was lost: the server's
+            // acknowledgement says it was integrated.
+            let mut pending = lock(&shared.transact);
+            let resolved = pending.as_ref().is_some_and(|p| {
+                p.rejected.is_none() && p.version.is_some_and(|v| v <= upload_client_version)
+            });
+            if resolved {
+                if let Some(done) = pending.take().and_then(|p| p.done) {
+                    let _ = done.send(TransactOutcome::Accepted {
+                        server_version: latest_server_version,
+                    });
+                }
+            }
+        }
+        ServerMessage::TransactResult {
+            request_ident,
+            accepted,
+            server_version,
+            reason,
+            ..
+        } => {
+            {
+                let mut pending = lock(&shared.transact);
+                if pending.as_ref().and_then(|p| p.version) != Some(request_ident) {
+                    return Ok(()); // a verdict for a transaction already resolved
+                }
+                if accepted {
+                    if let Some(done) = pending.take().and_then(|p| p.done) {
+                        let _ = done.send(TransactOutcome::Accepted { server_version });
+                    }
+                } else if let Some(p) = pending.as_mut() {
+                    p.rejected = Some(reason.clone());
+                }
+            }
+            if accepted {
+                shared.wake.notify_one();
+            } else {
+                let d = Arc::clone(db);
+                let progress = blocking(move || d.sync_progress()).await?;
+                *lock(&shared.reset) = Some(ResetPlan {
+                    recover: true,
+                    old_ident: progress.client_file_ident,
+                    old_salt: progress.client_file_ident_salt,
+                    failures: 0,
+                    started: false,
+                    exclude: Some(request_ident),
+                });
+                let _ = ws.send(encode(ClientMessage::Unbind { session: 1 })).await;
+                return Err(fail(format!(
+                    "transaction rejected ({reason}); rolling it back"
+                )));
+            }
         }
         ServerMessage::Mark { request_ident, .. } => {
             if let Some(waiter) = lock(&shared.marks).remove(&request_ident) {
@@ -609,11 +707,6 @@ where
             });
         }
         ServerMessage::Unbound { .. } => {}
-        other => {
-            return Err(fail(format!(
-                "unexpected message from the server: {other:?}"
-            )))
-        }
     }
     Ok(())
 }
@@ -634,7 +727,9 @@ where
         .ok_or_else(|| fail("the server sent STATE before IDENT"))?;
     let snapshot = Changeset::decode(&done.bytes)
         .map_err(|e| fail(format!("the server sent a bad STATE snapshot: {e}")))?;
-    let recover = lock(&shared.reset).is_some_and(|p| p.recover);
+    let (recover, exclude) = lock(&shared.reset)
+        .as_ref()
+        .map_or((false, None), |p| (p.recover, p.exclude));
     let base = ResetBase {
         client_file_ident: ident,
         client_file_ident_salt: salt,
@@ -645,7 +740,9 @@ where
     let d = Arc::clone(&shared.db);
     let outcome = blocking(move || {
         let replay = if recover {
-            d.local_changes_after(through)?
+            let mut changes = d.local_changes_after(through)?;
+            changes.retain(|c| Some(c.meta.version) != exclude);
+            changes
         } else {
             Vec::new()
         };
@@ -656,6 +753,16 @@ where
     conn.uploaded_through = 0;
     conn.in_flight.clear();
     shared.resets.send_modify(|n| *n += 1);
+    if exclude.is_some() {
+        let rolled_back = lock(&shared.transact).take();
+        if let Some(p) = rolled_back {
+            if let Some(done) = p.done {
+                let _ = done.send(TransactOutcome::Rejected {
+                    reason: p.rejected.unwrap_or_default(),
+                });
+            }
+        }
+    }
     if outcome.quarantined > 0 {
         shared.report(
             0,

@@ -161,6 +161,21 @@ pub struct ErrorInfo {
     pub will_retry: bool,
 }
 
+/// What the server decided about a [`SyncSession::transact`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransactOutcome {
+    /// Integrated as this server version.
+    Accepted {
+        /// The server version it became.
+        server_version: u64,
+    },
+    /// Refused; the transaction was rolled back locally (listeners saw it disappear).
+    Rejected {
+        /// Why, in the server's words.
+        reason: String,
+    },
+}
+
 /// Why a session call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncError {
@@ -185,6 +200,12 @@ pub enum SyncError {
         /// The store's error.
         message: String,
     },
+    /// The call does not fit the session's state (a second transaction while one is pending,
+    /// an empty transaction).
+    InvalidState {
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for SyncError {
@@ -194,6 +215,7 @@ impl std::fmt::Display for SyncError {
             SyncError::Timeout { message } => write!(f, "timed out: {message}"),
             SyncError::Stopped { message } => write!(f, "sync stopped: {message}"),
             SyncError::Store { message } => write!(f, "local database: {message}"),
+            SyncError::InvalidState { message } => f.write_str(message),
         }
     }
 }
@@ -243,6 +265,20 @@ pub(crate) struct Shared {
     partial_state: Mutex<Option<PartialState>>,
     /// Completed resets (and first-state downloads), for `open_synced` and tests.
     resets: watch::Sender<u64>,
+    /// The transaction waiting for the server's verdict, if any.
+    transact: Mutex<Option<PendingTransact>>,
+}
+
+/// A transaction committed locally and waiting for TRANSACT_RESULT.
+pub(crate) struct PendingTransact {
+    /// Its local version; `None` while it is being committed (nothing is uploaded meanwhile).
+    version: Option<u64>,
+    /// Sent on the current connection.
+    sent: bool,
+    /// The server's reason, once it rejected the transaction (resolved after the rollback).
+    rejected: Option<String>,
+    /// Resolved with the verdict (after the local rollback, for a rejection).
+    done: Option<oneshot::Sender<TransactOutcome>>,
 }
 
 /// A reset the session has to carry out.
@@ -257,6 +293,8 @@ pub(crate) struct ResetPlan {
     failures: u32,
     /// This connection got as far as the reset itself.
     started: bool,
+    /// A rejected transaction's local version: not re-applied.
+    exclude: Option<u64>,
 }
 
 /// Segments of a STATE snapshot received so far.
@@ -341,6 +379,7 @@ pub async fn open_synced(
         old_salt: 0,
         failures: 0,
         started: false,
+        exclude: None,
     });
     let session = SyncSession::start_with(Arc::clone(&db), config, plan)?;
     if fresh {
@@ -404,6 +443,7 @@ impl SyncSession {
             reset: Mutex::new(reset),
             partial_state: Mutex::new(None),
             resets: watch::channel(0).0,
+            transact: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
         shared.db.on_local_commit(Arc::new(move || {
@@ -481,6 +521,80 @@ impl SyncSession {
         };
         let result = with_timeout(wait, timeout, "the download of the server's versions").await;
         lock(&shared.marks).remove(&id);
+        result
+    }
+
+    /// Commits what `build` writes as one transaction that the server integrates only if no
+    /// changeset it integrated since this file's last download touches the same objects (and
+    /// the transaction changes no schema). Listeners see the write at once; nothing else is
+    /// uploaded until the server decides; a rejected transaction is rolled back locally (by a
+    /// reset that re-applies every other local change) before this returns. One at a time.
+    pub async fn transact<F>(
+        &self,
+        build: F,
+        timeout: Option<Duration>,
+    ) -> Result<TransactOutcome, SyncError>
+    where
+        F: for<'a> FnOnce(&mut crate::store::WriteTransaction<'a>) -> Result<(), StoreError>
+            + Send
+            + 'static,
+    {
+        let (done, verdict) = oneshot::channel();
+        {
+            let mut pending = lock(&self.shared.transact);
+            if pending.is_some() {
+                return Err(SyncError::InvalidState {
+                    message: "a transaction is already waiting for the server".into(),
+                });
+            }
+            *pending = Some(PendingTransact {
+                version: None,
+                sent: false,
+                rejected: None,
+                done: Some(done),
+            });
+        }
+        let shared = Arc::clone(&self.shared);
+        let db = Arc::clone(&shared.db);
+        let committed = runtime()
+            .spawn_blocking(move || -> Result<Option<u64>, StoreError> {
+                let mut tx = db.begin_write()?;
+                build(&mut tx)?;
+                tx.commit()
+            })
+            .await
+            .map_err(|e| SyncError::Store {
+                message: e.to_string(),
+            })
+            .and_then(|r| r.map_err(SyncError::from));
+        let version = match committed {
+            Ok(Some(version)) => version,
+            Ok(None) | Err(_) => {
+                *lock(&shared.transact) = None;
+                shared.wake.notify_one();
+                return Err(committed.err().unwrap_or(SyncError::InvalidState {
+                    message: "the transaction wrote nothing".into(),
+                }));
+            }
+        };
+        if let Some(p) = lock(&shared.transact).as_mut() {
+            p.version = Some(version);
+        }
+        shared.wake.notify_one();
+        let waiting = Arc::clone(&shared);
+        let wait = async move {
+            tokio::select! {
+                verdict = verdict => verdict.map_err(|_| stopped(&waiting)),
+                _ = until_stopped(&waiting) => Err(stopped(&waiting)),
+            }
+        };
+        let result = with_timeout(wait, timeout, "the server's verdict on the transaction").await;
+        if result.is_err() {
+            // The verdict may still come; the session keeps the transaction and its gating.
+            if let Some(p) = lock(&shared.transact).as_mut() {
+                p.done = None;
+            }
+        }
         result
     }
 

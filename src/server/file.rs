@@ -182,6 +182,43 @@ impl ServerFile {
         (self.latest, bytes)
     }
 
+    /// Why a TRANSACT from `client` must be refused, if it must: its changeset touches an
+    /// object that a changeset of another client integrated after
+    /// `last_integrated_server_version` also touched, or it changes the schema. `None`: it may
+    /// be integrated.
+    pub fn transact_conflict(
+        &self,
+        client: u64,
+        changeset: &[u8],
+        last_integrated_server_version: u64,
+    ) -> Result<Option<String>, ProtocolError> {
+        if last_integrated_server_version > self.latest {
+            return Err(ProtocolError::new(
+                ErrorCode::BadServerVersion,
+                format!(
+                    "the transaction's base is server version {last_integrated_server_version}, \
+                     the server has {}",
+                    self.latest
+                ),
+            ));
+        }
+        let mine = Changeset::decode(changeset)
+            .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
+        if mine.instructions.iter().any(|i| i.is_schema_change()) {
+            return Ok(Some("a transaction cannot change the schema".into()));
+        }
+        let touched = touched_objects(&mine);
+        for theirs in self.history_from_except(last_integrated_server_version, client)? {
+            if let Some(object) = touched_objects(&theirs).intersection(&touched).next() {
+                return Ok(Some(format!(
+                    "{}[{}] was changed concurrently (server version {})",
+                    object.0, object.1, theirs.meta.version
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     /// The latest server version.
     pub fn latest_version(&self) -> u64 {
         self.latest
@@ -551,4 +588,18 @@ impl ServerFile {
             upload_client_version: self.integrated_client_version(client, self.latest)?,
         })
     }
+}
+
+/// The top-level objects a changeset's data instructions touch.
+fn touched_objects(cs: &Changeset) -> std::collections::HashSet<(String, crate::state::Key)> {
+    cs.instructions
+        .iter()
+        .filter_map(|i| i.object())
+        .filter_map(|(table, pk)| {
+            Some((
+                cs.string(table)?.to_owned(),
+                crate::state::Key::resolve(pk, cs)?,
+            ))
+        })
+        .collect()
 }

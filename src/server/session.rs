@@ -353,13 +353,57 @@ pub(super) fn handle(
             }
             Ok(replies)
         }
-        ClientMessage::Transact { session, .. } => Err((
-            ProtocolError::new(
-                ErrorCode::UnsupportedSessionFeature,
-                "TRANSACT is not supported by this server yet",
-            ),
+        ClientMessage::Transact {
             session,
-        )),
+            request_ident,
+            client_version,
+            last_integrated_server_version,
+            origin_timestamp,
+            changeset,
+        } => {
+            let s = bound(sessions, session)?;
+            let Some(ident) = s.client_file_ident else {
+                return Err((
+                    ProtocolError::new(ErrorCode::BadMessageOrder, "TRANSACT before IDENT"),
+                    0,
+                ));
+            };
+            let (verdict, server_version) = {
+                let mut file = lock(&s.file);
+                let conflict = file
+                    .transact_conflict(ident, &changeset, last_integrated_server_version)
+                    .map_err(|e| (e, session))?;
+                match conflict {
+                    Some(reason) => (Err(reason), file.latest_version()),
+                    None => {
+                        let entry = crate::protocol::UploadEntry {
+                            client_version,
+                            last_integrated_server_version,
+                            origin_timestamp,
+                            origin_file_ident: 0,
+                            changeset,
+                        };
+                        file.integrate_upload(ident, &[entry])
+                            .map_err(|e| (e, session))?;
+                        (Ok(()), file.latest_version())
+                    }
+                }
+            };
+            let accepted = verdict.is_ok();
+            let mut replies = vec![ServerMessage::TransactResult {
+                session,
+                request_ident,
+                accepted,
+                server_version,
+                reason: verdict.err().unwrap_or_default(),
+            }];
+            if accepted {
+                let _ = shared.changed.send(s.path.clone());
+                // The acknowledgement, as for an UPLOAD.
+                replies.extend(downloads(session, s, true));
+            }
+            Ok(replies)
+        }
         ClientMessage::Unbind { session } => {
             sessions.remove(&session);
             Ok(vec![ServerMessage::Unbound { session }])
