@@ -6,16 +6,21 @@
 //!   and its validation.
 //! - [`changeset`]: the instructions every write transaction produces, with a binary encoding that
 //!   is byte-compatible with Realm's sync changesets, plus the zlib helpers for message bodies.
-//!
-//! The object store, operational transformation, the sync protocol, the client session, the
-//! server and the foreign-language bindings are built on these two modules; they are not here
-//! yet (see `README.md` for the honest status).
-#![forbid(unsafe_code)]
+//! - [`state`]: the in-memory reference replica and applier (and STATE snapshots).
+//! - [`ot`]: operational transformation of concurrent changesets (Realm's merge rules).
+//! - [`store`]: the SQLite object store: transactions, queries, listeners, client history.
+//! - [`protocol`]: every sync message in realm-core's framing.
+//! - [`client`] (feature `client`, default): the sync session.
+//! - `server` (feature `server`): the sync server core behind `tandem-server`.
+//! - `ffi` (feature `ffi`): the uniffi facade for Kotlin, Swift and Python.
+#![cfg_attr(not(feature = "ffi"), forbid(unsafe_code))]
 #![warn(missing_docs)]
 
 pub mod changeset;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "ffi")]
+pub mod ffi;
 pub mod model;
 pub mod ot;
 pub mod protocol;
@@ -23,3 +28,6 @@ pub mod protocol;
 pub mod server;
 pub mod state;
 pub mod store;
+
+#[cfg(feature = "ffi")]
+uniffi::setup_scaffolding!("tandem");

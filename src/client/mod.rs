@@ -600,7 +600,7 @@ impl SyncSession {
 
     /// Stops syncing (also done by dropping the session).
     pub fn stop(&self) {
-        let _ = self.shared.stop.send(true);
+        self.shared.stop.send_replace(true);
         self.shared.acked.send_modify(|_| {});
     }
 }

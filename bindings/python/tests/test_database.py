@@ -1,0 +1,111 @@
+"""The local database from Python: schema, writes, queries, listeners, errors."""
+
+import threading
+
+import pytest
+
+import tandem
+from conftest import eventually, task_classes
+
+
+def title(db, key):
+    obj = db.object("Task", tandem.Key.INT(key))
+    return None if obj is None else obj["title"].value.value
+
+
+def test_write_read_query(db):
+    with db.write() as tx:
+        for i in range(5):
+            tx.create("Task", tandem.Key.INT(i), {"title": tandem.Value.STRING(f"t{i}"),
+                                                  "done": tandem.Value.BOOL(i % 2 == 0)})
+        tx.list_insert("Task", tandem.Key.INT(0), "tags", 0, tandem.Value.STRING("red"))
+    assert title(db, 3) == "t3"
+    assert db.object("Task", tandem.Key.INT(0))["tags"] == tandem.FieldValue.LIST([tandem.Value.STRING("red")])
+    done = db.query("Task", "done == true SORT(_id DESC)", [])
+    assert done.keys() == [tandem.Key.INT(4), tandem.Key.INT(2), tandem.Key.INT(0)]
+    assert db.query("Task", "_id > $0", [tandem.Value.INT(2)]).count() == 2
+
+
+def test_an_exception_rolls_the_block_back(db):
+    with pytest.raises(RuntimeError):
+        with db.write() as tx:
+            tx.create("Task", tandem.Key.INT(1), {"title": tandem.Value.STRING("never")})
+            raise RuntimeError("changed my mind")
+    assert db.object("Task", tandem.Key.INT(1)) is None
+
+
+def test_bad_input_is_a_typed_error_and_writes_nothing(db):
+    with pytest.raises(tandem.TandemError.InvalidArgument) as e:
+        with db.write() as tx:
+            tx.create("Task", tandem.Key.INT(1), {"title": tandem.Value.STRING("ok")})
+            tx.set("Task", tandem.Key.INT(1), "nope", tandem.Value.INT(1))
+    assert "nope" in str(e.value)
+    assert db.object("Task", tandem.Key.INT(1)) is None
+    with pytest.raises(tandem.TandemError.InvalidArgument):
+        db.query("Task", "title ==", [])
+    with pytest.raises(tandem.TandemError.Schema):
+        tandem.Database.open(str(db) + "x", [tandem.ClassSpec(name="X", primary_key="missing", properties=[])])
+
+
+class Collect(tandem.ResultsListener):
+    def __init__(self):
+        self.changes = []
+
+    def on_change(self, change):
+        self.changes.append(change)
+
+
+class Throws(tandem.ResultsListener):
+    def on_change(self, change):
+        raise ValueError("a listener that throws")
+
+
+def test_results_listener_indices_and_a_throwing_listener(db):
+    with db.write() as tx:
+        for i in range(3):
+            tx.create("Task", tandem.Key.INT(i), {"title": tandem.Value.STRING(f"t{i}")})
+    results = db.query("Task", "TRUEPREDICATE SORT(_id ASC)", [])
+    bad = results.observe(Throws())
+    good = Collect()
+    handle = results.observe(good)
+    with db.write() as tx:
+        tx.erase("Task", tandem.Key.INT(0))
+        tx.create("Task", tandem.Key.INT(5), {"title": tandem.Value.STRING("t5")})
+        tx.set("Task", tandem.Key.INT(2), "title", tandem.Value.STRING("changed"))
+    eventually(lambda: len(good.changes) >= 1)
+    change = good.changes[-1]
+    assert change.deletions == [0]
+    assert change.insertions == [2]
+    assert change.modifications == [1]
+    handle.cancel()
+    bad.cancel()
+    with db.write() as tx:
+        tx.erase("Task", tandem.Key.INT(5))
+    threading.Event().wait(0.3)
+    assert len(good.changes) == 1, "no delivery after cancel()"
+
+
+class WritesBack(tandem.ObjectListener):
+    def __init__(self, db):
+        self.db = db
+        self.seen = []
+
+    def on_change(self, change):
+        self.seen.append(change)
+        if len(self.seen) == 1:
+            with self.db.write() as tx:  # writing from inside the callback must not deadlock
+                tx.add("Task", tandem.Key.INT(1), "count", 10)
+
+
+def test_object_listener_may_write_to_the_database(db):
+    with db.write() as tx:
+        tx.create("Task", tandem.Key.INT(1), {"title": tandem.Value.STRING("x")})
+    listener = WritesBack(db)
+    handle = db.observe_object("Task", tandem.Key.INT(1), listener)
+    with db.write() as tx:
+        tx.set("Task", tandem.Key.INT(1), "title", tandem.Value.STRING("y"))
+    eventually(lambda: len(listener.seen) >= 2)
+    assert listener.seen[0] == tandem.ObjectChange.MODIFIED(["title"])
+    assert listener.seen[1] == tandem.ObjectChange.MODIFIED(["count"])
+    assert db.object("Task", tandem.Key.INT(1))["count"].value.value == 10
+    handle.cancel()

@@ -1,0 +1,89 @@
+"""Two Python clients syncing through a real tandem-server (TLS, a real token)."""
+
+import asyncio
+
+import pytest
+
+import tandem
+from conftest import eventually, make_token, options, task_classes
+
+
+def test_two_clients_sync_and_wait(server, tmp_path):
+    a = tandem.Database.open(str(tmp_path / "a.sqlite"), task_classes())
+    b = tandem.Database.open(str(tmp_path / "b.sqlite"), task_classes())
+    sa = a.sync(options(server), None)
+    sb = b.sync(options(server), None)
+    with a.write() as tx:
+        for i in range(20):
+            tx.create("Task", tandem.Key.INT(i), {"title": tandem.Value.STRING(f"from a {i}")})
+
+    async def waits():
+        await sa.wait_for_upload(30_000)
+        await sb.wait_for_download(30_000)
+
+    asyncio.run(waits())
+    # No polling: the waits are the guarantee.
+    assert b.query("Task", "TRUEPREDICATE", []).count() == 20
+    assert sa.state() == tandem.SyncState.CONNECTED()
+    sa.stop()
+    sb.stop()
+
+
+def test_open_synced_downloads_the_state(server, tmp_path):
+    a = tandem.Database.open(str(tmp_path / "a.sqlite"), task_classes())
+    sa = a.sync(options(server), None)
+    with a.write() as tx:
+        tx.create("Task", tandem.Key.INT(7), {"title": tandem.Value.STRING("seven")})
+    asyncio.run(sa.wait_for_upload(30_000))
+    synced = asyncio.run(tandem.open_synced(str(tmp_path / "b.sqlite"), task_classes(),
+                                            options(server), None, 30_000))
+    assert synced.database.object("Task", tandem.Key.INT(7)) is not None
+
+
+class Tokens(tandem.TokenProvider):
+    def __init__(self):
+        self.calls = 0
+
+    def fetch_token(self):
+        self.calls += 1
+        return make_token(["/todos"])
+
+
+class Errors(tandem.ErrorListener):
+    def __init__(self):
+        self.seen = []
+
+    def on_error(self, code, message, will_retry):
+        self.seen.append((code, will_retry))
+
+
+def test_token_provider_and_error_events(server, tmp_path):
+    a = tandem.Database.open(str(tmp_path / "a.sqlite"), task_classes())
+    tokens = Tokens()
+    session = a.sync(options(server, token=""), tokens)
+    eventually(lambda: session.state() == tandem.SyncState.CONNECTED())
+    assert tokens.calls >= 1
+    session.stop()
+    b = tandem.Database.open(str(tmp_path / "b.sqlite"), task_classes())
+    errors = Errors()
+    bad = b.sync(options(server, token=make_token(["/elsewhere"])), None)
+    handle = bad.observe_errors(errors)
+    eventually(lambda: isinstance(bad.state(), tandem.SyncState.ERROR))
+    eventually(lambda: (206, False) in errors.seen)
+    handle.cancel()
+
+
+def test_timeouts_and_bad_options_are_typed_errors(tmp_path):
+    a = tandem.Database.open(str(tmp_path / "a.sqlite"), task_classes())
+    with pytest.raises(tandem.TandemError.Sync):
+        a.sync(tandem.SyncOptions(url="http://nowhere", path="/x", token="t", ca_file=None,
+                                  allow_insecure=False, client_reset=tandem.ClientResetMode.MANUAL), None)
+    opts = tandem.SyncOptions(url="wss://localhost:9/", path="/x", token=make_token(["/x"]),
+                              ca_file=None, allow_insecure=False,
+                              client_reset=tandem.ClientResetMode.MANUAL)
+    session = a.sync(opts, None)
+    with a.write() as tx:
+        tx.create("Task", tandem.Key.INT(1), {"title": tandem.Value.STRING("x")})
+    with pytest.raises(tandem.TandemError.Timeout):
+        asyncio.run(session.wait_for_upload(200))
+    session.stop()

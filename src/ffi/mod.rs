@@ -1,0 +1,18 @@
+//! The foreign-language facade (cargo feature `ffi`): what Kotlin, Swift and Python see through
+//! uniffi. It holds no logic of its own: it converts between uniffi records and the core types
+//! and forwards to [`crate::store`] and [`crate::client`].
+//!
+//! - `types`: values, keys, schema records, changes, errors.
+//! - `database`: `Database`, `WriteTransaction`, `Results`, listener handles.
+//! - `sync`: `SyncSession`, `open_synced`, the sync listeners and the token provider.
+//!
+//! Every foreign trait method returns `Result<(), CallbackError>`, so an exception thrown by a
+//! listener is logged and the other listeners still run; no panic crosses the boundary.
+
+mod database;
+mod sync;
+mod types;
+
+pub use database::{Database, ListenerHandle, Results, WriteTransaction};
+pub use sync::{open_synced, SyncOptions, SyncSession, SyncedDatabase};
+pub use types::*;

@@ -1,0 +1,261 @@
+//! `SyncSession`, `open_synced` and the sync listeners for foreign code.
+//!
+//! The async functions run on the library's own runtime (foreign event loops only await the
+//! result). Listeners run on the session's notifier thread, never on the socket's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::database::{report, Database, ListenerHandle};
+use super::types::{schema, CallbackError, ClassSpec, TandemError};
+use crate::client::{self, Event};
+
+/// Where and how to sync.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct SyncOptions {
+    /// Server URL, `wss://host:port/` (`ws://` only with `allow_insecure`).
+    pub url: String,
+    /// The server path to sync with.
+    pub path: String,
+    /// Access token (may be empty with a token provider).
+    pub token: String,
+    /// CA certificate file (PEM) the server's certificate must chain to; `None` trusts the
+    /// operating system's roots.
+    #[uniffi(default = None)]
+    pub ca_file: Option<String>,
+    /// Allow plain `ws://` (local development only).
+    #[uniffi(default = false)]
+    pub allow_insecure: bool,
+    /// What a client reset does.
+    pub client_reset: ClientResetMode,
+}
+
+/// What a client reset does with local changes the server never integrated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum ClientResetMode {
+    /// Replace the local state with the server's.
+    DiscardLocal,
+    /// Re-apply local changes on the server's state; what no longer applies is quarantined.
+    Recover,
+    /// Recover, or discard if recovery fails.
+    RecoverOrDiscard,
+    /// Stop and let the app decide.
+    Manual,
+}
+
+/// The connection state.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum SyncState {
+    /// Not connected.
+    Disconnected,
+    /// Connecting.
+    Connecting,
+    /// Bound and syncing.
+    Connected,
+    /// Stopped for good.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Transfer progress in changeset bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct SyncProgress {
+    /// Local bytes the server acknowledged.
+    pub upload_transferred: u64,
+    /// That plus local bytes still to upload.
+    pub upload_transferable: u64,
+    /// Server bytes received.
+    pub download_transferred: u64,
+    /// That plus what the server says is left.
+    pub download_transferable: u64,
+}
+
+/// Told about connection state changes.
+#[uniffi::export(foreign)]
+pub trait SyncStateListener: Send + Sync {
+    /// The state changed.
+    fn on_state(&self, state: SyncState) -> Result<(), CallbackError>;
+}
+
+/// Told about transfer progress.
+#[uniffi::export(foreign)]
+pub trait ProgressListener: Send + Sync {
+    /// Progress changed.
+    fn on_progress(&self, progress: SyncProgress) -> Result<(), CallbackError>;
+}
+
+/// Told about errors; `will_retry` says whether sync goes on by itself.
+#[uniffi::export(foreign)]
+pub trait ErrorListener: Send + Sync {
+    /// An error happened. `code` is the server's error code, or 0 for a local or network one.
+    fn on_error(&self, code: u64, message: String, will_retry: bool) -> Result<(), CallbackError>;
+}
+
+/// Gives the session fresh access tokens (called on a worker thread; may block).
+#[uniffi::export(foreign)]
+pub trait TokenProvider: Send + Sync {
+    /// A new access token.
+    fn fetch_token(&self) -> Result<String, CallbackError>;
+}
+
+struct ForeignTokens(Arc<dyn TokenProvider>);
+
+impl client::TokenProvider for ForeignTokens {
+    fn fetch_token(&self) -> Result<String, String> {
+        self.0.fetch_token().map_err(|e| e.to_string())
+    }
+}
+
+fn config(options: SyncOptions, tokens: Option<Arc<dyn TokenProvider>>) -> client::SyncConfig {
+    client::SyncConfig {
+        url: options.url,
+        path: options.path,
+        token: options.token,
+        ca_file: options.ca_file.map(Into::into),
+        allow_insecure: options.allow_insecure,
+        token_provider: tokens
+            .map(|t| Arc::new(ForeignTokens(t)) as Arc<dyn client::TokenProvider>),
+        client_reset: match options.client_reset {
+            ClientResetMode::DiscardLocal => client::ClientResetMode::DiscardLocal,
+            ClientResetMode::Recover => client::ClientResetMode::Recover,
+            ClientResetMode::RecoverOrDiscard => client::ClientResetMode::RecoverOrDiscard,
+            ClientResetMode::Manual => client::ClientResetMode::Manual,
+        },
+    }
+}
+
+fn state(s: client::SyncState) -> SyncState {
+    match s {
+        client::SyncState::Disconnected => SyncState::Disconnected,
+        client::SyncState::Connecting => SyncState::Connecting,
+        client::SyncState::Connected => SyncState::Connected,
+        client::SyncState::Error(message) => SyncState::Error { message },
+    }
+}
+
+fn progress(p: client::Progress) -> SyncProgress {
+    SyncProgress {
+        upload_transferred: p.upload_transferred,
+        upload_transferable: p.upload_transferable,
+        download_transferred: p.download_transferred,
+        download_transferable: p.download_transferable,
+    }
+}
+
+fn timeout(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
+}
+
+/// A running sync session. `stop()` (or dropping it) stops syncing.
+#[derive(uniffi::Object)]
+pub struct SyncSession {
+    inner: client::SyncSession,
+}
+
+#[uniffi::export]
+impl Database {
+    /// Starts syncing this database in the background.
+    pub fn sync(
+        &self,
+        options: SyncOptions,
+        token_provider: Option<Arc<dyn TokenProvider>>,
+    ) -> Result<Arc<SyncSession>, TandemError> {
+        let inner =
+            client::SyncSession::start(Arc::clone(&self.inner), config(options, token_provider))?;
+        Ok(Arc::new(SyncSession { inner }))
+    }
+}
+
+#[uniffi::export]
+impl SyncSession {
+    /// The current state.
+    pub fn state(&self) -> SyncState {
+        state(self.inner.state())
+    }
+
+    /// Progress so far.
+    pub fn progress(&self) -> SyncProgress {
+        progress(self.inner.progress())
+    }
+
+    /// Completes when the server has every change committed before the call.
+    pub async fn wait_for_upload(&self, timeout_ms: Option<u64>) -> Result<(), TandemError> {
+        Ok(self.inner.wait_for_upload(timeout(timeout_ms)).await?)
+    }
+
+    /// Completes when every server change that existed at the call is here.
+    pub async fn wait_for_download(&self, timeout_ms: Option<u64>) -> Result<(), TandemError> {
+        Ok(self.inner.wait_for_download(timeout(timeout_ms)).await?)
+    }
+
+    /// Calls `listener` on every state change.
+    pub fn observe_state(&self, listener: Arc<dyn SyncStateListener>) -> Arc<ListenerHandle> {
+        ListenerHandle::new(self.inner.on_event(move |e| {
+            if let Event::State(s) = e {
+                report("state listener", listener.on_state(state(s.clone())));
+            }
+        }))
+    }
+
+    /// Calls `listener` whenever progress changes.
+    pub fn observe_progress(&self, listener: Arc<dyn ProgressListener>) -> Arc<ListenerHandle> {
+        ListenerHandle::new(self.inner.on_event(move |e| {
+            if let Event::Progress(p) = e {
+                report("progress listener", listener.on_progress(progress(*p)));
+            }
+        }))
+    }
+
+    /// Calls `listener` on every error.
+    pub fn observe_errors(&self, listener: Arc<dyn ErrorListener>) -> Arc<ListenerHandle> {
+        ListenerHandle::new(self.inner.on_event(move |e| {
+            if let Event::Error(info) = e {
+                report(
+                    "error listener",
+                    listener.on_error(info.code, info.message.clone(), info.will_retry),
+                );
+            }
+        }))
+    }
+
+    /// Stops syncing.
+    pub fn stop(&self) {
+        self.inner.stop();
+    }
+}
+
+/// A database opened by `open_synced`, with its session.
+#[derive(uniffi::Record)]
+pub struct SyncedDatabase {
+    /// The database, up to date with the server as of the call.
+    pub database: Arc<Database>,
+    /// Its running session.
+    pub session: Arc<SyncSession>,
+}
+
+/// Opens `path` for syncing: a never-synced file first downloads the server's state (one
+/// snapshot, resumable), a synced one waits for the server's news; then it keeps syncing.
+#[uniffi::export]
+pub async fn open_synced(
+    path: String,
+    classes: Vec<ClassSpec>,
+    options: SyncOptions,
+    token_provider: Option<Arc<dyn TokenProvider>>,
+    timeout_ms: Option<u64>,
+) -> Result<SyncedDatabase, TandemError> {
+    let schema = schema(classes)?;
+    let (db, session) = client::open_synced(
+        path,
+        schema,
+        crate::store::Config::default(),
+        config(options, token_provider),
+        timeout(timeout_ms),
+    )
+    .await?;
+    Ok(SyncedDatabase {
+        database: Arc::new(Database { inner: db }),
+        session: Arc::new(SyncSession { inner: session }),
+    })
+}

@@ -1,0 +1,518 @@
+//! The records, enums and errors that cross the foreign boundary, and their conversions.
+
+use std::collections::HashMap;
+
+use crate::client::SyncError;
+use crate::model::{self, CollectionKind, PropertyType as CorePropertyType};
+use crate::state::{Element, Field, Key as StateKey, Object, Val};
+use crate::store::StoreError;
+
+/// Why a call failed. Each variant carries a message that says what went wrong and what to do.
+#[derive(Debug, uniffi::Error)]
+pub enum TandemError {
+    /// The schema is invalid.
+    Schema {
+        /// What is wrong.
+        message: String,
+    },
+    /// An argument is wrong (unknown class or property, wrong type, missing object...).
+    InvalidArgument {
+        /// What is wrong.
+        message: String,
+    },
+    /// The database file failed.
+    Store {
+        /// What failed.
+        message: String,
+    },
+    /// Sync configuration or session failure.
+    Sync {
+        /// What failed.
+        message: String,
+    },
+    /// A wait did not complete in time (nothing is lost; sync goes on).
+    Timeout {
+        /// What was waited for.
+        message: String,
+    },
+    /// The session was stopped before the call completed.
+    Stopped {
+        /// Why.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for TandemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, message) = match self {
+            TandemError::Schema { message } => ("schema", message),
+            TandemError::InvalidArgument { message } => ("invalid argument", message),
+            TandemError::Store { message } => ("store", message),
+            TandemError::Sync { message } => ("sync", message),
+            TandemError::Timeout { message } => ("timeout", message),
+            TandemError::Stopped { message } => ("stopped", message),
+        };
+        write!(f, "{kind}: {message}")
+    }
+}
+
+impl std::error::Error for TandemError {}
+
+impl From<StoreError> for TandemError {
+    fn from(e: StoreError) -> Self {
+        let message = e.to_string();
+        match e {
+            StoreError::InvalidArgument(_) | StoreError::Query(_) | StoreError::Rejected(_) => {
+                TandemError::InvalidArgument { message }
+            }
+            _ => TandemError::Store { message },
+        }
+    }
+}
+
+impl From<model::SchemaError> for TandemError {
+    fn from(e: model::SchemaError) -> Self {
+        TandemError::Schema {
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<SyncError> for TandemError {
+    fn from(e: SyncError) -> Self {
+        let message = e.to_string();
+        match e {
+            SyncError::Timeout { .. } => TandemError::Timeout { message },
+            SyncError::Stopped { .. } => TandemError::Stopped { message },
+            SyncError::Store { .. } => TandemError::Store { message },
+            SyncError::Config { .. } | SyncError::InvalidState { .. } => {
+                TandemError::Sync { message }
+            }
+        }
+    }
+}
+
+/// What a foreign listener or token provider may throw. Thrown exceptions are caught, logged,
+/// and do not stop other listeners.
+#[derive(Debug, uniffi::Error)]
+pub enum CallbackError {
+    /// The callback failed.
+    Failed {
+        /// Its message.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for CallbackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let CallbackError::Failed { message } = self;
+        f.write_str(message)
+    }
+}
+
+impl std::error::Error for CallbackError {}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for CallbackError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        CallbackError::Failed { message: e.reason }
+    }
+}
+
+/// A primary key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum Key {
+    /// The null key (nullable primary keys only).
+    Null,
+    /// An integer key.
+    Int {
+        /// The key.
+        value: i64,
+    },
+    /// A string key.
+    String {
+        /// The key.
+        value: String,
+    },
+    /// An object id key (12 bytes).
+    ObjectId {
+        /// The 12 bytes.
+        bytes: Vec<u8>,
+    },
+    /// A UUID key (16 bytes).
+    Uuid {
+        /// The 16 bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// A property value.
+#[derive(Clone, Debug, PartialEq, uniffi::Enum)]
+pub enum Value {
+    /// Null.
+    Null,
+    /// An integer.
+    Int {
+        /// The value.
+        value: i64,
+    },
+    /// A boolean.
+    Bool {
+        /// The value.
+        value: bool,
+    },
+    /// A string.
+    String {
+        /// The value.
+        value: String,
+    },
+    /// Bytes.
+    Binary {
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// A point in time.
+    Timestamp {
+        /// Seconds since the Unix epoch.
+        seconds: i64,
+        /// Nanoseconds (same sign as `seconds`).
+        nanoseconds: i32,
+    },
+    /// A 32-bit float.
+    Float {
+        /// The value.
+        value: f32,
+    },
+    /// A 64-bit float.
+    Double {
+        /// The value.
+        value: f64,
+    },
+    /// An object id (12 bytes).
+    ObjectId {
+        /// The 12 bytes.
+        bytes: Vec<u8>,
+    },
+    /// A UUID (16 bytes).
+    Uuid {
+        /// The 16 bytes.
+        bytes: Vec<u8>,
+    },
+    /// A link to an object.
+    Link {
+        /// The target class.
+        class_name: String,
+        /// The target's primary key.
+        key: Key,
+    },
+}
+
+/// What one property of an object holds.
+#[derive(Clone, Debug, PartialEq, uniffi::Enum)]
+pub enum FieldValue {
+    /// A single value.
+    Single {
+        /// The value.
+        value: Value,
+    },
+    /// A list (embedded objects in it read as null).
+    List {
+        /// The elements, in order.
+        items: Vec<Value>,
+    },
+    /// A set.
+    Set {
+        /// The elements, sorted.
+        items: Vec<Value>,
+    },
+    /// A dictionary (embedded objects in it read as null).
+    Dictionary {
+        /// Key to value.
+        entries: HashMap<String, Value>,
+    },
+    /// An embedded object (read it with `Database.embedded`... not yet: only its presence).
+    Embedded {
+        /// Whether the object is there.
+        present: bool,
+    },
+}
+
+/// A property's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum PropertyType {
+    /// 64-bit integer.
+    Int,
+    /// Boolean.
+    Bool,
+    /// UTF-8 string.
+    String,
+    /// Bytes.
+    Binary,
+    /// Timestamp.
+    Timestamp,
+    /// 32-bit float.
+    Float,
+    /// 64-bit float.
+    Double,
+    /// 128-bit decimal.
+    Decimal,
+    /// Object id.
+    ObjectId,
+    /// UUID.
+    Uuid,
+    /// A link to another class (give `link_target`).
+    Link,
+    /// Any value.
+    Mixed,
+}
+
+/// A property's collection shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum Collection {
+    /// One value.
+    Single,
+    /// An ordered list.
+    List,
+    /// A set.
+    Set,
+    /// A dictionary with string keys.
+    Dictionary,
+}
+
+/// One property of a class.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct PropertySpec {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub property_type: PropertyType,
+    /// Whether it may be null.
+    #[uniffi(default = false)]
+    pub nullable: bool,
+    /// Single value or collection.
+    pub collection: Collection,
+    /// The target class of a link.
+    #[uniffi(default = None)]
+    pub link_target: Option<String>,
+}
+
+/// One class (table).
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct ClassSpec {
+    /// Its name.
+    pub name: String,
+    /// The primary key property (top-level classes); `None` for an embedded class.
+    pub primary_key: Option<String>,
+    /// Its properties, primary key included.
+    pub properties: Vec<PropertySpec>,
+}
+
+/// How an object changed.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum ObjectChange {
+    /// It was deleted.
+    Deleted,
+    /// These properties changed.
+    Modified {
+        /// Their names, sorted.
+        properties: Vec<String>,
+    },
+}
+
+/// How query results changed, Realm style.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct ResultsChange {
+    /// Indices in the old results of objects no longer there.
+    pub deletions: Vec<u64>,
+    /// Indices in the new results of objects that are new there.
+    pub insertions: Vec<u64>,
+    /// Indices in the new results of objects whose content changed.
+    pub modifications: Vec<u64>,
+    /// The new results' keys, in order.
+    pub keys: Vec<Key>,
+}
+
+pub(crate) fn schema(classes: Vec<ClassSpec>) -> Result<model::Schema, TandemError> {
+    let classes = classes
+        .into_iter()
+        .map(|c| {
+            let properties = c.properties.into_iter().map(property).collect();
+            match c.primary_key {
+                Some(pk) => model::ClassSchema::top_level(c.name, pk, properties),
+                None => model::ClassSchema::embedded(c.name, properties),
+            }
+        })
+        .collect();
+    Ok(model::Schema::new(classes)?)
+}
+
+fn property(p: PropertySpec) -> model::Property {
+    let mut property = match (p.property_type, p.link_target) {
+        (PropertyType::Link, Some(target)) | (_, Some(target)) => {
+            model::Property::link(p.name, target)
+        }
+        (t, None) => model::Property::new(p.name, core_type(t)),
+    };
+    if p.nullable {
+        property = property.nullable();
+    }
+    match p.collection {
+        Collection::Single => property,
+        Collection::List => property.collection(CollectionKind::List),
+        Collection::Set => property.collection(CollectionKind::Set),
+        Collection::Dictionary => property.collection(CollectionKind::Dictionary),
+    }
+}
+
+fn core_type(t: PropertyType) -> CorePropertyType {
+    match t {
+        PropertyType::Int => CorePropertyType::Int,
+        PropertyType::Bool => CorePropertyType::Bool,
+        PropertyType::String => CorePropertyType::String,
+        PropertyType::Binary => CorePropertyType::Binary,
+        PropertyType::Timestamp => CorePropertyType::Timestamp,
+        PropertyType::Float => CorePropertyType::Float,
+        PropertyType::Double => CorePropertyType::Double,
+        PropertyType::Decimal => CorePropertyType::Decimal,
+        PropertyType::ObjectId => CorePropertyType::ObjectId,
+        PropertyType::Uuid => CorePropertyType::Uuid,
+        PropertyType::Link => CorePropertyType::Link,
+        PropertyType::Mixed => CorePropertyType::Mixed,
+    }
+}
+
+fn bytes<const N: usize>(b: &[u8], what: &str) -> Result<[u8; N], TandemError> {
+    b.try_into().map_err(|_| TandemError::InvalidArgument {
+        message: format!("{what} takes exactly {N} bytes, not {}", b.len()),
+    })
+}
+
+pub(crate) fn core_key(key: &Key) -> Result<model::PrimaryKey, TandemError> {
+    Ok(match key {
+        Key::Null => model::PrimaryKey::Null,
+        Key::Int { value } => model::PrimaryKey::Int(*value),
+        Key::String { value } => model::PrimaryKey::String(value.clone()),
+        Key::ObjectId { bytes: b } => {
+            model::PrimaryKey::ObjectId(model::ObjectId(bytes(b, "an object id")?))
+        }
+        Key::Uuid { bytes: b } => model::PrimaryKey::Uuid(model::Uuid(bytes(b, "a UUID")?)),
+    })
+}
+
+pub(crate) fn ffi_key(key: &model::PrimaryKey) -> Key {
+    match key {
+        model::PrimaryKey::Null => Key::Null,
+        model::PrimaryKey::Int(v) => Key::Int { value: *v },
+        model::PrimaryKey::String(s) => Key::String { value: s.clone() },
+        model::PrimaryKey::ObjectId(id) => Key::ObjectId {
+            bytes: id.0.to_vec(),
+        },
+        model::PrimaryKey::Uuid(id) => Key::Uuid {
+            bytes: id.0.to_vec(),
+        },
+    }
+}
+
+fn state_key(key: &StateKey) -> Key {
+    match key {
+        StateKey::Null | StateKey::GlobalKey(..) => Key::Null,
+        StateKey::Int(v) => Key::Int { value: *v },
+        StateKey::String(s) => Key::String { value: s.clone() },
+        StateKey::ObjectId(id) => Key::ObjectId { bytes: id.to_vec() },
+        StateKey::Uuid(id) => Key::Uuid { bytes: id.to_vec() },
+    }
+}
+
+pub(crate) fn core_value(value: &Value) -> Result<model::Value, TandemError> {
+    Ok(match value {
+        Value::Null => model::Value::Null,
+        Value::Int { value } => model::Value::Int(*value),
+        Value::Bool { value } => model::Value::Bool(*value),
+        Value::String { value } => model::Value::String(value.clone()),
+        Value::Binary { value } => model::Value::Binary(value.clone()),
+        Value::Timestamp {
+            seconds,
+            nanoseconds,
+        } => {
+            model::Value::Timestamp(model::Timestamp::new(*seconds, *nanoseconds).map_err(|e| {
+                TandemError::InvalidArgument {
+                    message: e.to_string(),
+                }
+            })?)
+        }
+        Value::Float { value } => model::Value::Float(*value),
+        Value::Double { value } => model::Value::Double(*value),
+        Value::ObjectId { bytes: b } => {
+            model::Value::ObjectId(model::ObjectId(bytes(b, "an object id")?))
+        }
+        Value::Uuid { bytes: b } => model::Value::Uuid(model::Uuid(bytes(b, "a UUID")?)),
+        Value::Link { class_name, key } => model::Value::Link(model::Link {
+            class: class_name.clone(),
+            key: core_key(key)?,
+        }),
+    })
+}
+
+fn ffi_val(v: &Val) -> Value {
+    match v {
+        Val::Null => Value::Null,
+        Val::Int(v) => Value::Int { value: *v },
+        Val::Bool(v) => Value::Bool { value: *v },
+        Val::String(s) => Value::String { value: s.clone() },
+        Val::Binary(b) => Value::Binary { value: b.clone() },
+        Val::Timestamp(s, n) => Value::Timestamp {
+            seconds: *s,
+            nanoseconds: *n,
+        },
+        Val::Float(bits) => Value::Float {
+            value: f32::from_bits(*bits),
+        },
+        Val::Double(bits) => Value::Double {
+            value: f64::from_bits(*bits),
+        },
+        // Decimals cross as their text, which every language can parse.
+        Val::Decimal(bits) => Value::String {
+            value: model::Decimal128::from_bits(*bits).to_string(),
+        },
+        Val::ObjectId(id) => Value::ObjectId { bytes: id.to_vec() },
+        Val::Uuid(id) => Value::Uuid { bytes: id.to_vec() },
+        Val::Link(table, key) => Value::Link {
+            class_name: table.clone(),
+            key: state_key(key),
+        },
+    }
+}
+
+fn element(e: &Element) -> Value {
+    match e {
+        Element::Value(v) => ffi_val(v),
+        Element::Embedded(_) => Value::Null,
+    }
+}
+
+pub(crate) fn fields(object: &Object) -> HashMap<String, FieldValue> {
+    object
+        .fields
+        .iter()
+        .map(|(name, field)| {
+            let value = match field {
+                Field::Value(v) => FieldValue::Single { value: ffi_val(v) },
+                Field::Embedded(o) => FieldValue::Embedded {
+                    present: o.is_some(),
+                },
+                Field::List(items) => FieldValue::List {
+                    items: items.iter().map(element).collect(),
+                },
+                Field::Set(items) => FieldValue::Set {
+                    items: items.iter().map(ffi_val).collect(),
+                },
+                Field::Dictionary(entries) => FieldValue::Dictionary {
+                    entries: entries
+                        .iter()
+                        .map(|(k, v)| (k.clone(), element(v)))
+                        .collect(),
+                },
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
