@@ -9,7 +9,7 @@ cargo build -q --features ffi,bindgen,server --lib --bin tandem-server --bin uni
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$target/debug/uniffi-bindgen" generate --library "$target/debug/libtandem.so" --language swift \
-  --out-dir "$out" --config uniffi.toml >/dev/null
+  --out-dir "$out" --no-format >/dev/null
 cp "$out/Tandem.swift" bindings/swift/Sources/Tandem/Tandem.swift
 cp "$out/TandemFFI.h" bindings/swift/Sources/TandemFFI/include/TandemFFI.h
 cp "$out/TandemFFI.modulemap" bindings/swift/Sources/TandemFFI/include/module.modulemap

@@ -18,7 +18,7 @@ lib="$target/debug/libtandem.so"
 generated=$(mktemp -d)
 trap 'rm -rf "$generated"' EXIT
 "$target/debug/uniffi-bindgen" generate --library "$lib" --language swift \
-  --out-dir "$generated" --config uniffi.toml >/dev/null
+  --out-dir "$generated" --no-format >/dev/null
 stale=0
 check() { # check GENERATED COMMITTED
   if ! cmp -s "$generated/$1" "bindings/swift/$2"; then

@@ -75,7 +75,7 @@ final class DatabaseTests: XCTestCase {
         XCTAssertThrowsError(try db.query(className: "Task", filter: "title ==", args: [])) { error in
             guard case TandemError.InvalidArgument = error else { return XCTFail("got \(error)") }
         }
-        XCTAssertThrowsError(try db.object(className: "Task", key: .objectId(bytes: [1, 2, 3]))) { error in
+        XCTAssertThrowsError(try db.object(className: "Task", key: .objectId(bytes: Data([1, 2, 3])))) { error in
             guard case TandemError.InvalidArgument = error else { return XCTFail("got \(error)") }
         }
         XCTAssertThrowsError(try Database.open(

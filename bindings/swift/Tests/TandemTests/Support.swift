@@ -151,6 +151,11 @@ func run(_ executable: String, _ args: [String]) throws -> Int32 {
     return p.terminationStatus
 }
 
+struct SetupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 final class TestServer {
     let process: Process
     let url: String
@@ -159,9 +164,10 @@ final class TestServer {
     /// Starts the server on a free loopback port with a throwaway certificate (openssl).
     init(dir: URL) throws {
         guard let binary = serverBinary() else {
-            throw XCTSkip("build the server first: cargo build --features server --bin tandem-server")
+            throw SetupError("build the server first: cargo build --features server --bin tandem-server "
+                + "(looked in $TANDEM_SERVER_BIN, $LD_LIBRARY_PATH and \(repoRoot.path)/target/debug)")
         }
-        guard let openssl = which("openssl") else { throw XCTSkip("openssl is not installed") }
+        guard let openssl = which("openssl") else { throw SetupError("openssl is not installed") }
         let cert = dir.appendingPathComponent("cert.pem").path
         let key = dir.appendingPathComponent("key.pem").path
         let status = try run(openssl, [
@@ -169,7 +175,7 @@ final class TestServer {
             "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
             "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE",
         ])
-        guard status == 0 else { throw NSError(domain: "openssl", code: Int(status)) }
+        guard status == 0 else { throw SetupError("openssl req failed with status \(status)") }
         let secret = dir.appendingPathComponent("secret")
         try Data(jwtSecret).write(to: secret)
         // Port 0 is not offered by the server's CLI: pick one from a random range and retry.
@@ -200,7 +206,7 @@ final class TestServer {
             p.terminate()
             p.waitUntilExit()
         }
-        throw NSError(domain: "tandem-server", code: 1, userInfo: [NSLocalizedDescriptionKey: lastError])
+        throw SetupError("tandem-server did not start: \(lastError)")
     }
 
     func options(path: String = "/todos", token: String? = nil) -> SyncOptions {

@@ -18,6 +18,16 @@ final class Errors: ErrorListener, @unchecked Sendable {
     func onError(code: UInt64, message: String, willRetry: Bool) throws { seen.append((code, willRetry)) }
 }
 
+final class States: SyncStateListener, @unchecked Sendable {
+    let seen = Box<SyncState>()
+    func onState(state: SyncState) throws { seen.append(state) }
+}
+
+final class Progresses: ProgressListener, @unchecked Sendable {
+    let seen = Box<SyncProgress>()
+    func onProgress(progress: SyncProgress) throws { seen.append(progress) }
+}
+
 final class SyncTests: XCTestCase {
     var dir: URL!
     var server: TestServer!
@@ -41,6 +51,10 @@ final class SyncTests: XCTestCase {
         let b = try open("b.sqlite")
         let sa = try a.sync(options: server.options(), tokenProvider: nil)
         let sb = try b.sync(options: server.options(), tokenProvider: nil)
+        let states = States()
+        let progress = Progresses()
+        let stateHandle = sa.observeState(listener: states)
+        let progressHandle = sa.observeProgress(listener: progress)
         try a.write { tx in
             for i in 0..<20 {
                 try tx.create(className: "Task", key: .int(value: Int64(i)), values: ["title": .string(value: "from a \(i)")])
@@ -51,7 +65,12 @@ final class SyncTests: XCTestCase {
         // No polling: the waits are the guarantee.
         XCTAssertEqual(try b.query(className: "Task", filter: "TRUEPREDICATE", args: []).count(), 20)
         XCTAssertEqual(sa.state(), .connected)
+        XCTAssertEqual(sa.progress().uploadTransferred, sa.progress().uploadTransferable)
+        eventually { progress.seen.all.contains { $0.uploadTransferred > 0 } }
         sa.stop()
+        eventually { states.seen.all.contains(.disconnected) || states.seen.all.contains { if case .error = $0 { return true } else { return false } } }
+        stateHandle.cancel()
+        progressHandle.cancel()
         sb.stop()
     }
 
