@@ -3,7 +3,8 @@
 // (committed; `test.sh` checks it matches the library) over the `tandem` cdylib built by cargo.
 //
 // The library is looked for in, in order: $TANDEM_LIB_DIR, each directory of $LD_LIBRARY_PATH,
-// and ../../target/debug (cargo's default). At run time LD_LIBRARY_PATH must point to it.
+// and ../../target/debug (cargo's default). At run time LD_LIBRARY_PATH must point to it
+// (on Linux the test binary also carries those directories as its rpath).
 // For iOS apps use ios/Package.swift (an XCFramework built by build-xcframework.sh).
 import Foundation
 import PackageDescription
@@ -15,7 +16,13 @@ for dir in (Context.environment["LD_LIBRARY_PATH"] ?? "").split(separator: ":") 
     libDirs.append(String(dir))
 }
 libDirs.append(packageDir + "/../../target/debug")
+// -L to link; on Linux also an rpath, so the test binary finds the library without
+// LD_LIBRARY_PATH when it is where it was at link time.
+#if os(Linux)
+let searchFlags = libDirs.flatMap { ["-L", $0, "-Xlinker", "-rpath", "-Xlinker", $0] }
+#else
 let searchFlags = libDirs.flatMap { ["-L", $0] }
+#endif
 
 let package = Package(
     name: "Tandem",
