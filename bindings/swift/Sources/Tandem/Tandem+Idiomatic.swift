@@ -1,0 +1,73 @@
+// A thin idiomatic layer over the generated bindings (Tandem.swift).
+
+import Foundation
+
+extension Database {
+    /// Runs `body` in a write transaction: committed when `body` returns, rolled back if it
+    /// throws (the error is rethrown). A failing commit writes nothing and throws `TandemError`.
+    ///
+    ///     try db.write { tx in
+    ///         try tx.create(className: "Task", key: .int(value: 1), values: ["title": .string(value: "milk")])
+    ///     }
+    @discardableResult
+    public func write(_ body: (WriteTransaction) throws -> Void) throws -> UInt64? {
+        let tx = writeTransaction()
+        do {
+            try body(tx)
+        } catch {
+            tx.rollback()
+            throw error
+        }
+        return try tx.commit()
+    }
+}
+
+/// Forwards result changes to an `AsyncStream` continuation.
+private final class StreamingResultsListener: ResultsListener, @unchecked Sendable {
+    let continuation: AsyncStream<ResultsChange>.Continuation
+    init(_ continuation: AsyncStream<ResultsChange>.Continuation) { self.continuation = continuation }
+    func onChange(change: ResultsChange) throws { continuation.yield(change) }
+}
+
+/// Forwards object changes to an `AsyncStream` continuation.
+private final class StreamingObjectListener: ObjectListener, @unchecked Sendable {
+    let continuation: AsyncStream<ObjectChange>.Continuation
+    init(_ continuation: AsyncStream<ObjectChange>.Continuation) { self.continuation = continuation }
+    func onChange(change: ObjectChange) throws { continuation.yield(change) }
+}
+
+extension Results {
+    /// The changes of these results as an async sequence. Ending the iteration (or cancelling
+    /// its task) cancels the listener. If the query cannot be observed the stream just finishes.
+    ///
+    ///     for await change in results.changes() { print(change.insertions) }
+    public func changes() -> AsyncStream<ResultsChange> {
+        AsyncStream { continuation in
+            do {
+                let handle = try observe(listener: StreamingResultsListener(continuation))
+                continuation.onTermination = { _ in handle.cancel() }
+            } catch {
+                continuation.finish()
+            }
+        }
+    }
+}
+
+extension Database {
+    /// The changes of one object as an async sequence; ending the iteration cancels the listener.
+    public func changes(className: String, key: Key) throws -> AsyncStream<ObjectChange> {
+        var failure: Error?
+        let stream = AsyncStream<ObjectChange> { continuation in
+            do {
+                let handle = try observeObject(
+                    className: className, key: key, listener: StreamingObjectListener(continuation))
+                continuation.onTermination = { _ in handle.cancel() }
+            } catch {
+                failure = error
+                continuation.finish()
+            }
+        }
+        if let failure { throw failure }
+        return stream
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the `tandem` cdylib, the uniffi-bindgen and the tandem-server with cargo, checks that the
+# committed Swift sources are what uniffi-bindgen generates from this library, then runs the
+# XCTest suite (Swift from ../shared/tools/with-swift on Linux) against a real tandem-server.
+#
+# Uses cargo's target directory: $CARGO_TARGET_DIR, or target/ in this repository.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd -P)
+cd "$repo"
+target=${CARGO_TARGET_DIR:-$repo/target}
+mkdir -p "$target"
+target=$(cd "$target" && pwd -P)
+
+# One build for the three (one feature set, so the library is compiled once).
+cargo build -q --features ffi,bindgen,server --lib --bin tandem-server --bin uniffi-bindgen
+lib="$target/debug/libtandem.so"
+
+generated=$(mktemp -d)
+trap 'rm -rf "$generated"' EXIT
+"$target/debug/uniffi-bindgen" generate --library "$lib" --language swift \
+  --out-dir "$generated" --no-format >/dev/null
+stale=0
+check() { # check GENERATED COMMITTED
+  if ! cmp -s "$generated/$1" "bindings/swift/$2"; then
+    echo "test.sh: bindings/swift/$2 differs from what uniffi-bindgen generates ($1):" >&2
+    diff -u "bindings/swift/$2" "$generated/$1" | head -40 >&2 || true
+    stale=1
+  fi
+}
+check Tandem.swift Sources/Tandem/Tandem.swift
+check TandemFFI.h Sources/TandemFFI/include/TandemFFI.h
+check TandemFFI.modulemap Sources/TandemFFI/include/module.modulemap
+if [ "$stale" = 1 ]; then
+  echo "test.sh: regenerate with bindings/swift/generate.sh and commit" >&2
+  exit 1
+fi
+
+# with-swift passes LD_LIBRARY_PATH (and nothing else) into its Swift root: Package.swift links
+# against, and the tests find tandem-server in, the directories it names.
+export LD_LIBRARY_PATH="$target/debug${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+case "$target/" in
+  "$repo"/*) ;;
+  *) export TANDEM_SWIFT_MOUNTS="$target${TANDEM_SWIFT_MOUNTS:+:$TANDEM_SWIFT_MOUNTS}" ;;
+esac
+with_swift=${TANDEM_WITH_SWIFT:-$repo/../shared/tools/with-swift}
+if [ ! -x "$with_swift" ] && command -v swift >/dev/null 2>&1; then
+  with_swift=env  # a machine with Swift installed (macOS, or Linux with a Swift toolchain)
+fi
+"$with_swift" swift test --package-path bindings/swift
