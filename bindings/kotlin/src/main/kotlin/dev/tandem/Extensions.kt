@@ -1,0 +1,70 @@
+@file:JvmName("TandemExtensions")
+
+// A thin idiomatic Kotlin layer over the generated uniffi bindings (`tandem.kt`, same package).
+//
+// - `db.write { tx -> ... }` commits when the block returns and rolls back if it throws;
+// - `results.changes()` and `db.objectChanges(...)` are cold `Flow`s whose collection registers
+//   a listener and whose cancellation cancels it;
+// - the sync waits and `openSynced` are already `suspend` functions (uniffi async exports).
+
+package dev.tandem
+
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.channels.awaitClose
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.buffer
+import kotlinx.coroutines.flow.callbackFlow
+
+/**
+ * Runs [block] in a write transaction: committed when it returns, rolled back (nothing written)
+ * if it throws, the exception propagating. Returns the new local version, or `null` if nothing
+ * changed. A commit failure throws the typed [TandemException] and writes nothing.
+ */
+fun Database.write(block: (WriteTransaction) -> Unit): ULong? =
+    writeTransaction().use { tx ->
+        try {
+            block(tx)
+        } catch (e: Throwable) {
+            tx.rollback()
+            throw e
+        }
+        tx.commit()
+    }
+
+/**
+ * The changes of these results as a cold [Flow]: collecting registers a [ResultsListener], and
+ * cancelling the collection cancels it. Changes are buffered without limit (dropping one would
+ * make the indices of the next wrong); the listener never blocks the database's notifier thread.
+ */
+fun Results.changes(): Flow<ResultsChange> =
+    callbackFlow {
+        val handle = observe(
+            object : ResultsListener {
+                override fun onChange(change: ResultsChange) {
+                    trySend(change)
+                }
+            },
+        )
+        awaitClose {
+            handle.cancel()
+            handle.close()
+        }
+    }.buffer(Channel.UNLIMITED)
+
+/** The changes of one object as a cold [Flow]; cancelling the collection cancels the listener. */
+fun Database.objectChanges(className: String, key: Key): Flow<ObjectChange> =
+    callbackFlow {
+        val handle = observeObject(
+            className,
+            key,
+            object : ObjectListener {
+                override fun onChange(change: ObjectChange) {
+                    trySend(change)
+                }
+            },
+        )
+        awaitClose {
+            handle.cancel()
+            handle.close()
+        }
+    }.buffer(Channel.UNLIMITED)

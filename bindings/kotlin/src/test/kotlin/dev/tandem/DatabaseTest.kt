@@ -1,0 +1,164 @@
+// The local database from Kotlin: schema, writes, queries, listeners, errors
+// (mirrors bindings/python/tests/test_database.py).
+
+package dev.tandem
+
+import java.nio.file.Path
+import java.util.Collections
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.junit.jupiter.api.AfterEach
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertNull
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.BeforeEach
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.assertThrows
+import org.junit.jupiter.api.io.TempDir
+
+class DatabaseTest {
+    @TempDir
+    lateinit var dir: Path
+    lateinit var db: Database
+
+    @BeforeEach
+    fun open() {
+        db = Database.open(dir.resolve("db.sqlite").toString(), taskClasses())
+    }
+
+    @AfterEach
+    fun close() {
+        db.close()
+    }
+
+    private fun title(key: Long): String? {
+        val obj = db.`object`("Task", intKey(key)) ?: return null
+        return ((obj["title"] as FieldValue.Single).value as Value.String).value
+    }
+
+    @Test
+    fun writeReadQuery() {
+        db.write { tx ->
+            for (i in 0L until 5L) {
+                tx.create("Task", intKey(i), mapOf("title" to str("t$i"), "done" to Value.Bool(i % 2 == 0L)))
+            }
+            tx.listInsert("Task", intKey(0), "tags", 0u, str("red"))
+        }
+        assertEquals("t3", title(3))
+        assertEquals(FieldValue.ListValue(listOf(str("red"))), db.`object`("Task", intKey(0))!!["tags"])
+        val done = db.query("Task", "done == true SORT(_id DESC)", emptyList())
+        assertEquals(listOf(intKey(4), intKey(2), intKey(0)), done.keys())
+        assertEquals(2uL, db.query("Task", "_id > $0", listOf(Value.Int(2))).count())
+    }
+
+    @Test
+    fun anExceptionRollsTheBlockBack() {
+        val e = assertThrows<IllegalStateException> {
+            db.write { tx ->
+                tx.create("Task", intKey(1), mapOf("title" to str("never")))
+                throw IllegalStateException("changed my mind")
+            }
+        }
+        assertEquals("changed my mind", e.message)
+        assertNull(db.`object`("Task", intKey(1)))
+    }
+
+    @Test
+    fun badInputIsATypedErrorAndWritesNothing() {
+        val e = assertThrows<TandemException.InvalidArgument> {
+            db.write { tx ->
+                tx.create("Task", intKey(1), mapOf("title" to str("ok")))
+                tx.set("Task", intKey(1), "nope", Value.Int(1))
+            }
+        }
+        assertTrue("nope" in e.message.toString(), e.message)
+        assertNull(db.`object`("Task", intKey(1)))
+        assertThrows<TandemException.InvalidArgument> { db.query("Task", "title ==", emptyList()) }
+        assertThrows<TandemException.Schema> {
+            Database.open(dir.resolve("x.sqlite").toString(), listOf(ClassSpec("X", "missing", emptyList())))
+        }
+        // Every typed error is a TandemException.
+        assertThrows<TandemException> { db.query("Nope", "TRUEPREDICATE", emptyList()) }
+    }
+
+    class Collect : ResultsListener {
+        val changes: MutableList<ResultsChange> = Collections.synchronizedList(mutableListOf())
+        override fun onChange(change: ResultsChange) {
+            changes.add(change)
+        }
+    }
+
+    class Throws : ResultsListener {
+        override fun onChange(change: ResultsChange): Unit = throw IllegalArgumentException("a listener that throws")
+    }
+
+    @Test
+    fun resultsListenerIndicesAndAThrowingListener() {
+        db.write { tx ->
+            for (i in 0L until 3L) tx.create("Task", intKey(i), mapOf("title" to str("t$i")))
+        }
+        val results = db.query("Task", "TRUEPREDICATE SORT(_id ASC)", emptyList())
+        val bad = results.observe(Throws())
+        val good = Collect()
+        val handle = results.observe(good)
+        db.write { tx ->
+            tx.erase("Task", intKey(0))
+            tx.create("Task", intKey(5), mapOf("title" to str("t5")))
+            tx.set("Task", intKey(2), "title", str("changed"))
+        }
+        eventually { good.changes.size >= 1 }
+        val change = good.changes.last()
+        assertEquals(listOf(0uL), change.deletions)
+        assertEquals(listOf(2uL), change.insertions)
+        assertEquals(listOf(1uL), change.modifications)
+        assertEquals(listOf(intKey(1), intKey(2), intKey(5)), change.keys)
+        handle.cancel()
+        bad.cancel()
+        db.write { tx -> tx.erase("Task", intKey(5)) }
+        Thread.sleep(300)
+        assertEquals(1, good.changes.size, "no delivery after cancel()")
+    }
+
+    class WritesBack(private val db: Database) : ObjectListener {
+        val seen: MutableList<ObjectChange> = Collections.synchronizedList(mutableListOf())
+        override fun onChange(change: ObjectChange) {
+            seen.add(change)
+            if (seen.size == 1) {
+                // Writing from inside the callback must not deadlock.
+                db.write { tx -> tx.add("Task", intKey(1), "count", 10) }
+            }
+        }
+    }
+
+    @Test
+    fun objectListenerMayWriteToTheDatabase() {
+        db.write { tx -> tx.create("Task", intKey(1), mapOf("title" to str("x"))) }
+        val listener = WritesBack(db)
+        val handle = db.observeObject("Task", intKey(1), listener)
+        db.write { tx -> tx.set("Task", intKey(1), "title", str("y")) }
+        eventually { listener.seen.size >= 2 }
+        assertEquals(ObjectChange.Modified(listOf("title")), listener.seen[0])
+        assertEquals(ObjectChange.Modified(listOf("count")), listener.seen[1])
+        assertEquals(FieldValue.Single(Value.Int(10)), db.`object`("Task", intKey(1))!!["count"])
+        handle.cancel()
+    }
+
+    @Test
+    fun resultsChangesAsAFlow() = runBlocking {
+        val results = db.query("Task", "TRUEPREDICATE SORT(_id ASC)", emptyList())
+        val first = async(Dispatchers.Default) { withTimeout(30_000) { results.changes().first() } }
+        // The listener registers when collection starts; write until it has seen a change.
+        var i = 0L
+        while (!first.isCompleted) {
+            db.write { tx -> tx.create("Task", intKey(i++), mapOf("title" to str("f"))) }
+            delay(50)
+        }
+        val change = first.await()
+        assertTrue(change.insertions.isNotEmpty(), change.toString())
+        assertTrue(change.insertions.all { it < change.keys.size.toULong() }, change.toString())
+    }
+}
