@@ -87,3 +87,23 @@ def test_timeouts_and_bad_options_are_typed_errors(tmp_path):
     with pytest.raises(tandem.TandemError.Timeout):
         asyncio.run(session.wait_for_upload(200))
     session.stop()
+
+
+def test_dropping_the_last_references_closes_cleanly(server, tmp_path):
+    import gc
+
+    path = str(tmp_path / "a.sqlite")
+    a = tandem.Database.open(path, task_classes())
+    session = a.sync(options(server), None)
+    with a.write() as tx:
+        tx.create("Task", tandem.Key.INT(1), {"title": tandem.Value.STRING("kept")})
+    asyncio.run(session.wait_for_upload(30_000))
+    del session, a
+    gc.collect()
+    again = tandem.Database.open(path, task_classes())
+    assert again.object("Task", tandem.Key.INT(1)) is not None
+    resumed = again.sync(options(server), None)
+    with again.write() as tx:
+        tx.create("Task", tandem.Key.INT(2), {"title": tandem.Value.STRING("after reopen")})
+    asyncio.run(resumed.wait_for_upload(30_000))
+    resumed.stop()
