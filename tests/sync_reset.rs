@@ -28,9 +28,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// A syncs tasks 1 and 2 (the backup is taken between them), then writes 3 offline; the server
-/// comes back from the backup.
-fn restored_from_backup(
+/// A syncs task 1, the server's files are copied to `backup`, then A syncs task 2.
+fn synced_around_a_backup(
     world: &mut World,
     mode: ClientResetMode,
 ) -> (Arc<tandem::store::Database>, SyncSession) {
@@ -50,10 +49,25 @@ fn restored_from_backup(
     world
         .block_on(session.wait_for_download(Some(Duration::from_secs(60))))
         .unwrap();
-    world.stop_server();
-    create_task(&a, 3, "never synced");
+    (a, session)
+}
+
+/// Replaces the server's files with the backup (the server must be stopped).
+fn restore_backup(world: &World) {
     std::fs::remove_dir_all(world.dir.join("server")).unwrap();
     copy_dir(&world.dir.join("backup"), &world.dir.join("server"));
+}
+
+/// A syncs tasks 1 and 2 (the backup is taken between them), then writes 3 offline; the server
+/// comes back from the backup.
+fn restored_from_backup(
+    world: &mut World,
+    mode: ClientResetMode,
+) -> (Arc<tandem::store::Database>, SyncSession) {
+    let (a, session) = synced_around_a_backup(world, mode);
+    world.stop_server();
+    create_task(&a, 3, "never synced");
+    restore_backup(world);
     world.start_server();
     (a, session)
 }
@@ -126,22 +140,7 @@ fn discard_replaces_local_state_and_listeners_see_it() {
 #[test]
 fn recover_quarantines_what_no_longer_applies() {
     let mut world = World::new("reset-quarantine");
-    let a = world.open("a.sqlite");
-    let session = start(&world, &a, ClientResetMode::Recover);
-    create_task(&a, 1, "shared");
-    world
-        .block_on(session.wait_for_upload(Some(Duration::from_secs(60))))
-        .unwrap();
-    world.stop_server();
-    copy_dir(&world.dir.join("server"), &world.dir.join("backup"));
-    world.start_server();
-    create_task(&a, 2, "synced after the backup");
-    world
-        .block_on(session.wait_for_upload(Some(Duration::from_secs(60))))
-        .unwrap();
-    world
-        .block_on(session.wait_for_download(Some(Duration::from_secs(60))))
-        .unwrap();
+    let (a, session) = synced_around_a_backup(&mut world, ClientResetMode::Recover);
     drop(session);
     world.stop_server();
     // Offline on a: an edit of task 1.
@@ -155,8 +154,7 @@ fn recover_quarantines_what_no_longer_applies() {
     .unwrap();
     tx.commit().unwrap();
     // The server comes back from the backup, and b deletes task 1 there before a returns.
-    std::fs::remove_dir_all(world.dir.join("server")).unwrap();
-    copy_dir(&world.dir.join("backup"), &world.dir.join("server"));
+    restore_backup(&world);
     world.start_server();
     let b = world.open("b.sqlite");
     let sb = world.sync(&b);

@@ -283,6 +283,17 @@ fn values(
     Ok(out)
 }
 
+/// Calls `f` with `values` as the `(&str, Value)` pairs the store takes, without copying values.
+fn with_named<T>(
+    values: Vec<(String, crate::model::Value)>,
+    f: impl FnOnce(&[(&str, crate::model::Value)]) -> T,
+) -> T {
+    let (names, values): (Vec<String>, Vec<crate::model::Value>) = values.into_iter().unzip();
+    let named: Vec<(&str, crate::model::Value)> =
+        names.iter().map(String::as_str).zip(values).collect();
+    f(&named)
+}
+
 #[uniffi::export]
 impl WriteTransaction {
     /// Creates an object (an error at commit if it exists).
@@ -447,14 +458,10 @@ impl WriteTransaction {
         for op in ops {
             match op {
                 Op::Create(class, key, vals) => {
-                    let refs: Vec<(&str, crate::model::Value)> =
-                        vals.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-                    tx.create(&class, key, &refs)?
+                    with_named(vals, |named| tx.create(&class, key, named))?
                 }
                 Op::Upsert(class, key, vals) => {
-                    let refs: Vec<(&str, crate::model::Value)> =
-                        vals.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-                    tx.upsert(&class, key, &refs)?
+                    with_named(vals, |named| tx.upsert(&class, key, named))?
                 }
                 Op::Set(class, key, prop, value) => tx.set(&class, &key, &prop, value)?,
                 Op::Erase(class, key) => tx.erase(&class, &key)?,
