@@ -255,18 +255,17 @@ mod server {
         let (ident, _) = server.allocate_client_file().unwrap();
         let mut client_state = State::new();
         let mut rng = SeededRng::new(4242);
-        let mut client_version = 0u64;
         let mut refused = 0usize;
         for step in 0..25u32 {
             let cs = long_changeset(&client_state, &mut rng, step);
             let meta = ChangesetMeta {
-                version: client_version + 1,
+                version: u64::from(step) + 1,
                 last_integrated_remote_version: server.latest_version(),
                 origin_timestamp: u64::from(step),
                 origin_file_ident: ident,
             };
             for (what, _, mut bad) in broken_forms(&cs) {
-                bad.meta = meta.clone();
+                bad.meta = meta;
                 let before = (server.latest_version(), server.state().clone());
                 let err = server
                     .integrate_upload(ident, &[UploadEntry::from_changeset(&bad)])
@@ -291,7 +290,6 @@ mod server {
             server
                 .integrate_upload(ident, &[UploadEntry::from_changeset(&good)])
                 .unwrap();
-            client_version += 1;
             client_state.apply(&cs).unwrap();
             assert_eq!(server.state(), &client_state);
         }
