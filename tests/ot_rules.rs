@@ -337,7 +337,8 @@ fn converge3(setup: Changeset, made: [Changeset; 3]) -> State {
             let mut sim = start.clone();
             let schedule = format!("uploads {order:?}, eager downloads: {eager}");
             for c in order {
-                sim.upload_one(c).unwrap_or_else(|e| panic!("{schedule}: {e}"));
+                sim.upload_one(c)
+                    .unwrap_or_else(|e| panic!("{schedule}: {e}"));
                 for d in 0..3 {
                     while eager && sim.download_one(d).unwrap_or_else(|e| panic!("{e}")) {}
                 }
@@ -630,7 +631,12 @@ fn issue_11_an_older_set_arriving_after_null_and_add_gets_the_add() {
         }
         sim.drain().unwrap();
         sim.check_converged().unwrap();
-        assert_eq!(n(&sim.server.state), Val::Int(11), "client {} first", first + 1);
+        assert_eq!(
+            n(&sim.server.state),
+            Val::Int(11),
+            "client {} first",
+            first + 1
+        );
     }
     // And in every other schedule.
     let s = converge3(setup(), [null(), add(), ten()]);
@@ -642,10 +648,15 @@ fn an_older_integer_arriving_after_a_string_and_an_add_gets_the_add() {
     // The same kind in a mixed field: the add (newer than the string) is kept as a no-op on
     // the string, so that the integer written between them still gets it.
     let setup = B::new(0, 1).create(1).set(1, "m", int(0)).done();
-    let string = B::new(10, 0).set(1, "m", Payload::String("s".into())).done();
+    let string = B::new(10, 0)
+        .set(1, "m", Payload::String("s".into()))
+        .done();
     let add = B::new(30, 0).add(1, "m", 1).done();
     let ten = B::new(20, 0).set(1, "m", int(10)).done();
-    assert_eq!(value(&converge3(setup, [string, add, ten]), 1, "m"), Val::Int(11));
+    assert_eq!(
+        value(&converge3(setup, [string, add, ten]), 1, "m"),
+        Val::Int(11)
+    );
 }
 
 #[test]

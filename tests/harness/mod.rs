@@ -170,7 +170,12 @@ impl Sim {
 
     /// Client `c` commits `changeset` locally, made at `timestamp` on top of what it has
     /// downloaded so far.
-    pub fn commit(&mut self, c: usize, mut changeset: Changeset, timestamp: u64) -> Result<(), String> {
+    pub fn commit(
+        &mut self,
+        c: usize,
+        mut changeset: Changeset,
+        timestamp: u64,
+    ) -> Result<(), String> {
         let client = &mut self.clients[c];
         client.clock = client.clock.max(timestamp);
         changeset.meta = ChangesetMeta {
@@ -179,10 +184,12 @@ impl Sim {
             origin_timestamp: timestamp,
             origin_file_ident: client.ident,
         };
-        client
-            .state
-            .apply(&changeset)
-            .map_err(|e| format!("client {} cannot apply its own changeset: {e}\n{changeset}", client.ident))?;
+        client.state.apply(&changeset).map_err(|e| {
+            format!(
+                "client {} cannot apply its own changeset: {e}\n{changeset}",
+                client.ident
+            )
+        })?;
         if self.logging {
             self.log.push(format!(
                 "client {} commits v{} (base sv{}, t={timestamp}):\n{}",
