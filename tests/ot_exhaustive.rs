@@ -68,7 +68,7 @@ mod harness;
 
 use std::collections::BTreeMap;
 
-use harness::Sim;
+use harness::{Sim, ORDERS_OF_THREE as ORDERS};
 use tandem::changeset::*;
 use tandem::state::{Element, Field, Key, Object, State, Val};
 
@@ -670,28 +670,10 @@ fn observed(state: &State, scope: &Scope) -> Option<Field> {
 // ---------------------------------------------------------------------------------------
 // Running.
 
-const ORDERS: [[usize; 3]; 6] = [
-    [0, 1, 2],
-    [0, 2, 1],
-    [1, 0, 2],
-    [1, 2, 0],
-    [2, 0, 1],
-    [2, 1, 0],
-];
-
 /// Runs one schedule from `start` (clients have committed); returns the converged server state.
 fn run(start: &Sim, order: [usize; 3], eager: bool) -> Result<State, String> {
     let mut sim = start.clone();
-    for c in order {
-        sim.upload_one(c)?;
-        if eager {
-            for d in 0..3 {
-                while sim.download_one(d)? {}
-            }
-        }
-    }
-    sim.drain()?;
-    sim.check_converged()?;
+    sim.sync_in_order(&order, eager)?;
     Ok(sim.server.state)
 }
 

@@ -5,7 +5,7 @@
 
 mod harness;
 
-use harness::Sim;
+use harness::{Sim, ORDERS_OF_THREE};
 use tandem::changeset::*;
 use tandem::ot::{transform, TransformError};
 use tandem::state::{Element, Field, Key, State, Val};
@@ -325,26 +325,11 @@ fn converge3(setup: Changeset, made: [Changeset; 3]) -> State {
         }
     }
     let mut result: Option<State> = None;
-    for order in [
-        [0, 1, 2],
-        [0, 2, 1],
-        [1, 0, 2],
-        [1, 2, 0],
-        [2, 0, 1],
-        [2, 1, 0],
-    ] {
+    for order in ORDERS_OF_THREE {
         for eager in [false, true] {
             let mut sim = start.clone();
             let schedule = format!("uploads {order:?}, eager downloads: {eager}");
-            for c in order {
-                sim.upload_one(c)
-                    .unwrap_or_else(|e| panic!("{schedule}: {e}"));
-                for d in 0..3 {
-                    while eager && sim.download_one(d).unwrap_or_else(|e| panic!("{e}")) {}
-                }
-            }
-            sim.drain().unwrap_or_else(|e| panic!("{schedule}: {e}"));
-            sim.check_converged()
+            sim.sync_in_order(&order, eager)
                 .unwrap_or_else(|e| panic!("{schedule}: {e}"));
             match &result {
                 None => result = Some(sim.server.state),

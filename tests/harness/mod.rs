@@ -94,6 +94,16 @@ pub struct ServerEntry {
     pub integrated: BTreeMap<u64, u64>,
 }
 
+/// Every order of three clients, for upload-order checks.
+pub const ORDERS_OF_THREE: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+];
+
 /// The server peer.
 #[derive(Clone)]
 pub struct Server {
@@ -327,6 +337,20 @@ impl Sim {
             ));
         }
         Ok(true)
+    }
+
+    /// Each client of `order` uploads all its changesets, in that order; with `eager`, every
+    /// client downloads everything the server has after each upload. Then everything is
+    /// drained and every client must equal the server.
+    pub fn sync_in_order(&mut self, order: &[usize], eager: bool) -> Result<(), String> {
+        for &c in order {
+            while self.upload_one(c)? {}
+            for d in 0..self.clients.len() {
+                while eager && self.download_one(d)? {}
+            }
+        }
+        self.drain()?;
+        self.check_converged()
     }
 
     /// Uploads and downloads everything.
