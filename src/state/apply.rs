@@ -268,18 +268,25 @@ impl State {
             Instruction::AddInteger(add) => {
                 let amount = add.value;
                 self.at_path(cs, &add.path, &mut |_, slot| {
-                    let target = match slot {
+                    let (target, column) = match slot {
                         Slot::Field {
                             field: Field::Value(v),
-                            ..
-                        } => v,
-                        Slot::Element { list, index, .. } => match list.get_mut(index as usize) {
-                            Some(Element::Value(v)) => v,
+                            column,
+                        } => (v, column),
+                        Slot::Element {
+                            list,
+                            index,
+                            column,
+                        } => match list.get_mut(index as usize) {
+                            Some(Element::Value(v)) => (v, column),
                             _ => return bad("AddInteger: no integer element there"),
                         },
-                        Slot::Entry { dict, key, .. } => match dict.get_mut(&key) {
-                            Some(Element::Value(v)) => v,
-                            _ => return bad("AddInteger: no integer entry there"),
+                        Slot::Entry { dict, key, column } => match dict.get_mut(&key) {
+                            Some(Element::Value(v)) => (v, column),
+                            Some(_) => return bad("AddInteger: no integer entry there"),
+                            // Erased by a concurrent write the add was merged with: a no-op,
+                            // like null (docs/ot.md, AddInteger vs Update).
+                            None => return Ok(()),
                         },
                         Slot::Field { .. } => return bad("AddInteger on a non-scalar field"),
                     };
@@ -288,7 +295,9 @@ impl State {
                             *v = v.wrapping_add(amount);
                             Ok(())
                         }
+                        // Null, or a non-integer a concurrent write left in a mixed slot: no-op.
                         Val::Null => Ok(()),
+                        _ if column.value_type == PayloadType::Null => Ok(()),
                         other => bad(format!("AddInteger on non-integer value {other}")),
                     }
                 })
