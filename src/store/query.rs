@@ -93,7 +93,10 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
             Tok::Op(op)
         } else if let Some((len, flags)) = [("[c]", FOLD_CASE), ("[d]", FOLD_DIACRITICS)]
             .into_iter()
-            .chain([("[cd]", FOLD_CASE | FOLD_DIACRITICS), ("[dc]", FOLD_CASE | FOLD_DIACRITICS)])
+            .chain([
+                ("[cd]", FOLD_CASE | FOLD_DIACRITICS),
+                ("[dc]", FOLD_CASE | FOLD_DIACRITICS),
+            ])
             .find(|(m, _)| text[i..].starts_with(m))
             .map(|(m, f)| (m.len(), f))
         {
@@ -565,16 +568,7 @@ impl Parser<'_> {
     /// Binds a value as it is stored in a column of `value_type` (a mixed column keeps a
     /// link's class); returns the parameter and the value's kind code.
     fn bind_value(&mut self, v: &Val, value_type: PayloadType) -> (String, i64) {
-        let (sql, kind) = store_value(
-            &crate::state::ColumnSpec {
-                value_type,
-                link_target: None,
-                nullable: true,
-                collection: CollectionType::Single,
-                key_type: None,
-            },
-            v,
-        );
+        let (sql, kind) = stored_as(v, value_type);
         (self.bind(sql), kind)
     }
 
@@ -639,7 +633,7 @@ impl Parser<'_> {
             // Int against float/double is exact in SQLite, as in Realm.
             Val::Float(bits) => Sql::Real(f64::from(f32::from_bits(*bits))),
             Val::Double(bits) => Sql::Real(f64::from_bits(*bits)),
-            other => self.bind_value_sql(other, *value_type),
+            other => stored_as(other, *value_type).0,
         };
         let p = self.bind(bound);
         Ok(match op {
@@ -649,20 +643,6 @@ impl Parser<'_> {
             cmp if float_column => format!("({col} {cmp} {p} AND typeof({col}) = 'real')"),
             cmp => format!("({col} {cmp} {p})"),
         })
-    }
-
-    fn bind_value_sql(&mut self, v: &Val, value_type: PayloadType) -> Sql {
-        store_value(
-            &crate::state::ColumnSpec {
-                value_type,
-                link_target: None,
-                nullable: true,
-                collection: CollectionType::Single,
-                key_type: None,
-            },
-            v,
-        )
-        .0
     }
 
     /// SQL for a string operator or a `[c]`/`[d]`/`[cd]` comparison.
@@ -702,7 +682,10 @@ impl Parser<'_> {
         };
         let col = &column.sql;
         let (c, s) = if flags != 0 {
-            (format!("tandem_fold({col}, {flags})"), compare::fold(&s, flags))
+            (
+                format!("tandem_fold({col}, {flags})"),
+                compare::fold(&s, flags),
+            )
         } else {
             (col.clone(), s)
         };
@@ -724,7 +707,11 @@ impl Parser<'_> {
         };
         // A mixed property matches only while it holds a string.
         let matched = if column.value_type == PayloadType::Null {
-            format!("{} = {} AND {matched}", column.kind, PayloadType::String.code())
+            format!(
+                "{} = {} AND {matched}",
+                column.kind,
+                PayloadType::String.code()
+            )
         } else {
             matched
         };
@@ -995,6 +982,21 @@ impl Parser<'_> {
         }
         Ok((order.join(", "), limit))
     }
+}
+
+/// `v` as a column of `value_type` stores it (a mixed column keeps a link's class), and its
+/// kind code.
+fn stored_as(v: &Val, value_type: PayloadType) -> (Sql, i64) {
+    store_value(
+        &crate::state::ColumnSpec {
+            value_type,
+            link_target: None,
+            nullable: true,
+            collection: CollectionType::Single,
+            key_type: None,
+        },
+        v,
+    )
 }
 
 /// `ORDER BY` terms for a property in Realm's sort order (module `compare`): null first,
