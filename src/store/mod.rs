@@ -17,6 +17,7 @@
 
 mod apply;
 mod codec;
+mod compare;
 mod layout;
 mod notify;
 mod query;
@@ -255,6 +256,7 @@ pub(crate) fn open_connection(path: &Path, config: &Config) -> Result<Connection
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.busy_timeout(config.writer_timeout)?;
+    compare::register(&conn)?;
     Ok(conn)
 }
 

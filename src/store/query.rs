@@ -5,23 +5,28 @@
 //! predicate  := and (OR and)*            -- also ||
 //! and        := unary (AND unary)*       -- also &&
 //! unary      := NOT unary | ( predicate ) | TRUEPREDICATE | FALSEPREDICATE | comparison
-//! comparison := operand op operand | keypath IN { value, ... }
-//! op         := == = != <> < <= > >= BEGINSWITH ENDSWITH CONTAINS LIKE, each optionally [c]
+//! comparison := operand op operand | keypath IN { value, ... } | keypath BETWEEN { low, high }
+//! op         := == = != <> < <= > >= BEGINSWITH ENDSWITH CONTAINS LIKE
+//!               (== != and the string operators optionally [c], [d] or [cd])
 //! operand    := keypath | value
 //! keypath    := property | link.property | collection.@count | collection.@size
 //! value      := integer | float | 'string' | "string" | true | false | nil | null | $0 $1 ...
 //! ```
 //!
 //! `LIKE` takes Realm's wildcards: `*` for any run of characters and `?` for one. `[c]` makes a
-//! string comparison case-insensitive (ASCII). `== nil` matches null. Everything runs in SQLite;
-//! no table is loaded into memory to be filtered.
+//! string comparison case-insensitive (Unicode simple case folding), `[d]` diacritic-insensitive
+//! and `[cd]` both. `== nil` matches null. Comparison and sort follow Realm's rules per type
+//! (see `compare`): numbers by value across int, float, double and decimal, NaN as Realm
+//! orders it, mixed values by kind then value. Everything runs in SQLite (with the functions
+//! `compare` registers); no table is loaded into memory to be filtered.
 
 use std::fmt;
 
 use rusqlite::types::Value as Sql;
 
 use super::apply::store_value;
-use super::layout::{collection_table, object_table, value_column};
+use super::compare::{self, FOLD_CASE, FOLD_DIACRITICS};
+use super::layout::{collection_table, kind_column, object_table, value_column};
 use crate::changeset::{CollectionType, PayloadType};
 use crate::model::Value;
 use crate::state::{Key, Schemas, TableSpec, Val};
@@ -48,7 +53,8 @@ enum Tok {
     Ident(String),
     Str(String),
     Int(i64),
-    Float(f64),
+    /// A number with a fraction or exponent, and its text (a decimal property reads it exactly).
+    Float(f64, String),
     Param(usize),
     Op(&'static str),
     LParen,
@@ -58,7 +64,8 @@ enum Tok {
     Comma,
     Dot,
     At(String),
-    CaseFlag,
+    /// `[c]`, `[d]` or `[cd]`: [`compare::FOLD_CASE`] and/or [`compare::FOLD_DIACRITICS`].
+    Modifier(i64),
     End,
 }
 
@@ -84,9 +91,17 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
         {
             i += 2;
             Tok::Op(op)
-        } else if text[i..].starts_with("[c]") {
-            i += 3;
-            Tok::CaseFlag
+        } else if let Some((len, flags)) = [("[c]", FOLD_CASE), ("[d]", FOLD_DIACRITICS)]
+            .into_iter()
+            .chain([
+                ("[cd]", FOLD_CASE | FOLD_DIACRITICS),
+                ("[dc]", FOLD_CASE | FOLD_DIACRITICS),
+            ])
+            .find(|(m, _)| text[i..].starts_with(m))
+            .map(|(m, f)| (m.len(), f))
+        {
+            i += len;
+            Tok::Modifier(flags)
         } else {
             match c {
                 b'=' => {
@@ -178,7 +193,9 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                         && (bytes[i].is_ascii_digit()
                             || bytes[i] == b'.'
                             || bytes[i] == b'e'
-                            || bytes[i] == b'E')
+                            || bytes[i] == b'E'
+                            || (matches!(bytes[i], b'-' | b'+')
+                                && matches!(bytes[i - 1], b'e' | b'E')))
                     {
                         i += 1;
                     }
@@ -186,7 +203,7 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                     if let Ok(n) = t.parse::<i64>() {
                         Tok::Int(n)
                     } else if let Ok(f) = t.parse::<f64>() {
-                        Tok::Float(f)
+                        Tok::Float(f, t.to_owned())
                     } else {
                         return Err(err(start, "expected a number"));
                     }
@@ -237,9 +254,48 @@ enum Operand {
     Column {
         sql: String,
         value_type: PayloadType,
+        /// For a mixed property: SQL for the kind of the value it holds.
+        kind: Option<String>,
     },
-    /// A literal or parameter (None = null).
-    Value(Option<Val>),
+    /// A literal or parameter (None = null), with a number literal's text.
+    Value(Option<Val>, Option<String>),
+}
+
+/// A property in a comparison: SQL for its value, its element type (Null for mixed) and SQL
+/// for its value's kind code (a constant unless mixed).
+struct ColumnRef {
+    sql: String,
+    value_type: PayloadType,
+    kind: String,
+}
+
+impl ColumnRef {
+    fn new(sql: String, value_type: PayloadType, kind: Option<String>) -> ColumnRef {
+        ColumnRef {
+            sql,
+            kind: kind.unwrap_or_else(|| value_type.code().to_string()),
+            value_type,
+        }
+    }
+}
+
+/// The type's name as Realm's schema spells it (for error messages).
+fn type_name(t: PayloadType) -> &'static str {
+    match t {
+        PayloadType::Null => "mixed",
+        PayloadType::Int => "int",
+        PayloadType::Bool => "bool",
+        PayloadType::String => "string",
+        PayloadType::Binary => "binary",
+        PayloadType::Timestamp => "timestamp",
+        PayloadType::Float => "float",
+        PayloadType::Double => "double",
+        PayloadType::Decimal => "decimal128",
+        PayloadType::Link => "link",
+        PayloadType::ObjectId => "objectId",
+        PayloadType::Uuid => "uuid",
+        _ => "collection",
+    }
 }
 
 fn is_kw(tok: &Tok, kw: &str) -> bool {
@@ -329,24 +385,24 @@ impl Parser<'_> {
     fn operand(&mut self) -> Result<Operand, QueryError> {
         let pos = self.pos();
         match self.next() {
-            Tok::Int(n) => Ok(Operand::Value(Some(Val::Int(n)))),
-            Tok::Float(f) => Ok(Operand::Value(Some(Val::Double(f.to_bits())))),
-            Tok::Str(s) => Ok(Operand::Value(Some(Val::String(s)))),
+            Tok::Int(n) => Ok(Operand::Value(Some(Val::Int(n)), Some(n.to_string()))),
+            Tok::Float(f, text) => Ok(Operand::Value(Some(Val::Double(f.to_bits())), Some(text))),
+            Tok::Str(s) => Ok(Operand::Value(Some(Val::String(s)), None)),
             Tok::Param(n) => match self.args.get(n) {
-                Some(v) => Ok(Operand::Value(model_to_val(v))),
+                Some(v) => Ok(Operand::Value(model_to_val(v), None)),
                 None => Err(QueryError {
                     position: pos,
                     message: format!("parameter ${n} was not given ({} given)", self.args.len()),
                 }),
             },
             Tok::Ident(s) if s.eq_ignore_ascii_case("true") => {
-                Ok(Operand::Value(Some(Val::Bool(true))))
+                Ok(Operand::Value(Some(Val::Bool(true)), None))
             }
             Tok::Ident(s) if s.eq_ignore_ascii_case("false") => {
-                Ok(Operand::Value(Some(Val::Bool(false))))
+                Ok(Operand::Value(Some(Val::Bool(false)), None))
             }
             Tok::Ident(s) if s.eq_ignore_ascii_case("nil") || s.eq_ignore_ascii_case("null") => {
-                Ok(Operand::Value(None))
+                Ok(Operand::Value(None, None))
             }
             Tok::Ident(name) => self.keypath(pos, name),
             other => Err(QueryError {
@@ -370,6 +426,7 @@ impl Parser<'_> {
                 return Ok(Operand::Column {
                     sql: "o._pk".into(),
                     value_type: *pk_type,
+                    kind: None,
                 });
             }
         }
@@ -393,6 +450,7 @@ impl Parser<'_> {
             return Ok(Operand::Column {
                 sql: format!("(SELECT COUNT(*) FROM {table} WHERE owner = o._id)"),
                 value_type: PayloadType::Int,
+                kind: None,
             });
         }
         if *self.peek() == Tok::Dot {
@@ -444,74 +502,292 @@ impl Parser<'_> {
                     value_column(&name)
                 ),
                 value_type: inner_type,
+                kind: None,
             });
         }
         if column.collection != CollectionType::Single {
             return Err(err(format!("'{name}' is a collection; compare its @count")));
         }
-        if column.value_type == PayloadType::Null {
-            return Err(err(format!(
-                "'{name}' is mixed; mixed properties cannot be queried yet"
-            )));
-        }
         Ok(Operand::Column {
             sql: format!("o.{}", value_column(&name)),
             value_type: column.value_type,
+            kind: (column.value_type == PayloadType::Null)
+                .then(|| format!("o.{}", kind_column(&name))),
         })
     }
 
-    /// Binds a value for comparison with a column of `value_type`.
-    fn value_sql(&mut self, value: &Option<Val>, value_type: PayloadType) -> String {
-        match value {
-            None => "NULL".into(),
-            Some(v) => {
-                let v = match (v, value_type) {
-                    // Numbers compare across int / float / double.
-                    (Val::Int(i), PayloadType::Double | PayloadType::Float) => {
-                        Val::Double((*i as f64).to_bits())
-                    }
-                    (other, _) => other.clone(),
-                };
-                let (sql, _) = store_value(
-                    &crate::state::ColumnSpec {
-                        value_type,
-                        link_target: None,
-                        nullable: true,
-                        collection: CollectionType::Single,
-                        key_type: None,
-                    },
-                    &v,
-                );
-                self.bind(sql)
+    /// Checks that `value` can be compared with a property of `value_type` and converts a
+    /// literal to the property's type as Realm's parser does: a number literal read exactly
+    /// as a decimal for a decimal property, and as a float for a float property.
+    fn coerce(
+        &self,
+        value: Option<Val>,
+        literal: Option<String>,
+        value_type: PayloadType,
+        pos: usize,
+    ) -> Result<Option<Val>, QueryError> {
+        let Some(v) = value else {
+            return Ok(None);
+        };
+        let numeric = |t: PayloadType| {
+            matches!(
+                t,
+                PayloadType::Int | PayloadType::Float | PayloadType::Double | PayloadType::Decimal
+            )
+        };
+        let given = v.payload_type();
+        let v = match (&v, value_type, literal) {
+            (Val::Double(_), PayloadType::Decimal, Some(text)) => {
+                Val::Decimal(compare::parse_decimal(&text).ok_or_else(|| QueryError {
+                    position: pos,
+                    message: format!("{text} is not a decimal128 (at most 34 digits)"),
+                })?)
             }
+            (Val::Double(bits), PayloadType::Float, Some(_)) => {
+                Val::Float((f64::from_bits(*bits) as f32).to_bits())
+            }
+            _ => v,
+        };
+        if given == value_type
+            || value_type == PayloadType::Null
+            || (numeric(given) && numeric(value_type))
+        {
+            Ok(Some(v))
+        } else {
+            Err(QueryError {
+                position: pos,
+                message: format!(
+                    "cannot compare a {} property with a {} value",
+                    type_name(value_type),
+                    type_name(given)
+                ),
+            })
         }
+    }
+
+    /// Binds a value as it is stored in a column of `value_type` (a mixed column keeps a
+    /// link's class); returns the parameter and the value's kind code.
+    fn bind_value(&mut self, v: &Val, value_type: PayloadType) -> (String, i64) {
+        let (sql, kind) = stored_as(v, value_type);
+        (self.bind(sql), kind)
+    }
+
+    /// SQL for `column op value` (op one of == != < <= > >=), with Realm's rules per type
+    /// (module `compare`): IEEE for float and double properties against numbers (a NaN
+    /// matches only `!=`); Realm's total order (numbers by value, NaN lowest) for decimal and
+    /// mixed properties and whenever a decimal meets another number; null equal only to null,
+    /// and `<=`/`>=` true for two nulls.
+    fn compare_value(
+        &mut self,
+        column: &ColumnRef,
+        op: &str,
+        value: &Option<Val>,
+        pos: usize,
+    ) -> Result<String, QueryError> {
+        let ColumnRef {
+            sql: col,
+            value_type,
+            kind,
+        } = column;
+        let Some(v) = value else {
+            return Ok(match op {
+                "==" | "<=" | ">=" => format!("({col} IS NULL)"),
+                "!=" | "<>" => format!("({col} IS NOT NULL)"),
+                _ => "0".to_owned(),
+            });
+        };
+        if *value_type == PayloadType::Link && !matches!(op, "==" | "!=" | "<>") {
+            return Err(QueryError {
+                position: pos,
+                message: format!("{op} does not apply to links; only == and != do"),
+            });
+        }
+        let is_nan = match v {
+            Val::Float(bits) => f32::from_bits(*bits).is_nan(),
+            Val::Double(bits) => f64::from_bits(*bits).is_nan(),
+            _ => false,
+        };
+        let by_function = *value_type == PayloadType::Null
+            || *value_type == PayloadType::Decimal
+            || matches!(v, Val::Decimal(_));
+        if by_function {
+            let (p, k) = self.bind_value(v, *value_type);
+            let c = format!("tandem_cmp({col}, {kind}, {p}, {k})");
+            return Ok(match op {
+                "==" => format!("({c} = 0)"),
+                "!=" | "<>" => format!("({c} IS NOT 0)"),
+                _ => format!("({c} {op} 0)"),
+            });
+        }
+        let float_column = matches!(value_type, PayloadType::Float | PayloadType::Double);
+        if is_nan {
+            // A typed float/double property: IEEE, NaN equals nothing. An int property: Realm's
+            // `compare_long_to_double`, every int above NaN.
+            return Ok(match op {
+                "!=" | "<>" => "1".to_owned(),
+                ">" | ">=" if !float_column => format!("({col} IS NOT NULL)"),
+                _ => "0".to_owned(),
+            });
+        }
+        let bound = match v {
+            // Int against float/double is exact in SQLite, as in Realm.
+            Val::Float(bits) => Sql::Real(f64::from(f32::from_bits(*bits))),
+            Val::Double(bits) => Sql::Real(f64::from_bits(*bits)),
+            other => stored_as(other, *value_type).0,
+        };
+        let p = self.bind(bound);
+        Ok(match op {
+            "==" => format!("({col} IS {p})"),
+            "!=" | "<>" => format!("({col} IS NOT {p})"),
+            // A stored NaN is a BLOB, which SQLite orders above every number.
+            cmp if float_column => format!("({col} {cmp} {p} AND typeof({col}) = 'real')"),
+            cmp => format!("({col} {cmp} {p})"),
+        })
+    }
+
+    /// SQL for a string operator or a `[c]`/`[d]`/`[cd]` comparison.
+    fn compare_string(
+        &mut self,
+        column: &ColumnRef,
+        op: &str,
+        flags: i64,
+        value: Option<Val>,
+        pos: usize,
+    ) -> Result<String, QueryError> {
+        let modifier = match flags {
+            0 => "",
+            FOLD_CASE => "[c]",
+            FOLD_DIACRITICS => "[d]",
+            _ => "[cd]",
+        };
+        if !matches!(column.value_type, PayloadType::String | PayloadType::Null) {
+            return Err(QueryError {
+                position: pos,
+                message: format!("{op}{modifier} needs a string property"),
+            });
+        }
+        if matches!(op, "<" | "<=" | ">" | ">=") {
+            return Err(QueryError {
+                position: pos,
+                message: format!(
+                    "{modifier} applies to ==, !=, BEGINSWITH, ENDSWITH, CONTAINS and LIKE, not {op}"
+                ),
+            });
+        }
+        let Some(Val::String(s)) = value else {
+            return Err(QueryError {
+                position: pos,
+                message: format!("{op}{modifier} needs a string value"),
+            });
+        };
+        let col = &column.sql;
+        let (c, s) = if flags != 0 {
+            (
+                format!("tandem_fold({col}, {flags})"),
+                compare::fold(&s, flags),
+            )
+        } else {
+            (col.clone(), s)
+        };
+        let glob = (op == "LIKE").then(|| {
+            s.chars()
+                .map(|ch| match ch {
+                    '[' => "[[]".to_owned(),
+                    other => other.to_string(),
+                })
+                .collect::<String>()
+        });
+        let p = self.bind(Sql::Text(glob.unwrap_or(s)));
+        let matched = match op {
+            "BEGINSWITH" => format!("substr({c}, 1, length({p})) = {p}"),
+            "ENDSWITH" => format!("length({c}) >= length({p}) AND substr({c}, -length({p})) = {p}"),
+            "CONTAINS" => format!("instr({c}, {p}) > 0"),
+            "LIKE" => format!("{c} GLOB {p}"),
+            _ => format!("{c} = {p}"),
+        };
+        // A mixed property matches only while it holds a string.
+        let matched = if column.value_type == PayloadType::Null {
+            format!(
+                "{} = {} AND {matched}",
+                column.kind,
+                PayloadType::String.code()
+            )
+        } else {
+            matched
+        };
+        Ok(if matches!(op, "!=" | "<>") {
+            format!("(NOT coalesce({matched}, 0))")
+        } else {
+            format!("({matched})")
+        })
+    }
+
+    /// One `column op value`, string operators and modifiers included.
+    fn compare_one(
+        &mut self,
+        column: &ColumnRef,
+        op: &str,
+        flags: i64,
+        value: Option<Val>,
+        literal: Option<String>,
+        pos: usize,
+    ) -> Result<String, QueryError> {
+        let string_op = matches!(op, "BEGINSWITH" | "ENDSWITH" | "CONTAINS" | "LIKE");
+        if string_op || flags != 0 {
+            return self.compare_string(column, op, flags, value, pos);
+        }
+        let value = self.coerce(value, literal, column.value_type, pos)?;
+        self.compare_value(column, op, &value, pos)
     }
 
     fn comparison(&mut self) -> Result<String, QueryError> {
         let left = self.operand()?;
         let op_pos = self.pos();
-        if is_kw(self.peek(), "IN") {
+        if is_kw(self.peek(), "IN") || is_kw(self.peek(), "BETWEEN") {
+            let between = is_kw(self.peek(), "BETWEEN");
             self.next();
             let Operand::Column {
-                sql, value_type, ..
+                sql,
+                value_type,
+                kind,
             } = left
             else {
-                return self.fail("IN needs a property on its left");
+                return self.fail("IN and BETWEEN need a property on their left");
             };
+            let column = ColumnRef::new(sql, value_type, kind);
             self.expect(Tok::LBrace, "'{'")?;
             let mut items = Vec::new();
             loop {
-                let Operand::Value(v) = self.operand()? else {
-                    return self.fail("IN takes values, not properties");
+                let pos = self.pos();
+                let Operand::Value(v, literal) = self.operand()? else {
+                    return self.fail("IN and BETWEEN take values, not properties");
                 };
-                items.push(self.value_sql(&v, value_type));
+                items.push((v, literal, pos));
                 match self.next() {
                     Tok::Comma => continue,
                     Tok::RBrace => break,
                     other => return self.fail(format!("expected ',' or '}}', found {other:?}")),
                 }
             }
-            return Ok(format!("({sql} IN ({}))", items.join(", ")));
+            if between {
+                let [(low, low_text, low_pos), (high, high_text, high_pos)]: [_; 2] =
+                    items.try_into().map_err(|_| QueryError {
+                        position: op_pos,
+                        message: "BETWEEN takes two values: {low, high}".into(),
+                    })?;
+                let low = self.compare_one(&column, ">=", 0, low, low_text, low_pos)?;
+                let high = self.compare_one(&column, "<=", 0, high, high_text, high_pos)?;
+                return Ok(format!("({low} AND {high})"));
+            }
+            let mut any = Vec::new();
+            for (v, literal, pos) in items {
+                any.push(self.compare_one(&column, "==", 0, v, literal, pos)?);
+            }
+            return Ok(if any.is_empty() {
+                "0".to_owned()
+            } else {
+                format!("({})", any.join(" OR "))
+            });
         }
         let op = match self.next() {
             Tok::Op(op) if !matches!(op, "&&" | "||" | "!") => op.to_owned(),
@@ -525,52 +801,57 @@ impl Parser<'_> {
             other => {
                 return Err(QueryError {
                     position: op_pos,
-                    message: format!("expected a comparison operator (==, !=, <, <=, >, >=, BEGINSWITH, ENDSWITH, CONTAINS, LIKE, IN), found {other:?}"),
+                    message: format!("expected a comparison operator (==, !=, <, <=, >, >=, BEGINSWITH, ENDSWITH, CONTAINS, LIKE, IN, BETWEEN), found {other:?}"),
                 })
             }
         };
-        let case_insensitive = if *self.peek() == Tok::CaseFlag {
+        let flags = if let Tok::Modifier(flags) = *self.peek() {
             self.next();
-            true
+            flags
         } else {
-            false
+            0
         };
+        let value_pos = self.pos();
         let right = self.operand()?;
-        let (column, value, swapped) = match (left, right) {
+        let (column, value, literal, swapped) = match (left, right) {
             (
                 Operand::Column {
-                    sql, value_type, ..
+                    sql,
+                    value_type,
+                    kind,
                 },
-                Operand::Value(v),
-            ) => ((sql, value_type), v, false),
+                Operand::Value(v, literal),
+            ) => (ColumnRef::new(sql, value_type, kind), v, literal, false),
             (
-                Operand::Value(v),
+                Operand::Value(v, literal),
                 Operand::Column {
-                    sql, value_type, ..
+                    sql,
+                    value_type,
+                    kind,
                 },
-            ) => ((sql, value_type), v, true),
-            (Operand::Column { sql: a, .. }, Operand::Column { sql: b, .. }) => {
-                let op = match op.as_str() {
-                    "==" => "IS",
-                    "!=" | "<>" => "IS NOT",
-                    "<" | "<=" | ">" | ">=" => op.as_str(),
-                    _ => {
-                        return Err(QueryError {
-                            position: op_pos,
-                            message: format!("{op} needs a value on one side"),
-                        })
-                    }
-                };
-                return Ok(format!("({a} {op} {b})"));
+            ) => (ColumnRef::new(sql, value_type, kind), v, literal, true),
+            (
+                Operand::Column {
+                    sql: a,
+                    value_type: ta,
+                    kind: ka,
+                },
+                Operand::Column {
+                    sql: b,
+                    value_type: tb,
+                    kind: kb,
+                },
+            ) => {
+                let (a, b) = (ColumnRef::new(a, ta, ka), ColumnRef::new(b, tb, kb));
+                return self.compare_columns(&a, &op, &b, op_pos);
             }
-            (Operand::Value(_), Operand::Value(_)) => {
+            (Operand::Value(..), Operand::Value(..)) => {
                 return Err(QueryError {
                     position: op_pos,
                     message: "a comparison needs a property on one side".into(),
                 })
             }
         };
-        let (col, value_type) = column;
         let op = if swapped {
             match op.as_str() {
                 "<" => ">".to_owned(),
@@ -582,61 +863,45 @@ impl Parser<'_> {
         } else {
             op
         };
-        let string_op = matches!(op.as_str(), "BEGINSWITH" | "ENDSWITH" | "CONTAINS" | "LIKE");
-        if string_op || case_insensitive {
-            if value_type != PayloadType::String {
-                return Err(QueryError {
-                    position: op_pos,
-                    message: format!(
-                        "{op}{} needs a string property",
-                        if case_insensitive { "[c]" } else { "" }
-                    ),
-                });
-            }
-            let Some(Val::String(s)) = value else {
-                return Err(QueryError {
-                    position: op_pos,
-                    message: format!("{op} needs a string value"),
-                });
-            };
-            let (c, s) = if case_insensitive {
-                (format!("lower({col})"), s.to_ascii_lowercase())
-            } else {
-                (col.clone(), s)
-            };
-            let p = self.bind(Sql::Text(s.clone()));
-            return Ok(match op.as_str() {
-                "BEGINSWITH" => format!("(substr({c}, 1, length({p})) = {p})"),
-                "ENDSWITH" => {
-                    format!("(length({c}) >= length({p}) AND substr({c}, -length({p})) = {p})")
-                }
-                "CONTAINS" => format!("(instr({c}, {p}) > 0)"),
-                "LIKE" => {
-                    self.params.pop();
-                    let glob: String = s
-                        .chars()
-                        .map(|ch| match ch {
-                            '*' => "*".to_owned(),
-                            '?' => "?".to_owned(),
-                            '[' => "[[]".to_owned(),
-                            other => other.to_string(),
-                        })
-                        .collect();
-                    let p = self.bind(Sql::Text(glob));
-                    format!("({c} GLOB {p})")
-                }
-                "==" => format!("({c} = {p})"),
-                "!=" | "<>" => format!("({c} IS NOT {p})"),
-                "<" | "<=" | ">" | ">=" => format!("({c} {op} {p})"),
-                _ => unreachable!("operators are listed above"),
+        self.compare_one(&column, &op, flags, value, literal, value_pos)
+    }
+
+    /// `a op b` for two properties: SQLite's own comparison where it equals Realm's (the same
+    /// type, not float, double, decimal or mixed), `tandem_cmp` otherwise.
+    fn compare_columns(
+        &mut self,
+        a: &ColumnRef,
+        op: &str,
+        b: &ColumnRef,
+        pos: usize,
+    ) -> Result<String, QueryError> {
+        let native = a.value_type == b.value_type
+            && !matches!(
+                a.value_type,
+                PayloadType::Float | PayloadType::Double | PayloadType::Decimal | PayloadType::Null
+            );
+        if !matches!(op, "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=") {
+            return Err(QueryError {
+                position: pos,
+                message: format!("{op} needs a value on one side"),
             });
         }
-        let v = self.value_sql(&value, value_type);
-        Ok(match op.as_str() {
-            "==" => format!("({col} IS {v})"),
-            "!=" | "<>" => format!("({col} IS NOT {v})"),
-            _ if value.is_none() => "0".to_owned(),
-            cmp => format!("({col} {cmp} {v})"),
+        let (x, y) = (&a.sql, &b.sql);
+        if native {
+            let op = match op {
+                "==" => "IS",
+                "!=" | "<>" => "IS NOT",
+                other => other,
+            };
+            return Ok(format!("({x} {op} {y})"));
+        }
+        let c = format!("tandem_cmp({x}, {}, {y}, {})", a.kind, b.kind);
+        let both_null = format!("({x} IS NULL AND {y} IS NULL)");
+        Ok(match op {
+            "==" => format!("({c} = 0 OR {both_null})"),
+            "!=" | "<>" => format!("NOT ({c} = 0 OR {both_null})"),
+            "<=" | ">=" => format!("({c} {op} 0 OR {both_null})"),
+            _ => format!("({c} {op} 0)"),
         })
     }
 
@@ -655,12 +920,25 @@ impl Parser<'_> {
                             message: "expected a property to sort by".into(),
                         });
                     };
-                    let Operand::Column { sql, .. } = self.keypath(pos, name)? else {
+                    let Operand::Column {
+                        sql,
+                        value_type,
+                        kind,
+                    } = self.keypath(pos, name)?
+                    else {
                         return Err(QueryError {
                             position: pos,
                             message: "expected a property to sort by".into(),
                         });
                     };
+                    if value_type == PayloadType::Link {
+                        return Err(QueryError {
+                            position: pos,
+                            message: "cannot sort by a link; sort by a property of its target"
+                                .into(),
+                        });
+                    }
+                    let column = ColumnRef::new(sql, value_type, kind);
                     let dir = if is_kw(self.peek(), "DESC") || is_kw(self.peek(), "DESCENDING") {
                         self.next();
                         "DESC"
@@ -670,7 +948,7 @@ impl Parser<'_> {
                         }
                         "ASC"
                     };
-                    order.push(format!("{sql} {dir}"));
+                    order.push(sort_term(&column, dir));
                     match self.next() {
                         Tok::Comma => continue,
                         Tok::RParen => break,
@@ -703,6 +981,42 @@ impl Parser<'_> {
             }
         }
         Ok((order.join(", "), limit))
+    }
+}
+
+/// `v` as a column of `value_type` stores it (a mixed column keeps a link's class), and its
+/// kind code.
+fn stored_as(v: &Val, value_type: PayloadType) -> (Sql, i64) {
+    store_value(
+        &crate::state::ColumnSpec {
+            value_type,
+            link_target: None,
+            nullable: true,
+            collection: CollectionType::Single,
+            key_type: None,
+        },
+        v,
+    )
+}
+
+/// `ORDER BY` terms for a property in Realm's sort order (module `compare`): null first,
+/// then NaN, then numbers by value; for mixed, kinds by Realm's rank. Float and double use
+/// SQLite's order with NaN (a BLOB) moved below the numbers; decimal and mixed sort by
+/// `tandem_sort_key`; every other type's SQLite order already is Realm's.
+fn sort_term(column: &ColumnRef, dir: &str) -> String {
+    let ColumnRef {
+        sql,
+        value_type,
+        kind,
+    } = column;
+    match value_type {
+        PayloadType::Float | PayloadType::Double => format!(
+            "(CASE typeof({sql}) WHEN 'null' THEN 0 WHEN 'blob' THEN 1 ELSE 2 END) {dir}, {sql} {dir}"
+        ),
+        PayloadType::Decimal | PayloadType::Null => {
+            format!("tandem_sort_key({sql}, {kind}) {dir}")
+        }
+        _ => format!("{sql} {dir}"),
     }
 }
 
