@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 
 pub use apply::ApplyError;
 pub(crate) use apply::{check_scalar, embedded_target};
+pub(crate) use snapshot::write_list;
 pub use snapshot::snapshot;
 pub use value::{Element, Field, Key, Object, Val};
 

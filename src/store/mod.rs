@@ -21,6 +21,7 @@ mod layout;
 mod notify;
 mod query;
 mod read;
+mod recover;
 mod reset;
 mod schema;
 mod sync;
@@ -37,7 +38,7 @@ pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
 pub use read::ReadTransaction;
-pub use reset::{Quarantined, ResetBase, ResetOutcome};
+pub use reset::{Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome};
 pub use sync::{DownloadCursors, SyncProgress};
 pub use write::{PathStep, WriteTransaction};
 
