@@ -14,7 +14,7 @@
 //!   not recovered when the server's value is null.
 //! - A value linking to an object that does not exist on the server (realm-core's
 //!   `check_links_exist`): an `Update` writes null instead where the field takes null; a list
-//!   or set insert is not recovered.
+//!   or set insert is not recovered, and a list copy leaves such links out.
 //! - Lists. An operation is recovered by index only where the index means the same element on
 //!   both sides: an element the recovery itself inserted, or an insert into a list that still
 //!   has the size the local client saw (its `prior_size`). Any other list operation (a stale
@@ -569,7 +569,19 @@ impl Recovery {
             .ok_or_else(|| format!("{table}[{key}] no longer exists locally"))?;
         let (elements, column) =
             match locate(&self.fresh, table, local, &list.field, &list.keys) {
-                Some((Field::List(elements), column)) => (elements.clone(), column.clone()),
+                // Links to objects the server does not have are left out, as realm-core's
+                // list copy leaves them out (their inserts are reported as not recovered).
+                Some((Field::List(elements), column)) => (
+                    elements
+                        .iter()
+                        .filter(|e| match e {
+                            Element::Value(Val::Link(t, k)) => self.fresh.object(t, k).is_some(),
+                            _ => true,
+                        })
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    column.clone(),
+                ),
                 _ => return Err("the local object has no such list".into()),
             };
         pass.work.instructions = vec![Instruction::Clear(Clear {
