@@ -209,7 +209,11 @@ fn recover_quarantines_what_no_longer_applies() {
         "Task[1] does not exist on the server (it was deleted there)"
     );
     assert_eq!(record.changeset.len(), 1);
-    assert!(record.reason.contains("1 of 1 instructions not recovered"), "{}", record.reason);
+    assert!(
+        record.reason.contains("1 of 1 instructions not recovered"),
+        "{}",
+        record.reason
+    );
     a.clear_quarantine(None).unwrap();
     assert!(a.quarantine().unwrap().is_empty());
     world
@@ -248,12 +252,20 @@ fn manual_mode_stops_and_tells_the_app() {
 
 /// The tags of task `id` in `db`.
 fn tags(db: &tandem::store::Database, id: i64) -> Option<Field> {
-    let object = db.read().unwrap().object("Task", &PrimaryKey::Int(id)).unwrap()?;
+    let object = db
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(id))
+        .unwrap()?;
     object.fields.get("tags").cloned()
 }
 
 fn title(db: &tandem::store::Database, id: i64) -> Option<Field> {
-    let object = db.read().unwrap().object("Task", &PrimaryKey::Int(id)).unwrap()?;
+    let object = db
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(id))
+        .unwrap()?;
     object.fields.get("title").cloned()
 }
 
@@ -329,7 +341,10 @@ fn recover_keeps_a_transaction_whose_list_index_went_stale() {
     assert_eq!(tags(&a, 1), Some(string_list(&["x", "y", "w"])));
     assert_eq!(title(&a, 1), Some(string("edited offline")));
     assert_eq!(title(&a, 3), Some(string("created offline")));
-    assert!(has_task(&a, 2), "task 2 (synced after the backup) recovered");
+    assert!(
+        has_task(&a, 2),
+        "task 2 (synced after the backup) recovered"
+    );
     assert!(a.quarantine().unwrap().is_empty(), "nothing quarantined");
     world
         .block_on(session.wait_for_upload(Some(Duration::from_secs(60))))
@@ -356,9 +371,7 @@ mod rules {
         ClassSchema, CollectionKind, Link, PrimaryKey, Property, PropertyType, Schema, Value,
     };
     use tandem::state::{Element, Field, Object, Val};
-    use tandem::store::{
-        Config, Database, PathStep, ResetBase, ResetOutcome, WriteTransaction,
-    };
+    use tandem::store::{Config, Database, PathStep, ResetBase, ResetOutcome, WriteTransaction};
 
     use super::{string, string_list};
 
@@ -418,10 +431,8 @@ mod rules {
 
     /// Both databases get `base` as one transaction.
     fn case(name: &str, base: impl Fn(&mut WriteTransaction<'_>)) -> Case {
-        let dir = std::env::temp_dir().join(format!(
-            "tandem-reset-rules-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("tandem-reset-rules-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let open = |file: &str| {
@@ -529,7 +540,10 @@ mod rules {
                 "Task[1] does not exist on the server (it was deleted there)"
             );
         }
-        assert_eq!(q[0].instructions[1].instruction, "AddInteger Task[1].count += 1");
+        assert_eq!(
+            q[0].instructions[1].instruction,
+            "AddInteger Task[1].count += 1"
+        );
         assert_eq!(q[0].changeset.len(), 2);
     }
 
@@ -575,11 +589,16 @@ mod rules {
             write(&c.server, server);
             write(&c.local, local);
             // A later local changeset is re-recorded as its own changeset.
-            write(&c.local, |tx| tx.set("Task", &pk(1), "title", s("later")).unwrap());
+            write(&c.local, |tx| {
+                tx.set("Task", &pk(1), "title", s("later")).unwrap()
+            });
             let outcome = reset(&c);
             assert_eq!(field(&c.local, 1, "tags"), string_list(expected), "{name}");
             assert_eq!(outcome.lists_copied, 1, "{name}");
-            assert_eq!(outcome.recovered, 2, "{name}: the division into changesets is kept");
+            assert_eq!(
+                outcome.recovered, 2,
+                "{name}: the division into changesets is kept"
+            );
             assert!(c.local.quarantine().unwrap().is_empty(), "{name}");
         }
     }
@@ -592,7 +611,9 @@ mod rules {
             tx.list_insert("Task", &pk(1), "tags", 1, s("y")).unwrap();
         });
         // The server changes something else: task 1's list keeps the size the local client saw.
-        write(&c.server, |tx| tx.set("Task", &pk(1), "title", s("server")).unwrap());
+        write(&c.server, |tx| {
+            tx.set("Task", &pk(1), "title", s("server")).unwrap()
+        });
         write(&c.local, |tx| {
             create_task(tx, 5);
             tx.list_insert("Task", &pk(5), "tags", 0, s("a")).unwrap();
@@ -637,19 +658,25 @@ mod rules {
         write(&c.server, |tx| {
             tx.set_insert("Task", &pk(1), "labels", s("c")).unwrap();
             tx.set_erase("Task", &pk(1), "labels", s("a")).unwrap();
-            tx.dict_set("Task", &pk(1), "props", "k3", s("server")).unwrap();
+            tx.dict_set("Task", &pk(1), "props", "k3", s("server"))
+                .unwrap();
             tx.dict_erase("Task", &pk(1), "props", "k1").unwrap();
         });
         write(&c.local, |tx| {
             tx.set_insert("Task", &pk(1), "labels", s("d")).unwrap();
             tx.set_erase("Task", &pk(1), "labels", s("b")).unwrap();
-            tx.dict_set("Task", &pk(1), "props", "k2", s("local")).unwrap();
+            tx.dict_set("Task", &pk(1), "props", "k2", s("local"))
+                .unwrap();
             tx.dict_erase("Task", &pk(1), "props", "k1").unwrap();
-            tx.dict_set("Task", &pk(1), "props", "k4", s("local")).unwrap();
+            tx.dict_set("Task", &pk(1), "props", "k4", s("local"))
+                .unwrap();
         });
         let outcome = reset(&c);
         assert_eq!(outcome.instructions_not_recovered, 0);
-        assert_eq!(field(&c.local, 1, "labels"), Field::Set(strings(&["c", "d"])));
+        assert_eq!(
+            field(&c.local, 1, "labels"),
+            Field::Set(strings(&["c", "d"]))
+        );
         let Field::Dictionary(props) = field(&c.local, 1, "props") else {
             panic!("props is a dictionary")
         };
@@ -670,8 +697,14 @@ mod rules {
         let c = case("embedded", |tx| {
             create_task(tx, 1);
             tx.create_embedded("Task", &pk(1), "address").unwrap();
-            tx.set_at("Task", &pk(1), "address", &[PathStep::Name("street".into())], s("s"))
-                .unwrap();
+            tx.set_at(
+                "Task",
+                &pk(1),
+                "address",
+                &[PathStep::Name("street".into())],
+                s("s"),
+            )
+            .unwrap();
             for (i, name) in ["a", "b"].into_iter().enumerate() {
                 tx.list_push_embedded("Task", &pk(1), "steps").unwrap();
                 let at = [PathStep::Index(i as u32), PathStep::Name("name".into())];
@@ -683,12 +716,19 @@ mod rules {
             tx.set("Task", &pk(1), "address", Value::Null).unwrap();
             tx.list_push_embedded("Task", &pk(1), "steps").unwrap();
             let at = [PathStep::Index(2), PathStep::Name("name".into())];
-            tx.set_at("Task", &pk(1), "steps", &at, s("server")).unwrap();
+            tx.set_at("Task", &pk(1), "steps", &at, s("server"))
+                .unwrap();
         });
         write(&c.local, |tx| {
             // Through the removed embedded object: not recoverable.
-            tx.set_at("Task", &pk(1), "address", &[PathStep::Name("street".into())], s("l"))
-                .unwrap();
+            tx.set_at(
+                "Task",
+                &pk(1),
+                "address",
+                &[PathStep::Name("street".into())],
+                s("l"),
+            )
+            .unwrap();
             // Through an element that existed before: the local list wins whole.
             let at = [PathStep::Index(0), PathStep::Name("name".into())];
             tx.set_at("Task", &pk(1), "steps", &at, s("A")).unwrap();
@@ -701,14 +741,19 @@ mod rules {
         let outcome = reset(&c);
         assert_eq!(outcome.lists_copied, 1);
         assert_eq!(field(&c.local, 1, "address"), Field::Embedded(None));
-        assert_eq!(field(&c.local, 1, "steps"), Field::List(vec![step("A"), step("b")]));
+        assert_eq!(
+            field(&c.local, 1, "steps"),
+            Field::List(vec![step("A"), step("b")])
+        );
         assert_eq!(field(&c.local, 2, "steps"), Field::List(vec![step("new")]));
         let q = c.local.quarantine().unwrap();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].instructions.len(), 1, "{:?}", q[0]);
         assert_eq!(q[0].instructions[0].index, 0);
         assert!(
-            q[0].instructions[0].reason.contains("does not apply to the server's state"),
+            q[0].instructions[0]
+                .reason
+                .contains("does not apply to the server's state"),
             "{}",
             q[0].instructions[0].reason
         );
@@ -769,8 +814,10 @@ mod rules {
             create_task(tx, 3); // 0 CreateObject, 1 Update title
             tx.set("Task", &pk(1), "title", s("lost")).unwrap(); // 2
             tx.set("Task", &pk(2), "owner", link(9)).unwrap(); // 3: null instead
-            tx.list_insert("Task", &pk(2), "watchers", 0, link(9)).unwrap(); // 4: dropped
-            tx.list_insert("Task", &pk(2), "watchers", 0, link(8)).unwrap(); // 5
+            tx.list_insert("Task", &pk(2), "watchers", 0, link(9))
+                .unwrap(); // 4: dropped
+            tx.list_insert("Task", &pk(2), "watchers", 0, link(8))
+                .unwrap(); // 5
             tx.add("Task", &pk(2), "count", 2).unwrap(); // 6: count is null: dropped
             tx.set("Task", &pk(2), "title", s("kept")).unwrap(); // 7
         });
@@ -781,7 +828,10 @@ mod rules {
         assert_eq!(field(&c.local, 2, "owner"), Field::Value(Val::Null));
         assert_eq!(
             field(&c.local, 2, "watchers"),
-            Field::List(vec![Element::Value(Val::Link("Person".into(), tandem::state::Key::Int(8)))])
+            Field::List(vec![Element::Value(Val::Link(
+                "Person".into(),
+                tandem::state::Key::Int(8)
+            ))])
         );
         let q = c.local.quarantine().unwrap();
         assert_eq!(q.len(), 1);
@@ -793,15 +843,25 @@ mod rules {
         assert_eq!(
             reported,
             [
-                (2, "Task[1] does not exist on the server (it was deleted there)"),
+                (
+                    2,
+                    "Task[1] does not exist on the server (it was deleted there)"
+                ),
                 (
                     3,
                     "links to Person[9], which does not exist on the server: null written instead"
                 ),
                 (4, "links to Person[9], which does not exist on the server"),
-                (6, "Task[2].count is null on the server: there is nothing to add to"),
+                (
+                    6,
+                    "Task[2].count is null on the server: there is nothing to add to"
+                ),
             ]
         );
-        assert!(q[0].reason.starts_with("4 of 8 instructions not recovered"), "{}", q[0].reason);
+        assert!(
+            q[0].reason.starts_with("4 of 8 instructions not recovered"),
+            "{}",
+            q[0].reason
+        );
     }
 }

@@ -340,7 +340,9 @@ impl Recovery {
             (Err(why), _) => pass.not_recovered.push((index, why)),
             (Ok(()), Some(target)) => pass.not_recovered.push((
                 index,
-                format!("links to {target}, which does not exist on the server: null written instead"),
+                format!(
+                    "links to {target}, which does not exist on the server: null written instead"
+                ),
             )),
             (Ok(()), None) => {}
         }
@@ -423,7 +425,10 @@ impl Recovery {
         list: ListId,
         at: usize,
     ) {
-        let path = instruction.field_path().expect("a path instruction").clone();
+        let path = instruction
+            .field_path()
+            .expect("a path instruction")
+            .clone();
         let PathElement::Index(position) = path.path[at] else {
             unreachable!("`at` is the position of an index")
         };
@@ -567,23 +572,22 @@ impl Recovery {
             .local
             .get(&list.object)
             .ok_or_else(|| format!("{table}[{key}] no longer exists locally"))?;
-        let (elements, column) =
-            match locate(&self.fresh, table, local, &list.field, &list.keys) {
-                // Links to objects the server does not have are left out, as realm-core's
-                // list copy leaves them out (their inserts are reported as not recovered).
-                Some((Field::List(elements), column)) => (
-                    elements
-                        .iter()
-                        .filter(|e| match e {
-                            Element::Value(Val::Link(t, k)) => self.fresh.object(t, k).is_some(),
-                            _ => true,
-                        })
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                    column.clone(),
-                ),
-                _ => return Err("the local object has no such list".into()),
-            };
+        let (elements, column) = match locate(&self.fresh, table, local, &list.field, &list.keys) {
+            // Links to objects the server does not have are left out, as realm-core's
+            // list copy leaves them out (their inserts are reported as not recovered).
+            Some((Field::List(elements), column)) => (
+                elements
+                    .iter()
+                    .filter(|e| match e {
+                        Element::Value(Val::Link(t, k)) => self.fresh.object(t, k).is_some(),
+                        _ => true,
+                    })
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                column.clone(),
+            ),
+            _ => return Err("the local object has no such list".into()),
+        };
         pass.work.instructions = vec![Instruction::Clear(Clear {
             path: at.clone(),
             collection_type: CollectionType::List,

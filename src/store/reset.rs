@@ -16,12 +16,12 @@ use std::collections::BTreeMap;
 
 use rusqlite::params;
 
+use super::recover::{ObjectId, RecoveredChangeset, Recovery};
 use super::sync::{
     put, CLIENT_FILE_IDENT, CLIENT_FILE_IDENT_SALT, DOWNLOAD_CLIENT_VERSION,
     DOWNLOAD_SERVER_VERSION, LATEST_SERVER_VERSION, LATEST_SERVER_VERSION_SALT,
     UPLOAD_CLIENT_VERSION,
 };
-use super::recover::{ObjectId, RecoveredChangeset, Recovery};
 use super::{apply, layout, read, write, Database, StoreError};
 use crate::changeset::Changeset;
 use crate::state::{Object, Schemas, State, TableSpec};
