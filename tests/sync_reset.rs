@@ -18,8 +18,9 @@ use live::{create_task, eventually, has_task, World};
 use tandem::client::{ClientResetMode, Event, SyncSession, SyncState};
 use tandem::model::{PrimaryKey, Value};
 use tandem::state::{Element, Field, Key, Val};
+use tandem::store::{Database, WriteTransaction};
 
-fn start(world: &World, db: &Arc<tandem::store::Database>, mode: ClientResetMode) -> SyncSession {
+fn start(world: &World, db: &Arc<Database>, mode: ClientResetMode) -> SyncSession {
     let mut config = world.config(live::token(3600));
     config.client_reset = mode;
     SyncSession::start(Arc::clone(db), config).unwrap()
@@ -38,7 +39,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 fn synced_around_a_backup(
     world: &mut World,
     mode: ClientResetMode,
-) -> (Arc<tandem::store::Database>, SyncSession) {
+) -> (Arc<Database>, SyncSession) {
     let a = world.open("a.sqlite");
     let session = start(world, &a, mode);
     create_task(&a, 1, "synced before the backup");
@@ -78,16 +79,43 @@ fn restore_backup(world: &World) {
 
 /// A syncs tasks 1 and 2 (the backup is taken between them), then writes 3 offline; the server
 /// comes back from the backup.
-fn restored_from_backup(
-    world: &mut World,
-    mode: ClientResetMode,
-) -> (Arc<tandem::store::Database>, SyncSession) {
+fn restored_from_backup(world: &mut World, mode: ClientResetMode) -> (Arc<Database>, SyncSession) {
     let (a, session) = synced_around_a_backup(world, mode);
     world.stop_server();
     create_task(&a, 3, "never synced");
     restore_backup(world);
     world.start_server();
     (a, session)
+}
+
+/// A (synced around a backup, then disconnected) writes `offline` while the server is down; the
+/// server comes back from the backup and b writes `on_server` there before A returns. Returns A,
+/// B and B's session.
+fn diverged_after_a_restore(
+    world: &mut World,
+    offline: impl FnOnce(&mut WriteTransaction<'_>),
+    on_server: impl FnOnce(&mut WriteTransaction<'_>),
+) -> (Arc<Database>, Arc<Database>, SyncSession) {
+    let (a, session) = synced_around_a_backup(world, ClientResetMode::Recover);
+    drop(session);
+    world.stop_server();
+    let mut tx = a.begin_write().unwrap();
+    offline(&mut tx);
+    tx.commit().unwrap();
+    restore_backup(world);
+    world.start_server();
+    let b = world.open("b.sqlite");
+    let sb = world.sync(&b);
+    world
+        .block_on(sb.wait_for_download(Some(Duration::from_secs(60))))
+        .unwrap();
+    let mut tx = b.begin_write().unwrap();
+    on_server(&mut tx);
+    tx.commit().unwrap();
+    world
+        .block_on(sb.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    (a, b, sb)
 }
 
 #[test]
@@ -161,34 +189,15 @@ fn discard_replaces_local_state_and_listeners_see_it() {
 #[test]
 fn recover_quarantines_what_no_longer_applies() {
     let mut world = World::new("reset-quarantine");
-    let (a, session) = synced_around_a_backup(&mut world, ClientResetMode::Recover);
-    drop(session);
-    world.stop_server();
-    // Offline on a: an edit of task 1.
-    let mut tx = a.begin_write().unwrap();
-    tx.set(
-        "Task",
-        &PrimaryKey::Int(1),
-        "title",
-        Value::String("edited offline".into()),
-    )
-    .unwrap();
-    tx.commit().unwrap();
-    // The server comes back from the backup, and b deletes task 1 there before a returns.
-    restore_backup(&world);
-    world.start_server();
-    let b = world.open("b.sqlite");
-    let sb = world.sync(&b);
-    world
-        .block_on(sb.wait_for_download(Some(Duration::from_secs(60))))
-        .unwrap();
-    let mut tx = b.begin_write().unwrap();
-    tx.erase("Task", &PrimaryKey::Int(1)).unwrap();
-    tx.commit().unwrap();
-    world
-        .block_on(sb.wait_for_upload(Some(Duration::from_secs(60))))
-        .unwrap();
-
+    // Offline on a: an edit of task 1; b deletes task 1 on the restored server.
+    let (a, _b, _sb) = diverged_after_a_restore(
+        &mut world,
+        |tx| {
+            let title = Value::String("edited offline".into());
+            tx.set("Task", &PrimaryKey::Int(1), "title", title).unwrap();
+        },
+        |tx| tx.erase("Task", &PrimaryKey::Int(1)).unwrap(),
+    );
     let session = start(&world, &a, ClientResetMode::Recover);
     eventually("the reset", 60, || has_task(&a, 2) && !has_task(&a, 1));
     let quarantined = a.quarantine().unwrap();
@@ -251,7 +260,7 @@ fn manual_mode_stops_and_tells_the_app() {
 }
 
 /// The tags of task `id` in `db`.
-fn tags(db: &tandem::store::Database, id: i64) -> Option<Field> {
+fn tags(db: &Database, id: i64) -> Option<Field> {
     let object = db
         .read()
         .unwrap()
@@ -260,7 +269,7 @@ fn tags(db: &tandem::store::Database, id: i64) -> Option<Field> {
     object.fields.get("tags").cloned()
 }
 
-fn title(db: &tandem::store::Database, id: i64) -> Option<Field> {
+fn title(db: &Database, id: i64) -> Option<Field> {
     let object = db
         .read()
         .unwrap()
@@ -288,53 +297,26 @@ fn string(value: &str) -> Field {
 #[test]
 fn recover_keeps_a_transaction_whose_list_index_went_stale() {
     let mut world = World::new("reset-stale-index");
-    let (a, session) = synced_around_a_backup(&mut world, ClientResetMode::Recover);
-    drop(session);
-    world.stop_server();
-    let mut tx = a.begin_write().unwrap();
-    tx.create(
-        "Task",
-        PrimaryKey::Int(3),
-        &[("title", Value::String("created offline".into()))],
-    )
-    .unwrap();
-    tx.list_insert(
-        "Task",
-        &PrimaryKey::Int(1),
-        "tags",
-        2,
-        Value::String("w".into()),
-    )
-    .unwrap();
-    tx.set(
-        "Task",
-        &PrimaryKey::Int(1),
-        "title",
-        Value::String("edited offline".into()),
-    )
-    .unwrap();
-    tx.commit().unwrap();
-    restore_backup(&world);
-    world.start_server();
-    let b = world.open("b.sqlite");
-    let sb = world.sync(&b);
-    world
-        .block_on(sb.wait_for_download(Some(Duration::from_secs(60))))
-        .unwrap();
-    assert_eq!(tags(&b, 1), Some(string_list(&["x", "y"])));
-    let mut tx = b.begin_write().unwrap();
-    tx.list_insert(
-        "Task",
-        &PrimaryKey::Int(1),
-        "tags",
-        2,
-        Value::String("z".into()),
-    )
-    .unwrap();
-    tx.commit().unwrap();
-    world
-        .block_on(sb.wait_for_upload(Some(Duration::from_secs(60))))
-        .unwrap();
+    let (a, b, _sb) = diverged_after_a_restore(
+        &mut world,
+        |tx| {
+            let title = Value::String("created offline".into());
+            tx.create("Task", PrimaryKey::Int(3), &[("title", title)])
+                .unwrap();
+            let w = Value::String("w".into());
+            tx.list_insert("Task", &PrimaryKey::Int(1), "tags", 2, w)
+                .unwrap();
+            let title = Value::String("edited offline".into());
+            tx.set("Task", &PrimaryKey::Int(1), "title", title).unwrap();
+        },
+        |tx| {
+            // The restored server has [x, y]; b makes it [x, y, z].
+            let z = Value::String("z".into());
+            tx.list_insert("Task", &PrimaryKey::Int(1), "tags", 2, z)
+                .unwrap();
+        },
+    );
+    assert_eq!(tags(&b, 1), Some(string_list(&["x", "y", "z"])));
 
     let session = start(&world, &a, ClientResetMode::Recover);
     eventually("the reset", 60, || has_task(&a, 3));
