@@ -259,23 +259,22 @@ fn manual_mode_stops_and_tells_the_app() {
     });
 }
 
-/// The tags of task `id` in `db`.
-fn tags(db: &Database, id: i64) -> Option<Field> {
+/// Property `prop` of task `id` in `db`, if the task exists.
+fn task_field(db: &Database, id: i64, prop: &str) -> Option<Field> {
     let object = db
         .read()
         .unwrap()
         .object("Task", &PrimaryKey::Int(id))
         .unwrap()?;
-    object.fields.get("tags").cloned()
+    object.fields.get(prop).cloned()
+}
+
+fn tags(db: &Database, id: i64) -> Option<Field> {
+    task_field(db, id, "tags")
 }
 
 fn title(db: &Database, id: i64) -> Option<Field> {
-    let object = db
-        .read()
-        .unwrap()
-        .object("Task", &PrimaryKey::Int(id))
-        .unwrap()?;
-    object.fields.get("title").cloned()
+    task_field(db, id, "title")
 }
 
 fn string_list(values: &[&str]) -> Field {
@@ -477,7 +476,7 @@ mod rules {
     }
 
     fn field(db: &Database, id: i64, prop: &str) -> Field {
-        object(db, "Task", id).unwrap().fields[prop].clone()
+        super::task_field(db, id, prop).unwrap()
     }
 
     fn step(name: &str) -> Element {
