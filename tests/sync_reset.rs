@@ -1,8 +1,12 @@
 //! Client reset against a real server: a server that lost the file (208) or was restored from
 //! an older backup (209), with unsynced local changes on the client. Discard replaces the local
-//! state; recover keeps the local changes the server never integrated and quarantines what no
-//! longer applies; manual stops and tells the app. Listeners see the change as ordinary
-//! notifications.
+//! state; recover keeps the local changes the server never integrated, per instruction with
+//! realm-core's recovery rules, and quarantines only the instructions the rules cannot recover;
+//! manual stops and tells the app. Listeners see the change as ordinary notifications.
+//!
+//! The `rule_*` tests check each recovery rule on the store directly (`reset_to_snapshot` with
+//! a snapshot of a second database standing for the server), and that the re-recorded
+//! changesets, applied to the server's state, give exactly the recovered local state.
 #![cfg(feature = "server")]
 
 mod live;
@@ -13,8 +17,10 @@ use std::time::Duration;
 use live::{create_task, eventually, has_task, World};
 use tandem::client::{ClientResetMode, Event, SyncSession, SyncState};
 use tandem::model::{PrimaryKey, Value};
+use tandem::state::{Element, Field, Key, Val};
+use tandem::store::{Database, WriteTransaction};
 
-fn start(world: &World, db: &Arc<tandem::store::Database>, mode: ClientResetMode) -> SyncSession {
+fn start(world: &World, db: &Arc<Database>, mode: ClientResetMode) -> SyncSession {
     let mut config = world.config(live::token(3600));
     config.client_reset = mode;
     SyncSession::start(Arc::clone(db), config).unwrap()
@@ -28,14 +34,27 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// A syncs task 1, the server's files are copied to `backup`, then A syncs task 2.
+/// A syncs task 1 (tags `[x, y]`), the server's files are copied to `backup`, then A syncs
+/// task 2.
 fn synced_around_a_backup(
     world: &mut World,
     mode: ClientResetMode,
-) -> (Arc<tandem::store::Database>, SyncSession) {
+) -> (Arc<Database>, SyncSession) {
     let a = world.open("a.sqlite");
     let session = start(world, &a, mode);
     create_task(&a, 1, "synced before the backup");
+    let mut tx = a.begin_write().unwrap();
+    for (i, tag) in ["x", "y"].into_iter().enumerate() {
+        tx.list_insert(
+            "Task",
+            &PrimaryKey::Int(1),
+            "tags",
+            i as u32,
+            Value::String(tag.into()),
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
     world
         .block_on(session.wait_for_upload(Some(Duration::from_secs(60))))
         .unwrap();
@@ -60,16 +79,43 @@ fn restore_backup(world: &World) {
 
 /// A syncs tasks 1 and 2 (the backup is taken between them), then writes 3 offline; the server
 /// comes back from the backup.
-fn restored_from_backup(
-    world: &mut World,
-    mode: ClientResetMode,
-) -> (Arc<tandem::store::Database>, SyncSession) {
+fn restored_from_backup(world: &mut World, mode: ClientResetMode) -> (Arc<Database>, SyncSession) {
     let (a, session) = synced_around_a_backup(world, mode);
     world.stop_server();
     create_task(&a, 3, "never synced");
     restore_backup(world);
     world.start_server();
     (a, session)
+}
+
+/// A (synced around a backup, then disconnected) writes `offline` while the server is down; the
+/// server comes back from the backup and b writes `on_server` there before A returns. Returns A,
+/// B and B's session.
+fn diverged_after_a_restore(
+    world: &mut World,
+    offline: impl FnOnce(&mut WriteTransaction<'_>),
+    on_server: impl FnOnce(&mut WriteTransaction<'_>),
+) -> (Arc<Database>, Arc<Database>, SyncSession) {
+    let (a, session) = synced_around_a_backup(world, ClientResetMode::Recover);
+    drop(session);
+    world.stop_server();
+    let mut tx = a.begin_write().unwrap();
+    offline(&mut tx);
+    tx.commit().unwrap();
+    restore_backup(world);
+    world.start_server();
+    let b = world.open("b.sqlite");
+    let sb = world.sync(&b);
+    world
+        .block_on(sb.wait_for_download(Some(Duration::from_secs(60))))
+        .unwrap();
+    let mut tx = b.begin_write().unwrap();
+    on_server(&mut tx);
+    tx.commit().unwrap();
+    world
+        .block_on(sb.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    (a, b, sb)
 }
 
 #[test]
@@ -143,34 +189,15 @@ fn discard_replaces_local_state_and_listeners_see_it() {
 #[test]
 fn recover_quarantines_what_no_longer_applies() {
     let mut world = World::new("reset-quarantine");
-    let (a, session) = synced_around_a_backup(&mut world, ClientResetMode::Recover);
-    drop(session);
-    world.stop_server();
-    // Offline on a: an edit of task 1.
-    let mut tx = a.begin_write().unwrap();
-    tx.set(
-        "Task",
-        &PrimaryKey::Int(1),
-        "title",
-        Value::String("edited offline".into()),
-    )
-    .unwrap();
-    tx.commit().unwrap();
-    // The server comes back from the backup, and b deletes task 1 there before a returns.
-    restore_backup(&world);
-    world.start_server();
-    let b = world.open("b.sqlite");
-    let sb = world.sync(&b);
-    world
-        .block_on(sb.wait_for_download(Some(Duration::from_secs(60))))
-        .unwrap();
-    let mut tx = b.begin_write().unwrap();
-    tx.erase("Task", &PrimaryKey::Int(1)).unwrap();
-    tx.commit().unwrap();
-    world
-        .block_on(sb.wait_for_upload(Some(Duration::from_secs(60))))
-        .unwrap();
-
+    // Offline on a: an edit of task 1; b deletes task 1 on the restored server.
+    let (a, _b, _sb) = diverged_after_a_restore(
+        &mut world,
+        |tx| {
+            let title = Value::String("edited offline".into());
+            tx.set("Task", &PrimaryKey::Int(1), "title", title).unwrap();
+        },
+        |tx| tx.erase("Task", &PrimaryKey::Int(1)).unwrap(),
+    );
     let session = start(&world, &a, ClientResetMode::Recover);
     eventually("the reset", 60, || has_task(&a, 2) && !has_task(&a, 1));
     let quarantined = a.quarantine().unwrap();
@@ -179,7 +206,23 @@ fn recover_quarantines_what_no_longer_applies() {
         1,
         "the edit of the deleted task: {quarantined:?}"
     );
-    assert!(!quarantined[0].reason.is_empty());
+    let record = &quarantined[0];
+    assert_eq!(record.instructions.len(), 1, "{record:?}");
+    assert_eq!(record.instructions[0].index, 0);
+    assert_eq!(
+        record.instructions[0].instruction,
+        "Update Task[1].title = \"edited offline\""
+    );
+    assert_eq!(
+        record.instructions[0].reason,
+        "Task[1] does not exist on the server (it was deleted there)"
+    );
+    assert_eq!(record.changeset.len(), 1);
+    assert!(
+        record.reason.contains("1 of 1 instructions not recovered"),
+        "{}",
+        record.reason
+    );
     a.clear_quarantine(None).unwrap();
     assert!(a.quarantine().unwrap().is_empty());
     world
@@ -214,4 +257,592 @@ fn manual_mode_stops_and_tells_the_app() {
             .iter()
             .any(|e| matches!(e, Event::Error(i) if i.code == 209 && !i.will_retry))
     });
+}
+
+/// Property `prop` of task `id` in `db`, if the task exists.
+fn task_field(db: &Database, id: i64, prop: &str) -> Option<Field> {
+    let object = db
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(id))
+        .unwrap()?;
+    object.fields.get(prop).cloned()
+}
+
+fn tags(db: &Database, id: i64) -> Option<Field> {
+    task_field(db, id, "tags")
+}
+
+fn title(db: &Database, id: i64) -> Option<Field> {
+    task_field(db, id, "title")
+}
+
+fn string_list(values: &[&str]) -> Field {
+    Field::List(
+        values
+            .iter()
+            .map(|v| Element::Value(Val::String((*v).into())))
+            .collect(),
+    )
+}
+
+fn string(value: &str) -> Field {
+    Field::Value(Val::String(value.into()))
+}
+
+/// The reported case: `tags = [x, y]` at the backup, another client makes it `[x, y, z]` after
+/// the restore; the resetting client's unsynced `{create Task 3; insert "w" at tags[2]; set
+/// Task 1.title}` is recovered whole, the local list winning as a whole.
+#[test]
+fn recover_keeps_a_transaction_whose_list_index_went_stale() {
+    let mut world = World::new("reset-stale-index");
+    let (a, b, _sb) = diverged_after_a_restore(
+        &mut world,
+        |tx| {
+            let title = Value::String("created offline".into());
+            tx.create("Task", PrimaryKey::Int(3), &[("title", title)])
+                .unwrap();
+            let w = Value::String("w".into());
+            tx.list_insert("Task", &PrimaryKey::Int(1), "tags", 2, w)
+                .unwrap();
+            let title = Value::String("edited offline".into());
+            tx.set("Task", &PrimaryKey::Int(1), "title", title).unwrap();
+        },
+        |tx| {
+            // The restored server has [x, y]; b makes it [x, y, z].
+            let z = Value::String("z".into());
+            tx.list_insert("Task", &PrimaryKey::Int(1), "tags", 2, z)
+                .unwrap();
+        },
+    );
+    assert_eq!(tags(&b, 1), Some(string_list(&["x", "y", "z"])));
+
+    let session = start(&world, &a, ClientResetMode::Recover);
+    eventually("the reset", 60, || has_task(&a, 3));
+    assert_eq!(tags(&a, 1), Some(string_list(&["x", "y", "w"])));
+    assert_eq!(title(&a, 1), Some(string("edited offline")));
+    assert_eq!(title(&a, 3), Some(string("created offline")));
+    assert!(
+        has_task(&a, 2),
+        "task 2 (synced after the backup) recovered"
+    );
+    assert!(a.quarantine().unwrap().is_empty(), "nothing quarantined");
+    world
+        .block_on(session.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    let state = world.server.as_ref().unwrap().state_of(live::PATH).unwrap();
+    let task1 = state.object("Task", &Key::Int(1)).unwrap();
+    assert_eq!(task1.fields["tags"], string_list(&["x", "y", "w"]));
+    assert_eq!(task1.fields["title"], string("edited offline"));
+    assert!(state.object("Task", &Key::Int(3)).is_some());
+    // The other client converges on the same.
+    eventually("b to see the recovered changes", 60, || {
+        tags(&b, 1) == Some(string_list(&["x", "y", "w"])) && has_task(&b, 3)
+    });
+    assert_eq!(title(&b, 1), Some(string("edited offline")));
+}
+
+/// The recovery rules on the store: a database standing for the server and a local one start
+/// from the same base, change apart, and the local one is reset to the other's snapshot.
+mod rules {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use tandem::model::{
+        ClassSchema, CollectionKind, Link, PrimaryKey, Property, PropertyType, Schema, Value,
+    };
+    use tandem::state::{Element, Field, Object, Val};
+    use tandem::store::{Config, Database, PathStep, ResetBase, ResetOutcome, WriteTransaction};
+
+    use super::{string, string_list};
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            ClassSchema::top_level(
+                "Task",
+                "_id",
+                vec![
+                    Property::new("_id", PropertyType::Int),
+                    Property::new("title", PropertyType::String),
+                    Property::new("count", PropertyType::Int).nullable(),
+                    Property::new("tags", PropertyType::String).collection(CollectionKind::List),
+                    Property::new("labels", PropertyType::String).collection(CollectionKind::Set),
+                    Property::new("props", PropertyType::String)
+                        .collection(CollectionKind::Dictionary),
+                    Property::link("address", "Address"),
+                    Property::link("steps", "Step").collection(CollectionKind::List),
+                    Property::link("owner", "Person"),
+                    Property::link("watchers", "Person").collection(CollectionKind::List),
+                ],
+            ),
+            ClassSchema::embedded(
+                "Address",
+                vec![Property::new("street", PropertyType::String)],
+            ),
+            ClassSchema::embedded("Step", vec![Property::new("name", PropertyType::String)]),
+            ClassSchema::top_level(
+                "Person",
+                "_id",
+                vec![Property::new("_id", PropertyType::Int)],
+            ),
+        ])
+        .unwrap()
+    }
+
+    struct Case {
+        dir: PathBuf,
+        server: Arc<Database>,
+        local: Arc<Database>,
+        base_version: u64,
+    }
+
+    impl Drop for Case {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn pk(id: i64) -> PrimaryKey {
+        PrimaryKey::Int(id)
+    }
+
+    fn s(v: &str) -> Value {
+        Value::String(v.into())
+    }
+
+    /// Both databases get `base` as one transaction.
+    fn case(name: &str, base: impl Fn(&mut WriteTransaction<'_>)) -> Case {
+        let dir =
+            std::env::temp_dir().join(format!("tandem-reset-rules-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = |file: &str| {
+            Arc::new(Database::open(dir.join(file), &schema(), Config::default()).unwrap())
+        };
+        let (server, local) = (open("server.sqlite"), open("local.sqlite"));
+        write(&server, &base);
+        write(&local, &base);
+        let base_version = local.latest_version().unwrap().map_or(0, |m| m.version);
+        Case {
+            dir,
+            server,
+            local,
+            base_version,
+        }
+    }
+
+    /// One transaction.
+    fn write(db: &Database, f: impl Fn(&mut WriteTransaction<'_>)) {
+        let mut tx = db.begin_write().unwrap();
+        f(&mut tx);
+        tx.commit().unwrap();
+    }
+
+    /// Resets the local database to the server's state, recovering its changes since the base,
+    /// and checks that the re-recorded changesets keep the division (one per local changeset
+    /// with anything recovered) and, applied to the server's state, give the local result.
+    fn reset(case: &Case) -> ResetOutcome {
+        let snapshot = case.server.export_state().unwrap().snapshot_changeset();
+        let recover = case.local.local_changes_after(case.base_version).unwrap();
+        let outcome = case
+            .local
+            .reset_to_snapshot(
+                &snapshot,
+                ResetBase {
+                    client_file_ident: 7,
+                    client_file_ident_salt: 1,
+                    server_version: 3,
+                    server_version_salt: 1,
+                },
+                recover,
+            )
+            .unwrap();
+        let uploaded = case.local.local_changes_after(0).unwrap();
+        assert_eq!(uploaded.len(), outcome.recovered);
+        let mut server = case.server.export_state().unwrap();
+        for changeset in &uploaded {
+            server.apply(changeset).unwrap();
+        }
+        assert_eq!(
+            server.objects,
+            case.local.export_state().unwrap().objects,
+            "the uploaded changesets give the server the recovered state"
+        );
+        outcome
+    }
+
+    fn object(db: &Database, class: &str, id: i64) -> Option<Object> {
+        db.read().unwrap().object(class, &pk(id)).unwrap()
+    }
+
+    fn field(db: &Database, id: i64, prop: &str) -> Field {
+        super::task_field(db, id, prop).unwrap()
+    }
+
+    fn step(name: &str) -> Element {
+        let mut o = Object::default();
+        o.fields.insert("name".into(), string(name));
+        Element::Embedded(o)
+    }
+
+    fn strings(values: &[&str]) -> Vec<Val> {
+        values.iter().map(|v| Val::String((*v).into())).collect()
+    }
+
+    fn create_task(tx: &mut WriteTransaction<'_>, id: i64) {
+        tx.create("Task", pk(id), &[("title", s("base"))]).unwrap();
+    }
+
+    #[test]
+    fn rule_write_to_an_object_the_server_deleted_is_dropped_and_reported() {
+        let c = case("deleted", |tx| {
+            create_task(tx, 1);
+            create_task(tx, 2);
+        });
+        write(&c.server, |tx| tx.erase("Task", &pk(1)).unwrap());
+        write(&c.local, |tx| {
+            tx.set("Task", &pk(1), "title", s("lost")).unwrap();
+            tx.add("Task", &pk(1), "count", 1).unwrap();
+            tx.set("Task", &pk(2), "title", s("kept")).unwrap();
+        });
+        let outcome = reset(&c);
+        assert_eq!(outcome.recovered, 1);
+        assert_eq!(outcome.quarantined, 1);
+        assert_eq!(outcome.instructions_not_recovered, 2);
+        assert!(object(&c.local, "Task", 1).is_none());
+        assert_eq!(field(&c.local, 2, "title"), string("kept"));
+        let q = c.local.quarantine().unwrap();
+        assert_eq!(q.len(), 1);
+        let indices: Vec<usize> = q[0].instructions.iter().map(|i| i.index).collect();
+        assert_eq!(indices, [0, 1]);
+        for i in &q[0].instructions {
+            assert_eq!(
+                i.reason,
+                "Task[1] does not exist on the server (it was deleted there)"
+            );
+        }
+        assert_eq!(
+            q[0].instructions[1].instruction,
+            "AddInteger Task[1].count += 1"
+        );
+        assert_eq!(q[0].changeset.len(), 2);
+    }
+
+    #[test]
+    fn rule_a_stale_list_index_makes_the_local_list_win_whole() {
+        // (what the server does to [x, y], what the local client does, the local list)
+        type Op = fn(&mut WriteTransaction<'_>);
+        let cases: [(&str, Op, Op, &[&str]); 4] = [
+            (
+                // Same size, other content: a set at an index that existed before.
+                "set",
+                |tx| tx.list_set("Task", &pk(1), "tags", 1, s("Y")).unwrap(),
+                |tx| tx.list_set("Task", &pk(1), "tags", 0, s("q")).unwrap(),
+                &["q", "y"],
+            ),
+            (
+                // The server moved the elements: an erase by index would hit the wrong one.
+                "erase",
+                |tx| tx.list_move("Task", &pk(1), "tags", 0, 1).unwrap(),
+                |tx| tx.list_erase("Task", &pk(1), "tags", 0).unwrap(),
+                &["y"],
+            ),
+            (
+                "move",
+                |tx| tx.list_insert("Task", &pk(1), "tags", 0, s("a")).unwrap(),
+                |tx| tx.list_move("Task", &pk(1), "tags", 1, 0).unwrap(),
+                &["y", "x"],
+            ),
+            (
+                // The size changed: an insert's index no longer names the same position.
+                "insert",
+                |tx| tx.list_erase("Task", &pk(1), "tags", 0).unwrap(),
+                |tx| tx.list_insert("Task", &pk(1), "tags", 1, s("m")).unwrap(),
+                &["x", "m", "y"],
+            ),
+        ];
+        for (name, server, local, expected) in cases {
+            let c = case(&format!("stale-{name}"), |tx| {
+                create_task(tx, 1);
+                tx.list_insert("Task", &pk(1), "tags", 0, s("x")).unwrap();
+                tx.list_insert("Task", &pk(1), "tags", 1, s("y")).unwrap();
+            });
+            write(&c.server, server);
+            write(&c.local, local);
+            // A later local changeset is re-recorded as its own changeset.
+            write(&c.local, |tx| {
+                tx.set("Task", &pk(1), "title", s("later")).unwrap()
+            });
+            let outcome = reset(&c);
+            assert_eq!(field(&c.local, 1, "tags"), string_list(expected), "{name}");
+            assert_eq!(outcome.lists_copied, 1, "{name}");
+            assert_eq!(
+                outcome.recovered, 2,
+                "{name}: the division into changesets is kept"
+            );
+            assert!(c.local.quarantine().unwrap().is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn rule_list_ops_on_elements_the_recovery_created_apply_by_index() {
+        let c = case("by-index", |tx| {
+            create_task(tx, 1);
+            tx.list_insert("Task", &pk(1), "tags", 0, s("x")).unwrap();
+            tx.list_insert("Task", &pk(1), "tags", 1, s("y")).unwrap();
+        });
+        // The server changes something else: task 1's list keeps the size the local client saw.
+        write(&c.server, |tx| {
+            tx.set("Task", &pk(1), "title", s("server")).unwrap()
+        });
+        write(&c.local, |tx| {
+            create_task(tx, 5);
+            tx.list_insert("Task", &pk(5), "tags", 0, s("a")).unwrap();
+            tx.list_insert("Task", &pk(5), "tags", 1, s("b")).unwrap();
+            // An insert into a list that still has the size the local client saw.
+            tx.list_insert("Task", &pk(1), "tags", 1, s("w")).unwrap();
+        });
+        write(&c.local, |tx| {
+            tx.list_move("Task", &pk(5), "tags", 1, 0).unwrap();
+            tx.list_set("Task", &pk(5), "tags", 1, s("A")).unwrap();
+            tx.list_insert("Task", &pk(5), "tags", 2, s("c")).unwrap();
+            tx.list_erase("Task", &pk(5), "tags", 0).unwrap();
+            // The element the recovery inserted into task 1's list is known too.
+            tx.list_set("Task", &pk(1), "tags", 1, s("W")).unwrap();
+        });
+        let outcome = reset(&c);
+        assert_eq!(outcome.lists_copied, 0, "nothing copied: all by index");
+        assert_eq!(outcome.recovered, 2);
+        assert_eq!(field(&c.local, 5, "tags"), string_list(&["A", "c"]));
+        assert_eq!(field(&c.local, 1, "tags"), string_list(&["x", "W", "y"]));
+        assert_eq!(field(&c.local, 1, "title"), string("server"));
+        let history = c.local.local_changes_after(0).unwrap();
+        assert!(
+            history
+                .iter()
+                .flat_map(|cs| &cs.instructions)
+                .all(|i| !matches!(i, tandem::changeset::Instruction::Clear(_))),
+            "no list was copied"
+        );
+        assert!(c.local.quarantine().unwrap().is_empty());
+    }
+
+    #[test]
+    fn rule_set_and_dictionary_ops_recover_by_value_and_key() {
+        let c = case("set-dict", |tx| {
+            create_task(tx, 1);
+            tx.set_insert("Task", &pk(1), "labels", s("a")).unwrap();
+            tx.set_insert("Task", &pk(1), "labels", s("b")).unwrap();
+            tx.dict_set("Task", &pk(1), "props", "k1", s("v1")).unwrap();
+            tx.dict_set("Task", &pk(1), "props", "k2", s("v2")).unwrap();
+        });
+        write(&c.server, |tx| {
+            tx.set_insert("Task", &pk(1), "labels", s("c")).unwrap();
+            tx.set_erase("Task", &pk(1), "labels", s("a")).unwrap();
+            tx.dict_set("Task", &pk(1), "props", "k3", s("server"))
+                .unwrap();
+            tx.dict_erase("Task", &pk(1), "props", "k1").unwrap();
+        });
+        write(&c.local, |tx| {
+            tx.set_insert("Task", &pk(1), "labels", s("d")).unwrap();
+            tx.set_erase("Task", &pk(1), "labels", s("b")).unwrap();
+            tx.dict_set("Task", &pk(1), "props", "k2", s("local"))
+                .unwrap();
+            tx.dict_erase("Task", &pk(1), "props", "k1").unwrap();
+            tx.dict_set("Task", &pk(1), "props", "k4", s("local"))
+                .unwrap();
+        });
+        let outcome = reset(&c);
+        assert_eq!(outcome.instructions_not_recovered, 0);
+        assert_eq!(
+            field(&c.local, 1, "labels"),
+            Field::Set(strings(&["c", "d"]))
+        );
+        let Field::Dictionary(props) = field(&c.local, 1, "props") else {
+            panic!("props is a dictionary")
+        };
+        let props: Vec<(String, Element)> = props.into_iter().collect();
+        assert_eq!(
+            props,
+            [
+                ("k2".into(), Element::Value(Val::String("local".into()))),
+                ("k3".into(), Element::Value(Val::String("server".into()))),
+                ("k4".into(), Element::Value(Val::String("local".into()))),
+            ]
+        );
+        assert!(c.local.quarantine().unwrap().is_empty());
+    }
+
+    #[test]
+    fn rule_embedded_objects() {
+        let c = case("embedded", |tx| {
+            create_task(tx, 1);
+            tx.create_embedded("Task", &pk(1), "address").unwrap();
+            tx.set_at(
+                "Task",
+                &pk(1),
+                "address",
+                &[PathStep::Name("street".into())],
+                s("s"),
+            )
+            .unwrap();
+            for (i, name) in ["a", "b"].into_iter().enumerate() {
+                tx.list_push_embedded("Task", &pk(1), "steps").unwrap();
+                let at = [PathStep::Index(i as u32), PathStep::Name("name".into())];
+                tx.set_at("Task", &pk(1), "steps", &at, s(name)).unwrap();
+            }
+        });
+        write(&c.server, |tx| {
+            // The server removes the embedded address and appends a step.
+            tx.set("Task", &pk(1), "address", Value::Null).unwrap();
+            tx.list_push_embedded("Task", &pk(1), "steps").unwrap();
+            let at = [PathStep::Index(2), PathStep::Name("name".into())];
+            tx.set_at("Task", &pk(1), "steps", &at, s("server"))
+                .unwrap();
+        });
+        write(&c.local, |tx| {
+            // Through the removed embedded object: not recoverable.
+            tx.set_at(
+                "Task",
+                &pk(1),
+                "address",
+                &[PathStep::Name("street".into())],
+                s("l"),
+            )
+            .unwrap();
+            // Through an element that existed before: the local list wins whole.
+            let at = [PathStep::Index(0), PathStep::Name("name".into())];
+            tx.set_at("Task", &pk(1), "steps", &at, s("A")).unwrap();
+            // A new task whose embedded list the recovery builds itself: by index.
+            create_task(tx, 2);
+            tx.list_push_embedded("Task", &pk(2), "steps").unwrap();
+            let at = [PathStep::Index(0), PathStep::Name("name".into())];
+            tx.set_at("Task", &pk(2), "steps", &at, s("new")).unwrap();
+        });
+        let outcome = reset(&c);
+        assert_eq!(outcome.lists_copied, 1);
+        assert_eq!(field(&c.local, 1, "address"), Field::Embedded(None));
+        assert_eq!(
+            field(&c.local, 1, "steps"),
+            Field::List(vec![step("A"), step("b")])
+        );
+        assert_eq!(field(&c.local, 2, "steps"), Field::List(vec![step("new")]));
+        let q = c.local.quarantine().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].instructions.len(), 1, "{:?}", q[0]);
+        assert_eq!(q[0].instructions[0].index, 0);
+        assert!(
+            q[0].instructions[0]
+                .reason
+                .contains("does not apply to the server's state"),
+            "{}",
+            q[0].instructions[0].reason
+        );
+    }
+
+    #[test]
+    fn rule_add_integer_is_recovered_as_an_add() {
+        let c = case("add", |tx| {
+            create_task(tx, 1);
+            create_task(tx, 2);
+            tx.set("Task", &pk(1), "count", Value::Int(10)).unwrap();
+            tx.set("Task", &pk(2), "count", Value::Int(10)).unwrap();
+        });
+        write(&c.server, |tx| {
+            tx.add("Task", &pk(1), "count", 5).unwrap();
+            tx.set("Task", &pk(2), "count", Value::Null).unwrap();
+        });
+        write(&c.local, |tx| {
+            tx.add("Task", &pk(1), "count", 1).unwrap();
+            tx.add("Task", &pk(2), "count", 1).unwrap();
+        });
+        let outcome = reset(&c);
+        assert_eq!(field(&c.local, 1, "count"), Field::Value(Val::Int(16)));
+        assert_eq!(field(&c.local, 2, "count"), Field::Value(Val::Null));
+        assert_eq!(outcome.instructions_not_recovered, 1);
+        let q = c.local.quarantine().unwrap();
+        assert_eq!(q[0].instructions[0].index, 1);
+        assert_eq!(
+            q[0].instructions[0].reason,
+            "Task[2].count is null on the server: there is nothing to add to"
+        );
+        let recovered = c.local.local_changes_after(0).unwrap();
+        assert!(matches!(
+            recovered[0].instructions[..],
+            [tandem::changeset::Instruction::AddInteger(_)]
+        ));
+    }
+
+    #[test]
+    fn a_partly_recoverable_changeset_keeps_its_recoverable_instructions() {
+        let c = case("partial", |tx| {
+            create_task(tx, 1);
+            create_task(tx, 2);
+            tx.create("Person", pk(8), &[]).unwrap();
+            tx.create("Person", pk(9), &[]).unwrap();
+        });
+        write(&c.server, |tx| {
+            tx.erase("Task", &pk(1)).unwrap();
+            tx.erase("Person", &pk(9)).unwrap();
+        });
+        let link = |id| {
+            Value::Link(Link {
+                class: "Person".into(),
+                key: pk(id),
+            })
+        };
+        write(&c.local, |tx| {
+            create_task(tx, 3); // 0 CreateObject, 1 Update title
+            tx.set("Task", &pk(1), "title", s("lost")).unwrap(); // 2
+            tx.set("Task", &pk(2), "owner", link(9)).unwrap(); // 3: null instead
+            tx.list_insert("Task", &pk(2), "watchers", 0, link(9))
+                .unwrap(); // 4: dropped
+            tx.list_insert("Task", &pk(2), "watchers", 0, link(8))
+                .unwrap(); // 5
+            tx.add("Task", &pk(2), "count", 2).unwrap(); // 6: count is null: dropped
+            tx.set("Task", &pk(2), "title", s("kept")).unwrap(); // 7
+        });
+        let outcome = reset(&c);
+        assert_eq!(outcome.recovered, 1);
+        assert_eq!(field(&c.local, 3, "title"), string("base"));
+        assert_eq!(field(&c.local, 2, "title"), string("kept"));
+        assert_eq!(field(&c.local, 2, "owner"), Field::Value(Val::Null));
+        assert_eq!(
+            field(&c.local, 2, "watchers"),
+            Field::List(vec![Element::Value(Val::Link(
+                "Person".into(),
+                tandem::state::Key::Int(8)
+            ))])
+        );
+        let q = c.local.quarantine().unwrap();
+        assert_eq!(q.len(), 1);
+        let reported: Vec<(usize, &str)> = q[0]
+            .instructions
+            .iter()
+            .map(|i| (i.index, i.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reported,
+            [
+                (
+                    2,
+                    "Task[1] does not exist on the server (it was deleted there)"
+                ),
+                (
+                    3,
+                    "links to Person[9], which does not exist on the server: null written instead"
+                ),
+                (4, "links to Person[9], which does not exist on the server"),
+                (
+                    6,
+                    "Task[2].count is null on the server: there is nothing to add to"
+                ),
+            ]
+        );
+        assert!(
+            q[0].reason.starts_with("4 of 8 instructions not recovered"),
+            "{}",
+            q[0].reason
+        );
+    }
 }

@@ -767,9 +767,9 @@ where
         shared.report(
             0,
             format!(
-                "client reset: {} local changesets no longer apply and were quarantined \
-                 (Database::quarantine)",
-                outcome.quarantined
+                "client reset: {} instructions of {} local changesets could not be recovered \
+                 and were quarantined (Database::quarantine)",
+                outcome.instructions_not_recovered, outcome.quarantined
             ),
             true,
         );

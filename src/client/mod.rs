@@ -74,9 +74,11 @@ pub trait TokenProvider: Send + Sync {
 pub enum ClientResetMode {
     /// Replace the local state with the server's; local changes the server never got are lost.
     DiscardLocal,
-    /// Replace the local state with the server's and re-apply the local changes the server never
-    /// integrated (found with CLIENT_VERSION); what no longer applies goes to the quarantine
-    /// ([`Database::quarantine`]). If recovery fails twice, the session stops with an error.
+    /// Replace the local state with the server's and recover the local changes the server never
+    /// integrated (found with CLIENT_VERSION), instruction by instruction with realm-core's
+    /// recovery rules (`docs/client.md`, "Client reset"); the instructions the rules cannot
+    /// recover go to the quarantine ([`Database::quarantine`]), each with its reason. If
+    /// recovery fails twice, the session stops with an error.
     Recover,
     /// As `Recover`, but if recovery fails, discard instead.
     #[default]

@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 pub use apply::ApplyError;
 pub(crate) use apply::{check_scalar, embedded_target};
 pub use snapshot::snapshot;
+pub(crate) use snapshot::write_list;
 pub use value::{Element, Field, Key, Object, Val};
 
 use crate::changeset::{CollectionType, PayloadType};

@@ -54,6 +54,25 @@ pub fn snapshot(state: &State) -> Changeset {
     writer.cs
 }
 
+/// Appends to `cs` the instructions that fill the empty list at `at` with `elements`: one
+/// `ArrayInsert` per element in order, and for an embedded element the instructions that write
+/// its fields (as [`snapshot`] writes them). `column` is the list's column in `state`'s schema.
+/// Client reset recovery uses it to copy a list verbatim (`crate::store`).
+pub(crate) fn write_list(
+    state: &State,
+    cs: &mut Changeset,
+    column: &ColumnSpec,
+    at: FieldPath,
+    elements: &[Element],
+) {
+    let mut writer = Writer {
+        state,
+        cs: std::mem::take(cs),
+    };
+    writer.field(column, at, &Field::List(elements.to_vec()));
+    *cs = writer.cs;
+}
+
 impl State {
     /// One changeset that recreates this state when applied to an empty [`State`]; the same as
     /// [`snapshot`].

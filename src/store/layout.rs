@@ -13,8 +13,9 @@
 //!   latest server version and salt).
 //! - `_tandem_reciprocal`: the reciprocal (transformed) forms of local changesets the server
 //!   has not integrated yet, for OT.
-//! - `_tandem_quarantine`: local changesets a client reset could not re-apply, kept until the
-//!   app clears them.
+//! - `_tandem_quarantine`: per local changeset, the instructions a client reset could not
+//!   recover, kept until the app clears them; `_tandem_quarantine_instruction` names each
+//!   (index in the original changeset, rendering, reason).
 //!
 //! Value columns are declared without a type, so SQLite keeps every value exactly as bound
 //! (no affinity conversions) while comparisons and indexes still work.
@@ -119,6 +120,14 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
              original_version INTEGER NOT NULL,
              changeset BLOB NOT NULL,
              reason TEXT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS _tandem_quarantine_instruction (
+             quarantine_id INTEGER NOT NULL,
+             position INTEGER NOT NULL,
+             original_index INTEGER NOT NULL,
+             instruction TEXT NOT NULL,
+             reason TEXT NOT NULL,
+             PRIMARY KEY (quarantine_id, position)
          );",
     )?;
     Ok(())

@@ -22,6 +22,7 @@ mod layout;
 mod notify;
 mod query;
 mod read;
+mod recover;
 mod reset;
 mod schema;
 mod sync;
@@ -38,7 +39,7 @@ pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
 pub use read::ReadTransaction;
-pub use reset::{Quarantined, ResetBase, ResetOutcome};
+pub use reset::{Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome};
 pub use sync::{DownloadCursors, SyncProgress};
 pub use write::{PathStep, WriteTransaction};
 

@@ -4,20 +4,27 @@
 //! [`Database::reset_to_snapshot`] does it in one SQLite transaction: every object is removed,
 //! the snapshot (one changeset that recreates the server state at a server version) is applied,
 //! the history, reciprocal forms and cursors start again from that version under the client
-//! file ident the server gave, and the local changesets to recover are re-applied on top as new
-//! local changesets (to be uploaded). A changeset that no longer applies is not dropped: it goes
-//! to the quarantine ([`Database::quarantine`]) with the reason, until the app clears it.
-//! Listeners then see the difference as ordinary notifications.
+//! file ident the server gave, and the local changesets to recover are re-applied on top with
+//! the recovery rules of [`super::recover`] (realm-core's, per instruction), each re-recorded
+//! as a new local changeset (to be uploaded), keeping the original division into changesets.
+//! Instructions the rules cannot recover are not dropped silently: they go to the quarantine
+//! ([`Database::quarantine`]), one record per original changeset, naming each instruction and
+//! why, until the app clears them. Listeners then see the difference as ordinary
+//! notifications.
+
+use std::collections::BTreeMap;
 
 use rusqlite::params;
 
+use super::recover::{ObjectId, RecoveredChangeset, Recovery};
 use super::sync::{
     put, CLIENT_FILE_IDENT, CLIENT_FILE_IDENT_SALT, DOWNLOAD_CLIENT_VERSION,
     DOWNLOAD_SERVER_VERSION, LATEST_SERVER_VERSION, LATEST_SERVER_VERSION_SALT,
     UPLOAD_CLIENT_VERSION,
 };
-use super::{apply, write, Database, StoreError};
+use super::{apply, layout, read, write, Database, StoreError};
 use crate::changeset::Changeset;
+use crate::state::{Object, Schemas, State, TableSpec};
 
 /// Where the local file stands with the server after a reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,26 +39,135 @@ pub struct ResetBase {
     pub server_version_salt: u64,
 }
 
-/// A local changeset that could not be re-applied after a client reset.
+/// The part of a local changeset that a client reset could not recover.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quarantined {
     /// Its id in the quarantine (for [`Database::clear_quarantine`]).
     pub id: u64,
-    /// The local version it had before the reset.
+    /// The local version the changeset had before the reset.
     pub original_version: u64,
-    /// The changeset itself.
+    /// The instructions that were not recovered, as the app wrote them, in their original
+    /// order (`changeset.instructions[i]` is `instructions[i]`).
     pub changeset: Changeset,
-    /// Why it did not apply.
+    /// A one-line summary: how many of the changeset's instructions were not recovered and the
+    /// first reason.
+    pub reason: String,
+    /// Each instruction that was not recovered, with why.
+    pub instructions: Vec<QuarantinedInstruction>,
+}
+
+/// One instruction a client reset could not recover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantinedInstruction {
+    /// Its index in the original local changeset (0-based).
+    pub index: usize,
+    /// The instruction, rendered as [`Changeset::display_instruction`] does, e.g.
+    /// `Update Task[1].title = "edited offline"`.
+    pub instruction: String,
+    /// Why the recovery rules could not recover it, e.g. `Task[1] does not exist on the server
+    /// (it was deleted there)`.
     pub reason: String,
 }
 
 /// What a reset did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResetOutcome {
-    /// Local changesets re-applied on top of the server state (and queued for upload).
+    /// Local changesets re-recorded on top of the server state (and queued for upload): every
+    /// one with at least one recovered instruction or list copy.
     pub recovered: usize,
-    /// Local changesets that did not apply and went to the quarantine.
+    /// Quarantine records written: local changesets with at least one instruction that was
+    /// not recovered.
     pub quarantined: usize,
+    /// Instructions that were not recovered, over all changesets.
+    pub instructions_not_recovered: usize,
+    /// Lists copied verbatim from the local state (the local list won as a whole).
+    pub lists_copied: usize,
+}
+
+/// The state a snapshot recreates on top of the file's schema: what the SQLite tables hold
+/// after the reset applied it.
+fn fresh_state(schemas: &Schemas, snapshot: &Changeset) -> Result<State, StoreError> {
+    let mut fresh = State::new();
+    fresh.schemas = schemas.clone();
+    for (name, schema) in schemas {
+        if matches!(schema.spec, TableSpec::TopLevel { .. }) {
+            fresh.objects.insert(name.clone(), Default::default());
+        }
+    }
+    fresh.apply(snapshot).map_err(StoreError::Rejected)?;
+    Ok(fresh)
+}
+
+/// The local objects recovery may copy lists from, read before the local state is replaced.
+fn read_local_objects(
+    conn: &rusqlite::Connection,
+    schemas: &Schemas,
+    wanted: impl IntoIterator<Item = ObjectId>,
+) -> Result<BTreeMap<ObjectId, Object>, StoreError> {
+    let mut objects = BTreeMap::new();
+    for (class, key) in wanted {
+        if !schemas.contains_key(&class) {
+            continue;
+        }
+        if let Some(row) = layout::row_id(conn, &class, &key)? {
+            let object = read::read_object(conn, schemas, &class, row)?;
+            objects.insert((class, key), object);
+        }
+    }
+    Ok(objects)
+}
+
+/// Writes the quarantine record of the instructions of `original` that were not recovered.
+fn quarantine(
+    conn: &rusqlite::Connection,
+    original: &Changeset,
+    not_recovered: &[(usize, String)],
+) -> Result<(), StoreError> {
+    let mut kept = Changeset::new();
+    for s in original.strings() {
+        kept.intern(s);
+    }
+    kept.meta = original.meta;
+    kept.instructions = not_recovered
+        .iter()
+        .filter_map(|(i, _)| original.instructions.get(*i).cloned())
+        .collect();
+    let summary = match not_recovered {
+        [] => return Ok(()),
+        [(i, why)] => format!(
+            "1 of {} instructions not recovered: #{i} {}: {why}",
+            original.len(),
+            original.display_instruction(&original.instructions[*i])
+        ),
+        [(i, why), ..] => format!(
+            "{} of {} instructions not recovered; first: #{i} {}: {why}",
+            not_recovered.len(),
+            original.len(),
+            original.display_instruction(&original.instructions[*i])
+        ),
+    };
+    conn.execute(
+        "INSERT INTO _tandem_quarantine (original_version, changeset, reason) VALUES (?1, ?2, ?3)",
+        params![original.meta.version as i64, kept.encode(), summary],
+    )?;
+    let id = conn.last_insert_rowid();
+    for (position, (index, why)) in not_recovered.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO _tandem_quarantine_instruction
+             (quarantine_id, position, original_index, instruction, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                id,
+                position as i64,
+                *index as i64,
+                original
+                    .display_instruction(&original.instructions[*index])
+                    .to_string(),
+                why
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 impl Database {
@@ -67,8 +183,12 @@ impl Database {
         )
     }
 
-    /// Replaces the local state with `snapshot` at `base`, then re-applies `recover` (local
-    /// changesets, oldest first) as new local changesets; all in one transaction.
+    /// Replaces the local state with `snapshot` at `base`, then recovers `recover` (local
+    /// changesets, oldest first) with the rules of [`super::recover`], re-recording each as a new
+    /// local changeset and quarantining what the rules cannot recover; all in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Rejected`] if the snapshot does not apply (nothing changes), SQLite errors.
     pub fn reset_to_snapshot(
         &self,
         snapshot: &Changeset,
@@ -76,6 +196,16 @@ impl Database {
         recover: Vec<Changeset>,
     ) -> Result<ResetOutcome, StoreError> {
         let outcome = self.with_writer(|conn, schemas| {
+            // Recovery is decided first, against the server's state as the snapshot recreates
+            // it, while the local objects whose lists may be copied can still be read.
+            let recovered: Vec<RecoveredChangeset> = if recover.is_empty() {
+                Vec::new()
+            } else {
+                let local =
+                    read_local_objects(conn, schemas, Recovery::objects_to_read(&recover))?;
+                let mut recovery = Recovery::new(fresh_state(schemas, snapshot)?, local);
+                recover.iter().map(|c| recovery.changeset(c)).collect()
+            };
             let data_tables: Vec<String> = conn
                 .prepare(
                     "SELECT name FROM sqlite_master WHERE type = 'table'
@@ -96,31 +226,39 @@ impl Database {
             put(conn, UPLOAD_CLIENT_VERSION, 0)?;
             apply::apply(conn, schemas, snapshot)?;
             let mut outcome = ResetOutcome::default();
-            for changeset in recover {
-                // `apply` is atomic (a savepoint): a refused changeset changes nothing.
-                match apply::apply(conn, schemas, &changeset) {
-                    Ok(()) => {
-                        write::append_history(
-                            conn,
-                            changeset,
-                            base.server_version,
-                            base.client_file_ident,
-                        )?;
-                        outcome.recovered += 1;
+            for (original, recovered) in recover.iter().zip(recovered) {
+                let RecoveredChangeset {
+                    changeset,
+                    mut not_recovered,
+                    lists_copied,
+                } = recovered;
+                outcome.lists_copied += lists_copied;
+                if !changeset.is_empty() {
+                    // The rules decided against the reference applier's state, which equals this
+                    // store's (store_differential); should the store still refuse, nothing of the
+                    // changeset is lost: all of it goes to the quarantine.
+                    match apply::apply(conn, schemas, &changeset) {
+                        Ok(()) => {
+                            write::append_history(
+                                conn,
+                                changeset,
+                                base.server_version,
+                                base.client_file_ident,
+                            )?;
+                            outcome.recovered += 1;
+                        }
+                        Err(apply::ApplyFailure::Rejected(why)) => {
+                            not_recovered = (0..original.len())
+                                .map(|i| (i, format!("the store refused the recovered changeset: {why}")))
+                                .collect();
+                        }
+                        Err(other) => return Err(other.into()),
                     }
-                    Err(apply::ApplyFailure::Rejected(why)) => {
-                        conn.execute(
-                            "INSERT INTO _tandem_quarantine (original_version, changeset, reason)
-                             VALUES (?1, ?2, ?3)",
-                            params![
-                                changeset.meta.version as i64,
-                                changeset.encode(),
-                                why.to_string()
-                            ],
-                        )?;
-                        outcome.quarantined += 1;
-                    }
-                    Err(other) => return Err(other.into()),
+                }
+                if !not_recovered.is_empty() {
+                    quarantine(conn, original, &not_recovered)?;
+                    outcome.quarantined += 1;
+                    outcome.instructions_not_recovered += not_recovered.len();
                 }
             }
             Ok(outcome)
@@ -130,10 +268,13 @@ impl Database {
         Ok(outcome)
     }
 
-    /// The local changesets a client reset could not re-apply, oldest first.
+    /// What client resets could not recover, oldest first: per local changeset, the
+    /// instructions the recovery rules left out and why. Records from files written before
+    /// per-instruction records have an empty `instructions` and the whole changeset.
     pub fn quarantine(&self) -> Result<Vec<Quarantined>, StoreError> {
         let read = self.read()?;
-        let mut stmt = read.connection().prepare(
+        let conn = read.connection();
+        let mut stmt = conn.prepare(
             "SELECT id, original_version, changeset, reason FROM _tandem_quarantine ORDER BY id",
         )?;
         let rows = stmt
@@ -146,28 +287,50 @@ impl Database {
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let mut instructions = conn.prepare(
+            "SELECT original_index, instruction, reason FROM _tandem_quarantine_instruction
+             WHERE quarantine_id = ?1 ORDER BY position",
+        )?;
         rows.into_iter()
             .map(|(id, version, bytes, reason)| {
-                let changeset = Changeset::decode(&bytes)
+                let mut changeset = Changeset::decode(&bytes)
                     .map_err(|e| StoreError::Corrupt(format!("quarantined changeset {id}: {e}")))?;
+                changeset.meta.version = version as u64;
+                let instructions = instructions
+                    .query_map([id], |r| {
+                        Ok(QuarantinedInstruction {
+                            index: r.get::<_, i64>(0)? as usize,
+                            instruction: r.get(1)?,
+                            reason: r.get(2)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(Quarantined {
                     id: id as u64,
                     original_version: version as u64,
                     changeset,
                     reason,
+                    instructions,
                 })
             })
             .collect()
     }
 
-    /// Removes quarantined changesets: the one with `id`, or all of them for `None`.
+    /// Removes quarantine records: the one with `id`, or all of them for `None`.
     pub fn clear_quarantine(&self, id: Option<u64>) -> Result<(), StoreError> {
         self.with_writer(|conn, _| {
             match id {
                 Some(id) => {
+                    conn.execute(
+                        "DELETE FROM _tandem_quarantine_instruction WHERE quarantine_id = ?1",
+                        [id as i64],
+                    )?;
                     conn.execute("DELETE FROM _tandem_quarantine WHERE id = ?1", [id as i64])?
                 }
-                None => conn.execute("DELETE FROM _tandem_quarantine", [])?,
+                None => conn.execute_batch(
+                    "DELETE FROM _tandem_quarantine_instruction; DELETE FROM _tandem_quarantine;",
+                )
+                .map(|()| 0)?,
             };
             Ok(())
         })
