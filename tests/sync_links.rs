@@ -350,7 +350,8 @@ fn local_erase_removes_links_with_realm_core_instructions() {
     let db = open(&d.join("a.sqlite"));
     let mut tx = db.begin_write().unwrap();
     for id in ["d1", "d2"] {
-        tx.create("Dog", PrimaryKey::String(id.into()), &[]).unwrap();
+        tx.create("Dog", PrimaryKey::String(id.into()), &[])
+            .unwrap();
     }
     tx.create("Person", P1, &[("dog", dog("d1")), ("any", dog("d1"))])
         .unwrap();
@@ -359,7 +360,8 @@ fn local_erase_removes_links_with_realm_core_instructions() {
             .unwrap();
     }
     tx.set_insert("Person", &P1, "dogset", dog("d1")).unwrap();
-    tx.dict_set("Person", &P1, "dogmap", "a", dog("d1")).unwrap();
+    tx.dict_set("Person", &P1, "dogmap", "a", dog("d1"))
+        .unwrap();
     tx.list_insert("Person", &P1, "anys", 0, dog("d1")).unwrap();
     tx.commit().unwrap();
 
@@ -410,7 +412,8 @@ fn local_erase_removes_links_with_realm_core_instructions() {
 
     // Removed, not unresolved: re-creating d1 does not bring the links back.
     let mut tx = db.begin_write().unwrap();
-    tx.create("Dog", PrimaryKey::String("d1".into()), &[]).unwrap();
+    tx.create("Dog", PrimaryKey::String("d1".into()), &[])
+        .unwrap();
     tx.commit().unwrap();
     let p = person(&db);
     assert_eq!(list_of_dogs(&p, "dogs"), vec![dog_val("d2")]);

@@ -28,8 +28,8 @@
 //! resolved links); [`virtual_to_real`] maps them to the positions instructions carry, as
 //! realm-core's `LnkLst` does before it calls `Lst<ObjKey>`.
 
-use super::{embedded_target, ColumnSpec, Element, Field, Key, Object, Schemas, State, TableSpec};
 use super::Val;
+use super::{embedded_target, ColumnSpec, Element, Field, Key, Object, Schemas, State, TableSpec};
 use crate::changeset::{CollectionType, PayloadType};
 
 impl State {
@@ -53,7 +53,10 @@ impl State {
 pub fn is_link_collection(schemas: &Schemas, column: &ColumnSpec) -> bool {
     column.value_type == PayloadType::Link
         && embedded_target(schemas, column).is_none()
-        && matches!(column.collection, CollectionType::List | CollectionType::Set)
+        && matches!(
+            column.collection,
+            CollectionType::List | CollectionType::Set
+        )
 }
 
 /// `object` (of `table`) as apps read it; `exists(table, key)` says whether a link target

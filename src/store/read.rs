@@ -177,15 +177,16 @@ pub(crate) fn read_resolved(
 ) -> Result<Object, StoreError> {
     let raw = read_object(conn, schemas, class, id)?;
     let mut failure = None;
-    let object = crate::state::resolved(schemas, class, &raw, &mut |table, key| {
-        match target_exists(conn, schemas, table, key) {
+    let object =
+        crate::state::resolved(schemas, class, &raw, &mut |table, key| match target_exists(
+            conn, schemas, table, key,
+        ) {
             Ok(found) => found,
             Err(e) => {
                 failure.get_or_insert(e);
                 true
             }
-        }
-    });
+        });
     match failure {
         Some(e) => Err(e),
         None => Ok(object),

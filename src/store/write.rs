@@ -636,8 +636,7 @@ impl<'db> WriteTransaction<'db> {
                     }
                     (CollectionType::Dictionary, Some(rusqlite::types::Value::Text(entry))) => {
                         let entry = self.changeset.intern(&entry);
-                        let path =
-                            self.path(&holder, &owner, &prop, vec![PathElement::Key(entry)]);
+                        let path = self.path(&holder, &owner, &prop, vec![PathElement::Key(entry)]);
                         set_field(path, Payload::Null)
                     }
                     (CollectionType::Single, _) => {
