@@ -7,7 +7,7 @@
 
 mod harness;
 
-use harness::{Entropy, SeededRng, Sim};
+use harness::{Entropy, SeededRng, Sim, ORDERS_OF_THREE};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -63,14 +63,7 @@ fn upload_order_does_not_matter() {
             base.modify(c, &mut rng).unwrap();
         }
         let mut first: Option<tandem::state::State> = None;
-        for order in [
-            [0, 1, 2],
-            [0, 2, 1],
-            [1, 0, 2],
-            [1, 2, 0],
-            [2, 0, 1],
-            [2, 1, 0],
-        ] {
+        for order in ORDERS_OF_THREE {
             let mut sim = Sim::new(3);
             for (c, client) in sim.clients.iter_mut().enumerate() {
                 client.state = base.clients[c].state.clone();

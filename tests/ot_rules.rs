@@ -3,6 +3,9 @@
 //! that both replicas are equal, and checks the converged result. Every scenario is also run
 //! from the other peer's point of view, which must produce the same state.
 
+mod harness;
+
+use harness::{Sim, ORDERS_OF_THREE};
 use tandem::changeset::*;
 use tandem::ot::{transform, TransformError};
 use tandem::state::{Element, Field, Key, State, Val};
@@ -83,8 +86,12 @@ impl B {
         self
     }
 
-    fn add(mut self, id: i64, field: &str, value: i64) -> Self {
-        let path = self.path(id, field, &[]);
+    fn add(self, id: i64, field: &str, value: i64) -> Self {
+        self.add_at(id, field, &[], value)
+    }
+
+    fn add_at(mut self, id: i64, field: &str, steps: &[Step], value: i64) -> Self {
+        let path = self.path(id, field, steps);
         self.cs
             .push(Instruction::AddInteger(AddInteger { path, value }));
         self
@@ -300,6 +307,40 @@ fn converge(setup: Changeset, a: Changeset, b: Changeset) -> State {
     assert_eq!(run(&b, &a2[0]), at_a, "the other peer's view disagrees");
     assert_eq!(run(&a, &b2[0]), at_a, "the other peer's view disagrees");
     at_a
+}
+
+/// Three clients start from `setup`; client `c` commits `made[c]` (unless empty) offline, at
+/// the changeset's timestamp (the harness gives client `c` file ident `c + 2`). Then they
+/// sync: every order of uploads, each with downloads after every upload and with downloads
+/// only at the end. Every replica and the server must agree in every schedule, and every
+/// schedule must reach the same state, which is returned.
+fn converge3(setup: Changeset, made: [Changeset; 3]) -> State {
+    let mut start = Sim::new(3);
+    start.seed(schema()).unwrap();
+    start.seed(setup).unwrap();
+    for (c, cs) in made.into_iter().enumerate() {
+        if !cs.is_empty() {
+            let t = cs.meta.origin_timestamp;
+            start.commit(c, cs, t).unwrap();
+        }
+    }
+    let mut result: Option<State> = None;
+    for order in ORDERS_OF_THREE {
+        for eager in [false, true] {
+            let mut sim = start.clone();
+            let schedule = format!("uploads {order:?}, eager downloads: {eager}");
+            sim.sync_in_order(&order, eager)
+                .unwrap_or_else(|e| panic!("{schedule}: {e}"));
+            match &result {
+                None => result = Some(sim.server.state),
+                Some(first) => assert_eq!(
+                    &sim.server.state, first,
+                    "{schedule} reaches another state than uploads [0, 1, 2]"
+                ),
+            }
+        }
+    }
+    result.unwrap()
 }
 
 fn field(state: &State, id: i64, name: &str) -> Field {
@@ -546,6 +587,80 @@ fn add_integer_against_a_newer_non_integer_in_a_mixed_field_is_dropped() {
         value(&converge(setup, a, b), 1, "m"),
         Val::String("x".into())
     );
+}
+
+#[test]
+fn issue_11_an_older_set_arriving_after_null_and_add_gets_the_add() {
+    // Issue 11, item 1: A[1].n = 0 on clients 1, 2, 3. Client 1 sets null (t=10); client 3,
+    // offline, sets 10 (t=20); client 2 adds 1 (t=30). Clients 1 and 2 sync, in both orders,
+    // and both read null; then everyone syncs and reads 11 (client 3's set is the newest set,
+    // and the add is newer than it).
+    let setup = || B::new(0, 1).create(1).set(1, "n", int(0)).done();
+    let null = || B::new(10, 0).set(1, "n", Payload::Null).done();
+    let add = || B::new(30, 0).add(1, "n", 1).done();
+    let ten = || B::new(20, 0).set(1, "n", int(10)).done();
+    let n = |state: &State| value(state, 1, "n");
+    for first in [0, 1] {
+        let mut sim = Sim::new(3);
+        sim.seed(schema()).unwrap();
+        sim.seed(setup()).unwrap();
+        sim.commit(0, null(), 10).unwrap();
+        sim.commit(2, ten(), 20).unwrap();
+        sim.commit(1, add(), 30).unwrap();
+        for c in [first, 1 - first] {
+            sim.upload_one(c).unwrap();
+        }
+        for c in [0, 1] {
+            while sim.download_one(c).unwrap() {}
+            assert_eq!(n(&sim.clients[c].state), Val::Null, "client {}", c + 1);
+        }
+        sim.drain().unwrap();
+        sim.check_converged().unwrap();
+        assert_eq!(
+            n(&sim.server.state),
+            Val::Int(11),
+            "client {} first",
+            first + 1
+        );
+    }
+    // And in every other schedule.
+    let s = converge3(setup(), [null(), add(), ten()]);
+    assert_eq!(n(&s), Val::Int(11));
+}
+
+#[test]
+fn an_older_integer_arriving_after_a_string_and_an_add_gets_the_add() {
+    // The same kind in a mixed field: the add (newer than the string) is kept as a no-op on
+    // the string, so that the integer written between them still gets it.
+    let setup = B::new(0, 1).create(1).set(1, "m", int(0)).done();
+    let string = B::new(10, 0)
+        .set(1, "m", Payload::String("s".into()))
+        .done();
+    let add = B::new(30, 0).add(1, "m", 1).done();
+    let ten = B::new(20, 0).set(1, "m", int(10)).done();
+    assert_eq!(
+        value(&converge3(setup, [string, add, ten]), 1, "m"),
+        Val::Int(11)
+    );
+}
+
+#[test]
+fn an_older_dictionary_write_arriving_after_an_erase_and_an_add_gets_the_add() {
+    // The same kind for a dictionary entry: a concurrent erase is a write of "no value".
+    let k = || [Step::K("k")];
+    let setup = B::new(0, 1)
+        .create(1)
+        .set_at(1, "d", &k(), int(0), false, 0)
+        .done();
+    let erase = B::new(10, 0)
+        .set_at(1, "d", &k(), Payload::Erased, false, 0)
+        .done();
+    let add = B::new(30, 0).add_at(1, "d", &k(), 1).done();
+    let ten = B::new(20, 0).set_at(1, "d", &k(), int(10), false, 0).done();
+    match field(&converge3(setup, [erase, add, ten]), 1, "d") {
+        Field::Dictionary(d) => assert_eq!(d.get("k"), Some(&Element::Value(Val::Int(11)))),
+        other => panic!("{other:?}"),
+    }
 }
 
 // --- lists -------------------------------------------------------------------------------

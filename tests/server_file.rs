@@ -235,6 +235,8 @@ fn bad_input_is_refused_and_harms_no_one() {
         ErrorCode::BadServerVersion
     );
     assert_eq!((server.latest_version(), server.state().clone()), before);
+    // What the server serves (its materialized state) is what its stored history replays to.
+    assert_eq!(ServerFile::open(&path).unwrap().state(), server.state());
 
     // Unknown client file or wrong salt: 208.
     assert_eq!(

@@ -542,3 +542,42 @@ fn writes_inside_embedded_objects() {
         .unwrap();
     assert_eq!(p.fields["address"], Field::Embedded(None));
 }
+
+/// A counter add from the app on a mixed property: adds to an integer, leaves null as null, and
+/// is refused (nothing written) when the property holds another type. A remote changeset's add
+/// meeting a non-integer is a no-op instead (docs/ot.md), but an app calling `add` on a string
+/// is a mistake it should hear about.
+#[test]
+fn add_on_a_mixed_property_needs_an_integer() {
+    let schema = Schema::new(vec![ClassSchema::top_level(
+        "Counter",
+        "_id",
+        vec![
+            Property::new("_id", PropertyType::Int),
+            Property::new("value", PropertyType::Mixed),
+        ],
+    )])
+    .unwrap();
+    let db = Database::open(temp_db("mixed-add"), &schema, Config::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    for (key, value) in [
+        (1, Value::Int(40)),
+        (2, Value::Null),
+        (3, Value::String("x".into())),
+    ] {
+        tx.create("Counter", int(key), &[("value", value)]).unwrap();
+    }
+    tx.add("Counter", &int(1), "value", 2).unwrap();
+    tx.add("Counter", &int(2), "value", 2).unwrap();
+    let err = tx.add("Counter", &int(3), "value", 2).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InvalidArgument(m) if m.contains("Counter") && m.contains("value")),
+        "{err}"
+    );
+    tx.commit().unwrap();
+    let read = db.read().unwrap();
+    let value = |k| read.object("Counter", &int(k)).unwrap().unwrap().fields["value"].clone();
+    assert_eq!(value(1), Field::Value(Val::Int(42)));
+    assert_eq!(value(2), Field::Value(Val::Null));
+    assert_eq!(value(3), Field::Value(Val::String("x".into())));
+}

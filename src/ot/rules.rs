@@ -550,11 +550,14 @@ fn add_integer_vs_update(add: &mut Op, set: &mut Op) {
         return;
     };
     if add.disc > set.disc || update.is_default {
-        match &mut update.value {
-            // Applied after the add on the other side, the set carries the add with it.
-            Payload::Int(v) => *v = v.wrapping_add(amount),
-            // Adding to null does nothing; adding to a non-integer is dropped.
-            _ => add.discard(),
+        // Applied after the add on the other side, an integer set carries the add with it.
+        // Against null, a non-integer (mixed) or an erased dictionary entry the add stays on
+        // both sides and applies as a no-op here: it must stay in the histories, because an
+        // integer set that is older than the add but newer than this one may arrive later and
+        // must then get the add (realm-core keeps it against null, discards it against a
+        // non-integer; see docs/ot.md).
+        if let Payload::Int(v) = &mut update.value {
+            *v = v.wrapping_add(amount);
         }
     } else {
         add.discard();

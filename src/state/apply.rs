@@ -77,48 +77,69 @@ enum Step {
     Key(String),
 }
 
-impl State {
-    /// Applies a changeset atomically: all instructions, or on error none of them.
-    pub fn apply(&mut self, changeset: &Changeset) -> Result<(), ApplyError> {
-        // Undo log: the prior version of every object the changeset touches (taken before its
-        // first change), or a copy of everything if it changes the schema. Cheap for the common
-        // case, and a failed changeset leaves the state exactly as it was.
-        let mut full_backup: Option<State> = None;
-        let mut undo: Vec<(String, Key, Option<super::Object>)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (index, instruction) in changeset.instructions.iter().enumerate() {
-            if full_backup.is_none() {
-                if instruction.is_schema_change() {
-                    full_backup = Some(self.clone());
-                } else if let Some((table, pk)) = instruction.object() {
-                    if let (Some(name), Some(key)) =
-                        (changeset.string(table), Key::resolve(pk, changeset))
-                    {
-                        if seen.insert((name.to_owned(), key.clone())) {
-                            let prior = self.objects.get(name).and_then(|o| o.get(&key)).cloned();
-                            undo.push((name.to_owned(), key, prior));
-                        }
+/// What [`State::apply`] needs to put the state back when an instruction fails: the prior
+/// version of every object the changeset touched before its first change, and a copy of the
+/// whole state taken just before its first schema instruction (schema instructions can touch
+/// every object of a table). Rolling back restores the copy first, then the objects changed
+/// before it was taken, newest first, so the result is the state before the changeset whatever
+/// the position of the failing instruction.
+#[derive(Default)]
+struct Undo {
+    objects: Vec<(String, Key, Option<super::Object>)>,
+    seen: std::collections::HashSet<(String, Key)>,
+    before_schema_change: Option<Box<State>>,
+}
+
+impl Undo {
+    /// Records what `instruction` may change, before it runs.
+    fn record(&mut self, state: &State, cs: &Changeset, instruction: &Instruction) {
+        if self.before_schema_change.is_some() {
+            return; // the copy covers everything from here on
+        }
+        if instruction.is_schema_change() {
+            self.before_schema_change = Some(Box::new(state.clone()));
+        } else if let Some((table, pk)) = instruction.object() {
+            if let (Some(name), Some(key)) = (cs.string(table), Key::resolve(pk, cs)) {
+                if self.seen.insert((name.to_owned(), key.clone())) {
+                    let prior = state.objects.get(name).and_then(|o| o.get(&key)).cloned();
+                    self.objects.push((name.to_owned(), key, prior));
+                }
+            }
+        }
+    }
+
+    /// Puts `state` back to what it was before the first recorded instruction.
+    fn roll_back(self, state: &mut State) {
+        if let Some(copy) = self.before_schema_change {
+            *state = *copy;
+        }
+        for (table, key, prior) in self.objects.into_iter().rev() {
+            if let Some(objects) = state.objects.get_mut(&table) {
+                match prior {
+                    Some(object) => {
+                        objects.insert(key, object);
+                    }
+                    None => {
+                        objects.remove(&key);
                     }
                 }
             }
+        }
+    }
+}
+
+impl State {
+    /// Applies a changeset atomically: all instructions, or on error none of them.
+    ///
+    /// # Errors
+    /// [`ApplyError`] names the first instruction that does not apply (by index) and why; the
+    /// state is then exactly what it was before the call, whichever instruction failed.
+    pub fn apply(&mut self, changeset: &Changeset) -> Result<(), ApplyError> {
+        let mut undo = Undo::default();
+        for (index, instruction) in changeset.instructions.iter().enumerate() {
+            undo.record(self, changeset, instruction);
             if let Err(fault) = self.apply_one(changeset, instruction) {
-                match full_backup {
-                    Some(backup) => *self = backup,
-                    None => {
-                        for (table, key, prior) in undo.into_iter().rev() {
-                            if let Some(objects) = self.objects.get_mut(&table) {
-                                match prior {
-                                    Some(object) => {
-                                        objects.insert(key, object);
-                                    }
-                                    None => {
-                                        objects.remove(&key);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                undo.roll_back(self);
                 return Err(match fault {
                     Fault::Bad(reason) => ApplyError::BadChangeset {
                         instruction: index,
@@ -247,18 +268,25 @@ impl State {
             Instruction::AddInteger(add) => {
                 let amount = add.value;
                 self.at_path(cs, &add.path, &mut |_, slot| {
-                    let target = match slot {
+                    let (target, column) = match slot {
                         Slot::Field {
                             field: Field::Value(v),
-                            ..
-                        } => v,
-                        Slot::Element { list, index, .. } => match list.get_mut(index as usize) {
-                            Some(Element::Value(v)) => v,
+                            column,
+                        } => (v, column),
+                        Slot::Element {
+                            list,
+                            index,
+                            column,
+                        } => match list.get_mut(index as usize) {
+                            Some(Element::Value(v)) => (v, column),
                             _ => return bad("AddInteger: no integer element there"),
                         },
-                        Slot::Entry { dict, key, .. } => match dict.get_mut(&key) {
-                            Some(Element::Value(v)) => v,
-                            _ => return bad("AddInteger: no integer entry there"),
+                        Slot::Entry { dict, key, column } => match dict.get_mut(&key) {
+                            Some(Element::Value(v)) => (v, column),
+                            Some(_) => return bad("AddInteger: no integer entry there"),
+                            // Erased by a concurrent write the add was merged with: a no-op,
+                            // like null (docs/ot.md, AddInteger vs Update).
+                            None => return Ok(()),
                         },
                         Slot::Field { .. } => return bad("AddInteger on a non-scalar field"),
                     };
@@ -267,7 +295,9 @@ impl State {
                             *v = v.wrapping_add(amount);
                             Ok(())
                         }
+                        // Null, or a non-integer a concurrent write left in a mixed slot: no-op.
                         Val::Null => Ok(()),
+                        _ if column.value_type == PayloadType::Null => Ok(()),
                         other => bad(format!("AddInteger on non-integer value {other}")),
                     }
                 })

@@ -730,6 +730,14 @@ impl Applier<'_> {
     }
 
     fn add_integer(&self, loc: Loc, amount: i64) -> Res<()> {
+        // What the reference applier does too: an absent dictionary entry, null, and a
+        // non-integer in a mixed slot are no-ops (docs/ot.md, AddInteger vs Update).
+        let (mixed, entry) = match &loc {
+            Loc::Column { column, .. } | Loc::Element { column, .. } => {
+                (column.value_type == PayloadType::Null, false)
+            }
+            Loc::Entry { column, .. } => (column.value_type == PayloadType::Null, true),
+        };
         let (select, update, args): (String, String, Vec<Sql>) = match &loc {
             Loc::Column {
                 class,
@@ -800,6 +808,7 @@ impl Applier<'_> {
             )
             .optional()?;
         match current {
+            None if entry => Ok(()),
             Some((_, EMBEDDED_KIND)) | None => bad("AddInteger: no integer there"),
             Some((Sql::Null, _)) => Ok(()),
             Some((Sql::Integer(v), kind)) if kind == PayloadType::Int.code() => {
@@ -811,6 +820,7 @@ impl Applier<'_> {
                     .execute(&update, rusqlite::params_from_iter(update_args.iter()))?;
                 Ok(())
             }
+            Some(_) if mixed => Ok(()),
             Some(_) => bad("AddInteger on a non-integer value"),
         }
     }

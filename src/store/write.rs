@@ -21,7 +21,7 @@ use crate::changeset::{
     PrimaryKey as WireKey, SetValue, Update,
 };
 use crate::model::{PrimaryKey, Value};
-use crate::state::{check_scalar, embedded_target, Key, Schemas, TableSpec, Val};
+use crate::state::{check_scalar, embedded_target, Field, Key, Schemas, TableSpec, Val};
 
 /// Milliseconds between the Unix epoch and 2015-01-01T00:00:00Z, the origin of changeset
 /// timestamps.
@@ -506,6 +506,12 @@ impl<'db> WriteTransaction<'db> {
     }
 
     /// Adds to an integer property (a counter; concurrent adds from other devices add up).
+    /// Adding to null leaves null.
+    ///
+    /// # Errors
+    /// `InvalidArgument` when a mixed property holds something other than an integer or null
+    /// (a remote changeset's add meeting such a value is a no-op instead, `docs/ot.md`); the
+    /// applier's errors (`Rejected`) for anything else that is not an integer property.
     pub fn add(
         &mut self,
         class: &str,
@@ -513,6 +519,22 @@ impl<'db> WriteTransaction<'db> {
         prop: &str,
         amount: i64,
     ) -> Result<(), StoreError> {
+        let mixed = self
+            .schemas()
+            .get(class)
+            .and_then(|s| s.columns.get(prop))
+            .is_some_and(|c| c.value_type == crate::changeset::PayloadType::Null);
+        if let (true, Some(row)) = (mixed, self.row_of(class, key)?) {
+            let object = super::read::read_object(self.conn(), self.schemas(), class, row)?;
+            match object.fields.get(prop) {
+                None | Some(Field::Value(Val::Int(_) | Val::Null)) => {}
+                Some(other) => {
+                    return Err(StoreError::InvalidArgument(format!(
+                        "{class}[{key}].{prop} holds no integer ({other:?}); add needs one"
+                    )))
+                }
+            }
+        }
         let path = self.path(class, key, prop, vec![]);
         self.run(vec![Instruction::AddInteger(AddInteger {
             path,

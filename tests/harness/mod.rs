@@ -72,6 +72,7 @@ impl Entropy for ByteEntropy<'_> {
 }
 
 /// A client peer.
+#[derive(Clone)]
 pub struct Client {
     pub ident: u64,
     pub state: State,
@@ -86,13 +87,25 @@ pub struct Client {
 }
 
 /// One server history entry.
+#[derive(Clone)]
 pub struct ServerEntry {
     pub changeset: Changeset,
     /// For each client, the last of its versions the server had integrated at this point.
     pub integrated: BTreeMap<u64, u64>,
 }
 
+/// Every order of three clients, for upload-order checks.
+pub const ORDERS_OF_THREE: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+];
+
 /// The server peer.
+#[derive(Clone)]
 pub struct Server {
     pub state: State,
     /// Version `i + 1` is `history[i]`.
@@ -101,6 +114,7 @@ pub struct Server {
     pub integrated: BTreeMap<u64, u64>,
 }
 
+#[derive(Clone)]
 pub struct Sim {
     pub server: Server,
     pub clients: Vec<Client>,
@@ -136,6 +150,67 @@ impl Sim {
             log: Vec::new(),
             logging: false,
         }
+    }
+
+    /// Gives every peer `setup`: the server integrates it as its next version (from file ident
+    /// 1, a peer outside the simulation) and every client has downloaded it. Only before any
+    /// client commits.
+    pub fn seed(&mut self, mut setup: Changeset) -> Result<(), String> {
+        let version = self.server.history.len() as u64 + 1;
+        setup.meta = ChangesetMeta {
+            version,
+            last_integrated_remote_version: version - 1,
+            origin_timestamp: 0,
+            origin_file_ident: 1,
+        };
+        self.server
+            .state
+            .apply(&setup)
+            .map_err(|e| format!("setup does not apply: {e}"))?;
+        for client in &mut self.clients {
+            client.state = self.server.state.clone();
+            client.download_cursor = version;
+        }
+        self.server.history.push(ServerEntry {
+            changeset: setup,
+            integrated: self.server.integrated.clone(),
+        });
+        Ok(())
+    }
+
+    /// Client `c` commits `changeset` locally, made at `timestamp` on top of what it has
+    /// downloaded so far.
+    pub fn commit(
+        &mut self,
+        c: usize,
+        mut changeset: Changeset,
+        timestamp: u64,
+    ) -> Result<(), String> {
+        let client = &mut self.clients[c];
+        client.clock = client.clock.max(timestamp);
+        changeset.meta = ChangesetMeta {
+            version: client.history.len() as u64 + 1,
+            last_integrated_remote_version: client.download_cursor,
+            origin_timestamp: timestamp,
+            origin_file_ident: client.ident,
+        };
+        client.state.apply(&changeset).map_err(|e| {
+            format!(
+                "client {} cannot apply its own changeset: {e}\n{changeset}",
+                client.ident
+            )
+        })?;
+        if self.logging {
+            self.log.push(format!(
+                "client {} commits v{} (base sv{}, t={timestamp}):\n{}",
+                client.ident,
+                changeset.meta.version,
+                client.download_cursor,
+                indent(&changeset.to_string())
+            ));
+        }
+        client.history.push(changeset);
+        Ok(())
     }
 
     /// Client `c` makes one local transaction.
@@ -262,6 +337,20 @@ impl Sim {
             ));
         }
         Ok(true)
+    }
+
+    /// Each client of `order` uploads all its changesets, in that order; with `eager`, every
+    /// client downloads everything the server has after each upload. Then everything is
+    /// drained and every client must equal the server.
+    pub fn sync_in_order(&mut self, order: &[usize], eager: bool) -> Result<(), String> {
+        for &c in order {
+            while self.upload_one(c)? {}
+            for d in 0..self.clients.len() {
+                while eager && self.download_one(d)? {}
+            }
+        }
+        self.drain()?;
+        self.check_converged()
     }
 
     /// Uploads and downloads everything.
