@@ -49,6 +49,8 @@ fn store_matches_reference_applier() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(7u64);
+    // Objects whose read view hides an unresolved link, over all rounds.
+    let mut hidden = 0;
     for round in 0..6u64 {
         let path = temp_db(&format!("diff-{round}"));
         let db = Database::open(&path, &Schema::new(vec![]).unwrap(), Config::default()).unwrap();
@@ -102,9 +104,41 @@ fn store_matches_reference_applier() {
         );
         assert!(oracle.object_count() > 0);
         assert!(rejected > 0, "round {round} refused nothing");
+        hidden += same_read_view(&db, &oracle);
         drop(db);
         // Reopening gives the same state.
         let db = Database::open(&path, &Schema::new(vec![]).unwrap(), Config::default()).unwrap();
         assert_eq!(db.export_state().unwrap(), oracle, "after reopening");
     }
+    println!("objects with unresolved links hidden from reads: {hidden}");
+    assert!(hidden > 0, "no round made an unresolved link");
+}
+
+/// Every object reads the same from the store as the reference state's read view
+/// ([`State::read`]: unresolved links hidden); returns how many objects hide one.
+fn same_read_view(db: &Database, oracle: &State) -> usize {
+    use tandem::model::{ObjectId, PrimaryKey, Uuid};
+    use tandem::state::Key;
+    let read = db.read().unwrap();
+    let mut hidden = 0;
+    for (class, objects) in &oracle.objects {
+        for (key, raw) in objects {
+            let pk = match key {
+                Key::Null => PrimaryKey::Null,
+                Key::Int(i) => PrimaryKey::Int(*i),
+                Key::String(s) => PrimaryKey::String(s.clone()),
+                Key::ObjectId(id) => PrimaryKey::ObjectId(ObjectId(*id)),
+                Key::Uuid(id) => PrimaryKey::Uuid(Uuid(*id)),
+                Key::GlobalKey(..) => continue,
+            };
+            let expected = oracle.read(class, key);
+            assert_eq!(
+                read.object(class, &pk).unwrap(),
+                expected,
+                "read view of {class}[{key}]"
+            );
+            hidden += usize::from(expected.as_ref() != Some(raw));
+        }
+    }
+    hidden
 }

@@ -11,13 +11,17 @@
 //!   `prior_size` that is not the container's size is [`ApplyError::BadChangeset`].
 //! - `AddTable` / `AddColumn` of something that exists must match it exactly, otherwise
 //!   [`ApplyError::SchemaMismatch`].
-//! - Links are primary-key references. Erasing an object leaves links to it in place: a link
-//!   to a missing object reads as null, and resolves again if the object is re-created.
+//! - Links are primary-key references. Applying `EraseObject` leaves links to it in place (as
+//!   realm-core leaves links to a tombstone): such an *unresolved* link keeps its list
+//!   position, is hidden from every read ([`State::read`], see `resolve`), and resolves again
+//!   if the object is re-created. (A local erase through the store also removes the links,
+//!   with explicit instructions, as realm-core's `Obj::remove` does.)
 //! - A changeset applies atomically: on error the state is unchanged.
 
 mod apply;
 pub(crate) mod checks;
 mod display;
+mod resolve;
 mod snapshot;
 mod value;
 
@@ -25,6 +29,8 @@ use std::collections::BTreeMap;
 
 pub use apply::ApplyError;
 pub(crate) use apply::{check_scalar, embedded_target};
+pub(crate) use resolve::is_top_level;
+pub use resolve::{is_link_collection, is_unresolved, resolved, virtual_to_real};
 pub use snapshot::snapshot;
 pub(crate) use snapshot::write_list;
 pub use value::{Element, Field, Key, Object, Val};

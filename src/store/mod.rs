@@ -454,7 +454,8 @@ impl Database {
         Ok(())
     }
 
-    /// The whole database as an in-memory [`State`] (for tests and inspection).
+    /// The whole database as an in-memory [`State`] (for tests and inspection): the stored
+    /// replica, unresolved links included (see [`ReadTransaction::export_state`]).
     pub fn export_state(&self) -> Result<State, StoreError> {
         self.read()?.export_state()
     }

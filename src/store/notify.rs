@@ -298,7 +298,11 @@ fn evaluate(conn: &Connection, schemas: &Schemas, changes: &Touched, watch: &mut
             callback,
         } => {
             if let Some(set) = changes {
-                if !set.contains(&(class.clone(), key.clone())) {
+                // A change to a link target can make a link of this object unresolved or
+                // resolved again (the target erased or re-created), which changes what it reads.
+                if !set.contains(&(class.clone(), key.clone()))
+                    && !set.iter().any(|(t, _)| may_link_to(schemas, class, t))
+                {
                     return;
                 }
             }
@@ -363,7 +367,33 @@ fn read_object(conn: &Connection, schemas: &Schemas, class: &str, key: &Key) -> 
         return None;
     }
     let id = layout::row_id(conn, class, key).ok()??;
-    read::read_object(conn, schemas, class, id).ok()
+    read::read_resolved(conn, schemas, class, id).ok()
+}
+
+/// Whether objects of `class` (or the embedded objects they hold) can hold a link to an object
+/// of `target`: a link column to it, or a mixed column.
+fn may_link_to(schemas: &Schemas, class: &str, target: &str) -> bool {
+    let mut seen = HashSet::new();
+    let mut todo = vec![class];
+    while let Some(c) = todo.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        let Some(schema) = schemas.get(c) else {
+            continue;
+        };
+        for column in schema.columns.values() {
+            match column.link_target.as_deref() {
+                Some(t) if t == target => return true,
+                Some(t) if matches!(schemas.get(t).map(|s| &s.spec), Some(TableSpec::Embedded)) => {
+                    todo.push(t)
+                }
+                _ if column.value_type == crate::changeset::PayloadType::Null => return true,
+                _ => {}
+            }
+        }
+    }
+    false
 }
 
 /// Realm-style index changes from `old` to `new`. `modified` says whether an object that is in

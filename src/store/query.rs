@@ -447,8 +447,17 @@ impl Parser<'_> {
                 )));
             }
             let table = collection_table(self.class, &name, column.collection);
+            // Links to objects that do not exist are not counted in a list or set of links
+            // (realm-core's LnkLst / LnkSet size); a dictionary counts its entries.
+            let resolved = match &column.link_target {
+                Some(target) if crate::state::is_link_collection(self.schemas, column) => format!(
+                    " AND EXISTS (SELECT 1 FROM {} t WHERE t._pk IS c.v)",
+                    object_table(target)
+                ),
+                _ => String::new(),
+            };
             return Ok(Operand::Column {
-                sql: format!("(SELECT COUNT(*) FROM {table} WHERE owner = o._id)"),
+                sql: format!("(SELECT COUNT(*) FROM {table} c WHERE c.owner = o._id{resolved})"),
                 value_type: PayloadType::Int,
                 kind: None,
             });
@@ -508,8 +517,18 @@ impl Parser<'_> {
         if column.collection != CollectionType::Single {
             return Err(err(format!("'{name}' is a collection; compare its @count")));
         }
+        // A link to an object that does not exist reads as null (realm-core's Obj::get), so
+        // `== nil`, comparisons and SORT see the target's key only when the target exists.
+        let sql = match &column.link_target {
+            Some(target) if column.value_type == PayloadType::Link => format!(
+                "(SELECT t._pk FROM {} t WHERE t._pk = o.{})",
+                object_table(target),
+                value_column(&name)
+            ),
+            _ => format!("o.{}", value_column(&name)),
+        };
         Ok(Operand::Column {
-            sql: format!("o.{}", value_column(&name)),
+            sql,
             value_type: column.value_type,
             kind: (column.value_type == PayloadType::Null)
                 .then(|| format!("o.{}", kind_column(&name))),

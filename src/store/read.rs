@@ -167,6 +167,45 @@ pub(crate) fn read_object(
     Ok(object)
 }
 
+/// One object of `class` as apps read it: [`read_object`] with unresolved links (links to
+/// objects that do not exist) hidden, as [`crate::state::resolved`] describes.
+pub(crate) fn read_resolved(
+    conn: &Connection,
+    schemas: &Schemas,
+    class: &str,
+    id: i64,
+) -> Result<Object, StoreError> {
+    let raw = read_object(conn, schemas, class, id)?;
+    let mut failure = None;
+    let object =
+        crate::state::resolved(schemas, class, &raw, &mut |table, key| match target_exists(
+            conn, schemas, table, key,
+        ) {
+            Ok(found) => found,
+            Err(e) => {
+                failure.get_or_insert(e);
+                true
+            }
+        });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(object),
+    }
+}
+
+/// Whether the link target `table[key]` exists.
+pub(crate) fn target_exists(
+    conn: &Connection,
+    schemas: &Schemas,
+    table: &str,
+    key: &Key,
+) -> Result<bool, StoreError> {
+    if !crate::state::is_top_level(schemas, table) {
+        return Ok(false);
+    }
+    Ok(layout::row_id(conn, table, key)?.is_some())
+}
+
 /// A read transaction: a consistent snapshot of the database as of its start.
 pub struct ReadTransaction<'db> {
     db: &'db Database,
@@ -194,7 +233,11 @@ impl<'db> ReadTransaction<'db> {
         self.conn()
     }
 
-    /// The object of `class` with this primary key, if it exists.
+    /// The object of `class` with this primary key, if it exists, as apps see it: links to
+    /// objects that do not exist (erased on another device, or not synced yet) read as null
+    /// in single and mixed properties, lists of mixed and dictionaries, and are left out of
+    /// lists and sets of links, as in realm-core (see [`crate::state::resolved`]).
+    /// [`export_state`](Self::export_state) shows the stored replica with them.
     pub fn object(&self, class: &str, key: &PrimaryKey) -> Result<Option<Object>, StoreError> {
         match self.schemas.get(class).map(|s| &s.spec) {
             Some(TableSpec::TopLevel { .. }) => {}
@@ -206,7 +249,7 @@ impl<'db> ReadTransaction<'db> {
         }
         let id = layout::row_id(self.conn(), class, &to_key(key))?;
         match id {
-            Some(id) => Ok(Some(read_object(self.conn(), &self.schemas, class, id)?)),
+            Some(id) => Ok(Some(read_resolved(self.conn(), &self.schemas, class, id)?)),
             None => Ok(None),
         }
     }
@@ -241,7 +284,9 @@ impl<'db> ReadTransaction<'db> {
         Ok(keys)
     }
 
-    /// The whole database as an in-memory [`State`].
+    /// The whole database as an in-memory [`State`]: the stored replica, including links to
+    /// objects that do not exist (unresolved links) at their list positions. [`State::read`]
+    /// gives an object of it as apps see it.
     pub fn export_state(&self) -> Result<State, StoreError> {
         export(self.conn(), &self.schemas)
     }

@@ -13,12 +13,12 @@ use rusqlite::{params, Connection};
 
 use super::apply::{apply_instructions, store_value};
 use super::codec;
-use super::layout::{collection_table, object_table, value_column};
+use super::layout::{collection_table, kind_column, object_table, value_column};
 use super::{from_key, to_key, Database, StoreError};
 use crate::changeset::{
     AddInteger, ArrayErase, ArrayInsert, ArrayMove, Changeset, ChangesetMeta, Clear,
-    CollectionType, FieldPath, Instruction, Link, PathElement, Payload, PrimaryKey as WireKey,
-    SetValue, Update,
+    CollectionType, FieldPath, Instruction, Link, PathElement, Payload, PayloadType,
+    PrimaryKey as WireKey, SetValue, Update,
 };
 use crate::model::{PrimaryKey, Value};
 use crate::state::{check_scalar, embedded_target, Field, Key, Schemas, TableSpec, Val};
@@ -542,9 +542,14 @@ impl<'db> WriteTransaction<'db> {
         })])
     }
 
-    /// Erases an object. Single links to it become null and list entries of it are removed
-    /// (as explicit instructions, so every replica does the same); its embedded objects go with
-    /// it. Erasing a missing object does nothing.
+    /// Erases an object. Links to it held by top-level objects are removed first, with
+    /// explicit instructions so every replica does the same, as realm-core's `Obj::remove`
+    /// does (`nullify_incoming_links`): a single link or mixed property becomes null
+    /// (`Update` null), a list element is erased (`ArrayErase`, lowest position first, each at
+    /// its position at that moment), a set element is erased (`SetErase`), a dictionary value
+    /// becomes null (`Update` null at its key). Its embedded objects go with it. Erasing a
+    /// missing object does nothing. (An `EraseObject` from another device leaves the links in
+    /// place as unresolved links; see [`crate::state::resolved`].)
     pub fn erase(&mut self, class: &str, key: &PrimaryKey) -> Result<(), StoreError> {
         if self.row_of(class, key)?.is_none() {
             return Ok(());
@@ -556,94 +561,160 @@ impl<'db> WriteTransaction<'db> {
         self.run(instructions)
     }
 
-    /// Instructions that clear links to (class, key) held by top-level objects.
+    /// Instructions that remove the links to (class, key) held by top-level objects.
     fn unlink(&mut self, class: &str, key: &PrimaryKey) -> Result<Vec<Instruction>, StoreError> {
-        let target = codec::encode_key(&to_key(key));
-        let mut found: Vec<(String, PrimaryKey, String, Option<Vec<u32>>)> = Vec::new();
-        let holders: Vec<(
-            String,
-            String,
-            CollectionType,
-            crate::changeset::PayloadType,
-        )> = self
-            .schemas()
-            .iter()
-            .filter_map(|(c, s)| match &s.spec {
-                TableSpec::TopLevel { pk_type, .. } => Some((c, s, *pk_type)),
-                TableSpec::Embedded => None,
-            })
-            .flat_map(|(c, s, pk_type)| {
-                s.columns
-                    .iter()
-                    .filter(|(_, col)| col.link_target.as_deref() == Some(class))
-                    .map(move |(p, col)| (c.clone(), p.clone(), col.collection, pk_type))
-            })
-            .collect();
-        for (holder, prop, collection, pk_type) in holders {
+        let link = Val::Link(class.to_owned(), to_key(key));
+        // (holder class, its pk type, property, collection kind, the stored link, mixed?)
+        let mut holders = Vec::new();
+        for (holder, schema) in self.schemas() {
+            let TableSpec::TopLevel { pk_type, .. } = schema.spec else {
+                continue;
+            };
+            for (prop, column) in &schema.columns {
+                let mixed = column.value_type == PayloadType::Null;
+                if mixed || column.link_target.as_deref() == Some(class) {
+                    let (stored, _) = store_value(column, &link);
+                    holders.push((
+                        holder.clone(),
+                        pk_type,
+                        prop.clone(),
+                        column.collection,
+                        stored,
+                        mixed,
+                    ));
+                }
+            }
+        }
+        let link_kind = PayloadType::Link.code();
+        let mut instructions = Vec::new();
+        for (holder, pk_type, prop, collection, stored, mixed) in holders {
             let sql = match collection {
+                CollectionType::Single if mixed => format!(
+                    "SELECT _pk, NULL FROM {} WHERE {} = {link_kind} AND {} = ?1 ORDER BY _id",
+                    object_table(&holder),
+                    kind_column(&prop),
+                    value_column(&prop)
+                ),
                 CollectionType::Single => format!(
-                    "SELECT _pk, NULL FROM {} WHERE {} IS ?1",
+                    "SELECT _pk, NULL FROM {} WHERE {} = ?1 ORDER BY _id",
                     object_table(&holder),
                     value_column(&prop)
                 ),
                 CollectionType::List => format!(
-                    "SELECT o._pk, l.pos FROM {} l JOIN {} o ON o._id = l.owner WHERE l.v IS ?1 ORDER BY o._id, l.pos DESC",
-                    collection_table(&holder, &prop, CollectionType::List),
+                    "SELECT o._pk, l.pos FROM {} l JOIN {} o ON o._id = l.owner \
+                     WHERE l.k = {link_kind} AND l.v IS ?1 ORDER BY o._id, l.pos",
+                    collection_table(&holder, &prop, collection),
                     object_table(&holder)
                 ),
-                _ => continue,
+                CollectionType::Set => format!(
+                    "SELECT o._pk, NULL FROM {} c JOIN {} o ON o._id = c.owner \
+                     WHERE c.k = {link_kind} AND c.v IS ?1 ORDER BY o._id",
+                    collection_table(&holder, &prop, collection),
+                    object_table(&holder)
+                ),
+                CollectionType::Dictionary => format!(
+                    "SELECT o._pk, c.key FROM {} c JOIN {} o ON o._id = c.owner \
+                     WHERE c.k = {link_kind} AND c.v IS ?1 ORDER BY o._id, c.key",
+                    collection_table(&holder, &prop, collection),
+                    object_table(&holder)
+                ),
             };
             let mut stmt = self.conn().prepare(&sql)?;
             let rows = stmt
-                .query_map([&target], |r| {
+                .query_map([&stored], |r| {
                     Ok((
                         codec::decode_key(r.get_ref(0)?, pk_type),
-                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<rusqlite::types::Value>>(1)?,
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            for (owner, pos) in rows {
+            drop(stmt);
+            // How many elements of the current owner's list were erased before this one.
+            let mut erased_before: Option<(PrimaryKey, u32)> = None;
+            for (owner, slot) in rows {
                 let owner = from_key(owner.unwrap_or(Key::Null));
-                match (found.last_mut(), pos) {
-                    (Some((h, o, p, Some(positions))), Some(pos))
-                        if *h == holder && *o == owner && *p == prop =>
-                    {
-                        positions.push(pos as u32)
+                let instruction = match (collection, slot) {
+                    (CollectionType::List, Some(rusqlite::types::Value::Integer(pos))) => {
+                        let before = match &erased_before {
+                            Some((o, n)) if *o == owner => *n,
+                            _ => 0,
+                        };
+                        let prior_size = self.list_len(&holder, &owner, &prop)? - before;
+                        erased_before = Some((owner.clone(), before + 1));
+                        // realm-core erases the first occurrence each time, so each position
+                        // is where the element is once the earlier ones are gone.
+                        let index = pos as u32 - before;
+                        let path =
+                            self.path(&holder, &owner, &prop, vec![PathElement::Index(index)]);
+                        Instruction::ArrayErase(ArrayErase { path, prior_size })
                     }
-                    _ => found.push((
-                        holder.clone(),
-                        owner,
-                        prop.clone(),
-                        pos.map(|p| vec![p as u32]),
-                    )),
-                }
-            }
-        }
-        let mut instructions = Vec::new();
-        for (holder, owner, prop, positions) in found {
-            match positions {
-                None => {
-                    let path = self.path(&holder, &owner, &prop, vec![]);
-                    instructions.push(set_field(path, Payload::Null));
-                }
-                Some(positions) => {
-                    let mut size = self.list_len(&holder, &owner, &prop)?;
-                    // Highest position first, so the others keep their index.
-                    for pos in positions {
-                        let path = self.path(&holder, &owner, &prop, vec![PathElement::Index(pos)]);
-                        instructions.push(Instruction::ArrayErase(ArrayErase {
-                            path,
-                            prior_size: size,
+                    (CollectionType::Set, _) => {
+                        let path = self.path(&holder, &owner, &prop, vec![]);
+                        let value = self.payload(&Value::Link(crate::model::Link {
+                            class: class.to_owned(),
+                            key: key.clone(),
                         }));
-                        size -= 1;
+                        Instruction::SetErase(SetValue { path, value })
                     }
-                }
+                    (CollectionType::Dictionary, Some(rusqlite::types::Value::Text(entry))) => {
+                        let entry = self.changeset.intern(&entry);
+                        let path = self.path(&holder, &owner, &prop, vec![PathElement::Key(entry)]);
+                        set_field(path, Payload::Null)
+                    }
+                    (CollectionType::Single, _) => {
+                        let path = self.path(&holder, &owner, &prop, vec![]);
+                        set_field(path, Payload::Null)
+                    }
+                    _ => {
+                        return Err(StoreError::Corrupt(format!(
+                            "{holder}.{prop}: unexpected position of a link"
+                        )))
+                    }
+                };
+                instructions.push(instruction);
             }
         }
         Ok(instructions)
     }
 
-    /// Inserts into a list at `index` (0 to its length).
+    /// The position in the stored list of the element an app calls `index`: in a list of
+    /// links, links to objects that do not exist are invisible to apps, so app positions skip
+    /// them (realm-core's `LnkLst::virtual2real`); in any other list the two are the same.
+    fn real_index(
+        &self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        index: u32,
+    ) -> Result<u32, StoreError> {
+        let schemas = self.schemas();
+        let Some(column) = schemas.get(class).and_then(|s| s.columns.get(prop)) else {
+            return Ok(index);
+        };
+        if column.collection != CollectionType::List
+            || !crate::state::is_link_collection(schemas, column)
+        {
+            return Ok(index);
+        }
+        let (Some(target), Some(row)) = (column.link_target.as_deref(), self.row_of(class, key)?)
+        else {
+            return Ok(index);
+        };
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT l.pos FROM {} l WHERE l.owner = ?1 \
+             AND NOT EXISTS (SELECT 1 FROM {} t WHERE t._pk IS l.v) ORDER BY l.pos",
+            collection_table(class, prop, CollectionType::List),
+            object_table(target)
+        ))?;
+        let unresolved = stmt
+            .query_map([row], |r| r.get::<_, i64>(0).map(|p| p as usize))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::state::virtual_to_real(&unresolved, index as usize) as u32)
+    }
+
+    /// Inserts into a list at `index` (0 to its length). Positions in a list of links count
+    /// only the links apps can read (see [`ReadTransaction::object`](super::ReadTransaction::object));
+    /// the instruction carries the stored position, as realm-core's does.
     pub fn list_insert(
         &mut self,
         class: &str,
@@ -653,6 +724,7 @@ impl<'db> WriteTransaction<'db> {
         value: Value,
     ) -> Result<(), StoreError> {
         let prior_size = self.list_len(class, key, prop)?;
+        let index = self.real_index(class, key, prop, index)?;
         let path = self.path(class, key, prop, vec![PathElement::Index(index)]);
         let value = self.payload(&value);
         self.run(vec![Instruction::ArrayInsert(ArrayInsert {
@@ -678,7 +750,7 @@ impl<'db> WriteTransaction<'db> {
         })])
     }
 
-    /// Replaces the list element at `index`.
+    /// Replaces the list element at `index` (an app position, as in [`list_insert`](Self::list_insert)).
     pub fn list_set(
         &mut self,
         class: &str,
@@ -688,6 +760,7 @@ impl<'db> WriteTransaction<'db> {
         value: Value,
     ) -> Result<(), StoreError> {
         let prior_size = self.list_len(class, key, prop)?;
+        let index = self.real_index(class, key, prop, index)?;
         let path = self.path(class, key, prop, vec![PathElement::Index(index)]);
         let value = self.payload(&value);
         self.run(vec![Instruction::Update(Update {
@@ -698,7 +771,8 @@ impl<'db> WriteTransaction<'db> {
         })])
     }
 
-    /// Moves the list element at `from` so that it ends up at `to`.
+    /// Moves the list element at `from` so that it ends up at `to` (app positions, as in
+    /// [`list_insert`](Self::list_insert)).
     pub fn list_move(
         &mut self,
         class: &str,
@@ -708,6 +782,8 @@ impl<'db> WriteTransaction<'db> {
         to: u32,
     ) -> Result<(), StoreError> {
         let prior_size = self.list_len(class, key, prop)?;
+        let from = self.real_index(class, key, prop, from)?;
+        let to = self.real_index(class, key, prop, to)?;
         let path = self.path(class, key, prop, vec![PathElement::Index(from)]);
         self.run(vec![Instruction::ArrayMove(ArrayMove {
             path,
@@ -716,7 +792,8 @@ impl<'db> WriteTransaction<'db> {
         })])
     }
 
-    /// Removes the list element at `index`.
+    /// Removes the list element at `index` (an app position, as in
+    /// [`list_insert`](Self::list_insert)).
     pub fn list_erase(
         &mut self,
         class: &str,
@@ -725,6 +802,7 @@ impl<'db> WriteTransaction<'db> {
         index: u32,
     ) -> Result<(), StoreError> {
         let prior_size = self.list_len(class, key, prop)?;
+        let index = self.real_index(class, key, prop, index)?;
         let path = self.path(class, key, prop, vec![PathElement::Index(index)]);
         self.run(vec![Instruction::ArrayErase(ArrayErase {
             path,
