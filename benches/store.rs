@@ -7,7 +7,8 @@
 //!   (indexed) and a range filter on a property (a scan);
 //! - notification latency from commit returning to the results listener running (p50, p99).
 //!
-//! Run: `cargo bench --bench store`.
+//! Run: `cargo bench --bench store`. Only the notification part, on a smaller database:
+//! `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench --bench store`.
 
 use std::path::PathBuf;
 use std::sync::mpsc::channel;
@@ -156,7 +157,33 @@ fn notification_latency(db: &Database) -> (Duration, Duration) {
     )
 }
 
+/// A fresh database with `n` objects, for the notification part alone.
+fn filled(n: i64) -> Database {
+    let db = Database::open(dir("notify"), &schema(), Config::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    for i in 0..n {
+        tx.create("Item", PrimaryKey::Int(i), &values(i)).unwrap();
+    }
+    tx.commit().unwrap();
+    db
+}
+
+fn print_notification_latency(db: &Database) {
+    let (p50, p99) = notification_latency(db);
+    println!("notification latency, commit returned -> results listener called (200 commits):");
+    println!("  p50 {p50:?}  p99 {p99:?}");
+}
+
 fn main() {
+    if std::env::var("TANDEM_BENCH_ONLY").as_deref() == Ok("notify") {
+        let n = std::env::var("TANDEM_BENCH_OBJECTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(OBJECTS);
+        println!("{n} objects:");
+        print_notification_latency(&filled(n));
+        return;
+    }
     // Best of three fresh runs each, alternating, to damp the noise of a shared machine.
     let mut raw = Duration::MAX;
     let mut best: Option<(Duration, Duration, Database)> = None;
@@ -219,7 +246,5 @@ fn main() {
     });
     println!("  _id range (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
 
-    let (p50, p99) = notification_latency(&db);
-    println!("notification latency, commit returned -> results listener called (200 commits):");
-    println!("  p50 {p50:?}  p99 {p99:?}");
+    print_notification_latency(&db);
 }

@@ -17,6 +17,7 @@
 
 mod apply;
 mod codec;
+mod deep;
 mod layout;
 mod notify;
 mod query;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use deep::MAX_DEPTH as MAX_LINK_DEPTH;
 pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
@@ -311,20 +313,46 @@ impl Database {
     }
 
     /// Calls `listener` on the notifier thread whenever the object changes (which properties)
-    /// or is erased, after the commit that did it. Keep the token: dropping it stops delivery.
+    /// or is erased, after the commit that did it. A change to an object reached through its
+    /// links, up to [`MAX_LINK_DEPTH`] levels deep, names the link property it was reached
+    /// through (Realm's rule). Keep the token: dropping it stops delivery.
     pub fn observe_object(
         &self,
         class: &str,
         key: &PrimaryKey,
         listener: impl Fn(ObjectChange) + Send + 'static,
     ) -> Result<ListenerToken, StoreError> {
-        let current = self.read()?.object(class, key)?;
+        self.observe_object_key_paths(class, key, &[], listener)
+    }
+
+    /// Like [`Database::observe_object`], narrowed to `key_paths` (Realm's key-path filter):
+    /// each is a dotted path of property names from `class` on (`"name"`, `"dog.name"`,
+    /// `"dogs.*"`, `*` meaning every property at that level), followed at any depth. Only a
+    /// change on one of them is reported, naming the path's first property. An empty slice
+    /// means no filter. A path naming an unknown property, or going on after a property that
+    /// is not a link or embedded object, is [`StoreError::InvalidArgument`].
+    pub fn observe_object_key_paths(
+        &self,
+        class: &str,
+        key: &PrimaryKey,
+        key_paths: &[&str],
+        listener: impl Fn(ObjectChange) + Send + 'static,
+    ) -> Result<ListenerToken, StoreError> {
+        let key_paths = {
+            let read = self.read()?;
+            read.object(class, key)?; // the class must exist
+            deep::parse_key_paths(read.schemas(), class, key_paths)?
+        };
         self.notifier
-            .observe_object(current, class, key, Box::new(listener))
+            .observe_object(class, key, key_paths, Box::new(listener), || {
+                self.read()?.object(class, key)
+            })
     }
 
     /// Calls `listener` on the notifier thread whenever the results of `query` on `class`
-    /// change, with Realm-style index changes. Keep the token: dropping it stops delivery.
+    /// change, with Realm-style index changes. An object in the results counts as modified
+    /// when it was written or an object reached through its links, up to
+    /// [`MAX_LINK_DEPTH`] levels deep, was. Keep the token: dropping it stops delivery.
     pub fn observe_query(
         &self,
         class: &str,
@@ -332,9 +360,32 @@ impl Database {
         args: &[crate::model::Value],
         listener: impl Fn(&ResultsChange) + Send + 'static,
     ) -> Result<ListenerToken, StoreError> {
-        let current = self.read()?.query(class, query, args)?;
-        self.notifier
-            .observe_results(current, class, query, args, Box::new(listener))
+        self.observe_query_key_paths(class, query, args, &[], listener)
+    }
+
+    /// Like [`Database::observe_query`], with modifications narrowed to `key_paths` (see
+    /// [`Database::observe_object_key_paths`]). Insertions and deletions are always reported.
+    pub fn observe_query_key_paths(
+        &self,
+        class: &str,
+        query: &str,
+        args: &[crate::model::Value],
+        key_paths: &[&str],
+        listener: impl Fn(&ResultsChange) + Send + 'static,
+    ) -> Result<ListenerToken, StoreError> {
+        let key_paths = {
+            let read = self.read()?;
+            read.query(class, query, args)?; // a bad query fails here, not in the notifier
+            deep::parse_key_paths(read.schemas(), class, key_paths)?
+        };
+        self.notifier.observe_results(
+            class,
+            query,
+            args,
+            key_paths,
+            Box::new(listener),
+            || self.read()?.query(class, query, args),
+        )
     }
 
     /// Registers `hook`, called on the committing thread right after every local write

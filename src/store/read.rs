@@ -194,6 +194,11 @@ impl<'db> ReadTransaction<'db> {
         self.conn()
     }
 
+    /// The schema as of this snapshot.
+    pub(crate) fn schemas(&self) -> &Schemas {
+        &self.schemas
+    }
+
     /// The object of `class` with this primary key, if it exists.
     pub fn object(&self, class: &str, key: &PrimaryKey) -> Result<Option<Object>, StoreError> {
         match self.schemas.get(class).map(|s| &s.spec) {
