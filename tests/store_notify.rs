@@ -484,3 +484,48 @@ fn bad_key_paths_are_refused_by_name() {
             .is_err());
     }
 }
+
+#[test]
+fn a_database_whose_file_was_replaced_says_so_instead_of_reading_the_other_file() {
+    // The benchmark once did this by accident: a database kept open while its directory was
+    // removed and another database created at the same path. Its commits go to the original
+    // (unlinked) file; a connection opened by path would read the new one, and a listener on
+    // it would never see those commits.
+    let dir = std::env::temp_dir().join(format!("tandem-notify-{}-replaced", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = Schema::new(vec![ClassSchema::top_level(
+        "P",
+        "_id",
+        vec![Property::new("_id", PropertyType::Int)],
+    )])
+    .unwrap();
+    let path = dir.join("db.sqlite");
+    let old = Database::open(&path, &schema, Config::default()).unwrap();
+    let (tx, rx) = channel();
+    let _before = old
+        .observe_query("P", "TRUEPREDICATE", &[], move |c| tx.send(c.keys.len()).unwrap())
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let new = Database::open(&path, &schema, Config::default()).unwrap();
+    // A listener registered before still sees the old database's commits.
+    let mut w = old.begin_write().unwrap();
+    w.create("P", PrimaryKey::Int(1), &[]).unwrap();
+    w.commit().unwrap();
+    assert_eq!(next(&rx), 1);
+    // The idle reader kept from before reaches the old file; a new connection (a second reader
+    // at once, or a listener's while it is held) refuses, naming the path, instead of reading
+    // the new file.
+    let pooled = old.read().unwrap();
+    assert!(pooled.object("P", &PrimaryKey::Int(1)).unwrap().is_some());
+    let err = old.read().err().expect("refused");
+    assert!(
+        err.to_string().contains("deleted or replaced while open"),
+        "{err}"
+    );
+    assert!(old
+        .observe_query("P", "TRUEPREDICATE", &[], |_| {})
+        .is_err());
+    assert!(new.read().unwrap().object("P", &PrimaryKey::Int(1)).unwrap().is_none());
+}

@@ -243,13 +243,60 @@ impl Drop for Database {
     }
 }
 
+/// The identity (device, inode) of the file at `path`, on platforms that have one.
+pub(crate) fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// The file a database opened: every further connection (readers, the notifier) must reach
+/// this same file, never one created or swapped in at its path since.
+#[derive(Clone, Debug)]
+pub(crate) struct DbFile {
+    pub(crate) path: PathBuf,
+    pub(crate) config: Config,
+    identity: Option<(u64, u64)>,
+}
+
+impl DbFile {
+    /// Opens another connection to the file. A file that was deleted, or replaced by another
+    /// file at the same path, since the database opened it is a `SQLITE_CANTOPEN` error
+    /// naming the path: a connection to another file would read other data (and a listener
+    /// would never see this database's commits).
+    pub(crate) fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = connect(&self.path, &self.config, false)?;
+        if self.identity.is_some() && file_identity(&self.path) != self.identity {
+            return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "{} is no longer the file this database opened: it was deleted or \
+                     replaced while open; close the database and open it again",
+                    self.path.display()
+                )),
+            )));
+        }
+        Ok(conn)
+    }
+}
+
 pub(crate) fn open_connection(path: &Path, config: &Config) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    connect(path, config, true)
+}
+
+fn connect(path: &Path, config: &Config, create: bool) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match config.durability {
         Durability::Normal => "NORMAL",
@@ -305,7 +352,11 @@ impl Database {
                 },
             },
             readers: Mutex::new(Vec::new()),
-            notifier: notify::Notifier::new(path.clone(), config.clone()),
+            notifier: notify::Notifier::new(DbFile {
+                identity: file_identity(&path),
+                path: path.clone(),
+                config: config.clone(),
+            }),
             commit_hooks: Mutex::new(Vec::new()),
             path,
             config,
@@ -428,7 +479,7 @@ impl Database {
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => open_connection(&self.path, &self.config)?,
+            None => self.notifier.file().connect()?,
         };
         ReadTransaction::begin(self, conn)
     }

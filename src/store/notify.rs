@@ -24,7 +24,6 @@
 //! objects still in the results whose content changed.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -33,7 +32,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::deep::{self, Changes, Checker, KeyPath};
-use super::{layout, query, read, to_key, Config, StoreError};
+use super::{layout, query, read, to_key, DbFile, StoreError};
 use crate::changeset::{Changeset, Instruction};
 use crate::model::{PrimaryKey, Value};
 use crate::state::{Key, Object, Schemas};
@@ -145,8 +144,7 @@ struct Pending {
 }
 
 pub(crate) struct Notifier {
-    path: PathBuf,
-    config: Config,
+    file: DbFile,
     watches: Mutex<HashMap<u64, Arc<Mutex<Watch>>>>,
     pending: Mutex<Pending>,
     wake: Condvar,
@@ -185,16 +183,20 @@ pub(crate) enum Initial {
 }
 
 impl Notifier {
-    pub(crate) fn new(path: PathBuf, config: Config) -> Arc<Notifier> {
+    pub(crate) fn new(file: DbFile) -> Arc<Notifier> {
         Arc::new(Notifier {
-            path,
-            config,
+            file,
             watches: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             next_id: AtomicU64::new(1),
             thread: Mutex::new(None),
         })
+    }
+
+    /// The database file, for opening further connections.
+    pub(crate) fn file(&self) -> &DbFile {
+        &self.file
     }
 
     /// Whether any listener is registered.
@@ -232,7 +234,7 @@ impl Notifier {
     fn ensure_thread(self: &Arc<Self>) -> Result<(), StoreError> {
         let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
         if thread.is_none() {
-            let conn = super::open_connection(&self.path, &self.config)?;
+            let conn = self.file.connect()?;
             let weak = Arc::downgrade(self);
             *thread = Some(
                 std::thread::Builder::new()
