@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 use tandem::model::{ClassSchema, Link, PrimaryKey, Property, PropertyType, Schema, Value};
 use tandem::store::{Config, Database, ListenerToken, ObjectChange, ResultsChange};
 
-const OBJECTS: i64 = 8;
+const OBJECTS: i64 = 24;
 const LOCAL_THREADS: u64 = 3;
-const COMMITS_PER_THREAD: usize = 150;
-const REMOTE_APPLIES: usize = 150;
+/// The writers run in phases; after each, every listener must catch up with the last commit
+/// to every object (a lost notification is visible only when no later commit to the same
+/// object follows it, so every phase end is a check).
+const PHASES: usize = 10;
+const COMMITS_PER_THREAD: usize = 20;
+const REMOTE_APPLIES: usize = 20;
 
 fn schema() -> Schema {
     Schema::new(vec![ClassSchema::top_level(
@@ -136,6 +140,64 @@ fn observe_object(db: &Arc<Database>, id: i64, reads: i64, seen: Arc<Mutex<Seen>
     .unwrap()
 }
 
+/// Waits until every kept listener has caught up with the database; panics naming the first
+/// that has not after a generous deadline.
+fn wait_caught_up(
+    db: &Database,
+    phase: usize,
+    results: &[(String, Arc<Mutex<Seen>>, ListenerToken)],
+    objects: &[(i64, i64, Arc<Mutex<Seen>>, ListenerToken)],
+) {
+    let current: HashMap<i64, i64> = (0..OBJECTS).map(|id| (id, n_of(db, id))).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (name, seen, _token) in results {
+        let query = name.split(" (").next().unwrap().trim_start_matches("results ");
+        let expected = db.read().unwrap().query("C", query, &[]).unwrap();
+        loop {
+            let s = seen.lock().unwrap();
+            assert!(s.bad_indices.is_none(), "{name}: {:?}", s.bad_indices);
+            let keys_ok = s
+                .replayed
+                .as_ref()
+                .map_or(expected.is_empty(), |r| *r == expected);
+            let values_ok = expected
+                .iter()
+                .all(|k| s.values.get(&int(k)) == Some(&current[&int(k)]));
+            if keys_ok && values_ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "phase {phase}: {name} missed a change: results {:?}, expected {:?}; \
+                 saw {:?}, committed {:?}",
+                s.replayed,
+                expected,
+                s.values,
+                current
+            );
+            drop(s);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    for (id, reads, seen, _token) in objects {
+        loop {
+            let s = seen.lock().unwrap();
+            if s.values.get(reads) == Some(&current[reads]) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "phase {phase}: object listener on C[{id}] missed a change of C[{reads}]: \
+                 saw {:?}, committed {}",
+                s.values.get(reads),
+                current[reads]
+            );
+            drop(s);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 #[test]
 fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_cancels() {
     let seed: u64 = std::env::var("TANDEM_SEED")
@@ -180,55 +242,29 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
             v
         }
     };
+    let zeros = || (0..OBJECTS).map(|id| (id, 0)).collect::<HashMap<i64, i64>>();
 
-    let mut kept: Vec<(String, Arc<Mutex<Seen>>, ListenerToken)> = Vec::new();
+    let mut results: Vec<(String, Arc<Mutex<Seen>>, ListenerToken)> = Vec::new();
     for query in ["TRUEPREDICATE", "n >= 0 SORT(n DESC)", "n >= 0 AND _id < 4"] {
-        let seen = Arc::new(Mutex::new(Seen::default()));
+        let seen = Arc::new(Mutex::new(Seen {
+            values: zeros(),
+            ..Seen::default()
+        }));
         let token = observe_results(&db, query, true, Arc::clone(&seen));
-        kept.push((format!("results {query}"), seen, token));
+        results.push((format!("results {query}"), seen, token));
     }
-    let mut object_listeners = Vec::new();
+    let mut objects = Vec::new();
     for (id, reads) in [(2, 2), (5, 5), (0, 1)] {
-        let seen = Arc::new(Mutex::new(Seen::default()));
+        let seen = Arc::new(Mutex::new(Seen {
+            values: zeros(),
+            ..Seen::default()
+        }));
         let token = observe_object(&db, id, reads, Arc::clone(&seen));
-        object_listeners.push((id, reads, seen, token));
+        objects.push((id, reads, seen, token));
     }
 
     let stop = Arc::new(AtomicBool::new(false));
     let churned = Arc::new(AtomicUsize::new(0));
-    let mut threads = Vec::new();
-    for t in 0..LOCAL_THREADS {
-        let (db, seq) = (Arc::clone(&db), Arc::clone(&seq));
-        threads.push(std::thread::spawn(move || {
-            let mut rng = Rng(seed.wrapping_add(t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            for _ in 0..COMMITS_PER_THREAD {
-                let mut w = db.begin_write().unwrap();
-                for _ in 0..=rng.below(2) {
-                    let id = rng.below(OBJECTS as u64) as i64;
-                    w.set("C", &PrimaryKey::Int(id), "n", Value::Int(value(&seq)))
-                        .unwrap();
-                }
-                w.commit().unwrap();
-            }
-        }));
-    }
-    {
-        // Remote changesets: recorded on a scratch database, applied to the main one.
-        let (db, seq) = (Arc::clone(&db), Arc::clone(&seq));
-        threads.push(std::thread::spawn(move || {
-            let scratch = open("scratch");
-            let mut rng = Rng(seed.wrapping_mul(31) | 1);
-            for _ in 0..REMOTE_APPLIES {
-                let id = rng.below(OBJECTS as u64) as i64;
-                let mut w = scratch.begin_write().unwrap();
-                w.upsert("C", PrimaryKey::Int(id), &[("n", Value::Int(value(&seq)))])
-                    .unwrap();
-                let changeset = w.changeset().clone();
-                w.rollback();
-                db.apply_remote(&changeset).unwrap();
-            }
-        }));
-    }
     let churn = {
         // Listeners registered and cancelled at random while the writers run.
         let (db, stop, churned) = (Arc::clone(&db), Arc::clone(&stop), Arc::clone(&churned));
@@ -253,83 +289,79 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
                     }
                     churned.fetch_add(1, Ordering::SeqCst);
                 }
-                std::thread::sleep(Duration::from_micros(rng.below(2000)));
+                std::thread::sleep(Duration::from_micros(rng.below(1000)));
             }
         })
     };
-    // Listeners registered mid-run, kept to the end.
-    std::thread::sleep(Duration::from_millis(20));
-    for query in ["TRUEPREDICATE SORT(n ASC)", "n < 0"] {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let token = observe_results(&db, query, false, Arc::clone(&seen));
-        kept.push((format!("results {query} (registered mid-run)"), seen, token));
-    }
-    for t in threads {
-        t.join().unwrap();
+
+    let mut transactions = 0;
+    for phase in 0..PHASES {
+        let mut threads = Vec::new();
+        for t in 0..LOCAL_THREADS {
+            let (db, seq) = (Arc::clone(&db), Arc::clone(&seq));
+            let mut rng = Rng(seed
+                .wrapping_add((phase as u64) << 8 | (t + 1))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                | 1);
+            threads.push(std::thread::spawn(move || {
+                for _ in 0..COMMITS_PER_THREAD {
+                    let mut w = db.begin_write().unwrap();
+                    for _ in 0..=rng.below(2) {
+                        let id = rng.below(OBJECTS as u64) as i64;
+                        w.set("C", &PrimaryKey::Int(id), "n", Value::Int(value(&seq)))
+                            .unwrap();
+                    }
+                    w.commit().unwrap();
+                }
+            }));
+        }
+        {
+            // Remote changesets: recorded on a scratch database, applied to the main one.
+            let (db, seq) = (Arc::clone(&db), Arc::clone(&seq));
+            let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(phase as u64) | 1);
+            threads.push(std::thread::spawn(move || {
+                let scratch = open(&format!("scratch-{phase}"));
+                for _ in 0..REMOTE_APPLIES {
+                    let id = rng.below(OBJECTS as u64) as i64;
+                    let mut w = scratch.begin_write().unwrap();
+                    w.upsert("C", PrimaryKey::Int(id), &[("n", Value::Int(value(&seq)))])
+                        .unwrap();
+                    let changeset = w.changeset().clone();
+                    w.rollback();
+                    db.apply_remote(&changeset).unwrap();
+                }
+            }));
+        }
+        if phase == 0 {
+            // Listeners registered while the writers run, kept to the end. The values they
+            // start from are read after registering (a commit in between still notifies them).
+            std::thread::sleep(Duration::from_millis(5));
+            for query in ["TRUEPREDICATE SORT(n ASC)", "n < 0"] {
+                let seen = Arc::new(Mutex::new(Seen::default()));
+                let token = observe_results(&db, query, false, Arc::clone(&seen));
+                seen.lock().unwrap().values =
+                    (0..OBJECTS).map(|id| (id, n_of(&db, id))).collect();
+                results.push((format!("results {query} (registered mid-run)"), seen, token));
+            }
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        transactions += LOCAL_THREADS as usize * COMMITS_PER_THREAD + REMOTE_APPLIES;
+        wait_caught_up(&db, phase, &results, &objects);
     }
     stop.store(true, Ordering::SeqCst);
     churn.join().unwrap();
-    // One last commit per object, with nothing else running.
-    for id in 0..OBJECTS {
-        let mut w = db.begin_write().unwrap();
-        w.set("C", &PrimaryKey::Int(id), "n", Value::Int(value(&seq)))
-            .unwrap();
-        w.commit().unwrap();
+    for (name, seen, _) in &results {
+        println!("{name}: {} callbacks", seen.lock().unwrap().calls);
     }
-
-    let committed = seq.load(Ordering::SeqCst) - 1;
-    let finals: HashMap<i64, i64> = (0..OBJECTS).map(|id| (id, n_of(&db, id))).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (name, seen, _token) in &kept {
-        let query = name.split(" (").next().unwrap().trim_start_matches("results ");
-        let expected = db.read().unwrap().query("C", query, &[]).unwrap();
-        loop {
-            let s = seen.lock().unwrap();
-            assert!(s.bad_indices.is_none(), "{name}: {:?}", s.bad_indices);
-            let values_ok = expected
-                .iter()
-                .all(|k| s.values.get(&int(k)) == Some(&finals[&int(k)]));
-            let keys_ok = s
-                .replayed
-                .as_ref()
-                .map_or(expected.is_empty(), |r| *r == expected);
-            if keys_ok && values_ok {
-                println!("{name}: {} callbacks", s.calls);
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} missed a change: replayed {:?}, expected {:?}; saw {:?}, committed {:?}",
-                s.replayed,
-                expected,
-                s.values,
-                finals
-            );
-            drop(s);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    for (id, reads, seen, _token) in &object_listeners {
-        loop {
-            let s = seen.lock().unwrap();
-            if s.values.get(reads) == Some(&finals[reads]) {
-                println!("object listener on C[{id}]: {} callbacks", s.calls);
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "object listener on C[{id}] missed a change of C[{reads}]: saw {:?}, committed {}",
-                s.values.get(reads),
-                finals[reads]
-            );
-            drop(s);
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    for (id, _, seen, _) in &objects {
+        println!("object listener on C[{id}]: {} callbacks", seen.lock().unwrap().calls);
     }
     println!(
-        "{committed} values committed in {} local transactions and {REMOTE_APPLIES} remote \
-         changesets; {} listeners churned",
-        LOCAL_THREADS as usize * COMMITS_PER_THREAD + OBJECTS as usize,
+        "{} values committed in {transactions} transactions ({REMOTE_APPLIES} remote per phase) \
+         over {PHASES} phases, each checked; {} listeners churned",
+        seq.load(Ordering::SeqCst) - 1,
         churned.load(Ordering::SeqCst)
     );
 }
