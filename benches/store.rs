@@ -36,10 +36,7 @@ fn objects() -> i64 {
 fn dir(name: &str) -> PathBuf {
     static RUN: AtomicUsize = AtomicUsize::new(0);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!(
-        "tandem-bench-{}-{name}-{run}",
-        std::process::id()
-    ));
+    let d = std::env::temp_dir().join(format!("tandem-bench-{}-{name}-{run}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d.join("db.sqlite")

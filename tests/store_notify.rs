@@ -255,7 +255,9 @@ fn write(db: &Database, f: impl FnOnce(&mut tandem::store::WriteTransaction<'_>)
 }
 
 fn set(db: &Database, class: &str, id: i64, prop: &str, value: Value) {
-    write(db, |w| w.set(class, &PrimaryKey::Int(id), prop, value).unwrap());
+    write(db, |w| {
+        w.set(class, &PrimaryKey::Int(id), prop, value).unwrap()
+    });
 }
 
 fn modified(props: &[&str]) -> ObjectChange {
@@ -349,7 +351,9 @@ fn links_are_followed_four_levels_deep_and_no_further() {
         .unwrap();
     let (rtx, rrx) = channel::<ResultsChange>();
     let _results = db
-        .observe_query("Node", "_id == 1", &[], move |c| rtx.send(c.clone()).unwrap())
+        .observe_query("Node", "_id == 1", &[], move |c| {
+            rtx.send(c.clone()).unwrap()
+        })
         .unwrap();
     // Node 1 is level 1; nodes 2, 3 and 4 are levels 2 to 4: each change reaches node 1.
     for id in 2..=4 {
@@ -430,7 +434,9 @@ fn key_paths_narrow_what_notifies_at_any_depth() {
     let c = next(&rrx);
     assert_eq!(c.modifications, [1]);
     // Insertions are always reported, whatever the filter.
-    write(&db, |w| w.create("Person", PrimaryKey::Int(3), &[]).unwrap());
+    write(&db, |w| {
+        w.create("Person", PrimaryKey::Int(3), &[]).unwrap()
+    });
     let c = next(&rrx);
     assert_eq!((c.insertions, c.modifications), (vec![2], vec![]));
     // Five levels deep along a key path (beyond the default depth): Person 2 -> friend
@@ -504,7 +510,9 @@ fn a_database_whose_file_was_replaced_says_so_instead_of_reading_the_other_file(
     let old = Database::open(&path, &schema, Config::default()).unwrap();
     let (tx, rx) = channel();
     let _before = old
-        .observe_query("P", "TRUEPREDICATE", &[], move |c| tx.send(c.keys.len()).unwrap())
+        .observe_query("P", "TRUEPREDICATE", &[], move |c| {
+            tx.send(c.keys.len()).unwrap()
+        })
         .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
@@ -527,5 +535,10 @@ fn a_database_whose_file_was_replaced_says_so_instead_of_reading_the_other_file(
     assert!(old
         .observe_query("P", "TRUEPREDICATE", &[], |_| {})
         .is_err());
-    assert!(new.read().unwrap().object("P", &PrimaryKey::Int(1)).unwrap().is_none());
+    assert!(new
+        .read()
+        .unwrap()
+        .object("P", &PrimaryKey::Int(1))
+        .unwrap()
+        .is_none());
 }

@@ -60,7 +60,11 @@ impl Rng {
 }
 
 fn n_of(db: &Database, id: i64) -> i64 {
-    let object = db.read().unwrap().object("C", &PrimaryKey::Int(id)).unwrap();
+    let object = db
+        .read()
+        .unwrap()
+        .object("C", &PrimaryKey::Int(id))
+        .unwrap();
     match object.map(|o| o.fields["n"].clone()) {
         Some(tandem::state::Field::Value(tandem::state::Val::Int(v))) => v,
         other => panic!("C[{id}].n is {other:?}"),
@@ -128,7 +132,12 @@ fn observe_results(
 
 /// An object listener on `id` that records the `n` of `reads` (the object itself, or the one
 /// it links to).
-fn observe_object(db: &Arc<Database>, id: i64, reads: i64, seen: Arc<Mutex<Seen>>) -> ListenerToken {
+fn observe_object(
+    db: &Arc<Database>,
+    id: i64,
+    reads: i64,
+    seen: Arc<Mutex<Seen>>,
+) -> ListenerToken {
     let inner = Arc::clone(db);
     db.observe_object("C", &PrimaryKey::Int(id), move |change| {
         let mut s = seen.lock().unwrap();
@@ -151,7 +160,11 @@ fn wait_caught_up(
     let current: HashMap<i64, i64> = (0..OBJECTS).map(|id| (id, n_of(db, id))).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     for (name, seen, _token) in results {
-        let query = name.split(" (").next().unwrap().trim_start_matches("results ");
+        let query = name
+            .split(" (")
+            .next()
+            .unwrap()
+            .trim_start_matches("results ");
         let expected = db.read().unwrap().query("C", query, &[]).unwrap();
         loop {
             let s = seen.lock().unwrap();
@@ -242,7 +255,11 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
             v
         }
     };
-    let zeros = || (0..OBJECTS).map(|id| (id, 0)).collect::<HashMap<i64, i64>>();
+    let zeros = || {
+        (0..OBJECTS)
+            .map(|id| (id, 0))
+            .collect::<HashMap<i64, i64>>()
+    };
 
     let mut results: Vec<(String, Arc<Mutex<Seen>>, ListenerToken)> = Vec::new();
     for query in ["TRUEPREDICATE", "n >= 0 SORT(n DESC)", "n >= 0 AND _id < 4"] {
@@ -277,7 +294,8 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
                         db.observe_query("C", "n >= 0", &[], |_| {}).unwrap()
                     } else {
                         let id = rng.below(OBJECTS as u64) as i64;
-                        db.observe_object("C", &PrimaryKey::Int(id), |_| {}).unwrap()
+                        db.observe_object("C", &PrimaryKey::Int(id), |_| {})
+                            .unwrap()
                     };
                     live.push(token);
                 } else if !live.is_empty() {
@@ -339,8 +357,7 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
             for query in ["TRUEPREDICATE SORT(n ASC)", "n < 0"] {
                 let seen = Arc::new(Mutex::new(Seen::default()));
                 let token = observe_results(&db, query, false, Arc::clone(&seen));
-                seen.lock().unwrap().values =
-                    (0..OBJECTS).map(|id| (id, n_of(&db, id))).collect();
+                seen.lock().unwrap().values = (0..OBJECTS).map(|id| (id, n_of(&db, id))).collect();
                 results.push((format!("results {query} (registered mid-run)"), seen, token));
             }
         }
@@ -356,7 +373,10 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
         println!("{name}: {} callbacks", seen.lock().unwrap().calls);
     }
     for (id, _, seen, _) in &objects {
-        println!("object listener on C[{id}]: {} callbacks", seen.lock().unwrap().calls);
+        println!(
+            "object listener on C[{id}]: {} callbacks",
+            seen.lock().unwrap().calls
+        );
     }
     println!(
         "{} values committed in {transactions} transactions ({REMOTE_APPLIES} remote per phase) \

@@ -132,17 +132,17 @@ impl Database {
     ) -> Result<Arc<ListenerHandle>, TandemError> {
         let key = core_key(&key)?;
         let key_paths: Vec<&str> = key_paths.iter().map(String::as_str).collect();
-        let token = self
-            .inner
-            .observe_object_key_paths(&class_name, &key, &key_paths, move |change| {
-                let change = match change {
-                    store::ObjectChange::Deleted => ObjectChange::Deleted,
-                    store::ObjectChange::Modified { properties } => {
-                        ObjectChange::Modified { properties }
-                    }
-                };
-                report("object listener", listener.on_change(change));
-            })?;
+        let token =
+            self.inner
+                .observe_object_key_paths(&class_name, &key, &key_paths, move |change| {
+                    let change = match change {
+                        store::ObjectChange::Deleted => ObjectChange::Deleted,
+                        store::ObjectChange::Modified { properties } => {
+                            ObjectChange::Modified { properties }
+                        }
+                    };
+                    report("object listener", listener.on_change(change));
+                })?;
         Ok(ListenerHandle::new(token))
     }
 }
@@ -203,14 +203,14 @@ impl Results {
             &self.args,
             &key_paths,
             move |change| {
-                    let as_u64 = |v: &Vec<usize>| v.iter().map(|i| *i as u64).collect();
-                    let change = ResultsChange {
-                        deletions: as_u64(&change.deletions),
-                        insertions: as_u64(&change.insertions),
-                        modifications: as_u64(&change.modifications_new),
-                        keys: change.keys.iter().map(ffi_key).collect(),
-                    };
-                    report("results listener", listener.on_change(change));
+                let as_u64 = |v: &Vec<usize>| v.iter().map(|i| *i as u64).collect();
+                let change = ResultsChange {
+                    deletions: as_u64(&change.deletions),
+                    insertions: as_u64(&change.insertions),
+                    modifications: as_u64(&change.modifications_new),
+                    keys: change.keys.iter().map(ffi_key).collect(),
+                };
+                report("results listener", listener.on_change(change));
             },
         )?;
         Ok(ListenerHandle::new(token))

@@ -280,7 +280,10 @@ impl<'a> Checker<'a> {
         let mut result = false;
         if let Some(object) = read_object(self.conn, self.schemas, class, key)? {
             let mut targets = Vec::new();
-            object.fields.values().for_each(|f| links_in(f, &mut targets));
+            object
+                .fields
+                .values()
+                .for_each(|f| links_in(f, &mut targets));
             for (c, k) in targets {
                 if self.reached(&c, &k, level + 1)? {
                     result = true;

@@ -429,14 +429,10 @@ impl Database {
             read.query(class, query, args)?; // a bad query fails here, not in the notifier
             deep::parse_key_paths(read.schemas(), class, key_paths)?
         };
-        self.notifier.observe_results(
-            class,
-            query,
-            args,
-            key_paths,
-            Box::new(listener),
-            || self.read()?.query(class, query, args),
-        )
+        self.notifier
+            .observe_results(class, query, args, key_paths, Box::new(listener), || {
+                self.read()?.query(class, query, args)
+            })
     }
 
     /// Registers `hook`, called on the committing thread right after every local write

@@ -470,12 +470,12 @@ fn evaluate(
                         .filter(|(name, value)| before.fields.get(*name) != Some(value))
                         .map(|(name, _)| name.clone())
                         .collect();
-                    let mut properties: std::collections::BTreeSet<String> =
-                        if key_paths.is_empty() {
-                            written.into_iter().collect()
-                        } else {
-                            deep::named_first(&written, key_paths).into_iter().collect()
-                        };
+                    let mut properties: std::collections::BTreeSet<String> = if key_paths.is_empty()
+                    {
+                        written.into_iter().collect()
+                    } else {
+                        deep::named_first(&written, key_paths).into_iter().collect()
+                    };
                     if changes.is_some() {
                         properties.extend(if key_paths.is_empty() {
                             checker.properties_reaching_change(class, after)?

@@ -820,8 +820,8 @@ impl<'db> WriteTransaction<'db> {
         let file_ident = self.db.config.file_ident;
         // What changed is only worked out when someone listens.
         let wrote = !changeset.is_empty();
-        let touched = (wrote && self.db.notifier.has_watches())
-            .then(|| super::notify::touched(&changeset));
+        let touched =
+            (wrote && self.db.notifier.has_watches()).then(|| super::notify::touched(&changeset));
         let conn = self.conn();
         let version = if changeset.is_empty() {
             None
