@@ -7,19 +7,36 @@
 //!   (indexed) and a range filter on a property (a scan);
 //! - notification latency from commit returning to the results listener running (p50, p99).
 //!
-//! Run: `cargo bench --bench store`.
+//! Run: `cargo bench --bench store`. `TANDEM_BENCH_OBJECTS=<n>` changes the 100,000;
+//! `TANDEM_BENCH_ONLY=bulk` stops after the bulk part, `TANDEM_BENCH_ONLY=notify` runs only the
+//! bulk part and then the notification part on its database (the path that once lost
+//! notifications), e.g. `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench
+//! --bench store`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
 use tandem::store::{Config, Database, Durability};
 
-const OBJECTS: i64 = 100_000;
+/// Objects in the bulk transaction and the queried database: 100,000 unless
+/// `TANDEM_BENCH_OBJECTS` says otherwise.
+fn objects() -> i64 {
+    std::env::var("TANDEM_BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 
+/// A fresh directory per call: a database's file must never be deleted or replaced while it
+/// is open (the three bulk runs once shared one path, so the database kept from an earlier run
+/// had its file replaced, and its listener read the newer file).
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-bench-{}-{name}", std::process::id()));
+    static RUN: AtomicUsize = AtomicUsize::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("tandem-bench-{}-{name}-{run}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d.join("db.sqlite")
@@ -60,7 +77,7 @@ fn bulk_tandem() -> (Duration, Duration, Database) {
     let db = Database::open(dir("bulk"), &schema(), Config::default()).unwrap();
     let start = Instant::now();
     let mut tx = db.begin_write().unwrap();
-    for i in 0..OBJECTS {
+    for i in 0..objects() {
         tx.create("Item", PrimaryKey::Int(i), &values(i)).unwrap();
     }
     let commit = Instant::now();
@@ -82,7 +99,7 @@ fn bulk_raw() -> Duration {
         let mut stmt = conn
             .prepare("INSERT INTO item (_pk, name, age, score, active) VALUES (?1, ?2, ?3, ?4, ?5)")
             .unwrap();
-        for i in 0..OBJECTS {
+        for i in 0..objects() {
             stmt.execute(rusqlite::params![
                 i,
                 format!("item number {i}"),
@@ -156,7 +173,14 @@ fn notification_latency(db: &Database) -> (Duration, Duration) {
     )
 }
 
+fn print_notification_latency(db: &Database) {
+    let (p50, p99) = notification_latency(db);
+    println!("notification latency, commit returned -> results listener called (200 commits):");
+    println!("  p50 {p50:?}  p99 {p99:?}");
+}
+
 fn main() {
+    let only = std::env::var("TANDEM_BENCH_ONLY").unwrap_or_default();
     // Best of three fresh runs each, alternating, to damp the noise of a shared machine.
     let mut raw = Duration::MAX;
     let mut best: Option<(Duration, Duration, Database)> = None;
@@ -168,7 +192,10 @@ fn main() {
         }
     }
     let (tandem, commit, db) = best.expect("three runs");
-    println!("100,000 objects x 5 properties in one transaction (best of 3 each):");
+    println!(
+        "{} objects x 5 properties in one transaction (best of 3 each):",
+        objects()
+    );
     println!(
         "  raw rusqlite INSERT (baseline) {:>9.1} ms",
         raw.as_secs_f64() * 1e3
@@ -185,8 +212,14 @@ fn main() {
         "  ratio tandem / raw             {:>9.2}x",
         tandem.as_secs_f64() / raw.as_secs_f64()
     );
-    if std::env::var("TANDEM_BENCH_ONLY").as_deref() == Ok("bulk") {
-        return;
+    match only.as_str() {
+        "bulk" => return,
+        "notify" => {
+            // The same database as the full run (the fastest of the three bulk runs).
+            print_notification_latency(&db);
+            return;
+        }
+        _ => {}
     }
 
     let normal = single_transactions(Durability::Normal);
@@ -203,7 +236,7 @@ fn main() {
         10_000.0 / full.as_secs_f64()
     );
 
-    println!("queries over 100,000 objects (200 runs):");
+    println!("queries over {} objects (200 runs):", objects());
     let (p50, p99, n) = query_latency(&db, "_id == $0", |r| {
         vec![Value::Int((r * 7919 % 100_000) as i64)]
     });
@@ -219,7 +252,5 @@ fn main() {
     });
     println!("  _id range (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
 
-    let (p50, p99) = notification_latency(&db);
-    println!("notification latency, commit returned -> results listener called (200 commits):");
-    println!("  p50 {p50:?}  p99 {p99:?}");
+    print_notification_latency(&db);
 }

@@ -192,3 +192,353 @@ fn a_listener_may_read_and_write_the_database() {
         .unwrap()
         .is_some());
 }
+
+// ---- Changes reached through links (Realm's DeepChangeChecker rules) and key-path filters ----
+
+use tandem::model::{CollectionKind, Link};
+use tandem::store::{StoreError, MAX_LINK_DEPTH};
+
+/// Person(name, age, dog -> Dog, dogs: [Dog], friend -> Person); Dog(name, age, owner -> Person,
+/// toys: {String: Toy}); Toy(name); Node(v, next -> Node) for chains and cycles.
+fn linked_db(name: &str) -> Arc<Database> {
+    let dir = std::env::temp_dir().join(format!("tandem-notify-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let int = |n: &str| Property::new(n, PropertyType::Int);
+    let string = |n: &str| Property::new(n, PropertyType::String);
+    let schema = Schema::new(vec![
+        ClassSchema::top_level(
+            "Person",
+            "_id",
+            vec![
+                int("_id"),
+                string("name"),
+                int("age"),
+                Property::link("dog", "Dog"),
+                Property::link("dogs", "Dog").collection(CollectionKind::List),
+                Property::link("friend", "Person"),
+            ],
+        ),
+        ClassSchema::top_level(
+            "Dog",
+            "_id",
+            vec![
+                int("_id"),
+                string("name"),
+                int("age"),
+                Property::link("owner", "Person"),
+                Property::link("toys", "Toy").collection(CollectionKind::Dictionary),
+            ],
+        ),
+        ClassSchema::top_level("Toy", "_id", vec![int("_id"), string("name")]),
+        ClassSchema::top_level(
+            "Node",
+            "_id",
+            vec![int("_id"), int("v"), Property::link("next", "Node")],
+        ),
+    ])
+    .unwrap();
+    Arc::new(Database::open(dir.join("db.sqlite"), &schema, Config::default()).unwrap())
+}
+
+fn link(class: &str, id: i64) -> Value {
+    Value::Link(Link {
+        class: class.into(),
+        key: PrimaryKey::Int(id),
+    })
+}
+
+fn write(db: &Database, f: impl FnOnce(&mut tandem::store::WriteTransaction<'_>)) {
+    let mut w = db.begin_write().unwrap();
+    f(&mut w);
+    w.commit().unwrap();
+}
+
+fn set(db: &Database, class: &str, id: i64, prop: &str, value: Value) {
+    write(db, |w| {
+        w.set(class, &PrimaryKey::Int(id), prop, value).unwrap()
+    });
+}
+
+fn modified(props: &[&str]) -> ObjectChange {
+    ObjectChange::Modified {
+        properties: props.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// Persons 1 and 2, Dog 1 linked from Person[2].dog, Dog 2 in Person[1].dogs.
+fn people_and_dogs(db: &Database) {
+    write(db, |w| {
+        for (class, id) in [("Person", 1), ("Person", 2), ("Dog", 1), ("Dog", 2)] {
+            w.create(class, PrimaryKey::Int(id), &[]).unwrap();
+        }
+        w.set("Person", &PrimaryKey::Int(2), "dog", link("Dog", 1))
+            .unwrap();
+        w.list_insert("Person", &PrimaryKey::Int(1), "dogs", 0, link("Dog", 2))
+            .unwrap();
+    });
+}
+
+#[test]
+fn renaming_a_linked_dog_modifies_the_person_in_results() {
+    // The case: observe Person results; Person[2].dog links to Dog[1]; rename Dog[1].
+    let db = linked_db("deep-results");
+    people_and_dogs(&db);
+    let (tx, rx) = channel::<ResultsChange>();
+    let _token = db
+        .observe_query("Person", "TRUEPREDICATE SORT(_id ASC)", &[], move |c| {
+            tx.send(c.clone()).unwrap()
+        })
+        .unwrap();
+    set(&db, "Dog", 1, "name", Value::String("Rex".into()));
+    let c = next(&rx);
+    assert_eq!((c.modifications, c.modifications_new), (vec![1], vec![1]));
+    assert!(c.deletions.is_empty() && c.insertions.is_empty());
+    // Through a list of links: Dog 2 is in Person[1].dogs.
+    set(&db, "Dog", 2, "age", Value::Int(3));
+    assert_eq!(next(&rx).modifications, [0]);
+    // Erasing the linked dog modifies Person 2 as well (the link no longer leads anywhere).
+    write(&db, |w| w.erase("Dog", &PrimaryKey::Int(1)).unwrap());
+    assert_eq!(next(&rx).modifications, [1]);
+}
+
+#[test]
+fn an_object_listener_names_the_link_a_change_came_through() {
+    let db = linked_db("deep-object");
+    people_and_dogs(&db);
+    let (tx, rx) = channel();
+    let _token = db
+        .observe_object("Person", &PrimaryKey::Int(2), move |c| tx.send(c).unwrap())
+        .unwrap();
+    set(&db, "Dog", 1, "name", Value::String("Rex".into()));
+    assert_eq!(next(&rx), modified(&["dog"]));
+    // A dog Person 2 does not link to: nothing; the next change proves it was skipped.
+    set(&db, "Dog", 2, "name", Value::String("Fido".into()));
+    set(&db, "Person", 2, "age", Value::Int(40));
+    assert_eq!(next(&rx), modified(&["age"]));
+    // Two levels down, through a dictionary of links: Person 2 -> Dog 1 -> toys["ball"] -> Toy 1.
+    write(&db, |w| {
+        w.create("Toy", PrimaryKey::Int(1), &[]).unwrap();
+        w.dict_set("Dog", &PrimaryKey::Int(1), "toys", "ball", link("Toy", 1))
+            .unwrap();
+    });
+    assert_eq!(next(&rx), modified(&["dog"]));
+    set(&db, "Toy", 1, "name", Value::String("red ball".into()));
+    assert_eq!(next(&rx), modified(&["dog"]));
+}
+
+/// Node 1 -> 2 -> ... -> n by `next`.
+fn chain(db: &Database, n: i64) {
+    write(db, |w| {
+        for id in 1..=n {
+            w.create("Node", PrimaryKey::Int(id), &[]).unwrap();
+        }
+        for id in 1..n {
+            w.set("Node", &PrimaryKey::Int(id), "next", link("Node", id + 1))
+                .unwrap();
+        }
+    });
+}
+
+#[test]
+fn links_are_followed_four_levels_deep_and_no_further() {
+    assert_eq!(MAX_LINK_DEPTH, 4);
+    let db = linked_db("depth");
+    chain(&db, 6);
+    let (otx, orx) = channel();
+    let _object = db
+        .observe_object("Node", &PrimaryKey::Int(1), move |c| otx.send(c).unwrap())
+        .unwrap();
+    let (rtx, rrx) = channel::<ResultsChange>();
+    let _results = db
+        .observe_query("Node", "_id == 1", &[], move |c| {
+            rtx.send(c.clone()).unwrap()
+        })
+        .unwrap();
+    // Node 1 is level 1; nodes 2, 3 and 4 are levels 2 to 4: each change reaches node 1.
+    for id in 2..=4 {
+        set(&db, "Node", id, "v", Value::Int(id));
+        assert_eq!(next(&orx), modified(&["next"]), "node {id}");
+        assert_eq!(next(&rrx).modifications, [0], "node {id}");
+    }
+    // Node 5 is level 5: beyond the default depth. The next change proves nothing was sent.
+    set(&db, "Node", 5, "v", Value::Int(5));
+    set(&db, "Node", 1, "v", Value::Int(1));
+    assert_eq!(next(&orx), modified(&["v"]));
+    assert_eq!(next(&rrx).modifications, [0]);
+    assert!(orx.try_recv().is_err() && rrx.try_recv().is_err());
+}
+
+#[test]
+fn link_cycles_end_and_still_report_changes_on_the_cycle() {
+    let db = linked_db("cycle");
+    chain(&db, 3);
+    // 1 -> 2 -> 3 -> 1, and Node 9 outside the cycle.
+    write(&db, |w| {
+        w.set("Node", &PrimaryKey::Int(3), "next", link("Node", 1))
+            .unwrap();
+        w.create("Node", PrimaryKey::Int(9), &[]).unwrap();
+    });
+    let (tx, rx) = channel();
+    let _token = db
+        .observe_object("Node", &PrimaryKey::Int(1), move |c| tx.send(c).unwrap())
+        .unwrap();
+    let (rtx, rrx) = channel::<ResultsChange>();
+    let _results = db
+        .observe_query("Node", "_id < 5 SORT(_id ASC)", &[], move |c| {
+            rtx.send(c.clone()).unwrap()
+        })
+        .unwrap();
+    set(&db, "Node", 3, "v", Value::Int(3));
+    assert_eq!(next(&rx), modified(&["next"]));
+    // Node 3 changed itself; 1 and 2 reach it through the cycle.
+    assert_eq!(next(&rrx).modifications, [0, 1, 2]);
+    set(&db, "Node", 9, "v", Value::Int(9)); // not on the cycle: nothing
+    set(&db, "Node", 2, "v", Value::Int(2));
+    assert_eq!(next(&rx), modified(&["next"]));
+    assert_eq!(next(&rrx).modifications, [0, 1, 2]);
+    assert!(rx.try_recv().is_err() && rrx.try_recv().is_err());
+}
+
+#[test]
+fn key_paths_narrow_what_notifies_at_any_depth() {
+    let db = linked_db("key-paths");
+    people_and_dogs(&db);
+    let (tx, rx) = channel();
+    let _token = db
+        .observe_object_key_paths(
+            "Person",
+            &PrimaryKey::Int(2),
+            &["dog.name", "friend.dog.owner.dog.name"],
+            move |c| tx.send(c).unwrap(),
+        )
+        .unwrap();
+    let (rtx, rrx) = channel::<ResultsChange>();
+    let _results = db
+        .observe_query_key_paths(
+            "Person",
+            "TRUEPREDICATE SORT(_id ASC)",
+            &[],
+            &["name"],
+            move |c| rtx.send(c.clone()).unwrap(),
+        )
+        .unwrap();
+    // Not on any path: the dog's age, the person's own age.
+    set(&db, "Dog", 1, "age", Value::Int(2));
+    set(&db, "Person", 2, "age", Value::Int(30));
+    // On the path: the dog's name. The results listener (filtered to "name") stays quiet.
+    set(&db, "Dog", 1, "name", Value::String("Rex".into()));
+    assert_eq!(next(&rx), modified(&["dog"]));
+    // The person's own name: only the results listener.
+    set(&db, "Person", 2, "name", Value::String("Ann".into()));
+    let c = next(&rrx);
+    assert_eq!(c.modifications, [1]);
+    // Insertions are always reported, whatever the filter.
+    write(&db, |w| {
+        w.create("Person", PrimaryKey::Int(3), &[]).unwrap()
+    });
+    let c = next(&rrx);
+    assert_eq!((c.insertions, c.modifications), (vec![2], vec![]));
+    // Five levels deep along a key path (beyond the default depth): Person 2 -> friend
+    // Person 3 -> dog Dog 2 -> owner Person 1 -> dog Dog 1 . name.
+    write(&db, |w| {
+        w.set("Person", &PrimaryKey::Int(2), "friend", link("Person", 3))
+            .unwrap();
+        w.set("Person", &PrimaryKey::Int(3), "dog", link("Dog", 2))
+            .unwrap();
+        w.set("Dog", &PrimaryKey::Int(2), "owner", link("Person", 1))
+            .unwrap();
+        w.set("Person", &PrimaryKey::Int(1), "dog", link("Dog", 1))
+            .unwrap();
+    });
+    // Setting Person 2's friend is on the second path (its first segment was written).
+    assert_eq!(next(&rx), modified(&["friend"]));
+    set(&db, "Dog", 1, "name", Value::String("Max".into()));
+    assert_eq!(next(&rx), modified(&["dog", "friend"]));
+    assert!(rx.try_recv().is_err(), "only the changes on the paths");
+    // Wildcards: every property of the dog.
+    let (wtx, wrx) = channel();
+    let _wild = db
+        .observe_object_key_paths("Person", &PrimaryKey::Int(2), &["dog.*"], move |c| {
+            wtx.send(c).unwrap()
+        })
+        .unwrap();
+    set(&db, "Dog", 1, "age", Value::Int(5));
+    assert_eq!(next(&wrx), modified(&["dog"]));
+    assert!(rrx.try_recv().is_err());
+}
+
+#[test]
+fn bad_key_paths_are_refused_by_name() {
+    let db = linked_db("bad-key-paths");
+    people_and_dogs(&db);
+    for (path, says) in [
+        ("dog.nme", "no property nme"),
+        ("age.x", "not a link"),
+        ("dog..name", "empty segment"),
+    ] {
+        let err = db
+            .observe_object_key_paths("Person", &PrimaryKey::Int(1), &[path], |_| {})
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&err, StoreError::InvalidArgument(m) if m.contains(says) && m.contains(path)),
+            "{path}: {err}"
+        );
+        assert!(db
+            .observe_query_key_paths("Person", "TRUEPREDICATE", &[], &[path], |_| {})
+            .is_err());
+    }
+}
+
+#[test]
+fn a_database_whose_file_was_replaced_says_so_instead_of_reading_the_other_file() {
+    // The benchmark once did this by accident: a database kept open while its directory was
+    // removed and another database created at the same path. Its commits go to the original
+    // (unlinked) file; a connection opened by path would read the new one, and a listener on
+    // it would never see those commits.
+    let dir = std::env::temp_dir().join(format!("tandem-notify-{}-replaced", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = Schema::new(vec![ClassSchema::top_level(
+        "P",
+        "_id",
+        vec![Property::new("_id", PropertyType::Int)],
+    )])
+    .unwrap();
+    let path = dir.join("db.sqlite");
+    let old = Database::open(&path, &schema, Config::default()).unwrap();
+    let (tx, rx) = channel();
+    let _before = old
+        .observe_query("P", "TRUEPREDICATE", &[], move |c| {
+            tx.send(c.keys.len()).unwrap()
+        })
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let new = Database::open(&path, &schema, Config::default()).unwrap();
+    // A listener registered before still sees the old database's commits.
+    let mut w = old.begin_write().unwrap();
+    w.create("P", PrimaryKey::Int(1), &[]).unwrap();
+    w.commit().unwrap();
+    assert_eq!(next(&rx), 1);
+    // The idle reader kept from before reaches the old file; a new connection (a second reader
+    // at once, or a listener's while it is held) refuses, naming the path, instead of reading
+    // the new file.
+    let pooled = old.read().unwrap();
+    assert!(pooled.object("P", &PrimaryKey::Int(1)).unwrap().is_some());
+    let err = old.read().err().expect("refused");
+    assert!(
+        err.to_string().contains("deleted or replaced while open"),
+        "{err}"
+    );
+    assert!(old
+        .observe_query("P", "TRUEPREDICATE", &[], |_| {})
+        .is_err());
+    assert!(new
+        .read()
+        .unwrap()
+        .object("P", &PrimaryKey::Int(1))
+        .unwrap()
+        .is_none());
+}

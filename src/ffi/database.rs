@@ -118,25 +118,31 @@ impl Database {
         }))
     }
 
-    /// Calls `listener` whenever the object changes.
+    /// Calls `listener` whenever the object changes, including through its links up to four
+    /// levels deep (the link property is named). `key_paths` (e.g. `["dog.name"]`, `*` for
+    /// every property of a level) narrows that to the paths named, at any depth; empty means
+    /// no filter. An unknown property in a path is `InvalidArgument`.
+    #[uniffi::method(default(key_paths = []))]
     pub fn observe_object(
         &self,
         class_name: String,
         key: Key,
         listener: Arc<dyn ObjectListener>,
+        key_paths: Vec<String>,
     ) -> Result<Arc<ListenerHandle>, TandemError> {
         let key = core_key(&key)?;
-        let token = self
-            .inner
-            .observe_object(&class_name, &key, move |change| {
-                let change = match change {
-                    store::ObjectChange::Deleted => ObjectChange::Deleted,
-                    store::ObjectChange::Modified { properties } => {
-                        ObjectChange::Modified { properties }
-                    }
-                };
-                report("object listener", listener.on_change(change));
-            })?;
+        let key_paths: Vec<&str> = key_paths.iter().map(String::as_str).collect();
+        let token =
+            self.inner
+                .observe_object_key_paths(&class_name, &key, &key_paths, move |change| {
+                    let change = match change {
+                        store::ObjectChange::Deleted => ObjectChange::Deleted,
+                        store::ObjectChange::Modified { properties } => {
+                            ObjectChange::Modified { properties }
+                        }
+                    };
+                    report("object listener", listener.on_change(change));
+                })?;
         Ok(ListenerHandle::new(token))
     }
 }
@@ -180,23 +186,33 @@ impl Results {
     }
 
     /// Calls `listener` whenever the results change (deletions, insertions, modifications as
-    /// indices, Realm style).
+    /// indices, Realm style). An object counts as modified when it or an object reached through
+    /// its links (up to four levels deep) changed; `key_paths` (see
+    /// `Database.observe_object`) narrows modifications to the paths named. Insertions and
+    /// deletions are always reported.
+    #[uniffi::method(default(key_paths = []))]
     pub fn observe(
         &self,
         listener: Arc<dyn ResultsListener>,
+        key_paths: Vec<String>,
     ) -> Result<Arc<ListenerHandle>, TandemError> {
-        let token =
-            self.db
-                .observe_query(&self.class_name, &self.filter, &self.args, move |change| {
-                    let as_u64 = |v: &Vec<usize>| v.iter().map(|i| *i as u64).collect();
-                    let change = ResultsChange {
-                        deletions: as_u64(&change.deletions),
-                        insertions: as_u64(&change.insertions),
-                        modifications: as_u64(&change.modifications_new),
-                        keys: change.keys.iter().map(ffi_key).collect(),
-                    };
-                    report("results listener", listener.on_change(change));
-                })?;
+        let key_paths: Vec<&str> = key_paths.iter().map(String::as_str).collect();
+        let token = self.db.observe_query_key_paths(
+            &self.class_name,
+            &self.filter,
+            &self.args,
+            &key_paths,
+            move |change| {
+                let as_u64 = |v: &Vec<usize>| v.iter().map(|i| *i as u64).collect();
+                let change = ResultsChange {
+                    deletions: as_u64(&change.deletions),
+                    insertions: as_u64(&change.insertions),
+                    modifications: as_u64(&change.modifications_new),
+                    keys: change.keys.iter().map(ffi_key).collect(),
+                };
+                report("results listener", listener.on_change(change));
+            },
+        )?;
         Ok(ListenerHandle::new(token))
     }
 }

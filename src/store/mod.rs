@@ -18,6 +18,7 @@
 mod apply;
 mod codec;
 mod compare;
+mod deep;
 mod layout;
 mod notify;
 mod query;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use deep::MAX_DEPTH as MAX_LINK_DEPTH;
 pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
@@ -243,13 +245,60 @@ impl Drop for Database {
     }
 }
 
+/// The identity (device, inode) of the file at `path`, on platforms that have one.
+pub(crate) fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// The file a database opened: every further connection (readers, the notifier) must reach
+/// this same file, never one created or swapped in at its path since.
+#[derive(Clone, Debug)]
+pub(crate) struct DbFile {
+    pub(crate) path: PathBuf,
+    pub(crate) config: Config,
+    identity: Option<(u64, u64)>,
+}
+
+impl DbFile {
+    /// Opens another connection to the file. A file that was deleted, or replaced by another
+    /// file at the same path, since the database opened it is a `SQLITE_CANTOPEN` error
+    /// naming the path: a connection to another file would read other data (and a listener
+    /// would never see this database's commits).
+    pub(crate) fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = connect(&self.path, &self.config, false)?;
+        if self.identity.is_some() && file_identity(&self.path) != self.identity {
+            return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "{} is no longer the file this database opened: it was deleted or \
+                     replaced while open; close the database and open it again",
+                    self.path.display()
+                )),
+            )));
+        }
+        Ok(conn)
+    }
+}
+
 pub(crate) fn open_connection(path: &Path, config: &Config) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    connect(path, config, true)
+}
+
+fn connect(path: &Path, config: &Config, create: bool) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match config.durability {
         Durability::Normal => "NORMAL",
@@ -306,7 +355,11 @@ impl Database {
                 },
             },
             readers: Mutex::new(Vec::new()),
-            notifier: notify::Notifier::new(path.clone(), config.clone()),
+            notifier: notify::Notifier::new(DbFile {
+                identity: file_identity(&path),
+                path: path.clone(),
+                config: config.clone(),
+            }),
             commit_hooks: Mutex::new(Vec::new()),
             path,
             config,
@@ -314,20 +367,46 @@ impl Database {
     }
 
     /// Calls `listener` on the notifier thread whenever the object changes (which properties)
-    /// or is erased, after the commit that did it. Keep the token: dropping it stops delivery.
+    /// or is erased, after the commit that did it. A change to an object reached through its
+    /// links, up to [`MAX_LINK_DEPTH`] levels deep, names the link property it was reached
+    /// through (Realm's rule). Keep the token: dropping it stops delivery.
     pub fn observe_object(
         &self,
         class: &str,
         key: &PrimaryKey,
         listener: impl Fn(ObjectChange) + Send + 'static,
     ) -> Result<ListenerToken, StoreError> {
-        let current = self.read()?.object(class, key)?;
+        self.observe_object_key_paths(class, key, &[], listener)
+    }
+
+    /// Like [`Database::observe_object`], narrowed to `key_paths` (Realm's key-path filter):
+    /// each is a dotted path of property names from `class` on (`"name"`, `"dog.name"`,
+    /// `"dogs.*"`, `*` meaning every property at that level), followed at any depth. Only a
+    /// change on one of them is reported, naming the path's first property. An empty slice
+    /// means no filter. A path naming an unknown property, or going on after a property that
+    /// is not a link or embedded object, is [`StoreError::InvalidArgument`].
+    pub fn observe_object_key_paths(
+        &self,
+        class: &str,
+        key: &PrimaryKey,
+        key_paths: &[&str],
+        listener: impl Fn(ObjectChange) + Send + 'static,
+    ) -> Result<ListenerToken, StoreError> {
+        let key_paths = {
+            let read = self.read()?;
+            read.object(class, key)?; // the class must exist
+            deep::parse_key_paths(read.schemas(), class, key_paths)?
+        };
         self.notifier
-            .observe_object(current, class, key, Box::new(listener))
+            .observe_object(class, key, key_paths, Box::new(listener), || {
+                self.read()?.object(class, key)
+            })
     }
 
     /// Calls `listener` on the notifier thread whenever the results of `query` on `class`
-    /// change, with Realm-style index changes. Keep the token: dropping it stops delivery.
+    /// change, with Realm-style index changes. An object in the results counts as modified
+    /// when it was written or an object reached through its links, up to
+    /// [`MAX_LINK_DEPTH`] levels deep, was. Keep the token: dropping it stops delivery.
     pub fn observe_query(
         &self,
         class: &str,
@@ -335,9 +414,28 @@ impl Database {
         args: &[crate::model::Value],
         listener: impl Fn(&ResultsChange) + Send + 'static,
     ) -> Result<ListenerToken, StoreError> {
-        let current = self.read()?.query(class, query, args)?;
+        self.observe_query_key_paths(class, query, args, &[], listener)
+    }
+
+    /// Like [`Database::observe_query`], with modifications narrowed to `key_paths` (see
+    /// [`Database::observe_object_key_paths`]). Insertions and deletions are always reported.
+    pub fn observe_query_key_paths(
+        &self,
+        class: &str,
+        query: &str,
+        args: &[crate::model::Value],
+        key_paths: &[&str],
+        listener: impl Fn(&ResultsChange) + Send + 'static,
+    ) -> Result<ListenerToken, StoreError> {
+        let key_paths = {
+            let read = self.read()?;
+            read.query(class, query, args)?; // a bad query fails here, not in the notifier
+            deep::parse_key_paths(read.schemas(), class, key_paths)?
+        };
         self.notifier
-            .observe_results(current, class, query, args, Box::new(listener))
+            .observe_results(class, query, args, key_paths, Box::new(listener), || {
+                self.read()?.query(class, query, args)
+            })
     }
 
     /// Registers `hook`, called on the committing thread right after every local write
@@ -380,7 +478,7 @@ impl Database {
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => open_connection(&self.path, &self.config)?,
+            None => self.notifier.file().connect()?,
         };
         ReadTransaction::begin(self, conn)
     }

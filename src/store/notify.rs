@@ -1,10 +1,22 @@
 //! Change notifications: object listeners and query-results listeners.
 //!
 //! After every commit (local write or applied remote changeset) the committing thread hands
-//! the set of objects the changeset touched to the notifier thread and returns. The notifier
-//! thread merges everything that arrived since it last ran (coalescing), re-reads on its own
-//! connection, and calls each listener whose object or results changed. Callbacks run on that
-//! thread with no lock held, so a listener may read from, or write to, the database.
+//! the objects the changeset touched (and which of their properties) to the notifier thread
+//! and returns. The notifier thread adds everything that arrived since it last ran to each
+//! listener's own pending changes (coalescing), re-reads on its own connection, and calls each
+//! listener whose object or results changed. Callbacks run on that thread with no lock other
+//! than their own listener's held, so a listener may read from, or write to, the database.
+//!
+//! Nothing is dropped: a listener's pending changes are cleared only after it was evaluated
+//! against a snapshot that contains them. When the snapshot, the schema, the query or a read
+//! fails (SQLite busy or I/O errors), the changes stay pending, the failure is reported on
+//! stderr once per run of failures, and the notifier retries with a growing delay (10 ms to
+//! 1 s) until it succeeds or the listener is cancelled. A listener is registered before its
+//! first snapshot is read, so no commit falls between the two.
+//!
+//! Changes reached through links count (see [`super::deep`] for the rules, which are
+//! realm-core's): an observed object is modified when an object it links to, up to four levels
+//! deep, changed; key paths narrow that to the properties they name.
 //!
 //! Results changes are Realm style: `deletions` are indices in the old results, `insertions`
 //! indices in the new ones; an object that moved (its sort position changed) is a deletion plus
@@ -12,24 +24,26 @@
 //! objects still in the results whose content changed.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::{layout, query, read, to_key, Config, StoreError};
-use crate::changeset::Changeset;
+use super::deep::{self, Changes, Checker, KeyPath};
+use super::{layout, query, read, to_key, DbFile, StoreError};
+use crate::changeset::{Changeset, Instruction};
 use crate::model::{PrimaryKey, Value};
-use crate::state::{Key, Object, Schemas, TableSpec};
+use crate::state::{Key, Object, Schemas};
 
 /// What happened to an observed object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ObjectChange {
     /// The object was erased.
     Deleted,
-    /// These properties changed (names, sorted).
+    /// These properties changed (names, sorted). A link property is named when an object
+    /// reached through it changed.
     Modified {
         /// Names of the changed properties.
         properties: Vec<String>,
@@ -51,27 +65,52 @@ pub struct ResultsChange {
     pub keys: Vec<PrimaryKey>,
 }
 
-/// Objects a changeset touched: `None` means "anything" (schema changes).
-pub(crate) type Touched = Option<HashSet<(String, Key)>>;
+/// Objects a changeset touched: `None` means "anything" (schema changes, resets).
+pub(crate) type Touched = Option<Changes>;
 
 pub(crate) fn touched(changeset: &Changeset) -> Touched {
-    let mut set = HashSet::new();
+    let mut changes = Changes::new();
     for instruction in &changeset.instructions {
         if instruction.is_schema_change() {
             return None;
         }
-        if let Some((table, pk)) = instruction.object() {
-            let (Some(table), Some(key)) = (changeset.string(table), Key::resolve(pk, changeset))
-            else {
-                return None;
-            };
-            set.insert((table.to_owned(), key));
+        let Some((table, pk)) = instruction.object() else {
+            continue;
+        };
+        let (Some(table), Some(key)) = (changeset.string(table), Key::resolve(pk, changeset))
+        else {
+            return None;
+        };
+        let touch = changes
+            .entry(table.to_owned())
+            .or_default()
+            .entry(key)
+            .or_default();
+        match instruction {
+            Instruction::CreateObject { .. } => touch.created = true,
+            Instruction::EraseObject { .. } => touch.erased = true,
+            other => match other.field_path().and_then(|p| changeset.string(p.field)) {
+                Some(field) => {
+                    touch.properties.insert(field.to_owned());
+                }
+                None => return None,
+            },
         }
     }
-    Some(set)
+    Some(changes)
 }
 
-enum Watch {
+/// Adds `more` to the changes in `into` (`None` there: nothing yet).
+fn merge(into: &mut Option<Touched>, more: Touched) {
+    match (into.as_mut(), more) {
+        (None, more) => *into = Some(more),
+        (Some(None), _) => {}
+        (Some(slot), None) => *slot = None,
+        (Some(Some(set)), Some(more)) => deep::merge_changes(set, more),
+    }
+}
+
+enum Kind {
     Object {
         class: String,
         key: Key,
@@ -87,16 +126,25 @@ enum Watch {
     },
 }
 
+struct Watch {
+    kind: Kind,
+    /// Empty: every property, and changes reached through links up to the default depth.
+    key_paths: Vec<KeyPath>,
+    /// Changes committed since this listener was last evaluated successfully.
+    pending: Option<Touched>,
+    /// Whether the last evaluation failed (reported once per run of failures).
+    failing: bool,
+}
+
 #[derive(Default)]
 struct Pending {
-    /// Changes not yet evaluated; `None` inside means "anything".
+    /// Changes not yet handed to the listeners; `None` inside means "anything".
     changes: Option<Touched>,
     shutdown: bool,
 }
 
 pub(crate) struct Notifier {
-    path: PathBuf,
-    config: Config,
+    file: DbFile,
     watches: Mutex<HashMap<u64, Arc<Mutex<Watch>>>>,
     pending: Mutex<Pending>,
     wake: Condvar,
@@ -128,26 +176,27 @@ impl Drop for ListenerToken {
     }
 }
 
-fn merge(into: &mut Option<Touched>, more: Touched) {
-    match (into.as_mut(), more) {
-        (None, more) => *into = Some(more),
-        (Some(None), _) => {}
-        (Some(slot), None) => *slot = None,
-        (Some(Some(set)), Some(more)) => set.extend(more),
-    }
+/// What a new listener starts from, read after it is registered.
+pub(crate) enum Initial {
+    Object(Option<Object>),
+    Results(Vec<PrimaryKey>),
 }
 
 impl Notifier {
-    pub(crate) fn new(path: PathBuf, config: Config) -> Arc<Notifier> {
+    pub(crate) fn new(file: DbFile) -> Arc<Notifier> {
         Arc::new(Notifier {
-            path,
-            config,
+            file,
             watches: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             next_id: AtomicU64::new(1),
             thread: Mutex::new(None),
         })
+    }
+
+    /// The database file, for opening further connections.
+    pub(crate) fn file(&self) -> &DbFile {
+        &self.file
     }
 
     /// Whether any listener is registered.
@@ -161,12 +210,7 @@ impl Notifier {
 
     /// Called after a commit: queue the touched objects for the notifier thread.
     pub(crate) fn committed(&self, touched: Touched) {
-        if self
-            .watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-        {
+        if !self.has_watches() {
             return;
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -190,7 +234,7 @@ impl Notifier {
     fn ensure_thread(self: &Arc<Self>) -> Result<(), StoreError> {
         let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
         if thread.is_none() {
-            let conn = super::open_connection(&self.path, &self.config)?;
+            let conn = self.file.connect()?;
             let weak = Arc::downgrade(self);
             *thread = Some(
                 std::thread::Builder::new()
@@ -206,66 +250,110 @@ impl Notifier {
         Ok(())
     }
 
-    fn register(self: &Arc<Self>, watch: Watch) -> Result<ListenerToken, StoreError> {
+    /// Registers a listener, then reads where it starts from with `initial` (so every commit
+    /// after that read reaches it). The notifier does not evaluate it before `initial` returns.
+    fn register(
+        self: &Arc<Self>,
+        kind: Kind,
+        key_paths: Vec<KeyPath>,
+        initial: impl FnOnce() -> Result<Initial, StoreError>,
+    ) -> Result<ListenerToken, StoreError> {
         self.ensure_thread()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let watch = Arc::new(Mutex::new(Watch {
+            kind,
+            key_paths,
+            pending: None,
+            failing: false,
+        }));
+        let mut guard = watch.lock().unwrap_or_else(|e| e.into_inner());
         self.watches
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::new(Mutex::new(watch)));
-        Ok(ListenerToken {
+            .insert(id, Arc::clone(&watch));
+        let token = ListenerToken {
             notifier: Arc::downgrade(self),
             id,
-        })
+        };
+        match (initial()?, &mut guard.kind) {
+            (Initial::Object(now), Kind::Object { last, .. }) => *last = now,
+            (Initial::Results(now), Kind::Results { last, .. }) => *last = now,
+            _ => unreachable!("the initial read matches the listener kind"),
+        }
+        Ok(token)
     }
 
     pub(crate) fn observe_object(
         self: &Arc<Self>,
-        current: Option<Object>,
         class: &str,
         key: &PrimaryKey,
+        key_paths: Vec<KeyPath>,
         callback: Box<dyn Fn(ObjectChange) + Send>,
+        initial: impl FnOnce() -> Result<Option<Object>, StoreError>,
     ) -> Result<ListenerToken, StoreError> {
-        self.register(Watch::Object {
+        let kind = Kind::Object {
             class: class.to_owned(),
             key: to_key(key),
-            last: current,
+            last: None,
             callback,
-        })
+        };
+        self.register(kind, key_paths, || initial().map(Initial::Object))
     }
 
     pub(crate) fn observe_results(
         self: &Arc<Self>,
-        current: Vec<PrimaryKey>,
         class: &str,
         query: &str,
         args: &[Value],
+        key_paths: Vec<KeyPath>,
         callback: Box<dyn Fn(&ResultsChange) + Send>,
+        initial: impl FnOnce() -> Result<Vec<PrimaryKey>, StoreError>,
     ) -> Result<ListenerToken, StoreError> {
-        self.register(Watch::Results {
+        let kind = Kind::Results {
             class: class.to_owned(),
             query: query.to_owned(),
             args: args.to_vec(),
-            last: current,
+            last: Vec::new(),
             callback,
-        })
+        };
+        self.register(kind, key_paths, || initial().map(Initial::Results))
     }
 }
 
-/// The notifier thread: wait, take everything pending, evaluate every watch, call back.
+/// First delay before re-evaluating listeners whose evaluation failed; doubles up to the max.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// The notifier thread: wait, hand everything pending to every listener, evaluate those with
+/// pending changes, call back; retry the ones that failed after a delay.
 fn run(notifier: Weak<Notifier>, conn: Connection) {
+    let mut retry: Option<Duration> = None;
     loop {
-        let (changes, watches) = {
+        let watches = {
             let Some(n) = notifier.upgrade() else { return };
             let mut pending = n.pending.lock().unwrap_or_else(|e| e.into_inner());
             while pending.changes.is_none() && !pending.shutdown {
-                pending = n.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+                match retry {
+                    None => pending = n.wake.wait(pending).unwrap_or_else(|e| e.into_inner()),
+                    Some(delay) => {
+                        let (p, timeout) = n
+                            .wake
+                            .wait_timeout(pending, delay)
+                            .unwrap_or_else(|e| e.into_inner());
+                        pending = p;
+                        if timeout.timed_out() {
+                            break;
+                        }
+                    }
+                }
             }
             if pending.shutdown {
                 return;
             }
-            let changes = pending.changes.take().unwrap_or(None);
-            drop(pending);
+            let changes = pending.changes.take();
+            // Registered listeners, the new changes added to each one's own pending changes
+            // while the queue is still locked, so a listener registered later never misses
+            // changes committed after its first read.
             let watches: Vec<Arc<Mutex<Watch>>> = n
                 .watches
                 .lock()
@@ -273,50 +361,133 @@ fn run(notifier: Weak<Notifier>, conn: Connection) {
                 .values()
                 .cloned()
                 .collect();
-            (changes, watches)
-        };
-        if conn.execute_batch("BEGIN").is_err() {
-            continue;
-        }
-        let schemas = layout::load(&conn).map(|s| s.schemas);
-        if let Ok(schemas) = schemas {
-            for watch in watches {
-                let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
-                evaluate(&conn, &schemas, &changes, &mut w);
+            drop(pending);
+            if let Some(changes) = changes {
+                for watch in &watches {
+                    let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
+                    merge(&mut w.pending, changes.clone());
+                }
             }
-        }
-        let _ = conn.execute_batch("COMMIT");
+            watches
+        };
+        let ok = evaluate_all(&conn, &watches);
+        retry = if ok {
+            None
+        } else {
+            Some(retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX)))
+        };
     }
 }
 
-fn evaluate(conn: &Connection, schemas: &Schemas, changes: &Touched, watch: &mut Watch) {
-    match watch {
-        Watch::Object {
+/// Evaluates every listener with pending changes in one read transaction. `false` if some
+/// evaluation failed (its changes are kept for the retry).
+fn evaluate_all(conn: &Connection, watches: &[Arc<Mutex<Watch>>]) -> bool {
+    let snapshot = conn
+        .execute_batch("BEGIN")
+        .map_err(StoreError::from)
+        .and_then(|()| layout::load(conn).map(|s| s.schemas));
+    let schemas = match snapshot {
+        Ok(schemas) => schemas,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            for watch in watches {
+                let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
+                if w.pending.is_some() {
+                    report_failure(&mut w, &e);
+                }
+            }
+            return false;
+        }
+    };
+    let mut ok = true;
+    for watch in watches {
+        let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(changes) = w.pending.take() else {
+            continue;
+        };
+        match evaluate(conn, &schemas, &changes, &mut w) {
+            Ok(()) => w.failing = false,
+            Err(e) => {
+                // Keep the changes: merge back under whatever is pending now.
+                let mut kept = Some(changes);
+                if let Some(newer) = w.pending.take() {
+                    merge(&mut kept, newer);
+                }
+                w.pending = kept;
+                report_failure(&mut w, &e);
+                ok = false;
+            }
+        }
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        // The snapshot could not be released: start from a clean connection state next time.
+        let _ = conn.execute_batch("ROLLBACK");
+        eprintln!("tandem: the notifier could not end its read transaction: {e}");
+    }
+    ok
+}
+
+fn report_failure(watch: &mut Watch, e: &StoreError) {
+    if !watch.failing {
+        watch.failing = true;
+        let what = match &watch.kind {
+            Kind::Object { class, key, .. } => format!("object listener on {class} {key:?}"),
+            Kind::Results { class, query, .. } => format!("results listener on {class} {query:?}"),
+        };
+        eprintln!("tandem: evaluating the {what} failed: {e}; its changes are kept and retried");
+    }
+}
+
+fn evaluate(
+    conn: &Connection,
+    schemas: &Schemas,
+    changes: &Touched,
+    watch: &mut Watch,
+) -> Result<(), StoreError> {
+    let no_changes = Changes::new();
+    let mut checker = Checker::new(conn, schemas, changes.as_ref().unwrap_or(&no_changes));
+    let key_paths = &watch.key_paths;
+    match &mut watch.kind {
+        Kind::Object {
             class,
             key,
             last,
             callback,
         } => {
-            if let Some(set) = changes {
-                // A change to a link target can make a link of this object unresolved or
-                // resolved again (the target erased or re-created), which changes what it reads.
-                if !set.contains(&(class.clone(), key.clone()))
-                    && !set.iter().any(|(t, _)| may_link_to(schemas, class, t))
-                {
-                    return;
-                }
+            if changes.is_some()
+                && checker.touch(class, key).is_none()
+                && !checker.links_can_reach_change(class)
+            {
+                return Ok(());
             }
-            let now = read_object(conn, schemas, class, key);
+            // What the app sees: links to objects that do not exist are hidden, so a link whose
+            // target was erased or re-created reads as a change of that property.
+            let now = deep::read_resolved(conn, schemas, class, key)?;
             let change = match (&*last, &now) {
                 (Some(_), None) => Some(ObjectChange::Deleted),
                 (Some(before), Some(after)) => {
-                    let properties: Vec<String> = after
+                    let written: Vec<String> = after
                         .fields
                         .iter()
                         .filter(|(name, value)| before.fields.get(*name) != Some(value))
                         .map(|(name, _)| name.clone())
                         .collect();
-                    (!properties.is_empty()).then_some(ObjectChange::Modified { properties })
+                    let mut properties: std::collections::BTreeSet<String> = if key_paths.is_empty()
+                    {
+                        written.into_iter().collect()
+                    } else {
+                        deep::named_first(&written, key_paths).into_iter().collect()
+                    };
+                    if changes.is_some() {
+                        properties.extend(if key_paths.is_empty() {
+                            checker.properties_reaching_change(class, after)?
+                        } else {
+                            checker.properties_on_key_paths(class, after, key_paths)?
+                        });
+                    }
+                    (!properties.is_empty()).then(|| ObjectChange::Modified {
+                        properties: properties.into_iter().collect(),
+                    })
                 }
                 _ => None,
             };
@@ -325,29 +496,36 @@ fn evaluate(conn: &Connection, schemas: &Schemas, changes: &Touched, watch: &mut
                 callback(change);
             }
         }
-        Watch::Results {
+        Kind::Results {
             class,
             query,
             args,
             last,
             callback,
         } => {
-            let Ok(compiled) = query::compile(schemas, class, query, args) else {
-                return;
+            let compiled = query::compile(schemas, class, query, args)?;
+            let now = read::run_query(conn, schemas, class, &compiled)?;
+            // Which objects in both the old and the new results count as modified.
+            let modified: HashSet<&PrimaryKey> = match changes {
+                None => now.iter().collect(),
+                Some(_) => {
+                    let before: HashSet<&PrimaryKey> = last.iter().collect();
+                    let mut modified = HashSet::new();
+                    for k in now.iter().filter(|k| before.contains(k)) {
+                        let key = to_key(k);
+                        let hit = if key_paths.is_empty() {
+                            checker.object_modified(class, &key)?
+                        } else {
+                            checker.object_modified_on_key_paths(class, &key, key_paths)?
+                        };
+                        if hit {
+                            modified.insert(k);
+                        }
+                    }
+                    modified
+                }
             };
-            let Ok(now) = read::run_query(conn, schemas, class, &compiled) else {
-                return;
-            };
-            let changed_objects: Option<HashSet<Key>> = changes.as_ref().map(|set| {
-                set.iter()
-                    .filter(|(table, _)| table == class)
-                    .map(|(_, k)| k.clone())
-                    .collect()
-            });
-            let change = diff(last, &now, |k| match &changed_objects {
-                Some(set) => set.contains(&to_key(k)),
-                None => true,
-            });
+            let change = diff(last, &now, |k| modified.contains(k));
             *last = now;
             if !(change.deletions.is_empty()
                 && change.insertions.is_empty()
@@ -357,43 +535,7 @@ fn evaluate(conn: &Connection, schemas: &Schemas, changes: &Touched, watch: &mut
             }
         }
     }
-}
-
-fn read_object(conn: &Connection, schemas: &Schemas, class: &str, key: &Key) -> Option<Object> {
-    if !matches!(
-        schemas.get(class).map(|s| &s.spec),
-        Some(TableSpec::TopLevel { .. })
-    ) {
-        return None;
-    }
-    let id = layout::row_id(conn, class, key).ok()??;
-    read::read_resolved(conn, schemas, class, id).ok()
-}
-
-/// Whether objects of `class` (or the embedded objects they hold) can hold a link to an object
-/// of `target`: a link column to it, or a mixed column.
-fn may_link_to(schemas: &Schemas, class: &str, target: &str) -> bool {
-    let mut seen = HashSet::new();
-    let mut todo = vec![class];
-    while let Some(c) = todo.pop() {
-        if !seen.insert(c) {
-            continue;
-        }
-        let Some(schema) = schemas.get(c) else {
-            continue;
-        };
-        for column in schema.columns.values() {
-            match column.link_target.as_deref() {
-                Some(t) if t == target => return true,
-                Some(t) if matches!(schemas.get(t).map(|s| &s.spec), Some(TableSpec::Embedded)) => {
-                    todo.push(t)
-                }
-                _ if column.value_type == crate::changeset::PayloadType::Null => return true,
-                _ => {}
-            }
-        }
-    }
-    false
+    Ok(())
 }
 
 /// Realm-style index changes from `old` to `new`. `modified` says whether an object that is in

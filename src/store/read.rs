@@ -233,6 +233,11 @@ impl<'db> ReadTransaction<'db> {
         self.conn()
     }
 
+    /// The schema as of this snapshot.
+    pub(crate) fn schemas(&self) -> &Schemas {
+        &self.schemas
+    }
+
     /// The object of `class` with this primary key, if it exists, as apps see it: links to
     /// objects that do not exist (erased on another device, or not synced yet) read as null
     /// in single and mixed properties, lists of mixed and dictionaries, and are left out of

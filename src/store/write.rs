@@ -919,8 +919,9 @@ impl<'db> WriteTransaction<'db> {
         let changeset = std::mem::take(&mut self.changeset);
         let file_ident = self.db.config.file_ident;
         // What changed is only worked out when someone listens.
-        let touched = (!changeset.is_empty() && self.db.notifier.has_watches())
-            .then(|| super::notify::touched(&changeset));
+        let wrote = !changeset.is_empty();
+        let touched =
+            (wrote && self.db.notifier.has_watches()).then(|| super::notify::touched(&changeset));
         let conn = self.conn();
         let version = if changeset.is_empty() {
             None
@@ -940,8 +941,12 @@ impl<'db> WriteTransaction<'db> {
         let committed = conn.execute_batch("COMMIT");
         self.finish(committed.is_ok());
         committed?;
-        if let Some(touched) = touched {
-            self.db.notifier.committed(touched);
+        match touched {
+            Some(touched) => self.db.notifier.committed(touched),
+            // A listener registered while this transaction ran may have read its first
+            // snapshot before this commit: tell it that anything may have changed.
+            None if wrote => self.db.notifier.committed(None),
+            None => {}
         }
         if version.is_some() {
             self.db.run_commit_hooks();

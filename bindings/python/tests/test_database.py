@@ -109,3 +109,58 @@ def test_object_listener_may_write_to_the_database(db):
     assert listener.seen[1] == tandem.ObjectChange.MODIFIED(["count"])
     assert db.object("Task", tandem.Key.INT(1))["count"].value.value == 10
     handle.cancel()
+
+
+def person_dog_db(tmp_path):
+    def prop(name, ptype, link_target=None):
+        return tandem.PropertySpec(name=name, property_type=ptype, nullable=link_target is not None,
+                                   collection=tandem.Collection.SINGLE, link_target=link_target)
+
+    classes = [
+        tandem.ClassSpec(name="Person", primary_key="_id", properties=[
+            prop("_id", tandem.PropertyType.INT), prop("age", tandem.PropertyType.INT),
+            prop("dog", tandem.PropertyType.LINK, "Dog")]),
+        tandem.ClassSpec(name="Dog", primary_key="_id", properties=[
+            prop("_id", tandem.PropertyType.INT), prop("name", tandem.PropertyType.STRING),
+            prop("age", tandem.PropertyType.INT)]),
+    ]
+    db = tandem.Database.open(str(tmp_path / "linked.sqlite"), classes)
+    with db.write() as tx:
+        tx.create("Dog", tandem.Key.INT(1), {})
+        tx.create("Person", tandem.Key.INT(2), {"dog": tandem.Value.LINK("Dog", tandem.Key.INT(1))})
+    return db
+
+
+class ObjectCollect(tandem.ObjectListener):
+    def __init__(self):
+        self.changes = []
+
+    def on_change(self, change):
+        self.changes.append(change)
+
+
+def test_linked_changes_notify_and_key_paths_narrow_them(tmp_path):
+    db = person_dog_db(tmp_path)
+    everything, filtered, results = ObjectCollect(), ObjectCollect(), Collect()
+    handles = [
+        db.observe_object("Person", tandem.Key.INT(2), everything),
+        db.observe_object("Person", tandem.Key.INT(2), filtered, key_paths=["dog.name"]),
+        db.query("Person", "TRUEPREDICATE", []).observe(results, key_paths=["age"]),
+    ]
+    with db.write() as tx:  # the dog's age: reached through "dog", not on the filtered paths
+        tx.set("Dog", tandem.Key.INT(1), "age", tandem.Value.INT(3))
+    eventually(lambda: len(everything.changes) == 1)
+    with db.write() as tx:  # the dog's name: on "dog.name"
+        tx.set("Dog", tandem.Key.INT(1), "name", tandem.Value.STRING("Rex"))
+    eventually(lambda: len(everything.changes) == 2 and filtered.changes)
+    with db.write() as tx:  # the person's age: on "age"
+        tx.set("Person", tandem.Key.INT(2), "age", tandem.Value.INT(40))
+    eventually(lambda: len(everything.changes) == 3 and results.changes)
+    assert everything.changes == [tandem.ObjectChange.MODIFIED(["dog"])] * 2 + [
+        tandem.ObjectChange.MODIFIED(["age"])]
+    assert filtered.changes == [tandem.ObjectChange.MODIFIED(["dog"])]
+    assert [c.modifications for c in results.changes] == [[0]]
+    with pytest.raises(tandem.TandemError.InvalidArgument):
+        db.observe_object("Person", tandem.Key.INT(2), everything, key_paths=["dog.nme"])
+    for h in handles:
+        h.cancel()

@@ -40,11 +40,15 @@ extension Results {
     /// The changes of these results as an async sequence. Ending the iteration (or cancelling
     /// its task) cancels the listener. If the query cannot be observed the stream just finishes.
     ///
+    /// Changes to linked objects count up to four levels deep; `keyPaths` (e.g. `["dog.name"]`)
+    /// narrows modifications to the paths named, at any depth.
+    ///
     ///     for await change in results.changes() { print(change.insertions) }
-    public func changes() -> AsyncStream<ResultsChange> {
+    public func changes(keyPaths: [String] = []) -> AsyncStream<ResultsChange> {
         AsyncStream { continuation in
             do {
-                let handle = try observe(listener: StreamingResultsListener(continuation))
+                let handle = try observe(
+                    listener: StreamingResultsListener(continuation), keyPaths: keyPaths)
                 continuation.onTermination = { _ in handle.cancel() }
             } catch {
                 continuation.finish()
@@ -55,12 +59,17 @@ extension Results {
 
 extension Database {
     /// The changes of one object as an async sequence; ending the iteration cancels the listener.
-    public func changes(className: String, key: Key) throws -> AsyncStream<ObjectChange> {
+    /// A change reached through a link (up to four levels deep) names the link property;
+    /// `keyPaths` narrows what is reported to the paths named, at any depth.
+    public func changes(className: String, key: Key, keyPaths: [String] = []) throws
+        -> AsyncStream<ObjectChange>
+    {
         var failure: Error?
         let stream = AsyncStream<ObjectChange> { continuation in
             do {
                 let handle = try observeObject(
-                    className: className, key: key, listener: StreamingObjectListener(continuation))
+                    className: className, key: key, listener: StreamingObjectListener(continuation),
+                    keyPaths: keyPaths)
                 continuation.onTermination = { _ in handle.cancel() }
             } catch {
                 failure = error

@@ -666,9 +666,12 @@ public protocol DatabaseProtocol: AnyObject, Sendable {
     func object(className: String, key: Key) throws  -> [String: FieldValue]?
     
     /**
-     * Calls `listener` whenever the object changes.
+     * Calls `listener` whenever the object changes, including through its links up to four
+     * levels deep (the link property is named). `key_paths` (e.g. `["dog.name"]`, `*` for
+     * every property of a level) narrows that to the paths named, at any depth; empty means
+     * no filter. An unknown property in a path is `InvalidArgument`.
      */
-    func observeObject(className: String, key: Key, listener: ObjectListener) throws  -> ListenerHandle
+    func observeObject(className: String, key: Key, listener: ObjectListener, keyPaths: [String]) throws  -> ListenerHandle
     
     /**
      * The objects of `class_name` matching `filter` (Realm's query language, e.g.
@@ -772,16 +775,20 @@ open func object(className: String, key: Key)throws  -> [String: FieldValue]?  {
 }
     
     /**
-     * Calls `listener` whenever the object changes.
+     * Calls `listener` whenever the object changes, including through its links up to four
+     * levels deep (the link property is named). `key_paths` (e.g. `["dog.name"]`, `*` for
+     * every property of a level) narrows that to the paths named, at any depth; empty means
+     * no filter. An unknown property in a path is `InvalidArgument`.
      */
-open func observeObject(className: String, key: Key, listener: ObjectListener)throws  -> ListenerHandle  {
+open func observeObject(className: String, key: Key, listener: ObjectListener, keyPaths: [String] = [])throws  -> ListenerHandle  {
     return try  FfiConverterTypeListenerHandle_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_database_observe_object(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(className),
         FfiConverterTypeKey_lower(key),
-        FfiConverterTypeObjectListener_lower(listener),uniffiCallStatus
+        FfiConverterTypeObjectListener_lower(listener),
+        FfiConverterSequenceString.lower(keyPaths),uniffiCallStatus
     )
 })
 }
@@ -1670,9 +1677,12 @@ public protocol ResultsProtocol: AnyObject, Sendable {
     
     /**
      * Calls `listener` whenever the results change (deletions, insertions, modifications as
-     * indices, Realm style).
+     * indices, Realm style). An object counts as modified when it or an object reached through
+     * its links (up to four levels deep) changed; `key_paths` (see
+     * `Database.observe_object`) narrows modifications to the paths named. Insertions and
+     * deletions are always reported.
      */
-    func observe(listener: ResultsListener) throws  -> ListenerHandle
+    func observe(listener: ResultsListener, keyPaths: [String]) throws  -> ListenerHandle
     
 }
 /**
@@ -1769,14 +1779,18 @@ open func objects()throws  -> [[String: FieldValue]]  {
     
     /**
      * Calls `listener` whenever the results change (deletions, insertions, modifications as
-     * indices, Realm style).
+     * indices, Realm style). An object counts as modified when it or an object reached through
+     * its links (up to four levels deep) changed; `key_paths` (see
+     * `Database.observe_object`) narrows modifications to the paths named. Insertions and
+     * deletions are always reported.
      */
-open func observe(listener: ResultsListener)throws  -> ListenerHandle  {
+open func observe(listener: ResultsListener, keyPaths: [String] = [])throws  -> ListenerHandle  {
     return try  FfiConverterTypeListenerHandle_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_results_observe(
             self.uniffiCloneHandle(),
-        FfiConverterTypeResultsListener_lower(listener),uniffiCallStatus
+        FfiConverterTypeResultsListener_lower(listener),
+        FfiConverterSequenceString.lower(keyPaths),uniffiCallStatus
     )
 })
 }
@@ -5331,7 +5345,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_database_object() != 63962) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_database_observe_object() != 46451) {
+    if (uniffi_tandem_checksum_method_database_observe_object() != 32121) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_database_query() != 42991) {
@@ -5358,7 +5372,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_results_objects() != 27144) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_results_observe() != 24810) {
+    if (uniffi_tandem_checksum_method_results_observe() != 12862) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_resultslistener_on_change() != 28979) {

@@ -144,6 +144,57 @@ final class DatabaseTests: XCTestCase {
     }
 }
 
+final class CollectObject: ObjectListener, @unchecked Sendable {
+    let seen = Box<ObjectChange>()
+    func onChange(change: ObjectChange) throws { seen.append(change) }
+}
+
+extension DatabaseTests {
+    func testLinkedChangesNotifyAndKeyPathsNarrowThem() throws {
+        func prop(_ name: String, _ type: PropertyType, _ target: String? = nil) -> PropertySpec {
+            PropertySpec(name: name, propertyType: type, nullable: target != nil, collection: .single,
+                         linkTarget: target)
+        }
+        let linked = try Database.open(path: dir.appendingPathComponent("linked.sqlite").path, classes: [
+            ClassSpec(name: "Person", primaryKey: "_id",
+                      properties: [prop("_id", .int), prop("nick", .string), prop("dog", .link, "Dog")]),
+            ClassSpec(name: "Dog", primaryKey: "_id",
+                      properties: [prop("_id", .int), prop("name", .string), prop("age", .int)]),
+        ])
+        try linked.write { tx in
+            try tx.create(className: "Dog", key: .int(value: 1), values: [:])
+            try tx.create(className: "Person", key: .int(value: 2),
+                          values: ["dog": .link(className: "Dog", key: .int(value: 1))])
+        }
+        let all = CollectObject()
+        let filtered = CollectObject()
+        let handles = [
+            try linked.observeObject(className: "Person", key: .int(value: 2), listener: all),
+            try linked.observeObject(className: "Person", key: .int(value: 2), listener: filtered,
+                                     keyPaths: ["nick", "dog.name"]),
+        ]
+        try linked.write { tx in  // off the key paths
+            try tx.set(className: "Dog", key: .int(value: 1), property: "age", value: .int(value: 3))
+        }
+        eventually { all.seen.all.count >= 1 }
+        try linked.write { tx in
+            try tx.set(className: "Person", key: .int(value: 2), property: "nick", value: .string(value: "P"))
+        }
+        eventually { all.seen.all.count >= 2 }
+        try linked.write { tx in
+            try tx.set(className: "Dog", key: .int(value: 1), property: "name", value: .string(value: "Rex"))
+        }
+        eventually { all.seen.all.count >= 3 && filtered.seen.all.count >= 2 }
+        let dog = ObjectChange.modified(properties: ["dog"])
+        let nick = ObjectChange.modified(properties: ["nick"])
+        XCTAssertEqual(all.seen.all, [dog, nick, dog])
+        XCTAssertEqual(filtered.seen.all, [nick, dog])
+        XCTAssertThrowsError(try linked.observeObject(
+            className: "Person", key: .int(value: 2), listener: all, keyPaths: ["dog.nme"]))
+        handles.forEach { $0.cancel() }
+    }
+}
+
 final class Collect: ResultsListener, @unchecked Sendable {
     let changes = Box<ResultsChange>()
     func onChange(change: ResultsChange) throws { changes.append(change) }

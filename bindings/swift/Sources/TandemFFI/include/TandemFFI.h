@@ -361,7 +361,7 @@ RustBuffer uniffi_tandem_fn_method_database_object(uint64_t ptr, RustBuffer clas
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_OBSERVE_OBJECT
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_OBSERVE_OBJECT
-uint64_t uniffi_tandem_fn_method_database_observe_object(uint64_t ptr, RustBuffer class_name, RustBuffer key, uint64_t listener, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_tandem_fn_method_database_observe_object(uint64_t ptr, RustBuffer class_name, RustBuffer key, uint64_t listener, RustBuffer key_paths, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_QUERY
@@ -441,7 +441,7 @@ RustBuffer uniffi_tandem_fn_method_results_objects(uint64_t ptr, RustCallStatus 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_OBSERVE
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_OBSERVE
-uint64_t uniffi_tandem_fn_method_results_observe(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_tandem_fn_method_results_observe(uint64_t ptr, uint64_t listener, RustBuffer key_paths, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_RESULTSLISTENER

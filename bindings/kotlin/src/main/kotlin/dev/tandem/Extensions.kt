@@ -35,8 +35,10 @@ fun Database.write(block: (WriteTransaction) -> Unit): ULong? =
  * The changes of these results as a cold [Flow]: collecting registers a [ResultsListener], and
  * cancelling the collection cancels it. Changes are buffered without limit (dropping one would
  * make the indices of the next wrong); the listener never blocks the database's notifier thread.
+ * Changes to linked objects count up to four levels deep; [keyPaths] (e.g. `listOf("dog.name")`)
+ * narrows modifications to the paths named, at any depth.
  */
-fun Results.changes(): Flow<ResultsChange> =
+fun Results.changes(keyPaths: List<String> = emptyList()): Flow<ResultsChange> =
     callbackFlow {
         val handle = observe(
             object : ResultsListener {
@@ -44,6 +46,7 @@ fun Results.changes(): Flow<ResultsChange> =
                     trySend(change)
                 }
             },
+            keyPaths,
         )
         awaitClose {
             handle.cancel()
@@ -51,8 +54,16 @@ fun Results.changes(): Flow<ResultsChange> =
         }
     }.buffer(Channel.UNLIMITED)
 
-/** The changes of one object as a cold [Flow]; cancelling the collection cancels the listener. */
-fun Database.objectChanges(className: String, key: Key): Flow<ObjectChange> =
+/**
+ * The changes of one object as a cold [Flow]; cancelling the collection cancels the listener.
+ * A change reached through a link (up to four levels deep) names the link property;
+ * [keyPaths] narrows what is reported to the paths named, at any depth.
+ */
+fun Database.objectChanges(
+    className: String,
+    key: Key,
+    keyPaths: List<String> = emptyList(),
+): Flow<ObjectChange> =
     callbackFlow {
         val handle = observeObject(
             className,
@@ -62,6 +73,7 @@ fun Database.objectChanges(className: String, key: Key): Flow<ObjectChange> =
                     trySend(change)
                 }
             },
+            keyPaths,
         )
         awaitClose {
             handle.cancel()

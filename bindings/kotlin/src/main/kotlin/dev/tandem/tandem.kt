@@ -926,7 +926,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_tandem_fn_method_database_object(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tandem_fn_method_database_observe_object(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_database_observe_object(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`listener`: Long,`keyPaths`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_method_database_query(`ptr`: Long,`className`: RustBuffer.ByValue,`filter`: RustBuffer.ByValue,`args`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -958,7 +958,7 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_results_objects(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tandem_fn_method_results_observe(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_results_observe(`ptr`: Long,`listener`: Long,`keyPaths`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_clone_resultslistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1177,7 +1177,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_database_object() and 0xFFFF) != 63962) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_database_observe_object() and 0xFFFF) != 46451) {
+    if ((lib.uniffi_tandem_checksum_method_database_observe_object() and 0xFFFF) != 32121) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_database_query() and 0xFFFF) != 42991) {
@@ -1204,7 +1204,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_results_objects() and 0xFFFF) != 27144) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_results_observe() and 0xFFFF) != 24810) {
+    if ((lib.uniffi_tandem_checksum_method_results_observe() and 0xFFFF) != 12862) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_resultslistener_on_change() and 0xFFFF) != 28979) {
@@ -1860,9 +1860,12 @@ public interface DatabaseInterface {
     fun `object`(`className`: kotlin.String, `key`: Key): Map<kotlin.String, FieldValue>?
     
     /**
-     * Calls `listener` whenever the object changes.
+     * Calls `listener` whenever the object changes, including through its links up to four
+     * levels deep (the link property is named). `key_paths` (e.g. `["dog.name"]`, `*` for
+     * every property of a level) narrows that to the paths named, at any depth; empty means
+     * no filter. An unknown property in a path is `InvalidArgument`.
      */
-    fun `observeObject`(`className`: kotlin.String, `key`: Key, `listener`: ObjectListener): ListenerHandle
+    fun `observeObject`(`className`: kotlin.String, `key`: Key, `listener`: ObjectListener, `keyPaths`: List<kotlin.String> = listOf()): ListenerHandle
     
     /**
      * The objects of `class_name` matching `filter` (Realm's query language, e.g.
@@ -2009,9 +2012,12 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
 
     
     /**
-     * Calls `listener` whenever the object changes.
+     * Calls `listener` whenever the object changes, including through its links up to four
+     * levels deep (the link property is named). `key_paths` (e.g. `["dog.name"]`, `*` for
+     * every property of a level) narrows that to the paths named, at any depth; empty means
+     * no filter. An unknown property in a path is `InvalidArgument`.
      */
-    @Throws(TandemException::class)override fun `observeObject`(`className`: kotlin.String, `key`: Key, `listener`: ObjectListener): ListenerHandle {
+    @Throws(TandemException::class)override fun `observeObject`(`className`: kotlin.String, `key`: Key, `listener`: ObjectListener, `keyPaths`: List<kotlin.String>): ListenerHandle {
             return FfiConverterTypeListenerHandle.lift(
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -2020,7 +2026,8 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
         
         FfiConverterString.lower(`className`),
         FfiConverterTypeKey.lower(`key`),
-        FfiConverterTypeObjectListener.lower(`listener`),_status)
+        FfiConverterTypeObjectListener.lower(`listener`),
+        FfiConverterSequenceString.lower(`keyPaths`),_status)
 }
     }
     )
@@ -3514,9 +3521,12 @@ public interface ResultsInterface {
     
     /**
      * Calls `listener` whenever the results change (deletions, insertions, modifications as
-     * indices, Realm style).
+     * indices, Realm style). An object counts as modified when it or an object reached through
+     * its links (up to four levels deep) changed; `key_paths` (see
+     * `Database.observe_object`) narrows modifications to the paths named. Insertions and
+     * deletions are always reported.
      */
-    fun `observe`(`listener`: ResultsListener): ListenerHandle
+    fun `observe`(`listener`: ResultsListener, `keyPaths`: List<kotlin.String> = listOf()): ListenerHandle
     
     companion object
 }
@@ -3679,16 +3689,20 @@ open class Results: Disposable, AutoCloseable, ResultsInterface
     
     /**
      * Calls `listener` whenever the results change (deletions, insertions, modifications as
-     * indices, Realm style).
+     * indices, Realm style). An object counts as modified when it or an object reached through
+     * its links (up to four levels deep) changed; `key_paths` (see
+     * `Database.observe_object`) narrows modifications to the paths named. Insertions and
+     * deletions are always reported.
      */
-    @Throws(TandemException::class)override fun `observe`(`listener`: ResultsListener): ListenerHandle {
+    @Throws(TandemException::class)override fun `observe`(`listener`: ResultsListener, `keyPaths`: List<kotlin.String>): ListenerHandle {
             return FfiConverterTypeListenerHandle.lift(
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
     UniffiLib.uniffi_tandem_fn_method_results_observe(
         it,
         
-        FfiConverterTypeResultsListener.lower(`listener`),_status)
+        FfiConverterTypeResultsListener.lower(`listener`),
+        FfiConverterSequenceString.lower(`keyPaths`),_status)
 }
     }
     )

@@ -161,4 +161,51 @@ class DatabaseTest {
         assertTrue(change.insertions.isNotEmpty(), change.toString())
         assertTrue(change.insertions.all { it < change.keys.size.toULong() }, change.toString())
     }
+
+    class ObjectCollect : ObjectListener {
+        val seen: MutableList<ObjectChange> = Collections.synchronizedList(mutableListOf())
+        override fun onChange(change: ObjectChange) {
+            seen.add(change)
+        }
+    }
+
+    @Test
+    fun linkedChangesNotifyAndKeyPathsNarrowThem() {
+        fun prop(name: String, type: PropertyType, target: String? = null) = PropertySpec(
+            name = name, propertyType = type, nullable = target != null,
+            collection = Collection.SINGLE, linkTarget = target,
+        )
+        val linked = Database.open(
+            dir.resolve("linked.sqlite").toString(),
+            listOf(
+                ClassSpec("Person", "_id", listOf(prop("_id", PropertyType.INT), prop("nick", PropertyType.STRING), prop("dog", PropertyType.LINK, "Dog"))),
+                ClassSpec("Dog", "_id", listOf(prop("_id", PropertyType.INT), prop("name", PropertyType.STRING), prop("age", PropertyType.INT))),
+            ),
+        )
+        linked.write { tx ->
+            tx.create("Dog", intKey(1), emptyMap())
+            tx.create("Person", intKey(2), mapOf("dog" to Value.Link("Dog", intKey(1))))
+        }
+        val all = ObjectCollect()
+        val filtered = ObjectCollect()
+        val handles = listOf(
+            linked.observeObject("Person", intKey(2), all),
+            linked.observeObject("Person", intKey(2), filtered, listOf("nick", "dog.name")),
+        )
+        linked.write { tx -> tx.set("Dog", intKey(1), "age", Value.Int(3)) } // off the key paths
+        eventually { all.seen.size >= 1 }
+        linked.write { tx -> tx.set("Person", intKey(2), "nick", str("P")) }
+        eventually { all.seen.size >= 2 }
+        linked.write { tx -> tx.set("Dog", intKey(1), "name", str("Rex")) }
+        eventually { all.seen.size >= 3 && filtered.seen.size >= 2 }
+        val dog = ObjectChange.Modified(listOf("dog"))
+        val nick = ObjectChange.Modified(listOf("nick"))
+        assertEquals(listOf(dog, nick, dog), all.seen.toList())
+        assertEquals(listOf(nick, dog), filtered.seen.toList())
+        assertThrows<TandemException.InvalidArgument> {
+            linked.observeObject("Person", intKey(2), all, listOf("dog.nme"))
+        }
+        handles.forEach { it.cancel() }
+        linked.close()
+    }
 }
