@@ -89,7 +89,10 @@ fn main() {
         "recovery_window", "after 1,000", "after N", "ratio", "entries", "writes/s"
     );
     let windows = [
-        (format!("{DEFAULT_RECOVERY_WINDOW} (default)"), DEFAULT_RECOVERY_WINDOW),
+        (
+            format!("{DEFAULT_RECOVERY_WINDOW} (default)"),
+            DEFAULT_RECOVERY_WINDOW,
+        ),
         ("0 (realm-core)".to_string(), 0),
         ("everything (untrimmed)".to_string(), u64::MAX),
     ];

@@ -44,7 +44,11 @@ fn commit_tasks(db: &Database, tasks: &[(i64, String)]) -> Result<Option<u64>, S
 }
 
 fn title_of(db: &Database, id: i64) -> Option<String> {
-    let object = db.read().unwrap().object("Task", &PrimaryKey::Int(id)).unwrap()?;
+    let object = db
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(id))
+        .unwrap()?;
     match object.fields.get("title") {
         Some(Field::Value(Val::String(s))) => Some(s.clone()),
         _ => None,
@@ -65,23 +69,34 @@ fn assert_refused(
         SizeLimit::Changeset => MAX_CHANGESET_SIZE as u64,
     };
     match result {
-        Err(ref e @ StoreError::TooLarge {
-            limit: found,
-            size,
-            max: found_max,
-        }) => {
+        Err(
+            ref e @ StoreError::TooLarge {
+                limit: found,
+                size,
+                max: found_max,
+            },
+        ) => {
             assert_eq!(found, limit, "{e}");
             assert_eq!(found_max, max, "{e}");
             assert!(size >= at_least && size > max, "{size} for {e}");
             let text = e.to_string();
-            assert!(text.contains(limit.name()) && text.contains(&size.to_string()), "{text}");
+            assert!(
+                text.contains(limit.name()) && text.contains(&size.to_string()),
+                "{text}"
+            );
         }
         other => panic!("expected TooLarge({limit:?}), got {other:?}"),
     }
-    assert_eq!(db.history().unwrap().len(), history, "nothing reached the history");
+    assert_eq!(
+        db.history().unwrap().len(),
+        history,
+        "nothing reached the history"
+    );
     assert!(title_of(db, 1).is_none(), "nothing was written");
     // The refusal released the writer and left the file usable.
-    commit_tasks(db, &[(999_999, "small".into())]).unwrap().unwrap();
+    commit_tasks(db, &[(999_999, "small".into())])
+        .unwrap()
+        .unwrap();
 }
 
 #[test]
@@ -148,7 +163,11 @@ fn changesets_up_to_the_limit_sync_and_downloads_arrive_in_batches_under_the_bod
     assert_eq!(title_of(&b, 1).as_deref(), Some(near.as_str()));
     assert_eq!(title_of(&b, 2).as_deref(), Some(six_a.as_str()));
     assert_eq!(title_of(&b, 3).as_deref(), Some(six_b.as_str()));
-    assert!(errors.lock().unwrap().is_empty(), "{:?}", errors.lock().unwrap());
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "{:?}",
+        errors.lock().unwrap()
+    );
     assert!(MAX_CHANGESET_SIZE < MAX_BODY_SIZE);
 }
 

@@ -327,24 +327,24 @@ where
         Some(websocket_config(limits::MAX_BODY_SIZE)),
     )
     .await
-        .map_err(|e| {
-            let message = format!("WebSocket handshake: {e}");
-            // 401: the server refused the token in the handshake.
-            let refused =
-                matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
-            match refused {
-                true => Failure {
-                    code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
-                        u64::from(ErrorCode::TokenExpired.code())
-                    } else {
-                        u64::from(ErrorCode::BadAuthentication.code())
-                    },
-                    message,
-                    retry: false,
+    .map_err(|e| {
+        let message = format!("WebSocket handshake: {e}");
+        // 401: the server refused the token in the handshake.
+        let refused =
+            matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
+        match refused {
+            true => Failure {
+                code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
+                    u64::from(ErrorCode::TokenExpired.code())
+                } else {
+                    u64::from(ErrorCode::BadAuthentication.code())
                 },
-                false => fail(message),
-            }
-        })?;
+                message,
+                retry: false,
+            },
+            false => fail(message),
+        }
+    })?;
     let chosen = response
         .headers()
         .get("Sec-WebSocket-Protocol")
@@ -447,9 +447,9 @@ where
                 None => u64::MAX,
             };
             let entries = upload_batch(
-                pending
-                    .iter()
-                    .filter(|cs| cs.meta.version > conn.uploaded_through && cs.meta.version < limit),
+                pending.iter().filter(|cs| {
+                    cs.meta.version > conn.uploaded_through && cs.meta.version < limit
+                }),
                 UPLOAD_BATCH,
             );
             if let Some(last) = entries.last() {
@@ -927,7 +927,11 @@ mod tests {
             assert!(!batch.is_empty() && body <= 4096, "{body}");
             // The counted size is the real uncompressed body: the header declares it.
             let header = String::from_utf8_lossy(&encoded.encode()[..60]).into_owned();
-            assert_eq!(header.split(' ').nth(3), Some(body.to_string().as_str()), "{header}");
+            assert_eq!(
+                header.split(' ').nth(3),
+                Some(body.to_string().as_str()),
+                "{header}"
+            );
             rest = &rest[batch.len()..];
             batches += 1;
         }

@@ -54,9 +54,8 @@ pub(crate) fn append_history(
 
 // One changeset and its UPLOAD entry header always fit one message body, so refusing changesets
 // over MAX_CHANGESET_SIZE at commit also keeps every upload within MAX_BODY_SIZE.
-const _: () = assert!(
-    limits::MAX_CHANGESET_SIZE + limits::MAX_ENTRY_HEADER_SIZE <= limits::MAX_BODY_SIZE
-);
+const _: () =
+    assert!(limits::MAX_CHANGESET_SIZE + limits::MAX_ENTRY_HEADER_SIZE <= limits::MAX_BODY_SIZE);
 
 /// Encodes a transaction's changeset and checks it against the limits that decide whether it can
 /// ever reach the server ([`limits`]): every string and binary value, then the whole changeset.
@@ -873,9 +872,8 @@ impl<'db> WriteTransaction<'db> {
                 super::sync::get(conn, super::sync::DOWNLOAD_SERVER_VERSION).unwrap_or(0);
             let ident = super::sync::get(conn, super::sync::CLIENT_FILE_IDENT)
                 .map_or(file_ident, |v| if v == 0 { file_ident } else { v });
-            let appended = encode_within_limits(&changeset).and_then(|encoded| {
-                append_encoded(conn, &encoded, server_version, ident)
-            });
+            let appended = encode_within_limits(&changeset)
+                .and_then(|encoded| append_encoded(conn, &encoded, server_version, ident));
             match appended {
                 Ok(v) => Some(v),
                 Err(e) => {
