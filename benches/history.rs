@@ -11,13 +11,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem::client::{SyncConfig, SyncSession};
+use tandem::client::SyncSession;
 use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema};
-use tandem::protocol::Limits;
-use tandem::server::{start, Authenticator, ServerConfig, TokenSigner};
 use tandem::store::{Config, Database, DEFAULT_RECOVERY_WINDOW};
 
-const SECRET: &[u8] = b"benchmark secret, benchmark secret";
+#[path = "common/loopback.rs"]
+mod loopback;
+use loopback::{session, start_server};
 
 fn schema() -> Schema {
     Schema::new(vec![ClassSchema::top_level(
@@ -40,48 +40,14 @@ fn file_size(path: &Path) -> u64 {
         .sum()
 }
 
-fn session(dir: &Path, port: u16, db: &Arc<Database>, path: &str) -> SyncSession {
-    let token = TokenSigner::hs256(SECRET)
-        .sign("bench", u64::MAX / 2, &[path])
-        .unwrap();
-    SyncSession::start(
-        Arc::clone(db),
-        SyncConfig {
-            url: format!("wss://localhost:{port}/"),
-            path: path.into(),
-            token,
-            ca_file: Some(dir.join("cert.pem")),
-            ..SyncConfig::default()
-        },
-    )
-    .unwrap()
-}
-
 fn main() {
     let writes: usize = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let dir = std::env::temp_dir().join(format!("tandem-historybench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime
-        .block_on(start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.join("server"),
-            tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
-            allow_plain_ws: false,
-            auth: Authenticator::hs256(SECRET),
-            idle_timeout: Duration::from_secs(600),
-            limits: Limits::default(),
-        }))
-        .unwrap();
-    let port = server.local_addr.port();
+    let loopback = start_server("historybench");
+    let (dir, runtime, port) = (&loopback.dir, &loopback.runtime, loopback.port);
 
     println!("{writes} synced writes to one object (file + WAL):");
     println!(
@@ -141,6 +107,6 @@ fn main() {
             writes as f64 / elapsed.as_secs_f64()
         );
     }
-    server.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
+    loopback.server.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use tandem::client::{SyncConfig, SyncSession};
 use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
-use tandem::protocol::Limits;
-use tandem::server::{start, Authenticator, ServerConfig, TokenSigner};
+use tandem::server::TokenSigner;
 use tandem::store::{Config, Database};
 
 struct Counting;
@@ -44,7 +43,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const SECRET: &[u8] = b"benchmark secret, benchmark secret";
+#[path = "common/loopback.rs"]
+mod loopback;
+use loopback::{session, start_server, SECRET};
 
 fn schema() -> Schema {
     Schema::new(vec![ClassSchema::top_level(
@@ -56,27 +57,6 @@ fn schema() -> Schema {
             Property::new("n", PropertyType::Int),
         ],
     )])
-    .unwrap()
-}
-
-fn session(dir: &Path, port: u16, db: &Arc<Database>, path: &str) -> SyncSession {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    SyncSession::start(
-        Arc::clone(db),
-        SyncConfig {
-            url: format!("wss://localhost:{port}/"),
-            path: path.into(),
-            token: TokenSigner::hs256(SECRET)
-                .sign("bench", now + 3600, &["*"])
-                .expect("HS256 signing cannot fail"),
-            ca_file: Some(dir.join("cert.pem")),
-            allow_insecure: false,
-            ..SyncConfig::default()
-        },
-    )
     .unwrap()
 }
 
@@ -141,25 +121,8 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let dir = std::env::temp_dir().join(format!("tandem-syncbench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime
-        .block_on(start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.join("server"),
-            tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
-            allow_plain_ws: false,
-            auth: Authenticator::hs256(SECRET),
-            idle_timeout: Duration::from_secs(600),
-            limits: Limits::default(),
-        }))
-        .unwrap();
-    let port = server.local_addr.port();
+    let loopback = start_server("syncbench");
+    let (dir, runtime, port) = (&loopback.dir, &loopback.runtime, loopback.port);
 
     // 1. Latency: commit on A until B's results listener runs.
     let a = Arc::new(Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap());
@@ -299,6 +262,6 @@ fn main() {
         state_peak as f64 / (1024.0 * 1024.0),
         wire_bytes.load(Ordering::Relaxed)
     );
-    server.shutdown();
+    loopback.server.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
