@@ -69,7 +69,7 @@ fn main() {
             ..Config::default()
         };
         let db = Arc::new(Database::open(&path, &schema(), config).unwrap());
-        let sync = session(&dir, port, &db, &format!("/history{i}"));
+        let sync = session(dir, port, &db, &format!("/history{i}"));
         let wait = |s: &SyncSession| {
             runtime
                 .block_on(s.wait_for_upload(Some(Duration::from_secs(600))))

@@ -10,13 +10,12 @@
 //! Run: `cargo bench --features server --bench sync`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem::client::{SyncConfig, SyncSession};
+use tandem::client::SyncConfig;
 use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
 use tandem::server::TokenSigner;
 use tandem::store::{Config, Database};
@@ -127,8 +126,8 @@ fn main() {
     // 1. Latency: commit on A until B's results listener runs.
     let a = Arc::new(Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap());
     let b = Arc::new(Database::open(dir.join("b.sqlite"), &schema(), Config::default()).unwrap());
-    let _sa = session(&dir, port, &a, "/latency");
-    let _sb = session(&dir, port, &b, "/latency");
+    let _sa = session(dir, port, &a, "/latency");
+    let _sb = session(dir, port, &b, "/latency");
     let (tx, rx) = channel::<Instant>();
     let _token = b
         .observe_query("Item", "TRUEPREDICATE", &[], move |_| {
@@ -158,8 +157,8 @@ fn main() {
     // 2. Throughput: 10,000 small changesets from A received by B.
     let c = Arc::new(Database::open(dir.join("c.sqlite"), &schema(), Config::default()).unwrap());
     let d = Arc::new(Database::open(dir.join("d.sqlite"), &schema(), Config::default()).unwrap());
-    let _sc = session(&dir, port, &c, "/throughput");
-    let _sd = session(&dir, port, &d, "/throughput");
+    let _sc = session(dir, port, &c, "/throughput");
+    let _sd = session(dir, port, &d, "/throughput");
     let start = Instant::now();
     for i in 0..10_000 {
         let mut w = c.begin_write().unwrap();
@@ -194,16 +193,16 @@ fn main() {
     }
     w.commit().unwrap();
     let history_bytes: usize = e.history().unwrap().iter().map(|c| c.encode().len()).sum();
-    let _se = session(&dir, port, &e, "/bulk");
+    let _se = session(dir, port, &e, "/bulk");
     wait_for(|| e.pending_uploads(1).unwrap().is_empty());
     drop(_se);
-    let (proxy_port, wire_bytes) = counting_proxy(&runtime, port);
+    let (proxy_port, wire_bytes) = counting_proxy(runtime, port);
     let f = Arc::new(Database::open(dir.join("f.sqlite"), &schema(), Config::default()).unwrap());
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let target = e.sync_progress().unwrap().latest_server_version;
     let start = Instant::now();
-    let _sf = session(&dir, proxy_port, &f, "/bulk");
+    let _sf = session(dir, proxy_port, &f, "/bulk");
     // Poll the (cheap) download cursor, not a 100,000-row query: the download is applied in one
     // transaction, so once the cursor moves every object is queryable.
     wait_for(|| f.sync_progress().unwrap().download_server_version >= target);
@@ -224,7 +223,7 @@ fn main() {
     );
 
     // 4. The same state through STATE: `open_synced` on an empty file.
-    let (proxy_port, wire_bytes) = counting_proxy(&runtime, port);
+    let (proxy_port, wire_bytes) = counting_proxy(runtime, port);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -263,5 +262,5 @@ fn main() {
         wire_bytes.load(Ordering::Relaxed)
     );
     loopback.server.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }

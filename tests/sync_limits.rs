@@ -12,7 +12,7 @@ use std::time::Duration;
 use live::{eventually, World};
 use tandem::client::{Event, SyncState};
 use tandem::model::{PrimaryKey, Value};
-use tandem::protocol::limits::{MAX_BODY_SIZE, MAX_CHANGESET_SIZE, MAX_VALUE_SIZE};
+use tandem::protocol::limits::{MAX_CHANGESET_SIZE, MAX_VALUE_SIZE};
 use tandem::protocol::Limits;
 use tandem::state::{Field, Val};
 use tandem::store::{Database, SizeLimit, StoreError};
@@ -168,7 +168,6 @@ fn changesets_up_to_the_limit_sync_and_downloads_arrive_in_batches_under_the_bod
         "{:?}",
         errors.lock().unwrap()
     );
-    assert!(MAX_CHANGESET_SIZE < MAX_BODY_SIZE);
 }
 
 /// Commits `count` transactions of one task with a title of `size` bytes each on a fresh file
