@@ -10,16 +10,14 @@
 //! Run: `cargo bench --features server --bench sync`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem::client::{SyncConfig, SyncSession};
+use tandem::client::SyncConfig;
 use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
-use tandem::protocol::Limits;
-use tandem::server::{start, Authenticator, ServerConfig, TokenSigner};
+use tandem::server::TokenSigner;
 use tandem::store::{Config, Database};
 
 struct Counting;
@@ -44,7 +42,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const SECRET: &[u8] = b"benchmark secret, benchmark secret";
+#[path = "common/loopback.rs"]
+mod loopback;
+use loopback::{session, start_server, SECRET};
 
 fn schema() -> Schema {
     Schema::new(vec![ClassSchema::top_level(
@@ -56,27 +56,6 @@ fn schema() -> Schema {
             Property::new("n", PropertyType::Int),
         ],
     )])
-    .unwrap()
-}
-
-fn session(dir: &Path, port: u16, db: &Arc<Database>, path: &str) -> SyncSession {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    SyncSession::start(
-        Arc::clone(db),
-        SyncConfig {
-            url: format!("wss://localhost:{port}/"),
-            path: path.into(),
-            token: TokenSigner::hs256(SECRET)
-                .sign("bench", now + 3600, &["*"])
-                .expect("HS256 signing cannot fail"),
-            ca_file: Some(dir.join("cert.pem")),
-            allow_insecure: false,
-            ..SyncConfig::default()
-        },
-    )
     .unwrap()
 }
 
@@ -141,31 +120,14 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let dir = std::env::temp_dir().join(format!("tandem-syncbench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime
-        .block_on(start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.join("server"),
-            tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
-            allow_plain_ws: false,
-            auth: Authenticator::hs256(SECRET),
-            idle_timeout: Duration::from_secs(600),
-            limits: Limits::default(),
-        }))
-        .unwrap();
-    let port = server.local_addr.port();
+    let loopback = start_server("syncbench");
+    let (dir, runtime, port) = (&loopback.dir, &loopback.runtime, loopback.port);
 
     // 1. Latency: commit on A until B's results listener runs.
     let a = Arc::new(Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap());
     let b = Arc::new(Database::open(dir.join("b.sqlite"), &schema(), Config::default()).unwrap());
-    let _sa = session(&dir, port, &a, "/latency");
-    let _sb = session(&dir, port, &b, "/latency");
+    let _sa = session(dir, port, &a, "/latency");
+    let _sb = session(dir, port, &b, "/latency");
     let (tx, rx) = channel::<Instant>();
     let _token = b
         .observe_query("Item", "TRUEPREDICATE", &[], move |_| {
@@ -195,8 +157,8 @@ fn main() {
     // 2. Throughput: 10,000 small changesets from A received by B.
     let c = Arc::new(Database::open(dir.join("c.sqlite"), &schema(), Config::default()).unwrap());
     let d = Arc::new(Database::open(dir.join("d.sqlite"), &schema(), Config::default()).unwrap());
-    let _sc = session(&dir, port, &c, "/throughput");
-    let _sd = session(&dir, port, &d, "/throughput");
+    let _sc = session(dir, port, &c, "/throughput");
+    let _sd = session(dir, port, &d, "/throughput");
     let start = Instant::now();
     for i in 0..10_000 {
         let mut w = c.begin_write().unwrap();
@@ -231,16 +193,16 @@ fn main() {
     }
     w.commit().unwrap();
     let history_bytes: usize = e.history().unwrap().iter().map(|c| c.encode().len()).sum();
-    let _se = session(&dir, port, &e, "/bulk");
+    let _se = session(dir, port, &e, "/bulk");
     wait_for(|| e.pending_uploads(1).unwrap().is_empty());
     drop(_se);
-    let (proxy_port, wire_bytes) = counting_proxy(&runtime, port);
+    let (proxy_port, wire_bytes) = counting_proxy(runtime, port);
     let f = Arc::new(Database::open(dir.join("f.sqlite"), &schema(), Config::default()).unwrap());
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let target = e.sync_progress().unwrap().latest_server_version;
     let start = Instant::now();
-    let _sf = session(&dir, proxy_port, &f, "/bulk");
+    let _sf = session(dir, proxy_port, &f, "/bulk");
     // Poll the (cheap) download cursor, not a 100,000-row query: the download is applied in one
     // transaction, so once the cursor moves every object is queryable.
     wait_for(|| f.sync_progress().unwrap().download_server_version >= target);
@@ -261,7 +223,7 @@ fn main() {
     );
 
     // 4. The same state through STATE: `open_synced` on an empty file.
-    let (proxy_port, wire_bytes) = counting_proxy(&runtime, port);
+    let (proxy_port, wire_bytes) = counting_proxy(runtime, port);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -299,6 +261,6 @@ fn main() {
         state_peak as f64 / (1024.0 * 1024.0),
         wire_bytes.load(Ordering::Relaxed)
     );
-    server.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
+    loopback.server.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -9,12 +9,14 @@ use super::varint::{write_i64, write_u128, write_u64};
 use super::Changeset;
 use crate::model::Decimal128;
 
-pub(super) fn encode(changeset: &Changeset) -> Vec<u8> {
+/// The bytes, and the length of the longest string or binary value written.
+pub(super) fn encode(changeset: &Changeset) -> (Vec<u8>, usize) {
     if changeset.instructions.is_empty() {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let mut w = Writer {
         out: Vec::with_capacity(estimate_len(changeset)),
+        largest: 0,
     };
     for (index, s) in changeset.strings().iter().enumerate() {
         w.u64(opcode::INTERN_STRING);
@@ -24,7 +26,7 @@ pub(super) fn encode(changeset: &Changeset) -> Vec<u8> {
     for instruction in &changeset.instructions {
         w.instruction(instruction);
     }
-    w.out
+    (w.out, w.largest)
 }
 
 /// A cheap lower bound that saves most reallocations on large changesets.
@@ -35,6 +37,8 @@ fn estimate_len(changeset: &Changeset) -> usize {
 
 struct Writer {
     out: Vec<u8>,
+    /// Longest length-prefixed value (string, binary, intern string) so far.
+    largest: usize,
 }
 
 impl Writer {
@@ -55,6 +59,7 @@ impl Writer {
     }
 
     fn bytes(&mut self, b: &[u8]) {
+        self.largest = self.largest.max(b.len());
         self.u64(b.len() as u64);
         self.out.extend_from_slice(b);
     }

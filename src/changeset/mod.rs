@@ -92,6 +92,13 @@ impl Changeset {
     /// Encodes the changeset: all intern strings first, then the instructions, as realm-core
     /// does. A changeset without instructions encodes to no bytes at all.
     pub fn encode(&self) -> Vec<u8> {
+        encode::encode(self).0
+    }
+
+    /// Encodes the changeset like [`Changeset::encode`] and also returns the length in bytes of
+    /// its largest string, binary value or intern string (0 if it has none): what a decoder
+    /// checks against [`MAX_STRING_LEN`].
+    pub fn encode_measured(&self) -> (Vec<u8>, usize) {
         encode::encode(self)
     }
 

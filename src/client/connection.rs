@@ -22,7 +22,7 @@ use super::{
     UPLOAD_BATCH,
 };
 use crate::changeset::Changeset;
-use crate::protocol::{self, ClientMessage, ErrorCode, Limits, ServerMessage, UploadEntry};
+use crate::protocol::{self, limits, ClientMessage, ErrorCode, Limits, ServerMessage, UploadEntry};
 use crate::store::{DownloadCursors, ResetBase, StoreError};
 
 /// Server errors that mean this file's history can no longer sync as it is: client reset.
@@ -35,12 +35,59 @@ fn backoff(n: u32) -> Duration {
     base - base / 4 * jitter / 1000
 }
 
+/// The entries of the next UPLOAD: the changesets in order, as many as fit `max_body` bytes of
+/// body (entry headers included), and always at least one. A single changeset is at most
+/// [`limits::MAX_CHANGESET_SIZE`] (the store refuses larger ones at commit), so with its header
+/// it fits [`limits::MAX_BODY_SIZE`]; with `max_body` at most that, so does every batch.
+fn upload_batch<'a>(
+    changesets: impl Iterator<Item = &'a Changeset>,
+    max_body: usize,
+) -> Vec<UploadEntry> {
+    let mut body = 0usize;
+    let mut entries = Vec::new();
+    for cs in changesets {
+        let entry = UploadEntry::from_changeset(cs);
+        let size = entry.encoded_len();
+        if !entries.is_empty() && body + size > max_body {
+            break;
+        }
+        body += size;
+        entries.push(entry);
+    }
+    entries
+}
+
 /// Why a connection ended.
 struct Failure {
     /// Server error code, or 0.
     code: u64,
     message: String,
     retry: bool,
+}
+
+/// A message over the protocol limits: it would come again on every connection, so the session
+/// stops with error code 104 (limits exceeded) instead of retrying.
+fn over_limit(what: String) -> Failure {
+    Failure {
+        code: u64::from(ErrorCode::LimitsExceeded.code()),
+        message: format!(
+            "{what}; this client accepts bodies up to {} bytes (protocol::limits::MAX_BODY_SIZE): \
+             the server must send smaller DOWNLOAD batches",
+            limits::MAX_BODY_SIZE
+        ),
+        retry: false,
+    }
+}
+
+/// WebSocket limits for a peer whose message bodies may reach `max_body` bytes: one frame may
+/// carry a whole message (header line and body).
+pub(crate) fn websocket_config(
+    max_body: usize,
+) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    let max = limits::max_frame_size(max_body);
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
 }
 
 fn fail(message: impl Into<String>) -> Failure {
@@ -274,26 +321,30 @@ async fn session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .map_err(|e| {
-            let message = format!("WebSocket handshake: {e}");
-            // 401: the server refused the token in the handshake.
-            let refused =
-                matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
-            match refused {
-                true => Failure {
-                    code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
-                        u64::from(ErrorCode::TokenExpired.code())
-                    } else {
-                        u64::from(ErrorCode::BadAuthentication.code())
-                    },
-                    message,
-                    retry: false,
+    let (mut ws, response) = tokio_tungstenite::client_async_with_config(
+        request,
+        stream,
+        Some(websocket_config(limits::MAX_BODY_SIZE)),
+    )
+    .await
+    .map_err(|e| {
+        let message = format!("WebSocket handshake: {e}");
+        // 401: the server refused the token in the handshake.
+        let refused =
+            matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
+        match refused {
+            true => Failure {
+                code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
+                    u64::from(ErrorCode::TokenExpired.code())
+                } else {
+                    u64::from(ErrorCode::BadAuthentication.code())
                 },
-                false => fail(message),
-            }
-        })?;
+                message,
+                retry: false,
+            },
+            false => fail(message),
+        }
+    })?;
     let chosen = response
         .headers()
         .get("Sec-WebSocket-Protocol")
@@ -395,16 +446,12 @@ where
                 Some((version, _)) => version,
                 None => u64::MAX,
             };
-            let entries: Vec<UploadEntry> = pending
-                .into_iter()
-                .filter(|cs| cs.meta.version > conn.uploaded_through && cs.meta.version < limit)
-                .scan(0usize, |bytes, cs| {
-                    let entry = UploadEntry::from_changeset(&cs);
-                    let first = *bytes == 0;
-                    *bytes += entry.changeset.len();
-                    (first || *bytes <= UPLOAD_BATCH).then_some(entry)
-                })
-                .collect();
+            let entries = upload_batch(
+                pending.iter().filter(|cs| {
+                    cs.meta.version > conn.uploaded_through && cs.meta.version < limit
+                }),
+                UPLOAD_BATCH,
+            );
             if let Some(last) = entries.last() {
                 conn.uploaded_through = last.client_version;
                 conn.in_flight.extend(
@@ -467,10 +514,20 @@ where
                 let bytes = match message {
                     Some(Ok(Message::Binary(b))) => b,
                     Some(Ok(Message::Close(_))) | None => return Err(fail("the server closed the connection")),
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
+                        return Err(over_limit(format!("a message from the server is too large ({e})")));
+                    }
                     Some(Err(e)) => return Err(fail(e.to_string())),
                     Some(Ok(_)) => continue,
                 };
-                let message = ServerMessage::parse(&bytes, &limits).map_err(|e| fail(e.to_string()))?;
+                let message = ServerMessage::parse(&bytes, &limits).map_err(|e| {
+                    if e.code == ErrorCode::LimitsExceeded {
+                        over_limit(format!("a message from the server is too large: {}", e.message))
+                    } else {
+                        // Reported with its code each time; retried with backoff.
+                        Failure { code: u64::from(e.code.code()), message: format!("the server sent a bad message: {}", e.message), retry: true }
+                    }
+                })?;
                 handle(shared, message, &mut ws, &mut conn).await?;
             }
         }
@@ -693,9 +750,20 @@ where
             try_again,
             ..
         } => {
+            let advice = if code == u64::from(ErrorCode::LimitsExceeded.code()) {
+                // The store keeps every changeset within the protocol limits, and batches stay
+                // within them too: a server that refuses one has a lower limit configured.
+                format!(
+                    "; the server's message size limit is below the protocol's ({} bytes): \
+                     raise the server's max_body to at least that, then restart the session",
+                    limits::MAX_BODY_SIZE
+                )
+            } else {
+                String::new()
+            };
             return Err(Failure {
                 code,
-                message: format!("server error {code}: {message}"),
+                message: format!("server error {code}: {message}{advice}"),
                 retry: try_again,
             });
         }
@@ -738,7 +806,8 @@ where
     };
     let through = conn.recovered_through;
     let d = Arc::clone(&shared.db);
-    let outcome = blocking(move || {
+    let (outcome, trimmed) = blocking(move || {
+        let trimmed = d.trimmed_through()?;
         let replay = if recover {
             let mut changes = d.local_changes_after(through)?;
             changes.retain(|c| Some(c.meta.version) != exclude);
@@ -746,9 +815,23 @@ where
         } else {
             Vec::new()
         };
-        d.reset_to_snapshot(&snapshot, base, replay)
+        Ok((d.reset_to_snapshot(&snapshot, base, replay)?, trimmed))
     })
     .await?;
+    if recover && through < trimmed {
+        // The server lost local changesets (a restore from a backup) that were acknowledged
+        // long enough ago to have left the recovery window.
+        shared.report(
+            0,
+            format!(
+                "client reset: the server no longer has local versions {}..={trimmed}, which this \
+                 file had already trimmed from its history after the server acknowledged them; \
+                 they cannot be recovered (a larger store Config::recovery_window keeps more)",
+                through + 1
+            ),
+            true,
+        );
+    }
     *lock(&shared.reset) = None;
     conn.uploaded_through = 0;
     conn.in_flight.clear();
@@ -813,6 +896,49 @@ mod tests {
             let b = backoff(n);
             assert!(b <= base && b >= base * 3 / 4, "{n}: {b:?}");
         }
+    }
+
+    /// A changeset of `len` bytes (one AddTable with a name of about that length).
+    fn changeset(version: u64, len: usize) -> Changeset {
+        let mut cs = Changeset::new();
+        let name = cs.intern(&"n".repeat(len));
+        cs.instructions
+            .push(crate::changeset::Instruction::EraseTable { table: name });
+        cs.meta.version = version;
+        cs
+    }
+
+    #[test]
+    fn upload_batches_stay_under_the_body_limit_with_their_headers() {
+        // 1,000 changesets of ~100 bytes: batches split below 4 KiB of body, headers counted.
+        let small: Vec<Changeset> = (1..=1_000).map(|v| changeset(v, 100)).collect();
+        let mut rest = &small[..];
+        let mut batches = 0;
+        while !rest.is_empty() {
+            let batch = upload_batch(rest.iter(), 4096);
+            let body: usize = batch.iter().map(UploadEntry::encoded_len).sum();
+            let encoded = ClientMessage::Upload {
+                session: 1,
+                progress_client_version: 0,
+                progress_server_version: 0,
+                locked_server_version: 0,
+                entries: batch.clone(),
+            };
+            assert!(!batch.is_empty() && body <= 4096, "{body}");
+            // The counted size is the real uncompressed body: the header declares it.
+            let header = String::from_utf8_lossy(&encoded.encode()[..60]).into_owned();
+            assert_eq!(
+                header.split(' ').nth(3),
+                Some(body.to_string().as_str()),
+                "{header}"
+            );
+            rest = &rest[batch.len()..];
+            batches += 1;
+        }
+        assert!(batches >= 1_000 * 100 / 4096, "{batches}");
+        // One changeset over the batch limit still goes, alone.
+        let big = [changeset(1, 10_000), changeset(2, 10)];
+        assert_eq!(upload_batch(big.iter(), 4096).len(), 1);
     }
 
     #[test]

@@ -40,6 +40,37 @@ pub enum TandemError {
         /// Why.
         message: String,
     },
+    /// A commit was refused because the transaction could never reach the server: it is over a
+    /// sync size limit (`tandem::protocol::limits`). Nothing was written; split the work or
+    /// store large payloads elsewhere.
+    TooLarge {
+        /// Which limit.
+        limit: SizeLimit,
+        /// The size found, in bytes.
+        size: u64,
+        /// The limit, in bytes.
+        max: u64,
+        /// What to do about it.
+        message: String,
+    },
+}
+
+/// A sync size limit a commit can be refused for (`tandem::store::SizeLimit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum SizeLimit {
+    /// One string or binary value: at most 16,777,199 bytes (realm-core's largest string).
+    Value,
+    /// The transaction's encoded changeset: at most 15 MiB (15,728,640 bytes).
+    Changeset,
+}
+
+impl From<crate::store::SizeLimit> for SizeLimit {
+    fn from(l: crate::store::SizeLimit) -> Self {
+        match l {
+            crate::store::SizeLimit::Value => SizeLimit::Value,
+            crate::store::SizeLimit::Changeset => SizeLimit::Changeset,
+        }
+    }
 }
 
 impl std::fmt::Display for TandemError {
@@ -51,6 +82,7 @@ impl std::fmt::Display for TandemError {
             TandemError::Sync { message } => ("sync", message),
             TandemError::Timeout { message } => ("timeout", message),
             TandemError::Stopped { message } => ("stopped", message),
+            TandemError::TooLarge { message, .. } => ("too large", message),
         };
         write!(f, "{kind}: {message}")
     }
@@ -65,6 +97,12 @@ impl From<StoreError> for TandemError {
             StoreError::InvalidArgument(_) | StoreError::Query(_) | StoreError::Rejected(_) => {
                 TandemError::InvalidArgument { message }
             }
+            StoreError::TooLarge { limit, size, max } => TandemError::TooLarge {
+                limit: limit.into(),
+                size,
+                max,
+                message,
+            },
             _ => TandemError::Store { message },
         }
     }

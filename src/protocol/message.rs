@@ -12,7 +12,8 @@ use crate::changeset::{Changeset, ChangesetError, ChangesetMeta};
 /// Size limits a receiver enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest message body, compressed or inflated.
+    /// Largest message body, compressed or inflated (default
+    /// [`MAX_BODY_SIZE`](super::limits::MAX_BODY_SIZE)).
     pub max_body: usize,
     /// Longest server path in BIND.
     pub max_path: usize,
@@ -23,15 +24,14 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body: 16 << 20,
+            max_body: super::limits::MAX_BODY_SIZE,
             max_path: 1024,
             max_token: 2048,
         }
     }
 }
 
-/// Longest header line accepted (names and up to eleven 20-digit numbers fit easily).
-const MAX_HEADER: usize = 512;
+use super::limits::MAX_HEADER_SIZE as MAX_HEADER;
 
 /// One changeset in an UPLOAD body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +59,22 @@ impl UploadEntry {
             origin_file_ident: 0,
             changeset: cs.encode(),
         }
+    }
+
+    /// The entry's header fields, in wire order.
+    fn header_fields(&self) -> [u64; 5] {
+        [
+            self.client_version,
+            self.last_integrated_server_version,
+            self.origin_timestamp,
+            self.origin_file_ident,
+            self.changeset.len() as u64,
+        ]
+    }
+
+    /// Bytes the entry takes in an UPLOAD body (header fields and changeset), before compression.
+    pub fn encoded_len(&self) -> usize {
+        entry_len(&self.header_fields(), &self.changeset)
     }
 
     /// The uploaded changeset, decoded, with its metadata (`origin_file_ident` is the uploader).
@@ -92,6 +108,24 @@ pub struct DownloadEntry {
 }
 
 impl DownloadEntry {
+    /// The entry's header fields, in wire order.
+    fn header_fields(&self) -> [u64; 6] {
+        [
+            self.server_version,
+            self.last_integrated_client_version,
+            self.origin_timestamp,
+            self.origin_file_ident,
+            self.original_changeset_size,
+            self.changeset.len() as u64,
+        ]
+    }
+
+    /// Bytes the entry takes in a DOWNLOAD body (header fields and changeset), before
+    /// compression.
+    pub fn encoded_len(&self) -> usize {
+        entry_len(&self.header_fields(), &self.changeset)
+    }
+
     /// The downloaded changeset, decoded; its `meta.version` is the server version and
     /// `meta.last_integrated_remote_version` the receiver's last version the server had
     /// integrated when it made it.
@@ -344,6 +378,12 @@ fn header(out: &mut Vec<u8>, name: &str, fields: &[u64]) {
     out.push(b'\n');
 }
 
+/// Bytes of one entry: each field in decimal and a space, then the changeset.
+fn entry_len(fields: &[u64], changeset: &[u8]) -> usize {
+    let digits = |v: u64| v.checked_ilog10().map_or(1, |d| d as usize + 1);
+    fields.iter().map(|f| digits(*f) + 1).sum::<usize>() + changeset.len()
+}
+
 fn entry_body<'a>(entries: impl Iterator<Item = (Vec<u64>, &'a [u8])>) -> Vec<u8> {
     let mut body = Vec::new();
     for (fields, bytes) in entries {
@@ -411,18 +451,11 @@ impl ClientMessage {
                 locked_server_version,
                 entries,
             } => {
-                let body = compress_body(entry_body(entries.iter().map(|e| {
-                    (
-                        vec![
-                            e.client_version,
-                            e.last_integrated_server_version,
-                            e.origin_timestamp,
-                            e.origin_file_ident,
-                            e.changeset.len() as u64,
-                        ],
-                        e.changeset.as_slice(),
-                    )
-                })));
+                let body = compress_body(entry_body(
+                    entries
+                        .iter()
+                        .map(|e| (e.header_fields().to_vec(), e.changeset.as_slice())),
+                ));
                 header(
                     &mut out,
                     "upload",
@@ -688,19 +721,11 @@ impl ServerMessage {
                 downloadable_bytes,
                 entries,
             } => {
-                let body = compress_body(entry_body(entries.iter().map(|e| {
-                    (
-                        vec![
-                            e.server_version,
-                            e.last_integrated_client_version,
-                            e.origin_timestamp,
-                            e.origin_file_ident,
-                            e.original_changeset_size,
-                            e.changeset.len() as u64,
-                        ],
-                        e.changeset.as_slice(),
-                    )
-                })));
+                let body = compress_body(entry_body(
+                    entries
+                        .iter()
+                        .map(|e| (e.header_fields().to_vec(), e.changeset.as_slice())),
+                ));
                 header(
                     &mut out,
                     "download",

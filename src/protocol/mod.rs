@@ -20,6 +20,7 @@
 //! ```
 
 mod error;
+pub mod limits;
 mod message;
 
 pub use error::{ErrorCode, ProtocolError};

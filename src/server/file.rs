@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::changeset::{Changeset, ChangesetMeta};
 use crate::ot::ReciprocalHistory;
-use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
+use crate::protocol::{limits, DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::state::State;
 
 /// A 64-bit random number from the OS-seeded hasher keys (no extra dependency).
@@ -449,6 +449,18 @@ impl ServerFile {
         entry: &UploadEntry,
         reciprocal: &mut ReciprocalHistory,
     ) -> Result<Changeset, ProtocolError> {
+        if entry.changeset.len() > limits::MAX_CHANGESET_SIZE {
+            // What a Tandem client refuses at commit; no client could download it.
+            return Err(ProtocolError::new(
+                ErrorCode::LimitsExceeded,
+                format!(
+                    "changeset {} of {} bytes is over MAX_CHANGESET_SIZE ({} bytes)",
+                    entry.client_version,
+                    entry.changeset.len(),
+                    limits::MAX_CHANGESET_SIZE
+                ),
+            ));
+        }
         if entry.last_integrated_server_version > self.latest {
             return Err(ProtocolError::new(
                 ErrorCode::BadServerVersion,
@@ -530,7 +542,8 @@ impl ServerFile {
     }
 
     /// The history after `after` that `client` has not seen (its own changesets are skipped but
-    /// advance the cursor), up to about `max_bytes` of changesets.
+    /// advance the cursor), up to `max_bytes` of DOWNLOAD body (entry headers included), and at
+    /// least one entry if there is any.
     pub fn download(
         &self,
         client: u64,
@@ -552,23 +565,29 @@ impl ServerFile {
         let mut rows = stmt
             .query_map([after.min(i64::MAX as u64) as i64], Self::row_to_changeset)
             .map_err(sql_err)?;
-        while bytes < max_bytes || entries.is_empty() {
+        loop {
             let Some(row) = rows.next() else { break };
             let (version, changeset, origin, timestamp, _) = row.map_err(sql_err)?;
             let version = version as u64;
-            cursor = version;
             if origin as u64 == client {
+                cursor = version;
                 continue;
             }
-            bytes += changeset.len();
-            entries.push(DownloadEntry {
+            let entry = DownloadEntry {
                 server_version: version,
                 last_integrated_client_version: self.integrated_client_version(client, version)?,
                 origin_timestamp: timestamp as u64,
                 origin_file_ident: origin as u64,
                 original_changeset_size: changeset.len() as u64,
                 changeset,
-            });
+            };
+            // Never past `max_bytes` of body, except for a batch of one entry.
+            if !entries.is_empty() && bytes + entry.encoded_len() > max_bytes {
+                break;
+            }
+            cursor = version;
+            bytes += entry.encoded_len();
+            entries.push(entry);
         }
         let downloadable_bytes: Option<i64> = self
             .conn

@@ -28,8 +28,10 @@ use super::file::ServerFile;
 use super::session::{downloads, error, handle, lock, Session};
 use crate::protocol::{self, ErrorCode, Limits, ProtocolError};
 
-/// Largest DOWNLOAD batch, in changeset bytes.
-pub const MAX_DOWNLOAD_BATCH: usize = 16 << 20;
+/// Largest DOWNLOAD body in bytes (entry headers and changesets, before compression): what every
+/// client accepts, [`protocol::limits::MAX_BODY_SIZE`]. A batch holds at least one entry, and one
+/// entry always fits (the server refuses changesets over `MAX_CHANGESET_SIZE`).
+pub const MAX_DOWNLOAD_BATCH: usize = protocol::limits::MAX_BODY_SIZE;
 
 /// How the server runs.
 #[derive(Clone)]
@@ -214,7 +216,18 @@ async fn serve_connection<S>(
         }
         Ok(response)
     };
-    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+    // Whole messages up to the protocol's body limit are read even when this server's own limit
+    // is lower, so that the parser answers 104 (limits exceeded) to what a client may send.
+    let config = crate::client::websocket_config(
+        shared
+            .config
+            .limits
+            .max_body
+            .max(protocol::limits::MAX_BODY_SIZE),
+    );
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    else {
         return;
     };
     let mut changed = shared.changed.subscribe();
@@ -238,6 +251,13 @@ async fn serve_connection<S>(
                 match message {
                     Err(_) => {
                         let _ = ws.send(Message::Binary(error(ErrorCode::ConnectionClosed, "no PING within the idle timeout", 0).encode().into())).await;
+                        return;
+                    }
+                    Ok(Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e)))) => {
+                        // Over the body limit before it could be parsed: say so, like a parser.
+                        let why = format!("message over the limit of {} bytes ({e})", crate::protocol::limits::max_frame_size(shared.config.limits.max_body));
+                        let _ = ws.send(Message::Binary(error(ErrorCode::LimitsExceeded, &why, 0).encode().into())).await;
+                        let _ = ws.close(None).await;
                         return;
                     }
                     Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return,

@@ -10,7 +10,7 @@
 //! - `_tandem_table`, `_tandem_column`: the schema as the file knows it.
 //! - `_tandem_history`: the client history, one row per local changeset.
 //! - `_tandem_sync`: sync metadata (client file ident and salt, download and upload cursors,
-//!   latest server version and salt).
+//!   latest server version and salt, the version the history is trimmed through).
 //! - `_tandem_reciprocal`: the reciprocal (transformed) forms of local changesets the server
 //!   has not integrated yet, for OT.
 //! - `_tandem_quarantine`: per local changeset, the instructions a client reset could not

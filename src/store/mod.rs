@@ -69,7 +69,16 @@ pub struct Config {
     pub writer_timeout: Duration,
     /// The file ident recorded as the origin of local changesets (0 until sync assigns one).
     pub file_ident: u64,
+    /// How many local changesets the history keeps after the server has integrated them and no
+    /// rebase can need them any more (newest first). Older ones are trimmed, as realm-core trims
+    /// its client history; the ones kept let a client reset in Recover mode re-apply changes a
+    /// server restored from an older backup has lost. 0 keeps only what sync needs (realm-core's
+    /// behaviour). Default [`DEFAULT_RECOVERY_WINDOW`].
+    pub recovery_window: u64,
 }
+
+/// Default [`Config::recovery_window`]: 1,000 changesets (about 110 KB for small writes).
+pub const DEFAULT_RECOVERY_WINDOW: u64 = 1_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -77,6 +86,7 @@ impl Default for Config {
             durability: Durability::Normal,
             writer_timeout: Duration::from_secs(10),
             file_ident: 0,
+            recovery_window: DEFAULT_RECOVERY_WINDOW,
         }
     }
 }
@@ -112,6 +122,40 @@ pub enum StoreError {
     InvalidArgument(String),
     /// A query that does not parse or does not fit its class.
     Query(QueryError),
+    /// The transaction could never reach the server: it is over one of the sync size limits
+    /// ([`crate::protocol::limits`]) and was refused at commit; nothing was written.
+    TooLarge {
+        /// Which limit.
+        limit: SizeLimit,
+        /// The size found, in bytes.
+        size: u64,
+        /// The limit, in bytes.
+        max: u64,
+    },
+}
+
+/// A size limit that decides whether a committed change can reach the server
+/// ([`crate::protocol::limits`], the same numbers the client and the server use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SizeLimit {
+    /// One string or binary value (or a name): [`MAX_VALUE_SIZE`](crate::protocol::limits::MAX_VALUE_SIZE),
+    /// realm-core's largest string.
+    Value,
+    /// The transaction's encoded changeset:
+    /// [`MAX_CHANGESET_SIZE`](crate::protocol::limits::MAX_CHANGESET_SIZE). With its entry header it
+    /// always fits one message body ([`MAX_BODY_SIZE`](crate::protocol::limits::MAX_BODY_SIZE)),
+    /// before and after compression, so this check also enforces the body limit.
+    Changeset,
+}
+
+impl SizeLimit {
+    /// The constant's name in [`crate::protocol::limits`].
+    pub fn name(self) -> &'static str {
+        match self {
+            SizeLimit::Value => "MAX_VALUE_SIZE",
+            SizeLimit::Changeset => "MAX_CHANGESET_SIZE",
+        }
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -138,6 +182,24 @@ impl fmt::Display for StoreError {
             StoreError::Rejected(e) => write!(f, "{e}"),
             StoreError::InvalidArgument(why) => f.write_str(why),
             StoreError::Query(e) => write!(f, "{e}"),
+            StoreError::TooLarge { limit, size, max } => {
+                let (what, fix) = match limit {
+                    SizeLimit::Value => (
+                        "a string or binary value",
+                        "store large payloads outside the database and keep a reference",
+                    ),
+                    SizeLimit::Changeset => (
+                        "the transaction's changeset",
+                        "split the work into several smaller transactions",
+                    ),
+                };
+                write!(
+                    f,
+                    "transaction refused: {what} of {size} bytes is over the sync limit {} of \
+                     {max} bytes, so it could never be uploaded; {fix}",
+                    limit.name()
+                )
+            }
         }
     }
 }
@@ -558,12 +620,14 @@ impl Database {
         self.read()?.export_state()
     }
 
-    /// The client history, oldest first.
+    /// The client history still kept, oldest first: entries the server has integrated are
+    /// trimmed beyond [`Config::recovery_window`] (see [`Database::trimmed_through`]).
     pub fn history(&self) -> Result<Vec<Changeset>, StoreError> {
         self.read()?.history()
     }
 
-    /// Metadata of the newest history entry, if any.
+    /// Metadata of the newest history entry, if any (`None` also when trimming removed every
+    /// entry; [`Database::last_local_version`] is the newest version ever given out).
     pub fn latest_version(&self) -> Result<Option<ChangesetMeta>, StoreError> {
         Ok(self.history()?.last().map(|c| c.meta))
     }

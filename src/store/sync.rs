@@ -20,6 +20,29 @@ pub(crate) const DOWNLOAD_CLIENT_VERSION: &str = "download_client_version";
 pub(crate) const LATEST_SERVER_VERSION: &str = "latest_server_version";
 pub(crate) const LATEST_SERVER_VERSION_SALT: &str = "latest_server_version_salt";
 pub(crate) const UPLOAD_CLIENT_VERSION: &str = "upload_client_version";
+/// The client version the history has been trimmed through (realm-core's
+/// `m_sync_history_base_version`): versions at or below it are gone, and new ones follow it.
+pub(crate) const HISTORY_BASE_VERSION: &str = "history_base_version";
+
+/// Trims the history (realm-core's `trim_sync_history`): removes the local changesets at or
+/// below the last client version the server had integrated when it produced the latest server
+/// version this file integrated (`download_client_version`, which is also acknowledged), except
+/// the newest `keep` of those. Every later server changeset was made after the server
+/// integrated them, so no rebase needs them; uploads start after the acknowledged version; the
+/// `keep` newest stay for client reset recovery ([`super::Config::recovery_window`]).
+pub(crate) fn trim_history(conn: &Connection, keep: u64) -> Result<(), StoreError> {
+    let integrated = get(conn, DOWNLOAD_CLIENT_VERSION)
+        .unwrap_or(0)
+        .min(get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0));
+    let through = integrated.saturating_sub(keep);
+    let base = get(conn, HISTORY_BASE_VERSION).unwrap_or(0);
+    if through <= base {
+        return Ok(());
+    }
+    conn.prepare_cached("DELETE FROM _tandem_history WHERE version <= ?1")?
+        .execute([through.min(i64::MAX as u64) as i64])?;
+    put(conn, HISTORY_BASE_VERSION, through)
+}
 
 pub(crate) fn get(conn: &Connection, key: &str) -> Option<u64> {
     conn.query_row(
@@ -128,13 +151,15 @@ impl Database {
         Ok(out)
     }
 
-    /// The newest local version (0 if nothing was ever committed).
+    /// The newest local version (0 if nothing was ever committed), trimmed or not.
     pub fn last_local_version(&self) -> Result<u64, StoreError> {
-        let read = self.read()?;
-        let v: Option<i64> =
-            read.connection()
-                .query_row("SELECT MAX(version) FROM _tandem_history", [], |r| r.get(0))?;
-        Ok(v.unwrap_or(0) as u64)
+        write::last_version(self.read()?.connection())
+    }
+
+    /// The client version the history has been trimmed through (0 if nothing was trimmed):
+    /// local changesets at or below it are gone (see [`super::Config::recovery_window`]).
+    pub fn trimmed_through(&self) -> Result<u64, StoreError> {
+        Ok(get(self.read()?.connection(), HISTORY_BASE_VERSION).unwrap_or(0))
     }
 
     /// Whether the server has acknowledged every non-empty local changeset up to `version`.
@@ -243,7 +268,7 @@ impl Database {
             put(conn, LATEST_SERVER_VERSION_SALT, cursors.latest_server_version_salt)?;
             let acked = get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0);
             put(conn, UPLOAD_CLIENT_VERSION, acked.max(cursors.upload_client_version))?;
-            Ok(())
+            trim_history(conn, self.config.recovery_window)
         })?;
         for cs in &applied {
             self.notify_committed(cs);
@@ -255,7 +280,8 @@ impl Database {
     pub fn acknowledge_upload(&self, client_version: u64) -> Result<(), StoreError> {
         self.with_writer(|conn, _| {
             let acked = get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0);
-            put(conn, UPLOAD_CLIENT_VERSION, acked.max(client_version))
+            put(conn, UPLOAD_CLIENT_VERSION, acked.max(client_version))?;
+            trim_history(conn, self.config.recovery_window)
         })
     }
 }

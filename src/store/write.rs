@@ -14,13 +14,14 @@ use rusqlite::{params, Connection};
 use super::apply::{apply_instructions, store_value};
 use super::codec;
 use super::layout::{collection_table, kind_column, object_table, value_column};
-use super::{from_key, to_key, Database, StoreError};
+use super::{from_key, to_key, Database, SizeLimit, StoreError};
 use crate::changeset::{
     AddInteger, ArrayErase, ArrayInsert, ArrayMove, Changeset, ChangesetMeta, Clear,
     CollectionType, FieldPath, Instruction, Link, PathElement, Payload, PayloadType,
     PrimaryKey as WireKey, SetValue, Update,
 };
 use crate::model::{PrimaryKey, Value};
+use crate::protocol::limits;
 use crate::state::{check_scalar, embedded_target, Field, Key, Schemas, TableSpec, Val};
 
 /// Milliseconds between the Unix epoch and 2015-01-01T00:00:00Z, the origin of changeset
@@ -39,29 +40,71 @@ pub(crate) fn changeset_timestamp() -> u64 {
 /// Appends a local changeset to the history as the next client version.
 pub(crate) fn append_history(
     conn: &Connection,
-    mut changeset: Changeset,
+    changeset: Changeset,
     last_integrated_server_version: u64,
     file_ident: u64,
 ) -> Result<u64, StoreError> {
+    append_encoded(
+        conn,
+        &changeset.encode(),
+        last_integrated_server_version,
+        file_ident,
+    )
+}
+
+// One changeset and its UPLOAD entry header always fit one message body, so refusing changesets
+// over MAX_CHANGESET_SIZE at commit also keeps every upload within MAX_BODY_SIZE.
+const _: () =
+    assert!(limits::MAX_CHANGESET_SIZE + limits::MAX_ENTRY_HEADER_SIZE <= limits::MAX_BODY_SIZE);
+
+/// Encodes a transaction's changeset and checks it against the limits that decide whether it can
+/// ever reach the server ([`limits`]): every string and binary value, then the whole changeset.
+pub(crate) fn encode_within_limits(changeset: &Changeset) -> Result<Vec<u8>, StoreError> {
+    let (encoded, largest_value) = changeset.encode_measured();
+    if largest_value > limits::MAX_VALUE_SIZE {
+        return Err(StoreError::TooLarge {
+            limit: SizeLimit::Value,
+            size: largest_value as u64,
+            max: limits::MAX_VALUE_SIZE as u64,
+        });
+    }
+    if encoded.len() > limits::MAX_CHANGESET_SIZE {
+        return Err(StoreError::TooLarge {
+            limit: SizeLimit::Changeset,
+            size: encoded.len() as u64,
+            max: limits::MAX_CHANGESET_SIZE as u64,
+        });
+    }
+    Ok(encoded)
+}
+
+/// The newest client version ever given out: the newest history entry's, or, when trimming
+/// removed them all, the version the history was trimmed through.
+pub(crate) fn last_version(conn: &Connection) -> Result<u64, StoreError> {
     let last: Option<i64> =
         conn.query_row("SELECT MAX(version) FROM _tandem_history", [], |r| r.get(0))?;
-    let version = last.unwrap_or(0) as u64 + 1;
-    changeset.meta = ChangesetMeta {
-        version,
-        last_integrated_remote_version: last_integrated_server_version,
-        origin_timestamp: changeset_timestamp(),
-        origin_file_ident: file_ident,
-    };
+    let base = super::sync::get(conn, super::sync::HISTORY_BASE_VERSION).unwrap_or(0);
+    Ok((last.unwrap_or(0) as u64).max(base))
+}
+
+/// Appends a local changeset, already encoded as `encoded`, as the next client version.
+fn append_encoded(
+    conn: &Connection,
+    encoded: &[u8],
+    last_integrated_server_version: u64,
+    file_ident: u64,
+) -> Result<u64, StoreError> {
+    let version = last_version(conn)? + 1;
     conn.prepare_cached(
         "INSERT INTO _tandem_history (version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
         version as i64,
-        changeset.encode(),
+        encoded,
         last_integrated_server_version as i64,
-        changeset.meta.origin_timestamp as i64,
-        file_ident as i64
+        changeset_timestamp() as i64,
+        file_ident as i64,
     ])?;
     Ok(version)
 }
@@ -930,7 +973,9 @@ impl<'db> WriteTransaction<'db> {
                 super::sync::get(conn, super::sync::DOWNLOAD_SERVER_VERSION).unwrap_or(0);
             let ident = super::sync::get(conn, super::sync::CLIENT_FILE_IDENT)
                 .map_or(file_ident, |v| if v == 0 { file_ident } else { v });
-            match append_history(conn, changeset, server_version, ident) {
+            let appended = encode_within_limits(&changeset)
+                .and_then(|encoded| append_encoded(conn, &encoded, server_version, ident));
+            match appended {
                 Ok(v) => Some(v),
                 Err(e) => {
                     self.finish(false);

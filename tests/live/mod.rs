@@ -56,6 +56,8 @@ pub struct World {
     pub dir: PathBuf,
     pub runtime: tokio::runtime::Runtime,
     pub server: Option<RunningServer>,
+    /// The server's message size limits (applied at the next [`World::start_server`]).
+    pub limits: Limits,
     pub addr: std::net::SocketAddr,
 }
 
@@ -72,6 +74,7 @@ impl World {
             dir,
             runtime: tokio::runtime::Runtime::new().unwrap(),
             server: None,
+            limits: Limits::default(),
             addr: "127.0.0.1:0".parse().unwrap(),
         };
         world.start_server();
@@ -87,7 +90,7 @@ impl World {
             allow_plain_ws: false,
             auth: Authenticator::hs256(SECRET),
             idle_timeout: Duration::from_secs(600),
-            limits: Limits::default(),
+            limits: self.limits,
         };
         let server = self.runtime.block_on(start(config)).unwrap();
         self.addr = server.local_addr;

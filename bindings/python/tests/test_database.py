@@ -164,3 +164,24 @@ def test_linked_changes_notify_and_key_paths_narrow_them(tmp_path):
         db.observe_object("Person", tandem.Key.INT(2), everything, key_paths=["dog.nme"])
     for h in handles:
         h.cancel()
+
+
+def test_a_transaction_that_could_never_sync_is_refused_at_commit(db):
+    # 17 MiB in one string: over the value limit (realm-core's largest string).
+    big = "x" * (17 << 20)
+    with pytest.raises(tandem.TandemError.TooLarge) as e:
+        with db.write() as tx:
+            tx.create("Task", tandem.Key.INT(1), {"title": tandem.Value.STRING(big)})
+    assert e.value.limit == tandem.SizeLimit.VALUE
+    assert e.value.size == 17 << 20 and e.value.max == 16_777_199
+    assert "MAX_VALUE_SIZE" in str(e.value)
+    # Two strings of 8.5 MiB: each fits, the transaction's changeset does not (15 MiB).
+    half = "y" * (17 << 19)
+    with pytest.raises(tandem.TandemError.TooLarge) as e:
+        with db.write() as tx:
+            tx.create("Task", tandem.Key.INT(1), {"title": tandem.Value.STRING(half)})
+            tx.create("Task", tandem.Key.INT(2), {"title": tandem.Value.STRING(half)})
+    assert e.value.limit == tandem.SizeLimit.CHANGESET
+    assert e.value.size > 17 << 20 and e.value.max == 15 << 20
+    assert db.object("Task", tandem.Key.INT(1)) is None
+    assert db.object("Task", tandem.Key.INT(2)) is None
