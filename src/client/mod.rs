@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Notify};
 
+#[cfg(feature = "server")]
 pub(crate) use connection::websocket_config;
 pub use events::{Event, ListenerToken};
 

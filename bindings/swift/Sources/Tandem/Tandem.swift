@@ -4439,6 +4439,81 @@ public func FfiConverterTypePropertyType_lower(_ value: PropertyType) -> RustBuf
 
 
 /**
+ * A sync size limit a commit can be refused for (`tandem::store::SizeLimit`).
+ */
+
+public enum SizeLimit: Equatable, Hashable {
+    
+    /**
+     * One string or binary value: at most 16,777,199 bytes (realm-core's largest string).
+     */
+    case value
+    /**
+     * The transaction's encoded changeset: at most 15 MiB (15,728,640 bytes).
+     */
+    case changeset
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension SizeLimit: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSizeLimit: FfiConverterRustBuffer {
+    typealias SwiftType = SizeLimit
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SizeLimit {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .value
+        
+        case 2: return .changeset
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SizeLimit, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .value:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .changeset:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSizeLimit_lift(_ buf: RustBuffer) throws -> SizeLimit {
+    return try FfiConverterTypeSizeLimit.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSizeLimit_lower(_ value: SizeLimit) -> RustBuffer {
+    return FfiConverterTypeSizeLimit.lower(value)
+}
+
+
+
+/**
  * The connection state.
  */
 
@@ -4595,6 +4670,25 @@ enum TandemError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
          * Why.
          */message: String
     )
+    /**
+     * A commit was refused because the transaction could never reach the server: it is over a
+     * sync size limit (`tandem::protocol::limits`). Nothing was written; split the work or
+     * store large payloads elsewhere.
+     */
+    case TooLarge(
+        /**
+         * Which limit.
+         */limit: SizeLimit, 
+        /**
+         * The size found, in bytes.
+         */size: UInt64, 
+        /**
+         * The limit, in bytes.
+         */max: UInt64, 
+        /**
+         * What to do about it.
+         */message: String
+    )
 
     
 
@@ -4642,6 +4736,12 @@ public struct FfiConverterTypeTandemError: FfiConverterRustBuffer {
         case 6: return .Stopped(
             message: try FfiConverterString.read(from: &buf)
             )
+        case 7: return .TooLarge(
+            limit: try FfiConverterTypeSizeLimit.read(from: &buf), 
+            size: try FfiConverterUInt64.read(from: &buf), 
+            max: try FfiConverterUInt64.read(from: &buf), 
+            message: try FfiConverterString.read(from: &buf)
+            )
 
          default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -4681,6 +4781,14 @@ public struct FfiConverterTypeTandemError: FfiConverterRustBuffer {
         
         case let .Stopped(message):
             writeInt(&buf, Int32(6))
+            FfiConverterString.write(message, into: &buf)
+            
+        
+        case let .TooLarge(limit,size,max,message):
+            writeInt(&buf, Int32(7))
+            FfiConverterTypeSizeLimit.write(limit, into: &buf)
+            FfiConverterUInt64.write(size, into: &buf)
+            FfiConverterUInt64.write(max, into: &buf)
             FfiConverterString.write(message, into: &buf)
             
         }

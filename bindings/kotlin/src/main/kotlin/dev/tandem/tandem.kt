@@ -6832,6 +6832,49 @@ public object FfiConverterTypePropertyType: FfiConverterRustBuffer<PropertyType>
 
 
 /**
+ * A sync size limit a commit can be refused for (`tandem::store::SizeLimit`).
+ */
+
+enum class SizeLimit {
+    
+    /**
+     * One string or binary value: at most 16,777,199 bytes (realm-core's largest string).
+     */
+    VALUE,
+    /**
+     * The transaction's encoded changeset: at most 15 MiB (15,728,640 bytes).
+     */
+    CHANGESET;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSizeLimit: FfiConverterRustBuffer<SizeLimit> {
+    override fun read(buf: ByteBuffer) = try {
+        SizeLimit.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: SizeLimit) = 4UL
+
+    override fun write(value: SizeLimit, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * The connection state.
  */
 sealed class SyncState {
@@ -7041,6 +7084,37 @@ sealed class TandemException: kotlin.Exception() {
             get() = "detail=${ `detail` }"
     }
     
+    /**
+     * A commit was refused because the transaction could never reach the server: it is over a
+     * sync size limit (`tandem::protocol::limits`). Nothing was written; split the work or
+     * store large payloads elsewhere.
+     */
+    class TooLarge(
+        
+        /**
+         * Which limit.
+         */
+        val `limit`: SizeLimit, 
+        
+        /**
+         * The size found, in bytes.
+         */
+        val `size`: kotlin.ULong, 
+        
+        /**
+         * The limit, in bytes.
+         */
+        val `max`: kotlin.ULong, 
+        
+        /**
+         * What to do about it.
+         */
+        val `message`: kotlin.String
+        ) : TandemException() {
+        override val message
+            get() = "limit=${ `limit` }, size=${ `size` }, max=${ `max` }, message=${ `message` }"
+    }
+    
 
     
 
@@ -7076,6 +7150,12 @@ public object FfiConverterTypeTandemError : FfiConverterRustBuffer<TandemExcepti
                 FfiConverterString.read(buf),
                 )
             6 -> TandemException.Stopped(
+                FfiConverterString.read(buf),
+                )
+            7 -> TandemException.TooLarge(
+                FfiConverterTypeSizeLimit.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterULong.read(buf),
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -7114,6 +7194,14 @@ public object FfiConverterTypeTandemError : FfiConverterRustBuffer<TandemExcepti
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
             )
+            is TandemException.TooLarge -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterTypeSizeLimit.allocationSize(value.`limit`)
+                + FfiConverterULong.allocationSize(value.`size`)
+                + FfiConverterULong.allocationSize(value.`max`)
+                + FfiConverterString.allocationSize(value.`message`)
+            )
         }
     }
 
@@ -7147,6 +7235,14 @@ public object FfiConverterTypeTandemError : FfiConverterRustBuffer<TandemExcepti
             is TandemException.Stopped -> {
                 buf.putInt(6)
                 FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+            is TandemException.TooLarge -> {
+                buf.putInt(7)
+                FfiConverterTypeSizeLimit.write(value.`limit`, buf)
+                FfiConverterULong.write(value.`size`, buf)
+                FfiConverterULong.write(value.`max`, buf)
+                FfiConverterString.write(value.`message`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
