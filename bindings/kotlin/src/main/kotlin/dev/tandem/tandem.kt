@@ -7109,10 +7109,10 @@ sealed class TandemException: kotlin.Exception() {
         /**
          * What to do about it.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : TandemException() {
         override val message
-            get() = "limit=${ `limit` }, size=${ `size` }, max=${ `max` }, message=${ `message` }"
+            get() = "limit=${ `limit` }, size=${ `size` }, max=${ `max` }, detail=${ `detail` }"
     }
     
 
@@ -7200,7 +7200,7 @@ public object FfiConverterTypeTandemError : FfiConverterRustBuffer<TandemExcepti
                 + FfiConverterTypeSizeLimit.allocationSize(value.`limit`)
                 + FfiConverterULong.allocationSize(value.`size`)
                 + FfiConverterULong.allocationSize(value.`max`)
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
         }
     }
@@ -7242,7 +7242,7 @@ public object FfiConverterTypeTandemError : FfiConverterRustBuffer<TandemExcepti
                 FfiConverterTypeSizeLimit.write(value.`limit`, buf)
                 FfiConverterULong.write(value.`size`, buf)
                 FfiConverterULong.write(value.`max`, buf)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
