@@ -434,6 +434,7 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
             max_body: max_body as usize,
             ..defaults
         },
+        app: None,
     })
 }
 

@@ -6,6 +6,7 @@
 //! - [`start`]: the TLS 1.3 WebSocket listener and per-connection sessions driving them.
 //! - [`Authenticator`] / [`TokenSigner`]: JWT access tokens (HS256, RS256, EdDSA).
 
+pub mod app;
 mod auth;
 pub mod config;
 mod file;

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Message size limits.
     pub limits: Limits,
+    /// The App Services API and Realm sync endpoint (`--app-id`); `None` serves only Tandem's
+    /// own handshake.
+    pub app: Option<super::app::AppConfig>,
 }
 
 /// A running server.
