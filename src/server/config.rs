@@ -67,6 +67,8 @@ Clients connect to wss://<host>:<port>/ and send the token in the Authorization 
 docs/protocol.md.";
 
 /// What the command line asks for.
+// `Serve` is large (the whole configuration); the value is built once per process.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Print [`HELP`].
     Help,
