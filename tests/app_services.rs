@@ -311,6 +311,11 @@ async fn anonymous_login_profile_refresh_logout() {
         )
         .await;
     assert_eq!(again.status, StatusCode::NO_CONTENT);
+    // The anonymous user had no other session: it is gone with its access token.
+    assert!(matches!(
+        h.app.verify_access_token(&first.access),
+        Err(AccessTokenError::Invalid(_))
+    ));
     // The other user's session is untouched.
     let other = h
         .call(
@@ -456,6 +461,34 @@ async fn email_password_registration_and_login() {
         .logged_in("local-userpass", login("ann@example.com", "secret1"))
         .await;
     assert_eq!(ann.user_id, again.user_id);
+    // Logging one session out leaves the user and its other session alone.
+    let out = h
+        .call(
+            "DELETE",
+            "/api/client/v2.0/auth/session",
+            Some(&ann.refresh),
+            None,
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    h.call(
+        "POST",
+        "/api/client/v2.0/auth/session",
+        Some(&ann.refresh),
+        None,
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
+    let other = h
+        .call(
+            "POST",
+            "/api/client/v2.0/auth/session",
+            Some(&again.refresh),
+            None,
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    assert!(h.app.verify_access_token(&ann.access).is_ok());
     let profile = h.profile(&ann.access).await;
     assert_eq!(
         profile.body["identities"][0]["provider_type"],
@@ -943,4 +976,54 @@ async fn users_sessions_and_accounts_survive_reopening() {
     let mut bad = config();
     bad.app_id = "has/slash".into();
     assert!(AppServices::open(bad, &dir.0).is_err());
+}
+
+#[tokio::test]
+async fn api_key_admin_command_creates_lists_and_deletes() {
+    let dir = Dir::new("admin-cli");
+    let run = |list: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+            .args(["api-key"])
+            .args(list)
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .env_remove("TANDEM_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let created = run(&["create", "--name", "backend", "--app-id", APP]);
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(
+        key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{key}"
+    );
+    let listed = run(&["list"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let fields: Vec<&str> = listed.split_whitespace().collect();
+    assert_eq!(fields[1..], ["enabled", "backend"], "{listed}");
+    let id = fields[0].to_owned();
+    assert!(!listed.contains(&key), "the key is shown only once");
+
+    // The server logs in with it.
+    let h = Harness {
+        app: Arc::new(AppServices::open(config(), &dir.0).unwrap()),
+        _dir: Dir(PathBuf::new()),
+    };
+    let login = h
+        .logged_in("api-key", json!({"provider": "api-key", "key": key}))
+        .await;
+    assert_eq!(
+        h.profile(&login.access).await.body["identities"][0]["provider_type"],
+        "api-key"
+    );
+
+    let wrong_app = run(&["list", "--app-id", "another-app"]);
+    assert!(!wrong_app.status.success());
+    let deleted = run(&["delete", &id]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    assert!(run(&["list"]).stdout.is_empty());
+    let again = run(&["delete", &id]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no server API key"));
 }

@@ -393,14 +393,17 @@ async fn refresh(State(app): App, headers: HeaderMap) -> Answer {
 }
 
 /// `DELETE /auth/session`: ends the refresh token's session. A validly signed refresh token
-/// whose session already ended still gets 204 (logging out twice is not an error).
+/// whose session already ended still gets 204 (logging out twice is not an error). An
+/// anonymous user without sessions left is deleted (the client has forgotten it).
 async fn logout(State(app): App, headers: HeaderMap) -> Answer {
     // Checked as of time 0, so an expired refresh token still ends its session.
     let verified = tokens::verify(&app.config, bearer(&headers)?, "refresh", 0)
         .map_err(ApiError::invalid_session)?;
+    let store = app.store();
     if let Some(sid) = verified.sid {
-        app.store().delete_session(&sid, tokens::now())?;
+        store.delete_session(&sid, tokens::now())?;
     }
+    store.delete_if_abandoned_anonymous(&verified.sub)?;
     no_content()
 }
 

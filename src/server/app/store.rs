@@ -446,6 +446,22 @@ impl Store {
             .map_err(sql)
     }
 
+    /// Deletes an anonymous user (exactly one identity, `anon-user`) that has no open session
+    /// left. realm-core removes an anonymous user locally at logout and never logs it in again
+    /// (`realm-wire-compat.md` §1.4), so nothing could reach it. Returns whether it was deleted.
+    pub fn delete_if_abandoned_anonymous(&self, user_id: &str) -> Result<bool, AppError> {
+        self.conn
+            .execute(
+                "DELETE FROM users WHERE id = ?1
+                 AND (SELECT COUNT(*) FROM identities WHERE user_id = ?1) = 1
+                 AND EXISTS (SELECT 1 FROM identities WHERE user_id = ?1 AND provider = ?2)
+                 AND NOT EXISTS (SELECT 1 FROM sessions WHERE user_id = ?1)",
+                params![user_id, Provider::Anonymous.name()],
+            )
+            .map(|n| n > 0)
+            .map_err(sql)
+    }
+
     /// Stores an API key (`server`: made by the admin command, else a user's own key). A
     /// taken name is a conflict ([`is_conflict`]).
     pub fn insert_api_key(
