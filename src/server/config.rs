@@ -1,5 +1,6 @@
 //! `tandem-server`'s configuration: command-line flags, environment variables and a TOML file,
-//! merged into a [`ServerConfig`] (or a request to issue a token, or to print help).
+//! merged into a [`ServerConfig`] (or a request to issue a token, to manage server API keys
+//! with `tandem-server api-key ...`, or to print help).
 //!
 //! Every setting has one name in three spellings: the flag `--data-dir`, the environment
 //! variable `TANDEM_DATA_DIR` and the file key `data_dir`. A flag wins over the environment,
