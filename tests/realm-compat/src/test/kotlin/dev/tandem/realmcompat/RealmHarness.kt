@@ -49,6 +49,7 @@ import io.realm.kotlin.internal.interop.getterScope
 import io.realm.kotlin.internal.interop.inputScope
 import io.realm.kotlin.internal.interop.realmc
 import io.realm.kotlin.internal.interop.sync.AppError
+import io.realm.kotlin.internal.interop.sync.AuthProvider
 import io.realm.kotlin.internal.interop.sync.CoreConnectionState
 import io.realm.kotlin.internal.interop.sync.CoreUserState
 import io.realm.kotlin.internal.interop.sync.MetadataMode
@@ -339,8 +340,8 @@ class RealmUser(val app: RealmApp, val pointer: NativePointer<RealmUserT>) {
     val state: CoreUserState get() = RealmInterop.realm_user_get_state(pointer)
     val isLoggedIn: Boolean get() = RealmInterop.realm_user_is_logged_in(pointer)
 
-    /** The identities' provider types from the profile (e.g. `anon-user`). */
-    val providerTypes: List<String> get() = RealmInterop.realm_user_get_all_identities(pointer).map { it.provider.name }
+    /** The identities' providers from the profile (`anon-user` is RLM_AUTH_PROVIDER_ANONYMOUS). */
+    val providers: List<AuthProvider> get() = RealmInterop.realm_user_get_all_identities(pointer).map { it.provider }
 
     /** The access token's `exp` claim (Unix seconds), decoded the way core reads it. */
     val accessTokenExp: Long get() = jwtClaim(accessToken, "exp")?.toLong() ?: error("no exp in access token")
