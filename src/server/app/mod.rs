@@ -51,6 +51,9 @@ pub struct AppConfig {
     /// The public base URL (`https://sync.example.com`) the location route answers; `None`
     /// derives it from the request's `Host` and whether the listener uses TLS.
     pub public_url: Option<String>,
+    /// Who may sync which partition on the Realm sync endpoint (`--sync-permissions`; default
+    /// `all-authenticated`).
+    pub sync_permissions: super::realm::permissions::SyncPermissions,
 }
 
 /// Whether the request arrived over TLS; the listener inserts it into every request's
@@ -82,29 +85,41 @@ pub struct AppError(pub String);
 
 /// The App Services API of one app: its user store and its routes.
 pub struct AppServices {
-    _config: AppConfig,
+    config: AppConfig,
 }
 
 impl AppServices {
     /// Opens (creating if needed) `<data_dir>/app.sqlite`.
     pub fn open(config: AppConfig, data_dir: &Path) -> Result<AppServices, AppError> {
-        let _ = (config, data_dir);
-        todo!()
+        // MINIMAL (realmsync helper, until the appapi helper's store lands): no store yet.
+        let _ = data_dir;
+        Ok(AppServices { config })
     }
 
     /// The configured app id.
     pub fn app_id(&self) -> &str {
-        todo!()
+        &self.config.app_id
     }
 
     /// Every App Services route under `/api/client/v2.0/` (not the sync WebSocket).
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        todo!()
+        // MINIMAL (realmsync helper): no routes until the appapi helper's land.
+        axum::Router::new()
     }
 
     /// Verifies an access token this server issued (the sync endpoint's `baas_at`).
     pub fn verify_access_token(&self, token: &str) -> Result<AppUser, AccessTokenError> {
-        let _ = token;
-        todo!()
+        // MINIMAL (realmsync helper): the signature and `exp` only; the appapi helper's version
+        // also checks the token type and that the user exists.
+        match self.config.verifier.verify(token) {
+            Ok(claims) => Ok(AppUser {
+                user_id: claims.sub,
+                exp: claims.exp,
+            }),
+            Err(e) if e.code == crate::protocol::ErrorCode::TokenExpired => {
+                Err(AccessTokenError::Expired)
+            }
+            Err(e) => Err(AccessTokenError::Invalid(e.message)),
+        }
     }
 }
