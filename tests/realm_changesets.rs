@@ -791,19 +791,29 @@ fn expected(id: &str) -> String {
     peer::json_text(&all_types(id, variant))
 }
 
-#[test]
-fn realm_core_writes_of_every_type_read_identically_by_tandem() {
-    let d = dir("realm-to-tandem");
+/// A server file to which a realm-core client uploaded the peer schema, then `objects` written
+/// as `copyToRealm` writes them.
+fn realm_world(
+    name: &str,
+    objects: Vec<(&str, Json)>,
+) -> (PathBuf, Schema, ServerFile, RealmClient) {
+    let d = dir(name);
     let schema = peer::schema();
     let mut server = ServerFile::open(d.join("server.sqlite")).unwrap();
     let mut realm = RealmClient::new(&mut server);
     realm.commit(&realm_core_schema(&schema));
     let mut w = RealmCoreWriter::default();
-    for (class, object) in objects() {
+    for (class, object) in objects {
         peer::write_object(&mut w, &schema, class, &object).unwrap();
     }
     realm.commit(&w.cs);
     realm.upload(&mut server);
+    (d, schema, server, realm)
+}
+
+#[test]
+fn realm_core_writes_of_every_type_read_identically_by_tandem() {
+    let (d, schema, mut server, mut realm) = realm_world("realm-to-tandem", objects());
 
     let db = Database::open(d.join("tandem.sqlite"), &schema, Config::default()).unwrap();
     wire::download(&db, &mut server);
@@ -1043,4 +1053,28 @@ fn additive_schema_from_realm_core_reaches_tandem_clients() {
     assert_eq!(task.fields["priority"], Field::Value(Val::Int(3)));
     // Declaring what the file already has adds nothing to the history.
     assert!(db.pending_uploads(1 << 20).unwrap().is_empty());
+}
+
+#[test]
+fn collections_in_mixed_are_refused_without_loss() {
+    let (_d, _schema, mut server, realm) = realm_world("mixed-collections", targets());
+    let before = server.state().clone();
+    // realm-core 14 (protocol 13) writes `RealmAny.create(realmListOf(...))` as an Update with
+    // the List payload: Tandem's mixed holds no collections, so the upload is refused whole.
+    let mut cs = Changeset::new();
+    let mut w = RealmCoreWriter::default();
+    let key = PrimaryKey::ObjectId(ObjectId([9; 12]));
+    peer::Writer::create(&mut w, peer::ALL_TYPES, &key).unwrap();
+    let path = w.path(peer::ALL_TYPES, &key, "mixed", &[]);
+    w.update(path, Payload::List);
+    std::mem::swap(&mut cs, &mut w.cs);
+    let entry = UploadEntry {
+        client_version: 10,
+        last_integrated_server_version: 0,
+        origin_timestamp: 1,
+        origin_file_ident: 0,
+        changeset: cs.encode(),
+    };
+    assert!(server.integrate_upload(realm.ident, &[entry]).is_err());
+    assert_eq!(server.state(), &before);
 }
