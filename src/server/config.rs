@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::auth::{Authenticator, KeyError, TokenSigner};
 use super::net::ServerConfig;
+use super::realm::permissions::{RuleError, SyncPermissions};
 use crate::protocol::Limits;
 
 /// Largest configuration or key file read.
@@ -52,6 +53,11 @@ OPTIONS:
                                long [TANDEM_IDLE_TIMEOUT] (default 600)
     --max-body <BYTES>         largest message body accepted, compressed or inflated
                                [TANDEM_MAX_BODY] (default 16777216)
+    --sync-permissions <RULES> who may sync which Realm partition, comma-separated:
+                               all-authenticated (every user, every partition; the
+                               default, for development), user-id (the string partition
+                               equal to the user's id), shared:<p1>|<p2> (these string
+                               partitions, every user) [TANDEM_SYNC_PERMISSIONS]
     -h, --help                 print this help
 
 TOKENS:
@@ -67,6 +73,8 @@ Clients connect to wss://<host>:<port>/ and send the token in the Authorization 
 docs/protocol.md.";
 
 /// What the command line asks for.
+// Built once per process; boxing the configuration would only complicate its users.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Print [`HELP`].
     Help,
@@ -166,6 +174,7 @@ const SETTINGS: &[(&str, bool)] = &[
     ("jwt_public_key", false),
     ("idle_timeout", false),
     ("max_body", false),
+    ("sync_permissions", false),
     ("issue_token", false),
     ("jwt_private_key", false),
     ("token_hours", false),
@@ -374,7 +383,19 @@ fn secret(raw: &Raw) -> Result<Vec<u8>, ConfigError> {
     Ok(secret)
 }
 
+/// `--sync-permissions`: the Realm endpoint's partition rules (default `all-authenticated`).
+fn sync_permissions(raw: &Raw) -> Result<SyncPermissions, ConfigError> {
+    match raw.get("sync_permissions") {
+        None => Ok(SyncPermissions::default()),
+        Some((v, _)) => v
+            .parse()
+            .map_err(|e: RuleError| raw.bad("sync_permissions", e.0)),
+    }
+}
+
 fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
+    // Checked here; it goes into the AppConfig built for --app-id.
+    let _rules = sync_permissions(raw)?;
     let auth = match (raw.path("jwt_secret_file"), raw.path("jwt_public_key")) {
         (Some(_), None) => Authenticator::hs256(&secret(raw)?),
         (None, Some(key)) => {
@@ -578,6 +599,17 @@ mod tests {
             );
         };
         expect(&["--bogus"], &no_env, "unknown option --bogus");
+        expect(
+            &[
+                "--insecure-ws",
+                "--jwt-secret-file",
+                &secret,
+                "--sync-permissions",
+                "owner",
+            ],
+            &no_env,
+            "unknown sync permission rule \"owner\"",
+        );
         expect(&["--listen"], &no_env, "--listen needs a value");
         expect(&["--insecure-ws"], &no_env, "tokens need a key");
         expect(
