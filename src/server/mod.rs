@@ -14,7 +14,7 @@ mod net;
 pub mod realm;
 mod session;
 
-pub use auth::{Algorithm, Authenticator, Claims, KeyError, TokenSigner, MAX_TOKEN_LEN};
+pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
 pub use file::{DownloadBatch, Integrated, ServerFile};
 pub use net::{start, RunningServer, ServerConfig, StartError, MAX_DOWNLOAD_BATCH};
 pub use session::STATE_SEGMENT;

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the realm-core compatibility suite: builds tandem-server, unpacks realm-core's
+# librealmc.so from io.realm.kotlin:cinterop-jvm (so realm-kotlin's SoLoader never writes to
+# $HOME), makes a throwaway test CA and server certificate, and runs the JUnit suite, which
+# drives the real realm-core 14.12.0 client against real tandem-server processes.
+#
+# Cargo uses the repository's default target dir (or CARGO_TARGET_DIR if set). Needs cargo,
+# a JDK 17+, Maven, openssl and unzip. Each test's files and realm-core log stay in
+# tests/realm-compat/target/realm-work/<class>/<test>/ for debugging.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+start=$(date +%s)
+cd "$repo"
+
+target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+[ -n "$target" ] || { echo "run.sh: cannot find cargo's target directory" >&2; exit 1; }
+cargo build -q --features server --bin tandem-server
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cp "$target/debug/tandem-server" "$work/"
+
+cd "$here"
+# Take librealmc.so out of the cinterop jar (Maven resolves it into the local repository).
+mvn -q -B dependency:unpack -Dartifact=io.realm.kotlin:cinterop-jvm:2.3.0 \
+    -DoutputDirectory="$work/unpacked" -Dmdep.unpack.includes=jni/linux/librealmc.so >/dev/null
+mkdir -p "$work/native"
+mv "$work/unpacked/jni/linux/librealmc.so" "$work/native/"
+
+# A test CA and a server certificate for localhost signed by it (core's socket checks the host
+# name; the clients trust only this CA, through realm_sync_config_set_ssl_trust_certificate_path
+# and the java.net.http SSLContext).
+tls="$work/tls"
+mkdir -p "$tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$tls/ca.key" \
+    -out "$tls/ca.pem" -days 2 -subj "/CN=Tandem realm-compat test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$tls/server.key" \
+    -out "$tls/server.csr" -subj "/CN=localhost" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >"$tls/ext"
+openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -out "$tls/server.pem" -days 2 -extfile "$tls/ext" 2>/dev/null
+
+status=0
+mvn -q -B test \
+    -Dtandem.server.bin="$work/tandem-server" -Drealm.native.dir="$work/native" \
+    -Drealm.compat.ca="$tls/ca.pem" -Drealm.compat.cert="$tls/server.pem" -Drealm.compat.key="$tls/server.key" \
+    "$@" || status=$?
+for report in target/surefire-reports/TEST-*.xml; do
+    [ -f "$report" ] || continue
+    grep -o '<testsuite [^>]*' "$report" | grep -o 'name="[^"]*"\|tests="[^"]*"\|failures="[^"]*"\|errors="[^"]*"\|skipped="[^"]*"\|time="[^"]*"' | tr '\n' ' '
+    echo
+done
+echo "realm-compat: wall time $(( $(date +%s) - start )) s"
+exit $status

@@ -1,0 +1,67 @@
+// Scenario 1: anonymous login, a PBS realm, a write that a second realm-core client receives;
+// the same over https/wss with the test CA.
+
+package dev.tandem.realmcompat
+
+import io.realm.kotlin.internal.interop.sync.AuthProvider
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertNotEquals
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.Timeout
+import org.mongodb.kbson.BsonObjectId
+
+@Timeout(value = 90, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
+class BasicSyncTest : CompatTest() {
+    /** Two anonymous clients on partition "p1" exchange a write both ways; returns their Apps. */
+    private fun Resources.exchange(server: TandemServer): List<RealmApp> {
+        val apps = listOf(app(server, "alice"), app(server, "bob"))
+        val (alice, bob) = apps.map { it.logInAnonymous() }
+        assertTrue(alice.isLoggedIn)
+        assertEquals(listOf(AuthProvider.RLM_AUTH_PROVIDER_ANONYMOUS), alice.providers)
+        assertNotEquals(alice.id, bob.id, "two anonymous logins on two devices are two users")
+
+        val a = realm(alice, "p1")
+        val b = realm(bob, "p1")
+        val id = BsonObjectId()
+        a.write {
+            val t = create("Task", id, "title" to "hello from realm-core", "done" to true, "count" to 42L)
+            listInsert(t, "tags", 0, "t1")
+        }
+        a.waitForUpload()
+        b.sync()
+        b.read {
+            val t = get("Task", id)
+            assertEquals("hello from realm-core", value(t, "title"))
+            assertEquals(true, value(t, "done"))
+            assertEquals(42L, value(t, "count"))
+            assertEquals(listOf("t1"), listValues(t, "tags"))
+            assertEquals(1L, count("Task"))
+        }
+
+        // And back: bob edits, alice sees it.
+        b.write { set(get("Task", id), "title", "edited by bob") }
+        b.waitForUpload()
+        a.sync()
+        a.read { assertEquals("edited by bob", value(get("Task", id), "title")) }
+        assertTrue(alice.isLoggedIn && bob.isLoggedIn)
+        return apps
+    }
+
+    @Test
+    fun `anonymous users exchange a write over ws`() = compat {
+        val apps = exchange(server())
+        apps.flatMap { it.transport.requests }.forEach { assertTrue(it.substringAfter(' ').startsWith("http://127.0.0.1:"), it) }
+    }
+
+    @Test
+    fun `anonymous users exchange a write over https and wss trusting only the test CA`() = compat {
+        val server = server(ServerOptions(tls = true))
+        val apps = exchange(server)
+        // Every App request went over https (the location answer decides every later URL); the
+        // listener speaks only TLS, so the exchange itself went over wss with the test CA.
+        val requests = apps.flatMap { it.transport.requests }
+        assertTrue(requests.size >= 6, "location, login and profile for each client: $requests")
+        requests.forEach { assertTrue(it.substringAfter(' ').startsWith("https://localhost:${server.port}/"), it) }
+    }
+}
