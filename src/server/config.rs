@@ -1396,7 +1396,13 @@ mod tests {
     fn sync_permissions_are_parsed_and_need_an_app() {
         let dir = Dir::new("permissions");
         let secret = dir.write("secret", "0123456789abcdef0123\n");
-        let base = ["--insecure-ws", "--jwt-secret-file", &secret, "--app-id", "a"];
+        let base = [
+            "--insecure-ws",
+            "--jwt-secret-file",
+            &secret,
+            "--app-id",
+            "a",
+        ];
         let with = |rules: &str| {
             let mut list = base.to_vec();
             list.extend(["--sync-permissions", rules]);
@@ -1412,9 +1418,18 @@ mod tests {
             SyncPermissions::default()
         );
         let err = with("owner").err().expect("an unknown rule is an error");
-        assert!(err.to_string().contains("unknown sync permission rule"), "{err}");
+        assert!(
+            err.to_string().contains("unknown sync permission rule"),
+            "{err}"
+        );
         let err = parse(
-            &args(&["--insecure-ws", "--jwt-secret-file", &secret, "--sync-permissions", "user-id"]),
+            &args(&[
+                "--insecure-ws",
+                "--jwt-secret-file",
+                &secret,
+                "--sync-permissions",
+                "user-id",
+            ]),
             no_env,
         )
         .err()
