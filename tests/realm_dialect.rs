@@ -45,12 +45,17 @@ struct Fixture {
 }
 
 async fn fixture(name: &str, permissions: &str) -> Fixture {
-    fixture_with(name, permissions, 1800).await
+    fixture_with(name, permissions, 1800, Limits::default()).await
 }
 
 /// A plain-ws server with the app `APP` (anonymous login, access tokens living
-/// `access_lifetime` seconds) and these partition rules.
-async fn fixture_with(name: &str, permissions: &str, access_lifetime: u64) -> Fixture {
+/// `access_lifetime` seconds), these partition rules and message limits.
+async fn fixture_with(
+    name: &str,
+    permissions: &str,
+    access_lifetime: u64,
+    limits: Limits,
+) -> Fixture {
     let dir = std::env::temp_dir().join(format!("tandem-realm-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -64,7 +69,7 @@ async fn fixture_with(name: &str, permissions: &str, access_lifetime: u64) -> Fi
         allow_plain_ws: true,
         auth: Authenticator::hs256(SECRET),
         idle_timeout: Duration::from_secs(600),
-        limits: Limits::default(),
+        limits,
         app: Some(app),
     })
     .await
@@ -366,7 +371,7 @@ async fn the_handshake_echoes_exactly_one_offered_token() {
 
 #[tokio::test]
 async fn bad_or_expired_tokens_complete_the_upgrade_and_close_4001() {
-    let f = fixture_with("badtoken", "all-authenticated", 1).await;
+    let f = fixture_with("badtoken", "all-authenticated", 1, Limits::default()).await;
     let (_, expired) = login(&f).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // Signed with another key; and a Tandem token (no `typ` access, not this app's key).
@@ -389,7 +394,7 @@ async fn bad_or_expired_tokens_complete_the_upgrade_and_close_4001() {
 
 #[tokio::test]
 async fn the_connection_closes_4001_when_the_token_expires() {
-    let f = fixture_with("expiry", "all-authenticated", 2).await;
+    let f = fixture_with("expiry", "all-authenticated", 2, Limits::default()).await;
     let (_, token) = login(&f).await;
     let (mut ws, _) = open(&f, &route(&token), OFFER, None).await.unwrap();
     bind_fresh(&mut ws, 1, "\"p1\"").await;
@@ -591,6 +596,25 @@ async fn forbidden_partitions_get_206_without_logging_out() {
     assert_eq!(v["action"], "ApplicationBug");
     assert_eq!(v["tryAgain"], false);
     send(&mut a, ClientMessage::Unbind { session: 1 }).await;
+    // A client file that already has an ident sends IDENT, MARK and UPLOAD right behind its
+    // BIND: after the 206 they are ignored (no second error, no connection error), and the
+    // UNBIND gets no UNBOUND.
+    let (ident, salt, _) = bind_fresh(&mut a, 5, &format!("\"{user}\"")).await;
+    send(&mut a, bind(6, "\"someone-else\"", false)).await;
+    send(&mut a, ident_msg(6, ident, salt, [0; 4])).await;
+    send(
+        &mut a,
+        ClientMessage::Mark {
+            session: 6,
+            request_ident: 1,
+        },
+    )
+    .await;
+    send(&mut a, upload(6, 2, &[(2, SCHEMA)])).await;
+    let (code, _) = json_error(recv(&mut a).await, 6);
+    assert_eq!(code, 206);
+    send(&mut a, ClientMessage::Unbind { session: 6 }).await;
+    ping_pong(&mut a, 66).await;
     bind_fresh(&mut a, 2, &format!("\"{user}\"")).await;
     bind_fresh(&mut a, 3, "\"team\"").await;
     send(&mut a, bind(4, "{\"$numberInt\":\"1\"}", true)).await;
@@ -706,4 +730,20 @@ async fn tandem_only_messages_are_not_realm_messages() {
         panic!("ERROR expected")
     };
     assert_eq!((code, try_again, session), (102, true, 0));
+}
+
+#[tokio::test]
+async fn a_message_over_the_limits_closes_1009_never_104() {
+    let limits = Limits {
+        max_body: 1024,
+        ..Limits::default()
+    };
+    let f = fixture_with("toobig", "all-authenticated", 1800, limits).await;
+    let (mut a, _) = realm(&f).await;
+    bind_fresh(&mut a, 1, "\"p1\"").await;
+    // An UPLOAD body of more than 1024 bytes (the changeset bytes need not be valid: the size
+    // is refused first).
+    let big = "00".repeat(1100);
+    send(&mut a, upload(1, 2, &[(2, &big)])).await;
+    assert_eq!(next(&mut a).await.unwrap_err(), Some(1009));
 }
