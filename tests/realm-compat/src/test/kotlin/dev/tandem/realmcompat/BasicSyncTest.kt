@@ -45,6 +45,12 @@ class BasicSyncTest : CompatTest() {
         a.sync()
         a.read { assertEquals("edited by bob", value(get("Task", id), "title")) }
         assertTrue(alice.isLoggedIn && bob.isLoggedIn)
+
+        // Core's log: the sync URL it derived from the location answer, and the negotiated version.
+        val ws = if (server.options.tls) "wss://localhost" else "ws://127.0.0.1"
+        val log = work.resolve("realm-core.log").toFile().readText()
+        assertTrue(log.contains("Connecting to '$ws:${server.port}/api/client/v2.0/app/${server.appId}/realm-sync'"), "core connected to the sync route")
+        assertTrue(log.contains("Negotiated protocol version: 14"), "protocol 14 negotiated")
         return apps
     }
 
