@@ -5,7 +5,8 @@
 
 use std::io::Write;
 
-use tandem::server::config::{self, Command};
+use tandem::server::app::admin;
+use tandem::server::config::{self, ApiKeyAction, Command};
 use tandem::server::start;
 
 fn fail(message: &str) -> ! {
@@ -40,6 +41,14 @@ fn main() {
             let _ = writeln!(std::io::stdout(), "{token}");
             return;
         }
+        Command::ApiKey {
+            data_dir,
+            app_id,
+            action,
+        } => {
+            api_key(&data_dir, app_id.as_deref(), action);
+            return;
+        }
         Command::Serve(config) => config,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -51,4 +60,36 @@ fn main() {
         eprintln!("tandem-server listening on {}", server.local_addr);
         std::future::pending::<()>().await;
     });
+}
+
+/// `tandem-server api-key ...`: prints the new key once (only its hash is stored), the list as
+/// `<id> <enabled|disabled> <name>` lines, or nothing on a successful delete.
+fn api_key(data_dir: &std::path::Path, app_id: Option<&str>, action: ApiKeyAction) {
+    let mut out = std::io::stdout();
+    match action {
+        ApiKeyAction::Create { name } => {
+            let new = admin::create_api_key(data_dir, app_id, &name)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            eprintln!(
+                "created server API key {} ({name}); it is shown only now:",
+                new.info.id
+            );
+            let _ = writeln!(out, "{}", new.key);
+        }
+        ApiKeyAction::List => {
+            let keys =
+                admin::list_api_keys(data_dir, app_id).unwrap_or_else(|e| fail(&e.to_string()));
+            for key in keys {
+                let state = if key.disabled { "disabled" } else { "enabled" };
+                let _ = writeln!(out, "{} {state} {}", key.id, key.name);
+            }
+        }
+        ApiKeyAction::Delete { id } => {
+            let existed = admin::delete_api_key(data_dir, app_id, &id)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            if !existed {
+                fail(&format!("no server API key {id}"));
+            }
+        }
+    }
 }

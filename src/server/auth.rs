@@ -250,45 +250,13 @@ impl Authenticator {
 
     /// Verifies a token at time `now` (seconds since the Unix epoch).
     pub fn verify_at(&self, token: &str, now: u64) -> Result<Claims, ProtocolError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(bad(format!("token longer than {MAX_TOKEN_LEN} bytes")));
-        }
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad("a token has three dot-separated parts"));
-        };
-        let signing_input = &token[..header.len() + 1 + payload.len()];
-        let header_json =
-            b64url_decode(header).ok_or_else(|| bad("token header is not base64url"))?;
-        let header: serde_json::Value =
-            serde_json::from_slice(&header_json).map_err(|_| bad("token header is not JSON"))?;
-        let expected = self.algorithm().jwt_name();
-        if header.get("alg").and_then(|a| a.as_str()) != Some(expected) {
-            return Err(bad(format!(
-                "token algorithm must be {expected} (the server's configured key)"
-            )));
-        }
-        let signature =
-            b64url_decode(signature).ok_or_else(|| bad("token signature is not base64url"))?;
-        if !self.check_signature(signing_input.as_bytes(), &signature) {
-            return Err(bad("token signature does not verify"));
-        }
-        let claims_json =
-            b64url_decode(payload).ok_or_else(|| bad("token claims are not base64url"))?;
-        let claims: serde_json::Value =
-            serde_json::from_slice(&claims_json).map_err(|_| bad("token claims are not JSON"))?;
-        let exp = claims
-            .get("exp")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| bad("token has no numeric exp"))?;
-        if exp <= now {
-            return Err(ProtocolError::new(
-                ErrorCode::TokenExpired,
-                "access token expired",
-            ));
-        }
+        let claims = self.verify_jwt_at(token, now).map_err(|e| match e {
+            JwtError::Expired => {
+                ProtocolError::new(ErrorCode::TokenExpired, "access token expired")
+            }
+            JwtError::Invalid(why) => bad(why),
+        })?;
+        let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
         let sub = claims
             .get("sub")
             .and_then(|v| v.as_str())
@@ -305,6 +273,69 @@ impl Authenticator {
             .unwrap_or_default();
         Ok(Claims { sub, exp, paths })
     }
+
+    /// Verifies a JWT's shape, `alg`, signature and `exp` (a required whole number of seconds
+    /// since the Unix epoch, which must be after `now`) and returns its claims object, whatever
+    /// else it holds (no Tandem `paths` needed). Used for the App Services tokens and for
+    /// `custom-token` logins.
+    pub fn verify_jwt_at(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, JwtError> {
+        let invalid = |why: &str| JwtError::Invalid(why.to_owned());
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(JwtError::Invalid(format!(
+                "token longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid("a token has three dot-separated parts"));
+        };
+        let signing_input = &token[..header.len() + 1 + payload.len()];
+        let header_json =
+            b64url_decode(header).ok_or_else(|| invalid("token header is not base64url"))?;
+        let header: serde_json::Value = serde_json::from_slice(&header_json)
+            .map_err(|_| invalid("token header is not JSON"))?;
+        let expected = self.algorithm().jwt_name();
+        if header.get("alg").and_then(|a| a.as_str()) != Some(expected) {
+            return Err(JwtError::Invalid(format!(
+                "token algorithm must be {expected} (the server's configured key)"
+            )));
+        }
+        let signature =
+            b64url_decode(signature).ok_or_else(|| invalid("token signature is not base64url"))?;
+        if !self.check_signature(signing_input.as_bytes(), &signature) {
+            return Err(invalid("token signature does not verify"));
+        }
+        let claims_json =
+            b64url_decode(payload).ok_or_else(|| invalid("token claims are not base64url"))?;
+        let serde_json::Value::Object(claims) = serde_json::from_slice(&claims_json)
+            .map_err(|_| invalid("token claims are not JSON"))?
+        else {
+            return Err(invalid("token claims are not a JSON object"));
+        };
+        let exp = claims
+            .get("exp")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| invalid("token has no numeric exp"))?;
+        if exp <= now {
+            return Err(JwtError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+/// Why [`Authenticator::verify_jwt_at`] refused a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwtError {
+    /// Correctly signed, but `exp` has passed.
+    Expired,
+    /// Malformed, wrongly signed, of another algorithm, or without a numeric `exp`.
+    Invalid(String),
 }
 
 enum SigningKey {
@@ -386,8 +417,13 @@ impl TokenSigner {
 
     /// A token for `sub`, valid until `exp` (seconds since the Unix epoch), for `paths`.
     pub fn sign(&self, sub: &str, exp: u64, paths: &[&str]) -> Result<String, KeyError> {
+        self.sign_claims(&serde_json::json!({ "sub": sub, "exp": exp, "paths": paths }))
+    }
+
+    /// A token carrying `claims` (any JSON object) with this signer's `alg` in the header:
+    /// three base64url segments, the last the non-empty signature.
+    pub fn sign_claims(&self, claims: &serde_json::Value) -> Result<String, KeyError> {
         let header = serde_json::json!({ "alg": self.algorithm().jwt_name(), "typ": "JWT" });
-        let claims = serde_json::json!({ "sub": sub, "exp": exp, "paths": paths });
         let signing_input = format!(
             "{}.{}",
             b64url_encode(header.to_string().as_bytes()),
@@ -409,6 +445,17 @@ impl TokenSigner {
             SigningKey::EdDsa(pair) => pair.sign(signing_input.as_bytes()).as_ref().to_vec(),
         };
         Ok(format!("{signing_input}.{}", b64url_encode(&signature)))
+    }
+
+    /// The [`Authenticator`] that verifies this signer's tokens: the same HS256 secret, or the
+    /// public half of the RSA or Ed25519 key pair.
+    pub fn authenticator(&self) -> Authenticator {
+        let key = match &self.key {
+            SigningKey::Hs256(key) => VerifyKey::Hs256(key.clone()),
+            SigningKey::Rs256(pair) => VerifyKey::Rs256(pair.public().as_ref().to_vec()),
+            SigningKey::EdDsa(pair) => VerifyKey::EdDsa(pair.public_key().as_ref().to_vec()),
+        };
+        Authenticator { key }
     }
 }
 
@@ -642,5 +689,44 @@ mod tests {
             der_element(&[0x02, 0x01, 0x07, 0xff]),
             Some((0x02, &[7u8][..], &[0xffu8][..]))
         );
+    }
+
+    #[test]
+    fn derived_authenticators_verify_their_signers_tokens() {
+        let signers = [
+            TokenSigner::hs256(b"0123456789abcdef"),
+            TokenSigner::from_private_key_pem(RSA_PRIVATE).unwrap(),
+            TokenSigner::from_private_key_pem(ED_PRIVATE).unwrap(),
+        ];
+        for signer in &signers {
+            let auth = signer.authenticator();
+            assert_eq!(auth.algorithm(), signer.algorithm());
+            let token = signer
+                .sign_claims(&serde_json::json!({"sub": "u", "exp": 2_000, "typ": "access"}))
+                .unwrap();
+            let claims = auth.verify_jwt_at(&token, 1_000).unwrap();
+            assert_eq!(claims["typ"], "access");
+            assert_eq!(auth.verify_jwt_at(&token, 2_000), Err(JwtError::Expired));
+            // Without `paths` the Tandem check grants nothing, but the signature holds.
+            assert!(auth.verify_at(&token, 1_000).unwrap().paths.is_empty());
+        }
+        // The derived RSA key is the one in the public key file.
+        let file = Authenticator::from_public_key_pem(RSA_PUBLIC).unwrap();
+        let token = signers[1]
+            .sign_claims(&serde_json::json!({"exp": 2_000}))
+            .unwrap();
+        assert!(file.verify_jwt_at(&token, 1_000).is_ok());
+        let no_exp = signers[0]
+            .sign_claims(&serde_json::json!({"sub": "u"}))
+            .unwrap();
+        assert!(matches!(
+            signers[0].authenticator().verify_jwt_at(&no_exp, 1_000),
+            Err(JwtError::Invalid(_))
+        ));
+        let not_object = signers[0].sign_claims(&serde_json::json!([1])).unwrap();
+        assert!(matches!(
+            signers[0].authenticator().verify_jwt_at(&not_object, 1_000),
+            Err(JwtError::Invalid(_))
+        ));
     }
 }

@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::app::{
+    AppConfig, Provider, DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_REFRESH_TOKEN_LIFETIME,
+};
 use super::auth::{Authenticator, KeyError, TokenSigner};
 use super::net::ServerConfig;
 use crate::protocol::Limits;
@@ -54,11 +57,46 @@ OPTIONS:
                                [TANDEM_MAX_BODY] (default 16777216)
     -h, --help                 print this help
 
+APP SERVICES (Realm SDK apps; see docs/app-services.md):
+    --app-id <ID>              serve Realm's App Services API and sync endpoint for this app
+                               id (1-128 of A-Z a-z 0-9 . _ -) [TANDEM_APP_ID]
+    --auth-providers <LIST>    comma-separated login providers: anon-user, local-userpass,
+                               custom-token, api-key [TANDEM_AUTH_PROVIDERS]
+                               (default anon-user)
+    --jwt-private-key <FILE>   PEM private key (RSA: RS256, Ed25519: EdDSA) that signs the
+                               app's access and refresh tokens [TANDEM_JWT_PRIVATE_KEY];
+                               without it --jwt-secret-file signs them (HS256). Its public
+                               half also verifies Tandem tokens when neither
+                               --jwt-secret-file nor --jwt-public-key is given
+    --access-token-lifetime <SECONDS>
+                               [TANDEM_ACCESS_TOKEN_LIFETIME] (default 1800)
+    --refresh-token-lifetime <SECONDS>
+                               [TANDEM_REFRESH_TOKEN_LIFETIME] (default 5184000, 60 days)
+    --confirm-users <auto|manual>
+                               local-userpass accounts are confirmed at registration (auto),
+                               or with the token pair the server prints to its log (manual)
+                               [TANDEM_CONFIRM_USERS] (default auto)
+    --custom-token-secret-file <FILE>
+                               HS256 secret (at least 16 bytes) of the issuer of custom-token
+                               JWTs [TANDEM_CUSTOM_TOKEN_SECRET_FILE]
+    --custom-token-public-key <FILE>
+                               or that issuer's public key, PEM: RSA (RS256) or Ed25519
+                               (EdDSA) [TANDEM_CUSTOM_TOKEN_PUBLIC_KEY]
+    --public-url <URL>         the base URL clients use (https://sync.example.com), answered
+                               by the location route; default: the request's Host header
+                               [TANDEM_PUBLIC_URL]
+
+ADMIN:
+    tandem-server api-key create --name <NAME> [--data-dir <DIR>] [--app-id <ID>]
+                               create a server API key (api-key provider) and print it once
+    tandem-server api-key list [--data-dir <DIR>] [--app-id <ID>]
+    tandem-server api-key delete <ID> [--data-dir <DIR>] [--app-id <ID>]
+
 TOKENS:
     --issue-token <PATHS>      print an access token for these comma-separated server paths
                                (\"*\" for all) and exit; signs with --jwt-secret-file or
                                --jwt-private-key
-    --jwt-private-key <FILE>   PEM private key (RSA or Ed25519) for --issue-token
+    --jwt-private-key <FILE>   PEM private key (RSA or Ed25519) for --issue-token (above)
     --token-hours <HOURS>      validity of --issue-token (default 24)
     --token-subject <NAME>     the token's `sub` claim (default tandem-server)
 
@@ -67,11 +105,22 @@ Clients connect to wss://<host>:<port>/ and send the token in the Authorization 
 docs/protocol.md.";
 
 /// What the command line asks for.
+// `Serve` is large (the whole configuration); the value is built once per process.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Print [`HELP`].
     Help,
     /// Run the server.
     Serve(ServerConfig),
+    /// Manage server API keys in `<data_dir>/app.sqlite` and exit.
+    ApiKey {
+        /// The data directory holding `app.sqlite`.
+        data_dir: PathBuf,
+        /// The app id, checked against the one the file was created for, if given.
+        app_id: Option<String>,
+        /// What to do.
+        action: ApiKeyAction,
+    },
     /// Print a token and exit.
     IssueToken {
         /// Signs the token.
@@ -82,6 +131,23 @@ pub enum Command {
         paths: Vec<String>,
         /// Validity from now.
         valid_for: Duration,
+    },
+}
+
+/// `tandem-server api-key <action>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiKeyAction {
+    /// `create --name <NAME>`: print a new key once.
+    Create {
+        /// The key's name (unique among server keys).
+        name: String,
+    },
+    /// `list`: id, name and state of every server key.
+    List,
+    /// `delete <ID>`: remove a key and the user it logs in as.
+    Delete {
+        /// The key's id (24 hex digits).
+        id: String,
     },
 }
 
@@ -170,16 +236,29 @@ const SETTINGS: &[(&str, bool)] = &[
     ("jwt_private_key", false),
     ("token_hours", false),
     ("token_subject", false),
+    ("app_id", false),
+    ("auth_providers", false),
+    ("access_token_lifetime", false),
+    ("refresh_token_lifetime", false),
+    ("confirm_users", false),
+    ("custom_token_secret_file", false),
+    ("custom_token_public_key", false),
+    ("public_url", false),
+];
+
+/// Settings that configure the App Services API and need `app_id`.
+const APP_SETTINGS: &[&str] = &[
+    "auth_providers",
+    "access_token_lifetime",
+    "refresh_token_lifetime",
+    "confirm_users",
+    "custom_token_secret_file",
+    "custom_token_public_key",
+    "public_url",
 ];
 
 /// Settings that only make sense on the command line (not in the file).
-const COMMAND_ONLY: &[&str] = &[
-    "config",
-    "issue_token",
-    "jwt_private_key",
-    "token_hours",
-    "token_subject",
-];
+const COMMAND_ONLY: &[&str] = &["config", "issue_token", "token_hours", "token_subject"];
 
 /// The raw value of each setting and its origin.
 struct Raw(BTreeMap<&'static str, (String, Origin)>);
@@ -283,12 +362,24 @@ pub fn parse(
     args: &[String],
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Command, ConfigError> {
+    if args.first().map(String::as_str) == Some("api-key") {
+        return api_key(&args[1..], env);
+    }
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Command::Help);
+    }
+    let raw = collect(args, env)?;
+    if let Some((paths, _)) = raw.get("issue_token") {
+        return issue_token(&raw, paths);
+    }
+    serve(&raw).map(Command::Serve)
+}
+
+/// Flags, then the environment, then the TOML file, into one [`Raw`].
+fn collect(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Raw, ConfigError> {
     let mut raw = Raw(BTreeMap::new());
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
-        }
         let (flag, inline) = match arg.split_once('=') {
             Some((flag, value)) => (flag, Some(value.to_owned())),
             None => (arg.as_str(), None),
@@ -318,10 +409,92 @@ pub fn parse(
     if let Some(config) = raw.path("config") {
         merge_file(&mut raw, &config)?;
     }
-    if let Some((paths, _)) = raw.get("issue_token") {
-        return issue_token(&raw, paths);
+    Ok(raw)
+}
+
+/// `api-key create --name <NAME> | list | delete <ID>`, with `--data-dir`, `--app-id` and
+/// `--config` (and their environment and file spellings).
+fn api_key(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Command, ConfigError> {
+    let usage = || {
+        ConfigError::Missing(
+            "usage: tandem-server api-key create --name <NAME> | list | delete <ID> \
+             [--data-dir <DIR>] [--app-id <ID>]"
+                .into(),
+        )
+    };
+    let (action, rest) = args.split_first().ok_or_else(usage)?;
+    let mut flags = Vec::new();
+    let mut name = None;
+    let mut positional = Vec::new();
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--name" {
+            let value = rest
+                .next()
+                .ok_or_else(|| ConfigError::MissingValue(arg.clone()))?;
+            name = Some(value.as_str());
+        } else if let Some(value) = arg.strip_prefix("--name=") {
+            name = Some(value);
+        } else if arg.starts_with("--") {
+            let takes_value = !arg.contains('=');
+            flags.push(arg.clone());
+            if takes_value {
+                flags.push(
+                    rest.next()
+                        .cloned()
+                        .ok_or_else(|| ConfigError::MissingValue(arg.clone()))?,
+                );
+            }
+        } else {
+            positional.push(arg.as_str());
+        }
     }
-    serve(&raw).map(Command::Serve)
+    let raw = collect(&flags, env)?;
+    if let Some((key, _)) = raw.0.iter().find(|(key, (_, origin))| {
+        *origin == Origin::Flag && !["config", "data_dir", "app_id"].contains(key)
+    }) {
+        return Err(raw.bad(
+            key,
+            "api-key takes only --name, --data-dir, --app-id and --config",
+        ));
+    }
+    let action = match (action.as_str(), name, positional.as_slice()) {
+        ("create", Some(name), []) => {
+            crate::server::app::check_api_key_name(name).map_err(|e| ConfigError::BadValue {
+                setting: "name".into(),
+                origin: Origin::Flag,
+                message: e,
+            })?;
+            ApiKeyAction::Create {
+                name: name.to_owned(),
+            }
+        }
+        ("list", None, []) => ApiKeyAction::List,
+        ("delete", None, [id]) => ApiKeyAction::Delete {
+            id: (*id).to_owned(),
+        },
+        _ => return Err(usage()),
+    };
+    Ok(Command::ApiKey {
+        data_dir: data_dir(&raw),
+        app_id: app_id(&raw)?,
+        action,
+    })
+}
+
+fn data_dir(raw: &Raw) -> PathBuf {
+    raw.path("data_dir").unwrap_or_else(|| "tandem-data".into())
+}
+
+fn app_id(raw: &Raw) -> Result<Option<String>, ConfigError> {
+    match raw.get("app_id") {
+        None => Ok(None),
+        Some((id, _)) if crate::server::app::is_valid_app_id(id) => Ok(Some(id.clone())),
+        Some((id, _)) => Err(raw.bad(
+            "app_id",
+            format!("{id:?}: use 1 to 128 characters of A-Z a-z 0-9 . _ - (it goes into URLs)"),
+        )),
+    }
 }
 
 fn issue_token(raw: &Raw, paths: &str) -> Result<Command, ConfigError> {
@@ -361,40 +534,203 @@ fn issue_token(raw: &Raw, paths: &str) -> Result<Command, ConfigError> {
     })
 }
 
-fn secret(raw: &Raw) -> Result<Vec<u8>, ConfigError> {
-    let path = raw.path("jwt_secret_file").unwrap_or_default();
-    let bytes = read_capped(&path).map_err(|e| raw.bad("jwt_secret_file", e))?;
+/// The secret in the file named by setting `key` (at least [`MIN_SECRET_LEN`] bytes, outer
+/// whitespace trimmed).
+fn secret_file(raw: &Raw, key: &str) -> Result<Vec<u8>, ConfigError> {
+    let path = raw.path(key).unwrap_or_default();
+    let bytes = read_capped(&path).map_err(|e| raw.bad(key, e))?;
     let secret = bytes.trim_ascii().to_vec();
     if secret.len() < MIN_SECRET_LEN {
         return Err(raw.bad(
-            "jwt_secret_file",
+            key,
             format!("the secret must be at least {MIN_SECRET_LEN} bytes"),
         ));
     }
     Ok(secret)
 }
 
-fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
-    let auth = match (raw.path("jwt_secret_file"), raw.path("jwt_public_key")) {
-        (Some(_), None) => Authenticator::hs256(&secret(raw)?),
-        (None, Some(key)) => {
-            let pem = read_capped(&key).map_err(|e| raw.bad("jwt_public_key", e))?;
-            Authenticator::from_public_key_pem(&pem)
-                .map_err(|KeyError(e)| raw.bad("jwt_public_key", e))?
+fn secret(raw: &Raw) -> Result<Vec<u8>, ConfigError> {
+    secret_file(raw, "jwt_secret_file")
+}
+
+/// The public key in the PEM file named by setting `key`.
+fn public_key(raw: &Raw, key: &str) -> Result<Option<Authenticator>, ConfigError> {
+    let Some(path) = raw.path(key) else {
+        return Ok(None);
+    };
+    let pem = read_capped(&path).map_err(|e| raw.bad(key, e))?;
+    Authenticator::from_public_key_pem(&pem)
+        .map(Some)
+        .map_err(|KeyError(e)| raw.bad(key, e))
+}
+
+/// The Tandem token verifier and the signer of the App Services tokens (if a signing key is
+/// given): see `--help` for which key does what.
+fn keys(raw: &Raw) -> Result<(Authenticator, Option<TokenSigner>), ConfigError> {
+    let secret = raw
+        .get("jwt_secret_file")
+        .map(|_| secret(raw))
+        .transpose()?;
+    let public = public_key(raw, "jwt_public_key")?;
+    let private = match raw.path("jwt_private_key") {
+        None => None,
+        Some(path) => {
+            let pem = read_capped(&path).map_err(|e| raw.bad("jwt_private_key", e))?;
+            Some(
+                TokenSigner::from_private_key_pem(&pem)
+                    .map_err(|KeyError(e)| raw.bad("jwt_private_key", e))?,
+            )
         }
+    };
+    let signer = match (&secret, private) {
         (Some(_), Some(_)) => {
+            return Err(ConfigError::Missing(
+                "give one of --jwt-secret-file and --jwt-private-key, not both".into(),
+            ))
+        }
+        (Some(secret), None) => Some(TokenSigner::hs256(secret)),
+        (None, private) => private,
+    };
+    let auth = match (secret, public, &signer) {
+        (Some(_), Some(_), _) => {
             return Err(ConfigError::Missing(
                 "give one of --jwt-secret-file and --jwt-public-key, not both".into(),
             ))
         }
-        (None, None) => {
+        (Some(secret), None, _) => Authenticator::hs256(&secret),
+        (None, Some(public), _) => public,
+        (None, None, Some(signer)) => signer.authenticator(),
+        (None, None, None) => {
             return Err(ConfigError::Missing(
-                "tokens need a key: give --jwt-secret-file (HS256) or --jwt-public-key \
-                 (RS256 or EdDSA)"
+                "tokens need a key: give --jwt-secret-file (HS256), --jwt-public-key \
+                 (RS256 or EdDSA) or --jwt-private-key"
                     .into(),
             ))
         }
     };
+    Ok((auth, signer))
+}
+
+/// Seconds in `key`, from 1 to ten years.
+fn lifetime(raw: &Raw, key: &str, default: u64) -> Result<Duration, ConfigError> {
+    let seconds = raw.number(key, default)?;
+    if !(1..=10 * 365 * 24 * 3600).contains(&seconds) {
+        return Err(raw.bad(key, "must be between 1 second and 10 years"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// `--public-url`: `http` or `https`, a host and optional port, no path, query or fragment
+/// (realm-core appends its own paths to it, `realm-wire-compat.md` §1.3).
+fn public_url(raw: &Raw) -> Result<Option<String>, ConfigError> {
+    let Some((url, _)) = raw.get("public_url") else {
+        return Ok(None);
+    };
+    let trimmed = url.trim_end_matches('/');
+    let host = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"));
+    match host {
+        Some(host)
+            if !host.is_empty()
+                && host.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                }) =>
+        {
+            Ok(Some(trimmed.to_owned()))
+        }
+        _ => Err(raw.bad(
+            "public_url",
+            format!("{url:?}: expected http(s)://host[:port] without a path"),
+        )),
+    }
+}
+
+/// The App Services settings, if `app_id` is set.
+fn app(raw: &Raw, signer: Option<TokenSigner>) -> Result<Option<AppConfig>, ConfigError> {
+    let Some(app_id) = app_id(raw)? else {
+        if let Some(key) = APP_SETTINGS.iter().find(|k| raw.get(k).is_some()) {
+            return Err(raw.bad(key, "needs --app-id (the App Services API is off)"));
+        }
+        return Ok(None);
+    };
+    let signer = signer.ok_or_else(|| {
+        ConfigError::Missing(
+            "--app-id needs --jwt-secret-file or --jwt-private-key to sign its tokens".into(),
+        )
+    })?;
+    let mut config = AppConfig::new(&app_id, signer);
+    if let Some((list, _)) = raw.get("auth_providers") {
+        let mut providers = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let provider = Provider::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = Provider::ALL.iter().map(|p| p.name()).collect();
+                raw.bad(
+                    "auth_providers",
+                    format!("unknown provider {name:?}; known: {}", known.join(", ")),
+                )
+            })?;
+            if !providers.contains(&provider) {
+                providers.push(provider);
+            }
+        }
+        if providers.is_empty() {
+            return Err(raw.bad("auth_providers", "name at least one provider"));
+        }
+        config.providers = providers;
+    }
+    config.access_token_lifetime =
+        lifetime(raw, "access_token_lifetime", DEFAULT_ACCESS_TOKEN_LIFETIME)?;
+    config.refresh_token_lifetime = lifetime(
+        raw,
+        "refresh_token_lifetime",
+        DEFAULT_REFRESH_TOKEN_LIFETIME,
+    )?;
+    config.auto_confirm = match raw.get("confirm_users").map(|(v, _)| v.as_str()) {
+        None | Some("auto") => true,
+        Some("manual") => false,
+        Some(other) => {
+            return Err(raw.bad(
+                "confirm_users",
+                format!("expected auto or manual, got {other:?}"),
+            ))
+        }
+    };
+    let custom_secret = raw.get("custom_token_secret_file").is_some();
+    let custom_public = public_key(raw, "custom_token_public_key")?;
+    config.custom_token_key =
+        match (custom_secret, custom_public) {
+            (true, Some(_)) => return Err(ConfigError::Missing(
+                "give one of --custom-token-secret-file and --custom-token-public-key, not both"
+                    .into(),
+            )),
+            (true, None) => Some(Authenticator::hs256(&secret_file(
+                raw,
+                "custom_token_secret_file",
+            )?)),
+            (false, public) => public,
+        };
+    let custom_enabled = config.providers.contains(&Provider::CustomToken);
+    if custom_enabled && config.custom_token_key.is_none() {
+        return Err(ConfigError::Missing(
+            "custom-token needs --custom-token-secret-file or --custom-token-public-key".into(),
+        ));
+    }
+    if !custom_enabled && config.custom_token_key.is_some() {
+        let key = if custom_secret {
+            "custom_token_secret_file"
+        } else {
+            "custom_token_public_key"
+        };
+        return Err(raw.bad(key, "needs custom-token in --auth-providers"));
+    }
+    config.public_url = public_url(raw)?;
+    Ok(Some(config))
+}
+
+fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
+    let (auth, signer) = keys(raw)?;
+    let app = app(raw, signer)?;
     let listen: SocketAddr = match raw.get("listen") {
         None => SocketAddr::from(([0, 0, 0, 0], 7800)),
         Some((v, _)) => v.parse().map_err(|_| {
@@ -425,7 +761,7 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
     }
     Ok(ServerConfig {
         listen,
-        data_dir: raw.path("data_dir").unwrap_or_else(|| "tandem-data".into()),
+        data_dir: data_dir(raw),
         tls,
         allow_plain_ws: insecure,
         auth,
@@ -434,7 +770,7 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
             max_body: max_body as usize,
             ..defaults
         },
-        app: None,
+        app,
     })
 }
 
@@ -646,5 +982,399 @@ mod tests {
             expect(&["--insecure-ws", "--config", &file], &env, needle);
         }
         expect(&["--config", "/no/such.toml"], &no_env, "/no/such.toml");
+    }
+
+    fn key_file(name: &str) -> String {
+        format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn app_config(list: &[&str], env: &dyn Fn(&str) -> Option<String>) -> AppConfig {
+        serve_config(parse(&args(list), env))
+            .app
+            .expect("the App Services API is on")
+    }
+
+    #[test]
+    fn app_settings_fill_the_app_config() {
+        let dir = Dir::new("app");
+        let secret = dir.write("secret", "0123456789abcdef0123\n");
+        let config = app_config(
+            &[
+                "--insecure-ws",
+                "--jwt-secret-file",
+                &secret,
+                "--app-id",
+                "my-app.v1_x",
+                "--auth-providers",
+                " anon-user, local-userpass,api-key,anon-user",
+                "--access-token-lifetime",
+                "10",
+                "--refresh-token-lifetime=3600",
+                "--confirm-users",
+                "manual",
+                "--public-url",
+                "https://sync.example.com:8443/",
+            ],
+            &no_env,
+        );
+        assert_eq!(config.app_id, "my-app.v1_x");
+        assert_eq!(
+            config.providers,
+            [
+                Provider::Anonymous,
+                Provider::UserPassword,
+                Provider::ApiKey
+            ]
+        );
+        assert_eq!(config.access_token_lifetime, Duration::from_secs(10));
+        assert_eq!(config.refresh_token_lifetime, Duration::from_secs(3600));
+        assert!(!config.auto_confirm);
+        assert_eq!(
+            config.public_url.as_deref(),
+            Some("https://sync.example.com:8443")
+        );
+        assert!(config.custom_token_key.is_none());
+        // The app signs with the HS256 secret and verifies its own tokens.
+        let token = config
+            .signer
+            .sign_claims(&serde_json::json!({"exp": 4_000_000_000u64}))
+            .unwrap();
+        assert!(config.verifier.verify_jwt_at(&token, 1).is_ok());
+
+        // Defaults, and the environment and file spellings.
+        let file = dir.write(
+            "app.toml",
+            &format!(
+                "app_id = \"from-file\"\njwt_secret_file = \"{secret}\"\ninsecure_ws = true\n"
+            ),
+        );
+        let config = app_config(&["--config", &file], &no_env);
+        assert_eq!(config.app_id, "from-file");
+        assert_eq!(config.providers, [Provider::Anonymous]);
+        assert_eq!(config.access_token_lifetime, Duration::from_secs(1800));
+        assert_eq!(
+            config.refresh_token_lifetime,
+            Duration::from_secs(5_184_000)
+        );
+        assert!(config.auto_confirm && config.public_url.is_none());
+        let env = |name: &str| match name {
+            "TANDEM_APP_ID" => Some("from-env".to_owned()),
+            "TANDEM_AUTH_PROVIDERS" => Some("local-userpass".to_owned()),
+            "TANDEM_CONFIRM_USERS" => Some("auto".to_owned()),
+            _ => None,
+        };
+        let config = app_config(&["--config", &file], &env);
+        assert_eq!(config.app_id, "from-env");
+        assert_eq!(config.providers, [Provider::UserPassword]);
+        // Without --app-id the API is off.
+        let plain = serve_config(parse(
+            &args(&["--insecure-ws", "--jwt-secret-file", &secret]),
+            no_env,
+        ));
+        assert!(plain.app.is_none());
+    }
+
+    #[test]
+    fn a_private_key_signs_app_tokens_and_its_public_half_verifies() {
+        for (file, algorithm) in [
+            ("ed25519-private.pem", super::super::Algorithm::EdDsa),
+            ("rsa-private.pem", super::super::Algorithm::Rs256),
+        ] {
+            let config = serve_config(parse(
+                &args(&[
+                    "--insecure-ws",
+                    "--app-id",
+                    "a",
+                    "--jwt-private-key",
+                    &key_file(file),
+                ]),
+                no_env,
+            ));
+            let app = config.app.unwrap();
+            assert_eq!(app.signer.algorithm(), algorithm);
+            assert_eq!(config.auth.algorithm(), algorithm);
+            let token = app.signer.sign("u", 4_000_000_000, &["*"]).unwrap();
+            assert!(app.verifier.verify_at(&token, 1).is_ok());
+            assert!(config.auth.verify_at(&token, 1).is_ok(), "Tandem side too");
+        }
+        // With --jwt-public-key too, Tandem tokens use that key and the app its private key.
+        let config = serve_config(parse(
+            &args(&[
+                "--insecure-ws",
+                "--app-id",
+                "a",
+                "--jwt-private-key",
+                &key_file("ed25519-private.pem"),
+                "--jwt-public-key",
+                &key_file("rsa-public.pem"),
+            ]),
+            no_env,
+        ));
+        assert_eq!(config.auth.algorithm(), super::super::Algorithm::Rs256);
+        assert_eq!(
+            config.app.unwrap().signer.algorithm(),
+            super::super::Algorithm::EdDsa
+        );
+    }
+
+    #[test]
+    fn custom_token_keys() {
+        let dir = Dir::new("custom");
+        let secret = dir.write("secret", "0123456789abcdef0123");
+        let issuer = dir.write("issuer", "issuer secret of 24 bytes");
+        let base = [
+            "--insecure-ws",
+            "--jwt-secret-file",
+            &secret,
+            "--app-id",
+            "a",
+        ];
+        let with = |extra: &[&str]| {
+            let mut list = base.to_vec();
+            list.extend_from_slice(extra);
+            app_config(&list, &no_env)
+        };
+        let app = with(&[
+            "--auth-providers",
+            "custom-token",
+            "--custom-token-secret-file",
+            &issuer,
+        ]);
+        let key = app.custom_token_key.unwrap();
+        assert_eq!(key.algorithm(), super::super::Algorithm::Hs256);
+        let token = TokenSigner::hs256(b"issuer secret of 24 bytes")
+            .sign("ext", 4_000_000_000, &[])
+            .unwrap();
+        assert!(key.verify_jwt_at(&token, 1).is_ok());
+        let rsa_public = key_file("rsa-public.pem");
+        let app = with(&[
+            "--auth-providers",
+            "custom-token,anon-user",
+            "--custom-token-public-key",
+            &rsa_public,
+        ]);
+        assert_eq!(
+            app.custom_token_key.unwrap().algorithm(),
+            super::super::Algorithm::Rs256
+        );
+    }
+
+    #[test]
+    fn app_mistakes_are_named() {
+        let dir = Dir::new("app-mistakes");
+        let secret = dir.write("secret", "0123456789abcdef0123");
+        let short = dir.write("short", "abc");
+        let expect = |extra: &[&str], needle: &str| {
+            let mut list = vec!["--insecure-ws", "--jwt-secret-file", &secret];
+            list.extend_from_slice(extra);
+            let err = parse(&args(&list), no_env).err().expect("an error");
+            assert!(
+                err.to_string().contains(needle),
+                "{extra:?}: {err} should mention {needle}"
+            );
+        };
+        expect(&["--app-id", "a/b"], "app_id (command line)");
+        expect(&["--app-id", ""], "app_id (command line)");
+        expect(&["--app-id", ".."], "app_id (command line)");
+        expect(
+            &[
+                "--app-id",
+                "a",
+                "--auth-providers",
+                "anon-user,oauth2-google",
+            ],
+            "auth_providers (command line): unknown provider \"oauth2-google\"",
+        );
+        expect(
+            &["--app-id", "a", "--auth-providers", " , "],
+            "auth_providers (command line): name at least one",
+        );
+        expect(
+            &["--app-id", "a", "--access-token-lifetime", "0"],
+            "access_token_lifetime (command line): must be between",
+        );
+        expect(
+            &["--app-id", "a", "--refresh-token-lifetime", "soon"],
+            "refresh_token_lifetime (command line): expected a whole number",
+        );
+        expect(
+            &["--app-id", "a", "--confirm-users", "sometimes"],
+            "confirm_users (command line): expected auto or manual",
+        );
+        for url in [
+            "ftp://h",
+            "https://h/path",
+            "https://",
+            "sync.example.com",
+            "https://h?x=1",
+        ] {
+            expect(
+                &["--app-id", "a", "--public-url", url],
+                "public_url (command line)",
+            );
+        }
+        expect(
+            &["--app-id", "a", "--auth-providers", "custom-token"],
+            "custom-token needs --custom-token-secret-file",
+        );
+        expect(
+            &["--app-id", "a", "--custom-token-secret-file", &secret],
+            "custom_token_secret_file (command line): needs custom-token",
+        );
+        let public = key_file("rsa-public.pem");
+        expect(
+            &[
+                "--app-id",
+                "a",
+                "--auth-providers",
+                "custom-token",
+                "--custom-token-secret-file",
+                &secret,
+                "--custom-token-public-key",
+                &public,
+            ],
+            "not both",
+        );
+        expect(
+            &[
+                "--app-id",
+                "a",
+                "--auth-providers",
+                "custom-token",
+                "--custom-token-secret-file",
+                &short,
+            ],
+            "custom_token_secret_file (command line): the secret must be at least 16 bytes",
+        );
+        expect(
+            &["--auth-providers", "anon-user"],
+            "auth_providers (command line): needs --app-id",
+        );
+        expect(
+            &["--public-url", "https://h"],
+            "public_url (command line): needs --app-id",
+        );
+        expect(
+            &["--jwt-private-key", &key_file("ed25519-private.pem")],
+            "--jwt-secret-file and --jwt-private-key, not both",
+        );
+        expect(
+            &["--jwt-private-key", &public],
+            "jwt_private_key (command line): private key",
+        );
+        // An app with only a public key cannot sign its tokens.
+        let err = parse(
+            &args(&[
+                "--insecure-ws",
+                "--jwt-public-key",
+                &public,
+                "--app-id",
+                "a",
+            ]),
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("--app-id needs"), "{err}");
+        let file = dir.write("bad.toml", "auth_providers = 5\n");
+        let err = parse(
+            &args(&[
+                "--insecure-ws",
+                "--jwt-secret-file",
+                &secret,
+                "--config",
+                &file,
+                "--app-id",
+                "a",
+            ]),
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("auth_providers (")
+                && err.to_string().contains("unknown provider \"5\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn api_key_commands() {
+        let parsed = |list: &[&str]| parse(&args(list), no_env);
+        let Ok(Command::ApiKey {
+            data_dir,
+            app_id,
+            action,
+        }) = parsed(&[
+            "api-key",
+            "create",
+            "--name",
+            "backend",
+            "--data-dir",
+            "/srv/t",
+            "--app-id",
+            "a",
+        ])
+        else {
+            panic!("expected ApiKey");
+        };
+        assert_eq!(data_dir, PathBuf::from("/srv/t"));
+        assert_eq!(app_id.as_deref(), Some("a"));
+        assert_eq!(
+            action,
+            ApiKeyAction::Create {
+                name: "backend".into()
+            }
+        );
+        let Ok(Command::ApiKey {
+            data_dir,
+            app_id,
+            action,
+        }) = parse(&args(&["api-key", "list"]), |n: &str| {
+            (n == "TANDEM_DATA_DIR").then(|| "/from/env".to_owned())
+        })
+        else {
+            panic!("expected ApiKey");
+        };
+        assert_eq!(
+            (data_dir, app_id, action),
+            (PathBuf::from("/from/env"), None, ApiKeyAction::List)
+        );
+        let Ok(Command::ApiKey { action, .. }) =
+            parsed(&["api-key", "delete", "0123456789abcdef01234567"])
+        else {
+            panic!("expected ApiKey");
+        };
+        assert_eq!(
+            action,
+            ApiKeyAction::Delete {
+                id: "0123456789abcdef01234567".into()
+            }
+        );
+        for (list, needle) in [
+            (&["api-key"][..], "usage: tandem-server api-key"),
+            (&["api-key", "create"], "usage"),
+            (&["api-key", "delete"], "usage"),
+            (&["api-key", "delete", "id", "--name=x"], "usage"),
+            (&["api-key", "rotate"], "usage"),
+            (&["api-key", "list", "extra"], "usage"),
+            (&["api-key", "create", "--name", ""], "name (command line)"),
+            (&["api-key", "create", "--name"], "--name needs a value"),
+            (
+                &["api-key", "list", "--listen", "1.2.3.4:5"],
+                "api-key takes only",
+            ),
+            (
+                &["api-key", "list", "--bogus", "1"],
+                "unknown option --bogus",
+            ),
+            (
+                &["api-key", "list", "--app-id", "a b"],
+                "app_id (command line)",
+            ),
+        ] {
+            let err = parsed(list).err().expect("an error");
+            assert!(err.to_string().contains(needle), "{list:?}: {err}");
+        }
     }
 }

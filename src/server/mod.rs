@@ -13,7 +13,7 @@ mod file;
 mod net;
 mod session;
 
-pub use auth::{Algorithm, Authenticator, Claims, KeyError, TokenSigner, MAX_TOKEN_LEN};
+pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
 pub use file::{DownloadBatch, Integrated, ServerFile};
 pub use net::{start, RunningServer, ServerConfig, StartError, MAX_DOWNLOAD_BATCH};
 pub use session::STATE_SEGMENT;

@@ -6,14 +6,30 @@
 //! JSON follow `realm-wire-compat.md` section 1 (realm-core `src/realm/object-store/sync/app.cpp`).
 //! Users, identities, refresh sessions and API keys live in `<data_dir>/app.sqlite`.
 //!
-//! SKELETON: the lead's interface contract for the parallel work on issue 12; the helper that
-//! owns this module replaces every `todo!()`.
+//! - [`store`]: the SQLite file;
+//! - [`tokens`]: the access and refresh JWTs this server signs;
+//! - `providers`: the login providers and `local-userpass` registration;
+//! - `http`: the axum routes and the error JSON.
+//!
+//! Not implemented: functions (`functions/call`), MongoDB data access, sending email (so
+//! password reset), OAuth and custom-function providers, account linking. See
+//! `docs/app-services.md`.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::auth::{Authenticator, TokenSigner};
+
+mod http;
+mod providers;
+pub mod store;
+pub mod tokens;
+
+pub use store::ApiKeyInfo;
+
+/// Longest accepted request body (`413` beyond it).
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
 /// The App Services auth providers Tandem implements (the names are the URL segment of
 /// `/auth/providers/<name>/login` and the profile's `provider_type`).
@@ -27,6 +43,31 @@ pub enum Provider {
     CustomToken,
     /// `api-key`.
     ApiKey,
+}
+
+impl Provider {
+    /// Every provider, in the order `--help` lists them.
+    pub const ALL: [Provider; 4] = [
+        Provider::Anonymous,
+        Provider::UserPassword,
+        Provider::CustomToken,
+        Provider::ApiKey,
+    ];
+
+    /// The provider's name in URLs, profiles and `--auth-providers`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Anonymous => "anon-user",
+            Provider::UserPassword => "local-userpass",
+            Provider::CustomToken => "custom-token",
+            Provider::ApiKey => "api-key",
+        }
+    }
+
+    /// The provider with this name.
+    pub fn from_name(name: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.name() == name)
+    }
 }
 
 /// How the App Services API runs (from `--app-id` and the related settings).
@@ -53,6 +94,42 @@ pub struct AppConfig {
     pub public_url: Option<String>,
 }
 
+impl AppConfig {
+    /// A configuration with the defaults `tandem-server` uses: `anon-user` only, tokens
+    /// signed (and verified) with `signer`, 30-minute access and 60-day refresh tokens,
+    /// automatic confirmation, no custom-token key, the URL taken from each request.
+    pub fn new(app_id: &str, signer: TokenSigner) -> AppConfig {
+        AppConfig {
+            app_id: app_id.to_owned(),
+            providers: vec![Provider::Anonymous],
+            verifier: signer.authenticator(),
+            signer: Arc::new(signer),
+            access_token_lifetime: Duration::from_secs(DEFAULT_ACCESS_TOKEN_LIFETIME),
+            refresh_token_lifetime: Duration::from_secs(DEFAULT_REFRESH_TOKEN_LIFETIME),
+            auto_confirm: true,
+            custom_token_key: None,
+            public_url: None,
+        }
+    }
+}
+
+/// Default access-token lifetime in seconds (30 minutes, as BaaS).
+pub const DEFAULT_ACCESS_TOKEN_LIFETIME: u64 = 30 * 60;
+
+/// Default refresh-token lifetime in seconds (60 days).
+pub const DEFAULT_REFRESH_TOKEN_LIFETIME: u64 = 60 * 24 * 3600;
+
+/// Whether `app_id` can go into a URL path unescaped (realm-core inserts it as is):
+/// 1 to 128 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn is_valid_app_id(app_id: &str) -> bool {
+    (1..=128).contains(&app_id.len())
+        && app_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && app_id != "."
+        && app_id != ".."
+}
+
 /// Whether the request arrived over TLS; the listener inserts it into every request's
 /// extensions so the location route can answer `https`/`wss` or `http`/`ws`.
 #[derive(Clone, Copy, Debug)]
@@ -76,35 +153,205 @@ pub enum AccessTokenError {
     Invalid(String),
 }
 
-/// Why the App Services store could not be opened.
+impl std::fmt::Display for AccessTokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessTokenError::Expired => f.write_str("access token expired"),
+            AccessTokenError::Invalid(why) => write!(f, "invalid access token: {why}"),
+        }
+    }
+}
+
+/// Why the App Services store could not be opened or used.
 #[derive(Debug)]
 pub struct AppError(pub String);
 
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AppError {}
+
+/// Receives `local-userpass` confirmation tokens with manual confirmation: the address, the
+/// `token` and the `tokenId` the user must send to `.../local-userpass/confirm`.
+pub type ConfirmationSink = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
+
 /// The App Services API of one app: its user store and its routes.
 pub struct AppServices {
-    _config: AppConfig,
+    config: AppConfig,
+    store: Mutex<store::Store>,
+    confirmations: Mutex<ConfirmationSink>,
 }
 
 impl AppServices {
-    /// Opens (creating if needed) `<data_dir>/app.sqlite`.
+    /// Opens (creating if needed) `<data_dir>/app.sqlite`. Fails if the file was created for
+    /// another app id or by a newer server.
     pub fn open(config: AppConfig, data_dir: &Path) -> Result<AppServices, AppError> {
-        let _ = (config, data_dir);
-        todo!()
+        if !is_valid_app_id(&config.app_id) {
+            return Err(AppError(format!(
+                "app id {:?} must be 1 to 128 characters of A-Z a-z 0-9 . _ -",
+                config.app_id
+            )));
+        }
+        let store = store::Store::open(data_dir, Some(&config.app_id))?;
+        Ok(AppServices {
+            config,
+            store: Mutex::new(store),
+            confirmations: Mutex::new(Box::new(|email, token, token_id| {
+                // tandem-server sends no email: the operator passes these on.
+                eprintln!("tandem-server: confirm {email} with token={token} tokenId={token_id}");
+            })),
+        })
+    }
+
+    /// Replaces where confirmation tokens go (by default, a line on standard error for the
+    /// operator to pass on, since tandem-server sends no email).
+    pub fn set_confirmation_sink(&self, sink: ConfirmationSink) {
+        *self.confirmations.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+    }
+
+    fn send_confirmation(&self, email: &str, token: &str, token_id: &str) {
+        (self.confirmations.lock().unwrap_or_else(|e| e.into_inner()))(email, token, token_id);
     }
 
     /// The configured app id.
     pub fn app_id(&self) -> &str {
-        todo!()
+        &self.config.app_id
     }
 
-    /// Every App Services route under `/api/client/v2.0/` (not the sync WebSocket).
+    /// The configuration.
+    pub fn config(&self) -> &AppConfig {
+        &self.config
+    }
+
+    /// Every App Services route under `/api/client/v2.0/` (not the sync WebSocket). Unknown
+    /// paths and methods get JSON errors (404, 405); see `docs/app-services.md`.
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        todo!()
+        http::router(self.clone())
     }
 
     /// Verifies an access token this server issued (the sync endpoint's `baas_at`).
     pub fn verify_access_token(&self, token: &str) -> Result<AppUser, AccessTokenError> {
-        let _ = token;
-        todo!()
+        self.verify_access_token_at(token, tokens::now())
+    }
+
+    /// [`verify_access_token`](Self::verify_access_token) at time `now` (seconds since the
+    /// Unix epoch): the signature, `typ` `access`, `exp` after `now`, and the user still
+    /// exists.
+    pub fn verify_access_token_at(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<AppUser, AccessTokenError> {
+        let verified = tokens::verify(&self.config, token, "access", now)?;
+        match self.store().user_exists(&verified.sub) {
+            Ok(true) => Ok(AppUser {
+                user_id: verified.sub,
+                exp: verified.exp,
+            }),
+            Ok(false) => Err(AccessTokenError::Invalid(
+                "the user no longer exists".into(),
+            )),
+            Err(e) => Err(AccessTokenError::Invalid(e.0)),
+        }
+    }
+
+    fn store(&self) -> MutexGuard<'_, store::Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A server API key just created: its listing and the key itself (shown once, stored only
+/// as a SHA-256 hash).
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    /// Id, name and state.
+    pub info: ApiKeyInfo,
+    /// The secret to log in with (`api-key` provider), 64 hex digits.
+    pub key: String,
+}
+
+/// Longest API key name.
+pub const MAX_API_KEY_NAME: usize = 128;
+
+/// Checks an API key name: 1 to [`MAX_API_KEY_NAME`] bytes, no control characters.
+pub fn check_api_key_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.len() > MAX_API_KEY_NAME {
+        return Err(format!(
+            "an API key name has 1 to {MAX_API_KEY_NAME} bytes, not only spaces"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("an API key name has no control characters".into());
+    }
+    Ok(())
+}
+
+/// The admin side of server API keys (`tandem-server api-key ...`): works on
+/// `<data_dir>/app.sqlite` directly, without the signing keys.
+pub mod admin {
+    use super::*;
+
+    fn open(data_dir: &Path, app_id: Option<&str>) -> Result<store::Store, AppError> {
+        store::Store::open(data_dir, app_id)
+    }
+
+    /// Creates a server API key named `name`; a user of type `server` with an `api-key`
+    /// identity logs in with it.
+    pub fn create_api_key(
+        data_dir: &Path,
+        app_id: Option<&str>,
+        name: &str,
+    ) -> Result<NewApiKey, AppError> {
+        check_api_key_name(name).map_err(AppError)?;
+        let mut store = open(data_dir, app_id)?;
+        let (id, user_id, key) = (
+            tokens::object_id()?,
+            tokens::object_id()?,
+            tokens::secret()?,
+        );
+        store
+            .create_server_api_key(
+                &user_id,
+                &id,
+                name,
+                &tokens::secret_hash(&key),
+                tokens::now(),
+            )
+            .map_err(|e| {
+                if store::is_conflict(&e) {
+                    AppError(format!("a server API key named {name:?} exists already"))
+                } else {
+                    e
+                }
+            })?;
+        Ok(NewApiKey {
+            info: ApiKeyInfo {
+                id,
+                name: name.to_owned(),
+                disabled: false,
+            },
+            key,
+        })
+    }
+
+    /// Every server API key, oldest first.
+    pub fn list_api_keys(
+        data_dir: &Path,
+        app_id: Option<&str>,
+    ) -> Result<Vec<ApiKeyInfo>, AppError> {
+        open(data_dir, app_id)?.api_keys(None)
+    }
+
+    /// Deletes a server API key and its user (with the user's sessions). Returns whether it
+    /// existed.
+    pub fn delete_api_key(
+        data_dir: &Path,
+        app_id: Option<&str>,
+        id: &str,
+    ) -> Result<bool, AppError> {
+        open(data_dir, app_id)?.delete_api_key(None, id)
     }
 }
