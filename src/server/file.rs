@@ -394,7 +394,8 @@ impl ServerFile {
     /// Integrates an upload from `client`, entry by entry, and stores what it produced in one
     /// durable transaction before returning. Entries already integrated (a resend after a
     /// reconnect) are skipped. An entry that does not decode, cannot be merged or does not apply
-    /// is refused (212; 209 for a base version from the future): the entries before it are kept
+    /// is refused (212; 225 for a schema change that conflicts with the schema; 209 for a base
+    /// version from the future): the entries before it are kept
     /// (and acknowledged the next time), it and the ones after it change nothing.
     pub fn integrate_upload(
         &mut self,
@@ -479,13 +480,21 @@ impl ServerFile {
         let concurrent: Vec<Changeset> = self.history_from_except(base, client)?;
         let refs: Vec<&Changeset> = concurrent.iter().collect();
         let mut batch = [incoming];
-        reciprocal
-            .integrate(&mut batch, &refs)
-            .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
+        reciprocal.integrate(&mut batch, &refs).map_err(|e| {
+            let code = match e {
+                crate::ot::TransformError::SchemaMismatch { .. } => ErrorCode::InvalidSchemaChange,
+                _ => ErrorCode::BadChangeset,
+            };
+            ProtocolError::new(code, e.to_string())
+        })?;
         let [mut integrated] = batch;
-        self.state
-            .apply(&integrated)
-            .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
+        self.state.apply(&integrated).map_err(|e| {
+            let code = match e {
+                crate::state::ApplyError::SchemaMismatch { .. } => ErrorCode::InvalidSchemaChange,
+                _ => ErrorCode::BadChangeset,
+            };
+            ProtocolError::new(code, e.to_string())
+        })?;
         reciprocal.forget_through(base);
         self.latest += 1;
         integrated.meta.version = self.latest;

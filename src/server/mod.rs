@@ -11,6 +11,7 @@ mod auth;
 pub mod config;
 mod file;
 mod net;
+pub mod realm;
 mod session;
 
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};

@@ -14,18 +14,37 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::collections::HashSet;
+use std::convert::Infallible;
+
+use axum::body::Body;
 use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use hyper::service::Service as _;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_rustls::rustls;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
-use super::auth::{Authenticator, Claims};
+use super::app::{AccessTokenError, AppServices, RequestTls};
+use super::auth::Authenticator;
 use super::file::ServerFile;
-use super::session::{downloads, error, handle, lock, Session};
+use super::realm::permissions::SyncPermissions;
+use super::realm::{self, ErrorReply};
+use super::session::{downloads, error, handle, lock, Connection, Peer};
 use crate::protocol::{self, ErrorCode, Limits, ProtocolError};
 
 /// Largest DOWNLOAD body in bytes (entry headers and changesets, before compression): what every
@@ -96,6 +115,14 @@ pub(super) struct Shared {
     pub(super) files: Mutex<HashMap<String, Arc<Mutex<ServerFile>>>>,
     /// Server paths that got new versions.
     pub(super) changed: broadcast::Sender<String>,
+    /// The App Services API and the Realm sync endpoint, when an app is configured.
+    app: Option<Arc<AppServices>>,
+    /// Its HTTP routes.
+    app_router: Option<axum::Router>,
+    /// Who may bind which partition (Realm dialect).
+    pub(super) permissions: SyncPermissions,
+    /// Becomes true at shutdown.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, StartError> {
@@ -135,11 +162,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let local_addr = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
+    let app = match &config.app {
+        Some(app) => Some(Arc::new(
+            AppServices::open(app.clone(), &config.data_dir)
+                .map_err(|e| StartError(format!("App Services store: {}", e.0)))?,
+        )),
+        None => None,
+    };
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
+        permissions: config
+            .app
+            .as_ref()
+            .map(|a| a.sync_permissions.clone())
+            .unwrap_or_default(),
         config,
         files: Mutex::new(HashMap::new()),
         changed: broadcast::channel(1024).0,
+        app_router: app.as_ref().map(|a| a.router()),
+        app,
+        stop: stop.clone(),
     });
     let accept_shared = Arc::clone(&shared);
     tokio::spawn(async move {
@@ -151,15 +193,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
                     let Ok((tcp, _)) = accepted else { continue };
                     let shared = Arc::clone(&shared);
                     let tls = tls.clone();
-                    let stop = stop.clone();
                     tokio::spawn(async move {
                         match tls {
                             Some(acceptor) => {
                                 if let Ok(stream) = acceptor.accept(tcp).await {
-                                    serve_connection(shared, stream, stop).await;
+                                    serve_http(shared, stream, true).await;
                                 }
                             }
-                            None => serve_connection(shared, tcp, stop).await,
+                            None => serve_http(shared, tcp, false).await,
                         }
                     });
                 }
@@ -173,69 +214,267 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     })
 }
 
-#[allow(clippy::result_large_err)]
-fn reject(status: StatusCode, why: &str) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(why.to_owned()));
+/// A plain-text HTTP response.
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(Body::from(text.to_owned()));
     *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
-async fn serve_connection<S>(
-    shared: Arc<Shared>,
-    stream: S,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) where
+/// Serves one accepted connection (TLS or plain) with hyper's HTTP/1.1 server: WebSocket
+/// upgrades go to [`websocket`], every other request to the App Services routes (404 without
+/// an app). Each request carries [`RequestTls`] in its extensions.
+async fn serve_http<S>(shared: Arc<Shared>, stream: S, tls: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stop = shared.stop.clone();
+    let service_shared = Arc::clone(&shared);
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(RequestTls(tls));
+        let shared = Arc::clone(&service_shared);
+        async move { Ok::<_, Infallible>(route(shared, request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::select! {
+        _ = connection => {}
+        _ = stop.changed() => {}
+    }
+}
+
+/// Whether the request asks for a WebSocket (`Upgrade: websocket`).
+fn wants_websocket(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
+    if wants_websocket(&request) {
+        return websocket(shared, request);
+    }
+    match &shared.app_router {
+        Some(router) => match TowerToHyperService::new(router.clone()).call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        None => plain(
+            StatusCode::NOT_FOUND,
+            "this is a Tandem sync server: connect with a WebSocket",
+        ),
+    }
+}
+
+/// A header's values, comma-joined (a client may split `Sec-WebSocket-Protocol` over lines).
+fn header_list(request: &Request<Incoming>, name: &str) -> String {
+    request
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The value of query parameter `name` (not percent-decoded: JWTs need no escaping).
+fn query_param<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The upgrade request's dialect, chosen protocol token and peer; or the HTTP answer refusing
+/// it. A peer of `Err((code, reason))` completes the upgrade and is closed with that code.
+#[allow(clippy::type_complexity)]
+fn handshake(
+    shared: &Shared,
+    request: &Request<Incoming>,
+) -> Result<(String, Result<Peer, (u16, String)>), Response<Body>> {
+    let offer = header_list(request, "Sec-WebSocket-Protocol");
+    let realm_route = shared.app.as_ref().filter(|app| {
+        request.uri().path() == format!("/api/client/v2.0/app/{}/realm-sync", app.app_id())
+    });
+    if let Some(app) = realm_route {
+        // Flexible sync or no common version: HTTP 400, which realm-core reports once as a
+        // fatal SyncConnectFailed (the user stays logged in, the app keeps running); a 101
+        // with a bad token would crash it (realm-client-spike.md section 6).
+        let (token, _) =
+            realm::negotiate(&offer).map_err(|e| plain(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        // A bad or expired token: complete the upgrade and close with 4001, so that the client
+        // refreshes its access token and reconnects (realm-wire-compat.md section 2.5).
+        let peer = match query_param(request, "baas_at").map(|t| app.verify_access_token(t)) {
+            Some(Ok(user)) => Ok(Peer::Realm {
+                user,
+                errored: HashSet::new(),
+            }),
+            Some(Err(AccessTokenError::Expired)) => Err((
+                realm::CLOSE_REFRESH_TOKEN,
+                "the access token expired".to_owned(),
+            )),
+            Some(Err(AccessTokenError::Invalid(why))) => Err((
+                realm::CLOSE_REFRESH_TOKEN,
+                format!("bad access token: {why}"),
+            )),
+            None => Err((
+                realm::CLOSE_REFRESH_TOKEN,
+                "no access token (baas_at)".to_owned(),
+            )),
+        };
+        return Ok((token, peer));
+    }
+    let version =
+        protocol::negotiate(&offer).map_err(|e| plain(StatusCode::BAD_REQUEST, &e.message))?;
+    let bearer = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let handshake = match bearer {
+        Some(token) => match shared.config.auth.verify(token) {
+            Ok(claims) => Some(Ok(claims)),
+            Err(e) => return Err(plain(StatusCode::UNAUTHORIZED, &e.message)),
+        },
+        None => None,
+    };
+    Ok((
+        format!("{}{version}", protocol::PROTOCOL_PREFIX),
+        Ok(Peer::Tandem { handshake }),
+    ))
+}
+
+/// Answers a WebSocket upgrade by hand (RFC 6455 section 4.2; never permessage-deflate) and
+/// serves the upgraded connection in its own task.
+fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Body> {
+    let headers = request.headers();
+    let has_token = |name, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let upgrade_ok = request.method() == Method::GET && has_token(CONNECTION, "upgrade");
+    if !upgrade_ok {
+        return plain(StatusCode::BAD_REQUEST, "not a WebSocket upgrade request");
+    }
+    if !has_token(SEC_WEBSOCKET_VERSION, "13") {
+        let mut response = plain(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only");
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let (protocol_token, peer) = match handshake(&shared, &request) {
+        Ok(chosen) => chosen,
+        Err(refusal) => return refusal,
+    };
+    let (Ok(accept), Ok(protocol_token)) = (
+        HeaderValue::from_str(&accept),
+        HeaderValue::from_str(&protocol_token),
+    ) else {
+        return plain(StatusCode::BAD_REQUEST, "unusable WebSocket headers");
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        // Whole messages up to the protocol's body limit are read even when this server's own
+        // limit is lower, so that the parser answers 104 (limits exceeded) to what a client
+        // may send.
+        let config = crate::client::websocket_config(
+            shared
+                .config
+                .limits
+                .max_body
+                .max(protocol::limits::MAX_BODY_SIZE),
+        );
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        match peer {
+            Ok(peer) => serve_websocket(shared, ws, peer).await,
+            Err((code, reason)) => close(&mut ws, code, &reason).await,
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    headers.insert("Sec-WebSocket-Protocol", protocol_token);
+    response
+}
+
+/// Sends a close frame with `code` and `reason` (cut to the 123 bytes a frame allows), then
+/// reads until the client's close (at most a second) so the frame is not lost to a TCP reset.
+async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut handshake_claims: Option<Result<Claims, ProtocolError>> = None;
-    let auth = shared.config.auth.clone();
-    // The handshake's error response is large by nature (an HTTP response); it is built once.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, mut response: Response| {
-        let offer = request
-            .headers()
-            .get("Sec-WebSocket-Protocol")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let version =
-            protocol::negotiate(offer).map_err(|e| reject(StatusCode::BAD_REQUEST, &e.message))?;
-        let token = request
-            .headers()
-            .get("Authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(token) = token {
-            let verified = auth.verify(token);
-            if let Err(e) = &verified {
-                return Err(reject(StatusCode::UNAUTHORIZED, &e.message));
-            }
-            handshake_claims = Some(verified);
-        }
-        let chosen = format!("{}{version}", protocol::PROTOCOL_PREFIX);
-        if let Ok(value) = HeaderValue::from_str(&chosen) {
-            response
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", value);
-        }
-        Ok(response)
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason[..end].into(),
     };
-    // Whole messages up to the protocol's body limit are read even when this server's own limit
-    // is lower, so that the parser answers 104 (limits exceeded) to what a client may send.
-    let config = crate::client::websocket_config(
-        shared
-            .config
-            .limits
-            .max_body
-            .max(protocol::limits::MAX_BODY_SIZE),
-    );
-    let Ok(mut ws) =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
-    else {
-        return;
-    };
+    if ws.close(Some(frame)).await.is_ok() {
+        let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs one WebSocket connection's sessions until either side ends it.
+async fn serve_websocket<S>(shared: Arc<Shared>, mut ws: WebSocketStream<S>, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut stop = shared.stop.clone();
     let mut changed = shared.changed.subscribe();
-    let mut sessions: HashMap<u64, Session> = HashMap::new();
-    let handshake_claims = Arc::new(handshake_claims);
+    // A Realm client never re-sends its token on a live connection: at the token's expiry the
+    // connection is closed with 4001, so that it refreshes and reconnects
+    // (realm-wire-compat.md section 2.6, choice (b)).
+    let expiry = match &peer {
+        Peer::Realm { user, .. } => Some(
+            tokio::time::Instant::now() + Duration::from_secs(user.exp.saturating_sub(unix_now())),
+        ),
+        Peer::Tandem { .. } => None,
+    };
+    let expired = async move {
+        match expiry {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
+    let realm = matches!(peer, Peer::Realm { .. });
+    let mut connection = Connection {
+        peer,
+        sessions: HashMap::new(),
+    };
     let idle = shared.config.idle_timeout;
     loop {
         // What to do with the server files; done on a blocking thread (SQLite with fsync), never
@@ -246,6 +485,10 @@ async fn serve_connection<S>(
         }
         let work = tokio::select! {
             _ = stop.changed() => return,
+            _ = &mut expired => {
+                close(&mut ws, realm::CLOSE_REFRESH_TOKEN, "the access token expired").await;
+                return;
+            }
             path = changed.recv() => match path {
                 Ok(path) => Work::Changed(path),
                 Err(_) => continue,
@@ -259,6 +502,10 @@ async fn serve_connection<S>(
                     Ok(Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e)))) => {
                         // Over the body limit before it could be parsed: say so, like a parser.
                         let why = format!("message over the limit of {} bytes ({e})", crate::protocol::limits::max_frame_size(shared.config.limits.max_body));
+                        if realm {
+                            close(&mut ws, realm::CLOSE_TOO_BIG, &why).await;
+                            return;
+                        }
                         let _ = ws.send(Message::Binary(error(ErrorCode::LimitsExceeded, &why, 0).encode().into())).await;
                         let _ = ws.close(None).await;
                         return;
@@ -275,13 +522,13 @@ async fn serve_connection<S>(
             }
         };
         let worker_shared = Arc::clone(&shared);
-        let claims = Arc::clone(&handshake_claims);
-        let mut owned = std::mem::take(&mut sessions);
+        let mut owned = connection;
         let done = tokio::task::spawn_blocking(move || {
             let outcome = match work {
                 Work::Changed(path) => {
                     let mut out = Vec::new();
                     for (id, session) in owned
+                        .sessions
                         .iter_mut()
                         .filter(|(_, s)| s.path == path && !s.expired())
                     {
@@ -289,7 +536,7 @@ async fn serve_connection<S>(
                     }
                     Ok(out)
                 }
-                Work::Message(bytes) => handle(&worker_shared, &claims, &mut owned, &bytes),
+                Work::Message(bytes) => handle(&worker_shared, &mut owned, &bytes),
             };
             (owned, outcome)
         })
@@ -299,8 +546,8 @@ async fn serve_connection<S>(
             // change to them is one SQLite transaction).
             return;
         };
-        sessions = owned;
-        match outcome {
+        connection = owned;
+        let (e, session) = match outcome {
             Ok(replies) => {
                 for reply in replies {
                     if ws
@@ -311,8 +558,12 @@ async fn serve_connection<S>(
                         return;
                     }
                 }
+                continue;
             }
-            Err((e, session)) => {
+            Err(failure) => failure,
+        };
+        match &mut connection.peer {
+            Peer::Tandem { .. } => {
                 let connection_level = e.code.is_connection_level() || session == 0;
                 let session = if connection_level { 0 } else { session };
                 let _ = ws
@@ -324,8 +575,30 @@ async fn serve_connection<S>(
                     let _ = ws.close(None).await;
                     return;
                 }
-                sessions.remove(&session);
+                connection.sessions.remove(&session);
             }
+            Peer::Realm { errored, .. } => match realm::reply_to_error(&e, session) {
+                ErrorReply::Session(message) => {
+                    connection.sessions.remove(&session);
+                    errored.insert(session);
+                    if ws
+                        .send(Message::Binary(message.encode().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                ErrorReply::Connection(message) => {
+                    let _ = ws.send(Message::Binary(message.encode().into())).await;
+                    let _ = ws.close(None).await;
+                    return;
+                }
+                ErrorReply::Close(code, reason) => {
+                    close(&mut ws, code, &reason).await;
+                    return;
+                }
+            },
         }
     }
 }

@@ -2,27 +2,58 @@
 //! and which messages answer it. Runs on blocking threads (the server files are SQLite with
 //! `synchronous=FULL`); the network side lives in `net`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use super::app::AppUser;
 use super::auth::Claims;
 use super::file::ServerFile;
 use super::net::{Shared, MAX_DOWNLOAD_BATCH};
+use super::realm;
 
 /// Largest STATE segment.
 pub const STATE_SEGMENT: usize = 1 << 20;
 use crate::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage};
 
+/// Who is on the other end of a connection, from its WebSocket handshake.
+pub(super) enum Peer {
+    /// Tandem's own dialect (`com.tandem.sync#N`): the handshake's bearer token, if any (BIND
+    /// may carry its own).
+    Tandem {
+        handshake: Option<Result<Claims, ProtocolError>>,
+    },
+    /// A Realm client (`com.mongodb.realm-sync#N` on the App Services sync route): the user of
+    /// its `baas_at` token. The connection is closed with 4001 when that token expires.
+    Realm {
+        user: AppUser,
+        /// Sessions that were sent a session error: their UNBIND gets no UNBOUND.
+        errored: HashSet<u64>,
+    },
+}
+
+/// One connection's peer and bound sessions.
+pub(super) struct Connection {
+    pub(super) peer: Peer,
+    pub(super) sessions: HashMap<u64, Session>,
+}
+
 /// One bound session on a connection.
 pub(super) struct Session {
     pub(super) path: String,
     /// When the session's access token expires (seconds since the Unix epoch); REFRESH moves it.
+    /// Realm sessions never expire here: their connection is closed at the token's expiry.
     expires: u64,
     file: Arc<Mutex<ServerFile>>,
     /// Set by IDENT.
     client_file_ident: Option<u64>,
     /// Last server version sent to (or known by) the client.
     cursor: u64,
+    /// A Realm client's session: DOWNLOAD's `upload_server_version` is then the server version
+    /// its uploads were based on (`progress_server_version`, never above the download cursor),
+    /// as realm-core checks (`Session::check_received_sync_progress`).
+    realm: bool,
+    /// The highest `progress_server_version` the client reported in an UPLOAD.
+    upload_server_version: u64,
 }
 
 /// The session `id`, if it exists and its token has not expired (202 then: the client refreshes
@@ -95,6 +126,13 @@ pub(super) fn downloads(id: u64, session: &mut Session, force: bool) -> Vec<Serv
             break;
         }
         session.cursor = batch.download_server_version;
+        let upload_server_version = if session.realm {
+            session
+                .upload_server_version
+                .min(batch.download_server_version)
+        } else {
+            batch.latest_server_version
+        };
         out.push(ServerMessage::Download {
             session: id,
             download_server_version: batch.download_server_version,
@@ -102,7 +140,7 @@ pub(super) fn downloads(id: u64, session: &mut Session, force: bool) -> Vec<Serv
             latest_server_version: batch.latest_server_version,
             latest_server_version_salt: batch.latest_server_version_salt,
             upload_client_version: batch.upload_client_version,
-            upload_server_version: batch.latest_server_version,
+            upload_server_version,
             downloadable_bytes: batch.downloadable_bytes,
             entries: batch.entries,
         });
@@ -133,13 +171,105 @@ pub(super) fn open_file(
     Ok(file)
 }
 
+/// Tandem-only messages are unknown messages (102) in the Realm dialect.
+fn tandem_only(name: &str) -> Result<Vec<ServerMessage>, (ProtocolError, u64)> {
+    Err((
+        ProtocolError::new(
+            ErrorCode::UnknownMessage,
+            format!("{name} is not part of the Realm sync protocol"),
+        ),
+        0,
+    ))
+}
+
+/// Where a BIND goes: the server path, when its authorization ends, and whether it is a Realm
+/// session. Tandem: the path as sent, authorized by the BIND's or the handshake's token. Realm:
+/// the partition's server path ([`realm::partition`]), if the permission rules allow the user.
+fn bind_target(
+    shared: &Shared,
+    peer: &Peer,
+    path: String,
+    token: &str,
+) -> Result<(String, u64, bool), ProtocolError> {
+    match peer {
+        Peer::Realm { user, .. } => {
+            let partition = realm::partition::partition(&path)?;
+            if !shared.permissions.allows(&user.user_id, &partition) {
+                return Err(ProtocolError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("user {} may not sync partition {path}", user.user_id),
+                ));
+            }
+            Ok((partition.server_path, u64::MAX, true))
+        }
+        Peer::Tandem { handshake } => {
+            if !path.starts_with('/') || path.contains('\0') {
+                return Err(ProtocolError::new(
+                    ErrorCode::IllegalRealmPath,
+                    format!("illegal server path {path:?}"),
+                ));
+            }
+            let claims = if token.is_empty() {
+                match handshake {
+                    Some(Ok(c)) => c.clone(),
+                    _ => {
+                        return Err(ProtocolError::new(
+                            ErrorCode::BadAuthentication,
+                            "no access token",
+                        ))
+                    }
+                }
+            } else {
+                shared.config.auth.verify(token)?
+            };
+            if !claims.allows(&path) {
+                return Err(ProtocolError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("the token does not allow {path}"),
+                ));
+            }
+            Ok((path, claims.exp, false))
+        }
+    }
+}
+
+/// Checks a Realm client's claim about the latest server version it has seen: a server
+/// restored from an older backup does not have it (209), or has it with another salt (211).
+/// Both reset the client (`realm-sync.md` section 8; realm-core's server uses the same codes).
+fn check_latest(
+    file: &ServerFile,
+    latest_server_version: u64,
+    latest_server_version_salt: u64,
+) -> Result<(), ProtocolError> {
+    if latest_server_version > file.latest_version() {
+        return Err(ProtocolError::new(
+            ErrorCode::BadServerVersion,
+            format!(
+                "the client has seen server version {latest_server_version}, this server only has \
+                 {}: it was restored from an older backup",
+                file.latest_version()
+            ),
+        ));
+    }
+    if latest_server_version > 0 && latest_server_version_salt != file.salt() {
+        return Err(ProtocolError::new(
+            ErrorCode::DivergingHistories,
+            "the client's server version salt is not this server's: the history was replaced",
+        ));
+    }
+    Ok(())
+}
+
+/// Handles one message of a connection: what it does to the server files and the replies, or
+/// the error to report and the session it ends (0: the connection).
 pub(super) fn handle(
     shared: &Shared,
-    handshake: &Option<Result<Claims, ProtocolError>>,
-    sessions: &mut HashMap<u64, Session>,
+    connection: &mut Connection,
     bytes: &[u8],
 ) -> Result<Vec<ServerMessage>, (ProtocolError, u64)> {
     let message = ClientMessage::parse(bytes, &shared.config.limits).map_err(|e| (e, 0))?;
+    let Connection { peer, sessions } = connection;
+    let is_realm = matches!(peer, Peer::Realm { .. });
     match message {
         ClientMessage::Bind {
             session,
@@ -148,7 +278,6 @@ pub(super) fn handle(
             need_client_file_ident,
             ..
         } => {
-            let fail = |code, why: String| Err((ProtocolError::new(code, why), session));
             if session == 0 || sessions.contains_key(&session) {
                 return Err((
                     ProtocolError::new(
@@ -158,30 +287,11 @@ pub(super) fn handle(
                     0,
                 ));
             }
-            if !path.starts_with('/') || path.contains('\0') {
-                return fail(
-                    ErrorCode::IllegalRealmPath,
-                    format!("illegal server path {path:?}"),
-                );
+            if let Peer::Realm { errored, .. } = peer {
+                errored.remove(&session);
             }
-            let claims = if token.is_empty() {
-                match handshake {
-                    Some(Ok(c)) => c.clone(),
-                    _ => return fail(ErrorCode::BadAuthentication, "no access token".into()),
-                }
-            } else {
-                shared
-                    .config
-                    .auth
-                    .verify(&token)
-                    .map_err(|e| (e, session))?
-            };
-            if !claims.allows(&path) {
-                return fail(
-                    ErrorCode::PermissionDenied,
-                    format!("the token does not allow {path}"),
-                );
-            }
+            let (path, expires, realm) =
+                bind_target(shared, peer, path, &token).map_err(|e| (e, session))?;
             let file = open_file(shared, &path).map_err(|e| (e, session))?;
             let mut replies = Vec::new();
             if need_client_file_ident {
@@ -198,10 +308,12 @@ pub(super) fn handle(
                 session,
                 Session {
                     path,
-                    expires: claims.exp,
+                    expires,
                     file,
                     client_file_ident: None,
                     cursor: 0,
+                    realm,
+                    upload_server_version: 0,
                 },
             );
             Ok(replies)
@@ -212,7 +324,8 @@ pub(super) fn handle(
             client_file_ident_salt,
             download_server_version,
             download_client_version,
-            ..
+            latest_server_version,
+            latest_server_version_salt,
         } => {
             let s = bound(sessions, session)?;
             if s.client_file_ident.is_some() {
@@ -235,6 +348,10 @@ pub(super) fn handle(
                         download_client_version,
                     )
                 })
+                .and_then(|()| match s.realm {
+                    true => check_latest(&file, latest_server_version, latest_server_version_salt),
+                    false => Ok(()),
+                })
                 .map_err(|e| (e, session))?;
             }
             s.client_file_ident = Some(client_file_ident);
@@ -242,9 +359,13 @@ pub(super) fn handle(
             Ok(downloads(session, s, true))
         }
         ClientMessage::Upload {
-            session, entries, ..
+            session,
+            progress_server_version,
+            entries,
+            ..
         } => {
             let s = bound(sessions, session)?;
+            s.upload_server_version = s.upload_server_version.max(progress_server_version);
             let Some(ident) = s.client_file_ident else {
                 return Err((
                     ProtocolError::new(ErrorCode::BadMessageOrder, "UPLOAD before IDENT"),
@@ -271,6 +392,12 @@ pub(super) fn handle(
             });
             Ok(replies)
         }
+        ClientMessage::Refresh { .. } if is_realm => tandem_only("REFRESH"),
+        ClientMessage::StateRequest { .. } if is_realm => tandem_only("STATE_REQUEST"),
+        ClientMessage::ClientVersionRequest { .. } if is_realm => {
+            tandem_only("CLIENT_VERSION_REQUEST")
+        }
+        ClientMessage::Transact { .. } if is_realm => tandem_only("TRANSACT"),
         ClientMessage::Refresh { session, token } => {
             // An expired session may refresh: look it up without the expiry check.
             let s = sessions.get_mut(&session).ok_or_else(|| {
@@ -405,13 +532,35 @@ pub(super) fn handle(
             Ok(replies)
         }
         ClientMessage::Unbind { session } => {
-            sessions.remove(&session);
-            Ok(vec![ServerMessage::Unbound { session }])
+            let existed = sessions.remove(&session).is_some();
+            match peer {
+                Peer::Tandem { .. } => Ok(vec![ServerMessage::Unbound { session }]),
+                // UNBOUND only for a session that is live and had no error: realm-core treats
+                // any other UNBOUND as a protocol violation.
+                Peer::Realm { errored, .. } => {
+                    let had_error = errored.remove(&session);
+                    Ok(match existed && !had_error {
+                        true => vec![ServerMessage::Unbound { session }],
+                        false => Vec::new(),
+                    })
+                }
+            }
         }
         ClientMessage::Ping { timestamp, .. } => Ok(vec![ServerMessage::Pong { timestamp }]),
-        ClientMessage::JsonError { session, .. } => {
-            sessions.remove(&session);
-            Ok(vec![ServerMessage::Unbound { session }])
+        ClientMessage::JsonError { session, code, .. } => {
+            let existed = sessions.remove(&session).is_some();
+            match peer {
+                Peer::Tandem { .. } => Ok(vec![ServerMessage::Unbound { session }]),
+                // The client stopped the session without UNBIND: UNBOUND would be a protocol
+                // violation. A session JSON_ERROR resets its file; it then sends UNBIND.
+                Peer::Realm { errored, .. } => {
+                    if !existed && !errored.contains(&session) {
+                        return Ok(Vec::new());
+                    }
+                    errored.insert(session);
+                    Ok(vec![realm::answer_client_error(code, session)])
+                }
+            }
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct AppConfig {
     /// The public base URL (`https://sync.example.com`) the location route answers; `None`
     /// derives it from the request's `Host` and whether the listener uses TLS.
     pub public_url: Option<String>,
+    /// Who may sync which partition on the Realm sync endpoint (`--sync-permissions`; default
+    /// `all-authenticated`).
+    pub sync_permissions: super::realm::permissions::SyncPermissions,
 }
 
 impl AppConfig {
@@ -109,6 +112,7 @@ impl AppConfig {
             auto_confirm: true,
             custom_token_key: None,
             public_url: None,
+            sync_permissions: Default::default(),
         }
     }
 }

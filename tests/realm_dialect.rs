@@ -1,0 +1,657 @@
+//! The Realm sync dialect over the network: a raw WebSocket client speaking what realm-core
+//! 14.12 sends (`realm-client-spike.md` section 3), against a plain-ws server with an app.
+#![cfg(feature = "server")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tandem::protocol::{ClientMessage, Limits, ServerMessage, UploadEntry};
+use tandem::server::app::{AppConfig, Provider};
+use tandem::server::realm::permissions::SyncPermissions;
+use tandem::server::{start, Authenticator, RunningServer, ServerConfig, TokenSigner};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TcpStream>;
+
+const SECRET: &[u8] = b"realm dialect test secret";
+const APP: &str = "tandem-test-app";
+const WAIT: Duration = Duration::from_secs(20);
+const OFFER: &str =
+    "com.mongodb.realm-sync#14, com.mongodb.realm-sync#13, com.mongodb.realm-sync#12, \
+    com.mongodb.realm-sync#11, com.mongodb.realm-sync#10, com.mongodb.realm-sync#9, \
+    com.mongodb.realm-sync#8, com.mongodb.realm-sync#7, com.mongodb.realm-sync#6, \
+    com.mongodb.realm-sync#5, com.mongodb.realm-sync#4, com.mongodb.realm-sync#3, \
+    com.mongodb.realm-sync#2";
+
+/// The 49-byte schema changeset realm-core 14.12 uploaded (Task: _id ObjectId PK, title
+/// String, done Bool).
+const SCHEMA: &str = "3f00045461736b3f01035f6964000000010a003f02057469746c653f03000600020300003f0404646f6e65060004020000";
+/// The 104-byte object changeset it uploaded next (one Task).
+const OBJECT: &str = "3f00045461736b02000a514be25efebe5b3fb32b2ecc3f01057469746c6504000a514be25efebe5b3fb32b2ecc0100031b68656c6c6f2066726f6d207265616c6d2d636f72652031342e3132003f0204646f6e6504000a514be25efebe5b3fb32b2ecc0200020000";
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+struct Fixture {
+    server: RunningServer,
+    _dir: std::path::PathBuf,
+}
+
+async fn fixture(name: &str, permissions: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("tandem-realm-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("data"),
+        tls: None,
+        allow_plain_ws: true,
+        auth: Authenticator::hs256(SECRET),
+        idle_timeout: Duration::from_secs(600),
+        limits: Limits::default(),
+        app: Some(AppConfig {
+            app_id: APP.into(),
+            providers: vec![Provider::Anonymous],
+            signer: Arc::new(TokenSigner::hs256(SECRET)),
+            verifier: Authenticator::hs256(SECRET),
+            access_token_lifetime: Duration::from_secs(1800),
+            refresh_token_lifetime: Duration::from_secs(86400),
+            auto_confirm: true,
+            custom_token_key: None,
+            public_url: None,
+            sync_permissions: permissions.parse::<SyncPermissions>().unwrap(),
+        }),
+    })
+    .await
+    .unwrap();
+    Fixture { server, _dir: dir }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// An access token for `user` expiring `exp_in` seconds from now, signed like the server's.
+fn token(user: &str, exp_in: i64, paths: &[&str]) -> String {
+    TokenSigner::hs256(SECRET)
+        .sign(user, (now() + exp_in) as u64, paths)
+        .unwrap()
+}
+
+/// Opens the Realm sync route (or `path`) with an offer; the chosen protocol, or the HTTP status.
+async fn open(
+    f: &Fixture,
+    path_and_query: &str,
+    offer: &str,
+    bearer: Option<&str>,
+) -> Result<(Ws, String), u16> {
+    let tcp = TcpStream::connect(f.server.local_addr).await.unwrap();
+    let mut request = format!(
+        "ws://127.0.0.1:{}{path_and_query}",
+        f.server.local_addr.port()
+    )
+    .into_client_request()
+    .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", offer.parse().unwrap());
+    if let Some(b) = bearer {
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {b}").parse().unwrap());
+    }
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((ws, response)) => {
+            let chosen = response
+                .headers()
+                .get_all("Sec-WebSocket-Protocol")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>();
+            assert_eq!(chosen.len(), 1, "exactly one protocol header: {chosen:?}");
+            assert!(!chosen[0].contains(','), "one token: {chosen:?}");
+            Ok((ws, chosen[0].clone()))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+fn route(token: &str) -> String {
+    format!("/api/client/v2.0/app/{APP}/realm-sync?baas_at={token}")
+}
+
+async fn realm(f: &Fixture, user: &str) -> Ws {
+    open(f, &route(&token(user, 1800, &[])), OFFER, None)
+        .await
+        .unwrap()
+        .0
+}
+
+async fn send(ws: &mut Ws, m: ClientMessage) {
+    ws.send(Message::Binary(m.encode().into())).await.unwrap();
+}
+
+/// The next sync message, or the close code.
+async fn next(ws: &mut Ws) -> Result<ServerMessage, Option<u16>> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no message in time")
+        {
+            Some(Ok(Message::Binary(b))) => {
+                return Ok(ServerMessage::parse(&b, &Limits::default()).unwrap())
+            }
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => return Err(None),
+        }
+    }
+}
+
+async fn recv(ws: &mut Ws) -> ServerMessage {
+    next(ws).await.expect("a sync message")
+}
+
+fn bind(session: u64, path: &str, need_ident: bool) -> ClientMessage {
+    ClientMessage::Bind {
+        session,
+        path: path.into(),
+        token: String::new(),
+        need_client_file_ident: need_ident,
+        is_subserver: false,
+    }
+}
+
+fn ident(session: u64, ident: u64, salt: u64, progress: [u64; 4]) -> ClientMessage {
+    ClientMessage::Ident {
+        session,
+        client_file_ident: ident,
+        client_file_ident_salt: salt,
+        download_server_version: progress[0],
+        download_client_version: progress[1],
+        latest_server_version: progress[2],
+        latest_server_version_salt: progress[3],
+    }
+}
+
+/// BIND (asking for an ident) and IDENT like a fresh realm-core file; returns the ident, its
+/// salt and the first DOWNLOAD after IDENT (answering MARK 1, which must come after it).
+async fn bind_fresh(ws: &mut Ws, session: u64, path: &str) -> (u64, u64, ServerMessage) {
+    send(ws, bind(session, path, true)).await;
+    let ServerMessage::Ident {
+        session: s,
+        client_file_ident,
+        client_file_ident_salt,
+    } = recv(ws).await
+    else {
+        panic!("IDENT expected")
+    };
+    assert_eq!(s, session);
+    assert!(client_file_ident >= 1 && client_file_ident_salt != 0);
+    send(
+        ws,
+        ident(session, client_file_ident, client_file_ident_salt, [0; 4]),
+    )
+    .await;
+    send(
+        ws,
+        ClientMessage::Mark {
+            session,
+            request_ident: 1,
+        },
+    )
+    .await;
+    let download = recv(ws).await;
+    assert!(
+        matches!(download, ServerMessage::Download { .. }),
+        "{download:?}"
+    );
+    assert_eq!(
+        recv(ws).await,
+        ServerMessage::Mark {
+            session,
+            request_ident: 1
+        },
+        "MARK only after the DOWNLOAD"
+    );
+    (client_file_ident, client_file_ident_salt, download)
+}
+
+fn upload(session: u64, progress_client_version: u64, changesets: &[(u64, &str)]) -> ClientMessage {
+    ClientMessage::Upload {
+        session,
+        progress_client_version,
+        progress_server_version: 0,
+        locked_server_version: 0,
+        entries: changesets
+            .iter()
+            .map(|(cv, cs)| UploadEntry {
+                client_version: *cv,
+                last_integrated_server_version: 0,
+                origin_timestamp: 375958639338,
+                origin_file_ident: 0,
+                changeset: hex(cs),
+            })
+            .collect(),
+    }
+}
+
+/// A JSON_ERROR's code and parsed body, checking the six keys realm-core requires.
+fn json_error(m: ServerMessage, session: u64) -> (u64, serde_json::Value) {
+    let ServerMessage::JsonError {
+        code,
+        session: s,
+        json,
+    } = m
+    else {
+        panic!("JSON_ERROR expected, got {m:?}")
+    };
+    assert_eq!(s, session);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["message"].is_string(), "{json}");
+    assert!(v["tryAgain"].is_boolean(), "{json}");
+    assert!(v["isRecoveryModeDisabled"].is_boolean(), "{json}");
+    assert!(v["logURL"].is_string(), "{json}");
+    assert!(v["shouldClientReset"].is_boolean(), "{json}");
+    assert!(v["action"].is_string(), "{json}");
+    (code, v)
+}
+
+/// PING and expect PONG with the same timestamp as the very next message.
+async fn ping_pong(ws: &mut Ws, timestamp: u64) {
+    send(ws, ClientMessage::Ping { timestamp, rtt: 3 }).await;
+    assert_eq!(recv(ws).await, ServerMessage::Pong { timestamp });
+}
+
+#[tokio::test]
+async fn the_handshake_echoes_exactly_one_offered_token() {
+    let f = fixture("handshake", "all-authenticated").await;
+    let t = token("u1", 1800, &[]);
+    let (_, chosen) = open(&f, &route(&t), OFFER, None).await.unwrap();
+    assert_eq!(chosen, "com.mongodb.realm-sync#14");
+    let older = "com.mongodb.realm-sync#9, com.mongodb.realm-sync#8, com.mongodb.realm-sync#7";
+    assert_eq!(
+        open(&f, &route(&t), older, None).await.unwrap().1,
+        "com.mongodb.realm-sync#9"
+    );
+    // Flexible sync, or nothing in common: refused with HTTP 400 (never a bad 101).
+    let flx = OFFER.replace("realm-sync", "realm-query-sync");
+    assert_eq!(open(&f, &route(&t), &flx, None).await.unwrap_err(), 400);
+    let old = "com.mongodb.realm-sync#7, com.mongodb.realm-sync#6";
+    assert_eq!(open(&f, &route(&t), old, None).await.unwrap_err(), 400);
+    // Another app id is not the Realm route; Tandem's own dialect still works on any path.
+    let other = format!("/api/client/v2.0/app/other/realm-sync?baas_at={t}");
+    assert_eq!(open(&f, &other, OFFER, None).await.unwrap_err(), 400);
+    let tandem = token("u1", 1800, &["*"]);
+    let (_, chosen) = open(&f, "/sync", "com.tandem.sync#1", Some(&tandem))
+        .await
+        .unwrap();
+    assert_eq!(chosen, "com.tandem.sync#1");
+    // A plain HTTP request (no upgrade) to a path no App Services route serves: 404.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(f.server.local_addr).await.unwrap();
+    tcp.write_all(b"GET /nothing/here HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+#[tokio::test]
+async fn bad_or_expired_tokens_complete_the_upgrade_and_close_4001() {
+    let f = fixture("badtoken", "all-authenticated").await;
+    let forged = TokenSigner::hs256(b"some other secret key")
+        .sign("u1", (now() + 600) as u64, &[])
+        .unwrap();
+    let no_token = format!("/api/client/v2.0/app/{APP}/realm-sync");
+    for path in [
+        route(&token("u1", -10, &[])),
+        route(&forged),
+        route("not.a.jwt"),
+        no_token,
+    ] {
+        let (mut ws, chosen) = open(&f, &path, OFFER, None).await.unwrap();
+        assert_eq!(chosen, "com.mongodb.realm-sync#14");
+        assert_eq!(next(&mut ws).await.unwrap_err(), Some(4001), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_connection_closes_4001_when_the_token_expires() {
+    let f = fixture("expiry", "all-authenticated").await;
+    let (mut ws, _) = open(&f, &route(&token("u1", 2, &[])), OFFER, None)
+        .await
+        .unwrap();
+    bind_fresh(&mut ws, 1, "\"p1\"").await;
+    ping_pong(&mut ws, 77).await;
+    let started = std::time::Instant::now();
+    assert_eq!(next(&mut ws).await.unwrap_err(), Some(4001));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn uploads_are_integrated_acknowledged_and_fanned_out() {
+    let f = fixture("roundtrip", "all-authenticated").await;
+    let mut a = realm(&f, "alice").await;
+    let mut b = realm(&f, "bob").await;
+    let (_, _, first) = bind_fresh(&mut a, 1, "\"p1\"").await;
+    // The session's first DOWNLOAD is empty and all zero, as realm-core's server sends it.
+    let ServerMessage::Download {
+        download_server_version: 0,
+        upload_client_version: 0,
+        upload_server_version: 0,
+        ref entries,
+        ..
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    assert!(entries.is_empty());
+    bind_fresh(&mut b, 7, "\"p1\"").await;
+    send(&mut a, upload(1, 5, &[(2, SCHEMA), (4, OBJECT)])).await;
+    // The acknowledgement: both changesets integrated (server versions 1, 2), upload progress
+    // 5 acknowledged, none of the uploader's own changesets sent back.
+    let ack = recv(&mut a).await;
+    let ServerMessage::Download {
+        session: 1,
+        download_server_version: 2,
+        download_client_version: 4,
+        latest_server_version: 2,
+        upload_client_version: 4,
+        upload_server_version: 0,
+        ref entries,
+        ..
+    } = ack
+    else {
+        panic!("{ack:?}")
+    };
+    assert!(entries.is_empty());
+    // Fan-out to the other Realm client: both changesets, from the uploader's file.
+    let ServerMessage::Download {
+        session: 7,
+        download_server_version: 2,
+        entries,
+        ..
+    } = recv(&mut b).await
+    else {
+        panic!("DOWNLOAD expected")
+    };
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries.iter().map(|e| e.server_version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(entries.iter().all(|e| e.origin_file_ident > 0));
+    // The empty UPLOAD acknowledging server version 2, then MARK: DOWNLOAD progress and then
+    // MARK, with upload_server_version never above the download cursor.
+    send(
+        &mut b,
+        ClientMessage::Upload {
+            session: 7,
+            progress_client_version: 3,
+            progress_server_version: 2,
+            locked_server_version: 0,
+            entries: Vec::new(),
+        },
+    )
+    .await;
+    let ServerMessage::Download {
+        upload_server_version,
+        download_server_version,
+        ..
+    } = recv(&mut b).await
+    else {
+        panic!("DOWNLOAD expected")
+    };
+    assert_eq!((upload_server_version, download_server_version), (2, 2));
+    send(
+        &mut b,
+        ClientMessage::Mark {
+            session: 7,
+            request_ident: 2,
+        },
+    )
+    .await;
+    assert_eq!(
+        recv(&mut b).await,
+        ServerMessage::Mark {
+            session: 7,
+            request_ident: 2
+        }
+    );
+    // A Tandem client on the mapped server path shares the file.
+    let state = f
+        .server
+        .state_of("/\"p1\"")
+        .expect("the partition's server file");
+    assert!(format!("{state:?}").contains("hello from realm-core 14.12"));
+    let tandem_token = token("tandem-peer", 600, &["/\"p1\""]);
+    let (mut t, _) = open(&f, "/sync", "com.tandem.sync#1", Some(&tandem_token))
+        .await
+        .unwrap();
+    let (_, _, download) = bind_fresh(&mut t, 3, "/\"p1\"").await;
+    let ServerMessage::Download { entries, .. } = download else {
+        unreachable!()
+    };
+    assert_eq!(entries.len(), 2);
+    // The server stores changesets in their canonical encoding (intern strings first): the
+    // same instructions.
+    let decode = |bytes: &[u8]| {
+        tandem::changeset::Changeset::decode(bytes)
+            .unwrap()
+            .instructions
+    };
+    assert_eq!(decode(&entries[0].changeset), decode(&hex(SCHEMA)));
+    assert_eq!(decode(&entries[1].changeset), decode(&hex(OBJECT)));
+}
+
+#[tokio::test]
+async fn bind_paths_are_extended_json_partitions() {
+    let f = fixture("paths", "all-authenticated").await;
+    let mut a = realm(&f, "alice").await;
+    for (session, path, server_path) in [
+        (1, "{\"$numberInt\":\"5\"}", "/{\"$numberInt\":\"5\"}"),
+        (2, "null", "/null"),
+        (
+            3,
+            "{ \"$oid\" : \"65a1b2c3d4e5f60718293a4b\" }",
+            "/{\"$oid\":\"65a1b2c3d4e5f60718293a4b\"}",
+        ),
+    ] {
+        bind_fresh(&mut a, session, path).await;
+        send(&mut a, upload(session, 2, &[(2, SCHEMA)])).await;
+        assert!(matches!(recv(&mut a).await, ServerMessage::Download { .. }));
+        assert!(f.server.state_of(server_path).is_some(), "{server_path}");
+    }
+    // Not Extended JSON: 204 illegal_realm_path, ApplicationBug.
+    send(&mut a, bind(9, "/tasks", true)).await;
+    let (code, v) = json_error(recv(&mut a).await, 9);
+    assert_eq!((code, v["action"].as_str()), (204, Some("ApplicationBug")));
+}
+
+#[tokio::test]
+async fn session_errors_get_no_unbound_and_clean_unbinds_do() {
+    let f = fixture("unbind", "all-authenticated").await;
+    let mut a = realm(&f, "alice").await;
+    send(&mut a, bind(1, "p1", true)).await;
+    let (code, v) = json_error(recv(&mut a).await, 1);
+    assert_eq!(code, 204);
+    assert_eq!(v["tryAgain"], false);
+    send(&mut a, ClientMessage::Unbind { session: 1 }).await;
+    // Nothing answers that UNBIND: the next message is the PONG.
+    ping_pong(&mut a, 1234).await;
+    // The session id can be bound again; a clean UNBIND gets UNBOUND.
+    bind_fresh(&mut a, 1, "\"p1\"").await;
+    send(&mut a, ClientMessage::Unbind { session: 1 }).await;
+    assert_eq!(recv(&mut a).await, ServerMessage::Unbound { session: 1 });
+    // UNBIND of a session that never existed: nothing.
+    send(&mut a, ClientMessage::Unbind { session: 42 }).await;
+    ping_pong(&mut a, 5678).await;
+}
+
+#[tokio::test]
+async fn a_client_json_error_gets_a_reset_and_no_unbound() {
+    let f = fixture("clienterror", "all-authenticated").await;
+    let mut a = realm(&f, "alice").await;
+    bind_fresh(&mut a, 2, "\"p1\"").await;
+    send(
+        &mut a,
+        ClientMessage::JsonError {
+            code: 212,
+            session: 2,
+            json: "{\"message\":\"Bad changeset (DOWNLOAD)\"}".into(),
+        },
+    )
+    .await;
+    let (code, v) = json_error(recv(&mut a).await, 2);
+    assert_eq!(code, 212);
+    assert_eq!(v["action"], "ClientReset");
+    assert_eq!(v["tryAgain"], false);
+    send(&mut a, ClientMessage::Unbind { session: 2 }).await;
+    ping_pong(&mut a, 9).await;
+}
+
+#[tokio::test]
+async fn forbidden_partitions_get_206_without_logging_out() {
+    let f = fixture("perm", "user-id,shared:team").await;
+    let mut a = realm(&f, "u1").await;
+    send(&mut a, bind(1, "\"u2\"", true)).await;
+    let (code, v) = json_error(recv(&mut a).await, 1);
+    assert_eq!(code, 206);
+    assert_eq!(v["action"], "ApplicationBug");
+    assert_eq!(v["tryAgain"], false);
+    send(&mut a, ClientMessage::Unbind { session: 1 }).await;
+    bind_fresh(&mut a, 2, "\"u1\"").await;
+    bind_fresh(&mut a, 3, "\"team\"").await;
+    send(&mut a, bind(4, "{\"$numberInt\":\"1\"}", true)).await;
+    assert_eq!(json_error(recv(&mut a).await, 4).0, 206);
+}
+
+#[tokio::test]
+async fn a_conflicting_schema_change_gets_225_and_integrates_nothing() {
+    let f = fixture("schema", "all-authenticated").await;
+    let mut a = realm(&f, "alice").await;
+    let mut b = realm(&f, "bob").await;
+    bind_fresh(&mut a, 1, "\"p1\"").await;
+    bind_fresh(&mut b, 1, "\"p1\"").await;
+    send(&mut a, upload(1, 2, &[(2, SCHEMA)])).await;
+    assert!(matches!(recv(&mut a).await, ServerMessage::Download { .. }));
+    let _fan_out = recv(&mut b).await;
+    // Bob's Task.title is an Int: the same column with another type. Once based on Alice's
+    // schema (applied to the state), once concurrent with it (merged).
+    let int_title = SCHEMA.replace("060002030000", "060002000000");
+    assert_ne!(int_title, SCHEMA);
+    for base in [1, 0] {
+        let mut message = upload(1, 3, &[(3, &int_title)]);
+        if let ClientMessage::Upload { entries, .. } = &mut message {
+            entries[0].last_integrated_server_version = base;
+        }
+        send(&mut b, message).await;
+        let (code, v) = json_error(recv(&mut b).await, 1);
+        assert_eq!(code, 225, "{v}");
+        assert_eq!(v["action"], "ApplicationBug");
+        send(&mut b, ClientMessage::Unbind { session: 1 }).await;
+        ping_pong(&mut b, base).await;
+        let state = f.server.state_of("/\"p1\"").unwrap();
+        assert!(
+            format!("{state:?}").contains("String"),
+            "Alice's schema stays"
+        );
+        // Nothing was integrated: Alice's session hears of no new version.
+        ping_pong(&mut a, 100 + base).await;
+        if base == 1 {
+            bind_fresh(&mut b, 1, "\"p1\"").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_restored_from_an_older_backup_resets_the_client() {
+    let f = fixture("restored", "all-authenticated").await;
+    let mut a = realm(&f, "alice").await;
+    let (ident, salt, download) = bind_fresh(&mut a, 1, "\"p1\"").await;
+    let ServerMessage::Download {
+        latest_server_version_salt: server_salt,
+        ..
+    } = download
+    else {
+        unreachable!()
+    };
+    send(&mut a, upload(1, 2, &[(2, SCHEMA)])).await;
+    let _ack = recv(&mut a).await;
+    // A client that has seen more than this server has (its download cursor, or the latest
+    // version it heard of): 209; the server's history under another salt: 211; a client
+    // file the server never allocated: 208. Each is a ClientReset.
+    for (session, message, expected) in [
+        (2, ident_msg(2, ident, salt, [5, 0, 5, server_salt]), 209),
+        (3, ident_msg(3, ident, salt, [1, 2, 7, server_salt]), 209),
+        (
+            4,
+            ident_msg(4, ident, salt, [1, 2, 1, server_salt ^ 1]),
+            211,
+        ),
+        (5, ident_msg(5, 424242, 99, [0, 0, 0, 0]), 208),
+    ] {
+        send(&mut a, bind(session, "\"p1\"", false)).await;
+        send(&mut a, message).await;
+        let (code, v) = json_error(recv(&mut a).await, session);
+        assert_eq!(code, expected, "{v}");
+        assert_eq!(v["action"], "ClientReset");
+        assert_eq!(v["shouldClientReset"], true);
+    }
+    // The real progress is still accepted.
+    send(&mut a, bind(6, "\"p1\"", false)).await;
+    send(&mut a, ident_msg(6, ident, salt, [1, 2, 1, server_salt])).await;
+    assert!(matches!(
+        recv(&mut a).await,
+        ServerMessage::Download { session: 6, .. }
+    ));
+}
+
+fn ident_msg(session: u64, client_file_ident: u64, salt: u64, progress: [u64; 4]) -> ClientMessage {
+    ident(session, client_file_ident, salt, progress)
+}
+
+#[tokio::test]
+async fn tandem_only_messages_are_not_realm_messages() {
+    let f = fixture("tandemonly", "all-authenticated").await;
+    let mut a = realm(&f, "alice").await;
+    bind_fresh(&mut a, 1, "\"p1\"").await;
+    send(
+        &mut a,
+        ClientMessage::StateRequest {
+            session: 1,
+            server_version: 0,
+            offset: 0,
+        },
+    )
+    .await;
+    let ServerMessage::Error {
+        code,
+        try_again,
+        session,
+        ..
+    } = recv(&mut a).await
+    else {
+        panic!("ERROR expected")
+    };
+    assert_eq!((code, try_again, session), (102, true, 0));
+}
