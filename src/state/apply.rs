@@ -614,6 +614,9 @@ fn element_from(
 ) -> Res<Element> {
     match (embedded_target(schemas, column), payload) {
         (Some(table), Payload::ObjectValue) => Ok(Element::Embedded(new_object(schemas, table))),
+        // A dictionary of embedded objects holds null values (realm-core's link dictionaries
+        // are nullable, and its applier inserts the null); a list of them does not.
+        (Some(_), Payload::Null) if column.nullable => Ok(Element::Value(Val::Null)),
         (Some(_), _) => bad("an embedded collection takes ObjectValue"),
         (None, _) => Ok(Element::Value(scalar_for(column, payload, cs)?)),
     }

@@ -383,7 +383,7 @@ impl Applier<'_> {
                         column,
                     } if column.collection == CollectionType::Set => {
                         let v = check_scalar(&column, &set.value, cs).map_err(Fault::Bad)?;
-                        let (sql, kind) = store_value(&column, &v);
+                        let (sql, kind) = codec::set_element(store_value(&column, &v));
                         let table = collection_table(&class, &prop, CollectionType::Set);
                         if insert {
                             self.conn
@@ -584,6 +584,8 @@ impl Applier<'_> {
                 let table = table.to_owned();
                 Ok((Sql::Integer(self.new_embedded(&table)?), EMBEDDED_KIND))
             }
+            // As in the reference applier: a null value in a dictionary of embedded objects.
+            (Some(_), Payload::Null) if column.nullable => Ok(store_value(column, &Val::Null)),
             (Some(_), _) => bad("an embedded collection takes ObjectValue"),
             (None, _) => {
                 let v = check_scalar(column, value, cs).map_err(Fault::Bad)?;

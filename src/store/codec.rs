@@ -6,7 +6,7 @@
 //!
 //! | value | stored as |
 //! |---|---|
-//! | null | NULL |
+//! | null | NULL (in a set table, where the value is part of the primary key and SQLite refuses NULL there: an empty BLOB with kind 0) |
 //! | int, bool | INTEGER |
 //! | string | TEXT |
 //! | binary | BLOB |
@@ -40,6 +40,16 @@ fn timestamp_from(bytes: &[u8]) -> Option<(i64, i32)> {
     let s = u64::from_be_bytes(bytes[..8].try_into().ok()?) ^ (1 << 63);
     let n = u32::from_be_bytes(bytes[8..].try_into().ok()?) ^ (1 << 31);
     Some((s as i64, n as i32))
+}
+
+/// A set element as (SQL value, kind code): as [`encode`], except that null is an empty BLOB
+/// of kind 0 (Null), since a set table's value column is part of its WITHOUT ROWID primary key,
+/// which cannot hold NULL.
+pub(crate) fn set_element((sql, kind): (Sql, i64)) -> (Sql, i64) {
+    match sql {
+        Sql::Null => (Sql::Blob(Vec::new()), PayloadType::Null.code()),
+        other => (other, kind),
+    }
 }
 
 /// A value as (SQL value, kind code).
@@ -118,7 +128,7 @@ pub(crate) fn decode(
     link: Option<(&str, PayloadType)>,
 ) -> Option<Val> {
     Some(match (kind, raw) {
-        (_, ValueRef::Null) => Val::Null,
+        (_, ValueRef::Null) | (PayloadType::Null, _) => Val::Null,
         (PayloadType::Int, ValueRef::Integer(i)) => Val::Int(i),
         (PayloadType::Bool, ValueRef::Integer(i)) => Val::Bool(i != 0),
         (PayloadType::String, ValueRef::Text(s)) => {

@@ -517,13 +517,7 @@ impl<'db> WriteTransaction<'db> {
         steps: &[PathStep],
         value: Value,
     ) -> Result<(), StoreError> {
-        let path_steps = steps
-            .iter()
-            .map(|s| match s {
-                PathStep::Index(i) => PathElement::Index(*i),
-                PathStep::Name(n) => PathElement::Key(self.changeset.intern(n)),
-            })
-            .collect();
+        let path_steps = self.path_steps(steps);
         let path = self.path(class, key, prop, path_steps);
         let value = self.payload(&value);
         let mut update = set_field(path, value);
@@ -544,8 +538,44 @@ impl<'db> WriteTransaction<'db> {
         key: &PrimaryKey,
         prop: &str,
     ) -> Result<(), StoreError> {
-        let path = self.path(class, key, prop, vec![]);
+        self.create_embedded_at(class, key, prop, &[])
+    }
+
+    /// Creates the embedded object at a path below a property, if there is none: a dictionary
+    /// entry of a dictionary of embedded objects (`[Name(key)]`), an embedded-object field of an
+    /// embedded object (`[Name(field)]`, `[Index(i), Name(field)]`...). The instruction is
+    /// realm-core's: `Update` with the `ObjectValue` payload, which creates the object if it does
+    /// not exist and otherwise leaves it as it is. List elements are inserted with
+    /// [`list_push_embedded`](Self::list_push_embedded) instead.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if `steps` ends in a list index; the applier's errors (`Rejected`) if
+    /// the path does not lead to an embedded-object slot.
+    pub fn create_embedded_at(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+        steps: &[PathStep],
+    ) -> Result<(), StoreError> {
+        if let Some(PathStep::Index(_)) = steps.last() {
+            return Err(StoreError::InvalidArgument(
+                "create_embedded_at cannot end in a list index; use list_push_embedded".into(),
+            ));
+        }
+        let path_steps = self.path_steps(steps);
+        let path = self.path(class, key, prop, path_steps);
         self.run(vec![set_field(path, Payload::ObjectValue)])
+    }
+
+    fn path_steps(&mut self, steps: &[PathStep]) -> Vec<PathElement> {
+        steps
+            .iter()
+            .map(|s| match s {
+                PathStep::Index(i) => PathElement::Index(*i),
+                PathStep::Name(n) => PathElement::Key(self.changeset.intern(n)),
+            })
+            .collect()
     }
 
     /// Adds to an integer property (a counter; concurrent adds from other devices add up).
