@@ -43,7 +43,7 @@ openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -
 
 rm -rf target/surefire-reports
 status=0
-mvn -q -B test \
+mvn -q -B clean test \
     -Dtandem.server.bin="$work/tandem-server" -Drealm.native.dir="$work/native" \
     -Drealm.compat.ca="$tls/ca.pem" -Drealm.compat.cert="$tls/server.pem" -Drealm.compat.key="$tls/server.key" \
     "$@" || status=$?

@@ -62,25 +62,23 @@ class BasicSyncTest : CompatTest() {
     }
 
     @Test
-    fun `anonymous users exchange a write over https and wss`() = compat {
+    fun `anonymous users exchange a write over https and wss trusting only the test CA`() = compat {
         val server = server(ServerOptions(tls = true))
-        // The App side trusts only the test CA (java.net.http). Core's socket does not accept
-        // the test CA even through realm_sync_config_set_ssl_trust_certificate_path (next test,
-        // FINDINGS.md), so here it skips certificate verification: the exchange still runs over
-        // wss, the only thing the listener speaks.
-        val apps = exchange(server, OpenOptions(validateSsl = false))
+        // The App side trusts only the test CA (java.net.http); core's socket trusts it through
+        // realm_sync_config_set_ssl_trust_certificate_path. The listener speaks only TLS.
+        val apps = exchange(server, OpenOptions(trustCa = TestTls.ca))
         val requests = apps.flatMap { it.transport.requests }
         assertTrue(requests.size >= 6, "location, login and profile for each client: $requests")
         requests.forEach { assertTrue(it.substringAfter(' ').startsWith("https://localhost:${server.port}/"), it) }
     }
 
     @Test
-    fun `core 14_12 refuses the test CA given as ssl_trust_certificate_path, without crashing or logging out`() = compat {
+    fun `without the test CA core's bundled roots refuse the server, without a crash or a logout`() = compat {
         val server = server(ServerOptions(tls = true))
         val user = app(server, "alice").logInAnonymous()
-        val r = realm(user, "p1", options = OpenOptions(trustCa = TestTls.ca))
+        val r = realm(user, "p1") // no trust path: core's 155 bundled roots (realm-wire-compat.md 2.7)
         r.write { create("Task", BsonObjectId(), "title" to "stays local") }
-        val failed = assertThrows(AssertionError::class.java) { r.waitForUpload(8) }
+        val failed = assertThrows(AssertionError::class.java) { r.waitForUpload(5) }
         assertTrue(failed.message!!.contains("did not complete"), failed.message)
         val log = work.resolve("realm-core.log").toFile().readText()
         assertTrue(log.contains("TLS handshake failed: OpenSSL error: certificate verify failed"), "core's reason")

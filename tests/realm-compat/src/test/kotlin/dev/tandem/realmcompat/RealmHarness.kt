@@ -467,10 +467,11 @@ data class ResetEvent(val phase: String, val didRecover: Boolean? = null)
 
 /** Options for [SyncedRealm.open]. */
 data class OpenOptions(
-    /** `realm_sync_config_set_ssl_trust_certificate_path`: the CA to trust for wss (null: core's bundled roots). */
+    /**
+     * `realm_sync_config_set_ssl_trust_certificate_path`: the CA to trust for wss (null: core's
+     * bundled roots). The file must exist: core's sync thread aborts the process otherwise.
+     */
     val trustCa: Path? = null,
-    /** `realm_sync_config_set_client_validate_ssl`: false skips certificate verification (diagnostics only). */
-    val validateSsl: Boolean = true,
     /** Client reset mode; realm-kotlin's default strategy is recover-or-discard. */
     val resyncMode: SyncSessionResyncMode = SyncSessionResyncMode.RLM_SYNC_SESSION_RESYNC_MODE_RECOVER_OR_DISCARD,
 )
@@ -512,7 +513,6 @@ class SyncedRealm private constructor(
             RealmInterop.realm_config_set_schema_version(config, 0)
             val sync = RealmInterop.realm_sync_config_new(user.pointer, partition)
             options.trustCa?.let { realmc.realm_sync_config_set_ssl_trust_certificate_path(with(RealmInterop) { sync.cptr() }, it.toString()) }
-            if (!options.validateSsl) realmc.realm_sync_config_set_client_validate_ssl(with(RealmInterop) { sync.cptr() }, false)
             RealmInterop.realm_sync_config_set_error_handler(sync, SyncErrorCallback { _, error -> errors.add(error) })
             RealmInterop.realm_sync_config_set_resync_mode(sync, options.resyncMode)
             RealmInterop.realm_sync_config_set_before_client_reset_handler(sync, object : SyncBeforeClientResetHandler {
