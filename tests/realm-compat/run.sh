@@ -41,8 +41,9 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:
 openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
     -out "$tls/server.pem" -days 2 -extfile "$tls/ext" 2>/dev/null
 
+rm -rf target/surefire-reports
 status=0
-mvn -q -B test \
+mvn -q -B clean test \
     -Dtandem.server.bin="$work/tandem-server" -Drealm.native.dir="$work/native" \
     -Drealm.compat.ca="$tls/ca.pem" -Drealm.compat.cert="$tls/server.pem" -Drealm.compat.key="$tls/server.key" \
     "$@" || status=$?

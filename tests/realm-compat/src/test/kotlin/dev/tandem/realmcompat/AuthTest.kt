@@ -75,6 +75,21 @@ class AuthTest : CompatTest() {
     }
 
     @Test
+    fun `api-key login with a key from the admin command`() = compat {
+        val server = server(ServerOptions(extraArgs = allProviders, customTokens = true))
+        val key = server.createApiKey("build-bot")
+        val bot = app(server, "bot").logInApiKey(key)
+        assertTrue(bot.isLoggedIn)
+        assertEquals(listOf(AuthProvider.RLM_AUTH_PROVIDER_API_KEY), bot.providers)
+        assertEquals(bot.id, app(server, "bot2").logInApiKey(key).id, "one key is one user")
+        val wrong = assertThrows(AppException::class.java) { app(server, "bot3").logInApiKey("0".repeat(64)) }
+        assertEquals(401, wrong.error.httpStatusCode, wrong.message)
+        val r = realm(bot, "bot-partition")
+        r.write { create("Task", BsonObjectId(), "title" to "from the bot") }
+        r.waitForUpload()
+    }
+
+    @Test
     fun `a 10-second access token is refreshed mid-session while writes keep flowing`() = compat {
         val server = server(ServerOptions(extraArgs = listOf("--access-token-lifetime", "10")))
         val writer = app(server, "writer").logInAnonymous()

@@ -16,7 +16,7 @@ import org.mongodb.kbson.BsonObjectId
 class ErrorsTest : CompatTest() {
     @Test
     fun `a forbidden partition is a permission error, and the user stays logged in`() = compat {
-        val server = server(ServerOptions(extraArgs = listOf("--sync-permissions", "user-id")))
+        val server = server(ServerOptions(extraArgs = listOf("--sync-permissions", "user-id,shared:team")))
         val mallory = app(server, "mallory").logInAnonymous()
         val victim = app(server, "victim").logInAnonymous()
 
@@ -34,6 +34,15 @@ class ErrorsTest : CompatTest() {
         victimOwn.write { create("Task", BsonObjectId(), "title" to "victim's") }
         victimOwn.waitForUpload()
         victimOwn.read { assertEquals(1L, count("Task"), "nothing of mallory's reached the victim's partition") }
+
+        // A shared partition is open to both.
+        val teamA = realm(mallory, "team", file = "team")
+        val teamB = realm(victim, "team", file = "team")
+        val shared = BsonObjectId()
+        teamA.write { create("Task", shared, "title" to "for the team") }
+        teamA.waitForUpload()
+        teamB.sync()
+        teamB.read { assertEquals("for the team", value(get("Task", shared), "title")) }
         assertTrue(mallory.isLoggedIn && victim.isLoggedIn)
     }
 

@@ -467,7 +467,10 @@ data class ResetEvent(val phase: String, val didRecover: Boolean? = null)
 
 /** Options for [SyncedRealm.open]. */
 data class OpenOptions(
-    /** `realm_sync_config_set_ssl_trust_certificate_path`: the CA to trust for wss (null: core's bundled roots). */
+    /**
+     * `realm_sync_config_set_ssl_trust_certificate_path`: the CA to trust for wss (null: core's
+     * bundled roots). The file must exist: core's sync thread aborts the process otherwise.
+     */
     val trustCa: Path? = null,
     /** Client reset mode; realm-kotlin's default strategy is recover-or-discard. */
     val resyncMode: SyncSessionResyncMode = SyncSessionResyncMode.RLM_SYNC_SESSION_RESYNC_MODE_RECOVER_OR_DISCARD,

@@ -163,6 +163,16 @@ class TandemServer(val dir: Path, val options: ServerOptions = ServerOptions()) 
         return start()
     }
 
+    /** Creates a server API key with the admin command (`tandem-server api-key create`) and returns the key. */
+    fun createApiKey(name: String): String {
+        val p = ProcessBuilder(
+            serverBinary(), "api-key", "create", "--name", name, "--data-dir", dataDir.toString(), "--app-id", appId,
+        ).redirectErrorStream(true).start()
+        val out = p.inputStream.readBytes().decodeToString()
+        check(p.waitFor(20, TimeUnit.SECONDS) && p.exitValue() == 0) { "api-key create failed: $out" }
+        return Regex("\\b[0-9a-f]{64}\\b").find(out)?.value ?: error("no key in: $out")
+    }
+
     /** Whether the process is running. */
     val isAlive: Boolean get() = process?.isAlive == true
 
