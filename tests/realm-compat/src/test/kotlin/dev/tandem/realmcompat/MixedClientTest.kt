@@ -395,11 +395,18 @@ class TandemPeer(private val server: TandemServer, private val dir: Path) {
 
     private fun peer(vararg command: String): Pair<Int, String> = exec(
         listOf(
-            binary, "--db", dir.resolve("peer.sqlite").toString(), "--url", "ws://127.0.0.1:${server.port}/",
-            "--allow-insecure", "--path", PATH, "--token", token, "--timeout", "60", *command,
+            binary, "--db", dir.resolve("peer.sqlite").toString(), *transport().toTypedArray(),
+            "--path", PATH, "--token", token, "--timeout", "60", *command,
         ),
         "peer",
     )
+
+    /** wss:// trusting only the test CA when the server speaks TLS, else ws:// (allowed explicitly). */
+    private fun transport(): List<String> = if (server.options.tls) {
+        listOf("--url", "wss://localhost:${server.port}/", "--ca", TestTls.ca.toString())
+    } else {
+        listOf("--url", "ws://127.0.0.1:${server.port}/", "--allow-insecure")
+    }
 
     /** Runs [command]; returns its exit code and stdout (stderr goes to `dir/<name>-N.log`). */
     private fun exec(command: List<String>, name: String): Pair<Int, String> {
@@ -525,9 +532,23 @@ class MixedClientTest : CompatTest() {
 
     @Test
     fun `realm-core and Tandem clients on partition p1 exchange every property type both ways`() = compat {
-        val server = server()
+        exchangeAllTypes(server())
+    }
+
+    @Test
+    fun `the same exchange over https and wss trusting only the test CA`() = compat {
+        exchangeAllTypes(server(ServerOptions(tls = true)))
+    }
+
+    /**
+     * realm-core writes two AllTypes objects (and their link targets), the Tandem client reads
+     * them; the Tandem client writes two more, realm-core reads them. Every read must print the
+     * canonical text of what was written.
+     */
+    private fun Resources.exchangeAllTypes(server: TandemServer) {
         val user = app(server, "realm-core").logInAnonymous()
-        val core = realm(user, "p1", schema = PeerSchema.classes)
+        val trust = OpenOptions(trustCa = if (server.options.tls) TestTls.ca else null)
+        val core = realm(user, "p1", schema = PeerSchema.classes, options = trust)
         val objects = CoreObjects(core)
         val peer = TandemPeer(server, work.resolve("tandem"))
 
