@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the realm-core compatibility suite: builds tandem-server, unpacks realm-core's
+# Runs the realm-core compatibility suite: builds tandem-server and the realm_peer example
+# (the Tandem client of MixedClientTest), unpacks realm-core's
 # librealmc.so from io.realm.kotlin:cinterop-jvm (so realm-kotlin's SoLoader never writes to
 # $HOME), makes a throwaway test CA and server certificate, and runs the JUnit suite, which
 # drives the real realm-core 14.12.0 client against real tandem-server processes.
@@ -16,9 +17,11 @@ cd "$repo"
 target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 [ -n "$target" ] || { echo "run.sh: cannot find cargo's target directory" >&2; exit 1; }
 cargo build -q --features server --bin tandem-server
+# The Tandem client of the mixed-client scenario (MixedClientTest).
+cargo build -q --features client --example realm_peer
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp "$target/debug/tandem-server" "$work/"
+cp "$target/debug/tandem-server" "$target/debug/examples/realm_peer" "$work/"
 
 cd "$here"
 # Take librealmc.so out of the cinterop jar (Maven resolves it into the local repository).
@@ -44,7 +47,7 @@ openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -
 rm -rf target/surefire-reports
 status=0
 mvn -q -B clean test \
-    -Dtandem.server.bin="$work/tandem-server" -Drealm.native.dir="$work/native" \
+    -Dtandem.server.bin="$work/tandem-server" -Dtandem.peer.bin="$work/realm_peer" -Drealm.native.dir="$work/native" \
     -Drealm.compat.ca="$tls/ca.pem" -Drealm.compat.cert="$tls/server.pem" -Drealm.compat.key="$tls/server.key" \
     "$@" || status=$?
 for report in target/surefire-reports/TEST-*.xml; do
