@@ -124,6 +124,11 @@ object RealmLog {
         }
     }
 
+    /** Writes out what the current sink buffered (before reading the file mid-test). */
+    fun flush() {
+        sink?.flush()
+    }
+
     private class Sink(private val out: BufferedWriter) {
         private var lines = 0L
         private var dropped = 0L
@@ -137,6 +142,9 @@ object RealmLog {
             lines += 1
             out.write("${System.currentTimeMillis()} [$level] $category: $message\n")
         }
+
+        @Synchronized
+        fun flush() = out.flush()
 
         @Synchronized
         fun close() {
