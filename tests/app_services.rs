@@ -1027,3 +1027,26 @@ async fn api_key_admin_command_creates_lists_and_deletes() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no server API key"));
 }
+
+#[tokio::test]
+async fn the_listener_can_add_the_sync_route() {
+    let h = Harness::new("sync-route", config());
+    let router = h.app.router().route(
+        "/api/client/v2.0/app/{app_id}/realm-sync",
+        axum::routing::get(|| async { "sync" }),
+    );
+    let get = |path: String| {
+        Request::get(path)
+            .header("host", "h")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let sync = router
+        .clone()
+        .oneshot(get(format!("/api/client/v2.0/app/{APP}/realm-sync")))
+        .await
+        .unwrap();
+    assert_eq!(sync.status(), StatusCode::OK);
+    let location = router.oneshot(get(location_path(APP))).await.unwrap();
+    assert_eq!(location.status(), StatusCode::OK);
+}

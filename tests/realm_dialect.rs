@@ -2,12 +2,11 @@
 //! 14.12 sends (`realm-client-spike.md` section 3), against a plain-ws server with an app.
 #![cfg(feature = "server")]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tandem::protocol::{ClientMessage, Limits, ServerMessage, UploadEntry};
-use tandem::server::app::{AppConfig, Provider};
+use tandem::server::app::AppConfig;
 use tandem::server::realm::permissions::SyncPermissions;
 use tandem::server::{start, Authenticator, RunningServer, ServerConfig, TokenSigner};
 use tokio::net::TcpStream;
@@ -46,9 +45,23 @@ struct Fixture {
 }
 
 async fn fixture(name: &str, permissions: &str) -> Fixture {
+    fixture_with(name, permissions, 1800, Limits::default()).await
+}
+
+/// A plain-ws server with the app `APP` (anonymous login, access tokens living
+/// `access_lifetime` seconds), these partition rules and message limits.
+async fn fixture_with(
+    name: &str,
+    permissions: &str,
+    access_lifetime: u64,
+    limits: Limits,
+) -> Fixture {
     let dir = std::env::temp_dir().join(format!("tandem-realm-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let mut app = AppConfig::new(APP, TokenSigner::hs256(b"realm dialect app secret"));
+    app.access_token_lifetime = Duration::from_secs(access_lifetime);
+    app.sync_permissions = permissions.parse::<SyncPermissions>().unwrap();
     let server = start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
@@ -56,19 +69,8 @@ async fn fixture(name: &str, permissions: &str) -> Fixture {
         allow_plain_ws: true,
         auth: Authenticator::hs256(SECRET),
         idle_timeout: Duration::from_secs(600),
-        limits: Limits::default(),
-        app: Some(AppConfig {
-            app_id: APP.into(),
-            providers: vec![Provider::Anonymous],
-            signer: Arc::new(TokenSigner::hs256(SECRET)),
-            verifier: Authenticator::hs256(SECRET),
-            access_token_lifetime: Duration::from_secs(1800),
-            refresh_token_lifetime: Duration::from_secs(86400),
-            auto_confirm: true,
-            custom_token_key: None,
-            public_url: None,
-            sync_permissions: permissions.parse::<SyncPermissions>().unwrap(),
-        }),
+        limits,
+        app: Some(app),
     })
     .await
     .unwrap();
@@ -82,11 +84,63 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// An access token for `user` expiring `exp_in` seconds from now, signed like the server's.
-fn token(user: &str, exp_in: i64, paths: &[&str]) -> String {
+/// A Tandem access token (the server's `auth` key) for these server paths.
+fn tandem_token(paths: &[&str]) -> String {
     TokenSigner::hs256(SECRET)
-        .sign(user, (now() + exp_in) as u64, paths)
+        .sign("tandem-peer", (now() + 600) as u64, paths)
         .unwrap()
+}
+
+/// One HTTP/1.1 request over a fresh connection: the status and the body.
+async fn http(
+    f: &Fixture,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(f.server.local_addr).await.unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json;charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Logs in a new anonymous user through the App Services API: its user id and access token.
+async fn login(f: &Fixture) -> (String, String) {
+    let (status, body) = http(
+        f,
+        "POST",
+        &format!("/api/client/v2.0/app/{APP}/auth/providers/anon-user/login"),
+        None,
+        "{\"provider\":\"anon-user\",\"options\":{\"device\":{}}}",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The JSON object (a chunked body has its chunk sizes around it).
+    let json = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    (
+        v["user_id"].as_str().unwrap().to_owned(),
+        v["access_token"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// Opens the Realm sync route (or `path`) with an offer; the chosen protocol, or the HTTP status.
@@ -134,11 +188,11 @@ fn route(token: &str) -> String {
     format!("/api/client/v2.0/app/{APP}/realm-sync?baas_at={token}")
 }
 
-async fn realm(f: &Fixture, user: &str) -> Ws {
-    open(f, &route(&token(user, 1800, &[])), OFFER, None)
-        .await
-        .unwrap()
-        .0
+/// A logged-in Realm client's connection, and its user id.
+async fn realm(f: &Fixture) -> (Ws, String) {
+    let (user, token) = login(f).await;
+    let ws = open(f, &route(&token), OFFER, None).await.unwrap().0;
+    (ws, user)
 }
 
 async fn send(ws: &mut Ws, m: ClientMessage) {
@@ -280,7 +334,7 @@ async fn ping_pong(ws: &mut Ws, timestamp: u64) {
 #[tokio::test]
 async fn the_handshake_echoes_exactly_one_offered_token() {
     let f = fixture("handshake", "all-authenticated").await;
-    let t = token("u1", 1800, &[]);
+    let (_, t) = login(&f).await;
     let (_, chosen) = open(&f, &route(&t), OFFER, None).await.unwrap();
     assert_eq!(chosen, "com.mongodb.realm-sync#14");
     let older = "com.mongodb.realm-sync#9, com.mongodb.realm-sync#8, com.mongodb.realm-sync#7";
@@ -296,7 +350,7 @@ async fn the_handshake_echoes_exactly_one_offered_token() {
     // Another app id is not the Realm route; Tandem's own dialect still works on any path.
     let other = format!("/api/client/v2.0/app/other/realm-sync?baas_at={t}");
     assert_eq!(open(&f, &other, OFFER, None).await.unwrap_err(), 400);
-    let tandem = token("u1", 1800, &["*"]);
+    let tandem = tandem_token(&["*"]);
     let (_, chosen) = open(&f, "/sync", "com.tandem.sync#1", Some(&tandem))
         .await
         .unwrap();
@@ -317,13 +371,17 @@ async fn the_handshake_echoes_exactly_one_offered_token() {
 
 #[tokio::test]
 async fn bad_or_expired_tokens_complete_the_upgrade_and_close_4001() {
-    let f = fixture("badtoken", "all-authenticated").await;
+    let f = fixture_with("badtoken", "all-authenticated", 1, Limits::default()).await;
+    let (_, expired) = login(&f).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Signed with another key; and a Tandem token (no `typ` access, not this app's key).
     let forged = TokenSigner::hs256(b"some other secret key")
         .sign("u1", (now() + 600) as u64, &[])
         .unwrap();
     let no_token = format!("/api/client/v2.0/app/{APP}/realm-sync");
     for path in [
-        route(&token("u1", -10, &[])),
+        route(&expired),
+        route(&tandem_token(&["*"])),
         route(&forged),
         route("not.a.jwt"),
         no_token,
@@ -336,10 +394,9 @@ async fn bad_or_expired_tokens_complete_the_upgrade_and_close_4001() {
 
 #[tokio::test]
 async fn the_connection_closes_4001_when_the_token_expires() {
-    let f = fixture("expiry", "all-authenticated").await;
-    let (mut ws, _) = open(&f, &route(&token("u1", 2, &[])), OFFER, None)
-        .await
-        .unwrap();
+    let f = fixture_with("expiry", "all-authenticated", 2, Limits::default()).await;
+    let (_, token) = login(&f).await;
+    let (mut ws, _) = open(&f, &route(&token), OFFER, None).await.unwrap();
     bind_fresh(&mut ws, 1, "\"p1\"").await;
     ping_pong(&mut ws, 77).await;
     let started = std::time::Instant::now();
@@ -350,8 +407,8 @@ async fn the_connection_closes_4001_when_the_token_expires() {
 #[tokio::test]
 async fn uploads_are_integrated_acknowledged_and_fanned_out() {
     let f = fixture("roundtrip", "all-authenticated").await;
-    let mut a = realm(&f, "alice").await;
-    let mut b = realm(&f, "bob").await;
+    let (mut a, _) = realm(&f).await;
+    let (mut b, _) = realm(&f).await;
     let (_, _, first) = bind_fresh(&mut a, 1, "\"p1\"").await;
     // The session's first DOWNLOAD is empty and all zero, as realm-core's server sends it.
     let ServerMessage::Download {
@@ -443,7 +500,7 @@ async fn uploads_are_integrated_acknowledged_and_fanned_out() {
         .state_of("/\"p1\"")
         .expect("the partition's server file");
     assert!(format!("{state:?}").contains("hello from realm-core 14.12"));
-    let tandem_token = token("tandem-peer", 600, &["/\"p1\""]);
+    let tandem_token = tandem_token(&["/\"p1\""]);
     let (mut t, _) = open(&f, "/sync", "com.tandem.sync#1", Some(&tandem_token))
         .await
         .unwrap();
@@ -466,7 +523,7 @@ async fn uploads_are_integrated_acknowledged_and_fanned_out() {
 #[tokio::test]
 async fn bind_paths_are_extended_json_partitions() {
     let f = fixture("paths", "all-authenticated").await;
-    let mut a = realm(&f, "alice").await;
+    let (mut a, _) = realm(&f).await;
     for (session, path, server_path) in [
         (1, "{\"$numberInt\":\"5\"}", "/{\"$numberInt\":\"5\"}"),
         (2, "null", "/null"),
@@ -490,7 +547,7 @@ async fn bind_paths_are_extended_json_partitions() {
 #[tokio::test]
 async fn session_errors_get_no_unbound_and_clean_unbinds_do() {
     let f = fixture("unbind", "all-authenticated").await;
-    let mut a = realm(&f, "alice").await;
+    let (mut a, _) = realm(&f).await;
     send(&mut a, bind(1, "p1", true)).await;
     let (code, v) = json_error(recv(&mut a).await, 1);
     assert_eq!(code, 204);
@@ -510,7 +567,7 @@ async fn session_errors_get_no_unbound_and_clean_unbinds_do() {
 #[tokio::test]
 async fn a_client_json_error_gets_a_reset_and_no_unbound() {
     let f = fixture("clienterror", "all-authenticated").await;
-    let mut a = realm(&f, "alice").await;
+    let (mut a, _) = realm(&f).await;
     bind_fresh(&mut a, 2, "\"p1\"").await;
     send(
         &mut a,
@@ -532,14 +589,33 @@ async fn a_client_json_error_gets_a_reset_and_no_unbound() {
 #[tokio::test]
 async fn forbidden_partitions_get_206_without_logging_out() {
     let f = fixture("perm", "user-id,shared:team").await;
-    let mut a = realm(&f, "u1").await;
-    send(&mut a, bind(1, "\"u2\"", true)).await;
+    let (mut a, user) = realm(&f).await;
+    send(&mut a, bind(1, "\"someone-else\"", true)).await;
     let (code, v) = json_error(recv(&mut a).await, 1);
     assert_eq!(code, 206);
     assert_eq!(v["action"], "ApplicationBug");
     assert_eq!(v["tryAgain"], false);
     send(&mut a, ClientMessage::Unbind { session: 1 }).await;
-    bind_fresh(&mut a, 2, "\"u1\"").await;
+    // A client file that already has an ident sends IDENT, MARK and UPLOAD right behind its
+    // BIND: after the 206 they are ignored (no second error, no connection error), and the
+    // UNBIND gets no UNBOUND.
+    let (ident, salt, _) = bind_fresh(&mut a, 5, &format!("\"{user}\"")).await;
+    send(&mut a, bind(6, "\"someone-else\"", false)).await;
+    send(&mut a, ident_msg(6, ident, salt, [0; 4])).await;
+    send(
+        &mut a,
+        ClientMessage::Mark {
+            session: 6,
+            request_ident: 1,
+        },
+    )
+    .await;
+    send(&mut a, upload(6, 2, &[(2, SCHEMA)])).await;
+    let (code, _) = json_error(recv(&mut a).await, 6);
+    assert_eq!(code, 206);
+    send(&mut a, ClientMessage::Unbind { session: 6 }).await;
+    ping_pong(&mut a, 66).await;
+    bind_fresh(&mut a, 2, &format!("\"{user}\"")).await;
     bind_fresh(&mut a, 3, "\"team\"").await;
     send(&mut a, bind(4, "{\"$numberInt\":\"1\"}", true)).await;
     assert_eq!(json_error(recv(&mut a).await, 4).0, 206);
@@ -548,8 +624,8 @@ async fn forbidden_partitions_get_206_without_logging_out() {
 #[tokio::test]
 async fn a_conflicting_schema_change_gets_225_and_integrates_nothing() {
     let f = fixture("schema", "all-authenticated").await;
-    let mut a = realm(&f, "alice").await;
-    let mut b = realm(&f, "bob").await;
+    let (mut a, _) = realm(&f).await;
+    let (mut b, _) = realm(&f).await;
     bind_fresh(&mut a, 1, "\"p1\"").await;
     bind_fresh(&mut b, 1, "\"p1\"").await;
     send(&mut a, upload(1, 2, &[(2, SCHEMA)])).await;
@@ -586,7 +662,7 @@ async fn a_conflicting_schema_change_gets_225_and_integrates_nothing() {
 #[tokio::test]
 async fn a_server_restored_from_an_older_backup_resets_the_client() {
     let f = fixture("restored", "all-authenticated").await;
-    let mut a = realm(&f, "alice").await;
+    let (mut a, _) = realm(&f).await;
     let (ident, salt, download) = bind_fresh(&mut a, 1, "\"p1\"").await;
     let ServerMessage::Download {
         latest_server_version_salt: server_salt,
@@ -633,7 +709,7 @@ fn ident_msg(session: u64, client_file_ident: u64, salt: u64, progress: [u64; 4]
 #[tokio::test]
 async fn tandem_only_messages_are_not_realm_messages() {
     let f = fixture("tandemonly", "all-authenticated").await;
-    let mut a = realm(&f, "alice").await;
+    let (mut a, _) = realm(&f).await;
     bind_fresh(&mut a, 1, "\"p1\"").await;
     send(
         &mut a,
@@ -654,4 +730,20 @@ async fn tandem_only_messages_are_not_realm_messages() {
         panic!("ERROR expected")
     };
     assert_eq!((code, try_again, session), (102, true, 0));
+}
+
+#[tokio::test]
+async fn a_message_over_the_limits_closes_1009_never_104() {
+    let limits = Limits {
+        max_body: 1024,
+        ..Limits::default()
+    };
+    let f = fixture_with("toobig", "all-authenticated", 1800, limits).await;
+    let (mut a, _) = realm(&f).await;
+    bind_fresh(&mut a, 1, "\"p1\"").await;
+    // An UPLOAD body of more than 1024 bytes (the changeset bytes need not be valid: the size
+    // is refused first).
+    let big = "00".repeat(1100);
+    send(&mut a, upload(1, 2, &[(2, &big)])).await;
+    assert_eq!(next(&mut a).await.unwrap_err(), Some(1009));
 }

@@ -1,5 +1,6 @@
 //! `tandem-server`'s configuration: command-line flags, environment variables and a TOML file,
-//! merged into a [`ServerConfig`] (or a request to issue a token, or to print help).
+//! merged into a [`ServerConfig`] (or a request to issue a token, to manage server API keys
+//! with `tandem-server api-key ...`, or to print help).
 //!
 //! Every setting has one name in three spellings: the flag `--data-dir`, the environment
 //! variable `TANDEM_DATA_DIR` and the file key `data_dir`. A flag wins over the environment,
@@ -17,6 +18,7 @@ use super::app::{
 };
 use super::auth::{Authenticator, KeyError, TokenSigner};
 use super::net::ServerConfig;
+use super::realm::permissions::{RuleError, SyncPermissions};
 use crate::protocol::Limits;
 
 /// Largest configuration or key file read.
@@ -85,6 +87,11 @@ APP SERVICES (Realm SDK apps; see docs/app-services.md):
     --public-url <URL>         the base URL clients use (https://sync.example.com), answered
                                by the location route; default: the request's Host header
                                [TANDEM_PUBLIC_URL]
+    --sync-permissions <RULES> who may sync which Realm partition, comma-separated:
+                               all-authenticated (every user, every partition; the
+                               default, for development), user-id (the string partition
+                               equal to the user's id), shared:<p1>|<p2> (these string
+                               partitions, every user) [TANDEM_SYNC_PERMISSIONS]
 
 ADMIN:
     tandem-server api-key create --name <NAME> [--data-dir <DIR>] [--app-id <ID>]
@@ -244,6 +251,7 @@ const SETTINGS: &[(&str, bool)] = &[
     ("custom_token_secret_file", false),
     ("custom_token_public_key", false),
     ("public_url", false),
+    ("sync_permissions", false),
 ];
 
 /// Settings that configure the App Services API and need `app_id`.
@@ -255,6 +263,7 @@ const APP_SETTINGS: &[&str] = &[
     "custom_token_secret_file",
     "custom_token_public_key",
     "public_url",
+    "sync_permissions",
 ];
 
 /// Settings that only make sense on the command line (not in the file).
@@ -725,6 +734,12 @@ fn app(raw: &Raw, signer: Option<TokenSigner>) -> Result<Option<AppConfig>, Conf
         return Err(raw.bad(key, "needs custom-token in --auth-providers"));
     }
     config.public_url = public_url(raw)?;
+    config.sync_permissions = match raw.get("sync_permissions") {
+        None => SyncPermissions::default(),
+        Some((rules, _)) => rules
+            .parse()
+            .map_err(|RuleError(e)| raw.bad("sync_permissions", e))?,
+    };
     Ok(Some(config))
 }
 
@@ -1376,5 +1391,50 @@ mod tests {
             let err = parsed(list).err().expect("an error");
             assert!(err.to_string().contains(needle), "{list:?}: {err}");
         }
+    }
+
+    #[test]
+    fn sync_permissions_are_parsed_and_need_an_app() {
+        let dir = Dir::new("permissions");
+        let secret = dir.write("secret", "0123456789abcdef0123\n");
+        let base = [
+            "--insecure-ws",
+            "--jwt-secret-file",
+            &secret,
+            "--app-id",
+            "a",
+        ];
+        let with = |rules: &str| {
+            let mut list = base.to_vec();
+            list.extend(["--sync-permissions", rules]);
+            parse(&args(&list), no_env)
+        };
+        let rules = serve_config(with("user-id,shared:team|public"))
+            .app
+            .unwrap()
+            .sync_permissions;
+        assert_eq!(rules, "user-id,shared:team|public".parse().unwrap());
+        assert_eq!(
+            app_config(&base, &no_env).sync_permissions,
+            SyncPermissions::default()
+        );
+        let err = with("owner").err().expect("an unknown rule is an error");
+        assert!(
+            err.to_string().contains("unknown sync permission rule"),
+            "{err}"
+        );
+        let err = parse(
+            &args(&[
+                "--insecure-ws",
+                "--jwt-secret-file",
+                &secret,
+                "--sync-permissions",
+                "user-id",
+            ]),
+            no_env,
+        )
+        .err()
+        .expect("needs --app-id");
+        assert!(err.to_string().contains("needs --app-id"), "{err}");
     }
 }

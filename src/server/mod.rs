@@ -5,6 +5,7 @@
 //! - [`config`]: `tandem-server`'s flags, environment variables and TOML file.
 //! - [`start`]: the TLS 1.3 WebSocket listener and per-connection sessions driving them.
 //! - [`Authenticator`] / [`TokenSigner`]: JWT access tokens (HS256, RS256, EdDSA).
+//! - [`app`]: Realm's App Services HTTP API (`--app-id`): users, login, the server's own tokens.
 
 pub mod app;
 mod auth;

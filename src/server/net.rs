@@ -1,12 +1,15 @@
-//! The network side of the server: TLS 1.3 WebSocket listener, handshake (protocol version and
-//! bearer token), and the per-connection session state machine on top of [`ServerFile`]s.
+//! The network side of the server: the TLS 1.3 (or plain) listener, hyper's HTTP/1.1 server on
+//! every connection, WebSocket upgrades for both sync dialects (Tandem's `com.tandem.sync#N`
+//! with a bearer token; Realm's `com.mongodb.realm-sync#N` on the App Services route with
+//! `baas_at`), the App Services routes for every other request, and the per-connection session
+//! loop on top of [`ServerFile`]s.
 //!
 //! One connection carries any number of sessions (BIND ... UNBIND), each bound to a server path.
 //! Each path's [`ServerFile`] is shared by its sessions; after an upload is integrated, every
 //! other session bound to that path is told, and sends the new history as DOWNLOAD. A protocol
-//! violation gets an ERROR: connection-level codes (100-199) end the connection, session-level
-//! ones (200-299) end that session. Nothing a client sends reaches another client unless it was
-//! integrated and applied.
+//! violation gets an ERROR (Realm clients: what [`realm::reply_to_error`] says):
+//! connection-level codes (100-199) end the connection, session-level ones (200-299) end that
+//! session. Nothing a client sends reaches another client unless it was integrated and applied.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -298,7 +301,7 @@ fn query_param<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str
 fn handshake(
     shared: &Shared,
     request: &Request<Incoming>,
-) -> Result<(String, Result<Peer, (u16, String)>), Response<Body>> {
+) -> Result<(String, Result<Peer, (u16, String)>), Box<Response<Body>>> {
     let offer = header_list(request, "Sec-WebSocket-Protocol");
     let realm_route = shared.app.as_ref().filter(|app| {
         request.uri().path() == format!("/api/client/v2.0/app/{}/realm-sync", app.app_id())
@@ -341,7 +344,7 @@ fn handshake(
     let handshake = match bearer {
         Some(token) => match shared.config.auth.verify(token) {
             Ok(claims) => Some(Ok(claims)),
-            Err(e) => return Err(plain(StatusCode::UNAUTHORIZED, &e.message)),
+            Err(e) => return Err(Box::new(plain(StatusCode::UNAUTHORIZED, &e.message))),
         },
         None => None,
     };
@@ -380,7 +383,7 @@ fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Bo
     let accept = derive_accept_key(key.as_bytes());
     let (protocol_token, peer) = match handshake(&shared, &request) {
         Ok(chosen) => chosen,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let (Ok(accept), Ok(protocol_token)) = (
         HeaderValue::from_str(&accept),

@@ -260,6 +260,23 @@ fn check_latest(
     Ok(())
 }
 
+/// The session of a message that needs a bound session (not BIND, UNBIND or PING).
+fn after_bind_session(message: &ClientMessage) -> Option<u64> {
+    match message {
+        ClientMessage::Ident { session, .. }
+        | ClientMessage::Upload { session, .. }
+        | ClientMessage::Mark { session, .. }
+        | ClientMessage::JsonError { session, .. }
+        | ClientMessage::Refresh { session, .. }
+        | ClientMessage::StateRequest { session, .. }
+        | ClientMessage::ClientVersionRequest { session, .. }
+        | ClientMessage::Transact { session, .. } => Some(*session),
+        ClientMessage::Bind { .. } | ClientMessage::Unbind { .. } | ClientMessage::Ping { .. } => {
+            None
+        }
+    }
+}
+
 /// Handles one message of a connection: what it does to the server files and the replies, or
 /// the error to report and the session it ends (0: the connection).
 pub(super) fn handle(
@@ -270,6 +287,13 @@ pub(super) fn handle(
     let message = ClientMessage::parse(bytes, &shared.config.limits).map_err(|e| (e, 0))?;
     let Connection { peer, sessions } = connection;
     let is_realm = matches!(peer, Peer::Realm { .. });
+    // After a session error, realm-core's server ignores the session's messages until UNBIND
+    // (the client may have sent IDENT, MARK and UPLOAD right behind its BIND).
+    if let (Peer::Realm { errored, .. }, Some(id)) = (&*peer, after_bind_session(&message)) {
+        if errored.contains(&id) {
+            return Ok(Vec::new());
+        }
+    }
     match message {
         ClientMessage::Bind {
             session,
@@ -554,7 +578,7 @@ pub(super) fn handle(
                 // The client stopped the session without UNBIND: UNBOUND would be a protocol
                 // violation. A session JSON_ERROR resets its file; it then sends UNBIND.
                 Peer::Realm { errored, .. } => {
-                    if !existed && !errored.contains(&session) {
+                    if !existed {
                         return Ok(Vec::new());
                     }
                     errored.insert(session);

@@ -600,3 +600,58 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_persist_and_newer_schemas_are_refused() {
+        let dir = std::env::temp_dir().join(format!("tandem-app-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut data = serde_json::Map::new();
+        data.insert("name".into(), "Ann".into());
+        {
+            let mut store = Store::open(&dir, Some("app")).unwrap();
+            store
+                .create_user("u1", "normal", &data, (Provider::CustomToken, "ext-1"), 5)
+                .unwrap();
+            store.create_session("s1", "u1", 100).unwrap();
+        }
+        // Reopened without an app id (as the admin command may), then with the right one.
+        let store = Store::open(&dir, None).unwrap();
+        assert_eq!(store.user_count().unwrap(), 1);
+        drop(store);
+        let store = Store::open(&dir, Some("app")).unwrap();
+        assert_eq!(
+            store
+                .user_for_identity(Provider::CustomToken, "ext-1")
+                .unwrap(),
+            Some("u1".into())
+        );
+        let profile = store.profile("u1").unwrap().unwrap();
+        assert_eq!(profile.data, data);
+        assert_eq!(
+            profile.identities,
+            [("custom-token".to_owned(), "ext-1".to_owned())]
+        );
+        assert_eq!(store.session("s1").unwrap(), Some(("u1".into(), 100)));
+        // Deleting the user takes its identity and session with it.
+        assert!(store.delete_user("u1").unwrap());
+        assert_eq!(store.session("s1").unwrap(), None);
+        assert_eq!(
+            store
+                .user_for_identity(Provider::CustomToken, "ext-1")
+                .unwrap(),
+            None
+        );
+        store
+            .conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(store);
+        let err = Store::open(&dir, Some("app")).err().unwrap();
+        assert!(err.0.contains("schema version 2"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
