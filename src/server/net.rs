@@ -241,7 +241,10 @@ where
         let shared = Arc::clone(&service_shared);
         async move { Ok::<_, Infallible>(route(shared, request).await) }
     });
+    // The timer enables hyper's header read timeout (30 s): a client that never finishes its
+    // request headers does not hold the connection forever.
     let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::select! {
