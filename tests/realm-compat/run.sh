@@ -50,10 +50,20 @@ mvn -q -B clean test \
     -Dtandem.server.bin="$work/tandem-server" -Dtandem.peer.bin="$work/realm_peer" -Drealm.native.dir="$work/native" \
     -Drealm.compat.ca="$tls/ca.pem" -Drealm.compat.cert="$tls/server.pem" -Drealm.compat.key="$tls/server.key" \
     "$@" || status=$?
+tests=0
+bad=0
+skipped=0
 for report in target/surefire-reports/TEST-*.xml; do
     [ -f "$report" ] || continue
-    grep -o '<testsuite [^>]*' "$report" | grep -o 'name="[^"]*"\|tests="[^"]*"\|failures="[^"]*"\|errors="[^"]*"\|skipped="[^"]*"\|time="[^"]*"' | tr '\n' ' '
+    suite="$(grep -o '<testsuite [^>]*' "$report")"
+    echo "$suite" | grep -o 'name="[^"]*"\|tests="[^"]*"\|failures="[^"]*"\|errors="[^"]*"\|skipped="[^"]*"\|time="[^"]*"' | tr '\n' ' '
     echo
+    count() { echo "$suite" | sed -n "s/.* $1=\"\([0-9]*\)\".*/\1/p"; }
+    tests=$((tests + $(count tests)))
+    bad=$((bad + $(count failures) + $(count errors)))
+    skipped=$((skipped + $(count skipped)))
 done
+[ "$tests" -gt 0 ] || { echo "run.sh: no test reports" >&2; status=1; }
+echo "realm-compat: $((tests - bad - skipped)) passed, $bad failed, $skipped skipped"
 echo "realm-compat: wall time $(( $(date +%s) - start )) s"
 exit $status

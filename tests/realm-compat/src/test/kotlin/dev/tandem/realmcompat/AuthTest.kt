@@ -48,10 +48,11 @@ class AuthTest : CompatTest() {
     fun `custom-token login with an external HS256 JWT`() = compat {
         val server = server(ServerOptions(extraArgs = allProviders, customTokens = true))
         val app = app(server, "device1")
-        val token = Jwt.subject(server.customTokenSecret, "ext-user-7")
+        val token = Jwt.subject(server.customTokenSecret, "ext-user-7", extra = "\"name\":\"Ext Seven\"")
         val user = app.logInJwt(token)
         assertTrue(user.isLoggedIn)
         assertEquals(listOf(AuthProvider.RLM_AUTH_PROVIDER_CUSTOM), user.providers)
+        assertTrue(user.profile.contains("Ext Seven"), "the token's name claim is the profile's name: ${user.profile}")
 
         // The same subject from another device is the same user; another subject is not.
         val same = app(server, "device2").logInJwt(Jwt.subject(server.customTokenSecret, "ext-user-7"))
@@ -64,10 +65,13 @@ class AuthTest : CompatTest() {
             app(server, "device4").logInJwt(Jwt.subject("not the configured secret at all!".toByteArray(), "ext-user-7"))
         }
         assertEquals(401, forged.error.httpStatusCode, forged.message)
+        assertEquals(ErrorCode.RLM_ERR_AUTH_ERROR, forged.error.code, forged.message)
         val expired = assertThrows(AppException::class.java) {
             app(server, "device5").logInJwt(Jwt.subject(server.customTokenSecret, "ext-user-7", seconds = -120))
         }
         assertEquals(401, expired.error.httpStatusCode, expired.message)
+        val malformed = assertThrows(AppException::class.java) { app(server, "device6").logInJwt("not-a-jwt") }
+        assertEquals(ErrorCode.RLM_ERR_AUTH_ERROR, malformed.error.code, malformed.message)
 
         val r = realm(user, "ext-shared")
         r.write { create("Task", BsonObjectId(), "title" to "custom token user") }

@@ -49,7 +49,7 @@ class BasicSyncTest : CompatTest() {
 
         // Core's log: the sync URL it derived from the location answer, and the negotiated version.
         val ws = if (server.options.tls) "wss://localhost" else "ws://127.0.0.1"
-        val log = work.resolve("realm-core.log").toFile().readText()
+        val log = coreLog()
         assertTrue(log.contains("Connecting to '$ws:${server.port}/api/client/v2.0/app/${server.appId}/realm-sync'"), "core connected to the sync route")
         assertTrue(log.contains("Negotiated protocol version: 14"), "protocol 14 negotiated")
         return apps
@@ -80,7 +80,7 @@ class BasicSyncTest : CompatTest() {
         r.write { create("Task", BsonObjectId(), "title" to "stays local") }
         val failed = assertThrows(AssertionError::class.java) { r.waitForUpload(5) }
         assertTrue(failed.message!!.contains("did not complete"), failed.message)
-        val log = work.resolve("realm-core.log").toFile().readText()
+        val log = coreLog()
         assertTrue(log.contains("TLS handshake failed: OpenSSL error: certificate verify failed"), "core's reason")
         assertTrue(user.isLoggedIn, "a TLS failure is not an auth failure")
         assertTrue(r.errors.none { it.isFatal }, r.errors.map { describe(it) }.toString())

@@ -57,6 +57,12 @@ abstract class CompatTest {
         log = null
     }
 
+    /** realm-core's log of this test so far. */
+    fun coreLog(): String {
+        RealmLog.flush()
+        return work.resolve("realm-core.log").toFile().readText()
+    }
+
     /** Runs [body] with a [Resources] that is closed when it returns or throws. */
     fun compat(body: Resources.() -> Unit) = Resources().use { it.body() }
 

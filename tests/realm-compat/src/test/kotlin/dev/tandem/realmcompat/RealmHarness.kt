@@ -124,6 +124,11 @@ object RealmLog {
         }
     }
 
+    /** Writes out what the current sink buffered (before reading the file mid-test). */
+    fun flush() {
+        sink?.flush()
+    }
+
     private class Sink(private val out: BufferedWriter) {
         private var lines = 0L
         private var dropped = 0L
@@ -137,6 +142,9 @@ object RealmLog {
             lines += 1
             out.write("${System.currentTimeMillis()} [$level] $category: $message\n")
         }
+
+        @Synchronized
+        fun flush() = out.flush()
 
         @Synchronized
         fun close() {
@@ -342,6 +350,9 @@ class RealmUser(val app: RealmApp, val pointer: NativePointer<RealmUserT>) {
 
     /** The identities' providers from the profile (`anon-user` is RLM_AUTH_PROVIDER_ANONYMOUS). */
     val providers: List<AuthProvider> get() = RealmInterop.realm_user_get_all_identities(pointer).map { it.provider }
+
+    /** The profile's `data` as core stores it (a JSON document string). */
+    val profile: String get() = RealmInterop.realm_user_get_profile(pointer)
 
     /** The access token's `exp` claim (Unix seconds), decoded the way core reads it. */
     val accessTokenExp: Long get() = jwtClaim(accessToken, "exp")?.toLong() ?: error("no exp in access token")

@@ -53,6 +53,29 @@ class RestartTest : CompatTest() {
     }
 
     @Test
+    fun `a server killed while uploads are in flight loses nothing the client committed`() = compat {
+        val server = server()
+        val app = app(server, "a")
+        val a = realm(app.logInAnonymous(), "inflight")
+        val ids = (0 until 200).map { BsonObjectId() }
+        // Ten commits of 20 objects; the server dies after the fifth, without waiting for acks.
+        ids.chunked(20).forEachIndexed { i, chunk ->
+            a.write { chunk.forEach { id -> create("Task", id, "title" to "obj $id", "count" to i.toLong()) } }
+            if (i == 4) server.kill()
+        }
+        server.start()
+        app.reconnect()
+        a.waitForUpload(60)
+
+        val b = realm(app(server, "b").logInAnonymous(), "inflight")
+        b.sync(60)
+        b.read {
+            assertEquals(200L, count("Task"))
+            ids.forEach { id -> assertEquals("obj $id", value(get("Task", id), "title")) }
+        }
+    }
+
+    @Test
     fun `a server restored from an older backup makes the client reset and recover its unsynced change`() = compat {
         val server = server()
         val app = app(server, "a")
