@@ -168,6 +168,23 @@ impl Harness {
         login
     }
 
+    /// POST /auth/session: a new access token for this refresh token.
+    async fn refresh(&self, refresh: &str) -> Reply {
+        self.call("POST", "/api/client/v2.0/auth/session", Some(refresh), None)
+            .await
+    }
+
+    /// DELETE /auth/session: log this refresh token's session out.
+    async fn logout(&self, refresh: &str) -> Reply {
+        self.call(
+            "DELETE",
+            "/api/client/v2.0/auth/session",
+            Some(refresh),
+            None,
+        )
+        .await
+    }
+
     async fn profile(&self, access: &str) -> Reply {
         self.call("GET", "/api/client/v2.0/auth/profile", Some(access), None)
             .await
@@ -259,57 +276,26 @@ async fn anonymous_login_profile_refresh_logout() {
     assert_eq!(profile.body["data"], json!({}));
 
     // A refresh token gets a new access token; an access token is not a refresh token.
-    let refreshed = h
-        .call(
-            "POST",
-            "/api/client/v2.0/auth/session",
-            Some(&first.refresh),
-            None,
-        )
-        .await;
+    let refreshed = h.refresh(&first.refresh).await;
     assert_eq!(refreshed.status, StatusCode::CREATED);
     let access = refreshed.body["access_token"].as_str().unwrap();
     assert_eq!(claims(access)["sub"], first.user_id.as_str());
     assert!(h.app.verify_access_token(access).is_ok());
-    h.call(
-        "POST",
-        "/api/client/v2.0/auth/session",
-        Some(&first.access),
-        None,
-    )
-    .await
-    .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
+    h.refresh(&first.access)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
     assert!(matches!(
         h.app.verify_access_token(&first.refresh),
         Err(AccessTokenError::Invalid(_))
     ));
 
     // Logout ends the session: the refresh token stops working; logging out again is fine.
-    let out = h
-        .call(
-            "DELETE",
-            "/api/client/v2.0/auth/session",
-            Some(&first.refresh),
-            None,
-        )
-        .await;
+    let out = h.logout(&first.refresh).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
-    h.call(
-        "POST",
-        "/api/client/v2.0/auth/session",
-        Some(&first.refresh),
-        None,
-    )
-    .await
-    .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
-    let again = h
-        .call(
-            "DELETE",
-            "/api/client/v2.0/auth/session",
-            Some(&first.refresh),
-            None,
-        )
-        .await;
+    h.refresh(&first.refresh)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
+    let again = h.logout(&first.refresh).await;
     assert_eq!(again.status, StatusCode::NO_CONTENT);
     // The anonymous user had no other session: it is gone with its access token.
     assert!(matches!(
@@ -317,27 +303,18 @@ async fn anonymous_login_profile_refresh_logout() {
         Err(AccessTokenError::Invalid(_))
     ));
     // The other user's session is untouched.
-    let other = h
-        .call(
-            "POST",
-            "/api/client/v2.0/auth/session",
-            Some(&second.refresh),
-            None,
-        )
-        .await;
+    let other = h.refresh(&second.refresh).await;
     assert_eq!(other.status, StatusCode::CREATED);
 
     for bad in ["", "garbage", "a.b.c"] {
-        h.call("POST", "/api/client/v2.0/auth/session", Some(bad), None)
-            .await
-            .expect_error(
-                StatusCode::UNAUTHORIZED,
-                if bad.is_empty() {
-                    "MissingAuthReq"
-                } else {
-                    "InvalidSession"
-                },
-            );
+        h.refresh(bad).await.expect_error(
+            StatusCode::UNAUTHORIZED,
+            if bad.is_empty() {
+                "MissingAuthReq"
+            } else {
+                "InvalidSession"
+            },
+        );
     }
     h.call("GET", "/api/client/v2.0/auth/profile", None, None)
         .await
@@ -398,14 +375,9 @@ async fn deleting_a_user_invalidates_its_tokens() {
     h.profile(&login.access)
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
-    h.call(
-        "POST",
-        "/api/client/v2.0/auth/session",
-        Some(&login.refresh),
-        None,
-    )
-    .await
-    .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
+    h.refresh(&login.refresh)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
 }
 
 #[tokio::test]
@@ -462,31 +434,12 @@ async fn email_password_registration_and_login() {
         .await;
     assert_eq!(ann.user_id, again.user_id);
     // Logging one session out leaves the user and its other session alone.
-    let out = h
-        .call(
-            "DELETE",
-            "/api/client/v2.0/auth/session",
-            Some(&ann.refresh),
-            None,
-        )
-        .await;
+    let out = h.logout(&ann.refresh).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
-    h.call(
-        "POST",
-        "/api/client/v2.0/auth/session",
-        Some(&ann.refresh),
-        None,
-    )
-    .await
-    .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
-    let other = h
-        .call(
-            "POST",
-            "/api/client/v2.0/auth/session",
-            Some(&again.refresh),
-            None,
-        )
-        .await;
+    h.refresh(&ann.refresh)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "InvalidSession");
+    let other = h.refresh(&again.refresh).await;
     assert_eq!(other.status, StatusCode::CREATED);
     assert!(h.app.verify_access_token(&ann.access).is_ok());
     let profile = h.profile(&ann.access).await;
@@ -954,14 +907,7 @@ async fn users_sessions_and_accounts_survive_reopening() {
         app,
         _dir: Dir(PathBuf::new()),
     };
-    let reply = h
-        .call(
-            "POST",
-            "/api/client/v2.0/auth/session",
-            Some(&refresh),
-            None,
-        )
-        .await;
+    let reply = h.refresh(&refresh).await;
     assert_eq!(reply.status, StatusCode::CREATED);
     h.logged_in(
         "local-userpass",
