@@ -220,7 +220,12 @@ impl<'db> WriteTransaction<'db> {
     }
 
     /// Applies instructions built into `self.changeset`'s string table and keeps them.
+    ///
+    /// Dictionary keys realm-core refuses are refused first, as `InvalidArgument`, and nothing
+    /// is written ([`crate::model::check_dictionary_key`]).
     fn run(&mut self, instructions: Vec<Instruction>) -> Result<(), StoreError> {
+        crate::state::checks::dictionary_keys(self.schemas(), &self.changeset, &instructions)
+            .map_err(|(_, reason)| StoreError::InvalidArgument(reason))?;
         let changeset = std::mem::take(&mut self.changeset);
         let (conn, schemas) = self.parts();
         let result = apply_instructions(conn, schemas, &changeset, &instructions);
