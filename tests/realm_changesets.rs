@@ -664,7 +664,7 @@ fn all_types(id: &str, variant: usize) -> Json {
         o.insert(format!("{name}_set"), as_set(set_items.clone()));
         o.insert(
             format!("{name}_dict"),
-            json!({"a": pick(0), "b.c": pick(1), "ü": pick(2)}),
+            json!({"a": pick(0), "b c": pick(1), "ü": pick(2)}),
         );
         o.insert(format!("{name}_opt_list"), json!([pick(1), null, pick(2)]));
         let mut opt_set = set_items;
