@@ -122,6 +122,22 @@ fn required_float_and_double_read_plus_zero_after_a_minus_zero_set() {
     assert_eq!(field(&db, "d"), Field::Value(d(NZ)));
     write(&db, |tx| tx.set("T", &K, "d", Value::Double(0.0)).unwrap());
     assert_eq!(field(&db, "d"), Field::Value(d(NZ)));
+    // Creating an object with the values (one INSERT) reads as CreateObject then Update does.
+    let k2 = PrimaryKey::Int(2);
+    write(&db, |tx| {
+        let values = [
+            ("f", Value::Float(-0.0)),
+            ("d", Value::Double(-0.0)),
+            ("of", Value::Float(-0.0)),
+            ("m", Value::Double(-0.0)),
+        ];
+        tx.create("T", k2.clone(), &values).unwrap()
+    });
+    let fields = &state(&db).objects["T"][&Key::Int(2)].fields;
+    assert_eq!(fields["f"], Field::Value(f(PZF)));
+    assert_eq!(fields["d"], Field::Value(d(PZ)));
+    assert_eq!(fields["of"], Field::Value(f(NZF)));
+    assert_eq!(fields["m"], Field::Value(d(NZ)));
 }
 
 #[test]

@@ -418,9 +418,17 @@ impl<'db> WriteTransaction<'db> {
                 {
                     return Ok(false);
                 }
-                let Ok(v) = check_scalar(column, payload, &self.changeset) else {
+                let Ok(mut v) = check_scalar(column, payload, &self.changeset) else {
                     return Ok(false);
                 };
+                // As CreateObject then Update would: a required float or double starts at +0.0,
+                // which realm-core keeps over a -0.0 (Val::realm_keeps).
+                if !column.nullable {
+                    let default = Val::default_for(column.value_type);
+                    if default.realm_keeps(&v) {
+                        v = default;
+                    }
+                }
                 let (sql, kind) = store_value(column, &v);
                 cache_key.push('\0');
                 cache_key.push_str(prop);
