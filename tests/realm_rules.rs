@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 
-use tandem::model::{ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value};
+use tandem::model::{
+    ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
+};
 use tandem::state::{Element, Field, Key, State, Val};
 use tandem::store::{Config, Database, PathStep, StoreError};
 
@@ -167,10 +169,13 @@ fn nullable_and_mixed_keep_minus_zero_written_over_null() {
 fn list_elements_keep_inserted_minus_zero_and_a_set_keeps_the_stored_zero() {
     let db = open("lists");
     write(&db, |tx| {
-        tx.list_insert("T", &K, "fl", 0, Value::Float(-0.0)).unwrap();
+        tx.list_insert("T", &K, "fl", 0, Value::Float(-0.0))
+            .unwrap();
         tx.list_insert("T", &K, "fl", 1, Value::Float(0.0)).unwrap();
-        tx.list_insert("T", &K, "odl", 0, Value::Double(-0.0)).unwrap();
-        tx.list_insert("T", &K, "ml", 0, Value::Double(0.0)).unwrap();
+        tx.list_insert("T", &K, "odl", 0, Value::Double(-0.0))
+            .unwrap();
+        tx.list_insert("T", &K, "ml", 0, Value::Double(0.0))
+            .unwrap();
     });
     let list = |db: &Database, name: &str| match field(db, name) {
         Field::List(l) => l,
@@ -203,9 +208,11 @@ fn list_elements_keep_inserted_minus_zero_and_a_set_keeps_the_stored_zero() {
 fn dictionary_values_keep_the_stored_zero_of_an_existing_key() {
     let db = open("dicts");
     write(&db, |tx| {
-        tx.dict_set("T", &K, "dd", "n", Value::Double(-0.0)).unwrap();
+        tx.dict_set("T", &K, "dd", "n", Value::Double(-0.0))
+            .unwrap();
         tx.dict_set("T", &K, "dd", "p", Value::Double(0.0)).unwrap();
-        tx.dict_set("T", &K, "md", "n", Value::Double(-0.0)).unwrap();
+        tx.dict_set("T", &K, "md", "n", Value::Double(-0.0))
+            .unwrap();
     });
     let dict = |db: &Database, name: &str| match field(db, name) {
         Field::Dictionary(m) => m,
@@ -216,7 +223,8 @@ fn dictionary_values_keep_the_stored_zero_of_an_existing_key() {
     assert_eq!(dd["p"], Element::Value(d(PZ)));
     write(&db, |tx| {
         tx.dict_set("T", &K, "dd", "n", Value::Double(0.0)).unwrap();
-        tx.dict_set("T", &K, "dd", "p", Value::Double(-0.0)).unwrap();
+        tx.dict_set("T", &K, "dd", "p", Value::Double(-0.0))
+            .unwrap();
         tx.dict_set("T", &K, "md", "n", Value::Double(0.0)).unwrap();
     });
     let dd = dict(&db, "dd");
@@ -226,7 +234,8 @@ fn dictionary_values_keep_the_stored_zero_of_an_existing_key() {
     // Erased and set again: a new entry takes the written bits.
     write(&db, |tx| {
         tx.dict_erase("T", &K, "dd", "p").unwrap();
-        tx.dict_set("T", &K, "dd", "p", Value::Double(-0.0)).unwrap();
+        tx.dict_set("T", &K, "dd", "p", Value::Double(-0.0))
+            .unwrap();
     });
     assert_eq!(dict(&db, "dd")["p"], Element::Value(d(NZ)));
 }
@@ -271,14 +280,32 @@ fn dictionary_keys_realm_core_refuses_are_refused_and_write_nothing() {
     let instructions = tx.changeset().instructions.len();
     type Op = Box<dyn Fn(&mut tandem::store::WriteTransaction<'_>, &str) -> Result<(), StoreError>>;
     let ops: Vec<(&str, Op)> = vec![
-        ("dict_set", Box::new(|tx, k| tx.dict_set("T", &K, "sd", k, Value::String("v".into())))),
-        ("dict_set mixed", Box::new(|tx, k| tx.dict_set("T", &K, "md", k, Value::Int(1)))),
-        ("dict_erase", Box::new(|tx, k| tx.dict_erase("T", &K, "sd", k))),
-        ("embedded dict", Box::new(|tx, k| tx.create_embedded_at("T", &K, "ed", &[name(k)]))),
+        (
+            "dict_set",
+            Box::new(|tx, k| tx.dict_set("T", &K, "sd", k, Value::String("v".into()))),
+        ),
+        (
+            "dict_set mixed",
+            Box::new(|tx, k| tx.dict_set("T", &K, "md", k, Value::Int(1))),
+        ),
+        (
+            "dict_erase",
+            Box::new(|tx, k| tx.dict_erase("T", &K, "sd", k)),
+        ),
+        (
+            "embedded dict",
+            Box::new(|tx, k| tx.create_embedded_at("T", &K, "ed", &[name(k)])),
+        ),
         (
             "dict in an embedded object",
             Box::new(|tx, k| {
-                tx.set_at("T", &K, "e", &[name("inner"), name(k)], Value::String("v".into()))
+                tx.set_at(
+                    "T",
+                    &K,
+                    "e",
+                    &[name("inner"), name(k)],
+                    Value::String("v".into()),
+                )
             }),
         ),
         (
@@ -296,13 +323,24 @@ fn dictionary_keys_realm_core_refuses_are_refused_and_write_nothing() {
         (
             "path through a dictionary key",
             Box::new(|tx, k| {
-                tx.set_at("T", &K, "ed", &[name(k), name("inner"), name("x")], Value::String("v".into()))
+                tx.set_at(
+                    "T",
+                    &K,
+                    "ed",
+                    &[name(k), name("inner"), name("x")],
+                    Value::String("v".into()),
+                )
             }),
         ),
     ];
     let mut cases = 0;
     for (what, op) in &ops {
-        for (key, rule) in [("$a", "must not start with '$'"), ("b.c", "must not contain '.'"), (".", "must not contain '.'"), ("$", "must not start with '$'")] {
+        for (key, rule) in [
+            ("$a", "must not start with '$'"),
+            ("b.c", "must not contain '.'"),
+            (".", "must not contain '.'"),
+            ("$", "must not start with '$'"),
+        ] {
             match op(&mut tx, key) {
                 Err(StoreError::InvalidArgument(message)) => {
                     assert!(message.contains(&format!("{key:?}")), "{what}: {message}");
@@ -320,7 +358,13 @@ fn dictionary_keys_realm_core_refuses_are_refused_and_write_nothing() {
     assert_eq!(db.history().unwrap().len(), history);
     // A field name of an embedded object is no dictionary key: ordinary writes still work.
     write(&db, |tx| {
-        tx.set_at("T", &K, "ed", &[name("ok"), name("inner"), name("k")], Value::String("v".into()))
-            .unwrap()
+        tx.set_at(
+            "T",
+            &K,
+            "ed",
+            &[name("ok"), name("inner"), name("k")],
+            Value::String("v".into()),
+        )
+        .unwrap()
     });
 }

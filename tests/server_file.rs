@@ -310,7 +310,13 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
                 },
             })
         };
-        let i = column(cs, e, "inner", ColumnType::Value(PayloadType::String), false);
+        let i = column(
+            cs,
+            e,
+            "inner",
+            ColumnType::Value(PayloadType::String),
+            false,
+        );
         cs.push(i);
         let i = column(cs, t, "sd", ColumnType::Value(PayloadType::String), false);
         cs.push(i);
@@ -355,10 +361,16 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
 
     type Bad = fn(&mut Changeset, &dyn Fn(&mut Changeset, &str, &[&str], Payload));
     let bads: [(&str, Bad); 5] = [
-        ("set '.'", |cs, u| u(cs, "sd", &["b.c"], Payload::String("x".into()))),
-        ("set '$'", |cs, u| u(cs, "sd", &["$b"], Payload::String("x".into()))),
+        ("set '.'", |cs, u| {
+            u(cs, "sd", &["b.c"], Payload::String("x".into()))
+        }),
+        ("set '$'", |cs, u| {
+            u(cs, "sd", &["$b"], Payload::String("x".into()))
+        }),
         ("erase", |cs, u| u(cs, "sd", &["$b"], Payload::Erased)),
-        ("embedded value", |cs, u| u(cs, "ed", &["a.b"], Payload::ObjectValue)),
+        ("embedded value", |cs, u| {
+            u(cs, "ed", &["a.b"], Payload::ObjectValue)
+        }),
         ("path through a key", |cs, u| {
             u(cs, "ed", &["$k", "inner", "x"], Payload::String("x".into()))
         }),
@@ -371,7 +383,12 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
         let mut second = Changeset::new();
         bad(&mut second, &update);
         let mut nested = Changeset::new();
-        update(&mut nested, "ed", &["k", "inner", "."], Payload::String("x".into()));
+        update(
+            &mut nested,
+            "ed",
+            &["k", "inner", "."],
+            Payload::String("x".into()),
+        );
         for upload in [
             vec![entry(1, &alone)],
             vec![entry(1, &good), entry(2, &second)],
@@ -380,12 +397,21 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
             let err = server.integrate_upload(client, &upload).unwrap_err();
             assert_eq!(err.code, ErrorCode::BadChangeset, "{what}: {err:?}");
             assert!(err.message.contains("dictionary key"), "{what}: {err:?}");
-            assert_eq!((server.latest_version(), server.state().clone()), before, "{what}");
+            assert_eq!(
+                (server.latest_version(), server.state().clone()),
+                before,
+                "{what}"
+            );
         }
     }
     // The good changeset alone integrates; an embedded field name is no dictionary key.
     let mut inner = Changeset::new();
-    update(&mut inner, "ed", &["k", "inner", "x"], Payload::String("v".into()));
+    update(
+        &mut inner,
+        "ed",
+        &["k", "inner", "x"],
+        Payload::String("v".into()),
+    );
     server
         .integrate_upload(client, &[entry(1, &good), entry(2, &inner)])
         .unwrap();

@@ -406,7 +406,9 @@ impl State {
                         let v = scalar_for(column, &set.value, cs)?;
                         // realm-core's sets find elements by `==`: a ±0.0 finds a stored ∓0.0.
                         let found = match v.other_zero() {
-                            Some(twin) => elements.binary_search(&twin).or_else(|_| elements.binary_search(&v)),
+                            Some(twin) => elements
+                                .binary_search(&twin)
+                                .or_else(|_| elements.binary_search(&v)),
                             None => elements.binary_search(&v),
                         };
                         match (found, insert) {

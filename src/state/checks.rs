@@ -186,9 +186,7 @@ pub(crate) fn dictionary_keys(
             }
             Instruction::EraseTable { table } => {
                 if let Some(name) = cs.string(*table) {
-                    changed
-                        .get_or_insert_with(|| schemas.clone())
-                        .remove(name);
+                    changed.get_or_insert_with(|| schemas.clone()).remove(name);
                 }
             }
             Instruction::EraseColumn { table, field } => {
