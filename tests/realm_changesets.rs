@@ -664,7 +664,7 @@ fn all_types(id: &str, variant: usize) -> Json {
         o.insert(format!("{name}_set"), as_set(set_items.clone()));
         o.insert(
             format!("{name}_dict"),
-            json!({"a": pick(0), "b.c": pick(1), "ü": pick(2)}),
+            json!({"a": pick(0), "b c": pick(1), "ü": pick(2)}),
         );
         o.insert(format!("{name}_opt_list"), json!([pick(1), null, pick(2)]));
         let mut opt_set = set_items;
@@ -788,7 +788,15 @@ fn assert_same(actual: &str, expected: &str, what: &str) {
 /// The expected canonical text of `AllTypes[id]`.
 fn expected(id: &str) -> String {
     let variant = IDS.iter().position(|i| *i == id).unwrap();
-    peer::json_text(&all_types(id, variant))
+    let mut o = all_types(id, variant);
+    // realm-core keeps a required float's or double's +0.0 when -0.0 is set over it (the
+    // written value compares equal: BasicArray<T>::set), so both replicas read +0.0 there.
+    for (name, zero) in [("float", "80000000"), ("double", "8000000000000000")] {
+        if o[name][name] == zero {
+            o[name] = json!({ name: "0".repeat(zero.len()) });
+        }
+    }
+    peer::json_text(&o)
 }
 
 /// A server file to which a realm-core client uploaded the peer schema, then `objects` written

@@ -269,3 +269,152 @@ fn bad_input_is_refused_and_harms_no_one() {
     bad.download(&server);
     assert_eq!(&bad.state, server.state());
 }
+
+/// An upload that writes, erases or passes through a dictionary key realm-core refuses ('$'
+/// first, '.' anywhere; src/realm/dictionary.cpp) is refused as a bad changeset (212) and
+/// integrates nothing, not even its earlier good changesets: a realm-core client that
+/// downloaded the key would abort.
+#[test]
+fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
+    use tandem::changeset::{
+        AddColumn, AddTable, ColumnCollection, ColumnType, FieldPath, Instruction, PathElement,
+        Payload, PayloadType, PrimaryKey, PrimaryKeySpec, TableKind, Update,
+    };
+    let path = temp("dictkeys");
+    let mut server = ServerFile::open(&path).unwrap();
+    let client = Client::new(&mut server).ident;
+    // T(_id int) { sd: dictionary<string>, ed: dictionary<E?>, m: mixed }, E { inner: dictionary<string> }
+    let schema = |cs: &mut Changeset| {
+        let (t, e, id) = (cs.intern("T"), cs.intern("E"), cs.intern("_id"));
+        cs.push(Instruction::AddTable(AddTable {
+            table: e,
+            kind: TableKind::Embedded,
+        }));
+        cs.push(Instruction::AddTable(AddTable {
+            table: t,
+            kind: TableKind::TopLevel(PrimaryKeySpec {
+                field: id,
+                key_type: PayloadType::Int,
+                nullable: false,
+            }),
+        }));
+        let column = |cs: &mut Changeset, table, name: &str, column_type, nullable| {
+            let field = cs.intern(name);
+            Instruction::AddColumn(AddColumn {
+                table,
+                field,
+                column_type,
+                nullable,
+                collection: ColumnCollection::Dictionary {
+                    key_type: PayloadType::String,
+                },
+            })
+        };
+        let i = column(
+            cs,
+            e,
+            "inner",
+            ColumnType::Value(PayloadType::String),
+            false,
+        );
+        cs.push(i);
+        let i = column(cs, t, "sd", ColumnType::Value(PayloadType::String), false);
+        cs.push(i);
+        let i = column(cs, t, "ed", ColumnType::Link { target_table: e }, true);
+        cs.push(i);
+        cs.push(Instruction::CreateObject {
+            table: t,
+            object: PrimaryKey::Int(1),
+        });
+    };
+    let update = |cs: &mut Changeset, field: &str, steps: &[&str], value: Payload| {
+        let (table, field) = (cs.intern("T"), cs.intern(field));
+        let path = steps
+            .iter()
+            .map(|s| PathElement::Key(cs.intern(s)))
+            .collect();
+        cs.push(Instruction::Update(Update {
+            path: FieldPath {
+                table,
+                object: PrimaryKey::Int(1),
+                field,
+                path,
+            },
+            value,
+            is_default: false,
+            prior_size: 0,
+        }));
+    };
+    let entry = |version: u64, cs: &Changeset| UploadEntry {
+        client_version: version,
+        last_integrated_server_version: 0,
+        origin_timestamp: 0,
+        origin_file_ident: 0,
+        changeset: cs.encode(),
+    };
+    let mut good = Changeset::new();
+    schema(&mut good);
+    update(&mut good, "sd", &["a$"], Payload::String("ok".into()));
+    update(&mut good, "sd", &[""], Payload::String("ok".into()));
+    update(&mut good, "ed", &["k"], Payload::ObjectValue);
+    let before = (server.latest_version(), server.state().clone());
+
+    type Bad = fn(&mut Changeset, &dyn Fn(&mut Changeset, &str, &[&str], Payload));
+    let bads: [(&str, Bad); 5] = [
+        ("set '.'", |cs, u| {
+            u(cs, "sd", &["b.c"], Payload::String("x".into()))
+        }),
+        ("set '$'", |cs, u| {
+            u(cs, "sd", &["$b"], Payload::String("x".into()))
+        }),
+        ("erase", |cs, u| u(cs, "sd", &["$b"], Payload::Erased)),
+        ("embedded value", |cs, u| {
+            u(cs, "ed", &["a.b"], Payload::ObjectValue)
+        }),
+        ("path through a key", |cs, u| {
+            u(cs, "ed", &["$k", "inner", "x"], Payload::String("x".into()))
+        }),
+    ];
+    for (what, bad) in bads {
+        // In the same changeset as the schema, and as a second changeset of the same upload.
+        let mut alone = Changeset::new();
+        schema(&mut alone);
+        bad(&mut alone, &update);
+        let mut second = Changeset::new();
+        bad(&mut second, &update);
+        let mut nested = Changeset::new();
+        update(
+            &mut nested,
+            "ed",
+            &["k", "inner", "."],
+            Payload::String("x".into()),
+        );
+        for upload in [
+            vec![entry(1, &alone)],
+            vec![entry(1, &good), entry(2, &second)],
+            vec![entry(1, &good), entry(2, &nested)],
+        ] {
+            let err = server.integrate_upload(client, &upload).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadChangeset, "{what}: {err:?}");
+            assert!(err.message.contains("dictionary key"), "{what}: {err:?}");
+            assert_eq!(
+                (server.latest_version(), server.state().clone()),
+                before,
+                "{what}"
+            );
+        }
+    }
+    // The good changeset alone integrates; an embedded field name is no dictionary key.
+    let mut inner = Changeset::new();
+    update(
+        &mut inner,
+        "ed",
+        &["k", "inner", "x"],
+        Payload::String("v".into()),
+    );
+    server
+        .integrate_upload(client, &[entry(1, &good), entry(2, &inner)])
+        .unwrap();
+    assert_eq!(server.latest_version(), before.0 + 2);
+    assert_eq!(ServerFile::open(&path).unwrap().state(), server.state());
+}

@@ -403,6 +403,28 @@ impl ServerFile {
         entries: &[UploadEntry],
     ) -> Result<Integrated, ProtocolError> {
         let mut done = self.integrated_client_version(client, self.latest)?;
+        // An upload with a dictionary key realm-core refuses integrates nothing: a realm-core
+        // replica that downloaded the key would abort (crate::model::check_dictionary_key).
+        // The schema follows the upload's own schema instructions from entry to entry.
+        let mut schemas = std::borrow::Cow::Borrowed(&self.state.schemas);
+        for entry in entries.iter().filter(|e| e.client_version > done) {
+            let Ok(cs) = entry.to_changeset(client) else {
+                break; // integrate_one refuses it
+            };
+            let changed = crate::state::checks::dictionary_keys(&schemas, &cs, &cs.instructions)
+                .map_err(|(index, reason)| {
+                    ProtocolError::new(
+                        ErrorCode::BadChangeset,
+                        format!(
+                            "changeset {} instruction {index}: {reason}",
+                            entry.client_version
+                        ),
+                    )
+                })?;
+            if let Some(changed) = changed {
+                schemas = std::borrow::Cow::Owned(changed);
+            }
+        }
         let mut reciprocal = self.reciprocal.remove(&client).unwrap_or_default();
         let mut appended: Vec<Changeset> = Vec::new();
         let mut refused = None;

@@ -246,7 +246,10 @@ impl State {
                         {
                             return Ok(());
                         }
-                        list[i] = element_from(schemas, column, value, cs)?;
+                        let element = element_from(schemas, column, value, cs)?;
+                        if !keeps(&list[i], &element) {
+                            list[i] = element;
+                        }
                         Ok(())
                     }
                     Slot::Entry { dict, key, column } => {
@@ -258,7 +261,9 @@ impl State {
                                 if matches!(dict.get(&key), Some(Element::Embedded(_))) => {}
                             _ => {
                                 let element = element_from(schemas, column, value, cs)?;
-                                dict.insert(key, element);
+                                if !dict.get(&key).is_some_and(|old| keeps(old, &element)) {
+                                    dict.insert(key, element);
+                                }
                             }
                         }
                         Ok(())
@@ -399,7 +404,14 @@ impl State {
                         column,
                     } => {
                         let v = scalar_for(column, &set.value, cs)?;
-                        match (elements.binary_search(&v), insert) {
+                        // realm-core's sets find elements by `==`: a ±0.0 finds a stored ∓0.0.
+                        let found = match v.other_zero() {
+                            Some(twin) => elements
+                                .binary_search(&twin)
+                                .or_else(|_| elements.binary_search(&v)),
+                            None => elements.binary_search(&v),
+                        };
+                        match (found, insert) {
                             (Err(at), true) => elements.insert(at, v),
                             (Ok(at), false) => {
                                 elements.remove(at);
@@ -645,10 +657,19 @@ fn set_field(
         }
         (Some(_), _) => bad("an embedded object field takes ObjectValue or null"),
         (None, _) => {
-            *field = Field::Value(scalar_for(column, value, cs)?);
+            let new = scalar_for(column, value, cs)?;
+            if !matches!(field, Field::Value(old) if old.realm_keeps(&new)) {
+                *field = Field::Value(new);
+            }
             Ok(())
         }
     }
+}
+
+/// Whether an Update of a list element or dictionary value keeps the stored element
+/// ([`Val::realm_keeps`]: realm-core's `Lst::set` and `Dictionary::insert` skip equal values).
+fn keeps(old: &Element, new: &Element) -> bool {
+    matches!((old, new), (Element::Value(old), Element::Value(new)) if old.realm_keeps(new))
 }
 
 /// Runs `f` on every object of `table`, top-level or embedded anywhere.

@@ -3,9 +3,10 @@
 
 use super::{ColumnSpec, Key, Schemas, TableSpec};
 use crate::changeset::{
-    AddColumn, AddTable, Changeset, CollectionType, ColumnCollection, ColumnType, InternString,
-    PayloadType, PrimaryKey, TableKind,
+    AddColumn, AddTable, Changeset, CollectionType, ColumnCollection, ColumnType, FieldPath,
+    Instruction, InternString, PathElement, PayloadType, PrimaryKey, TableKind,
 };
+use crate::model::check_dictionary_key;
 
 /// Why an instruction is refused.
 pub(crate) enum Refusal {
@@ -133,5 +134,122 @@ pub(crate) fn create_target(
         Err(Refusal::Bad(format!(
             "CreateObject: key {key} does not fit the {pk_type:?} primary key of {table}"
         )))
+    }
+}
+
+/// Checks every dictionary key that `instructions` write, erase or pass through against
+/// realm-core's rule ([`crate::model::check_dictionary_key`]), so that nothing realm-core would
+/// refuse (and abort on, when it arrives in a download) is ever written locally or accepted
+/// from an upload. Used by the store's local writes and by the server before it integrates an
+/// upload.
+///
+/// A key step of a path is a dictionary key when it follows a dictionary property (the key
+/// itself, even when the path goes on into an embedded object stored there) or lies anywhere
+/// below a mixed property (realm-core's nested dictionaries); a key step inside an embedded
+/// object names its field and is not checked. `schemas` is the schema before the
+/// instructions; their own AddTable / AddColumn / EraseTable / EraseColumn are followed. A path
+/// through a table or column the schema does not have is left to the applier, which refuses
+/// it.
+///
+/// Ok holds the schema after the instructions when they change it (to check a following
+/// changeset against); Err holds the index of the first offending instruction and the reason,
+/// naming the table, field and key.
+pub(crate) fn dictionary_keys(
+    schemas: &Schemas,
+    cs: &Changeset,
+    instructions: &[Instruction],
+) -> Result<Option<Schemas>, (usize, String)> {
+    // The schema as the instructions change it, copied only when one does.
+    let mut changed: Option<Schemas> = None;
+    for (index, instruction) in instructions.iter().enumerate() {
+        let current = changed.as_ref().unwrap_or(schemas);
+        match instruction {
+            Instruction::AddTable(add) => {
+                if let Ok(Some((name, spec))) = new_table(current, cs, add) {
+                    let next = changed.get_or_insert_with(|| schemas.clone());
+                    next.insert(
+                        name,
+                        super::TableSchema {
+                            spec,
+                            columns: Default::default(),
+                        },
+                    );
+                }
+            }
+            Instruction::AddColumn(add) => {
+                if let Ok(Some((table, field, column))) = new_column(current, cs, add) {
+                    let next = changed.get_or_insert_with(|| schemas.clone());
+                    if let Some(schema) = next.get_mut(&table) {
+                        schema.columns.insert(field, column);
+                    }
+                }
+            }
+            Instruction::EraseTable { table } => {
+                if let Some(name) = cs.string(*table) {
+                    changed.get_or_insert_with(|| schemas.clone()).remove(name);
+                }
+            }
+            Instruction::EraseColumn { table, field } => {
+                if let (Some(table), Some(field)) = (cs.string(*table), cs.string(*field)) {
+                    if let Some(schema) = changed
+                        .get_or_insert_with(|| schemas.clone())
+                        .get_mut(table)
+                    {
+                        schema.columns.remove(field);
+                    }
+                }
+            }
+            other => {
+                if let Some(path) = other.field_path() {
+                    path_keys(current, cs, path).map_err(|reason| (index, reason))?;
+                }
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// The dictionary keys of one path (see [`dictionary_keys`]).
+fn path_keys(schemas: &Schemas, cs: &Changeset, path: &FieldPath) -> Result<(), String> {
+    let (Some(mut table), Some(mut field)) = (cs.string(path.table), cs.string(path.field)) else {
+        return Ok(());
+    };
+    let mut steps = path.path.iter();
+    loop {
+        let Some(column) = schemas.get(table).and_then(|s| s.columns.get(field)) else {
+            return Ok(());
+        };
+        let check = |step: &PathElement| match step {
+            PathElement::Key(k) => match cs.string(*k) {
+                Some(key) => check_dictionary_key(key).map_err(|e| format!("{table}.{field}: {e}")),
+                None => Ok(()),
+            },
+            PathElement::Index(_) => Ok(()),
+        };
+        if column.value_type == PayloadType::Null {
+            // Below a mixed property every key step is a key of a nested dictionary.
+            return steps.try_for_each(check);
+        }
+        match column.collection {
+            CollectionType::Dictionary | CollectionType::List => match steps.next() {
+                Some(step) => check(step)?,
+                None => return Ok(()),
+            },
+            CollectionType::Single | CollectionType::Set => {}
+        }
+        // What follows names a field of an embedded object stored here, if any.
+        let Some(target) = column.link_target.as_deref() else {
+            return Ok(());
+        };
+        match steps.next() {
+            Some(PathElement::Key(k)) => match cs.string(*k) {
+                Some(name) => {
+                    table = target;
+                    field = name;
+                }
+                None => return Ok(()),
+            },
+            _ => return Ok(()),
+        }
     }
 }

@@ -240,6 +240,16 @@ impl Writer<'_> {
         let target = column.link_target.as_deref().unwrap_or("");
         match content {
             Field::Value(v) => {
+                // A required float or double starts at +0.0, which keeps its bits when -0.0 is
+                // written over it (Val::realm_keeps): write another value first, as a realm-core
+                // replica that holds -0.0 there must have.
+                if !column.nullable && Val::default_for(column.value_type).realm_keeps(v) {
+                    let one = match v {
+                        Val::Float(_) => Payload::Float(1.0),
+                        _ => Payload::Double(1.0),
+                    };
+                    self.update(at.clone(), one);
+                }
                 let value = self.payload(v);
                 self.update(at, value);
             }

@@ -145,6 +145,41 @@ impl Val {
         }
     }
 
+    /// Whether realm-core, asked to overwrite the stored value `self` with `new`, keeps `self`.
+    ///
+    /// realm-core skips a write whose value compares equal to the stored one: its float and
+    /// double leaves (`BasicArray<T>::set`: `if (get(ndx) == value) return;`, also under
+    /// `BasicArrayNull`), `Lst<T>::set` (`if (old != value)`), and, for values of the same type,
+    /// `Obj::set<Mixed>`, `Lst<Mixed>::set` and `Dictionary::insert` over an existing key
+    /// (`value.is_same_type(old) && value == old`). IEEE equality makes +0.0 and -0.0 equal,
+    /// so a set of ±0.0 over ∓0.0 keeps the stored sign: a required float or double starts at
+    /// +0.0, and `realm_set_value(-0.0)` on it reads back +0.0. Any other equal pair has the same
+    /// bits (NaN never compares equal in a leaf; in a mixed, NaNs are equal only bit for bit),
+    /// so this is true only for the two zeros of one type (realm-core 14.12,
+    /// src/realm/array_basic_tpl.hpp, list.hpp, obj.cpp, dictionary.cpp).
+    pub(crate) fn realm_keeps(&self, new: &Val) -> bool {
+        match (self, new) {
+            (Val::Float(old), Val::Float(new)) => {
+                old != new && f32::from_bits(*old) == 0.0 && f32::from_bits(*new) == 0.0
+            }
+            (Val::Double(old), Val::Double(new)) => {
+                old != new && f64::from_bits(*old) == 0.0 && f64::from_bits(*new) == 0.0
+            }
+            _ => false,
+        }
+    }
+
+    /// The other zero of a float or double zero (+0.0 for -0.0 and back), which realm-core's
+    /// sets treat as the same element (`Set<T>::insert` and `erase` find by `==`); `None` for
+    /// any other value.
+    pub(crate) fn other_zero(&self) -> Option<Val> {
+        match self {
+            Val::Float(b) if f32::from_bits(*b) == 0.0 => Some(Val::Float(b ^ (1 << 31))),
+            Val::Double(b) if f64::from_bits(*b) == 0.0 => Some(Val::Double(b ^ (1 << 63))),
+            _ => None,
+        }
+    }
+
     /// The value a non-nullable column of this type starts with.
     pub fn default_for(t: changeset::PayloadType) -> Val {
         use changeset::PayloadType as T;

@@ -594,6 +594,41 @@ impl Applier<'_> {
         }
     }
 
+    /// Whether realm-core keeps the stored value over `new` ([`Val::realm_keeps`]). `select`
+    /// reads (value, kind code) of the stored value; it runs only when `new` is a float or
+    /// double zero, the only values realm-core can keep over different bits.
+    fn keeps_stored(&self, new: &Val, select: &str, params: impl rusqlite::Params) -> Res<bool> {
+        if new.other_zero().is_none() {
+            return Ok(false);
+        }
+        let stored = self
+            .conn
+            .prepare_cached(select)?
+            .query_row(params, |r| {
+                let kind = PayloadType::from_code(r.get(1)?);
+                let raw = r.get_ref(0)?;
+                Ok(kind.and_then(|k| codec::decode(raw, k, None)))
+            })
+            .optional()?
+            .flatten();
+        Ok(stored.is_some_and(|old| old.realm_keeps(new)))
+    }
+
+    /// [`keeps_stored`](Self::keeps_stored) for a list element's or dictionary value's payload
+    /// (an embedded object or an unfit value is never kept: `element_value` judges those).
+    fn keeps_stored_payload(
+        &self,
+        cs: &Changeset,
+        value: &Payload,
+        select: &str,
+        params: impl rusqlite::Params,
+    ) -> Res<bool> {
+        match Val::from_payload(value, cs) {
+            Some(new) => self.keeps_stored(&new, select, params),
+            None => Ok(false),
+        }
+    }
+
     fn update(&self, cs: &Changeset, loc: Loc, value: &Payload, prior_size: u32) -> Res<()> {
         match loc {
             Loc::Column {
@@ -642,6 +677,17 @@ impl Applier<'_> {
                     (Some(_), _) => bad("an embedded object field takes ObjectValue or null"),
                     (None, _) => {
                         let v = check_scalar(&column, value, cs).map_err(Fault::Bad)?;
+                        let kind_sql = match column.value_type {
+                            PayloadType::Null => kind_column(&prop),
+                            t => t.code().to_string(),
+                        };
+                        let stored = format!(
+                            "SELECT {}, {kind_sql} FROM {table} WHERE _id = ?1",
+                            value_column(&prop)
+                        );
+                        if self.keeps_stored(&v, &stored, [row])? {
+                            return Ok(());
+                        }
                         let (sql, kind) = store_value(&column, &v);
                         if column.value_type == PayloadType::Null {
                             self.conn
@@ -684,6 +730,10 @@ impl Applier<'_> {
                 if matches!(value, Payload::ObjectValue) && kind == EMBEDDED_KIND {
                     return Ok(());
                 }
+                let stored = format!("SELECT v, k FROM {table} WHERE owner = ?1 AND pos = ?2");
+                if self.keeps_stored_payload(cs, value, &stored, params![owner, index])? {
+                    return Ok(());
+                }
                 let (v, k) = self.element_value(cs, &column, value)?;
                 self.delete_list_element(&class, &prop, &column, owner, i64::from(index))?;
                 self.conn
@@ -716,6 +766,16 @@ impl Applier<'_> {
                         Ok(())
                     }
                     Payload::ObjectValue if is_embedded => Ok(()),
+                    _ if current.is_some()
+                        && self.keeps_stored_payload(
+                            cs,
+                            value,
+                            &format!("SELECT v, k FROM {table} WHERE owner = ?1 AND key = ?2"),
+                            params![owner, key],
+                        )? =>
+                    {
+                        Ok(())
+                    }
                     _ => {
                         let (v, k) = self.element_value(cs, &column, value)?;
                         self.delete_entry(&class, &prop, &column, owner, &key)?;

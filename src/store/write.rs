@@ -220,7 +220,12 @@ impl<'db> WriteTransaction<'db> {
     }
 
     /// Applies instructions built into `self.changeset`'s string table and keeps them.
+    ///
+    /// Dictionary keys realm-core refuses are refused first, as `InvalidArgument`, and nothing
+    /// is written ([`crate::model::check_dictionary_key`]).
     fn run(&mut self, instructions: Vec<Instruction>) -> Result<(), StoreError> {
+        crate::state::checks::dictionary_keys(self.schemas(), &self.changeset, &instructions)
+            .map_err(|(_, reason)| StoreError::InvalidArgument(reason))?;
         let changeset = std::mem::take(&mut self.changeset);
         let (conn, schemas) = self.parts();
         let result = apply_instructions(conn, schemas, &changeset, &instructions);
@@ -413,9 +418,17 @@ impl<'db> WriteTransaction<'db> {
                 {
                     return Ok(false);
                 }
-                let Ok(v) = check_scalar(column, payload, &self.changeset) else {
+                let Ok(mut v) = check_scalar(column, payload, &self.changeset) else {
                     return Ok(false);
                 };
+                // As CreateObject then Update would: a required float or double starts at +0.0,
+                // which realm-core keeps over a -0.0 (Val::realm_keeps).
+                if !column.nullable {
+                    let default = Val::default_for(column.value_type);
+                    if default.realm_keeps(&v) {
+                        v = default;
+                    }
+                }
                 let (sql, kind) = store_value(column, &v);
                 cache_key.push('\0');
                 cache_key.push_str(prop);

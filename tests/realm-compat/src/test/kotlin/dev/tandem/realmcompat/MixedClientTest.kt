@@ -26,7 +26,6 @@ import io.realm.kotlin.internal.interop.getterScope
 import io.realm.kotlin.internal.interop.inputScope
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertTrue
-import org.junit.jupiter.api.Disabled
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.Timeout
 import java.nio.ByteBuffer
@@ -601,10 +600,6 @@ class MixedClientTest : CompatTest() {
     private fun entry(name: String, v: Any?) = Canonical.entry(PeerSchema.allTypes.props.first { it.name == name }, v)
 
     @Test
-    @Disabled(
-        "Known divergence (FINDINGS.md, mixed clients): realm-core 14.12 reads +0.0 from a required float or double " +
-            "set to -0.0, locally or through sync, while its changeset carries -0.0 and Tandem keeps it",
-    )
     fun `negative zero in required float and double reads the same on both clients`() = compat {
         val (core, objects, peer) = pair()
         val names = listOf("float", "double", "float_opt", "double_opt", "mixed")
@@ -629,10 +624,6 @@ class MixedClientTest : CompatTest() {
     }
 
     @Test
-    @Disabled(
-        "Known gap (FINDINGS.md, mixed clients): Tandem accepts dictionary keys with '.' or a leading '$', and a " +
-            "realm-core 14.12 client that downloads one aborts its process (SyncThread exception, SIGABRT)",
-    )
     fun `a dictionary key realm-core refuses is refused by the Tandem client and realm-core keeps syncing`() = compat {
         val (core, objects, peer) = pair()
         for (key in listOf("a.b", "\$c")) {
