@@ -778,6 +778,14 @@ async fn user_api_keys_create_list_disable_login_delete() {
 async fn server_api_keys_from_the_admin_command() {
     let h = Harness::new("server-keys", config());
     let dir = h._dir.0.clone();
+    // An admin command never creates a database by accident: list and delete need an existing
+    // one, and create makes one only with the app id to record in it.
+    let fresh = Dir::new("server-keys-fresh");
+    let missing = fresh.0.join("typo");
+    assert!(admin::list_api_keys(&missing, Some(APP)).is_err());
+    assert!(admin::delete_api_key(&missing, None, "0").is_err());
+    assert!(admin::create_api_key(&missing, None, "x").is_err());
+    assert!(!missing.join("app.sqlite").exists());
     let new = admin::create_api_key(&dir, Some(APP), "backend").unwrap();
     assert!(
         admin::create_api_key(&dir, Some(APP), "backend").is_err(),

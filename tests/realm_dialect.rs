@@ -347,9 +347,10 @@ async fn the_handshake_echoes_exactly_one_offered_token() {
     assert_eq!(open(&f, &route(&t), &flx, None).await.unwrap_err(), 400);
     let old = "com.mongodb.realm-sync#7, com.mongodb.realm-sync#6";
     assert_eq!(open(&f, &route(&t), old, None).await.unwrap_err(), 400);
-    // Another app id is not the Realm route; Tandem's own dialect still works on any path.
+    // The Realm route of another app id: 404, as App Services answers an unknown app (not
+    // Tandem's dialect refusing the offer); Tandem's own dialect still works on other paths.
     let other = format!("/api/client/v2.0/app/other/realm-sync?baas_at={t}");
-    assert_eq!(open(&f, &other, OFFER, None).await.unwrap_err(), 400);
+    assert_eq!(open(&f, &other, OFFER, None).await.unwrap_err(), 404);
     let tandem = tandem_token(&["*"]);
     let (_, chosen) = open(&f, "/sync", "com.tandem.sync#1", Some(&tandem))
         .await

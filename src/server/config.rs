@@ -98,6 +98,9 @@ ADMIN:
                                create a server API key (api-key provider) and print it once
     tandem-server api-key list [--data-dir <DIR>] [--app-id <ID>]
     tandem-server api-key delete <ID> [--data-dir <DIR>] [--app-id <ID>]
+                               each also takes --config <FILE> (and TANDEM_DATA_DIR,
+                               TANDEM_APP_ID); list and delete need an existing
+                               app.sqlite, create makes one only with --app-id
 
 TOKENS:
     --issue-token <PATHS>      print an access token for these comma-separated server paths

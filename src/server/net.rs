@@ -227,6 +227,21 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     response
 }
 
+/// 404 with App Services' error JSON for an app id this server does not serve
+/// (`Content-Type: application/json` exactly, as realm-core reads an error's code only then).
+fn unknown_app(app_id: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": format!("cannot find app using Client App ID {app_id:?}"),
+        "error_code": "InvalidParameter",
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// Serves one accepted connection (TLS or plain) with hyper's HTTP/1.1 server: WebSocket
 /// upgrades go to [`websocket`], every other request to the App Services routes (404 without
 /// an app). Each request carries [`RequestTls`] in its extensions.
@@ -336,6 +351,17 @@ fn handshake(
             )),
         };
         return Ok((token, peer));
+    }
+    // The Realm route of an app this server does not serve (a typo in the app id, or no
+    // `--app-id`): the App Services answer for an unknown app, 404 `InvalidParameter`, rather
+    // than Tandem's own dialect refusing a protocol it never offered.
+    if let Some(other) = request
+        .uri()
+        .path()
+        .strip_prefix("/api/client/v2.0/app/")
+        .and_then(|rest| rest.strip_suffix("/realm-sync"))
+    {
+        return Err(Box::new(unknown_app(other)));
     }
     let version =
         protocol::negotiate(&offer).map_err(|e| plain(StatusCode::BAD_REQUEST, &e.message))?;

@@ -298,8 +298,26 @@ pub fn check_api_key_name(name: &str) -> Result<(), String> {
 pub mod admin {
     use super::*;
 
+    /// Opens an existing `app.sqlite`: an admin command never creates one by accident (a typo
+    /// in `--data-dir` is an error, not a new empty app).
     fn open(data_dir: &Path, app_id: Option<&str>) -> Result<store::Store, AppError> {
+        let file = data_dir.join(store::FILE_NAME);
+        if !file.exists() {
+            return Err(AppError(format!(
+                "no App Services database at {}: start tandem-server with --app-id and this \
+                 --data-dir first, or create the first key with `api-key create --app-id <ID>`",
+                file.display()
+            )));
+        }
         store::Store::open(data_dir, app_id)
+    }
+
+    /// Opens `app.sqlite`, creating it only when the app id to record in it is given.
+    fn open_or_create(data_dir: &Path, app_id: Option<&str>) -> Result<store::Store, AppError> {
+        match app_id {
+            Some(_) => store::Store::open(data_dir, app_id),
+            None => open(data_dir, None),
+        }
     }
 
     /// Creates a server API key named `name`; a user of type `server` with an `api-key`
@@ -310,7 +328,7 @@ pub mod admin {
         name: &str,
     ) -> Result<NewApiKey, AppError> {
         check_api_key_name(name).map_err(AppError)?;
-        let mut store = open(data_dir, app_id)?;
+        let mut store = open_or_create(data_dir, app_id)?;
         let (id, user_id, key) = (
             tokens::object_id()?,
             tokens::object_id()?,
