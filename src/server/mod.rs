@@ -6,11 +6,13 @@
 //! - [`start`]: the TLS 1.3 WebSocket listener and per-connection sessions driving them.
 //! - [`Authenticator`] / [`TokenSigner`]: JWT access tokens (HS256, RS256, EdDSA).
 //! - [`app`]: Realm's App Services HTTP API (`--app-id`): users, login, the server's own tokens.
+//! - [`metrics`]: the Prometheus metrics every part of the server records.
 
 pub mod app;
 mod auth;
 pub mod config;
 mod file;
+pub mod metrics;
 mod net;
 pub mod realm;
 mod session;

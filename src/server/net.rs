@@ -87,6 +87,11 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The server's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> &super::metrics::Metrics {
+        &self.shared.metrics
+    }
+
     /// The materialized state of a server path, if a client has bound to it since start.
     pub fn state_of(&self, path: &str) -> Option<crate::state::State> {
         let files = self.shared.files.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,6 +131,8 @@ pub(super) struct Shared {
     pub(super) permissions: SyncPermissions,
     /// Becomes true at shutdown.
     stop: tokio::sync::watch::Receiver<bool>,
+    /// What every part of the server records.
+    pub(super) metrics: Arc<super::metrics::Metrics>,
 }
 
 fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, StartError> {
@@ -185,6 +192,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         app_router: app.as_ref().map(|a| a.router()),
         app,
         stop: stop.clone(),
+        metrics: Arc::new(super::metrics::Metrics::new()),
     });
     let accept_shared = Arc::clone(&shared);
     tokio::spawn(async move {
