@@ -8,6 +8,7 @@
 //! - [`app`]: Realm's App Services HTTP API (`--app-id`): users, login, the server's own tokens.
 //! - [`metrics`]: the Prometheus metrics every part of the server records.
 
+mod admission;
 pub mod app;
 mod auth;
 pub mod config;
@@ -17,6 +18,7 @@ mod net;
 pub mod realm;
 mod session;
 
+pub use admission::ConnectionLimits;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
 pub use file::{DownloadBatch, Integrated, ServerFile};
 pub use net::{start, RunningServer, ServerConfig, StartError, MAX_DOWNLOAD_BATCH};

@@ -43,6 +43,7 @@ pub use query::QueryError;
 pub use read::ReadTransaction;
 pub use reset::{Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome};
 pub use sync::{DownloadCursors, SyncProgress};
+pub(crate) use write::changeset_timestamp;
 pub use write::{PathStep, WriteTransaction};
 
 use crate::changeset::{Changeset, ChangesetMeta};
