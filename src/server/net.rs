@@ -76,6 +76,8 @@ pub struct ServerConfig {
     /// The App Services API and Realm sync endpoint (`--app-id`); `None` serves only Tandem's
     /// own handshake.
     pub app: Option<super::app::AppConfig>,
+    /// Disk reserve, upload bounds, idle server files and history compaction.
+    pub storage: super::file::StorageConfig,
 }
 
 /// A running server.
@@ -130,9 +132,11 @@ pub(super) struct Shared {
     /// Who may bind which partition (Realm dialect).
     pub(super) permissions: SyncPermissions,
     /// Becomes true at shutdown.
-    stop: tokio::sync::watch::Receiver<bool>,
+    pub(super) stop: tokio::sync::watch::Receiver<bool>,
     /// What every part of the server records.
     pub(super) metrics: Arc<super::metrics::Metrics>,
+    /// The data directory's reserve and storage-fault accounting.
+    pub(super) disk: Arc<super::disk::Disk>,
 }
 
 fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, StartError> {
@@ -180,6 +184,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         None => None,
     };
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(super::metrics::Metrics::new());
+    let disk = super::disk::Disk::new(
+        &config.data_dir,
+        config.storage.disk_reserve,
+        Arc::clone(&metrics),
+    );
     let shared = Arc::new(Shared {
         permissions: config
             .app
@@ -192,8 +202,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         app_router: app.as_ref().map(|a| a.router()),
         app,
         stop: stop.clone(),
-        metrics: Arc::new(super::metrics::Metrics::new()),
+        metrics,
+        disk,
     });
+    super::session::start_sweeper(&shared);
     let accept_shared = Arc::clone(&shared);
     tokio::spawn(async move {
         let shared = accept_shared;
