@@ -333,9 +333,13 @@ impl ServerFile {
     }
 
     /// The latest client version the server integrated from client file `ident` (0 if none),
-    /// after checking that `ident` and `salt` belong to this server file (208 otherwise).
+    /// after checking that `ident` and `salt` belong to this server file (208 otherwise). An
+    /// expired client file is answered too: its reset recovers what was never integrated.
     pub fn client_version(&self, ident: u64, salt: u64) -> Result<u64, ProtocolError> {
-        self.check_ident(ident, salt, 0)?;
+        match self.check_ident(ident, salt, 0) {
+            Err(e) if e.code != ErrorCode::ClientFileExpired => return Err(e),
+            _ => {}
+        }
         self.integrated_client_version(ident, self.latest)
     }
 
@@ -515,7 +519,9 @@ impl ServerFile {
     }
 
     fn history_from(&self, after: u64) -> Result<Vec<Changeset>, ProtocolError> {
-        self.history_from_except(after, 0)
+        // Client file idents are 1 to 2^63 - 1 and a compaction snapshot's origin is 0: -1 (as
+        // stored) excludes nothing.
+        self.history_from_except(after, u64::MAX)
     }
 
     /// The history after `after`, without the changesets of client file `except` (0: none).

@@ -100,6 +100,17 @@ impl RunningServer {
         files.get(path).map(|f| lock(f).state().clone())
     }
 
+    /// Compacts every server file of the data directory now (what `--history-horizon` does
+    /// hourly): client files not seen since `horizon_unix_secs` are expired, and the history no
+    /// live client needs is compacted ([`ServerFile::compact`]). Blocking (SQLite, fsync): call
+    /// it off the async runtime's workers.
+    pub fn compact(
+        &self,
+        horizon_unix_secs: u64,
+    ) -> Vec<(String, Result<super::file::CompactionReport, ProtocolError>)> {
+        super::session::compact_all(&self.shared, horizon_unix_secs)
+    }
+
     /// Stops accepting and ends every connection.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);

@@ -226,8 +226,13 @@ pub(super) fn start_sweeper(shared: &Arc<Shared>) {
             let _ = tokio::task::spawn_blocking(move || {
                 // Closing runs SQLite's last checkpoint: off the runtime's workers.
                 drop(closed);
-                if compact {
-                    compact_all(&worker);
+                if let Some(horizon) = worker.config.storage.history_horizon.filter(|_| compact) {
+                    for (path, result) in compact_all(&worker, now().saturating_sub(horizon.as_secs())) {
+                        match result {
+                            Ok(report) => tracing::info!(path, ?report, "history compacted"),
+                            Err(e) => tracing::error!(path, error = %e.message, "history compaction failed"),
+                        }
+                    }
                 }
             })
             .await;
@@ -270,15 +275,16 @@ fn close_idle(
     closed
 }
 
-/// Compacts every server file of the data directory to the configured horizon.
-fn compact_all(shared: &Shared) {
-    let Some(horizon) = shared.config.storage.history_horizon else {
-        return;
-    };
+/// Compacts every server file of the data directory ([`ServerFile::compact`] with
+/// `horizon_unix_secs`): each server path and what its compaction did.
+pub(super) fn compact_all(
+    shared: &Shared,
+    horizon_unix_secs: u64,
+) -> Vec<(String, Result<super::file::CompactionReport, ProtocolError>)> {
     let Ok(dir) = std::fs::read_dir(&shared.config.data_dir) else {
-        return;
+        return Vec::new();
     };
-    let cutoff = now().saturating_sub(horizon.as_secs());
+    let mut out = Vec::new();
     for entry in dir.flatten() {
         let Some(path) = entry.file_name().to_str().and_then(server_path_of) else {
             continue;
@@ -286,7 +292,7 @@ fn compact_all(shared: &Shared) {
         let result = open_file(shared, &path).and_then(|f| {
             let mut file = lock(&f);
             let before = file.history_len().unwrap_or(0);
-            let report = file.compact(cutoff)?;
+            let report = file.compact(horizon_unix_secs)?;
             let after = file.history_len().unwrap_or(before);
             shared
                 .metrics
@@ -294,11 +300,9 @@ fn compact_all(shared: &Shared) {
                 .dec_by(before.saturating_sub(after) as i64);
             Ok(report)
         });
-        match result {
-            Ok(report) => tracing::info!(path, ?report, "history compacted"),
-            Err(e) => tracing::error!(path, error = %e.message, "history compaction failed"),
-        }
+        out.push((path, result));
     }
+    out
 }
 
 /// Tandem-only messages are unknown messages (102) in the Realm dialect.
