@@ -110,6 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         limits: Limits::default(),
         connection_limits: Default::default(),
         app: None,
+        storage: Default::default(),
     }))?;
     let port = server.local_addr.port();
     println!(

@@ -72,6 +72,7 @@ async fn fixture_with(
         limits,
         connection_limits: Default::default(),
         app: Some(app),
+        storage: Default::default(),
     })
     .await
     .unwrap();

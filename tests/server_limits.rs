@@ -52,6 +52,7 @@ async fn fixture(name: &str, limits: Limits, connection_limits: ConnectionLimits
         idle_timeout: Duration::from_secs(600),
         limits,
         connection_limits,
+        storage: Default::default(),
         app: None,
     })
     .await
@@ -467,6 +468,7 @@ async fn tls_connections_without_a_client_hello_are_closed_at_the_deadline() {
             handshake_timeout: Duration::from_secs(1),
             ..ConnectionLimits::default()
         },
+        storage: Default::default(),
         app: None,
     })
     .await

@@ -45,6 +45,7 @@ async fn fixture(name: &str) -> Fixture {
         limits: Limits::default(),
         connection_limits: Default::default(),
         app: None,
+        storage: Default::default(),
     })
     .await
     .unwrap();

@@ -41,6 +41,7 @@ pub fn start_server(name: &str) -> Loopback {
             limits: Limits::default(),
             connection_limits: Default::default(),
             app: None,
+            storage: Default::default(),
         }))
         .unwrap();
     let port = server.local_addr.port();

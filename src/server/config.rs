@@ -84,6 +84,18 @@ OPTIONS:
     --max-clock-skew <SECONDS> refuse uploaded changesets stamped further ahead of the
                                server's clock (error 101, try again) [TANDEM_MAX_CLOCK_SKEW]
                                (default 300)
+    --disk-reserve <BYTES>     reserve file kept in the data directory and deleted on a full
+                               disk so the server can recover [TANDEM_DISK_RESERVE]
+                               (default 33554432; 0: none)
+    --max-merge-window <N>     most changesets of other clients one uploaded changeset is
+                               merged against; a client further behind gets 222 and resets
+                               [TANDEM_MAX_MERGE_WINDOW] (default 10000)
+    --file-idle-close <SECONDS>
+                               close a server file no session has used for this long
+                               [TANDEM_FILE_IDLE_CLOSE] (default 60)
+    --history-horizon <DAYS>   expire client files not seen for this many days and compact
+                               the history no live client needs, hourly
+                               [TANDEM_HISTORY_HORIZON] (default: never)
     -h, --help                 print this help
 
 APP SERVICES (Realm SDK apps; see docs/app-services.md):
@@ -276,6 +288,10 @@ const SETTINGS: &[(&str, bool)] = &[
     ("max_ident_allocations_per_connection", false),
     ("client_file_expiry", false),
     ("max_clock_skew", false),
+    ("disk_reserve", false),
+    ("max_merge_window", false),
+    ("file_idle_close", false),
+    ("history_horizon", false),
     ("issue_token", false),
     ("jwt_private_key", false),
     ("token_hours", false),
@@ -780,6 +796,39 @@ fn app(raw: &Raw, signer: Option<TokenSigner>) -> Result<Option<AppConfig>, Conf
     Ok(Some(config))
 }
 
+/// `--disk-reserve`, `--max-merge-window`, `--file-idle-close`, `--history-horizon`.
+fn storage(raw: &Raw) -> Result<super::file::StorageConfig, ConfigError> {
+    let defaults = super::file::StorageConfig::default();
+    let disk_reserve = raw.number("disk_reserve", defaults.disk_reserve)?;
+    if disk_reserve > 1 << 40 {
+        return Err(raw.bad("disk_reserve", "must be at most 1099511627776 bytes"));
+    }
+    let max_merge_window = raw.number("max_merge_window", defaults.max_merge_window)?;
+    if max_merge_window == 0 {
+        return Err(raw.bad("max_merge_window", "must be at least 1 changeset"));
+    }
+    let idle = raw.number("file_idle_close", defaults.file_idle_close.as_secs())?;
+    if idle == 0 {
+        return Err(raw.bad("file_idle_close", "must be at least 1 second"));
+    }
+    let horizon = match raw.get("history_horizon") {
+        None => None,
+        Some(_) => {
+            let days = raw.number("history_horizon", 0)?;
+            if !(1..=36500).contains(&days) {
+                return Err(raw.bad("history_horizon", "must be between 1 and 36500 days"));
+            }
+            Some(Duration::from_secs(days * 86_400))
+        }
+    };
+    Ok(super::file::StorageConfig {
+        disk_reserve,
+        max_merge_window,
+        file_idle_close: Duration::from_secs(idle),
+        history_horizon: horizon,
+    })
+}
+
 fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
     let (auth, signer) = keys(raw)?;
     let app = app(raw, signer)?;
@@ -811,7 +860,9 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
     if !(1024..=(1 << 30)).contains(&max_body) {
         return Err(raw.bad("max_body", "must be between 1024 and 1073741824 bytes"));
     }
+    let storage = storage(raw)?;
     Ok(ServerConfig {
+        storage,
         listen,
         data_dir: data_dir(raw),
         tls,
@@ -1014,6 +1065,60 @@ mod tests {
             e.to_string(),
             "max_clock_skew (command line): expected a whole number, got \"soon\""
         );
+    }
+
+    #[test]
+    fn storage_settings() {
+        let dir = Dir::new("storage");
+        let secret = dir.write("secret", "0123456789abcdef0123\n");
+        let base = ["--insecure-ws", "--jwt-secret-file", &secret];
+        let config = serve_config(parse(&args(&base), no_env));
+        assert_eq!(config.storage, crate::server::StorageConfig::default());
+        assert_eq!(config.storage.disk_reserve, 32 << 20);
+        assert_eq!(config.storage.max_merge_window, 10_000);
+        assert_eq!(config.storage.file_idle_close, Duration::from_secs(60));
+        assert_eq!(config.storage.history_horizon, None);
+        let file = dir.write("t.toml", "disk_reserve = 1048576\nhistory_horizon = 30\n");
+        let env = |name: &str| match name {
+            "TANDEM_CONFIG" => Some(file.clone()),
+            "TANDEM_MAX_MERGE_WINDOW" => Some("500".to_owned()),
+            _ => None,
+        };
+        let mut list = base.to_vec();
+        list.push("--file-idle-close=5");
+        let config = serve_config(parse(&args(&list), env));
+        assert_eq!(config.storage.disk_reserve, 1 << 20);
+        assert_eq!(config.storage.max_merge_window, 500);
+        assert_eq!(config.storage.file_idle_close, Duration::from_secs(5));
+        assert_eq!(
+            config.storage.history_horizon,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        for (flag, why) in [
+            (
+                "--max-merge-window=0",
+                "max_merge_window (command line): must be at least 1 changeset",
+            ),
+            (
+                "--file-idle-close=0",
+                "file_idle_close (command line): must be at least 1 second",
+            ),
+            (
+                "--history-horizon=0",
+                "history_horizon (command line): must be between 1 and 36500 days",
+            ),
+            (
+                "--disk-reserve=lots",
+                "disk_reserve (command line): expected a whole number, got \"lots\"",
+            ),
+        ] {
+            let mut list = base.to_vec();
+            list.push(flag);
+            match parse(&args(&list), no_env) {
+                Err(e) => assert_eq!(e.to_string(), why),
+                Ok(_) => panic!("{flag} was accepted"),
+            }
+        }
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! changeset that does not apply is refused (error 212) before it can reach other clients.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -17,6 +19,40 @@ use crate::changeset::{Changeset, ChangesetMeta};
 use crate::ot::ReciprocalHistory;
 use crate::protocol::{limits, DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::state::State;
+
+use super::disk::Disk;
+
+/// The storage settings of a running server (`tandem-server` flags in brackets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Bytes of the reserve file kept in the data directory and released on a full disk
+    /// (`--disk-reserve`, default 32 MiB; 0: none).
+    pub disk_reserve: u64,
+    /// Most changesets of other clients one uploaded changeset may be merged against
+    /// (`--max-merge-window`, default 10,000). An upload based further back gets 222
+    /// `client_file_expired` and the client resets.
+    pub max_merge_window: u64,
+    /// A server file with no bound session for this long is closed (`--file-idle-close`,
+    /// default 60 s).
+    pub file_idle_close: Duration,
+    /// History older than this is compacted and client files that have not synced since are
+    /// expired (`--history-horizon`, in days on the command line; `None`, the default: never).
+    pub history_horizon: Option<Duration>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            disk_reserve: super::disk::DEFAULT_RESERVE,
+            max_merge_window: DEFAULT_MAX_MERGE_WINDOW,
+            file_idle_close: Duration::from_secs(60),
+            history_horizon: None,
+        }
+    }
+}
+
+/// Default [`StorageConfig::max_merge_window`].
+pub const DEFAULT_MAX_MERGE_WINDOW: u64 = 10_000;
 
 /// A 64-bit random number from the OS-seeded hasher keys (no extra dependency).
 fn random_u64() -> u64 {
@@ -53,6 +89,28 @@ pub struct DownloadBatch {
     pub downloadable_bytes: u64,
 }
 
+/// A client file's sync record (`client_sync`).
+struct ClientSync {
+    /// Unix seconds of its last sync; 0: expired.
+    last_seen: u64,
+    compacted_client_version: u64,
+}
+
+/// What [`ServerFile::compact`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CompactionReport {
+    /// Client files expired now (not seen since the horizon): they get 222.
+    pub expired_client_files: u64,
+    /// The history through this server version is one snapshot changeset (0: none).
+    pub compacted_through: u64,
+    /// Changesets removed from the history by this compaction.
+    pub removed_changesets: u64,
+    /// Bytes of stored changesets before and after.
+    pub history_bytes_before: u64,
+    /// See `history_bytes_before`.
+    pub history_bytes_after: u64,
+}
+
 /// The history of one server path.
 pub struct ServerFile {
     conn: Connection,
@@ -65,6 +123,16 @@ pub struct ServerFile {
     snapshot: Option<(u64, std::sync::Arc<Vec<u8>>)>,
     /// Client file idents allocated but not used by an IDENT for this long are deleted.
     client_file_expiry: std::time::Duration,
+    /// The data directory's reserve and fault accounting (`None`: faults are only logged).
+    disk: Option<Arc<Disk>>,
+    /// See [`StorageConfig::max_merge_window`].
+    max_merge_window: u64,
+    /// A write failed and the stored history could not be read back: the memory may be ahead
+    /// of the disk, so nothing is served until a reload succeeds.
+    stale: bool,
+    /// The history through this version was compacted into one snapshot changeset stored at
+    /// this version (0: never compacted). See [`ServerFile::compact`].
+    compacted: u64,
 }
 
 /// Client file idents allocated and not yet used by an IDENT, with their allocation time
@@ -116,6 +184,18 @@ impl ServerFile {
                  version INTEGER NOT NULL,
                  changeset BLOB NOT NULL,
                  PRIMARY KEY (client_file_ident, version)
+             );
+             -- Per client file: the last_integrated_server_version of its last integrated
+             -- changeset (realm-core's upload threshold) and when it last synced (Unix seconds).
+             -- seen_version: the download cursor of its last IDENT; last_seen 0: expired (222).
+             -- compacted_client_version: its last client version integrated in compacted history.
+             CREATE TABLE IF NOT EXISTS client_sync (
+                 ident INTEGER PRIMARY KEY,
+                 base_version INTEGER NOT NULL,
+                 last_seen INTEGER NOT NULL,
+                 seen_version INTEGER NOT NULL DEFAULT 0,
+                 uploaded INTEGER NOT NULL DEFAULT 0,
+                 compacted_client_version INTEGER NOT NULL DEFAULT 0
              );",
         )
         .map_err(sql_err)?;
@@ -146,7 +226,19 @@ impl ServerFile {
             latest: 0,
             snapshot: None,
             client_file_expiry: super::admission::DEFAULT_CLIENT_FILE_EXPIRY,
+            disk: None,
+            max_merge_window: DEFAULT_MAX_MERGE_WINDOW,
+            stale: false,
+            compacted: 0,
         };
+        file.compacted = file
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'compacted'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(sql_err)?
+            .unwrap_or(0) as u64;
         for cs in file.history_from(0)? {
             file.state.apply(&cs).map_err(|e| {
                 ProtocolError::new(
@@ -182,10 +274,91 @@ impl ServerFile {
         Ok(file)
     }
 
+    /// [`ServerFile::open`] for a running server: storage faults go to `disk` (logged, counted,
+    /// the reserve released on a full disk) and uploads are bounded by `config`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        disk: Arc<Disk>,
+        config: &StorageConfig,
+    ) -> Result<ServerFile, ProtocolError> {
+        let path = path.as_ref();
+        if let Err(e) = disk.admit(path, "open") {
+            if !path.exists() {
+                return Err(e); // creating a file needs room
+            }
+        }
+        let mut file = ServerFile::open(path).inspect_err(|e| disk.open_failed(path, e))?;
+        file.disk = Some(disk);
+        file.max_merge_window = config.max_merge_window;
+        Ok(file)
+    }
+
+    /// Sets [`StorageConfig::max_merge_window`] (tests and tools that open files directly).
+    pub fn set_max_merge_window(&mut self, changesets: u64) {
+        self.max_merge_window = changesets;
+    }
+
+    /// The SQLite file's path.
+    pub fn path(&self) -> PathBuf {
+        self.conn.path().map(PathBuf::from).unwrap_or_default()
+    }
+
+    /// Changesets stored in the history (below [`ServerFile::latest_version`] after a
+    /// compaction).
+    pub fn history_len(&self) -> Result<u64, ProtocolError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        Ok(n as u64)
+    }
+
+    /// A storage fault of `operation`: logged and counted (through the disk when there is one),
+    /// the reserve released on a full disk and the WAL checkpointed; the client's error.
+    fn fault(&self, operation: &str, needed: u64, e: &rusqlite::Error) -> ProtocolError {
+        let error = match &self.disk {
+            Some(disk) => disk.fault(&self.path(), operation, needed, e),
+            None => {
+                let kind = super::disk::fault_kind(e);
+                tracing::error!(server_file = %self.path().display(), operation, kind,
+                    needed_bytes = needed, error = %e, "storage fault");
+                super::disk::transient(kind)
+            }
+        };
+        // With the reserve gone SQLite has room to move the WAL into the database.
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        error
+    }
+
+    /// Writes may go ahead: not waiting for disk space, not stale (reloaded first).
+    fn ready_to_write(&mut self, operation: &str) -> Result<(), ProtocolError> {
+        if let Some(disk) = &self.disk {
+            disk.admit(&self.path(), operation)?;
+        }
+        if self.stale {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    /// The memory may be ahead of the disk until a reload succeeds (201, try again).
+    fn check_fresh(&self) -> Result<(), ProtocolError> {
+        match self.stale {
+            true => Err(super::disk::transient("reload pending")),
+            false => Ok(()),
+        }
+    }
+
     /// The latest client version the server integrated from client file `ident` (0 if none),
-    /// after checking that `ident` and `salt` belong to this server file (208 otherwise).
+    /// after checking that `ident` and `salt` belong to this server file (208 otherwise). An
+    /// expired client file is answered too: its reset recovers what was never integrated.
     pub fn client_version(&self, ident: u64, salt: u64) -> Result<u64, ProtocolError> {
-        self.check_ident(ident, salt, 0)?;
+        match self.check_ident(ident, salt, 0) {
+            Err(e) if e.code != ErrorCode::ClientFileExpired => return Err(e),
+            _ => {}
+        }
         self.integrated_client_version(ident, self.latest)
     }
 
@@ -262,6 +435,19 @@ impl ServerFile {
         self.client_file_expiry = expiry;
     }
 
+    /// The server path recorded in the server file at `file` (meta key `server_path`), read
+    /// without creating or changing anything; `None` if it is not a server file or has no record.
+    pub fn stored_server_path(file: &Path) -> Option<String> {
+        let conn =
+            Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        conn.query_row(
+            "SELECT value FROM meta WHERE key = 'server_path'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .ok()
+    }
+
     /// Records the server path this file holds (meta key `server_path`), for the admin tools:
     /// file names are a hash of the path.
     pub fn record_server_path(&self, path: &str) -> Result<(), ProtocolError> {
@@ -280,49 +466,44 @@ impl ServerFile {
     /// used by an IDENT ([`ServerFile::check_ident`] marks them used), so a BIND flood leaves
     /// a bounded number of rows behind.
     pub fn allocate_client_file(&mut self) -> Result<(u64, u64), ProtocolError> {
+        self.ready_to_write("allocate_client_file")?;
         let now = unix_seconds();
         let cutoff = now.saturating_sub(self.client_file_expiry.as_secs() as i64);
-        let tx = self.conn.transaction().map_err(sql_err)?;
-        let expired: Vec<i64> = {
-            let mut stmt = tx
-                .prepare(
+        let allocated = (|| {
+            let tx = self.conn.transaction()?;
+            let expired: Vec<i64> = {
+                let mut stmt = tx.prepare(
                     "SELECT ident FROM client_file_pending WHERE allocated_at < ?1
                      ORDER BY allocated_at LIMIT ?2",
-                )
-                .map_err(sql_err)?;
-            let idents = stmt
-                .query_map(params![cutoff, EXPIRE_BATCH], |r| r.get(0))
-                .map_err(sql_err)?
-                .collect::<Result<_, _>>()
-                .map_err(sql_err)?;
-            idents
-        };
-        for ident in expired {
-            tx.execute("DELETE FROM client_file WHERE ident = ?1", [ident])
-                .map_err(sql_err)?;
-            tx.execute("DELETE FROM client_file_pending WHERE ident = ?1", [ident])
-                .map_err(sql_err)?;
-        }
-        let allocated = loop {
-            let ident = (random_u64() >> 1).max(1);
-            let salt = random_u64() >> 1;
-            let inserted = tx
-                .execute(
+                )?;
+                let idents = stmt
+                    .query_map(params![cutoff, EXPIRE_BATCH], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                idents
+            };
+            for ident in expired {
+                tx.execute("DELETE FROM client_file WHERE ident = ?1", [ident])?;
+                tx.execute("DELETE FROM client_file_pending WHERE ident = ?1", [ident])?;
+            }
+            let allocated = loop {
+                let ident = (random_u64() >> 1).max(1);
+                let salt = random_u64() >> 1;
+                let inserted = tx.execute(
                     "INSERT OR IGNORE INTO client_file (ident, salt) VALUES (?1, ?2)",
                     params![ident as i64, salt as i64],
-                )
-                .map_err(sql_err)?;
-            if inserted == 1 {
-                tx.execute(
-                    "INSERT INTO client_file_pending (ident, allocated_at) VALUES (?1, ?2)",
-                    params![ident as i64, now],
-                )
-                .map_err(sql_err)?;
-                break (ident, salt);
-            }
-        };
-        tx.commit().map_err(sql_err)?;
-        Ok(allocated)
+                )?;
+                if inserted == 1 {
+                    tx.execute(
+                        "INSERT INTO client_file_pending (ident, allocated_at) VALUES (?1, ?2)",
+                        params![ident as i64, now],
+                    )?;
+                    break (ident, salt);
+                }
+            };
+            tx.commit()?;
+            Ok(allocated)
+        })();
+        allocated.map_err(|e: rusqlite::Error| self.fault("allocate_client_file", 64, &e))
     }
 
     /// Client file idents known here (allocated and not expired).
@@ -343,6 +524,7 @@ impl ServerFile {
         salt: u64,
         download_server_version: u64,
     ) -> Result<(), ProtocolError> {
+        self.check_fresh()?;
         let known: Option<i64> = self
             .conn
             .query_row(
@@ -374,7 +556,7 @@ impl ServerFile {
                 ),
             ));
         }
-        Ok(())
+        self.check_not_expired(ident, download_server_version)
     }
 
     /// Whether the client's download cursor describes this server's history: at
@@ -431,7 +613,9 @@ impl ServerFile {
     }
 
     fn history_from(&self, after: u64) -> Result<Vec<Changeset>, ProtocolError> {
-        self.history_from_except(after, 0)
+        // Client file idents are 1 to 2^63 - 1 and a compaction snapshot's origin is 0: -1 (as
+        // stored) excludes nothing.
+        self.history_from_except(after, u64::MAX)
     }
 
     /// The history after `after`, without the changesets of client file `except` (0: none).
@@ -469,6 +653,8 @@ impl ServerFile {
     }
 
     /// The last version of `client` integrated at or before server version `at`.
+    /// After a compaction the versions through the compaction point are counted from
+    /// `client_sync.compacted_client_version` (`at` is never below that point then).
     fn integrated_client_version(&self, client: u64, at: u64) -> Result<u64, ProtocolError> {
         let v: Option<i64> = self
             .conn
@@ -478,7 +664,189 @@ impl ServerFile {
             .map_err(sql_err)?
             .query_row(params![client as i64, at as i64], |r| r.get(0))
             .map_err(sql_err)?;
-        Ok(v.unwrap_or(0) as u64)
+        let compacted = match self.compacted > 0 && at >= self.compacted {
+            true => self
+                .client_sync(client)?
+                .map_or(0, |c| c.compacted_client_version),
+            false => 0,
+        };
+        Ok((v.unwrap_or(0) as u64).max(compacted))
+    }
+
+    /// The `client_sync` row of `client`, if it has one.
+    fn client_sync(&self, client: u64) -> Result<Option<ClientSync>, ProtocolError> {
+        self.conn
+            .prepare_cached(
+                "SELECT last_seen, compacted_client_version FROM client_sync WHERE ident = ?1",
+            )
+            .map_err(sql_err)?
+            .query_row([client as i64], |r| {
+                Ok(ClientSync {
+                    last_seen: r.get::<_, i64>(0)? as u64,
+                    compacted_client_version: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .optional()
+            .map_err(sql_err)
+    }
+
+    /// 222 if client file `client` was expired by a compaction, or if `version` (a download
+    /// cursor or an upload's base) is inside the compacted history (only 0, a fresh start, and
+    /// versions from the compaction point on can be served).
+    fn check_not_expired(&self, client: u64, version: u64) -> Result<(), ProtocolError> {
+        if self.client_sync(client)?.is_some_and(|c| c.last_seen == 0) {
+            return Err(ProtocolError::new(
+                ErrorCode::ClientFileExpired,
+                format!("client file {client} has not synced since the history horizon: reset it"),
+            ));
+        }
+        if version > 0 && version < self.compacted {
+            return Err(ProtocolError::new(
+                ErrorCode::ClientFileExpired,
+                format!(
+                    "server version {version} is inside the compacted history (through {}): \
+                     reset the client file",
+                    self.compacted
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records that client file `ident` synced now with download cursor `download_server_version`
+    /// (IDENT): what compaction keeps for it. Best effort: a failure (a full disk) is logged
+    /// only, as the sync itself needs no write.
+    pub fn mark_seen(&self, ident: u64, download_server_version: u64) {
+        let now = unix_now() as i64;
+        let done = self.conn.execute(
+            "INSERT INTO client_sync (ident, base_version, last_seen, seen_version) VALUES (?1, 0, ?2, ?3)
+             ON CONFLICT (ident) DO UPDATE SET last_seen = ?2, seen_version = MAX(seen_version, ?3)
+             WHERE last_seen != 0 AND (last_seen < ?2 - 60 OR seen_version < ?3)",
+            params![ident as i64, now, download_server_version as i64],
+        );
+        if let Err(e) = done {
+            tracing::warn!(server_file = %self.path().display(), ident, error = %e,
+                "cannot record when a client file synced");
+        }
+    }
+
+    /// Compacts the history as Realm's server did, to what no live client can still need:
+    ///
+    /// 1. Client files whose last sync (IDENT or integrated upload) is before
+    ///    `horizon_unix_secs` are expired: their IDENT and UPLOAD get 222 `client_file_expired`
+    ///    (the client resets) and their reciprocal histories are deleted. A client file with no
+    ///    record yet (allocated before this server version) counts as seen now.
+    /// 2. The compaction point H is the oldest server version a live client file may still
+    ///    refer to: for one that has uploaded, the base of its last integrated changeset (later
+    ///    uploads may not be based earlier: 209); otherwise the download cursor of its last
+    ///    IDENT. Without live client files, H is the latest version.
+    /// 3. If H is past the previous point, the history through H is replaced by one changeset
+    ///    at version H (origin file 0) that creates the state at H from nothing: a fresh client
+    ///    downloading from 0 gets exactly the state it would have got from the full history.
+    ///    What each client file had integrated through H is kept per client file (download
+    ///    cursors and upload acknowledgements stay valid). Every changeset after H is kept as
+    ///    it was. A download cursor or upload base inside (0, H) gets 222.
+    ///
+    /// Errors: storage faults (201, try again); nothing changes unless all of it is stored.
+    pub fn compact(&mut self, horizon_unix_secs: u64) -> Result<CompactionReport, ProtocolError> {
+        self.ready_to_write("compact")?;
+        let bytes = |conn: &Connection| -> Result<u64, ProtocolError> {
+            conn.query_row(
+                "SELECT COALESCE(SUM(length(changeset)), 0) FROM history",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sql_err)
+        };
+        let mut report = CompactionReport {
+            history_bytes_before: bytes(&self.conn)?,
+            ..CompactionReport::default()
+        };
+        let now = unix_now() as i64;
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.fault("compact", 0, &e))?;
+        let step = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<(u64, Option<u64>)> {
+            tx.execute(
+                "INSERT OR IGNORE INTO client_sync (ident, base_version, last_seen)
+                 SELECT ident, 0, ?1 FROM client_file",
+                [now],
+            )?;
+            let expired = tx.execute(
+                "UPDATE client_sync SET last_seen = 0 WHERE last_seen != 0 AND last_seen < ?1",
+                [horizon_unix_secs.min(i64::MAX as u64) as i64],
+            )?;
+            tx.execute(
+                "DELETE FROM reciprocal WHERE client_file_ident IN
+                 (SELECT ident FROM client_sync WHERE last_seen = 0)",
+                [],
+            )?;
+            let need: Option<i64> = tx.query_row(
+                "SELECT MIN(CASE WHEN uploaded != 0 THEN base_version ELSE seen_version END)
+                 FROM client_sync WHERE last_seen != 0",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((expired as u64, need.map(|n| n as u64)))
+        };
+        let (expired, need) = step(&tx).map_err(|e| self.fault("compact", 0, &e))?;
+        report.expired_client_files = expired;
+        let point = need.unwrap_or(self.latest).min(self.latest);
+        report.compacted_through = self.compacted.max(point);
+        if point <= self.compacted || point == 0 {
+            tx.commit().map_err(|e| self.fault("compact", 0, &e))?;
+            report.history_bytes_after = report.history_bytes_before;
+            self.reload()?;
+            return Ok(report);
+        }
+        // The state at the point, from what is stored through it.
+        let mut state = State::new();
+        let mut timestamp = 0;
+        for cs in self
+            .history_from(0)?
+            .into_iter()
+            .take_while(|c| c.meta.version <= point)
+        {
+            timestamp = cs.meta.origin_timestamp;
+            state.apply(&cs).map_err(|e| {
+                ProtocolError::new(
+                    ErrorCode::OtherSessionError,
+                    format!("stored history does not apply: {e}"),
+                )
+            })?;
+        }
+        let snapshot = crate::state::snapshot(&state).encode();
+        let write = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<u64> {
+            tx.execute(
+                "UPDATE client_sync SET compacted_client_version = MAX(compacted_client_version,
+                     COALESCE((SELECT MAX(client_version) FROM history
+                               WHERE origin_file_ident = client_sync.ident AND version <= ?1), 0))",
+                [point as i64],
+            )?;
+            let removed = tx.execute("DELETE FROM history WHERE version <= ?1", [point as i64])?;
+            tx.execute(
+                "INSERT INTO history (version, changeset, origin_file_ident, origin_timestamp, client_version)
+                 VALUES (?1, ?2, 0, ?3, 0)",
+                params![point as i64, snapshot, timestamp as i64],
+            )?;
+            tx.execute("DELETE FROM reciprocal WHERE version <= ?1", [point as i64])?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('compacted', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = ?1",
+                [point as i64],
+            )?;
+            Ok(removed as u64)
+        };
+        let removed = write(&tx).map_err(|e| self.fault("compact", snapshot.len() as u64, &e))?;
+        tx.commit()
+            .map_err(|e| self.fault("compact", snapshot.len() as u64, &e))?;
+        report.removed_changesets = removed.saturating_sub(1);
+        // Memory follows the disk: the state is rebuilt from the compacted history.
+        self.reload()?;
+        report.history_bytes_after = bytes(&self.conn)?;
+        Ok(report)
     }
 
     /// Integrates an upload from `client`, entry by entry, and stores what it produced in one
@@ -492,7 +860,26 @@ impl ServerFile {
         client: u64,
         entries: &[UploadEntry],
     ) -> Result<Integrated, ProtocolError> {
+        self.ready_to_write("integrate_upload")?;
+        self.check_not_expired(client, 0)?;
         let mut done = self.integrated_client_version(client, self.latest)?;
+        // realm-core's upload threshold: a changeset not yet integrated must not be based on an
+        // older server version than the last one integrated from this client file
+        // (`ServerSession::receive_upload_message`, `are_mutually_consistent`): 209.
+        let mut threshold = self.base_version(client)?;
+        for entry in entries.iter().filter(|e| e.client_version > done) {
+            if entry.last_integrated_server_version < threshold {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadServerVersion,
+                    format!(
+                        "changeset {} is based on server version {}, older than the {} of an \
+                         earlier changeset of this client file",
+                        entry.client_version, entry.last_integrated_server_version, threshold
+                    ),
+                ));
+            }
+            threshold = entry.last_integrated_server_version;
+        }
         // An upload with a dictionary key realm-core refuses integrates nothing: a realm-core
         // replica that downloaded the key would abort (crate::model::check_dictionary_key).
         // The schema follows the upload's own schema instructions from entry to entry.
@@ -518,14 +905,19 @@ impl ServerFile {
         let mut reciprocal = self.reciprocal.remove(&client).unwrap_or_default();
         let mut appended: Vec<Changeset> = Vec::new();
         let mut refused = None;
+        // Reciprocal forms this upload rewrote, and the base through which forms are forgotten:
+        // only these rows are written (not the whole reciprocal history).
+        let mut dirty = BTreeSet::new();
+        let mut forget = 0;
         for entry in entries {
             if entry.client_version <= done {
                 continue;
             }
             let before = reciprocal.clone();
-            match self.integrate_one(client, entry, &mut reciprocal) {
+            match self.integrate_one(client, entry, &mut reciprocal, &mut dirty) {
                 Ok(integrated) => {
                     done = entry.client_version;
+                    forget = forget.max(entry.last_integrated_server_version);
                     appended.push(integrated);
                 }
                 Err(e) => {
@@ -538,13 +930,33 @@ impl ServerFile {
         let stored = if appended.is_empty() {
             Ok(())
         } else {
-            self.store(client, &appended, &reciprocal)
+            let base = forget;
+            self.store(client, &appended, &reciprocal, &dirty, base)
         };
         self.reciprocal.insert(client, reciprocal);
         if let Err(e) = stored {
-            // Memory ran ahead of the disk: start again from what is stored.
-            let reopened = self.reload();
-            return Err(reopened.err().unwrap_or(e));
+            let needed = appended
+                .iter()
+                .map(|c| c.encode().len() as u64)
+                .sum::<u64>()
+                * 2;
+            let error = self.fault("integrate_upload", needed, &e);
+            // Memory ran ahead of the disk: start again from what is stored, and serve nothing
+            // until that works.
+            if let Err(reload) = self.reload() {
+                tracing::error!(server_file = %self.path().display(), error = %reload,
+                    "cannot reload the server file after a storage fault; it is served again once a reload succeeds");
+                self.stale = true;
+            }
+            return Err(error);
+        }
+        if let Some(disk) = &self.disk {
+            disk.metrics()
+                .changesets_integrated
+                .inc_by(appended.len() as u64);
+            disk.metrics()
+                .history_changesets
+                .inc_by(appended.len() as i64);
         }
         match refused {
             Some(e) => Err(e),
@@ -561,6 +973,7 @@ impl ServerFile {
         client: u64,
         entry: &UploadEntry,
         reciprocal: &mut ReciprocalHistory,
+        dirty: &mut BTreeSet<u64>,
     ) -> Result<Changeset, ProtocolError> {
         if entry.changeset.len() > limits::MAX_CHANGESET_SIZE {
             // What a Tandem client refuses at commit; no client could download it.
@@ -587,9 +1000,25 @@ impl ServerFile {
             .to_changeset(client)
             .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
         let base = entry.last_integrated_server_version;
+        self.check_not_expired(client, base)?;
+        // The work is bounded: at most `max_merge_window` changesets of other clients are
+        // merged against. A client further behind resets, as Realm resets one behind the
+        // compaction horizon (222).
+        let window = self.merge_window(client, base)?;
+        if window > self.max_merge_window {
+            return Err(ProtocolError::new(
+                ErrorCode::ClientFileExpired,
+                format!(
+                    "changeset {} is based on server version {base}, {window} changesets of \
+                     other clients behind; this server merges at most {}: reset the client file",
+                    entry.client_version, self.max_merge_window
+                ),
+            ));
+        }
         // Entries of this upload appended so far are in memory only; they are the uploader's own
         // and never concurrent with it.
         let concurrent: Vec<Changeset> = self.history_from_except(base, client)?;
+        dirty.extend(concurrent.iter().map(|c| c.meta.version));
         let refs: Vec<&Changeset> = concurrent.iter().collect();
         let mut batch = [incoming];
         reciprocal.integrate(&mut batch, &refs).map_err(|e| {
@@ -614,14 +1043,43 @@ impl ServerFile {
         Ok(integrated)
     }
 
-    /// Writes appended changesets and the client's reciprocal forms in one transaction.
+    /// Changesets of other clients after `base`: what an upload based on `base` is merged
+    /// against (index lookups only).
+    fn merge_window(&self, client: u64, base: u64) -> Result<u64, ProtocolError> {
+        let own: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM history WHERE origin_file_ident = ?1 AND version > ?2",
+            )
+            .map_err(sql_err)?
+            .query_row(params![client as i64, base as i64], |r| r.get(0))
+            .map_err(sql_err)?;
+        Ok(self.latest.saturating_sub(base).saturating_sub(own as u64))
+    }
+
+    /// The server version the last integrated changeset of `client` was based on (0: none).
+    fn base_version(&self, client: u64) -> Result<u64, ProtocolError> {
+        let v: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT base_version FROM client_sync WHERE ident = ?1")
+            .map_err(sql_err)?
+            .query_row([client as i64], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Writes appended changesets, the client's changed reciprocal forms (`dirty`; forms
+    /// through `forget` are deleted) and its upload threshold in one transaction.
     fn store(
         &self,
         client: u64,
         appended: &[Changeset],
         reciprocal: &ReciprocalHistory,
-    ) -> Result<(), ProtocolError> {
-        let tx = self.conn.unchecked_transaction().map_err(sql_err)?;
+        dirty: &BTreeSet<u64>,
+        forget: u64,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
         for cs in appended {
             tx.execute(
                 "INSERT INTO history (version, changeset, origin_file_ident, origin_timestamp, client_version)
@@ -633,32 +1091,40 @@ impl ServerFile {
                     cs.meta.origin_timestamp as i64,
                     cs.meta.last_integrated_remote_version as i64
                 ],
-            )
-            .map_err(sql_err)?;
+            )?;
         }
         tx.execute(
-            "DELETE FROM reciprocal WHERE client_file_ident = ?1",
-            [client as i64],
-        )
-        .map_err(sql_err)?;
-        for cs in reciprocal.iter() {
-            tx.execute(
-                "INSERT INTO reciprocal (client_file_ident, version, changeset) VALUES (?1, ?2, ?3)",
-                params![client as i64, cs.meta.version as i64, cs.encode()],
-            )
-            .map_err(sql_err)?;
+            "DELETE FROM reciprocal WHERE client_file_ident = ?1 AND version <= ?2",
+            params![client as i64, forget as i64],
+        )?;
+        for &version in dirty.range(forget + 1..) {
+            match reciprocal.get(version) {
+                Some(cs) => tx.execute(
+                    "INSERT OR REPLACE INTO reciprocal (client_file_ident, version, changeset)
+                     VALUES (?1, ?2, ?3)",
+                    params![client as i64, version as i64, cs.encode()],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM reciprocal WHERE client_file_ident = ?1 AND version = ?2",
+                    params![client as i64, version as i64],
+                )?,
+            };
         }
-        tx.commit().map_err(sql_err)
+        tx.execute(
+            "INSERT INTO client_sync (ident, base_version, last_seen, uploaded) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (ident) DO UPDATE SET base_version = MAX(base_version, ?2), last_seen = ?3,
+                 uploaded = 1",
+            params![client as i64, forget as i64, unix_now() as i64],
+        )?;
+        tx.commit()
     }
 
     /// Rebuilds the in-memory state, version and reciprocal forms from the stored history.
     fn reload(&mut self) -> Result<(), ProtocolError> {
-        let path = self
-            .conn
-            .path()
-            .map(std::path::PathBuf::from)
-            .unwrap_or_default();
-        *self = ServerFile::open(path)?;
+        let mut file = ServerFile::open(self.path())?;
+        file.disk = self.disk.take();
+        file.max_merge_window = self.max_merge_window;
+        *self = file;
         Ok(())
     }
 
@@ -671,6 +1137,8 @@ impl ServerFile {
         after: u64,
         max_bytes: usize,
     ) -> Result<DownloadBatch, ProtocolError> {
+        self.check_fresh()?;
+        self.check_not_expired(client, after)?;
         // Stored changesets are already in their canonical encoding: they are served as they
         // are, never decoded, and only as many rows are read as the batch takes.
         let mut entries = Vec::new();
@@ -728,6 +1196,14 @@ impl ServerFile {
             upload_client_version: self.integrated_client_version(client, self.latest)?,
         })
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The top-level objects a changeset's data instructions touch.

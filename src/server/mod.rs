@@ -12,6 +12,7 @@ mod admission;
 pub mod app;
 mod auth;
 pub mod config;
+pub mod disk;
 mod file;
 pub mod metrics;
 mod net;
@@ -20,6 +21,9 @@ mod session;
 
 pub use admission::ConnectionLimits;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
-pub use file::{DownloadBatch, Integrated, ServerFile};
+pub use file::{
+    CompactionReport, DownloadBatch, Integrated, ServerFile, StorageConfig,
+    DEFAULT_MAX_MERGE_WINDOW,
+};
 pub use net::{start, RunningServer, ServerConfig, StartError, MAX_DOWNLOAD_BATCH};
 pub use session::STATE_SEGMENT;

@@ -81,6 +81,8 @@ pub struct ServerConfig {
     /// The App Services API and Realm sync endpoint (`--app-id`); `None` serves only Tandem's
     /// own handshake.
     pub app: Option<super::app::AppConfig>,
+    /// Disk reserve, upload bounds, idle server files and history compaction.
+    pub storage: super::file::StorageConfig,
 }
 
 /// A running server.
@@ -101,6 +103,17 @@ impl RunningServer {
     pub fn state_of(&self, path: &str) -> Option<crate::state::State> {
         let files = self.shared.files.lock().unwrap_or_else(|e| e.into_inner());
         files.get(path).map(|f| lock(f).state().clone())
+    }
+
+    /// Compacts every server file of the data directory now (what `--history-horizon` does
+    /// hourly): client files not seen since `horizon_unix_secs` are expired, and the history no
+    /// live client needs is compacted ([`ServerFile::compact`]). Blocking (SQLite, fsync): call
+    /// it off the async runtime's workers.
+    pub fn compact(
+        &self,
+        horizon_unix_secs: u64,
+    ) -> Vec<(String, Result<super::file::CompactionReport, ProtocolError>)> {
+        super::session::compact_all(&self.shared, horizon_unix_secs)
     }
 
     /// Stops accepting and ends every connection.
@@ -135,11 +148,13 @@ pub(super) struct Shared {
     /// Who may bind which partition (Realm dialect).
     pub(super) permissions: SyncPermissions,
     /// Becomes true at shutdown.
-    stop: tokio::sync::watch::Receiver<bool>,
+    pub(super) stop: tokio::sync::watch::Receiver<bool>,
     /// What every part of the server records.
     pub(super) metrics: Arc<super::metrics::Metrics>,
     /// Connection counters and caps.
     admission: Arc<Admission>,
+    /// The data directory's reserve and storage-fault accounting.
+    pub(super) disk: Arc<super::disk::Disk>,
 }
 
 fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, StartError> {
@@ -190,6 +205,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let (shutdown, stop) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(super::metrics::Metrics::new());
     let admission = Admission::new(config.connection_limits.clone(), Arc::clone(&metrics));
+    let disk = super::disk::Disk::new(
+        &config.data_dir,
+        config.storage.disk_reserve,
+        Arc::clone(&metrics),
+    );
     let shared = Arc::new(Shared {
         permissions: config
             .app
@@ -204,7 +224,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         stop: stop.clone(),
         admission,
         metrics,
+        disk,
     });
+    super::session::start_sweeper(&shared);
     tokio::spawn(accept_loop(Arc::clone(&shared), listener, tls, stop));
     Ok(RunningServer {
         local_addr,

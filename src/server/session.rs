@@ -106,9 +106,13 @@ pub(super) fn error(code: ErrorCode, message: &str, session: u64) -> ServerMessa
     ServerMessage::Error {
         code: u64::from(code.code()),
         message: message.to_owned(),
+        // 201: a server-side fault such as a full disk (super::disk): retry with backoff.
         try_again: matches!(
             code,
-            ErrorCode::ConnectionClosed | ErrorCode::OtherError | ErrorCode::TokenExpired
+            ErrorCode::ConnectionClosed
+                | ErrorCode::OtherError
+                | ErrorCode::TokenExpired
+                | ErrorCode::OtherSessionError
         ),
         session,
     }
@@ -196,11 +200,13 @@ pub(super) fn open_file(
         return Ok(Arc::clone(f));
     }
     let file_path = file_path(&shared.config.data_dir, path);
-    let opened = ServerFile::open(&file_path).and_then(|mut file| {
-        file.record_server_path(path)?;
-        file.set_client_file_expiry(shared.config.connection_limits.client_file_expiry);
-        Ok(file)
-    });
+    let opened =
+        ServerFile::open_with(&file_path, Arc::clone(&shared.disk), &shared.config.storage)
+            .and_then(|mut file| {
+                file.record_server_path(path)?;
+                file.set_client_file_expiry(shared.config.connection_limits.client_file_expiry);
+                Ok(file)
+            });
     let file = opened.map_err(|e| {
         tracing::error!(
             server_path = path,
@@ -211,9 +217,141 @@ pub(super) fn open_file(
         );
         ProtocolError::new(e.code, "server storage failed")
     })?;
+    shared.metrics.server_files_open.inc();
+    shared
+        .metrics
+        .history_changesets
+        .inc_by(file.history_len().unwrap_or(0) as i64);
     let file = Arc::new(Mutex::new(file));
     files.insert(path.to_owned(), Arc::clone(&file));
     Ok(file)
+}
+
+/// The server path a server file of the data directory holds: the `server_path` its meta table
+/// records ([`ServerFile::record_server_path`]), or, for a file named by servers before issue 13
+/// that was never opened since, the path its hex name spells. `None` for anything else (the
+/// App Services store, WAL files).
+fn server_path_of(file: &std::path::Path) -> Option<String> {
+    let name = file.file_name()?.to_str()?.strip_suffix(".sqlite")?;
+    if let Some(path) = ServerFile::stored_server_path(file) {
+        return Some(path);
+    }
+    if name.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..name.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(name.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok().filter(|p| p.starts_with('/'))
+}
+
+/// How often idle server files are looked for and the history compacted (when configured).
+const COMPACTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Starts the task that closes server files no session has used for
+/// [`super::file::StorageConfig::file_idle_close`] and, with a history horizon, compacts every
+/// server file of the data directory once an hour (the first time an hour after start).
+pub(super) fn start_sweeper(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    let idle_close = shared.config.storage.file_idle_close;
+    let tick = (idle_close / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(30),
+    );
+    tokio::spawn(async move {
+        let mut idle_since: HashMap<String, std::time::Instant> = HashMap::new();
+        let mut last_compaction = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let Some(shared) = weak.upgrade() else { return };
+            if *shared.stop.borrow() {
+                return;
+            }
+            let closed = close_idle(&shared, &mut idle_since, idle_close);
+            let compact = shared.config.storage.history_horizon.is_some()
+                && last_compaction.elapsed() >= COMPACTION_INTERVAL;
+            let worker = Arc::clone(&shared);
+            let _ = tokio::task::spawn_blocking(move || {
+                // Closing runs SQLite's last checkpoint: off the runtime's workers.
+                drop(closed);
+                if let Some(horizon) = worker.config.storage.history_horizon.filter(|_| compact) {
+                    for (path, result) in compact_all(&worker, now().saturating_sub(horizon.as_secs())) {
+                        match result {
+                            Ok(report) => tracing::info!(path, ?report, "history compacted"),
+                            Err(e) => tracing::error!(path, error = %e.message, "history compaction failed"),
+                        }
+                    }
+                }
+            })
+            .await;
+            if compact {
+                last_compaction = std::time::Instant::now();
+            }
+        }
+    });
+}
+
+/// Removes from the open files those only the map has held for `idle_close`; returns them
+/// (dropping one closes it).
+fn close_idle(
+    shared: &Shared,
+    idle_since: &mut HashMap<String, std::time::Instant>,
+    idle_close: std::time::Duration,
+) -> Vec<Arc<Mutex<ServerFile>>> {
+    let mut files = shared.files.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    idle_since.retain(|path, _| files.get(path).is_some_and(|f| Arc::strong_count(f) == 1));
+    let mut closed = Vec::new();
+    let paths: Vec<String> = files.keys().cloned().collect();
+    for path in paths {
+        let idle = files.get(&path).is_some_and(|f| Arc::strong_count(f) == 1);
+        if !idle {
+            continue;
+        }
+        let since = *idle_since.entry(path.clone()).or_insert(now);
+        if now.duration_since(since) >= idle_close {
+            if let Some(file) = files.remove(&path) {
+                idle_since.remove(&path);
+                shared.metrics.server_files_open.dec();
+                let rows = lock(&file).history_len().unwrap_or(0);
+                shared.metrics.history_changesets.dec_by(rows as i64);
+                tracing::debug!(path, "server file closed after idling");
+                closed.push(file);
+            }
+        }
+    }
+    closed
+}
+
+/// Compacts every server file of the data directory ([`ServerFile::compact`] with
+/// `horizon_unix_secs`): each server path and what its compaction did.
+pub(super) fn compact_all(
+    shared: &Shared,
+    horizon_unix_secs: u64,
+) -> Vec<(String, Result<super::file::CompactionReport, ProtocolError>)> {
+    let Ok(dir) = std::fs::read_dir(&shared.config.data_dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(path) = server_path_of(&entry.path()) else {
+            continue;
+        };
+        let result = open_file(shared, &path).and_then(|f| {
+            let mut file = lock(&f);
+            let before = file.history_len().unwrap_or(0);
+            let report = file.compact(horizon_unix_secs)?;
+            let after = file.history_len().unwrap_or(before);
+            shared
+                .metrics
+                .history_changesets
+                .dec_by(before.saturating_sub(after) as i64);
+            Ok(report)
+        });
+        out.push((path, result));
+    }
+    out
 }
 
 /// Tandem-only messages are unknown messages (102) in the Realm dialect.
@@ -434,6 +572,7 @@ pub(super) fn handle(
             }
             s.client_file_ident = Some(client_file_ident);
             s.cursor = download_server_version;
+            lock(&s.file).mark_seen(client_file_ident, download_server_version);
             Ok(downloads(session, s, true))
         }
         ClientMessage::Upload {

@@ -59,6 +59,8 @@ pub struct World {
     /// The server's message size limits (applied at the next [`World::start_server`]).
     pub limits: Limits,
     pub addr: std::net::SocketAddr,
+    /// The server's storage settings (applied at the next [`World::start_server`]).
+    pub storage: tandem::server::StorageConfig,
 }
 
 impl World {
@@ -76,6 +78,7 @@ impl World {
             server: None,
             limits: Limits::default(),
             addr: "127.0.0.1:0".parse().unwrap(),
+            storage: Default::default(),
         };
         world.start_server();
         world
@@ -93,6 +96,7 @@ impl World {
             limits: self.limits,
             connection_limits: Default::default(),
             app: None,
+            storage: self.storage.clone(),
         };
         let server = self.runtime.block_on(start(config)).unwrap();
         self.addr = server.local_addr;
