@@ -556,8 +556,15 @@ impl ClientMessage {
         let mut fields = message[..end].split(|b| *b == b' ');
         let name = std::str::from_utf8(fields.next()?).ok()?;
         let index = match name {
-            "bind" | "ident" | "upload" | "mark" | "unbind" | "refresh" | "state_request"
-            | "client_version_request" | "transact" => 0,
+            "bind"
+            | "ident"
+            | "upload"
+            | "mark"
+            | "unbind"
+            | "refresh"
+            | "state_request"
+            | "client_version_request"
+            | "transact" => 0,
             "json_error" => 2,
             _ => return None,
         };

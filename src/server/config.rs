@@ -17,8 +17,8 @@ use super::app::{
     AppConfig, Provider, DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_REFRESH_TOKEN_LIFETIME,
 };
 use super::auth::{Authenticator, KeyError, TokenSigner};
-use super::shared::{ServerConfig, SessionLimits};
 use super::realm::permissions::{RuleError, SyncPermissions};
+use super::shared::{ServerConfig, SessionLimits};
 use crate::protocol::Limits;
 
 /// Largest configuration or key file read.
@@ -75,6 +75,8 @@ OPTIONS:
     --user-messages-per-second <N>
                                the same for messages [TANDEM_USER_MESSAGES_PER_SECOND]
                                (default 10000)
+    --download-batch <BYTES>   largest DOWNLOAD body built at a time per connection, 1024 to
+                               16777216 [TANDEM_DOWNLOAD_BATCH] (default 16777216)
     -h, --help                 print this help
 
 APP SERVICES (Realm SDK apps; see docs/app-services.md):
@@ -266,6 +268,7 @@ const SETTINGS: &[(&str, bool)] = &[
     ("conn_messages_per_second", false),
     ("user_bytes_per_second", false),
     ("user_messages_per_second", false),
+    ("download_batch", false),
     ("issue_token", false),
     ("jwt_private_key", false),
     ("token_hours", false),
@@ -822,6 +825,14 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
 /// per-connection and per-user rates; 0 is unlimited for a rate, refused for a timeout).
 fn session_limits(raw: &Raw) -> Result<SessionLimits, ConfigError> {
     let defaults = SessionLimits::default();
+    let download_batch = raw.number("download_batch", defaults.download_batch as u64)?;
+    if !(1024..=defaults.download_batch as u64).contains(&download_batch) {
+        return Err(raw.bad(
+            "download_batch",
+            format!("must be between 1024 and {} bytes", defaults.download_batch),
+        ));
+    }
+    let download_batch = download_batch as usize;
     let seconds = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
         match raw.number(key, default.as_secs())? {
             0 => Err(raw.bad(key, "must be at least 1 second")),
@@ -831,16 +842,21 @@ fn session_limits(raw: &Raw) -> Result<SessionLimits, ConfigError> {
     Ok(SessionLimits {
         bind_timeout: seconds("bind_timeout", defaults.bind_timeout)?,
         send_timeout: seconds("send_timeout", defaults.send_timeout)?,
-        connection_bytes_per_second: raw
-            .number("conn_bytes_per_second", defaults.connection_bytes_per_second)?,
+        connection_bytes_per_second: raw.number(
+            "conn_bytes_per_second",
+            defaults.connection_bytes_per_second,
+        )?,
         connection_messages_per_second: raw.number(
             "conn_messages_per_second",
             defaults.connection_messages_per_second,
         )?,
         user_bytes_per_second: raw
             .number("user_bytes_per_second", defaults.user_bytes_per_second)?,
-        user_messages_per_second: raw
-            .number("user_messages_per_second", defaults.user_messages_per_second)?,
+        user_messages_per_second: raw.number(
+            "user_messages_per_second",
+            defaults.user_messages_per_second,
+        )?,
+        download_batch,
     })
 }
 
@@ -929,7 +945,7 @@ mod tests {
         let secret = dir.write("secret", "0123456789abcdef0123\n");
         let file = dir.write(
             "tandem.toml",
-            "bind_timeout = 7\nuser_messages_per_second = 0\n",
+            "bind_timeout = 7\nuser_messages_per_second = 0\ndownload_batch = 65536\n",
         );
         let env = |name: &str| match name {
             "TANDEM_CONFIG" => Some(file.clone()),
@@ -937,7 +953,12 @@ mod tests {
             _ => None,
         };
         let config = serve_config(parse(
-            &args(&["--insecure-ws", "--jwt-secret-file", &secret, "--conn-messages-per-second=5"]),
+            &args(&[
+                "--insecure-ws",
+                "--jwt-secret-file",
+                &secret,
+                "--conn-messages-per-second=5",
+            ]),
             env,
         ));
         let s = config.sessions;
@@ -945,7 +966,11 @@ mod tests {
         assert_eq!(s.send_timeout, Duration::from_secs(9));
         assert_eq!(s.connection_messages_per_second, 5);
         assert_eq!(s.user_messages_per_second, 0, "0: unlimited");
-        assert_eq!(s.user_bytes_per_second, SessionLimits::default().user_bytes_per_second);
+        assert_eq!(s.download_batch, 65536);
+        assert_eq!(
+            s.user_bytes_per_second,
+            SessionLimits::default().user_bytes_per_second
+        );
         let zero = parse(&args(&["--insecure-ws", "--bind-timeout=0"]), |_| None);
         assert!(
             matches!(&zero, Err(e) if e.to_string().contains("bind_timeout") && e.to_string().contains("at least 1 second")),

@@ -21,5 +21,5 @@ mod shared;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
 pub use file::{DownloadBatch, Integrated, ServerFile};
 pub use net::{start, RunningServer, StartError};
-pub use shared::{ServerConfig, SessionLimits, MAX_DOWNLOAD_BATCH};
 pub use session::STATE_SEGMENT;
+pub use shared::{ServerConfig, SessionLimits, MAX_DOWNLOAD_BATCH};

@@ -43,11 +43,11 @@ use tokio_tungstenite::WebSocketStream;
 use super::app::{AccessTokenError, AppServices, RequestTls};
 use super::realm::{self, ErrorReply};
 use super::session::{error, handle, lock, Connection, Peer};
-use crate::protocol::ServerMessage;
-use std::sync::atomic::Ordering;
 use super::shared::ServerConfig;
 use super::shared::{Rates, Shared, Waker};
+use crate::protocol::ServerMessage;
 use crate::protocol::{self, ErrorCode, ProtocolError};
+use std::sync::atomic::Ordering;
 
 /// A running server.
 pub struct RunningServer {
@@ -507,7 +507,10 @@ impl Drop for Registration {
         for path in &self.paths {
             self.shared.unsubscribe(path, self.id);
         }
-        self.shared.metrics.sessions_open.dec_by(self.sessions as i64);
+        self.shared
+            .metrics
+            .sessions_open
+            .dec_by(self.sessions as i64);
         if let Some((user, rates)) = self.user.take() {
             drop(rates);
             self.shared.release_user(&user);
@@ -682,7 +685,12 @@ where
             }
             Event::Expired => {
                 shared.metrics.error(u64::from(realm::CLOSE_REFRESH_TOKEN));
-                close(&mut ws, realm::CLOSE_REFRESH_TOKEN, "the access token expired").await;
+                close(
+                    &mut ws,
+                    realm::CLOSE_REFRESH_TOKEN,
+                    "the access token expired",
+                )
+                .await;
                 return;
             }
             Event::Idle => {
@@ -761,8 +769,7 @@ where
                     Some(Ok(Message::Binary(bytes))) => bytes,
                     // tungstenite queued the pong when it read the ping: write it now.
                     Some(Ok(Message::Ping(_))) => {
-                        let flushed =
-                            tokio::time::timeout(limits.send_timeout, ws.flush()).await;
+                        let flushed = tokio::time::timeout(limits.send_timeout, ws.flush()).await;
                         if !matches!(flushed, Ok(Ok(()))) {
                             return;
                         }

@@ -14,7 +14,7 @@ use super::app::AppUser;
 use super::auth::Claims;
 use super::file::ServerFile;
 use super::realm;
-use super::shared::{Shared, MAX_DOWNLOAD_BATCH};
+use super::shared::Shared;
 
 /// Largest STATE segment.
 pub const STATE_SEGMENT: usize = 1 << 20;
@@ -132,6 +132,8 @@ pub(super) struct Session {
     state: Option<StateStream>,
     /// Whether the session may have something to send.
     pub(super) behind: bool,
+    /// Largest DOWNLOAD body it builds at a time ([`super::SessionLimits::download_batch`]).
+    batch: usize,
 }
 
 impl Session {
@@ -195,7 +197,7 @@ impl Session {
         })
     }
 
-    /// One DOWNLOAD batch (at most [`MAX_DOWNLOAD_BATCH`] of body) from the cursor, which it
+    /// One DOWNLOAD batch (at most `batch` bytes of body) from the cursor, which it
     /// advances; `force`: one even if empty, as an upload acknowledgement. Nothing before IDENT
     /// or while the token is expired.
     fn download(&mut self, id: u64, force: bool) -> Option<ServerMessage> {
@@ -204,7 +206,7 @@ impl Session {
             return None;
         }
         let batch = lock(&self.file)
-            .download(ident, self.cursor, MAX_DOWNLOAD_BATCH)
+            .download(ident, self.cursor, self.batch)
             .ok()?;
         let progressed = batch.download_server_version > self.cursor;
         if !(progressed || force) {
@@ -383,7 +385,6 @@ fn bind_target(
     }
 }
 
-
 /// Checks a Realm client's claim about the latest server version it has seen: a server
 /// restored from an older backup does not have it (209), or has it with another salt (211).
 /// Both reset the client (`realm-sync.md` section 8; realm-core's server uses the same codes).
@@ -431,7 +432,14 @@ pub(super) fn handle(
             token,
             need_client_file_ident,
             ..
-        } => on_bind(shared, connection, session, path, &token, need_client_file_ident),
+        } => on_bind(
+            shared,
+            connection,
+            session,
+            path,
+            &token,
+            need_client_file_ident,
+        ),
         ClientMessage::Ident {
             session,
             client_file_ident,
@@ -627,6 +635,7 @@ fn on_bind(
             marks: VecDeque::new(),
             state: None,
             behind: false,
+            batch: shared.config.sessions.download_batch,
         },
     );
     Ok(replies)
@@ -653,7 +662,11 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
         let file = lock(&s.file);
         file.check_ident(m.ident, m.salt, m.download_server_version)
             .and_then(|()| {
-                file.check_cursor(m.ident, m.download_server_version, m.download_client_version)
+                file.check_cursor(
+                    m.ident,
+                    m.download_server_version,
+                    m.download_client_version,
+                )
             })
             .and_then(|()| match s.realm {
                 true => check_latest(&file, m.latest_server_version, m.latest_server_version_salt),
@@ -677,9 +690,14 @@ fn integrate(
     file: &mut ServerFile,
 ) -> Result<(), Failure> {
     let started = std::time::Instant::now();
-    let integrated = file.integrate_upload(ident, entries).map_err(|e| (e, session));
+    let integrated = file
+        .integrate_upload(ident, entries)
+        .map_err(|e| (e, session));
     let took = started.elapsed();
-    shared.metrics.integration_seconds.observe(took.as_secs_f64());
+    shared
+        .metrics
+        .integration_seconds
+        .observe(took.as_secs_f64());
     if took > std::time::Duration::from_secs(1) {
         tracing::warn!(path = %s.path, session, entries = entries.len(), seconds = took.as_secs_f64(), "slow integration");
     }
@@ -722,7 +740,9 @@ fn on_refresh(
     token: &str,
 ) -> Replies {
     // An expired session may refresh: look it up without the expiry check.
-    let s = sessions.get_mut(&session).ok_or_else(|| no_session(session))?;
+    let s = sessions
+        .get_mut(&session)
+        .ok_or_else(|| no_session(session))?;
     let claims = shared.config.auth.verify(token).map_err(|e| (e, session))?;
     if !claims.allows(&s.path) {
         return Err((
@@ -786,12 +806,23 @@ fn on_transact(
     let (verdict, server_version) = {
         let mut file = lock(&s.file);
         let conflict = file
-            .transact_conflict(ident, &entry.changeset, entry.last_integrated_server_version)
+            .transact_conflict(
+                ident,
+                &entry.changeset,
+                entry.last_integrated_server_version,
+            )
             .map_err(|e| (e, session))?;
         match conflict {
             Some(reason) => (Err(reason), file.latest_version()),
             None => {
-                integrate(shared, s, session, ident, std::slice::from_ref(&entry), &mut file)?;
+                integrate(
+                    shared,
+                    s,
+                    session,
+                    ident,
+                    std::slice::from_ref(&entry),
+                    &mut file,
+                )?;
                 (Ok(()), file.latest_version())
             }
         }

@@ -69,6 +69,10 @@ pub struct SessionLimits {
     /// Messages all connections of one user may send per second (`--user-messages-per-second`,
     /// default 10,000).
     pub user_messages_per_second: u64,
+    /// Largest DOWNLOAD body a session builds at a time, in bytes (`--download-batch`, default
+    /// and maximum [`MAX_DOWNLOAD_BATCH`]): with one STATE segment, what bounds the memory a
+    /// connection holds for its downloads.
+    pub download_batch: usize,
 }
 
 impl Default for SessionLimits {
@@ -80,6 +84,7 @@ impl Default for SessionLimits {
             connection_messages_per_second: 2_000,
             user_bytes_per_second: 128 << 20,
             user_messages_per_second: 10_000,
+            download_batch: MAX_DOWNLOAD_BATCH,
         }
     }
 }
