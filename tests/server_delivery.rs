@@ -705,3 +705,64 @@ async fn graceful_shutdown_acknowledges_the_integration_in_flight_then_closes() 
             .is_err()
     );
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_tandem_server_down_gracefully() {
+    use std::io::BufRead;
+    let dir =
+        Dir(std::env::temp_dir().join(format!("tandem-delivery-{}-sigterm", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::write(dir.0.join("secret"), SECRET).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-ws",
+            "--jwt-secret-file",
+        ])
+        .arg(dir.0.join("secret"))
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected server output: {line:?}"));
+    let mut request = format!("ws://{addr}/sync").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        protocol::client_offer().parse().unwrap(),
+    );
+    headers.insert(
+        "Authorization",
+        format!("Bearer {}", token("tester")).parse().unwrap(),
+    );
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut ws = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .unwrap()
+        .0;
+    bind(&mut ws, 1, "/term").await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(recv_error(&mut ws).await, (100, true));
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
