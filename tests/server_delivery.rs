@@ -80,7 +80,12 @@ async fn connect_as(f: &Fixture, subject: &str, receive_buffer: Option<u32>) -> 
         socket.set_recv_buffer_size(size).unwrap();
     }
     let tcp = socket.connect(f.server.local_addr).await.unwrap();
-    let mut request = format!("ws://127.0.0.1:{}/sync", f.server.local_addr.port())
+    upgrade(tcp, subject).await
+}
+
+/// The WebSocket upgrade of `tcp` with a bearer token for `subject`.
+async fn upgrade(tcp: TcpStream, subject: &str) -> Ws {
+    let mut request = format!("ws://{}/sync", tcp.peer_addr().unwrap())
         .into_client_request()
         .unwrap();
     let headers = request.headers_mut();
@@ -739,21 +744,7 @@ async fn sigterm_shuts_tandem_server_down_gracefully() {
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected server output: {line:?}"));
-    let mut request = format!("ws://{addr}/sync").into_client_request().unwrap();
-    let headers = request.headers_mut();
-    headers.insert(
-        "Sec-WebSocket-Protocol",
-        protocol::client_offer().parse().unwrap(),
-    );
-    headers.insert(
-        "Authorization",
-        format!("Bearer {}", token("tester")).parse().unwrap(),
-    );
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut ws = tokio_tungstenite::client_async(request, tcp)
-        .await
-        .unwrap()
-        .0;
+    let mut ws = upgrade(TcpStream::connect(addr).await.unwrap(), "tester").await;
     bind(&mut ws, 1, "/term").await;
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

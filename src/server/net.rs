@@ -693,21 +693,16 @@ where
                 .await;
                 return;
             }
-            Event::Idle => {
-                shared.metrics.refused("idle");
-                let e = ProtocolError::new(
-                    ErrorCode::ConnectionClosed,
-                    "nothing received (not even PING) within the idle timeout",
-                );
-                report(&mut ws, &shared, &mut connection, e, 0).await;
-                return;
-            }
-            Event::BindTimeout => {
-                shared.metrics.refused("bind_timeout");
-                let e = ProtocolError::new(
-                    ErrorCode::ConnectionClosed,
-                    "no session bound within the bind timeout",
-                );
+            deadline @ (Event::Idle | Event::BindTimeout) => {
+                let (reason, why) = match deadline {
+                    Event::Idle => (
+                        "idle",
+                        "nothing received (not even PING) within the idle timeout",
+                    ),
+                    _ => ("bind_timeout", "no session bound within the bind timeout"),
+                };
+                shared.metrics.refused(reason);
+                let e = ProtocolError::new(ErrorCode::ConnectionClosed, why);
                 report(&mut ws, &shared, &mut connection, e, 0).await;
                 return;
             }
