@@ -111,6 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         connection_limits: Default::default(),
         app: None,
         storage: Default::default(),
+        sessions: Default::default(),
     }))?;
     let port = server.local_addr.port();
     println!(

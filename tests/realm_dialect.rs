@@ -73,6 +73,7 @@ async fn fixture_with(
         connection_limits: Default::default(),
         app: Some(app),
         storage: Default::default(),
+        sessions: Default::default(),
     })
     .await
     .unwrap();

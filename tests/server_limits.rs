@@ -53,6 +53,7 @@ async fn fixture(name: &str, limits: Limits, connection_limits: ConnectionLimits
         limits,
         connection_limits,
         storage: Default::default(),
+        sessions: Default::default(),
         app: None,
     })
     .await
@@ -469,6 +470,7 @@ async fn tls_connections_without_a_client_hello_are_closed_at_the_deadline() {
             ..ConnectionLimits::default()
         },
         storage: Default::default(),
+        sessions: Default::default(),
         app: None,
     })
     .await

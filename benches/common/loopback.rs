@@ -42,6 +42,7 @@ pub fn start_server(name: &str) -> Loopback {
             connection_limits: Default::default(),
             app: None,
             storage: Default::default(),
+            sessions: Default::default(),
         }))
         .unwrap();
     let port = server.local_addr.port();

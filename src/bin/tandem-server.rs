@@ -58,8 +58,46 @@ fn main() {
     runtime.block_on(async move {
         let server = start(config).await.unwrap_or_else(|e| fail(&e.to_string()));
         eprintln!("tandem-server listening on {}", server.local_addr);
-        std::future::pending::<()>().await;
+        let signal = shutdown_signal().await;
+        tracing::info!(
+            signal,
+            "shutting down: no new connections, closing sessions"
+        );
+        let clean = server.shutdown_graceful(SHUTDOWN_DEADLINE).await;
+        if !clean {
+            tracing::warn!(
+                connections = server.connections(),
+                seconds = SHUTDOWN_DEADLINE.as_secs(),
+                "connections still open at the shutdown deadline"
+            );
+        }
     });
+}
+
+/// How long a graceful shutdown waits for connections to end.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C); its name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
 }
 
 /// `tandem-server api-key ...`: prints the new key once (only its hash is stored), the list as

@@ -541,6 +541,42 @@ impl ClientMessage {
         out
     }
 
+    /// A client message's name and session read from its header line alone, without looking
+    /// at its body (let alone inflating it): a server checks the session before it parses the
+    /// body (issue 13: authenticate before inflating). `None` for PING (no session) and for a
+    /// header line that [`ClientMessage::parse`] will refuse anyway.
+    ///
+    /// ```
+    /// use tandem::protocol::ClientMessage;
+    /// assert_eq!(ClientMessage::peek_session(b"upload 7 1 10 5 0 0 0\nxxxxx"), Some(("upload", 7)));
+    /// assert_eq!(ClientMessage::peek_session(b"json_error 231 2 3\n{}"), Some(("json_error", 3)));
+    /// assert_eq!(ClientMessage::peek_session(b"ping 1 2\n"), None);
+    /// ```
+    pub fn peek_session(message: &[u8]) -> Option<(&str, u64)> {
+        let end = message.iter().take(MAX_HEADER).position(|b| *b == b'\n')?;
+        let mut fields = message[..end].split(|b| *b == b' ');
+        let name = std::str::from_utf8(fields.next()?).ok()?;
+        let index = match name {
+            "bind"
+            | "ident"
+            | "upload"
+            | "mark"
+            | "unbind"
+            | "refresh"
+            | "state_request"
+            | "client_version_request"
+            | "transact" => 0,
+            "json_error" => 2,
+            _ => return None,
+        };
+        Some((name, decimal(fields.nth(index)?)?))
+    }
+
+    /// Whether a message of this name may carry a compressed body (UPLOAD, TRANSACT).
+    pub fn has_compressed_body(name: &str) -> bool {
+        matches!(name, "upload" | "transact")
+    }
+
     /// Parses a message a client sent (server side).
     ///
     /// Every decimal field, in the header line and in UPLOAD entry headers, must be at most

@@ -18,8 +18,8 @@ use super::app::{
     AppConfig, Provider, DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_REFRESH_TOKEN_LIFETIME,
 };
 use super::auth::{Authenticator, KeyError, TokenSigner};
-use super::net::ServerConfig;
 use super::realm::permissions::{RuleError, SyncPermissions};
+use super::shared::{ServerConfig, SessionLimits};
 use crate::protocol::Limits;
 
 /// Largest configuration or key file read.
@@ -96,6 +96,26 @@ OPTIONS:
     --history-horizon <DAYS>   expire client files not seen for this many days and compact
                                the history no live client needs, hourly
                                [TANDEM_HISTORY_HORIZON] (default: never)
+    --bind-timeout <SECONDS>   close a connection that has bound no authenticated session
+                               this long after its upgrade [TANDEM_BIND_TIMEOUT] (default 30)
+    --send-timeout <SECONDS>   close a connection that does not take one message (at most
+                               one download batch) within this time [TANDEM_SEND_TIMEOUT]
+                               (default 60)
+    --conn-bytes-per-second <BYTES>
+                               bytes of messages one connection may send per second; more
+                               are read later, never dropped (0: unlimited)
+                               [TANDEM_CONN_BYTES_PER_SECOND] (default 67108864)
+    --conn-messages-per-second <N>
+                               the same for messages [TANDEM_CONN_MESSAGES_PER_SECOND]
+                               (default 2000)
+    --user-bytes-per-second <BYTES>
+                               bytes all connections of one user (token subject) may send
+                               per second [TANDEM_USER_BYTES_PER_SECOND] (default 134217728)
+    --user-messages-per-second <N>
+                               the same for messages [TANDEM_USER_MESSAGES_PER_SECOND]
+                               (default 10000)
+    --download-batch <BYTES>   largest DOWNLOAD body built at a time per connection, 1024 to
+                               16777216 [TANDEM_DOWNLOAD_BATCH] (default 16777216)
     -h, --help                 print this help
 
 APP SERVICES (Realm SDK apps; see docs/app-services.md):
@@ -292,6 +312,13 @@ const SETTINGS: &[(&str, bool)] = &[
     ("max_merge_window", false),
     ("file_idle_close", false),
     ("history_horizon", false),
+    ("bind_timeout", false),
+    ("send_timeout", false),
+    ("conn_bytes_per_second", false),
+    ("conn_messages_per_second", false),
+    ("user_bytes_per_second", false),
+    ("user_messages_per_second", false),
+    ("download_batch", false),
     ("issue_token", false),
     ("jwt_private_key", false),
     ("token_hours", false),
@@ -861,6 +888,7 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
         return Err(raw.bad("max_body", "must be between 1024 and 1073741824 bytes"));
     }
     let storage = storage(raw)?;
+    let sessions = session_limits(raw)?;
     Ok(ServerConfig {
         storage,
         listen,
@@ -875,6 +903,46 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
         },
         connection_limits: connection_limits(raw)?,
         app,
+        sessions,
+    })
+}
+
+/// The session loop's deadlines and rate limits (`--bind-timeout`, `--send-timeout`, the
+/// per-connection and per-user rates; 0 is unlimited for a rate, refused for a timeout).
+fn session_limits(raw: &Raw) -> Result<SessionLimits, ConfigError> {
+    let defaults = SessionLimits::default();
+    let download_batch = raw.number("download_batch", defaults.download_batch as u64)?;
+    if !(1024..=defaults.download_batch as u64).contains(&download_batch) {
+        return Err(raw.bad(
+            "download_batch",
+            format!("must be between 1024 and {} bytes", defaults.download_batch),
+        ));
+    }
+    let download_batch = download_batch as usize;
+    let seconds = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        match raw.number(key, default.as_secs())? {
+            0 => Err(raw.bad(key, "must be at least 1 second")),
+            n => Ok(Duration::from_secs(n)),
+        }
+    };
+    Ok(SessionLimits {
+        bind_timeout: seconds("bind_timeout", defaults.bind_timeout)?,
+        send_timeout: seconds("send_timeout", defaults.send_timeout)?,
+        connection_bytes_per_second: raw.number(
+            "conn_bytes_per_second",
+            defaults.connection_bytes_per_second,
+        )?,
+        connection_messages_per_second: raw.number(
+            "conn_messages_per_second",
+            defaults.connection_messages_per_second,
+        )?,
+        user_bytes_per_second: raw
+            .number("user_bytes_per_second", defaults.user_bytes_per_second)?,
+        user_messages_per_second: raw.number(
+            "user_messages_per_second",
+            defaults.user_messages_per_second,
+        )?,
+        download_batch,
     })
 }
 
@@ -987,6 +1055,47 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("tandem-data"));
         assert_eq!(config.idle_timeout, Duration::from_secs(600));
         assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.sessions, SessionLimits::default());
+    }
+
+    #[test]
+    fn session_limits_from_flags_environment_and_file() {
+        let dir = Dir::new("sessions");
+        let secret = dir.write("secret", "0123456789abcdef0123\n");
+        let file = dir.write(
+            "tandem.toml",
+            "bind_timeout = 7\nuser_messages_per_second = 0\ndownload_batch = 65536\n",
+        );
+        let env = |name: &str| match name {
+            "TANDEM_CONFIG" => Some(file.clone()),
+            "TANDEM_SEND_TIMEOUT" => Some("9".to_owned()),
+            _ => None,
+        };
+        let config = serve_config(parse(
+            &args(&[
+                "--insecure-ws",
+                "--jwt-secret-file",
+                &secret,
+                "--conn-messages-per-second=5",
+            ]),
+            env,
+        ));
+        let s = config.sessions;
+        assert_eq!(s.bind_timeout, Duration::from_secs(7));
+        assert_eq!(s.send_timeout, Duration::from_secs(9));
+        assert_eq!(s.connection_messages_per_second, 5);
+        assert_eq!(s.user_messages_per_second, 0, "0: unlimited");
+        assert_eq!(s.download_batch, 65536);
+        assert_eq!(
+            s.user_bytes_per_second,
+            SessionLimits::default().user_bytes_per_second
+        );
+        let zero = parse(&args(&["--insecure-ws", "--bind-timeout=0"]), |_| None);
+        assert!(
+            matches!(&zero, Err(e) if e.to_string().contains("bind_timeout") && e.to_string().contains("at least 1 second")),
+            "{}",
+            zero.err().map(|e| e.to_string()).unwrap_or_default()
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod metrics;
 mod net;
 pub mod realm;
 mod session;
+mod shared;
 
 pub use admission::ConnectionLimits;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
@@ -25,5 +26,6 @@ pub use file::{
     CompactionReport, DownloadBatch, Integrated, ServerFile, StorageConfig,
     DEFAULT_MAX_MERGE_WINDOW,
 };
-pub use net::{start, RunningServer, ServerConfig, StartError, MAX_DOWNLOAD_BATCH};
+pub use net::{start, RunningServer, StartError};
 pub use session::STATE_SEGMENT;
+pub use shared::{ServerConfig, SessionLimits, MAX_DOWNLOAD_BATCH};

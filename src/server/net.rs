@@ -11,7 +11,6 @@
 //! connection-level codes (100-199) end the connection, session-level ones (200-299) end that
 //! session. Nothing a client sends reaches another client unless it was integrated and applied.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -33,7 +32,6 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -42,48 +40,15 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::admission::{self, Admission, Admitted, ConnectionLimits, WRITE_BUFFER_SIZE};
+use super::admission::{self, Admitted, WRITE_BUFFER_SIZE};
 use super::app::{AccessTokenError, AppServices, RequestTls};
-use super::auth::Authenticator;
-use super::file::ServerFile;
-use super::realm::permissions::SyncPermissions;
 use super::realm::{self, ErrorReply};
-use super::session::{downloads, error, handle, lock, Connection, Peer};
-use crate::protocol::{self, ErrorCode, Limits, ProtocolError};
-
-/// Largest DOWNLOAD body in bytes (entry headers and changesets, before compression): what every
-/// client accepts, [`protocol::limits::MAX_BODY_SIZE`]. A batch holds at least one entry, and one
-/// entry always fits (the server refuses changesets over `MAX_CHANGESET_SIZE`).
-pub const MAX_DOWNLOAD_BATCH: usize = protocol::limits::MAX_BODY_SIZE;
-
-/// How the server runs.
-#[derive(Clone)]
-pub struct ServerConfig {
-    /// Address to listen on (port 0 picks a free one).
-    pub listen: SocketAddr,
-    /// Directory for the server files (one SQLite file per server path).
-    pub data_dir: PathBuf,
-    /// Certificate chain and private key, PEM. `None` serves plain `ws://`, which needs
-    /// `allow_plain_ws` (for local development only).
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// Allow serving without TLS.
-    pub allow_plain_ws: bool,
-    /// Verifies access tokens.
-    pub auth: Authenticator,
-    /// A connection that sends nothing (not even PING) for this long is closed.
-    pub idle_timeout: Duration,
-    /// Message size limits. `max_body` also bounds every WebSocket frame and message
-    /// ([`protocol::limits::max_frame_size`]), before and after authentication.
-    pub limits: Limits,
-    /// Connection, session and client-file caps, the pre-session deadline and the accepted
-    /// clock skew.
-    pub connection_limits: ConnectionLimits,
-    /// The App Services API and Realm sync endpoint (`--app-id`); `None` serves only Tandem's
-    /// own handshake.
-    pub app: Option<super::app::AppConfig>,
-    /// Disk reserve, upload bounds, idle server files and history compaction.
-    pub storage: super::file::StorageConfig,
-}
+use super::session::{error, handle, lock, Connection, Peer};
+use super::shared::ServerConfig;
+use super::shared::{Rates, Shared, Waker};
+use crate::protocol::ServerMessage;
+use crate::protocol::{self, ErrorCode, ProtocolError};
+use std::sync::atomic::Ordering;
 
 /// A running server.
 pub struct RunningServer {
@@ -107,8 +72,8 @@ impl RunningServer {
 
     /// Compacts every server file of the data directory now (what `--history-horizon` does
     /// hourly): client files not seen since `horizon_unix_secs` are expired, and the history no
-    /// live client needs is compacted ([`ServerFile::compact`]). Blocking (SQLite, fsync): call
-    /// it off the async runtime's workers.
+    /// live client needs is compacted ([`super::ServerFile::compact`]). Blocking (SQLite,
+    /// fsync): call it off the async runtime's workers.
     pub fn compact(
         &self,
         horizon_unix_secs: u64,
@@ -116,9 +81,31 @@ impl RunningServer {
         super::session::compact_all(&self.shared, horizon_unix_secs)
     }
 
-    /// Stops accepting and ends every connection.
+    /// Stops accepting and ends every connection: each WebSocket connection finishes the
+    /// message it is handling (an integration in flight is completed and acknowledged), then
+    /// gets ERROR 100 (`try_again`; Realm clients: what [`realm::reply_to_error`] says) and a
+    /// close frame. Returns at once; see [`RunningServer::shutdown_graceful`] to wait.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// [`RunningServer::shutdown`], then waits until every WebSocket connection is gone or
+    /// `deadline` has passed; whether they are all gone.
+    pub async fn shutdown_graceful(&self, deadline: Duration) -> bool {
+        self.shutdown();
+        let until = tokio::time::Instant::now() + deadline;
+        while self.connections() > 0 {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// WebSocket connections being served now.
+    pub fn connections(&self) -> usize {
+        self.shared.live.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -133,29 +120,6 @@ impl std::fmt::Display for StartError {
 }
 
 impl std::error::Error for StartError {}
-
-/// What every connection of a running server shares.
-pub(super) struct Shared {
-    pub(super) config: ServerConfig,
-    /// Open server files by path.
-    pub(super) files: Mutex<HashMap<String, Arc<Mutex<ServerFile>>>>,
-    /// Server paths that got new versions.
-    pub(super) changed: broadcast::Sender<String>,
-    /// The App Services API and the Realm sync endpoint, when an app is configured.
-    app: Option<Arc<AppServices>>,
-    /// Its HTTP routes.
-    app_router: Option<axum::Router>,
-    /// Who may bind which partition (Realm dialect).
-    pub(super) permissions: SyncPermissions,
-    /// Becomes true at shutdown.
-    pub(super) stop: tokio::sync::watch::Receiver<bool>,
-    /// What every part of the server records.
-    pub(super) metrics: Arc<super::metrics::Metrics>,
-    /// Connection counters and caps.
-    admission: Arc<Admission>,
-    /// The data directory's reserve and storage-fault accounting.
-    pub(super) disk: Arc<super::disk::Disk>,
-}
 
 fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, StartError> {
     use rustls_pki_types::pem::PemObject;
@@ -203,29 +167,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         None => None,
     };
     let (shutdown, stop) = tokio::sync::watch::channel(false);
-    let metrics = Arc::new(super::metrics::Metrics::new());
-    let admission = Admission::new(config.connection_limits.clone(), Arc::clone(&metrics));
-    let disk = super::disk::Disk::new(
-        &config.data_dir,
-        config.storage.disk_reserve,
-        Arc::clone(&metrics),
-    );
-    let shared = Arc::new(Shared {
-        permissions: config
-            .app
-            .as_ref()
-            .map(|a| a.sync_permissions.clone())
-            .unwrap_or_default(),
-        config,
-        files: Mutex::new(HashMap::new()),
-        changed: broadcast::channel(1024).0,
-        app_router: app.as_ref().map(|a| a.router()),
-        app,
-        stop: stop.clone(),
-        admission,
-        metrics,
-        disk,
-    });
+    let shared = Arc::new(Shared::new(config, app, stop.clone()));
     super::session::start_sweeper(&shared);
     tokio::spawn(accept_loop(Arc::clone(&shared), listener, tls, stop));
     Ok(RunningServer {
@@ -563,11 +505,16 @@ fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Bo
         // Frames and messages up to `max_body` and a header line: a larger one is cut off
         // when its frame header (or the fragment that crosses the limit) arrives, and answered
         // with 104 like a parser would; nothing beyond the limit is ever buffered. Outbound:
-        // one whole DOWNLOAD at most beside tungstenite's write buffer.
+        // one whole DOWNLOAD batch (or STATE segment) at most beside tungstenite's write buffer.
+        let largest_send = shared
+            .config
+            .sessions
+            .download_batch
+            .max(super::session::STATE_SEGMENT);
         let config = crate::client::websocket_config(shared.config.limits.max_body)
             .write_buffer_size(WRITE_BUFFER_SIZE)
             .max_write_buffer_size(
-                WRITE_BUFFER_SIZE + protocol::limits::max_frame_size(MAX_DOWNLOAD_BATCH),
+                WRITE_BUFFER_SIZE + protocol::limits::max_frame_size(largest_send),
             );
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
@@ -587,6 +534,9 @@ fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Bo
     response
 }
 
+/// How long a close frame may take to be written to a peer that does not read.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Sends a close frame with `code` and `reason` (cut to the 123 bytes a frame allows), then
 /// reads until the client's close (at most a second) so the frame is not lost to a TCP reset.
 async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
@@ -601,7 +551,7 @@ where
         code: CloseCode::from(code),
         reason: reason[..end].into(),
     };
-    if ws.close(Some(frame)).await.is_ok() {
+    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await {
         let drain = async { while let Some(Ok(_)) = ws.next().await {} };
         let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
     }
@@ -615,7 +565,182 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// What a connection holds in the shared registries (its wake-ups per path, its user's rate
+/// limits, the session and connection counts), brought in line with its sessions by
+/// [`Registration::sync`] and released on drop, whatever ends the connection.
+struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+    waker: Arc<Waker>,
+    /// Paths it is woken for: those of its bound sessions.
+    paths: HashSet<String>,
+    /// Sessions counted in `sessions_open`.
+    sessions: usize,
+    /// The connection's user and their shared rate limits.
+    user: Option<(String, Arc<Mutex<Rates>>)>,
+}
+
+impl Registration {
+    fn new(shared: Arc<Shared>) -> Registration {
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        Registration {
+            id: shared.connection_id(),
+            shared,
+            waker: Arc::default(),
+            paths: HashSet::new(),
+            sessions: 0,
+            user: None,
+        }
+    }
+
+    /// Subscribes to the paths of the connection's sessions (and only those) and counts them.
+    fn sync(&mut self, connection: &Connection) {
+        let paths: HashSet<String> = connection
+            .sessions
+            .values()
+            .map(|s| s.path.clone())
+            .collect();
+        for added in paths.difference(&self.paths) {
+            self.shared.subscribe(added, self.id, &self.waker);
+        }
+        for removed in self.paths.difference(&paths) {
+            self.shared.unsubscribe(removed, self.id);
+        }
+        self.paths = paths;
+        let open = &self.shared.metrics.sessions_open;
+        open.inc_by(connection.sessions.len() as i64 - self.sessions as i64);
+        self.sessions = connection.sessions.len();
+        if let (None, Some(user)) = (&self.user, &connection.user) {
+            self.user = Some((user.clone(), self.shared.user_rates(user)));
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        for path in &self.paths {
+            self.shared.unsubscribe(path, self.id);
+        }
+        self.shared
+            .metrics
+            .sessions_open
+            .dec_by(self.sessions as i64);
+        if let Some((user, rates)) = self.user.take() {
+            drop(rates);
+            self.shared.release_user(&user);
+        }
+        self.shared.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sends one message, counting it; false when the connection is gone or the send made no
+/// progress within `--send-timeout` (the peer does not read).
+async fn send<S>(ws: &mut WebSocketStream<S>, shared: &Shared, message: &ServerMessage) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let bytes = message.encode();
+    let len = bytes.len() as u64;
+    let timeout = shared.config.sessions.send_timeout;
+    match tokio::time::timeout(timeout, ws.send(Message::Binary(bytes.into()))).await {
+        Ok(Ok(())) => {
+            shared.metrics.bytes_sent.inc_by(len);
+            if matches!(message, ServerMessage::Download { .. }) {
+                shared.metrics.downloads.inc();
+            }
+            true
+        }
+        Ok(Err(_)) => false,
+        Err(_) => {
+            shared.metrics.refused("send_timeout");
+            tracing::warn!(
+                seconds = timeout.as_secs_f64(),
+                "a client did not read within the send timeout: connection closed"
+            );
+            false
+        }
+    }
+}
+
+/// Reports `e` (ending `session`, or the connection for 0) to the peer in its dialect; whether
+/// the connection goes on.
+async fn report<S>(
+    ws: &mut WebSocketStream<S>,
+    shared: &Shared,
+    connection: &mut Connection,
+    e: ProtocolError,
+    session: u64,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::warn!(
+        code = e.code.code(),
+        session,
+        user = connection.user.as_deref().unwrap_or(""),
+        message = %e.message,
+        "error sent to a client"
+    );
+    if matches!(connection.peer, Peer::Tandem { .. }) {
+        shared.metrics.error(u64::from(e.code.code()));
+        let connection_level = e.code.is_connection_level() || session == 0;
+        let session = if connection_level { 0 } else { session };
+        let sent = send(ws, shared, &error(e.code, &e.message, session)).await;
+        if connection_level || !sent {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            return false;
+        }
+        connection.remove(session);
+        return true;
+    }
+    match realm::reply_to_error(&e, session) {
+        ErrorReply::Session(message) => {
+            shared.metrics.error(u64::from(e.code.code()));
+            connection.remove(session);
+            if let Peer::Realm { errored, .. } = &mut connection.peer {
+                errored.insert(session);
+            }
+            send(ws, shared, &message).await
+        }
+        ErrorReply::Connection(message) => {
+            shared.metrics.error(u64::from(e.code.code()));
+            send(ws, shared, &message).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            false
+        }
+        ErrorReply::Close(code, reason) => {
+            shared.metrics.error(u64::from(code));
+            close(ws, code, &reason).await;
+            false
+        }
+    }
+}
+
+/// What woke a connection's loop.
+enum Event {
+    /// The server is shutting down.
+    Stop,
+    /// A Realm peer's access token expired.
+    Expired,
+    /// Nothing received within the idle timeout.
+    Idle,
+    /// No authenticated session bound within the bind timeout.
+    BindTimeout,
+    /// A path of one of its sessions changed.
+    Woken,
+    /// A session has something to send.
+    Send,
+    /// The peer sent something (or left).
+    Received(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+}
+
 /// Runs one WebSocket connection's sessions until either side ends it.
+///
+/// One task per connection, one thing at a time: a message received is handled on a blocking
+/// thread (after waiting its turn in its path's FIFO and its rate limits) and its replies sent;
+/// between messages, sessions that are behind send one DOWNLOAD batch or STATE segment at a
+/// time, round robin, each only after the previous one was written to the socket. A wake-up
+/// from a path's change only marks that path's sessions as behind, so nothing is ever skipped.
 async fn serve_websocket<S>(
     shared: Arc<Shared>,
     mut ws: WebSocketStream<S>,
@@ -624,8 +749,9 @@ async fn serve_websocket<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut registration = Registration::new(Arc::clone(&shared));
+    let waker = Arc::clone(&registration.waker);
     let mut stop = shared.stop.clone();
-    let mut changed = shared.changed.subscribe();
     // A Realm client never re-sends its token on a live connection: at the token's expiry the
     // connection is closed with 4001, so that it refreshes and reconnects
     // (realm-wire-compat.md section 2.6, choice (b)).
@@ -643,135 +769,196 @@ async fn serve_websocket<S>(
     };
     tokio::pin!(expired);
     let realm = matches!(peer, Peer::Realm { .. });
-    let mut connection = Connection {
-        peer,
-        sessions: HashMap::new(),
-        admitted,
-    };
+    let mut connection = Connection::new(peer, admitted);
+    let limits = shared.config.sessions.clone();
     let idle = shared.config.idle_timeout;
+    let mut last_received = tokio::time::Instant::now();
+    let bind_deadline = last_received + limits.bind_timeout;
+    let mut authenticated = false;
+    let mut rates = Rates::new(
+        limits.connection_bytes_per_second,
+        limits.connection_messages_per_second,
+    );
+    // When the oldest change not yet downloaded was announced (fan-out latency).
+    let mut fanout_since = None;
     loop {
-        // What to do with the server files; done on a blocking thread (SQLite with fsync), never
-        // on the runtime's workers that drive every other connection.
-        enum Work {
-            Message(Vec<u8>),
-            Changed(String),
-        }
-        let work = tokio::select! {
-            _ = stop.changed() => return,
-            _ = &mut expired => {
-                close(&mut ws, realm::CLOSE_REFRESH_TOKEN, "the access token expired").await;
+        let sending = connection.sessions.values().any(|s| s.behind);
+        let event = tokio::select! {
+            _ = stop.changed() => Event::Stop,
+            _ = &mut expired => Event::Expired,
+            _ = tokio::time::sleep_until(last_received + idle) => Event::Idle,
+            _ = tokio::time::sleep_until(bind_deadline), if !authenticated => Event::BindTimeout,
+            _ = waker.notify.notified() => Event::Woken,
+            _ = std::future::ready(()), if sending => Event::Send,
+            message = ws.next() => Event::Received(message),
+        };
+        let bytes = match event {
+            Event::Stop => {
+                let e = ProtocolError::new(
+                    ErrorCode::ConnectionClosed,
+                    "the server is shutting down; try again later",
+                );
+                report(&mut ws, &shared, &mut connection, e, 0).await;
                 return;
             }
-            path = changed.recv() => match path {
-                Ok(path) => Work::Changed(path),
-                Err(_) => continue,
-            },
-            message = tokio::time::timeout(idle, ws.next()) => {
+            Event::Expired => {
+                shared.metrics.error(u64::from(realm::CLOSE_REFRESH_TOKEN));
+                close(
+                    &mut ws,
+                    realm::CLOSE_REFRESH_TOKEN,
+                    "the access token expired",
+                )
+                .await;
+                return;
+            }
+            deadline @ (Event::Idle | Event::BindTimeout) => {
+                let (reason, why) = match deadline {
+                    Event::Idle => (
+                        "idle",
+                        "nothing received (not even PING) within the idle timeout",
+                    ),
+                    _ => ("bind_timeout", "no session bound within the bind timeout"),
+                };
+                shared.metrics.refused(reason);
+                let e = ProtocolError::new(ErrorCode::ConnectionClosed, why);
+                report(&mut ws, &shared, &mut connection, e, 0).await;
+                return;
+            }
+            Event::Woken => {
+                let (paths, since) = waker.take(shared.epoch());
+                connection.changed(&paths);
+                fanout_since = fanout_since.or(since);
+                continue;
+            }
+            Event::Send => {
+                let Some((id, turn)) = connection.next_behind() else {
+                    continue;
+                };
+                let turn = turn.lock_owned().await;
+                let owned = connection;
+                let Ok((owned, message)) = tokio::task::spawn_blocking(move || {
+                    let mut owned = owned;
+                    let message = owned.outbound(id);
+                    (owned, message)
+                })
+                .await
+                else {
+                    return;
+                };
+                drop(turn);
+                connection = owned;
+                let Some(message) = message else { continue };
+                if let (ServerMessage::Download { .. }, Some(since)) = (&message, fanout_since) {
+                    shared
+                        .metrics
+                        .fanout_seconds
+                        .observe(since.elapsed().as_secs_f64());
+                    fanout_since = None;
+                }
+                if !send(&mut ws, &shared, &message).await {
+                    return;
+                }
+                continue;
+            }
+            Event::Received(message) => {
+                last_received = tokio::time::Instant::now();
                 match message {
-                    Err(_) => {
-                        let _ = ws.send(Message::Binary(error(ErrorCode::ConnectionClosed, "no PING within the idle timeout", 0).encode().into())).await;
-                        return;
-                    }
-                    Ok(Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e)))) => {
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
                         // Over the body limit before it could be parsed: say so, like a parser.
-                        let why = format!("message over the limit of {} bytes ({e})", crate::protocol::limits::max_frame_size(shared.config.limits.max_body));
+                        let why = format!(
+                            "message over the limit of {} bytes ({e})",
+                            protocol::limits::max_frame_size(shared.config.limits.max_body)
+                        );
                         if realm {
+                            shared.metrics.error(u64::from(realm::CLOSE_TOO_BIG));
                             close(&mut ws, realm::CLOSE_TOO_BIG, &why).await;
                             return;
                         }
-                        let _ = ws.send(Message::Binary(error(ErrorCode::LimitsExceeded, &why, 0).encode().into())).await;
-                        let _ = ws.close(None).await;
+                        let e = ProtocolError::new(ErrorCode::LimitsExceeded, why);
+                        report(&mut ws, &shared, &mut connection, e, 0).await;
                         return;
                     }
-                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return,
-                    Ok(Some(Ok(Message::Binary(bytes)))) => Work::Message(bytes.into()),
-                    Ok(Some(Ok(_))) => {
-                        let e = ProtocolError::new(ErrorCode::BadSyntax, "sync messages are binary WebSocket messages");
-                        let _ = ws.send(Message::Binary(error(e.code, &e.message, 0).encode().into())).await;
-                        let _ = ws.close(None).await;
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Binary(bytes))) => bytes,
+                    // tungstenite queued the pong when it read the ping: write it now.
+                    Some(Ok(Message::Ping(_))) => {
+                        let flushed = tokio::time::timeout(limits.send_timeout, ws.flush()).await;
+                        if !matches!(flushed, Ok(Ok(()))) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Text(_))) => {
+                        let e = ProtocolError::new(
+                            ErrorCode::BadSyntax,
+                            "sync messages are binary WebSocket messages",
+                        );
+                        report(&mut ws, &shared, &mut connection, e, 0).await;
                         return;
                     }
                 }
             }
         };
+        shared.metrics.bytes_received.inc_by(bytes.len() as u64);
+        // Rate limits delay the reader (TCP then pushes back on the client); nothing is dropped.
+        let len = bytes.len() as u64;
+        let (mut wait, mut limit) = rates.take(len);
+        if let Some((_, user)) = &registration.user {
+            let (user_wait, user_limit) = user.lock().unwrap_or_else(|e| e.into_inner()).take(len);
+            if user_wait > wait {
+                (wait, limit) = (user_wait, user_limit);
+            }
+        }
+        if !wait.is_zero() {
+            shared
+                .metrics
+                .rate_limited
+                .get_or_create(&vec![("limit", limit.to_owned())])
+                .inc();
+            tokio::time::sleep(wait).await;
+        }
+        // Work on a bound session's path waits its turn in that path's FIFO.
+        let turn = protocol::ClientMessage::peek_session(&bytes)
+            .and_then(|(_, id)| connection.sessions.get(&id))
+            .map(|s| Arc::clone(&s.turn));
+        let turn = match turn {
+            Some(turn) => Some(turn.lock_owned().await),
+            None => None,
+        };
         let worker_shared = Arc::clone(&shared);
         let mut owned = connection;
+        // What to do with the server files is done on a blocking thread (SQLite with fsync),
+        // never on the runtime's workers that drive every other connection.
         let done = tokio::task::spawn_blocking(move || {
-            let outcome = match work {
-                Work::Changed(path) => {
-                    let mut out = Vec::new();
-                    for (id, session) in owned
-                        .sessions
-                        .iter_mut()
-                        .filter(|(_, s)| s.path == path && !s.expired())
-                    {
-                        out.extend(downloads(*id, session, false));
-                    }
-                    Ok(out)
-                }
-                Work::Message(bytes) => handle(&worker_shared, &mut owned, &bytes),
-            };
+            let outcome = handle(&worker_shared, &mut owned, &bytes);
             (owned, outcome)
         })
         .await;
+        drop(turn);
         let Ok((owned, outcome)) = done else {
             // The worker panicked: end this connection; its sessions' files are intact (every
             // change to them is one SQLite transaction).
             return;
         };
         connection = owned;
-        let (e, session) = match outcome {
+        registration.sync(&connection);
+        authenticated |= !connection.sessions.is_empty();
+        match outcome {
             Ok(replies) => {
-                for reply in replies {
-                    if ws
-                        .send(Message::Binary(reply.encode().into()))
-                        .await
-                        .is_err()
-                    {
+                for reply in &replies {
+                    if !send(&mut ws, &shared, reply).await {
                         return;
                     }
                 }
-                continue;
             }
-            Err(failure) => failure,
-        };
-        match &mut connection.peer {
-            Peer::Tandem { .. } => {
-                let connection_level = e.code.is_connection_level() || session == 0;
-                let session = if connection_level { 0 } else { session };
-                let _ = ws
-                    .send(Message::Binary(
-                        error(e.code, &e.message, session).encode().into(),
-                    ))
-                    .await;
-                if connection_level {
-                    let _ = ws.close(None).await;
+            Err((e, session)) => {
+                let goes_on = report(&mut ws, &shared, &mut connection, e, session).await;
+                registration.sync(&connection);
+                if !goes_on {
                     return;
                 }
-                connection.sessions.remove(&session);
             }
-            Peer::Realm { errored, .. } => match realm::reply_to_error(&e, session) {
-                ErrorReply::Session(message) => {
-                    connection.sessions.remove(&session);
-                    errored.insert(session);
-                    if ws
-                        .send(Message::Binary(message.encode().into()))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                ErrorReply::Connection(message) => {
-                    let _ = ws.send(Message::Binary(message.encode().into())).await;
-                    let _ = ws.close(None).await;
-                    return;
-                }
-                ErrorReply::Close(code, reason) => {
-                    close(&mut ws, code, &reason).await;
-                    return;
-                }
-            },
         }
     }
 }

@@ -1,16 +1,21 @@
 //! One connection's sessions on the server: what each client message does to the server files
-//! and which messages answer it. Runs on blocking threads (the server files are SQLite with
-//! `synchronous=FULL`); the network side lives in `net`.
+//! and which messages answer it, one function per message. Runs on blocking threads (the server
+//! files are SQLite with `synchronous=FULL`); the network side lives in `net`, and what both
+//! share in `shared`.
+//!
+//! Delivery is cursor-based: each session sends from its own download cursor in the stored
+//! history, one DOWNLOAD batch (or STATE segment) at a time through [`Connection::outbound`], so
+//! a session that lags costs latency, never data, and a connection holds at most one batch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::admission::{self, Admitted};
 use super::app::AppUser;
 use super::auth::Claims;
 use super::file::ServerFile;
-use super::net::{Shared, MAX_DOWNLOAD_BATCH};
 use super::realm;
+use super::shared::Shared;
 
 /// Largest STATE segment.
 pub const STATE_SEGMENT: usize = 1 << 20;
@@ -36,8 +41,73 @@ pub(super) enum Peer {
 pub(super) struct Connection {
     pub(super) peer: Peer,
     pub(super) sessions: HashMap<u64, Session>,
+    /// The user of the first session bound (the token's `sub`, a Realm user id): whose rate
+    /// limits the connection spends.
+    pub(super) user: Option<String>,
+    /// The session [`Connection::next_behind`] chose last (round robin).
+    last_served: u64,
     /// The connection's admission slot: session and ident caps, authentication.
     pub(super) admitted: Arc<Admitted>,
+}
+
+impl Connection {
+    /// A connection with no session yet.
+    pub(super) fn new(peer: Peer, admitted: Arc<Admitted>) -> Connection {
+        Connection {
+            peer,
+            sessions: HashMap::new(),
+            user: None,
+            last_served: 0,
+            admitted,
+        }
+    }
+
+    /// Ends session `id`; whether it existed.
+    pub(super) fn remove(&mut self, id: u64) -> bool {
+        let existed = self.sessions.remove(&id);
+        if let Some(s) = &existed {
+            tracing::info!(session = id, path = %s.path, user = self.user.as_deref().unwrap_or(""), "session unbound");
+        }
+        existed.is_some()
+    }
+
+    /// Marks every session bound to one of `paths` as having history to download.
+    pub(super) fn changed(&mut self, paths: &HashSet<String>) {
+        for s in self.sessions.values_mut() {
+            if paths.contains(&s.path) {
+                s.behind = true;
+            }
+        }
+    }
+
+    /// The next session that may have something to send, round robin by session id, with the
+    /// FIFO its path's work waits in.
+    pub(super) fn next_behind(&mut self) -> Option<(u64, Arc<tokio::sync::Mutex<()>>)> {
+        let behind = || self.sessions.iter().filter(|(_, s)| s.behind);
+        let last = self.last_served;
+        let (id, s) = behind()
+            .filter(|(id, _)| **id > last)
+            .min_by_key(|(id, _)| **id)
+            .or_else(|| behind().min_by_key(|(id, _)| **id))?;
+        let next = (*id, Arc::clone(&s.turn));
+        self.last_served = next.0;
+        Some(next)
+    }
+
+    /// The next message session `id` has to send (one DOWNLOAD batch, STATE segment or MARK),
+    /// or `None` when it is up to date (it is then no longer behind).
+    pub(super) fn outbound(&mut self, id: u64) -> Option<ServerMessage> {
+        self.sessions.get_mut(&id)?.outbound(id)
+    }
+}
+
+/// A STATE snapshot being sent one segment at a time.
+struct StateStream {
+    version: u64,
+    salt: u64,
+    bytes: Arc<Vec<u8>>,
+    /// Offset of the next segment.
+    next: u64,
 }
 
 /// One bound session on a connection.
@@ -47,6 +117,8 @@ pub(super) struct Session {
     /// Realm sessions never expire here: their connection is closed at the token's expiry.
     expires: u64,
     file: Arc<Mutex<ServerFile>>,
+    /// The FIFO of blocking work on the path ([`Shared::turn`]).
+    pub(super) turn: Arc<tokio::sync::Mutex<()>>,
     /// Set by IDENT.
     client_file_ident: Option<u64>,
     /// Last server version sent to (or known by) the client.
@@ -57,21 +129,128 @@ pub(super) struct Session {
     realm: bool,
     /// The highest `progress_server_version` the client reported in an UPLOAD.
     upload_server_version: u64,
+    /// MARKs not yet answered: request ident and the latest server version when it arrived,
+    /// which the download cursor must reach first.
+    marks: VecDeque<(u64, u64)>,
+    /// The STATE snapshot being sent.
+    state: Option<StateStream>,
+    /// Whether the session may have something to send.
+    pub(super) behind: bool,
+    /// Largest DOWNLOAD body it builds at a time ([`super::SessionLimits::download_batch`]).
+    batch: usize,
+}
+
+impl Session {
+    /// Whether the session's token has expired (it gets no downloads until REFRESH).
+    pub(super) fn expired(&self) -> bool {
+        self.expires <= now()
+    }
+
+    /// The client file ident, or 109 for a message (`what`) sent before IDENT.
+    fn ident(&self, what: &str) -> Result<u64, Failure> {
+        self.client_file_ident.ok_or_else(|| {
+            (
+                ProtocolError::new(ErrorCode::BadMessageOrder, format!("{what} before IDENT")),
+                0,
+            )
+        })
+    }
+
+    /// The next message to send: a STATE segment while a snapshot is being sent, else one
+    /// DOWNLOAD batch from the cursor, else a MARK whose version the cursor reached.
+    fn outbound(&mut self, id: u64) -> Option<ServerMessage> {
+        let message = self
+            .state_segment(id)
+            .or_else(|| self.download(id, false))
+            .or_else(|| self.mark(id));
+        self.behind = message.is_some();
+        message
+    }
+
+    fn state_segment(&mut self, id: u64) -> Option<ServerMessage> {
+        let stream = self.state.as_mut()?;
+        let total = stream.bytes.len() as u64;
+        let begin = stream.next;
+        let end = (begin + STATE_SEGMENT as u64).min(total);
+        stream.next = end;
+        let segment = ServerMessage::State {
+            session: id,
+            server_version: stream.version,
+            server_version_salt: stream.salt,
+            begin_offset: begin,
+            end_offset: end,
+            total_size: total,
+            segment: stream.bytes[begin as usize..end as usize].to_vec(),
+        };
+        if end >= total {
+            self.state = None;
+        }
+        Some(segment)
+    }
+
+    fn mark(&mut self, id: u64) -> Option<ServerMessage> {
+        let &(request_ident, version) = self.marks.front()?;
+        // Before IDENT there is nothing to download first.
+        if self.client_file_ident.is_some() && self.cursor < version {
+            return None;
+        }
+        self.marks.pop_front();
+        Some(ServerMessage::Mark {
+            session: id,
+            request_ident,
+        })
+    }
+
+    /// One DOWNLOAD batch (at most `batch` bytes of body) from the cursor, which it
+    /// advances; `force`: one even if empty, as an upload acknowledgement. Nothing before IDENT
+    /// or while the token is expired.
+    fn download(&mut self, id: u64, force: bool) -> Option<ServerMessage> {
+        let ident = self.client_file_ident?;
+        if self.expired() {
+            return None;
+        }
+        let batch = lock(&self.file)
+            .download(ident, self.cursor, self.batch)
+            .ok()?;
+        let progressed = batch.download_server_version > self.cursor;
+        if !(progressed || force) {
+            return None;
+        }
+        self.cursor = batch.download_server_version;
+        // More may follow.
+        self.behind = true;
+        let upload_server_version = if self.realm {
+            self.upload_server_version
+                .min(batch.download_server_version)
+        } else {
+            batch.latest_server_version
+        };
+        Some(ServerMessage::Download {
+            session: id,
+            download_server_version: batch.download_server_version,
+            download_client_version: batch.download_client_version,
+            latest_server_version: batch.latest_server_version,
+            latest_server_version_salt: batch.latest_server_version_salt,
+            upload_client_version: batch.upload_client_version,
+            upload_server_version,
+            downloadable_bytes: batch.downloadable_bytes,
+            entries: batch.entries,
+        })
+    }
+}
+
+fn no_session(id: u64) -> Failure {
+    (
+        ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {id}")),
+        0,
+    )
 }
 
 /// The session `id`, if it exists and its token has not expired (202 then: the client refreshes
 /// its token with REFRESH or reconnects with a new one).
-fn bound(
-    sessions: &mut HashMap<u64, Session>,
-    id: u64,
-) -> Result<&mut Session, (ProtocolError, u64)> {
-    let session = sessions.get_mut(&id).ok_or_else(|| {
-        (
-            ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {id}")),
-            0,
-        )
-    })?;
-    if session.expires <= now() {
+fn bound(sessions: &mut HashMap<u64, Session>, id: u64) -> Result<&mut Session, Failure> {
+    let session = sessions.get_mut(&id).ok_or_else(|| no_session(id))?;
+    if session.expired() {
         return Err((
             ProtocolError::new(
                 ErrorCode::TokenExpired,
@@ -81,13 +260,6 @@ fn bound(
         ));
     }
     Ok(session)
-}
-
-impl Session {
-    /// Whether the session's token has expired (it gets no downloads until REFRESH).
-    pub(super) fn expired(&self) -> bool {
-        self.expires <= now()
-    }
 }
 
 /// Seconds since the Unix epoch.
@@ -106,7 +278,6 @@ pub(super) fn error(code: ErrorCode, message: &str, session: u64) -> ServerMessa
     ServerMessage::Error {
         code: u64::from(code.code()),
         message: message.to_owned(),
-        // 201: a server-side fault such as a full disk (super::disk): retry with backoff.
         try_again: matches!(
             code,
             ErrorCode::ConnectionClosed
@@ -116,46 +287,6 @@ pub(super) fn error(code: ErrorCode, message: &str, session: u64) -> ServerMessa
         ),
         session,
     }
-}
-
-/// DOWNLOAD messages bringing `session` up to date (`force`: send one even if empty, as an
-/// upload acknowledgement).
-pub(super) fn downloads(id: u64, session: &mut Session, force: bool) -> Vec<ServerMessage> {
-    let Some(ident) = session.client_file_ident else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let file = lock(&session.file);
-    while let Ok(batch) = file.download(ident, session.cursor, MAX_DOWNLOAD_BATCH) {
-        let progressed = batch.download_server_version > session.cursor;
-        let owed_ack = force && out.is_empty();
-        if !(progressed || owed_ack) {
-            break;
-        }
-        session.cursor = batch.download_server_version;
-        let upload_server_version = if session.realm {
-            session
-                .upload_server_version
-                .min(batch.download_server_version)
-        } else {
-            batch.latest_server_version
-        };
-        out.push(ServerMessage::Download {
-            session: id,
-            download_server_version: batch.download_server_version,
-            download_client_version: batch.download_client_version,
-            latest_server_version: batch.latest_server_version,
-            latest_server_version_salt: batch.latest_server_version_salt,
-            upload_client_version: batch.upload_client_version,
-            upload_server_version,
-            downloadable_bytes: batch.downloadable_bytes,
-            entries: batch.entries,
-        });
-        if !progressed {
-            break;
-        }
-    }
-    out
 }
 
 /// A server path as a file name: the SHA-256 of its bytes in hex and `.sqlite` (71 bytes for
@@ -355,7 +486,7 @@ pub(super) fn compact_all(
 }
 
 /// Tandem-only messages are unknown messages (102) in the Realm dialect.
-fn tandem_only(name: &str) -> Result<Vec<ServerMessage>, (ProtocolError, u64)> {
+fn tandem_only(name: &str) -> Replies {
     Err((
         ProtocolError::new(
             ErrorCode::UnknownMessage,
@@ -365,15 +496,26 @@ fn tandem_only(name: &str) -> Result<Vec<ServerMessage>, (ProtocolError, u64)> {
     ))
 }
 
-/// Where a BIND goes: the server path, when its authorization ends, and whether it is a Realm
-/// session. Tandem: the path as sent, authorized by the BIND's or the handshake's token. Realm:
+/// Where a BIND goes.
+struct Target {
+    /// The server path.
+    path: String,
+    /// When its authorization ends (seconds since the Unix epoch).
+    expires: u64,
+    /// Whether it is a Realm session.
+    realm: bool,
+    /// Who (the token's `sub`, the Realm user id).
+    user: String,
+}
+
+/// Where a BIND goes, and who asks. Tandem: the path as sent, authorized by the BIND's or the handshake's token. Realm:
 /// the partition's server path ([`realm::partition`]), if the permission rules allow the user.
 fn bind_target(
     shared: &Shared,
     peer: &Peer,
     path: String,
     token: &str,
-) -> Result<(String, u64, bool), ProtocolError> {
+) -> Result<Target, ProtocolError> {
     match peer {
         Peer::Realm { user, .. } => {
             let partition = realm::partition::partition(&path)?;
@@ -383,7 +525,12 @@ fn bind_target(
                     format!("user {} may not sync partition {path}", user.user_id),
                 ));
             }
-            Ok((partition.server_path, u64::MAX, true))
+            Ok(Target {
+                path: partition.server_path,
+                expires: u64::MAX,
+                realm: true,
+                user: user.user_id.clone(),
+            })
         }
         Peer::Tandem { handshake } => {
             if !path.starts_with('/') || path.contains('\0') {
@@ -411,7 +558,12 @@ fn bind_target(
                     format!("the token does not allow {path}"),
                 ));
             }
-            Ok((path, claims.exp, false))
+            Ok(Target {
+                path,
+                expires: claims.exp,
+                realm: false,
+                user: claims.sub,
+            })
         }
     }
 }
@@ -443,44 +595,32 @@ fn check_latest(
     Ok(())
 }
 
-/// The session of a message that needs a bound session (not BIND, UNBIND or PING).
-fn after_bind_session(message: &ClientMessage) -> Option<u64> {
-    match message {
-        ClientMessage::Ident { session, .. }
-        | ClientMessage::Upload { session, .. }
-        | ClientMessage::Mark { session, .. }
-        | ClientMessage::JsonError { session, .. }
-        | ClientMessage::Refresh { session, .. }
-        | ClientMessage::StateRequest { session, .. }
-        | ClientMessage::ClientVersionRequest { session, .. }
-        | ClientMessage::Transact { session, .. } => Some(*session),
-        ClientMessage::Bind { .. } | ClientMessage::Unbind { .. } | ClientMessage::Ping { .. } => {
-            None
-        }
-    }
-}
-
 /// Handles one message of a connection: what it does to the server files and the replies, or
-/// the error to report and the session it ends (0: the connection).
+/// the error to report and the session it ends (0: the connection). Replies hold at most one
+/// DOWNLOAD batch or STATE segment per message; the rest follows through [`Connection::outbound`].
 pub(super) fn handle(
     shared: &Shared,
     connection: &mut Connection,
     bytes: &[u8],
 ) -> Result<Vec<ServerMessage>, (ProtocolError, u64)> {
-    let message = ClientMessage::parse(bytes, &shared.config.limits).map_err(|e| (e, 0))?;
-    let Connection {
-        peer,
-        sessions,
-        admitted,
-    } = connection;
-    let is_realm = matches!(peer, Peer::Realm { .. });
-    // After a session error, realm-core's server ignores the session's messages until UNBIND
-    // (the client may have sent IDENT, MARK and UPLOAD right behind its BIND).
-    if let (Peer::Realm { errored, .. }, Some(id)) = (&*peer, after_bind_session(&message)) {
-        if errored.contains(&id) {
-            return Ok(Vec::new());
-        }
+    if before_parsing(connection, bytes)? == Verdict::Ignore {
+        return Ok(Vec::new());
     }
+    let message = ClientMessage::parse(bytes, &shared.config.limits).map_err(|e| (e, 0))?;
+    let is_realm = matches!(connection.peer, Peer::Realm { .. });
+    // Changesets stamped too far ahead of the server's clock would win every conflict.
+    let skew = match &message {
+        ClientMessage::Upload { entries, .. } => connection
+            .admitted
+            .check_clock_skew(admission::timestamps(entries), admission::now_ms()),
+        ClientMessage::Transact {
+            origin_timestamp, ..
+        } => connection
+            .admitted
+            .check_clock_skew([*origin_timestamp], admission::now_ms()),
+        _ => Ok(()),
+    };
+    skew.map_err(|e| (e, 0))?;
     match message {
         ClientMessage::Bind {
             session,
@@ -488,52 +628,14 @@ pub(super) fn handle(
             token,
             need_client_file_ident,
             ..
-        } => {
-            if session == 0 || sessions.contains_key(&session) {
-                return Err((
-                    ProtocolError::new(
-                        ErrorCode::ReuseOfSessionIdent,
-                        format!("session {session} is in use"),
-                    ),
-                    0,
-                ));
-            }
-            if let Peer::Realm { errored, .. } = peer {
-                errored.remove(&session);
-            }
-            admitted
-                .check_session_cap(sessions.len())
-                .map_err(|e| (e, session))?;
-            let (path, expires, realm) =
-                bind_target(shared, peer, path, &token).map_err(|e| (e, session))?;
-            admitted.authenticated();
-            let file = open_file(shared, &path).map_err(|e| (e, session))?;
-            let mut replies = Vec::new();
-            if need_client_file_ident {
-                admitted.allocate_ident().map_err(|e| (e, 0))?;
-                let (ident, salt) = lock(&file)
-                    .allocate_client_file()
-                    .map_err(|e| (e, session))?;
-                replies.push(ServerMessage::Ident {
-                    session,
-                    client_file_ident: ident,
-                    client_file_ident_salt: salt,
-                });
-            }
-            sessions.insert(
-                session,
-                Session {
-                    path,
-                    expires,
-                    file,
-                    client_file_ident: None,
-                    cursor: 0,
-                    realm,
-                    upload_server_version: 0,
-                },
-            );
-            Ok(replies)
-        }
+        } => on_bind(
+            shared,
+            connection,
+            session,
+            path,
+            &token,
+            need_client_file_ident,
+        ),
         ClientMessage::Ident {
             session,
             client_file_ident,
@@ -542,76 +644,38 @@ pub(super) fn handle(
             download_client_version,
             latest_server_version,
             latest_server_version_salt,
-        } => {
-            let s = bound(sessions, session)?;
-            if s.client_file_ident.is_some() {
-                return Err((
-                    ProtocolError::new(ErrorCode::BadMessageOrder, "IDENT sent twice"),
-                    0,
-                ));
-            }
-            {
-                let file = lock(&s.file);
-                file.check_ident(
-                    client_file_ident,
-                    client_file_ident_salt,
-                    download_server_version,
-                )
-                .and_then(|()| {
-                    file.check_cursor(
-                        client_file_ident,
-                        download_server_version,
-                        download_client_version,
-                    )
-                })
-                .and_then(|()| match s.realm {
-                    true => check_latest(&file, latest_server_version, latest_server_version_salt),
-                    false => Ok(()),
-                })
-                .map_err(|e| (e, session))?;
-            }
-            s.client_file_ident = Some(client_file_ident);
-            s.cursor = download_server_version;
-            lock(&s.file).mark_seen(client_file_ident, download_server_version);
-            Ok(downloads(session, s, true))
-        }
+        } => on_ident(
+            bound(&mut connection.sessions, session)?,
+            session,
+            Ident {
+                ident: client_file_ident,
+                salt: client_file_ident_salt,
+                download_server_version,
+                download_client_version,
+                latest_server_version,
+                latest_server_version_salt,
+            },
+        ),
         ClientMessage::Upload {
             session,
             progress_server_version,
             entries,
             ..
-        } => {
-            let s = bound(sessions, session)?;
-            s.upload_server_version = s.upload_server_version.max(progress_server_version);
-            let Some(ident) = s.client_file_ident else {
-                return Err((
-                    ProtocolError::new(ErrorCode::BadMessageOrder, "UPLOAD before IDENT"),
-                    0,
-                ));
-            };
-            admitted
-                .check_clock_skew(admission::timestamps(&entries), admission::now_ms())
-                .map_err(|e| (e, 0))?;
-            let integrated = lock(&s.file)
-                .integrate_upload(ident, &entries)
-                .map_err(|e| (e, session))?;
-            if !integrated.versions.is_empty() {
-                let _ = shared.changed.send(s.path.clone());
-            }
-            Ok(downloads(session, s, true))
-        }
+        } => on_upload(
+            shared,
+            bound(&mut connection.sessions, session)?,
+            session,
+            progress_server_version,
+            &entries,
+        ),
         ClientMessage::Mark {
             session,
             request_ident,
-        } => {
-            let s = bound(sessions, session)?;
-            let mut replies = downloads(session, s, false);
-            replies.push(ServerMessage::Mark {
-                session,
-                request_ident,
-            });
-            Ok(replies)
-        }
+        } => on_mark(
+            bound(&mut connection.sessions, session)?,
+            session,
+            request_ident,
+        ),
         ClientMessage::Refresh { .. } if is_realm => tandem_only("REFRESH"),
         ClientMessage::StateRequest { .. } if is_realm => tandem_only("STATE_REQUEST"),
         ClientMessage::ClientVersionRequest { .. } if is_realm => {
@@ -619,87 +683,28 @@ pub(super) fn handle(
         }
         ClientMessage::Transact { .. } if is_realm => tandem_only("TRANSACT"),
         ClientMessage::Refresh { session, token } => {
-            // An expired session may refresh: look it up without the expiry check.
-            let s = sessions.get_mut(&session).ok_or_else(|| {
-                (
-                    ProtocolError::new(ErrorCode::BadSessionIdent, format!("no session {session}")),
-                    0,
-                )
-            })?;
-            let claims = shared
-                .config
-                .auth
-                .verify(&token)
-                .map_err(|e| (e, session))?;
-            if !claims.allows(&s.path) {
-                return Err((
-                    ProtocolError::new(
-                        ErrorCode::PermissionDenied,
-                        format!("the new token does not allow {}", s.path),
-                    ),
-                    session,
-                ));
-            }
-            s.expires = claims.exp;
-            // Whatever was withheld while the token was expired.
-            Ok(downloads(session, s, false))
+            on_refresh(shared, &mut connection.sessions, session, &token)
         }
         ClientMessage::ClientVersionRequest {
             session,
             client_file_ident,
             client_file_ident_salt,
-        } => {
-            let s = bound(sessions, session)?;
-            // A file this server does not know (or knows under another salt) had nothing
-            // integrated here: 0, so a recovering client re-applies all its changes.
-            let client_version = lock(&s.file)
-                .client_version(client_file_ident, client_file_ident_salt)
-                .or_else(|e| match e.code {
-                    ErrorCode::BadClientFileIdent => Ok(0),
-                    _ => Err(e),
-                })
-                .map_err(|e| (e, session))?;
-            Ok(vec![ServerMessage::ClientVersion {
-                session,
-                client_version,
-            }])
-        }
+        } => on_client_version_request(
+            bound(&mut connection.sessions, session)?,
+            session,
+            client_file_ident,
+            client_file_ident_salt,
+        ),
         ClientMessage::StateRequest {
             session,
             server_version,
             offset,
-        } => {
-            let s = bound(sessions, session)?;
-            let (salt, (version, bytes)) = {
-                let mut file = lock(&s.file);
-                (file.salt(), file.snapshot(server_version))
-            };
-            let total = bytes.len() as u64;
-            // Resume only the snapshot asked for; anything else starts over at offset 0.
-            let mut begin = if version == server_version {
-                offset.min(total)
-            } else {
-                0
-            };
-            let mut replies = Vec::new();
-            loop {
-                let end = (begin + STATE_SEGMENT as u64).min(total);
-                replies.push(ServerMessage::State {
-                    session,
-                    server_version: version,
-                    server_version_salt: salt,
-                    begin_offset: begin,
-                    end_offset: end,
-                    total_size: total,
-                    segment: bytes[begin as usize..end as usize].to_vec(),
-                });
-                begin = end;
-                if begin >= total {
-                    break;
-                }
-            }
-            Ok(replies)
-        }
+        } => on_state_request(
+            bound(&mut connection.sessions, session)?,
+            session,
+            server_version,
+            offset,
+        ),
         ClientMessage::Transact {
             session,
             request_ident,
@@ -707,83 +712,366 @@ pub(super) fn handle(
             last_integrated_server_version,
             origin_timestamp,
             changeset,
-        } => {
-            let s = bound(sessions, session)?;
-            let Some(ident) = s.client_file_ident else {
-                return Err((
-                    ProtocolError::new(ErrorCode::BadMessageOrder, "TRANSACT before IDENT"),
-                    0,
-                ));
-            };
-            admitted
-                .check_clock_skew([origin_timestamp], admission::now_ms())
-                .map_err(|e| (e, 0))?;
-            let (verdict, server_version) = {
-                let mut file = lock(&s.file);
-                let conflict = file
-                    .transact_conflict(ident, &changeset, last_integrated_server_version)
-                    .map_err(|e| (e, session))?;
-                match conflict {
-                    Some(reason) => (Err(reason), file.latest_version()),
-                    None => {
-                        let entry = crate::protocol::UploadEntry {
-                            client_version,
-                            last_integrated_server_version,
-                            origin_timestamp,
-                            origin_file_ident: 0,
-                            changeset,
-                        };
-                        file.integrate_upload(ident, &[entry])
-                            .map_err(|e| (e, session))?;
-                        (Ok(()), file.latest_version())
-                    }
-                }
-            };
-            let accepted = verdict.is_ok();
-            let mut replies = vec![ServerMessage::TransactResult {
-                session,
-                request_ident,
-                accepted,
-                server_version,
-                reason: verdict.err().unwrap_or_default(),
-            }];
-            if accepted {
-                let _ = shared.changed.send(s.path.clone());
-                // The acknowledgement, as for an UPLOAD.
-                replies.extend(downloads(session, s, true));
-            }
-            Ok(replies)
-        }
-        ClientMessage::Unbind { session } => {
-            let existed = sessions.remove(&session).is_some();
-            match peer {
-                Peer::Tandem { .. } => Ok(vec![ServerMessage::Unbound { session }]),
-                // UNBOUND only for a session that is live and had no error: realm-core treats
-                // any other UNBOUND as a protocol violation.
-                Peer::Realm { errored, .. } => {
-                    let had_error = errored.remove(&session);
-                    Ok(match existed && !had_error {
-                        true => vec![ServerMessage::Unbound { session }],
-                        false => Vec::new(),
-                    })
-                }
-            }
-        }
+        } => on_transact(
+            shared,
+            bound(&mut connection.sessions, session)?,
+            session,
+            request_ident,
+            crate::protocol::UploadEntry {
+                client_version,
+                last_integrated_server_version,
+                origin_timestamp,
+                origin_file_ident: 0,
+                changeset,
+            },
+        ),
+        ClientMessage::Unbind { session } => Ok(on_unbind(connection, session)),
         ClientMessage::Ping { timestamp, .. } => Ok(vec![ServerMessage::Pong { timestamp }]),
         ClientMessage::JsonError { session, code, .. } => {
-            let existed = sessions.remove(&session).is_some();
-            match peer {
-                Peer::Tandem { .. } => Ok(vec![ServerMessage::Unbound { session }]),
-                // The client stopped the session without UNBIND: UNBOUND would be a protocol
-                // violation. A session JSON_ERROR resets its file; it then sends UNBIND.
-                Peer::Realm { errored, .. } => {
-                    if !existed {
-                        return Ok(Vec::new());
-                    }
-                    errored.insert(session);
-                    Ok(vec![realm::answer_client_error(code, session)])
-                }
+            Ok(on_json_error(connection, session, code))
+        }
+    }
+}
+
+/// What to do with a message after its header line was read.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Parse,
+    /// A Realm session that was sent a session error: realm-core's server ignores its messages
+    /// until UNBIND (the client may have sent IDENT, MARK and UPLOAD right behind its BIND).
+    Ignore,
+}
+
+/// Checks a message's session from its header line alone, before its body is parsed: a body
+/// that may be compressed (UPLOAD, TRANSACT) is inflated only for a bound session whose token
+/// is valid and which sent IDENT (issue 13 item 8: no inflation before authentication).
+fn before_parsing(connection: &mut Connection, bytes: &[u8]) -> Result<Verdict, Failure> {
+    let Some((name, id)) = ClientMessage::peek_session(bytes) else {
+        return Ok(Verdict::Parse);
+    };
+    if let Peer::Realm { errored, .. } = &connection.peer {
+        if !matches!(name, "bind" | "unbind") && errored.contains(&id) {
+            return Ok(Verdict::Ignore);
+        }
+    }
+    if ClientMessage::has_compressed_body(name) {
+        let s = bound(&mut connection.sessions, id)?;
+        if s.client_file_ident.is_none() {
+            return Err((
+                ProtocolError::new(
+                    ErrorCode::BadMessageOrder,
+                    format!("{} before IDENT", name.to_uppercase()),
+                ),
+                0,
+            ));
+        }
+    }
+    Ok(Verdict::Parse)
+}
+
+/// A message's error and the session it ends (0: the connection).
+type Failure = (ProtocolError, u64);
+
+/// Replies to one message, or its failure.
+type Replies = Result<Vec<ServerMessage>, Failure>;
+
+fn on_bind(
+    shared: &Shared,
+    connection: &mut Connection,
+    session: u64,
+    path: String,
+    token: &str,
+    need_client_file_ident: bool,
+) -> Replies {
+    let Connection {
+        peer,
+        sessions,
+        user,
+        admitted,
+        ..
+    } = connection;
+    if session == 0 || sessions.contains_key(&session) {
+        return Err((
+            ProtocolError::new(
+                ErrorCode::ReuseOfSessionIdent,
+                format!("session {session} is in use"),
+            ),
+            0,
+        ));
+    }
+    if let Peer::Realm { errored, .. } = peer {
+        errored.remove(&session);
+    }
+    admitted
+        .check_session_cap(sessions.len())
+        .map_err(|e| (e, session))?;
+    let target = bind_target(shared, peer, path, token).map_err(|e| (e, session))?;
+    admitted.authenticated();
+    let file = open_file(shared, &target.path).map_err(|e| (e, session))?;
+    let mut replies = Vec::new();
+    if need_client_file_ident {
+        admitted.allocate_ident().map_err(|e| (e, 0))?;
+        let (ident, salt) = lock(&file)
+            .allocate_client_file()
+            .map_err(|e| (e, session))?;
+        replies.push(ServerMessage::Ident {
+            session,
+            client_file_ident: ident,
+            client_file_ident_salt: salt,
+        });
+    }
+    tracing::info!(session, path = %target.path, user = %target.user, "session bound");
+    shared.metrics.sessions_bound.inc();
+    user.get_or_insert(target.user);
+    sessions.insert(
+        session,
+        Session {
+            turn: shared.turn(&target.path),
+            path: target.path,
+            expires: target.expires,
+            file,
+            client_file_ident: None,
+            cursor: 0,
+            realm: target.realm,
+            upload_server_version: 0,
+            marks: VecDeque::new(),
+            state: None,
+            behind: false,
+            batch: shared.config.sessions.download_batch,
+        },
+    );
+    Ok(replies)
+}
+
+/// An IDENT's fields.
+struct Ident {
+    ident: u64,
+    salt: u64,
+    download_server_version: u64,
+    download_client_version: u64,
+    latest_server_version: u64,
+    latest_server_version_salt: u64,
+}
+
+fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
+    if s.client_file_ident.is_some() {
+        return Err((
+            ProtocolError::new(ErrorCode::BadMessageOrder, "IDENT sent twice"),
+            0,
+        ));
+    }
+    {
+        let file = lock(&s.file);
+        file.check_ident(m.ident, m.salt, m.download_server_version)
+            .and_then(|()| {
+                file.check_cursor(
+                    m.ident,
+                    m.download_server_version,
+                    m.download_client_version,
+                )
+            })
+            .and_then(|()| match s.realm {
+                true => check_latest(&file, m.latest_server_version, m.latest_server_version_salt),
+                false => Ok(()),
+            })
+            .map_err(|e| (e, session))?;
+    }
+    s.client_file_ident = Some(m.ident);
+    s.cursor = m.download_server_version;
+    Ok(s.download(session, true).into_iter().collect())
+}
+
+/// Integrates `entries` from session `session` of `s`, timing it; wakes the path's other
+/// connections when something new was integrated.
+fn integrate(
+    shared: &Shared,
+    s: &Session,
+    session: u64,
+    ident: u64,
+    entries: &[crate::protocol::UploadEntry],
+    file: &mut ServerFile,
+) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
+    let integrated = file
+        .integrate_upload(ident, entries)
+        .map_err(|e| (e, session));
+    let took = started.elapsed();
+    shared
+        .metrics
+        .integration_seconds
+        .observe(took.as_secs_f64());
+    if took > std::time::Duration::from_secs(1) {
+        tracing::warn!(path = %s.path, session, entries = entries.len(), seconds = took.as_secs_f64(), "slow integration");
+    }
+    let integrated = integrated?;
+    if !integrated.versions.is_empty() {
+        shared
+            .metrics
+            .changesets_integrated
+            .inc_by(integrated.versions.len() as u64);
+        shared.changed(&s.path);
+    }
+    Ok(())
+}
+
+fn on_upload(
+    shared: &Shared,
+    s: &mut Session,
+    session: u64,
+    progress_server_version: u64,
+    entries: &[crate::protocol::UploadEntry],
+) -> Replies {
+    shared.metrics.uploads.inc();
+    s.upload_server_version = s.upload_server_version.max(progress_server_version);
+    let ident = s.ident("UPLOAD")?;
+    integrate(shared, s, session, ident, entries, &mut lock(&s.file))?;
+    Ok(s.download(session, true).into_iter().collect())
+}
+
+fn on_mark(s: &mut Session, session: u64, request_ident: u64) -> Replies {
+    // Answered once everything before it was downloaded: the latest version now.
+    let version = lock(&s.file).latest_version();
+    s.marks.push_back((request_ident, version));
+    Ok(s.outbound(session).into_iter().collect())
+}
+
+fn on_refresh(
+    shared: &Shared,
+    sessions: &mut HashMap<u64, Session>,
+    session: u64,
+    token: &str,
+) -> Replies {
+    // An expired session may refresh: look it up without the expiry check.
+    let s = sessions
+        .get_mut(&session)
+        .ok_or_else(|| no_session(session))?;
+    let claims = shared.config.auth.verify(token).map_err(|e| (e, session))?;
+    if !claims.allows(&s.path) {
+        return Err((
+            ProtocolError::new(
+                ErrorCode::PermissionDenied,
+                format!("the new token does not allow {}", s.path),
+            ),
+            session,
+        ));
+    }
+    s.expires = claims.exp;
+    // Whatever was withheld while the token was expired.
+    Ok(s.outbound(session).into_iter().collect())
+}
+
+fn on_client_version_request(s: &mut Session, session: u64, ident: u64, salt: u64) -> Replies {
+    // A file this server does not know (or knows under another salt) had nothing integrated
+    // here: 0, so a recovering client re-applies all its changes.
+    let client_version = lock(&s.file)
+        .client_version(ident, salt)
+        .or_else(|e| match e.code {
+            ErrorCode::BadClientFileIdent => Ok(0),
+            _ => Err(e),
+        })
+        .map_err(|e| (e, session))?;
+    Ok(vec![ServerMessage::ClientVersion {
+        session,
+        client_version,
+    }])
+}
+
+fn on_state_request(s: &mut Session, session: u64, server_version: u64, offset: u64) -> Replies {
+    let (salt, (version, bytes)) = {
+        let mut file = lock(&s.file);
+        (file.salt(), file.snapshot(server_version))
+    };
+    let total = bytes.len() as u64;
+    // Resume only the snapshot asked for; anything else starts over at offset 0.
+    let next = match version == server_version {
+        true => offset.min(total),
+        false => 0,
+    };
+    s.state = Some(StateStream {
+        version,
+        salt,
+        bytes,
+        next,
+    });
+    Ok(s.outbound(session).into_iter().collect())
+}
+
+fn on_transact(
+    shared: &Shared,
+    s: &mut Session,
+    session: u64,
+    request_ident: u64,
+    entry: crate::protocol::UploadEntry,
+) -> Replies {
+    shared.metrics.uploads.inc();
+    let ident = s.ident("TRANSACT")?;
+    let (verdict, server_version) = {
+        let mut file = lock(&s.file);
+        let conflict = file
+            .transact_conflict(
+                ident,
+                &entry.changeset,
+                entry.last_integrated_server_version,
+            )
+            .map_err(|e| (e, session))?;
+        match conflict {
+            Some(reason) => (Err(reason), file.latest_version()),
+            None => {
+                integrate(
+                    shared,
+                    s,
+                    session,
+                    ident,
+                    std::slice::from_ref(&entry),
+                    &mut file,
+                )?;
+                (Ok(()), file.latest_version())
             }
+        }
+    };
+    let accepted = verdict.is_ok();
+    let mut replies = vec![ServerMessage::TransactResult {
+        session,
+        request_ident,
+        accepted,
+        server_version,
+        reason: verdict.err().unwrap_or_default(),
+    }];
+    if accepted {
+        // The acknowledgement, as for an UPLOAD.
+        replies.extend(s.download(session, true));
+    }
+    Ok(replies)
+}
+
+fn on_unbind(connection: &mut Connection, session: u64) -> Vec<ServerMessage> {
+    let existed = connection.remove(session);
+    match &mut connection.peer {
+        Peer::Tandem { .. } => vec![ServerMessage::Unbound { session }],
+        // UNBOUND only for a session that is live and had no error: realm-core treats any
+        // other UNBOUND as a protocol violation.
+        Peer::Realm { errored, .. } => {
+            let had_error = errored.remove(&session);
+            match existed && !had_error {
+                true => vec![ServerMessage::Unbound { session }],
+                false => Vec::new(),
+            }
+        }
+    }
+}
+
+fn on_json_error(connection: &mut Connection, session: u64, code: u64) -> Vec<ServerMessage> {
+    let existed = connection.remove(session);
+    match &mut connection.peer {
+        Peer::Tandem { .. } => vec![ServerMessage::Unbound { session }],
+        // The client stopped the session without UNBIND: UNBOUND would be a protocol
+        // violation. A session JSON_ERROR resets its file; it then sends UNBIND.
+        Peer::Realm { errored, .. } => {
+            if !existed {
+                return Vec::new();
+            }
+            errored.insert(session);
+            vec![realm::answer_client_error(code, session)]
         }
     }
 }

@@ -97,6 +97,7 @@ impl World {
             connection_limits: Default::default(),
             app: None,
             storage: self.storage.clone(),
+            sessions: Default::default(),
         };
         let server = self.runtime.block_on(start(config)).unwrap();
         self.addr = server.local_addr;
