@@ -721,3 +721,79 @@ async fn uploads_stamped_far_ahead_are_refused() {
     assert_eq!((code, try_again, session), (101, true, 0), "{message}");
     assert!(message.contains("ahead of the server's clock"), "{message}");
 }
+
+/// Issue item 2, client side: a Tandem client pointed at a listener that accepts and never
+/// answers (no TLS ServerHello; no WebSocket upgrade answer) reports a handshake timeout error,
+/// and keeps retrying.
+#[test]
+fn a_client_reports_a_timeout_against_a_silent_listener() {
+    use std::sync::{Arc, Mutex};
+    use tandem::client::{Event, SyncConfig, SyncSession, SyncTimeouts};
+    use tandem::model::{ClassSchema, Property, PropertyType, Schema};
+    use tandem::store::{Config, Database};
+
+    let dir = std::env::temp_dir().join(format!("tandem-limits-{}-silent", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = Schema::new(vec![ClassSchema::top_level(
+        "Item",
+        "_id",
+        vec![Property::new("_id", PropertyType::Int)],
+    )])
+    .unwrap();
+    // Accepts connections and holds them open without a byte.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holder = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            holder.lock().unwrap().push(stream);
+        }
+    });
+    for (name, url, insecure) in [
+        ("tls", format!("wss://localhost:{}/", addr.port()), false),
+        ("plain", format!("ws://127.0.0.1:{}/", addr.port()), true),
+    ] {
+        let db = Arc::new(
+            Database::open(
+                dir.join(format!("{name}.sqlite")),
+                &schema,
+                Config::default(),
+            )
+            .unwrap(),
+        );
+        let session = SyncSession::start(
+            Arc::clone(&db),
+            SyncConfig {
+                url,
+                path: "/silent".into(),
+                token: token(),
+                allow_insecure: insecure,
+                timeouts: SyncTimeouts {
+                    connect: Duration::from_secs(5),
+                    handshake: Duration::from_millis(300),
+                },
+                ..SyncConfig::default()
+            },
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = Mutex::new(tx);
+        let _listening = session.on_event(move |event| {
+            if let Event::Error(info) = event {
+                let _ = tx.lock().unwrap().send(info.clone());
+            }
+        });
+        let error = rx.recv_timeout(WAIT).expect("no error reported");
+        assert_eq!(error.code, 0, "{name}");
+        assert!(error.will_retry, "{name}");
+        assert!(
+            error.message.contains("handshake") && error.message.contains("300 ms"),
+            "{name}: {}",
+            error.message
+        );
+        session.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

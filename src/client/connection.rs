@@ -271,21 +271,38 @@ async fn connect_and_sync(
             .parse()
             .map_err(|_| fail("the token is not a valid header value"))?,
     );
-    let tcp = TcpStream::connect((host.as_str(), port))
+    let timeouts = shared.config.timeouts;
+    let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect((host.as_str(), port)))
         .await
+        .map_err(|_| {
+            fail(format!(
+                "connect: timed out after {} ms",
+                timeouts.connect.as_millis()
+            ))
+        })?
         .map_err(|e| fail(format!("connect: {e}")))?;
+    // TLS and the WebSocket upgrade share one deadline.
+    let deadline = tokio::time::Instant::now() + timeouts.handshake;
     match tls {
         Some(connector) => {
             let name = rustls_pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| fail(format!("server name: {e}")))?;
-            let stream = connector
-                .connect(name, tcp)
+            let stream = tokio::time::timeout_at(deadline, connector.connect(name, tcp))
                 .await
+                .map_err(|_| handshake_timeout(timeouts.handshake))?
                 .map_err(|e| fail(format!("TLS: {e}")))?;
-            session(shared, request, stream, stop, token).await
+            session(shared, request, stream, stop, token, deadline).await
         }
-        None => session(shared, request, tcp, stop, token).await,
+        None => session(shared, request, tcp, stop, token, deadline).await,
     }
+}
+
+/// The TLS handshake and WebSocket upgrade did not finish within `timeout`.
+fn handshake_timeout(timeout: Duration) -> Failure {
+    fail(format!(
+        "handshake: no TLS and WebSocket upgrade within {} ms",
+        timeout.as_millis()
+    ))
 }
 
 fn to_changesets(entries: Vec<crate::protocol::DownloadEntry>) -> Result<Vec<Changeset>, Failure> {
@@ -317,34 +334,37 @@ async fn session<S>(
     stream: S,
     stop: &mut watch::Receiver<bool>,
     token: String,
+    handshake_deadline: tokio::time::Instant,
 ) -> Result<(), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut ws, response) = tokio_tungstenite::client_async_with_config(
+    let upgrade = tokio_tungstenite::client_async_with_config(
         request,
         stream,
         Some(websocket_config(limits::MAX_BODY_SIZE)),
-    )
-    .await
-    .map_err(|e| {
-        let message = format!("WebSocket handshake: {e}");
-        // 401: the server refused the token in the handshake.
-        let refused =
-            matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
-        match refused {
-            true => Failure {
-                code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
-                    u64::from(ErrorCode::TokenExpired.code())
-                } else {
-                    u64::from(ErrorCode::BadAuthentication.code())
+    );
+    let (mut ws, response) = tokio::time::timeout_at(handshake_deadline, upgrade)
+        .await
+        .map_err(|_| handshake_timeout(shared.config.timeouts.handshake))?
+        .map_err(|e| {
+            let message = format!("WebSocket handshake: {e}");
+            // 401: the server refused the token in the handshake.
+            let refused =
+                matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
+            match refused {
+                true => Failure {
+                    code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
+                        u64::from(ErrorCode::TokenExpired.code())
+                    } else {
+                        u64::from(ErrorCode::BadAuthentication.code())
+                    },
+                    message,
+                    retry: false,
                 },
-                message,
-                retry: false,
-            },
-            false => fail(message),
-        }
-    })?;
+                false => fail(message),
+            }
+        })?;
     let chosen = response
         .headers()
         .get("Sec-WebSocket-Protocol")
