@@ -5,6 +5,8 @@
 //! small configured limits.
 #![cfg(feature = "server")]
 
+mod live;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -796,4 +798,76 @@ fn a_client_reports_a_timeout_against_a_silent_listener() {
         session.stop();
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue item 11: a client whose changeset timestamps run five years ahead (its stored clock
+/// correction says +5 years, as a device with a fast clock would stamp) learns the server's
+/// clock at connect; what it commits from then on, offline too, is stamped by the server's
+/// clock, so a correct client that wrote the same field later wins the conflict on both.
+#[test]
+fn a_fast_clock_does_not_win_after_the_client_learns_the_server_clock() {
+    use tandem::model::{PrimaryKey, Value};
+    use tandem::state::{Field, Val};
+
+    let world = live::World::new("clock");
+    let fast = world.open("fast.sqlite");
+    let correct = world.open("correct.sqlite");
+    let five_years: i64 = 5 * 365 * 24 * 3600 * 1000;
+    fast.set_clock_offset(five_years).unwrap();
+    let session = world.sync(&fast);
+    live::eventually("the clock correction", 30, || {
+        fast.clock_offset().unwrap() != five_years
+    });
+    assert!(fast.clock_offset().unwrap().abs() < 60_000);
+    live::create_task(&fast, 1, "initial");
+    let other = world.sync(&correct);
+    live::eventually("the task on the correct client", 30, || {
+        live::has_task(&correct, 1)
+    });
+    drop((session, other));
+    std::thread::sleep(Duration::from_millis(50));
+    let set_title = |db: &tandem::store::Database, title: &str| {
+        let mut tx = db.begin_write().unwrap();
+        tx.set(
+            "Task",
+            &PrimaryKey::Int(1),
+            "title",
+            Value::String(title.into()),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    };
+    // Offline: the fast client first, the correct one 50 ms later.
+    set_title(&fast, "fast, earlier");
+    std::thread::sleep(Duration::from_millis(50));
+    set_title(&correct, "correct, later");
+    let stamped = fast
+        .history()
+        .unwrap()
+        .last()
+        .unwrap()
+        .meta
+        .origin_timestamp;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 1_420_070_400_000;
+    assert!(
+        stamped.abs_diff(now) < 60_000,
+        "stamped {stamped}, now {now}"
+    );
+    let _a = world.sync(&fast);
+    let _b = world.sync(&correct);
+    let title = |db: &tandem::store::Database| {
+        db.read()
+            .unwrap()
+            .object("Task", &PrimaryKey::Int(1))
+            .unwrap()
+            .map(|o| o.fields["title"].clone())
+    };
+    let later = Some(Field::Value(Val::String("correct, later".into())));
+    live::eventually("both clients agree on the later write", 60, || {
+        title(&fast) == later && title(&correct) == later
+    });
 }

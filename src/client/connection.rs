@@ -305,6 +305,47 @@ fn handshake_timeout(timeout: Duration) -> Failure {
     ))
 }
 
+/// Smallest measured clock difference that is corrected: the `Date` header has whole seconds.
+const MIN_CLOCK_CORRECTION_MS: i64 = 2_000;
+
+/// Learns the server's clock from the `Date` header of its upgrade answer and stores the
+/// difference to this device's clock ([`crate::store::Database::set_clock_offset`]): local
+/// changesets committed from now on, online or offline, are stamped by the server's clock, so a
+/// device whose clock runs ahead does not win every conflict. Differences under 2 s count as
+/// none (the header has whole seconds). No or an unreadable `Date`: nothing changes.
+async fn correct_clock(
+    shared: &Arc<Shared>,
+    response: &tokio_tungstenite::tungstenite::handshake::client::Response,
+) -> Result<(), Failure> {
+    let Some(server) = response
+        .headers()
+        .get("Date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return Ok(());
+    };
+    let millis = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    // The header truncates to the second: the server's clock is half a second later on average.
+    let measured = millis(server) + 500 - millis(std::time::SystemTime::now());
+    let offset = if measured.abs() < MIN_CLOCK_CORRECTION_MS {
+        0
+    } else {
+        measured
+    };
+    let db = Arc::clone(&shared.db);
+    if blocking(move || db.clock_offset()).await? != offset {
+        tracing::info!(offset_ms = offset, "clock offset to the server");
+        let db = Arc::clone(&shared.db);
+        blocking(move || db.set_clock_offset(offset)).await?;
+    }
+    Ok(())
+}
+
 fn to_changesets(entries: Vec<crate::protocol::DownloadEntry>) -> Result<Vec<Changeset>, Failure> {
     entries
         .into_iter()
@@ -365,6 +406,7 @@ where
                 false => fail(message),
             }
         })?;
+    correct_clock(shared, &response).await?;
     let chosen = response
         .headers()
         .get("Sec-WebSocket-Protocol")
