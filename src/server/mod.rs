@@ -22,4 +22,4 @@ pub use admission::ConnectionLimits;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
 pub use file::{DownloadBatch, Integrated, ServerFile};
 pub use net::{start, RunningServer, ServerConfig, StartError, MAX_DOWNLOAD_BATCH};
-pub use session::STATE_SEGMENT;
+pub use session::{file_name as server_file_name, STATE_SEGMENT};
