@@ -5,6 +5,8 @@
 //! small configured limits.
 #![cfg(feature = "server")]
 
+mod live;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -724,4 +726,152 @@ async fn uploads_stamped_far_ahead_are_refused() {
     let (code, message, try_again, session) = error_of(recv(&mut ws).await);
     assert_eq!((code, try_again, session), (101, true, 0), "{message}");
     assert!(message.contains("ahead of the server's clock"), "{message}");
+}
+
+/// Issue item 2, client side: a Tandem client pointed at a listener that accepts and never
+/// answers (no TLS ServerHello; no WebSocket upgrade answer) reports a handshake timeout error,
+/// and keeps retrying.
+#[test]
+fn a_client_reports_a_timeout_against_a_silent_listener() {
+    use std::sync::{Arc, Mutex};
+    use tandem::client::{Event, SyncConfig, SyncSession, SyncTimeouts};
+    use tandem::model::{ClassSchema, Property, PropertyType, Schema};
+    use tandem::store::{Config, Database};
+
+    let dir = std::env::temp_dir().join(format!("tandem-limits-{}-silent", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = Schema::new(vec![ClassSchema::top_level(
+        "Item",
+        "_id",
+        vec![Property::new("_id", PropertyType::Int)],
+    )])
+    .unwrap();
+    // Accepts connections and holds them open without a byte.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holder = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            holder.lock().unwrap().push(stream);
+        }
+    });
+    for (name, url, insecure) in [
+        ("tls", format!("wss://localhost:{}/", addr.port()), false),
+        ("plain", format!("ws://127.0.0.1:{}/", addr.port()), true),
+    ] {
+        let db = Arc::new(
+            Database::open(
+                dir.join(format!("{name}.sqlite")),
+                &schema,
+                Config::default(),
+            )
+            .unwrap(),
+        );
+        let session = SyncSession::start(
+            Arc::clone(&db),
+            SyncConfig {
+                url,
+                path: "/silent".into(),
+                token: token(),
+                allow_insecure: insecure,
+                timeouts: SyncTimeouts {
+                    connect: Duration::from_secs(5),
+                    handshake: Duration::from_millis(300),
+                },
+                ..SyncConfig::default()
+            },
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = Mutex::new(tx);
+        let _listening = session.on_event(move |event| {
+            if let Event::Error(info) = event {
+                let _ = tx.lock().unwrap().send(info.clone());
+            }
+        });
+        let error = rx.recv_timeout(WAIT).expect("no error reported");
+        assert_eq!(error.code, 0, "{name}");
+        assert!(error.will_retry, "{name}");
+        assert!(
+            error.message.contains("handshake") && error.message.contains("300 ms"),
+            "{name}: {}",
+            error.message
+        );
+        session.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue item 11: a client whose changeset timestamps run five years ahead (its stored clock
+/// correction says +5 years, as a device with a fast clock would stamp) learns the server's
+/// clock at connect; what it commits from then on, offline too, is stamped by the server's
+/// clock, so a correct client that wrote the same field later wins the conflict on both.
+#[test]
+fn a_fast_clock_does_not_win_after_the_client_learns_the_server_clock() {
+    use tandem::model::{PrimaryKey, Value};
+    use tandem::state::{Field, Val};
+
+    let world = live::World::new("clock");
+    let fast = world.open("fast.sqlite");
+    let correct = world.open("correct.sqlite");
+    let five_years: i64 = 5 * 365 * 24 * 3600 * 1000;
+    fast.set_clock_offset(five_years).unwrap();
+    let session = world.sync(&fast);
+    live::eventually("the clock correction", 30, || {
+        fast.clock_offset().unwrap() != five_years
+    });
+    assert!(fast.clock_offset().unwrap().abs() < 60_000);
+    live::create_task(&fast, 1, "initial");
+    let other = world.sync(&correct);
+    live::eventually("the task on the correct client", 30, || {
+        live::has_task(&correct, 1)
+    });
+    drop((session, other));
+    std::thread::sleep(Duration::from_millis(50));
+    let set_title = |db: &tandem::store::Database, title: &str| {
+        let mut tx = db.begin_write().unwrap();
+        tx.set(
+            "Task",
+            &PrimaryKey::Int(1),
+            "title",
+            Value::String(title.into()),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    };
+    // Offline: the fast client first, the correct one 50 ms later.
+    set_title(&fast, "fast, earlier");
+    std::thread::sleep(Duration::from_millis(50));
+    set_title(&correct, "correct, later");
+    let stamped = fast
+        .history()
+        .unwrap()
+        .last()
+        .unwrap()
+        .meta
+        .origin_timestamp;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 1_420_070_400_000;
+    assert!(
+        stamped.abs_diff(now) < 60_000,
+        "stamped {stamped}, now {now}"
+    );
+    let _a = world.sync(&fast);
+    let _b = world.sync(&correct);
+    let title = |db: &tandem::store::Database| {
+        db.read()
+            .unwrap()
+            .object("Task", &PrimaryKey::Int(1))
+            .unwrap()
+            .map(|o| o.fields["title"].clone())
+    };
+    let later = Some(Field::Value(Val::String("correct, later".into())));
+    live::eventually("both clients agree on the later write", 60, || {
+        title(&fast) == later && title(&correct) == later
+    });
 }

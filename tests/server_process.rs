@@ -109,8 +109,9 @@ impl Fixture {
 
     /// The server file of `PATH`, as the server names it (hex of the path's bytes).
     fn server_file(&self) -> PathBuf {
-        let hex: String = PATH.bytes().map(|b| format!("{b:02x}")).collect();
-        self.dir.join("data").join(format!("{hex}.sqlite"))
+        self.dir
+            .join("data")
+            .join(tandem::server::server_file_name(PATH))
     }
 }
 

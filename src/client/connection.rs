@@ -271,21 +271,79 @@ async fn connect_and_sync(
             .parse()
             .map_err(|_| fail("the token is not a valid header value"))?,
     );
-    let tcp = TcpStream::connect((host.as_str(), port))
+    let timeouts = shared.config.timeouts;
+    let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect((host.as_str(), port)))
         .await
+        .map_err(|_| {
+            fail(format!(
+                "connect: timed out after {} ms",
+                timeouts.connect.as_millis()
+            ))
+        })?
         .map_err(|e| fail(format!("connect: {e}")))?;
+    // TLS and the WebSocket upgrade share one deadline.
+    let deadline = tokio::time::Instant::now() + timeouts.handshake;
     match tls {
         Some(connector) => {
             let name = rustls_pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| fail(format!("server name: {e}")))?;
-            let stream = connector
-                .connect(name, tcp)
+            let stream = tokio::time::timeout_at(deadline, connector.connect(name, tcp))
                 .await
+                .map_err(|_| handshake_timeout(timeouts.handshake))?
                 .map_err(|e| fail(format!("TLS: {e}")))?;
-            session(shared, request, stream, stop, token).await
+            session(shared, request, stream, stop, token, deadline).await
         }
-        None => session(shared, request, tcp, stop, token).await,
+        None => session(shared, request, tcp, stop, token, deadline).await,
     }
+}
+
+/// The TLS handshake and WebSocket upgrade did not finish within `timeout`.
+fn handshake_timeout(timeout: Duration) -> Failure {
+    fail(format!(
+        "handshake: no TLS and WebSocket upgrade within {} ms",
+        timeout.as_millis()
+    ))
+}
+
+/// Smallest measured clock difference that is corrected: the `Date` header has whole seconds.
+const MIN_CLOCK_CORRECTION_MS: i64 = 2_000;
+
+/// Learns the server's clock from the `Date` header of its upgrade answer and stores the
+/// difference to this device's clock ([`crate::store::Database::set_clock_offset`]): local
+/// changesets committed from now on, online or offline, are stamped by the server's clock, so a
+/// device whose clock runs ahead does not win every conflict. Differences under 2 s count as
+/// none (the header has whole seconds). No or an unreadable `Date`: nothing changes.
+async fn correct_clock(
+    shared: &Arc<Shared>,
+    response: &tokio_tungstenite::tungstenite::handshake::client::Response,
+) -> Result<(), Failure> {
+    let Some(server) = response
+        .headers()
+        .get("Date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return Ok(());
+    };
+    let millis = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    // The header truncates to the second: the server's clock is half a second later on average.
+    let measured = millis(server) + 500 - millis(std::time::SystemTime::now());
+    let offset = if measured.abs() < MIN_CLOCK_CORRECTION_MS {
+        0
+    } else {
+        measured
+    };
+    let db = Arc::clone(&shared.db);
+    if blocking(move || db.clock_offset()).await? != offset {
+        tracing::info!(offset_ms = offset, "clock offset to the server");
+        let db = Arc::clone(&shared.db);
+        blocking(move || db.set_clock_offset(offset)).await?;
+    }
+    Ok(())
 }
 
 fn to_changesets(entries: Vec<crate::protocol::DownloadEntry>) -> Result<Vec<Changeset>, Failure> {
@@ -317,34 +375,38 @@ async fn session<S>(
     stream: S,
     stop: &mut watch::Receiver<bool>,
     token: String,
+    handshake_deadline: tokio::time::Instant,
 ) -> Result<(), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut ws, response) = tokio_tungstenite::client_async_with_config(
+    let upgrade = tokio_tungstenite::client_async_with_config(
         request,
         stream,
         Some(websocket_config(limits::MAX_BODY_SIZE)),
-    )
-    .await
-    .map_err(|e| {
-        let message = format!("WebSocket handshake: {e}");
-        // 401: the server refused the token in the handshake.
-        let refused =
-            matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
-        match refused {
-            true => Failure {
-                code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
-                    u64::from(ErrorCode::TokenExpired.code())
-                } else {
-                    u64::from(ErrorCode::BadAuthentication.code())
+    );
+    let (mut ws, response) = tokio::time::timeout_at(handshake_deadline, upgrade)
+        .await
+        .map_err(|_| handshake_timeout(shared.config.timeouts.handshake))?
+        .map_err(|e| {
+            let message = format!("WebSocket handshake: {e}");
+            // 401: the server refused the token in the handshake.
+            let refused =
+                matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
+            match refused {
+                true => Failure {
+                    code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
+                        u64::from(ErrorCode::TokenExpired.code())
+                    } else {
+                        u64::from(ErrorCode::BadAuthentication.code())
+                    },
+                    message,
+                    retry: false,
                 },
-                message,
-                retry: false,
-            },
-            false => fail(message),
-        }
-    })?;
+                false => fail(message),
+            }
+        })?;
+    correct_clock(shared, &response).await?;
     let chosen = response
         .headers()
         .get("Sec-WebSocket-Protocol")

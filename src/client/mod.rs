@@ -109,6 +109,28 @@ pub struct SyncConfig {
     pub token_provider: Option<Arc<dyn TokenProvider>>,
     /// What a client reset does.
     pub client_reset: ClientResetMode,
+    /// How long connecting may take.
+    pub timeouts: SyncTimeouts,
+}
+
+/// Deadlines of each connection attempt; one that passes fails the attempt with an error
+/// (`will_retry`: the session reconnects with backoff).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncTimeouts {
+    /// TCP connect (default 10 s).
+    pub connect: std::time::Duration,
+    /// From TCP connected to the TLS handshake done and the server's WebSocket upgrade answer
+    /// received (default 10 s).
+    pub handshake: std::time::Duration,
+}
+
+impl Default for SyncTimeouts {
+    fn default() -> Self {
+        SyncTimeouts {
+            connect: std::time::Duration::from_secs(10),
+            handshake: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 impl std::fmt::Debug for SyncConfig {
@@ -121,6 +143,7 @@ impl std::fmt::Debug for SyncConfig {
             .field("allow_insecure", &self.allow_insecure)
             .field("token_provider", &self.token_provider.is_some())
             .field("client_reset", &self.client_reset)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }

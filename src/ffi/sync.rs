@@ -28,6 +28,12 @@ pub struct SyncOptions {
     pub allow_insecure: bool,
     /// What a client reset does.
     pub client_reset: ClientResetMode,
+    /// Milliseconds a TCP connect may take before the attempt fails and is retried.
+    #[uniffi(default = 10000)]
+    pub connect_timeout_ms: u64,
+    /// Milliseconds from TCP connected to TLS and the WebSocket upgrade done.
+    #[uniffi(default = 10000)]
+    pub handshake_timeout_ms: u64,
 }
 
 /// What a client reset does with local changes the server never integrated.
@@ -122,6 +128,10 @@ fn config(options: SyncOptions, tokens: Option<Arc<dyn TokenProvider>>) -> clien
             ClientResetMode::Recover => client::ClientResetMode::Recover,
             ClientResetMode::RecoverOrDiscard => client::ClientResetMode::RecoverOrDiscard,
             ClientResetMode::Manual => client::ClientResetMode::Manual,
+        },
+        timeouts: client::SyncTimeouts {
+            connect: std::time::Duration::from_millis(options.connect_timeout_ms),
+            handshake: std::time::Duration::from_millis(options.handshake_timeout_ms),
         },
     }
 }

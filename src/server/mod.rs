@@ -27,5 +27,5 @@ pub use file::{
     DEFAULT_MAX_MERGE_WINDOW,
 };
 pub use net::{start, RunningServer, StartError};
-pub use session::STATE_SEGMENT;
+pub use session::{file_name as server_file_name, STATE_SEGMENT};
 pub use shared::{ServerConfig, SessionLimits, MAX_DOWNLOAD_BATCH};

@@ -290,8 +290,9 @@ pub(super) fn error(code: ErrorCode, message: &str, session: u64) -> ServerMessa
 }
 
 /// A server path as a file name: the SHA-256 of its bytes in hex and `.sqlite` (71 bytes for
-/// any path up to the protocol's 1,024 bytes; no path can escape the data directory).
-pub(super) fn file_name(path: &str) -> String {
+/// any path up to the protocol's 1,024 bytes; no path can escape the data directory). Files of
+/// servers before issue 13 (hex of the path's bytes) are still opened under their old name.
+pub fn file_name(path: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, path.as_bytes());
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("{hex}.sqlite")

@@ -23,6 +23,9 @@ pub(crate) const UPLOAD_CLIENT_VERSION: &str = "upload_client_version";
 /// The client version the history has been trimmed through (realm-core's
 /// `m_sync_history_base_version`): versions at or below it are gone, and new ones follow it.
 pub(crate) const HISTORY_BASE_VERSION: &str = "history_base_version";
+/// Milliseconds added to the device's clock when stamping local changesets (signed, stored as
+/// its two's complement): see [`Database::clock_offset`].
+pub(crate) const CLOCK_OFFSET: &str = "clock_offset_ms";
 
 /// Trims the history (realm-core's `trim_sync_history`): removes the local changesets at or
 /// below the last client version the server had integrated when it produced the latest server
@@ -114,6 +117,19 @@ impl Database {
             latest_server_version_salt: g(LATEST_SERVER_VERSION_SALT),
             upload_client_version: g(UPLOAD_CLIENT_VERSION),
         })
+    }
+
+    /// The correction added to this device's clock when stamping local changesets, in
+    /// milliseconds (the server's clock minus this device's, as the sync client last measured
+    /// it; 0 until measured). Persisted, so changesets committed offline use it too.
+    pub fn clock_offset(&self) -> Result<i64, StoreError> {
+        Ok(get(self.read()?.connection(), CLOCK_OFFSET).unwrap_or(0) as i64)
+    }
+
+    /// Sets [`Database::clock_offset`]; later local commits are stamped with the device's clock
+    /// plus `offset_ms` (never below 0). Changesets already committed keep their timestamps.
+    pub fn set_clock_offset(&self, offset_ms: i64) -> Result<(), StoreError> {
+        self.with_writer(|conn, _| put(conn, CLOCK_OFFSET, offset_ms as u64))
     }
 
     /// Stores the client file ident the server allocated, before anything uses it. Local

@@ -37,6 +37,13 @@ pub(crate) fn changeset_timestamp() -> u64 {
     now.saturating_sub(TIMESTAMP_EPOCH_MS)
 }
 
+/// Now by the device's clock corrected by the stored clock offset (what the sync client
+/// measured against the server's clock, `Database::clock_offset`), never below 0.
+fn corrected_timestamp(conn: &Connection) -> i64 {
+    let offset = super::sync::get(conn, super::sync::CLOCK_OFFSET).unwrap_or(0) as i64;
+    (changeset_timestamp() as i64).saturating_add(offset).max(0)
+}
+
 /// Appends a local changeset to the history as the next client version.
 pub(crate) fn append_history(
     conn: &Connection,
@@ -103,7 +110,7 @@ fn append_encoded(
         version as i64,
         encoded,
         last_integrated_server_version as i64,
-        changeset_timestamp() as i64,
+        corrected_timestamp(conn),
         file_ident as i64,
     ])?;
     Ok(version)
