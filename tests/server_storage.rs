@@ -136,12 +136,8 @@ fn a_full_disk_is_transient_and_the_server_recovers_by_itself() {
     let session = world.sync(&db);
     let (errors, _token) = record_errors(&session);
     let mut tx = db.begin_write().unwrap();
-    tx.create(
-        "Task",
-        PrimaryKey::Int(0),
-        &[("count", Value::Int(0))],
-    )
-    .unwrap();
+    tx.create("Task", PrimaryKey::Int(0), &[("count", Value::Int(0))])
+        .unwrap();
     tx.commit().unwrap();
     world
         .block_on(session.wait_for_upload(Some(Duration::from_secs(30))))
@@ -154,7 +150,10 @@ fn a_full_disk_is_transient_and_the_server_recovers_by_itself() {
     let mut written = 0i64;
     let refused = loop {
         written += 1;
-        assert!(written <= 200, "200 writes of 32 KiB fitted in a full 8 MiB tmpfs");
+        assert!(
+            written <= 200,
+            "200 writes of 32 KiB fitted in a full 8 MiB tmpfs"
+        );
         let mut tx = db.begin_write().unwrap();
         tx.create(
             "Task",
@@ -200,7 +199,11 @@ fn a_full_disk_is_transient_and_the_server_recovers_by_itself() {
     assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1 << 20);
 
     let state = server.state_of(PATH).unwrap();
-    assert_eq!(count_of(&state, 0), Some(written), "each increment exactly once");
+    assert_eq!(
+        count_of(&state, 0),
+        Some(written),
+        "each increment exactly once"
+    );
     for id in 1..=written {
         assert!(state.objects["Task"].contains_key(&tandem::state::Key::Int(id)));
     }
@@ -335,7 +338,9 @@ fn an_upload_beyond_the_merge_window_is_222_and_changes_nothing() {
     }
     // Based on 0: five changesets of another client to merge against, over 3.
     let far = a.write(&mut rng, 0);
-    let e = server.integrate_upload(a.ident, &[far.clone()]).unwrap_err();
+    let e = server
+        .integrate_upload(a.ident, &[far.clone()])
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::ClientFileExpired, "{e}");
     assert!(e.message.contains("at most 3"), "{e}");
     assert_eq!(server.latest_version(), 5);
@@ -370,10 +375,7 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     assert!(report.removed_changesets > 0, "{report:?}");
     assert_eq!(server.latest_version(), latest);
     assert_eq!(server.state(), &before);
-    assert_eq!(
-        server.history_len().unwrap(),
-        latest - report.compacted_through + 1
-    );
+    assert_eq!(server.history_len(), latest - report.compacted_through + 1);
     // A fresh client downloading from 0 gets exactly the state.
     let mut fresh = Peer::new(&mut server);
     fresh.download(&server).unwrap();
@@ -381,9 +383,7 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     // A cursor inside the compacted history cannot be continued: 222 (a client file whose
     // download cursor was 2, say restored from a backup of its device).
     let stale = Peer::new(&mut server);
-    let e = server
-        .check_ident(stale.ident, stale.salt, 2)
-        .unwrap_err();
+    let e = server.check_ident(stale.ident, stale.salt, 2).unwrap_err();
     assert_eq!(e.code, ErrorCode::ClientFileExpired);
     assert_eq!(
         server.download(stale.ident, 2, 1 << 16).unwrap_err().code,
@@ -407,11 +407,17 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     drop(reopened);
     // Everybody last seen before the horizon: expired (222 on IDENT and UPLOAD).
     let report = server.compact(u64::MAX).unwrap();
-    assert_eq!(report.expired_client_files, 5, "three peers, stale and fresh");
+    assert_eq!(
+        report.expired_client_files, 5,
+        "three peers, stale and fresh"
+    );
     assert_eq!(report.compacted_through, server.latest_version());
     let p = &mut peers[0];
     assert_eq!(
-        server.check_ident(p.ident, p.salt, p.cursor).unwrap_err().code,
+        server
+            .check_ident(p.ident, p.salt, p.cursor)
+            .unwrap_err()
+            .code,
         ErrorCode::ClientFileExpired
     );
     let entry = p.write(&mut rng, p.cursor);
@@ -492,7 +498,10 @@ fn an_expired_client_resets_and_converges_and_a_fresh_one_gets_the_same_state() 
         c.export_state().unwrap().objects == b.export_state().unwrap().objects
     });
     let objects = expected.objects["Task"].len();
-    assert_eq!(objects, 6, "the compacted state had every acknowledged task");
+    assert_eq!(
+        objects, 6,
+        "the compacted state had every acknowledged task"
+    );
 }
 
 #[test]

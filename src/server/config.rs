@@ -949,10 +949,22 @@ mod tests {
             Some(Duration::from_secs(30 * 86_400))
         );
         for (flag, why) in [
-            ("--max-merge-window=0", "max_merge_window (flag): must be at least 1 changeset"),
-            ("--file-idle-close=0", "file_idle_close (flag): must be at least 1 second"),
-            ("--history-horizon=0", "history_horizon (flag): must be between 1 and 36500 days"),
-            ("--disk-reserve=lots", "disk_reserve (flag): expected a whole number, got \"lots\""),
+            (
+                "--max-merge-window=0",
+                "max_merge_window (command line): must be at least 1 changeset",
+            ),
+            (
+                "--file-idle-close=0",
+                "file_idle_close (command line): must be at least 1 second",
+            ),
+            (
+                "--history-horizon=0",
+                "history_horizon (command line): must be between 1 and 36500 days",
+            ),
+            (
+                "--disk-reserve=lots",
+                "disk_reserve (command line): expected a whole number, got \"lots\"",
+            ),
         ] {
             let mut list = base.to_vec();
             list.push(flag);
