@@ -339,7 +339,7 @@ fn an_upload_beyond_the_merge_window_is_222_and_changes_nothing() {
     // Based on 0: five changesets of another client to merge against, over 3.
     let far = a.write(&mut rng, 0);
     let e = server
-        .integrate_upload(a.ident, &[far.clone()])
+        .integrate_upload(a.ident, std::slice::from_ref(&far))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::ClientFileExpired, "{e}");
     assert!(e.message.contains("at most 3"), "{e}");
