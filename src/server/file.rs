@@ -133,6 +133,8 @@ pub struct ServerFile {
     /// The history through this version was compacted into one snapshot changeset stored at
     /// this version (0: never compacted). See [`ServerFile::compact`].
     compacted: u64,
+    /// Rows of the history table.
+    rows: u64,
 }
 
 /// Client file idents allocated and not yet used by an IDENT, with their allocation time
@@ -230,6 +232,7 @@ impl ServerFile {
             max_merge_window: DEFAULT_MAX_MERGE_WINDOW,
             stale: false,
             compacted: 0,
+            rows: 0,
         };
         file.compacted = file
             .conn
@@ -247,6 +250,7 @@ impl ServerFile {
                 )
             })?;
             file.latest = cs.meta.version;
+            file.rows += 1;
         }
         let rows: Vec<(i64, i64, Vec<u8>)> = {
             let mut stmt = file
@@ -304,13 +308,9 @@ impl ServerFile {
     }
 
     /// Changesets stored in the history (below [`ServerFile::latest_version`] after a
-    /// compaction).
-    pub fn history_len(&self) -> Result<u64, ProtocolError> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
-            .map_err(sql_err)?;
-        Ok(n as u64)
+    /// compaction). Kept in memory: no query.
+    pub fn history_len(&self) -> u64 {
+        self.rows
     }
 
     /// A storage fault of `operation`: logged and counted (through the disk when there is one),
@@ -950,6 +950,7 @@ impl ServerFile {
             }
             return Err(error);
         }
+        self.rows += appended.len() as u64;
         if let Some(disk) = &self.disk {
             disk.metrics()
                 .changesets_integrated

@@ -353,7 +353,7 @@ pub(super) fn open_file(
     shared
         .metrics
         .history_changesets
-        .inc_by(file.history_len().unwrap_or(0) as i64);
+        .inc_by(file.history_len() as i64);
     let file = Arc::new(Mutex::new(file));
     files.insert(path.to_owned(), Arc::clone(&file));
     Ok(file)
@@ -403,6 +403,9 @@ pub(super) fn start_sweeper(shared: &Arc<Shared>) {
             let closed = close_idle(&shared, &mut idle_since, idle_close);
             let compact = shared.config.storage.history_horizon.is_some()
                 && last_compaction.elapsed() >= COMPACTION_INTERVAL;
+            if closed.is_empty() && !compact {
+                continue;
+            }
             let worker = Arc::clone(&shared);
             let _ = tokio::task::spawn_blocking(move || {
                 // Closing runs SQLite's last checkpoint: off the runtime's workers.
@@ -446,7 +449,7 @@ fn close_idle(
             if let Some(file) = files.remove(&path) {
                 idle_since.remove(&path);
                 shared.metrics.server_files_open.dec();
-                let rows = lock(&file).history_len().unwrap_or(0);
+                let rows = lock(&file).history_len();
                 shared.metrics.history_changesets.dec_by(rows as i64);
                 tracing::debug!(path, "server file closed after idling");
                 closed.push(file);
@@ -472,9 +475,9 @@ pub(super) fn compact_all(
         };
         let result = open_file(shared, &path).and_then(|f| {
             let mut file = lock(&f);
-            let before = file.history_len().unwrap_or(0);
+            let before = file.history_len();
             let report = file.compact(horizon_unix_secs)?;
-            let after = file.history_len().unwrap_or(before);
+            let after = file.history_len();
             shared
                 .metrics
                 .history_changesets
