@@ -1090,7 +1090,15 @@ mod tests {
             s.user_bytes_per_second,
             SessionLimits::default().user_bytes_per_second
         );
-        let zero = parse(&args(&["--insecure-ws", "--bind-timeout=0"]), |_| None);
+        let zero = parse(
+            &args(&[
+                "--insecure-ws",
+                "--jwt-secret-file",
+                &secret,
+                "--bind-timeout=0",
+            ]),
+            |_| None,
+        );
         assert!(
             matches!(&zero, Err(e) if e.to_string().contains("bind_timeout") && e.to_string().contains("at least 1 second")),
             "{}",
