@@ -7,6 +7,7 @@
 //! - [`Authenticator`] / [`TokenSigner`]: JWT access tokens (HS256, RS256, EdDSA).
 //! - [`app`]: Realm's App Services HTTP API (`--app-id`): users, login, the server's own tokens.
 //! - [`metrics`]: the Prometheus metrics every part of the server records.
+//! - [`state`]: a server file's materialized state, in SQLite tables beside its history.
 
 pub mod app;
 mod auth;
@@ -16,6 +17,7 @@ pub mod metrics;
 mod net;
 pub mod realm;
 mod session;
+pub mod state;
 
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
 pub use file::{DownloadBatch, Integrated, ServerFile};

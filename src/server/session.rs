@@ -476,7 +476,10 @@ pub(super) fn handle(
             let s = bound(sessions, session)?;
             let (salt, (version, bytes)) = {
                 let mut file = lock(&s.file);
-                (file.salt(), file.snapshot(server_version))
+                (
+                    file.salt(),
+                    file.snapshot(server_version).map_err(|e| (e, session))?,
+                )
             };
             let total = bytes.len() as u64;
             // Resume only the snapshot asked for; anything else starts over at offset 0.
