@@ -50,11 +50,21 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Every check of the state against the history: the tables equal the replay of the stored
-/// history, and the STATE snapshot built from them recreates them.
+/// history, and the STATE snapshot built from them, one object at a time, has the bytes of the
+/// in-memory snapshot of that state and recreates it.
 fn assert_consistent(server: &mut ServerFile, context: &str) {
     let state = server.state().unwrap();
-    assert_eq!(state, server.replay().unwrap(), "{context}: state != history");
+    assert_eq!(
+        state,
+        server.replay().unwrap(),
+        "{context}: state != history"
+    );
     let (_, bytes) = server.snapshot(0).unwrap();
+    assert_eq!(
+        *bytes,
+        tandem::state::snapshot(&state).encode(),
+        "{context}: snapshot bytes"
+    );
     let mut bootstrapped = State::new();
     bootstrapped
         .apply(&Changeset::decode(&bytes).unwrap())
@@ -123,7 +133,11 @@ fn write(server: &mut ServerFile, client: &mut Client, rng: &mut SeededRng, n: u
         }
         client.modify(rng);
     }
-    assert_eq!(client.history.len(), goal, "the generator made too few changesets");
+    assert_eq!(
+        client.history.len(),
+        goal,
+        "the generator made too few changesets"
+    );
     client.upload(server).unwrap();
     server.state().unwrap()
 }

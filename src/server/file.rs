@@ -199,12 +199,11 @@ impl ServerFile {
                 return Ok((*v, std::sync::Arc::clone(bytes)));
             }
         }
-        let bytes = std::sync::Arc::new(
-            self.state
-                .snapshot_changeset()
-                .map_err(state_err)?
-                .encode(),
-        );
+        if self.state.version() != self.latest {
+            self.catch_up_state()?;
+        }
+        let bytes =
+            std::sync::Arc::new(self.state.snapshot_changeset().map_err(state_err)?.encode());
         self.snapshot = Some((self.latest, std::sync::Arc::clone(&bytes)));
         Ok((self.latest, bytes))
     }
@@ -287,10 +286,33 @@ impl ServerFile {
     /// same salt) is rebuilt from the start.
     fn catch_up_state(&mut self) -> Result<(), ProtocolError> {
         if self.state.version() > self.latest {
+            tracing::warn!(
+                state_version = self.state.version(),
+                latest = self.latest,
+                "state file ahead of the history: rebuilding it"
+            );
             self.state.reset(self.salt).map_err(state_err)?;
         }
+        if self.state.version() < self.latest {
+            tracing::info!(
+                state_version = self.state.version(),
+                latest = self.latest,
+                "state file behind the history: replaying the rest"
+            );
+        }
         while self.state.version() < self.latest {
-            for cs in self.history_batch(self.state.version(), 1_000)? {
+            let batch = self.history_batch(self.state.version(), 1_000)?;
+            if batch.is_empty() {
+                return Err(ProtocolError::new(
+                    ErrorCode::OtherSessionError,
+                    format!(
+                        "the stored history ends at version {}, before {}",
+                        self.state.version(),
+                        self.latest
+                    ),
+                ));
+            }
+            for cs in batch {
                 self.state.apply(&cs, cs.meta.version).map_err(|e| {
                     ProtocolError::new(
                         ErrorCode::OtherSessionError,
@@ -484,6 +506,9 @@ impl ServerFile {
         client: u64,
         entries: &[UploadEntry],
     ) -> Result<Integrated, ProtocolError> {
+        if self.state.version() != self.latest {
+            self.catch_up_state()?;
+        }
         let mut done = self.integrated_client_version(client, self.latest)?;
         // An upload with a dictionary key realm-core refuses integrates nothing: a realm-core
         // replica that downloaded the key would abort (crate::model::check_dictionary_key).
@@ -539,9 +564,11 @@ impl ServerFile {
             let reopened = self.reload();
             return Err(reopened.err().unwrap_or(e));
         }
-        if self.state.commit().is_err() {
-            // The history has the changesets; the state catches up from it.
-            let _ = self.reload();
+        if let Err(e) = self.state.commit() {
+            tracing::warn!(error = %e, latest = self.latest, "state commit failed");
+            // The history has the changesets; the state catches up from it (now, or before
+            // the next upload or snapshot if this fails too).
+            let _ = self.catch_up_state();
         }
         match refused {
             Some(e) => Err(e),
@@ -644,7 +671,8 @@ impl ServerFile {
         tx.commit().map_err(sql_err)
     }
 
-    /// Rebuilds the in-memory state, version and reciprocal forms from the stored history.
+    /// Reopens the file: the version and reciprocal forms are read again from what is stored,
+    /// and the state file catches up with the stored history.
     fn reload(&mut self) -> Result<(), ProtocolError> {
         let path = self
             .conn

@@ -263,8 +263,15 @@ impl ServerState {
         Ok(tables::export(&self.conn, &self.schemas)?)
     }
 
-    /// The STATE snapshot changeset of the current state ([`crate::state::snapshot`]).
+    /// The STATE snapshot changeset of the current state: the same bytes as
+    /// [`crate::state::snapshot`] of [`ServerState::export`], built reading one object at a
+    /// time (the changeset itself grows with the objects).
     pub fn snapshot_changeset(&self) -> Result<Changeset, StateError> {
-        Ok(crate::state::snapshot(&self.export()?))
+        crate::state::snapshot_streamed(&self.schemas, |emit| {
+            tables::for_each_object(&self.conn, &self.schemas, &mut |class, key, object| {
+                emit(class, &key, &object)
+            })
+        })
+        .map_err(StateError::from)
     }
 }

@@ -36,7 +36,7 @@ mod write;
 pub(crate) mod tables {
     pub(crate) use super::apply::{apply, ApplyFailure};
     pub(crate) use super::layout::{init, load};
-    pub(crate) use super::read::export;
+    pub(crate) use super::read::{export, for_each_object};
 }
 
 use std::fmt;

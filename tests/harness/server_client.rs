@@ -52,7 +52,10 @@ impl Client {
     }
 
     /// Sends every unacknowledged changeset, through the wire format.
-    pub fn upload(&mut self, server: &mut ServerFile) -> Result<(), tandem::protocol::ProtocolError> {
+    pub fn upload(
+        &mut self,
+        server: &mut ServerFile,
+    ) -> Result<(), tandem::protocol::ProtocolError> {
         let message = ClientMessage::Upload {
             session: 1,
             progress_client_version: self.history.len() as u64,
