@@ -266,24 +266,29 @@ mod server {
             };
             for (what, _, mut bad) in broken_forms(&cs) {
                 bad.meta = meta;
-                let before = (server.latest_version(), server.state().clone());
+                let before = (server.latest_version(), server.state().unwrap());
                 let err = server
                     .integrate_upload(ident, &[UploadEntry::from_changeset(&bad)])
                     .expect_err(&format!("step {step}: {what} was integrated"));
                 assert_eq!(err.code, ErrorCode::BadChangeset, "step {step}: {what}");
                 assert_eq!(
-                    (server.latest_version(), server.state().clone()),
+                    (server.latest_version(), server.state().unwrap()),
                     before,
                     "step {step}: {what}: the server changed"
                 );
                 refused += 1;
             }
-            // The server's state is what its stored history replays to.
-            let replayed = ServerFile::open(&path).unwrap();
+            // The server's state is what its stored history replays to, and what a reopen
+            // reads back from its state file.
             assert_eq!(
-                replayed.state(),
-                server.state(),
+                server.replay().unwrap(),
+                server.state().unwrap(),
                 "step {step}: state != history"
+            );
+            assert_eq!(
+                ServerFile::open(&path).unwrap().state().unwrap(),
+                server.state().unwrap(),
+                "step {step}: reopened state != state"
             );
             let mut good = cs.clone();
             good.meta = meta;
@@ -291,7 +296,7 @@ mod server {
                 .integrate_upload(ident, &[UploadEntry::from_changeset(&good)])
                 .unwrap();
             client_state.apply(&cs).unwrap();
-            assert_eq!(server.state(), &client_state);
+            assert_eq!(server.state().unwrap(), client_state);
         }
         assert!(refused > 500, "only {refused} refused uploads");
         eprintln!("{refused} refused uploads checked");

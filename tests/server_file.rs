@@ -5,110 +5,11 @@
 
 mod harness;
 
-use harness::{generate, Entropy, SeededRng};
-use tandem::changeset::{Changeset, ChangesetMeta};
-use tandem::ot::ReciprocalHistory;
-use tandem::protocol::{ClientMessage, ErrorCode, Limits, ServerMessage, UploadEntry};
+use harness::server_client::Client;
+use harness::{Entropy, SeededRng};
+use tandem::changeset::Changeset;
+use tandem::protocol::{ErrorCode, UploadEntry};
 use tandem::server::ServerFile;
-use tandem::state::State;
-
-struct Client {
-    ident: u64,
-    salt: u64,
-    state: State,
-    history: Vec<Changeset>,
-    acked: u64,
-    cursor: u64,
-    reciprocal: ReciprocalHistory,
-    clock: u64,
-}
-
-impl Client {
-    fn new(server: &mut ServerFile) -> Client {
-        let (ident, salt) = server.allocate_client_file().unwrap();
-        Client {
-            ident,
-            salt,
-            state: State::new(),
-            history: Vec::new(),
-            acked: 0,
-            cursor: 0,
-            reciprocal: ReciprocalHistory::new(),
-            clock: 0,
-        }
-    }
-
-    fn modify(&mut self, rng: &mut SeededRng) {
-        self.clock += u64::from(rng.below(3));
-        let mut cs = generate(&self.state, rng);
-        if cs.is_empty() {
-            return;
-        }
-        cs.meta = ChangesetMeta {
-            version: self.history.len() as u64 + 1,
-            last_integrated_remote_version: self.cursor,
-            origin_timestamp: self.clock,
-            origin_file_ident: self.ident,
-        };
-        self.state.apply(&cs).unwrap();
-        self.history.push(cs);
-    }
-
-    /// Sends every unacknowledged changeset, through the wire format.
-    fn upload(&mut self, server: &mut ServerFile) -> Result<(), tandem::protocol::ProtocolError> {
-        let message = ClientMessage::Upload {
-            session: 1,
-            progress_client_version: self.history.len() as u64,
-            progress_server_version: self.cursor,
-            locked_server_version: 0,
-            entries: self.history[self.acked as usize..]
-                .iter()
-                .map(UploadEntry::from_changeset)
-                .collect(),
-        };
-        let ClientMessage::Upload { entries, .. } =
-            ClientMessage::parse(&message.encode(), &Limits::default()).unwrap()
-        else {
-            unreachable!()
-        };
-        let done = server.integrate_upload(self.ident, &entries)?;
-        self.acked = done.client_version;
-        Ok(())
-    }
-
-    fn download(&mut self, server: &ServerFile) {
-        let batch = server.download(self.ident, self.cursor, 64 << 10).unwrap();
-        let message = ServerMessage::Download {
-            session: 1,
-            download_server_version: batch.download_server_version,
-            download_client_version: batch.download_client_version,
-            latest_server_version: batch.latest_server_version,
-            latest_server_version_salt: batch.latest_server_version_salt,
-            upload_client_version: batch.upload_client_version,
-            upload_server_version: 0,
-            downloadable_bytes: 0,
-            entries: batch.entries,
-        };
-        let ServerMessage::Download {
-            entries,
-            download_server_version,
-            ..
-        } = ServerMessage::parse(&message.encode(), &Limits::default()).unwrap()
-        else {
-            unreachable!()
-        };
-        for entry in entries {
-            let cs = entry.to_changeset().unwrap();
-            let seen = entry.last_integrated_client_version;
-            let concurrent: Vec<&Changeset> = self.history[seen as usize..].iter().collect();
-            let mut batch = [cs];
-            self.reciprocal.integrate(&mut batch, &concurrent).unwrap();
-            self.reciprocal.forget_through(seen);
-            self.state.apply(&batch[0]).unwrap();
-        }
-        self.cursor = download_server_version;
-    }
-}
 
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tandem-server-{}-{name}", std::process::id()));
@@ -133,10 +34,10 @@ fn clients_converge_through_the_server_across_restarts() {
             }
             if step % 97 == 96 {
                 // Restart: everything acknowledged must still be there.
-                let before = (server.latest_version(), server.state().clone());
+                let before = (server.latest_version(), server.state().unwrap());
                 drop(server);
                 server = ServerFile::open(&path).unwrap();
-                assert_eq!((server.latest_version(), server.state().clone()), before);
+                assert_eq!((server.latest_version(), server.state().unwrap()), before);
             }
         }
         for _ in 0..2 {
@@ -149,14 +50,14 @@ fn clients_converge_through_the_server_across_restarts() {
         }
         for c in &clients {
             assert_eq!(
-                &c.state,
-                server.state(),
+                c.state,
+                server.state().unwrap(),
                 "round {round}: client {} diverged",
                 c.ident
             );
             assert_eq!(c.acked, c.history.len() as u64);
         }
-        assert!(server.state().object_count() > 0);
+        assert!(server.state().unwrap().object_count() > 0);
     }
 }
 
@@ -173,7 +74,7 @@ fn resent_uploads_are_integrated_once() {
     client.acked = 0; // the client lost the acknowledgement and sends everything again
     client.upload(&mut server).unwrap();
     assert_eq!(server.latest_version(), after_first, "nothing duplicated");
-    assert_eq!(server.state(), &client.state);
+    assert_eq!(server.state().unwrap(), client.state);
 }
 
 #[test]
@@ -187,7 +88,7 @@ fn bad_input_is_refused_and_harms_no_one() {
         good.modify(&mut rng);
     }
     good.upload(&mut server).unwrap();
-    let before = (server.latest_version(), server.state().clone());
+    let before = (server.latest_version(), server.state().unwrap());
 
     // Garbage instead of a changeset: 212, nothing stored.
     let garbage = [UploadEntry {
@@ -234,9 +135,13 @@ fn bad_input_is_refused_and_harms_no_one() {
             .code,
         ErrorCode::BadServerVersion
     );
-    assert_eq!((server.latest_version(), server.state().clone()), before);
+    assert_eq!((server.latest_version(), server.state().unwrap()), before);
     // What the server serves (its materialized state) is what its stored history replays to.
-    assert_eq!(ServerFile::open(&path).unwrap().state(), server.state());
+    assert_eq!(server.replay().unwrap(), server.state().unwrap());
+    assert_eq!(
+        ServerFile::open(&path).unwrap().state().unwrap(),
+        server.state().unwrap()
+    );
 
     // Unknown client file or wrong salt: 208.
     assert_eq!(
@@ -261,13 +166,13 @@ fn bad_input_is_refused_and_harms_no_one() {
 
     // The good client and a newcomer keep syncing.
     bad.download(&server);
-    assert_eq!(&bad.state, server.state());
+    assert_eq!(bad.state, server.state().unwrap());
     for _ in 0..5 {
         good.modify(&mut rng);
     }
     good.upload(&mut server).unwrap();
     bad.download(&server);
-    assert_eq!(&bad.state, server.state());
+    assert_eq!(bad.state, server.state().unwrap());
 }
 
 /// An upload that writes, erases or passes through a dictionary key realm-core refuses ('$'
@@ -357,7 +262,7 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
     update(&mut good, "sd", &["a$"], Payload::String("ok".into()));
     update(&mut good, "sd", &[""], Payload::String("ok".into()));
     update(&mut good, "ed", &["k"], Payload::ObjectValue);
-    let before = (server.latest_version(), server.state().clone());
+    let before = (server.latest_version(), server.state().unwrap());
 
     type Bad = fn(&mut Changeset, &dyn Fn(&mut Changeset, &str, &[&str], Payload));
     let bads: [(&str, Bad); 5] = [
@@ -398,7 +303,7 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
             assert_eq!(err.code, ErrorCode::BadChangeset, "{what}: {err:?}");
             assert!(err.message.contains("dictionary key"), "{what}: {err:?}");
             assert_eq!(
-                (server.latest_version(), server.state().clone()),
+                (server.latest_version(), server.state().unwrap()),
                 before,
                 "{what}"
             );
@@ -416,5 +321,9 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
         .integrate_upload(client, &[entry(1, &good), entry(2, &inner)])
         .unwrap();
     assert_eq!(server.latest_version(), before.0 + 2);
-    assert_eq!(ServerFile::open(&path).unwrap().state(), server.state());
+    assert_eq!(server.replay().unwrap(), server.state().unwrap());
+    assert_eq!(
+        ServerFile::open(&path).unwrap().state().unwrap(),
+        server.state().unwrap()
+    );
 }

@@ -203,7 +203,7 @@ fn sigkill_mid_upload_loses_nothing_acknowledged_and_duplicates_nothing() {
     // With the server dead, compare what the client saw acknowledged with the server's files.
     let acked = a.sync_progress().unwrap().upload_client_version;
     let on_disk = ServerFile::open(fixture.server_file()).unwrap();
-    let server_state = on_disk.state().clone();
+    let server_state = on_disk.state().unwrap();
     drop(on_disk);
     let acked_entries: Vec<i64> = versions
         .iter()
@@ -252,7 +252,7 @@ fn sigkill_mid_upload_loses_nothing_acknowledged_and_duplicates_nothing() {
     let final_state = ServerFile::open(fixture.server_file())
         .unwrap()
         .state()
-        .clone();
+        .unwrap();
     assert_eq!(entry_count(&final_state), ENTRIES as usize);
     assert_eq!(tally(&final_state), ENTRIES);
 }

@@ -210,7 +210,7 @@ fn a_full_disk_is_transient_and_the_server_recovers_by_itself() {
     assert_eq!(state.objects["Task"].len() as i64, written + 1);
     // The disk holds what memory holds.
     let on_disk = ServerFile::open(server_file(&data)).unwrap();
-    assert_eq!(on_disk.state(), &state);
+    assert_eq!(on_disk.state().unwrap(), state);
     drop(session);
 }
 
@@ -365,7 +365,7 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
         peers[i].step(&mut server, &mut rng);
     }
     let latest = server.latest_version();
-    let before = server.state().clone();
+    let before = server.state().unwrap();
 
     // Nobody is older than the horizon: nothing expires; the point is the oldest base a live
     // client file may still upload from.
@@ -374,7 +374,7 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     assert!(report.compacted_through > 2, "{report:?}");
     assert!(report.removed_changesets > 0, "{report:?}");
     assert_eq!(server.latest_version(), latest);
-    assert_eq!(server.state(), &before);
+    assert_eq!(server.state().unwrap(), before);
     assert_eq!(server.history_len(), latest - report.compacted_through + 1);
     // A fresh client downloading from 0 gets exactly the state.
     let mut fresh = Peer::new(&mut server);
@@ -399,11 +399,11 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     }
     for p in peers.iter_mut() {
         p.download(&server).unwrap();
-        assert_eq!(&p.state, server.state());
+        assert_eq!(p.state, server.state().unwrap());
     }
     // The compacted file reopens to the same state, and compacts again.
     let reopened = ServerFile::open(&path).unwrap();
-    assert_eq!(reopened.state(), server.state());
+    assert_eq!(reopened.state().unwrap(), server.state().unwrap());
     drop(reopened);
     // Everybody last seen before the horizon: expired (222 on IDENT and UPLOAD).
     let report = server.compact(u64::MAX).unwrap();
@@ -427,7 +427,7 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     );
     let mut fresh = Peer::new(&mut server);
     fresh.download(&server).unwrap();
-    assert_eq!(&fresh.state, server.state());
+    assert_eq!(fresh.state, server.state().unwrap());
 }
 
 #[test]

@@ -190,11 +190,11 @@ fn erased_target_is_invisible_in_object_reads_on_every_replica() {
     assert_eq!(a.export_state().unwrap(), b.export_state().unwrap());
     assert_eq!(
         a.export_state().unwrap().objects,
-        server.state().objects,
+        server.state().unwrap().objects,
         "client and server differ"
     );
     // The reference state's read view is what the store returns, for every object.
-    let state = server.state();
+    let state = server.state().unwrap();
     for (class, objects) in &state.objects {
         for key in objects.keys() {
             let pk = match key {
@@ -497,13 +497,13 @@ fn listeners_see_links_become_unresolved_and_resolve_again() {
 #[test]
 fn state_snapshot_keeps_positions_and_reads_the_same() {
     let (mut server, a, _b, d) = reported_case("snapshot");
-    let (_, bytes) = server.snapshot(server.latest_version());
+    let (_, bytes) = server.snapshot(server.latest_version()).unwrap();
     let snapshot = tandem::changeset::Changeset::decode(&bytes).unwrap();
     // A new client bootstrapped from the snapshot holds the unresolved links at the same
     // stored positions (so later instructions mean the same), and reads exactly as A does.
     let mut fresh = State::new();
     fresh.apply(&snapshot).unwrap();
-    assert_eq!(fresh.objects, server.state().objects);
+    assert_eq!(fresh.objects, server.state().unwrap().objects);
     assert_eq!(
         fresh.read("Person", &Key::Int(1)),
         Some(person(&a)),

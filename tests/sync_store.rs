@@ -151,7 +151,7 @@ fn offline_conflicting_edits_converge() {
     assert_eq!(sa.objects, sb.objects, "the two files diverged");
     assert_eq!(
         sa.objects,
-        server.state().objects,
+        server.state().unwrap().objects,
         "a file diverged from the server"
     );
 

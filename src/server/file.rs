@@ -2,9 +2,10 @@
 //! integration of their uploads.
 //!
 //! Everything is kept in one SQLite file with `synchronous=FULL`: an upload is acknowledged only
-//! after the changesets it produced are on stable storage. The materialized state is rebuilt
-//! from the history on open and every integrated changeset is applied to it first, so a
-//! changeset that does not apply is refused (error 212) before it can reach other clients.
+//! after the changesets it produced are on stable storage. Every integrated changeset is first
+//! applied to the materialized state (SQLite tables in a sibling file, [`super::state`]), so a
+//! changeset that does not apply is refused (error 212) before it can reach other clients; the
+//! state is committed after the history and caught up from it at open.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
@@ -53,6 +54,8 @@ impl Default for StorageConfig {
 
 /// Default [`StorageConfig::max_merge_window`].
 pub const DEFAULT_MAX_MERGE_WINDOW: u64 = 10_000;
+
+use super::state::{state_path, ServerState, StateError};
 
 /// A 64-bit random number from the OS-seeded hasher keys (no extra dependency).
 fn random_u64() -> u64 {
@@ -114,7 +117,7 @@ pub struct CompactionReport {
 /// The history of one server path.
 pub struct ServerFile {
     conn: Connection,
-    state: State,
+    state: ServerState,
     reciprocal: HashMap<u64, ReciprocalHistory>,
     salt: u64,
     latest: u64,
@@ -162,9 +165,27 @@ fn sql_err(e: rusqlite::Error) -> ProtocolError {
     )
 }
 
+/// A state failure as the protocol reports it: a changeset that does not apply is 212 (225 for
+/// a schema mismatch); storage faults are reported like the history's.
+fn state_err(e: StateError) -> ProtocolError {
+    match e {
+        StateError::Rejected(e) => {
+            let code = match e {
+                crate::state::ApplyError::SchemaMismatch { .. } => ErrorCode::InvalidSchemaChange,
+                _ => ErrorCode::BadChangeset,
+            };
+            ProtocolError::new(code, e.to_string())
+        }
+        StateError::Storage(e) => sql_err(e),
+        StateError::Corrupt(why) => ProtocolError::new(ErrorCode::OtherSessionError, why),
+    }
+}
+
 impl ServerFile {
-    /// Opens (or creates) the server file at `path` and rebuilds its state from the history.
+    /// Opens (or creates) the server file at `path`, and its state file, which it brings up to
+    /// date with the history (replaying what the state misses).
     pub fn open(path: impl AsRef<Path>) -> Result<ServerFile, ProtocolError> {
+        let state_file = state_path(path.as_ref());
         let conn = Connection::open(path).map_err(sql_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql_err)?;
@@ -220,12 +241,17 @@ impl ServerFile {
                 s
             }
         };
+        let latest: i64 = conn
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM history", [], |r| {
+                r.get(0)
+            })
+            .map_err(sql_err)?;
         let mut file = ServerFile {
             conn,
-            state: State::new(),
+            state: ServerState::open(state_file, salt).map_err(state_err)?,
             reciprocal: HashMap::new(),
             salt,
-            latest: 0,
+            latest: latest as u64,
             snapshot: None,
             client_file_expiry: super::admission::DEFAULT_CLIENT_FILE_EXPIRY,
             disk: None,
@@ -242,16 +268,11 @@ impl ServerFile {
             .optional()
             .map_err(sql_err)?
             .unwrap_or(0) as u64;
-        for cs in file.history_from(0)? {
-            file.state.apply(&cs).map_err(|e| {
-                ProtocolError::new(
-                    ErrorCode::OtherSessionError,
-                    format!("stored history does not apply: {e}"),
-                )
-            })?;
-            file.latest = cs.meta.version;
-            file.rows += 1;
-        }
+        file.rows = file
+            .conn
+            .query_row("SELECT COUNT(*) FROM history", [], |r| r.get::<_, i64>(0))
+            .map_err(sql_err)? as u64;
+        file.catch_up_state()?;
         let rows: Vec<(i64, i64, Vec<u8>)> = {
             let mut stmt = file
                 .conn
@@ -366,15 +387,23 @@ impl ServerFile {
     /// Only the latest state is materialized, so an older `version` is available only while
     /// its snapshot is the cached one; otherwise the latest is built and returned (the caller
     /// sees the version change and restarts from offset 0).
-    pub fn snapshot(&mut self, version: u64) -> (u64, std::sync::Arc<Vec<u8>>) {
+    /// Building it reads the state file (storage faults are errors).
+    pub fn snapshot(
+        &mut self,
+        version: u64,
+    ) -> Result<(u64, std::sync::Arc<Vec<u8>>), ProtocolError> {
         if let Some((v, bytes)) = &self.snapshot {
             if *v == version || (version == 0 && *v == self.latest) {
-                return (*v, std::sync::Arc::clone(bytes));
+                return Ok((*v, std::sync::Arc::clone(bytes)));
             }
         }
-        let bytes = std::sync::Arc::new(crate::state::snapshot(&self.state).encode());
+        if self.state.version() != self.latest {
+            self.catch_up_state()?;
+        }
+        let bytes =
+            std::sync::Arc::new(self.state.snapshot_changeset().map_err(state_err)?.encode());
         self.snapshot = Some((self.latest, std::sync::Arc::clone(&bytes)));
-        (self.latest, bytes)
+        Ok((self.latest, bytes))
     }
 
     /// Why a TRANSACT from `client` must be refused, if it must: its changeset touches an
@@ -424,9 +453,74 @@ impl ServerFile {
         self.salt
     }
 
-    /// The materialized state after the latest version.
-    pub fn state(&self) -> &State {
-        &self.state
+    /// The materialized state after the latest version, read from the state file into memory
+    /// (for tests and inspection: it holds every object).
+    pub fn state(&self) -> Result<State, ProtocolError> {
+        self.state.export().map_err(state_err)
+    }
+
+    /// The state the stored history replays to, built in memory from the history alone (reads
+    /// every changeset; for tests and consistency checks of the state file).
+    pub fn replay(&self) -> Result<State, ProtocolError> {
+        let mut state = State::new();
+        let mut after = 0;
+        while after < self.latest {
+            for cs in self.history_batch(after, 1_000)? {
+                state.apply(&cs).map_err(|e| {
+                    ProtocolError::new(
+                        ErrorCode::OtherSessionError,
+                        format!("stored history does not apply: {e}"),
+                    )
+                })?;
+                after = cs.meta.version;
+            }
+        }
+        Ok(state)
+    }
+
+    /// Applies the stored history the state file does not have yet (after a crash between the
+    /// history's commit and the state's), in batches of 1,000 changesets each committed with
+    /// its `state_version`. A state ahead of the history (an older history put back under the
+    /// same salt) is rebuilt from the start.
+    fn catch_up_state(&mut self) -> Result<(), ProtocolError> {
+        if self.state.version() > self.latest {
+            tracing::warn!(
+                state_version = self.state.version(),
+                latest = self.latest,
+                "state file ahead of the history: rebuilding it"
+            );
+            self.state.reset(self.salt).map_err(state_err)?;
+        }
+        if self.state.version() < self.latest {
+            tracing::info!(
+                state_version = self.state.version(),
+                latest = self.latest,
+                "state file behind the history: replaying the rest"
+            );
+        }
+        while self.state.version() < self.latest {
+            let batch = self.history_batch(self.state.version(), 1_000)?;
+            if batch.is_empty() {
+                return Err(ProtocolError::new(
+                    ErrorCode::OtherSessionError,
+                    format!(
+                        "the stored history ends at version {}, before {}",
+                        self.state.version(),
+                        self.latest
+                    ),
+                ));
+            }
+            for cs in batch {
+                self.state.apply(&cs, cs.meta.version).map_err(|e| {
+                    ProtocolError::new(
+                        ErrorCode::OtherSessionError,
+                        format!("stored history does not apply: {e}"),
+                    )
+                })?;
+            }
+            self.state.commit().map_err(state_err)?;
+        }
+        Ok(())
     }
 
     /// Sets how long an allocated client file ident may go unused by an IDENT before it is
@@ -616,6 +710,23 @@ impl ServerFile {
         // Client file idents are 1 to 2^63 - 1 and a compaction snapshot's origin is 0: -1 (as
         // stored) excludes nothing.
         self.history_from_except(after, u64::MAX)
+    }
+
+    /// At most `limit` changesets of the history after `after`.
+    fn history_batch(&self, after: u64, limit: u64) -> Result<Vec<Changeset>, ProtocolError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
+                 FROM history WHERE version > ?1 ORDER BY version LIMIT ?2",
+            )
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map(params![after as i64, limit as i64], Self::row_to_changeset)
+            .map_err(sql_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql_err)?;
+        rows.into_iter().map(Self::decode).collect()
     }
 
     /// The history after `after`, without the changesets of client file `except` (0: none).
@@ -862,6 +973,9 @@ impl ServerFile {
     ) -> Result<Integrated, ProtocolError> {
         self.ready_to_write("integrate_upload")?;
         self.check_not_expired(client, 0)?;
+        if self.state.version() != self.latest {
+            self.catch_up_state()?;
+        }
         let mut done = self.integrated_client_version(client, self.latest)?;
         // realm-core's upload threshold: a changeset not yet integrated must not be based on an
         // older server version than the last one integrated from this client file
@@ -883,7 +997,7 @@ impl ServerFile {
         // An upload with a dictionary key realm-core refuses integrates nothing: a realm-core
         // replica that downloaded the key would abort (crate::model::check_dictionary_key).
         // The schema follows the upload's own schema instructions from entry to entry.
-        let mut schemas = std::borrow::Cow::Borrowed(&self.state.schemas);
+        let mut schemas = std::borrow::Cow::Borrowed(self.state.schemas());
         for entry in entries.iter().filter(|e| e.client_version > done) {
             let Ok(cs) = entry.to_changeset(client) else {
                 break; // integrate_one refuses it
@@ -941,6 +1055,7 @@ impl ServerFile {
                 .sum::<u64>()
                 * 2;
             let error = self.fault("integrate_upload", needed, &e);
+            self.state.rollback();
             // Memory ran ahead of the disk: start again from what is stored, and serve nothing
             // until that works.
             if let Err(reload) = self.reload() {
@@ -951,13 +1066,17 @@ impl ServerFile {
             return Err(error);
         }
         self.rows += appended.len() as u64;
+        // `changesets_integrated` is counted by the session that integrated them.
         if let Some(disk) = &self.disk {
-            disk.metrics()
-                .changesets_integrated
-                .inc_by(appended.len() as u64);
             disk.metrics()
                 .history_changesets
                 .inc_by(appended.len() as i64);
+        }
+        if let Err(e) = self.state.commit() {
+            tracing::warn!(error = %e, latest = self.latest, "state commit failed");
+            // The history has the changesets; the state catches up from it (now, or before
+            // the next upload or snapshot if this fails too).
+            let _ = self.catch_up_state();
         }
         match refused {
             Some(e) => Err(e),
@@ -1030,13 +1149,9 @@ impl ServerFile {
             ProtocolError::new(code, e.to_string())
         })?;
         let [mut integrated] = batch;
-        self.state.apply(&integrated).map_err(|e| {
-            let code = match e {
-                crate::state::ApplyError::SchemaMismatch { .. } => ErrorCode::InvalidSchemaChange,
-                _ => ErrorCode::BadChangeset,
-            };
-            ProtocolError::new(code, e.to_string())
-        })?;
+        self.state
+            .apply(&integrated, self.latest + 1)
+            .map_err(state_err)?;
         reciprocal.forget_through(base);
         self.latest += 1;
         integrated.meta.version = self.latest;
@@ -1120,7 +1235,8 @@ impl ServerFile {
         tx.commit()
     }
 
-    /// Rebuilds the in-memory state, version and reciprocal forms from the stored history.
+    /// Reopens the file: the version and reciprocal forms are read again from what is stored,
+    /// and the state file catches up with the stored history.
     fn reload(&mut self) -> Result<(), ProtocolError> {
         let mut file = ServerFile::open(self.path())?;
         file.disk = self.disk.take();

@@ -7,6 +7,7 @@
 //! - [`Authenticator`] / [`TokenSigner`]: JWT access tokens (HS256, RS256, EdDSA).
 //! - [`app`]: Realm's App Services HTTP API (`--app-id`): users, login, the server's own tokens.
 //! - [`metrics`]: the Prometheus metrics every part of the server records.
+//! - [`state`]: a server file's materialized state, in SQLite tables beside its history.
 
 mod admission;
 pub mod app;
@@ -19,6 +20,7 @@ mod net;
 pub mod realm;
 mod session;
 mod shared;
+pub mod state;
 
 pub use admission::ConnectionLimits;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};

@@ -64,10 +64,11 @@ impl RunningServer {
         &self.shared.metrics
     }
 
-    /// The materialized state of a server path, if a client has bound to it since start.
+    /// The materialized state of a server path, if a client has bound to it since start (read
+    /// from its state file; `None` also if that read fails).
     pub fn state_of(&self, path: &str) -> Option<crate::state::State> {
         let files = self.shared.files.lock().unwrap_or_else(|e| e.into_inner());
-        files.get(path).map(|f| lock(f).state().clone())
+        files.get(path).and_then(|f| lock(f).state().ok())
     }
 
     /// Compacts every server file of the data directory now (what `--history-horizon` does

@@ -983,7 +983,10 @@ fn on_client_version_request(s: &mut Session, session: u64, ident: u64, salt: u6
 fn on_state_request(s: &mut Session, session: u64, server_version: u64, offset: u64) -> Replies {
     let (salt, (version, bytes)) = {
         let mut file = lock(&s.file);
-        (file.salt(), file.snapshot(server_version))
+        (
+            file.salt(),
+            file.snapshot(server_version).map_err(|e| (e, session))?,
+        )
     };
     let total = bytes.len() as u64;
     // Resume only the snapshot asked for; anything else starts over at offset 0.

@@ -50,8 +50,37 @@ pub fn snapshot(state: &State) -> Changeset {
         state,
         cs: Changeset::new(),
     };
-    writer.write();
+    let missing = writer.write_schema();
+    for (name, objects) in &state.objects {
+        for (key, object) in objects {
+            writer.write_object(name, key, object);
+        }
+    }
+    writer.write_erasures(missing);
     writer.cs
+}
+
+/// [`snapshot`] of a state whose objects are not in memory: `schemas` is its schema, and
+/// `objects` passes every top-level object to the function it is given, by table name and
+/// then by key (the order of [`State::objects`]), so that the result has the same bytes as
+/// [`snapshot`] of the whole state. Only one object at a time need be in memory (the server's
+/// state in SQLite tables, `crate::server::state`). An error from `objects` is returned as is.
+pub(crate) fn snapshot_streamed<E>(
+    schemas: &super::Schemas,
+    objects: impl FnOnce(&mut dyn FnMut(&str, &Key, &Object)) -> Result<(), E>,
+) -> Result<Changeset, E> {
+    let state = State {
+        schemas: schemas.clone(),
+        objects: Default::default(),
+    };
+    let mut writer = Writer {
+        state: &state,
+        cs: Changeset::new(),
+    };
+    let missing = writer.write_schema();
+    objects(&mut |table, key, object| writer.write_object(table, key, object))?;
+    writer.write_erasures(missing);
+    Ok(writer.cs)
 }
 
 /// Appends to `cs` the instructions that fill the empty list at `at` with `elements`: one
@@ -97,8 +126,10 @@ struct Writer<'a> {
     cs: Changeset,
 }
 
-impl Writer<'_> {
-    fn write(&mut self) {
+impl<'a> Writer<'a> {
+    /// Writes every table and column; returns the link targets no schema declares, declared
+    /// as temporary tables to be erased again at the end ([`Writer::write_erasures`]).
+    fn write_schema(&mut self) -> BTreeSet<&'a str> {
         let state = self.state;
         // Link targets no schema declares (their table was erased): declared for the
         // duration of the snapshot only.
@@ -152,17 +183,22 @@ impl Writer<'_> {
                 self.cs.push(Instruction::AddColumn(add));
             }
         }
-        for (name, objects) in &state.objects {
-            for (key, object) in objects {
-                let table = self.cs.intern(name);
-                let pk = self.primary_key(key);
-                self.cs.push(Instruction::CreateObject {
-                    table,
-                    object: pk.clone(),
-                });
-                self.object(name, table, &pk, &Base::TopLevel, object);
-            }
-        }
+        missing
+    }
+
+    /// Writes one top-level object of table `name`.
+    fn write_object(&mut self, name: &str, key: &Key, object: &Object) {
+        let table = self.cs.intern(name);
+        let pk = self.primary_key(key);
+        self.cs.push(Instruction::CreateObject {
+            table,
+            object: pk.clone(),
+        });
+        self.object(name, table, &pk, &Base::TopLevel, object);
+    }
+
+    /// Erases the temporary tables [`Writer::write_schema`] declared.
+    fn write_erasures(&mut self, missing: BTreeSet<&str>) {
         for name in missing {
             let table = self.cs.intern(name);
             self.cs.push(Instruction::EraseTable { table });

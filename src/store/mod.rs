@@ -29,6 +29,16 @@ mod schema;
 mod sync;
 mod write;
 
+/// The SQLite layout and its applier for a connection another module owns (the server's
+/// materialized state, `crate::server::state`): the same tables, rules and errors as a
+/// [`Database`], without its writer gate, client history or listeners.
+#[cfg_attr(not(feature = "server"), allow(unused_imports))]
+pub(crate) mod tables {
+    pub(crate) use super::apply::{apply, ApplyFailure};
+    pub(crate) use super::layout::{init, load};
+    pub(crate) use super::read::{export, for_each_object};
+}
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -49,25 +49,49 @@ pub(crate) fn export(conn: &Connection, schemas: &Schemas) -> Result<State, Stor
     let mut state = State::new();
     state.schemas = schemas.clone();
     for (class, schema) in schemas {
+        if matches!(schema.spec, TableSpec::TopLevel { .. }) {
+            state.objects.insert(class.clone(), Default::default());
+        }
+    }
+    for_each_object(conn, schemas, &mut |class, key, object| {
+        if let Some(objects) = state.objects.get_mut(class) {
+            objects.insert(key, object);
+        }
+    })?;
+    Ok(state)
+}
+
+/// Calls `f` with every top-level object of every class, by class name and then by key (the
+/// order of [`State::objects`]), reading one object at a time: only the keys of one class are
+/// held in memory.
+pub(crate) fn for_each_object(
+    conn: &Connection,
+    schemas: &Schemas,
+    f: &mut dyn FnMut(&str, Key, Object),
+) -> Result<(), StoreError> {
+    for (class, schema) in schemas {
         let TableSpec::TopLevel { pk_type, .. } = schema.spec else {
             continue;
         };
         let mut stmt = conn.prepare(&format!("SELECT _id, _pk FROM {}", object_table(class)))?;
-        let rows = stmt
+        let mut rows = stmt
             .query_map([], |r| {
                 let id: i64 = r.get(0)?;
                 let key = codec::decode_key(r.get_ref(1)?, pk_type);
-                Ok((id, key))
+                Ok((key, id))
             })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut objects = std::collections::BTreeMap::new();
-        for (id, key) in rows {
-            let key: Key = key.ok_or_else(|| corrupt(format!("primary key of {class}")))?;
-            objects.insert(key, read_object(conn, schemas, class, id)?);
+            .map(|row| {
+                let (key, id) = row?;
+                let key = key.ok_or_else(|| corrupt(format!("primary key of {class}")))?;
+                Ok((key, id))
+            })
+            .collect::<Result<Vec<(Key, i64)>, StoreError>>()?;
+        rows.sort_unstable();
+        for (key, id) in rows {
+            f(class, key, read_object(conn, schemas, class, id)?);
         }
-        state.objects.insert(class.clone(), objects);
     }
-    Ok(state)
+    Ok(())
 }
 
 /// One row of `class`, with its collections and embedded objects.

@@ -8,6 +8,9 @@
 //! readable script, printed when a round fails.
 #![allow(dead_code)]
 
+#[cfg(feature = "server")]
+pub mod server_client;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

@@ -1,0 +1,277 @@
+//! A server file's materialized state, in indexed SQLite tables instead of memory.
+//!
+//! The state of a server path is what its history replays to. [`ServerFile`](super::ServerFile)
+//! applies every changeset it integrates to this state first, so a changeset that does not apply
+//! is refused before it reaches anyone; it also serves STATE snapshots and the dictionary-key
+//! check from it. Keeping the state in memory cost about 900 bytes per object for every open
+//! server file; here it lives in a sibling SQLite file, `<server file>-state`
+//! ([`state_path`]), with the client store's layout and applier (`crate::store`: one table per
+//! class with a unique index on the primary key, one per collection property), so the same
+//! changesets succeed and fail with the same errors as in [`crate::state::State`]
+//! (`tests/store_differential.rs`). Only the schemas stay in memory.
+//!
+//! Durability and recovery: the history (in the server file, `synchronous=FULL`) is the truth;
+//! the state file is derived from it and written with `synchronous=NORMAL`. Changesets are
+//! applied in an open transaction ([`ServerState::apply`]) that the server file commits
+//! ([`ServerState::commit`]) only after the history holding them is committed, together with
+//! `state_version`, the last server version the tables contain. A crash between the two
+//! commits (or a lost state commit) leaves the state behind the history: at open, the server
+//! file replays only the history after `state_version`. A state file that belongs to another
+//! history (another salt: a restored backup, a deleted and recreated server file) or is ahead of
+//! it is discarded and rebuilt from the whole history.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::changeset::Changeset;
+use crate::state::{ApplyError, Schemas, State};
+use crate::store::tables;
+use crate::store::StoreError;
+
+/// The suffix of the state file beside a server file (`<hex>.sqlite-state`, like SQLite's own
+/// `-wal` and `-shm`, so that a listing of `*.sqlite` server files does not include it).
+pub const STATE_FILE_SUFFIX: &str = "-state";
+
+/// The path of the state file of the server file at `server_file`.
+pub fn state_path(server_file: &Path) -> PathBuf {
+    let mut name = server_file.as_os_str().to_owned();
+    name.push(STATE_FILE_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Why a state operation failed.
+#[derive(Debug)]
+pub enum StateError {
+    /// The changeset does not apply (Realm's rules, [`crate::state`]): the state is unchanged.
+    Rejected(ApplyError),
+    /// SQLite failed (I/O, disk full, ...). A failed [`ServerState::apply`] leaves the state as
+    /// it was before that changeset; a failed [`ServerState::commit`] rolls back to the last
+    /// committed version.
+    Storage(rusqlite::Error),
+    /// The state file's contents do not make sense.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateError::Rejected(e) => write!(f, "{e}"),
+            StateError::Storage(e) => write!(f, "state storage failed: {e}"),
+            StateError::Corrupt(why) => write!(f, "the state file is inconsistent: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> Self {
+        StateError::Storage(e)
+    }
+}
+
+impl From<StoreError> for StateError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Sqlite(e) => StateError::Storage(e),
+            StoreError::Rejected(e) => StateError::Rejected(e),
+            other => StateError::Corrupt(other.to_string()),
+        }
+    }
+}
+
+impl From<tables::ApplyFailure> for StateError {
+    fn from(e: tables::ApplyFailure) -> Self {
+        match e {
+            tables::ApplyFailure::Rejected(e) => StateError::Rejected(e),
+            tables::ApplyFailure::Sql(e) => StateError::Storage(e),
+        }
+    }
+}
+
+/// The materialized state of one server file, in its state file.
+pub struct ServerState {
+    path: PathBuf,
+    conn: Connection,
+    /// The schema as the tables hold it, including changesets applied but not committed.
+    schemas: Schemas,
+    /// The last server version applied (committed or not).
+    version: u64,
+    /// Whether a transaction with applied, uncommitted changesets is open.
+    pending: bool,
+}
+
+/// Reads a `_tandem_server_state` value.
+fn marker(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT value FROM _tandem_server_state WHERE key = ?1",
+        [key],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+fn set_marker(conn: &Connection, key: &str, value: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO _tandem_server_state (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![key, value as i64],
+    )
+    .map(drop)
+}
+
+impl ServerState {
+    /// Opens (or creates) the state file at `path` for the history with `salt`. A file made for
+    /// another salt is discarded and started empty (version 0).
+    pub fn open(path: impl AsRef<Path>, salt: u64) -> Result<ServerState, StateError> {
+        let path = path.as_ref().to_path_buf();
+        // A file that cannot be read, or made for another history, is derived data: start
+        // it again.
+        let existing = Self::connect(&path)
+            .ok()
+            .filter(|conn| matches!(marker(conn, "salt"), Ok(Some(s)) if s == salt as i64));
+        let conn = match existing {
+            Some(conn) => conn,
+            None => {
+                Self::remove_files(&path)?;
+                let conn = Self::connect(&path)?;
+                set_marker(&conn, "salt", salt)?;
+                set_marker(&conn, "state_version", 0)?;
+                conn
+            }
+        };
+        tables::init(&conn)?;
+        let schemas = tables::load(&conn)?.schemas;
+        let version = marker(&conn, "state_version")?.unwrap_or(0) as u64;
+        Ok(ServerState {
+            path,
+            conn,
+            schemas,
+            version,
+            pending: false,
+        })
+    }
+
+    fn connect(path: &Path) -> Result<Connection, StateError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Derived data: a commit lost with power is replayed from the history at open.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS _tandem_server_state
+                 (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )?;
+        Ok(conn)
+    }
+
+    fn remove_files(path: &Path) -> Result<(), StateError> {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::remove_file(PathBuf::from(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StateError::Corrupt(format!(
+                        "cannot remove the stale state file: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Discards everything (the state is ahead of its history, or unusable) and starts empty
+    /// at version 0 for the history with `salt`.
+    pub fn reset(&mut self, salt: u64) -> Result<(), StateError> {
+        self.rollback();
+        let path = self.path.clone();
+        // Close this connection before the files go.
+        self.conn = Connection::open_in_memory()?;
+        Self::remove_files(&path)?;
+        *self = ServerState::open(path, salt)?;
+        Ok(())
+    }
+
+    /// The last server version applied to the tables (committed or not).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The schema of the state, with every applied changeset.
+    pub fn schemas(&self) -> &Schemas {
+        &self.schemas
+    }
+
+    /// Applies the changeset of server version `version` atomically, in the open transaction
+    /// (begun if needed): on [`StateError::Rejected`] (the changeset breaks Realm's rules:
+    /// `BadChangeset`, or `SchemaMismatch` for a conflicting AddTable / AddColumn) or
+    /// [`StateError::Storage`], the tables and schemas are as before this changeset, and the
+    /// changesets applied before it stay pending.
+    pub fn apply(&mut self, changeset: &Changeset, version: u64) -> Result<(), StateError> {
+        if !self.pending {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            self.pending = true;
+        }
+        tables::apply(&self.conn, &mut self.schemas, changeset)?;
+        self.version = version;
+        Ok(())
+    }
+
+    /// Commits the changesets applied since the last commit with `state_version` = the last
+    /// one's server version. Call it only after the history holding them is committed. On
+    /// failure everything since the last commit is rolled back ([`ServerState::version`]
+    /// tells where the state is).
+    pub fn commit(&mut self) -> Result<(), StateError> {
+        if !self.pending {
+            return Ok(());
+        }
+        let committed = set_marker(&self.conn, "state_version", self.version)
+            .and_then(|()| self.conn.execute_batch("COMMIT"));
+        match committed {
+            Ok(()) => {
+                self.pending = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Forgets the changesets applied since the last commit.
+    pub fn rollback(&mut self) {
+        if !self.pending {
+            return;
+        }
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.pending = false;
+        // Where the file is now; if it cannot be read, the next open finds out.
+        if let Ok(Some(v)) = marker(&self.conn, "state_version") {
+            self.version = v as u64;
+        }
+        if let Ok(loaded) = tables::load(&self.conn) {
+            self.schemas = loaded.schemas;
+        }
+    }
+
+    /// The whole state as an in-memory [`State`] (for tests, inspection and snapshots): it
+    /// holds every object, so its size grows with the objects.
+    pub fn export(&self) -> Result<State, StateError> {
+        Ok(tables::export(&self.conn, &self.schemas)?)
+    }
+
+    /// The STATE snapshot changeset of the current state: the same bytes as
+    /// [`crate::state::snapshot`] of [`ServerState::export`], built reading one object at a
+    /// time (the changeset itself grows with the objects).
+    pub fn snapshot_changeset(&self) -> Result<Changeset, StateError> {
+        crate::state::snapshot_streamed(&self.schemas, |emit| {
+            tables::for_each_object(&self.conn, &self.schemas, &mut |class, key, object| {
+                emit(class, &key, &object)
+            })
+        })
+        .map_err(StateError::from)
+    }
+}
