@@ -3403,6 +3403,14 @@ public struct SyncOptions: Equatable, Hashable {
      * What a client reset does.
      */
     public var clientReset: ClientResetMode
+    /**
+     * Milliseconds a TCP connect may take before the attempt fails and is retried.
+     */
+    public var connectTimeoutMs: UInt64
+    /**
+     * Milliseconds from TCP connected to TLS and the WebSocket upgrade done.
+     */
+    public var handshakeTimeoutMs: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3425,13 +3433,21 @@ public struct SyncOptions: Equatable, Hashable {
          */allowInsecure: Bool = false, 
         /**
          * What a client reset does.
-         */clientReset: ClientResetMode) {
+         */clientReset: ClientResetMode, 
+        /**
+         * Milliseconds a TCP connect may take before the attempt fails and is retried.
+         */connectTimeoutMs: UInt64 = UInt64(10000), 
+        /**
+         * Milliseconds from TCP connected to TLS and the WebSocket upgrade done.
+         */handshakeTimeoutMs: UInt64 = UInt64(10000)) {
         self.url = url
         self.path = path
         self.token = token
         self.caFile = caFile
         self.allowInsecure = allowInsecure
         self.clientReset = clientReset
+        self.connectTimeoutMs = connectTimeoutMs
+        self.handshakeTimeoutMs = handshakeTimeoutMs
     }
 
     
@@ -3455,7 +3471,9 @@ public struct FfiConverterTypeSyncOptions: FfiConverterRustBuffer {
                 token: FfiConverterString.read(from: &buf), 
                 caFile: FfiConverterOptionString.read(from: &buf), 
                 allowInsecure: FfiConverterBool.read(from: &buf), 
-                clientReset: FfiConverterTypeClientResetMode.read(from: &buf)
+                clientReset: FfiConverterTypeClientResetMode.read(from: &buf), 
+                connectTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                handshakeTimeoutMs: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -3466,6 +3484,8 @@ public struct FfiConverterTypeSyncOptions: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.caFile, into: &buf)
         FfiConverterBool.write(value.allowInsecure, into: &buf)
         FfiConverterTypeClientResetMode.write(value.clientReset, into: &buf)
+        FfiConverterUInt64.write(value.connectTimeoutMs, into: &buf)
+        FfiConverterUInt64.write(value.handshakeTimeoutMs, into: &buf)
     }
 }
 

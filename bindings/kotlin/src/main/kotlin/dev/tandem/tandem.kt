@@ -5961,6 +5961,16 @@ data class SyncOptions (
      * What a client reset does.
      */
     var `clientReset`: ClientResetMode
+    , 
+    /**
+     * Milliseconds a TCP connect may take before the attempt fails and is retried.
+     */
+    var `connectTimeoutMs`: kotlin.ULong = 10000uL 
+    , 
+    /**
+     * Milliseconds from TCP connected to TLS and the WebSocket upgrade done.
+     */
+    var `handshakeTimeoutMs`: kotlin.ULong = 10000uL 
     
 ){
     
@@ -5983,6 +5993,8 @@ public object FfiConverterTypeSyncOptions: FfiConverterRustBuffer<SyncOptions> {
             FfiConverterOptionalString.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterTypeClientResetMode.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -5992,7 +6004,9 @@ public object FfiConverterTypeSyncOptions: FfiConverterRustBuffer<SyncOptions> {
             FfiConverterString.allocationSize(value.`token`) +
             FfiConverterOptionalString.allocationSize(value.`caFile`) +
             FfiConverterBoolean.allocationSize(value.`allowInsecure`) +
-            FfiConverterTypeClientResetMode.allocationSize(value.`clientReset`)
+            FfiConverterTypeClientResetMode.allocationSize(value.`clientReset`) +
+            FfiConverterULong.allocationSize(value.`connectTimeoutMs`) +
+            FfiConverterULong.allocationSize(value.`handshakeTimeoutMs`)
     )
 
     override fun write(value: SyncOptions, buf: ByteBuffer) {
@@ -6002,6 +6016,8 @@ public object FfiConverterTypeSyncOptions: FfiConverterRustBuffer<SyncOptions> {
             FfiConverterOptionalString.write(value.`caFile`, buf)
             FfiConverterBoolean.write(value.`allowInsecure`, buf)
             FfiConverterTypeClientResetMode.write(value.`clientReset`, buf)
+            FfiConverterULong.write(value.`connectTimeoutMs`, buf)
+            FfiConverterULong.write(value.`handshakeTimeoutMs`, buf)
     }
 }
 
