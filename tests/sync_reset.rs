@@ -30,7 +30,14 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        // The server is running: a WAL or shared-memory file may be removed (its connection
+        // closed, everything checkpointed into the database file) between the listing and the
+        // copy; the database file then holds its content.
+        match std::fs::copy(entry.path(), to.join(entry.file_name())) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("copying {}: {e}", entry.path().display()),
+        }
     }
 }
 
