@@ -356,8 +356,13 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
             std::thread::sleep(Duration::from_millis(5));
             for query in ["TRUEPREDICATE SORT(n ASC)", "n < 0"] {
                 let seen = Arc::new(Mutex::new(Seen::default()));
+                // The values every later callback updates are read while its callbacks wait:
+                // read first and stored after, they could overwrite a newer value a callback
+                // had just recorded (the writers keep committing meanwhile).
+                let mut first = seen.lock().unwrap();
                 let token = observe_results(&db, query, false, Arc::clone(&seen));
-                seen.lock().unwrap().values = (0..OBJECTS).map(|id| (id, n_of(&db, id))).collect();
+                first.values = (0..OBJECTS).map(|id| (id, n_of(&db, id))).collect();
+                drop(first);
                 results.push((format!("results {query} (registered mid-run)"), seen, token));
             }
         }
