@@ -32,7 +32,9 @@ pub(crate) use apply::{check_scalar, embedded_target};
 pub(crate) use resolve::is_top_level;
 pub use resolve::{is_link_collection, is_unresolved, resolved, virtual_to_real};
 pub use snapshot::snapshot;
-pub(crate) use snapshot::{snapshot_streamed, write_list};
+#[cfg(feature = "server")]
+pub(crate) use snapshot::snapshot_streamed;
+pub(crate) use snapshot::write_list;
 pub use value::{Element, Field, Key, Object, Val};
 
 use crate::changeset::{CollectionType, PayloadType};

@@ -65,6 +65,7 @@ pub fn snapshot(state: &State) -> Changeset {
 /// then by key (the order of [`State::objects`]), so that the result has the same bytes as
 /// [`snapshot`] of the whole state. Only one object at a time need be in memory (the server's
 /// state in SQLite tables, `crate::server::state`). An error from `objects` is returned as is.
+#[cfg(feature = "server")]
 pub(crate) fn snapshot_streamed<E>(
     schemas: &super::Schemas,
     objects: impl FnOnce(&mut dyn FnMut(&str, &Key, &Object)) -> Result<(), E>,

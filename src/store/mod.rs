@@ -53,6 +53,7 @@ pub use query::QueryError;
 pub use read::ReadTransaction;
 pub use reset::{Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome};
 pub use sync::{DownloadCursors, SyncProgress};
+#[cfg(feature = "server")]
 pub(crate) use write::changeset_timestamp;
 pub use write::{PathStep, WriteTransaction};
 
