@@ -109,6 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         idle_timeout: Duration::from_secs(600),
         limits: Limits::default(),
         app: None,
+        observability: Default::default(),
     }))?;
     let port = server.local_addr.port();
     println!(

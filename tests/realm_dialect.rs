@@ -71,6 +71,7 @@ async fn fixture_with(
         idle_timeout: Duration::from_secs(600),
         limits,
         app: Some(app),
+        observability: Default::default(),
     })
     .await
     .unwrap();

@@ -44,6 +44,7 @@ async fn fixture(name: &str) -> Fixture {
         idle_timeout: Duration::from_secs(600),
         limits: Limits::default(),
         app: None,
+        observability: Default::default(),
     })
     .await
     .unwrap();

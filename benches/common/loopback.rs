@@ -40,6 +40,7 @@ pub fn start_server(name: &str) -> Loopback {
             idle_timeout: Duration::from_secs(600),
             limits: Limits::default(),
             app: None,
+            observability: Default::default(),
         }))
         .unwrap();
     let port = server.local_addr.port();

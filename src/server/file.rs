@@ -6,9 +6,7 @@
 //! from the history on open and every integrated changeset is applied to it first, so a
 //! changeset that does not apply is refused (error 212) before it can reach other clients.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -18,11 +16,19 @@ use crate::ot::ReciprocalHistory;
 use crate::protocol::{limits, DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::state::State;
 
-/// A 64-bit random number from the OS-seeded hasher keys (no extra dependency).
-fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(0x5eed);
-    h.finish()
+/// A 64-bit random number from the operating system (ring's `SystemRandom`). If the system has
+/// none to give, the server cannot allocate idents safely: that is a storage-level failure of
+/// the session (error 201).
+pub(super) fn random_u64() -> Result<u64, ProtocolError> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 8];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| {
+        ProtocolError::new(
+            ErrorCode::OtherSessionError,
+            "the operating system has no random numbers",
+        )
+    })?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// What an upload did.
@@ -108,7 +114,7 @@ impl ServerFile {
         let salt = match salt {
             Some(s) => s as u64,
             None => {
-                let s = random_u64() >> 1;
+                let s = random_u64()? >> 1;
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('salt', ?1)",
                     [s as i64],
@@ -237,8 +243,8 @@ impl ServerFile {
     /// Allocates a new client file ident (random, 1 to 2^63 - 1, unique here) and its salt.
     pub fn allocate_client_file(&mut self) -> Result<(u64, u64), ProtocolError> {
         loop {
-            let ident = (random_u64() >> 1).max(1);
-            let salt = random_u64() >> 1;
+            let ident = (random_u64()? >> 1).max(1);
+            let salt = random_u64()? >> 1;
             let inserted = self
                 .conn
                 .execute(

@@ -178,7 +178,9 @@ impl Metrics {
 
     /// Counts an error sent to a client (`code`: the protocol error code or close code).
     pub fn error(&self, code: u64) {
-        self.errors.get_or_create(&vec![("code", code.to_string())]).inc();
+        self.errors
+            .get_or_create(&vec![("code", code.to_string())])
+            .inc();
     }
 
     /// Counts a connection refused or closed early for `reason`.
@@ -219,7 +221,10 @@ mod tests {
             text.contains("tandem_connections_accepted_total 1"),
             "{text}"
         );
-        assert!(text.contains("tandem_errors_total{code=\"202\"} 2"), "{text}");
+        assert!(
+            text.contains("tandem_errors_total{code=\"202\"} 2"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

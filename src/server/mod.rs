@@ -7,13 +7,18 @@
 //! - [`Authenticator`] / [`TokenSigner`]: JWT access tokens (HS256, RS256, EdDSA).
 //! - [`app`]: Realm's App Services HTTP API (`--app-id`): users, login, the server's own tokens.
 //! - [`metrics`]: the Prometheus metrics every part of the server records.
+//! - [`ops`]: log output, and the `/metrics`, `/healthz` and `/readyz` listener.
+//! - [`admin`]: `tandem-server admin ...`: list, print, back up, restore and compact server
+//!   files.
 
+pub mod admin;
 pub mod app;
 mod auth;
 pub mod config;
 mod file;
 pub mod metrics;
 mod net;
+pub mod ops;
 pub mod realm;
 mod session;
 

@@ -76,14 +76,20 @@ pub struct ServerConfig {
     /// The App Services API and Realm sync endpoint (`--app-id`); `None` serves only Tandem's
     /// own handshake.
     pub app: Option<super::app::AppConfig>,
+    /// Logging and the metrics and health listener ([`super::ops`]).
+    pub observability: super::ops::Observability,
 }
 
 /// A running server.
 pub struct RunningServer {
     /// The address it listens on.
     pub local_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     shared: Arc<Shared>,
+    /// Stops the metrics listener when the server is dropped.
+    _metrics: Option<super::ops::MetricsListener>,
 }
 
 impl RunningServer {
@@ -218,10 +224,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             }
         }
     });
+    let metrics = match shared.config.observability.metrics_listen {
+        Some(addr) => Some(
+            super::ops::serve_metrics(Arc::clone(&shared), shutdown.subscribe(), addr).await?,
+        ),
+        None => None,
+    };
     Ok(RunningServer {
         local_addr,
+        metrics_addr: metrics.as_ref().map(|m| m.local_addr),
         shutdown,
         shared,
+        _metrics: metrics,
     })
 }
 

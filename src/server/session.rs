@@ -152,7 +152,7 @@ pub(super) fn downloads(id: u64, session: &mut Session, force: bool) -> Vec<Serv
 }
 
 /// A server path as a file name: hex of its bytes, so no path can escape the data directory.
-fn file_name(path: &str) -> String {
+pub(super) fn file_name(path: &str) -> String {
     let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
     format!("{hex}.sqlite")
 }

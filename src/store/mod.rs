@@ -19,6 +19,7 @@ mod apply;
 mod codec;
 mod compare;
 mod deep;
+mod history;
 mod layout;
 mod notify;
 mod query;
@@ -394,7 +395,7 @@ impl Database {
             let migration = schema::migration(&schemas, schema)?;
             if !migration.is_empty() {
                 apply::apply(&conn, &mut schemas, &migration)?;
-                write::append_history(&conn, migration, 0, config.file_ident)?;
+                history::append_history(&conn, migration, 0, config.file_ident)?;
             }
             Ok::<_, StoreError>(schemas)
         })();

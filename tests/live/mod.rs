@@ -92,6 +92,7 @@ impl World {
             idle_timeout: Duration::from_secs(600),
             limits: self.limits,
             app: None,
+            observability: Default::default(),
         };
         let server = self.runtime.block_on(start(config)).unwrap();
         self.addr = server.local_addr;
