@@ -256,10 +256,9 @@ fn history(
     let written = |e: std::io::Error| failed("writing the output", e);
     while let Some(row) = rows.next().map_err(|e| failed(file.display(), e))? {
         let read = |i| row.get::<_, i64>(i).map(|v| v as u64);
-        let (version, origin, timestamp, client_version) = (|| {
-            Ok::<_, rusqlite::Error>((read(0)?, read(2)?, read(3)?, read(4)?))
-        })()
-        .map_err(|e| failed(file.display(), e))?;
+        let (version, origin, timestamp, client_version) =
+            (|| Ok::<_, rusqlite::Error>((read(0)?, read(2)?, read(3)?, read(4)?)))()
+                .map_err(|e| failed(file.display(), e))?;
         let bytes: Vec<u8> = row.get(1).map_err(|e| failed(file.display(), e))?;
         writeln!(
             out,
@@ -426,7 +425,12 @@ fn copy_database(from: &Connection, to: &Path) -> Result<Connection, AdminError>
                 StepResult::Busy | StepResult::Locked if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
                 }
-                _ => return Err(AdminError(format!("{}: the source stayed locked", to.display()))),
+                _ => {
+                    return Err(AdminError(format!(
+                        "{}: the source stayed locked",
+                        to.display()
+                    )))
+                }
             }
         }
     }
@@ -434,7 +438,10 @@ fn copy_database(from: &Connection, to: &Path) -> Result<Connection, AdminError>
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(|e| failed(to.display(), e))?;
     if check != "ok" {
-        return Err(AdminError(format!("{}: integrity check: {check}", to.display())));
+        return Err(AdminError(format!(
+            "{}: integrity check: {check}",
+            to.display()
+        )));
     }
     Ok(dst)
 }

@@ -635,9 +635,11 @@ fn admin(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Comman
         }
     }
     let raw = collect(&flags, env)?;
-    if let Some((key, _)) = raw.0.iter().find(|(key, (_, origin))| {
-        *origin == Origin::Flag && !["config", "data_dir"].contains(key)
-    }) {
+    if let Some((key, _)) = raw
+        .0
+        .iter()
+        .find(|(key, (_, origin))| *origin == Origin::Flag && !["config", "data_dir"].contains(key))
+    {
         return Err(raw.bad(
             key,
             "admin takes only its command's options, --data-dir and --config",
@@ -655,38 +657,39 @@ fn admin(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Comman
             })
             .transpose()
     };
-    let command = match (name.as_str(), positional.as_slice()) {
-        ("files", []) => AdminCommand::Files,
-        ("clients", [path]) => AdminCommand::Clients {
-            path: (*path).to_owned(),
-        },
-        ("history", [path]) => AdminCommand::History {
-            path: (*path).to_owned(),
-            from: number("from")?,
-            to: number("to")?,
-        },
-        ("state", [path]) => AdminCommand::State {
-            path: (*path).to_owned(),
-        },
-        ("backup", [dest]) if options.contains_key("all") => AdminCommand::Backup {
-            path: None,
-            dest: PathBuf::from(dest),
-        },
-        ("backup", [path, dest]) if !options.contains_key("all") => AdminCommand::Backup {
-            path: Some((*path).to_owned()),
-            dest: PathBuf::from(dest),
-        },
-        ("restore", files) if !files.is_empty() => AdminCommand::Restore {
-            files: files.iter().map(PathBuf::from).collect(),
-        },
-        ("compact", [path]) => AdminCommand::Compact {
-            path: (*path).to_owned(),
-            horizon: Duration::from_secs(number("horizon")?.ok_or_else(|| {
-                ConfigError::Missing("compact needs --horizon <SECONDS>".into())
-            })?),
-        },
-        _ => return Err(usage()),
-    };
+    let command =
+        match (name.as_str(), positional.as_slice()) {
+            ("files", []) => AdminCommand::Files,
+            ("clients", [path]) => AdminCommand::Clients {
+                path: (*path).to_owned(),
+            },
+            ("history", [path]) => AdminCommand::History {
+                path: (*path).to_owned(),
+                from: number("from")?,
+                to: number("to")?,
+            },
+            ("state", [path]) => AdminCommand::State {
+                path: (*path).to_owned(),
+            },
+            ("backup", [dest]) if options.contains_key("all") => AdminCommand::Backup {
+                path: None,
+                dest: PathBuf::from(dest),
+            },
+            ("backup", [path, dest]) if !options.contains_key("all") => AdminCommand::Backup {
+                path: Some((*path).to_owned()),
+                dest: PathBuf::from(dest),
+            },
+            ("restore", files) if !files.is_empty() => AdminCommand::Restore {
+                files: files.iter().map(PathBuf::from).collect(),
+            },
+            ("compact", [path]) => AdminCommand::Compact {
+                path: (*path).to_owned(),
+                horizon: Duration::from_secs(number("horizon")?.ok_or_else(|| {
+                    ConfigError::Missing("compact needs --horizon <SECONDS>".into())
+                })?),
+            },
+            _ => return Err(usage()),
+        };
     Ok(Command::Admin {
         data_dir: data_dir(&raw),
         command,
@@ -1750,10 +1753,19 @@ mod tests {
         );
         // Mistakes are named.
         for (extra, needle) in [
-            (&["--log-format", "xml"][..], "log_format (command line): expected text or json"),
-            (&["--log-level", "INFO"], "log_level (command line): expected error, warn"),
+            (
+                &["--log-format", "xml"][..],
+                "log_format (command line): expected text or json",
+            ),
+            (
+                &["--log-level", "INFO"],
+                "log_level (command line): expected error, warn",
+            ),
             (&["--log-level", "verbose"], "log_level (command line)"),
-            (&["--metrics-listen", "9090"], "metrics_listen (command line): expected an address"),
+            (
+                &["--metrics-listen", "9090"],
+                "metrics_listen (command line): expected an address",
+            ),
             (&["--metrics-listen"], "--metrics-listen needs a value"),
         ] {
             let err = with(extra, &no_env).err().expect("an error");
@@ -1804,7 +1816,10 @@ mod tests {
         );
         assert_eq!(
             ok(&["state", "/p", "--data-dir=/d"]),
-            (PathBuf::from("/d"), AdminCommand::State { path: "/p".into() })
+            (
+                PathBuf::from("/d"),
+                AdminCommand::State { path: "/p".into() }
+            )
         );
         assert_eq!(
             ok(&["backup", "/p", "/backups"]).1,
@@ -1838,15 +1853,24 @@ mod tests {
             (&["frobnicate"], "usage"),
             (&["files", "extra"], "usage"),
             (&["clients"], "usage"),
-            (&["history", "/p", "--from", "x"], "from (command line): expected a whole number"),
+            (
+                &["history", "/p", "--from", "x"],
+                "from (command line): expected a whole number",
+            ),
             (&["history", "/p", "--from"], "--from needs a value"),
-            (&["history", "/p", "--horizon", "1"], "unknown option --horizon"),
+            (
+                &["history", "/p", "--horizon", "1"],
+                "unknown option --horizon",
+            ),
             (&["backup", "/p"], "usage"),
             (&["backup", "--all", "/p", "/d"], "usage"),
             (&["backup", "--all=yes", "/d"], "usage"),
             (&["restore"], "usage"),
             (&["compact", "/p"], "compact needs --horizon"),
-            (&["compact", "/p", "--horizon", "-1"], "horizon (command line)"),
+            (
+                &["compact", "/p", "--horizon", "-1"],
+                "horizon (command line)",
+            ),
             (&["files", "--listen", "1.2.3.4:5"], "admin takes only"),
             (&["files", "--data-dir"], "--data-dir needs a value"),
         ] {

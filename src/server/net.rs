@@ -225,9 +225,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         }
     });
     let metrics = match shared.config.observability.metrics_listen {
-        Some(addr) => Some(
-            super::ops::serve_metrics(Arc::clone(&shared), shutdown.subscribe(), addr).await?,
-        ),
+        Some(addr) => {
+            Some(super::ops::serve_metrics(Arc::clone(&shared), shutdown.subscribe(), addr).await?)
+        }
         None => None,
     };
     Ok(RunningServer {
