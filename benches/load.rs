@@ -363,6 +363,59 @@ async fn receive(
     }
 }
 
+/// A bound session that uploads: its sending half, its acknowledgements and download cursor
+/// (from its receiving task), and its last client version.
+struct Uploader {
+    tx: SplitSink<Ws, Message>,
+    acks: tokio::sync::mpsc::UnboundedReceiver<(u64, u64)>,
+    base: u64,
+    version: u64,
+}
+
+impl Uploader {
+    /// Binds to `path`; its downloads are recorded in `stats`.
+    async fn bind(addr: SocketAddr, token: &str, path: &str, stats: &Arc<Stats>) -> Uploader {
+        let (tx, rx, base) = bind(addr, token, path).await;
+        let (ack_tx, acks) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(receive(rx, Arc::clone(stats), Some(ack_tx)));
+        Uploader {
+            tx,
+            acks,
+            base,
+            version: 0,
+        }
+    }
+
+    /// Takes in the cursors received so far.
+    fn catch_up(&mut self) {
+        while let Ok((_, cursor)) = self.acks.try_recv() {
+            self.base = self.base.max(cursor);
+        }
+    }
+
+    /// Uploads one change and waits for its acknowledgement; counts it for `path_index` in the
+    /// phase it was sent in. `false` if the connection ended.
+    async fn change(&mut self, stats: &Stats, path_index: usize) -> bool {
+        self.catch_up();
+        self.version += 1;
+        let (phase, key) = stats.key();
+        send(&mut self.tx, upload(self.version, self.base, key)).await;
+        loop {
+            match self.acks.recv().await {
+                Some((acked, cursor)) => {
+                    self.base = self.base.max(cursor);
+                    if acked >= self.version {
+                        break;
+                    }
+                }
+                None => return false,
+            }
+        }
+        stats.sent[phase][path_index].fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
 /// An active client: binds (counted in `bound`), then uploads one change every `period`,
 /// starting after `offset`, while `running`.
 #[allow(clippy::too_many_arguments)]
@@ -377,45 +430,23 @@ async fn active(
     running: Arc<std::sync::atomic::AtomicBool>,
     bound: Arc<AtomicUsize>,
 ) {
-    let (mut tx, rx, mut base) = bind(addr, &token, &path).await;
-    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(receive(rx, Arc::clone(&stats), Some(ack_tx)));
+    let mut client = Uploader::bind(addr, &token, &path, &stats).await;
     bound.fetch_add(1, Ordering::Relaxed);
     while !running.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(offset).await;
     let mut ticks = tokio::time::interval(period);
-    let mut version = 0;
     loop {
         ticks.tick().await;
-        if !running.load(Ordering::Relaxed) {
+        if !running.load(Ordering::Relaxed) || !client.change(&stats, path_index).await {
             return;
         }
-        while let Ok((_, cursor)) = ack_rx.try_recv() {
-            base = base.max(cursor);
-        }
-        version += 1;
-        let (phase, key) = stats.key();
-        send(&mut tx, upload(version, base, key)).await;
-        // Wait for the acknowledgement before the next change.
-        loop {
-            match ack_rx.recv().await {
-                Some((acked, cursor)) => {
-                    base = base.max(cursor);
-                    if acked >= version {
-                        break;
-                    }
-                }
-                None => return,
-            }
-        }
-        stats.sent[phase][path_index].fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Binds to `path`, then, while `flooding`, uploads back to back (each change after the
-/// previous acknowledgement) until `running` ends. Returns the number of changes.
+/// Binds to `path` (then sends `bound`), and while `flooding` uploads back to back, each
+/// change after the previous acknowledgement. Stays bound afterwards.
 async fn flood(
     addr: SocketAddr,
     token: String,
@@ -423,38 +454,20 @@ async fn flood(
     stats: Arc<Stats>,
     flooding: Arc<std::sync::atomic::AtomicBool>,
     bound: tokio::sync::oneshot::Sender<()>,
-) -> u64 {
-    let (mut tx, rx, mut base) = bind(addr, &token, &path).await;
-    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(receive(rx, Arc::clone(&stats), Some(ack_tx)));
+) {
+    let mut client = Uploader::bind(addr, &token, &path, &stats).await;
     let _ = bound.send(());
     while !flooding.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        while let Ok((_, cursor)) = ack_rx.try_recv() {
-            base = base.max(cursor);
-        }
+        client.catch_up();
     }
-    let mut version = 0;
     while flooding.load(Ordering::Relaxed) {
-        version += 1;
-        let (phase, key) = stats.key();
-        send(&mut tx, upload(version, base, key)).await;
-        loop {
-            match ack_rx.recv().await {
-                Some((acked, cursor)) => {
-                    base = base.max(cursor);
-                    if acked >= version {
-                        break;
-                    }
-                }
-                None => return version,
-            }
+        if !client.change(&stats, 0).await {
+            return;
         }
-        stats.sent[phase][0].fetch_add(1, Ordering::Relaxed);
     }
     // Keep the session bound (it still receives path 0's changes).
-    std::future::pending::<()>().await;
-    version
+    std::future::pending::<()>().await
 }
 
 /// An unauthenticated connection that trickles an upgrade request, one byte per `every`.
