@@ -108,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         auth: Authenticator::hs256(SECRET),
         idle_timeout: Duration::from_secs(600),
         limits: Limits::default(),
+        connection_limits: Default::default(),
         app: None,
         observability: Default::default(),
     }))?;

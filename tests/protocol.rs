@@ -601,6 +601,12 @@ fn error_code_classes() {
     );
 }
 
+/// A value a client may send in any decimal field (at most 2^63 - 1; larger ones are refused,
+/// tests/server_limits.rs).
+fn field() -> impl Strategy<Value = u64> {
+    0..=tandem::protocol::limits::MAX_FIELD_VALUE
+}
+
 proptest! {
     #[test]
     fn parsers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
@@ -611,10 +617,10 @@ proptest! {
     #[test]
     fn uploads_round_trip(
         entries in prop::collection::vec(
-            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..300)),
+            (field(), field(), field(), field(), prop::collection::vec(any::<u8>(), 0..300)),
             0..6,
         ),
-        session in any::<u64>(),
+        session in field(),
     ) {
         let message = ClientMessage::Upload {
             session,
@@ -637,9 +643,9 @@ proptest! {
 
     #[test]
     fn tandem_messages_round_trip(
-        a in any::<u64>(),
-        b in any::<u64>(),
-        c in any::<u64>(),
+        a in field(),
+        b in field(),
+        c in field(),
         flag in any::<bool>(),
         text in "\\PC{0,40}",
         bytes in prop::collection::vec(any::<u8>(), 0..3000),

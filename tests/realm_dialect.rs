@@ -70,6 +70,7 @@ async fn fixture_with(
         auth: Authenticator::hs256(SECRET),
         idle_timeout: Duration::from_secs(600),
         limits,
+        connection_limits: Default::default(),
         app: Some(app),
         observability: Default::default(),
     })

@@ -71,6 +71,7 @@ async fn start_server(data_dir: &Path, metrics: bool) -> RunningServer {
         auth: Authenticator::hs256(SECRET.as_bytes()),
         idle_timeout: Duration::from_secs(600),
         limits: Limits::default(),
+        connection_limits: Default::default(),
         app: None,
         observability: Observability {
             metrics_listen: metrics.then(|| "127.0.0.1:0".parse().unwrap()),
@@ -699,6 +700,7 @@ async fn admin_lists_prints_and_dumps_server_files() {
     assert_eq!(state["schema"]["T"]["columns"]["name"]["type"], "String");
 
     // Unknown paths and commands on them fail cleanly, naming the path.
+    let files_before = std::fs::read_dir(&data).unwrap().count();
     for command in ["clients", "history", "state"] {
         let (code, out, err) = run(vec![
             "admin".into(),
@@ -714,8 +716,9 @@ async fn admin_lists_prints_and_dumps_server_files() {
             "{command}: {err}"
         );
     }
-    assert!(
-        !data.join(format!("{}.sqlite", hex("/nope"))).exists(),
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        files_before,
         "nothing created"
     );
     server.shutdown();
@@ -723,6 +726,16 @@ async fn admin_lists_prints_and_dumps_server_files() {
 
 fn hex(path: &str) -> String {
     path.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `<path>\t<file>` lines of `backup` or `restore`, by path.
+fn copies(out: &str) -> std::collections::BTreeMap<String, PathBuf> {
+    out.lines()
+        .map(|l| {
+            let (path, file) = l.split_once('\t').unwrap();
+            (path.to_owned(), PathBuf::from(file))
+        })
+        .collect()
 }
 
 /// The versions in a server file's history, in order; checks the file's integrity first.
@@ -763,13 +776,17 @@ async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
 
     // One path: its three versions.
     let out = admin(&data, &["backup", "/alpha", &backups.display().to_string()]).await;
-    let file = format!("{}.sqlite", hex("/alpha"));
-    assert_eq!(out, format!("/alpha\t{}\n", backups.join(&file).display()));
-    assert_eq!(versions(&backups.join(&file)), [1, 2, 3]);
+    let copy = copies(&out)["/alpha"].clone();
+    assert_eq!(copy.parent(), Some(backups.as_path()));
+    let file = copy.file_name().unwrap().to_owned();
     assert!(
-        !backups.join(format!("{file}-wal")).exists(),
-        "self-contained"
+        data.join(&file).is_file(),
+        "the copy has the server file's name"
     );
+    assert_eq!(versions(&copy), [1, 2, 3]);
+    let mut wal = file.clone();
+    wal.push("-wal");
+    assert!(!backups.join(wal).exists(), "self-contained");
 
     // --all, while a client keeps uploading: every server file, each a consistent prefix of
     // its history.
@@ -784,18 +801,36 @@ async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
     let all = dir.0.join("all");
     let out = admin(&data, &["backup", "--all", &all.display().to_string()]).await;
     let writer = writing.await.unwrap();
-    assert_eq!(out.lines().count(), 2, "{out}");
+    let all_copies = copies(&out);
     assert_eq!(
-        versions(&all.join(format!("{}.sqlite", hex("/beta/with space")))),
-        [1]
+        all_copies.keys().collect::<Vec<_>>(),
+        ["/alpha", "/beta/with space"]
     );
-    let copied = versions(&all.join(&file));
+    assert_eq!(versions(&all_copies["/beta/with space"]), [1]);
+    let copied = versions(&all_copies["/alpha"]);
     assert!(copied.len() >= 3, "at least what was written before");
     assert_eq!(
         copied,
         (1..=copied.len() as i64).collect::<Vec<_>>(),
         "gap-free"
     );
+
+    // A file under the legacy name (hex of the path) without a path row is listed by its
+    // decoded name.
+    let legacy = dir.0.join("legacy");
+    std::fs::create_dir_all(&legacy).unwrap();
+    let legacy_file = legacy.join(format!("{}.sqlite", hex("/beta/with space")));
+    std::fs::copy(&all_copies["/beta/with space"], &legacy_file).unwrap();
+    rusqlite::Connection::open(&legacy_file)
+        .unwrap()
+        .execute("DELETE FROM meta WHERE key = 'server_path'", [])
+        .unwrap();
+    assert!(admin(&legacy, &["files"])
+        .await
+        .contains("\n/beta/with space\t1\t1\t"));
+    assert!(admin(&legacy, &["history", "/beta/with space"])
+        .await
+        .starts_with("version 1 "));
     let latest = admin(&data, &["files"]).await;
 
     // Restore the one-path backup into a fresh data directory (the server is not using it).

@@ -43,6 +43,7 @@ async fn fixture(name: &str) -> Fixture {
         auth: Authenticator::hs256(SECRET),
         idle_timeout: Duration::from_secs(600),
         limits: Limits::default(),
+        connection_limits: Default::default(),
         app: None,
         observability: Default::default(),
     })

@@ -39,6 +39,7 @@ pub fn start_server(name: &str) -> Loopback {
             auth: Authenticator::hs256(SECRET),
             idle_timeout: Duration::from_secs(600),
             limits: Limits::default(),
+            connection_limits: Default::default(),
             app: None,
             observability: Default::default(),
         }))

@@ -35,6 +35,12 @@ pub const MAX_ENTRY_HEADER_SIZE: usize = 7 * 21;
 /// Longest header line of any message in bytes (names and up to eleven 20-digit numbers fit).
 pub const MAX_HEADER_SIZE: usize = 512;
 
+/// Largest value of any decimal field a client sends (header lines and UPLOAD entry headers):
+/// 2^63 - 1, `i64::MAX`. The server stores versions, timestamps, file idents, salts and request
+/// idents as SQLite INTEGERs (signed 64-bit); a larger value would come back negative.
+/// `ClientMessage::parse` refuses one (103, or 111 in an entry header).
+pub const MAX_FIELD_VALUE: u64 = i64::MAX as u64;
+
 /// Largest WebSocket message (and frame) a peer with body limit `max_body` must accept: a
 /// header line and the body.
 pub const fn max_frame_size(max_body: usize) -> usize {

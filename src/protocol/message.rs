@@ -31,6 +31,7 @@ impl Default for Limits {
     }
 }
 
+use super::limits::MAX_FIELD_VALUE;
 use super::limits::MAX_HEADER_SIZE as MAX_HEADER;
 
 /// One changeset in an UPLOAD body.
@@ -541,8 +542,13 @@ impl ClientMessage {
     }
 
     /// Parses a message a client sent (server side).
+    ///
+    /// Every decimal field, in the header line and in UPLOAD entry headers, must be at most
+    /// [`MAX_FIELD_VALUE`] (2^63 - 1): the server stores them as SQLite INTEGERs. A larger header
+    /// field is 103 (bad syntax), a larger entry field 111 (bad changeset header syntax).
     pub fn parse(message: &[u8], limits: &Limits) -> Result<ClientMessage, ProtocolError> {
         let mut p = Parser::new(message)?;
+        p.max_field = MAX_FIELD_VALUE;
         let msg = match p.name.as_str() {
             "bind" => {
                 let [session, path_size, token_size, need, sub] = p.fields("bind")?;
@@ -591,6 +597,7 @@ impl ClientMessage {
                 let mut r = EntryReader {
                     body: &body,
                     pos: 0,
+                    max_field: MAX_FIELD_VALUE,
                 };
                 while !r.done() {
                     let [cv, lisv, ts, ofi] = r.numbers()?;
@@ -856,6 +863,7 @@ impl ServerMessage {
                 let mut r = EntryReader {
                     body: &body,
                     pos: 0,
+                    max_field: u64::MAX,
                 };
                 while !r.done() {
                     let [sv, licv, ts, ofi, original] = r.numbers()?;
@@ -1015,6 +1023,9 @@ struct Parser<'a> {
     name: String,
     fields: Vec<&'a [u8]>,
     rest: &'a [u8],
+    /// Largest value a header field may hold (`u64::MAX`, or [`MAX_FIELD_VALUE`] for what a
+    /// client sends).
+    max_field: u64,
 }
 
 impl<'a> Parser<'a> {
@@ -1039,6 +1050,7 @@ impl<'a> Parser<'a> {
             name: String::from_utf8_lossy(name).into_owned(),
             fields: parts.collect(),
             rest: &message[end + 1..],
+            max_field: u64::MAX,
         })
     }
 
@@ -1060,6 +1072,17 @@ impl<'a> Parser<'a> {
                     format!("{what} header field {} is not a decimal number", i + 1),
                 )
             })?;
+            if out[i] > self.max_field {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadSyntax,
+                    format!(
+                        "{what} header field {} is {}, over the largest value {}",
+                        i + 1,
+                        out[i],
+                        self.max_field
+                    ),
+                ));
+            }
         }
         Ok(out)
     }
@@ -1139,6 +1162,8 @@ impl<'a> Parser<'a> {
 struct EntryReader<'a> {
     body: &'a [u8],
     pos: usize,
+    /// Largest value an entry header field may hold.
+    max_field: u64,
 }
 
 impl EntryReader<'_> {
@@ -1164,6 +1189,15 @@ impl EntryReader<'_> {
                 "changeset header field is not a decimal number",
             )
         })?;
+        if v > self.max_field {
+            return Err(ProtocolError::new(
+                ErrorCode::BadChangesetHeaderSyntax,
+                format!(
+                    "changeset header field is {v}, over the largest value {}",
+                    self.max_field
+                ),
+            ));
+        }
         self.pos += space + 1;
         Ok(v)
     }

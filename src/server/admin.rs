@@ -1,10 +1,10 @@
 //! `tandem-server admin ...`: inspecting and maintaining the server files of a data directory
 //! (see [`AdminCommand`] and docs/operations.md, "Admin commands").
 //!
-//! Each server path has one SQLite file in the data directory (its name comes from the path:
-//! `session::file_name`). A file names its server path in its `meta` table (key `path`, a text
-//! value) when it has one; older files are named by the hex of the path's bytes, which is
-//! decoded instead. The App Services store (`app.sqlite`) is not a server file; `backup --all`
+//! Each server path has one SQLite file in the data directory, named by the SHA-256 of the path
+//! (`session::file_name`; servers before issue 13 used the hex of the path's bytes, still
+//! opened when present). A file names its server path in its `meta` table (key `server_path`,
+//! a text value); a legacy file without that row is named by its decoded file name. The App Services store (`app.sqlite`) is not a server file; `backup --all`
 //! and `restore` carry it too.
 //!
 //! The read commands (`files`, `clients`, `history`) only read, through SQLite, and are safe
@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::config::AdminCommand;
 use super::file::{random_u64, ServerFile};
-use super::session::file_name;
+use super::session::{file_path, legacy_file_name};
 use crate::changeset::{Changeset, CollectionType};
 use crate::model::{Decimal128, ObjectId, Uuid};
 use crate::state::{Element, Field, Key, Object, State, TableSpec, Val};
@@ -32,8 +32,8 @@ use crate::state::{Element, Field, Key, Object, State, TableSpec, Val};
 /// The App Services store's file name in the data directory.
 const APP_STORE: &str = "app.sqlite";
 
-/// The `meta` key of a server file's server path (a text value).
-pub const PATH_META_KEY: &str = "path";
+/// The `meta` key of a server file's server path (a text value; `ServerFile::record_server_path`).
+pub const PATH_META_KEY: &str = "server_path";
 
 /// How long SQLite waits for a lock held by the running server before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,8 +99,8 @@ fn is_server_file(conn: &Connection) -> bool {
     .is_some()
 }
 
-/// The server path of the server file `name` open as `conn`: its `meta` row, else the hex file
-/// name decoded (only if it encodes back to `name`). `None` if neither names one.
+/// The server path of the server file `name` open as `conn`: its `meta` row, else the legacy
+/// hex file name decoded (only if it encodes back to `name`). `None` if neither names one.
 fn server_path(conn: &Connection, name: &str) -> Option<String> {
     let stored: Option<String> = conn
         .query_row(
@@ -118,13 +118,13 @@ fn server_path(conn: &Connection, name: &str) -> Option<String> {
             .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
             .collect::<Option<Vec<u8>>>()?;
         let path = String::from_utf8(bytes).ok()?;
-        (file_name(&path) == name).then_some(path)
+        (legacy_file_name(&path) == name).then_some(path)
     })
 }
 
 /// The server file of `path`, which must exist.
 fn existing(data_dir: &Path, path: &str) -> Result<PathBuf, AdminError> {
-    let file = data_dir.join(file_name(path));
+    let file = file_path(data_dir, path);
     if !file.is_file() {
         return Err(AdminError(format!(
             "no server file for {path:?} in {}",
@@ -538,7 +538,7 @@ fn restore(data_dir: &Path, files: &[PathBuf], out: &mut dyn Write) -> Result<()
                     backup.display()
                 ))
             })?;
-            let target = data_dir.join(file_name(&path));
+            let target = file_path(data_dir, &path);
             (path, target)
         };
         let mut restoring = target.as_os_str().to_owned();
@@ -553,6 +553,13 @@ fn restore(data_dir: &Path, files: &[PathBuf], out: &mut dyn Write) -> Result<()
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [salt as i64],
             )
+            .and_then(|_| {
+                // A legacy backup restored under the hashed name still names its path.
+                copy.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                    [PATH_META_KEY, label.as_str()],
+                )
+            })
             .map_err(|e| failed(restoring.display(), e))?;
         }
         copy.pragma_update(None, "journal_mode", "DELETE")

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::admission::ConnectionLimits;
 use super::app::{
     AppConfig, Provider, DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_REFRESH_TOKEN_LIFETIME,
 };
@@ -58,8 +59,34 @@ OPTIONS:
                                (give exactly one of --jwt-secret-file and --jwt-public-key)
     --idle-timeout <SECONDS>   end connections that send nothing (not even PING) for this
                                long [TANDEM_IDLE_TIMEOUT] (default 600)
-    --max-body <BYTES>         largest message body accepted, compressed or inflated
-                               [TANDEM_MAX_BODY] (default 16777216)
+    --max-body <BYTES>         largest message body accepted, compressed or inflated; also
+                               the WebSocket frame and message limit (plus a 512-byte
+                               header line) [TANDEM_MAX_BODY] (default 16777216)
+    --max-connections <N>      most connections open at once; more are closed at accept
+                               [TANDEM_MAX_CONNECTIONS] (default 20000)
+    --max-unauthenticated <N>  most connections open at once without an authenticated
+                               session (from accept to a verified token or the first
+                               authenticated BIND) [TANDEM_MAX_UNAUTHENTICATED]
+                               (default 2000)
+    --max-sessions-per-connection <N>
+                               most sessions bound at once on one connection; a BIND beyond
+                               gets error 224 [TANDEM_MAX_SESSIONS_PER_CONNECTION]
+                               (default 256)
+    --handshake-timeout <SECONDS>
+                               deadline from TCP accept to TLS done and the first HTTP
+                               request read (the WebSocket upgrade) [TANDEM_HANDSHAKE_TIMEOUT]
+                               (default 10)
+    --max-ident-allocations-per-connection <N>
+                               most client file idents one connection may have allocated;
+                               beyond: error 104 [TANDEM_MAX_IDENT_ALLOCATIONS_PER_CONNECTION]
+                               (default 16)
+    --client-file-expiry <SECONDS>
+                               delete client file idents allocated but never used by an
+                               IDENT after this long [TANDEM_CLIENT_FILE_EXPIRY]
+                               (default 604800, 7 days)
+    --max-clock-skew <SECONDS> refuse uploaded changesets stamped further ahead of the
+                               server's clock (error 101, try again) [TANDEM_MAX_CLOCK_SKEW]
+                               (default 300)
     --log-format <text|json>   log lines on stderr: human-readable text or one JSON object
                                per line [TANDEM_LOG_FORMAT] (default text)
     --log-level <LEVEL>        error, warn, info, debug or trace [TANDEM_LOG_LEVEL]
@@ -322,6 +349,13 @@ const SETTINGS: &[(&str, bool)] = &[
     ("jwt_public_key", false),
     ("idle_timeout", false),
     ("max_body", false),
+    ("max_connections", false),
+    ("max_unauthenticated", false),
+    ("max_sessions_per_connection", false),
+    ("handshake_timeout", false),
+    ("max_ident_allocations_per_connection", false),
+    ("client_file_expiry", false),
+    ("max_clock_skew", false),
     ("issue_token", false),
     ("jwt_private_key", false),
     ("token_hours", false),
@@ -990,6 +1024,7 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
             max_body: max_body as usize,
             ..defaults
         },
+        connection_limits: connection_limits(raw)?,
         app,
         observability: observability(raw)?,
     })
@@ -1024,6 +1059,39 @@ fn observability(raw: &Raw) -> Result<Observability, ConfigError> {
         metrics_listen,
         log_format,
         log_level,
+    })
+}
+
+/// The connection, session and client-file caps, the handshake deadline and the clock skew.
+fn connection_limits(raw: &Raw) -> Result<ConnectionLimits, ConfigError> {
+    let d = ConnectionLimits::default();
+    let at_least_one = |key: &str, default: u64| -> Result<u64, ConfigError> {
+        match raw.number(key, default)? {
+            0 => Err(raw.bad(key, "must be at least 1")),
+            n => Ok(n),
+        }
+    };
+    let count = |key: &str, default: usize| -> Result<usize, ConfigError> {
+        at_least_one(key, default as u64).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    let seconds = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        at_least_one(key, default.as_secs()).map(Duration::from_secs)
+    };
+    let allocations = at_least_one(
+        "max_ident_allocations_per_connection",
+        u64::from(d.max_ident_allocations_per_connection),
+    )?;
+    Ok(ConnectionLimits {
+        max_connections: count("max_connections", d.max_connections)?,
+        max_unauthenticated: count("max_unauthenticated", d.max_unauthenticated)?,
+        max_sessions_per_connection: count(
+            "max_sessions_per_connection",
+            d.max_sessions_per_connection,
+        )?,
+        handshake_timeout: seconds("handshake_timeout", d.handshake_timeout)?,
+        max_ident_allocations_per_connection: u32::try_from(allocations).unwrap_or(u32::MAX),
+        client_file_expiry: seconds("client_file_expiry", d.client_file_expiry)?,
+        max_clock_skew: seconds("max_clock_skew", d.max_clock_skew)?,
     })
 }
 
@@ -1103,6 +1171,84 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("tandem-data"));
         assert_eq!(config.idle_timeout, Duration::from_secs(600));
         assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn connection_limits_from_flags_environment_and_file() {
+        let dir = Dir::new("connection-limits");
+        let secret = dir.write("secret", "0123456789abcdef0123\n");
+        let file = dir.write(
+            "tandem.toml",
+            &format!(
+                "insecure_ws = true\njwt_secret_file = \"{secret}\"\nmax_connections = 50\n\
+                 max_clock_skew = 60\nclient_file_expiry = 3600\n"
+            ),
+        );
+        let env = |name: &str| match name {
+            "TANDEM_CONFIG" => Some(file.clone()),
+            "TANDEM_MAX_UNAUTHENTICATED" => Some("7".to_owned()),
+            "TANDEM_MAX_CONNECTIONS" => Some("60".to_owned()),
+            _ => None,
+        };
+        let config = serve_config(parse(
+            &args(&[
+                "--max-connections=70",
+                "--max-sessions-per-connection",
+                "3",
+                "--handshake-timeout=2",
+                "--max-ident-allocations-per-connection=4",
+            ]),
+            env,
+        ));
+        assert_eq!(
+            config.connection_limits,
+            ConnectionLimits {
+                max_connections: 70,
+                max_unauthenticated: 7,
+                max_sessions_per_connection: 3,
+                handshake_timeout: Duration::from_secs(2),
+                max_ident_allocations_per_connection: 4,
+                client_file_expiry: Duration::from_secs(3600),
+                max_clock_skew: Duration::from_secs(60),
+            }
+        );
+        let defaults = serve_config(parse(
+            &args(&["--insecure-ws", "--jwt-secret-file", &secret]),
+            no_env,
+        ));
+        assert_eq!(defaults.connection_limits, ConnectionLimits::default());
+        for flag in [
+            "--max-connections=0",
+            "--max-unauthenticated=0",
+            "--max-sessions-per-connection=0",
+            "--handshake-timeout=0",
+            "--max-ident-allocations-per-connection=0",
+            "--client-file-expiry=0",
+            "--max-clock-skew=0",
+        ] {
+            let Err(e) = parse(
+                &args(&["--insecure-ws", "--jwt-secret-file", &secret, flag]),
+                no_env,
+            ) else {
+                panic!("{flag} was accepted");
+            };
+            assert!(e.to_string().ends_with("must be at least 1"), "{flag}: {e}");
+        }
+        let Err(e) = parse(
+            &args(&[
+                "--insecure-ws",
+                "--jwt-secret-file",
+                &secret,
+                "--max-clock-skew=soon",
+            ]),
+            no_env,
+        ) else {
+            panic!("a bad number was accepted");
+        };
+        assert_eq!(
+            e.to_string(),
+            "max_clock_skew (command line): expected a whole number, got \"soon\""
+        );
     }
 
     #[test]

@@ -69,6 +69,26 @@ pub struct ServerFile {
     /// The last STATE snapshot built: its server version and encoded changeset. Kept so that a
     /// client resuming a download by offset gets the same bytes.
     snapshot: Option<(u64, std::sync::Arc<Vec<u8>>)>,
+    /// Client file idents allocated but not used by an IDENT for this long are deleted.
+    client_file_expiry: std::time::Duration,
+}
+
+/// Client file idents allocated and not yet used by an IDENT, with their allocation time
+/// (seconds since the Unix epoch): what [`ServerFile::allocate_client_file`] expires.
+const PENDING_CLIENT_FILES: &str = "CREATE TABLE IF NOT EXISTS client_file_pending (
+        ident INTEGER PRIMARY KEY,
+        allocated_at INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS client_file_pending_by_age ON client_file_pending (allocated_at);";
+
+/// Most expired client file idents deleted by one allocation (bounded work per BIND).
+const EXPIRE_BATCH: i64 = 64;
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn sql_err(e: rusqlite::Error) -> ProtocolError {
@@ -105,6 +125,7 @@ impl ServerFile {
              );",
         )
         .map_err(sql_err)?;
+        conn.execute_batch(PENDING_CLIENT_FILES).map_err(sql_err)?;
         let salt: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
                 r.get(0)
@@ -130,6 +151,7 @@ impl ServerFile {
             salt,
             latest: 0,
             snapshot: None,
+            client_file_expiry: super::admission::DEFAULT_CLIENT_FILE_EXPIRY,
         };
         for cs in file.history_from(0)? {
             file.state.apply(&cs).map_err(|e| {
@@ -240,22 +262,83 @@ impl ServerFile {
         &self.state
     }
 
+    /// Sets how long an allocated client file ident may go unused by an IDENT before it is
+    /// deleted (default 7 days).
+    pub fn set_client_file_expiry(&mut self, expiry: std::time::Duration) {
+        self.client_file_expiry = expiry;
+    }
+
+    /// Records the server path this file holds (meta key `server_path`), for the admin tools:
+    /// file names are a hash of the path.
+    pub fn record_server_path(&self, path: &str) -> Result<(), ProtocolError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('server_path', ?1)",
+                [path],
+            )
+            .map_err(sql_err)?;
+        Ok(())
+    }
+
     /// Allocates a new client file ident (random, 1 to 2^63 - 1, unique here) and its salt.
+    ///
+    /// First deletes up to 64 idents allocated more than the client file expiry ago and never
+    /// used by an IDENT ([`ServerFile::check_ident`] marks them used), so a BIND flood leaves
+    /// a bounded number of rows behind.
     pub fn allocate_client_file(&mut self) -> Result<(u64, u64), ProtocolError> {
-        loop {
+        let now = unix_seconds();
+        let cutoff = now.saturating_sub(self.client_file_expiry.as_secs() as i64);
+        let tx = self.conn.transaction().map_err(sql_err)?;
+        let expired: Vec<i64> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT ident FROM client_file_pending WHERE allocated_at < ?1
+                     ORDER BY allocated_at LIMIT ?2",
+                )
+                .map_err(sql_err)?;
+            let idents = stmt
+                .query_map(params![cutoff, EXPIRE_BATCH], |r| r.get(0))
+                .map_err(sql_err)?
+                .collect::<Result<_, _>>()
+                .map_err(sql_err)?;
+            idents
+        };
+        for ident in expired {
+            tx.execute("DELETE FROM client_file WHERE ident = ?1", [ident])
+                .map_err(sql_err)?;
+            tx.execute("DELETE FROM client_file_pending WHERE ident = ?1", [ident])
+                .map_err(sql_err)?;
+        }
+        let allocated = loop {
             let ident = (random_u64()? >> 1).max(1);
             let salt = random_u64()? >> 1;
-            let inserted = self
-                .conn
+            let inserted = tx
                 .execute(
                     "INSERT OR IGNORE INTO client_file (ident, salt) VALUES (?1, ?2)",
                     params![ident as i64, salt as i64],
                 )
                 .map_err(sql_err)?;
             if inserted == 1 {
-                return Ok((ident, salt));
+                tx.execute(
+                    "INSERT INTO client_file_pending (ident, allocated_at) VALUES (?1, ?2)",
+                    params![ident as i64, now],
+                )
+                .map_err(sql_err)?;
+                break (ident, salt);
             }
-        }
+        };
+        tx.commit().map_err(sql_err)?;
+        Ok(allocated)
+    }
+
+    /// Client file idents known here (allocated and not expired).
+    pub fn client_file_count(&self) -> Result<u64, ProtocolError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM client_file", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(sql_err)
     }
 
     /// Checks an IDENT: the client file must be known here with that salt (else 208), and its
@@ -281,6 +364,13 @@ impl ServerFile {
                 format!("client file {ident} is not known to this server file"),
             ));
         }
+        // Used: it no longer expires.
+        self.conn
+            .execute(
+                "DELETE FROM client_file_pending WHERE ident = ?1",
+                [ident as i64],
+            )
+            .map_err(sql_err)?;
         if download_server_version > self.latest {
             return Err(ProtocolError::new(
                 ErrorCode::BadServerVersion,

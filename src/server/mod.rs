@@ -12,6 +12,7 @@
 //!   files.
 
 pub mod admin;
+mod admission;
 pub mod app;
 mod auth;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod ops;
 pub mod realm;
 mod session;
 
+pub use admission::ConnectionLimits;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
 pub use file::{DownloadBatch, Integrated, ServerFile};
 pub use net::{start, RunningServer, ServerConfig, StartError, MAX_DOWNLOAD_BATCH};

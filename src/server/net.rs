@@ -42,6 +42,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::admission::{self, Admission, Admitted, ConnectionLimits, WRITE_BUFFER_SIZE};
 use super::app::{AccessTokenError, AppServices, RequestTls};
 use super::auth::Authenticator;
 use super::file::ServerFile;
@@ -71,8 +72,12 @@ pub struct ServerConfig {
     pub auth: Authenticator,
     /// A connection that sends nothing (not even PING) for this long is closed.
     pub idle_timeout: Duration,
-    /// Message size limits.
+    /// Message size limits. `max_body` also bounds every WebSocket frame and message
+    /// ([`protocol::limits::max_frame_size`]), before and after authentication.
     pub limits: Limits,
+    /// Connection, session and client-file caps, the pre-session deadline and the accepted
+    /// clock skew.
+    pub connection_limits: ConnectionLimits,
     /// The App Services API and Realm sync endpoint (`--app-id`); `None` serves only Tandem's
     /// own handshake.
     pub app: Option<super::app::AppConfig>,
@@ -139,6 +144,8 @@ pub(super) struct Shared {
     stop: tokio::sync::watch::Receiver<bool>,
     /// What every part of the server records.
     pub(super) metrics: Arc<super::metrics::Metrics>,
+    /// Connection counters and caps.
+    admission: Arc<Admission>,
 }
 
 fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, StartError> {
@@ -172,6 +179,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             ))
         }
     };
+    admission::raise_nofile_limit();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError(format!("listening on {}: {e}", config.listen)))?;
@@ -185,7 +193,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         )),
         None => None,
     };
-    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let (shutdown, stop) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(super::metrics::Metrics::new());
+    let admission = Admission::new(config.connection_limits.clone(), Arc::clone(&metrics));
     let shared = Arc::new(Shared {
         permissions: config
             .app
@@ -198,32 +208,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         app_router: app.as_ref().map(|a| a.router()),
         app,
         stop: stop.clone(),
-        metrics: Arc::new(super::metrics::Metrics::new()),
+        admission,
+        metrics,
     });
-    let accept_shared = Arc::clone(&shared);
-    tokio::spawn(async move {
-        let shared = accept_shared;
-        loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                accepted = listener.accept() => {
-                    let Ok((tcp, _)) = accepted else { continue };
-                    let shared = Arc::clone(&shared);
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        match tls {
-                            Some(acceptor) => {
-                                if let Ok(stream) = acceptor.accept(tcp).await {
-                                    serve_http(shared, stream, true).await;
-                                }
-                            }
-                            None => serve_http(shared, tcp, false).await,
-                        }
-                    });
-                }
-            }
-        }
-    });
+    tokio::spawn(accept_loop(Arc::clone(&shared), listener, tls, stop));
     let metrics = match shared.config.observability.metrics_listen {
         Some(addr) => {
             Some(super::ops::serve_metrics(Arc::clone(&shared), shutdown.subscribe(), addr).await?)
@@ -237,6 +225,76 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         shared,
         _metrics: metrics,
     })
+}
+
+/// Accepts connections until shutdown. A connection over a cap is closed at once; an accept
+/// error (EMFILE, ENFILE, ENOBUFS...) is logged (at most once per backoff round), counted as
+/// `accept_error` and waited out with [`admission::accept_backoff`], never retried in a spin.
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut errors = 0u32;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => {
+                errors = 0;
+                accepted
+            }
+            Err(e) => {
+                let wait = admission::accept_backoff(errors);
+                shared.metrics.refused("accept_error");
+                // Logged on the first error of a run and then once per second of backoff.
+                if errors == 0 || wait == Duration::from_secs(1) {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "accept failed");
+                }
+                errors = errors.saturating_add(1);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        let Ok(admitted) = shared.admission.admit() else {
+            drop(tcp);
+            continue;
+        };
+        tracing::debug!(%peer, "connection accepted");
+        let shared = Arc::clone(&shared);
+        let tls = tls.clone();
+        tokio::spawn(serve_connection(shared, tcp, tls, Arc::new(admitted)));
+    }
+}
+
+/// One accepted TCP connection: the TLS handshake and the first HTTP request must be done
+/// within the handshake timeout from accept.
+async fn serve_connection(
+    shared: Arc<Shared>,
+    tcp: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    admitted: Arc<Admitted>,
+) {
+    let deadline = tokio::time::Instant::now() + shared.config.connection_limits.handshake_timeout;
+    match tls {
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => serve_http(shared, stream, true, admitted, deadline).await,
+            Ok(Err(e)) => {
+                shared.metrics.refused("tls_error");
+                tracing::debug!(error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                shared.metrics.refused("tls_timeout");
+                tracing::debug!("TLS handshake timed out");
+            }
+        },
+        None => serve_http(shared, tcp, false, admitted, deadline).await,
+    }
 }
 
 /// A plain-text HTTP response.
@@ -267,28 +325,63 @@ fn unknown_app(app_id: &str) -> Response<Body> {
 /// Serves one accepted connection (TLS or plain) with hyper's HTTP/1.1 server: WebSocket
 /// upgrades go to [`websocket`], every other request to the App Services routes (404 without
 /// an app). Each request carries [`RequestTls`] in its extensions.
-async fn serve_http<S>(shared: Arc<Shared>, stream: S, tls: bool)
-where
+///
+/// The first request's headers must be complete by `deadline` (the handshake timeout from
+/// accept); every later request's within the handshake timeout (hyper's header read timeout).
+/// Request headers are at most [`MAX_REQUEST_HEADERS`] bytes (431 beyond).
+async fn serve_http<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    tls: bool,
+    admitted: Arc<Admitted>,
+    deadline: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut stop = shared.stop.clone();
     let service_shared = Arc::clone(&shared);
+    let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let service_requested = Arc::clone(&requested);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        service_requested.store(true, std::sync::atomic::Ordering::Release);
         request.extensions_mut().insert(RequestTls(tls));
+        request.extensions_mut().insert(Arc::clone(&admitted));
         let shared = Arc::clone(&service_shared);
         async move { Ok::<_, Infallible>(route(shared, request).await) }
     });
-    // The timer enables hyper's header read timeout (30 s): a client that never finishes its
-    // request headers does not hold the connection forever.
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(shared.config.connection_limits.handshake_timeout)
+        .max_buf_size(MAX_REQUEST_HEADERS)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
+    tokio::pin!(connection);
+    let first_request = async {
+        tokio::time::sleep_until(deadline).await;
+        if requested.load(std::sync::atomic::Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
-        _ = connection => {}
+        _ = &mut connection => {
+            // hyper's own header read timeout may end it first.
+            let requested = requested.load(std::sync::atomic::Ordering::Acquire);
+            if !requested && tokio::time::Instant::now() >= deadline {
+                shared.metrics.refused("upgrade_timeout");
+            }
+        }
         _ = stop.changed() => {}
+        _ = first_request => {
+            shared.metrics.refused("upgrade_timeout");
+            tracing::debug!("no complete HTTP request within the handshake timeout");
+        }
     }
 }
+
+/// Largest HTTP request head (request line and headers) read, in bytes: hyper's read buffer
+/// (its smallest allowed value is 8 KiB). Access tokens travel in headers or the query, at most
+/// [`super::MAX_TOKEN_LEN`] bytes each.
+pub const MAX_REQUEST_HEADERS: usize = 64 << 10;
 
 /// Whether the request asks for a WebSocket (`Upgrade: websocket`).
 fn wants_websocket(request: &Request<Incoming>) -> bool {
@@ -436,6 +529,20 @@ fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Bo
         Ok(chosen) => chosen,
         Err(refusal) => return *refusal,
     };
+    let Some(admitted) = request.extensions().get::<Arc<Admitted>>().cloned() else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "connection not admitted");
+    };
+    // A token verified in the handshake authenticates the connection; otherwise its first
+    // BIND with a valid token does.
+    if matches!(
+        peer,
+        Ok(Peer::Realm { .. })
+            | Ok(Peer::Tandem {
+                handshake: Some(Ok(_))
+            })
+    ) {
+        admitted.authenticated();
+    }
     let (Ok(accept), Ok(protocol_token)) = (
         HeaderValue::from_str(&accept),
         HeaderValue::from_str(&protocol_token),
@@ -445,21 +552,20 @@ fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Bo
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        // Whole messages up to the protocol's body limit are read even when this server's own
-        // limit is lower, so that the parser answers 104 (limits exceeded) to what a client
-        // may send.
-        let config = crate::client::websocket_config(
-            shared
-                .config
-                .limits
-                .max_body
-                .max(protocol::limits::MAX_BODY_SIZE),
-        );
+        // Frames and messages up to `max_body` and a header line: a larger one is cut off
+        // when its frame header (or the fragment that crosses the limit) arrives, and answered
+        // with 104 like a parser would; nothing beyond the limit is ever buffered. Outbound:
+        // one whole DOWNLOAD at most beside tungstenite's write buffer.
+        let config = crate::client::websocket_config(shared.config.limits.max_body)
+            .write_buffer_size(WRITE_BUFFER_SIZE)
+            .max_write_buffer_size(
+                WRITE_BUFFER_SIZE + protocol::limits::max_frame_size(MAX_DOWNLOAD_BATCH),
+            );
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
         match peer {
-            Ok(peer) => serve_websocket(shared, ws, peer).await,
+            Ok(peer) => serve_websocket(shared, ws, peer, admitted).await,
             Err((code, reason)) => close(&mut ws, code, &reason).await,
         }
     });
@@ -502,8 +608,12 @@ fn unix_now() -> u64 {
 }
 
 /// Runs one WebSocket connection's sessions until either side ends it.
-async fn serve_websocket<S>(shared: Arc<Shared>, mut ws: WebSocketStream<S>, peer: Peer)
-where
+async fn serve_websocket<S>(
+    shared: Arc<Shared>,
+    mut ws: WebSocketStream<S>,
+    peer: Peer,
+    admitted: Arc<Admitted>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut stop = shared.stop.clone();
@@ -528,6 +638,7 @@ where
     let mut connection = Connection {
         peer,
         sessions: HashMap::new(),
+        admitted,
     };
     let idle = shared.config.idle_timeout;
     loop {

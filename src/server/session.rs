@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use super::admission::{self, Admitted};
 use super::app::AppUser;
 use super::auth::Claims;
 use super::file::ServerFile;
@@ -35,6 +36,8 @@ pub(super) enum Peer {
 pub(super) struct Connection {
     pub(super) peer: Peer,
     pub(super) sessions: HashMap<u64, Session>,
+    /// The connection's admission slot: session and ident caps, authentication.
+    pub(super) admitted: Arc<Admitted>,
 }
 
 /// One bound session on a connection.
@@ -151,12 +154,39 @@ pub(super) fn downloads(id: u64, session: &mut Session, force: bool) -> Vec<Serv
     out
 }
 
-/// A server path as a file name: hex of its bytes, so no path can escape the data directory.
+/// A server path as a file name: the SHA-256 of its bytes in hex and `.sqlite` (71 bytes for
+/// any path up to the protocol's 1,024 bytes; no path can escape the data directory).
 pub(super) fn file_name(path: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, path.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.sqlite")
+}
+
+/// The file name servers before issue 13 used: the hex of the path's bytes (too long for paths
+/// over 123 bytes). An existing file under this name is still opened.
+pub(super) fn legacy_file_name(path: &str) -> String {
     let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
     format!("{hex}.sqlite")
 }
 
+/// The path of a server path's file in `data_dir`: the legacy hex name if such a file exists
+/// (servers before issue 13), else [`file_name`].
+pub(super) fn file_path(data_dir: &std::path::Path, path: &str) -> std::path::PathBuf {
+    let legacy = legacy_file_name(path);
+    // 255 bytes is the longest file name of common file systems; longer legacy names never
+    // existed.
+    if legacy.len() <= 255 {
+        let legacy = data_dir.join(legacy);
+        if legacy.exists() {
+            return legacy;
+        }
+    }
+    data_dir.join(file_name(path))
+}
+
+/// The open server file of `path`, opened (or created) on first use. A storage failure is
+/// logged in full and reported to the client without server-side file names: "server storage
+/// failed" with the error's code.
 pub(super) fn open_file(
     shared: &Shared,
     path: &str,
@@ -165,7 +195,22 @@ pub(super) fn open_file(
     if let Some(f) = files.get(path) {
         return Ok(Arc::clone(f));
     }
-    let file = ServerFile::open(shared.config.data_dir.join(file_name(path)))?;
+    let file_path = file_path(&shared.config.data_dir, path);
+    let opened = ServerFile::open(&file_path).and_then(|mut file| {
+        file.record_server_path(path)?;
+        file.set_client_file_expiry(shared.config.connection_limits.client_file_expiry);
+        Ok(file)
+    });
+    let file = opened.map_err(|e| {
+        tracing::error!(
+            server_path = path,
+            file = %file_path.display(),
+            code = e.code.code(),
+            error = %e.message,
+            "opening a server file failed"
+        );
+        ProtocolError::new(e.code, "server storage failed")
+    })?;
     let file = Arc::new(Mutex::new(file));
     files.insert(path.to_owned(), Arc::clone(&file));
     Ok(file)
@@ -285,7 +330,11 @@ pub(super) fn handle(
     bytes: &[u8],
 ) -> Result<Vec<ServerMessage>, (ProtocolError, u64)> {
     let message = ClientMessage::parse(bytes, &shared.config.limits).map_err(|e| (e, 0))?;
-    let Connection { peer, sessions } = connection;
+    let Connection {
+        peer,
+        sessions,
+        admitted,
+    } = connection;
     let is_realm = matches!(peer, Peer::Realm { .. });
     // After a session error, realm-core's server ignores the session's messages until UNBIND
     // (the client may have sent IDENT, MARK and UPLOAD right behind its BIND).
@@ -314,11 +363,16 @@ pub(super) fn handle(
             if let Peer::Realm { errored, .. } = peer {
                 errored.remove(&session);
             }
+            admitted
+                .check_session_cap(sessions.len())
+                .map_err(|e| (e, session))?;
             let (path, expires, realm) =
                 bind_target(shared, peer, path, &token).map_err(|e| (e, session))?;
+            admitted.authenticated();
             let file = open_file(shared, &path).map_err(|e| (e, session))?;
             let mut replies = Vec::new();
             if need_client_file_ident {
+                admitted.allocate_ident().map_err(|e| (e, 0))?;
                 let (ident, salt) = lock(&file)
                     .allocate_client_file()
                     .map_err(|e| (e, session))?;
@@ -396,6 +450,9 @@ pub(super) fn handle(
                     0,
                 ));
             };
+            admitted
+                .check_clock_skew(admission::timestamps(&entries), admission::now_ms())
+                .map_err(|e| (e, 0))?;
             let integrated = lock(&s.file)
                 .integrate_upload(ident, &entries)
                 .map_err(|e| (e, session))?;
@@ -519,6 +576,9 @@ pub(super) fn handle(
                     0,
                 ));
             };
+            admitted
+                .check_clock_skew([origin_timestamp], admission::now_ms())
+                .map_err(|e| (e, 0))?;
             let (verdict, server_version) = {
                 let mut file = lock(&s.file);
                 let conflict = file

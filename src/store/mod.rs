@@ -38,6 +38,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use deep::MAX_DEPTH as MAX_LINK_DEPTH;
+pub(crate) use history::changeset_timestamp;
 pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;

@@ -91,6 +91,7 @@ impl World {
             auth: Authenticator::hs256(SECRET),
             idle_timeout: Duration::from_secs(600),
             limits: self.limits,
+            connection_limits: Default::default(),
             app: None,
             observability: Default::default(),
         };
