@@ -10,7 +10,6 @@ use tandem::client::{SyncConfig, SyncSession};
 use tandem::model::{
     ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
 };
-use tandem::protocol::Limits;
 use tandem::server::{start, Authenticator, ServerConfig, TokenSigner};
 use tandem::state::{Element, Field, State, Val};
 use tandem::store::{Config, Database};
@@ -101,17 +100,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let runtime = tokio::runtime::Runtime::new()?;
     let server = runtime.block_on(start(ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.join("server"),
         tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
-        allow_plain_ws: false,
-        auth: Authenticator::hs256(SECRET),
-        idle_timeout: Duration::from_secs(600),
-        limits: Limits::default(),
-        connection_limits: Default::default(),
-        app: None,
-        storage: Default::default(),
-        sessions: Default::default(),
+        ..ServerConfig::new(
+            "127.0.0.1:0".parse()?,
+            dir.join("server"),
+            Authenticator::hs256(SECRET),
+        )
     }))?;
     let port = server.local_addr.port();
     println!(

@@ -63,17 +63,14 @@ async fn fixture_with(
     app.access_token_lifetime = Duration::from_secs(access_lifetime);
     app.sync_permissions = permissions.parse::<SyncPermissions>().unwrap();
     let server = start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.join("data"),
-        tls: None,
         allow_plain_ws: true,
-        auth: Authenticator::hs256(SECRET),
-        idle_timeout: Duration::from_secs(600),
         limits,
-        connection_limits: Default::default(),
         app: Some(app),
-        storage: Default::default(),
-        sessions: Default::default(),
+        ..ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join("data"),
+            Authenticator::hs256(SECRET),
+        )
     })
     .await
     .unwrap();

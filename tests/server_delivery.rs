@@ -4,6 +4,8 @@
 //! fairness, graceful shutdown. Plain `ws://` on loopback, small configurable limits.
 #![cfg(feature = "server")]
 
+mod server_log;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,17 +46,12 @@ async fn fixture(name: &str, tweak: impl FnOnce(&mut ServerConfig)) -> Fixture {
     let dir = std::env::temp_dir().join(format!("tandem-delivery-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.join("data"),
-        tls: None,
         allow_plain_ws: true,
-        auth: Authenticator::hs256(SECRET),
-        idle_timeout: Duration::from_secs(600),
-        limits: Limits::default(),
-        app: None,
-        sessions: Default::default(),
-        connection_limits: Default::default(),
-        storage: Default::default(),
+        ..ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join("data"),
+            Authenticator::hs256(SECRET),
+        )
     };
     tweak(&mut config);
     Fixture {
@@ -716,7 +713,6 @@ async fn graceful_shutdown_acknowledges_the_integration_in_flight_then_closes() 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_tandem_server_down_gracefully() {
-    use std::io::BufRead;
     let dir =
         Dir(std::env::temp_dir().join(format!("tandem-delivery-{}-sigterm", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
@@ -736,16 +732,7 @@ async fn sigterm_shuts_tandem_server_down_gracefully() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected server output: {line:?}"));
+    let addr = server_log::listening_addr(child.stderr.take().unwrap());
     let mut ws = upgrade(TcpStream::connect(addr).await.unwrap(), "tester").await;
     bind(&mut ws, 1, "/term").await;
     let killed = std::process::Command::new("kill")

@@ -46,17 +46,14 @@ async fn fixture(name: &str, limits: Limits, connection_limits: ConnectionLimits
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let server = start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.join("data"),
-        tls: None,
         allow_plain_ws: true,
-        auth: Authenticator::hs256(SECRET),
-        idle_timeout: Duration::from_secs(600),
         limits,
         connection_limits,
-        storage: Default::default(),
-        sessions: Default::default(),
-        app: None,
+        ..ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join("data"),
+            Authenticator::hs256(SECRET),
+        )
     })
     .await
     .unwrap();
@@ -461,20 +458,16 @@ async fn tls_connections_without_a_client_hello_are_closed_at_the_deadline() {
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
     let server = start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.join("data"),
         tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
-        allow_plain_ws: false,
-        auth: Authenticator::hs256(SECRET),
-        idle_timeout: Duration::from_secs(600),
-        limits: Limits::default(),
         connection_limits: ConnectionLimits {
             handshake_timeout: Duration::from_secs(1),
             ..ConnectionLimits::default()
         },
-        storage: Default::default(),
-        sessions: Default::default(),
-        app: None,
+        ..ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join("data"),
+            Authenticator::hs256(SECRET),
+        )
     })
     .await
     .unwrap();

@@ -36,17 +36,12 @@ async fn fixture(name: &str) -> Fixture {
     let mut ca = rustls::RootCertStore::empty();
     ca.add(cert.cert.der().clone()).unwrap();
     let server = start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.join("data"),
         tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
-        allow_plain_ws: false,
-        auth: Authenticator::hs256(SECRET),
-        idle_timeout: Duration::from_secs(600),
-        limits: Limits::default(),
-        connection_limits: Default::default(),
-        app: None,
-        storage: Default::default(),
-        sessions: Default::default(),
+        ..ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join("data"),
+            Authenticator::hs256(SECRET),
+        )
     })
     .await
     .unwrap();

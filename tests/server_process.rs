@@ -3,7 +3,8 @@
 //! integrated twice. Also: the binary's configuration file and RS256 tokens end to end.
 #![cfg(all(feature = "server", unix))]
 
-use std::io::{BufRead, BufReader};
+mod server_log;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -75,16 +76,7 @@ impl Fixture {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected server output: {line:?}"));
+        let port = server_log::listening_addr(child.stderr.take().unwrap()).port();
         (child, port)
     }
 

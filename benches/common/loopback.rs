@@ -3,10 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tandem::client::{SyncConfig, SyncSession};
-use tandem::protocol::Limits;
 use tandem::server::{start, Authenticator, RunningServer, ServerConfig, TokenSigner};
 use tandem::store::Database;
 
@@ -32,17 +30,12 @@ pub fn start_server(name: &str) -> Loopback {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime
         .block_on(start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.join("server"),
             tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
-            allow_plain_ws: false,
-            auth: Authenticator::hs256(SECRET),
-            idle_timeout: Duration::from_secs(600),
-            limits: Limits::default(),
-            connection_limits: Default::default(),
-            app: None,
-            storage: Default::default(),
-            sessions: Default::default(),
+            ..ServerConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                dir.join("server"),
+                Authenticator::hs256(SECRET),
+            )
         }))
         .unwrap();
     let port = server.local_addr.port();

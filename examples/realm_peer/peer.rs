@@ -648,54 +648,21 @@ pub fn write_object<W: Writer>(
     Ok(key)
 }
 
-// ---- base64 (RFC 4648 standard alphabet, padded) ----
-
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+// ---- base64 (RFC 4648 standard alphabet, padded; the rust-base64 crate) ----
 
 /// Standard base64 with padding.
 pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Decodes standard padded base64; anything else is an error.
+/// Decodes standard padded base64; anything else (missing or extra padding, other alphabets,
+/// non-zero trailing bits) is an error.
 pub fn base64_decode(s: &str) -> Result<Vec<u8>, PeerError> {
-    let bad = || PeerError(format!("not padded standard base64: {s:?}"));
-    if s.len() % 4 != 0 {
-        return Err(bad());
-    }
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let groups: Vec<&[u8]> = s.as_bytes().chunks(4).collect();
-    for (gi, group) in groups.iter().enumerate() {
-        let pad = group.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && gi + 1 != groups.len()) {
-            return Err(bad());
-        }
-        let mut n = 0u32;
-        for &c in &group[..4 - pad] {
-            let v = ALPHABET.iter().position(|&a| a == c).ok_or_else(bad)?;
-            n = (n << 6) | v as u32;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Ok(out)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| PeerError(format!("not padded standard base64: {s:?} ({e})")))
 }
 
 /// Any JSON value as canonical text: object keys in byte order, no whitespace, strings escaped

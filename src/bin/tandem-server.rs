@@ -5,9 +5,10 @@
 
 use std::io::Write;
 
-use tandem::server::app::admin;
+use tandem::server::app::admin as api_keys;
 use tandem::server::config::{self, ApiKeyAction, Command};
-use tandem::server::start;
+use tandem::server::ops::init_logging;
+use tandem::server::{admin, start, RunningServer, ServerConfig};
 
 fn fail(message: &str) -> ! {
     eprintln!("tandem-server: {message}\nRun tandem-server --help for the options.");
@@ -49,15 +50,31 @@ fn main() {
             api_key(&data_dir, app_id.as_deref(), action);
             return;
         }
+        Command::Admin { data_dir, command } => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = admin::run(&data_dir, &command, &mut out) {
+                eprintln!("tandem-server admin: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Command::Serve(config) => config,
     };
+    init_logging(
+        config.observability.log_format,
+        config.observability.log_level,
+    );
+    let settings = Startup::of(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(&format!("cannot start the runtime: {e}")));
     runtime.block_on(async move {
-        let server = start(config).await.unwrap_or_else(|e| fail(&e.to_string()));
-        eprintln!("tandem-server listening on {}", server.local_addr);
+        let server = start(config).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot start");
+            fail(&e.to_string())
+        });
+        settings.log(&server);
         let signal = shutdown_signal().await;
         tracing::info!(
             signal,
@@ -106,7 +123,7 @@ fn api_key(data_dir: &std::path::Path, app_id: Option<&str>, action: ApiKeyActio
     let mut out = std::io::stdout();
     match action {
         ApiKeyAction::Create { name } => {
-            let new = admin::create_api_key(data_dir, app_id, &name)
+            let new = api_keys::create_api_key(data_dir, app_id, &name)
                 .unwrap_or_else(|e| fail(&e.to_string()));
             eprintln!(
                 "created server API key {} ({name}); it is shown only now:",
@@ -116,18 +133,58 @@ fn api_key(data_dir: &std::path::Path, app_id: Option<&str>, action: ApiKeyActio
         }
         ApiKeyAction::List => {
             let keys =
-                admin::list_api_keys(data_dir, app_id).unwrap_or_else(|e| fail(&e.to_string()));
+                api_keys::list_api_keys(data_dir, app_id).unwrap_or_else(|e| fail(&e.to_string()));
             for key in keys {
                 let state = if key.disabled { "disabled" } else { "enabled" };
                 let _ = writeln!(out, "{} {state} {}", key.id, key.name);
             }
         }
         ApiKeyAction::Delete { id } => {
-            let existed = admin::delete_api_key(data_dir, app_id, &id)
+            let existed = api_keys::delete_api_key(data_dir, app_id, &id)
                 .unwrap_or_else(|e| fail(&e.to_string()));
             if !existed {
                 fail(&format!("no server API key {id}"));
             }
         }
+    }
+}
+
+/// What the start-up log line reports (never a key, secret or token: only where they are).
+struct Startup {
+    data_dir: String,
+    tls: bool,
+    app_id: Option<String>,
+    max_body: usize,
+    idle_timeout_secs: u64,
+    token_algorithm: String,
+}
+
+impl Startup {
+    fn of(config: &ServerConfig) -> Startup {
+        Startup {
+            data_dir: config.data_dir.display().to_string(),
+            tls: config.tls.is_some(),
+            app_id: config.app.as_ref().map(|a| a.app_id.clone()),
+            max_body: config.limits.max_body,
+            idle_timeout_secs: config.idle_timeout.as_secs(),
+            token_algorithm: format!("{:?}", config.auth.algorithm()),
+        }
+    }
+
+    fn log(&self, server: &RunningServer) {
+        tracing::info!(
+            listen = %server.local_addr,
+            data_dir = %self.data_dir,
+            tls = self.tls,
+            app_id = self.app_id.as_deref().unwrap_or("-"),
+            max_body = self.max_body,
+            idle_timeout_secs = self.idle_timeout_secs,
+            token_algorithm = %self.token_algorithm,
+            metrics = %server
+                .metrics_addr
+                .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            "tandem-server listening on {}",
+            server.local_addr
+        );
     }
 }

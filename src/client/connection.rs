@@ -6,7 +6,6 @@
 //! on a blocking thread too.
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +30,8 @@ const RESET_CODES: [u64; 6] = [208, 209, 210, 211, 217, 222];
 /// Backoff after the `n`th failure in a row: 1 s doubling to 5 min, minus up to 25% jitter.
 fn backoff(n: u32) -> Duration {
     let base = Duration::from_secs(1u64 << n.min(9)).min(Duration::from_secs(300));
-    let jitter = (std::collections::hash_map::RandomState::new().hash_one(n) % 1000) as u32;
+    // The operating system's random numbers; if they are unavailable the jitter is 0.
+    let jitter = getrandom::u32().unwrap_or(0) % 1000;
     base - base / 4 * jitter / 1000
 }
 

@@ -10,6 +10,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
 use ring::signature::{self, KeyPair};
 use ring::{hmac, rand};
 
@@ -88,38 +90,14 @@ pub struct Authenticator {
 fn bad(why: impl Into<String>) -> ProtocolError {
     ProtocolError::new(ErrorCode::BadAuthentication, why)
 }
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
+/// JWT segments: base64url without padding (RFC 7515 section 2); padding, the standard
+/// alphabet and non-zero trailing bits are refused.
 fn b64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn b64url_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = B64.iter().position(|b| *b == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // Leftover bits must be zero padding (at most 4 of them).
-    (bits < 6 && acc == 0).then_some(out)
+    URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 fn now() -> u64 {
@@ -459,22 +437,9 @@ impl TokenSigner {
     }
 }
 
-/// PEM text for one DER section.
+/// PEM text for one DER section (RFC 7468: standard padded base64, 64-character lines).
 fn pem_encode(label: &str, der: &[u8]) -> String {
-    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut body = String::new();
-    for chunk in der.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                body.push(STD[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                body.push('=');
-            }
-        }
-    }
+    let body = STANDARD.encode(der);
     let mut pem = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {
         pem.push_str(std::str::from_utf8(line).unwrap_or_default());
@@ -484,7 +449,8 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     pem
 }
 
-/// The first PEM section of `text`: its label and decoded bytes. `None` for anything else.
+/// The first PEM section of `text`: its label and decoded bytes (whitespace in the body is
+/// skipped). `None` for anything else, an empty body included.
 fn pem_decode(text: &[u8]) -> Option<(String, Vec<u8>)> {
     let text = std::str::from_utf8(text).ok()?;
     let begin = text.find("-----BEGIN ")?;
@@ -492,33 +458,9 @@ fn pem_decode(text: &[u8]) -> Option<(String, Vec<u8>)> {
     let (label, rest) = rest.split_once("-----")?;
     let end_marker = format!("-----END {label}-----");
     let (body, _) = rest.split_once(&end_marker)?;
-    let mut out = Vec::with_capacity(body.len() * 3 / 4);
-    let (mut acc, mut bits, mut padding) = (0u32, 0, 0);
-    for c in body.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                padding += 1;
-                continue;
-            }
-            _ => return None,
-        };
-        if padding > 0 {
-            return None; // data after padding
-        }
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    (padding <= 2 && !out.is_empty()).then(|| (label.to_owned(), out))
+    let body: Vec<u8> = body.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    let der = STANDARD.decode(body).ok()?;
+    (!der.is_empty()).then(|| (label.to_owned(), der))
 }
 
 #[cfg(test)]

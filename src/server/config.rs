@@ -1,6 +1,7 @@
 //! `tandem-server`'s configuration: command-line flags, environment variables and a TOML file,
 //! merged into a [`ServerConfig`] (or a request to issue a token, to manage server API keys
-//! with `tandem-server api-key ...`, or to print help).
+//! with `tandem-server api-key ...`, to inspect or maintain server files with
+//! `tandem-server admin ...`, or to print help).
 //!
 //! Every setting has one name in three spellings: the flag `--data-dir`, the environment
 //! variable `TANDEM_DATA_DIR` and the file key `data_dir`. A flag wins over the environment,
@@ -18,6 +19,7 @@ use super::app::{
     AppConfig, Provider, DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_REFRESH_TOKEN_LIFETIME,
 };
 use super::auth::{Authenticator, KeyError, TokenSigner};
+use super::ops::{LogFormat, LogLevel, Observability};
 use super::realm::permissions::{RuleError, SyncPermissions};
 use super::shared::{ServerConfig, SessionLimits};
 use crate::protocol::Limits;
@@ -34,6 +36,7 @@ tandem-server: the Tandem sync server
 
 USAGE:
     tandem-server [OPTIONS]
+    tandem-server admin <COMMAND> ...    (see ADMIN below)
 
 Each option is a flag, an environment variable [in brackets] or a key in the TOML file given
 with --config (file keys are the flag names with '_' for '-', e.g. data_dir = \"/srv/tandem\").
@@ -116,6 +119,13 @@ OPTIONS:
                                (default 10000)
     --download-batch <BYTES>   largest DOWNLOAD body built at a time per connection, 1024 to
                                16777216 [TANDEM_DOWNLOAD_BATCH] (default 16777216)
+    --log-format <text|json>   log lines on stderr: human-readable text or one JSON object
+                               per line [TANDEM_LOG_FORMAT] (default text)
+    --log-level <LEVEL>        error, warn, info, debug or trace [TANDEM_LOG_LEVEL]
+                               (default info)
+    --metrics-listen <ADDR>    serve /metrics (Prometheus, OpenMetrics text), /healthz and
+                               /readyz over plain HTTP on this address, e.g.
+                               127.0.0.1:9090 [TANDEM_METRICS_LISTEN] (default: off)
     -h, --help                 print this help
 
 APP SERVICES (Realm SDK apps; see docs/app-services.md):
@@ -161,6 +171,22 @@ ADMIN:
                                TANDEM_APP_ID); list and delete need an existing
                                app.sqlite, create makes one only with --app-id
 
+    tandem-server admin <COMMAND> [--data-dir <DIR>] [--config <FILE>]
+                               inspect and maintain server files (see docs/operations.md):
+      files                    every server path: latest version, history, client files
+      clients <PATH>           the path's client files: ident, last integrated client
+                               version, last seen
+      history <PATH> [--from <V>] [--to <V>]
+                               the changesets, one instruction per line
+      state <PATH>             the path's state as JSON
+      backup <PATH>|--all <DEST-DIR>
+                               online copy (SQLite backup API); safe while the server runs
+      restore <BACKUP-FILE>... copy backups into the data directory; stop the server first.
+                               Restored files get a new history salt: their clients reset
+      compact <PATH> --horizon <SECONDS>
+                               compact history older than this; client files not seen
+                               since then expire (222)
+
 TOKENS:
     --issue-token <PATHS>      print an access token for these comma-separated server paths
                                (\"*\" for all) and exit; signs with --jwt-secret-file or
@@ -190,6 +216,13 @@ pub enum Command {
         /// What to do.
         action: ApiKeyAction,
     },
+    /// Inspect or maintain the server files in `data_dir` and exit ([`super::admin`]).
+    Admin {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// What to do.
+        command: AdminCommand,
+    },
     /// Print a token and exit.
     IssueToken {
         /// Signs the token.
@@ -217,6 +250,53 @@ pub enum ApiKeyAction {
     Delete {
         /// The key's id (24 hex digits).
         id: String,
+    },
+}
+
+/// `tandem-server admin <command>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// `files`: every server file with its path, latest version, history size and number of
+    /// client files.
+    Files,
+    /// `clients <PATH>`: the client files of a server path.
+    Clients {
+        /// The server path.
+        path: String,
+    },
+    /// `history <PATH> [--from V] [--to V]`: the changesets with versions in `from..=to`.
+    History {
+        /// The server path.
+        path: String,
+        /// First version printed (default 1).
+        from: Option<u64>,
+        /// Last version printed (default the latest).
+        to: Option<u64>,
+    },
+    /// `state <PATH>`: the state after the latest version, as JSON.
+    State {
+        /// The server path.
+        path: String,
+    },
+    /// `backup <PATH>|--all <DEST-DIR>`: online copies into `dest`.
+    Backup {
+        /// The server path; `None` (`--all`): every server file and the App Services store.
+        path: Option<String>,
+        /// The directory receiving the copies (created if missing).
+        dest: PathBuf,
+    },
+    /// `restore <BACKUP-FILE>...`: offline; copies each backup into the data directory.
+    Restore {
+        /// The backup files.
+        files: Vec<PathBuf>,
+    },
+    /// `compact <PATH> --horizon <SECONDS>`: compacts the history older than `horizon`.
+    Compact {
+        /// The server path.
+        path: String,
+        /// Age of the oldest history kept as changesets; client files not seen for longer
+        /// expire.
+        horizon: Duration,
     },
 }
 
@@ -332,6 +412,9 @@ const SETTINGS: &[(&str, bool)] = &[
     ("custom_token_public_key", false),
     ("public_url", false),
     ("sync_permissions", false),
+    ("log_format", false),
+    ("log_level", false),
+    ("metrics_listen", false),
 ];
 
 /// Settings that configure the App Services API and need `app_id`.
@@ -454,6 +537,9 @@ pub fn parse(
     if args.first().map(String::as_str) == Some("api-key") {
         return api_key(&args[1..], env);
     }
+    if args.first().map(String::as_str) == Some("admin") {
+        return admin(&args[1..], env);
+    }
     if args.iter().any(|a| a == "-h" || a == "--help") {
         return Ok(Command::Help);
     }
@@ -568,6 +654,122 @@ fn api_key(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Comm
         data_dir: data_dir(&raw),
         app_id: app_id(&raw)?,
         action,
+    })
+}
+
+/// `admin <COMMAND> [ARGS]`, with `--data-dir` and `--config` (and their environment and file
+/// spellings).
+fn admin(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Command, ConfigError> {
+    let usage = || {
+        ConfigError::Missing(
+            "usage: tandem-server admin files | clients <PATH> | history <PATH> [--from <V>] \
+             [--to <V>] | state <PATH> | backup <PATH>|--all <DEST-DIR> | restore \
+             <BACKUP-FILE>... | compact <PATH> --horizon <SECONDS>, each with [--data-dir <DIR>]"
+                .into(),
+        )
+    };
+    let (name, rest) = args.split_first().ok_or_else(usage)?;
+    // The command's own options; everything else starting with `--` is a setting.
+    let own: &[&str] = match name.as_str() {
+        "history" => &["from", "to"],
+        "backup" => &["all"],
+        "compact" => &["horizon"],
+        _ => &[],
+    };
+    let mut options: BTreeMap<&str, String> = BTreeMap::new();
+    let mut flags = Vec::new();
+    let mut positional = Vec::new();
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        let Some(flag) = arg.strip_prefix("--") else {
+            positional.push(arg.as_str());
+            continue;
+        };
+        let (key, inline) = match flag.split_once('=') {
+            Some((key, value)) => (key, Some(value.to_owned())),
+            None => (flag, None),
+        };
+        if let Some(&option) = own.iter().find(|o| **o == key) {
+            let value = match (option, inline) {
+                ("all", None) => String::new(),
+                ("all", Some(_)) => return Err(usage()),
+                (_, Some(value)) => value,
+                (_, None) => rest
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| ConfigError::MissingValue(arg.clone()))?,
+            };
+            options.insert(option, value);
+            continue;
+        }
+        flags.push(arg.clone());
+        if inline.is_none() {
+            flags.push(
+                rest.next()
+                    .cloned()
+                    .ok_or_else(|| ConfigError::MissingValue(arg.clone()))?,
+            );
+        }
+    }
+    let raw = collect(&flags, env)?;
+    if let Some((key, _)) = raw
+        .0
+        .iter()
+        .find(|(key, (_, origin))| *origin == Origin::Flag && !["config", "data_dir"].contains(key))
+    {
+        return Err(raw.bad(
+            key,
+            "admin takes only its command's options, --data-dir and --config",
+        ));
+    }
+    let number = |option: &str| -> Result<Option<u64>, ConfigError> {
+        options
+            .get(option)
+            .map(|v| {
+                v.parse().map_err(|_| ConfigError::BadValue {
+                    setting: option.to_owned(),
+                    origin: Origin::Flag,
+                    message: format!("expected a whole number, got {v:?}"),
+                })
+            })
+            .transpose()
+    };
+    let command =
+        match (name.as_str(), positional.as_slice()) {
+            ("files", []) => AdminCommand::Files,
+            ("clients", [path]) => AdminCommand::Clients {
+                path: (*path).to_owned(),
+            },
+            ("history", [path]) => AdminCommand::History {
+                path: (*path).to_owned(),
+                from: number("from")?,
+                to: number("to")?,
+            },
+            ("state", [path]) => AdminCommand::State {
+                path: (*path).to_owned(),
+            },
+            ("backup", [dest]) if options.contains_key("all") => AdminCommand::Backup {
+                path: None,
+                dest: PathBuf::from(dest),
+            },
+            ("backup", [path, dest]) if !options.contains_key("all") => AdminCommand::Backup {
+                path: Some((*path).to_owned()),
+                dest: PathBuf::from(dest),
+            },
+            ("restore", files) if !files.is_empty() => AdminCommand::Restore {
+                files: files.iter().map(PathBuf::from).collect(),
+            },
+            ("compact", [path]) => AdminCommand::Compact {
+                path: (*path).to_owned(),
+                horizon: Duration::from_secs(number("horizon")?.ok_or_else(|| {
+                    ConfigError::Missing("compact needs --horizon <SECONDS>".into())
+                })?),
+            },
+            _ => return Err(usage()),
+        };
+    Ok(Command::Admin {
+        data_dir: data_dir(&raw),
+        command,
     })
 }
 
@@ -904,6 +1106,7 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
         connection_limits: connection_limits(raw)?,
         app,
         sessions,
+        observability: observability(raw)?,
     })
 }
 
@@ -943,6 +1146,38 @@ fn session_limits(raw: &Raw) -> Result<SessionLimits, ConfigError> {
             defaults.user_messages_per_second,
         )?,
         download_batch,
+    })
+}
+
+/// `--log-format`, `--log-level` and `--metrics-listen`.
+fn observability(raw: &Raw) -> Result<Observability, ConfigError> {
+    let log_format = match raw.get("log_format").map(|(v, _)| v.as_str()) {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(v) => return Err(raw.bad("log_format", format!("expected text or json, got {v:?}"))),
+    };
+    let log_level = match raw.get("log_level") {
+        None => LogLevel::Info,
+        Some((v, _)) => LogLevel::from_name(v).ok_or_else(|| {
+            raw.bad(
+                "log_level",
+                format!("expected error, warn, info, debug or trace, got {v:?}"),
+            )
+        })?,
+    };
+    let metrics_listen = match raw.get("metrics_listen") {
+        None => None,
+        Some((v, _)) => Some(v.parse().map_err(|_| {
+            raw.bad(
+                "metrics_listen",
+                format!("expected an address like 127.0.0.1:9090, got {v:?}"),
+            )
+        })?),
+    };
+    Ok(Observability {
+        metrics_listen,
+        log_format,
+        log_level,
     })
 }
 
@@ -1807,5 +2042,208 @@ mod tests {
         .err()
         .expect("needs --app-id");
         assert!(err.to_string().contains("needs --app-id"), "{err}");
+    }
+
+    #[test]
+    fn log_and_metrics_settings() {
+        let dir = Dir::new("observability");
+        let secret = dir.write("secret", "0123456789abcdef0123\n");
+        let base = ["--insecure-ws", "--jwt-secret-file", &secret];
+        let with = |extra: &[&str], env: &dyn Fn(&str) -> Option<String>| {
+            let mut list = base.to_vec();
+            list.extend_from_slice(extra);
+            parse(&args(&list), env)
+        };
+        // Defaults: text at info, no metrics listener.
+        let config = serve_config(with(&[], &no_env));
+        assert_eq!(config.observability, Observability::default());
+        assert_eq!(
+            (
+                config.observability.log_format,
+                config.observability.log_level
+            ),
+            (LogFormat::Text, LogLevel::Info)
+        );
+        assert!(config.observability.metrics_listen.is_none());
+        // Flags.
+        let config = serve_config(with(
+            &[
+                "--log-format",
+                "json",
+                "--log-level=debug",
+                "--metrics-listen",
+                "127.0.0.1:9090",
+            ],
+            &no_env,
+        ));
+        assert_eq!(
+            config.observability,
+            Observability {
+                metrics_listen: Some("127.0.0.1:9090".parse().unwrap()),
+                log_format: LogFormat::Json,
+                log_level: LogLevel::Debug,
+            }
+        );
+        // Each level by name.
+        for (name, level) in [
+            ("error", LogLevel::Error),
+            ("warn", LogLevel::Warn),
+            ("info", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+            ("trace", LogLevel::Trace),
+        ] {
+            let config = serve_config(with(&["--log-level", name], &no_env));
+            assert_eq!(config.observability.log_level, level, "{name}");
+        }
+        // Environment and file spellings; a flag beats both.
+        let file = dir.write(
+            "o.toml",
+            "log_format = \"json\"\nlog_level = \"warn\"\nmetrics_listen = \"[::1]:9100\"\n",
+        );
+        let config = serve_config(with(&["--config", &file], &no_env));
+        assert_eq!(config.observability.log_format, LogFormat::Json);
+        assert_eq!(config.observability.log_level, LogLevel::Warn);
+        assert_eq!(
+            config.observability.metrics_listen,
+            Some("[::1]:9100".parse().unwrap())
+        );
+        let env = |name: &str| match name {
+            "TANDEM_LOG_LEVEL" => Some("error".to_owned()),
+            "TANDEM_METRICS_LISTEN" => Some("127.0.0.1:1".to_owned()),
+            _ => None,
+        };
+        let config = serve_config(with(&["--config", &file, "--log-format", "text"], &env));
+        assert_eq!(config.observability.log_format, LogFormat::Text);
+        assert_eq!(config.observability.log_level, LogLevel::Error);
+        assert_eq!(
+            config.observability.metrics_listen,
+            Some("127.0.0.1:1".parse().unwrap())
+        );
+        // Mistakes are named.
+        for (extra, needle) in [
+            (
+                &["--log-format", "xml"][..],
+                "log_format (command line): expected text or json",
+            ),
+            (
+                &["--log-level", "INFO"],
+                "log_level (command line): expected error, warn",
+            ),
+            (&["--log-level", "verbose"], "log_level (command line)"),
+            (
+                &["--metrics-listen", "9090"],
+                "metrics_listen (command line): expected an address",
+            ),
+            (&["--metrics-listen"], "--metrics-listen needs a value"),
+        ] {
+            let err = with(extra, &no_env).err().expect("an error");
+            assert!(err.to_string().contains(needle), "{extra:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn admin_commands() {
+        let admin = |list: &[&str]| {
+            let mut all = vec!["admin"];
+            all.extend_from_slice(list);
+            match parse(&args(&all), |n: &str| {
+                (n == "TANDEM_DATA_DIR").then(|| "/from/env".to_owned())
+            }) {
+                Ok(Command::Admin { data_dir, command }) => Ok((data_dir, command)),
+                Ok(_) => panic!("expected Admin"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let ok = |list: &[&str]| admin(list).unwrap_or_else(|e| panic!("{list:?}: {e}"));
+        assert_eq!(
+            ok(&["files", "--data-dir", "/srv/t"]),
+            (PathBuf::from("/srv/t"), AdminCommand::Files)
+        );
+        assert_eq!(ok(&["files"]).0, PathBuf::from("/from/env"));
+        assert_eq!(
+            ok(&["clients", "/a b"]).1,
+            AdminCommand::Clients {
+                path: "/a b".into()
+            }
+        );
+        assert_eq!(
+            ok(&["history", "/p", "--from", "3", "--to=9"]).1,
+            AdminCommand::History {
+                path: "/p".into(),
+                from: Some(3),
+                to: Some(9)
+            }
+        );
+        assert_eq!(
+            ok(&["history", "/p"]).1,
+            AdminCommand::History {
+                path: "/p".into(),
+                from: None,
+                to: None
+            }
+        );
+        assert_eq!(
+            ok(&["state", "/p", "--data-dir=/d"]),
+            (
+                PathBuf::from("/d"),
+                AdminCommand::State { path: "/p".into() }
+            )
+        );
+        assert_eq!(
+            ok(&["backup", "/p", "/backups"]).1,
+            AdminCommand::Backup {
+                path: Some("/p".into()),
+                dest: "/backups".into()
+            }
+        );
+        assert_eq!(
+            ok(&["backup", "--all", "/backups"]).1,
+            AdminCommand::Backup {
+                path: None,
+                dest: "/backups".into()
+            }
+        );
+        assert_eq!(
+            ok(&["restore", "/b/1.sqlite", "/b/2.sqlite"]).1,
+            AdminCommand::Restore {
+                files: vec!["/b/1.sqlite".into(), "/b/2.sqlite".into()]
+            }
+        );
+        assert_eq!(
+            ok(&["compact", "/p", "--horizon", "86400"]).1,
+            AdminCommand::Compact {
+                path: "/p".into(),
+                horizon: Duration::from_secs(86_400)
+            }
+        );
+        for (list, needle) in [
+            (&[][..], "usage: tandem-server admin"),
+            (&["frobnicate"], "usage"),
+            (&["files", "extra"], "usage"),
+            (&["clients"], "usage"),
+            (
+                &["history", "/p", "--from", "x"],
+                "from (command line): expected a whole number",
+            ),
+            (&["history", "/p", "--from"], "--from needs a value"),
+            (
+                &["history", "/p", "--horizon", "1"],
+                "unknown option --horizon",
+            ),
+            (&["backup", "/p"], "usage"),
+            (&["backup", "--all", "/p", "/d"], "usage"),
+            (&["backup", "--all=yes", "/d"], "usage"),
+            (&["restore"], "usage"),
+            (&["compact", "/p"], "compact needs --horizon"),
+            (
+                &["compact", "/p", "--horizon", "-1"],
+                "horizon (command line)",
+            ),
+            (&["files", "--listen", "1.2.3.4:5"], "admin takes only"),
+            (&["files", "--data-dir"], "--data-dir needs a value"),
+        ] {
+            let err = admin(list).expect_err("an error");
+            assert!(err.contains(needle), "{list:?}: {err}");
+        }
     }
 }

@@ -7,9 +7,7 @@
 //! changeset that does not apply is refused (error 212) before it can reach other clients; the
 //! state is committed after the history and caught up from it at open.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,11 +55,25 @@ pub const DEFAULT_MAX_MERGE_WINDOW: u64 = 10_000;
 
 use super::state::{state_path, ServerState, StateError};
 
-/// A 64-bit random number from the OS-seeded hasher keys (no extra dependency).
-fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(0x5eed);
-    h.finish()
+/// A 64-bit random number from the operating system (ring's `SystemRandom`). If the system has
+/// none to give, the server cannot allocate idents safely: that is a storage-level failure of
+/// the session (error 201).
+pub(super) fn random_u64() -> Result<u64, ProtocolError> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 8];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| {
+        ProtocolError::new(
+            ErrorCode::OtherSessionError,
+            "the operating system has no random numbers",
+        )
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// A failed [`random_u64`] inside a SQLite transaction: it aborts the transaction and is
+/// reported like a storage failure of the session (error 201).
+fn random_failed(e: ProtocolError) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(e.message.into())
 }
 
 /// What an upload did.
@@ -232,7 +244,7 @@ impl ServerFile {
         let salt = match salt {
             Some(s) => s as u64,
             None => {
-                let s = random_u64() >> 1;
+                let s = random_u64()? >> 1;
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('salt', ?1)",
                     [s as i64],
@@ -580,8 +592,8 @@ impl ServerFile {
                 tx.execute("DELETE FROM client_file_pending WHERE ident = ?1", [ident])?;
             }
             let allocated = loop {
-                let ident = (random_u64() >> 1).max(1);
-                let salt = random_u64() >> 1;
+                let ident = (random_u64().map_err(random_failed)? >> 1).max(1);
+                let salt = random_u64().map_err(random_failed)? >> 1;
                 let inserted = tx.execute(
                     "INSERT OR IGNORE INTO client_file (ident, salt) VALUES (?1, ?2)",
                     params![ident as i64, salt as i64],

@@ -8,7 +8,11 @@
 //! - [`app`]: Realm's App Services HTTP API (`--app-id`): users, login, the server's own tokens.
 //! - [`metrics`]: the Prometheus metrics every part of the server records.
 //! - [`state`]: a server file's materialized state, in SQLite tables beside its history.
+//! - [`ops`]: log output, and the `/metrics`, `/healthz` and `/readyz` listener.
+//! - [`admin`]: `tandem-server admin ...`: list, print, back up, restore and compact server
+//!   files.
 
+pub mod admin;
 mod admission;
 pub mod app;
 mod auth;
@@ -17,6 +21,7 @@ pub mod disk;
 mod file;
 pub mod metrics;
 mod net;
+pub mod ops;
 pub mod realm;
 mod session;
 mod shared;

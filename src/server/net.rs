@@ -54,8 +54,12 @@ use std::sync::atomic::Ordering;
 pub struct RunningServer {
     /// The address it listens on.
     pub local_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     shared: Arc<Shared>,
+    /// Stops the metrics listener when the server is dropped.
+    _metrics: Option<super::ops::MetricsListener>,
 }
 
 impl RunningServer {
@@ -171,10 +175,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let shared = Arc::new(Shared::new(config, app, stop.clone()));
     super::session::start_sweeper(&shared);
     tokio::spawn(accept_loop(Arc::clone(&shared), listener, tls, stop));
+    let metrics = match shared.config.observability.metrics_listen {
+        Some(addr) => {
+            Some(super::ops::serve_metrics(Arc::clone(&shared), shutdown.subscribe(), addr).await?)
+        }
+        None => None,
+    };
     Ok(RunningServer {
         local_addr,
+        metrics_addr: metrics.as_ref().map(|m| m.local_addr),
         shutdown,
         shared,
+        _metrics: metrics,
     })
 }
 

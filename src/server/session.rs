@@ -300,7 +300,7 @@ pub fn file_name(path: &str) -> String {
 
 /// The file name servers before issue 13 used: the hex of the path's bytes (too long for paths
 /// over 123 bytes). An existing file under this name is still opened.
-fn legacy_file_name(path: &str) -> String {
+pub(super) fn legacy_file_name(path: &str) -> String {
     let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
     format!("{hex}.sqlite")
 }

@@ -52,6 +52,40 @@ pub struct ServerConfig {
     pub app: Option<super::app::AppConfig>,
     /// Deadlines and rate limits of the per-connection session loop.
     pub sessions: SessionLimits,
+    /// Logging and the metrics and health listener ([`super::ops`]).
+    pub observability: super::ops::Observability,
+}
+
+impl ServerConfig {
+    /// A configuration with every other setting at its default (the defaults of
+    /// `tandem-server`'s flags): TLS off and plain `ws://` refused (set `tls`, or
+    /// `allow_plain_ws` for local development), a 600 s idle timeout, default limits, no App
+    /// Services API, text logs at `info`, no metrics listener.
+    ///
+    /// ```
+    /// # use tandem::server::{Authenticator, ServerConfig};
+    /// let config = ServerConfig {
+    ///     allow_plain_ws: true,
+    ///     ..ServerConfig::new("127.0.0.1:0".parse().unwrap(), "data".into(), Authenticator::hs256(b"secret"))
+    /// };
+    /// assert!(config.tls.is_none());
+    /// ```
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, auth: Authenticator) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            tls: None,
+            allow_plain_ws: false,
+            auth,
+            idle_timeout: Duration::from_secs(600),
+            limits: Limits::default(),
+            connection_limits: Default::default(),
+            storage: Default::default(),
+            app: None,
+            sessions: Default::default(),
+            observability: Default::default(),
+        }
+    }
 }
 
 /// Deadlines and rate limits of a WebSocket connection's session loop (`docs/operations.md`,

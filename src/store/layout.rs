@@ -355,3 +355,27 @@ pub(crate) fn drop_table(
     conn.execute("DELETE FROM _tandem_table WHERE name = ?1", params![name])?;
     Ok(())
 }
+
+/// The value of `key` in `_tandem_sync` (sync metadata), if set and readable.
+pub(crate) fn get(conn: &Connection, key: &str) -> Option<u64> {
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT value FROM _tandem_sync WHERE key = ?1",
+        [key],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .ok()
+    .flatten()
+    .map(|v| v as u64)
+}
+
+/// Sets `key` in `_tandem_sync` to `value`.
+pub(crate) fn put(conn: &Connection, key: &str, value: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO _tandem_sync (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value as i64],
+    )?;
+    Ok(())
+}

@@ -19,6 +19,7 @@ mod apply;
 mod codec;
 mod compare;
 mod deep;
+mod history;
 mod layout;
 mod notify;
 mod query;
@@ -47,14 +48,14 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use deep::MAX_DEPTH as MAX_LINK_DEPTH;
+#[cfg(feature = "server")]
+pub(crate) use history::changeset_timestamp;
 pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
 pub use read::ReadTransaction;
 pub use reset::{Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome};
 pub use sync::{DownloadCursors, SyncProgress};
-#[cfg(feature = "server")]
-pub(crate) use write::changeset_timestamp;
 pub use write::{PathStep, WriteTransaction};
 
 use crate::changeset::{Changeset, ChangesetMeta};
@@ -406,7 +407,7 @@ impl Database {
             let migration = schema::migration(&schemas, schema)?;
             if !migration.is_empty() {
                 apply::apply(&conn, &mut schemas, &migration)?;
-                write::append_history(&conn, migration, 0, config.file_ident)?;
+                history::append_history(&conn, migration, 0, config.file_ident)?;
             }
             Ok::<_, StoreError>(schemas)
         })();

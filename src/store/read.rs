@@ -322,7 +322,7 @@ impl<'db> ReadTransaction<'db> {
 
     /// The client history, oldest first.
     pub fn history(&self) -> Result<Vec<crate::changeset::Changeset>, StoreError> {
-        super::write::read_history(self.conn())
+        super::history::read_history(self.conn())
     }
 }
 

@@ -22,7 +22,7 @@ use super::sync::{
     DOWNLOAD_SERVER_VERSION, LATEST_SERVER_VERSION, LATEST_SERVER_VERSION_SALT,
     UPLOAD_CLIENT_VERSION,
 };
-use super::{apply, layout, read, write, Database, StoreError};
+use super::{apply, history, layout, read, Database, StoreError};
 use crate::changeset::Changeset;
 use crate::state::{Object, Schemas, State, TableSpec};
 
@@ -176,7 +176,7 @@ impl Database {
     pub fn local_changes_after(&self, client_version: u64) -> Result<Vec<Changeset>, StoreError> {
         let read = self.read()?;
         Ok(
-            write::read_history_after(read.connection(), client_version)?
+            history::read_history_after(read.connection(), client_version)?
                 .into_iter()
                 .filter(|c| !c.is_empty())
                 .collect(),
@@ -239,7 +239,7 @@ impl Database {
                     // changeset is lost: all of it goes to the quarantine.
                     match apply::apply(conn, schemas, &changeset) {
                         Ok(()) => {
-                            write::append_history(
+                            history::append_history(
                                 conn,
                                 changeset,
                                 base.server_version,

@@ -7,9 +7,11 @@
 //! (OT, with the reciprocal forms kept in `_tandem_reciprocal`), applied and its cursors stored
 //! in one SQLite transaction, after which listeners are notified.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
-use super::{apply, write, Database, StoreError};
+use super::history::{last_version, read_history_after, CLOCK_OFFSET, HISTORY_BASE_VERSION};
+pub(crate) use super::layout::{get, put};
+use super::{apply, Database, StoreError};
 use crate::changeset::Changeset;
 use crate::ot::ReciprocalHistory;
 
@@ -20,12 +22,6 @@ pub(crate) const DOWNLOAD_CLIENT_VERSION: &str = "download_client_version";
 pub(crate) const LATEST_SERVER_VERSION: &str = "latest_server_version";
 pub(crate) const LATEST_SERVER_VERSION_SALT: &str = "latest_server_version_salt";
 pub(crate) const UPLOAD_CLIENT_VERSION: &str = "upload_client_version";
-/// The client version the history has been trimmed through (realm-core's
-/// `m_sync_history_base_version`): versions at or below it are gone, and new ones follow it.
-pub(crate) const HISTORY_BASE_VERSION: &str = "history_base_version";
-/// Milliseconds added to the device's clock when stamping local changesets (signed, stored as
-/// its two's complement): see [`Database::clock_offset`].
-pub(crate) const CLOCK_OFFSET: &str = "clock_offset_ms";
 
 /// Trims the history (realm-core's `trim_sync_history`): removes the local changesets at or
 /// below the last client version the server had integrated when it produced the latest server
@@ -45,27 +41,6 @@ pub(crate) fn trim_history(conn: &Connection, keep: u64) -> Result<(), StoreErro
     conn.prepare_cached("DELETE FROM _tandem_history WHERE version <= ?1")?
         .execute([through.min(i64::MAX as u64) as i64])?;
     put(conn, HISTORY_BASE_VERSION, through)
-}
-
-pub(crate) fn get(conn: &Connection, key: &str) -> Option<u64> {
-    conn.query_row(
-        "SELECT value FROM _tandem_sync WHERE key = ?1",
-        [key],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()
-    .ok()
-    .flatten()
-    .map(|v| v as u64)
-}
-
-pub(crate) fn put(conn: &Connection, key: &str, value: u64) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO _tandem_sync (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value as i64],
-    )?;
-    Ok(())
 }
 
 /// Where this file stands with the server.
@@ -154,7 +129,7 @@ impl Database {
         let acked = get(read.connection(), UPLOAD_CLIENT_VERSION).unwrap_or(0);
         let mut out = Vec::new();
         let mut bytes = 0;
-        for cs in write::read_history_after(read.connection(), acked)? {
+        for cs in read_history_after(read.connection(), acked)? {
             if cs.is_empty() {
                 continue;
             }
@@ -169,7 +144,7 @@ impl Database {
 
     /// The newest local version (0 if nothing was ever committed), trimmed or not.
     pub fn last_local_version(&self) -> Result<u64, StoreError> {
-        write::last_version(self.read()?.connection())
+        last_version(self.read()?.connection())
     }
 
     /// The client version the history has been trimmed through (0 if nothing was trimmed):
@@ -221,7 +196,7 @@ impl Database {
             let history = if entries.is_empty() {
                 Vec::new()
             } else {
-                write::read_history_after(conn, floor)?
+                read_history_after(conn, floor)?
             };
             let mut reciprocal = ReciprocalHistory::new();
             {

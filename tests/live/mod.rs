@@ -87,17 +87,14 @@ impl World {
     /// (Re)starts the server on the same port and data directory.
     pub fn start_server(&mut self) {
         let config = ServerConfig {
-            listen: self.addr,
-            data_dir: self.dir.join("server"),
             tls: Some((self.dir.join("cert.pem"), self.dir.join("key.pem"))),
-            allow_plain_ws: false,
-            auth: Authenticator::hs256(SECRET),
-            idle_timeout: Duration::from_secs(600),
             limits: self.limits,
-            connection_limits: Default::default(),
-            app: None,
             storage: self.storage.clone(),
-            sessions: Default::default(),
+            ..ServerConfig::new(
+                self.addr,
+                self.dir.join("server"),
+                Authenticator::hs256(SECRET),
+            )
         };
         let server = self.runtime.block_on(start(config)).unwrap();
         self.addr = server.local_addr;

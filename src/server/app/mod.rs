@@ -204,13 +204,20 @@ impl AppServices {
             config,
             store: Mutex::new(store),
             confirmations: Mutex::new(Box::new(|email, token, token_id| {
-                // tandem-server sends no email: the operator passes these on.
-                eprintln!("tandem-server: confirm {email} with token={token} tokenId={token_id}");
+                // tandem-server sends no email: the operator passes these on. This one-time
+                // confirmation pair is the only credential the log ever carries, by design
+                // (`--confirm-users manual`, docs/app-services.md).
+                tracing::warn!(
+                    email,
+                    token,
+                    token_id,
+                    "a user awaits confirmation: pass the token pair on"
+                );
             })),
         })
     }
 
-    /// Replaces where confirmation tokens go (by default, a line on standard error for the
+    /// Replaces where confirmation tokens go (by default, a warning in the server's log for the
     /// operator to pass on, since tandem-server sends no email).
     pub fn set_confirmation_sink(&self, sink: ConfirmationSink) {
         *self.confirmations.lock().unwrap_or_else(|e| e.into_inner()) = sink;

@@ -1,0 +1,126 @@
+//! The client history (`_tandem_history`): one row per local changeset, numbered by client
+//! version, with the server version it was based on, its origin timestamp and origin file
+//! ident. Appending and reading it are shared by write transactions, sync, client reset and
+//! the read side, so they live here, below all of them.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection};
+
+use super::layout::get;
+use super::StoreError;
+use crate::changeset::{Changeset, ChangesetMeta};
+
+/// The client version the history has been trimmed through (realm-core's
+/// `m_sync_history_base_version`): versions at or below it are gone, and new ones follow it.
+/// A key of `_tandem_sync`.
+pub(crate) const HISTORY_BASE_VERSION: &str = "history_base_version";
+
+/// Milliseconds added to the device's clock when stamping local changesets (signed, stored as
+/// its two's complement): see [`super::Database::clock_offset`]. A key of `_tandem_sync`.
+pub(crate) const CLOCK_OFFSET: &str = "clock_offset_ms";
+
+/// Milliseconds between the Unix epoch and 2015-01-01T00:00:00Z, the origin of changeset
+/// timestamps.
+const TIMESTAMP_EPOCH_MS: u64 = 1_420_070_400_000;
+
+/// Now, in changeset timestamp units (ms since 2015-01-01).
+pub(crate) fn changeset_timestamp() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    now.saturating_sub(TIMESTAMP_EPOCH_MS)
+}
+
+/// Now by the device's clock corrected by the stored clock offset (what the sync client
+/// measured against the server's clock, `Database::clock_offset`), never below 0.
+fn corrected_timestamp(conn: &Connection) -> i64 {
+    let offset = get(conn, CLOCK_OFFSET).unwrap_or(0) as i64;
+    (changeset_timestamp() as i64).saturating_add(offset).max(0)
+}
+
+/// Appends a local changeset to the history as the next client version.
+pub(crate) fn append_history(
+    conn: &Connection,
+    changeset: Changeset,
+    last_integrated_server_version: u64,
+    file_ident: u64,
+) -> Result<u64, StoreError> {
+    append_encoded(
+        conn,
+        &changeset.encode(),
+        last_integrated_server_version,
+        file_ident,
+    )
+}
+
+/// The newest client version ever given out: the newest history entry's, or, when trimming
+/// removed them all, the version the history was trimmed through.
+pub(crate) fn last_version(conn: &Connection) -> Result<u64, StoreError> {
+    let last: Option<i64> =
+        conn.query_row("SELECT MAX(version) FROM _tandem_history", [], |r| r.get(0))?;
+    let base = get(conn, HISTORY_BASE_VERSION).unwrap_or(0);
+    Ok((last.unwrap_or(0) as u64).max(base))
+}
+
+/// Appends a local changeset, already encoded as `encoded`, as the next client version.
+pub(crate) fn append_encoded(
+    conn: &Connection,
+    encoded: &[u8],
+    last_integrated_server_version: u64,
+    file_ident: u64,
+) -> Result<u64, StoreError> {
+    let version = last_version(conn)? + 1;
+    conn.prepare_cached(
+        "INSERT INTO _tandem_history (version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        version as i64,
+        encoded,
+        last_integrated_server_version as i64,
+        corrected_timestamp(conn),
+        file_ident as i64,
+    ])?;
+    Ok(version)
+}
+
+/// The whole history, oldest first.
+pub(crate) fn read_history(conn: &Connection) -> Result<Vec<Changeset>, StoreError> {
+    read_history_after(conn, 0)
+}
+
+/// The history entries with a version above `after`, oldest first.
+pub(crate) fn read_history_after(
+    conn: &Connection,
+    after: u64,
+) -> Result<Vec<Changeset>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident
+         FROM _tandem_history WHERE version > ?1 ORDER BY version",
+    )?;
+    let rows = stmt.query_map([after as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (version, bytes, server, timestamp, ident) = row?;
+        let mut cs = Changeset::decode(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("history version {version}: {e}")))?;
+        cs.meta = ChangesetMeta {
+            version: version as u64,
+            last_integrated_remote_version: server as u64,
+            origin_timestamp: timestamp as u64,
+            origin_file_ident: ident as u64,
+        };
+        out.push(cs);
+    }
+    Ok(out)
+}
