@@ -1,0 +1,167 @@
+// Typed reads: `db.object(Task.self, key:)`, `db.objects(Task.self, where:)` (live query results
+// as `TypedResults<Task>`), and `AsyncStream`s of typed results and typed object changes.
+
+import Foundation
+
+extension Database {
+    /// The object of `type` with `key`, or `nil`.
+    public func object<T: TandemObject>(_ type: T.Type, key: some PersistableScalar) throws -> T? {
+        try object(className: T.className, key: try Transaction.key(key, T.self))
+            .map { try FieldDecoder.decode(T.self, from: $0) }
+    }
+
+    /// The target of `link`, or `nil` if it no longer exists.
+    public func object<T: TandemObject>(_ link: Link<T>) throws -> T? {
+        try object(className: T.className, key: link.key).map { try FieldDecoder.decode(T.self, from: $0) }
+    }
+
+    /// The objects of `type` matching `filter` (Realm's query language, e.g.
+    /// `"done == false SORT(title ASC)"`; `$0`, `$1`... are `args`). A bad filter throws
+    /// `TandemError.InvalidArgument` here, not later.
+    ///
+    ///     let open = try db.objects(Task.self, where: "done == false AND title CONTAINS $0", "milk")
+    public func objects<T: TandemObject>(_ type: T.Type, where filter: String = "TRUEPREDICATE",
+                                         _ args: any PersistableScalar...) throws -> TypedResults<T>
+    {
+        _ = try ModelInfo.of(T.self)
+        let values = try args.map { try $0.tandemValue() }
+        return TypedResults(try query(className: T.className, filter: filter, args: values), db: self)
+    }
+
+    /// The changes of one object as an async sequence of `TypedObjectChange` (the object as read
+    /// when the change is delivered). Ending the iteration cancels the listener.
+    public func changes<T: TandemObject>(of type: T.Type, key: some PersistableScalar, keyPaths: [String] = [])
+        throws -> AsyncStream<TypedObjectChange<T>>
+    {
+        let key = try Transaction.key(key, T.self)
+        let untyped = try changes(className: T.className, key: key, keyPaths: keyPaths)
+        return AsyncStream { continuation in
+            let task = Task {
+                for await change in untyped {
+                    switch change {
+                    case .deleted:
+                        continuation.yield(.deleted)
+                    case let .modified(properties):
+                        // Read after the change: nil only if it was deleted since (a .deleted follows).
+                        if let object = try? self.object(T.self, keyValue: key) {
+                            continuation.yield(.modified(object, properties: properties))
+                        }
+                    }
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    func object<T: TandemObject>(_ type: T.Type, keyValue key: Key) throws -> T? {
+        try object(className: T.className, key: key).map { try FieldDecoder.decode(T.self, from: $0) }
+    }
+}
+
+/// A change to one observed object.
+public enum TypedObjectChange<T: TandemObject> {
+    /// It changed: the object now, and the names of the properties that changed (sorted; a
+    /// change through a link names the link property).
+    case modified(T, properties: [String])
+    /// It was deleted.
+    case deleted
+}
+
+/// A change to live query results: Realm-style indices and the typed objects after it.
+public struct TypedResultsChange<T: TandemObject> {
+    /// The results after the change, in order (read when the change is delivered).
+    public let objects: [T]
+    /// Indices in the old results of objects no longer there.
+    public let deletions: [Int]
+    /// Indices in the new results of objects new there.
+    public let insertions: [Int]
+    /// Indices in the new results of objects whose content changed.
+    public let modifications: [Int]
+}
+
+/// Live typed results of a query: each read sees the current database.
+public final class TypedResults<T: TandemObject>: @unchecked Sendable {
+    /// The untyped results underneath.
+    public let raw: Results
+    let db: Database
+
+    init(_ raw: Results, db: Database) {
+        self.raw = raw
+        self.db = db
+    }
+
+    /// How many objects match now.
+    public func count() throws -> Int { Int(try raw.count()) }
+
+    /// The matching objects now, in order (one read of the whole result).
+    public func snapshot() throws -> [T] {
+        try raw.objects().map { try FieldDecoder.decode(T.self, from: $0) }
+    }
+
+    /// The first matching object now, if any.
+    public func first() throws -> T? {
+        guard let key = try raw.keys().first else { return nil }
+        return try db.object(T.self, keyValue: key)
+    }
+
+    /// Each change as a `TypedResultsChange` (no initial value). Ending the iteration cancels the
+    /// listener; a query that cannot be observed, or objects that cannot be decoded, finish it.
+    public func changes(keyPaths: [String] = []) -> AsyncStream<TypedResultsChange<T>> {
+        let untyped = raw.changes(keyPaths: keyPaths)
+        return AsyncStream { continuation in
+            let task = Task {
+                for await change in untyped {
+                    guard let objects = try? self.snapshot() else { break }
+                    continuation.yield(TypedResultsChange(
+                        objects: objects, deletions: change.deletions.map { Int($0) },
+                        insertions: change.insertions.map { Int($0) },
+                        modifications: change.modifications.map { Int($0) }))
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// The results now, then again after every change: live results as an async sequence.
+    ///
+    ///     for await tasks in try db.objects(Task.self, where: "done == false").values() { ... }
+    public func values(keyPaths: [String] = []) -> AsyncStream<[T]> {
+        let changes = changes(keyPaths: keyPaths)
+        return AsyncStream { continuation in
+            let task = Task {
+                // Listen first, then read, so no change between the read and the listener is missed.
+                var iterator = changes.makeAsyncIterator()
+                if let now = try? self.snapshot() { continuation.yield(now) }
+                while let change = await iterator.next() { continuation.yield(change.objects) }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Waits until `predicate` holds for the results (checked now and after each change) and
+    /// returns them; throws `TandemModelError.timeout` after `seconds`.
+    ///
+    ///     try await db.objects(Task.self).wait(seconds: 10) { $0.count == 20 }
+    @discardableResult
+    public func wait(seconds: Double, until predicate: @escaping @Sendable ([T]) -> Bool) async throws -> [T] {
+        try await withThrowingTaskGroup(of: [T]?.self) { group in
+            group.addTask {
+                for await objects in self.values() where predicate(objects) { return objects }
+                return nil
+            }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+                return nil
+            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            guard let objects = first else {
+                throw TandemModelError.timeout("\(T.className) results did not match within \(seconds) s")
+            }
+            return objects
+        }
+    }
+}
