@@ -11,13 +11,7 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 mkdir -p "$target"
 target=$(cd "$target" && pwd -P)
 cargo build -q --release --features ffi --lib
-export LD_LIBRARY_PATH="$target/release${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-case "$target/" in
-  "$repo"/*) ;;
-  *) export TANDEM_SWIFT_MOUNTS="$target${TANDEM_SWIFT_MOUNTS:+:$TANDEM_SWIFT_MOUNTS}" ;;
-esac
-with_swift=${TANDEM_WITH_SWIFT:-$repo/../shared/tools/with-swift}
-[ -x "$with_swift" ] || with_swift=/work/shared/tools/with-swift
-[ -x "$with_swift" ] || with_swift=env  # Swift installed on this machine
+. bindings/swift/lib.sh
+swift_env "$target/release"
 "$with_swift" swift build -c release --package-path bindings/swift/Benchmarks
 "$with_swift" bindings/swift/Benchmarks/.build/release/TandemBenchmark "$@"

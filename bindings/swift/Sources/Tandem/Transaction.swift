@@ -139,10 +139,10 @@ public final class Transaction {
     public func insert<T: TandemObject, V: PersistableScalar>(
         _ value: V, at index: Int, in type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
-        try Self.check(T.self, property, V.self, .list)
-        try raw.listInsert(className: T.className, key: try Self.key(key, T.self), property: property,
-                           index: try Self.index(index), value: try value.tandemValue())
-        touched.insert(ObjectRef(className: T.className, key: try Self.key(key, T.self)))
+        let index = try Self.index(index)
+        try edit(T.self, key, property, value, .list) {
+            try raw.listInsert(className: T.className, key: $0, property: property, index: index, value: $1)
+        }
     }
 
     /// Removes the element at `index` of a list property.
@@ -161,30 +161,38 @@ public final class Transaction {
     public func insert<T: TandemObject, V: PersistableScalar>(
         _ value: V, intoSet type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
-        try Self.check(T.self, property, V.self, .set)
-        let key = try Self.key(key, T.self)
-        try raw.setInsert(className: T.className, key: key, property: property, value: try value.tandemValue())
-        touched.insert(ObjectRef(className: T.className, key: key))
+        try edit(T.self, key, property, value, .set) {
+            try raw.setInsert(className: T.className, key: $0, property: property, value: $1)
+        }
     }
 
     /// Removes `value` from a set property.
     public func remove<T: TandemObject, V: PersistableScalar>(
         _ value: V, fromSet type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
-        try Self.check(T.self, property, V.self, .set)
-        let key = try Self.key(key, T.self)
-        try raw.setErase(className: T.className, key: key, property: property, value: try value.tandemValue())
-        touched.insert(ObjectRef(className: T.className, key: key))
+        try edit(T.self, key, property, value, .set) {
+            try raw.setErase(className: T.className, key: $0, property: property, value: $1)
+        }
     }
 
     /// Sets `entry` of a dictionary property to `value`.
     public func set<T: TandemObject, V: PersistableScalar>(
         _ entry: String, to value: V, in type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
-        try Self.check(T.self, property, V.self, .dictionary)
+        try edit(T.self, key, property, value, .dictionary) {
+            try raw.dictSet(className: T.className, key: $0, property: property, entry: entry, value: $1)
+        }
+    }
+
+    /// Checks `value` against the collection `property` of `T`, then records `op` with the key
+    /// and the value as the FFI takes them.
+    private func edit<T: TandemObject, V: PersistableScalar>(
+        _ type: T.Type, _ key: some PersistableScalar, _ property: String, _ value: V, _ collection: Collection,
+        _ op: (Key, Value) throws -> Void
+    ) throws {
+        try Self.check(T.self, property, V.self, collection)
         let key = try Self.key(key, T.self)
-        try raw.dictSet(className: T.className, key: key, property: property, entry: entry,
-                        value: try value.tandemValue())
+        try op(key, try value.tandemValue())
         touched.insert(ObjectRef(className: T.className, key: key))
     }
 
