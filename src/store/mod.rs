@@ -55,7 +55,7 @@ pub use reset::{Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome};
 pub use sync::{DownloadCursors, SyncProgress};
 #[cfg(feature = "server")]
 pub(crate) use write::changeset_timestamp;
-pub use write::{PathStep, WriteTransaction};
+pub use write::{PathStep, PropertyPath, WriteTransaction};
 
 use crate::changeset::{Changeset, ChangesetMeta};
 use crate::model::{ObjectId, PrimaryKey, Schema, Uuid};
