@@ -13,7 +13,7 @@
 //
 // A link is a `Link<Target>` value (the target's key), resolved with `db.object(link)`: reads stay
 // one object deep, so cycles cannot recurse. Embedded objects are not supported by this layer yet
-// (this build's FFI cannot write them).
+// (use the untyped API's embedded operations).
 
 import Foundation
 

@@ -37,10 +37,10 @@ extension Database {
 /// A write transaction being recorded (see `Database.write`). Nothing reaches the database until
 /// the block returns; then everything is applied at once or, on any error, nothing.
 ///
-/// Reads made while recording (`modify`, `upsert` of a model with collections) see the committed
-/// state, not this transaction's earlier edits; collection replacement is done as index erases
-/// and inserts computed from that state (this build's FFI has no list/set/dictionary clear), so
-/// `upsert`/`modify` of a collection-bearing object already written in the same transaction throws
+/// `upsert` replaces each collection (clear, then insert). `modify` reads the committed object,
+/// not this transaction's earlier edits, and writes only what changed (a changed list as index
+/// erases and inserts computed from that read, a set or dictionary as its differences), so
+/// `modify` of an object already written in the same transaction throws
 /// `TandemModelError.notWritable` instead of guessing.
 public final class Transaction {
     /// The untyped transaction underneath.
@@ -73,9 +73,8 @@ public final class Transaction {
     /// Creates `object`, or overwrites every property of the existing object with its key.
     public func upsert<T: TandemObject>(_ object: T) throws {
         let (info, key, fields) = try Self.encode(object)
-        let old = try committed(T.self, info, key, fields)
         try raw.upsert(className: T.className, key: key, values: Self.singles(fields, info, T.primaryKey))
-        try replaceCollections(T.className, key, old: old, new: fields)
+        try replaceCollections(T.className, key, old: nil, new: fields, clear: true)
         touched.insert(ObjectRef(className: T.className, key: key))
     }
 
@@ -292,19 +291,6 @@ public final class Transaction {
         }
     }
 
-    /// The committed object, when `upsert` needs it to replace collections.
-    private func committed<T: TandemObject>(_ type: T.Type, _ info: ModelInfo, _ key: Key,
-                                            _ fields: [String: FieldInput]) throws -> [String: FieldValue]?
-    {
-        guard info.shapes.values.contains(where: { $0.collection != .single }) else { return nil }
-        if touched.contains(ObjectRef(className: T.className, key: key)) {
-            throw TandemModelError.notWritable(
-                type: T.className,
-                reason: "upsert of an object with collections already written in this transaction")
-        }
-        return try db.object(className: T.className, key: key)
-    }
-
     /// What a read property would write.
     static func asInput(_ field: FieldValue?) -> FieldInput? {
         switch field {
@@ -312,16 +298,25 @@ public final class Transaction {
         case let .list(items)?: return .list(items)
         case let .set(items)?: return .set(items)
         case let .dictionary(entries)?: return .dictionary(entries)
-        case .embedded?, nil: return nil
+        default: return nil  // embedded objects: not in the typed layer
         }
     }
 
-    /// Turns each collection of `old` (nil: empty) into the one in `new`.
+    /// Turns each collection of `old` (nil: empty) into the one in `new`; with `clear`, each is
+    /// cleared first (the list/set/dictionary clear operations) and `old` is not consulted.
     private func replaceCollections(_ className: String, _ key: Key, old: [String: FieldValue]?,
-                                    new: [String: FieldInput]) throws
+                                    new: [String: FieldInput], clear: Bool = false) throws
     {
         for (property, input) in new {
             let before = Self.asInput(old?[property])
+            if clear {
+                switch input {
+                case .single: continue
+                case .list: try raw.listClear(className: className, key: key, property: property)
+                case .set: try raw.setClear(className: className, key: key, property: property)
+                case .dictionary: try raw.dictClear(className: className, key: key, property: property)
+                }
+            }
             switch input {
             case .single: continue
             case let .list(items):
