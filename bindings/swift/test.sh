@@ -35,23 +35,6 @@ if [ "$stale" = 1 ]; then
   exit 1
 fi
 
-# with-swift passes LD_LIBRARY_PATH (and nothing else) into its Swift root: Package.swift links
-# against, and the tests find tandem-server in, the directories it names.
-export LD_LIBRARY_PATH="$target/debug${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-case "$target/" in
-  "$repo"/*) ;;
-  *) export TANDEM_SWIFT_MOUNTS="$target${TANDEM_SWIFT_MOUNTS:+:$TANDEM_SWIFT_MOUNTS}" ;;
-esac
-# with-swift lives in the workplace's shared tools, next to the repository (or at /work/shared
-# when the repository is cloned elsewhere, as CI may do).
-with_swift=${TANDEM_WITH_SWIFT:-$repo/../shared/tools/with-swift}
-[ -x "$with_swift" ] || with_swift=/work/shared/tools/with-swift
-if [ ! -x "$with_swift" ]; then
-  if command -v swift >/dev/null 2>&1; then
-    with_swift=env  # a machine with Swift installed (macOS, or Linux with a Swift toolchain)
-  else
-    echo "test.sh: no Swift: neither ../shared/tools/with-swift nor swift on PATH" >&2
-    exit 1
-  fi
-fi
+. bindings/swift/lib.sh
+swift_env "$target/debug"
 "$with_swift" swift test --package-path bindings/swift

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::ops::{self, PathStep, WriteOp};
 use super::types::{
     core_key, core_value, ffi_key, fields, schema, CallbackError, ClassSpec, FieldValue, Key,
     ObjectChange, ResultsChange, TandemError, Value,
@@ -86,6 +87,14 @@ impl Database {
             db: Arc::clone(&self.inner),
             ops: Mutex::new(Some(Vec::new())),
         })
+    }
+
+    /// Performs `ops` in order in one write transaction and commits it, in one crossing: all
+    /// or nothing. Returns the new local version, or `None` if nothing changed. An error names
+    /// the failing operation (`operation 3: ...`) and keeps its kind; nothing is written then.
+    /// The batch path for typed layers: build the list, cross once.
+    pub fn write(&self, ops: Vec<WriteOp>) -> Result<Option<u64>, TandemError> {
+        ops::write(&self.inner, ops)
     }
 
     /// The object of `class_name` with `key`, property by property, if it exists.
@@ -217,101 +226,38 @@ impl Results {
     }
 }
 
-enum Op {
-    Create(
-        String,
-        crate::model::PrimaryKey,
-        Vec<(String, crate::model::Value)>,
-    ),
-    Upsert(
-        String,
-        crate::model::PrimaryKey,
-        Vec<(String, crate::model::Value)>,
-    ),
-    Set(
-        String,
-        crate::model::PrimaryKey,
-        String,
-        crate::model::Value,
-    ),
-    Erase(String, crate::model::PrimaryKey),
-    Add(String, crate::model::PrimaryKey, String, i64),
-    ListInsert(
-        String,
-        crate::model::PrimaryKey,
-        String,
-        u32,
-        crate::model::Value,
-    ),
-    ListErase(String, crate::model::PrimaryKey, String, u32),
-    SetInsert(
-        String,
-        crate::model::PrimaryKey,
-        String,
-        crate::model::Value,
-    ),
-    SetErase(
-        String,
-        crate::model::PrimaryKey,
-        String,
-        crate::model::Value,
-    ),
-    DictSet(
-        String,
-        crate::model::PrimaryKey,
-        String,
-        String,
-        crate::model::Value,
-    ),
-    DictErase(String, crate::model::PrimaryKey, String, String),
-}
-
-/// A write transaction being recorded. `commit()` performs every operation in one atomic store
-/// transaction (all or nothing) and returns its version; `rollback()` discards it.
+/// A write transaction being recorded: each method records one [`WriteOp`] (nothing crosses
+/// back until `commit()`). `commit()` performs every operation in one atomic store transaction
+/// (all or nothing) and returns its version; `rollback()` discards it. Values are checked at
+/// `commit()`: a wrong type, a missing object or a malformed key fails the commit, naming the
+/// operation (`operation 2: ...`), and nothing is written. `Database.write(ops)` does the same
+/// with a list made by the caller, in one crossing.
 #[derive(uniffi::Object)]
 pub struct WriteTransaction {
     db: Arc<store::Database>,
-    ops: Mutex<Option<Vec<Op>>>,
+    ops: Mutex<Option<Vec<WriteOp>>>,
 }
 
-impl WriteTransaction {
-    fn record(&self, op: Op) -> Result<(), TandemError> {
-        match lock(&self.ops).as_mut() {
-            Some(ops) => {
-                ops.push(op);
-                Ok(())
-            }
-            None => Err(TandemError::InvalidArgument {
-                message: "this transaction was already committed or rolled back".into(),
-            }),
-        }
+fn finished() -> TandemError {
+    TandemError::InvalidArgument {
+        message: "this transaction was already committed or rolled back".into(),
     }
-}
-
-fn values(
-    values: HashMap<String, Value>,
-) -> Result<Vec<(String, crate::model::Value)>, TandemError> {
-    let mut out = values
-        .into_iter()
-        .map(|(k, v)| Ok((k, core_value(&v)?)))
-        .collect::<Result<Vec<_>, TandemError>>()?;
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
-/// Calls `f` with `values` as the `(&str, Value)` pairs the store takes, without copying values.
-fn with_named<T>(
-    values: Vec<(String, crate::model::Value)>,
-    f: impl FnOnce(&[(&str, crate::model::Value)]) -> T,
-) -> T {
-    let (names, values): (Vec<String>, Vec<crate::model::Value>) = values.into_iter().unzip();
-    let named: Vec<(&str, crate::model::Value)> =
-        names.iter().map(String::as_str).zip(values).collect();
-    f(&named)
 }
 
 #[uniffi::export]
 impl WriteTransaction {
+    /// Records any operation (the methods below are shorthands for the common ones).
+    pub fn record(&self, op: WriteOp) -> Result<(), TandemError> {
+        lock(&self.ops).as_mut().ok_or_else(finished)?.push(op);
+        Ok(())
+    }
+
+    /// Records several operations at once (one crossing).
+    pub fn record_all(&self, ops: Vec<WriteOp>) -> Result<(), TandemError> {
+        lock(&self.ops).as_mut().ok_or_else(finished)?.extend(ops);
+        Ok(())
+    }
+
     /// Creates an object (an error at commit if it exists).
     pub fn create(
         &self,
@@ -319,11 +265,11 @@ impl WriteTransaction {
         key: Key,
         values: HashMap<String, Value>,
     ) -> Result<(), TandemError> {
-        self.record(Op::Create(
+        self.record(WriteOp::Create {
             class_name,
-            core_key(&key)?,
-            self::values(values)?,
-        ))
+            key,
+            values,
+        })
     }
 
     /// Creates an object or writes these values to the existing one.
@@ -333,46 +279,75 @@ impl WriteTransaction {
         key: Key,
         values: HashMap<String, Value>,
     ) -> Result<(), TandemError> {
-        self.record(Op::Upsert(
+        self.record(WriteOp::Upsert {
             class_name,
-            core_key(&key)?,
-            self::values(values)?,
-        ))
+            key,
+            values,
+        })
     }
 
-    /// Writes one property.
+    /// Writes one property; with a `path`, a field of an embedded object (see [`WriteOp`]).
+    #[uniffi::method(default(path = []))]
     pub fn set(
         &self,
         class_name: String,
         key: Key,
         property: String,
         value: Value,
+        path: Vec<PathStep>,
     ) -> Result<(), TandemError> {
-        self.record(Op::Set(
+        self.record(WriteOp::Set {
             class_name,
-            core_key(&key)?,
+            key,
             property,
-            core_value(&value)?,
-        ))
+            value,
+            path,
+        })
     }
 
     /// Deletes an object.
     pub fn erase(&self, class_name: String, key: Key) -> Result<(), TandemError> {
-        self.record(Op::Erase(class_name, core_key(&key)?))
+        self.record(WriteOp::Erase { class_name, key })
     }
 
     /// Adds to an integer property (a counter: concurrent adds from several devices sum up).
+    #[uniffi::method(default(path = []))]
     pub fn add(
         &self,
         class_name: String,
         key: Key,
         property: String,
         amount: i64,
+        path: Vec<PathStep>,
     ) -> Result<(), TandemError> {
-        self.record(Op::Add(class_name, core_key(&key)?, property, amount))
+        self.record(WriteOp::Add {
+            class_name,
+            key,
+            property,
+            amount,
+            path,
+        })
+    }
+
+    /// Creates the embedded object of `property` (or at `path` below it) if there is none.
+    #[uniffi::method(default(path = []))]
+    pub fn create_embedded(
+        &self,
+        class_name: String,
+        key: Key,
+        property: String,
+        path: Vec<PathStep>,
+    ) -> Result<(), TandemError> {
+        self.record(WriteOp::CreateEmbedded {
+            class_name,
+            key,
+            property,
+            path,
+        })
     }
 
     /// Inserts into a list property at `index`.
+    #[uniffi::method(default(path = []))]
     pub fn list_insert(
         &self,
         class_name: String,
@@ -380,60 +355,172 @@ impl WriteTransaction {
         property: String,
         index: u32,
         value: Value,
+        path: Vec<PathStep>,
     ) -> Result<(), TandemError> {
-        self.record(Op::ListInsert(
+        self.record(WriteOp::ListInsert {
             class_name,
-            core_key(&key)?,
+            key,
             property,
-            index,
-            core_value(&value)?,
-        ))
+            index: index.into(),
+            value,
+            path,
+        })
+    }
+
+    /// Inserts a new, empty embedded object into a list of embedded objects at `index`.
+    #[uniffi::method(default(path = []))]
+    pub fn list_insert_embedded(
+        &self,
+        class_name: String,
+        key: Key,
+        property: String,
+        index: u32,
+        path: Vec<PathStep>,
+    ) -> Result<(), TandemError> {
+        self.record(WriteOp::ListInsertEmbedded {
+            class_name,
+            key,
+            property,
+            index: index.into(),
+            path,
+        })
+    }
+
+    /// Replaces the element at `index` of a list property.
+    #[uniffi::method(default(path = []))]
+    pub fn list_set(
+        &self,
+        class_name: String,
+        key: Key,
+        property: String,
+        index: u32,
+        value: Value,
+        path: Vec<PathStep>,
+    ) -> Result<(), TandemError> {
+        self.record(WriteOp::ListSet {
+            class_name,
+            key,
+            property,
+            index: index.into(),
+            value,
+            path,
+        })
+    }
+
+    /// Moves the element at `from` of a list property so that it ends up at `to`.
+    #[uniffi::method(default(path = []))]
+    pub fn list_move(
+        &self,
+        class_name: String,
+        key: Key,
+        property: String,
+        from: u32,
+        to: u32,
+        path: Vec<PathStep>,
+    ) -> Result<(), TandemError> {
+        self.record(WriteOp::ListMove {
+            class_name,
+            key,
+            property,
+            from: from.into(),
+            to: to.into(),
+            path,
+        })
     }
 
     /// Removes the element at `index` of a list property.
+    #[uniffi::method(default(path = []))]
     pub fn list_erase(
         &self,
         class_name: String,
         key: Key,
         property: String,
         index: u32,
+        path: Vec<PathStep>,
     ) -> Result<(), TandemError> {
-        self.record(Op::ListErase(class_name, core_key(&key)?, property, index))
+        self.record(WriteOp::ListErase {
+            class_name,
+            key,
+            property,
+            index: index.into(),
+            path,
+        })
+    }
+
+    /// Empties a list property.
+    #[uniffi::method(default(path = []))]
+    pub fn list_clear(
+        &self,
+        class_name: String,
+        key: Key,
+        property: String,
+        path: Vec<PathStep>,
+    ) -> Result<(), TandemError> {
+        self.record(WriteOp::ListClear {
+            class_name,
+            key,
+            property,
+            path,
+        })
     }
 
     /// Adds a value to a set property.
+    #[uniffi::method(default(path = []))]
     pub fn set_insert(
         &self,
         class_name: String,
         key: Key,
         property: String,
         value: Value,
+        path: Vec<PathStep>,
     ) -> Result<(), TandemError> {
-        self.record(Op::SetInsert(
+        self.record(WriteOp::SetInsert {
             class_name,
-            core_key(&key)?,
+            key,
             property,
-            core_value(&value)?,
-        ))
+            value,
+            path,
+        })
     }
 
     /// Removes a value from a set property.
+    #[uniffi::method(default(path = []))]
     pub fn set_erase(
         &self,
         class_name: String,
         key: Key,
         property: String,
         value: Value,
+        path: Vec<PathStep>,
     ) -> Result<(), TandemError> {
-        self.record(Op::SetErase(
+        self.record(WriteOp::SetErase {
             class_name,
-            core_key(&key)?,
+            key,
             property,
-            core_value(&value)?,
-        ))
+            value,
+            path,
+        })
+    }
+
+    /// Empties a set property.
+    #[uniffi::method(default(path = []))]
+    pub fn set_clear(
+        &self,
+        class_name: String,
+        key: Key,
+        property: String,
+        path: Vec<PathStep>,
+    ) -> Result<(), TandemError> {
+        self.record(WriteOp::SetClear {
+            class_name,
+            key,
+            property,
+            path,
+        })
     }
 
     /// Writes one entry of a dictionary property.
+    #[uniffi::method(default(path = []))]
     pub fn dict_set(
         &self,
         class_name: String,
@@ -441,68 +528,59 @@ impl WriteTransaction {
         property: String,
         entry: String,
         value: Value,
+        path: Vec<PathStep>,
     ) -> Result<(), TandemError> {
-        self.record(Op::DictSet(
+        self.record(WriteOp::DictSet {
             class_name,
-            core_key(&key)?,
+            key,
             property,
             entry,
-            core_value(&value)?,
-        ))
+            value,
+            path,
+        })
     }
 
     /// Removes one entry of a dictionary property.
+    #[uniffi::method(default(path = []))]
     pub fn dict_erase(
         &self,
         class_name: String,
         key: Key,
         property: String,
         entry: String,
+        path: Vec<PathStep>,
     ) -> Result<(), TandemError> {
-        self.record(Op::DictErase(class_name, core_key(&key)?, property, entry))
+        self.record(WriteOp::DictErase {
+            class_name,
+            key,
+            property,
+            entry,
+            path,
+        })
+    }
+
+    /// Empties a dictionary property.
+    #[uniffi::method(default(path = []))]
+    pub fn dict_clear(
+        &self,
+        class_name: String,
+        key: Key,
+        property: String,
+        path: Vec<PathStep>,
+    ) -> Result<(), TandemError> {
+        self.record(WriteOp::DictClear {
+            class_name,
+            key,
+            property,
+            path,
+        })
     }
 
     /// Performs every recorded operation in one transaction. Returns the new local version,
     /// or `None` if nothing changed. On an error nothing is written.
     pub fn commit(&self) -> Result<Option<u64>, TandemError> {
-        let ops = lock(&self.ops)
-            .take()
-            .ok_or_else(|| TandemError::InvalidArgument {
-                message: "this transaction was already committed or rolled back".into(),
-            })?;
-        let mut tx = self.db.begin_write()?;
-        for op in ops {
-            match op {
-                Op::Create(class, key, vals) => {
-                    with_named(vals, |named| tx.create(&class, key, named))?
-                }
-                Op::Upsert(class, key, vals) => {
-                    with_named(vals, |named| tx.upsert(&class, key, named))?
-                }
-                Op::Set(class, key, prop, value) => tx.set(&class, &key, &prop, value)?,
-                Op::Erase(class, key) => tx.erase(&class, &key)?,
-                Op::Add(class, key, prop, amount) => tx.add(&class, &key, &prop, amount)?,
-                Op::ListInsert(class, key, prop, index, value) => {
-                    tx.list_insert(&class, &key, &prop, index, value)?
-                }
-                Op::ListErase(class, key, prop, index) => {
-                    tx.list_erase(&class, &key, &prop, index)?
-                }
-                Op::SetInsert(class, key, prop, value) => {
-                    tx.set_insert(&class, &key, &prop, value)?
-                }
-                Op::SetErase(class, key, prop, value) => {
-                    tx.set_erase(&class, &key, &prop, value)?
-                }
-                Op::DictSet(class, key, prop, entry, value) => {
-                    tx.dict_set(&class, &key, &prop, &entry, value)?
-                }
-                Op::DictErase(class, key, prop, entry) => {
-                    tx.dict_erase(&class, &key, &prop, &entry)?
-                }
-            }
-        }
-        Ok(tx.commit()?)
+        let ops = lock(&self.ops).take().ok_or_else(finished)?;
+        ops::write(&self.db, ops)
     }
 
     /// Discards the recorded operations.

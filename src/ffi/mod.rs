@@ -3,6 +3,7 @@
 //! and forwards to [`crate::store`] and [`crate::client`].
 //!
 //! - `types`: values, keys, schema records, changes, errors.
+//! - `ops`: [`WriteOp`], the one list of write operations, and the function that performs one.
 //! - `database`: `Database`, `WriteTransaction`, `Results`, listener handles.
 //! - `sync`: `SyncSession`, `open_synced`, the sync listeners and the token provider.
 //!
@@ -10,9 +11,11 @@
 //! listener is logged and the other listeners still run; no panic crosses the boundary.
 
 mod database;
+mod ops;
 mod sync;
 mod types;
 
 pub use database::{Database, ListenerHandle, Results, WriteTransaction};
+pub use ops::{PathStep, WriteOp};
 pub use sync::{open_synced, SyncOptions, SyncSession, SyncedDatabase};
 pub use types::*;

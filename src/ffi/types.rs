@@ -90,6 +90,24 @@ impl std::fmt::Display for TandemError {
 
 impl std::error::Error for TandemError {}
 
+impl TandemError {
+    /// The same error with `what: ` put before its message (the variant and its other fields
+    /// are kept).
+    pub fn context(mut self, what: &str) -> Self {
+        let message = match &mut self {
+            TandemError::Schema { message }
+            | TandemError::InvalidArgument { message }
+            | TandemError::Store { message }
+            | TandemError::Sync { message }
+            | TandemError::Timeout { message }
+            | TandemError::Stopped { message }
+            | TandemError::TooLarge { message, .. } => message,
+        };
+        *message = format!("{what}: {message}");
+        self
+    }
+}
+
 impl From<StoreError> for TandemError {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
@@ -252,7 +270,7 @@ pub enum FieldValue {
         /// The value.
         value: Value,
     },
-    /// A list (embedded objects in it read as null).
+    /// A list of values.
     List {
         /// The elements, in order.
         items: Vec<Value>,
@@ -262,15 +280,27 @@ pub enum FieldValue {
         /// The elements, sorted.
         items: Vec<Value>,
     },
-    /// A dictionary (embedded objects in it read as null).
+    /// A dictionary of values.
     Dictionary {
         /// Key to value.
         entries: HashMap<String, Value>,
     },
-    /// An embedded object (read it with `Database.embedded`... not yet: only its presence).
+    /// A single embedded-object property.
     Embedded {
         /// Whether the object is there.
         present: bool,
+        /// Its properties (empty when it is not there), embedded objects included.
+        fields: HashMap<String, FieldValue>,
+    },
+    /// A list of embedded objects.
+    EmbeddedList {
+        /// Each object's properties, in order.
+        items: Vec<HashMap<String, FieldValue>>,
+    },
+    /// A dictionary of embedded objects.
+    EmbeddedDictionary {
+        /// Key to the object's properties (`None` for a null entry).
+        entries: HashMap<String, Option<HashMap<String, FieldValue>>>,
     },
 }
 
@@ -520,13 +550,24 @@ fn ffi_val(v: &Val) -> Value {
     }
 }
 
-fn element(e: &Element) -> Value {
+fn element(e: &Element) -> Option<Value> {
     match e {
-        Element::Value(v) => ffi_val(v),
-        Element::Embedded(_) => Value::Null,
+        Element::Value(v) => Some(ffi_val(v)),
+        Element::Embedded(_) => None,
     }
 }
 
+fn embedded(e: &Element) -> Option<HashMap<String, FieldValue>> {
+    match e {
+        Element::Embedded(o) => Some(fields(o)),
+        Element::Value(_) => None,
+    }
+}
+
+/// An object's properties as foreign code reads them. A list or dictionary whose elements are
+/// embedded objects reads as `EmbeddedList` / `EmbeddedDictionary` (a dictionary of embedded
+/// objects may also hold nulls); an empty one (or a dictionary holding only nulls) reads as
+/// `List` / `Dictionary`, since nothing in it says which it is.
 pub(crate) fn fields(object: &Object) -> HashMap<String, FieldValue> {
     object
         .fields
@@ -536,19 +577,34 @@ pub(crate) fn fields(object: &Object) -> HashMap<String, FieldValue> {
                 Field::Value(v) => FieldValue::Single { value: ffi_val(v) },
                 Field::Embedded(o) => FieldValue::Embedded {
                     present: o.is_some(),
+                    fields: o.as_ref().map(fields).unwrap_or_default(),
                 },
-                Field::List(items) => FieldValue::List {
-                    items: items.iter().map(element).collect(),
+                Field::List(items) => match items.iter().map(element).collect() {
+                    Some(items) => FieldValue::List { items },
+                    None => FieldValue::EmbeddedList {
+                        items: items.iter().filter_map(embedded).collect(),
+                    },
                 },
                 Field::Set(items) => FieldValue::Set {
                     items: items.iter().map(ffi_val).collect(),
                 },
-                Field::Dictionary(entries) => FieldValue::Dictionary {
-                    entries: entries
-                        .iter()
-                        .map(|(k, v)| (k.clone(), element(v)))
-                        .collect(),
-                },
+                Field::Dictionary(entries) => {
+                    if entries.values().all(|e| matches!(e, Element::Value(_))) {
+                        FieldValue::Dictionary {
+                            entries: entries
+                                .iter()
+                                .filter_map(|(k, v)| Some((k.clone(), element(v)?)))
+                                .collect(),
+                        }
+                    } else {
+                        FieldValue::EmbeddedDictionary {
+                            entries: entries
+                                .iter()
+                                .map(|(k, v)| (k.clone(), embedded(v)))
+                                .collect(),
+                        }
+                    }
+                }
             };
             (name.clone(), value)
         })

@@ -111,6 +111,36 @@ pub(crate) fn apply_instructions(
     Ok(())
 }
 
+/// The collection or single-valued property a path names (no trailing list index or dictionary
+/// key): its owner's class and row, the property, and its column. Used by local writes to find
+/// a list's length and stored positions wherever the list is (a top-level object or an embedded
+/// object below it).
+///
+/// # Errors
+/// `InvalidArgument` (with the applier's reason) when the path leads nowhere, or ends in an
+/// element or entry rather than a property.
+pub(crate) fn locate(
+    conn: &Connection,
+    schemas: &mut Schemas,
+    cs: &Changeset,
+    path: &FieldPath,
+) -> Result<(String, i64, String, ColumnSpec), super::StoreError> {
+    let applier = Applier { conn, schemas };
+    match applier.resolve(cs, path) {
+        Ok(Loc::Column {
+            class,
+            row,
+            prop,
+            column,
+        }) => Ok((class, row, prop, column)),
+        Ok(_) => Err(super::StoreError::InvalidArgument(
+            "the path ends in an element, not a property".into(),
+        )),
+        Err(Fault::Sql(e)) => Err(super::StoreError::Sqlite(e)),
+        Err(Fault::Bad(why) | Fault::Schema(why)) => Err(super::StoreError::InvalidArgument(why)),
+    }
+}
+
 /// Where a path ends.
 enum Loc {
     /// A single-valued property of a row.

@@ -56,7 +56,7 @@ pub use query::QueryError;
 pub use read::ReadTransaction;
 pub use reset::{Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome};
 pub use sync::{DownloadCursors, SyncProgress};
-pub use write::{PathStep, WriteTransaction};
+pub use write::{PathStep, PropertyPath, WriteTransaction};
 
 use crate::changeset::{Changeset, ChangesetMeta};
 use crate::model::{ObjectId, PrimaryKey, Schema, Uuid};

@@ -58,6 +58,74 @@ pub enum PathStep {
     Name(String),
 }
 
+/// Where a property is: a property of the top-level object, then the steps from it down to a
+/// property of an embedded object, as [`PathStep`]s (the same steps as
+/// [`WriteTransaction::set_at`]). Every collection operation takes one, so lists, sets and
+/// dictionaries inside embedded objects are reached like the object's own:
+///
+/// - `"tags"` (a `&str` converts): the object's own `tags`;
+/// - `("address", &[Name("tags")][..])`: `tags` of the embedded object in `address`;
+/// - `("addresses", &[Index(0), Name("tags")][..])`: `tags` of the first embedded object of the
+///   list `addresses`; `("byName", &[Name("home"), Name("tags")][..])`: of the dictionary
+///   entry `home`.
+///
+/// The steps become the instruction's Realm path (`field` = `property`, `path` = the steps,
+/// then the element's index or the entry's key), so the change syncs like any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PropertyPath<'a> {
+    /// The top-level object's property.
+    pub property: &'a str,
+    /// The steps below it; empty for the property itself.
+    pub steps: &'a [PathStep],
+}
+
+impl<'a> From<&'a str> for PropertyPath<'a> {
+    fn from(property: &'a str) -> Self {
+        PropertyPath {
+            property,
+            steps: &[],
+        }
+    }
+}
+
+impl<'a> From<&'a String> for PropertyPath<'a> {
+    fn from(property: &'a String) -> Self {
+        property.as_str().into()
+    }
+}
+
+impl<'a> From<(&'a str, &'a [PathStep])> for PropertyPath<'a> {
+    fn from((property, steps): (&'a str, &'a [PathStep])) -> Self {
+        PropertyPath { property, steps }
+    }
+}
+
+/// A list found by [`WriteTransaction::list`]: its path, its stored length, and the stored
+/// positions of its links to objects that do not exist (empty for any other list).
+struct ListAt {
+    path: FieldPath,
+    len: u32,
+    unresolved: Vec<usize>,
+}
+
+impl ListAt {
+    /// The stored position of app position `index` (realm-core's `LnkLst::virtual2real`).
+    fn real(&self, index: u32) -> u32 {
+        if self.unresolved.is_empty() {
+            index
+        } else {
+            crate::state::virtual_to_real(&self.unresolved, index as usize) as u32
+        }
+    }
+
+    /// The path of the element at stored position `index`.
+    fn element(&self, index: u32) -> FieldPath {
+        let mut path = self.path.clone();
+        path.path.push(PathElement::Index(index));
+        path
+    }
+}
+
 /// A prepared INSERT of new objects with one set of properties, and the intern indices of its
 /// names in the transaction's changeset.
 #[derive(Clone)]
@@ -193,19 +261,73 @@ impl<'db> WriteTransaction<'db> {
         Ok(super::layout::row_id(self.conn(), class, &to_key(key))?)
     }
 
-    fn list_len(&self, class: &str, key: &PrimaryKey, prop: &str) -> Result<u32, StoreError> {
-        let row = self
-            .row_of(class, key)?
+    /// The path of the property `at` of (class, key).
+    fn path_at(&mut self, class: &str, key: &PrimaryKey, at: PropertyPath<'_>) -> FieldPath {
+        let steps = self.path_steps(at.steps);
+        self.path(class, key, at.property, steps)
+    }
+
+    /// The property a path names: its owner's class and row, its name and column
+    /// ([`super::apply::locate`]).
+    fn locate(
+        &mut self,
+        path: &FieldPath,
+    ) -> Result<(String, i64, String, crate::state::ColumnSpec), StoreError> {
+        let changeset = std::mem::take(&mut self.changeset);
+        let (conn, schemas) = self.parts();
+        let located = super::apply::locate(conn, schemas, &changeset, path);
+        self.changeset = changeset;
+        located
+    }
+
+    /// The list at `at` of (class, key), wherever it is (the object's own or an embedded
+    /// object's): its path, length, and the stored positions of unresolved links.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if there is no such object, the path leads nowhere, or it names no
+    /// list.
+    fn list(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        at: PropertyPath<'_>,
+    ) -> Result<ListAt, StoreError> {
+        self.row_of(class, key)?
             .ok_or_else(|| StoreError::InvalidArgument(format!("no object {class}[{key}]")))?;
-        let n: i64 = self
-            .conn()
+        let path = self.path_at(class, key, at);
+        let located = self.locate(&path);
+        let (owner_class, row, prop, column) = located?;
+        if column.collection != CollectionType::List {
+            return Err(StoreError::InvalidArgument(format!(
+                "{owner_class}.{prop} is not a list"
+            )));
+        }
+        let conn = self.conn();
+        let len: i64 = conn
             .prepare_cached(&format!(
                 "SELECT COUNT(*) FROM {} WHERE owner = ?1",
-                collection_table(class, prop, CollectionType::List)
-            ))
-            .map_err(|_| StoreError::InvalidArgument(format!("{class}.{prop} is not a list")))?
+                collection_table(&owner_class, &prop, CollectionType::List)
+            ))?
             .query_row([row], |r| r.get(0))?;
-        Ok(n as u32)
+        // In a list of links, links to objects that do not exist are invisible to apps, so app
+        // positions skip them; in any other list the two are the same.
+        let unresolved = match column.link_target.as_deref() {
+            Some(target) if crate::state::is_link_collection(self.schemas(), &column) => conn
+                .prepare_cached(&format!(
+                    "SELECT l.pos FROM {} l WHERE l.owner = ?1 \
+                     AND NOT EXISTS (SELECT 1 FROM {} t WHERE t._pk IS l.v) ORDER BY l.pos",
+                    collection_table(&owner_class, &prop, CollectionType::List),
+                    object_table(target)
+                ))?
+                .query_map([row], |r| r.get::<_, i64>(0).map(|p| p as usize))?
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        Ok(ListAt {
+            path,
+            len: len as u32,
+            unresolved,
+        })
     }
 
     /// Creates an object with the given property values; creating one whose key exists is an
@@ -499,30 +621,29 @@ impl<'db> WriteTransaction<'db> {
     /// `InvalidArgument` when a mixed property holds something other than an integer or null
     /// (a remote changeset's add meeting such a value is a no-op instead, `docs/ot.md`); the
     /// applier's errors (`Rejected`) for anything else that is not an integer property.
-    pub fn add(
+    pub fn add<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
         amount: i64,
     ) -> Result<(), StoreError> {
-        let mixed = self
-            .schemas()
-            .get(class)
-            .and_then(|s| s.columns.get(prop))
-            .is_some_and(|c| c.value_type == crate::changeset::PayloadType::Null);
-        if let (true, Some(row)) = (mixed, self.row_of(class, key)?) {
-            let object = super::read::read_object(self.conn(), self.schemas(), class, row)?;
-            match object.fields.get(prop) {
-                None | Some(Field::Value(Val::Int(_) | Val::Null)) => {}
-                Some(other) => {
-                    return Err(StoreError::InvalidArgument(format!(
-                        "{class}[{key}].{prop} holds no integer ({other:?}); add needs one"
-                    )))
+        let path = self.path_at(class, key, prop.into());
+        // A path that leads nowhere is left to the applier, which refuses it.
+        let located = self.locate(&path);
+        if let Ok((owner, row, prop, column)) = located {
+            if column.value_type == PayloadType::Null {
+                let object = super::read::read_object(self.conn(), self.schemas(), &owner, row)?;
+                match object.fields.get(&prop) {
+                    None | Some(Field::Value(Val::Int(_) | Val::Null)) => {}
+                    Some(other) => {
+                        return Err(StoreError::InvalidArgument(format!(
+                            "{class}[{key}].{prop} holds no integer ({other:?}); add needs one"
+                        )))
+                    }
                 }
             }
         }
-        let path = self.path(class, key, prop, vec![]);
         self.run(vec![Instruction::AddInteger(AddInteger {
             path,
             value: amount,
@@ -626,7 +747,7 @@ impl<'db> WriteTransaction<'db> {
                             Some((o, n)) if *o == owner => *n,
                             _ => 0,
                         };
-                        let prior_size = self.list_len(&holder, &owner, &prop)? - before;
+                        let prior_size = self.list(&holder, &owner, (&prop).into())?.len - before;
                         erased_before = Some((owner.clone(), before + 1));
                         // realm-core erases the first occurrence each time, so each position
                         // is where the element is once the earlier ones are gone.
@@ -664,136 +785,113 @@ impl<'db> WriteTransaction<'db> {
         Ok(instructions)
     }
 
-    /// The position in the stored list of the element an app calls `index`: in a list of
-    /// links, links to objects that do not exist are invisible to apps, so app positions skip
-    /// them (realm-core's `LnkLst::virtual2real`); in any other list the two are the same.
-    fn real_index(
-        &self,
-        class: &str,
-        key: &PrimaryKey,
-        prop: &str,
-        index: u32,
-    ) -> Result<u32, StoreError> {
-        let schemas = self.schemas();
-        let Some(column) = schemas.get(class).and_then(|s| s.columns.get(prop)) else {
-            return Ok(index);
-        };
-        if column.collection != CollectionType::List
-            || !crate::state::is_link_collection(schemas, column)
-        {
-            return Ok(index);
-        }
-        let (Some(target), Some(row)) = (column.link_target.as_deref(), self.row_of(class, key)?)
-        else {
-            return Ok(index);
-        };
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT l.pos FROM {} l WHERE l.owner = ?1 \
-             AND NOT EXISTS (SELECT 1 FROM {} t WHERE t._pk IS l.v) ORDER BY l.pos",
-            collection_table(class, prop, CollectionType::List),
-            object_table(target)
-        ))?;
-        let unresolved = stmt
-            .query_map([row], |r| r.get::<_, i64>(0).map(|p| p as usize))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(crate::state::virtual_to_real(&unresolved, index as usize) as u32)
-    }
-
     /// Inserts into a list at `index` (0 to its length). Positions in a list of links count
     /// only the links apps can read (see [`ReadTransaction::object`](super::ReadTransaction::object));
-    /// the instruction carries the stored position, as realm-core's does.
-    pub fn list_insert(
+    /// the instruction (`ArrayInsert`) carries the stored position, as realm-core's does.
+    /// `prop` is a property name or a [`PropertyPath`] into an embedded object.
+    pub fn list_insert<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
         index: u32,
         value: Value,
     ) -> Result<(), StoreError> {
-        let prior_size = self.list_len(class, key, prop)?;
-        let index = self.real_index(class, key, prop, index)?;
-        let path = self.path(class, key, prop, vec![PathElement::Index(index)]);
+        let list = self.list(class, key, prop.into())?;
+        let path = list.element(list.real(index));
         let value = self.payload(&value);
         self.run(vec![Instruction::ArrayInsert(ArrayInsert {
             path,
             value,
-            prior_size,
+            prior_size: list.len,
+        })])
+    }
+
+    /// Inserts a new, empty embedded object into a list of embedded objects at `index` (0 to
+    /// its length): `ArrayInsert` with the `ObjectValue` payload, as realm-core's.
+    pub fn list_insert_embedded<'p>(
+        &mut self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: impl Into<PropertyPath<'p>>,
+        index: u32,
+    ) -> Result<(), StoreError> {
+        let list = self.list(class, key, prop.into())?;
+        self.run(vec![Instruction::ArrayInsert(ArrayInsert {
+            path: list.element(index),
+            value: Payload::ObjectValue,
+            prior_size: list.len,
         })])
     }
 
     /// Appends an embedded object to a list of embedded objects.
-    pub fn list_push_embedded(
+    pub fn list_push_embedded<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
     ) -> Result<(), StoreError> {
-        let prior_size = self.list_len(class, key, prop)?;
-        let path = self.path(class, key, prop, vec![PathElement::Index(prior_size)]);
+        let list = self.list(class, key, prop.into())?;
         self.run(vec![Instruction::ArrayInsert(ArrayInsert {
-            path,
+            path: list.element(list.len),
             value: Payload::ObjectValue,
-            prior_size,
+            prior_size: list.len,
         })])
     }
 
-    /// Replaces the list element at `index` (an app position, as in [`list_insert`](Self::list_insert)).
-    pub fn list_set(
+    /// Replaces the list element at `index` (an app position, as in
+    /// [`list_insert`](Self::list_insert)): `Update` at the element's path, with the list's
+    /// size as `prior_size`, as realm-core's `Lst::set`.
+    pub fn list_set<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
         index: u32,
         value: Value,
     ) -> Result<(), StoreError> {
-        let prior_size = self.list_len(class, key, prop)?;
-        let index = self.real_index(class, key, prop, index)?;
-        let path = self.path(class, key, prop, vec![PathElement::Index(index)]);
+        let list = self.list(class, key, prop.into())?;
+        let path = list.element(list.real(index));
         let value = self.payload(&value);
         self.run(vec![Instruction::Update(Update {
             path,
             value,
             is_default: false,
-            prior_size,
+            prior_size: list.len,
         })])
     }
 
     /// Moves the list element at `from` so that it ends up at `to` (app positions, as in
-    /// [`list_insert`](Self::list_insert)).
-    pub fn list_move(
+    /// [`list_insert`](Self::list_insert)): `ArrayMove`.
+    pub fn list_move<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
         from: u32,
         to: u32,
     ) -> Result<(), StoreError> {
-        let prior_size = self.list_len(class, key, prop)?;
-        let from = self.real_index(class, key, prop, from)?;
-        let to = self.real_index(class, key, prop, to)?;
-        let path = self.path(class, key, prop, vec![PathElement::Index(from)]);
+        let list = self.list(class, key, prop.into())?;
         self.run(vec![Instruction::ArrayMove(ArrayMove {
-            path,
-            to,
-            prior_size,
+            path: list.element(list.real(from)),
+            to: list.real(to),
+            prior_size: list.len,
         })])
     }
 
     /// Removes the list element at `index` (an app position, as in
-    /// [`list_insert`](Self::list_insert)).
-    pub fn list_erase(
+    /// [`list_insert`](Self::list_insert)): `ArrayErase`.
+    pub fn list_erase<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
         index: u32,
     ) -> Result<(), StoreError> {
-        let prior_size = self.list_len(class, key, prop)?;
-        let index = self.real_index(class, key, prop, index)?;
-        let path = self.path(class, key, prop, vec![PathElement::Index(index)]);
+        let list = self.list(class, key, prop.into())?;
         self.run(vec![Instruction::ArrayErase(ArrayErase {
-            path,
-            prior_size,
+            path: list.element(list.real(index)),
+            prior_size: list.len,
         })])
     }
 
@@ -801,98 +899,101 @@ impl<'db> WriteTransaction<'db> {
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        at: PropertyPath<'_>,
         collection_type: CollectionType,
     ) -> Result<(), StoreError> {
-        let path = self.path(class, key, prop, vec![]);
+        let path = self.path_at(class, key, at);
         self.run(vec![Instruction::Clear(Clear {
             path,
             collection_type,
         })])
     }
 
-    /// Empties a list.
-    pub fn list_clear(
+    /// Empties a list: `Clear` with collection type List.
+    pub fn list_clear<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
     ) -> Result<(), StoreError> {
-        self.clear(class, key, prop, CollectionType::List)
+        self.clear(class, key, prop.into(), CollectionType::List)
     }
 
-    /// Adds a value to a set (nothing happens if it is there).
-    pub fn set_insert(
+    /// Adds a value to a set (nothing happens if it is there): `SetInsert`.
+    pub fn set_insert<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
         value: Value,
     ) -> Result<(), StoreError> {
-        let path = self.path(class, key, prop, vec![]);
+        let path = self.path_at(class, key, prop.into());
         let value = self.payload(&value);
         self.run(vec![Instruction::SetInsert(SetValue { path, value })])
     }
 
-    /// Removes a value from a set (nothing happens if it is not there).
-    pub fn set_erase(
+    /// Removes a value from a set (nothing happens if it is not there): `SetErase`.
+    pub fn set_erase<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
         value: Value,
     ) -> Result<(), StoreError> {
-        let path = self.path(class, key, prop, vec![]);
+        let path = self.path_at(class, key, prop.into());
         let value = self.payload(&value);
         self.run(vec![Instruction::SetErase(SetValue { path, value })])
     }
 
-    /// Empties a set.
-    pub fn set_clear(
+    /// Empties a set: `Clear` with collection type Set.
+    pub fn set_clear<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
     ) -> Result<(), StoreError> {
-        self.clear(class, key, prop, CollectionType::Set)
+        self.clear(class, key, prop.into(), CollectionType::Set)
     }
 
-    /// Sets a dictionary entry.
-    pub fn dict_set(
+    /// Sets a dictionary entry: `Update` at the entry's key.
+    pub fn dict_set<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
         entry: &str,
         value: Value,
     ) -> Result<(), StoreError> {
-        let k = self.changeset.intern(entry);
-        let path = self.path(class, key, prop, vec![PathElement::Key(k)]);
+        let mut path = self.path_at(class, key, prop.into());
+        path.path
+            .push(PathElement::Key(self.changeset.intern(entry)));
         let value = self.payload(&value);
         self.run(vec![set_field(path, value)])
     }
 
-    /// Removes a dictionary entry (nothing happens if it is not there).
-    pub fn dict_erase(
+    /// Removes a dictionary entry (nothing happens if it is not there): `Update` with the
+    /// `Erased` payload.
+    pub fn dict_erase<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
         entry: &str,
     ) -> Result<(), StoreError> {
-        let k = self.changeset.intern(entry);
-        let path = self.path(class, key, prop, vec![PathElement::Key(k)]);
+        let mut path = self.path_at(class, key, prop.into());
+        path.path
+            .push(PathElement::Key(self.changeset.intern(entry)));
         self.run(vec![set_field(path, Payload::Erased)])
     }
 
-    /// Empties a dictionary.
-    pub fn dict_clear(
+    /// Empties a dictionary: `Clear` with collection type Dictionary.
+    pub fn dict_clear<'p>(
         &mut self,
         class: &str,
         key: &PrimaryKey,
-        prop: &str,
+        prop: impl Into<PropertyPath<'p>>,
     ) -> Result<(), StoreError> {
-        self.clear(class, key, prop, CollectionType::Dictionary)
+        self.clear(class, key, prop.into(), CollectionType::Dictionary)
     }
 
     /// The instructions this transaction has made so far.

@@ -1,26 +1,7 @@
-// A thin idiomatic layer over the generated bindings (Tandem.swift).
+// A thin idiomatic layer over the generated bindings (Tandem.swift): untyped change streams.
+// (`Database.write { }` is in Transaction.swift; typed models in TandemObject.swift.)
 
 import Foundation
-
-extension Database {
-    /// Runs `body` in a write transaction: committed when `body` returns, rolled back if it
-    /// throws (the error is rethrown). A failing commit writes nothing and throws `TandemError`.
-    ///
-    ///     try db.write { tx in
-    ///         try tx.create(className: "Task", key: .int(value: 1), values: ["title": .string(value: "milk")])
-    ///     }
-    @discardableResult
-    public func write(_ body: (WriteTransaction) throws -> Void) throws -> UInt64? {
-        let tx = writeTransaction()
-        do {
-            try body(tx)
-        } catch {
-            tx.rollback()
-            throw error
-        }
-        return try tx.commit()
-    }
-}
 
 /// Forwards result changes to an `AsyncStream` continuation.
 private final class StreamingResultsListener: ResultsListener, @unchecked Sendable {

@@ -680,6 +680,14 @@ public protocol DatabaseProtocol: AnyObject, Sendable {
     func query(className: String, filter: String, args: [Value]) throws  -> Results
     
     /**
+     * Performs `ops` in order in one write transaction and commits it, in one crossing: all
+     * or nothing. Returns the new local version, or `None` if nothing changed. An error names
+     * the failing operation (`operation 3: ...`) and keeps its kind; nothing is written then.
+     * The batch path for typed layers: build the list, cross once.
+     */
+    func write(ops: [WriteOp]) throws  -> UInt64?
+    
+    /**
      * Starts recording a write transaction; nothing happens until `commit()` (Python:
      * `with db.write() as tx:`).
      */
@@ -805,6 +813,22 @@ open func query(className: String, filter: String, args: [Value])throws  -> Resu
         FfiConverterString.lower(className),
         FfiConverterString.lower(filter),
         FfiConverterSequenceTypeValue.lower(args),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Performs `ops` in order in one write transaction and commits it, in one crossing: all
+     * or nothing. Returns the new local version, or `None` if nothing changed. An error names
+     * the failing operation (`operation 3: ...`) and keeps its kind; nothing is written then.
+     * The batch path for typed layers: build the list, cross once.
+     */
+open func write(ops: [WriteOp])throws  -> UInt64?  {
+    return try  FfiConverterOptionUInt64.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_database_write(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeWriteOp.lower(ops),uniffiCallStatus
     )
 })
 }
@@ -2743,15 +2767,19 @@ public func FfiConverterTypeTokenProvider_lower(_ value: TokenProvider) -> UInt6
 
 
 /**
- * A write transaction being recorded. `commit()` performs every operation in one atomic store
- * transaction (all or nothing) and returns its version; `rollback()` discards it.
+ * A write transaction being recorded: each method records one [`WriteOp`] (nothing crosses
+ * back until `commit()`). `commit()` performs every operation in one atomic store transaction
+ * (all or nothing) and returns its version; `rollback()` discards it. Values are checked at
+ * `commit()`: a wrong type, a missing object or a malformed key fails the commit, naming the
+ * operation (`operation 2: ...`), and nothing is written. `Database.write(ops)` does the same
+ * with a list made by the caller, in one crossing.
  */
 public protocol WriteTransactionProtocol: AnyObject, Sendable {
     
     /**
      * Adds to an integer property (a counter: concurrent adds from several devices sum up).
      */
-    func add(className: String, key: Key, property: String, amount: Int64) throws 
+    func add(className: String, key: Key, property: String, amount: Int64, path: [PathStep]) throws 
     
     /**
      * Performs every recorded operation in one transaction. Returns the new local version,
@@ -2765,14 +2793,24 @@ public protocol WriteTransactionProtocol: AnyObject, Sendable {
     func create(className: String, key: Key, values: [String: Value]) throws 
     
     /**
+     * Creates the embedded object of `property` (or at `path` below it) if there is none.
+     */
+    func createEmbedded(className: String, key: Key, property: String, path: [PathStep]) throws 
+    
+    /**
+     * Empties a dictionary property.
+     */
+    func dictClear(className: String, key: Key, property: String, path: [PathStep]) throws 
+    
+    /**
      * Removes one entry of a dictionary property.
      */
-    func dictErase(className: String, key: Key, property: String, entry: String) throws 
+    func dictErase(className: String, key: Key, property: String, entry: String, path: [PathStep]) throws 
     
     /**
      * Writes one entry of a dictionary property.
      */
-    func dictSet(className: String, key: Key, property: String, entry: String, value: Value) throws 
+    func dictSet(className: String, key: Key, property: String, entry: String, value: Value, path: [PathStep]) throws 
     
     /**
      * Deletes an object.
@@ -2780,14 +2818,44 @@ public protocol WriteTransactionProtocol: AnyObject, Sendable {
     func erase(className: String, key: Key) throws 
     
     /**
+     * Empties a list property.
+     */
+    func listClear(className: String, key: Key, property: String, path: [PathStep]) throws 
+    
+    /**
      * Removes the element at `index` of a list property.
      */
-    func listErase(className: String, key: Key, property: String, index: UInt32) throws 
+    func listErase(className: String, key: Key, property: String, index: UInt32, path: [PathStep]) throws 
     
     /**
      * Inserts into a list property at `index`.
      */
-    func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value) throws 
+    func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value, path: [PathStep]) throws 
+    
+    /**
+     * Inserts a new, empty embedded object into a list of embedded objects at `index`.
+     */
+    func listInsertEmbedded(className: String, key: Key, property: String, index: UInt32, path: [PathStep]) throws 
+    
+    /**
+     * Moves the element at `from` of a list property so that it ends up at `to`.
+     */
+    func listMove(className: String, key: Key, property: String, from: UInt32, to: UInt32, path: [PathStep]) throws 
+    
+    /**
+     * Replaces the element at `index` of a list property.
+     */
+    func listSet(className: String, key: Key, property: String, index: UInt32, value: Value, path: [PathStep]) throws 
+    
+    /**
+     * Records any operation (the methods below are shorthands for the common ones).
+     */
+    func record(op: WriteOp) throws 
+    
+    /**
+     * Records several operations at once (one crossing).
+     */
+    func recordAll(ops: [WriteOp]) throws 
     
     /**
      * Discards the recorded operations.
@@ -2795,19 +2863,24 @@ public protocol WriteTransactionProtocol: AnyObject, Sendable {
     func rollback() 
     
     /**
-     * Writes one property.
+     * Writes one property; with a `path`, a field of an embedded object (see [`WriteOp`]).
      */
-    func set(className: String, key: Key, property: String, value: Value) throws 
+    func set(className: String, key: Key, property: String, value: Value, path: [PathStep]) throws 
+    
+    /**
+     * Empties a set property.
+     */
+    func setClear(className: String, key: Key, property: String, path: [PathStep]) throws 
     
     /**
      * Removes a value from a set property.
      */
-    func setErase(className: String, key: Key, property: String, value: Value) throws 
+    func setErase(className: String, key: Key, property: String, value: Value, path: [PathStep]) throws 
     
     /**
      * Adds a value to a set property.
      */
-    func setInsert(className: String, key: Key, property: String, value: Value) throws 
+    func setInsert(className: String, key: Key, property: String, value: Value, path: [PathStep]) throws 
     
     /**
      * Creates an object or writes these values to the existing one.
@@ -2816,8 +2889,12 @@ public protocol WriteTransactionProtocol: AnyObject, Sendable {
     
 }
 /**
- * A write transaction being recorded. `commit()` performs every operation in one atomic store
- * transaction (all or nothing) and returns its version; `rollback()` discards it.
+ * A write transaction being recorded: each method records one [`WriteOp`] (nothing crosses
+ * back until `commit()`). `commit()` performs every operation in one atomic store transaction
+ * (all or nothing) and returns its version; `rollback()` discards it. Values are checked at
+ * `commit()`: a wrong type, a missing object or a malformed key fails the commit, naming the
+ * operation (`operation 2: ...`), and nothing is written. `Database.write(ops)` does the same
+ * with a list made by the caller, in one crossing.
  */
 open class WriteTransaction: WriteTransactionProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -2875,14 +2952,15 @@ open class WriteTransaction: WriteTransactionProtocol, @unchecked Sendable {
     /**
      * Adds to an integer property (a counter: concurrent adds from several devices sum up).
      */
-open func add(className: String, key: Key, property: String, amount: Int64)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+open func add(className: String, key: Key, property: String, amount: Int64, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_writetransaction_add(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(className),
         FfiConverterTypeKey_lower(key),
         FfiConverterString.lower(property),
-        FfiConverterInt64.lower(amount),uniffiCallStatus
+        FfiConverterInt64.lower(amount),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
     )
 }
 }
@@ -2915,16 +2993,47 @@ open func create(className: String, key: Key, values: [String: Value])throws   {
 }
     
     /**
+     * Creates the embedded object of `property` (or at `path` below it) if there is none.
+     */
+open func createEmbedded(className: String, key: Key, property: String, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_writetransaction_create_embedded(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(className),
+        FfiConverterTypeKey_lower(key),
+        FfiConverterString.lower(property),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Empties a dictionary property.
+     */
+open func dictClear(className: String, key: Key, property: String, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_writetransaction_dict_clear(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(className),
+        FfiConverterTypeKey_lower(key),
+        FfiConverterString.lower(property),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * Removes one entry of a dictionary property.
      */
-open func dictErase(className: String, key: Key, property: String, entry: String)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+open func dictErase(className: String, key: Key, property: String, entry: String, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_writetransaction_dict_erase(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(className),
         FfiConverterTypeKey_lower(key),
         FfiConverterString.lower(property),
-        FfiConverterString.lower(entry),uniffiCallStatus
+        FfiConverterString.lower(entry),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
     )
 }
 }
@@ -2932,7 +3041,7 @@ open func dictErase(className: String, key: Key, property: String, entry: String
     /**
      * Writes one entry of a dictionary property.
      */
-open func dictSet(className: String, key: Key, property: String, entry: String, value: Value)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+open func dictSet(className: String, key: Key, property: String, entry: String, value: Value, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_writetransaction_dict_set(
             self.uniffiCloneHandle(),
@@ -2940,7 +3049,8 @@ open func dictSet(className: String, key: Key, property: String, entry: String, 
         FfiConverterTypeKey_lower(key),
         FfiConverterString.lower(property),
         FfiConverterString.lower(entry),
-        FfiConverterTypeValue_lower(value),uniffiCallStatus
+        FfiConverterTypeValue_lower(value),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
     )
 }
 }
@@ -2959,16 +3069,32 @@ open func erase(className: String, key: Key)throws   {try rustCallWithError(FfiC
 }
     
     /**
+     * Empties a list property.
+     */
+open func listClear(className: String, key: Key, property: String, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_writetransaction_list_clear(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(className),
+        FfiConverterTypeKey_lower(key),
+        FfiConverterString.lower(property),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * Removes the element at `index` of a list property.
      */
-open func listErase(className: String, key: Key, property: String, index: UInt32)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+open func listErase(className: String, key: Key, property: String, index: UInt32, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_writetransaction_list_erase(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(className),
         FfiConverterTypeKey_lower(key),
         FfiConverterString.lower(property),
-        FfiConverterUInt32.lower(index),uniffiCallStatus
+        FfiConverterUInt32.lower(index),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
     )
 }
 }
@@ -2976,7 +3102,7 @@ open func listErase(className: String, key: Key, property: String, index: UInt32
     /**
      * Inserts into a list property at `index`.
      */
-open func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+open func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_writetransaction_list_insert(
             self.uniffiCloneHandle(),
@@ -2984,7 +3110,82 @@ open func listInsert(className: String, key: Key, property: String, index: UInt3
         FfiConverterTypeKey_lower(key),
         FfiConverterString.lower(property),
         FfiConverterUInt32.lower(index),
-        FfiConverterTypeValue_lower(value),uniffiCallStatus
+        FfiConverterTypeValue_lower(value),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Inserts a new, empty embedded object into a list of embedded objects at `index`.
+     */
+open func listInsertEmbedded(className: String, key: Key, property: String, index: UInt32, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_writetransaction_list_insert_embedded(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(className),
+        FfiConverterTypeKey_lower(key),
+        FfiConverterString.lower(property),
+        FfiConverterUInt32.lower(index),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Moves the element at `from` of a list property so that it ends up at `to`.
+     */
+open func listMove(className: String, key: Key, property: String, from: UInt32, to: UInt32, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_writetransaction_list_move(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(className),
+        FfiConverterTypeKey_lower(key),
+        FfiConverterString.lower(property),
+        FfiConverterUInt32.lower(from),
+        FfiConverterUInt32.lower(to),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Replaces the element at `index` of a list property.
+     */
+open func listSet(className: String, key: Key, property: String, index: UInt32, value: Value, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_writetransaction_list_set(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(className),
+        FfiConverterTypeKey_lower(key),
+        FfiConverterString.lower(property),
+        FfiConverterUInt32.lower(index),
+        FfiConverterTypeValue_lower(value),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Records any operation (the methods below are shorthands for the common ones).
+     */
+open func record(op: WriteOp)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_writetransaction_record(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeWriteOp_lower(op),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Records several operations at once (one crossing).
+     */
+open func recordAll(ops: [WriteOp])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_writetransaction_record_all(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeWriteOp.lower(ops),uniffiCallStatus
     )
 }
 }
@@ -3001,16 +3202,32 @@ open func rollback()  {try! rustCall() {
 }
     
     /**
-     * Writes one property.
+     * Writes one property; with a `path`, a field of an embedded object (see [`WriteOp`]).
      */
-open func set(className: String, key: Key, property: String, value: Value)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+open func set(className: String, key: Key, property: String, value: Value, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_writetransaction_set(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(className),
         FfiConverterTypeKey_lower(key),
         FfiConverterString.lower(property),
-        FfiConverterTypeValue_lower(value),uniffiCallStatus
+        FfiConverterTypeValue_lower(value),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Empties a set property.
+     */
+open func setClear(className: String, key: Key, property: String, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_writetransaction_set_clear(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(className),
+        FfiConverterTypeKey_lower(key),
+        FfiConverterString.lower(property),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
     )
 }
 }
@@ -3018,14 +3235,15 @@ open func set(className: String, key: Key, property: String, value: Value)throws
     /**
      * Removes a value from a set property.
      */
-open func setErase(className: String, key: Key, property: String, value: Value)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+open func setErase(className: String, key: Key, property: String, value: Value, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_writetransaction_set_erase(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(className),
         FfiConverterTypeKey_lower(key),
         FfiConverterString.lower(property),
-        FfiConverterTypeValue_lower(value),uniffiCallStatus
+        FfiConverterTypeValue_lower(value),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
     )
 }
 }
@@ -3033,14 +3251,15 @@ open func setErase(className: String, key: Key, property: String, value: Value)t
     /**
      * Adds a value to a set property.
      */
-open func setInsert(className: String, key: Key, property: String, value: Value)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+open func setInsert(className: String, key: Key, property: String, value: Value, path: [PathStep] = [])throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_writetransaction_set_insert(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(className),
         FfiConverterTypeKey_lower(key),
         FfiConverterString.lower(property),
-        FfiConverterTypeValue_lower(value),uniffiCallStatus
+        FfiConverterTypeValue_lower(value),
+        FfiConverterSequenceTypePathStep.lower(path),uniffiCallStatus
     )
 }
 }
@@ -3942,7 +4161,7 @@ public func FfiConverterTypeCollection_lower(_ value: Collection) -> RustBuffer 
  * What one property of an object holds.
  */
 
-public enum FieldValue: Equatable, Hashable {
+public indirect enum FieldValue: Equatable, Hashable {
     
     /**
      * A single value.
@@ -3953,7 +4172,7 @@ public enum FieldValue: Equatable, Hashable {
          */value: Value
     )
     /**
-     * A list (embedded objects in it read as null).
+     * A list of values.
      */
     case list(
         /**
@@ -3969,7 +4188,7 @@ public enum FieldValue: Equatable, Hashable {
          */items: [Value]
     )
     /**
-     * A dictionary (embedded objects in it read as null).
+     * A dictionary of values.
      */
     case dictionary(
         /**
@@ -3977,12 +4196,31 @@ public enum FieldValue: Equatable, Hashable {
          */entries: [String: Value]
     )
     /**
-     * An embedded object (read it with `Database.embedded`... not yet: only its presence).
+     * A single embedded-object property.
      */
     case embedded(
         /**
          * Whether the object is there.
-         */present: Bool
+         */present: Bool, 
+        /**
+         * Its properties (empty when it is not there), embedded objects included.
+         */fields: [String: FieldValue]
+    )
+    /**
+     * A list of embedded objects.
+     */
+    case embeddedList(
+        /**
+         * Each object's properties, in order.
+         */items: [[String: FieldValue]]
+    )
+    /**
+     * A dictionary of embedded objects.
+     */
+    case embeddedDictionary(
+        /**
+         * Key to the object's properties (`None` for a null entry).
+         */entries: [String: [String: FieldValue]?]
     )
 
 
@@ -4017,7 +4255,13 @@ public struct FfiConverterTypeFieldValue: FfiConverterRustBuffer {
         case 4: return .dictionary(entries: try FfiConverterDictionaryStringTypeValue.read(from: &buf)
         )
         
-        case 5: return .embedded(present: try FfiConverterBool.read(from: &buf)
+        case 5: return .embedded(present: try FfiConverterBool.read(from: &buf), fields: try FfiConverterDictionaryStringTypeFieldValue.read(from: &buf)
+        )
+        
+        case 6: return .embeddedList(items: try FfiConverterSequenceDictionaryStringTypeFieldValue.read(from: &buf)
+        )
+        
+        case 7: return .embeddedDictionary(entries: try FfiConverterDictionaryStringOptionDictionaryStringTypeFieldValue.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -4048,9 +4292,20 @@ public struct FfiConverterTypeFieldValue: FfiConverterRustBuffer {
             FfiConverterDictionaryStringTypeValue.write(entries, into: &buf)
             
         
-        case let .embedded(present):
+        case let .embedded(present,fields):
             writeInt(&buf, Int32(5))
             FfiConverterBool.write(present, into: &buf)
+            FfiConverterDictionaryStringTypeFieldValue.write(fields, into: &buf)
+            
+        
+        case let .embeddedList(items):
+            writeInt(&buf, Int32(6))
+            FfiConverterSequenceDictionaryStringTypeFieldValue.write(items, into: &buf)
+            
+        
+        case let .embeddedDictionary(entries):
+            writeInt(&buf, Int32(7))
+            FfiConverterDictionaryStringOptionDictionaryStringTypeFieldValue.write(entries, into: &buf)
             
         }
     }
@@ -4279,6 +4534,95 @@ public func FfiConverterTypeObjectChange_lift(_ buf: RustBuffer) throws -> Objec
 #endif
 public func FfiConverterTypeObjectChange_lower(_ value: ObjectChange) -> RustBuffer {
     return FfiConverterTypeObjectChange.lower(value)
+}
+
+
+
+/**
+ * One step of a path from a property down to a property of an embedded object
+ * (`tandem::store::PathStep`): a list position, or a name (an embedded object's field, or a
+ * dictionary key).
+ */
+
+public enum PathStep: Equatable, Hashable {
+    
+    /**
+     * A position in a list of embedded objects.
+     */
+    case index(
+        /**
+         * The position, from 0.
+         */index: UInt64
+    )
+    /**
+     * A field of an embedded object, or a key of a dictionary of embedded objects.
+     */
+    case name(
+        /**
+         * The field or key.
+         */name: String
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension PathStep: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePathStep: FfiConverterRustBuffer {
+    typealias SwiftType = PathStep
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PathStep {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .index(index: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        case 2: return .name(name: try FfiConverterString.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PathStep, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .index(index):
+            writeInt(&buf, Int32(1))
+            FfiConverterUInt64.write(index, into: &buf)
+            
+        
+        case let .name(name):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(name, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePathStep_lift(_ buf: RustBuffer) throws -> PathStep {
+    return try FfiConverterTypePathStep.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePathStep_lower(_ value: PathStep) -> RustBuffer {
+    return FfiConverterTypePathStep.lower(value)
 }
 
 
@@ -5063,6 +5407,624 @@ public func FfiConverterTypeValue_lower(_ value: Value) -> RustBuffer {
 }
 
 
+
+/**
+ * One write operation. `property` names a property of the object `class_name`[`key`];
+ * `path` (empty by default) continues from it down to a property of an embedded object, so
+ * collections inside embedded objects are written like the object's own:
+ *
+ * - `property = "address", path = [Name("tags")]`: the list/set/dictionary `tags` of the
+ * embedded object in `address`;
+ * - `property = "addresses", path = [Index(0), Name("tags")]`: of the first embedded object of
+ * the list `addresses`; `property = "byName", path = [Name("home"), Name("tags")]`: of the
+ * dictionary entry `home`;
+ * - `Set { property = "address", path = [Name("street")] }`: one field of the embedded object.
+ *
+ * List positions are app positions (links to deleted objects are skipped, as in realm-core's
+ * `LnkLst`), from 0; a position beyond `u32` is `InvalidArgument`. Each operation is one Realm
+ * instruction (two or more for `Create`, `Upsert` and `Erase`), so it syncs as Realm's would.
+ */
+
+public enum WriteOp: Equatable, Hashable {
+    
+    /**
+     * Creates an object with these property values (an error if it exists).
+     */
+    case create(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The new object's primary key.
+         */key: Key, 
+        /**
+         * Property values; missing ones take their defaults.
+         */values: [String: Value]
+    )
+    /**
+     * Creates the object, or writes these values to the existing one.
+     */
+    case upsert(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * Property values to write.
+         */values: [String: Value]
+    )
+    /**
+     * Writes one single-valued property (`Update`); with a `path`, a field of an embedded
+     * object (null there removes an embedded object).
+     */
+    case set(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The property.
+         */property: String, 
+        /**
+         * The new value.
+         */value: Value, 
+        /**
+         * Steps below `property` (its last step names the field).
+         */path: [PathStep] = []
+    )
+    /**
+     * Deletes an object (links to it are removed, its embedded objects go with it).
+     */
+    case erase(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key
+    )
+    /**
+     * Adds to an integer (`AddInteger`: concurrent adds from several devices sum up).
+     */
+    case add(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The integer property.
+         */property: String, 
+        /**
+         * What to add (may be negative).
+         */amount: Int64, 
+        /**
+         * Steps below `property` to an embedded object's field.
+         */path: [PathStep] = []
+    )
+    /**
+     * Creates the embedded object of a single embedded-object property (or, with a path, of
+     * a dictionary entry or an embedded object's field) if there is none.
+     */
+    case createEmbedded(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The embedded-object (or dictionary) property.
+         */property: String, 
+        /**
+         * Steps below `property`; its last step is a name (a dictionary key or a field).
+         */path: [PathStep] = []
+    )
+    /**
+     * Inserts `value` into a list at `index` (0 to its length): `ArrayInsert`.
+     */
+    case listInsert(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The list property.
+         */property: String, 
+        /**
+         * Where to insert.
+         */index: UInt64, 
+        /**
+         * The value.
+         */value: Value, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Inserts a new, empty embedded object into a list of embedded objects at `index`.
+     */
+    case listInsertEmbedded(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The list property.
+         */property: String, 
+        /**
+         * Where to insert (0 to its length).
+         */index: UInt64, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Replaces the element at `index` (`Update` on the list index).
+     */
+    case listSet(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The list property.
+         */property: String, 
+        /**
+         * The element's position.
+         */index: UInt64, 
+        /**
+         * The new value.
+         */value: Value, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Moves the element at `from` so that it ends up at `to` (`ArrayMove`).
+     */
+    case listMove(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The list property.
+         */property: String, 
+        /**
+         * The element's position now.
+         */from: UInt64, 
+        /**
+         * Its position afterwards.
+         */to: UInt64, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Removes the element at `index` (`ArrayErase`).
+     */
+    case listErase(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The list property.
+         */property: String, 
+        /**
+         * The element's position.
+         */index: UInt64, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Empties a list (`Clear`).
+     */
+    case listClear(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The list property.
+         */property: String, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Adds `value` to a set (nothing happens if it is there): `SetInsert`.
+     */
+    case setInsert(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The set property.
+         */property: String, 
+        /**
+         * The value.
+         */value: Value, 
+        /**
+         * Steps below `property` to a set inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Removes `value` from a set (nothing happens if it is not there): `SetErase`.
+     */
+    case setErase(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The set property.
+         */property: String, 
+        /**
+         * The value.
+         */value: Value, 
+        /**
+         * Steps below `property` to a set inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Empties a set (`Clear`).
+     */
+    case setClear(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The set property.
+         */property: String, 
+        /**
+         * Steps below `property` to a set inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Writes the dictionary entry `entry` (`Update` at the key).
+     */
+    case dictSet(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The dictionary property.
+         */property: String, 
+        /**
+         * The entry's key (realm-core refuses keys with `.` or starting with `$`).
+         */entry: String, 
+        /**
+         * The value.
+         */value: Value, 
+        /**
+         * Steps below `property` to a dictionary inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Removes the dictionary entry `entry` (nothing happens if it is not there).
+     */
+    case dictErase(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The dictionary property.
+         */property: String, 
+        /**
+         * The entry's key.
+         */entry: String, 
+        /**
+         * Steps below `property` to a dictionary inside an embedded object.
+         */path: [PathStep] = []
+    )
+    /**
+     * Empties a dictionary (`Clear`).
+     */
+    case dictClear(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The dictionary property.
+         */property: String, 
+        /**
+         * Steps below `property` to a dictionary inside an embedded object.
+         */path: [PathStep] = []
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension WriteOp: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
+    typealias SwiftType = WriteOp
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> WriteOp {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .create(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), values: try FfiConverterDictionaryStringTypeValue.read(from: &buf)
+        )
+        
+        case 2: return .upsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), values: try FfiConverterDictionaryStringTypeValue.read(from: &buf)
+        )
+        
+        case 3: return .set(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 4: return .erase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf)
+        )
+        
+        case 5: return .add(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), amount: try FfiConverterInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 6: return .createEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 7: return .listInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 8: return .listInsertEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 9: return .listSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 10: return .listMove(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), from: try FfiConverterUInt64.read(from: &buf), to: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 11: return .listErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 12: return .listClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 13: return .setInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 14: return .setErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 15: return .setClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 16: return .dictSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 17: return .dictErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 18: return .dictClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: WriteOp, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .create(className,key,values):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterDictionaryStringTypeValue.write(values, into: &buf)
+            
+        
+        case let .upsert(className,key,values):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterDictionaryStringTypeValue.write(values, into: &buf)
+            
+        
+        case let .set(className,key,property,value,path):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterTypeValue.write(value, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .erase(className,key):
+            writeInt(&buf, Int32(4))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            
+        
+        case let .add(className,key,property,amount,path):
+            writeInt(&buf, Int32(5))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterInt64.write(amount, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .createEmbedded(className,key,property,path):
+            writeInt(&buf, Int32(6))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .listInsert(className,key,property,index,value,path):
+            writeInt(&buf, Int32(7))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterUInt64.write(index, into: &buf)
+            FfiConverterTypeValue.write(value, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .listInsertEmbedded(className,key,property,index,path):
+            writeInt(&buf, Int32(8))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterUInt64.write(index, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .listSet(className,key,property,index,value,path):
+            writeInt(&buf, Int32(9))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterUInt64.write(index, into: &buf)
+            FfiConverterTypeValue.write(value, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .listMove(className,key,property,from,to,path):
+            writeInt(&buf, Int32(10))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterUInt64.write(from, into: &buf)
+            FfiConverterUInt64.write(to, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .listErase(className,key,property,index,path):
+            writeInt(&buf, Int32(11))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterUInt64.write(index, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .listClear(className,key,property,path):
+            writeInt(&buf, Int32(12))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .setInsert(className,key,property,value,path):
+            writeInt(&buf, Int32(13))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterTypeValue.write(value, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .setErase(className,key,property,value,path):
+            writeInt(&buf, Int32(14))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterTypeValue.write(value, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .setClear(className,key,property,path):
+            writeInt(&buf, Int32(15))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .dictSet(className,key,property,entry,value,path):
+            writeInt(&buf, Int32(16))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterString.write(entry, into: &buf)
+            FfiConverterTypeValue.write(value, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .dictErase(className,key,property,entry,path):
+            writeInt(&buf, Int32(17))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterString.write(entry, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .dictClear(className,key,property,path):
+            writeInt(&buf, Int32(18))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWriteOp_lift(_ buf: RustBuffer) throws -> WriteOp {
+    return try FfiConverterTypeWriteOp.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWriteOp_lower(_ value: WriteOp) -> RustBuffer {
+    return FfiConverterTypeWriteOp.lower(value)
+}
+
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -5287,6 +6249,31 @@ fileprivate struct FfiConverterSequenceTypeKey: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypePathStep: FfiConverterRustBuffer {
+    typealias SwiftType = [PathStep]
+
+    public static func write(_ value: [PathStep], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePathStep.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PathStep] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PathStep]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePathStep.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeValue: FfiConverterRustBuffer {
     typealias SwiftType = [Value]
 
@@ -5304,6 +6291,31 @@ fileprivate struct FfiConverterSequenceTypeValue: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeValue.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeWriteOp: FfiConverterRustBuffer {
+    typealias SwiftType = [WriteOp]
+
+    public static func write(_ value: [WriteOp], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeWriteOp.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [WriteOp] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [WriteOp]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeWriteOp.read(from: &buf))
         }
         return seq
     }
@@ -5380,6 +6392,32 @@ fileprivate struct FfiConverterDictionaryStringTypeValue: FfiConverterRustBuffer
         for _ in 0..<len {
             let key = try FfiConverterString.read(from: &buf)
             let value = try FfiConverterTypeValue.read(from: &buf)
+            dict[key] = value
+        }
+        return dict
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDictionaryStringOptionDictionaryStringTypeFieldValue: FfiConverterRustBuffer {
+    public static func write(_ value: [String: [String: FieldValue]?], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for (key, value) in value {
+            FfiConverterString.write(key, into: &buf)
+            FfiConverterOptionDictionaryStringTypeFieldValue.write(value, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: [String: FieldValue]?] {
+        let len: Int32 = try readInt(&buf)
+        var dict = [String: [String: FieldValue]?]()
+        dict.reserveCapacity(Int(len))
+        for _ in 0..<len {
+            let key = try FfiConverterString.read(from: &buf)
+            let value = try FfiConverterOptionDictionaryStringTypeFieldValue.read(from: &buf)
             dict[key] = value
         }
         return dict
@@ -5479,6 +6517,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_database_query() != 42991) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tandem_checksum_method_database_write() != 15109) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_method_database_write_transaction() != 53160) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5506,7 +6547,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_resultslistener_on_change() != 28979) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_writetransaction_add() != 6159) {
+    if (uniffi_tandem_checksum_method_writetransaction_add() != 64916) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_writetransaction_commit() != 12699) {
@@ -5515,31 +6556,58 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_writetransaction_create() != 51646) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_writetransaction_dict_erase() != 2794) {
+    if (uniffi_tandem_checksum_method_writetransaction_create_embedded() != 30277) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_writetransaction_dict_set() != 49972) {
+    if (uniffi_tandem_checksum_method_writetransaction_dict_clear() != 5866) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_writetransaction_dict_erase() != 49468) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_writetransaction_dict_set() != 24914) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_writetransaction_erase() != 41016) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_writetransaction_list_erase() != 46723) {
+    if (uniffi_tandem_checksum_method_writetransaction_list_clear() != 62201) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_writetransaction_list_insert() != 13509) {
+    if (uniffi_tandem_checksum_method_writetransaction_list_erase() != 24094) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_writetransaction_list_insert() != 47219) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_writetransaction_list_insert_embedded() != 19460) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_writetransaction_list_move() != 30093) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_writetransaction_list_set() != 22360) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_writetransaction_record() != 4480) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_writetransaction_record_all() != 62362) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_writetransaction_rollback() != 37942) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_writetransaction_set() != 24146) {
+    if (uniffi_tandem_checksum_method_writetransaction_set() != 1260) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_writetransaction_set_erase() != 43309) {
+    if (uniffi_tandem_checksum_method_writetransaction_set_clear() != 59606) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_writetransaction_set_insert() != 6688) {
+    if (uniffi_tandem_checksum_method_writetransaction_set_erase() != 49902) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_writetransaction_set_insert() != 62667) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_writetransaction_upsert() != 52742) {

@@ -41,6 +41,17 @@ func eventually(_ seconds: Double = 30, _ check: () -> Bool, file: StaticString 
     }
 }
 
+/// Ends the test process if a test runs past `seconds` (an awaited stream that never yields
+/// would otherwise hang the suite, and CI, forever). Cancel it in tearDown.
+func watchdog(_ seconds: Double = 90, _ name: String) -> DispatchWorkItem {
+    let item = DispatchWorkItem {
+        FileHandle.standardError.write("watchdog: \(name) still running after \(seconds) s\n".data(using: .utf8)!)
+        exit(3)
+    }
+    DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: item)
+    return item
+}
+
 /// A thread-safe box for what listeners see.
 final class Box<T>: @unchecked Sendable {
     private let lock = NSLock()
@@ -160,6 +171,8 @@ final class TestServer {
     let process: Process
     let url: String
     let caFile: String
+    /// The server's stderr lines (drained for the server's whole life).
+    let log: ServerLog
 
     /// Starts the server on a free loopback port with a throwaway certificate (openssl).
     init(dir: URL) throws {
@@ -192,17 +205,22 @@ final class TestServer {
             p.standardError = stderr
             p.standardOutput = FileHandle.nullDevice
             try p.run()
-            let line = readLine(stderr.fileHandleForReading)
-            if line.contains("listening") {
-                // Keep draining stderr so the server never blocks on a full pipe.
-                let handle = stderr.fileHandleForReading
-                Thread.detachNewThread { while !handle.availableData.isEmpty {} }
+            // The server logs through `tracing`: its listening line need not be the first, so scan
+            // the lines, and keep draining stderr afterwards so a chatty server never blocks on a
+            // full pipe.
+            let log = ServerLog(stderr.fileHandleForReading)
+            let line = log.waitForLine(containing: "tandem-server listening on ", seconds: 20)
+            if let line, let addr = line.components(separatedBy: "tandem-server listening on ").last?
+                .split(separator: " ").first, let listened = addr.split(separator: ":").last
+            {
                 process = p
-                url = "wss://localhost:\(port)/"
+                url = "wss://localhost:\(listened.filter(\.isNumber))/"
                 caFile = cert
+                self.log = log
                 return
             }
-            lastError = line
+            let lines = log.lines
+            lastError = lines.suffix(5).joined(separator: "\n")
             p.terminate()
             p.waitUntilExit()
         }
@@ -220,13 +238,39 @@ final class TestServer {
     }
 }
 
-private func readLine(_ handle: FileHandle) -> String {
-    var bytes: [UInt8] = []
-    while true {
-        let chunk = handle.availableData
-        if chunk.isEmpty { break }
-        bytes += chunk
-        if bytes.contains(UInt8(ascii: "\n")) { break }
+/// Reads a process's stderr line by line on its own thread until end of file, keeping the lines.
+final class ServerLog: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var stored: [String] = []
+    private var ended = false
+
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            var pending: [UInt8] = []
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                pending += chunk
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: pending[..<newline], as: UTF8.self)
+                    pending.removeSubrange(...newline)
+                    condition.lock(); stored.append(line); condition.broadcast(); condition.unlock()
+                }
+            }
+            condition.lock(); ended = true; condition.broadcast(); condition.unlock()
+        }
     }
-    return String(decoding: bytes, as: UTF8.self)
+
+    var lines: [String] { condition.lock(); defer { condition.unlock() }; return stored }
+
+    /// The first line containing `text`, waiting up to `seconds`; nil if stderr ends or time is up.
+    func waitForLine(containing text: String, seconds: Double) -> String? {
+        let deadline = Date().addingTimeInterval(seconds)
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let line = stored.first(where: { $0.contains(text) }) { return line }
+            if ended || !condition.wait(until: deadline) { return nil }
+        }
+    }
 }

@@ -369,6 +369,11 @@ uint64_t uniffi_tandem_fn_method_database_observe_object(uint64_t ptr, RustBuffe
 uint64_t uniffi_tandem_fn_method_database_query(uint64_t ptr, RustBuffer class_name, RustBuffer filter, RustBuffer args, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_WRITE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_WRITE
+RustBuffer uniffi_tandem_fn_method_database_write(uint64_t ptr, RustBuffer ops, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_WRITE_TRANSACTION
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_WRITE_TRANSACTION
 uint64_t uniffi_tandem_fn_method_database_write_transaction(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -476,7 +481,7 @@ void uniffi_tandem_fn_free_writetransaction(uint64_t handle, RustCallStatus *_No
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_ADD
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_ADD
-void uniffi_tandem_fn_method_writetransaction_add(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, int64_t amount, RustCallStatus *_Nonnull out_status
+void uniffi_tandem_fn_method_writetransaction_add(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, int64_t amount, RustBuffer path, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_COMMIT
@@ -489,14 +494,24 @@ RustBuffer uniffi_tandem_fn_method_writetransaction_commit(uint64_t ptr, RustCal
 void uniffi_tandem_fn_method_writetransaction_create(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer values, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_CREATE_EMBEDDED
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_CREATE_EMBEDDED
+void uniffi_tandem_fn_method_writetransaction_create_embedded(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_DICT_CLEAR
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_DICT_CLEAR
+void uniffi_tandem_fn_method_writetransaction_dict_clear(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_DICT_ERASE
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_DICT_ERASE
-void uniffi_tandem_fn_method_writetransaction_dict_erase(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer entry, RustCallStatus *_Nonnull out_status
+void uniffi_tandem_fn_method_writetransaction_dict_erase(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer entry, RustBuffer path, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_DICT_SET
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_DICT_SET
-void uniffi_tandem_fn_method_writetransaction_dict_set(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer entry, RustBuffer value, RustCallStatus *_Nonnull out_status
+void uniffi_tandem_fn_method_writetransaction_dict_set(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer entry, RustBuffer value, RustBuffer path, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_ERASE
@@ -504,14 +519,44 @@ void uniffi_tandem_fn_method_writetransaction_dict_set(uint64_t ptr, RustBuffer 
 void uniffi_tandem_fn_method_writetransaction_erase(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_CLEAR
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_CLEAR
+void uniffi_tandem_fn_method_writetransaction_list_clear(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_ERASE
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_ERASE
-void uniffi_tandem_fn_method_writetransaction_list_erase(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, uint32_t index, RustCallStatus *_Nonnull out_status
+void uniffi_tandem_fn_method_writetransaction_list_erase(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, uint32_t index, RustBuffer path, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_INSERT
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_INSERT
-void uniffi_tandem_fn_method_writetransaction_list_insert(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, uint32_t index, RustBuffer value, RustCallStatus *_Nonnull out_status
+void uniffi_tandem_fn_method_writetransaction_list_insert(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, uint32_t index, RustBuffer value, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_INSERT_EMBEDDED
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_INSERT_EMBEDDED
+void uniffi_tandem_fn_method_writetransaction_list_insert_embedded(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, uint32_t index, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_MOVE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_MOVE
+void uniffi_tandem_fn_method_writetransaction_list_move(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, uint32_t from, uint32_t to, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_SET
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_LIST_SET
+void uniffi_tandem_fn_method_writetransaction_list_set(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, uint32_t index, RustBuffer value, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_RECORD
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_RECORD
+void uniffi_tandem_fn_method_writetransaction_record(uint64_t ptr, RustBuffer op, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_RECORD_ALL
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_RECORD_ALL
+void uniffi_tandem_fn_method_writetransaction_record_all(uint64_t ptr, RustBuffer ops, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_ROLLBACK
@@ -521,17 +566,22 @@ void uniffi_tandem_fn_method_writetransaction_rollback(uint64_t ptr, RustCallSta
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_SET
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_SET
-void uniffi_tandem_fn_method_writetransaction_set(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer value, RustCallStatus *_Nonnull out_status
+void uniffi_tandem_fn_method_writetransaction_set(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer value, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_SET_CLEAR
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_SET_CLEAR
+void uniffi_tandem_fn_method_writetransaction_set_clear(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer path, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_SET_ERASE
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_SET_ERASE
-void uniffi_tandem_fn_method_writetransaction_set_erase(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer value, RustCallStatus *_Nonnull out_status
+void uniffi_tandem_fn_method_writetransaction_set_erase(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer value, RustBuffer path, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_SET_INSERT
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_SET_INSERT
-void uniffi_tandem_fn_method_writetransaction_set_insert(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer value, RustCallStatus *_Nonnull out_status
+void uniffi_tandem_fn_method_writetransaction_set_insert(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer property, RustBuffer value, RustBuffer path, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_WRITETRANSACTION_UPSERT
@@ -958,6 +1008,12 @@ uint16_t uniffi_tandem_checksum_method_database_query(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_WRITE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_WRITE
+uint16_t uniffi_tandem_checksum_method_database_write(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_WRITE_TRANSACTION
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_WRITE_TRANSACTION
 uint16_t uniffi_tandem_checksum_method_database_write_transaction(void
@@ -1030,6 +1086,18 @@ uint16_t uniffi_tandem_checksum_method_writetransaction_create(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_CREATE_EMBEDDED
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_CREATE_EMBEDDED
+uint16_t uniffi_tandem_checksum_method_writetransaction_create_embedded(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_DICT_CLEAR
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_DICT_CLEAR
+uint16_t uniffi_tandem_checksum_method_writetransaction_dict_clear(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_DICT_ERASE
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_DICT_ERASE
 uint16_t uniffi_tandem_checksum_method_writetransaction_dict_erase(void
@@ -1048,6 +1116,12 @@ uint16_t uniffi_tandem_checksum_method_writetransaction_erase(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_CLEAR
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_CLEAR
+uint16_t uniffi_tandem_checksum_method_writetransaction_list_clear(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_ERASE
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_ERASE
 uint16_t uniffi_tandem_checksum_method_writetransaction_list_erase(void
@@ -1060,6 +1134,36 @@ uint16_t uniffi_tandem_checksum_method_writetransaction_list_insert(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_INSERT_EMBEDDED
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_INSERT_EMBEDDED
+uint16_t uniffi_tandem_checksum_method_writetransaction_list_insert_embedded(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_MOVE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_MOVE
+uint16_t uniffi_tandem_checksum_method_writetransaction_list_move(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_SET
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_LIST_SET
+uint16_t uniffi_tandem_checksum_method_writetransaction_list_set(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_RECORD
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_RECORD
+uint16_t uniffi_tandem_checksum_method_writetransaction_record(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_RECORD_ALL
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_RECORD_ALL
+uint16_t uniffi_tandem_checksum_method_writetransaction_record_all(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_ROLLBACK
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_ROLLBACK
 uint16_t uniffi_tandem_checksum_method_writetransaction_rollback(void
@@ -1069,6 +1173,12 @@ uint16_t uniffi_tandem_checksum_method_writetransaction_rollback(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_SET
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_SET
 uint16_t uniffi_tandem_checksum_method_writetransaction_set(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_SET_CLEAR
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_WRITETRANSACTION_SET_CLEAR
+uint16_t uniffi_tandem_checksum_method_writetransaction_set_clear(void
     
 );
 #endif

@@ -18,43 +18,18 @@ func fail(_ message: String = usage) -> Never {
     exit(2)
 }
 
-func classes() -> [ClassSpec] {
-    func prop(_ name: String, _ type: PropertyType) -> PropertySpec {
-        PropertySpec(name: name, propertyType: type, nullable: false, collection: .single, linkTarget: nil)
-    }
-    return [ClassSpec(name: "Todo", primaryKey: "_id", properties: [
-        prop("_id", .int),
-        prop("title", .string),
-        prop("done", .bool),
-    ])]
+/// A todo item: the schema comes from this Codable struct.
+struct Todo: TandemObject {
+    var _id: Int64
+    var title: String
+    var done = false
 }
 
 func show(_ db: Database) throws {
-    for key in try db.query(className: "Todo", filter: "TRUEPREDICATE SORT(_id ASC)", args: []).keys() {
-        guard let todo = try db.object(className: "Todo", key: key) else { continue }
-        var done = false
-        if case .single(value: .bool(value: let b))? = todo["done"] { done = b }
-        var title = ""
-        if case .single(value: .string(value: let s))? = todo["title"] { title = s }
-        let id: String
-        switch key {
-        case .int(value: let i): id = String(i)
-        case .string(value: let s): id = s
-        default: id = "\(key)"
-        }
-        print("[\(done ? "x" : " ")] \(id): \(title)")
+    for todo in try db.objects(Todo.self, where: "TRUEPREDICATE SORT(_id ASC)").snapshot() {
+        print("[\(todo.done ? "x" : " ")] \(todo._id): \(todo.title)")
     }
     fflush(stdout)
-}
-
-final class Printer: ResultsListener, @unchecked Sendable {
-    let db: Database
-    init(_ db: Database) { self.db = db }
-    func onChange(change: ResultsChange) throws {
-        print("-- changed: \(change.insertions.count) new, \(change.deletions.count) gone, "
-            + "\(change.modifications.count) modified")
-        try show(db)
-    }
 }
 
 var flags: [String: String] = [:]
@@ -76,7 +51,7 @@ guard let path = flags["--db"], let url = flags["--url"], let token = flags["--t
 if ["add", "done"].contains(command) && positional.count < 2 { fail() }
 
 do {
-    let db = try Database.open(path: path, classes: classes())
+    let db = try Database.open(path: path, models: [Todo.self])
     let session = try db.sync(options: SyncOptions(
         url: url, path: flags["--path"] ?? "/todos", token: token, caFile: flags["--ca"],
         allowInsecure: false, clientReset: .recoverOrDiscard), tokenProvider: nil)
@@ -85,24 +60,20 @@ do {
     case "add":
         // Unique enough per device; equal keys would merge.
         let id = Int64(Date().timeIntervalSince1970 * 1000)
-        try db.write { tx in
-            try tx.create(className: "Todo", key: .int(value: id),
-                          values: ["title": .string(value: positional[1]), "done": .bool(value: false)])
-        }
+        try db.write { try $0.add(Todo(_id: id, title: positional[1])) }
     case "done":
         guard let id = Int64(positional[1]) else { fail() }
-        try db.write { tx in
-            try tx.set(className: "Todo", key: .int(value: id), property: "done", value: .bool(value: true))
-        }
+        try db.write { try $0.modify(Todo.self, key: id) { $0.done = true } }
     default:
         break
     }
     if command == "watch" {
         try show(db)
-        let handle = try db.query(className: "Todo", filter: "TRUEPREDICATE SORT(_id ASC)", args: [])
-            .observe(listener: Printer(db))
-        while true { sleep(1) }
-        handle.cancel()
+        for try await change in try db.objects(Todo.self, where: "TRUEPREDICATE SORT(_id ASC)").changes() {
+            print("-- changed: \(change.insertions.count) new, \(change.deletions.count) gone, "
+                + "\(change.modifications.count) modified")
+            try show(db)
+        }
     }
     try await session.waitForUpload(timeoutMs: 30_000)
     try show(db)

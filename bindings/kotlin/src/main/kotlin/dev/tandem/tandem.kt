@@ -822,6 +822,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_database_query(
     ): Int
+    external fun uniffi_tandem_checksum_method_database_write(
+    ): Int
     external fun uniffi_tandem_checksum_method_database_write_transaction(
     ): Int
     external fun uniffi_tandem_checksum_method_database_sync(
@@ -846,19 +848,37 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_create(
     ): Int
+    external fun uniffi_tandem_checksum_method_writetransaction_create_embedded(
+    ): Int
+    external fun uniffi_tandem_checksum_method_writetransaction_dict_clear(
+    ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_dict_erase(
     ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_dict_set(
     ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_erase(
     ): Int
+    external fun uniffi_tandem_checksum_method_writetransaction_list_clear(
+    ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_list_erase(
     ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_list_insert(
     ): Int
+    external fun uniffi_tandem_checksum_method_writetransaction_list_insert_embedded(
+    ): Int
+    external fun uniffi_tandem_checksum_method_writetransaction_list_move(
+    ): Int
+    external fun uniffi_tandem_checksum_method_writetransaction_list_set(
+    ): Int
+    external fun uniffi_tandem_checksum_method_writetransaction_record(
+    ): Int
+    external fun uniffi_tandem_checksum_method_writetransaction_record_all(
+    ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_rollback(
     ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_set(
+    ): Int
+    external fun uniffi_tandem_checksum_method_writetransaction_set_clear(
     ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_set_erase(
     ): Int
@@ -930,6 +950,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_tandem_fn_method_database_query(`ptr`: Long,`className`: RustBuffer.ByValue,`filter`: RustBuffer.ByValue,`args`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_tandem_fn_method_database_write(`ptr`: Long,`ops`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_database_write_transaction(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_method_database_sync(`ptr`: Long,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -972,29 +994,47 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_tandem_fn_free_writetransaction(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tandem_fn_method_writetransaction_add(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`amount`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_writetransaction_add(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`amount`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_tandem_fn_method_writetransaction_commit(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_writetransaction_create(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`values`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tandem_fn_method_writetransaction_dict_erase(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`entry`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_writetransaction_create_embedded(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tandem_fn_method_writetransaction_dict_set(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`entry`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_writetransaction_dict_clear(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_writetransaction_dict_erase(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`entry`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_writetransaction_dict_set(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`entry`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_tandem_fn_method_writetransaction_erase(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tandem_fn_method_writetransaction_list_erase(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`index`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_writetransaction_list_clear(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tandem_fn_method_writetransaction_list_insert(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`index`: Int,`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_writetransaction_list_erase(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`index`: Int,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_writetransaction_list_insert(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`index`: Int,`value`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_writetransaction_list_insert_embedded(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`index`: Int,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_writetransaction_list_move(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`from`: Int,`to`: Int,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_writetransaction_list_set(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`index`: Int,`value`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_writetransaction_record(`ptr`: Long,`op`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_writetransaction_record_all(`ptr`: Long,`ops`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_tandem_fn_method_writetransaction_rollback(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tandem_fn_method_writetransaction_set(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_writetransaction_set(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tandem_fn_method_writetransaction_set_erase(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_writetransaction_set_clear(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_tandem_fn_method_writetransaction_set_insert(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_writetransaction_set_erase(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_writetransaction_set_insert(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`property`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_tandem_fn_method_writetransaction_upsert(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`values`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -1183,6 +1223,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_database_query() and 0xFFFF) != 42991) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tandem_checksum_method_database_write() and 0xFFFF) != 15109) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_method_database_write_transaction() and 0xFFFF) != 53160) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1210,7 +1253,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_resultslistener_on_change() and 0xFFFF) != 28979) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_writetransaction_add() and 0xFFFF) != 6159) {
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_add() and 0xFFFF) != 64916) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_writetransaction_commit() and 0xFFFF) != 12699) {
@@ -1219,31 +1262,58 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_writetransaction_create() and 0xFFFF) != 51646) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_writetransaction_dict_erase() and 0xFFFF) != 2794) {
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_create_embedded() and 0xFFFF) != 30277) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_writetransaction_dict_set() and 0xFFFF) != 49972) {
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_dict_clear() and 0xFFFF) != 5866) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_dict_erase() and 0xFFFF) != 49468) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_dict_set() and 0xFFFF) != 24914) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_writetransaction_erase() and 0xFFFF) != 41016) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_writetransaction_list_erase() and 0xFFFF) != 46723) {
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_list_clear() and 0xFFFF) != 62201) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_writetransaction_list_insert() and 0xFFFF) != 13509) {
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_list_erase() and 0xFFFF) != 24094) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_list_insert() and 0xFFFF) != 47219) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_list_insert_embedded() and 0xFFFF) != 19460) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_list_move() and 0xFFFF) != 30093) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_list_set() and 0xFFFF) != 22360) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_record() and 0xFFFF) != 4480) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_record_all() and 0xFFFF) != 62362) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_writetransaction_rollback() and 0xFFFF) != 37942) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_writetransaction_set() and 0xFFFF) != 24146) {
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_set() and 0xFFFF) != 1260) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_writetransaction_set_erase() and 0xFFFF) != 43309) {
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_set_clear() and 0xFFFF) != 59606) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_writetransaction_set_insert() and 0xFFFF) != 6688) {
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_set_erase() and 0xFFFF) != 49902) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_writetransaction_set_insert() and 0xFFFF) != 62667) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_writetransaction_upsert() and 0xFFFF) != 52742) {
@@ -1874,6 +1944,14 @@ public interface DatabaseInterface {
     fun `query`(`className`: kotlin.String, `filter`: kotlin.String, `args`: List<Value>): Results
     
     /**
+     * Performs `ops` in order in one write transaction and commits it, in one crossing: all
+     * or nothing. Returns the new local version, or `None` if nothing changed. An error names
+     * the failing operation (`operation 3: ...`) and keeps its kind; nothing is written then.
+     * The batch path for typed layers: build the list, cross once.
+     */
+    fun `write`(`ops`: List<WriteOp>): kotlin.ULong?
+    
+    /**
      * Starts recording a write transaction; nothing happens until `commit()` (Python:
      * `with db.write() as tx:`).
      */
@@ -2049,6 +2127,27 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
         FfiConverterString.lower(`className`),
         FfiConverterString.lower(`filter`),
         FfiConverterSequenceTypeValue.lower(`args`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Performs `ops` in order in one write transaction and commits it, in one crossing: all
+     * or nothing. Returns the new local version, or `None` if nothing changed. An error names
+     * the failing operation (`operation 3: ...`) and keeps its kind; nothing is written then.
+     * The batch path for typed layers: build the list, cross once.
+     */
+    @Throws(TandemException::class)override fun `write`(`ops`: List<WriteOp>): kotlin.ULong? {
+            return FfiConverterOptionalULong.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_database_write(
+        it,
+        
+        FfiConverterSequenceTypeWriteOp.lower(`ops`),_status)
 }
     }
     )
@@ -5268,15 +5367,19 @@ public object FfiConverterTypeTokenProvider: FfiConverter<TokenProvider, Long> {
 
 
 /**
- * A write transaction being recorded. `commit()` performs every operation in one atomic store
- * transaction (all or nothing) and returns its version; `rollback()` discards it.
+ * A write transaction being recorded: each method records one [`WriteOp`] (nothing crosses
+ * back until `commit()`). `commit()` performs every operation in one atomic store transaction
+ * (all or nothing) and returns its version; `rollback()` discards it. Values are checked at
+ * `commit()`: a wrong type, a missing object or a malformed key fails the commit, naming the
+ * operation (`operation 2: ...`), and nothing is written. `Database.write(ops)` does the same
+ * with a list made by the caller, in one crossing.
  */
 public interface WriteTransactionInterface {
     
     /**
      * Adds to an integer property (a counter: concurrent adds from several devices sum up).
      */
-    fun `add`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `amount`: kotlin.Long)
+    fun `add`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `amount`: kotlin.Long, `path`: List<PathStep> = listOf())
     
     /**
      * Performs every recorded operation in one transaction. Returns the new local version,
@@ -5290,14 +5393,24 @@ public interface WriteTransactionInterface {
     fun `create`(`className`: kotlin.String, `key`: Key, `values`: Map<kotlin.String, Value>)
     
     /**
+     * Creates the embedded object of `property` (or at `path` below it) if there is none.
+     */
+    fun `createEmbedded`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `path`: List<PathStep> = listOf())
+    
+    /**
+     * Empties a dictionary property.
+     */
+    fun `dictClear`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `path`: List<PathStep> = listOf())
+    
+    /**
      * Removes one entry of a dictionary property.
      */
-    fun `dictErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `entry`: kotlin.String)
+    fun `dictErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `entry`: kotlin.String, `path`: List<PathStep> = listOf())
     
     /**
      * Writes one entry of a dictionary property.
      */
-    fun `dictSet`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `entry`: kotlin.String, `value`: Value)
+    fun `dictSet`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `entry`: kotlin.String, `value`: Value, `path`: List<PathStep> = listOf())
     
     /**
      * Deletes an object.
@@ -5305,14 +5418,44 @@ public interface WriteTransactionInterface {
     fun `erase`(`className`: kotlin.String, `key`: Key)
     
     /**
+     * Empties a list property.
+     */
+    fun `listClear`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `path`: List<PathStep> = listOf())
+    
+    /**
      * Removes the element at `index` of a list property.
      */
-    fun `listErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt)
+    fun `listErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `path`: List<PathStep> = listOf())
     
     /**
      * Inserts into a list property at `index`.
      */
-    fun `listInsert`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `value`: Value)
+    fun `listInsert`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `value`: Value, `path`: List<PathStep> = listOf())
+    
+    /**
+     * Inserts a new, empty embedded object into a list of embedded objects at `index`.
+     */
+    fun `listInsertEmbedded`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `path`: List<PathStep> = listOf())
+    
+    /**
+     * Moves the element at `from` of a list property so that it ends up at `to`.
+     */
+    fun `listMove`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `from`: kotlin.UInt, `to`: kotlin.UInt, `path`: List<PathStep> = listOf())
+    
+    /**
+     * Replaces the element at `index` of a list property.
+     */
+    fun `listSet`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `value`: Value, `path`: List<PathStep> = listOf())
+    
+    /**
+     * Records any operation (the methods below are shorthands for the common ones).
+     */
+    fun `record`(`op`: WriteOp)
+    
+    /**
+     * Records several operations at once (one crossing).
+     */
+    fun `recordAll`(`ops`: List<WriteOp>)
     
     /**
      * Discards the recorded operations.
@@ -5320,19 +5463,24 @@ public interface WriteTransactionInterface {
     fun `rollback`()
     
     /**
-     * Writes one property.
+     * Writes one property; with a `path`, a field of an embedded object (see [`WriteOp`]).
      */
-    fun `set`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value)
+    fun `set`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value, `path`: List<PathStep> = listOf())
+    
+    /**
+     * Empties a set property.
+     */
+    fun `setClear`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `path`: List<PathStep> = listOf())
     
     /**
      * Removes a value from a set property.
      */
-    fun `setErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value)
+    fun `setErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value, `path`: List<PathStep> = listOf())
     
     /**
      * Adds a value to a set property.
      */
-    fun `setInsert`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value)
+    fun `setInsert`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value, `path`: List<PathStep> = listOf())
     
     /**
      * Creates an object or writes these values to the existing one.
@@ -5343,8 +5491,12 @@ public interface WriteTransactionInterface {
 }
 
 /**
- * A write transaction being recorded. `commit()` performs every operation in one atomic store
- * transaction (all or nothing) and returns its version; `rollback()` discards it.
+ * A write transaction being recorded: each method records one [`WriteOp`] (nothing crosses
+ * back until `commit()`). `commit()` performs every operation in one atomic store transaction
+ * (all or nothing) and returns its version; `rollback()` discards it. Values are checked at
+ * `commit()`: a wrong type, a missing object or a malformed key fails the commit, naming the
+ * operation (`operation 2: ...`), and nothing is written. `Database.write(ops)` does the same
+ * with a list made by the caller, in one crossing.
  */
 open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterface
 {
@@ -5451,7 +5603,7 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
     /**
      * Adds to an integer property (a counter: concurrent adds from several devices sum up).
      */
-    @Throws(TandemException::class)override fun `add`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `amount`: kotlin.Long)
+    @Throws(TandemException::class)override fun `add`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `amount`: kotlin.Long, `path`: List<PathStep>)
         = 
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -5461,7 +5613,8 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
         FfiConverterString.lower(`className`),
         FfiConverterTypeKey.lower(`key`),
         FfiConverterString.lower(`property`),
-        FfiConverterLong.lower(`amount`),_status)
+        FfiConverterLong.lower(`amount`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
 }
     }
     
@@ -5506,9 +5659,49 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
 
     
     /**
+     * Creates the embedded object of `property` (or at `path` below it) if there is none.
+     */
+    @Throws(TandemException::class)override fun `createEmbedded`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `path`: List<PathStep>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_writetransaction_create_embedded(
+        it,
+        
+        FfiConverterString.lower(`className`),
+        FfiConverterTypeKey.lower(`key`),
+        FfiConverterString.lower(`property`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Empties a dictionary property.
+     */
+    @Throws(TandemException::class)override fun `dictClear`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `path`: List<PathStep>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_writetransaction_dict_clear(
+        it,
+        
+        FfiConverterString.lower(`className`),
+        FfiConverterTypeKey.lower(`key`),
+        FfiConverterString.lower(`property`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * Removes one entry of a dictionary property.
      */
-    @Throws(TandemException::class)override fun `dictErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `entry`: kotlin.String)
+    @Throws(TandemException::class)override fun `dictErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `entry`: kotlin.String, `path`: List<PathStep>)
         = 
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -5518,7 +5711,8 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
         FfiConverterString.lower(`className`),
         FfiConverterTypeKey.lower(`key`),
         FfiConverterString.lower(`property`),
-        FfiConverterString.lower(`entry`),_status)
+        FfiConverterString.lower(`entry`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
 }
     }
     
@@ -5528,7 +5722,7 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
     /**
      * Writes one entry of a dictionary property.
      */
-    @Throws(TandemException::class)override fun `dictSet`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `entry`: kotlin.String, `value`: Value)
+    @Throws(TandemException::class)override fun `dictSet`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `entry`: kotlin.String, `value`: Value, `path`: List<PathStep>)
         = 
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -5539,7 +5733,8 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
         FfiConverterTypeKey.lower(`key`),
         FfiConverterString.lower(`property`),
         FfiConverterString.lower(`entry`),
-        FfiConverterTypeValue.lower(`value`),_status)
+        FfiConverterTypeValue.lower(`value`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
 }
     }
     
@@ -5565,9 +5760,29 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
 
     
     /**
+     * Empties a list property.
+     */
+    @Throws(TandemException::class)override fun `listClear`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `path`: List<PathStep>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_writetransaction_list_clear(
+        it,
+        
+        FfiConverterString.lower(`className`),
+        FfiConverterTypeKey.lower(`key`),
+        FfiConverterString.lower(`property`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * Removes the element at `index` of a list property.
      */
-    @Throws(TandemException::class)override fun `listErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt)
+    @Throws(TandemException::class)override fun `listErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `path`: List<PathStep>)
         = 
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -5577,7 +5792,8 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
         FfiConverterString.lower(`className`),
         FfiConverterTypeKey.lower(`key`),
         FfiConverterString.lower(`property`),
-        FfiConverterUInt.lower(`index`),_status)
+        FfiConverterUInt.lower(`index`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
 }
     }
     
@@ -5587,7 +5803,7 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
     /**
      * Inserts into a list property at `index`.
      */
-    @Throws(TandemException::class)override fun `listInsert`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `value`: Value)
+    @Throws(TandemException::class)override fun `listInsert`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `value`: Value, `path`: List<PathStep>)
         = 
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -5598,7 +5814,107 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
         FfiConverterTypeKey.lower(`key`),
         FfiConverterString.lower(`property`),
         FfiConverterUInt.lower(`index`),
-        FfiConverterTypeValue.lower(`value`),_status)
+        FfiConverterTypeValue.lower(`value`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Inserts a new, empty embedded object into a list of embedded objects at `index`.
+     */
+    @Throws(TandemException::class)override fun `listInsertEmbedded`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `path`: List<PathStep>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_writetransaction_list_insert_embedded(
+        it,
+        
+        FfiConverterString.lower(`className`),
+        FfiConverterTypeKey.lower(`key`),
+        FfiConverterString.lower(`property`),
+        FfiConverterUInt.lower(`index`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Moves the element at `from` of a list property so that it ends up at `to`.
+     */
+    @Throws(TandemException::class)override fun `listMove`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `from`: kotlin.UInt, `to`: kotlin.UInt, `path`: List<PathStep>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_writetransaction_list_move(
+        it,
+        
+        FfiConverterString.lower(`className`),
+        FfiConverterTypeKey.lower(`key`),
+        FfiConverterString.lower(`property`),
+        FfiConverterUInt.lower(`from`),
+        FfiConverterUInt.lower(`to`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Replaces the element at `index` of a list property.
+     */
+    @Throws(TandemException::class)override fun `listSet`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `index`: kotlin.UInt, `value`: Value, `path`: List<PathStep>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_writetransaction_list_set(
+        it,
+        
+        FfiConverterString.lower(`className`),
+        FfiConverterTypeKey.lower(`key`),
+        FfiConverterString.lower(`property`),
+        FfiConverterUInt.lower(`index`),
+        FfiConverterTypeValue.lower(`value`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Records any operation (the methods below are shorthands for the common ones).
+     */
+    @Throws(TandemException::class)override fun `record`(`op`: WriteOp)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_writetransaction_record(
+        it,
+        
+        FfiConverterTypeWriteOp.lower(`op`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Records several operations at once (one crossing).
+     */
+    @Throws(TandemException::class)override fun `recordAll`(`ops`: List<WriteOp>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_writetransaction_record_all(
+        it,
+        
+        FfiConverterSequenceTypeWriteOp.lower(`ops`),_status)
 }
     }
     
@@ -5621,9 +5937,9 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
 
     
     /**
-     * Writes one property.
+     * Writes one property; with a `path`, a field of an embedded object (see [`WriteOp`]).
      */
-    @Throws(TandemException::class)override fun `set`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value)
+    @Throws(TandemException::class)override fun `set`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value, `path`: List<PathStep>)
         = 
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -5633,7 +5949,28 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
         FfiConverterString.lower(`className`),
         FfiConverterTypeKey.lower(`key`),
         FfiConverterString.lower(`property`),
-        FfiConverterTypeValue.lower(`value`),_status)
+        FfiConverterTypeValue.lower(`value`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Empties a set property.
+     */
+    @Throws(TandemException::class)override fun `setClear`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `path`: List<PathStep>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_writetransaction_set_clear(
+        it,
+        
+        FfiConverterString.lower(`className`),
+        FfiConverterTypeKey.lower(`key`),
+        FfiConverterString.lower(`property`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
 }
     }
     
@@ -5643,7 +5980,7 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
     /**
      * Removes a value from a set property.
      */
-    @Throws(TandemException::class)override fun `setErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value)
+    @Throws(TandemException::class)override fun `setErase`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value, `path`: List<PathStep>)
         = 
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -5653,7 +5990,8 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
         FfiConverterString.lower(`className`),
         FfiConverterTypeKey.lower(`key`),
         FfiConverterString.lower(`property`),
-        FfiConverterTypeValue.lower(`value`),_status)
+        FfiConverterTypeValue.lower(`value`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
 }
     }
     
@@ -5663,7 +6001,7 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
     /**
      * Adds a value to a set property.
      */
-    @Throws(TandemException::class)override fun `setInsert`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value)
+    @Throws(TandemException::class)override fun `setInsert`(`className`: kotlin.String, `key`: Key, `property`: kotlin.String, `value`: Value, `path`: List<PathStep>)
         = 
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -5673,7 +6011,8 @@ open class WriteTransaction: Disposable, AutoCloseable, WriteTransactionInterfac
         FfiConverterString.lower(`className`),
         FfiConverterTypeKey.lower(`key`),
         FfiConverterString.lower(`property`),
-        FfiConverterTypeValue.lower(`value`),_status)
+        FfiConverterTypeValue.lower(`value`),
+        FfiConverterSequenceTypePathStep.lower(`path`),_status)
 }
     }
     
@@ -6337,7 +6676,7 @@ sealed class FieldValue {
     }
     
     /**
-     * A list (embedded objects in it read as null).
+     * A list of values.
      */
     data class ListValue(
         /**
@@ -6367,7 +6706,7 @@ sealed class FieldValue {
     }
     
     /**
-     * A dictionary (embedded objects in it read as null).
+     * A dictionary of values.
      */
     data class Dictionary(
         /**
@@ -6382,13 +6721,47 @@ sealed class FieldValue {
     }
     
     /**
-     * An embedded object (read it with `Database.embedded`... not yet: only its presence).
+     * A single embedded-object property.
      */
     data class Embedded(
         /**
          * Whether the object is there.
          */
-        val `present`: kotlin.Boolean) : FieldValue()
+        val `present`: kotlin.Boolean, 
+        /**
+         * Its properties (empty when it is not there), embedded objects included.
+         */
+        val `fields`: Map<kotlin.String, dev.tandem.FieldValue>) : FieldValue()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * A list of embedded objects.
+     */
+    data class EmbeddedList(
+        /**
+         * Each object's properties, in order.
+         */
+        val `items`: List<Map<kotlin.String, dev.tandem.FieldValue>>) : FieldValue()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * A dictionary of embedded objects.
+     */
+    data class EmbeddedDictionary(
+        /**
+         * Key to the object's properties (`None` for a null entry).
+         */
+        val `entries`: Map<kotlin.String, Map<kotlin.String, dev.tandem.FieldValue>?>) : FieldValue()
         
     {
         
@@ -6426,6 +6799,13 @@ public object FfiConverterTypeFieldValue : FfiConverterRustBuffer<FieldValue>{
                 )
             5 -> FieldValue.Embedded(
                 FfiConverterBoolean.read(buf),
+                FfiConverterMapStringTypeFieldValue.read(buf),
+                )
+            6 -> FieldValue.EmbeddedList(
+                FfiConverterSequenceMapStringTypeFieldValue.read(buf),
+                )
+            7 -> FieldValue.EmbeddedDictionary(
+                FfiConverterMapStringOptionalMapStringTypeFieldValue.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
@@ -6465,6 +6845,21 @@ public object FfiConverterTypeFieldValue : FfiConverterRustBuffer<FieldValue>{
             (
                 4UL
                 + FfiConverterBoolean.allocationSize(value.`present`)
+                + FfiConverterMapStringTypeFieldValue.allocationSize(value.`fields`)
+            )
+        }
+        is FieldValue.EmbeddedList -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterSequenceMapStringTypeFieldValue.allocationSize(value.`items`)
+            )
+        }
+        is FieldValue.EmbeddedDictionary -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterMapStringOptionalMapStringTypeFieldValue.allocationSize(value.`entries`)
             )
         }
     }
@@ -6494,6 +6889,17 @@ public object FfiConverterTypeFieldValue : FfiConverterRustBuffer<FieldValue>{
             is FieldValue.Embedded -> {
                 buf.putInt(5)
                 FfiConverterBoolean.write(value.`present`, buf)
+                FfiConverterMapStringTypeFieldValue.write(value.`fields`, buf)
+                Unit
+            }
+            is FieldValue.EmbeddedList -> {
+                buf.putInt(6)
+                FfiConverterSequenceMapStringTypeFieldValue.write(value.`items`, buf)
+                Unit
+            }
+            is FieldValue.EmbeddedDictionary -> {
+                buf.putInt(7)
+                FfiConverterMapStringOptionalMapStringTypeFieldValue.write(value.`entries`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -6754,6 +7160,106 @@ public object FfiConverterTypeObjectChange : FfiConverterRustBuffer<ObjectChange
             is ObjectChange.Modified -> {
                 buf.putInt(2)
                 FfiConverterSequenceString.write(value.`properties`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * One step of a path from a property down to a property of an embedded object
+ * (`tandem::store::PathStep`): a list position, or a name (an embedded object's field, or a
+ * dictionary key).
+ */
+sealed class PathStep {
+    
+    /**
+     * A position in a list of embedded objects.
+     */
+    data class Index(
+        /**
+         * The position, from 0.
+         */
+        val `index`: kotlin.ULong) : PathStep()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * A field of an embedded object, or a key of a dictionary of embedded objects.
+     */
+    data class Name(
+        /**
+         * The field or key.
+         */
+        val `name`: kotlin.String) : PathStep()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePathStep : FfiConverterRustBuffer<PathStep>{
+    override fun read(buf: ByteBuffer): PathStep {
+        return when(buf.getInt()) {
+            1 -> PathStep.Index(
+                FfiConverterULong.read(buf),
+                )
+            2 -> PathStep.Name(
+                FfiConverterString.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: PathStep): ULong = when(value) {
+        is PathStep.Index -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`index`)
+            )
+        }
+        is PathStep.Name -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`name`)
+            )
+        }
+    }
+
+    override fun write(value: PathStep, buf: ByteBuffer) {
+        when(value) {
+            is PathStep.Index -> {
+                buf.putInt(1)
+                FfiConverterULong.write(value.`index`, buf)
+                Unit
+            }
+            is PathStep.Name -> {
+                buf.putInt(2)
+                FfiConverterString.write(value.`name`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -7637,6 +8143,1054 @@ public object FfiConverterTypeValue : FfiConverterRustBuffer<Value>{
 
 
 
+/**
+ * One write operation. `property` names a property of the object `class_name`[`key`];
+ * `path` (empty by default) continues from it down to a property of an embedded object, so
+ * collections inside embedded objects are written like the object's own:
+ *
+ * - `property = "address", path = [Name("tags")]`: the list/set/dictionary `tags` of the
+ * embedded object in `address`;
+ * - `property = "addresses", path = [Index(0), Name("tags")]`: of the first embedded object of
+ * the list `addresses`; `property = "byName", path = [Name("home"), Name("tags")]`: of the
+ * dictionary entry `home`;
+ * - `Set { property = "address", path = [Name("street")] }`: one field of the embedded object.
+ *
+ * List positions are app positions (links to deleted objects are skipped, as in realm-core's
+ * `LnkLst`), from 0; a position beyond `u32` is `InvalidArgument`. Each operation is one Realm
+ * instruction (two or more for `Create`, `Upsert` and `Erase`), so it syncs as Realm's would.
+ */
+sealed class WriteOp {
+    
+    /**
+     * Creates an object with these property values (an error if it exists).
+     */
+    data class Create(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The new object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * Property values; missing ones take their defaults.
+         */
+        val `values`: Map<kotlin.String, dev.tandem.Value>) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Creates the object, or writes these values to the existing one.
+     */
+    data class Upsert(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * Property values to write.
+         */
+        val `values`: Map<kotlin.String, dev.tandem.Value>) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Writes one single-valued property (`Update`); with a `path`, a field of an embedded
+     * object (null there removes an embedded object).
+     */
+    data class Set(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * The new value.
+         */
+        val `value`: dev.tandem.Value, 
+        /**
+         * Steps below `property` (its last step names the field).
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Deletes an object (links to it are removed, its embedded objects go with it).
+     */
+    data class Erase(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Adds to an integer (`AddInteger`: concurrent adds from several devices sum up).
+     */
+    data class Add(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The integer property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * What to add (may be negative).
+         */
+        val `amount`: kotlin.Long, 
+        /**
+         * Steps below `property` to an embedded object's field.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Creates the embedded object of a single embedded-object property (or, with a path, of
+     * a dictionary entry or an embedded object's field) if there is none.
+     */
+    data class CreateEmbedded(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The embedded-object (or dictionary) property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * Steps below `property`; its last step is a name (a dictionary key or a field).
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Inserts `value` into a list at `index` (0 to its length): `ArrayInsert`.
+     */
+    data class ListInsert(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The list property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * Where to insert.
+         */
+        val `index`: kotlin.ULong, 
+        /**
+         * The value.
+         */
+        val `value`: dev.tandem.Value, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Inserts a new, empty embedded object into a list of embedded objects at `index`.
+     */
+    data class ListInsertEmbedded(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The list property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * Where to insert (0 to its length).
+         */
+        val `index`: kotlin.ULong, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Replaces the element at `index` (`Update` on the list index).
+     */
+    data class ListSet(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The list property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * The element's position.
+         */
+        val `index`: kotlin.ULong, 
+        /**
+         * The new value.
+         */
+        val `value`: dev.tandem.Value, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Moves the element at `from` so that it ends up at `to` (`ArrayMove`).
+     */
+    data class ListMove(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The list property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * The element's position now.
+         */
+        val `from`: kotlin.ULong, 
+        /**
+         * Its position afterwards.
+         */
+        val `to`: kotlin.ULong, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Removes the element at `index` (`ArrayErase`).
+     */
+    data class ListErase(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The list property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * The element's position.
+         */
+        val `index`: kotlin.ULong, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Empties a list (`Clear`).
+     */
+    data class ListClear(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The list property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * Steps below `property` to a list inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Adds `value` to a set (nothing happens if it is there): `SetInsert`.
+     */
+    data class SetInsert(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The set property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * The value.
+         */
+        val `value`: dev.tandem.Value, 
+        /**
+         * Steps below `property` to a set inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Removes `value` from a set (nothing happens if it is not there): `SetErase`.
+     */
+    data class SetErase(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The set property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * The value.
+         */
+        val `value`: dev.tandem.Value, 
+        /**
+         * Steps below `property` to a set inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Empties a set (`Clear`).
+     */
+    data class SetClear(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The set property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * Steps below `property` to a set inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Writes the dictionary entry `entry` (`Update` at the key).
+     */
+    data class DictSet(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The dictionary property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * The entry's key (realm-core refuses keys with `.` or starting with `$`).
+         */
+        val `entry`: kotlin.String, 
+        /**
+         * The value.
+         */
+        val `value`: dev.tandem.Value, 
+        /**
+         * Steps below `property` to a dictionary inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Removes the dictionary entry `entry` (nothing happens if it is not there).
+     */
+    data class DictErase(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The dictionary property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * The entry's key.
+         */
+        val `entry`: kotlin.String, 
+        /**
+         * Steps below `property` to a dictionary inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Empties a dictionary (`Clear`).
+     */
+    data class DictClear(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The object's primary key.
+         */
+        val `key`: dev.tandem.Key, 
+        /**
+         * The dictionary property.
+         */
+        val `property`: kotlin.String, 
+        /**
+         * Steps below `property` to a dictionary inside an embedded object.
+         */
+        val `path`: List<dev.tandem.PathStep> = listOf() ) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
+    override fun read(buf: ByteBuffer): WriteOp {
+        return when(buf.getInt()) {
+            1 -> WriteOp.Create(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterMapStringTypeValue.read(buf),
+                )
+            2 -> WriteOp.Upsert(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterMapStringTypeValue.read(buf),
+                )
+            3 -> WriteOp.Set(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            4 -> WriteOp.Erase(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                )
+            5 -> WriteOp.Add(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterLong.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            6 -> WriteOp.CreateEmbedded(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            7 -> WriteOp.ListInsert(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            8 -> WriteOp.ListInsertEmbedded(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            9 -> WriteOp.ListSet(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            10 -> WriteOp.ListMove(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            11 -> WriteOp.ListErase(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            12 -> WriteOp.ListClear(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            13 -> WriteOp.SetInsert(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            14 -> WriteOp.SetErase(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            15 -> WriteOp.SetClear(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            16 -> WriteOp.DictSet(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            17 -> WriteOp.DictErase(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            18 -> WriteOp.DictClear(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: WriteOp): ULong = when(value) {
+        is WriteOp.Create -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterMapStringTypeValue.allocationSize(value.`values`)
+            )
+        }
+        is WriteOp.Upsert -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterMapStringTypeValue.allocationSize(value.`values`)
+            )
+        }
+        is WriteOp.Set -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterTypeValue.allocationSize(value.`value`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.Erase -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+            )
+        }
+        is WriteOp.Add -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterLong.allocationSize(value.`amount`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.CreateEmbedded -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.ListInsert -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterULong.allocationSize(value.`index`)
+                + FfiConverterTypeValue.allocationSize(value.`value`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.ListInsertEmbedded -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterULong.allocationSize(value.`index`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.ListSet -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterULong.allocationSize(value.`index`)
+                + FfiConverterTypeValue.allocationSize(value.`value`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.ListMove -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterULong.allocationSize(value.`from`)
+                + FfiConverterULong.allocationSize(value.`to`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.ListErase -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterULong.allocationSize(value.`index`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.ListClear -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.SetInsert -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterTypeValue.allocationSize(value.`value`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.SetErase -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterTypeValue.allocationSize(value.`value`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.SetClear -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.DictSet -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterString.allocationSize(value.`entry`)
+                + FfiConverterTypeValue.allocationSize(value.`value`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.DictErase -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterString.allocationSize(value.`entry`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+        is WriteOp.DictClear -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterTypeKey.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`property`)
+                + FfiConverterSequenceTypePathStep.allocationSize(value.`path`)
+            )
+        }
+    }
+
+    override fun write(value: WriteOp, buf: ByteBuffer) {
+        when(value) {
+            is WriteOp.Create -> {
+                buf.putInt(1)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterMapStringTypeValue.write(value.`values`, buf)
+                Unit
+            }
+            is WriteOp.Upsert -> {
+                buf.putInt(2)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterMapStringTypeValue.write(value.`values`, buf)
+                Unit
+            }
+            is WriteOp.Set -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterTypeValue.write(value.`value`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.Erase -> {
+                buf.putInt(4)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                Unit
+            }
+            is WriteOp.Add -> {
+                buf.putInt(5)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterLong.write(value.`amount`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.CreateEmbedded -> {
+                buf.putInt(6)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.ListInsert -> {
+                buf.putInt(7)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterULong.write(value.`index`, buf)
+                FfiConverterTypeValue.write(value.`value`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.ListInsertEmbedded -> {
+                buf.putInt(8)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterULong.write(value.`index`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.ListSet -> {
+                buf.putInt(9)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterULong.write(value.`index`, buf)
+                FfiConverterTypeValue.write(value.`value`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.ListMove -> {
+                buf.putInt(10)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterULong.write(value.`from`, buf)
+                FfiConverterULong.write(value.`to`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.ListErase -> {
+                buf.putInt(11)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterULong.write(value.`index`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.ListClear -> {
+                buf.putInt(12)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.SetInsert -> {
+                buf.putInt(13)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterTypeValue.write(value.`value`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.SetErase -> {
+                buf.putInt(14)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterTypeValue.write(value.`value`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.SetClear -> {
+                buf.putInt(15)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.DictSet -> {
+                buf.putInt(16)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterString.write(value.`entry`, buf)
+                FfiConverterTypeValue.write(value.`value`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.DictErase -> {
+                buf.putInt(17)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterString.write(value.`entry`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.DictClear -> {
+                buf.putInt(18)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
 
 /**
  * @suppress
@@ -7909,6 +9463,34 @@ public object FfiConverterSequenceTypeKey: FfiConverterRustBuffer<List<Key>> {
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypePathStep: FfiConverterRustBuffer<List<PathStep>> {
+    override fun read(buf: ByteBuffer): List<PathStep> {
+        val len = buf.getInt()
+        return List<PathStep>(len) {
+            FfiConverterTypePathStep.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<PathStep>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePathStep.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<PathStep>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePathStep.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeValue: FfiConverterRustBuffer<List<Value>> {
     override fun read(buf: ByteBuffer): List<Value> {
         val len = buf.getInt()
@@ -7927,6 +9509,34 @@ public object FfiConverterSequenceTypeValue: FfiConverterRustBuffer<List<Value>>
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeValue.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeWriteOp: FfiConverterRustBuffer<List<WriteOp>> {
+    override fun read(buf: ByteBuffer): List<WriteOp> {
+        val len = buf.getInt()
+        return List<WriteOp>(len) {
+            FfiConverterTypeWriteOp.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<WriteOp>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeWriteOp.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<WriteOp>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeWriteOp.write(it, buf)
         }
     }
 }
@@ -8033,6 +9643,45 @@ public object FfiConverterMapStringTypeValue: FfiConverterRustBuffer<Map<kotlin.
         value.forEach { (k, v) ->
             FfiConverterString.write(k, buf)
             FfiConverterTypeValue.write(v, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverterRustBuffer<Map<kotlin.String, Map<kotlin.String, FieldValue>?>> {
+    override fun read(buf: ByteBuffer): Map<kotlin.String, Map<kotlin.String, FieldValue>?> {
+        val len = buf.getInt()
+        return buildMap<kotlin.String, Map<kotlin.String, FieldValue>?>(len) {
+            repeat(len) {
+                val k = FfiConverterString.read(buf)
+                val v = FfiConverterOptionalMapStringTypeFieldValue.read(buf)
+                this[k] = v
+            }
+        }
+    }
+
+    override fun allocationSize(value: Map<kotlin.String, Map<kotlin.String, FieldValue>?>): ULong {
+        val spaceForMapSize = 4UL
+        val spaceForChildren = value.map { (k, v) ->
+            FfiConverterString.allocationSize(k) +
+            FfiConverterOptionalMapStringTypeFieldValue.allocationSize(v)
+        }.sum()
+        return spaceForMapSize + spaceForChildren
+    }
+
+    override fun write(value: Map<kotlin.String, Map<kotlin.String, FieldValue>?>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        // The parens on `(k, v)` here ensure we're calling the right method,
+        // which is important for compatibility with older android devices.
+        // Ref https://blog.danlew.net/2017/03/16/kotlin-puzzler-whose-line-is-it-anyways/
+        value.forEach { (k, v) ->
+            FfiConverterString.write(k, buf)
+            FfiConverterOptionalMapStringTypeFieldValue.write(v, buf)
         }
     }
 }

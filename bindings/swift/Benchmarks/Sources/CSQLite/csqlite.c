@@ -1,0 +1,2 @@
+// SwiftPM needs a source file in a C target; the declarations are in include/csqlite.h.
+#include "csqlite.h"

@@ -1,0 +1,222 @@
+// Codable <-> Tandem properties: an Encoder that turns a model into `[property: FieldInput]`, a
+// Decoder that builds a model from the `[property: FieldValue]` the FFI returns, and a probing
+// Decoder that derives the schema by decoding one placeholder model and noting each property's
+// Swift type. Only keyed models whose properties are `Persistable` are supported; anything else
+// throws a `TandemModelError` naming the property.
+
+import Foundation
+
+// MARK: - Encoding
+
+final class FieldEncoder: Encoder {
+    var codingPath: [CodingKey] = []
+    var userInfo: [CodingUserInfoKey: Any] = [:]
+    var fields: [String: FieldInput] = [:]
+    /// The first error a container could not throw itself (non-keyed use).
+    var failure: Error?
+    let typeName: String
+
+    init(typeName: String) { self.typeName = typeName }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
+        KeyedEncodingContainer(Container<Key>(encoder: self))
+    }
+    func unkeyedContainer() -> UnkeyedEncodingContainer {
+        failure = failure ?? TandemModelError.notAnObject(type: typeName)
+        return Rejecting(encoder: self)
+    }
+    func singleValueContainer() -> SingleValueEncodingContainer {
+        failure = failure ?? TandemModelError.notAnObject(type: typeName)
+        return Rejecting(encoder: self)
+    }
+
+    /// Every property of `object`, as written (nil optionals are left out: the caller fills them).
+    static func encode<T: Encodable>(_ object: T) throws -> [String: FieldInput] {
+        let encoder = FieldEncoder(typeName: "\(T.self)")
+        try object.encode(to: encoder)
+        if let failure = encoder.failure { throw failure }
+        return encoder.fields
+    }
+
+    struct Container<Key: CodingKey>: KeyedEncodingContainerProtocol {
+        let encoder: FieldEncoder
+        var codingPath: [CodingKey] { [] }
+
+        mutating func put<T: Encodable>(_ value: T, _ key: Key) throws {
+            guard let p = value as? Persistable else {
+                throw TandemModelError.unsupportedType(property: key.stringValue, type: "\(T.self)")
+            }
+            encoder.fields[key.stringValue] = try p.tandemField()
+        }
+        mutating func encodeNil(forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.null) }
+        mutating func encode(_ v: Bool, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: String, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: Double, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: Float, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: Int, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: Int8, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: Int16, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: Int32, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: Int64, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: UInt, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: UInt8, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: UInt16, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: UInt32, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: UInt64, forKey key: Key) throws { try put(v, key) }
+        mutating func encode<T: Encodable>(_ v: T, forKey key: Key) throws { try put(v, key) }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(
+            keyedBy keyType: NestedKey.Type, forKey key: Key
+        ) -> KeyedEncodingContainer<NestedKey> {
+            encoder.failure = encoder.failure
+                ?? TandemModelError.unsupportedType(property: key.stringValue, type: "a nested object")
+            return KeyedEncodingContainer(Container<NestedKey>(encoder: FieldEncoder(typeName: "")))
+        }
+        mutating func nestedUnkeyedContainer(forKey key: Key) -> UnkeyedEncodingContainer {
+            encoder.failure = encoder.failure
+                ?? TandemModelError.unsupportedType(property: key.stringValue, type: "a nested array")
+            return Rejecting(encoder: encoder)
+        }
+        mutating func superEncoder() -> Encoder { encoder.rejected() }
+        mutating func superEncoder(forKey key: Key) -> Encoder { encoder.rejected() }
+    }
+
+    func rejected() -> Encoder {
+        failure = failure ?? TandemModelError.notAnObject(type: typeName)
+        return FieldEncoder(typeName: typeName)
+    }
+
+    /// The container handed out for non-keyed use: it records nothing (the encoder has failed).
+    struct Rejecting: UnkeyedEncodingContainer, SingleValueEncodingContainer {
+        let encoder: FieldEncoder
+        var codingPath: [CodingKey] { [] }
+        var count: Int { 0 }
+        mutating func encodeNil() throws {}
+        mutating func encode<T: Encodable>(_ value: T) throws {}
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type)
+            -> KeyedEncodingContainer<NestedKey>
+        {
+            KeyedEncodingContainer(Container<NestedKey>(encoder: FieldEncoder(typeName: "")))
+        }
+        mutating func nestedUnkeyedContainer() -> UnkeyedEncodingContainer { self }
+        mutating func superEncoder() -> Encoder { encoder.rejected() }
+    }
+}
+
+// MARK: - Decoding
+
+/// Builds a model from the FFI's properties (`probe` mode: from placeholders, noting the schema).
+final class FieldDecoder: Decoder {
+    var codingPath: [CodingKey] = []
+    var userInfo: [CodingUserInfoKey: Any] = [:]
+    let fields: [String: FieldValue]
+    let typeName: String
+    /// Set in probe mode: each property's shape, in declaration order.
+    var probed: [(String, PropertyShape)]?
+    private var nullables: Set<String> = []
+
+    init(fields: [String: FieldValue], typeName: String, probe: Bool = false) {
+        self.fields = fields
+        self.typeName = typeName
+        probed = probe ? [] : nil
+    }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
+        KeyedDecodingContainer(Container<Key>(decoder: self))
+    }
+    func unkeyedContainer() throws -> UnkeyedDecodingContainer {
+        throw TandemModelError.notAnObject(type: typeName)
+    }
+    func singleValueContainer() throws -> SingleValueDecodingContainer {
+        throw TandemModelError.notAnObject(type: typeName)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, from fields: [String: FieldValue]) throws -> T {
+        try T(from: FieldDecoder(fields: fields, typeName: "\(T.self)"))
+    }
+
+    /// A model from an object the FFI returned (its properties leave out the primary key).
+    static func decode<T: TandemObject>(_ type: T.Type, key: Key, from fields: [String: FieldValue]) throws -> T {
+        var fields = fields
+        fields[T.primaryKey] = .single(value: keyValue(key))
+        return try T(from: FieldDecoder(fields: fields, typeName: "\(T.self)"))
+    }
+
+    /// The properties of `type`, derived by decoding one placeholder instance.
+    static func shapes<T: Decodable>(of type: T.Type) throws -> [(String, PropertyShape)] {
+        let decoder = FieldDecoder(fields: [:], typeName: "\(T.self)", probe: true)
+        _ = try T(from: decoder)
+        return decoder.probed ?? []
+    }
+
+    struct Container<Key: CodingKey>: KeyedDecodingContainerProtocol {
+        let decoder: FieldDecoder
+        var codingPath: [CodingKey] { [] }
+        var allKeys: [Key] { decoder.fields.keys.compactMap { Key(stringValue: $0) } }
+
+        func contains(_ key: Key) -> Bool { decoder.probed != nil || decoder.fields[key.stringValue] != nil }
+
+        func decodeNil(forKey key: Key) throws -> Bool {
+            if decoder.probed != nil {
+                // An optional property asks this first; its type comes with the decode that follows.
+                decoder.nullables.insert(key.stringValue)
+                return false
+            }
+            switch decoder.fields[key.stringValue] {
+            case nil, .single(.null)?: return true
+            default: return false
+            }
+        }
+
+        func get<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T {
+            let name = key.stringValue
+            guard let p = T.self as? Persistable.Type else {
+                throw TandemModelError.unsupportedType(property: name, type: "\(T.self)")
+            }
+            if decoder.probed != nil {
+                var shape = p.tandemShape
+                if decoder.nullables.contains(name) {
+                    guard shape.collection == .single else {
+                        throw TandemModelError.unsupportedType(property: name, type: "Optional<\(T.self)>")
+                    }
+                    shape.nullable = true
+                }
+                decoder.probed?.append((name, shape))
+                return p.tandemPlaceholder as! T
+            }
+            guard let field = decoder.fields[name] else {
+                throw TandemModelError.typeMismatch(property: name, expected: "\(T.self)", found: "no such property")
+            }
+            return try p.init(tandemField: field, property: name) as! T
+        }
+
+        func decode(_ t: Bool.Type, forKey key: Key) throws -> Bool { try get(t, key) }
+        func decode(_ t: String.Type, forKey key: Key) throws -> String { try get(t, key) }
+        func decode(_ t: Double.Type, forKey key: Key) throws -> Double { try get(t, key) }
+        func decode(_ t: Float.Type, forKey key: Key) throws -> Float { try get(t, key) }
+        func decode(_ t: Int.Type, forKey key: Key) throws -> Int { try get(t, key) }
+        func decode(_ t: Int8.Type, forKey key: Key) throws -> Int8 { try get(t, key) }
+        func decode(_ t: Int16.Type, forKey key: Key) throws -> Int16 { try get(t, key) }
+        func decode(_ t: Int32.Type, forKey key: Key) throws -> Int32 { try get(t, key) }
+        func decode(_ t: Int64.Type, forKey key: Key) throws -> Int64 { try get(t, key) }
+        func decode(_ t: UInt.Type, forKey key: Key) throws -> UInt { try get(t, key) }
+        func decode(_ t: UInt8.Type, forKey key: Key) throws -> UInt8 { try get(t, key) }
+        func decode(_ t: UInt16.Type, forKey key: Key) throws -> UInt16 { try get(t, key) }
+        func decode(_ t: UInt32.Type, forKey key: Key) throws -> UInt32 { try get(t, key) }
+        func decode(_ t: UInt64.Type, forKey key: Key) throws -> UInt64 { try get(t, key) }
+        func decode<T: Decodable>(_ t: T.Type, forKey key: Key) throws -> T { try get(t, key) }
+
+        func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
+            -> KeyedDecodingContainer<NestedKey>
+        {
+            throw TandemModelError.unsupportedType(property: key.stringValue, type: "a nested object")
+        }
+        func nestedUnkeyedContainer(forKey key: Key) throws -> UnkeyedDecodingContainer {
+            throw TandemModelError.unsupportedType(property: key.stringValue, type: "a nested array")
+        }
+        func superDecoder() throws -> Decoder { throw TandemModelError.notAnObject(type: decoder.typeName) }
+        func superDecoder(forKey key: Key) throws -> Decoder {
+            throw TandemModelError.notAnObject(type: decoder.typeName)
+        }
+    }
+}

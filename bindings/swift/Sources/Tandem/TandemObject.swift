@@ -1,0 +1,166 @@
+// Model types: a `Codable` struct (or class) conforming to `TandemObject` is a Tandem class. Its
+// schema comes from its Codable structure (each property's Swift type, see PersistableValue.swift),
+// derived once per type by decoding a placeholder instance; its primary key is the property named
+// by `primaryKey` (Realm's `_id` by default).
+//
+//     struct Task: TandemObject {
+//         var _id: ObjectId = .generate()
+//         var title: String
+//         var done = false
+//         var tags: [String] = []
+//         var owner: Link<Person>? = nil
+//     }
+//
+// A link is a `Link<Target>` value (the target's key), resolved with `db.object(link)`: reads stay
+// one object deep, so cycles cannot recurse. Embedded objects are not supported by this layer yet
+// (use the untyped API's embedded operations).
+
+import Foundation
+
+/// A model type stored as a Tandem class.
+public protocol TandemObject: Codable {
+    /// The class name in the schema (and on the wire): the Swift type's name by default.
+    static var className: String { get }
+    /// The name of the primary key property (its coding key): `_id` by default. Its type must be
+    /// `Int`/`Int64` (or a smaller integer), `String`, `ObjectId`, `UUID`, or an optional of one.
+    static var primaryKey: String { get }
+}
+
+extension TandemObject {
+    public static var className: String { String(describing: Self.self) }
+    public static var primaryKey: String { "_id" }
+
+    /// This class's schema, derived from the Codable structure. Throws `TandemModelError` when a
+    /// property's type has no Tandem mapping or the primary key is missing or not a key type.
+    public static func classSpec() throws -> ClassSpec { try ModelInfo.of(Self.self).spec }
+
+    /// This object's primary key as the FFI takes it.
+    public func primaryKeyValue() throws -> Key {
+        let info = try ModelInfo.of(Self.self)
+        let fields = try FieldEncoder.encode(self)
+        guard case let .single(value)? = fields[Self.primaryKey] else {
+            if info.keyNullable { return .null }
+            throw TandemModelError.invalidPrimaryKey(className: Self.className, message: "no primary key value")
+        }
+        return try key(of: value, className: Self.className)
+    }
+}
+
+/// The key of `value` (`Value.int` to `Key.int`, ...), or `invalidPrimaryKey`.
+func key(of value: Value, className: String) throws -> Key {
+    switch value {
+    case .null: return .null
+    case let .int(v): return .int(value: v)
+    case let .string(v): return .string(value: v)
+    case let .objectId(bytes): return .objectId(bytes: bytes)
+    case let .uuid(bytes): return .uuid(bytes: bytes)
+    default:
+        throw TandemModelError.invalidPrimaryKey(className: className, message: "\(value) cannot be a key")
+    }
+}
+
+/// The value of a primary key property holding `key`.
+func keyValue(_ key: Key) -> Value {
+    switch key {
+    case .null: return .null
+    case let .int(v): return .int(value: v)
+    case let .string(v): return .string(value: v)
+    case let .objectId(bytes): return .objectId(bytes: bytes)
+    case let .uuid(bytes): return .uuid(bytes: bytes)
+    }
+}
+
+/// A link to an object of `Target`: the target's primary key. Resolve it with
+/// `Database.object(_:)`; a link to a deleted object reads back as `nil` (Realm nulls it).
+public struct Link<Target: TandemObject>: Hashable, Codable, PersistableScalar {
+    /// The target's primary key.
+    public var key: Key
+
+    public init(key: Key) { self.key = key }
+    /// A link to `target` (its primary key).
+    public init(_ target: Target) throws { key = try target.primaryKeyValue() }
+
+    public static var tandemType: PropertyType { .link }
+    public static var tandemLinkTarget: String? { Target.className }
+    public static var tandemPlaceholder: Link<Target> { Link(key: .null) }
+    public func tandemValue() throws -> Value { .link(className: Target.className, key: key) }
+    public init(tandemValue: Value, property: String) throws {
+        guard case let .link(className, key) = tandemValue, className == Target.className else {
+            throw mismatch(Link<Target>.self, tandemValue, property)
+        }
+        self.key = key
+    }
+
+    // Codable outside Tandem (e.g. JSON): {"int": 1}, {"string": "a"}, {"objectId": hex},
+    // {"uuid": "..."} or {} for the null key. Tandem's own coders use the link value above.
+    private enum CodingKeys: String, CodingKey { case int, string, objectId, uuid }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if let v = try c.decodeIfPresent(Int64.self, forKey: .int) {
+            key = .int(value: v)
+        } else if let v = try c.decodeIfPresent(String.self, forKey: .string) {
+            key = .string(value: v)
+        } else if let v = try c.decodeIfPresent(ObjectId.self, forKey: .objectId) {
+            key = .objectId(bytes: v.bytes)
+        } else if let v = try c.decodeIfPresent(UUID.self, forKey: .uuid) {
+            key = .uuid(bytes: withUnsafeBytes(of: v.uuid) { Data($0) })
+        } else {
+            key = .null
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        switch key {
+        case .null: break
+        case let .int(v): try c.encode(v, forKey: .int)
+        case let .string(v): try c.encode(v, forKey: .string)
+        case let .objectId(bytes): try c.encode(ObjectId(bytes: bytes), forKey: .objectId)
+        case let .uuid(bytes): try c.encode(UUID(tandemValue: .uuid(bytes: bytes), property: "key"), forKey: .uuid)
+        }
+    }
+}
+
+/// What the typed layer knows of one model type (derived once, then cached).
+struct ModelInfo {
+    let spec: ClassSpec
+    /// Each property's shape, by name.
+    let shapes: [String: PropertyShape]
+    let keyNullable: Bool
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var cache: [ObjectIdentifier: ModelInfo] = [:]
+
+    static func of<T: TandemObject>(_ type: T.Type) throws -> ModelInfo {
+        lock.lock()
+        if let info = cache[ObjectIdentifier(type)] {
+            lock.unlock()
+            return info
+        }
+        lock.unlock()
+        let probed = try FieldDecoder.shapes(of: type)
+        guard let keyShape = probed.first(where: { $0.0 == T.primaryKey })?.1 else {
+            throw TandemModelError.invalidPrimaryKey(
+                className: T.className, message: "no property \(T.primaryKey) (set `static var primaryKey`)")
+        }
+        guard keyShape.collection == .single,
+              [.int, .string, .objectId, .uuid].contains(keyShape.type)
+        else {
+            throw TandemModelError.invalidPrimaryKey(
+                className: T.className, message: "\(T.primaryKey) must be an integer, String, ObjectId or UUID")
+        }
+        let properties = probed.map { name, shape in
+            PropertySpec(name: name, propertyType: shape.type, nullable: shape.nullable,
+                         collection: shape.collection, linkTarget: shape.linkTarget)
+        }
+        let info = ModelInfo(
+            spec: ClassSpec(name: T.className, primaryKey: T.primaryKey, properties: properties),
+            shapes: Dictionary(probed, uniquingKeysWith: { a, _ in a }),
+            keyNullable: keyShape.nullable)
+        lock.lock()
+        cache[ObjectIdentifier(type)] = info
+        lock.unlock()
+        return info
+    }
+}

@@ -1,0 +1,353 @@
+// Transaction: what `Database.write { }` hands its block. Typed writes of `TandemObject` models
+// (add, upsert, modify, delete, property and collection edits) beside the untyped calls of the
+// FFI's `WriteTransaction` (same names and labels, forwarded), all recorded into one transaction.
+
+import Foundation
+
+extension Database {
+    /// Opens (or creates) the database at `path` with the classes of these model types, plus any
+    /// untyped `classes`. Throws `TandemModelError` for a model whose schema cannot be derived and
+    /// `TandemError.Schema` for a schema the database refuses.
+    ///
+    ///     let db = try Database.open(path: "todo.sqlite", models: [Task.self, Person.self])
+    public static func open(path: String, models: [any TandemObject.Type], classes: [ClassSpec] = []) throws
+        -> Database
+    {
+        try Database.open(path: path, classes: try models.map { try $0.classSpec() } + classes)
+    }
+
+    /// Runs `body` in a write transaction: committed when `body` returns (the new version is
+    /// returned), rolled back if it throws (the error is rethrown). A failing commit writes
+    /// nothing and throws `TandemError`.
+    ///
+    ///     try db.write { try $0.add(Task(title: "milk")) }
+    @discardableResult
+    public func write(_ body: (Transaction) throws -> Void) throws -> UInt64? {
+        let tx = Transaction(db: self, raw: writeTransaction())
+        do {
+            try body(tx)
+        } catch {
+            tx.raw.rollback()
+            throw error
+        }
+        return try tx.raw.commit()
+    }
+}
+
+/// A write transaction being recorded (see `Database.write`). Nothing reaches the database until
+/// the block returns; then everything is applied at once or, on any error, nothing.
+///
+/// `upsert` replaces each collection (clear, then insert). `modify` reads the committed object,
+/// not this transaction's earlier edits, and writes only what changed (a changed list as index
+/// erases and inserts computed from that read, a set or dictionary as its differences), so
+/// `modify` of an object already written in the same transaction throws
+/// `TandemModelError.notWritable` instead of guessing.
+public final class Transaction {
+    /// The untyped transaction underneath.
+    public let raw: WriteTransaction
+    /// The database it writes to.
+    public let db: Database
+    /// Objects this transaction has written: (class, key).
+    private var touched: Set<ObjectRef> = []
+
+    struct ObjectRef: Hashable {
+        let className: String
+        let key: Key
+    }
+
+    init(db: Database, raw: WriteTransaction) {
+        self.db = db
+        self.raw = raw
+    }
+
+    // MARK: Typed objects
+
+    /// Creates `object` (its primary key must be new: a duplicate fails the commit).
+    public func add<T: TandemObject>(_ object: T) throws {
+        let (info, key, fields) = try Self.encode(object)
+        try raw.create(className: T.className, key: key, values: Self.singles(fields, info, T.primaryKey))
+        try replaceCollections(T.className, key, old: nil, new: fields)
+        touched.insert(ObjectRef(className: T.className, key: key))
+    }
+
+    /// Creates `object`, or overwrites every property of the existing object with its key.
+    public func upsert<T: TandemObject>(_ object: T) throws {
+        let (info, key, fields) = try Self.encode(object)
+        try raw.upsert(className: T.className, key: key, values: Self.singles(fields, info, T.primaryKey))
+        try replaceCollections(T.className, key, old: nil, new: fields, clear: true)
+        touched.insert(ObjectRef(className: T.className, key: key))
+    }
+
+    /// Reads the committed object with `key`, lets `body` change it, and writes the properties
+    /// that changed. Returns `false` (writing nothing) if there is no such object.
+    @discardableResult
+    public func modify<T: TandemObject>(_ type: T.Type, key: some PersistableScalar, _ body: (inout T) throws -> Void)
+        throws -> Bool
+    {
+        let key = try Self.key(key, T.self)
+        guard let old = try db.object(className: T.className, key: key) else { return false }
+        if touched.contains(ObjectRef(className: T.className, key: key)) {
+            throw TandemModelError.notWritable(
+                type: T.className, reason: "modify after another write of the same object in this transaction")
+        }
+        var object = try FieldDecoder.decode(T.self, key: key, from: old)
+        try body(&object)
+        let (info, newKey, fields) = try Self.encode(object)
+        guard newKey == key else {
+            throw TandemModelError.invalidPrimaryKey(className: T.className, message: "modify cannot change the key")
+        }
+        for (name, value) in Self.singles(fields, info, T.primaryKey)
+        where Self.asInput(old[name]) != .single(value) {
+            try raw.set(className: T.className, key: key, property: name, value: value)
+        }
+        try replaceCollections(T.className, key, old: old, new: fields)
+        touched.insert(ObjectRef(className: T.className, key: key))
+        return true
+    }
+
+    /// Deletes `object` (by its primary key); deleting a missing object fails the commit.
+    public func delete<T: TandemObject>(_ object: T) throws {
+        try raw.erase(className: T.className, key: try object.primaryKeyValue())
+    }
+
+    /// Deletes the object of `type` with `key`.
+    public func delete<T: TandemObject>(_ type: T.Type, key: some PersistableScalar) throws {
+        try raw.erase(className: T.className, key: try Self.key(key, T.self))
+    }
+
+    // MARK: Typed property and collection edits (property names are the models' coding keys)
+
+    /// Sets one property (not a collection) of the object of `type` with `key`.
+    public func set<T: TandemObject, V: PersistableScalar>(
+        _ type: T.Type, key: some PersistableScalar, _ property: String, to value: V
+    ) throws {
+        try Self.check(T.self, property, V.self, .single)
+        try raw.set(className: T.className, key: try Self.key(key, T.self), property: property,
+                    value: try value.tandemValue())
+    }
+
+    /// Adds `amount` to an integer property (merges with concurrent increments, Realm's `add`).
+    public func increment<T: TandemObject>(_ type: T.Type, key: some PersistableScalar, _ property: String,
+                                           by amount: Int64) throws
+    {
+        try Self.check(T.self, property, Int64.self, .single)
+        try raw.add(className: T.className, key: try Self.key(key, T.self), property: property, amount: amount)
+    }
+
+    /// Inserts `value` at `index` (0...count) of a list property.
+    public func insert<T: TandemObject, V: PersistableScalar>(
+        _ value: V, at index: Int, in type: T.Type, key: some PersistableScalar, _ property: String
+    ) throws {
+        let index = try Self.index(index)
+        try edit(T.self, key, property, value, .list) {
+            try raw.listInsert(className: T.className, key: $0, property: property, index: index, value: $1)
+        }
+    }
+
+    /// Removes the element at `index` of a list property.
+    public func remove<T: TandemObject>(at index: Int, in type: T.Type, key: some PersistableScalar,
+                                        _ property: String) throws
+    {
+        guard let shape = try ModelInfo.of(T.self).shapes[property], shape.collection == .list else {
+            throw TandemModelError.unsupportedType(property: property, type: "not a list of \(T.className)")
+        }
+        let key = try Self.key(key, T.self)
+        try raw.listErase(className: T.className, key: key, property: property, index: try Self.index(index))
+        touched.insert(ObjectRef(className: T.className, key: key))
+    }
+
+    /// Adds `value` to a set property (no effect if present).
+    public func insert<T: TandemObject, V: PersistableScalar>(
+        _ value: V, intoSet type: T.Type, key: some PersistableScalar, _ property: String
+    ) throws {
+        try edit(T.self, key, property, value, .set) {
+            try raw.setInsert(className: T.className, key: $0, property: property, value: $1)
+        }
+    }
+
+    /// Removes `value` from a set property.
+    public func remove<T: TandemObject, V: PersistableScalar>(
+        _ value: V, fromSet type: T.Type, key: some PersistableScalar, _ property: String
+    ) throws {
+        try edit(T.self, key, property, value, .set) {
+            try raw.setErase(className: T.className, key: $0, property: property, value: $1)
+        }
+    }
+
+    /// Sets `entry` of a dictionary property to `value`.
+    public func set<T: TandemObject, V: PersistableScalar>(
+        _ entry: String, to value: V, in type: T.Type, key: some PersistableScalar, _ property: String
+    ) throws {
+        try edit(T.self, key, property, value, .dictionary) {
+            try raw.dictSet(className: T.className, key: $0, property: property, entry: entry, value: $1)
+        }
+    }
+
+    /// Checks `value` against the collection `property` of `T`, then records `op` with the key
+    /// and the value as the FFI takes them.
+    private func edit<T: TandemObject, V: PersistableScalar>(
+        _ type: T.Type, _ key: some PersistableScalar, _ property: String, _ value: V, _ collection: Collection,
+        _ op: (Key, Value) throws -> Void
+    ) throws {
+        try Self.check(T.self, property, V.self, collection)
+        let key = try Self.key(key, T.self)
+        try op(key, try value.tandemValue())
+        touched.insert(ObjectRef(className: T.className, key: key))
+    }
+
+    /// Removes `entry` from a dictionary property.
+    public func remove<T: TandemObject>(entry: String, in type: T.Type, key: some PersistableScalar,
+                                        _ property: String) throws
+    {
+        guard let shape = try ModelInfo.of(T.self).shapes[property], shape.collection == .dictionary else {
+            throw TandemModelError.unsupportedType(property: property, type: "not a dictionary of \(T.className)")
+        }
+        let key = try Self.key(key, T.self)
+        try raw.dictErase(className: T.className, key: key, property: property, entry: entry)
+        touched.insert(ObjectRef(className: T.className, key: key))
+    }
+
+    // MARK: Untyped (the FFI's WriteTransaction calls, forwarded)
+
+    public func create(className: String, key: Key, values: [String: Value]) throws {
+        try raw.create(className: className, key: key, values: values)
+    }
+    public func upsert(className: String, key: Key, values: [String: Value]) throws {
+        try raw.upsert(className: className, key: key, values: values)
+    }
+    public func set(className: String, key: Key, property: String, value: Value) throws {
+        try raw.set(className: className, key: key, property: property, value: value)
+    }
+    public func erase(className: String, key: Key) throws { try raw.erase(className: className, key: key) }
+    public func add(className: String, key: Key, property: String, amount: Int64) throws {
+        try raw.add(className: className, key: key, property: property, amount: amount)
+    }
+    public func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value) throws {
+        touched.insert(ObjectRef(className: className, key: key))
+        try raw.listInsert(className: className, key: key, property: property, index: index, value: value)
+    }
+    public func listErase(className: String, key: Key, property: String, index: UInt32) throws {
+        touched.insert(ObjectRef(className: className, key: key))
+        try raw.listErase(className: className, key: key, property: property, index: index)
+    }
+    public func setInsert(className: String, key: Key, property: String, value: Value) throws {
+        touched.insert(ObjectRef(className: className, key: key))
+        try raw.setInsert(className: className, key: key, property: property, value: value)
+    }
+    public func setErase(className: String, key: Key, property: String, value: Value) throws {
+        touched.insert(ObjectRef(className: className, key: key))
+        try raw.setErase(className: className, key: key, property: property, value: value)
+    }
+    public func dictSet(className: String, key: Key, property: String, entry: String, value: Value) throws {
+        touched.insert(ObjectRef(className: className, key: key))
+        try raw.dictSet(className: className, key: key, property: property, entry: entry, value: value)
+    }
+    public func dictErase(className: String, key: Key, property: String, entry: String) throws {
+        touched.insert(ObjectRef(className: className, key: key))
+        try raw.dictErase(className: className, key: key, property: property, entry: entry)
+    }
+
+    // MARK: Helpers
+
+    static func encode<T: TandemObject>(_ object: T) throws -> (ModelInfo, Key, [String: FieldInput]) {
+        let info = try ModelInfo.of(T.self)
+        let fields = try FieldEncoder.encode(object)
+        var keyValue = Value.null
+        if case let .single(v)? = fields[T.primaryKey] { keyValue = v }
+        return (info, try Tandem.key(of: keyValue, className: T.className), fields)
+    }
+
+    static func key<T: TandemObject>(_ value: some PersistableScalar, _ type: T.Type) throws -> Key {
+        try Tandem.key(of: try value.tandemValue(), className: T.className)
+    }
+
+    /// The single-valued properties to write, without the primary key; a nil optional (which
+    /// Codable leaves out) is written as null.
+    static func singles(_ fields: [String: FieldInput], _ info: ModelInfo, _ primaryKey: String) -> [String: Value] {
+        var out: [String: Value] = [:]
+        for (name, shape) in info.shapes where name != primaryKey && shape.collection == .single {
+            if case let .single(v)? = fields[name] { out[name] = v } else { out[name] = .null }
+        }
+        return out
+    }
+
+    static func index(_ index: Int) throws -> UInt32 {
+        guard let i = UInt32(exactly: index) else {
+            throw TandemError.InvalidArgument(message: "index \(index) is out of range")
+        }
+        return i
+    }
+
+    static func check<T: TandemObject, V: PersistableScalar>(
+        _ type: T.Type, _ property: String, _ value: V.Type, _ collection: Collection
+    ) throws {
+        guard let shape = try ModelInfo.of(T.self).shapes[property] else {
+            throw TandemModelError.unsupportedType(property: property, type: "not a property of \(T.className)")
+        }
+        guard shape.collection == collection, shape.type == V.tandemType,
+              shape.nullable || !V.tandemNullable
+        else {
+            throw TandemModelError.typeMismatch(property: property, expected: "\(shape)", found: "\(V.self)")
+        }
+    }
+
+    /// What a read property would write.
+    static func asInput(_ field: FieldValue?) -> FieldInput? {
+        switch field {
+        case let .single(v)?: return .single(v)
+        case let .list(items)?: return .list(items)
+        case let .set(items)?: return .set(items)
+        case let .dictionary(entries)?: return .dictionary(entries)
+        default: return nil  // embedded objects: not in the typed layer
+        }
+    }
+
+    /// Turns each collection of `old` (nil: empty) into the one in `new`; with `clear`, each is
+    /// cleared first (the list/set/dictionary clear operations) and `old` is not consulted.
+    private func replaceCollections(_ className: String, _ key: Key, old: [String: FieldValue]?,
+                                    new: [String: FieldInput], clear: Bool = false) throws
+    {
+        for (property, input) in new {
+            let before = Self.asInput(old?[property])
+            if clear {
+                switch input {
+                case .single: continue
+                case .list: try raw.listClear(className: className, key: key, property: property)
+                case .set: try raw.setClear(className: className, key: key, property: property)
+                case .dictionary: try raw.dictClear(className: className, key: key, property: property)
+                }
+            }
+            switch input {
+            case .single: continue
+            case let .list(items):
+                if case let .list(oldItems)? = before {
+                    if oldItems == items { continue }
+                    for i in oldItems.indices.reversed() {
+                        try raw.listErase(className: className, key: key, property: property, index: UInt32(i))
+                    }
+                }
+                for (i, item) in items.enumerated() {
+                    try raw.listInsert(className: className, key: key, property: property, index: UInt32(i), value: item)
+                }
+            case let .set(items):
+                var oldItems: [Value] = []
+                if case let .set(o)? = before { oldItems = o }
+                for item in oldItems where !items.contains(item) {
+                    try raw.setErase(className: className, key: key, property: property, value: item)
+                }
+                for item in items where !oldItems.contains(item) {
+                    try raw.setInsert(className: className, key: key, property: property, value: item)
+                }
+            case let .dictionary(entries):
+                var oldEntries: [String: Value] = [:]
+                if case let .dictionary(o)? = before { oldEntries = o }
+                for entry in oldEntries.keys.sorted() where entries[entry] == nil {
+                    try raw.dictErase(className: className, key: key, property: property, entry: entry)
+                }
+                for (entry, value) in entries.sorted(by: { $0.key < $1.key }) where oldEntries[entry] != value {
+                    try raw.dictSet(className: className, key: key, property: property, entry: entry, value: value)
+                }
+            }
+        }
+    }
+}
