@@ -128,7 +128,7 @@ impl RowCodec {
         let mut rows = Vec::with_capacity(end - start);
         for key in &keys[start..end] {
             if let Some(object) = read.object(&class_name, key)? {
-                rows.push(self.row(class, &object));
+                rows.push(self.row(class, &object, Some(key)));
             }
         }
         Ok(serde_json::to_vec(&Json::Array(rows)).expect("JSON values serialize"))
@@ -147,7 +147,7 @@ impl RowCodec {
             serde_json::from_slice(&key).map_err(|e| invalid(format!("malformed key: {e}")))?;
         let key = self.key(&class_name, &key)?;
         let object = db.inner.read()?.object(&class_name, &key)?;
-        let row = object.map_or(Json::Null, |o| self.row(class, &o));
+        let row = object.map_or(Json::Null, |o| self.row(class, &o, Some(&key)));
         Ok(serde_json::to_vec(&row).expect("JSON values serialize"))
     }
 }
@@ -537,13 +537,17 @@ let v = self.value(class, prop, arg(5)?)?;
         Ok(())
     }
 
-    /// An object as an array of its property values, in the class's property order.
-    fn row(&self, class: &model::ClassSchema, object: &Object) -> Json {
+    /// An object as an array of its property values, in the class's property order (the
+    /// primary key, which the object's fields do not hold, from `key`).
+    fn row(&self, class: &model::ClassSchema, object: &Object, key: Option<&PrimaryKey>) -> Json {
         Json::Array(
             class
                 .properties
                 .iter()
                 .map(|p| match object.fields.get(&p.name) {
+                    None if class.primary_key.as_deref() == Some(p.name.as_str()) => {
+                        key.map_or(Json::Null, key_json)
+                    }
                     None => Json::Null,
                     Some(Field::Value(v)) => self.read_val(v),
                     Some(Field::Embedded(o)) => self.read_embedded(p, o.as_ref()),
@@ -573,7 +577,7 @@ let v = self.value(class, prop, arg(5)?)?;
 
     fn read_embedded(&self, prop: &Property, object: Option<&Object>) -> Json {
         match (object, prop.link_target.as_deref().and_then(|t| self.schema.class(t))) {
-            (Some(o), Some(class)) => self.row(class, o),
+            (Some(o), Some(class)) => self.row(class, o, None),
             _ => Json::Null,
         }
     }
@@ -599,6 +603,16 @@ let v = self.value(class, prop, arg(5)?)?;
                 StateKey::Uuid(id) => Json::String(hex(id)),
             },
         }
+    }
+}
+
+fn key_json(key: &PrimaryKey) -> Json {
+    match key {
+        PrimaryKey::Null => Json::Null,
+        PrimaryKey::Int(i) => Json::from(*i),
+        PrimaryKey::String(s) => Json::String(s.clone()),
+        PrimaryKey::ObjectId(id) => Json::String(hex(&id.0)),
+        PrimaryKey::Uuid(id) => Json::String(hex(&id.0)),
     }
 }
 

@@ -16,21 +16,19 @@ from typing import Iterator
 
 from .tandem import *  # noqa: F401,F403  (the generated API)
 from .tandem import Database, WriteTransaction
-from .models import (  # noqa: F401
-    EmbeddedModel,
-    LiveResults,
-    Model,
-    ObjectId,
-    PrimaryKey,
-    TypedDatabase,
-    TypedObjectChange,
-    TypedResultsChange,
-    TypedTransaction,
-    open,
-    schema,
-    to_key,
-    to_value,
-)
+from .models import EmbeddedModel as EmbeddedModel
+from .models import LiveResults as LiveResults
+from .models import Model as Model
+from .models import ObjectId as ObjectId
+from .models import PrimaryKey as PrimaryKey
+from .models import TypedDatabase as TypedDatabase
+from .models import TypedObjectChange as TypedObjectChange
+from .models import TypedResultsChange as TypedResultsChange
+from .models import TypedTransaction as TypedTransaction
+from .models import open as open
+from .models import schema as schema
+from .models import to_key as to_key
+from .models import to_value as to_value
 
 # `open` stays out of `from tandem import *`, which would shadow the builtin: use `tandem.open`.
 __all__ = [name for name in dir() if not name.startswith("_") and name != "open"]

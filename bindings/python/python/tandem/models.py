@@ -71,6 +71,10 @@ from typing import (
 
 from . import tandem as _ffi
 
+# The generated enum variants' constructors carry no annotations.
+_Value: Any = _ffi.Value
+_Key: Any = _ffi.Key
+
 if sys.version_info >= (3, 11):
     from typing import dataclass_transform
 elif typing.TYPE_CHECKING:
@@ -206,12 +210,17 @@ def _dec_bytes(v: Any) -> bytes:
     return base64.b64decode(v)
 
 
-def _enc_float(v: Any) -> Any:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"expected float, got {type(v).__name__}")
-    if math.isfinite(v):
-        return v
-    return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+def _spell_floats(v: Any) -> Any:
+    """``v`` with every non-finite float replaced by the codec's string for it."""
+    if isinstance(v, float):
+        if math.isfinite(v):
+            return v
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, (list, tuple)):
+        return [_spell_floats(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _spell_floats(x) for k, x in v.items()}
+    return v
 
 
 def _dec_float(v: Any) -> float:
@@ -263,7 +272,9 @@ _SCALARS: Dict[Any, Tuple[Any, Optional[Enc], Optional[Enc]]] = {
     bool: (_ffi.PropertyType.BOOL, None, None),
     str: (_ffi.PropertyType.STRING, None, None),
     bytes: (_ffi.PropertyType.BINARY, _enc_bytes, _dec_bytes),
-    float: (_ffi.PropertyType.DOUBLE, _enc_float, _dec_float),
+    # Floats pass through json.dumps as they are; non-finite ones are spelled as strings only
+    # when a batch has any (see TypedTransaction._batch). Reads convert those strings back.
+    float: (_ffi.PropertyType.DOUBLE, None, _dec_float),
     _dt.datetime: (_ffi.PropertyType.TIMESTAMP, _enc_datetime, _dec_datetime),
     decimal.Decimal: (_ffi.PropertyType.DECIMAL, _enc_decimal, decimal.Decimal),
     uuid.UUID: (_ffi.PropertyType.UUID, _enc_uuid, _dec_uuid),
@@ -352,10 +363,17 @@ class _ClassInfo:
             for i, p in enumerate(props)
             if p.enc is not None or p.kind != "plain" or p.collection != _SINGLE
         ]
-        self.plain_reads = all(p.kind == "plain" for p in props)
-        self.decoders = [
-            (i, p.dec, p.collection) for i, p in enumerate(props) if p.dec is not None
+        # Single floats are decoded inline (only the strings for non-finite values need it).
+        self.floats = [
+            i for i, p in enumerate(props) if p.dec is _dec_float and p.collection == _SINGLE
         ]
+        self.decoders = [
+            (i, p.dec, p.collection)
+            for i, p in enumerate(props)
+            if p.dec is not None and i not in self.floats
+        ]
+        self.resolvers = [(i, p) for i, p in enumerate(props) if p.kind != "plain"]
+        self.sets = [i for i, p in enumerate(props) if p.collection == _SET]
 
     def spec(self) -> Any:
         return _ffi.ClassSpec(
@@ -368,7 +386,7 @@ class _ClassInfo:
         return self.by_name[self.pk].encode(key)
 
     def encode_row(self, obj: Any) -> Any:
-        row = self.getter(obj)
+        row: Any = self.getter(obj)
         if len(self.names) == 1:
             row = (row,)
         if self.encoders:
@@ -383,6 +401,9 @@ class _ClassInfo:
     def decode(self, row: List[Any], reader: "_Reader") -> Any:
         """A model instance from a row (property values in order). Like pickle, it does not
         call ``__init__``."""
+        for i in self.floats:
+            if row[i].__class__ is str:
+                row[i] = float(row[i])
         if self.decoders:
             for i, dec, collection in self.decoders:
                 v = row[i]
@@ -394,13 +415,10 @@ class _ClassInfo:
                     row[i] = {k: None if x is None else dec(x) for k, x in v.items()}
                 else:
                     row[i] = [None if x is None else dec(x) for x in v]
-        if not self.plain_reads:
-            for i, p in enumerate(self.props):
-                if p.kind != "plain":
-                    row[i] = reader.resolve(p, row[i])
-        for i, p in enumerate(self.props):
-            if p.collection == _SET and row[i] is not None:
-                row[i] = set(row[i])
+        for i, p in self.resolvers:
+            row[i] = reader.resolve(p, row[i])
+        for i in self.sets:
+            row[i] = set(row[i])
         obj = object.__new__(self.cls)
         obj.__dict__.update(zip(self.names, row))
         return obj
@@ -450,7 +468,7 @@ def _build_info(cls: Type[Model], models: Dict[str, type]) -> _ClassInfo:
         raise TypeError(f"{cls.__name__}: {e} (is the class passed to tandem.open?)") from None
     props: List[_Prop] = []
     pk: Optional[str] = None
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(typing.cast(Any, cls)):
         where = f"{cls.__name__}.{f.name}"
         t = hints[f.name]
         prop = _Prop(f.name)
@@ -541,44 +559,44 @@ class _Reader:
 def to_value(v: Any) -> Any:
     """A Python value as an untyped ``tandem.Value`` (query arguments)."""
     if v is None:
-        return _ffi.Value.NULL()
+        return _Value.NULL()
     if isinstance(v, bool):
-        return _ffi.Value.BOOL(v)
+        return _Value.BOOL(v)
     if isinstance(v, int):
-        return _ffi.Value.INT(v)
+        return _Value.INT(v)
     if isinstance(v, str):
-        return _ffi.Value.STRING(v)
+        return _Value.STRING(v)
     if isinstance(v, float):
-        return _ffi.Value.DOUBLE(v)
+        return _Value.DOUBLE(v)
     if isinstance(v, (bytes, bytearray)):
-        return _ffi.Value.BINARY(bytes(v))
+        return _Value.BINARY(bytes(v))
     if isinstance(v, _dt.datetime):
         s, ns = _enc_datetime(v)
-        return _ffi.Value.TIMESTAMP(s, ns)
+        return _Value.TIMESTAMP(s, ns)
     if isinstance(v, ObjectId):
-        return _ffi.Value.OBJECT_ID(v.binary)
+        return _Value.OBJECT_ID(v.binary)
     if isinstance(v, uuid.UUID):
-        return _ffi.Value.UUID(v.bytes)
+        return _Value.UUID(v.bytes)
     if isinstance(v, Model) and not v.__tandem_embedded__:
         info = _info(type(v))
-        return _ffi.Value.LINK(info.name, to_key(getattr(v, info.pk)))
+        return _Value.LINK(info.name, to_key(getattr(v, info.pk)))
     raise TypeError(f"{type(v).__name__} is not a query argument type")
 
 
 def to_key(v: Any) -> Any:
     """A Python primary key as an untyped ``tandem.Key``."""
     if v is None:
-        return _ffi.Key.NULL()
+        return _Key.NULL()
     if isinstance(v, bool):
         raise TypeError("a bool is not a primary key")
     if isinstance(v, int):
-        return _ffi.Key.INT(v)
+        return _Key.INT(v)
     if isinstance(v, str):
-        return _ffi.Key.STRING(v)
+        return _Key.STRING(v)
     if isinstance(v, ObjectId):
-        return _ffi.Key.OBJECT_ID(v.binary)
+        return _Key.OBJECT_ID(v.binary)
     if isinstance(v, uuid.UUID):
-        return _ffi.Key.UUID(v.bytes)
+        return _Key.UUID(v.bytes)
     raise TypeError(f"{type(v).__name__} is not a primary key type")
 
 
@@ -750,7 +768,11 @@ class TypedTransaction:
     def _batch(self) -> Optional[bytes]:
         if not self._ops:
             return None
-        return json.dumps(self._ops, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            text = json.dumps(self._ops, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # a NaN or an infinity: JSON has no spelling for them
+            text = json.dumps(_spell_floats(self._ops), ensure_ascii=False, separators=(",", ":"))
+        return text.encode()
 
 
 @dataclasses.dataclass
@@ -800,7 +822,11 @@ async def _changes(register: Callable[[Callable[[Any], None]], Any]) -> AsyncIte
     running event loop. The listener is cancelled when the iteration ends."""
     loop = asyncio.get_running_loop()
     queue: "asyncio.Queue[Any]" = asyncio.Queue()
-    handle = register(lambda change: loop.call_soon_threadsafe(queue.put_nowait, change))
+
+    def emit(change: Any) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, change)
+
+    handle = register(emit)
     try:
         while True:
             yield await queue.get()
