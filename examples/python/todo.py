@@ -17,7 +17,8 @@ import tandem
 
 
 class Todo(tandem.Model):
-    id: Annotated[int, tandem.PrimaryKey]
+    # "_id", as the Kotlin, Swift and Rust todo apps name it (examples/interop.sh).
+    id: Annotated[int, tandem.PrimaryKey, tandem.Persisted("_id")]
     title: str
     done: bool = False
 
@@ -39,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     db = tandem.open(args.db, [Todo])
-    todos = db.objects(Todo, "TRUEPREDICATE SORT(id ASC)")
+    todos = db.objects(Todo, "TRUEPREDICATE SORT(_id ASC)")
     session = db.sync(tandem.SyncOptions(url=args.url, path=args.path, token=args.token,
                                          ca_file=args.ca, allow_insecure=False,
                                          client_reset=tandem.ClientResetMode.RECOVER_OR_DISCARD),

@@ -23,7 +23,7 @@ class Geo(tandem.EmbeddedModel):
 
 
 class Dog(tandem.Model):
-    id: Annotated[tandem.ObjectId, tandem.PrimaryKey]
+    id: Annotated[tandem.ObjectId, tandem.PrimaryKey, tandem.Persisted("_id")]
     name: str = ""
     owner: Optional[Person] = None
 

@@ -59,6 +59,10 @@ def test_every_type_round_trips(tdb):
     assert got.born.tzinfo == UTC
     assert got.dog == rex and got.dogs == [rex, rex]
     assert got.dog.owner is None
+    # Dog.id is stored as "_id" (tandem.Persisted): queries and the untyped API use that name.
+    assert tdb.objects(Dog, "_id == $0", rex.id).keys() == [rex.id]
+    assert tdb.raw.object("Dog", tandem.Key.OBJECT_ID(rex.id.binary))["name"] == (
+        tandem.FieldValue.SINGLE(tandem.Value.STRING("Rex")))
     # Floats that JSON cannot spell, and a decimal kept exactly.
     assert tdb.get(Person, 1).balance.as_tuple() == ada.balance.as_tuple()
     with tdb.write() as tx:

@@ -20,6 +20,7 @@ from .models import EmbeddedModel as EmbeddedModel
 from .models import LiveResults as LiveResults
 from .models import Model as Model
 from .models import ObjectId as ObjectId
+from .models import Persisted as Persisted
 from .models import PrimaryKey as PrimaryKey
 from .models import TypedDatabase as TypedDatabase
 from .models import TypedObjectChange as TypedObjectChange

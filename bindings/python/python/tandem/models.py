@@ -89,6 +89,7 @@ __all__ = [
     "Model",
     "EmbeddedModel",
     "PrimaryKey",
+    "Persisted",
     "ObjectId",
     "open",
     "TypedDatabase",
@@ -106,6 +107,15 @@ EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 class PrimaryKey:
     """Marks the primary key: ``id: Annotated[int, tandem.PrimaryKey]``."""
+
+
+class Persisted:
+    """Stores a field under another property name, as Realm's ``@PersistedName``:
+    ``id: Annotated[int, tandem.PrimaryKey, tandem.Persisted("_id")]``. Queries, key paths and
+    other clients use the stored name; Python code uses the field's."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 class ObjectId:
@@ -287,10 +297,11 @@ _SINGLE, _LIST, _SET, _DICT = "single", "list", "set", "dict"
 class _Prop:
     """One property: its spec, and how its values are encoded and decoded."""
 
-    __slots__ = ("name", "ptype", "nullable", "collection", "target", "enc", "dec", "kind")
+    __slots__ = ("name", "stored", "ptype", "nullable", "collection", "target", "enc", "dec", "kind")
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        self.name = name  # the Python field
+        self.stored = name  # the property in the database (tandem.Persisted)
         self.ptype: Any = None
         self.nullable = False
         self.collection = _SINGLE
@@ -307,7 +318,7 @@ class _Prop:
             _DICT: _ffi.Collection.DICTIONARY,
         }[self.collection]
         return _ffi.PropertySpec(
-            name=self.name,
+            name=self.stored,
             property_type=self.ptype,
             nullable=self.nullable,
             collection=collection,
@@ -355,6 +366,9 @@ class _ClassInfo:
         self.props = props
         self.by_name = {p.name: p for p in props}
         self.names = [p.name for p in props]
+        self.stored_names = [p.stored for p in props]
+        self.python_names = {p.stored: p.name for p in props}
+        self.pk_stored = self.by_name[pk].stored if pk else ""
         self.pk = pk or ""
         self.getter = operator.attrgetter(*self.names) if self.names else (lambda o: ())
         # Columns whose values need encoding on write (index, encoder of the whole value).
@@ -387,7 +401,7 @@ class _ClassInfo:
     def spec(self) -> Any:
         return _ffi.ClassSpec(
             name=self.name,
-            primary_key=None if self.embedded else self.pk,
+            primary_key=None if self.embedded else self.pk_stored,
             properties=[p.spec() for p in self.props],
         )
 
@@ -405,7 +419,7 @@ class _ClassInfo:
         return row
 
     def encode_dict(self, obj: Any) -> Dict[str, Any]:
-        return {p.name: p.encode(getattr(obj, p.name)) for p in self.props}
+        return {p.stored: p.encode(getattr(obj, p.name)) for p in self.props}
 
     def decode(self, row: List[Any], reader: "_Reader") -> Any:
         """A model instance from a row (property values in order)."""
@@ -485,6 +499,9 @@ def _build_info(cls: Type[Model], models: Dict[str, type]) -> _ClassInfo:
         if typing.get_origin(t) is typing.Annotated:
             args = typing.get_args(t)
             t = args[0]
+            for a in args[1:]:
+                if isinstance(a, Persisted):
+                    prop.stored = a.name
             if PrimaryKey in args[1:] or any(isinstance(a, PrimaryKey) for a in args[1:]):
                 if cls.__tandem_embedded__:
                     raise TypeError(f"{where}: an embedded class has no primary key")
@@ -658,14 +675,14 @@ class TypedTransaction:
         if info.embedded:
             raise TypeError(f"{info.name} is embedded: assign it to a field of its owner")
         if update:
-            self._push(["upsert", info.name, dict(zip(info.names, info.encode_row(obj)))])
+            self._push(["upsert", info.name, dict(zip(info.stored_names, info.encode_row(obj)))])
             return
         row = info.encode_row(obj)
         if self._rows_class is info and self._rows is not None:
             self._rows.append(row)
         else:
             self._rows = [row]
-            self._ops.append(["rows", info.name, info.names, self._rows])
+            self._ops.append(["rows", info.name, info.stored_names, self._rows])
             self._rows_class = info
 
     def add_all(self, objs: Sequence[Model], update: bool = False) -> None:
@@ -685,7 +702,8 @@ class TypedTransaction:
         info = _info(cls)
         if info.pk not in values:
             raise TypeError(f"upsert of a {info.name} needs its primary key {info.pk}")
-        self._push(["upsert", info.name, {k: self._prop(info, k).encode(v) for k, v in values.items()}])
+        props = [(self._prop(info, k), v) for k, v in values.items()]
+        self._push(["upsert", info.name, {p.stored: p.encode(v) for p, v in props}])
 
     @staticmethod
     def _prop(info: _ClassInfo, name: str) -> _Prop:
@@ -702,11 +720,11 @@ class TypedTransaction:
         for name, v in values.items():
             prop = self._prop(info, name)
             if prop.collection == _SINGLE:
-                self._push(["set", info.name, key, name, prop.encode(v)])
+                self._push(["set", info.name, key, prop.stored, prop.encode(v)])
             else:
-                collections[name] = prop.encode(v)
+                collections[prop.stored] = prop.encode(v)
         if collections:
-            collections[info.pk] = key
+            collections[info.pk_stored] = key
             self._push(["upsert", info.name, collections])
 
     def delete(self, target: Any) -> None:
@@ -717,8 +735,7 @@ class TypedTransaction:
     def increment(self, target: Any, prop: str, amount: int = 1) -> None:
         """Adds to an int property (a counter: concurrent increments from devices sum up)."""
         info, key = self._target(target)
-        self._prop(info, prop)
-        self._push(["add", info.name, key, prop, amount])
+        self._push(["add", info.name, key, self._prop(info, prop).stored, amount])
 
     def _edit(self, op: str, target: Any, prop: str, *args: Any, value: Any = ...) -> None:
         info, key = self._target(target)
@@ -729,7 +746,7 @@ class TypedTransaction:
         tail = list(args)
         if value is not ...:
             tail.append(p.encode_element(value))
-        self._push([op, info.name, key, prop, *tail])
+        self._push([op, info.name, key, p.stored, *tail])
 
     def list_insert(self, target: Any, prop: str, index: int, value: Any) -> None:
         """Inserts ``value`` at ``index`` (0..len) of a list (embedded objects are appended)."""
@@ -979,7 +996,8 @@ class TypedDatabase:
             if isinstance(change, _ffi.ObjectChange.DELETED):
                 callback(TypedObjectChange(True, [], None))
             else:
-                callback(TypedObjectChange(False, list(change.properties), self.get(cls, key)))
+                changed = [info.python_names.get(n, n) for n in change.properties]
+                callback(TypedObjectChange(False, changed, self.get(cls, key)))
 
         return self.raw.observe_object(
             info.name, to_key(key), _CallbackObject(on_change), key_paths=list(key_paths)
