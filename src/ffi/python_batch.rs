@@ -284,8 +284,7 @@ impl RowCodec {
                         .ok_or_else(|| {
                             invalid(format!("each row has {} values: {row}", names.len()))
                         })?;
-                    let pairs: Vec<(&str, &Json)> =
-                        names.iter().copied().zip(row.iter()).collect();
+                    let pairs: Vec<(&str, &Json)> = names.iter().copied().zip(row.iter()).collect();
                     self.put(tx, class, &pairs, false)?;
                 }
                 return Ok(());
@@ -323,13 +322,15 @@ impl RowCodec {
             }
             "list_set" => {
                 let i = index(4)?;
-let v = self.value(class, prop, arg(5)?)?;
+                let v = self.value(class, prop, arg(5)?)?;
                 tx.list_set(class_name, &key, p, i, v)?
             }
             "list_move" => tx.list_move(class_name, &key, p, index(4)?, index(5)?)?,
             "list_erase" => tx.list_erase(class_name, &key, p, index(4)?)?,
             "list_clear" => tx.list_clear(class_name, &key, p)?,
-            "set_insert" => tx.set_insert(class_name, &key, p, self.value(class, prop, arg(4)?)?)?,
+            "set_insert" => {
+                tx.set_insert(class_name, &key, p, self.value(class, prop, arg(4)?)?)?
+            }
             "set_erase" => tx.set_erase(class_name, &key, p, self.value(class, prop, arg(4)?)?)?,
             "set_clear" => tx.set_clear(class_name, &key, p)?,
             "dict_set" => {
@@ -359,12 +360,7 @@ let v = self.value(class, prop, arg(5)?)?;
         let key_json = pairs
             .iter()
             .find(|(n, _)| *n == pk_name)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "a {} needs its primary key {pk_name}",
-                    class.name
-                ))
-            })?
+            .ok_or_else(|| invalid(format!("a {} needs its primary key {pk_name}", class.name)))?
             .1;
         let key = self.key(&class.name, key_json)?;
         let mut plain = Vec::with_capacity(pairs.len());
@@ -457,7 +453,13 @@ let v = self.value(class, prop, arg(5)?)?;
             Decoded::Value(v) => Ok(tx.set_at(target.class, target.key, target.prop, steps, v)?),
             Decoded::Embedded(map) => {
                 // A new embedded object replaces the old one (no field of it survives).
-                tx.set_at(target.class, target.key, target.prop, steps, model::Value::Null)?;
+                tx.set_at(
+                    target.class,
+                    target.key,
+                    target.prop,
+                    steps,
+                    model::Value::Null,
+                )?;
                 tx.create_embedded_at(target.class, target.key, target.prop, steps)?;
                 self.fill(tx, target, steps, prop, map)
             }
@@ -474,7 +476,9 @@ let v = self.value(class, prop, arg(5)?)?;
         json: &Json,
     ) -> Result<(), TandemError> {
         match self.element(class, prop, json)? {
-            Decoded::Value(v) => Ok(tx.list_insert(target.class, target.key, target.prop, index, v)?),
+            Decoded::Value(v) => {
+                Ok(tx.list_insert(target.class, target.key, target.prop, index, v)?)
+            }
             Decoded::Embedded(map) => {
                 // Embedded objects are appended (Realm's list of embedded objects grows at
                 // the end); the index must be the list's length.
@@ -494,7 +498,9 @@ let v = self.value(class, prop, arg(5)?)?;
         json: &Json,
     ) -> Result<(), TandemError> {
         match self.element(class, prop, json)? {
-            Decoded::Value(v) => Ok(tx.dict_set(target.class, target.key, target.prop, entry, v)?),
+            Decoded::Value(v) => {
+                Ok(tx.dict_set(target.class, target.key, target.prop, entry, v)?)
+            }
             Decoded::Embedded(map) => {
                 let steps = [PathStep::Name(entry.to_string())];
                 tx.dict_erase(target.class, target.key, target.prop, entry)?;
@@ -576,7 +582,12 @@ let v = self.value(class, prop, arg(5)?)?;
     }
 
     fn read_embedded(&self, prop: &Property, object: Option<&Object>) -> Json {
-        match (object, prop.link_target.as_deref().and_then(|t| self.schema.class(t))) {
+        match (
+            object,
+            prop.link_target
+                .as_deref()
+                .and_then(|t| self.schema.class(t)),
+        ) {
             (Some(o), Some(class)) => self.row(class, o, None),
             _ => Json::Null,
         }
@@ -628,7 +639,11 @@ fn str_arg<'j>(json: &'j Json, what: &str) -> Result<&'j str, TandemError> {
         .ok_or_else(|| invalid(format!("a {what} name is a string, not {json}")))
 }
 
-fn collection<'j>(json: &'j Json, what: &str, prop: &Property) -> Result<&'j Vec<Json>, TandemError> {
+fn collection<'j>(
+    json: &'j Json,
+    what: &str,
+    prop: &Property,
+) -> Result<&'j Vec<Json>, TandemError> {
     json.as_array()
         .ok_or_else(|| invalid(format!("{} is {what}: give an array", prop.name)))
 }
@@ -693,8 +708,8 @@ fn scalar(t: PropertyType, json: &Json, what: &str) -> Result<model::Value, Tand
             };
             // Normalize to one sign (truncation toward zero), as Timestamp requires.
             let total = i128::from(s) * 1_000_000_000 + i128::from(n);
-            let seconds = i64::try_from(total / 1_000_000_000)
-                .map_err(|_| wrong("a timestamp in range"))?;
+            let seconds =
+                i64::try_from(total / 1_000_000_000).map_err(|_| wrong("a timestamp in range"))?;
             let nanos = (total % 1_000_000_000) as i32;
             model::Value::Timestamp(
                 Timestamp::new(seconds, nanos).map_err(|e| invalid(format!("{what}: {e}")))?,
@@ -783,11 +798,14 @@ mod tests {
 
     #[test]
     fn timestamps_normalize_to_one_sign() {
-        let v = scalar(PropertyType::Timestamp, &serde_json::json!([-2, 500_000_000]), "t");
+        let v = scalar(
+            PropertyType::Timestamp,
+            &serde_json::json!([-2, 500_000_000]),
+            "t",
+        );
         assert_eq!(
             v.unwrap(),
             model::Value::Timestamp(Timestamp::new(-1, -500_000_000).unwrap())
         );
     }
 }
-

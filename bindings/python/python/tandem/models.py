@@ -968,6 +968,8 @@ class TypedDatabase:
     def get(self, cls: Type[M], key: Any) -> Optional[M]:
         """The object of ``cls`` with primary key ``key``, or ``None``."""
         info = _info(cls)
+        if info.embedded:
+            raise TypeError(f"{info.name} is embedded: read it through its owner")
         data = self._codec.object(self.raw, info.name, json.dumps(info.encode_key(key)).encode())
         row = json.loads(data)
         return None if row is None else info.decode(row, _Reader(self))
