@@ -480,10 +480,20 @@ impl RowCodec {
                 Ok(tx.list_insert(target.class, target.key, target.prop, index, v)?)
             }
             Decoded::Embedded(map) => {
-                // Embedded objects are appended (Realm's list of embedded objects grows at
-                // the end); the index must be the list's length.
+                // The store appends embedded objects; one inserted elsewhere is moved there.
+                let len = tx.list_len(target.class, target.key, target.prop)?;
+                if index > len {
+                    return Err(invalid(format!(
+                        "{}.{}: index {index} is past the list's end ({len})",
+                        class.name, prop.name
+                    )));
+                }
                 tx.list_push_embedded(target.class, target.key, target.prop)?;
-                self.fill(tx, target, &[PathStep::Index(index)], prop, map)
+                self.fill(tx, target, &[PathStep::Index(len)], prop, map)?;
+                if index < len {
+                    tx.list_move(target.class, target.key, target.prop, len, index)?;
+                }
+                Ok(())
             }
         }
     }

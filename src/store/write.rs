@@ -299,7 +299,14 @@ impl<'db> WriteTransaction<'db> {
         Ok(super::layout::row_id(self.conn(), class, &to_key(key))?)
     }
 
-    fn list_len(&self, class: &str, key: &PrimaryKey, prop: &str) -> Result<u32, StoreError> {
+    /// The number of elements of a list property (the row codec inserts embedded objects
+    /// at a position with it).
+    pub(crate) fn list_len(
+        &self,
+        class: &str,
+        key: &PrimaryKey,
+        prop: &str,
+    ) -> Result<u32, StoreError> {
         let row = self
             .row_of(class, key)?
             .ok_or_else(|| StoreError::InvalidArgument(format!("no object {class}[{key}]")))?;

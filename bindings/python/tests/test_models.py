@@ -110,6 +110,7 @@ def test_partial_writes_and_collection_edits(tdb):
         tx.dict_remove((Person, 2), "scores", "a")
         tx.list_insert((Person, 2), "dogs", 0, rex)
         tx.list_insert((Person, 2), "homes", 0, Address(street="s"))
+        tx.list_insert((Person, 2), "homes", 0, Address(street="before s", geo=Geo(lat=5, lon=6)))
         tx.dict_set((Person, 2), "places", "p", Address(street="t", geo=Geo(lat=3, lon=4)))
         tx.set((Person, 2), address=Address(street="a", city="c"))
     bob = tdb.get(Person, 2)
@@ -118,7 +119,7 @@ def test_partial_writes_and_collection_edits(tdb):
     assert bob.lucky == {5}
     assert bob.scores == {"b": 2.5}
     assert bob.dogs == [rex]
-    assert bob.homes == [Address(street="s")]
+    assert bob.homes == [Address(street="before s", geo=Geo(lat=5, lon=6)), Address(street="s")]
     assert bob.places == {"p": Address(street="t", geo=Geo(lat=3, lon=4))}
     assert bob.address == Address(street="a", city="c")
     with tdb.write() as tx:

@@ -749,7 +749,7 @@ class TypedTransaction:
         self._push([op, info.name, key, p.stored, *tail])
 
     def list_insert(self, target: Any, prop: str, index: int, value: Any) -> None:
-        """Inserts ``value`` at ``index`` (0..len) of a list (embedded objects are appended)."""
+        """Inserts ``value`` at ``index`` (0..len) of a list."""
         self._edit("list_insert", target, prop, index, value=value)
 
     def list_set(self, target: Any, prop: str, index: int, value: Any) -> None:
