@@ -11,40 +11,25 @@ the server's news is downloaded), prints, and exits; `watch` keeps printing chan
 import argparse
 import asyncio
 import time
+from typing import Annotated
 
 import tandem
 
 
-def classes():
-    def prop(name, ptype):
-        return tandem.PropertySpec(name=name, property_type=ptype, nullable=False,
-                                   collection=tandem.Collection.SINGLE, link_target=None)
-    return [tandem.ClassSpec(name="Todo", primary_key="_id", properties=[
-        prop("_id", tandem.PropertyType.INT),
-        prop("title", tandem.PropertyType.STRING),
-        prop("done", tandem.PropertyType.BOOL),
-    ])]
+class Todo(tandem.Model):
+    # "_id", as the Kotlin, Swift and Rust todo apps name it (examples/interop.sh).
+    id: Annotated[int, tandem.PrimaryKey, tandem.Persisted("_id")]
+    title: str
+    done: bool = False
 
 
-def show(db):
-    for key in db.query("Todo", "TRUEPREDICATE SORT(_id ASC)", []).keys():
-        todo = db.object("Todo", key)
-        mark = "x" if todo["done"].value.value else " "
-        print(f"[{mark}] {key.value}: {todo['title'].value.value}")
+def show(todos: "tandem.LiveResults[Todo]") -> None:
+    for todo in todos:
+        print(f"[{'x' if todo.done else ' '}] {todo.id}: {todo.title}")
 
 
-class Printer(tandem.ResultsListener):
-    def __init__(self, db):
-        self.db = db
-
-    def on_change(self, change):
-        print(f"-- changed: {len(change.insertions)} new, {len(change.deletions)} gone, "
-              f"{len(change.modifications)} modified")
-        show(self.db)
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A small todo app on Tandem")
     parser.add_argument("--db", required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
@@ -54,7 +39,8 @@ def main():
     parser.add_argument("arg", nargs="?")
     args = parser.parse_args()
 
-    db = tandem.Database.open(args.db, classes())
+    db = tandem.open(args.db, [Todo])
+    todos = db.objects(Todo, "TRUEPREDICATE SORT(_id ASC)")
     session = db.sync(tandem.SyncOptions(url=args.url, path=args.path, token=args.token,
                                          ca_file=args.ca, allow_insecure=False,
                                          client_reset=tandem.ClientResetMode.RECOVER_OR_DISCARD),
@@ -63,22 +49,27 @@ def main():
     if args.command == "add":
         next_id = int(time.time() * 1000)  # unique enough per device; equal keys would merge
         with db.write() as tx:
-            tx.create("Todo", tandem.Key.INT(next_id), {"title": tandem.Value.STRING(args.arg),
-                                                         "done": tandem.Value.BOOL(False)})
+            tx.add(Todo(id=next_id, title=args.arg))
     elif args.command == "done":
         with db.write() as tx:
-            tx.set("Todo", tandem.Key.INT(int(args.arg)), "done", tandem.Value.BOOL(True))
+            tx.set((Todo, int(args.arg)), done=True)
     if args.command == "watch":
-        show(db)
-        handle = db.query("Todo", "TRUEPREDICATE SORT(_id ASC)", []).observe(Printer(db))
+        show(todos)
+
+        async def watch() -> None:
+            async for change in todos.changes():
+                print(f"-- changed: {len(change.insertions)} new, {len(change.deletions)} gone, "
+                      f"{len(change.modifications)} modified")
+                for todo in change.objects:
+                    print(f"[{'x' if todo.done else ' '}] {todo.id}: {todo.title}")
+
         try:
-            while True:
-                time.sleep(1)
+            asyncio.run(watch())
         except KeyboardInterrupt:
-            handle.cancel()
+            pass
     else:
         asyncio.run(session.wait_for_upload(30_000))
-        show(db)
+        show(todos)
     session.stop()
 
 

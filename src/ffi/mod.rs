@@ -6,16 +6,20 @@
 //! - `ops`: [`WriteOp`], the one list of write operations, and the function that performs one.
 //! - `database`: `Database`, `WriteTransaction`, `Results`, listener handles.
 //! - `sync`: `SyncSession`, `open_synced`, the sync listeners and the token provider.
+//! - `python_batch`: `RowCodec`, whole transactions and query results as one JSON document
+//!   each (the typed Python layer's fast path).
 //!
 //! Every foreign trait method returns `Result<(), CallbackError>`, so an exception thrown by a
 //! listener is logged and the other listeners still run; no panic crosses the boundary.
 
 mod database;
 mod ops;
+mod python_batch;
 mod sync;
 mod types;
 
 pub use database::{Database, ListenerHandle, Results, WriteTransaction};
 pub use ops::{PathStep, WriteOp};
+pub use python_batch::RowCodec;
 pub use sync::{open_synced, SyncOptions, SyncSession, SyncedDatabase};
 pub use types::*;

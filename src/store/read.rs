@@ -105,35 +105,66 @@ pub(crate) fn read_object(
         .get(class)
         .ok_or_else(|| corrupt(format!("class {class}")))?;
     let mut object = Object::default();
-    for (prop, column) in &schema.columns {
-        let embedded = embedded_target(schemas, column);
-        let field = match column.collection {
-            CollectionType::Single => {
-                let kind_sql = if column.value_type == PayloadType::Null {
-                    kind_column(prop)
-                } else {
-                    column.value_type.code().to_string()
-                };
-                let sql = format!(
-                    "SELECT {}, {kind_sql} FROM {} WHERE _id = ?1",
-                    value_column(prop),
-                    object_table(class)
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut rows = stmt.query([id])?;
-                let row = rows
-                    .next()?
-                    .ok_or_else(|| corrupt(format!("row {id} of {class}")))?;
-                match embedded {
-                    Some(target) => match row.get::<_, Option<i64>>(0)? {
+    // Every single-valued column in one SELECT (one statement per object, not per property:
+    // reading a result of many objects is dominated by statement executions).
+    let singles: Vec<(&String, &ColumnSpec)> = schema
+        .columns
+        .iter()
+        .filter(|(_, c)| c.collection == CollectionType::Single)
+        .collect();
+    if !singles.is_empty() {
+        let mut columns = String::new();
+        for (prop, column) in &singles {
+            if !columns.is_empty() {
+                columns.push_str(", ");
+            }
+            columns.push_str(&value_column(prop));
+            columns.push_str(", ");
+            if column.value_type == PayloadType::Null {
+                columns.push_str(&kind_column(prop));
+            } else {
+                columns.push_str(&column.value_type.code().to_string());
+            }
+        }
+        let sql = format!(
+            "SELECT {columns} FROM {} WHERE _id = ?1",
+            object_table(class)
+        );
+        let mut children = Vec::new();
+        {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query([id])?;
+            let row = rows
+                .next()?
+                .ok_or_else(|| corrupt(format!("row {id} of {class}")))?;
+            for (i, (prop, column)) in singles.iter().enumerate() {
+                let field = match embedded_target(schemas, column) {
+                    Some(target) => match row.get::<_, Option<i64>>(2 * i)? {
                         Some(child) => {
-                            Field::Embedded(Some(read_object(conn, schemas, target, child)?))
+                            children.push(((*prop).clone(), target, child));
+                            continue;
                         }
                         None => Field::Embedded(None),
                     },
-                    None => Field::Value(value_of(schemas, column, row.get_ref(0)?, row.get(1)?)?),
-                }
+                    None => Field::Value(value_of(
+                        schemas,
+                        column,
+                        row.get_ref(2 * i)?,
+                        row.get(2 * i + 1)?,
+                    )?),
+                };
+                object.fields.insert((*prop).clone(), field);
             }
+        }
+        for (prop, target, child) in children {
+            let embedded = read_object(conn, schemas, target, child)?;
+            object.fields.insert(prop, Field::Embedded(Some(embedded)));
+        }
+    }
+    for (prop, column) in &schema.columns {
+        let embedded = embedded_target(schemas, column);
+        let field = match column.collection {
+            CollectionType::Single => continue,
             kind => {
                 let table = collection_table(class, prop, kind);
                 let order = match kind {

@@ -4,17 +4,48 @@ libraries pycrdt and loro, all measured in the same run on the same machine.
 Run: bindings/python/bench/run.sh (builds a release wheel, installs pycrdt and loro).
 """
 
+import argparse
+import dataclasses
 import os
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
+from typing import Annotated
 
 import tandem
 
 N_BULK = 100_000
 N_SMALL = 10_000
 N_TODO = 10_000
+
+
+class Task(tandem.Model):
+    """The typed workload's class: 5 properties."""
+
+    id: Annotated[int, tandem.PrimaryKey]
+    title: str
+    done: bool
+    priority: int
+    estimate: float
+
+
+@dataclasses.dataclass
+class TaskRow:
+    """What sqlite3 rows are read into (the baseline of the typed read)."""
+
+    id: int
+    title: str
+    done: bool
+    priority: int
+    estimate: float
+
+
+class Todo(tandem.Model):
+    id: Annotated[int, tandem.PrimaryKey]
+    title: str
+    done: bool = False
 
 
 def classes():
@@ -28,7 +59,7 @@ def classes():
     ])]
 
 
-def timed(fn, repeat=3):
+def timed(fn, repeat):
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -39,6 +70,54 @@ def timed(fn, repeat=3):
 
 def fresh_dir():
     return tempfile.mkdtemp(prefix="tandem-pybench-")
+
+
+def typed_db():
+    return tandem.open(os.path.join(fresh_dir(), "t.sqlite"), [Task])
+
+
+def task(i):
+    return Task(id=i, title=f"task {i}", done=False, priority=i % 5, estimate=i * 0.5)
+
+
+def tandem_bulk_typed():
+    db = typed_db()
+    with db.write() as tx:
+        for i in range(N_BULK):
+            tx.add(task(i))
+
+
+def tandem_small_typed():
+    db = typed_db()
+    for i in range(N_SMALL):
+        with db.write() as tx:
+            tx.add(task(i))
+
+
+READ_DB = {}
+
+
+def tandem_read_typed():
+    if "t" not in READ_DB:
+        db = typed_db()
+        with db.write() as tx:
+            for i in range(N_BULK):
+                tx.add(task(i))
+        READ_DB["t"] = db
+    tasks = list(READ_DB["t"].objects(Task))
+    assert len(tasks) == N_BULK and tasks[-1].title
+
+
+def sqlite_read():
+    if "s" not in READ_DB:
+        conn = sqlite_connection()
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO task VALUES (?, ?, ?, ?, ?)", (
+            (i, f"task {i}", False, i % 5, i * 0.5) for i in range(N_BULK)))
+        conn.execute("COMMIT")
+        READ_DB["s"] = conn
+    tasks = [TaskRow(*r) for r in READ_DB["s"].execute("SELECT * FROM task").fetchall()]
+    assert len(tasks) == N_BULK and tasks[-1].title
 
 
 def tandem_bulk():
@@ -53,14 +132,16 @@ def sqlite_connection():
     conn = sqlite3.connect(os.path.join(fresh_dir(), "s.sqlite"), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE task (id INTEGER PRIMARY KEY, title TEXT NOT NULL, done INTEGER NOT NULL)")
+    conn.execute("CREATE TABLE task (id INTEGER PRIMARY KEY, title TEXT NOT NULL, done INTEGER NOT NULL, "
+                 "priority INTEGER NOT NULL, estimate REAL NOT NULL)")
     return conn
 
 
 def sqlite_bulk():
     conn = sqlite_connection()
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO task VALUES (?, ?, 0)", ((i, f"task {i}") for i in range(N_BULK)))
+    conn.executemany("INSERT INTO task VALUES (?, ?, ?, ?, ?)",
+                     ((i, f"task {i}", False, i % 5, i * 0.5) for i in range(N_BULK)))
     conn.execute("COMMIT")
 
 
@@ -75,19 +156,19 @@ def sqlite_small():
     conn = sqlite_connection()
     for i in range(N_SMALL):
         conn.execute("BEGIN")
-        conn.execute("INSERT INTO task VALUES (?, ?, 0)", (i, f"task {i}"))
+        conn.execute("INSERT INTO task VALUES (?, ?, ?, ?, ?)", (i, f"task {i}", False, i % 5, i * 0.5))
         conn.execute("COMMIT")
 
 
 def todo_tandem():
-    db = tandem.Database.open(os.path.join(fresh_dir(), "t.sqlite"), classes())
+    db = tandem.open(os.path.join(fresh_dir(), "t.sqlite"), [Todo])
     for i in range(N_TODO):
         with db.write() as tx:
-            tx.create("Task", tandem.Key.INT(i), {"title": tandem.Value.STRING(f"todo {i}")})
+            tx.add(Todo(id=i, title=f"todo {i}"))
     for i in range(0, N_TODO, 2):
         with db.write() as tx:
-            tx.set("Task", tandem.Key.INT(i), "done", tandem.Value.BOOL(True))
-    assert db.query("Task", "done == true", []).count() == N_TODO // 2
+            tx.set((Todo, i), done=True)
+    assert len(db.objects(Todo, "done == true")) == N_TODO // 2
 
 
 def todo_pycrdt():
@@ -120,20 +201,38 @@ def todo_loro():
 
 
 def main():
+    global N_BULK, N_SMALL, N_TODO
+    parser = argparse.ArgumentParser(description="Tandem from Python beside sqlite3, pycrdt, loro")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the sizes, one sample each")
+    parser.add_argument("--untyped", action="store_true",
+                        help="also the untyped API's per-call path (slow: about 6 s per sample)")
+    opts = parser.parse_args()
+    repeat = 3
+    if opts.quick:
+        N_BULK, N_SMALL, N_TODO, repeat = N_BULK // 10, N_SMALL // 10, N_TODO // 10, 1
     rows = []
-    t, s = timed(tandem_bulk), timed(sqlite_bulk)
-    rows.append((f"{N_BULK:,} objects, one transaction", t, "sqlite3", s))
-    t, s = timed(tandem_small), timed(sqlite_small)
-    rows.append((f"{N_SMALL:,} one-object transactions", t, "sqlite3", s))
-    t = timed(todo_tandem)
+    t, s = timed(tandem_bulk_typed, repeat), timed(sqlite_bulk, repeat)
+    rows.append((f"{N_BULK:,} objects x 5 properties, one transaction", t, "executemany", s, 5))
+    t, s = timed(tandem_small_typed, repeat), timed(sqlite_small, repeat)
+    rows.append((f"{N_SMALL:,} one-object transactions", t, "one-row commits", s, 2))
+    t, s = timed(tandem_read_typed, repeat), timed(sqlite_read, repeat)
+    rows.append((f"iterate {N_BULK:,} typed objects", t, "fetchall+dataclass", s, 5))
+    if opts.untyped:
+        t = timed(tandem_bulk, repeat)
+        rows.append((f"untyped API: {N_BULK:,} creates x 3, one transaction", t, "executemany", s, None))
+    t = timed(todo_tandem, repeat)
     for name, fn in (("pycrdt", todo_pycrdt), ("loro", todo_loro)):
         try:
-            rows.append((f"todo: {N_TODO:,} adds + {N_TODO // 2:,} completes + list", t, name, timed(fn)))
+            rows.append((f"todo: {N_TODO:,} adds + {N_TODO // 2:,} completes + count", t, name,
+                         timed(fn, repeat), None))
         except ImportError:
-            rows.append((f"todo workload", t, name + " (not installed)", float("nan")))
-    print(f"{'workload':<52} {'tandem':>9} {'baseline':>22} {'ratio':>7}")
-    for label, tandem_s, base_name, base_s in rows:
-        print(f"{label:<52} {tandem_s:8.3f}s {base_name:>12} {base_s:8.3f}s {tandem_s / base_s:6.2f}x")
+            rows.append(("todo workload", t, name + " (not installed)", float("nan"), None))
+    print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, sizes"
+          f" {N_BULK:,}/{N_SMALL:,}/{N_TODO:,}, median of {repeat}")
+    print(f"{'workload':<48} {'tandem':>9} {'baseline':>30} {'ratio':>7} {'goal':>5}")
+    for label, tandem_s, base_name, base_s, goal in rows:
+        goal_text = f"{goal}x" if goal else ""
+        print(f"{label:<48} {tandem_s:8.3f}s {base_name:>20} {base_s:8.3f}s {tandem_s / base_s:6.2f}x {goal_text:>5}")
 
 
 if __name__ == "__main__":

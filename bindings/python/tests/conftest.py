@@ -8,6 +8,7 @@ import os
 import pathlib
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -82,11 +83,25 @@ def server(tmp_path):
          "--tls-cert", str(cert), "--tls-key", str(key), "--jwt-secret-file", str(tmp_path / "secret")],
         stderr=subprocess.PIPE,
     )
-    line = proc.stderr.readline().decode()
-    assert "listening" in line, line
-    yield {"url": f"wss://localhost:{port}/", "ca": str(cert)}
+    # The listen line need not be the first (the server logs through tracing); read until it
+    # comes, then keep draining stderr on a thread so a chatty server never blocks on a full
+    # pipe. The lines are kept for a failing test's report.
+    lines = []
+    for raw in proc.stderr:
+        line = raw.decode(errors="replace")
+        lines.append(line)
+        if "tandem-server listening on" in line:
+            break
+    else:
+        proc.wait()
+        pytest.fail("tandem-server exited before listening:\n" + "".join(lines))
+    drain = threading.Thread(target=lambda: lines.extend(r.decode(errors="replace") for r in proc.stderr),
+                             daemon=True)
+    drain.start()
+    yield {"url": f"wss://localhost:{port}/", "ca": str(cert), "log": lines}
     proc.kill()
     proc.wait()
+    drain.join(timeout=5)
 
 
 def options(server, path="/todos", token=None):

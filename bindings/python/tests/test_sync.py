@@ -107,3 +107,41 @@ def test_dropping_the_last_references_closes_cleanly(server, tmp_path):
         tx.create("Task", tandem.Key.INT(2), {"title": tandem.Value.STRING("after reopen")})
     asyncio.run(resumed.wait_for_upload(30_000))
     resumed.stop()
+
+
+def test_two_typed_clients_sync(server, tmp_path):
+    from models_fixture import MODELS, Address, Dog, Person
+
+    a = tandem.open(tmp_path / "a.sqlite", MODELS)
+    b = tandem.open(tmp_path / "b.sqlite", MODELS)
+    sa = a.sync(options(server, path="/typed", token=make_token(["/typed"])))
+    sb = b.sync(options(server, path="/typed", token=make_token(["/typed"])))
+    rex = Dog(id=tandem.ObjectId(), name="Rex")
+    ada = Person(id=1, name="Ada", dog=rex, address=Address(street="1 Main St"), tags=["x", "y"])
+    seen = []
+    handle = b.objects(Person).observe(seen.append)
+    with a.write() as tx:
+        tx.add(rex)
+        tx.add(ada)
+
+    async def waits():
+        await sa.wait_for_upload(30_000)
+        await sb.wait_for_download(30_000)
+
+    asyncio.run(waits())
+    assert b.get(Person, 1) == ada
+    eventually(lambda: any(c.objects == [ada] for c in seen))  # typed change from the server
+    with b.write() as tx:
+        tx.set(ada, name="Ada L.")
+        tx.list_insert(ada, "tags", 0, "from b")
+
+    async def back():
+        await sb.wait_for_upload(30_000)
+        await sa.wait_for_download(30_000)
+
+    asyncio.run(back())
+    got = a.get(Person, 1)
+    assert got.name == "Ada L." and got.tags == ["from b", "x", "y"]
+    handle.cancel()
+    sa.stop()
+    sb.stop()

@@ -2083,6 +2083,204 @@ public func FfiConverterTypeResultsListener_lower(_ value: ResultsListener) -> U
 
 
 /**
+ * Encodes and decodes write batches and query results as JSON, directed by a schema (see the
+ * module documentation for the format). Build it from the same classes the database was
+ * opened with.
+ */
+public protocol RowCodecProtocol: AnyObject, Sendable {
+    
+    /**
+     * The object of `class_name` whose primary key is `key` (JSON, encoded as above), as a
+     * property-value array, or `null` if there is none.
+     */
+    func object(db: Database, className: String, key: Data) throws  -> Data
+    
+    /**
+     * The objects of `class_name` matching `filter` (Realm's query language; `$0`, `$1`... are
+     * `args`), from position `offset`, at most `limit` of them (`None`: all), as a JSON array
+     * of property-value arrays. One read transaction, one crossing.
+     */
+    func query(db: Database, className: String, filter: String, args: [Value], offset: UInt64, limit: UInt64?) throws  -> Data
+    
+    /**
+     * Performs a write batch (a JSON array of operations) in one transaction. Returns the new
+     * local version, or `None` if nothing changed. On an error nothing is written.
+     */
+    func write(db: Database, batch: Data) throws  -> UInt64?
+    
+}
+/**
+ * Encodes and decodes write batches and query results as JSON, directed by a schema (see the
+ * module documentation for the format). Build it from the same classes the database was
+ * opened with.
+ */
+open class RowCodec: RowCodecProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_tandem_fn_clone_rowcodec(self.handle, $0) }
+    }
+    /**
+     * A codec for these classes. Errors: `Schema` if they do not form a valid schema.
+     */
+public convenience init(classes: [ClassSpec])throws  {
+    let handle =
+        try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_constructor_rowcodec_new(
+        FfiConverterSequenceTypeClassSpec.lower(classes),uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_tandem_fn_free_rowcodec(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * The object of `class_name` whose primary key is `key` (JSON, encoded as above), as a
+     * property-value array, or `null` if there is none.
+     */
+open func object(db: Database, className: String, key: Data)throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_rowcodec_object(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeDatabase_lower(db),
+        FfiConverterString.lower(className),
+        FfiConverterData.lower(key),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The objects of `class_name` matching `filter` (Realm's query language; `$0`, `$1`... are
+     * `args`), from position `offset`, at most `limit` of them (`None`: all), as a JSON array
+     * of property-value arrays. One read transaction, one crossing.
+     */
+open func query(db: Database, className: String, filter: String, args: [Value], offset: UInt64, limit: UInt64?)throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_rowcodec_query(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeDatabase_lower(db),
+        FfiConverterString.lower(className),
+        FfiConverterString.lower(filter),
+        FfiConverterSequenceTypeValue.lower(args),
+        FfiConverterUInt64.lower(offset),
+        FfiConverterOptionUInt64.lower(limit),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Performs a write batch (a JSON array of operations) in one transaction. Returns the new
+     * local version, or `None` if nothing changed. On an error nothing is written.
+     */
+open func write(db: Database, batch: Data)throws  -> UInt64?  {
+    return try  FfiConverterOptionUInt64.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_rowcodec_write(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeDatabase_lower(db),
+        FfiConverterData.lower(batch),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRowCodec: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = RowCodec
+
+    public static func lift(_ handle: UInt64) throws -> RowCodec {
+        return RowCodec(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: RowCodec) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RowCodec {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: RowCodec, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRowCodec_lift(_ handle: UInt64) throws -> RowCodec {
+    return try FfiConverterTypeRowCodec.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRowCodec_lower(_ value: RowCodec) -> UInt64 {
+    return FfiConverterTypeRowCodec.lower(value)
+}
+
+
+
+
+
+
+/**
  * A running sync session. `stop()` (or dropping it) stops syncing.
  */
 public protocol SyncSessionProtocol: AnyObject, Sendable {
@@ -6613,6 +6811,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_writetransaction_upsert() != 52742) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tandem_checksum_method_rowcodec_object() != 11106) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_rowcodec_query() != 55063) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_rowcodec_write() != 37039) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_method_errorlistener_on_error() != 38869) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6650,6 +6857,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_constructor_database_open() != 8061) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_constructor_rowcodec_new() != 43230) {
         return InitializationResult.apiChecksumMismatch
     }
 

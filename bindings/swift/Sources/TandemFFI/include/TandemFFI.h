@@ -589,6 +589,36 @@ void uniffi_tandem_fn_method_writetransaction_set_insert(uint64_t ptr, RustBuffe
 void uniffi_tandem_fn_method_writetransaction_upsert(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer values, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ROWCODEC
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ROWCODEC
+uint64_t uniffi_tandem_fn_clone_rowcodec(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_ROWCODEC
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_ROWCODEC
+void uniffi_tandem_fn_free_rowcodec(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CONSTRUCTOR_ROWCODEC_NEW
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CONSTRUCTOR_ROWCODEC_NEW
+uint64_t uniffi_tandem_fn_constructor_rowcodec_new(RustBuffer classes, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_ROWCODEC_OBJECT
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_ROWCODEC_OBJECT
+RustBuffer uniffi_tandem_fn_method_rowcodec_object(uint64_t ptr, uint64_t db, RustBuffer class_name, RustBuffer key, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_ROWCODEC_QUERY
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_ROWCODEC_QUERY
+RustBuffer uniffi_tandem_fn_method_rowcodec_query(uint64_t ptr, uint64_t db, RustBuffer class_name, RustBuffer filter, RustBuffer args, uint64_t offset, RustBuffer limit, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_ROWCODEC_WRITE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_ROWCODEC_WRITE
+RustBuffer uniffi_tandem_fn_method_rowcodec_write(uint64_t ptr, uint64_t db, RustBuffer batch, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ERRORLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ERRORLISTENER
 uint64_t uniffi_tandem_fn_clone_errorlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -1200,6 +1230,24 @@ uint16_t uniffi_tandem_checksum_method_writetransaction_upsert(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_OBJECT
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_OBJECT
+uint16_t uniffi_tandem_checksum_method_rowcodec_object(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_QUERY
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_QUERY
+uint16_t uniffi_tandem_checksum_method_rowcodec_query(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_WRITE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_WRITE
+uint16_t uniffi_tandem_checksum_method_rowcodec_write(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ERRORLISTENER_ON_ERROR
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ERRORLISTENER_ON_ERROR
 uint16_t uniffi_tandem_checksum_method_errorlistener_on_error(void
@@ -1275,6 +1323,12 @@ uint16_t uniffi_tandem_checksum_method_tokenprovider_fetch_token(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_DATABASE_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_DATABASE_OPEN
 uint16_t uniffi_tandem_checksum_constructor_database_open(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_ROWCODEC_NEW
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_ROWCODEC_NEW
+uint16_t uniffi_tandem_checksum_constructor_rowcodec_new(void
     
 );
 #endif

@@ -1,0 +1,1044 @@
+"""Typed models: dataclass-style classes whose annotations are the schema.
+
+```python
+from typing import Annotated, Optional
+import tandem
+
+class Task(tandem.Model):
+    id: Annotated[int, tandem.PrimaryKey]
+    title: str
+    done: bool = False
+
+db = tandem.open("todo.sqlite", [Task])
+with db.write() as tx:
+    tx.add(Task(id=1, title="buy milk"))
+open_tasks = db.objects(Task, "done == false SORT(id ASC)")   # live, typed
+```
+
+Types (annotation -> Tandem property): ``int`` -> int, ``bool`` -> bool, ``str`` -> string,
+``bytes`` -> binary, ``float`` -> double, ``datetime.datetime`` -> timestamp, ``decimal.Decimal``
+-> decimal128, ``uuid.UUID`` -> uuid, :class:`ObjectId` -> object id, another :class:`Model` ->
+link (always ``Optional``), an :class:`EmbeddedModel` -> embedded object, ``Optional[X]`` ->
+nullable, ``list[X]`` / ``set[X]`` / ``dict[str, X]`` -> list / set / dictionary. The primary key
+is the one field annotated ``Annotated[T, tandem.PrimaryKey]`` (``int``, ``str``, ``ObjectId``
+or ``uuid.UUID``, optionally ``Optional``).
+
+Datetimes: writes take timezone-aware datetimes (any zone; stored as UTC instants); a naive
+datetime is a ``TypeError`` (its instant is ambiguous). Reads give aware UTC datetimes;
+Tandem keeps nanoseconds, Python has microseconds, so a read truncates (floors) to the
+microsecond.
+
+Speed: a transaction crosses into Rust once, at its end, as one JSON document (the row codec,
+``src/ffi/python_batch.rs``); a query result crosses once. Reading an object that links to
+others reads each linked object once more (one crossing each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import json
+import math
+import operator
+import os
+import sys
+import threading
+import time
+import types
+import typing
+import uuid
+from contextlib import contextmanager
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    ClassVar,
+    Dict,
+    Generic,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    overload,
+)
+
+from . import tandem as _ffi
+
+# The generated enum variants' constructors carry no annotations.
+_Value: Any = _ffi.Value
+_Key: Any = _ffi.Key
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+elif typing.TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda cls: cls
+
+
+__all__ = [
+    "Model",
+    "EmbeddedModel",
+    "PrimaryKey",
+    "Persisted",
+    "ObjectId",
+    "open",
+    "TypedDatabase",
+    "TypedTransaction",
+    "LiveResults",
+    "TypedResultsChange",
+    "TypedObjectChange",
+]
+
+M = TypeVar("M", bound="Model")
+T = TypeVar("T")
+
+EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+class PrimaryKey:
+    """Marks the primary key: ``id: Annotated[int, tandem.PrimaryKey]``."""
+
+
+class Persisted:
+    """Stores a field under another property name, as Realm's ``@PersistedName``:
+    ``id: Annotated[int, tandem.PrimaryKey, tandem.Persisted("_id")]``. Queries, key paths and
+    other clients use the stored name; Python code uses the field's."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class ObjectId:
+    """A 12-byte object id (BSON's): 4 bytes of seconds since the epoch, 5 random bytes fixed
+    per process, a 3-byte counter. ``ObjectId()`` makes a new one; ``ObjectId("24 hex digits")``
+    or ``ObjectId(b"12 bytes")`` wraps an existing one. Immutable, hashable, ordered by bytes."""
+
+    __slots__ = ("_bytes",)
+    _random = os.urandom(5)
+    _counter = int.from_bytes(os.urandom(3), "big")
+    _lock = threading.Lock()
+
+    def __init__(self, value: Union[str, bytes, None] = None) -> None:
+        if value is None:
+            with ObjectId._lock:
+                ObjectId._counter = (ObjectId._counter + 1) & 0xFFFFFF
+                counter = ObjectId._counter
+            data = (
+                int(time.time()).to_bytes(4, "big") + ObjectId._random + counter.to_bytes(3, "big")
+            )
+        elif isinstance(value, str):
+            data = bytes.fromhex(value)
+        elif isinstance(value, (bytes, bytearray)):
+            data = bytes(value)
+        else:
+            raise TypeError(f"ObjectId takes a hex string or 12 bytes, not {type(value).__name__}")
+        if len(data) != 12:
+            raise ValueError(f"an ObjectId is 12 bytes, not {len(data)}")
+        self._bytes = data
+
+    @property
+    def binary(self) -> bytes:
+        """The 12 bytes."""
+        return self._bytes
+
+    @property
+    def generation_time(self) -> _dt.datetime:
+        """When it was made (its first 4 bytes), UTC."""
+        return EPOCH + _dt.timedelta(seconds=int.from_bytes(self._bytes[:4], "big"))
+
+    def __str__(self) -> str:
+        return self._bytes.hex()
+
+    def __repr__(self) -> str:
+        return f"ObjectId('{self._bytes.hex()}')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectId) and other._bytes == self._bytes
+
+    def __lt__(self, other: "ObjectId") -> bool:
+        return self._bytes < other._bytes
+
+    def __hash__(self) -> int:
+        return hash(self._bytes)
+
+
+@dataclass_transform(field_specifiers=(dataclasses.field,))
+class Model:
+    """Base of top-level model classes. Subclasses become dataclasses; their annotated fields
+    are the properties. ``class Task(tandem.Model, name="Todo")`` stores the class as
+    ``Todo``."""
+
+    __tandem_name__: ClassVar[str]
+    __tandem_embedded__: ClassVar[bool] = False
+
+    def __init_subclass__(cls, *, name: Optional[str] = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_tandem_base"):
+            return
+        cls.__tandem_name__ = name or cls.__name__
+        dataclasses.dataclass(cls)
+        if not cls.__tandem_embedded__:
+            # Equal fields compare equal (dataclass); the identity is the primary key, so objects
+            # can be set elements and dictionary keys.
+            cls.__hash__ = Model._hash_by_key  # type: ignore[assignment]
+
+    def _hash_by_key(self) -> int:
+        info = _INFOS.get(type(self))
+        return hash((type(self), getattr(self, info.pk) if info else id(self)))
+
+
+class EmbeddedModel(Model):
+    """Base of embedded model classes: objects that live inside one owner (a field, list
+    element or dictionary value of it) and have no primary key."""
+
+    _tandem_base: ClassVar[bool] = True
+    __tandem_embedded__: ClassVar[bool] = True
+
+
+# --- property codecs ------------------------------------------------------------------------
+
+Enc = Callable[[Any], Any]
+
+
+def _enc_bytes(v: Any) -> Any:
+    if not isinstance(v, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(v).__name__}")
+    return base64.b64encode(v).decode("ascii")
+
+
+def _dec_bytes(v: Any) -> bytes:
+    return base64.b64decode(v)
+
+
+def _spell_floats(v: Any) -> Any:
+    """``v`` with every non-finite float replaced by the codec's string for it."""
+    if isinstance(v, float):
+        if math.isfinite(v):
+            return v
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, (list, tuple)):
+        return [_spell_floats(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _spell_floats(x) for k, x in v.items()}
+    return v
+
+
+def _dec_float(v: Any) -> float:
+    return v if v.__class__ is float else float(v)
+
+
+def _enc_datetime(v: Any) -> Any:
+    if not isinstance(v, _dt.datetime):
+        raise TypeError(f"expected datetime, got {type(v).__name__}")
+    if v.tzinfo is None or v.tzinfo.utcoffset(v) is None:
+        raise TypeError(
+            f"naive datetime {v!r}: give a timezone-aware one (e.g. tzinfo=datetime.timezone.utc)"
+        )
+    d = v - EPOCH
+    return [d.days * 86400 + d.seconds, d.microseconds * 1000]
+
+
+def _dec_datetime(v: Any) -> _dt.datetime:
+    return EPOCH + _dt.timedelta(seconds=v[0], microseconds=v[1] // 1000)
+
+
+def _enc_decimal(v: Any) -> Any:
+    if not isinstance(v, decimal.Decimal):
+        raise TypeError(f"expected Decimal, got {type(v).__name__}")
+    if not v.is_finite():
+        raise ValueError(f"{v} is not a finite decimal")
+    return str(v)
+
+
+def _enc_uuid(v: Any) -> Any:
+    if not isinstance(v, uuid.UUID):
+        raise TypeError(f"expected UUID, got {type(v).__name__}")
+    return v.hex
+
+
+def _dec_uuid(v: Any) -> uuid.UUID:
+    return uuid.UUID(hex=v)
+
+
+def _enc_object_id(v: Any) -> Any:
+    if not isinstance(v, ObjectId):
+        raise TypeError(f"expected ObjectId, got {type(v).__name__}")
+    return str(v)
+
+
+# annotation -> (property type, encoder or None, decoder or None)
+_SCALARS: Dict[Any, Tuple[Any, Optional[Enc], Optional[Enc]]] = {
+    int: (_ffi.PropertyType.INT, None, None),
+    bool: (_ffi.PropertyType.BOOL, None, None),
+    str: (_ffi.PropertyType.STRING, None, None),
+    bytes: (_ffi.PropertyType.BINARY, _enc_bytes, _dec_bytes),
+    # Floats pass through json.dumps as they are; non-finite ones are spelled as strings only
+    # when a batch has any (see TypedTransaction._batch). Reads convert those strings back.
+    float: (_ffi.PropertyType.DOUBLE, None, _dec_float),
+    _dt.datetime: (_ffi.PropertyType.TIMESTAMP, _enc_datetime, _dec_datetime),
+    decimal.Decimal: (_ffi.PropertyType.DECIMAL, _enc_decimal, decimal.Decimal),
+    uuid.UUID: (_ffi.PropertyType.UUID, _enc_uuid, _dec_uuid),
+    ObjectId: (_ffi.PropertyType.OBJECT_ID, _enc_object_id, ObjectId),
+}
+
+_SINGLE, _LIST, _SET, _DICT = "single", "list", "set", "dict"
+
+
+class _Prop:
+    """One property: its spec, and how its values are encoded and decoded."""
+
+    __slots__ = ("name", "stored", "ptype", "nullable", "collection", "target", "enc", "dec", "kind")
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # the Python field
+        self.stored = name  # the property in the database (tandem.Persisted)
+        self.ptype: Any = None
+        self.nullable = False
+        self.collection = _SINGLE
+        self.target: Optional[Type[Model]] = None
+        self.enc: Optional[Enc] = None  # one element
+        self.dec: Optional[Enc] = None  # one element (not links / embedded)
+        self.kind = "plain"  # plain | link | embedded
+
+    def spec(self) -> Any:
+        collection = {
+            _SINGLE: _ffi.Collection.SINGLE,
+            _LIST: _ffi.Collection.LIST,
+            _SET: _ffi.Collection.SET,
+            _DICT: _ffi.Collection.DICTIONARY,
+        }[self.collection]
+        return _ffi.PropertySpec(
+            name=self.stored,
+            property_type=self.ptype,
+            nullable=self.nullable,
+            collection=collection,
+            link_target=self.target.__tandem_name__ if self.target is not None else None,
+        )
+
+    def encode_element(self, v: Any) -> Any:
+        if v is None:
+            return None
+        if self.kind == "link":
+            assert self.target is not None
+            if not isinstance(v, self.target):
+                raise TypeError(f"expected a {self.target.__name__}, got {type(v).__name__}")
+            return _info(self.target).encode_key(getattr(v, _info(self.target).pk))
+        if self.kind == "embedded":
+            assert self.target is not None
+            if not isinstance(v, self.target):
+                raise TypeError(f"expected a {self.target.__name__}, got {type(v).__name__}")
+            return _info(self.target).encode_dict(v)
+        return v if self.enc is None else self.enc(v)
+
+    def encode(self, v: Any) -> Any:
+        """The JSON form of a whole property value."""
+        try:
+            if self.collection == _SINGLE:
+                return self.encode_element(v)
+            if self.collection == _DICT:
+                if not isinstance(v, dict):
+                    raise TypeError(f"expected a dict, got {type(v).__name__}")
+                return {k: self.encode_element(x) for k, x in v.items()}
+            if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__iter__"):
+                raise TypeError(f"expected a {self.collection}, got {type(v).__name__}")
+            return [self.encode_element(x) for x in v]
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{self.name}: {e}") from None
+
+
+class _ClassInfo:
+    """A model class's schema and codecs, derived from its annotations."""
+
+    def __init__(self, cls: Type[Model], props: List[_Prop], pk: Optional[str]) -> None:
+        self.cls = cls
+        self.name = cls.__tandem_name__
+        self.embedded = cls.__tandem_embedded__
+        self.props = props
+        self.by_name = {p.name: p for p in props}
+        self.names = [p.name for p in props]
+        self.stored_names = [p.stored for p in props]
+        self.python_names = {p.stored: p.name for p in props}
+        self.pk_stored = self.by_name[pk].stored if pk else ""
+        self.pk = pk or ""
+        self.getter = operator.attrgetter(*self.names) if self.names else (lambda o: ())
+        # Columns whose values need encoding on write (index, encoder of the whole value).
+        self.encoders = [
+            (i, p.encode)
+            for i, p in enumerate(props)
+            if p.enc is not None or p.kind != "plain" or p.collection != _SINGLE
+        ]
+        # Single floats are decoded inline (only the strings for non-finite values need it).
+        self.floats = [
+            i for i, p in enumerate(props) if p.dec is _dec_float and p.collection == _SINGLE
+        ]
+        self.decoders = [
+            (i, p.dec, p.collection)
+            for i, p in enumerate(props)
+            if p.dec is not None and i not in self.floats
+        ]
+        self.resolvers = [(i, p) for i, p in enumerate(props) if p.kind != "plain"]
+        self.sets = [i for i, p in enumerate(props) if p.collection == _SET]
+        # The generated __init__ is the fastest way to build an instance (about 4x faster than
+        # filling __dict__); it is used when it takes every field positionally and does nothing
+        # else. Otherwise reads fill __dict__, as pickle does, without calling __init__.
+        fields = dataclasses.fields(typing.cast(Any, cls))
+        self.positional = (
+            not hasattr(cls, "__post_init__")
+            and all(f.init and not getattr(f, "kw_only", False) for f in fields)
+            and [f.name for f in fields] == self.names
+        )
+
+    def spec(self) -> Any:
+        return _ffi.ClassSpec(
+            name=self.name,
+            primary_key=None if self.embedded else self.pk_stored,
+            properties=[p.spec() for p in self.props],
+        )
+
+    def encode_key(self, key: Any) -> Any:
+        return self.by_name[self.pk].encode(key)
+
+    def encode_row(self, obj: Any) -> Any:
+        row: Any = self.getter(obj)
+        if len(self.names) == 1:
+            row = (row,)
+        if self.encoders:
+            row = list(row)
+            for i, enc in self.encoders:
+                row[i] = enc(row[i])
+        return row
+
+    def encode_dict(self, obj: Any) -> Dict[str, Any]:
+        return {p.stored: p.encode(getattr(obj, p.name)) for p in self.props}
+
+    def decode(self, row: List[Any], reader: "_Reader") -> Any:
+        """A model instance from a row (property values in order)."""
+        for i in self.floats:
+            if row[i].__class__ is str:
+                row[i] = float(row[i])
+        if self.decoders:
+            for i, dec, collection in self.decoders:
+                v = row[i]
+                if v is None:
+                    continue
+                if collection == _SINGLE:
+                    row[i] = dec(v)
+                elif collection == _DICT:
+                    row[i] = {k: None if x is None else dec(x) for k, x in v.items()}
+                else:
+                    row[i] = [None if x is None else dec(x) for x in v]
+        for i, p in self.resolvers:
+            row[i] = reader.resolve(p, row[i])
+        for i in self.sets:
+            row[i] = set(row[i])
+        if self.positional:
+            return self.cls(*row)
+        obj = object.__new__(self.cls)
+        obj.__dict__.update(zip(self.names, row))
+        return obj
+
+
+_INFOS: Dict[type, _ClassInfo] = {}
+
+
+def _info(cls: Type[Any]) -> _ClassInfo:
+    info = _INFOS.get(cls)
+    if info is None:
+        raise TypeError(f"{cls!r} is not in the database's models (pass it to tandem.open)")
+    return info
+
+
+def _unwrap_optional(t: Any) -> Tuple[Any, bool]:
+    origin = typing.get_origin(t)
+    union_type = getattr(types, "UnionType", None)
+    if origin is Union or (union_type is not None and origin is union_type):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(t)) == 2:
+            return args[0], True
+        raise TypeError(f"{t}: only Optional[X] unions are supported")
+    return t, False
+
+
+def _element(prop: _Prop, t: Any, where: str) -> None:
+    t, nullable = _unwrap_optional(t)
+    prop.nullable = prop.nullable or nullable
+    if isinstance(t, type) and issubclass(t, Model) and t not in (Model, EmbeddedModel):
+        prop.ptype = _ffi.PropertyType.LINK
+        prop.target = t
+        prop.kind = "embedded" if t.__tandem_embedded__ else "link"
+        if prop.kind == "link" and prop.collection == _SINGLE and not nullable:
+            raise TypeError(f"{where}: a link to another object may be absent: use Optional[{t.__name__}]")
+        return
+    if t not in _SCALARS:
+        raise TypeError(f"{where}: {t!r} is not a type Tandem stores")
+    prop.ptype, prop.enc, prop.dec = _SCALARS[t]
+
+
+def _build_info(cls: Type[Model], models: Dict[str, type]) -> _ClassInfo:
+    localns = {c.__name__: c for c in models.values()}
+    try:
+        hints = typing.get_type_hints(cls, localns=localns, include_extras=True)
+    except NameError as e:
+        raise TypeError(f"{cls.__name__}: {e} (is the class passed to tandem.open?)") from None
+    props: List[_Prop] = []
+    pk: Optional[str] = None
+    for f in dataclasses.fields(typing.cast(Any, cls)):
+        where = f"{cls.__name__}.{f.name}"
+        t = hints[f.name]
+        prop = _Prop(f.name)
+        if typing.get_origin(t) is typing.Annotated:
+            args = typing.get_args(t)
+            t = args[0]
+            for a in args[1:]:
+                if isinstance(a, Persisted):
+                    prop.stored = a.name
+            if PrimaryKey in args[1:] or any(isinstance(a, PrimaryKey) for a in args[1:]):
+                if cls.__tandem_embedded__:
+                    raise TypeError(f"{where}: an embedded class has no primary key")
+                if pk is not None:
+                    raise TypeError(f"{cls.__name__}: two primary keys ({pk}, {f.name})")
+                pk = f.name
+        t_inner, nullable = _unwrap_optional(t)
+        origin = typing.get_origin(t_inner)
+        if origin in (list, List, Sequence):
+            prop.collection = _LIST
+            (elem,) = typing.get_args(t_inner)
+        elif origin in (set, typing.Set, frozenset):
+            prop.collection = _SET
+            (elem,) = typing.get_args(t_inner)
+        elif origin in (dict, Dict):
+            prop.collection = _DICT
+            ktype, elem = typing.get_args(t_inner)
+            if ktype is not str:
+                raise TypeError(f"{where}: dictionary keys are str")
+        else:
+            elem = t
+        if prop.collection != _SINGLE and nullable:
+            raise TypeError(f"{where}: a collection is never null (it is empty): drop Optional")
+        _element(prop, elem, where)
+        if prop.collection == _SET and prop.kind == "embedded":
+            raise TypeError(f"{where}: a set cannot hold embedded objects")
+        if pk == f.name and prop.ptype not in (
+            _ffi.PropertyType.INT,
+            _ffi.PropertyType.STRING,
+            _ffi.PropertyType.OBJECT_ID,
+            _ffi.PropertyType.UUID,
+        ):
+            raise TypeError(f"{where}: a primary key is int, str, ObjectId or UUID")
+        props.append(prop)
+    if pk is None and not cls.__tandem_embedded__:
+        raise TypeError(
+            f"{cls.__name__} has no primary key: annotate one field Annotated[T, tandem.PrimaryKey]"
+        )
+    return _ClassInfo(cls, props, pk)
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Decodes rows of one read; resolves links once per (class, key)."""
+
+    def __init__(self, db: "TypedDatabase") -> None:
+        self.db = db
+        self.cache: Dict[Tuple[str, Any], Any] = {}
+
+    def resolve(self, p: _Prop, v: Any) -> Any:
+        if v is None:
+            return None
+        if p.collection == _SINGLE:
+            return self.one(p, v)
+        if p.collection == _DICT:
+            return {k: self.one(p, x) for k, x in v.items()}
+        return [self.one(p, x) for x in v]
+
+    def one(self, p: _Prop, v: Any) -> Any:
+        if v is None:
+            return None
+        assert p.target is not None
+        info = _info(p.target)
+        if p.kind == "embedded":
+            return info.decode(v, self)
+        cache_key = (info.name, json.dumps(v))
+        if cache_key in self.cache:
+            return self.cache[cache_key]
+        self.cache[cache_key] = None  # a cycle back to this object reads as None meanwhile
+        raw = self.db._codec.object(self.db.raw, info.name, json.dumps(v).encode())
+        row = json.loads(raw)
+        obj = None if row is None else info.decode(row, self)
+        self.cache[cache_key] = obj
+        return obj
+
+
+# --- values for query arguments -------------------------------------------------------------
+
+
+def to_value(v: Any) -> Any:
+    """A Python value as an untyped ``tandem.Value`` (query arguments)."""
+    if v is None:
+        return _Value.NULL()
+    if isinstance(v, bool):
+        return _Value.BOOL(v)
+    if isinstance(v, int):
+        return _Value.INT(v)
+    if isinstance(v, str):
+        return _Value.STRING(v)
+    if isinstance(v, float):
+        return _Value.DOUBLE(v)
+    if isinstance(v, (bytes, bytearray)):
+        return _Value.BINARY(bytes(v))
+    if isinstance(v, _dt.datetime):
+        s, ns = _enc_datetime(v)
+        return _Value.TIMESTAMP(s, ns)
+    if isinstance(v, ObjectId):
+        return _Value.OBJECT_ID(v.binary)
+    if isinstance(v, uuid.UUID):
+        return _Value.UUID(v.bytes)
+    if isinstance(v, Model) and not v.__tandem_embedded__:
+        info = _info(type(v))
+        return _Value.LINK(info.name, to_key(getattr(v, info.pk)))
+    raise TypeError(f"{type(v).__name__} is not a query argument type")
+
+
+def to_key(v: Any) -> Any:
+    """A Python primary key as an untyped ``tandem.Key``."""
+    if v is None:
+        return _Key.NULL()
+    if isinstance(v, bool):
+        raise TypeError("a bool is not a primary key")
+    if isinstance(v, int):
+        return _Key.INT(v)
+    if isinstance(v, str):
+        return _Key.STRING(v)
+    if isinstance(v, ObjectId):
+        return _Key.OBJECT_ID(v.binary)
+    if isinstance(v, uuid.UUID):
+        return _Key.UUID(v.bytes)
+    raise TypeError(f"{type(v).__name__} is not a primary key type")
+
+
+def _from_key(k: Any) -> Any:
+    if isinstance(k, _ffi.Key.INT) or isinstance(k, _ffi.Key.STRING):
+        return k.value
+    if isinstance(k, _ffi.Key.OBJECT_ID):
+        return ObjectId(k.bytes)
+    if isinstance(k, _ffi.Key.UUID):
+        return uuid.UUID(bytes=k.bytes)
+    return None
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+Target = Union[M, Tuple[Type[M], Any]]
+
+
+class TypedTransaction:
+    """The operations of one write, sent to the database in one crossing when the ``with``
+    block ends (see :meth:`TypedDatabase.write`). Values are encoded when the operation is
+    made, so later changes to a model instance do not reach this transaction."""
+
+    def __init__(self) -> None:
+        self._ops: List[Any] = []
+        self._rows: Optional[List[Any]] = None  # rows of the trailing "rows" op
+        self._rows_class: Optional[_ClassInfo] = None
+
+    def _push(self, op: List[Any]) -> None:
+        self._ops.append(op)
+        self._rows_class = None
+
+    def _target(self, target: Any) -> Tuple[_ClassInfo, Any]:
+        if isinstance(target, tuple):
+            cls, key = target
+            info = _info(cls)
+        else:
+            info = _info(type(target))
+            key = getattr(target, info.pk)
+        if info.embedded:
+            raise TypeError(f"{info.name} is embedded: edit it through its owner")
+        return info, info.encode_key(key)
+
+    def add(self, obj: Model, update: bool = False) -> None:
+        """Adds ``obj`` (all its fields). An object with its primary key existing already is an
+        error at commit, unless ``update``: then its fields are overwritten (upsert)."""
+        info = _info(type(obj))
+        if info.embedded:
+            raise TypeError(f"{info.name} is embedded: assign it to a field of its owner")
+        if update:
+            self._push(["upsert", info.name, dict(zip(info.stored_names, info.encode_row(obj)))])
+            return
+        row = info.encode_row(obj)
+        if self._rows_class is info and self._rows is not None:
+            self._rows.append(row)
+        else:
+            self._rows = [row]
+            self._ops.append(["rows", info.name, info.stored_names, self._rows])
+            self._rows_class = info
+
+    def add_all(self, objs: Sequence[Model], update: bool = False) -> None:
+        """:meth:`add` for each object."""
+        for obj in objs:
+            self.add(obj, update)
+
+    def create(self, cls: Type[M], **values: Any) -> M:
+        """Builds ``cls(**values)``, adds it, and returns it."""
+        obj = cls(**values)
+        self.add(obj)
+        return obj
+
+    def upsert(self, cls: Type[Model], **values: Any) -> None:
+        """Creates the object (the primary key is among ``values``) or overwrites only the
+        properties given (a collection given replaces the whole collection)."""
+        info = _info(cls)
+        if info.pk not in values:
+            raise TypeError(f"upsert of a {info.name} needs its primary key {info.pk}")
+        props = [(self._prop(info, k), v) for k, v in values.items()]
+        self._push(["upsert", info.name, {p.stored: p.encode(v) for p, v in props}])
+
+    @staticmethod
+    def _prop(info: _ClassInfo, name: str) -> _Prop:
+        try:
+            return info.by_name[name]
+        except KeyError:
+            raise AttributeError(f"{info.name} has no property {name}") from None
+
+    def set(self, target: Any, **values: Any) -> None:
+        """Writes properties of an existing object: ``tx.set(task, done=True)`` or
+        ``tx.set((Task, 1), done=True)``. A collection given replaces the whole collection."""
+        info, key = self._target(target)
+        collections = {}
+        for name, v in values.items():
+            prop = self._prop(info, name)
+            if prop.collection == _SINGLE:
+                self._push(["set", info.name, key, prop.stored, prop.encode(v)])
+            else:
+                collections[prop.stored] = prop.encode(v)
+        if collections:
+            collections[info.pk_stored] = key
+            self._push(["upsert", info.name, collections])
+
+    def delete(self, target: Any) -> None:
+        """Deletes an object (an instance, or ``(cls, key)``)."""
+        info, key = self._target(target)
+        self._push(["erase", info.name, key])
+
+    def increment(self, target: Any, prop: str, amount: int = 1) -> None:
+        """Adds to an int property (a counter: concurrent increments from devices sum up)."""
+        info, key = self._target(target)
+        self._push(["add", info.name, key, self._prop(info, prop).stored, amount])
+
+    def _edit(self, op: str, target: Any, prop: str, *args: Any, value: Any = ...) -> None:
+        info, key = self._target(target)
+        p = self._prop(info, prop)
+        expected = {"list": _LIST, "set": _SET, "dict": _DICT}[op.split("_")[0]]
+        if p.collection != expected:
+            raise TypeError(f"{info.name}.{prop} is not a {expected}")
+        tail = list(args)
+        if value is not ...:
+            tail.append(p.encode_element(value))
+        self._push([op, info.name, key, p.stored, *tail])
+
+    def list_insert(self, target: Any, prop: str, index: int, value: Any) -> None:
+        """Inserts ``value`` at ``index`` (0..len) of a list."""
+        self._edit("list_insert", target, prop, index, value=value)
+
+    def list_set(self, target: Any, prop: str, index: int, value: Any) -> None:
+        """Replaces the element at ``index`` of a list."""
+        self._edit("list_set", target, prop, index, value=value)
+
+    def list_move(self, target: Any, prop: str, from_index: int, to_index: int) -> None:
+        """Moves a list element so it ends up at ``to_index``."""
+        self._edit("list_move", target, prop, from_index, to_index)
+
+    def list_remove(self, target: Any, prop: str, index: int) -> None:
+        """Removes the element at ``index`` of a list."""
+        self._edit("list_erase", target, prop, index)
+
+    def list_clear(self, target: Any, prop: str) -> None:
+        """Empties a list."""
+        self._edit("list_clear", target, prop)
+
+    def set_add(self, target: Any, prop: str, value: Any) -> None:
+        """Adds ``value`` to a set."""
+        self._edit("set_insert", target, prop, value=value)
+
+    def set_remove(self, target: Any, prop: str, value: Any) -> None:
+        """Removes ``value`` from a set."""
+        self._edit("set_erase", target, prop, value=value)
+
+    def set_clear(self, target: Any, prop: str) -> None:
+        """Empties a set."""
+        self._edit("set_clear", target, prop)
+
+    def dict_set(self, target: Any, prop: str, entry: str, value: Any) -> None:
+        """Sets one entry of a dictionary."""
+        self._edit("dict_set", target, prop, entry, value=value)
+
+    def dict_remove(self, target: Any, prop: str, entry: str) -> None:
+        """Removes one entry of a dictionary."""
+        self._edit("dict_erase", target, prop, entry)
+
+    def dict_clear(self, target: Any, prop: str) -> None:
+        """Empties a dictionary."""
+        self._edit("dict_clear", target, prop)
+
+    def _batch(self) -> Optional[bytes]:
+        if not self._ops:
+            return None
+        try:
+            text = json.dumps(self._ops, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # a NaN or an infinity: JSON has no spelling for them
+            text = json.dumps(_spell_floats(self._ops), ensure_ascii=False, separators=(",", ":"))
+        return text.encode()
+
+
+@dataclasses.dataclass
+class TypedResultsChange(Generic[M]):
+    """How live results changed (indices as in Realm), with the new results."""
+
+    deletions: List[int]
+    """Indices in the old results of objects no longer there."""
+    insertions: List[int]
+    """Indices in the new results of new objects."""
+    modifications: List[int]
+    """Indices in the new results of objects that changed."""
+    objects: List[M]
+    """The new results, in order."""
+
+
+@dataclasses.dataclass
+class TypedObjectChange(Generic[M]):
+    """How an observed object changed."""
+
+    deleted: bool
+    """The object was deleted."""
+    changed: List[str]
+    """The properties that changed (sorted; empty when deleted)."""
+    object: Optional[M]
+    """The object as it is now (``None`` when deleted)."""
+
+
+class _CallbackResults(_ffi.ResultsListener):
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.fn = fn
+
+    def on_change(self, change: Any) -> None:
+        self.fn(change)
+
+
+class _CallbackObject(_ffi.ObjectListener):
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.fn = fn
+
+    def on_change(self, change: Any) -> None:
+        self.fn(change)
+
+
+async def _changes(register: Callable[[Callable[[Any], None]], Any]) -> AsyncIterator[Any]:
+    """Bridges a listener (run on Tandem's notifier thread) into async iteration on the
+    running event loop. The listener is cancelled when the iteration ends."""
+    loop = asyncio.get_running_loop()
+    queue: "asyncio.Queue[Any]" = asyncio.Queue()
+
+    def emit(change: Any) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, change)
+
+    handle = register(emit)
+    try:
+        while True:
+            yield await queue.get()
+    finally:
+        handle.cancel()
+
+
+class LiveResults(Generic[M]):
+    """The objects of a class matching a query. Live: every ``len()``, index and iteration
+    runs the query again on the current data (one crossing each; an iteration reads all its
+    objects in one crossing). :meth:`observe` and :meth:`changes` report changes."""
+
+    def __init__(self, db: "TypedDatabase", cls: Type[M], query: str, args: Sequence[Any]) -> None:
+        self._db = db
+        self._cls = cls
+        self._info = _info(cls)
+        self._query = query
+        self._args = [to_value(a) for a in args]
+        self._raw = db.raw.query(self._info.name, query, self._args)
+
+    def _read(self, offset: int, limit: Optional[int]) -> List[M]:
+        data = self._db._codec.query(self._db.raw, self._info.name, self._query, self._args, offset, limit)
+        reader = _Reader(self._db)
+        decode = self._info.decode
+        return [decode(row, reader) for row in json.loads(data)]
+
+    def snapshot(self) -> List[M]:
+        """The objects now, in order, as a list (one crossing)."""
+        return self._read(0, None)
+
+    def __iter__(self) -> Iterator[M]:
+        return iter(self.snapshot())
+
+    def __len__(self) -> int:
+        return int(self._raw.count())
+
+    @overload
+    def __getitem__(self, index: int) -> M: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> List[M]: ...
+
+    def __getitem__(self, index: Union[int, slice]) -> Union[M, List[M]]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return self.snapshot()[index]
+            return self._read(start, max(0, stop - start))
+        if index < 0:
+            index += len(self)
+        found = self._read(index, 1) if index >= 0 else []
+        if not found:
+            raise IndexError("results index out of range")
+        return found[0]
+
+    def keys(self) -> List[Any]:
+        """The primary keys, in order."""
+        return [_from_key(k) for k in self._raw.keys()]
+
+    def observe(
+        self, callback: Callable[[TypedResultsChange[M]], None], key_paths: Sequence[str] = ()
+    ) -> Any:
+        """Calls ``callback`` on Tandem's notifier thread whenever the results change; returns
+        a handle whose ``cancel()`` stops it. ``key_paths`` narrows modifications to the
+        properties named (``"dog.name"``, ``*``)."""
+
+        def on_change(change: Any) -> None:
+            callback(
+                TypedResultsChange(
+                    list(change.deletions),
+                    list(change.insertions),
+                    list(change.modifications),
+                    self.snapshot(),
+                )
+            )
+
+        return self._raw.observe(_CallbackResults(on_change), key_paths=list(key_paths))
+
+    def changes(self, key_paths: Sequence[str] = ()) -> AsyncIterator[TypedResultsChange[M]]:
+        """``async for change in results.changes():`` each change, on the running loop."""
+        return _changes(lambda emit: self.observe(emit, key_paths))
+
+    def __repr__(self) -> str:
+        return f"LiveResults({self._cls.__name__}, {self._query!r})"
+
+
+class TypedDatabase:
+    """A database whose schema is model classes (see :func:`open`). ``raw`` is the untyped
+    ``tandem.Database`` underneath, for everything else (sync, dynamic classes)."""
+
+    def __init__(self, raw: Any, models: Sequence[Type[Model]], codec: Any) -> None:
+        self.raw = raw
+        self.models = list(models)
+        self._codec = codec
+
+    @contextmanager
+    def write(self) -> Iterator[TypedTransaction]:
+        """``with db.write() as tx:`` collects operations and performs them in one transaction
+        (one crossing) when the block ends; an exception in the block discards them. Errors
+        (a duplicate key, a value that does not fit its property) are ``TandemError`` and
+        write nothing."""
+        tx = TypedTransaction()
+        yield tx
+        batch = tx._batch()
+        if batch is not None:
+            self.version = self._codec.write(self.raw, batch)
+
+    version: Optional[int] = None
+    """The local version of the last commit made through :meth:`write` (``None`` if it changed
+    nothing)."""
+
+    def get(self, cls: Type[M], key: Any) -> Optional[M]:
+        """The object of ``cls`` with primary key ``key``, or ``None``."""
+        info = _info(cls)
+        if info.embedded:
+            raise TypeError(f"{info.name} is embedded: read it through its owner")
+        data = self._codec.object(self.raw, info.name, json.dumps(info.encode_key(key)).encode())
+        row = json.loads(data)
+        return None if row is None else info.decode(row, _Reader(self))
+
+    def objects(self, cls: Type[M], query: str = "TRUEPREDICATE", *args: Any) -> LiveResults[M]:
+        """Live results: the objects of ``cls`` matching ``query`` (Realm's query language,
+        ``$0``, ``$1``... are ``args``; e.g. ``"done == $0 SORT(title ASC)"``)."""
+        return LiveResults(self, cls, query, args)
+
+    def observe(
+        self,
+        target: Any,
+        callback: Callable[[TypedObjectChange[Any]], None],
+        key_paths: Sequence[str] = (),
+    ) -> Any:
+        """Calls ``callback`` on Tandem's notifier thread whenever the object (an instance or
+        ``(cls, key)``) changes, including through its links; returns a handle with
+        ``cancel()``."""
+        if isinstance(target, tuple):
+            cls, key = target
+        else:
+            cls, key = type(target), getattr(target, _info(type(target)).pk)
+        info = _info(cls)
+
+        def on_change(change: Any) -> None:
+            if isinstance(change, _ffi.ObjectChange.DELETED):
+                callback(TypedObjectChange(True, [], None))
+            else:
+                changed = [info.python_names.get(n, n) for n in change.properties]
+                callback(TypedObjectChange(False, changed, self.get(cls, key)))
+
+        return self.raw.observe_object(
+            info.name, to_key(key), _CallbackObject(on_change), key_paths=list(key_paths)
+        )
+
+    def changes(self, target: Any, key_paths: Sequence[str] = ()) -> AsyncIterator[TypedObjectChange[Any]]:
+        """``async for change in db.changes(task):`` each change of the object."""
+        return _changes(lambda emit: self.observe(target, emit, key_paths))
+
+    def sync(self, options: Any, token_provider: Any = None) -> Any:
+        """Starts syncing (see ``tandem.Database.sync``); returns the ``SyncSession``, whose
+        waits are awaitable."""
+        return self.raw.sync(options, token_provider)
+
+
+def schema(models: Sequence[Type[Model]]) -> List[Any]:
+    """The ``ClassSpec`` list of these model classes (what :func:`open` passes on)."""
+    by_name: Dict[str, type] = {}
+    for cls in models:
+        if not (isinstance(cls, type) and issubclass(cls, Model)) or cls in (Model, EmbeddedModel):
+            raise TypeError(f"{cls!r} is not a tandem.Model subclass")
+        by_name[cls.__tandem_name__] = cls
+    infos = [_build_info(cls, by_name) for cls in models]
+    for info in infos:
+        for p in info.props:
+            if p.target is not None and p.target not in models:
+                raise TypeError(
+                    f"{info.cls.__name__}.{p.name} refers to {p.target.__name__}: pass it to "
+                    f"tandem.open too"
+                )
+    for info in infos:
+        _INFOS[info.cls] = info
+    return [info.spec() for info in infos]
+
+
+def open(path: Union[str, "os.PathLike[str]"], models: Sequence[Type[Model]]) -> TypedDatabase:
+    """Opens (or creates) the database at ``path`` with these model classes (embedded and
+    linked classes included). Errors: ``TypeError`` for an annotation Tandem cannot store or a
+    class without a primary key; ``TandemError.Schema`` for a schema the file cannot take."""
+    specs = schema(models)
+    raw = _ffi.Database.open(os.fspath(path), specs)
+    return TypedDatabase(raw, models, _ffi.RowCodec(specs))
