@@ -16,6 +16,20 @@
 #![cfg_attr(not(feature = "ffi"), forbid(unsafe_code))]
 #![warn(missing_docs)]
 
+/// Logs a warning through `tracing` (target: the calling module) when the process has a
+/// `tracing` subscriber (e.g. the one `ffi::set_log_listener` installs), and to stderr
+/// otherwise, so a warning is never dropped for want of a subscriber.
+macro_rules! warn_or_stderr {
+    ($($arg:tt)*) => {
+        if tracing::dispatcher::has_been_set() {
+            tracing::warn!($($arg)*);
+        } else {
+            eprintln!("tandem: {}", format_args!($($arg)*));
+        }
+    };
+}
+pub(crate) use warn_or_stderr;
+
 pub mod changeset;
 #[cfg(feature = "client")]
 pub mod client;

@@ -492,3 +492,380 @@ fn collections_inside_embedded_objects_are_written_through_a_path() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Each store failure maps to the FFI variant an app handles it by, keeping the message.
+#[test]
+fn each_store_error_maps_to_its_variant() {
+    use std::time::Duration;
+    use tandem::state::ApplyError;
+    use tandem::store::{SizeLimit, StoreError};
+    let sqlite = |code: i32, text: Option<&str>| {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            text.map(Into::into),
+        ))
+    };
+    let cases: Vec<(StoreError, &str)> = vec![
+        (
+            StoreError::DestructiveSchemaChange {
+                class: "Task".into(),
+                property: Some("title".into()),
+                reason: "type changed".into(),
+            },
+            "Schema",
+        ),
+        (
+            StoreError::Rejected(ApplyError::SchemaMismatch {
+                instruction: 0,
+                reason: "column differs".into(),
+            }),
+            "Schema",
+        ),
+        (
+            StoreError::WriterTimeout(Duration::from_secs(10)),
+            "Timeout",
+        ),
+        (sqlite(rusqlite::ffi::SQLITE_BUSY, None), "Timeout"),
+        (
+            sqlite(rusqlite::ffi::SQLITE_IOERR, Some("disk I/O error")),
+            "Store",
+        ),
+        (
+            StoreError::FormatTooNew {
+                found: 9,
+                supported: 3,
+            },
+            "Store",
+        ),
+        (StoreError::Corrupt("bad row".into()), "Store"),
+        (
+            StoreError::Rejected(ApplyError::BadChangeset {
+                instruction: 0,
+                reason: "no such object".into(),
+            }),
+            "InvalidArgument",
+        ),
+        (
+            StoreError::InvalidArgument("no class X".into()),
+            "InvalidArgument",
+        ),
+        (
+            StoreError::TooLarge {
+                limit: SizeLimit::Value,
+                size: 20_000_000,
+                max: 16_777_199,
+            },
+            "TooLarge",
+        ),
+    ];
+    for (e, want) in cases {
+        let message = e.to_string();
+        let mapped = TandemError::from(e);
+        let got = format!("{mapped:?}");
+        assert!(got.starts_with(want), "{message} mapped to {got}");
+        assert!(
+            mapped.to_string().contains(&message),
+            "{mapped} lost {message}"
+        );
+    }
+    // The cause's own message follows (SQLite's description of the code).
+    let mapped = TandemError::from(sqlite(rusqlite::ffi::SQLITE_IOERR, Some("short write")));
+    assert!(
+        mapped.to_string().contains("short write") && mapped.to_string().contains("I/O"),
+        "{mapped}"
+    );
+    // TooLarge keeps its figures.
+    let mapped = TandemError::from(StoreError::TooLarge {
+        limit: SizeLimit::Changeset,
+        size: 16_000_000,
+        max: 15_728_640,
+    });
+    assert!(matches!(
+        mapped,
+        TandemError::TooLarge {
+            limit: tandem::ffi::SizeLimit::Changeset,
+            size: 16_000_000,
+            max: 15_728_640,
+            ..
+        }
+    ));
+}
+
+/// A session error keeps the store failure's kind: a writer timeout during a sync call is a
+/// timeout, a destructive schema change a schema error.
+#[test]
+fn each_sync_error_maps_to_its_variant() {
+    use tandem::client::SyncError;
+    use tandem::store::StoreErrorKind;
+    let store = |kind| SyncError::Store {
+        message: "m".into(),
+        kind,
+    };
+    let cases = [
+        (store(StoreErrorKind::WriterTimeout), "Timeout"),
+        (store(StoreErrorKind::Busy), "Timeout"),
+        (store(StoreErrorKind::DestructiveSchemaChange), "Schema"),
+        (store(StoreErrorKind::InvalidArgument), "InvalidArgument"),
+        (store(StoreErrorKind::Sqlite), "Store"),
+        (
+            SyncError::Timeout {
+                message: "upload".into(),
+            },
+            "Timeout",
+        ),
+        (
+            SyncError::Stopped {
+                message: "dropped".into(),
+            },
+            "Stopped",
+        ),
+        (
+            SyncError::Config {
+                message: "ws:// needs allow_insecure".into(),
+            },
+            "Sync",
+        ),
+        (
+            SyncError::InvalidState {
+                message: "pending".into(),
+            },
+            "Sync",
+        ),
+    ];
+    for (e, want) in cases {
+        let message = e.to_string();
+        let got = TandemError::from(e);
+        assert!(format!("{got:?}").starts_with(want), "{message} -> {got:?}");
+        assert!(got.to_string().contains(&message));
+    }
+}
+
+/// The same mappings, end to end: opening with a changed property type, a write blocked by
+/// another connection beyond the writer timeout, a query that does not parse.
+#[test]
+fn errors_from_real_calls_have_the_right_variant() {
+    let path = temp_db("errors");
+    let db = Database::open(path.clone(), classes()).unwrap();
+    drop(db);
+    let mut changed = classes();
+    changed[0].properties[1].property_type = T::Int;
+    let err = Database::open(path.clone(), changed).err().unwrap();
+    assert!(matches!(err, TandemError::Schema { .. }), "{err:?}");
+
+    let db = Database::open_with_options(
+        path.clone(),
+        classes(),
+        tandem::ffi::OpenOptions {
+            durability: tandem::ffi::Durability::Full,
+            writer_timeout_ms: 100,
+            recovery_window: 10,
+        },
+    )
+    .unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let err = db.write(vec![create(1, "blocked")]).unwrap_err();
+    assert!(matches!(err, TandemError::Timeout { .. }), "{err:?}");
+    other.execute_batch("ROLLBACK").unwrap();
+    db.write(vec![create(1, "after")]).unwrap();
+
+    let err = db
+        .query("Task".into(), "title ==".into(), vec![])
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, TandemError::InvalidArgument { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn quarantine_reads_and_clears() {
+    let path = temp_db("quarantine");
+    let db = Database::open(path.clone(), classes()).unwrap();
+    assert!(db.quarantine().unwrap().is_empty());
+    // Two records as a client reset writes them (tandem::store::reset).
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let empty = tandem::changeset::Changeset::new().encode();
+    for (id, version) in [(1, 7), (2, 9)] {
+        conn.execute(
+            "INSERT INTO _tandem_quarantine (id, original_version, changeset, reason) \
+             VALUES (?1, ?2, ?3, 'Task[1] was deleted on the server')",
+            rusqlite::params![id, version, empty],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO _tandem_quarantine_instruction \
+             (quarantine_id, position, original_index, instruction, reason) \
+             VALUES (?1, 0, 3, 'Update Task[1].title = \"x\"', 'gone')",
+            [id],
+        )
+        .unwrap();
+    }
+    let q = db.quarantine().unwrap();
+    assert_eq!(q.len(), 2);
+    assert_eq!((q[0].id, q[0].original_version), (1, 7));
+    assert_eq!(q[1].original_version, 9);
+    assert_eq!(q[0].reason, "Task[1] was deleted on the server");
+    assert_eq!(
+        q[0].instructions,
+        [tandem::ffi::QuarantinedInstruction {
+            index: 3,
+            instruction: "Update Task[1].title = \"x\"".into(),
+            reason: "gone".into(),
+        }]
+    );
+    db.clear_quarantine(Some(1)).unwrap();
+    assert_eq!(
+        db.quarantine()
+            .unwrap()
+            .iter()
+            .map(|q| q.id)
+            .collect::<Vec<_>>(),
+        [2]
+    );
+    db.clear_quarantine(None).unwrap();
+    assert!(db.quarantine().unwrap().is_empty());
+}
+
+struct Collect(std::sync::Mutex<Vec<(tandem::ffi::LogLevel, String, String)>>);
+
+impl tandem::ffi::LogListener for Collect {
+    fn on_log(
+        &self,
+        level: tandem::ffi::LogLevel,
+        target: String,
+        message: String,
+    ) -> Result<(), tandem::ffi::CallbackError> {
+        self.0.lock().unwrap().push((level, target, message));
+        Ok(())
+    }
+}
+
+struct Throwing;
+
+impl tandem::ffi::ObjectListener for Throwing {
+    fn on_change(&self, _: tandem::ffi::ObjectChange) -> Result<(), tandem::ffi::CallbackError> {
+        Err(tandem::ffi::CallbackError::Failed {
+            message: "app bug".into(),
+        })
+    }
+}
+
+/// The library's warnings reach the app's log listener with level, target and message; events
+/// below the level are not sent.
+#[test]
+fn the_log_listener_gets_the_library_events() {
+    use tandem::ffi::LogLevel;
+    let logs = Arc::new(Collect(Default::default()));
+    tandem::ffi::set_log_listener(logs.clone(), LogLevel::Warn).unwrap();
+    tracing::info!(target: "tandem::test", "below the level");
+    tracing::warn!(target: "tandem::test", attempt = 2, "at the level");
+    // A listener that throws is a library warning.
+    let db = open("log");
+    db.write(vec![create(1, "a")]).unwrap();
+    let _handle = db
+        .observe_object("Task".into(), k(1), Arc::new(Throwing), vec![])
+        .unwrap();
+    db.write(vec![WriteOp::Set {
+        class_name: "Task".into(),
+        key: k(1),
+        property: "title".into(),
+        value: s("b"),
+        path: vec![],
+    }])
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let seen = |what: &str| {
+        logs.0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, m)| m.contains(what))
+    };
+    while !seen("app bug") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let events = logs.0.lock().unwrap().clone();
+    assert!(
+        events.contains(&(
+            LogLevel::Warn,
+            "tandem::test".into(),
+            "at the level attempt=2".into()
+        )),
+        "{events:?}"
+    );
+    assert!(!seen("below the level"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(level, target, m)| *level == LogLevel::Warn
+                && target == "tandem::ffi::database"
+                && m.contains("object listener threw: app bug")),
+        "{events:?}"
+    );
+    tandem::ffi::clear_log_listener();
+}
+
+/// Decimals cross as exact text both ways; malformed text is `InvalidArgument` and writes
+/// nothing.
+#[test]
+fn decimals_cross_as_exact_text() {
+    let db = Database::open(
+        temp_db("decimal"),
+        vec![ClassSpec {
+            name: "Price".into(),
+            primary_key: Some("_id".into()),
+            properties: vec![
+                prop("_id", T::Int, Collection::Single),
+                PropertySpec {
+                    nullable: true,
+                    ..prop("amount", T::Decimal, Collection::Single)
+                },
+            ],
+        }],
+    )
+    .unwrap();
+    let dec = |text: &str| Value::Decimal { value: text.into() };
+    let put = |key: i64, value: Value| WriteOp::Upsert {
+        class_name: "Price".into(),
+        key: k(key),
+        values: HashMap::from([("amount".into(), value)]),
+    };
+    db.write(vec![
+        put(1, dec("123.45")),
+        put(2, dec("-123456789012345678901234567890.12")),
+        put(3, dec("1e3")),
+    ])
+    .unwrap();
+    let amount = |key: i64| db.object("Price".into(), k(key)).unwrap().unwrap()["amount"].clone();
+    assert_eq!(
+        amount(1),
+        FieldValue::Single {
+            value: dec("12345E-2")
+        }
+    );
+    assert_eq!(
+        amount(2),
+        FieldValue::Single {
+            value: dec("-12345678901234567890123456789012E-2")
+        }
+    );
+    assert_eq!(amount(3), FieldValue::Single { value: dec("1E3") });
+    for bad in ["1.2.3", "", "99999999999999999999999999999999999"] {
+        let err = db
+            .write(vec![put(1, Value::Null), put(4, dec(bad))])
+            .unwrap_err();
+        assert!(
+            matches!(err, TandemError::InvalidArgument { .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+    assert_eq!(
+        amount(1),
+        FieldValue::Single {
+            value: dec("12345E-2")
+        }
+    );
+    assert!(db.object("Price".into(), k(4)).unwrap().is_none());
+}

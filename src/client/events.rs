@@ -82,13 +82,17 @@ impl Listeners {
                                 callback(&event)
                             }));
                         if outcome.is_err() {
-                            eprintln!("tandem: a sync listener panicked; the others still run");
+                            crate::warn_or_stderr!(
+                                "a sync listener panicked; the others still run"
+                            );
                         }
                     }
                 }
             });
         if let Err(e) = spawned {
-            eprintln!("tandem: cannot start the notifier thread ({e}); listeners will not run");
+            crate::warn_or_stderr!(
+                "cannot start the notifier thread ({e}); listeners will not run"
+            );
         }
         Listeners {
             registry,

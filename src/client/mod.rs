@@ -226,6 +226,8 @@ pub enum SyncError {
     Store {
         /// The store's error.
         message: String,
+        /// Its kind (a writer timeout, a destructive schema change, a size limit...).
+        kind: crate::store::StoreErrorKind,
     },
     /// The call does not fit the session's state (a second transaction while one is pending,
     /// an empty transaction).
@@ -241,7 +243,7 @@ impl std::fmt::Display for SyncError {
             SyncError::Config { message } => write!(f, "sync configuration: {message}"),
             SyncError::Timeout { message } => write!(f, "timed out: {message}"),
             SyncError::Stopped { message } => write!(f, "sync stopped: {message}"),
-            SyncError::Store { message } => write!(f, "local database: {message}"),
+            SyncError::Store { message, .. } => write!(f, "local database: {message}"),
             SyncError::InvalidState { message } => f.write_str(message),
         }
     }
@@ -253,6 +255,7 @@ impl From<StoreError> for SyncError {
     fn from(e: StoreError) -> Self {
         SyncError::Store {
             message: e.to_string(),
+            kind: e.kind(),
         }
     }
 }
@@ -592,6 +595,7 @@ impl SyncSession {
             .await
             .map_err(|e| SyncError::Store {
                 message: e.to_string(),
+                kind: crate::store::StoreErrorKind::Internal,
             })
             .and_then(|r| r.map_err(SyncError::from));
         let version = match committed {

@@ -58,8 +58,73 @@ impl ListenerHandle {
 
 pub(crate) fn report(what: &str, result: Result<(), CallbackError>) {
     if let Err(e) = result {
-        eprintln!("tandem: a {what} threw: {e}; the other listeners still run");
+        crate::warn_or_stderr!("a {what} threw: {e}; the other listeners still run");
     }
+}
+
+/// How hard a commit works to survive failures (`tandem::store::Durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum Durability {
+    /// SQLite `synchronous=NORMAL` in WAL mode: a commit survives any crash of the app; the
+    /// last commits can be lost if the machine loses power.
+    Normal,
+    /// `synchronous=FULL`: every commit is on stable storage before it returns (an fsync per
+    /// commit).
+    Full,
+}
+
+/// Options for opening a database (`tandem::store::Config`).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct OpenOptions {
+    /// Commit durability.
+    pub durability: Durability,
+    /// Milliseconds a write transaction waits for another one to finish before failing with
+    /// `Timeout`.
+    #[uniffi(default = 10000)]
+    pub writer_timeout_ms: u64,
+    /// How many local changesets the history keeps after the server integrated them, so a
+    /// client reset in Recover mode can re-apply what a server restored from a backup lost
+    /// (0 keeps only what sync needs).
+    #[uniffi(default = 1000)]
+    pub recovery_window: u64,
+}
+
+impl From<OpenOptions> for store::Config {
+    fn from(o: OpenOptions) -> Self {
+        store::Config {
+            durability: match o.durability {
+                Durability::Normal => store::Durability::Normal,
+                Durability::Full => store::Durability::Full,
+            },
+            writer_timeout: std::time::Duration::from_millis(o.writer_timeout_ms),
+            recovery_window: o.recovery_window,
+            ..store::Config::default()
+        }
+    }
+}
+
+/// The part of a local changeset a client reset could not recover (`Database.quarantine()`).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct QuarantinedChangeset {
+    /// Its id, for `clear_quarantine`.
+    pub id: u64,
+    /// The local version the changeset had before the reset.
+    pub original_version: u64,
+    /// A one-line summary: how many instructions were not recovered and the first reason.
+    pub reason: String,
+    /// Each instruction not recovered, in the original order.
+    pub instructions: Vec<QuarantinedInstruction>,
+}
+
+/// One instruction a client reset could not recover.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct QuarantinedInstruction {
+    /// Its index in the original local changeset (from 0).
+    pub index: u64,
+    /// The instruction, rendered, e.g. `Update Task[1].title = "edited offline"`.
+    pub instruction: String,
+    /// Why the recovery rules could not recover it.
+    pub reason: String,
 }
 
 /// A local database file.
@@ -78,6 +143,49 @@ impl Database {
         Ok(Arc::new(Database {
             inner: Arc::new(inner),
         }))
+    }
+
+    /// Opens (or creates) the database at `path` with these classes and options (durability,
+    /// writer timeout, recovery window).
+    #[uniffi::constructor]
+    pub fn open_with_options(
+        path: String,
+        classes: Vec<ClassSpec>,
+        options: OpenOptions,
+    ) -> Result<Arc<Self>, TandemError> {
+        let schema = schema(classes)?;
+        let inner = store::Database::open(path, &schema, options.into())?;
+        Ok(Arc::new(Database {
+            inner: Arc::new(inner),
+        }))
+    }
+
+    /// What client resets could not recover, oldest first (see `ClientResetMode.Recover`).
+    pub fn quarantine(&self) -> Result<Vec<QuarantinedChangeset>, TandemError> {
+        Ok(self
+            .inner
+            .quarantine()?
+            .into_iter()
+            .map(|q| QuarantinedChangeset {
+                id: q.id,
+                original_version: q.original_version,
+                reason: q.reason,
+                instructions: q
+                    .instructions
+                    .into_iter()
+                    .map(|i| QuarantinedInstruction {
+                        index: i.index as u64,
+                        instruction: i.instruction,
+                        reason: i.reason,
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Removes quarantine records: the one with `id`, or all of them for `None`.
+    pub fn clear_quarantine(&self, id: Option<u64>) -> Result<(), TandemError> {
+        Ok(self.inner.clear_quarantine(id)?)
     }
 
     /// Starts recording a write transaction; nothing happens until `commit()` (Python:

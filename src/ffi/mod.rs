@@ -5,6 +5,7 @@
 //! - `types`: values, keys, schema records, changes, errors.
 //! - `ops`: [`WriteOp`], the one list of write operations, and the function that performs one.
 //! - `database`: `Database`, `WriteTransaction`, `Results`, listener handles.
+//! - `log`: `set_log_listener`, routing the library's `tracing` events to the app's logger.
 //! - `sync`: `SyncSession`, `open_synced`, the sync listeners and the token provider.
 //! - `python_batch`: `RowCodec`, whole transactions and query results as one JSON document
 //!   each (the typed Python layer's fast path).
@@ -13,13 +14,21 @@
 //! listener is logged and the other listeners still run; no panic crosses the boundary.
 
 mod database;
+mod log;
 mod ops;
 mod python_batch;
 mod sync;
 mod types;
 
-pub use database::{Database, ListenerHandle, Results, WriteTransaction};
+pub use database::{
+    Database, Durability, ListenerHandle, ObjectListener, OpenOptions, QuarantinedChangeset,
+    QuarantinedInstruction, Results, ResultsListener, WriteTransaction,
+};
+pub use log::{clear_log_listener, set_log_listener, LogLevel, LogListener};
 pub use ops::{PathStep, WriteOp};
 pub use python_batch::RowCodec;
-pub use sync::{open_synced, SyncOptions, SyncSession, SyncedDatabase};
+pub use sync::{
+    open_synced, ClientResetMode, ErrorListener, ProgressListener, SyncOptions, SyncProgress,
+    SyncSession, SyncState, SyncStateListener, SyncedDatabase, TokenProvider, TransactOutcome,
+};
 pub use types::*;

@@ -744,29 +744,10 @@ fn scalar(t: PropertyType, json: &Json, what: &str) -> Result<model::Value, Tand
     })
 }
 
-/// Parses `[-|+]digits[.digits][(e|E)[+|-]digits]` exactly (no rounding): `None` if malformed
-/// or out of decimal128's range.
+/// Parses decimal text exactly (see `Decimal128`'s `FromStr`): `None` if malformed or out of
+/// decimal128's range.
 fn decimal(text: &str) -> Option<Decimal128> {
-    let (negative, rest) = match text.as_bytes().first()? {
-        b'-' => (true, &text[1..]),
-        b'+' => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let (mantissa, exponent) = match rest.find(['e', 'E']) {
-        Some(i) => (&rest[..i], rest[i + 1..].parse::<i32>().ok()?),
-        None => (rest, 0),
-    };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    let digits: String = [int, frac].concat();
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let coefficient = digits.parse::<u128>().ok()?;
-    let exponent = exponent.checked_sub(i32::try_from(frac.len()).ok()?)?;
-    Decimal128::from_parts(coefficient, exponent, negative).ok()
+    text.parse().ok()
 }
 
 #[cfg(test)]

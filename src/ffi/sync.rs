@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::database::{report, Database, ListenerHandle};
+use super::database::{report, Database, ListenerHandle, OpenOptions};
+use super::ops::{apply, WriteOp};
 use super::types::{schema, CallbackError, ClassSpec, TandemError};
 use crate::client::{self, Event};
 
@@ -230,10 +231,71 @@ impl SyncSession {
         }))
     }
 
+    /// Commits `ops` as one transaction that the server integrates only if no changeset it
+    /// integrated since this file's last download touches the same objects (and the ops
+    /// change no schema): a compare-and-set across devices. Listeners see the write at once;
+    /// a rejected transaction is rolled back locally before this returns. One at a time
+    /// (a second is `Sync`); an empty transaction is `Sync`; a failing operation fails the
+    /// call with its own error (named `operation i`) and writes nothing. `Timeout` means the
+    /// verdict did not come in time: the transaction stays pending and may still be accepted.
+    pub async fn transact(
+        &self,
+        ops: Vec<WriteOp>,
+        timeout_ms: Option<u64>,
+    ) -> Result<TransactOutcome, TandemError> {
+        let failed: Arc<std::sync::Mutex<Option<TandemError>>> = Arc::default();
+        let slot = Arc::clone(&failed);
+        let outcome = self
+            .inner
+            .transact(
+                move |tx| {
+                    for (i, op) in ops.into_iter().enumerate() {
+                        if let Err(e) = apply(tx, op) {
+                            let e = e.context(&format!("operation {i}"));
+                            let message = e.to_string();
+                            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            return Err(crate::store::StoreError::InvalidArgument(message));
+                        }
+                    }
+                    Ok(())
+                },
+                timeout(timeout_ms),
+            )
+            .await;
+        // An operation's own error keeps its variant (the session only carries its message).
+        let taken = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (outcome, taken) {
+            (Err(_), Some(e)) => Err(e),
+            (outcome, _) => Ok(match outcome? {
+                client::TransactOutcome::Accepted { server_version } => {
+                    TransactOutcome::Accepted { server_version }
+                }
+                client::TransactOutcome::Rejected { reason } => {
+                    TransactOutcome::Rejected { reason }
+                }
+            }),
+        }
+    }
+
     /// Stops syncing.
     pub fn stop(&self) {
         self.inner.stop();
     }
+}
+
+/// The server's verdict on a `SyncSession.transact`.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum TransactOutcome {
+    /// Integrated as this server version.
+    Accepted {
+        /// The server version it became.
+        server_version: u64,
+    },
+    /// Refused; the transaction was rolled back locally (listeners saw it disappear).
+    Rejected {
+        /// Why, in the server's words.
+        reason: String,
+    },
 }
 
 /// A database opened by `open_synced`, with its session.
@@ -247,19 +309,21 @@ pub struct SyncedDatabase {
 
 /// Opens `path` for syncing: a never-synced file first downloads the server's state (one
 /// snapshot, resumable), a synced one waits for the server's news; then it keeps syncing.
-#[uniffi::export]
+/// `open_options` (durability, writer timeout, recovery window) defaults to the defaults.
+#[uniffi::export(default(open_options = None))]
 pub async fn open_synced(
     path: String,
     classes: Vec<ClassSpec>,
     options: SyncOptions,
     token_provider: Option<Arc<dyn TokenProvider>>,
     timeout_ms: Option<u64>,
+    open_options: Option<OpenOptions>,
 ) -> Result<SyncedDatabase, TandemError> {
     let schema = schema(classes)?;
     let (db, session) = client::open_synced(
         path,
         schema,
-        crate::store::Config::default(),
+        open_options.map(Into::into).unwrap_or_default(),
         config(options, token_provider),
         timeout(timeout_ms),
     )

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::client::SyncError;
 use crate::model::{self, CollectionKind, PropertyType as CorePropertyType};
 use crate::state::{Element, Field, Key as StateKey, Object, Val};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreErrorKind};
 
 /// Why a call failed. Each variant carries a message that says what went wrong and what to do.
 #[derive(Debug, uniffi::Error)]
@@ -108,39 +108,72 @@ impl TandemError {
     }
 }
 
-impl From<StoreError> for TandemError {
-    fn from(e: StoreError) -> Self {
-        let message = e.to_string();
-        match e {
-            StoreError::InvalidArgument(_) | StoreError::Query(_) | StoreError::Rejected(_) => {
+/// `e`'s message followed by each cause's (`std::error::Error::source`) that it does not
+/// already contain, joined by `: `.
+fn message_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = c.source();
+    }
+    message
+}
+
+impl TandemError {
+    /// The variant for a store failure of `kind`: a destructive schema change or a schema that
+    /// disagrees is `Schema`; a writer timeout or SQLite staying busy is `Timeout`; a bad
+    /// value, name or query is `InvalidArgument`; a sync size limit is `TooLarge`; anything
+    /// else about the file is `Store`.
+    fn from_store(kind: StoreErrorKind, message: String) -> Self {
+        match kind {
+            StoreErrorKind::DestructiveSchemaChange | StoreErrorKind::SchemaMismatch => {
+                TandemError::Schema { message }
+            }
+            StoreErrorKind::WriterTimeout | StoreErrorKind::Busy => {
+                TandemError::Timeout { message }
+            }
+            StoreErrorKind::InvalidArgument | StoreErrorKind::Query | StoreErrorKind::Rejected => {
                 TandemError::InvalidArgument { message }
             }
-            StoreError::TooLarge { limit, size, max } => TandemError::TooLarge {
+            StoreErrorKind::TooLarge { limit, size, max } => TandemError::TooLarge {
                 limit: limit.into(),
                 size,
                 max,
                 message,
             },
-            _ => TandemError::Store { message },
+            StoreErrorKind::Sqlite
+            | StoreErrorKind::FormatTooNew
+            | StoreErrorKind::Corrupt
+            | StoreErrorKind::Internal => TandemError::Store { message },
         }
+    }
+}
+
+impl From<StoreError> for TandemError {
+    fn from(e: StoreError) -> Self {
+        TandemError::from_store(e.kind(), message_chain(&e))
     }
 }
 
 impl From<model::SchemaError> for TandemError {
     fn from(e: model::SchemaError) -> Self {
         TandemError::Schema {
-            message: e.to_string(),
+            message: message_chain(&e),
         }
     }
 }
 
 impl From<SyncError> for TandemError {
     fn from(e: SyncError) -> Self {
-        let message = e.to_string();
+        let message = message_chain(&e);
         match e {
             SyncError::Timeout { .. } => TandemError::Timeout { message },
             SyncError::Stopped { .. } => TandemError::Stopped { message },
-            SyncError::Store { .. } => TandemError::Store { message },
+            SyncError::Store { kind, .. } => TandemError::from_store(kind, message),
             SyncError::Config { .. } | SyncError::InvalidState { .. } => {
                 TandemError::Sync { message }
             }
@@ -252,6 +285,15 @@ pub enum Value {
     Uuid {
         /// The 16 bytes.
         bytes: Vec<u8>,
+    },
+    /// A decimal128 as exact text: read as `coefficientEexponent` (`12345E-2`); written as
+    /// that or the plain forms (`123.45`, `-0.5`, `1e3`). Malformed text or a value beyond
+    /// decimal128 (a coefficient over 113 bits, an exponent outside -6176..=10207 after scaling) is
+    /// `InvalidArgument`. Kotlin's `BigDecimal(text)`, Swift's `Decimal(string:)` and Python's
+    /// `decimal.Decimal(text)` read it.
+    Decimal {
+        /// The decimal text.
+        value: String,
     },
     /// A link to an object.
     Link {
@@ -513,6 +555,13 @@ pub(crate) fn core_value(value: &Value) -> Result<model::Value, TandemError> {
             model::Value::ObjectId(model::ObjectId(bytes(b, "an object id")?))
         }
         Value::Uuid { bytes: b } => model::Value::Uuid(model::Uuid(bytes(b, "a UUID")?)),
+        Value::Decimal { value } => {
+            model::Value::Decimal(value.parse().map_err(|e: model::ValueError| {
+                TandemError::InvalidArgument {
+                    message: e.to_string(),
+                }
+            })?)
+        }
         Value::Link { class_name, key } => model::Value::Link(model::Link {
             class: class_name.clone(),
             key: core_key(key)?,
@@ -537,8 +586,8 @@ fn ffi_val(v: &Val) -> Value {
         Val::Double(bits) => Value::Double {
             value: f64::from_bits(*bits),
         },
-        // Decimals cross as their text, which every language can parse.
-        Val::Decimal(bits) => Value::String {
+        // Decimals cross as their exact text, which every language can parse.
+        Val::Decimal(bits) => Value::Decimal {
             value: model::Decimal128::from_bits(*bits).to_string(),
         },
         Val::ObjectId(id) => Value::ObjectId { bytes: id.to_vec() },

@@ -154,6 +154,59 @@ impl fmt::Display for Decimal128 {
     }
 }
 
+impl std::str::FromStr for Decimal128 {
+    type Err = ValueError;
+
+    /// Parses `[-|+]digits[.digits][(e|E)[+|-]digits]` exactly, with no rounding: the
+    /// inverse of `Display` (`12345E-2`) and the plain forms other languages print (`123.45`,
+    /// `-0.5`, `1e3`). Fails with [`ValueError::InvalidDecimal`] on anything else, or when the
+    /// value needs more than 113 coefficient bits or an exponent out of range.
+    ///
+    /// ```
+    /// use tandem::model::Decimal128;
+    /// let d: Decimal128 = "123.45".parse().unwrap();
+    /// assert_eq!(d.parts(), (12345, -2, false));
+    /// assert!("1.2.3".parse::<Decimal128>().is_err());
+    /// ```
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || ValueError::InvalidDecimal {
+            text: text.chars().take(64).collect(),
+        };
+        let (negative, rest) = match text.as_bytes().first() {
+            Some(b'-') => (true, &text[1..]),
+            Some(b'+') => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(i) => (
+                &rest[..i],
+                rest[i + 1..].parse::<i32>().map_err(|_| invalid())?,
+            ),
+            None => (rest, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() && frac.is_empty() {
+            return Err(invalid());
+        }
+        if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        // Leading zeros carry no digits; what is left must fit 113 bits (34 decimal digits).
+        let digits: String = [int, frac].concat();
+        let significant = digits.trim_start_matches('0');
+        let coefficient = if significant.is_empty() {
+            0
+        } else {
+            significant
+                .parse::<u128>()
+                .map_err(|_| ValueError::DecimalCoefficientTooLarge)?
+        };
+        let frac_len = i32::try_from(frac.len()).map_err(|_| invalid())?;
+        let exponent = exponent.checked_sub(frac_len).ok_or_else(invalid)?;
+        Decimal128::from_parts(coefficient, exponent, negative)
+    }
+}
+
 /// A primary key value: what makes an object the same object on every device.
 ///
 /// Tandem supports the primary key types Realm Device Sync supported: integers, strings, object
@@ -266,6 +319,11 @@ pub enum ValueError {
         /// The exponent given.
         exponent: i32,
     },
+    /// Text that is not a decimal number (`[-|+]digits[.digits][e[-|+]digits]`).
+    InvalidDecimal {
+        /// The text given (its first 64 characters).
+        text: String,
+    },
 }
 
 impl fmt::Display for ValueError {
@@ -288,6 +346,10 @@ impl fmt::Display for ValueError {
                 Decimal128::MIN_EXPONENT,
                 Decimal128::MAX_EXPONENT
             ),
+            ValueError::InvalidDecimal { text } => write!(
+                f,
+                "{text:?} is not a decimal number ([-]digits[.digits][e[-]digits])"
+            ),
         }
     }
 }
@@ -297,6 +359,47 @@ impl std::error::Error for ValueError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_text_parses_exactly_and_round_trips() {
+        let cases = [
+            ("123.45", (12345, -2, false)),
+            ("12345E-2", (12345, -2, false)),
+            ("-0.5", (5, -1, true)),
+            ("+1e3", (1, 3, false)),
+            ("1.23E+5", (123, 3, false)),
+            ("0", (0, 0, false)),
+            ("-0", (0, 0, true)),
+            (".5", (5, -1, false)),
+            ("7.", (7, 0, false)),
+            ("000000000000000000000000000000000000000042", (42, 0, false)),
+        ];
+        for (text, parts) in cases {
+            let d: Decimal128 = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(d.parts(), parts, "{text}");
+            assert_eq!(d.to_string().parse::<Decimal128>().unwrap(), d, "{text}");
+        }
+        for bad in [
+            "", "-", ".", "1.2.3", "1e", "e5", "abc", "1_000", " 1", "1e+-2", "NaN",
+        ] {
+            assert!(
+                matches!(
+                    bad.parse::<Decimal128>(),
+                    Err(ValueError::InvalidDecimal { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        // 35 significant digits need more than 113 bits; an exponent can leave the range.
+        assert_eq!(
+            "99999999999999999999999999999999999".parse::<Decimal128>(),
+            Err(ValueError::DecimalCoefficientTooLarge)
+        );
+        assert!(matches!(
+            "1e20000".parse::<Decimal128>(),
+            Err(ValueError::DecimalExponentOutOfRange { .. })
+        ));
+    }
 
     #[test]
     fn timestamp_rejects_mixed_signs_and_overflowing_nanoseconds() {

@@ -217,7 +217,83 @@ impl fmt::Display for StoreError {
     }
 }
 
-impl std::error::Error for StoreError {}
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sqlite(e) => Some(e),
+            StoreError::Rejected(e) => Some(e),
+            StoreError::Query(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of failure a [`StoreError`] is, without its details: `Copy` and comparable, so
+/// errors that carry only a message (e.g. `client::SyncError::Store`) keep it and callers can
+/// still tell a timeout from a schema problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// SQLite failed (I/O, disk full...).
+    Sqlite,
+    /// SQLite stayed busy (locked by another process) beyond its busy timeout (`SQLITE_BUSY`).
+    Busy,
+    /// [`StoreError::FormatTooNew`].
+    FormatTooNew,
+    /// [`StoreError::DestructiveSchemaChange`].
+    DestructiveSchemaChange,
+    /// [`StoreError::Corrupt`].
+    Corrupt,
+    /// [`StoreError::WriterTimeout`].
+    WriterTimeout,
+    /// [`StoreError::Rejected`] with [`ApplyError::BadChangeset`].
+    Rejected,
+    /// [`StoreError::Rejected`] with [`ApplyError::SchemaMismatch`].
+    SchemaMismatch,
+    /// [`StoreError::InvalidArgument`].
+    InvalidArgument,
+    /// [`StoreError::Query`].
+    Query,
+    /// Not a `StoreError`: the work did not finish (the thread running it panicked).
+    Internal,
+    /// [`StoreError::TooLarge`], with its figures.
+    TooLarge {
+        /// Which limit.
+        limit: SizeLimit,
+        /// The size found, in bytes.
+        size: u64,
+        /// The limit, in bytes.
+        max: u64,
+    },
+}
+
+impl StoreError {
+    /// The kind of this error.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Sqlite(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+            {
+                StoreErrorKind::Busy
+            }
+            StoreError::Sqlite(_) => StoreErrorKind::Sqlite,
+            StoreError::FormatTooNew { .. } => StoreErrorKind::FormatTooNew,
+            StoreError::DestructiveSchemaChange { .. } => StoreErrorKind::DestructiveSchemaChange,
+            StoreError::Corrupt(_) => StoreErrorKind::Corrupt,
+            StoreError::WriterTimeout(_) => StoreErrorKind::WriterTimeout,
+            StoreError::Rejected(ApplyError::SchemaMismatch { .. }) => {
+                StoreErrorKind::SchemaMismatch
+            }
+            StoreError::Rejected(_) => StoreErrorKind::Rejected,
+            StoreError::InvalidArgument(_) => StoreErrorKind::InvalidArgument,
+            StoreError::Query(_) => StoreErrorKind::Query,
+            StoreError::TooLarge { limit, size, max } => StoreErrorKind::TooLarge {
+                limit: *limit,
+                size: *size,
+                max: *max,
+            },
+        }
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {

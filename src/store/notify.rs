@@ -422,7 +422,7 @@ fn evaluate_all(conn: &Connection, watches: &[Arc<Mutex<Watch>>]) -> bool {
     if let Err(e) = conn.execute_batch("COMMIT") {
         // The snapshot could not be released: start from a clean connection state next time.
         let _ = conn.execute_batch("ROLLBACK");
-        eprintln!("tandem: the notifier could not end its read transaction: {e}");
+        crate::warn_or_stderr!("the notifier could not end its read transaction: {e}");
     }
     ok
 }
@@ -434,7 +434,9 @@ fn report_failure(watch: &mut Watch, e: &StoreError) {
             Kind::Object { class, key, .. } => format!("object listener on {class} {key:?}"),
             Kind::Results { class, query, .. } => format!("results listener on {class} {query:?}"),
         };
-        eprintln!("tandem: evaluating the {what} failed: {e}; its changes are kept and retried");
+        crate::warn_or_stderr!(
+            "evaluating the {what} failed: {e}; its changes are kept and retried"
+        );
     }
 }
 

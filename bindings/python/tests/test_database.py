@@ -185,3 +185,28 @@ def test_a_transaction_that_could_never_sync_is_refused_at_commit(db):
     assert e.value.size > 17 << 20 and e.value.max == 15 << 20
     assert db.object("Task", tandem.Key.INT(1)) is None
     assert db.object("Task", tandem.Key.INT(2)) is None
+
+
+def test_a_write_op_batch_is_one_transaction(db):
+    version = db.write([
+        tandem.WriteOp.CREATE(class_name="Task", key=tandem.Key.INT(1),
+                              values={"title": tandem.Value.STRING("one")}),
+        tandem.WriteOp.UPSERT(class_name="Task", key=tandem.Key.INT(2),
+                              values={"title": tandem.Value.STRING("two")}),
+        tandem.WriteOp.SET(class_name="Task", key=tandem.Key.INT(1), property="title",
+                           value=tandem.Value.STRING("uno")),
+    ])
+    assert isinstance(version, int)
+    assert title(db, 1) == "uno" and title(db, 2) == "two"
+    # A failing operation (creating an existing object) discards the whole batch.
+    with pytest.raises(tandem.TandemError):
+        db.write([
+            tandem.WriteOp.SET(class_name="Task", key=tandem.Key.INT(2), property="title",
+                               value=tandem.Value.STRING("lost")),
+            tandem.WriteOp.CREATE(class_name="Task", key=tandem.Key.INT(1), values={}),
+        ])
+    assert title(db, 2) == "two"
+    # The context-manager form still works beside it.
+    with db.write() as tx:
+        tx.create("Task", tandem.Key.INT(3), {"title": tandem.Value.STRING("three")})
+    assert title(db, 3) == "three"

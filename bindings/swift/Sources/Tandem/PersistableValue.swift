@@ -4,7 +4,7 @@
 //   Int, Int64, Int32, Int16, Int8  -> int          Bool    -> bool      String -> string
 //   Double -> double   Float -> float               Date    -> timestamp (ns precision)
 //   Data   -> binary   UUID  -> uuid                ObjectId -> objectId
-//   Decimal -> decimal128 (read only: see `Decimal`)  Link<T>  -> link to T
+//   Decimal -> decimal128 (exact text)                Link<T>  -> link to T
 //   T?  (T one of the above) -> the same, nullable
 //   [T], Set<T>, [String: T] -> list, set, dictionary of T (T may be optional)
 
@@ -230,17 +230,22 @@ extension ObjectId: PersistableScalar {
     }
 }
 
-/// A `Decimal` is a decimal128 property. This build's FFI returns decimals as their text and has
-/// no decimal `Value` to write one with, so a model with a `Decimal` property reads but its
-/// writes throw `TandemModelError.notWritable` (until the FFI gains a decimal value).
+/// A `Decimal` is a decimal128 property. It crosses the FFI as exact text (`Value.decimal`):
+/// written as `Decimal.description` (always a `.` decimal point), read back with
+/// `Decimal(string:locale: nil)` (the FFI returns `coefficientEexponent`, e.g. `12345E-2`).
+/// Foundation's `Decimal` holds 38 digits, decimal128 34: a value with more significant digits
+/// than decimal128 holds fails the write with `TandemError.InvalidArgument`.
 extension Decimal: PersistableScalar {
     public static var tandemType: PropertyType { .decimal }
     public static var tandemPlaceholder: Decimal { 0 }
     public func tandemValue() throws -> Value {
-        throw TandemModelError.notWritable(type: "Decimal", reason: "the FFI has no decimal Value yet")
+        guard isFinite else {
+            throw TandemModelError.notWritable(type: "Decimal", reason: "\(self) is not a finite decimal")
+        }
+        return .decimal(value: description)
     }
     public init(tandemValue: Value, property: String) throws {
-        guard case let .string(text) = tandemValue, let d = Decimal(string: text, locale: nil) else {
+        guard case let .decimal(text) = tandemValue, let d = Decimal(string: text, locale: nil) else {
             throw mismatch(Decimal.self, tandemValue, property)
         }
         self = d

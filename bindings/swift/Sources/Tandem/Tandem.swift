@@ -661,6 +661,11 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 public protocol DatabaseProtocol: AnyObject, Sendable {
     
     /**
+     * Removes quarantine records: the one with `id`, or all of them for `None`.
+     */
+    func clearQuarantine(id: UInt64?) throws 
+    
+    /**
      * The object of `class_name` with `key`, property by property, if it exists.
      */
     func object(className: String, key: Key) throws  -> [String: FieldValue]?
@@ -672,6 +677,11 @@ public protocol DatabaseProtocol: AnyObject, Sendable {
      * no filter. An unknown property in a path is `InvalidArgument`.
      */
     func observeObject(className: String, key: Key, listener: ObjectListener, keyPaths: [String]) throws  -> ListenerHandle
+    
+    /**
+     * What client resets could not recover, oldest first (see `ClientResetMode.Recover`).
+     */
+    func quarantine() throws  -> [QuarantinedChangeset]
     
     /**
      * The objects of `class_name` matching `filter` (Realm's query language, e.g.
@@ -766,7 +776,34 @@ public static func `open`(path: String, classes: [ClassSpec])throws  -> Database
 })
 }
     
+    /**
+     * Opens (or creates) the database at `path` with these classes and options (durability,
+     * writer timeout, recovery window).
+     */
+public static func openWithOptions(path: String, classes: [ClassSpec], options: OpenOptions)throws  -> Database  {
+    return try  FfiConverterTypeDatabase_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_constructor_database_open_with_options(
+        FfiConverterString.lower(path),
+        FfiConverterSequenceTypeClassSpec.lower(classes),
+        FfiConverterTypeOpenOptions_lower(options),uniffiCallStatus
+    )
+})
+}
+    
 
+    
+    /**
+     * Removes quarantine records: the one with `id`, or all of them for `None`.
+     */
+open func clearQuarantine(id: UInt64?)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_database_clear_quarantine(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionUInt64.lower(id),uniffiCallStatus
+    )
+}
+}
     
     /**
      * The object of `class_name` with `key`, property by property, if it exists.
@@ -797,6 +834,18 @@ open func observeObject(className: String, key: Key, listener: ObjectListener, k
         FfiConverterTypeKey_lower(key),
         FfiConverterTypeObjectListener_lower(listener),
         FfiConverterSequenceString.lower(keyPaths),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * What client resets could not recover, oldest first (see `ClientResetMode.Recover`).
+     */
+open func quarantine()throws  -> [QuarantinedChangeset]  {
+    return try  FfiConverterSequenceTypeQuarantinedChangeset.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_database_quarantine(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1248,6 +1297,225 @@ public func FfiConverterTypeListenerHandle_lift(_ handle: UInt64) throws -> List
 #endif
 public func FfiConverterTypeListenerHandle_lower(_ value: ListenerHandle) -> UInt64 {
     return FfiConverterTypeListenerHandle.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Receives the library's log events. Called on the thread that logged (any of the library's
+ * threads); keep it quick and do not block.
+ */
+public protocol LogListener: AnyObject, Sendable {
+    
+    /**
+     * One event: its level, target (module path) and message.
+     */
+    func onLog(level: LogLevel, target: String, message: String) throws 
+    
+}
+/**
+ * Receives the library's log events. Called on the thread that logged (any of the library's
+ * threads); keep it quick and do not block.
+ */
+open class LogListenerImpl: LogListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_tandem_fn_clone_loglistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_tandem_fn_free_loglistener(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * One event: its level, target (module path) and message.
+     */
+open func onLog(level: LogLevel, target: String, message: String)throws   {try rustCallWithError(FfiConverterTypeCallbackError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_loglistener_on_log(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeLogLevel_lower(level),
+        FfiConverterString.lower(target),
+        FfiConverterString.lower(message),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceLogListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceLogListener = UniffiVTableCallbackInterfaceLogListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeLogListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface LogListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeLogListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface LogListener: handle missing in uniffiClone")
+            }
+        },
+        onLog: { (
+            uniffiHandle: UInt64,
+            level: RustBuffer,
+            target: RustBuffer,
+            message: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeLogListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onLog(
+                     level: try FfiConverterTypeLogLevel_lift(level),
+                     target: try FfiConverterString.lift(target),
+                     message: try FfiConverterString.lift(message)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeCallbackError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceLogListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceLogListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitLogListener() {
+    uniffi_tandem_fn_init_callback_vtable_loglistener(UniffiCallbackInterfaceLogListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<LogListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = LogListener
+
+    public static func lift(_ handle: UInt64) throws -> LogListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: LogListener) -> UInt64 {
+         if let rustImpl = value as? LogListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: LogListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogListener_lift(_ handle: UInt64) throws -> LogListener {
+    return try FfiConverterTypeLogListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogListener_lower(_ value: LogListener) -> UInt64 {
+    return FfiConverterTypeLogListener.lower(value)
 }
 
 
@@ -2316,6 +2584,17 @@ public protocol SyncSessionProtocol: AnyObject, Sendable {
     func stop() 
     
     /**
+     * Commits `ops` as one transaction that the server integrates only if no changeset it
+     * integrated since this file's last download touches the same objects (and the ops
+     * change no schema): a compare-and-set across devices. Listeners see the write at once;
+     * a rejected transaction is rolled back locally before this returns. One at a time
+     * (a second is `Sync`); an empty transaction is `Sync`; a failing operation fails the
+     * call with its own error (named `operation i`) and writes nothing. `Timeout` means the
+     * verdict did not come in time: the transaction stays pending and may still be accepted.
+     */
+    func transact(ops: [WriteOp], timeoutMs: UInt64?) async throws  -> TransactOutcome
+    
+    /**
      * Completes when every server change that existed at the call is here.
      */
     func waitForDownload(timeoutMs: UInt64?) async throws 
@@ -2454,6 +2733,31 @@ open func stop()  {try! rustCall() {
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Commits `ops` as one transaction that the server integrates only if no changeset it
+     * integrated since this file's last download touches the same objects (and the ops
+     * change no schema): a compare-and-set across devices. Listeners see the write at once;
+     * a rejected transaction is rolled back locally before this returns. One at a time
+     * (a second is `Sync`); an empty transaction is `Sync`; a failing operation fails the
+     * call with its own error (named `operation i`) and writes nothing. `Timeout` means the
+     * verdict did not come in time: the transaction stays pending and may still be accepted.
+     */
+open func transact(ops: [WriteOp], timeoutMs: UInt64?)async throws  -> TransactOutcome  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tandem_fn_method_syncsession_transact(
+                        self.uniffiCloneHandle(),FfiConverterSequenceTypeWriteOp.lower(ops),FfiConverterOptionUInt64.lower(timeoutMs)
+                )
+            },
+            pollFunc: ffi_tandem_rust_future_poll_rust_buffer,
+            completeFunc: ffi_tandem_rust_future_complete_rust_buffer,
+            freeFunc: ffi_tandem_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeTransactOutcome_lift,
+            errorHandler: FfiConverterTypeTandemError_lift
+        )
 }
     
     /**
@@ -3604,6 +3908,91 @@ public func FfiConverterTypeClassSpec_lower(_ value: ClassSpec) -> RustBuffer {
 
 
 /**
+ * Options for opening a database (`tandem::store::Config`).
+ */
+public struct OpenOptions: Equatable, Hashable {
+    /**
+     * Commit durability.
+     */
+    public var durability: Durability
+    /**
+     * Milliseconds a write transaction waits for another one to finish before failing with
+     * `Timeout`.
+     */
+    public var writerTimeoutMs: UInt64
+    /**
+     * How many local changesets the history keeps after the server integrated them, so a
+     * client reset in Recover mode can re-apply what a server restored from a backup lost
+     * (0 keeps only what sync needs).
+     */
+    public var recoveryWindow: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Commit durability.
+         */durability: Durability, 
+        /**
+         * Milliseconds a write transaction waits for another one to finish before failing with
+         * `Timeout`.
+         */writerTimeoutMs: UInt64 = UInt64(10000), 
+        /**
+         * How many local changesets the history keeps after the server integrated them, so a
+         * client reset in Recover mode can re-apply what a server restored from a backup lost
+         * (0 keeps only what sync needs).
+         */recoveryWindow: UInt64 = UInt64(1000)) {
+        self.durability = durability
+        self.writerTimeoutMs = writerTimeoutMs
+        self.recoveryWindow = recoveryWindow
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension OpenOptions: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeOpenOptions: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> OpenOptions {
+        return
+            try OpenOptions(
+                durability: FfiConverterTypeDurability.read(from: &buf), 
+                writerTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                recoveryWindow: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: OpenOptions, into buf: inout [UInt8]) {
+        FfiConverterTypeDurability.write(value.durability, into: &buf)
+        FfiConverterUInt64.write(value.writerTimeoutMs, into: &buf)
+        FfiConverterUInt64.write(value.recoveryWindow, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOpenOptions_lift(_ buf: RustBuffer) throws -> OpenOptions {
+    return try FfiConverterTypeOpenOptions.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOpenOptions_lower(_ value: OpenOptions) -> RustBuffer {
+    return FfiConverterTypeOpenOptions.lower(value)
+}
+
+
+/**
  * One property of a class.
  */
 public struct PropertySpec: Equatable, Hashable {
@@ -3699,6 +4088,174 @@ public func FfiConverterTypePropertySpec_lift(_ buf: RustBuffer) throws -> Prope
 #endif
 public func FfiConverterTypePropertySpec_lower(_ value: PropertySpec) -> RustBuffer {
     return FfiConverterTypePropertySpec.lower(value)
+}
+
+
+/**
+ * The part of a local changeset a client reset could not recover (`Database.quarantine()`).
+ */
+public struct QuarantinedChangeset: Equatable, Hashable {
+    /**
+     * Its id, for `clear_quarantine`.
+     */
+    public var id: UInt64
+    /**
+     * The local version the changeset had before the reset.
+     */
+    public var originalVersion: UInt64
+    /**
+     * A one-line summary: how many instructions were not recovered and the first reason.
+     */
+    public var reason: String
+    /**
+     * Each instruction not recovered, in the original order.
+     */
+    public var instructions: [QuarantinedInstruction]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Its id, for `clear_quarantine`.
+         */id: UInt64, 
+        /**
+         * The local version the changeset had before the reset.
+         */originalVersion: UInt64, 
+        /**
+         * A one-line summary: how many instructions were not recovered and the first reason.
+         */reason: String, 
+        /**
+         * Each instruction not recovered, in the original order.
+         */instructions: [QuarantinedInstruction]) {
+        self.id = id
+        self.originalVersion = originalVersion
+        self.reason = reason
+        self.instructions = instructions
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension QuarantinedChangeset: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQuarantinedChangeset: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QuarantinedChangeset {
+        return
+            try QuarantinedChangeset(
+                id: FfiConverterUInt64.read(from: &buf), 
+                originalVersion: FfiConverterUInt64.read(from: &buf), 
+                reason: FfiConverterString.read(from: &buf), 
+                instructions: FfiConverterSequenceTypeQuarantinedInstruction.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: QuarantinedChangeset, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.id, into: &buf)
+        FfiConverterUInt64.write(value.originalVersion, into: &buf)
+        FfiConverterString.write(value.reason, into: &buf)
+        FfiConverterSequenceTypeQuarantinedInstruction.write(value.instructions, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantinedChangeset_lift(_ buf: RustBuffer) throws -> QuarantinedChangeset {
+    return try FfiConverterTypeQuarantinedChangeset.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantinedChangeset_lower(_ value: QuarantinedChangeset) -> RustBuffer {
+    return FfiConverterTypeQuarantinedChangeset.lower(value)
+}
+
+
+/**
+ * One instruction a client reset could not recover.
+ */
+public struct QuarantinedInstruction: Equatable, Hashable {
+    /**
+     * Its index in the original local changeset (from 0).
+     */
+    public var index: UInt64
+    /**
+     * The instruction, rendered, e.g. `Update Task[1].title = "edited offline"`.
+     */
+    public var instruction: String
+    /**
+     * Why the recovery rules could not recover it.
+     */
+    public var reason: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Its index in the original local changeset (from 0).
+         */index: UInt64, 
+        /**
+         * The instruction, rendered, e.g. `Update Task[1].title = "edited offline"`.
+         */instruction: String, 
+        /**
+         * Why the recovery rules could not recover it.
+         */reason: String) {
+        self.index = index
+        self.instruction = instruction
+        self.reason = reason
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension QuarantinedInstruction: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQuarantinedInstruction: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QuarantinedInstruction {
+        return
+            try QuarantinedInstruction(
+                index: FfiConverterUInt64.read(from: &buf), 
+                instruction: FfiConverterString.read(from: &buf), 
+                reason: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: QuarantinedInstruction, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.index, into: &buf)
+        FfiConverterString.write(value.instruction, into: &buf)
+        FfiConverterString.write(value.reason, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantinedInstruction_lift(_ buf: RustBuffer) throws -> QuarantinedInstruction {
+    return try FfiConverterTypeQuarantinedInstruction.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantinedInstruction_lower(_ value: QuarantinedInstruction) -> RustBuffer {
+    return FfiConverterTypeQuarantinedInstruction.lower(value)
 }
 
 
@@ -4356,6 +4913,83 @@ public func FfiConverterTypeCollection_lower(_ value: Collection) -> RustBuffer 
 
 
 /**
+ * How hard a commit works to survive failures (`tandem::store::Durability`).
+ */
+
+public enum Durability: Equatable, Hashable {
+    
+    /**
+     * SQLite `synchronous=NORMAL` in WAL mode: a commit survives any crash of the app; the
+     * last commits can be lost if the machine loses power.
+     */
+    case normal
+    /**
+     * `synchronous=FULL`: every commit is on stable storage before it returns (an fsync per
+     * commit).
+     */
+    case full
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension Durability: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDurability: FfiConverterRustBuffer {
+    typealias SwiftType = Durability
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Durability {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .normal
+        
+        case 2: return .full
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Durability, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .normal:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .full:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDurability_lift(_ buf: RustBuffer) throws -> Durability {
+    return try FfiConverterTypeDurability.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDurability_lower(_ value: Durability) -> RustBuffer {
+    return FfiConverterTypeDurability.lower(value)
+}
+
+
+
+/**
  * What one property of an object holds.
  */
 
@@ -4651,6 +5285,111 @@ public func FfiConverterTypeKey_lift(_ buf: RustBuffer) throws -> Key {
 #endif
 public func FfiConverterTypeKey_lower(_ value: Key) -> RustBuffer {
     return FfiConverterTypeKey.lower(value)
+}
+
+
+
+/**
+ * A log level, most severe first (`tracing::Level`).
+ */
+
+public enum LogLevel: Equatable, Hashable {
+    
+    /**
+     * Something failed.
+     */
+    case error
+    /**
+     * Something unexpected that the library handled.
+     */
+    case warn
+    /**
+     * A notable event (connection state, clock offset...).
+     */
+    case info
+    /**
+     * Detail for debugging.
+     */
+    case debug
+    /**
+     * Fine detail.
+     */
+    case trace
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension LogLevel: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogLevel: FfiConverterRustBuffer {
+    typealias SwiftType = LogLevel
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogLevel {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .error
+        
+        case 2: return .warn
+        
+        case 3: return .info
+        
+        case 4: return .debug
+        
+        case 5: return .trace
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: LogLevel, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .error:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .warn:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .info:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .debug:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .trace:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogLevel_lift(_ buf: RustBuffer) throws -> LogLevel {
+    return try FfiConverterTypeLogLevel.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogLevel_lower(_ value: LogLevel) -> RustBuffer {
+    return FfiConverterTypeLogLevel.lower(value)
 }
 
 
@@ -5374,6 +6113,93 @@ public func FfiConverterTypeTandemError_lower(_ value: TandemError) -> RustBuffe
 
 
 /**
+ * The server's verdict on a `SyncSession.transact`.
+ */
+
+public enum TransactOutcome: Equatable, Hashable {
+    
+    /**
+     * Integrated as this server version.
+     */
+    case accepted(
+        /**
+         * The server version it became.
+         */serverVersion: UInt64
+    )
+    /**
+     * Refused; the transaction was rolled back locally (listeners saw it disappear).
+     */
+    case rejected(
+        /**
+         * Why, in the server's words.
+         */reason: String
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TransactOutcome: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTransactOutcome: FfiConverterRustBuffer {
+    typealias SwiftType = TransactOutcome
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TransactOutcome {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .accepted(serverVersion: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        case 2: return .rejected(reason: try FfiConverterString.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TransactOutcome, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .accepted(serverVersion):
+            writeInt(&buf, Int32(1))
+            FfiConverterUInt64.write(serverVersion, into: &buf)
+            
+        
+        case let .rejected(reason):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(reason, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTransactOutcome_lift(_ buf: RustBuffer) throws -> TransactOutcome {
+    return try FfiConverterTypeTransactOutcome.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTransactOutcome_lower(_ value: TransactOutcome) -> RustBuffer {
+    return FfiConverterTypeTransactOutcome.lower(value)
+}
+
+
+
+/**
  * A property value.
  */
 
@@ -5459,6 +6285,18 @@ public enum Value: Equatable, Hashable {
          */bytes: Data
     )
     /**
+     * A decimal128 as exact text: read as `coefficientEexponent` (`12345E-2`); written as
+     * that or the plain forms (`123.45`, `-0.5`, `1e3`). Malformed text or a value beyond
+     * decimal128 (a coefficient over 113 bits, an exponent outside -6176..=10207 after scaling) is
+     * `InvalidArgument`. Kotlin's `BigDecimal(text)`, Swift's `Decimal(string:)` and Python's
+     * `decimal.Decimal(text)` read it.
+     */
+    case decimal(
+        /**
+         * The decimal text.
+         */value: String
+    )
+    /**
      * A link to an object.
      */
     case link(
@@ -5519,7 +6357,10 @@ public struct FfiConverterTypeValue: FfiConverterRustBuffer {
         case 10: return .uuid(bytes: try FfiConverterData.read(from: &buf)
         )
         
-        case 11: return .link(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf)
+        case 11: return .decimal(value: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 12: return .link(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -5580,8 +6421,13 @@ public struct FfiConverterTypeValue: FfiConverterRustBuffer {
             FfiConverterData.write(bytes, into: &buf)
             
         
-        case let .link(className,key):
+        case let .decimal(value):
             writeInt(&buf, Int32(11))
+            FfiConverterString.write(value, into: &buf)
+            
+        
+        case let .link(className,key):
+            writeInt(&buf, Int32(12))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             
@@ -6298,6 +7144,30 @@ fileprivate struct FfiConverterOptionTypeTokenProvider: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeOpenOptions: FfiConverterRustBuffer {
+    typealias SwiftType = OpenOptions?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeOpenOptions.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeOpenOptions.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionDictionaryStringTypeFieldValue: FfiConverterRustBuffer {
     typealias SwiftType = [String: FieldValue]?
 
@@ -6414,6 +7284,56 @@ fileprivate struct FfiConverterSequenceTypePropertySpec: FfiConverterRustBuffer 
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypePropertySpec.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeQuarantinedChangeset: FfiConverterRustBuffer {
+    typealias SwiftType = [QuarantinedChangeset]
+
+    public static func write(_ value: [QuarantinedChangeset], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeQuarantinedChangeset.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [QuarantinedChangeset] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [QuarantinedChangeset]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeQuarantinedChangeset.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeQuarantinedInstruction: FfiConverterRustBuffer {
+    typealias SwiftType = [QuarantinedInstruction]
+
+    public static func write(_ value: [QuarantinedInstruction], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeQuarantinedInstruction.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [QuarantinedInstruction] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [QuarantinedInstruction]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeQuarantinedInstruction.read(from: &buf))
         }
         return seq
     }
@@ -6670,14 +7590,38 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
+ * Stops sending log events to the app (they are dropped, as with no listener at all).
+ */
+public func clearLogListener()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tandem_fn_func_clear_log_listener(uniffiCallStatus
+    )
+}
+}
+/**
+ * Sends the library's log events at `level` and more severe to `listener` (replacing any
+ * earlier listener). The first call installs the library's `tracing` subscriber as the
+ * process's global default; if the process already has another one (a Rust host that set up
+ * its own logging), this fails with `InvalidArgument` and that subscriber keeps the events.
+ */
+public func setLogListener(listener: LogListener, level: LogLevel)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_func_set_log_listener(
+        FfiConverterTypeLogListener_lower(listener),
+        FfiConverterTypeLogLevel_lower(level),uniffiCallStatus
+    )
+}
+}
+/**
  * Opens `path` for syncing: a never-synced file first downloads the server's state (one
  * snapshot, resumable), a synced one waits for the server's news; then it keeps syncing.
+ * `open_options` (durability, writer timeout, recovery window) defaults to the defaults.
  */
-public func openSynced(path: String, classes: [ClassSpec], options: SyncOptions, tokenProvider: TokenProvider?, timeoutMs: UInt64?)async throws  -> SyncedDatabase  {
+public func openSynced(path: String, classes: [ClassSpec], options: SyncOptions, tokenProvider: TokenProvider?, timeoutMs: UInt64?, openOptions: OpenOptions? = nil)async throws  -> SyncedDatabase  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_tandem_fn_func_open_synced(FfiConverterString.lower(path),FfiConverterSequenceTypeClassSpec.lower(classes),FfiConverterTypeSyncOptions_lower(options),FfiConverterOptionTypeTokenProvider.lower(tokenProvider),FfiConverterOptionUInt64.lower(timeoutMs)
+                uniffi_tandem_fn_func_open_synced(FfiConverterString.lower(path),FfiConverterSequenceTypeClassSpec.lower(classes),FfiConverterTypeSyncOptions_lower(options),FfiConverterOptionTypeTokenProvider.lower(tokenProvider),FfiConverterOptionUInt64.lower(timeoutMs),FfiConverterOptionTypeOpenOptions.lower(openOptions)
                 )
             },
             pollFunc: ffi_tandem_rust_future_poll_rust_buffer,
@@ -6703,13 +7647,25 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_tandem_checksum_func_open_synced() != 23867) {
+    if (uniffi_tandem_checksum_func_clear_log_listener() != 6130) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_func_set_log_listener() != 32429) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_func_open_synced() != 47703) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_database_clear_quarantine() != 27878) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_database_object() != 63962) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_database_observe_object() != 32121) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_database_quarantine() != 19984) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_database_query() != 42991) {
@@ -6811,6 +7767,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_writetransaction_upsert() != 52742) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tandem_checksum_method_loglistener_on_log() != 8387) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_method_rowcodec_object() != 11106) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6844,6 +7803,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_syncsession_stop() != 50581) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tandem_checksum_method_syncsession_transact() != 28596) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_method_syncsession_wait_for_download() != 33466) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6859,11 +7821,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_constructor_database_open() != 8061) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tandem_checksum_constructor_database_open_with_options() != 34130) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_constructor_rowcodec_new() != 43230) {
         return InitializationResult.apiChecksumMismatch
     }
 
     uniffiCallbackInitErrorListener()
+    uniffiCallbackInitLogListener()
     uniffiCallbackInitObjectListener()
     uniffiCallbackInitProgressListener()
     uniffiCallbackInitResultsListener()

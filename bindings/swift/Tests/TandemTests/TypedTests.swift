@@ -305,21 +305,29 @@ extension TypedTests {
         }) { XCTAssertTrue($0 is TandemError, "\($0)") }
         XCTAssertNil(try db.object(Todo.self, key: 2))
         XCTAssertEqual(try db.object(Todo.self, key: 1)?.title, "one")
-        // Decimal: readable type, not writable through this FFI yet.
+        // Decimal: written and read back exactly (decimal128 as text across the FFI).
         struct Price: TandemObject { var _id: Int; var amount: Decimal }
         XCTAssertEqual(try Price.classSpec().properties.last?.propertyType, .decimal)
         let priced = try Database.open(path: dir.appendingPathComponent("price.sqlite").path, models: [Price.self])
-        XCTAssertThrowsError(try priced.write { try $0.add(Price(_id: 1, amount: 9.99)) }) {
+        let amounts = ["9.99", "-123456789012345678901234567890.12", "0", "1E+20", "-0.000001"]
+        try priced.write { tx in
+            for (i, text) in amounts.enumerated() {
+                try tx.add(Price(_id: i, amount: try XCTUnwrap(Decimal(string: text, locale: nil))))
+            }
+        }
+        for (i, text) in amounts.enumerated() {
+            XCTAssertEqual(try priced.object(Price.self, key: i)?.amount, Decimal(string: text, locale: nil), text)
+        }
+        XCTAssertThrowsError(try priced.write { try $0.add(Price(_id: 9, amount: Decimal.nan)) }) {
             guard case .notWritable(type: "Decimal", _)? = $0 as? TandemModelError else { return XCTFail("\($0)") }
         }
-        XCTAssertNil(try priced.object(Price.self, key: 1))
-        // The same class with another property type is refused on open. The FFI (h-ffi b63e0f4)
-        // still maps this to `TandemError.Store`; issue 14 asks for `Schema`: tighten this then.
+        XCTAssertNil(try priced.object(Price.self, key: 9))
+        // The same class with another property type is refused on open, as a schema error.
         struct TodoV2: TandemObject { static let className = "Todo"; var _id: Int; var title: Int }
         db = nil
         XCTAssertThrowsError(try Database.open(path: dir.appendingPathComponent("typed.sqlite").path,
                                                models: [TodoV2.self])) {
-            XCTAssertTrue($0 is TandemError, "\($0)")
+            guard case .Schema? = $0 as? TandemError else { return XCTFail("\($0)") }
             XCTAssertTrue("\($0)".contains("schema change to Todo.title refused"), "\($0)")
         }
     }

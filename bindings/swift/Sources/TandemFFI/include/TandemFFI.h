@@ -257,6 +257,13 @@ typedef void (*UniffiCallbackInterfaceResultsListenerMethod0)(uint64_t, RustBuff
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceLogListenerMethod0)(uint64_t, RustBuffer, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_ERROR_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_ERROR_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceErrorListenerMethod0)(uint64_t, uint64_t, RustBuffer, int8_t, void* _Nonnull, 
@@ -301,6 +308,15 @@ typedef struct UniffiVTableCallbackInterfaceResultsListener {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceResultsListenerMethod0 _Nonnull onChange;
 } UniffiVTableCallbackInterfaceResultsListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_LISTENER
+typedef struct UniffiVTableCallbackInterfaceLogListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceLogListenerMethod0 _Nonnull onLog;
+} UniffiVTableCallbackInterfaceLogListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ERROR_LISTENER
@@ -354,6 +370,16 @@ void uniffi_tandem_fn_free_database(uint64_t handle, RustCallStatus *_Nonnull ou
 uint64_t uniffi_tandem_fn_constructor_database_open(RustBuffer path, RustBuffer classes, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CONSTRUCTOR_DATABASE_OPEN_WITH_OPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CONSTRUCTOR_DATABASE_OPEN_WITH_OPTIONS
+uint64_t uniffi_tandem_fn_constructor_database_open_with_options(RustBuffer path, RustBuffer classes, RustBuffer options, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_CLEAR_QUARANTINE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_CLEAR_QUARANTINE
+void uniffi_tandem_fn_method_database_clear_quarantine(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_OBJECT
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_OBJECT
 RustBuffer uniffi_tandem_fn_method_database_object(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustCallStatus *_Nonnull out_status
@@ -362,6 +388,11 @@ RustBuffer uniffi_tandem_fn_method_database_object(uint64_t ptr, RustBuffer clas
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_OBSERVE_OBJECT
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_OBSERVE_OBJECT
 uint64_t uniffi_tandem_fn_method_database_observe_object(uint64_t ptr, RustBuffer class_name, RustBuffer key, uint64_t listener, RustBuffer key_paths, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_QUARANTINE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_QUARANTINE
+RustBuffer uniffi_tandem_fn_method_database_quarantine(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_QUERY
@@ -589,6 +620,26 @@ void uniffi_tandem_fn_method_writetransaction_set_insert(uint64_t ptr, RustBuffe
 void uniffi_tandem_fn_method_writetransaction_upsert(uint64_t ptr, RustBuffer class_name, RustBuffer key, RustBuffer values, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_LOGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_LOGLISTENER
+uint64_t uniffi_tandem_fn_clone_loglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_LOGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_LOGLISTENER
+void uniffi_tandem_fn_free_loglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_INIT_CALLBACK_VTABLE_LOGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_INIT_CALLBACK_VTABLE_LOGLISTENER
+void uniffi_tandem_fn_init_callback_vtable_loglistener(const UniffiVTableCallbackInterfaceLogListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_LOGLISTENER_ON_LOG
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_LOGLISTENER_ON_LOG
+void uniffi_tandem_fn_method_loglistener_on_log(uint64_t ptr, RustBuffer level, RustBuffer target, RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ROWCODEC
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ROWCODEC
 uint64_t uniffi_tandem_fn_clone_rowcodec(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -699,6 +750,11 @@ RustBuffer uniffi_tandem_fn_method_syncsession_state(uint64_t ptr, RustCallStatu
 void uniffi_tandem_fn_method_syncsession_stop(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_TRANSACT
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_TRANSACT
+uint64_t uniffi_tandem_fn_method_syncsession_transact(uint64_t ptr, RustBuffer ops, RustBuffer timeout_ms
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD
 uint64_t uniffi_tandem_fn_method_syncsession_wait_for_download(uint64_t ptr, RustBuffer timeout_ms
@@ -749,9 +805,20 @@ void uniffi_tandem_fn_init_callback_vtable_tokenprovider(const UniffiVTableCallb
 RustBuffer uniffi_tandem_fn_method_tokenprovider_fetch_token(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_CLEAR_LOG_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_CLEAR_LOG_LISTENER
+void uniffi_tandem_fn_func_clear_log_listener(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_SET_LOG_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_SET_LOG_LISTENER
+void uniffi_tandem_fn_func_set_log_listener(uint64_t listener, RustBuffer level, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED
-uint64_t uniffi_tandem_fn_func_open_synced(RustBuffer path, RustBuffer classes, RustBuffer options, RustBuffer token_provider, RustBuffer timeout_ms
+uint64_t uniffi_tandem_fn_func_open_synced(RustBuffer path, RustBuffer classes, RustBuffer options, RustBuffer token_provider, RustBuffer timeout_ms, RustBuffer open_options
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_TANDEM_RUSTBUFFER_ALLOC
@@ -1014,9 +1081,27 @@ void ffi_tandem_rust_future_free_void(uint64_t handle
 void ffi_tandem_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_CLEAR_LOG_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_CLEAR_LOG_LISTENER
+uint16_t uniffi_tandem_checksum_func_clear_log_listener(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_SET_LOG_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_SET_LOG_LISTENER
+uint16_t uniffi_tandem_checksum_func_set_log_listener(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_OPEN_SYNCED
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_OPEN_SYNCED
 uint16_t uniffi_tandem_checksum_func_open_synced(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_CLEAR_QUARANTINE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_CLEAR_QUARANTINE
+uint16_t uniffi_tandem_checksum_method_database_clear_quarantine(void
     
 );
 #endif
@@ -1029,6 +1114,12 @@ uint16_t uniffi_tandem_checksum_method_database_object(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_OBSERVE_OBJECT
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_OBSERVE_OBJECT
 uint16_t uniffi_tandem_checksum_method_database_observe_object(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_QUARANTINE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_QUARANTINE
+uint16_t uniffi_tandem_checksum_method_database_quarantine(void
     
 );
 #endif
@@ -1230,6 +1321,12 @@ uint16_t uniffi_tandem_checksum_method_writetransaction_upsert(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_LOGLISTENER_ON_LOG
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_LOGLISTENER_ON_LOG
+uint16_t uniffi_tandem_checksum_method_loglistener_on_log(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_OBJECT
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_OBJECT
 uint16_t uniffi_tandem_checksum_method_rowcodec_object(void
@@ -1296,6 +1393,12 @@ uint16_t uniffi_tandem_checksum_method_syncsession_stop(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_TRANSACT
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_TRANSACT
+uint16_t uniffi_tandem_checksum_method_syncsession_transact(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD
 uint16_t uniffi_tandem_checksum_method_syncsession_wait_for_download(void
@@ -1323,6 +1426,12 @@ uint16_t uniffi_tandem_checksum_method_tokenprovider_fetch_token(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_DATABASE_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_DATABASE_OPEN
 uint16_t uniffi_tandem_checksum_constructor_database_open(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_DATABASE_OPEN_WITH_OPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_DATABASE_OPEN_WITH_OPTIONS
+uint16_t uniffi_tandem_checksum_constructor_database_open_with_options(void
     
 );
 #endif

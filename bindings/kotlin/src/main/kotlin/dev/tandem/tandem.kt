@@ -663,6 +663,9 @@ internal interface UniffiCallbackInterfaceObjectListenerMethod0 : com.sun.jna.Ca
 internal interface UniffiCallbackInterfaceResultsListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`change`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceLogListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceErrorListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`code`: Long,`message`: RustBuffer.ByValue,`willRetry`: Byte,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -710,6 +713,25 @@ internal open class UniffiVTableCallbackInterfaceResultsListener(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onChange` = other.`onChange`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onLog")
+internal open class UniffiVTableCallbackInterfaceLogListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onLog`: UniffiCallbackInterfaceLogListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onLog`: UniffiCallbackInterfaceLogListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceLogListener(`uniffiFree`,`uniffiClone`,`onLog`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceLogListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onLog` = other.`onLog`
     }
 
 }
@@ -814,11 +836,19 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_tandem_checksum_func_clear_log_listener(
+    ): Int
+    external fun uniffi_tandem_checksum_func_set_log_listener(
+    ): Int
     external fun uniffi_tandem_checksum_func_open_synced(
+    ): Int
+    external fun uniffi_tandem_checksum_method_database_clear_quarantine(
     ): Int
     external fun uniffi_tandem_checksum_method_database_object(
     ): Int
     external fun uniffi_tandem_checksum_method_database_observe_object(
+    ): Int
+    external fun uniffi_tandem_checksum_method_database_quarantine(
     ): Int
     external fun uniffi_tandem_checksum_method_database_query(
     ): Int
@@ -886,6 +916,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_upsert(
     ): Int
+    external fun uniffi_tandem_checksum_method_loglistener_on_log(
+    ): Int
     external fun uniffi_tandem_checksum_method_rowcodec_object(
     ): Int
     external fun uniffi_tandem_checksum_method_rowcodec_query(
@@ -908,6 +940,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_syncsession_stop(
     ): Int
+    external fun uniffi_tandem_checksum_method_syncsession_transact(
+    ): Int
     external fun uniffi_tandem_checksum_method_syncsession_wait_for_download(
     ): Int
     external fun uniffi_tandem_checksum_method_syncsession_wait_for_upload(
@@ -917,6 +951,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_tandem_checksum_method_tokenprovider_fetch_token(
     ): Int
     external fun uniffi_tandem_checksum_constructor_database_open(
+    ): Int
+    external fun uniffi_tandem_checksum_constructor_database_open_with_options(
     ): Int
     external fun uniffi_tandem_checksum_constructor_rowcodec_new(
     ): Int
@@ -937,6 +973,7 @@ internal object UniffiLib {
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "tandem"))
         uniffiCallbackInterfaceErrorListener.register(this)
+        uniffiCallbackInterfaceLogListener.register(this)
         uniffiCallbackInterfaceObjectListener.register(this)
         uniffiCallbackInterfaceProgressListener.register(this)
         uniffiCallbackInterfaceResultsListener.register(this)
@@ -952,10 +989,16 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_constructor_database_open(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_tandem_fn_constructor_database_open_with_options(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tandem_fn_method_database_clear_quarantine(`ptr`: Long,`id`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_tandem_fn_method_database_object(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_database_observe_object(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`listener`: Long,`keyPaths`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_tandem_fn_method_database_quarantine(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_database_query(`ptr`: Long,`className`: RustBuffer.ByValue,`filter`: RustBuffer.ByValue,`args`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_method_database_write(`ptr`: Long,`ops`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1046,6 +1089,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_method_writetransaction_upsert(`ptr`: Long,`className`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`values`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tandem_fn_clone_loglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tandem_fn_free_loglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_init_callback_vtable_loglistener(`vtable`: UniffiVTableCallbackInterfaceLogListener,
+    ): Unit
+    external fun uniffi_tandem_fn_method_loglistener_on_log(`ptr`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_tandem_fn_clone_rowcodec(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_free_rowcodec(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1090,6 +1141,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_syncsession_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tandem_fn_method_syncsession_transact(`ptr`: Long,`ops`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_tandem_fn_method_syncsession_wait_for_download(`ptr`: Long,`timeoutMs`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_tandem_fn_method_syncsession_wait_for_upload(`ptr`: Long,`timeoutMs`: RustBuffer.ByValue,
@@ -1110,7 +1163,11 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_method_tokenprovider_fetch_token(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tandem_fn_func_open_synced(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,
+    external fun uniffi_tandem_fn_func_clear_log_listener(uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_func_set_log_listener(`listener`: Long,`level`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_func_open_synced(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`openOptions`: RustBuffer.ByValue,
     ): Long
     external fun ffi_tandem_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1231,13 +1288,25 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if ((lib.uniffi_tandem_checksum_func_open_synced() and 0xFFFF) != 23867) {
+    if ((lib.uniffi_tandem_checksum_func_clear_log_listener() and 0xFFFF) != 6130) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_func_set_log_listener() and 0xFFFF) != 32429) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_func_open_synced() and 0xFFFF) != 47703) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_database_clear_quarantine() and 0xFFFF) != 27878) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_database_object() and 0xFFFF) != 63962) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_database_observe_object() and 0xFFFF) != 32121) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_database_quarantine() and 0xFFFF) != 19984) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_database_query() and 0xFFFF) != 42991) {
@@ -1339,6 +1408,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_writetransaction_upsert() and 0xFFFF) != 52742) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tandem_checksum_method_loglistener_on_log() and 0xFFFF) != 8387) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_method_rowcodec_object() and 0xFFFF) != 11106) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1372,6 +1444,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_syncsession_stop() and 0xFFFF) != 50581) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tandem_checksum_method_syncsession_transact() and 0xFFFF) != 28596) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_method_syncsession_wait_for_download() and 0xFFFF) != 33466) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1385,6 +1460,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_constructor_database_open() and 0xFFFF) != 8061) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_constructor_database_open_with_options() and 0xFFFF) != 34130) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_constructor_rowcodec_new() and 0xFFFF) != 43230) {
@@ -1957,6 +2035,11 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 public interface DatabaseInterface {
     
     /**
+     * Removes quarantine records: the one with `id`, or all of them for `None`.
+     */
+    fun `clearQuarantine`(`id`: kotlin.ULong?)
+    
+    /**
      * The object of `class_name` with `key`, property by property, if it exists.
      */
     fun `object`(`className`: kotlin.String, `key`: Key): Map<kotlin.String, FieldValue>?
@@ -1968,6 +2051,11 @@ public interface DatabaseInterface {
      * no filter. An unknown property in a path is `InvalidArgument`.
      */
     fun `observeObject`(`className`: kotlin.String, `key`: Key, `listener`: ObjectListener, `keyPaths`: List<kotlin.String> = listOf()): ListenerHandle
+    
+    /**
+     * What client resets could not recover, oldest first (see `ClientResetMode.Recover`).
+     */
+    fun `quarantine`(): List<QuarantinedChangeset>
     
     /**
      * The objects of `class_name` matching `filter` (Realm's query language, e.g.
@@ -2103,6 +2191,23 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
 
     
     /**
+     * Removes quarantine records: the one with `id`, or all of them for `None`.
+     */
+    @Throws(TandemException::class)override fun `clearQuarantine`(`id`: kotlin.ULong?)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_database_clear_quarantine(
+        it,
+        
+        FfiConverterOptionalULong.lower(`id`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * The object of `class_name` with `key`, property by property, if it exists.
      */
     @Throws(TandemException::class)override fun `object`(`className`: kotlin.String, `key`: Key): Map<kotlin.String, FieldValue>? {
@@ -2138,6 +2243,23 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
         FfiConverterTypeKey.lower(`key`),
         FfiConverterTypeObjectListener.lower(`listener`),
         FfiConverterSequenceString.lower(`keyPaths`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * What client resets could not recover, oldest first (see `ClientResetMode.Recover`).
+     */
+    @Throws(TandemException::class)override fun `quarantine`(): List<QuarantinedChangeset> {
+            return FfiConverterSequenceTypeQuarantinedChangeset.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_database_quarantine(
+        it,
+        _status)
 }
     }
     )
@@ -2241,6 +2363,25 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
         
         FfiConverterString.lower(`path`),
         FfiConverterSequenceTypeClassSpec.lower(`classes`),_status)
+}
+    )
+    }
+    
+
+        
+    /**
+     * Opens (or creates) the database at `path` with these classes and options (durability,
+     * writer timeout, recovery window).
+     */
+    @Throws(TandemException::class) fun `openWithOptions`(`path`: kotlin.String, `classes`: List<ClassSpec>, `options`: OpenOptions): Database {
+            return FfiConverterTypeDatabase.lift(
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_constructor_database_open_with_options(
+    
+        
+        FfiConverterString.lower(`path`),
+        FfiConverterSequenceTypeClassSpec.lower(`classes`),
+        FfiConverterTypeOpenOptions.lower(`options`),_status)
 }
     )
     }
@@ -2870,6 +3011,341 @@ public object FfiConverterTypeListenerHandle: FfiConverter<ListenerHandle, Long>
     override fun allocationSize(value: ListenerHandle) = 8UL
 
     override fun write(value: ListenerHandle, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Receives the library's log events. Called on the thread that logged (any of the library's
+ * threads); keep it quick and do not block.
+ */
+public interface LogListener {
+    
+    /**
+     * One event: its level, target (module path) and message.
+     */
+    fun `onLog`(`level`: LogLevel, `target`: kotlin.String, `message`: kotlin.String)
+    
+    companion object
+}
+
+/**
+ * Receives the library's log events. Called on the thread that logged (any of the library's
+ * threads); keep it quick and do not block.
+ */
+open class LogListenerImpl: Disposable, AutoCloseable, LogListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_tandem_fn_free_loglistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_tandem_fn_clone_loglistener(handle, status)
+        }
+    }
+
+    
+    /**
+     * One event: its level, target (module path) and message.
+     */
+    @Throws(CallbackException::class)override fun `onLog`(`level`: LogLevel, `target`: kotlin.String, `message`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(CallbackException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_loglistener_on_log(
+        it,
+        
+        FfiConverterTypeLogLevel.lower(`level`),
+        FfiConverterString.lower(`target`),
+        FfiConverterString.lower(`message`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceLogListener {
+    internal object `onLog`: UniffiCallbackInterfaceLogListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeLogListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onLog`(
+                    FfiConverterTypeLogLevel.lift(`level`),
+                    FfiConverterString.lift(`target`),
+                    FfiConverterString.lift(`message`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: CallbackException -> FfiConverterTypeCallbackError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeLogListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeLogListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceLogListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onLog`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_tandem_fn_init_callback_vtable_loglistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogListener: FfiConverter<LogListener, Long> {
+    internal val handleMap = UniffiHandleMap<LogListener>()
+
+    override fun lower(value: LogListener): Long {
+        if (value is LogListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): LogListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): LogListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: LogListener) = 8UL
+
+    override fun write(value: LogListener, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -4688,6 +5164,17 @@ public interface SyncSessionInterface {
     fun `stop`()
     
     /**
+     * Commits `ops` as one transaction that the server integrates only if no changeset it
+     * integrated since this file's last download touches the same objects (and the ops
+     * change no schema): a compare-and-set across devices. Listeners see the write at once;
+     * a rejected transaction is rolled back locally before this returns. One at a time
+     * (a second is `Sync`); an empty transaction is `Sync`; a failing operation fails the
+     * call with its own error (named `operation i`) and writes nothing. `Timeout` means the
+     * verdict did not come in time: the transaction stays pending and may still be accepted.
+     */
+    suspend fun `transact`(`ops`: List<WriteOp>, `timeoutMs`: kotlin.ULong?): TransactOutcome
+    
+    /**
      * Completes when every server change that existed at the call is here.
      */
     suspend fun `waitForDownload`(`timeoutMs`: kotlin.ULong?)
@@ -4901,6 +5388,38 @@ open class SyncSession: Disposable, AutoCloseable, SyncSessionInterface
     }
     
     
+
+    
+    /**
+     * Commits `ops` as one transaction that the server integrates only if no changeset it
+     * integrated since this file's last download touches the same objects (and the ops
+     * change no schema): a compare-and-set across devices. Listeners see the write at once;
+     * a rejected transaction is rolled back locally before this returns. One at a time
+     * (a second is `Sync`); an empty transaction is `Sync`; a failing operation fails the
+     * call with its own error (named `operation i`) and writes nothing. `Timeout` means the
+     * verdict did not come in time: the transaction stays pending and may still be accepted.
+     */
+    @Throws(TandemException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `transact`(`ops`: List<WriteOp>, `timeoutMs`: kotlin.ULong?) : TransactOutcome {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tandem_fn_method_syncsession_transact(
+                uniffiHandle,
+                
+        FfiConverterSequenceTypeWriteOp.lower(`ops`),
+        FfiConverterOptionalULong.lower(`timeoutMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tandem_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tandem_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_tandem_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeTransactOutcome.lift(it) },
+        // Error FFI converter
+        TandemException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -6512,6 +7031,64 @@ public object FfiConverterTypeClassSpec: FfiConverterRustBuffer<ClassSpec> {
 
 
 /**
+ * Options for opening a database (`tandem::store::Config`).
+ */
+data class OpenOptions (
+    /**
+     * Commit durability.
+     */
+    var `durability`: Durability
+    , 
+    /**
+     * Milliseconds a write transaction waits for another one to finish before failing with
+     * `Timeout`.
+     */
+    var `writerTimeoutMs`: kotlin.ULong = 10000uL 
+    , 
+    /**
+     * How many local changesets the history keeps after the server integrated them, so a
+     * client reset in Recover mode can re-apply what a server restored from a backup lost
+     * (0 keeps only what sync needs).
+     */
+    var `recoveryWindow`: kotlin.ULong = 1000uL 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
+    override fun read(buf: ByteBuffer): OpenOptions {
+        return OpenOptions(
+            FfiConverterTypeDurability.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: OpenOptions) = (
+            FfiConverterTypeDurability.allocationSize(value.`durability`) +
+            FfiConverterULong.allocationSize(value.`writerTimeoutMs`) +
+            FfiConverterULong.allocationSize(value.`recoveryWindow`)
+    )
+
+    override fun write(value: OpenOptions, buf: ByteBuffer) {
+            FfiConverterTypeDurability.write(value.`durability`, buf)
+            FfiConverterULong.write(value.`writerTimeoutMs`, buf)
+            FfiConverterULong.write(value.`recoveryWindow`, buf)
+    }
+}
+
+
+
+/**
  * One property of a class.
  */
 data class PropertySpec (
@@ -6577,6 +7154,124 @@ public object FfiConverterTypePropertySpec: FfiConverterRustBuffer<PropertySpec>
             FfiConverterBoolean.write(value.`nullable`, buf)
             FfiConverterTypeCollection.write(value.`collection`, buf)
             FfiConverterOptionalString.write(value.`linkTarget`, buf)
+    }
+}
+
+
+
+/**
+ * The part of a local changeset a client reset could not recover (`Database.quarantine()`).
+ */
+data class QuarantinedChangeset (
+    /**
+     * Its id, for `clear_quarantine`.
+     */
+    var `id`: kotlin.ULong
+    , 
+    /**
+     * The local version the changeset had before the reset.
+     */
+    var `originalVersion`: kotlin.ULong
+    , 
+    /**
+     * A one-line summary: how many instructions were not recovered and the first reason.
+     */
+    var `reason`: kotlin.String
+    , 
+    /**
+     * Each instruction not recovered, in the original order.
+     */
+    var `instructions`: List<QuarantinedInstruction>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQuarantinedChangeset: FfiConverterRustBuffer<QuarantinedChangeset> {
+    override fun read(buf: ByteBuffer): QuarantinedChangeset {
+        return QuarantinedChangeset(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterSequenceTypeQuarantinedInstruction.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: QuarantinedChangeset) = (
+            FfiConverterULong.allocationSize(value.`id`) +
+            FfiConverterULong.allocationSize(value.`originalVersion`) +
+            FfiConverterString.allocationSize(value.`reason`) +
+            FfiConverterSequenceTypeQuarantinedInstruction.allocationSize(value.`instructions`)
+    )
+
+    override fun write(value: QuarantinedChangeset, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`id`, buf)
+            FfiConverterULong.write(value.`originalVersion`, buf)
+            FfiConverterString.write(value.`reason`, buf)
+            FfiConverterSequenceTypeQuarantinedInstruction.write(value.`instructions`, buf)
+    }
+}
+
+
+
+/**
+ * One instruction a client reset could not recover.
+ */
+data class QuarantinedInstruction (
+    /**
+     * Its index in the original local changeset (from 0).
+     */
+    var `index`: kotlin.ULong
+    , 
+    /**
+     * The instruction, rendered, e.g. `Update Task[1].title = "edited offline"`.
+     */
+    var `instruction`: kotlin.String
+    , 
+    /**
+     * Why the recovery rules could not recover it.
+     */
+    var `reason`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQuarantinedInstruction: FfiConverterRustBuffer<QuarantinedInstruction> {
+    override fun read(buf: ByteBuffer): QuarantinedInstruction {
+        return QuarantinedInstruction(
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: QuarantinedInstruction) = (
+            FfiConverterULong.allocationSize(value.`index`) +
+            FfiConverterString.allocationSize(value.`instruction`) +
+            FfiConverterString.allocationSize(value.`reason`)
+    )
+
+    override fun write(value: QuarantinedInstruction, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`index`, buf)
+            FfiConverterString.write(value.`instruction`, buf)
+            FfiConverterString.write(value.`reason`, buf)
     }
 }
 
@@ -7035,6 +7730,51 @@ public object FfiConverterTypeCollection: FfiConverterRustBuffer<Collection> {
 
 
 /**
+ * How hard a commit works to survive failures (`tandem::store::Durability`).
+ */
+
+enum class Durability {
+    
+    /**
+     * SQLite `synchronous=NORMAL` in WAL mode: a commit survives any crash of the app; the
+     * last commits can be lost if the machine loses power.
+     */
+    NORMAL,
+    /**
+     * `synchronous=FULL`: every commit is on stable storage before it returns (an fsync per
+     * commit).
+     */
+    FULL;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDurability: FfiConverterRustBuffer<Durability> {
+    override fun read(buf: ByteBuffer) = try {
+        Durability.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Durability) = 4UL
+
+    override fun write(value: Durability, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * What one property of an object holds.
  */
 sealed class FieldValue {
@@ -7457,6 +8197,61 @@ public object FfiConverterTypeKey : FfiConverterRustBuffer<Key>{
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * A log level, most severe first (`tracing::Level`).
+ */
+
+enum class LogLevel {
+    
+    /**
+     * Something failed.
+     */
+    ERROR,
+    /**
+     * Something unexpected that the library handled.
+     */
+    WARN,
+    /**
+     * A notable event (connection state, clock offset...).
+     */
+    INFO,
+    /**
+     * Detail for debugging.
+     */
+    DEBUG,
+    /**
+     * Fine detail.
+     */
+    TRACE;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogLevel: FfiConverterRustBuffer<LogLevel> {
+    override fun read(buf: ByteBuffer) = try {
+        LogLevel.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: LogLevel) = 4UL
+
+    override fun write(value: LogLevel, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
     }
 }
 
@@ -8154,6 +8949,104 @@ public object FfiConverterTypeTandemError : FfiConverterRustBuffer<TandemExcepti
 
 
 /**
+ * The server's verdict on a `SyncSession.transact`.
+ */
+sealed class TransactOutcome {
+    
+    /**
+     * Integrated as this server version.
+     */
+    data class Accepted(
+        /**
+         * The server version it became.
+         */
+        val `serverVersion`: kotlin.ULong) : TransactOutcome()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Refused; the transaction was rolled back locally (listeners saw it disappear).
+     */
+    data class Rejected(
+        /**
+         * Why, in the server's words.
+         */
+        val `reason`: kotlin.String) : TransactOutcome()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTransactOutcome : FfiConverterRustBuffer<TransactOutcome>{
+    override fun read(buf: ByteBuffer): TransactOutcome {
+        return when(buf.getInt()) {
+            1 -> TransactOutcome.Accepted(
+                FfiConverterULong.read(buf),
+                )
+            2 -> TransactOutcome.Rejected(
+                FfiConverterString.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: TransactOutcome): ULong = when(value) {
+        is TransactOutcome.Accepted -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`serverVersion`)
+            )
+        }
+        is TransactOutcome.Rejected -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+        }
+    }
+
+    override fun write(value: TransactOutcome, buf: ByteBuffer) {
+        when(value) {
+            is TransactOutcome.Accepted -> {
+                buf.putInt(1)
+                FfiConverterULong.write(value.`serverVersion`, buf)
+                Unit
+            }
+            is TransactOutcome.Rejected -> {
+                buf.putInt(2)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
  * A property value.
  */
 sealed class Value {
@@ -8304,6 +9197,25 @@ sealed class Value {
     }
     
     /**
+     * A decimal128 as exact text: read as `coefficientEexponent` (`12345E-2`); written as
+     * that or the plain forms (`123.45`, `-0.5`, `1e3`). Malformed text or a value beyond
+     * decimal128 (a coefficient over 113 bits, an exponent outside -6176..=10207 after scaling) is
+     * `InvalidArgument`. Kotlin's `BigDecimal(text)`, Swift's `Decimal(string:)` and Python's
+     * `decimal.Decimal(text)` read it.
+     */
+    data class Decimal(
+        /**
+         * The decimal text.
+         */
+        val `value`: kotlin.String) : Value()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * A link to an object.
      */
     data class Link(
@@ -8367,7 +9279,10 @@ public object FfiConverterTypeValue : FfiConverterRustBuffer<Value>{
             10 -> Value.Uuid(
                 FfiConverterByteArray.read(buf),
                 )
-            11 -> Value.Link(
+            11 -> Value.Decimal(
+                FfiConverterString.read(buf),
+                )
+            12 -> Value.Link(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 )
@@ -8446,6 +9361,13 @@ public object FfiConverterTypeValue : FfiConverterRustBuffer<Value>{
                 + FfiConverterByteArray.allocationSize(value.`bytes`)
             )
         }
+        is Value.Decimal -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`value`)
+            )
+        }
         is Value.Link -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
@@ -8508,8 +9430,13 @@ public object FfiConverterTypeValue : FfiConverterRustBuffer<Value>{
                 FfiConverterByteArray.write(value.`bytes`, buf)
                 Unit
             }
-            is Value.Link -> {
+            is Value.Decimal -> {
                 buf.putInt(11)
+                FfiConverterString.write(value.`value`, buf)
+                Unit
+            }
+            is Value.Link -> {
+                buf.putInt(12)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 Unit
@@ -9670,6 +10597,38 @@ public object FfiConverterOptionalTypeTokenProvider: FfiConverterRustBuffer<Toke
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeOpenOptions: FfiConverterRustBuffer<OpenOptions?> {
+    override fun read(buf: ByteBuffer): OpenOptions? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeOpenOptions.read(buf)
+    }
+
+    override fun allocationSize(value: OpenOptions?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeOpenOptions.allocationSize(value)
+        }
+    }
+
+    override fun write(value: OpenOptions?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeOpenOptions.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalMapStringTypeFieldValue: FfiConverterRustBuffer<Map<kotlin.String, FieldValue>?> {
     override fun read(buf: ByteBuffer): Map<kotlin.String, FieldValue>? {
         if (buf.get().toInt() == 0) {
@@ -9804,6 +10763,62 @@ public object FfiConverterSequenceTypePropertySpec: FfiConverterRustBuffer<List<
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypePropertySpec.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeQuarantinedChangeset: FfiConverterRustBuffer<List<QuarantinedChangeset>> {
+    override fun read(buf: ByteBuffer): List<QuarantinedChangeset> {
+        val len = buf.getInt()
+        return List<QuarantinedChangeset>(len) {
+            FfiConverterTypeQuarantinedChangeset.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<QuarantinedChangeset>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeQuarantinedChangeset.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<QuarantinedChangeset>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeQuarantinedChangeset.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeQuarantinedInstruction: FfiConverterRustBuffer<List<QuarantinedInstruction>> {
+    override fun read(buf: ByteBuffer): List<QuarantinedInstruction> {
+        val len = buf.getInt()
+        return List<QuarantinedInstruction>(len) {
+            FfiConverterTypeQuarantinedInstruction.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<QuarantinedInstruction>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeQuarantinedInstruction.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<QuarantinedInstruction>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeQuarantinedInstruction.write(it, buf)
         }
     }
 }
@@ -10073,19 +11088,51 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
 
 
         /**
+         * Stops sending log events to the app (they are dropped, as with no listener at all).
+         */ fun `clearLogListener`()
+        = 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tandem_fn_func_clear_log_listener(
+    
+        _status)
+}
+    
+    
+
+        /**
+         * Sends the library's log events at `level` and more severe to `listener` (replacing any
+         * earlier listener). The first call installs the library's `tracing` subscriber as the
+         * process's global default; if the process already has another one (a Rust host that set up
+         * its own logging), this fails with `InvalidArgument` and that subscriber keeps the events.
+         */
+    @Throws(TandemException::class) fun `setLogListener`(`listener`: LogListener, `level`: LogLevel)
+        = 
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_func_set_log_listener(
+    
+        
+        FfiConverterTypeLogListener.lower(`listener`),
+        FfiConverterTypeLogLevel.lower(`level`),_status)
+}
+    
+    
+
+        /**
          * Opens `path` for syncing: a never-synced file first downloads the server's state (one
          * snapshot, resumable), a synced one waits for the server's news; then it keeps syncing.
+         * `open_options` (durability, writer timeout, recovery window) defaults to the defaults.
          */
     @Throws(TandemException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `openSynced`(`path`: kotlin.String, `classes`: List<ClassSpec>, `options`: SyncOptions, `tokenProvider`: TokenProvider?, `timeoutMs`: kotlin.ULong?) : SyncedDatabase {
+     suspend fun `openSynced`(`path`: kotlin.String, `classes`: List<ClassSpec>, `options`: SyncOptions, `tokenProvider`: TokenProvider?, `timeoutMs`: kotlin.ULong?, `openOptions`: OpenOptions? = null) : SyncedDatabase {
         return uniffiRustCallAsync(
         UniffiLib.uniffi_tandem_fn_func_open_synced(
         FfiConverterString.lower(`path`),
         FfiConverterSequenceTypeClassSpec.lower(`classes`),
         FfiConverterTypeSyncOptions.lower(`options`),
         FfiConverterOptionalTypeTokenProvider.lower(`tokenProvider`),
-        FfiConverterOptionalULong.lower(`timeoutMs`),),
+        FfiConverterOptionalULong.lower(`timeoutMs`),
+        FfiConverterOptionalTypeOpenOptions.lower(`openOptions`),),
         { future, callback, continuation -> UniffiLib.ffi_tandem_rust_future_poll_rust_buffer(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_tandem_rust_future_complete_rust_buffer(future, continuation) },
         { future -> UniffiLib.ffi_tandem_rust_future_free_rust_buffer(future) },
