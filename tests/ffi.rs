@@ -869,3 +869,31 @@ fn decimals_cross_as_exact_text() {
     );
     assert!(db.object("Price".into(), k(4)).unwrap().is_none());
 }
+
+/// `Results.entries()` pairs each matching object with its key, in query order.
+#[test]
+fn results_entries_carry_keys_in_order() {
+    let db = open("entries");
+    db.write(vec![create(2, "b"), create(1, "a"), create(3, "c")])
+        .unwrap();
+    let results = db
+        .query(
+            "Task".into(),
+            "_id >= $0 SORT(_id DESC)".into(),
+            vec![Value::Int { value: 2 }],
+        )
+        .unwrap();
+    let entries = results.entries().unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>(),
+        vec![k(3), k(2)]
+    );
+    assert_eq!(
+        entries[0].fields["title"],
+        FieldValue::Single { value: s("c") }
+    );
+    assert_eq!(
+        entries[1].fields["title"],
+        FieldValue::Single { value: s("b") }
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::ops::{self, PathStep, WriteOp};
 use super::types::{
     core_key, core_value, ffi_key, fields, schema, CallbackError, ClassSpec, FieldValue, Key,
-    ObjectChange, ResultsChange, TandemError, Value,
+    ObjectChange, ObjectEntry, ResultsChange, TandemError, Value,
 };
 use crate::store;
 
@@ -297,6 +297,23 @@ impl Results {
         for key in keys {
             if let Some(object) = read.object(&self.class_name, &key)? {
                 out.push(fields(&object));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The matching objects with their primary keys, in order, read in one read transaction and
+    /// one crossing (`objects()` plus `keys()` could disagree if a write lands in between).
+    pub fn entries(&self) -> Result<Vec<ObjectEntry>, TandemError> {
+        let read = self.db.read()?;
+        let keys = read.query(&self.class_name, &self.filter, &self.args)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(object) = read.object(&self.class_name, &key)? {
+                out.push(ObjectEntry {
+                    key: ffi_key(&key),
+                    fields: fields(&object),
+                });
             }
         }
         Ok(out)

@@ -428,6 +428,17 @@ pub enum ObjectChange {
     },
 }
 
+/// One object of a query result with its primary key: what `Results.entries()` returns, so a
+/// typed layer can build objects without a second crossing per object.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct ObjectEntry {
+    /// The object's primary key.
+    pub key: Key,
+    /// Its properties by name, as `Database.object` returns them (the primary key property is
+    /// not among them).
+    pub fields: HashMap<String, FieldValue>,
+}
+
 /// How query results changed, Realm style.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct ResultsChange {

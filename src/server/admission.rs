@@ -36,8 +36,15 @@ pub const DEFAULT_CLIENT_FILE_EXPIRY: Duration = Duration::from_secs(7 * 24 * 36
 /// Default [`ConnectionLimits::max_clock_skew`]: 5 minutes.
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
-/// Bytes of outbound data tungstenite buffers before it writes to the socket (its default).
-pub const WRITE_BUFFER_SIZE: usize = 128 << 10;
+/// Bytes of outbound data tungstenite gathers before it writes to the socket: 16 KiB, one TLS
+/// record. Its default (128 KiB) keeps its capacity after the first large send on every idle
+/// connection.
+pub const WRITE_BUFFER_SIZE: usize = 16 << 10;
+
+/// Bytes tungstenite reads from the socket at a time, into a buffer allocated eagerly for each
+/// connection: 16 KiB, one TLS record. Its default (128 KiB) was most of the memory of an idle
+/// session (134 KiB per session in `benches/load.rs`); larger messages are read in more chunks.
+pub const READ_BUFFER_SIZE: usize = 16 << 10;
 
 /// What one peer may hold: connection and session caps, the pre-session deadline, client file
 /// allocation and expiry, and the accepted clock skew.

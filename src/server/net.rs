@@ -40,7 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::admission::{self, Admitted, WRITE_BUFFER_SIZE};
+use super::admission::{self, Admitted, READ_BUFFER_SIZE, WRITE_BUFFER_SIZE};
 use super::app::{AccessTokenError, AppServices, RequestTls};
 use super::realm::{self, ErrorReply};
 use super::session::{error, handle, lock, Connection, Peer};
@@ -525,6 +525,7 @@ fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Bo
             .download_batch
             .max(super::session::STATE_SEGMENT);
         let config = crate::client::websocket_config(shared.config.limits.max_body)
+            .read_buffer_size(READ_BUFFER_SIZE)
             .write_buffer_size(WRITE_BUFFER_SIZE)
             .max_write_buffer_size(
                 WRITE_BUFFER_SIZE + protocol::limits::max_frame_size(largest_send),

@@ -1958,6 +1958,12 @@ public protocol ResultsProtocol: AnyObject, Sendable {
     func count() throws  -> UInt64
     
     /**
+     * The matching objects with their primary keys, in order, read in one read transaction and
+     * one crossing (`objects()` plus `keys()` could disagree if a write lands in between).
+     */
+    func entries() throws  -> [ObjectEntry]
+    
+    /**
      * The matching objects' keys, in order.
      */
     func keys() throws  -> [Key]
@@ -2040,6 +2046,19 @@ open func count()throws  -> UInt64  {
     return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_results_count(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The matching objects with their primary keys, in order, read in one read transaction and
+     * one crossing (`objects()` plus `keys()` could disagree if a write lands in between).
+     */
+open func entries()throws  -> [ObjectEntry]  {
+    return try  FfiConverterSequenceTypeObjectEntry.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_results_entries(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -3904,6 +3923,78 @@ public func FfiConverterTypeClassSpec_lift(_ buf: RustBuffer) throws -> ClassSpe
 #endif
 public func FfiConverterTypeClassSpec_lower(_ value: ClassSpec) -> RustBuffer {
     return FfiConverterTypeClassSpec.lower(value)
+}
+
+
+/**
+ * One object of a query result with its primary key: what `Results.entries()` returns, so a
+ * typed layer can build objects without a second crossing per object.
+ */
+public struct ObjectEntry: Equatable, Hashable {
+    /**
+     * The object's primary key.
+     */
+    public var key: Key
+    /**
+     * Its properties by name, as `Database.object` returns them (the primary key property is
+     * not among them).
+     */
+    public var fields: [String: FieldValue]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * Its properties by name, as `Database.object` returns them (the primary key property is
+         * not among them).
+         */fields: [String: FieldValue]) {
+        self.key = key
+        self.fields = fields
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ObjectEntry: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeObjectEntry: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ObjectEntry {
+        return
+            try ObjectEntry(
+                key: FfiConverterTypeKey.read(from: &buf), 
+                fields: FfiConverterDictionaryStringTypeFieldValue.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ObjectEntry, into buf: inout [UInt8]) {
+        FfiConverterTypeKey.write(value.key, into: &buf)
+        FfiConverterDictionaryStringTypeFieldValue.write(value.fields, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeObjectEntry_lift(_ buf: RustBuffer) throws -> ObjectEntry {
+    return try FfiConverterTypeObjectEntry.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeObjectEntry_lower(_ value: ObjectEntry) -> RustBuffer {
+    return FfiConverterTypeObjectEntry.lower(value)
 }
 
 
@@ -7267,6 +7358,31 @@ fileprivate struct FfiConverterSequenceTypeClassSpec: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeObjectEntry: FfiConverterRustBuffer {
+    typealias SwiftType = [ObjectEntry]
+
+    public static func write(_ value: [ObjectEntry], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeObjectEntry.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ObjectEntry] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ObjectEntry]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeObjectEntry.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypePropertySpec: FfiConverterRustBuffer {
     typealias SwiftType = [PropertySpec]
 
@@ -7687,6 +7803,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_results_count() != 10123) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_results_entries() != 42000) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_results_keys() != 37050) {

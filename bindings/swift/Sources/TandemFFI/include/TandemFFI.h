@@ -465,6 +465,11 @@ void uniffi_tandem_fn_free_results(uint64_t handle, RustCallStatus *_Nonnull out
 uint64_t uniffi_tandem_fn_method_results_count(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_ENTRIES
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_ENTRIES
+RustBuffer uniffi_tandem_fn_method_results_entries(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_KEYS
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_KEYS
 RustBuffer uniffi_tandem_fn_method_results_keys(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -1162,6 +1167,12 @@ uint16_t uniffi_tandem_checksum_method_objectlistener_on_change(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_RESULTS_COUNT
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_RESULTS_COUNT
 uint16_t uniffi_tandem_checksum_method_results_count(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_RESULTS_ENTRIES
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_RESULTS_ENTRIES
+uint16_t uniffi_tandem_checksum_method_results_entries(void
     
 );
 #endif

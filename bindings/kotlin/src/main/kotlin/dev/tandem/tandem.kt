@@ -864,6 +864,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_results_count(
     ): Int
+    external fun uniffi_tandem_checksum_method_results_entries(
+    ): Int
     external fun uniffi_tandem_checksum_method_results_keys(
     ): Int
     external fun uniffi_tandem_checksum_method_results_objects(
@@ -1027,6 +1029,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_method_results_count(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_tandem_fn_method_results_entries(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_results_keys(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_results_objects(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1328,6 +1332,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_results_count() and 0xFFFF) != 10123) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_results_entries() and 0xFFFF) != 42000) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_results_keys() and 0xFFFF) != 37050) {
@@ -4117,6 +4124,12 @@ public interface ResultsInterface {
     fun `count`(): kotlin.ULong
     
     /**
+     * The matching objects with their primary keys, in order, read in one read transaction and
+     * one crossing (`objects()` plus `keys()` could disagree if a write lands in between).
+     */
+    fun `entries`(): List<ObjectEntry>
+    
+    /**
      * The matching objects' keys, in order.
      */
     fun `keys`(): List<Key>
@@ -4251,6 +4264,24 @@ open class Results: Disposable, AutoCloseable, ResultsInterface
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
     UniffiLib.uniffi_tandem_fn_method_results_count(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The matching objects with their primary keys, in order, read in one read transaction and
+     * one crossing (`objects()` plus `keys()` could disagree if a write lands in between).
+     */
+    @Throws(TandemException::class)override fun `entries`(): List<ObjectEntry> {
+            return FfiConverterSequenceTypeObjectEntry.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_results_entries(
         it,
         _status)
 }
@@ -7025,6 +7056,55 @@ public object FfiConverterTypeClassSpec: FfiConverterRustBuffer<ClassSpec> {
             FfiConverterString.write(value.`name`, buf)
             FfiConverterOptionalString.write(value.`primaryKey`, buf)
             FfiConverterSequenceTypePropertySpec.write(value.`properties`, buf)
+    }
+}
+
+
+
+/**
+ * One object of a query result with its primary key: what `Results.entries()` returns, so a
+ * typed layer can build objects without a second crossing per object.
+ */
+data class ObjectEntry (
+    /**
+     * The object's primary key.
+     */
+    var `key`: Key
+    , 
+    /**
+     * Its properties by name, as `Database.object` returns them (the primary key property is
+     * not among them).
+     */
+    var `fields`: Map<kotlin.String, FieldValue>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeObjectEntry: FfiConverterRustBuffer<ObjectEntry> {
+    override fun read(buf: ByteBuffer): ObjectEntry {
+        return ObjectEntry(
+            FfiConverterTypeKey.read(buf),
+            FfiConverterMapStringTypeFieldValue.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ObjectEntry) = (
+            FfiConverterTypeKey.allocationSize(value.`key`) +
+            FfiConverterMapStringTypeFieldValue.allocationSize(value.`fields`)
+    )
+
+    override fun write(value: ObjectEntry, buf: ByteBuffer) {
+            FfiConverterTypeKey.write(value.`key`, buf)
+            FfiConverterMapStringTypeFieldValue.write(value.`fields`, buf)
     }
 }
 
@@ -10735,6 +10815,34 @@ public object FfiConverterSequenceTypeClassSpec: FfiConverterRustBuffer<List<Cla
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeClassSpec.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeObjectEntry: FfiConverterRustBuffer<List<ObjectEntry>> {
+    override fun read(buf: ByteBuffer): List<ObjectEntry> {
+        val len = buf.getInt()
+        return List<ObjectEntry>(len) {
+            FfiConverterTypeObjectEntry.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ObjectEntry>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeObjectEntry.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ObjectEntry>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeObjectEntry.write(it, buf)
         }
     }
 }

@@ -80,8 +80,14 @@ class TestServer(dir: Path) : AutoCloseable {
             "--tls-cert", cert, "--tls-key", key, "--jwt-secret-file", secret.toString(),
         ).redirectOutput(ProcessBuilder.Redirect.DISCARD).start()
         val stderr = process.errorStream.bufferedReader()
-        val line = stderr.readLine() ?: ""
-        check("listening" in line) { "tandem-server did not start: $line" }
+        // The server logs a few lines (e.g. its file descriptor limit) before "listening".
+        val seen = mutableListOf<String>()
+        while (true) {
+            val line = stderr.readLine() ?: error("tandem-server did not start: ${seen.joinToString("\n")}")
+            seen += line
+            if ("listening" in line) break
+            check(seen.size < 50) { "tandem-server did not start: ${seen.joinToString("\n")}" }
+        }
         // Keep draining its log so that it never blocks on a full pipe.
         Thread { stderr.useLines { lines -> lines.forEach { _ -> } } }.apply { isDaemon = true }.start()
         url = "wss://localhost:$port/"

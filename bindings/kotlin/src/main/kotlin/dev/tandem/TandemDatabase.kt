@@ -1,0 +1,209 @@
+// TandemDatabase: the typed entry point. Opens a database whose schema comes from annotated
+// Kotlin model classes, writes them in one-crossing batches, reads them back as instances (links
+// resolved), and exposes Flows of objects and query results. The untyped API stays at `raw`.
+
+package dev.tandem
+
+import kotlin.reflect.KClass
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.flow
+import kotlinx.coroutines.flow.flowOn
+import kotlinx.coroutines.withContext
+
+/**
+ * A database opened with model classes.
+ *
+ * ```kotlin
+ * val db = TandemDatabase.open("todo.sqlite", Task::class, Person::class)
+ * db.write { add(Task(1, "buy milk")) }
+ * val open = db.query<Task>("done == false SORT(_id ASC)")
+ * ```
+ *
+ * Thread-safe as the underlying [Database] is. [close] frees the native handle now (it is
+ * otherwise freed at garbage collection).
+ */
+class TandemDatabase private constructor(
+    /** The untyped API underneath: listeners, `sync`, `transact`, quarantine, raw writes. */
+    val raw: Database,
+    models: List<Model<*>>,
+) : AutoCloseable {
+    private val models: Map<KClass<*>, Model<*>> = models.associateBy { it.kclass }
+
+    companion object {
+        /**
+         * Opens (or creates) the database file at [path] with the schema of [classes] and of every
+         * model class they reach (link targets, embedded classes).
+         *
+         * Throws [TandemModelException] for a class the typed layer cannot map (naming the class
+         * and property), [TandemException.Schema] for a schema the file refuses (e.g. a
+         * destructive change), [TandemException.Store] for an unusable file.
+         */
+        fun open(path: String, vararg classes: KClass<*>): TandemDatabase = open(path, classes.toList())
+
+        /**
+         * As [open], with [options] (durability, writer timeout...; null: the defaults) and
+         * [extraClasses]: untyped classes to add to the schema, reachable through [raw].
+         */
+        fun open(
+            path: String,
+            classes: List<KClass<*>>,
+            options: OpenOptions? = null,
+            extraClasses: List<ClassSpec> = emptyList(),
+        ): TandemDatabase {
+            val models = Models.closure(classes)
+            val specs = models.map { it.spec } + extraClasses
+            val raw = if (options == null) Database.open(path, specs) else Database.openWithOptions(path, specs, options)
+            return TandemDatabase(raw, models)
+        }
+
+        /**
+         * Wraps a database already open (e.g. `openSynced(...).database`, opened with
+         * [schema] of the same classes) for typed use.
+         */
+        fun wrap(raw: Database, vararg classes: KClass<*>): TandemDatabase =
+            TandemDatabase(raw, Models.closure(classes.toList()))
+
+        /** The schema ([ClassSpec] list) of [classes] and the model classes they reach. */
+        fun schema(vararg classes: KClass<*>): List<ClassSpec> = Models.closure(classes.toList()).map { it.spec }
+    }
+
+    internal fun model(kclass: KClass<*>): Model<*> = models[kclass]
+        ?: throw IllegalArgumentException(
+            "${kclass.qualifiedName} is not a model class of this database (pass it to TandemDatabase.open)",
+        )
+
+    @Suppress("UNCHECKED_CAST")
+    internal fun <T : Any> typedModel(kclass: KClass<T>): Model<T> = model(kclass) as Model<T>
+
+    internal fun keyFor(model: Model<*>, key: Any?): Key {
+        val k = ValueCodec.key(key)
+        val pk = model.primaryKey ?: throw IllegalArgumentException("${model.className} is @Embedded: it has no key")
+        if (k is Key.Null && !pk.nullable) throw IllegalArgumentException("${model.className}.${pk.name} is not nullable: a null key finds nothing")
+        return k
+    }
+
+    /**
+     * Runs [block] to build a batch, then applies it in one transaction (one FFI crossing):
+     * all or nothing. Returns the new local version, or null if nothing changed (or nothing was
+     * recorded). If [block] throws, nothing is written and the exception propagates; if applying
+     * fails, nothing is written and a [TandemException] says which operation failed.
+     *
+     * ```kotlin
+     * db.write { add(Task(1, "buy milk")); delete<Task>(2L) }
+     * ```
+     */
+    fun write(block: TypedWrite.() -> Unit): ULong? {
+        val batch = TypedWrite(this)
+        batch.block()
+        if (batch.ops.isEmpty()) return null
+        return raw.write(batch.ops)
+    }
+
+    /** [write] on [Dispatchers.IO], for coroutines: `db.writeAsync { add(task) }`. */
+    suspend fun writeAsync(block: TypedWrite.() -> Unit): ULong? = withContext(Dispatchers.IO) { write(block) }
+
+    /**
+     * The object of [kclass] with primary key [key] (`Long`/`Int`, `String`, [ObjectId], `UUID`,
+     * or null for a nullable key), or null. Links are resolved (one read per linked object).
+     */
+    fun <T : Any> find(kclass: KClass<T>, key: Any?): T? {
+        val model = typedModel(kclass)
+        return LinkResolver(this).read(model, keyFor(model, key))
+    }
+
+    /** [find] with the class as a type argument: `db.find<Task>(1L)`. */
+    inline fun <reified T : Any> find(key: Any?): T? = find(T::class, key)
+
+    /**
+     * The live results of [filter] (Realm's query language, e.g. `"done == false SORT(_id ASC)"`;
+     * `$0`, `$1`... are [args]: scalars of the supported types, model objects (links), or
+     * [Value]s). A filter that does not parse throws [TandemException.InvalidArgument] here.
+     */
+    fun <T : Any> query(kclass: KClass<T>, filter: String = "TRUEPREDICATE", vararg args: Any?): TypedResults<T> {
+        val model = typedModel(kclass)
+        if (model.embedded) throw IllegalArgumentException("${model.className} is @Embedded: query the objects that hold it")
+        return TypedResults(raw.query(model.className, filter, args.map(ValueCodec::argument)), this, model)
+    }
+
+    /** [query] with the class as a type argument: `db.query<Task>("done == $0", false)`. */
+    inline fun <reified T : Any> query(filter: String = "TRUEPREDICATE", vararg args: Any?): TypedResults<T> =
+        query(T::class, filter, *args)
+
+    /**
+     * A cold [Flow] of one object: it emits the object as it is when collection starts, then
+     * again after each change to it (or to an object it links to, up to four levels deep); when
+     * the object is deleted, or if it does not exist, it emits null and completes. Reads run on
+     * [Dispatchers.IO]; cancelling the collection cancels the listener.
+     */
+    fun <T : Any> objectFlow(kclass: KClass<T>, key: Any?): Flow<T?> {
+        val model = typedModel(kclass)
+        val k = keyFor(model, key)
+        return flow {
+            val changes = Channel<ObjectChange>(Channel.UNLIMITED)
+            val handle = try {
+                raw.observeObject(
+                    model.className, k,
+                    object : ObjectListener {
+                        override fun onChange(change: ObjectChange) {
+                            changes.trySend(change)
+                        }
+                    },
+                )
+            } catch (e: TandemException.InvalidArgument) {
+                null // no such object
+            }
+            try {
+                var current = LinkResolver(this@TandemDatabase).read(model, k)
+                emit(current)
+                if (handle == null || current == null) return@flow
+                for (change in changes) {
+                    current = if (change is ObjectChange.Deleted) null else LinkResolver(this@TandemDatabase).read(model, k)
+                    emit(current)
+                    if (current == null) return@flow
+                }
+            } finally {
+                handle?.cancel()
+                handle?.close()
+            }
+        }.flowOn(Dispatchers.IO)
+    }
+
+    /** [objectFlow] with the class as a type argument: `db.objectFlow<Task>(1L)`. */
+    inline fun <reified T : Any> objectFlow(key: Any?): Flow<T?> = objectFlow(T::class, key)
+
+    /** Starts syncing (see [Database.sync]); the session's waits are `suspend` functions. */
+    fun sync(options: SyncOptions, tokenProvider: TokenProvider? = null): SyncSession = raw.sync(options, tokenProvider)
+
+    /** Frees the native database now. */
+    override fun close() = raw.close()
+}
+
+/**
+ * Reads objects with their links resolved, one read per distinct linked object. A link that
+ * leads back to an object still being read (a cycle) reads as null: immutable instances
+ * cannot hold cycles.
+ */
+internal class LinkResolver(private val db: TandemDatabase) : LinkReader {
+    private val done = HashMap<String, Any?>()
+    private val reading = HashSet<String>()
+
+    override fun read(target: KClass<*>, key: Key): Any? = read(db.model(target), key)
+
+    /** The object of [model] with [key], or null; [fields] if already read. */
+    @Suppress("UNCHECKED_CAST")
+    fun <T : Any> read(model: Model<T>, key: Key, fields: Map<String, FieldValue>? = null): T? {
+        val id = model.className + "\u0000" + ValueCodec.keyText(key)
+        if (id in done) return done[id] as T?
+        if (!reading.add(id)) return null
+        try {
+            val values = fields ?: db.raw.`object`(model.className, key)
+            val obj = values?.let { model.decode(it, this, key) }
+            done[id] = obj
+            return obj
+        } finally {
+            reading.remove(id)
+        }
+    }
+}

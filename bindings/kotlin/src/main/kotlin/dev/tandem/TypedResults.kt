@@ -1,0 +1,91 @@
+// TypedResults: live query results of a model class. Each read re-runs the query (the FFI's
+// `Results` is live); `asFlow()` emits the current list, then the new list after each change.
+
+package dev.tandem
+
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.flow
+import kotlinx.coroutines.flow.flowOn
+
+/**
+ * The objects of one model class matching a query, in the query's order. Live: every call
+ * reads the current state (so two calls may differ if writes happened in between). Links are
+ * resolved when objects are read (once per distinct linked object per call).
+ *
+ * ```kotlin
+ * val open = db.query<Task>("done == false SORT(_id ASC)")
+ * open.count(); open.toList(); open[0]; open.first()
+ * scope.launch { open.asFlow().collect { tasks -> render(tasks) } }
+ * ```
+ */
+class TypedResults<T : Any> internal constructor(
+    /** The untyped results underneath (keys, raw objects, `observe` with key paths). */
+    val raw: Results,
+    private val db: TandemDatabase,
+    private val model: Model<T>,
+) : Iterable<T>, AutoCloseable {
+
+    /** How many objects match now. */
+    fun count(): Int = raw.count().toInt()
+
+    /** Whether none match now. */
+    fun isEmpty(): Boolean = count() == 0
+
+    /**
+     * The matching objects now, in order: one crossing (`Results.entries()`, keys and fields
+     * read in one read transaction), then one per distinct linked object.
+     */
+    fun toList(): List<T> {
+        val resolver = LinkResolver(db)
+        return raw.entries().mapNotNull { resolver.read(model, it.key, it.fields) }
+    }
+
+    /** The object at [index] now (0-based); [IndexOutOfBoundsException] beyond [count]. */
+    operator fun get(index: Int): T {
+        val keys = raw.keys()
+        if (index < 0 || index >= keys.size) throw IndexOutOfBoundsException("index $index, ${keys.size} results")
+        return LinkResolver(db).read(model, keys[index]) ?: toList()[index] // deleted in between: re-read
+    }
+
+    /** The first object; [NoSuchElementException] if none match. */
+    fun first(): T = firstOrNull() ?: throw NoSuchElementException("no ${model.className} matches")
+
+    /** The first object, or null if none match. */
+    fun firstOrNull(): T? {
+        val key = raw.keys().firstOrNull() ?: return null
+        return LinkResolver(db).read(model, key) ?: toList().firstOrNull()
+    }
+
+    override fun iterator(): Iterator<T> = toList().iterator()
+
+    /**
+     * A cold [Flow] of the results: the current list when collection starts, then the new list
+     * after each change (insertions, deletions, modifications of the objects or of what they
+     * link to). Changes arriving faster than the collector are coalesced (the latest list is
+     * never skipped). Reads run on [Dispatchers.IO]; cancelling the collection cancels the
+     * listener.
+     */
+    fun asFlow(): Flow<List<T>> = flow {
+        val signals = Channel<Unit>(Channel.CONFLATED)
+        // Listen first, then read: a change in between is re-read, never missed.
+        val handle = raw.observe(
+            object : ResultsListener {
+                override fun onChange(change: ResultsChange) {
+                    signals.trySend(Unit)
+                }
+            },
+        )
+        try {
+            emit(toList())
+            for (signal in signals) emit(toList())
+        } finally {
+            handle.cancel()
+            handle.close()
+        }
+    }.flowOn(Dispatchers.IO)
+
+    /** Frees the native results now. */
+    override fun close() = raw.close()
+}
