@@ -133,6 +133,20 @@ impl ErrorCode {
         self.code() < 200
     }
 
+    /// The ERROR message's `try_again` flag the server sends with this code: whether the client
+    /// should reconnect (with its backoff) and retry, rather than stop for good. True for the
+    /// transient conditions: the connection closed (100), another error (101; storage faults
+    /// and clock skew), an expired token (202: the client refreshes and retries) and another
+    /// session error (201; storage faults). Every other code says the client itself is at
+    /// fault or must reset, so retrying unchanged would fail again.
+    pub fn try_again(self) -> bool {
+        use ErrorCode::*;
+        matches!(
+            self,
+            ConnectionClosed | OtherError | TokenExpired | OtherSessionError
+        )
+    }
+
     /// Whether the client must reset its file (discard or recover local state) to go on.
     pub fn requires_client_reset(self) -> bool {
         use ErrorCode::*;
@@ -179,3 +193,22 @@ impl fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_codes_ask_the_client_to_try_again() {
+        let retried: Vec<u16> = ErrorCode::ALL
+            .into_iter()
+            .filter(|c| c.try_again())
+            .map(ErrorCode::code)
+            .collect();
+        assert_eq!(retried, [100, 101, 201, 202]);
+        // A code that makes the client reset is never "try again unchanged".
+        assert!(ErrorCode::ALL
+            .into_iter()
+            .all(|c| !(c.try_again() && c.requires_client_reset())));
+    }
+}

@@ -19,7 +19,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -588,9 +588,7 @@ fn compact(
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
     let file = existing(data_dir, path)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = super::unix_now();
     let mut server = ServerFile::open(&file).map_err(|e| failed(file.display(), e.message))?;
     let report = server
         .compact(now.saturating_sub(horizon.as_secs()))

@@ -8,8 +8,6 @@
 //! Malformed, oversized and wrongly signed tokens are refused with 203, expired ones with 202,
 //! and a path the token does not list with 206. Key files that cannot be used are a [`KeyError`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use ring::signature::{self, KeyPair};
@@ -98,13 +96,6 @@ fn b64url_encode(bytes: &[u8]) -> String {
 
 fn b64url_decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text).ok()
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// One DER element: its tag and contents, and what follows it.
@@ -223,7 +214,7 @@ impl Authenticator {
 
     /// Verifies a token now.
     pub fn verify(&self, token: &str) -> Result<Claims, ProtocolError> {
-        self.verify_at(token, now())
+        self.verify_at(token, super::unix_now())
     }
 
     /// Verifies a token at time `now` (seconds since the Unix epoch).

@@ -59,7 +59,8 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     }
 }
 
-/// The transient error a client gets for a storage fault: no server path, no SQLite text.
+/// The transient error a client gets for a storage fault: no server path, no SQLite text. Its
+/// code (201) carries `try_again` ([`ErrorCode::try_again`]), so clients retry with backoff.
 pub fn transient(kind: &str) -> ProtocolError {
     ProtocolError::new(
         ErrorCode::OtherSessionError,

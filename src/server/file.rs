@@ -20,6 +20,7 @@ use crate::protocol::{limits, DownloadEntry, ErrorCode, ProtocolError, UploadEnt
 use crate::state::State;
 
 use super::disk::Disk;
+use super::unix_now;
 
 /// The storage settings of a running server (`tandem-server` flags in brackets).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,13 +163,6 @@ const PENDING_CLIENT_FILES: &str = "CREATE TABLE IF NOT EXISTS client_file_pendi
 
 /// Most expired client file idents deleted by one allocation (bounded work per BIND).
 const EXPIRE_BATCH: i64 = 64;
-
-fn unix_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 fn sql_err(e: rusqlite::Error) -> ProtocolError {
     ProtocolError::new(
@@ -573,7 +567,7 @@ impl ServerFile {
     /// a bounded number of rows behind.
     pub fn allocate_client_file(&mut self) -> Result<(u64, u64), ProtocolError> {
         self.ready_to_write("allocate_client_file")?;
-        let now = unix_seconds();
+        let now = unix_now() as i64;
         let cutoff = now.saturating_sub(self.client_file_expiry.as_secs() as i64);
         let allocated = (|| {
             let tx = self.conn.transaction()?;
@@ -1325,14 +1319,6 @@ impl ServerFile {
             upload_client_version: self.integrated_client_version(client, self.latest)?,
         })
     }
-}
-
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The top-level objects a changeset's data instructions touch.

@@ -36,3 +36,12 @@ pub use file::{
 pub use net::{start, RunningServer, StartError};
 pub use session::{file_name as server_file_name, STATE_SEGMENT};
 pub use shared::{ServerConfig, SessionLimits, MAX_DOWNLOAD_BATCH};
+
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970): the one
+/// wall-clock reading the server stores and compares (token expiry, client file ages,
+/// compaction horizons, sessions of the App Services API).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

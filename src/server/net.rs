@@ -46,6 +46,7 @@ use super::realm::{self, ErrorReply};
 use super::session::{error, handle, lock, Connection, Peer};
 use super::shared::ServerConfig;
 use super::shared::{Rates, Shared, Waker};
+use super::unix_now;
 use crate::protocol::ServerMessage;
 use crate::protocol::{self, ErrorCode, ProtocolError};
 use std::sync::atomic::Ordering;
@@ -569,14 +570,6 @@ where
         let drain = async { while let Some(Ok(_)) = ws.next().await {} };
         let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
     }
-}
-
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// What a connection holds in the shared registries (its wake-ups per path, its user's rate

@@ -143,7 +143,7 @@ pub(super) struct Session {
 impl Session {
     /// Whether the session's token has expired (it gets no downloads until REFRESH).
     pub(super) fn expired(&self) -> bool {
-        self.expires <= now()
+        self.expires <= super::unix_now()
     }
 
     /// The client file ident, or 109 for a message (`what`) sent before IDENT.
@@ -262,14 +262,6 @@ fn bound(sessions: &mut HashMap<u64, Session>, id: u64) -> Result<&mut Session, 
     Ok(session)
 }
 
-/// Seconds since the Unix epoch.
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 pub(super) fn lock(file: &Mutex<ServerFile>) -> std::sync::MutexGuard<'_, ServerFile> {
     file.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -278,13 +270,7 @@ pub(super) fn error(code: ErrorCode, message: &str, session: u64) -> ServerMessa
     ServerMessage::Error {
         code: u64::from(code.code()),
         message: message.to_owned(),
-        try_again: matches!(
-            code,
-            ErrorCode::ConnectionClosed
-                | ErrorCode::OtherError
-                | ErrorCode::TokenExpired
-                | ErrorCode::OtherSessionError
-        ),
+        try_again: code.try_again(),
         session,
     }
 }
@@ -411,7 +397,7 @@ pub(super) fn start_sweeper(shared: &Arc<Shared>) {
                 // Closing runs SQLite's last checkpoint: off the runtime's workers.
                 drop(closed);
                 if let Some(horizon) = worker.config.storage.history_horizon.filter(|_| compact) {
-                    for (path, result) in compact_all(&worker, now().saturating_sub(horizon.as_secs())) {
+                    for (path, result) in compact_all(&worker, super::unix_now().saturating_sub(horizon.as_secs())) {
                         match result {
                             Ok(report) => tracing::info!(path, ?report, "history compacted"),
                             Err(e) => tracing::error!(path, error = %e.message, "history compaction failed"),

@@ -15,12 +15,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::{AccessTokenError, AppConfig, AppError};
 use crate::server::JwtError;
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch (`crate::server::unix_now`).
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::server::unix_now()
 }
 
 /// `N` bytes from the operating system's random source.
