@@ -11,53 +11,22 @@
 
 package dev.tandem.examples
 
-import dev.tandem.ClassSpec
 import dev.tandem.ClientResetMode
-import dev.tandem.Collection
-import dev.tandem.Database
-import dev.tandem.FieldValue
-import dev.tandem.Key
-import dev.tandem.PropertySpec
-import dev.tandem.PropertyType
-import dev.tandem.ResultsChange
-import dev.tandem.ResultsListener
+import dev.tandem.PrimaryKey
 import dev.tandem.SyncOptions
-import dev.tandem.Value
-import dev.tandem.write
+import dev.tandem.TandemDatabase
 import kotlin.system.exitProcess
+import kotlinx.coroutines.flow.collectIndexed
 import kotlinx.coroutines.runBlocking
 
 const val USAGE = "usage: todo --db FILE --url wss://... --token JWT [--ca CERT] [--path /todos] " +
     "add TITLE | done ID | list | watch"
 
-fun classes(): List<ClassSpec> {
-    fun prop(name: String, type: PropertyType) =
-        PropertySpec(name = name, propertyType = type, nullable = false, collection = Collection.SINGLE, linkTarget = null)
-    return listOf(
-        ClassSpec(
-            name = "Todo",
-            primaryKey = "_id",
-            properties = listOf(
-                prop("_id", PropertyType.INT),
-                prop("title", PropertyType.STRING),
-                prop("done", PropertyType.BOOL),
-            ),
-        ),
-    )
-}
+/** The todo class every example shares: `_id` int primary key, `title`, `done`. */
+data class Todo(@PrimaryKey val _id: Long, val title: String = "", val done: Boolean = false)
 
-fun show(db: Database) {
-    for (key in db.query("Todo", "TRUEPREDICATE SORT(_id ASC)", emptyList()).keys()) {
-        val todo = db.`object`("Todo", key) ?: continue
-        val done = ((todo["done"] as? FieldValue.Single)?.value as? Value.Bool)?.value ?: false
-        val title = ((todo["title"] as? FieldValue.Single)?.value as? Value.String)?.value ?: ""
-        val id = when (key) {
-            is Key.Int -> key.value.toString()
-            is Key.String -> key.value
-            else -> key.toString()
-        }
-        println("[${if (done) "x" else " "}] $id: $title")
-    }
+fun show(todos: List<Todo>) {
+    for (todo in todos) println("[${if (todo.done) "x" else " "}] ${todo._id}: ${todo.title}")
     System.out.flush()
 }
 
@@ -83,7 +52,7 @@ fun main(argv: Array<String>) {
     if (command !in setOf("add", "done", "list", "watch")) usage()
     if (command in setOf("add", "done") && positional.size < 2) usage()
 
-    val db = Database.open(path, classes())
+    val db = TandemDatabase.open(path, Todo::class)
     val session = db.sync(
         SyncOptions(
             url = url,
@@ -93,39 +62,34 @@ fun main(argv: Array<String>) {
             allowInsecure = false,
             clientReset = ClientResetMode.RECOVER_OR_DISCARD,
         ),
-        null,
     )
     runBlocking { session.waitForDownload(30_000uL) }
+    val todos = db.query<Todo>("TRUEPREDICATE SORT(_id ASC)")
     when (command) {
-        "add" -> {
-            val id = System.currentTimeMillis() // unique enough per device; equal keys would merge
-            db.write { tx ->
-                tx.create("Todo", Key.Int(id), mapOf("title" to Value.String(positional[1]), "done" to Value.Bool(false)))
-            }
-        }
+        // The time in milliseconds is unique enough per device; equal keys would be one object.
+        "add" -> db.write { add(Todo(System.currentTimeMillis(), positional[1])) }
         "done" -> {
             val id = positional[1].toLongOrNull() ?: usage()
-            db.write { tx -> tx.set("Todo", Key.Int(id), "done", Value.Bool(true)) }
+            db.write { set(Todo::class, id, Todo::done, true) }
+        }
+        "watch" -> runBlocking {
+            // The current list first, then the new list after every change.
+            var before = emptyMap<Long, Todo>()
+            todos.asFlow().collectIndexed { index, list ->
+                val now = list.associateBy { it._id }
+                if (index > 0) {
+                    val added = now.keys.count { it !in before }
+                    val gone = before.keys.count { it !in now }
+                    val modified = now.count { (id, todo) -> before[id]?.let { it != todo } ?: false }
+                    println("-- changed: $added new, $gone gone, $modified modified")
+                }
+                show(list)
+                before = now
+            }
         }
     }
-    if (command == "watch") {
-        show(db)
-        val handle = db.query("Todo", "TRUEPREDICATE SORT(_id ASC)", emptyList()).observe(
-            object : ResultsListener {
-                override fun onChange(change: ResultsChange) {
-                    println(
-                        "-- changed: ${change.insertions.size} new, ${change.deletions.size} gone, " +
-                            "${change.modifications.size} modified",
-                    )
-                    show(db)
-                }
-            },
-        )
-        Runtime.getRuntime().addShutdownHook(Thread { handle.cancel() })
-        while (true) Thread.sleep(1000)
-    }
     runBlocking { session.waitForUpload(30_000uL) }
-    show(db)
+    show(todos.toList())
     session.stop()
     exitProcess(0)
 }
