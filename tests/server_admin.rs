@@ -4,10 +4,11 @@
 //! built binary against data directories written by an in-process server. Loopback only.
 #![cfg(feature = "server")]
 
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -408,11 +409,18 @@ where
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        BufReader::new(stderr).read_to_string(&mut text).unwrap();
-        text
-    });
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stderr);
+            let mut line = String::new();
+            while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                log.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        })
+    };
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     while TcpStream::connect(addr).await.is_err() {
@@ -422,10 +430,30 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The port accepts once it is bound, a moment before the start-up event is logged: wait
+    // for the event (when the level lets it through) so that killing the server cannot cut
+    // it off. At `warn`, where it never comes, give the server the same moment.
+    let quiet = args
+        .windows(2)
+        .any(|a| a[0] == "--log-level" && a[1] == "warn");
+    if quiet {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    } else {
+        while !log.lock().unwrap().contains("tandem-server listening on") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no start-up event: {}",
+                log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     during(addr).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    reader.join().unwrap()
+    reader.join().unwrap();
+    let text = log.lock().unwrap().clone();
+    text
 }
 
 fn free_port() -> u16 {

@@ -283,6 +283,40 @@ async fn huge_unauthenticated_messages_are_cut_off_at_the_configured_limit() {
     assert_eq!(error_of(recv(&mut ws).await).0, 106);
 }
 
+/// A peer still sending a message over the limit when the server answers 104 receives that
+/// ERROR: the server keeps reading (and discarding) for a moment before it closes, so its
+/// close is not a TCP reset that breaks the peer's writes and destroys the ERROR in flight
+/// (found under qemu: a client cut off mid-upload saw "connection reset" instead of 104).
+#[tokio::test]
+async fn a_peer_cut_off_mid_message_still_receives_the_error() {
+    let max_body = 4096;
+    let limits = Limits {
+        max_body,
+        ..Limits::default()
+    };
+    let f = fixture("linger", limits, ConnectionLimits::default()).await;
+    let mut tcp = raw_websocket(f.server.local_addr).await;
+    let total = 8usize << 20;
+    tcp.write_all(&frame_header(true, 2, total as u64))
+        .await
+        .unwrap();
+    let chunk = vec![b'z'; 64 << 10];
+    for sent in (0..total).step_by(chunk.len()) {
+        if let Err(e) = tcp.write_all(&chunk).await {
+            panic!("write failed after {sent} of {total} bytes: {e}");
+        }
+    }
+    let (opcode, payload) = tokio::time::timeout(WAIT, read_frame(&mut tcp))
+        .await
+        .unwrap()
+        .expect("the ERROR frame, not a reset");
+    assert_eq!(opcode, 2);
+    let (code, message, _, session) = error_of(Some(
+        ServerMessage::parse(&payload, &Limits::default()).unwrap(),
+    ));
+    assert_eq!((code, session), (104, 0), "{message}");
+}
+
 /// Issue item 1: the caps on open and on unauthenticated connections refuse the next one and
 /// let new ones in once others close.
 #[tokio::test]

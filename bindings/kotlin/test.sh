@@ -12,11 +12,12 @@ cd "$repo"
 target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 [ -n "$target" ] || { echo "test.sh: cannot find cargo's target directory" >&2; exit 1; }
 
-# Every build of the crate rewrites target/debug/libtandem.so with its own features, so the ffi
-# library is built last and copied aside before anything else can overwrite it.
-cargo build -q --features server --bin tandem-server
-cargo build -q --features bindgen --bin uniffi-bindgen
-cargo build -q --features ffi --lib
+# One build serves every script and the test suite: the `test` profile (its output is
+# target/debug) with all features, the same artifacts `cargo test --all-features` already built,
+# so after the suite this compiles nothing (other feature sets or the dev profile would rebuild
+# the crate and, for the dev profile, every dependency).
+# The library and server are copied aside before anything else can rewrite target/debug.
+cargo build -q --profile test --all-features --lib --bins
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lib"

@@ -8,7 +8,7 @@ python3 -m pip install -q "maturin>=1.15,<2" pytest mypy
 rm -rf dist
 maturin build -q -o dist
 python3 -m pip install -q --force-reinstall --no-deps dist/tandem-*.whl
-(cd ../.. && cargo build -q --features server --bin tandem-server)
+(cd ../.. && cargo build -q --profile test --all-features --bins)  # as the suite built it
 python3 -m pytest -q tests
 # mypy runs outside the source tree so that it checks the installed package (py.typed).
 here=$PWD

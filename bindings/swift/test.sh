@@ -12,7 +12,11 @@ mkdir -p "$target"
 target=$(cd "$target" && pwd -P)
 
 # One build for the three (one feature set, so the library is compiled once).
-cargo build -q --features ffi,bindgen,server --lib --bin tandem-server --bin uniffi-bindgen
+# One build serves every script and the test suite: the `test` profile (its output is
+# target/debug) with all features, the same artifacts `cargo test --all-features` already built,
+# so after the suite this compiles nothing (other feature sets or the dev profile would rebuild
+# the crate and, for the dev profile, every dependency).
+cargo build -q --profile test --all-features --lib --bins
 lib="$target/debug/libtandem.so"
 
 generated=$(mktemp -d)

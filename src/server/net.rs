@@ -30,7 +30,7 @@ use hyper::service::Service as _;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -552,8 +552,13 @@ fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Bo
 /// How long a close frame may take to be written to a peer that does not read.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long, and how many bytes, the server keeps reading (and discarding) from a client it
+/// is closing: see [`linger`].
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 32 << 20;
+
 /// Sends a close frame with `code` and `reason` (cut to the 123 bytes a frame allows), then
-/// reads until the client's close (at most a second) so the frame is not lost to a TCP reset.
+/// lingers so the frame is not lost to a TCP reset.
 async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -567,9 +572,34 @@ where
         reason: reason[..end].into(),
     };
     if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await {
-        let drain = async { while let Some(Ok(_)) = ws.next().await {} };
-        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        linger(ws).await;
     }
+}
+
+/// Ends a connection whose last message (an ERROR, a close frame) was written: sends a close
+/// frame if none was sent, then reads and discards what the client still sends until it
+/// closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a socket with unread
+/// input makes the kernel send a TCP reset, and a reset can destroy the ERROR still in flight
+/// in the client's receive buffer (a client cut off mid-upload by a message limit saw
+/// "connection reset" instead of error 104). Reads below the WebSocket layer, so a stream
+/// that already failed (a message over the limit) is drained too.
+async fn linger<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+    let raw = ws.get_mut();
+    let drain = async {
+        let mut scratch = [0u8; 8 << 10];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match raw.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// What a connection holds in the shared registries (its wake-ups per path, its user's rate
@@ -694,7 +724,7 @@ where
         let session = if connection_level { 0 } else { session };
         let sent = send(ws, shared, &error(e.code, &e.message, session)).await;
         if connection_level || !sent {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            linger(ws).await;
             return false;
         }
         connection.remove(session);
@@ -712,7 +742,7 @@ where
         ErrorReply::Connection(message) => {
             shared.metrics.error(u64::from(e.code.code()));
             send(ws, shared, &message).await;
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            linger(ws).await;
             false
         }
         ErrorReply::Close(code, reason) => {

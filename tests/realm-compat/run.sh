@@ -16,9 +16,12 @@ cd "$repo"
 
 target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 [ -n "$target" ] || { echo "run.sh: cannot find cargo's target directory" >&2; exit 1; }
-cargo build -q --features server --bin tandem-server
-# The Tandem client of the mixed-client scenario (MixedClientTest).
-cargo build -q --features client --example realm_peer
+# One build serves every script and the test suite: the `test` profile (its output is
+# target/debug) with all features, the same artifacts `cargo test --all-features` already built,
+# so after the suite this compiles nothing (other feature sets or the dev profile would rebuild
+# the crate and, for the dev profile, every dependency).
+# realm_peer is the Tandem client of the mixed-client scenario (MixedClientTest).
+cargo build -q --profile test --all-features --bins --example realm_peer
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp "$target/debug/tandem-server" "$target/debug/examples/realm_peer" "$work/"
