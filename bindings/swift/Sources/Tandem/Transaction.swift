@@ -26,16 +26,20 @@ extension Database {
         let tx = Transaction(db: self, raw: writeTransaction())
         do {
             try body(tx)
+            try tx.flush()
         } catch {
-            tx.raw.rollback()
+            tx.transaction.rollback()
             throw error
         }
-        return try tx.raw.commit()
+        return try tx.transaction.commit()
     }
 }
 
 /// A write transaction being recorded (see `Database.write`). Nothing reaches the database until
-/// the block returns; then everything is applied at once or, on any error, nothing.
+/// the block returns; then everything is applied at once or, on any error, nothing. Operations
+/// are collected as one `[WriteOp]` in Swift and cross into Rust in one call when the block
+/// returns (or when `raw` is first used), then the commit is one more: a transaction of any
+/// size costs two FFI crossings, not one per operation.
 ///
 /// `upsert` replaces each collection (clear, then insert). `modify` reads the committed object,
 /// not this transaction's earlier edits, and writes only what changed (a changed list as index
@@ -43,8 +47,18 @@ extension Database {
 /// `modify` of an object already written in the same transaction throws
 /// `TandemModelError.notWritable` instead of guessing.
 public final class Transaction {
-    /// The untyped transaction underneath.
-    public let raw: WriteTransaction
+    /// The FFI transaction the recorded operations go to.
+    let transaction: WriteTransaction
+    /// Operations recorded here and not yet handed to `transaction`, in order.
+    private var ops: [WriteOp] = []
+    /// The untyped transaction underneath. Reading it first hands it every operation recorded
+    /// so far, so operations recorded on it directly come after them, in the order written.
+    public var raw: WriteTransaction {
+        get throws {
+            try flush()
+            return transaction
+        }
+    }
     /// The database it writes to.
     public let db: Database
     /// Objects this transaction has written: (class, key).
@@ -57,7 +71,20 @@ public final class Transaction {
 
     init(db: Database, raw: WriteTransaction) {
         self.db = db
-        self.raw = raw
+        self.transaction = raw
+    }
+
+    /// Hands the recorded operations to the FFI transaction in one crossing.
+    func flush() throws {
+        guard !ops.isEmpty else { return }
+        let batch = ops
+        ops.removeAll(keepingCapacity: true)
+        try transaction.recordAll(ops: batch)
+    }
+
+    /// Records one operation (applied, in order, when the transaction commits).
+    public func record(_ op: WriteOp) {
+        ops.append(op)
     }
 
     // MARK: Typed objects
@@ -65,7 +92,7 @@ public final class Transaction {
     /// Creates `object` (its primary key must be new: a duplicate fails the commit).
     public func add<T: TandemObject>(_ object: T) throws {
         let (info, key, fields) = try Self.encode(object)
-        try raw.create(className: T.className, key: key, values: Self.singles(fields, info, T.primaryKey))
+        rec.create(className: T.className, key: key, values: Self.singles(fields, info, T.primaryKey))
         try replaceCollections(T.className, key, old: nil, new: fields)
         touched.insert(ObjectRef(className: T.className, key: key))
     }
@@ -73,7 +100,7 @@ public final class Transaction {
     /// Creates `object`, or overwrites every property of the existing object with its key.
     public func upsert<T: TandemObject>(_ object: T) throws {
         let (info, key, fields) = try Self.encode(object)
-        try raw.upsert(className: T.className, key: key, values: Self.singles(fields, info, T.primaryKey))
+        rec.upsert(className: T.className, key: key, values: Self.singles(fields, info, T.primaryKey))
         try replaceCollections(T.className, key, old: nil, new: fields, clear: true)
         touched.insert(ObjectRef(className: T.className, key: key))
     }
@@ -98,7 +125,7 @@ public final class Transaction {
         }
         for (name, value) in Self.singles(fields, info, T.primaryKey)
         where Self.asInput(old[name]) != .single(value) {
-            try raw.set(className: T.className, key: key, property: name, value: value)
+            rec.set(className: T.className, key: key, property: name, value: value)
         }
         try replaceCollections(T.className, key, old: old, new: fields)
         touched.insert(ObjectRef(className: T.className, key: key))
@@ -107,12 +134,12 @@ public final class Transaction {
 
     /// Deletes `object` (by its primary key); deleting a missing object fails the commit.
     public func delete<T: TandemObject>(_ object: T) throws {
-        try raw.erase(className: T.className, key: try object.primaryKeyValue())
+        rec.erase(className: T.className, key: try object.primaryKeyValue())
     }
 
     /// Deletes the object of `type` with `key`.
     public func delete<T: TandemObject>(_ type: T.Type, key: some PersistableScalar) throws {
-        try raw.erase(className: T.className, key: try Self.key(key, T.self))
+        rec.erase(className: T.className, key: try Self.key(key, T.self))
     }
 
     // MARK: Typed property and collection edits (property names are the models' coding keys)
@@ -122,7 +149,7 @@ public final class Transaction {
         _ type: T.Type, key: some PersistableScalar, _ property: String, to value: V
     ) throws {
         try Self.check(T.self, property, V.self, .single)
-        try raw.set(className: T.className, key: try Self.key(key, T.self), property: property,
+        rec.set(className: T.className, key: try Self.key(key, T.self), property: property,
                     value: try value.tandemValue())
     }
 
@@ -131,7 +158,7 @@ public final class Transaction {
                                            by amount: Int64) throws
     {
         try Self.check(T.self, property, Int64.self, .single)
-        try raw.add(className: T.className, key: try Self.key(key, T.self), property: property, amount: amount)
+        rec.add(className: T.className, key: try Self.key(key, T.self), property: property, amount: amount)
     }
 
     /// Inserts `value` at `index` (0...count) of a list property.
@@ -140,7 +167,7 @@ public final class Transaction {
     ) throws {
         let index = try Self.index(index)
         try edit(T.self, key, property, value, .list) {
-            try raw.listInsert(className: T.className, key: $0, property: property, index: index, value: $1)
+            rec.listInsert(className: T.className, key: $0, property: property, index: index, value: $1)
         }
     }
 
@@ -152,7 +179,7 @@ public final class Transaction {
             throw TandemModelError.unsupportedType(property: property, type: "not a list of \(T.className)")
         }
         let key = try Self.key(key, T.self)
-        try raw.listErase(className: T.className, key: key, property: property, index: try Self.index(index))
+        rec.listErase(className: T.className, key: key, property: property, index: try Self.index(index))
         touched.insert(ObjectRef(className: T.className, key: key))
     }
 
@@ -161,7 +188,7 @@ public final class Transaction {
         _ value: V, intoSet type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
         try edit(T.self, key, property, value, .set) {
-            try raw.setInsert(className: T.className, key: $0, property: property, value: $1)
+            rec.setInsert(className: T.className, key: $0, property: property, value: $1)
         }
     }
 
@@ -170,7 +197,7 @@ public final class Transaction {
         _ value: V, fromSet type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
         try edit(T.self, key, property, value, .set) {
-            try raw.setErase(className: T.className, key: $0, property: property, value: $1)
+            rec.setErase(className: T.className, key: $0, property: property, value: $1)
         }
     }
 
@@ -179,7 +206,7 @@ public final class Transaction {
         _ entry: String, to value: V, in type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
         try edit(T.self, key, property, value, .dictionary) {
-            try raw.dictSet(className: T.className, key: $0, property: property, entry: entry, value: $1)
+            rec.dictSet(className: T.className, key: $0, property: property, entry: entry, value: $1)
         }
     }
 
@@ -203,48 +230,98 @@ public final class Transaction {
             throw TandemModelError.unsupportedType(property: property, type: "not a dictionary of \(T.className)")
         }
         let key = try Self.key(key, T.self)
-        try raw.dictErase(className: T.className, key: key, property: property, entry: entry)
+        rec.dictErase(className: T.className, key: key, property: property, entry: entry)
         touched.insert(ObjectRef(className: T.className, key: key))
     }
 
     // MARK: Untyped (the FFI's WriteTransaction calls, forwarded)
 
     public func create(className: String, key: Key, values: [String: Value]) throws {
-        try raw.create(className: className, key: key, values: values)
+        rec.create(className: className, key: key, values: values)
     }
     public func upsert(className: String, key: Key, values: [String: Value]) throws {
-        try raw.upsert(className: className, key: key, values: values)
+        rec.upsert(className: className, key: key, values: values)
     }
     public func set(className: String, key: Key, property: String, value: Value) throws {
-        try raw.set(className: className, key: key, property: property, value: value)
+        rec.set(className: className, key: key, property: property, value: value)
     }
-    public func erase(className: String, key: Key) throws { try raw.erase(className: className, key: key) }
+    public func erase(className: String, key: Key) throws { rec.erase(className: className, key: key) }
     public func add(className: String, key: Key, property: String, amount: Int64) throws {
-        try raw.add(className: className, key: key, property: property, amount: amount)
+        rec.add(className: className, key: key, property: property, amount: amount)
     }
     public func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value) throws {
         touched.insert(ObjectRef(className: className, key: key))
-        try raw.listInsert(className: className, key: key, property: property, index: index, value: value)
+        rec.listInsert(className: className, key: key, property: property, index: index, value: value)
     }
     public func listErase(className: String, key: Key, property: String, index: UInt32) throws {
         touched.insert(ObjectRef(className: className, key: key))
-        try raw.listErase(className: className, key: key, property: property, index: index)
+        rec.listErase(className: className, key: key, property: property, index: index)
     }
     public func setInsert(className: String, key: Key, property: String, value: Value) throws {
         touched.insert(ObjectRef(className: className, key: key))
-        try raw.setInsert(className: className, key: key, property: property, value: value)
+        rec.setInsert(className: className, key: key, property: property, value: value)
     }
     public func setErase(className: String, key: Key, property: String, value: Value) throws {
         touched.insert(ObjectRef(className: className, key: key))
-        try raw.setErase(className: className, key: key, property: property, value: value)
+        rec.setErase(className: className, key: key, property: property, value: value)
     }
     public func dictSet(className: String, key: Key, property: String, entry: String, value: Value) throws {
         touched.insert(ObjectRef(className: className, key: key))
-        try raw.dictSet(className: className, key: key, property: property, entry: entry, value: value)
+        rec.dictSet(className: className, key: key, property: property, entry: entry, value: value)
     }
     public func dictErase(className: String, key: Key, property: String, entry: String) throws {
         touched.insert(ObjectRef(className: className, key: key))
-        try raw.dictErase(className: className, key: key, property: property, entry: entry)
+        rec.dictErase(className: className, key: key, property: property, entry: entry)
+    }
+
+    // MARK: Recording (one `WriteOp` each, named as the FFI's `WriteTransaction` methods)
+
+    private var rec: Recorder { Recorder(tx: self) }
+
+    struct Recorder {
+        let tx: Transaction
+        func create(className: String, key: Key, values: [String: Value]) {
+            tx.record(.create(className: className, key: key, values: values))
+        }
+        func upsert(className: String, key: Key, values: [String: Value]) {
+            tx.record(.upsert(className: className, key: key, values: values))
+        }
+        func set(className: String, key: Key, property: String, value: Value) {
+            tx.record(.set(className: className, key: key, property: property, value: value))
+        }
+        func erase(className: String, key: Key) {
+            tx.record(.erase(className: className, key: key))
+        }
+        func add(className: String, key: Key, property: String, amount: Int64) {
+            tx.record(.add(className: className, key: key, property: property, amount: amount))
+        }
+        func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value) {
+            tx.record(.listInsert(className: className, key: key, property: property, index: UInt64(index), value: value))
+        }
+        func listErase(className: String, key: Key, property: String, index: UInt32) {
+            tx.record(.listErase(className: className, key: key, property: property, index: UInt64(index)))
+        }
+        func setInsert(className: String, key: Key, property: String, value: Value) {
+            tx.record(.setInsert(className: className, key: key, property: property, value: value))
+        }
+        func setErase(className: String, key: Key, property: String, value: Value) {
+            tx.record(.setErase(className: className, key: key, property: property, value: value))
+        }
+        func dictSet(className: String, key: Key, property: String, entry: String, value: Value) {
+            tx.record(.dictSet(className: className, key: key, property: property, entry: entry, value: value))
+        }
+        func dictErase(className: String, key: Key, property: String, entry: String) {
+            tx.record(.dictErase(className: className, key: key, property: property, entry: entry))
+        }
+        func listClear(className: String, key: Key, property: String) {
+            tx.record(.listClear(className: className, key: key, property: property))
+        }
+        func setClear(className: String, key: Key, property: String) {
+            tx.record(.setClear(className: className, key: key, property: property))
+        }
+        func dictClear(className: String, key: Key, property: String) {
+            tx.record(.dictClear(className: className, key: key, property: property))
+        }
     }
 
     // MARK: Helpers
@@ -312,9 +389,9 @@ public final class Transaction {
             if clear {
                 switch input {
                 case .single: continue
-                case .list: try raw.listClear(className: className, key: key, property: property)
-                case .set: try raw.setClear(className: className, key: key, property: property)
-                case .dictionary: try raw.dictClear(className: className, key: key, property: property)
+                case .list: rec.listClear(className: className, key: key, property: property)
+                case .set: rec.setClear(className: className, key: key, property: property)
+                case .dictionary: rec.dictClear(className: className, key: key, property: property)
                 }
             }
             switch input {
@@ -323,29 +400,29 @@ public final class Transaction {
                 if case let .list(oldItems)? = before {
                     if oldItems == items { continue }
                     for i in oldItems.indices.reversed() {
-                        try raw.listErase(className: className, key: key, property: property, index: UInt32(i))
+                        rec.listErase(className: className, key: key, property: property, index: UInt32(i))
                     }
                 }
                 for (i, item) in items.enumerated() {
-                    try raw.listInsert(className: className, key: key, property: property, index: UInt32(i), value: item)
+                    rec.listInsert(className: className, key: key, property: property, index: UInt32(i), value: item)
                 }
             case let .set(items):
                 var oldItems: [Value] = []
                 if case let .set(o)? = before { oldItems = o }
                 for item in oldItems where !items.contains(item) {
-                    try raw.setErase(className: className, key: key, property: property, value: item)
+                    rec.setErase(className: className, key: key, property: property, value: item)
                 }
                 for item in items where !oldItems.contains(item) {
-                    try raw.setInsert(className: className, key: key, property: property, value: item)
+                    rec.setInsert(className: className, key: key, property: property, value: item)
                 }
             case let .dictionary(entries):
                 var oldEntries: [String: Value] = [:]
                 if case let .dictionary(o)? = before { oldEntries = o }
                 for entry in oldEntries.keys.sorted() where entries[entry] == nil {
-                    try raw.dictErase(className: className, key: key, property: property, entry: entry)
+                    rec.dictErase(className: className, key: key, property: property, entry: entry)
                 }
                 for (entry, value) in entries.sorted(by: { $0.key < $1.key }) where oldEntries[entry] != value {
-                    try raw.dictSet(className: className, key: key, property: property, entry: entry, value: value)
+                    rec.dictSet(className: className, key: key, property: property, entry: entry, value: value)
                 }
             }
         }

@@ -99,20 +99,10 @@ public final class TypedResults<T: TandemObject>: @unchecked Sendable {
     /// How many objects match now.
     public func count() throws -> Int { Int(try raw.count()) }
 
-    /// The matching objects now, in order. One bulk read of the objects between two reads of
-    /// their keys (the FFI's objects leave out the primary key); if the keys moved in between,
-    /// it tries again, and after three tries reads object by object.
+    /// The matching objects now, in order: one crossing (`Results.entries()`, each object's key
+    /// and fields read in one read transaction).
     public func snapshot() throws -> [T] {
-        var keys = try raw.keys()
-        for _ in 0..<3 {
-            let objects = try raw.objects()
-            let after = try raw.keys()
-            if after == keys && objects.count == keys.count {
-                return try zip(keys, objects).map { try FieldDecoder.decode(T.self, key: $0, from: $1) }
-            }
-            keys = after
-        }
-        return try keys.compactMap { try db.object(T.self, keyValue: $0) }
+        try raw.entries().map { try FieldDecoder.decode(T.self, key: $0.key, from: $0.fields) }
     }
 
     /// The first matching object now, if any.
