@@ -30,6 +30,7 @@ with_swift=${TANDEM_WITH_SWIFT:-$repo/../shared/tools/with-swift}
 if [ ! -x "$with_swift" ] && command -v swift >/dev/null 2>&1; then with_swift=env; fi
 
 echo "== building the Kotlin and Swift examples" >&2
+mvn -q -B -Dstyle.color=never -f bindings/kotlin/pom.xml clean install -DskipTests >&2
 (cd examples/kotlin && mvn -q -B -Dstyle.color=never compile >&2)
 "$with_swift" swift build -q --package-path examples/swift/todo >&2
 
