@@ -133,16 +133,27 @@ pub struct Database {
     pub(crate) inner: Arc<store::Database>,
 }
 
+impl Database {
+    /// What `open` and `open_with_options` share.
+    fn open_config(
+        path: String,
+        classes: Vec<ClassSpec>,
+        config: store::Config,
+    ) -> Result<Arc<Self>, TandemError> {
+        let schema = schema(classes)?;
+        let inner = store::Database::open(path, &schema, config)?;
+        Ok(Arc::new(Database {
+            inner: Arc::new(inner),
+        }))
+    }
+}
+
 #[uniffi::export]
 impl Database {
     /// Opens (or creates) the database at `path` with these classes.
     #[uniffi::constructor]
     pub fn open(path: String, classes: Vec<ClassSpec>) -> Result<Arc<Self>, TandemError> {
-        let schema = schema(classes)?;
-        let inner = store::Database::open(path, &schema, store::Config::default())?;
-        Ok(Arc::new(Database {
-            inner: Arc::new(inner),
-        }))
+        Self::open_config(path, classes, store::Config::default())
     }
 
     /// Opens (or creates) the database at `path` with these classes and options (durability,
@@ -153,11 +164,7 @@ impl Database {
         classes: Vec<ClassSpec>,
         options: OpenOptions,
     ) -> Result<Arc<Self>, TandemError> {
-        let schema = schema(classes)?;
-        let inner = store::Database::open(path, &schema, options.into())?;
-        Ok(Arc::new(Database {
-            inner: Arc::new(inner),
-        }))
+        Self::open_config(path, classes, options.into())
     }
 
     /// What client resets could not recover, oldest first (see `ClientResetMode.Recover`).
@@ -291,15 +298,7 @@ impl Results {
 
     /// The matching objects, in order.
     pub fn objects(&self) -> Result<Vec<HashMap<String, FieldValue>>, TandemError> {
-        let read = self.db.read()?;
-        let keys = read.query(&self.class_name, &self.filter, &self.args)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(object) = read.object(&self.class_name, &key)? {
-                out.push(fields(&object));
-            }
-        }
-        Ok(out)
+        Ok(self.entries()?.into_iter().map(|e| e.fields).collect())
     }
 
     /// The matching objects with their primary keys, in order, read in one read transaction and

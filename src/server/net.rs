@@ -571,23 +571,21 @@ where
         code: CloseCode::from(code),
         reason: reason[..end].into(),
     };
-    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await {
-        linger(ws).await;
-    }
+    linger(ws, Some(frame)).await;
 }
 
-/// Ends a connection whose last message (an ERROR, a close frame) was written: sends a close
-/// frame if none was sent, then reads and discards what the client still sends until it
+/// Ends a connection whose last message was written: sends a close frame (`frame`, or one
+/// without a code), then reads and discards what the client still sends until it
 /// closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a socket with unread
 /// input makes the kernel send a TCP reset, and a reset can destroy the ERROR still in flight
 /// in the client's receive buffer (a client cut off mid-upload by a message limit saw
 /// "connection reset" instead of error 104). Reads below the WebSocket layer, so a stream
 /// that already failed (a message over the limit) is drained too.
-async fn linger<S>(ws: &mut WebSocketStream<S>)
+async fn linger<S>(ws: &mut WebSocketStream<S>, frame: Option<CloseFrame>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(frame)).await;
     let raw = ws.get_mut();
     let drain = async {
         let mut scratch = [0u8; 8 << 10];
@@ -724,7 +722,7 @@ where
         let session = if connection_level { 0 } else { session };
         let sent = send(ws, shared, &error(e.code, &e.message, session)).await;
         if connection_level || !sent {
-            linger(ws).await;
+            linger(ws, None).await;
             return false;
         }
         connection.remove(session);
@@ -742,7 +740,7 @@ where
         ErrorReply::Connection(message) => {
             shared.metrics.error(u64::from(e.code.code()));
             send(ws, shared, &message).await;
-            linger(ws).await;
+            linger(ws, None).await;
             false
         }
         ErrorReply::Close(code, reason) => {
