@@ -2,7 +2,8 @@
 //!
 //! - 100,000 objects with 5 properties created in one write transaction, against raw rusqlite
 //!   inserting the same rows into an equivalent table (the baseline), and their ratio;
-//! - 10,000 single-object write transactions with `Durability::Normal` and `Durability::Full`;
+//! - 10,000 single-object write transactions with `Durability::Normal` and `Durability::Full`,
+//!   beside raw rusqlite committing one row per transaction at the same `synchronous` setting;
 //! - query latency over 100,000 objects (p50 and p99 of 200 runs): primary-key equality
 //!   (indexed) and a range filter on a property (a scan);
 //! - notification latency from commit returning to the results listener running (p50, p99).
@@ -10,7 +11,7 @@
 //! Run: `cargo bench --bench store`. `TANDEM_BENCH_OBJECTS=<n>` changes the 100,000;
 //! `TANDEM_BENCH_ONLY=bulk` stops after the bulk part, `TANDEM_BENCH_ONLY=notify` runs only the
 //! bulk part and then the notification part on its database (the path that once lost
-//! notifications), e.g. `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench
+//! notifications), `TANDEM_BENCH_ONLY=single` only the single-object transactions, e.g. `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench
 //! --bench store`.
 
 use std::path::PathBuf;
@@ -85,33 +86,48 @@ fn bulk_tandem() -> (Duration, Duration, Database) {
     (start.elapsed(), commit.elapsed(), db)
 }
 
-fn bulk_raw() -> Duration {
-    let conn = rusqlite::Connection::open(dir("raw")).unwrap();
+/// The baseline's database: a fresh file in WAL mode with `durability`'s `synchronous`
+/// setting, and the table equivalent to Tandem's for `Item` (rowid, unique primary key).
+fn raw_connection(name: &str, durability: Durability) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir(name)).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    let sync = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync).unwrap();
     conn.execute_batch(
         "CREATE TABLE item (_id INTEGER PRIMARY KEY, _pk UNIQUE, name, age, score, active)",
     )
     .unwrap();
+    conn
+}
+
+fn bulk_raw() -> Duration {
+    let conn = raw_connection("raw", Durability::Normal);
     let start = Instant::now();
     conn.execute_batch("BEGIN").unwrap();
-    {
-        let mut stmt = conn
-            .prepare("INSERT INTO item (_pk, name, age, score, active) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .unwrap();
-        for i in 0..objects() {
-            stmt.execute(rusqlite::params![
-                i,
-                format!("item number {i}"),
-                i % 100,
-                i as f64 * 0.5,
-                i % 2 == 0
-            ])
-            .unwrap();
-        }
+    for i in 0..objects() {
+        insert_raw(&conn, i);
     }
     conn.execute_batch("COMMIT").unwrap();
     start.elapsed()
+}
+
+/// The baseline's insert of row `i` (the values of [`values`]), through the statement cache.
+fn insert_raw(conn: &rusqlite::Connection, i: i64) {
+    conn.prepare_cached(
+        "INSERT INTO item (_pk, name, age, score, active) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .unwrap()
+    .execute(rusqlite::params![
+        i,
+        format!("item number {i}"),
+        i % 100,
+        i as f64 * 0.5,
+        i % 2 == 0
+    ])
+    .unwrap();
 }
 
 fn single_transactions(durability: Durability) -> Duration {
@@ -125,6 +141,19 @@ fn single_transactions(durability: Durability) -> Duration {
         let mut tx = db.begin_write().unwrap();
         tx.create("Item", PrimaryKey::Int(i), &values(i)).unwrap();
         tx.commit().unwrap();
+    }
+    start.elapsed()
+}
+
+/// The baseline for [`single_transactions`]: raw rusqlite committing one row per transaction
+/// into the equivalent table, WAL with the same `synchronous` setting.
+fn single_transactions_raw(durability: Durability) -> Duration {
+    let conn = raw_connection(&format!("single-raw-{durability:?}"), durability);
+    let start = Instant::now();
+    for i in 0..10_000i64 {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        insert_raw(&conn, i);
+        conn.execute_batch("COMMIT").unwrap();
     }
     start.elapsed()
 }
@@ -179,8 +208,34 @@ fn print_notification_latency(db: &Database) {
     println!("  p50 {p50:?}  p99 {p99:?}");
 }
 
+fn print_single_transactions() {
+    println!("10,000 single-object transactions (raw rusqlite one-row commits as baseline):");
+    for durability in [Durability::Normal, Durability::Full] {
+        // Alternating, best of two each.
+        let mut raw = Duration::MAX;
+        let mut ours = Duration::MAX;
+        for _ in 0..2 {
+            raw = raw.min(single_transactions_raw(durability));
+            ours = ours.min(single_transactions(durability));
+        }
+        println!(
+            "  {:<6} raw {:>8.1} ms ({:>6.0} tx/s)  tandem {:>8.1} ms ({:>6.0} tx/s)  tandem speed {:.2}x of raw",
+            format!("{durability:?}"),
+            raw.as_secs_f64() * 1e3,
+            10_000.0 / raw.as_secs_f64(),
+            ours.as_secs_f64() * 1e3,
+            10_000.0 / ours.as_secs_f64(),
+            raw.as_secs_f64() / ours.as_secs_f64(),
+        );
+    }
+}
+
 fn main() {
     let only = std::env::var("TANDEM_BENCH_ONLY").unwrap_or_default();
+    if only == "single" {
+        print_single_transactions();
+        return;
+    }
     // Best of three fresh runs each, alternating, to damp the noise of a shared machine.
     let mut raw = Duration::MAX;
     let mut best: Option<(Duration, Duration, Database)> = None;
@@ -222,19 +277,7 @@ fn main() {
         _ => {}
     }
 
-    let normal = single_transactions(Durability::Normal);
-    let full = single_transactions(Durability::Full);
-    println!("10,000 single-object transactions:");
-    println!(
-        "  Normal {:>9.1} ms ({:.0} tx/s)",
-        normal.as_secs_f64() * 1e3,
-        10_000.0 / normal.as_secs_f64()
-    );
-    println!(
-        "  Full   {:>9.1} ms ({:.0} tx/s)",
-        full.as_secs_f64() * 1e3,
-        10_000.0 / full.as_secs_f64()
-    );
+    print_single_transactions();
 
     println!("queries over {} objects (200 runs):", objects());
     let (p50, p99, n) = query_latency(&db, "_id == $0", |r| {

@@ -58,8 +58,9 @@ pub(crate) fn append_history(
 /// The newest client version ever given out: the newest history entry's, or, when trimming
 /// removed them all, the version the history was trimmed through.
 pub(crate) fn last_version(conn: &Connection) -> Result<u64, StoreError> {
-    let last: Option<i64> =
-        conn.query_row("SELECT MAX(version) FROM _tandem_history", [], |r| r.get(0))?;
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT MAX(version) FROM _tandem_history")?
+        .query_row([], |r| r.get(0))?;
     let base = get(conn, HISTORY_BASE_VERSION).unwrap_or(0);
     Ok((last.unwrap_or(0) as u64).max(base))
 }

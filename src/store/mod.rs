@@ -16,6 +16,7 @@
 //! survives power loss, at the cost of an fsync per commit.
 
 mod apply;
+mod checkpoint;
 mod codec;
 mod compare;
 mod deep;
@@ -388,10 +389,13 @@ pub struct Database {
     notifier: Arc<notify::Notifier>,
     /// Called after every local commit (see [`Database::on_local_commit`]).
     commit_hooks: Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>,
+    /// Runs WAL checkpoints off the commit path (see the `checkpoint` module).
+    checkpointer: checkpoint::Checkpointer,
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
+        self.checkpointer.shutdown();
         self.notifier.shutdown();
     }
 }
@@ -458,7 +462,20 @@ fn connect(path: &Path, config: &Config, create: bool) -> Result<Connection, Sto
     conn.pragma_update(None, "synchronous", sync)?;
     conn.busy_timeout(config.writer_timeout)?;
     compare::register(&conn)?;
+    // Room for every statement a write or a sync step runs (rusqlite's default is 16; a
+    // transaction over a few classes plus the history and cursor statements exceeded it, and
+    // an evicted statement is parsed again).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(conn)
+}
+
+/// Prepared statements kept per connection (see [`connect`]).
+const STATEMENT_CACHE_CAPACITY: usize = 128;
+
+/// Runs one parameterless statement through the connection's statement cache (`BEGIN
+/// IMMEDIATE`, `COMMIT`): `execute_batch` parses its SQL on every call.
+pub(crate) fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
 }
 
 impl Database {
@@ -497,7 +514,14 @@ impl Database {
                 return Err(e);
             }
         };
+        checkpoint::install(&conn);
+        let file = DbFile {
+            identity: file_identity(&path),
+            path: path.clone(),
+            config: config.clone(),
+        };
         Ok(Database {
+            checkpointer: checkpoint::Checkpointer::new(file.clone()),
             shared: Shared {
                 writer: Mutex::new((conn, schemas)),
                 gate: WriterGate {
@@ -506,11 +530,7 @@ impl Database {
                 },
             },
             readers: Mutex::new(Vec::new()),
-            notifier: notify::Notifier::new(DbFile {
-                identity: file_identity(&path),
-                path: path.clone(),
-                config: config.clone(),
-            }),
+            notifier: notify::Notifier::new(file),
             commit_hooks: Mutex::new(Vec::new()),
             path,
             config,
@@ -672,11 +692,14 @@ impl Database {
         let result = (|| {
             let mut guard = self.lock_writer();
             let (conn, schemas) = &mut *guard;
-            conn.execute_batch("BEGIN IMMEDIATE")?;
+            exec_cached(conn, "BEGIN IMMEDIATE")?;
             let saved = schemas.clone();
             match f(conn, schemas) {
-                Ok(value) => match conn.execute_batch("COMMIT") {
-                    Ok(()) => Ok(value),
+                Ok(value) => match exec_cached(conn, "COMMIT") {
+                    Ok(()) => {
+                        self.checkpointer.committed(conn);
+                        Ok(value)
+                    }
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK");
                         *schemas = saved;

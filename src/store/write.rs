@@ -128,9 +128,8 @@ impl ListAt {
 
 /// A prepared INSERT of new objects with one set of properties, and the intern indices of its
 /// names in the transaction's changeset.
-#[derive(Clone)]
 struct InsertPlan {
-    sql: std::rc::Rc<str>,
+    sql: String,
     table: crate::changeset::InternString,
     fields: Vec<crate::changeset::InternString>,
 }
@@ -142,7 +141,8 @@ pub struct WriteTransaction<'db> {
     guard: Option<MutexGuard<'db, (Connection, Schemas)>>,
     changeset: Changeset,
     /// INSERT statements of [`WriteTransaction::insert_new`], by class and column list.
-    insert_sql: std::collections::HashMap<String, InsertPlan>,
+    /// Shared, so that a hit costs a reference count, not a copy of the field list.
+    insert_sql: std::collections::HashMap<String, std::rc::Rc<InsertPlan>>,
 }
 
 impl<'db> WriteTransaction<'db> {
@@ -150,7 +150,7 @@ impl<'db> WriteTransaction<'db> {
         db: &'db Database,
         guard: MutexGuard<'db, (Connection, Schemas)>,
     ) -> Result<Self, StoreError> {
-        if let Err(e) = guard.0.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = super::exec_cached(&guard.0, "BEGIN IMMEDIATE") {
             drop(guard);
             db.release_writer();
             return Err(e.into());
@@ -483,15 +483,15 @@ impl<'db> WriteTransaction<'db> {
                     "INSERT INTO {} ({columns}) VALUES ({placeholders})",
                     object_table(class)
                 );
-                let plan = InsertPlan {
-                    sql: std::rc::Rc::from(sql.as_str()),
+                let plan = std::rc::Rc::new(InsertPlan {
+                    sql,
                     table: self.changeset.intern(class),
                     fields: payloads
                         .iter()
                         .map(|(p, _)| self.changeset.intern(p))
                         .collect(),
-                };
-                self.insert_sql.insert(cache_key, plan.clone());
+                });
+                self.insert_sql.insert(cache_key, std::rc::Rc::clone(&plan));
                 plan
             }
         };
@@ -1028,7 +1028,10 @@ impl<'db> WriteTransaction<'db> {
                 }
             }
         };
-        let committed = conn.execute_batch("COMMIT");
+        let committed = super::exec_cached(conn, "COMMIT");
+        if committed.is_ok() {
+            self.db.checkpointer.committed(conn);
+        }
         self.finish(committed.is_ok());
         committed?;
         match touched {
