@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tandem::ffi::{
-    ClassSpec, Collection, Database, FieldValue, Key, PathStep, PropertySpec, PropertyType as T,
-    TandemError, Value, WriteOp,
+    open_synced_blocking, CancelToken, ClassSpec, ClientResetMode, Collection, Database,
+    FieldValue, Key, PathStep, PropertySpec, PropertyType as T, SyncOptions, TandemError, Value,
+    WriteOp,
 };
 
 fn temp_db(name: &str) -> String {
@@ -896,4 +897,102 @@ fn results_entries_carry_keys_in_order() {
         entries[1].fields["title"],
         FieldValue::Single { value: s("b") }
     );
+}
+
+/// Options for a server that is never there (a closed loopback port): waits never complete.
+fn unreachable_server() -> SyncOptions {
+    SyncOptions {
+        url: "ws://127.0.0.1:9/".into(),
+        path: "/nowhere".into(),
+        token: "t".into(),
+        ca_file: None,
+        allow_insecure: true,
+        client_reset: ClientResetMode::Manual,
+        connect_timeout_ms: 10_000,
+        handshake_timeout_ms: 10_000,
+    }
+}
+
+/// Runs `call` with a fresh `CancelToken` on another thread, checks it is still waiting after
+/// a while, cancels it and returns its result (which must come promptly).
+fn cancelled<R: Send + 'static>(
+    call: impl FnOnce(Arc<CancelToken>) -> Result<R, TandemError> + Send + 'static,
+) -> Result<R, TandemError> {
+    let token = CancelToken::new();
+    let given = Arc::clone(&token);
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(call(given));
+    });
+    let still_waiting = result.recv_timeout(std::time::Duration::from_millis(200));
+    assert!(still_waiting.is_err(), "returned before it was cancelled");
+    assert!(!token.is_cancelled());
+    token.cancel();
+    assert!(token.is_cancelled());
+    result
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a cancelled call returns promptly")
+}
+
+/// The blocking twins of the async calls (what the Python package awaits on a thread of its
+/// own): they time out like the async ones, and a `CancelToken` ends them from another thread
+/// with `Stopped`.
+#[test]
+fn blocking_waits_time_out_and_are_cancelled() {
+    let db = open("blocking");
+    db.write(vec![create(1, "never uploaded")]).unwrap();
+    let session = db.sync(unreachable_server(), None).unwrap();
+
+    let err = Arc::clone(&session)
+        .wait_for_upload_blocking(Some(50), None)
+        .unwrap_err();
+    assert!(matches!(err, TandemError::Timeout { .. }), "{err:?}");
+    let err = Arc::clone(&session)
+        .wait_for_download_blocking(Some(50), None)
+        .unwrap_err();
+    assert!(matches!(err, TandemError::Timeout { .. }), "{err:?}");
+
+    let s = Arc::clone(&session);
+    let err = cancelled(move |token| s.wait_for_upload_blocking(None, Some(token))).unwrap_err();
+    assert!(matches!(err, TandemError::Stopped { .. }), "{err:?}");
+    let s = Arc::clone(&session);
+    let err = cancelled(move |token| s.wait_for_download_blocking(None, Some(token))).unwrap_err();
+    assert!(matches!(err, TandemError::Stopped { .. }), "{err:?}");
+    let s = Arc::clone(&session);
+    let err =
+        cancelled(move |token| s.transact_blocking(vec![create(2, "cas")], None, Some(token)))
+            .unwrap_err();
+    assert!(matches!(err, TandemError::Stopped { .. }), "{err:?}");
+    // The transaction was committed locally before the wait for the verdict was cancelled.
+    assert!(task(&db, 2).is_some());
+
+    // An already cancelled token ends the call at once; stopping the session ends a wait too.
+    let token = CancelToken::new();
+    token.cancel();
+    let err = Arc::clone(&session)
+        .wait_for_upload_blocking(None, Some(token))
+        .unwrap_err();
+    assert!(matches!(err, TandemError::Stopped { .. }), "{err:?}");
+    let s = Arc::clone(&session);
+    let waiter = std::thread::spawn(move || s.wait_for_upload_blocking(None, None));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    session.stop();
+    let err = waiter.join().unwrap().unwrap_err();
+    assert!(matches!(err, TandemError::Stopped { .. }), "{err:?}");
+
+    let path = temp_db("blocking-open");
+    let err = cancelled(move |token| {
+        open_synced_blocking(
+            path,
+            classes(),
+            unreachable_server(),
+            None,
+            None,
+            None,
+            Some(token),
+        )
+    })
+    .err()
+    .expect("cancelled");
+    assert!(matches!(err, TandemError::Stopped { .. }), "{err:?}");
 }

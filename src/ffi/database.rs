@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::foreign::Foreign;
 use super::ops::{self, PathStep, WriteOp};
 use super::types::{
     core_key, core_value, ffi_key, fields, schema, CallbackError, ClassSpec, FieldValue, Key,
@@ -56,8 +57,9 @@ impl ListenerHandle {
     }
 }
 
-pub(crate) fn report(what: &str, result: Result<(), CallbackError>) {
-    if let Err(e) = result {
+/// Logs a listener's error. `None`: the listener was not called ([`super::close_callbacks`]).
+pub(crate) fn report(what: &str, result: Option<Result<(), CallbackError>>) {
+    if let Some(Err(e)) = result {
         crate::warn_or_stderr!("a {what} threw: {e}; the other listeners still run");
     }
 }
@@ -256,6 +258,7 @@ impl Database {
     ) -> Result<Arc<ListenerHandle>, TandemError> {
         let key = core_key(&key)?;
         let key_paths: Vec<&str> = key_paths.iter().map(String::as_str).collect();
+        let listener = Foreign::new(listener);
         let token =
             self.inner
                 .observe_object_key_paths(&class_name, &key, &key_paths, move |change| {
@@ -265,7 +268,7 @@ impl Database {
                             ObjectChange::Modified { properties }
                         }
                     };
-                    report("object listener", listener.on_change(change));
+                    report("object listener", listener.call(|l| l.on_change(change)));
                 })?;
         Ok(ListenerHandle::new(token))
     }
@@ -330,6 +333,7 @@ impl Results {
         key_paths: Vec<String>,
     ) -> Result<Arc<ListenerHandle>, TandemError> {
         let key_paths: Vec<&str> = key_paths.iter().map(String::as_str).collect();
+        let listener = Foreign::new(listener);
         let token = self.db.observe_query_key_paths(
             &self.class_name,
             &self.filter,
@@ -343,7 +347,7 @@ impl Results {
                     modifications: as_u64(&change.modifications_new),
                     keys: change.keys.iter().map(ffi_key).collect(),
                 };
-                report("results listener", listener.on_change(change));
+                report("results listener", listener.call(|l| l.on_change(change)));
             },
         )?;
         Ok(ListenerHandle::new(token))

@@ -7,7 +7,9 @@
 //!
 //! No event is lost silently: an event the app's listener throws on is written to stderr with
 //! the listener's error, and so is an event logged on a thread while that thread is inside the
-//! listener (a listener that calls back into the library must not recurse into itself).
+//! listener (a listener that calls back into the library must not recurse into itself). After
+//! `close_callbacks` (the Python package's interpreter exit) the listener is no longer called:
+//! warnings and errors go to stderr, the rest is dropped.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -17,6 +19,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
+use super::foreign::Foreign;
 use super::types::{CallbackError, TandemError};
 
 /// A log level, most severe first (`tracing::Level`).
@@ -56,7 +59,7 @@ pub trait LogListener: Send + Sync {
 }
 
 struct Route {
-    listener: Arc<dyn LogListener>,
+    listener: Arc<Foreign<dyn LogListener>>,
     level: LogLevel,
 }
 
@@ -164,10 +167,16 @@ impl Subscriber for Global {
             return;
         }
         IN_LISTENER.with(|f| f.set(true));
-        let result = listener.on_log(level, target.clone(), text.clone());
+        let result = listener.call(|l| l.on_log(level, target.clone(), text.clone()));
         IN_LISTENER.with(|f| f.set(false));
-        if let Err(e) = result {
-            eprintln!("tandem: the log listener threw ({e}) on: {level:?} {target}: {text}");
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                eprintln!("tandem: the log listener threw ({e}) on: {level:?} {target}: {text}")
+            }
+            // `close_callbacks` ran: the app's runtime is shutting down.
+            None if level <= LogLevel::Warn => eprintln!("tandem: {level:?} {target}: {text}"),
+            None => {}
         }
     }
 
@@ -201,6 +210,7 @@ pub fn set_log_listener(
                 .into(),
         });
     };
+    let listener = Arc::new(Foreign::new(listener));
     *forwarder.route.lock().unwrap_or_else(|e| e.into_inner()) = Some(Route { listener, level });
     // Levels are cached per call site: make them see the new level.
     tracing::callsite::rebuild_interest_cache();

@@ -6,14 +6,20 @@
 //! - `ops`: [`WriteOp`], the one list of write operations, and the function that performs one.
 //! - `database`: `Database`, `WriteTransaction`, `Results`, listener handles.
 //! - `log`: `set_log_listener`, routing the library's `tracing` events to the app's logger.
-//! - `sync`: `SyncSession`, `open_synced`, the sync listeners and the token provider.
+//! - `sync`: `SyncSession`, `open_synced`, the sync listeners and the token provider, the
+//!   blocking twins of the async calls and their `CancelToken`.
+//! - `foreign`: every call from the library's threads into foreign code goes through one gate,
+//!   which `close_callbacks` closes for good (the Python package's interpreter exit).
 //! - `python_batch`: `RowCodec`, whole transactions and query results as one JSON document
 //!   each (the typed Python layer's fast path).
 //!
 //! Every foreign trait method returns `Result<(), CallbackError>`, so an exception thrown by a
-//! listener is logged and the other listeners still run; no panic crosses the boundary.
+//! listener is logged and the other listeners still run; no panic crosses the boundary. Every
+//! foreign object the library keeps is held in a `foreign::Foreign`, so that its calls and its
+//! release stop at `close_callbacks`.
 
 mod database;
+mod foreign;
 mod log;
 mod ops;
 mod python_batch;
@@ -24,11 +30,13 @@ pub use database::{
     Database, Durability, ListenerHandle, ObjectListener, OpenOptions, QuarantinedChangeset,
     QuarantinedInstruction, Results, ResultsListener, WriteTransaction,
 };
+pub use foreign::close_callbacks;
 pub use log::{clear_log_listener, set_log_listener, LogLevel, LogListener};
 pub use ops::{PathStep, WriteOp};
 pub use python_batch::RowCodec;
 pub use sync::{
-    open_synced, ClientResetMode, ErrorListener, ProgressListener, SyncOptions, SyncProgress,
-    SyncSession, SyncState, SyncStateListener, SyncedDatabase, TokenProvider, TransactOutcome,
+    open_synced, open_synced_blocking, CancelToken, ClientResetMode, ErrorListener,
+    ProgressListener, SyncOptions, SyncProgress, SyncSession, SyncState, SyncStateListener,
+    SyncedDatabase, TokenProvider, TransactOutcome,
 };
 pub use types::*;

@@ -1,12 +1,19 @@
 //! `SyncSession`, `open_synced` and the sync listeners for foreign code.
 //!
 //! The async functions run on the library's own runtime (foreign event loops only await the
-//! result). Listeners run on the session's notifier thread, never on the socket's.
+//! result). Each has a blocking twin (`..._blocking`, cancellable with a [`CancelToken`]) for a
+//! caller that waits on a thread of its own: the Python package awaits those in an executor
+//! thread, so that no library thread calls into Python to resume an await (see
+//! `super::foreign`). Listeners run on the session's notifier thread, never on the socket's.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use super::database::{report, Database, ListenerHandle, OpenOptions};
+use super::foreign::Foreign;
 use super::ops::{apply, WriteOp};
 use super::types::{schema, CallbackError, ClassSpec, TandemError};
 use crate::client::{self, Event};
@@ -107,11 +114,14 @@ pub trait TokenProvider: Send + Sync {
     fn fetch_token(&self) -> Result<String, CallbackError>;
 }
 
-struct ForeignTokens(Arc<dyn TokenProvider>);
+struct ForeignTokens(Foreign<dyn TokenProvider>);
 
 impl client::TokenProvider for ForeignTokens {
     fn fetch_token(&self) -> Result<String, String> {
-        self.0.fetch_token().map_err(|e| e.to_string())
+        match self.0.call(|t| t.fetch_token()) {
+            Some(token) => token.map_err(|e| e.to_string()),
+            None => Err("the app is shutting down (close_callbacks)".into()),
+        }
     }
 }
 
@@ -123,7 +133,7 @@ fn config(options: SyncOptions, tokens: Option<Arc<dyn TokenProvider>>) -> clien
         ca_file: options.ca_file.map(Into::into),
         allow_insecure: options.allow_insecure,
         token_provider: tokens
-            .map(|t| Arc::new(ForeignTokens(t)) as Arc<dyn client::TokenProvider>),
+            .map(|t| Arc::new(ForeignTokens(Foreign::new(t))) as Arc<dyn client::TokenProvider>),
         client_reset: match options.client_reset {
             ClientResetMode::DiscardLocal => client::ClientResetMode::DiscardLocal,
             ClientResetMode::Recover => client::ClientResetMode::Recover,
@@ -157,6 +167,65 @@ fn progress(p: client::Progress) -> SyncProgress {
 
 fn timeout(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
+}
+
+/// Cancels blocking calls (`SyncSession.wait_for_upload_blocking`...) from another thread: each
+/// call given this token returns `Stopped` once it is cancelled. A token stays cancelled.
+#[derive(uniffi::Object)]
+pub struct CancelToken {
+    cancelled: watch::Sender<bool>,
+}
+
+#[uniffi::export]
+impl CancelToken {
+    /// A token not cancelled yet.
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::new(CancelToken {
+            cancelled: watch::channel(false).0,
+        })
+    }
+
+    /// Makes the calls waiting with this token (and any later one) return `Stopped`.
+    pub fn cancel(&self) {
+        self.cancelled.send_replace(true);
+    }
+
+    /// Whether `cancel()` was called.
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancelled.borrow()
+    }
+}
+
+/// Runs `work` on the library's runtime and blocks the calling thread until it completes or
+/// `cancel` is cancelled; then `work` is dropped, as an abandoned `await` drops it. The result
+/// crosses back through a channel, so this works on any thread (unlike `Runtime::block_on`,
+/// which panics on a thread of a runtime).
+fn block_on<T: Send + 'static>(
+    work: impl Future<Output = Result<T, TandemError>> + Send + 'static,
+    cancel: Option<Arc<CancelToken>>,
+) -> Result<T, TandemError> {
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    client::runtime().spawn(async move {
+        let outcome = match cancel {
+            None => work.await,
+            Some(cancel) => {
+                let mut cancelled = cancel.cancelled.subscribe();
+                tokio::select! {
+                    outcome = work => outcome,
+                    _ = cancelled.wait_for(|c| *c) => Err(TandemError::Stopped {
+                        message: "the call was cancelled".into(),
+                    }),
+                }
+            }
+        };
+        let _ = done.send(outcome);
+    });
+    result.recv().unwrap_or_else(|_| {
+        Err(TandemError::Stopped {
+            message: "the library's runtime dropped the call".into(),
+        })
+    })
 }
 
 /// A running sync session. `stop()` (or dropping it) stops syncing.
@@ -196,36 +265,73 @@ impl SyncSession {
         Ok(self.inner.wait_for_upload(timeout(timeout_ms)).await?)
     }
 
+    /// `wait_for_upload`, blocking the calling thread; `cancel` ends the wait from another
+    /// thread (`Stopped`).
+    #[uniffi::method(default(cancel = None))]
+    pub fn wait_for_upload_blocking(
+        self: Arc<Self>,
+        timeout_ms: Option<u64>,
+        cancel: Option<Arc<CancelToken>>,
+    ) -> Result<(), TandemError> {
+        block_on(
+            async move { Ok(self.inner.wait_for_upload(timeout(timeout_ms)).await?) },
+            cancel,
+        )
+    }
+
     /// Completes when every server change that existed at the call is here.
     pub async fn wait_for_download(&self, timeout_ms: Option<u64>) -> Result<(), TandemError> {
         Ok(self.inner.wait_for_download(timeout(timeout_ms)).await?)
     }
 
+    /// `wait_for_download`, blocking the calling thread; `cancel` ends the wait from another
+    /// thread (`Stopped`).
+    #[uniffi::method(default(cancel = None))]
+    pub fn wait_for_download_blocking(
+        self: Arc<Self>,
+        timeout_ms: Option<u64>,
+        cancel: Option<Arc<CancelToken>>,
+    ) -> Result<(), TandemError> {
+        block_on(
+            async move { Ok(self.inner.wait_for_download(timeout(timeout_ms)).await?) },
+            cancel,
+        )
+    }
+
     /// Calls `listener` on every state change.
     pub fn observe_state(&self, listener: Arc<dyn SyncStateListener>) -> Arc<ListenerHandle> {
+        let listener = Foreign::new(listener);
         ListenerHandle::new(self.inner.on_event(move |e| {
             if let Event::State(s) = e {
-                report("state listener", listener.on_state(state(s.clone())));
+                report(
+                    "state listener",
+                    listener.call(|l| l.on_state(state(s.clone()))),
+                );
             }
         }))
     }
 
     /// Calls `listener` whenever progress changes.
     pub fn observe_progress(&self, listener: Arc<dyn ProgressListener>) -> Arc<ListenerHandle> {
+        let listener = Foreign::new(listener);
         ListenerHandle::new(self.inner.on_event(move |e| {
             if let Event::Progress(p) = e {
-                report("progress listener", listener.on_progress(progress(*p)));
+                report(
+                    "progress listener",
+                    listener.call(|l| l.on_progress(progress(*p))),
+                );
             }
         }))
     }
 
     /// Calls `listener` on every error.
     pub fn observe_errors(&self, listener: Arc<dyn ErrorListener>) -> Arc<ListenerHandle> {
+        let listener = Foreign::new(listener);
         ListenerHandle::new(self.inner.on_event(move |e| {
             if let Event::Error(info) = e {
                 report(
                     "error listener",
-                    listener.on_error(info.code, info.message.clone(), info.will_retry),
+                    listener.call(|l| l.on_error(info.code, info.message.clone(), info.will_retry)),
                 );
             }
         }))
@@ -243,43 +349,64 @@ impl SyncSession {
         ops: Vec<WriteOp>,
         timeout_ms: Option<u64>,
     ) -> Result<TransactOutcome, TandemError> {
-        let failed: Arc<std::sync::Mutex<Option<TandemError>>> = Arc::default();
-        let slot = Arc::clone(&failed);
-        let outcome = self
-            .inner
-            .transact(
-                move |tx| {
-                    for (i, op) in ops.into_iter().enumerate() {
-                        if let Err(e) = apply(tx, op) {
-                            let e = e.context(&format!("operation {i}"));
-                            let message = e.to_string();
-                            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                            return Err(crate::store::StoreError::InvalidArgument(message));
-                        }
-                    }
-                    Ok(())
-                },
-                timeout(timeout_ms),
-            )
-            .await;
-        // An operation's own error keeps its variant (the session only carries its message).
-        let taken = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match (outcome, taken) {
-            (Err(_), Some(e)) => Err(e),
-            (outcome, _) => Ok(match outcome? {
-                client::TransactOutcome::Accepted { server_version } => {
-                    TransactOutcome::Accepted { server_version }
-                }
-                client::TransactOutcome::Rejected { reason } => {
-                    TransactOutcome::Rejected { reason }
-                }
-            }),
-        }
+        transact(&self.inner, ops, timeout_ms).await
+    }
+
+    /// `transact`, blocking the calling thread; `cancel` ends the wait for the verdict from
+    /// another thread (`Stopped`; as with `Timeout`, the transaction may still be accepted).
+    #[uniffi::method(default(cancel = None))]
+    pub fn transact_blocking(
+        self: Arc<Self>,
+        ops: Vec<WriteOp>,
+        timeout_ms: Option<u64>,
+        cancel: Option<Arc<CancelToken>>,
+    ) -> Result<TransactOutcome, TandemError> {
+        block_on(
+            async move { transact(&self.inner, ops, timeout_ms).await },
+            cancel,
+        )
     }
 
     /// Stops syncing.
     pub fn stop(&self) {
         self.inner.stop();
+    }
+}
+
+/// `SyncSession.transact` and `transact_blocking`.
+async fn transact(
+    session: &client::SyncSession,
+    ops: Vec<WriteOp>,
+    timeout_ms: Option<u64>,
+) -> Result<TransactOutcome, TandemError> {
+    let failed: Arc<std::sync::Mutex<Option<TandemError>>> = Arc::default();
+    let slot = Arc::clone(&failed);
+    let outcome = session
+        .transact(
+            move |tx| {
+                for (i, op) in ops.into_iter().enumerate() {
+                    if let Err(e) = apply(tx, op) {
+                        let e = e.context(&format!("operation {i}"));
+                        let message = e.to_string();
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return Err(crate::store::StoreError::InvalidArgument(message));
+                    }
+                }
+                Ok(())
+            },
+            timeout(timeout_ms),
+        )
+        .await;
+    // An operation's own error keeps its variant (the session only carries its message).
+    let taken = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (outcome, taken) {
+        (Err(_), Some(e)) => Err(e),
+        (outcome, _) => Ok(match outcome? {
+            client::TransactOutcome::Accepted { server_version } => {
+                TransactOutcome::Accepted { server_version }
+            }
+            client::TransactOutcome::Rejected { reason } => TransactOutcome::Rejected { reason },
+        }),
     }
 }
 
@@ -319,12 +446,43 @@ pub async fn open_synced(
     timeout_ms: Option<u64>,
     open_options: Option<OpenOptions>,
 ) -> Result<SyncedDatabase, TandemError> {
+    let config = config(options, token_provider);
+    synced(path, classes, config, timeout_ms, open_options).await
+}
+
+/// `open_synced`, blocking the calling thread; `cancel` ends the wait from another thread
+/// (`Stopped`; the session is stopped, the file keeps what it had).
+#[uniffi::export(default(open_options = None, cancel = None))]
+pub fn open_synced_blocking(
+    path: String,
+    classes: Vec<ClassSpec>,
+    options: SyncOptions,
+    token_provider: Option<Arc<dyn TokenProvider>>,
+    timeout_ms: Option<u64>,
+    open_options: Option<OpenOptions>,
+    cancel: Option<Arc<CancelToken>>,
+) -> Result<SyncedDatabase, TandemError> {
+    let config = config(options, token_provider);
+    block_on(
+        synced(path, classes, config, timeout_ms, open_options),
+        cancel,
+    )
+}
+
+/// `open_synced` and `open_synced_blocking`.
+async fn synced(
+    path: String,
+    classes: Vec<ClassSpec>,
+    config: client::SyncConfig,
+    timeout_ms: Option<u64>,
+    open_options: Option<OpenOptions>,
+) -> Result<SyncedDatabase, TandemError> {
     let schema = schema(classes)?;
     let (db, session) = client::open_synced(
         path,
         schema,
         open_options.map(Into::into).unwrap_or_default(),
-        config(options, token_provider),
+        config,
         timeout(timeout_ms),
     )
     .await?;

@@ -26,6 +26,14 @@ def test_write_read_query(db):
     assert db.query("Task", "_id > $0", [tandem.Value.INT(2)]).count() == 2
 
 
+def test_write_is_a_block_or_a_list_as_the_typing_says(tmp_path):
+    from untyped_fixture import open_and_write
+
+    db = open_and_write(str(tmp_path / "db.sqlite"), task_classes())
+    assert title(db, 1) == "in a block"
+    assert title(db, 2) == "as a list"
+
+
 def test_an_exception_rolls_the_block_back(db):
     with pytest.raises(RuntimeError):
         with db.write() as tx:

@@ -40,6 +40,19 @@ def test_open_synced_downloads_the_state(server, tmp_path):
     assert synced.database.object("Task", tandem.Key.INT(7)) is not None
 
 
+def test_open_synced_database_writes_both_ways(server, tmp_path):
+    from untyped_fixture import open_synced_and_write
+
+    synced = asyncio.run(open_synced_and_write(str(tmp_path / "a.sqlite"), task_classes(),
+                                               options(server)))
+    b = tandem.Database.open(str(tmp_path / "b.sqlite"), task_classes())
+    sb = b.sync(options(server), None)
+    asyncio.run(sb.wait_for_download(30_000))
+    assert b.object("Task", tandem.Key.INT(11)) is not None
+    synced.session.stop()
+    sb.stop()
+
+
 class Tokens(tandem.TokenProvider):
     def __init__(self):
         self.calls = 0

@@ -10,13 +10,80 @@ Two layers:
   ``with db.write() as tx:`` (commits on success, rolls back on an exception) or
   ``db.write([tandem.WriteOp...])`` (a whole batch in one crossing), listener base
   classes, and ``asyncio`` awaitables (``await session.wait_for_upload(ms)``).
+
+Interpreter exit: no Tandem thread may be inside a call into Python when the interpreter
+finalizes (Python ends such a thread with ``pthread_exit``, which aborts the process when it
+unwinds through Rust: "FATAL: exception not rethrown"). Two things see to it:
+
+* the awaitables (``SyncSession.wait_for_upload``, ``wait_for_download``, ``transact`` and
+  ``tandem.open_synced``) run the blocking variant of the call on a Python thread of their own
+  and resume the event loop from there, never from a Tandem thread; cancelling the await
+  cancels the call (``tandem.CancelToken``);
+* an ``atexit`` hook (which runs before finalization) calls ``tandem.close_callbacks``: from
+  then on Tandem calls no listener, log listener or token provider, and it waits (up to 10 s)
+  for the calls already running to return.
 """
 
+import asyncio
+import atexit
+import sys
+import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ContextManager,
+    Iterator,
+    List,
+    Optional,
+    TypeVar,
+    overload,
+)
 
-from .tandem import *  # noqa: F401,F403  (the generated API)
-from .tandem import Database, WriteOp, WriteTransaction
+from . import tandem as _ffi
+
+if TYPE_CHECKING:
+    # What mypy sees of the names this module changes at run time (below). A name defined before
+    # a star import keeps its definition in mypy, so these win over the generated ones (the
+    # star import's "incompatible import" is expected and ignored there); at run time the star
+    # import defines them and the patches below apply.
+
+    class Database(_ffi.Database):
+        """A local database file (the untyped API)."""
+
+        @classmethod
+        def open(cls, path: str, classes: List[_ffi.ClassSpec]) -> "Database": ...
+
+        @classmethod
+        def open_with_options(
+            cls, path: str, classes: List[_ffi.ClassSpec], options: _ffi.OpenOptions
+        ) -> "Database": ...
+
+        @overload
+        def write(self, ops: None = None) -> ContextManager[_ffi.WriteTransaction]: ...
+
+        @overload
+        def write(self, ops: List[_ffi.WriteOp]) -> Optional[int]: ...
+
+        def write(self, ops: Optional[List[_ffi.WriteOp]] = None) -> Any: ...
+
+    class SyncedDatabase(_ffi.SyncedDatabase):
+        """A database opened by ``open_synced``, with its session."""
+
+        database: Database
+
+    async def open_synced(
+        path: str,
+        classes: List[_ffi.ClassSpec],
+        options: _ffi.SyncOptions,
+        token_provider: Optional[_ffi.TokenProvider],
+        timeout_ms: Optional[int],
+        open_options: Optional[_ffi.OpenOptions] = None,
+    ) -> SyncedDatabase: ...
+
+
+from .tandem import *  # type: ignore[assignment]  # noqa: F401,F403  (the generated API)
 from .models import EmbeddedModel as EmbeddedModel
 from .models import LiveResults as LiveResults
 from .models import Model as Model
@@ -36,11 +103,11 @@ from .models import to_value as to_value
 __all__ = [name for name in dir() if not name.startswith("_") and name != "open"]
 
 
-_write_ops = Database.write  # the generated one-crossing batch: `db.write([WriteOp...])`
+_write_ops = _ffi.Database.write  # the generated one-crossing batch: `db.write([WriteOp...])`
 
 
 @contextmanager
-def _transaction(db: Database) -> Iterator[WriteTransaction]:
+def _transaction(db: _ffi.Database) -> Iterator[_ffi.WriteTransaction]:
     tx = db.write_transaction()
     try:
         yield tx
@@ -50,7 +117,7 @@ def _transaction(db: Database) -> Iterator[WriteTransaction]:
     tx.commit()
 
 
-def _write(self: Database, ops: "list[WriteOp] | None" = None) -> Any:
+def _write(self: _ffi.Database, ops: "list[_ffi.WriteOp] | None" = None) -> Any:
     """``with db.write() as tx:`` opens a write transaction, committed when the block ends and
     rolled back if it raises; ``db.write(ops)`` performs a list of ``WriteOp`` in one
     transaction and one crossing into Rust and returns the new version (or ``None`` when
@@ -60,4 +127,114 @@ def _write(self: Database, ops: "list[WriteOp] | None" = None) -> Any:
     return _write_ops(self, ops)
 
 
-Database.write = _write  # type: ignore[method-assign]
+_ffi.Database.write = _write  # type: ignore[method-assign]
+
+
+# --- Awaitables that Tandem's threads never resume -------------------------------------------
+
+_T = TypeVar("_T")
+
+
+async def _in_thread(call: Callable[[_ffi.CancelToken], _T]) -> _T:
+    """Awaits ``call(token)``, a blocking Tandem call, run on a daemon thread of its own.
+
+    uniffi's own awaitables are resumed by a Tandem runtime thread calling into Python, which
+    aborts the process if the interpreter is finalizing by then. Here the thread that calls
+    into the event loop is a Python thread, and it holds no Rust frame when it does. It is a
+    daemon so that an abandoned wait never holds up interpreter exit (a daemon thread stopped
+    at exit is inside Rust, which it leaves on its own, or in Python, which is safe). A thread
+    per call, not the loop's default executor: waits can last minutes (``None`` waits as long
+    as it takes) and would starve the executor's few workers, which asyncio itself uses.
+    Cancelling the await cancels the call (``token.cancel()``), which then ends promptly."""
+    loop = asyncio.get_running_loop()
+    future: "asyncio.Future[_T]" = loop.create_future()
+    token = _ffi.CancelToken()  # type: ignore[no-untyped-call]  # (uniffi: no annotations)
+
+    def settle(value: Any, error: Optional[BaseException]) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def run() -> None:
+        value: Any = None
+        error: Optional[BaseException] = None
+        try:
+            value = call(token)
+        except Exception as e:
+            error = e
+        try:
+            loop.call_soon_threadsafe(settle, value, error)
+        except RuntimeError:
+            pass  # the loop is closed: nobody awaits this any more
+
+    threading.Thread(target=run, name="tandem-wait", daemon=True).start()
+    try:
+        return await future
+    except asyncio.CancelledError:
+        token.cancel()
+        raise
+
+
+async def _wait_for_upload(self: _ffi.SyncSession, timeout_ms: Optional[int]) -> None:
+    """Completes when the server has every change committed before the call (``timeout_ms``
+    ``None``: as long as it takes; ``TandemError.Timeout`` otherwise)."""
+    await _in_thread(lambda token: self.wait_for_upload_blocking(timeout_ms, token))
+
+
+async def _wait_for_download(self: _ffi.SyncSession, timeout_ms: Optional[int]) -> None:
+    """Completes when every server change that existed at the call is here."""
+    await _in_thread(lambda token: self.wait_for_download_blocking(timeout_ms, token))
+
+
+async def _transact(
+    self: _ffi.SyncSession, ops: List[_ffi.WriteOp], timeout_ms: Optional[int]
+) -> _ffi.TransactOutcome:
+    """Commits ``ops`` as one transaction the server integrates only if nothing it integrated
+    since this file's last download touches the same objects (see ``docs/ffi.md``)."""
+    return await _in_thread(lambda token: self.transact_blocking(ops, timeout_ms, token))
+
+
+_ffi.SyncSession.wait_for_upload = _wait_for_upload  # type: ignore[method-assign]
+_ffi.SyncSession.wait_for_download = _wait_for_download  # type: ignore[method-assign]
+_ffi.SyncSession.transact = _transact  # type: ignore[method-assign]
+
+
+async def _open_synced(
+    path: str,
+    classes: List[_ffi.ClassSpec],
+    options: _ffi.SyncOptions,
+    token_provider: Optional[_ffi.TokenProvider],
+    timeout_ms: Optional[int],
+    open_options: Optional[_ffi.OpenOptions] = None,
+) -> _ffi.SyncedDatabase:
+    """Opens ``path`` for syncing: a never-synced file first downloads the server's state, a
+    synced one waits for the server's news; then it keeps syncing."""
+    return await _in_thread(
+        lambda token: _ffi.open_synced_blocking(
+            path, classes, options, token_provider, timeout_ms, open_options, token
+        )
+    )
+
+
+if not TYPE_CHECKING:
+    open_synced = _open_synced
+
+
+# --- Interpreter exit --------------------------------------------------------------------------
+
+_CLOSE_TIMEOUT_MS = 10_000
+
+
+def _close_callbacks() -> None:
+    """Runs at interpreter exit, before finalization: Tandem's threads stop calling Python."""
+    if not _ffi.close_callbacks(_CLOSE_TIMEOUT_MS):
+        sys.stderr.write(
+            "tandem: a listener or token provider was still running "
+            f"{_CLOSE_TIMEOUT_MS // 1000} s into interpreter exit\n"
+        )
+
+
+atexit.register(_close_callbacks)

@@ -16,7 +16,10 @@ final class FieldEncoder: Encoder {
     var failure: Error?
     let typeName: String
 
-    init(typeName: String) { self.typeName = typeName }
+    init(typeName: String, capacity: Int = 0) {
+        self.typeName = typeName
+        fields.reserveCapacity(capacity)
+    }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
         KeyedEncodingContainer(Container<Key>(encoder: self))
@@ -31,8 +34,8 @@ final class FieldEncoder: Encoder {
     }
 
     /// Every property of `object`, as written (nil optionals are left out: the caller fills them).
-    static func encode<T: Encodable>(_ object: T) throws -> [String: FieldInput] {
-        let encoder = FieldEncoder(typeName: "\(T.self)")
+    static func encode<T: Encodable>(_ object: T, capacity: Int = 0) throws -> [String: FieldInput] {
+        let encoder = FieldEncoder(typeName: "\(T.self)", capacity: capacity)
         try object.encode(to: encoder)
         if let failure = encoder.failure { throw failure }
         return encoder.fields
@@ -49,15 +52,17 @@ final class FieldEncoder: Encoder {
             encoder.fields[key.stringValue] = try p.tandemField()
         }
         mutating func encodeNil(forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.null) }
-        mutating func encode(_ v: Bool, forKey key: Key) throws { try put(v, key) }
-        mutating func encode(_ v: String, forKey key: Key) throws { try put(v, key) }
-        mutating func encode(_ v: Double, forKey key: Key) throws { try put(v, key) }
-        mutating func encode(_ v: Float, forKey key: Key) throws { try put(v, key) }
-        mutating func encode(_ v: Int, forKey key: Key) throws { try put(v, key) }
-        mutating func encode(_ v: Int8, forKey key: Key) throws { try put(v, key) }
-        mutating func encode(_ v: Int16, forKey key: Key) throws { try put(v, key) }
-        mutating func encode(_ v: Int32, forKey key: Key) throws { try put(v, key) }
-        mutating func encode(_ v: Int64, forKey key: Key) throws { try put(v, key) }
+        // The plain types directly (what their `tandemField()` returns), without the dynamic
+        // cast to `Persistable` that `put` needs.
+        mutating func encode(_ v: Bool, forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.bool(value: v)) }
+        mutating func encode(_ v: String, forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.string(value: v)) }
+        mutating func encode(_ v: Double, forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.double(value: v)) }
+        mutating func encode(_ v: Float, forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.float(value: v)) }
+        mutating func encode(_ v: Int, forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.int(value: Int64(v))) }
+        mutating func encode(_ v: Int8, forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.int(value: Int64(v))) }
+        mutating func encode(_ v: Int16, forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.int(value: Int64(v))) }
+        mutating func encode(_ v: Int32, forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.int(value: Int64(v))) }
+        mutating func encode(_ v: Int64, forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.int(value: v)) }
         mutating func encode(_ v: UInt, forKey key: Key) throws { try put(v, key) }
         mutating func encode(_ v: UInt8, forKey key: Key) throws { try put(v, key) }
         mutating func encode(_ v: UInt16, forKey key: Key) throws { try put(v, key) }
@@ -217,6 +222,129 @@ final class FieldDecoder: Decoder {
         func superDecoder() throws -> Decoder { throw TandemModelError.notAnObject(type: decoder.typeName) }
         func superDecoder(forKey key: Key) throws -> Decoder {
             throw TandemModelError.notAnObject(type: decoder.typeName)
+        }
+    }
+}
+
+// MARK: - Encoding for add and upsert
+
+/// Encodes a model for `Transaction.add`/`upsert` in one pass, straight into what they record:
+/// the single-valued properties as `[String: Value]` (a nil optional, which Codable leaves out,
+/// as null), the primary key's value, and the collections. Properties are matched by position
+/// (the order the model's `encode(to:)` writes them, its declaration order, as probed), so no
+/// intermediate `[String: FieldInput]` is built and filtered. Anything irregular (a key out of
+/// order or twice, a property the schema lacks, a value of another shape than probed, non-keyed
+/// use) returns nil and the caller takes the general path (`FieldEncoder`), which records or
+/// throws exactly as before. Errors a property's value throws are the ones `FieldEncoder` throws.
+final class WriteEncoder: Encoder {
+    var codingPath: [CodingKey] = []
+    var userInfo: [CodingUserInfoKey: Any] = [:]
+    let info: ModelInfo
+    var cursor = 0
+    var singles: [String: Value]
+    var collections: [String: FieldInput] = [:]
+    var key = Value.null
+    var irregular = false
+
+    init(info: ModelInfo) {
+        self.info = info
+        singles = Dictionary(minimumCapacity: info.singles.count)
+    }
+
+    static func encode<T: Encodable>(_ object: T, info: ModelInfo)
+        throws -> (key: Value, singles: [String: Value], collections: [String: FieldInput])?
+    {
+        guard info.positional else { return nil }
+        let encoder = WriteEncoder(info: info)
+        try object.encode(to: encoder)
+        if encoder.irregular { return nil }
+        encoder.missing(upTo: info.order.count)
+        return (encoder.key, encoder.singles, encoder.collections)
+    }
+
+    /// Properties before `end` not written since the cursor: left out (nil), so null if single.
+    func missing(upTo end: Int) {
+        for j in cursor..<end where info.order[j].kind == .single {
+            singles[info.order[j].name] = .null
+        }
+    }
+
+    func put(_ input: FieldInput, _ name: String) {
+        let order = info.order
+        var i = cursor
+        while i < order.count, order[i].name != name { i += 1 }
+        guard i < order.count else {
+            irregular = true
+            return
+        }
+        missing(upTo: i)
+        cursor = i + 1
+        switch order[i].kind {
+        case .primaryKey:
+            if case let .single(v) = input { key = v } else { irregular = true }
+        case .single:
+            if case let .single(v) = input { singles[name] = v } else { irregular = true }
+        case .collection:
+            if case .single = input { irregular = true } else { collections[name] = input }
+        }
+    }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
+        KeyedEncodingContainer(Container<Key>(encoder: self))
+    }
+    func unkeyedContainer() -> UnkeyedEncodingContainer {
+        irregular = true
+        return FieldEncoder(typeName: "").unkeyedContainer()
+    }
+    func singleValueContainer() -> SingleValueEncodingContainer {
+        irregular = true
+        return FieldEncoder(typeName: "").singleValueContainer()
+    }
+
+    struct Container<Key: CodingKey>: KeyedEncodingContainerProtocol {
+        let encoder: WriteEncoder
+        var codingPath: [CodingKey] { [] }
+
+        mutating func put<T: Encodable>(_ value: T, _ key: Key) throws {
+            guard let p = value as? Persistable else {
+                throw TandemModelError.unsupportedType(property: key.stringValue, type: "\(T.self)")
+            }
+            encoder.put(try p.tandemField(), key.stringValue)
+        }
+        mutating func encodeNil(forKey key: Key) throws { encoder.put(.single(.null), key.stringValue) }
+        mutating func encode(_ v: Bool, forKey key: Key) throws { encoder.put(.single(.bool(value: v)), key.stringValue) }
+        mutating func encode(_ v: String, forKey key: Key) throws { encoder.put(.single(.string(value: v)), key.stringValue) }
+        mutating func encode(_ v: Double, forKey key: Key) throws { encoder.put(.single(.double(value: v)), key.stringValue) }
+        mutating func encode(_ v: Float, forKey key: Key) throws { encoder.put(.single(.float(value: v)), key.stringValue) }
+        mutating func encode(_ v: Int, forKey key: Key) throws { encoder.put(.single(.int(value: Int64(v))), key.stringValue) }
+        mutating func encode(_ v: Int8, forKey key: Key) throws { encoder.put(.single(.int(value: Int64(v))), key.stringValue) }
+        mutating func encode(_ v: Int16, forKey key: Key) throws { encoder.put(.single(.int(value: Int64(v))), key.stringValue) }
+        mutating func encode(_ v: Int32, forKey key: Key) throws { encoder.put(.single(.int(value: Int64(v))), key.stringValue) }
+        mutating func encode(_ v: Int64, forKey key: Key) throws { encoder.put(.single(.int(value: v)), key.stringValue) }
+        mutating func encode(_ v: UInt, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: UInt8, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: UInt16, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: UInt32, forKey key: Key) throws { try put(v, key) }
+        mutating func encode(_ v: UInt64, forKey key: Key) throws { try put(v, key) }
+        mutating func encode<T: Encodable>(_ v: T, forKey key: Key) throws { try put(v, key) }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(
+            keyedBy keyType: NestedKey.Type, forKey key: Key
+        ) -> KeyedEncodingContainer<NestedKey> {
+            encoder.irregular = true
+            return FieldEncoder(typeName: "").container(keyedBy: NestedKey.self)
+        }
+        mutating func nestedUnkeyedContainer(forKey key: Key) -> UnkeyedEncodingContainer {
+            encoder.irregular = true
+            return FieldEncoder(typeName: "").unkeyedContainer()
+        }
+        mutating func superEncoder() -> Encoder {
+            encoder.irregular = true
+            return FieldEncoder(typeName: "")
+        }
+        mutating func superEncoder(forKey key: Key) -> Encoder {
+            encoder.irregular = true
+            return FieldEncoder(typeName: "")
         }
     }
 }

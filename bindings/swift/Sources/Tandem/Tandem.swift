@@ -656,6 +656,164 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 
 /**
+ * Cancels blocking calls (`SyncSession.wait_for_upload_blocking`...) from another thread: each
+ * call given this token returns `Stopped` once it is cancelled. A token stays cancelled.
+ */
+public protocol CancelTokenProtocol: AnyObject, Sendable {
+    
+    /**
+     * Makes the calls waiting with this token (and any later one) return `Stopped`.
+     */
+    func cancel() 
+    
+    /**
+     * Whether `cancel()` was called.
+     */
+    func isCancelled()  -> Bool
+    
+}
+/**
+ * Cancels blocking calls (`SyncSession.wait_for_upload_blocking`...) from another thread: each
+ * call given this token returns `Stopped` once it is cancelled. A token stays cancelled.
+ */
+open class CancelToken: CancelTokenProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_tandem_fn_clone_canceltoken(self.handle, $0) }
+    }
+    /**
+     * A token not cancelled yet.
+     */
+public convenience init() {
+    let handle =
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tandem_fn_constructor_canceltoken_new(uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_tandem_fn_free_canceltoken(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Makes the calls waiting with this token (and any later one) return `Stopped`.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_canceltoken_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Whether `cancel()` was called.
+     */
+open func isCancelled() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_canceltoken_is_cancelled(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCancelToken: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = CancelToken
+
+    public static func lift(_ handle: UInt64) throws -> CancelToken {
+        return CancelToken(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: CancelToken) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CancelToken {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: CancelToken, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancelToken_lift(_ handle: UInt64) throws -> CancelToken {
+    return try FfiConverterTypeCancelToken.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancelToken_lower(_ value: CancelToken) -> UInt64 {
+    return FfiConverterTypeCancelToken.lower(value)
+}
+
+
+
+
+
+
+/**
  * A local database file.
  */
 public protocol DatabaseProtocol: AnyObject, Sendable {
@@ -2614,14 +2772,32 @@ public protocol SyncSessionProtocol: AnyObject, Sendable {
     func transact(ops: [WriteOp], timeoutMs: UInt64?) async throws  -> TransactOutcome
     
     /**
+     * `transact`, blocking the calling thread; `cancel` ends the wait for the verdict from
+     * another thread (`Stopped`; as with `Timeout`, the transaction may still be accepted).
+     */
+    func transactBlocking(ops: [WriteOp], timeoutMs: UInt64?, cancel: CancelToken?) throws  -> TransactOutcome
+    
+    /**
      * Completes when every server change that existed at the call is here.
      */
     func waitForDownload(timeoutMs: UInt64?) async throws 
     
     /**
+     * `wait_for_download`, blocking the calling thread; `cancel` ends the wait from another
+     * thread (`Stopped`).
+     */
+    func waitForDownloadBlocking(timeoutMs: UInt64?, cancel: CancelToken?) throws 
+    
+    /**
      * Completes when the server has every change committed before the call.
      */
     func waitForUpload(timeoutMs: UInt64?) async throws 
+    
+    /**
+     * `wait_for_upload`, blocking the calling thread; `cancel` ends the wait from another
+     * thread (`Stopped`).
+     */
+    func waitForUploadBlocking(timeoutMs: UInt64?, cancel: CancelToken?) throws 
     
 }
 /**
@@ -2780,6 +2956,22 @@ open func transact(ops: [WriteOp], timeoutMs: UInt64?)async throws  -> TransactO
 }
     
     /**
+     * `transact`, blocking the calling thread; `cancel` ends the wait for the verdict from
+     * another thread (`Stopped`; as with `Timeout`, the transaction may still be accepted).
+     */
+open func transactBlocking(ops: [WriteOp], timeoutMs: UInt64?, cancel: CancelToken? = nil)throws  -> TransactOutcome  {
+    return try  FfiConverterTypeTransactOutcome_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_syncsession_transact_blocking(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeWriteOp.lower(ops),
+        FfiConverterOptionUInt64.lower(timeoutMs),
+        FfiConverterOptionTypeCancelToken.lower(cancel),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Completes when every server change that existed at the call is here.
      */
 open func waitForDownload(timeoutMs: UInt64?)async throws   {
@@ -2799,6 +2991,20 @@ open func waitForDownload(timeoutMs: UInt64?)async throws   {
 }
     
     /**
+     * `wait_for_download`, blocking the calling thread; `cancel` ends the wait from another
+     * thread (`Stopped`).
+     */
+open func waitForDownloadBlocking(timeoutMs: UInt64?, cancel: CancelToken? = nil)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_syncsession_wait_for_download_blocking(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionUInt64.lower(timeoutMs),
+        FfiConverterOptionTypeCancelToken.lower(cancel),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * Completes when the server has every change committed before the call.
      */
 open func waitForUpload(timeoutMs: UInt64?)async throws   {
@@ -2815,6 +3021,20 @@ open func waitForUpload(timeoutMs: UInt64?)async throws   {
             liftFunc: { $0 },
             errorHandler: FfiConverterTypeTandemError_lift
         )
+}
+    
+    /**
+     * `wait_for_upload`, blocking the calling thread; `cancel` ends the wait from another
+     * thread (`Stopped`).
+     */
+open func waitForUploadBlocking(timeoutMs: UInt64?, cancel: CancelToken? = nil)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_syncsession_wait_for_upload_blocking(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionUInt64.lower(timeoutMs),
+        FfiConverterOptionTypeCancelToken.lower(cancel),uniffiCallStatus
+    )
+}
 }
     
 
@@ -7211,6 +7431,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeCancelToken: FfiConverterRustBuffer {
+    typealias SwiftType = CancelToken?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeCancelToken.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeCancelToken.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeTokenProvider: FfiConverterRustBuffer {
     typealias SwiftType = TokenProvider?
 
@@ -7706,6 +7950,26 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
+ * Ends every later call from the library's threads into the app's code, for the rest of the
+ * process: listeners, the log listener and token providers are no longer called (a token
+ * provider's fetch fails, log events are dropped, warnings and errors go to stderr), and
+ * foreign objects the library lets go are no longer released. Then waits up to `timeout_ms`
+ * for the calls already in progress to return; `false` means some had not (they are left to
+ * finish on their own). Calls the current thread is making are not waited for.
+ *
+ * For a language runtime that cannot take calls from other threads once it starts shutting
+ * down: the Python package calls it from `atexit`, before interpreter finalization. Do not call
+ * it in an app that goes on running.
+ */
+public func closeCallbacks(timeoutMs: UInt64) -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tandem_fn_func_close_callbacks(
+        FfiConverterUInt64.lower(timeoutMs),uniffiCallStatus
+    )
+})
+}
+/**
  * Stops sending log events to the app (they are dropped, as with no listener at all).
  */
 public func clearLogListener()  {try! rustCall() {
@@ -7747,6 +8011,24 @@ public func openSynced(path: String, classes: [ClassSpec], options: SyncOptions,
             errorHandler: FfiConverterTypeTandemError_lift
         )
 }
+/**
+ * `open_synced`, blocking the calling thread; `cancel` ends the wait from another thread
+ * (`Stopped`; the session is stopped, the file keeps what it had).
+ */
+public func openSyncedBlocking(path: String, classes: [ClassSpec], options: SyncOptions, tokenProvider: TokenProvider?, timeoutMs: UInt64?, openOptions: OpenOptions? = nil, cancel: CancelToken? = nil)throws  -> SyncedDatabase  {
+    return try  FfiConverterTypeSyncedDatabase_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_func_open_synced_blocking(
+        FfiConverterString.lower(path),
+        FfiConverterSequenceTypeClassSpec.lower(classes),
+        FfiConverterTypeSyncOptions_lower(options),
+        FfiConverterOptionTypeTokenProvider.lower(tokenProvider),
+        FfiConverterOptionUInt64.lower(timeoutMs),
+        FfiConverterOptionTypeOpenOptions.lower(openOptions),
+        FfiConverterOptionTypeCancelToken.lower(cancel),uniffiCallStatus
+    )
+})
+}
 
 private enum InitializationResult {
     case ok
@@ -7763,6 +8045,9 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
+    if (uniffi_tandem_checksum_func_close_callbacks() != 28216) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_func_clear_log_listener() != 6130) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -7770,6 +8055,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_func_open_synced() != 47703) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_func_open_synced_blocking() != 45275) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_database_clear_quarantine() != 27878) {
@@ -7898,6 +8186,12 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_rowcodec_write() != 37039) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tandem_checksum_method_canceltoken_cancel() != 3421) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_canceltoken_is_cancelled() != 31116) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_method_errorlistener_on_error() != 38869) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -7925,10 +8219,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_syncsession_transact() != 28596) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tandem_checksum_method_syncsession_transact_blocking() != 30100) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_method_syncsession_wait_for_download() != 33466) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tandem_checksum_method_syncsession_wait_for_download_blocking() != 39994) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_method_syncsession_wait_for_upload() != 5114) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_syncsession_wait_for_upload_blocking() != 11663) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_syncstatelistener_on_state() != 24134) {
@@ -7944,6 +8247,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_constructor_rowcodec_new() != 43230) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_constructor_canceltoken_new() != 61099) {
         return InitializationResult.apiChecksumMismatch
     }
 

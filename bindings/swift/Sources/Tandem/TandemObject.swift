@@ -127,7 +127,16 @@ struct ModelInfo {
     let spec: ClassSpec
     /// Each property's shape, by name.
     let shapes: [String: PropertyShape]
+    /// The single-valued (not collection) properties, in declaration order (`shapes` filtered,
+    /// as an array: writes go through it for every object).
+    let singles: [String]
+    /// Every property in declaration order with what it is, for `WriteEncoder`; `positional`
+    /// is false when a name repeats (a custom `init(from:)`), and then it is not used.
+    let order: [(name: String, kind: PropertyKind)]
+    let positional: Bool
     let keyNullable: Bool
+
+    enum PropertyKind { case primaryKey, single, collection }
 
     private static let lock = NSLock()
     nonisolated(unsafe) private static var cache: [ObjectIdentifier: ModelInfo] = [:]
@@ -154,10 +163,18 @@ struct ModelInfo {
             PropertySpec(name: name, propertyType: shape.type, nullable: shape.nullable,
                          collection: shape.collection, linkTarget: shape.linkTarget)
         }
+        let shapes = Dictionary(probed, uniquingKeysWith: { a, _ in a })
+        var singles: [String] = []
+        for (name, _) in probed where shapes[name]?.collection == .single && !singles.contains(name) {
+            singles.append(name)
+        }
         let info = ModelInfo(
             spec: ClassSpec(name: T.className, primaryKey: T.primaryKey, properties: properties),
-            shapes: Dictionary(probed, uniquingKeysWith: { a, _ in a }),
-            keyNullable: keyShape.nullable)
+            shapes: shapes, singles: singles,
+            order: probed.map { name, shape in
+                (name, name == T.primaryKey ? .primaryKey : shape.collection == .single ? .single : .collection)
+            },
+            positional: shapes.count == probed.count, keyNullable: keyShape.nullable)
         lock.lock()
         cache[ObjectIdentifier(type)] = info
         lock.unlock()

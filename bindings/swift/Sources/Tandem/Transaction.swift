@@ -61,8 +61,21 @@ public final class Transaction {
     }
     /// The database it writes to.
     public let db: Database
-    /// Objects this transaction has written: (class, key).
-    private var touched: Set<ObjectRef> = []
+    /// Objects this transaction has written: (class, key), in the order written. Only `modify`
+    /// asks about them, so they are hashed into `touchedSet` when it does, not on every write.
+    private var touched: [ObjectRef] = []
+    private var touchedSet: Set<ObjectRef> = []
+    private var touchedHashed = 0
+
+    private func touch(_ ref: ObjectRef) { touched.append(ref) }
+
+    private func isTouched(_ ref: ObjectRef) -> Bool {
+        while touchedHashed < touched.count {
+            touchedSet.insert(touched[touchedHashed])
+            touchedHashed += 1
+        }
+        return touchedSet.contains(ref)
+    }
 
     struct ObjectRef: Hashable {
         let className: String
@@ -91,18 +104,36 @@ public final class Transaction {
 
     /// Creates `object` (its primary key must be new: a duplicate fails the commit).
     public func add<T: TandemObject>(_ object: T) throws {
-        let (info, key, fields) = try Self.encode(object)
-        rec.create(className: T.className, key: key, values: Self.singles(fields, info, T.primaryKey))
-        try replaceCollections(T.className, key, old: nil, new: fields)
-        touched.insert(ObjectRef(className: T.className, key: key))
+        let info = try ModelInfo.of(T.self)
+        let className = info.spec.name  // T.className, derived once (it formats the type's name)
+        if let (keyValue, singles, collections) = try WriteEncoder.encode(object, info: info) {
+            let key = try Tandem.key(of: keyValue, className: className)
+            rec.create(className: className, key: key, values: singles)
+            try replaceCollections(className, key, old: nil, new: collections)
+            touch(ObjectRef(className: className, key: key))
+            return
+        }
+        let (_, key, fields) = try Self.encode(object)
+        rec.create(className: className, key: key, values: Self.singles(fields, info, T.primaryKey))
+        try replaceCollections(className, key, old: nil, new: fields)
+        touch(ObjectRef(className: className, key: key))
     }
 
     /// Creates `object`, or overwrites every property of the existing object with its key.
     public func upsert<T: TandemObject>(_ object: T) throws {
-        let (info, key, fields) = try Self.encode(object)
-        rec.upsert(className: T.className, key: key, values: Self.singles(fields, info, T.primaryKey))
-        try replaceCollections(T.className, key, old: nil, new: fields, clear: true)
-        touched.insert(ObjectRef(className: T.className, key: key))
+        let info = try ModelInfo.of(T.self)
+        let className = info.spec.name
+        if let (keyValue, singles, collections) = try WriteEncoder.encode(object, info: info) {
+            let key = try Tandem.key(of: keyValue, className: className)
+            rec.upsert(className: className, key: key, values: singles)
+            try replaceCollections(className, key, old: nil, new: collections, clear: true)
+            touch(ObjectRef(className: className, key: key))
+            return
+        }
+        let (_, key, fields) = try Self.encode(object)
+        rec.upsert(className: className, key: key, values: Self.singles(fields, info, T.primaryKey))
+        try replaceCollections(className, key, old: nil, new: fields, clear: true)
+        touch(ObjectRef(className: className, key: key))
     }
 
     /// Reads the committed object with `key`, lets `body` change it, and writes the properties
@@ -113,7 +144,7 @@ public final class Transaction {
     {
         let key = try Self.key(key, T.self)
         guard let old = try db.object(className: T.className, key: key) else { return false }
-        if touched.contains(ObjectRef(className: T.className, key: key)) {
+        if isTouched(ObjectRef(className: T.className, key: key)) {
             throw TandemModelError.notWritable(
                 type: T.className, reason: "modify after another write of the same object in this transaction")
         }
@@ -128,7 +159,7 @@ public final class Transaction {
             rec.set(className: T.className, key: key, property: name, value: value)
         }
         try replaceCollections(T.className, key, old: old, new: fields)
-        touched.insert(ObjectRef(className: T.className, key: key))
+        touch(ObjectRef(className: T.className, key: key))
         return true
     }
 
@@ -180,7 +211,7 @@ public final class Transaction {
         }
         let key = try Self.key(key, T.self)
         rec.listErase(className: T.className, key: key, property: property, index: try Self.index(index))
-        touched.insert(ObjectRef(className: T.className, key: key))
+        touch(ObjectRef(className: T.className, key: key))
     }
 
     /// Adds `value` to a set property (no effect if present).
@@ -219,7 +250,7 @@ public final class Transaction {
         try Self.check(T.self, property, V.self, collection)
         let key = try Self.key(key, T.self)
         try op(key, try value.tandemValue())
-        touched.insert(ObjectRef(className: T.className, key: key))
+        touch(ObjectRef(className: T.className, key: key))
     }
 
     /// Removes `entry` from a dictionary property.
@@ -231,7 +262,7 @@ public final class Transaction {
         }
         let key = try Self.key(key, T.self)
         rec.dictErase(className: T.className, key: key, property: property, entry: entry)
-        touched.insert(ObjectRef(className: T.className, key: key))
+        touch(ObjectRef(className: T.className, key: key))
     }
 
     // MARK: Untyped (the FFI's WriteTransaction calls, forwarded)
@@ -250,27 +281,27 @@ public final class Transaction {
         rec.add(className: className, key: key, property: property, amount: amount)
     }
     public func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value) throws {
-        touched.insert(ObjectRef(className: className, key: key))
+        touch(ObjectRef(className: className, key: key))
         rec.listInsert(className: className, key: key, property: property, index: index, value: value)
     }
     public func listErase(className: String, key: Key, property: String, index: UInt32) throws {
-        touched.insert(ObjectRef(className: className, key: key))
+        touch(ObjectRef(className: className, key: key))
         rec.listErase(className: className, key: key, property: property, index: index)
     }
     public func setInsert(className: String, key: Key, property: String, value: Value) throws {
-        touched.insert(ObjectRef(className: className, key: key))
+        touch(ObjectRef(className: className, key: key))
         rec.setInsert(className: className, key: key, property: property, value: value)
     }
     public func setErase(className: String, key: Key, property: String, value: Value) throws {
-        touched.insert(ObjectRef(className: className, key: key))
+        touch(ObjectRef(className: className, key: key))
         rec.setErase(className: className, key: key, property: property, value: value)
     }
     public func dictSet(className: String, key: Key, property: String, entry: String, value: Value) throws {
-        touched.insert(ObjectRef(className: className, key: key))
+        touch(ObjectRef(className: className, key: key))
         rec.dictSet(className: className, key: key, property: property, entry: entry, value: value)
     }
     public func dictErase(className: String, key: Key, property: String, entry: String) throws {
-        touched.insert(ObjectRef(className: className, key: key))
+        touch(ObjectRef(className: className, key: key))
         rec.dictErase(className: className, key: key, property: property, entry: entry)
     }
 
@@ -328,10 +359,10 @@ public final class Transaction {
 
     static func encode<T: TandemObject>(_ object: T) throws -> (ModelInfo, Key, [String: FieldInput]) {
         let info = try ModelInfo.of(T.self)
-        let fields = try FieldEncoder.encode(object)
+        let fields = try FieldEncoder.encode(object, capacity: info.spec.properties.count)
         var keyValue = Value.null
         if case let .single(v)? = fields[T.primaryKey] { keyValue = v }
-        return (info, try Tandem.key(of: keyValue, className: T.className), fields)
+        return (info, try Tandem.key(of: keyValue, className: info.spec.name), fields)
     }
 
     static func key<T: TandemObject>(_ value: some PersistableScalar, _ type: T.Type) throws -> Key {
@@ -341,8 +372,8 @@ public final class Transaction {
     /// The single-valued properties to write, without the primary key; a nil optional (which
     /// Codable leaves out) is written as null.
     static func singles(_ fields: [String: FieldInput], _ info: ModelInfo, _ primaryKey: String) -> [String: Value] {
-        var out: [String: Value] = [:]
-        for (name, shape) in info.shapes where name != primaryKey && shape.collection == .single {
+        var out = [String: Value](minimumCapacity: info.singles.count)
+        for name in info.singles where name != primaryKey {
             if case let .single(v)? = fields[name] { out[name] = v } else { out[name] = .null }
         }
         return out

@@ -100,9 +100,11 @@ public final class TypedResults<T: TandemObject>: @unchecked Sendable {
     public func count() throws -> Int { Int(try raw.count()) }
 
     /// The matching objects now, in order: one crossing (`Results.entries()`, each object's key
-    /// and fields read in one read transaction).
+    /// and fields read in one read transaction), decoded straight from the returned buffer
+    /// (`EntryReader`: the same objects or errors as decoding `raw.entries()`, without lifting
+    /// each object into a dictionary first).
     public func snapshot() throws -> [T] {
-        try raw.entries().map { try FieldDecoder.decode(T.self, key: $0.key, from: $0.fields) }
+        try EntryReader.decode(T.self, raw)
     }
 
     /// The first matching object now, if any.

@@ -675,6 +675,32 @@ RustBuffer uniffi_tandem_fn_method_rowcodec_query(uint64_t ptr, uint64_t db, Rus
 RustBuffer uniffi_tandem_fn_method_rowcodec_write(uint64_t ptr, uint64_t db, RustBuffer batch, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_CANCELTOKEN
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_CANCELTOKEN
+uint64_t uniffi_tandem_fn_clone_canceltoken(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_CANCELTOKEN
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_CANCELTOKEN
+void uniffi_tandem_fn_free_canceltoken(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CONSTRUCTOR_CANCELTOKEN_NEW
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CONSTRUCTOR_CANCELTOKEN_NEW
+uint64_t uniffi_tandem_fn_constructor_canceltoken_new(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_CANCELTOKEN_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_CANCELTOKEN_CANCEL
+void uniffi_tandem_fn_method_canceltoken_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_CANCELTOKEN_IS_CANCELLED
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_CANCELTOKEN_IS_CANCELLED
+int8_t uniffi_tandem_fn_method_canceltoken_is_cancelled(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ERRORLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ERRORLISTENER
 uint64_t uniffi_tandem_fn_clone_errorlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -760,14 +786,29 @@ void uniffi_tandem_fn_method_syncsession_stop(uint64_t ptr, RustCallStatus *_Non
 uint64_t uniffi_tandem_fn_method_syncsession_transact(uint64_t ptr, RustBuffer ops, RustBuffer timeout_ms
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_TRANSACT_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_TRANSACT_BLOCKING
+RustBuffer uniffi_tandem_fn_method_syncsession_transact_blocking(uint64_t ptr, RustBuffer ops, RustBuffer timeout_ms, RustBuffer cancel, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD
 uint64_t uniffi_tandem_fn_method_syncsession_wait_for_download(uint64_t ptr, RustBuffer timeout_ms
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD_BLOCKING
+void uniffi_tandem_fn_method_syncsession_wait_for_download_blocking(uint64_t ptr, RustBuffer timeout_ms, RustBuffer cancel, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_UPLOAD
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_UPLOAD
 uint64_t uniffi_tandem_fn_method_syncsession_wait_for_upload(uint64_t ptr, RustBuffer timeout_ms
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_UPLOAD_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_UPLOAD_BLOCKING
+void uniffi_tandem_fn_method_syncsession_wait_for_upload_blocking(uint64_t ptr, RustBuffer timeout_ms, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_SYNCSTATELISTENER
@@ -810,6 +851,11 @@ void uniffi_tandem_fn_init_callback_vtable_tokenprovider(const UniffiVTableCallb
 RustBuffer uniffi_tandem_fn_method_tokenprovider_fetch_token(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_CLOSE_CALLBACKS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_CLOSE_CALLBACKS
+int8_t uniffi_tandem_fn_func_close_callbacks(uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_CLEAR_LOG_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_CLEAR_LOG_LISTENER
 void uniffi_tandem_fn_func_clear_log_listener(RustCallStatus *_Nonnull out_status
@@ -824,6 +870,11 @@ void uniffi_tandem_fn_func_set_log_listener(uint64_t listener, RustBuffer level,
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED
 uint64_t uniffi_tandem_fn_func_open_synced(RustBuffer path, RustBuffer classes, RustBuffer options, RustBuffer token_provider, RustBuffer timeout_ms, RustBuffer open_options
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED_BLOCKING
+RustBuffer uniffi_tandem_fn_func_open_synced_blocking(RustBuffer path, RustBuffer classes, RustBuffer options, RustBuffer token_provider, RustBuffer timeout_ms, RustBuffer open_options, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_TANDEM_RUSTBUFFER_ALLOC
@@ -1086,6 +1137,12 @@ void ffi_tandem_rust_future_free_void(uint64_t handle
 void ffi_tandem_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_CLOSE_CALLBACKS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_CLOSE_CALLBACKS
+uint16_t uniffi_tandem_checksum_func_close_callbacks(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_CLEAR_LOG_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_CLEAR_LOG_LISTENER
 uint16_t uniffi_tandem_checksum_func_clear_log_listener(void
@@ -1101,6 +1158,12 @@ uint16_t uniffi_tandem_checksum_func_set_log_listener(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_OPEN_SYNCED
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_OPEN_SYNCED
 uint16_t uniffi_tandem_checksum_func_open_synced(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_OPEN_SYNCED_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_OPEN_SYNCED_BLOCKING
+uint16_t uniffi_tandem_checksum_func_open_synced_blocking(void
     
 );
 #endif
@@ -1356,6 +1419,18 @@ uint16_t uniffi_tandem_checksum_method_rowcodec_write(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_CANCELTOKEN_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_CANCELTOKEN_CANCEL
+uint16_t uniffi_tandem_checksum_method_canceltoken_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_CANCELTOKEN_IS_CANCELLED
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_CANCELTOKEN_IS_CANCELLED
+uint16_t uniffi_tandem_checksum_method_canceltoken_is_cancelled(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ERRORLISTENER_ON_ERROR
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ERRORLISTENER_ON_ERROR
 uint16_t uniffi_tandem_checksum_method_errorlistener_on_error(void
@@ -1410,15 +1485,33 @@ uint16_t uniffi_tandem_checksum_method_syncsession_transact(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_TRANSACT_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_TRANSACT_BLOCKING
+uint16_t uniffi_tandem_checksum_method_syncsession_transact_blocking(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD
 uint16_t uniffi_tandem_checksum_method_syncsession_wait_for_download(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_DOWNLOAD_BLOCKING
+uint16_t uniffi_tandem_checksum_method_syncsession_wait_for_download_blocking(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_UPLOAD
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_UPLOAD
 uint16_t uniffi_tandem_checksum_method_syncsession_wait_for_upload(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_UPLOAD_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_UPLOAD_BLOCKING
+uint16_t uniffi_tandem_checksum_method_syncsession_wait_for_upload_blocking(void
     
 );
 #endif
@@ -1449,6 +1542,12 @@ uint16_t uniffi_tandem_checksum_constructor_database_open_with_options(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_ROWCODEC_NEW
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_ROWCODEC_NEW
 uint16_t uniffi_tandem_checksum_constructor_rowcodec_new(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_CANCELTOKEN_NEW
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_CANCELTOKEN_NEW
+uint16_t uniffi_tandem_checksum_constructor_canceltoken_new(void
     
 );
 #endif

@@ -836,11 +836,15 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_tandem_checksum_func_close_callbacks(
+    ): Int
     external fun uniffi_tandem_checksum_func_clear_log_listener(
     ): Int
     external fun uniffi_tandem_checksum_func_set_log_listener(
     ): Int
     external fun uniffi_tandem_checksum_func_open_synced(
+    ): Int
+    external fun uniffi_tandem_checksum_func_open_synced_blocking(
     ): Int
     external fun uniffi_tandem_checksum_method_database_clear_quarantine(
     ): Int
@@ -926,6 +930,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_rowcodec_write(
     ): Int
+    external fun uniffi_tandem_checksum_method_canceltoken_cancel(
+    ): Int
+    external fun uniffi_tandem_checksum_method_canceltoken_is_cancelled(
+    ): Int
     external fun uniffi_tandem_checksum_method_errorlistener_on_error(
     ): Int
     external fun uniffi_tandem_checksum_method_progresslistener_on_progress(
@@ -944,9 +952,15 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_syncsession_transact(
     ): Int
+    external fun uniffi_tandem_checksum_method_syncsession_transact_blocking(
+    ): Int
     external fun uniffi_tandem_checksum_method_syncsession_wait_for_download(
     ): Int
+    external fun uniffi_tandem_checksum_method_syncsession_wait_for_download_blocking(
+    ): Int
     external fun uniffi_tandem_checksum_method_syncsession_wait_for_upload(
+    ): Int
+    external fun uniffi_tandem_checksum_method_syncsession_wait_for_upload_blocking(
     ): Int
     external fun uniffi_tandem_checksum_method_syncstatelistener_on_state(
     ): Int
@@ -957,6 +971,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_tandem_checksum_constructor_database_open_with_options(
     ): Int
     external fun uniffi_tandem_checksum_constructor_rowcodec_new(
+    ): Int
+    external fun uniffi_tandem_checksum_constructor_canceltoken_new(
     ): Int
     external fun ffi_tandem_uniffi_contract_version(
     ): Int
@@ -1113,6 +1129,16 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_rowcodec_write(`ptr`: Long,`db`: Long,`batch`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_tandem_fn_clone_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tandem_fn_free_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_constructor_canceltoken_new(uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tandem_fn_method_canceltoken_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_method_canceltoken_is_cancelled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_tandem_fn_clone_errorlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_free_errorlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1147,10 +1173,16 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_method_syncsession_transact(`ptr`: Long,`ops`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_tandem_fn_method_syncsession_transact_blocking(`ptr`: Long,`ops`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_syncsession_wait_for_download(`ptr`: Long,`timeoutMs`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_tandem_fn_method_syncsession_wait_for_download_blocking(`ptr`: Long,`timeoutMs`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_tandem_fn_method_syncsession_wait_for_upload(`ptr`: Long,`timeoutMs`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_tandem_fn_method_syncsession_wait_for_upload_blocking(`ptr`: Long,`timeoutMs`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_tandem_fn_clone_syncstatelistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_free_syncstatelistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1167,12 +1199,16 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_method_tokenprovider_fetch_token(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_tandem_fn_func_close_callbacks(`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_tandem_fn_func_clear_log_listener(uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_tandem_fn_func_set_log_listener(`listener`: Long,`level`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_tandem_fn_func_open_synced(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`openOptions`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_tandem_fn_func_open_synced_blocking(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`openOptions`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun ffi_tandem_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_tandem_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1292,6 +1328,9 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_tandem_checksum_func_close_callbacks() and 0xFFFF) != 28216) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_func_clear_log_listener() and 0xFFFF) != 6130) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1299,6 +1338,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_func_open_synced() and 0xFFFF) != 47703) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_func_open_synced_blocking() and 0xFFFF) != 45275) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_database_clear_quarantine() and 0xFFFF) != 27878) {
@@ -1427,6 +1469,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_rowcodec_write() and 0xFFFF) != 37039) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tandem_checksum_method_canceltoken_cancel() and 0xFFFF) != 3421) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_canceltoken_is_cancelled() and 0xFFFF) != 31116) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_method_errorlistener_on_error() and 0xFFFF) != 38869) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1454,10 +1502,19 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_syncsession_transact() and 0xFFFF) != 28596) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tandem_checksum_method_syncsession_transact_blocking() and 0xFFFF) != 30100) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_method_syncsession_wait_for_download() and 0xFFFF) != 33466) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tandem_checksum_method_syncsession_wait_for_download_blocking() and 0xFFFF) != 39994) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_method_syncsession_wait_for_upload() and 0xFFFF) != 5114) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_syncsession_wait_for_upload_blocking() and 0xFFFF) != 11663) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_syncstatelistener_on_state() and 0xFFFF) != 24134) {
@@ -1473,6 +1530,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_constructor_rowcodec_new() and 0xFFFF) != 43230) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_constructor_canceltoken_new() and 0xFFFF) != 61099) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1937,6 +1997,306 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
     override fun write(value: ByteArray, buf: ByteBuffer) {
         buf.putInt(value.size)
         buf.put(value)
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Cancels blocking calls (`SyncSession.wait_for_upload_blocking`...) from another thread: each
+ * call given this token returns `Stopped` once it is cancelled. A token stays cancelled.
+ */
+public interface CancelTokenInterface {
+    
+    /**
+     * Makes the calls waiting with this token (and any later one) return `Stopped`.
+     */
+    fun `cancel`()
+    
+    /**
+     * Whether `cancel()` was called.
+     */
+    fun `isCancelled`(): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * Cancels blocking calls (`SyncSession.wait_for_upload_blocking`...) from another thread: each
+ * call given this token returns `Stopped` once it is cancelled. A token stays cancelled.
+ */
+open class CancelToken: Disposable, AutoCloseable, CancelTokenInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    /**
+     * A token not cancelled yet.
+     */
+    constructor() :
+        this(UniffiWithHandle, 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tandem_fn_constructor_canceltoken_new(
+    
+        _status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_tandem_fn_free_canceltoken(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_tandem_fn_clone_canceltoken(handle, status)
+        }
+    }
+
+    
+    /**
+     * Makes the calls waiting with this token (and any later one) return `Stopped`.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tandem_fn_method_canceltoken_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Whether `cancel()` was called.
+     */override fun `isCancelled`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tandem_fn_method_canceltoken_is_cancelled(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCancelToken: FfiConverter<CancelToken, Long> {
+    override fun lower(value: CancelToken): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): CancelToken {
+        return CancelToken(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): CancelToken {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: CancelToken) = 8UL
+
+    override fun write(value: CancelToken, buf: ByteBuffer) {
+        buf.putLong(lower(value))
     }
 }
 
@@ -5206,14 +5566,32 @@ public interface SyncSessionInterface {
     suspend fun `transact`(`ops`: List<WriteOp>, `timeoutMs`: kotlin.ULong?): TransactOutcome
     
     /**
+     * `transact`, blocking the calling thread; `cancel` ends the wait for the verdict from
+     * another thread (`Stopped`; as with `Timeout`, the transaction may still be accepted).
+     */
+    fun `transactBlocking`(`ops`: List<WriteOp>, `timeoutMs`: kotlin.ULong?, `cancel`: CancelToken? = null): TransactOutcome
+    
+    /**
      * Completes when every server change that existed at the call is here.
      */
     suspend fun `waitForDownload`(`timeoutMs`: kotlin.ULong?)
     
     /**
+     * `wait_for_download`, blocking the calling thread; `cancel` ends the wait from another
+     * thread (`Stopped`).
+     */
+    fun `waitForDownloadBlocking`(`timeoutMs`: kotlin.ULong?, `cancel`: CancelToken? = null)
+    
+    /**
      * Completes when the server has every change committed before the call.
      */
     suspend fun `waitForUpload`(`timeoutMs`: kotlin.ULong?)
+    
+    /**
+     * `wait_for_upload`, blocking the calling thread; `cancel` ends the wait from another
+     * thread (`Stopped`).
+     */
+    fun `waitForUploadBlocking`(`timeoutMs`: kotlin.ULong?, `cancel`: CancelToken? = null)
     
     companion object
 }
@@ -5454,6 +5832,27 @@ open class SyncSession: Disposable, AutoCloseable, SyncSessionInterface
 
     
     /**
+     * `transact`, blocking the calling thread; `cancel` ends the wait for the verdict from
+     * another thread (`Stopped`; as with `Timeout`, the transaction may still be accepted).
+     */
+    @Throws(TandemException::class)override fun `transactBlocking`(`ops`: List<WriteOp>, `timeoutMs`: kotlin.ULong?, `cancel`: CancelToken?): TransactOutcome {
+            return FfiConverterTypeTransactOutcome.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_syncsession_transact_blocking(
+        it,
+        
+        FfiConverterSequenceTypeWriteOp.lower(`ops`),
+        FfiConverterOptionalULong.lower(`timeoutMs`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Completes when every server change that existed at the call is here.
      */
     @Throws(TandemException::class)
@@ -5480,6 +5879,25 @@ open class SyncSession: Disposable, AutoCloseable, SyncSessionInterface
 
     
     /**
+     * `wait_for_download`, blocking the calling thread; `cancel` ends the wait from another
+     * thread (`Stopped`).
+     */
+    @Throws(TandemException::class)override fun `waitForDownloadBlocking`(`timeoutMs`: kotlin.ULong?, `cancel`: CancelToken?)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_syncsession_wait_for_download_blocking(
+        it,
+        
+        FfiConverterOptionalULong.lower(`timeoutMs`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * Completes when the server has every change committed before the call.
      */
     @Throws(TandemException::class)
@@ -5503,6 +5921,25 @@ open class SyncSession: Disposable, AutoCloseable, SyncSessionInterface
         TandemException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * `wait_for_upload`, blocking the calling thread; `cancel` ends the wait from another
+     * thread (`Stopped`).
+     */
+    @Throws(TandemException::class)override fun `waitForUploadBlocking`(`timeoutMs`: kotlin.ULong?, `cancel`: CancelToken?)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_syncsession_wait_for_upload_blocking(
+        it,
+        
+        FfiConverterOptionalULong.lower(`timeoutMs`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),_status)
+}
+    }
+    
+    
 
     
 
@@ -10645,6 +11082,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeCancelToken: FfiConverterRustBuffer<CancelToken?> {
+    override fun read(buf: ByteBuffer): CancelToken? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeCancelToken.read(buf)
+    }
+
+    override fun allocationSize(value: CancelToken?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeCancelToken.allocationSize(value)
+        }
+    }
+
+    override fun write(value: CancelToken?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeCancelToken.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeTokenProvider: FfiConverterRustBuffer<TokenProvider?> {
     override fun read(buf: ByteBuffer): TokenProvider? {
         if (buf.get().toInt() == 0) {
@@ -11196,6 +11665,29 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
 
 
         /**
+         * Ends every later call from the library's threads into the app's code, for the rest of the
+         * process: listeners, the log listener and token providers are no longer called (a token
+         * provider's fetch fails, log events are dropped, warnings and errors go to stderr), and
+         * foreign objects the library lets go are no longer released. Then waits up to `timeout_ms`
+         * for the calls already in progress to return; `false` means some had not (they are left to
+         * finish on their own). Calls the current thread is making are not waited for.
+         *
+         * For a language runtime that cannot take calls from other threads once it starts shutting
+         * down: the Python package calls it from `atexit`, before interpreter finalization. Do not call
+         * it in an app that goes on running.
+         */ fun `closeCallbacks`(`timeoutMs`: kotlin.ULong): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tandem_fn_func_close_callbacks(
+    
+        
+        FfiConverterULong.lower(`timeoutMs`),_status)
+}
+    )
+    }
+    
+
+        /**
          * Stops sending log events to the app (they are dropped, as with no listener at all).
          */ fun `clearLogListener`()
         = 
@@ -11250,5 +11742,27 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
         TandemException.ErrorHandler,
     )
     }
+
+        /**
+         * `open_synced`, blocking the calling thread; `cancel` ends the wait from another thread
+         * (`Stopped`; the session is stopped, the file keeps what it had).
+         */
+    @Throws(TandemException::class) fun `openSyncedBlocking`(`path`: kotlin.String, `classes`: List<ClassSpec>, `options`: SyncOptions, `tokenProvider`: TokenProvider?, `timeoutMs`: kotlin.ULong?, `openOptions`: OpenOptions? = null, `cancel`: CancelToken? = null): SyncedDatabase {
+            return FfiConverterTypeSyncedDatabase.lift(
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_func_open_synced_blocking(
+    
+        
+        FfiConverterString.lower(`path`),
+        FfiConverterSequenceTypeClassSpec.lower(`classes`),
+        FfiConverterTypeSyncOptions.lower(`options`),
+        FfiConverterOptionalTypeTokenProvider.lower(`tokenProvider`),
+        FfiConverterOptionalULong.lower(`timeoutMs`),
+        FfiConverterOptionalTypeOpenOptions.lower(`openOptions`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),_status)
+}
+    )
+    }
+    
 
 
