@@ -75,6 +75,14 @@ class SyncTest {
         }
     }
 
+    class HeldToken(private val token: String) : TokenProvider {
+        val release = java.util.concurrent.CountDownLatch(1)
+        override fun fetchToken(): String {
+            release.await(30, java.util.concurrent.TimeUnit.SECONDS)
+            return token
+        }
+    }
+
     class Errors : ErrorListener {
         val seen: MutableList<Pair<ULong, Boolean>> = Collections.synchronizedList(mutableListOf())
         override fun onError(code: ULong, message: String, willRetry: Boolean) {
@@ -92,8 +100,13 @@ class SyncTest {
         session.stop()
         val b = open("b.sqlite")
         val errors = Errors()
-        val bad = b.sync(server.options(token = makeToken(listOf("/elsewhere"))), null)
+        // The session fetches its first token before it connects; holding that fetch until the
+        // error listener is registered keeps the refusal from coming before the listener (a
+        // listener only hears later events).
+        val held = HeldToken(makeToken(listOf("/elsewhere")))
+        val bad = b.sync(server.options(token = ""), held)
         val handle = bad.observeErrors(errors)
+        held.release.countDown()
         eventually { bad.state() is SyncState.Error }
         eventually { (206uL to false) in errors.seen }
         handle.cancel()
