@@ -64,7 +64,7 @@ pub(crate) fn install(conn: &Connection) {
 /// (joined) by [`Checkpointer::shutdown`].
 pub(crate) struct Checkpointer {
     file: DbFile,
-    /// Log pages when the last checkpoint was requested (0 after the log was rewound).
+    /// Log pages when the last checkpoint was requested (0 after an inline checkpoint).
     requested_at: AtomicI64,
     /// Held by whoever runs a checkpoint, so that the inline one waits for the background
     /// one instead of being refused.
@@ -111,11 +111,9 @@ impl Checkpointer {
             return;
         }
         let last = self.requested_at.load(Ordering::Relaxed);
-        if pages < last {
-            // The log was rewound since.
-            self.requested_at.store(0, Ordering::Relaxed);
-        }
-        if pages - self.requested_at.load(Ordering::Relaxed) < BACKGROUND_PAGES {
+        // A log smaller than at the last request was rewound since: all of it is new.
+        let appended = if pages < last { pages } else { pages - last };
+        if appended < BACKGROUND_PAGES {
             return;
         }
         self.requested_at.store(pages, Ordering::Relaxed);
