@@ -6,12 +6,16 @@
 //!   beside raw rusqlite committing one row per transaction at the same `synchronous` setting;
 //! - query latency over 100,000 objects (p50 and p99 of 200 runs): primary-key equality
 //!   (indexed) and a range filter on a property (a scan);
+//! - reading all 100,000 objects back (best of 3): raw rusqlite selecting the rows into structs
+//!   (the baseline), `ReadTransaction::query_objects` (one scan), and `query` then `object`
+//!   per key (the lookup per object it replaced);
 //! - notification latency from commit returning to the results listener running (p50, p99).
 //!
 //! Run: `cargo bench --bench store`. `TANDEM_BENCH_OBJECTS=<n>` changes the 100,000;
 //! `TANDEM_BENCH_ONLY=bulk` stops after the bulk part, `TANDEM_BENCH_ONLY=notify` runs only the
 //! bulk part and then the notification part on its database (the path that once lost
-//! notifications), `TANDEM_BENCH_ONLY=single` only the single-object transactions, e.g. `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench
+//! notifications), `TANDEM_BENCH_ONLY=single` only the single-object transactions, `TANDEM_BENCH_ONLY=read` the bulk
+//! part and the reads, e.g. `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench
 //! --bench store`.
 
 use std::path::PathBuf;
@@ -230,6 +234,81 @@ fn print_single_transactions() {
     }
 }
 
+/// A row of the baseline's read, as an app's struct.
+#[allow(dead_code)] // Read back, never looked at: the baseline's work is building them.
+struct RawItem {
+    id: i64,
+    name: String,
+    age: i64,
+    score: f64,
+    active: bool,
+}
+
+/// Every row of a bulk-written raw table into structs, in row order.
+fn read_raw(conn: &rusqlite::Connection) -> usize {
+    let mut stmt = conn
+        .prepare_cached("SELECT _pk, name, age, score, active FROM item ORDER BY _id")
+        .unwrap();
+    let rows: Vec<RawItem> = stmt
+        .query_map([], |r| {
+            Ok(RawItem {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                age: r.get(2)?,
+                score: r.get(3)?,
+                active: r.get(4)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows.len()
+}
+
+fn best_of_3(mut f: impl FnMut() -> usize) -> (Duration, usize) {
+    let mut best = Duration::MAX;
+    let mut n = 0;
+    for _ in 0..3 {
+        let start = Instant::now();
+        n = f();
+        best = best.min(start.elapsed());
+    }
+    (best, n)
+}
+
+fn print_reads(db: &Database) {
+    let conn = raw_connection("raw-read", Durability::Normal);
+    conn.execute_batch("BEGIN").unwrap();
+    for i in 0..objects() {
+        insert_raw(&conn, i);
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    println!("reading all {} objects (best of 3):", objects());
+    let (raw, n) = best_of_3(|| read_raw(&conn));
+    println!("  raw rusqlite into structs (baseline) {raw:>10.1?} ({n} rows)");
+    let (scan, n) = best_of_3(|| {
+        let read = db.read().unwrap();
+        read.query_objects("Item", "TRUEPREDICATE", &[], 0, None)
+            .unwrap()
+            .len()
+    });
+    println!(
+        "  tandem query_objects                 {scan:>10.1?} ({n} objects, {:.2}x)",
+        scan.as_secs_f64() / raw.as_secs_f64()
+    );
+    let (lookups, n) = best_of_3(|| {
+        let read = db.read().unwrap();
+        let keys = read.query("Item", "TRUEPREDICATE", &[]).unwrap();
+        keys.iter()
+            .filter(|k| read.object("Item", k).unwrap().is_some())
+            .count()
+    });
+    println!(
+        "  tandem query + object per key        {lookups:>10.1?} ({n} objects, {:.2}x)",
+        lookups.as_secs_f64() / raw.as_secs_f64()
+    );
+}
+
 fn main() {
     let only = std::env::var("TANDEM_BENCH_ONLY").unwrap_or_default();
     if only == "single" {
@@ -269,6 +348,10 @@ fn main() {
     );
     match only.as_str() {
         "bulk" => return,
+        "read" => {
+            print_reads(&db);
+            return;
+        }
         "notify" => {
             // The same database as the full run (the fastest of the three bulk runs).
             print_notification_latency(&db);
@@ -295,5 +378,6 @@ fn main() {
     });
     println!("  _id range (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
 
+    print_reads(&db);
     print_notification_latency(&db);
 }

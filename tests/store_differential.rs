@@ -139,6 +139,28 @@ fn same_read_view(db: &Database, oracle: &State) -> usize {
             );
             hidden += usize::from(expected.as_ref() != Some(raw));
         }
+        // One scan over the matches reads what one lookup per key does, in the query's order,
+        // and a window of it is the same slice.
+        if !matches!(
+            oracle.schemas.get(class).map(|s| &s.spec),
+            Some(tandem::state::TableSpec::TopLevel { .. })
+        ) {
+            continue;
+        }
+        let keys = read.query(class, "TRUEPREDICATE", &[]).unwrap();
+        let scanned = read
+            .query_objects(class, "TRUEPREDICATE", &[], 0, None)
+            .unwrap();
+        let one_by_one: Vec<_> = keys
+            .iter()
+            .map(|k| (k.clone(), read.object(class, k).unwrap().unwrap()))
+            .collect();
+        assert_eq!(scanned, one_by_one, "query_objects of {class}");
+        let window = read
+            .query_objects(class, "TRUEPREDICATE", &[], 1, Some(2))
+            .unwrap();
+        let end = one_by_one.len().min(3);
+        assert_eq!(window, one_by_one[1.min(end)..end], "window of {class}");
     }
     hidden
 }

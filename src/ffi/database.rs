@@ -308,17 +308,14 @@ impl Results {
     /// one crossing (`objects()` plus `keys()` could disagree if a write lands in between).
     pub fn entries(&self) -> Result<Vec<ObjectEntry>, TandemError> {
         let read = self.db.read()?;
-        let keys = read.query(&self.class_name, &self.filter, &self.args)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(object) = read.object(&self.class_name, &key)? {
-                out.push(ObjectEntry {
-                    key: ffi_key(&key),
-                    fields: fields(&object),
-                });
-            }
-        }
-        Ok(out)
+        let found = read.query_objects(&self.class_name, &self.filter, &self.args, 0, None)?;
+        Ok(found
+            .iter()
+            .map(|(key, object)| ObjectEntry {
+                key: ffi_key(key),
+                fields: fields(object),
+            })
+            .collect())
     }
 
     /// Calls `listener` whenever the results change (deletions, insertions, modifications as

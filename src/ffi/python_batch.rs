@@ -118,19 +118,15 @@ impl RowCodec {
     ) -> Result<Vec<u8>, TandemError> {
         let class = self.class(&class_name)?;
         let args = args.iter().map(core_value).collect::<Result<Vec<_>, _>>()?;
-        let read = db.inner.read()?;
-        let keys = read.query(&class_name, &filter, &args)?;
-        let start = (offset as usize).min(keys.len());
-        let end = match limit {
-            Some(n) => start.saturating_add(n as usize).min(keys.len()),
-            None => keys.len(),
-        };
-        let mut rows = Vec::with_capacity(end - start);
-        for key in &keys[start..end] {
-            if let Some(object) = read.object(&class_name, key)? {
-                rows.push(self.row(class, &object, Some(key)));
-            }
-        }
+        let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let rows: Vec<Json> = db
+            .inner
+            .read()?
+            .query_objects(&class_name, &filter, &args, offset, limit)?
+            .iter()
+            .map(|(key, object)| self.row(class, object, Some(key)))
+            .collect();
         Ok(serde_json::to_vec(&Json::Array(rows)).expect("JSON values serialize"))
     }
 

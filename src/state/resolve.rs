@@ -67,48 +67,54 @@ pub fn resolved(
     object: &Object,
     exists: &mut dyn FnMut(&str, &Key) -> bool,
 ) -> Object {
-    let mut out = Object::default();
+    let mut out = object.clone();
+    resolve_in_place(schemas, table, &mut out, exists);
+    out
+}
+
+/// [`resolved`] without a copy: hides the unresolved links of `object` (of `table`) where it
+/// is. Objects without links are left untouched, and cost one pass over their fields.
+pub fn resolve_in_place(
+    schemas: &Schemas,
+    table: &str,
+    object: &mut Object,
+    exists: &mut dyn FnMut(&str, &Key) -> bool,
+) {
     let columns = schemas.get(table).map(|s| &s.columns);
-    for (name, field) in &object.fields {
+    for (name, field) in object.fields.iter_mut() {
         let column = columns.and_then(|c| c.get(name));
         let embedded = column.and_then(|c| embedded_target(schemas, c));
         let hide_in_collection = column.is_some_and(|c| {
             is_link_collection(schemas, c)
                 || (c.value_type == PayloadType::Null && c.collection == CollectionType::Set)
         });
-        let field = match field {
-            Field::Value(v) => Field::Value(resolve_value(v, exists)),
-            Field::Embedded(inner) => Field::Embedded(
-                inner
-                    .as_ref()
-                    .map(|o| resolved(schemas, embedded.unwrap_or(""), o, exists)),
-            ),
-            Field::List(elements) => {
-                let mut kept = Vec::with_capacity(elements.len());
-                for e in elements {
-                    if !(hide_in_collection && is_unresolved_element(e, exists)) {
-                        kept.push(resolve_element(schemas, embedded, e, exists));
-                    }
+        match field {
+            Field::Value(v) => resolve_value(v, exists),
+            Field::Embedded(inner) => {
+                if let Some(o) = inner {
+                    resolve_in_place(schemas, embedded.unwrap_or(""), o, exists);
                 }
-                Field::List(kept)
             }
-            Field::Set(values) => Field::Set(
-                values
-                    .iter()
-                    .filter(|v| !(hide_in_collection && is_unresolved(v, exists)))
-                    .cloned()
-                    .collect(),
-            ),
-            Field::Dictionary(entries) => Field::Dictionary(
-                entries
-                    .iter()
-                    .map(|(k, e)| (k.clone(), resolve_element(schemas, embedded, e, exists)))
-                    .collect(),
-            ),
-        };
-        out.fields.insert(name.clone(), field);
+            Field::List(elements) => {
+                if hide_in_collection {
+                    elements.retain(|e| !is_unresolved_element(e, exists));
+                }
+                for e in elements.iter_mut() {
+                    resolve_element(schemas, embedded, e, exists);
+                }
+            }
+            Field::Set(values) => {
+                if hide_in_collection {
+                    values.retain(|v| !is_unresolved(v, exists));
+                }
+            }
+            Field::Dictionary(entries) => {
+                for e in entries.values_mut() {
+                    resolve_element(schemas, embedded, e, exists);
+                }
+            }
+        }
     }
-    out
 }
 
 /// Whether `v` is a link to an object that does not exist.
@@ -120,25 +126,21 @@ fn is_unresolved_element(e: &Element, exists: &mut dyn FnMut(&str, &Key) -> bool
     matches!(e, Element::Value(v) if is_unresolved(v, exists))
 }
 
-fn resolve_value(v: &Val, exists: &mut dyn FnMut(&str, &Key) -> bool) -> Val {
+fn resolve_value(v: &mut Val, exists: &mut dyn FnMut(&str, &Key) -> bool) {
     if is_unresolved(v, exists) {
-        Val::Null
-    } else {
-        v.clone()
+        *v = Val::Null;
     }
 }
 
 fn resolve_element(
     schemas: &Schemas,
     embedded: Option<&str>,
-    e: &Element,
+    e: &mut Element,
     exists: &mut dyn FnMut(&str, &Key) -> bool,
-) -> Element {
+) {
     match e {
-        Element::Value(v) => Element::Value(resolve_value(v, exists)),
-        Element::Embedded(o) => {
-            Element::Embedded(resolved(schemas, embedded.unwrap_or(""), o, exists))
-        }
+        Element::Value(v) => resolve_value(v, exists),
+        Element::Embedded(o) => resolve_in_place(schemas, embedded.unwrap_or(""), o, exists),
     }
 }
 

@@ -235,7 +235,11 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
 
 /// A compiled query: SQL selecting `_id, _pk` of matching rows, and its parameters.
 pub(crate) struct Compiled {
+    /// `SELECT o._id, o._pk ` and [`tail`](Self::tail): the row ids and primary keys.
     pub sql: String,
+    /// From `FROM` on: the table (aliased `o`), the filter, the order and the limit, for
+    /// selecting other columns of the matches.
+    pub tail: String,
     pub params: Vec<Sql>,
 }
 
@@ -1114,11 +1118,13 @@ pub(crate) fn compile(
             p.peek()
         ));
     }
+    let tail = format!(
+        "FROM {} o WHERE {filter} ORDER BY {order}{limit}",
+        object_table(class)
+    );
     Ok(Compiled {
-        sql: format!(
-            "SELECT o._id, o._pk FROM {} o WHERE {filter} ORDER BY {order}{limit}",
-            object_table(class)
-        ),
+        sql: format!("SELECT o._id, o._pk {tail}"),
+        tail,
         params: p.params,
     })
 }

@@ -10,7 +10,8 @@ use super::{from_key, layout, query, to_key, Database, StoreError};
 use crate::changeset::{CollectionType, PayloadType};
 use crate::model::{PrimaryKey, Value};
 use crate::state::{
-    embedded_target, ColumnSpec, Element, Field, Key, Object, Schemas, State, TableSpec, Val,
+    embedded_target, ColumnSpec, Element, Field, Key, Object, Schemas, State, TableSchema,
+    TableSpec, Val,
 };
 
 fn corrupt(what: impl Into<String>) -> StoreError {
@@ -94,73 +95,86 @@ pub(crate) fn for_each_object(
     Ok(())
 }
 
-/// One row of `class`, with its collections and embedded objects.
-pub(crate) fn read_object(
+/// The single-valued columns of a class, in the order [`select_singles`] reads them.
+fn singles(schema: &TableSchema) -> Vec<(&String, &ColumnSpec)> {
+    schema
+        .columns
+        .iter()
+        .filter(|(_, c)| c.collection == CollectionType::Single)
+        .collect()
+}
+
+/// The SELECT list reading `singles` of the table aliased `alias`: for each column its value
+/// and its kind (a kind column for mixed, the type's code otherwise), two result columns each.
+fn select_singles(singles: &[(&String, &ColumnSpec)], alias: &str) -> String {
+    let mut columns = String::new();
+    for (prop, column) in singles {
+        if !columns.is_empty() {
+            columns.push_str(", ");
+        }
+        columns.push_str(alias);
+        columns.push_str(&value_column(prop));
+        columns.push_str(", ");
+        if column.value_type == PayloadType::Null {
+            columns.push_str(alias);
+            columns.push_str(&kind_column(prop));
+        } else {
+            columns.push_str(&column.value_type.code().to_string());
+        }
+    }
+    columns
+}
+
+/// Decodes the columns [`select_singles`] selected, starting at result column `offset`, into
+/// `object`. Embedded objects are read after the row is done with: their row ids are returned
+/// as `(property, class, row id)`.
+fn decode_singles<'s>(
+    schemas: &'s Schemas,
+    singles: &[(&'s String, &'s ColumnSpec)],
+    row: &rusqlite::Row<'_>,
+    offset: usize,
+    object: &mut Object,
+) -> Result<Vec<(String, &'s str, i64)>, StoreError> {
+    let mut children = Vec::new();
+    for (i, (prop, column)) in singles.iter().enumerate() {
+        let at = offset + 2 * i;
+        let field = match embedded_target(schemas, column) {
+            Some(target) => match row.get::<_, Option<i64>>(at)? {
+                Some(child) => {
+                    children.push(((*prop).clone(), target, child));
+                    continue;
+                }
+                None => Field::Embedded(None),
+            },
+            None => Field::Value(value_of(
+                schemas,
+                column,
+                row.get_ref(at)?,
+                row.get(at + 1)?,
+            )?),
+        };
+        object.fields.insert((*prop).clone(), field);
+    }
+    Ok(children)
+}
+
+/// Reads what one SELECT of the object's row does not hold: its embedded objects (`children`,
+/// from [`decode_singles`]) and its collections.
+fn read_rest(
     conn: &Connection,
     schemas: &Schemas,
     class: &str,
     id: i64,
-) -> Result<Object, StoreError> {
+    children: Vec<(String, &str, i64)>,
+    object: &mut Object,
+) -> Result<(), StoreError> {
+    for (prop, target, child) in children {
+        let embedded = read_object(conn, schemas, target, child)?;
+        object.fields.insert(prop, Field::Embedded(Some(embedded)));
+    }
     let schema = schemas
         .get(class)
         .ok_or_else(|| corrupt(format!("class {class}")))?;
-    let mut object = Object::default();
-    // Every single-valued column in one SELECT (one statement per object, not per property:
-    // reading a result of many objects is dominated by statement executions).
-    let singles: Vec<(&String, &ColumnSpec)> = schema
-        .columns
-        .iter()
-        .filter(|(_, c)| c.collection == CollectionType::Single)
-        .collect();
-    if !singles.is_empty() {
-        let mut columns = String::new();
-        for (prop, column) in &singles {
-            if !columns.is_empty() {
-                columns.push_str(", ");
-            }
-            columns.push_str(&value_column(prop));
-            columns.push_str(", ");
-            if column.value_type == PayloadType::Null {
-                columns.push_str(&kind_column(prop));
-            } else {
-                columns.push_str(&column.value_type.code().to_string());
-            }
-        }
-        let sql = format!(
-            "SELECT {columns} FROM {} WHERE _id = ?1",
-            object_table(class)
-        );
-        let mut children = Vec::new();
-        {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query([id])?;
-            let row = rows
-                .next()?
-                .ok_or_else(|| corrupt(format!("row {id} of {class}")))?;
-            for (i, (prop, column)) in singles.iter().enumerate() {
-                let field = match embedded_target(schemas, column) {
-                    Some(target) => match row.get::<_, Option<i64>>(2 * i)? {
-                        Some(child) => {
-                            children.push(((*prop).clone(), target, child));
-                            continue;
-                        }
-                        None => Field::Embedded(None),
-                    },
-                    None => Field::Value(value_of(
-                        schemas,
-                        column,
-                        row.get_ref(2 * i)?,
-                        row.get(2 * i + 1)?,
-                    )?),
-                };
-                object.fields.insert((*prop).clone(), field);
-            }
-        }
-        for (prop, target, child) in children {
-            let embedded = read_object(conn, schemas, target, child)?;
-            object.fields.insert(prop, Field::Embedded(Some(embedded)));
-        }
-    }
     for (prop, column) in &schema.columns {
         let embedded = embedded_target(schemas, column);
         let field = match column.collection {
@@ -219,7 +233,65 @@ pub(crate) fn read_object(
         };
         object.fields.insert(prop.clone(), field);
     }
+    Ok(())
+}
+
+/// One row of `class`, with its collections and embedded objects.
+pub(crate) fn read_object(
+    conn: &Connection,
+    schemas: &Schemas,
+    class: &str,
+    id: i64,
+) -> Result<Object, StoreError> {
+    let schema = schemas
+        .get(class)
+        .ok_or_else(|| corrupt(format!("class {class}")))?;
+    let mut object = Object::default();
+    // Every single-valued column in one SELECT (one statement per object, not per property:
+    // reading a result of many objects is dominated by statement executions).
+    let singles = singles(schema);
+    let mut children = Vec::new();
+    if !singles.is_empty() {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE _id = ?1",
+            select_singles(&singles, ""),
+            object_table(class)
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([id])?;
+        let row = rows
+            .next()?
+            .ok_or_else(|| corrupt(format!("row {id} of {class}")))?;
+        children = decode_singles(schemas, &singles, row, 0, &mut object)?;
+    }
+    read_rest(conn, schemas, class, id, children, &mut object)?;
     Ok(object)
+}
+
+/// Hides unresolved links in `object` (of `class`), as [`read_resolved`] does.
+fn resolve(
+    conn: &Connection,
+    schemas: &Schemas,
+    class: &str,
+    object: &mut Object,
+) -> Result<(), StoreError> {
+    let mut failure = None;
+    crate::state::resolve_in_place(
+        schemas,
+        class,
+        object,
+        &mut |table, key| match target_exists(conn, schemas, table, key) {
+            Ok(found) => found,
+            Err(e) => {
+                failure.get_or_insert(e);
+                true
+            }
+        },
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// One object of `class` as apps read it: [`read_object`] with unresolved links (links to
@@ -230,22 +302,9 @@ pub(crate) fn read_resolved(
     class: &str,
     id: i64,
 ) -> Result<Object, StoreError> {
-    let raw = read_object(conn, schemas, class, id)?;
-    let mut failure = None;
-    let object =
-        crate::state::resolved(schemas, class, &raw, &mut |table, key| match target_exists(
-            conn, schemas, table, key,
-        ) {
-            Ok(found) => found,
-            Err(e) => {
-                failure.get_or_insert(e);
-                true
-            }
-        });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(object),
-    }
+    let mut object = read_object(conn, schemas, class, id)?;
+    resolve(conn, schemas, class, &mut object)?;
+    Ok(object)
 }
 
 /// Whether the link target `table[key]` exists.
@@ -342,6 +401,86 @@ impl<'db> ReadTransaction<'db> {
             ));
         }
         Ok(keys)
+    }
+
+    /// The objects of `class` matching `query`, in its order, with their primary keys: what
+    /// [`query`](Self::query) and then [`object`](Self::object) for each key give, read by one
+    /// SQL statement over the matches (plus one per collection property and embedded object of
+    /// each match) instead of one lookup per key. Only the matches from position `offset` on,
+    /// at most `limit` of them (`None`: all), are read; the ones before are stepped over
+    /// undecoded. Errors as [`query`](Self::query).
+    ///
+    /// ```
+    /// # fn f(db: &tandem::store::Database) -> Result<(), tandem::store::StoreError> {
+    /// let read = db.read()?;
+    /// // The first ten open tasks, keys and objects.
+    /// let page = read.query_objects("Task", "done == false", &[], 0, Some(10))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn query_objects(
+        &self,
+        class: &str,
+        query: &str,
+        args: &[Value],
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<(PrimaryKey, Object)>, StoreError> {
+        let compiled = query::compile(&self.schemas, class, query, args)?;
+        let schema = self
+            .schemas
+            .get(class)
+            .ok_or_else(|| StoreError::InvalidArgument(format!("no top-level class {class}")))?;
+        let TableSpec::TopLevel { pk_type, .. } = schema.spec else {
+            return Err(StoreError::InvalidArgument(format!(
+                "no top-level class {class}"
+            )));
+        };
+        let singles = singles(schema);
+        let sql = if singles.is_empty() {
+            compiled.sql.clone()
+        } else {
+            format!(
+                "SELECT o._id, o._pk, {} {}",
+                select_singles(&singles, "o."),
+                compiled.tail
+            )
+        };
+        let has_rest = singles.len() < schema.columns.len()
+            || singles
+                .iter()
+                .any(|(_, c)| embedded_target(&self.schemas, c).is_some());
+        let has_links = schema.columns.values().any(|c| {
+            c.value_type == PayloadType::Link
+                || c.value_type == PayloadType::Null
+                || embedded_target(&self.schemas, c).is_some()
+        });
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(compiled.params.iter()))?;
+        let mut out = Vec::new();
+        let mut skip = offset;
+        while let Some(row) = rows.next()? {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            if limit.is_some_and(|n| out.len() >= n) {
+                break;
+            }
+            let id: i64 = row.get(0)?;
+            let key = codec::decode_key(row.get_ref(1)?, pk_type)
+                .ok_or_else(|| corrupt(format!("primary key of {class}")))?;
+            let mut object = Object::default();
+            let children = decode_singles(&self.schemas, &singles, row, 2, &mut object)?;
+            if has_rest {
+                read_rest(conn, &self.schemas, class, id, children, &mut object)?;
+            }
+            if has_links {
+                resolve(conn, &self.schemas, class, &mut object)?;
+            }
+            out.push((from_key(key), object));
+        }
+        Ok(out)
     }
 
     /// The whole database as an in-memory [`State`]: the stored replica, including links to
