@@ -899,6 +899,59 @@ fn results_entries_carry_keys_in_order() {
     );
 }
 
+#[test]
+fn results_rows_give_the_properties_asked_for_by_position() {
+    let db = open("rows");
+    let mut ops = every_kind_of_op(1);
+    ops.extend([create(2, "b"), create(3, "c")]);
+    db.write(ops).unwrap();
+    let results = db
+        .query("Task".into(), "SORT(_id DESC)".into(), vec![])
+        .unwrap();
+    let entries = results.entries().unwrap();
+    // Every property, the primary key first, and one twice: each row holds exactly what the
+    // entries hold under those names, in that order.
+    let asked: Vec<String> = ["_id", "title", "tags", "lucky", "notes", "address"]
+        .into_iter()
+        .chain(["addresses", "count", "title"])
+        .map(String::from)
+        .collect();
+    let rows = results.rows(asked.clone()).unwrap();
+    assert_eq!(rows.len(), 3);
+    for (row, entry) in rows.iter().zip(&entries) {
+        assert_eq!(row.key, entry.key);
+        assert_eq!(row.values.len(), asked.len());
+        for (name, value) in asked.iter().zip(&row.values) {
+            let expected = match name.as_str() {
+                "_id" => FieldValue::Single {
+                    value: match &entry.key {
+                        Key::Int { value } => Value::Int { value: *value },
+                        other => panic!("key {other:?}"),
+                    },
+                },
+                _ => entry.fields[name].clone(),
+            };
+            assert_eq!(value, &expected, "{name} of {:?}", row.key);
+        }
+    }
+    assert_eq!(rows[0].key, k(3));
+    assert_eq!(rows[2].key, k(1));
+    assert_eq!(rows[2].values[1], FieldValue::Single { value: s("b") });
+    assert_eq!(
+        rows[2].values[7],
+        FieldValue::Single {
+            value: Value::Int { value: 42 }
+        }
+    );
+    // An empty selection gives the keys alone; an unknown property is refused by name.
+    let keys_only = results.rows(vec![]).unwrap();
+    assert!(keys_only.iter().all(|r| r.values.is_empty()));
+    match results.rows(vec!["title".into(), "nope".into()]) {
+        Err(TandemError::InvalidArgument { message }) => assert!(message.contains("nope")),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
 /// Options for a server that is never there (a closed loopback port): waits never complete.
 fn unreachable_server() -> SyncOptions {
     SyncOptions {

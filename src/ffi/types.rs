@@ -439,6 +439,16 @@ pub struct ObjectEntry {
     pub fields: HashMap<String, FieldValue>,
 }
 
+/// One object of a query result by position: what `Results.rows(properties)` returns.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct ObjectRow {
+    /// The object's primary key.
+    pub key: Key,
+    /// The values of the properties asked for, in the order asked (the primary key property
+    /// as a `Single` value too).
+    pub values: Vec<FieldValue>,
+}
+
 /// How query results changed, Realm style.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct ResultsChange {
@@ -632,41 +642,58 @@ pub(crate) fn fields(object: &Object) -> HashMap<String, FieldValue> {
     object
         .fields
         .iter()
-        .map(|(name, field)| {
-            let value = match field {
-                Field::Value(v) => FieldValue::Single { value: ffi_val(v) },
-                Field::Embedded(o) => FieldValue::Embedded {
-                    present: o.is_some(),
-                    fields: o.as_ref().map(fields).unwrap_or_default(),
-                },
-                Field::List(items) => match items.iter().map(element).collect() {
-                    Some(items) => FieldValue::List { items },
-                    None => FieldValue::EmbeddedList {
-                        items: items.iter().filter_map(embedded).collect(),
-                    },
-                },
-                Field::Set(items) => FieldValue::Set {
-                    items: items.iter().map(ffi_val).collect(),
-                },
-                Field::Dictionary(entries) => {
-                    if entries.values().all(|e| matches!(e, Element::Value(_))) {
-                        FieldValue::Dictionary {
-                            entries: entries
-                                .iter()
-                                .filter_map(|(k, v)| Some((k.clone(), element(v)?)))
-                                .collect(),
-                        }
-                    } else {
-                        FieldValue::EmbeddedDictionary {
-                            entries: entries
-                                .iter()
-                                .map(|(k, v)| (k.clone(), embedded(v)))
-                                .collect(),
-                        }
-                    }
-                }
-            };
-            (name.clone(), value)
-        })
+        .map(|(name, field)| (name.clone(), field_value(field)))
         .collect()
+}
+
+/// One property's content as foreign code reads it (see [`fields`]).
+pub(crate) fn field_value(field: &Field) -> FieldValue {
+    match field {
+        Field::Value(v) => FieldValue::Single { value: ffi_val(v) },
+        Field::Embedded(o) => FieldValue::Embedded {
+            present: o.is_some(),
+            fields: o.as_ref().map(fields).unwrap_or_default(),
+        },
+        Field::List(items) => match items.iter().map(element).collect() {
+            Some(items) => FieldValue::List { items },
+            None => FieldValue::EmbeddedList {
+                items: items.iter().filter_map(embedded).collect(),
+            },
+        },
+        Field::Set(items) => FieldValue::Set {
+            items: items.iter().map(ffi_val).collect(),
+        },
+        Field::Dictionary(entries) => {
+            if entries.values().all(|e| matches!(e, Element::Value(_))) {
+                FieldValue::Dictionary {
+                    entries: entries
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), element(v)?)))
+                        .collect(),
+                }
+            } else {
+                FieldValue::EmbeddedDictionary {
+                    entries: entries
+                        .iter()
+                        .map(|(k, v)| (k.clone(), embedded(v)))
+                        .collect(),
+                }
+            }
+        }
+    }
+}
+
+/// A primary key as the value of its property.
+pub(crate) fn key_value(key: &model::PrimaryKey) -> Value {
+    match key {
+        model::PrimaryKey::Null => Value::Null,
+        model::PrimaryKey::Int(v) => Value::Int { value: *v },
+        model::PrimaryKey::String(s) => Value::String { value: s.clone() },
+        model::PrimaryKey::ObjectId(id) => Value::ObjectId {
+            bytes: id.0.to_vec(),
+        },
+        model::PrimaryKey::Uuid(id) => Value::Uuid {
+            bytes: id.0.to_vec(),
+        },
+    }
 }

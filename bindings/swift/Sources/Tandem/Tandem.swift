@@ -2140,6 +2140,15 @@ public protocol ResultsProtocol: AnyObject, Sendable {
      */
     func observe(listener: ResultsListener, keyPaths: [String]) throws  -> ListenerHandle
     
+    /**
+     * The matching objects by position, in order, read in one read transaction and one
+     * crossing: for each, its primary key and the values of `properties` in the order given
+     * (no property names per object, no map: what a typed layer decoding by position wants).
+     * `properties` may name the primary key property and may repeat or leave out properties.
+     * Errors: `InvalidArgument` naming a property the class does not have.
+     */
+    func rows(properties: [String]) throws  -> [ObjectRow]
+    
 }
 /**
  * A live query: re-run on demand, observable.
@@ -2260,6 +2269,23 @@ open func observe(listener: ResultsListener, keyPaths: [String] = [])throws  -> 
             self.uniffiCloneHandle(),
         FfiConverterTypeResultsListener_lower(listener),
         FfiConverterSequenceString.lower(keyPaths),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The matching objects by position, in order, read in one read transaction and one
+     * crossing: for each, its primary key and the values of `properties` in the order given
+     * (no property names per object, no map: what a typed layer decoding by position wants).
+     * `properties` may name the primary key property and may repeat or leave out properties.
+     * Errors: `InvalidArgument` naming a property the class does not have.
+     */
+open func rows(properties: [String])throws  -> [ObjectRow]  {
+    return try  FfiConverterSequenceTypeObjectRow.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_results_rows(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceString.lower(properties),uniffiCallStatus
     )
 })
 }
@@ -4215,6 +4241,77 @@ public func FfiConverterTypeObjectEntry_lift(_ buf: RustBuffer) throws -> Object
 #endif
 public func FfiConverterTypeObjectEntry_lower(_ value: ObjectEntry) -> RustBuffer {
     return FfiConverterTypeObjectEntry.lower(value)
+}
+
+
+/**
+ * One object of a query result by position: what `Results.rows(properties)` returns.
+ */
+public struct ObjectRow: Equatable, Hashable {
+    /**
+     * The object's primary key.
+     */
+    public var key: Key
+    /**
+     * The values of the properties asked for, in the order asked (the primary key property
+     * as a `Single` value too).
+     */
+    public var values: [FieldValue]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The object's primary key.
+         */key: Key, 
+        /**
+         * The values of the properties asked for, in the order asked (the primary key property
+         * as a `Single` value too).
+         */values: [FieldValue]) {
+        self.key = key
+        self.values = values
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ObjectRow: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeObjectRow: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ObjectRow {
+        return
+            try ObjectRow(
+                key: FfiConverterTypeKey.read(from: &buf), 
+                values: FfiConverterSequenceTypeFieldValue.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ObjectRow, into buf: inout [UInt8]) {
+        FfiConverterTypeKey.write(value.key, into: &buf)
+        FfiConverterSequenceTypeFieldValue.write(value.values, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeObjectRow_lift(_ buf: RustBuffer) throws -> ObjectRow {
+    return try FfiConverterTypeObjectRow.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeObjectRow_lower(_ value: ObjectRow) -> RustBuffer {
+    return FfiConverterTypeObjectRow.lower(value)
 }
 
 
@@ -7627,6 +7724,31 @@ fileprivate struct FfiConverterSequenceTypeObjectEntry: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeObjectRow: FfiConverterRustBuffer {
+    typealias SwiftType = [ObjectRow]
+
+    public static func write(_ value: [ObjectRow], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeObjectRow.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ObjectRow] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ObjectRow]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeObjectRow.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypePropertySpec: FfiConverterRustBuffer {
     typealias SwiftType = [PropertySpec]
 
@@ -7694,6 +7816,31 @@ fileprivate struct FfiConverterSequenceTypeQuarantinedInstruction: FfiConverterR
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeQuarantinedInstruction.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeFieldValue: FfiConverterRustBuffer {
+    typealias SwiftType = [FieldValue]
+
+    public static func write(_ value: [FieldValue], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeFieldValue.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [FieldValue] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [FieldValue]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeFieldValue.read(from: &buf))
         }
         return seq
     }
@@ -8103,6 +8250,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_results_observe() != 12862) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_results_rows() != 1283) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_resultslistener_on_change() != 28979) {

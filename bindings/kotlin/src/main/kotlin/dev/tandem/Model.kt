@@ -16,6 +16,7 @@ import kotlin.reflect.full.hasAnnotation
 import kotlin.reflect.full.memberProperties
 import kotlin.reflect.full.primaryConstructor
 import kotlin.reflect.jvm.isAccessible
+import kotlin.reflect.jvm.javaConstructor
 import kotlin.reflect.jvm.javaField
 
 /** What one property holds, element-wise. */
@@ -164,6 +165,39 @@ internal class Model<T : Any>(val kclass: KClass<T>) {
      * An instance from a read object's fields; links are resolved through [links]. The FFI's
      * object maps leave the primary key out: it is taken from [key] (null for embedded objects).
      */
+    /** The property names in constructor order: what [decodeRow] expects `Results.rows` to be asked for. */
+    val names: List<String> by lazy { fields.map { it.name } }
+
+    private val javaConstructor: java.lang.reflect.Constructor<T> by lazy {
+        constructor.javaConstructor?.also { it.isAccessible = true }
+            ?: throw TandemModelException(className, null, "the primary constructor has no Java constructor")
+    }
+
+    /**
+     * An instance from one row of `Results.rows(names)`: [values] holds every property, in
+     * constructor order, so the constructor is called directly, without kotlin-reflect's
+     * `callBy` (which builds a map of parameters per object). Errors as [decode].
+     */
+    fun decodeRow(values: List<FieldValue>, links: LinkReader): T {
+        check(values.size == fields.size) { "reading $className: ${values.size} values for ${fields.size} properties" }
+        val args = arrayOfNulls<Any?>(fields.size)
+        for (i in fields.indices) {
+            val f = fields[i]
+            args[i] = try {
+                decodeField(f, values[i], links)
+            } catch (e: TandemModelException) {
+                throw e
+            } catch (e: RuntimeException) {
+                throw IllegalStateException("reading $className.${f.name}: ${e.message}", e)
+            }
+        }
+        return try {
+            javaConstructor.newInstance(*args)
+        } catch (e: java.lang.reflect.InvocationTargetException) {
+            throw e.cause ?: e
+        }
+    }
+
     fun decode(values: Map<String, FieldValue>, links: LinkReader, key: Key? = null): T {
         val args = HashMap<KParameter, Any?>()
         for (f in fields) {

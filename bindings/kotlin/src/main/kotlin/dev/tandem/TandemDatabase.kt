@@ -191,6 +191,21 @@ internal class LinkResolver(private val db: TandemDatabase) : LinkReader {
 
     override fun read(target: KClass<*>, key: Key): Any? = read(db.model(target), key)
 
+    /** The object of [model] with [key] from its row of `Results.rows(model.names)`. */
+    @Suppress("UNCHECKED_CAST")
+    fun <T : Any> readRow(model: Model<T>, key: Key, values: List<FieldValue>): T? {
+        val id = model.className + "\u0000" + ValueCodec.keyText(key)
+        if (id in done) return done[id] as T?
+        if (!reading.add(id)) return null
+        try {
+            val obj = model.decodeRow(values, this)
+            done[id] = obj
+            return obj
+        } finally {
+            reading.remove(id)
+        }
+    }
+
     /** The object of [model] with [key], or null; [fields] if already read. */
     @Suppress("UNCHECKED_CAST")
     fun <T : Any> read(model: Model<T>, key: Key, fields: Map<String, FieldValue>? = null): T? {

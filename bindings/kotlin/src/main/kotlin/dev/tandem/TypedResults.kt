@@ -34,12 +34,13 @@ class TypedResults<T : Any> internal constructor(
     fun isEmpty(): Boolean = count() == 0
 
     /**
-     * The matching objects now, in order: one crossing (`Results.entries()`, keys and fields
-     * read in one read transaction), then one per distinct linked object.
+     * The matching objects now, in order: one crossing (`Results.rows()`, each object's key
+     * and values by position, read in one read transaction), then one per distinct linked
+     * object.
      */
     fun toList(): List<T> {
         val resolver = LinkResolver(db)
-        return raw.entries().mapNotNull { resolver.read(model, it.key, it.fields) }
+        return raw.rows(model.names).mapNotNull { resolver.readRow(model, it.key, it.values) }
     }
 
     /** The object at [index] now (0-based); [IndexOutOfBoundsException] beyond [count]. */

@@ -876,6 +876,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_results_observe(
     ): Int
+    external fun uniffi_tandem_checksum_method_results_rows(
+    ): Int
     external fun uniffi_tandem_checksum_method_resultslistener_on_change(
     ): Int
     external fun uniffi_tandem_checksum_method_writetransaction_add(
@@ -1053,6 +1055,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_results_observe(`ptr`: Long,`listener`: Long,`keyPaths`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_tandem_fn_method_results_rows(`ptr`: Long,`properties`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_clone_resultslistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_free_resultslistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1386,6 +1390,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_results_observe() and 0xFFFF) != 12862) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_results_rows() and 0xFFFF) != 1283) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_resultslistener_on_change() and 0xFFFF) != 28979) {
@@ -4508,6 +4515,15 @@ public interface ResultsInterface {
      */
     fun `observe`(`listener`: ResultsListener, `keyPaths`: List<kotlin.String> = listOf()): ListenerHandle
     
+    /**
+     * The matching objects by position, in order, read in one read transaction and one
+     * crossing: for each, its primary key and the values of `properties` in the order given
+     * (no property names per object, no map: what a typed layer decoding by position wants).
+     * `properties` may name the primary key property and may repeat or leave out properties.
+     * Errors: `InvalidArgument` naming a property the class does not have.
+     */
+    fun `rows`(`properties`: List<kotlin.String>): List<ObjectRow>
+    
     companion object
 }
 
@@ -4701,6 +4717,28 @@ open class Results: Disposable, AutoCloseable, ResultsInterface
         
         FfiConverterTypeResultsListener.lower(`listener`),
         FfiConverterSequenceString.lower(`keyPaths`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The matching objects by position, in order, read in one read transaction and one
+     * crossing: for each, its primary key and the values of `properties` in the order given
+     * (no property names per object, no map: what a typed layer decoding by position wants).
+     * `properties` may name the primary key property and may repeat or leave out properties.
+     * Errors: `InvalidArgument` naming a property the class does not have.
+     */
+    @Throws(TandemException::class)override fun `rows`(`properties`: List<kotlin.String>): List<ObjectRow> {
+            return FfiConverterSequenceTypeObjectRow.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_results_rows(
+        it,
+        
+        FfiConverterSequenceString.lower(`properties`),_status)
 }
     }
     )
@@ -7542,6 +7580,54 @@ public object FfiConverterTypeObjectEntry: FfiConverterRustBuffer<ObjectEntry> {
     override fun write(value: ObjectEntry, buf: ByteBuffer) {
             FfiConverterTypeKey.write(value.`key`, buf)
             FfiConverterMapStringTypeFieldValue.write(value.`fields`, buf)
+    }
+}
+
+
+
+/**
+ * One object of a query result by position: what `Results.rows(properties)` returns.
+ */
+data class ObjectRow (
+    /**
+     * The object's primary key.
+     */
+    var `key`: Key
+    , 
+    /**
+     * The values of the properties asked for, in the order asked (the primary key property
+     * as a `Single` value too).
+     */
+    var `values`: List<FieldValue>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeObjectRow: FfiConverterRustBuffer<ObjectRow> {
+    override fun read(buf: ByteBuffer): ObjectRow {
+        return ObjectRow(
+            FfiConverterTypeKey.read(buf),
+            FfiConverterSequenceTypeFieldValue.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ObjectRow) = (
+            FfiConverterTypeKey.allocationSize(value.`key`) +
+            FfiConverterSequenceTypeFieldValue.allocationSize(value.`values`)
+    )
+
+    override fun write(value: ObjectRow, buf: ByteBuffer) {
+            FfiConverterTypeKey.write(value.`key`, buf)
+            FfiConverterSequenceTypeFieldValue.write(value.`values`, buf)
     }
 }
 
@@ -11322,6 +11408,34 @@ public object FfiConverterSequenceTypeObjectEntry: FfiConverterRustBuffer<List<O
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeObjectRow: FfiConverterRustBuffer<List<ObjectRow>> {
+    override fun read(buf: ByteBuffer): List<ObjectRow> {
+        val len = buf.getInt()
+        return List<ObjectRow>(len) {
+            FfiConverterTypeObjectRow.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ObjectRow>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeObjectRow.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ObjectRow>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeObjectRow.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypePropertySpec: FfiConverterRustBuffer<List<PropertySpec>> {
     override fun read(buf: ByteBuffer): List<PropertySpec> {
         val len = buf.getInt()
@@ -11396,6 +11510,34 @@ public object FfiConverterSequenceTypeQuarantinedInstruction: FfiConverterRustBu
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeQuarantinedInstruction.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeFieldValue: FfiConverterRustBuffer<List<FieldValue>> {
+    override fun read(buf: ByteBuffer): List<FieldValue> {
+        val len = buf.getInt()
+        return List<FieldValue>(len) {
+            FfiConverterTypeFieldValue.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<FieldValue>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeFieldValue.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<FieldValue>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeFieldValue.write(it, buf)
         }
     }
 }
