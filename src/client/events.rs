@@ -3,6 +3,13 @@
 //! The socket task never calls app code: it queues an [`Event`] and one notifier thread per
 //! session calls the listeners, in order, without holding any lock. A listener that panics is
 //! reported on stderr and the others still run.
+//!
+//! A session that stopped for good says so once, with an [`Event::Error`] whose `will_retry`
+//! is false and an [`Event::State`] of [`SyncState::Error`]. A listener registered after those
+//! were delivered is handed them at once (on the notifier thread, before any later event), so
+//! it learns why the session stopped instead of waiting for events that never come. Which
+//! listeners an event reaches is decided under the registry's lock, as is registration, so a
+//! listener gets each of them exactly once.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -27,12 +34,33 @@ type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
 struct Registry {
     next: u64,
     listeners: BTreeMap<u64, Callback>,
+    /// The events that said the session stopped for good, once handed to the listeners
+    /// registered then: later listeners get them on registration.
+    terminal: Vec<Event>,
+}
+
+/// What the notifier thread delivers: an event for every listener, or for one.
+enum Envelope {
+    All(Event),
+    One(u64, Event),
+}
+
+/// Whether `event` says the session stopped for good.
+fn is_terminal(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::State(SyncState::Error(_))
+            | Event::Error(ErrorInfo {
+                will_retry: false,
+                ..
+            })
+    )
 }
 
 /// The listeners of one session and the queue to its notifier thread.
 pub(crate) struct Listeners {
     registry: Arc<Mutex<Registry>>,
-    queue: Mutex<mpsc::Sender<Event>>,
+    queue: Mutex<mpsc::Sender<Envelope>>,
 }
 
 /// Keeps a listener registered; dropping it (or [`ListenerToken::cancel`]) stops delivery.
@@ -64,17 +92,32 @@ impl Listeners {
     /// Starts the notifier thread; it ends when the `Listeners` is dropped.
     pub(crate) fn start() -> Listeners {
         let registry = Arc::new(Mutex::new(Registry::default()));
-        let (queue, events) = mpsc::channel::<Event>();
+        let (queue, events) = mpsc::channel::<Envelope>();
         let weak = Arc::downgrade(&registry);
         let spawned = std::thread::Builder::new()
             .name("tandem-notifier".into())
             .spawn(move || {
-                while let Ok(event) = events.recv() {
+                while let Ok(envelope) = events.recv() {
                     let Some(registry) = weak.upgrade() else {
                         return;
                     };
-                    let callbacks: Vec<Callback> =
-                        lock(&registry).listeners.values().cloned().collect();
+                    let (event, callbacks): (Event, Vec<Callback>) = {
+                        let mut registry = lock(&registry);
+                        match envelope {
+                            Envelope::All(event) => {
+                                // Listeners registered from here on get it on registration.
+                                if is_terminal(&event) {
+                                    registry.terminal.push(event.clone());
+                                }
+                                let callbacks = registry.listeners.values().cloned().collect();
+                                (event, callbacks)
+                            }
+                            Envelope::One(id, event) => {
+                                let callbacks = registry.listeners.get(&id).cloned();
+                                (event, callbacks.into_iter().collect())
+                            }
+                        }
+                    };
                     drop(registry);
                     for callback in callbacks {
                         let outcome =
@@ -100,12 +143,20 @@ impl Listeners {
         }
     }
 
-    /// Registers `callback` for every later event.
+    /// Registers `callback` for every later event, and hands it the events that said the
+    /// session stopped for good if they were delivered already (see the module's docs).
     pub(crate) fn add(&self, callback: Callback) -> ListenerToken {
         let mut registry = lock(&self.registry);
         registry.next += 1;
         let id = registry.next;
         registry.listeners.insert(id, callback);
+        // Queued while the registry is locked: no event can be decided in between.
+        let queue = lock(&self.queue);
+        for event in &registry.terminal {
+            let _ = queue.send(Envelope::One(id, event.clone()));
+        }
+        drop(queue);
+        drop(registry);
         ListenerToken {
             registry: Arc::downgrade(&self.registry),
             id,
@@ -114,6 +165,91 @@ impl Listeners {
 
     /// Queues an event for the notifier thread.
     pub(crate) fn emit(&self, event: Event) {
-        let _ = lock(&self.queue).send(event);
+        let _ = lock(&self.queue).send(Envelope::All(event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{channel, Receiver};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn listen(listeners: &Listeners) -> (ListenerToken, Receiver<Event>) {
+        let (tx, rx) = channel();
+        let tx = Mutex::new(tx);
+        let token = listeners.add(Arc::new(move |e: &Event| {
+            let _ = lock(&tx).send(e.clone());
+        }));
+        (token, rx)
+    }
+
+    fn stopped() -> [Event; 2] {
+        [
+            Event::Error(ErrorInfo {
+                code: 206,
+                message: "refused".into(),
+                will_retry: false,
+            }),
+            Event::State(SyncState::Error("refused".into())),
+        ]
+    }
+
+    /// The next `n` events (waiting up to 5 s for each), then any that follow within 20 ms.
+    fn received(rx: &Receiver<Event>, n: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(e) => out.push(e),
+                Err(_) => return out,
+            }
+        }
+        while let Ok(e) = rx.recv_timeout(Duration::from_millis(20)) {
+            out.push(e);
+        }
+        out
+    }
+
+    #[test]
+    fn a_listener_registered_after_the_session_stopped_is_told_why_once() {
+        let listeners = Listeners::start();
+        let (_early, early_rx) = listen(&listeners);
+        let retrying = Event::Error(ErrorInfo {
+            code: 0,
+            message: "network".into(),
+            will_retry: true,
+        });
+        listeners.emit(retrying.clone());
+        listeners.emit(Event::Progress(Progress::default()));
+        for e in stopped() {
+            listeners.emit(e);
+        }
+        let mut expected = vec![retrying, Event::Progress(Progress::default())];
+        expected.extend(stopped());
+        assert_eq!(received(&early_rx, 4), expected);
+        // Only the events that said the session stopped, in their order, and only once.
+        let (_late, late_rx) = listen(&listeners);
+        assert_eq!(received(&late_rx, 2), stopped());
+        // The early listener is not told twice.
+        assert!(received(&early_rx, 0).is_empty());
+    }
+
+    #[test]
+    fn registration_racing_the_final_events_gets_each_exactly_once() {
+        for round in 0..100 {
+            let listeners = Arc::new(Listeners::start());
+            let racer = {
+                let listeners = Arc::clone(&listeners);
+                std::thread::spawn(move || {
+                    for e in stopped() {
+                        listeners.emit(e);
+                    }
+                })
+            };
+            let (_token, rx) = listen(&listeners);
+            racer.join().unwrap();
+            assert_eq!(received(&rx, 2), stopped(), "round {round}");
+        }
     }
 }

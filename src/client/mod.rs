@@ -496,7 +496,9 @@ impl SyncSession {
     }
 
     /// Calls `listener` with every later [`Event`] (state changes, progress, errors), on the
-    /// session's notifier thread. Delivery stops when the token is cancelled or dropped.
+    /// session's notifier thread. Delivery stops when the token is cancelled or dropped. If
+    /// the session already stopped for good, `listener` is first handed the events that said
+    /// so (the error with `will_retry == false`, the [`SyncState::Error`] state), once.
     pub fn on_event(&self, listener: impl Fn(&Event) + Send + Sync + 'static) -> ListenerToken {
         self.shared.listeners.add(Arc::new(listener))
     }
