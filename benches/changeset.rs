@@ -20,11 +20,19 @@
 //!    equal changeset, and zlib back to the same bytes. The figures are for correct code.
 //! 3. Prints a summary table measured in this process (median of [`RUNS`] timed runs after one
 //!    warm-up): bytes, MiB/s and million instructions/s for each codec, the zlib level-1 ratio,
-//!    and the serde_json size against the Realm-format size.
+//!    the serde_json size against the Realm-format size, and the speed of each tandem codec
+//!    against serde_json's (serde_json's median time over tandem's).
 //! 4. Runs the criterion groups `encode/{tandem,serde_json}`, `decode/{tandem,serde_json}` and
 //!    `zlib/{compress_level1,decompress}`. Throughput is in bytes of each format's own
 //!    serialized form (Realm bytes for tandem, JSON bytes for serde_json, and the uncompressed
 //!    Realm bytes for both zlib directions).
+//!
+//! With `CHANGESET_PROFILE=decode` (or `encode`) set, the binary only runs that codec in a loop
+//! for about ten seconds, for a profiler:
+//!
+//! ```text
+//! CHANGESET_PROFILE=decode perf record -g target/release/deps/changeset-<hash> --bench
+//! ```
 //!
 //! The serde_json baseline serializes `(strings, instructions)` and decodes back into a
 //! `Changeset` (re-interning the string table), so both decoders produce the same value.
@@ -850,6 +858,13 @@ fn print_summary(f: &Fixture) {
         realm_len as f64 / n,
         f.json.len() as f64 / n
     );
+    // rows: 0 tandem encode, 1 tandem decode, 2 serde_json encode, 3 serde_json decode
+    println!(
+        "tandem vs serde_json (serde_json median time / tandem median time): encode {:.2}x, \
+         decode {:.2}x",
+        rows[2].3 / rows[0].3,
+        rows[3].3 / rows[1].3
+    );
     println!();
 }
 
@@ -883,8 +898,31 @@ fn run_criterion(c: &mut Criterion, f: &Fixture) {
     group.finish();
 }
 
+/// Calls the codec named by `what` (`encode` or `decode`) in a loop for about ten seconds, so
+/// that a profiler sees nothing else.
+fn profile(f: &Fixture, what: &str) {
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < Duration::from_secs(10) {
+        match what {
+            "encode" => drop(black_box(black_box(&f.cs).encode())),
+            "decode" => drop(black_box(Changeset::decode(black_box(&f.realm)).unwrap())),
+            other => panic!("CHANGESET_PROFILE={other}: expected encode or decode"),
+        }
+        calls += 1;
+    }
+    println!(
+        "{what}: {calls} calls in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let fixture = fixture();
+    // CHANGESET_PROFILE=decode (or encode) runs only that codec, for `perf record`.
+    if let Ok(what) = std::env::var("CHANGESET_PROFILE") {
+        return profile(&fixture, &what);
+    }
     print_summary(&fixture);
     let mut criterion = Criterion::default()
         .sample_size(10)

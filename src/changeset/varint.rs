@@ -111,29 +111,69 @@ pub fn read_raw(input: &[u8], max_len: usize) -> Result<RawVarint, VarintError> 
     }
 }
 
+/// Reads one varint of at most [`MAX_VARINT64_LEN`] bytes whose magnitude fits in 64 bits:
+/// returns the magnitude, the sign flag and the bytes consumed. A canonical varint with a larger
+/// magnitude is `OutOfRange`.
+///
+/// Same result as [`read_raw`] with `MAX_VARINT64_LEN` followed by a 64-bit range check, without
+/// 128-bit arithmetic.
+#[inline]
+pub fn read_raw64(input: &[u8]) -> Result<(u64, bool, usize), VarintError> {
+    match input.first() {
+        // One byte: six value bits and the sign, always canonical.
+        Some(&byte) if byte & 0x80 == 0 => Ok((u64::from(byte & 0x3F), byte & 0x40 != 0, 1)),
+        _ => read_raw64_long(input),
+    }
+}
+
+/// [`read_raw64`] for a varint of two bytes or more (or none).
+fn read_raw64_long(input: &[u8]) -> Result<(u64, bool, usize), VarintError> {
+    let mut magnitude: u64 = 0;
+    for (i, &byte) in input.iter().enumerate().take(MAX_VARINT64_LEN) {
+        let shift = 7 * i as u32;
+        if byte & 0x80 == 0 {
+            let bits = u64::from(byte & 0x3F);
+            // Shortest form: the value needs more bits than the previous bytes could carry, so
+            // either the final byte has value bits or the top bit of the previous group is set.
+            if bits == 0 && i > 0 && input[i - 1] & 0x40 == 0 {
+                return Err(VarintError::NonCanonical);
+            }
+            // The tenth byte sits at bit 63: only its lowest value bit fits in 64 bits.
+            if i == MAX_VARINT64_LEN - 1 && bits > 1 {
+                return Err(VarintError::OutOfRange);
+            }
+            magnitude |= bits << shift;
+            return Ok((magnitude, byte & 0x40 != 0, i + 1));
+        }
+        if i == MAX_VARINT64_LEN - 1 {
+            // A tenth byte that is not final.
+            return Err(VarintError::TooLong);
+        }
+        // i <= 8 here, so the group ends at bit 62 at most.
+        magnitude |= u64::from(byte & 0x7F) << shift;
+    }
+    // Fewer than MAX_VARINT64_LEN bytes, all continuation bytes.
+    Err(VarintError::Truncated)
+}
+
 /// Reads a signed 64-bit integer; returns it and the bytes consumed.
+#[inline]
 pub fn read_i64(input: &[u8]) -> Result<(i64, usize), VarintError> {
-    let raw = read_raw(input, MAX_VARINT64_LEN)?;
-    let magnitude = i64::try_from(raw.magnitude).map_err(|_| VarintError::OutOfRange)?;
+    let (magnitude, negative, len) = read_raw64(input)?;
+    let magnitude = i64::try_from(magnitude).map_err(|_| VarintError::OutOfRange)?;
     // For negatives the magnitude is -(v + 1), so v = -magnitude - 1, which cannot overflow.
-    let value = if raw.negative {
-        -magnitude - 1
-    } else {
-        magnitude
-    };
-    Ok((value, raw.len))
+    let value = if negative { -magnitude - 1 } else { magnitude };
+    Ok((value, len))
 }
 
 /// Reads an unsigned integer no larger than `max`; returns it and the bytes consumed.
+#[inline]
 pub fn read_unsigned(input: &[u8], max: u64) -> Result<(u64, usize), VarintError> {
-    let raw = read_raw(input, MAX_VARINT64_LEN)?;
-    if raw.negative {
+    let (magnitude, negative, len) = read_raw64(input)?;
+    if negative || magnitude > max {
         return Err(VarintError::OutOfRange);
     }
-    match u64::try_from(raw.magnitude) {
-        Ok(v) if v <= max => Ok((v, raw.len)),
-        _ => Err(VarintError::OutOfRange),
-    }
+    Ok((magnitude, len))
 }
 
 #[cfg(test)]
@@ -202,6 +242,76 @@ mod tests {
         let mut out = Vec::new();
         write_u128(&mut out, 1u128 << 64);
         assert_eq!(read_unsigned(&out, u64::MAX), Err(VarintError::OutOfRange));
+    }
+
+    /// `read_raw64` agrees with `read_raw` plus a 64-bit range check: on every short input built
+    /// from bytes that matter (continuation, sign and zero bits), on every encoded length, and on
+    /// the ten- and eleven-byte forms.
+    #[test]
+    fn read_raw64_matches_read_raw() {
+        let alphabet = [
+            0x00, 0x01, 0x3F, 0x40, 0x41, 0x7F, 0x80, 0x81, 0xBF, 0xC0, 0xFF,
+        ];
+        let reference = |input: &[u8]| {
+            read_raw(input, MAX_VARINT64_LEN).and_then(|raw| {
+                u64::try_from(raw.magnitude)
+                    .map(|m| (m, raw.negative, raw.len))
+                    .map_err(|_| VarintError::OutOfRange)
+            })
+        };
+        // Bare, and followed by padding bytes.
+        let pads: [&[u8]; 4] = [&[], &[0x00; 8], &[0x80; 8], &[0xC0; 8]];
+        let mut input = Vec::new();
+        for len in 0..=4 {
+            let mut digits = vec![0usize; len];
+            loop {
+                for pad in pads {
+                    input.clear();
+                    input.extend(digits.iter().map(|&d| alphabet[d]));
+                    input.extend_from_slice(pad);
+                    assert_eq!(read_raw64(&input), reference(&input), "{input:02X?}");
+                }
+                let Some(i) = digits.iter().rposition(|&d| d + 1 < alphabet.len()) else {
+                    break;
+                };
+                digits[i] += 1;
+                digits[i + 1..].fill(0);
+            }
+        }
+        // Every encoded length, with and without padding: values around each power of two.
+        for bits in 0..64 {
+            for value in [(1u64 << bits) - 1, 1u64 << bits, (1u64 << bits) + 1] {
+                for negative in [false, true] {
+                    let mut encoded = Vec::new();
+                    write_magnitude(&mut encoded, u128::from(value), negative);
+                    for pad in [&[][..], &[0x00; 9], &[0xFF; 9]] {
+                        let mut input = encoded.clone();
+                        input.extend_from_slice(pad);
+                        assert_eq!(read_raw64(&input), Ok((value, negative, encoded.len())));
+                        // The final byte made a continuation byte, then a final byte of zero
+                        // value bits: one byte longer, often non-canonical.
+                        let mut longer = encoded.clone();
+                        let last = longer.len() - 1;
+                        longer[last] |= 0x80;
+                        longer.push(if negative { 0x40 } else { 0x00 });
+                        longer.extend_from_slice(pad);
+                        assert_eq!(read_raw64(&longer), reference(&longer), "{longer:02X?}");
+                    }
+                }
+            }
+        }
+        // Long forms: nine continuation bytes, then each possible tenth and eleventh byte.
+        for prefix in [0x80u8, 0xFF, 0xC0] {
+            for last in 0..=255u8 {
+                let mut input = vec![prefix; 9];
+                input.push(last);
+                assert_eq!(read_raw64(&input), reference(&input), "{input:02X?}");
+                input.push(0x00);
+                assert_eq!(read_raw64(&input), reference(&input), "{input:02X?}");
+                input.truncate(9);
+                assert_eq!(read_raw64(&input), reference(&input), "{input:02X?}");
+            }
+        }
     }
 
     #[test]
