@@ -92,16 +92,21 @@ impl RowCodec {
         }))
     }
 
-    /// Performs a write batch (a JSON array of operations) in one transaction. Returns the new
-    /// local version, or `None` if nothing changed. On an error nothing is written.
-    pub fn write(&self, db: Arc<Database>, batch: Vec<u8>) -> Result<Option<u64>, TandemError> {
-        let ops: Vec<Json> = serde_json::from_slice(&batch)
+    /// Performs a write batch (a JSON array of operations, UTF-8) in one transaction. Returns
+    /// the new local version, or 0 if nothing changed (local versions start at 1). On an error
+    /// nothing is written.
+    ///
+    /// The batch is borrowed, not copied, and the version crosses as a plain integer: each
+    /// copy, buffer and `Option` costs Python's generated code extra calls on every
+    /// transaction (`bindings/python/README.md`, "Benchmark").
+    pub fn write(&self, db: Arc<Database>, batch: &[u8]) -> Result<u64, TandemError> {
+        let ops: Vec<Json> = serde_json::from_slice(batch)
             .map_err(|e| invalid(format!("malformed write batch: {e}")))?;
         let mut tx = db.inner.begin_write()?;
         for op in &ops {
             self.op(&mut tx, op)?;
         }
-        Ok(tx.commit()?)
+        Ok(tx.commit()?.unwrap_or(0))
     }
 
     /// The objects of `class_name` matching `filter` (Realm's query language; `$0`, `$1`... are

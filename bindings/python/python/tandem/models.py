@@ -959,7 +959,7 @@ class TypedDatabase:
         yield tx
         batch = tx._batch()
         if batch is not None:
-            self.version = self._codec.write(self.raw, batch)
+            self.version = self._codec.write(self.raw, batch) or None
 
     version: Optional[int] = None
     """The local version of the last commit made through :meth:`write` (``None`` if it changed

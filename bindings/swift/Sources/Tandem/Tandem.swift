@@ -2574,10 +2574,15 @@ public protocol RowCodecProtocol: AnyObject, Sendable {
     func query(db: Database, className: String, filter: String, args: [Value], offset: UInt64, limit: UInt64?) throws  -> Data
     
     /**
-     * Performs a write batch (a JSON array of operations) in one transaction. Returns the new
-     * local version, or `None` if nothing changed. On an error nothing is written.
+     * Performs a write batch (a JSON array of operations, UTF-8) in one transaction. Returns
+     * the new local version, or 0 if nothing changed (local versions start at 1). On an error
+     * nothing is written.
+     *
+     * The batch is borrowed, not copied, and the version crosses as a plain integer: each
+     * copy, buffer and `Option` costs Python's generated code extra calls on every
+     * transaction (`bindings/python/README.md`, "Benchmark").
      */
-    func write(db: Database, batch: Data) throws  -> UInt64?
+    func write(db: Database, batch: Data) throws  -> UInt64
     
 }
 /**
@@ -2687,17 +2692,24 @@ open func query(db: Database, className: String, filter: String, args: [Value], 
 }
     
     /**
-     * Performs a write batch (a JSON array of operations) in one transaction. Returns the new
-     * local version, or `None` if nothing changed. On an error nothing is written.
+     * Performs a write batch (a JSON array of operations, UTF-8) in one transaction. Returns
+     * the new local version, or 0 if nothing changed (local versions start at 1). On an error
+     * nothing is written.
+     *
+     * The batch is borrowed, not copied, and the version crosses as a plain integer: each
+     * copy, buffer and `Option` costs Python's generated code extra calls on every
+     * transaction (`bindings/python/README.md`, "Benchmark").
      */
-open func write(db: Database, batch: Data)throws  -> UInt64?  {
-    return try  FfiConverterOptionUInt64.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+open func write(db: Database, batch: Data)throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
+        FfiConverterByRefBytes.lower(batch) { batchFb in
     uniffi_tandem_fn_method_rowcodec_write(
             self.uniffiCloneHandle(),
         FfiConverterTypeDatabase_lower(db),
-        FfiConverterData.lower(batch),uniffiCallStatus
+        batchFb,uniffiCallStatus
     )
+        }
 })
 }
     
@@ -8333,7 +8345,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_rowcodec_query() != 55063) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_rowcodec_write() != 37039) {
+    if (uniffi_tandem_checksum_method_rowcodec_write() != 33139) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_canceltoken_cancel() != 3421) {

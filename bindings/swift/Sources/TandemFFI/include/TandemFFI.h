@@ -677,7 +677,7 @@ RustBuffer uniffi_tandem_fn_method_rowcodec_query(uint64_t ptr, uint64_t db, Rus
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_ROWCODEC_WRITE
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_ROWCODEC_WRITE
-RustBuffer uniffi_tandem_fn_method_rowcodec_write(uint64_t ptr, uint64_t db, RustBuffer batch, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_tandem_fn_method_rowcodec_write(uint64_t ptr, uint64_t db, ForeignBytes batch, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_CANCELTOKEN

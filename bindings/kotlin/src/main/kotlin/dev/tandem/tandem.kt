@@ -1131,8 +1131,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_rowcodec_query(`ptr`: Long,`db`: Long,`className`: RustBuffer.ByValue,`filter`: RustBuffer.ByValue,`args`: RustBuffer.ByValue,`offset`: Long,`limit`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tandem_fn_method_rowcodec_write(`ptr`: Long,`db`: Long,`batch`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_tandem_fn_method_rowcodec_write(`ptr`: Long,`db`: Long,`batch`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_tandem_fn_clone_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_free_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1473,7 +1473,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_rowcodec_query() and 0xFFFF) != 55063) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_rowcodec_write() and 0xFFFF) != 37039) {
+    if ((lib.uniffi_tandem_checksum_method_rowcodec_write() and 0xFFFF) != 33139) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_canceltoken_cancel() and 0xFFFF) != 3421) {
@@ -5231,10 +5231,15 @@ public interface RowCodecInterface {
     fun `query`(`db`: Database, `className`: kotlin.String, `filter`: kotlin.String, `args`: List<Value>, `offset`: kotlin.ULong, `limit`: kotlin.ULong?): kotlin.ByteArray
     
     /**
-     * Performs a write batch (a JSON array of operations) in one transaction. Returns the new
-     * local version, or `None` if nothing changed. On an error nothing is written.
+     * Performs a write batch (a JSON array of operations, UTF-8) in one transaction. Returns
+     * the new local version, or 0 if nothing changed (local versions start at 1). On an error
+     * nothing is written.
+     *
+     * The batch is borrowed, not copied, and the version crosses as a plain integer: each
+     * copy, buffer and `Option` costs Python's generated code extra calls on every
+     * transaction (`bindings/python/README.md`, "Benchmark").
      */
-    fun `write`(`db`: Database, `batch`: kotlin.ByteArray): kotlin.ULong?
+    fun `write`(`db`: Database, `batch`: java.nio.ByteBuffer): kotlin.ULong
     
     companion object
 }
@@ -5405,18 +5410,23 @@ open class RowCodec: Disposable, AutoCloseable, RowCodecInterface
 
     
     /**
-     * Performs a write batch (a JSON array of operations) in one transaction. Returns the new
-     * local version, or `None` if nothing changed. On an error nothing is written.
+     * Performs a write batch (a JSON array of operations, UTF-8) in one transaction. Returns
+     * the new local version, or 0 if nothing changed (local versions start at 1). On an error
+     * nothing is written.
+     *
+     * The batch is borrowed, not copied, and the version crosses as a plain integer: each
+     * copy, buffer and `Option` costs Python's generated code extra calls on every
+     * transaction (`bindings/python/README.md`, "Benchmark").
      */
-    @Throws(TandemException::class)override fun `write`(`db`: Database, `batch`: kotlin.ByteArray): kotlin.ULong? {
-            return FfiConverterOptionalULong.lift(
+    @Throws(TandemException::class)override fun `write`(`db`: Database, `batch`: java.nio.ByteBuffer): kotlin.ULong {
+            return FfiConverterULong.lift(
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
     UniffiLib.uniffi_tandem_fn_method_rowcodec_write(
         it,
         
         FfiConverterTypeDatabase.lower(`db`),
-        FfiConverterByteArray.lower(`batch`),_status)
+        FfiConverterByRefBytes.lower(`batch`),_status)
 }
     }
     )
