@@ -7,8 +7,9 @@
 //! - query latency over 100,000 objects (p50 and p99 of 200 runs): primary-key equality
 //!   (indexed) and a range filter on a property (a scan);
 //! - reading all 100,000 objects back (best of 3): raw rusqlite selecting the rows into structs
-//!   (the baseline), `ReadTransaction::query_objects` (one scan), and `query` then `object`
-//!   per key (the lookup per object it replaced);
+//!   (the baseline), `ReadTransaction::query_objects` (one scan), `query_rows` (the same by
+//!   position, no map per object), and `query` then `object` per key (the lookup per object
+//!   they replaced);
 //! - notification latency from commit returning to the results listener running (p50, p99).
 //!
 //! Run: `cargo bench --bench store`. `TANDEM_BENCH_OBJECTS=<n>` changes the 100,000;
@@ -295,6 +296,23 @@ fn print_reads(db: &Database) {
     println!(
         "  tandem query_objects                 {scan:>10.1?} ({n} objects, {:.2}x)",
         scan.as_secs_f64() / raw.as_secs_f64()
+    );
+    let (rows, n) = best_of_3(|| {
+        let read = db.read().unwrap();
+        read.query_rows(
+            "Item",
+            "TRUEPREDICATE",
+            &[],
+            &["_id", "name", "age", "score", "active"],
+            0,
+            None,
+        )
+        .unwrap()
+        .len()
+    });
+    println!(
+        "  tandem query_rows (by position)      {rows:>10.1?} ({n} objects, {:.2}x)",
+        rows.as_secs_f64() / raw.as_secs_f64()
     );
     let (lookups, n) = best_of_3(|| {
         let read = db.read().unwrap();

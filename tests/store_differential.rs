@@ -161,6 +161,33 @@ fn same_read_view(db: &Database, oracle: &State) -> usize {
             .unwrap();
         let end = one_by_one.len().min(3);
         assert_eq!(window, one_by_one[1.min(end)..end], "window of {class}");
+        // By position: every property in schema order, then the primary key and the first
+        // property again, equal the objects' fields.
+        let mut names: Vec<&str> = oracle.schemas[class]
+            .columns
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let tandem::state::TableSpec::TopLevel { pk_field, .. } = &oracle.schemas[class].spec
+        else {
+            unreachable!()
+        };
+        let first = names.first().copied();
+        names.push(pk_field);
+        names.extend(first);
+        let rows = read
+            .query_rows(class, "TRUEPREDICATE", &[], &names, 0, None)
+            .unwrap();
+        assert_eq!(rows.len(), one_by_one.len(), "rows of {class}");
+        for ((key, fields), (expected_key, object)) in rows.iter().zip(&one_by_one) {
+            assert_eq!(key, expected_key);
+            for (name, field) in names.iter().zip(fields) {
+                if *name == pk_field.as_str() {
+                    continue;
+                }
+                assert_eq!(Some(field), object.fields.get(*name), "{class}.{name}");
+            }
+        }
     }
     hidden
 }

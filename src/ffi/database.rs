@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use super::foreign::Foreign;
 use super::ops::{self, PathStep, WriteOp};
 use super::types::{
-    core_key, core_value, ffi_key, field_value, fields, key_value, schema, CallbackError,
-    ClassSpec, FieldValue, Key, ObjectChange, ObjectEntry, ObjectRow, ResultsChange, TandemError,
-    Value,
+    core_key, core_value, ffi_key, field_value, fields, schema, CallbackError, ClassSpec,
+    FieldValue, Key, ObjectChange, ObjectEntry, ObjectRow, ResultsChange, TandemError, Value,
 };
 use crate::store;
 
@@ -325,38 +324,20 @@ impl Results {
     /// `properties` may name the primary key property and may repeat or leave out properties.
     /// Errors: `InvalidArgument` naming a property the class does not have.
     pub fn rows(&self, properties: Vec<String>) -> Result<Vec<ObjectRow>, TandemError> {
-        let read = self.db.read()?;
-        let class = read.schemas().get(&self.class_name);
-        let pk = match class.map(|c| &c.spec) {
-            Some(crate::state::TableSpec::TopLevel { pk_field, .. }) => Some(pk_field.clone()),
-            _ => None,
-        };
-        let mut columns = Vec::with_capacity(properties.len());
-        for p in &properties {
-            let is_pk = pk.as_deref() == Some(p.as_str());
-            if !is_pk && !class.is_some_and(|c| c.columns.contains_key(p)) {
-                return Err(TandemError::InvalidArgument {
-                    message: format!("{} has no property {p}", self.class_name),
-                });
-            }
-            columns.push(is_pk);
-        }
-        let found = read.query_objects(&self.class_name, &self.filter, &self.args, 0, None)?;
+        let names: Vec<&str> = properties.iter().map(String::as_str).collect();
+        let found = self.db.read()?.query_rows(
+            &self.class_name,
+            &self.filter,
+            &self.args,
+            &names,
+            0,
+            None,
+        )?;
         Ok(found
             .iter()
-            .map(|(key, object)| ObjectRow {
+            .map(|(key, fields)| ObjectRow {
                 key: ffi_key(key),
-                values: properties
-                    .iter()
-                    .zip(&columns)
-                    .map(|(p, is_pk)| match object.fields.get(p) {
-                        _ if *is_pk => FieldValue::Single {
-                            value: key_value(key),
-                        },
-                        Some(field) => field_value(field),
-                        None => FieldValue::Single { value: Value::Null },
-                    })
-                    .collect(),
+                values: fields.iter().map(field_value).collect(),
             })
             .collect())
     }

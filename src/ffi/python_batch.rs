@@ -125,12 +125,22 @@ impl RowCodec {
         let args = args.iter().map(core_value).collect::<Result<Vec<_>, _>>()?;
         let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let names: Vec<&str> = class.properties.iter().map(|p| p.name.as_str()).collect();
         let rows: Vec<Json> = db
             .inner
             .read()?
-            .query_objects(&class_name, &filter, &args, offset, limit)?
+            .query_rows(&class_name, &filter, &args, &names, offset, limit)?
             .iter()
-            .map(|(key, object)| self.row(class, object, Some(key)))
+            .map(|(_, fields)| {
+                Json::Array(
+                    class
+                        .properties
+                        .iter()
+                        .zip(fields)
+                        .map(|(p, field)| self.cell(p, field))
+                        .collect(),
+                )
+            })
             .collect();
         Ok(serde_json::to_vec(&Json::Array(rows)).expect("JSON values serialize"))
     }
@@ -555,23 +565,28 @@ impl RowCodec {
                         key.map_or(Json::Null, key_json)
                     }
                     None => Json::Null,
-                    Some(Field::Value(v)) => self.read_val(v),
-                    Some(Field::Embedded(o)) => self.read_embedded(p, o.as_ref()),
-                    Some(Field::List(items)) => {
-                        Json::Array(items.iter().map(|e| self.read_element(p, e)).collect())
-                    }
-                    Some(Field::Set(items)) => {
-                        Json::Array(items.iter().map(|v| self.read_val(v)).collect())
-                    }
-                    Some(Field::Dictionary(entries)) => Json::Object(
-                        entries
-                            .iter()
-                            .map(|(k, e)| (k.clone(), self.read_element(p, e)))
-                            .collect(),
-                    ),
+                    Some(field) => self.cell(p, field),
                 })
                 .collect(),
         )
+    }
+
+    /// One property's value in a row.
+    fn cell(&self, p: &Property, field: &Field) -> Json {
+        match field {
+            Field::Value(v) => self.read_val(v),
+            Field::Embedded(o) => self.read_embedded(p, o.as_ref()),
+            Field::List(items) => {
+                Json::Array(items.iter().map(|e| self.read_element(p, e)).collect())
+            }
+            Field::Set(items) => Json::Array(items.iter().map(|v| self.read_val(v)).collect()),
+            Field::Dictionary(entries) => Json::Object(
+                entries
+                    .iter()
+                    .map(|(k, e)| (k.clone(), self.read_element(p, e)))
+                    .collect(),
+            ),
+        }
     }
 
     fn read_element(&self, prop: &Property, e: &Element) -> Json {

@@ -682,18 +682,3 @@ pub(crate) fn field_value(field: &Field) -> FieldValue {
         }
     }
 }
-
-/// A primary key as the value of its property.
-pub(crate) fn key_value(key: &model::PrimaryKey) -> Value {
-    match key {
-        model::PrimaryKey::Null => Value::Null,
-        model::PrimaryKey::Int(v) => Value::Int { value: *v },
-        model::PrimaryKey::String(s) => Value::String { value: s.clone() },
-        model::PrimaryKey::ObjectId(id) => Value::ObjectId {
-            bytes: id.0.to_vec(),
-        },
-        model::PrimaryKey::Uuid(id) => Value::Uuid {
-            bytes: id.0.to_vec(),
-        },
-    }
-}

@@ -30,7 +30,9 @@ use std::collections::BTreeMap;
 pub use apply::ApplyError;
 pub(crate) use apply::{check_scalar, embedded_target};
 pub(crate) use resolve::is_top_level;
-pub use resolve::{is_link_collection, is_unresolved, resolve_in_place, resolved, virtual_to_real};
+pub use resolve::{
+    is_link_collection, is_unresolved, resolve_field, resolve_in_place, resolved, virtual_to_real,
+};
 pub use snapshot::snapshot;
 #[cfg(feature = "server")]
 pub(crate) use snapshot::snapshot_streamed;

@@ -82,36 +82,46 @@ pub fn resolve_in_place(
 ) {
     let columns = schemas.get(table).map(|s| &s.columns);
     for (name, field) in object.fields.iter_mut() {
-        let column = columns.and_then(|c| c.get(name));
-        let embedded = column.and_then(|c| embedded_target(schemas, c));
-        let hide_in_collection = column.is_some_and(|c| {
-            is_link_collection(schemas, c)
-                || (c.value_type == PayloadType::Null && c.collection == CollectionType::Set)
-        });
-        match field {
-            Field::Value(v) => resolve_value(v, exists),
-            Field::Embedded(inner) => {
-                if let Some(o) = inner {
-                    resolve_in_place(schemas, embedded.unwrap_or(""), o, exists);
-                }
+        resolve_field(schemas, columns.and_then(|c| c.get(name)), field, exists);
+    }
+}
+
+/// [`resolve_in_place`] for one field, declared by `column` (`None`: a field the schema does
+/// not declare, whose links are resolved but never hidden from a collection).
+pub fn resolve_field(
+    schemas: &Schemas,
+    column: Option<&ColumnSpec>,
+    field: &mut Field,
+    exists: &mut dyn FnMut(&str, &Key) -> bool,
+) {
+    let embedded = column.and_then(|c| embedded_target(schemas, c));
+    let hide_in_collection = column.is_some_and(|c| {
+        is_link_collection(schemas, c)
+            || (c.value_type == PayloadType::Null && c.collection == CollectionType::Set)
+    });
+    match field {
+        Field::Value(v) => resolve_value(v, exists),
+        Field::Embedded(inner) => {
+            if let Some(o) = inner {
+                resolve_in_place(schemas, embedded.unwrap_or(""), o, exists);
             }
-            Field::List(elements) => {
-                if hide_in_collection {
-                    elements.retain(|e| !is_unresolved_element(e, exists));
-                }
-                for e in elements.iter_mut() {
-                    resolve_element(schemas, embedded, e, exists);
-                }
+        }
+        Field::List(elements) => {
+            if hide_in_collection {
+                elements.retain(|e| !is_unresolved_element(e, exists));
             }
-            Field::Set(values) => {
-                if hide_in_collection {
-                    values.retain(|v| !is_unresolved(v, exists));
-                }
+            for e in elements.iter_mut() {
+                resolve_element(schemas, embedded, e, exists);
             }
-            Field::Dictionary(entries) => {
-                for e in entries.values_mut() {
-                    resolve_element(schemas, embedded, e, exists);
-                }
+        }
+        Field::Set(values) => {
+            if hide_in_collection {
+                values.retain(|v| !is_unresolved(v, exists));
+            }
+        }
+        Field::Dictionary(entries) => {
+            for e in entries.values_mut() {
+                resolve_element(schemas, embedded, e, exists);
             }
         }
     }

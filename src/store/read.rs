@@ -176,64 +176,73 @@ fn read_rest(
         .get(class)
         .ok_or_else(|| corrupt(format!("class {class}")))?;
     for (prop, column) in &schema.columns {
-        let embedded = embedded_target(schemas, column);
-        let field = match column.collection {
-            CollectionType::Single => continue,
-            kind => {
-                let table = collection_table(class, prop, kind);
-                let order = match kind {
-                    CollectionType::List => "ORDER BY pos",
-                    CollectionType::Dictionary => "ORDER BY key",
-                    _ => "",
-                };
-                let key_col = if kind == CollectionType::Dictionary {
-                    "key"
-                } else {
-                    "NULL"
-                };
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT v, k, {key_col} FROM {table} WHERE owner = ?1 {order}"
-                ))?;
-                let mut rows = stmt.query([id])?;
-                let mut elements = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let k: i64 = row.get(1)?;
-                    let element = match (embedded, k) {
-                        (Some(target), EMBEDDED_KIND) => {
-                            Element::Embedded(read_object(conn, schemas, target, row.get(0)?)?)
-                        }
-                        _ => Element::Value(value_of(schemas, column, row.get_ref(0)?, k)?),
-                    };
-                    let key: Option<String> = row.get(2)?;
-                    elements.push((key, element));
-                }
-                match kind {
-                    CollectionType::List => {
-                        Field::List(elements.into_iter().map(|(_, e)| e).collect())
-                    }
-                    CollectionType::Dictionary => Field::Dictionary(
-                        elements
-                            .into_iter()
-                            .map(|(k, e)| (k.unwrap_or_default(), e))
-                            .collect(),
-                    ),
-                    _ => {
-                        let mut values: Vec<Val> = elements
-                            .into_iter()
-                            .filter_map(|(_, e)| match e {
-                                Element::Value(v) => Some(v),
-                                Element::Embedded(_) => None,
-                            })
-                            .collect();
-                        values.sort();
-                        Field::Set(values)
-                    }
-                }
-            }
-        };
-        object.fields.insert(prop.clone(), field);
+        if column.collection != CollectionType::Single {
+            let field = read_collection(conn, schemas, class, prop, column, id)?;
+            object.fields.insert(prop.clone(), field);
+        }
     }
     Ok(())
+}
+
+/// The collection property `prop` (declared by `column`, not single-valued) of row `id` of
+/// `class`.
+fn read_collection(
+    conn: &Connection,
+    schemas: &Schemas,
+    class: &str,
+    prop: &str,
+    column: &ColumnSpec,
+    id: i64,
+) -> Result<Field, StoreError> {
+    let embedded = embedded_target(schemas, column);
+    let kind = column.collection;
+    let table = collection_table(class, prop, kind);
+    let order = match kind {
+        CollectionType::List => "ORDER BY pos",
+        CollectionType::Dictionary => "ORDER BY key",
+        _ => "",
+    };
+    let key_col = if kind == CollectionType::Dictionary {
+        "key"
+    } else {
+        "NULL"
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT v, k, {key_col} FROM {table} WHERE owner = ?1 {order}"
+    ))?;
+    let mut rows = stmt.query([id])?;
+    let mut elements = Vec::new();
+    while let Some(row) = rows.next()? {
+        let k: i64 = row.get(1)?;
+        let element = match (embedded, k) {
+            (Some(target), EMBEDDED_KIND) => {
+                Element::Embedded(read_object(conn, schemas, target, row.get(0)?)?)
+            }
+            _ => Element::Value(value_of(schemas, column, row.get_ref(0)?, k)?),
+        };
+        let key: Option<String> = row.get(2)?;
+        elements.push((key, element));
+    }
+    Ok(match kind {
+        CollectionType::List => Field::List(elements.into_iter().map(|(_, e)| e).collect()),
+        CollectionType::Dictionary => Field::Dictionary(
+            elements
+                .into_iter()
+                .map(|(k, e)| (k.unwrap_or_default(), e))
+                .collect(),
+        ),
+        _ => {
+            let mut values: Vec<Val> = elements
+                .into_iter()
+                .filter_map(|(_, e)| match e {
+                    Element::Value(v) => Some(v),
+                    Element::Embedded(_) => None,
+                })
+                .collect();
+            values.sort();
+            Field::Set(values)
+        }
+    })
 }
 
 /// One row of `class`, with its collections and embedded objects.
@@ -479,6 +488,151 @@ impl<'db> ReadTransaction<'db> {
                 resolve(conn, &self.schemas, class, &mut object)?;
             }
             out.push((from_key(key), object));
+        }
+        Ok(out)
+    }
+
+    /// [`query_objects`](Self::query_objects) by position: for each match, its primary key
+    /// and the fields of `properties` in that order (the primary key property as a
+    /// `Field::Value`; a property may repeat). Nothing else of an object is read, and no map is
+    /// built per object. `offset` and `limit` as in [`query_objects`](Self::query_objects).
+    /// Errors: `InvalidArgument` naming a property the class does not have; otherwise as
+    /// [`query`](Self::query).
+    pub fn query_rows(
+        &self,
+        class: &str,
+        query: &str,
+        args: &[Value],
+        properties: &[&str],
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<(PrimaryKey, Vec<Field>)>, StoreError> {
+        let compiled = query::compile(&self.schemas, class, query, args)?;
+        let no_class = || StoreError::InvalidArgument(format!("no top-level class {class}"));
+        let schema = self.schemas.get(class).ok_or_else(no_class)?;
+        let TableSpec::TopLevel {
+            pk_type, pk_field, ..
+        } = &schema.spec
+        else {
+            return Err(no_class());
+        };
+        /// Where each asked property comes from.
+        enum Source<'s> {
+            Key,
+            /// A single-valued column, at this index of `singles`.
+            Single(usize),
+            Collection(&'s str, &'s ColumnSpec),
+        }
+        let mut singles: Vec<(&String, &ColumnSpec)> = Vec::new();
+        let mut sources = Vec::with_capacity(properties.len());
+        for &p in properties {
+            if p == pk_field {
+                sources.push(Source::Key);
+                continue;
+            }
+            let (name, column) = schema.columns.get_key_value(p).ok_or_else(|| {
+                StoreError::InvalidArgument(format!("{class} has no property {p}"))
+            })?;
+            if column.collection == CollectionType::Single {
+                sources.push(Source::Single(singles.len()));
+                singles.push((name, column));
+            } else {
+                sources.push(Source::Collection(name, column));
+            }
+        }
+        let sql = if singles.is_empty() {
+            compiled.sql.clone()
+        } else {
+            format!(
+                "SELECT o._id, o._pk, {} {}",
+                select_singles(&singles, "o."),
+                compiled.tail
+            )
+        };
+        let has_links = properties.iter().any(|p| {
+            schema.columns.get(*p).is_some_and(|c| {
+                c.value_type == PayloadType::Link
+                    || c.value_type == PayloadType::Null
+                    || embedded_target(&self.schemas, c).is_some()
+            })
+        });
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(compiled.params.iter()))?;
+        let mut out = Vec::new();
+        let mut skip = offset;
+        while let Some(row) = rows.next()? {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            if limit.is_some_and(|n| out.len() >= n) {
+                break;
+            }
+            let id: i64 = row.get(0)?;
+            let stored = codec::decode_key(row.get_ref(1)?, *pk_type)
+                .ok_or_else(|| corrupt(format!("primary key of {class}")))?;
+            let mut fields = Vec::with_capacity(sources.len());
+            for source in &sources {
+                let field = match source {
+                    Source::Key => Field::Value(match &stored {
+                        Key::Null => Val::Null,
+                        Key::Int(i) => Val::Int(*i),
+                        Key::String(s) => Val::String(s.clone()),
+                        Key::ObjectId(b) => Val::ObjectId(*b),
+                        Key::Uuid(b) => Val::Uuid(*b),
+                        Key::GlobalKey(..) => {
+                            return Err(corrupt(format!("primary key of {class}")))
+                        }
+                    }),
+                    Source::Single(i) => {
+                        let (_, column) = singles[*i];
+                        let at = 2 + 2 * i;
+                        match embedded_target(&self.schemas, column) {
+                            Some(target) => match row.get::<_, Option<i64>>(at)? {
+                                Some(child) => Field::Embedded(Some(read_object(
+                                    conn,
+                                    &self.schemas,
+                                    target,
+                                    child,
+                                )?)),
+                                None => Field::Embedded(None),
+                            },
+                            None => Field::Value(value_of(
+                                &self.schemas,
+                                column,
+                                row.get_ref(at)?,
+                                row.get(at + 1)?,
+                            )?),
+                        }
+                    }
+                    Source::Collection(prop, column) => {
+                        read_collection(conn, &self.schemas, class, prop, column, id)?
+                    }
+                };
+                fields.push(field);
+            }
+            if has_links {
+                let mut failure = None;
+                for (p, field) in properties.iter().zip(fields.iter_mut()) {
+                    crate::state::resolve_field(
+                        &self.schemas,
+                        schema.columns.get(*p),
+                        field,
+                        &mut |table, key| match target_exists(conn, &self.schemas, table, key) {
+                            Ok(found) => found,
+                            Err(e) => {
+                                failure.get_or_insert(e);
+                                true
+                            }
+                        },
+                    );
+                }
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+            }
+            out.push((from_key(stored), fields));
         }
         Ok(out)
     }

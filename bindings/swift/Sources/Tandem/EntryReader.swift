@@ -1,21 +1,22 @@
 // Typed reads of query results without the generic lifting: `TypedResults.snapshot()` calls the
-// FFI's `Results.entries()` itself and decodes each model straight from the returned buffer.
+// FFI's `Results.rows(properties:)` itself, with the model's property names, and decodes each
+// model straight from the returned buffer.
 //
-// The generated `Results.entries()` lifts every object into `[String: FieldValue]` (a Swift
-// dictionary, one heap box per `FieldValue`, each integer read through `Data` subscripts), then
-// the typed layer decoded the models from those dictionaries: about 60% of a typed read of
-// 100,000 objects went to that lifting and decoding (perf), the rest was Rust's. Here the buffer is read in place: each
-// object's fields are located (their names compared as UTF-8 bytes with the model's property
-// names, no `String` made), and the model's `init(from:)` reads them by position through
+// The generated code lifts every object into Swift values first (for `entries()`, a
+// `[String: FieldValue]` dictionary per object, one heap box per `FieldValue`, each integer read
+// through `Data` subscripts); decoding models from those took about 60% of a typed read of
+// 100,000 objects (perf). Here the buffer is read in place: a row holds the model's properties
+// in declaration order, so each value's position is noted while skipping over it (no names
+// compared, no `String` made), and the model's `init(from:)` reads them by position through
 // `EntryDecoder`, plain values (integers, Bool, String, Double, Float, Date...) straight from the
 // bytes. Anything else (collections, links, mismatched values) is lifted into the same
 // `FieldValue` the generated code would produce and decoded exactly as `FieldDecoder` does, so
 // the models, values and errors are the same as decoding `entries()`.
 //
-// The buffer layout is uniffi's (big-endian, `i32` lengths and enum tags from 1) for the
-// interface in Tandem.swift: `Vec<ObjectEntry>`, `ObjectEntry { key: Key, fields:
-// HashMap<String, FieldValue> }`. `EntryReaderTests` checks this reader against the generated
-// lifting for every kind of value, so a change of those types shows up there.
+// The buffer layouts are uniffi's (big-endian, `i32` lengths and enum tags from 1) for the
+// interface in Tandem.swift: `Vec<ObjectRow>`, `ObjectRow { key: Key, values: Vec<FieldValue> }`
+// (and `Vec<ObjectEntry>` for `withEntriesBuffer`). `EntryReaderTests` checks this reader against
+// the generated lifting for every kind of value, so a change of those types shows up there.
 
 import Foundation
 
@@ -227,18 +228,45 @@ struct WireReader {
 // MARK: - Calling the FFI
 
 enum EntryReader {
-    /// `raw.entries()` decoded as `T`s (the same objects, in the same order, or the same error).
+    /// The query's objects decoded as `T`s: the same objects, in the same order, or the same
+    /// error as decoding `raw.entries()` with `FieldDecoder`. Read through `Results.rows()`,
+    /// which gives each object's values in the plan's order (no names, no map per object).
     static func decode<T: TandemObject>(_ type: T.Type, _ raw: Results) throws -> [T] {
         let plan = try DecodePlan.of(T.self)
-        return try withEntriesBuffer(raw) { reader in try decode(T.self, plan: plan, &reader) }
+        do {
+            return try withRowsBuffer(raw, plan) { reader in try decode(T.self, plan: plan, &reader) }
+        } catch TandemError.InvalidArgument {
+            // A model property the stored class does not have (`rows` refuses the name): the
+            // generic path reports it as `FieldDecoder` does, naming the property.
+            return try raw.entries().map { try FieldDecoder.decode(T.self, key: $0.key, from: $0.fields) }
+        }
     }
 
     /// Calls `uniffi_tandem_fn_method_results_entries` as the generated `entries()` does and
     /// hands `body` the returned buffer (freed afterwards).
     static func withEntriesBuffer<R>(_ raw: Results, _ body: (inout WireReader) throws -> R) throws -> R {
+        try withBuffer("entries", body) { status in
+            uniffi_tandem_fn_method_results_entries(raw.uniffiCloneHandle(), &status)
+        }
+    }
+
+    /// Calls `uniffi_tandem_fn_method_results_rows` with the plan's property names as the
+    /// generated `rows(properties:)` does and hands `body` the returned buffer.
+    static func withRowsBuffer<R>(_ raw: Results, _ plan: DecodePlan, _ body: (inout WireReader) throws -> R) throws -> R {
+        try withBuffer("rows", body) { status in
+            let names = plan.loweredNames.withUnsafeBufferPointer { bytes in
+                ffi_tandem_rustbuffer_from_bytes(ForeignBytes(len: Int32(bytes.count), data: bytes.baseAddress), &status)
+            }
+            guard status.code == 0 else { return RustBuffer(capacity: 0, len: 0, data: nil) }
+            return uniffi_tandem_fn_method_results_rows(raw.uniffiCloneHandle(), names, &status)
+        }
+    }
+
+    private static func withBuffer<R>(_ what: String, _ body: (inout WireReader) throws -> R,
+                                      _ call: (inout RustCallStatus) -> RustBuffer) throws -> R {
         uniffiEnsureTandemInitialized()
         var status = RustCallStatus(code: 0, errorBuf: RustBuffer(capacity: 0, len: 0, data: nil))
-        let buffer = uniffi_tandem_fn_method_results_entries(raw.uniffiCloneHandle(), &status)
+        let buffer = call(&status)
         switch status.code {
         case 0: break
         case 1: throw try FfiConverterTypeTandemError_lift(status.errorBuf)
@@ -253,12 +281,12 @@ enum EntryReader {
         }
         defer { free(buffer) }
         guard let data = buffer.data else {
-            throw EntryReaderError(description: "entries: empty buffer")
+            throw EntryReaderError(description: "\(what): empty buffer")
         }
         var reader = WireReader(base: UnsafeRawPointer(data), count: Int(buffer.len))
         let result = try body(&reader)
         guard reader.pos == reader.end else {
-            throw EntryReaderError(description: "entries: the buffer still has data after the entries")
+            throw EntryReaderError(description: "\(what): the buffer still has data after the objects")
         }
         return result
     }
@@ -286,8 +314,10 @@ enum EntryReader {
 /// and as UTF-8 bytes.
 struct DecodePlan {
     let names: [String]
-    let utf8: [[UInt8]]
-    /// Where the primary key is among `names` (the key crosses apart from the fields).
+    /// `names` as uniffi lowers a `Vec<String>` (big-endian `i32` count, then each name's
+    /// `i32` length and UTF-8 bytes): the argument of `Results.rows`.
+    let loweredNames: [UInt8]
+    /// Where the primary key is among `names` (read from the row's key).
     let keyIndex: Int
 
     private static let lock = NSLock()
@@ -301,7 +331,16 @@ struct DecodePlan {
         }
         lock.unlock()
         let names = try ModelInfo.of(T.self).spec.properties.map(\.name)
-        let plan = DecodePlan(names: names, utf8: names.map { Array($0.utf8) },
+        var lowered: [UInt8] = []
+        func i32(_ v: Int) {
+            withUnsafeBytes(of: UInt32(truncatingIfNeeded: v).bigEndian) { lowered.append(contentsOf: $0) }
+        }
+        i32(names.count)
+        for name in names {
+            i32(name.utf8.count)
+            lowered.append(contentsOf: name.utf8)
+        }
+        let plan = DecodePlan(names: names, loweredNames: lowered,
                               keyIndex: names.firstIndex(of: T.primaryKey) ?? -1)
         lock.lock()
         cache[ObjectIdentifier(type)] = plan
@@ -323,13 +362,11 @@ final class EntryDecoder: Decoder {
     var offsets: [Int]
     /// Where this object's `Key` starts.
     var keyOffset = 0
-    /// Where its field map starts (for names outside the plan) and its end.
+    /// Where its values start and end.
     var fieldsOffset = 0
     var fieldsEnd = 0
     /// The property the next `decode` most likely asks for (declaration order).
     var cursor = 0
-    /// For each field position of the last object, the property it was (a guess for the next).
-    private var lastOrder: [Int] = []
 
     init(plan: DecodePlan, base: UnsafeRawPointer, typeName: String) {
         self.plan = plan
@@ -338,39 +375,22 @@ final class EntryDecoder: Decoder {
         offsets = Array(repeating: -1, count: plan.names.count)
     }
 
-    /// Reads past the next entry, noting where its key and each known field start.
+    /// Reads past the next row, noting where its key and each property's value start (a row
+    /// holds the plan's properties in order).
     func locate(_ reader: inout WireReader) throws {
         keyOffset = reader.pos
         try reader.skipKey()
         fieldsOffset = reader.pos
-        for i in offsets.indices { offsets[i] = -1 }
         cursor = 0
         let n = try reader.count()
-        let names = plan.utf8
-        for j in 0..<n {
-            let (start, len) = try reader.bytes()
-            let name = UnsafeRawBufferPointer(start: base + start, count: len)
-            var slot = -1
-            if j < lastOrder.count, case let guess = lastOrder[j], guess >= 0, Self.equal(names[guess], name) {
-                slot = guess
-            } else {
-                for (i, candidate) in names.enumerated() where Self.equal(candidate, name) {
-                    slot = i
-                    break
-                }
-            }
-            if j < lastOrder.count { lastOrder[j] = slot } else { lastOrder.append(slot) }
-            // The primary key comes with the entry's key, as `FieldDecoder.decode` does.
-            if slot >= 0, slot != plan.keyIndex { offsets[slot] = reader.pos }
+        guard n == offsets.count else {
+            throw EntryReaderError(description: "rows: \(n) values for \(offsets.count) properties")
+        }
+        for i in 0..<n {
+            offsets[i] = reader.pos
             try reader.skipFieldValue()
         }
         fieldsEnd = reader.pos
-    }
-
-    @inline(__always) static func equal(_ a: [UInt8], _ b: UnsafeRawBufferPointer) -> Bool {
-        guard a.count == b.count else { return false }
-        guard b.count > 0 else { return true }
-        return a.withUnsafeBytes { memcmp($0.baseAddress!, b.baseAddress!, b.count) == 0 }
     }
 
     /// Where the property `name` is.
@@ -393,18 +413,9 @@ final class EntryDecoder: Decoder {
             let offset = offsets[index]
             return offset >= 0 ? .field(offset) : .missing
         }
-        // Not a probed property (a custom `init(from:)`): look for it among the fields.
-        var reader = WireReader(base: base, count: fieldsEnd)
-        reader.pos = fieldsOffset
-        var found = Location.missing
-        if let n = try? reader.count() {
-            for _ in 0..<n {
-                guard let field = try? reader.string() else { break }
-                if field == name { found = .field(reader.pos) }
-                guard (try? reader.skipFieldValue()) != nil else { break }
-            }
-        }
-        return found
+        // Not a probed property (a custom `init(from:)` asking for a name its `encode(to:)` does
+        // not write): rows hold only the probed ones.
+        return .missing
     }
 
     /// The `FieldValue` at `location`, as `FieldDecoder` sees it (the key as a single value).
@@ -458,17 +469,7 @@ final class EntryDecoder: Decoder {
         var codingPath: [CodingKey] { [] }
 
         var allKeys: [Key] {
-            var names: [String] = []
-            if decoder.plan.keyIndex >= 0 { names.append(decoder.plan.names[decoder.plan.keyIndex]) }
-            var reader = WireReader(base: decoder.base, count: decoder.fieldsEnd)
-            reader.pos = decoder.fieldsOffset
-            if let n = try? reader.count() {
-                for _ in 0..<n {
-                    guard let name = try? reader.string(), (try? reader.skipFieldValue()) != nil else { break }
-                    if !names.contains(name) { names.append(name) }
-                }
-            }
-            return names.compactMap { Key(stringValue: $0) }
+            decoder.plan.names.compactMap { Key(stringValue: $0) }
         }
 
         func contains(_ key: Key) -> Bool {

@@ -99,10 +99,10 @@ public final class TypedResults<T: TandemObject>: @unchecked Sendable {
     /// How many objects match now.
     public func count() throws -> Int { Int(try raw.count()) }
 
-    /// The matching objects now, in order: one crossing (`Results.entries()`, each object's key
-    /// and fields read in one read transaction), decoded straight from the returned buffer
-    /// (`EntryReader`: the same objects or errors as decoding `raw.entries()`, without lifting
-    /// each object into a dictionary first).
+    /// The matching objects now, in order: one crossing (`Results.rows(properties:)`, each
+    /// object's key and values read in one read transaction), decoded straight from the returned
+    /// buffer (`EntryReader`: the same objects or errors as decoding `raw.entries()`, without
+    /// lifting each object into Swift values first).
     public func snapshot() throws -> [T] {
         try EntryReader.decode(T.self, raw)
     }

@@ -136,6 +136,14 @@ final class EntryReaderTests: XCTestCase {
                        Array(rows.filter { $0.done }.reversed()))
         XCTAssertEqual(try db.objects(Row.self, where: "_id < 0").snapshot(), [])
         XCTAssertEqual(try db.objects(Custom.self).snapshot(), [Custom(_id: "x", a: 7, b: "bee")])
+        // Straight from `Results.rows`, not through snapshot()'s fallback to `entries()`.
+        func inPlace<T: TandemObject>(_ type: T.Type, _ filter: String) throws -> [T] {
+            let plan = try DecodePlan.of(T.self)
+            let raw = try db.query(className: T.className, filter: filter, args: [])
+            return try EntryReader.withRowsBuffer(raw, plan) { try EntryReader.decode(T.self, plan: plan, &$0) }
+        }
+        XCTAssertEqual(try inPlace(Row.self, "TRUEPREDICATE SORT(_id ASC)"), rows)
+        XCTAssertEqual(try inPlace(Custom.self, "TRUEPREDICATE"), [Custom(_id: "x", a: 7, b: "bee")])
     }
 
     func testMismatchesThrowAsFieldDecoderDoes() throws {
