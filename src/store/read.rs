@@ -434,62 +434,18 @@ impl<'db> ReadTransaction<'db> {
         offset: usize,
         limit: Option<usize>,
     ) -> Result<Vec<(PrimaryKey, Object)>, StoreError> {
-        let compiled = query::compile(&self.schemas, class, query, args)?;
-        let schema = self
-            .schemas
-            .get(class)
-            .ok_or_else(|| StoreError::InvalidArgument(format!("no top-level class {class}")))?;
-        let TableSpec::TopLevel { pk_type, .. } = schema.spec else {
-            return Err(StoreError::InvalidArgument(format!(
-                "no top-level class {class}"
-            )));
+        let names: Vec<&str> = match self.schemas.get(class) {
+            Some(schema) => schema.columns.keys().map(String::as_str).collect(),
+            None => Vec::new(), // query_rows refuses the class
         };
-        let singles = singles(schema);
-        let sql = if singles.is_empty() {
-            compiled.sql.clone()
-        } else {
-            format!(
-                "SELECT o._id, o._pk, {} {}",
-                select_singles(&singles, "o."),
-                compiled.tail
-            )
-        };
-        let has_rest = singles.len() < schema.columns.len()
-            || singles
-                .iter()
-                .any(|(_, c)| embedded_target(&self.schemas, c).is_some());
-        let has_links = schema.columns.values().any(|c| {
-            c.value_type == PayloadType::Link
-                || c.value_type == PayloadType::Null
-                || embedded_target(&self.schemas, c).is_some()
-        });
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(compiled.params.iter()))?;
-        let mut out = Vec::new();
-        let mut skip = offset;
-        while let Some(row) = rows.next()? {
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            if limit.is_some_and(|n| out.len() >= n) {
-                break;
-            }
-            let id: i64 = row.get(0)?;
-            let key = codec::decode_key(row.get_ref(1)?, pk_type)
-                .ok_or_else(|| corrupt(format!("primary key of {class}")))?;
-            let mut object = Object::default();
-            let children = decode_singles(&self.schemas, &singles, row, 2, &mut object)?;
-            if has_rest {
-                read_rest(conn, &self.schemas, class, id, children, &mut object)?;
-            }
-            if has_links {
-                resolve(conn, &self.schemas, class, &mut object)?;
-            }
-            out.push((from_key(key), object));
-        }
-        Ok(out)
+        let rows = self.query_rows(class, query, args, &names, offset, limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, fields)| {
+                let fields = names.iter().map(|n| (*n).to_owned()).zip(fields).collect();
+                (key, Object { fields })
+            })
+            .collect())
     }
 
     /// [`query_objects`](Self::query_objects) by position: for each match, its primary key
