@@ -29,6 +29,19 @@ pub enum Key {
 }
 
 impl Key {
+    /// The key as a value of its primary key property's type (`Null` for the null key);
+    /// `None` for a global key, which has no value form.
+    pub fn to_val(&self) -> Option<Val> {
+        Some(match self {
+            Key::Null => Val::Null,
+            Key::Int(i) => Val::Int(*i),
+            Key::String(s) => Val::String(s.clone()),
+            Key::ObjectId(id) => Val::ObjectId(*id),
+            Key::Uuid(id) => Val::Uuid(*id),
+            Key::GlobalKey(..) => return None,
+        })
+    }
+
     /// Resolves a changeset primary key against the changeset's string table.
     pub fn resolve(pk: &changeset::PrimaryKey, cs: &Changeset) -> Option<Key> {
         Some(match pk {

@@ -416,16 +416,7 @@ pub(crate) fn sort_key(v: &Val) -> Option<Vec<u8>> {
         Val::Link(class, k) => {
             key.extend_from_slice(class.as_bytes());
             key.push(0);
-            key.extend(
-                sort_key(&match k {
-                    crate::state::Key::Int(i) => Val::Int(*i),
-                    crate::state::Key::String(s) => Val::String(s.clone()),
-                    crate::state::Key::ObjectId(id) => Val::ObjectId(*id),
-                    crate::state::Key::Uuid(id) => Val::Uuid(*id),
-                    crate::state::Key::Null | crate::state::Key::GlobalKey(..) => Val::Null,
-                })
-                .unwrap_or_default(),
-            );
+            key.extend(sort_key(&k.to_val().unwrap_or(Val::Null)).unwrap_or_default());
         }
     }
     Some(key)

@@ -125,63 +125,27 @@ fn select_singles(singles: &[(&String, &ColumnSpec)], alias: &str) -> String {
     columns
 }
 
-/// Decodes the columns [`select_singles`] selected, starting at result column `offset`, into
-/// `object`. Embedded objects are read after the row is done with: their row ids are returned
-/// as `(property, class, row id)`.
-fn decode_singles<'s>(
-    schemas: &'s Schemas,
-    singles: &[(&'s String, &'s ColumnSpec)],
-    row: &rusqlite::Row<'_>,
-    offset: usize,
-    object: &mut Object,
-) -> Result<Vec<(String, &'s str, i64)>, StoreError> {
-    let mut children = Vec::new();
-    for (i, (prop, column)) in singles.iter().enumerate() {
-        let at = offset + 2 * i;
-        let field = match embedded_target(schemas, column) {
-            Some(target) => match row.get::<_, Option<i64>>(at)? {
-                Some(child) => {
-                    children.push(((*prop).clone(), target, child));
-                    continue;
-                }
-                None => Field::Embedded(None),
-            },
-            None => Field::Value(value_of(
-                schemas,
-                column,
-                row.get_ref(at)?,
-                row.get(at + 1)?,
-            )?),
-        };
-        object.fields.insert((*prop).clone(), field);
-    }
-    Ok(children)
-}
-
-/// Reads what one SELECT of the object's row does not hold: its embedded objects (`children`,
-/// from [`decode_singles`]) and its collections.
-fn read_rest(
+/// The field of the single-valued `column` whose value [`select_singles`] put in result
+/// column `at` (its kind in `at + 1`); an embedded object is read whole.
+fn single_field(
     conn: &Connection,
     schemas: &Schemas,
-    class: &str,
-    id: i64,
-    children: Vec<(String, &str, i64)>,
-    object: &mut Object,
-) -> Result<(), StoreError> {
-    for (prop, target, child) in children {
-        let embedded = read_object(conn, schemas, target, child)?;
-        object.fields.insert(prop, Field::Embedded(Some(embedded)));
-    }
-    let schema = schemas
-        .get(class)
-        .ok_or_else(|| corrupt(format!("class {class}")))?;
-    for (prop, column) in &schema.columns {
-        if column.collection != CollectionType::Single {
-            let field = read_collection(conn, schemas, class, prop, column, id)?;
-            object.fields.insert(prop.clone(), field);
-        }
-    }
-    Ok(())
+    column: &ColumnSpec,
+    row: &rusqlite::Row<'_>,
+    at: usize,
+) -> Result<Field, StoreError> {
+    Ok(match embedded_target(schemas, column) {
+        Some(target) => match row.get::<_, Option<i64>>(at)? {
+            Some(child) => Field::Embedded(Some(read_object(conn, schemas, target, child)?)),
+            None => Field::Embedded(None),
+        },
+        None => Field::Value(value_of(
+            schemas,
+            column,
+            row.get_ref(at)?,
+            row.get(at + 1)?,
+        )?),
+    })
 }
 
 /// The collection property `prop` (declared by `column`, not single-valued) of row `id` of
@@ -259,7 +223,6 @@ pub(crate) fn read_object(
     // Every single-valued column in one SELECT (one statement per object, not per property:
     // reading a result of many objects is dominated by statement executions).
     let singles = singles(schema);
-    let mut children = Vec::new();
     if !singles.is_empty() {
         let sql = format!(
             "SELECT {} FROM {} WHERE _id = ?1",
@@ -271,32 +234,38 @@ pub(crate) fn read_object(
         let row = rows
             .next()?
             .ok_or_else(|| corrupt(format!("row {id} of {class}")))?;
-        children = decode_singles(schemas, &singles, row, 0, &mut object)?;
+        for (i, (prop, column)) in singles.iter().enumerate() {
+            let field = single_field(conn, schemas, column, row, 2 * i)?;
+            object.fields.insert((*prop).clone(), field);
+        }
     }
-    read_rest(conn, schemas, class, id, children, &mut object)?;
+    for (prop, column) in &schema.columns {
+        if column.collection != CollectionType::Single {
+            let field = read_collection(conn, schemas, class, prop, column, id)?;
+            object.fields.insert(prop.clone(), field);
+        }
+    }
     Ok(object)
 }
 
-/// Hides unresolved links in `object` (of `class`), as [`read_resolved`] does.
-fn resolve(
+/// Hides unresolved links in `fields` (each with the column declaring it), as
+/// [`read_resolved`] does.
+fn resolve<'f>(
     conn: &Connection,
     schemas: &Schemas,
-    class: &str,
-    object: &mut Object,
+    fields: impl IntoIterator<Item = (Option<&'f ColumnSpec>, &'f mut Field)>,
 ) -> Result<(), StoreError> {
     let mut failure = None;
-    crate::state::resolve_in_place(
-        schemas,
-        class,
-        object,
-        &mut |table, key| match target_exists(conn, schemas, table, key) {
-            Ok(found) => found,
-            Err(e) => {
-                failure.get_or_insert(e);
-                true
-            }
-        },
-    );
+    let mut exists = |table: &str, key: &Key| match target_exists(conn, schemas, table, key) {
+        Ok(found) => found,
+        Err(e) => {
+            failure.get_or_insert(e);
+            true
+        }
+    };
+    for (column, field) in fields {
+        crate::state::resolve_field(schemas, column, field, &mut exists);
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
@@ -312,7 +281,15 @@ pub(crate) fn read_resolved(
     id: i64,
 ) -> Result<Object, StoreError> {
     let mut object = read_object(conn, schemas, class, id)?;
-    resolve(conn, schemas, class, &mut object)?;
+    let columns = schemas.get(class).map(|s| &s.columns);
+    resolve(
+        conn,
+        schemas,
+        object
+            .fields
+            .iter_mut()
+            .map(|(name, field)| (columns.and_then(|c| c.get(name)), field)),
+    )?;
     Ok(object)
 }
 
@@ -531,36 +508,13 @@ impl<'db> ReadTransaction<'db> {
             let mut fields = Vec::with_capacity(sources.len());
             for source in &sources {
                 let field = match source {
-                    Source::Key => Field::Value(match &stored {
-                        Key::Null => Val::Null,
-                        Key::Int(i) => Val::Int(*i),
-                        Key::String(s) => Val::String(s.clone()),
-                        Key::ObjectId(b) => Val::ObjectId(*b),
-                        Key::Uuid(b) => Val::Uuid(*b),
-                        Key::GlobalKey(..) => {
-                            return Err(corrupt(format!("primary key of {class}")))
-                        }
-                    }),
+                    Source::Key => Field::Value(
+                        stored
+                            .to_val()
+                            .ok_or_else(|| corrupt(format!("primary key of {class}")))?,
+                    ),
                     Source::Single(i) => {
-                        let (_, column) = singles[*i];
-                        let at = 2 + 2 * i;
-                        match embedded_target(&self.schemas, column) {
-                            Some(target) => match row.get::<_, Option<i64>>(at)? {
-                                Some(child) => Field::Embedded(Some(read_object(
-                                    conn,
-                                    &self.schemas,
-                                    target,
-                                    child,
-                                )?)),
-                                None => Field::Embedded(None),
-                            },
-                            None => Field::Value(value_of(
-                                &self.schemas,
-                                column,
-                                row.get_ref(at)?,
-                                row.get(at + 1)?,
-                            )?),
-                        }
+                        single_field(conn, &self.schemas, singles[*i].1, row, 2 + 2 * i)?
                     }
                     Source::Collection(prop, column) => {
                         read_collection(conn, &self.schemas, class, prop, column, id)?
@@ -569,24 +523,8 @@ impl<'db> ReadTransaction<'db> {
                 fields.push(field);
             }
             if has_links {
-                let mut failure = None;
-                for (p, field) in properties.iter().zip(fields.iter_mut()) {
-                    crate::state::resolve_field(
-                        &self.schemas,
-                        schema.columns.get(*p),
-                        field,
-                        &mut |table, key| match target_exists(conn, &self.schemas, table, key) {
-                            Ok(found) => found,
-                            Err(e) => {
-                                failure.get_or_insert(e);
-                                true
-                            }
-                        },
-                    );
-                }
-                if let Some(e) = failure {
-                    return Err(e);
-                }
+                let columns = properties.iter().map(|p| schema.columns.get(*p));
+                resolve(conn, &self.schemas, columns.zip(fields.iter_mut()))?;
             }
             out.push((from_key(stored), fields));
         }
