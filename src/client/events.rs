@@ -37,12 +37,17 @@ struct Registry {
     /// The events that said the session stopped for good, once handed to the listeners
     /// registered then: later listeners get them on registration.
     terminal: Vec<Event>,
+    /// Those events, for listeners registered after they were handed out, not yet delivered:
+    /// the notifier delivers them before anything it takes from the queue after the
+    /// registration, so they keep their order ahead of any later event.
+    replays: BTreeMap<u64, Vec<Event>>,
 }
 
-/// What the notifier thread delivers: an event for every listener, or for one.
+/// What the notifier thread is woken for: an event for every listener, or the replays of
+/// newly registered ones.
 enum Envelope {
     All(Event),
-    One(u64, Event),
+    Replays,
 }
 
 /// Whether `event` says the session stopped for good.
@@ -101,28 +106,40 @@ impl Listeners {
                     let Some(registry) = weak.upgrade() else {
                         return;
                     };
-                    let (event, callbacks): (Event, Vec<Callback>) = {
+                    let (replays, delivery) = {
                         let mut registry = lock(&registry);
-                        match envelope {
+                        let replays: Vec<(Callback, Vec<Event>)> =
+                            std::mem::take(&mut registry.replays)
+                                .into_iter()
+                                .filter_map(|(id, events)| {
+                                    Some((registry.listeners.get(&id)?.clone(), events))
+                                })
+                                .collect();
+                        let delivery = match envelope {
                             Envelope::All(event) => {
                                 // Listeners registered from here on get it on registration.
                                 if is_terminal(&event) {
                                     registry.terminal.push(event.clone());
                                 }
-                                let callbacks = registry.listeners.values().cloned().collect();
-                                (event, callbacks)
+                                let callbacks: Vec<Callback> =
+                                    registry.listeners.values().cloned().collect();
+                                Some((event, callbacks))
                             }
-                            Envelope::One(id, event) => {
-                                let callbacks = registry.listeners.get(&id).cloned();
-                                (event, callbacks.into_iter().collect())
-                            }
-                        }
+                            Envelope::Replays => None,
+                        };
+                        (replays, delivery)
                     };
                     drop(registry);
-                    for callback in callbacks {
+                    let replayed = replays
+                        .iter()
+                        .flat_map(|(callback, events)| events.iter().map(move |e| (callback, e)));
+                    let delivered = delivery.iter().flat_map(|(event, callbacks)| {
+                        callbacks.iter().map(move |callback| (callback, event))
+                    });
+                    for (callback, event) in replayed.chain(delivered) {
                         let outcome =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                callback(&event)
+                                callback(event)
                             }));
                         if outcome.is_err() {
                             crate::warn_or_stderr!(
@@ -150,12 +167,12 @@ impl Listeners {
         registry.next += 1;
         let id = registry.next;
         registry.listeners.insert(id, callback);
-        // Queued while the registry is locked: no event can be decided in between.
-        let queue = lock(&self.queue);
-        for event in &registry.terminal {
-            let _ = queue.send(Envelope::One(id, event.clone()));
+        // Decided while the registry is locked: no event can be decided in between.
+        if !registry.terminal.is_empty() {
+            let events = registry.terminal.clone();
+            registry.replays.insert(id, events);
+            let _ = lock(&self.queue).send(Envelope::Replays);
         }
-        drop(queue);
         drop(registry);
         ListenerToken {
             registry: Arc::downgrade(&self.registry),
