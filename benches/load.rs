@@ -227,6 +227,7 @@ async fn bind(
             download_client_version: 0,
             latest_server_version: 0,
             latest_server_version_salt: 0,
+            query: None,
         },
     )
     .await;

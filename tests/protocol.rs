@@ -41,6 +41,7 @@ fn realm_core_client_vectors() {
                 download_client_version: 4,
                 latest_server_version: 1,
                 latest_server_version_salt: 2,
+                query: None,
             },
             b"ident 234888 999123 123999 3 4 1 2\n",
         ),
@@ -128,6 +129,7 @@ fn server_messages_follow_the_reference_field_order() {
                     original_changeset_size: 3,
                     changeset: b"abc".to_vec(),
                 }],
+                flx: None,
             },
             b"download 7 5 4 6 99 3 2 0 0 19 0\n5 4 1000 12 3 3 abc",
         ),
@@ -719,9 +721,105 @@ proptest! {
                 original_changeset_size: 40,
                 changeset: vec![7; 40],
             }],
+            flx: None,
         };
         let bytes = message.encode();
         let cut = cut.min(bytes.len().saturating_sub(1));
         prop_assert!(ServerMessage::parse(&bytes[..cut], &limits()).is_err());
     }
+}
+
+#[test]
+fn flexible_sync_messages_have_realm_cores_fields() {
+    // realm-wire-compat.md section 4 and the transcript of realm-client-spike.md section 5.
+    let ident = ClientMessage::parse(b"ident 1 2 77 0 0 0 0 0 2\n{}", &limits()).unwrap();
+    assert_eq!(
+        ident,
+        ClientMessage::Ident {
+            session: 1,
+            client_file_ident: 2,
+            client_file_ident_salt: 77,
+            download_server_version: 0,
+            download_client_version: 0,
+            latest_server_version: 0,
+            latest_server_version_salt: 0,
+            query: Some(FlxQuery {
+                version: 0,
+                body: "{}".into()
+            }),
+        }
+    );
+    assert_eq!(ident.encode(), b"ident 1 2 77 0 0 0 0 0 2\n{}");
+    let body = r#"{"Task":"(done == false )"}"#;
+    let query =
+        ClientMessage::parse(format!("query 1 1 27\n{body}").as_bytes(), &limits()).unwrap();
+    assert_eq!(
+        query,
+        ClientMessage::Query {
+            session: 1,
+            query: FlxQuery {
+                version: 1,
+                body: body.into()
+            }
+        }
+    );
+    assert_eq!(query.encode(), format!("query 1 1 27\n{body}").into_bytes());
+    assert_eq!(
+        ClientMessage::peek_session(b"query 9 1 2\n{}"),
+        Some(("query", 9))
+    );
+
+    // DOWNLOAD: query version, batch state and a decimal estimate in place of downloadable
+    // bytes.
+    let download = ServerMessage::Download {
+        session: 1,
+        download_server_version: 2,
+        download_client_version: 6,
+        latest_server_version: 2,
+        latest_server_version_salt: 55,
+        upload_client_version: 6,
+        upload_server_version: 0,
+        downloadable_bytes: 0,
+        flx: Some(FlxDownload {
+            query_version: 1,
+            batch_state: BatchState::LastInBatch,
+            progress_estimate: 0.5,
+        }),
+        entries: Vec::new(),
+    };
+    assert_eq!(
+        download.encode(),
+        b"download 1 2 6 2 55 6 0 1 1 0.5 0 0 0\n"
+    );
+    assert_eq!(
+        ServerMessage::parse(&download.encode(), &limits()).unwrap(),
+        download
+    );
+    for (estimate, text) in [(1.0, "1"), (f64::NAN, "1"), (7.0, "1"), (-1.0, "0")] {
+        let mut m = download.clone();
+        if let ServerMessage::Download { flx: Some(f), .. } = &mut m {
+            f.progress_estimate = estimate;
+        }
+        let expected = format!("download 1 2 6 2 55 6 0 1 1 {text} 0 0 0\n");
+        assert_eq!(m.encode(), expected.as_bytes(), "{estimate}");
+    }
+    for bad in [
+        &b"download 1 2 6 2 55 6 0 1 3 1 0 0 0\n"[..],
+        b"download 1 2 6 2 55 6 0 1 1 1.5 0 0 0\n",
+        b"download 1 2 6 2 55 6 0 1 1 nan 0 0 0\n",
+        b"download 1 2 6 2 55 6 0 1 1 x 0 0 0\n",
+    ] {
+        assert_eq!(server_code_of(bad), ErrorCode::BadSyntax, "{bad:?}");
+    }
+    let error = ServerMessage::QueryError {
+        code: 226,
+        session: 3,
+        query_version: 4,
+        message: "no".into(),
+    };
+    assert_eq!(error.encode(), b"query_error 226 2 3 4\nno");
+    assert_eq!(
+        ServerMessage::parse(&error.encode(), &limits()).unwrap(),
+        error
+    );
 }

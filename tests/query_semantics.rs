@@ -735,3 +735,232 @@ fn string_operators_on_mixed_match_only_strings() {
     assert_eq!(q("mixed == 12.0"), [2]);
     assert_eq!(q("mixed == '12'"), Vec::<i64>::new());
 }
+
+// ---------------------------------------------------------------------------------------
+// realm-core's serialized queries (`Query::get_description()`): what a realm-core 14 client
+// sends as a flexible-sync subscription. The forms are core's `util/serializer.cpp`.
+// ---------------------------------------------------------------------------------------
+
+const OID_A: [u8; 12] = [0x65, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa1];
+const OID_B: [u8; 12] = [0x65, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xb2];
+const UUID_A: [u8; 16] = [
+    0x3b, 0x24, 0x11, 0x01, 0xe2, 0xbb, 0x42, 0x55, 0x8c, 0xaf, 0x41, 0x36, 0xc5, 0x66, 0xa9, 0x62,
+];
+const UUID_B: [u8; 16] = [0xff; 16];
+
+/// Five objects with several properties each (ids 1 to 5); object 5 is all null.
+fn serialized_forms_db(name: &str) -> Database {
+    let db = open(name);
+    let s = |v: &str| Value::String(v.into());
+    let rows: [Vec<(&str, Value)>; 5] = [
+        vec![
+            ("string", s("say \"hi\"")),
+            ("int", Value::Int(1)),
+            ("bool", Value::Bool(true)),
+            ("timestamp", ts(100, 0)),
+            ("oid", Value::ObjectId(ObjectId(OID_A))),
+            ("uuid", Value::Uuid(Uuid(UUID_A))),
+            ("double", Value::Double(1.5)),
+            ("float", Value::Float(0.1)),
+            ("decimal", dec("10")),
+            ("binary", Value::Binary(vec![0x00, 0xff])),
+            ("mixed", Value::Int(1)),
+        ],
+        vec![
+            ("string", s("Zürich")),
+            ("int", Value::Int(2)),
+            ("bool", Value::Bool(false)),
+            ("timestamp", ts(200, 0)),
+            ("oid", Value::ObjectId(ObjectId(OID_B))),
+            ("uuid", Value::Uuid(Uuid(UUID_B))),
+            ("double", Value::Double(f64::NAN)),
+            ("float", Value::Float(0.25)),
+            ("decimal", dec("123456789012345678901234567890123")),
+            ("binary", Value::Binary(b"ab".to_vec())),
+            ("mixed", Value::String("a".into())),
+        ],
+        vec![
+            ("string", s("back\\slash")),
+            ("int", Value::Int(3)),
+            ("bool", Value::Bool(false)),
+            ("timestamp", ts(-1, -500_000_000)),
+            ("double", Value::Double(-2.0)),
+            ("decimal", dec("-3")),
+            ("mixed", Value::String("A".into())),
+        ],
+        vec![
+            ("string", s("Plain")),
+            ("bool", Value::Bool(true)),
+            ("timestamp", ts(200, 0)),
+            ("mixed", Value::Double(1.0)),
+        ],
+        vec![],
+    ];
+    let mut tx = db.begin_write().unwrap();
+    for (i, values) in rows.iter().enumerate() {
+        tx.create("T", PrimaryKey::Int(i as i64 + 1), values)
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    db
+}
+
+#[test]
+fn realm_core_serialized_queries_select_the_expected_objects() {
+    let db = serialized_forms_db("serialized");
+    let q = |query: &str| ids(&db, query, &[]).unwrap_or_else(|e| panic!("{query}: {e}"));
+    let none = Vec::<i64>::new();
+    assert_eq!(q("TRUEPREDICATE"), [1, 2, 3, 4, 5]);
+    assert_eq!(q("FALSEPREDICATE"), none);
+    // B64: core's form of a string with a quote (`say "hi"`), a backslash, non-ASCII.
+    assert_eq!(q(r#"string == B64"c2F5ICJoaSI=""#), [1]);
+    assert_eq!(q(r#"string != B64"c2F5ICJoaSI=""#), [2, 3, 4, 5]);
+    assert_eq!(q(r#"string == B64"YmFja1xzbGFzaA==""#), [3]);
+    assert_eq!(q(r#"string ==[c] B64"WsOcUklDSA==""#), [2], "ZÜRICH, [c]");
+    assert_eq!(
+        q(r#"string == B64"WsOcUklDSA==""#),
+        none,
+        "ZÜRICH without [c]"
+    );
+    assert_eq!(
+        q(r#"string CONTAINS B64"ImhpIg==""#),
+        [1],
+        "contains \"hi\""
+    );
+    // Plain strings and the string operators with and without [c].
+    assert_eq!(q(r#"string == "Plain""#), [4]);
+    assert_eq!(q(r#"string ==[c] "plain""#), [4]);
+    assert_eq!(q(r#"string !=[c] "plain""#), [1, 2, 3, 5]);
+    assert_eq!(q(r#"string BEGINSWITH "Pl""#), [4]);
+    assert_eq!(q(r#"string BEGINSWITH[c] "pl""#), [4]);
+    assert_eq!(q(r#"string ENDSWITH[c] "ICH""#), [2]);
+    assert_eq!(q(r#"string CONTAINS[c] "SLA""#), [3]);
+    assert_eq!(q(r#"string LIKE[c] "p*N""#), [4]);
+    assert_eq!(q(r#"string LIKE "p*N""#), none);
+    // Timestamps `T<s>:<ns>`, negative ones included; core's own test example.
+    assert_eq!(q("timestamp > T150:0"), [2, 4]);
+    assert_eq!(q("timestamp < T0:0"), [3]);
+    assert_eq!(q("timestamp == T-1:-500000000"), [3]);
+    assert_eq!(q("timestamp >= T-1:-499999999"), [1, 2, 4]);
+    assert_eq!(q("timestamp between {T0:0, T200:0}"), [1, 2, 4]);
+    assert_eq!(
+        q("timestamp == T200:0 and (int == 2 or int == NULL)"),
+        [2, 4]
+    );
+    // ObjectId and UUID literals (the properties are called oid and uuid, too).
+    assert_eq!(q("oid == oid(651f000000000000000000a1)"), [1]);
+    assert_eq!(q("oid == oid(651F000000000000000000B2)"), [2]);
+    assert_eq!(
+        q("oid IN {oid(651f000000000000000000a1), oid(651f000000000000000000b2)}"),
+        [1, 2]
+    );
+    assert_eq!(q("oid != NULL"), [1, 2]);
+    assert_eq!(q("uuid == uuid(3b241101-e2bb-4255-8caf-4136c566a962)"), [1]);
+    assert_eq!(
+        q("uuid != uuid(3b241101-e2bb-4255-8caf-4136c566a962)"),
+        [2, 3, 4, 5]
+    );
+    assert_eq!(q("uuid > uuid(3b241101-e2bb-4255-8caf-4136c566a962)"), [2]);
+    // Null.
+    assert_eq!(q("int == NULL"), [4, 5]);
+    assert_eq!(q("int != NULL"), [1, 2, 3]);
+    // Negation, conjunction and disjunction as core writes them.
+    assert_eq!(q("!(int == 1)"), [2, 3, 4, 5]);
+    assert_eq!(q("!(int == 1 or int == 2)"), [3, 4, 5]);
+    assert_eq!(q("!(bool == true) and int > 1"), [2, 3]);
+    assert_eq!(q("(bool == false )"), [2, 3]);
+    assert_eq!(q("int == 1 and bool == true"), [1]);
+    assert_eq!(q("int == 2 and bool == true"), none);
+    assert_eq!(q("(int == 1 or int == 3)"), [1, 3]);
+    assert_eq!(q("(int == 1 or int == 3) and bool == false"), [3]);
+    assert_eq!(
+        q("int == 1 or int == 3 and bool == true"),
+        [1],
+        "and binds tighter"
+    );
+    // IN and BETWEEN.
+    assert_eq!(q("int IN {1, 3, 7}"), [1, 3]);
+    assert_eq!(q(r#"string IN {"Plain", B64"c2F5ICJoaSI="}"#), [1, 4]);
+    assert_eq!(q("int between {2, 3}"), [2, 3]);
+    assert_eq!(q("int BETWEEN {2, 3}"), [2, 3]);
+    // A mixed property's IN is `== {…}` in core.
+    assert_eq!(q(r#"mixed == {1, "a"}"#), [1, 2, 4], "1.0 equals 1");
+    assert_eq!(q(r#"mixed ==[c] {"a"}"#), [2, 3]);
+    // Numbers in core's forms: max_digits10, signed, nan / inf, decimals exactly.
+    assert_eq!(q("double == 1.5"), [1]);
+    assert_eq!(q("double > -inf"), [1, 3]);
+    assert_eq!(q("double == nan"), none, "NaN equals nothing");
+    assert_eq!(q("float == 0.100000001"), [1]);
+    assert_eq!(q("float < 0.25"), [1]);
+    assert_eq!(q("decimal == 1E1"), [1]);
+    assert_eq!(q("decimal == +123456789012345678901234567890123E0"), [2]);
+    assert_eq!(q("decimal == 123456789012345678901234567890122"), none);
+    assert_eq!(q("decimal < -Inf"), none);
+    assert_eq!(q("decimal > -Inf"), [1, 2, 3]);
+    assert_eq!(q("int > -1 and int < +3"), [1, 2]);
+    // Binary literals.
+    assert_eq!(q(r#"binary == binary(B64"AP8=")"#), [1]);
+    assert_eq!(q(r#"binary == binary("ab")"#), [2]);
+    // The ordering suffix.
+    assert_eq!(q("TRUEPREDICATE SORT(int DESC) LIMIT(2)"), [3, 2]);
+    assert_eq!(q("int != NULL SORT(bool ASC, int DESC)"), [3, 2, 1]);
+}
+
+#[test]
+fn unsupported_realm_core_constructs_are_refused_by_name() {
+    let db = serialized_forms_db("serialized_refused");
+    let refused = |query: &str, says: &str| assert_refused(&db, query, &[], says);
+    refused(
+        "TRUEPREDICATE DISTINCT(int)",
+        "DISTINCT(…) is not supported",
+    );
+    refused(
+        "int > 0 SORT(int ASC) DISTINCT(string) LIMIT(1)",
+        "DISTINCT(…) is not supported",
+    );
+    refused("@links.L.x.@count > 0", "backlinks (@links");
+    refused("@links.@count == 0", "backlinks (@links");
+    refused(r#"link == obj("class_L", 1)"#, "link target literals obj(");
+    refused("link == O12", "object key literals (O12)");
+    refused("link == L3:12", "typed link literals");
+    refused(
+        "ANY link.x == 1",
+        "ANY (a comparison over a list) is not supported",
+    );
+    refused(
+        "ALL link.x == 1",
+        "ALL (a comparison over a list) is not supported",
+    );
+    refused(
+        "NONE link.x == 1",
+        "NONE (a comparison over a list) is not supported",
+    );
+    refused("int == ALL {1, 2}", "ALL {…} is not supported");
+    refused(
+        "SUBQUERY(link, $x, $x._id == 1).@count > 0",
+        "SUBQUERY(…) is not supported",
+    );
+    refused("int.@min > 1", "the aggregate @min is not supported");
+    refused("int.@max > 1", "the aggregate @max is not supported");
+    refused("int.@sum > 1", "the aggregate @sum is not supported");
+    refused("int.@avg > 1", "the aggregate @avg is not supported");
+    refused("mixed.@type == 'int'", "@type is not supported");
+    refused("(int + 1) > 2", "arithmetic (+)");
+    refused("int != {1, 2}", "!= does not take a list");
+    refused(
+        "string TEXT 'a'",
+        "TEXT (full-text search) is not supported",
+    );
+    refused("timestamp == 2020-01-01@00:00:00", "date literals");
+    refused("timestamp == T1:-5", "invalid timestamp T1:-5");
+    refused("oid == oid(651f)", "oid(…) takes an ObjectId");
+    refused("uuid == uuid(nope)", "uuid(…) takes a UUID");
+    refused(r#"string == B64"c2F5ICJoaSI""#, "invalid base64");
+    refused(r#"string == B64"//4=""#, "is not UTF-8");
+    // A literal of the wrong type is refused as before.
+    refused(
+        "timestamp == oid(651f000000000000000000a1)",
+        "cannot compare",
+    );
+    refused("oid == T1:0", "cannot compare");
+}

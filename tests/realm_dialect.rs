@@ -239,6 +239,7 @@ fn ident(session: u64, ident: u64, salt: u64, progress: [u64; 4]) -> ClientMessa
         download_client_version: progress[1],
         latest_server_version: progress[2],
         latest_server_version_salt: progress[3],
+        query: None,
     }
 }
 
@@ -342,9 +343,15 @@ async fn the_handshake_echoes_exactly_one_offered_token() {
         open(&f, &route(&t), older, None).await.unwrap().1,
         "com.mongodb.realm-sync#9"
     );
-    // Flexible sync, or nothing in common: refused with HTTP 400 (never a bad 101).
+    // Flexible sync version 14 is served; older flexible sync versions, or nothing in
+    // common: refused with HTTP 400 (never a bad 101).
     let flx = OFFER.replace("realm-sync", "realm-query-sync");
-    assert_eq!(open(&f, &route(&t), &flx, None).await.unwrap_err(), 400);
+    assert_eq!(
+        open(&f, &route(&t), &flx, None).await.unwrap().1,
+        "com.mongodb.realm-query-sync#14"
+    );
+    let old_flx = "com.mongodb.realm-query-sync#13, com.mongodb.realm-query-sync#12";
+    assert_eq!(open(&f, &route(&t), old_flx, None).await.unwrap_err(), 400);
     let old = "com.mongodb.realm-sync#7, com.mongodb.realm-sync#6";
     assert_eq!(open(&f, &route(&t), old, None).await.unwrap_err(), 400);
     // The Realm route of another app id: 404, as App Services answers an unknown app (not
@@ -747,4 +754,400 @@ async fn a_message_over_the_limits_closes_1009_never_104() {
     let big = "00".repeat(1100);
     send(&mut a, upload(1, 2, &[(2, &big)])).await;
     assert_eq!(next(&mut a).await.unwrap_err(), Some(1009));
+}
+
+// ---- Flexible sync (realm-wire-compat.md section 4) ----
+
+const FLX_OFFER: &str = "com.mongodb.realm-query-sync#14, com.mongodb.realm-query-sync#13";
+const FLX_BIND: &str = "{\"schemaVersion\":0,\"sessionReason\":0}";
+
+/// A logged-in flexible sync client's connection.
+async fn flx_client(f: &Fixture) -> Ws {
+    let (_, token) = login(f).await;
+    let (ws, chosen) = open(f, &route(&token), FLX_OFFER, None).await.unwrap();
+    assert_eq!(chosen, "com.mongodb.realm-query-sync#14");
+    ws
+}
+
+fn flx_ident(
+    session: u64,
+    id: (u64, u64),
+    progress: [u64; 4],
+    version: u64,
+    body: &str,
+) -> ClientMessage {
+    ClientMessage::Ident {
+        session,
+        client_file_ident: id.0,
+        client_file_ident_salt: id.1,
+        download_server_version: progress[0],
+        download_client_version: progress[1],
+        latest_server_version: progress[2],
+        latest_server_version_salt: progress[3],
+        query: Some(tandem::protocol::FlxQuery {
+            version,
+            body: body.into(),
+        }),
+    }
+}
+
+/// Every message until the MARK reply with `request_ident` (which is not included).
+async fn until_mark(ws: &mut Ws, request_ident: u64) -> Vec<ServerMessage> {
+    let mut out = Vec::new();
+    loop {
+        match recv(ws).await {
+            ServerMessage::Mark {
+                request_ident: r, ..
+            } if r == request_ident => return out,
+            m => out.push(m),
+        }
+    }
+}
+
+/// BIND and IDENT of a fresh file with the empty set (version 0), then MARK 1: the ident and
+/// the messages before the MARK reply.
+async fn flx_fresh(ws: &mut Ws, session: u64) -> ((u64, u64), Vec<ServerMessage>) {
+    send(ws, bind(session, FLX_BIND, true)).await;
+    let ServerMessage::Ident {
+        client_file_ident,
+        client_file_ident_salt,
+        ..
+    } = recv(ws).await
+    else {
+        panic!("IDENT expected")
+    };
+    let id = (client_file_ident, client_file_ident_salt);
+    send(ws, flx_ident(session, id, [0; 4], 0, "{}")).await;
+    send(
+        ws,
+        ClientMessage::Mark {
+            session,
+            request_ident: 1,
+        },
+    )
+    .await;
+    (id, until_mark(ws, 1).await)
+}
+
+/// A DOWNLOAD's flexible sync fields, entries decoded, and download server version.
+fn flx_download(
+    m: &ServerMessage,
+) -> (
+    tandem::protocol::FlxDownload,
+    Vec<tandem::changeset::Changeset>,
+    u64,
+) {
+    let ServerMessage::Download {
+        flx: Some(flx),
+        entries,
+        download_server_version,
+        ..
+    } = m
+    else {
+        panic!("a flexible sync DOWNLOAD expected, got {m:?}")
+    };
+    let decoded = entries.iter().map(|e| e.to_changeset().unwrap()).collect();
+    (*flx, decoded, *download_server_version)
+}
+
+/// The `(instruction kind, object key)` pairs of the Task instructions in `changesets`.
+fn task_ops(changesets: &[tandem::changeset::Changeset]) -> Vec<String> {
+    use tandem::changeset::{Instruction, PrimaryKey};
+    let mut out = Vec::new();
+    for cs in changesets {
+        for i in &cs.instructions {
+            let Some((_, PrimaryKey::ObjectId(id))) = i.object() else {
+                continue;
+            };
+            let kind = match i {
+                Instruction::CreateObject { .. } => "create".to_owned(),
+                Instruction::EraseObject { .. } => "erase".to_owned(),
+                Instruction::Update(u) => format!("set {}", cs.string(u.path.field).unwrap()),
+                other => format!("{other:?}"),
+            };
+            out.push(format!("{kind} {:02x}", id.0[11]));
+        }
+    }
+    out
+}
+
+/// A changeset on Task `n` (ObjectId ending in `n`): created first if `create`, then each
+/// field written; as hex.
+fn task_changeset(n: u8, create: bool, fields: &[(&str, tandem::changeset::Payload)]) -> String {
+    use tandem::changeset::{Changeset, FieldPath, Instruction, PrimaryKey, Update};
+    let mut cs = Changeset::new();
+    let table = cs.intern("Task");
+    let object = PrimaryKey::ObjectId(tandem::model::ObjectId([
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n,
+    ]));
+    if create {
+        cs.push(Instruction::CreateObject {
+            table,
+            object: object.clone(),
+        });
+    }
+    for (field, value) in fields {
+        let field = cs.intern(field);
+        cs.push(Instruction::Update(Update {
+            path: FieldPath {
+                table,
+                object: object.clone(),
+                field,
+                path: Vec::new(),
+            },
+            value: value.clone(),
+            is_default: false,
+            prior_size: 0,
+        }));
+    }
+    cs.encode().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn create_task(n: u8, title: &str, done: bool) -> String {
+    use tandem::changeset::Payload;
+    task_changeset(
+        n,
+        true,
+        &[
+            ("title", Payload::String(title.into())),
+            ("done", Payload::Bool(done)),
+        ],
+    )
+}
+
+fn set_done(n: u8, done: bool) -> String {
+    task_changeset(
+        n,
+        false,
+        &[("done", tandem::changeset::Payload::Bool(done))],
+    )
+}
+
+/// Sends MARK `request_ident` on session 1: the Task instructions of the DOWNLOADs before its
+/// reply.
+async fn marked_ops(ws: &mut Ws, request_ident: u64) -> Vec<String> {
+    send(
+        ws,
+        ClientMessage::Mark {
+            session: 1,
+            request_ident,
+        },
+    )
+    .await;
+    until_mark(ws, request_ident)
+        .await
+        .iter()
+        .flat_map(|m| task_ops(&flx_download(m).1))
+        .collect()
+}
+
+fn query(session: u64, version: u64, body: &str) -> ClientMessage {
+    ClientMessage::Query {
+        session,
+        query: tandem::protocol::FlxQuery {
+            version,
+            body: body.into(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views() {
+    use tandem::protocol::BatchState;
+    let f = fixture("flx", "all-authenticated").await;
+    let mut a = flx_client(&f).await;
+    let (a_id, first) = flx_fresh(&mut a, 1).await;
+    // The history is empty: one steady-state DOWNLOAD for set 0, no bootstrap can be carried
+    // yet, and MARK is answered.
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (flx, entries, _) = flx_download(&first[0]);
+    assert_eq!(
+        (flx.query_version, flx.batch_state),
+        (0, BatchState::SteadyState)
+    );
+    assert!(entries.is_empty());
+
+    // A uploads the schema and two tasks; then set 0 is bootstrapped (one changeset, never
+    // zero), with nothing of the Task class in it.
+    let (t1, t2) = (create_task(1, "one", false), create_task(2, "two", true));
+    send(&mut a, upload(1, 3, &[(1, SCHEMA), (2, &t1), (3, &t2)])).await;
+    send(
+        &mut a,
+        ClientMessage::Mark {
+            session: 1,
+            request_ident: 2,
+        },
+    )
+    .await;
+    let got = until_mark(&mut a, 2).await;
+    let boot: Vec<_> = got
+        .iter()
+        .map(flx_download)
+        .filter(|(flx, _, _)| flx.batch_state != BatchState::SteadyState)
+        .collect();
+    assert_eq!(boot.len(), 1, "{got:?}");
+    assert_eq!(
+        (boot[0].0.query_version, boot[0].0.batch_state),
+        (0, BatchState::LastInBatch)
+    );
+    assert_eq!(boot[0].1.len(), 1);
+    assert!(task_ops(&boot[0].1).is_empty());
+    for m in &got {
+        if let ServerMessage::Download { entries, .. } = m {
+            for e in entries {
+                assert!(
+                    e.origin_file_ident != 0
+                        && e.origin_file_ident != a_id.0
+                        && e.server_version > 0
+                );
+            }
+        }
+    }
+
+    // Set 1 on A: the open task enters (whole: every field), the done one does not.
+    send(&mut a, query(1, 1, "{\"Task\":\"(done == false )\"}")).await;
+    send(
+        &mut a,
+        ClientMessage::Mark {
+            session: 1,
+            request_ident: 3,
+        },
+    )
+    .await;
+    let got = until_mark(&mut a, 3).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (flx, entries, _) = flx_download(&got[0]);
+    assert_eq!(
+        (flx.query_version, flx.batch_state),
+        (1, BatchState::LastInBatch)
+    );
+    assert_eq!(
+        task_ops(&entries),
+        ["create 01", "set done 01", "set title 01"]
+    );
+
+    // B subscribes to the done tasks.
+    let mut b = flx_client(&f).await;
+    let (_, got) = flx_fresh(&mut b, 1).await;
+    assert!(got
+        .iter()
+        .any(|m| flx_download(m).0.batch_state == BatchState::LastInBatch));
+    send(&mut b, query(1, 1, "{\"Task\":\"done == true\"}")).await;
+    send(
+        &mut b,
+        ClientMessage::Mark {
+            session: 1,
+            request_ident: 2,
+        },
+    )
+    .await;
+    let got = until_mark(&mut b, 2).await;
+    let (_, entries, _) = flx_download(&got[0]);
+    assert_eq!(
+        task_ops(&entries),
+        ["create 02", "set done 02", "set title 02"]
+    );
+
+    // A marks task 1 done: it leaves A's view (erased there) and enters B's.
+    let done = set_done(1, true);
+    let mut up = upload(1, 4, &[(4, &done)]);
+    if let ClientMessage::Upload {
+        progress_server_version,
+        entries,
+        ..
+    } = &mut up
+    {
+        *progress_server_version = 3;
+        entries[0].last_integrated_server_version = 3;
+    }
+    send(&mut a, up).await;
+    let ops = marked_ops(&mut a, 4).await;
+    assert_eq!(ops, ["erase 01"]);
+    let ops = marked_ops(&mut b, 3).await;
+    assert_eq!(ops, ["create 01", "set done 01", "set title 01"]);
+
+    // Sets the server cannot evaluate get QUERY_ERROR 226 and the session goes on.
+    for (version, body) in [
+        (2, "{\"Task\":\"nosuchfield == 1\"}"),
+        (3, "{\"Task\":\"done == true SORT(title ASC)\"}"),
+        (4, "[]"),
+    ] {
+        send(&mut a, query(1, version, body)).await;
+        match recv(&mut a).await {
+            ServerMessage::QueryError {
+                code: 226,
+                session: 1,
+                query_version,
+                message,
+            } => assert!(query_version == version && !message.is_empty()),
+            other => panic!("QUERY_ERROR expected for {body}, got {other:?}"),
+        }
+    }
+    send(&mut a, query(1, 5, "{\"Task\":\"TRUEPREDICATE\"}")).await;
+    send(
+        &mut a,
+        ClientMessage::Mark {
+            session: 1,
+            request_ident: 5,
+        },
+    )
+    .await;
+    let got = until_mark(&mut a, 5).await;
+    let (flx, entries, latest) = flx_download(got.last().unwrap());
+    let ServerMessage::Download {
+        latest_server_version_salt: salt,
+        ..
+    } = got.last().unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (flx.query_version, flx.batch_state),
+        (5, BatchState::LastInBatch)
+    );
+    assert_eq!(
+        task_ops(&entries),
+        [
+            "create 01",
+            "set done 01",
+            "set title 01",
+            "create 02",
+            "set done 02",
+            "set title 02"
+        ]
+    );
+
+    // A reconnects at its cursor with set 5 active: no new bootstrap, the MARK comes at once.
+    drop(a);
+    let mut a = flx_client(&f).await;
+    send(&mut a, bind(1, FLX_BIND, false)).await;
+    send(
+        &mut a,
+        flx_ident(
+            1,
+            a_id,
+            [latest, 4, latest, *salt],
+            5,
+            "{\"Task\":\"TRUEPREDICATE\"}",
+        ),
+    )
+    .await;
+    send(
+        &mut a,
+        ClientMessage::Mark {
+            session: 1,
+            request_ident: 1,
+        },
+    )
+    .await;
+    let got = until_mark(&mut a, 1).await;
+    assert!(
+        got.iter()
+            .all(|m| flx_download(m).0.batch_state == BatchState::SteadyState),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().all(|m| task_ops(&flx_download(m).1).is_empty()),
+        "{got:?}"
+    );
 }

@@ -154,6 +154,7 @@ impl Client {
                 download_client_version: 0,
                 latest_server_version: 0,
                 latest_server_version_salt: 0,
+                query: None,
             },
         )
         .await;
@@ -974,6 +975,7 @@ async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
                 download_client_version: client_version,
                 latest_server_version: cursor,
                 latest_server_version_salt: 0,
+                query: None,
             },
         )
         .await;

@@ -168,6 +168,7 @@ async fn bind(ws: &mut Ws, session: u64, path: &str) -> ServerMessage {
             download_client_version: 0,
             latest_server_version: 0,
             latest_server_version_salt: 0,
+            query: None,
         },
     )
     .await;

@@ -153,6 +153,7 @@ async fn bind_and_ident(ws: &mut Ws, path: &str) -> ServerMessage {
             download_client_version: 0,
             latest_server_version: 0,
             latest_server_version_salt: 0,
+            query: None,
         },
     )
     .await;

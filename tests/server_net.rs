@@ -147,6 +147,7 @@ async fn bind(ws: &mut Ws, path: &str, token: &str) -> (u64, u64) {
             download_client_version: 0,
             latest_server_version: 0,
             latest_server_version_salt: 0,
+            query: None,
         },
     )
     .await;

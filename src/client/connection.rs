@@ -837,6 +837,15 @@ where
             });
         }
         ServerMessage::Unbound { .. } => {}
+        ServerMessage::QueryError { code, message, .. } => {
+            // This client binds partition-style paths and sends no subscriptions, so a
+            // QUERY_ERROR means the server broke the protocol.
+            return Err(Failure {
+                code: u64::from(ErrorCode::BadMessageOrder.code()),
+                message: format!("the server sent QUERY_ERROR {code} ({message}) to a session with no subscriptions"),
+                retry: false,
+            });
+        }
     }
     Ok(())
 }
@@ -942,6 +951,7 @@ where
         download_client_version: p.download_client_version,
         latest_server_version: p.latest_server_version,
         latest_server_version_salt: p.latest_server_version_salt,
+        query: None,
     }))
     .await
     .map_err(|e| fail(e.to_string()))

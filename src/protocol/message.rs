@@ -142,6 +142,61 @@ impl DownloadEntry {
     }
 }
 
+/// A flexible sync subscription set as the client sends it in IDENT and QUERY.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlxQuery {
+    /// The set's version (0: the empty set of a fresh file).
+    pub version: u64,
+    /// Its body: `{}` or `{"<Class>":"(<q1>) OR (<q2>)", ...}`, each query in realm-core's
+    /// serialized form (`Query::get_description`; `realm-wire-compat.md` sections 4.2, 4.8).
+    pub body: String,
+}
+
+/// A flexible sync DOWNLOAD's extra fields (`realm-wire-compat.md` section 4.5), which take the
+/// place of `downloadable_bytes` in the header.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlxDownload {
+    /// The subscription set the changesets belong to.
+    pub query_version: u64,
+    /// Where the message stands in a bootstrap.
+    pub batch_state: BatchState,
+    /// How far the download is, in [0, 1] (realm-core parses it with `std::stod` and refuses
+    /// anything outside that range).
+    pub progress_estimate: f64,
+}
+
+/// A flexible sync DOWNLOAD's place in a bootstrap (realm-core's `DownloadBatchState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchState {
+    /// A bootstrap batch with more to come (0).
+    MoreToCome,
+    /// The last batch of a bootstrap (1): the client integrates the staged batches.
+    LastInBatch,
+    /// An ordinary download after bootstraps (2).
+    SteadyState,
+}
+
+impl BatchState {
+    /// The wire value: 0, 1 or 2.
+    pub fn code(self) -> u64 {
+        match self {
+            BatchState::MoreToCome => 0,
+            BatchState::LastInBatch => 1,
+            BatchState::SteadyState => 2,
+        }
+    }
+
+    /// The state of a wire value, `None` outside 0..=2.
+    pub fn from_code(code: u64) -> Option<BatchState> {
+        match code {
+            0 => Some(BatchState::MoreToCome),
+            1 => Some(BatchState::LastInBatch),
+            2 => Some(BatchState::SteadyState),
+            _ => None,
+        }
+    }
+}
+
 /// Messages a client sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientMessage {
@@ -174,6 +229,17 @@ pub enum ClientMessage {
         latest_server_version: u64,
         /// Its salt.
         latest_server_version_salt: u64,
+        /// Flexible sync only: the client's active subscription set (`realm-wire-compat.md`
+        /// section 4.2); `None` in partition-based sync and Tandem's dialect.
+        query: Option<FlxQuery>,
+    },
+    /// Flexible sync: a new subscription set (`query <session> <version> <size>\n<json>`,
+    /// realm-core's `Session::send_query_change_message`).
+    Query {
+        /// Session.
+        session: u64,
+        /// The subscription set's version.
+        query: FlxQuery,
     },
     /// Local changesets.
     Upload {
@@ -261,7 +327,7 @@ pub enum ClientMessage {
 }
 
 /// Messages a server sends.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ServerMessage {
     /// The allocated client file ident.
     Ident {
@@ -288,10 +354,26 @@ pub enum ServerMessage {
         upload_client_version: u64,
         /// Upload acknowledgement: server version.
         upload_server_version: u64,
-        /// Bytes left to download.
+        /// Bytes left to download (partition-based sync and Tandem; not sent in flexible sync).
         downloadable_bytes: u64,
+        /// Flexible sync only: subscription set, bootstrap state and progress, sent in place of
+        /// `downloadable_bytes`.
+        flx: Option<FlxDownload>,
         /// The changesets.
         entries: Vec<DownloadEntry>,
+    },
+    /// Flexible sync: the server cannot evaluate a subscription set
+    /// (`query_error <code> <size> <session> <version>\n<message>`, `realm-wire-compat.md`
+    /// section 4.6). The set goes to state Error; the session goes on with the previous one.
+    QueryError {
+        /// Error code (226 `bad_query`).
+        code: u64,
+        /// Session.
+        session: u64,
+        /// The subscription set's version.
+        query_version: u64,
+        /// Why, in plain text.
+        message: String,
     },
     /// Echo of a client MARK.
     Mark {
@@ -432,10 +514,9 @@ impl ClientMessage {
                 download_client_version,
                 latest_server_version,
                 latest_server_version_salt,
-            } => header(
-                &mut out,
-                "ident",
-                &[
+                query,
+            } => {
+                let mut fields = vec![
                     *session,
                     *client_file_ident,
                     *client_file_ident_salt,
@@ -443,8 +524,23 @@ impl ClientMessage {
                     *download_client_version,
                     *latest_server_version,
                     *latest_server_version_salt,
-                ],
-            ),
+                ];
+                if let Some(q) = query {
+                    fields.extend([q.version, q.body.len() as u64]);
+                }
+                header(&mut out, "ident", &fields);
+                if let Some(q) = query {
+                    out.extend_from_slice(q.body.as_bytes());
+                }
+            }
+            ClientMessage::Query { session, query } => {
+                header(
+                    &mut out,
+                    "query",
+                    &[*session, query.version, query.body.len() as u64],
+                );
+                out.extend_from_slice(query.body.as_bytes());
+            }
             ClientMessage::Upload {
                 session,
                 progress_client_version,
@@ -565,7 +661,8 @@ impl ClientMessage {
             | "refresh"
             | "state_request"
             | "client_version_request"
-            | "transact" => 0,
+            | "transact"
+            | "query" => 0,
             "json_error" => 2,
             _ => return None,
         };
@@ -609,7 +706,19 @@ impl ClientMessage {
                 }
             }
             "ident" => {
-                let [session, ident, salt, dsv, dcv, lsv, lsvs] = p.fields("ident")?;
+                let (fields, query) = if p.fields.len() == 9 {
+                    let [session, ident, salt, dsv, dcv, lsv, lsvs, version, size] =
+                        p.fields("ident")?;
+                    p.check_size(size, limits)?;
+                    let body = p.text(size, "query body")?;
+                    (
+                        [session, ident, salt, dsv, dcv, lsv, lsvs],
+                        Some(FlxQuery { version, body }),
+                    )
+                } else {
+                    (p.fields("ident")?, None)
+                };
+                let [session, ident, salt, dsv, dcv, lsv, lsvs] = fields;
                 ClientMessage::Ident {
                     session,
                     client_file_ident: ident,
@@ -618,6 +727,16 @@ impl ClientMessage {
                     download_client_version: dcv,
                     latest_server_version: lsv,
                     latest_server_version_salt: lsvs,
+                    query,
+                }
+            }
+            "query" => {
+                let [session, version, size] = p.fields("query")?;
+                p.check_size(size, limits)?;
+                let body = p.text(size, "query body")?;
+                ClientMessage::Query {
+                    session,
+                    query: FlxQuery { version, body },
                 }
             }
             "upload" => {
@@ -762,6 +881,7 @@ impl ServerMessage {
                 upload_client_version,
                 upload_server_version,
                 downloadable_bytes,
+                flx,
                 entries,
             } => {
                 let body = compress_body(entry_body(
@@ -769,24 +889,64 @@ impl ServerMessage {
                         .iter()
                         .map(|e| (e.header_fields().to_vec(), e.changeset.as_slice())),
                 ));
+                let progress = [
+                    *session,
+                    *download_server_version,
+                    *download_client_version,
+                    *latest_server_version,
+                    *latest_server_version_salt,
+                    *upload_client_version,
+                    *upload_server_version,
+                ];
+                let sizes = [
+                    u64::from(body.compressed),
+                    body.uncompressed_size as u64,
+                    body.compressed_size() as u64,
+                ];
+                match flx {
+                    None => {
+                        let mut fields = progress.to_vec();
+                        fields.push(*downloadable_bytes);
+                        fields.extend(sizes);
+                        header(&mut out, "download", &fields);
+                    }
+                    Some(f) => {
+                        // The estimate is a decimal fraction (`std::stod` reads it), never
+                        // NaN or infinite, clamped into [0, 1].
+                        let estimate = if f.progress_estimate.is_finite() {
+                            f.progress_estimate.clamp(0.0, 1.0)
+                        } else {
+                            1.0
+                        };
+                        let mut line = b"download".to_vec();
+                        for v in progress
+                            .iter()
+                            .chain([f.query_version, f.batch_state.code()].iter())
+                        {
+                            line.extend_from_slice(format!(" {v}").as_bytes());
+                        }
+                        line.extend_from_slice(format!(" {estimate}").as_bytes());
+                        for v in sizes {
+                            line.extend_from_slice(format!(" {v}").as_bytes());
+                        }
+                        line.push(b'\n');
+                        out.extend_from_slice(&line);
+                    }
+                }
+                out.extend_from_slice(&body.data);
+            }
+            ServerMessage::QueryError {
+                code,
+                session,
+                query_version,
+                message,
+            } => {
                 header(
                     &mut out,
-                    "download",
-                    &[
-                        *session,
-                        *download_server_version,
-                        *download_client_version,
-                        *latest_server_version,
-                        *latest_server_version_salt,
-                        *upload_client_version,
-                        *upload_server_version,
-                        *downloadable_bytes,
-                        u64::from(body.compressed),
-                        body.uncompressed_size as u64,
-                        body.compressed_size() as u64,
-                    ],
+                    "query_error",
+                    &[*code, message.len() as u64, *session, *query_version],
                 );
-                out.extend_from_slice(&body.data);
+                out.extend_from_slice(message.as_bytes());
             }
             ServerMessage::Mark {
                 session,
@@ -887,8 +1047,42 @@ impl ServerMessage {
                 }
             }
             "download" => {
+                let (fields, flx) = if p.fields.len() == 13 {
+                    // Flexible sync: query version, batch state and a decimal progress
+                    // estimate in place of downloadable bytes.
+                    let estimate = std::str::from_utf8(p.fields.remove(9))
+                        .ok()
+                        .and_then(|t| t.parse::<f64>().ok())
+                        .filter(|e| (0.0..=1.0).contains(e))
+                        .ok_or_else(|| {
+                            ProtocolError::new(
+                                ErrorCode::BadSyntax,
+                                "DOWNLOAD progress estimate is not a number in [0, 1]",
+                            )
+                        })?;
+                    let [session, dsv, dcv, lsv, lsvs, ucv, usv, qv, bs, compressed, us, cs] =
+                        p.fields("download")?;
+                    let batch_state = BatchState::from_code(bs).ok_or_else(|| {
+                        ProtocolError::new(
+                            ErrorCode::BadSyntax,
+                            format!("DOWNLOAD batch state {bs} is not 0, 1 or 2"),
+                        )
+                    })?;
+                    (
+                        [
+                            session, dsv, dcv, lsv, lsvs, ucv, usv, 0, compressed, us, cs,
+                        ],
+                        Some(FlxDownload {
+                            query_version: qv,
+                            batch_state,
+                            progress_estimate: estimate,
+                        }),
+                    )
+                } else {
+                    (p.fields("download")?, None)
+                };
                 let [session, dsv, dcv, lsv, lsvs, ucv, usv, downloadable, compressed, uncompressed_size, compressed_size] =
-                    p.fields("download")?;
+                    fields;
                 let body = p.body(
                     flag(compressed)?,
                     uncompressed_size,
@@ -922,6 +1116,7 @@ impl ServerMessage {
                     upload_client_version: ucv,
                     upload_server_version: usv,
                     downloadable_bytes: downloadable,
+                    flx,
                     entries,
                 }
             }
@@ -955,6 +1150,17 @@ impl ServerMessage {
                     code,
                     session,
                     json,
+                }
+            }
+            "query_error" => {
+                let [code, size, session, query_version] = p.fields("query_error")?;
+                p.check_size(size, limits)?;
+                let message = p.text(size, "query error message")?;
+                ServerMessage::QueryError {
+                    code,
+                    session,
+                    query_version,
+                    message,
                 }
             }
             "pong" => {

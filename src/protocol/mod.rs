@@ -24,7 +24,10 @@ pub mod limits;
 mod message;
 
 pub use error::{ErrorCode, ProtocolError};
-pub use message::{ClientMessage, DownloadEntry, Limits, ServerMessage, UploadEntry};
+pub use message::{
+    BatchState, ClientMessage, DownloadEntry, FlxDownload, FlxQuery, Limits, ServerMessage,
+    UploadEntry,
+};
 
 /// Prefix of Tandem's `Sec-WebSocket-Protocol` tokens: `com.tandem.sync#<version>`.
 pub const PROTOCOL_PREFIX: &str = "com.tandem.sync#";

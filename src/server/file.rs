@@ -19,6 +19,8 @@ use crate::ot::ReciprocalHistory;
 use crate::protocol::{limits, DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::state::State;
 
+pub mod flx;
+
 use super::disk::Disk;
 use super::unix_now;
 

@@ -404,10 +404,10 @@ fn handshake(
         request.uri().path() == format!("/api/client/v2.0/app/{}/realm-sync", app.app_id())
     });
     if let Some(app) = realm_route {
-        // Flexible sync or no common version: HTTP 400, which realm-core reports once as a
+        // No common version: HTTP 400, which realm-core reports once as a
         // fatal SyncConnectFailed (the user stays logged in, the app keeps running); a 101
         // with a bad token would crash it (realm-client-spike.md section 6).
-        let (token, _) =
+        let (token, _, mode) =
             realm::negotiate(&offer).map_err(|e| plain(StatusCode::BAD_REQUEST, &e.to_string()))?;
         // A bad or expired token: complete the upgrade and close with 4001, so that the client
         // refreshes its access token and reconnects (realm-wire-compat.md section 2.5).
@@ -415,6 +415,7 @@ fn handshake(
             Some(Ok(user)) => Ok(Peer::Realm {
                 user,
                 errored: HashSet::new(),
+                flexible: mode == realm::Mode::Flexible,
             }),
             Some(Err(AccessTokenError::Expired)) => Err((
                 realm::CLOSE_REFRESH_TOKEN,

@@ -13,13 +13,16 @@ use std::sync::{Arc, Mutex};
 use super::admission::{self, Admitted};
 use super::app::AppUser;
 use super::auth::Claims;
+use super::file::flx::Subscription;
 use super::file::ServerFile;
 use super::realm;
 use super::shared::Shared;
 
 /// Largest STATE segment.
 pub const STATE_SEGMENT: usize = 1 << 20;
-use crate::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage};
+use crate::protocol::{
+    BatchState, ClientMessage, ErrorCode, FlxDownload, FlxQuery, ProtocolError, ServerMessage,
+};
 
 /// Who is on the other end of a connection, from its WebSocket handshake.
 pub(super) enum Peer {
@@ -34,6 +37,9 @@ pub(super) enum Peer {
         user: AppUser,
         /// Sessions that were sent a session error: their UNBIND gets no UNBOUND.
         errored: HashSet<u64>,
+        /// Flexible sync (`com.mongodb.realm-query-sync#14`): sessions bind
+        /// [`realm::FLX_SERVER_PATH`] and get what their subscriptions match.
+        flexible: bool,
     },
 }
 
@@ -110,6 +116,20 @@ struct StateStream {
     next: u64,
 }
 
+/// A flexible sync session's subscription sets (`realm-wire-compat.md` section 4.4).
+struct Flexible {
+    /// The set steady-state downloads are filtered by: the last one bootstrapped, or the one
+    /// IDENT named.
+    active: Subscription,
+    /// Sets to bootstrap, oldest first (IDENT's when this server has not bootstrapped it, then
+    /// each QUERY's).
+    pending: VecDeque<Subscription>,
+    /// The highest set version the client sent.
+    newest: u64,
+    /// Bootstrap messages built and not yet sent (the last one has `LastInBatch`).
+    bootstrap: VecDeque<ServerMessage>,
+}
+
 /// One bound session on a connection.
 pub(super) struct Session {
     pub(super) path: String,
@@ -138,6 +158,10 @@ pub(super) struct Session {
     pub(super) behind: bool,
     /// Largest DOWNLOAD body it builds at a time ([`super::SessionLimits::download_batch`]).
     batch: usize,
+    /// Flexible sync sessions: their subscriptions (set by IDENT).
+    flexible: Option<Flexible>,
+    /// Whether the session is a flexible sync one (IDENT must carry a query).
+    is_flexible: bool,
 }
 
 impl Session {
@@ -161,6 +185,7 @@ impl Session {
     fn outbound(&mut self, id: u64) -> Option<ServerMessage> {
         let message = self
             .state_segment(id)
+            .or_else(|| self.bootstrap(id))
             .or_else(|| self.download(id, false))
             .or_else(|| self.mark(id));
         self.behind = message.is_some();
@@ -188,11 +213,106 @@ impl Session {
         Some(segment)
     }
 
+    /// The next bootstrap message of a flexible sync session: one already built, or the first
+    /// of a new bootstrap of its oldest pending set once its cursor is at the latest version
+    /// (so that nothing between them is skipped); a set that cannot be evaluated any more gets
+    /// QUERY_ERROR.
+    fn bootstrap(&mut self, id: u64) -> Option<ServerMessage> {
+        let ident = self.client_file_ident?;
+        let flexible = self.flexible.as_mut()?;
+        if let Some(message) = flexible.bootstrap.pop_front() {
+            return Some(message);
+        }
+        let query = flexible.pending.front()?.clone();
+        let mut file = lock(&self.file);
+        if self.cursor != file.latest_version() {
+            return None;
+        }
+        let built = file.flx_bootstrap(ident, &query);
+        let salt = file.salt();
+        drop(file);
+        let flexible = self.flexible.as_mut()?;
+        let built = match built {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(Ok(why)) => {
+                flexible.pending.pop_front();
+                return Some(ServerMessage::QueryError {
+                    code: u64::from(ErrorCode::BadQuery.code()),
+                    session: id,
+                    query_version: query.version,
+                    message: why,
+                });
+            }
+            Err(Err(e)) => {
+                tracing::warn!(session = id, error = %e, "flexible sync bootstrap failed");
+                return None;
+            }
+        };
+        flexible.pending.pop_front();
+        // Split into messages of at most `batch` bytes of body (at least one entry each).
+        let mut batches: Vec<Vec<crate::protocol::DownloadEntry>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for entry in built.entries {
+            let last = batches.last_mut().expect("one batch");
+            if !last.is_empty() && bytes + entry.encoded_len() > self.batch {
+                batches.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += entry.encoded_len();
+            batches.last_mut().expect("one batch").push(entry);
+        }
+        let client_version = batches
+            .iter()
+            .flatten()
+            .map(|e| e.last_integrated_client_version)
+            .max()
+            .unwrap_or(0);
+        let count = batches.len();
+        let upload_server_version = self.upload_server_version.min(built.version);
+        for (i, entries) in batches.into_iter().enumerate() {
+            let last = i + 1 == count;
+            flexible.bootstrap.push_back(ServerMessage::Download {
+                session: id,
+                download_server_version: built.version,
+                download_client_version: client_version,
+                latest_server_version: built.version,
+                latest_server_version_salt: salt,
+                upload_client_version: client_version,
+                upload_server_version,
+                downloadable_bytes: 0,
+                flx: Some(FlxDownload {
+                    query_version: query.version,
+                    batch_state: if last {
+                        BatchState::LastInBatch
+                    } else {
+                        BatchState::MoreToCome
+                    },
+                    progress_estimate: (i + 1) as f64 / count as f64,
+                }),
+                entries,
+            });
+        }
+        self.cursor = built.version;
+        flexible.active = query;
+        flexible.bootstrap.pop_front()
+    }
+
     fn mark(&mut self, id: u64) -> Option<ServerMessage> {
         let &(request_ident, version) = self.marks.front()?;
         // Before IDENT there is nothing to download first.
         if self.client_file_ident.is_some() && self.cursor < version {
             return None;
+        }
+        // Flexible sync: a set is Complete at the MARK after its last bootstrap message
+        // (`realm-wire-compat.md` section 4.4), so a MARK waits for pending bootstraps, except
+        // while the history is empty (nothing can carry one yet).
+        if let Some(f) = &self.flexible {
+            let waiting = !f.bootstrap.is_empty()
+                || (!f.pending.is_empty() && lock(&self.file).latest_version() > 0);
+            if waiting {
+                return None;
+            }
         }
         self.marks.pop_front();
         Some(ServerMessage::Mark {
@@ -209,9 +329,17 @@ impl Session {
         if self.expired() {
             return None;
         }
-        let batch = lock(&self.file)
-            .download(ident, self.cursor, self.batch)
-            .ok()?;
+        let batch = match &self.flexible {
+            Some(f) => lock(&self.file)
+                .flx_download(ident, self.cursor, self.batch, &f.active)
+                .map_err(
+                    |e| tracing::warn!(session = id, error = %e, "flexible sync download failed"),
+                )
+                .ok()?,
+            None => lock(&self.file)
+                .download(ident, self.cursor, self.batch)
+                .ok()?,
+        };
         let progressed = batch.download_server_version > self.cursor;
         if !(progressed || force) {
             return None;
@@ -234,6 +362,15 @@ impl Session {
             upload_client_version: batch.upload_client_version,
             upload_server_version,
             downloadable_bytes: batch.downloadable_bytes,
+            flx: self.flexible.as_ref().map(|f| FlxDownload {
+                query_version: f.active.version,
+                batch_state: BatchState::SteadyState,
+                progress_estimate: if batch.latest_server_version == 0 {
+                    1.0
+                } else {
+                    batch.download_server_version as f64 / batch.latest_server_version as f64
+                },
+            }),
             entries: batch.entries,
         })
     }
@@ -494,6 +631,8 @@ struct Target {
     expires: u64,
     /// Whether it is a Realm session.
     realm: bool,
+    /// Whether it is a flexible sync session.
+    flexible: bool,
     /// Who (the token's `sub`, the Realm user id).
     user: String,
 }
@@ -507,6 +646,33 @@ fn bind_target(
     token: &str,
 ) -> Result<Target, ProtocolError> {
     match peer {
+        Peer::Realm {
+            user,
+            flexible: true,
+            ..
+        } => {
+            // The BIND body is JSON (`{"schemaVersion":n,"sessionReason":0|1}`,
+            // `realm-wire-compat.md` section 4.1): checked, not matched byte for byte.
+            let body: serde_json::Value = serde_json::from_str(&path).map_err(|e| {
+                ProtocolError::new(
+                    ErrorCode::IllegalRealmPath,
+                    format!("a flexible sync BIND carries a JSON object: {e}"),
+                )
+            })?;
+            if !body.is_object() {
+                return Err(ProtocolError::new(
+                    ErrorCode::IllegalRealmPath,
+                    "a flexible sync BIND carries a JSON object",
+                ));
+            }
+            Ok(Target {
+                path: realm::FLX_SERVER_PATH.to_owned(),
+                expires: u64::MAX,
+                realm: true,
+                flexible: true,
+                user: user.user_id.clone(),
+            })
+        }
         Peer::Realm { user, .. } => {
             let partition = realm::partition::partition(&path)?;
             if !shared.permissions.allows(&user.user_id, &partition) {
@@ -519,6 +685,7 @@ fn bind_target(
                 path: partition.server_path,
                 expires: u64::MAX,
                 realm: true,
+                flexible: false,
                 user: user.user_id.clone(),
             })
         }
@@ -552,6 +719,7 @@ fn bind_target(
                 path,
                 expires: claims.exp,
                 realm: false,
+                flexible: false,
                 user: claims.sub,
             })
         }
@@ -634,6 +802,7 @@ pub(super) fn handle(
             download_client_version,
             latest_server_version,
             latest_server_version_salt,
+            query,
         } => on_ident(
             bound(&mut connection.sessions, session)?,
             session,
@@ -644,8 +813,13 @@ pub(super) fn handle(
                 download_client_version,
                 latest_server_version,
                 latest_server_version_salt,
+                query,
             },
         ),
+        ClientMessage::Query { .. } if !is_realm => tandem_only_query(),
+        ClientMessage::Query { session, query } => {
+            on_query(bound(&mut connection.sessions, session)?, session, query)
+        }
         ClientMessage::Upload {
             session,
             progress_server_version,
@@ -828,6 +1002,8 @@ fn on_bind(
             state: None,
             behind: false,
             batch: shared.config.sessions.download_batch,
+            flexible: None,
+            is_flexible: target.flexible,
         },
     );
     Ok(replies)
@@ -841,6 +1017,8 @@ struct Ident {
     download_client_version: u64,
     latest_server_version: u64,
     latest_server_version_salt: u64,
+    /// Flexible sync: the active subscription set.
+    query: Option<FlxQuery>,
 }
 
 fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
@@ -866,9 +1044,108 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
             })
             .map_err(|e| (e, session))?;
     }
+    if s.is_flexible {
+        let Some(query) = m.query else {
+            return Err((
+                ProtocolError::new(
+                    ErrorCode::BadSyntax,
+                    "a flexible sync IDENT carries the active subscription set",
+                ),
+                0,
+            ));
+        };
+        let active = Subscription::parse(query.version, &query.body).map_err(|why| {
+            (
+                ProtocolError::new(ErrorCode::BadQuery, format!("IDENT: {why}")),
+                session,
+            )
+        })?;
+        let known = lock(&s.file)
+            .flx_resume(m.ident, m.download_server_version, query.version)
+            .map_err(|e| (e, session))?;
+        let mut pending = VecDeque::new();
+        if !known {
+            pending.push_back(active.clone());
+        }
+        s.flexible = Some(Flexible {
+            newest: active.version,
+            active,
+            pending,
+            bootstrap: VecDeque::new(),
+        });
+    } else if m.query.is_some() {
+        return Err((
+            ProtocolError::new(
+                ErrorCode::BadSyntax,
+                "IDENT carries a subscription set outside flexible sync",
+            ),
+            0,
+        ));
+    }
     s.client_file_ident = Some(m.ident);
     s.cursor = m.download_server_version;
     Ok(s.download(session, true).into_iter().collect())
+}
+
+/// QUERY is flexible sync's; Tandem's dialect has none.
+fn tandem_only_query() -> Replies {
+    Err((
+        ProtocolError::new(
+            ErrorCode::UnknownMessage,
+            "QUERY is part of Realm's flexible sync only",
+        ),
+        0,
+    ))
+}
+
+/// A new subscription set: bootstrapped once everything before it was downloaded, or refused
+/// with QUERY_ERROR 226 when the server cannot evaluate it (the session goes on with its
+/// active set).
+fn on_query(s: &mut Session, session: u64, query: FlxQuery) -> Replies {
+    s.ident("QUERY")?;
+    let Some(flexible) = s.flexible.as_mut() else {
+        return Err((
+            ProtocolError::new(
+                ErrorCode::BadMessageOrder,
+                "QUERY in a partition-based sync session",
+            ),
+            session,
+        ));
+    };
+    if query.version <= flexible.newest {
+        return Err((
+            ProtocolError::new(
+                ErrorCode::BadQuery,
+                format!(
+                    "subscription set version {} is not above the last one sent ({})",
+                    query.version, flexible.newest
+                ),
+            ),
+            session,
+        ));
+    }
+    flexible.newest = query.version;
+    let checked = Subscription::parse(query.version, &query.body)
+        .and_then(|sub| lock(&s.file).flx_check(&sub).map(|()| sub));
+    match checked {
+        Ok(sub) => {
+            flexible_mut(s).pending.push_back(sub);
+            Ok(s.outbound(session).into_iter().collect())
+        }
+        Err(why) => {
+            tracing::info!(session, query_version = query.version, %why, "subscription set refused");
+            Ok(vec![ServerMessage::QueryError {
+                code: u64::from(ErrorCode::BadQuery.code()),
+                session,
+                query_version: query.version,
+                message: why,
+            }])
+        }
+    }
+}
+
+fn flexible_mut(s: &mut Session) -> &mut Flexible {
+    s.flexible.as_mut().expect("a flexible sync session")
 }
 
 /// Integrates `entries` from session `session` of `s`, timing it; wakes the path's other

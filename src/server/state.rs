@@ -142,6 +142,7 @@ impl ServerState {
             }
         };
         tables::init(&conn)?;
+        conn.execute_batch(super::file::flx::TABLES)?;
         let schemas = tables::load(&conn)?.schemas;
         let version = marker(&conn, "state_version")?.unwrap_or(0) as u64;
         Ok(ServerState {
@@ -255,6 +256,12 @@ impl ServerState {
         if let Ok(loaded) = tables::load(&self.conn) {
             self.schemas = loaded.schemas;
         }
+    }
+
+    /// The state file's connection, for flexible sync's queries and views
+    /// (`super::file::flx`), which read and write it between integrations.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// The whole state as an in-memory [`State`] (for tests, inspection and snapshots): it

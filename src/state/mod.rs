@@ -34,9 +34,9 @@ pub use resolve::{
     is_link_collection, is_unresolved, resolve_field, resolve_in_place, resolved, virtual_to_real,
 };
 pub use snapshot::snapshot;
-#[cfg(feature = "server")]
-pub(crate) use snapshot::snapshot_streamed;
 pub(crate) use snapshot::write_list;
+#[cfg(feature = "server")]
+pub(crate) use snapshot::{snapshot_streamed, whole_objects};
 pub use value::{Element, Field, Key, Object, Val};
 
 use crate::changeset::{CollectionType, PayloadType};

@@ -49,6 +49,7 @@ pub fn snapshot(state: &State) -> Changeset {
     let mut writer = Writer {
         state,
         cs: Changeset::new(),
+        whole: false,
     };
     let missing = writer.write_schema();
     for (name, objects) in &state.objects {
@@ -77,11 +78,71 @@ pub(crate) fn snapshot_streamed<E>(
     let mut writer = Writer {
         state: &state,
         cs: Changeset::new(),
+        whole: false,
     };
     let missing = writer.write_schema();
     objects(&mut |table, key, object| writer.write_object(table, key, object))?;
     writer.write_erasures(missing);
     Ok(writer.cs)
+}
+
+/// Changesets that make a replica's copies of some objects equal to the given ones, whatever
+/// it held before: flexible sync sends them for objects that enter a client's view
+/// (`crate::server`). Unlike [`snapshot`], every field is written, defaults included, and
+/// every collection is emptied with `Clear` before its elements are inserted, so a replica
+/// that already holds an older copy (an object it created itself, or one that stays in its
+/// view across a subscription change) ends with exactly this one. `erased` objects get
+/// `EraseObject`.
+///
+/// With `schema`, the first changeset starts with every table and column of `schemas` (as
+/// [`snapshot`] declares them). A new changeset is started after every `per_changeset`
+/// objects, so no one changeset grows with the view. Always at least one changeset (possibly
+/// empty).
+#[cfg(feature = "server")]
+pub(crate) fn whole_objects<E>(
+    schemas: &super::Schemas,
+    schema: bool,
+    per_changeset: usize,
+    objects: impl FnOnce(&mut dyn FnMut(&str, &Key, &Object)) -> Result<(), E>,
+    erased: &[(String, Key)],
+) -> Result<Vec<Changeset>, E> {
+    let state = State {
+        schemas: schemas.clone(),
+        objects: Default::default(),
+    };
+    let mut writer = Writer {
+        state: &state,
+        cs: Changeset::new(),
+        whole: true,
+    };
+    let mut missing = BTreeSet::new();
+    if schema {
+        missing = writer.write_schema();
+    }
+    let mut done = Vec::new();
+    let mut in_current = 0;
+    let per_changeset = per_changeset.max(1);
+    objects(&mut |table, key, object| {
+        if in_current == per_changeset {
+            done.push(std::mem::take(&mut writer.cs));
+            in_current = 0;
+        }
+        writer.write_object(table, key, object);
+        in_current += 1;
+    })?;
+    for (table, key) in erased {
+        if in_current == per_changeset {
+            done.push(std::mem::take(&mut writer.cs));
+            in_current = 0;
+        }
+        let table = writer.cs.intern(table);
+        let object = writer.primary_key(key);
+        writer.cs.push(Instruction::EraseObject { table, object });
+        in_current += 1;
+    }
+    writer.write_erasures(missing);
+    done.push(writer.cs);
+    Ok(done)
 }
 
 /// Appends to `cs` the instructions that fill the empty list at `at` with `elements`: one
@@ -98,6 +159,7 @@ pub(crate) fn write_list(
     let mut writer = Writer {
         state,
         cs: std::mem::take(cs),
+        whole: false,
     };
     writer.field(column, at, &Field::List(elements.to_vec()));
     *cs = writer.cs;
@@ -125,6 +187,9 @@ enum Base {
 struct Writer<'a> {
     state: &'a State,
     cs: Changeset,
+    /// Write every field (defaults too) and `Clear` every collection before filling it
+    /// ([`whole_objects`]), instead of only what differs from a new object.
+    whole: bool,
 }
 
 impl<'a> Writer<'a> {
@@ -246,11 +311,29 @@ impl<'a> Writer<'a> {
         let Some(schema) = state.schemas.get(table) else {
             return;
         };
-        for (name, content) in &object.fields {
+        let defaults: Vec<(String, Field)>;
+        let fields: Box<dyn Iterator<Item = (&String, &Field)>> = if self.whole {
+            // Every column, with the object's content or the default it starts with.
+            defaults = schema
+                .columns
+                .iter()
+                .filter(|(name, _)| !object.fields.contains_key(*name))
+                .map(|(name, c)| (name.clone(), default_field(&state.schemas, c)))
+                .collect();
+            Box::new(
+                object
+                    .fields
+                    .iter()
+                    .chain(defaults.iter().map(|(n, f)| (n, f))),
+            )
+        } else {
+            Box::new(object.fields.iter())
+        };
+        for (name, content) in fields {
             let Some(column) = schema.columns.get(name) else {
                 continue;
             };
-            if *content == default_field(&state.schemas, column) {
+            if !self.whole && *content == default_field(&state.schemas, column) {
                 continue;
             }
             let name = self.cs.intern(name);
@@ -272,9 +355,16 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Writes `content` into the field at `at`, which holds its default.
+    /// Writes `content` into the field at `at`, which holds its default (or, in `whole`
+    /// mode, anything: collections are cleared first).
     fn field(&mut self, column: &ColumnSpec, at: FieldPath, content: &Field) {
         let target = column.link_target.as_deref().unwrap_or("");
+        if self.whole && column.collection != CollectionType::Single {
+            self.cs.push(Instruction::Clear(crate::changeset::Clear {
+                path: at.clone(),
+                collection_type: column.collection,
+            }));
+        }
         match content {
             Field::Value(v) => {
                 // A required float or double starts at +0.0, which keeps its bits when -0.0 is

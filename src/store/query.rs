@@ -4,14 +4,40 @@
 //! query      := predicate [SORT(keypath ASC|DESC, ...)] [LIMIT(n)]
 //! predicate  := and (OR and)*            -- also ||
 //! and        := unary (AND unary)*       -- also &&
-//! unary      := NOT unary | ( predicate ) | TRUEPREDICATE | FALSEPREDICATE | comparison
-//! comparison := operand op operand | keypath IN { value, ... } | keypath BETWEEN { low, high }
-//! op         := == = != <> < <= > >= BEGINSWITH ENDSWITH CONTAINS LIKE
-//!               (== != and the string operators optionally [c], [d] or [cd])
+//! unary      := NOT unary | ! unary | ( predicate ) | TRUEPREDICATE | FALSEPREDICATE | comparison
+//! comparison := operand op operand
+//!             | keypath IN [modifier] list | keypath == [modifier] [ANY] list
+//!             | keypath BETWEEN { value, value }
+//! list       := { } | { value, ... }
+//! op         := == = != <> < <= =< > >= => BEGINSWITH ENDSWITH CONTAINS LIKE
+//!               (== != and the string operators optionally followed by a modifier)
+//! modifier   := [c] | [d] | [cd]
 //! operand    := keypath | value
 //! keypath    := property | link.property | collection.@count | collection.@size
-//! value      := integer | float | 'string' | "string" | true | false | nil | null | $0 $1 ...
+//! property   := name; realm-core's escapes \  \t \r \n stand for a space, tab, CR, LF
+//! value      := integer | float | nan | inf | 'string' | "string" | B64"base64"
+//!             | true | false | nil | null | T<seconds>:<nanoseconds>
+//!             | oid(<24 hex digits>) | uuid(<8-4-4-4-12 hex digits>)
+//!             | binary("string") | binary(B64"base64") | $0 $1 ...
 //! ```
+//!
+//! Keywords (AND, OR, NOT, IN, BETWEEN, the string operators, SORT, ASC, DESC, LIMIT,
+//! TRUEPREDICATE, FALSEPREDICATE, NULL, ...) are case-insensitive.
+//!
+//! Besides the text people write, this parses what realm-core 14 sends as a flexible-sync
+//! subscription: `Query::get_description()`, e.g. `TRUEPREDICATE`, `(a == 1 or b == NULL)`,
+//! `!(done == false )`, `name ==[c] B64"IkEi"` (the base64 of a string with a quote, a
+//! backslash, a control or a non-ASCII character), `at >= T200:0`, `id == oid(…)`,
+//! `k == uuid(…)`, `x == -nan`, `price == +12345678901234567890123E-5` (a decimal),
+//! `tag IN {"a", "b"}`, `mixed == {1, "a"}`, `n between {1, 5}`, `... SORT(a ASC) LIMIT(5)`.
+//! A number literal of any form is read as a decimal exactly for a decimal property.
+//!
+//! Refused with a [`QueryError`] naming the construct: `DISTINCT(…)`, backlinks
+//! (`@links.Class.property`, `@links.@count`), `@min` `@max` `@sum` `@avg` `@type` `@keys`
+//! `@values`, `ANY`/`ALL`/`NONE`/`SOME` before a key path, `ALL {…}` and `NONE {…}`,
+//! `SUBQUERY(…)`, link-target literals `obj("class", key)`, `O<key>` and `L<table>:<key>`,
+//! arithmetic (`+ - * /`), indexing (`list[0]`), `TEXT`, `GEOWITHIN`, key paths of more than
+//! one link, and realm-core's date form `YYYY-MM-DD@HH:MM:SS` (only `T<s>:<ns>` is read).
 //!
 //! `LIKE` takes Realm's wildcards: `*` for any run of characters and `?` for one. `[c]` makes a
 //! string comparison case-insensitive (Unicode simple case folding), `[d]` diacritic-insensitive
@@ -22,13 +48,15 @@
 
 use std::fmt;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use rusqlite::types::Value as Sql;
 
 use super::apply::store_value;
 use super::compare::{self, FOLD_CASE, FOLD_DIACRITICS};
 use super::layout::{collection_table, kind_column, object_table, value_column};
 use crate::changeset::{CollectionType, PayloadType};
-use crate::model::Value;
+use crate::model::{Timestamp, Value};
 use crate::state::{Key, Schemas, TableSpec, Val};
 
 /// A query that does not parse or does not fit the class.
@@ -52,21 +80,108 @@ impl std::error::Error for QueryError {}
 enum Tok {
     Ident(String),
     Str(String),
+    /// `B64"…"`: the decoded bytes (a string literal when they are UTF-8, or the content of
+    /// `binary(B64"…")`).
+    B64(Vec<u8>),
     Int(i64),
-    /// A number with a fraction or exponent, and its text (a decimal property reads it exactly).
+    /// A number with a fraction or exponent, or a signed `nan` / `inf`, and its text (a decimal
+    /// property reads it exactly).
     Float(f64, String),
+    /// `T<seconds>:<nanoseconds>`, already checked by [`Timestamp::new`].
+    Timestamp(i64, i32),
+    /// `oid(<24 hex digits>)`.
+    ObjectId([u8; 12]),
+    /// `uuid(<8-4-4-4-12 hex digits>)`.
+    Uuid([u8; 16]),
     Param(usize),
     Op(&'static str),
     LParen,
     RParen,
     LBrace,
     RBrace,
+    LBracket,
+    RBracket,
     Comma,
     Dot,
     At(String),
     /// `[c]`, `[d]` or `[cd]`: [`compare::FOLD_CASE`] and/or [`compare::FOLD_DIACRITICS`].
     Modifier(i64),
     End,
+}
+
+/// Whether `b` continues a property name: realm-core's `id_char` (`[a-zA-Z_\-$0-9]`) and the
+/// bytes of non-ASCII UTF-8 characters.
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'$') || b >= 0x80
+}
+
+/// The end of `[+-]?[0-9]+` starting at `at`, if there is one.
+fn signed_digits(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut j = at;
+    if matches!(bytes.get(j), Some(b'+' | b'-')) {
+        j += 1;
+    }
+    let digits = j;
+    while bytes.get(j).is_some_and(u8::is_ascii_digit) {
+        j += 1;
+    }
+    (j > digits).then_some(j)
+}
+
+/// Whether `bytes` start with realm-core's readable date form, `YYYY-MM-DD@HH:` or
+/// `YYYY-MM-DDTHH:`.
+fn is_date_literal(bytes: &[u8]) -> bool {
+    let digits = |at: usize| {
+        let mut j = at;
+        while bytes.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        (j > at).then_some(j)
+    };
+    (|| {
+        let mut j = digits(0)?;
+        for _ in 0..2 {
+            (bytes.get(j) == Some(&b'-')).then_some(())?;
+            j = digits(j + 1)?;
+        }
+        matches!(bytes.get(j), Some(b'@' | b'T')).then_some(())?;
+        j = digits(j + 1)?;
+        (bytes.get(j) == Some(&b':')).then_some(())
+    })()
+    .is_some()
+}
+
+/// `hex` (exactly `2 * N` hexadecimal digits) as bytes.
+fn hex_bytes<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    if hex.len() != 2 * N || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (k, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The double realm-core's parser gives `nan`, `inf` and `infinity` (any case, optionally
+/// signed; a NaN is always the positive quiet NaN, as in core's `ConstantNode`).
+fn special_double(word: &str) -> Option<f64> {
+    let (negative, body) = match word.as_bytes().first() {
+        Some(b'-') => (true, &word[1..]),
+        Some(b'+') => (false, &word[1..]),
+        _ => (false, word),
+    };
+    if body.eq_ignore_ascii_case("nan") {
+        Some(f64::from_bits(0x7ff8_0000_0000_0000))
+    } else if body.eq_ignore_ascii_case("inf") || body.eq_ignore_ascii_case("infinity") {
+        Some(if negative {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        })
+    } else {
+        None
+    }
 }
 
 fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
@@ -84,12 +199,32 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
             i += 1;
             continue;
         }
+        let rest = &text[i..];
         let two = text.get(i..i + 2).unwrap_or("");
-        let tok = if let Some(op) = ["==", "!=", "<>", "<=", ">=", "&&", "||"]
-            .into_iter()
-            .find(|o| *o == two)
+        // The end of the name characters from `from` (for `nan`, `inf` after a sign).
+        let word_end = |from: usize| {
+            let mut j = from;
+            while j < bytes.len() && is_name_byte(bytes[j]) {
+                j += 1;
+            }
+            j
+        };
+        let tok = if let Some((len, op)) = [
+            ("==", "=="),
+            ("!=", "!="),
+            ("<>", "<>"),
+            ("<=", "<="),
+            (">=", ">="),
+            ("=<", "<="),
+            ("=>", ">="),
+            ("&&", "&&"),
+            ("||", "||"),
+        ]
+        .into_iter()
+        .find(|(o, _)| *o == two)
+        .map(|(o, op)| (o.len(), op))
         {
-            i += 2;
+            i += len;
             Tok::Op(op)
         } else if let Some((len, flags)) = [("[c]", FOLD_CASE), ("[d]", FOLD_DIACRITICS)]
             .into_iter()
@@ -97,11 +232,88 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                 ("[cd]", FOLD_CASE | FOLD_DIACRITICS),
                 ("[dc]", FOLD_CASE | FOLD_DIACRITICS),
             ])
-            .find(|(m, _)| text[i..].starts_with(m))
+            .find(|(m, _)| rest.starts_with(m))
             .map(|(m, f)| (m.len(), f))
         {
             i += len;
             Tok::Modifier(flags)
+        } else if rest.starts_with("B64\"") {
+            // realm-core's form of a string with quotes, backslashes, control characters or
+            // non-ASCII: standard base64 (with padding) of its UTF-8 bytes.
+            let body = i + 4;
+            let Some(len) = text[body..].find('"') else {
+                return Err(err(start, "unterminated B64\"…\" string"));
+            };
+            i = body + len + 1;
+            let decoded = STANDARD
+                .decode(&text[body..body + len])
+                .map_err(|e| err(start, &format!("invalid base64 in B64\"…\" string: {e}")))?;
+            Tok::B64(decoded)
+        } else if rest.starts_with("oid(") {
+            let id = text
+                .get(i + 4..i + 28)
+                .filter(|_| bytes.get(i + 28) == Some(&b')'))
+                .and_then(hex_bytes::<12>)
+                .ok_or_else(|| err(start, "oid(…) takes an ObjectId: 24 hexadecimal digits"))?;
+            i += 29;
+            Tok::ObjectId(id)
+        } else if rest.starts_with("uuid(") {
+            let id = text
+                .get(i + 5..i + 41)
+                .filter(|_| bytes.get(i + 41) == Some(&b')'))
+                .filter(|s| {
+                    s.char_indices()
+                        .all(|(k, ch)| matches!(k, 8 | 13 | 18 | 23) == (ch == '-'))
+                })
+                .and_then(|s| hex_bytes::<16>(&s.replace('-', "")))
+                .ok_or_else(|| {
+                    err(
+                        start,
+                        "uuid(…) takes a UUID in its canonical form: 8-4-4-4-12 hexadecimal digits",
+                    )
+                })?;
+            i += 42;
+            Tok::Uuid(id)
+        } else if let Some((colon, end)) = (c == b'T')
+            .then(|| signed_digits(bytes, i + 1))
+            .flatten()
+            .filter(|&colon| bytes.get(colon) == Some(&b':'))
+            .and_then(|colon| Some((colon, signed_digits(bytes, colon + 1)?)))
+        {
+            let literal = &text[i..end];
+            let seconds = text[i + 1..colon].parse::<i64>().ok();
+            let nanoseconds = text[colon + 1..end].parse::<i32>().ok();
+            let (Some(seconds), Some(nanoseconds)) = (seconds, nanoseconds) else {
+                return Err(err(start, &format!("timestamp {literal} is out of range")));
+            };
+            if Timestamp::new(seconds, nanoseconds).is_err() {
+                return Err(err(
+                    start,
+                    &format!(
+                        "invalid timestamp {literal}: the nanoseconds must be below one second \
+                         and have the sign of the seconds"
+                    ),
+                ));
+            }
+            i = end;
+            Tok::Timestamp(seconds, nanoseconds)
+        } else if c == b'L'
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+            && signed_digits(bytes, i + 1).is_some_and(|colon| bytes.get(colon) == Some(&b':'))
+        {
+            return Err(err(
+                start,
+                "typed link literals (L<table>:<object>) are not supported; compare a link \
+                 with an argument ($0)",
+            ));
+        } else if matches!(c, b'+' | b'-') && special_double(&text[i..word_end(i + 1)]).is_some() {
+            let end = word_end(i + 1);
+            let literal = &text[i..end];
+            i = end;
+            Tok::Float(
+                special_double(literal).unwrap_or(f64::NAN),
+                literal.to_owned(),
+            )
         } else {
             match c {
                 b'=' => {
@@ -114,6 +326,20 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                         b'<' => "<",
                         b'>' => ">",
                         _ => "!",
+                    })
+                }
+                // Arithmetic: tokens only so that the parser can say it is not supported.
+                b'+' | b'*' | b'/'
+                    if !(c == b'+'
+                        && bytes
+                            .get(i + 1)
+                            .is_some_and(|b| b.is_ascii_digit() || *b == b'.')) =>
+                {
+                    i += 1;
+                    Tok::Op(match c {
+                        b'+' => "+",
+                        b'*' => "*",
+                        _ => "/",
                     })
                 }
                 b'(' => {
@@ -132,9 +358,26 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                     i += 1;
                     Tok::RBrace
                 }
+                b'[' => {
+                    i += 1;
+                    Tok::LBracket
+                }
+                b']' => {
+                    i += 1;
+                    Tok::RBracket
+                }
                 b',' => {
                     i += 1;
                     Tok::Comma
+                }
+                b'@' => {
+                    let s = i + 1;
+                    i = s;
+                    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_')
+                    {
+                        i += 1;
+                    }
+                    Tok::At(text[s..i].to_owned())
                 }
                 b'.' if !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                     i += 1;
@@ -150,6 +393,19 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                     } else {
                         Tok::Dot
                     }
+                }
+                // `$x`: a SUBQUERY variable in realm-core; a name here, so that SUBQUERY is
+                // refused by name.
+                b'$' if bytes
+                    .get(i + 1)
+                    .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') =>
+                {
+                    let s = i;
+                    i += 1;
+                    while i < bytes.len() && is_name_byte(bytes[i]) {
+                        i += 1;
+                    }
+                    Tok::Ident(text[s..i].to_owned())
                 }
                 b'$' => {
                     let s = i + 1;
@@ -170,8 +426,9 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                         match bytes.get(i) {
                             None => return Err(err(start, "unterminated string")),
                             Some(&b'\\') if i + 1 < bytes.len() => {
-                                s.push(bytes[i + 1] as char);
-                                i += 2;
+                                let ch = text[i + 1..].chars().next().unwrap_or('\\');
+                                s.push(ch);
+                                i += 1 + ch.len_utf8();
                             }
                             Some(&b) if b == quote => {
                                 i += 1;
@@ -186,7 +443,7 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                     }
                     Tok::Str(s)
                 }
-                b'-' | b'0'..=b'9' | b'.' => {
+                b'+' | b'-' | b'0'..=b'9' | b'.' => {
                     let s = i;
                     i += 1;
                     while i < bytes.len()
@@ -200,21 +457,51 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                         i += 1;
                     }
                     let t = &text[s..i];
+                    if is_date_literal(&bytes[s..]) {
+                        return Err(err(
+                            start,
+                            "date literals (YYYY-MM-DD@HH:MM:SS) are not supported; write a \
+                             timestamp as T<seconds>:<nanoseconds>",
+                        ));
+                    }
                     if let Ok(n) = t.parse::<i64>() {
                         Tok::Int(n)
-                    } else if let Ok(f) = t.parse::<f64>() {
+                    } else if let Some(f) = t
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|_| t.bytes().any(|b| b.is_ascii_digit()))
+                    {
                         Tok::Float(f, t.to_owned())
                     } else {
                         return Err(err(start, "expected a number"));
                     }
                 }
-                c if c.is_ascii_alphabetic() || c == b'_' => {
-                    let s = i;
-                    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_')
-                    {
-                        i += 1;
+                c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                    // A property name (or a keyword). realm-core escapes a space, tab, CR or LF
+                    // in a name as `\ `, `\t`, `\r`, `\n` (`SerialisationState::get_column_name`).
+                    let mut name = String::new();
+                    let mut from = i;
+                    while i < bytes.len() {
+                        if is_name_byte(bytes[i]) {
+                            i += 1;
+                        } else if bytes[i] == b'\\'
+                            && matches!(bytes.get(i + 1), Some(b' ' | b't' | b'r' | b'n'))
+                        {
+                            name.push_str(&text[from..i]);
+                            name.push(match bytes[i + 1] {
+                                b't' => '\t',
+                                b'r' => '\r',
+                                b'n' => '\n',
+                                _ => ' ',
+                            });
+                            i += 2;
+                            from = i;
+                        } else {
+                            break;
+                        }
                     }
-                    Tok::Ident(text[s..i].to_owned())
+                    name.push_str(&text[from..i]);
+                    Tok::Ident(name)
                 }
                 _ => {
                     return Err(err(
@@ -299,6 +586,16 @@ fn type_name(t: PayloadType) -> &'static str {
         PayloadType::ObjectId => "objectId",
         PayloadType::Uuid => "uuid",
         _ => "collection",
+    }
+}
+
+/// A modifier as the query spells it (`""` for none).
+fn modifier_text(flags: i64) -> &'static str {
+    match flags {
+        0 => "",
+        FOLD_CASE => "[c]",
+        FOLD_DIACRITICS => "[d]",
+        _ => "[cd]",
     }
 }
 
@@ -408,11 +705,118 @@ impl Parser<'_> {
             Tok::Ident(s) if s.eq_ignore_ascii_case("nil") || s.eq_ignore_ascii_case("null") => {
                 Ok(Operand::Value(None, None))
             }
+            Tok::B64(bytes) => match String::from_utf8(bytes) {
+                Ok(s) => Ok(Operand::Value(Some(Val::String(s)), None)),
+                Err(_) => Err(QueryError {
+                    position: pos,
+                    message: "B64\"…\" string is not UTF-8 (binary content needs binary(B64\"…\"))"
+                        .into(),
+                }),
+            },
+            Tok::Timestamp(seconds, nanoseconds) => Ok(Operand::Value(
+                Some(Val::Timestamp(seconds, nanoseconds)),
+                None,
+            )),
+            Tok::ObjectId(id) => Ok(Operand::Value(Some(Val::ObjectId(id)), None)),
+            Tok::Uuid(id) => Ok(Operand::Value(Some(Val::Uuid(id)), None)),
+            Tok::Ident(s)
+                if (s.eq_ignore_ascii_case("binary") || s.eq_ignore_ascii_case("bin"))
+                    && *self.peek() == Tok::LParen =>
+            {
+                self.next();
+                let content_pos = self.pos();
+                let content = match self.next() {
+                    Tok::Str(s) => s.into_bytes(),
+                    Tok::B64(bytes) => bytes,
+                    other => {
+                        return Err(QueryError {
+                            position: content_pos,
+                            message: format!(
+                                "binary(…) takes a string, \"…\" or B64\"…\", found {other:?}"
+                            ),
+                        })
+                    }
+                };
+                self.expect(Tok::RParen, "')' after binary(…)'s string")?;
+                Ok(Operand::Value(Some(Val::Binary(content)), None))
+            }
+            Tok::Ident(name) if !self.has_property(&name) => self.unsupported_word(pos, name),
             Tok::Ident(name) => self.keypath(pos, name),
+            Tok::At(name) => Err(QueryError {
+                position: pos,
+                message: if name.eq_ignore_ascii_case("links") {
+                    "backlinks (@links.Class.property) are not supported".to_owned()
+                } else {
+                    format!("@{name} is not supported at the start of a key path")
+                },
+            }),
+            Tok::LBrace => Err(QueryError {
+                position: pos,
+                message: "a list {…} is only supported on the right of IN, == or BETWEEN".into(),
+            }),
+            Tok::Op(op @ ("+" | "*" | "/")) => Err(QueryError {
+                position: pos,
+                message: format!("arithmetic ({op}) is not supported"),
+            }),
             other => Err(QueryError {
                 position: pos,
                 message: format!("expected a property or a value, found {other:?}"),
             }),
+        }
+    }
+
+    /// Whether the class has a property (or primary key) called `name`.
+    fn has_property(&self, name: &str) -> bool {
+        let schema = &self.schemas[self.class];
+        matches!(&schema.spec, TableSpec::TopLevel { pk_field, .. } if pk_field == name)
+            || schema.columns.contains_key(name)
+    }
+
+    /// A word in operand position that is not a property of the class: `nan` / `inf` (a double,
+    /// as in realm-core), a construct of realm-core's language this subset refuses by name, or
+    /// an unknown property.
+    fn unsupported_word(&mut self, pos: usize, name: String) -> Result<Operand, QueryError> {
+        if let Some(d) = special_double(&name) {
+            return Ok(Operand::Value(Some(Val::Double(d.to_bits())), Some(name)));
+        }
+        let err = |message: String| {
+            Err(QueryError {
+                position: pos,
+                message,
+            })
+        };
+        let upper = name.to_ascii_uppercase();
+        let next = self.peek().clone();
+        match upper.as_str() {
+            "ANY" | "ALL" | "NONE" | "SOME"
+                if matches!(
+                    next,
+                    Tok::Ident(_) | Tok::At(_) | Tok::LBrace | Tok::Param(_)
+                ) =>
+            {
+                err(format!(
+                    "{upper} (a comparison over a list) is not supported; compare a list's @count"
+                ))
+            }
+            "SUBQUERY" if next == Tok::LParen => err("SUBQUERY(…) is not supported".into()),
+            "OBJ" if next == Tok::LParen => err(
+                "link target literals obj(\"class\", key) are not supported; compare a link with \
+                 an argument ($0)"
+                    .into(),
+            ),
+            "GEOBOX" | "GEOPOLYGON" | "GEOCIRCLE" if next == Tok::LParen => {
+                err(format!("{upper}(…) (geospatial queries) is not supported"))
+            }
+            _ if name.len() > 1
+                && name.starts_with('O')
+                && name[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                err(format!(
+                    "object key literals ({name}) are not supported; compare a link with an \
+                     argument ($0)"
+                ))
+            }
+            _ => err(format!("{} has no property '{name}'", self.class)),
         }
     }
 
@@ -438,12 +842,24 @@ impl Parser<'_> {
             .columns
             .get(&name)
             .ok_or_else(|| err(format!("{} has no property '{name}'", self.class)))?;
+        if *self.peek() == Tok::LBracket {
+            return Err(err(format!(
+                "indexing a property ({name}[…]) is not supported"
+            )));
+        }
         if let Tok::At(agg) = self.peek().clone() {
             self.next();
             if !(agg.eq_ignore_ascii_case("count") || agg.eq_ignore_ascii_case("size")) {
-                return Err(err(format!(
-                    "unknown aggregate @{agg}; expected @count or @size"
-                )));
+                return Err(err(match agg.to_ascii_lowercase().as_str() {
+                    "min" | "max" | "sum" | "avg" => {
+                        format!("the aggregate @{agg} is not supported; only @count and @size are")
+                    }
+                    "links" => "backlinks (@links.Class.property) are not supported".to_owned(),
+                    "type" | "keys" | "values" => {
+                        format!("@{agg} is not supported; only @count and @size are")
+                    }
+                    _ => format!("unknown aggregate @{agg}; expected @count or @size"),
+                }));
             }
             if column.collection == CollectionType::Single {
                 return Err(err(format!(
@@ -508,6 +924,12 @@ impl Parser<'_> {
                     (format!("t.{}", value_column(&inner)), c.value_type)
                 }
             };
+            if matches!(self.peek(), Tok::Dot | Tok::At(_) | Tok::LBracket) {
+                return self.fail(format!(
+                    "{name}.{inner} is as deep as a key path goes here; only one level of link \
+                     traversal is supported"
+                ));
+            }
             return Ok(Operand::Column {
                 sql: format!(
                     "(SELECT {inner_sql} FROM {} t WHERE t._pk = o.{})",
@@ -561,7 +983,7 @@ impl Parser<'_> {
         let given = v.payload_type();
         let v = match (&v, value_type, literal) {
             (Val::Double(_), PayloadType::Decimal, Some(text)) => {
-                Val::Decimal(compare::parse_decimal(&text).ok_or_else(|| QueryError {
+                Val::Decimal(decimal_literal(&text).ok_or_else(|| QueryError {
                     position: pos,
                     message: format!("{text} is not a decimal128 (at most 34 digits)"),
                 })?)
@@ -677,12 +1099,7 @@ impl Parser<'_> {
         value: Option<Val>,
         pos: usize,
     ) -> Result<String, QueryError> {
-        let modifier = match flags {
-            0 => "",
-            FOLD_CASE => "[c]",
-            FOLD_DIACRITICS => "[d]",
-            _ => "[cd]",
-        };
+        let modifier = modifier_text(flags);
         if !matches!(column.value_type, PayloadType::String | PayloadType::Null) {
             return Err(QueryError {
                 position: pos,
@@ -766,60 +1183,34 @@ impl Parser<'_> {
     fn comparison(&mut self) -> Result<String, QueryError> {
         let left = self.operand()?;
         let op_pos = self.pos();
-        if is_kw(self.peek(), "IN") || is_kw(self.peek(), "BETWEEN") {
-            let between = is_kw(self.peek(), "BETWEEN");
-            self.next();
-            let Operand::Column {
-                sql,
-                value_type,
-                kind,
-            } = left
-            else {
-                return self.fail("IN and BETWEEN need a property on their left");
-            };
-            let column = ColumnRef::new(sql, value_type, kind);
-            self.expect(Tok::LBrace, "'{'")?;
-            let mut items = Vec::new();
-            loop {
-                let pos = self.pos();
-                let Operand::Value(v, literal) = self.operand()? else {
-                    return self.fail("IN and BETWEEN take values, not properties");
-                };
-                items.push((v, literal, pos));
-                match self.next() {
-                    Tok::Comma => continue,
-                    Tok::RBrace => break,
-                    other => return self.fail(format!("expected ',' or '}}', found {other:?}")),
-                }
-            }
-            if between {
-                let [(low, low_text, low_pos), (high, high_text, high_pos)]: [_; 2] =
-                    items.try_into().map_err(|_| QueryError {
-                        position: op_pos,
-                        message: "BETWEEN takes two values: {low, high}".into(),
-                    })?;
-                let low = self.compare_one(&column, ">=", 0, low, low_text, low_pos)?;
-                let high = self.compare_one(&column, "<=", 0, high, high_text, high_pos)?;
-                return Ok(format!("({low} AND {high})"));
-            }
-            let mut any = Vec::new();
-            for (v, literal, pos) in items {
-                any.push(self.compare_one(&column, "==", 0, v, literal, pos)?);
-            }
-            return Ok(if any.is_empty() {
-                "0".to_owned()
-            } else {
-                format!("({})", any.join(" OR "))
-            });
-        }
         let op = match self.next() {
-            Tok::Op(op) if !matches!(op, "&&" | "||" | "!") => op.to_owned(),
+            Tok::Op(op) if matches!(op, "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=") => {
+                op.to_owned()
+            }
             Tok::Ident(w)
-                if ["BEGINSWITH", "ENDSWITH", "CONTAINS", "LIKE"]
+                if ["BEGINSWITH", "ENDSWITH", "CONTAINS", "LIKE", "IN", "BETWEEN"]
                     .iter()
                     .any(|k| w.eq_ignore_ascii_case(k)) =>
             {
                 w.to_ascii_uppercase()
+            }
+            Tok::Ident(w) if w.eq_ignore_ascii_case("TEXT") => {
+                return Err(QueryError {
+                    position: op_pos,
+                    message: "TEXT (full-text search) is not supported".into(),
+                })
+            }
+            Tok::Ident(w) if w.eq_ignore_ascii_case("GEOWITHIN") => {
+                return Err(QueryError {
+                    position: op_pos,
+                    message: "GEOWITHIN (geospatial queries) is not supported".into(),
+                })
+            }
+            Tok::Op(op @ ("+" | "*" | "/")) => {
+                return Err(QueryError {
+                    position: op_pos,
+                    message: format!("arithmetic ({op}) is not supported"),
+                })
             }
             other => {
                 return Err(QueryError {
@@ -834,6 +1225,22 @@ impl Parser<'_> {
         } else {
             0
         };
+        // `ANY {…}` is realm-core's explicit form of `{…}` (any element matches); ALL and NONE
+        // are not supported.
+        if let Tok::Ident(w) = self.peek() {
+            let w = w.to_ascii_uppercase();
+            if matches!(w.as_str(), "ANY" | "SOME" | "ALL" | "NONE")
+                && self.toks.get(self.at + 1).map(|t| &t.1) == Some(&Tok::LBrace)
+            {
+                if matches!(w.as_str(), "ALL" | "NONE") {
+                    return self.fail(format!("{w} {{…}} is not supported; use IN {{…}}"));
+                }
+                self.next();
+            }
+        }
+        if matches!(op.as_str(), "IN" | "BETWEEN") || *self.peek() == Tok::LBrace {
+            return self.list_comparison(left, &op, flags, op_pos);
+        }
         let value_pos = self.pos();
         let right = self.operand()?;
         let (column, value, literal, swapped) = match (left, right) {
@@ -889,6 +1296,89 @@ impl Parser<'_> {
         self.compare_one(&column, &op, flags, value, literal, value_pos)
     }
 
+    /// `property IN {…}` (also realm-core's `property == {…}` and `== ANY {…}`, for a mixed
+    /// property or a link path), with `[c]`/`[d]`; and `property BETWEEN {low, high}`.
+    fn list_comparison(
+        &mut self,
+        left: Operand,
+        op: &str,
+        flags: i64,
+        op_pos: usize,
+    ) -> Result<String, QueryError> {
+        let between = op == "BETWEEN";
+        if !matches!(op, "IN" | "==" | "BETWEEN") {
+            return Err(QueryError {
+                position: op_pos,
+                message: format!("{op} does not take a list {{…}}; only IN, == and BETWEEN do"),
+            });
+        }
+        if between && flags != 0 {
+            return Err(QueryError {
+                position: op_pos,
+                message: format!("{} does not apply to BETWEEN", modifier_text(flags)),
+            });
+        }
+        if *self.peek() != Tok::LBrace {
+            return self.fail(format!(
+                "expected '{{' after {op}: it takes a list of values {{…}} (a list property on \
+                 its right is not supported), found {:?}",
+                self.peek()
+            ));
+        }
+        self.next();
+        let Operand::Column {
+            sql,
+            value_type,
+            kind,
+        } = left
+        else {
+            return Err(QueryError {
+                position: op_pos,
+                message: "IN and BETWEEN need a property on their left".into(),
+            });
+        };
+        let column = ColumnRef::new(sql, value_type, kind);
+        let mut items = Vec::new();
+        if *self.peek() == Tok::RBrace {
+            self.next();
+        } else {
+            loop {
+                let pos = self.pos();
+                let Operand::Value(v, literal) = self.operand()? else {
+                    return Err(QueryError {
+                        position: pos,
+                        message: "IN and BETWEEN take values, not properties".into(),
+                    });
+                };
+                items.push((v, literal, pos));
+                match self.next() {
+                    Tok::Comma => continue,
+                    Tok::RBrace => break,
+                    other => return self.fail(format!("expected ',' or '}}', found {other:?}")),
+                }
+            }
+        }
+        if between {
+            let [(low, low_text, low_pos), (high, high_text, high_pos)]: [_; 2] =
+                items.try_into().map_err(|_| QueryError {
+                    position: op_pos,
+                    message: "BETWEEN takes two values: {low, high}".into(),
+                })?;
+            let low = self.compare_one(&column, ">=", 0, low, low_text, low_pos)?;
+            let high = self.compare_one(&column, "<=", 0, high, high_text, high_pos)?;
+            return Ok(format!("({low} AND {high})"));
+        }
+        let mut any = Vec::new();
+        for (v, literal, pos) in items {
+            any.push(self.compare_one(&column, "==", flags, v, literal, pos)?);
+        }
+        Ok(if any.is_empty() {
+            "0".to_owned()
+        } else {
+            format!("({})", any.join(" OR "))
+        })
+    }
+
     /// `a op b` for two properties: SQLite's own comparison where it equals Realm's (the same
     /// type, not float, double, decimal or mixed), `tandem_cmp` otherwise.
     fn compare_columns(
@@ -932,6 +1422,12 @@ impl Parser<'_> {
         let mut order = Vec::new();
         let mut limit = String::new();
         loop {
+            if is_kw(self.peek(), "DISTINCT") {
+                return self.fail(
+                    "DISTINCT(…) is not supported; only SORT(…) and LIMIT(…) may follow the \
+                     predicate",
+                );
+            }
             if is_kw(self.peek(), "SORT") {
                 self.next();
                 self.expect(Tok::LParen, "'(' after SORT")?;
@@ -1004,6 +1500,27 @@ impl Parser<'_> {
             }
         }
         Ok((order.join(", "), limit))
+    }
+}
+
+/// A number literal read exactly as a decimal128, as realm-core's `Decimal128(text)` reads it
+/// for a decimal property: also with a `+` sign (core prints a coefficient of more than 64
+/// bits as `+<digits>E<exponent>`), and `nan` / `inf` (core's `NaN`, `Inf`).
+fn decimal_literal(text: &str) -> Option<u128> {
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let sign = u128::from(negative) << 127;
+    if body.eq_ignore_ascii_case("nan") {
+        Some(sign | 0x7c00_0000_0000_0000_u128 << 64)
+    } else if body.eq_ignore_ascii_case("inf") || body.eq_ignore_ascii_case("infinity") {
+        Some(sign | 0x7800_0000_0000_0000_u128 << 64)
+    } else if body.starts_with(['+', '-']) {
+        None
+    } else {
+        compare::parse_decimal(body).map(|bits| bits | sign)
     }
 }
 
@@ -1093,8 +1610,10 @@ pub(crate) fn compile(
         args,
         params: Vec::new(),
     };
-    let starts_with_clause =
-        is_kw(p.peek(), "SORT") || is_kw(p.peek(), "LIMIT") || *p.peek() == Tok::End;
+    let starts_with_clause = is_kw(p.peek(), "SORT")
+        || is_kw(p.peek(), "LIMIT")
+        || (is_kw(p.peek(), "DISTINCT") && p.toks.get(1).map(|t| &t.1) == Some(&Tok::LParen))
+        || *p.peek() == Tok::End;
     let filter = if starts_with_clause {
         "1".to_owned()
     } else {
@@ -1127,4 +1646,381 @@ pub(crate) fn compile(
         tail,
         params: p.params,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::state::{ColumnSpec, TableSchema};
+
+    /// Class `T` (int primary key `_id`) with a property of every kind the tests need, and `L`,
+    /// the target of `T.link`.
+    fn schemas() -> Schemas {
+        let column = |value_type, collection| ColumnSpec {
+            value_type,
+            link_target: None,
+            nullable: true,
+            collection,
+            key_type: None,
+        };
+        let single = |value_type| column(value_type, CollectionType::Single);
+        let top_level = |columns| TableSchema {
+            spec: TableSpec::TopLevel {
+                pk_field: "_id".into(),
+                pk_type: PayloadType::Int,
+                pk_nullable: false,
+                asymmetric: false,
+            },
+            columns,
+        };
+        let mut t = BTreeMap::new();
+        for (name, value_type) in [
+            ("int", PayloadType::Int),
+            ("bool", PayloadType::Bool),
+            ("string", PayloadType::String),
+            ("binary", PayloadType::Binary),
+            ("timestamp", PayloadType::Timestamp),
+            ("float", PayloadType::Float),
+            ("double", PayloadType::Double),
+            ("decimal", PayloadType::Decimal),
+            ("oid", PayloadType::ObjectId),
+            ("uuid", PayloadType::Uuid),
+            ("mixed", PayloadType::Null),
+            ("my field", PayloadType::String),
+            ("with-dash", PayloadType::Int),
+            ("Zähler", PayloadType::Int),
+        ] {
+            t.insert(name.to_owned(), single(value_type));
+        }
+        t.insert(
+            "tags".into(),
+            column(PayloadType::String, CollectionType::List),
+        );
+        t.insert(
+            "link".into(),
+            ColumnSpec {
+                link_target: Some("L".into()),
+                ..single(PayloadType::Link)
+            },
+        );
+        let mut l = BTreeMap::new();
+        l.insert("x".to_owned(), single(PayloadType::Int));
+        Schemas::from([
+            ("T".to_owned(), top_level(t)),
+            ("L".to_owned(), top_level(l)),
+        ])
+    }
+
+    fn compiled(text: &str) -> Compiled {
+        compile(&schemas(), "T", text, &[]).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn params(text: &str) -> Vec<Sql> {
+        compiled(text).params
+    }
+
+    /// Asserts that `a` and `b` compile to the same SQL with the same parameters.
+    fn same(a: &str, b: &str) {
+        let (x, y) = (compiled(a), compiled(b));
+        assert_eq!((&x.sql, &x.params), (&y.sql, &y.params), "{a}  vs  {b}");
+    }
+
+    /// The error `text` is refused with.
+    fn refused(text: &str) -> QueryError {
+        match compile(&schemas(), "T", text, &[]) {
+            Ok(c) => panic!("{text} compiled to {}", c.sql),
+            Err(e) => e,
+        }
+    }
+
+    /// Asserts that `text` is refused with a message containing `says`.
+    fn refused_saying(text: &str, says: &str) {
+        let e = refused(text);
+        assert!(e.message.contains(says), "{text}: {e} (wanted {says:?})");
+    }
+
+    fn toks(text: &str) -> Vec<Tok> {
+        tokenize(text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .into_iter()
+            .map(|(_, t)| t)
+            .filter(|t| *t != Tok::End)
+            .collect()
+    }
+
+    fn bound(v: Val, value_type: PayloadType) -> Sql {
+        stored_as(&v, value_type).0
+    }
+
+    const OID: &str = "0123456789abcdefABCDEF01";
+    const OID_BYTES: [u8; 12] = [
+        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xab, 0xcd, 0xef, 0x01,
+    ];
+    const UUID: &str = "3b241101-e2bb-4255-8caf-4136c566a962";
+    const UUID_BYTES: [u8; 16] = [
+        0x3b, 0x24, 0x11, 0x01, 0xe2, 0xbb, 0x42, 0x55, 0x8c, 0xaf, 0x41, 0x36, 0xc5, 0x66, 0xa9,
+        0x62,
+    ];
+
+    #[test]
+    fn tokenizes_realm_core_literals() {
+        // `"A"` with its quotes, the form realm-core serializes a string with quotes in.
+        assert_eq!(toks(r#"B64"IkEi""#), [Tok::B64(b"\"A\"".to_vec())]);
+        assert_eq!(toks(r#"B64"""#), [Tok::B64(Vec::new())]);
+        assert_eq!(toks("T200:0"), [Tok::Timestamp(200, 0)]);
+        assert_eq!(toks("T-1:-500000000"), [Tok::Timestamp(-1, -500_000_000)]);
+        assert_eq!(toks(&format!("oid({OID})")), [Tok::ObjectId(OID_BYTES)]);
+        assert_eq!(
+            toks(&format!("uuid({})", UUID.to_ascii_uppercase())),
+            [Tok::Uuid(UUID_BYTES)]
+        );
+        assert_eq!(toks("+5 -7"), [Tok::Int(5), Tok::Int(-7)]);
+        match &toks("3.0000000000000001e-05 +1E+3 -nan +inf -Infinity")[..] {
+            [Tok::Float(a, _), Tok::Float(b, bt), Tok::Float(n, _), Tok::Float(i, _), Tok::Float(m, _)] =>
+            {
+                assert_eq!(
+                    *a, 3e-5,
+                    "max_digits10 prints 3e-5 as 3.0000000000000001e-05"
+                );
+                assert_eq!((*b, bt.as_str()), (1000.0, "+1E+3"));
+                assert!(n.is_nan());
+                assert_eq!((*i, *m), (f64::INFINITY, f64::NEG_INFINITY));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(toks("=< =>"), [Tok::Op("<="), Tok::Op(">=")]);
+        // Property names as realm-core serializes them: escaped whitespace, `-`, non-ASCII.
+        assert_eq!(
+            toks(r"my\ field with-dash Zähler a\tb"),
+            [
+                Tok::Ident("my field".into()),
+                Tok::Ident("with-dash".into()),
+                Tok::Ident("Zähler".into()),
+                Tok::Ident("a\tb".into()),
+            ]
+        );
+        assert_eq!(
+            toks("@links.L.x"),
+            [
+                Tok::At("links".into()),
+                Tok::Dot,
+                Tok::Ident("L".into()),
+                Tok::Dot,
+                Tok::Ident("x".into())
+            ]
+        );
+        // A name that merely starts like a literal stays a name.
+        assert_eq!(
+            toks("T200 L1 oid uuid B64"),
+            ["T200", "L1", "oid", "uuid", "B64"].map(|s| Tok::Ident(s.into()))
+        );
+        // An escaped character in a quoted string may be non-ASCII.
+        assert_eq!(toks(r"'a\ü'"), [Tok::Str("aü".into())]);
+    }
+
+    #[test]
+    fn malformed_literals_are_refused_by_name() {
+        let says = |text: &str, what: &str| match tokenize(text) {
+            Err(e) => assert!(e.message.contains(what), "{text}: {e}"),
+            Ok(t) => panic!("{text}: {t:?}"),
+        };
+        says(r#"B64"!!""#, "invalid base64");
+        says(r#"B64"IkEi"#, "unterminated B64");
+        says("oid(0123)", "oid(…) takes an ObjectId");
+        says(&format!("oid({OID}"), "oid(…) takes an ObjectId");
+        says(
+            "uuid(3b241101e2bb42558caf4136c566a962)",
+            "uuid(…) takes a UUID",
+        );
+        says("T1:-5", "invalid timestamp T1:-5");
+        says("T0:1000000000", "invalid timestamp");
+        says("T99999999999999999999:0", "out of range");
+        says("L1:2", "typed link literals");
+        says("2020-01-01@12:00:00", "date literals");
+        says("2020-01-01T12:00:00", "date literals");
+    }
+
+    #[test]
+    fn realm_core_literals_bind_as_their_types() {
+        assert_eq!(
+            params(r#"string == B64"c2F5ICJoaSI=""#),
+            [Sql::Text("say \"hi\"".into())]
+        );
+        assert_eq!(
+            params(r#"string BEGINSWITH B64"YmFja1xzbGFzaA==""#),
+            [Sql::Text("back\\slash".into())]
+        );
+        assert_eq!(
+            params("timestamp > T-1:-500000000"),
+            [bound(
+                Val::Timestamp(-1, -500_000_000),
+                PayloadType::Timestamp
+            )]
+        );
+        assert_eq!(
+            params(&format!("oid == oid({OID})")),
+            [bound(Val::ObjectId(OID_BYTES), PayloadType::ObjectId)]
+        );
+        assert_eq!(
+            params(&format!("uuid != uuid({UUID})")),
+            [bound(Val::Uuid(UUID_BYTES), PayloadType::Uuid)]
+        );
+        assert_eq!(
+            params(r#"binary == binary(B64"AP8=")"#),
+            [bound(Val::Binary(vec![0, 0xff]), PayloadType::Binary)]
+        );
+        assert_eq!(
+            params(r#"binary == bin("ab")"#),
+            [bound(Val::Binary(b"ab".to_vec()), PayloadType::Binary)]
+        );
+        // max_digits10 float, read back as the float it was printed from.
+        assert_eq!(
+            params("float == 0.100000001"),
+            [Sql::Real(f64::from(0.1f32))]
+        );
+        assert_eq!(
+            params("double >= 3.0000000000000001e-05"),
+            [Sql::Real(3e-05)]
+        );
+        assert_eq!(params("double > -inf"), [Sql::Real(f64::NEG_INFINITY)]);
+        // Decimals exactly, including core's `+<digits>E<exp>` and NaN / Inf forms.
+        let dec = |text: &str| {
+            bound(
+                Val::Decimal(compare::parse_decimal(text).unwrap()),
+                PayloadType::Decimal,
+            )
+        };
+        assert_eq!(
+            params("decimal == +12345678901234567890123E-5"),
+            [dec("12345678901234567890123E-5")]
+        );
+        assert_eq!(params("decimal < -1.5E-3"), [dec("-15E-4")]);
+        assert_eq!(
+            params("decimal == NaN"),
+            [bound(
+                Val::Decimal(0x7c00_0000_0000_0000_u128 << 64),
+                PayloadType::Decimal
+            )]
+        );
+        assert_eq!(
+            params("decimal < -Inf"),
+            [bound(
+                Val::Decimal(0xf800_0000_0000_0000_u128 << 64),
+                PayloadType::Decimal
+            )]
+        );
+        assert_eq!(
+            params("int == -9223372036854775808"),
+            [Sql::Integer(i64::MIN)]
+        );
+        // The escaped and non-ASCII property names resolve.
+        assert_eq!(params(r#"my\ field == "x""#), [Sql::Text("x".into())]);
+        assert_eq!(params("with-dash == 2"), [Sql::Integer(2)]);
+        assert_eq!(params("Zähler == 3"), [Sql::Integer(3)]);
+    }
+
+    #[test]
+    fn realm_core_syntax_means_what_the_long_forms_mean() {
+        same("int == 1 and bool == true", "int == 1 AND bool == true");
+        same("int == 1 and bool == true", "int == 1 && bool == true");
+        same("(int == 1 or int == 2)", "int == 1 OR int == 2");
+        same("(int == 1 or int == 2)", "int == 1 || int == 2");
+        same("!(int == 1)", "NOT (int == 1)");
+        same("!(int == 1)", "not int == 1");
+        same("(bool == false )", "bool == false");
+        same("int == NULL", "int == nil");
+        same("int != NULL", "int != null");
+        same("int =< 4", "int <= 4");
+        same("int => 4", "int >= 4");
+        same("int between {1, 5}", "int BETWEEN {1, 5}");
+        same("int in {1, 5}", "int IN {1, 5}");
+        same("string ==[c] \"a\"", "string ==[c] 'a'");
+        same("string CONTAINS[c] \"a\"", "string contains[c] 'a'");
+        same(r#"string == B64"IkEi""#, r#"string == '"A"'"#);
+        same("double == -nan", "double == nan");
+        same("truepredicate", "TRUEPREDICATE");
+        // realm-core's IN on a mixed property or through a link is `== {…}`, or `== ANY {…}`.
+        same(r#"mixed == {1, "a"}"#, r#"mixed IN {1, "a"}"#);
+        same(r#"mixed == ANY {1, "a"}"#, r#"mixed IN {1, "a"}"#);
+        same("link.x == {1, 2}", "link.x IN {1, 2}");
+        same(
+            r#"string IN[c] {"a", "b"}"#,
+            r#"string ==[c] "a" OR string ==[c] "b""#,
+        );
+        same(
+            r#"string ==[c] {"a", "b"}"#,
+            r#"string ==[c] "a" OR string ==[c] "b""#,
+        );
+        same("int IN {}", "FALSEPREDICATE");
+        same("TRUEPREDICATE SORT(link.x DESC)", "SORT(link.x DESC)");
+        same(
+            "TRUEPREDICATE SORT(int ASC, string DESC) LIMIT(5)",
+            "SORT(int ASC, string DESC) LIMIT(5)",
+        );
+        // A property whose name is a word realm-core reads as a number stays a property.
+        let mut s = schemas();
+        let int = s["T"].columns["int"].clone();
+        s.get_mut("T").unwrap().columns.insert("inf".into(), int);
+        let c = compile(&s, "T", "inf == 1", &[]).unwrap();
+        assert!(c.sql.contains(&value_column("inf")), "{}", c.sql);
+        assert_eq!(c.params, [Sql::Integer(1)]);
+    }
+
+    #[test]
+    fn unsupported_realm_constructs_are_refused_by_name() {
+        refused_saying(
+            "TRUEPREDICATE DISTINCT(int)",
+            "DISTINCT(…) is not supported",
+        );
+        refused_saying("DISTINCT(int)", "DISTINCT(…) is not supported");
+        refused_saying(
+            "TRUEPREDICATE SORT(int ASC) DISTINCT(string)",
+            "DISTINCT(…) is not supported",
+        );
+        refused_saying("@links.L.x.@count > 0", "backlinks (@links");
+        refused_saying("@links.@count > 0", "backlinks (@links");
+        refused_saying("link.@links.@count > 0", "backlinks (@links");
+        refused_saying(r#"link == obj("class_L", 5)"#, "link target literals obj(");
+        refused_saying("link == O5", "object key literals (O5)");
+        refused_saying("link == L1:5", "typed link literals");
+        refused_saying(
+            "ANY tags == 'a'",
+            "ANY (a comparison over a list) is not supported",
+        );
+        refused_saying("ALL tags == 'a'", "ALL (a comparison over a list)");
+        refused_saying("NONE tags == 'a'", "NONE (a comparison over a list)");
+        refused_saying("SOME tags == 'a'", "SOME (a comparison over a list)");
+        refused_saying("int == ALL {1, 2}", "ALL {…} is not supported");
+        refused_saying("int == NONE {1, 2}", "NONE {…} is not supported");
+        refused_saying(
+            "SUBQUERY(tags, $x, $x == 'a').@count > 0",
+            "SUBQUERY(…) is not supported",
+        );
+        for agg in ["@min", "@max", "@sum", "@avg"] {
+            refused_saying(
+                &format!("tags.{agg} > 1"),
+                &format!("the aggregate {agg} is not supported"),
+            );
+        }
+        refused_saying("mixed.@type == 'int'", "@type is not supported");
+        refused_saying("tags.@values == 'a'", "@values is not supported");
+        refused_saying("int + 1 > 2", "arithmetic (+)");
+        refused_saying("(int * 2) > 2", "arithmetic (*)");
+        refused_saying("tags[0] == 'a'", "indexing a property (tags[…])");
+        refused_saying("string TEXT 'a'", "TEXT (full-text search)");
+        refused_saying("link.x.y == 1", "only one level of link traversal");
+        refused_saying("int != {1, 2}", "!= does not take a list");
+        refused_saying("int < {1, 2}", "< does not take a list");
+        refused_saying("int BETWEEN[c] {1, 2}", "[c] does not apply to BETWEEN");
+        refused_saying("int IN tags", "expected '{' after IN");
+        refused_saying("{1, 2} == int", "a list {…} is only supported on the right");
+        refused_saying(r#"string == B64"//4=""#, "is not UTF-8");
+        refused_saying("binary == binary(5)", "binary(…) takes a string");
+        refused_saying("decimal == 1E99999", "1E99999 is not a decimal128");
+        // The position points at the construct.
+        assert_eq!(refused("int == 1 and @links.L.x == 1").position, 13);
+        assert_eq!(refused("TRUEPREDICATE DISTINCT(int)").position, 14);
+    }
 }

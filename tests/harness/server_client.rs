@@ -88,6 +88,7 @@ impl Client {
             upload_server_version: 0,
             downloadable_bytes: 0,
             entries: batch.entries,
+            flx: None,
         };
         let ServerMessage::Download {
             entries,

@@ -61,6 +61,7 @@ pub fn download(db: &Database, server: &mut ServerFile) {
         upload_server_version: 0,
         downloadable_bytes: 0,
         entries: batch.entries,
+        flx: None,
     };
     let ServerMessage::Download {
         download_server_version,

@@ -1,13 +1,15 @@
-//! The Realm sync dialect: what an unmodified realm-core 14.x client (partition-based sync)
-//! needs from the WebSocket endpoint `/api/client/v2.0/app/<app-id>/realm-sync`, beyond the
+//! The Realm sync dialect: what an unmodified realm-core 14.x client (partition-based or
+//! flexible sync) needs from the WebSocket endpoint `/api/client/v2.0/app/<app-id>/realm-sync`, beyond the
 //! message codec it shares with Tandem's own dialect.
 //!
-//! - [`negotiate`]: picks one `com.mongodb.realm-sync#N` token the client offered.
+//! - [`negotiate`]: picks one `com.mongodb.realm-sync#N` or `com.mongodb.realm-query-sync#14`
+//!   token the client offered.
 //! - [`reply_to_error`]: turns a protocol error into what a Realm client survives: a session
 //!   JSON_ERROR with all six keys and an `action`, a connection ERROR, or a WebSocket close
 //!   code. Codes that terminate the client (`realm-wire-compat.md` section 5.3) are never sent.
 //! - [`partition`] and [`permissions`]: BIND paths (partition values) to server paths, and who
-//!   may bind them.
+//!   may bind them. Flexible sync sessions all bind [`FLX_SERVER_PATH`]; what each gets is
+//!   decided by its subscriptions (`crate::server::file::flx`).
 //!
 //! Sources: `realm-wire-compat.md` sections 2, 3, 5 and 6; realm-core v14.12.0
 //! (`Connection::websocket_connected_handler`, `SyncSession::handle_error`,
@@ -20,7 +22,7 @@ use crate::protocol::{ErrorCode, ProtocolError, ServerMessage};
 
 /// Prefix of partition-based sync tokens: `com.mongodb.realm-sync#<version>`.
 pub const PBS_PREFIX: &str = "com.mongodb.realm-sync#";
-/// Prefix of flexible sync tokens (not served yet).
+/// Prefix of flexible sync tokens: `com.mongodb.realm-query-sync#<version>`.
 pub const FLX_PREFIX: &str = "com.mongodb.realm-query-sync#";
 /// Oldest Realm protocol version served: 8 (WebSocket close codes for auth, `#` tokens; the
 /// JSON_ERROR actions the client obeys since 7).
@@ -28,6 +30,13 @@ pub const OLDEST_VERSION: u32 = 8;
 /// Newest Realm protocol version served: 14 (realm-core 14.x). The PBS messages did not change
 /// between 8 and 14 (`realm-sync.md` section 1.1).
 pub const NEWEST_VERSION: u32 = 14;
+/// The only flexible sync version served: 14, the one `realm-wire-compat.md` section 4
+/// describes (realm-core 14.x). Older flexible sync clients are refused at negotiation.
+pub const FLX_VERSION: u32 = 14;
+/// The server path of an app's flexible sync data: one server file holds every object, and
+/// each client gets what its subscriptions match. Partition paths are `/` and Extended JSON,
+/// which `flx` is not, so the two never collide.
+pub const FLX_SERVER_PATH: &str = "/flx";
 
 /// WebSocket close code: the access token is missing, invalid or expired; the client refreshes
 /// it (POST /auth/session) and reconnects (`realm-wire-compat.md` section 2.5).
@@ -38,7 +47,7 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// The offer could not be served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NegotiationError {
-    /// Only flexible sync tokens were offered.
+    /// Only flexible sync tokens were offered, none of version [`FLX_VERSION`].
     FlexibleSync,
     /// No partition-based version in [`OLDEST_VERSION`, `NEWEST_VERSION`].
     NoCommonVersion,
@@ -47,9 +56,10 @@ pub enum NegotiationError {
 impl std::fmt::Display for NegotiationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NegotiationError::FlexibleSync => f.write_str(
-                "flexible sync (com.mongodb.realm-query-sync) is not served yet; use \
-                 partition-based sync",
+            NegotiationError::FlexibleSync => write!(
+                f,
+                "no flexible sync version in common: this server speaks \
+                 {FLX_PREFIX}{FLX_VERSION} (realm-core 14.x)"
             ),
             NegotiationError::NoCommonVersion => write!(
                 f,
@@ -60,19 +70,37 @@ impl std::fmt::Display for NegotiationError {
     }
 }
 
-/// Picks the highest partition-based version in the client's `Sec-WebSocket-Protocol` offer
-/// (tokens separated by commas, possibly over several header lines joined with `,`). Returns
-/// the token exactly as offered (the 101 must echo one offered token, or the client crashes:
-/// `realm-client-spike.md` section 6) and its version.
-pub fn negotiate(offer: &str) -> Result<(String, u32), NegotiationError> {
+/// Which sync a Realm client asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Partition-based sync: BIND paths are partition values.
+    Partition,
+    /// Flexible sync: subscriptions ([`FLX_SERVER_PATH`]).
+    Flexible,
+}
+
+/// Picks one token of the client's `Sec-WebSocket-Protocol` offer (tokens separated by commas,
+/// possibly over several header lines joined with `,`): the highest partition-based version
+/// served, else flexible sync version [`FLX_VERSION`]. Returns the token exactly as offered
+/// (the 101 must echo one offered token, or the client crashes: `realm-client-spike.md`
+/// section 6), its version and the mode.
+pub fn negotiate(offer: &str) -> Result<(String, u32, Mode), NegotiationError> {
     let tokens: Vec<&str> = offer.split(',').map(str::trim).collect();
     let best = tokens
         .iter()
         .filter_map(|t| Some((*t, t.strip_prefix(PBS_PREFIX)?.parse::<u32>().ok()?)))
         .filter(|(_, v)| (OLDEST_VERSION..=NEWEST_VERSION).contains(v))
         .max_by_key(|(_, v)| *v);
-    match best {
-        Some((token, version)) => Ok((token.to_owned(), version)),
+    if let Some((token, version)) = best {
+        return Ok((token.to_owned(), version, Mode::Partition));
+    }
+    let flexible = tokens.iter().find(|t| {
+        t.strip_prefix(FLX_PREFIX)
+            .and_then(|v| v.parse::<u32>().ok())
+            == Some(FLX_VERSION)
+    });
+    match flexible {
+        Some(token) => Ok(((*token).to_owned(), FLX_VERSION, Mode::Flexible)),
         None if tokens.iter().any(|t| t.starts_with(FLX_PREFIX)) => {
             Err(NegotiationError::FlexibleSync)
         }
@@ -81,7 +109,7 @@ pub fn negotiate(offer: &str) -> Result<(String, u32), NegotiationError> {
 }
 
 /// What a Realm client is sent for an error.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ErrorReply {
     /// A session-level JSON_ERROR; the session ends (the client answers UNBIND, which gets no
     /// UNBOUND).
@@ -214,7 +242,7 @@ mod tests {
     fn negotiation_echoes_one_offered_token() {
         assert_eq!(
             negotiate(&offer(PBS_PREFIX, 2..=14)).unwrap(),
-            ("com.mongodb.realm-sync#14".to_owned(), 14)
+            ("com.mongodb.realm-sync#14".to_owned(), 14, Mode::Partition)
         );
         assert_eq!(negotiate(&offer(PBS_PREFIX, 2..=16)).unwrap().1, 14);
         assert_eq!(negotiate(&offer(PBS_PREFIX, 2..=9)).unwrap().1, 9);
@@ -223,7 +251,19 @@ mod tests {
             Err(NegotiationError::NoCommonVersion)
         );
         assert_eq!(
-            negotiate(&offer(FLX_PREFIX, 2..=14)),
+            negotiate(&offer(FLX_PREFIX, 2..=14)).unwrap(),
+            (
+                "com.mongodb.realm-query-sync#14".to_owned(),
+                14,
+                Mode::Flexible
+            )
+        );
+        assert_eq!(
+            negotiate(&offer(FLX_PREFIX, 2..=13)),
+            Err(NegotiationError::FlexibleSync)
+        );
+        assert_eq!(
+            negotiate(&offer(FLX_PREFIX, 15..=16)),
             Err(NegotiationError::FlexibleSync)
         );
         assert_eq!(negotiate(""), Err(NegotiationError::NoCommonVersion));

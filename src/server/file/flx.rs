@@ -1,0 +1,776 @@
+//! Flexible sync on one server file: subscription sets evaluated over the state tables, each
+//! client file's view, bootstraps, and steady-state downloads filtered to a view.
+//!
+//! Realm's flexible sync (`realm-wire-compat.md` section 4) sends a client only the objects
+//! its subscriptions match. Here a subscription set is one query per class in realm-core's
+//! serialized query language, compiled by the store's query compiler (`crate::store`) to SQL
+//! over the server's state tables (`super::super::state`): nothing is loaded into memory to be
+//! filtered, and a membership test is one indexed lookup.
+//!
+//! **Views.** What a client file holds is recorded in the state file, table `_flx_view`: one
+//! row per object and stay in the view, with the download cursor and subscription version of
+//! the message that brought it in (`entered_at`, `entered_version`) and of the one that took it
+//! out (`left_at`, `left_version`; null while it stays), and `state_version`, the server version
+//! of the copy sent. A client that reconnects reports its cursor and active subscription
+//! version in IDENT; rows newer than both are rolled back ([`ServerFile::flx_resume`]), so the
+//! view always matches what the client integrated, even when messages were lost.
+//!
+//! **Steady state** ([`ServerFile::flx_download`]): for a batch of history, every object its
+//! changesets touch (the client's own changesets included: they can move objects in or out) is
+//! classified by whether it was in the view and whether it matches now. Instructions on objects
+//! that stay are forwarded in their changesets as they are (schema instructions always are);
+//! objects that enter are sent whole (every field, collections cleared first,
+//! `crate::state::snapshot`) and objects that leave get `EraseObject`, in one changeset made by
+//! the server at the end of the batch. Instructions on an object in changesets at or before the
+//! version of the copy sent are skipped, as that copy holds them.
+//!
+//! **Bootstraps** ([`ServerFile::flx_bootstrap`]) run when the client's cursor is at the latest
+//! version: objects the new set matches and the view lacks are sent whole, objects of the view
+//! it no longer matches are erased, all at the latest server version, in changesets of at most
+//! [`OBJECTS_PER_CHANGESET`] objects, the first one starting with the schema. There is always
+//! at least one changeset (realm-core needs one: `realm-client-spike.md` section 5).
+//!
+//! Not served (answered with QUERY_ERROR 226 by the session): link paths (`a.b`), `SORT`,
+//! `DISTINCT` and `LIMIT`, as Realm's flexible sync refused them; and whatever the query
+//! compiler refuses. Asymmetric classes never enter a view.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{sql_err, state_err, ServerFile};
+use crate::changeset::{Changeset, Instruction};
+use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError};
+use crate::state::{Key, Schemas, TableSpec};
+use crate::store::tables;
+
+/// Objects per bootstrap changeset: changesets of a few hundred KiB, which realm-core stages
+/// and integrates in 1 MiB chunks.
+pub const OBJECTS_PER_CHANGESET: usize = 1_000;
+
+/// The view and subscription tables, created in every state file.
+pub(crate) const TABLES: &str = "
+    CREATE TABLE IF NOT EXISTS _flx_view (
+        client INTEGER NOT NULL,
+        class TEXT NOT NULL,
+        pk BLOB NOT NULL,
+        entered_at INTEGER NOT NULL,
+        entered_version INTEGER NOT NULL,
+        left_at INTEGER,
+        left_version INTEGER,
+        state_version INTEGER NOT NULL,
+        PRIMARY KEY (client, class, pk, entered_at, entered_version)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS _flx_query (
+        client INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        bootstrapped_at INTEGER NOT NULL,
+        PRIMARY KEY (client, version)
+    ) WITHOUT ROWID;";
+
+/// A client's subscription set: its version and, per class, the query (realm-core's
+/// serialized form, `realm-wire-compat.md` section 4.8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The set's version.
+    pub version: u64,
+    /// Class name to query; classes absent match nothing.
+    pub queries: BTreeMap<String, String>,
+    /// The body as the client sent it.
+    pub body: String,
+}
+
+impl Subscription {
+    /// Parses a set's body: `{}` or `{"<Class>":"<query>", ...}` (section 4.2). The error is
+    /// the text of a QUERY_ERROR.
+    pub fn parse(version: u64, body: &str) -> Result<Subscription, String> {
+        let value: serde_json::Value = serde_json::from_str(body)
+            .map_err(|e| format!("the subscription set is not JSON: {e}"))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err("the subscription set is not a JSON object".into());
+        };
+        let mut queries = BTreeMap::new();
+        for (class, query) in map {
+            let serde_json::Value::String(query) = query else {
+                return Err(format!("the query of class {class} is not a string"));
+            };
+            queries.insert(class, query);
+        }
+        Ok(Subscription {
+            version,
+            queries,
+            body: body.to_owned(),
+        })
+    }
+
+    /// Checks that every query of the set compiles against `schemas` and is one flexible sync
+    /// serves. Classes the server does not have yet pass (they match nothing until they exist).
+    pub fn check(&self, schemas: &Schemas) -> Result<(), String> {
+        for (class, query) in &self.queries {
+            compile(schemas, class, query)?;
+        }
+        Ok(())
+    }
+}
+
+/// One class's query compiled to the SQL filter over its table (aliased `o`), with its
+/// parameters; `None` when the class has no objects to match (absent, embedded or asymmetric).
+struct Filter {
+    /// `FROM <table> o WHERE <filter>`.
+    from_where: String,
+    filter: String,
+    params: Vec<rusqlite::types::Value>,
+}
+
+fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>, String> {
+    match schemas.get(class).map(|s| &s.spec) {
+        None => return Ok(None),
+        Some(TableSpec::Embedded) => {
+            return Err(format!(
+                "{class} is an embedded class: subscribe to its parent class"
+            ))
+        }
+        Some(TableSpec::TopLevel { asymmetric, .. }) if *asymmetric => return Ok(None),
+        Some(TableSpec::TopLevel { .. }) => {}
+    }
+    let compiled = tables::compile(schemas, class, query, &[])
+        .map_err(|e| format!("query on {class}: {e}"))?;
+    let (from_where, order) = compiled
+        .tail
+        .rsplit_once(" ORDER BY ")
+        .ok_or_else(|| format!("query on {class}: unexpected compiled form"))?;
+    if order != "o._id ASC" && order != "+o._id ASC" {
+        return Err(format!(
+            "query on {class}: SORT, DISTINCT and LIMIT are not supported in subscriptions"
+        ));
+    }
+    // Each object table is `"t:<class>"`; a second one is a link being followed, which a
+    // change to another object could make match or not: not served.
+    if from_where.matches("\"t:").count() > 1 {
+        return Err(format!(
+            "query on {class}: link paths are not supported in subscriptions"
+        ));
+    }
+    let filter = from_where
+        .split_once(" o WHERE ")
+        .map(|(_, f)| f.to_owned())
+        .ok_or_else(|| format!("query on {class}: unexpected compiled form"))?;
+    Ok(Some(Filter {
+        from_where: from_where.to_owned(),
+        filter,
+        params: compiled.params,
+    }))
+}
+
+/// A primary key as the view stores it: a type tag, then the value.
+fn key_blob(key: &Key) -> Vec<u8> {
+    match key {
+        Key::Null => vec![0],
+        Key::Int(v) => [&[1u8][..], &v.to_be_bytes()].concat(),
+        Key::String(s) => [&[2u8][..], s.as_bytes()].concat(),
+        Key::GlobalKey(hi, lo) => [&[3u8][..], &hi.to_be_bytes(), &lo.to_be_bytes()].concat(),
+        Key::ObjectId(id) => [&[4u8][..], &id[..]].concat(),
+        Key::Uuid(id) => [&[5u8][..], &id[..]].concat(),
+    }
+}
+
+fn blob_key(blob: &[u8]) -> Option<Key> {
+    let (tag, rest) = blob.split_first()?;
+    Some(match tag {
+        0 if rest.is_empty() => Key::Null,
+        1 => Key::Int(i64::from_be_bytes(rest.try_into().ok()?)),
+        2 => Key::String(String::from_utf8(rest.to_vec()).ok()?),
+        3 if rest.len() == 16 => Key::GlobalKey(
+            u64::from_be_bytes(rest[..8].try_into().ok()?),
+            u64::from_be_bytes(rest[8..].try_into().ok()?),
+        ),
+        4 => Key::ObjectId(rest.try_into().ok()?),
+        5 => Key::Uuid(rest.try_into().ok()?),
+        _ => return None,
+    })
+}
+
+/// The origin file ident of changesets the server makes for `client`: realm-core refuses 0 and
+/// the client's own ident (`realm-wire-compat.md` section 6 (c) 4).
+pub fn server_origin(client: u64) -> u64 {
+    if client == 1 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Milliseconds since 2015-01-01 (Realm's origin timestamps).
+fn now_timestamp() -> u64 {
+    (super::unix_now().saturating_sub(1_420_070_400)) * 1000
+}
+
+/// A bootstrap: changesets all at `version`, the latest server version.
+pub struct Bootstrap {
+    /// The server version every entry carries, and the download cursor after it.
+    pub version: u64,
+    /// The entries, in order.
+    pub entries: Vec<DownloadEntry>,
+}
+
+/// Where a view change is recorded: the download cursor (`at`) and subscription version of
+/// the message that carries it, and the server version of the copies it sends.
+#[derive(Clone, Copy)]
+struct Stamp {
+    at: u64,
+    version: u64,
+    state_version: u64,
+}
+
+/// What one touched object does in a batch.
+enum Fate {
+    /// In the view before and after: forward instructions on it from changesets after this
+    /// version (the copy the client holds).
+    Stays(u64),
+    Enters,
+    Leaves,
+    Out,
+}
+
+impl ServerFile {
+    fn flx_conn(&self) -> &Connection {
+        self.state.connection()
+    }
+
+    /// Whether `key` of `class` matches `filter` in the state.
+    fn flx_matches(&self, class: &str, filter: &Filter, key: &Key) -> Result<bool, ProtocolError> {
+        let conn = self.flx_conn();
+        let Some(id) = tables::row_id(conn, class, key).map_err(sql_err)? else {
+            return Ok(false);
+        };
+        let sql = format!(
+            "SELECT 1 FROM {} o WHERE o._id = ?{} AND ({})",
+            tables::object_table(class),
+            filter.params.len() + 1,
+            filter.filter
+        );
+        let mut params = filter.params.clone();
+        params.push(rusqlite::types::Value::Integer(id));
+        conn.prepare_cached(&sql)
+            .and_then(|mut s| s.exists(rusqlite::params_from_iter(params.iter())))
+            .map_err(sql_err)
+    }
+
+    /// The keys of every object of `class` that `filter` matches, sorted.
+    fn flx_keys(&self, class: &str, filter: &Filter) -> Result<Vec<Key>, ProtocolError> {
+        let pk_type = match self.state.schemas().get(class).map(|s| &s.spec) {
+            Some(TableSpec::TopLevel { pk_type, .. }) => *pk_type,
+            _ => return Ok(Vec::new()),
+        };
+        let conn = self.flx_conn();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT o._pk {}", filter.from_where))
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(filter.params.iter()), |r| {
+                Ok(tables::decode_key(r.get_ref(0)?, pk_type))
+            })
+            .map_err(sql_err)?;
+        let mut keys = Vec::new();
+        for key in rows {
+            keys.push(key.map_err(sql_err)?.ok_or_else(|| corrupt(class))?);
+        }
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// The objects of the view of `client` now, by class.
+    fn flx_view(&self, client: u64) -> Result<BTreeSet<(String, Key)>, ProtocolError> {
+        let conn = self.flx_conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT class, pk FROM _flx_view WHERE client = ?1 AND left_at IS NULL")
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map([client as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(sql_err)?;
+        let mut view = BTreeSet::new();
+        for row in rows {
+            let (class, blob) = row.map_err(sql_err)?;
+            let key = blob_key(&blob).ok_or_else(|| corrupt("_flx_view"))?;
+            view.insert((class, key));
+        }
+        Ok(view)
+    }
+
+    /// The server version of the copy of an object in `client`'s view, if it is in it.
+    fn flx_in_view(
+        &self,
+        client: u64,
+        class: &str,
+        key: &Key,
+    ) -> Result<Option<u64>, ProtocolError> {
+        self.flx_conn()
+            .prepare_cached(
+                "SELECT state_version FROM _flx_view
+                 WHERE client = ?1 AND class = ?2 AND pk = ?3 AND left_at IS NULL",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![client as i64, class, key_blob(key)], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()
+            })
+            .map(|v| v.map(|v| v as u64))
+            .map_err(sql_err)
+    }
+
+    /// Records objects entering and leaving `client`'s view in the message `stamp` describes,
+    /// and with `query`, that the set was bootstrapped by it.
+    fn flx_record(
+        &self,
+        client: u64,
+        stamp: Stamp,
+        entering: &[(String, Key)],
+        leaving: &[(String, Key)],
+        query: Option<&Subscription>,
+    ) -> Result<(), ProtocolError> {
+        let Stamp {
+            at,
+            version,
+            state_version,
+        } = stamp;
+        let conn = self.flx_conn();
+        let tx = conn.unchecked_transaction().map_err(sql_err)?;
+        {
+            let mut enter = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO _flx_view
+                     (client, class, pk, entered_at, entered_version, left_at, left_version, state_version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6)",
+                )
+                .map_err(sql_err)?;
+            for (class, key) in entering {
+                enter
+                    .execute(params![
+                        client as i64,
+                        class,
+                        key_blob(key),
+                        at as i64,
+                        version as i64,
+                        state_version as i64
+                    ])
+                    .map_err(sql_err)?;
+            }
+            let mut leave = tx
+                .prepare_cached(
+                    "UPDATE _flx_view SET left_at = ?4, left_version = ?5
+                     WHERE client = ?1 AND class = ?2 AND pk = ?3 AND left_at IS NULL",
+                )
+                .map_err(sql_err)?;
+            for (class, key) in leaving {
+                leave
+                    .execute(params![
+                        client as i64,
+                        class,
+                        key_blob(key),
+                        at as i64,
+                        version as i64
+                    ])
+                    .map_err(sql_err)?;
+            }
+            if let Some(q) = query {
+                tx.execute(
+                    "INSERT OR REPLACE INTO _flx_query (client, version, body, bootstrapped_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![client as i64, q.version as i64, q.body, at as i64],
+                )
+                .map_err(sql_err)?;
+            }
+        }
+        tx.commit().map_err(sql_err)
+    }
+
+    /// At IDENT: forgets what `client` did not integrate (view changes after its `cursor` or
+    /// under a subscription version above its active `version`, sets bootstrapped after
+    /// them), and what it acknowledged leaving. Returns whether its active set was
+    /// bootstrapped here (otherwise the session bootstraps it).
+    pub fn flx_resume(
+        &mut self,
+        client: u64,
+        cursor: u64,
+        version: u64,
+    ) -> Result<bool, ProtocolError> {
+        self.check_fresh()?;
+        let conn = self.flx_conn();
+        let (c, v) = (
+            cursor.min(i64::MAX as u64) as i64,
+            version.min(i64::MAX as u64) as i64,
+        );
+        let tx = conn.unchecked_transaction().map_err(sql_err)?;
+        tx.execute(
+            "DELETE FROM _flx_view WHERE client = ?1 AND (entered_at > ?2 OR entered_version > ?3)",
+            params![client as i64, c, v],
+        )
+        .map_err(sql_err)?;
+        tx.execute(
+            "UPDATE _flx_view SET left_at = NULL, left_version = NULL
+             WHERE client = ?1 AND (left_at > ?2 OR left_version > ?3)",
+            params![client as i64, c, v],
+        )
+        .map_err(sql_err)?;
+        tx.execute(
+            "DELETE FROM _flx_view WHERE client = ?1 AND left_at IS NOT NULL",
+            params![client as i64],
+        )
+        .map_err(sql_err)?;
+        tx.execute(
+            "DELETE FROM _flx_query WHERE client = ?1 AND (version > ?3 OR bootstrapped_at > ?2)",
+            params![client as i64, c, v],
+        )
+        .map_err(sql_err)?;
+        let known: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM _flx_query WHERE client = ?1 AND version = ?2)",
+                params![client as i64, v],
+                |r| r.get(0),
+            )
+            .map_err(sql_err)?;
+        tx.execute(
+            "DELETE FROM _flx_query WHERE client = ?1 AND version < ?2",
+            params![client as i64, v],
+        )
+        .map_err(sql_err)?;
+        tx.commit().map_err(sql_err)?;
+        Ok(known)
+    }
+
+    /// Whether `query` can be served on this file now (the QUERY_ERROR text otherwise).
+    pub fn flx_check(&self, query: &Subscription) -> Result<(), String> {
+        query.check(self.state.schemas())
+    }
+
+    /// The bootstrap of `query` for `client`, whose download cursor must be at the latest
+    /// version, which must not be 0 (`None` then: nothing can carry it yet). Records the new
+    /// view and the set. `Err(Ok(text))`: the set cannot be evaluated (QUERY_ERROR 226).
+    pub fn flx_bootstrap(
+        &mut self,
+        client: u64,
+        query: &Subscription,
+    ) -> Result<Option<Bootstrap>, Result<String, ProtocolError>> {
+        self.check_fresh().map_err(Err)?;
+        let latest = self.latest;
+        if latest == 0 {
+            return Ok(None);
+        }
+        let schemas = self.state.schemas().clone();
+        let mut wanted = BTreeSet::new();
+        for (class, text) in &query.queries {
+            let Some(filter) = compile(&schemas, class, text).map_err(Ok)? else {
+                continue;
+            };
+            for key in self.flx_keys(class, &filter).map_err(Err)? {
+                wanted.insert((class.clone(), key));
+            }
+        }
+        let view = self.flx_view(client).map_err(Err)?;
+        let entering: Vec<(String, Key)> = wanted.difference(&view).cloned().collect();
+        let leaving: Vec<(String, Key)> = view.difference(&wanted).cloned().collect();
+        let changesets = self
+            .flx_whole(&schemas, true, &entering, &leaving)
+            .map_err(Err)?;
+        let stamp = Stamp {
+            at: latest,
+            version: query.version,
+            state_version: latest,
+        };
+        self.flx_record(client, stamp, &entering, &leaving, Some(query))
+            .map_err(Err)?;
+        let last_integrated = self
+            .integrated_client_version(client, latest)
+            .map_err(Err)?;
+        let timestamp = self.latest_timestamp().map_err(Err)?;
+        let entries = changesets
+            .into_iter()
+            .map(|cs| {
+                let bytes = cs.encode();
+                DownloadEntry {
+                    server_version: latest,
+                    last_integrated_client_version: last_integrated,
+                    origin_timestamp: timestamp,
+                    origin_file_ident: server_origin(client),
+                    original_changeset_size: bytes.len() as u64,
+                    changeset: bytes,
+                }
+            })
+            .collect();
+        tracing::info!(
+            client,
+            query_version = query.version,
+            entering = entering.len(),
+            leaving = leaving.len(),
+            server_version = latest,
+            "flexible sync bootstrap"
+        );
+        Ok(Some(Bootstrap {
+            version: latest,
+            entries,
+        }))
+    }
+
+    /// Changesets writing the `entering` objects whole and erasing the `leaving` ones.
+    fn flx_whole(
+        &self,
+        schemas: &Schemas,
+        schema: bool,
+        entering: &[(String, Key)],
+        leaving: &[(String, Key)],
+    ) -> Result<Vec<Changeset>, ProtocolError> {
+        let conn = self.flx_conn();
+        crate::state::whole_objects(
+            schemas,
+            schema,
+            OBJECTS_PER_CHANGESET,
+            |emit| {
+                for (class, key) in entering {
+                    let Some(id) = tables::row_id(conn, class, key).map_err(sql_err)? else {
+                        continue;
+                    };
+                    let object = tables::read_object(conn, schemas, class, id)
+                        .map_err(|e| state_err(e.into()))?;
+                    emit(class, key, &object);
+                }
+                Ok(())
+            },
+            leaving,
+        )
+    }
+
+    /// The origin timestamp of the latest changeset (now if there is none).
+    fn latest_timestamp(&self) -> Result<u64, ProtocolError> {
+        let ts: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT origin_timestamp FROM history ORDER BY version DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql_err)?;
+        Ok(ts.map_or_else(now_timestamp, |t| t as u64))
+    }
+
+    /// The history after `after` for `client` under subscription set `query`, up to
+    /// `max_bytes` of DOWNLOAD body (at least one changeset if there is any), filtered to its
+    /// view: see the [module documentation](self). Records the view's changes. Queries that
+    /// no longer compile (the schema changed under them) match nothing.
+    pub fn flx_download(
+        &mut self,
+        client: u64,
+        after: u64,
+        max_bytes: usize,
+        query: &Subscription,
+    ) -> Result<super::DownloadBatch, ProtocolError> {
+        self.check_fresh()?;
+        self.check_not_expired(client, after)?;
+        let rows: Vec<(i64, Vec<u8>, i64, i64, i64)> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
+                     FROM history WHERE version > ?1 ORDER BY version",
+                )
+                .map_err(sql_err)?;
+            let mut rows = stmt
+                .query_map([after.min(i64::MAX as u64) as i64], Self::row_to_changeset)
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for row in rows.by_ref() {
+                let row = row.map_err(sql_err)?;
+                if row.2 as u64 != client {
+                    if !out.is_empty() && bytes + row.1.len() > max_bytes {
+                        break;
+                    }
+                    bytes += row.1.len();
+                }
+                out.push(row);
+            }
+            out
+        };
+        let cursor = rows.last().map_or(after, |r| r.0 as u64);
+        let schemas = self.state.schemas().clone();
+        let mut filters: BTreeMap<&str, Option<Filter>> = BTreeMap::new();
+        for (class, text) in &query.queries {
+            let filter = compile(&schemas, class, text).unwrap_or_else(|why| {
+                tracing::warn!(client, %why, "a subscription no longer compiles: it matches nothing");
+                None
+            });
+            filters.insert(class.as_str(), filter);
+        }
+        // Decode, and collect the objects touched.
+        let mut decoded = Vec::with_capacity(rows.len());
+        let mut touched: BTreeSet<(String, Key)> = BTreeSet::new();
+        for row in rows {
+            let cs = Self::decode(row)?;
+            for i in &cs.instructions {
+                if let Some((table, pk)) = i.object() {
+                    if let (Some(class), Some(key)) = (cs.string(table), Key::resolve(pk, &cs)) {
+                        touched.insert((class.to_owned(), key));
+                    }
+                }
+            }
+            decoded.push(cs);
+        }
+        let mut fates: BTreeMap<(String, Key), Fate> = BTreeMap::new();
+        let (mut entering, mut leaving) = (Vec::new(), Vec::new());
+        for object in touched {
+            let (class, key) = &object;
+            let matches = match filters.get(class.as_str()) {
+                Some(Some(filter)) => self.flx_matches(class, filter, key)?,
+                _ => false,
+            };
+            let fate = match (self.flx_in_view(client, class, key)?, matches) {
+                (Some(copy), true) => Fate::Stays(copy),
+                (Some(_), false) => Fate::Leaves,
+                (None, true) => Fate::Enters,
+                (None, false) => Fate::Out,
+            };
+            match fate {
+                Fate::Enters => entering.push(object.clone()),
+                Fate::Leaves => leaving.push(object.clone()),
+                _ => {}
+            }
+            fates.insert(object, fate);
+        }
+        let mut entries = Vec::new();
+        for mut cs in decoded {
+            let meta = cs.meta;
+            if meta.origin_file_ident == client {
+                continue;
+            }
+            let before = cs.instructions.len();
+            let keep: Vec<bool> = cs
+                .instructions
+                .iter()
+                .map(|i: &Instruction| {
+                    let Some((table, pk)) = i.object() else {
+                        // Schema instructions reach every client.
+                        return true;
+                    };
+                    let (Some(class), Some(key)) = (cs.string(table), Key::resolve(pk, &cs))
+                    else {
+                        return false;
+                    };
+                    matches!(fates.get(&(class.to_owned(), key)), Some(Fate::Stays(copy)) if meta.version > *copy)
+                })
+                .collect();
+            let mut flags = keep.into_iter();
+            cs.instructions.retain(|_| flags.next().unwrap_or(false));
+            if cs.instructions.is_empty() {
+                continue;
+            }
+            let bytes = if cs.instructions.len() == before {
+                // Unchanged: the stored bytes.
+                self.stored_changeset(meta.version)?
+            } else {
+                cs.encode()
+            };
+            entries.push(DownloadEntry {
+                server_version: meta.version,
+                last_integrated_client_version: self
+                    .integrated_client_version(client, meta.version)?,
+                origin_timestamp: meta.origin_timestamp,
+                origin_file_ident: meta.origin_file_ident,
+                original_changeset_size: bytes.len() as u64,
+                changeset: bytes,
+            });
+        }
+        if !entering.is_empty() || !leaving.is_empty() {
+            let mut made = self.flx_whole(&schemas, false, &entering, &leaving)?;
+            let timestamp = self.latest_timestamp()?;
+            let last_integrated = self.integrated_client_version(client, cursor)?;
+            for cs in made.drain(..) {
+                let bytes = cs.encode();
+                entries.push(DownloadEntry {
+                    server_version: cursor,
+                    last_integrated_client_version: last_integrated,
+                    origin_timestamp: timestamp,
+                    origin_file_ident: server_origin(client),
+                    original_changeset_size: bytes.len() as u64,
+                    changeset: bytes,
+                });
+            }
+            let stamp = Stamp {
+                at: cursor,
+                version: query.version,
+                state_version: self.latest,
+            };
+            self.flx_record(client, stamp, &entering, &leaving, None)?;
+        }
+        Ok(super::DownloadBatch {
+            downloadable_bytes: 0,
+            entries,
+            download_server_version: cursor,
+            download_client_version: self.integrated_client_version(client, cursor)?,
+            latest_server_version: self.latest,
+            latest_server_version_salt: self.salt,
+            upload_client_version: self.integrated_client_version(client, self.latest)?,
+        })
+    }
+
+    /// The stored bytes of the changeset of server version `version`.
+    fn stored_changeset(&self, version: u64) -> Result<Vec<u8>, ProtocolError> {
+        self.conn
+            .prepare_cached("SELECT changeset FROM history WHERE version = ?1")
+            .and_then(|mut s| s.query_row([version as i64], |r| r.get(0)))
+            .map_err(sql_err)
+    }
+}
+
+fn corrupt(what: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::OtherSessionError,
+        format!("server state is corrupt: {what}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_the_view_encoding() {
+        for key in [
+            Key::Null,
+            Key::Int(-5),
+            Key::Int(i64::MAX),
+            Key::String(String::new()),
+            Key::String("ü x".into()),
+            Key::GlobalKey(1, 2),
+            Key::ObjectId([7; 12]),
+            Key::Uuid([9; 16]),
+        ] {
+            assert_eq!(blob_key(&key_blob(&key)), Some(key.clone()), "{key:?}");
+        }
+        assert_eq!(blob_key(&[]), None);
+        assert_eq!(blob_key(&[9]), None);
+        assert_eq!(blob_key(&[1, 0]), None);
+    }
+
+    #[test]
+    fn subscription_bodies_parse_or_say_why_not() {
+        let s = Subscription::parse(3, r#"{"Task":"(done == false )","Team":"TRUEPREDICATE"}"#)
+            .unwrap();
+        assert_eq!(s.version, 3);
+        assert_eq!(s.queries["Task"], "(done == false )");
+        assert_eq!(s.queries.len(), 2);
+        assert!(Subscription::parse(0, "{}").unwrap().queries.is_empty());
+        assert!(Subscription::parse(1, "[1]")
+            .unwrap_err()
+            .contains("not a JSON object"));
+        assert!(Subscription::parse(1, r#"{"Task":1}"#)
+            .unwrap_err()
+            .contains("not a string"));
+        assert!(Subscription::parse(1, "{")
+            .unwrap_err()
+            .contains("not JSON"));
+    }
+}
