@@ -56,12 +56,26 @@ async fn fixture_with(
     access_lifetime: u64,
     limits: Limits,
 ) -> Fixture {
+    fixture_full(name, permissions, access_lifetime, limits, None).await
+}
+
+/// [`fixture_with`], with flexible sync rules (JSON) if given.
+async fn fixture_full(
+    name: &str,
+    permissions: &str,
+    access_lifetime: u64,
+    limits: Limits,
+    flx_rules: Option<&str>,
+) -> Fixture {
     let dir = std::env::temp_dir().join(format!("tandem-realm-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut app = AppConfig::new(APP, TokenSigner::hs256(b"realm dialect app secret"));
     app.access_token_lifetime = Duration::from_secs(access_lifetime);
     app.sync_permissions = permissions.parse::<SyncPermissions>().unwrap();
+    if let Some(rules) = flx_rules {
+        app.flx_rules = tandem::server::realm::rules::FlxRules::from_json(rules).unwrap();
+    }
     let server = start(ServerConfig {
         allow_plain_ws: true,
         limits,
@@ -763,10 +777,15 @@ const FLX_BIND: &str = "{\"schemaVersion\":0,\"sessionReason\":0}";
 
 /// A logged-in flexible sync client's connection.
 async fn flx_client(f: &Fixture) -> Ws {
-    let (_, token) = login(f).await;
+    flx_user(f).await.0
+}
+
+/// [`flx_client`] and its user id.
+async fn flx_user(f: &Fixture) -> (Ws, String) {
+    let (user, token) = login(f).await;
     let (ws, chosen) = open(f, &route(&token), FLX_OFFER, None).await.unwrap();
     assert_eq!(chosen, "com.mongodb.realm-query-sync#14");
-    ws
+    (ws, user)
 }
 
 fn flx_ident(
@@ -1149,5 +1168,88 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
     assert!(
         got.iter().all(|m| task_ops(&flx_download(m).1).is_empty()),
         "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn flexible_sync_rules_filter_reads_and_revert_forbidden_writes() {
+    use tandem::changeset::Payload;
+    let rules = r#"{"default":{"read":false,"write":false},
+        "classes":{"Task":{"read":"done == false","write":"title == %%user.id"}}}"#;
+    let f = fixture_full(
+        "flxrules",
+        "all-authenticated",
+        1800,
+        Limits::default(),
+        Some(rules),
+    )
+    .await;
+    let (mut a, a_user) = flx_user(&f).await;
+    flx_fresh(&mut a, 1).await;
+    send(&mut a, upload(1, 1, &[(1, SCHEMA)])).await;
+    send(&mut a, query(1, 1, "{\"Task\":\"TRUEPREDICATE\"}")).await;
+    assert!(marked_ops(&mut a, 9).await.is_empty());
+    // Task 1 is A's (its title is A's id); task 2 is not: its creation is reverted.
+    let own = create_task(1, &a_user, false);
+    let other = create_task(2, "someone else", false);
+    let mut up = upload(1, 3, &[(2, &own), (3, &other)]);
+    if let ClientMessage::Upload {
+        progress_server_version,
+        entries,
+        ..
+    } = &mut up
+    {
+        *progress_server_version = 1;
+        for e in entries {
+            e.last_integrated_server_version = 1;
+        }
+    }
+    send(&mut a, up).await;
+    let error = recv(&mut a).await;
+    let (code, body) = json_error(error, 1);
+    assert_eq!(code, 231, "{body}");
+    assert_eq!(body["action"], "Warning");
+    assert_eq!(body["rejectedClientVersion"], 3);
+    let rejected = body["rejectedUpdates"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{body}");
+    assert_eq!(rejected[0]["table"], "Task");
+    // ObjectId 0...02: payload type 10, then its 12 bytes.
+    assert_eq!(rejected[0]["pk"], "CgAAAAAAAAAAAAAAAg==");
+    assert!(rejected[0]["reason"].as_str().unwrap().contains("Task"));
+    let revert_at = body["compensatingWriteServerVersion"].as_u64().unwrap();
+    // The next DOWNLOAD reaches the revert's version and erases task 2 on A; task 1, new in
+    // A's view, comes back whole (the server's copy of what A wrote).
+    let ops = marked_ops(&mut a, 2).await;
+    assert_eq!(
+        ops,
+        ["create 01", "set done 01", "set title 01", "erase 02"]
+    );
+
+    // A may not take its own task's title away from itself: the old title comes back.
+    let rename = task_changeset(1, false, &[("title", Payload::String("stolen".into()))]);
+    let mut up = upload(1, 4, &[(4, &rename)]);
+    if let ClientMessage::Upload {
+        progress_server_version,
+        entries,
+        ..
+    } = &mut up
+    {
+        *progress_server_version = revert_at;
+        entries[0].last_integrated_server_version = revert_at;
+    }
+    send(&mut a, up).await;
+    let (code, _) = json_error(recv(&mut a).await, 1);
+    assert_eq!(code, 231);
+    let ops = marked_ops(&mut a, 3).await;
+    assert!(ops.contains(&"set title 01".to_owned()), "{ops:?}");
+
+    // Reads: B subscribes to every task but sees only open ones; task 1 closed by A leaves
+    // B's view.
+    let mut b = flx_client(&f).await;
+    flx_fresh(&mut b, 1).await;
+    send(&mut b, query(1, 1, "{\"Task\":\"TRUEPREDICATE\"}")).await;
+    assert_eq!(
+        marked_ops(&mut b, 2).await,
+        ["create 01", "set done 01", "set title 01"]
     );
 }

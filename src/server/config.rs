@@ -161,6 +161,9 @@ APP SERVICES (Realm SDK apps; see docs/app-services.md):
                                default, for development), user-id (the string partition
                                equal to the user's id), shared:<p1>|<p2> (these string
                                partitions, every user) [TANDEM_SYNC_PERMISSIONS]
+    --flx-rules <FILE>         flexible sync permissions: per class, read and write filters
+                               over the objects and the user, JSON (docs/flexible-sync.md)
+                               [TANDEM_FLX_RULES] (default: all readable and writable)
 
 ADMIN:
     tandem-server api-key create --name <NAME> [--data-dir <DIR>] [--app-id <ID>]
@@ -412,6 +415,7 @@ const SETTINGS: &[(&str, bool)] = &[
     ("custom_token_public_key", false),
     ("public_url", false),
     ("sync_permissions", false),
+    ("flx_rules", false),
     ("log_format", false),
     ("log_level", false),
     ("metrics_listen", false),
@@ -427,6 +431,7 @@ const APP_SETTINGS: &[&str] = &[
     "custom_token_public_key",
     "public_url",
     "sync_permissions",
+    "flx_rules",
 ];
 
 /// Settings that only make sense on the command line (not in the file).
@@ -1021,6 +1026,15 @@ fn app(raw: &Raw, signer: Option<TokenSigner>) -> Result<Option<AppConfig>, Conf
         Some((rules, _)) => rules
             .parse()
             .map_err(|RuleError(e)| raw.bad("sync_permissions", e))?,
+    };
+    config.flx_rules = match raw.get("flx_rules") {
+        None => Default::default(),
+        Some((path, _)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| raw.bad("flx_rules", format!("cannot read {path}: {e}")))?;
+            super::realm::rules::FlxRules::from_json(&text)
+                .map_err(|e| raw.bad("flx_rules", format!("{path}: {e}")))?
+        }
     };
     Ok(Some(config))
 }

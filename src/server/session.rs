@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use super::admission::{self, Admitted};
 use super::app::AppUser;
 use super::auth::Claims;
-use super::file::flx::Subscription;
+use super::file::flx::{Compensation, Subscription};
 use super::file::ServerFile;
 use super::realm;
+use super::realm::rules::{FlxRules, UserVars};
 use super::shared::Shared;
 
 /// Largest STATE segment.
@@ -162,6 +163,10 @@ pub(super) struct Session {
     flexible: Option<Flexible>,
     /// Whether the session is a flexible sync one (IDENT must carry a query).
     is_flexible: bool,
+    /// Flexible sync: the user the rules are evaluated for.
+    user_vars: UserVars,
+    /// Flexible sync: the read and write rules.
+    rules: Arc<FlxRules>,
 }
 
 impl Session {
@@ -984,6 +989,13 @@ fn on_bind(
             client_file_ident_salt: salt,
         });
     }
+    let user_vars = match peer {
+        Peer::Realm { user, .. } => UserVars {
+            id: user.user_id.clone(),
+            data: user.data.clone(),
+        },
+        Peer::Tandem { .. } => UserVars::default(),
+    };
     tracing::info!(session, path = %target.path, user = %target.user, "session bound");
     shared.metrics.sessions_bound.inc();
     user.get_or_insert(target.user);
@@ -1004,6 +1016,8 @@ fn on_bind(
             batch: shared.config.sessions.download_batch,
             flexible: None,
             is_flexible: target.flexible,
+            user_vars,
+            rules: Arc::clone(&shared.flx_rules),
         },
     );
     Ok(replies)
@@ -1054,12 +1068,14 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
                 0,
             ));
         };
-        let active = Subscription::parse(query.version, &query.body).map_err(|why| {
-            (
-                ProtocolError::new(ErrorCode::BadQuery, format!("IDENT: {why}")),
-                session,
-            )
-        })?;
+        let active = Subscription::parse(query.version, &query.body)
+            .map_err(|why| {
+                (
+                    ProtocolError::new(ErrorCode::BadQuery, format!("IDENT: {why}")),
+                    session,
+                )
+            })?
+            .restricted(&s.rules, &s.user_vars);
         let known = lock(&s.file)
             .flx_resume(m.ident, m.download_server_version, query.version)
             .map_err(|e| (e, session))?;
@@ -1126,6 +1142,7 @@ fn on_query(s: &mut Session, session: u64, query: FlxQuery) -> Replies {
     }
     flexible.newest = query.version;
     let checked = Subscription::parse(query.version, &query.body)
+        .map(|sub| sub.restricted(&s.rules, &s.user_vars))
         .and_then(|sub| lock(&s.file).flx_check(&sub).map(|()| sub));
     match checked {
         Ok(sub) => {
@@ -1157,11 +1174,13 @@ fn integrate(
     ident: u64,
     entries: &[crate::protocol::UploadEntry],
     file: &mut ServerFile,
-) -> Result<(), Failure> {
+) -> Result<Option<Compensation>, Failure> {
     let started = std::time::Instant::now();
-    let integrated = file
-        .integrate_upload(ident, entries)
-        .map_err(|e| (e, session));
+    let integrated = match s.flexible {
+        Some(_) => file.flx_integrate_checked(ident, entries, &s.rules, &s.user_vars),
+        None => file.integrate_upload(ident, entries).map(|i| (i, None)),
+    }
+    .map_err(|e| (e, session));
     let took = started.elapsed();
     shared
         .metrics
@@ -1170,15 +1189,15 @@ fn integrate(
     if took > std::time::Duration::from_secs(1) {
         tracing::warn!(path = %s.path, session, entries = entries.len(), seconds = took.as_secs_f64(), "slow integration");
     }
-    let integrated = integrated?;
-    if !integrated.versions.is_empty() {
+    let (integrated, compensation) = integrated?;
+    if !integrated.versions.is_empty() || compensation.is_some() {
         shared
             .metrics
             .changesets_integrated
             .inc_by(integrated.versions.len() as u64);
         shared.changed(&s.path);
     }
-    Ok(())
+    Ok(compensation)
 }
 
 fn on_upload(
@@ -1191,8 +1210,15 @@ fn on_upload(
     shared.metrics.uploads.inc();
     s.upload_server_version = s.upload_server_version.max(progress_server_version);
     let ident = s.ident("UPLOAD")?;
-    integrate(shared, s, session, ident, entries, &mut lock(&s.file))?;
-    Ok(s.download(session, true).into_iter().collect())
+    let compensation = integrate(shared, s, session, ident, entries, &mut lock(&s.file))?;
+    // A compensating write is reported first; the DOWNLOAD carrying its revert follows, and
+    // realm-core surfaces the error once it integrates that (section 4.7).
+    let mut replies: Vec<ServerMessage> = compensation
+        .map(|c| realm::compensating_write(&c, session))
+        .into_iter()
+        .collect();
+    replies.extend(s.download(session, true));
+    Ok(replies)
 }
 
 fn on_mark(s: &mut Session, session: u64, request_ident: u64) -> Replies {

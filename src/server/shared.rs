@@ -242,6 +242,8 @@ pub(super) struct Shared {
     pub(super) app_router: Option<axum::Router>,
     /// Who may bind which partition (Realm dialect).
     pub(super) permissions: SyncPermissions,
+    /// Flexible sync's read and write filters.
+    pub(super) flx_rules: Arc<super::realm::rules::FlxRules>,
     /// Becomes true at shutdown.
     pub(super) stop: tokio::sync::watch::Receiver<bool>,
     /// What every part of the server records.
@@ -270,6 +272,13 @@ impl Shared {
             Arc::clone(&metrics),
         );
         Shared {
+            flx_rules: Arc::new(
+                config
+                    .app
+                    .as_ref()
+                    .map(|a| a.flx_rules.clone())
+                    .unwrap_or_default(),
+            ),
             permissions: config
                 .app
                 .as_ref()

@@ -95,6 +95,9 @@ pub struct AppConfig {
     /// Who may sync which partition on the Realm sync endpoint (`--sync-permissions`; default
     /// `all-authenticated`).
     pub sync_permissions: super::realm::permissions::SyncPermissions,
+    /// Flexible sync's read and write filters per class (`--flx-rules`; default: everything
+    /// readable and writable).
+    pub flx_rules: super::realm::rules::FlxRules,
 }
 
 impl AppConfig {
@@ -113,6 +116,7 @@ impl AppConfig {
             custom_token_key: None,
             public_url: None,
             sync_permissions: Default::default(),
+            flx_rules: Default::default(),
         }
     }
 }
@@ -146,6 +150,9 @@ pub struct AppUser {
     pub user_id: String,
     /// Expiry of the access token, seconds since the Unix epoch.
     pub exp: u64,
+    /// The user's profile data (`name` and `email` of custom-token users), which flexible
+    /// sync rules read as `%%user.data.<field>`.
+    pub data: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why an access token was refused.
@@ -257,12 +264,13 @@ impl AppServices {
         now: u64,
     ) -> Result<AppUser, AccessTokenError> {
         let verified = tokens::verify(&self.config, token, "access", now)?;
-        match self.store().user_exists(&verified.sub) {
-            Ok(true) => Ok(AppUser {
+        match self.store().user_data(&verified.sub) {
+            Ok(Some(data)) => Ok(AppUser {
                 user_id: verified.sub,
                 exp: verified.exp,
+                data,
             }),
-            Ok(false) => Err(AccessTokenError::Invalid(
+            Ok(None) => Err(AccessTokenError::Invalid(
                 "the user no longer exists".into(),
             )),
             Err(e) => Err(AccessTokenError::Invalid(e.0)),

@@ -241,6 +241,24 @@ impl Store {
             .map_err(sql)
     }
 
+    /// A user's profile data, `None` if the user does not exist.
+    pub fn user_data(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, AppError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT data FROM users WHERE id = ?1", [user_id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)?;
+        Ok(text.map(|t| match serde_json::from_str(&t) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        }))
+    }
+
     /// Whether the user exists.
     pub fn user_exists(&self, user_id: &str) -> Result<bool, AppError> {
         self.conn

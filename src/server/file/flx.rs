@@ -38,10 +38,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{sql_err, state_err, ServerFile};
+use super::{sql_err, state_err, Integrated, ServerFile};
 use crate::changeset::{Changeset, Instruction};
-use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError};
-use crate::state::{Key, Schemas, TableSpec};
+use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
+use crate::server::realm::rules::{FlxRules, UserVars};
+use crate::state::{Key, Object, Schemas, TableSpec};
 use crate::store::tables;
 
 /// Objects per bootstrap changeset: changesets of a few hundred KiB, which realm-core stages
@@ -102,6 +103,28 @@ impl Subscription {
             queries,
             body: body.to_owned(),
         })
+    }
+
+    /// The set as `user` may see it: each class's query AND its read filter (`rules`); a class
+    /// the user may not read is left out. The body stays the client's.
+    pub fn restricted(&self, rules: &FlxRules, user: &UserVars) -> Subscription {
+        let mut queries = BTreeMap::new();
+        for (class, query) in &self.queries {
+            match rules.class(class).read.for_user(user) {
+                None => {}
+                Some(read) if read == "TRUEPREDICATE" => {
+                    queries.insert(class.clone(), query.clone());
+                }
+                Some(read) => {
+                    queries.insert(class.clone(), format!("({query}) AND ({read})"));
+                }
+            }
+        }
+        Subscription {
+            version: self.version,
+            queries,
+            body: self.body.clone(),
+        }
     }
 
     /// Checks that every query of the set compiles against `schemas` and is one flexible sync
@@ -221,6 +244,18 @@ struct Stamp {
     at: u64,
     version: u64,
     state_version: u64,
+}
+
+/// A compensating write: uploaded writes the rules refused, reverted by the server
+/// (`realm-wire-compat.md` section 4.7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compensation {
+    /// Each object whose writes were reverted: class, primary key and why.
+    pub rejected: Vec<(String, Key, String)>,
+    /// The last client version of the upload (`rejectedClientVersion`).
+    pub client_version: u64,
+    /// The server version of the reverting changeset (`compensatingWriteServerVersion`).
+    pub server_version: u64,
 }
 
 /// What one touched object does in a batch.
@@ -608,11 +643,16 @@ impl ServerFile {
         // Decode, and collect the objects touched.
         let mut decoded = Vec::with_capacity(rows.len());
         let mut touched: BTreeSet<(String, Key)> = BTreeSet::new();
+        // Objects the client wrote itself: it may hold them even outside its view.
+        let mut own: BTreeSet<(String, Key)> = BTreeSet::new();
         for row in rows {
             let cs = Self::decode(row)?;
             for i in &cs.instructions {
                 if let Some((table, pk)) = i.object() {
                     if let (Some(class), Some(key)) = (cs.string(table), Key::resolve(pk, &cs)) {
+                        if cs.meta.origin_file_ident == client {
+                            own.insert((class.to_owned(), key.clone()));
+                        }
                         touched.insert((class.to_owned(), key));
                     }
                 }
@@ -631,6 +671,9 @@ impl ServerFile {
                 (Some(copy), true) => Fate::Stays(copy),
                 (Some(_), false) => Fate::Leaves,
                 (None, true) => Fate::Enters,
+                // Written by the client but not visible to it (outside its subscriptions or
+                // its read rules, or reverted by a compensating write): erased there.
+                (None, false) if own.contains(&object) => Fate::Leaves,
                 (None, false) => Fate::Out,
             };
             match fate {
@@ -678,7 +721,11 @@ impl ServerFile {
                 last_integrated_client_version: self
                     .integrated_client_version(client, meta.version)?,
                 origin_timestamp: meta.origin_timestamp,
-                origin_file_ident: meta.origin_file_ident,
+                // A compaction snapshot's origin is 0, which realm-core refuses.
+                origin_file_ident: match meta.origin_file_ident {
+                    0 => server_origin(client),
+                    origin => origin,
+                },
                 original_changeset_size: bytes.len() as u64,
                 changeset: bytes,
             });
@@ -713,6 +760,215 @@ impl ServerFile {
             latest_server_version: self.latest,
             latest_server_version_salt: self.salt,
             upload_client_version: self.integrated_client_version(client, self.latest)?,
+        })
+    }
+
+    /// [`ServerFile::integrate_upload`] for a flexible sync client under `rules`: every object
+    /// the upload's new changesets touch in a class whose write filter is not `true` must match
+    /// that filter (for `user`) before the upload (if it existed) and after it (if it still
+    /// exists). The upload is integrated whole; then the writes to objects that break the
+    /// rule are reverted by one changeset the server makes (objects that existed get their
+    /// whole earlier copy back, objects created are erased), returned as a [`Compensation`].
+    pub fn flx_integrate_checked(
+        &mut self,
+        client: u64,
+        entries: &[UploadEntry],
+        rules: &FlxRules,
+        user: &UserVars,
+    ) -> Result<(Integrated, Option<Compensation>), ProtocolError> {
+        if !rules.restricts_writes() {
+            return Ok((self.integrate_upload(client, entries)?, None));
+        }
+        self.check_fresh()?;
+        if self.state.version() != self.latest {
+            self.catch_up_state()?;
+        }
+        let done = self.integrated_client_version(client, self.latest)?;
+        let mut touched: BTreeSet<(String, Key)> = BTreeSet::new();
+        for entry in entries.iter().filter(|e| e.client_version > done) {
+            let Ok(cs) = entry.to_changeset(client) else {
+                break; // integrate_upload refuses it
+            };
+            for i in &cs.instructions {
+                if let Some((table, pk)) = i.object() {
+                    if let (Some(class), Some(key)) = (cs.string(table), Key::resolve(pk, &cs)) {
+                        if rules.class(class).write != crate::server::realm::rules::Filter::All {
+                            touched.insert((class.to_owned(), key));
+                        }
+                    }
+                }
+            }
+        }
+        // Before: whether each object exists, may be written, and its copy.
+        let schemas = self.state.schemas().clone();
+        let mut before: BTreeMap<(String, Key), (bool, Option<Object>)> = BTreeMap::new();
+        for object in &touched {
+            let (class, key) = object;
+            let copy = self.flx_object(&schemas, class, key)?;
+            let allowed = match &copy {
+                None => true,
+                Some(_) => self.flx_writable(&schemas, rules, user, class, key)?,
+            };
+            before.insert(object.clone(), (allowed, copy));
+        }
+        let integrated = self.integrate_upload(client, entries)?;
+        let schemas = self.state.schemas().clone();
+        let mut rejected = Vec::new();
+        let (mut restore, mut erase) = (Vec::new(), Vec::new());
+        for ((class, key), (allowed_before, copy)) in before {
+            let exists = self.flx_row(&class, &key)?.is_some();
+            let allowed_after =
+                !exists || self.flx_writable(&schemas, rules, user, &class, &key)?;
+            if allowed_before && allowed_after {
+                continue;
+            }
+            let reason = format!("write not allowed by the rules of class {class}");
+            match copy {
+                Some(object) => restore.push((class.clone(), key.clone(), object)),
+                None => erase.push((class.clone(), key.clone())),
+            }
+            rejected.push((class, key, reason));
+        }
+        if rejected.is_empty() {
+            return Ok((integrated, None));
+        }
+        let revert = crate::state::whole_objects(
+            &schemas,
+            false,
+            usize::MAX,
+            |emit| -> Result<(), ProtocolError> {
+                for (class, key, object) in &restore {
+                    emit(class, key, object);
+                }
+                Ok(())
+            },
+            &erase,
+        )?
+        .remove(0);
+        let timestamp = entries
+            .iter()
+            .map(|e| e.origin_timestamp)
+            .max()
+            .unwrap_or(0)
+            .max(now_timestamp())
+            + 1;
+        let server_version = self.integrate_server_changeset(&revert, timestamp)?;
+        tracing::info!(
+            client,
+            rejected = rejected.len(),
+            server_version,
+            "compensating write"
+        );
+        Ok((
+            integrated,
+            Some(Compensation {
+                rejected,
+                client_version: entries.iter().map(|e| e.client_version).max().unwrap_or(0),
+                server_version,
+            }),
+        ))
+    }
+
+    /// The row of the object of `class` with `key` in the state, if it exists (a class the
+    /// state does not have yet has no rows, nor a table).
+    fn flx_row(&self, class: &str, key: &Key) -> Result<Option<i64>, ProtocolError> {
+        if !matches!(
+            self.state.schemas().get(class).map(|s| &s.spec),
+            Some(TableSpec::TopLevel { .. })
+        ) {
+            return Ok(None);
+        }
+        tables::row_id(self.flx_conn(), class, key).map_err(sql_err)
+    }
+
+    /// The object of `class` with `key` in the state, if it exists.
+    fn flx_object(
+        &self,
+        schemas: &Schemas,
+        class: &str,
+        key: &Key,
+    ) -> Result<Option<Object>, ProtocolError> {
+        let conn = self.flx_conn();
+        match self.flx_row(class, key)? {
+            None => Ok(None),
+            Some(id) => tables::read_object(conn, schemas, class, id)
+                .map(Some)
+                .map_err(|e| state_err(e.into())),
+        }
+    }
+
+    /// Whether the existing object of `class` with `key` matches the class's write filter for
+    /// `user`. A filter that does not compile allows nothing.
+    fn flx_writable(
+        &self,
+        schemas: &Schemas,
+        rules: &FlxRules,
+        user: &UserVars,
+        class: &str,
+        key: &Key,
+    ) -> Result<bool, ProtocolError> {
+        let Some(query) = rules.class(class).write.for_user(user) else {
+            return Ok(false);
+        };
+        match compile(schemas, class, &query) {
+            Ok(Some(filter)) => self.flx_matches(class, &filter, key),
+            Ok(None) => Ok(false),
+            Err(why) => {
+                tracing::warn!(class, %why, "a write rule does not compile: nothing may be written");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Integrates a changeset the server makes (a compensating write), based on the latest
+    /// version, as the upload of the server's own client file (allocated once per server file;
+    /// its ident is never 0 nor any client's); its server version.
+    fn integrate_server_changeset(
+        &mut self,
+        changeset: &Changeset,
+        origin_timestamp: u64,
+    ) -> Result<u64, ProtocolError> {
+        self.conn
+            .execute_batch("CREATE TABLE IF NOT EXISTS server_writer (ident INTEGER NOT NULL)")
+            .map_err(sql_err)?;
+        let existing: Option<i64> = self
+            .conn
+            .query_row("SELECT ident FROM server_writer", [], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?;
+        let writer = match existing {
+            Some(ident) => ident as u64,
+            None => {
+                let (ident, _) = self.allocate_client_file()?;
+                self.conn
+                    .execute(
+                        "DELETE FROM client_file_pending WHERE ident = ?1",
+                        [ident as i64],
+                    )
+                    .and_then(|_| {
+                        self.conn.execute(
+                            "INSERT INTO server_writer (ident) VALUES (?1)",
+                            [ident as i64],
+                        )
+                    })
+                    .map_err(sql_err)?;
+                ident
+            }
+        };
+        self.mark_seen(writer, self.latest);
+        let entry = UploadEntry {
+            client_version: self.integrated_client_version(writer, self.latest)? + 1,
+            last_integrated_server_version: self.latest,
+            origin_timestamp,
+            origin_file_ident: 0,
+            changeset: changeset.encode(),
+        };
+        let integrated = self.integrate_upload(writer, &[entry])?;
+        integrated.versions.last().copied().ok_or_else(|| {
+            ProtocolError::new(
+                ErrorCode::OtherSessionError,
+                "the compensating write was not integrated",
+            )
         })
     }
 

@@ -17,6 +17,7 @@
 
 pub mod partition;
 pub mod permissions;
+pub mod rules;
 
 use crate::protocol::{ErrorCode, ProtocolError, ServerMessage};
 
@@ -106,6 +107,81 @@ pub fn negotiate(offer: &str) -> Result<(String, u32, Mode), NegotiationError> {
         }
         None => Err(NegotiationError::NoCommonVersion),
     }
+}
+
+/// The JSON_ERROR 231 of a compensating write (`realm-wire-compat.md` section 4.7): the six
+/// keys with action `Warning` (the session goes on), `rejectedUpdates` (table, primary key as
+/// realm-core's `parse_base64_encoded_primary_key` reads it, reason), `rejectedClientVersion`
+/// and `compensatingWriteServerVersion`. Objects with a GlobalKey are left out of
+/// `rejectedUpdates` (realm-core cannot read one there).
+pub fn compensating_write(
+    c: &crate::server::file::flx::Compensation,
+    session: u64,
+) -> ServerMessage {
+    let message = match c.rejected.as_slice() {
+        [(class, _, reason)] => format!("a write to {class} was reverted: {reason}"),
+        many => format!("writes to {} objects were reverted", many.len()),
+    };
+    let ServerMessage::JsonError { code, json, .. } =
+        json_error(ErrorCode::CompensatingWrite, &message, session, "Warning")
+    else {
+        unreachable!("json_error makes a JSON_ERROR")
+    };
+    let mut body: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    body["tryAgain"] = true.into();
+    body["rejectedUpdates"] = c
+        .rejected
+        .iter()
+        .filter_map(|(table, key, reason)| {
+            Some(serde_json::json!({
+                "table": table,
+                "pk": inline_primary_key(key)?,
+                "reason": reason,
+            }))
+        })
+        .collect::<Vec<_>>()
+        .into();
+    body["rejectedClientVersion"] = c.client_version.into();
+    body["compensatingWriteServerVersion"] = c.server_version.into();
+    ServerMessage::JsonError {
+        code,
+        session,
+        json: body.to_string(),
+    }
+}
+
+/// A primary key as `rejectedUpdates[].pk`: base64 of the payload type (a varint), then the
+/// value, a string inline (its length, then its bytes), as in the changeset format
+/// (`realm-sync.md` section 2.2). Only Null, Int, String, ObjectId and UUID; `None` for a
+/// GlobalKey.
+pub fn inline_primary_key(key: &crate::state::Key) -> Option<String> {
+    use crate::changeset::varint::{write_i64, write_u64};
+    use crate::changeset::PayloadType;
+    use crate::state::Key;
+    use base64::Engine;
+    let mut out = Vec::new();
+    match key {
+        Key::Null => write_i64(&mut out, PayloadType::Null.code()),
+        Key::Int(v) => {
+            write_i64(&mut out, PayloadType::Int.code());
+            write_i64(&mut out, *v);
+        }
+        Key::String(s) => {
+            write_i64(&mut out, PayloadType::String.code());
+            write_u64(&mut out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Key::ObjectId(id) => {
+            write_i64(&mut out, PayloadType::ObjectId.code());
+            out.extend_from_slice(id);
+        }
+        Key::Uuid(id) => {
+            write_i64(&mut out, PayloadType::Uuid.code());
+            out.extend_from_slice(id);
+        }
+        Key::GlobalKey(..) => return None,
+    }
+    Some(base64::engine::general_purpose::STANDARD.encode(out))
 }
 
 /// What a Realm client is sent for an error.
@@ -236,6 +312,30 @@ mod tests {
             .map(|v| format!("{prefix}{v}"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    #[test]
+    fn rejected_primary_keys_are_inline_payloads_in_base64() {
+        use crate::state::Key;
+        use base64::Engine;
+        let raw = |k: &Key| {
+            base64::engine::general_purpose::STANDARD
+                .decode(inline_primary_key(k).unwrap())
+                .unwrap()
+        };
+        // Payload types: Null 0, Int 1, String 3, ObjectId 10, UUID 11 (realm-sync.md 2.2);
+        // values in the changeset format's varint.
+        assert_eq!(raw(&Key::Null), [0x00]);
+        assert_eq!(raw(&Key::Int(5)), [0x01, 0x05]);
+        assert_eq!(raw(&Key::Int(-1)), [0x01, 0x40]);
+        assert_eq!(raw(&Key::String("ab".into())), [0x03, 0x02, b'a', b'b']);
+        let mut oid = vec![0x0a];
+        oid.extend([7u8; 12]);
+        assert_eq!(raw(&Key::ObjectId([7; 12])), oid);
+        let mut uuid = vec![0x0b];
+        uuid.extend([9u8; 16]);
+        assert_eq!(raw(&Key::Uuid([9; 16])), uuid);
+        assert_eq!(inline_primary_key(&Key::GlobalKey(1, 2)), None);
     }
 
     #[test]

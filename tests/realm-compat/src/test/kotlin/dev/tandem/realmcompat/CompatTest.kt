@@ -82,4 +82,12 @@ abstract class CompatTest {
         schema: List<ClassDef> = listOf(TASK),
         options: OpenOptions = OpenOptions(),
     ): SyncedRealm = use(SyncedRealm.open(user, partitionOf(partition), schema, user.app.baseDir.resolve("$file.realm"), options))
+
+    /** Opens a flexible sync realm for [user] at `work/<client>/<file>.realm` (no subscriptions yet). */
+    fun Resources.flxRealm(
+        user: RealmUser,
+        schema: List<ClassDef>,
+        file: String = "default",
+        options: OpenOptions = OpenOptions(),
+    ): FlxRealm = use(FlxRealm.open(user, schema, user.app.baseDir.resolve("$file.realm"), options))
 }

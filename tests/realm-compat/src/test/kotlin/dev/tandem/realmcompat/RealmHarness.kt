@@ -21,6 +21,10 @@ import io.realm.kotlin.internal.interop.FrozenRealmT
 import io.realm.kotlin.internal.interop.Link
 import io.realm.kotlin.internal.interop.LiveRealmT
 import io.realm.kotlin.internal.interop.LogCallback
+import io.realm.kotlin.internal.interop.LongPointerWrapper
+import io.realm.kotlin.internal.interop.RealmMutableSubscriptionSetT
+import io.realm.kotlin.internal.interop.RealmSubscriptionSetT
+import io.realm.kotlin.internal.interop.sync.CoreSubscriptionSetState
 import io.realm.kotlin.internal.interop.MemTrackingAllocator
 import io.realm.kotlin.internal.interop.NativePointer
 import io.realm.kotlin.internal.interop.PropertyFlags
@@ -34,6 +38,7 @@ import io.realm.kotlin.internal.interop.RealmMapT
 import io.realm.kotlin.internal.interop.RealmObjectInterop
 import io.realm.kotlin.internal.interop.RealmObjectT
 import io.realm.kotlin.internal.interop.RealmSetT
+import io.realm.kotlin.internal.interop.RealmSyncConfigT
 import io.realm.kotlin.internal.interop.RealmSyncSessionT
 import io.realm.kotlin.internal.interop.RealmUserT
 import io.realm.kotlin.internal.interop.RealmValue
@@ -488,17 +493,19 @@ data class OpenOptions(
 )
 
 /**
- * A partition-based synced realm opened by realm-core: [open] creates its config like
- * realm-kotlin's SyncConfigurationImpl (schema mode ADDITIVE_DISCOVERED, partition as EJSON,
+ * A synced realm opened by realm-core: [open] creates a partition-based one, its config made
+ * like realm-kotlin's SyncConfigurationImpl (schema mode ADDITIVE_DISCOVERED, partition as EJSON,
  * error handler, client reset handlers), then realm_open with a generic scheduler.
+ * [FlxRealm] is the flexible sync variant: the same, but for the sync config.
  */
-class SyncedRealm private constructor(
+open class SyncedRealm protected constructor(
     val user: RealmUser,
     val path: Path,
-    val realm: NativePointer<LiveRealmT>,
-    val errors: LinkedBlockingQueue<SyncError>,
-    val resets: LinkedBlockingQueue<ResetEvent>,
+    opened: Opened,
 ) : AutoCloseable {
+    val realm: NativePointer<LiveRealmT> = opened.realm
+    val errors: LinkedBlockingQueue<SyncError> = opened.errors
+    val resets: LinkedBlockingQueue<ResetEvent> = opened.resets
     private val session: NativePointer<RealmSyncSessionT> = RealmInterop.realm_sync_session_get(realm)
     private val connectionStates = LinkedBlockingQueue<CoreConnectionState>()
     private val connectionToken = RealmInterop.realm_sync_session_register_connection_state_change_callback(session) { _, new ->
@@ -506,14 +513,38 @@ class SyncedRealm private constructor(
     }
     private var closed = false
 
+    /** What [openNative] made: the live realm and the queues its sync config's callbacks fill. */
+    class Opened(
+        val realm: NativePointer<LiveRealmT>,
+        val errors: LinkedBlockingQueue<SyncError>,
+        val resets: LinkedBlockingQueue<ResetEvent>,
+    )
+
     companion object {
+        /** Opens the partition-based realm of [partition] (EJSON, see [partitionOf]) at [path]. */
         fun open(
             user: RealmUser,
             partition: String,
             schema: List<ClassDef>,
             path: Path,
             options: OpenOptions = OpenOptions(),
-        ): SyncedRealm {
+        ): SyncedRealm = SyncedRealm(
+            user,
+            path,
+            openNative(schema, path, options) { RealmInterop.realm_sync_config_new(user.pointer, partition) },
+        )
+
+        /**
+         * Opens a synced realm at [path] whose sync config [newSyncConfig] makes
+         * (realm_sync_config_new or realm_flx_sync_config_new); everything else is the same for
+         * both sync modes, as in realm-kotlin's SyncConfigurationImpl.
+         */
+        internal fun openNative(
+            schema: List<ClassDef>,
+            path: Path,
+            options: OpenOptions,
+            newSyncConfig: () -> NativePointer<RealmSyncConfigT>,
+        ): Opened {
             path.parent.createDirectories()
             val errors = LinkedBlockingQueue<SyncError>()
             val resets = LinkedBlockingQueue<ResetEvent>()
@@ -522,7 +553,7 @@ class SyncedRealm private constructor(
             RealmInterop.realm_config_set_schema(config, RealmInterop.realm_schema_new(schema.map { it.info() }))
             RealmInterop.realm_config_set_schema_mode(config, SchemaMode.RLM_SCHEMA_MODE_ADDITIVE_DISCOVERED)
             RealmInterop.realm_config_set_schema_version(config, 0)
-            val sync = RealmInterop.realm_sync_config_new(user.pointer, partition)
+            val sync = newSyncConfig()
             options.trustCa?.let { realmc.realm_sync_config_set_ssl_trust_certificate_path(with(RealmInterop) { sync.cptr() }, it.toString()) }
             RealmInterop.realm_sync_config_set_error_handler(sync, SyncErrorCallback { _, error -> errors.add(error) })
             RealmInterop.realm_sync_config_set_resync_mode(sync, options.resyncMode)
@@ -545,7 +576,7 @@ class SyncedRealm private constructor(
             })
             RealmInterop.realm_config_set_sync_config(config, sync)
             val realm = RealmInterop.realm_open(config, RealmInterop.realm_create_scheduler()).first
-            return SyncedRealm(user, path, realm, errors, resets)
+            return Opened(realm, errors, resets)
         }
     }
 
@@ -760,6 +791,171 @@ class SyncedRealm private constructor(
                 val link = getterScope { with(RealmInterop) { realm_results_get(results, i) }.getLink() }
                 value(resolve(className, link), "_id")
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flexible sync realms.
+
+/** One subscription as core stores it; [query] is core's serialisation of the RQL, the text it sends to the server. */
+data class Subscription(val name: String?, val className: String, val query: String)
+
+/** A subscription set's version and state as [FlxRealm.awaitSubscriptions] found it ([error] only in state ERROR). */
+data class SubscriptionResult(val version: Long, val state: CoreSubscriptionSetState, val error: String?)
+
+/**
+ * A flexible sync realm (protocol `com.mongodb.realm-query-sync`): a [SyncedRealm] (write, read,
+ * waits, pause/resume, errors) opened with `realm_flx_sync_config_new(user)` instead of a
+ * partition, plus its subscriptions, updated the way realm-kotlin's SubscriptionSetImpl.update
+ * does (make the latest set mutable, insert_or_assign/erase, commit, release the mutable set).
+ * A commit makes a new set version; core sends it to the server in a QUERY message and the set
+ * goes Pending, then Bootstrapping, AwaitingMark and Complete, or Error if the server refuses it.
+ */
+class FlxRealm private constructor(user: RealmUser, path: Path, opened: Opened) : SyncedRealm(user, path, opened) {
+    companion object {
+        fun open(user: RealmUser, schema: List<ClassDef>, path: Path, options: OpenOptions = OpenOptions()): FlxRealm =
+            FlxRealm(user, path, openNative(schema, path, options) { RealmInterop.realm_flx_sync_config_new(user.pointer) })
+    }
+
+    /** The changes of one [updateSubscriptions] (a mutable copy of the latest set). */
+    inner class SubscriptionUpdate internal constructor(private val set: NativePointer<RealmMutableSubscriptionSetT>) {
+        /**
+         * Adds subscription [name] (or replaces its query): [query] in RQL on [className], parsed
+         * with realm_query_parse (sort/distinct/limit clauses are kept: core adds the query's
+         * ordering). Returns whether it was new.
+         */
+        fun add(name: String, className: String, query: String): Boolean = inputScope {
+            val classKey = RealmInterop.realm_find_class(realm, className) ?: throw IllegalArgumentException("no class $className in ${path.fileName}")
+            val parsed = RealmInterop.realm_query_parse(realm, classKey, query, queryArgsOf(emptyList()))
+            try {
+                val (sub, inserted) = RealmInterop.realm_sync_subscriptionset_insert_or_assign(set, parsed, name)
+                sub.release()
+                inserted
+            } finally {
+                parsed.release()
+            }
+        }
+
+        /** Removes subscription [name]; returns whether there was one. */
+        fun remove(name: String): Boolean = RealmInterop.realm_sync_subscriptionset_erase_by_name(set, name)
+
+        /** Removes every subscription; returns whether there was any. */
+        fun removeAll(): Boolean = RealmInterop.realm_sync_subscriptionset_clear(set)
+    }
+
+    /** Applies [block] to a mutable copy of the latest subscription set and commits it; returns the new set's version. */
+    fun updateSubscriptions(block: SubscriptionUpdate.() -> Unit): Long {
+        val latest = RealmInterop.realm_sync_get_latest_subscriptionset(realm)
+        try {
+            val mutable = RealmInterop.realm_sync_make_subscriptionset_mutable(latest)
+            try {
+                SubscriptionUpdate(mutable).block()
+                val committed = RealmInterop.realm_sync_subscriptionset_commit(mutable)
+                try {
+                    return RealmInterop.realm_sync_subscriptionset_version(committed)
+                } finally {
+                    committed.release()
+                }
+            } finally {
+                // As realm-kotlin does: the mutable set holds a write transaction on the file until released.
+                mutable.release()
+            }
+        } finally {
+            latest.release()
+        }
+    }
+
+    /** Adds (or replaces) the named subscriptions `(name, className, query)` in one new set; returns its version. */
+    fun subscribe(vararg subs: Triple<String, String, String>): Long = updateSubscriptions {
+        subs.forEach { (name, className, query) -> add(name, className, query) }
+    }
+
+    private fun <T> latest(block: (NativePointer<RealmSubscriptionSetT>) -> T): T {
+        val set = RealmInterop.realm_sync_get_latest_subscriptionset(realm)
+        try {
+            return block(set)
+        } finally {
+            set.release()
+        }
+    }
+
+    /** The version of the latest (newest committed) subscription set; 0 is the empty set core makes at open. */
+    val latestVersion: Long get() = latest { RealmInterop.realm_sync_subscriptionset_version(it) }
+
+    /**
+     * The version of the active set: the newest one that reached Complete (the one core names in
+     * its IDENT on a reconnect). RealmInterop has no wrapper; the SWIG function has.
+     */
+    val activeVersion: Long
+        get() {
+            val set = LongPointerWrapper<RealmSubscriptionSetT>(realmc.realm_sync_get_active_subscription_set(with(RealmInterop) { realm.cptr() }), true)
+            try {
+                return RealmInterop.realm_sync_subscriptionset_version(set)
+            } finally {
+                set.release()
+            }
+        }
+
+    /** The state of the latest subscription set, as stored now. */
+    fun subscriptionState(): CoreSubscriptionSetState = latest { RealmInterop.realm_sync_subscriptionset_state(it) }
+
+    /** The subscriptions of the latest set, in core's order, with core's serialised queries. */
+    fun subscriptions(): List<Subscription> = latest { set ->
+        (0 until RealmInterop.realm_sync_subscriptionset_size(set)).map { i ->
+            val sub = RealmInterop.realm_sync_subscription_at(set, i)
+            try {
+                Subscription(
+                    RealmInterop.realm_sync_subscription_name(sub),
+                    RealmInterop.realm_sync_subscription_object_class_name(sub),
+                    RealmInterop.realm_sync_subscription_query_string(sub),
+                )
+            } finally {
+                sub.release()
+            }
+        }
+    }
+
+    /**
+     * Waits until the latest subscription set is Complete or Error and returns its version, state
+     * and (for Error) core's error string; then refreshes the realm so reads see the bootstrap.
+     * Polls (realm_sync_subscriptionset_refresh every 20 ms) on this thread rather than using
+     * realm_sync_on_subscriptionset_state_change_async, so no callback crosses threads. Fails at
+     * once if the session reports a fatal sync error (it would never complete), and after
+     * [seconds] naming the state it was stuck in.
+     */
+    fun awaitSubscriptions(seconds: Long = 30): SubscriptionResult {
+        val set = RealmInterop.realm_sync_get_latest_subscriptionset(realm)
+        try {
+            val deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds)
+            val version = RealmInterop.realm_sync_subscriptionset_version(set)
+            while (true) {
+                RealmInterop.realm_sync_subscriptionset_refresh(set)
+                val state = RealmInterop.realm_sync_subscriptionset_state(set)
+                when (state) {
+                    CoreSubscriptionSetState.RLM_SYNC_SUBSCRIPTION_COMPLETE -> {
+                        RealmInterop.realm_refresh(realm)
+                        return SubscriptionResult(version, state, null)
+                    }
+                    CoreSubscriptionSetState.RLM_SYNC_SUBSCRIPTION_ERROR ->
+                        return SubscriptionResult(version, state, RealmInterop.realm_sync_subscriptionset_error_str(set))
+                    CoreSubscriptionSetState.RLM_SYNC_SUBSCRIPTION_SUPERSEDED ->
+                        throw AssertionError("subscription set $version was superseded while waiting for it ($path)")
+                    else -> {}
+                }
+                errors.firstOrNull { it.isFatal }?.let {
+                    throw AssertionError("subscription set $version is $state and the session stopped with a fatal sync error: ${describe(it)}")
+                }
+                if (System.nanoTime() > deadline) {
+                    throw AssertionError(
+                        "subscription set $version still $state after $seconds s (connection $connectionState); " +
+                            "sync errors: ${errors.map { describe(it) }}",
+                    )
+                }
+                Thread.sleep(20)
+            }
+        } finally {
+            set.release()
         }
     }
 }
