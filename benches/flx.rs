@@ -34,13 +34,13 @@
 //! the machine's cores are shared. Nothing is retried: an ERROR, JSON_ERROR, QUERY_ERROR, close
 //! or a 120 s silence ends the run with the last messages of that connection.
 //!
-//! Run, quick sizes (about two minutes on two cores):
+//! Run, quick sizes (about 30 s on two cores, after the build):
 //!
 //! ```text
 //! FLX_BENCH_OBJECTS=100000 FLX_BENCH_SESSIONS=100 nice cargo bench --features server --bench flx
 //! ```
 //!
-//! Full sizes (the defaults: 1,000,000 objects, 1,000 sessions):
+//! Full sizes (the defaults: 1,000,000 objects, 1,000 sessions; about 4 minutes):
 //!
 //! ```text
 //! nice cargo bench --features server --bench flx
@@ -860,7 +860,6 @@ struct FanOut {
 
 /// `writes` writes by `writer`, each retitling the object `target(w)` names, which the
 /// sessions in its set should receive; the others only see their cursor move.
-#[allow(clippy::too_many_arguments)]
 async fn fan_out(
     writer: &mut Writer,
     events: &mut UnboundedReceiver<Event>,

@@ -1047,7 +1047,7 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
 
     // B subscribes to the done tasks.
     let mut b = flx_client(&f).await;
-    let (_, got) = flx_fresh(&mut b, 1).await;
+    let (b_id, got) = flx_fresh(&mut b, 1).await;
     assert!(got
         .iter()
         .any(|m| flx_download(m).0.batch_state == BatchState::LastInBatch));
@@ -1169,6 +1169,19 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
         got.iter().all(|m| task_ops(&flx_download(m).1).is_empty()),
         "{got:?}"
     );
+
+    // B lost the DOWNLOAD that brought task 1 into its view (it reconnects with the cursor of
+    // its bootstrap, 3): the server rolls the view back and sends task 1 again.
+    drop(b);
+    let mut b = flx_client(&f).await;
+    send(&mut b, bind(1, FLX_BIND, false)).await;
+    send(
+        &mut b,
+        flx_ident(1, b_id, [3, 0, 3, *salt], 1, "{\"Task\":\"done == true\"}"),
+    )
+    .await;
+    let ops = marked_ops(&mut b, 1).await;
+    assert_eq!(ops, ["create 01", "set done 01", "set title 01"]);
 }
 
 #[tokio::test]

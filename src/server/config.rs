@@ -2014,6 +2014,43 @@ mod tests {
     }
 
     #[test]
+    fn flexible_sync_rules_are_read_from_their_file() {
+        let dir = Dir::new("flx-rules");
+        let secret = dir.write("secret", "0123456789abcdef0123\n");
+        let good = dir.write(
+            "rules.json",
+            r#"{"classes":{"Task":{"read":true,"write":"owner == %%user.id"}}}"#,
+        );
+        let bad = dir.write("bad.json", r#"{"classes":{"Task":{"read":1}}}"#);
+        let with = |file: &str| {
+            parse(
+                &args(&[
+                    "--insecure-ws",
+                    "--jwt-secret-file",
+                    &secret,
+                    "--app-id",
+                    "a",
+                    "--flx-rules",
+                    file,
+                ]),
+                no_env,
+            )
+        };
+        let rules = serve_config(with(&good)).app.unwrap().flx_rules;
+        assert!(rules.restricts_writes());
+        assert_eq!(
+            rules.class("Task").write,
+            crate::server::realm::rules::Filter::Query("owner == %%user.id".into())
+        );
+        let err = with(&bad).err().expect("a bad rules file is an error");
+        assert!(err.to_string().contains("classes.Task.read"), "{err}");
+        let err = with("/nonexistent/rules.json")
+            .err()
+            .expect("a missing file");
+        assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+
+    #[test]
     fn sync_permissions_are_parsed_and_need_an_app() {
         let dir = Dir::new("permissions");
         let secret = dir.write("secret", "0123456789abcdef0123\n");

@@ -1210,6 +1210,11 @@ fn on_upload(
     shared.metrics.uploads.inc();
     s.upload_server_version = s.upload_server_version.max(progress_server_version);
     let ident = s.ident("UPLOAD")?;
+    if s.flexible.is_some() {
+        lock(&s.file)
+            .flx_acknowledged(ident, progress_server_version)
+            .map_err(|e| (e, session))?;
+    }
     let compensation = integrate(shared, s, session, ident, entries, &mut lock(&s.file))?;
     // A compensating write is reported first; the DOWNLOAD carrying its revert follows, and
     // realm-core surfaces the error once it integrates that (section 4.7).

@@ -477,6 +477,25 @@ impl ServerFile {
         Ok(known)
     }
 
+    /// Forgets the objects that left `client`'s view in messages at or before `integrated`, a
+    /// server version the client reports having integrated (UPLOAD's progress): it can never
+    /// roll back past it, so those rows are not needed any more. Keeps the view's table from
+    /// growing with every object that ever left it during a long session.
+    pub fn flx_acknowledged(&self, client: u64, integrated: u64) -> Result<(), ProtocolError> {
+        self.flx_conn()
+            .prepare_cached(
+                "DELETE FROM _flx_view WHERE client = ?1 AND left_at IS NOT NULL AND left_at <= ?2",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    client as i64,
+                    integrated.min(i64::MAX as u64) as i64
+                ])
+            })
+            .map(drop)
+            .map_err(sql_err)
+    }
+
     /// Whether `query` can be served on this file now (the QUERY_ERROR text otherwise).
     pub fn flx_check(&self, query: &Subscription) -> Result<(), String> {
         query.check(self.state.schemas())
@@ -663,6 +682,17 @@ impl ServerFile {
         let (mut entering, mut leaving) = (Vec::new(), Vec::new());
         for object in touched {
             let (class, key) = &object;
+            // Asymmetric classes are upload-only: nothing about them is ever sent.
+            if matches!(
+                schemas.get(class.as_str()).map(|s| &s.spec),
+                Some(TableSpec::TopLevel {
+                    asymmetric: true,
+                    ..
+                })
+            ) {
+                fates.insert(object, Fate::Out);
+                continue;
+            }
             let matches = match filters.get(class.as_str()) {
                 Some(Some(filter)) => self.flx_matches(class, filter, key)?,
                 _ => false,
