@@ -335,12 +335,23 @@ impl Session {
             return None;
         }
         let batch = match &self.flexible {
-            Some(f) => lock(&self.file)
-                .flx_download(ident, self.cursor, self.batch, &f.active)
+            Some(f) => {
+                let mut file = lock(&self.file);
+                // A session waiting for its first bootstrap with nothing in its view skips
+                // the history (the bootstrap carries everything).
+                let skip = match f.pending.is_empty() {
+                    true => Ok(None),
+                    false => file.flx_skip_to_latest(ident, self.cursor),
+                };
+                skip.and_then(|skip| match skip {
+                    Some(batch) => Ok(batch),
+                    None => file.flx_download(ident, self.cursor, self.batch, &f.active),
+                })
                 .map_err(
                     |e| tracing::warn!(session = id, error = %e, "flexible sync download failed"),
                 )
-                .ok()?,
+                .ok()?
+            }
             None => lock(&self.file)
                 .download(ident, self.cursor, self.batch)
                 .ok()?,

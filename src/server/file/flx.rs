@@ -477,6 +477,55 @@ impl ServerFile {
         Ok(known)
     }
 
+    /// When `client` waits for a bootstrap, holds nothing in its view and has written nothing
+    /// after `after`, the history after `after` has nothing for it that the bootstrap will not
+    /// carry (its objects come whole, its schema first): the batch that moves its cursor to
+    /// the latest version at once, without reading that history. `None` otherwise. A fresh
+    /// client then waits for its first bootstrap the time of one query, not of a walk through
+    /// the whole history.
+    pub fn flx_skip_to_latest(
+        &self,
+        client: u64,
+        after: u64,
+    ) -> Result<Option<super::DownloadBatch>, ProtocolError> {
+        self.check_fresh()?;
+        self.check_not_expired(client, after)?;
+        if after >= self.latest {
+            return Ok(None);
+        }
+        let holds: bool = self
+            .flx_conn()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM _flx_view WHERE client = ?1 AND left_at IS NULL)",
+            )
+            .and_then(|mut s| s.query_row([client as i64], |r| r.get(0)))
+            .map_err(sql_err)?;
+        let wrote: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM history WHERE origin_file_ident = ?1 AND version > ?2)",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![client as i64, after.min(i64::MAX as u64) as i64], |r| {
+                    r.get(0)
+                })
+            })
+            .map_err(sql_err)?;
+        if holds || wrote {
+            return Ok(None);
+        }
+        let at_latest = self.integrated_client_version(client, self.latest)?;
+        Ok(Some(super::DownloadBatch {
+            downloadable_bytes: 0,
+            entries: Vec::new(),
+            download_server_version: self.latest,
+            download_client_version: at_latest,
+            latest_server_version: self.latest,
+            latest_server_version_salt: self.salt,
+            upload_client_version: at_latest,
+        }))
+    }
+
     /// Forgets the objects that left `client`'s view in messages at or before `integrated`, a
     /// server version the client reports having integrated (UPLOAD's progress): it can never
     /// roll back past it, so those rows are not needed any more. Keeps the view's table from
