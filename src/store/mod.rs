@@ -37,16 +37,14 @@ mod write;
 #[cfg_attr(not(feature = "server"), allow(unused_imports))]
 pub(crate) mod tables {
     pub(crate) use super::apply::{apply, ApplyFailure};
-    #[cfg(feature = "server")]
-    pub(crate) use super::codec::decode_key;
     pub(crate) use super::layout::{init, load};
     #[cfg(feature = "server")]
     pub(crate) use super::layout::{object_table, row_id};
     #[cfg(feature = "server")]
     pub(crate) use super::query::compile;
-    #[cfg(feature = "server")]
-    pub(crate) use super::read::read_object;
     pub(crate) use super::read::{export, for_each_object};
+    #[cfg(feature = "server")]
+    pub(crate) use super::read::{for_each_match, read_object};
 }
 
 use std::fmt;

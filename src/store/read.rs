@@ -234,18 +234,92 @@ pub(crate) fn read_object(
         let row = rows
             .next()?
             .ok_or_else(|| corrupt(format!("row {id} of {class}")))?;
-        for (i, (prop, column)) in singles.iter().enumerate() {
-            let field = single_field(conn, schemas, column, row, 2 * i)?;
-            object.fields.insert((*prop).clone(), field);
-        }
+        object = object_of_row(conn, schemas, class, schema, &singles, row, 0, id)?;
+    } else {
+        collections_of(conn, schemas, class, schema, id, &mut object)?;
     }
+    Ok(object)
+}
+
+/// The object whose single-valued columns `row` holds from result column `at` on (as
+/// [`select_singles`] lists them), with its collections read by row id `id`.
+#[allow(clippy::too_many_arguments)]
+fn object_of_row(
+    conn: &Connection,
+    schemas: &Schemas,
+    class: &str,
+    schema: &TableSchema,
+    singles: &[(&String, &ColumnSpec)],
+    row: &rusqlite::Row<'_>,
+    at: usize,
+    id: i64,
+) -> Result<Object, StoreError> {
+    let mut object = Object::default();
+    for (i, (prop, column)) in singles.iter().enumerate() {
+        let field = single_field(conn, schemas, column, row, at + 2 * i)?;
+        object.fields.insert((*prop).clone(), field);
+    }
+    collections_of(conn, schemas, class, schema, id, &mut object)?;
+    Ok(object)
+}
+
+/// Adds the collection properties of the object at row `id` to `object`.
+fn collections_of(
+    conn: &Connection,
+    schemas: &Schemas,
+    class: &str,
+    schema: &TableSchema,
+    id: i64,
+    object: &mut Object,
+) -> Result<(), StoreError> {
     for (prop, column) in &schema.columns {
         if column.collection != CollectionType::Single {
             let field = read_collection(conn, schemas, class, prop, column, id)?;
             object.fields.insert(prop.clone(), field);
         }
     }
-    Ok(object)
+    Ok(())
+}
+
+/// Calls `f` with the key and stored object (links as stored, as [`read_object`]) of every
+/// object of top-level `class` that a compiled query's `tail` (`FROM <table> o WHERE …`, with
+/// `params`) selects, in its order: one statement over the matches, plus one per collection
+/// property of each (the server's flexible sync bootstraps).
+#[cfg(feature = "server")]
+pub(crate) fn for_each_match(
+    conn: &Connection,
+    schemas: &Schemas,
+    class: &str,
+    tail: &str,
+    params: &[rusqlite::types::Value],
+    f: &mut dyn FnMut(Key, Object),
+) -> Result<(), StoreError> {
+    let schema = schemas
+        .get(class)
+        .ok_or_else(|| corrupt(format!("class {class}")))?;
+    let TableSpec::TopLevel { pk_type, .. } = schema.spec else {
+        return Err(corrupt(format!("{class} is not a top-level class")));
+    };
+    let singles = singles(schema);
+    let sql = match singles.is_empty() {
+        true => format!("SELECT o._id, o._pk {tail}"),
+        false => format!(
+            "SELECT o._id, o._pk, {} {tail}",
+            select_singles(&singles, "o.")
+        ),
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let key = codec::decode_key(row.get_ref(1)?, pk_type)
+            .ok_or_else(|| corrupt(format!("primary key of {class}")))?;
+        f(
+            key,
+            object_of_row(conn, schemas, class, schema, &singles, row, 2, id)?,
+        );
+    }
+    Ok(())
 }
 
 /// Hides unresolved links in `fields` (each with the column declaring it), as

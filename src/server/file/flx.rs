@@ -292,29 +292,6 @@ impl ServerFile {
             .map_err(sql_err)
     }
 
-    /// The keys of every object of `class` that `filter` matches, sorted.
-    fn flx_keys(&self, class: &str, filter: &Filter) -> Result<Vec<Key>, ProtocolError> {
-        let pk_type = match self.state.schemas().get(class).map(|s| &s.spec) {
-            Some(TableSpec::TopLevel { pk_type, .. }) => *pk_type,
-            _ => return Ok(Vec::new()),
-        };
-        let conn = self.flx_conn();
-        let mut stmt = conn
-            .prepare_cached(&format!("SELECT o._pk {}", filter.from_where))
-            .map_err(sql_err)?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(filter.params.iter()), |r| {
-                Ok(tables::decode_key(r.get_ref(0)?, pk_type))
-            })
-            .map_err(sql_err)?;
-        let mut keys = Vec::new();
-        for key in rows {
-            keys.push(key.map_err(sql_err)?.ok_or_else(|| corrupt(class))?);
-        }
-        keys.sort_unstable();
-        Ok(keys)
-    }
-
     /// The objects of the view of `client` now, by class.
     fn flx_view(&self, client: u64) -> Result<BTreeSet<(String, Key)>, ProtocolError> {
         let conn = self.flx_conn();
@@ -564,21 +541,61 @@ impl ServerFile {
             return Ok(None);
         }
         let schemas = self.state.schemas().clone();
-        let mut wanted = BTreeSet::new();
+        let view = self.flx_view(client).map_err(Err)?;
+        let mut filters = Vec::new();
         for (class, text) in &query.queries {
-            let Some(filter) = compile(&schemas, class, text).map_err(Ok)? else {
-                continue;
-            };
-            for key in self.flx_keys(class, &filter).map_err(Err)? {
-                wanted.insert((class.clone(), key));
+            if let Some(filter) = compile(&schemas, class, text).map_err(Ok)? {
+                filters.push((class, filter));
             }
         }
-        let view = self.flx_view(client).map_err(Err)?;
-        let entering: Vec<(String, Key)> = wanted.difference(&view).cloned().collect();
+        // One scan per class: objects the view lacks are written whole as they are read.
+        let mut wanted: BTreeSet<(String, Key)> = BTreeSet::new();
+        let mut entering: Vec<(String, Key)> = Vec::new();
+        let conn = self.flx_conn();
+        let mut changesets = crate::state::whole_objects(
+            &schemas,
+            true,
+            OBJECTS_PER_CHANGESET,
+            |emit| -> Result<(), ProtocolError> {
+                for (class, filter) in &filters {
+                    tables::for_each_match(
+                        conn,
+                        &schemas,
+                        class,
+                        &filter.from_where,
+                        &filter.params,
+                        &mut |key, object| {
+                            let object_key = ((*class).clone(), key);
+                            if !view.contains(&object_key) {
+                                emit(class, &object_key.1, &object);
+                                entering.push(object_key.clone());
+                            }
+                            wanted.insert(object_key);
+                        },
+                    )
+                    .map_err(|e| state_err(e.into()))?;
+                }
+                Ok(())
+            },
+            &[],
+        )
+        .map_err(Err)?;
         let leaving: Vec<(String, Key)> = view.difference(&wanted).cloned().collect();
-        let changesets = self
-            .flx_whole(&schemas, true, &entering, &leaving)
+        if !leaving.is_empty() {
+            let erasures = crate::state::whole_objects(
+                &schemas,
+                false,
+                OBJECTS_PER_CHANGESET,
+                |_| -> Result<(), ProtocolError> { Ok(()) },
+                &leaving,
+            )
             .map_err(Err)?;
+            // The last object changeset may be empty (nothing entered).
+            if changesets.last().is_some_and(|c| c.instructions.is_empty()) {
+                changesets.pop();
+            }
+            changesets.extend(erasures);
+        }
         let stamp = Stamp {
             at: latest,
             version: query.version,

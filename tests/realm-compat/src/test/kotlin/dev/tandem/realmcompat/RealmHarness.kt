@@ -17,6 +17,7 @@ import io.realm.kotlin.internal.interop.ClassKey
 import io.realm.kotlin.internal.interop.CollectionType
 import io.realm.kotlin.internal.interop.CoreError
 import io.realm.kotlin.internal.interop.CoreLogLevel
+import io.realm.kotlin.internal.interop.ErrorCode
 import io.realm.kotlin.internal.interop.FrozenRealmT
 import io.realm.kotlin.internal.interop.Link
 import io.realm.kotlin.internal.interop.LiveRealmT
@@ -396,15 +397,27 @@ data class Prop(
     }
 }
 
-/** One class of a Realm schema; synced top-level classes need an `_id` primary key. */
-data class ClassDef(val name: String, val props: List<Prop>, val embedded: Boolean = false) {
+/**
+ * One class of a Realm schema; synced top-level classes need an `_id` primary key.
+ * [asymmetric] is realm-kotlin's `AsymmetricRealmObject` (`RLM_CLASS_ASYMMETRIC`): flexible
+ * sync only, insert-only, uploaded and never downloaded.
+ */
+data class ClassDef(val name: String, val props: List<Prop>, val embedded: Boolean = false, val asymmetric: Boolean = false) {
+    init {
+        require(!(embedded && asymmetric)) { "class $name cannot be both embedded and asymmetric" }
+    }
+
     val primaryKey: String get() = props.firstOrNull { it.primaryKey }?.name ?: ""
 
     fun info(): Pair<ClassInfo, List<PropertyInfo>> = ClassInfo(
         name = name,
         primaryKey = primaryKey,
         numProperties = props.size.toLong(),
-        flags = if (embedded) ClassFlags.RLM_CLASS_EMBEDDED else ClassFlags.RLM_CLASS_NORMAL,
+        flags = when {
+            embedded -> ClassFlags.RLM_CLASS_EMBEDDED
+            asymmetric -> ClassFlags.RLM_CLASS_ASYMMETRIC
+            else -> ClassFlags.RLM_CLASS_NORMAL
+        },
     ) to props.map { it.info() }
 }
 
@@ -478,6 +491,16 @@ class RealmObj(val realm: SyncedRealm, val className: String, val pointer: Nativ
 // ---------------------------------------------------------------------------------------------
 // Synced realms.
 
+/**
+ * One object of a compensating write as core reported it (`realm_sync_error_compensating_write_info_t`):
+ * the server's [reason], the class ([objectName]) and the [primaryKey] (converted with
+ * [toKotlin] inside the error callback: core's value lives only as long as the callback).
+ */
+data class CompensatingWrite(val reason: String, val objectName: String, val primaryKey: Any?)
+
+/** A sync error that carried compensating writes ([writes] in core's order), with the error itself. */
+class CompensatingWriteError(val error: SyncError, val writes: List<CompensatingWrite>)
+
 /** What the client reset handlers saw. */
 data class ResetEvent(val phase: String, val didRecover: Boolean? = null)
 
@@ -506,6 +529,12 @@ open class SyncedRealm protected constructor(
     val realm: NativePointer<LiveRealmT> = opened.realm
     val errors: LinkedBlockingQueue<SyncError> = opened.errors
     val resets: LinkedBlockingQueue<ResetEvent> = opened.resets
+
+    /**
+     * The sync errors that came with compensating writes (`RLM_ERR_SYNC_COMPENSATING_WRITE`),
+     * with their objects; each is in [errors] too.
+     */
+    val compensatingWrites: LinkedBlockingQueue<CompensatingWriteError> = opened.compensatingWrites
     private val session: NativePointer<RealmSyncSessionT> = RealmInterop.realm_sync_session_get(realm)
     private val connectionStates = LinkedBlockingQueue<CoreConnectionState>()
     private val connectionToken = RealmInterop.realm_sync_session_register_connection_state_change_callback(session) { _, new ->
@@ -518,6 +547,7 @@ open class SyncedRealm protected constructor(
         val realm: NativePointer<LiveRealmT>,
         val errors: LinkedBlockingQueue<SyncError>,
         val resets: LinkedBlockingQueue<ResetEvent>,
+        val compensatingWrites: LinkedBlockingQueue<CompensatingWriteError>,
     )
 
     companion object {
@@ -548,6 +578,7 @@ open class SyncedRealm protected constructor(
             path.parent.createDirectories()
             val errors = LinkedBlockingQueue<SyncError>()
             val resets = LinkedBlockingQueue<ResetEvent>()
+            val compensating = LinkedBlockingQueue<CompensatingWriteError>()
             val config = RealmInterop.realm_config_new()
             RealmInterop.realm_config_set_path(config, path.toString())
             RealmInterop.realm_config_set_schema(config, RealmInterop.realm_schema_new(schema.map { it.info() }))
@@ -555,7 +586,15 @@ open class SyncedRealm protected constructor(
             RealmInterop.realm_config_set_schema_version(config, 0)
             val sync = newSyncConfig()
             options.trustCa?.let { realmc.realm_sync_config_set_ssl_trust_certificate_path(with(RealmInterop) { sync.cptr() }, it.toString()) }
-            RealmInterop.realm_sync_config_set_error_handler(sync, SyncErrorCallback { _, error -> errors.add(error) })
+            RealmInterop.realm_sync_config_set_error_handler(sync, SyncErrorCallback { _, error ->
+                // The compensating writes' primary keys point into core's error struct, which
+                // is freed when this callback returns: convert them here (realm-kotlin does too).
+                val writes = error.compensatingWrites.map { CompensatingWrite(it.reason, it.objectName, it.primaryKey.toKotlin()) }
+                if (writes.isNotEmpty() || error.errorCode.errorCode == ErrorCode.RLM_ERR_SYNC_COMPENSATING_WRITE) {
+                    compensating.add(CompensatingWriteError(error, writes))
+                }
+                errors.add(error)
+            })
             RealmInterop.realm_sync_config_set_resync_mode(sync, options.resyncMode)
             RealmInterop.realm_sync_config_set_before_client_reset_handler(sync, object : SyncBeforeClientResetHandler {
                 override fun onBeforeReset(realmBefore: NativePointer<FrozenRealmT>) {
@@ -576,7 +615,7 @@ open class SyncedRealm protected constructor(
             })
             RealmInterop.realm_config_set_sync_config(config, sync)
             val realm = RealmInterop.realm_open(config, RealmInterop.realm_create_scheduler()).first
-            return Opened(realm, errors, resets)
+            return Opened(realm, errors, resets, compensating)
         }
     }
 
@@ -663,6 +702,11 @@ open class SyncedRealm protected constructor(
             errors.addAll(skipped)
         }
     }
+
+    /** The next compensating write error within [seconds] (it is also in [errors]; [awaitError] may see it too). */
+    fun awaitCompensatingWrite(seconds: Long = 30): CompensatingWriteError =
+        compensatingWrites.poll(seconds, TimeUnit.SECONDS)
+            ?: throw AssertionError("no compensating write error in $seconds s; sync errors: ${errors.map { describe(it) }}")
 
     /** The client reset event of [phase] within [seconds]. */
     fun awaitReset(phase: String, seconds: Long = 30): ResetEvent {
@@ -774,6 +818,16 @@ open class SyncedRealm protected constructor(
             inputScope { with(RealmInterop) { realm_dictionary_insert(map, transport(key), transport(value)) } }
         }
 
+        /**
+         * Number of objects in [className]'s table (`realm_get_num_objects`, no query: core
+         * refuses queries on asymmetric classes' tables).
+         */
+        fun size(className: String): Long {
+            val out = LongArray(1)
+            check(realmc.realm_get_num_objects(with(RealmInterop) { realm.cptr() }, classKey(className).key, out)) { "realm_get_num_objects($className) failed" }
+            return out[0]
+        }
+
         /** Number of objects of [className]. */
         fun count(className: String): Long = inputScope {
             val query = RealmInterop.realm_query_parse(realm, classKey(className), "TRUEPREDICATE", queryArgsOf(emptyList()))
@@ -846,6 +900,23 @@ class FlxRealm private constructor(user: RealmUser, path: Path, opened: Opened) 
 
     /** Applies [block] to a mutable copy of the latest subscription set and commits it; returns the new set's version. */
     fun updateSubscriptions(block: SubscriptionUpdate.() -> Unit): Long {
+        // realm-core 14.12 race (FINDINGS.md): a commit made while the sync thread writes to the
+        // subscription store (just after the server's IDENT) can throw RLM_ERR_BAD_VERSION
+        // "Unable to lock version N" (N a database version) after the set was committed, when
+        // core reopens it. The set is there then: its version is the latest one.
+        val before = latestVersion
+        try {
+            return updateSubscriptionsOnce(block)
+        } catch (e: Exception) {
+            if (e.message?.contains("Unable to lock version") != true) throw e
+            RealmInterop.realm_refresh(realm)
+            val after = latestVersion
+            if (after <= before) throw e
+            return after
+        }
+    }
+
+    private fun updateSubscriptionsOnce(block: SubscriptionUpdate.() -> Unit): Long {
         val latest = RealmInterop.realm_sync_get_latest_subscriptionset(realm)
         try {
             val mutable = RealmInterop.realm_sync_make_subscriptionset_mutable(latest)
@@ -962,4 +1033,5 @@ class FlxRealm private constructor(user: RealmUser, path: Path, opened: Opened) 
 
 /** One line describing a sync error for assertion messages. */
 fun describe(e: SyncError): String =
-    "${e.errorCode.errorCode}(${e.errorCode.errorCodeNativeValue}) fatal=${e.isFatal} reset=${e.isClientResetRequested}: ${e.errorCode.message}"
+    "${e.errorCode.errorCode}(${e.errorCode.errorCodeNativeValue}) fatal=${e.isFatal} reset=${e.isClientResetRequested}: ${e.errorCode.message}" +
+        if (e.compensatingWrites.isEmpty()) "" else " (${e.compensatingWrites.size} compensating writes)"

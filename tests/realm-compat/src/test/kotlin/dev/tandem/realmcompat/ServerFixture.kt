@@ -12,12 +12,14 @@ import java.nio.file.Files
 import java.nio.file.Path
 import java.nio.file.StandardCopyOption
 import java.util.Base64
+import java.util.concurrent.CompletableFuture
 import java.util.concurrent.TimeUnit
 import javax.crypto.Mac
 import javax.crypto.spec.SecretKeySpec
 import kotlin.io.path.createDirectories
 import kotlin.io.path.exists
 import kotlin.io.path.writeBytes
+import kotlin.io.path.writeText
 
 /** The test CA and the server certificate it signed (made by run.sh with openssl). */
 object TestTls {
@@ -67,6 +69,12 @@ data class ServerOptions(
     val tls: Boolean = false,
     /** Pass `--custom-token-secret-file` (the provider list itself goes in [extraArgs]). */
     val customTokens: Boolean = false,
+    /**
+     * Flexible sync rules (the JSON of `src/server/realm/rules.rs`): written to
+     * `<server dir>/flx-rules.json` and passed as `--flx-rules`; null: no rules file (every
+     * object readable and writable).
+     */
+    val flxRules: String? = null,
     val extraArgs: List<String> = emptyList(),
 )
 
@@ -92,6 +100,9 @@ class TandemServer(val dir: Path, val options: ServerOptions = ServerOptions()) 
     private var starts = 0
     private var secretFile: Path = writeSecret("jwt-secret", jwtSecret)
     private val customSecretFile: Path = writeSecret("custom-token-secret", customTokenSecret)
+
+    /** The `--flx-rules` file, when [ServerOptions.flxRules] is given. */
+    val flxRulesFile: Path? = options.flxRules?.let { rules -> dir.resolve("flx-rules.json").also { it.writeText(rules) } }
 
     init {
         dataDir.createDirectories()
@@ -119,6 +130,7 @@ class TandemServer(val dir: Path, val options: ServerOptions = ServerOptions()) 
         if (options.customTokens) {
             args += listOf("--custom-token-secret-file", customSecretFile.toString())
         }
+        flxRulesFile?.let { args += listOf("--flx-rules", it.toString()) }
         args += options.extraArgs
         return args
     }
@@ -171,6 +183,18 @@ class TandemServer(val dir: Path, val options: ServerOptions = ServerOptions()) 
         val out = p.inputStream.readBytes().decodeToString()
         check(p.waitFor(20, TimeUnit.SECONDS) && p.exitValue() == 0) { "api-key create failed: $out" }
         return Regex("\\b[0-9a-f]{64}\\b").find(out)?.value ?: error("no key in: $out")
+    }
+
+    /**
+     * Runs `tandem-server admin <args> --data-dir <data dir>` (e.g. `state /flx`) and returns its
+     * standard output; fails with its output if it exits non-zero.
+     */
+    fun admin(vararg args: String): String {
+        val p = ProcessBuilder(listOf(serverBinary(), "admin") + args + listOf("--data-dir", dataDir.toString())).start()
+        val err = CompletableFuture.supplyAsync { p.errorStream.readBytes().decodeToString() }
+        val out = p.inputStream.readBytes().decodeToString()
+        check(p.waitFor(20, TimeUnit.SECONDS) && p.exitValue() == 0) { "admin ${args.joinToString(" ")} failed: $out${err.get()}" }
+        return out
     }
 
     /** Whether the process is running. */
