@@ -918,6 +918,12 @@ fn unsupported_realm_core_constructs_are_refused_by_name() {
         "int > 0 SORT(int ASC) DISTINCT(string) LIMIT(1)",
         "DISTINCT(…) is not supported",
     );
+    // What realm-core sends for a flexible sync subscription with an ordering.
+    refused(
+        r#"(string == "a" DISTINCT(int))"#,
+        "DISTINCT(…) inside parentheses",
+    );
+    refused(r#"(int > 1 SORT(int ASC))"#, "SORT(…) inside parentheses");
     refused("@links.L.x.@count > 0", "backlinks (@links");
     refused("@links.@count == 0", "backlinks (@links");
     refused(r#"link == obj("class_L", 1)"#, "link target literals obj(");

@@ -664,6 +664,16 @@ impl Parser<'_> {
         if *self.peek() == Tok::LParen {
             self.next();
             let inner = self.predicate()?;
+            // realm-core's flexible sync serializes a subscription's ordering inside its
+            // parentheses: `(owner == "a" SORT(title ASC))`.
+            for clause in ["SORT", "DISTINCT", "LIMIT"] {
+                if is_kw(self.peek(), clause) {
+                    return self.fail(format!(
+                        "{clause}(…) inside parentheses: SORT, DISTINCT and LIMIT may only end \
+                         the whole query (flexible sync subscriptions take none of them)"
+                    ));
+                }
+            }
             self.expect(Tok::RParen, "')'")?;
             return Ok(inner);
         }
