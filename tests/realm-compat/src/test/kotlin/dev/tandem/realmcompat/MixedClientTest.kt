@@ -6,6 +6,9 @@
 // The schema (AllTypes, AllTypesEmbedded, LinkTarget; 92 AllTypes properties) is generated from
 // the same table peer.rs uses: for each scalar type the eight properties T, T_opt, T_list,
 // T_set, T_dict, T_opt_list, T_opt_set, T_opt_dict, then mixed, links and embedded objects.
+//
+// The schema, values, canonical JSON, CoreObjects, TandemPeer and Samples below are shared with
+// FlexibleMixedClientTest (the same exchange on a flexible sync app).
 
 package dev.tandem.realmcompat
 
@@ -214,6 +217,19 @@ object Canonical {
             .joinToString(",", "{", "}") { entry(it, fields[it.name]) }
 }
 
+/**
+ * Asserts [actual] is the canonical text of [expected]; on failure names each property that
+ * differs, with the value [actualFields] holds when given (else the expected entry only).
+ */
+fun assertCanonical(cls: ClassDef, expected: Map<String, Any?>, actual: String, what: String, actualFields: Map<String, Any?>? = null) {
+    val text = Canonical.obj(cls, expected)
+    if (text == actual) return
+    val differing = cls.props.filterNot { actual.contains(Canonical.entry(it, expected[it.name])) }.map {
+        "expected " + Canonical.entry(it, expected[it.name]) + (actualFields?.let { f -> "\n    got " + Canonical.entry(it, f[it.name]) } ?: "")
+    }
+    assertEquals(text, actual, "$what: ${differing.size} properties differ:${differing.joinToString("\n  ", "\n  ")}\n")
+}
+
 // ---------------------------------------------------------------------------------------------
 // realm-core side: writes and reads those values through RealmInterop.
 
@@ -357,10 +373,11 @@ class CoreObjects(private val synced: SyncedRealm) {
 
 /**
  * The Tandem client: runs `realm_peer` (path from `-Dtandem.peer.bin`, built by run.sh) against
- * [server] on server path `/"p1"` with its database in [dir], with a token that
+ * [server] on server path [path] (partition "p1", `/"p1"`, unless given; `/flx` is all flexible
+ * sync data of the app) with its database in [dir], with a token for [path] that
  * `tandem-server --issue-token` signs with the server's JWT secret.
  */
-class TandemPeer(private val server: TandemServer, private val dir: Path) {
+class TandemPeer(private val server: TandemServer, private val dir: Path, val path: String = PATH) {
     private val binary: String = System.getProperty("tandem.peer.bin")?.takeIf { it.isNotEmpty() }
         ?: error("set -Dtandem.peer.bin (tests/realm-compat/run.sh builds examples/realm_peer and passes it)")
     private var runs = 0
@@ -369,10 +386,10 @@ class TandemPeer(private val server: TandemServer, private val dir: Path) {
         dir.createDirectories()
     }
 
-    /** An access token for [PATH] from `tandem-server --issue-token`, signed with the server's secret. */
+    /** An access token for [path] from `tandem-server --issue-token`, signed with the server's secret. */
     val token: String by lazy {
         val secret = dir.resolve("jwt-secret").also { it.writeBytes(server.jwtSecret) }
-        val (code, out) = exec(listOf(TandemServer.serverBinary(), "--jwt-secret-file", secret.toString(), "--issue-token", PATH), "issue-token")
+        val (code, out) = exec(listOf(TandemServer.serverBinary(), "--jwt-secret-file", secret.toString(), "--issue-token", path), "issue-token")
         check(code == 0) { "tandem-server --issue-token exited with $code: $out" }
         out.trim()
     }
@@ -395,7 +412,7 @@ class TandemPeer(private val server: TandemServer, private val dir: Path) {
     private fun peer(vararg command: String): Pair<Int, String> = exec(
         listOf(
             binary, "--db", dir.resolve("peer.sqlite").toString(), *transport().toTypedArray(),
-            "--path", PATH, "--token", token, "--timeout", "60", *command,
+            "--path", path, "--token", token, "--timeout", "60", *command,
         ),
         "peer",
     )
@@ -516,19 +533,6 @@ object Samples {
 
 @Timeout(value = 240, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class MixedClientTest : CompatTest() {
-    /**
-     * Asserts [actual] is the canonical text of [expected]; on failure names each property that
-     * differs, with the value [actualFields] holds when given (else the expected entry only).
-     */
-    private fun assertCanonical(cls: ClassDef, expected: Map<String, Any?>, actual: String, what: String, actualFields: Map<String, Any?>? = null) {
-        val text = Canonical.obj(cls, expected)
-        if (text == actual) return
-        val differing = cls.props.filterNot { actual.contains(Canonical.entry(it, expected[it.name])) }.map {
-            "expected " + Canonical.entry(it, expected[it.name]) + (actualFields?.let { f -> "\n    got " + Canonical.entry(it, f[it.name]) } ?: "")
-        }
-        assertEquals(text, actual, "$what: ${differing.size} properties differ:${differing.joinToString("\n  ", "\n  ")}\n")
-    }
-
     @Test
     fun `realm-core and Tandem clients on partition p1 exchange every property type both ways`() = compat {
         exchangeAllTypes(server())
