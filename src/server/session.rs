@@ -117,6 +117,13 @@ struct StateStream {
     next: u64,
 }
 
+/// Most subscription sets a flexible sync session may have waiting for their bootstrap: each
+/// costs a query over the server's state, so a client cannot queue unbounded work. realm-core
+/// sends a new set per subscription change and waits for none, a few at a time.
+pub const MAX_PENDING_QUERIES: usize = 64;
+/// Longest subscription set body (IDENT, QUERY): realm-core's are a few hundred bytes.
+pub const MAX_QUERY_BODY: usize = 1 << 20;
+
 /// A flexible sync session's subscription sets (`realm-wire-compat.md` section 4.4).
 struct Flexible {
     /// The set steady-state downloads are filtered by: the last one bootstrapped, or the one
@@ -1079,6 +1086,15 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
                 0,
             ));
         };
+        if query.body.len() > MAX_QUERY_BODY {
+            return Err((
+                ProtocolError::new(
+                    ErrorCode::BadQuery,
+                    format!("a subscription set is at most {MAX_QUERY_BODY} bytes"),
+                ),
+                session,
+            ));
+        }
         let active = Subscription::parse(query.version, &query.body)
             .map_err(|why| {
                 (
@@ -1150,6 +1166,19 @@ fn on_query(s: &mut Session, session: u64, query: FlxQuery) -> Replies {
             ),
             session,
         ));
+    }
+    if flexible.pending.len() >= MAX_PENDING_QUERIES || query.body.len() > MAX_QUERY_BODY {
+        // The set goes to state Error; the session and its active set go on.
+        flexible.newest = query.version;
+        return Ok(vec![ServerMessage::QueryError {
+            code: u64::from(ErrorCode::BadQuery.code()),
+            session,
+            query_version: query.version,
+            message: format!(
+                "at most {MAX_PENDING_QUERIES} subscription sets may wait for their bootstrap, \
+                 each at most {MAX_QUERY_BODY} bytes"
+            ),
+        }]);
     }
     flexible.newest = query.version;
     let checked = Subscription::parse(query.version, &query.body)
