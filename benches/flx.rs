@@ -627,6 +627,21 @@ struct Filled {
 }
 
 impl Writer {
+    /// A writer on a new connection with `offer`: a fresh client file bound to `partition`
+    /// (`None`: flexible sync, the empty set), its first download done.
+    async fn open(addr: SocketAddr, offer: &str, name: &str, partition: Option<&str>) -> Writer {
+        let mut conn = Conn::open(addr, offer, name.into()).await;
+        let before = match partition {
+            None => flx_fresh(&mut conn).await,
+            Some(p) => pbs_fresh(&mut conn, p).await,
+        };
+        Writer {
+            conn,
+            version: 0,
+            cursor: cursor_of(&before),
+        }
+    }
+
     /// One UPLOAD entry for `changeset`, at the next client version.
     fn entry(&mut self, changeset: Vec<u8>) -> UploadEntry {
         self.version += 1;
@@ -1019,13 +1034,7 @@ fn main() {
     let matched = n.div_ceil(OWNERS);
     let owner_of = |i: u64| format!("u{}", i % OWNERS);
     client.block_on(async {
-        let mut filler = Writer {
-            conn: Conn::open(addr, FLX_OFFER, "FLX filler".into()).await,
-            version: 0,
-            cursor: 0,
-        };
-        let before = flx_fresh(&mut filler.conn).await;
-        filler.cursor = cursor_of(&before);
+        let mut filler = Writer::open(addr, FLX_OFFER, "FLX filler", None).await;
         let shape = |i: u64| (owner_of(i), i % 2 == 0);
         let filled = filler.fill(true, 0..n, &shape).await;
         let mem_filled = memory();
@@ -1058,13 +1067,7 @@ fn main() {
         drop(reader);
 
         // Baseline: a PBS partition holding as many objects, downloaded by a fresh client.
-        let mut pbs_filler = Writer {
-            conn: Conn::open(addr, PBS_OFFER, "PBS filler".into()).await,
-            version: 0,
-            cursor: 0,
-        };
-        let before = pbs_fresh(&mut pbs_filler.conn, PBS_BOOTSTRAP).await;
-        pbs_filler.cursor = cursor_of(&before);
+        let mut pbs_filler = Writer::open(addr, PBS_OFFER, "PBS filler", Some(PBS_BOOTSTRAP)).await;
         let pbs_shape = |i: u64| ("u3".to_owned(), i % 2 == 0);
         let pbs_filled = pbs_filler.fill(true, 0..matched, &pbs_shape).await;
         drop(pbs_filler);
@@ -1195,13 +1198,7 @@ fn main() {
     };
     client.block_on(async {
         println!("2. fan-out: one writer retitles one object, {writes} times per case");
-        let mut writer = Writer {
-            conn: Conn::open(addr, FLX_OFFER, "FLX writer".into()).await,
-            version: 0,
-            cursor: 0,
-        };
-        let before = flx_fresh(&mut writer.conn).await;
-        writer.cursor = cursor_of(&before);
+        let mut writer = Writer::open(addr, FLX_OFFER, "FLX writer", None).await;
         let filled = writer.fill(true, 0..fan_objects, &fan_shape).await;
         let (events_tx, mut events) = unbounded_channel();
         let started = Instant::now();
@@ -1277,13 +1274,7 @@ fn main() {
         while events.try_recv().is_ok() {}
 
         // Baseline: PBS, every session bound to one partition holding the same objects.
-        let mut writer = Writer {
-            conn: Conn::open(addr, PBS_OFFER, "PBS writer".into()).await,
-            version: 0,
-            cursor: 0,
-        };
-        let before = pbs_fresh(&mut writer.conn, PBS_FANOUT).await;
-        writer.cursor = cursor_of(&before);
+        let mut writer = Writer::open(addr, PBS_OFFER, "PBS writer", Some(PBS_FANOUT)).await;
         let filled = writer.fill(true, 0..fan_objects, &fan_shape).await;
         let started = Instant::now();
         let subs = subscribers(addr, sessions, concurrency, |_| None, &events_tx).await;

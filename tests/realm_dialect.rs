@@ -810,6 +810,21 @@ fn flx_ident(
     }
 }
 
+/// A new connection for the client file `id`: BIND without asking for an ident, IDENT with
+/// these cursors and this active set, on session 1.
+async fn flx_reconnect(
+    f: &Fixture,
+    id: (u64, u64),
+    progress: [u64; 4],
+    version: u64,
+    body: &str,
+) -> Ws {
+    let mut ws = flx_client(f).await;
+    send(&mut ws, bind(1, FLX_BIND, false)).await;
+    send(&mut ws, flx_ident(1, id, progress, version, body)).await;
+    ws
+}
+
 /// Every message until the MARK reply with `request_ident` (which is not included).
 async fn until_mark(ws: &mut Ws, request_ident: u64) -> Vec<ServerMessage> {
     let mut out = Vec::new();
@@ -942,9 +957,8 @@ fn set_done(n: u8, done: bool) -> String {
     )
 }
 
-/// Sends MARK `request_ident` on session 1: the Task instructions of the DOWNLOADs before its
-/// reply.
-async fn marked_ops(ws: &mut Ws, request_ident: u64) -> Vec<String> {
+/// Sends MARK `request_ident` on session 1: the messages before its reply.
+async fn marked(ws: &mut Ws, request_ident: u64) -> Vec<ServerMessage> {
     send(
         ws,
         ClientMessage::Mark {
@@ -953,7 +967,12 @@ async fn marked_ops(ws: &mut Ws, request_ident: u64) -> Vec<String> {
         },
     )
     .await;
-    until_mark(ws, request_ident)
+    until_mark(ws, request_ident).await
+}
+
+/// [`marked`]: the Task instructions of the DOWNLOADs before the reply.
+async fn marked_ops(ws: &mut Ws, request_ident: u64) -> Vec<String> {
+    marked(ws, request_ident)
         .await
         .iter()
         .flat_map(|m| task_ops(&flx_download(m).1))
@@ -990,15 +1009,7 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
     // zero), with nothing of the Task class in it.
     let (t1, t2) = (create_task(1, "one", false), create_task(2, "two", true));
     send(&mut a, upload(1, 3, &[(1, SCHEMA), (2, &t1), (3, &t2)])).await;
-    send(
-        &mut a,
-        ClientMessage::Mark {
-            session: 1,
-            request_ident: 2,
-        },
-    )
-    .await;
-    let got = until_mark(&mut a, 2).await;
+    let got = marked(&mut a, 2).await;
     let boot: Vec<_> = got
         .iter()
         .map(flx_download)
@@ -1025,15 +1036,7 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
 
     // Set 1 on A: the open task enters (whole: every field), the done one does not.
     send(&mut a, query(1, 1, "{\"Task\":\"(done == false )\"}")).await;
-    send(
-        &mut a,
-        ClientMessage::Mark {
-            session: 1,
-            request_ident: 3,
-        },
-    )
-    .await;
-    let got = until_mark(&mut a, 3).await;
+    let got = marked(&mut a, 3).await;
     assert_eq!(got.len(), 1, "{got:?}");
     let (flx, entries, _) = flx_download(&got[0]);
     assert_eq!(
@@ -1065,15 +1068,7 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
         ]
     );
     send(&mut b, query(1, 1, "{\"Task\":\"done == true\"}")).await;
-    send(
-        &mut b,
-        ClientMessage::Mark {
-            session: 1,
-            request_ident: 2,
-        },
-    )
-    .await;
-    let got = until_mark(&mut b, 2).await;
+    let got = marked(&mut b, 2).await;
     let (_, entries, _) = flx_download(&got[0]);
     assert_eq!(
         task_ops(&entries),
@@ -1116,15 +1111,7 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
         }
     }
     send(&mut a, query(1, 5, "{\"Task\":\"TRUEPREDICATE\"}")).await;
-    send(
-        &mut a,
-        ClientMessage::Mark {
-            session: 1,
-            request_ident: 5,
-        },
-    )
-    .await;
-    let got = until_mark(&mut a, 5).await;
+    let got = marked(&mut a, 5).await;
     let (flx, entries, latest) = flx_download(got.last().unwrap());
     let ServerMessage::Download {
         latest_server_version_salt: salt,
@@ -1151,28 +1138,15 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
 
     // A reconnects at its cursor with set 5 active: no new bootstrap, the MARK comes at once.
     drop(a);
-    let mut a = flx_client(&f).await;
-    send(&mut a, bind(1, FLX_BIND, false)).await;
-    send(
-        &mut a,
-        flx_ident(
-            1,
-            a_id,
-            [latest, 4, latest, *salt],
-            5,
-            "{\"Task\":\"TRUEPREDICATE\"}",
-        ),
+    let mut a = flx_reconnect(
+        &f,
+        a_id,
+        [latest, 4, latest, *salt],
+        5,
+        "{\"Task\":\"TRUEPREDICATE\"}",
     )
     .await;
-    send(
-        &mut a,
-        ClientMessage::Mark {
-            session: 1,
-            request_ident: 1,
-        },
-    )
-    .await;
-    let got = until_mark(&mut a, 1).await;
+    let got = marked(&mut a, 1).await;
     assert!(
         got.iter()
             .all(|m| flx_download(m).0.batch_state == BatchState::SteadyState),
@@ -1186,13 +1160,7 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
     // B lost the DOWNLOAD that brought task 1 into its view (it reconnects with the cursor of
     // its bootstrap, 3): the server rolls the view back and sends task 1 again.
     drop(b);
-    let mut b = flx_client(&f).await;
-    send(&mut b, bind(1, FLX_BIND, false)).await;
-    send(
-        &mut b,
-        flx_ident(1, b_id, [3, 0, 3, *salt], 1, "{\"Task\":\"done == true\"}"),
-    )
-    .await;
+    let mut b = flx_reconnect(&f, b_id, [3, 0, 3, *salt], 1, "{\"Task\":\"done == true\"}").await;
     let ops = marked_ops(&mut b, 1).await;
     assert_eq!(ops, ["create 01", "set done 01", "set title 01"]);
 }

@@ -1327,12 +1327,19 @@ impl ServerFile {
 fn touched_objects(cs: &Changeset) -> std::collections::HashSet<(String, crate::state::Key)> {
     cs.instructions
         .iter()
-        .filter_map(|i| i.object())
-        .filter_map(|(table, pk)| {
-            Some((
-                cs.string(table)?.to_owned(),
-                crate::state::Key::resolve(pk, cs)?,
-            ))
-        })
+        .filter_map(|i| instruction_object(cs, i))
         .collect()
+}
+
+/// The class and key of the top-level object instruction `i` of `cs` touches (`None` for a
+/// schema instruction, or a table or key `cs` does not resolve).
+fn instruction_object(
+    cs: &Changeset,
+    i: &crate::changeset::Instruction,
+) -> Option<(String, crate::state::Key)> {
+    let (table, pk) = i.object()?;
+    Some((
+        cs.string(table)?.to_owned(),
+        crate::state::Key::resolve(pk, cs)?,
+    ))
 }

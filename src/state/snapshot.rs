@@ -71,19 +71,9 @@ pub(crate) fn snapshot_streamed<E>(
     schemas: &super::Schemas,
     objects: impl FnOnce(&mut dyn FnMut(&str, &Key, &Object)) -> Result<(), E>,
 ) -> Result<Changeset, E> {
-    let state = State {
-        schemas: schemas.clone(),
-        objects: Default::default(),
-    };
-    let mut writer = Writer {
-        state: &state,
-        cs: Changeset::new(),
-        whole: false,
-    };
-    let missing = writer.write_schema();
-    objects(&mut |table, key, object| writer.write_object(table, key, object))?;
-    writer.write_erasures(missing);
-    Ok(writer.cs)
+    // One changeset: no object count starts another.
+    let mut all = streamed(schemas, false, true, usize::MAX, objects, &[])?;
+    Ok(all.remove(0))
 }
 
 /// Changesets that make a replica's copies of some objects equal to the given ones, whatever
@@ -106,6 +96,22 @@ pub(crate) fn whole_objects<E>(
     objects: impl FnOnce(&mut dyn FnMut(&str, &Key, &Object)) -> Result<(), E>,
     erased: &[(String, Key)],
 ) -> Result<Vec<Changeset>, E> {
+    streamed(schemas, true, schema, per_changeset, objects, erased)
+}
+
+/// What [`snapshot_streamed`] and [`whole_objects`] share: the schema first if `schema`, then
+/// the objects `objects` passes (`whole`: see `Writer::whole`) and the `erased` ones, a new
+/// changeset after every `per_changeset` of them, the temporary link-target tables erased at
+/// the end of the last.
+#[cfg(feature = "server")]
+fn streamed<E>(
+    schemas: &super::Schemas,
+    whole: bool,
+    schema: bool,
+    per_changeset: usize,
+    objects: impl FnOnce(&mut dyn FnMut(&str, &Key, &Object)) -> Result<(), E>,
+    erased: &[(String, Key)],
+) -> Result<Vec<Changeset>, E> {
     let state = State {
         schemas: schemas.clone(),
         objects: Default::default(),
@@ -113,32 +119,32 @@ pub(crate) fn whole_objects<E>(
     let mut writer = Writer {
         state: &state,
         cs: Changeset::new(),
-        whole: true,
+        whole,
     };
-    let mut missing = BTreeSet::new();
-    if schema {
-        missing = writer.write_schema();
-    }
+    let missing = match schema {
+        true => writer.write_schema(),
+        false => BTreeSet::new(),
+    };
     let mut done = Vec::new();
     let mut in_current = 0;
     let per_changeset = per_changeset.max(1);
-    objects(&mut |table, key, object| {
+    // Starts a new changeset when the current one holds `per_changeset` objects.
+    let mut make_room = |writer: &mut Writer<'_>, done: &mut Vec<Changeset>| {
         if in_current == per_changeset {
             done.push(std::mem::take(&mut writer.cs));
             in_current = 0;
         }
-        writer.write_object(table, key, object);
         in_current += 1;
+    };
+    objects(&mut |table, key, object| {
+        make_room(&mut writer, &mut done);
+        writer.write_object(table, key, object);
     })?;
     for (table, key) in erased {
-        if in_current == per_changeset {
-            done.push(std::mem::take(&mut writer.cs));
-            in_current = 0;
-        }
+        make_room(&mut writer, &mut done);
         let table = writer.cs.intern(table);
         let object = writer.primary_key(key);
         writer.cs.push(Instruction::EraseObject { table, object });
-        in_current += 1;
     }
     writer.write_erasures(missing);
     done.push(writer.cs);

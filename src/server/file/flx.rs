@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{sql_err, state_err, Integrated, ServerFile};
-use crate::changeset::{Changeset, Instruction};
+use crate::changeset::Changeset;
 use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::server::realm::rules::{FlxRules, UserVars};
 use crate::state::{Key, Object, Schemas, TableSpec};
@@ -726,23 +726,26 @@ impl ServerFile {
             filters.insert(class.as_str(), filter);
         }
         // Decode, and collect the objects touched.
+        // Each changeset with its stored bytes and the object each instruction touches.
         let mut decoded = Vec::with_capacity(rows.len());
         let mut touched: BTreeSet<(String, Key)> = BTreeSet::new();
         // Objects the client wrote itself: it may hold them even outside its view.
         let mut own: BTreeSet<(String, Key)> = BTreeSet::new();
         for row in rows {
+            let bytes = row.1.clone();
             let cs = Self::decode(row)?;
-            for i in &cs.instructions {
-                if let Some((table, pk)) = i.object() {
-                    if let (Some(class), Some(key)) = (cs.string(table), Key::resolve(pk, &cs)) {
-                        if cs.meta.origin_file_ident == client {
-                            own.insert((class.to_owned(), key.clone()));
-                        }
-                        touched.insert((class.to_owned(), key));
-                    }
+            let objects: Vec<Option<(String, Key)>> = cs
+                .instructions
+                .iter()
+                .map(|i| super::instruction_object(&cs, i))
+                .collect();
+            for object in objects.iter().flatten() {
+                if cs.meta.origin_file_ident == client {
+                    own.insert(object.clone());
                 }
+                touched.insert(object.clone());
             }
-            decoded.push(cs);
+            decoded.push((cs, bytes, objects));
         }
         let mut fates: BTreeMap<(String, Key), Fate> = BTreeMap::new();
         let (mut entering, mut leaving) = (Vec::new(), Vec::new());
@@ -780,25 +783,22 @@ impl ServerFile {
             fates.insert(object, fate);
         }
         let mut entries = Vec::new();
-        for mut cs in decoded {
+        for (mut cs, stored, objects) in decoded {
             let meta = cs.meta;
             if meta.origin_file_ident == client {
                 continue;
             }
             let before = cs.instructions.len();
-            let keep: Vec<bool> = cs
-                .instructions
+            let keep: Vec<bool> = objects
                 .iter()
-                .map(|i: &Instruction| {
-                    let Some((table, pk)) = i.object() else {
-                        // Schema instructions reach every client.
-                        return true;
-                    };
-                    let (Some(class), Some(key)) = (cs.string(table), Key::resolve(pk, &cs))
-                    else {
-                        return false;
-                    };
-                    matches!(fates.get(&(class.to_owned(), key)), Some(Fate::Stays(copy)) if meta.version > *copy)
+                .zip(&cs.instructions)
+                .map(|(object, i)| match object {
+                    Some(object) => {
+                        matches!(fates.get(object), Some(Fate::Stays(copy)) if meta.version > *copy)
+                    }
+                    // Schema instructions reach every client; a data instruction whose object
+                    // does not resolve reaches none.
+                    None => i.object().is_none(),
                 })
                 .collect();
             let mut flags = keep.into_iter();
@@ -808,7 +808,7 @@ impl ServerFile {
             }
             let bytes = if cs.instructions.len() == before {
                 // Unchanged: the stored bytes.
-                self.stored_changeset(meta.version)?
+                stored
             } else {
                 cs.encode()
             };
@@ -885,15 +885,13 @@ impl ServerFile {
             let Ok(cs) = entry.to_changeset(client) else {
                 break; // integrate_upload refuses it
             };
-            for i in &cs.instructions {
-                if let Some((table, pk)) = i.object() {
-                    if let (Some(class), Some(key)) = (cs.string(table), Key::resolve(pk, &cs)) {
-                        if rules.class(class).write != crate::server::realm::rules::Filter::All {
-                            touched.insert((class.to_owned(), key));
-                        }
-                    }
-                }
-            }
+            touched.extend(
+                super::touched_objects(&cs)
+                    .into_iter()
+                    .filter(|(class, _)| {
+                        rules.class(class).write != crate::server::realm::rules::Filter::All
+                    }),
+            );
         }
         // Before: whether each object exists, may be written, and its copy.
         let schemas = self.state.schemas().clone();
@@ -1066,14 +1064,6 @@ impl ServerFile {
                 "the compensating write was not integrated",
             )
         })
-    }
-
-    /// The stored bytes of the changeset of server version `version`.
-    fn stored_changeset(&self, version: u64) -> Result<Vec<u8>, ProtocolError> {
-        self.conn
-            .prepare_cached("SELECT changeset FROM history WHERE version = ?1")
-            .and_then(|mut s| s.query_row([version as i64], |r| r.get(0)))
-            .map_err(sql_err)
     }
 }
 
