@@ -963,6 +963,7 @@ fn unreachable_server() -> SyncOptions {
         client_reset: ClientResetMode::Manual,
         connect_timeout_ms: 10_000,
         handshake_timeout_ms: 10_000,
+        flexible: false,
     }
 }
 

@@ -45,6 +45,7 @@ fn options(world: &World) -> SyncOptions {
         client_reset: ClientResetMode::RecoverOrDiscard,
         connect_timeout_ms: 10_000,
         handshake_timeout_ms: 10_000,
+        flexible: false,
     }
 }
 

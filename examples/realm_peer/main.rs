@@ -13,7 +13,9 @@
 //! server path; partition `"p1"` is `/"p1"`: a slash, then the partition's canonical Extended
 //! JSON), `--token JWT` (a Tandem access token for that path, as `tandem-server --issue-token`
 //! makes), `--ca CERT` (PEM to trust for `wss://`), `--allow-insecure` (accept `ws://`),
-//! `--timeout SECONDS` (each wait; default 60).
+//! `--timeout SECONDS` (each wait; default 60), `--subscribe CLASS:QUERY` (repeatable: sync
+//! as a flexible sync client, path `/flx`, with these subscriptions, replacing the file's
+//! previous ones; each command first waits until the set is complete).
 //!
 //! Commands:
 //! - `write FILE`: FILE holds a JSON array of `["Class", {object}]` pairs in the canonical JSON
@@ -45,7 +47,8 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 }
 
 const USAGE: &str = "usage: realm_peer --db FILE --url ws[s]://HOST:PORT/ --path PATH --token JWT \
-                     [--ca CERT] [--allow-insecure] [--timeout SECONDS] (write FILE | read ID)";
+                     [--ca CERT] [--allow-insecure] [--timeout SECONDS] \
+                     [--subscribe CLASS:QUERY]... (write FILE | read ID)";
 
 fn main() {
     match run() {
@@ -85,6 +88,24 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
 
     let schema = peer::schema();
     let db = Arc::new(Database::open(&db_path, &schema, Config::default())?);
+    let subscriptions: Vec<(&str, &str)> = args
+        .windows(2)
+        .filter(|w| w[0] == "--subscribe")
+        .map(|w| {
+            w[1].split_once(':')
+                .ok_or_else(|| format!("--subscribe takes CLASS:QUERY, not {:?}", w[1]))
+        })
+        .collect::<Result<_, _>>()?;
+    let flexible = !subscriptions.is_empty();
+    if flexible {
+        db.update_subscriptions(|m| {
+            m.clear();
+            for (class, query) in &subscriptions {
+                m.add(None, class, query, &[])?;
+            }
+            Ok(())
+        })?;
+    }
     let session = SyncSession::start(
         Arc::clone(&db),
         SyncConfig {
@@ -93,10 +114,14 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             token,
             ca_file: flag(&args, "--ca").map(Into::into),
             allow_insecure: args.iter().any(|a| a == "--allow-insecure"),
+            flexible,
             ..SyncConfig::default()
         },
     )?;
     let runtime = tokio::runtime::Runtime::new()?;
+    if flexible {
+        runtime.block_on(session.wait_for_subscriptions(None, timeout))?;
+    }
     let code = match command.as_str() {
         "write" => {
             let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(operand)?)?;

@@ -21,11 +21,17 @@ use super::{
     UPLOAD_BATCH,
 };
 use crate::changeset::Changeset;
-use crate::protocol::{self, limits, ClientMessage, ErrorCode, Limits, ServerMessage, UploadEntry};
+use crate::protocol::{
+    self, limits, BatchState, ClientMessage, ErrorCode, FlxDownload, FlxQuery, Limits,
+    ServerMessage, UploadEntry,
+};
 use crate::store::{DownloadCursors, ResetBase, StoreError};
 
 /// Server errors that mean this file's history can no longer sync as it is: client reset.
 const RESET_CODES: [u64; 6] = [208, 209, 210, 211, 217, 222];
+
+/// Most changeset bytes of one flexible sync bootstrap the session stages before integrating it.
+const MAX_BOOTSTRAP_BYTES: usize = 256 << 20;
 
 /// Backoff after the `n`th failure in a row: 1 s doubling to 5 min, minus up to 25% jitter.
 fn backoff(n: u32) -> Duration {
@@ -135,6 +141,16 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
         }
         if RESET_CODES.contains(&failure.code) {
             match shared.config.client_reset {
+                _ if shared.config.flexible => {
+                    let message = format!(
+                        "client reset required, which flexible sync sessions do not do yet: {} \
+                         (open a new file and subscribe again)",
+                        failure.message
+                    );
+                    shared.report(failure.code, &message, false);
+                    shared.set_state(SyncState::Error(message));
+                    break;
+                }
                 ClientResetMode::Manual => {
                     let message = format!("client reset required: {}", failure.message);
                     shared.report(failure.code, &message, false);
@@ -205,6 +221,7 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
     // Wake every waiter: their futures see the stop or the error state.
     lock(&shared.marks).clear();
     shared.acked.send_modify(|_| {});
+    shared.subscription_states.send_modify(|_| {});
 }
 
 /// Asks the provider for a token on a blocking thread.
@@ -437,6 +454,9 @@ where
         ping_sent: None,
         new_ident: None,
         recovered_through: 0,
+        queries_sent: 0,
+        bootstrap: Vec::new(),
+        bootstrap_bytes: 0,
     };
     let mut refresh_at = refresh_deadline(shared, &token);
     if let Some(pending) = lock(&shared.transact).as_mut() {
@@ -447,7 +467,7 @@ where
         waiter.sent = false;
     }
     if !need_ident {
-        send_ident(&mut ws, shared).await?;
+        conn.queries_sent = send_ident(&mut ws, shared).await?;
         conn.bound = true;
         shared.set_state(SyncState::Connected);
     }
@@ -471,6 +491,24 @@ where
                 }))
                 .await
                 .map_err(|e| fail(e.to_string()))?;
+            }
+            // Flexible sync: subscription sets committed since the last one sent, in order
+            // (after the uploads sent before them, so the server knows their schema).
+            if shared.config.flexible {
+                let after = conn.queries_sent;
+                let d = Arc::clone(db);
+                for set in blocking(move || d.pending_subscription_sets(after)).await? {
+                    conn.queries_sent = set.version;
+                    ws.send(encode(ClientMessage::Query {
+                        session: 1,
+                        query: FlxQuery {
+                            version: set.version,
+                            body: set.wire_body(),
+                        },
+                    }))
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                }
             }
             // A pending transaction: nothing at or after it is uploaded; once everything before
             // it is acknowledged, it goes alone as TRANSACT.
@@ -609,6 +647,12 @@ struct Connection {
     new_ident: Option<(u64, u64)>,
     /// During a recovering reset: the last local version the server integrated.
     recovered_through: u64,
+    /// Flexible sync: the newest subscription set sent (IDENT's active set, then QUERYs).
+    queries_sent: u64,
+    /// Flexible sync: the batches of the bootstrap being received, integrated together when
+    /// its last batch arrives, and their bytes.
+    bootstrap: Vec<Changeset>,
+    bootstrap_bytes: usize,
 }
 
 async fn handle<S>(
@@ -637,7 +681,7 @@ where
                     d.set_client_file_ident(client_file_ident, client_file_ident_salt)
                 })
                 .await?;
-                send_ident(ws, shared).await?;
+                conn.queries_sent = send_ident(ws, shared).await?;
                 conn.bound = true;
                 shared.set_state(SyncState::Connected);
                 return Ok(());
@@ -717,10 +761,11 @@ where
             upload_client_version,
             downloadable_bytes,
             entries,
+            flx,
             ..
         } => {
             let received: u64 = entries.iter().map(|e| e.changeset.len() as u64).sum();
-            let changesets = to_changesets(entries)?;
+            let mut changesets = to_changesets(entries)?;
             let d = Arc::clone(db);
             let cursors = DownloadCursors {
                 download_server_version,
@@ -729,7 +774,40 @@ where
                 latest_server_version_salt,
                 upload_client_version,
             };
-            blocking(move || d.integrate_download(changesets, cursors)).await?;
+            match flx {
+                Some(FlxDownload {
+                    batch_state: BatchState::MoreToCome,
+                    ..
+                }) => {
+                    conn.bootstrap_bytes += received as usize;
+                    if conn.bootstrap_bytes > MAX_BOOTSTRAP_BYTES {
+                        return Err(Failure {
+                            code: u64::from(ErrorCode::LimitsExceeded.code()),
+                            message: format!(
+                                "a subscription bootstrap is over {} MiB: subscribe to less at a \
+                                 time",
+                                MAX_BOOTSTRAP_BYTES >> 20
+                            ),
+                            retry: false,
+                        });
+                    }
+                    conn.bootstrap.append(&mut changesets);
+                    shared.update_progress(|p| p.download_transferred += received);
+                    return Ok(());
+                }
+                Some(FlxDownload {
+                    batch_state: BatchState::LastInBatch,
+                    query_version,
+                    ..
+                }) => {
+                    let mut all = std::mem::take(&mut conn.bootstrap);
+                    conn.bootstrap_bytes = 0;
+                    all.append(&mut changesets);
+                    blocking(move || d.integrate_bootstrap(all, cursors, query_version)).await?;
+                    shared.subscription_states.send_modify(|n| *n += 1);
+                }
+                _ => blocking(move || d.integrate_download(changesets, cursors)).await?,
+            }
             let mut acknowledged = 0;
             while conn
                 .in_flight
@@ -829,6 +907,13 @@ where
                 retry: try_again,
             });
         }
+        ServerMessage::JsonError { code, json, .. }
+            if code == u64::from(ErrorCode::CompensatingWrite.code()) =>
+        {
+            // The server reverted writes this user may not make; the DOWNLOAD that follows
+            // carries the revert. The session goes on.
+            shared.report(code, format!("compensating write: {json}"), true);
+        }
         ServerMessage::JsonError { code, json, .. } => {
             return Err(Failure {
                 code,
@@ -837,9 +922,26 @@ where
             });
         }
         ServerMessage::Unbound { .. } => {}
+        ServerMessage::QueryError {
+            code,
+            message,
+            query_version,
+            ..
+        } if shared.config.flexible => {
+            // The server keeps the previous set; so does this file.
+            let d = Arc::clone(db);
+            let why = message.clone();
+            blocking(move || d.fail_subscription_set(query_version, &why)).await?;
+            shared.subscription_states.send_modify(|n| *n += 1);
+            shared.report(
+                code,
+                format!("subscription set {query_version} refused: {message}"),
+                true,
+            );
+        }
         ServerMessage::QueryError { code, message, .. } => {
-            // This client binds partition-style paths and sends no subscriptions, so a
-            // QUERY_ERROR means the server broke the protocol.
+            // A session that is not flexible sends no subscriptions, so a QUERY_ERROR means
+            // the server broke the protocol.
             return Err(Failure {
                 code: u64::from(ErrorCode::BadMessageOrder.code()),
                 message: format!("the server sent QUERY_ERROR {code} ({message}) to a session with no subscriptions"),
@@ -934,15 +1036,25 @@ where
     Ok(())
 }
 
+/// Sends IDENT (with the active subscription set in flexible sync); returns that set's version.
 async fn send_ident<S>(
     ws: &mut tokio_tungstenite::WebSocketStream<S>,
     shared: &Arc<Shared>,
-) -> Result<(), Failure>
+) -> Result<u64, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let d = Arc::clone(&shared.db);
-    let p = blocking(move || d.sync_progress()).await?;
+    let flexible = shared.config.flexible;
+    let (p, active) = blocking(move || {
+        let active = match flexible {
+            true => Some(d.active_subscriptions()?),
+            false => None,
+        };
+        Ok((d.sync_progress()?, active))
+    })
+    .await?;
+    let active_version = active.as_ref().map_or(0, |a| a.version);
     ws.send(encode(ClientMessage::Ident {
         session: 1,
         client_file_ident: p.client_file_ident,
@@ -951,10 +1063,14 @@ where
         download_client_version: p.download_client_version,
         latest_server_version: p.latest_server_version,
         latest_server_version_salt: p.latest_server_version_salt,
-        query: None,
+        query: active.map(|a| FlxQuery {
+            version: a.version,
+            body: a.wire_body(),
+        }),
     }))
     .await
-    .map_err(|e| fail(e.to_string()))
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(active_version)
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use tokio::sync::{oneshot, watch, Notify};
 pub(crate) use connection::websocket_config;
 pub use events::{Event, ListenerToken};
 
-use crate::store::{Database, StoreError};
+use crate::store::{Database, StoreError, SubscriptionSet, SubscriptionSetState};
 
 /// Soft limit of one UPLOAD's changesets.
 pub const UPLOAD_BATCH: usize = 128 << 10;
@@ -111,6 +111,12 @@ pub struct SyncConfig {
     pub client_reset: ClientResetMode,
     /// How long connecting may take.
     pub timeouts: SyncTimeouts,
+    /// Flexible sync: the session downloads only what the database's subscription sets match
+    /// ([`Database::update_subscriptions`]), as the server's rules allow, and waits for each
+    /// set's bootstrap ([`SyncSession::wait_for_subscriptions`]). `path` is then the server's
+    /// flexible sync file, `/flx` (`docs/flexible-sync.md`); a file that has synced one way
+    /// cannot later sync the other.
+    pub flexible: bool,
 }
 
 /// Deadlines of each connection attempt; one that passes fails the attempt with an error
@@ -144,6 +150,7 @@ impl std::fmt::Debug for SyncConfig {
             .field("token_provider", &self.token_provider.is_some())
             .field("client_reset", &self.client_reset)
             .field("timeouts", &self.timeouts)
+            .field("flexible", &self.flexible)
             .finish()
     }
 }
@@ -235,6 +242,14 @@ pub enum SyncError {
         /// What is wrong.
         message: String,
     },
+    /// The server could not evaluate a subscription set (QUERY_ERROR): the set is in
+    /// [`SubscriptionSetState::Error`] and the active set is unchanged; sync goes on.
+    Subscription {
+        /// The set's version.
+        version: u64,
+        /// The server's message.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for SyncError {
@@ -245,6 +260,12 @@ impl std::fmt::Display for SyncError {
             SyncError::Stopped { message } => write!(f, "sync stopped: {message}"),
             SyncError::Store { message, .. } => write!(f, "local database: {message}"),
             SyncError::InvalidState { message } => f.write_str(message),
+            SyncError::Subscription { version, message } => {
+                write!(
+                    f,
+                    "subscription set {version} refused by the server: {message}"
+                )
+            }
         }
     }
 }
@@ -297,6 +318,8 @@ pub(crate) struct Shared {
     resets: watch::Sender<u64>,
     /// The transaction waiting for the server's verdict, if any.
     transact: Mutex<Option<PendingTransact>>,
+    /// Bumped whenever a subscription set completes or fails (and when the session stops).
+    subscription_states: watch::Sender<u64>,
 }
 
 /// A transaction committed locally and waiting for TRANSACT_RESULT.
@@ -403,6 +426,9 @@ pub async fn open_synced(
             message: e.to_string(),
         })?;
     let (db, fresh) = opened?;
+    // A flexible sync file is never given the whole server state: its subscriptions' bootstraps
+    // are what it downloads.
+    let fresh = fresh && !config.flexible;
     let plan = fresh.then_some(ResetPlan {
         recover: true,
         old_ident: 0,
@@ -474,6 +500,7 @@ impl SyncSession {
             partial_state: Mutex::new(None),
             resets: watch::channel(0).0,
             transact: Mutex::new(None),
+            subscription_states: watch::channel(0).0,
         });
         let weak = Arc::downgrade(&shared);
         shared.db.on_local_commit(Arc::new(move || {
@@ -631,10 +658,66 @@ impl SyncSession {
         result
     }
 
+    /// Completes when subscription set `version` (`None`: the latest when called) is no longer
+    /// pending: returns it [`SubscriptionSetState::Complete`] (its bootstrap is integrated, the
+    /// local file holds what it matches) or [`SubscriptionSetState::Superseded`] (a newer set
+    /// completed first). Realm's `waitForSynchronization`.
+    ///
+    /// Errors: [`SyncError::Subscription`] when the server refused the set (QUERY_ERROR),
+    /// [`SyncError::InvalidState`] on a session without [`SyncConfig::flexible`] or for a version
+    /// that does not exist, [`SyncError::Timeout`], [`SyncError::Stopped`].
+    pub async fn wait_for_subscriptions(
+        &self,
+        version: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<SubscriptionSet, SyncError> {
+        if !self.shared.config.flexible {
+            return Err(SyncError::InvalidState {
+                message: "subscriptions need a flexible sync session (SyncConfig::flexible)".into(),
+            });
+        }
+        let shared = Arc::clone(&self.shared);
+        let wait = async move {
+            let mut changed = shared.subscription_states.subscribe();
+            loop {
+                let db = Arc::clone(&shared.db);
+                let set = tokio::task::spawn_blocking(move || match version {
+                    Some(v) => db.subscription_set(v),
+                    None => db.subscriptions().map(Some),
+                })
+                .await
+                .map_err(|e| SyncError::Stopped {
+                    message: e.to_string(),
+                })??
+                .ok_or_else(|| SyncError::InvalidState {
+                    message: format!("there is no subscription set {}", version.unwrap_or(0)),
+                })?;
+                match &set.state {
+                    SubscriptionSetState::Complete | SubscriptionSetState::Superseded => {
+                        return Ok(set)
+                    }
+                    SubscriptionSetState::Error(message) => {
+                        return Err(SyncError::Subscription {
+                            version: set.version,
+                            message: message.clone(),
+                        })
+                    }
+                    SubscriptionSetState::Pending => {}
+                }
+                stopped_check(&shared)?;
+                if changed.changed().await.is_err() {
+                    return Err(stopped(&shared));
+                }
+            }
+        };
+        with_timeout(wait, timeout, "the bootstrap of the subscription set").await
+    }
+
     /// Stops syncing (also done by dropping the session).
     pub fn stop(&self) {
         self.shared.stop.send_replace(true);
         self.shared.acked.send_modify(|_| {});
+        self.shared.subscription_states.send_modify(|_| {});
     }
 }
 

@@ -8,6 +8,8 @@
 //! - `log`: `set_log_listener`, routing the library's `tracing` events to the app's logger.
 //! - `sync`: `SyncSession`, `open_synced`, the sync listeners and the token provider, the
 //!   blocking twins of the async calls and their `CancelToken`.
+//! - `subscriptions`: flexible sync subscription sets (`Database.update_subscriptions`,
+//!   `SyncSession.wait_for_subscriptions`).
 //! - `foreign`: every call from the library's threads into foreign code goes through one gate,
 //!   which `close_callbacks` closes for good (the Python package's interpreter exit).
 //! - `python_batch`: `RowCodec`, whole transactions and query results as one JSON document
@@ -23,6 +25,7 @@ mod foreign;
 mod log;
 mod ops;
 mod python_batch;
+mod subscriptions;
 mod sync;
 mod types;
 
@@ -34,6 +37,7 @@ pub use foreign::close_callbacks;
 pub use log::{clear_log_listener, set_log_listener, LogLevel, LogListener};
 pub use ops::{PathStep, WriteOp};
 pub use python_batch::RowCodec;
+pub use subscriptions::{Subscription, SubscriptionChange, SubscriptionSet, SubscriptionSetState};
 pub use sync::{
     open_synced, open_synced_blocking, CancelToken, ClientResetMode, ErrorListener,
     ProgressListener, SyncOptions, SyncProgress, SyncSession, SyncState, SyncStateListener,

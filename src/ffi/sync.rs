@@ -42,6 +42,10 @@ pub struct SyncOptions {
     /// Milliseconds from TCP connected to TLS and the WebSocket upgrade done.
     #[uniffi(default = 10000)]
     pub handshake_timeout_ms: u64,
+    /// Flexible sync: download only what the database's subscriptions match (`path` is then
+    /// the server's flexible sync file, `/flx`).
+    #[uniffi(default = false)]
+    pub flexible: bool,
 }
 
 /// What a client reset does with local changes the server never integrated.
@@ -144,6 +148,7 @@ fn config(options: SyncOptions, tokens: Option<Arc<dyn TokenProvider>>) -> clien
             connect: std::time::Duration::from_millis(options.connect_timeout_ms),
             handshake: std::time::Duration::from_millis(options.handshake_timeout_ms),
         },
+        flexible: options.flexible,
     }
 }
 
@@ -173,7 +178,7 @@ fn timeout(ms: Option<u64>) -> Option<Duration> {
 /// call given this token returns `Stopped` once it is cancelled. A token stays cancelled.
 #[derive(uniffi::Object)]
 pub struct CancelToken {
-    cancelled: watch::Sender<bool>,
+    pub(super) cancelled: watch::Sender<bool>,
 }
 
 #[uniffi::export]
@@ -201,7 +206,7 @@ impl CancelToken {
 /// `cancel` is cancelled; then `work` is dropped, as an abandoned `await` drops it. The result
 /// crosses back through a channel, so this works on any thread (unlike `Runtime::block_on`,
 /// which panics on a thread of a runtime).
-fn block_on<T: Send + 'static>(
+pub(super) fn block_on<T: Send + 'static>(
     work: impl Future<Output = Result<T, TandemError>> + Send + 'static,
     cancel: Option<Arc<CancelToken>>,
 ) -> Result<T, TandemError> {
@@ -231,7 +236,7 @@ fn block_on<T: Send + 'static>(
 /// A running sync session. `stop()` (or dropping it) stops syncing.
 #[derive(uniffi::Object)]
 pub struct SyncSession {
-    inner: client::SyncSession,
+    pub(super) inner: client::SyncSession,
 }
 
 #[uniffi::export]

@@ -174,9 +174,9 @@ impl From<SyncError> for TandemError {
             SyncError::Timeout { .. } => TandemError::Timeout { message },
             SyncError::Stopped { .. } => TandemError::Stopped { message },
             SyncError::Store { kind, .. } => TandemError::from_store(kind, message),
-            SyncError::Config { .. } | SyncError::InvalidState { .. } => {
-                TandemError::Sync { message }
-            }
+            SyncError::Config { .. }
+            | SyncError::InvalidState { .. }
+            | SyncError::Subscription { .. } => TandemError::Sync { message },
         }
     }
 }

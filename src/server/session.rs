@@ -739,10 +739,12 @@ fn bind_target(
                 ));
             }
             Ok(Target {
+                // A Tandem session on the flexible sync file is a flexible sync session too:
+                // the subscriptions and the rules decide what it gets.
+                flexible: path == realm::FLX_SERVER_PATH,
                 path,
                 expires: claims.exp,
                 realm: false,
-                flexible: false,
                 user: claims.sub,
             })
         }
@@ -839,7 +841,6 @@ pub(super) fn handle(
                 query,
             },
         ),
-        ClientMessage::Query { .. } if !is_realm => tandem_only_query(),
         ClientMessage::Query { session, query } => {
             on_query(bound(&mut connection.sessions, session)?, session, query)
         }
@@ -1012,7 +1013,11 @@ fn on_bind(
             id: user.user_id.clone(),
             data: user.data.clone(),
         },
-        Peer::Tandem { .. } => UserVars::default(),
+        // `%%user.id` is the token's subject; Tandem tokens carry no custom user data.
+        Peer::Tandem { .. } => UserVars {
+            id: target.user.clone(),
+            ..UserVars::default()
+        },
     };
     tracing::info!(session, path = %target.path, user = %target.user, "session bound");
     shared.metrics.sessions_bound.inc();
@@ -1081,7 +1086,7 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
             return Err((
                 ProtocolError::new(
                     ErrorCode::BadSyntax,
-                    "a flexible sync IDENT carries the active subscription set",
+                    "a flexible sync IDENT carries the active subscription set (a Tandem client on /flx sets SyncConfig::flexible)",
                 ),
                 0,
             ));
@@ -1128,17 +1133,6 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
     s.client_file_ident = Some(m.ident);
     s.cursor = m.download_server_version;
     Ok(s.download(session, true).into_iter().collect())
-}
-
-/// QUERY is flexible sync's; Tandem's dialect has none.
-fn tandem_only_query() -> Replies {
-    Err((
-        ProtocolError::new(
-            ErrorCode::UnknownMessage,
-            "QUERY is part of Realm's flexible sync only",
-        ),
-        0,
-    ))
 }
 
 /// A new subscription set: bootstrapped once everything before it was downloaded, or refused
@@ -1314,7 +1308,23 @@ fn on_client_version_request(s: &mut Session, session: u64, ident: u64, salt: u6
     }])
 }
 
+/// Refuses `what` on a flexible sync session: a STATE snapshot would hold objects outside its
+/// subscriptions and rules, and TRANSACT has no compensating-write check.
+fn not_flexible(s: &Session, session: u64, what: &str) -> Result<(), Failure> {
+    match s.is_flexible {
+        true => Err((
+            ProtocolError::new(
+                ErrorCode::BadMessageOrder,
+                format!("{what} is not available on a flexible sync session"),
+            ),
+            session,
+        )),
+        false => Ok(()),
+    }
+}
+
 fn on_state_request(s: &mut Session, session: u64, server_version: u64, offset: u64) -> Replies {
+    not_flexible(s, session, "STATE_REQUEST")?;
     let (salt, (version, bytes)) = {
         let mut file = lock(&s.file);
         (
@@ -1344,6 +1354,7 @@ fn on_transact(
     request_ident: u64,
     entry: crate::protocol::UploadEntry,
 ) -> Replies {
+    not_flexible(s, session, "TRANSACT")?;
     shared.metrics.uploads.inc();
     let ident = s.ident("TRANSACT")?;
     let (verdict, server_version) = {

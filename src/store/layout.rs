@@ -13,6 +13,8 @@
 //!   latest server version and salt, the version the history is trimmed through).
 //! - `_tandem_reciprocal`: the reciprocal (transformed) forms of local changesets the server
 //!   has not integrated yet, for OT.
+//! - `_tandem_subscription_set`: flexible sync subscription sets, one row per version (its
+//!   state, the server's error, the subscriptions as JSON).
 //! - `_tandem_quarantine`: per local changeset, the instructions a client reset could not
 //!   recover, kept until the app clears them; `_tandem_quarantine_instruction` names each
 //!   (index in the original changeset, rendering, reason).
@@ -128,6 +130,12 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
              instruction TEXT NOT NULL,
              reason TEXT NOT NULL,
              PRIMARY KEY (quarantine_id, position)
+         );
+         CREATE TABLE IF NOT EXISTS _tandem_subscription_set (
+             version INTEGER PRIMARY KEY,
+             state TEXT NOT NULL,
+             error TEXT,
+             subscriptions TEXT NOT NULL
          );",
     )?;
     Ok(())

@@ -28,6 +28,7 @@ mod read;
 mod recover;
 mod reset;
 mod schema;
+mod subscriptions;
 mod sync;
 mod write;
 
@@ -62,6 +63,9 @@ pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
 pub use read::ReadTransaction;
 pub use reset::{Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome};
+pub use subscriptions::{
+    MutableSubscriptionSet, Subscription, SubscriptionSet, SubscriptionSetState,
+};
 pub use sync::{DownloadCursors, SyncProgress};
 pub use write::{PathStep, PropertyPath, WriteTransaction};
 

@@ -530,6 +530,18 @@ pub(crate) struct Compiled {
     pub params: Vec<Sql>,
 }
 
+impl Compiled {
+    /// Whether the query sorts, drops duplicates or limits (anything but the default order by
+    /// row id): what a flexible sync subscription cannot carry, since the server decides
+    /// membership only.
+    pub(crate) fn orders_or_limits(&self) -> bool {
+        match self.tail.rsplit_once(" ORDER BY ") {
+            Some((_, order)) => order != "o._id ASC" && order != "+o._id ASC",
+            None => true,
+        }
+    }
+}
+
 struct Parser<'a> {
     toks: Vec<(usize, Tok)>,
     at: usize,
@@ -1655,6 +1667,68 @@ pub(crate) fn compile(
         sql: format!("SELECT o._id, o._pk {tail}"),
         tail,
         params: p.params,
+    })
+}
+
+/// `text` with every `$N` replaced by argument `N` written as a literal of the serialized
+/// query language (the form realm-core sends in a flexible sync subscription): a string as
+/// `B64"…"`, bytes as `binary(B64"…")`, a timestamp as `T<s>:<ns>`, `oid(…)`, `uuid(…)`, a
+/// decimal by its digits, doubles in Rust's shortest round-trip form (`nan`, `inf`, `-inf`),
+/// `NULL`. A query sent to a server has no separate arguments.
+///
+/// Errors: a `$N` without argument `N`, a link argument (the serialized language has no
+/// portable link literal), or text that does not tokenize.
+pub(crate) fn inline_arguments(text: &str, args: &[Value]) -> Result<String, QueryError> {
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (at, tok) in tokenize(text)? {
+        let Tok::Param(n) = tok else { continue };
+        let digits = text[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let Some(value) = args.get(n) else {
+            return Err(QueryError {
+                position: at,
+                message: format!("${n} has no argument ({} given)", args.len()),
+            });
+        };
+        out.push_str(&text[copied..at]);
+        out.push_str(&literal(value).ok_or_else(|| QueryError {
+            position: at,
+            message: format!("${n} is a link, which a serialized query cannot carry"),
+        })?);
+        copied = at + 1 + digits;
+    }
+    out.push_str(&text[copied..]);
+    Ok(out)
+}
+
+/// `value` as a literal of the serialized query language, `None` for a link.
+fn literal(value: &Value) -> Option<String> {
+    let double = |d: f64| {
+        if d.is_nan() {
+            "nan".to_owned()
+        } else if d.is_infinite() {
+            if d > 0.0 { "inf" } else { "-inf" }.to_owned()
+        } else {
+            // `{:?}` always has a fraction or exponent, so it reads back as a double.
+            format!("{d:?}")
+        }
+    };
+    Some(match value {
+        Value::Null => "NULL".to_owned(),
+        Value::Int(i) => i.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::String(s) => format!("B64\"{}\"", STANDARD.encode(s)),
+        Value::Binary(b) => format!("binary(B64\"{}\")", STANDARD.encode(b)),
+        Value::Timestamp(t) => format!("T{}:{}", t.seconds(), t.nanoseconds()),
+        Value::Float(f) => double(f64::from(*f)),
+        Value::Double(d) => double(*d),
+        Value::Decimal(d) => d.to_string(),
+        Value::ObjectId(id) => format!("oid({id})"),
+        Value::Uuid(id) => format!("uuid({id})"),
+        Value::Link(_) => return None,
     })
 }
 

@@ -184,6 +184,17 @@ impl Database {
         entries: Vec<Changeset>,
         cursors: DownloadCursors,
     ) -> Result<(), StoreError> {
+        self.integrate_download_then(entries, cursors, |_| Ok(()))
+    }
+
+    /// [`Database::integrate_download`], running `then` in the same transaction before it
+    /// commits.
+    pub(crate) fn integrate_download_then(
+        &self,
+        entries: Vec<Changeset>,
+        cursors: DownloadCursors,
+        then: impl FnOnce(&Connection) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut applied = Vec::new();
         self.with_writer(|conn, schemas| {
             let own = get(conn, CLIENT_FILE_IDENT).unwrap_or(0);
@@ -259,7 +270,8 @@ impl Database {
             put(conn, LATEST_SERVER_VERSION_SALT, cursors.latest_server_version_salt)?;
             let acked = get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0);
             put(conn, UPLOAD_CLIENT_VERSION, acked.max(cursors.upload_client_version))?;
-            trim_history(conn, self.config.recovery_window)
+            trim_history(conn, self.config.recovery_window)?;
+            then(conn)
         })?;
         for cs in &applied {
             self.notify_committed(cs);

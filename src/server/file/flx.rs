@@ -159,15 +159,15 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
     }
     let compiled = tables::compile(schemas, class, query, &[])
         .map_err(|e| format!("query on {class}: {e}"))?;
-    let (from_where, order) = compiled
-        .tail
-        .rsplit_once(" ORDER BY ")
-        .ok_or_else(|| format!("query on {class}: unexpected compiled form"))?;
-    if order != "o._id ASC" && order != "+o._id ASC" {
+    if compiled.orders_or_limits() {
         return Err(format!(
             "query on {class}: SORT, DISTINCT and LIMIT are not supported in subscriptions"
         ));
     }
+    let (from_where, _) = compiled
+        .tail
+        .rsplit_once(" ORDER BY ")
+        .ok_or_else(|| format!("query on {class}: unexpected compiled form"))?;
     // Each object table is `"t:<class>"`; a second one is a link being followed, which a
     // change to another object could make match or not: not served.
     if from_where.matches("\"t:").count() > 1 {

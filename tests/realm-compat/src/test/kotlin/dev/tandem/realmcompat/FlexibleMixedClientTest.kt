@@ -1,10 +1,9 @@
-// Mixed clients on one flexible sync app: a realm-core 14.12 flexible sync client (with
-// subscriptions) and a Tandem client (examples/realm_peer, Rust), which has no subscriptions and
-// binds all flexible sync data of the app, server path `/flx`, with a token for that path
-// (docs/flexible-sync.md). They exchange MixedClientTest's every-type AllTypes objects (its
-// schema, samples, canonical JSON and TandemPeer) and compare canonical JSON; the realm-core
-// client subscribes to the AllTypes with `int == 42` and to every LinkTarget, and gets nothing
-// else.
+// Mixed clients on one flexible sync app: a realm-core 14.12 flexible sync client and a Tandem
+// flexible sync client (examples/realm_peer, Rust, `--subscribe`), both on the app's flexible
+// sync file `/flx` with subscriptions (docs/flexible-sync.md). They exchange MixedClientTest's
+// every-type AllTypes objects (its schema, samples, canonical JSON and TandemPeer) and compare
+// canonical JSON. Either side subscribes to the AllTypes with `int == 42` (and every
+// LinkTarget) while the other sees everything, and gets nothing else.
 
 package dev.tandem.realmcompat
 
@@ -36,11 +35,15 @@ class FlexibleMixedClientTest : CompatTest() {
     private fun sample(id: String, variant: Int, matching: Boolean): Map<String, Any?> =
         Samples.allTypes(Oid(id), variant, C, D).also { assertEquals(matching, matches(it), "variant $variant's int is ${it["int"]}") }
 
-    /** A server, a realm-core FLX client (not subscribed yet) and a Tandem client bound to `/flx`. */
-    private fun Resources.pair(): Triple<FlxRealm, CoreObjects, TandemPeer> {
+    /**
+     * A server, a realm-core FLX client (not subscribed yet) and a Tandem flexible sync client on
+     * `/flx` subscribed to every LinkTarget and to the AllTypes matching [tandemQuery].
+     */
+    private fun Resources.pair(tandemQuery: String = "TRUEPREDICATE"): Triple<FlxRealm, CoreObjects, TandemPeer> {
         val server = server()
         val core = flxRealm(app(server, "realm-core").logInAnonymous(), PeerSchema.classes)
-        return Triple(core, CoreObjects(core), TandemPeer(server, work.resolve("tandem"), FLX_PATH))
+        val subscriptions = listOf("${PeerSchema.ALL_TYPES}:$tandemQuery", "${PeerSchema.LINK_TARGET}:TRUEPREDICATE")
+        return Triple(core, CoreObjects(core), TandemPeer(server, work.resolve("tandem"), FLX_PATH, subscriptions))
     }
 
     /** Subscribes to the AllTypes matching [MATCHING] and every LinkTarget, and waits until the set is Complete. */
@@ -52,6 +55,13 @@ class FlexibleMixedClientTest : CompatTest() {
         val result = awaitSubscriptions()
         assertEquals(CoreSubscriptionSetState.RLM_SYNC_SUBSCRIPTION_COMPLETE, result.state, "subscription set $version: ${result.error}")
         assertEquals(version, result.version)
+    }
+
+    /** Subscribes to every AllTypes and LinkTarget, and waits until the set is Complete. */
+    private fun FlxRealm.subscribeAll() {
+        subscribe(Triple("all", PeerSchema.ALL_TYPES, "TRUEPREDICATE"), Triple("targets", PeerSchema.LINK_TARGET, "TRUEPREDICATE"))
+        val result = awaitSubscriptions()
+        assertEquals(CoreSubscriptionSetState.RLM_SYNC_SUBSCRIPTION_COMPLETE, result.state, "subscription set: ${result.error}")
     }
 
     private fun FlxRealm.assertNoFatalError() =
@@ -111,6 +121,36 @@ class FlexibleMixedClientTest : CompatTest() {
         for (o in fromCore) {
             assertCanonical(PeerSchema.allTypes, o, peer.read(o["_id"] as Oid), "Tandem (on $FLX_PATH) reading realm-core's AllTypes")
         }
+        core.assertNoFatalError()
+    }
+
+    @Test
+    fun `the Tandem client's subscription brings what realm-core writes that it matches and nothing else`() = compat {
+        val (core, objects, peer) = pair(tandemQuery = MATCHING)
+        core.subscribeAll()
+
+        val fromCore = listOf(sample("64f0c0ffee0000000000bee1", 2, matching = true), sample("64f0c0ffee0000000000bee2", 0, matching = false))
+        core.write {
+            listOf(C, D).forEach { objects.create(PeerSchema.linkTarget, Samples.target(it)) }
+            fromCore.forEach { objects.create(PeerSchema.allTypes, it) }
+        }
+        core.sync()
+        // The Tandem client's bootstrap and steady state: the matching object, never the other.
+        for (o in fromCore) {
+            val read = peer.readOrNull(o["_id"] as Oid)
+            if (matches(o)) {
+                assertCanonical(PeerSchema.allTypes, o, read ?: error("the Tandem client lacks the matching AllTypes"), "Tandem (subscribed to $MATCHING) reading realm-core's AllTypes")
+            } else {
+                assertNull(read, "AllTypes[${(o["_id"] as Oid).hex}] (int ${o["int"]}) is outside the Tandem client's $MATCHING")
+            }
+        }
+
+        // realm-core changes the matching object so that it no longer matches: it leaves the
+        // Tandem client's view.
+        val leaving = fromCore.first(::matches)["_id"] as Oid
+        core.write { objects.set(Ref(PeerSchema.ALL_TYPES, leaving), "int", 7L) }
+        core.sync()
+        assertNull(peer.readOrNull(leaving), "AllTypes[${leaving.hex}] left the Tandem client's view")
         core.assertNoFatalError()
     }
 }

@@ -262,6 +262,12 @@ class CoreObjects(private val synced: SyncedRealm) {
         else -> transport(v)
     }
 
+    /** Sets property [name] of the top-level object [ref] to [v]. */
+    fun set(ref: Ref, name: String, v: Any?) {
+        val obj = find(ref) ?: throw AssertionError("realm-core has no ${ref.className}[${ref.id.hex}]")
+        inputScope { RealmInterop.realm_set_value(obj, col(ref.className, name), put(v), false) }
+    }
+
     /** Creates `cls[_id]` and sets every property given in [fields], as copyToRealm does. */
     fun create(cls: ClassDef, fields: Map<String, Any?>) {
         val obj = inputScope {
@@ -375,9 +381,15 @@ class CoreObjects(private val synced: SyncedRealm) {
  * The Tandem client: runs `realm_peer` (path from `-Dtandem.peer.bin`, built by run.sh) against
  * [server] on server path [path] (partition "p1", `/"p1"`, unless given; `/flx` is all flexible
  * sync data of the app) with its database in [dir], with a token for [path] that
- * `tandem-server --issue-token` signs with the server's JWT secret.
+ * `tandem-server --issue-token` signs with the server's JWT secret. With [subscriptions]
+ * (`Class:query` each) it is a flexible sync client with those subscriptions (on `/flx`).
  */
-class TandemPeer(private val server: TandemServer, private val dir: Path, val path: String = PATH) {
+class TandemPeer(
+    private val server: TandemServer,
+    private val dir: Path,
+    val path: String = PATH,
+    private val subscriptions: List<String> = emptyList(),
+) {
     private val binary: String = System.getProperty("tandem.peer.bin")?.takeIf { it.isNotEmpty() }
         ?: error("set -Dtandem.peer.bin (tests/realm-compat/run.sh builds examples/realm_peer and passes it)")
     private var runs = 0
@@ -403,8 +415,13 @@ class TandemPeer(private val server: TandemServer, private val dir: Path, val pa
     }
 
     /** The canonical JSON of `AllTypes[id]` after downloading everything the server has. */
-    fun read(id: Oid): String {
+    fun read(id: Oid): String =
+        readOrNull(id) ?: error("realm_peer read ${id.hex}: the Tandem client has no such object")
+
+    /** [read], or null when the Tandem client does not hold `AllTypes[id]` (exit status 2). */
+    fun readOrNull(id: Oid): String? {
         val (code, out) = peer("read", id.hex)
+        if (code == 2) return null
         check(code == 0) { "realm_peer read ${id.hex} exited with $code: $out" }
         return out.trim()
     }
@@ -412,7 +429,8 @@ class TandemPeer(private val server: TandemServer, private val dir: Path, val pa
     private fun peer(vararg command: String): Pair<Int, String> = exec(
         listOf(
             binary, "--db", dir.resolve("peer.sqlite").toString(), *transport().toTypedArray(),
-            "--path", path, "--token", token, "--timeout", "60", *command,
+            "--path", path, "--token", token, "--timeout", "60",
+            *subscriptions.flatMap { listOf("--subscribe", it) }.toTypedArray(), *command,
         ),
         "peer",
     )

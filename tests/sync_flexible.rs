@@ -1,0 +1,537 @@
+//! Flexible sync with Tandem's own client (issue 15 item 5): subscription sets kept in the
+//! local file, bootstraps, objects entering and leaving a view as subscriptions change and as
+//! other clients write, read and write rules per user with compensating writes, QUERY_ERROR
+//! without stopping the session, and a reconnect that resumes without a new bootstrap. A real
+//! `tandem-server` on loopback (plain ws), real sessions and SQLite files.
+#![cfg(feature = "server")]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tandem::client::{ErrorInfo, Event, ListenerToken, SyncConfig, SyncError, SyncSession};
+use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
+use tandem::server::app::AppConfig;
+use tandem::server::realm::rules::FlxRules;
+use tandem::server::{start, Authenticator, RunningServer, ServerConfig, TokenSigner};
+use tandem::store::{Config, Database, StoreErrorKind, SubscriptionSetState};
+
+const SECRET: &[u8] = b"flexible sync test secret, 32 b!";
+const WAIT: Option<Duration> = Some(Duration::from_secs(30));
+
+fn schema() -> Schema {
+    Schema::new(vec![
+        ClassSchema::top_level(
+            "Task",
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::Int),
+                Property::new("title", PropertyType::String),
+                Property::new("count", PropertyType::Int),
+                Property::new("owner", PropertyType::String),
+                Property::link("project", "Project"),
+            ],
+        ),
+        ClassSchema::top_level(
+            "Project",
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::Int),
+                Property::new("name", PropertyType::String),
+            ],
+        ),
+    ])
+    .unwrap()
+}
+
+struct World {
+    dir: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    server: Option<RunningServer>,
+}
+
+impl World {
+    /// A server with an app whose flexible sync rules are `rules` (JSON; `None`: everything).
+    fn new(name: &str, rules: Option<&str>) -> World {
+        let dir = std::env::temp_dir().join(format!("tandem-flx-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut app = AppConfig::new("flx-app", TokenSigner::hs256(b"flexible sync app secret"));
+        if let Some(rules) = rules {
+            app.flx_rules = FlxRules::from_json(rules).unwrap();
+        }
+        let server = runtime
+            .block_on(start(ServerConfig {
+                allow_plain_ws: true,
+                app: Some(app),
+                ..ServerConfig::new(
+                    "127.0.0.1:0".parse().unwrap(),
+                    dir.join("data"),
+                    Authenticator::hs256(SECRET),
+                )
+            }))
+            .unwrap();
+        World {
+            dir,
+            runtime,
+            server: Some(server),
+        }
+    }
+
+    fn open(&self, name: &str) -> Arc<Database> {
+        Arc::new(Database::open(self.dir.join(name), &schema(), Config::default()).unwrap())
+    }
+
+    /// A flexible sync session on `/flx` as user `user`.
+    fn sync(&self, db: &Arc<Database>, user: &str) -> SyncSession {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = TokenSigner::hs256(SECRET)
+            .sign(user, now + 3600, &["/flx"])
+            .unwrap();
+        let port = self.server.as_ref().unwrap().local_addr.port();
+        SyncSession::start(
+            Arc::clone(db),
+            SyncConfig {
+                url: format!("ws://127.0.0.1:{port}/"),
+                path: "/flx".into(),
+                token,
+                allow_insecure: true,
+                flexible: true,
+                ..SyncConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn create(db: &Database, id: i64, count: i64, owner: &str) {
+    let mut tx = db.begin_write().unwrap();
+    tx.create(
+        "Task",
+        PrimaryKey::Int(id),
+        &[
+            ("title", Value::String(format!("task {id}"))),
+            ("count", Value::Int(count)),
+            ("owner", Value::String(owner.into())),
+        ],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}
+
+fn set_count(db: &Database, id: i64, count: i64) {
+    let mut tx = db.begin_write().unwrap();
+    tx.set("Task", &PrimaryKey::Int(id), "count", Value::Int(count))
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+/// The ids of the tasks `db` holds, sorted.
+fn tasks(db: &Database) -> Vec<i64> {
+    let mut ids: Vec<i64> = db
+        .read()
+        .unwrap()
+        .query("Task", "TRUEPREDICATE", &[])
+        .unwrap()
+        .into_iter()
+        .map(|k| match k {
+            PrimaryKey::Int(i) => i,
+            other => panic!("unexpected key {other:?}"),
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Subscribes `db` to `(name, class, query)`s (replacing what it had) and returns the version.
+fn subscribe(db: &Database, subs: &[(&str, &str, &str)]) -> u64 {
+    db.update_subscriptions(|m| {
+        m.clear();
+        for (name, class, query) in subs {
+            m.add(Some(name), class, query, &[])?;
+        }
+        Ok(())
+    })
+    .unwrap()
+    .version
+}
+
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Records every error event of `session` (until the token is dropped).
+fn error_events(session: &SyncSession) -> (Arc<Mutex<Vec<ErrorInfo>>>, ListenerToken) {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&errors);
+    let token = session.on_event(move |e| {
+        if let Event::Error(info) = e {
+            seen.lock().unwrap().push(info.clone());
+        }
+    });
+    (errors, token)
+}
+
+/// A writer that sees everything: subscribed to every Task and Project.
+fn writer(world: &World, user: &str) -> (Arc<Database>, SyncSession) {
+    let db = world.open(&format!("{user}-writer.sqlite"));
+    subscribe(
+        &db,
+        &[
+            ("all", "Task", "TRUEPREDICATE"),
+            ("projects", "Project", "TRUEPREDICATE"),
+        ],
+    );
+    let session = world.sync(&db, user);
+    (db, session)
+}
+
+#[test]
+fn a_subscription_bootstraps_what_it_matches_and_follows_changes() {
+    let world = World::new("follow", None);
+    let (w, ws) = writer(&world, "writer");
+    for id in 1..=10 {
+        create(&w, id, id, "writer");
+    }
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+
+    // Before any sync, the reader's set is pending; the bootstrap completes it.
+    let r = world.open("reader.sqlite");
+    let v1 = subscribe(&r, &[("big", "Task", "count > 5")]);
+    assert_eq!(v1, 1);
+    assert_eq!(
+        r.subscriptions().unwrap().state,
+        SubscriptionSetState::Pending
+    );
+    assert_eq!(r.active_subscriptions().unwrap().version, 0);
+    let rs = world.sync(&r, "reader");
+    let done = world
+        .block_on(rs.wait_for_subscriptions(None, WAIT))
+        .unwrap();
+    assert_eq!(
+        (done.version, done.state),
+        (1, SubscriptionSetState::Complete)
+    );
+    assert_eq!(tasks(&r), vec![6, 7, 8, 9, 10]);
+    assert_eq!(r.active_subscriptions().unwrap().version, 1);
+
+    // A narrower set: objects leave; a wider one: they enter. The older set is superseded.
+    let v2 = subscribe(&r, &[("bigger", "Task", "count > 8")]);
+    world
+        .block_on(rs.wait_for_subscriptions(Some(v2), WAIT))
+        .unwrap();
+    assert_eq!(tasks(&r), vec![9, 10]);
+    assert_eq!(
+        r.subscription_set(v1).unwrap().unwrap().state,
+        SubscriptionSetState::Superseded
+    );
+    let v3 = subscribe(
+        &r,
+        &[("bigger", "Task", "count > 8"), ("two", "Task", "_id == 2")],
+    );
+    world
+        .block_on(rs.wait_for_subscriptions(Some(v3), WAIT))
+        .unwrap();
+    assert_eq!(tasks(&r), vec![2, 9, 10]);
+
+    // Another client's writes move objects out of the view and into it.
+    set_count(&w, 9, 0);
+    set_count(&w, 3, 100);
+    create(&w, 11, 50, "writer");
+    create(&w, 12, 1, "writer");
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+    world.block_on(rs.wait_for_download(WAIT)).unwrap();
+    assert_eq!(tasks(&r), vec![2, 3, 10, 11]);
+    let three = r
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(3))
+        .unwrap()
+        .expect("task 3 entered the view whole");
+    assert_eq!(
+        three.fields.get("title"),
+        Some(&tandem::state::Field::Value(tandem::state::Val::String(
+            "task 3".into()
+        )))
+    );
+
+    // The reader's own writes reach the writer.
+    set_count(&r, 10, 77);
+    world.block_on(rs.wait_for_upload(WAIT)).unwrap();
+    world.block_on(ws.wait_for_download(WAIT)).unwrap();
+    assert_eq!(
+        w.read().unwrap().query("Task", "count == 77", &[]).unwrap(),
+        vec![PrimaryKey::Int(10)]
+    );
+}
+
+#[test]
+fn a_reconnect_resumes_without_a_new_bootstrap() {
+    let world = World::new("resume", None);
+    let (w, ws) = writer(&world, "writer");
+    for id in 1..=20 {
+        create(&w, id, id, "writer");
+    }
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+    let r = world.open("reader.sqlite");
+    subscribe(&r, &[("odd", "Task", "count > 10")]);
+    let rs = world.sync(&r, "reader");
+    world
+        .block_on(rs.wait_for_subscriptions(None, WAIT))
+        .unwrap();
+    assert!(
+        rs.progress().download_transferred > 0,
+        "the bootstrap was counted"
+    );
+    drop(rs);
+
+    // Nothing changed on the server: the new session downloads nothing at all.
+    let rs = world.sync(&r, "reader");
+    let set = world
+        .block_on(rs.wait_for_subscriptions(None, WAIT))
+        .unwrap();
+    assert_eq!(set.state, SubscriptionSetState::Complete);
+    world.block_on(rs.wait_for_download(WAIT)).unwrap();
+    assert_eq!(rs.progress().download_transferred, 0, "no second bootstrap");
+    assert_eq!(tasks(&r), (11..=20).collect::<Vec<_>>());
+
+    // A change made while it was away arrives as an ordinary download.
+    drop(rs);
+    set_count(&w, 1, 99);
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+    let rs = world.sync(&r, "reader");
+    world.block_on(rs.wait_for_download(WAIT)).unwrap();
+    assert!(tasks(&r).contains(&1));
+
+    // A file reopened: its sets are read back from the file.
+    drop(rs);
+    let reopened = world.open("reader.sqlite");
+    assert_eq!(
+        reopened.active_subscriptions().unwrap().subscriptions[0].query,
+        "count > 10"
+    );
+}
+
+#[test]
+fn an_unevaluable_query_fails_its_set_and_the_session_goes_on() {
+    let world = World::new("query-error", None);
+    let (w, ws) = writer(&world, "writer");
+    create(&w, 1, 1, "writer");
+    create(&w, 2, 2, "writer");
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+
+    let r = world.open("reader.sqlite");
+    subscribe(&r, &[("one", "Task", "count == 1")]);
+    let rs = world.sync(&r, "reader");
+    let (errors, _token) = error_events(&rs);
+    world
+        .block_on(rs.wait_for_subscriptions(None, WAIT))
+        .unwrap();
+    assert_eq!(tasks(&r), vec![1]);
+
+    // The local compiler takes a link path; the server does not evaluate one (QUERY_ERROR 226).
+    let bad = subscribe(&r, &[("linked", "Task", "project.name == 'x'")]);
+    let err = world
+        .block_on(rs.wait_for_subscriptions(Some(bad), WAIT))
+        .unwrap_err();
+    match err {
+        SyncError::Subscription { version, message } => {
+            assert_eq!(version, bad);
+            assert!(message.contains("link"), "{message}");
+        }
+        other => panic!("expected a subscription error, got {other:?}"),
+    }
+    match r.subscription_set(bad).unwrap().unwrap().state {
+        SubscriptionSetState::Error(message) => assert!(message.contains("link")),
+        other => panic!("set {bad} is {other:?}"),
+    }
+    assert_eq!(r.active_subscriptions().unwrap().version, 1);
+    assert_eq!(tasks(&r), vec![1], "the active set still holds");
+    eventually("the error event", || {
+        errors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.code == 226 && e.will_retry)
+    });
+
+    // The session goes on: a later set completes, and steady state flows.
+    let good = subscribe(&r, &[("two", "Task", "count == 2")]);
+    let set = world
+        .block_on(rs.wait_for_subscriptions(Some(good), WAIT))
+        .unwrap();
+    assert_eq!(set.state, SubscriptionSetState::Complete);
+    assert_eq!(tasks(&r), vec![2]);
+
+    // Refused locally, before anything is sent.
+    let refused = r.update_subscriptions(|m| {
+        m.add(None, "Task", "count > 1 SORT(count ASC)", &[])?;
+        Ok(())
+    });
+    assert_eq!(refused.unwrap_err().kind(), StoreErrorKind::InvalidArgument);
+    let refused = r.update_subscriptions(|m| {
+        m.add(None, "Nope", "TRUEPREDICATE", &[])?;
+        Ok(())
+    });
+    assert_eq!(refused.unwrap_err().kind(), StoreErrorKind::InvalidArgument);
+    assert_eq!(
+        r.subscriptions().unwrap().version,
+        good,
+        "nothing was committed"
+    );
+}
+
+const RULES: &str = r#"{
+  "default": { "read": true, "write": true },
+  "classes": {
+    "Task": { "read": "owner == %%user.id OR count == 0", "write": "owner == %%user.id" }
+  }
+}"#;
+
+#[test]
+fn rules_filter_reads_per_user_and_revert_forbidden_writes() {
+    let world = World::new("rules", Some(RULES));
+    let alice = world.open("alice.sqlite");
+    subscribe(&alice, &[("all", "Task", "TRUEPREDICATE")]);
+    let sa = world.sync(&alice, "alice");
+    let bob = world.open("bob.sqlite");
+    subscribe(&bob, &[("all", "Task", "TRUEPREDICATE")]);
+    let sb = world.sync(&bob, "bob");
+    let (errors, _token) = error_events(&sa);
+
+    create(&alice, 1, 5, "alice");
+    create(&alice, 2, 0, "alice");
+    create(&bob, 3, 5, "bob");
+    create(&bob, 5, 0, "bob");
+    world.block_on(sa.wait_for_upload(WAIT)).unwrap();
+    world.block_on(sb.wait_for_upload(WAIT)).unwrap();
+    world
+        .block_on(sa.wait_for_subscriptions(None, WAIT))
+        .unwrap();
+    world
+        .block_on(sb.wait_for_subscriptions(None, WAIT))
+        .unwrap();
+    world.block_on(sa.wait_for_download(WAIT)).unwrap();
+    world.block_on(sb.wait_for_download(WAIT)).unwrap();
+    // Each sees their own tasks and the shared ones (count 0).
+    assert_eq!(tasks(&alice), vec![1, 2, 5]);
+    assert_eq!(tasks(&bob), vec![2, 3, 5]);
+
+    let title = |db: &Database, id: i64| {
+        db.read()
+            .unwrap()
+            .object("Task", &PrimaryKey::Int(id))
+            .unwrap()
+            .and_then(|o| o.fields.get("title").cloned())
+    };
+    let set_title = |db: &Database, id: i64, text: &str| {
+        let mut tx = db.begin_write().unwrap();
+        tx.set(
+            "Task",
+            &PrimaryKey::Int(id),
+            "title",
+            Value::String(text.into()),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    };
+    // Alice creates a task owned by bob, and edits bob's shared task 5 (she may read it, not
+    // write it): both are reverted on her file, with a compensating write, and never reach
+    // bob. Her edit of her own task 2 stands and reaches bob.
+    create(&alice, 4, 5, "bob");
+    set_title(&alice, 5, "alice was here");
+    set_title(&alice, 2, "alice's own edit");
+    world.block_on(sa.wait_for_upload(WAIT)).unwrap();
+    world.block_on(sa.wait_for_download(WAIT)).unwrap();
+    eventually("the reverts on alice's file", || {
+        tasks(&alice) == vec![1, 2, 5] && title(&alice, 5) == title(&bob, 5)
+    });
+    eventually("the compensating write event", || {
+        errors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.code == 231 && e.will_retry && e.message.contains("rejectedUpdates"))
+    });
+    world.block_on(sb.wait_for_download(WAIT)).unwrap();
+    assert_eq!(tasks(&bob), vec![2, 3, 5]);
+    assert_eq!(
+        title(&bob, 5),
+        Some(tandem::state::Field::Value(tandem::state::Val::String(
+            "task 5".into()
+        )))
+    );
+    assert_eq!(title(&bob, 2), title(&alice, 2));
+    assert_eq!(
+        title(&bob, 2),
+        Some(tandem::state::Field::Value(tandem::state::Val::String(
+            "alice's own edit".into()
+        )))
+    );
+
+    // Bob shares task 3 (count 0): it enters alice's view.
+    set_count(&bob, 3, 0);
+    world.block_on(sb.wait_for_upload(WAIT)).unwrap();
+    world.block_on(sa.wait_for_download(WAIT)).unwrap();
+    assert_eq!(tasks(&alice), vec![1, 2, 3, 5]);
+    drop((sa, sb));
+}
+
+#[test]
+fn a_session_on_flx_without_flexible_is_refused_with_advice() {
+    let world = World::new("not-flexible", None);
+    let db = world.open("plain.sqlite");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = TokenSigner::hs256(SECRET)
+        .sign("plain", now + 3600, &["/flx"])
+        .unwrap();
+    let port = world.server.as_ref().unwrap().local_addr.port();
+    let session = SyncSession::start(
+        Arc::clone(&db),
+        SyncConfig {
+            url: format!("ws://127.0.0.1:{port}/"),
+            path: "/flx".into(),
+            token,
+            allow_insecure: true,
+            ..SyncConfig::default()
+        },
+    )
+    .unwrap();
+    let (errors, _token) = error_events(&session);
+    eventually("the refusal", || {
+        errors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.message.contains("SyncConfig::flexible"))
+    });
+    // And a session that is not flexible cannot wait for subscriptions.
+    let err = world
+        .block_on(session.wait_for_subscriptions(None, Some(Duration::from_secs(1))))
+        .unwrap_err();
+    assert!(matches!(err, SyncError::InvalidState { .. }), "{err:?}");
+}
