@@ -17,4 +17,4 @@ here=$PWD
     python3 -m mypy --config-file "$here/pyproject.toml" --strict -p tandem &&
     python3 -m mypy --config-file "$here/pyproject.toml" --strict \
         "$here/../../examples/python/todo.py" "$here/tests/models_fixture.py" \
-        "$here/tests/untyped_fixture.py")
+        "$here/tests/untyped_fixture.py" "$here/tests/flexible_fixture.py")

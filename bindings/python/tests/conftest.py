@@ -1,6 +1,7 @@
 """Fixtures: a schema, temp databases, and a real `tandem-server` with TLS and HS256 tokens."""
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -53,9 +54,9 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def make_token(paths, seconds=3600, secret=SECRET):
+def make_token(paths, seconds=3600, secret=SECRET, subject="py"):
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = b64(json.dumps({"sub": "py", "exp": int(time.time()) + seconds, "paths": paths}).encode())
+    claims = b64(json.dumps({"sub": subject, "exp": int(time.time()) + seconds, "paths": paths}).encode())
     signing_input = f"{header}.{claims}".encode()
     signature = b64(hmac.new(secret, signing_input, hashlib.sha256).digest())
     return f"{header}.{claims}.{signature}"
@@ -64,6 +65,24 @@ def make_token(paths, seconds=3600, secret=SECRET):
 @pytest.fixture
 def server(tmp_path):
     """A real tandem-server on a free loopback port, TLS with a throwaway certificate."""
+    with run_server(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def flx_server(tmp_path):
+    """The same with an app (`--app-id`), so that it serves flexible sync (server path `/flx`);
+    no `--flx-rules`: every user may read and write everything."""
+    with run_server(tmp_path, "--app-id", FLX_APP) as running:
+        yield running
+
+
+FLX_APP = "py-flx-app"
+
+
+@contextlib.contextmanager
+def run_server(tmp_path, *extra):
+    """Runs a tandem-server with `extra` arguments until the block ends."""
     binary = os.environ.get("TANDEM_SERVER_BIN", str(REPO / "target" / "debug" / "tandem-server"))
     if not os.path.exists(binary):
         pytest.fail(f"build the server first: cargo build --features server ({binary} missing)")
@@ -80,7 +99,8 @@ def server(tmp_path):
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [binary, "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data"),
-         "--tls-cert", str(cert), "--tls-key", str(key), "--jwt-secret-file", str(tmp_path / "secret")],
+         "--tls-cert", str(cert), "--tls-key", str(key), "--jwt-secret-file", str(tmp_path / "secret"),
+         *extra],
         stderr=subprocess.PIPE,
     )
     # The listen line need not be the first (the server logs through tracing); read until it
@@ -98,13 +118,15 @@ def server(tmp_path):
     drain = threading.Thread(target=lambda: lines.extend(r.decode(errors="replace") for r in proc.stderr),
                              daemon=True)
     drain.start()
-    yield {"url": f"wss://localhost:{port}/", "ca": str(cert), "log": lines}
-    proc.kill()
-    proc.wait()
-    drain.join(timeout=5)
+    try:
+        yield {"url": f"wss://localhost:{port}/", "ca": str(cert), "log": lines}
+    finally:
+        proc.kill()
+        proc.wait()
+        drain.join(timeout=5)
 
 
-def options(server, path="/todos", token=None):
+def options(server, path="/todos", token=None, flexible=False):
     return tandem.SyncOptions(
         url=server["url"],
         path=path,
@@ -112,7 +134,14 @@ def options(server, path="/todos", token=None):
         ca_file=server["ca"],
         allow_insecure=False,
         client_reset=tandem.ClientResetMode.RECOVER_OR_DISCARD,
+        flexible=flexible,
     )
+
+
+def flx_options(server, user):
+    """Flexible sync options for the server's `/flx` as `user` (the token's subject, which the
+    server's `--flx-rules` know as `%%user.id`)."""
+    return options(server, path="/flx", token=make_token(["/flx"], subject=user), flexible=True)
 
 
 def eventually(check, seconds=30):

@@ -6,8 +6,8 @@ threads into Python live or in flight (issue 14: "FATAL: exception not rethrown"
 Live at exit: results listeners (the store's notifier thread), state,
 progress and error listeners (session notifier thread), a token provider, a log listener at
 TRACE (every thread that logs, the sync runtime's included), a listener still inside a call
-(it sleeps), and awaits left pending on a session whose server never answers (on daemon
-threads). Prints ``ok`` last.
+(it sleeps), and awaits left pending on sessions whose server never answers (on daemon
+threads; one a flexible sync session's wait for its subscriptions). Prints ``ok`` last.
 """
 
 import asyncio
@@ -83,6 +83,15 @@ nowhere.write([tandem.WriteOp.CREATE(class_name="Task", key=tandem.Key.INT(1),
                                      values={"title": tandem.Value.STRING("never uploaded")})])
 for wait in (stuck.wait_for_upload, stuck.wait_for_download):
     threading.Thread(target=lambda w=wait: asyncio.run(w(None)), daemon=True).start()
+# And a flexible sync session's wait for a subscription set the server never bootstraps.
+flexible = tandem.Database.open(f"{directory}/flexible.sqlite", CLASSES)
+flexible.update_subscriptions([tandem.SubscriptionChange.ADD(name=None, class_name="Task",
+                                                             query="TRUEPREDICATE", args=[])])
+stuck_flexible = flexible.sync(tandem.SyncOptions(
+    url="wss://localhost:9/", path="/flx", token="", ca_file=None, allow_insecure=False,
+    client_reset=tandem.ClientResetMode.RECOVER_OR_DISCARD, flexible=True), None)
+threading.Thread(target=lambda: asyncio.run(stuck_flexible.wait_for_subscriptions()),
+                 daemon=True).start()
 
 
 async def main() -> None:

@@ -9,16 +9,17 @@ Two layers:
   ``tandem.Database``, ``tandem.Value``, ``tandem.Key``... for dynamic schemas, plus
   ``with db.write() as tx:`` (commits on success, rolls back on an exception) or
   ``db.write([tandem.WriteOp...])`` (a whole batch in one crossing), listener base
-  classes, and ``asyncio`` awaitables (``await session.wait_for_upload(ms)``).
+  classes, and ``asyncio`` awaitables (``await session.wait_for_upload(ms)``,
+  ``await session.wait_for_subscriptions()`` for flexible sync).
 
 Interpreter exit: no Tandem thread may be inside a call into Python when the interpreter
 finalizes (Python ends such a thread with ``pthread_exit``, which aborts the process when it
 unwinds through Rust: "FATAL: exception not rethrown"). Two things see to it:
 
-* the awaitables (``SyncSession.wait_for_upload``, ``wait_for_download``, ``transact`` and
-  ``tandem.open_synced``) run the blocking variant of the call on a Python thread of their own
-  and resume the event loop from there, never from a Tandem thread; cancelling the await
-  cancels the call (``tandem.CancelToken``);
+* the awaitables (``SyncSession.wait_for_upload``, ``wait_for_download``,
+  ``wait_for_subscriptions``, ``transact`` and ``tandem.open_synced``) run the blocking variant
+  of the call on a Python thread of their own and resume the event loop from there, never from
+  a Tandem thread; cancelling the await cancels the call (``tandem.CancelToken``);
 * an ``atexit`` hook (which runs before finalization) calls ``tandem.close_callbacks``: from
   then on Tandem calls no listener, log listener or token provider, and it waits (up to 10 s)
   for the calls already running to return.
@@ -37,11 +38,23 @@ from typing import (
     Iterator,
     List,
     Optional,
+    Sequence,
     TypeVar,
+    Union,
     overload,
 )
 
 from . import tandem as _ffi
+
+# uniffi's enum variants are no subclasses of their enum for mypy (they become subclasses at run
+# time); `Database.update_subscriptions` takes them as they are.
+SubscriptionChangeVariant = Union[
+    _ffi.SubscriptionChange,
+    _ffi.SubscriptionChange.ADD,
+    _ffi.SubscriptionChange.REMOVE,
+    _ffi.SubscriptionChange.REMOVE_CLASS,
+    _ffi.SubscriptionChange.CLEAR,
+]
 
 if TYPE_CHECKING:
     # What mypy sees of the names this module changes at run time (below). A name defined before
@@ -68,10 +81,33 @@ if TYPE_CHECKING:
 
         def write(self, ops: Optional[List[_ffi.WriteOp]] = None) -> Any: ...
 
+        def sync(
+            self, options: _ffi.SyncOptions, token_provider: Optional[_ffi.TokenProvider]
+        ) -> "SyncSession": ...
+
+        def update_subscriptions(
+            self, changes: Sequence[SubscriptionChangeVariant]
+        ) -> _ffi.SubscriptionSet: ...
+
+    class SyncSession(_ffi.SyncSession):
+        """A running sync session (the untyped API)."""
+
+        async def wait_for_subscriptions(
+            self, version: Optional[int] = None, timeout_ms: Optional[int] = None
+        ) -> _ffi.SubscriptionSet: ...
+
+        def wait_for_subscriptions_blocking(
+            self,
+            version: Optional[int] = None,
+            timeout_ms: Optional[int] = None,
+            cancel: Union[object, Optional[_ffi.CancelToken]] = None,  # as generated
+        ) -> _ffi.SubscriptionSet: ...
+
     class SyncedDatabase(_ffi.SyncedDatabase):
         """A database opened by ``open_synced``, with its session."""
 
         database: Database
+        session: SyncSession
 
     async def open_synced(
         path: str,
@@ -84,16 +120,23 @@ if TYPE_CHECKING:
 
 
 from .tandem import *  # type: ignore[assignment]  # noqa: F401,F403  (the generated API)
+from .models import COMPENSATING_WRITE as COMPENSATING_WRITE
+from .models import CompensatingWrite as CompensatingWrite
 from .models import EmbeddedModel as EmbeddedModel
 from .models import LiveResults as LiveResults
 from .models import Model as Model
+from .models import MutableSubscriptionSet as MutableSubscriptionSet
 from .models import ObjectId as ObjectId
 from .models import Persisted as Persisted
 from .models import PrimaryKey as PrimaryKey
+from .models import SubscriptionState as SubscriptionState
 from .models import TypedDatabase as TypedDatabase
 from .models import TypedObjectChange as TypedObjectChange
 from .models import TypedResultsChange as TypedResultsChange
+from .models import TypedSubscription as TypedSubscription
+from .models import TypedSubscriptionSet as TypedSubscriptionSet
 from .models import TypedTransaction as TypedTransaction
+from .models import compensating_writes as compensating_writes
 from .models import open as open
 from .models import schema as schema
 from .models import to_key as to_key
@@ -197,9 +240,42 @@ async def _transact(
     return await _in_thread(lambda token: self.transact_blocking(ops, timeout_ms, token))
 
 
+_wait_for_subscriptions_blocking = _ffi.SyncSession.wait_for_subscriptions_blocking
+
+
+def _wait_for_subscriptions_blocking_defaults(
+    self: _ffi.SyncSession,
+    version: Optional[int] = None,
+    timeout_ms: Optional[int] = None,
+    cancel: Union[object, Optional[_ffi.CancelToken]] = None,  # as generated
+) -> _ffi.SubscriptionSet:
+    """Blocks until subscription set ``version`` (``None``: the latest when called) is no
+    longer pending and returns it, ``Complete`` or ``Superseded``. ``TandemError.Sync`` when the
+    server refused the set (its state is then ``Error``) or the session is not flexible;
+    ``Timeout`` after ``timeout_ms`` (``None``: as long as it takes); ``Stopped`` when the
+    session stops or ``cancel`` is cancelled."""
+    return _wait_for_subscriptions_blocking(self, version, timeout_ms, cancel)
+
+
+async def _wait_for_subscriptions(
+    self: _ffi.SyncSession, version: Optional[int] = None, timeout_ms: Optional[int] = None
+) -> _ffi.SubscriptionSet:
+    """Completes when subscription set ``version`` (``None``: the latest when called) is no
+    longer pending: the set, ``Complete`` (the file holds what it matches) or ``Superseded``
+    (a newer set completed first). Realm's ``waitForSynchronization``. Errors as
+    ``wait_for_subscriptions_blocking``."""
+    return await _in_thread(
+        lambda token: self.wait_for_subscriptions_blocking(version, timeout_ms, token)
+    )
+
+
 _ffi.SyncSession.wait_for_upload = _wait_for_upload  # type: ignore[method-assign]
 _ffi.SyncSession.wait_for_download = _wait_for_download  # type: ignore[method-assign]
 _ffi.SyncSession.transact = _transact  # type: ignore[method-assign]
+_ffi.SyncSession.wait_for_subscriptions = _wait_for_subscriptions  # type: ignore[method-assign]
+_ffi.SyncSession.wait_for_subscriptions_blocking = (  # type: ignore[method-assign]
+    _wait_for_subscriptions_blocking_defaults
+)
 
 
 async def _open_synced(

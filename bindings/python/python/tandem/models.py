@@ -40,6 +40,7 @@ import base64
 import dataclasses
 import datetime as _dt
 import decimal
+import enum
 import json
 import math
 import operator
@@ -50,6 +51,7 @@ import time
 import types
 import typing
 import uuid
+import weakref
 from contextlib import contextmanager
 from typing import (
     Any,
@@ -74,6 +76,7 @@ from . import tandem as _ffi
 # The generated enum variants' constructors carry no annotations.
 _Value: Any = _ffi.Value
 _Key: Any = _ffi.Key
+_Change: Any = _ffi.SubscriptionChange
 
 if sys.version_info >= (3, 11):
     from typing import dataclass_transform
@@ -97,6 +100,13 @@ __all__ = [
     "LiveResults",
     "TypedResultsChange",
     "TypedObjectChange",
+    "SubscriptionState",
+    "TypedSubscription",
+    "TypedSubscriptionSet",
+    "MutableSubscriptionSet",
+    "CompensatingWrite",
+    "COMPENSATING_WRITE",
+    "compensating_writes",
 ]
 
 M = TypeVar("M", bound="Model")
@@ -940,6 +950,237 @@ class LiveResults(Generic[M]):
         return f"LiveResults({self._cls.__name__}, {self._query!r})"
 
 
+# --- flexible sync subscriptions -------------------------------------------------------------
+
+
+class SubscriptionState(enum.Enum):
+    """Where a subscription set stands (realm-kotlin's ``SubscriptionSetState``)."""
+
+    PENDING = "pending"
+    """Committed; a flexible sync session has not integrated the server's bootstrap of it yet."""
+    COMPLETE = "complete"
+    """Its bootstrap is integrated: the file holds what it matches. The newest complete set is
+    the active one."""
+    ERROR = "error"
+    """The server could not evaluate it (:attr:`TypedSubscriptionSet.error` says why); the active
+    set stays as it was."""
+    SUPERSEDED = "superseded"
+    """A newer set completed first."""
+
+
+_STATES = [
+    (_ffi.SubscriptionSetState.PENDING, SubscriptionState.PENDING),
+    (_ffi.SubscriptionSetState.COMPLETE, SubscriptionState.COMPLETE),
+    (_ffi.SubscriptionSetState.ERROR, SubscriptionState.ERROR),
+    (_ffi.SubscriptionSetState.SUPERSEDED, SubscriptionState.SUPERSEDED),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class TypedSubscription:
+    """One subscription: the objects of a class matching a query."""
+
+    name: Optional[str]
+    """Its name (unique within a set), or ``None``."""
+    class_name: str
+    """The class as stored (``Model`` classes: their ``name=``)."""
+    query: str
+    """The query as the server evaluates it (arguments inlined)."""
+    model: Optional[Type[Model]]
+    """The database's model class of that name (``None`` if it has none)."""
+
+
+class TypedSubscriptionSet:
+    """One version of a database's subscriptions as it was read (``db.subscriptions``: the
+    latest; ``db.active_subscriptions``: the newest complete one). A snapshot: read
+    ``db.subscriptions`` again for news. Iterates over its :class:`TypedSubscription` objects,
+    in the order they were added; ``len()``; :meth:`find` by name."""
+
+    def __init__(self, db: "TypedDatabase", raw: Any) -> None:
+        self._db = db
+        self.raw = raw
+        """The untyped ``tandem.SubscriptionSet``."""
+        self.version: int = raw.version
+        """0 for the empty set a file starts with, then one more per update."""
+        self.state: SubscriptionState = next(
+            state for variant, state in _STATES if isinstance(raw.state, variant)
+        )
+        """Where it stands."""
+        self.error: Optional[str] = (
+            raw.state.message if self.state is SubscriptionState.ERROR else None
+        )
+        """The server's message when :attr:`state` is ``ERROR``."""
+        models = {m.__tandem_name__: m for m in db.models}
+        self.subscriptions: List[TypedSubscription] = [
+            TypedSubscription(s.name, s.class_name, s.query, models.get(s.class_name))
+            for s in raw.subscriptions
+        ]
+
+    def __len__(self) -> int:
+        return len(self.subscriptions)
+
+    def __iter__(self) -> Iterator[TypedSubscription]:
+        return iter(self.subscriptions)
+
+    def find(self, name: str) -> Optional[TypedSubscription]:
+        """The subscription called ``name``, or ``None``."""
+        return next((s for s in self.subscriptions if s.name == name), None)
+
+    def update(self) -> "typing.ContextManager[MutableSubscriptionSet]":
+        """``with db.subscriptions.update() as subs:`` collects changes (``subs.add(Task,
+        "done == $0", False, name="open")``, ``subs.remove("open")``, ``subs.remove_all(Task)``)
+        and commits them, applied to the database's latest set (whichever version this
+        snapshot is), as the next version when the block ends; an exception in the block
+        discards them. The new set is ``PENDING`` until a flexible sync session has the
+        server's bootstrap of it. A change that fails (``TandemError.InvalidArgument``: an
+        unknown class, a query that does not compile, SORT/DISTINCT/LIMIT) commits nothing."""
+        return self._db._update_subscriptions()
+
+    async def wait_for_synchronization(
+        self, timeout_ms: Optional[int] = None, session: Any = None
+    ) -> "TypedSubscriptionSet":
+        """Completes when this set is no longer pending, with the set as it is then:
+        ``COMPLETE`` (the file holds what it matches) or ``SUPERSEDED`` (a newer set completed
+        first). ``session``: the flexible sync session, by default the one ``db.sync()`` started
+        last (while it is referenced). Errors: ``TandemError.Sync`` when the server refused the
+        set (its state is then ``ERROR``) or the session is not flexible, ``Timeout`` after
+        ``timeout_ms`` (``None``: as long as it takes), ``Stopped``. Realm's
+        ``waitForSynchronization``; ``session.wait_for_subscriptions`` underneath."""
+        raw = await self._db._session(session).wait_for_subscriptions(self.version, timeout_ms)
+        return TypedSubscriptionSet(self._db, raw)
+
+    def wait_for_synchronization_blocking(
+        self, timeout_ms: Optional[int] = None, session: Any = None
+    ) -> "TypedSubscriptionSet":
+        """:meth:`wait_for_synchronization`, blocking the calling thread."""
+        raw = self._db._session(session).wait_for_subscriptions_blocking(self.version, timeout_ms)
+        return TypedSubscriptionSet(self._db, raw)
+
+    def __repr__(self) -> str:
+        error = f", error={self.error!r}" if self.error is not None else ""
+        subs = ", ".join(
+            (f"{s.name}=" if s.name is not None else "") + f"{s.class_name}({s.query!r})"
+            for s in self.subscriptions
+        )
+        return f"TypedSubscriptionSet(version={self.version}, {self.state.name}{error}, [{subs}])"
+
+
+class MutableSubscriptionSet:
+    """The changes of one subscription update (:meth:`TypedSubscriptionSet.update`,
+    :meth:`TypedDatabase.update_subscriptions`), applied in order to the latest set when the
+    update ends, in one crossing. Each method returns the set, so calls chain."""
+
+    def __init__(self) -> None:
+        self.changes: List[Any] = []
+        """The untyped ``tandem.SubscriptionChange`` variants so far."""
+
+    @staticmethod
+    def _class_name(model: Union[Type[Model], str]) -> str:
+        if isinstance(model, str):
+            return model
+        info = _info(model)
+        if info.embedded:
+            raise TypeError(f"{info.name} is embedded: subscribe to its owner")
+        return info.name
+
+    def add(
+        self,
+        model: Union[Type[Model], str],
+        query: str = "TRUEPREDICATE",
+        *args: Any,
+        name: Optional[str] = None,
+    ) -> "MutableSubscriptionSet":
+        """Subscribes to the objects of ``model`` (a model class or a class name) matching
+        ``query`` (the query language of :meth:`TypedDatabase.objects` without SORT, DISTINCT
+        and LIMIT; ``$0``, ``$1``... are ``args``, Python values). A ``name`` replaces the
+        subscription of that name; without one, the same class and query are subscribed
+        once."""
+        values = [to_value(a) for a in args]
+        self.changes.append(
+            _Change.ADD(name=name, class_name=self._class_name(model), query=query, args=values)
+        )
+        return self
+
+    def remove(self, name: str) -> "MutableSubscriptionSet":
+        """Removes the subscription called ``name`` (nothing if there is none)."""
+        self.changes.append(_Change.REMOVE(name=name))
+        return self
+
+    def remove_all(self, model: Union[Type[Model], str, None] = None) -> "MutableSubscriptionSet":
+        """Removes every subscription on ``model`` (a model class or a class name), or every
+        subscription when ``model`` is ``None``."""
+        if model is None:
+            self.changes.append(_Change.CLEAR())
+        else:
+            self.changes.append(_Change.REMOVE_CLASS(class_name=self._class_name(model)))
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class CompensatingWrite:
+    """One write the server refused and reverted (its flexible sync rules, ``--flx-rules``,
+    forbid it to the token's user): realm-kotlin's ``CompensatingWriteInfo``."""
+
+    class_name: str
+    """The object's class."""
+    primary_key: Any
+    """Its primary key (``int``, ``str``, :class:`ObjectId`, ``uuid.UUID`` or ``None``)."""
+    reason: str
+    """Why, in the server's words."""
+
+
+COMPENSATING_WRITE = 231
+"""The error code of a compensating write (an error listener's ``code``)."""
+
+
+def _varint(data: bytes, i: int) -> Tuple[int, int]:
+    """Realm's sign-bit varint at ``data[i:]``: (value, index after it)."""
+    magnitude, shift = 0, 0
+    while True:
+        b = data[i]
+        i += 1
+        if b & 0x80:
+            magnitude |= (b & 0x7F) << shift
+            shift += 7
+        else:
+            magnitude |= (b & 0x3F) << shift
+            return (-magnitude - 1 if b & 0x40 else magnitude), i
+
+
+def _inline_key(pk: str) -> Any:
+    """A ``rejectedUpdates[].pk``: base64 of a payload type and the value (changeset format)."""
+    data = base64.b64decode(pk)
+    kind, i = _varint(data, 0)
+    if kind == 1:  # Int
+        return _varint(data, i)[0]
+    if kind == 3:  # String: length, bytes
+        n, i = _varint(data, i)
+        return data[i : i + n].decode()
+    if kind == 10:  # ObjectId
+        return ObjectId(data[i : i + 12])
+    if kind == 11:  # UUID
+        return uuid.UUID(bytes=data[i : i + 16])
+    return None  # Null
+
+
+def compensating_writes(code: int, message: str) -> List[CompensatingWrite]:
+    """The writes an error event reports as reverted: for code 231 (``COMPENSATING_WRITE``)
+    the event's message carries the server's JSON, whose ``rejectedUpdates`` this decodes; an
+    empty list for any other event. Use it in an error listener
+    (``session.observe_errors``)."""
+    if code != COMPENSATING_WRITE or "{" not in message:
+        return []
+    try:
+        body = json.loads(message[message.index("{") :])
+    except ValueError:
+        return []
+    return [
+        CompensatingWrite(u.get("table", ""), _inline_key(u["pk"]) if "pk" in u else None,
+                          u.get("reason", ""))
+        for u in body.get("rejectedUpdates", [])
+    ]
+
+
 class TypedDatabase:
     """A database whose schema is model classes (see :func:`open`). ``raw`` is the untyped
     ``tandem.Database`` underneath, for everything else (sync, dynamic classes)."""
@@ -1011,8 +1252,54 @@ class TypedDatabase:
 
     def sync(self, options: Any, token_provider: Any = None) -> Any:
         """Starts syncing (see ``tandem.Database.sync``); returns the ``SyncSession``, whose
-        waits are awaitable."""
-        return self.raw.sync(options, token_provider)
+        waits are awaitable. Flexible sync: ``tandem.SyncOptions(..., path="/flx",
+        flexible=True)``; the session then downloads what :attr:`subscriptions` match. The
+        database does not keep the session alive (``stop()`` or dropping it stops syncing)."""
+        session = self.raw.sync(options, token_provider)
+        self._last_session = weakref.ref(session)
+        return session
+
+    _last_session: Optional["weakref.ReferenceType[Any]"] = None
+
+    def _session(self, session: Any) -> Any:
+        if session is None and self._last_session is not None:
+            session = self._last_session()
+        if session is None:
+            raise RuntimeError(
+                "no sync session: start one with db.sync(...) and keep it, or pass session="
+            )
+        return session
+
+    @property
+    def subscriptions(self) -> TypedSubscriptionSet:
+        """The latest subscription set (flexible sync; version 0, empty and ``COMPLETE``
+        until the first update). ``with db.subscriptions.update() as subs:`` changes it."""
+        return TypedSubscriptionSet(self, self.raw.subscriptions())
+
+    @property
+    def active_subscriptions(self) -> TypedSubscriptionSet:
+        """The active subscription set: the newest ``COMPLETE`` one."""
+        return TypedSubscriptionSet(self, self.raw.active_subscriptions())
+
+    def update_subscriptions(
+        self, edit: Callable[[MutableSubscriptionSet], object]
+    ) -> TypedSubscriptionSet:
+        """Calls ``edit`` with a :class:`MutableSubscriptionSet` and commits its changes as the
+        next set, which it returns (``PENDING``; the latest set unchanged if the changes change
+        nothing): ``db.update_subscriptions(lambda subs: subs.add(Task, "done == $0", False,
+        name="open"))``. Errors as :meth:`TypedSubscriptionSet.update`."""
+        subs = MutableSubscriptionSet()
+        edit(subs)
+        return self._commit_subscriptions(subs)
+
+    @contextmanager
+    def _update_subscriptions(self) -> Iterator[MutableSubscriptionSet]:
+        subs = MutableSubscriptionSet()
+        yield subs
+        self._commit_subscriptions(subs)
+
+    def _commit_subscriptions(self, subs: MutableSubscriptionSet) -> TypedSubscriptionSet:
+        return TypedSubscriptionSet(self, self.raw.update_subscriptions(subs.changes))
 
 
 def schema(models: Sequence[Type[Model]]) -> List[Any]:
