@@ -298,6 +298,7 @@ async fn connect_and_sync(
             ))
         })?
         .map_err(|e| fail(format!("connect: {e}")))?;
+    let tcp = crate::protocol::socket::NoSigpipe(tcp);
     // TLS and the WebSocket upgrade share one deadline.
     let deadline = tokio::time::Instant::now() + timeouts.handshake;
     match tls {

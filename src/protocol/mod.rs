@@ -22,6 +22,8 @@
 mod error;
 pub mod limits;
 mod message;
+#[cfg(feature = "client")]
+pub(crate) mod socket;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use message::{

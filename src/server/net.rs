@@ -245,6 +245,7 @@ async fn serve_connection(
     admitted: Arc<Admitted>,
 ) {
     let deadline = tokio::time::Instant::now() + shared.config.connection_limits.handshake_timeout;
+    let tcp = crate::protocol::socket::NoSigpipe(tcp);
     match tls {
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => serve_http(shared, stream, true, admitted, deadline).await,

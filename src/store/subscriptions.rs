@@ -13,8 +13,10 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+#[cfg(feature = "client")]
 use super::sync::DownloadCursors;
 use super::{query, Database, StoreError};
+#[cfg(feature = "client")]
 use crate::changeset::Changeset;
 use crate::model::Value;
 use crate::state::Schemas;
@@ -263,6 +265,7 @@ fn active(conn: &Connection) -> Result<SubscriptionSet, StoreError> {
 }
 
 /// Marks `version` complete (its bootstrap is integrated) and every older set superseded.
+#[cfg(feature = "client")]
 fn complete(conn: &Connection, version: u64) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE _tandem_subscription_set SET state = 'superseded'
@@ -368,6 +371,7 @@ impl Database {
 
     /// Pending subscription sets newer than `version`, oldest first (what a session sends as
     /// QUERY).
+    #[cfg(feature = "client")]
     pub(crate) fn pending_subscription_sets(
         &self,
         after: u64,
@@ -385,6 +389,7 @@ impl Database {
 
     /// Records the server's QUERY_ERROR for set `version` (a set already complete or
     /// superseded is left as it is).
+    #[cfg(feature = "client")]
     pub(crate) fn fail_subscription_set(
         &self,
         version: u64,
@@ -403,6 +408,7 @@ impl Database {
     /// Integrates a flexible sync bootstrap (every batch of it, in order) for subscription set
     /// `query_version`, and marks that set complete, in one transaction: after a crash either
     /// both happened or neither (then the server bootstraps the set again).
+    #[cfg(feature = "client")]
     pub(crate) fn integrate_bootstrap(
         &self,
         entries: Vec<Changeset>,
