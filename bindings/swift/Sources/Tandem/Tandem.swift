@@ -862,6 +862,25 @@ public protocol DatabaseProtocol: AnyObject, Sendable {
     func writeTransaction()  -> WriteTransaction
     
     /**
+     * The active subscription set: the newest complete one.
+     */
+    func activeSubscriptions() throws  -> SubscriptionSet
+    
+    /**
+     * The latest subscription set (version 0, empty and complete, until the first update).
+     */
+    func subscriptions() throws  -> SubscriptionSet
+    
+    /**
+     * Applies `changes` to the latest set and commits the result as the next version
+     * (`Pending` until a flexible sync session has its bootstrap); returns it, or the latest
+     * set unchanged when the changes change nothing. A change that fails (`InvalidArgument`:
+     * an unknown class, a query that does not compile, SORT/DISTINCT/LIMIT, a link argument)
+     * fails the call and commits nothing.
+     */
+    func updateSubscriptions(changes: [SubscriptionChange]) throws  -> SubscriptionSet
+    
+    /**
      * Starts syncing this database in the background.
      */
     func sync(options: SyncOptions, tokenProvider: TokenProvider?) throws  -> SyncSession
@@ -1049,6 +1068,47 @@ open func writeTransaction() -> WriteTransaction  {
         uniffiCallStatus in
     uniffi_tandem_fn_method_database_write_transaction(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The active subscription set: the newest complete one.
+     */
+open func activeSubscriptions()throws  -> SubscriptionSet  {
+    return try  FfiConverterTypeSubscriptionSet_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_database_active_subscriptions(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The latest subscription set (version 0, empty and complete, until the first update).
+     */
+open func subscriptions()throws  -> SubscriptionSet  {
+    return try  FfiConverterTypeSubscriptionSet_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_database_subscriptions(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Applies `changes` to the latest set and commits the result as the next version
+     * (`Pending` until a flexible sync session has its bootstrap); returns it, or the latest
+     * set unchanged when the changes change nothing. A change that fails (`InvalidArgument`:
+     * an unknown class, a query that does not compile, SORT/DISTINCT/LIMIT, a link argument)
+     * fails the call and commits nothing.
+     */
+open func updateSubscriptions(changes: [SubscriptionChange])throws  -> SubscriptionSet  {
+    return try  FfiConverterTypeSubscriptionSet_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_database_update_subscriptions(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeSubscriptionChange.lower(changes),uniffiCallStatus
     )
 })
 }
@@ -2769,6 +2829,19 @@ public func FfiConverterTypeRowCodec_lower(_ value: RowCodec) -> UInt64 {
 public protocol SyncSessionProtocol: AnyObject, Sendable {
     
     /**
+     * Completes when subscription set `version` (`None`: the latest now) is no longer
+     * pending, returning it `Complete` or `Superseded`. Errors: `Sync` when the server refused
+     * the set or the session is not flexible, `Timeout`, `Stopped`.
+     */
+    func waitForSubscriptions(version: UInt64?, timeoutMs: UInt64?) async throws  -> SubscriptionSet
+    
+    /**
+     * `wait_for_subscriptions`, blocking the calling thread; `cancel` ends the wait from
+     * another thread (`Stopped`).
+     */
+    func waitForSubscriptionsBlocking(version: UInt64?, timeoutMs: UInt64?, cancel: CancelToken?) throws  -> SubscriptionSet
+    
+    /**
      * Calls `listener` on every error.
      */
     func observeErrors(listener: ErrorListener)  -> ListenerHandle
@@ -2893,6 +2966,43 @@ open class SyncSession: SyncSessionProtocol, @unchecked Sendable {
 
     
 
+    
+    /**
+     * Completes when subscription set `version` (`None`: the latest now) is no longer
+     * pending, returning it `Complete` or `Superseded`. Errors: `Sync` when the server refused
+     * the set or the session is not flexible, `Timeout`, `Stopped`.
+     */
+open func waitForSubscriptions(version: UInt64?, timeoutMs: UInt64?)async throws  -> SubscriptionSet  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tandem_fn_method_syncsession_wait_for_subscriptions(
+                        self.uniffiCloneHandle(),FfiConverterOptionUInt64.lower(version),FfiConverterOptionUInt64.lower(timeoutMs)
+                )
+            },
+            pollFunc: ffi_tandem_rust_future_poll_rust_buffer,
+            completeFunc: ffi_tandem_rust_future_complete_rust_buffer,
+            freeFunc: ffi_tandem_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeSubscriptionSet_lift,
+            errorHandler: FfiConverterTypeTandemError_lift
+        )
+}
+    
+    /**
+     * `wait_for_subscriptions`, blocking the calling thread; `cancel` ends the wait from
+     * another thread (`Stopped`).
+     */
+open func waitForSubscriptionsBlocking(version: UInt64?, timeoutMs: UInt64?, cancel: CancelToken? = nil)throws  -> SubscriptionSet  {
+    return try  FfiConverterTypeSubscriptionSet_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_syncsession_wait_for_subscriptions_blocking(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionUInt64.lower(version),
+        FfiConverterOptionUInt64.lower(timeoutMs),
+        FfiConverterOptionTypeCancelToken.lower(cancel),uniffiCallStatus
+    )
+})
+}
     
     /**
      * Calls `listener` on every error.
@@ -4769,6 +4879,164 @@ public func FfiConverterTypeResultsChange_lower(_ value: ResultsChange) -> RustB
 
 
 /**
+ * One subscription: the objects of `class_name` matching `query`.
+ */
+public struct Subscription: Equatable, Hashable {
+    /**
+     * Its name, if it has one (unique within a set).
+     */
+    public var name: String?
+    /**
+     * The class.
+     */
+    public var className: String
+    /**
+     * The query as the server evaluates it (arguments inlined).
+     */
+    public var query: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Its name, if it has one (unique within a set).
+         */name: String?, 
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The query as the server evaluates it (arguments inlined).
+         */query: String) {
+        self.name = name
+        self.className = className
+        self.query = query
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Subscription: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSubscription: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Subscription {
+        return
+            try Subscription(
+                name: FfiConverterOptionString.read(from: &buf), 
+                className: FfiConverterString.read(from: &buf), 
+                query: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Subscription, into buf: inout [UInt8]) {
+        FfiConverterOptionString.write(value.name, into: &buf)
+        FfiConverterString.write(value.className, into: &buf)
+        FfiConverterString.write(value.query, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscription_lift(_ buf: RustBuffer) throws -> Subscription {
+    return try FfiConverterTypeSubscription.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscription_lower(_ value: Subscription) -> RustBuffer {
+    return FfiConverterTypeSubscription.lower(value)
+}
+
+
+/**
+ * One version of the subscriptions.
+ */
+public struct SubscriptionSet: Equatable, Hashable {
+    /**
+     * 0 for the empty set a file starts with, then one more per update.
+     */
+    public var version: UInt64
+    /**
+     * Where it stands.
+     */
+    public var state: SubscriptionSetState
+    /**
+     * Its subscriptions, in the order they were added.
+     */
+    public var subscriptions: [Subscription]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * 0 for the empty set a file starts with, then one more per update.
+         */version: UInt64, 
+        /**
+         * Where it stands.
+         */state: SubscriptionSetState, 
+        /**
+         * Its subscriptions, in the order they were added.
+         */subscriptions: [Subscription]) {
+        self.version = version
+        self.state = state
+        self.subscriptions = subscriptions
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SubscriptionSet: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSubscriptionSet: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SubscriptionSet {
+        return
+            try SubscriptionSet(
+                version: FfiConverterUInt64.read(from: &buf), 
+                state: FfiConverterTypeSubscriptionSetState.read(from: &buf), 
+                subscriptions: FfiConverterSequenceTypeSubscription.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SubscriptionSet, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.version, into: &buf)
+        FfiConverterTypeSubscriptionSetState.write(value.state, into: &buf)
+        FfiConverterSequenceTypeSubscription.write(value.subscriptions, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscriptionSet_lift(_ buf: RustBuffer) throws -> SubscriptionSet {
+    return try FfiConverterTypeSubscriptionSet.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscriptionSet_lower(_ value: SubscriptionSet) -> RustBuffer {
+    return FfiConverterTypeSubscriptionSet.lower(value)
+}
+
+
+/**
  * Where and how to sync.
  */
 public struct SyncOptions: Equatable, Hashable {
@@ -4805,6 +5073,11 @@ public struct SyncOptions: Equatable, Hashable {
      * Milliseconds from TCP connected to TLS and the WebSocket upgrade done.
      */
     public var handshakeTimeoutMs: UInt64
+    /**
+     * Flexible sync: download only what the database's subscriptions match (`path` is then
+     * the server's flexible sync file, `/flx`).
+     */
+    public var flexible: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4833,7 +5106,11 @@ public struct SyncOptions: Equatable, Hashable {
          */connectTimeoutMs: UInt64 = UInt64(10000), 
         /**
          * Milliseconds from TCP connected to TLS and the WebSocket upgrade done.
-         */handshakeTimeoutMs: UInt64 = UInt64(10000)) {
+         */handshakeTimeoutMs: UInt64 = UInt64(10000), 
+        /**
+         * Flexible sync: download only what the database's subscriptions match (`path` is then
+         * the server's flexible sync file, `/flx`).
+         */flexible: Bool = false) {
         self.url = url
         self.path = path
         self.token = token
@@ -4842,6 +5119,7 @@ public struct SyncOptions: Equatable, Hashable {
         self.clientReset = clientReset
         self.connectTimeoutMs = connectTimeoutMs
         self.handshakeTimeoutMs = handshakeTimeoutMs
+        self.flexible = flexible
     }
 
     
@@ -4867,7 +5145,8 @@ public struct FfiConverterTypeSyncOptions: FfiConverterRustBuffer {
                 allowInsecure: FfiConverterBool.read(from: &buf), 
                 clientReset: FfiConverterTypeClientResetMode.read(from: &buf), 
                 connectTimeoutMs: FfiConverterUInt64.read(from: &buf), 
-                handshakeTimeoutMs: FfiConverterUInt64.read(from: &buf)
+                handshakeTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                flexible: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -4880,6 +5159,7 @@ public struct FfiConverterTypeSyncOptions: FfiConverterRustBuffer {
         FfiConverterTypeClientResetMode.write(value.clientReset, into: &buf)
         FfiConverterUInt64.write(value.connectTimeoutMs, into: &buf)
         FfiConverterUInt64.write(value.handshakeTimeoutMs, into: &buf)
+        FfiConverterBool.write(value.flexible, into: &buf)
     }
 }
 
@@ -6230,6 +6510,234 @@ public func FfiConverterTypeSizeLimit_lift(_ buf: RustBuffer) throws -> SizeLimi
 #endif
 public func FfiConverterTypeSizeLimit_lower(_ value: SizeLimit) -> RustBuffer {
     return FfiConverterTypeSizeLimit.lower(value)
+}
+
+
+
+/**
+ * One edit of `Database.update_subscriptions`.
+ */
+
+public enum SubscriptionChange: Equatable, Hashable {
+    
+    /**
+     * Subscribe to `class_name` objects matching `query` (`$0`, `$1`... from `args`). A name
+     * replaces the subscription of that name; without one, the same class and query are
+     * subscribed once.
+     */
+    case add(
+        /**
+         * Optional name.
+         */name: String?, 
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The query (the query language of `Database.query`, without SORT, DISTINCT, LIMIT).
+         */query: String, 
+        /**
+         * Its arguments.
+         */args: [Value]
+    )
+    /**
+     * Remove the subscription called `name` (nothing if there is none).
+     */
+    case remove(
+        /**
+         * Its name.
+         */name: String
+    )
+    /**
+     * Remove every subscription on `class_name`.
+     */
+    case removeClass(
+        /**
+         * The class.
+         */className: String
+    )
+    /**
+     * Remove every subscription.
+     */
+    case clear
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension SubscriptionChange: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSubscriptionChange: FfiConverterRustBuffer {
+    typealias SwiftType = SubscriptionChange
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SubscriptionChange {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .add(name: try FfiConverterOptionString.read(from: &buf), className: try FfiConverterString.read(from: &buf), query: try FfiConverterString.read(from: &buf), args: try FfiConverterSequenceTypeValue.read(from: &buf)
+        )
+        
+        case 2: return .remove(name: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 3: return .removeClass(className: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 4: return .clear
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SubscriptionChange, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .add(name,className,query,args):
+            writeInt(&buf, Int32(1))
+            FfiConverterOptionString.write(name, into: &buf)
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterString.write(query, into: &buf)
+            FfiConverterSequenceTypeValue.write(args, into: &buf)
+            
+        
+        case let .remove(name):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(name, into: &buf)
+            
+        
+        case let .removeClass(className):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(className, into: &buf)
+            
+        
+        case .clear:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscriptionChange_lift(_ buf: RustBuffer) throws -> SubscriptionChange {
+    return try FfiConverterTypeSubscriptionChange.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscriptionChange_lower(_ value: SubscriptionChange) -> RustBuffer {
+    return FfiConverterTypeSubscriptionChange.lower(value)
+}
+
+
+
+/**
+ * Where a subscription set stands.
+ */
+
+public enum SubscriptionSetState: Equatable, Hashable {
+    
+    /**
+     * Waiting for the server's bootstrap of it.
+     */
+    case pending
+    /**
+     * Its bootstrap is integrated: the active set.
+     */
+    case complete
+    /**
+     * The server could not evaluate it; the active set is unchanged.
+     */
+    case error(
+        /**
+         * The server's message.
+         */message: String
+    )
+    /**
+     * A newer set completed first.
+     */
+    case superseded
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension SubscriptionSetState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSubscriptionSetState: FfiConverterRustBuffer {
+    typealias SwiftType = SubscriptionSetState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SubscriptionSetState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .pending
+        
+        case 2: return .complete
+        
+        case 3: return .error(message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 4: return .superseded
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SubscriptionSetState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .pending:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .complete:
+            writeInt(&buf, Int32(2))
+        
+        
+        case let .error(message):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(message, into: &buf)
+            
+        
+        case .superseded:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscriptionSetState_lift(_ buf: RustBuffer) throws -> SubscriptionSetState {
+    return try FfiConverterTypeSubscriptionSetState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscriptionSetState_lower(_ value: SubscriptionSetState) -> RustBuffer {
+    return FfiConverterTypeSubscriptionSetState.lower(value)
 }
 
 
@@ -7836,6 +8344,31 @@ fileprivate struct FfiConverterSequenceTypeQuarantinedInstruction: FfiConverterR
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeSubscription: FfiConverterRustBuffer {
+    typealias SwiftType = [Subscription]
+
+    public static func write(_ value: [Subscription], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeSubscription.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Subscription] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Subscription]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeSubscription.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeFieldValue: FfiConverterRustBuffer {
     typealias SwiftType = [FieldValue]
 
@@ -7903,6 +8436,31 @@ fileprivate struct FfiConverterSequenceTypePathStep: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypePathStep.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeSubscriptionChange: FfiConverterRustBuffer {
+    typealias SwiftType = [SubscriptionChange]
+
+    public static func write(_ value: [SubscriptionChange], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeSubscriptionChange.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [SubscriptionChange] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [SubscriptionChange]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeSubscriptionChange.read(from: &buf))
         }
         return seq
     }
@@ -8240,6 +8798,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_database_write_transaction() != 53160) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tandem_checksum_method_database_active_subscriptions() != 39262) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_database_subscriptions() != 47451) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_database_update_subscriptions() != 13268) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tandem_checksum_method_database_sync() != 24574) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -8358,6 +8925,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_progresslistener_on_progress() != 33364) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions() != 13222) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions_blocking() != 279) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_syncsession_observe_errors() != 41403) {

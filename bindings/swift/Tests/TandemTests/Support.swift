@@ -122,12 +122,15 @@ private func b64url(_ bytes: [UInt8]) -> String {
         .replacingOccurrences(of: "=", with: "")
 }
 
-/// An HS256 JWT for these paths, as the server expects (sub, exp, paths).
-func makeToken(paths: [String], seconds: Int = 3600, secret: [UInt8] = jwtSecret) -> String {
+/// An HS256 JWT for these paths, as the server expects (sub, exp, paths). `subject` is the
+/// user (`%%user.id` in the server's flexible sync rules).
+func makeToken(paths: [String], seconds: Int = 3600, secret: [UInt8] = jwtSecret, subject: String = "swift")
+    -> String
+{
     let header = b64url(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
     let exp = Int(Date().timeIntervalSince1970) + seconds
     let pathsJSON = paths.map { "\"\($0)\"" }.joined(separator: ",")
-    let claims = b64url(Array(#"{"sub":"swift","exp":\#(exp),"paths":[\#(pathsJSON)]}"#.utf8))
+    let claims = b64url(Array(#"{"sub":"\#(subject)","exp":\#(exp),"paths":[\#(pathsJSON)]}"#.utf8))
     let signature = b64url(hmacSHA256(key: secret, message: Array("\(header).\(claims)".utf8)))
     return "\(header).\(claims).\(signature)"
 }
@@ -174,8 +177,9 @@ final class TestServer {
     /// The server's stderr lines (drained for the server's whole life).
     let log: ServerLog
 
-    /// Starts the server on a free loopback port with a throwaway certificate (openssl).
-    init(dir: URL) throws {
+    /// Starts the server on a free loopback port with a throwaway certificate (openssl);
+    /// `extraArgs` are added to its command line (e.g. `--app-id`, `--flx-rules`).
+    init(dir: URL, extraArgs: [String] = []) throws {
         guard let binary = serverBinary() else {
             throw SetupError("build the server first: cargo build --features server --bin tandem-server "
                 + "(looked in $TANDEM_SERVER_BIN, $LD_LIBRARY_PATH and \(repoRoot.path)/target/debug)")
@@ -200,7 +204,7 @@ final class TestServer {
             p.arguments = [
                 "--listen", "127.0.0.1:\(port)", "--data-dir", dir.appendingPathComponent("data").path,
                 "--tls-cert", cert, "--tls-key", key, "--jwt-secret-file", secret.path,
-            ]
+            ] + extraArgs
             let stderr = Pipe()
             p.standardError = stderr
             p.standardOutput = FileHandle.nullDevice
@@ -230,6 +234,12 @@ final class TestServer {
     func options(path: String = "/todos", token: String? = nil) -> SyncOptions {
         SyncOptions(url: url, path: path, token: token ?? makeToken(paths: [path]), caFile: caFile,
                     allowInsecure: false, clientReset: .recoverOrDiscard)
+    }
+
+    /// Flexible sync options for `user`: the server's flexible sync file `/flx` (served when
+    /// the server runs with `--app-id`), a token for it whose `sub` is `user`.
+    func flexibleOptions(user: String) -> SyncOptions {
+        .flexible(url: url, token: makeToken(paths: ["/flx"], subject: user), caFile: caFile)
     }
 
     func stop() {

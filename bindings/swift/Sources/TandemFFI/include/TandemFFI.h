@@ -410,6 +410,21 @@ RustBuffer uniffi_tandem_fn_method_database_write(uint64_t ptr, RustBuffer ops, 
 uint64_t uniffi_tandem_fn_method_database_write_transaction(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_ACTIVE_SUBSCRIPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_ACTIVE_SUBSCRIPTIONS
+RustBuffer uniffi_tandem_fn_method_database_active_subscriptions(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_SUBSCRIPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_SUBSCRIPTIONS
+RustBuffer uniffi_tandem_fn_method_database_subscriptions(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_UPDATE_SUBSCRIPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_UPDATE_SUBSCRIPTIONS
+RustBuffer uniffi_tandem_fn_method_database_update_subscriptions(uint64_t ptr, RustBuffer changes, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_SYNC
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_SYNC
 uint64_t uniffi_tandem_fn_method_database_sync(uint64_t ptr, RustBuffer options, RustBuffer token_provider, RustCallStatus *_Nonnull out_status
@@ -754,6 +769,16 @@ uint64_t uniffi_tandem_fn_clone_syncsession(uint64_t handle, RustCallStatus *_No
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_SYNCSESSION
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_SYNCSESSION
 void uniffi_tandem_fn_free_syncsession(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_SUBSCRIPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_SUBSCRIPTIONS
+uint64_t uniffi_tandem_fn_method_syncsession_wait_for_subscriptions(uint64_t ptr, RustBuffer version, RustBuffer timeout_ms
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_SUBSCRIPTIONS_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_WAIT_FOR_SUBSCRIPTIONS_BLOCKING
+RustBuffer uniffi_tandem_fn_method_syncsession_wait_for_subscriptions_blocking(uint64_t ptr, RustBuffer version, RustBuffer timeout_ms, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_SYNCSESSION_OBSERVE_ERRORS
@@ -1214,6 +1239,24 @@ uint16_t uniffi_tandem_checksum_method_database_write_transaction(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_ACTIVE_SUBSCRIPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_ACTIVE_SUBSCRIPTIONS
+uint16_t uniffi_tandem_checksum_method_database_active_subscriptions(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_SUBSCRIPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_SUBSCRIPTIONS
+uint16_t uniffi_tandem_checksum_method_database_subscriptions(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_UPDATE_SUBSCRIPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_UPDATE_SUBSCRIPTIONS
+uint16_t uniffi_tandem_checksum_method_database_update_subscriptions(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_SYNC
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_DATABASE_SYNC
 uint16_t uniffi_tandem_checksum_method_database_sync(void
@@ -1451,6 +1494,18 @@ uint16_t uniffi_tandem_checksum_method_errorlistener_on_error(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_PROGRESSLISTENER_ON_PROGRESS
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_PROGRESSLISTENER_ON_PROGRESS
 uint16_t uniffi_tandem_checksum_method_progresslistener_on_progress(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_SUBSCRIPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_SUBSCRIPTIONS
+uint16_t uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_SUBSCRIPTIONS_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_SYNCSESSION_WAIT_FOR_SUBSCRIPTIONS_BLOCKING
+uint16_t uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions_blocking(void
     
 );
 #endif
