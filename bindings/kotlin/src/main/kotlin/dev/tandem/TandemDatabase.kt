@@ -124,7 +124,8 @@ class TandemDatabase private constructor(
     fun <T : Any> query(kclass: KClass<T>, filter: String = "TRUEPREDICATE", vararg args: Any?): TypedResults<T> {
         val model = typedModel(kclass)
         if (model.embedded) throw IllegalArgumentException("${model.className} is @Embedded: query the objects that hold it")
-        return TypedResults(raw.query(model.className, filter, args.map(ValueCodec::argument)), this, model)
+        val encoded = args.map(ValueCodec::argument)
+        return TypedResults(raw.query(model.className, filter, encoded), this, model, filter, encoded)
     }
 
     /** [query] with the class as a type argument: `db.query<Task>("done == $0", false)`. */
@@ -173,7 +174,17 @@ class TandemDatabase private constructor(
     /** [objectFlow] with the class as a type argument: `db.objectFlow<Task>(1L)`. */
     inline fun <reified T : Any> objectFlow(key: Any?): Flow<T?> = objectFlow(T::class, key)
 
-    /** Starts syncing (see [Database.sync]); the session's waits are `suspend` functions. */
+    /**
+     * The flexible sync subscriptions stored in this file: `db.subscriptions.update { add(query<Task>()) }`,
+     * `latest`, `active` (see [TandemSubscriptions]).
+     */
+    val subscriptions: TandemSubscriptions = TandemSubscriptions(this)
+
+    /**
+     * Starts syncing (see [Database.sync]); the session's waits are `suspend` functions. For
+     * flexible sync pass `SyncOptions.flexible(url, token)` and wait for each subscription set
+     * with `session.waitForSynchronization()`.
+     */
     fun sync(options: SyncOptions, tokenProvider: TokenProvider? = null): SyncSession = raw.sync(options, tokenProvider)
 
     /** Frees the native database now. */

@@ -25,7 +25,11 @@ class TypedResults<T : Any> internal constructor(
     val raw: Results,
     private val db: TandemDatabase,
     private val model: Model<T>,
+    /** The query, kept for subscriptions (`add(results)` in `db.subscriptions.update { }`). */
+    internal val filter: String,
+    internal val args: List<Value>,
 ) : Iterable<T>, AutoCloseable {
+    internal val className: String get() = model.className
 
     /** How many objects match now. */
     fun count(): Int = raw.count().toInt()

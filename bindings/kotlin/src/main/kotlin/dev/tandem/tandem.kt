@@ -860,6 +860,12 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_database_write_transaction(
     ): Int
+    external fun uniffi_tandem_checksum_method_database_active_subscriptions(
+    ): Int
+    external fun uniffi_tandem_checksum_method_database_subscriptions(
+    ): Int
+    external fun uniffi_tandem_checksum_method_database_update_subscriptions(
+    ): Int
     external fun uniffi_tandem_checksum_method_database_sync(
     ): Int
     external fun uniffi_tandem_checksum_method_listenerhandle_cancel(
@@ -939,6 +945,10 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_tandem_checksum_method_errorlistener_on_error(
     ): Int
     external fun uniffi_tandem_checksum_method_progresslistener_on_progress(
+    ): Int
+    external fun uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions(
+    ): Int
+    external fun uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions_blocking(
     ): Int
     external fun uniffi_tandem_checksum_method_syncsession_observe_errors(
     ): Int
@@ -1025,6 +1035,12 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_database_write_transaction(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_tandem_fn_method_database_active_subscriptions(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tandem_fn_method_database_subscriptions(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tandem_fn_method_database_update_subscriptions(`ptr`: Long,`changes`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_database_sync(`ptr`: Long,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_clone_listenerhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1163,6 +1179,10 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_tandem_fn_free_syncsession(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tandem_fn_method_syncsession_wait_for_subscriptions(`ptr`: Long,`version`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_tandem_fn_method_syncsession_wait_for_subscriptions_blocking(`ptr`: Long,`version`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_syncsession_observe_errors(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_method_syncsession_observe_progress(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1368,6 +1388,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_database_write_transaction() and 0xFFFF) != 53160) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tandem_checksum_method_database_active_subscriptions() and 0xFFFF) != 39262) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_database_subscriptions() and 0xFFFF) != 47451) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_database_update_subscriptions() and 0xFFFF) != 13268) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_method_database_sync() and 0xFFFF) != 24574) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1486,6 +1515,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_progresslistener_on_progress() and 0xFFFF) != 33364) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions() and 0xFFFF) != 13222) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions_blocking() and 0xFFFF) != 279) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_syncsession_observe_errors() and 0xFFFF) != 41403) {
@@ -2452,6 +2487,25 @@ public interface DatabaseInterface {
     fun `writeTransaction`(): WriteTransaction
     
     /**
+     * The active subscription set: the newest complete one.
+     */
+    fun `activeSubscriptions`(): SubscriptionSet
+    
+    /**
+     * The latest subscription set (version 0, empty and complete, until the first update).
+     */
+    fun `subscriptions`(): SubscriptionSet
+    
+    /**
+     * Applies `changes` to the latest set and commits the result as the next version
+     * (`Pending` until a flexible sync session has its bootstrap); returns it, or the latest
+     * set unchanged when the changes change nothing. A change that fails (`InvalidArgument`:
+     * an unknown class, a query that does not compile, SORT/DISTINCT/LIMIT, a link argument)
+     * fails the call and commits nothing.
+     */
+    fun `updateSubscriptions`(`changes`: List<SubscriptionChange>): SubscriptionSet
+    
+    /**
      * Starts syncing this database in the background.
      */
     fun `sync`(`options`: SyncOptions, `tokenProvider`: TokenProvider?): SyncSession
@@ -2693,6 +2747,62 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
     UniffiLib.uniffi_tandem_fn_method_database_write_transaction(
         it,
         _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The active subscription set: the newest complete one.
+     */
+    @Throws(TandemException::class)override fun `activeSubscriptions`(): SubscriptionSet {
+            return FfiConverterTypeSubscriptionSet.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_database_active_subscriptions(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The latest subscription set (version 0, empty and complete, until the first update).
+     */
+    @Throws(TandemException::class)override fun `subscriptions`(): SubscriptionSet {
+            return FfiConverterTypeSubscriptionSet.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_database_subscriptions(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Applies `changes` to the latest set and commits the result as the next version
+     * (`Pending` until a flexible sync session has its bootstrap); returns it, or the latest
+     * set unchanged when the changes change nothing. A change that fails (`InvalidArgument`:
+     * an unknown class, a query that does not compile, SORT/DISTINCT/LIMIT, a link argument)
+     * fails the call and commits nothing.
+     */
+    @Throws(TandemException::class)override fun `updateSubscriptions`(`changes`: List<SubscriptionChange>): SubscriptionSet {
+            return FfiConverterTypeSubscriptionSet.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_database_update_subscriptions(
+        it,
+        
+        FfiConverterSequenceTypeSubscriptionChange.lower(`changes`),_status)
 }
     }
     )
@@ -5573,6 +5683,19 @@ public object FfiConverterTypeRowCodec: FfiConverter<RowCodec, Long> {
 public interface SyncSessionInterface {
     
     /**
+     * Completes when subscription set `version` (`None`: the latest now) is no longer
+     * pending, returning it `Complete` or `Superseded`. Errors: `Sync` when the server refused
+     * the set or the session is not flexible, `Timeout`, `Stopped`.
+     */
+    suspend fun `waitForSubscriptions`(`version`: kotlin.ULong?, `timeoutMs`: kotlin.ULong?): SubscriptionSet
+    
+    /**
+     * `wait_for_subscriptions`, blocking the calling thread; `cancel` ends the wait from
+     * another thread (`Stopped`).
+     */
+    fun `waitForSubscriptionsBlocking`(`version`: kotlin.ULong?, `timeoutMs`: kotlin.ULong?, `cancel`: CancelToken? = null): SubscriptionSet
+    
+    /**
      * Calls `listener` on every error.
      */
     fun `observeErrors`(`listener`: ErrorListener): ListenerHandle
@@ -5747,6 +5870,55 @@ open class SyncSession: Disposable, AutoCloseable, SyncSessionInterface
             UniffiLib.uniffi_tandem_fn_clone_syncsession(handle, status)
         }
     }
+
+    
+    /**
+     * Completes when subscription set `version` (`None`: the latest now) is no longer
+     * pending, returning it `Complete` or `Superseded`. Errors: `Sync` when the server refused
+     * the set or the session is not flexible, `Timeout`, `Stopped`.
+     */
+    @Throws(TandemException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `waitForSubscriptions`(`version`: kotlin.ULong?, `timeoutMs`: kotlin.ULong?) : SubscriptionSet {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tandem_fn_method_syncsession_wait_for_subscriptions(
+                uniffiHandle,
+                
+        FfiConverterOptionalULong.lower(`version`),
+        FfiConverterOptionalULong.lower(`timeoutMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tandem_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tandem_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_tandem_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeSubscriptionSet.lift(it) },
+        // Error FFI converter
+        TandemException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * `wait_for_subscriptions`, blocking the calling thread; `cancel` ends the wait from
+     * another thread (`Stopped`).
+     */
+    @Throws(TandemException::class)override fun `waitForSubscriptionsBlocking`(`version`: kotlin.ULong?, `timeoutMs`: kotlin.ULong?, `cancel`: CancelToken?): SubscriptionSet {
+            return FfiConverterTypeSubscriptionSet.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_syncsession_wait_for_subscriptions_blocking(
+        it,
+        
+        FfiConverterOptionalULong.lower(`version`),
+        FfiConverterOptionalULong.lower(`timeoutMs`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),_status)
+}
+    }
+    )
+    }
+    
 
     
     /**
@@ -7954,6 +8126,116 @@ public object FfiConverterTypeResultsChange: FfiConverterRustBuffer<ResultsChang
 
 
 /**
+ * One subscription: the objects of `class_name` matching `query`.
+ */
+data class Subscription (
+    /**
+     * Its name, if it has one (unique within a set).
+     */
+    var `name`: kotlin.String?
+    , 
+    /**
+     * The class.
+     */
+    var `className`: kotlin.String
+    , 
+    /**
+     * The query as the server evaluates it (arguments inlined).
+     */
+    var `query`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSubscription: FfiConverterRustBuffer<Subscription> {
+    override fun read(buf: ByteBuffer): Subscription {
+        return Subscription(
+            FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Subscription) = (
+            FfiConverterOptionalString.allocationSize(value.`name`) +
+            FfiConverterString.allocationSize(value.`className`) +
+            FfiConverterString.allocationSize(value.`query`)
+    )
+
+    override fun write(value: Subscription, buf: ByteBuffer) {
+            FfiConverterOptionalString.write(value.`name`, buf)
+            FfiConverterString.write(value.`className`, buf)
+            FfiConverterString.write(value.`query`, buf)
+    }
+}
+
+
+
+/**
+ * One version of the subscriptions.
+ */
+data class SubscriptionSet (
+    /**
+     * 0 for the empty set a file starts with, then one more per update.
+     */
+    var `version`: kotlin.ULong
+    , 
+    /**
+     * Where it stands.
+     */
+    var `state`: SubscriptionSetState
+    , 
+    /**
+     * Its subscriptions, in the order they were added.
+     */
+    var `subscriptions`: List<Subscription>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSubscriptionSet: FfiConverterRustBuffer<SubscriptionSet> {
+    override fun read(buf: ByteBuffer): SubscriptionSet {
+        return SubscriptionSet(
+            FfiConverterULong.read(buf),
+            FfiConverterTypeSubscriptionSetState.read(buf),
+            FfiConverterSequenceTypeSubscription.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: SubscriptionSet) = (
+            FfiConverterULong.allocationSize(value.`version`) +
+            FfiConverterTypeSubscriptionSetState.allocationSize(value.`state`) +
+            FfiConverterSequenceTypeSubscription.allocationSize(value.`subscriptions`)
+    )
+
+    override fun write(value: SubscriptionSet, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`version`, buf)
+            FfiConverterTypeSubscriptionSetState.write(value.`state`, buf)
+            FfiConverterSequenceTypeSubscription.write(value.`subscriptions`, buf)
+    }
+}
+
+
+
+/**
  * Where and how to sync.
  */
 data class SyncOptions (
@@ -7997,6 +8279,12 @@ data class SyncOptions (
      * Milliseconds from TCP connected to TLS and the WebSocket upgrade done.
      */
     var `handshakeTimeoutMs`: kotlin.ULong = 10000uL 
+    , 
+    /**
+     * Flexible sync: download only what the database's subscriptions match (`path` is then
+     * the server's flexible sync file, `/flx`).
+     */
+    var `flexible`: kotlin.Boolean = false 
     
 ){
     
@@ -8021,6 +8309,7 @@ public object FfiConverterTypeSyncOptions: FfiConverterRustBuffer<SyncOptions> {
             FfiConverterTypeClientResetMode.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -8032,7 +8321,8 @@ public object FfiConverterTypeSyncOptions: FfiConverterRustBuffer<SyncOptions> {
             FfiConverterBoolean.allocationSize(value.`allowInsecure`) +
             FfiConverterTypeClientResetMode.allocationSize(value.`clientReset`) +
             FfiConverterULong.allocationSize(value.`connectTimeoutMs`) +
-            FfiConverterULong.allocationSize(value.`handshakeTimeoutMs`)
+            FfiConverterULong.allocationSize(value.`handshakeTimeoutMs`) +
+            FfiConverterBoolean.allocationSize(value.`flexible`)
     )
 
     override fun write(value: SyncOptions, buf: ByteBuffer) {
@@ -8044,6 +8334,7 @@ public object FfiConverterTypeSyncOptions: FfiConverterRustBuffer<SyncOptions> {
             FfiConverterTypeClientResetMode.write(value.`clientReset`, buf)
             FfiConverterULong.write(value.`connectTimeoutMs`, buf)
             FfiConverterULong.write(value.`handshakeTimeoutMs`, buf)
+            FfiConverterBoolean.write(value.`flexible`, buf)
     }
 }
 
@@ -9176,6 +9467,293 @@ public object FfiConverterTypeSizeLimit: FfiConverterRustBuffer<SizeLimit> {
 
     override fun write(value: SizeLimit, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * One edit of `Database.update_subscriptions`.
+ */
+sealed class SubscriptionChange {
+    
+    /**
+     * Subscribe to `class_name` objects matching `query` (`$0`, `$1`... from `args`). A name
+     * replaces the subscription of that name; without one, the same class and query are
+     * subscribed once.
+     */
+    data class Add(
+        /**
+         * Optional name.
+         */
+        val `name`: kotlin.String?, 
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The query (the query language of `Database.query`, without SORT, DISTINCT, LIMIT).
+         */
+        val `query`: kotlin.String, 
+        /**
+         * Its arguments.
+         */
+        val `args`: List<dev.tandem.Value>) : SubscriptionChange()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Remove the subscription called `name` (nothing if there is none).
+     */
+    data class Remove(
+        /**
+         * Its name.
+         */
+        val `name`: kotlin.String) : SubscriptionChange()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Remove every subscription on `class_name`.
+     */
+    data class RemoveClass(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String) : SubscriptionChange()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Remove every subscription.
+     */
+    object Clear : SubscriptionChange()
+    
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSubscriptionChange : FfiConverterRustBuffer<SubscriptionChange>{
+    override fun read(buf: ByteBuffer): SubscriptionChange {
+        return when(buf.getInt()) {
+            1 -> SubscriptionChange.Add(
+                FfiConverterOptionalString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterSequenceTypeValue.read(buf),
+                )
+            2 -> SubscriptionChange.Remove(
+                FfiConverterString.read(buf),
+                )
+            3 -> SubscriptionChange.RemoveClass(
+                FfiConverterString.read(buf),
+                )
+            4 -> SubscriptionChange.Clear
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: SubscriptionChange): ULong = when(value) {
+        is SubscriptionChange.Add -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterOptionalString.allocationSize(value.`name`)
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterString.allocationSize(value.`query`)
+                + FfiConverterSequenceTypeValue.allocationSize(value.`args`)
+            )
+        }
+        is SubscriptionChange.Remove -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`name`)
+            )
+        }
+        is SubscriptionChange.RemoveClass -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+            )
+        }
+        is SubscriptionChange.Clear -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: SubscriptionChange, buf: ByteBuffer) {
+        when(value) {
+            is SubscriptionChange.Add -> {
+                buf.putInt(1)
+                FfiConverterOptionalString.write(value.`name`, buf)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterString.write(value.`query`, buf)
+                FfiConverterSequenceTypeValue.write(value.`args`, buf)
+                Unit
+            }
+            is SubscriptionChange.Remove -> {
+                buf.putInt(2)
+                FfiConverterString.write(value.`name`, buf)
+                Unit
+            }
+            is SubscriptionChange.RemoveClass -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`className`, buf)
+                Unit
+            }
+            is SubscriptionChange.Clear -> {
+                buf.putInt(4)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * Where a subscription set stands.
+ */
+sealed class SubscriptionSetState {
+    
+    /**
+     * Waiting for the server's bootstrap of it.
+     */
+    object Pending : SubscriptionSetState()
+    
+    
+    /**
+     * Its bootstrap is integrated: the active set.
+     */
+    object Complete : SubscriptionSetState()
+    
+    
+    /**
+     * The server could not evaluate it; the active set is unchanged.
+     */
+    data class Error(
+        /**
+         * The server's message.
+         */
+        val `message`: kotlin.String) : SubscriptionSetState()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * A newer set completed first.
+     */
+    object Superseded : SubscriptionSetState()
+    
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSubscriptionSetState : FfiConverterRustBuffer<SubscriptionSetState>{
+    override fun read(buf: ByteBuffer): SubscriptionSetState {
+        return when(buf.getInt()) {
+            1 -> SubscriptionSetState.Pending
+            2 -> SubscriptionSetState.Complete
+            3 -> SubscriptionSetState.Error(
+                FfiConverterString.read(buf),
+                )
+            4 -> SubscriptionSetState.Superseded
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: SubscriptionSetState): ULong = when(value) {
+        is SubscriptionSetState.Pending -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SubscriptionSetState.Complete -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SubscriptionSetState.Error -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`message`)
+            )
+        }
+        is SubscriptionSetState.Superseded -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: SubscriptionSetState, buf: ByteBuffer) {
+        when(value) {
+            is SubscriptionSetState.Pending -> {
+                buf.putInt(1)
+                Unit
+            }
+            is SubscriptionSetState.Complete -> {
+                buf.putInt(2)
+                Unit
+            }
+            is SubscriptionSetState.Error -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`message`, buf)
+                Unit
+            }
+            is SubscriptionSetState.Superseded -> {
+                buf.putInt(4)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
 }
 
@@ -11530,6 +12108,34 @@ public object FfiConverterSequenceTypeQuarantinedInstruction: FfiConverterRustBu
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeSubscription: FfiConverterRustBuffer<List<Subscription>> {
+    override fun read(buf: ByteBuffer): List<Subscription> {
+        val len = buf.getInt()
+        return List<Subscription>(len) {
+            FfiConverterTypeSubscription.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Subscription>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeSubscription.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Subscription>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeSubscription.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeFieldValue: FfiConverterRustBuffer<List<FieldValue>> {
     override fun read(buf: ByteBuffer): List<FieldValue> {
         val len = buf.getInt()
@@ -11604,6 +12210,34 @@ public object FfiConverterSequenceTypePathStep: FfiConverterRustBuffer<List<Path
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypePathStep.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeSubscriptionChange: FfiConverterRustBuffer<List<SubscriptionChange>> {
+    override fun read(buf: ByteBuffer): List<SubscriptionChange> {
+        val len = buf.getInt()
+        return List<SubscriptionChange>(len) {
+            FfiConverterTypeSubscriptionChange.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<SubscriptionChange>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeSubscriptionChange.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<SubscriptionChange>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeSubscriptionChange.write(it, buf)
         }
     }
 }

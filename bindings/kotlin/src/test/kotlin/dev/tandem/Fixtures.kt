@@ -38,20 +38,23 @@ fun str(s: String): Value = Value.String(s)
 
 private fun b64(data: ByteArray): String = Base64.getUrlEncoder().withoutPadding().encodeToString(data)
 
-/** An HS256 JWT for these server paths. */
-fun makeToken(paths: List<String>, seconds: Long = 3600, secret: ByteArray = SECRET): String {
+/** An HS256 JWT for these server paths, for user [sub] (`%%user.id` in flexible sync rules). */
+fun makeToken(paths: List<String>, seconds: Long = 3600, secret: ByteArray = SECRET, sub: String = "kt"): String {
     val header = b64("""{"alg":"HS256","typ":"JWT"}""".toByteArray())
     val exp = System.currentTimeMillis() / 1000 + seconds
     val pathsJson = paths.joinToString(",") { "\"$it\"" }
-    val claims = b64("""{"sub":"kt","exp":$exp,"paths":[$pathsJson]}""".toByteArray())
+    val claims = b64("""{"sub":"$sub","exp":$exp,"paths":[$pathsJson]}""".toByteArray())
     val mac = Mac.getInstance("HmacSHA256")
     mac.init(SecretKeySpec(secret, "HmacSHA256"))
     val signature = b64(mac.doFinal("$header.$claims".toByteArray()))
     return "$header.$claims.$signature"
 }
 
-/** A real tandem-server on a free loopback port, TLS with a throwaway certificate. */
-class TestServer(dir: Path) : AutoCloseable {
+/**
+ * A real tandem-server on a free loopback port, TLS with a throwaway certificate; [extraArgs]
+ * are added to its command line (e.g. `--app-id`, `--flx-rules`).
+ */
+class TestServer(dir: Path, extraArgs: List<String> = emptyList()) : AutoCloseable {
     val url: String
     val ca: String
     private val process: Process
@@ -78,6 +81,7 @@ class TestServer(dir: Path) : AutoCloseable {
         process = ProcessBuilder(
             binary, "--listen", "127.0.0.1:$port", "--data-dir", dir.resolve("data").toString(),
             "--tls-cert", cert, "--tls-key", key, "--jwt-secret-file", secret.toString(),
+            *extraArgs.toTypedArray(),
         ).redirectOutput(ProcessBuilder.Redirect.DISCARD).start()
         val stderr = process.errorStream.bufferedReader()
         // The server logs a few lines (e.g. its file descriptor limit) before "listening".
@@ -89,7 +93,13 @@ class TestServer(dir: Path) : AutoCloseable {
             check(seen.size < 50) { "tandem-server did not start: ${seen.joinToString("\n")}" }
         }
         // Keep draining its log so that it never blocks on a full pipe.
-        Thread { stderr.useLines { lines -> lines.forEach { _ -> } } }.apply { isDaemon = true }.start()
+        // (The pipe closes when the server is stopped.)
+        Thread {
+            try {
+                stderr.useLines { lines -> lines.forEach { _ -> } }
+            } catch (_: java.io.IOException) {
+            }
+        }.apply { isDaemon = true }.start()
         url = "wss://localhost:$port/"
         ca = cert
     }
@@ -101,6 +111,13 @@ class TestServer(dir: Path) : AutoCloseable {
         caFile = ca,
         allowInsecure = false,
         clientReset = ClientResetMode.RECOVER_OR_DISCARD,
+    )
+
+    /** Flexible sync options (path `/flx`) with a token for user [user]. */
+    fun flexibleOptions(user: String = "kt") = SyncOptions.flexible(
+        url = url,
+        token = makeToken(listOf(FLEXIBLE_SYNC_PATH), sub = user),
+        caFile = ca,
     )
 
     override fun close() {
