@@ -529,6 +529,13 @@ fn a_session_on_flx_without_flexible_is_refused_with_advice() {
             .iter()
             .any(|e| e.message.contains("SyncConfig::flexible"))
     });
+    // A flexible session has no TRANSACT (the server could not check its writes).
+    let flexible_db = world.open("flexible.sqlite");
+    let flexible = world.sync(&flexible_db, "someone");
+    let err = world
+        .block_on(flexible.transact(|tx| tx.erase("Task", &PrimaryKey::Int(1)), None))
+        .unwrap_err();
+    assert!(matches!(err, SyncError::InvalidState { .. }), "{err:?}");
     // And a session that is not flexible cannot wait for subscriptions.
     let err = world
         .block_on(session.wait_for_subscriptions(None, Some(Duration::from_secs(1))))

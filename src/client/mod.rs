@@ -588,6 +588,7 @@ impl SyncSession {
     /// the transaction changes no schema). Listeners see the write at once; nothing else is
     /// uploaded until the server decides; a rejected transaction is rolled back locally (by a
     /// reset that re-applies every other local change) before this returns. One at a time.
+    /// Not on a flexible sync session ([`SyncError::InvalidState`]).
     pub async fn transact<F>(
         &self,
         build: F,
@@ -598,6 +599,12 @@ impl SyncSession {
             + Send
             + 'static,
     {
+        if self.shared.config.flexible {
+            // The server has no compensating-write check for TRANSACT and refuses it there.
+            return Err(SyncError::InvalidState {
+                message: "transact is not available on a flexible sync session".into(),
+            });
+        }
         let (done, verdict) = oneshot::channel();
         {
             let mut pending = lock(&self.shared.transact);
