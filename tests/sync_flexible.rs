@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tandem::client::{ErrorInfo, Event, ListenerToken, SyncConfig, SyncError, SyncSession};
+use tandem::client::{
+    ErrorInfo, Event, ListenerToken, SyncConfig, SyncError, SyncSession, TokenProvider,
+};
 use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
 use tandem::server::app::AppConfig;
 use tandem::server::realm::rules::FlxRules;
@@ -44,6 +46,17 @@ fn schema() -> Schema {
     .unwrap()
 }
 
+/// A token for `/flx` with subject `user`, valid for `seconds`.
+fn token_for(user: &str, seconds: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    TokenSigner::hs256(SECRET)
+        .sign(user, now + seconds, &["/flx"])
+        .unwrap()
+}
+
 struct World {
     dir: PathBuf,
     runtime: tokio::runtime::Runtime,
@@ -53,6 +66,11 @@ struct World {
 impl World {
     /// A server with an app whose flexible sync rules are `rules` (JSON; `None`: everything).
     fn new(name: &str, rules: Option<&str>) -> World {
+        World::with_batch(name, rules, None)
+    }
+
+    /// [`World::new`] with DOWNLOAD batches of at most `batch` bytes.
+    fn with_batch(name: &str, rules: Option<&str>, batch: Option<usize>) -> World {
         let dir = std::env::temp_dir().join(format!("tandem-flx-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -61,17 +79,19 @@ impl World {
         if let Some(rules) = rules {
             app.flx_rules = FlxRules::from_json(rules).unwrap();
         }
-        let server = runtime
-            .block_on(start(ServerConfig {
-                allow_plain_ws: true,
-                app: Some(app),
-                ..ServerConfig::new(
-                    "127.0.0.1:0".parse().unwrap(),
-                    dir.join("data"),
-                    Authenticator::hs256(SECRET),
-                )
-            }))
-            .unwrap();
+        let mut config = ServerConfig {
+            allow_plain_ws: true,
+            app: Some(app),
+            ..ServerConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                dir.join("data"),
+                Authenticator::hs256(SECRET),
+            )
+        };
+        if let Some(batch) = batch {
+            config.sessions.download_batch = batch;
+        }
+        let server = runtime.block_on(start(config)).unwrap();
         World {
             dir,
             runtime,
@@ -80,31 +100,29 @@ impl World {
     }
 
     fn open(&self, name: &str) -> Arc<Database> {
-        Arc::new(Database::open(self.dir.join(name), &schema(), Config::default()).unwrap())
+        self.open_with(name, &schema())
+    }
+
+    fn open_with(&self, name: &str, schema: &Schema) -> Arc<Database> {
+        Arc::new(Database::open(self.dir.join(name), schema, Config::default()).unwrap())
+    }
+
+    /// A flexible sync configuration for `/flx` as user `user`.
+    fn config(&self, user: &str) -> SyncConfig {
+        let port = self.server.as_ref().unwrap().local_addr.port();
+        SyncConfig {
+            url: format!("ws://127.0.0.1:{port}/"),
+            path: "/flx".into(),
+            token: token_for(user, 3600),
+            allow_insecure: true,
+            flexible: true,
+            ..SyncConfig::default()
+        }
     }
 
     /// A flexible sync session on `/flx` as user `user`.
     fn sync(&self, db: &Arc<Database>, user: &str) -> SyncSession {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let token = TokenSigner::hs256(SECRET)
-            .sign(user, now + 3600, &["/flx"])
-            .unwrap();
-        let port = self.server.as_ref().unwrap().local_addr.port();
-        SyncSession::start(
-            Arc::clone(db),
-            SyncConfig {
-                url: format!("ws://127.0.0.1:{port}/"),
-                path: "/flx".into(),
-                token,
-                allow_insecure: true,
-                flexible: true,
-                ..SyncConfig::default()
-            },
-        )
-        .unwrap()
+        SyncSession::start(Arc::clone(db), self.config(user)).unwrap()
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -502,22 +520,11 @@ fn rules_filter_reads_per_user_and_revert_forbidden_writes() {
 fn a_session_on_flx_without_flexible_is_refused_with_advice() {
     let world = World::new("not-flexible", None);
     let db = world.open("plain.sqlite");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = TokenSigner::hs256(SECRET)
-        .sign("plain", now + 3600, &["/flx"])
-        .unwrap();
-    let port = world.server.as_ref().unwrap().local_addr.port();
     let session = SyncSession::start(
         Arc::clone(&db),
         SyncConfig {
-            url: format!("ws://127.0.0.1:{port}/"),
-            path: "/flx".into(),
-            token,
-            allow_insecure: true,
-            ..SyncConfig::default()
+            flexible: false,
+            ..world.config("plain")
         },
     )
     .unwrap();
@@ -541,4 +548,160 @@ fn a_session_on_flx_without_flexible_is_refused_with_advice() {
         .block_on(session.wait_for_subscriptions(None, Some(Duration::from_secs(1))))
         .unwrap_err();
     assert!(matches!(err, SyncError::InvalidState { .. }), "{err:?}");
+}
+
+#[test]
+fn a_bootstrap_in_many_batches_is_not_interleaved_with_the_acknowledgements_of_uploads() {
+    // 512-byte batches: a bootstrap of 1,000 tasks takes hundreds of DOWNLOADs, and the reader
+    // uploads all along (a thread commits every millisecond). Any DOWNLOAD between two batches
+    // would stop the reader's session with "in the middle of the bootstrap".
+    let world = World::with_batch("batches", None, Some(512));
+    let (w, ws) = writer(&world, "writer");
+    let mut tx = w.begin_write().unwrap();
+    for id in 1..=1000 {
+        tx.create(
+            "Task",
+            PrimaryKey::Int(id),
+            &[
+                ("title", Value::String(format!("task {id}"))),
+                ("count", Value::Int(id)),
+            ],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+
+    let r = world.open("reader.sqlite");
+    let rs = world.sync(&r, "reader");
+    let (errors, _token) = error_events(&rs);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let uploader = {
+        let (r, done) = (Arc::clone(&r), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut id = 10_000;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                create(&r, id, 1, "reader");
+                id += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    for round in 0..6 {
+        let query = if round % 2 == 0 {
+            "count > 0"
+        } else {
+            "count > 500"
+        };
+        let version = subscribe(&r, &[("some", "Task", query)]);
+        let set = world
+            .block_on(rs.wait_for_subscriptions(Some(version), WAIT))
+            .unwrap();
+        assert_eq!(set.state, SubscriptionSetState::Complete);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    uploader.join().unwrap();
+    world.block_on(rs.wait_for_upload(WAIT)).unwrap();
+    world.block_on(rs.wait_for_download(WAIT)).unwrap();
+    // The last set is `count > 500`: the reader's own tasks (count 1) left its view.
+    assert_eq!(tasks(&r), (501..=1000).collect::<Vec<_>>());
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "no error: {:?}",
+        errors.lock().unwrap()
+    );
+}
+
+#[test]
+fn a_set_naming_a_property_the_server_learns_from_this_client_is_sent_after_its_upload() {
+    let world = World::new("new-property", None);
+    let (w, ws) = writer(&world, "writer");
+    create(&w, 1, 1, "writer");
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+
+    // The reader's Task has `priority`, which the server learns from the reader's upload of
+    // its schema; the set naming it must reach the server after that upload.
+    let mut classes = schema().classes().to_vec();
+    classes[0]
+        .properties
+        .push(Property::new("priority", PropertyType::Int).nullable());
+    let schema = Schema::new(classes).unwrap();
+    let r = world.open_with("reader.sqlite", &schema);
+    let mut tx = r.begin_write().unwrap();
+    tx.create("Task", PrimaryKey::Int(7), &[("priority", Value::Int(5))])
+        .unwrap();
+    tx.commit().unwrap();
+    let version = subscribe(&r, &[("urgent", "Task", "priority > 2")]);
+    let rs = world.sync(&r, "reader");
+    let set = world
+        .block_on(rs.wait_for_subscriptions(Some(version), WAIT))
+        .unwrap();
+    assert_eq!(set.state, SubscriptionSetState::Complete);
+    assert_eq!(tasks(&r), vec![7]);
+}
+
+#[test]
+fn many_sets_committed_offline_send_only_the_newest() {
+    let world = World::new("offline-sets", None);
+    let (w, ws) = writer(&world, "writer");
+    for id in 1..=100 {
+        create(&w, id, id, "writer");
+    }
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+    let r = world.open("reader.sqlite");
+    // More than the server queues (64): a search box typed into while offline.
+    let mut last = 0;
+    for n in 1..=80 {
+        last = subscribe(&r, &[("search", "Task", &format!("count > {n}"))]);
+    }
+    let rs = world.sync(&r, "reader");
+    let (errors, _token) = error_events(&rs);
+    let set = world
+        .block_on(rs.wait_for_subscriptions(Some(last), WAIT))
+        .unwrap();
+    assert_eq!(set.state, SubscriptionSetState::Complete);
+    assert_eq!(tasks(&r), (81..=100).collect::<Vec<_>>());
+    for older in 1..last {
+        assert_eq!(
+            r.subscription_set(older).unwrap().unwrap().state,
+            SubscriptionSetState::Superseded,
+            "set {older}"
+        );
+    }
+    let set = world
+        .block_on(rs.wait_for_subscriptions(Some(1), WAIT))
+        .unwrap();
+    assert_eq!(set.state, SubscriptionSetState::Superseded);
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "{:?}",
+        errors.lock().unwrap()
+    );
+}
+
+#[test]
+fn a_flexible_session_cannot_be_refreshed_with_another_users_token() {
+    struct Bobs;
+    impl TokenProvider for Bobs {
+        fn fetch_token(&self) -> Result<String, String> {
+            Ok(token_for("bob", 3600))
+        }
+    }
+    let world = World::new("refresh-user", None);
+    let db = world.open("alice.sqlite");
+    subscribe(&db, &[("all", "Task", "TRUEPREDICATE")]);
+    let mut config = world.config("alice");
+    // Alice's token expires in 3 s; the provider hands out bob's, which the server refuses
+    // for alice's flexible session (her rules would be read as bob's otherwise).
+    config.token = token_for("alice", 3);
+    config.token_provider = Some(Arc::new(Bobs));
+    let session = SyncSession::start(Arc::clone(&db), config).unwrap();
+    let (errors, _token) = error_events(&session);
+    eventually("the refusal of bob's token", || {
+        errors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.message.contains("the new token is for user bob"))
+    });
 }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -22,8 +22,8 @@ use super::{
 };
 use crate::changeset::Changeset;
 use crate::protocol::{
-    self, limits, BatchState, ClientMessage, ErrorCode, FlxDownload, FlxQuery, Limits,
-    ServerMessage, UploadEntry,
+    self, limits, BatchState, ClientMessage, ErrorCode, FlxQuery, Limits, ServerMessage,
+    UploadEntry,
 };
 use crate::store::{DownloadCursors, ResetBase, StoreError};
 
@@ -31,7 +31,7 @@ use crate::store::{DownloadCursors, ResetBase, StoreError};
 const RESET_CODES: [u64; 6] = [208, 209, 210, 211, 217, 222];
 
 /// Most changeset bytes of one flexible sync bootstrap the session stages before integrating it.
-const MAX_BOOTSTRAP_BYTES: usize = 256 << 20;
+const MAX_BOOTSTRAP_BYTES: usize = 128 << 20;
 
 /// Backoff after the `n`th failure in a row: 1 s doubling to 5 min, minus up to 25% jitter.
 fn backoff(n: u32) -> Duration {
@@ -456,8 +456,7 @@ where
         new_ident: None,
         recovered_through: 0,
         queries_sent: 0,
-        bootstrap: Vec::new(),
-        bootstrap_bytes: 0,
+        bootstrap: None,
     };
     let mut refresh_at = refresh_deadline(shared, &token);
     if let Some(pending) = lock(&shared.transact).as_mut() {
@@ -493,13 +492,18 @@ where
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             }
-            // Flexible sync: subscription sets committed since the last one sent, in order
-            // (after the uploads sent before them, so the server knows their schema).
+            // Flexible sync: the newest subscription set committed since the last one sent, once
+            // the uploads of what was committed before it are sent (the server then knows what
+            // it names; checked on every pass, so a steady stream of commits cannot hold it).
             if shared.config.flexible {
-                let after = conn.queries_sent;
+                let (after, uploaded) = (conn.queries_sent, conn.uploaded_through);
                 let d = Arc::clone(db);
-                for set in blocking(move || d.pending_subscription_sets(after)).await? {
+                if let Some(set) =
+                    blocking(move || d.next_subscription_set(after, uploaded)).await?
+                {
                     conn.queries_sent = set.version;
+                    // Older pending sets were superseded.
+                    shared.subscription_states.send_modify(|n| *n += 1);
                     ws.send(encode(ClientMessage::Query {
                         session: 1,
                         query: FlxQuery {
@@ -561,19 +565,32 @@ where
                         .map(|e| (e.client_version, e.changeset.len() as u64)),
                 );
                 let d = Arc::clone(db);
-                let pending_bytes = blocking(move || d.pending_upload_bytes()).await?;
+                let (pending_bytes, integrated) = blocking(move || {
+                    Ok((
+                        d.pending_upload_bytes()?,
+                        d.sync_progress()?.download_server_version,
+                    ))
+                })
+                .await?;
                 shared.update_progress(|p| {
                     p.upload_transferable = p.upload_transferred + pending_bytes;
                 });
                 ws.send(encode(ClientMessage::Upload {
                     session: 1,
                     progress_client_version: conn.uploaded_through,
-                    progress_server_version: 0,
+                    // The last server version integrated here (realm-core's download progress):
+                    // the server forgets what this file's view no longer needs.
+                    progress_server_version: integrated,
                     locked_server_version: 0,
                     entries,
                 }))
                 .await
                 .map_err(|e| fail(e.to_string()))?;
+                // Take what the server sent meanwhile before uploading more: a steady stream of
+                // local commits must not starve downloads (acknowledgements, bootstraps).
+                while let Some(message) = ws.next().now_or_never() {
+                    receive(shared, message, &mut ws, &mut conn, &limits).await?;
+                }
                 continue;
             }
         }
@@ -611,28 +628,49 @@ where
                 conn.ping_sent = Some(tokio::time::Instant::now());
                 ws.send(encode(ClientMessage::Ping { timestamp: 0, rtt: 0 })).await.map_err(|e| fail(e.to_string()))?;
             }
-            message = ws.next() => {
-                let bytes = match message {
-                    Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Close(_))) | None => return Err(fail("the server closed the connection")),
-                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
-                        return Err(over_limit(format!("a message from the server is too large ({e})")));
-                    }
-                    Some(Err(e)) => return Err(fail(e.to_string())),
-                    Some(Ok(_)) => continue,
-                };
-                let message = ServerMessage::parse(&bytes, &limits).map_err(|e| {
-                    if e.code == ErrorCode::LimitsExceeded {
-                        over_limit(format!("a message from the server is too large: {}", e.message))
-                    } else {
-                        // Reported with its code each time; retried with backoff.
-                        Failure { code: u64::from(e.code.code()), message: format!("the server sent a bad message: {}", e.message), retry: true }
-                    }
-                })?;
-                handle(shared, message, &mut ws, &mut conn).await?;
-            }
+            message = ws.next() => receive(shared, message, &mut ws, &mut conn, &limits).await?,
         }
     }
+}
+
+/// Handles one WebSocket message from the server.
+async fn receive<S>(
+    shared: &Arc<Shared>,
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    conn: &mut Connection,
+    limits: &Limits,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let bytes = match message {
+        Some(Ok(Message::Binary(b))) => b,
+        Some(Ok(Message::Close(_))) | None => return Err(fail("the server closed the connection")),
+        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
+            return Err(over_limit(format!(
+                "a message from the server is too large ({e})"
+            )));
+        }
+        Some(Err(e)) => return Err(fail(e.to_string())),
+        Some(Ok(_)) => return Ok(()),
+    };
+    let message = ServerMessage::parse(&bytes, limits).map_err(|e| {
+        if e.code == ErrorCode::LimitsExceeded {
+            over_limit(format!(
+                "a message from the server is too large: {}",
+                e.message
+            ))
+        } else {
+            // Reported with its code each time; retried with backoff.
+            Failure {
+                code: u64::from(e.code.code()),
+                message: format!("the server sent a bad message: {}", e.message),
+                retry: true,
+            }
+        }
+    })?;
+    handle(shared, message, ws, conn).await
 }
 
 /// One connection's progress.
@@ -650,10 +688,9 @@ struct Connection {
     recovered_through: u64,
     /// Flexible sync: the newest subscription set sent (IDENT's active set, then QUERYs).
     queries_sent: u64,
-    /// Flexible sync: the batches of the bootstrap being received, integrated together when
-    /// its last batch arrives, and their bytes.
-    bootstrap: Vec<Changeset>,
-    bootstrap_bytes: usize,
+    /// Flexible sync: the bootstrap being received (its set version, its batches' entries as
+    /// received and their changeset bytes), integrated as one when its last batch arrives.
+    bootstrap: Option<(u64, Vec<crate::protocol::DownloadEntry>, usize)>,
 }
 
 async fn handle<S>(
@@ -766,7 +803,6 @@ where
             ..
         } => {
             let received: u64 = entries.iter().map(|e| e.changeset.len() as u64).sum();
-            let mut changesets = to_changesets(entries)?;
             let d = Arc::clone(db);
             let cursors = DownloadCursors {
                 download_server_version,
@@ -775,39 +811,57 @@ where
                 latest_server_version_salt,
                 upload_client_version,
             };
-            match flx {
-                Some(FlxDownload {
-                    batch_state: BatchState::MoreToCome,
-                    ..
-                }) => {
-                    conn.bootstrap_bytes += received as usize;
-                    if conn.bootstrap_bytes > MAX_BOOTSTRAP_BYTES {
+            match flx.filter(|f| f.batch_state != BatchState::SteadyState) {
+                Some(f) => {
+                    // A bootstrap batch: staged until its last one (realm-core's pending
+                    // bootstrap), then integrated with the set's completion in one transaction.
+                    let (version, staged, bytes) = conn
+                        .bootstrap
+                        .get_or_insert_with(|| (f.query_version, Vec::new(), 0));
+                    if *version != f.query_version {
+                        return Err(fail(format!(
+                            "the server mixed the bootstraps of subscription sets {version} and {}",
+                            f.query_version
+                        )));
+                    }
+                    *bytes += received as usize;
+                    if *bytes > MAX_BOOTSTRAP_BYTES {
+                        let version = f.query_version;
+                        conn.bootstrap = None;
+                        let why = format!(
+                            "its bootstrap is over {} MiB of changesets: subscribe to less at a time",
+                            MAX_BOOTSTRAP_BYTES >> 20
+                        );
+                        let d = Arc::clone(db);
+                        let message = why.clone();
+                        blocking(move || d.fail_subscription_set(version, &message)).await?;
+                        shared.subscription_states.send_modify(|n| *n += 1);
                         return Err(Failure {
                             code: u64::from(ErrorCode::LimitsExceeded.code()),
-                            message: format!(
-                                "a subscription bootstrap is over {} MiB: subscribe to less at a \
-                                 time",
-                                MAX_BOOTSTRAP_BYTES >> 20
-                            ),
-                            retry: false,
+                            message: format!("subscription set {version} refused here: {why}"),
+                            retry: true,
                         });
                     }
-                    conn.bootstrap.append(&mut changesets);
-                    shared.update_progress(|p| p.download_transferred += received);
-                    return Ok(());
-                }
-                Some(FlxDownload {
-                    batch_state: BatchState::LastInBatch,
-                    query_version,
-                    ..
-                }) => {
-                    let mut all = std::mem::take(&mut conn.bootstrap);
-                    conn.bootstrap_bytes = 0;
-                    all.append(&mut changesets);
-                    blocking(move || d.integrate_bootstrap(all, cursors, query_version)).await?;
+                    staged.extend(entries);
+                    if f.batch_state == BatchState::MoreToCome {
+                        shared.update_progress(|p| p.download_transferred += received);
+                        return Ok(());
+                    }
+                    let (version, staged, _) = conn.bootstrap.take().expect("staged above");
+                    let changesets = to_changesets(staged)?;
+                    blocking(move || d.integrate_bootstrap(changesets, cursors, version)).await?;
                     shared.subscription_states.send_modify(|n| *n += 1);
                 }
-                _ => blocking(move || d.integrate_download(changesets, cursors)).await?,
+                None => {
+                    if let Some((version, ..)) = &conn.bootstrap {
+                        return Err(fail(format!(
+                            "the server sent a DOWNLOAD in the middle of the bootstrap of \
+                             subscription set {version}"
+                        )));
+                    }
+                    let changesets = to_changesets(entries)?;
+                    blocking(move || d.integrate_download(changesets, cursors)).await?;
+                }
             }
             let mut acknowledged = 0;
             while conn

@@ -686,19 +686,29 @@ impl SyncSession {
         let shared = Arc::clone(&self.shared);
         let wait = async move {
             let mut changed = shared.subscription_states.subscribe();
+            // `None`: the latest set now, not one committed while waiting.
+            let version = match version {
+                Some(v) => v,
+                None => {
+                    let db = Arc::clone(&shared.db);
+                    tokio::task::spawn_blocking(move || db.subscriptions())
+                        .await
+                        .map_err(|e| SyncError::Stopped {
+                            message: e.to_string(),
+                        })??
+                        .version
+                }
+            };
             loop {
                 let db = Arc::clone(&shared.db);
-                let set = tokio::task::spawn_blocking(move || match version {
-                    Some(v) => db.subscription_set(v),
-                    None => db.subscriptions().map(Some),
-                })
-                .await
-                .map_err(|e| SyncError::Stopped {
-                    message: e.to_string(),
-                })??
-                .ok_or_else(|| SyncError::InvalidState {
-                    message: format!("there is no subscription set {}", version.unwrap_or(0)),
-                })?;
+                let set = tokio::task::spawn_blocking(move || db.subscription_set(version))
+                    .await
+                    .map_err(|e| SyncError::Stopped {
+                        message: e.to_string(),
+                    })??
+                    .ok_or_else(|| SyncError::InvalidState {
+                        message: format!("there is no subscription set {version}"),
+                    })?;
                 match &set.state {
                     SubscriptionSetState::Complete | SubscriptionSetState::Superseded => {
                         return Ok(set)

@@ -231,6 +231,10 @@ impl Session {
     /// QUERY_ERROR.
     fn bootstrap(&mut self, id: u64) -> Option<ServerMessage> {
         let ident = self.client_file_ident?;
+        // A bootstrap is a read of current data: none while the token is expired.
+        if self.expired() {
+            return None;
+        }
         let flexible = self.flexible.as_mut()?;
         if let Some(message) = flexible.bootstrap.pop_front() {
             return Some(message);
@@ -339,6 +343,16 @@ impl Session {
     fn download(&mut self, id: u64, force: bool) -> Option<ServerMessage> {
         let ident = self.client_file_ident?;
         if self.expired() {
+            return None;
+        }
+        // A bootstrap's messages go out together: the client integrates them as one, and a
+        // DOWNLOAD between them (an upload's acknowledgement) would reach it first.
+        if self
+            .flexible
+            .as_ref()
+            .is_some_and(|f| !f.bootstrap.is_empty())
+        {
+            self.behind = true;
             return None;
         }
         let batch = match &self.flexible {
@@ -1210,8 +1224,8 @@ fn integrate(
     file: &mut ServerFile,
 ) -> Result<Option<Compensation>, Failure> {
     let started = std::time::Instant::now();
-    let integrated = match s.flexible {
-        Some(_) => file.flx_integrate_checked(ident, entries, &s.rules, &s.user_vars),
+    let integrated = match &s.flexible {
+        Some(f) => file.flx_integrate_checked(ident, entries, &s.rules, &s.user_vars, &f.active),
         None => file.integrate_upload(ident, entries).map(|i| (i, None)),
     }
     .map_err(|e| (e, session));
@@ -1278,6 +1292,20 @@ fn on_refresh(
         .get_mut(&session)
         .ok_or_else(|| no_session(session))?;
     let claims = shared.config.auth.verify(token).map_err(|e| (e, session))?;
+    // A flexible sync session reads as its token's user (`%%user.id`): another user's token
+    // may not extend it.
+    if s.is_flexible && claims.sub != s.user_vars.id {
+        return Err((
+            ProtocolError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "the new token is for user {}, the session is {}'s",
+                    claims.sub, s.user_vars.id
+                ),
+            ),
+            session,
+        ));
+    }
     if !claims.allows(&s.path) {
         return Err((
             ProtocolError::new(

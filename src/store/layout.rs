@@ -14,7 +14,8 @@
 //! - `_tandem_reciprocal`: the reciprocal (transformed) forms of local changesets the server
 //!   has not integrated yet, for OT.
 //! - `_tandem_subscription_set`: flexible sync subscription sets, one row per version (its
-//!   state, the server's error, the subscriptions as JSON).
+//!   state, the server's error, the subscriptions as JSON, the last local version committed
+//!   before it).
 //! - `_tandem_quarantine`: per local changeset, the instructions a client reset could not
 //!   recover, kept until the app clears them; `_tandem_quarantine_instruction` names each
 //!   (index in the original changeset, rendering, reason).
@@ -135,7 +136,8 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
              version INTEGER PRIMARY KEY,
              state TEXT NOT NULL,
              error TEXT,
-             subscriptions TEXT NOT NULL
+             subscriptions TEXT NOT NULL,
+             snapshot_version INTEGER NOT NULL
          );",
     )?;
     Ok(())

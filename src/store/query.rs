@@ -1673,11 +1673,13 @@ pub(crate) fn compile(
 /// `text` with every `$N` replaced by argument `N` written as a literal of the serialized
 /// query language (the form realm-core sends in a flexible sync subscription): a string as
 /// `B64"…"`, bytes as `binary(B64"…")`, a timestamp as `T<s>:<ns>`, `oid(…)`, `uuid(…)`, a
-/// decimal by its digits, doubles in Rust's shortest round-trip form (`nan`, `inf`, `-inf`),
-/// `NULL`. A query sent to a server has no separate arguments.
+/// decimal by its digits, doubles in Rust's shortest round-trip form (`+nan`, `+inf`, `-inf`:
+/// signed, so never read as a property of that name), `NULL`. A query sent to a server has no
+/// separate arguments.
 ///
 /// Errors: a `$N` without argument `N`, a link argument (the serialized language has no
-/// portable link literal), or text that does not tokenize.
+/// portable link literal), a decimal NaN or infinity (no decimal literal for them), or text
+/// that does not tokenize.
 pub(crate) fn inline_arguments(text: &str, args: &[Value]) -> Result<String, QueryError> {
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
@@ -1696,7 +1698,9 @@ pub(crate) fn inline_arguments(text: &str, args: &[Value]) -> Result<String, Que
         out.push_str(&text[copied..at]);
         out.push_str(&literal(value).ok_or_else(|| QueryError {
             position: at,
-            message: format!("${n} is a link, which a serialized query cannot carry"),
+            message: format!(
+                "${n} is a link or a decimal NaN or infinity, which a serialized query cannot carry"
+            ),
         })?);
         copied = at + 1 + digits;
     }
@@ -1704,13 +1708,15 @@ pub(crate) fn inline_arguments(text: &str, args: &[Value]) -> Result<String, Que
     Ok(out)
 }
 
-/// `value` as a literal of the serialized query language, `None` for a link.
+/// `value` as a literal of the serialized query language; `None` for a link and for a decimal
+/// that is NaN, infinite or not canonical (a decimal literal is digits).
 fn literal(value: &Value) -> Option<String> {
     let double = |d: f64| {
+        // Signed, so that a property called `nan` or `inf` is never read instead.
         if d.is_nan() {
-            "nan".to_owned()
+            "+nan".to_owned()
         } else if d.is_infinite() {
-            if d > 0.0 { "inf" } else { "-inf" }.to_owned()
+            if d > 0.0 { "+inf" } else { "-inf" }.to_owned()
         } else {
             // `{:?}` always has a fraction or exponent, so it reads back as a double.
             format!("{d:?}")
@@ -1725,6 +1731,9 @@ fn literal(value: &Value) -> Option<String> {
         Value::Timestamp(t) => format!("T{}:{}", t.seconds(), t.nanoseconds()),
         Value::Float(f) => double(f64::from(*f)),
         Value::Double(d) => double(*d),
+        // BID: the two bits after the sign both set mark NaN, infinity or the large-coefficient
+        // form (never canonical).
+        Value::Decimal(d) if (d.to_bits() >> 125) & 0b11 == 0b11 => return None,
         Value::Decimal(d) => d.to_string(),
         Value::ObjectId(id) => format!("oid({id})"),
         Value::Uuid(id) => format!("uuid({id})"),
@@ -1823,6 +1832,53 @@ mod tests {
     fn refused_saying(text: &str, says: &str) {
         let e = refused(text);
         assert!(e.message.contains(says), "{text}: {e} (wanted {says:?})");
+    }
+
+    #[test]
+    fn inlined_arguments_are_one_literal_token_each() {
+        use crate::model::{Decimal128, ObjectId, Uuid};
+        let cases: Vec<(Value, &str)> = vec![
+            (Value::Int(i64::MIN), "-9223372036854775808"),
+            (Value::String("a'b\"c $0".into()), "B64\"YSdiImMgJDA=\""),
+            (Value::Binary(vec![0, 255]), "binary(B64\"AP8=\")"),
+            (Value::Double(f64::NAN), "+nan"),
+            (Value::Double(f64::NEG_INFINITY), "-inf"),
+            (Value::Float(0.5), "0.5"),
+            (Value::Double(-0.0), "-0.0"),
+            (Value::Timestamp(Timestamp::new(-1, -5).unwrap()), "T-1:-5"),
+            (Value::Decimal("-1.25".parse().unwrap()), "-125E-2"),
+            (
+                Value::ObjectId(ObjectId([0xab; 12])),
+                "oid(abababababababababababab)",
+            ),
+            (
+                Value::Uuid(Uuid([1; 16])),
+                "uuid(01010101-0101-0101-0101-010101010101)",
+            ),
+            (Value::Null, "NULL"),
+            (Value::Bool(true), "true"),
+        ];
+        for (value, literal) in cases {
+            let text = inline_arguments("x == $0", std::slice::from_ref(&value)).unwrap();
+            assert_eq!(text, format!("x == {literal}"), "{value:?}");
+            let toks = tokenize(&text).unwrap();
+            if literal.starts_with("binary(") || literal == "NULL" || literal == "true" {
+                // `binary ( B64"…" )` is read by the parser as one literal; `NULL` and `true`
+                // are keywords, read before any property name.
+                continue;
+            }
+            // `x`, `==`, the literal, end: never a name in the literal's place.
+            assert_eq!(toks.len(), 4, "{value:?}: {toks:?}");
+            assert!(
+                !matches!(toks[2].1, Tok::Ident(_) | Tok::Param(_)),
+                "{value:?}: {toks:?}"
+            );
+        }
+        // `$0` inside a string literal is text, not a parameter.
+        assert_eq!(inline_arguments("x == '$0'", &[]).unwrap(), "x == '$0'");
+        let nan = Decimal128::from_bits(0x7C00_0000_0000_0000_u128 << 64);
+        assert!(inline_arguments("x == $0", &[Value::Decimal(nan)]).is_err());
+        assert!(inline_arguments("x == $1", &[Value::Int(1)]).is_err());
     }
 
     fn toks(text: &str) -> Vec<Tok> {

@@ -265,15 +265,28 @@ fn active(conn: &Connection) -> Result<SubscriptionSet, StoreError> {
 }
 
 /// Marks `version` complete (its bootstrap is integrated) and every older set superseded.
+/// The server may bootstrap the active set again (a server that lost the client's view);
+/// errors ([`StoreError::InvalidArgument`], rolling the bootstrap back) when set `version` is
+/// neither pending nor complete here: the server bootstrapped a set this file did not send.
 #[cfg(feature = "client")]
 fn complete(conn: &Connection, version: u64) -> Result<(), StoreError> {
+    let completed = match version {
+        // The empty set a file starts with has no row; it is complete already.
+        0 => 1,
+        v => conn.execute(
+            "UPDATE _tandem_subscription_set SET state = 'complete'
+             WHERE version = ?1 AND state IN ('pending', 'complete')",
+            [v as i64],
+        )?,
+    };
+    if completed != 1 {
+        return Err(StoreError::InvalidArgument(format!(
+            "the server bootstrapped subscription set {version}, which is not pending here"
+        )));
+    }
     conn.execute(
         "UPDATE _tandem_subscription_set SET state = 'superseded'
          WHERE version < ?1 AND state IN ('pending', 'complete')",
-        [version as i64],
-    )?;
-    conn.execute(
-        "UPDATE _tandem_subscription_set SET state = 'complete' WHERE version = ?1 AND state = 'pending'",
         [version as i64],
     )?;
     Ok(())
@@ -349,12 +362,16 @@ impl Database {
                 state: SubscriptionSetState::Pending,
                 subscriptions: m.subscriptions,
             };
+            // The set is sent once everything committed before it is uploaded, so the server
+            // knows every class and property it names (realm-core's snapshot version).
+            let snapshot = super::history::last_version(conn)?;
             conn.execute(
-                "INSERT INTO _tandem_subscription_set (version, state, error, subscriptions)
-                 VALUES (?1, 'pending', NULL, ?2)",
+                "INSERT INTO _tandem_subscription_set (version, state, error, subscriptions, snapshot_version)
+                 VALUES (?1, 'pending', NULL, ?2, ?3)",
                 params![
                     next.version as i64,
-                    encode_subscriptions(&next.subscriptions)
+                    encode_subscriptions(&next.subscriptions),
+                    snapshot as i64
                 ],
             )?;
             Ok(Some(next))
@@ -369,22 +386,41 @@ impl Database {
         }
     }
 
-    /// Pending subscription sets newer than `version`, oldest first (what a session sends as
-    /// QUERY).
+    /// The set a session sends next as QUERY: the newest pending set newer than `after`, once
+    /// the local versions committed before it are uploaded (`uploaded_through`); the pending
+    /// sets older than it are then superseded (the server only needs the newest, and queues at
+    /// most 64). `None` while there is none or it must wait for uploads.
     #[cfg(feature = "client")]
-    pub(crate) fn pending_subscription_sets(
+    pub(crate) fn next_subscription_set(
         &self,
         after: u64,
-    ) -> Result<Vec<SubscriptionSet>, StoreError> {
-        let read = self.read()?;
-        let mut stmt = read.connection().prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM _tandem_subscription_set WHERE version > ?1 AND state = 'pending'
-             ORDER BY version"
-        ))?;
-        let rows = stmt
-            .query_map([after as i64], row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(to_set).collect()
+        uploaded_through: u64,
+    ) -> Result<Option<SubscriptionSet>, StoreError> {
+        let newest = self
+            .read()?
+            .connection()
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS}, snapshot_version FROM _tandem_subscription_set
+                 WHERE version > ?1 AND state = 'pending' ORDER BY version DESC LIMIT 1"
+            ))?
+            .query_row([after as i64], |r| Ok((row(r)?, r.get::<_, i64>(4)?)))
+            .optional()?;
+        let Some((newest, snapshot)) = newest else {
+            return Ok(None);
+        };
+        if snapshot as u64 > uploaded_through {
+            return Ok(None);
+        }
+        let set = to_set(newest)?;
+        self.with_writer(|conn, _| {
+            conn.execute(
+                "UPDATE _tandem_subscription_set SET state = 'superseded'
+                 WHERE version < ?1 AND state = 'pending'",
+                [set.version as i64],
+            )?;
+            Ok(())
+        })?;
+        Ok(Some(set))
     }
 
     /// Records the server's QUERY_ERROR for set `version` (a set already complete or

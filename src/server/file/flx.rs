@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{sql_err, state_err, Integrated, ServerFile};
-use crate::changeset::Changeset;
+use crate::changeset::{Changeset, Instruction};
 use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::server::realm::rules::{FlxRules, UserVars};
 use crate::state::{Key, Object, Schemas, TableSpec};
@@ -871,27 +871,100 @@ impl ServerFile {
         entries: &[UploadEntry],
         rules: &FlxRules,
         user: &UserVars,
+        active: &Subscription,
     ) -> Result<(Integrated, Option<Compensation>), ProtocolError> {
-        if !rules.restricts_writes() {
-            return Ok((self.integrate_upload(client, entries)?, None));
-        }
         self.check_fresh()?;
         if self.state.version() != self.latest {
             self.catch_up_state()?;
         }
         let done = self.integrated_client_version(client, self.latest)?;
         let mut touched: BTreeSet<(String, Key)> = BTreeSet::new();
+        // Objects the upload creates that the state does not hold yet.
+        let mut fresh: BTreeSet<(String, Key)> = BTreeSet::new();
         for entry in entries.iter().filter(|e| e.client_version > done) {
             let Ok(cs) = entry.to_changeset(client) else {
                 break; // integrate_upload refuses it
             };
-            touched.extend(
-                super::touched_objects(&cs)
-                    .into_iter()
-                    .filter(|(class, _)| {
-                        rules.class(class).write != crate::server::realm::rules::Filter::All
-                    }),
-            );
+            for i in &cs.instructions {
+                if let (Instruction::CreateObject { .. }, Some(object)) =
+                    (i, super::instruction_object(&cs, i))
+                {
+                    if self.flx_row(&object.0, &object.1)?.is_none() {
+                        fresh.insert(object);
+                    }
+                }
+            }
+            if rules.restricts_writes() {
+                touched.extend(
+                    super::touched_objects(&cs)
+                        .into_iter()
+                        .filter(|(class, _)| {
+                            rules.class(class).write != crate::server::realm::rules::Filter::All
+                        }),
+                );
+            }
+        }
+        let (integrated, compensation) =
+            self.integrate_checked(client, entries, rules, user, touched)?;
+        if let Some(&version) = integrated.versions.last() {
+            self.flx_own_creations(client, active, version, &fresh)?;
+        }
+        Ok((integrated, compensation))
+    }
+
+    /// Records in `client`'s view the objects its upload created fresh (`fresh`: absent from
+    /// the state before it was integrated) that exist now and its active set matches: it holds
+    /// each exactly as the server does (nobody else can have written an object that did not
+    /// exist), so the download does not send it back whole. Their copy is the upload's last
+    /// server version `version`; later changes of others reach the client as usual. A row
+    /// newer than the client's cursor is rolled back at its next IDENT, as any other, and the
+    /// object is then sent whole once.
+    fn flx_own_creations(
+        &mut self,
+        client: u64,
+        active: &Subscription,
+        version: u64,
+        fresh: &BTreeSet<(String, Key)>,
+    ) -> Result<(), ProtocolError> {
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let schemas = self.state.schemas().clone();
+        let mut filters: BTreeMap<&str, Option<Filter>> = BTreeMap::new();
+        let mut entering = Vec::new();
+        for (class, key) in fresh {
+            let filter = filters.entry(class.as_str()).or_insert_with(|| {
+                active
+                    .queries
+                    .get(class)
+                    .and_then(|text| compile(&schemas, class, text).ok().flatten())
+            });
+            if let Some(filter) = filter {
+                if self.flx_matches(class, filter, key)? {
+                    entering.push((class.clone(), key.clone()));
+                }
+            }
+        }
+        let stamp = Stamp {
+            at: version,
+            version: active.version,
+            state_version: version,
+        };
+        self.flx_record(client, stamp, &entering, &[], None)
+    }
+
+    /// Integrates an upload whose objects `touched` (of classes whose write filter is not
+    /// `true`) must pass the write rules, and reverts those that do not.
+    fn integrate_checked(
+        &mut self,
+        client: u64,
+        entries: &[UploadEntry],
+        rules: &FlxRules,
+        user: &UserVars,
+        touched: BTreeSet<(String, Key)>,
+    ) -> Result<(Integrated, Option<Compensation>), ProtocolError> {
+        if touched.is_empty() {
+            return Ok((self.integrate_upload(client, entries)?, None));
         }
         // Before: whether each object exists, may be written, and its copy.
         let schemas = self.state.schemas().clone();
