@@ -5,20 +5,21 @@
 //! `tandem-server` (the release binary cargo builds for this bench) runs as a child process on
 //! loopback (plain ws, `--metrics-listen` for its byte counters). In this process:
 //!
-//! 1. **Fill.** A flexible sync Tandem client subscribed to every `Item` writes
-//!    `FLX_CLIENT_OBJECTS` objects (`_id` Int, `n` Int 0.., `group` String `g<n % 10>`,
+//! 1. **Fill.** A flexible sync Tandem client subscribed to every `Item` (waiting until that
+//!    set is complete) writes `FLX_CLIENT_OBJECTS` objects (`_id` Int, `n` Int 0.., `group` String `g<n % 10>`,
 //!    `payload` String of 32 bytes) in transactions of 10,000 and waits for the upload.
 //! 2. **Baseline.** A fresh full-sync Tandem client of a server path holding just the objects
 //!    the subscription below matches (`/items`, filled the same way with `FLX_CLIENT_MATCH`
 //!    objects) first-opens with `open_synced` (one STATE snapshot), the fastest way a Tandem
 //!    client gets those objects; the same figures are reported.
-//! 3. **Bootstrap.** The peak-memory counters of the server process and of this process are
-//!    reset (`/proc/<pid>/clear_refs` 5), then a fresh flexible sync client subscribes to
-//!    `n < FLX_CLIENT_MATCH` and starts its session; reported: start to the set `Complete`
-//!    (the bootstrap integrated and queryable), objects present after it, changeset bytes
-//!    received, bytes the server sent on the wire (its `tandem_sent_bytes_total` before and
-//!    after), the server's `VmHWM` over the bootstrap and this process's (the client, plus
-//!    the idle writer sessions).
+//! 3. **Bootstrap.** The server's peak-memory counter is reset (`/proc/<pid>/clear_refs` 5),
+//!    then a fresh flexible sync client subscribes to `n < FLX_CLIENT_MATCH` and starts its
+//!    session, in a process of its own (this bench run again with `FLX_CLIENT_ROLE`), so that
+//!    its peak memory is its own; reported: start to the set `Complete` (the bootstrap
+//!    integrated and queryable), objects present after it, changeset bytes received, bytes the
+//!    server sent on the wire (its `tandem_sent_bytes_total` before and after), the server's
+//!    `VmHWM` over the bootstrap and the client process's `VmHWM`. The baseline's client runs
+//!    in a process of its own too.
 //!
 //! Run (quick, about a minute after the build):
 //!
@@ -115,7 +116,8 @@ fn sent_bytes(metrics_port: u16) -> f64 {
 }
 
 struct Server {
-    child: Child,
+    /// `None` in a client process, which only connects.
+    child: Option<Child>,
     port: u16,
     metrics_port: u16,
 }
@@ -151,14 +153,14 @@ impl Server {
         // Keep draining its output so it never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Server {
-            child,
+            child: Some(child),
             port,
             metrics_port,
         }
     }
 
     fn pid(&self) -> String {
-        self.child.id().to_string()
+        self.child.as_ref().map_or(0, Child::id).to_string()
     }
 
     fn config(&self, path: &str, flexible: bool) -> SyncConfig {
@@ -181,8 +183,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -218,9 +222,80 @@ fn fill(runtime: &tokio::runtime::Runtime, db: &Database, session: &SyncSession,
         .expect("the upload");
 }
 
+/// The client side of step 2 or 3 in this process: `FLX_CLIENT_ROLE` is `flexible` or `full`,
+/// `FLX_CLIENT_DB` the file, `FLX_CLIENT_PORT` the server's, `FLX_CLIENT_MATCH` the matches.
+/// Prints one line: seconds, objects, changeset bytes received, `VmHWM` in MiB.
+fn client_role(role: &str) {
+    let db_path = std::env::var("FLX_CLIENT_DB").expect("FLX_CLIENT_DB");
+    let port: u16 = env("FLX_CLIENT_PORT", 0) as u16;
+    let matching = env("FLX_CLIENT_MATCH", 100_000);
+    let server = Server {
+        child: None,
+        port,
+        metrics_port: 0,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let started = Instant::now();
+    let (db, session) = if role == "flexible" {
+        let db = Arc::new(Database::open(&db_path, &schema(), Config::default()).expect("open"));
+        db.update_subscriptions(|m| {
+            m.add(Some("some"), "Item", "n < $0", &[Value::Int(matching)])
+                .map(drop)
+        })
+        .expect("the subscription");
+        let session =
+            SyncSession::start(Arc::clone(&db), server.config("/flx", true)).expect("a session");
+        let set = runtime
+            .block_on(session.wait_for_subscriptions(None, WAIT))
+            .expect("the bootstrap");
+        assert_eq!(set.state, SubscriptionSetState::Complete);
+        (db, session)
+    } else {
+        runtime
+            .block_on(open_synced(
+                &db_path,
+                schema(),
+                Config::default(),
+                server.config("/items", false),
+                WAIT,
+            ))
+            .expect("open_synced")
+    };
+    let took = started.elapsed();
+    println!(
+        "{} {} {} {}",
+        took.as_secs_f64(),
+        count(&db),
+        session.progress().download_transferred,
+        vm("self", "VmHWM:")
+    );
+}
+
+/// Runs [`client_role`] in a child process; its figures.
+fn run_client(role: &str, db: &Path, server: &Server, matching: i64) -> (f64, i64, f64, f64) {
+    let out = Command::new(std::env::current_exe().expect("this bench"))
+        .env("FLX_CLIENT_ROLE", role)
+        .env("FLX_CLIENT_DB", db)
+        .env("FLX_CLIENT_PORT", server.port.to_string())
+        .env("FLX_CLIENT_MATCH", matching.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the client process");
+    assert!(out.status.success(), "the {role} client failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    (f[0], f[1] as i64, f[2], f[3])
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and `cargo test --benches` probe with flags
+    }
+    if let Ok(role) = std::env::var("FLX_CLIENT_ROLE") {
+        return client_role(&role);
     }
     let objects = env("FLX_CLIENT_OBJECTS", 1_000_000);
     let matching = env("FLX_CLIENT_MATCH", 100_000).min(objects);
@@ -242,6 +317,12 @@ fn main() {
         .expect("the writer's subscription");
     let writer_session =
         SyncSession::start(Arc::clone(&writer), server.config("/flx", true)).expect("a session");
+    // As an app does before writing (realm-kotlin's `waitForSynchronization`): objects written
+    // while the set is pending are outside the active set, erased here and sent back by the
+    // bootstrap.
+    runtime
+        .block_on(writer_session.wait_for_subscriptions(None, WAIT))
+        .expect("the writer's subscription");
     fill(&runtime, &writer, &writer_session, objects);
     let flx_fill = started.elapsed();
     let started = Instant::now();
@@ -257,80 +338,38 @@ fn main() {
     );
     drop((writer_session, full_session));
 
-    // 2. Baseline: a fresh full-sync client of /items (STATE).
-    let (pid, own) = (server.pid(), "self".to_owned());
+    // 2. Baseline: a fresh full-sync client of /items (STATE), in its own process.
+    let pid = server.pid();
     reset_peak(&pid);
-    reset_peak(&own);
     let sent_before = sent_bytes(server.metrics_port);
-    let started = Instant::now();
-    let (baseline_db, baseline_session) = runtime
-        .block_on(open_synced(
-            dir.join("baseline.sqlite"),
-            schema(),
-            Config::default(),
-            server.config("/items", false),
-            WAIT,
-        ))
-        .expect("open_synced");
-    let baseline = started.elapsed();
-    let baseline_count = count(&baseline_db);
+    let (baseline, baseline_count, _, baseline_client_peak) =
+        run_client("full", &dir.join("baseline.sqlite"), &server, matching);
     let baseline_sent = sent_bytes(server.metrics_port) - sent_before;
-    let (baseline_server_peak, baseline_client_peak) = (vm(&pid, "VmHWM:"), vm(&own, "VmHWM:"));
-    drop(baseline_session);
-    assert_eq!(
-        baseline_count as i64, matching,
-        "the baseline has every object"
-    );
+    let baseline_server_peak = vm(&pid, "VmHWM:");
+    assert_eq!(baseline_count, matching, "the baseline has every object");
 
-    // 3. A fresh flexible sync client subscribing to `matching` of them.
-    let reader = open("reader.sqlite");
-    reader
-        .update_subscriptions(|m| {
-            m.add(Some("some"), "Item", "n < $0", &[Value::Int(matching)])
-                .map(drop)
-        })
-        .expect("the reader's subscription");
+    // 3. A fresh flexible sync client subscribing to `matching` of them, in its own process.
     let server_before = vm(&pid, "VmRSS:");
-    let client_before = vm(&own, "VmRSS:");
     reset_peak(&pid);
-    reset_peak(&own);
     let sent_before = sent_bytes(server.metrics_port);
-    let started = Instant::now();
-    let session =
-        SyncSession::start(Arc::clone(&reader), server.config("/flx", true)).expect("a session");
-    let set = runtime
-        .block_on(session.wait_for_subscriptions(None, WAIT))
-        .expect("the bootstrap");
-    let took = started.elapsed();
-    assert_eq!(set.state, SubscriptionSetState::Complete);
-    let got = count(&reader);
+    let (took, got, transferred, client_peak) =
+        run_client("flexible", &dir.join("reader.sqlite"), &server, matching);
     let sent = sent_bytes(server.metrics_port) - sent_before;
-    let (server_peak, client_peak) = (vm(&pid, "VmHWM:"), vm(&own, "VmHWM:"));
-    assert_eq!(
-        got as i64, matching,
-        "the bootstrap brought exactly the matches"
-    );
+    let server_peak = vm(&pid, "VmHWM:");
+    assert_eq!(got, matching, "the bootstrap brought exactly the matches");
     println!(
-        "bootstrap: {matching} of {objects} objects queryable in {:.3} s; {:.2} MiB of changesets, \
-         {:.2} MiB sent on the wire; peak memory server {:.1} MiB (RSS before {:.1}), client \
-         process {:.1} MiB (RSS before {:.1})",
-        took.as_secs_f64(),
-        session.progress().download_transferred as f64 / (1 << 20) as f64,
+        "bootstrap: {matching} of {objects} objects queryable in {took:.3} s; {:.2} MiB of \
+         changesets, {:.2} MiB sent on the wire; peak memory server {server_peak:.1} MiB (RSS \
+         before {server_before:.1}), client process {client_peak:.1} MiB",
+        transferred / (1 << 20) as f64,
         sent / (1 << 20) as f64,
-        server_peak,
-        server_before,
-        client_peak,
-        client_before,
     );
     println!(
-        "baseline: full-sync open_synced of a file of the same {matching} objects in {:.3} s; \
-         {:.2} MiB sent on the wire; peak memory server {:.1} MiB, client process {:.1} MiB",
-        baseline.as_secs_f64(),
+        "baseline: full-sync open_synced of a file of the same {matching} objects in \
+         {baseline:.3} s; {:.2} MiB sent on the wire; peak memory server \
+         {baseline_server_peak:.1} MiB, client process {baseline_client_peak:.1} MiB",
         baseline_sent / (1 << 20) as f64,
-        baseline_server_peak,
-        baseline_client_peak,
     );
-    drop(session);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
