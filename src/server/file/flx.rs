@@ -186,6 +186,26 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
     }))
 }
 
+/// Each class's filter of `query` for steady-state decisions about `client`; a query that no
+/// longer compiles (its class changed) matches nothing, with a warning.
+fn steady_filters<'q>(
+    schemas: &Schemas,
+    query: &'q Subscription,
+    client: u64,
+) -> BTreeMap<&'q str, Option<Filter>> {
+    query
+        .queries
+        .iter()
+        .map(|(class, text)| {
+            let filter = compile(schemas, class, text).unwrap_or_else(|why| {
+                tracing::warn!(client, %why, "a subscription no longer compiles: it matches nothing");
+                None
+            });
+            (class.as_str(), filter)
+        })
+        .collect()
+}
+
 /// A primary key as the view stores it: a type tag, then the value.
 fn key_blob(key: &Key) -> Vec<u8> {
     match key {
@@ -717,14 +737,7 @@ impl ServerFile {
         };
         let cursor = rows.last().map_or(after, |r| r.0 as u64);
         let schemas = self.state.schemas().clone();
-        let mut filters: BTreeMap<&str, Option<Filter>> = BTreeMap::new();
-        for (class, text) in &query.queries {
-            let filter = compile(&schemas, class, text).unwrap_or_else(|why| {
-                tracing::warn!(client, %why, "a subscription no longer compiles: it matches nothing");
-                None
-            });
-            filters.insert(class.as_str(), filter);
-        }
+        let filters = steady_filters(&schemas, query, client);
         // Decode, and collect the objects touched.
         // Each changeset with its stored bytes and the object each instruction touches.
         let mut decoded = Vec::with_capacity(rows.len());
@@ -930,16 +943,10 @@ impl ServerFile {
             return Ok(());
         }
         let schemas = self.state.schemas().clone();
-        let mut filters: BTreeMap<&str, Option<Filter>> = BTreeMap::new();
+        let filters = steady_filters(&schemas, active, client);
         let mut entering = Vec::new();
         for (class, key) in fresh {
-            let filter = filters.entry(class.as_str()).or_insert_with(|| {
-                active
-                    .queries
-                    .get(class)
-                    .and_then(|text| compile(&schemas, class, text).ok().flatten())
-            });
-            if let Some(filter) = filter {
+            if let Some(Some(filter)) = filters.get(class.as_str()) {
                 if self.flx_matches(class, filter, key)? {
                     entering.push((class.clone(), key.clone()));
                 }
