@@ -27,6 +27,9 @@
 //! FLX_CLIENT_OBJECTS=100000 FLX_CLIENT_MATCH=10000 nice cargo bench --features server --bench flx_client
 //! ```
 //!
+//! `FLX_CLIENT_SERVER_BIN=<path>` runs that `tandem-server` binary instead of this build's
+//! (to compare two versions of the server with the same clients).
+//!
 //! Full size (the defaults: 1,000,000 objects, 100,000 matching):
 //!
 //! ```text
@@ -127,7 +130,10 @@ impl Server {
         let secret = dir.join("jwt-secret");
         std::fs::write(&secret, SECRET).expect("the secret is written");
         let (port, metrics_port) = (free_port(), free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        // `FLX_CLIENT_SERVER_BIN` runs another build of the server (a before/after comparison).
+        let bin = std::env::var("FLX_CLIENT_SERVER_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tandem-server").to_owned());
+        let mut child = Command::new(bin)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .arg("--insecure-ws")

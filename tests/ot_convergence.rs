@@ -121,3 +121,43 @@ fn conflict_groups_change_nothing_but_speed() {
         assert_eq!(bytes(&b1), bytes(&b2), "round {r}: incoming side differs");
     }
 }
+
+/// tandem-server leaves out of a merge the concurrent changesets an upload cannot meet
+/// (`ReciprocalHistory::needs_merge`) and merges the rest in batches: the same randomized
+/// rounds run with that path give, upload for upload, the changesets the whole-window merge
+/// gives, and converge.
+#[test]
+fn pruned_batched_merges_equal_whole_merges() {
+    let seed = env_u64("TANDEM_SEED", 1);
+    let rounds = env_u64("TANDEM_FUZZ_ROUNDS", 500) / 5;
+    let mut left_out = 0usize;
+    for r in 0..rounds {
+        let round_seed = seed.wrapping_add(4_000_000 + r);
+        let mut whole = Sim::new(4);
+        whole
+            .random_round(&mut SeededRng::new(round_seed), 256)
+            .unwrap_or_else(|e| panic!("seed {round_seed}, whole merges: {e}"));
+        let history = |sim: &Sim| -> Vec<String> {
+            let entries = sim.server.history.iter();
+            entries.map(|e| e.changeset.to_string()).collect()
+        };
+        let expected = history(&whole);
+        for batch in [1, 3] {
+            let mut pruned = Sim::new(4);
+            pruned.merge_batch = Some(batch);
+            pruned
+                .random_round(&mut SeededRng::new(round_seed), 256)
+                .unwrap_or_else(|e| panic!("seed {round_seed}, batches of {batch}: {e}"));
+            assert_eq!(
+                history(&pruned),
+                expected,
+                "seed {round_seed}, batches of {batch}: the server integrated other changesets"
+            );
+            assert_eq!(pruned.server.state, whole.server.state, "seed {round_seed}");
+            left_out += pruned.left_out;
+        }
+    }
+    // The pruning must have been exercised, or the comparison proves nothing.
+    assert!(left_out > 0, "no concurrent changeset was ever left out");
+    println!("{left_out} concurrent changesets left out of merges");
+}

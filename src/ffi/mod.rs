@@ -12,7 +12,7 @@
 //!   `SyncSession.wait_for_subscriptions`).
 //! - `foreign`: every call from the library's threads into foreign code goes through one gate,
 //!   which `close_callbacks` closes for good (the Python package's interpreter exit).
-//! - `python_batch`: `RowCodec`, whole transactions and query results as one JSON document
+//! - `python_batch`: `RowCodec` and `BatchWriter`/`batch_write`, whole transactions and query results as one JSON document
 //!   each (the typed Python layer's fast path).
 //!
 //! Every foreign trait method returns `Result<(), CallbackError>`, so an exception thrown by a
@@ -36,7 +36,7 @@ pub use database::{
 pub use foreign::close_callbacks;
 pub use log::{clear_log_listener, set_log_listener, LogLevel, LogListener};
 pub use ops::{PathStep, WriteOp};
-pub use python_batch::RowCodec;
+pub use python_batch::{batch_write, BatchWriter, RowCodec};
 pub use subscriptions::{Subscription, SubscriptionChange, SubscriptionSet, SubscriptionSetState};
 pub use sync::{
     open_synced, open_synced_blocking, CancelToken, ClientResetMode, ErrorListener,

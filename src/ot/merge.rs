@@ -300,3 +300,237 @@ fn grid(
     }
     Ok(())
 }
+
+/// A primary key with its string resolved, to compare keys of two changesets.
+#[derive(PartialEq, Eq, Hash)]
+enum NamedPk<'a> {
+    String(&'a str),
+    /// Every other kind holds no interned string.
+    Plain(PrimaryKey),
+}
+
+/// A [`GroupKey`] with its names resolved through its own changeset's string table.
+#[derive(PartialEq, Eq, Hash)]
+enum NamedKey<'a> {
+    Object(&'a str, NamedPk<'a>),
+    Table(&'a str),
+    /// `key_of`'s catch-all for an instruction that addresses neither.
+    Unaddressed,
+}
+
+/// The keys [`join`] unions for `instr` (its own, a link payload's target, a link column's
+/// target table), or `None` if a name is not in `cs`'s string table.
+fn named_keys<'a>(cs: &'a Changeset, instr: &Instruction) -> Option<Vec<NamedKey<'a>>> {
+    let name = |s: InternString| cs.string(s);
+    let pk = |p: &PrimaryKey| match p {
+        PrimaryKey::String(s) => name(*s).map(NamedPk::String),
+        other => Some(NamedPk::Plain(other.clone())),
+    };
+    let mut keys = Vec::with_capacity(2);
+    keys.push(match key_of(instr) {
+        GroupKey::Table(InternString(u32::MAX)) => NamedKey::Unaddressed,
+        GroupKey::Table(t) => NamedKey::Table(name(t)?),
+        GroupKey::Object(t, p) => NamedKey::Object(name(t)?, pk(&p)?),
+    });
+    if let Some(Payload::Link(link)) = instr.payload() {
+        keys.push(NamedKey::Object(
+            name(link.target_table)?,
+            pk(&link.target)?,
+        ));
+    }
+    if let Instruction::AddColumn(add) = instr {
+        if let crate::changeset::ColumnType::Link { target_table } = add.column_type {
+            keys.push(NamedKey::Table(name(target_table)?));
+        }
+    }
+    Some(keys)
+}
+
+fn key_table<'a>(key: &NamedKey<'a>) -> Option<&'a str> {
+    match key {
+        NamedKey::Object(t, _) | NamedKey::Table(t) => Some(t),
+        NamedKey::Unaddressed => None,
+    }
+}
+
+fn erased_table(instr: &Instruction) -> Option<InternString> {
+    match instr {
+        Instruction::EraseTable { table } | Instruction::EraseColumn { table, .. } => Some(*table),
+        _ => None,
+    }
+}
+
+/// Whether merging `a` against `b` could change either: false only when no instruction of one
+/// can meet an instruction of the other in [`merge`]'s conflict groups (no shared object or
+/// table key, none joined through a link, a link column or an erased table). Then the merge
+/// is the identity and can be skipped, which saves importing a large changeset that touches
+/// other objects (a fresh client's schema changeset against a history of bulk inserts).
+///
+/// It is linear in the two sizes and keeps only the smaller side's keys. An undefined string
+/// answers `true`, so the merge reports it.
+pub(crate) fn may_interact(a: &Changeset, b: &Changeset) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let mut reach = std::collections::HashSet::new();
+    let mut tables = std::collections::HashSet::new();
+    let mut erased = std::collections::HashSet::new();
+    for instr in &small.instructions {
+        let Some(keys) = named_keys(small, instr) else {
+            return true;
+        };
+        tables.extend(keys.iter().filter_map(key_table));
+        reach.extend(keys);
+        if let Some(t) = erased_table(instr) {
+            match small.string(t) {
+                Some(name) => erased.insert(name),
+                None => return true,
+            };
+        }
+    }
+    for instr in &large.instructions {
+        let Some(keys) = named_keys(large, instr) else {
+            return true;
+        };
+        for key in &keys {
+            if reach.contains(key) || key_table(key).is_some_and(|t| erased.contains(t)) {
+                return true;
+            }
+        }
+        if let Some(t) = erased_table(instr) {
+            match large.string(t) {
+                Some(name) if !tables.contains(name) => {}
+                _ => return true,
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_interact;
+    use crate::changeset::{
+        AddColumn, Changeset, ColumnCollection, ColumnType, FieldPath, Instruction, Link, Payload,
+        PayloadType, PrimaryKey, Update,
+    };
+
+    /// One changeset of `ops`, each `(kind, table, pk, field_or_target)`.
+    fn cs(ops: &[(&str, &str, i64, &str)]) -> Changeset {
+        let mut c = Changeset::new();
+        for &(kind, table, pk, extra) in ops {
+            let t = c.intern(table);
+            let instr = match kind {
+                "create" => Instruction::CreateObject {
+                    table: t,
+                    object: PrimaryKey::Int(pk),
+                },
+                "set" | "link" => {
+                    let field = c.intern("f");
+                    let value = if kind == "link" {
+                        Payload::Link(Link {
+                            target_table: c.intern(extra),
+                            target: PrimaryKey::Int(pk + 1000),
+                        })
+                    } else {
+                        Payload::Int(pk)
+                    };
+                    Instruction::Update(Update {
+                        path: FieldPath {
+                            table: t,
+                            object: PrimaryKey::Int(pk),
+                            field,
+                            path: Vec::new(),
+                        },
+                        value,
+                        is_default: false,
+                        prior_size: 0,
+                    })
+                }
+                "add_column" | "add_link_column" => Instruction::AddColumn(AddColumn {
+                    table: t,
+                    field: c.intern(extra),
+                    column_type: if kind == "add_link_column" {
+                        ColumnType::Link {
+                            target_table: c.intern("Target"),
+                        }
+                    } else {
+                        ColumnType::Value(PayloadType::Int)
+                    },
+                    nullable: false,
+                    collection: ColumnCollection::Single,
+                }),
+                "erase_table" => Instruction::EraseTable { table: t },
+                "erase_column" => Instruction::EraseColumn {
+                    table: t,
+                    field: c.intern(extra),
+                },
+                other => panic!("{other}"),
+            };
+            c.push(instr);
+        }
+        c
+    }
+
+    #[test]
+    fn schema_additions_do_not_meet_objects_of_their_table() {
+        let schema = cs(&[("add_column", "Task", 0, "title")]);
+        let bulk = cs(&[("create", "Task", 1, ""), ("set", "Task", 1, "")]);
+        assert!(!may_interact(&schema, &bulk));
+        assert!(!may_interact(&bulk, &schema));
+        // The same addition on both sides meets (the merge checks they agree).
+        let other_schema = cs(&[("add_column", "Task", 0, "done"), ("create", "Task", 1, "")]);
+        assert!(may_interact(&schema, &other_schema));
+    }
+
+    #[test]
+    fn objects_meet_by_key_and_through_links() {
+        let a = cs(&[("set", "Task", 1, "")]);
+        assert!(may_interact(&a, &cs(&[("create", "Task", 1, "")])));
+        assert!(!may_interact(&a, &cs(&[("create", "Task", 2, "")])));
+        assert!(!may_interact(&a, &cs(&[("create", "Other", 1, "")])));
+        // b links Other/1 to Task/1001; a touches Task/1001.
+        let b = cs(&[("link", "Other", 1, "Task")]);
+        assert!(may_interact(&cs(&[("set", "Task", 1001, "")]), &b));
+        assert!(!may_interact(&cs(&[("set", "Task", 1002, "")]), &b));
+        // A link column reaches its target table's schema instructions.
+        let link_column = cs(&[("add_link_column", "Other", 0, "to")]);
+        assert!(may_interact(
+            &link_column,
+            &cs(&[("add_column", "Target", 0, "x")])
+        ));
+        assert!(!may_interact(
+            &link_column,
+            &cs(&[("create", "Target", 5, "")])
+        ));
+    }
+
+    #[test]
+    fn erasures_meet_everything_in_their_table() {
+        let objects = cs(&[("set", "Task", 1, ""), ("create", "Task", 2, "")]);
+        for eraser in [
+            cs(&[("erase_table", "Task", 0, "")]),
+            cs(&[("erase_column", "Task", 0, "f")]),
+        ] {
+            assert!(may_interact(&eraser, &objects));
+            assert!(may_interact(&objects, &eraser));
+            assert!(!may_interact(&eraser, &cs(&[("set", "Other", 1, "")])));
+        }
+        // The larger side's erasure is found too.
+        let big_eraser = cs(&[
+            ("create", "Other", 1, ""),
+            ("create", "Other", 2, ""),
+            ("erase_column", "Task", 0, "f"),
+        ]);
+        assert!(may_interact(&cs(&[("set", "Task", 9, "")]), &big_eraser));
+    }
+
+    #[test]
+    fn empty_changesets_meet_nothing() {
+        assert!(!may_interact(
+            &Changeset::new(),
+            &cs(&[("set", "Task", 1, "")])
+        ));
+    }
+}

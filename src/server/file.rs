@@ -166,6 +166,10 @@ const PENDING_CLIENT_FILES: &str = "CREATE TABLE IF NOT EXISTS client_file_pendi
 /// Most expired client file idents deleted by one allocation (bounded work per BIND).
 const EXPIRE_BATCH: i64 = 64;
 
+/// At most this many instructions of concurrent changesets are merged with an upload at once
+/// (one changeset larger than this is merged alone): what bounds an integration's memory.
+const MERGE_BATCH_INSTRUCTIONS: usize = 50_000;
+
 fn sql_err(e: rusqlite::Error) -> ProtocolError {
     ProtocolError::new(
         ErrorCode::OtherSessionError,
@@ -440,15 +444,17 @@ impl ServerFile {
             return Ok(Some("a transaction cannot change the schema".into()));
         }
         let touched = touched_objects(&mine);
-        for theirs in self.history_from_except(last_integrated_server_version, client)? {
+        let mut conflict = None;
+        self.each_from_except(last_integrated_server_version, client, |theirs| {
             if let Some(object) = touched_objects(&theirs).intersection(&touched).next() {
-                return Ok(Some(format!(
+                conflict = Some(format!(
                     "{}[{}] was changed concurrently (server version {})",
                     object.0, object.1, theirs.meta.version
-                )));
+                ));
             }
-        }
-        Ok(None)
+            Ok(conflict.is_none())
+        })?;
+        Ok(conflict)
     }
 
     /// The latest server version.
@@ -743,6 +749,22 @@ impl ServerFile {
         after: u64,
         except: u64,
     ) -> Result<Vec<Changeset>, ProtocolError> {
+        let mut all = Vec::new();
+        self.each_from_except(after, except, |cs| {
+            all.push(cs);
+            Ok(true)
+        })?;
+        Ok(all)
+    }
+
+    /// Calls `each` with the changesets after `after` whose origin is not `except`, decoded one
+    /// at a time in version order, until it returns `false`: only one is in memory at once.
+    fn each_from_except(
+        &self,
+        after: u64,
+        except: u64,
+        mut each: impl FnMut(Changeset) -> Result<bool, ProtocolError>,
+    ) -> Result<(), ProtocolError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -750,12 +772,16 @@ impl ServerFile {
                  FROM history WHERE version > ?1 AND origin_file_ident != ?2 ORDER BY version",
             )
             .map_err(sql_err)?;
-        let rows = stmt
-            .query_map(params![after as i64, except as i64], Self::row_to_changeset)
-            .map_err(sql_err)?
-            .collect::<Result<Vec<_>, _>>()
+        let mut rows = stmt
+            .query(params![after as i64, except as i64])
             .map_err(sql_err)?;
-        rows.into_iter().map(Self::decode).collect()
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            let changeset = Self::decode(Self::row_to_changeset(row).map_err(sql_err)?)?;
+            if !each(changeset)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn entry(&self, version: u64) -> Result<Changeset, ProtocolError> {
@@ -1145,17 +1171,8 @@ impl ServerFile {
         }
         // Entries of this upload appended so far are in memory only; they are the uploader's own
         // and never concurrent with it.
-        let concurrent: Vec<Changeset> = self.history_from_except(base, client)?;
-        dirty.extend(concurrent.iter().map(|c| c.meta.version));
-        let refs: Vec<&Changeset> = concurrent.iter().collect();
         let mut batch = [incoming];
-        reciprocal.integrate(&mut batch, &refs).map_err(|e| {
-            let code = match e {
-                crate::ot::TransformError::SchemaMismatch { .. } => ErrorCode::InvalidSchemaChange,
-                _ => ErrorCode::BadChangeset,
-            };
-            ProtocolError::new(code, e.to_string())
-        })?;
+        self.merge_concurrent(client, base, &mut batch, reciprocal, dirty)?;
         let [mut integrated] = batch;
         self.state
             .apply(&integrated, self.latest + 1)
@@ -1165,6 +1182,62 @@ impl ServerFile {
         integrated.meta.version = self.latest;
         integrated.meta.last_integrated_remote_version = entry.client_version;
         Ok(integrated)
+    }
+
+    /// Merges `incoming` (based on server version `base`) with the changesets of other clients
+    /// after `base`, read one at a time: those it cannot meet in a conflict group are left out
+    /// (`ReciprocalHistory::needs_merge`), the others are merged in batches of at most
+    /// [`MERGE_BATCH_INSTRUCTIONS`] instructions (or one larger changeset). The versions whose
+    /// reciprocal forms were recorded are added to `dirty`.
+    ///
+    /// So memory is bounded by one batch, not by the window: a fresh client's schema
+    /// changeset, based on version 0, no longer decodes and imports the whole history of bulk
+    /// inserts it has nothing in common with (issue 18, first sync by history replay).
+    fn merge_concurrent(
+        &self,
+        client: u64,
+        base: u64,
+        incoming: &mut [Changeset],
+        reciprocal: &mut ReciprocalHistory,
+        dirty: &mut BTreeSet<u64>,
+    ) -> Result<(), ProtocolError> {
+        let transform_err = |e: crate::ot::TransformError| {
+            let code = match e {
+                crate::ot::TransformError::SchemaMismatch { .. } => ErrorCode::InvalidSchemaChange,
+                _ => ErrorCode::BadChangeset,
+            };
+            ProtocolError::new(code, e.to_string())
+        };
+        let mut flush = |pending: &mut Vec<Changeset>,
+                         incoming: &mut [Changeset],
+                         reciprocal: &mut ReciprocalHistory|
+         -> Result<(), ProtocolError> {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let refs: Vec<&Changeset> = pending.iter().collect();
+            reciprocal
+                .integrate(incoming, &refs)
+                .map_err(transform_err)?;
+            dirty.extend(pending.iter().map(|c| c.meta.version));
+            pending.clear();
+            Ok(())
+        };
+        let mut pending: Vec<Changeset> = Vec::new();
+        let mut pending_instructions = 0;
+        self.each_from_except(base, client, |local| {
+            if !reciprocal.needs_merge(incoming, &local) {
+                return Ok(true);
+            }
+            if pending_instructions + local.len() > MERGE_BATCH_INSTRUCTIONS {
+                flush(&mut pending, incoming, reciprocal)?;
+                pending_instructions = 0;
+            }
+            pending_instructions += local.len();
+            pending.push(local);
+            Ok(true)
+        })?;
+        flush(&mut pending, incoming, reciprocal)
     }
 
     /// Changesets of other clients after `base`: what an upload based on `base` is merged

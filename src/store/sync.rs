@@ -238,8 +238,15 @@ impl Database {
                 .collect();
             for mut cs in entries {
                 let seen = cs.meta.last_integrated_remote_version;
-                let concurrent: Vec<&Changeset> =
-                    local.iter().filter(|c| c.meta.version > seen && !c.is_empty()).collect();
+                // Local changesets this one cannot meet are left out: merging with them would
+                // change neither (`ReciprocalHistory::needs_merge`), and a large server
+                // changeset is then not imported at all (a fresh client's schema changeset
+                // against a bulk insert; `docs/ot.md`).
+                let concurrent: Vec<&Changeset> = local
+                    .iter()
+                    .filter(|c| c.meta.version > seen && !c.is_empty())
+                    .filter(|c| reciprocal.needs_merge(std::slice::from_ref(&cs), c))
+                    .collect();
                 // With no local change the server had not seen, there is nothing to transform
                 // (a fresh client's whole download takes this path).
                 if !concurrent.is_empty() {

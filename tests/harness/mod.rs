@@ -124,6 +124,12 @@ pub struct Sim {
     /// The readable script of the round so far (only when `logging`).
     pub log: Vec<String>,
     pub logging: bool,
+    /// `Some(n)`: the server merges an upload as tandem-server does, leaving out the concurrent
+    /// changesets `ReciprocalHistory::needs_merge` says it cannot meet and merging the others
+    /// in batches of at most `n`; `None`: with all of them at once.
+    pub merge_batch: Option<usize>,
+    /// How many concurrent changesets the `merge_batch` path left out of merges.
+    pub left_out: usize,
 }
 
 fn indent(text: &str) -> String {
@@ -152,6 +158,8 @@ impl Sim {
                 .collect(),
             log: Vec::new(),
             logging: false,
+            merge_batch: None,
+            left_out: 0,
         }
     }
 
@@ -267,14 +275,36 @@ impl Sim {
             .collect();
         let mut incoming = [original.clone()];
         let reciprocal = server.reciprocal.entry(ident).or_default();
-        reciprocal
-            .integrate(&mut incoming, &concurrent)
-            .map_err(|e| {
-                format!(
-                    "server cannot integrate v{} of {ident}: {e}",
-                    original.meta.version
-                )
-            })?;
+        let failed = |e: tandem::ot::TransformError| {
+            format!(
+                "server cannot integrate v{} of {ident}: {e}",
+                original.meta.version
+            )
+        };
+        match self.merge_batch {
+            None => reciprocal
+                .integrate(&mut incoming, &concurrent)
+                .map_err(failed)?,
+            Some(n) => {
+                let mut pending: Vec<&Changeset> = Vec::new();
+                for local in concurrent {
+                    if !reciprocal.needs_merge(&incoming, local) {
+                        self.left_out += 1;
+                        continue;
+                    }
+                    if pending.len() >= n {
+                        reciprocal
+                            .integrate(&mut incoming, &pending)
+                            .map_err(failed)?;
+                        pending.clear();
+                    }
+                    pending.push(local);
+                }
+                reciprocal
+                    .integrate(&mut incoming, &pending)
+                    .map_err(failed)?;
+            }
+        }
         reciprocal.forget_through(base);
         let [mut integrated] = incoming;
         server.state.apply(&integrated).map_err(|e| {

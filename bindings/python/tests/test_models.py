@@ -243,6 +243,36 @@ def test_duplicates_and_exceptions_write_nothing(tdb):
     assert tdb.get(Person, 1).name == "first"
 
 
+def test_batch_writer_errors_and_threads(tdb):
+    # The one-crossing write path: an unknown (or released) writer id is a clear error...
+    with pytest.raises(tandem.TandemError.InvalidArgument, match="batch writer 0 is closed"):
+        tandem.batch_write(0, b"[]")
+    # ...errors through it keep their variant, and the next write works (no stale status)...
+    with pytest.raises(tandem.TandemError.InvalidArgument, match="malformed write batch"):
+        tdb._write_batch(b"not json")
+    with tdb.write() as tx:
+        tx.add(Person(id=1, name="after the error"))
+    assert tdb.version is not None
+    # ...and writes from several threads at once each get their own call status.
+    errors: List[BaseException] = []
+
+    def writer(base: int) -> None:
+        try:
+            for i in range(50):
+                with tdb.write() as tx:
+                    tx.add(Person(id=base + i))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(1000 * (t + 1),)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(tdb.objects(Person)) == 1 + 4 * 50
+
+
 def test_schema_errors(tmp_path):
     class NoKey(tandem.Model):
         title: str = ""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import dataclasses
 import datetime as _dt
 import decimal
@@ -653,6 +654,11 @@ def _from_key(k: Any) -> Any:
 Target = Union[M, Tuple[Type[M], Any]]
 
 
+# One encoder for every batch: ``json.dumps`` with options builds a new encoder per call (about
+# 2 us of a one-object transaction, ``bindings/python/bench``).
+_BATCH_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 class TypedTransaction:
     """The operations of one write, sent to the database in one crossing when the ``with``
     block ends (see :meth:`TypedDatabase.write`). Values are encoded when the operation is
@@ -806,9 +812,9 @@ class TypedTransaction:
         if not self._ops:
             return None
         try:
-            text = json.dumps(self._ops, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            text = _BATCH_ENCODER.encode(self._ops)
         except ValueError:  # a NaN or an infinity: JSON has no spelling for them
-            text = json.dumps(_spell_floats(self._ops), ensure_ascii=False, separators=(",", ":"))
+            text = _BATCH_ENCODER.encode(_spell_floats(self._ops))
         return text.encode()
 
 
@@ -1181,6 +1187,60 @@ def compensating_writes(code: int, message: str) -> List[CompensatingWrite]:
     ]
 
 
+def _batch_writer(codec: Any, raw: Any) -> Tuple[Any, Callable[[bytes], int]]:
+    """The write path of :meth:`TypedDatabase.write`: ``_ffi.batch_write`` through a
+    ``BatchWriter`` binding ``codec`` to ``raw`` (kept alive with the database), one crossing.
+
+    The call goes straight to the generated module's ctypes function when it has the expected
+    shape: uniffi's Python wrapper around it (argument checks, a call-status structure built
+    from defaults, the lift of the result) cost about 20 us of a one-object transaction's 110
+    (``bindings/python/bench``). The same status check and error conversion run after it, so
+    errors are the ``TandemError`` the wrapper would raise. If the generated module differs
+    (another uniffi version), the wrapper is used."""
+    writer = _ffi.BatchWriter(codec, raw)
+    writer_id = writer.id()
+    try:
+        from .tandem import tandem as generated
+
+        fn: Any = generated._UniffiLib.uniffi_tandem_fn_func_batch_write
+        lower: Any = generated._UniffiFfiConverterByRefBytes.lower
+        status_type: Any = generated._UniffiRustCallStatus
+        check: Any = generated._uniffi_check_call_status
+        error_converter: Any = generated._UniffiFfiConverterTypeTandemError
+        byref = ctypes.byref
+    except (ImportError, AttributeError):  # pragma: no cover - another generator
+        return writer, lambda batch: int(_ffi.batch_write(writer_id, batch))
+
+    def write(batch: bytes) -> int:
+        status = status_type()  # per call: writes may come from several threads
+        version = fn(writer_id, lower(batch), byref(status))
+        if status.code:
+            check(error_converter, status)
+        return int(version)
+
+    return writer, write
+
+
+class _WriteBlock:
+    """The context manager of :meth:`TypedDatabase.write` (a class rather than a generator
+    function: ``contextlib.contextmanager`` costs about 3 us per transaction)."""
+
+    __slots__ = ("_db", "_tx")
+
+    def __init__(self, db: "TypedDatabase") -> None:
+        self._db = db
+        self._tx = TypedTransaction()
+
+    def __enter__(self) -> TypedTransaction:
+        return self._tx
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            batch = self._tx._batch()
+            if batch is not None:
+                self._db.version = self._db._write_batch(batch) or None
+
+
 class TypedDatabase:
     """A database whose schema is model classes (see :func:`open`). ``raw`` is the untyped
     ``tandem.Database`` underneath, for everything else (sync, dynamic classes)."""
@@ -1189,18 +1249,14 @@ class TypedDatabase:
         self.raw = raw
         self.models = list(models)
         self._codec = codec
+        self._writer, self._write_batch = _batch_writer(codec, raw)
 
-    @contextmanager
-    def write(self) -> Iterator[TypedTransaction]:
+    def write(self) -> "typing.ContextManager[TypedTransaction]":
         """``with db.write() as tx:`` collects operations and performs them in one transaction
         (one crossing) when the block ends; an exception in the block discards them. Errors
         (a duplicate key, a value that does not fit its property) are ``TandemError`` and
         write nothing."""
-        tx = TypedTransaction()
-        yield tx
-        batch = tx._batch()
-        if batch is not None:
-            self.version = self._codec.write(self.raw, batch) or None
+        return _WriteBlock(self)
 
     version: Optional[int] = None
     """The local version of the last commit made through :meth:`write` (``None`` if it changed

@@ -665,6 +665,26 @@ void uniffi_tandem_fn_init_callback_vtable_loglistener(const UniffiVTableCallbac
 void uniffi_tandem_fn_method_loglistener_on_log(uint64_t ptr, RustBuffer level, RustBuffer target, RustBuffer message, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_BATCHWRITER
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_BATCHWRITER
+uint64_t uniffi_tandem_fn_clone_batchwriter(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_BATCHWRITER
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FREE_BATCHWRITER
+void uniffi_tandem_fn_free_batchwriter(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CONSTRUCTOR_BATCHWRITER_NEW
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CONSTRUCTOR_BATCHWRITER_NEW
+uint64_t uniffi_tandem_fn_constructor_batchwriter_new(uint64_t codec, uint64_t db, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_BATCHWRITER_ID
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_BATCHWRITER_ID
+uint64_t uniffi_tandem_fn_method_batchwriter_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ROWCODEC
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_ROWCODEC
 uint64_t uniffi_tandem_fn_clone_rowcodec(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -895,6 +915,11 @@ void uniffi_tandem_fn_func_clear_log_listener(RustCallStatus *_Nonnull out_statu
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_SET_LOG_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_SET_LOG_LISTENER
 void uniffi_tandem_fn_func_set_log_listener(uint64_t listener, RustBuffer level, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_WRITE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_WRITE
+uint64_t uniffi_tandem_fn_func_batch_write(uint64_t writer, ForeignBytes batch, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED
@@ -1185,6 +1210,12 @@ uint16_t uniffi_tandem_checksum_func_set_log_listener(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_WRITE
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_WRITE
+uint16_t uniffi_tandem_checksum_func_batch_write(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_OPEN_SYNCED
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_OPEN_SYNCED
 uint16_t uniffi_tandem_checksum_func_open_synced(void
@@ -1455,6 +1486,12 @@ uint16_t uniffi_tandem_checksum_method_loglistener_on_log(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_BATCHWRITER_ID
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_BATCHWRITER_ID
+uint16_t uniffi_tandem_checksum_method_batchwriter_id(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_OBJECT
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_ROWCODEC_OBJECT
 uint16_t uniffi_tandem_checksum_method_rowcodec_object(void
@@ -1602,6 +1639,12 @@ uint16_t uniffi_tandem_checksum_constructor_database_open(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_DATABASE_OPEN_WITH_OPTIONS
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_DATABASE_OPEN_WITH_OPTIONS
 uint16_t uniffi_tandem_checksum_constructor_database_open_with_options(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_BATCHWRITER_NEW
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_CONSTRUCTOR_BATCHWRITER_NEW
+uint16_t uniffi_tandem_checksum_constructor_batchwriter_new(void
     
 );
 #endif

@@ -842,6 +842,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_func_set_log_listener(
     ): Int
+    external fun uniffi_tandem_checksum_func_batch_write(
+    ): Int
     external fun uniffi_tandem_checksum_func_open_synced(
     ): Int
     external fun uniffi_tandem_checksum_func_open_synced_blocking(
@@ -932,6 +934,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_loglistener_on_log(
     ): Int
+    external fun uniffi_tandem_checksum_method_batchwriter_id(
+    ): Int
     external fun uniffi_tandem_checksum_method_rowcodec_object(
     ): Int
     external fun uniffi_tandem_checksum_method_rowcodec_query(
@@ -981,6 +985,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_tandem_checksum_constructor_database_open(
     ): Int
     external fun uniffi_tandem_checksum_constructor_database_open_with_options(
+    ): Int
+    external fun uniffi_tandem_checksum_constructor_batchwriter_new(
     ): Int
     external fun uniffi_tandem_checksum_constructor_rowcodec_new(
     ): Int
@@ -1137,6 +1143,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_method_loglistener_on_log(`ptr`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tandem_fn_clone_batchwriter(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tandem_fn_free_batchwriter(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_constructor_batchwriter_new(`codec`: Long,`db`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tandem_fn_method_batchwriter_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_tandem_fn_clone_rowcodec(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_free_rowcodec(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1229,6 +1243,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_func_set_log_listener(`listener`: Long,`level`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tandem_fn_func_batch_write(`writer`: Long,`batch`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_tandem_fn_func_open_synced(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`openOptions`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_tandem_fn_func_open_synced_blocking(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`openOptions`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1359,6 +1375,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_func_set_log_listener() and 0xFFFF) != 32429) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_func_batch_write() and 0xFFFF) != 4865) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_func_open_synced() and 0xFFFF) != 47703) {
@@ -1496,6 +1515,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_loglistener_on_log() and 0xFFFF) != 8387) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tandem_checksum_method_batchwriter_id() and 0xFFFF) != 28142) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_method_rowcodec_object() and 0xFFFF) != 11106) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1569,6 +1591,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_constructor_database_open_with_options() and 0xFFFF) != 34130) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_constructor_batchwriter_new() and 0xFFFF) != 21146) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_constructor_rowcodec_new() and 0xFFFF) != 43230) {
@@ -2039,6 +2064,298 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
     override fun write(value: ByteArray, buf: ByteBuffer) {
         buf.putInt(value.size)
         buf.put(value)
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A [`RowCodec`] bound to one [`Database`] for [`batch_write`]: the write path of one crossing
+ * with plain arguments. A method call costs Python's generated code a handle clone per object
+ * argument (two more crossings) plus its argument checks; measured in
+ * `bindings/python/bench`, that was a quarter of a one-object transaction.
+ *
+ * The binding lives as long as this object: `batch_write` with the `id` of a dropped one is
+ * `TandemError::InvalidArgument`. Ids are never reused within a process.
+ */
+public interface BatchWriterInterface {
+    
+    /**
+     * The id [`batch_write`] takes.
+     */
+    fun `id`(): kotlin.ULong
+    
+    companion object
+}
+
+/**
+ * A [`RowCodec`] bound to one [`Database`] for [`batch_write`]: the write path of one crossing
+ * with plain arguments. A method call costs Python's generated code a handle clone per object
+ * argument (two more crossings) plus its argument checks; measured in
+ * `bindings/python/bench`, that was a quarter of a one-object transaction.
+ *
+ * The binding lives as long as this object: `batch_write` with the `id` of a dropped one is
+ * `TandemError::InvalidArgument`. Ids are never reused within a process.
+ */
+open class BatchWriter: Disposable, AutoCloseable, BatchWriterInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    /**
+     * Binds `codec` to `db`; pass [`BatchWriter::id`] to [`batch_write`].
+     */
+    constructor(`codec`: RowCodec, `db`: Database) :
+        this(UniffiWithHandle, 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tandem_fn_constructor_batchwriter_new(
+    
+        
+        FfiConverterTypeRowCodec.lower(`codec`),
+        FfiConverterTypeDatabase.lower(`db`),_status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_tandem_fn_free_batchwriter(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_tandem_fn_clone_batchwriter(handle, status)
+        }
+    }
+
+    
+    /**
+     * The id [`batch_write`] takes.
+     */override fun `id`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tandem_fn_method_batchwriter_id(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeBatchWriter: FfiConverter<BatchWriter, Long> {
+    override fun lower(value: BatchWriter): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): BatchWriter {
+        return BatchWriter(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): BatchWriter {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: BatchWriter) = 8UL
+
+    override fun write(value: BatchWriter, buf: ByteBuffer) {
+        buf.putLong(lower(value))
     }
 }
 
@@ -12501,6 +12818,25 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
         FfiConverterTypeLogLevel.lower(`level`),_status)
 }
     
+    
+
+        /**
+         * [`RowCodec::write`] through the [`BatchWriter`] with id `writer`: performs the write batch
+         * (UTF-8 JSON, the module's format) in one transaction and returns the new local version, or
+         * 0 if nothing changed. Errors: those of `RowCodec::write`, and `InvalidArgument` if no live
+         * `BatchWriter` has this id.
+         */
+    @Throws(TandemException::class) fun `batchWrite`(`writer`: kotlin.ULong, `batch`: java.nio.ByteBuffer): kotlin.ULong {
+            return FfiConverterULong.lift(
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_func_batch_write(
+    
+        
+        FfiConverterULong.lower(`writer`),
+        FfiConverterByRefBytes.lower(`batch`),_status)
+}
+    )
+    }
     
 
         /**
