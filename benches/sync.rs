@@ -7,7 +7,8 @@
 //!   while it downloads, and bytes uncompressed and on the wire (through a counting proxy);
 //! - the same state fetched as one STATE snapshot by `open_synced`, beside the history replay.
 //!
-//! Run: `cargo bench --features server --bench sync`.
+//! Run: `cargo bench --features server --bench sync`; `SYNC_BENCH_ONLY=first-sync` runs only the
+//! two fresh-client parts.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,59 +124,67 @@ fn main() {
     let loopback = start_server("syncbench");
     let (dir, runtime, port) = (&loopback.dir, &loopback.runtime, loopback.port);
 
-    // 1. Latency: commit on A until B's results listener runs.
-    let a = Arc::new(Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap());
-    let b = Arc::new(Database::open(dir.join("b.sqlite"), &schema(), Config::default()).unwrap());
-    let _sa = session(dir, port, &a, "/latency");
-    let _sb = session(dir, port, &b, "/latency");
-    let (tx, rx) = channel::<Instant>();
-    let _token = b
-        .observe_query("Item", "TRUEPREDICATE", &[], move |_| {
-            let _ = tx.send(Instant::now());
-        })
-        .unwrap();
-    let mut samples = Vec::new();
-    for i in 0..1_000 {
-        let mut w = a.begin_write().unwrap();
-        w.upsert("Item", PrimaryKey::Int(i), &[("n", Value::Int(i))])
+    // `SYNC_BENCH_ONLY=first-sync` runs parts 3 and 4 alone (for a heap profile of them).
+    let first_sync_only = std::env::var("SYNC_BENCH_ONLY").is_ok_and(|v| v == "first-sync");
+    if !first_sync_only {
+        // 1. Latency: commit on A until B's results listener runs.
+        let a =
+            Arc::new(Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap());
+        let b =
+            Arc::new(Database::open(dir.join("b.sqlite"), &schema(), Config::default()).unwrap());
+        let _sa = session(dir, port, &a, "/latency");
+        let _sb = session(dir, port, &b, "/latency");
+        let (tx, rx) = channel::<Instant>();
+        let _token = b
+            .observe_query("Item", "TRUEPREDICATE", &[], move |_| {
+                let _ = tx.send(Instant::now());
+            })
             .unwrap();
-        let start = Instant::now();
-        w.commit().unwrap();
-        let seen = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("B was notified");
-        samples.push(seen.saturating_duration_since(start));
-        while rx.try_recv().is_ok() {}
-    }
-    println!("commit on A -> listener on B, 1,000 changes over TLS loopback:");
-    println!(
-        "  p50 {:?}  p99 {:?}",
-        percentile(&mut samples, 0.5),
-        percentile(&mut samples, 0.99)
-    );
+        let mut samples = Vec::new();
+        for i in 0..1_000 {
+            let mut w = a.begin_write().unwrap();
+            w.upsert("Item", PrimaryKey::Int(i), &[("n", Value::Int(i))])
+                .unwrap();
+            let start = Instant::now();
+            w.commit().unwrap();
+            let seen = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("B was notified");
+            samples.push(seen.saturating_duration_since(start));
+            while rx.try_recv().is_ok() {}
+        }
+        println!("commit on A -> listener on B, 1,000 changes over TLS loopback:");
+        println!(
+            "  p50 {:?}  p99 {:?}",
+            percentile(&mut samples, 0.5),
+            percentile(&mut samples, 0.99)
+        );
 
-    // 2. Throughput: 10,000 small changesets from A received by B.
-    let c = Arc::new(Database::open(dir.join("c.sqlite"), &schema(), Config::default()).unwrap());
-    let d = Arc::new(Database::open(dir.join("d.sqlite"), &schema(), Config::default()).unwrap());
-    let _sc = session(dir, port, &c, "/throughput");
-    let _sd = session(dir, port, &d, "/throughput");
-    let start = Instant::now();
-    for i in 0..10_000 {
-        let mut w = c.begin_write().unwrap();
-        w.upsert("Item", PrimaryKey::Int(i), &[("n", Value::Int(i))])
-            .unwrap();
-        w.commit().unwrap();
+        // 2. Throughput: 10,000 small changesets from A received by B.
+        let c =
+            Arc::new(Database::open(dir.join("c.sqlite"), &schema(), Config::default()).unwrap());
+        let d =
+            Arc::new(Database::open(dir.join("d.sqlite"), &schema(), Config::default()).unwrap());
+        let _sc = session(dir, port, &c, "/throughput");
+        let _sd = session(dir, port, &d, "/throughput");
+        let start = Instant::now();
+        for i in 0..10_000 {
+            let mut w = c.begin_write().unwrap();
+            w.upsert("Item", PrimaryKey::Int(i), &[("n", Value::Int(i))])
+                .unwrap();
+            w.commit().unwrap();
+        }
+        let committed = start.elapsed();
+        wait_for(|| count(&d) == 10_000);
+        let received = start.elapsed();
+        println!("10,000 small changesets, committed on C and received by D:");
+        println!(
+            "  committed in {:.2} s, all received in {:.2} s: {:.0} changesets/s end to end",
+            committed.as_secs_f64(),
+            received.as_secs_f64(),
+            10_000.0 / received.as_secs_f64()
+        );
     }
-    let committed = start.elapsed();
-    wait_for(|| count(&d) == 10_000);
-    let received = start.elapsed();
-    println!("10,000 small changesets, committed on C and received by D:");
-    println!(
-        "  committed in {:.2} s, all received in {:.2} s: {:.0} changesets/s end to end",
-        committed.as_secs_f64(),
-        received.as_secs_f64(),
-        10_000.0 / received.as_secs_f64()
-    );
 
     // 3. A fresh client downloading 100,000 objects.
     let e = Arc::new(Database::open(dir.join("e.sqlite"), &schema(), Config::default()).unwrap());

@@ -852,4 +852,55 @@ mod rules {
             q[0].reason
         );
     }
+
+    /// A fresh file's only local change is its schema changeset (what `open_synced` recovers):
+    /// it is recovered against the server's schema alone, without loading the server's
+    /// objects: a schema with a class the server lacks applies, and the objects are the
+    /// server's. (A schema that clashes with the server's is refused before recovery, when the
+    /// snapshot is applied to the file's tables.)
+    #[test]
+    fn rule_a_schema_only_change_recovers_against_the_servers_schema() {
+        let base = case("schema-only", |tx| create_task(tx, 1));
+        write(&base.server, |tx| create_task(tx, 2));
+        let snapshot = base.server.export_state().unwrap().snapshot_changeset();
+        // The objects by class, without empty classes (a local class the server lacks).
+        let objects = |db: &Database| {
+            let mut objects = db.export_state().unwrap().objects;
+            objects.retain(|_, table| !table.is_empty());
+            objects
+        };
+        let server_objects = objects(&base.server);
+        let reset_fresh = |name: &str, schema: Schema| {
+            let db = Database::open(base.dir.join(name), &schema, Config::default()).unwrap();
+            let recover = db.local_changes_after(0).unwrap();
+            assert!(
+                !recover.is_empty(),
+                "the fresh file has its schema changeset"
+            );
+            let outcome = db
+                .reset_to_snapshot(
+                    &snapshot,
+                    ResetBase {
+                        client_file_ident: 7,
+                        client_file_ident_salt: 1,
+                        server_version: 3,
+                        server_version_salt: 1,
+                    },
+                    recover,
+                )
+                .unwrap();
+            assert_eq!(objects(&db), server_objects, "{name}");
+            (outcome, db)
+        };
+        // The same schema, plus a class the server does not have: it applies.
+        let mut classes = schema().classes().to_vec();
+        classes.push(ClassSchema::top_level(
+            "Note",
+            "_id",
+            vec![Property::new("_id", PropertyType::Int)],
+        ));
+        let (outcome, db) = reset_fresh("fits.sqlite", Schema::new(classes).unwrap());
+        assert_eq!((outcome.recovered, outcome.quarantined), (1, 0));
+        assert!(db.quarantine().unwrap().is_empty());
+    }
 }

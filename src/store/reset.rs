@@ -98,6 +98,33 @@ fn fresh_state(schemas: &Schemas, snapshot: &Changeset) -> Result<State, StoreEr
     Ok(fresh)
 }
 
+/// The schema instructions of `snapshot` alone (its string table rebuilt for them), or `None`
+/// if one names a string the snapshot does not define (the full snapshot then reports it).
+fn schema_part(snapshot: &Changeset) -> Option<Changeset> {
+    let mut out = Changeset::new();
+    out.meta = snapshot.meta;
+    for instruction in snapshot
+        .instructions
+        .iter()
+        .filter(|i| i.is_schema_change())
+    {
+        let mut instruction = instruction.clone();
+        let mut missing = false;
+        instruction.map_strings(&mut |s| match snapshot.string(s) {
+            Some(name) => out.intern(name),
+            None => {
+                missing = true;
+                s
+            }
+        });
+        if missing {
+            return None;
+        }
+        out.push(instruction);
+    }
+    Some(out)
+}
+
 /// The local objects recovery may copy lists from, read before the local state is replaced.
 fn read_local_objects(
     conn: &rusqlite::Connection,
@@ -203,7 +230,18 @@ impl Database {
             } else {
                 let local =
                     read_local_objects(conn, schemas, Recovery::objects_to_read(&recover))?;
-                let mut recovery = Recovery::new(fresh_state(schemas, snapshot)?, local);
+                // Recovering schema instructions depends on the server's schema alone (they
+                // apply if they fit it): then the server's objects are not loaded into memory.
+                // A fresh `open_synced` recovers just its schema changeset, and loading a large
+                // snapshot whole was most of its peak memory (issue 18 goal 3).
+                let schema_only = recover
+                    .iter()
+                    .all(|c| c.instructions.iter().all(|i| i.is_schema_change()));
+                let basis = match schema_only.then(|| schema_part(snapshot)).flatten() {
+                    Some(schema) => fresh_state(schemas, &schema)?,
+                    None => fresh_state(schemas, snapshot)?,
+                };
+                let mut recovery = Recovery::new(basis, local);
                 recover.iter().map(|c| recovery.changeset(c)).collect()
             };
             let data_tables: Vec<String> = conn
