@@ -445,6 +445,14 @@ mod rules {
         tx.commit().unwrap();
     }
 
+    /// Where the tests' resets put the local file.
+    const RESET_BASE: ResetBase = ResetBase {
+        client_file_ident: 7,
+        client_file_ident_salt: 1,
+        server_version: 3,
+        server_version_salt: 1,
+    };
+
     /// Resets the local database to the server's state, recovering its changes since the base,
     /// and checks that the re-recorded changesets keep the division (one per local changeset
     /// with anything recovered) and, applied to the server's state, give the local result.
@@ -453,16 +461,7 @@ mod rules {
         let recover = case.local.local_changes_after(case.base_version).unwrap();
         let outcome = case
             .local
-            .reset_to_snapshot(
-                &snapshot,
-                ResetBase {
-                    client_file_ident: 7,
-                    client_file_ident_salt: 1,
-                    server_version: 3,
-                    server_version_salt: 1,
-                },
-                recover,
-            )
+            .reset_to_snapshot(&snapshot, RESET_BASE, recover)
             .unwrap();
         let uploaded = case.local.local_changes_after(0).unwrap();
         assert_eq!(uploaded.len(), outcome.recovered);
@@ -878,16 +877,7 @@ mod rules {
                 "the fresh file has its schema changeset"
             );
             let outcome = db
-                .reset_to_snapshot(
-                    &snapshot,
-                    ResetBase {
-                        client_file_ident: 7,
-                        client_file_ident_salt: 1,
-                        server_version: 3,
-                        server_version_salt: 1,
-                    },
-                    recover,
-                )
+                .reset_to_snapshot(&snapshot, RESET_BASE, recover)
                 .unwrap();
             assert_eq!(objects(&db), server_objects, "{name}");
             (outcome, db)
