@@ -3,12 +3,14 @@
 //! - latency from a commit on client A to the results listener on client B running (p50, p99
 //!   over 1,000 changes);
 //! - 10,000 small changesets committed on A and received by B (changesets per second);
+//! - offline backlogs (10,000 changesets of one object, 20 of 5,000) uploaded: time until all
+//!   acknowledged, peak heap growth;
 //! - a fresh client downloading 100,000 objects: time until queryable, peak heap of the process
 //!   while it downloads, and bytes uncompressed and on the wire (through a counting proxy);
 //! - the same state fetched as one STATE snapshot by `open_synced`, beside the history replay.
 //!
 //! Run: `cargo bench --features server --bench sync`; `SYNC_BENCH_ONLY=first-sync` runs only the
-//! two fresh-client parts.
+//! two fresh-client parts, `SYNC_BENCH_ONLY=backlog` only the offline backlog.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,9 +126,14 @@ fn main() {
     let loopback = start_server("syncbench");
     let (dir, runtime, port) = (&loopback.dir, &loopback.runtime, loopback.port);
 
-    // `SYNC_BENCH_ONLY=first-sync` runs parts 3 and 4 alone (for a heap profile of them).
-    let first_sync_only = std::env::var("SYNC_BENCH_ONLY").is_ok_and(|v| v == "first-sync");
-    if !first_sync_only {
+    // `SYNC_BENCH_ONLY=first-sync` runs parts 3 and 4 alone (for a heap profile of them),
+    // `SYNC_BENCH_ONLY=backlog` part 2b alone.
+    let only = std::env::var("SYNC_BENCH_ONLY").ok();
+    let run = |part: &str| match only.as_deref() {
+        None => true,
+        Some(o) => o == part,
+    };
+    if only.is_none() {
         // 1. Latency: commit on A until B's results listener runs.
         let a =
             Arc::new(Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap());
@@ -184,6 +191,56 @@ fn main() {
             received.as_secs_f64(),
             10_000.0 / received.as_secs_f64()
         );
+    }
+
+    // 2b. Offline backlogs: changesets committed before the session starts, uploaded in
+    // bounded batches. Small ones (10,000 of one object) and large ones (20 of 5,000 objects),
+    // with the process's peak heap growth while they upload.
+    if run("backlog") {
+        for (name, changesets, objects) in [("small", 10_000i64, 1i64), ("large", 20, 5_000)] {
+            let h = Arc::new(
+                Database::open(
+                    dir.join(format!("h-{name}.sqlite")),
+                    &schema(),
+                    Config::default(),
+                )
+                .unwrap(),
+            );
+            for c in 0..changesets {
+                let mut w = h.begin_write().unwrap();
+                for o in 0..objects {
+                    let i = c * objects + o;
+                    w.upsert("Item", PrimaryKey::Int(i), &[("n", Value::Int(i))])
+                        .unwrap();
+                }
+                w.commit().unwrap();
+            }
+            let last = h.last_local_version().unwrap();
+            let base = LIVE.load(Ordering::Relaxed);
+            PEAK.store(base, Ordering::Relaxed);
+            let start = Instant::now();
+            let _sh = session(dir, port, &h, &format!("/backlog-{name}"));
+            // Polled on the upload cursor alone (a few key lookups, nothing decoded).
+            wait_for(|| h.sync_progress().unwrap().upload_client_version >= last);
+            let uploaded = start.elapsed();
+            let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+            println!(
+                "{changesets} changesets of {objects} object(s) committed offline, then uploaded:"
+            );
+            println!(
+                "  all acknowledged {:.2} s after the session started ({:.0} changesets/s); \
+                 peak heap growth {:.1} MiB",
+                uploaded.as_secs_f64(),
+                changesets as f64 / uploaded.as_secs_f64(),
+                peak as f64 / (1024.0 * 1024.0)
+            );
+        }
+    }
+
+    if !run("first-sync") {
+        loopback.server.shutdown();
+        let _ = std::fs::remove_dir_all(dir);
+        return;
     }
 
     // 3. A fresh client downloading 100,000 objects.

@@ -191,3 +191,52 @@ fn offline_conflicting_edits_converge() {
     upload(&b, &mut server);
     assert_eq!(server.latest_version(), before);
 }
+
+/// `pending_uploads` gives the unacknowledged changesets oldest first, about `max_bytes` of
+/// them (at least one), and the rest once those are acknowledged: a backlog is uploaded in
+/// bounded batches, in order, none skipped or repeated.
+#[test]
+fn pending_uploads_come_in_bounded_batches_in_order() {
+    let d = dir("pending-batches");
+    let db = open(&d.join("a.sqlite"));
+    for i in 0..50 {
+        let mut tx = db.begin_write().unwrap();
+        tx.create(
+            "Task",
+            PrimaryKey::Int(i),
+            &[("title", Value::String("x".repeat(100)))],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let size = |cs: &tandem::changeset::Changeset| cs.encode().len();
+    let all = db.pending_uploads(usize::MAX).unwrap();
+    assert_eq!(all.len(), 51, "the schema changeset and 50 creations");
+    let one = size(&all[1]);
+    let mut seen = Vec::new();
+    let mut batches = 0;
+    loop {
+        let batch = db.pending_uploads(3 * one).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        // Stops once the batch holds `max_bytes`: without its last changeset it is under.
+        let bytes: usize = batch.iter().map(size).sum();
+        assert!(
+            bytes - size(batch.last().unwrap()) < 3 * one,
+            "{bytes} bytes"
+        );
+        assert!(batch.len() <= 4, "{} changesets in a batch", batch.len());
+        batches += 1;
+        seen.extend(batch.iter().map(|c| c.meta.version));
+        db.acknowledge_upload(batch.last().unwrap().meta.version)
+            .unwrap();
+    }
+    let expected: Vec<u64> = all.iter().map(|c| c.meta.version).collect();
+    assert_eq!(seen, expected);
+    assert!(
+        batches >= 17,
+        "{batches} batches for 51 changesets of about a third each"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -97,30 +97,39 @@ pub(crate) fn read_history_after(
     conn: &Connection,
     after: u64,
 ) -> Result<Vec<Changeset>, StoreError> {
+    read_history_until(conn, after, |_, _| true)
+}
+
+/// The local changesets after `after` in version order, read and decoded one at a time while
+/// `more(changesets so far, encoded bytes so far)` says so (asked before each row after the
+/// first), so that a caller wanting a bounded batch does not decode the whole history.
+pub(crate) fn read_history_until(
+    conn: &Connection,
+    after: u64,
+    mut more: impl FnMut(&[Changeset], usize) -> bool,
+) -> Result<Vec<Changeset>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident
          FROM _tandem_history WHERE version > ?1 ORDER BY version",
     )?;
-    let rows = stmt.query_map([after as i64], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, i64>(4)?,
-        ))
-    })?;
+    let mut rows = stmt.query([after as i64])?;
     let mut out = Vec::new();
-    for row in rows {
-        let (version, bytes, server, timestamp, ident) = row?;
+    let mut bytes_so_far = 0;
+    while let Some(row) = rows.next()? {
+        if !out.is_empty() && !more(&out, bytes_so_far) {
+            break;
+        }
+        let version: i64 = row.get(0)?;
+        let bytes: Vec<u8> = row.get(1)?;
         let mut cs = Changeset::decode(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("history version {version}: {e}")))?;
         cs.meta = ChangesetMeta {
             version: version as u64,
-            last_integrated_remote_version: server as u64,
-            origin_timestamp: timestamp as u64,
-            origin_file_ident: ident as u64,
+            last_integrated_remote_version: row.get::<_, i64>(2)? as u64,
+            origin_timestamp: row.get::<_, i64>(3)? as u64,
+            origin_file_ident: row.get::<_, i64>(4)? as u64,
         };
+        bytes_so_far += bytes.len();
         out.push(cs);
     }
     Ok(out)

@@ -9,7 +9,9 @@
 
 use rusqlite::{params, Connection};
 
-use super::history::{last_version, read_history_after, CLOCK_OFFSET, HISTORY_BASE_VERSION};
+use super::history::{
+    last_version, read_history_after, read_history_until, CLOCK_OFFSET, HISTORY_BASE_VERSION,
+};
 pub(crate) use super::layout::{get, put};
 use super::{apply, Database, StoreError};
 use crate::changeset::Changeset;
@@ -127,18 +129,15 @@ impl Database {
     pub fn pending_uploads(&self, max_bytes: usize) -> Result<Vec<Changeset>, StoreError> {
         let read = self.read()?;
         let acked = get(read.connection(), UPLOAD_CLIENT_VERSION).unwrap_or(0);
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for cs in read_history_after(read.connection(), acked)? {
-            if cs.is_empty() {
-                continue;
-            }
-            if bytes >= max_bytes && !out.is_empty() {
-                break;
-            }
-            bytes += cs.encode().len();
-            out.push(cs);
-        }
+        // Read only as far as the batch goes: a long offline backlog is not decoded whole on
+        // every upload round. Sizes are the stored (encoded) bytes.
+        let mut any = false;
+        let mut out = read_history_until(read.connection(), acked, |read, bytes| {
+            // Called once per row after the first: the last one read is new each time.
+            any |= read.last().is_some_and(|c| !c.is_empty());
+            bytes < max_bytes || !any
+        })?;
+        out.retain(|cs| !cs.is_empty());
         Ok(out)
     }
 
