@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{merge, TransformError};
+use super::{merge, MergeReach, TransformError};
 use crate::changeset::Changeset;
 
 /// Transformed forms of local changesets, for one remote peer.
@@ -56,25 +56,23 @@ impl ReciprocalHistory {
         Ok(())
     }
 
-    /// Whether `local` (an original local changeset concurrent with `incoming`) must be
-    /// passed to [`integrate`](Self::integrate) with `incoming`: false when the merge would
-    /// change neither, because no instruction of the two can meet in a conflict group
-    /// (`merge::may_interact`, against the recorded transformed form of `local`'s version
+    /// Whether `local` (an original local changeset concurrent with the incoming changesets
+    /// whose reach is `incoming`, [`MergeReach::of`]) must be passed to
+    /// [`integrate`](Self::integrate) with them: false when the merge would change neither,
+    /// because no instruction of the two sides can meet in a conflict group
+    /// ([`MergeReach::meets`], against the recorded transformed form of `local`'s version
     /// where there is one). Leaving such a changeset out is exact and records nothing for it.
+    /// Build the reach once per batch of incoming changesets: each call is then linear in the
+    /// size of `local` alone.
     ///
-    /// It stays exact when `incoming` is checked before it is merged with earlier
-    /// concurrent changesets (so that a caller can merge them in batches): merging only
+    /// It stays exact when the reach was built before the incoming changesets were merged with
+    /// earlier concurrent changesets (so that a caller can merge them in batches): merging only
     /// discards and rewrites instructions on the objects they address, except that erasing a
     /// table adds erasures of the columns linking to it. So while any incoming changeset
     /// erases a table, everything is merged.
-    pub fn needs_merge(&self, incoming: &[Changeset], local: &Changeset) -> bool {
+    pub fn needs_merge(&self, incoming: &MergeReach, local: &Changeset) -> bool {
         let form = self.transformed.get(&local.meta.version).unwrap_or(local);
-        let erases_table = incoming.iter().any(|c| {
-            c.instructions
-                .iter()
-                .any(|i| matches!(i, crate::changeset::Instruction::EraseTable { .. }))
-        });
-        erases_table || incoming.iter().any(|c| merge::may_interact(c, form))
+        incoming.erases_table() || incoming.meets(form)
     }
 
     /// Records a transformed form (when loading a persisted reciprocal history).

@@ -301,55 +301,165 @@ fn grid(
     Ok(())
 }
 
-/// A primary key with its string resolved, to compare keys of two changesets.
+/// A primary key with its string (if any) as an id of [`MergeReach`]'s name table.
 #[derive(PartialEq, Eq, Hash)]
-enum NamedPk<'a> {
-    String(&'a str),
+enum ReachPk {
+    String(u32),
     /// Every other kind holds no interned string.
     Plain(PrimaryKey),
 }
 
-/// A [`GroupKey`] with its names resolved through its own changeset's string table.
+/// A [`GroupKey`] with its names as ids of [`MergeReach`]'s name table.
 #[derive(PartialEq, Eq, Hash)]
-enum NamedKey<'a> {
-    Object(&'a str, NamedPk<'a>),
-    Table(&'a str),
+enum ReachKey {
+    Object(u32, ReachPk),
+    Table(u32),
     /// `key_of`'s catch-all for an instruction that addresses neither.
     Unaddressed,
 }
 
+/// What a set of changesets can meet in a [`merge`]: the keys of every group their
+/// instructions belong to or join ([`join`]: their own, a link payload's target, a link
+/// column's target table), the tables those keys name, and the tables they erase (which join
+/// every object of the table to its group). Built once from one side, it answers
+/// [`meets`](Self::meets) for any number of changesets of the other side, each in time linear
+/// in its size, so that a merge with a changeset it cannot meet (which is the identity for
+/// both) can be left out without importing anything: a fresh client's schema changeset need
+/// not meet a history of bulk inserts.
+pub struct MergeReach {
+    /// Table names and string keys, by id.
+    names: HashMap<String, u32>,
+    keys: std::collections::HashSet<ReachKey>,
+    tables: std::collections::HashSet<u32>,
+    erased: std::collections::HashSet<u32>,
+    /// A changeset of the set names a string it does not define: it meets everything, so that
+    /// the merge reports the error.
+    undefined: bool,
+    /// A changeset of the set erases a table (the one rule that adds instructions, see
+    /// [`ReciprocalHistory::needs_merge`](super::ReciprocalHistory::needs_merge)).
+    erases_table: bool,
+}
+
+impl MergeReach {
+    /// The reach of `changesets` together.
+    pub fn of(changesets: &[Changeset]) -> Self {
+        let mut reach = MergeReach {
+            names: HashMap::new(),
+            keys: Default::default(),
+            tables: Default::default(),
+            erased: Default::default(),
+            undefined: false,
+            erases_table: false,
+        };
+        for cs in changesets {
+            for instr in &cs.instructions {
+                reach.erases_table |= matches!(instr, Instruction::EraseTable { .. });
+                let id = |s: InternString, reach: &mut MergeReach| match cs.string(s) {
+                    Some(name) => {
+                        let next = reach.names.len() as u32;
+                        Some(*reach.names.entry(name.to_owned()).or_insert(next))
+                    }
+                    None => {
+                        reach.undefined = true;
+                        None
+                    }
+                };
+                let keys = reach_keys(instr, &mut |s| id(s, &mut reach));
+                let Some(keys) = keys else {
+                    continue;
+                };
+                reach.tables.extend(keys.iter().filter_map(key_table));
+                reach.keys.extend(keys);
+                if let Some(t) = erased_table(instr) {
+                    if let Some(t) = id(t, &mut reach) {
+                        reach.erased.insert(t);
+                    }
+                }
+            }
+        }
+        reach
+    }
+
+    /// Whether the set erases a table.
+    pub fn erases_table(&self) -> bool {
+        self.erases_table
+    }
+
+    /// Whether merging the set with `other` could change either: false only when no
+    /// instruction of `other` can meet one of the set in a conflict group (no shared object or
+    /// table key, none joined through a link, a link column or an erased table). An undefined
+    /// string on either side answers `true`, so that the merge reports it.
+    pub fn meets(&self, other: &Changeset) -> bool {
+        if other.is_empty() || (self.keys.is_empty() && !self.undefined) {
+            return false;
+        }
+        if self.undefined {
+            return true;
+        }
+        // A name the set never uses cannot be part of a key of the set: it gets an id no key,
+        // table or erased table of the set has.
+        let mut id = |s: InternString| {
+            let name = other.string(s)?;
+            Some(self.names.get(name).copied().unwrap_or(u32::MAX))
+        };
+        for instr in &other.instructions {
+            let Some(keys) = reach_keys(instr, &mut id) else {
+                return true;
+            };
+            for key in &keys {
+                if self.keys.contains(key)
+                    || key_table(key).is_some_and(|t| self.erased.contains(&t))
+                {
+                    return true;
+                }
+            }
+            if let Some(t) = erased_table(instr) {
+                match id(t) {
+                    Some(t) if !self.tables.contains(&t) => {}
+                    _ => return true,
+                }
+            }
+        }
+        false
+    }
+}
+
 /// The keys [`join`] unions for `instr` (its own, a link payload's target, a link column's
-/// target table), or `None` if a name is not in `cs`'s string table.
-fn named_keys<'a>(cs: &'a Changeset, instr: &Instruction) -> Option<Vec<NamedKey<'a>>> {
-    let name = |s: InternString| cs.string(s);
-    let pk = |p: &PrimaryKey| match p {
-        PrimaryKey::String(s) => name(*s).map(NamedPk::String),
-        other => Some(NamedPk::Plain(other.clone())),
-    };
+/// target table), names mapped by `id`, or `None` if `id` finds a name undefined.
+fn reach_keys(
+    instr: &Instruction,
+    id: &mut impl FnMut(InternString) -> Option<u32>,
+) -> Option<Vec<ReachKey>> {
+    fn pk(p: &PrimaryKey, id: &mut impl FnMut(InternString) -> Option<u32>) -> Option<ReachPk> {
+        match p {
+            PrimaryKey::String(s) => id(*s).map(ReachPk::String),
+            other => Some(ReachPk::Plain(other.clone())),
+        }
+    }
     let mut keys = Vec::with_capacity(2);
     keys.push(match key_of(instr) {
-        GroupKey::Table(InternString(u32::MAX)) => NamedKey::Unaddressed,
-        GroupKey::Table(t) => NamedKey::Table(name(t)?),
-        GroupKey::Object(t, p) => NamedKey::Object(name(t)?, pk(&p)?),
+        GroupKey::Table(InternString(u32::MAX)) => ReachKey::Unaddressed,
+        GroupKey::Table(t) => ReachKey::Table(id(t)?),
+        GroupKey::Object(t, p) => ReachKey::Object(id(t)?, pk(&p, id)?),
     });
     if let Some(Payload::Link(link)) = instr.payload() {
-        keys.push(NamedKey::Object(
-            name(link.target_table)?,
-            pk(&link.target)?,
+        keys.push(ReachKey::Object(
+            id(link.target_table)?,
+            pk(&link.target, id)?,
         ));
     }
     if let Instruction::AddColumn(add) = instr {
         if let crate::changeset::ColumnType::Link { target_table } = add.column_type {
-            keys.push(NamedKey::Table(name(target_table)?));
+            keys.push(ReachKey::Table(id(target_table)?));
         }
     }
     Some(keys)
 }
 
-fn key_table<'a>(key: &NamedKey<'a>) -> Option<&'a str> {
+fn key_table(key: &ReachKey) -> Option<u32> {
     match key {
-        NamedKey::Object(t, _) | NamedKey::Table(t) => Some(t),
-        NamedKey::Unaddressed => None,
+        ReachKey::Object(t, _) | ReachKey::Table(t) => Some(*t),
+        ReachKey::Unaddressed => None,
     }
 }
 
@@ -360,61 +470,21 @@ fn erased_table(instr: &Instruction) -> Option<InternString> {
     }
 }
 
-/// Whether merging `a` against `b` could change either: false only when no instruction of one
-/// can meet an instruction of the other in [`merge`]'s conflict groups (no shared object or
-/// table key, none joined through a link, a link column or an erased table). Then the merge
-/// is the identity and can be skipped, which saves importing a large changeset that touches
-/// other objects (a fresh client's schema changeset against a history of bulk inserts).
-///
-/// It is linear in the two sizes and keeps only the smaller side's keys. An undefined string
-/// answers `true`, so the merge reports it.
-pub(crate) fn may_interact(a: &Changeset, b: &Changeset) -> bool {
-    if a.is_empty() || b.is_empty() {
-        return false;
-    }
-    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    let mut reach = std::collections::HashSet::new();
-    let mut tables = std::collections::HashSet::new();
-    let mut erased = std::collections::HashSet::new();
-    for instr in &small.instructions {
-        let Some(keys) = named_keys(small, instr) else {
-            return true;
-        };
-        tables.extend(keys.iter().filter_map(key_table));
-        reach.extend(keys);
-        if let Some(t) = erased_table(instr) {
-            match small.string(t) {
-                Some(name) => erased.insert(name),
-                None => return true,
-            };
-        }
-    }
-    for instr in &large.instructions {
-        let Some(keys) = named_keys(large, instr) else {
-            return true;
-        };
-        for key in &keys {
-            if reach.contains(key) || key_table(key).is_some_and(|t| erased.contains(t)) {
-                return true;
-            }
-        }
-        if let Some(t) = erased_table(instr) {
-            match large.string(t) {
-                Some(name) if !tables.contains(name) => {}
-                _ => return true,
-            }
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
-    use super::may_interact;
+    use super::MergeReach;
     use crate::changeset::{
         AddColumn, Changeset, ColumnCollection, ColumnType, FieldPath, Instruction, Link, Payload,
         PayloadType, PrimaryKey, Update,
     };
+
+    /// Whether merging `a` with `b` could change either, asked both ways (the answer must not
+    /// depend on which side the reach was built from).
+    fn may_interact(a: &Changeset, b: &Changeset) -> bool {
+        let forward = MergeReach::of(std::slice::from_ref(a)).meets(b);
+        assert_eq!(forward, MergeReach::of(std::slice::from_ref(b)).meets(a));
+        forward
+    }
 
     /// One changeset of `ops`, each `(kind, table, pk, field_or_target)`.
     fn cs(ops: &[(&str, &str, i64, &str)]) -> Changeset {

@@ -27,6 +27,7 @@ mod rules;
 use std::fmt;
 
 pub use history::ReciprocalHistory;
+pub use merge::MergeReach;
 
 use crate::changeset::Changeset;
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::changeset::{Changeset, ChangesetMeta};
-use crate::ot::ReciprocalHistory;
+use crate::ot::{MergeReach, ReciprocalHistory};
 use crate::protocol::{limits, DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::state::State;
 
@@ -1223,10 +1223,13 @@ impl ServerFile {
             pending.clear();
             Ok(())
         };
+        // Built once: after a batch is merged the upload only shrinks, so this reach stays a
+        // safe (if larger) answer for the rest of the window.
+        let reach = MergeReach::of(incoming);
         let mut pending: Vec<Changeset> = Vec::new();
         let mut pending_instructions = 0;
         self.each_from_except(base, client, |local| {
-            if !reciprocal.needs_merge(incoming, &local) {
+            if !reciprocal.needs_merge(&reach, &local) {
                 return Ok(true);
             }
             if pending_instructions + local.len() > MERGE_BATCH_INSTRUCTIONS {

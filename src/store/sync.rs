@@ -15,7 +15,7 @@ use super::history::{
 pub(crate) use super::layout::{get, put};
 use super::{apply, Database, StoreError};
 use crate::changeset::Changeset;
-use crate::ot::ReciprocalHistory;
+use crate::ot::{MergeReach, ReciprocalHistory};
 
 pub(crate) const CLIENT_FILE_IDENT: &str = "client_file_ident";
 pub(crate) const CLIENT_FILE_IDENT_SALT: &str = "client_file_ident_salt";
@@ -241,10 +241,11 @@ impl Database {
                 // change neither (`ReciprocalHistory::needs_merge`), and a large server
                 // changeset is then not imported at all (a fresh client's schema changeset
                 // against a bulk insert; `docs/ot.md`).
+                let reach = MergeReach::of(std::slice::from_ref(&cs));
                 let concurrent: Vec<&Changeset> = local
                     .iter()
                     .filter(|c| c.meta.version > seen && !c.is_empty())
-                    .filter(|c| reciprocal.needs_merge(std::slice::from_ref(&cs), c))
+                    .filter(|c| reciprocal.needs_merge(&reach, c))
                     .collect();
                 // With no local change the server had not seen, there is nothing to transform
                 // (a fresh client's whole download takes this path).

@@ -286,9 +286,10 @@ impl Sim {
                 .integrate(&mut incoming, &concurrent)
                 .map_err(failed)?,
             Some(n) => {
+                let reach = tandem::ot::MergeReach::of(&incoming);
                 let mut pending: Vec<&Changeset> = Vec::new();
                 for local in concurrent {
-                    if !reciprocal.needs_merge(&incoming, local) {
+                    if !reciprocal.needs_merge(&reach, local) {
                         self.left_out += 1;
                         continue;
                     }
