@@ -70,6 +70,11 @@ fn count(db: &Database) -> usize {
         .len()
 }
 
+/// A database in `dir` with the benchmark's schema and default options.
+fn open(dir: &std::path::Path, name: impl AsRef<std::path::Path>) -> Arc<Database> {
+    Arc::new(Database::open(dir.join(name), &schema(), Config::default()).unwrap())
+}
+
 fn wait_for(mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(600);
     while !done() {
@@ -135,10 +140,8 @@ fn main() {
     };
     if only.is_none() {
         // 1. Latency: commit on A until B's results listener runs.
-        let a =
-            Arc::new(Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap());
-        let b =
-            Arc::new(Database::open(dir.join("b.sqlite"), &schema(), Config::default()).unwrap());
+        let a = open(dir, "a.sqlite");
+        let b = open(dir, "b.sqlite");
         let _sa = session(dir, port, &a, "/latency");
         let _sb = session(dir, port, &b, "/latency");
         let (tx, rx) = channel::<Instant>();
@@ -168,10 +171,8 @@ fn main() {
         );
 
         // 2. Throughput: 10,000 small changesets from A received by B.
-        let c =
-            Arc::new(Database::open(dir.join("c.sqlite"), &schema(), Config::default()).unwrap());
-        let d =
-            Arc::new(Database::open(dir.join("d.sqlite"), &schema(), Config::default()).unwrap());
+        let c = open(dir, "c.sqlite");
+        let d = open(dir, "d.sqlite");
         let _sc = session(dir, port, &c, "/throughput");
         let _sd = session(dir, port, &d, "/throughput");
         let start = Instant::now();
@@ -198,14 +199,7 @@ fn main() {
     // with the process's peak heap growth while they upload.
     if run("backlog") {
         for (name, changesets, objects) in [("small", 10_000i64, 1i64), ("large", 20, 5_000)] {
-            let h = Arc::new(
-                Database::open(
-                    dir.join(format!("h-{name}.sqlite")),
-                    &schema(),
-                    Config::default(),
-                )
-                .unwrap(),
-            );
+            let h = open(dir, format!("h-{name}.sqlite"));
             for c in 0..changesets {
                 let mut w = h.begin_write().unwrap();
                 for o in 0..objects {
@@ -244,7 +238,7 @@ fn main() {
     }
 
     // 3. A fresh client downloading 100,000 objects.
-    let e = Arc::new(Database::open(dir.join("e.sqlite"), &schema(), Config::default()).unwrap());
+    let e = open(dir, "e.sqlite");
     let mut w = e.begin_write().unwrap();
     for i in 0..100_000 {
         w.create(
@@ -263,7 +257,7 @@ fn main() {
     wait_for(|| e.pending_uploads(1).unwrap().is_empty());
     drop(_se);
     let (proxy_port, wire_bytes) = counting_proxy(runtime, port);
-    let f = Arc::new(Database::open(dir.join("f.sqlite"), &schema(), Config::default()).unwrap());
+    let f = open(dir, "f.sqlite");
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let target = e.sync_progress().unwrap().latest_server_version;
