@@ -721,9 +721,14 @@ impl ServerFile {
     }
 
     fn history_from(&self, after: u64) -> Result<Vec<Changeset>, ProtocolError> {
+        let mut all = Vec::new();
         // Client file idents are 1 to 2^63 - 1 and a compaction snapshot's origin is 0: -1 (as
         // stored) excludes nothing.
-        self.history_from_except(after, u64::MAX)
+        self.each_from_except(after, u64::MAX, |cs| {
+            all.push(cs);
+            Ok(true)
+        })?;
+        Ok(all)
     }
 
     /// At most `limit` changesets of the history after `after`.
@@ -741,20 +746,6 @@ impl ServerFile {
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql_err)?;
         rows.into_iter().map(Self::decode).collect()
-    }
-
-    /// The history after `after`, without the changesets of client file `except` (0: none).
-    fn history_from_except(
-        &self,
-        after: u64,
-        except: u64,
-    ) -> Result<Vec<Changeset>, ProtocolError> {
-        let mut all = Vec::new();
-        self.each_from_except(after, except, |cs| {
-            all.push(cs);
-            Ok(true)
-        })?;
-        Ok(all)
     }
 
     /// Calls `each` with the changesets after `after` whose origin is not `except`, decoded one
