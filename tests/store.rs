@@ -645,3 +645,125 @@ fn the_log_stays_bounded_under_a_steady_stream_of_commits() {
     );
     assert_eq!(person_count(&db), 12_000);
 }
+
+/// The CREATE statement SQLite keeps for an object table.
+fn table_sql(path: &PathBuf, table: &str) -> String {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// The same writes on any file: every kind of property, keys at the edges of `i64`, links by
+/// key, erase and re-create (the rowid reused), and the reads that find rows by key.
+fn exercise(db: &Database) -> Vec<Vec<PrimaryKey>> {
+    let mut tx = db.begin_write().unwrap();
+    tx.create(
+        "Dog",
+        PrimaryKey::String("rex".into()),
+        &[("name", s("Rex"))],
+    )
+    .unwrap();
+    for k in [i64::MIN, -5, 0, 7, 3, i64::MAX] {
+        tx.create(
+            "Person",
+            int(k),
+            &[("name", s(&format!("p{k}"))), ("dog", dog("rex"))],
+        )
+        .unwrap();
+        tx.list_insert("Person", &int(k), "tags", 0, s("t"))
+            .unwrap();
+        tx.set_insert("Person", &int(k), "lucky", Value::Int(k))
+            .unwrap();
+        tx.dict_set("Person", &int(k), "notes", "n", s("v"))
+            .unwrap();
+        tx.create_embedded("Person", &int(k), "address").unwrap();
+    }
+    tx.commit().unwrap();
+    let err = db
+        .begin_write()
+        .unwrap()
+        .create("Person", int(7), &[("name", s("again"))])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+    let mut tx = db.begin_write().unwrap();
+    tx.erase("Person", &int(i64::MAX)).unwrap();
+    tx.erase("Person", &int(3)).unwrap();
+    tx.create("Person", int(3), &[("name", s("back"))]).unwrap();
+    tx.upsert("Person", int(-5), &[("age", Value::Int(40))])
+        .unwrap();
+    tx.commit().unwrap();
+    let read = db.read().unwrap();
+    let back = read.object("Person", &int(3)).unwrap().unwrap();
+    assert_eq!(
+        back.fields["name"],
+        Field::Value(Val::String("back".into()))
+    );
+    assert_eq!(back.fields["tags"], Field::List(vec![]));
+    assert!(read.object("Person", &int(i64::MAX)).unwrap().is_none());
+    [
+        "TRUEPREDICATE SORT(_id ASC)",
+        "_id > 0 SORT(_id DESC)",
+        "_id == $0",
+        "dog.name == 'Rex' AND age == nil SORT(_id ASC)",
+        "lucky.@count == 1 AND name BEGINSWITH 'p-' SORT(_id ASC)",
+    ]
+    .iter()
+    .map(|q| {
+        read.query("Person", q, &[Value::Int(i64::MIN)])
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+    })
+    .collect()
+}
+
+#[test]
+fn a_required_int_key_is_the_rowid_and_the_older_layout_still_works() {
+    // A new file: Person's required int key is the rowid; Dog's string key keeps its own
+    // unique index (the layout module's header).
+    let new = temp_db("rowid-new");
+    let new_results = exercise(&open(&new));
+    let person = table_sql(&new, "t:Person");
+    assert!(
+        person.contains("_pk INTEGER PRIMARY KEY") && !person.contains("_id"),
+        "{person}"
+    );
+    let dog_sql = table_sql(&new, "t:Dog");
+    assert!(
+        dog_sql.contains("_id INTEGER PRIMARY KEY, _pk UNIQUE"),
+        "{dog_sql}"
+    );
+
+    // A file whose int-keyed table has the layout files had before: every read and write
+    // works on it and gives the same results.
+    let old = temp_db("rowid-old");
+    drop(open(&old));
+    {
+        let conn = rusqlite::Connection::open(&old).unwrap();
+        let sql = table_sql(&old, "t:Person").replace(
+            "_pk INTEGER PRIMARY KEY",
+            "_id INTEGER PRIMARY KEY, _pk UNIQUE",
+        );
+        conn.execute_batch(&format!("DROP TABLE \"t:Person\"; {sql}"))
+            .unwrap();
+    }
+    let db = open(&old);
+    let old_results = exercise(&db);
+    assert!(table_sql(&old, "t:Person").contains("_pk UNIQUE"));
+    assert_eq!(old_results, new_results);
+    assert_eq!(
+        new_results[0],
+        [i64::MIN, -5, 0, 3, 7].map(int).to_vec(),
+        "every object, by key"
+    );
+    assert_eq!(new_results[1], [7, 3].map(int).to_vec());
+    assert_eq!(new_results[2], vec![int(i64::MIN)]);
+    assert_eq!(new_results[4], vec![int(i64::MIN), int(-5)]);
+    assert_eq!(
+        db.export_state().unwrap(),
+        open(&new).export_state().unwrap(),
+        "the same objects, fields and collections"
+    );
+}

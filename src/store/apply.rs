@@ -455,7 +455,7 @@ impl Applier<'_> {
     fn all_rows(&self, class: &str) -> Res<Vec<i64>> {
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT _id FROM {}", object_table(class)))?;
+            .prepare(&format!("SELECT rowid FROM {}", object_table(class)))?;
         let rows = stmt
             .query_map([], |r| r.get(0))?
             .collect::<Result<Vec<i64>, _>>()?;
@@ -540,7 +540,7 @@ impl Applier<'_> {
                 {
                     let id: Option<i64> = self.conn.query_row(
                         &format!(
-                            "SELECT {} FROM {} WHERE _id = ?1",
+                            "SELECT {} FROM {} WHERE rowid = ?1",
                             value_column(&field),
                             object_table(&class)
                         ),
@@ -677,7 +677,10 @@ impl Applier<'_> {
                 ) {
                     (Some(target), Payload::ObjectValue) => {
                         let current: Option<i64> = self.conn.query_row(
-                            &format!("SELECT {} FROM {table} WHERE _id = ?1", value_column(&prop)),
+                            &format!(
+                                "SELECT {} FROM {table} WHERE rowid = ?1",
+                                value_column(&prop)
+                            ),
                             [row],
                             |r| r.get(0),
                         )?;
@@ -685,7 +688,7 @@ impl Applier<'_> {
                             let child = self.new_embedded(&target)?;
                             self.conn.execute(
                                 &format!(
-                                    "UPDATE {table} SET {} = ?1 WHERE _id = ?2",
+                                    "UPDATE {table} SET {} = ?1 WHERE rowid = ?2",
                                     value_column(&prop)
                                 ),
                                 params![child, row],
@@ -697,7 +700,7 @@ impl Applier<'_> {
                         self.delete_children(&class, row, &prop, &column)?;
                         self.conn.execute(
                             &format!(
-                                "UPDATE {table} SET {} = NULL WHERE _id = ?1",
+                                "UPDATE {table} SET {} = NULL WHERE rowid = ?1",
                                 value_column(&prop)
                             ),
                             [row],
@@ -712,7 +715,7 @@ impl Applier<'_> {
                             t => t.code().to_string(),
                         };
                         let stored = format!(
-                            "SELECT {}, {kind_sql} FROM {table} WHERE _id = ?1",
+                            "SELECT {}, {kind_sql} FROM {table} WHERE rowid = ?1",
                             value_column(&prop)
                         );
                         if self.keeps_stored(&v, &stored, [row])? {
@@ -722,7 +725,7 @@ impl Applier<'_> {
                         if column.value_type == PayloadType::Null {
                             self.conn
                                 .prepare_cached(&format!(
-                                    "UPDATE {table} SET {} = ?1, {} = ?2 WHERE _id = ?3",
+                                    "UPDATE {table} SET {} = ?1, {} = ?2 WHERE rowid = ?3",
                                     value_column(&prop),
                                     kind_column(&prop)
                                 ))?
@@ -730,7 +733,7 @@ impl Applier<'_> {
                         } else {
                             self.conn
                                 .prepare_cached(&format!(
-                                    "UPDATE {table} SET {} = ?1 WHERE _id = ?2",
+                                    "UPDATE {table} SET {} = ?1 WHERE rowid = ?2",
                                     value_column(&prop)
                                 ))?
                                 .execute(params![sql, row])?;
@@ -850,10 +853,13 @@ impl Applier<'_> {
                 let t = object_table(class);
                 (
                     format!(
-                        "SELECT {}, {kind} FROM {t} WHERE _id = ?1",
+                        "SELECT {}, {kind} FROM {t} WHERE rowid = ?1",
                         value_column(prop)
                     ),
-                    format!("UPDATE {t} SET {} = ?2 WHERE _id = ?1", value_column(prop)),
+                    format!(
+                        "UPDATE {t} SET {} = ?2 WHERE rowid = ?1",
+                        value_column(prop)
+                    ),
                     vec![Sql::Integer(*row)],
                 )
             }
@@ -1021,7 +1027,7 @@ impl Applier<'_> {
             CollectionType::Single => {
                 let id: Option<i64> = self.conn.query_row(
                     &format!(
-                        "SELECT {} FROM {} WHERE _id = ?1",
+                        "SELECT {} FROM {} WHERE rowid = ?1",
                         value_column(prop),
                         object_table(class)
                     ),
@@ -1068,7 +1074,7 @@ impl Applier<'_> {
         }
         self.conn
             .prepare_cached(&format!(
-                "DELETE FROM {} WHERE _id = ?1",
+                "DELETE FROM {} WHERE rowid = ?1",
                 object_table(class)
             ))?
             .execute([row])?;

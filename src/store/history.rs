@@ -87,6 +87,63 @@ pub(crate) fn append_encoded(
     Ok(version)
 }
 
+/// Appends a local transaction's changeset, already encoded as `encoded`, as the next client
+/// version, and returns that version: [`append_encoded`] with what it needs from the file
+/// (the newest version and the trim base, the download cursor's server version, the client
+/// file ident, the clock offset) read by one statement instead of five, since this runs on
+/// every commit. `file_ident` stands in while the server has not given the file its ident.
+pub(crate) fn append_local(
+    conn: &Connection,
+    encoded: &[u8],
+    file_ident: u64,
+) -> Result<u64, StoreError> {
+    let (last, base, server_version, ident, offset) = conn
+        .prepare_cached(
+            "SELECT (SELECT MAX(version) FROM _tandem_history),
+                    (SELECT value FROM _tandem_sync WHERE key = ?1),
+                    (SELECT value FROM _tandem_sync WHERE key = ?2),
+                    (SELECT value FROM _tandem_sync WHERE key = ?3),
+                    (SELECT value FROM _tandem_sync WHERE key = ?4)",
+        )?
+        .query_row(
+            [
+                HISTORY_BASE_VERSION,
+                super::sync::DOWNLOAD_SERVER_VERSION,
+                super::sync::CLIENT_FILE_IDENT,
+                CLOCK_OFFSET,
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, Option<i64>>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            },
+        )?;
+    let version = (last.unwrap_or(0) as u64).max(base.unwrap_or(0) as u64) + 1;
+    let ident = match ident {
+        Some(v) if v != 0 => v as u64,
+        _ => file_ident,
+    };
+    let timestamp = (changeset_timestamp() as i64)
+        .saturating_add(offset.unwrap_or(0))
+        .max(0);
+    conn.prepare_cached(
+        "INSERT INTO _tandem_history (version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        version as i64,
+        encoded,
+        server_version.unwrap_or(0),
+        timestamp,
+        ident as i64,
+    ])?;
+    Ok(version)
+}
+
 /// The whole history, oldest first.
 pub(crate) fn read_history(conn: &Connection) -> Result<Vec<Changeset>, StoreError> {
     read_history_after(conn, 0)

@@ -1,9 +1,16 @@
 //! The SQLite layout: which tables and columns hold which classes and properties, and the
 //! metadata tables beside them.
 //!
-//! - `"t:<Class>"`: one row per object: `_id INTEGER PRIMARY KEY`, `_pk` (top-level classes,
-//!   unique) and one column `"p:<prop>"` per single-valued property (plus `"k:<prop>"`, the
-//!   value's kind, for mixed properties). An embedded-object property holds the child's `_id`.
+//! - `"t:<Class>"`: one row per object, identified within the file by its SQLite `rowid`, with
+//!   `_pk` (top-level classes, unique) and one column `"p:<prop>"` per single-valued property
+//!   (plus `"k:<prop>"`, the value's kind, for mixed properties). A class whose primary key is
+//!   a required `int` is `(_pk INTEGER PRIMARY KEY, ...)`: the key is the rowid, so the table
+//!   is one B-tree (one page written per one-object commit instead of two). Other top-level
+//!   classes are `(_id INTEGER PRIMARY KEY, _pk UNIQUE, ...)`, and embedded classes
+//!   `(_id INTEGER PRIMARY KEY, ...)`; files created before the integer form keep the second
+//!   form for every class. SQL therefore names rows by `rowid` (an alias in every form) and
+//!   primary keys by `_pk`, never by `_id`. An embedded-object property holds the child's
+//!   rowid.
 //! - `"l:<Class>:<prop>"` (owner, pos, v, k): list elements at positions 0..n-1.
 //! - `"s:<Class>:<prop>"` (owner, v, k): set elements.
 //! - `"d:<Class>:<prop>"` (owner, key, v, k): dictionary entries.
@@ -69,7 +76,7 @@ pub(crate) fn row_id(
 ) -> rusqlite::Result<Option<i64>> {
     use rusqlite::OptionalExtension;
     conn.prepare_cached(&format!(
-        "SELECT _id FROM {} WHERE _pk IS ?1",
+        "SELECT rowid FROM {} WHERE _pk IS ?1",
         object_table(class)
     ))?
     .query_row([super::codec::encode_key(key)], |r| r.get(0))
@@ -243,9 +250,14 @@ pub(crate) fn create_table(
             pk_nullable,
             asymmetric,
         } => {
-            conn.execute_batch(&format!(
-                "CREATE TABLE {table} (_id INTEGER PRIMARY KEY, _pk UNIQUE)"
-            ))?;
+            // A required integer key is the rowid itself (the module header); a null key could
+            // not be (SQLite gives a NULL rowid a fresh number), nor can other types.
+            let columns = if *pk_type == PayloadType::Int && !*pk_nullable {
+                "_pk INTEGER PRIMARY KEY"
+            } else {
+                "_id INTEGER PRIMARY KEY, _pk UNIQUE"
+            };
+            conn.execute_batch(&format!("CREATE TABLE {table} ({columns})"))?;
             conn.execute(
                 "INSERT INTO _tandem_table (name, embedded, pk_field, pk_type, pk_nullable, asymmetric)
                  VALUES (?1, 0, ?2, ?3, ?4, ?5)",

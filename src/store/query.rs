@@ -522,7 +522,7 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
 
 /// A compiled query: SQL selecting `_id, _pk` of matching rows, and its parameters.
 pub(crate) struct Compiled {
-    /// `SELECT o._id, o._pk ` and [`tail`](Self::tail): the row ids and primary keys.
+    /// `SELECT o.rowid, o._pk ` and [`tail`](Self::tail): the row ids and primary keys.
     pub sql: String,
     /// From `FROM` on: the table (aliased `o`), the filter, the order and the limit, for
     /// selecting other columns of the matches.
@@ -536,7 +536,7 @@ impl Compiled {
     /// membership only.
     pub(crate) fn orders_or_limits(&self) -> bool {
         match self.tail.rsplit_once(" ORDER BY ") {
-            Some((_, order)) => order != "o._id ASC" && order != "+o._id ASC",
+            Some((_, order)) => order != "o.rowid ASC" && order != "+o.rowid ASC",
             None => true,
         }
     }
@@ -899,7 +899,7 @@ impl Parser<'_> {
                 _ => String::new(),
             };
             return Ok(Operand::Column {
-                sql: format!("(SELECT COUNT(*) FROM {table} c WHERE c.owner = o._id{resolved})"),
+                sql: format!("(SELECT COUNT(*) FROM {table} c WHERE c.owner = o.rowid{resolved})"),
                 value_type: PayloadType::Int,
                 kind: None,
             });
@@ -1642,16 +1642,16 @@ pub(crate) fn compile(
         p.predicate()?
     };
     let (mut order, limit) = p.sort_and_limit()?;
-    // Ties keep insertion order, so results are stable. With a filter, `+o._id` stops SQLite
+    // Ties keep insertion order, so results are stable. With a filter, `+o.rowid` stops SQLite
     // from scanning the whole table in row order just to skip a sort, so indexes on the
     // filtered columns are used.
     if !order.is_empty() {
         order.push_str(", ");
     }
     order.push_str(if filter == "1" {
-        "o._id ASC"
+        "o.rowid ASC"
     } else {
-        "+o._id ASC"
+        "+o.rowid ASC"
     });
     if *p.peek() != Tok::End {
         return p.fail(format!(
@@ -1664,7 +1664,7 @@ pub(crate) fn compile(
         object_table(class)
     );
     Ok(Compiled {
-        sql: format!("SELECT o._id, o._pk {tail}"),
+        sql: format!("SELECT o.rowid, o._pk {tail}"),
         tail,
         params: p.params,
     })

@@ -74,7 +74,7 @@ pub(crate) fn for_each_object(
         let TableSpec::TopLevel { pk_type, .. } = schema.spec else {
             continue;
         };
-        let mut stmt = conn.prepare(&format!("SELECT _id, _pk FROM {}", object_table(class)))?;
+        let mut stmt = conn.prepare(&format!("SELECT rowid, _pk FROM {}", object_table(class)))?;
         let mut rows = stmt
             .query_map([], |r| {
                 let id: i64 = r.get(0)?;
@@ -225,7 +225,7 @@ pub(crate) fn read_object(
     let singles = singles(schema);
     if !singles.is_empty() {
         let sql = format!(
-            "SELECT {} FROM {} WHERE _id = ?1",
+            "SELECT {} FROM {} WHERE rowid = ?1",
             select_singles(&singles, ""),
             object_table(class)
         );
@@ -302,9 +302,9 @@ pub(crate) fn for_each_match(
     };
     let singles = singles(schema);
     let sql = match singles.is_empty() {
-        true => format!("SELECT o._id, o._pk {tail}"),
+        true => format!("SELECT o.rowid, o._pk {tail}"),
         false => format!(
-            "SELECT o._id, o._pk, {} {tail}",
+            "SELECT o.rowid, o._pk, {} {tail}",
             select_singles(&singles, "o.")
         ),
     };
@@ -551,7 +551,7 @@ impl<'db> ReadTransaction<'db> {
             compiled.sql.clone()
         } else {
             format!(
-                "SELECT o._id, o._pk, {} {}",
+                "SELECT o.rowid, o._pk, {} {}",
                 select_singles(&singles, "o."),
                 compiled.tail
             )

@@ -12,7 +12,7 @@ use rusqlite::Connection;
 
 use super::apply::{apply_instructions, store_value};
 use super::codec;
-use super::history::append_encoded;
+use super::history::append_local;
 use super::layout::{collection_table, kind_column, object_table, value_column};
 use super::{from_key, to_key, Database, SizeLimit, StoreError};
 use crate::changeset::{
@@ -129,7 +129,7 @@ impl ListAt {
 /// A prepared INSERT of new objects with one set of properties, and the intern indices of its
 /// names in the transaction's changeset.
 struct InsertPlan {
-    sql: String,
+    sql: std::sync::Arc<str>,
     table: crate::changeset::InternString,
     fields: Vec<crate::changeset::InternString>,
 }
@@ -459,6 +459,9 @@ impl<'db> WriteTransaction<'db> {
                 let is_mixed = column.value_type == crate::changeset::PayloadType::Null;
                 mixed.push(is_mixed);
                 if is_mixed {
+                    // The SQL differs (a kind column too), and a property can change type
+                    // between transactions: the key says which form it is.
+                    cache_key.push('\u{1}');
                     args.push(rusqlite::types::Value::Integer(kind));
                 }
             }
@@ -466,23 +469,25 @@ impl<'db> WriteTransaction<'db> {
         let plan = match self.insert_sql.get(&cache_key) {
             Some(plan) => plan.clone(),
             None => {
-                let mut columns = String::from("_pk");
-                for ((prop, _), is_mixed) in payloads.iter().zip(&mixed) {
-                    columns.push_str(", ");
-                    columns.push_str(&value_column(prop));
-                    if *is_mixed {
+                let sql = self.db.insert_sql(&cache_key, || {
+                    let mut columns = String::from("_pk");
+                    for ((prop, _), is_mixed) in payloads.iter().zip(&mixed) {
                         columns.push_str(", ");
-                        columns.push_str(&super::layout::kind_column(prop));
+                        columns.push_str(&value_column(prop));
+                        if *is_mixed {
+                            columns.push_str(", ");
+                            columns.push_str(&super::layout::kind_column(prop));
+                        }
                     }
-                }
-                let placeholders = (1..=args.len())
-                    .map(|i| format!("?{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!(
-                    "INSERT INTO {} ({columns}) VALUES ({placeholders})",
-                    object_table(class)
-                );
+                    let placeholders = (1..=args.len())
+                        .map(|i| format!("?{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "INSERT INTO {} ({columns}) VALUES ({placeholders})",
+                        object_table(class)
+                    )
+                });
                 let plan = std::rc::Rc::new(InsertPlan {
                     sql,
                     table: self.changeset.intern(class),
@@ -698,31 +703,31 @@ impl<'db> WriteTransaction<'db> {
         for (holder, pk_type, prop, collection, stored, mixed) in holders {
             let sql = match collection {
                 CollectionType::Single if mixed => format!(
-                    "SELECT _pk, NULL FROM {} WHERE {} = {link_kind} AND {} = ?1 ORDER BY _id",
+                    "SELECT _pk, NULL FROM {} WHERE {} = {link_kind} AND {} = ?1 ORDER BY rowid",
                     object_table(&holder),
                     kind_column(&prop),
                     value_column(&prop)
                 ),
                 CollectionType::Single => format!(
-                    "SELECT _pk, NULL FROM {} WHERE {} = ?1 ORDER BY _id",
+                    "SELECT _pk, NULL FROM {} WHERE {} = ?1 ORDER BY rowid",
                     object_table(&holder),
                     value_column(&prop)
                 ),
                 CollectionType::List => format!(
-                    "SELECT o._pk, l.pos FROM {} l JOIN {} o ON o._id = l.owner \
-                     WHERE l.k = {link_kind} AND l.v IS ?1 ORDER BY o._id, l.pos",
+                    "SELECT o._pk, l.pos FROM {} l JOIN {} o ON o.rowid = l.owner \
+                     WHERE l.k = {link_kind} AND l.v IS ?1 ORDER BY o.rowid, l.pos",
                     collection_table(&holder, &prop, collection),
                     object_table(&holder)
                 ),
                 CollectionType::Set => format!(
-                    "SELECT o._pk, NULL FROM {} c JOIN {} o ON o._id = c.owner \
-                     WHERE c.k = {link_kind} AND c.v IS ?1 ORDER BY o._id",
+                    "SELECT o._pk, NULL FROM {} c JOIN {} o ON o.rowid = c.owner \
+                     WHERE c.k = {link_kind} AND c.v IS ?1 ORDER BY o.rowid",
                     collection_table(&holder, &prop, collection),
                     object_table(&holder)
                 ),
                 CollectionType::Dictionary => format!(
-                    "SELECT o._pk, c.key FROM {} c JOIN {} o ON o._id = c.owner \
-                     WHERE c.k = {link_kind} AND c.v IS ?1 ORDER BY o._id, c.key",
+                    "SELECT o._pk, c.key FROM {} c JOIN {} o ON o.rowid = c.owner \
+                     WHERE c.k = {link_kind} AND c.v IS ?1 ORDER BY o.rowid, c.key",
                     collection_table(&holder, &prop, collection),
                     object_table(&holder)
                 ),
@@ -1014,12 +1019,8 @@ impl<'db> WriteTransaction<'db> {
         let version = if changeset.is_empty() {
             None
         } else {
-            let server_version =
-                super::sync::get(conn, super::sync::DOWNLOAD_SERVER_VERSION).unwrap_or(0);
-            let ident = super::sync::get(conn, super::sync::CLIENT_FILE_IDENT)
-                .map_or(file_ident, |v| if v == 0 { file_ident } else { v });
             let appended = encode_within_limits(&changeset)
-                .and_then(|encoded| append_encoded(conn, &encoded, server_version, ident));
+                .and_then(|encoded| append_local(conn, &encoded, file_ident));
             match appended {
                 Ok(v) => Some(v),
                 Err(e) => {

@@ -300,7 +300,7 @@ impl ServerFile {
             return Ok(false);
         };
         let sql = format!(
-            "SELECT 1 FROM {} o WHERE o._id = ?{} AND ({})",
+            "SELECT 1 FROM {} o WHERE o.rowid = ?{} AND ({})",
             tables::object_table(class),
             filter.params.len() + 1,
             filter.filter
