@@ -73,6 +73,25 @@ pub(crate) fn append_encoded(
     file_ident: u64,
 ) -> Result<u64, StoreError> {
     let version = last_version(conn)? + 1;
+    insert_entry(
+        conn,
+        version,
+        encoded,
+        last_integrated_server_version as i64,
+        corrected_timestamp(conn),
+        file_ident,
+    )
+}
+
+/// Writes one history row; returns `version`.
+fn insert_entry(
+    conn: &Connection,
+    version: u64,
+    encoded: &[u8],
+    last_integrated_server_version: i64,
+    origin_timestamp: i64,
+    origin_file_ident: u64,
+) -> Result<u64, StoreError> {
     conn.prepare_cached(
         "INSERT INTO _tandem_history (version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -80,9 +99,9 @@ pub(crate) fn append_encoded(
     .execute(params![
         version as i64,
         encoded,
-        last_integrated_server_version as i64,
-        corrected_timestamp(conn),
-        file_ident as i64,
+        last_integrated_server_version,
+        origin_timestamp,
+        origin_file_ident as i64,
     ])?;
     Ok(version)
 }
@@ -130,18 +149,14 @@ pub(crate) fn append_local(
     let timestamp = (changeset_timestamp() as i64)
         .saturating_add(offset.unwrap_or(0))
         .max(0);
-    conn.prepare_cached(
-        "INSERT INTO _tandem_history (version, changeset, last_integrated_server_version, origin_timestamp, origin_file_ident)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        version as i64,
+    insert_entry(
+        conn,
+        version,
         encoded,
         server_version.unwrap_or(0),
         timestamp,
-        ident as i64,
-    ])?;
-    Ok(version)
+        ident,
+    )
 }
 
 /// The whole history, oldest first.
