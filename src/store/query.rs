@@ -1642,9 +1642,9 @@ pub(crate) fn compile(
         p.predicate()?
     };
     let (mut order, limit) = p.sort_and_limit()?;
-    // Ties keep insertion order, so results are stable. With a filter, `+o.rowid` stops SQLite
-    // from scanning the whole table in row order just to skip a sort, so indexes on the
-    // filtered columns are used.
+    // Ties keep row order (key order for a required int key, insertion order otherwise), so
+    // results are stable. With a filter, `+o.rowid` stops SQLite from scanning the whole table
+    // in row order just to skip a sort, so indexes on the filtered columns are used.
     if !order.is_empty() {
         order.push_str(", ");
     }

@@ -13,7 +13,8 @@ extension Database {
     public static func open(path: String, models: [any TandemObject.Type], classes: [ClassSpec] = []) throws
         -> Database
     {
-        try Database.open(path: path, classes: try models.map { try $0.classSpec() } + classes)
+        _ = closeCallbacksAtExit
+        return try Database.open(path: path, classes: try models.map { try $0.classSpec() } + classes)
     }
 
     /// Runs `body` in a write transaction: committed when `body` returns (the new version is
@@ -34,6 +35,14 @@ extension Database {
         return try tx.transaction.commit()
     }
 }
+
+/// Registers, once (on the first typed `Database.open`), an `atexit` handler that runs
+/// `closeCallbacks` (2 s at most): from then on no library thread calls into Swift (a listener,
+/// the log listener, a token provider) while the process exits, and calls already in Swift are
+/// waited for. An app using only the untyped API calls `closeCallbacks` itself.
+let closeCallbacksAtExit: Void = {
+    atexit { _ = closeCallbacks(timeoutMs: 2_000) }
+}()
 
 /// A write transaction being recorded (see `Database.write`). Nothing reaches the database until
 /// the block returns; then everything is applied at once or, on any error, nothing. Operations

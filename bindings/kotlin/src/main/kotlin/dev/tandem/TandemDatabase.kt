@@ -33,6 +33,17 @@ class TandemDatabase private constructor(
 
     companion object {
         /**
+         * The JVM shutdown hook that runs [closeCallbacks] (2 s at most), registered when this
+         * class is first used: from then on no library thread calls into Kotlin (a listener, the
+         * log listener, a token provider) while the runtime goes away, and calls already in
+         * Kotlin are waited for. An app using only the untyped [Database] registers its own.
+         */
+        internal val exitHook: Thread =
+            Thread({ closeCallbacks(2_000uL) }, "tandem-close-callbacks").also {
+                Runtime.getRuntime().addShutdownHook(it)
+            }
+
+        /**
          * Opens (or creates) the database file at [path] with the schema of [classes] and of every
          * model class they reach (link targets, embedded classes).
          *

@@ -177,6 +177,14 @@ class TypedTest {
     }
 
     @Test
+    fun openingRegistersTheShutdownHookThatClosesCallbacks() {
+        // `db` is open: the hook is registered (removing it says so), exactly once.
+        assertTrue(Runtime.getRuntime().removeShutdownHook(TandemDatabase.exitHook))
+        assertFalse(Runtime.getRuntime().removeShutdownHook(TandemDatabase.exitHook))
+        Runtime.getRuntime().addShutdownHook(TandemDatabase.exitHook)
+    }
+
+    @Test
     fun decimalsAreExact() {
         val texts = listOf("-123456789012345678901234567890.12", "0.1", "1.20", "-0.5", "1E+10", "0", "9999999999999999999999999999999999E-20")
         db.write {
