@@ -3,9 +3,11 @@
 //! - 100,000 objects with 5 properties created in one write transaction, against raw rusqlite
 //!   inserting the same rows into a table keyed by its integer primary key (the rowid: the
 //!   fastest SQLite layout for them, and the one Tandem uses for a required `int` key), and
-//!   their ratio;
+//!   their ratio; and the same rows into a rowid table with a unique index on the key (the
+//!   layout of earlier figures);
 //! - 10,000 single-object write transactions with `Durability::Normal` and `Durability::Full`,
-//!   beside raw rusqlite committing one row per transaction at the same `synchronous` setting;
+//!   beside raw rusqlite committing one row per transaction at the same `synchronous` setting,
+//!   into both layouts;
 //! - query latency over 100,000 objects (p50 and p99 of 200 runs): primary-key equality
 //!   (indexed) and a range filter on a property (a scan);
 //! - reading all 100,000 objects back (best of 3): raw rusqlite selecting the rows into structs
@@ -93,23 +95,40 @@ fn bulk_tandem() -> (Duration, Duration, Database) {
     (start.elapsed(), commit.elapsed(), db)
 }
 
+/// How the baseline lays out `Item`'s rows.
+#[derive(Clone, Copy, Debug)]
+enum RawLayout {
+    /// The integer primary key is the rowid: one B-tree, SQLite's fastest layout for these
+    /// rows, and the one Tandem uses for a class with a required `int` key (the baseline).
+    Rowid,
+    /// A rowid and a UNIQUE index on the key: two B-trees, the layout Tandem uses for other
+    /// key types (and used for every class before 2026-12-02; earlier figures are against it).
+    UniqueIndex,
+}
+
 /// The baseline's database: a fresh file in WAL mode with `durability`'s `synchronous`
-/// setting, and the table Tandem keeps `Item` in (its required integer primary key is the rowid).
-fn raw_connection(name: &str, durability: Durability) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(dir(name)).unwrap();
+/// setting, and `Item`'s table in `layout`.
+fn raw_connection(name: &str, durability: Durability, layout: RawLayout) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir(&format!("{name}-{layout:?}"))).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     let sync = match durability {
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
     };
     conn.pragma_update(None, "synchronous", sync).unwrap();
-    conn.execute_batch("CREATE TABLE item (_pk INTEGER PRIMARY KEY, name, age, score, active)")
-        .unwrap();
+    let key = match layout {
+        RawLayout::Rowid => "_pk INTEGER PRIMARY KEY",
+        RawLayout::UniqueIndex => "_id INTEGER PRIMARY KEY, _pk UNIQUE",
+    };
+    conn.execute_batch(&format!(
+        "CREATE TABLE item ({key}, name, age, score, active)"
+    ))
+    .unwrap();
     conn
 }
 
-fn bulk_raw() -> Duration {
-    let conn = raw_connection("raw", Durability::Normal);
+fn bulk_raw(layout: RawLayout) -> Duration {
+    let conn = raw_connection("raw", Durability::Normal, layout);
     let start = Instant::now();
     conn.execute_batch("BEGIN").unwrap();
     for i in 0..objects() {
@@ -152,8 +171,8 @@ fn single_transactions(durability: Durability) -> Duration {
 
 /// The baseline for [`single_transactions`]: raw rusqlite committing one row per transaction
 /// into the equivalent table, WAL with the same `synchronous` setting.
-fn single_transactions_raw(durability: Durability) -> Duration {
-    let conn = raw_connection(&format!("single-raw-{durability:?}"), durability);
+fn single_transactions_raw(durability: Durability, layout: RawLayout) -> Duration {
+    let conn = raw_connection(&format!("single-raw-{durability:?}"), durability, layout);
     let start = Instant::now();
     for i in 0..10_000i64 {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -218,9 +237,11 @@ fn print_single_transactions() {
     for durability in [Durability::Normal, Durability::Full] {
         // Alternating, best of two each.
         let mut raw = Duration::MAX;
+        let mut indexed = Duration::MAX;
         let mut ours = Duration::MAX;
         for _ in 0..2 {
-            raw = raw.min(single_transactions_raw(durability));
+            raw = raw.min(single_transactions_raw(durability, RawLayout::Rowid));
+            indexed = indexed.min(single_transactions_raw(durability, RawLayout::UniqueIndex));
             ours = ours.min(single_transactions(durability));
         }
         println!(
@@ -231,6 +252,11 @@ fn print_single_transactions() {
             ours.as_secs_f64() * 1e3,
             10_000.0 / ours.as_secs_f64(),
             raw.as_secs_f64() / ours.as_secs_f64(),
+        );
+        println!(
+            "         raw with a unique key index {:>8.1} ms: tandem speed {:.2}x of it",
+            indexed.as_secs_f64() * 1e3,
+            indexed.as_secs_f64() / ours.as_secs_f64(),
         );
     }
 }
@@ -278,7 +304,7 @@ fn best_of_3(mut f: impl FnMut() -> usize) -> (Duration, usize) {
 }
 
 fn print_reads(db: &Database) {
-    let conn = raw_connection("raw-read", Durability::Normal);
+    let conn = raw_connection("raw-read", Durability::Normal, RawLayout::Rowid);
     conn.execute_batch("BEGIN").unwrap();
     for i in 0..objects() {
         insert_raw(&conn, i);
@@ -335,9 +361,11 @@ fn main() {
     }
     // Best of three fresh runs each, alternating, to damp the noise of a shared machine.
     let mut raw = Duration::MAX;
+    let mut indexed = Duration::MAX;
     let mut best: Option<(Duration, Duration, Database)> = None;
     for _ in 0..3 {
-        raw = raw.min(bulk_raw());
+        raw = raw.min(bulk_raw(RawLayout::Rowid));
+        indexed = indexed.min(bulk_raw(RawLayout::UniqueIndex));
         let run = bulk_tandem();
         if best.as_ref().map_or(true, |b| run.0 < b.0) {
             best = Some(run);
@@ -363,6 +391,11 @@ fn main() {
     println!(
         "  ratio tandem / raw             {:>9.2}x",
         tandem.as_secs_f64() / raw.as_secs_f64()
+    );
+    println!(
+        "  raw with a unique key index    {:>9.1} ms (tandem / it {:.2}x)",
+        indexed.as_secs_f64() * 1e3,
+        tandem.as_secs_f64() / indexed.as_secs_f64()
     );
     match only.as_str() {
         "bulk" => return,
