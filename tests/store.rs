@@ -749,9 +749,23 @@ fn a_required_int_key_is_the_rowid_and_the_older_layout_still_works() {
         conn.execute_batch(&format!("DROP TABLE \"t:Person\"; {sql}"))
             .unwrap();
     }
+    let user_version = |path: &PathBuf| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(user_version(&new), 2, "a new file is format 2");
+    // As a file written before format 2: it stays 1 (readable by older Tandems) while it
+    // gains no table of the new form.
+    rusqlite::Connection::open(&old)
+        .unwrap()
+        .pragma_update(None, "user_version", 1)
+        .unwrap();
     let db = open(&old);
     let old_results = exercise(&db);
     assert!(table_sql(&old, "t:Person").contains("_pk UNIQUE"));
+    assert_eq!(user_version(&old), 1);
     assert_eq!(old_results, new_results);
     assert_eq!(
         new_results[0],
@@ -761,9 +775,56 @@ fn a_required_int_key_is_the_rowid_and_the_older_layout_still_works() {
     assert_eq!(new_results[1], [7, 3].map(int).to_vec());
     assert_eq!(new_results[2], vec![int(i64::MIN)]);
     assert_eq!(new_results[4], vec![int(i64::MIN), int(-5)]);
+    let new_db = open(&new);
     assert_eq!(
         db.export_state().unwrap(),
-        open(&new).export_state().unwrap(),
+        new_db.export_state().unwrap(),
         "the same objects, fields and collections"
     );
+    drop(db);
+
+    // A key of another type finds nothing in either form, though SQLite would take the text
+    // '7' for the integer 7 in an INTEGER PRIMARY KEY column.
+    for (db, what) in [(open(&old), "old form"), (new_db, "new form")] {
+        let read = db.read().unwrap();
+        for text in ["7", "07", "7.0", " 7"] {
+            let key = PrimaryKey::String(text.into());
+            assert!(
+                read.object("Person", &key).unwrap().is_none(),
+                "{what}: {text:?}"
+            );
+        }
+        drop(read);
+        let mut tx = db.begin_write().unwrap();
+        let _ = tx.set(
+            "Person",
+            &PrimaryKey::String("7".into()),
+            "name",
+            s("wrong"),
+        );
+        let _ = tx.erase("Person", &PrimaryKey::String("7".into()));
+        drop(tx);
+        let read = db.read().unwrap();
+        let seven = read
+            .object("Person", &int(7))
+            .unwrap()
+            .expect("Person 7 is untouched");
+        assert_eq!(
+            seven.fields["name"],
+            Field::Value(Val::String("p7".into())),
+            "{what}"
+        );
+    }
+
+    // A file of format 1 that gains a class with a required int key becomes format 2.
+    let mut classes = schema().classes().to_vec();
+    classes.push(ClassSchema::top_level(
+        "Counter",
+        "_id",
+        vec![Property::new("_id", PropertyType::Int)],
+    ));
+    let more = Schema::new(classes).unwrap();
+    drop(Database::open(&old, &more, Config::default()).unwrap());
+    assert_eq!(user_version(&old), 2);
+    assert!(table_sql(&old, "t:Counter").contains("_pk INTEGER PRIMARY KEY"));
 }

@@ -38,7 +38,12 @@ use crate::state::{ColumnSpec, TableSchema, TableSpec};
 
 /// Version of this layout, kept in `PRAGMA user_version`. Files with a larger number were
 /// written by a newer Tandem and are refused.
-pub const FORMAT_VERSION: i64 = 1;
+///
+/// - 1: every top-level class in `(_id INTEGER PRIMARY KEY, _pk UNIQUE, ...)`.
+/// - 2: a class with a required `int` key may be `(_pk INTEGER PRIMARY KEY, ...)`, which a
+///   Tandem reading version 1 cannot use. New files start at 2; a version-1 file is raised to 2
+///   when its first such table is created (and stays 1, readable by older Tandems, until then).
+pub const FORMAT_VERSION: i64 = 2;
 
 /// Quotes an identifier for SQL.
 pub(crate) fn quote(name: &str) -> String {
@@ -68,7 +73,10 @@ pub(crate) fn collection_table(class: &str, prop: &str, kind: CollectionType) ->
 }
 
 /// The row id of the top-level object of `class` with primary key `key`, if it exists (an
-/// indexed lookup on `_pk`).
+/// indexed lookup on `_pk`). A key of another type than the stored one finds nothing: an
+/// `INTEGER PRIMARY KEY` would otherwise take the text `'5'` for the integer 5 (its affinity
+/// converts numeric text), where the untyped `_pk UNIQUE` of other tables never did. Every
+/// comparison of `_pk` with a stored link checks the type the same way.
 pub(crate) fn row_id(
     conn: &Connection,
     class: &str,
@@ -76,7 +84,7 @@ pub(crate) fn row_id(
 ) -> rusqlite::Result<Option<i64>> {
     use rusqlite::OptionalExtension;
     conn.prepare_cached(&format!(
-        "SELECT rowid FROM {} WHERE _pk IS ?1",
+        "SELECT rowid FROM {} WHERE _pk IS ?1 AND typeof(_pk) = typeof(?1)",
         object_table(class)
     ))?
     .query_row([super::codec::encode_key(key)], |r| r.get(0))
@@ -252,11 +260,20 @@ pub(crate) fn create_table(
         } => {
             // A required integer key is the rowid itself (the module header); a null key could
             // not be (SQLite gives a NULL rowid a fresh number), nor can other types.
-            let columns = if *pk_type == PayloadType::Int && !*pk_nullable {
+            let rowid_key = *pk_type == PayloadType::Int && !*pk_nullable;
+            let columns = if rowid_key {
                 "_pk INTEGER PRIMARY KEY"
             } else {
                 "_id INTEGER PRIMARY KEY, _pk UNIQUE"
             };
+            if rowid_key {
+                // The first table of this form makes the file version 2 (`FORMAT_VERSION`),
+                // in the same transaction.
+                let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                if version < 2 {
+                    conn.pragma_update(None, "user_version", 2)?;
+                }
+            }
             conn.execute_batch(&format!("CREATE TABLE {table} ({columns})"))?;
             conn.execute(
                 "INSERT INTO _tandem_table (name, embedded, pk_field, pk_type, pk_nullable, asymmetric)

@@ -893,7 +893,7 @@ impl Parser<'_> {
             // (realm-core's LnkLst / LnkSet size); a dictionary counts its entries.
             let resolved = match &column.link_target {
                 Some(target) if crate::state::is_link_collection(self.schemas, column) => format!(
-                    " AND EXISTS (SELECT 1 FROM {} t WHERE t._pk IS c.v)",
+                    " AND EXISTS (SELECT 1 FROM {} t WHERE t._pk IS c.v AND typeof(t._pk) = typeof(c.v))",
                     object_table(target)
                 ),
                 _ => String::new(),
@@ -954,9 +954,9 @@ impl Parser<'_> {
             }
             return Ok(Operand::Column {
                 sql: format!(
-                    "(SELECT {inner_sql} FROM {} t WHERE t._pk = o.{})",
+                    "(SELECT {inner_sql} FROM {} t WHERE t._pk = o.{v} AND typeof(t._pk) = typeof(o.{v}))",
                     object_table(&target),
-                    value_column(&name)
+                    v = value_column(&name)
                 ),
                 value_type: inner_type,
                 kind: None,
@@ -969,9 +969,9 @@ impl Parser<'_> {
         // `== nil`, comparisons and SORT see the target's key only when the target exists.
         let sql = match &column.link_target {
             Some(target) if column.value_type == PayloadType::Link => format!(
-                "(SELECT t._pk FROM {} t WHERE t._pk = o.{})",
+                "(SELECT t._pk FROM {} t WHERE t._pk = o.{v} AND typeof(t._pk) = typeof(o.{v}))",
                 object_table(target),
-                value_column(&name)
+                v = value_column(&name)
             ),
             _ => format!("o.{}", value_column(&name)),
         };

@@ -315,7 +315,7 @@ impl<'db> WriteTransaction<'db> {
             Some(target) if crate::state::is_link_collection(self.schemas(), &column) => conn
                 .prepare_cached(&format!(
                     "SELECT l.pos FROM {} l WHERE l.owner = ?1 \
-                     AND NOT EXISTS (SELECT 1 FROM {} t WHERE t._pk IS l.v) ORDER BY l.pos",
+                     AND NOT EXISTS (SELECT 1 FROM {} t WHERE t._pk IS l.v AND typeof(t._pk) = typeof(l.v)) ORDER BY l.pos",
                     collection_table(&owner_class, &prop, CollectionType::List),
                     object_table(target)
                 ))?
