@@ -6,7 +6,8 @@
 //! check from it. Keeping the state in memory cost about 900 bytes per object for every open
 //! server file; here it lives in a sibling SQLite file, `<server file>-state`
 //! ([`state_path`]), with the client store's layout and applier (`crate::store`: one table per
-//! class with a unique index on the primary key, one per collection property), so the same
+//! class keyed by its primary key, which is the rowid for a required `int` key and a unique
+//! index otherwise, one per collection property), so the same
 //! changesets succeed and fail with the same errors as in [`crate::state::State`]
 //! (`tests/store_differential.rs`). Only the schemas stay in memory.
 //!
@@ -18,7 +19,9 @@
 //! commits (or a lost state commit) leaves the state behind the history: at open, the server
 //! file replays only the history after `state_version`. A state file that belongs to another
 //! history (another salt: a restored backup, a deleted and recreated server file) or is ahead of
-//! it is discarded and rebuilt from the whole history.
+//! it is discarded and rebuilt from the whole history. Its format version is the client
+//! store's (`docs/store.md`): an older tandem-server refuses a state file of a newer format
+//! (`FormatTooNew`); the file is derived, so removing it makes that server rebuild it.
 
 use std::path::{Path, PathBuf};
 
