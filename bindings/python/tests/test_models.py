@@ -4,6 +4,7 @@ import asyncio
 import datetime
 import decimal
 import math
+import sys
 import threading
 import uuid
 from typing import Annotated, Any, List
@@ -271,6 +272,19 @@ def test_batch_writer_errors_and_threads(tdb):
         t.join()
     assert errors == []
     assert len(tdb.objects(Person)) == 1 + 4 * 50
+    # A batch longer than uniffi's i32 length can carry is refused before crossing (the limit
+    # lowered here: a real one would take 2 GiB), and nothing is written.
+    before = tdb.version
+    models = sys.modules["tandem.models"]
+    limit = models._MAX_BATCH_BYTES
+    models._MAX_BATCH_BYTES = 16
+    try:
+        with pytest.raises(ValueError, match="over 2 GiB"):
+            with tdb.write() as tx:
+                tx.add(Person(id=99999, name="too long for the lowered limit"))
+    finally:
+        models._MAX_BATCH_BYTES = limit
+    assert tdb.get(Person, 99999) is None and tdb.version == before
 
 
 def test_schema_errors(tmp_path):
