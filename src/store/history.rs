@@ -33,11 +33,12 @@ pub(crate) fn changeset_timestamp() -> u64 {
     now.saturating_sub(TIMESTAMP_EPOCH_MS)
 }
 
-/// Now by the device's clock corrected by the stored clock offset (what the sync client
-/// measured against the server's clock, `Database::clock_offset`), never below 0.
-fn corrected_timestamp(conn: &Connection) -> i64 {
-    let offset = get(conn, CLOCK_OFFSET).unwrap_or(0) as i64;
-    (changeset_timestamp() as i64).saturating_add(offset).max(0)
+/// Now by the device's clock corrected by `offset_ms`, the stored clock offset (what the sync
+/// client measured against the server's clock, `Database::clock_offset`), never below 0.
+fn corrected_timestamp(offset_ms: i64) -> i64 {
+    (changeset_timestamp() as i64)
+        .saturating_add(offset_ms)
+        .max(0)
 }
 
 /// Appends a local changeset to the history as the next client version.
@@ -61,8 +62,15 @@ pub(crate) fn last_version(conn: &Connection) -> Result<u64, StoreError> {
     let last: Option<i64> = conn
         .prepare_cached("SELECT MAX(version) FROM _tandem_history")?
         .query_row([], |r| r.get(0))?;
-    let base = get(conn, HISTORY_BASE_VERSION).unwrap_or(0);
-    Ok((last.unwrap_or(0) as u64).max(base))
+    Ok(newest_version(
+        last,
+        get(conn, HISTORY_BASE_VERSION).unwrap_or(0),
+    ))
+}
+
+/// [`last_version`] from the newest entry's version (`None`: no entry) and the trim base.
+fn newest_version(last: Option<i64>, base: u64) -> u64 {
+    (last.unwrap_or(0) as u64).max(base)
 }
 
 /// Appends a local changeset, already encoded as `encoded`, as the next client version.
@@ -78,7 +86,7 @@ pub(crate) fn append_encoded(
         version,
         encoded,
         last_integrated_server_version as i64,
-        corrected_timestamp(conn),
+        corrected_timestamp(get(conn, CLOCK_OFFSET).unwrap_or(0) as i64),
         file_ident,
     )
 }
@@ -141,20 +149,17 @@ pub(crate) fn append_local(
                 ))
             },
         )?;
-    let version = (last.unwrap_or(0) as u64).max(base.unwrap_or(0) as u64) + 1;
+    let version = newest_version(last, base.unwrap_or(0) as u64) + 1;
     let ident = match ident {
         Some(v) if v != 0 => v as u64,
         _ => file_ident,
     };
-    let timestamp = (changeset_timestamp() as i64)
-        .saturating_add(offset.unwrap_or(0))
-        .max(0);
     insert_entry(
         conn,
         version,
         encoded,
         server_version.unwrap_or(0),
-        timestamp,
+        corrected_timestamp(offset.unwrap_or(0)),
         ident,
     )
 }
