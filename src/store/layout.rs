@@ -72,11 +72,18 @@ pub(crate) fn collection_table(class: &str, prop: &str, kind: CollectionType) ->
     quote(&format!("{tag}:{class}:{prop}"))
 }
 
-/// The row id of the top-level object of `class` with primary key `key`, if it exists (an
-/// indexed lookup on `_pk`). A key of another type than the stored one finds nothing: an
+/// SQL that is true when the primary-key column `pk` holds the key `value` (an SQL expression:
+/// a parameter, a link column), compared with `op` (`IS`, or `=` where a NULL must match
+/// nothing), and of the same type. The type check keeps both table forms alike: an
 /// `INTEGER PRIMARY KEY` would otherwise take the text `'5'` for the integer 5 (its affinity
-/// converts numeric text), where the untyped `_pk UNIQUE` of other tables never did. Every
-/// comparison of `_pk` with a stored link checks the type the same way.
+/// converts numeric text), where the untyped `_pk UNIQUE` never did. Every comparison of `_pk`
+/// with a key or a stored link goes through here; the `pk` side still drives the lookup.
+pub(crate) fn key_matches(pk: &str, op: &str, value: &str) -> String {
+    format!("{pk} {op} {value} AND typeof({pk}) = typeof({value})")
+}
+
+/// The row id of the top-level object of `class` with primary key `key`, if it exists (an
+/// indexed lookup on `_pk`; a key of another type finds nothing, [`key_matches`]).
 pub(crate) fn row_id(
     conn: &Connection,
     class: &str,
@@ -84,8 +91,9 @@ pub(crate) fn row_id(
 ) -> rusqlite::Result<Option<i64>> {
     use rusqlite::OptionalExtension;
     conn.prepare_cached(&format!(
-        "SELECT rowid FROM {} WHERE _pk IS ?1 AND typeof(_pk) = typeof(?1)",
-        object_table(class)
+        "SELECT rowid FROM {} WHERE {}",
+        object_table(class),
+        key_matches("_pk", "IS", "?1")
     ))?
     .query_row([super::codec::encode_key(key)], |r| r.get(0))
     .optional()

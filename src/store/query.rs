@@ -54,7 +54,7 @@ use rusqlite::types::Value as Sql;
 
 use super::apply::store_value;
 use super::compare::{self, FOLD_CASE, FOLD_DIACRITICS};
-use super::layout::{collection_table, kind_column, object_table, value_column};
+use super::layout::{collection_table, key_matches, kind_column, object_table, value_column};
 use crate::changeset::{CollectionType, PayloadType};
 use crate::model::{Timestamp, Value};
 use crate::state::{Key, Schemas, TableSpec, Val};
@@ -893,8 +893,9 @@ impl Parser<'_> {
             // (realm-core's LnkLst / LnkSet size); a dictionary counts its entries.
             let resolved = match &column.link_target {
                 Some(target) if crate::state::is_link_collection(self.schemas, column) => format!(
-                    " AND EXISTS (SELECT 1 FROM {} t WHERE t._pk IS c.v AND typeof(t._pk) = typeof(c.v))",
-                    object_table(target)
+                    " AND EXISTS (SELECT 1 FROM {} t WHERE {})",
+                    object_table(target),
+                    key_matches("t._pk", "IS", "c.v")
                 ),
                 _ => String::new(),
             };
@@ -954,9 +955,9 @@ impl Parser<'_> {
             }
             return Ok(Operand::Column {
                 sql: format!(
-                    "(SELECT {inner_sql} FROM {} t WHERE t._pk = o.{v} AND typeof(t._pk) = typeof(o.{v}))",
+                    "(SELECT {inner_sql} FROM {} t WHERE {})",
                     object_table(&target),
-                    v = value_column(&name)
+                    key_matches("t._pk", "=", &format!("o.{}", value_column(&name)))
                 ),
                 value_type: inner_type,
                 kind: None,
@@ -969,9 +970,9 @@ impl Parser<'_> {
         // `== nil`, comparisons and SORT see the target's key only when the target exists.
         let sql = match &column.link_target {
             Some(target) if column.value_type == PayloadType::Link => format!(
-                "(SELECT t._pk FROM {} t WHERE t._pk = o.{v} AND typeof(t._pk) = typeof(o.{v}))",
+                "(SELECT t._pk FROM {} t WHERE {})",
                 object_table(target),
-                v = value_column(&name)
+                key_matches("t._pk", "=", &format!("o.{}", value_column(&name)))
             ),
             _ => format!("o.{}", value_column(&name)),
         };

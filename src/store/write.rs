@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use super::apply::{apply_instructions, store_value};
 use super::codec;
 use super::history::append_local;
-use super::layout::{collection_table, kind_column, object_table, value_column};
+use super::layout::{collection_table, key_matches, kind_column, object_table, value_column};
 use super::{from_key, to_key, Database, SizeLimit, StoreError};
 use crate::changeset::{
     AddInteger, ArrayErase, ArrayInsert, ArrayMove, Changeset, Clear, CollectionType, FieldPath,
@@ -315,9 +315,10 @@ impl<'db> WriteTransaction<'db> {
             Some(target) if crate::state::is_link_collection(self.schemas(), &column) => conn
                 .prepare_cached(&format!(
                     "SELECT l.pos FROM {} l WHERE l.owner = ?1 \
-                     AND NOT EXISTS (SELECT 1 FROM {} t WHERE t._pk IS l.v AND typeof(t._pk) = typeof(l.v)) ORDER BY l.pos",
+                     AND NOT EXISTS (SELECT 1 FROM {} t WHERE {}) ORDER BY l.pos",
                     collection_table(&owner_class, &prop, CollectionType::List),
-                    object_table(target)
+                    object_table(target),
+                    key_matches("t._pk", "IS", "l.v")
                 ))?
                 .query_map([row], |r| r.get::<_, i64>(0).map(|p| p as usize))?
                 .collect::<Result<Vec<_>, _>>()?,
