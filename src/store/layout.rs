@@ -45,6 +45,9 @@ use crate::state::{ColumnSpec, TableSchema, TableSpec};
 ///   when its first such table is created (and stays 1, readable by older Tandems, until then).
 pub const FORMAT_VERSION: i64 = 2;
 
+/// The format version that introduced the integer-key table form ([`FORMAT_VERSION`]).
+const ROWID_KEY_FORMAT: i64 = 2;
+
 /// Quotes an identifier for SQL.
 pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -268,20 +271,17 @@ pub(crate) fn create_table(
         } => {
             // A required integer key is the rowid itself (the module header); a null key could
             // not be (SQLite gives a NULL rowid a fresh number), nor can other types.
-            let rowid_key = *pk_type == PayloadType::Int && !*pk_nullable;
-            let columns = if rowid_key {
+            let columns = if *pk_type == PayloadType::Int && !*pk_nullable {
+                // The first table of this form raises the file to the format version that
+                // introduced it, in the same transaction.
+                let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                if version < ROWID_KEY_FORMAT {
+                    conn.pragma_update(None, "user_version", ROWID_KEY_FORMAT)?;
+                }
                 "_pk INTEGER PRIMARY KEY"
             } else {
                 "_id INTEGER PRIMARY KEY, _pk UNIQUE"
             };
-            if rowid_key {
-                // The first table of this form makes the file version 2 (`FORMAT_VERSION`),
-                // in the same transaction.
-                let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-                if version < 2 {
-                    conn.pragma_update(None, "user_version", 2)?;
-                }
-            }
             conn.execute_batch(&format!("CREATE TABLE {table} ({columns})"))?;
             conn.execute(
                 "INSERT INTO _tandem_table (name, embedded, pk_field, pk_type, pk_nullable, asymmetric)
