@@ -2790,7 +2790,8 @@ public protocol RowCodecProtocol: AnyObject, Sendable {
     /**
      * Performs a write batch (a JSON array of operations, UTF-8) in one transaction. Returns
      * the new local version, or 0 if nothing changed (local versions start at 1). On an error
-     * nothing is written.
+     * nothing is written; an error in an operation names it (`operation 2: ...`, counted from
+     * 0) and keeps its kind, as `Database::write` does.
      *
      * The batch is borrowed, not copied, and the version crosses as a plain integer: each
      * copy, buffer and `Option` costs Python's generated code extra calls on every
@@ -2908,7 +2909,8 @@ open func query(db: Database, className: String, filter: String, args: [Value], 
     /**
      * Performs a write batch (a JSON array of operations, UTF-8) in one transaction. Returns
      * the new local version, or 0 if nothing changed (local versions start at 1). On an error
-     * nothing is written.
+     * nothing is written; an error in an operation names it (`operation 2: ...`, counted from
+     * 0) and keeps its kind, as `Database::write` does.
      *
      * The batch is borrowed, not copied, and the version crosses as a plain integer: each
      * copy, buffer and `Option` costs Python's generated code extra calls on every
@@ -9089,7 +9091,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_rowcodec_query() != 55063) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_rowcodec_write() != 33139) {
+    if (uniffi_tandem_checksum_method_rowcodec_write() != 30215) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_canceltoken_cancel() != 3421) {

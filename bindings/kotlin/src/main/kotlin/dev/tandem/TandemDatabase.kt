@@ -30,6 +30,19 @@ class TandemDatabase private constructor(
     models: List<Model<*>>,
 ) : AutoCloseable {
     private val models: Map<KClass<*>, Model<*>> = models.associateBy { it.kclass }
+    private val modelSpecs: List<ClassSpec> = models.map { it.spec }
+    private val primaryKeys: Map<String, String> =
+        models.mapNotNull { m -> m.primaryKey?.let { m.className to it.name } }.toMap()
+
+    /** The one-crossing write path, made on the first write and released by [close]. */
+    @Volatile private var batchPath: BatchPath? = null
+
+    @Volatile private var closed = false
+
+    private fun batchPath(): BatchPath = batchPath ?: synchronized(this) {
+        check(!closed) { "this TandemDatabase is closed" }
+        batchPath ?: BatchPath(raw, modelSpecs).also { batchPath = it }
+    }
 
     companion object {
         /**
@@ -109,6 +122,10 @@ class TandemDatabase private constructor(
         val batch = TypedWrite(this)
         batch.block()
         if (batch.ops.isEmpty()) return null
+        if (!batch.untyped) {
+            val json = JsonBatch.encode(batch.ops) { primaryKeys.getValue(it) }
+            if (json != null) return batchPath().write(json)
+        }
         return raw.write(batch.ops)
     }
 
@@ -199,7 +216,14 @@ class TandemDatabase private constructor(
     fun sync(options: SyncOptions, tokenProvider: TokenProvider? = null): SyncSession = raw.sync(options, tokenProvider)
 
     /** Frees the native database now. */
-    override fun close() = raw.close()
+    override fun close() {
+        synchronized(this) {
+            closed = true
+            batchPath?.close()
+            batchPath = null
+        }
+        raw.close()
+    }
 }
 
 /**

@@ -1,6 +1,8 @@
 // TypedWrite: the receiver of `TandemDatabase.write { }`. Typed operations (add = upsert of a
 // whole object, create, delete, set one property) are encoded into the FFI's `WriteOp` list and
-// sent in ONE `Database.write(ops)` call: one transaction, one crossing, all or nothing.
+// sent in ONE crossing: one transaction, all or nothing (as the row codec's JSON batch through
+// `BatchPath`, or as the `WriteOp`s through `Database.write(ops)` when the batch has embedded
+// objects or untyped operations).
 
 package dev.tandem
 
@@ -82,7 +84,12 @@ class TypedWrite internal constructor(private val db: TandemDatabase) {
     /** Adds an untyped [WriteOp] to the batch, in order with the typed ones. */
     fun op(op: WriteOp) {
         ops += op
+        untyped = true
     }
+
+    /** Whether [op] was used: the batch then crosses as [WriteOp]s (see [JsonBatch]). */
+    internal var untyped = false
+        private set
 
     private fun topLevel(kclass: KClass<*>): Model<*> {
         val model = db.model(kclass)

@@ -1524,7 +1524,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_rowcodec_query() and 0xFFFF) != 55063) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_rowcodec_write() and 0xFFFF) != 33139) {
+    if ((lib.uniffi_tandem_checksum_method_rowcodec_write() and 0xFFFF) != 30215) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_canceltoken_cancel() and 0xFFFF) != 3421) {
@@ -5660,7 +5660,8 @@ public interface RowCodecInterface {
     /**
      * Performs a write batch (a JSON array of operations, UTF-8) in one transaction. Returns
      * the new local version, or 0 if nothing changed (local versions start at 1). On an error
-     * nothing is written.
+     * nothing is written; an error in an operation names it (`operation 2: ...`, counted from
+     * 0) and keeps its kind, as `Database::write` does.
      *
      * The batch is borrowed, not copied, and the version crosses as a plain integer: each
      * copy, buffer and `Option` costs Python's generated code extra calls on every
@@ -5839,7 +5840,8 @@ open class RowCodec: Disposable, AutoCloseable, RowCodecInterface
     /**
      * Performs a write batch (a JSON array of operations, UTF-8) in one transaction. Returns
      * the new local version, or 0 if nothing changed (local versions start at 1). On an error
-     * nothing is written.
+     * nothing is written; an error in an operation names it (`operation 2: ...`, counted from
+     * 0) and keeps its kind, as `Database::write` does.
      *
      * The batch is borrowed, not copied, and the version crosses as a plain integer: each
      * copy, buffer and `Option` costs Python's generated code extra calls on every

@@ -1,0 +1,250 @@
+// BatchPath: the typed layer's write path of one plain crossing. A batch of typed operations is
+// encoded as the row codec's JSON write batch (src/ffi/python_batch.rs documents the format) and
+// handed to `batch_write` as a borrowed direct buffer, with the call's status structure reused per
+// thread. The generated `Database.write(ops)` allocates JNA structures (native memory tracked by
+// JNA's cleaner) for every crossing it makes: four per call (handle clone, list buffer, call,
+// returned buffer), which measured 40 to 80 us for an empty batch against 14 us here
+// (bindings/kotlin/README.md, "Benchmark").
+
+package dev.tandem
+
+import java.nio.ByteBuffer
+import java.util.Base64
+
+/**
+ * Encodes [WriteOp]s as the row codec's JSON write batch: one JSON operation per [WriteOp], in
+ * order, so `operation <i>` in an error names the same operation either way.
+ *
+ * Only operations the codec spells are encoded: everything but embedded objects (the
+ * `CreateEmbedded` and `ListInsertEmbedded` variants and any operation with a path). [encode]
+ * returns null for a batch holding anything else; the caller then sends the [WriteOp]s as they
+ * are. The values must already match their properties' types (the typed layer guarantees it):
+ * the codec reads a value by its property's type, so an untyped batch is never encoded here.
+ */
+internal object JsonBatch {
+    private val b64: Base64.Encoder = Base64.getEncoder()
+    private val hex = "0123456789abcdef".toCharArray()
+
+    /**
+     * The UTF-8 JSON of [ops], or null if one of them has no JSON form. [primaryKey] gives the
+     * primary key property of a class (the codec's `create` and `upsert` carry the key among the
+     * values).
+     */
+    fun encode(ops: List<WriteOp>, primaryKey: (String) -> String): ByteArray? {
+        val out = StringBuilder(64 + 96 * ops.size)
+        out.append('[')
+        for ((i, op) in ops.withIndex()) {
+            if (i > 0) out.append(',')
+            if (!op(out, op, primaryKey)) return null
+        }
+        out.append(']')
+        return out.toString().toByteArray(Charsets.UTF_8)
+    }
+
+    private fun op(out: StringBuilder, op: WriteOp, primaryKey: (String) -> String): Boolean {
+        when (op) {
+            is WriteOp.Create -> put(out, "create", op.className, primaryKey(op.className), op.key, op.values)
+            is WriteOp.Upsert -> put(out, "upsert", op.className, primaryKey(op.className), op.key, op.values)
+            is WriteOp.Erase -> head(out, "erase", op.className, op.key)
+            is WriteOp.Set -> if (op.path.isNotEmpty()) return false else {
+                target(out, "set", op.className, op.key, op.property); out.append(','); value(out, op.value)
+            }
+            is WriteOp.Add -> if (op.path.isNotEmpty()) return false else {
+                target(out, "add", op.className, op.key, op.property); out.append(',').append(op.amount)
+            }
+            is WriteOp.ListInsert -> if (op.path.isNotEmpty()) return false else {
+                target(out, "list_insert", op.className, op.key, op.property)
+                out.append(',').append(op.index.toString()).append(','); value(out, op.value)
+            }
+            is WriteOp.ListSet -> if (op.path.isNotEmpty()) return false else {
+                target(out, "list_set", op.className, op.key, op.property)
+                out.append(',').append(op.index.toString()).append(','); value(out, op.value)
+            }
+            is WriteOp.ListMove -> if (op.path.isNotEmpty()) return false else {
+                target(out, "list_move", op.className, op.key, op.property)
+                out.append(',').append(op.from.toString()).append(',').append(op.to.toString())
+            }
+            is WriteOp.ListErase -> if (op.path.isNotEmpty()) return false else {
+                target(out, "list_erase", op.className, op.key, op.property)
+                out.append(',').append(op.index.toString())
+            }
+            is WriteOp.ListClear -> if (op.path.isNotEmpty()) return false else
+                target(out, "list_clear", op.className, op.key, op.property)
+            is WriteOp.SetInsert -> if (op.path.isNotEmpty()) return false else {
+                target(out, "set_insert", op.className, op.key, op.property); out.append(','); value(out, op.value)
+            }
+            is WriteOp.SetErase -> if (op.path.isNotEmpty()) return false else {
+                target(out, "set_erase", op.className, op.key, op.property); out.append(','); value(out, op.value)
+            }
+            is WriteOp.SetClear -> if (op.path.isNotEmpty()) return false else
+                target(out, "set_clear", op.className, op.key, op.property)
+            is WriteOp.DictSet -> if (op.path.isNotEmpty()) return false else {
+                target(out, "dict_set", op.className, op.key, op.property)
+                out.append(','); string(out, op.entry); out.append(','); value(out, op.value)
+            }
+            is WriteOp.DictErase -> if (op.path.isNotEmpty()) return false else {
+                target(out, "dict_erase", op.className, op.key, op.property)
+                out.append(','); string(out, op.entry)
+            }
+            is WriteOp.DictClear -> if (op.path.isNotEmpty()) return false else
+                target(out, "dict_clear", op.className, op.key, op.property)
+            is WriteOp.CreateEmbedded, is WriteOp.ListInsertEmbedded -> return false
+        }
+        out.append(']')
+        return true
+    }
+
+    /** `["create"|"upsert", class, {pk: key, prop: value, ...}` (the caller closes it). */
+    private fun put(out: StringBuilder, name: String, cls: String, pk: String, key: Key, values: Map<String, Value>) {
+        out.append("[\"").append(name).append("\",")
+        string(out, cls)
+        out.append(",{")
+        string(out, pk)
+        out.append(':')
+        key(out, key)
+        for ((prop, v) in values) {
+            out.append(',')
+            string(out, prop)
+            out.append(':')
+            value(out, v)
+        }
+        out.append('}')
+    }
+
+    /** `[name, class, key` (the caller closes it). */
+    private fun head(out: StringBuilder, name: String, cls: String, key: Key) {
+        out.append("[\"").append(name).append("\",")
+        string(out, cls)
+        out.append(',')
+        key(out, key)
+    }
+
+    /** `[name, class, key, prop` (the caller closes it). */
+    private fun target(out: StringBuilder, name: String, cls: String, key: Key, prop: String) {
+        head(out, name, cls, key)
+        out.append(',')
+        string(out, prop)
+    }
+
+    private fun key(out: StringBuilder, key: Key) {
+        when (key) {
+            is Key.Null -> out.append("null")
+            is Key.Int -> out.append(key.value)
+            is Key.String -> string(out, key.value)
+            is Key.ObjectId -> hexString(out, key.bytes)
+            is Key.Uuid -> hexString(out, key.bytes)
+        }
+    }
+
+    private fun value(out: StringBuilder, v: Value) {
+        when (v) {
+            is Value.Null -> out.append("null")
+            is Value.Int -> out.append(v.value)
+            is Value.Bool -> out.append(v.value)
+            is Value.String -> string(out, v.value)
+            is Value.Binary -> out.append('"').append(b64.encodeToString(v.value)).append('"')
+            is Value.Timestamp -> out.append('[').append(v.seconds).append(',').append(v.nanoseconds).append(']')
+            is Value.Float -> when {
+                v.value.isNaN() -> out.append("\"NaN\"")
+                v.value.isInfinite() -> out.append(if (v.value > 0) "\"Infinity\"" else "\"-Infinity\"")
+                else -> out.append(v.value)
+            }
+            is Value.Double -> when {
+                v.value.isNaN() -> out.append("\"NaN\"")
+                v.value.isInfinite() -> out.append(if (v.value > 0) "\"Infinity\"" else "\"-Infinity\"")
+                else -> out.append(v.value)
+            }
+            is Value.ObjectId -> hexString(out, v.bytes)
+            is Value.Uuid -> hexString(out, v.bytes)
+            is Value.Decimal -> string(out, v.value)
+            is Value.Link -> key(out, v.key)
+        }
+    }
+
+    private fun hexString(out: StringBuilder, bytes: ByteArray) {
+        out.append('"')
+        for (b in bytes) out.append(hex[(b.toInt() shr 4) and 15]).append(hex[b.toInt() and 15])
+        out.append('"')
+    }
+
+    /** A JSON string (RFC 8259): quote, backslash and the controls below U+0020 escaped. */
+    internal fun string(out: StringBuilder, s: String) {
+        out.append('"')
+        var start = 0
+        for (i in s.indices) {
+            val c = s[i]
+            if (c != '"' && c != '\\' && c >= ' ') continue
+            out.append(s, start, i)
+            when (c) {
+                '"' -> out.append("\\\"")
+                '\\' -> out.append("\\\\")
+                '\n' -> out.append("\\n")
+                '\r' -> out.append("\\r")
+                '\t' -> out.append("\\t")
+                else -> out.append("\\u00").append(hex[c.code shr 4]).append(hex[c.code and 15])
+            }
+            start = i + 1
+        }
+        out.append(s, start, s.length).append('"')
+    }
+}
+
+/**
+ * The codec and [BatchWriter] of one [TandemDatabase], and the per-thread structures of the
+ * crossing. [close] releases the writer (the native side holds the database while it lives).
+ */
+internal class BatchPath(db: Database, classes: List<ClassSpec>) : AutoCloseable {
+    private val codec = RowCodec(classes)
+    private val writer = BatchWriter(codec, db)
+    private val id: Long = writer.id().toLong()
+
+    /** The call's structures, reused by one thread: a borrowed byte range and the call status. */
+    private class Scratch {
+        val buffer: ByteBuffer = ByteBuffer.allocateDirect(KEPT_BYTES)
+        val address: com.sun.jna.Pointer = com.sun.jna.Native.getDirectBufferPointer(buffer)
+        val bytes = ForeignBytes.ByValue()
+        var status = UniffiRustCallStatus()
+    }
+
+    private val scratch = ThreadLocal.withInitial { Scratch() }
+
+    /**
+     * Writes the JSON batch [json] in one transaction: the new local version, or null if nothing
+     * changed. Throws [TandemException] as `Database.write` does (an operation's error names it).
+     */
+    fun write(json: ByteArray): ULong? {
+        val s = scratch.get()
+        // A large batch gets a buffer of its own, freed after the call, not kept by the thread.
+        val buffer = if (json.size <= KEPT_BYTES) s.buffer else ByteBuffer.allocateDirect(json.size)
+        buffer.clear()
+        buffer.put(json)
+        s.bytes.data = if (buffer === s.buffer) s.address else com.sun.jna.Native.getDirectBufferPointer(buffer)
+        s.bytes.len = json.size
+        val status = s.status
+        val version = UniffiLib.uniffi_tandem_fn_func_batch_write(id, s.bytes, status)
+        // The buffer's memory must outlive the call: keep it reachable until here.
+        java.lang.ref.Reference.reachabilityFence(buffer)
+        if (status.code != UNIFFI_CALL_SUCCESS) {
+            // The status now holds an error buffer: lifting it frees it; the next call starts
+            // from a fresh status.
+            s.status = UniffiRustCallStatus()
+            when (status.code) {
+                UNIFFI_CALL_ERROR -> throw TandemException.ErrorHandler.lift(status.error_buf)
+                else -> throw InternalException(
+                    if (status.error_buf.len > 0) FfiConverterString.lift(status.error_buf) else "Rust panic",
+                )
+            }
+        }
+        return if (version == 0L) null else version.toULong()
+    }
+
+    override fun close() {
+        writer.close()
+        codec.close()
+    }
+
+    private companion object {
+        /** The per-thread buffer: batches up to this size (bytes) are copied into it. */
+        const val KEPT_BYTES = 16 * 1024
+    }
+}
