@@ -329,3 +329,43 @@ fn a_changeset_that_does_not_apply_changes_neither_history_nor_state() {
     assert_eq!(server.state().unwrap(), kept);
     assert_consistent(&mut server, "reopened");
 }
+
+/// The schema generation (what flexible sync's compiled-query cache is keyed on) moves when
+/// the schema may have changed, and only then: a schema changeset, a failing changeset, a
+/// rollback, a reopen; data changesets leave it, so a fan-out compiles each query once.
+#[test]
+fn the_schema_generation_moves_exactly_when_the_schema_may_change() {
+    let path = temp("generation");
+    let mut state = ServerState::open(state_path(&path), 7).unwrap();
+    let opened = state.schema_generation();
+    state
+        .apply(&add_table("Item", PayloadType::Int), 1)
+        .unwrap();
+    let after_schema = state.schema_generation();
+    assert_ne!(after_schema, opened);
+    assert!(state.schemas().contains_key("Item"));
+    let shared = state.shared_schemas();
+    state.apply(&create("Item", 1), 2).unwrap();
+    state.apply(&create("Item", 2), 3).unwrap();
+    assert_eq!(state.schema_generation(), after_schema, "data changesets");
+    // A changeset that does not apply (an object of a class that does not exist).
+    assert!(state.apply(&create("Nope", 1), 4).is_err());
+    let after_error = state.schema_generation();
+    assert_ne!(after_error, after_schema);
+    state.commit().unwrap();
+    assert_eq!(state.schema_generation(), after_error, "a commit");
+    // A schema change leaves a copy taken before it as it was.
+    state
+        .apply(&add_table("Other", PayloadType::String), 4)
+        .unwrap();
+    assert!(state.schemas().contains_key("Other"));
+    assert!(!shared.contains_key("Other"));
+    let before_rollback = state.schema_generation();
+    state.rollback();
+    assert_ne!(state.schema_generation(), before_rollback);
+    assert!(!state.schemas().contains_key("Other"));
+    drop(state);
+    let reopened = ServerState::open(state_path(&path), 7).unwrap();
+    assert_ne!(reopened.schema_generation(), before_rollback);
+    assert!(reopened.schemas().contains_key("Item"));
+}

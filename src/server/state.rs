@@ -24,6 +24,8 @@
 //! (`FormatTooNew`); the file is derived, so removing it makes that server rebuild it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -98,11 +100,21 @@ pub struct ServerState {
     path: PathBuf,
     conn: Connection,
     /// The schema as the tables hold it, including changesets applied but not committed.
-    schemas: Schemas,
+    /// Shared so that a reader holds it without copying (see [`ServerState::shared_schemas`]).
+    schemas: Arc<Schemas>,
+    /// Changes whenever `schemas` may have: see [`ServerState::schema_generation`].
+    generation: u64,
     /// The last server version applied (committed or not).
     version: u64,
     /// Whether a transaction with applied, uncommitted changesets is open.
     pending: bool,
+}
+
+/// A process-wide counter, so that generations of different states (a state reopened after
+/// a reset) never repeat.
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Reads a `_tandem_server_state` value.
@@ -151,7 +163,8 @@ impl ServerState {
         Ok(ServerState {
             path,
             conn,
-            schemas,
+            schemas: Arc::new(schemas),
+            generation: next_generation(),
             version,
             pending: false,
         })
@@ -208,6 +221,21 @@ impl ServerState {
         &self.schemas
     }
 
+    /// The schema, shared: cloning the `Arc` copies nothing, and the next change to the
+    /// schema leaves this copy as it is.
+    pub fn shared_schemas(&self) -> Arc<Schemas> {
+        Arc::clone(&self.schemas)
+    }
+
+    /// A number that differs from every earlier one (of any state in this process) once the
+    /// schema may have changed: it moves when a changeset with schema instructions
+    /// ([`Instruction::is_schema_change`](crate::changeset::Instruction::is_schema_change)) or
+    /// a failing one is applied, on a rollback and on reopening, so what a caller derived from
+    /// [`ServerState::schemas`] under one generation may be reused while it is the same.
+    pub fn schema_generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Applies the changeset of server version `version` atomically, in the open transaction
     /// (begun if needed): on [`StateError::Rejected`] (the changeset breaks Realm's rules:
     /// `BadChangeset`, or `SchemaMismatch` for a conflicting AddTable / AddColumn) or
@@ -218,7 +246,16 @@ impl ServerState {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             self.pending = true;
         }
-        tables::apply(&self.conn, &mut self.schemas, changeset)?;
+        // Only schema instructions change the schema; a failed apply may have restored it.
+        let changes_schema = changeset.instructions.iter().any(|i| i.is_schema_change());
+        if changes_schema {
+            self.generation = next_generation();
+        }
+        let applied = tables::apply(&self.conn, Arc::make_mut(&mut self.schemas), changeset);
+        if applied.is_err() && !changes_schema {
+            self.generation = next_generation();
+        }
+        applied?;
         self.version = version;
         Ok(())
     }
@@ -257,8 +294,9 @@ impl ServerState {
             self.version = v as u64;
         }
         if let Ok(loaded) = tables::load(&self.conn) {
-            self.schemas = loaded.schemas;
+            self.schemas = Arc::new(loaded.schemas);
         }
+        self.generation = next_generation();
     }
 
     /// The state file's connection, for flexible sync's queries and views

@@ -34,7 +34,8 @@
 //! `DISTINCT` and `LIMIT`, as Realm's flexible sync refused them; and whatever the query
 //! compiler refuses. Asymmetric classes never enter a view.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -186,24 +187,96 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
     }))
 }
 
-/// Each class's filter of `query` for steady-state decisions about `client`; a query that no
-/// longer compiles (its class changed) matches nothing, with a warning.
-fn steady_filters<'q>(
-    schemas: &Schemas,
-    query: &'q Subscription,
-    client: u64,
-) -> BTreeMap<&'q str, Option<Filter>> {
-    query
-        .queries
-        .iter()
-        .map(|(class, text)| {
-            let filter = compile(schemas, class, text).unwrap_or_else(|why| {
-                tracing::warn!(client, %why, "a subscription no longer compiles: it matches nothing");
-                None
-            });
-            (class.as_str(), filter)
-        })
-        .collect()
+/// Subscription queries compiled against one schema generation
+/// ([`ServerState::schema_generation`](crate::server::state::ServerState::schema_generation)),
+/// by class and query text. Every session's DOWNLOAD filters the changesets it is sent through
+/// its queries; sessions share texts (the same subscription on many devices) and a session
+/// downloads many times between schema changes, so each text is compiled once per schema.
+/// Emptied when the generation moves (a schema change, a failed apply, a rollback) or before
+/// it would pass [`FilterCache::MAX_ENTRIES`] entries or [`FilterCache::MAX_BYTES`] of text;
+/// a text longer than [`FilterCache::MAX_TEXT`] is compiled each time, never kept.
+#[derive(Default)]
+pub(crate) struct FilterCache {
+    generation: u64,
+    /// Class, then query text (nested, so that a lookup needs no owned key).
+    compiled: HashMap<String, HashMap<String, Option<Arc<Filter>>>>,
+    entries: usize,
+    /// Bytes of class names, query texts and compiled SQL kept.
+    bytes: usize,
+}
+
+impl FilterCache {
+    /// Compiled queries kept at most.
+    const MAX_ENTRIES: usize = 4096;
+    /// Bytes kept at most (see `bytes`).
+    const MAX_BYTES: usize = 16 << 20;
+    /// Longer query texts are not kept.
+    const MAX_TEXT: usize = 64 << 10;
+
+    fn clear(&mut self) {
+        self.compiled.clear();
+        self.entries = 0;
+        self.bytes = 0;
+    }
+}
+
+impl ServerFile {
+    /// The compiled filter of each class of `query` (`None`: matches nothing, logged once per
+    /// schema generation if the query no longer compiles).
+    fn steady_filters<'q>(
+        &mut self,
+        query: &'q Subscription,
+        client: u64,
+    ) -> BTreeMap<&'q str, Option<Arc<Filter>>> {
+        let generation = self.state.schema_generation();
+        let cache = &mut self.filters;
+        if cache.generation != generation {
+            cache.generation = generation;
+            cache.clear();
+        }
+        let schemas = self.state.schemas();
+        let mut out = BTreeMap::new();
+        for (class, text) in &query.queries {
+            let known = cache
+                .compiled
+                .get(class.as_str())
+                .and_then(|q| q.get(text.as_str()));
+            let filter = match known {
+                Some(filter) => filter.clone(),
+                None => {
+                    let filter = match compile(schemas, class, text) {
+                        Ok(filter) => filter.map(Arc::new),
+                        Err(why) => {
+                            tracing::warn!(client, %why, "a subscription no longer compiles: it matches nothing");
+                            None
+                        }
+                    };
+                    let size = class.len()
+                        + text.len()
+                        + filter
+                            .as_ref()
+                            .map_or(0, |f| f.from_where.len() + f.filter.len());
+                    if text.len() <= FilterCache::MAX_TEXT {
+                        if cache.entries >= FilterCache::MAX_ENTRIES
+                            || cache.bytes + size > FilterCache::MAX_BYTES
+                        {
+                            cache.clear();
+                        }
+                        cache
+                            .compiled
+                            .entry(class.clone())
+                            .or_default()
+                            .insert(text.clone(), filter.clone());
+                        cache.entries += 1;
+                        cache.bytes += size;
+                    }
+                    filter
+                }
+            };
+            out.insert(class.as_str(), filter);
+        }
+        out
+    }
 }
 
 /// A primary key as the view stores it: a type tag, then the value.
@@ -560,7 +633,7 @@ impl ServerFile {
         if latest == 0 {
             return Ok(None);
         }
-        let schemas = self.state.schemas().clone();
+        let schemas = self.state.shared_schemas();
         let view = self.flx_view(client).map_err(Err)?;
         let mut filters = Vec::new();
         for (class, text) in &query.queries {
@@ -687,12 +760,8 @@ impl ServerFile {
     fn latest_timestamp(&self) -> Result<u64, ProtocolError> {
         let ts: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT origin_timestamp FROM history ORDER BY version DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT origin_timestamp FROM history ORDER BY version DESC LIMIT 1")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
             .map_err(sql_err)?;
         Ok(ts.map_or_else(now_timestamp, |t| t as u64))
     }
@@ -736,8 +805,8 @@ impl ServerFile {
             out
         };
         let cursor = rows.last().map_or(after, |r| r.0 as u64);
-        let schemas = self.state.schemas().clone();
-        let filters = steady_filters(&schemas, query, client);
+        let schemas = self.state.shared_schemas();
+        let filters = self.steady_filters(query, client);
         // Decode, and collect the objects touched.
         // Each changeset with its stored bytes and the object each instruction touches.
         let mut decoded = Vec::with_capacity(rows.len());
@@ -942,8 +1011,7 @@ impl ServerFile {
         if fresh.is_empty() {
             return Ok(());
         }
-        let schemas = self.state.schemas().clone();
-        let filters = steady_filters(&schemas, active, client);
+        let filters = self.steady_filters(active, client);
         let mut entering = Vec::new();
         for (class, key) in fresh {
             if let Some(Some(filter)) = filters.get(class.as_str()) {
@@ -974,7 +1042,7 @@ impl ServerFile {
             return Ok((self.integrate_upload(client, entries)?, None));
         }
         // Before: whether each object exists, may be written, and its copy.
-        let schemas = self.state.schemas().clone();
+        let schemas = self.state.shared_schemas();
         let mut before: BTreeMap<(String, Key), (bool, Option<Object>)> = BTreeMap::new();
         for object in &touched {
             let (class, key) = object;
@@ -985,8 +1053,10 @@ impl ServerFile {
             };
             before.insert(object.clone(), (allowed, copy));
         }
+        // Released first: a copy held while integrating would make the state copy its schema.
+        drop(schemas);
         let integrated = self.integrate_upload(client, entries)?;
-        let schemas = self.state.schemas().clone();
+        let schemas = self.state.shared_schemas();
         let mut rejected = Vec::new();
         let (mut restore, mut erase) = (Vec::new(), Vec::new());
         for ((class, key), (allowed_before, copy)) in before {
@@ -1026,6 +1096,7 @@ impl ServerFile {
             .unwrap_or(0)
             .max(now_timestamp())
             + 1;
+        drop(schemas);
         let server_version = self.integrate_server_changeset(&revert, timestamp)?;
         tracing::info!(
             client,

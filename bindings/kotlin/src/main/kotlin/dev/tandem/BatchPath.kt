@@ -8,17 +8,24 @@
 
 package dev.tandem
 
+import com.sun.jna.Memory
 import java.nio.ByteBuffer
+import java.nio.CharBuffer
+import java.nio.charset.CharacterCodingException
+import java.nio.charset.CodingErrorAction
 import java.util.Base64
+import java.util.concurrent.locks.ReentrantReadWriteLock
 
 /**
  * Encodes [WriteOp]s as the row codec's JSON write batch: one JSON operation per [WriteOp], in
  * order, so `operation <i>` in an error names the same operation either way.
  *
  * Only operations the codec spells are encoded: everything but embedded objects (the
- * `CreateEmbedded` and `ListInsertEmbedded` variants and any operation with a path). [encode]
- * returns null for a batch holding anything else; the caller then sends the [WriteOp]s as they
- * are. The values must already match their properties' types (the typed layer guarantees it):
+ * `CreateEmbedded` and `ListInsertEmbedded` variants and any operation with a path), links to
+ * an object whose primary key is null (the codec reads `null` as "no link"), and strings that
+ * are not valid UTF-16 (a lone surrogate, which the generated code refuses and `String`'s
+ * encoder would replace with `?`). [encode] returns null for a batch holding anything else;
+ * the caller then sends the [WriteOp]s as they are. The values must already match their properties' types (the typed layer guarantees it):
  * the codec reads a value by its property's type, so an untyped batch is never encoded here.
  */
 internal object JsonBatch {
@@ -38,27 +45,35 @@ internal object JsonBatch {
             if (!op(out, op, primaryKey)) return null
         }
         out.append(']')
-        return out.toString().toByteArray(Charsets.UTF_8)
+        return try {
+            val bytes = Charsets.UTF_8.newEncoder()
+                .onMalformedInput(CodingErrorAction.REPORT)
+                .onUnmappableCharacter(CodingErrorAction.REPORT)
+                .encode(CharBuffer.wrap(out))
+            ByteArray(bytes.remaining()).also { bytes.get(it) }
+        } catch (_: CharacterCodingException) {
+            null
+        }
     }
 
     private fun op(out: StringBuilder, op: WriteOp, primaryKey: (String) -> String): Boolean {
         when (op) {
-            is WriteOp.Create -> put(out, "create", op.className, primaryKey(op.className), op.key, op.values)
-            is WriteOp.Upsert -> put(out, "upsert", op.className, primaryKey(op.className), op.key, op.values)
+            is WriteOp.Create -> if (!put(out, "create", op.className, primaryKey(op.className), op.key, op.values)) return false
+            is WriteOp.Upsert -> if (!put(out, "upsert", op.className, primaryKey(op.className), op.key, op.values)) return false
             is WriteOp.Erase -> head(out, "erase", op.className, op.key)
             is WriteOp.Set -> if (op.path.isNotEmpty()) return false else {
-                target(out, "set", op.className, op.key, op.property); out.append(','); value(out, op.value)
+                target(out, "set", op.className, op.key, op.property); out.append(','); if (!value(out, op.value)) return false
             }
             is WriteOp.Add -> if (op.path.isNotEmpty()) return false else {
                 target(out, "add", op.className, op.key, op.property); out.append(',').append(op.amount)
             }
             is WriteOp.ListInsert -> if (op.path.isNotEmpty()) return false else {
                 target(out, "list_insert", op.className, op.key, op.property)
-                out.append(',').append(op.index.toString()).append(','); value(out, op.value)
+                out.append(',').append(op.index.toString()).append(','); if (!value(out, op.value)) return false
             }
             is WriteOp.ListSet -> if (op.path.isNotEmpty()) return false else {
                 target(out, "list_set", op.className, op.key, op.property)
-                out.append(',').append(op.index.toString()).append(','); value(out, op.value)
+                out.append(',').append(op.index.toString()).append(','); if (!value(out, op.value)) return false
             }
             is WriteOp.ListMove -> if (op.path.isNotEmpty()) return false else {
                 target(out, "list_move", op.className, op.key, op.property)
@@ -71,16 +86,16 @@ internal object JsonBatch {
             is WriteOp.ListClear -> if (op.path.isNotEmpty()) return false else
                 target(out, "list_clear", op.className, op.key, op.property)
             is WriteOp.SetInsert -> if (op.path.isNotEmpty()) return false else {
-                target(out, "set_insert", op.className, op.key, op.property); out.append(','); value(out, op.value)
+                target(out, "set_insert", op.className, op.key, op.property); out.append(','); if (!value(out, op.value)) return false
             }
             is WriteOp.SetErase -> if (op.path.isNotEmpty()) return false else {
-                target(out, "set_erase", op.className, op.key, op.property); out.append(','); value(out, op.value)
+                target(out, "set_erase", op.className, op.key, op.property); out.append(','); if (!value(out, op.value)) return false
             }
             is WriteOp.SetClear -> if (op.path.isNotEmpty()) return false else
                 target(out, "set_clear", op.className, op.key, op.property)
             is WriteOp.DictSet -> if (op.path.isNotEmpty()) return false else {
                 target(out, "dict_set", op.className, op.key, op.property)
-                out.append(','); string(out, op.entry); out.append(','); value(out, op.value)
+                out.append(','); string(out, op.entry); out.append(','); if (!value(out, op.value)) return false
             }
             is WriteOp.DictErase -> if (op.path.isNotEmpty()) return false else {
                 target(out, "dict_erase", op.className, op.key, op.property)
@@ -94,8 +109,8 @@ internal object JsonBatch {
         return true
     }
 
-    /** `["create"|"upsert", class, {pk: key, prop: value, ...}` (the caller closes it). */
-    private fun put(out: StringBuilder, name: String, cls: String, pk: String, key: Key, values: Map<String, Value>) {
+    /** `["create"|"upsert", class, {pk: key, prop: value, ...}` (the caller closes it); false if a value has no JSON form. */
+    private fun put(out: StringBuilder, name: String, cls: String, pk: String, key: Key, values: Map<String, Value>): Boolean {
         out.append("[\"").append(name).append("\",")
         string(out, cls)
         out.append(",{")
@@ -106,9 +121,10 @@ internal object JsonBatch {
             out.append(',')
             string(out, prop)
             out.append(':')
-            value(out, v)
+            if (!value(out, v)) return false
         }
         out.append('}')
+        return true
     }
 
     /** `[name, class, key` (the caller closes it). */
@@ -136,7 +152,8 @@ internal object JsonBatch {
         }
     }
 
-    private fun value(out: StringBuilder, v: Value) {
+    /** Appends [v]; false for a value the codec cannot spell (a link to a null key). */
+    private fun value(out: StringBuilder, v: Value): Boolean {
         when (v) {
             is Value.Null -> out.append("null")
             is Value.Int -> out.append(v.value)
@@ -144,10 +161,12 @@ internal object JsonBatch {
             is Value.String -> string(out, v.value)
             is Value.Binary -> out.append('"').append(b64.encodeToString(v.value)).append('"')
             is Value.Timestamp -> out.append('[').append(v.seconds).append(',').append(v.nanoseconds).append(']')
+            // Widened: Double.toString reads back as the same double, which narrows back to
+            // this float exactly (Float.toString's shorter text would be rounded twice).
             is Value.Float -> when {
                 v.value.isNaN() -> out.append("\"NaN\"")
                 v.value.isInfinite() -> out.append(if (v.value > 0) "\"Infinity\"" else "\"-Infinity\"")
-                else -> out.append(v.value)
+                else -> out.append(v.value.toDouble())
             }
             is Value.Double -> when {
                 v.value.isNaN() -> out.append("\"NaN\"")
@@ -157,8 +176,9 @@ internal object JsonBatch {
             is Value.ObjectId -> hexString(out, v.bytes)
             is Value.Uuid -> hexString(out, v.bytes)
             is Value.Decimal -> string(out, v.value)
-            is Value.Link -> key(out, v.key)
+            is Value.Link -> if (v.key is Key.Null) return false else key(out, v.key)
         }
+        return true
     }
 
     private fun hexString(out: StringBuilder, bytes: ByteArray) {
@@ -190,61 +210,100 @@ internal object JsonBatch {
 }
 
 /**
- * The codec and [BatchWriter] of one [TandemDatabase], and the per-thread structures of the
- * crossing. [close] releases the writer (the native side holds the database while it lives).
+ * The codec and [BatchWriter] of one [TandemDatabase]. [close] releases the writer (the native
+ * side holds the database while it lives) after waiting for writes in progress; a write after
+ * it throws [IllegalStateException], as a call on a closed [Database] does.
  */
 internal class BatchPath(db: Database, classes: List<ClassSpec>) : AutoCloseable {
     private val codec = RowCodec(classes)
     private val writer = BatchWriter(codec, db)
     private val id: Long = writer.id().toLong()
 
-    /** The call's structures, reused by one thread: a borrowed byte range and the call status. */
-    private class Scratch {
-        val buffer: ByteBuffer = ByteBuffer.allocateDirect(KEPT_BYTES)
-        val address: com.sun.jna.Pointer = com.sun.jna.Native.getDirectBufferPointer(buffer)
-        val bytes = ForeignBytes.ByValue()
-        var status = UniffiRustCallStatus()
-    }
-
-    private val scratch = ThreadLocal.withInitial { Scratch() }
+    /** Writes hold it shared; [close] holds it alone. */
+    private val lifecycle = ReentrantReadWriteLock()
+    private var closed = false
 
     /**
      * Writes the JSON batch [json] in one transaction: the new local version, or null if nothing
      * changed. Throws [TandemException] as `Database.write` does (an operation's error names it).
      */
     fun write(json: ByteArray): ULong? {
-        val s = scratch.get()
-        // A large batch gets a buffer of its own, freed after the call, not kept by the thread.
-        val buffer = if (json.size <= KEPT_BYTES) s.buffer else ByteBuffer.allocateDirect(json.size)
-        buffer.clear()
-        buffer.put(json)
-        s.bytes.data = if (buffer === s.buffer) s.address else com.sun.jna.Native.getDirectBufferPointer(buffer)
-        s.bytes.len = json.size
-        val status = s.status
-        val version = UniffiLib.uniffi_tandem_fn_func_batch_write(id, s.bytes, status)
-        // The buffer's memory must outlive the call: keep it reachable until here.
-        java.lang.ref.Reference.reachabilityFence(buffer)
-        if (status.code != UNIFFI_CALL_SUCCESS) {
-            // The status now holds an error buffer: lifting it frees it; the next call starts
-            // from a fresh status.
-            s.status = UniffiRustCallStatus()
-            when (status.code) {
-                UNIFFI_CALL_ERROR -> throw TandemException.ErrorHandler.lift(status.error_buf)
-                else -> throw InternalException(
-                    if (status.error_buf.len > 0) FfiConverterString.lift(status.error_buf) else "Rust panic",
-                )
-            }
+        val shared = lifecycle.readLock()
+        shared.lock()
+        try {
+            check(!closed) { "this TandemDatabase is closed" }
+            return call(json)
+        } finally {
+            shared.unlock()
         }
-        return if (version == 0L) null else version.toULong()
+    }
+
+    private fun call(json: ByteArray): ULong? {
+        // A write made from a callback inside another write on this thread (a log listener)
+        // gets structures of its own.
+        val kept = scratch.get()
+        val s = if (kept.busy) Scratch(0) else kept
+        s.busy = true
+        // A batch larger than the kept buffer gets native memory of its own, freed after the call.
+        val own = if (json.size > s.capacity) Memory(json.size.toLong()) else null
+        try {
+            if (own == null) {
+                s.buffer.clear()
+                s.buffer.put(json)
+                s.bytes.data = s.address
+            } else {
+                own.write(0, json, 0, json.size)
+                s.bytes.data = own
+            }
+            s.bytes.len = json.size
+            val status = s.status
+            val version = UniffiLib.uniffi_tandem_fn_func_batch_write(id, s.bytes, status)
+            if (status.code != UNIFFI_CALL_SUCCESS) {
+                // The status now holds an error buffer: lifting it frees it; the next call
+                // starts from a fresh status.
+                s.status = UniffiRustCallStatus()
+                when (status.code) {
+                    UNIFFI_CALL_ERROR -> throw TandemException.ErrorHandler.lift(status.error_buf)
+                    else -> throw InternalException(
+                        if (status.error_buf.len > 0) FfiConverterString.lift(status.error_buf) else "Rust panic",
+                    )
+                }
+            }
+            return if (version == 0L) null else version.toULong()
+        } finally {
+            own?.close()
+            s.busy = false
+        }
     }
 
     override fun close() {
-        writer.close()
-        codec.close()
+        val alone = lifecycle.writeLock()
+        alone.lock()
+        try {
+            if (closed) return
+            closed = true
+            writer.close()
+            codec.close()
+        } finally {
+            alone.unlock()
+        }
+    }
+
+    /** One thread's call structures: a borrowed byte range, the call status, and a buffer. */
+    private class Scratch(val capacity: Int) {
+        val buffer: ByteBuffer = ByteBuffer.allocateDirect(capacity)
+        val address: com.sun.jna.Pointer? =
+            if (capacity > 0) com.sun.jna.Native.getDirectBufferPointer(buffer) else null
+        val bytes = ForeignBytes.ByValue()
+        var status = UniffiRustCallStatus()
+        var busy = false
     }
 
     private companion object {
-        /** The per-thread buffer: batches up to this size (bytes) are copied into it. */
+        /** Batches up to this size (bytes) are copied into the thread's kept buffer. */
         const val KEPT_BYTES = 16 * 1024
+
+        /** Per thread, shared by every database. */
+        val scratch: ThreadLocal<Scratch> = ThreadLocal.withInitial { Scratch(KEPT_BYTES) }
     }
 }

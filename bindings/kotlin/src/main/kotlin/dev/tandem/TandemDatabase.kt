@@ -25,7 +25,11 @@ import kotlinx.coroutines.withContext
  * otherwise freed at garbage collection).
  */
 class TandemDatabase private constructor(
-    /** The untyped API underneath: listeners, `sync`, `transact`, quarantine, raw writes. */
+    /**
+     * The untyped API underneath: listeners, `sync`, `transact`, quarantine, raw writes. Close
+     * the [TandemDatabase], not this: the typed write path holds the native database of its
+     * own and keeps it open until [close].
+     */
     val raw: Database,
     models: List<Model<*>>,
 ) : AutoCloseable {
