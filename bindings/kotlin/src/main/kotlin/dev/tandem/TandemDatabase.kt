@@ -126,7 +126,7 @@ class TandemDatabase private constructor(
         val batch = TypedWrite(this)
         batch.block()
         if (batch.ops.isEmpty()) return null
-        if (!batch.untyped) {
+        if (!batch.untyped && batch.ops.size <= JsonBatch.MAX_OPS) {
             val json = JsonBatch.encode(batch.ops) { primaryKeys.getValue(it) }
             if (json != null) return batchPath().write(json)
         }

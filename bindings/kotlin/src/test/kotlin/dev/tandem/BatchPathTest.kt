@@ -212,11 +212,16 @@ class BatchPathTest {
 
     @Test
     fun largeBatchesAndManyThreads() {
-        // About 200 KB of JSON: over the per-thread buffer, so the batch gets a buffer of its own.
+        // A batch of more than JsonBatch.MAX_OPS operations (it crosses as WriteOps).
         val n = 2_000L
         val version = db.write { for (i in 0 until n) add(ByName("name $i".repeat(10), i)) }
         assertNotNull(version)
         assertEquals(n, db.query<ByName>().count().toLong())
+        // Over the per-thread buffer (16 KiB) in few operations: native memory of its own.
+        val long = "ü".repeat(20_000)
+        assertTrue(json { add(ByName(long, 1)); add(ByName("after", 2)) }!!.toByteArray().size > 16 * 1024)
+        db.write { add(ByName(long, 1)); add(ByName("after", 2)) }
+        assertEquals(1L, db.find<ByName>(long)!!.n)
         // Four threads writing at once, each through its own buffer and status.
         val threads = (0 until 4).map { t ->
             Thread {
@@ -225,7 +230,7 @@ class BatchPathTest {
         }
         threads.forEach { it.start() }
         threads.forEach { it.join() }
-        assertEquals(n + 200, db.query<ByName>().count().toLong())
+        assertEquals(n + 202, db.query<ByName>().count().toLong())
         assertEquals(49L, db.find<ByName>("t3-49")!!.n)
         // After close, writing fails clearly and the path is not made again.
         db.close()
