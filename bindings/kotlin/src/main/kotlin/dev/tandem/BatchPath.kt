@@ -1,7 +1,7 @@
-// BatchPath: the typed layer's write path of one plain crossing. A small batch of typed operations
-// (JsonBatch.MAX_OPS) is encoded as the row codec's JSON write batch (src/ffi/python_batch.rs documents the format) and
-// handed to `batch_write` as a borrowed direct buffer, with the call's status structure reused per
-// thread. The generated `Database.write(ops)` allocates JNA structures (native memory tracked by
+// BatchPath: the typed layer's write path of one plain crossing. A small batch of typed
+// operations (at most JsonBatch.MAX_OPS) is encoded as the row codec's JSON write batch
+// (src/ffi/python_batch.rs documents the format) and handed to `batch_write` as a borrowed
+// direct buffer, with the call's status structure reused per thread. The generated `Database.write(ops)` allocates JNA structures (native memory tracked by
 // JNA's cleaner) for every crossing it makes: four per call (handle clone, list buffer, call,
 // returned buffer), which measured 40 to 80 us for an empty batch against 14 us here
 // (bindings/kotlin/README.md, "Benchmark").
@@ -25,15 +25,17 @@ import java.util.concurrent.locks.ReentrantReadWriteLock
  * an object whose primary key is null (the codec reads `null` as "no link"), and strings that
  * are not valid UTF-16 (a lone surrogate, which the generated code refuses and `String`'s
  * encoder would replace with `?`). [encode] returns null for a batch holding anything else;
- * the caller then sends the [WriteOp]s as they are. The values must already match their properties' types (the typed layer guarantees it):
- * the codec reads a value by its property's type, so an untyped batch is never encoded here.
+ * the caller then sends the [WriteOp]s as they are. The values must already match their
+ * properties' types (the typed layer guarantees it): the codec reads a value by its property's
+ * type, so an untyped batch is never encoded here.
  */
 internal object JsonBatch {
     /**
      * Batches of more operations cross as [WriteOp]s: the JSON saves a fixed cost per call
      * (the JNA structures, 40 to 80 us), while per operation the generated lowering is the
-     * cheaper of the two (100,000 objects in one batch: 1.29 to 1.40 s as `WriteOp`s, 1.50 to
-     * 1.54 s as JSON, alternated in one JVM on 2026-12-02), so the break-even is a few dozen.
+     * cheaper of the two (100,000 objects in one batch: 1.29 to 1.94 s as `WriteOp`s, 1.50 to
+     * 1.98 s as JSON, alternated three times in one JVM on 2026-12-02), so the break-even is a
+     * few dozen.
      */
     const val MAX_OPS = 32
 
@@ -171,22 +173,23 @@ internal object JsonBatch {
             is Value.Timestamp -> out.append('[').append(v.seconds).append(',').append(v.nanoseconds).append(']')
             // Widened: Double.toString reads back as the same double, which narrows back to
             // this float exactly (Float.toString's shorter text would be rounded twice).
-            is Value.Float -> when {
-                v.value.isNaN() -> out.append("\"NaN\"")
-                v.value.isInfinite() -> out.append(if (v.value > 0) "\"Infinity\"" else "\"-Infinity\"")
-                else -> out.append(v.value.toDouble())
-            }
-            is Value.Double -> when {
-                v.value.isNaN() -> out.append("\"NaN\"")
-                v.value.isInfinite() -> out.append(if (v.value > 0) "\"Infinity\"" else "\"-Infinity\"")
-                else -> out.append(v.value)
-            }
+            is Value.Float -> double(out, v.value.toDouble())
+            is Value.Double -> double(out, v.value)
             is Value.ObjectId -> hexString(out, v.bytes)
             is Value.Uuid -> hexString(out, v.bytes)
             is Value.Decimal -> string(out, v.value)
             is Value.Link -> if (v.key is Key.Null) return false else key(out, v.key)
         }
         return true
+    }
+
+    /** A number, or the codec's strings for NaN and the infinities. */
+    private fun double(out: StringBuilder, d: Double) {
+        when {
+            d.isNaN() -> out.append("\"NaN\"")
+            d.isInfinite() -> out.append(if (d > 0) "\"Infinity\"" else "\"-Infinity\"")
+            else -> out.append(d)
+        }
     }
 
     private fun hexString(out: StringBuilder, bytes: ByteArray) {

@@ -1,8 +1,8 @@
 // TypedWrite: the receiver of `TandemDatabase.write { }`. Typed operations (add = upsert of a
 // whole object, create, delete, set one property) are encoded into the FFI's `WriteOp` list and
-// sent in ONE crossing: one transaction, all or nothing (as the row codec's JSON batch through
-// `BatchPath`, or as the `WriteOp`s through `Database.write(ops)` when the batch has embedded
-// objects or untyped operations).
+// sent in ONE crossing: one transaction, all or nothing (a small batch as the row codec's JSON
+// through `BatchPath`; the others, and what the JSON cannot spell, as the `WriteOp`s through
+// `Database.write(ops)`: see `JsonBatch`).
 
 package dev.tandem
 
