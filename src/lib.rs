@@ -40,6 +40,7 @@ pub mod ot;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod sim;
 pub mod state;
 pub mod store;
 

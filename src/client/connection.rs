@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -37,7 +36,10 @@ const MAX_BOOTSTRAP_BYTES: usize = 128 << 20;
 fn backoff(n: u32) -> Duration {
     let base = Duration::from_secs(1u64 << n.min(9)).min(Duration::from_secs(300));
     // The operating system's random numbers; if they are unavailable the jitter is 0.
-    let jitter = getrandom::u32().unwrap_or(0) % 1000;
+    let jitter = match crate::sim::simulated_random() {
+        Some(n) => (n % 1000) as u32,
+        None => getrandom::u32().unwrap_or(0) % 1000,
+    };
     base - base / 4 * jitter / 1000
 }
 
@@ -159,7 +161,7 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
                 }
                 mode => {
                     let db = Arc::clone(&shared.db);
-                    let progress = tokio::task::spawn_blocking(move || db.sync_progress()).await;
+                    let progress = crate::sim::blocking(move || db.sync_progress()).await;
                     let Ok(Ok(progress)) = progress else {
                         shared.report(0, "client reset: cannot read the local file", false);
                         shared.set_state(SyncState::Error(
@@ -229,7 +231,7 @@ async fn fetch_token(shared: &Arc<Shared>) -> Result<String, String> {
     let Some(provider) = shared.config.token_provider.clone() else {
         return Err("no token provider".into());
     };
-    let fetched = tokio::task::spawn_blocking(move || provider.fetch_token())
+    let fetched = crate::sim::blocking(move || provider.fetch_token())
         .await
         .map_err(|e| format!("the token provider panicked: {e}"))?;
     let token = fetched.map_err(|e| format!("the token provider failed: {e}"))?;
@@ -289,7 +291,7 @@ async fn connect_and_sync(
             .map_err(|_| fail("the token is not a valid header value"))?,
     );
     let timeouts = shared.config.timeouts;
-    let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect((host.as_str(), port)))
+    let tcp = tokio::time::timeout(timeouts.connect, crate::sim::connect(host.as_str(), port))
         .await
         .map_err(|_| {
             fail(format!(
@@ -298,7 +300,6 @@ async fn connect_and_sync(
             ))
         })?
         .map_err(|e| fail(format!("connect: {e}")))?;
-    let tcp = crate::protocol::socket::NoSigpipe(tcp);
     // TLS and the WebSocket upgrade share one deadline.
     let deadline = tokio::time::Instant::now() + timeouts.handshake;
     match tls {
@@ -322,6 +323,10 @@ fn handshake_timeout(timeout: Duration) -> Failure {
         timeout.as_millis()
     ))
 }
+
+/// How long a PING may go unanswered before the connection counts as dead (realm-core's
+/// `pong_keepalive_timeout`, 120 s).
+const PONG_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Smallest measured clock difference that is corrected: the `Date` header has whole seconds.
 const MIN_CLOCK_CORRECTION_MS: i64 = 2_000;
@@ -349,7 +354,7 @@ async fn correct_clock(
             .unwrap_or(0)
     };
     // The header truncates to the second: the server's clock is half a second later on average.
-    let measured = millis(server) + 500 - millis(std::time::SystemTime::now());
+    let measured = millis(server) + 500 - millis(crate::sim::now());
     let offset = if measured.abs() < MIN_CLOCK_CORRECTION_MS {
         0
     } else {
@@ -377,7 +382,7 @@ fn to_changesets(entries: Vec<crate::protocol::DownloadEntry>) -> Result<Vec<Cha
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(f)
+    crate::sim::blocking(f)
         .await
         .map_err(|e| fail(format!("store task: {e}")))?
         .map_err(|e| fail(format!("store: {e}")))
@@ -600,6 +605,14 @@ where
                 _ => std::future::pending().await,
             }
         };
+        // A connection whose PONG is 120 s late is dead (Realm's pong keepalive timeout),
+        // however quiet it otherwise is.
+        let pong_overdue = async {
+            match conn.ping_sent {
+                Some(at) => tokio::time::sleep_until(at + PONG_TIMEOUT).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.changed() => {
                 let _ = ws.send(encode(ClientMessage::Unbind { session: 1 })).await;
@@ -621,10 +634,10 @@ where
                     }
                 }
             }
-            _ = ping_timer.tick() => {
-                if conn.ping_sent.is_some_and(|at| at.elapsed() > Duration::from_secs(120)) {
-                    return Err(fail("no PONG within 120 s"));
-                }
+            _ = pong_overdue => return Err(fail("no PONG within 120 s")),
+            _ = ping_timer.tick(), if conn.ping_sent.is_none() => {
+                // One PING outstanding at a time: its send time is what the PONG deadline
+                // counts from (re-stamping it on every tick would move the deadline forever).
                 conn.ping_sent = Some(tokio::time::Instant::now());
                 ws.send(encode(ClientMessage::Ping { timestamp: 0, rtt: 0 })).await.map_err(|e| fail(e.to_string()))?;
             }

@@ -7,10 +7,10 @@
 //! allocates before anything else, sends IDENT with its cursors, uploads every local changeset
 //! after the acknowledged one in client-version order (soft batches of 128 KiB, each changeset
 //! once per connection), integrates every DOWNLOAD (OT rebase over its own unacknowledged
-//! changesets, applied in one transaction, listeners notified), PINGs every 60 s with jitter
-//! and treats a missing PONG after 120 s as a dead connection. After any disconnect it
-//! reconnects with exponential backoff (1 s doubling to 5 min, minus up to a quarter of jitter)
-//! and resumes.
+//! changesets, applied in one transaction, listeners notified), sends a PING every 54 s while
+//! none is outstanding and treats a PONG missing 120 s after its PING as a dead connection.
+//! After any disconnect it reconnects with exponential backoff (1 s doubling to 5 min, minus up
+//! to a quarter of jitter) and resumes.
 //!
 //! The app observes it through listeners ([`SyncSession::on_event`]: state, progress, errors,
 //! delivered on a notifier thread, never on the socket's), waits for it
@@ -415,16 +415,15 @@ pub async fn open_synced(
     timeout: Option<Duration>,
 ) -> Result<(Arc<Database>, SyncSession), SyncError> {
     let path = path.into();
-    let opened = runtime()
-        .spawn_blocking(move || -> Result<_, StoreError> {
-            let db = Arc::new(Database::open(path, &schema, db_config)?);
-            let fresh = db.sync_progress()?.client_file_ident == 0;
-            Ok((db, fresh))
-        })
-        .await
-        .map_err(|e| SyncError::Stopped {
-            message: e.to_string(),
-        })?;
+    let opened = crate::sim::blocking(move || -> Result<_, StoreError> {
+        let db = Arc::new(Database::open(path, &schema, db_config)?);
+        let fresh = db.sync_progress()?.client_file_ident == 0;
+        Ok((db, fresh))
+    })
+    .await
+    .map_err(|e| SyncError::Stopped {
+        message: e.to_string(),
+    })?;
     let (db, fresh) = opened?;
     // A flexible sync file is never given the whole server state: its subscriptions' bootstraps
     // are what it downloads.
@@ -508,7 +507,7 @@ impl SyncSession {
                 shared.wake.notify_one();
             }
         }));
-        runtime().spawn(connection::run(Arc::clone(&shared), tls));
+        crate::sim::spawn(connection::run(Arc::clone(&shared), tls));
         Ok(SyncSession { shared })
     }
 
@@ -537,7 +536,7 @@ impl SyncSession {
         let shared = Arc::clone(&self.shared);
         let wait = async move {
             let db = Arc::clone(&shared.db);
-            let target = tokio::task::spawn_blocking(move || db.last_local_version())
+            let target = crate::sim::blocking(move || db.last_local_version())
                 .await
                 .map_err(|e| SyncError::Stopped {
                     message: e.to_string(),
@@ -545,7 +544,7 @@ impl SyncSession {
             let mut acked = shared.acked.subscribe();
             loop {
                 let db = Arc::clone(&shared.db);
-                let done = tokio::task::spawn_blocking(move || db.uploaded_through(target))
+                let done = crate::sim::blocking(move || db.uploaded_through(target))
                     .await
                     .map_err(|e| SyncError::Stopped {
                         message: e.to_string(),
@@ -622,18 +621,17 @@ impl SyncSession {
         }
         let shared = Arc::clone(&self.shared);
         let db = Arc::clone(&shared.db);
-        let committed = runtime()
-            .spawn_blocking(move || -> Result<Option<u64>, StoreError> {
-                let mut tx = db.begin_write()?;
-                build(&mut tx)?;
-                tx.commit()
-            })
-            .await
-            .map_err(|e| SyncError::Store {
-                message: e.to_string(),
-                kind: crate::store::StoreErrorKind::Internal,
-            })
-            .and_then(|r| r.map_err(SyncError::from));
+        let committed = crate::sim::blocking(move || -> Result<Option<u64>, StoreError> {
+            let mut tx = db.begin_write()?;
+            build(&mut tx)?;
+            tx.commit()
+        })
+        .await
+        .map_err(|e| SyncError::Store {
+            message: e.to_string(),
+            kind: crate::store::StoreErrorKind::Internal,
+        })
+        .and_then(|r| r.map_err(SyncError::from));
         let version = match committed {
             Ok(Some(version)) => version,
             Ok(None) | Err(_) => {
@@ -691,7 +689,7 @@ impl SyncSession {
                 Some(v) => v,
                 None => {
                     let db = Arc::clone(&shared.db);
-                    tokio::task::spawn_blocking(move || db.subscriptions())
+                    crate::sim::blocking(move || db.subscriptions())
                         .await
                         .map_err(|e| SyncError::Stopped {
                             message: e.to_string(),
@@ -701,7 +699,7 @@ impl SyncSession {
             };
             loop {
                 let db = Arc::clone(&shared.db);
-                let set = tokio::task::spawn_blocking(move || db.subscription_set(version))
+                let set = crate::sim::blocking(move || db.subscription_set(version))
                     .await
                     .map_err(|e| SyncError::Stopped {
                         message: e.to_string(),
@@ -771,7 +769,7 @@ async fn with_timeout<T: Send + 'static>(
     timeout: Option<Duration>,
     what: &'static str,
 ) -> Result<T, SyncError> {
-    let task = runtime().spawn(async move {
+    let task = crate::sim::spawn(async move {
         match timeout {
             None => wait.await,
             Some(limit) => tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {

@@ -24,7 +24,7 @@ fn base64url(text: &str) -> Option<Vec<u8>> {
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now()
+    crate::sim::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)

@@ -63,6 +63,9 @@ use super::state::{state_path, ServerState, StateError};
 /// the session (error 201).
 pub(super) fn random_u64() -> Result<u64, ProtocolError> {
     use ring::rand::{SecureRandom, SystemRandom};
+    if let Some(n) = crate::sim::simulated_random() {
+        return Ok(n);
+    }
     let mut bytes = [0u8; 8];
     SystemRandom::new().fill(&mut bytes).map_err(|_| {
         ProtocolError::new(

@@ -41,7 +41,7 @@ pub use shared::{ServerConfig, SessionLimits, MAX_DOWNLOAD_BATCH};
 /// wall-clock reading the server stores and compares (token expiry, client file ages,
 /// compaction horizons, sessions of the App Services API).
 pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
+    crate::sim::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }

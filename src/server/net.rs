@@ -31,7 +31,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -159,7 +158,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         }
     };
     admission::raise_nofile_limit();
-    let listener = TcpListener::bind(config.listen)
+    let listener = crate::sim::Listener::bind(config.listen)
         .await
         .map_err(|e| StartError(format!("listening on {}: {e}", config.listen)))?;
     let local_addr = listener
@@ -196,7 +195,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 /// `accept_error` and waited out with [`admission::accept_backoff`], never retried in a spin.
 async fn accept_loop(
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: crate::sim::Listener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -240,12 +239,11 @@ async fn accept_loop(
 /// within the handshake timeout from accept.
 async fn serve_connection(
     shared: Arc<Shared>,
-    tcp: tokio::net::TcpStream,
+    tcp: Box<dyn crate::sim::Io>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     admitted: Arc<Admitted>,
 ) {
     let deadline = tokio::time::Instant::now() + shared.config.connection_limits.handshake_timeout;
-    let tcp = crate::protocol::socket::NoSigpipe(tcp);
     match tls {
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => serve_http(shared, stream, true, admitted, deadline).await,
@@ -548,6 +546,13 @@ fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Bo
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
     headers.insert("Sec-WebSocket-Protocol", protocol_token);
+    if crate::sim::in_simulation() {
+        // hyper stamps `Date` by the system clock; a simulated host's clients read the
+        // simulated one (`correct_clock`).
+        if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(crate::sim::now())) {
+            headers.insert(hyper::header::DATE, date);
+        }
+    }
     response
 }
 
@@ -873,7 +878,7 @@ async fn serve_websocket<S>(
                 };
                 let turn = turn.lock_owned().await;
                 let owned = connection;
-                let Ok((owned, message)) = tokio::task::spawn_blocking(move || {
+                let Ok((owned, message)) = crate::sim::blocking(move || {
                     let mut owned = owned;
                     let message = owned.outbound(id);
                     (owned, message)
@@ -967,7 +972,7 @@ async fn serve_websocket<S>(
         let mut owned = connection;
         // What to do with the server files is done on a blocking thread (SQLite with fsync),
         // never on the runtime's workers that drive every other connection.
-        let done = tokio::task::spawn_blocking(move || {
+        let done = crate::sim::blocking(move || {
             let outcome = handle(&worker_shared, &mut owned, &bytes);
             (owned, outcome)
         })

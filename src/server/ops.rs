@@ -171,7 +171,7 @@ async fn readyz(State(health): State<Health>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let dir = health.shared.config.data_dir.clone();
-    let probe = tokio::task::spawn_blocking(move || probe_writable(&dir)).await;
+    let probe = crate::sim::blocking(move || probe_writable(&dir)).await;
     match probe {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(e)) => {

@@ -552,8 +552,8 @@ pub(super) fn start_sweeper(shared: &Arc<Shared>) {
         std::time::Duration::from_secs(30),
     );
     tokio::spawn(async move {
-        let mut idle_since: HashMap<String, std::time::Instant> = HashMap::new();
-        let mut last_compaction = std::time::Instant::now();
+        let mut idle_since: HashMap<String, tokio::time::Instant> = HashMap::new();
+        let mut last_compaction = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(tick).await;
             let Some(shared) = weak.upgrade() else { return };
@@ -567,7 +567,7 @@ pub(super) fn start_sweeper(shared: &Arc<Shared>) {
                 continue;
             }
             let worker = Arc::clone(&shared);
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = crate::sim::blocking(move || {
                 // Closing runs SQLite's last checkpoint: off the runtime's workers.
                 drop(closed);
                 if let Some(horizon) = worker.config.storage.history_horizon.filter(|_| compact) {
@@ -581,7 +581,7 @@ pub(super) fn start_sweeper(shared: &Arc<Shared>) {
             })
             .await;
             if compact {
-                last_compaction = std::time::Instant::now();
+                last_compaction = tokio::time::Instant::now();
             }
         }
     });
@@ -591,11 +591,11 @@ pub(super) fn start_sweeper(shared: &Arc<Shared>) {
 /// (dropping one closes it).
 fn close_idle(
     shared: &Shared,
-    idle_since: &mut HashMap<String, std::time::Instant>,
+    idle_since: &mut HashMap<String, tokio::time::Instant>,
     idle_close: std::time::Duration,
 ) -> Vec<Arc<Mutex<ServerFile>>> {
     let mut files = shared.files.lock().unwrap_or_else(|e| e.into_inner());
-    let now = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
     idle_since.retain(|path, _| files.get(path).is_some_and(|f| Arc::strong_count(f) == 1));
     let mut closed = Vec::new();
     let paths: Vec<String> = files.keys().cloned().collect();

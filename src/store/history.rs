@@ -3,7 +3,7 @@
 //! ident. Appending and reading it are shared by write transactions, sync, client reset and
 //! the read side, so they live here, below all of them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use rusqlite::{params, Connection};
 
@@ -26,7 +26,7 @@ const TIMESTAMP_EPOCH_MS: u64 = 1_420_070_400_000;
 
 /// Now, in changeset timestamp units (ms since 2015-01-01).
 pub(crate) fn changeset_timestamp() -> u64 {
-    let now = SystemTime::now()
+    let now = crate::sim::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);

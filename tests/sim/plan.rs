@@ -1,0 +1,308 @@
+//! A simulation's plan, drawn from one seed: each client's script of writes and pauses, its
+//! clock skew, the network's latency, and the faults with the simulated time they start at.
+//! A plan is plain data, so a failing one can be shrunk (`shrink`) and printed.
+
+use std::fmt;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Draws a plan's numbers (rand's small generator, seeded by the plan's seed); the simulation
+/// itself runs on turmoil's seeded generator and the library's (`tandem::sim::seed_random`).
+pub struct Draw(SmallRng);
+
+impl Draw {
+    pub fn new(seed: u64) -> Draw {
+        Draw(SmallRng::seed_from_u64(seed))
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0.random_range(0..n)
+    }
+
+    /// `true` with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// One change inside a write transaction, on the contended `Task` objects (ids `0..TASKS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Upsert the task and set its title (last writer wins).
+    SetTitle { id: i64, title: String },
+    /// Upsert the task and add to its counter (adds sum).
+    Add { id: i64, amount: i64 },
+    /// Erase the task if this replica has it (deletes win).
+    Erase { id: i64 },
+    /// Upsert the task and insert a tag at position `at % (len + 1)`.
+    TagInsert { id: i64, at: u32, tag: String },
+    /// Erase the tag at `at % len` if the task has any.
+    TagErase { id: i64, at: u32 },
+    /// Upsert the task and add a label to its set.
+    LabelInsert { id: i64, label: String },
+    /// Upsert the task and remove a label from its set (nothing if absent).
+    LabelErase { id: i64, label: String },
+    /// Upsert the task and set a dictionary entry.
+    AttrSet { id: i64, key: String, value: i64 },
+    /// Upsert the task and remove a dictionary entry (nothing if absent).
+    AttrErase { id: i64, key: String },
+    /// Upsert the task and point its `next` link at task `to` (upserted too), or at nothing.
+    Link { id: i64, to: Option<i64> },
+}
+
+/// What a client does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// One write transaction: its ops, then the journal entry every write makes (an `Entry`
+    /// object named by the write, that name inserted into `Journal[0].lines` at position
+    /// `journal_at % (len + 1)`, `journal_add` added to `Journal[0].total`).
+    Write {
+        ops: Vec<Op>,
+        journal_at: u32,
+        journal_add: i64,
+    },
+    /// Wait this many simulated milliseconds.
+    Pause(u64),
+    /// `SyncSession::wait_for_upload` with a 30 s timeout: when it says done, nothing this
+    /// client committed may be unacknowledged.
+    WaitUpload,
+}
+
+/// A fault, starting at a simulated time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The link between client `client` and the server drops every message for `for_ms`.
+    Partition { client: usize, for_ms: u64 },
+    /// The link holds every message for `for_ms`, then delivers them (a stall).
+    Stall { client: usize, for_ms: u64 },
+    /// The server process dies (tasks dropped, files kept) and restarts `down_ms` later.
+    CrashServer { down_ms: u64 },
+    /// Client `client`'s process dies (committed data kept, memory lost) and reopens its file
+    /// `down_ms` later.
+    CrashClient { client: usize, down_ms: u64 },
+}
+
+/// One client's part of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPlan {
+    /// Milliseconds this client's clock is ahead (negative: behind).
+    pub skew_ms: i64,
+    /// Lifetime of each access token the client is given, in seconds (its token provider
+    /// signs a new one whenever the session asks).
+    pub token_secs: u64,
+    pub steps: Vec<Step>,
+}
+
+/// Everything one seed decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub seed: u64,
+    /// The simulated network's message latency bounds, in milliseconds.
+    pub latency_ms: (u64, u64),
+    pub clients: Vec<ClientPlan>,
+    /// Faults and the simulated millisecond they start at, in time order.
+    pub faults: Vec<(u64, Fault)>,
+}
+
+/// Contended task ids.
+pub const TASKS: i64 = 5;
+
+/// How a plan is drawn.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub clients: usize,
+    pub steps: usize,
+    pub faults: usize,
+}
+
+impl Default for Shape {
+    fn default() -> Shape {
+        Shape {
+            clients: 3,
+            steps: 24,
+            faults: 6,
+        }
+    }
+}
+
+impl Plan {
+    /// The plan seed `seed` draws.
+    pub fn draw(seed: u64, shape: Shape) -> Plan {
+        let mut d = Draw::new(seed);
+        let min = 1 + d.below(5);
+        let latency_ms = (min, min + d.below(60));
+        let clients = (0..shape.clients)
+            .map(|c| {
+                let skew_ms = match d.below(4) {
+                    0 => -(d.below(120_000) as i64),
+                    1 => d.below(120_000) as i64,
+                    _ => 0,
+                };
+                let token_secs = if d.chance(50) {
+                    30 + d.below(120)
+                } else {
+                    86_400
+                };
+                let steps = (0..shape.steps)
+                    .map(|s| {
+                        if d.chance(8) {
+                            Step::WaitUpload
+                        } else if d.chance(35) {
+                            Step::Pause(d.below(5_000))
+                        } else {
+                            let ops = (0..d.below(4))
+                                .map(|o| draw_op(&mut d, c, s, o as usize))
+                                .collect();
+                            Step::Write {
+                                ops,
+                                journal_at: d.below(1 << 16) as u32,
+                                journal_add: d.below(100) as i64 - 20,
+                            }
+                        }
+                    })
+                    .collect();
+                ClientPlan {
+                    skew_ms,
+                    token_secs,
+                    steps,
+                }
+            })
+            .collect();
+        let mut faults: Vec<(u64, Fault)> = (0..shape.faults)
+            .map(|_| {
+                let at = d.below(25_000);
+                let client = d.below(shape.clients as u64) as usize;
+                let fault = match d.below(4) {
+                    0 => Fault::Partition {
+                        client,
+                        for_ms: 100 + d.below(10_000),
+                    },
+                    1 => Fault::Stall {
+                        client,
+                        for_ms: 100 + d.below(5_000),
+                    },
+                    2 => Fault::CrashServer {
+                        down_ms: d.below(5_000),
+                    },
+                    _ => Fault::CrashClient {
+                        client,
+                        down_ms: d.below(5_000),
+                    },
+                };
+                (at, fault)
+            })
+            .collect();
+        faults.sort_by_key(|(at, _)| *at);
+        Plan {
+            seed,
+            latency_ms,
+            clients,
+            faults,
+        }
+    }
+
+    /// Smaller plans that may fail the same way: each fault removed, then each client's
+    /// steps halved (the first or the second half), then each single step removed.
+    pub fn smaller(&self) -> Vec<Plan> {
+        let mut out = Vec::new();
+        for i in 0..self.faults.len() {
+            let mut p = self.clone();
+            p.faults.remove(i);
+            out.push(p);
+        }
+        for c in 0..self.clients.len() {
+            let n = self.clients[c].steps.len();
+            if n >= 2 {
+                for half in [0..n / 2, n / 2..n] {
+                    let mut p = self.clone();
+                    p.clients[c].steps.drain(half);
+                    out.push(p);
+                }
+            }
+            for s in 0..n {
+                let mut p = self.clone();
+                p.clients[c].steps.remove(s);
+                out.push(p);
+            }
+        }
+        for c in 0..self.clients.len() {
+            if self.clients[c].skew_ms != 0 {
+                let mut p = self.clone();
+                p.clients[c].skew_ms = 0;
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+fn draw_op(d: &mut Draw, client: usize, step: usize, n: usize) -> Op {
+    let id = d.below(TASKS as u64) as i64;
+    match d.below(16) {
+        10 => Op::LabelInsert {
+            id,
+            label: format!("l{}", d.below(4)),
+        },
+        11 => Op::LabelErase {
+            id,
+            label: format!("l{}", d.below(4)),
+        },
+        12 => Op::AttrSet {
+            id,
+            key: format!("k{}", d.below(3)),
+            value: d.below(100) as i64,
+        },
+        13 => Op::AttrErase {
+            id,
+            key: format!("k{}", d.below(3)),
+        },
+        14 | 15 => Op::Link {
+            id,
+            to: d.chance(80).then(|| d.below(TASKS as u64) as i64),
+        },
+        0..=2 => Op::SetTitle {
+            id,
+            title: format!("c{client}s{step}o{n}"),
+        },
+        3 | 4 => Op::Add {
+            id,
+            amount: d.below(21) as i64 - 10,
+        },
+        5 => Op::Erase { id },
+        6..=8 => Op::TagInsert {
+            id,
+            at: d.below(1 << 16) as u32,
+            tag: format!("c{client}s{step}o{n}"),
+        },
+        _ => Op::TagErase {
+            id,
+            at: d.below(1 << 16) as u32,
+        },
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {} (latency {}..{} ms)",
+            self.seed, self.latency_ms.0, self.latency_ms.1
+        )?;
+        for (at, fault) in &self.faults {
+            writeln!(f, "  at {at} ms: {fault:?}")?;
+        }
+        for (c, client) in self.clients.iter().enumerate() {
+            writeln!(
+                f,
+                "  client c{c} (clock skew {} ms, tokens for {} s):",
+                client.skew_ms, client.token_secs
+            )?;
+            for (s, step) in client.steps.iter().enumerate() {
+                writeln!(f, "    {s}: {step:?}")?;
+            }
+        }
+        Ok(())
+    }
+}
