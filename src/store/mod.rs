@@ -747,7 +747,23 @@ impl Database {
             let (conn, schemas) = &mut *guard;
             exec_cached(conn, "BEGIN IMMEDIATE")?;
             let saved = schemas.clone();
-            match f(conn, schemas) {
+            // A panic in `f` (a bug: OT and the applier return errors for bad input) must not
+            // leave the SQLite transaction open and the writer gate shut: every later write
+            // would wait out its timeout and fail. Roll back, open the gate, then go on
+            // unwinding. Found by the simulation (docs/testing.md).
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn, schemas)));
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    *schemas = saved;
+                    drop(guard);
+                    self.release_writer();
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            match outcome {
                 Ok(value) => match exec_cached(conn, "COMMIT") {
                     Ok(()) => {
                         self.checkpointer.committed(conn);
@@ -795,5 +811,58 @@ impl Database {
     /// entry; [`Database::last_local_version`] is the newest version ever given out).
     pub fn latest_version(&self) -> Result<Option<ChangesetMeta>, StoreError> {
         Ok(self.history()?.last().map(|c| c.meta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClassSchema, PrimaryKey, Property, PropertyType};
+
+    /// Found by the simulation with a broken OT rule: a panic inside `with_writer` (the path of
+    /// downloads and replays) left `BEGIN IMMEDIATE` open and the writer gate shut, so every
+    /// later write failed with `WriterTimeout`.
+    #[test]
+    fn a_panic_inside_a_write_rolls_back_and_frees_the_writer() {
+        let dir = std::env::temp_dir().join(format!("tandem-writer-panic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let schema = crate::model::Schema::new(vec![ClassSchema::top_level(
+            "Task",
+            "_id",
+            vec![Property::new("_id", PropertyType::Int)],
+        )])
+        .unwrap();
+        let config = Config {
+            writer_timeout: Duration::from_millis(200),
+            ..Config::default()
+        };
+        let db = Database::open(dir.join("a.sqlite"), &schema, config).unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            db.with_writer(|conn, _| -> Result<(), StoreError> {
+                conn.execute_batch("CREATE TABLE scratch(x)").unwrap();
+                panic!("a bug inside a write")
+            })
+        }));
+        assert!(panicked.is_err());
+        // The writer is free at once, and what the panicking write did is gone.
+        let mut tx = db
+            .begin_write()
+            .expect("the writer is free after the panic");
+        tx.create("Task", PrimaryKey::Int(1), &[]).unwrap();
+        tx.commit().unwrap();
+        let scratch: i64 = db
+            .read()
+            .unwrap()
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'scratch'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(scratch, 0);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

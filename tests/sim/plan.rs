@@ -34,6 +34,9 @@ pub enum Op {
     SetTitle { id: i64, title: String },
     /// Upsert the task and add to its counter (adds sum).
     Add { id: i64, amount: i64 },
+    /// Upsert the task and set its counter (a set against a concurrent add: the add applies
+    /// on top of the newer set).
+    SetCount { id: i64, value: i64 },
     /// Erase the task if this replica has it (deletes win).
     Erase { id: i64 },
     /// Upsert the task and insert a tag at position `at % (len + 1)`.
@@ -240,7 +243,11 @@ impl Plan {
 
 fn draw_op(d: &mut Draw, client: usize, step: usize, n: usize) -> Op {
     let id = d.below(TASKS as u64) as i64;
-    match d.below(16) {
+    match d.below(18) {
+        16 | 17 => Op::SetCount {
+            id,
+            value: d.below(1_000) as i64,
+        },
         10 => Op::LabelInsert {
             id,
             label: format!("l{}", d.below(4)),

@@ -258,6 +258,7 @@ fn write(
         let id = match op {
             Op::SetTitle { id, .. }
             | Op::Add { id, .. }
+            | Op::SetCount { id, .. }
             | Op::Erase { id }
             | Op::TagInsert { id, .. }
             | Op::TagErase { id, .. }
@@ -316,6 +317,18 @@ fn write(
                 }
                 tx.add("Task", &PrimaryKey::Int(*id), "count", *amount)
                     .map_err(err)?;
+            }
+            Op::SetCount { id, value } => {
+                tx.upsert(
+                    "Task",
+                    PrimaryKey::Int(*id),
+                    &[("count", Value::Int(*value))],
+                )
+                .map_err(err)?;
+                if !present[id] {
+                    present.insert(*id, true);
+                    lens.insert(*id, 0);
+                }
             }
             Op::Erase { id } => {
                 if present[id] {
