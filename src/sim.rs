@@ -99,6 +99,19 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await
 }
 
+/// Like [`blocking`], on the library's runtime's blocking pool, so callable where no tokio
+/// runtime is current (futures the FFI polls from Kotlin, Swift or Python); inline inside a
+/// simulation.
+#[cfg(feature = "client")]
+pub(crate) async fn library_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if in_simulation() {
+        return Ok(f());
+    }
+    crate::client::runtime().spawn_blocking(f).await
+}
+
 /// Spawns a sync task: on the library's runtime, or inside a simulation on the simulated
 /// host's.
 #[cfg(feature = "client")]

@@ -415,7 +415,7 @@ pub async fn open_synced(
     timeout: Option<Duration>,
 ) -> Result<(Arc<Database>, SyncSession), SyncError> {
     let path = path.into();
-    let opened = crate::sim::blocking(move || -> Result<_, StoreError> {
+    let opened = crate::sim::library_blocking(move || -> Result<_, StoreError> {
         let db = Arc::new(Database::open(path, &schema, db_config)?);
         let fresh = db.sync_progress()?.client_file_ident == 0;
         Ok((db, fresh))
@@ -621,7 +621,7 @@ impl SyncSession {
         }
         let shared = Arc::clone(&self.shared);
         let db = Arc::clone(&shared.db);
-        let committed = crate::sim::blocking(move || -> Result<Option<u64>, StoreError> {
+        let committed = crate::sim::library_blocking(move || -> Result<Option<u64>, StoreError> {
             let mut tx = db.begin_write()?;
             build(&mut tx)?;
             tx.commit()
