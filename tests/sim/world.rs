@@ -223,22 +223,19 @@ impl TokenProvider for Tokens {
     }
 }
 
-fn list_len(db: &Database, class: &str, id: &PrimaryKey, prop: &str) -> Result<u32, String> {
-    let object = db
-        .read()
-        .and_then(|r| r.object(class, id))
-        .map_err(|e| e.to_string())?;
-    Ok(match object.as_ref().and_then(|o| o.fields.get(prop)) {
-        Some(Field::List(items)) => items.len() as u32,
-        _ => 0,
-    })
-}
-
-fn exists(db: &Database, class: &str, id: &PrimaryKey) -> Result<bool, String> {
+/// The object `class[id]` as this replica has it now.
+fn read_object(db: &Database, class: &str, id: &PrimaryKey) -> Result<Option<Object>, String> {
     db.read()
         .and_then(|r| r.object(class, id))
-        .map(|o| o.is_some())
         .map_err(|e| e.to_string())
+}
+
+/// The length of list `prop` of `object` (0 for no object).
+fn list_len(object: &Option<Object>, prop: &str) -> u32 {
+    match object.as_ref().and_then(|o| o.fields.get(prop)) {
+        Some(Field::List(items)) => items.len() as u32,
+        _ => 0,
+    }
 }
 
 /// One write step as one transaction. Positions come from reading first: nothing else writes
@@ -275,8 +272,10 @@ fn write(
         for id in targets {
             let key = PrimaryKey::Int(id);
             if let std::collections::btree_map::Entry::Vacant(v) = present.entry(id) {
-                v.insert(exists(db, "Task", &key)?);
-                lens.insert(id, list_len(db, "Task", &key, "tags")?);
+                // One read gives both whether the task exists and its tag count.
+                let task = read_object(db, "Task", &key)?;
+                v.insert(task.is_some());
+                lens.insert(id, list_len(&task, "tags"));
             }
         }
     }
@@ -293,7 +292,7 @@ fn write(
         }
         Ok(())
     };
-    let journal_len = list_len(db, "Journal", &PrimaryKey::Int(0), "lines")?;
+    let journal_len = list_len(&read_object(db, "Journal", &PrimaryKey::Int(0))?, "lines");
     let mut tx = db.begin_write().map_err(err)?;
     for op in ops {
         match op {
