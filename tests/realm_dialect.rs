@@ -686,15 +686,18 @@ async fn a_server_restored_from_an_older_backup_resets_the_client() {
     let f = fixture("restored", "all-authenticated").await;
     let (mut a, _) = realm(&f).await;
     let (ident, salt, download) = bind_fresh(&mut a, 1, "\"p1\"").await;
+    assert!(matches!(download, ServerMessage::Download { .. }));
+    send(&mut a, upload(1, 2, &[(2, SCHEMA)])).await;
+    // Every server version has its own salt: the client keeps the one of the latest version
+    // it heard of, from the acknowledging DOWNLOAD.
     let ServerMessage::Download {
+        latest_server_version: 1,
         latest_server_version_salt: server_salt,
         ..
-    } = download
+    } = recv(&mut a).await
     else {
-        unreachable!()
+        panic!("the upload's acknowledgement at server version 1")
     };
-    send(&mut a, upload(1, 2, &[(2, SCHEMA)])).await;
-    let _ack = recv(&mut a).await;
     // A client that has seen more than this server has (its download cursor, or the latest
     // version it heard of): 209; the server's history under another salt: 211; a client
     // file the server never allocated: 208. Each is a ClientReset.
@@ -1070,6 +1073,15 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
     send(&mut b, query(1, 1, "{\"Task\":\"done == true\"}")).await;
     let got = marked(&mut b, 2).await;
     let (_, entries, _) = flx_download(&got[0]);
+    // B's latest server version and its salt (each version has its own).
+    let b_salt = match &got[0] {
+        ServerMessage::Download {
+            latest_server_version: 3,
+            latest_server_version_salt,
+            ..
+        } => *latest_server_version_salt,
+        other => panic!("B's bootstrap at server version 3 expected, got {other:?}"),
+    };
     assert_eq!(
         task_ops(&entries),
         ["create 02", "set done 02", "set title 02"]
@@ -1160,7 +1172,14 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
     // B lost the DOWNLOAD that brought task 1 into its view (it reconnects with the cursor of
     // its bootstrap, 3): the server rolls the view back and sends task 1 again.
     drop(b);
-    let mut b = flx_reconnect(&f, b_id, [3, 0, 3, *salt], 1, "{\"Task\":\"done == true\"}").await;
+    let mut b = flx_reconnect(
+        &f,
+        b_id,
+        [3, 0, 3, b_salt],
+        1,
+        "{\"Task\":\"done == true\"}",
+    )
+    .await;
     let ops = marked_ops(&mut b, 1).await;
     assert_eq!(ops, ["create 01", "set done 01", "set title 01"]);
 }

@@ -830,6 +830,24 @@ fn salt(file: &Path) -> i64 {
         .unwrap()
 }
 
+/// The salt of server version `version` in a server file, as DOWNLOAD gave it to clients
+/// (each version has its own; 0 stored means the file's salt).
+fn version_salt(file: &Path, version: u64) -> u64 {
+    let conn = rusqlite::Connection::open(file).unwrap();
+    let stored: i64 = conn
+        .query_row(
+            "SELECT salt FROM history WHERE version = ?1",
+            [version as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if stored == 0 {
+        salt(file) as u64
+    } else {
+        stored as u64
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
     let dir = Dir::new("backup");
@@ -974,7 +992,8 @@ async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
                 download_server_version: cursor,
                 download_client_version: client_version,
                 latest_server_version: cursor,
-                latest_server_version_salt: 0,
+                // What the client got with that version from the server before the backup.
+                latest_server_version_salt: version_salt(&data.join(&file), cursor),
                 query: None,
             },
         )

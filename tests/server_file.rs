@@ -33,11 +33,24 @@ fn clients_converge_through_the_server_across_restarts() {
                 _ => clients[c].download(&server),
             }
             if step % 97 == 96 {
-                // Restart: everything acknowledged must still be there.
-                let before = (server.latest_version(), server.state().unwrap());
+                // Restart: everything acknowledged must still be there, and every version keeps
+                // its salt (a client's latest version is checked against it at IDENT; the
+                // simulation found the latest one read back as the file's salt).
+                let latest = server.latest_version();
+                let salts: Vec<u64> = (0..=latest)
+                    .map(|v| server.version_salt(v).unwrap())
+                    .collect();
+                let before = (latest, server.state().unwrap());
                 drop(server);
                 server = ServerFile::open(&path).unwrap();
                 assert_eq!((server.latest_version(), server.state().unwrap()), before);
+                let after: Vec<u64> = (0..=latest)
+                    .map(|v| server.version_salt(v).unwrap())
+                    .collect();
+                assert_eq!(after, salts, "round {round}: salts after a restart");
+                if latest > 1 {
+                    assert_ne!(salts[latest as usize], salts[latest as usize - 1]);
+                }
             }
         }
         for _ in 0..2 {

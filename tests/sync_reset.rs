@@ -499,6 +499,48 @@ mod rules {
         tx.create("Task", pk(id), &[("title", s("base"))]).unwrap();
     }
 
+    /// Found by the simulation (seed 69, `docs/testing.md`): a server that lost its data
+    /// lost the schema with it, and the local history that created the schema was gone (a
+    /// previous reset rebuilt it). A reset onto a snapshot that lacks the file's tables and
+    /// columns records them first, as the first local changeset, in both modes.
+    #[test]
+    fn a_reset_onto_a_snapshot_without_the_local_schema_adds_it_first() {
+        for recover in [false, true] {
+            let case = case(&format!("schema-{recover}"), |tx| create_task(tx, 1));
+            let lost = tandem::state::State::new().snapshot_changeset();
+            let replay = if recover {
+                case.local.local_changes_after(0).unwrap()
+            } else {
+                Vec::new()
+            };
+            case.local
+                .reset_to_snapshot(&lost, RESET_BASE, replay)
+                .unwrap();
+            let uploaded = case.local.local_changes_after(0).unwrap();
+            assert!(!uploaded.is_empty(), "recover {recover}: nothing to upload");
+            assert!(
+                uploaded[0]
+                    .instructions
+                    .iter()
+                    .all(|i| i.is_schema_change()),
+                "recover {recover}: the first changeset is the schema"
+            );
+            // On the server (an empty state) the uploads give the local schema and objects.
+            let mut server = tandem::state::State::new();
+            for changeset in &uploaded {
+                server.apply(changeset).unwrap();
+            }
+            let local = case.local.export_state().unwrap();
+            assert_eq!(server.schemas, local.schemas, "recover {recover}");
+            assert_eq!(server.objects, local.objects, "recover {recover}");
+            assert_eq!(
+                object(&case.local, "Task", 1).is_some(),
+                recover,
+                "recover {recover}: the task is recovered, or discarded"
+            );
+        }
+    }
+
     #[test]
     fn rule_write_to_an_object_the_server_deleted_is_dropped_and_reported() {
         let c = case("deleted", |tx| {

@@ -739,7 +739,12 @@ where
             };
             // A reset (or a first open): the new ident is stored with the snapshot.
             conn.new_ident = Some((client_file_ident, client_file_ident_salt));
-            if plan.recover && plan.old_ident != 0 {
+            // CLIENT_VERSION says which local changes the server integrated: what recovery
+            // re-applies, and whether a transaction waiting for its verdict was integrated.
+            let verdict_pending = lock(&shared.transact)
+                .as_ref()
+                .is_some_and(|p| p.version.is_some());
+            if (plan.recover || verdict_pending) && plan.old_ident != 0 {
                 ws.send(encode(ClientMessage::ClientVersionRequest {
                     session: 1,
                     client_file_ident: plan.old_ident,
@@ -1046,6 +1051,14 @@ where
         server_version_salt: done.server_version_salt,
     };
     let through = conn.recovered_through;
+    let snapshot_version = done.server_version;
+    // A transaction waiting for its verdict is decided by the reset: if the server integrated
+    // it (CLIENT_VERSION says so), it is in the snapshot and accepted; otherwise it is rolled
+    // back with the reset (never re-applied, so never uploaded unchecked) and rejected. Its
+    // old local version must not be matched against the re-recorded changesets afterwards.
+    let waiting = lock(&shared.transact).as_ref().and_then(|p| p.version);
+    let integrated = waiting.is_some_and(|v| v <= through);
+    let exclude = exclude.or(waiting.filter(|_| !integrated));
     let d = Arc::clone(&shared.db);
     let (outcome, trimmed) = blocking(move || {
         let trimmed = d.trimmed_through()?;
@@ -1077,12 +1090,22 @@ where
     conn.uploaded_through = 0;
     conn.in_flight.clear();
     shared.resets.send_modify(|n| *n += 1);
-    if exclude.is_some() {
-        let rolled_back = lock(&shared.transact).take();
-        if let Some(p) = rolled_back {
+    if waiting.is_some() {
+        let decided = lock(&shared.transact).take();
+        if let Some(p) = decided {
             if let Some(done) = p.done {
-                let _ = done.send(TransactOutcome::Rejected {
-                    reason: p.rejected.unwrap_or_default(),
+                let _ = done.send(if integrated {
+                    TransactOutcome::Accepted {
+                        server_version: snapshot_version,
+                    }
+                } else {
+                    TransactOutcome::Rejected {
+                        reason: p.rejected.unwrap_or_else(|| {
+                            "a client reset came before the server's verdict (the server lost \
+                             or expired this file's history); the transaction was rolled back"
+                                .into()
+                        }),
+                    }
                 });
             }
         }

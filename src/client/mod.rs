@@ -200,12 +200,15 @@ pub struct ErrorInfo {
 pub enum TransactOutcome {
     /// Integrated as this server version.
     Accepted {
-        /// The server version it became.
+        /// The server version it became (when a client reset decided the verdict: the reset
+        /// snapshot's server version, which includes it).
         server_version: u64,
     },
-    /// Refused; the transaction was rolled back locally (listeners saw it disappear).
+    /// Refused; the transaction was rolled back locally (listeners saw it disappear). Also
+    /// the outcome when a client reset came before the verdict and the server had not
+    /// integrated it (`docs/client.md`, "Transactions checked by the server").
     Rejected {
-        /// Why, in the server's words.
+        /// Why: the server's reason, or the client reset's.
         reason: String,
     },
 }

@@ -61,6 +61,12 @@ use super::state::{state_path, ServerState, StateError};
 /// A 64-bit random number from the operating system (ring's `SystemRandom`). If the system has
 /// none to give, the server cannot allocate idents safely: that is a storage-level failure of
 /// the session (error 201).
+/// A new server version's salt: random, positive as an SQLite integer, never 0 (0 in the
+/// history means "the file's salt").
+fn fresh_version_salt() -> Result<u64, ProtocolError> {
+    Ok((random_u64()? >> 1).max(1))
+}
+
 pub(super) fn random_u64() -> Result<u64, ProtocolError> {
     use ring::rand::{SecureRandom, SystemRandom};
     if let Some(n) = crate::sim::simulated_random() {
@@ -139,6 +145,8 @@ pub struct ServerFile {
     reciprocal: HashMap<u64, ReciprocalHistory>,
     salt: u64,
     latest: u64,
+    /// The salt of `latest` ([`ServerFile::version_salt`]).
+    latest_salt: u64,
     /// The last STATE snapshot built: its server version and encoded changeset. Kept so that a
     /// client resuming a download by offset gets the same bytes.
     snapshot: Option<(u64, std::sync::Arc<Vec<u8>>)>,
@@ -215,7 +223,8 @@ impl ServerFile {
                  changeset BLOB NOT NULL,
                  origin_file_ident INTEGER NOT NULL,
                  origin_timestamp INTEGER NOT NULL,
-                 client_version INTEGER NOT NULL
+                 client_version INTEGER NOT NULL,
+                 salt INTEGER NOT NULL DEFAULT 0
              );
              CREATE INDEX IF NOT EXISTS history_by_origin ON history (origin_file_ident, version);
              CREATE TABLE IF NOT EXISTS client_file (ident INTEGER PRIMARY KEY, salt INTEGER NOT NULL);
@@ -240,6 +249,18 @@ impl ServerFile {
         )
         .map_err(sql_err)?;
         conn.execute_batch(PENDING_CLIENT_FILES).map_err(sql_err)?;
+        // Files from before per-version salts: their versions keep the file's salt (0 here).
+        let salted: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('history') WHERE name = 'salt'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql_err)?;
+        if salted == 0 {
+            conn.execute_batch("ALTER TABLE history ADD COLUMN salt INTEGER NOT NULL DEFAULT 0")
+                .map_err(sql_err)?;
+        }
         let salt: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
                 r.get(0)
@@ -269,6 +290,8 @@ impl ServerFile {
             reciprocal: HashMap::new(),
             salt,
             latest: latest as u64,
+            // Read from the history just below (0: not known yet).
+            latest_salt: 0,
             snapshot: None,
             client_file_expiry: super::admission::DEFAULT_CLIENT_FILE_EXPIRY,
             disk: None,
@@ -278,6 +301,7 @@ impl ServerFile {
             rows: 0,
             filters: flx::FilterCache::default(),
         };
+        file.latest_salt = file.version_salt(file.latest)?;
         file.compacted = file
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'compacted'", [], |r| {
@@ -471,6 +495,34 @@ impl ServerFile {
     /// The salt of this file's history (a restored backup gets a new one).
     pub fn salt(&self) -> u64 {
         self.salt
+    }
+
+    /// The salt of server version `version`: each version integrated gets its own random salt
+    /// (realm-core's `version_salt`, one per history entry), so that a client that saw version
+    /// `v` of this history can tell it from version `v` of a history restored from an older
+    /// copy that has since grown again (`realm-sync.md`, "latest_server_version_salt"). Versions
+    /// stored before per-version salts, version 0, and versions compacted away have the file's
+    /// salt ([`ServerFile::salt`]).
+    ///
+    /// # Errors
+    /// A storage fault reading the history (201).
+    pub fn version_salt(&self, version: u64) -> Result<u64, ProtocolError> {
+        if version == self.latest && self.latest_salt != 0 && version > 0 {
+            return Ok(self.latest_salt);
+        }
+        let stored: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT salt FROM history WHERE version = ?1",
+                [version as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql_err)?;
+        Ok(match stored {
+            Some(s) if s != 0 => s as u64,
+            _ => self.salt,
+        })
     }
 
     /// The materialized state after the latest version, read from the state file into memory
@@ -967,11 +1019,16 @@ impl ServerFile {
                                WHERE origin_file_ident = client_sync.ident AND version <= ?1), 0))",
                 [point as i64],
             )?;
+            let salt: i64 = tx.query_row(
+                "SELECT COALESCE((SELECT salt FROM history WHERE version = ?1), 0)",
+                [point as i64],
+                |r| r.get(0),
+            )?;
             let removed = tx.execute("DELETE FROM history WHERE version <= ?1", [point as i64])?;
             tx.execute(
-                "INSERT INTO history (version, changeset, origin_file_ident, origin_timestamp, client_version)
-                 VALUES (?1, ?2, 0, ?3, 0)",
-                params![point as i64, snapshot, timestamp as i64],
+                "INSERT INTO history (version, changeset, origin_file_ident, origin_timestamp, client_version, salt)
+                 VALUES (?1, ?2, 0, ?3, 0, ?4)",
+                params![point as i64, snapshot, timestamp as i64, salt],
             )?;
             tx.execute("DELETE FROM reciprocal WHERE version <= ?1", [point as i64])?;
             tx.execute(
@@ -1076,7 +1133,25 @@ impl ServerFile {
             Ok(())
         } else {
             let base = forget;
-            self.store(client, &appended, &reciprocal, &dirty, base)
+            match appended
+                .iter()
+                .map(|_| fresh_version_salt())
+                .collect::<Result<Vec<u64>, _>>()
+            {
+                Ok(salts) => self
+                    .store(client, &appended, &salts, &reciprocal, &dirty, base)
+                    .map(|()| {
+                        if let Some(last) = salts.last() {
+                            self.latest_salt = *last;
+                        }
+                    }),
+                Err(e) => {
+                    self.reciprocal.insert(client, reciprocal);
+                    self.state.rollback();
+                    let _ = self.reload();
+                    return Err(e);
+                }
+            }
         };
         self.reciprocal.insert(client, reciprocal);
         if let Err(e) = stored {
@@ -1272,21 +1347,23 @@ impl ServerFile {
         &self,
         client: u64,
         appended: &[Changeset],
+        salts: &[u64],
         reciprocal: &ReciprocalHistory,
         dirty: &BTreeSet<u64>,
         forget: u64,
     ) -> rusqlite::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
-        for cs in appended {
+        for (cs, salt) in appended.iter().zip(salts) {
             tx.execute(
-                "INSERT INTO history (version, changeset, origin_file_ident, origin_timestamp, client_version)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO history (version, changeset, origin_file_ident, origin_timestamp, client_version, salt)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     cs.meta.version as i64,
                     cs.encode(),
                     client as i64,
                     cs.meta.origin_timestamp as i64,
-                    cs.meta.last_integrated_remote_version as i64
+                    cs.meta.last_integrated_remote_version as i64,
+                    *salt as i64
                 ],
             )?;
         }
@@ -1396,14 +1473,15 @@ impl ServerFile {
             download_server_version: cursor,
             download_client_version: self.integrated_client_version(client, cursor)?,
             latest_server_version: self.latest,
-            latest_server_version_salt: self.salt,
+            latest_server_version_salt: self.latest_salt,
             upload_client_version: self.integrated_client_version(client, self.latest)?,
         })
     }
 }
 
-/// The top-level objects a changeset's data instructions touch.
-fn touched_objects(cs: &Changeset) -> std::collections::HashSet<(String, crate::state::Key)> {
+/// The top-level objects a changeset's data instructions touch, in order (so that a refusal
+/// names the same object on every run).
+fn touched_objects(cs: &Changeset) -> BTreeSet<(String, crate::state::Key)> {
     cs.instructions
         .iter()
         .filter_map(|i| instruction_object(cs, i))

@@ -244,8 +244,9 @@ impl Session {
         if self.cursor != file.latest_version() {
             return None;
         }
+        // A storage fault reading the salt: nothing is built now; the next pass tries again.
+        let salt = file.version_salt(file.latest_version()).ok()?;
         let built = file.flx_bootstrap(ident, &query);
-        let salt = file.salt();
         drop(file);
         let flexible = self.flexible.as_mut()?;
         let built = match built {
@@ -783,7 +784,9 @@ fn check_latest(
             ),
         ));
     }
-    if latest_server_version > 0 && latest_server_version_salt != file.salt() {
+    if latest_server_version > 0
+        && latest_server_version_salt != file.version_salt(latest_server_version)?
+    {
         return Err(ProtocolError::new(
             ErrorCode::DivergingHistories,
             "the client's server version salt is not this server's: the history was replaced",
@@ -1089,9 +1092,8 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
                     m.download_client_version,
                 )
             })
-            .and_then(|()| match s.realm {
-                true => check_latest(&file, m.latest_server_version, m.latest_server_version_salt),
-                false => Ok(()),
+            .and_then(|()| {
+                check_latest(&file, m.latest_server_version, m.latest_server_version_salt)
             })
             .map_err(|e| (e, session))?;
     }
@@ -1355,10 +1357,9 @@ fn on_state_request(s: &mut Session, session: u64, server_version: u64, offset: 
     not_flexible(s, session, "STATE_REQUEST")?;
     let (salt, (version, bytes)) = {
         let mut file = lock(&s.file);
-        (
-            file.salt(),
-            file.snapshot(server_version).map_err(|e| (e, session))?,
-        )
+        let (version, bytes) = file.snapshot(server_version).map_err(|e| (e, session))?;
+        let salt = file.version_salt(version).map_err(|e| (e, session))?;
+        (salt, (version, bytes))
     };
     let total = bytes.len() as u64;
     // Resume only the snapshot asked for; anything else starts over at offset 0.

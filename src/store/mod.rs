@@ -538,7 +538,10 @@ impl Database {
             let migration = schema::migration(&schemas, schema)?;
             if !migration.is_empty() {
                 apply::apply(&conn, &mut schemas, &migration)?;
-                history::append_history(&conn, migration, 0, config.file_ident)?;
+                // Based on the last server version this file integrated, like any local write:
+                // a schema addition by a new app version on a file that has synced is not
+                // "older" than the changesets before it (the server refuses that with 209).
+                history::append_local(&conn, &migration.encode(), config.file_ident)?;
             }
             Ok::<_, StoreError>(schemas)
         })();

@@ -263,6 +263,25 @@ impl Database {
             put(conn, LATEST_SERVER_VERSION_SALT, base.server_version_salt)?;
             put(conn, UPLOAD_CLIENT_VERSION, 0)?;
             apply::apply(conn, schemas, snapshot)?;
+            // The local schema goes back to the server first, if the snapshot lacks some of it
+            // (the file's tables and columns stay; the server must have them for what follows).
+            let server_schemas = {
+                let mut server = State::new();
+                let schema_only = schema_part(snapshot);
+                server
+                    .apply(schema_only.as_ref().unwrap_or(snapshot))
+                    .map_err(StoreError::Rejected)?;
+                server.schemas
+            };
+            let catch_up = super::schema::catch_up(&server_schemas, schemas);
+            if !catch_up.is_empty() {
+                history::append_history(
+                    conn,
+                    catch_up,
+                    base.server_version,
+                    base.client_file_ident,
+                )?;
+            }
             let mut outcome = ResetOutcome::default();
             for (original, recovered) in recover.iter().zip(recovered) {
                 let RecoveredChangeset {

@@ -107,31 +107,81 @@ pub(crate) fn migration(existing: &Schemas, schema: &Schema) -> Result<Changeset
                 }
                 None => {}
             }
-            let column_type = match (spec.value_type, &spec.link_target) {
-                (PayloadType::Null, _) => ColumnType::Mixed,
-                (PayloadType::Link, Some(target)) => ColumnType::Link {
-                    target_table: cs.intern(target),
-                },
-                (t, _) => ColumnType::Value(t),
-            };
-            let collection = match spec.collection {
-                CollectionType::Single => ColumnCollection::Single,
-                CollectionType::List => ColumnCollection::List,
-                CollectionType::Set => ColumnCollection::Set,
-                CollectionType::Dictionary => ColumnCollection::Dictionary {
-                    key_type: PayloadType::String,
-                },
-            };
-            let table = cs.intern(&class.name);
-            let field = cs.intern(&p.name);
-            cs.push(Instruction::AddColumn(AddColumn {
-                table,
-                field,
-                column_type,
-                nullable: spec.nullable,
-                collection,
-            }));
+            push_add_column(&mut cs, &class.name, &p.name, &spec);
         }
     }
     Ok(cs)
+}
+
+/// The AddTable / AddColumn instructions that bring `server` (a schema as a server snapshot
+/// declares it) up to `local` (the file's schema): every table and column `local` has and
+/// `server` lacks, in `local`'s order (tables first). What both have is left alone, even where
+/// they differ (the reset's recovery rules judge those).
+///
+/// A client reset records them as its first local changeset, as realm-core's reset carries the
+/// local schema over to the fresh state: the server may have lost the schema with the data (a
+/// restore from a copy older than an app upgrade, a lost file), while the local history that
+/// created it was rebuilt or trimmed long ago.
+pub(crate) fn catch_up(server: &Schemas, local: &Schemas) -> Changeset {
+    let mut cs = Changeset::new();
+    for (name, table) in local {
+        if server.contains_key(name) {
+            continue;
+        }
+        let kind = match &table.spec {
+            TableSpec::Embedded => TableKind::Embedded,
+            TableSpec::TopLevel {
+                pk_field,
+                pk_type,
+                pk_nullable,
+                ..
+            } => TableKind::TopLevel(PrimaryKeySpec {
+                field: cs.intern(pk_field),
+                key_type: *pk_type,
+                nullable: *pk_nullable,
+            }),
+        };
+        let table = cs.intern(name);
+        cs.push(Instruction::AddTable(AddTable { table, kind }));
+    }
+    for (name, table) in local {
+        for (column, spec) in &table.columns {
+            if server
+                .get(name)
+                .is_some_and(|t| t.columns.contains_key(column))
+            {
+                continue;
+            }
+            push_add_column(&mut cs, name, column, spec);
+        }
+    }
+    cs
+}
+
+/// Appends the AddColumn instruction that declares column `field` of `table` as `spec`.
+fn push_add_column(cs: &mut Changeset, table: &str, field: &str, spec: &ColumnSpec) {
+    let column_type = match (spec.value_type, &spec.link_target) {
+        (PayloadType::Null, _) => ColumnType::Mixed,
+        (PayloadType::Link, Some(target)) => ColumnType::Link {
+            target_table: cs.intern(target),
+        },
+        (t, _) => ColumnType::Value(t),
+    };
+    let collection = match spec.collection {
+        CollectionType::Single => ColumnCollection::Single,
+        CollectionType::List => ColumnCollection::List,
+        CollectionType::Set => ColumnCollection::Set,
+        CollectionType::Dictionary => ColumnCollection::Dictionary {
+            key_type: spec.key_type.unwrap_or(PayloadType::String),
+        },
+    };
+    let table = cs.intern(table);
+    let field = cs.intern(field);
+    cs.push(Instruction::AddColumn(AddColumn {
+        table,
+        field,
+        column_type,
+        nullable: spec.nullable,
+        collection,
+    }));
 }

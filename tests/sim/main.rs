@@ -151,6 +151,9 @@ fn run_plan(plan: Plan) {
     let root = root().join(format!("plan-{}", plan.seed));
     let result = world::run(&plan, &root);
     let _ = std::fs::remove_dir_all(&root);
+    if let (Some(_), Ok(o)) = (std::env::var_os("SIM_TRACE"), &result) {
+        eprintln!("{plan}\n{}\n", o.trace.join("\n"));
+    }
     if let Err(f) = result {
         panic!("{}\n{plan}\ntrace:\n{}", f.message, f.trace.join("\n"));
     }
@@ -160,6 +163,7 @@ fn idle() -> plan::ClientPlan {
     plan::ClientPlan {
         skew_ms: 0,
         token_secs: 86_400,
+        schema: plan::SchemaAt::Never,
         steps: Vec::new(),
     }
 }
@@ -191,6 +195,7 @@ fn a_silently_dead_connection_is_noticed_by_its_missing_pong() {
             ClientPlan {
                 skew_ms: 0,
                 token_secs: 86_400,
+                schema: plan::SchemaAt::Never,
                 steps,
             },
             idle(),
@@ -206,4 +211,199 @@ fn a_silently_dead_connection_is_noticed_by_its_missing_pong() {
             ),
         ],
     });
+}
+
+fn write(journal_at: u32, journal_add: i64, ops: Vec<plan::Op>) -> plan::Step {
+    plan::Step::Write {
+        ops,
+        journal_at,
+        journal_add,
+    }
+}
+
+/// Found by the first soak with transactions and restores (seed 6): the server lost its data
+/// while a transaction waited for its verdict. The client reset re-recorded every local
+/// changeset under new versions, but the session kept waiting on the transaction's old version:
+/// a different changeset went as TRANSACT, and the transaction itself was re-uploaded as an
+/// ordinary changeset, unchecked (and reported accepted by that upload's acknowledgement).
+/// Now the reset decides the transaction: accepted if the server integrated it (CLIENT_VERSION),
+/// otherwise rolled back with the reset and rejected.
+#[test]
+fn a_client_reset_decides_a_transaction_waiting_for_its_verdict() {
+    use plan::{ClientPlan, Fault, Op, Step};
+    let plan = Plan {
+        seed: 1_000_006,
+        latency_ms: (2, 20),
+        clients: vec![
+            ClientPlan {
+                skew_ms: 0,
+                token_secs: 86_400,
+                schema: plan::SchemaAt::Never,
+                steps: vec![
+                    write(
+                        0,
+                        5,
+                        vec![Op::SetTitle {
+                            id: 1,
+                            title: "w".into(),
+                        }],
+                    ),
+                    Step::Pause(1_500),
+                    Step::Transact {
+                        ops: vec![Op::Add { id: 1, amount: 3 }],
+                        journal_at: 1,
+                        journal_add: 7,
+                        wait_s: None,
+                    },
+                    write(2, 11, vec![]),
+                ],
+            },
+            idle(),
+        ],
+        faults: vec![
+            (1_000, Fault::CrashServer { down_ms: 5_000 }),
+            (2_000, Fault::RestoreServer { down_ms: 0 }),
+        ],
+    };
+    let root = root().join("reset-decides");
+    let result = world::run(&plan, &root);
+    let _ = std::fs::remove_dir_all(&root);
+    let outcome =
+        result.unwrap_or_else(|f| panic!("{}\ntrace:\n{}", f.message, f.trace.join("\n")));
+    // The server lost everything while the transaction waited: the reset rolls it back.
+    let verdict = outcome
+        .trace
+        .iter()
+        .find(|l| l.contains("transacted c0s2"))
+        .expect("the transaction's verdict is in the trace");
+    assert!(
+        verdict.contains("rejected (a client reset came before the server's verdict"),
+        "{verdict}\ntrace:\n{}",
+        outcome.trace.join("\n")
+    );
+}
+
+/// A known fault, not fixed yet (found by seed 7 of the first soak with transactions): a
+/// transaction is rejected while a later local write waits behind it; the rollback (a reset
+/// that re-applies the later write) finds the later write's journal insert no longer fits the
+/// server's list, so the local list wins as a whole, and the local list still holds the
+/// rejected transaction's line: the line reaches every replica without its `Entry`. Drawn plans
+/// avoid the shape (their scripts wait for a verdict); this keeps it.
+#[test]
+#[ignore = "known fault: a rolled-back transaction's list inserts survive a list copy"]
+fn a_rolled_back_transaction_leaves_no_list_element_behind() {
+    use plan::{ClientPlan, Fault, Op, Step};
+    let mut c0: Vec<Step> = [3669, 2658, 4845, 3069]
+        .into_iter()
+        .map(Step::Pause)
+        .collect();
+    c0.push(Step::Transact {
+        ops: vec![
+            Op::TagInsert {
+                id: 1,
+                at: 31725,
+                tag: "c0s21o0".into(),
+            },
+            Op::Erase { id: 2 },
+        ],
+        journal_at: 44318,
+        journal_add: 10,
+        wait_s: Some(30),
+    });
+    c0.push(write(
+        22661,
+        39,
+        vec![Op::AttrErase {
+            id: 1,
+            key: "k0".into(),
+        }],
+    ));
+    let mut c1 = vec![Step::Transact {
+        ops: vec![Op::LabelInsert {
+            id: 3,
+            label: "l3".into(),
+        }],
+        journal_at: 52718,
+        journal_add: 67,
+        wait_s: Some(30),
+    }];
+    c1.extend([1454, 4770, 3493, 752, 2802].into_iter().map(Step::Pause));
+    c1.push(write(54550, 11, vec![Op::Add { id: 0, amount: 8 }]));
+    c1.push(write(
+        25301,
+        58,
+        vec![
+            Op::SetCount { id: 0, value: 302 },
+            Op::Add { id: 4, amount: -5 },
+            Op::LabelErase {
+                id: 3,
+                label: "l0".into(),
+            },
+        ],
+    ));
+    let c2 = vec![
+        write(
+            38477,
+            -3,
+            vec![
+                Op::SetCount { id: 2, value: 574 },
+                Op::LabelErase {
+                    id: 1,
+                    label: "l1".into(),
+                },
+                Op::Link { id: 3, to: None },
+            ],
+        ),
+        write(474, 57, vec![]),
+    ];
+    let client = |skew_ms, token_secs, schema, steps| ClientPlan {
+        skew_ms,
+        token_secs,
+        schema,
+        steps,
+    };
+    run_plan(Plan {
+        seed: 7,
+        latency_ms: (1, 11),
+        clients: vec![
+            client(0, 145, plan::SchemaAt::Reopen, c0),
+            client(0, 71, plan::SchemaAt::Start, c1),
+            client(-10_163, 137, plan::SchemaAt::Reopen, c2),
+        ],
+        faults: vec![(
+            13_394,
+            Fault::Partition {
+                client: 0,
+                for_ms: 2_558,
+            },
+        )],
+    });
+}
+
+/// Found by seed 24 of the first soak with restores: the server was restored from a backup, a
+/// client that had downloaded a write the backup lacks (and had uploaded nothing since) came
+/// back only after the restored server had grown past its version again, so its download
+/// cursor looked valid: it skipped the restored history's new versions and kept the lost
+/// write, counted twice once the writer recovered it. The server's salt was one per file, the
+/// same in the backup. Now every server version has its own random salt (realm-core's
+/// `version_salt`), and any client's IDENT with a latest version whose salt differs is 211, a
+/// client reset.
+#[test]
+fn a_client_ahead_of_a_restored_server_is_reset_even_after_the_server_caught_up() {
+    // The drawn plan: shrunk by hand-kept steps it no longer fails without the fix.
+    run_seeds(24, 1, Shape::default());
+}
+
+/// Found by seed 69 of the first soak with schema additions: a client reopened its file with
+/// the app's next schema (a new property and an embedded class); the store recorded that
+/// migration based on server version 0, so the server refused it as older than the file's
+/// earlier changesets (209) and the client reset, on every app upgrade. After a restore that
+/// lost the data, the reset re-uploaded the AddColumn alone (the AddTable had come in the
+/// previous reset's snapshot, so no local changeset had it) and the server refused it (212:
+/// no table): the session stopped. Now the migration is based on the download cursor like any
+/// local write, and a reset first uploads the tables and columns of the local schema the
+/// server's snapshot lacks.
+#[test]
+fn a_schema_upgrade_needs_no_reset_and_survives_a_server_that_lost_it() {
+    run_seeds(69, 1, Shape::default());
 }

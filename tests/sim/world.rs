@@ -3,21 +3,24 @@
 //! everything; waits for quiescence; checks the invariants.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
-use tandem::client::{Event, SyncConfig, SyncError, SyncSession, TokenProvider};
+use tandem::client::{
+    Event, SyncConfig, SyncError, SyncSession, SyncState, TokenProvider, TransactOutcome,
+};
 use tandem::model::{
     ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
 };
+use tandem::protocol::ErrorCode;
 use tandem::server::{Authenticator, ServerConfig, ServerFile, TokenSigner};
 use tandem::state::{Element, Field, Object, Val};
-use tandem::store::{Config, Database};
+use tandem::store::{Config, Database, PathStep, StoreError, WriteTransaction};
 
-use super::plan::{Fault, Op, Plan, Step};
+use super::plan::{Fault, Op, Plan, SchemaAt, Step};
 
 const PATH: &str = "/sim";
 const SECRET: &[u8] = b"simulation secret, 32 bytes long";
@@ -46,21 +49,32 @@ pub struct Failure {
     pub trace: Vec<String>,
 }
 
-fn schema() -> Schema {
-    Schema::new(vec![
-        ClassSchema::top_level(
-            "Task",
-            "_id",
+/// The app's schema: v1, or v2 (a later app version that adds `Task.note` and the embedded
+/// object `Task.meta` of class `Meta`).
+fn schema(v2: bool) -> Schema {
+    let mut task = vec![
+        Property::new("_id", PropertyType::Int),
+        Property::new("title", PropertyType::String),
+        Property::new("count", PropertyType::Int),
+        Property::new("tags", PropertyType::String).collection(CollectionKind::List),
+        Property::new("labels", PropertyType::String).collection(CollectionKind::Set),
+        Property::new("attrs", PropertyType::Int).collection(CollectionKind::Dictionary),
+        Property::link("next", "Task").nullable(),
+    ];
+    let mut extra = Vec::new();
+    if v2 {
+        task.push(Property::new("note", PropertyType::String).nullable());
+        task.push(Property::link("meta", "Meta"));
+        extra.push(ClassSchema::embedded(
+            "Meta",
             vec![
-                Property::new("_id", PropertyType::Int),
-                Property::new("title", PropertyType::String),
-                Property::new("count", PropertyType::Int),
-                Property::new("tags", PropertyType::String).collection(CollectionKind::List),
-                Property::new("labels", PropertyType::String).collection(CollectionKind::Set),
-                Property::new("attrs", PropertyType::Int).collection(CollectionKind::Dictionary),
-                Property::link("next", "Task").nullable(),
+                Property::new("rating", PropertyType::Int),
+                Property::new("memo", PropertyType::String).nullable(),
             ],
-        ),
+        ));
+    }
+    let mut classes = vec![
+        ClassSchema::top_level("Task", "_id", task),
         ClassSchema::top_level(
             "Journal",
             "_id",
@@ -78,8 +92,36 @@ fn schema() -> Schema {
                 Property::new("client", PropertyType::Int),
             ],
         ),
-    ])
-    .expect("the simulation's schema is valid")
+    ];
+    classes.extend(extra);
+    Schema::new(classes).expect("the simulation's schema is valid")
+}
+
+/// What the test knows about every write, shared by all clients and their listener threads.
+#[derive(Default)]
+struct Book {
+    /// Every journal name a client wrote or was about to write (registered before its commit,
+    /// so a listener can never see a name that is not here).
+    attempted: BTreeSet<String>,
+    /// The names written through `transact` (a rejection rolls them back).
+    transacted: BTreeSet<String>,
+    /// The server was restored from an older copy: client resets may since have replaced a
+    /// list as a whole (realm-core's recovery rule), so journal lines may have been dropped.
+    restored: bool,
+}
+
+/// The names in a Journal object's `lines`.
+fn lines_of(journal: &Option<Object>) -> Vec<String> {
+    match journal.as_ref().and_then(|o| o.fields.get("lines")) {
+        Some(Field::List(items)) => items
+            .iter()
+            .map(|e| match e {
+                Element::Value(Val::String(s)) => s.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// One client: its script's progress and what it observed. Lives outside the simulated host,
@@ -89,22 +131,38 @@ struct Client {
     path: PathBuf,
     skew_ms: i64,
     token_secs: u64,
+    schema_at: SchemaAt,
+    /// Whether the running (or last) host opened the file with schema v2.
+    v2: Cell<bool>,
+    /// How many times the host has started.
+    starts: Cell<u32>,
     steps: Vec<Step>,
     /// The next step to run (after a crash the host resumes here).
     next: Cell<usize>,
     /// Journal names of the committed writes and their journal additions.
     committed: RefCell<Vec<(String, i64)>>,
+    /// `transact` writes with no verdict (timeout, crash) and their journal additions: each may
+    /// end present or absent, but all or nothing.
+    in_doubt: RefCell<BTreeMap<String, i64>>,
+    /// `transact` writes the server rejected: they must be gone everywhere.
+    rejected: RefCell<BTreeSet<String>>,
+    /// Shared knowledge of every write.
+    book: Arc<Mutex<Book>>,
+    /// The session's last state, and whether a `will_retry` error has not yet been followed
+    /// by a reconnect (`SyncState::Connected`).
+    session_state: Arc<Mutex<(SyncState, bool)>>,
     /// The open database while the host runs.
     db: RefCell<Weak<Database>>,
     /// Rule breaks seen on other threads (listeners, events).
     broken: Arc<Mutex<Vec<String>>>,
-    /// Error events seen.
-    errors: Arc<Mutex<u64>>,
     /// What the running host's Journal listener last read, if it has been called (a new slot
     /// per start of the host: a listener of a crashed run may still be finishing a call).
     journal_view: RefCell<Arc<Mutex<Option<Option<Object>>>>>,
     /// The run's trace (shared with the main loop).
     trace: Rc<RefCell<Vec<String>>>,
+    /// Every client's error events in the order they were delivered (on notifier threads, so
+    /// not part of the deterministic trace; printed with a failure).
+    events: Arc<Mutex<Vec<String>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,7 +172,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 type HostResult = Result<(), Box<dyn std::error::Error>>;
 
 async fn run_client(client: Rc<Client>) -> HostResult {
-    let db = Arc::new(Database::open(&client.path, &schema(), Config::default())?);
+    client.starts.set(client.starts.get() + 1);
+    let upgrade = match client.schema_at {
+        SchemaAt::Start => true,
+        SchemaAt::Reopen => client.starts.get() > 1,
+        SchemaAt::Never => false,
+    };
+    client.v2.set(client.v2.get() || upgrade);
+    let db = Arc::new(Database::open(
+        &client.path,
+        &schema(client.v2.get()),
+        Config::default(),
+    )?);
     *client.db.borrow_mut() = Arc::downgrade(&db);
     let provider = Tokens(client.token_secs);
     let token = provider.fetch_token()?;
@@ -129,30 +198,87 @@ async fn run_client(client: Rc<Client>) -> HostResult {
             ..SyncConfig::default()
         },
     )?;
-    let (broken, errors) = (Arc::clone(&client.broken), Arc::clone(&client.errors));
+    let (broken, state, events) = (
+        Arc::clone(&client.broken),
+        Arc::clone(&client.session_state),
+        Arc::clone(&client.events),
+    );
+    *lock(&state) = (SyncState::Disconnected, false);
     let name = client.index;
-    let _events = session.on_event(move |event| {
-        if let Event::Error(info) = event {
-            *lock(&errors) += 1;
-            if !info.will_retry {
+    let _events = session.on_event(move |event| match event {
+        Event::Error(info) => {
+            lock(&events).push(format!(
+                "c{name}: error {} (will_retry {}): {}",
+                info.code, info.will_retry, info.message
+            ));
+            if info.message.is_empty() {
+                lock(&broken).push(format!(
+                    "c{name}: an error event without a message: {info:?}"
+                ));
+            }
+            if info.code != 0 && ErrorCode::from_code(info.code).is_none() {
+                lock(&broken).push(format!(
+                    "c{name}: an error event with an unknown code: {info:?}"
+                ));
+            }
+            if info.will_retry {
+                lock(&state).1 = true;
+            } else {
                 lock(&broken).push(format!(
                     "c{name}: the session stopped on error {}: {}",
                     info.code, info.message
                 ));
             }
         }
+        Event::State(s) => {
+            let mut state = lock(&state);
+            if *s == SyncState::Connected {
+                state.1 = false;
+            }
+            state.0 = s.clone();
+        }
+        Event::Progress(_) => {}
     });
     let view = Arc::new(Mutex::new(None));
     *client.journal_view.borrow_mut() = Arc::clone(&view);
     let weak = Arc::downgrade(&db);
     let broken = Arc::clone(&client.broken);
+    let book = Arc::clone(&client.book);
     let _journal = db.observe_query("Journal", "TRUEPREDICATE", &[], move |_| {
         let Some(db) = weak.upgrade() else { return };
         match db
             .read()
             .and_then(|r| r.object("Journal", &PrimaryKey::Int(0)))
         {
-            Ok(object) => *lock(&view) = Some(object),
+            Ok(object) => {
+                let lines = lines_of(&object);
+                let book = lock(&book);
+                // Never told of a write that did not happen.
+                for line in &lines {
+                    if !book.attempted.contains(line) {
+                        lock(&broken).push(format!(
+                            "c{name}: the listener was shown journal line {line}, which no \
+                             client wrote"
+                        ));
+                    }
+                }
+                let mut view = lock(&view);
+                // Lines are only ever inserted: one may disappear only by a rejected (or
+                // in-doubt) transaction's rollback, or by a reset after a restore.
+                if let Some(previous) = view.as_ref() {
+                    if !book.restored {
+                        for line in lines_of(previous) {
+                            if !lines.contains(&line) && !book.transacted.contains(&line) {
+                                lock(&broken).push(format!(
+                                    "c{name}: journal line {line} disappeared from the \
+                                     listener's view"
+                                ));
+                            }
+                        }
+                    }
+                }
+                *view = Some(object);
+            }
             Err(e) => lock(&broken).push(format!("c{name}: the listener cannot read: {e}")),
         }
     })?;
@@ -164,6 +290,10 @@ async fn run_client(client: Rc<Client>) -> HostResult {
     lock(&client.journal_view.borrow()).get_or_insert(registered);
     tandem::sim::with_clock_skew(client.skew_ms, async {
         while let Some(step) = client.steps.get(client.next.get()) {
+            let name = format!("c{}s{}", client.index, client.next.get());
+            // A step is not run twice: after a crash the host goes on with the next one (a
+            // transaction interrupted while waiting for its verdict stays in doubt).
+            client.next.set(client.next.get() + 1);
             match step {
                 Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
                 Step::WaitUpload => {
@@ -187,18 +317,81 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                     journal_at,
                     journal_add,
                 } => {
-                    let name = format!("c{}s{}", client.index, client.next.get());
-                    write(&db, ops, &name, *journal_at, *journal_add)
-                        .map_err(|e| format!("c{}: write {name} failed: {e}", client.index))?;
-                    let at = turmoil::sim_elapsed().unwrap_or_default().as_millis();
-                    client
-                        .trace
-                        .borrow_mut()
-                        .push(format!("{at} ms: c{} committed {name}", client.index));
+                    lock(&client.book).attempted.insert(name.clone());
+                    let prepared = prepare(&db, ops)?;
+                    let mut tx = db
+                        .begin_write()
+                        .map_err(|e| format!("c{}: write {name}: {e}", client.index))?;
+                    apply(
+                        &mut tx,
+                        ops,
+                        prepared,
+                        client.v2.get(),
+                        &name,
+                        *journal_at,
+                        *journal_add,
+                    )
+                    .and_then(|()| tx.commit())
+                    .map_err(|e| format!("c{}: write {name} failed: {e}", client.index))?;
+                    client.log(format!("c{} committed {name}", client.index));
                     client.committed.borrow_mut().push((name, *journal_add));
                 }
+                Step::Transact {
+                    ops,
+                    journal_at,
+                    journal_add,
+                    wait_s,
+                } => {
+                    {
+                        let mut book = lock(&client.book);
+                        book.attempted.insert(name.clone());
+                        book.transacted.insert(name.clone());
+                    }
+                    // In doubt until the verdict (a crash while waiting leaves it so).
+                    client
+                        .in_doubt
+                        .borrow_mut()
+                        .insert(name.clone(), *journal_add);
+                    let prepared = prepare(&db, ops)?;
+                    let (ops, v2, n) = (ops.clone(), client.v2.get(), name.clone());
+                    let (at, add) = (*journal_at, *journal_add);
+                    let verdict = session
+                        .transact(
+                            move |tx| apply(tx, &ops, prepared, v2, &n, at, add),
+                            wait_s.map(Duration::from_secs),
+                        )
+                        .await;
+                    match verdict {
+                        Ok(TransactOutcome::Accepted { server_version }) => {
+                            client.in_doubt.borrow_mut().remove(&name);
+                            client.log(format!(
+                                "c{} transacted {name}: accepted as server version {server_version}",
+                                client.index
+                            ));
+                            client.committed.borrow_mut().push((name, *journal_add));
+                        }
+                        Ok(TransactOutcome::Rejected { reason }) => {
+                            client.in_doubt.borrow_mut().remove(&name);
+                            client.log(format!(
+                                "c{} transacted {name}: rejected ({reason})",
+                                client.index
+                            ));
+                            let here = read_object(&db, "Entry", &PrimaryKey::String(name.clone()))?;
+                            if here.is_some() {
+                                return Err(format!(
+                                    "c{}: transaction {name} was rejected but is still here",
+                                    client.index
+                                ));
+                            }
+                            client.rejected.borrow_mut().insert(name);
+                        }
+                        Err(e) => client.log(format!(
+                            "c{} transacted {name}: no verdict ({e}), in doubt",
+                            client.index
+                        )),
+                    }
+                }
             }
-            client.next.set(client.next.get() + 1);
         }
         Ok::<(), String>(())
     })
@@ -206,6 +399,14 @@ async fn run_client(client: Rc<Client>) -> HostResult {
     std::future::pending::<()>().await;
     drop(session);
     Ok(())
+}
+
+impl Client {
+    /// Adds a line to the trace, stamped with the simulated time.
+    fn log(&self, line: String) {
+        let at = turmoil::sim_elapsed().unwrap_or_default().as_millis();
+        self.trace.borrow_mut().push(format!("{at} ms: {line}"));
+    }
 }
 
 /// Signs tokens that live `.0` seconds from the simulated now (the session asks for a new one
@@ -238,170 +439,140 @@ fn list_len(object: &Option<Object>, prop: &str) -> u32 {
     }
 }
 
-/// One write step as one transaction. Positions come from reading first: nothing else writes
-/// between (the sync task runs on this same simulated thread and this code does not yield).
-fn write(
-    db: &Database,
-    ops: &[Op],
-    name: &str,
-    journal_at: u32,
-    journal_add: i64,
-) -> Result<(), String> {
-    let err = |e: tandem::store::StoreError| e.to_string();
-    // Positions and existence as of the start; the ops below keep them up to date.
-    let mut lens: BTreeMap<i64, u32> = BTreeMap::new();
-    let mut present: BTreeMap<i64, bool> = BTreeMap::new();
+/// What a write step reads before its transaction: whether each task it touches exists, its
+/// tag count, and the Journal's line count. Nothing else writes between this read and the
+/// transaction (the sync task runs on this same simulated thread and the write does not
+/// yield; `transact` runs its closure inline in a simulation).
+struct Prepared {
+    present: BTreeMap<i64, bool>,
+    lens: BTreeMap<i64, u32>,
+    journal_len: u32,
+}
+
+fn prepare(db: &Database, ops: &[Op]) -> Result<Prepared, String> {
+    let mut present = BTreeMap::new();
+    let mut lens = BTreeMap::new();
     for op in ops {
-        let id = match op {
-            Op::SetTitle { id, .. }
-            | Op::Add { id, .. }
-            | Op::SetCount { id, .. }
-            | Op::Erase { id }
-            | Op::TagInsert { id, .. }
-            | Op::TagErase { id, .. }
-            | Op::LabelInsert { id, .. }
-            | Op::LabelErase { id, .. }
-            | Op::AttrSet { id, .. }
-            | Op::AttrErase { id, .. }
-            | Op::Link { id, .. } => *id,
-        };
         let targets = match op {
-            Op::Link { to: Some(to), .. } => vec![id, *to],
-            _ => vec![id],
+            Op::Link { id, to: Some(to) } => vec![*id, *to],
+            _ => vec![op.id()],
         };
         for id in targets {
-            let key = PrimaryKey::Int(id);
             if let std::collections::btree_map::Entry::Vacant(v) = present.entry(id) {
                 // One read gives both whether the task exists and its tag count.
-                let task = read_object(db, "Task", &key)?;
+                let task = read_object(db, "Task", &PrimaryKey::Int(id))?;
                 v.insert(task.is_some());
                 lens.insert(id, list_len(&task, "tags"));
             }
         }
     }
+    let journal_len = list_len(&read_object(db, "Journal", &PrimaryKey::Int(0))?, "lines");
+    Ok(Prepared {
+        present,
+        lens,
+        journal_len,
+    })
+}
+
+/// One write: the ops (those that need schema v2 skipped when `v2` is false), then the journal
+/// entry: an `Entry` named `name`, `name` inserted into `Journal[0].lines` at `journal_at %
+/// (len + 1)`, `journal_add` added to `Journal[0].total`.
+fn apply(
+    tx: &mut WriteTransaction<'_>,
+    ops: &[Op],
+    prepared: Prepared,
+    v2: bool,
+    name: &str,
+    journal_at: u32,
+    journal_add: i64,
+) -> Result<(), StoreError> {
+    let Prepared {
+        mut present,
+        mut lens,
+        journal_len,
+    } = prepared;
     // Makes sure task `id` exists in the transaction.
-    let ensure = |tx: &mut tandem::store::WriteTransaction<'_>,
-                  present: &mut BTreeMap<i64, bool>,
-                  lens: &mut BTreeMap<i64, u32>,
-                  id: i64|
-     -> Result<(), String> {
+    fn ensure(
+        tx: &mut WriteTransaction<'_>,
+        present: &mut BTreeMap<i64, bool>,
+        lens: &mut BTreeMap<i64, u32>,
+        id: i64,
+    ) -> Result<(), StoreError> {
         if !present[&id] {
-            tx.upsert("Task", PrimaryKey::Int(id), &[]).map_err(err)?;
+            tx.upsert("Task", PrimaryKey::Int(id), &[])?;
             present.insert(id, true);
             lens.insert(id, 0);
         }
         Ok(())
-    };
-    let journal_len = list_len(&read_object(db, "Journal", &PrimaryKey::Int(0))?, "lines");
-    let mut tx = db.begin_write().map_err(err)?;
+    }
     for op in ops {
+        if op.needs_v2() && !v2 {
+            continue;
+        }
+        let key = PrimaryKey::Int(op.id());
         match op {
             Op::SetTitle { id, title } => {
-                tx.upsert(
-                    "Task",
-                    PrimaryKey::Int(*id),
-                    &[("title", Value::String(title.clone()))],
-                )
-                .map_err(err)?;
-                if !present[id] {
-                    present.insert(*id, true);
-                    lens.insert(*id, 0);
-                }
+                // An upsert (CreateObject, then the field) even when the task exists here.
+                tx.upsert("Task", key, &[("title", Value::String(title.clone()))])?;
+                present.insert(*id, true);
+                lens.entry(*id).or_insert(0);
             }
             Op::Add { id, amount } => {
-                if !present[id] {
-                    tx.upsert("Task", PrimaryKey::Int(*id), &[]).map_err(err)?;
-                    present.insert(*id, true);
-                    lens.insert(*id, 0);
-                }
-                tx.add("Task", &PrimaryKey::Int(*id), "count", *amount)
-                    .map_err(err)?;
+                ensure(tx, &mut present, &mut lens, *id)?;
+                tx.add("Task", &key, "count", *amount)?;
             }
             Op::SetCount { id, value } => {
-                tx.upsert(
-                    "Task",
-                    PrimaryKey::Int(*id),
-                    &[("count", Value::Int(*value))],
-                )
-                .map_err(err)?;
-                if !present[id] {
-                    present.insert(*id, true);
-                    lens.insert(*id, 0);
-                }
+                tx.upsert("Task", key, &[("count", Value::Int(*value))])?;
+                present.insert(*id, true);
+                lens.entry(*id).or_insert(0);
             }
             Op::Erase { id } => {
                 if present[id] {
-                    tx.erase("Task", &PrimaryKey::Int(*id)).map_err(err)?;
+                    tx.erase("Task", &key)?;
                     present.insert(*id, false);
                     lens.insert(*id, 0);
                 }
             }
             Op::TagInsert { id, at, tag } => {
-                if !present[id] {
-                    tx.upsert("Task", PrimaryKey::Int(*id), &[]).map_err(err)?;
-                    present.insert(*id, true);
-                    lens.insert(*id, 0);
-                }
+                ensure(tx, &mut present, &mut lens, *id)?;
                 let len = lens[id];
                 tx.list_insert(
                     "Task",
-                    &PrimaryKey::Int(*id),
+                    &key,
                     "tags",
                     at % (len + 1),
                     Value::String(tag.clone()),
-                )
-                .map_err(err)?;
+                )?;
                 lens.insert(*id, len + 1);
             }
             Op::TagErase { id, at } => {
                 let len = lens[id];
                 if present[id] && len > 0 {
-                    tx.list_erase("Task", &PrimaryKey::Int(*id), "tags", at % len)
-                        .map_err(err)?;
+                    tx.list_erase("Task", &key, "tags", at % len)?;
                     lens.insert(*id, len - 1);
                 }
             }
             Op::LabelInsert { id, label } => {
-                ensure(&mut tx, &mut present, &mut lens, *id)?;
-                tx.set_insert(
-                    "Task",
-                    &PrimaryKey::Int(*id),
-                    "labels",
-                    Value::String(label.clone()),
-                )
-                .map_err(err)?;
+                ensure(tx, &mut present, &mut lens, *id)?;
+                tx.set_insert("Task", &key, "labels", Value::String(label.clone()))?;
             }
             Op::LabelErase { id, label } => {
-                ensure(&mut tx, &mut present, &mut lens, *id)?;
-                tx.set_erase(
-                    "Task",
-                    &PrimaryKey::Int(*id),
-                    "labels",
-                    Value::String(label.clone()),
-                )
-                .map_err(err)?;
+                ensure(tx, &mut present, &mut lens, *id)?;
+                tx.set_erase("Task", &key, "labels", Value::String(label.clone()))?;
             }
-            Op::AttrSet { id, key, value } => {
-                ensure(&mut tx, &mut present, &mut lens, *id)?;
-                tx.dict_set(
-                    "Task",
-                    &PrimaryKey::Int(*id),
-                    "attrs",
-                    key,
-                    Value::Int(*value),
-                )
-                .map_err(err)?;
+            Op::AttrSet { id, key: k, value } => {
+                ensure(tx, &mut present, &mut lens, *id)?;
+                tx.dict_set("Task", &key, "attrs", k, Value::Int(*value))?;
             }
-            Op::AttrErase { id, key } => {
-                ensure(&mut tx, &mut present, &mut lens, *id)?;
-                tx.dict_erase("Task", &PrimaryKey::Int(*id), "attrs", key)
-                    .map_err(err)?;
+            Op::AttrErase { id, key: k } => {
+                ensure(tx, &mut present, &mut lens, *id)?;
+                tx.dict_erase("Task", &key, "attrs", k)?;
             }
             Op::Link { id, to } => {
-                ensure(&mut tx, &mut present, &mut lens, *id)?;
+                ensure(tx, &mut present, &mut lens, *id)?;
                 let value = match to {
                     Some(to) => {
-                        ensure(&mut tx, &mut present, &mut lens, *to)?;
+                        ensure(tx, &mut present, &mut lens, *to)?;
                         Value::Link(tandem::model::Link {
                             class: "Task".into(),
                             key: PrimaryKey::Int(*to),
@@ -409,52 +580,190 @@ fn write(
                     }
                     None => Value::Null,
                 };
-                tx.set("Task", &PrimaryKey::Int(*id), "next", value)
-                    .map_err(err)?;
+                tx.set("Task", &key, "next", value)?;
+            }
+            Op::SetNote { id, note } => {
+                ensure(tx, &mut present, &mut lens, *id)?;
+                tx.set("Task", &key, "note", Value::String(note.clone()))?;
+            }
+            Op::SetRating { id, rating } => {
+                ensure(tx, &mut present, &mut lens, *id)?;
+                tx.create_embedded("Task", &key, "meta")?;
+                tx.set_at(
+                    "Task",
+                    &key,
+                    "meta",
+                    &[PathStep::Name("rating".into())],
+                    Value::Int(*rating),
+                )?;
+            }
+            Op::ClearMeta { id } => {
+                ensure(tx, &mut present, &mut lens, *id)?;
+                tx.set("Task", &key, "meta", Value::Null)?;
             }
         }
     }
     let journal = PrimaryKey::Int(0);
-    tx.upsert("Journal", journal.clone(), &[]).map_err(err)?;
+    tx.upsert("Journal", journal.clone(), &[])?;
     tx.list_insert(
         "Journal",
         &journal,
         "lines",
         journal_at % (journal_len + 1),
         Value::String(name.into()),
-    )
-    .map_err(err)?;
-    tx.add("Journal", &journal, "total", journal_add)
-        .map_err(err)?;
+    )?;
+    tx.add("Journal", &journal, "total", journal_add)?;
     tx.create(
         "Entry",
         PrimaryKey::String(name.into()),
         &[("client", Value::Int(0))],
-    )
-    .map_err(err)?;
-    tx.commit().map_err(err)?;
+    )?;
     Ok(())
 }
 
-async fn run_server(dir: PathBuf) -> HostResult {
-    let config = ServerConfig {
+/// The server's gauges, published by its host every 100 simulated milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Gauges {
+    /// WebSocket connections being served.
+    connections: usize,
+    /// Connections that have not yet bound an authenticated session.
+    unauthenticated: i64,
+    /// Sessions bound.
+    sessions: i64,
+    /// Server files open.
+    files: i64,
+}
+
+/// The server's idle timeout in the simulation: a connection whose client vanished (crashed
+/// without a close) is ended after this long.
+const SERVER_IDLE: Duration = Duration::from_secs(180);
+
+/// The running server, for the main loop to read its state (empty while it is down).
+type ServerSlot = Rc<RefCell<std::rc::Weak<tandem::server::RunningServer>>>;
+
+async fn run_server(dir: PathBuf, gauges: Rc<Cell<Gauges>>, slot: ServerSlot) -> HostResult {
+    let mut config = ServerConfig {
         allow_plain_ws: true,
+        idle_timeout: SERVER_IDLE,
         ..ServerConfig::new(
             std::net::SocketAddr::from(([0, 0, 0, 0], PORT)),
             dir,
             Authenticator::hs256(SECRET),
         )
     };
-    let server = tandem::server::start(config)
-        .await
-        .map_err(|e| format!("the server did not start: {e:?}"))?;
-    std::future::pending::<()>().await;
-    drop(server);
+    // The data directory is a 32 MiB tmpfs: a 1 MiB reserve.
+    config.storage.disk_reserve = 1 << 20;
+    let server = Rc::new(
+        tandem::server::start(config)
+            .await
+            .map_err(|e| format!("the server did not start: {e:?}"))?,
+    );
+    *slot.borrow_mut() = Rc::downgrade(&server);
+    loop {
+        let m = server.metrics();
+        gauges.set(Gauges {
+            connections: server.connections(),
+            unauthenticated: m.connections_unauthenticated.get(),
+            sessions: m.sessions_open.get(),
+            files: m.server_files_open.get(),
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A tmpfs mounted on a directory for the life of the value (unmounted lazily on drop): the
+/// server's data directory, so that a full disk is a real one (`ENOSPC`, `SQLITE_FULL`).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "32m") on `dir`. If that is not permitted the run fails,
+    /// unless `TANDEM_SKIP_TMPFS=1`, which runs without one and skips the full-disk faults.
+    fn mount(dir: &Path, size: &str) -> Result<Option<Tmpfs>, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        let why = match out {
+            Ok(o) if o.status.success() => return Ok(Some(Tmpfs(dir.to_path_buf()))),
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if std::env::var("TANDEM_SKIP_TMPFS").as_deref() == Ok("1") {
+            return Ok(None);
+        }
+        Err(format!(
+            "cannot mount a tmpfs on {} ({why}): the full-disk faults need `mount -t tmpfs` \
+             (root); TANDEM_SKIP_TMPFS=1 runs without them",
+            dir.display()
+        ))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The file that fills the server's tmpfs while its disk is full.
+const BALLAST: &str = "ballast";
+
+/// Writes zeros to `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let Ok(mut f) = std::fs::File::create(path) else {
+        return;
+    };
+    for chunk in [256 << 10, 4 << 10, 512, 1] {
+        let zeros = vec![0u8; chunk];
+        while f.write_all(&zeros).and_then(|()| f.flush()).is_ok() {}
+    }
+}
+
+/// Copies the files of `from` (recursively) into `to`, leaving out the ballast and SQLite's
+/// shared-memory index (`-shm`, rebuilt from the WAL on open).
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        if text == BALLAST || text.ends_with("-shm") {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &to.join(&name))?;
+        } else {
+            std::fs::copy(entry.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything in `dir` but the ballast.
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == BALLAST {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
     Ok(())
 }
 
 /// Something the main loop undoes later.
 enum Heal {
+    /// The ballast is deleted: the server's disk has room again.
+    FreeDisk,
     Repair(usize),
     Release(usize),
     StartServer,
@@ -471,8 +780,14 @@ pub fn run(plan: &Plan, root: &Path) -> Result<Outcome, Failure> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("the simulation's directory");
     let trace = Rc::new(RefCell::new(Vec::new()));
-    let result = run_in(plan, &dir, &trace);
-    let trace = trace.take();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let result = Tmpfs::mount(&dir.join("server"), "32m")
+        .and_then(|tmpfs| run_in(plan, &dir, tmpfs.is_some(), &trace, &events));
+    let mut trace = trace.take();
+    if result.is_err() {
+        trace.push("-- the sessions' error events, in delivery order:".into());
+        trace.extend(lock(&events).drain(..));
+    }
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok((digest, simulated_ms)) => Ok(Outcome {
@@ -484,7 +799,26 @@ pub fn run(plan: &Plan, root: &Path) -> Result<Outcome, Failure> {
     }
 }
 
-fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(u64, u64), String> {
+/// The faults' state while a run goes on.
+struct Faults {
+    server_down: bool,
+    down: Vec<bool>,
+    disk_full: bool,
+    /// The server's data directory (a tmpfs, if `tmpfs`).
+    server_dir: PathBuf,
+    tmpfs: bool,
+    /// Where `Fault::Backup` copies the server's data directory.
+    backup_dir: PathBuf,
+    backed_up: bool,
+}
+
+fn run_in(
+    plan: &Plan,
+    dir: &Path,
+    tmpfs: bool,
+    trace: &Rc<RefCell<Vec<String>>>,
+    events: &Arc<Mutex<Vec<String>>>,
+) -> Result<(u64, u64), String> {
     tandem::sim::seed_random(plan.seed);
     let mut sim = turmoil::Builder::new()
         .rng_seed(plan.seed)
@@ -497,7 +831,15 @@ fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(
     let log = |line: String| trace.borrow_mut().push(line);
 
     let server_dir = dir.join("server");
-    sim.host("server", move || run_server(server_dir.clone()));
+    let gauges = Rc::new(Cell::new(Gauges::default()));
+    let slot: ServerSlot = Rc::new(RefCell::new(std::rc::Weak::new()));
+    {
+        let (server_dir, gauges, slot) = (server_dir.clone(), Rc::clone(&gauges), Rc::clone(&slot));
+        sim.host("server", move || {
+            run_server(server_dir.clone(), Rc::clone(&gauges), Rc::clone(&slot))
+        });
+    }
+    let book = Arc::new(Mutex::new(Book::default()));
     let clients: Vec<Rc<Client>> = plan
         .clients
         .iter()
@@ -508,14 +850,21 @@ fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(
                 path: dir.join(format!("c{index}.sqlite")),
                 skew_ms: p.skew_ms,
                 token_secs: p.token_secs,
+                schema_at: p.schema,
+                v2: Cell::new(false),
+                starts: Cell::new(0),
                 steps: p.steps.clone(),
                 next: Cell::new(0),
                 committed: RefCell::new(Vec::new()),
+                in_doubt: RefCell::new(BTreeMap::new()),
+                rejected: RefCell::new(BTreeSet::new()),
+                book: Arc::clone(&book),
+                session_state: Arc::new(Mutex::new((SyncState::Disconnected, false))),
                 db: RefCell::new(Weak::new()),
                 broken: Arc::new(Mutex::new(Vec::new())),
-                errors: Arc::new(Mutex::new(0)),
                 journal_view: RefCell::new(Arc::new(Mutex::new(None))),
                 trace: Rc::clone(trace),
+                events: Arc::clone(events),
             })
         })
         .collect();
@@ -525,10 +874,17 @@ fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(
     }
 
     let now_ms = |sim: &turmoil::Sim| sim.elapsed().as_millis() as u64;
-    let mut faults = plan.faults.iter().peekable();
+    let mut pending = plan.faults.iter().peekable();
     let mut heals: Vec<(u64, Heal)> = Vec::new();
-    let mut server_down = false;
-    let mut down: Vec<bool> = vec![false; clients.len()];
+    let mut f = Faults {
+        server_down: false,
+        down: vec![false; clients.len()],
+        disk_full: false,
+        server_dir: server_dir.clone(),
+        tmpfs,
+        backup_dir: dir.join("backup"),
+        backed_up: false,
+    };
     let step = |sim: &mut turmoil::Sim| -> Result<(), String> {
         sim.step()
             .map(|_| ())
@@ -538,44 +894,17 @@ fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(
     // The workload, with faults starting on time and healing on time.
     loop {
         let now = now_ms(&sim);
-        while let Some((at, fault)) = faults.peek() {
+        while let Some((at, fault)) = pending.peek() {
             if *at > now {
                 break;
             }
-            faults.next();
+            pending.next();
             log(format!("{now} ms: {fault:?}"));
-            match *fault {
-                Fault::Partition { client, for_ms } => {
-                    sim.partition("server", client_host(client));
-                    heals.push((now + for_ms, Heal::Repair(client)));
-                }
-                Fault::Stall { client, for_ms } => {
-                    sim.hold("server", client_host(client));
-                    heals.push((now + for_ms, Heal::Release(client)));
-                }
-                Fault::CrashServer { down_ms } if !server_down => {
-                    sim.crash("server");
-                    server_down = true;
-                    heals.push((now + down_ms, Heal::StartServer));
-                }
-                Fault::CrashClient { client, down_ms } if !down[client] => {
-                    sim.crash(client_host(client));
-                    down[client] = true;
-                    heals.push((now + down_ms, Heal::StartClient(client)));
-                }
-                _ => log(format!("{now} ms: (already down)")),
-            }
+            start_fault(&mut sim, fault, now, &mut f, &mut heals, &book, &log)?;
         }
-        heal_due(
-            &mut sim,
-            &mut heals,
-            Some(now),
-            &mut server_down,
-            &mut down,
-            &log,
-        );
+        heal_due(&mut sim, &mut heals, Some(now), &mut f, &log)?;
         let scripts_done = clients.iter().all(|c| c.next.get() >= c.steps.len());
-        if scripts_done && faults.peek().is_none() && heals.is_empty() {
+        if scripts_done && pending.peek().is_none() && heals.is_empty() {
             break;
         }
         step(&mut sim)?;
@@ -590,14 +919,14 @@ fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(
         let now = now_ms(&sim);
         if now >= next_check {
             next_check = now + CHECK_EVERY.as_millis() as u64;
-            if quiescent(&clients)? {
+            if quiescent(&clients, &slot)? {
                 break;
             }
             if now - healed_at > HEAL_LIMIT.as_millis() as u64 {
                 return Err(format!(
                     "no quiescence within {} s of healing: {}",
                     HEAL_LIMIT.as_secs(),
-                    describe(&clients)
+                    describe(&clients, &slot)
                 ));
             }
         }
@@ -635,6 +964,44 @@ fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(
         }
     }
 
+    // Connections and sessions return to their bound: one connection and one session per
+    // client, none unauthenticated, one server file open; every client connected, and every
+    // error it reported as `will_retry` followed by a reconnect. (A crashed client's
+    // connection may wait for the server's idle timeout.)
+    let bound = Gauges {
+        connections: clients.len(),
+        unauthenticated: 0,
+        sessions: clients.len() as i64,
+        files: 1,
+    };
+    let limit = now_ms(&sim) + (SERVER_IDLE + Duration::from_secs(360)).as_millis() as u64;
+    loop {
+        let settled = clients.iter().all(|c| {
+            let state = lock(&c.session_state);
+            state.0 == SyncState::Connected && !state.1
+        });
+        if settled && gauges.get() == bound {
+            break;
+        }
+        if now_ms(&sim) > limit {
+            return Err(format!(
+                "connections did not return to their bound: the server has {:?} (bound \
+                 {bound:?}); the sessions: {:?}",
+                gauges.get(),
+                clients
+                    .iter()
+                    .map(|c| lock(&c.session_state).clone())
+                    .collect::<Vec<_>>()
+            ));
+        }
+        step(&mut sim)?;
+        check_broken(&clients)?;
+    }
+    log(format!(
+        "{} ms: connections at their bound {bound:?}",
+        now_ms(&sim)
+    ));
+
     // Stop everything; compare with the server's file.
     for client in &clients {
         sim.crash(client_host(client.index));
@@ -642,13 +1009,11 @@ fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(
     sim.crash("server");
     check_broken(&clients)?;
     drop(sim);
-    let server_file = dir
-        .join("server")
-        .join(tandem::server::server_file_name(PATH));
+    let server_file = server_dir.join(tandem::server::server_file_name(PATH));
     let server = ServerFile::open(&server_file).map_err(|e| format!("server file: {e}"))?;
     let server_state = server.state().map_err(|e| format!("server state: {e}"))?;
     for client in &clients {
-        let db = Database::open(&client.path, &schema(), Config::default())
+        let db = Database::open(&client.path, &schema(client.v2.get()), Config::default())
             .map_err(|e| format!("c{}: reopen: {e}", client.index))?;
         let state = db.export_state().map_err(|e| e.to_string())?;
         if state.objects != server_state.objects {
@@ -658,13 +1023,21 @@ fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(
             ));
         }
     }
-    check_journal(&clients, &server_state)?;
-    let errors: u64 = clients.iter().map(|c| *lock(&c.errors)).sum();
+    check_journal(&clients, &server_state, lock(&book).restored)?;
+    // (The error events' count is not traced: they are delivered on notifier threads.)
     log(format!(
-        "{quiet_at} ms: converged ({} writes, {errors} error events, server history {})",
+        "{quiet_at} ms: converged ({} writes, {} in doubt, {} rejected, server history {})",
         clients
             .iter()
             .map(|c| c.committed.borrow().len())
+            .sum::<usize>(),
+        clients
+            .iter()
+            .map(|c| c.in_doubt.borrow().len())
+            .sum::<usize>(),
+        clients
+            .iter()
+            .map(|c| c.rejected.borrow().len())
             .sum::<usize>(),
         server.history_len()
     ));
@@ -678,14 +1051,87 @@ fn run_in(plan: &Plan, dir: &Path, trace: &Rc<RefCell<Vec<String>>>) -> Result<(
     Ok((digest, quiet_at))
 }
 
+/// Starts `fault` at `now` (`now` in simulated ms), scheduling what heals it.
+fn start_fault(
+    sim: &mut turmoil::Sim,
+    fault: &Fault,
+    now: u64,
+    f: &mut Faults,
+    heals: &mut Vec<(u64, Heal)>,
+    book: &Mutex<Book>,
+    log: &impl Fn(String),
+) -> Result<(), String> {
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    match *fault {
+        Fault::Partition { client, for_ms } => {
+            sim.partition("server", client_host(client));
+            heals.push((now + for_ms, Heal::Repair(client)));
+        }
+        Fault::Stall { client, for_ms } => {
+            sim.hold("server", client_host(client));
+            heals.push((now + for_ms, Heal::Release(client)));
+        }
+        Fault::CrashServer { down_ms } if !f.server_down => {
+            sim.crash("server");
+            f.server_down = true;
+            heals.push((now + down_ms, Heal::StartServer));
+        }
+        Fault::CrashClient { client, down_ms } if !f.down[client] => {
+            sim.crash(client_host(client));
+            f.down[client] = true;
+            heals.push((now + down_ms, Heal::StartClient(client)));
+        }
+        Fault::DiskFull { for_ms } if f.tmpfs && !f.disk_full => {
+            fill(&f.server_dir.join(BALLAST));
+            f.disk_full = true;
+            heals.push((now + for_ms, Heal::FreeDisk));
+        }
+        Fault::DiskFull { .. } if !f.tmpfs => log(format!("{now} ms: (no tmpfs: skipped)")),
+        Fault::Backup => {
+            let _ = std::fs::remove_dir_all(&f.backup_dir);
+            copy_dir(&f.server_dir, &f.backup_dir).map_err(|e| io("backup", e))?;
+            f.backed_up = true;
+        }
+        Fault::RestoreServer { down_ms } => {
+            if !f.server_down {
+                sim.crash("server");
+                f.server_down = true;
+                heals.push((now + down_ms, Heal::StartServer));
+            }
+            // The restore needs room: a full disk is emptied for it and filled again.
+            let ballast = f.server_dir.join(BALLAST);
+            if f.disk_full {
+                std::fs::remove_file(&ballast).map_err(|e| io("ballast", e))?;
+            }
+            empty_dir(&f.server_dir).map_err(|e| io("restore", e))?;
+            if f.backed_up {
+                copy_dir(&f.backup_dir, &f.server_dir).map_err(|e| io("restore", e))?;
+            }
+            if f.disk_full {
+                fill(&ballast);
+            }
+            lock(book).restored = true;
+            log(format!(
+                "{now} ms: server data {}",
+                if f.backed_up {
+                    "restored from the backup"
+                } else {
+                    "lost (no backup)"
+                }
+            ));
+        }
+        _ => log(format!("{now} ms: (already so)")),
+    }
+    Ok(())
+}
+
 fn heal_due(
     sim: &mut turmoil::Sim,
     heals: &mut Vec<(u64, Heal)>,
     now: Option<u64>,
-    server_down: &mut bool,
-    down: &mut [bool],
+    f: &mut Faults,
     log: &impl Fn(String),
-) {
+) -> Result<(), String> {
     let mut i = 0;
     while i < heals.len() {
         if now.is_some_and(|now| heals[i].0 > now) {
@@ -694,6 +1140,12 @@ fn heal_due(
         }
         let (at, heal) = heals.remove(i);
         match heal {
+            Heal::FreeDisk => {
+                std::fs::remove_file(f.server_dir.join(BALLAST))
+                    .map_err(|e| format!("ballast: {e}"))?;
+                f.disk_full = false;
+                log(format!("{at} ms: server disk has room again"));
+            }
             Heal::Repair(c) => {
                 sim.repair("server", client_host(c));
                 log(format!("{at} ms: repaired c{c}"));
@@ -704,16 +1156,17 @@ fn heal_due(
             }
             Heal::StartServer => {
                 sim.bounce("server");
-                *server_down = false;
+                f.server_down = false;
                 log(format!("{at} ms: server restarted"));
             }
             Heal::StartClient(c) => {
                 sim.bounce(client_host(c));
-                down[c] = false;
+                f.down[c] = false;
                 log(format!("{at} ms: c{c} reopened its file"));
             }
         }
     }
+    Ok(())
 }
 
 fn check_broken(clients: &[Rc<Client>]) -> Result<(), String> {
@@ -725,9 +1178,15 @@ fn check_broken(clients: &[Rc<Client>]) -> Result<(), String> {
     Ok(())
 }
 
-/// Nothing left to upload anywhere and every replica equal.
-fn quiescent(clients: &[Rc<Client>]) -> Result<bool, String> {
-    let mut first = None;
+/// Nothing left to upload anywhere and every replica equal to the running server's state.
+fn quiescent(clients: &[Rc<Client>], server: &ServerSlot) -> Result<bool, String> {
+    let Some(server) = server.borrow().upgrade() else {
+        return Ok(false);
+    };
+    let Some(state) = server.state_of(PATH) else {
+        return Ok(false);
+    };
+    let mut first = Some(state.objects);
     for client in clients {
         let Some(db) = client.db.borrow().upgrade() else {
             return Ok(false);
@@ -749,31 +1208,69 @@ fn quiescent(clients: &[Rc<Client>]) -> Result<bool, String> {
     Ok(true)
 }
 
-fn describe(clients: &[Rc<Client>]) -> String {
-    clients
-        .iter()
-        .map(|c| match c.db.borrow().upgrade() {
-            None => format!("c{}: not running", c.index),
-            Some(db) => format!(
-                "c{}: {} to upload, progress {:?}",
+fn describe(clients: &[Rc<Client>], server: &ServerSlot) -> String {
+    let server_state = server.borrow().upgrade().and_then(|s| s.state_of(PATH));
+    let mut out = vec![match &server_state {
+        None => "the server is down or has no state".to_owned(),
+        Some(s) => format!("the server's objects: {:?}", s.objects),
+    }];
+    out.extend(clients.iter().map(|c| match c.db.borrow().upgrade() {
+        None => format!("c{}: not running", c.index),
+        Some(db) => {
+            let objects = db.export_state().map(|s| s.objects).ok();
+            format!(
+                "c{}: {} to upload, progress {:?}, {}",
                 c.index,
                 db.pending_uploads(1 << 20).map(|p| p.len()).unwrap_or(0),
-                db.sync_progress().ok()
-            ),
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+                db.sync_progress().ok(),
+                if objects.as_ref() == server_state.as_ref().map(|s| &s.objects) {
+                    "equal to the server".to_owned()
+                } else {
+                    format!("objects {objects:?}")
+                }
+            )
+        }
+    }));
+    out.join("\n")
 }
 
 /// Every committed write is in the server's state exactly once: its `Entry` object, its name
 /// once in `Journal[0].lines` (and nothing else there), its addition in `Journal[0].total`.
-fn check_journal(clients: &[Rc<Client>], state: &tandem::state::State) -> Result<(), String> {
+/// A transaction in doubt is there completely or not at all; a rejected one is not there.
+/// After a restore from an older copy, client resets may have replaced the lines as a whole
+/// (the last recovering client's list wins): then each line is a written name at most once,
+/// and the Entries and the total must still be exact.
+fn check_journal(
+    clients: &[Rc<Client>],
+    state: &tandem::state::State,
+    restored: bool,
+) -> Result<(), String> {
+    let entry_exists = |name: &str| {
+        state
+            .objects
+            .get("Entry")
+            .is_some_and(|objects| objects.contains_key(&tandem::state::Key::String(name.into())))
+    };
     let mut expected: BTreeMap<String, usize> = BTreeMap::new();
     let mut total = 0i64;
+    let mut written = BTreeSet::new();
     for client in clients {
         for (name, add) in client.committed.borrow().iter() {
             *expected.entry(name.clone()).or_default() += 1;
             total += add;
+            written.insert(name.clone());
+        }
+        for (name, add) in client.in_doubt.borrow().iter() {
+            written.insert(name.clone());
+            if entry_exists(name) {
+                *expected.entry(name.clone()).or_default() += 1;
+                total += add;
+            }
+        }
+        for name in client.rejected.borrow().iter() {
+            if entry_exists(name) {
+                return Err(format!("rejected transaction {name} is on the server"));
+            }
         }
     }
     let journal = state
@@ -784,10 +1281,7 @@ fn check_journal(clients: &[Rc<Client>], state: &tandem::state::State) -> Result
         None if expected.is_empty() => return Ok(()),
         None => return Err("the server has no Journal but writes were committed".into()),
         Some(o) => (
-            match o.fields.get("lines") {
-                Some(Field::List(items)) => items.clone(),
-                _ => Vec::new(),
-            },
+            lines_of(&Some(o.clone())),
             match o.fields.get("total") {
                 Some(Field::Value(Val::Int(n))) => *n,
                 _ => 0,
@@ -795,21 +1289,27 @@ fn check_journal(clients: &[Rc<Client>], state: &tandem::state::State) -> Result
         ),
     };
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for line in &lines {
-        match line {
-            Element::Value(Val::String(s)) => *seen.entry(s.clone()).or_default() += 1,
-            other => return Err(format!("a Journal line is not a name: {other:?}")),
-        }
+    for line in lines {
+        *seen.entry(line).or_default() += 1;
     }
-    if seen != expected {
-        let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(*k)).collect();
-        let extra: Vec<_> = seen
-            .iter()
+    let wrong: Vec<_> = if restored {
+        seen.iter()
+            .filter(|(k, n)| **n > 1 || !written.contains(*k))
+            .collect()
+    } else {
+        seen.iter()
             .filter(|(k, n)| expected.get(*k) != Some(n))
-            .collect();
+            .collect()
+    };
+    let missing: Vec<_> = if restored {
+        Vec::new()
+    } else {
+        expected.keys().filter(|k| !seen.contains_key(*k)).collect()
+    };
+    if !wrong.is_empty() || !missing.is_empty() {
         return Err(format!(
-            "the Journal's lines are not the committed writes once each: missing {missing:?}, \
-             wrong counts {extra:?}"
+            "the Journal's lines are not the committed writes once each (restored: {restored}): \
+             missing {missing:?}, wrong counts {wrong:?}"
         ));
     }
     if stored_total != total {
@@ -818,11 +1318,7 @@ fn check_journal(clients: &[Rc<Client>], state: &tandem::state::State) -> Result
         ));
     }
     for name in expected.keys() {
-        let found = state
-            .objects
-            .get("Entry")
-            .is_some_and(|objects| objects.contains_key(&tandem::state::Key::String(name.clone())));
-        if !found {
+        if !entry_exists(name) {
             return Err(format!("the Entry of committed write {name} is missing"));
         }
     }

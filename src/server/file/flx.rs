@@ -591,7 +591,7 @@ impl ServerFile {
             download_server_version: self.latest,
             download_client_version: at_latest,
             latest_server_version: self.latest,
-            latest_server_version_salt: self.salt,
+            latest_server_version_salt: self.latest_salt,
             upload_client_version: at_latest,
         }))
     }
@@ -936,7 +936,7 @@ impl ServerFile {
             download_server_version: cursor,
             download_client_version: self.integrated_client_version(client, cursor)?,
             latest_server_version: self.latest,
-            latest_server_version_salt: self.salt,
+            latest_server_version_salt: self.latest_salt,
             upload_client_version: self.integrated_client_version(client, self.latest)?,
         })
     }
