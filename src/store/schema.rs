@@ -68,23 +68,7 @@ pub(crate) fn migration(existing: &Schemas, schema: &Schema) -> Result<Changeset
                     ),
                 })
             }
-            None => {
-                let table = cs.intern(&class.name);
-                let kind = match spec {
-                    TableSpec::Embedded => TableKind::Embedded,
-                    TableSpec::TopLevel {
-                        pk_field,
-                        pk_type,
-                        pk_nullable,
-                        ..
-                    } => TableKind::TopLevel(PrimaryKeySpec {
-                        field: cs.intern(&pk_field),
-                        key_type: pk_type,
-                        nullable: pk_nullable,
-                    }),
-                };
-                cs.push(Instruction::AddTable(AddTable { table, kind }));
-            }
+            None => push_add_table(&mut cs, &class.name, &spec),
         }
     }
     for class in schema.classes() {
@@ -128,21 +112,7 @@ pub(crate) fn catch_up(server: &Schemas, local: &Schemas) -> Changeset {
         if server.contains_key(name) {
             continue;
         }
-        let kind = match &table.spec {
-            TableSpec::Embedded => TableKind::Embedded,
-            TableSpec::TopLevel {
-                pk_field,
-                pk_type,
-                pk_nullable,
-                ..
-            } => TableKind::TopLevel(PrimaryKeySpec {
-                field: cs.intern(pk_field),
-                key_type: *pk_type,
-                nullable: *pk_nullable,
-            }),
-        };
-        let table = cs.intern(name);
-        cs.push(Instruction::AddTable(AddTable { table, kind }));
+        push_add_table(&mut cs, name, &table.spec);
     }
     for (name, table) in local {
         for (column, spec) in &table.columns {
@@ -184,4 +154,23 @@ fn push_add_column(cs: &mut Changeset, table: &str, field: &str, spec: &ColumnSp
         nullable: spec.nullable,
         collection,
     }));
+}
+
+/// Appends the AddTable instruction that declares table `table` as `spec`.
+fn push_add_table(cs: &mut Changeset, table: &str, spec: &TableSpec) {
+    let table = cs.intern(table);
+    let kind = match spec {
+        TableSpec::Embedded => TableKind::Embedded,
+        TableSpec::TopLevel {
+            pk_field,
+            pk_type,
+            pk_nullable,
+            ..
+        } => TableKind::TopLevel(PrimaryKeySpec {
+            field: cs.intern(pk_field),
+            key_type: *pk_type,
+            nullable: *pk_nullable,
+        }),
+    };
+    cs.push(Instruction::AddTable(AddTable { table, kind }));
 }
