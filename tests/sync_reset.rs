@@ -457,12 +457,20 @@ mod rules {
     /// and checks that the re-recorded changesets keep the division (one per local changeset
     /// with anything recovered) and, applied to the server's state, give the local result.
     fn reset(case: &Case) -> ResetOutcome {
+        reset_rolling_back(case, None)
+    }
+
+    /// [`reset`], rolling back local version `rolled_back` if given.
+    fn reset_rolling_back(case: &Case, rolled_back: Option<u64>) -> ResetOutcome {
         let snapshot = case.server.export_state().unwrap().snapshot_changeset();
         let recover = case.local.local_changes_after(case.base_version).unwrap();
-        let outcome = case
-            .local
-            .reset_to_snapshot(&snapshot, RESET_BASE, recover)
-            .unwrap();
+        let outcome = match rolled_back {
+            Some(v) => case
+                .local
+                .reset_to_snapshot_rolling_back(&snapshot, RESET_BASE, recover, v),
+            None => case.local.reset_to_snapshot(&snapshot, RESET_BASE, recover),
+        }
+        .unwrap();
         let uploaded = case.local.local_changes_after(0).unwrap();
         assert_eq!(uploaded.len(), outcome.recovered);
         let mut server = case.server.export_state().unwrap();
@@ -629,6 +637,103 @@ mod rules {
                 "{name}: the division into changesets is kept"
             );
             assert!(c.local.quarantine().unwrap().is_empty(), "{name}");
+        }
+    }
+
+    /// Found by the simulation (seed 7, `docs/testing.md`): a rejected transaction is rolled
+    /// back by a reset that re-applies the later local changesets; where one of them makes the
+    /// local list win, the copy must not bring the transaction's elements back. Its inserts
+    /// are left out of the copy wherever later changesets moved them; a list whose older
+    /// elements it erased, moved or replaced is not copied at all (the later operations the
+    /// copy would have covered are quarantined), since the local list no longer holds them.
+    #[test]
+    fn rule_a_rolled_back_transaction_leaves_nothing_in_a_copied_list() {
+        type Op = fn(&mut WriteTransaction<'_>);
+        // (the transaction on [x, y], the later local write, the list after the rollback,
+        // whether the later write's list operation is quarantined); the server erased x.
+        let cases: [(&str, Op, Op, &[&str], bool); 5] = [
+            (
+                "inserts",
+                |tx| {
+                    tx.list_insert("Task", &pk(1), "tags", 1, s("t")).unwrap();
+                    tx.list_insert("Task", &pk(1), "tags", 0, s("u")).unwrap();
+                },
+                // [u, x, t, y] becomes [u, x, m, t, y].
+                |tx| tx.list_insert("Task", &pk(1), "tags", 2, s("m")).unwrap(),
+                &["x", "m", "y"],
+                false,
+            ),
+            (
+                "moved-later",
+                |tx| tx.list_insert("Task", &pk(1), "tags", 2, s("t")).unwrap(),
+                // [x, y, t] becomes [t, x, y, m].
+                |tx| {
+                    tx.list_move("Task", &pk(1), "tags", 2, 0).unwrap();
+                    tx.list_insert("Task", &pk(1), "tags", 3, s("m")).unwrap();
+                },
+                &["x", "y", "m"],
+                false,
+            ),
+            (
+                "written-later",
+                |tx| tx.list_insert("Task", &pk(1), "tags", 0, s("t")).unwrap(),
+                // [t, x, y] becomes [T, x, m, y]: the write went to the transaction's element.
+                |tx| {
+                    tx.list_set("Task", &pk(1), "tags", 0, s("T")).unwrap();
+                    tx.list_insert("Task", &pk(1), "tags", 2, s("m")).unwrap();
+                },
+                &["x", "m", "y"],
+                false,
+            ),
+            (
+                "erased-own",
+                |tx| {
+                    tx.list_insert("Task", &pk(1), "tags", 0, s("t")).unwrap();
+                    tx.list_insert("Task", &pk(1), "tags", 0, s("u")).unwrap();
+                    tx.list_erase("Task", &pk(1), "tags", 1).unwrap();
+                },
+                // [u, x, y] becomes [u, m, x, y].
+                |tx| tx.list_insert("Task", &pk(1), "tags", 1, s("m")).unwrap(),
+                &["m", "x", "y"],
+                false,
+            ),
+            (
+                // The transaction erased y, which the server still has: the local list cannot
+                // give it back, so it is not copied; the server's list stays.
+                "erased-older",
+                |tx| {
+                    tx.list_erase("Task", &pk(1), "tags", 1).unwrap();
+                    tx.list_insert("Task", &pk(1), "tags", 0, s("t")).unwrap();
+                },
+                |tx| tx.list_insert("Task", &pk(1), "tags", 0, s("m")).unwrap(),
+                &["y"],
+                true,
+            ),
+        ];
+        for (name, transaction, later, expected, quarantined) in cases {
+            let c = case(&format!("rollback-{name}"), |tx| {
+                create_task(tx, 1);
+                tx.list_insert("Task", &pk(1), "tags", 0, s("x")).unwrap();
+                tx.list_insert("Task", &pk(1), "tags", 1, s("y")).unwrap();
+            });
+            write(&c.server, |tx| {
+                tx.list_erase("Task", &pk(1), "tags", 0).unwrap()
+            });
+            write(&c.local, transaction);
+            let rolled_back = c.local.latest_version().unwrap().unwrap().version;
+            write(&c.local, |tx| {
+                tx.set("Task", &pk(1), "title", s("later")).unwrap();
+                later(tx);
+            });
+            reset_rolling_back(&c, Some(rolled_back));
+            assert_eq!(field(&c.local, 1, "tags"), string_list(expected), "{name}");
+            assert_eq!(field(&c.local, 1, "title"), string("later"), "{name}");
+            let kept = c.local.quarantine().unwrap();
+            assert_eq!(!kept.is_empty(), quarantined, "{name}: {kept:?}");
+            if quarantined {
+                let why = format!("{kept:?}");
+                assert!(why.contains("rolled-back transaction"), "{name}: {why}");
+            }
         }
     }
 

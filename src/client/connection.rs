@@ -1063,13 +1063,15 @@ where
     let (outcome, trimmed) = blocking(move || {
         let trimmed = d.trimmed_through()?;
         let replay = if recover {
-            let mut changes = d.local_changes_after(through)?;
-            changes.retain(|c| Some(c.meta.version) != exclude);
-            changes
+            d.local_changes_after(through)?
         } else {
             Vec::new()
         };
-        Ok((d.reset_to_snapshot(&snapshot, base, replay)?, trimmed))
+        let outcome = match exclude {
+            Some(v) => d.reset_to_snapshot_rolling_back(&snapshot, base, replay, v)?,
+            None => d.reset_to_snapshot(&snapshot, base, replay)?,
+        };
+        Ok((outcome, trimmed))
     })
     .await?;
     if recover && through < trimmed {

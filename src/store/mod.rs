@@ -27,6 +27,7 @@ mod query;
 mod read;
 mod recover;
 mod reset;
+mod rollback;
 mod schema;
 mod subscriptions;
 mod sync;

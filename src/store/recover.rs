@@ -36,6 +36,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::rollback::Rollback;
 use crate::changeset::{
     Changeset, Clear, CollectionType, FieldPath, Instruction, PathElement, Payload,
 };
@@ -48,10 +49,10 @@ pub(crate) type ObjectId = (String, Key);
 /// field names and dictionary keys). Never a list index: an operation through a list element
 /// is an operation on the outer list.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct ListId {
-    object: ObjectId,
-    field: String,
-    keys: Vec<String>,
+pub(crate) struct ListId {
+    pub object: ObjectId,
+    pub field: String,
+    pub keys: Vec<String>,
 }
 
 /// What recovery knows about one list.
@@ -89,6 +90,8 @@ pub(crate) struct Recovery {
     /// The local objects whose lists may be copied, as they were before the reset.
     local: BTreeMap<ObjectId, Object>,
     lists: BTreeMap<ListId, Tracker>,
+    /// What a rolled-back transaction left that no copy may keep (empty without one).
+    rollback: Rollback,
 }
 
 /// One changeset's recovery in progress.
@@ -153,7 +156,7 @@ fn shift_for_insert(known: &mut [u32], at: u32) {
 }
 
 /// Where position `k` goes when the element at `from` moves to `to`.
-fn moved(k: u32, from: u32, to: u32) -> u32 {
+pub(crate) fn moved(k: u32, from: u32, to: u32) -> u32 {
     if k == from {
         to
     } else if from < to && k > from && k <= to {
@@ -173,6 +176,20 @@ impl Recovery {
             fresh,
             local,
             lists: BTreeMap::new(),
+            rollback: Rollback::default(),
+        }
+    }
+
+    /// Recovery that also rolls back a transaction: `local` has had the transaction's inserts
+    /// removed already, and the lists `rollback` marks unrestorable are never copied.
+    pub(crate) fn rolling_back(
+        fresh: State,
+        local: BTreeMap<ObjectId, Object>,
+        rollback: Rollback,
+    ) -> Self {
+        Recovery {
+            rollback,
+            ..Recovery::new(fresh, local)
         }
     }
 
@@ -568,6 +585,13 @@ impl Recovery {
     /// Replaces the fresh list at `at` by the local one: `Clear`, then every element.
     fn copy_list(&mut self, pass: &mut Pass, list: &ListId, at: FieldPath) -> Result<(), String> {
         let (table, key) = &list.object;
+        if self.rollback.is_unrestorable(list) {
+            return Err(
+                "the rolled-back transaction erased, moved or replaced elements of it, \
+                 which the local list no longer holds"
+                    .into(),
+            );
+        }
         let local = self
             .local
             .get(&list.object)

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::recover::{ObjectId, RecoveredChangeset, Recovery};
 use super::sync::{
@@ -22,7 +22,7 @@ use super::sync::{
     DOWNLOAD_SERVER_VERSION, LATEST_SERVER_VERSION, LATEST_SERVER_VERSION_SALT,
     UPLOAD_CLIENT_VERSION,
 };
-use super::{apply, history, layout, read, Database, StoreError};
+use super::{apply, history, layout, read, rollback, Database, StoreError};
 use crate::changeset::Changeset;
 use crate::state::{Object, Schemas, State, TableSpec};
 
@@ -144,6 +144,34 @@ fn read_local_objects(
     Ok(objects)
 }
 
+/// The local changesets from version `from` on, oldest first, each in its current form: the
+/// reciprocal form where a merge changed it, else the original (see [`super::rollback`]).
+fn current_forms_from(
+    conn: &rusqlite::Connection,
+    from: u64,
+) -> Result<Vec<Changeset>, StoreError> {
+    let mut forms = history::read_history_after(conn, from.saturating_sub(1))?;
+    if forms.first().map(|c| c.meta.version) != Some(from) {
+        // Not in the history (never the case for a transaction waiting for its verdict, which
+        // is not acknowledged and so not trimmed): nothing to track it by.
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare("SELECT changeset FROM _tandem_reciprocal WHERE version = ?1")?;
+    for form in &mut forms {
+        let stored: Option<Vec<u8>> = stmt
+            .query_row([form.meta.version as i64], |r| r.get(0))
+            .optional()?;
+        if let Some(bytes) = stored {
+            let meta = form.meta;
+            *form = Changeset::decode(&bytes).map_err(|e| {
+                StoreError::Corrupt(format!("reciprocal changeset {}: {e}", meta.version))
+            })?;
+            form.meta = meta;
+        }
+    }
+    Ok(forms)
+}
+
 /// Writes the quarantine record of the instructions of `original` that were not recovered.
 fn quarantine(
     conn: &rusqlite::Connection,
@@ -222,14 +250,55 @@ impl Database {
         base: ResetBase,
         recover: Vec<Changeset>,
     ) -> Result<ResetOutcome, StoreError> {
+        self.reset(snapshot, base, recover, None)
+    }
+
+    /// [`Database::reset_to_snapshot`] that also rolls back the local changeset `rolled_back`
+    /// (a transaction the server rejected, see
+    /// [`SyncSession::transact`](crate::client::SyncSession::transact)): it is not re-applied
+    /// (nor is it re-applied if `recover` holds it), and where recovery copies a list from the
+    /// local state, the elements it inserted are left out first, found through the current
+    /// forms of the local changesets from it on ([`super::rollback`]). A list it erased, moved
+    /// or replaced elements of is not copied at all: the operations such a copy would have
+    /// covered go to the quarantine, so nothing of the transaction survives.
+    ///
+    /// # Errors
+    /// As [`Database::reset_to_snapshot`].
+    pub fn reset_to_snapshot_rolling_back(
+        &self,
+        snapshot: &Changeset,
+        base: ResetBase,
+        recover: Vec<Changeset>,
+        rolled_back: u64,
+    ) -> Result<ResetOutcome, StoreError> {
+        self.reset(snapshot, base, recover, Some(rolled_back))
+    }
+
+    fn reset(
+        &self,
+        snapshot: &Changeset,
+        base: ResetBase,
+        mut recover: Vec<Changeset>,
+        rolled_back: Option<u64>,
+    ) -> Result<ResetOutcome, StoreError> {
+        if let Some(v) = rolled_back {
+            recover.retain(|c| c.meta.version != v);
+        }
         let outcome = self.with_writer(|conn, schemas| {
             // Recovery is decided first, against the server's state as the snapshot recreates
             // it, while the local objects whose lists may be copied can still be read.
             let recovered: Vec<RecoveredChangeset> = if recover.is_empty() {
                 Vec::new()
             } else {
-                let local =
+                let mut local =
                     read_local_objects(conn, schemas, Recovery::objects_to_read(&recover))?;
+                let rollback = match rolled_back {
+                    Some(v) => {
+                        let forms = current_forms_from(conn, v)?;
+                        Some(rollback::roll_back(&mut local, &forms))
+                    }
+                    None => None,
+                };
                 // Recovering schema instructions depends on the server's schema alone (they
                 // apply if they fit it): then the server's objects are not loaded into memory.
                 // A fresh `open_synced` recovers just its schema changeset, and loading a large
@@ -241,7 +310,10 @@ impl Database {
                     Some(schema) => fresh_state(schemas, &schema)?,
                     None => fresh_state(schemas, snapshot)?,
                 };
-                let mut recovery = Recovery::new(basis, local);
+                let mut recovery = match rollback {
+                    Some(rollback) => Recovery::rolling_back(basis, local, rollback),
+                    None => Recovery::new(basis, local),
+                };
                 recover.iter().map(|c| recovery.changeset(c)).collect()
             };
             let data_tables: Vec<String> = conn

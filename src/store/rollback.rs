@@ -1,0 +1,307 @@
+//! What a rolled-back transaction leaves in the local lists a client reset copies.
+//!
+//! A rejected [`transact`](crate::client::SyncSession::transact) is rolled back by a client
+//! reset that re-applies every local changeset except the transaction's ([`super::recover`]).
+//! Where recovery copies a list from the local state ("the local list wins"), that local list
+//! still holds the transaction's effects: copied verbatim, its inserted elements would survive
+//! the rollback. This module finds them.
+//!
+//! The local state is the server's state at the last download followed by the current forms
+//! of the local changesets the server has not integrated: each one's reciprocal form
+//! (`_tandem_reciprocal`, the changeset transformed over the server changesets integrated
+//! after it) or, if no merge changed it, the original. Positions in those forms are therefore
+//! positions in the local lists, one changeset after another. The transaction's own form gives
+//! the positions of the elements it inserted; each later form moves them (inserts before them,
+//! erases, moves) or removes them (erased, cleared, the object or its container replaced). What
+//! is left are the positions of the transaction's elements in the local lists now, and they are
+//! taken out of the copy source.
+//!
+//! An insert is undone by removing its element. An erase, a move or a write of an element that
+//! existed before the transaction (or a clear, or a replaced container) cannot be undone from
+//! the local state alone, which no longer holds what was there: such lists are marked
+//! unrestorable, and recovery does not copy them (the operations a copy would have covered go
+//! to the quarantine with the reason) rather than let the transaction's change survive.
+
+use std::collections::BTreeMap;
+
+use super::recover::{moved, ListId, ObjectId};
+use crate::changeset::{Changeset, Instruction, PathElement};
+use crate::state::{Field, Key, Object};
+
+/// A field path below a top-level object: the field, then embedded field names and dictionary
+/// keys. A list is unrestorable when its own path starts with one of these.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Prefix {
+    pub object: ObjectId,
+    pub path: Vec<String>,
+}
+
+impl Prefix {
+    /// Whether `list` is at or below this prefix.
+    pub(crate) fn covers(&self, list: &ListId) -> bool {
+        if self.object != list.object {
+            return false;
+        }
+        let full = std::iter::once(&list.field).chain(list.keys.iter());
+        self.path.len() <= list.keys.len() + 1 && self.path.iter().zip(full).all(|(a, b)| a == b)
+    }
+}
+
+/// What the rollback found: the transaction's elements, removed from the local objects, and
+/// the paths whose lists cannot be restored.
+#[derive(Debug, Default)]
+pub(crate) struct Rollback {
+    /// Lists at or below these paths are not copied from the local state.
+    pub unrestorable: Vec<Prefix>,
+    /// Elements removed from the local objects (the transaction's inserts still there).
+    pub removed: usize,
+}
+
+impl Rollback {
+    /// Whether copying `list` from the local state would keep some of the transaction.
+    pub(crate) fn is_unrestorable(&self, list: &ListId) -> bool {
+        self.unrestorable.iter().any(|p| p.covers(list))
+    }
+}
+
+/// One instruction, seen as what it does to a list.
+enum ListEffect {
+    /// An element inserted at this position.
+    Insert(u32),
+    /// The element at this position erased.
+    Erase(u32),
+    /// The element at `.0` moved to `.1`.
+    Move(u32, u32),
+    /// The element at this position written (set, or changed below it).
+    Write(u32),
+}
+
+/// The top-level object and field path strings of `path` up to (not including) its first list
+/// index, and that index with the rest of the path's length.
+fn split(cs: &Changeset, instruction: &Instruction) -> Option<(Prefix, Option<(u32, bool)>)> {
+    let path = instruction.field_path()?;
+    let object = (
+        cs.string(path.table)?.to_owned(),
+        Key::resolve(&path.object, cs)?,
+    );
+    let mut names = vec![cs.string(path.field)?.to_owned()];
+    for (i, element) in path.path.iter().enumerate() {
+        match element {
+            PathElement::Key(k) => names.push(cs.string(*k)?.to_owned()),
+            PathElement::Index(at) => {
+                let last = i + 1 == path.path.len();
+                return Some((
+                    Prefix {
+                        object,
+                        path: names,
+                    },
+                    Some((*at, last)),
+                ));
+            }
+        }
+    }
+    Some((
+        Prefix {
+            object,
+            path: names,
+        },
+        None,
+    ))
+}
+
+fn list_of(prefix: Prefix) -> ListId {
+    let mut names = prefix.path.into_iter();
+    ListId {
+        object: prefix.object,
+        field: names.next().unwrap_or_default(),
+        keys: names.collect(),
+    }
+}
+
+fn effect(instruction: &Instruction, at: u32, last: bool) -> ListEffect {
+    match (instruction, last) {
+        (Instruction::ArrayInsert(_), true) => ListEffect::Insert(at),
+        (Instruction::ArrayErase(_), true) => ListEffect::Erase(at),
+        (Instruction::ArrayMove(mv), true) => ListEffect::Move(at, mv.to),
+        _ => ListEffect::Write(at),
+    }
+}
+
+/// Moves `marks` for an insert at `at`; with `own`, the new element is marked too.
+fn insert(marks: &mut Vec<u32>, at: u32, own: bool) {
+    for k in marks.iter_mut().filter(|k| **k >= at) {
+        *k += 1;
+    }
+    if own {
+        marks.push(at);
+    }
+}
+
+/// Moves `marks` for an erase at `at` (a marked element erased is no longer tracked).
+fn erase(marks: &mut Vec<u32>, at: u32) {
+    marks.retain(|k| *k != at);
+    for k in marks.iter_mut().filter(|k| **k > at) {
+        *k -= 1;
+    }
+}
+
+/// Marks the lists at or below `prefix` unrestorable.
+fn unrestorable(prefix: Prefix, rollback: &mut Rollback) {
+    if !rollback.unrestorable.contains(&prefix) {
+        rollback.unrestorable.push(prefix);
+    }
+}
+
+/// Finds the elements the transaction `forms[0]` inserted that the local lists still hold,
+/// with `forms[1..]` the later local changesets (all in their current forms, see the module
+/// header), and removes them from `local` (the objects recovery may copy lists from).
+pub(crate) fn roll_back(local: &mut BTreeMap<ObjectId, Object>, forms: &[Changeset]) -> Rollback {
+    let mut rollback = Rollback::default();
+    let mut marks: BTreeMap<ListId, Vec<u32>> = BTreeMap::new();
+    let Some((transaction, later)) = forms.split_first() else {
+        return rollback;
+    };
+    for instruction in &transaction.instructions {
+        if let Instruction::EraseObject { table, object } = instruction {
+            // The object's lists are gone locally; nothing of them is copied.
+            if let (Some(table), Some(key)) = (
+                transaction.string(*table),
+                Key::resolve(object, transaction),
+            ) {
+                let object = (table.to_owned(), key);
+                marks.retain(|list, _| list.object != object);
+            }
+            continue;
+        }
+        let Some((prefix, index)) = split(transaction, instruction) else {
+            continue;
+        };
+        let Some((at, last)) = index else {
+            // A write of a field or container (a clear, a new embedded object, a dictionary
+            // entry): whatever list was at or below it held elements from before.
+            marks.retain(|list, _| !prefix.covers(list));
+            unrestorable(prefix, &mut rollback);
+            continue;
+        };
+        let list = list_of(prefix.clone());
+        let own = marks.entry(list).or_default();
+        match effect(instruction, at, last) {
+            ListEffect::Insert(at) => insert(own, at, true),
+            ListEffect::Erase(at) if own.contains(&at) => erase(own, at),
+            ListEffect::Write(at) if own.contains(&at) => {}
+            ListEffect::Move(from, to) if own.contains(&from) => {
+                // The other elements keep their order: removing this one undoes the move.
+                for k in own.iter_mut() {
+                    *k = moved(*k, from, to);
+                }
+            }
+            ListEffect::Erase(at) => {
+                erase(own, at);
+                unrestorable(prefix, &mut rollback);
+            }
+            ListEffect::Move(from, to) => {
+                for k in own.iter_mut() {
+                    *k = moved(*k, from, to);
+                }
+                unrestorable(prefix, &mut rollback);
+            }
+            ListEffect::Write(_) => unrestorable(prefix, &mut rollback),
+        }
+    }
+    marks.retain(|_, own| !own.is_empty());
+    for cs in later {
+        if marks.is_empty() {
+            break;
+        }
+        for instruction in &cs.instructions {
+            if let Instruction::EraseObject { table, object } = instruction {
+                if let (Some(table), Some(key)) = (cs.string(*table), Key::resolve(object, cs)) {
+                    let object = (table.to_owned(), key);
+                    marks.retain(|list, _| list.object != object);
+                }
+                continue;
+            }
+            let Some((prefix, index)) = split(cs, instruction) else {
+                continue;
+            };
+            match index {
+                // A field or container written: the lists at or below it were replaced.
+                None => marks.retain(|list, _| !prefix.covers(list)),
+                Some((at, last)) => {
+                    let list = list_of(prefix);
+                    let Some(own) = marks.get_mut(&list) else {
+                        continue;
+                    };
+                    match effect(instruction, at, last) {
+                        ListEffect::Insert(at) => insert(own, at, false),
+                        ListEffect::Erase(at) => erase(own, at),
+                        ListEffect::Move(from, to) => {
+                            for k in own.iter_mut() {
+                                *k = moved(*k, from, to);
+                            }
+                        }
+                        // A write of the transaction's element stays with the element.
+                        ListEffect::Write(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    for (list, mut own) in marks {
+        own.sort_unstable();
+        own.dedup();
+        let removed = local
+            .get_mut(&list.object)
+            .and_then(|object| list_mut(object, &list.field, &list.keys))
+            .and_then(|elements| {
+                let fits = own.last().is_some_and(|&k| (k as usize) < elements.len());
+                fits.then(|| {
+                    for &k in own.iter().rev() {
+                        elements.remove(k as usize);
+                    }
+                    own.len()
+                })
+            });
+        match removed {
+            Some(n) => rollback.removed += n,
+            // The positions do not fit the local list: do not copy it rather than guess.
+            None => unrestorable(
+                Prefix {
+                    object: list.object.clone(),
+                    path: std::iter::once(list.field.clone())
+                        .chain(list.keys.iter().cloned())
+                        .collect(),
+                },
+                &mut rollback,
+            ),
+        }
+    }
+    rollback
+}
+
+/// The elements of the list at `field` then `keys` (embedded field names and dictionary keys)
+/// of `object`, if that path holds a list.
+fn list_mut<'a>(
+    object: &'a mut Object,
+    field: &str,
+    keys: &[String],
+) -> Option<&'a mut Vec<crate::state::Element>> {
+    let content = object.fields.get_mut(field)?;
+    let Some((first, rest)) = keys.split_first() else {
+        return match content {
+            Field::List(elements) => Some(elements),
+            _ => None,
+        };
+    };
+    match content {
+        Field::Embedded(Some(inner)) => list_mut(inner, first, rest),
+        Field::Dictionary(entries) => {
+            let crate::state::Element::Embedded(inner) = entries.get_mut(first)? else {
+                return None;
+            };
+            let (next, tail) = rest.split_first()?;
+            list_mut(inner, next, tail)
+        }
+        _ => None,
+    }
+}
