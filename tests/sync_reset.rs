@@ -359,7 +359,10 @@ mod rules {
         ClassSchema, CollectionKind, Link, PrimaryKey, Property, PropertyType, Schema, Value,
     };
     use tandem::state::{Element, Field, Object, Val};
-    use tandem::store::{Config, Database, PathStep, ResetBase, ResetOutcome, WriteTransaction};
+    use tandem::store::{
+        Acknowledged, Config, Database, PathStep, ResetBase, ResetOutcome, ResetRecovery,
+        WriteTransaction,
+    };
 
     use super::{string, string_list};
 
@@ -735,6 +738,67 @@ mod rules {
                 assert!(why.contains("rolled-back transaction"), "{name}: {why}");
             }
         }
+    }
+
+    /// Found by the simulation (seed 63, `docs/testing.md`): a reset started the history
+    /// afresh, so the local changesets the server had integrated left the recovery window, and
+    /// a server that lost them later (a restore with no backup) could not get them back. Now a
+    /// reset keeps them as the inherited window under their old client file ident; the next
+    /// reset recovers those the server says it lacks, and only those (no add counted twice).
+    #[test]
+    fn rule_a_reset_keeps_the_acknowledged_window_for_a_server_that_loses_it_later() {
+        let c = case("inherited", |tx| create_task(tx, 1));
+        // The local file's acknowledged write, under client file ident 5; the server has it.
+        c.local.set_client_file_ident(5, 9).unwrap();
+        let add_five = |tx: &mut WriteTransaction<'_>| {
+            tx.set("Task", &pk(1), "count", Value::Int(0)).unwrap();
+            tx.add("Task", &pk(1), "count", 5).unwrap();
+        };
+        write(&c.local, add_five);
+        write(&c.server, add_five);
+        let acked = c.local.latest_version().unwrap().unwrap().version;
+        c.local.acknowledge_upload(acked).unwrap();
+        let has_it = c.server.export_state().unwrap().snapshot_changeset();
+        let acknowledged = |through, inherited: Vec<u64>| ResetRecovery {
+            acknowledged: Some(Acknowledged { through, inherited }),
+            ..ResetRecovery::default()
+        };
+        // A reset the server had everything for: nothing to recover, the window inherited.
+        c.local
+            .reset_to_snapshot_with(&has_it, RESET_BASE, acknowledged(acked, vec![]))
+            .unwrap();
+        assert!(c.local.local_changes_after(0).unwrap().is_empty());
+        assert_eq!(c.local.inherited_idents().unwrap(), vec![(5, 9)]);
+        let inherited = c.local.inherited_changesets().unwrap();
+        assert_eq!(
+            inherited.len(),
+            3,
+            "the schema, the base, the add: {inherited:?}"
+        );
+        assert!(inherited.iter().all(|(ident, _)| *ident == 5));
+        // A server that still has ident 5's changesets: nothing re-applied, the window kept.
+        c.local
+            .reset_to_snapshot_with(&has_it, RESET_BASE, acknowledged(0, vec![acked]))
+            .unwrap();
+        assert!(c.local.local_changes_after(0).unwrap().is_empty());
+        assert_eq!(field(&c.local, 1, "count"), Field::Value(Val::Int(5)));
+        assert_eq!(c.local.inherited_changesets().unwrap().len(), 3);
+        // A server that lost everything: all three are recovered (the task and its count,
+        // added once) and re-recorded for upload; the window gives them up.
+        let lost = tandem::state::State::new().snapshot_changeset();
+        let outcome = c
+            .local
+            .reset_to_snapshot_with(&lost, RESET_BASE, acknowledged(0, vec![0]))
+            .unwrap();
+        assert_eq!(outcome.recovered, 3, "{outcome:?}");
+        assert_eq!(field(&c.local, 1, "count"), Field::Value(Val::Int(5)));
+        assert!(c.local.inherited_changesets().unwrap().is_empty());
+        let uploads = c.local.local_changes_after(0).unwrap();
+        let mut server = tandem::state::State::new();
+        for changeset in &uploads {
+            server.apply(changeset).unwrap();
+        }
+        assert_eq!(server.objects, c.local.export_state().unwrap().objects);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::protocol::{
     self, limits, BatchState, ClientMessage, ErrorCode, FlxQuery, Limits, ServerMessage,
     UploadEntry,
 };
-use crate::store::{DownloadCursors, ResetBase, StoreError};
+use crate::store::{Acknowledged, DownloadCursors, ResetBase, ResetRecovery, StoreError};
 
 /// Server errors that mean this file's history can no longer sync as it is: client reset.
 const RESET_CODES: [u64; 6] = [208, 209, 210, 211, 217, 222];
@@ -459,7 +459,9 @@ where
         in_flight: VecDeque::new(),
         ping_sent: None,
         new_ident: None,
-        recovered_through: 0,
+        asked_current: false,
+        asked_inherited: 0,
+        client_versions: Vec::new(),
         queries_sent: 0,
         bootstrap: None,
     };
@@ -697,8 +699,12 @@ struct Connection {
     ping_sent: Option<tokio::time::Instant>,
     /// During a reset: the ident the server just allocated, stored with the snapshot.
     new_ident: Option<(u64, u64)>,
-    /// During a recovering reset: the last local version the server integrated.
-    recovered_through: u64,
+    /// During a recovering reset: whether CLIENT_VERSION was asked about the current ident
+    /// (first), the inherited idents asked about next (`Database::inherited_idents`), and the
+    /// answers as they arrive (in the order asked).
+    asked_current: bool,
+    asked_inherited: usize,
+    client_versions: Vec<u64>,
     /// Flexible sync: the newest subscription set sent (IDENT's active set, then QUERYs).
     queries_sent: u64,
     /// Flexible sync: the bootstrap being received (its set version, its batches' entries as
@@ -744,11 +750,24 @@ where
             let verdict_pending = lock(&shared.transact)
                 .as_ref()
                 .is_some_and(|p| p.version.is_some());
+            let mut asked = Vec::new();
             if (plan.recover || verdict_pending) && plan.old_ident != 0 {
+                asked.push((plan.old_ident, plan.old_salt));
+                conn.asked_current = true;
+            }
+            if plan.recover {
+                // The inherited window's idents: what the server still has of the changesets
+                // it integrated before earlier resets (`Database::inherited_idents`).
+                let d = Arc::clone(db);
+                let inherited = blocking(move || d.inherited_idents()).await?;
+                conn.asked_inherited = inherited.len();
+                asked.extend(inherited);
+            }
+            for (ident, salt) in asked {
                 ws.send(encode(ClientMessage::ClientVersionRequest {
                     session: 1,
-                    client_file_ident: plan.old_ident,
-                    client_file_ident_salt: plan.old_salt,
+                    client_file_ident: ident,
+                    client_file_ident_salt: salt,
                 }))
                 .await
                 .map_err(|e| fail(e.to_string()))?;
@@ -765,7 +784,10 @@ where
             .map_err(|e| fail(e.to_string()))?;
         }
         ServerMessage::ClientVersion { client_version, .. } => {
-            conn.recovered_through = client_version;
+            // Answers come in the order asked; more than asked is the server's mistake.
+            if conn.client_versions.len() < usize::from(conn.asked_current) + conn.asked_inherited {
+                conn.client_versions.push(client_version);
+            }
         }
         ServerMessage::State {
             server_version,
@@ -1050,7 +1072,14 @@ where
         server_version: done.server_version,
         server_version_salt: done.server_version_salt,
     };
-    let through = conn.recovered_through;
+    let (current, inherited) = conn
+        .client_versions
+        .split_at(usize::from(conn.asked_current).min(conn.client_versions.len()));
+    let through = current.first().copied().unwrap_or(0);
+    let acknowledged = recover.then(|| Acknowledged {
+        through,
+        inherited: inherited.to_vec(),
+    });
     let snapshot_version = done.server_version;
     // A transaction waiting for its verdict is decided by the reset: if the server integrated
     // it (CLIENT_VERSION says so), it is in the snapshot and accepted; otherwise it is rolled
@@ -1067,10 +1096,15 @@ where
         } else {
             Vec::new()
         };
-        let outcome = match exclude {
-            Some(v) => d.reset_to_snapshot_rolling_back(&snapshot, base, replay, v)?,
-            None => d.reset_to_snapshot(&snapshot, base, replay)?,
-        };
+        let outcome = d.reset_to_snapshot_with(
+            &snapshot,
+            base,
+            ResetRecovery {
+                changesets: replay,
+                rolled_back: exclude,
+                acknowledged,
+            },
+        )?;
         Ok((outcome, trimmed))
     })
     .await?;

@@ -20,6 +20,10 @@
 //!   latest server version and salt, the version the history is trimmed through).
 //! - `_tandem_reciprocal`: the reciprocal (transformed) forms of local changesets the server
 //!   has not integrated yet, for OT.
+//! - `_tandem_inherited`: the inherited window, local changesets the server had integrated
+//!   under an earlier client file ident when a client reset started the history afresh (their
+//!   ident, salt, version, changeset and meta), kept so that a later reset whose server lost
+//!   them recovers them.
 //! - `_tandem_subscription_set`: flexible sync subscription sets, one row per version (its
 //!   state, the server's error, the subscriptions as JSON, the last local version committed
 //!   before it).
@@ -144,6 +148,15 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _tandem_sync (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS _tandem_reciprocal (version INTEGER PRIMARY KEY, changeset BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS _tandem_inherited (
+             seq INTEGER PRIMARY KEY,
+             ident INTEGER NOT NULL,
+             salt INTEGER NOT NULL,
+             version INTEGER NOT NULL,
+             changeset BLOB NOT NULL,
+             last_integrated_server_version INTEGER NOT NULL,
+             origin_timestamp INTEGER NOT NULL
+         );
          CREATE TABLE IF NOT EXISTS _tandem_quarantine (
              id INTEGER PRIMARY KEY,
              original_version INTEGER NOT NULL,

@@ -64,7 +64,10 @@ pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
 pub use query::QueryError;
 pub use read::ReadTransaction;
-pub use reset::{Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome};
+pub use reset::{
+    Acknowledged, Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome, ResetRecovery,
+    MAX_INHERITED_IDENTS,
+};
 pub use subscriptions::{
     MutableSubscriptionSet, Subscription, SubscriptionSet, SubscriptionSetState,
 };

@@ -23,7 +23,7 @@ use super::sync::{
     UPLOAD_CLIENT_VERSION,
 };
 use super::{apply, history, layout, read, rollback, Database, StoreError};
-use crate::changeset::Changeset;
+use crate::changeset::{Changeset, ChangesetMeta};
 use crate::state::{Object, Schemas, State, TableSpec};
 
 /// Where the local file stands with the server after a reset.
@@ -38,6 +38,37 @@ pub struct ResetBase {
     /// The salt of the server's history.
     pub server_version_salt: u64,
 }
+
+/// What the server said, at a client reset, about the local changesets it had integrated:
+/// recovery keeps those it still has out of the re-applied set, and keeps them (as the
+/// *inherited window*) for a later reset whose server no longer has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// The last local version the server integrated under the file's current client file
+    /// ident (its CLIENT_VERSION answer; 0 if none). The history up to it goes to the inherited
+    /// window under that ident.
+    pub through: u64,
+    /// For each `(client file ident, salt)` of [`Database::inherited_idents`], in that order,
+    /// the last version of it the server integrated (0 if it does not know the ident). An
+    /// ident missing here keeps its changesets as they are.
+    pub inherited: Vec<u64>,
+}
+
+/// The local changes a client reset re-applies (see [`Database::reset_to_snapshot_with`]).
+#[derive(Clone, Debug, Default)]
+pub struct ResetRecovery {
+    /// Local changesets to recover, oldest first.
+    pub changesets: Vec<Changeset>,
+    /// A local version to roll back (a rejected transaction): never re-applied, and its
+    /// inserted list elements are left out of every list copy ([`super::rollback`]).
+    pub rolled_back: Option<u64>,
+    /// What the server integrated; `None` (a discard) leaves the inherited window as it is.
+    pub acknowledged: Option<Acknowledged>,
+}
+
+/// The most client file idents the inherited window keeps changesets of (the newest ones):
+/// each costs a CLIENT_VERSION request at the next reset.
+pub const MAX_INHERITED_IDENTS: usize = 16;
 
 /// The part of a local changeset that a client reset could not recover.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +173,120 @@ fn read_local_objects(
         }
     }
     Ok(objects)
+}
+
+/// The (ident, salt) pairs of the inherited window, newest first.
+fn inherited_idents(conn: &rusqlite::Connection) -> Result<Vec<(u64, u64)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT ident, salt FROM _tandem_inherited GROUP BY ident, salt ORDER BY MAX(seq) DESC",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The inherited window, oldest first: (seq, ident, salt, changeset with its meta).
+fn read_inherited(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<(i64, u64, u64, Changeset)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, ident, salt, version, changeset, last_integrated_server_version,
+                origin_timestamp
+         FROM _tandem_inherited ORDER BY seq",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, i64>(5)? as u64,
+                r.get::<_, i64>(6)? as u64,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(seq, ident, salt, version, bytes, base, timestamp)| {
+            let mut cs = Changeset::decode(&bytes).map_err(|e| {
+                StoreError::Corrupt(format!("inherited changeset {ident}/{version}: {e}"))
+            })?;
+            cs.meta = ChangesetMeta {
+                version,
+                last_integrated_remote_version: base,
+                origin_timestamp: timestamp,
+                origin_file_ident: ident,
+            };
+            Ok((seq, ident, salt, cs))
+        })
+        .collect()
+}
+
+/// Keeps the inherited window across a reset (before the history is cleared): takes out and
+/// returns (oldest first) its changesets the server no longer has, per `acknowledged`, and adds
+/// the history the server integrated under the current ident (up to `acknowledged.through`,
+/// without `rolled_back`); then trims the window to `window` changesets of at most
+/// [`MAX_INHERITED_IDENTS`] idents.
+fn inherit(
+    conn: &rusqlite::Connection,
+    acknowledged: &Acknowledged,
+    rolled_back: Option<u64>,
+    window: u64,
+) -> Result<Vec<Changeset>, StoreError> {
+    let integrated: BTreeMap<(u64, u64), u64> = inherited_idents(conn)?
+        .into_iter()
+        .zip(acknowledged.inherited.iter().copied())
+        .collect();
+    let mut lost = Vec::new();
+    for (seq, ident, salt, cs) in read_inherited(conn)? {
+        let Some(&through) = integrated.get(&(ident, salt)) else {
+            continue;
+        };
+        if cs.meta.version > through {
+            conn.execute("DELETE FROM _tandem_inherited WHERE seq = ?1", [seq])?;
+            lost.push(cs);
+        }
+    }
+    let ident = super::sync::get(conn, CLIENT_FILE_IDENT).unwrap_or(0);
+    let salt = super::sync::get(conn, CLIENT_FILE_IDENT_SALT).unwrap_or(0);
+    if ident != 0 {
+        for cs in history::read_history_after(conn, 0)? {
+            if cs.meta.version > acknowledged.through {
+                break;
+            }
+            if cs.is_empty() || Some(cs.meta.version) == rolled_back {
+                continue;
+            }
+            conn.execute(
+                "INSERT INTO _tandem_inherited (ident, salt, version, changeset,
+                     last_integrated_server_version, origin_timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    ident as i64,
+                    salt as i64,
+                    cs.meta.version as i64,
+                    cs.encode(),
+                    cs.meta.last_integrated_remote_version as i64,
+                    cs.meta.origin_timestamp as i64
+                ],
+            )?;
+        }
+    }
+    conn.execute(
+        "DELETE FROM _tandem_inherited WHERE seq NOT IN
+             (SELECT seq FROM _tandem_inherited ORDER BY seq DESC LIMIT ?1)",
+        [window.min(i64::MAX as u64) as i64],
+    )?;
+    conn.execute(
+        "DELETE FROM _tandem_inherited WHERE ident NOT IN
+             (SELECT ident FROM _tandem_inherited GROUP BY ident ORDER BY MAX(seq) DESC LIMIT ?1)",
+        [MAX_INHERITED_IDENTS as i64],
+    )?;
+    Ok(lost)
 }
 
 /// The local changesets from version `from` on, oldest first, each in its current form: the
@@ -250,7 +395,14 @@ impl Database {
         base: ResetBase,
         recover: Vec<Changeset>,
     ) -> Result<ResetOutcome, StoreError> {
-        self.reset(snapshot, base, recover, None)
+        self.reset_to_snapshot_with(
+            snapshot,
+            base,
+            ResetRecovery {
+                changesets: recover,
+                ..ResetRecovery::default()
+            },
+        )
     }
 
     /// [`Database::reset_to_snapshot`] that also rolls back the local changeset `rolled_back`
@@ -271,20 +423,74 @@ impl Database {
         recover: Vec<Changeset>,
         rolled_back: u64,
     ) -> Result<ResetOutcome, StoreError> {
-        self.reset(snapshot, base, recover, Some(rolled_back))
+        self.reset_to_snapshot_with(
+            snapshot,
+            base,
+            ResetRecovery {
+                changesets: recover,
+                rolled_back: Some(rolled_back),
+                acknowledged: None,
+            },
+        )
     }
 
-    fn reset(
+    /// The client file idents (with their salts) the inherited window holds changesets of,
+    /// newest first: a client reset asks the server (CLIENT_VERSION) how far it integrated
+    /// each, and passes the answers in [`Acknowledged::inherited`].
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn inherited_idents(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        inherited_idents(self.read()?.connection())
+    }
+
+    /// The changesets of the inherited window (acknowledged local changesets from before
+    /// earlier client resets), oldest first, with the client file ident they were integrated
+    /// under.
+    ///
+    /// # Errors
+    /// SQLite errors; [`StoreError::Corrupt`] for a changeset that does not decode.
+    pub fn inherited_changesets(&self) -> Result<Vec<(u64, Changeset)>, StoreError> {
+        let read = self.read()?;
+        Ok(read_inherited(read.connection())?
+            .into_iter()
+            .map(|(_, ident, _, cs)| (ident, cs))
+            .collect())
+    }
+
+    /// Replaces the local state with `snapshot` at `base`, then recovers `recovery` with the
+    /// rules of [`super::recover`] (see [`Database::reset_to_snapshot`]), all in one
+    /// transaction. With [`ResetRecovery::acknowledged`], the inherited window is kept
+    /// (`Database::inherited_idents`): its changesets the server no longer has are recovered
+    /// first, oldest first, and the local changesets the server integrated under the current
+    /// ident join it, so a server that later loses them (a restore from an older backup) gets
+    /// them back from this file. The window keeps at most [`Config::recovery_window`]
+    /// changesets of at most [`MAX_INHERITED_IDENTS`] idents.
+    ///
+    /// [`Config::recovery_window`]: super::Config::recovery_window
+    ///
+    /// # Errors
+    /// As [`Database::reset_to_snapshot`].
+    pub fn reset_to_snapshot_with(
         &self,
         snapshot: &Changeset,
         base: ResetBase,
-        mut recover: Vec<Changeset>,
-        rolled_back: Option<u64>,
+        recovery: ResetRecovery,
     ) -> Result<ResetOutcome, StoreError> {
+        let ResetRecovery {
+            changesets: mut recover,
+            rolled_back,
+            acknowledged,
+        } = recovery;
         if let Some(v) = rolled_back {
             recover.retain(|c| c.meta.version != v);
         }
+        let window = self.config.recovery_window;
         let outcome = self.with_writer(|conn, schemas| {
+            if let Some(acknowledged) = &acknowledged {
+                let lost = inherit(conn, acknowledged, rolled_back, window)?;
+                recover.splice(0..0, lost);
+            }
             // Recovery is decided first, against the server's state as the snapshot recreates
             // it, while the local objects whose lists may be copied can still be read.
             let recovered: Vec<RecoveredChangeset> = if recover.is_empty() {
