@@ -121,8 +121,12 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
             break;
         };
         if let Some(plan) = lock(&shared.reset).as_mut().filter(|p| p.started) {
-            // The reset itself failed (not just the network before it).
             plan.started = false;
+        }
+        if let Some(plan) = lock(&shared.reset).as_mut().filter(|p| p.attempt_failed) {
+            // The reset itself failed (not the network or the server during it: a connection
+            // lost mid-reset, or a server that crashed, starts it over without counting).
+            plan.attempt_failed = false;
             plan.failures += 1;
             if plan.failures >= 2 {
                 if plan.recover && shared.config.client_reset == ClientResetMode::RecoverOrDiscard {
@@ -177,6 +181,7 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
                             old_salt: progress.client_file_ident_salt,
                             failures: 0,
                             started: false,
+                            attempt_failed: false,
                             exclude: None,
                         });
                     }
@@ -965,6 +970,7 @@ where
                     old_salt: progress.client_file_ident_salt,
                     failures: 0,
                     started: false,
+                    attempt_failed: false,
                     exclude: Some(request_ident),
                 });
                 let _ = ws.send(encode(ClientMessage::Unbind { session: 1 })).await;
@@ -1058,6 +1064,26 @@ async fn finish_reset<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let applied = apply_reset(shared, conn, done).await;
+    if applied.is_err() {
+        if let Some(plan) = lock(&shared.reset).as_mut() {
+            plan.attempt_failed = true;
+        }
+    }
+    applied?;
+    send_ident(ws, shared).await?;
+    conn.bound = true;
+    shared.set_state(SyncState::Connected);
+    Ok(())
+}
+
+/// The reset of [`finish_reset`] on the store, with its outcome reported: any error is a failed
+/// attempt (a bad snapshot, a store that refuses it or cannot recover).
+async fn apply_reset(
+    shared: &Arc<Shared>,
+    conn: &mut Connection,
+    done: PartialState,
+) -> Result<(), Failure> {
     let (ident, salt) = conn
         .new_ident
         .ok_or_else(|| fail("the server sent STATE before IDENT"))?;
@@ -1157,9 +1183,6 @@ where
             true,
         );
     }
-    send_ident(ws, shared).await?;
-    conn.bound = true;
-    shared.set_state(SyncState::Connected);
     Ok(())
 }
 

@@ -345,10 +345,14 @@ pub(crate) struct ResetPlan {
     /// The client file ident and salt the server may know the local changes by (0: none).
     old_ident: u64,
     old_salt: u64,
-    /// Failed attempts so far.
+    /// Failed attempts so far: resets that got the snapshot and could not apply it or recover
+    /// on top of it. A connection lost (or a server that went away) during a reset is not a
+    /// failed attempt: the reset starts over on the next connection.
     failures: u32,
     /// This connection got as far as the reset itself.
     started: bool,
+    /// This connection's reset failed in itself (`finish_reset`), not by the network.
+    attempt_failed: bool,
     /// A rejected transaction's local version: not re-applied.
     exclude: Option<u64>,
 }
@@ -437,6 +441,7 @@ pub async fn open_synced(
         old_salt: 0,
         failures: 0,
         started: false,
+        attempt_failed: false,
         exclude: None,
     });
     let session = SyncSession::start_with(Arc::clone(&db), config, plan)?;
