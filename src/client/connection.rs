@@ -182,6 +182,7 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
                             failures: 0,
                             started: false,
                             attempt_failed: false,
+                            reconnect_now: false,
                             exclude: None,
                         });
                     }
@@ -197,10 +198,11 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
             }
         }
         if lock(&shared.reset)
-            .as_ref()
-            .is_some_and(|p| !p.started && p.exclude.is_some())
+            .as_mut()
+            .is_some_and(|p| std::mem::take(&mut p.reconnect_now))
         {
-            // A rejected transaction: roll back now (a reset on a new connection).
+            // A rejected transaction: roll back now (a reset on a new connection). Only once:
+            // while the server cannot be reached, the rollback waits with the usual backoff.
             failures = 0;
             continue;
         }
@@ -971,6 +973,7 @@ where
                     failures: 0,
                     started: false,
                     attempt_failed: false,
+                    reconnect_now: true,
                     exclude: Some(request_ident),
                 });
                 let _ = ws.send(encode(ClientMessage::Unbind { session: 1 })).await;

@@ -353,6 +353,9 @@ pub(crate) struct ResetPlan {
     started: bool,
     /// This connection's reset failed in itself (`finish_reset`), not by the network.
     attempt_failed: bool,
+    /// Reconnect at once, without the backoff (set once, by a rejected transaction's rollback;
+    /// a connection that then fails backs off as any other).
+    reconnect_now: bool,
     /// A rejected transaction's local version: not re-applied.
     exclude: Option<u64>,
 }
@@ -442,6 +445,7 @@ pub async fn open_synced(
         failures: 0,
         started: false,
         attempt_failed: false,
+        reconnect_now: false,
         exclude: None,
     });
     let session = SyncSession::start_with(Arc::clone(&db), config, plan)?;

@@ -213,11 +213,10 @@ fn a_silently_dead_connection_is_noticed_by_its_missing_pong() {
     });
 }
 
-/// The shape of the plans drawn before plans with a restore kept their transactions
-/// ([`Shape::transactions_with_restores`]): regression tests of drawn seeds keep their plans.
-fn before_restore_transactions() -> Shape {
+/// Plans with a restore that keep their transactions ([`Shape::transactions_with_restores`]).
+fn with_restore_transactions() -> Shape {
     Shape {
-        transactions_with_restores: false,
+        transactions_with_restores: true,
         ..Shape::default()
     }
 }
@@ -456,7 +455,30 @@ fn a_write_acknowledged_before_a_rollback_survives_a_server_that_lost_it() {
 /// cannot recover) counts; a lost connection starts the reset over.
 #[test]
 fn a_connection_lost_during_a_reset_is_no_failed_recovery() {
-    run_seeds(1920, 1, Shape::default());
+    run_seeds(1920, 1, with_restore_transactions());
+}
+
+/// Found by seed 2558 of the second 10,000-seed soak with transactions in plans with a
+/// restore: a transaction was rejected while the server went down; its rollback reconnected at
+/// once, without backoff, after every failed connection (not only after the rejection), so
+/// the session spun on refused connections without simulated time passing (the run never
+/// ended). Now only the rejection itself skips the backoff.
+#[test]
+fn a_rollback_waits_for_an_unreachable_server_with_backoff() {
+    run_seeds(2558, 1, with_restore_transactions());
+}
+
+/// A known fault, not fixed yet (found by seed 6780 of the same soak): c1's transaction waited
+/// for its verdict while the server integrated it, other clients downloaded it, and the server
+/// then lost its data (a restore with no backup). c1's reset found the server did not know
+/// its file, so it rolled the transaction back and reported it rejected; but another client's
+/// recovery copied its local journal list (the local list wins), which still held c1's line:
+/// the line of a rejected transaction came back without its `Entry`. A transaction whose
+/// server lost it after it may have been integrated is in doubt, not rejected.
+#[test]
+#[ignore = "known fault: a rolled-back transaction the server had integrated comes back by a list copy"]
+fn a_transaction_the_server_lost_is_not_brought_back_by_another_clients_list_copy() {
+    run_seeds(6780, 1, with_restore_transactions());
 }
 
 /// Found by seed 24 of the first soak with restores: the server was restored from a backup, a
@@ -470,7 +492,7 @@ fn a_connection_lost_during_a_reset_is_no_failed_recovery() {
 #[test]
 fn a_client_ahead_of_a_restored_server_is_reset_even_after_the_server_caught_up() {
     // The drawn plan: shrunk by hand-kept steps it no longer fails without the fix.
-    run_seeds(24, 1, before_restore_transactions());
+    run_seeds(24, 1, Shape::default());
 }
 
 /// Found by seed 69 of the first soak with schema additions: a client reopened its file with
@@ -484,5 +506,5 @@ fn a_client_ahead_of_a_restored_server_is_reset_even_after_the_server_caught_up(
 /// server's snapshot lacks.
 #[test]
 fn a_schema_upgrade_needs_no_reset_and_survives_a_server_that_lost_it() {
-    run_seeds(69, 1, before_restore_transactions());
+    run_seeds(69, 1, Shape::default());
 }

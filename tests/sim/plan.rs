@@ -198,10 +198,10 @@ pub struct Shape {
     /// "Faults found"; the ignored test
     /// `a_rolled_back_transaction_keeps_the_list_elements_of_other_clients`).
     pub rollbacks: bool,
-    /// Whether a plan with a restore keeps its transactions (rolled back by a reset, then
-    /// recovered from the inherited window when the server loses them). Off: such a plan makes
-    /// them ordinary writes, as plans were drawn before that fault was fixed (the regression
-    /// tests of seeds 24 and 69 keep their plans).
+    /// Whether a plan with a restore keeps its transactions. Off by default (such a plan makes
+    /// them ordinary writes): a transaction the server integrated and then lost meets a known
+    /// fault (`docs/testing.md`, "Faults found"; the ignored test
+    /// `a_transaction_the_server_lost_is_not_brought_back_by_another_clients_list_copy`).
     pub transactions_with_restores: bool,
 }
 
@@ -212,7 +212,7 @@ impl Default for Shape {
             steps: 24,
             faults: 6,
             rollbacks: false,
-            transactions_with_restores: true,
+            transactions_with_restores: false,
         }
     }
 }
@@ -314,8 +314,8 @@ impl Plan {
             })
             .collect();
         faults.sort_by_key(|(at, _)| *at);
-        // Before the inherited window (a reset forgot the acknowledged changesets of its
-        // recovery window), a plan with a restore made its transactions ordinary writes.
+        // A known fault (`Shape::transactions_with_restores`): a plan with a restore makes its
+        // transactions ordinary writes.
         let mut clients = clients;
         if !shape.transactions_with_restores
             && faults
