@@ -467,13 +467,18 @@ mod rules {
     fn reset_rolling_back(case: &Case, rolled_back: Option<u64>) -> ResetOutcome {
         let snapshot = case.server.export_state().unwrap().snapshot_changeset();
         let recover = case.local.local_changes_after(case.base_version).unwrap();
-        let outcome = match rolled_back {
-            Some(v) => case
-                .local
-                .reset_to_snapshot_rolling_back(&snapshot, RESET_BASE, recover, v),
-            None => case.local.reset_to_snapshot(&snapshot, RESET_BASE, recover),
-        }
-        .unwrap();
+        let outcome = case
+            .local
+            .reset_to_snapshot_with(
+                &snapshot,
+                RESET_BASE,
+                ResetRecovery {
+                    changesets: recover,
+                    rolled_back,
+                    acknowledged: None,
+                },
+            )
+            .unwrap();
         let uploaded = case.local.local_changes_after(0).unwrap();
         assert_eq!(uploaded.len(), outcome.recovered);
         let mut server = case.server.export_state().unwrap();

@@ -149,9 +149,18 @@ fn locate<'a>(
 }
 
 /// Moves the known positions of a list for an insert at `at` (+1 from `at` on).
-fn shift_for_insert(known: &mut [u32], at: u32) {
+pub(crate) fn shift_for_insert(known: &mut [u32], at: u32) {
     for k in known.iter_mut().filter(|k| **k >= at) {
         *k += 1;
+    }
+}
+
+/// Moves the known positions of a list for an erase at `at`: the position erased is no longer
+/// known, those after it move down by one.
+pub(crate) fn shift_for_erase(known: &mut Vec<u32>, at: u32) {
+    known.retain(|k| *k != at);
+    for k in known.iter_mut().filter(|k| **k > at) {
+        *k -= 1;
     }
 }
 
@@ -504,12 +513,7 @@ impl Recovery {
                             shift_for_insert(known, position);
                             known.push(position);
                         }
-                        Some(Effect::Erase) => {
-                            known.retain(|k| *k != position);
-                            for k in known.iter_mut().filter(|k| **k > position) {
-                                *k -= 1;
-                            }
-                        }
+                        Some(Effect::Erase) => shift_for_erase(known, position),
                         Some(Effect::Move(to)) => {
                             for k in known.iter_mut() {
                                 *k = moved(*k, position, to);

@@ -59,8 +59,13 @@ pub struct Acknowledged {
 pub struct ResetRecovery {
     /// Local changesets to recover, oldest first.
     pub changesets: Vec<Changeset>,
-    /// A local version to roll back (a rejected transaction): never re-applied, and its
-    /// inserted list elements are left out of every list copy ([`super::rollback`]).
+    /// A local version to roll back (a transaction the server rejected, see
+    /// [`SyncSession::transact`](crate::client::SyncSession::transact)): it is not re-applied
+    /// (even if `changesets` holds it), and where recovery copies a list from the local state,
+    /// the elements it inserted are left out first, found through the current forms of the
+    /// local changesets from it on ([`super::rollback`]). A list it erased, moved or replaced
+    /// elements of is not copied at all: the operations such a copy would have covered go to
+    /// the quarantine, so nothing of the transaction survives.
     pub rolled_back: Option<u64>,
     /// What the server integrated; `None` (a discard) leaves the inherited window as it is.
     pub acknowledged: Option<Acknowledged>,
@@ -401,35 +406,6 @@ impl Database {
             ResetRecovery {
                 changesets: recover,
                 ..ResetRecovery::default()
-            },
-        )
-    }
-
-    /// [`Database::reset_to_snapshot`] that also rolls back the local changeset `rolled_back`
-    /// (a transaction the server rejected, see
-    /// [`SyncSession::transact`](crate::client::SyncSession::transact)): it is not re-applied
-    /// (nor is it re-applied if `recover` holds it), and where recovery copies a list from the
-    /// local state, the elements it inserted are left out first, found through the current
-    /// forms of the local changesets from it on ([`super::rollback`]). A list it erased, moved
-    /// or replaced elements of is not copied at all: the operations such a copy would have
-    /// covered go to the quarantine, so nothing of the transaction survives.
-    ///
-    /// # Errors
-    /// As [`Database::reset_to_snapshot`].
-    pub fn reset_to_snapshot_rolling_back(
-        &self,
-        snapshot: &Changeset,
-        base: ResetBase,
-        recover: Vec<Changeset>,
-        rolled_back: u64,
-    ) -> Result<ResetOutcome, StoreError> {
-        self.reset_to_snapshot_with(
-            snapshot,
-            base,
-            ResetRecovery {
-                changesets: recover,
-                rolled_back: Some(rolled_back),
-                acknowledged: None,
             },
         )
     }

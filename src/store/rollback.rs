@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use super::recover::{moved, ListId, ObjectId};
+use super::recover::{moved, shift_for_erase, shift_for_insert, ListId, ObjectId};
 use crate::changeset::{Changeset, Instruction, PathElement};
 use crate::state::{Field, Key, Object};
 
@@ -127,24 +127,6 @@ fn effect(instruction: &Instruction, at: u32, last: bool) -> ListEffect {
     }
 }
 
-/// Moves `marks` for an insert at `at`; with `own`, the new element is marked too.
-fn insert(marks: &mut Vec<u32>, at: u32, own: bool) {
-    for k in marks.iter_mut().filter(|k| **k >= at) {
-        *k += 1;
-    }
-    if own {
-        marks.push(at);
-    }
-}
-
-/// Moves `marks` for an erase at `at` (a marked element erased is no longer tracked).
-fn erase(marks: &mut Vec<u32>, at: u32) {
-    marks.retain(|k| *k != at);
-    for k in marks.iter_mut().filter(|k| **k > at) {
-        *k -= 1;
-    }
-}
-
 /// Marks the lists at or below `prefix` unrestorable.
 fn unrestorable(prefix: Prefix, rollback: &mut Rollback) {
     if !rollback.unrestorable.contains(&prefix) {
@@ -186,8 +168,11 @@ pub(crate) fn roll_back(local: &mut BTreeMap<ObjectId, Object>, forms: &[Changes
         let list = list_of(prefix.clone());
         let own = marks.entry(list).or_default();
         match effect(instruction, at, last) {
-            ListEffect::Insert(at) => insert(own, at, true),
-            ListEffect::Erase(at) if own.contains(&at) => erase(own, at),
+            ListEffect::Insert(at) => {
+                shift_for_insert(own, at);
+                own.push(at);
+            }
+            ListEffect::Erase(at) if own.contains(&at) => shift_for_erase(own, at),
             ListEffect::Write(at) if own.contains(&at) => {}
             ListEffect::Move(from, to) if own.contains(&from) => {
                 // The other elements keep their order: removing this one undoes the move.
@@ -196,7 +181,7 @@ pub(crate) fn roll_back(local: &mut BTreeMap<ObjectId, Object>, forms: &[Changes
                 }
             }
             ListEffect::Erase(at) => {
-                erase(own, at);
+                shift_for_erase(own, at);
                 unrestorable(prefix, &mut rollback);
             }
             ListEffect::Move(from, to) => {
@@ -233,8 +218,8 @@ pub(crate) fn roll_back(local: &mut BTreeMap<ObjectId, Object>, forms: &[Changes
                         continue;
                     };
                     match effect(instruction, at, last) {
-                        ListEffect::Insert(at) => insert(own, at, false),
-                        ListEffect::Erase(at) => erase(own, at),
+                        ListEffect::Insert(at) => shift_for_insert(own, at),
+                        ListEffect::Erase(at) => shift_for_erase(own, at),
                         ListEffect::Move(from, to) => {
                             for k in own.iter_mut() {
                                 *k = moved(*k, from, to);
