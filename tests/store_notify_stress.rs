@@ -82,8 +82,7 @@ fn int(k: &PrimaryKey) -> i64 {
 /// the last value of `n` it read for each object it was told about.
 #[derive(Default)]
 struct Seen {
-    /// `None` until the first callback for a listener registered while writers run (its first
-    /// snapshot is not known outside).
+    /// Starts as the results the listener was registered on.
     replayed: Option<Vec<PrimaryKey>>,
     values: HashMap<i64, i64>,
     calls: usize,
@@ -102,18 +101,15 @@ fn replay(old: &[PrimaryKey], change: &ResultsChange) -> Vec<PrimaryKey> {
     v
 }
 
-/// A results listener; `quiet` says no commit runs now, so its first snapshot is known.
+/// A results listener, and the results it starts from (its first change is relative to
+/// them, however many commits run while it registers).
 fn observe_results(
     db: &Arc<Database>,
     query: &str,
-    quiet: bool,
     seen: Arc<Mutex<Seen>>,
-) -> ListenerToken {
-    if quiet {
-        seen.lock().unwrap().replayed = Some(db.read().unwrap().query("C", query, &[]).unwrap());
-    }
+) -> (ListenerToken, Vec<PrimaryKey>) {
     let inner = Arc::clone(db);
-    db.observe_query("C", query, &[], move |change| {
+    db.observe_query_with_initial("C", query, &[], &[], move |change| {
         let mut s = seen.lock().unwrap();
         s.calls += 1;
         if let Some(old) = &s.replayed {
@@ -169,10 +165,7 @@ fn wait_caught_up(
         loop {
             let s = seen.lock().unwrap();
             assert!(s.bad_indices.is_none(), "{name}: {:?}", s.bad_indices);
-            let keys_ok = s
-                .replayed
-                .as_ref()
-                .map_or(expected.is_empty(), |r| *r == expected);
+            let keys_ok = s.replayed.as_ref() == Some(&expected);
             let values_ok = expected
                 .iter()
                 .all(|k| s.values.get(&int(k)) == Some(&current[&int(k)]));
@@ -267,7 +260,8 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
             values: zeros(),
             ..Seen::default()
         }));
-        let token = observe_results(&db, query, true, Arc::clone(&seen));
+        let (token, start) = observe_results(&db, query, Arc::clone(&seen));
+        seen.lock().unwrap().replayed = Some(start);
         results.push((format!("results {query}"), seen, token));
     }
     let mut objects = Vec::new();
@@ -360,7 +354,8 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
                 // read first and stored after, they could overwrite a newer value a callback
                 // had just recorded (the writers keep committing meanwhile).
                 let mut first = seen.lock().unwrap();
-                let token = observe_results(&db, query, false, Arc::clone(&seen));
+                let (token, start) = observe_results(&db, query, Arc::clone(&seen));
+                first.replayed = Some(start);
                 first.values = (0..OBJECTS).map(|id| (id, n_of(&db, id))).collect();
                 drop(first);
                 results.push((format!("results {query} (registered mid-run)"), seen, token));

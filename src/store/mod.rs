@@ -644,15 +644,42 @@ impl Database {
         key_paths: &[&str],
         listener: impl Fn(&ResultsChange) + Send + 'static,
     ) -> Result<ListenerToken, StoreError> {
+        self.observe_query_with_initial(class, query, args, key_paths, listener)
+            .map(|(token, _)| token)
+    }
+
+    /// Like [`Database::observe_query_key_paths`], and also returns the results the listener
+    /// starts from (primary keys in the query's order): the first change it is given is
+    /// relative to them, however many commits run meanwhile. Reading the results before or
+    /// after registering instead can miss or double a concurrent commit. Realm gives the same
+    /// through its initial notification.
+    pub fn observe_query_with_initial(
+        &self,
+        class: &str,
+        query: &str,
+        args: &[crate::model::Value],
+        key_paths: &[&str],
+        listener: impl Fn(&ResultsChange) + Send + 'static,
+    ) -> Result<(ListenerToken, Vec<PrimaryKey>), StoreError> {
         let key_paths = {
             let read = self.read()?;
             read.query(class, query, args)?; // a bad query fails here, not in the notifier
             deep::parse_key_paths(read.schemas(), class, key_paths)?
         };
-        self.notifier
-            .observe_results(class, query, args, key_paths, Box::new(listener), || {
-                self.read()?.query(class, query, args)
-            })
+        let mut start = Vec::new();
+        let token = self.notifier.observe_results(
+            class,
+            query,
+            args,
+            key_paths,
+            Box::new(listener),
+            || {
+                let now = self.read()?.query(class, query, args)?;
+                start.clone_from(&now);
+                Ok(now)
+            },
+        )?;
+        Ok((token, start))
     }
 
     /// Registers `hook`, called on the committing thread right after every local write
