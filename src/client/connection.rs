@@ -120,6 +120,9 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
             shared.set_state(SyncState::Disconnected);
             break;
         };
+        if let Some(p) = lock(&shared.transact).as_mut() {
+            p.maybe_integrated |= p.sent && !RESET_CODES.contains(&failure.code);
+        }
         if let Some(plan) = lock(&shared.reset).as_mut().filter(|p| p.started) {
             plan.started = false;
         }
@@ -184,7 +187,12 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
                             attempt_failed: false,
                             reconnect_now: false,
                             exclude: None,
+                            server_lost_history: false,
                         });
+                    }
+                    if let Some(plan) = plan.as_mut() {
+                        plan.server_lost_history |=
+                            failure.code != u64::from(ErrorCode::ClientFileExpired.code());
                     }
                     drop(plan);
                     shared.report(
@@ -975,6 +983,7 @@ where
                     attempt_failed: false,
                     reconnect_now: true,
                     exclude: Some(request_ident),
+                    server_lost_history: false,
                 });
                 let _ = ws.send(encode(ClientMessage::Unbind { session: 1 })).await;
                 return Err(fail(format!(
@@ -1092,9 +1101,11 @@ async fn apply_reset(
         .ok_or_else(|| fail("the server sent STATE before IDENT"))?;
     let snapshot = Changeset::decode(&done.bytes)
         .map_err(|e| fail(format!("the server sent a bad STATE snapshot: {e}")))?;
-    let (recover, exclude) = lock(&shared.reset)
+    let (recover, exclude, server_lost_history) = lock(&shared.reset)
         .as_ref()
-        .map_or((false, None), |p| (p.recover, p.exclude));
+        .map_or((false, None, false), |p| {
+            (p.recover, p.exclude, p.server_lost_history)
+        });
     let base = ResetBase {
         client_file_ident: ident,
         client_file_ident_salt: salt,
@@ -1112,8 +1123,9 @@ async fn apply_reset(
     let snapshot_version = done.server_version;
     // A transaction waiting for its verdict is decided by the reset: if the server integrated
     // it (CLIENT_VERSION says so), it is in the snapshot and accepted; otherwise it is rolled
-    // back with the reset (never re-applied, so never uploaded unchecked) and rejected. Its
-    // old local version must not be matched against the re-recorded changesets afterwards.
+    // back with the reset (never re-applied, so never uploaded unchecked), rejected when the
+    // server has its history and in doubt when it lost some. Its old local version must not
+    // be matched against the re-recorded changesets afterwards.
     let waiting = lock(&shared.transact).as_ref().and_then(|p| p.version);
     let integrated = waiting.is_some_and(|v| v <= through);
     let exclude = exclude.or(waiting.filter(|_| !integrated));
@@ -1159,18 +1171,30 @@ async fn apply_reset(
         let decided = lock(&shared.transact).take();
         if let Some(p) = decided {
             if let Some(done) = p.done {
-                let _ = done.send(if integrated {
-                    TransactOutcome::Accepted {
+                let _ = done.send(match p.rejected {
+                    _ if integrated => TransactOutcome::Accepted {
                         server_version: snapshot_version,
-                    }
-                } else {
-                    TransactOutcome::Rejected {
-                        reason: p.rejected.unwrap_or_else(|| {
-                            "a client reset came before the server's verdict (the server lost \
-                             or expired this file's history); the transaction was rolled back"
-                                .into()
-                        }),
-                    }
+                    },
+                    Some(reason) => TransactOutcome::Rejected { reason },
+                    None if server_lost_history && p.maybe_integrated => TransactOutcome::InDoubt {
+                        reason: "a client reset came before the server's verdict: the server \
+                                 lost history (restored or emptied), so it may have integrated \
+                                 the transaction and other clients may hold parts of it; it was \
+                                 rolled back here"
+                            .into(),
+                    },
+                    None if p.maybe_integrated => TransactOutcome::Rejected {
+                        reason: "a client reset came before the server's verdict (the server \
+                                 expired this file's history) and the server never integrated \
+                                 it; the transaction was rolled back"
+                            .into(),
+                    },
+                    None => TransactOutcome::Rejected {
+                        reason: "a client reset came before the server could have integrated \
+                                 the transaction (it was never sent, or refused with the reset \
+                                 error); it was rolled back"
+                            .into(),
+                    },
                 });
             }
         }

@@ -205,10 +205,22 @@ pub enum TransactOutcome {
         server_version: u64,
     },
     /// Refused; the transaction was rolled back locally (listeners saw it disappear). Also
-    /// the outcome when a client reset came before the verdict and the server had not
-    /// integrated it (`docs/client.md`, "Transactions checked by the server").
+    /// the outcome when a client reset came before the verdict and the transaction was never
+    /// sent, or the server still has this file's history (it expired the file, error 222) and
+    /// says it never integrated it (`docs/client.md`, "Transactions checked by the server").
     Rejected {
         /// Why: the server's reason, or the client reset's.
+        reason: String,
+    },
+    /// Unknown: the transaction was sent, then a client reset came before the verdict because
+    /// the server lost history (restored from a backup, or its data gone: errors 208 to 211
+    /// and 217), so its answer
+    /// that it never integrated the transaction proves nothing: it may have integrated it
+    /// and other clients may have downloaded it. The transaction was rolled back here like a
+    /// rejected one (never uploaded unchecked); other clients' own recoveries may still bring
+    /// back parts of it, such as list elements in a list they copy as a whole.
+    InDoubt {
+        /// What happened.
         reason: String,
     },
 }
@@ -331,6 +343,11 @@ pub(crate) struct PendingTransact {
     version: Option<u64>,
     /// Sent on the current connection.
     sent: bool,
+    /// Sent on a connection that did not end in a reset error: the server may have integrated
+    /// it. (A reset error answers IDENT or the TRANSACT itself; nothing else is uploaded while
+    /// a transaction waits, so a transaction sent on a connection that ended in one was not
+    /// integrated there.)
+    maybe_integrated: bool,
     /// The server's reason, once it rejected the transaction (resolved after the rollback).
     rejected: Option<String>,
     /// Resolved with the verdict (after the local rollback, for a rejection).
@@ -358,6 +375,9 @@ pub(crate) struct ResetPlan {
     reconnect_now: bool,
     /// A rejected transaction's local version: not re-applied.
     exclude: Option<u64>,
+    /// The server lost history this file had seen (any reset error but 222, a file the
+    /// server expired): its CLIENT_VERSION cannot prove a transaction was never integrated.
+    server_lost_history: bool,
 }
 
 /// Segments of a STATE snapshot received so far.
@@ -447,6 +467,7 @@ pub async fn open_synced(
         attempt_failed: false,
         reconnect_now: false,
         exclude: None,
+        server_lost_history: false,
     });
     let session = SyncSession::start_with(Arc::clone(&db), config, plan)?;
     if fresh {
@@ -627,6 +648,7 @@ impl SyncSession {
             *pending = Some(PendingTransact {
                 version: None,
                 sent: false,
+                maybe_integrated: false,
                 rejected: None,
                 done: Some(done),
             });

@@ -411,6 +411,7 @@ async fn transact(
                 TransactOutcome::Accepted { server_version }
             }
             client::TransactOutcome::Rejected { reason } => TransactOutcome::Rejected { reason },
+            client::TransactOutcome::InDoubt { reason } => TransactOutcome::InDoubt { reason },
         }),
     }
 }
@@ -425,7 +426,14 @@ pub enum TransactOutcome {
     },
     /// Refused; the transaction was rolled back locally (listeners saw it disappear).
     Rejected {
-        /// Why, in the server's words.
+        /// Why, in the server's words (or the client reset's, when one came first).
+        reason: String,
+    },
+    /// Unknown: the server lost history (a restore) before its verdict reached this client,
+    /// so it may have integrated the transaction and other clients may hold parts of it. It
+    /// was rolled back here like a rejected one.
+    InDoubt {
+        /// What happened.
         reason: String,
     },
 }

@@ -198,10 +198,8 @@ pub struct Shape {
     /// "Faults found"; the ignored test
     /// `a_rolled_back_transaction_keeps_the_list_elements_of_other_clients`).
     pub rollbacks: bool,
-    /// Whether a plan with a restore keeps its transactions. Off by default (such a plan makes
-    /// them ordinary writes): a transaction the server integrated and then lost meets a known
-    /// fault (`docs/testing.md`, "Faults found"; the ignored test
-    /// `a_transaction_the_server_lost_is_not_brought_back_by_another_clients_list_copy`).
+    /// Whether a plan with a restore keeps its transactions (on by default; off, such a plan
+    /// makes them ordinary writes, the shape some regression tests were found in).
     pub transactions_with_restores: bool,
 }
 
@@ -212,7 +210,7 @@ impl Default for Shape {
             steps: 24,
             faults: 6,
             rollbacks: false,
-            transactions_with_restores: false,
+            transactions_with_restores: true,
         }
     }
 }
@@ -314,8 +312,8 @@ impl Plan {
             })
             .collect();
         faults.sort_by_key(|(at, _)| *at);
-        // A known fault (`Shape::transactions_with_restores`): a plan with a restore makes its
-        // transactions ordinary writes.
+        // `Shape::transactions_with_restores` off: a plan with a restore makes its transactions
+        // ordinary writes.
         let mut clients = clients;
         if !shape.transactions_with_restores
             && faults

@@ -385,6 +385,21 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                             }
                             client.rejected.borrow_mut().insert(name);
                         }
+                        Ok(TransactOutcome::InDoubt { reason }) => {
+                            // Stays in doubt: rolled back here, possibly integrated before
+                            // the server lost it.
+                            client.log(format!(
+                                "c{} transacted {name}: in doubt ({reason})",
+                                client.index
+                            ));
+                            let here = read_object(&db, "Entry", &PrimaryKey::String(name.clone()))?;
+                            if here.is_some() {
+                                return Err(format!(
+                                    "c{}: transaction {name} is in doubt but was not rolled back",
+                                    client.index
+                                ));
+                            }
+                        }
                         Err(e) => client.log(format!(
                             "c{} transacted {name}: no verdict ({e}), in doubt",
                             client.index

@@ -7215,7 +7215,17 @@ public enum TransactOutcome: Equatable, Hashable {
      */
     case rejected(
         /**
-         * Why, in the server's words.
+         * Why, in the server's words (or the client reset's, when one came first).
+         */reason: String
+    )
+    /**
+     * Unknown: the server lost history (a restore) before its verdict reached this client,
+     * so it may have integrated the transaction and other clients may hold parts of it. It
+     * was rolled back here like a rejected one.
+     */
+    case inDoubt(
+        /**
+         * What happened.
          */reason: String
     )
 
@@ -7245,6 +7255,9 @@ public struct FfiConverterTypeTransactOutcome: FfiConverterRustBuffer {
         case 2: return .rejected(reason: try FfiConverterString.read(from: &buf)
         )
         
+        case 3: return .inDoubt(reason: try FfiConverterString.read(from: &buf)
+        )
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -7260,6 +7273,11 @@ public struct FfiConverterTypeTransactOutcome: FfiConverterRustBuffer {
         
         case let .rejected(reason):
             writeInt(&buf, Int32(2))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .inDoubt(reason):
+            writeInt(&buf, Int32(3))
             FfiConverterString.write(reason, into: &buf)
             
         }

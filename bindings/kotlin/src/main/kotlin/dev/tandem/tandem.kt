@@ -10483,7 +10483,24 @@ sealed class TransactOutcome {
      */
     data class Rejected(
         /**
-         * Why, in the server's words.
+         * Why, in the server's words (or the client reset's, when one came first).
+         */
+        val `reason`: kotlin.String) : TransactOutcome()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Unknown: the server lost history (a restore) before its verdict reached this client,
+     * so it may have integrated the transaction and other clients may hold parts of it. It
+     * was rolled back here like a rejected one.
+     */
+    data class InDoubt(
+        /**
+         * What happened.
          */
         val `reason`: kotlin.String) : TransactOutcome()
         
@@ -10515,6 +10532,9 @@ public object FfiConverterTypeTransactOutcome : FfiConverterRustBuffer<TransactO
             2 -> TransactOutcome.Rejected(
                 FfiConverterString.read(buf),
                 )
+            3 -> TransactOutcome.InDoubt(
+                FfiConverterString.read(buf),
+                )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
     }
@@ -10534,6 +10554,13 @@ public object FfiConverterTypeTransactOutcome : FfiConverterRustBuffer<TransactO
                 + FfiConverterString.allocationSize(value.`reason`)
             )
         }
+        is TransactOutcome.InDoubt -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+        }
     }
 
     override fun write(value: TransactOutcome, buf: ByteBuffer) {
@@ -10545,6 +10572,11 @@ public object FfiConverterTypeTransactOutcome : FfiConverterRustBuffer<TransactO
             }
             is TransactOutcome.Rejected -> {
                 buf.putInt(2)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is TransactOutcome.InDoubt -> {
+                buf.putInt(3)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
