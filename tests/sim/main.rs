@@ -78,6 +78,12 @@ pub fn run_seeds(start: u64, count: u64, shape: Shape) {
             }
         }
         if let Err(first) = result {
+            // Said before shrinking, which can take minutes (each failing run may wait out the
+            // whole heal limit): a run cut short still names its seed.
+            eprintln!(
+                "seed {seed} fails: {}; shrinking its plan (up to 300 runs)",
+                first.message
+            );
             let (small, failure) = shrink(plan, &first, &root, 300);
             let _ = std::fs::remove_dir_all(&root);
             panic!(
