@@ -14,6 +14,7 @@
 mod plan;
 mod world;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use plan::{Plan, Shape};
@@ -79,8 +80,10 @@ pub fn run_seeds(start: u64, count: u64, shape: Shape) {
         }
         if let Err(first) = result {
             // Said before shrinking, which can take minutes (each failing run may wait out the
-            // whole heal limit): a run cut short still names its seed.
-            eprintln!(
+            // whole heal limit), straight to stderr (the test harness captures `eprintln!` until
+            // the test ends): a run cut short still names its seed.
+            let _ = writeln!(
+                std::io::stderr(),
                 "seed {seed} fails: {}; shrinking its plan (up to 300 runs)",
                 first.message
             );
