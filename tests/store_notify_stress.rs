@@ -83,7 +83,7 @@ fn int(k: &PrimaryKey) -> i64 {
 #[derive(Default)]
 struct Seen {
     /// Starts as the results the listener was registered on.
-    replayed: Option<Vec<PrimaryKey>>,
+    replayed: Vec<PrimaryKey>,
     values: HashMap<i64, i64>,
     calls: usize,
     bad_indices: Option<String>,
@@ -112,12 +112,10 @@ fn observe_results(
     db.observe_query_with_initial("C", query, &[], &[], move |change| {
         let mut s = seen.lock().unwrap();
         s.calls += 1;
-        if let Some(old) = &s.replayed {
-            if replay(old, change) != change.keys && s.bad_indices.is_none() {
-                s.bad_indices = Some(format!("{change:?} applied to {old:?}"));
-            }
+        if replay(&s.replayed, change) != change.keys && s.bad_indices.is_none() {
+            s.bad_indices = Some(format!("{change:?} applied to {:?}", s.replayed));
         }
-        s.replayed = Some(change.keys.clone());
+        s.replayed = change.keys.clone();
         for &j in change.insertions.iter().chain(&change.modifications_new) {
             let id = int(&change.keys[j]);
             s.values.insert(id, n_of(&inner, id));
@@ -165,7 +163,7 @@ fn wait_caught_up(
         loop {
             let s = seen.lock().unwrap();
             assert!(s.bad_indices.is_none(), "{name}: {:?}", s.bad_indices);
-            let keys_ok = s.replayed.as_ref() == Some(&expected);
+            let keys_ok = s.replayed == expected;
             let values_ok = expected
                 .iter()
                 .all(|k| s.values.get(&int(k)) == Some(&current[&int(k)]));
@@ -261,7 +259,7 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
             ..Seen::default()
         }));
         let (token, start) = observe_results(&db, query, Arc::clone(&seen));
-        seen.lock().unwrap().replayed = Some(start);
+        seen.lock().unwrap().replayed = start;
         results.push((format!("results {query}"), seen, token));
     }
     let mut objects = Vec::new();
@@ -355,7 +353,7 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
                 // had just recorded (the writers keep committing meanwhile).
                 let mut first = seen.lock().unwrap();
                 let (token, start) = observe_results(&db, query, Arc::clone(&seen));
-                first.replayed = Some(start);
+                first.replayed = start;
                 first.values = (0..OBJECTS).map(|id| (id, n_of(&db, id))).collect();
                 drop(first);
                 results.push((format!("results {query} (registered mid-run)"), seen, token));
