@@ -33,6 +33,13 @@ const HEAL_LIMIT: Duration = Duration::from_secs(400);
 /// How often (simulated) quiescence is checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
+/// How long (simulated) the client scripts may take once every fault has healed: a script
+/// step waits at most 30 s (`WaitUpload`) or pauses under 5 s, and a transaction waits for its
+/// verdict, which a healthy system gives within seconds. Past this, the seed fails instead of
+/// running on (a mutation check found a run that never ended: a stuck download cursor kept
+/// a transaction from ever being sent).
+const WORKLOAD_LIMIT: Duration = Duration::from_secs(1_200);
+
 /// What a passing run leaves: a digest of everything observable (two runs of one plan must
 /// agree on it) and the trace.
 pub struct Outcome {
@@ -907,6 +914,7 @@ fn run_in(
     };
 
     // The workload, with faults starting on time and healing on time.
+    let mut all_healed_at: Option<u64> = None;
     loop {
         let now = now_ms(&sim);
         while let Some((at, fault)) = pending.peek() {
@@ -919,8 +927,18 @@ fn run_in(
         }
         heal_due(&mut sim, &mut heals, Some(now), &mut f, &log)?;
         let scripts_done = clients.iter().all(|c| c.next.get() >= c.steps.len());
-        if scripts_done && pending.peek().is_none() && heals.is_empty() {
-            break;
+        if pending.peek().is_none() && heals.is_empty() {
+            if scripts_done {
+                break;
+            }
+            let since = *all_healed_at.get_or_insert(now);
+            if now - since > WORKLOAD_LIMIT.as_millis() as u64 {
+                return Err(format!(
+                    "the client scripts did not finish within {} s of the last fault healing: {}",
+                    WORKLOAD_LIMIT.as_secs(),
+                    describe(&clients, &slot)
+                ));
+            }
         }
         step(&mut sim)?;
         check_broken(&clients)?;
