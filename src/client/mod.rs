@@ -215,9 +215,9 @@ pub enum TransactOutcome {
     /// Unknown: the transaction was sent, then a client reset came before the verdict because
     /// the server lost history (restored from a backup, or its data gone: errors 208 to 211
     /// and 217), so its answer that it never integrated the transaction proves nothing: it may
-    /// have integrated it and other clients may have downloaded it. The transaction was rolled back here like a
-    /// rejected one (never uploaded unchecked); other clients' own recoveries may still bring
-    /// back parts of it, such as list elements in a list they copy as a whole.
+    /// have integrated it and other clients may have downloaded it. The transaction was rolled
+    /// back here like a rejected one (never uploaded unchecked); other clients' own recoveries
+    /// may still bring back parts of it, such as list elements in a list they copy as a whole.
     InDoubt {
         /// What happened.
         reason: String,
