@@ -121,9 +121,39 @@ where
     F::Output: Send + 'static,
 {
     if in_simulation() {
-        return tokio::spawn(task);
+        return spawn_in_simulation(task);
     }
     crate::client::runtime().spawn(task)
+}
+
+/// Spawns a task of the server (or of a sync session) on the current runtime: tokio's
+/// `spawn`, or inside a simulation the simulated host's local task set.
+///
+/// Why not `tokio::spawn` in a simulation: a crashed host's runtime drops its tasks shard by
+/// shard, and tokio picks a task's shard from its id, a process-wide counter. Which of the
+/// server's connections closed first (and so which client saw its connection reset first, and
+/// drew its reconnect delay first) then depended on how many tasks earlier seeds of the same
+/// process had spawned: a seed took another path when replayed alone. The local task set drops
+/// its tasks in the order they were spawned.
+#[cfg(any(feature = "client", feature = "server"))]
+pub(crate) fn spawn_task<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if in_simulation() {
+        return spawn_in_simulation(task);
+    }
+    tokio::spawn(task)
+}
+
+#[cfg(any(feature = "client", feature = "server"))]
+fn spawn_in_simulation<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    tokio::task::spawn_local(task)
 }
 
 /// A byte stream a connection runs over (TCP, simulated TCP, TLS over either).

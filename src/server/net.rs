@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -174,7 +174,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let (shutdown, stop) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared::new(config, app, stop.clone()));
     super::session::start_sweeper(&shared);
-    tokio::spawn(accept_loop(Arc::clone(&shared), listener, tls, stop));
+    crate::sim::spawn_task(accept_loop(Arc::clone(&shared), listener, tls, stop));
     let metrics = match shared.config.observability.metrics_listen {
         Some(addr) => {
             Some(super::ops::serve_metrics(Arc::clone(&shared), shutdown.subscribe(), addr).await?)
@@ -231,7 +231,7 @@ async fn accept_loop(
         tracing::debug!(%peer, "connection accepted");
         let shared = Arc::clone(&shared);
         let tls = tls.clone();
-        tokio::spawn(serve_connection(shared, tcp, tls, Arc::new(admitted)));
+        crate::sim::spawn_task(serve_connection(shared, tcp, tls, Arc::new(admitted)));
     }
 }
 
@@ -514,7 +514,7 @@ fn websocket(shared: Arc<Shared>, mut request: Request<Incoming>) -> Response<Bo
         return plain(StatusCode::BAD_REQUEST, "unusable WebSocket headers");
     };
     let upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
+    crate::sim::spawn_task(async move {
         let Ok(upgraded) = upgrade.await else { return };
         // Frames and messages up to `max_body` and a header line: a larger one is cut off
         // when its frame header (or the fragment that crosses the limit) arrives, and answered
@@ -615,7 +615,7 @@ struct Registration {
     id: u64,
     waker: Arc<Waker>,
     /// Paths it is woken for: those of its bound sessions.
-    paths: HashSet<String>,
+    paths: BTreeSet<String>,
     /// Sessions counted in `sessions_open`.
     sessions: usize,
     /// The connection's user and their shared rate limits.
@@ -629,7 +629,7 @@ impl Registration {
             id: shared.connection_id(),
             shared,
             waker: Arc::default(),
-            paths: HashSet::new(),
+            paths: BTreeSet::new(),
             sessions: 0,
             user: None,
         }
@@ -637,7 +637,7 @@ impl Registration {
 
     /// Subscribes to the paths of the connection's sessions (and only those) and counts them.
     fn sync(&mut self, connection: &Connection) {
-        let paths: HashSet<String> = connection
+        let paths: BTreeSet<String> = connection
             .sessions
             .values()
             .map(|s| s.path.clone())

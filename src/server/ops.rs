@@ -149,7 +149,7 @@ pub(super) async fn serve_metrics(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(Health { shared, stop });
-    let task = tokio::spawn(async move {
+    let task = crate::sim::spawn_task(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "the metrics listener stopped");
         }

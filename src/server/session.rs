@@ -7,7 +7,7 @@
 //! history, one DOWNLOAD batch (or STATE segment) at a time through [`Connection::outbound`], so
 //! a session that lags costs latency, never data, and a connection holds at most one batch.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::admission::{self, Admitted};
@@ -47,7 +47,7 @@ pub(super) enum Peer {
 /// One connection's peer and bound sessions.
 pub(super) struct Connection {
     pub(super) peer: Peer,
-    pub(super) sessions: HashMap<u64, Session>,
+    pub(super) sessions: BTreeMap<u64, Session>,
     /// The user of the first session bound (the token's `sub`, a Realm user id): whose rate
     /// limits the connection spends.
     pub(super) user: Option<String>,
@@ -62,7 +62,7 @@ impl Connection {
     pub(super) fn new(peer: Peer, admitted: Arc<Admitted>) -> Connection {
         Connection {
             peer,
-            sessions: HashMap::new(),
+            sessions: BTreeMap::new(),
             user: None,
             last_served: 0,
             admitted,
@@ -79,7 +79,7 @@ impl Connection {
     }
 
     /// Marks every session bound to one of `paths` as having history to download.
-    pub(super) fn changed(&mut self, paths: &HashSet<String>) {
+    pub(super) fn changed(&mut self, paths: &BTreeSet<String>) {
         for s in self.sessions.values_mut() {
             if paths.contains(&s.path) {
                 s.behind = true;
@@ -423,7 +423,7 @@ fn no_session(id: u64) -> Failure {
 
 /// The session `id`, if it exists and its token has not expired (202 then: the client refreshes
 /// its token with REFRESH or reconnects with a new one).
-fn bound(sessions: &mut HashMap<u64, Session>, id: u64) -> Result<&mut Session, Failure> {
+fn bound(sessions: &mut BTreeMap<u64, Session>, id: u64) -> Result<&mut Session, Failure> {
     let session = sessions.get_mut(&id).ok_or_else(|| no_session(id))?;
     if session.expired() {
         return Err((
@@ -552,8 +552,8 @@ pub(super) fn start_sweeper(shared: &Arc<Shared>) {
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(30),
     );
-    tokio::spawn(async move {
-        let mut idle_since: HashMap<String, tokio::time::Instant> = HashMap::new();
+    crate::sim::spawn_task(async move {
+        let mut idle_since: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
         let mut last_compaction = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(tick).await;
@@ -592,7 +592,7 @@ pub(super) fn start_sweeper(shared: &Arc<Shared>) {
 /// (dropping one closes it).
 fn close_idle(
     shared: &Shared,
-    idle_since: &mut HashMap<String, tokio::time::Instant>,
+    idle_since: &mut BTreeMap<String, tokio::time::Instant>,
     idle_close: std::time::Duration,
 ) -> Vec<Arc<Mutex<ServerFile>>> {
     let mut files = shared.files.lock().unwrap_or_else(|e| e.into_inner());
@@ -1285,7 +1285,7 @@ fn on_mark(s: &mut Session, session: u64, request_ident: u64) -> Replies {
 
 fn on_refresh(
     shared: &Shared,
-    sessions: &mut HashMap<u64, Session>,
+    sessions: &mut BTreeMap<u64, Session>,
     session: u64,
     token: &str,
 ) -> Replies {

@@ -3,7 +3,7 @@
 //! metrics. Both the network side (`net`) and the message handlers (`session`) use it; neither
 //! imports the other's internals through it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -199,7 +199,7 @@ impl Rates {
 #[derive(Default)]
 pub(super) struct Waker {
     pub(super) notify: Notify,
-    dirty: Mutex<HashSet<String>>,
+    dirty: Mutex<BTreeSet<String>>,
     /// When the oldest unanswered wake-up happened: microseconds since [`Shared::epoch`] plus 1
     /// (0: none), for the fan-out latency metric.
     since: AtomicU64,
@@ -208,7 +208,7 @@ pub(super) struct Waker {
 impl Waker {
     /// The paths that changed since the last call, and when the first of those changes was
     /// announced.
-    pub(super) fn take(&self, epoch: Instant) -> (HashSet<String>, Option<Instant>) {
+    pub(super) fn take(&self, epoch: Instant) -> (BTreeSet<String>, Option<Instant>) {
         let paths = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
         let since = match self.since.swap(0, Ordering::AcqRel) {
             0 => None,
@@ -222,12 +222,12 @@ impl Waker {
 pub(super) struct Shared {
     pub(super) config: ServerConfig,
     /// Open server files by path.
-    pub(super) files: Mutex<HashMap<String, Arc<Mutex<ServerFile>>>>,
+    pub(super) files: Mutex<BTreeMap<String, Arc<Mutex<ServerFile>>>>,
     /// Per path, the FIFO every piece of blocking work on it waits its turn in (tokio's mutex
     /// grants the lock in request order), so one flooding connection cannot starve another.
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per path, the connections with a bound session on it (by connection id).
-    subscribers: Mutex<HashMap<String, HashMap<u64, Arc<Waker>>>>,
+    subscribers: Mutex<BTreeMap<String, BTreeMap<u64, Arc<Waker>>>>,
     /// Per user, the rate limits all their connections share.
     users: Mutex<HashMap<String, Arc<Mutex<Rates>>>>,
     /// Connection ids.
@@ -285,9 +285,9 @@ impl Shared {
                 .map(|a| a.sync_permissions.clone())
                 .unwrap_or_default(),
             config,
-            files: Mutex::new(HashMap::new()),
+            files: Mutex::new(BTreeMap::new()),
             turns: Mutex::new(HashMap::new()),
-            subscribers: Mutex::new(HashMap::new()),
+            subscribers: Mutex::new(BTreeMap::new()),
             users: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             live: AtomicUsize::new(0),

@@ -23,7 +23,7 @@
 //! an insertion; `modifications` are old indices (and `modifications_new` new indices) of
 //! objects still in the results whose content changed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -145,7 +145,7 @@ struct Pending {
 
 pub(crate) struct Notifier {
     file: DbFile,
-    watches: Mutex<HashMap<u64, Arc<Mutex<Watch>>>>,
+    watches: Mutex<BTreeMap<u64, Arc<Mutex<Watch>>>>,
     pending: Mutex<Pending>,
     wake: Condvar,
     next_id: AtomicU64,
@@ -186,7 +186,7 @@ impl Notifier {
     pub(crate) fn new(file: DbFile) -> Arc<Notifier> {
         Arc::new(Notifier {
             file,
-            watches: Mutex::new(HashMap::new()),
+            watches: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             next_id: AtomicU64::new(1),

@@ -142,11 +142,19 @@ fn seeds_converge_under_faults_4() {
     quarter(3);
 }
 
+/// A seed replays exactly, also after other seeds ran in the same process (which is how a
+/// failing seed of a long run is replayed alone). Seed 111 after seeds 101..=110 once took
+/// another path than seed 111 alone: the server woke its connections in the iteration order of
+/// a `HashMap`, whose hash keys differ with every map the process created before.
 #[test]
 fn one_seed_replays_exactly() {
     let root = root().join("replay");
-    let plan = Plan::draw(7, Shape::default());
+    let plan = Plan::draw(111, Shape::default());
     let first = world::run(&plan, &root).unwrap_or_else(|f| panic!("{f:?}"));
+    for seed in 101..=110 {
+        world::run(&Plan::draw(seed, Shape::default()), &root)
+            .unwrap_or_else(|f| panic!("seed {seed}: {f:?}"));
+    }
     let second = world::run(&plan, &root).unwrap_or_else(|f| panic!("{f:?}"));
     assert_eq!(first.trace, second.trace);
     assert_eq!(first.simulated_ms, second.simulated_ms);
