@@ -340,3 +340,28 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
         server.state().unwrap()
     );
 }
+
+/// STATE_REQUEST's version 0 asks for the latest state. The snapshot cached while the file was
+/// empty (version 0) was handed out for it after later integrations: a rollback asking for the
+/// latest got a snapshot older than its download cursor, asked again and got it again forever
+/// (the simulation's seed 116).
+#[test]
+fn a_snapshot_of_the_latest_state_is_never_an_older_cached_one() {
+    let path = temp("snapshot-latest");
+    let mut server = ServerFile::open(&path).unwrap();
+    let (empty_version, empty) = server.snapshot(0).unwrap();
+    assert_eq!(empty_version, 0);
+    let mut rng = SeededRng::new(7);
+    let mut client = Client::new(&mut server);
+    while server.latest_version() == 0 {
+        client.modify(&mut rng);
+        client.upload(&mut server).unwrap();
+    }
+    let latest = server.latest_version();
+    let (version, bytes) = server.snapshot(0).unwrap();
+    assert_eq!(version, latest);
+    assert_ne!(bytes, empty);
+    // An older version is still served while it is the cached one, and the latest is
+    // rebuilt when asked for again.
+    assert_eq!(server.snapshot(latest).unwrap().0, latest);
+}

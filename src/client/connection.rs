@@ -185,8 +185,6 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
                             failures: 0,
                             started: false,
                             attempt_failed: false,
-                            reconnect_now: false,
-                            exclude: None,
                             server_lost_history: false,
                         });
                     }
@@ -205,12 +203,12 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
                 }
             }
         }
-        if lock(&shared.reset)
-            .as_mut()
-            .is_some_and(|p| std::mem::take(&mut p.reconnect_now))
+        if shared
+            .reconnect_now
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
-            // A rejected transaction: roll back now (a reset on a new connection). Only once:
-            // while the server cannot be reached, the rollback waits with the usual backoff.
+            // A rollback finished and ended its connection to download from its snapshot on:
+            // reconnect now. Only once: a connection that then fails backs off as any other.
             failures = 0;
             continue;
         }
@@ -479,6 +477,7 @@ where
         client_versions: Vec::new(),
         queries_sent: 0,
         bootstrap: None,
+        rollback: None,
     };
     let mut refresh_at = refresh_deadline(shared, &token);
     if let Some(pending) = lock(&shared.transact).as_mut() {
@@ -492,6 +491,7 @@ where
         conn.queries_sent = send_ident(&mut ws, shared).await?;
         conn.bound = true;
         shared.set_state(SyncState::Connected);
+        start_rollback(shared, &mut ws, &mut conn).await?;
     }
     let mut ping_timer = tokio::time::interval(Duration::from_secs(54));
     ping_timer.tick().await;
@@ -541,7 +541,7 @@ where
             // it is acknowledged, it goes alone as TRANSACT.
             let gate = lock(&shared.transact)
                 .as_ref()
-                .map(|p| (p.version.unwrap_or(0), p.sent));
+                .map(|p| (p.version.unwrap_or(0), p.sent || p.rejected.is_some()));
             // Upload what is new since the last UPLOAD of this connection.
             let d = Arc::clone(db);
             let pending = blocking(move || d.pending_uploads(UPLOAD_BATCH * 4)).await?;
@@ -725,6 +725,19 @@ struct Connection {
     /// Flexible sync: the bootstrap being received (its set version, its batches' entries as
     /// received and their changeset bytes), integrated as one when its last batch arrives.
     bootstrap: Option<(u64, Vec<crate::protocol::DownloadEntry>, usize)>,
+    /// A rejected transaction being rolled back on this connection: STATE was asked for, and
+    /// the snapshot, once complete, waits here until the download cursor reaches its version
+    /// (DOWNLOADs past that version are cut at it meanwhile).
+    rollback: Option<RollbackState>,
+}
+
+/// A rollback by rebase in progress ([`Database::roll_back_to_snapshot`]).
+#[derive(Default)]
+struct RollbackState {
+    /// The snapshot's server version, once its first segment arrived.
+    target: Option<u64>,
+    /// The complete snapshot.
+    snapshot: Option<PartialState>,
 }
 
 async fn handle<S>(
@@ -756,6 +769,7 @@ where
                 conn.queries_sent = send_ident(ws, shared).await?;
                 conn.bound = true;
                 shared.set_state(SyncState::Connected);
+                start_rollback(shared, ws, conn).await?;
                 return Ok(());
             };
             // A reset (or a first open): the new ident is stored with the snapshot.
@@ -830,6 +844,9 @@ where
                     });
                 }
                 let p = partial.as_mut().expect("set above");
+                if let Some(rollback) = conn.rollback.as_mut() {
+                    rollback.target = Some(server_version);
+                }
                 p.bytes.extend_from_slice(&segment);
                 let left = p.total.saturating_sub(p.bytes.len() as u64);
                 shared.update_progress(|progress| {
@@ -843,7 +860,13 @@ where
                 }
             };
             if let Some(done) = complete {
-                finish_reset(shared, ws, conn, done).await?;
+                match conn.rollback.as_mut() {
+                    Some(rollback) if lock(&shared.reset).is_none() => {
+                        rollback.snapshot = Some(done);
+                        try_roll_back(shared, ws, conn).await?;
+                    }
+                    _ => finish_reset(shared, ws, conn, done).await?,
+                }
             }
         }
         ServerMessage::Download {
@@ -853,10 +876,23 @@ where
             latest_server_version_salt,
             upload_client_version,
             downloadable_bytes,
-            entries,
+            mut entries,
             flx,
             ..
         } => {
+            let (mut download_server_version, mut download_client_version) =
+                (download_server_version, download_client_version);
+            if let Some(target) = conn.rollback.as_ref().and_then(|r| r.target) {
+                // Nothing past the snapshot a rollback rebases onto; what is cut is downloaded
+                // again on the next connection. Every changeset of this client the server
+                // integrated up to the target came before the transaction, so the client
+                // version integrated there is the one integrated at the latest.
+                if download_server_version > target {
+                    entries.retain(|e| e.server_version <= target);
+                    download_server_version = target;
+                    download_client_version = upload_client_version;
+                }
+            }
             let received: u64 = entries.iter().map(|e| e.changeset.len() as u64).sum();
             let d = Arc::clone(db);
             let cursors = DownloadCursors {
@@ -866,6 +902,7 @@ where
                 latest_server_version_salt,
                 upload_client_version,
             };
+            let rolling_back = conn.rollback.is_some();
             match flx.filter(|f| f.batch_state != BatchState::SteadyState) {
                 Some(f) => {
                     // A bootstrap batch: staged until its last one (realm-core's pending
@@ -937,16 +974,21 @@ where
             shared.acked.send_modify(|n| *n += 1);
             // A transaction sent before a disconnect whose verdict was lost: the server's
             // acknowledgement says it was integrated.
-            let mut pending = lock(&shared.transact);
-            let resolved = pending.as_ref().is_some_and(|p| {
-                p.rejected.is_none() && p.version.is_some_and(|v| v <= upload_client_version)
-            });
-            if resolved {
-                if let Some(done) = pending.take().and_then(|p| p.done) {
-                    let _ = done.send(TransactOutcome::Accepted {
-                        server_version: latest_server_version,
-                    });
+            {
+                let mut pending = lock(&shared.transact);
+                let resolved = pending.as_ref().is_some_and(|p| {
+                    p.rejected.is_none() && p.version.is_some_and(|v| v <= upload_client_version)
+                });
+                if resolved {
+                    if let Some(done) = pending.take().and_then(|p| p.done) {
+                        let _ = done.send(TransactOutcome::Accepted {
+                            server_version: latest_server_version,
+                        });
+                    }
                 }
+            }
+            if rolling_back {
+                try_roll_back(shared, ws, conn).await?;
             }
         }
         ServerMessage::TransactResult {
@@ -972,23 +1014,9 @@ where
             if accepted {
                 shared.wake.notify_one();
             } else {
-                let d = Arc::clone(db);
-                let progress = blocking(move || d.sync_progress()).await?;
-                *lock(&shared.reset) = Some(ResetPlan {
-                    recover: true,
-                    old_ident: progress.client_file_ident,
-                    old_salt: progress.client_file_ident_salt,
-                    failures: 0,
-                    started: false,
-                    attempt_failed: false,
-                    reconnect_now: true,
-                    exclude: Some(request_ident),
-                    server_lost_history: false,
-                });
-                let _ = ws.send(encode(ClientMessage::Unbind { session: 1 })).await;
-                return Err(fail(format!(
-                    "transaction rejected ({reason}); rolling it back"
-                )));
+                // Rolled back by rebasing the later local changesets onto the server's state
+                // (`start_rollback`), on this connection and the next ones until it is done.
+                start_rollback(shared, ws, conn).await?;
             }
         }
         ServerMessage::Mark { request_ident, .. } => {
@@ -1065,6 +1093,109 @@ where
     Ok(())
 }
 
+/// Starts (or resumes, on a new connection) the rollback of a transaction the server rejected:
+/// asks for a STATE snapshot of the server's latest state on this bound session. Downloads go
+/// on, cut at the snapshot's version; once the download cursor is there, the store rebases
+/// the later local changesets onto the snapshot without the transaction
+/// ([`try_roll_back`]). Nothing at or after the transaction is uploaded meanwhile.
+async fn start_rollback<S>(
+    shared: &Arc<Shared>,
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    conn: &mut Connection,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let rejected = lock(&shared.transact)
+        .as_ref()
+        .is_some_and(|p| p.rejected.is_some() && p.version.is_some());
+    if !rejected || conn.rollback.is_some() {
+        return Ok(());
+    }
+    let (server_version, offset) = lock(&shared.partial_state)
+        .as_ref()
+        .map_or((0, 0), |p| (p.server_version, p.bytes.len() as u64));
+    conn.rollback = Some(RollbackState {
+        target: (server_version != 0).then_some(server_version),
+        snapshot: None,
+    });
+    ws.send(encode(ClientMessage::StateRequest {
+        session: 1,
+        server_version,
+        offset,
+    }))
+    .await
+    .map_err(|e| fail(e.to_string()))
+}
+
+/// Finishes a rollback once its snapshot is complete and the download cursor reached it: the
+/// store rebases ([`Database::roll_back_to_snapshot`]), the transaction is reported
+/// `Rejected`, and the connection starts over (the DOWNLOADs cut at the snapshot are fetched
+/// again). A cursor already past the snapshot (a DOWNLOAD that came before its first segment)
+/// asks for a newer snapshot.
+async fn try_roll_back<S>(
+    shared: &Arc<Shared>,
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    conn: &mut Connection,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(snapshot) = conn.rollback.as_mut().and_then(|r| r.snapshot.take()) else {
+        return Ok(());
+    };
+    let Some((version, reason)) = lock(&shared.transact)
+        .as_ref()
+        .and_then(|p| Some((p.version?, p.rejected.clone()?)))
+    else {
+        conn.rollback = None;
+        return Ok(());
+    };
+    let d = Arc::clone(&shared.db);
+    let cursor = blocking(move || d.sync_progress())
+        .await?
+        .download_server_version;
+    if cursor < snapshot.server_version {
+        // More to download first.
+        if let Some(r) = conn.rollback.as_mut() {
+            r.snapshot = Some(snapshot);
+        }
+        return Ok(());
+    }
+    if cursor > snapshot.server_version {
+        // The latest state cannot be older than what this file downloaded (a server restored
+        // from an older copy refuses the file at IDENT). Asked again after the backoff, on the
+        // next connection, not at once: a server that keeps sending it must not spin us.
+        conn.rollback = None;
+        return Err(fail(format!(
+            "the server's STATE snapshot (server version {}) is older than this file's download              cursor (server version {cursor}); the rollback asks again on the next connection",
+            snapshot.server_version
+        )));
+    }
+    let bytes = Changeset::decode(&snapshot.bytes)
+        .map_err(|e| fail(format!("the server sent a bad STATE snapshot: {e}")))?;
+    let d = Arc::clone(&shared.db);
+    let (server_version, salt) = (snapshot.server_version, snapshot.server_version_salt);
+    let outcome =
+        blocking(move || d.roll_back_to_snapshot(&bytes, server_version, salt, version)).await?;
+    if outcome.is_none() {
+        // The cursor moved in between: start over with a new snapshot.
+        conn.rollback = None;
+        return start_rollback(shared, ws, conn).await;
+    }
+    if let Some(done) = lock(&shared.transact).take().and_then(|p| p.done) {
+        let _ = done.send(TransactOutcome::Rejected { reason });
+    }
+    conn.rollback = None;
+    shared
+        .reconnect_now
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = ws.send(encode(ClientMessage::Unbind { session: 1 })).await;
+    Err(fail(
+        "transaction rolled back; reconnecting to download from the snapshot",
+    ))
+}
+
 /// Applies a complete STATE snapshot: the reset (or first open) in one transaction, then
 /// normal sync from the snapshot's server version.
 async fn finish_reset<S>(
@@ -1101,11 +1232,9 @@ async fn apply_reset(
         .ok_or_else(|| fail("the server sent STATE before IDENT"))?;
     let snapshot = Changeset::decode(&done.bytes)
         .map_err(|e| fail(format!("the server sent a bad STATE snapshot: {e}")))?;
-    let (recover, exclude, server_lost_history) = lock(&shared.reset)
+    let (recover, server_lost_history) = lock(&shared.reset)
         .as_ref()
-        .map_or((false, None, false), |p| {
-            (p.recover, p.exclude, p.server_lost_history)
-        });
+        .map_or((false, false), |p| (p.recover, p.server_lost_history));
     let base = ResetBase {
         client_file_ident: ident,
         client_file_ident_salt: salt,
@@ -1128,7 +1257,7 @@ async fn apply_reset(
     // be matched against the re-recorded changesets afterwards.
     let waiting = lock(&shared.transact).as_ref().and_then(|p| p.version);
     let integrated = waiting.is_some_and(|v| v <= through);
-    let exclude = exclude.or(waiting.filter(|_| !integrated));
+    let exclude = waiting.filter(|_| !integrated);
     let d = Arc::clone(&shared.db);
     let (outcome, trimmed) = blocking(move || {
         let trimmed = d.trimmed_through()?;

@@ -332,6 +332,8 @@ pub(crate) struct Shared {
     resets: watch::Sender<u64>,
     /// The transaction waiting for the server's verdict, if any.
     transact: Mutex<Option<PendingTransact>>,
+    /// Reconnect at once, without the backoff (a rollback finished and its connection ends).
+    reconnect_now: std::sync::atomic::AtomicBool,
     /// Bumped whenever a subscription set completes or fails (and when the session stops).
     subscription_states: watch::Sender<u64>,
 }
@@ -369,11 +371,6 @@ pub(crate) struct ResetPlan {
     started: bool,
     /// This connection's reset failed in itself (`finish_reset`), not by the network.
     attempt_failed: bool,
-    /// Reconnect at once, without the backoff (set once, by a rejected transaction's rollback;
-    /// a connection that then fails backs off as any other).
-    reconnect_now: bool,
-    /// A rejected transaction's local version: not re-applied.
-    exclude: Option<u64>,
     /// The server lost history this file had seen (any reset error but 222, a file the
     /// server expired): its CLIENT_VERSION cannot prove a transaction was never integrated.
     server_lost_history: bool,
@@ -464,8 +461,6 @@ pub async fn open_synced(
         failures: 0,
         started: false,
         attempt_failed: false,
-        reconnect_now: false,
-        exclude: None,
         server_lost_history: false,
     });
     let session = SyncSession::start_with(Arc::clone(&db), config, plan)?;
@@ -531,6 +526,7 @@ impl SyncSession {
             partial_state: Mutex::new(None),
             resets: watch::channel(0).0,
             transact: Mutex::new(None),
+            reconnect_now: std::sync::atomic::AtomicBool::new(false),
             subscription_states: watch::channel(0).0,
         });
         let weak = Arc::downgrade(&shared);
@@ -617,8 +613,10 @@ impl SyncSession {
     /// Commits what `build` writes as one transaction that the server integrates only if no
     /// changeset it integrated since this file's last download touches the same objects (and
     /// the transaction changes no schema). Listeners see the write at once; nothing else is
-    /// uploaded until the server decides; a rejected transaction is rolled back locally (by a
-    /// reset that re-applies every other local change) before this returns. One at a time.
+    /// uploaded until the server decides; a rejected transaction is rolled back locally before
+    /// this returns, by rebasing every later local change onto the server's latest state
+    /// without it ([`crate::store::Database::roll_back_to_snapshot`]; what cannot be rebased
+    /// goes to the quarantine). One at a time.
     /// Not on a flexible sync session ([`SyncError::InvalidState`]).
     pub async fn transact<F>(
         &self,

@@ -435,7 +435,9 @@ impl ServerFile {
         version: u64,
     ) -> Result<(u64, std::sync::Arc<Vec<u8>>), ProtocolError> {
         if let Some((v, bytes)) = &self.snapshot {
-            if *v == version || (version == 0 && *v == self.latest) {
+            // 0 asks for the latest: a cached snapshot of version 0 (built while the file was
+            // empty) is not it once anything was integrated.
+            if *v == self.latest || (version != 0 && *v == version) {
                 return Ok((*v, std::sync::Arc::clone(bytes)));
             }
         }

@@ -80,13 +80,50 @@ pub(crate) fn append_encoded(
     last_integrated_server_version: u64,
     file_ident: u64,
 ) -> Result<u64, StoreError> {
+    let timestamp = corrected_timestamp(get(conn, CLOCK_OFFSET).unwrap_or(0) as i64);
+    append_stamped(
+        conn,
+        encoded,
+        last_integrated_server_version,
+        timestamp,
+        file_ident,
+    )
+}
+
+/// Appends `changeset` as the next client version keeping its own origin timestamp (a changeset
+/// re-recorded by a rollback keeps its place in time: OT orders concurrent list inserts and
+/// field writes by it).
+pub(crate) fn append_keeping_timestamp(
+    conn: &Connection,
+    changeset: &Changeset,
+    last_integrated_server_version: u64,
+    file_ident: u64,
+) -> Result<u64, StoreError> {
+    let timestamp = changeset.meta.origin_timestamp.min(i64::MAX as u64) as i64;
+    append_stamped(
+        conn,
+        &changeset.encode(),
+        last_integrated_server_version,
+        timestamp,
+        file_ident,
+    )
+}
+
+/// Appends `encoded` as the next client version with origin timestamp `timestamp`.
+fn append_stamped(
+    conn: &Connection,
+    encoded: &[u8],
+    last_integrated_server_version: u64,
+    timestamp: i64,
+    file_ident: u64,
+) -> Result<u64, StoreError> {
     let version = last_version(conn)? + 1;
     insert_entry(
         conn,
         version,
         encoded,
         last_integrated_server_version as i64,
-        corrected_timestamp(get(conn, CLOCK_OFFSET).unwrap_or(0) as i64),
+        timestamp,
         file_ident,
     )
 }

@@ -294,18 +294,31 @@ fn inherit(
     Ok(lost)
 }
 
-/// The local changesets from version `from` on, oldest first, each in its current form: the
-/// reciprocal form where a merge changed it, else the original (see [`super::rollback`]).
-fn current_forms_from(
-    conn: &rusqlite::Connection,
-    from: u64,
-) -> Result<Vec<Changeset>, StoreError> {
-    let mut forms = history::read_history_after(conn, from.saturating_sub(1))?;
-    if forms.first().map(|c| c.meta.version) != Some(from) {
-        // Not in the history (never the case for a transaction waiting for its verdict, which
-        // is not acknowledged and so not trimmed): nothing to track it by.
-        return Ok(Vec::new());
+/// Deletes every object row (the data tables; the schema, history and sync state stay).
+fn delete_object_rows(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    let data_tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+             AND name NOT LIKE '\\_tandem\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for table in data_tables {
+        conn.execute(
+            &format!("DELETE FROM \"{}\"", table.replace('"', "\"\"")),
+            [],
+        )?;
     }
+    Ok(())
+}
+
+/// The local changesets after version `after`, oldest first, each in its current form (the
+/// reciprocal form where a merge changed it, else the original).
+fn current_forms_after(
+    conn: &rusqlite::Connection,
+    after: u64,
+) -> Result<Vec<Changeset>, StoreError> {
+    let mut forms = history::read_history_after(conn, after)?;
     let mut stmt = conn.prepare("SELECT changeset FROM _tandem_reciprocal WHERE version = ?1")?;
     for form in &mut forms {
         let stored: Option<Vec<u8>> = stmt
@@ -318,6 +331,22 @@ fn current_forms_from(
             })?;
             form.meta = meta;
         }
+    }
+    Ok(forms)
+}
+
+/// The local changesets from version `from` on, oldest first, each in its current form (see
+/// [`current_forms_after`] and [`super::rollback`]); none if version `from` is not in the
+/// history.
+fn current_forms_from(
+    conn: &rusqlite::Connection,
+    from: u64,
+) -> Result<Vec<Changeset>, StoreError> {
+    let forms = current_forms_after(conn, from.saturating_sub(1))?;
+    if forms.first().map(|c| c.meta.version) != Some(from) {
+        // Not in the history (never the case for a transaction waiting for its verdict, which
+        // is not acknowledged and so not trimmed): nothing to track it by.
+        return Ok(Vec::new());
     }
     Ok(forms)
 }
@@ -498,16 +527,7 @@ impl Database {
                 };
                 recover.iter().map(|c| recovery.changeset(c)).collect()
             };
-            let data_tables: Vec<String> = conn
-                .prepare(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'
-                     AND name NOT LIKE '\\_tandem\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
-                )?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for table in data_tables {
-                conn.execute(&format!("DELETE FROM \"{}\"", table.replace('"', "\"\"")), [])?;
-            }
+            delete_object_rows(conn)?;
             conn.execute_batch("DELETE FROM _tandem_history; DELETE FROM _tandem_reciprocal;")?;
             put(conn, CLIENT_FILE_IDENT, base.client_file_ident)?;
             put(conn, CLIENT_FILE_IDENT_SALT, base.client_file_ident_salt)?;
@@ -560,7 +580,12 @@ impl Database {
                         }
                         Err(apply::ApplyFailure::Rejected(why)) => {
                             not_recovered = (0..original.len())
-                                .map(|i| (i, format!("the store refused the recovered changeset: {why}")))
+                                .map(|i| {
+                                    (
+                                        i,
+                                        format!("the store refused the recovered changeset: {why}"),
+                                    )
+                                })
                                 .collect();
                         }
                         Err(other) => return Err(other.into()),
@@ -576,6 +601,110 @@ impl Database {
         })?;
         // Everything may have changed: every listener re-reads and reports the difference.
         self.notify_everything();
+        Ok(outcome)
+    }
+
+    /// Rolls back the rejected transaction with local version `rolled_back` by rebasing: the
+    /// local state becomes `snapshot` (the server's state at `server_version`, salt
+    /// `server_version_salt`) plus the local changesets the server has not integrated, in their
+    /// current forms, with the transaction left out by [`rollback::rebase`], each re-recorded
+    /// (keeping its origin timestamp) as a new local changeset based on `server_version`, in
+    /// one SQLite transaction. The client file ident and the history the server integrated
+    /// stay. Unlike a client reset's recovery rules, nothing is copied: the server merges the
+    /// re-recorded changesets by OT, so other clients' concurrent elements are never erased.
+    ///
+    /// This is exact only when the download cursor is `server_version` (the current forms are
+    /// then relative to the snapshot): otherwise nothing changes and `Ok(None)` is returned,
+    /// and the caller downloads up to the snapshot (or asks for a newer one) first.
+    /// Instructions that cannot be rebased or no longer apply (on an object only the
+    /// transaction created) go to the quarantine with the reason.
+    ///
+    /// # Errors
+    /// [`StoreError::Rejected`] if the snapshot does not apply (nothing changes); SQLite
+    /// errors; [`StoreError::Corrupt`] for a stored changeset that does not decode.
+    pub fn roll_back_to_snapshot(
+        &self,
+        snapshot: &Changeset,
+        server_version: u64,
+        server_version_salt: u64,
+        rolled_back: u64,
+    ) -> Result<Option<ResetOutcome>, StoreError> {
+        let outcome = self.with_writer(|conn, schemas| {
+            if super::sync::get(conn, DOWNLOAD_SERVER_VERSION).unwrap_or(0) != server_version {
+                return Ok(None);
+            }
+            let through = super::sync::get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0);
+            let ident = super::sync::get(conn, CLIENT_FILE_IDENT).unwrap_or(0);
+            let mut forms = current_forms_after(conn, through)?;
+            forms.retain(|c| !c.is_empty() || c.meta.version == rolled_back);
+            let split = forms
+                .iter()
+                .position(|c| c.meta.version == rolled_back)
+                .unwrap_or(forms.len());
+            type Planned = (Changeset, Changeset, Vec<usize>, Vec<(usize, String)>);
+            let mut plan: Vec<Planned> = forms[..split]
+                .iter()
+                .map(|c| (c.clone(), c.clone(), (0..c.len()).collect(), Vec::new()))
+                .collect();
+            for (form, rebased) in forms[split + 1..]
+                .iter()
+                .zip(rollback::rebase(&forms[split..]))
+            {
+                plan.push((
+                    form.clone(),
+                    rebased.changeset,
+                    rebased.origin,
+                    rebased.not_rebased,
+                ));
+            }
+            // Each instruction is tried on the snapshot's state as it grows: those that no
+            // longer apply (an object only the transaction created) are quarantined alone.
+            let mut fresh = fresh_state(schemas, snapshot)?;
+            let mut kept = Vec::with_capacity(plan.len());
+            for (form, rebased, origin, mut not_recovered) in plan {
+                let mut out = rebased.clone();
+                out.instructions.clear();
+                let mut one = rebased.clone();
+                for (instruction, &index) in rebased.instructions.iter().zip(&origin) {
+                    one.instructions = vec![instruction.clone()];
+                    match fresh.apply(&one) {
+                        Ok(()) => out.instructions.push(instruction.clone()),
+                        Err(e) => not_recovered.push((index, e.to_string())),
+                    }
+                }
+                not_recovered.sort();
+                kept.push((form, out, not_recovered));
+            }
+            delete_object_rows(conn)?;
+            conn.execute(
+                "DELETE FROM _tandem_history WHERE version > ?1",
+                [through.min(i64::MAX as u64) as i64],
+            )?;
+            conn.execute(
+                "DELETE FROM _tandem_reciprocal WHERE version > ?1",
+                [through.min(i64::MAX as u64) as i64],
+            )?;
+            put(conn, LATEST_SERVER_VERSION, server_version)?;
+            put(conn, LATEST_SERVER_VERSION_SALT, server_version_salt)?;
+            apply::apply(conn, schemas, snapshot)?;
+            let mut outcome = ResetOutcome::default();
+            for (form, changeset, not_recovered) in kept {
+                if !changeset.is_empty() {
+                    apply::apply(conn, schemas, &changeset)?;
+                    history::append_keeping_timestamp(conn, &changeset, server_version, ident)?;
+                    outcome.recovered += 1;
+                }
+                if !not_recovered.is_empty() {
+                    quarantine(conn, &form, &not_recovered)?;
+                    outcome.quarantined += 1;
+                    outcome.instructions_not_recovered += not_recovered.len();
+                }
+            }
+            Ok(Some(outcome))
+        })?;
+        if outcome.is_some() {
+            self.notify_everything();
+        }
         Ok(outcome)
     }
 

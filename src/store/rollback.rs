@@ -134,15 +134,18 @@ fn unrestorable(prefix: Prefix, rollback: &mut Rollback) {
     }
 }
 
-/// Finds the elements the transaction `forms[0]` inserted that the local lists still hold,
-/// with `forms[1..]` the later local changesets (all in their current forms, see the module
-/// header), and removes them from `local` (the objects recovery may copy lists from).
-pub(crate) fn roll_back(local: &mut BTreeMap<ObjectId, Object>, forms: &[Changeset]) -> Rollback {
+/// The positions of the elements the transaction `transaction` inserted, per list, as they
+/// stand at its end, and the lists whose other elements it erased, moved or replaced
+/// (unrestorable). With `writes_move_nothing`, a write of an element that existed before it
+/// (an `Update` of a list element) leaves the list restorable: it moves no position, which is
+/// all a rebase needs; a copy would keep the written value, so without it such a list is
+/// unrestorable.
+fn track_transaction(
+    transaction: &Changeset,
+    writes_move_nothing: bool,
+) -> (BTreeMap<ListId, Vec<u32>>, Rollback) {
     let mut rollback = Rollback::default();
     let mut marks: BTreeMap<ListId, Vec<u32>> = BTreeMap::new();
-    let Some((transaction, later)) = forms.split_first() else {
-        return rollback;
-    };
     for instruction in &transaction.instructions {
         if let Instruction::EraseObject { table, object } = instruction {
             // The object's lists are gone locally; nothing of them is copied.
@@ -190,10 +193,22 @@ pub(crate) fn roll_back(local: &mut BTreeMap<ObjectId, Object>, forms: &[Changes
                 }
                 unrestorable(prefix, &mut rollback);
             }
+            ListEffect::Write(_) if writes_move_nothing && last => {}
             ListEffect::Write(_) => unrestorable(prefix, &mut rollback),
         }
     }
     marks.retain(|_, own| !own.is_empty());
+    (marks, rollback)
+}
+
+/// Finds the elements the transaction `forms[0]` inserted that the local lists still hold,
+/// with `forms[1..]` the later local changesets (all in their current forms, see the module
+/// header), and removes them from `local` (the objects recovery may copy lists from).
+pub(crate) fn roll_back(local: &mut BTreeMap<ObjectId, Object>, forms: &[Changeset]) -> Rollback {
+    let Some((transaction, later)) = forms.split_first() else {
+        return Rollback::default();
+    };
+    let (mut marks, mut rollback) = track_transaction(transaction, false);
     for cs in later {
         if marks.is_empty() {
             break;
@@ -262,6 +277,183 @@ pub(crate) fn roll_back(local: &mut BTreeMap<ObjectId, Object>, forms: &[Changes
         }
     }
     rollback
+}
+
+/// A later local changeset rebased to leave a rolled-back transaction out.
+#[derive(Debug)]
+pub(crate) struct Rebased {
+    /// The changeset as the state without the transaction needs it: list indices and sizes
+    /// no longer count the transaction's elements, and the instructions that only acted on
+    /// them are gone.
+    pub changeset: Changeset,
+    /// For each instruction of `changeset`, its index in the current form.
+    pub origin: Vec<usize>,
+    /// Instructions of the current form (by index) that cannot be rebased, with why: they
+    /// changed an element the transaction inserted, or a list whose other elements it erased,
+    /// moved or replaced (their positions without it are unknown).
+    pub not_rebased: Vec<(usize, String)>,
+}
+
+/// How many of the positions `own` are below `at`.
+fn below(own: &[u32], at: u32) -> u32 {
+    own.iter().filter(|&&k| k < at).count() as u32
+}
+
+/// Rebases the later local changesets `forms[1..]` (current forms, see the module header) onto
+/// the state without the transaction `forms[0]`: the OT transform of each over the
+/// transaction's inverse, for what an inverse can be built from the changesets alone.
+///
+/// The transaction's inserted elements are taken out of every later list index and size (an
+/// erase or move of such an element is dropped: without the transaction there is nothing to
+/// erase or move, which is what the user asked for). Its other effects leave positions as
+/// they were (a field or element write) or make them unknown (an erase or move of an older
+/// element, a replaced container): later operations on such a list are reported in
+/// [`Rebased::not_rebased`], as are writes to the transaction's own elements. Instructions on
+/// objects the transaction created are kept here and fail where they are applied (the object
+/// does not exist without it).
+pub(crate) fn rebase(forms: &[Changeset]) -> Vec<Rebased> {
+    let Some((transaction, later)) = forms.split_first() else {
+        return Vec::new();
+    };
+    let (mut marks, rollback) = track_transaction(transaction, true);
+    let mut out = Vec::with_capacity(later.len());
+    for cs in later {
+        let mut rebased = cs.clone();
+        rebased.instructions.clear();
+        let mut not_rebased = Vec::new();
+        let mut origin = Vec::new();
+        for (index, instruction) in cs.instructions.iter().enumerate() {
+            if let Instruction::EraseObject { table, object } = instruction {
+                if let (Some(table), Some(key)) = (cs.string(*table), Key::resolve(object, cs)) {
+                    let object = (table.to_owned(), key);
+                    marks.retain(|list, _| list.object != object);
+                }
+                rebased.instructions.push(instruction.clone());
+                origin.push(index);
+                continue;
+            }
+            let Some((prefix, position)) = split(cs, instruction) else {
+                rebased.instructions.push(instruction.clone());
+                origin.push(index);
+                continue;
+            };
+            let Some((at, last)) = position else {
+                // A field or container written: the lists at or below it were replaced, and
+                // the transaction's elements in them with them.
+                marks.retain(|list, _| !prefix.covers(list));
+                rebased.instructions.push(instruction.clone());
+                origin.push(index);
+                continue;
+            };
+            let list = list_of(prefix);
+            if rollback.is_unrestorable(&list) {
+                not_rebased.push((
+                    index,
+                    format!(
+                        "the rolled-back transaction erased, moved or replaced elements of the \
+                         list {}[{}].{}, so its positions without the transaction are unknown",
+                        list.object.0, list.object.1, list.field
+                    ),
+                ));
+                continue;
+            }
+            let own = marks.entry(list.clone()).or_default();
+            let mut instruction = instruction.clone();
+            let size_before = own.len() as u32;
+            let keep = match effect(&instruction, at, last) {
+                ListEffect::Insert(at) => {
+                    set_index(&mut instruction, at - below(own, at));
+                    shift_for_insert(own, at);
+                    true
+                }
+                ListEffect::Erase(at) if own.contains(&at) => {
+                    shift_for_erase(own, at);
+                    false
+                }
+                ListEffect::Erase(at) => {
+                    set_index(&mut instruction, at - below(own, at));
+                    shift_for_erase(own, at);
+                    true
+                }
+                ListEffect::Move(from, _) if own.contains(&from) => {
+                    // Taking the moved element out leaves the others in their order.
+                    let to = match &instruction {
+                        Instruction::ArrayMove(mv) => mv.to,
+                        _ => from,
+                    };
+                    for k in own.iter_mut() {
+                        *k = moved(*k, from, to);
+                    }
+                    false
+                }
+                ListEffect::Move(from, to) => {
+                    let new_from = from - below(own, from);
+                    for k in own.iter_mut() {
+                        *k = moved(*k, from, to);
+                    }
+                    let new_to = to - below(own, to);
+                    set_index(&mut instruction, new_from);
+                    if let Instruction::ArrayMove(mv) = &mut instruction {
+                        mv.to = new_to;
+                    }
+                    true
+                }
+                ListEffect::Write(at) if own.contains(&at) => {
+                    not_rebased.push((
+                        index,
+                        "it changes a list element the rolled-back transaction inserted".into(),
+                    ));
+                    continue;
+                }
+                ListEffect::Write(at) => {
+                    set_index(&mut instruction, at - below(own, at));
+                    true
+                }
+            };
+            if keep {
+                if last {
+                    shrink_prior_size(&mut instruction, size_before);
+                }
+                rebased.instructions.push(instruction);
+                origin.push(index);
+            }
+            if own.is_empty() {
+                marks.remove(&list);
+            }
+        }
+        out.push(Rebased {
+            changeset: rebased,
+            origin,
+            not_rebased,
+        });
+    }
+    out
+}
+
+/// Sets the first list index of `instruction`'s path to `at`.
+fn set_index(instruction: &mut Instruction, at: u32) {
+    if let Some(path) = instruction.field_path_mut() {
+        if let Some(PathElement::Index(i)) = path
+            .path
+            .iter_mut()
+            .find(|e| matches!(e, PathElement::Index(_)))
+        {
+            *i = at;
+        }
+    }
+}
+
+/// Takes the transaction's `n` elements out of the list size an instruction on the list
+/// itself carries.
+fn shrink_prior_size(instruction: &mut Instruction, n: u32) {
+    let size = match instruction {
+        Instruction::ArrayInsert(i) => &mut i.prior_size,
+        Instruction::ArrayErase(e) => &mut e.prior_size,
+        Instruction::ArrayMove(m) => &mut m.prior_size,
+        Instruction::Update(u) if u.is_element_update() => &mut u.prior_size,
+        _ => return,
+    };
+    *size = size.saturating_sub(n);
 }
 
 /// The elements of the list at `field` then `keys` (embedded field names and dictionary keys)

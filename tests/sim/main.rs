@@ -409,16 +409,15 @@ fn a_rolled_back_transaction_leaves_no_list_element_behind() {
     });
 }
 
-/// A known fault, not fixed yet (found by seed 83 of the first soak whose transactions gave
-/// up waiting, [`Shape::rollbacks`]): c0's transaction timed out and c0 wrote on; the server
-/// rejected it, and the rollback (a client reset) re-applied c0's later writes with the
-/// recovery rules. Their journal inserts no longer fitted the server's list (other clients had
-/// added lines since c0's last download), so c0's local list won as a whole and the copy
-/// erased c2's acknowledged line c2s20, which c0 had not downloaded yet. realm-core's recovery
-/// rules accept that after a server restore; a rollback should merge the later writes the way
-/// an upload is merged instead (by OT, losing nothing).
+/// Found by seed 83 of the first soak whose transactions gave up waiting ([`Shape::rollbacks`]):
+/// c0's transaction timed out and c0 wrote on; the server rejected it, and the rollback (then a
+/// client reset) re-applied c0's later writes with the recovery rules. Their journal inserts no
+/// longer fitted the server's list (other clients had added lines since c0's last download), so
+/// c0's local list won as a whole and the copy erased c2's acknowledged line c2s20, which c0 had
+/// not downloaded yet. Now a rollback keeps the session and its client file: it rebases the
+/// later local changesets onto a STATE snapshot without the transaction, and the server merges
+/// them by OT like any upload (`Database::roll_back_to_snapshot`).
 #[test]
-#[ignore = "known fault: a rollback's list copy erases other clients' concurrent elements"]
 fn a_rolled_back_transaction_keeps_the_list_elements_of_other_clients() {
     run_seeds(
         83,
@@ -528,4 +527,88 @@ fn a_client_ahead_of_a_restored_server_is_reset_even_after_the_server_caught_up(
 #[test]
 fn a_schema_upgrade_needs_no_reset_and_survives_a_server_that_lost_it() {
     run_seeds(69, 1, restores_without_transactions());
+}
+
+/// Seed 116 (shrunk), found by the first run of the rollback by rebase: the server lost its
+/// data while a transaction waited; the client reset rejected it; the next transaction of the
+/// same client never got a verdict and its changeset was never uploaded.
+#[test]
+fn a_transaction_after_a_reset_rejected_the_previous_one_gets_its_verdict() {
+    use plan::{ClientPlan, Fault, Op, Step};
+    let pauses = |ms: &[u64]| ms.iter().map(|&m| Step::Pause(m)).collect::<Vec<_>>();
+    let mut c1 = pauses(&[4096]);
+    c1.push(write(
+        3298,
+        -9,
+        vec![
+            Op::Link { id: 0, to: Some(3) },
+            Op::SetCount { id: 2, value: 64 },
+        ],
+    ));
+    c1.extend(pauses(&[3692, 1481, 2962, 3495]));
+    c1.push(write(51156, 31, vec![]));
+    c1.push(write(
+        44196,
+        75,
+        vec![
+            Op::Add { id: 2, amount: 5 },
+            Op::AttrSet {
+                id: 3,
+                key: "k2".into(),
+                value: 38,
+            },
+            Op::SetTitle {
+                id: 0,
+                title: "c1s10o2".into(),
+            },
+        ],
+    ));
+    c1.push(Step::Pause(1928));
+    c1.push(Step::Transact {
+        ops: vec![
+            Op::SetTitle {
+                id: 2,
+                title: "c1s13o0".into(),
+            },
+            Op::ClearMeta { id: 0 },
+        ],
+        journal_at: 30836,
+        journal_add: -10,
+        wait_s: None,
+    });
+    c1.push(Step::Transact {
+        ops: vec![],
+        journal_at: 23800,
+        journal_add: 24,
+        wait_s: None,
+    });
+    run_plan(Plan {
+        seed: 116,
+        latency_ms: (1, 7),
+        clients: vec![
+            ClientPlan {
+                token_secs: 62,
+                ..idle()
+            },
+            ClientPlan {
+                steps: c1,
+                ..idle()
+            },
+            ClientPlan {
+                skew_ms: -43_484,
+                token_secs: 44,
+                schema: plan::SchemaAt::Start,
+                steps: vec![Step::Transact {
+                    ops: vec![Op::SetNote {
+                        id: 2,
+                        note: "n2s15o0".into(),
+                    }],
+                    journal_at: 60827,
+                    journal_add: 68,
+                    wait_s: None,
+                }],
+            },
+        ],
+        faults: vec![(16_729, Fault::RestoreServer { down_ms: 2_530 })],
+    });
 }

@@ -194,9 +194,7 @@ pub struct Shape {
     pub faults: usize,
     /// Whether plans roll transactions back over later local changesets: one drawn
     /// transaction in four gives up waiting for its verdict (the script writes on while it is
-    /// pending). Off by default: such a rollback still meets a known fault (`docs/testing.md`,
-    /// "Faults found"; the ignored test
-    /// `a_rolled_back_transaction_keeps_the_list_elements_of_other_clients`).
+    /// pending, so a rejection rolls it back under those writes). On by default.
     pub rollbacks: bool,
     /// Whether a plan with a restore keeps its transactions (on by default; off, such a plan
     /// makes them ordinary writes, the shape some regression tests were found in).
@@ -209,7 +207,7 @@ impl Default for Shape {
             clients: 3,
             steps: 24,
             faults: 6,
-            rollbacks: false,
+            rollbacks: true,
             transactions_with_restores: true,
         }
     }
