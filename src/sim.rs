@@ -60,7 +60,7 @@ pub(crate) fn now() -> SystemTime {
     SystemTime::now()
 }
 
-/// Runs `task` with its wall clock ([`now`]: changeset timestamps, token expiry checks) moved
+/// Runs `task` with its wall clock (`now`: changeset timestamps, token expiry checks) moved
 /// by `skew_ms` milliseconds (negative: behind). Only inside a simulation; tasks it spawns do
 /// not inherit the skew.
 #[cfg(feature = "sim")]

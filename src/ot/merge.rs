@@ -318,8 +318,8 @@ enum ReachKey {
     Unaddressed,
 }
 
-/// What a set of changesets can meet in a [`merge`]: the keys of every group their
-/// instructions belong to or join ([`join`]: their own, a link payload's target, a link
+/// What a set of changesets can meet in a `merge`: the keys of every group their
+/// instructions belong to or join (`join`: their own, a link payload's target, a link
 /// column's target table), the tables those keys name, and the tables they erase (which join
 /// every object of the table to its group). Built once from one side, it answers
 /// [`meets`](Self::meets) for any number of changesets of the other side, each in time linear

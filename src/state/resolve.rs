@@ -39,7 +39,7 @@ impl State {
     }
 
     /// The object as apps read it: [`State::object`] with unresolved links hidden (see the
-    /// [module documentation](self)). `None` if the object does not exist.
+    /// module documentation of `state::resolve`). `None` if the object does not exist.
     pub fn read(&self, table: &str, key: &Key) -> Option<Object> {
         let object = self.object(table, key)?;
         Some(resolved(&self.schemas, table, object, &mut |t, k| {

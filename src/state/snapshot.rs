@@ -39,7 +39,7 @@ use crate::model::{Decimal128, ObjectId, Timestamp, Uuid};
 /// One changeset that recreates `state` when applied to an empty [`State`].
 ///
 /// The result is deterministic (equal states give byte-identical encodings) and its `meta` is
-/// the default. See the [module documentation](self) for the instruction order.
+/// the default. See the module documentation of `state::snapshot` for the instruction order.
 ///
 /// # Panics
 /// If the state holds a timestamp whose nanoseconds are out of range or disagree in sign with

@@ -63,7 +63,7 @@ pub struct ResetRecovery {
     /// [`SyncSession::transact`](crate::client::SyncSession::transact)): it is not re-applied
     /// (even if `changesets` holds it), and where recovery copies a list from the local state,
     /// the elements it inserted are left out first, found through the current forms of the
-    /// local changesets from it on ([`super::rollback`]). A list it erased, moved or replaced
+    /// local changesets from it on (`store::rollback`). A list it erased, moved or replaced
     /// elements of is not copied at all: the operations such a copy would have covered go to
     /// the quarantine, so nothing of the transaction survives.
     pub rolled_back: Option<u64>,
@@ -418,7 +418,7 @@ impl Database {
     }
 
     /// Replaces the local state with `snapshot` at `base`, then recovers `recover` (local
-    /// changesets, oldest first) with the rules of [`super::recover`], re-recording each as a new
+    /// changesets, oldest first) with the rules of `store::recover`, re-recording each as a new
     /// local changeset and quarantining what the rules cannot recover; all in one transaction.
     ///
     /// # Errors
@@ -464,7 +464,7 @@ impl Database {
     }
 
     /// Replaces the local state with `snapshot` at `base`, then recovers `recovery` with the
-    /// rules of [`super::recover`] (see [`Database::reset_to_snapshot`]), all in one
+    /// rules of `store::recover` (see [`Database::reset_to_snapshot`]), all in one
     /// transaction. With [`ResetRecovery::acknowledged`], the inherited window is kept
     /// (`Database::inherited_idents`): its changesets the server no longer has are recovered
     /// first, oldest first, and the local changesets the server integrated under the current
@@ -607,7 +607,7 @@ impl Database {
     /// Rolls back the rejected transaction with local version `rolled_back` by rebasing: the
     /// local state becomes `snapshot` (the server's state at `server_version`, salt
     /// `server_version_salt`) plus the local changesets the server has not integrated, in their
-    /// current forms, with the transaction left out by [`rollback::rebase`], each re-recorded
+    /// current forms, with the transaction left out by `rollback::rebase`, each re-recorded
     /// (keeping its origin timestamp) as a new local changeset based on `server_version`, in
     /// one SQLite transaction. The client file ident and the history the server integrated
     /// stay. Unlike a client reset's recovery rules, nothing is copied: the server merges the

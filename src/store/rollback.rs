@@ -1,10 +1,17 @@
-//! What a rolled-back transaction leaves in the local lists a client reset copies.
+//! Rolling back a transaction under the local changesets that came after it.
 //!
-//! A rejected [`transact`](crate::client::SyncSession::transact) is rolled back by a client
-//! reset that re-applies every local changeset except the transaction's ([`super::recover`]).
-//! Where recovery copies a list from the local state ("the local list wins"), that local list
-//! still holds the transaction's effects: copied verbatim, its inserted elements would survive
-//! the rollback. This module finds them.
+//! Two callers, with the same tracking of the transaction's elements:
+//!
+//! - [`rebase`]: a rejected [`transact`](crate::client::SyncSession::transact) is rolled back by
+//!   rebasing the later local changesets onto the server's state without it
+//!   ([`Database::roll_back_to_snapshot`](super::Database::roll_back_to_snapshot)): their list
+//!   indices and sizes stop counting the transaction's elements, and the server merges them by
+//!   OT like any upload.
+//! - [`roll_back`]: a client reset that comes while a transaction waits re-applies every local
+//!   changeset except the transaction's with the recovery rules ([`super::recover`]). Where
+//!   recovery copies a list from the local state ("the local list wins"), that local list still
+//!   holds the transaction's effects: copied verbatim, its inserted elements would survive the
+//!   rollback, so they are taken out of the copy source.
 //!
 //! The local state is the server's state at the last download followed by the current forms
 //! of the local changesets the server has not integrated: each one's reciprocal form
@@ -13,14 +20,15 @@
 //! positions in the local lists, one changeset after another. The transaction's own form gives
 //! the positions of the elements it inserted; each later form moves them (inserts before them,
 //! erases, moves) or removes them (erased, cleared, the object or its container replaced). What
-//! is left are the positions of the transaction's elements in the local lists now, and they are
-//! taken out of the copy source.
+//! is left are the positions of the transaction's elements in the local lists now.
 //!
 //! An insert is undone by removing its element. An erase, a move or a write of an element that
 //! existed before the transaction (or a clear, or a replaced container) cannot be undone from
 //! the local state alone, which no longer holds what was there: such lists are marked
-//! unrestorable, and recovery does not copy them (the operations a copy would have covered go
-//! to the quarantine with the reason) rather than let the transaction's change survive.
+//! unrestorable; recovery does not copy them and a rebase does not touch them (the later
+//! operations on them go to the quarantine with the reason) rather than let the transaction's
+//! change survive. For a rebase, the transaction's write of an older element leaves the list
+//! restorable: it moves no position, and the snapshot the rebase starts from never held it.
 
 use std::collections::BTreeMap;
 

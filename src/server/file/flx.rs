@@ -768,7 +768,7 @@ impl ServerFile {
 
     /// The history after `after` for `client` under subscription set `query`, up to
     /// `max_bytes` of DOWNLOAD body (at least one changeset if there is any), filtered to its
-    /// view: see the [module documentation](self). Records the view's changes. Queries that
+    /// view: see the module documentation (`server::file::flx`). Records the view's changes. Queries that
     /// no longer compile (the schema changed under them) match nothing.
     pub fn flx_download(
         &mut self,
@@ -946,7 +946,7 @@ impl ServerFile {
     /// that filter (for `user`) before the upload (if it existed) and after it (if it still
     /// exists). The upload is integrated whole; then the writes to objects that break the
     /// rule are reverted by one changeset the server makes (objects that existed get their
-    /// whole earlier copy back, objects created are erased), returned as a [`Compensation`].
+    /// whole earlier copy back, objects created are erased), returned as a `Compensation`.
     pub fn flx_integrate_checked(
         &mut self,
         client: u64,
