@@ -1,7 +1,9 @@
 //! TRANSACT against a real server: a transaction nothing concurrent touched is accepted with
 //! its server version; one whose object another client changed concurrently is rejected,
 //! rolled back locally (listeners see it disappear) while the client's other local changes
-//! survive and sync; a transaction may not change the schema.
+//! survive and sync; a transaction may not change the schema. Writes made while a transaction
+//! waits are rebased when it is rejected: merged with other clients' changes, never copied
+//! over them.
 #![cfg(feature = "server")]
 
 mod live;
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use live::{create_task, eventually, has_task, World};
-use tandem::client::{SyncError, TransactOutcome};
+use tandem::client::{Event, SyncError, TransactOutcome};
 use tandem::model::{PrimaryKey, Value};
 use tandem::state::{Field, Key, Val};
 
@@ -158,4 +160,122 @@ fn one_transaction_at_a_time_and_not_empty() {
         matches!(outcome, TransactOutcome::Accepted { .. }),
         "{outcome:?}"
     );
+}
+
+fn tags(db: &tandem::store::Database, id: i64) -> Vec<String> {
+    let object = db
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(id))
+        .unwrap()
+        .unwrap();
+    match object.fields.get("tags") {
+        Some(Field::List(items)) => items
+            .iter()
+            .map(|e| match e {
+                tandem::state::Element::Value(Val::String(s)) => s.clone(),
+                other => panic!("not a string tag: {other:?}"),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn insert_tag(db: &tandem::store::Database, at: u32, tag: &str) {
+    let mut tx = db.begin_write().unwrap();
+    tx.list_insert(
+        "Task",
+        &PrimaryKey::Int(1),
+        "tags",
+        at,
+        Value::String(tag.into()),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}
+
+/// The simulation's seed 83 on a real server: writes made while a transaction waited are
+/// rebased when it is rejected. b inserts a tag a has not downloaded; a's transaction inserts a
+/// tag, then a inserts another after it and rewrites the transaction's tag. The rejection
+/// leaves a's later insert merged beside b's (a client reset's "the local list wins" copy
+/// erased b's), and the rewrite of the transaction's tag in the quarantine, reported as an
+/// event.
+#[test]
+fn writes_after_a_rejected_transaction_are_merged_not_copied() {
+    let mut world = World::new("transact-rebase");
+    let a = world.open("a.sqlite");
+    let b = world.open("b.sqlite");
+    let sb = world.sync(&b);
+    let wait = Some(Duration::from_secs(60));
+    {
+        let sa = world.sync(&a);
+        create_task(&a, 1, "original");
+        insert_tag(&a, 0, "x");
+        world.block_on(sa.wait_for_upload(wait)).unwrap();
+        world.block_on(sb.wait_for_download(wait)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    insert_tag(&b, 0, "b");
+    world.block_on(sb.wait_for_upload(wait)).unwrap();
+
+    // a, with the server down: the transaction cannot be sent; a writes on behind it.
+    world.stop_server();
+    let sa = world.sync(&a);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let _events = sa.on_event(move |event| {
+        if let Event::Error(info) = event {
+            sink.lock().unwrap().push(info.message.clone());
+        }
+    });
+    let timed_out = world.block_on(sa.transact(
+        |tx| {
+            tx.list_insert(
+                "Task",
+                &PrimaryKey::Int(1),
+                "tags",
+                1,
+                Value::String("t".into()),
+            )
+        },
+        Some(Duration::from_millis(300)),
+    ));
+    assert!(
+        matches!(timed_out, Err(SyncError::Timeout { .. })),
+        "{timed_out:?}"
+    );
+    insert_tag(&a, 2, "l"); // [x, t] -> [x, t, l]
+    let mut tx = a.begin_write().unwrap();
+    tx.list_set(
+        "Task",
+        &PrimaryKey::Int(1),
+        "tags",
+        1,
+        Value::String("t2".into()),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(tags(&a, 1), ["x", "t2", "l"]);
+
+    world.start_server();
+    eventually("the rejection and its rollback", 60, || {
+        a.quarantine().map(|q| !q.is_empty()).unwrap_or(false)
+    });
+    world.block_on(sa.wait_for_upload(wait)).unwrap();
+    world.block_on(sa.wait_for_download(wait)).unwrap();
+    world.block_on(sb.wait_for_download(wait)).unwrap();
+    // b's tag stays, a's later tag is merged beside it, the transaction's tag is gone.
+    assert_eq!(tags(&a, 1), ["b", "x", "l"]);
+    assert_eq!(tags(&b, 1), ["b", "x", "l"]);
+    let q = a.quarantine().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        q[0].instructions[0].reason,
+        "it changes a list element the rolled-back transaction inserted"
+    );
+    eventually("the quarantine event", 30, || {
+        events.lock().unwrap().iter().any(|m| {
+            m.starts_with("transaction rollback: 1 instructions of 1 later local changesets")
+        })
+    });
 }

@@ -1130,9 +1130,10 @@ where
 
 /// Finishes a rollback once its snapshot is complete and the download cursor reached it: the
 /// store rebases ([`Database::roll_back_to_snapshot`]), the transaction is reported
-/// `Rejected`, and the connection starts over (the DOWNLOADs cut at the snapshot are fetched
-/// again). A cursor already past the snapshot (a DOWNLOAD that came before its first segment)
-/// asks for a newer snapshot.
+/// `Rejected` (what could not be rebased is reported as an error event with `will_retry`, and
+/// is in the quarantine), and the connection starts over at once (the DOWNLOADs cut at the
+/// snapshot are fetched again). A snapshot older than the download cursor ends the connection
+/// with an error; the next connection asks again.
 async fn try_roll_back<S>(
     shared: &Arc<Shared>,
     ws: &mut tokio_tungstenite::WebSocketStream<S>,
@@ -1168,7 +1169,8 @@ where
         // next connection, not at once: a server that keeps sending it must not spin us.
         conn.rollback = None;
         return Err(fail(format!(
-            "the server's STATE snapshot (server version {}) is older than this file's download              cursor (server version {cursor}); the rollback asks again on the next connection",
+            "the server's STATE snapshot (server version {}) is older than this file's download \
+             cursor (server version {cursor}); the rollback asks again on the next connection",
             snapshot.server_version
         )));
     }
@@ -1178,10 +1180,21 @@ where
     let (server_version, salt) = (snapshot.server_version, snapshot.server_version_salt);
     let outcome =
         blocking(move || d.roll_back_to_snapshot(&bytes, server_version, salt, version)).await?;
-    if outcome.is_none() {
+    let Some(outcome) = outcome else {
         // The cursor moved in between: start over with a new snapshot.
         conn.rollback = None;
         return start_rollback(shared, ws, conn).await;
+    };
+    if outcome.quarantined > 0 {
+        shared.report(
+            0,
+            format!(
+                "transaction rollback: {} instructions of {} later local changesets could not \
+                 be rebased without the transaction and were quarantined (Database::quarantine)",
+                outcome.instructions_not_recovered, outcome.quarantined
+            ),
+            true,
+        );
     }
     if let Some(done) = lock(&shared.transact).take().and_then(|p| p.done) {
         let _ = done.send(TransactOutcome::Rejected { reason });
