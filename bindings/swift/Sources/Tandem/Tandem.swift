@@ -7555,7 +7555,7 @@ public func FfiConverterTypeValue_lower(_ value: Value) -> RustBuffer {
 
 
 /**
- * One write operation. `property` names a property of the object `class_name`[`key`];
+ * One write operation. `property` names a property of the object `class_name[key]`;
  * `path` (empty by default) continues from it down to a property of an embedded object, so
  * collections inside embedded objects are written like the object's own:
  *

@@ -10992,7 +10992,7 @@ public object FfiConverterTypeValue : FfiConverterRustBuffer<Value>{
 
 
 /**
- * One write operation. `property` names a property of the object `class_name`[`key`];
+ * One write operation. `property` names a property of the object `class_name[key]`;
  * `path` (empty by default) continues from it down to a property of an embedded object, so
  * collections inside embedded objects are written like the object's own:
  *
