@@ -732,7 +732,6 @@ struct Connection {
 }
 
 /// A rollback by rebase in progress ([`Database::roll_back_to_snapshot`]).
-#[derive(Default)]
 struct RollbackState {
     /// The snapshot's server version, once its first segment arrived.
     target: Option<u64>,
@@ -902,7 +901,6 @@ where
                 latest_server_version_salt,
                 upload_client_version,
             };
-            let rolling_back = conn.rollback.is_some();
             match flx.filter(|f| f.batch_state != BatchState::SteadyState) {
                 Some(f) => {
                     // A bootstrap batch: staged until its last one (realm-core's pending
@@ -987,9 +985,8 @@ where
                     }
                 }
             }
-            if rolling_back {
-                try_roll_back(shared, ws, conn).await?;
-            }
+            // A rollback waiting for the cursor to reach its snapshot (a no-op otherwise).
+            try_roll_back(shared, ws, conn).await?;
         }
         ServerMessage::TransactResult {
             request_ident,

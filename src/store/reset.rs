@@ -641,31 +641,24 @@ impl Database {
                 .iter()
                 .position(|c| c.meta.version == rolled_back)
                 .unwrap_or(forms.len());
-            type Planned = (Changeset, Changeset, Vec<usize>, Vec<(usize, String)>);
-            let mut plan: Vec<Planned> = forms[..split]
+            let before = forms[..split]
                 .iter()
-                .map(|c| (c.clone(), c.clone(), (0..c.len()).collect(), Vec::new()))
-                .collect();
-            for (form, rebased) in forms[split + 1..]
+                .map(|c| (c, rollback::Rebased::unchanged(c)));
+            let after = forms[split + 1..]
                 .iter()
-                .zip(rollback::rebase(&forms[split..]))
-            {
-                plan.push((
-                    form.clone(),
-                    rebased.changeset,
-                    rebased.origin,
-                    rebased.not_rebased,
-                ));
-            }
+                .zip(rollback::rebase(&forms[split..]));
             // Each instruction is tried on the snapshot's state as it grows: those that no
             // longer apply (an object only the transaction created) are quarantined alone.
             let mut fresh = fresh_state(schemas, snapshot)?;
-            let mut kept = Vec::with_capacity(plan.len());
-            for (form, rebased, origin, mut not_recovered) in plan {
-                let mut out = rebased.clone();
+            let mut kept = Vec::with_capacity(forms.len());
+            for (form, rebased) in before.chain(after) {
+                let mut not_recovered = rebased.not_rebased;
+                let mut out = rebased.changeset.clone();
                 out.instructions.clear();
-                let mut one = rebased.clone();
-                for (instruction, &index) in rebased.instructions.iter().zip(&origin) {
+                let mut one = out.clone();
+                for (instruction, &index) in
+                    rebased.changeset.instructions.iter().zip(&rebased.origin)
+                {
                     one.instructions = vec![instruction.clone()];
                     match fresh.apply(&one) {
                         Ok(()) => out.instructions.push(instruction.clone()),
@@ -695,7 +688,7 @@ impl Database {
                     outcome.recovered += 1;
                 }
                 if !not_recovered.is_empty() {
-                    quarantine(conn, &form, &not_recovered)?;
+                    quarantine(conn, form, &not_recovered)?;
                     outcome.quarantined += 1;
                     outcome.instructions_not_recovered += not_recovered.len();
                 }

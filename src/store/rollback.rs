@@ -302,6 +302,17 @@ pub(crate) struct Rebased {
     pub not_rebased: Vec<(usize, String)>,
 }
 
+impl Rebased {
+    /// A local changeset from before the transaction: kept as it is.
+    pub(crate) fn unchanged(changeset: &Changeset) -> Rebased {
+        Rebased {
+            changeset: changeset.clone(),
+            origin: (0..changeset.len()).collect(),
+            not_rebased: Vec::new(),
+        }
+    }
+}
+
 /// How many of the positions `own` are below `at`.
 fn below(own: &[u32], at: u32) -> u32 {
     own.iter().filter(|&&k| k < at).count() as u32

@@ -768,8 +768,8 @@ impl ServerFile {
 
     /// The history after `after` for `client` under subscription set `query`, up to
     /// `max_bytes` of DOWNLOAD body (at least one changeset if there is any), filtered to its
-    /// view: see the module documentation (`server::file::flx`). Records the view's changes. Queries that
-    /// no longer compile (the schema changed under them) match nothing.
+    /// view: see the module documentation (`server::file::flx`). Records the view's changes.
+    /// Queries that no longer compile (the schema changed under them) match nothing.
     pub fn flx_download(
         &mut self,
         client: u64,
