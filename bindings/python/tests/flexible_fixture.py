@@ -62,10 +62,9 @@ async def wait_untyped(session: tandem.SyncSession) -> tandem.SubscriptionSet:
 
 
 def untyped_subscribe(raw: tandem.Database, query: str, value: int) -> tandem.SubscriptionSet:
-    """The untyped update: a list of ``tandem.SubscriptionChange`` variants, as they are (a
-    variant without fields has an unannotated constructor, hence the ignore)."""
+    """The untyped update: a list of ``tandem.SubscriptionChange`` variants, as they are."""
     return raw.update_subscriptions([
-        tandem.SubscriptionChange.CLEAR(),  # type: ignore[no-untyped-call]
+        tandem.SubscriptionChange.CLEAR(),
         tandem.SubscriptionChange.ADD(name="q", class_name="Todo", query=query,
                                       args=[tandem.to_value(value)]),
     ])

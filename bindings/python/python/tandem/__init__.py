@@ -46,16 +46,6 @@ from typing import (
 
 from . import tandem as _ffi
 
-# uniffi's enum variants are no subclasses of their enum for mypy (they become subclasses at run
-# time); `Database.update_subscriptions` takes them as they are.
-SubscriptionChangeVariant = Union[
-    _ffi.SubscriptionChange,
-    _ffi.SubscriptionChange.ADD,
-    _ffi.SubscriptionChange.REMOVE,
-    _ffi.SubscriptionChange.REMOVE_CLASS,
-    _ffi.SubscriptionChange.CLEAR,
-]
-
 if TYPE_CHECKING:
     # What mypy sees of the names this module changes at run time (below). A name defined before
     # a star import keeps its definition in mypy, so these win over the generated ones (the
@@ -86,7 +76,7 @@ if TYPE_CHECKING:
         ) -> "SyncSession": ...
 
         def update_subscriptions(
-            self, changes: Sequence[SubscriptionChangeVariant]
+            self, changes: Sequence[_ffi.SubscriptionChange]
         ) -> _ffi.SubscriptionSet: ...
 
     class SyncSession(_ffi.SyncSession):
@@ -191,7 +181,7 @@ async def _in_thread(call: Callable[[_ffi.CancelToken], _T]) -> _T:
     Cancelling the await cancels the call (``token.cancel()``), which then ends promptly."""
     loop = asyncio.get_running_loop()
     future: "asyncio.Future[_T]" = loop.create_future()
-    token = _ffi.CancelToken()  # type: ignore[no-untyped-call]  # (uniffi: no annotations)
+    token = _ffi.CancelToken()
 
     def settle(value: Any, error: Optional[BaseException]) -> None:
         if future.done():

@@ -594,47 +594,49 @@ class _Reader:
 # --- values for query arguments -------------------------------------------------------------
 
 
-def to_value(v: Any) -> Any:
-    """A Python value as an untyped ``tandem.Value`` (query arguments)."""
+def to_value(v: Any) -> "_ffi.Value":
+    """A Python value as an untyped ``tandem.Value`` (query arguments). Raises ``TypeError``
+    for a type no property has."""
     if v is None:
-        return _Value.NULL()
+        return _ffi.Value.NULL()
     if isinstance(v, bool):
-        return _Value.BOOL(v)
+        return _ffi.Value.BOOL(v)
     if isinstance(v, int):
-        return _Value.INT(v)
+        return _ffi.Value.INT(v)
     if isinstance(v, str):
-        return _Value.STRING(v)
+        return _ffi.Value.STRING(v)
     if isinstance(v, float):
-        return _Value.DOUBLE(v)
+        return _ffi.Value.DOUBLE(v)
     if isinstance(v, (bytes, bytearray)):
-        return _Value.BINARY(bytes(v))
+        return _ffi.Value.BINARY(bytes(v))
     if isinstance(v, _dt.datetime):
         s, ns = _enc_datetime(v)
-        return _Value.TIMESTAMP(s, ns)
+        return _ffi.Value.TIMESTAMP(s, ns)
     if isinstance(v, ObjectId):
-        return _Value.OBJECT_ID(v.binary)
+        return _ffi.Value.OBJECT_ID(v.binary)
     if isinstance(v, uuid.UUID):
-        return _Value.UUID(v.bytes)
+        return _ffi.Value.UUID(v.bytes)
     if isinstance(v, Model) and not v.__tandem_embedded__:
         info = _info(type(v))
-        return _Value.LINK(info.name, to_key(getattr(v, info.pk)))
+        return _ffi.Value.LINK(info.name, to_key(getattr(v, info.pk)))
     raise TypeError(f"{type(v).__name__} is not a query argument type")
 
 
-def to_key(v: Any) -> Any:
-    """A Python primary key as an untyped ``tandem.Key``."""
+def to_key(v: Any) -> "_ffi.Key":
+    """A Python primary key as an untyped ``tandem.Key``. Raises ``TypeError`` for a type no
+    primary key has (a ``bool`` included)."""
     if v is None:
-        return _Key.NULL()
+        return _ffi.Key.NULL()
     if isinstance(v, bool):
         raise TypeError("a bool is not a primary key")
     if isinstance(v, int):
-        return _Key.INT(v)
+        return _ffi.Key.INT(v)
     if isinstance(v, str):
-        return _Key.STRING(v)
+        return _ffi.Key.STRING(v)
     if isinstance(v, ObjectId):
-        return _Key.OBJECT_ID(v.binary)
+        return _ffi.Key.OBJECT_ID(v.binary)
     if isinstance(v, uuid.UUID):
-        return _Key.UUID(v.bytes)
+        return _ffi.Key.UUID(v.bytes)
     raise TypeError(f"{type(v).__name__} is not a primary key type")
 
 
@@ -1200,8 +1202,10 @@ def _batch_writer(codec: Any, raw: Any) -> Tuple[Any, Callable[[bytes], int]]:
     writer = _ffi.BatchWriter(codec, raw)
     writer_id = writer.id()
     try:
-        from .tandem import tandem as generated
+        from .tandem import tandem as generated_module
 
+        # Private names of the generated module, which its type stub leaves out.
+        generated: Any = generated_module
         status_type: Any = generated._UniffiRustCallStatus
         check: Any = generated._uniffi_check_call_status
         error_converter: Any = generated._UniffiFfiConverterTypeTandemError
