@@ -135,7 +135,7 @@ where
 /// drew its reconnect delay first) then depended on how many tasks earlier seeds of the same
 /// process had spawned: a seed took another path when replayed alone. The local task set drops
 /// its tasks in the order they were spawned.
-#[cfg(any(feature = "client", feature = "server"))]
+#[cfg(feature = "server")]
 pub(crate) fn spawn_task<F>(task: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: std::future::Future + Send + 'static,

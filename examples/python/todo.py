@@ -54,12 +54,11 @@ def main() -> None:
         with db.write() as tx:
             tx.set((Todo, int(args.arg)), done=True)
     if args.command == "watch":
-        show(todos)
-
         async def watch() -> None:
-            async for change in todos.changes():
-                print(f"-- changed: {len(change.insertions)} new, {len(change.deletions)} gone, "
-                      f"{len(change.modifications)} modified")
+            async for change in todos.changes():  # first the todos as they are, then changes
+                if not change.initial:
+                    print(f"-- changed: {len(change.insertions)} new, {len(change.deletions)} "
+                          f"gone, {len(change.modifications)} modified")
                 for todo in change.objects:
                     print(f"[{'x' if todo.done else ' '}] {todo.id}: {todo.title}")
 

@@ -353,9 +353,25 @@ impl Results {
         listener: Arc<dyn ResultsListener>,
         key_paths: Vec<String>,
     ) -> Result<Arc<ListenerHandle>, TandemError> {
+        Ok(self.observe_with_initial(listener, key_paths)?.handle)
+    }
+
+    /// `observe`, also returning the results the listener starts from (Realm's initial
+    /// notification): `initial` has every index of them as an insertion and their keys, and
+    /// the listener's first change is relative to exactly those results, however many commits
+    /// land meanwhile. Reading the results before or after `observe` instead can miss or
+    /// double a concurrent commit. The listener may be called (on the notifier thread) before
+    /// this returns: a binding that hands `initial` to the same consumer delivers it first.
+    /// Errors: `InvalidArgument` for a query or key path that does not compile.
+    #[uniffi::method(default(key_paths = []))]
+    pub fn observe_with_initial(
+        &self,
+        listener: Arc<dyn ResultsListener>,
+        key_paths: Vec<String>,
+    ) -> Result<ResultsObservation, TandemError> {
         let key_paths: Vec<&str> = key_paths.iter().map(String::as_str).collect();
         let listener = Foreign::new(listener);
-        let token = self.db.observe_query_key_paths(
+        let (token, start) = self.db.observe_query_with_initial(
             &self.class_name,
             &self.filter,
             &self.args,
@@ -371,8 +387,28 @@ impl Results {
                 report("results listener", listener.call(|l| l.on_change(change)));
             },
         )?;
-        Ok(ListenerHandle::new(token))
+        let initial = ResultsChange {
+            deletions: Vec::new(),
+            insertions: (0..start.len() as u64).collect(),
+            modifications: Vec::new(),
+            keys: start.iter().map(ffi_key).collect(),
+        };
+        Ok(ResultsObservation {
+            handle: ListenerHandle::new(token),
+            initial,
+        })
     }
+}
+
+/// What `Results.observe_with_initial` returns.
+#[derive(uniffi::Record)]
+pub struct ResultsObservation {
+    /// Cancels the listener (`cancel()`).
+    pub handle: Arc<ListenerHandle>,
+    /// The results the listener starts from, as a change from no results: `insertions` is
+    /// `0..keys.len()`, `deletions` and `modifications` are empty, `keys` are the primary keys
+    /// in the query's order.
+    pub initial: ResultsChange,
 }
 
 /// A write transaction being recorded: each method records one [`WriteOp`] (nothing crosses

@@ -31,7 +31,7 @@ mod types;
 
 pub use database::{
     Database, Durability, ListenerHandle, ObjectListener, OpenOptions, QuarantinedChangeset,
-    QuarantinedInstruction, Results, ResultsListener, WriteTransaction,
+    QuarantinedInstruction, Results, ResultsListener, ResultsObservation, WriteTransaction,
 };
 pub use foreign::close_callbacks;
 pub use log::{clear_log_listener, set_log_listener, LogLevel, LogListener};

@@ -93,6 +93,54 @@ def test_results_listener_indices_and_a_throwing_listener(db):
     assert len(good.changes) == 1, "no delivery after cancel()"
 
 
+def apply(keys, change):
+    """Realm's indices applied to a list of keys: deletions from the old, then insertions
+    (taken from the change's keys) into the new."""
+    gone = set(change.deletions)
+    kept = [k for i, k in enumerate(keys) if i not in gone]
+    for i in sorted(change.insertions):
+        kept.insert(i, change.keys[i])
+    return kept
+
+
+def test_observe_with_initial_starts_exactly_where_the_first_change_begins(db):
+    # A writer commits while the listener registers: the starting results plus every change,
+    # applied in order, must give each change's own keys (a commit between the read of the
+    # starting results and the registration would break the chain: missed or doubled).
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            with db.write() as tx:
+                tx.create("Task", tandem.Key.INT(i), {"title": tandem.Value.STRING("w")})
+                if i >= 3:
+                    tx.erase("Task", tandem.Key.INT(i - 3))
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        observations = []
+        for _ in range(20):
+            listener = Collect()
+            results = db.query("Task", "TRUEPREDICATE SORT(_id ASC)", [])
+            observation = results.observe_with_initial(listener)
+            initial = observation.initial
+            assert initial.deletions == [] and initial.modifications == []
+            assert initial.insertions == list(range(len(initial.keys)))
+            observations.append((observation, listener, initial.keys))
+        eventually(lambda: all(len(obs[1].changes) >= 2 for obs in observations))
+    finally:
+        stop.set()
+        thread.join()
+    for observation, listener, keys in observations:
+        observation.handle.cancel()
+        for change in list(listener.changes):
+            keys = apply(keys, change)
+            assert keys == change.keys
+
+
 class WritesBack(tandem.ObjectListener):
     def __init__(self, db):
         self.db = db

@@ -194,12 +194,14 @@ def test_typed_results_and_object_listeners(tdb):
     seen: List[Any] = []
     objects: List[Any] = []
     h1 = results.observe(seen.append)
+    assert seen == [tandem.TypedResultsChange([], [0], [], [Person(id=1, name="a")], True)]
     h2 = tdb.observe((Person, 1), objects.append)
     with tdb.write() as tx:
         tx.add(Person(id=2, name="b"))
         tx.set((Person, 1), name="A")
-    eventually(lambda: seen and objects)
-    change = seen[-1]
+    eventually(lambda: len(seen) >= 2 and objects)
+    change = seen[1]
+    assert not change.initial
     assert isinstance(change, tandem.TypedResultsChange)
     assert change.insertions == [1] and change.modifications == [0] and change.deletions == []
     assert change.objects == [Person(id=1, name="A"), Person(id=2, name="b")]
@@ -221,14 +223,16 @@ def test_async_iteration_of_changes(tdb):
             with tdb.write() as tx:
                 tx.add(Person(id=7, name="async"))
 
-        first = asyncio.ensure_future(changes.__anext__())
-        await asyncio.sleep(0.05)  # the listener is registered on the first __anext__
+        # The listener is registered on the first __anext__, which gives the starting results.
+        initial = await asyncio.wait_for(changes.__anext__(), 10)
         threading.Thread(target=writer).start()
-        change = await asyncio.wait_for(first, 10)
+        change = await asyncio.wait_for(changes.__anext__(), 10)
         await changes.aclose()
-        return change
+        return initial, change
 
-    change = asyncio.run(main())
+    initial, change = asyncio.run(main())
+    assert initial.initial and initial.insertions == [] and initial.objects == []
+    assert not change.initial
     assert change.insertions == [0] and change.objects == [Person(id=7, name="async")]
 
 

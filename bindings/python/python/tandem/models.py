@@ -822,7 +822,8 @@ class TypedTransaction:
 
 @dataclasses.dataclass
 class TypedResultsChange(Generic[M]):
-    """How live results changed (indices as in Realm), with the new results."""
+    """How live results changed (indices as in Realm), with the new results. The first change
+    a listener gets is ``initial``: the results it starts from, every index an insertion."""
 
     deletions: List[int]
     """Indices in the old results of objects no longer there."""
@@ -831,7 +832,10 @@ class TypedResultsChange(Generic[M]):
     modifications: List[int]
     """Indices in the new results of objects that changed."""
     objects: List[M]
-    """The new results, in order."""
+    """The results as read when the callback runs, in order (one crossing). A commit that lands
+    meanwhile can show here already; the next change reports it."""
+    initial: bool = False
+    """This is the starting results (Realm's initial notification), not a change."""
 
 
 @dataclasses.dataclass
@@ -934,24 +938,53 @@ class LiveResults(Generic[M]):
     def observe(
         self, callback: Callable[[TypedResultsChange[M]], None], key_paths: Sequence[str] = ()
     ) -> Any:
-        """Calls ``callback`` on Tandem's notifier thread whenever the results change; returns
-        a handle whose ``cancel()`` stops it. ``key_paths`` narrows modifications to the
-        properties named (``"dog.name"``, ``*``)."""
+        """Calls ``callback`` first with the results the listener starts from (``initial``, on
+        the calling thread, before this returns), then on Tandem's notifier thread whenever
+        they change, each change relative to the one before: no commit between reading the
+        results and registering is missed or counted twice. Returns a handle whose
+        ``cancel()`` stops it. ``key_paths`` narrows modifications to the properties named
+        (``"dog.name"``, ``*``). An exception from the initial call cancels the listener and
+        propagates; raises ``TandemError.InvalidArgument`` for a key path that does not
+        exist."""
+        lock = threading.Lock()
+        pending: Optional[List[Any]] = []  # changes that came before the initial call ended
 
-        def on_change(change: Any) -> None:
+        def deliver(change: Any, initial: bool = False) -> None:
             callback(
                 TypedResultsChange(
                     list(change.deletions),
                     list(change.insertions),
                     list(change.modifications),
                     self.snapshot(),
+                    initial,
                 )
             )
 
-        return self._raw.observe(_CallbackResults(on_change), key_paths=list(key_paths))
+        def on_change(change: Any) -> None:
+            with lock:  # in order: after the initial call and the changes queued behind it
+                if pending is not None:
+                    pending.append(change)
+                else:
+                    deliver(change)
+
+        observation = self._raw.observe_with_initial(
+            _CallbackResults(on_change), key_paths=list(key_paths)
+        )
+        try:
+            with lock:
+                deliver(observation.initial, initial=True)
+                for change in pending or ():
+                    deliver(change)
+                pending = None
+        except BaseException:
+            observation.handle.cancel()
+            raise
+        return observation.handle
 
     def changes(self, key_paths: Sequence[str] = ()) -> AsyncIterator[TypedResultsChange[M]]:
-        """``async for change in results.changes():`` each change, on the running loop."""
+        """``async for change in results.changes():`` the starting results (``initial``), then
+        each change, on the running loop. The listener is registered when the iteration
+        starts (its first ``__anext__``) and cancelled when it ends."""
         return _changes(lambda emit: self.observe(emit, key_paths))
 
     def __repr__(self) -> str:

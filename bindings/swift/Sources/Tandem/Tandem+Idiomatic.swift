@@ -3,11 +3,25 @@
 
 import Foundation
 
-/// Forwards result changes to an `AsyncStream` continuation.
+/// Forwards result changes to an `AsyncStream` continuation, the starting results first: a
+/// change the notifier delivers before `start` waits behind them.
 private final class StreamingResultsListener: ResultsListener, @unchecked Sendable {
     let continuation: AsyncStream<ResultsChange>.Continuation
+    private let lock = NSLock()
+    private var pending: [ResultsChange]? = []  // nil once `start` ran
     init(_ continuation: AsyncStream<ResultsChange>.Continuation) { self.continuation = continuation }
-    func onChange(change: ResultsChange) throws { continuation.yield(change) }
+    func onChange(change: ResultsChange) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        if pending != nil { pending!.append(change) } else { continuation.yield(change) }
+    }
+    func start(_ initial: ResultsChange) {
+        lock.lock()
+        defer { lock.unlock() }
+        continuation.yield(initial)
+        for change in pending ?? [] { continuation.yield(change) }
+        pending = nil
+    }
 }
 
 /// Forwards object changes to an `AsyncStream` continuation.
@@ -18,8 +32,11 @@ private final class StreamingObjectListener: ObjectListener, @unchecked Sendable
 }
 
 extension Results {
-    /// The changes of these results as an async sequence. Ending the iteration (or cancelling
-    /// its task) cancels the listener. If the query cannot be observed the stream just finishes.
+    /// The results as an async sequence of changes: first the results the listener starts from
+    /// (`observeWithInitial`: every index an insertion), then each change relative to the one
+    /// before, so applying them in order never misses or doubles a commit. Ending the
+    /// iteration (or cancelling its task) cancels the listener. If the query cannot be observed
+    /// the stream just finishes.
     ///
     /// Changes to linked objects count up to four levels deep; `keyPaths` (e.g. `["dog.name"]`)
     /// narrows modifications to the paths named, at any depth.
@@ -28,8 +45,10 @@ extension Results {
     public func changes(keyPaths: [String] = []) -> AsyncStream<ResultsChange> {
         AsyncStream { continuation in
             do {
-                let handle = try observe(
-                    listener: StreamingResultsListener(continuation), keyPaths: keyPaths)
+                let listener = StreamingResultsListener(continuation)
+                let observation = try observeWithInitial(listener: listener, keyPaths: keyPaths)
+                listener.start(observation.initial)
+                let handle = observation.handle
                 continuation.onTermination = { _ in handle.cancel() }
             } catch {
                 continuation.finish()

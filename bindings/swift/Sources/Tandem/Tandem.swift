@@ -2355,6 +2355,17 @@ public protocol ResultsProtocol: AnyObject, Sendable {
     func observe(listener: ResultsListener, keyPaths: [String]) throws  -> ListenerHandle
     
     /**
+     * `observe`, also returning the results the listener starts from (Realm's initial
+     * notification): `initial` has every index of them as an insertion and their keys, and
+     * the listener's first change is relative to exactly those results, however many commits
+     * land meanwhile. Reading the results before or after `observe` instead can miss or
+     * double a concurrent commit. The listener may be called (on the notifier thread) before
+     * this returns: a binding that hands `initial` to the same consumer delivers it first.
+     * Errors: `InvalidArgument` for a query or key path that does not compile.
+     */
+    func observeWithInitial(listener: ResultsListener, keyPaths: [String]) throws  -> ResultsObservation
+    
+    /**
      * The matching objects by position, in order, read in one read transaction and one
      * crossing: for each, its primary key and the values of `properties` in the order given
      * (no property names per object, no map: what a typed layer decoding by position wants).
@@ -2480,6 +2491,26 @@ open func observe(listener: ResultsListener, keyPaths: [String] = [])throws  -> 
     return try  FfiConverterTypeListenerHandle_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_results_observe(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeResultsListener_lower(listener),
+        FfiConverterSequenceString.lower(keyPaths),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * `observe`, also returning the results the listener starts from (Realm's initial
+     * notification): `initial` has every index of them as an insertion and their keys, and
+     * the listener's first change is relative to exactly those results, however many commits
+     * land meanwhile. Reading the results before or after `observe` instead can miss or
+     * double a concurrent commit. The listener may be called (on the notifier thread) before
+     * this returns: a binding that hands `initial` to the same consumer delivers it first.
+     * Errors: `InvalidArgument` for a query or key path that does not compile.
+     */
+open func observeWithInitial(listener: ResultsListener, keyPaths: [String] = [])throws  -> ResultsObservation  {
+    return try  FfiConverterTypeResultsObservation_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+    uniffi_tandem_fn_method_results_observe_with_initial(
             self.uniffiCloneHandle(),
         FfiConverterTypeResultsListener_lower(listener),
         FfiConverterSequenceString.lower(keyPaths),uniffiCallStatus
@@ -5031,6 +5062,79 @@ public func FfiConverterTypeResultsChange_lift(_ buf: RustBuffer) throws -> Resu
 #endif
 public func FfiConverterTypeResultsChange_lower(_ value: ResultsChange) -> RustBuffer {
     return FfiConverterTypeResultsChange.lower(value)
+}
+
+
+/**
+ * What `Results.observe_with_initial` returns.
+ */
+public struct ResultsObservation {
+    /**
+     * Cancels the listener (`cancel()`).
+     */
+    public var handle: ListenerHandle
+    /**
+     * The results the listener starts from, as a change from no results: `insertions` is
+     * `0..keys.len()`, `deletions` and `modifications` are empty, `keys` are the primary keys
+     * in the query's order.
+     */
+    public var initial: ResultsChange
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Cancels the listener (`cancel()`).
+         */handle: ListenerHandle, 
+        /**
+         * The results the listener starts from, as a change from no results: `insertions` is
+         * `0..keys.len()`, `deletions` and `modifications` are empty, `keys` are the primary keys
+         * in the query's order.
+         */initial: ResultsChange) {
+        self.handle = handle
+        self.initial = initial
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ResultsObservation: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeResultsObservation: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ResultsObservation {
+        return
+            try ResultsObservation(
+                handle: FfiConverterTypeListenerHandle.read(from: &buf), 
+                initial: FfiConverterTypeResultsChange.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ResultsObservation, into buf: inout [UInt8]) {
+        FfiConverterTypeListenerHandle.write(value.handle, into: &buf)
+        FfiConverterTypeResultsChange.write(value.initial, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResultsObservation_lift(_ buf: RustBuffer) throws -> ResultsObservation {
+    return try FfiConverterTypeResultsObservation.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResultsObservation_lower(_ value: ResultsObservation) -> RustBuffer {
+    return FfiConverterTypeResultsObservation.lower(value)
 }
 
 
@@ -9023,6 +9127,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_results_observe() != 12862) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_method_results_observe_with_initial() != 49387) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_results_rows() != 1283) {

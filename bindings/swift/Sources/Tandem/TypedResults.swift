@@ -83,6 +83,9 @@ public struct TypedResultsChange<T: TandemObject> {
     public let insertions: [Int]
     /// Indices in the new results of objects whose content changed.
     public let modifications: [Int]
+    /// This is the results the stream starts from (Realm's initial notification), every index
+    /// an insertion, not a change.
+    public let initial: Bool
 }
 
 /// Live typed results of a query: each read sees the current database.
@@ -113,18 +116,22 @@ public final class TypedResults<T: TandemObject>: @unchecked Sendable {
         return try db.object(T.self, keyValue: key)
     }
 
-    /// Each change as a `TypedResultsChange` (no initial value). Ending the iteration cancels the
+    /// The starting results (`initial`), then each change, as `TypedResultsChange`s (see
+    /// `Results.changes`: applied in order, the indices never miss or double a commit;
+    /// `objects` are read when the change is delivered). Ending the iteration cancels the
     /// listener; objects that cannot be read as `T` end it with that error.
     public func changes(keyPaths: [String] = []) -> AsyncThrowingStream<TypedResultsChange<T>, Error> {
         let untyped = raw.changes(keyPaths: keyPaths)
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
+                    var initial = true
                     for await change in untyped {
                         continuation.yield(TypedResultsChange(
                             objects: try self.snapshot(), deletions: change.deletions.map { Int($0) },
                             insertions: change.insertions.map { Int($0) },
-                            modifications: change.modifications.map { Int($0) }))
+                            modifications: change.modifications.map { Int($0) }, initial: initial))
+                        initial = false
                     }
                     continuation.finish()
                 } catch {
@@ -144,10 +151,8 @@ public final class TypedResults<T: TandemObject>: @unchecked Sendable {
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    // Listen first, then read, so no change between the read and the listener is missed.
-                    var iterator = changes.makeAsyncIterator()
-                    continuation.yield(try self.snapshot())
-                    while let change = try await iterator.next() { continuation.yield(change.objects) }
+                    // The first change is the starting results.
+                    for try await change in changes { continuation.yield(change.objects) }
                     continuation.finish()
                 } catch {
                     continuation.finish(throwing: error)

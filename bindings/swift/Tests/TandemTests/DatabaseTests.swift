@@ -121,9 +121,52 @@ final class DatabaseTests: XCTestCase {
             try tx.create(className: "Task", key: .int(value: 1), values: ["title": .string(value: "a")])
         }
         var iterator = stream.makeAsyncIterator()
-        let change = await iterator.next()
+        let initial = await iterator.next()  // the results it started from: empty, or the write
+        var change = initial
+        if initial?.keys == [] { change = await iterator.next() }
         XCTAssertEqual(change?.insertions, [0])
         XCTAssertEqual(change?.keys, [.int(value: 1)])
+    }
+
+    /// The starting results plus every change, applied in order, give each change's own keys,
+    /// while a writer commits during the registrations (a commit between reading the starting
+    /// results and registering would break the chain).
+    func testChangesStartExactlyWhereTheFirstChangeBegins() async throws {
+        let stop = Box<Bool>()
+        let stopped = DispatchSemaphore(value: 0)
+        let writer = Thread { [db] in
+            var i: Int64 = 0
+            while stop.all.isEmpty {
+                try? db!.write { tx in
+                    try tx.create(className: "Task", key: .int(value: i), values: ["title": .string(value: "w")])
+                    if i >= 3 { try tx.erase(className: "Task", key: .int(value: i - 3)) }
+                }
+                i += 1
+            }
+            stopped.signal()
+        }
+        writer.start()
+        defer {
+            stop.append(true)
+            stopped.wait()
+        }
+        for _ in 0..<10 {
+            let results = try db.query(className: "Task", filter: "TRUEPREDICATE SORT(_id ASC)", args: [])
+            var iterator = results.changes().makeAsyncIterator()
+            let first = await iterator.next()
+            let initial = try XCTUnwrap(first)
+            XCTAssertEqual(initial.insertions, (0..<UInt64(initial.keys.count)).map { $0 })
+            XCTAssertEqual(initial.deletions, [])
+            var keys = initial.keys
+            for _ in 0..<3 {
+                let next = await iterator.next()
+                let change = try XCTUnwrap(next)
+                let gone = Set(change.deletions)
+                keys = keys.enumerated().filter { !gone.contains(UInt64($0.offset)) }.map(\.element)
+                for i in change.insertions.sorted() { keys.insert(change.keys[Int(i)], at: Int(i)) }
+                XCTAssertEqual(keys, change.keys)
+            }
+        }
     }
 
     func testObjectListenerMayWriteToTheDatabase() throws {

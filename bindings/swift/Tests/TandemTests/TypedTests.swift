@@ -221,12 +221,17 @@ extension TypedTests {
         try db.write { tx in for i in 0..<3 { try tx.add(Todo(_id: i, title: "t\(i)")) } }
         let results = try db.objects(Todo.self, where: "TRUEPREDICATE SORT(_id ASC)")
         var changes = results.changes().makeAsyncIterator()
+        let initial = try XCTUnwrapAsync(try await changes.next())
+        XCTAssertTrue(initial.initial)
+        XCTAssertEqual(initial.insertions, [0, 1, 2])
+        XCTAssertEqual(initial.objects.map(\.title), ["t0", "t1", "t2"])
         try db.write { tx in
             try tx.delete(Todo.self, key: 0)
             try tx.add(Todo(_id: 5, title: "t5"))
             try tx.set(Todo.self, key: 2, "title", to: "changed")
         }
         let change = try XCTUnwrapAsync(try await changes.next())
+        XCTAssertFalse(change.initial)
         XCTAssertEqual(change.deletions, [0])
         XCTAssertEqual(change.insertions, [2])
         XCTAssertEqual(change.modifications, [1])

@@ -8,7 +8,7 @@ import typing
 from _typeshed import Incomplete
 from collections.abc import Generator
 from dataclasses import dataclass
-__all__ = ['InternalError', 'PropertyType', 'Collection', 'PropertySpec', 'ClassSpec', 'Key', 'Value', 'FieldValue', 'ObjectEntry', 'ObjectRow', 'Durability', 'OpenOptions', 'QuarantinedInstruction', 'QuarantinedChangeset', 'ResultsChange', 'Subscription', 'SubscriptionSetState', 'SubscriptionSet', 'ClientResetMode', 'SyncOptions', 'SyncProgress', 'SizeLimit', 'TandemError', 'ObjectChange', 'CallbackError', 'ObjectListener', 'ObjectListenerImpl', 'ListenerHandleProtocol', 'ListenerHandle', 'ResultsListener', 'ResultsListenerImpl', 'ResultsProtocol', 'Results', 'TokenProvider', 'TokenProviderImpl', 'ErrorListener', 'ErrorListenerImpl', 'ProgressListener', 'ProgressListenerImpl', 'SyncState', 'SyncStateListener', 'SyncStateListenerImpl', 'PathStep', 'WriteOp', 'TransactOutcome', 'CancelTokenProtocol', 'CancelToken', 'SyncSessionProtocol', 'SyncSession', 'SubscriptionChange', 'WriteTransactionProtocol', 'WriteTransaction', 'DatabaseProtocol', 'Database', 'SyncedDatabase', 'LogLevel', 'BatchWriterProtocol', 'BatchWriter', 'LogListener', 'LogListenerImpl', 'RowCodecProtocol', 'RowCodec', 'batch_write', 'clear_log_listener', 'close_callbacks', 'open_synced', 'open_synced_blocking', 'set_log_listener']
+__all__ = ['InternalError', 'PropertyType', 'Collection', 'PropertySpec', 'ClassSpec', 'Key', 'Value', 'FieldValue', 'ObjectEntry', 'ObjectRow', 'Durability', 'OpenOptions', 'QuarantinedInstruction', 'QuarantinedChangeset', 'ResultsChange', 'ListenerHandleProtocol', 'ListenerHandle', 'ResultsObservation', 'Subscription', 'SubscriptionSetState', 'SubscriptionSet', 'ClientResetMode', 'SyncOptions', 'SyncProgress', 'SizeLimit', 'TandemError', 'ObjectChange', 'CallbackError', 'ObjectListener', 'ObjectListenerImpl', 'ResultsListener', 'ResultsListenerImpl', 'ResultsProtocol', 'Results', 'TokenProvider', 'TokenProviderImpl', 'ErrorListener', 'ErrorListenerImpl', 'ProgressListener', 'ProgressListenerImpl', 'SyncState', 'SyncStateListener', 'SyncStateListenerImpl', 'PathStep', 'WriteOp', 'TransactOutcome', 'CancelTokenProtocol', 'CancelToken', 'SyncSessionProtocol', 'SyncSession', 'SubscriptionChange', 'WriteTransactionProtocol', 'WriteTransaction', 'DatabaseProtocol', 'Database', 'SyncedDatabase', 'LogLevel', 'BatchWriterProtocol', 'BatchWriter', 'LogListener', 'LogListenerImpl', 'RowCodecProtocol', 'RowCodec', 'batch_write', 'clear_log_listener', 'close_callbacks', 'open_synced', 'open_synced_blocking', 'set_log_listener']
 
 class _UniffiRustBuffer(ctypes.Structure):
 
@@ -1125,6 +1125,70 @@ class _UniffiFfiConverterTypeResultsChange(_UniffiConverterRustBuffer):
     @staticmethod
     def write(value, buf) -> None: ...
 
+class ListenerHandleProtocol(typing.Protocol):
+    """
+    Keeps a listener registered. `cancel()` (or dropping the handle) stops delivery.
+"""
+
+    def cancel(self) -> None:
+        """
+        Stops delivery to the listener.
+"""
+
+class ListenerHandle(ListenerHandleProtocol):
+    """
+    Keeps a listener registered. `cancel()` (or dropping the handle) stops delivery.
+"""
+
+    def __init__(self, *args, **kwargs) -> None: ...
+
+    def __del__(self) -> None: ...
+
+    def cancel(self) -> None:
+        """
+        Stops delivery to the listener.
+"""
+
+class _UniffiFfiConverterTypeListenerHandle:
+
+    @staticmethod
+    def lift(value: int) -> ListenerHandle: ...
+
+    @staticmethod
+    def check_lower(value: ListenerHandle): ...
+
+    @staticmethod
+    def lower(value: ListenerHandle) -> ctypes.c_uint64: ...
+
+    @classmethod
+    def read(cls, buf: _UniffiRustBuffer) -> ListenerHandle: ...
+
+    @classmethod
+    def write(cls, value: ListenerHandle, buf: _UniffiRustBuffer): ...
+
+@dataclass
+class ResultsObservation:
+    """
+    What `Results.observe_with_initial` returns.
+"""
+    handle: ListenerHandle
+    initial: ResultsChange
+
+    def __init__(self, *, handle: ListenerHandle, initial: ResultsChange) -> None: ...
+
+    def __eq__(self, other): ...
+
+class _UniffiFfiConverterTypeResultsObservation(_UniffiConverterRustBuffer):
+
+    @staticmethod
+    def read(buf): ...
+
+    @staticmethod
+    def check_lower(value) -> None: ...
+
+    @staticmethod
+    def write(value, buf) -> None: ...
+
 @dataclass
 class Subscription:
     """
@@ -1582,47 +1646,6 @@ class _UniffiFfiConverterTypeObjectListener:
     @classmethod
     def write(cls, value: ObjectListener, buf: _UniffiRustBuffer): ...
 
-class ListenerHandleProtocol(typing.Protocol):
-    """
-    Keeps a listener registered. `cancel()` (or dropping the handle) stops delivery.
-"""
-
-    def cancel(self) -> None:
-        """
-        Stops delivery to the listener.
-"""
-
-class ListenerHandle(ListenerHandleProtocol):
-    """
-    Keeps a listener registered. `cancel()` (or dropping the handle) stops delivery.
-"""
-
-    def __init__(self, *args, **kwargs) -> None: ...
-
-    def __del__(self) -> None: ...
-
-    def cancel(self) -> None:
-        """
-        Stops delivery to the listener.
-"""
-
-class _UniffiFfiConverterTypeListenerHandle:
-
-    @staticmethod
-    def lift(value: int) -> ListenerHandle: ...
-
-    @staticmethod
-    def check_lower(value: ListenerHandle): ...
-
-    @staticmethod
-    def lower(value: ListenerHandle) -> ctypes.c_uint64: ...
-
-    @classmethod
-    def read(cls, buf: _UniffiRustBuffer) -> ListenerHandle: ...
-
-    @classmethod
-    def write(cls, value: ListenerHandle, buf: _UniffiRustBuffer): ...
-
 class _UniffiFfiConverterSequenceTypeQuarantinedChangeset(_UniffiConverterRustBuffer):
 
     @classmethod
@@ -1739,6 +1762,17 @@ class ResultsProtocol(typing.Protocol):
         deletions are always reported.
 """
 
+    def observe_with_initial(self, listener: ResultsListener, key_paths: object | list[str]=...) -> ResultsObservation:
+        """
+        `observe`, also returning the results the listener starts from (Realm's initial
+        notification): `initial` has every index of them as an insertion and their keys, and
+        the listener's first change is relative to exactly those results, however many commits
+        land meanwhile. Reading the results before or after `observe` instead can miss or
+        double a concurrent commit. The listener may be called (on the notifier thread) before
+        this returns: a binding that hands `initial` to the same consumer delivers it first.
+        Errors: `InvalidArgument` for a query or key path that does not compile.
+"""
+
     def rows(self, properties: list[str]) -> list[ObjectRow]:
         """
         The matching objects by position, in order, read in one read transaction and one
@@ -1785,6 +1819,17 @@ class Results(ResultsProtocol):
         its links (up to four levels deep) changed; `key_paths` (see
         `Database.observe_object`) narrows modifications to the paths named. Insertions and
         deletions are always reported.
+"""
+
+    def observe_with_initial(self, listener: ResultsListener, key_paths: object | list[str]=...) -> ResultsObservation:
+        """
+        `observe`, also returning the results the listener starts from (Realm's initial
+        notification): `initial` has every index of them as an insertion and their keys, and
+        the listener's first change is relative to exactly those results, however many commits
+        land meanwhile. Reading the results before or after `observe` instead can miss or
+        double a concurrent commit. The listener may be called (on the notifier thread) before
+        this returns: a binding that hands `initial` to the same consumer delivers it first.
+        Errors: `InvalidArgument` for a query or key path that does not compile.
 """
 
     def rows(self, properties: list[str]) -> list[ObjectRow]:

@@ -500,6 +500,11 @@ RustBuffer uniffi_tandem_fn_method_results_objects(uint64_t ptr, RustCallStatus 
 uint64_t uniffi_tandem_fn_method_results_observe(uint64_t ptr, uint64_t listener, RustBuffer key_paths, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_OBSERVE_WITH_INITIAL
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_OBSERVE_WITH_INITIAL
+RustBuffer uniffi_tandem_fn_method_results_observe_with_initial(uint64_t ptr, uint64_t listener, RustBuffer key_paths, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_ROWS
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_RESULTS_ROWS
 RustBuffer uniffi_tandem_fn_method_results_rows(uint64_t ptr, RustBuffer properties, RustCallStatus *_Nonnull out_status
@@ -1333,6 +1338,12 @@ uint16_t uniffi_tandem_checksum_method_results_objects(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_RESULTS_OBSERVE
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_RESULTS_OBSERVE
 uint16_t uniffi_tandem_checksum_method_results_observe(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_RESULTS_OBSERVE_WITH_INITIAL
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_METHOD_RESULTS_OBSERVE_WITH_INITIAL
+uint16_t uniffi_tandem_checksum_method_results_observe_with_initial(void
     
 );
 #endif

@@ -68,10 +68,12 @@ do {
         break
     }
     if command == "watch" {
-        try show(db)
+        // First the todos as they are, then each change.
         for try await change in try db.objects(Todo.self, where: "TRUEPREDICATE SORT(_id ASC)").changes() {
-            print("-- changed: \(change.insertions.count) new, \(change.deletions.count) gone, "
-                + "\(change.modifications.count) modified")
+            if !change.initial {
+                print("-- changed: \(change.insertions.count) new, \(change.deletions.count) gone, "
+                    + "\(change.modifications.count) modified")
+            }
             try show(db)
         }
     }

@@ -32,25 +32,39 @@ fun Database.write(block: (WriteTransaction) -> Unit): ULong? =
     }
 
 /**
- * The changes of these results as a cold [Flow]: collecting registers a [ResultsListener], and
- * cancelling the collection cancels it. Changes are buffered without limit (dropping one would
- * make the indices of the next wrong); the listener never blocks the database's notifier thread.
+ * The results as a cold [Flow] of changes: collecting registers a [ResultsListener] with
+ * [Results.observeWithInitial] and emits first the results it starts from (every index an
+ * insertion, Realm's initial notification), then each change relative to the one before, so
+ * that applying them in order never misses or doubles a commit. Cancelling the collection
+ * cancels the listener. Changes are buffered without limit (dropping one would make the
+ * indices of the next wrong); the listener never blocks the database's notifier thread.
  * Changes to linked objects count up to four levels deep; [keyPaths] (e.g. `listOf("dog.name")`)
  * narrows modifications to the paths named, at any depth.
  */
 fun Results.changes(keyPaths: List<String> = emptyList()): Flow<ResultsChange> =
     callbackFlow {
-        val handle = observe(
+        val lock = Any()
+        // Changes the notifier delivers before the initial results are sent wait here.
+        var pending: MutableList<ResultsChange>? = mutableListOf()
+        val observation = observeWithInitial(
             object : ResultsListener {
                 override fun onChange(change: ResultsChange) {
-                    trySend(change)
+                    synchronized(lock) {
+                        val queue = pending
+                        if (queue != null) queue.add(change) else trySend(change)
+                    }
                 }
             },
             keyPaths,
         )
+        synchronized(lock) {
+            trySend(observation.initial)
+            pending?.forEach { trySend(it) }
+            pending = null
+        }
         awaitClose {
-            handle.cancel()
-            handle.close()
+            observation.handle.cancel()
+            observation.handle.close()
         }
     }.buffer(Channel.UNLIMITED)
 

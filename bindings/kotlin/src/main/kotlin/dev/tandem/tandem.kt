@@ -884,6 +884,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tandem_checksum_method_results_observe(
     ): Int
+    external fun uniffi_tandem_checksum_method_results_observe_with_initial(
+    ): Int
     external fun uniffi_tandem_checksum_method_results_rows(
     ): Int
     external fun uniffi_tandem_checksum_method_resultslistener_on_change(
@@ -1077,6 +1079,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_results_observe(`ptr`: Long,`listener`: Long,`keyPaths`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_tandem_fn_method_results_observe_with_initial(`ptr`: Long,`listener`: Long,`keyPaths`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_results_rows(`ptr`: Long,`properties`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_clone_resultslistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1438,6 +1442,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_results_observe() and 0xFFFF) != 12862) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_method_results_observe_with_initial() and 0xFFFF) != 49387) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_results_rows() and 0xFFFF) != 1283) {
@@ -4943,6 +4950,17 @@ public interface ResultsInterface {
     fun `observe`(`listener`: ResultsListener, `keyPaths`: List<kotlin.String> = listOf()): ListenerHandle
     
     /**
+     * `observe`, also returning the results the listener starts from (Realm's initial
+     * notification): `initial` has every index of them as an insertion and their keys, and
+     * the listener's first change is relative to exactly those results, however many commits
+     * land meanwhile. Reading the results before or after `observe` instead can miss or
+     * double a concurrent commit. The listener may be called (on the notifier thread) before
+     * this returns: a binding that hands `initial` to the same consumer delivers it first.
+     * Errors: `InvalidArgument` for a query or key path that does not compile.
+     */
+    fun `observeWithInitial`(`listener`: ResultsListener, `keyPaths`: List<kotlin.String> = listOf()): ResultsObservation
+    
+    /**
      * The matching objects by position, in order, read in one read transaction and one
      * crossing: for each, its primary key and the values of `properties` in the order given
      * (no property names per object, no map: what a typed layer decoding by position wants).
@@ -5140,6 +5158,31 @@ open class Results: Disposable, AutoCloseable, ResultsInterface
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
     UniffiLib.uniffi_tandem_fn_method_results_observe(
+        it,
+        
+        FfiConverterTypeResultsListener.lower(`listener`),
+        FfiConverterSequenceString.lower(`keyPaths`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * `observe`, also returning the results the listener starts from (Realm's initial
+     * notification): `initial` has every index of them as an insertion and their keys, and
+     * the listener's first change is relative to exactly those results, however many commits
+     * land meanwhile. Reading the results before or after `observe` instead can miss or
+     * double a concurrent commit. The listener may be called (on the notifier thread) before
+     * this returns: a binding that hands `initial` to the same consumer delivers it first.
+     * Errors: `InvalidArgument` for a query or key path that does not compile.
+     */
+    @Throws(TandemException::class)override fun `observeWithInitial`(`listener`: ResultsListener, `keyPaths`: List<kotlin.String>): ResultsObservation {
+            return FfiConverterTypeResultsObservation.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_method_results_observe_with_initial(
         it,
         
         FfiConverterTypeResultsListener.lower(`listener`),
@@ -8439,6 +8482,64 @@ public object FfiConverterTypeResultsChange: FfiConverterRustBuffer<ResultsChang
             FfiConverterSequenceULong.write(value.`insertions`, buf)
             FfiConverterSequenceULong.write(value.`modifications`, buf)
             FfiConverterSequenceTypeKey.write(value.`keys`, buf)
+    }
+}
+
+
+
+/**
+ * What `Results.observe_with_initial` returns.
+ */
+data class ResultsObservation (
+    /**
+     * Cancels the listener (`cancel()`).
+     */
+    var `handle`: ListenerHandle
+    , 
+    /**
+     * The results the listener starts from, as a change from no results: `insertions` is
+     * `0..keys.len()`, `deletions` and `modifications` are empty, `keys` are the primary keys
+     * in the query's order.
+     */
+    var `initial`: ResultsChange
+    
+): Disposable{
+    
+
+    
+
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`handle`,
+        this.`initial`
+    )
+    }
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeResultsObservation: FfiConverterRustBuffer<ResultsObservation> {
+    override fun read(buf: ByteBuffer): ResultsObservation {
+        return ResultsObservation(
+            FfiConverterTypeListenerHandle.read(buf),
+            FfiConverterTypeResultsChange.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ResultsObservation) = (
+            FfiConverterTypeListenerHandle.allocationSize(value.`handle`) +
+            FfiConverterTypeResultsChange.allocationSize(value.`initial`)
+    )
+
+    override fun write(value: ResultsObservation, buf: ByteBuffer) {
+            FfiConverterTypeListenerHandle.write(value.`handle`, buf)
+            FfiConverterTypeResultsChange.write(value.`initial`, buf)
     }
 }
 

@@ -8,7 +8,8 @@ import java.util.Collections
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.delay
-import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.junit.jupiter.api.AfterEach
@@ -149,17 +150,62 @@ class DatabaseTest {
 
     @Test
     fun resultsChangesAsAFlow() = runBlocking {
+        db.write { tx -> tx.create("Task", intKey(0), mapOf("title" to str("before"))) }
         val results = db.query("Task", "TRUEPREDICATE SORT(_id ASC)", emptyList())
-        val first = async(Dispatchers.Default) { withTimeout(30_000) { results.changes().first() } }
+        val two = async(Dispatchers.Default) { withTimeout(30_000) { results.changes().take(2).toList() } }
         // The listener registers when collection starts; write until it has seen a change.
-        var i = 0L
-        while (!first.isCompleted) {
+        var i = 1L
+        while (!two.isCompleted) {
             db.write { tx -> tx.create("Task", intKey(i++), mapOf("title" to str("f"))) }
             delay(50)
         }
-        val change = first.await()
+        val (initial, change) = two.await()
+        assertEquals(initial.keys.indices.map { it.toULong() }, initial.insertions, initial.toString())
+        assertTrue(intKey(0) in initial.keys, initial.toString())
         assertTrue(change.insertions.isNotEmpty(), change.toString())
         assertTrue(change.insertions.all { it < change.keys.size.toULong() }, change.toString())
+    }
+
+    /** Realm's indices applied to a list of keys: deletions from the old, insertions from the new. */
+    private fun apply(keys: List<Key>, change: ResultsChange): List<Key> {
+        val gone = change.deletions.map { it.toInt() }.toSet()
+        val kept = keys.filterIndexed { index, _ -> index !in gone }.toMutableList()
+        for (index in change.insertions.map { it.toInt() }.sorted()) kept.add(index, change.keys[index])
+        return kept
+    }
+
+    @Test
+    fun changesStartExactlyWhereTheFirstChangeBegins() = runBlocking {
+        // A writer commits during the registrations: the starting results plus every change,
+        // applied in order, must give each change's own keys (a commit between reading the
+        // starting results and registering would break the chain).
+        val stop = java.util.concurrent.atomic.AtomicBoolean(false)
+        val writer = Thread {
+            var i = 0L
+            while (!stop.get()) {
+                db.write { tx ->
+                    tx.create("Task", intKey(i), mapOf("title" to str("w")))
+                    if (i >= 3) tx.erase("Task", intKey(i - 3))
+                }
+                i++
+            }
+        }
+        writer.start()
+        try {
+            repeat(10) {
+                val results = db.query("Task", "TRUEPREDICATE SORT(_id ASC)", emptyList())
+                val seen = withTimeout(30_000) { results.changes().take(4).toList() }
+                var keys = seen[0].keys
+                assertEquals(keys.indices.map { it.toULong() }, seen[0].insertions)
+                for (change in seen.drop(1)) {
+                    keys = apply(keys, change)
+                    assertEquals(change.keys, keys)
+                }
+            }
+        } finally {
+            stop.set(true)
+            writer.join()
+        }
     }
 
     class ObjectCollect : ObjectListener {
