@@ -39,6 +39,14 @@ let package = Package(
             path: "Sources/Tandem",
             linkerSettings: [.linkedLibrary("tandem"), .unsafeFlags(searchFlags)]
         ),
+        // Run by ExitTests: ends the process with Tandem's threads calling into Swift. Not in
+        // `products`, so apps depending on this package do not see it.
+        .executableTarget(
+            name: "TandemExitCheck",
+            dependencies: ["Tandem"],
+            path: "Sources/TandemExitCheck",
+            linkerSettings: [.unsafeFlags(searchFlags)]
+        ),
         .testTarget(
             name: "TandemTests",
             dependencies: ["Tandem"],

@@ -41,4 +41,8 @@ fi
 
 . bindings/swift/lib.sh
 swift_env "$target/debug"
-"$with_swift" swift test --package-path bindings/swift
+# with-swift hands only LD_LIBRARY_PATH into its Swift root: pass the suite's settings on.
+# (`swift test` also builds the TandemExitCheck executable that ExitTests runs.)
+settings=()
+[ -n "${TANDEM_EXIT_RUNS:-}" ] && settings+=("TANDEM_EXIT_RUNS=$TANDEM_EXIT_RUNS")
+"$with_swift" env ${settings[@]+"${settings[@]}"} swift test --package-path bindings/swift
