@@ -1,0 +1,91 @@
+// JVM exit with Tandem's threads calling into the JVM or with calls in flight (mirrors
+// bindings/python/tests/test_exit.py): ExitMain runs in a child JVM TANDEM_EXIT_RUNS times
+// (default 10), alternately returning from main and calling exitProcess(0), against a real
+// tandem-server; every run must exit 0 within TIMEOUT_SECONDS having printed exactly "ok".
+// A run that hangs is killed and fails the test (no further runs are started).
+//
+// Nothing calls closeCallbacks on the JVM (Python's atexit hook does): Tandem's threads go on
+// calling listeners and the log listener while the shutdown hooks run, and a call that arrives
+// once DestroyJavaVM is done is refused by the JVM (JNA writes "JNA: Can't attach native thread
+// to VM for callback: -1" to stderr and returns without calling the listener). That message came
+// in about 2% of the `return` runs of a version of ExitMain without its committing thread, always
+// after "ok" and with exit status 0, so stderr is only reported, not checked.
+
+package dev.tandem
+
+import java.io.File
+import java.nio.file.Path
+import java.util.concurrent.TimeUnit
+import org.junit.jupiter.api.AfterEach
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.BeforeEach
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.io.TempDir
+
+class ExitTest {
+    @TempDir
+    lateinit var dir: Path
+    lateinit var server: TestServer
+
+    @BeforeEach
+    fun start() {
+        server = TestServer(dir)
+    }
+
+    @AfterEach
+    fun stop() {
+        server.close()
+    }
+
+    /**
+     * The child's command line: this JVM's java and class path, and its JNA and uniffi settings
+     * (`jna.library.path` from the pom; not the two properties JNA sets itself once loaded).
+     */
+    private fun command(vararg args: String): List<String> {
+        val java = File(System.getProperty("java.home"), "bin/java").path
+        val properties = System.getProperties().stringPropertyNames()
+            .filter { it.startsWith("jna.") || it.startsWith("uniffi.") }
+            .filter { it != "jna.loaded" && it != "jna.platform.library.path" }
+            .sorted()
+            .map { "-D$it=${System.getProperty(it)}" }
+        return listOf(java, *properties.toTypedArray(), "-cp", System.getProperty("java.class.path"), "dev.tandem.ExitMain", *args)
+    }
+
+    @Test
+    fun exitWithListenersWaitsAndLogCallsInFlight() {
+        val runs = System.getenv("TANDEM_EXIT_RUNS")?.toInt() ?: 10
+        val failures = mutableListOf<String>()
+        var started = 0
+        for (run in 0 until runs) {
+            started++
+            val ending = if (run % 2 == 0) "return" else "exit"
+            val runDir = dir.resolve("run$run").toFile().apply { mkdirs() }
+            val stdout = File(runDir, "stdout")
+            val stderr = File(runDir, "stderr")
+            val process = ProcessBuilder(
+                command(server.url, server.ca, makeToken(listOf("/todos")), runDir.path, ending),
+            ).redirectOutput(stdout).redirectError(stderr).start()
+            val exited = process.waitFor(TIMEOUT_SECONDS, TimeUnit.SECONDS)
+            if (!exited) {
+                process.destroyForcibly()
+                process.waitFor(10, TimeUnit.SECONDS)
+            }
+            val out = stdout.readText()
+            if (!exited || process.exitValue() != 0 || out != "ok\n") {
+                val status = if (exited) "exit ${process.exitValue()}" else "still running after $TIMEOUT_SECONDS s (killed)"
+                failures += "run $run ($ending): $status, stdout ${out.quoted()}, stderr ${stderr.readText().takeLast(800).quoted()}"
+            }
+            if (!exited) break
+        }
+        assertTrue(failures.isEmpty()) {
+            val hung = if (started < runs) " (the last one hung: no more were started)" else ""
+            "${failures.size} of $started runs failed$hung:\n" + failures.joinToString("\n")
+        }
+    }
+
+    private fun String.quoted() = "\"" + replace("\\", "\\\\").replace("\n", "\\n").replace("\"", "\\\"") + "\""
+
+    companion object {
+        const val TIMEOUT_SECONDS = 60L
+    }
+}
