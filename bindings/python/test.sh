@@ -12,7 +12,7 @@ rm -rf dist
 maturin build -q -o dist
 python3 -m pip install -q --force-reinstall --no-deps dist/tandem-*.whl
 (cd ../.. && cargo build -q --profile test --all-features --bins)  # as the suite built it
-generated=$(cd "${TMPDIR:-/tmp}" && python3 -c 'import tandem.tandem.tandem as m; print(m.__file__)')
+generated=$(cd "${TMPDIR:-/tmp}" && python3 -c 'import importlib; print(importlib.import_module("tandem.tandem.tandem").__file__)')
 python3 stubgen.py "$generated" "${TMPDIR:-/tmp}/tandem-stub.pyi"
 if ! diff -u python/tandem/tandem/tandem.pyi "${TMPDIR:-/tmp}/tandem-stub.pyi" > /dev/null; then
     echo "python/tandem/tandem/tandem.pyi is stale: run python3 bindings/python/stubgen.py $generated" >&2

@@ -661,6 +661,30 @@ Target = Union[M, Tuple[Type[M], Any]]
 _BATCH_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def _refuse(o: Any) -> Any:
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+# ``JSONEncoder.encode`` still builds its C encoder (``_json.make_encoder``) on every call; this
+# is that encoder built once, with the same options. It keeps no state between calls when it
+# checks no cycles (``markers`` None; a shared markers dict would be shared by threads and keeps
+# stale entries after an error), so a value containing itself is a RecursionError here rather
+# than a ValueError. ``None`` where the C accelerator is missing (PyPy): then the encoder above.
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_BATCH_C_ENCODER: Any = (
+    _c_make_encoder(None, _refuse, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def _encode_batch(ops: List[Any]) -> str:
+    """``ops`` as compact JSON (non-ASCII as is); ValueError for a NaN or an infinity."""
+    if _BATCH_C_ENCODER is not None:
+        return "".join(_BATCH_C_ENCODER(ops, 0))
+    return _BATCH_ENCODER.encode(ops)
+
+
 class TypedTransaction:
     """The operations of one write, sent to the database in one crossing when the ``with``
     block ends (see :meth:`TypedDatabase.write`). Values are encoded when the operation is
@@ -814,9 +838,9 @@ class TypedTransaction:
         if not self._ops:
             return None
         try:
-            text = _BATCH_ENCODER.encode(self._ops)
+            text = _encode_batch(self._ops)
         except ValueError:  # a NaN or an infinity: JSON has no spelling for them
-            text = _BATCH_ENCODER.encode(_spell_floats(self._ops))
+            text = _encode_batch(_spell_floats(self._ops))
         return text.encode()
 
 
