@@ -8,6 +8,7 @@ import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import kotlinx.coroutines.flow.flowOn
+import kotlinx.coroutines.flow.map
 
 /**
  * The objects of one model class matching a query, in the query's order. Live: every call
@@ -91,6 +92,40 @@ class TypedResults<T : Any> internal constructor(
         }
     }.flowOn(Dispatchers.IO)
 
+    /**
+     * A cold [Flow] of [TypedResultsChange]s: first the results collection starts from
+     * ([TypedResultsChange.initial], every index an insertion), then each change with Realm's
+     * indices, relative to the one before (see [Results.changes]: applied in order they never
+     * miss or double a commit). [TypedResultsChange.objects] are read when the change is
+     * emitted, on [Dispatchers.IO]. [keyPaths] narrows modifications as in [Results.changes].
+     */
+    fun changes(keyPaths: List<String> = emptyList()): Flow<TypedResultsChange<T>> {
+        var initial = true
+        return raw.changes(keyPaths).map { change ->
+            TypedResultsChange(
+                objects = toList(),
+                deletions = change.deletions.map { it.toInt() },
+                insertions = change.insertions.map { it.toInt() },
+                modifications = change.modifications.map { it.toInt() },
+                initial = initial.also { initial = false },
+            )
+        }.flowOn(Dispatchers.IO)
+    }
+
     /** Frees the native results now. */
     override fun close() = raw.close()
 }
+
+/** A change to live typed results: Realm-style indices and the objects after it. */
+data class TypedResultsChange<T : Any>(
+    /** The results when the change was emitted, in order. */
+    val objects: List<T>,
+    /** Indices in the old results of objects no longer there. */
+    val deletions: List<Int>,
+    /** Indices in the new results of objects new there. */
+    val insertions: List<Int>,
+    /** Indices in the new results of objects whose content changed. */
+    val modifications: List<Int>,
+    /** This is the results the flow starts from (Realm's initial notification), not a change. */
+    val initial: Boolean,
+)

@@ -363,6 +363,27 @@ class TypedTest {
     }
 
     @Test
+    fun changesStartWithTheInitialResultsThenIndices() = runBlocking {
+        db.write { add(TypedTask(1, "a")); add(TypedTask(2, "b")) }
+        val results = db.query<TypedTask>("TRUEPREDICATE SORT(_id ASC)")
+        val seen = Channel<TypedResultsChange<TypedTask>>(Channel.UNLIMITED)
+        val job = launch(Dispatchers.Default) { results.changes().collect { seen.send(it) } }
+        withTimeout(30_000) {
+            val initial = seen.receive()
+            assertTrue(initial.initial)
+            assertEquals(listOf(0, 1), initial.insertions)
+            assertEquals(listOf(TypedTask(1, "a"), TypedTask(2, "b")), initial.objects)
+            db.writeAsync { delete<TypedTask>(1L); add(TypedTask(3, "c")) }
+            val change = seen.receive()
+            assertFalse(change.initial)
+            assertEquals(listOf(0), change.deletions)
+            assertEquals(listOf(1), change.insertions)
+            assertEquals(listOf(TypedTask(2, "b"), TypedTask(3, "c")), change.objects)
+        }
+        job.cancel()
+    }
+
+    @Test
     fun objectFlowEmitsChangesThenNullWhenDeleted() = runBlocking {
         db.write { add(TypedTask(1, "first")) }
         val seen = Channel<TypedTask?>(Channel.UNLIMITED)
