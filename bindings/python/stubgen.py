@@ -9,7 +9,11 @@ docstrings, for IDEs) with two changes made on its syntax tree:
 
 - each variant class that the generated module rebinds that way names its enum as its base;
 - each field of a record or a variant that ``stubgen`` left untyped (``value = ...``) takes
-  the annotation of the ``__init__`` parameter of the same name.
+  the annotation of the ``__init__`` parameter of the same name, and a built-in type such a
+  field shadows (``bytes: bytes``) is spelled ``builtins.bytes`` in that class;
+- each error type, which the generated module declares twice (an exception class, then a
+  class of variants subclassing it under a temporary name), is one exception class holding
+  its variants, each a subclass of it.
 
 Run: ``python3 bindings/python/stubgen.py GENERATED_TANDEM_PY [OUT]`` (``OUT`` defaults to the
 committed stub). ``bindings/python/test.sh`` regenerates it from the wheel it built and fails if
@@ -18,6 +22,7 @@ mypy version: ``test.sh`` pins it.
 """
 
 import ast
+import builtins
 import os
 import re
 import subprocess
@@ -34,6 +39,8 @@ HEADER = (
 # mypy's stubgen entry point (`python -m mypy.stubgen` fails when mypy is compiled).
 STUBGEN = "import sys; from mypy.stubgen import main; main(sys.argv[1:])"
 # `Key.INT = type("Key.INT", (Key.INT, Key,), {})`: the generated module's variant rebinding.
+# `_UniffiTempTandemError = TandemError`: an error declared twice (see merge_errors).
+ERROR_TEMP = re.compile(r"^_UniffiTemp(\w+) = \1$", re.M)
 REBIND = re.compile(r'^(\w+)\.(\w+) = type\("\1\.\2", \(\1\.\2, \1,?\), \{\}\)', re.M)
 
 
@@ -66,6 +73,72 @@ def type_fields(cls: ast.ClassDef) -> None:
             )
 
 
+class _QualifyBuiltins(ast.NodeTransformer):
+    """Spells a built-in type whose name a class field shadows as ``builtins.<name>``."""
+
+    def __init__(self, shadowed: set) -> None:
+        self.shadowed = shadowed
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.shadowed:
+            return ast.copy_location(
+                ast.Attribute(value=ast.Name(id="builtins", ctx=ast.Load()), attr=node.id, ctx=node.ctx),
+                node,
+            )
+        return node
+
+
+def qualify_shadowed_builtins(cls: ast.ClassDef) -> bool:
+    """A field named like a built-in type (``bytes: bytes``) hides that type from the rest of
+    the class body, so ``__init__(self, bytes: bytes)`` would take anything: such annotations
+    are spelled ``builtins.bytes``. Returns whether any was."""
+    fields = {
+        item.target.id
+        for item in cls.body
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+    }
+    shadowed = {name for name in fields if isinstance(getattr(builtins, name, None), type)}
+    if not shadowed:
+        return False
+    qualify = _QualifyBuiltins(shadowed)
+    for item in cls.body:
+        if isinstance(item, ast.AnnAssign):
+            item.annotation = qualify.visit(item.annotation)
+        elif isinstance(item, ast.FunctionDef):
+            args = item.args
+            for a in args.posonlyargs + args.args + args.kwonlyargs:
+                if a.annotation is not None:
+                    a.annotation = qualify.visit(a.annotation)
+            if item.returns is not None:
+                item.returns = qualify.visit(item.returns)
+    return True
+
+
+def merge_errors(stub: ast.Module, names: set) -> int:
+    """uniffi declares an error ``E`` twice: ``class E(Exception)``, bound to ``_UniffiTempE``,
+    then a ``class E`` holding the variants, each a subclass of ``_UniffiTempE``. mypy keeps the
+    first and cannot see ``_UniffiTempE``; the stub has one ``class E(Exception)`` holding the
+    variants, each a subclass of ``E``. Returns how many errors were merged."""
+    merged = 0
+    for name in sorted(names):
+        defs = [c for c in stub.body if isinstance(c, ast.ClassDef) and c.name == name]
+        if len(defs) != 2:
+            continue
+        first, second = defs
+        second.bases = [ast.Name(id="Exception", ctx=ast.Load())]
+        for variant in second.body:
+            if isinstance(variant, ast.ClassDef):
+                variant.bases = [
+                    ast.Name(id=name, ctx=ast.Load())
+                    if isinstance(b, ast.Name) and b.id == "_UniffiTemp" + name
+                    else b
+                    for b in variant.bases
+                ]
+        stub.body.remove(first)
+        merged += 1
+    return merged
+
+
 def patch(stub: ast.Module, pairs: set) -> int:
     """Types every class's fields, and gives each variant class its enum as base; returns how
     many variants were patched."""
@@ -74,10 +147,12 @@ def patch(stub: ast.Module, pairs: set) -> int:
         if not isinstance(enum, ast.ClassDef):
             continue
         type_fields(enum)
+        qualify_shadowed_builtins(enum)
         for variant in enum.body:
             if not isinstance(variant, ast.ClassDef):
                 continue
             type_fields(variant)
+            qualify_shadowed_builtins(variant)
             if (enum.name, variant.name) in pairs:
                 variant.bases = [ast.Name(id=enum.name, ctx=ast.Load())]
                 patched += 1
@@ -90,7 +165,9 @@ def main() -> None:
     generated = sys.argv[1]
     out = sys.argv[2] if len(sys.argv) == 3 else DEFAULT_OUT
     with open(generated, encoding="utf-8") as f:
-        pairs = variant_pairs(f.read())
+        source = f.read()
+    pairs = variant_pairs(source)
+    errors = set(ERROR_TEMP.findall(source))
     if not pairs:
         sys.exit(f"{generated}: no enum variant rebinding found (another uniffi generator?)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +185,11 @@ def main() -> None:
     patched = patch(stub, pairs)
     if patched != len(pairs):
         sys.exit(f"patched {patched} of {len(pairs)} enum variants: the stub's layout changed")
+    merged = merge_errors(stub, errors)
+    if merged != len(errors):
+        sys.exit(f"merged {merged} of {len(errors)} error types: the stub's layout changed")
+    # `builtins.bytes` (qualify_shadowed_builtins) needs the module imported.
+    stub.body.insert(0, ast.Import(names=[ast.alias(name="builtins")]))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         # ast.unparse puts each `...` body on a line of its own; stubs keep it on the `def` line.

@@ -12,11 +12,16 @@ rm -rf dist
 maturin build -q -o dist
 python3 -m pip install -q --force-reinstall --no-deps dist/tandem-*.whl
 (cd ../.. && cargo build -q --profile test --all-features --bins)  # as the suite built it
-generated=$(cd "${TMPDIR:-/tmp}" && python3 -c 'import importlib; print(importlib.import_module("tandem.tandem.tandem").__file__)')
-python3 stubgen.py "$generated" "${TMPDIR:-/tmp}/tandem-stub.pyi"
-if ! diff -u python/tandem/tandem/tandem.pyi "${TMPDIR:-/tmp}/tandem-stub.pyi" > /dev/null; then
-    echo "python/tandem/tandem/tandem.pyi is stale: run python3 bindings/python/stubgen.py $generated" >&2
-    exit 1
+# The stub is made with Python 3.11 (ast.unparse spells a few things differently in others).
+if python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    generated=$(cd "${TMPDIR:-/tmp}" && python3 -c 'import importlib; print(importlib.import_module("tandem.tandem.tandem").__file__)')
+    python3 stubgen.py "$generated" "${TMPDIR:-/tmp}/tandem-stub.pyi"
+    if ! diff -u python/tandem/tandem/tandem.pyi "${TMPDIR:-/tmp}/tandem-stub.pyi" > /dev/null; then
+        echo "python/tandem/tandem/tandem.pyi is stale: run python3 bindings/python/stubgen.py $generated" >&2
+        exit 1
+    fi
+else
+    echo "test.sh: the type stub was not checked: it is made with Python 3.11, this is $(python3 --version)" >&2
 fi
 python3 -m pytest -q tests
 # mypy runs outside the source tree so that it checks the installed package (py.typed).

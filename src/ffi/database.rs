@@ -362,7 +362,8 @@ impl Results {
     /// land meanwhile. Reading the results before or after `observe` instead can miss or
     /// double a concurrent commit. The listener may be called (on the notifier thread) before
     /// this returns: a binding that hands `initial` to the same consumer delivers it first.
-    /// Errors: `InvalidArgument` for a query or key path that does not compile.
+    /// Errors: `InvalidArgument` for a key path that does not exist (the query itself compiled
+    /// when these results were made).
     #[uniffi::method(default(key_paths = []))]
     pub fn observe_with_initial(
         &self,

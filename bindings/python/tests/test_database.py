@@ -34,6 +34,12 @@ def test_write_is_a_block_or_a_list_as_the_typing_says(tmp_path):
     assert title(db, 2) == "as a list"
 
 
+def test_error_variants_are_caught_as_typed(db):
+    from untyped_fixture import refused
+
+    assert "Nope" in refused(db)
+
+
 def test_an_exception_rolls_the_block_back(db):
     with pytest.raises(RuntimeError):
         with db.write() as tx:

@@ -8,6 +8,7 @@ import random
 import struct
 import sys
 import threading
+import time
 import uuid
 from typing import Annotated, Any, List
 
@@ -194,7 +195,7 @@ def test_typed_results_and_object_listeners(tdb):
     seen: List[Any] = []
     objects: List[Any] = []
     h1 = results.observe(seen.append)
-    assert seen == [tandem.TypedResultsChange([], [0], [], [Person(id=1, name="a")], True)]
+    assert seen == [tandem.TypedResultsChange([], [0], [], [Person(id=1, name="a")], True, [1])]
     h2 = tdb.observe((Person, 1), objects.append)
     with tdb.write() as tx:
         tx.add(Person(id=2, name="b"))
@@ -212,6 +213,52 @@ def test_typed_results_and_object_listeners(tdb):
     assert objects[-1] == tandem.TypedObjectChange(True, [], None)
     h1.cancel()
     h2.cancel()
+
+
+def test_typed_observe_starts_exactly_where_the_first_change_begins(tdb):
+    # A writer commits while typed listeners register: the initial keys plus every change,
+    # applied in order, give each change's own keys (the held-back path of observe()).
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            with tdb.write() as tx:
+                tx.add(Person(id=i, name="w"))
+                if i >= 3:
+                    tx.delete((Person, i - 3))
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        listeners = []
+        for _ in range(20):
+            seen: List[Any] = []
+
+            def record(change: Any, seen: List[Any] = seen) -> None:
+                seen.append(change)
+                if change.initial:
+                    time.sleep(0.02)  # commits land meanwhile: they are held back, then delivered
+
+            handle = tdb.objects(Person, "TRUEPREDICATE SORT(id ASC)").observe(record)
+            listeners.append((handle, seen))
+        eventually(lambda: all(len(seen) >= 3 for _, seen in listeners))
+    finally:
+        stop.set()
+        thread.join()
+    for handle, seen in listeners:
+        handle.cancel()
+        first, rest = seen[0], list(seen[1:])
+        assert first.initial and first.insertions == list(range(len(first.keys)))
+        keys = first.keys
+        for change in rest:
+            assert not change.initial
+            gone = set(change.deletions)
+            keys = [k for i, k in enumerate(keys) if i not in gone]
+            for i in sorted(change.insertions):
+                keys.insert(i, change.keys[i])
+            assert keys == change.keys
 
 
 def test_async_iteration_of_changes(tdb):

@@ -46,3 +46,17 @@ def misuse(raw: tandem.Database) -> None:
     field: tandem.FieldValue = tandem.FieldValue.SINGLE(tandem.Value.INT(1))
     key: tandem.Key = field  # type: ignore[assignment]
     del key
+    # A field named like a built-in type (bytes) keeps the built-in type in its constructor.
+    tandem.Key.UUID("not bytes")  # type: ignore[arg-type]
+    tandem.Value.OBJECT_ID(42)  # type: ignore[arg-type]
+
+
+def refused(raw: tandem.Database) -> str:
+    """An error variant is an exception class under its error type, as at run time."""
+    try:
+        raw.query("Nope", "TRUEPREDICATE", [])
+    except tandem.TandemError.InvalidArgument as e:
+        return str(e)
+    except tandem.TandemError as e:
+        return "other: " + str(e)
+    return "no error"

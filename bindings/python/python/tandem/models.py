@@ -860,6 +860,9 @@ class TypedResultsChange(Generic[M]):
     meanwhile can show here already; the next change reports it."""
     initial: bool = False
     """This is the starting results (Realm's initial notification), not a change."""
+    keys: List[Any] = dataclasses.field(default_factory=list)
+    """The primary keys of the results just after this change, in order: exactly what the
+    indices refer to (``objects`` may be newer)."""
 
 
 @dataclasses.dataclass
@@ -962,16 +965,17 @@ class LiveResults(Generic[M]):
     def observe(
         self, callback: Callable[[TypedResultsChange[M]], None], key_paths: Sequence[str] = ()
     ) -> Any:
-        """Calls ``callback`` first with the results the listener starts from (``initial``, on
-        the calling thread, before this returns), then on Tandem's notifier thread whenever
-        they change, each change relative to the one before: no commit between reading the
-        results and registering is missed or counted twice. Returns a handle whose
+        """Calls ``callback`` first with the results the listener starts from (``initial``),
+        then after every change, each relative to the one before: no commit between reading
+        the results and registering is missed or counted twice. The initial call, and calls for
+        changes that land while it runs, are made on the calling thread before this returns;
+        the later ones on Tandem's notifier thread. Returns a handle whose
         ``cancel()`` stops it. ``key_paths`` narrows modifications to the properties named
         (``"dog.name"``, ``*``). An exception from the initial call cancels the listener and
         propagates; raises ``TandemError.InvalidArgument`` for a key path that does not
         exist."""
         lock = threading.Lock()
-        pending: Optional[List[Any]] = []  # changes that came before the initial call ended
+        pending: Optional[List[Any]] = []  # changes that came before the held-back ones ended
 
         def deliver(change: Any, initial: bool = False) -> None:
             callback(
@@ -981,25 +985,32 @@ class LiveResults(Generic[M]):
                     list(change.modifications),
                     self.snapshot(),
                     initial,
+                    [_from_key(k) for k in change.keys],
                 )
             )
 
         def on_change(change: Any) -> None:
-            with lock:  # in order: after the initial call and the changes queued behind it
+            with lock:  # held back until observe() has delivered what came before it
                 if pending is not None:
                     pending.append(change)
-                else:
-                    deliver(change)
+                    return
+            deliver(change)
 
         observation = self._raw.observe_with_initial(
             _CallbackResults(on_change), key_paths=list(key_paths)
         )
         try:
-            with lock:
-                deliver(observation.initial, initial=True)
-                for change in pending or ():
+            # Callbacks run without the lock held, so the notifier thread (which serves every
+            # listener of the database) is never blocked by one: it queues and goes on.
+            deliver(observation.initial, initial=True)
+            while True:
+                with lock:
+                    held, pending = pending or [], []
+                    if not held:
+                        pending = None
+                        break
+                for change in held:
                     deliver(change)
-                pending = None
         except BaseException:
             observation.handle.cancel()
             raise

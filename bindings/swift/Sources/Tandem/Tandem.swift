@@ -2361,7 +2361,8 @@ public protocol ResultsProtocol: AnyObject, Sendable {
      * land meanwhile. Reading the results before or after `observe` instead can miss or
      * double a concurrent commit. The listener may be called (on the notifier thread) before
      * this returns: a binding that hands `initial` to the same consumer delivers it first.
-     * Errors: `InvalidArgument` for a query or key path that does not compile.
+     * Errors: `InvalidArgument` for a key path that does not exist (the query itself compiled
+     * when these results were made).
      */
     func observeWithInitial(listener: ResultsListener, keyPaths: [String]) throws  -> ResultsObservation
     
@@ -2505,7 +2506,8 @@ open func observe(listener: ResultsListener, keyPaths: [String] = [])throws  -> 
      * land meanwhile. Reading the results before or after `observe` instead can miss or
      * double a concurrent commit. The listener may be called (on the notifier thread) before
      * this returns: a binding that hands `initial` to the same consumer delivers it first.
-     * Errors: `InvalidArgument` for a query or key path that does not compile.
+     * Errors: `InvalidArgument` for a key path that does not exist (the query itself compiled
+     * when these results were made).
      */
 open func observeWithInitial(listener: ResultsListener, keyPaths: [String] = [])throws  -> ResultsObservation  {
     return try  FfiConverterTypeResultsObservation_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
@@ -9129,7 +9131,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_results_observe() != 12862) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_results_observe_with_initial() != 49387) {
+    if (uniffi_tandem_checksum_method_results_observe_with_initial() != 33089) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_results_rows() != 1283) {

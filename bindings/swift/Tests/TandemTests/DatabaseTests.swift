@@ -121,9 +121,11 @@ final class DatabaseTests: XCTestCase {
             try tx.create(className: "Task", key: .int(value: 1), values: ["title": .string(value: "a")])
         }
         var iterator = stream.makeAsyncIterator()
-        let initial = await iterator.next()  // the results it started from: empty, or the write
-        var change = initial
-        if initial?.keys == [] { change = await iterator.next() }
+        // `changes()` registered before the write: it starts from no results.
+        let initial = await iterator.next()
+        XCTAssertEqual(initial?.keys, [])
+        XCTAssertEqual(initial?.insertions, [])
+        let change = await iterator.next()
         XCTAssertEqual(change?.insertions, [0])
         XCTAssertEqual(change?.keys, [.int(value: 1)])
     }

@@ -8,7 +8,6 @@ import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import kotlinx.coroutines.flow.flowOn
-import kotlinx.coroutines.flow.map
 
 /**
  * The objects of one model class matching a query, in the query's order. Live: every call
@@ -99,18 +98,21 @@ class TypedResults<T : Any> internal constructor(
      * miss or double a commit). [TypedResultsChange.objects] are read when the change is
      * emitted, on [Dispatchers.IO]. [keyPaths] narrows modifications as in [Results.changes].
      */
-    fun changes(keyPaths: List<String> = emptyList()): Flow<TypedResultsChange<T>> {
-        var initial = true
-        return raw.changes(keyPaths).map { change ->
-            TypedResultsChange(
-                objects = toList(),
-                deletions = change.deletions.map { it.toInt() },
-                insertions = change.insertions.map { it.toInt() },
-                modifications = change.modifications.map { it.toInt() },
-                initial = initial.also { initial = false },
+    fun changes(keyPaths: List<String> = emptyList()): Flow<TypedResultsChange<T>> = flow {
+        var initial = true // per collection: each one starts with its own initial results
+        raw.changes(keyPaths).collect { change ->
+            emit(
+                TypedResultsChange(
+                    objects = toList(),
+                    deletions = change.deletions.map { it.toInt() },
+                    insertions = change.insertions.map { it.toInt() },
+                    modifications = change.modifications.map { it.toInt() },
+                    initial = initial,
+                ),
             )
-        }.flowOn(Dispatchers.IO)
-    }
+            initial = false
+        }
+    }.flowOn(Dispatchers.IO)
 
     /** Frees the native results now. */
     override fun close() = raw.close()

@@ -1444,7 +1444,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_results_observe() and 0xFFFF) != 12862) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_results_observe_with_initial() and 0xFFFF) != 49387) {
+    if ((lib.uniffi_tandem_checksum_method_results_observe_with_initial() and 0xFFFF) != 33089) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_results_rows() and 0xFFFF) != 1283) {
@@ -4956,7 +4956,8 @@ public interface ResultsInterface {
      * land meanwhile. Reading the results before or after `observe` instead can miss or
      * double a concurrent commit. The listener may be called (on the notifier thread) before
      * this returns: a binding that hands `initial` to the same consumer delivers it first.
-     * Errors: `InvalidArgument` for a query or key path that does not compile.
+     * Errors: `InvalidArgument` for a key path that does not exist (the query itself compiled
+     * when these results were made).
      */
     fun `observeWithInitial`(`listener`: ResultsListener, `keyPaths`: List<kotlin.String> = listOf()): ResultsObservation
     
@@ -5176,7 +5177,8 @@ open class Results: Disposable, AutoCloseable, ResultsInterface
      * land meanwhile. Reading the results before or after `observe` instead can miss or
      * double a concurrent commit. The listener may be called (on the notifier thread) before
      * this returns: a binding that hands `initial` to the same consumer delivers it first.
-     * Errors: `InvalidArgument` for a query or key path that does not compile.
+     * Errors: `InvalidArgument` for a key path that does not exist (the query itself compiled
+     * when these results were made).
      */
     @Throws(TandemException::class)override fun `observeWithInitial`(`listener`: ResultsListener, `keyPaths`: List<kotlin.String>): ResultsObservation {
             return FfiConverterTypeResultsObservation.lift(

@@ -9,6 +9,7 @@ import java.time.Instant
 import java.util.UUID
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
@@ -367,7 +368,8 @@ class TypedTest {
         db.write { add(TypedTask(1, "a")); add(TypedTask(2, "b")) }
         val results = db.query<TypedTask>("TRUEPREDICATE SORT(_id ASC)")
         val seen = Channel<TypedResultsChange<TypedTask>>(Channel.UNLIMITED)
-        val job = launch(Dispatchers.Default) { results.changes().collect { seen.send(it) } }
+        val flow = results.changes()
+        val job = launch(Dispatchers.Default) { flow.collect { seen.send(it) } }
         withTimeout(30_000) {
             val initial = seen.receive()
             assertTrue(initial.initial)
@@ -379,6 +381,10 @@ class TypedTest {
             assertEquals(listOf(0), change.deletions)
             assertEquals(listOf(1), change.insertions)
             assertEquals(listOf(TypedTask(2, "b"), TypedTask(3, "c")), change.objects)
+            // A second collection of the same flow starts from its own initial results.
+            val again = flow.first()
+            assertTrue(again.initial)
+            assertEquals(listOf(TypedTask(2, "b"), TypedTask(3, "c")), again.objects)
         }
         job.cancel()
     }
