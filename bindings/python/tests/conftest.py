@@ -144,6 +144,16 @@ def flx_options(server, user):
     return options(server, path="/flx", token=make_token(["/flx"], subject=user), flexible=True)
 
 
+def apply_change(keys, change):
+    """Realm's indices applied to a list of keys: deletions from the old, then insertions
+    (taken from the change's keys) into the new."""
+    gone = set(change.deletions)
+    kept = [k for i, k in enumerate(keys) if i not in gone]
+    for i in sorted(change.insertions):
+        kept.insert(i, change.keys[i])
+    return kept
+
+
 def eventually(check, seconds=30):
     deadline = time.time() + seconds
     while not check():

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 import tandem
-from conftest import eventually, task_classes
+from conftest import apply_change, eventually, task_classes
 
 
 def title(db, key):
@@ -99,16 +99,6 @@ def test_results_listener_indices_and_a_throwing_listener(db):
     assert len(good.changes) == 1, "no delivery after cancel()"
 
 
-def apply(keys, change):
-    """Realm's indices applied to a list of keys: deletions from the old, then insertions
-    (taken from the change's keys) into the new."""
-    gone = set(change.deletions)
-    kept = [k for i, k in enumerate(keys) if i not in gone]
-    for i in sorted(change.insertions):
-        kept.insert(i, change.keys[i])
-    return kept
-
-
 def test_observe_with_initial_starts_exactly_where_the_first_change_begins(db):
     # A writer commits while the listener registers: the starting results plus every change,
     # applied in order, must give each change's own keys (a commit between the read of the
@@ -143,7 +133,7 @@ def test_observe_with_initial_starts_exactly_where_the_first_change_begins(db):
     for observation, listener, keys in observations:
         observation.handle.cancel()
         for change in list(listener.changes):
-            keys = apply(keys, change)
+            keys = apply_change(keys, change)
             assert keys == change.keys
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, List
 import pytest
 
 import tandem
-from conftest import eventually
+from conftest import apply_change, eventually
 from models_fixture import MODELS, Address, Dog, Geo, Note, Person
 
 UTC = datetime.timezone.utc
@@ -254,10 +254,7 @@ def test_typed_observe_starts_exactly_where_the_first_change_begins(tdb):
         keys = first.keys
         for change in rest:
             assert not change.initial
-            gone = set(change.deletions)
-            keys = [k for i, k in enumerate(keys) if i not in gone]
-            for i in sorted(change.insertions):
-                keys.insert(i, change.keys[i])
+            keys = apply_change(keys, change)
             assert keys == change.keys
 
 

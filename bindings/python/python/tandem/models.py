@@ -74,11 +74,6 @@ from typing import (
 
 from . import tandem as _ffi
 
-# The generated enum variants' constructors carry no annotations.
-_Value: Any = _ffi.Value
-_Key: Any = _ffi.Key
-_Change: Any = _ffi.SubscriptionChange
-
 if sys.version_info >= (3, 11):
     from typing import dataclass_transform
 elif typing.TYPE_CHECKING:
@@ -1173,22 +1168,22 @@ class MutableSubscriptionSet:
         once."""
         values = [to_value(a) for a in args]
         self.changes.append(
-            _Change.ADD(name=name, class_name=self._class_name(model), query=query, args=values)
+            _ffi.SubscriptionChange.ADD(name=name, class_name=self._class_name(model), query=query, args=values)
         )
         return self
 
     def remove(self, name: str) -> "MutableSubscriptionSet":
         """Removes the subscription called ``name`` (nothing if there is none)."""
-        self.changes.append(_Change.REMOVE(name=name))
+        self.changes.append(_ffi.SubscriptionChange.REMOVE(name=name))
         return self
 
     def remove_all(self, model: Union[Type[Model], str, None] = None) -> "MutableSubscriptionSet":
         """Removes every subscription on ``model`` (a model class or a class name), or every
         subscription when ``model`` is ``None``."""
         if model is None:
-            self.changes.append(_Change.CLEAR())
+            self.changes.append(_ffi.SubscriptionChange.CLEAR())
         else:
-            self.changes.append(_Change.REMOVE_CLASS(class_name=self._class_name(model)))
+            self.changes.append(_ffi.SubscriptionChange.REMOVE_CLASS(class_name=self._class_name(model)))
         return self
 
 

@@ -4,7 +4,8 @@
 // tandem-server; every run must exit 0 within TIMEOUT_SECONDS having printed exactly "ok".
 // A run that hangs is killed and fails the test (no further runs are started).
 //
-// Nothing calls closeCallbacks on the JVM (Python's atexit hook does): Tandem's threads go on
+// ExitMain uses the untyped API, so no shutdown hook calls closeCallbacks (the typed
+// TandemDatabase registers one, as Python's atexit hook does): Tandem's threads go on
 // calling listeners and the log listener while the shutdown hooks run, and a call that arrives
 // once DestroyJavaVM is done is refused by the JVM (JNA writes "JNA: Can't attach native thread
 // to VM for callback: -1" to stderr and returns without calling the listener). That message came
