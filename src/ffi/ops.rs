@@ -62,6 +62,26 @@ pub enum WriteOp {
         /// Property values to write.
         values: HashMap<String, Value>,
     },
+    /// Creates one object per row: the batch form of `Create` for many objects of one class
+    /// written with the same properties (a typed layer's `add` of many models), without a map
+    /// and property names per object. Row `i` is the object with key `keys[i]` and the values
+    /// `values[i * properties.len()..(i + 1) * properties.len()]`, one per name in
+    /// `properties` (the primary key is not among them). Each row is performed exactly as the
+    /// `Create` with those values would be, in row order.
+    ///
+    /// Errors: `values.len()` not `keys.len() * properties.len()`, or a name repeated in
+    /// `properties`, is `InvalidArgument` (nothing is written); a row fails as its `Create`
+    /// would, named `row i`.
+    CreateRows {
+        /// The class.
+        class_name: String,
+        /// The properties each row gives a value of, in the order of its values.
+        properties: Vec<String>,
+        /// The new objects' primary keys, one per row.
+        keys: Vec<Key>,
+        /// The rows' values, row after row (`keys.len() * properties.len()` of them).
+        values: Vec<Value>,
+    },
     /// Writes one single-valued property (`Update`); with a `path`, a field of an embedded
     /// object (null there removes an embedded object).
     Set {
@@ -343,6 +363,65 @@ fn with_values<T>(
     Ok(f(&named)?)
 }
 
+/// `WriteOp::CreateRows`: each row as the `Create` of its values, whose names are taken in
+/// sorted order as `with_values` takes a `Create`'s (so both record the same instructions).
+fn create_rows(
+    tx: &mut store::WriteTransaction<'_>,
+    class_name: &str,
+    properties: &[String],
+    keys: Vec<Key>,
+    values: Vec<Value>,
+) -> Result<(), TandemError> {
+    let width = properties.len();
+    if keys.len().checked_mul(width) != Some(values.len()) {
+        return Err(TandemError::InvalidArgument {
+            message: format!(
+                "CreateRows of {class_name}: {} values for {} rows of {width} properties",
+                values.len(),
+                keys.len()
+            ),
+        });
+    }
+    // The positions of the properties in name order.
+    let mut order: Vec<usize> = (0..width).collect();
+    order.sort_by(|&a, &b| properties[a].cmp(&properties[b]));
+    if let Some(w) = order
+        .windows(2)
+        .find(|w| properties[w[0]] == properties[w[1]])
+    {
+        return Err(TandemError::InvalidArgument {
+            message: format!(
+                "CreateRows of {class_name}: property {} given twice",
+                properties[w[0]]
+            ),
+        });
+    }
+    let mut row: Vec<Option<crate::model::Value>> = Vec::with_capacity(width);
+    let mut named: Vec<(&str, crate::model::Value)> = Vec::with_capacity(width);
+    let mut values = values.into_iter();
+    for (i, key) in keys.into_iter().enumerate() {
+        let in_row = |e: TandemError| e.context(&format!("row {i}"));
+        let key = core_key(&key).map_err(in_row)?;
+        row.clear();
+        for v in values.by_ref().take(width) {
+            let value = match v {
+                // Moved, not copied (the common heap value).
+                Value::String { value } => crate::model::Value::String(value),
+                v => core_value(&v).map_err(in_row)?,
+            };
+            row.push(Some(value));
+        }
+        named.clear();
+        for &j in &order {
+            let value = row[j].take().expect("each position is taken once");
+            named.push((properties[j].as_str(), value));
+        }
+        tx.create(class_name, key, &named)
+            .map_err(|e| TandemError::from(e).context(&format!("row {i}")))?;
+    }
+    Ok(())
+}
+
 /// Performs one operation in `tx`. On an error `tx` may hold earlier operations: the caller
 /// drops it (rolling everything back), so a transaction is all or nothing.
 pub(crate) fn apply(tx: &mut store::WriteTransaction<'_>, op: WriteOp) -> Result<(), TandemError> {
@@ -363,6 +442,12 @@ pub(crate) fn apply(tx: &mut store::WriteTransaction<'_>, op: WriteOp) -> Result
             let key = core_key(&key)?;
             with_values(values, |named| tx.upsert(&class_name, key, named))?;
         }
+        WriteOp::CreateRows {
+            class_name,
+            properties,
+            keys,
+            values,
+        } => create_rows(tx, &class_name, &properties, keys, values)?,
         WriteOp::Set {
             class_name,
             key,
@@ -537,4 +622,167 @@ pub(crate) fn write(
         apply(&mut tx, op).map_err(|e| e.context(&format!("operation {i}")))?;
     }
     Ok(tx.commit()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::types::{ClassSpec, Collection, PropertySpec, PropertyType};
+    use super::super::Database;
+    use super::*;
+
+    /// Removes its directory when dropped.
+    struct Scratch(std::path::PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn db(name: &str) -> (std::sync::Arc<Database>, Scratch) {
+        let dir = std::env::temp_dir().join(format!(
+            "tandem-ops-{}-{name}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = Scratch(dir);
+        let prop = |name: &str, t, nullable| PropertySpec {
+            name: name.into(),
+            property_type: t,
+            nullable,
+            collection: Collection::Single,
+            link_target: None,
+        };
+        let classes = vec![ClassSpec {
+            name: "Task".into(),
+            primary_key: Some("_id".into()),
+            properties: vec![
+                prop("_id", PropertyType::Int, false),
+                prop("title", PropertyType::String, false),
+                prop("done", PropertyType::Bool, false),
+                prop("note", PropertyType::String, true),
+            ],
+        }];
+        let path = dir.0.join("db.sqlite").to_string_lossy().into_owned();
+        (Database::open(path, classes).unwrap(), dir)
+    }
+
+    fn row(i: i64) -> [(String, Value); 3] {
+        [
+            (
+                "title".into(),
+                Value::String {
+                    value: format!("t{i}"),
+                },
+            ),
+            ("done".into(), Value::Bool { value: i % 2 == 0 }),
+            (
+                "note".into(),
+                if i == 1 {
+                    Value::Null
+                } else {
+                    Value::String { value: "n".into() }
+                },
+            ),
+        ]
+    }
+
+    fn rows(keys: std::ops::Range<i64>) -> WriteOp {
+        WriteOp::CreateRows {
+            class_name: "Task".into(),
+            // Not in name order: the values follow this order.
+            properties: vec!["title".into(), "note".into(), "done".into()],
+            keys: keys.clone().map(|value| Key::Int { value }).collect(),
+            values: keys
+                .flat_map(|i| {
+                    let [title, done, note] = row(i);
+                    [title.1, note.1, done.1]
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn create_rows_records_what_its_creates_would() {
+        let (a, _da) = db("a.sqlite");
+        let (b, _db) = db("b.sqlite");
+        write(&a.inner, [rows(0..3)]).unwrap();
+        write(
+            &b.inner,
+            (0..3).map(|i| WriteOp::Create {
+                class_name: "Task".into(),
+                key: Key::Int { value: i },
+                values: HashMap::from(row(i)),
+            }),
+        )
+        .unwrap();
+        // Each history: the schema's changeset (made at open), then the write's.
+        let (ha, hb) = (a.inner.history().unwrap(), b.inner.history().unwrap());
+        assert_eq!((ha.len(), hb.len()), (2, 2));
+        assert_eq!(
+            ha[1].instructions.len(),
+            3 * 4,
+            "a create and three updates per row"
+        );
+        assert_eq!(ha[1].instructions, hb[1].instructions);
+        for i in 0..3 {
+            let key = Key::Int { value: i };
+            let read = |d: &Database| d.object("Task".into(), key.clone()).unwrap().unwrap();
+            assert_eq!(read(&a), read(&b));
+        }
+    }
+
+    #[test]
+    fn create_rows_refuses_a_ragged_or_repeated_shape_and_names_the_failing_row() {
+        let (a, _d) = db("a.sqlite");
+        let before = a.inner.history().unwrap().len();
+        let WriteOp::CreateRows {
+            class_name,
+            properties,
+            keys,
+            mut values,
+        } = rows(0..3)
+        else {
+            unreachable!()
+        };
+        values.pop();
+        let ragged = WriteOp::CreateRows {
+            class_name: class_name.clone(),
+            properties: properties.clone(),
+            keys: keys.clone(),
+            values: values.clone(),
+        };
+        let err = write(&a.inner, [ragged]).unwrap_err().to_string();
+        assert!(err.contains("8 values for 3 rows of 3 properties"), "{err}");
+        let repeated = WriteOp::CreateRows {
+            class_name: class_name.clone(),
+            properties: vec!["title".into(), "title".into()],
+            keys: vec![Key::Int { value: 9 }],
+            values: vec![Value::Null, Value::Null],
+        };
+        let err = write(&a.inner, [repeated]).unwrap_err().to_string();
+        assert!(err.contains("property title given twice"), "{err}");
+        // Row 1 repeats row 0's key: the whole batch is refused, nothing is written.
+        let duplicate = WriteOp::CreateRows {
+            class_name,
+            properties: vec!["title".into()],
+            keys: vec![Key::Int { value: 5 }, Key::Int { value: 5 }],
+            values: vec![
+                Value::String { value: "x".into() },
+                Value::String { value: "y".into() },
+            ],
+        };
+        let err = write(&a.inner, [rows(10..12), duplicate]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(": operation 1: row 1: Task[5] already exists"),
+            "{err}"
+        );
+        assert_eq!(a.inner.history().unwrap().len(), before);
+        assert_eq!(
+            a.object("Task".into(), Key::Int { value: 10 }).unwrap(),
+            None
+        );
+    }
 }

@@ -241,32 +241,29 @@ final class WriteEncoder: Encoder {
     var userInfo: [CodingUserInfoKey: Any] = [:]
     let info: ModelInfo
     var cursor = 0
-    var singles: [String: Value]
+    /// The single-valued properties' values, by `info.slots` (a property Codable leaves out,
+    /// a nil optional, stays null).
+    var row: [Value]
     var collections: [String: FieldInput] = [:]
     var key = Value.null
     var irregular = false
 
     init(info: ModelInfo) {
         self.info = info
-        singles = Dictionary(minimumCapacity: info.singles.count)
+        row = Array(repeating: .null, count: info.rowProperties.count)
     }
 
+    /// The primary key, the row (values of `info.rowProperties`, in that order) and the
+    /// collections of `object`, or nil when it does not encode its properties in declaration
+    /// order (a custom `encode(to:)`): then the caller takes the general path.
     static func encode<T: Encodable>(_ object: T, info: ModelInfo)
-        throws -> (key: Value, singles: [String: Value], collections: [String: FieldInput])?
+        throws -> (key: Value, row: [Value], collections: [String: FieldInput])?
     {
         guard info.positional else { return nil }
         let encoder = WriteEncoder(info: info)
         try object.encode(to: encoder)
         if encoder.irregular { return nil }
-        encoder.missing(upTo: info.order.count)
-        return (encoder.key, encoder.singles, encoder.collections)
-    }
-
-    /// Properties before `end` not written since the cursor: left out (nil), so null if single.
-    func missing(upTo end: Int) {
-        for j in cursor..<end where info.order[j].kind == .single {
-            singles[info.order[j].name] = .null
-        }
+        return (encoder.key, encoder.row, encoder.collections)
     }
 
     func put(_ input: FieldInput, _ name: String) {
@@ -277,13 +274,12 @@ final class WriteEncoder: Encoder {
             irregular = true
             return
         }
-        missing(upTo: i)
         cursor = i + 1
         switch order[i].kind {
         case .primaryKey:
             if case let .single(v) = input { key = v } else { irregular = true }
         case .single:
-            if case let .single(v) = input { singles[name] = v } else { irregular = true }
+            if case let .single(v) = input { row[info.slots[i]] = v } else { irregular = true }
         case .collection:
             if case .single = input { irregular = true } else { collections[name] = input }
         }

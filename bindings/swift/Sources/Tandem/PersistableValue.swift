@@ -57,6 +57,15 @@ public enum FieldInput: Equatable {
     case list([Value])
     case set([Value])
     case dictionary([String: Value])
+
+    /// An empty collection (a single value is never empty).
+    var isEmpty: Bool {
+        switch self {
+        case .single: return false
+        case let .list(items), let .set(items): return items.isEmpty
+        case let .dictionary(entries): return entries.isEmpty
+        }
+    }
 }
 
 /// A type that can be one property of a model: a `PersistableScalar`, or a collection of them.

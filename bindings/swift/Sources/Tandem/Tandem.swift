@@ -7708,6 +7708,32 @@ public enum WriteOp: Equatable, Hashable {
          */values: [String: Value]
     )
     /**
+     * Creates one object per row: the batch form of `Create` for many objects of one class
+     * written with the same properties (a typed layer's `add` of many models), without a map
+     * and property names per object. Row `i` is the object with key `keys[i]` and the values
+     * `values[i * properties.len()..(i + 1) * properties.len()]`, one per name in
+     * `properties` (the primary key is not among them). Each row is performed exactly as the
+     * `Create` with those values would be, in row order.
+     *
+     * Errors: `values.len()` not `keys.len() * properties.len()`, or a name repeated in
+     * `properties`, is `InvalidArgument` (nothing is written); a row fails as its `Create`
+     * would, named `row i`.
+     */
+    case createRows(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The properties each row gives a value of, in the order of its values.
+         */properties: [String], 
+        /**
+         * The new objects' primary keys, one per row.
+         */keys: [Key], 
+        /**
+         * The rows' values, row after row (`keys.len() * properties.len()` of them).
+         */values: [Value]
+    )
+    /**
      * Writes one single-valued property (`Update`); with a `path`, a field of an embedded
      * object (null there removes an embedded object).
      */
@@ -8047,52 +8073,55 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
         case 2: return .upsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), values: try FfiConverterDictionaryStringTypeValue.read(from: &buf)
         )
         
-        case 3: return .set(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 3: return .createRows(className: try FfiConverterString.read(from: &buf), properties: try FfiConverterSequenceString.read(from: &buf), keys: try FfiConverterSequenceTypeKey.read(from: &buf), values: try FfiConverterSequenceTypeValue.read(from: &buf)
         )
         
-        case 4: return .erase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf)
+        case 4: return .set(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 5: return .add(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), amount: try FfiConverterInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 5: return .erase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf)
         )
         
-        case 6: return .createEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 6: return .add(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), amount: try FfiConverterInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 7: return .listInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 7: return .createEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 8: return .listInsertEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 8: return .listInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 9: return .listSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 9: return .listInsertEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 10: return .listMove(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), from: try FfiConverterUInt64.read(from: &buf), to: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 10: return .listSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 11: return .listErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 11: return .listMove(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), from: try FfiConverterUInt64.read(from: &buf), to: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 12: return .listClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 12: return .listErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 13: return .setInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 13: return .listClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 14: return .setErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 14: return .setInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 15: return .setClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 15: return .setErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 16: return .dictSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 16: return .setClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 17: return .dictErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 17: return .dictSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 18: return .dictClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 18: return .dictErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 19: return .dictClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -8117,8 +8146,16 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             FfiConverterDictionaryStringTypeValue.write(values, into: &buf)
             
         
-        case let .set(className,key,property,value,path):
+        case let .createRows(className,properties,keys,values):
             writeInt(&buf, Int32(3))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterSequenceString.write(properties, into: &buf)
+            FfiConverterSequenceTypeKey.write(keys, into: &buf)
+            FfiConverterSequenceTypeValue.write(values, into: &buf)
+            
+        
+        case let .set(className,key,property,value,path):
+            writeInt(&buf, Int32(4))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8127,13 +8164,13 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .erase(className,key):
-            writeInt(&buf, Int32(4))
+            writeInt(&buf, Int32(5))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             
         
         case let .add(className,key,property,amount,path):
-            writeInt(&buf, Int32(5))
+            writeInt(&buf, Int32(6))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8142,7 +8179,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .createEmbedded(className,key,property,path):
-            writeInt(&buf, Int32(6))
+            writeInt(&buf, Int32(7))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8150,7 +8187,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listInsert(className,key,property,index,value,path):
-            writeInt(&buf, Int32(7))
+            writeInt(&buf, Int32(8))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8160,7 +8197,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listInsertEmbedded(className,key,property,index,path):
-            writeInt(&buf, Int32(8))
+            writeInt(&buf, Int32(9))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8169,7 +8206,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listSet(className,key,property,index,value,path):
-            writeInt(&buf, Int32(9))
+            writeInt(&buf, Int32(10))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8179,7 +8216,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listMove(className,key,property,from,to,path):
-            writeInt(&buf, Int32(10))
+            writeInt(&buf, Int32(11))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8189,7 +8226,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listErase(className,key,property,index,path):
-            writeInt(&buf, Int32(11))
+            writeInt(&buf, Int32(12))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8198,7 +8235,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listClear(className,key,property,path):
-            writeInt(&buf, Int32(12))
+            writeInt(&buf, Int32(13))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8206,15 +8243,6 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .setInsert(className,key,property,value,path):
-            writeInt(&buf, Int32(13))
-            FfiConverterString.write(className, into: &buf)
-            FfiConverterTypeKey.write(key, into: &buf)
-            FfiConverterString.write(property, into: &buf)
-            FfiConverterTypeValue.write(value, into: &buf)
-            FfiConverterSequenceTypePathStep.write(path, into: &buf)
-            
-        
-        case let .setErase(className,key,property,value,path):
             writeInt(&buf, Int32(14))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
@@ -8223,8 +8251,17 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             FfiConverterSequenceTypePathStep.write(path, into: &buf)
             
         
-        case let .setClear(className,key,property,path):
+        case let .setErase(className,key,property,value,path):
             writeInt(&buf, Int32(15))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterTypeValue.write(value, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .setClear(className,key,property,path):
+            writeInt(&buf, Int32(16))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8232,7 +8269,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .dictSet(className,key,property,entry,value,path):
-            writeInt(&buf, Int32(16))
+            writeInt(&buf, Int32(17))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8242,7 +8279,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .dictErase(className,key,property,entry,path):
-            writeInt(&buf, Int32(17))
+            writeInt(&buf, Int32(18))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8251,7 +8288,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .dictClear(className,key,property,path):
-            writeInt(&buf, Int32(18))
+            writeInt(&buf, Int32(19))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)

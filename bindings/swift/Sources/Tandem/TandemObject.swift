@@ -135,6 +135,11 @@ struct ModelInfo {
     let order: [(name: String, kind: PropertyKind)]
     let positional: Bool
     let keyNullable: Bool
+    /// The single-valued properties but the primary key, in declaration order: the columns of
+    /// a `WriteEncoder` row (and of `WriteOp.createRows`).
+    let rowProperties: [String]
+    /// For each entry of `order`, its column in `rowProperties`, or -1.
+    let slots: [Int]
 
     enum PropertyKind { case primaryKey, single, collection }
 
@@ -168,13 +173,20 @@ struct ModelInfo {
         for (name, _) in probed where shapes[name]?.collection == .single && !singles.contains(name) {
             singles.append(name)
         }
+        let order: [(name: String, kind: PropertyKind)] = probed.map { name, shape in
+            (name, name == T.primaryKey ? .primaryKey : shape.collection == .single ? .single : .collection)
+        }
+        var rowProperties: [String] = []
+        let slots = order.map { entry -> Int in
+            guard entry.kind == .single else { return -1 }
+            rowProperties.append(entry.name)
+            return rowProperties.count - 1
+        }
         let info = ModelInfo(
             spec: ClassSpec(name: T.className, primaryKey: T.primaryKey, properties: properties),
-            shapes: shapes, singles: singles,
-            order: probed.map { name, shape in
-                (name, name == T.primaryKey ? .primaryKey : shape.collection == .single ? .single : .collection)
-            },
-            positional: shapes.count == probed.count, keyNullable: keyShape.nullable)
+            shapes: shapes, singles: singles, order: order,
+            positional: shapes.count == probed.count, keyNullable: keyShape.nullable,
+            rowProperties: rowProperties, slots: slots)
         lock.lock()
         cache[ObjectIdentifier(type)] = info
         lock.unlock()

@@ -48,7 +48,9 @@ let closeCallbacksAtExit: Void = {
 /// the block returns; then everything is applied at once or, on any error, nothing. Operations
 /// are collected as one `[WriteOp]` in Swift and cross into Rust in one call when the block
 /// returns (or when `raw` is first used), then the commit is one more: a transaction of any
-/// size costs two FFI crossings, not one per operation.
+/// size costs two FFI crossings, not one per operation. Consecutive `add`s of one model type
+/// without collections are gathered into one `WriteOp.createRows` (the values row after row,
+/// no map or property names per object).
 ///
 /// `upsert` replaces each collection (clear, then insert). `modify` reads the committed object,
 /// not this transaction's earlier edits, and writes only what changed (a changed list as index
@@ -60,6 +62,12 @@ public final class Transaction {
     let transaction: WriteTransaction
     /// Operations recorded here and not yet handed to `transaction`, in order.
     private var ops: [WriteOp] = []
+    /// The `add`s after the last of `ops`, when they are of one class (`rowsClass`) and have
+    /// no collections: gathered here, then recorded as one `WriteOp.createRows`.
+    private var rowsClass: String?
+    private var rowsProperties: [String] = []
+    private var rowsKeys: [Key] = []
+    private var rowsValues: [Value] = []
     /// The untyped transaction underneath. Reading it first hands it every operation recorded
     /// so far, so operations recorded on it directly come after them, in the order written.
     public var raw: WriteTransaction {
@@ -98,6 +106,7 @@ public final class Transaction {
 
     /// Hands the recorded operations to the FFI transaction in one crossing.
     func flush() throws {
+        closeRows()
         guard !ops.isEmpty else { return }
         let batch = ops
         ops.removeAll(keepingCapacity: true)
@@ -106,7 +115,28 @@ public final class Transaction {
 
     /// Records one operation (applied, in order, when the transaction commits).
     public func record(_ op: WriteOp) {
+        closeRows()
         ops.append(op)
+    }
+
+    /// Records the gathered `add`s (if any) as one `createRows`, so what follows comes after.
+    private func closeRows() {
+        guard let className = rowsClass else { return }
+        ops.append(.createRows(className: className, properties: rowsProperties, keys: rowsKeys, values: rowsValues))
+        rowsClass = nil
+        rowsKeys.removeAll()
+        rowsValues.removeAll()
+    }
+
+    /// Gathers the creation of `className[key]` with `row` (the values of `info.rowProperties`).
+    private func addRow(_ className: String, _ info: ModelInfo, _ key: Key, _ row: [Value]) {
+        if rowsClass != className || rowsProperties != info.rowProperties {
+            closeRows()
+            rowsClass = className
+            rowsProperties = info.rowProperties
+        }
+        rowsKeys.append(key)
+        rowsValues.append(contentsOf: row)
     }
 
     // MARK: Typed objects
@@ -115,10 +145,14 @@ public final class Transaction {
     public func add<T: TandemObject>(_ object: T) throws {
         let info = try ModelInfo.of(T.self)
         let className = info.spec.name  // T.className, derived once (it formats the type's name)
-        if let (keyValue, singles, collections) = try WriteEncoder.encode(object, info: info) {
+        if let (keyValue, row, collections) = try WriteEncoder.encode(object, info: info) {
             let key = try Tandem.key(of: keyValue, className: className)
-            rec.create(className: className, key: key, values: singles)
-            try replaceCollections(className, key, old: nil, new: collections)
+            if collections.values.allSatisfy(\.isEmpty) {  // nothing for replaceCollections
+                addRow(className, info, key, row)
+            } else {
+                rec.create(className: className, key: key, values: Self.named(row, info))
+                try replaceCollections(className, key, old: nil, new: collections)
+            }
             touch(ObjectRef(className: className, key: key))
             return
         }
@@ -132,9 +166,9 @@ public final class Transaction {
     public func upsert<T: TandemObject>(_ object: T) throws {
         let info = try ModelInfo.of(T.self)
         let className = info.spec.name
-        if let (keyValue, singles, collections) = try WriteEncoder.encode(object, info: info) {
+        if let (keyValue, row, collections) = try WriteEncoder.encode(object, info: info) {
             let key = try Tandem.key(of: keyValue, className: className)
-            rec.upsert(className: className, key: key, values: singles)
+            rec.upsert(className: className, key: key, values: Self.named(row, info))
             try replaceCollections(className, key, old: nil, new: collections, clear: true)
             touch(ObjectRef(className: className, key: key))
             return
@@ -376,6 +410,11 @@ public final class Transaction {
 
     static func key<T: TandemObject>(_ value: some PersistableScalar, _ type: T.Type) throws -> Key {
         try Tandem.key(of: try value.tandemValue(), className: T.className)
+    }
+
+    /// A `WriteEncoder` row as values by name.
+    static func named(_ row: [Value], _ info: ModelInfo) -> [String: Value] {
+        Dictionary(uniqueKeysWithValues: zip(info.rowProperties, row))
     }
 
     /// The single-valued properties to write, without the primary key; a nil optional (which

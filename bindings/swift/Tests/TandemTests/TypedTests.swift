@@ -267,6 +267,37 @@ extension TypedTests {
         }
     }
 
+    /// Consecutive adds are gathered into one `createRows` per run of one class: runs of two
+    /// classes, an add with a collection, a raw operation and a `modify` in between must keep
+    /// their order, and a duplicate key inside a run fails the whole transaction.
+    func testGatheredAddsKeepTheirOrderAndAtomicity() throws {
+        try db.write { tx in
+            for i in 0..<3 { try tx.add(Todo(_id: i, title: "t\(i)")) }
+            try tx.add(Person(_id: "p1", name: "Ann"))
+            try tx.add(Todo(_id: 3, title: "tagged", tags: ["a", "b"]))
+            try tx.add(Todo(_id: 4, title: "t4"))
+            // Recorded after the gathered adds: it sees them (the object exists at commit).
+            try tx.raw.set(className: "Todo", key: .int(value: 4), property: "title",
+                           value: .string(value: "t4 renamed"), path: [])
+            try tx.add(Todo(_id: 5, title: "t5", done: true))
+            try tx.add(Person(_id: "p2", name: "Bo"))
+        }
+        let todos = try db.objects(Todo.self, where: "TRUEPREDICATE SORT(_id ASC)").snapshot()
+        XCTAssertEqual(todos.map(\.title), ["t0", "t1", "t2", "tagged", "t4 renamed", "t5"])
+        XCTAssertEqual(todos[3].tags, ["a", "b"])
+        XCTAssertEqual(todos[5].done, true)
+        XCTAssertEqual(try db.objects(Person.self, where: "TRUEPREDICATE SORT(_id ASC)").snapshot().map(\.name),
+                       ["Ann", "Bo"])
+        // Key 7 twice in one run: nothing of the transaction is written.
+        XCTAssertThrowsError(try db.write { tx in
+            for i in [6, 7, 7, 8] { try tx.add(Todo(_id: i, title: "dup")) }
+        }) { error in
+            XCTAssertNotNil(error as? TandemError, "\(error)")
+            XCTAssertTrue("\(error)".contains("row 2: Todo[7] already exists"), "\(error)")
+        }
+        XCTAssertEqual(try db.objects(Todo.self).count(), 6)
+    }
+
     func testErrorsAreTypedAndWriteNothing() throws {
         struct Unsigned: TandemObject { var _id: Int; var n: UInt }
         struct Nested: TandemObject { struct Inner: Codable { var x: Int }; var _id: Int; var inner: Inner }

@@ -2228,6 +2228,29 @@ class WriteOp:
         def __eq__(self, other): ...
 
     @dataclass
+    class CREATE_ROWS(WriteOp):
+        """
+        Creates one object per row: the batch form of `Create` for many objects of one class
+        written with the same properties (a typed layer's `add` of many models), without a map
+        and property names per object. Row `i` is the object with key `keys[i]` and the values
+        `values[i * properties.len()..(i + 1) * properties.len()]`, one per name in
+        `properties` (the primary key is not among them). Each row is performed exactly as the
+        `Create` with those values would be, in row order.
+
+        Errors: `values.len()` not `keys.len() * properties.len()`, or a name repeated in
+        `properties`, is `InvalidArgument` (nothing is written); a row fails as its `Create`
+        would, named `row i`.
+"""
+        class_name: str
+        properties: list[str]
+        keys: list[Key]
+        values: list[Value]
+
+        def __init__(self, class_name: str, properties: list[str], keys: list[Key], values: list[Value]) -> None: ...
+
+        def __eq__(self, other): ...
+
+    @dataclass
     class SET(WriteOp):
         """
         Writes one single-valued property (`Update`); with a `path`, a field of an embedded
@@ -2472,6 +2495,10 @@ class WriteOp:
     def is_UPSERT(self) -> bool: ...
 
     def is_upsert(self) -> bool: ...
+
+    def is_CREATE_ROWS(self) -> bool: ...
+
+    def is_create_rows(self) -> bool: ...
 
     def is_SET(self) -> bool: ...
 

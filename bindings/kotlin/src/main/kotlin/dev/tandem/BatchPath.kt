@@ -21,7 +21,8 @@ import java.util.concurrent.locks.ReentrantReadWriteLock
  * order, so `operation <i>` in an error names the same operation either way.
  *
  * Only operations the codec spells are encoded: everything but embedded objects (the
- * `CreateEmbedded` and `ListInsertEmbedded` variants and any operation with a path), links to
+ * `CreateEmbedded` and `ListInsertEmbedded` variants and any operation with a path, and
+ * `CreateRows`), links to
  * an object whose primary key is null (the codec reads `null` as "no link"), and strings that
  * are not valid UTF-16 (a lone surrogate, which the generated code refuses and `String`'s
  * encoder would replace with `?`). [encode] returns null for a batch holding anything else;
@@ -113,7 +114,9 @@ internal object JsonBatch {
             }
             is WriteOp.DictClear -> if (op.path.isNotEmpty()) return false else
                 target(out, "dict_clear", op.className, op.key, op.property)
-            is WriteOp.CreateEmbedded, is WriteOp.ListInsertEmbedded -> return false
+            // CreateRows: the codec's `rows` puts the key among the values; the typed layer never
+            // records CreateRows, so it crosses as it is.
+            is WriteOp.CreateEmbedded, is WriteOp.ListInsertEmbedded, is WriteOp.CreateRows -> return false
         }
         out.append(']')
         return true

@@ -11159,6 +11159,42 @@ sealed class WriteOp {
     }
     
     /**
+     * Creates one object per row: the batch form of `Create` for many objects of one class
+     * written with the same properties (a typed layer's `add` of many models), without a map
+     * and property names per object. Row `i` is the object with key `keys[i]` and the values
+     * `values[i * properties.len()..(i + 1) * properties.len()]`, one per name in
+     * `properties` (the primary key is not among them). Each row is performed exactly as the
+     * `Create` with those values would be, in row order.
+     *
+     * Errors: `values.len()` not `keys.len() * properties.len()`, or a name repeated in
+     * `properties`, is `InvalidArgument` (nothing is written); a row fails as its `Create`
+     * would, named `row i`.
+     */
+    data class CreateRows(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The properties each row gives a value of, in the order of its values.
+         */
+        val `properties`: List<kotlin.String>, 
+        /**
+         * The new objects' primary keys, one per row.
+         */
+        val `keys`: List<dev.tandem.Key>, 
+        /**
+         * The rows' values, row after row (`keys.len() * properties.len()` of them).
+         */
+        val `values`: List<dev.tandem.Value>) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * Writes one single-valued property (`Update`); with a `path`, a field of an embedded
      * object (null there removes an embedded object).
      */
@@ -11670,46 +11706,37 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterTypeKey.read(buf),
                 FfiConverterMapStringTypeValue.read(buf),
                 )
-            3 -> WriteOp.Set(
+            3 -> WriteOp.CreateRows(
+                FfiConverterString.read(buf),
+                FfiConverterSequenceString.read(buf),
+                FfiConverterSequenceTypeKey.read(buf),
+                FfiConverterSequenceTypeValue.read(buf),
+                )
+            4 -> WriteOp.Set(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterTypeValue.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            4 -> WriteOp.Erase(
+            5 -> WriteOp.Erase(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 )
-            5 -> WriteOp.Add(
+            6 -> WriteOp.Add(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterLong.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            6 -> WriteOp.CreateEmbedded(
+            7 -> WriteOp.CreateEmbedded(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            7 -> WriteOp.ListInsert(
-                FfiConverterString.read(buf),
-                FfiConverterTypeKey.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterULong.read(buf),
-                FfiConverterTypeValue.read(buf),
-                FfiConverterSequenceTypePathStep.read(buf),
-                )
-            8 -> WriteOp.ListInsertEmbedded(
-                FfiConverterString.read(buf),
-                FfiConverterTypeKey.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterULong.read(buf),
-                FfiConverterSequenceTypePathStep.read(buf),
-                )
-            9 -> WriteOp.ListSet(
+            8 -> WriteOp.ListInsert(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
@@ -11717,7 +11744,22 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterTypeValue.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            10 -> WriteOp.ListMove(
+            9 -> WriteOp.ListInsertEmbedded(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            10 -> WriteOp.ListSet(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            11 -> WriteOp.ListMove(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
@@ -11725,40 +11767,40 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterULong.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            11 -> WriteOp.ListErase(
+            12 -> WriteOp.ListErase(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterULong.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            12 -> WriteOp.ListClear(
+            13 -> WriteOp.ListClear(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            13 -> WriteOp.SetInsert(
-                FfiConverterString.read(buf),
-                FfiConverterTypeKey.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterTypeValue.read(buf),
-                FfiConverterSequenceTypePathStep.read(buf),
-                )
-            14 -> WriteOp.SetErase(
+            14 -> WriteOp.SetInsert(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterTypeValue.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            15 -> WriteOp.SetClear(
+            15 -> WriteOp.SetErase(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            16 -> WriteOp.SetClear(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            16 -> WriteOp.DictSet(
+            17 -> WriteOp.DictSet(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
@@ -11766,14 +11808,14 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterTypeValue.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            17 -> WriteOp.DictErase(
+            18 -> WriteOp.DictErase(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            18 -> WriteOp.DictClear(
+            19 -> WriteOp.DictClear(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
@@ -11800,6 +11842,16 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 + FfiConverterString.allocationSize(value.`className`)
                 + FfiConverterTypeKey.allocationSize(value.`key`)
                 + FfiConverterMapStringTypeValue.allocationSize(value.`values`)
+            )
+        }
+        is WriteOp.CreateRows -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterSequenceString.allocationSize(value.`properties`)
+                + FfiConverterSequenceTypeKey.allocationSize(value.`keys`)
+                + FfiConverterSequenceTypeValue.allocationSize(value.`values`)
             )
         }
         is WriteOp.Set -> {
@@ -11993,8 +12045,16 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterMapStringTypeValue.write(value.`values`, buf)
                 Unit
             }
-            is WriteOp.Set -> {
+            is WriteOp.CreateRows -> {
                 buf.putInt(3)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterSequenceString.write(value.`properties`, buf)
+                FfiConverterSequenceTypeKey.write(value.`keys`, buf)
+                FfiConverterSequenceTypeValue.write(value.`values`, buf)
+                Unit
+            }
+            is WriteOp.Set -> {
+                buf.putInt(4)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12003,13 +12063,13 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.Erase -> {
-                buf.putInt(4)
+                buf.putInt(5)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 Unit
             }
             is WriteOp.Add -> {
-                buf.putInt(5)
+                buf.putInt(6)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12018,7 +12078,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.CreateEmbedded -> {
-                buf.putInt(6)
+                buf.putInt(7)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12026,7 +12086,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListInsert -> {
-                buf.putInt(7)
+                buf.putInt(8)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12036,7 +12096,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListInsertEmbedded -> {
-                buf.putInt(8)
+                buf.putInt(9)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12045,7 +12105,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListSet -> {
-                buf.putInt(9)
+                buf.putInt(10)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12055,7 +12115,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListMove -> {
-                buf.putInt(10)
+                buf.putInt(11)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12065,7 +12125,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListErase -> {
-                buf.putInt(11)
+                buf.putInt(12)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12074,7 +12134,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListClear -> {
-                buf.putInt(12)
+                buf.putInt(13)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12082,15 +12142,6 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.SetInsert -> {
-                buf.putInt(13)
-                FfiConverterString.write(value.`className`, buf)
-                FfiConverterTypeKey.write(value.`key`, buf)
-                FfiConverterString.write(value.`property`, buf)
-                FfiConverterTypeValue.write(value.`value`, buf)
-                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
-                Unit
-            }
-            is WriteOp.SetErase -> {
                 buf.putInt(14)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
@@ -12099,8 +12150,17 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterSequenceTypePathStep.write(value.`path`, buf)
                 Unit
             }
-            is WriteOp.SetClear -> {
+            is WriteOp.SetErase -> {
                 buf.putInt(15)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterTypeValue.write(value.`value`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.SetClear -> {
+                buf.putInt(16)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12108,7 +12168,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.DictSet -> {
-                buf.putInt(16)
+                buf.putInt(17)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12118,7 +12178,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.DictErase -> {
-                buf.putInt(17)
+                buf.putInt(18)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12127,7 +12187,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.DictClear -> {
-                buf.putInt(18)
+                buf.putInt(19)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
