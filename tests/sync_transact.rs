@@ -279,3 +279,150 @@ fn writes_after_a_rejected_transaction_are_merged_not_copied() {
         })
     });
 }
+
+/// Commits `title` on task 1 as `transact` does, and ends there: the crash that follows a
+/// commit before any verdict (no session runs). Returns the transaction's local version.
+fn transact_then_crash(db: &tandem::store::Database, title: &'static str) -> u64 {
+    let mut tx = db.begin_write().unwrap();
+    set_title(1, title)(&mut tx).unwrap();
+    let version = tx.commit_transact().unwrap().unwrap();
+    let pending = db.pending_transact().unwrap().unwrap();
+    assert_eq!((pending.version, pending.rejected), (version, None));
+    version
+}
+
+/// Syncs task 1 from `a` to `b`, then changes it on `b` (uploaded) while `a` is not syncing.
+fn concurrent_change_on_b(world: &World, a: &Arc<tandem::store::Database>) -> SyncingB {
+    let b = world.open("b.sqlite");
+    let sa = world.sync(a);
+    let sb = world.sync(&b);
+    create_task(a, 1, "original");
+    world
+        .block_on(sa.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    world
+        .block_on(sb.wait_for_download(Some(Duration::from_secs(60))))
+        .unwrap();
+    drop(sa);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut tx = b.begin_write().unwrap();
+    set_title(1, "from b")(&mut tx).unwrap();
+    tx.commit().unwrap();
+    world
+        .block_on(sb.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    SyncingB {
+        _db: b,
+        _session: sb,
+    }
+}
+
+struct SyncingB {
+    _db: Arc<tandem::store::Database>,
+    _session: tandem::client::SyncSession,
+}
+
+/// Client a with task 1 ("original") uploaded, its session stopped.
+fn uploaded_then_offline(world: &World) -> Arc<tandem::store::Database> {
+    let a = world.open("a.sqlite");
+    let sa = world.sync(&a);
+    create_task(&a, 1, "original");
+    world
+        .block_on(sa.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    drop(sa);
+    std::thread::sleep(Duration::from_millis(100));
+    a
+}
+
+/// Task 1's title on the server once `session` has uploaded everything.
+fn uploaded_title(world: &World, session: &tandem::client::SyncSession) -> Field {
+    world
+        .block_on(session.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    server_title(world)
+}
+
+fn server_title(world: &World) -> Field {
+    let state = world.server.as_ref().unwrap().state_of(live::PATH).unwrap();
+    state.object("Task", &Key::Int(1)).unwrap().fields["title"].clone()
+}
+
+/// A crash after `transact` committed and before the verdict: the next session sends the
+/// transaction as TRANSACT (it is rejected here, as b changed the object), never as an
+/// ordinary upload, whose later timestamp would have won over b's title.
+#[test]
+fn a_transaction_waiting_at_a_crash_is_still_checked_after_reopening() {
+    let world = World::new("transact-crash-waiting");
+    let a = world.open("a.sqlite");
+    let _b = concurrent_change_on_b(&world, &a);
+    transact_then_crash(&a, "from a");
+    drop(a);
+    reopen_and_see_it_rolled_back(&world, "from b");
+}
+
+/// Reopens a and syncs it: the waiting transaction is rolled back (task 1 has `title` and the
+/// record is gone), and a later write uploads while the server keeps `title`.
+fn reopen_and_see_it_rolled_back(world: &World, title_after: &str) {
+    let a = world.open("a.sqlite");
+    let sa = world.sync(&a);
+    eventually("the transaction to be rolled back", 60, || {
+        title(&a, 1).as_deref() == Some(title_after) && a.pending_transact().unwrap().is_none()
+    });
+    create_task(&a, 2, "after");
+    assert_eq!(
+        uploaded_title(world, &sa),
+        Field::Value(Val::String(title_after.into()))
+    );
+}
+
+/// A crash after the server's rejection was stored and before the rollback: the next session
+/// rolls back without asking again, even where nothing conflicts (the server never integrated
+/// it), and the record goes with the rollback.
+#[test]
+fn a_rejection_stored_before_a_crash_is_rolled_back_after_reopening() {
+    let world = World::new("transact-crash-rejected");
+    let a = uploaded_then_offline(&world);
+    let version = transact_then_crash(&a, "from a");
+    a.reject_transact(version, "Task[1] changed").unwrap();
+    drop(a);
+    let a = world.open("a.sqlite");
+    assert_eq!(
+        a.pending_transact()
+            .unwrap()
+            .and_then(|p| p.rejected)
+            .as_deref(),
+        Some("Task[1] changed")
+    );
+    drop(a);
+    reopen_and_see_it_rolled_back(&world, "original");
+}
+
+/// A crash before the verdict of a transaction nothing conflicts with: the next session sends
+/// it, the server accepts it, and its record is dropped; a second waiting transaction is
+/// refused while one waits.
+#[test]
+fn a_transaction_waiting_at_a_crash_is_accepted_after_reopening() {
+    let world = World::new("transact-crash-accepted");
+    let a = uploaded_then_offline(&world);
+    transact_then_crash(&a, "from a");
+    let mut tx = a.begin_write().unwrap();
+    set_title(1, "second")(&mut tx).unwrap();
+    let err = tx.commit_transact().unwrap_err();
+    assert!(err.to_string().contains("already waiting"), "{err}");
+    assert_eq!(title(&a, 1).as_deref(), Some("from a"));
+    drop(a);
+    let a = world.open("a.sqlite");
+    let sa = world.sync(&a);
+    world
+        .block_on(sa.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    eventually("the record to be dropped", 30, || {
+        a.pending_transact().unwrap().is_none()
+    });
+    assert_eq!(
+        server_title(&world),
+        Field::Value(Val::String("from a".into()))
+    );
+    assert_eq!(title(&a, 1).as_deref(), Some("from a"));
+}

@@ -972,12 +972,17 @@ where
             shared.acked.send_modify(|n| *n += 1);
             // A transaction sent before a disconnect whose verdict was lost: the server's
             // acknowledgement says it was integrated.
-            {
+            let resolved = lock(&shared.transact)
+                .as_ref()
+                .filter(|p| p.rejected.is_none())
+                .and_then(|p| p.version)
+                .filter(|&v| v <= upload_client_version);
+            if let Some(version) = resolved {
+                // Its record goes first: a crash now finds it acknowledged (and drops it).
+                let d = Arc::clone(db);
+                blocking(move || d.resolve_transact(version)).await?;
                 let mut pending = lock(&shared.transact);
-                let resolved = pending.as_ref().is_some_and(|p| {
-                    p.rejected.is_none() && p.version.is_some_and(|v| v <= upload_client_version)
-                });
-                if resolved {
+                if pending.as_ref().and_then(|p| p.version) == Some(version) {
                     if let Some(done) = pending.take().and_then(|p| p.done) {
                         let _ = done.send(TransactOutcome::Accepted {
                             server_version: latest_server_version,
@@ -995,11 +1000,23 @@ where
             reason,
             ..
         } => {
+            if lock(&shared.transact).as_ref().and_then(|p| p.version) != Some(request_ident) {
+                return Ok(()); // a verdict for a transaction already resolved
+            }
+            // The verdict is stored before it is acted on: after a crash, an accepted
+            // transaction is not sent again and a rejected one is rolled back, not uploaded.
+            let d = Arc::clone(db);
+            let why = reason.clone();
+            blocking(move || {
+                if accepted {
+                    d.resolve_transact(request_ident)
+                } else {
+                    d.reject_transact(request_ident, &why)
+                }
+            })
+            .await?;
             {
                 let mut pending = lock(&shared.transact);
-                if pending.as_ref().and_then(|p| p.version) != Some(request_ident) {
-                    return Ok(()); // a verdict for a transaction already resolved
-                }
                 if accepted {
                     if let Some(done) = pending.take().and_then(|p| p.done) {
                         let _ = done.send(TransactOutcome::Accepted { server_version });

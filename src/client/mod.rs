@@ -508,6 +508,17 @@ impl SyncSession {
         } else {
             None
         };
+        // A transaction of `transact` still waiting for its verdict when the last session
+        // ended (a crash, or a session stopped first): gated and sent as TRANSACT again, or
+        // rolled back if the server had already rejected it, never uploaded unchecked. It may
+        // have been sent before, so it may have been integrated.
+        let transact = db.pending_transact()?.map(|p| PendingTransact {
+            version: Some(p.version),
+            sent: false,
+            maybe_integrated: true,
+            rejected: p.rejected,
+            done: None,
+        });
         let (state, _) = watch::channel(SyncState::Disconnected);
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -525,7 +536,7 @@ impl SyncSession {
             reset: Mutex::new(reset),
             partial_state: Mutex::new(None),
             resets: watch::channel(0).0,
-            transact: Mutex::new(None),
+            transact: Mutex::new(transact),
             reconnect_now: std::sync::atomic::AtomicBool::new(false),
             subscription_states: watch::channel(0).0,
         });
@@ -655,7 +666,7 @@ impl SyncSession {
         let committed = crate::sim::library_blocking(move || -> Result<Option<u64>, StoreError> {
             let mut tx = db.begin_write()?;
             build(&mut tx)?;
-            tx.commit()
+            tx.commit_transact()
         })
         .await
         .map_err(|e| SyncError::Store {

@@ -27,6 +27,10 @@
 //! - `_tandem_subscription_set`: flexible sync subscription sets, one row per version (its
 //!   state, the server's error, the subscriptions as JSON, the last local version committed
 //!   before it).
+//! - `_tandem_transact`: the local changeset committed by `SyncSession::transact` that waits
+//!   for the server's verdict (at most one row: its version, and the server's reason once it
+//!   rejected it), so a crash before the verdict or the rollback never turns it into an
+//!   ordinary upload.
 //! - `_tandem_quarantine`: per local changeset, the instructions a client reset could not
 //!   recover, kept until the app clears them; `_tandem_quarantine_instruction` names each
 //!   (index in the original changeset, rendering, reason).
@@ -171,6 +175,7 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
              reason TEXT NOT NULL,
              PRIMARY KEY (quarantine_id, position)
          );
+         CREATE TABLE IF NOT EXISTS _tandem_transact (version INTEGER PRIMARY KEY, rejected TEXT);
          CREATE TABLE IF NOT EXISTS _tandem_subscription_set (
              version INTEGER PRIMARY KEY,
              state TEXT NOT NULL,

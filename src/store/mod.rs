@@ -71,7 +71,7 @@ pub use reset::{
 pub use subscriptions::{
     MutableSubscriptionSet, Subscription, SubscriptionSet, SubscriptionSetState,
 };
-pub use sync::{DownloadCursors, SyncProgress};
+pub use sync::{DownloadCursors, PendingTransact, SyncProgress};
 pub use write::{PathStep, PropertyPath, WriteTransaction};
 
 use crate::changeset::{Changeset, ChangesetMeta};

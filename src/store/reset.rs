@@ -492,6 +492,9 @@ impl Database {
         }
         let window = self.config.recovery_window;
         let outcome = self.with_writer(|conn, schemas| {
+            // A transaction waiting for its verdict is decided by the reset (integrated, so in
+            // the snapshot, or rolled back with it): its record goes in the same commit.
+            conn.execute("DELETE FROM _tandem_transact", [])?;
             if let Some(acknowledged) = &acknowledged {
                 let lost = inherit(conn, acknowledged, rolled_back, window)?;
                 recover.splice(0..0, lost);
@@ -633,6 +636,12 @@ impl Database {
             if super::sync::get(conn, DOWNLOAD_SERVER_VERSION).unwrap_or(0) != server_version {
                 return Ok(None);
             }
+            // The rejection recorded for the transaction is done with in this commit: a crash
+            // before it resumes the rollback, one after it never repeats it.
+            conn.execute(
+                "DELETE FROM _tandem_transact WHERE version = ?1",
+                [rolled_back.min(i64::MAX as u64) as i64],
+            )?;
             let through = super::sync::get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0);
             let ident = super::sync::get(conn, CLIENT_FILE_IDENT).unwrap_or(0);
             let mut forms = current_forms_after(conn, through)?;

@@ -160,6 +160,60 @@ impl Database {
             .map_or(true, |cs| cs.meta.version > version))
     }
 
+    /// The transaction waiting for the server's verdict, recorded by
+    /// [`WriteTransaction::commit_transact`](super::WriteTransaction::commit_transact): its
+    /// local version and, once the server rejected it, the reason. `None` when none waits (or
+    /// the server's acknowledgement, [`Database::upload_cursor`]-wise, already covers it: it
+    /// was integrated, and the record is dropped here).
+    pub fn pending_transact(&self) -> Result<Option<PendingTransact>, StoreError> {
+        let pending = {
+            let read = self.read()?;
+            let conn = read.connection();
+            let row: Option<(i64, Option<String>)> = {
+                use rusqlite::OptionalExtension;
+                conn.query_row(
+                    "SELECT version, rejected FROM _tandem_transact ORDER BY version LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+            };
+            let acked = get(conn, UPLOAD_CLIENT_VERSION).unwrap_or(0);
+            row.map(|(version, rejected)| (version as u64, rejected, acked))
+        };
+        match pending {
+            Some((version, None, acked)) if version <= acked => {
+                self.resolve_transact(version)?;
+                Ok(None)
+            }
+            Some((version, rejected, _)) => Ok(Some(PendingTransact { version, rejected })),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the server's rejection of the waiting transaction `version` (kept until the
+    /// rollback, which drops the record in its own commit).
+    pub fn reject_transact(&self, version: u64, reason: &str) -> Result<(), StoreError> {
+        self.with_writer(|conn, _| {
+            conn.execute(
+                "UPDATE _tandem_transact SET rejected = ?2 WHERE version = ?1",
+                params![version as i64, reason],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Drops the record of the waiting transaction `version` (the server integrated it).
+    pub fn resolve_transact(&self, version: u64) -> Result<(), StoreError> {
+        self.with_writer(|conn, _| {
+            conn.execute(
+                "DELETE FROM _tandem_transact WHERE version = ?1",
+                [version as i64],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Encoded bytes of the local changesets the server has not acknowledged.
     pub fn pending_upload_bytes(&self) -> Result<u64, StoreError> {
         let read = self.read()?;
@@ -294,4 +348,30 @@ impl Database {
             trim_history(conn, self.config.recovery_window)
         })
     }
+}
+
+/// A transaction of `SyncSession::transact` waiting for the server's verdict
+/// ([`Database::pending_transact`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingTransact {
+    /// Its local (client) version.
+    pub version: u64,
+    /// The server's reason, once it rejected the transaction (the rollback is still to do).
+    pub rejected: Option<String>,
+}
+
+/// Records `version` as the transaction waiting for the server's verdict, in the caller's
+/// SQLite transaction; [`StoreError::InvalidArgument`] if one already waits.
+pub(crate) fn record_transact(conn: &Connection, version: u64) -> Result<(), StoreError> {
+    let waiting: i64 = conn.query_row("SELECT COUNT(*) FROM _tandem_transact", [], |r| r.get(0))?;
+    if waiting > 0 {
+        return Err(StoreError::InvalidArgument(
+            "a transaction is already waiting for the server's verdict".into(),
+        ));
+    }
+    conn.execute(
+        "INSERT INTO _tandem_transact (version, rejected) VALUES (?1, NULL)",
+        [version as i64],
+    )?;
+    Ok(())
 }

@@ -1009,7 +1009,24 @@ impl<'db> WriteTransaction<'db> {
 
     /// Writes the data and the transaction's changeset (as the next client version) in one
     /// SQLite commit. Returns the new client version, or `None` if nothing was written.
-    pub fn commit(mut self) -> Result<Option<u64>, StoreError> {
+    pub fn commit(self) -> Result<Option<u64>, StoreError> {
+        self.commit_with(false)
+    }
+
+    /// [`commit`](Self::commit) for `SyncSession::transact`: in the same SQLite commit, the
+    /// new version is recorded as the transaction waiting for the server's verdict
+    /// ([`Database::pending_transact`]), so that it survives a crash and is never uploaded as
+    /// an ordinary changeset. Returns the new client version, or `None` (nothing written, and
+    /// nothing recorded).
+    ///
+    /// # Errors
+    /// As `commit`, and [`StoreError::InvalidArgument`] if another transaction is already
+    /// waiting (nothing is written).
+    pub fn commit_transact(self) -> Result<Option<u64>, StoreError> {
+        self.commit_with(true)
+    }
+
+    fn commit_with(mut self, transact: bool) -> Result<Option<u64>, StoreError> {
         let changeset = std::mem::take(&mut self.changeset);
         let file_ident = self.db.config.file_ident;
         // What changed is only worked out when someone listens.
@@ -1021,7 +1038,13 @@ impl<'db> WriteTransaction<'db> {
             None
         } else {
             let appended = encode_within_limits(&changeset)
-                .and_then(|encoded| append_local(conn, &encoded, file_ident));
+                .and_then(|encoded| append_local(conn, &encoded, file_ident))
+                .and_then(|version| {
+                    if transact {
+                        super::sync::record_transact(conn, version)?;
+                    }
+                    Ok(version)
+                });
             match appended {
                 Ok(v) => Some(v),
                 Err(e) => {
