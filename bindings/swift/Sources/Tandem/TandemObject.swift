@@ -122,8 +122,9 @@ public struct Link<Target: TandemObject>: Hashable, Codable, PersistableScalar {
     }
 }
 
-/// What the typed layer knows of one model type (derived once, then cached).
-struct ModelInfo {
+/// What the typed layer knows of one model type (derived once, then cached). A class: every
+/// typed write asks for it, and handing out a reference costs one retain, not one per array.
+final class ModelInfo {
     let spec: ClassSpec
     /// Each property's shape, by name.
     let shapes: [String: PropertyShape]
@@ -142,6 +143,19 @@ struct ModelInfo {
     let slots: [Int]
 
     enum PropertyKind { case primaryKey, single, collection }
+
+    init(spec: ClassSpec, shapes: [String: PropertyShape], singles: [String],
+         order: [(name: String, kind: PropertyKind)], positional: Bool, keyNullable: Bool,
+         rowProperties: [String], slots: [Int]) {
+        self.spec = spec
+        self.shapes = shapes
+        self.singles = singles
+        self.order = order
+        self.positional = positional
+        self.keyNullable = keyNullable
+        self.rowProperties = rowProperties
+        self.slots = slots
+    }
 
     private static let lock = NSLock()
     nonisolated(unsafe) private static var cache: [ObjectIdentifier: ModelInfo] = [:]
