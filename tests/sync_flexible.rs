@@ -705,3 +705,24 @@ fn a_flexible_session_cannot_be_refreshed_with_another_users_token() {
             .any(|e| e.message.contains("the new token is for user bob"))
     });
 }
+
+/// A file holding a transaction that waits for a TRANSACT verdict (only `commit_transact` used
+/// directly can leave one here): a flexible sync session cannot send it, so it refuses to
+/// start instead of holding every upload back.
+#[test]
+fn a_waiting_transaction_refuses_a_flexible_session() {
+    let world = World::new("flx-transact", None);
+    let db = world.open("a.sqlite");
+    create(&db, 1, 0, "alice");
+    let mut tx = db.begin_write().unwrap();
+    tx.set("Task", &PrimaryKey::Int(1), "count", Value::Int(1))
+        .unwrap();
+    tx.commit_transact().unwrap().unwrap();
+    let err = SyncSession::start(Arc::clone(&db), world.config("alice"))
+        .err()
+        .expect("a flexible session on a file with a waiting transaction");
+    assert!(
+        matches!(&err, SyncError::InvalidState { message } if message.contains("pending_transact")),
+        "{err:?}"
+    );
+}

@@ -426,3 +426,38 @@ fn a_transaction_waiting_at_a_crash_is_accepted_after_reopening() {
     );
     assert_eq!(title(&a, 1).as_deref(), Some("from a"));
 }
+
+/// A `transact` call dropped while its commit runs (a timeout around it, a cancelled foreign
+/// call): the commit still settles the transaction, which is then sent and accepted, and the
+/// later uploads are not held back for the rest of the session.
+#[test]
+fn a_transact_dropped_while_it_commits_holds_nothing_back() {
+    let world = World::new("transact-dropped");
+    let a = world.open("a.sqlite");
+    let sa = world.sync(&a);
+    create_task(&a, 1, "original");
+    world
+        .block_on(sa.wait_for_upload(Some(Duration::from_secs(60))))
+        .unwrap();
+    let slow = |tx: &mut tandem::store::WriteTransaction<'_>| {
+        std::thread::sleep(Duration::from_millis(500));
+        set_title(1, "slow")(tx)
+    };
+    let dropped = world.block_on(async {
+        tokio::time::timeout(Duration::from_millis(50), sa.transact(slow, None)).await
+    });
+    assert!(dropped.is_err(), "the call was to be dropped mid-commit");
+    eventually("the dropped transaction to be committed", 30, || {
+        title(&a, 1).as_deref() == Some("slow")
+    });
+    create_task(&a, 2, "after");
+    assert_eq!(
+        uploaded_title(&world, &sa),
+        Field::Value(Val::String("slow".into()))
+    );
+    eventually("its record to be dropped", 30, || {
+        a.pending_transact().unwrap().is_none()
+    });
+    let state = world.server.as_ref().unwrap().state_of(live::PATH).unwrap();
+    assert!(state.object("Task", &Key::Int(2)).is_some());
+}

@@ -1004,7 +1004,9 @@ where
                 return Ok(()); // a verdict for a transaction already resolved
             }
             // The verdict is stored before it is acted on: after a crash, an accepted
-            // transaction is not sent again and a rejected one is rolled back, not uploaded.
+            // transaction is not sent as TRANSACT again (until the next DOWNLOAD stores the
+            // upload cursor it may be uploaded once more as it is, which the server skips as
+            // integrated), and a rejected one is rolled back, never uploaded.
             let d = Arc::clone(db);
             let why = reason.clone();
             blocking(move || {

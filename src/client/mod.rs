@@ -355,6 +355,30 @@ pub(crate) struct PendingTransact {
     done: Option<oneshot::Sender<TransactOutcome>>,
 }
 
+/// Settles the transaction `transact` registered, when the blocking commit ends however it
+/// ends: with `version`, it waits for the verdict under that version; without (nothing
+/// written, an error, a panic), it is forgotten. Then the connection is woken to go on.
+struct SettleTransact {
+    shared: Arc<Shared>,
+    version: Option<u64>,
+}
+
+impl Drop for SettleTransact {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.shared.transact);
+        match self.version {
+            Some(version) => {
+                if let Some(p) = pending.as_mut() {
+                    p.version = Some(version);
+                }
+            }
+            None => *pending = None,
+        }
+        drop(pending);
+        self.shared.wake.notify_one();
+    }
+}
+
 /// A reset the session has to carry out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ResetPlan {
@@ -512,7 +536,17 @@ impl SyncSession {
         // ended (a crash, or a session stopped first): gated and sent as TRANSACT again, or
         // rolled back if the server had already rejected it, never uploaded unchecked. It may
         // have been sent before, so it may have been integrated.
-        let transact = db.pending_transact()?.map(|p| PendingTransact {
+        let transact = db.pending_transact()?;
+        if transact.is_some() && config.flexible {
+            // Only `commit_transact` used directly can leave one in a flexible sync file.
+            return Err(SyncError::InvalidState {
+                message: "this file holds a transaction waiting for the server's verdict \
+                          (Database::pending_transact), which a flexible sync session cannot \
+                          send: open it with partition-based sync"
+                    .into(),
+            });
+        }
+        let transact = transact.map(|p| PendingTransact {
             version: Some(p.version),
             sent: false,
             maybe_integrated: true,
@@ -663,10 +697,21 @@ impl SyncSession {
         }
         let shared = Arc::clone(&self.shared);
         let db = Arc::clone(&shared.db);
+        // The waiting transaction is settled on the blocking thread, right after the commit
+        // (or its failure, or a panic in `build`): this future may be dropped meanwhile (a
+        // timeout, a cancelled FFI call), and a transaction left without its version would
+        // hold every upload back for the rest of the session.
+        let settle = SettleTransact {
+            shared: Arc::clone(&shared),
+            version: None,
+        };
         let committed = crate::sim::library_blocking(move || -> Result<Option<u64>, StoreError> {
+            let mut settle = settle;
             let mut tx = db.begin_write()?;
             build(&mut tx)?;
-            tx.commit_transact()
+            let committed = tx.commit_transact()?;
+            settle.version = committed;
+            Ok(committed)
         })
         .await
         .map_err(|e| SyncError::Store {
@@ -677,17 +722,11 @@ impl SyncSession {
         let version = match committed {
             Ok(Some(version)) => version,
             Ok(None) | Err(_) => {
-                *lock(&shared.transact) = None;
-                shared.wake.notify_one();
                 return Err(committed.err().unwrap_or(SyncError::InvalidState {
                     message: "the transaction wrote nothing".into(),
                 }));
             }
         };
-        if let Some(p) = lock(&shared.transact).as_mut() {
-            p.version = Some(version);
-        }
-        shared.wake.notify_one();
         let waiting = Arc::clone(&shared);
         let wait = async move {
             tokio::select! {

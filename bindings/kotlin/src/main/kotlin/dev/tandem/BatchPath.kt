@@ -21,9 +21,8 @@ import java.util.concurrent.locks.ReentrantReadWriteLock
  * order, so `operation <i>` in an error names the same operation either way.
  *
  * Only operations the codec spells are encoded: everything but embedded objects (the
- * `CreateEmbedded` and `ListInsertEmbedded` variants and any operation with a path, and
- * `CreateRows`), links to
- * an object whose primary key is null (the codec reads `null` as "no link"), and strings that
+ * `CreateEmbedded` and `ListInsertEmbedded` variants and any operation with a path),
+ * `CreateRows`, links to an object whose primary key is null (the codec reads `null` as "no link"), and strings that
  * are not valid UTF-16 (a lone surrogate, which the generated code refuses and `String`'s
  * encoder would replace with `?`). [encode] returns null for a batch holding anything else;
  * the caller then sends the [WriteOp]s as they are. The values must already match their
