@@ -719,14 +719,12 @@ impl SyncSession {
             kind: crate::store::StoreErrorKind::Internal,
         })
         .and_then(|r| r.map_err(SyncError::from));
-        let version = match committed {
-            Ok(Some(version)) => version,
-            Ok(None) | Err(_) => {
-                return Err(committed.err().unwrap_or(SyncError::InvalidState {
-                    message: "the transaction wrote nothing".into(),
-                }));
-            }
-        };
+        // Committed: `SettleTransact` gave it its version, and it waits for the verdict.
+        if !matches!(committed, Ok(Some(_))) {
+            return Err(committed.err().unwrap_or(SyncError::InvalidState {
+                message: "the transaction wrote nothing".into(),
+            }));
+        }
         let waiting = Arc::clone(&shared);
         let wait = async move {
             tokio::select! {

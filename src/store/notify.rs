@@ -140,6 +140,12 @@ struct Watch {
 struct Pending {
     /// Changes not yet handed to the listeners; `None` inside means "anything".
     changes: Option<Touched>,
+    /// Changes queued before a listener registered, each with that listener's id: they are
+    /// handed only to listeners with smaller ids. A listener reads where it starts from after
+    /// registering, and a commit is queued after its SQLite commit, so those changes are
+    /// already in its start: handing them to it too would report objects as modified that
+    /// did not change since (found as a flaky Kotlin test, `resultsChangesAsAFlow`).
+    earlier: Vec<(Touched, u64)>,
     shutdown: bool,
 }
 
@@ -259,7 +265,6 @@ impl Notifier {
         initial: impl FnOnce() -> Result<Initial, StoreError>,
     ) -> Result<ListenerToken, StoreError> {
         self.ensure_thread()?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let watch = Arc::new(Mutex::new(Watch {
             kind,
             key_paths,
@@ -267,10 +272,20 @@ impl Notifier {
             failing: false,
         }));
         let mut guard = watch.lock().unwrap_or_else(|e| e.into_inner());
-        self.watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::clone(&watch));
+        // Under the queue's lock, as the notifier thread takes changes: what is queued now is
+        // set aside for the listeners registered before this one.
+        let id = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if let Some(changes) = pending.changes.take() {
+                pending.earlier.push((changes, id));
+            }
+            self.watches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Arc::clone(&watch));
+            id
+        };
         let token = ListenerToken {
             notifier: Arc::downgrade(self),
             id,
@@ -332,7 +347,7 @@ fn run(notifier: Weak<Notifier>, conn: Connection) {
         let watches = {
             let Some(n) = notifier.upgrade() else { return };
             let mut pending = n.pending.lock().unwrap_or_else(|e| e.into_inner());
-            while pending.changes.is_none() && !pending.shutdown {
+            while pending.changes.is_none() && pending.earlier.is_empty() && !pending.shutdown {
                 match retry {
                     None => pending = n.wake.wait(pending).unwrap_or_else(|e| e.into_inner()),
                     Some(delay) => {
@@ -351,24 +366,31 @@ fn run(notifier: Weak<Notifier>, conn: Connection) {
                 return;
             }
             let changes = pending.changes.take();
+            let earlier = std::mem::take(&mut pending.earlier);
             // Registered listeners, the new changes added to each one's own pending changes
             // while the queue is still locked, so a listener registered later never misses
-            // changes committed after its first read.
-            let watches: Vec<Arc<Mutex<Watch>>> = n
+            // changes committed after its first read (and, through `earlier`, is not handed
+            // those committed before it).
+            let watches: Vec<(u64, Arc<Mutex<Watch>>)> = n
                 .watches
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
+                .iter()
+                .map(|(id, w)| (*id, Arc::clone(w)))
                 .collect();
             drop(pending);
-            if let Some(changes) = changes {
-                for watch in &watches {
-                    let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, watch) in &watches {
+                let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
+                for (touched, registered) in &earlier {
+                    if id < registered {
+                        merge(&mut w.pending, touched.clone());
+                    }
+                }
+                if let Some(changes) = &changes {
                     merge(&mut w.pending, changes.clone());
                 }
             }
-            watches
+            watches.into_iter().map(|(_, w)| w).collect::<Vec<_>>()
         };
         let ok = evaluate_all(&conn, &watches);
         retry = if ok {
