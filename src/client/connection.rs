@@ -978,17 +978,7 @@ where
                 .and_then(|p| p.version)
                 .filter(|&v| v <= upload_client_version);
             if let Some(version) = resolved {
-                // Its record goes first: a crash now finds it acknowledged (and drops it).
-                let d = Arc::clone(db);
-                blocking(move || d.resolve_transact(version)).await?;
-                let mut pending = lock(&shared.transact);
-                if pending.as_ref().and_then(|p| p.version) == Some(version) {
-                    if let Some(done) = pending.take().and_then(|p| p.done) {
-                        let _ = done.send(TransactOutcome::Accepted {
-                            server_version: latest_server_version,
-                        });
-                    }
-                }
+                accept_transact(shared, version, latest_server_version).await?;
             }
             // A rollback waiting for the cursor to reach its snapshot (a no-op otherwise).
             try_roll_back(shared, ws, conn).await?;
@@ -1003,33 +993,18 @@ where
             if lock(&shared.transact).as_ref().and_then(|p| p.version) != Some(request_ident) {
                 return Ok(()); // a verdict for a transaction already resolved
             }
-            // The verdict is stored before it is acted on: after a crash, an accepted
-            // transaction is not sent as TRANSACT again (until the next DOWNLOAD stores the
-            // upload cursor it may be uploaded once more as it is, which the server skips as
-            // integrated), and a rejected one is rolled back, never uploaded.
-            let d = Arc::clone(db);
-            let why = reason.clone();
-            blocking(move || {
-                if accepted {
-                    d.resolve_transact(request_ident)
-                } else {
-                    d.reject_transact(request_ident, &why)
-                }
-            })
-            .await?;
-            {
-                let mut pending = lock(&shared.transact);
-                if accepted {
-                    if let Some(done) = pending.take().and_then(|p| p.done) {
-                        let _ = done.send(TransactOutcome::Accepted { server_version });
-                    }
-                } else if let Some(p) = pending.as_mut() {
-                    p.rejected = Some(reason.clone());
-                }
-            }
             if accepted {
+                accept_transact(shared, request_ident, server_version).await?;
                 shared.wake.notify_one();
             } else {
+                // The rejection is stored before it is acted on: after a crash the transaction
+                // is rolled back, never uploaded.
+                let d = Arc::clone(db);
+                let why = reason.clone();
+                blocking(move || d.reject_transact(request_ident, &why)).await?;
+                if let Some(p) = lock(&shared.transact).as_mut() {
+                    p.rejected = Some(reason);
+                }
                 // Rolled back by rebasing the later local changesets onto the server's state
                 // (`start_rollback`), on this connection and the next ones until it is done.
                 start_rollback(shared, ws, conn).await?;
@@ -1104,6 +1079,27 @@ where
                 message: format!("the server sent QUERY_ERROR {code} ({message}) to a session with no subscriptions"),
                 retry: false,
             });
+        }
+    }
+    Ok(())
+}
+
+/// The server integrated the waiting transaction `version` (its TRANSACT_RESULT, or an upload
+/// acknowledgement that covers it): its record is dropped first, so that a crash from then on
+/// finds nothing waiting and does not send it as TRANSACT again (until the next DOWNLOAD stores
+/// the upload cursor it may be uploaded once more as it is, which the server skips as
+/// integrated); then `transact` gets `Accepted` with `server_version`.
+async fn accept_transact(
+    shared: &Arc<Shared>,
+    version: u64,
+    server_version: u64,
+) -> Result<(), Failure> {
+    let d = Arc::clone(&shared.db);
+    blocking(move || d.resolve_transact(version)).await?;
+    let mut pending = lock(&shared.transact);
+    if pending.as_ref().and_then(|p| p.version) == Some(version) {
+        if let Some(done) = pending.take().and_then(|p| p.done) {
+            let _ = done.send(TransactOutcome::Accepted { server_version });
         }
     }
     Ok(())

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::types::{core_key, core_value, Key, TandemError, Value};
+use super::types::{core_key, into_core_value, Key, TandemError, Value};
 use crate::store;
 
 /// One step of a path from a property down to a property of an embedded object
@@ -353,7 +353,7 @@ fn with_values<T>(
 ) -> Result<T, TandemError> {
     let mut values = values
         .into_iter()
-        .map(|(k, v)| Ok((k, core_value(&v)?)))
+        .map(|(k, v)| Ok((k, into_core_value(v)?)))
         .collect::<Result<Vec<_>, TandemError>>()?;
     values.sort_by(|a, b| a.0.cmp(&b.0));
     // Split names from values so the values move into the store without a copy.
@@ -404,12 +404,7 @@ fn create_rows(
         let key = core_key(&key).map_err(in_row)?;
         row.clear();
         for v in values.by_ref().take(width) {
-            let value = match v {
-                // Moved, not copied (the common heap value).
-                Value::String { value } => crate::model::Value::String(value),
-                v => core_value(&v).map_err(in_row)?,
-            };
-            row.push(Some(value));
+            row.push(Some(into_core_value(v).map_err(in_row)?));
         }
         named.clear();
         for &j in &order {
@@ -417,7 +412,7 @@ fn create_rows(
             named.push((properties[j].as_str(), value));
         }
         tx.create(class_name, key, &named)
-            .map_err(|e| TandemError::from(e).context(&format!("row {i}")))?;
+            .map_err(|e| in_row(e.into()))?;
     }
     Ok(())
 }
@@ -455,7 +450,7 @@ pub(crate) fn apply(tx: &mut store::WriteTransaction<'_>, op: WriteOp) -> Result
             value,
             path,
         } => {
-            let (key, value) = (core_key(&key)?, core_value(&value)?);
+            let (key, value) = (core_key(&key)?, into_core_value(value)?);
             if path.is_empty() {
                 tx.set(&class_name, &key, &property, value)?
             } else {
@@ -488,7 +483,7 @@ pub(crate) fn apply(tx: &mut store::WriteTransaction<'_>, op: WriteOp) -> Result
             path,
         } => {
             let at = At::new(property, path)?;
-            let (key, value) = (core_key(&key)?, core_value(&value)?);
+            let (key, value) = (core_key(&key)?, into_core_value(value)?);
             tx.list_insert(&class_name, &key, at.path(), position(index)?, value)?
         }
         WriteOp::ListInsertEmbedded {
@@ -510,7 +505,7 @@ pub(crate) fn apply(tx: &mut store::WriteTransaction<'_>, op: WriteOp) -> Result
             path,
         } => {
             let at = At::new(property, path)?;
-            let (key, value) = (core_key(&key)?, core_value(&value)?);
+            let (key, value) = (core_key(&key)?, into_core_value(value)?);
             tx.list_set(&class_name, &key, at.path(), position(index)?, value)?
         }
         WriteOp::ListMove {
@@ -552,7 +547,7 @@ pub(crate) fn apply(tx: &mut store::WriteTransaction<'_>, op: WriteOp) -> Result
             path,
         } => {
             let at = At::new(property, path)?;
-            let (key, value) = (core_key(&key)?, core_value(&value)?);
+            let (key, value) = (core_key(&key)?, into_core_value(value)?);
             tx.set_insert(&class_name, &key, at.path(), value)?
         }
         WriteOp::SetErase {
@@ -563,7 +558,7 @@ pub(crate) fn apply(tx: &mut store::WriteTransaction<'_>, op: WriteOp) -> Result
             path,
         } => {
             let at = At::new(property, path)?;
-            let (key, value) = (core_key(&key)?, core_value(&value)?);
+            let (key, value) = (core_key(&key)?, into_core_value(value)?);
             tx.set_erase(&class_name, &key, at.path(), value)?
         }
         WriteOp::SetClear {
@@ -584,7 +579,7 @@ pub(crate) fn apply(tx: &mut store::WriteTransaction<'_>, op: WriteOp) -> Result
             path,
         } => {
             let at = At::new(property, path)?;
-            let (key, value) = (core_key(&key)?, core_value(&value)?);
+            let (key, value) = (core_key(&key)?, into_core_value(value)?);
             tx.dict_set(&class_name, &key, at.path(), &entry, value)?
         }
         WriteOp::DictErase {

@@ -590,6 +590,20 @@ pub(crate) fn core_value(value: &Value) -> Result<model::Value, TandemError> {
     })
 }
 
+/// [`core_value`] of an owned value, for the write paths, which own theirs: strings, binaries
+/// and link class names are moved, not copied.
+pub(crate) fn into_core_value(value: Value) -> Result<model::Value, TandemError> {
+    Ok(match value {
+        Value::String { value } => model::Value::String(value),
+        Value::Binary { value } => model::Value::Binary(value),
+        Value::Link { class_name, key } => model::Value::Link(model::Link {
+            class: class_name,
+            key: core_key(&key)?,
+        }),
+        other => return core_value(&other),
+    })
+}
+
 fn ffi_val(v: &Val) -> Value {
     match v {
         Val::Null => Value::Null,

@@ -163,8 +163,9 @@ impl Database {
     /// The transaction waiting for the server's verdict, recorded by
     /// [`WriteTransaction::commit_transact`](super::WriteTransaction::commit_transact): its
     /// local version and, once the server rejected it, the reason. `None` when none waits (or
-    /// the server's acknowledgement, [`Database::upload_cursor`]-wise, already covers it: it
-    /// was integrated, and the record is dropped here).
+    /// the stored upload cursor, the server's acknowledgement
+    /// ([`SyncProgress::upload_client_version`]), already covers it: it was integrated, and the
+    /// record is dropped here).
     pub fn pending_transact(&self) -> Result<Option<PendingTransact>, StoreError> {
         let pending = {
             let read = self.read()?;

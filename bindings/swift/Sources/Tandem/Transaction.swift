@@ -62,10 +62,9 @@ public final class Transaction {
     let transaction: WriteTransaction
     /// Operations recorded here and not yet handed to `transaction`, in order.
     private var ops: [WriteOp] = []
-    /// The `add`s after the last of `ops`, when they are of one class (`rowsClass`) and have
-    /// no collections: gathered here, then recorded as one `WriteOp.createRows`.
-    private var rowsClass: String?
-    private var rowsProperties: [String] = []
+    /// The `add`s after the last of `ops`, when they are of one model type (`rowsInfo`) and
+    /// have no collections: gathered here, then recorded as one `WriteOp.createRows`.
+    private var rowsInfo: ModelInfo?
     private var rowsKeys: [Key] = []
     private var rowsValues: [Value] = []
     /// The untyped transaction underneath. Reading it first hands it every operation recorded
@@ -121,19 +120,20 @@ public final class Transaction {
 
     /// Records the gathered `add`s (if any) as one `createRows`, so what follows comes after.
     private func closeRows() {
-        guard let className = rowsClass else { return }
-        ops.append(.createRows(className: className, properties: rowsProperties, keys: rowsKeys, values: rowsValues))
-        rowsClass = nil
+        guard let info = rowsInfo else { return }
+        ops.append(.createRows(className: info.spec.name, properties: info.rowProperties, keys: rowsKeys,
+                               values: rowsValues))
+        rowsInfo = nil
         rowsKeys.removeAll()
         rowsValues.removeAll()
     }
 
-    /// Gathers the creation of `className[key]` with `row` (the values of `info.rowProperties`).
-    private func addRow(_ className: String, _ info: ModelInfo, _ key: Key, _ row: [Value]) {
-        if rowsClass != className || rowsProperties != info.rowProperties {
+    /// Gathers the creation of the object with `key` and `row` (the values of
+    /// `info.rowProperties`) of the model type `info` describes.
+    private func addRow(_ info: ModelInfo, _ key: Key, _ row: [Value]) {
+        if rowsInfo !== info {
             closeRows()
-            rowsClass = className
-            rowsProperties = info.rowProperties
+            rowsInfo = info
         }
         rowsKeys.append(key)
         rowsValues.append(contentsOf: row)
@@ -148,7 +148,7 @@ public final class Transaction {
         if let (keyValue, row, collections) = try WriteEncoder.encode(object, info: info) {
             let key = try Tandem.key(of: keyValue, className: className)
             if collections.values.allSatisfy(\.isEmpty) {  // nothing for replaceCollections
-                addRow(className, info, key, row)
+                addRow(info, key, row)
             } else {
                 rec.create(className: className, key: key, values: Self.named(row, info))
                 try replaceCollections(className, key, old: nil, new: collections)
