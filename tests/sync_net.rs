@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use live::World;
+use live::{converge, World};
 use tandem::client::{SyncConfig, SyncSession, SyncState};
 use tandem::model::{PrimaryKey, Value};
 use tandem::server::TokenSigner;
@@ -19,29 +19,6 @@ use tandem::store::Database;
 
 fn path_exists(p: &Path) -> bool {
     p.exists()
-}
-
-/// Waits (bounded, generously) until every database has nothing to upload and all hold the
-/// same objects.
-fn converge(dbs: &[&Arc<Database>]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let states: Vec<_> = dbs
-            .iter()
-            .map(|d| d.export_state().unwrap().objects)
-            .collect();
-        let idle = dbs
-            .iter()
-            .all(|d| d.pending_uploads(1 << 20).unwrap().is_empty());
-        if idle && states.windows(2).all(|w| w[0] == w[1]) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no convergence within 60 s:\n{states:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn task(db: &Database, id: i64) -> Option<tandem::state::Object> {

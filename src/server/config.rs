@@ -48,6 +48,10 @@ OPTIONS:
                                (default 0.0.0.0:7800)
     --data-dir <DIR>           where the server files live, one SQLite file per server
                                path [TANDEM_DATA_DIR] (default ./tandem-data)
+    --database <URL>           keep the server files in PostgreSQL (postgres://user@host/db)
+                               instead of the data directory, so that several server
+                               processes can share them (docs/scaling.md; needs the cargo
+                               feature postgres) [TANDEM_DATABASE] (default: embedded SQLite)
     --tls-cert <FILE>          TLS certificate chain, PEM [TANDEM_TLS_CERT]
     --tls-key <FILE>           TLS private key, PEM [TANDEM_TLS_KEY]
     --insecure-ws              serve plain ws:// without TLS; for local development only
@@ -377,6 +381,7 @@ const SETTINGS: &[(&str, bool)] = &[
     ("config", false),
     ("listen", false),
     ("data_dir", false),
+    ("database", false),
     ("tls_cert", false),
     ("tls_key", false),
     ("insecure_ws", true),
@@ -1109,6 +1114,7 @@ fn serve(raw: &Raw) -> Result<ServerConfig, ConfigError> {
         storage,
         listen,
         data_dir: data_dir(raw),
+        database: raw.get("database").map(|(v, _)| v.clone()),
         tls,
         allow_plain_ws: insecure,
         auth,

@@ -166,6 +166,10 @@ pub struct ServerFile {
     rows: u64,
     /// Flexible sync's compiled subscription queries (`flx::FilterCache`).
     filters: flx::FilterCache,
+    /// With `--database postgres://...`: this file is a working copy of the one in PostgreSQL
+    /// ([`super::postgres`]).
+    #[cfg(feature = "postgres")]
+    replica: Option<Arc<super::postgres::Replica>>,
 }
 
 /// Client file idents allocated and not yet used by an IDENT, with their allocation time
@@ -182,6 +186,22 @@ const EXPIRE_BATCH: i64 = 64;
 /// At most this many instructions of concurrent changesets are merged with an upload at once
 /// (one changeset larger than this is merged alone): what bounds an integration's memory.
 const MERGE_BATCH_INSTRUCTIONS: usize = 50_000;
+
+/// A working copy's link to PostgreSQL; without the `postgres` feature, a type no value has.
+#[cfg(feature = "postgres")]
+use super::postgres::Replica;
+#[cfg(not(feature = "postgres"))]
+enum Replica {}
+
+/// A PostgreSQL failure as the protocol reports it: a storage failure of the session (201,
+/// try again).
+#[cfg(feature = "postgres")]
+fn pg_err(e: super::postgres::PostgresError) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::OtherSessionError,
+        format!("server storage failed: {e}"),
+    )
+}
 
 fn sql_err(e: rusqlite::Error) -> ProtocolError {
     ProtocolError::new(
@@ -210,12 +230,12 @@ impl ServerFile {
     /// Opens (or creates) the server file at `path`, and its state file, which it brings up to
     /// date with the history (replaying what the state misses).
     pub fn open(path: impl AsRef<Path>) -> Result<ServerFile, ProtocolError> {
-        let state_file = state_path(path.as_ref());
-        let conn = Connection::open(path).map_err(sql_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql_err)?;
+        ServerFile::open_inner(path.as_ref(), None)
+    }
+
+    /// Creates the tables of a server file on `conn` if missing (and adds the columns of newer
+    /// versions to older files).
+    fn create_schema(conn: &Connection) -> Result<(), ProtocolError> {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS history (
@@ -261,6 +281,103 @@ impl ServerFile {
             conn.execute_batch("ALTER TABLE history ADD COLUMN salt INTEGER NOT NULL DEFAULT 0")
                 .map_err(sql_err)?;
         }
+        conn.execute_batch(flx::SERVER_WRITER).map_err(sql_err)?;
+        Ok(())
+    }
+
+    /// The tables of a server file, as [`super::postgres`] mirrors them.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn mirrored_tables(
+    ) -> Result<super::postgres::Tables, super::postgres::PostgresError> {
+        let conn = Connection::open_in_memory()
+            .map_err(|e| super::postgres::PostgresError::from_message(e.to_string()))?;
+        ServerFile::create_schema(&conn)
+            .map_err(|e| super::postgres::PostgresError::from_message(e.message))?;
+        super::postgres::Tables::read(&conn, "tandem_")
+    }
+
+    /// Opens the working copy at `path` of the server path `server_path` kept in PostgreSQL:
+    /// whatever is at `path` is removed first, then the copy is filled from the database (taking
+    /// the file's lock for the time it takes) and the server path recorded.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn open_replica(
+        path: &Path,
+        pg: &Arc<super::postgres::Postgres>,
+        server_path: &str,
+        disk: Arc<Disk>,
+        config: &StorageConfig,
+    ) -> Result<ServerFile, ProtocolError> {
+        for p in [path.to_path_buf(), state_path(path)] {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut name = p.as_os_str().to_owned();
+                name.push(suffix);
+                match std::fs::remove_file(&name) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(ProtocolError::new(
+                            ErrorCode::OtherSessionError,
+                            format!("removing an old working copy: {e}"),
+                        ))
+                    }
+                }
+            }
+        }
+        let tables = ServerFile::mirrored_tables().map_err(pg_err)?;
+        let replica =
+            super::postgres::Replica::new(pg, server_path, Arc::new(tables)).map_err(pg_err)?;
+        let mut file = ServerFile::open_inner(path, Some(Arc::new(replica)))?;
+        let recorded = file.record_server_path(server_path);
+        file.release();
+        recorded?;
+        file.disk = Some(disk);
+        file.max_merge_window = config.max_merge_window;
+        Ok(file)
+    }
+
+    /// Brings a working copy up to PostgreSQL under the file's lock, which it keeps until
+    /// [`ServerFile::release`]; nothing without `--database`. A failure (the database cannot be
+    /// reached) leaves the copy as it was: reads may still answer from it, and every write is
+    /// refused (201) until a later acquire succeeds.
+    pub(crate) fn acquire(&mut self) -> Result<(), ProtocolError> {
+        #[cfg(feature = "postgres")]
+        if let Some(replica) = self.replica.clone() {
+            if replica.acquire(&self.conn).map_err(pg_err)? == super::postgres::CatchUp::Changed {
+                self.snapshot = None;
+                self.reload()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases what [`ServerFile::acquire`] took.
+    pub(crate) fn release(&mut self) {
+        #[cfg(feature = "postgres")]
+        if let Some(replica) = &self.replica {
+            replica.release();
+        }
+    }
+
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
+    fn open_inner(path: &Path, replica: Option<Arc<Replica>>) -> Result<ServerFile, ProtocolError> {
+        let state_file = state_path(path);
+        let conn = Connection::open(path).map_err(sql_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql_err)?;
+        // A working copy of a file in PostgreSQL is rebuilt from it at every start: the
+        // database's commit is the durable one.
+        let synchronous = match replica.is_some() {
+            true => "OFF",
+            false => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(sql_err)?;
+        ServerFile::create_schema(&conn)?;
+        #[cfg(feature = "postgres")]
+        if let Some(r) = &replica {
+            r.attach(&conn).map_err(pg_err)?;
+            r.acquire(&conn).map_err(pg_err)?;
+        }
         let salt: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
                 r.get(0)
@@ -300,6 +417,8 @@ impl ServerFile {
             compacted: 0,
             rows: 0,
             filters: flx::FilterCache::default(),
+            #[cfg(feature = "postgres")]
+            replica,
         };
         file.latest_salt = file.version_salt(file.latest)?;
         file.compacted = file
@@ -1398,9 +1517,14 @@ impl ServerFile {
     /// Reopens the file: the version and reciprocal forms are read again from what is stored,
     /// and the state file catches up with the stored history.
     fn reload(&mut self) -> Result<(), ProtocolError> {
-        let mut file = ServerFile::open(self.path())?;
+        #[cfg(feature = "postgres")]
+        let replica = self.replica.clone();
+        #[cfg(not(feature = "postgres"))]
+        let replica = None;
+        let mut file = ServerFile::open_inner(&self.path(), replica)?;
         file.disk = self.disk.take();
         file.max_merge_window = self.max_merge_window;
+        file.client_file_expiry = self.client_file_expiry;
         *self = file;
         Ok(())
     }

@@ -9,6 +9,8 @@
 //! - [`metrics`]: the Prometheus metrics every part of the server records.
 //! - [`state`]: a server file's materialized state, in SQLite tables beside its history.
 //! - [`ops`]: log output, and the `/metrics`, `/healthz` and `/readyz` listener.
+//! - `postgres` (cargo feature `postgres`): several server processes on one PostgreSQL
+//!   database (`--database postgres://...`).
 //! - [`admin`]: `tandem-server admin ...`: list, print, back up, restore and compact server
 //!   files.
 
@@ -22,6 +24,8 @@ mod file;
 pub mod metrics;
 mod net;
 pub mod ops;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod realm;
 mod session;
 mod shared;

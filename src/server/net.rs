@@ -164,7 +164,34 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let local_addr = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
+    #[cfg(feature = "postgres")]
+    let postgres = match &config.database {
+        Some(url) => Some(super::postgres::start(url.clone(), &config.data_dir).await?),
+        None => None,
+    };
+    #[cfg(not(feature = "postgres"))]
+    if config.database.is_some() {
+        return Err(StartError(
+            "--database needs a tandem-server built with the cargo feature postgres".into(),
+        ));
+    }
     let app = match &config.app {
+        #[cfg(feature = "postgres")]
+        Some(app) if postgres.is_some() => {
+            let pg = postgres.as_ref().map(Arc::clone);
+            let (app, cache) = (
+                app.clone(),
+                config.data_dir.join(super::postgres::CACHE_DIR),
+            );
+            let opened = tokio::task::spawn_blocking(move || {
+                AppServices::open_replica(app, &cache, pg.as_ref().expect("checked above"))
+            })
+            .await
+            .map_err(|e| StartError(format!("App Services store: {e}")))?;
+            Some(Arc::new(opened.map_err(|e| {
+                StartError(format!("App Services store: {}", e.0))
+            })?))
+        }
         Some(app) => Some(Arc::new(
             AppServices::open(app.clone(), &config.data_dir)
                 .map_err(|e| StartError(format!("App Services store: {}", e.0)))?,
@@ -172,7 +199,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         None => None,
     };
     let (shutdown, stop) = tokio::sync::watch::channel(false);
-    let shared = Arc::new(Shared::new(config, app, stop.clone()));
+    #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
+    let mut shared = Shared::new(config, app, stop.clone());
+    #[cfg(feature = "postgres")]
+    {
+        shared.postgres = postgres;
+    }
+    let shared = Arc::new(shared);
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = &shared.postgres {
+        let weak = Arc::downgrade(&shared);
+        pg.listen(Arc::new(move |path: Option<&str>| {
+            if let Some(shared) = weak.upgrade() {
+                match path {
+                    Some(p) => shared.changed(p),
+                    None => shared.changed_all(),
+                }
+            }
+        }));
+    }
     super::session::start_sweeper(&shared);
     crate::sim::spawn_task(accept_loop(Arc::clone(&shared), listener, tls, stop));
     let metrics = match shared.config.observability.metrics_listen {

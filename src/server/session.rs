@@ -437,8 +437,38 @@ fn bound(sessions: &mut BTreeMap<u64, Session>, id: u64) -> Result<&mut Session,
     Ok(session)
 }
 
-pub(super) fn lock(file: &Mutex<ServerFile>) -> std::sync::MutexGuard<'_, ServerFile> {
-    file.lock().unwrap_or_else(|e| e.into_inner())
+/// The server file behind `file`, locked for this thread and, with `--database`, brought up to
+/// PostgreSQL under the file's lock there, held until the guard is dropped
+/// ([`ServerFile::acquire`]). If that fails, the error is logged and the guard still gives the
+/// file: reads answer from the working copy as it was, and its writes are refused (201).
+pub(super) fn lock(file: &Mutex<ServerFile>) -> FileGuard<'_> {
+    let mut guard = file.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = guard.acquire() {
+        tracing::error!(code = e.code.code(), error = %e.message, "bringing a server file up to the database failed");
+    }
+    FileGuard(guard)
+}
+
+/// A locked server file ([`lock`]); dropping it releases the file's database lock.
+pub(super) struct FileGuard<'a>(std::sync::MutexGuard<'a, ServerFile>);
+
+impl std::ops::Deref for FileGuard<'_> {
+    type Target = ServerFile;
+    fn deref(&self) -> &ServerFile {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for FileGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ServerFile {
+        &mut self.0
+    }
+}
+
+impl Drop for FileGuard<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 pub(super) fn error(code: ErrorCode, message: &str, session: u64) -> ServerMessage {
@@ -492,14 +522,31 @@ pub(super) fn open_file(
     if let Some(f) = files.get(path) {
         return Ok(Arc::clone(f));
     }
-    let file_path = file_path(&shared.config.data_dir, path);
-    let opened =
-        ServerFile::open_with(&file_path, Arc::clone(&shared.disk), &shared.config.storage)
-            .and_then(|mut file| {
-                file.record_server_path(path)?;
-                file.set_client_file_expiry(shared.config.connection_limits.client_file_expiry);
-                Ok(file)
-            });
+    #[cfg(feature = "postgres")]
+    let (file_path, opened) = match &shared.postgres {
+        Some(pg) => {
+            let file_path = shared
+                .config
+                .data_dir
+                .join(super::postgres::CACHE_DIR)
+                .join(file_name(path));
+            let opened = ServerFile::open_replica(
+                &file_path,
+                pg,
+                path,
+                Arc::clone(&shared.disk),
+                &shared.config.storage,
+            );
+            (file_path, opened)
+        }
+        None => open_local(shared, path),
+    };
+    #[cfg(not(feature = "postgres"))]
+    let (file_path, opened) = open_local(shared, path);
+    let opened = opened.map(|mut file| {
+        file.set_client_file_expiry(shared.config.connection_limits.client_file_expiry);
+        file
+    });
     let file = opened.map_err(|e| {
         tracing::error!(
             server_path = path,
@@ -518,6 +565,21 @@ pub(super) fn open_file(
     let file = Arc::new(Mutex::new(file));
     files.insert(path.to_owned(), Arc::clone(&file));
     Ok(file)
+}
+
+/// Opens (or creates) the server file of `path` in the data directory.
+fn open_local(
+    shared: &Shared,
+    path: &str,
+) -> (std::path::PathBuf, Result<ServerFile, ProtocolError>) {
+    let file_path = file_path(&shared.config.data_dir, path);
+    let opened =
+        ServerFile::open_with(&file_path, Arc::clone(&shared.disk), &shared.config.storage)
+            .and_then(|file| {
+                file.record_server_path(path)?;
+                Ok(file)
+            });
+    (file_path, opened)
 }
 
 /// The server path a server file of the data directory holds: the `server_path` its meta table

@@ -30,6 +30,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory for the server files (one SQLite file per server path).
     pub data_dir: PathBuf,
+    /// `--database`: a PostgreSQL URL (`postgres://user@host/db`) to keep the server files and
+    /// the App Services store in, shared with other server processes (cargo feature
+    /// `postgres`, `docs/scaling.md`); `None`, the default: embedded SQLite in `data_dir`.
+    pub database: Option<String>,
     /// Certificate chain and private key, PEM. `None` serves plain `ws://`, which needs
     /// `allow_plain_ws` (for local development only).
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -74,6 +78,7 @@ impl ServerConfig {
         ServerConfig {
             listen,
             data_dir,
+            database: None,
             tls: None,
             allow_plain_ws: false,
             auth,
@@ -252,6 +257,9 @@ pub(super) struct Shared {
     pub(super) admission: Arc<super::admission::Admission>,
     /// The data directory's reserve and storage-fault accounting.
     pub(super) disk: Arc<super::disk::Disk>,
+    /// The database every server file is kept in, with `--database`.
+    #[cfg(feature = "postgres")]
+    pub(super) postgres: Option<Arc<super::postgres::Postgres>>,
 }
 
 impl Shared {
@@ -298,6 +306,8 @@ impl Shared {
             metrics,
             admission,
             disk,
+            #[cfg(feature = "postgres")]
+            postgres: None,
         }
     }
 
@@ -351,6 +361,21 @@ impl Shared {
                 .since
                 .compare_exchange(0, now, Ordering::AcqRel, Ordering::Relaxed);
             waker.notify.notify_one();
+        }
+    }
+
+    /// [`Shared::changed`] for every path a connection has a session bound to.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(super) fn changed_all(&self) {
+        let paths: Vec<String> = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for p in paths {
+            self.changed(&p);
         }
     }
 

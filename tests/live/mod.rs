@@ -176,6 +176,29 @@ pub fn has_task(db: &Database, id: i64) -> bool {
         .is_some()
 }
 
+/// Waits (bounded, generously) until every database has nothing to upload and all hold the
+/// same objects.
+pub fn converge(dbs: &[&Arc<Database>]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states: Vec<_> = dbs
+            .iter()
+            .map(|d| d.export_state().unwrap().objects)
+            .collect();
+        let idle = dbs
+            .iter()
+            .all(|d| d.pending_uploads(1 << 20).unwrap().is_empty());
+        if idle && states.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence within 60 s:\n{states:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Polls `done` every 10 ms for up to `seconds`.
 pub fn eventually(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(seconds);

@@ -207,7 +207,29 @@ impl AppServices {
             )));
         }
         let store = store::Store::open(data_dir, Some(&config.app_id))?;
-        Ok(AppServices {
+        Ok(AppServices::with_store(config, store))
+    }
+
+    /// [`AppServices::open`] with the store kept in PostgreSQL (`--database`); its working
+    /// copy is in `cache_dir`.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn open_replica(
+        config: AppConfig,
+        cache_dir: &Path,
+        pg: &std::sync::Arc<super::postgres::Postgres>,
+    ) -> Result<AppServices, AppError> {
+        if !is_valid_app_id(&config.app_id) {
+            return Err(AppError(format!(
+                "app id {:?} must be 1 to 128 characters of A-Z a-z 0-9 . _ -",
+                config.app_id
+            )));
+        }
+        let store = store::Store::open_replica(cache_dir, pg, Some(&config.app_id))?;
+        Ok(AppServices::with_store(config, store))
+    }
+
+    fn with_store(config: AppConfig, store: store::Store) -> AppServices {
+        AppServices {
             config,
             store: Mutex::new(store),
             confirmations: Mutex::new(Box::new(|email, token, token_id| {
@@ -221,7 +243,7 @@ impl AppServices {
                     "a user awaits confirmation: pass the token pair on"
                 );
             })),
-        })
+        }
     }
 
     /// Replaces where confirmation tokens go (by default, a warning in the server's log for the
@@ -277,8 +299,37 @@ impl AppServices {
         }
     }
 
-    fn store(&self) -> MutexGuard<'_, store::Store> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    /// The store, locked for this thread and, with `--database`, brought up to PostgreSQL
+    /// under its lock there until the guard is dropped (a failure is logged; writes are then
+    /// refused).
+    fn store(&self) -> StoreGuard<'_> {
+        let mut guard = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = guard.acquire() {
+            tracing::error!(error = %e.0, "bringing the App Services store up to the database failed");
+        }
+        StoreGuard(guard)
+    }
+}
+
+/// A locked store ([`AppServices::store`]); dropping it releases the database lock.
+struct StoreGuard<'a>(MutexGuard<'a, store::Store>);
+
+impl std::ops::Deref for StoreGuard<'_> {
+    type Target = store::Store;
+    fn deref(&self) -> &store::Store {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut store::Store {
+        &mut self.0
+    }
+}
+
+impl Drop for StoreGuard<'_> {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 

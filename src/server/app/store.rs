@@ -109,7 +109,15 @@ pub struct Profile {
 /// The open store.
 pub struct Store {
     conn: Connection,
+    /// With `--database`: this file is a working copy of the store kept in PostgreSQL
+    /// ([`crate::server::postgres`]).
+    #[cfg(feature = "postgres")]
+    replica: Option<std::sync::Arc<crate::server::postgres::Replica>>,
 }
+
+/// The name of the App Services store in `tandem_file` (server paths start with `/`).
+#[cfg(feature = "postgres")]
+pub const REPLICA_NAME: &str = "app-services";
 
 fn sql(e: rusqlite::Error) -> AppError {
     AppError(format!("app store: {e}"))
@@ -152,10 +160,24 @@ impl Store {
     pub fn open(data_dir: &Path, app_id: Option<&str>) -> Result<Store, AppError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| AppError(format!("data directory {}: {e}", data_dir.display())))?;
-        let conn = Connection::open(data_dir.join(FILE_NAME)).map_err(sql)?;
+        let conn = Store::open_conn(&data_dir.join(FILE_NAME), "FULL")?;
+        Store::finish(
+            Store {
+                conn,
+                #[cfg(feature = "postgres")]
+                replica: None,
+            },
+            data_dir,
+            app_id,
+        )
+    }
+
+    /// Opens the file at `file` with the schema (refusing a newer one).
+    fn open_conn(file: &Path, synchronous: &str) -> Result<Connection, AppError> {
+        let conn = Connection::open(file).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", synchronous)
             .map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql)?;
@@ -171,6 +193,86 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sql)?;
+        Ok(conn)
+    }
+
+    /// The store's tables, as [`crate::server::postgres`] mirrors them (`tandem_app_<table>`).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn mirrored_tables(
+    ) -> Result<crate::server::postgres::Tables, crate::server::postgres::PostgresError> {
+        let fail = |e: rusqlite::Error| {
+            crate::server::postgres::PostgresError::from_message(format!("app store: {e}"))
+        };
+        let conn = Connection::open_in_memory().map_err(fail)?;
+        conn.execute_batch(SCHEMA).map_err(fail)?;
+        crate::server::postgres::Tables::read(&conn, "tandem_app_")
+    }
+
+    /// Opens the working copy in `cache_dir` of the store kept in PostgreSQL: removed first,
+    /// then filled from the database. `app_id` as for [`Store::open`].
+    #[cfg(feature = "postgres")]
+    pub(crate) fn open_replica(
+        cache_dir: &Path,
+        pg: &std::sync::Arc<crate::server::postgres::Postgres>,
+        app_id: Option<&str>,
+    ) -> Result<Store, AppError> {
+        let pg_err =
+            |e: crate::server::postgres::PostgresError| AppError(format!("app store: {e}"));
+        std::fs::create_dir_all(cache_dir)
+            .map_err(|e| AppError(format!("{}: {e}", cache_dir.display())))?;
+        let file = cache_dir.join(FILE_NAME);
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = file.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::remove_file(&name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(AppError(format!("removing an old working copy: {e}"))),
+            }
+        }
+        let tables = Store::mirrored_tables().map_err(pg_err)?;
+        let replica = std::sync::Arc::new(
+            crate::server::postgres::Replica::new(pg, REPLICA_NAME, std::sync::Arc::new(tables))
+                .map_err(pg_err)?,
+        );
+        let conn = Store::open_conn(&file, "OFF")?;
+        replica.attach(&conn).map_err(pg_err)?;
+        replica.acquire(&conn).map_err(pg_err)?;
+        let store = Store::finish(
+            Store {
+                conn,
+                replica: Some(std::sync::Arc::clone(&replica)),
+            },
+            cache_dir,
+            app_id,
+        );
+        replica.release();
+        store
+    }
+
+    /// Brings a working copy up to PostgreSQL under its lock, kept until [`Store::release`];
+    /// nothing without `--database`. A failure leaves the copy as it was (its writes are
+    /// refused until a later acquire succeeds).
+    pub(crate) fn acquire(&mut self) -> Result<(), AppError> {
+        #[cfg(feature = "postgres")]
+        if let Some(r) = &self.replica {
+            r.acquire(&self.conn)
+                .map_err(|e| AppError(format!("app store: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Releases what [`Store::acquire`] took.
+    pub(crate) fn release(&mut self) {
+        #[cfg(feature = "postgres")]
+        if let Some(r) = &self.replica {
+            r.release();
+        }
+    }
+
+    /// Checks and records the app id.
+    fn finish(store: Store, data_dir: &Path, app_id: Option<&str>) -> Result<Store, AppError> {
+        let conn = &store.conn;
         let stored: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'app_id'", [], |r| {
                 r.get(0)
@@ -193,7 +295,7 @@ impl Store {
             }
             _ => {}
         }
-        Ok(Store { conn })
+        Ok(store)
     }
 
     /// Creates a user (`kind` `normal` or `server`) with one identity.

@@ -50,6 +50,10 @@ use crate::store::tables;
 /// and integrates in 1 MiB chunks.
 pub const OBJECTS_PER_CHANGESET: usize = 1_000;
 
+/// The server's own client file (for compensating writes), created in every server file.
+pub(crate) const SERVER_WRITER: &str =
+    "CREATE TABLE IF NOT EXISTS server_writer (ident INTEGER NOT NULL)";
+
 /// The view and subscription tables, created in every state file.
 pub(crate) const TABLES: &str = "
     CREATE TABLE IF NOT EXISTS _flx_view (
@@ -1173,9 +1177,6 @@ impl ServerFile {
         changeset: &Changeset,
         origin_timestamp: u64,
     ) -> Result<u64, ProtocolError> {
-        self.conn
-            .execute_batch("CREATE TABLE IF NOT EXISTS server_writer (ident INTEGER NOT NULL)")
-            .map_err(sql_err)?;
         let existing: Option<i64> = self
             .conn
             .query_row("SELECT ident FROM server_writer", [], |r| r.get(0))

@@ -1,0 +1,375 @@
+//! tandem-server on PostgreSQL (`--database`, cargo feature `postgres`): several server
+//! processes on one database. Clients spread over two and three processes, reconnecting to a
+//! different one each round with offline edits in between, converge; a process killed with
+//! SIGKILL during uploads loses nothing it acknowledged and integrates nothing twice.
+//!
+//! The database: `TANDEM_TEST_POSTGRES` (a URL), else the throwaway cluster
+//! `tests/postgres/start.sh` starts (PostgreSQL's server binaries must be installed; `.ci/run`
+//! installs them). Each test makes its own database in it.
+#![cfg(all(feature = "postgres", unix))]
+
+#[path = "postgres/cluster.rs"]
+mod cluster;
+mod live;
+mod server_log;
+
+use cluster::database;
+use live::converge;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem::client::{SyncConfig, SyncSession};
+use tandem::model::{PrimaryKey, Value};
+use tandem::server::{start, Authenticator, RunningServer, ServerConfig};
+use tandem::store::{Config, Database};
+
+/// Runs `sql` on `url` and returns the first column of every row as i64.
+fn query(runtime: &tokio::runtime::Runtime, url: &str, sql: &str) -> Vec<i64> {
+    runtime.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect()
+    })
+}
+
+/// A small deterministic generator (xorshift64*), so a failing round replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+struct Cluster {
+    dir: std::path::PathBuf,
+    runtime: tokio::runtime::Runtime,
+    servers: Vec<RunningServer>,
+}
+
+impl Cluster {
+    /// `n` in-process servers, each with its own data directory, on one database.
+    fn new(name: &str, n: usize) -> (Cluster, String) {
+        let dir = std::env::temp_dir().join(format!("tandem-pg-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_test_writer()
+            .try_init();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let url = database(&runtime, name);
+        let servers = (0..n)
+            .map(|i| {
+                let config = ServerConfig {
+                    tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
+                    database: Some(url.clone()),
+                    ..ServerConfig::new(
+                        "127.0.0.1:0".parse().unwrap(),
+                        dir.join(format!("server-{i}")),
+                        Authenticator::hs256(live::SECRET),
+                    )
+                };
+                runtime.block_on(start(config)).unwrap()
+            })
+            .collect();
+        (
+            Cluster {
+                dir,
+                runtime,
+                servers,
+            },
+            url,
+        )
+    }
+
+    fn config(&self, server: usize) -> SyncConfig {
+        SyncConfig {
+            url: format!(
+                "wss://localhost:{}/",
+                self.servers[server].local_addr.port()
+            ),
+            path: live::PATH.into(),
+            token: live::token(3600),
+            ca_file: Some(self.dir.join("cert.pem")),
+            ..SyncConfig::default()
+        }
+    }
+
+    fn open(&self, name: &str) -> Arc<Database> {
+        Arc::new(Database::open(self.dir.join(name), &live::schema(), Config::default()).unwrap())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for s in self.servers.drain(..) {
+            s.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One random transaction: set a title, add to a counter, insert into a list, create or
+/// erase a task, among tasks 1 to 8.
+fn random_edit(db: &Database, rng: &mut Rng, who: usize) {
+    let id = PrimaryKey::Int(1 + rng.below(8) as i64);
+    let exists = db.read().unwrap().object("Task", &id).unwrap().is_some();
+    let mut tx = db.begin_write().unwrap();
+    match (exists, rng.below(5)) {
+        (false, _) => {
+            tx.create(
+                "Task",
+                id,
+                &[
+                    ("title", Value::String(format!("by {who}"))),
+                    ("count", Value::Int(0)),
+                ],
+            )
+            .unwrap();
+        }
+        (true, 0) => tx
+            .set(
+                "Task",
+                &id,
+                "title",
+                Value::String(format!("{who}-{}", rng.below(1000))),
+            )
+            .unwrap(),
+        (true, 1) => tx
+            .add("Task", &id, "count", 1 + rng.below(9) as i64)
+            .unwrap(),
+        (true, 2) => tx
+            .list_insert("Task", &id, "tags", 0, Value::String(format!("t{who}")))
+            .unwrap(),
+        (true, 3) => tx.erase("Task", &id).unwrap(),
+        (true, _) => tx.set("Task", &id, "count", Value::Int(100)).unwrap(),
+    }
+    tx.commit().unwrap();
+}
+
+/// Four clients over `n` processes, five rounds: each round every client edits offline, then
+/// syncs through the next process (round-robin), and all converge.
+fn spread(name: &str, n: usize, seed: u64) {
+    let (cluster, url) = Cluster::new(name, n);
+    let dbs: Vec<Arc<Database>> = (0..4)
+        .map(|i| cluster.open(&format!("c{i}.sqlite")))
+        .collect();
+    let mut rng = Rng(seed);
+    for round in 0..5 {
+        for (i, db) in dbs.iter().enumerate() {
+            for _ in 0..1 + rng.below(6) {
+                random_edit(db, &mut rng, i);
+            }
+        }
+        let sessions: Vec<SyncSession> = dbs
+            .iter()
+            .enumerate()
+            .map(|(i, db)| {
+                SyncSession::start(Arc::clone(db), cluster.config((round + i) % n)).unwrap()
+            })
+            .collect();
+        // Online edits while the others sync.
+        for (i, db) in dbs.iter().enumerate() {
+            random_edit(db, &mut rng, i);
+        }
+        println!("seed {seed:#x} round {round}");
+        converge(&dbs.iter().collect::<Vec<_>>());
+        drop(sessions);
+    }
+    // A fresh client through each process gets the same objects.
+    for s in 0..n {
+        let fresh = cluster.open(&format!("fresh{s}.sqlite"));
+        let _session = SyncSession::start(Arc::clone(&fresh), cluster.config(s)).unwrap();
+        println!("a fresh client through process {s}");
+        converge(&[&dbs[0], &fresh]);
+    }
+    // Every changeset in the history once per (client file, client version).
+    let twice = query(
+        &cluster.runtime,
+        &url,
+        "SELECT count(*) FROM (SELECT origin_file_ident, client_version FROM tandem_history
+         WHERE client_version > 0 GROUP BY 1, 2 HAVING count(*) > 1) d",
+    );
+    assert_eq!(twice, vec![0], "a changeset integrated twice");
+}
+
+#[test]
+fn clients_spread_over_two_processes_converge() {
+    spread("two", 2, 0x9e37_79b9_7f4a_7c15);
+}
+
+#[test]
+fn clients_spread_over_three_processes_converge() {
+    spread("three", 3, 0xd1b5_4a32_d192_ed03);
+}
+
+/// A `tandem-server` process on `url`, listening on a free port.
+fn spawn(dir: &std::path::Path, name: &str, url: &str) -> (Child, u16) {
+    std::fs::write(dir.join("secret"), live::SECRET).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args(["--listen", "127.0.0.1:0", "--database", url])
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .arg("--tls-cert")
+        .arg(dir.join("cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("key.pem"))
+        .arg("--jwt-secret-file")
+        .arg(dir.join("secret"))
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let port = server_log::listening_addr(child.stderr.take().unwrap()).port();
+    (child, port)
+}
+
+#[test]
+fn a_process_killed_during_uploads_loses_nothing_acknowledged() {
+    let (cluster, url) = Cluster::new("kill", 0);
+    let dir = cluster.dir.clone();
+    let (mut first, first_port) = spawn(&dir, "p1", &url);
+    let (mut second, second_port) = spawn(&dir, "p2", &url);
+    let config = |port: u16| SyncConfig {
+        url: format!("wss://localhost:{port}/"),
+        path: live::PATH.into(),
+        token: live::token(3600),
+        ca_file: Some(dir.join("cert.pem")),
+        ..SyncConfig::default()
+    };
+    let writer = cluster.open("writer.sqlite");
+    let session = SyncSession::start(Arc::clone(&writer), config(first_port)).unwrap();
+    // Writes in many small transactions; the first process is killed while they upload.
+    for id in 0..300 {
+        live::create_task(&writer, id, "entry");
+        if id == 150 {
+            first.kill().unwrap();
+            first.wait().unwrap();
+        }
+        if id % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(session);
+    let _session = SyncSession::start(Arc::clone(&writer), config(second_port)).unwrap();
+    let reader = cluster.open("reader.sqlite");
+    let _reader = SyncSession::start(Arc::clone(&reader), config(second_port)).unwrap();
+    converge(&[&writer, &reader]);
+    let objects: usize = reader
+        .export_state()
+        .unwrap()
+        .objects
+        .values()
+        .map(|c| c.len())
+        .sum();
+    assert_eq!(objects, 300, "every task the writer made");
+    // The killed process comes back on its data directory: its working copies are rebuilt.
+    let (mut again, again_port) = spawn(&dir, "p1", &url);
+    let late = cluster.open("late.sqlite");
+    let _late = SyncSession::start(Arc::clone(&late), config(again_port)).unwrap();
+    converge(&[&writer, &late]);
+    let twice = query(
+        &cluster.runtime,
+        &url,
+        "SELECT count(*) FROM (SELECT origin_file_ident, client_version FROM tandem_history
+         WHERE client_version > 0 GROUP BY 1, 2 HAVING count(*) > 1) d",
+    );
+    assert_eq!(twice, vec![0], "a changeset integrated twice");
+    let history = query(
+        &cluster.runtime,
+        &url,
+        "SELECT count(*) FROM tandem_history",
+    );
+    assert!(history[0] >= 1, "the history is in PostgreSQL");
+    for p in [&mut second, &mut again] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
+
+/// `POST path` with a JSON body over plain HTTP/1.1; the status code and the body.
+fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[test]
+fn users_registered_through_one_process_log_in_through_another() {
+    use tandem::server::app::{AppConfig, Provider};
+    use tandem::server::TokenSigner;
+    let (cluster, url) = Cluster::new("users", 0);
+    let servers: Vec<RunningServer> = (0..2)
+        .map(|i| {
+            let mut app = AppConfig::new("pg-app", TokenSigner::hs256(live::SECRET));
+            app.providers = vec![Provider::UserPassword];
+            let config = ServerConfig {
+                allow_plain_ws: true,
+                database: Some(url.clone()),
+                app: Some(app),
+                ..ServerConfig::new(
+                    "127.0.0.1:0".parse().unwrap(),
+                    cluster.dir.join(format!("app-{i}")),
+                    Authenticator::hs256(live::SECRET),
+                )
+            };
+            cluster.runtime.block_on(start(config)).unwrap()
+        })
+        .collect();
+    let port = |i: usize| servers[i].local_addr.port();
+    let userpass = "/api/client/v2.0/app/pg-app/auth/providers/local-userpass";
+    let ann = r#"{"email": "ann@example.com", "password": "secret1"}"#;
+    let (status, body) = post(port(0), &format!("{userpass}/register"), ann);
+    assert_eq!(status, 201, "register through the first process: {body}");
+    let login = r#"{"username": "ann@example.com", "password": "secret1"}"#;
+    let (status, body) = post(port(1), &format!("{userpass}/login"), login);
+    assert_eq!(status, 200, "log in through the second process: {body}");
+    assert!(body.contains("refresh_token"), "{body}");
+    let (status, _) = post(port(1), &format!("{userpass}/register"), ann);
+    assert_eq!(status, 409, "the address is taken in every process");
+    let wrong = r#"{"username": "ann@example.com", "password": "wrong11"}"#;
+    let (status, _) = post(port(0), &format!("{userpass}/login"), wrong);
+    assert_eq!(status, 401);
+    let users = query(
+        &cluster.runtime,
+        &url,
+        "SELECT count(*) FROM tandem_app_users",
+    );
+    assert_eq!(users, vec![1], "one user, in PostgreSQL");
+    for s in servers {
+        s.shutdown();
+    }
+}
