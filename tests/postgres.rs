@@ -373,3 +373,28 @@ fn users_registered_through_one_process_log_in_through_another() {
         s.shutdown();
     }
 }
+
+#[test]
+fn two_processes_cannot_share_a_data_directory() {
+    let (cluster, url) = Cluster::new("shared_dir", 0);
+    let config = || ServerConfig {
+        allow_plain_ws: true,
+        database: Some(url.clone()),
+        ..ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            cluster.dir.join("one-dir"),
+            Authenticator::hs256(live::SECRET),
+        )
+    };
+    let first = cluster.runtime.block_on(start(config())).unwrap();
+    let second = cluster.runtime.block_on(start(config()));
+    let why = second
+        .err()
+        .expect("a second server on the same data directory")
+        .0;
+    assert!(
+        why.contains("another tandem-server uses the data directory"),
+        "{why}"
+    );
+    first.shutdown();
+}

@@ -336,15 +336,42 @@ impl ServerFile {
     }
 
     /// Brings a working copy up to PostgreSQL under the file's lock, which it keeps until
-    /// [`ServerFile::release`]; nothing without `--database`. A failure (the database cannot be
-    /// reached) leaves the copy as it was: reads may still answer from it, and every write is
-    /// refused (201) until a later acquire succeeds.
+    /// [`ServerFile::release`]; nothing without `--database`. Errors (201): the database cannot
+    /// be reached or refuses (the lock is not held then), or the copy could not be reread
+    /// after catching up (it is stale until a reload succeeds).
     pub(crate) fn acquire(&mut self) -> Result<(), ProtocolError> {
         #[cfg(feature = "postgres")]
         if let Some(replica) = self.replica.clone() {
             if replica.acquire(&self.conn).map_err(pg_err)? == super::postgres::CatchUp::Changed {
-                self.snapshot = None;
-                self.reload()?;
+                self.reload_after_catch_up()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rereads what memory holds of the working copy after rows were written to it; if that
+    /// fails, the file is stale (nothing is served until a reload succeeds) and the database
+    /// lock is let go.
+    #[cfg(feature = "postgres")]
+    fn reload_after_catch_up(&mut self) -> Result<(), ProtocolError> {
+        self.snapshot = None;
+        if let Err(e) = self.reload() {
+            self.stale = true;
+            self.release();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Brings a working copy up to PostgreSQL for reading, taking the file's lock there only
+    /// if it is behind what this process has heard of, and not keeping it
+    /// ([`super::postgres::Replica::refresh`]); nothing without `--database`. A write made
+    /// afterwards is pushed only if no other process wrote meanwhile (else refused, 201).
+    pub(crate) fn refresh(&mut self) -> Result<(), ProtocolError> {
+        #[cfg(feature = "postgres")]
+        if let Some(replica) = self.replica.clone() {
+            if replica.refresh(&self.conn).map_err(pg_err)? == super::postgres::CatchUp::Changed {
+                self.reload_after_catch_up()?;
             }
         }
         Ok(())
@@ -354,7 +381,7 @@ impl ServerFile {
     pub(crate) fn release(&mut self) {
         #[cfg(feature = "postgres")]
         if let Some(replica) = &self.replica {
-            replica.release();
+            replica.release(&self.conn);
         }
     }
 

@@ -42,7 +42,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::admission::{self, Admitted, READ_BUFFER_SIZE, WRITE_BUFFER_SIZE};
 use super::app::{AccessTokenError, AppServices, RequestTls};
 use super::realm::{self, ErrorReply};
-use super::session::{error, handle, lock, Connection, Peer};
+use super::session::{error, handle, lock_read, Connection, Peer};
 use super::shared::ServerConfig;
 use super::shared::{Rates, Shared, Waker};
 use super::unix_now;
@@ -72,7 +72,7 @@ impl RunningServer {
     /// from its state file; `None` also if that read fails).
     pub fn state_of(&self, path: &str) -> Option<crate::state::State> {
         let files = self.shared.files.lock().unwrap_or_else(|e| e.into_inner());
-        files.get(path).and_then(|f| lock(f).state().ok())
+        files.get(path).and_then(|f| lock_read(f).state().ok())
     }
 
     /// Compacts every server file of the data directory now (what `--history-horizon` does
@@ -164,6 +164,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let local_addr = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
+    if config.database.is_some() && config.storage.history_horizon.is_some() {
+        return Err(StartError(
+            "--history-horizon (compaction) is not supported with --database yet".into(),
+        ));
+    }
     #[cfg(feature = "postgres")]
     let postgres = match &config.database {
         Some(url) => Some(super::postgres::start(url.clone(), &config.data_dir).await?),
@@ -469,6 +474,15 @@ fn handshake(
                 realm::CLOSE_REFRESH_TOKEN,
                 format!("bad access token: {why}"),
             )),
+            // The user store is unavailable: 503 before the upgrade, which realm-core retries
+            // with back-off without logging the user out (realm-wire-compat.md, HTTP statuses).
+            Some(Err(AccessTokenError::Unavailable(why))) => {
+                tracing::error!(error = %why, "a Realm client's token could not be checked");
+                return Err(Box::new(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the user store is unavailable; try again",
+                )));
+            }
             None => Err((
                 realm::CLOSE_REFRESH_TOKEN,
                 "no access token (baas_at)".to_owned(),

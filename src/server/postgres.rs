@@ -48,7 +48,9 @@ use rusqlite::Connection;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
-/// The notification channel every process listens on. Payload: `<origin> <server path>`.
+/// The notification channel every process listens on. Payload: `<origin> <seq> <name>`: the
+/// process that wrote (a random tag), the file's new `tandem_file.seq`, and the server path
+/// (or `app-services`).
 pub const CHANNEL: &str = "tandem_changes";
 
 /// Entries of `tandem_file_log` kept per file: a copy further behind is rebuilt from the mirror
@@ -67,6 +69,23 @@ pub(crate) async fn start(
 ) -> Result<Arc<Postgres>, super::StartError> {
     let cache = data_dir.join(CACHE_DIR);
     let failed = |e: PostgresError| super::StartError(format!("PostgreSQL (--database): {e}"));
+    // One process per data directory: a second one would empty the first one's working
+    // copies under it.
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| super::StartError(format!("creating {}: {e}", data_dir.display())))?;
+    let lock_path = data_dir.join(format!("{CACHE_DIR}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| super::StartError(format!("{}: {e}", lock_path.display())))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        super::StartError(format!(
+            "another tandem-server uses the data directory {} (each process needs its own with --database)",
+            data_dir.display()
+        ))
+    })?;
     let pg = tokio::task::spawn_blocking(move || {
         let tables = super::ServerFile::mirrored_tables()?;
         let app = super::app::store::Store::mirrored_tables()?;
@@ -87,8 +106,20 @@ pub(crate) async fn start(
     }
     std::fs::create_dir_all(&cache)
         .map_err(|e| super::StartError(format!("creating {}: {e}", cache.display())))?;
+    *pg.cache_lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(lock);
     Ok(pg)
 }
+
+/// Longest wait for a file's advisory lock (PostgreSQL's `lock_timeout`).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest statement (`statement_timeout`).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest a connection may sit in an open transaction without a statement
+/// (`idle_in_transaction_session_timeout`): a process that holds a file's lock and stops
+/// talking loses it after this.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most PostgreSQL connections one process opens (its pool).
 pub const POOL_SIZE: usize = 32;
@@ -293,18 +324,38 @@ impl Tables {
 /// A row a write changed: the whole new row, or the deletion of one.
 #[derive(Clone, Debug, PartialEq)]
 enum RowChange {
-    /// Insert or replace the row `rowid` of `table` with `values` (every column, in order).
+    /// The row `rowid` of `table` is now `values` (every column, in order): a new row
+    /// (`insert`) or an updated one.
     Put {
         table: String,
         rowid: i64,
         values: Vec<Value>,
+        insert: bool,
     },
     /// Delete the row `rowid` of `table`.
     Delete { table: String, rowid: i64 },
 }
 
+impl RowChange {
+    fn key(&self) -> (String, i64) {
+        match self {
+            RowChange::Put { table, rowid, .. } | RowChange::Delete { table, rowid } => {
+                (table.clone(), *rowid)
+            }
+        }
+    }
+
+    /// The row's contents after the change (`None`: deleted).
+    fn contents(&self) -> Option<Vec<Value>> {
+        match self {
+            RowChange::Put { values, .. } => Some(values.clone()),
+            RowChange::Delete { .. } => None,
+        }
+    }
+}
+
 /// `tandem_file_log.changes`: the rows one write changed, in order. Per change: a tag byte
-/// (0 put, 1 delete), the table name (u8 length + UTF-8), the rowid (i64 LE); a put then has
+/// (0 update, 1 delete, 2 insert), the table name (u8 length + UTF-8), the rowid (i64 LE); a put then has
 /// its column count (u16 LE) and each value as a tag byte (0 null, 1 integer i64 LE, 2 real f64
 /// LE, 3 text, 4 blob; text and blob with a u32 LE length).
 fn encode_changes(changes: &[RowChange]) -> Vec<u8> {
@@ -319,8 +370,9 @@ fn encode_changes(changes: &[RowChange]) -> Vec<u8> {
                 table,
                 rowid,
                 values,
+                insert,
             } => {
-                out.push(0);
+                out.push(if *insert { 2 } else { 0 });
                 put_name(&mut out, table);
                 out.extend_from_slice(&rowid.to_le_bytes());
                 out.extend_from_slice(&(values.len() as u16).to_le_bytes());
@@ -384,7 +436,7 @@ fn decode_changes(mut bytes: &[u8]) -> Result<Vec<RowChange>, PostgresError> {
         let table = name(&mut bytes)?;
         let rowid = i64::from_le_bytes(array(&mut bytes)?);
         match tag {
-            0 => {
+            0 | 2 => {
                 let n = u16::from_le_bytes(array(&mut bytes)?) as usize;
                 let mut values = Vec::with_capacity(n.min(64));
                 for _ in 0..n {
@@ -413,6 +465,7 @@ fn decode_changes(mut bytes: &[u8]) -> Result<Vec<RowChange>, PostgresError> {
                     table,
                     rowid,
                     values,
+                    insert: tag == 2,
                 });
             }
             1 => out.push(RowChange::Delete { table, rowid }),
@@ -438,6 +491,11 @@ pub struct Postgres {
     url: String,
     /// Names this process in notifications, so that it does not wake itself.
     origin: String,
+    /// Per file name, the highest `tandem_file.seq` this process has heard of (notifications,
+    /// its own reads): a working copy below it is behind.
+    announced: Mutex<HashMap<String, i64>>,
+    /// The exclusive `flock` on `<data dir>/postgres-cache.lock`, held while this lives.
+    cache_lock: Mutex<Option<std::fs::File>>,
 }
 
 impl fmt::Debug for Postgres {
@@ -465,9 +523,27 @@ impl Postgres {
     /// missing. Errors: a URL that does not parse, a database that cannot be reached, SQL that
     /// fails (privileges).
     pub(crate) fn connect(url: &str, schemas: &[&Tables]) -> Result<Arc<Postgres>, PostgresError> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(pg("the --database URL does not parse"))?;
+        // Bounds on what one process can make the others wait for: a lock wait or statement
+        // over these fails (201, clients retry), a holder that stops talking inside a
+        // transaction is cut off (its locks released), and a dead peer is noticed by TCP
+        // keepalives within about half a minute instead of the system's two hours.
+        let options = format!(
+            "{} -c lock_timeout={}ms -c statement_timeout={}ms -c idle_in_transaction_session_timeout={}ms",
+            config.get_options().unwrap_or(""),
+            LOCK_TIMEOUT.as_millis(),
+            STATEMENT_TIMEOUT.as_millis(),
+            IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+        );
+        config
+            .options(options.trim())
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .connect_timeout(POOL_WAIT);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tandem-postgres")
@@ -500,6 +576,8 @@ impl Postgres {
             pool,
             url: url.to_owned(),
             origin,
+            announced: Mutex::new(HashMap::new()),
+            cache_lock: Mutex::new(None),
         });
         let mut ddl = String::from(
             "CREATE TABLE IF NOT EXISTS tandem_file (
@@ -553,6 +631,21 @@ impl Postgres {
             .map_err(|_| PostgresError::new("the PostgreSQL runtime has stopped"))
     }
 
+    fn announce(&self, name: &str, seq: i64) {
+        let mut a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        match a.get_mut(name) {
+            Some(s) => *s = (*s).max(seq),
+            None => {
+                a.insert(name.to_owned(), seq);
+            }
+        }
+    }
+
+    fn announced(&self, name: &str) -> i64 {
+        let a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        a.get(name).copied().unwrap_or(0)
+    }
+
     /// The id of the file named `name` (a server path, or `app-services`), created if new.
     pub(crate) fn file_id(&self, name: &str) -> Result<i64, PostgresError> {
         let pool = self.pool.clone();
@@ -590,7 +683,7 @@ impl Postgres {
                     Some(p) => (p.url.clone(), p.origin.clone()),
                     None => return,
                 };
-                if let Err(e) = listen_once(&url, &origin, &wake).await {
+                if let Err(e) = listen_once(&me, &url, &origin, &wake).await {
                     tracing::warn!(error = %e, "the PostgreSQL notification connection failed; reconnecting in 1 s");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -599,7 +692,12 @@ impl Postgres {
     }
 }
 
-async fn listen_once(url: &str, origin: &str, wake: &Wake) -> Result<(), PostgresError> {
+async fn listen_once(
+    me: &Weak<Postgres>,
+    url: &str,
+    origin: &str,
+    wake: &Wake,
+) -> Result<(), PostgresError> {
     use futures_util::StreamExt;
     let (client, mut connection) = tokio_postgres::connect(url, NoTls)
         .await
@@ -626,16 +724,59 @@ async fn listen_once(url: &str, origin: &str, wake: &Wake) -> Result<(), Postgre
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
         .map_err(pg("LISTEN"))?;
-    wake(None);
-    while let Some(payload) = rx.recv().await {
-        if let Some((from, path)) = payload.split_once(' ') {
-            if from != origin {
-                wake(Some(path));
+    // What was announced while no one listened: every file's sequence now.
+    let rows = client
+        .query("SELECT path, seq FROM tandem_file", &[])
+        .await
+        .map_err(pg("reading the files' sequences"))?;
+    match me.upgrade() {
+        Some(p) => {
+            for r in rows {
+                p.announce(r.get(0), r.get(1));
             }
+        }
+        None => return Ok(()),
+    }
+    wake(None);
+    // Payload: `<origin> <seq> <name>`.
+    while let Some(payload) = rx.recv().await {
+        let mut parts = payload.splitn(3, ' ');
+        let (Some(from), Some(seq), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(seq) = seq.parse::<i64>() else {
+            continue;
+        };
+        match me.upgrade() {
+            Some(p) => p.announce(name, seq),
+            None => break,
+        }
+        if from != origin {
+            wake(Some(name));
         }
     }
     driver.abort();
     Ok(())
+}
+
+/// Takes the advisory lock of file `file_id`, opens a transaction and reads the file's
+/// sequence: one round trip (the simple query protocol sends the three statements at once).
+async fn lock_and_begin(client: &Object, file_id: i64) -> Result<i64, PostgresError> {
+    let messages = client
+        .simple_query(&format!(
+            "SELECT pg_advisory_lock({file_id}); BEGIN; SELECT seq FROM tandem_file WHERE id = {file_id}"
+        ))
+        .await
+        .map_err(pg("taking the file's lock"))?;
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+            _ => None,
+        })
+        .last()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| PostgresError::new(format!("file {file_id} is not in tandem_file")))
 }
 
 async fn get(pool: &Pool) -> Result<Object, PostgresError> {
@@ -647,6 +788,9 @@ async fn get(pool: &Pool) -> Result<Object, PostgresError> {
         e => PostgresError::new(format!("no PostgreSQL connection: {e}")),
     })
 }
+
+/// Per row (table, rowid), its contents after this process's last push of it (`None`: deleted).
+type Probes = HashMap<(String, i64), Option<Vec<Value>>>;
 
 /// What the hooks of a working copy and its [`Replica`] share.
 struct Link {
@@ -661,8 +805,15 @@ struct Link {
     refused: Option<String>,
     /// The working copy is being written from PostgreSQL: nothing is recorded or pushed.
     applying: bool,
-    /// `seq` before the last push whose SQLite commit has not been seen to succeed.
-    pushed: Option<i64>,
+    /// What the working copy must hold if the SQLite commits after this process's pushes went
+    /// through: per row the pushes wrote (table, rowid), its last pushed contents (`None`:
+    /// deleted), and `seq` before the first of those pushes. Checked before the copy is used
+    /// again ([`Replica::verify`]): a commit that failed after its push leaves the copy behind
+    /// the database, which catching up from that `seq` repairs.
+    probes: Option<(i64, Probes)>,
+    /// A push failed: the copy may be behind the database, and is caught up before its next
+    /// use even by a read ([`Replica::refresh`]).
+    stale: bool,
 }
 
 /// How a working copy stands after [`Replica::acquire`].
@@ -711,7 +862,8 @@ impl Replica {
                 recorded: Vec::new(),
                 refused: None,
                 applying: false,
-                pushed: None,
+                probes: None,
+                stale: false,
             })),
         })
     }
@@ -727,13 +879,11 @@ impl Replica {
                 if l.applying || db != "main" {
                     return;
                 }
-                // A new write began: the last push's commit went through.
-                l.pushed = None;
                 if l.tables.get(table).is_none() {
                     l.refused = Some(format!("a write to table {table}, which is not mirrored"));
                     return;
                 }
-                let put = |a: &rusqlite::hooks::PreUpdateNewValueAccessor| {
+                let put = |a: &rusqlite::hooks::PreUpdateNewValueAccessor, insert: bool| {
                     let values = (0..a.get_column_count())
                         .map(|i| a.get_new_column_value(i).and_then(owned))
                         .collect::<Result<Vec<_>, _>>();
@@ -741,11 +891,12 @@ impl Replica {
                         table: table.to_owned(),
                         rowid: a.get_new_row_id(),
                         values,
+                        insert,
                     })
                 };
                 let change = match (action, case) {
                     (Action::SQLITE_INSERT, PreUpdateCase::Insert(new)) => {
-                        put(new).map(|p| vec![p])
+                        put(new, true).map(|p| vec![p])
                     }
                     (Action::SQLITE_DELETE, PreUpdateCase::Delete(old)) => {
                         Ok(vec![RowChange::Delete {
@@ -759,7 +910,7 @@ impl Replica {
                             old_value_accessor: old,
                             new_value_accessor: new,
                         },
-                    ) => put(new).map(|p| {
+                    ) => put(new, old.get_old_row_id() != new.get_new_row_id()).map(|p| {
                         let mut v = Vec::with_capacity(2);
                         if old.get_old_row_id() != new.get_new_row_id() {
                             v.push(RowChange::Delete {
@@ -795,23 +946,40 @@ impl Replica {
             if l.recorded.is_empty() {
                 return false;
             }
-            let Some(client) = l.held.take() else {
-                l.recorded.clear();
-                tracing::error!(file = %name, "refusing a write made without the file's PostgreSQL lock");
-                return true;
-            };
+            // Under the file's lock (a write path), or without it (a read path's incidental
+            // write, such as a client file's last sync): then the lock is taken for the push,
+            // which succeeds only if no other process wrote since the copy caught up.
+            let held = l.held.take();
             let changes = std::mem::take(&mut l.recorded);
             let seq = l.seq;
             let tables = Arc::clone(&l.tables);
-            let payload = format!("{} {name}", pg.origin);
-            match pg.block(push(client, file_id, seq, changes, tables, payload)) {
-                Ok(Ok(client)) => {
-                    l.held = Some(client);
-                    l.pushed = Some(seq);
+            // Probed: the last row of this push, and any probed row it changes again.
+            let mut probes = l.probes.clone().unwrap_or_else(|| (seq, HashMap::new()));
+            for (i, c) in changes.iter().enumerate() {
+                let key = c.key();
+                if i + 1 == changes.len() || probes.1.contains_key(&key) {
+                    probes.1.insert(key, c.contents());
+                }
+            }
+            let pushed = pg.block(push(
+                pg.pool.clone(),
+                held,
+                file_id,
+                seq,
+                changes,
+                tables,
+                (pg.origin.clone(), name.clone()),
+            ));
+            match pushed {
+                Ok(Ok(back)) => {
+                    l.held = back;
+                    l.probes = Some(probes);
                     l.seq = seq + 1;
                     false
                 }
                 Ok(Err(e)) | Err(e) => {
+                    // The copy may be behind the database: the next use catches it up first.
+                    l.stale = true;
                     tracing::error!(file = %name, error = %e, "a write could not be committed to PostgreSQL; refused");
                     true
                 }
@@ -823,11 +991,6 @@ impl Replica {
             let mut l = link.lock().unwrap_or_else(|e| e.into_inner());
             l.recorded.clear();
             l.refused = None;
-            // A push whose SQLite commit then failed: the copy is behind the database; catching
-            // up applies that entry again (applying entries is idempotent).
-            if let Some(before) = l.pushed.take() {
-                l.seq = before;
-            }
         }))
         .map_err(sqlite("installing the rollback hook"))?;
         Ok(())
@@ -838,6 +1001,7 @@ impl Replica {
     /// it misses, or by copying every mirror row when the log no longer reaches back to it.
     /// Holding the lock already (a nested call), it does nothing.
     pub(crate) fn acquire(&self, conn: &Connection) -> Result<CatchUp, PostgresError> {
+        self.verify(conn);
         let (seq, has_lock) = {
             let l = self.link.lock().unwrap_or_else(|e| e.into_inner());
             (l.seq, l.held.is_some())
@@ -850,27 +1014,18 @@ impl Replica {
         let fetched = self.pg.block(async move {
             let client = get(&pool).await?;
             let r = async {
-                client
-                    .execute("SELECT pg_advisory_lock($1)", &[&file_id])
-                    .await
-                    .map_err(pg("taking the file's lock"))?;
-                client
-                    .batch_execute("BEGIN")
-                    .await
-                    .map_err(pg("BEGIN"))?;
-                let now: i64 = client
-                    .query_one("SELECT seq FROM tandem_file WHERE id = $1", &[&file_id])
-                    .await
-                    .map_err(pg("reading the file's sequence"))?
-                    .get(0);
+                let now = lock_and_begin(&client, file_id).await?;
                 if now == seq {
                     return Ok((now, None));
                 }
-                let rows = client
-                    .query(
+                let statement = client
+                    .prepare_cached(
                         "SELECT seq, changes FROM tandem_file_log WHERE file_id = $1 AND seq > $2 ORDER BY seq",
-                        &[&file_id, &seq],
                     )
+                    .await
+                    .map_err(pg("reading the file's log"))?;
+                let rows = client
+                    .query(&statement, &[&file_id, &seq])
                     .await
                     .map_err(pg("reading the file's log"))?;
                 let contiguous = now > seq
@@ -893,17 +1048,24 @@ impl Replica {
             }
         })??;
         let (client, (now, work)) = fetched;
+        self.announce(now);
         self.link.lock().unwrap_or_else(|e| e.into_inner()).held = Some(client);
         let result = match work {
             None => Ok(CatchUp::Current),
-            Some(Ok(entries)) => self
-                .apply_entries(conn, &entries)
-                .map(|()| CatchUp::Changed),
+            Some(Ok(entries)) => match self.apply_entries(conn, &entries) {
+                Ok(()) => Ok(CatchUp::Changed),
+                Err(e) => {
+                    tracing::warn!(file = %self.name, error = %e, "catching up from the log failed; rebuilding the working copy");
+                    self.rebuild(conn).map(|()| CatchUp::Changed)
+                }
+            },
             Some(Err(())) => self.rebuild(conn).map(|()| CatchUp::Changed),
         };
         match result {
             Ok(c) => {
-                self.link.lock().unwrap_or_else(|e| e.into_inner()).seq = now;
+                let mut l = self.link.lock().unwrap_or_else(|e| e.into_inner());
+                l.seq = now;
+                l.stale = false;
                 Ok(c)
             }
             Err(e) => {
@@ -913,9 +1075,74 @@ impl Replica {
         }
     }
 
+    /// Brings the working copy at `conn` up to the database for reading: nothing if it holds
+    /// every write announced to this process ([`Postgres::listen`]) and no push failed since;
+    /// else [`Replica::acquire`] and, unless the lock was already held, release at once. A
+    /// write made afterwards without the lock is validated when it is pushed.
+    pub(crate) fn refresh(&self, conn: &Connection) -> Result<CatchUp, PostgresError> {
+        self.verify(conn);
+        let (seq, held, stale) = {
+            let l = self.link.lock().unwrap_or_else(|e| e.into_inner());
+            (l.seq, l.held.is_some(), l.stale)
+        };
+        if held || (!stale && seq >= self.pg.announced(&self.name)) {
+            return Ok(CatchUp::Current);
+        }
+        let r = self.acquire(conn);
+        self.release(conn);
+        r
+    }
+
+    fn announce(&self, seq: i64) {
+        self.pg.announce(&self.name, seq);
+    }
+
+    /// Checks that the SQLite commits after this process's pushes went through (the probed rows
+    /// hold what was pushed); if one did not, the copy is behind the database by those pushes,
+    /// and its `seq` is set back so that catching up applies them.
+    fn verify(&self, conn: &Connection) {
+        let (probes, tables) = {
+            let mut l = self.link.lock().unwrap_or_else(|e| e.into_inner());
+            (l.probes.take(), Arc::clone(&l.tables))
+        };
+        let Some((before, rows)) = probes else {
+            return;
+        };
+        for ((table, rowid), expected) in rows {
+            let Some(t) = tables.get(&table) else {
+                continue;
+            };
+            let cols: Vec<String> = t.columns.iter().map(|(c, _)| format!("\"{c}\"")).collect();
+            let sql = format!(
+                "SELECT {} FROM \"{table}\" WHERE rowid = ?1",
+                cols.join(", ")
+            );
+            let found: Result<Option<Vec<Value>>, rusqlite::Error> =
+                conn.prepare_cached(&sql).and_then(|mut s| {
+                    let mut rows = s.query([rowid])?;
+                    match rows.next()? {
+                        Some(r) => Ok(Some(
+                            (0..cols.len())
+                                .map(|i| r.get::<_, Value>(i))
+                                .collect::<Result<Vec<_>, _>>()?,
+                        )),
+                        None => Ok(None),
+                    }
+                });
+            if found.ok() != Some(expected) {
+                tracing::warn!(file = %self.name, table, rowid, "a write committed to PostgreSQL is missing from the working copy (its SQLite commit failed); catching up");
+                let mut l = self.link.lock().unwrap_or_else(|e| e.into_inner());
+                l.seq = l.seq.min(before);
+                l.stale = true;
+                return;
+            }
+        }
+    }
+
     /// Commits the open transaction and releases the advisory lock. A failure closes the
     /// connection instead (which releases both).
-    pub(crate) fn release(&self) {
+    pub(crate) fn release(&self, conn: &Connection) {
+        self.verify(conn);
         let held = self
             .link
             .lock()
@@ -927,14 +1154,9 @@ impl Replica {
         };
         let file_id = self.file_id;
         let done = self.pg.block(async move {
-            let r = async {
-                client.batch_execute("COMMIT").await?;
-                client
-                    .execute("SELECT pg_advisory_unlock($1)", &[&file_id])
-                    .await
-                    .map(|_| ())
-            }
-            .await;
+            let r = client
+                .batch_execute(&format!("COMMIT; SELECT pg_advisory_unlock({file_id})"))
+                .await;
             if let Err(e) = r {
                 drop(Object::take(client));
                 return Err(e);
@@ -1004,6 +1226,7 @@ impl Replica {
                             table: table.clone(),
                             rowid: r.get(0),
                             values,
+                            insert: true,
                         });
                     }
                     Ok(out)
@@ -1074,7 +1297,9 @@ impl Replica {
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        self.release();
+        // Only a guard dropped mid-work holds the lock here: closing the connection releases
+        // it (and rolls back anything not committed).
+        self.abandon();
     }
 }
 
@@ -1106,6 +1331,7 @@ fn apply_change(conn: &Connection, tables: &Tables, c: &RowChange) -> Result<(),
             table,
             rowid,
             values,
+            ..
         } => {
             let t = tables.get(table).ok_or_else(|| {
                 PostgresError::new(format!(
@@ -1224,19 +1450,55 @@ fn to_postgres(v: &Value, ty: ColumnType) -> Result<Box<dyn ToSql + Sync + Send>
 /// database means a write was made without the lock (an error, nothing written). On failure
 /// the connection is closed (its transaction rolled back, the lock released).
 async fn push(
-    client: Object,
+    pool: Pool,
+    held: Option<Object>,
     file_id: i64,
     seq: i64,
     changes: Vec<RowChange>,
     tables: Arc<Tables>,
-    payload: String,
-) -> Result<Object, PostgresError> {
-    let r = push_inner(&client, file_id, seq, &changes, &tables, &payload).await;
-    match r {
-        Ok(()) => Ok(client),
-        Err(e) => {
-            drop(Object::take(client));
-            Err(e)
+    (origin, name): (String, String),
+) -> Result<Option<Object>, PostgresError> {
+    let names = (origin.as_str(), name.as_str());
+    match held {
+        Some(client) => {
+            match push_inner(
+                &client,
+                file_id,
+                seq,
+                &changes,
+                &tables,
+                names,
+                "COMMIT; BEGIN",
+            )
+            .await
+            {
+                Ok(()) => Ok(Some(client)),
+                Err(e) => {
+                    drop(Object::take(client));
+                    Err(e)
+                }
+            }
+        }
+        None => {
+            let client = get(&pool).await?;
+            let r = async {
+                let now = lock_and_begin(&client, file_id).await?;
+                if now != seq {
+                    return Err(PostgresError::new(format!(
+                        "the working copy holds write {seq} of the file, the database {now}"
+                    )));
+                }
+                let unlock = format!("COMMIT; SELECT pg_advisory_unlock({file_id})");
+                push_inner(&client, file_id, seq, &changes, &tables, names, &unlock).await
+            }
+            .await;
+            match r {
+                Ok(()) => Ok(None),
+                Err(e) => {
+                    drop(Object::take(client));
+                    Err(e)
+                }
+            }
         }
     }
 }
@@ -1247,25 +1509,17 @@ async fn push_inner(
     seq: i64,
     changes: &[RowChange],
     tables: &Tables,
-    payload: &str,
+    (payload_origin, name): (&str, &str),
+    then: &str,
 ) -> Result<(), PostgresError> {
-    let next: i64 = client
-        .query_one(
-            "UPDATE tandem_file SET seq = seq + 1 WHERE id = $1 RETURNING seq",
-            &[&file_id],
-        )
-        .await
-        .map_err(pg("advancing the file's sequence"))?
-        .get(0);
-    if next != seq + 1 {
-        return Err(PostgresError::new(format!(
-            "the file's sequence is {}, its working copy's {seq}: written without the lock",
-            next - 1
-        )));
-    }
+    let next = seq + 1;
     // Statements and their parameters, sent pipelined (tokio-postgres sends the queries of
     // futures polled together without waiting for each answer).
-    let mut statements: Vec<(String, Vec<Box<dyn ToSql + Sync + Send>>)> = Vec::new();
+    // The first advances the sequence only from the copy's: none other wrote meanwhile.
+    let mut statements: Vec<(String, Vec<Box<dyn ToSql + Sync + Send>>)> = vec![(
+        "UPDATE tandem_file SET seq = seq + 1 WHERE id = $1 AND seq = $2".into(),
+        vec![Box::new(file_id), Box::new(seq)],
+    )];
     statements.push((
         "INSERT INTO tandem_file_log (file_id, seq, changes) VALUES ($1, $2, $3)".into(),
         vec![
@@ -1280,6 +1534,7 @@ async fn push_inner(
                 table,
                 rowid,
                 values,
+                insert,
             } => {
                 let t = tables
                     .get(table)
@@ -1293,17 +1548,31 @@ async fn push_inner(
                 }
                 let cols: Vec<String> = t.columns.iter().map(|(c, _)| format!("\"{c}\"")).collect();
                 let marks: Vec<String> = (0..cols.len()).map(|i| format!("${}", i + 3)).collect();
-                let sets: Vec<String> =
-                    cols.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-                let sql = format!(
-                    "INSERT INTO {} (file_id, row_id{}{}) VALUES ($1, $2{}{}) ON CONFLICT (file_id, row_id) DO {}",
-                    t.mirror(),
-                    if cols.is_empty() { "" } else { ", " },
-                    cols.join(", "),
-                    if cols.is_empty() { "" } else { ", " },
-                    marks.join(", "),
-                    if sets.is_empty() { "NOTHING".to_owned() } else { format!("UPDATE SET {}", sets.join(", ")) }
-                );
+                // Strict: an insert of a row that exists, or an update of one that does not,
+                // changes no row and fails the push (the copy disagrees with the database).
+                let sql = match (*insert, cols.is_empty()) {
+                    (true, _) => format!(
+                        "INSERT INTO {} (file_id, row_id{}{}) VALUES ($1, $2{}{}) ON CONFLICT DO NOTHING",
+                        t.mirror(),
+                        if cols.is_empty() { "" } else { ", " },
+                        cols.join(", "),
+                        if cols.is_empty() { "" } else { ", " },
+                        marks.join(", "),
+                    ),
+                    (false, false) => format!(
+                        "UPDATE {} SET {} WHERE file_id = $1 AND row_id = $2",
+                        t.mirror(),
+                        cols.iter()
+                            .zip(&marks)
+                            .map(|(c, m)| format!("{c} = {m}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    (false, true) => format!(
+                        "SELECT 1 FROM {} WHERE file_id = $1 AND row_id = $2",
+                        t.mirror()
+                    ),
+                };
                 let mut params: Vec<Box<dyn ToSql + Sync + Send>> =
                     vec![Box::new(file_id), Box::new(*rowid)];
                 for (v, (_, ty)) in values.iter().zip(&t.columns) {
@@ -1325,6 +1594,19 @@ async fn push_inner(
             }
         }
     }
+    statements.push((
+        "SELECT pg_notify($1, $2)".into(),
+        vec![
+            Box::new(CHANNEL),
+            Box::new(format!("{payload_origin} {next} {name}")),
+        ],
+    ));
+    if next % 64 == 0 {
+        statements.push((
+            "DELETE FROM tandem_file_log WHERE file_id = $1 AND seq <= $2".into(),
+            vec![Box::new(file_id), Box::new(next - LOG_KEEP)],
+        ));
+    }
     let mut prepared = HashMap::new();
     for (sql, _) in &statements {
         if !prepared.contains_key(sql) {
@@ -1343,26 +1625,23 @@ async fn push_inner(
         let statement = &prepared[sql];
         async move { client.execute(statement, &refs).await }
     });
-    futures_util::future::try_join_all(runs)
+    let counts = futures_util::future::try_join_all(runs)
         .await
         .map_err(pg("writing the mirror rows"))?;
-    client
-        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-        .await
-        .map_err(pg("NOTIFY"))?;
-    if next % 64 == 0 {
-        client
-            .execute(
-                "DELETE FROM tandem_file_log WHERE file_id = $1 AND seq <= $2",
-                &[&file_id, &(next - LOG_KEEP)],
-            )
-            .await
-            .map_err(pg("trimming the file's log"))?;
+    if counts.first() != Some(&1) {
+        return Err(PostgresError::new(format!(
+            "the file's sequence is no longer {seq}: it was written without this process's lock"
+        )));
     }
-    client
-        .batch_execute("COMMIT; BEGIN")
-        .await
-        .map_err(pg("COMMIT"))?;
+    // Every statement but the log trim changes (or, for NOTIFY, returns) exactly one row.
+    let strict = counts.len() - usize::from(next % 64 == 0);
+    if let Some(i) = counts[..strict].iter().position(|&n| n != 1) {
+        return Err(PostgresError::new(format!(
+            "the database disagrees with the working copy: {} changed {} rows, not 1",
+            statements[i].0, counts[i]
+        )));
+    }
+    client.batch_execute(then).await.map_err(pg("COMMIT"))?;
     Ok(())
 }
 
@@ -1376,6 +1655,7 @@ mod tests {
             RowChange::Put {
                 table: "history".into(),
                 rowid: 7,
+                insert: true,
                 values: vec![
                     Value::Integer(-3),
                     Value::Real(1.5),
@@ -1408,6 +1688,56 @@ mod tests {
             "all but the two cuts between changes"
         );
         assert!(decode_changes(&[9, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    /// What the recording relies on: SQLite reports the rows REPLACE removes to the pre-update
+    /// hook, for a rowid conflict and for another unique key alike.
+    #[test]
+    fn sqlite_reports_what_replace_removes() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE ipk (k INTEGER PRIMARY KEY, v TEXT);
+             CREATE TABLE keyed (a INTEGER NOT NULL, b INTEGER NOT NULL, PRIMARY KEY (a));",
+        )
+        .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        conn.preupdate_hook(Some(
+            move |action: Action, _: &str, table: &str, case: &PreUpdateCase| {
+                let rowid = match case {
+                    PreUpdateCase::Insert(n) => n.get_new_row_id(),
+                    PreUpdateCase::Delete(o) => o.get_old_row_id(),
+                    PreUpdateCase::Update {
+                        new_value_accessor, ..
+                    } => new_value_accessor.get_new_row_id(),
+                    PreUpdateCase::Unknown => -1,
+                };
+                sink.lock().unwrap().push((action, table.to_owned(), rowid));
+            },
+        ))
+        .unwrap();
+        for sql in [
+            "INSERT INTO ipk VALUES (1, 'x')",
+            "INSERT OR REPLACE INTO ipk VALUES (1, 'y')",
+            "INSERT INTO keyed VALUES (1, 1)",
+            "INSERT OR REPLACE INTO keyed VALUES (1, 2)",
+        ] {
+            conn.execute(sql, []).unwrap();
+        }
+        let seen = seen.lock().unwrap().clone();
+        let actions: Vec<(Action, &str)> = seen.iter().map(|(a, t, _)| (*a, t.as_str())).collect();
+        assert_eq!(
+            actions,
+            vec![
+                (Action::SQLITE_INSERT, "ipk"),
+                (Action::SQLITE_DELETE, "ipk"),
+                (Action::SQLITE_INSERT, "ipk"),
+                (Action::SQLITE_INSERT, "keyed"),
+                (Action::SQLITE_DELETE, "keyed"),
+                (Action::SQLITE_INSERT, "keyed"),
+            ],
+            "{seen:?}"
+        );
     }
 
     #[test]

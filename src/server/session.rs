@@ -240,7 +240,7 @@ impl Session {
             return Some(message);
         }
         let query = flexible.pending.front()?.clone();
-        let mut file = lock(&self.file);
+        let mut file = lock_read(&self.file);
         if self.cursor != file.latest_version() {
             return None;
         }
@@ -326,7 +326,7 @@ impl Session {
         // while the history is empty (nothing can carry one yet).
         if let Some(f) = &self.flexible {
             let waiting = !f.bootstrap.is_empty()
-                || (!f.pending.is_empty() && lock(&self.file).latest_version() > 0);
+                || (!f.pending.is_empty() && lock_read(&self.file).latest_version() > 0);
             if waiting {
                 return None;
             }
@@ -358,7 +358,7 @@ impl Session {
         }
         let batch = match &self.flexible {
             Some(f) => {
-                let mut file = lock(&self.file);
+                let mut file = lock_read(&self.file);
                 // A session waiting for its first bootstrap with nothing in its view skips
                 // the history (the bootstrap carries everything).
                 let skip = match f.pending.is_empty() {
@@ -374,7 +374,7 @@ impl Session {
                 )
                 .ok()?
             }
-            None => lock(&self.file)
+            None => lock_read(&self.file)
                 .download(ident, self.cursor, self.batch)
                 .ok()?,
         };
@@ -439,11 +439,26 @@ fn bound(sessions: &mut BTreeMap<u64, Session>, id: u64) -> Result<&mut Session,
 
 /// The server file behind `file`, locked for this thread and, with `--database`, brought up to
 /// PostgreSQL under the file's lock there, held until the guard is dropped
-/// ([`ServerFile::acquire`]). If that fails, the error is logged and the guard still gives the
-/// file: reads answer from the working copy as it was, and its writes are refused (201).
-pub(super) fn lock(file: &Mutex<ServerFile>) -> FileGuard<'_> {
+/// ([`ServerFile::acquire`]). If that fails, the error is logged and the caller gets 201
+/// (try again): nothing is decided on a copy that may be behind.
+pub(super) fn lock(file: &Mutex<ServerFile>) -> Result<FileGuard<'_>, ProtocolError> {
     let mut guard = file.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(e) = guard.acquire() {
+        tracing::error!(code = e.code.code(), error = %e.message, "bringing a server file up to the database failed");
+        return Err(ProtocolError::new(e.code, "server storage failed"));
+    }
+    Ok(FileGuard(guard))
+}
+
+/// [`lock`] for reading: with `--database`, the file's lock in PostgreSQL is taken only to
+/// catch a working copy up that is behind what this process has heard of, and not kept
+/// ([`ServerFile::refresh`]). Only for downloads, which a woken session repeats when more
+/// arrives: a copy may lag a change another process made until its notification arrives, so
+/// nothing that checks a client's position (IDENT, MARK) may use it. A failure is logged and
+/// the copy answers as it was (a copy that could not be reread is stale and answers 201).
+pub(super) fn lock_read(file: &Mutex<ServerFile>) -> FileGuard<'_> {
+    let mut guard = file.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = guard.refresh() {
         tracing::error!(code = e.code.code(), error = %e.message, "bringing a server file up to the database failed");
     }
     FileGuard(guard)
@@ -672,7 +687,8 @@ fn close_idle(
             if let Some(file) = files.remove(&path) {
                 idle_since.remove(&path);
                 shared.metrics.server_files_open.dec();
-                let rows = lock(&file).history_len();
+                // Memory only: no database round trip on this async thread.
+                let rows = file.lock().unwrap_or_else(|e| e.into_inner()).history_len();
                 shared.metrics.history_changesets.dec_by(rows as i64);
                 tracing::debug!(path, "server file closed after idling");
                 closed.push(file);
@@ -697,7 +713,7 @@ pub(super) fn compact_all(
             continue;
         };
         let result = open_file(shared, &path).and_then(|f| {
-            let mut file = lock(&f);
+            let mut file = lock(&f)?;
             let before = file.history_len();
             let report = file.compact(horizon_unix_secs)?;
             let after = file.history_len();
@@ -1079,7 +1095,7 @@ fn on_bind(
     if need_client_file_ident {
         admitted.allocate_ident().map_err(|e| (e, 0))?;
         let (ident, salt) = lock(&file)
-            .allocate_client_file()
+            .and_then(|mut f| f.allocate_client_file())
             .map_err(|e| (e, session))?;
         replies.push(ServerMessage::Ident {
             session,
@@ -1145,7 +1161,7 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
         ));
     }
     {
-        let file = lock(&s.file);
+        let file = lock(&s.file).map_err(|e| (e, session))?;
         file.check_ident(m.ident, m.salt, m.download_server_version)
             .and_then(|()| {
                 file.check_cursor(
@@ -1187,7 +1203,7 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
             })?
             .restricted(&s.rules, &s.user_vars);
         let known = lock(&s.file)
-            .flx_resume(m.ident, m.download_server_version, query.version)
+            .and_then(|mut f| f.flx_resume(m.ident, m.download_server_version, query.version))
             .map_err(|e| (e, session))?;
         let mut pending = VecDeque::new();
         if !known {
@@ -1253,9 +1269,12 @@ fn on_query(s: &mut Session, session: u64, query: FlxQuery) -> Replies {
         }]);
     }
     flexible.newest = query.version;
+    // A storage failure is the session's (201, try again), not the query's.
+    let file = lock(&s.file).map_err(|e| (e, session))?;
     let checked = Subscription::parse(query.version, &query.body)
         .map(|sub| sub.restricted(&s.rules, &s.user_vars))
-        .and_then(|sub| lock(&s.file).flx_check(&sub).map(|()| sub));
+        .and_then(|sub| file.flx_check(&sub).map(|()| sub));
+    drop(file);
     match checked {
         Ok(sub) => {
             flexible_mut(s).pending.push_back(sub);
@@ -1324,10 +1343,12 @@ fn on_upload(
     let ident = s.ident("UPLOAD")?;
     if s.flexible.is_some() {
         lock(&s.file)
-            .flx_acknowledged(ident, progress_server_version)
+            .and_then(|f| f.flx_acknowledged(ident, progress_server_version))
             .map_err(|e| (e, session))?;
     }
-    let compensation = integrate(shared, s, session, ident, entries, &mut lock(&s.file))?;
+    let mut file = lock(&s.file).map_err(|e| (e, session))?;
+    let compensation = integrate(shared, s, session, ident, entries, &mut file)?;
+    drop(file);
     // A compensating write is reported first; the DOWNLOAD carrying its revert follows, and
     // realm-core surfaces the error once it integrates that (section 4.7).
     let mut replies: Vec<ServerMessage> = compensation
@@ -1340,7 +1361,8 @@ fn on_upload(
 
 fn on_mark(s: &mut Session, session: u64, request_ident: u64) -> Replies {
     // Answered once everything before it was downloaded: the latest version now.
-    let version = lock(&s.file).latest_version();
+    // Under the database lock: the latest version of every process, not only of this copy.
+    let version = lock(&s.file).map_err(|e| (e, session))?.latest_version();
     s.marks.push_back((request_ident, version));
     Ok(s.outbound(session).into_iter().collect())
 }
@@ -1388,7 +1410,7 @@ fn on_client_version_request(s: &mut Session, session: u64, ident: u64, salt: u6
     // A file this server does not know (or knows under another salt) had nothing integrated
     // here: 0, so a recovering client re-applies all its changes.
     let client_version = lock(&s.file)
-        .client_version(ident, salt)
+        .and_then(|f| f.client_version(ident, salt))
         .or_else(|e| match e.code {
             ErrorCode::BadClientFileIdent => Ok(0),
             _ => Err(e),
@@ -1418,7 +1440,7 @@ fn not_flexible(s: &Session, session: u64, what: &str) -> Result<(), Failure> {
 fn on_state_request(s: &mut Session, session: u64, server_version: u64, offset: u64) -> Replies {
     not_flexible(s, session, "STATE_REQUEST")?;
     let (salt, (version, bytes)) = {
-        let mut file = lock(&s.file);
+        let mut file = lock(&s.file).map_err(|e| (e, session))?;
         let (version, bytes) = file.snapshot(server_version).map_err(|e| (e, session))?;
         let salt = file.version_salt(version).map_err(|e| (e, session))?;
         (salt, (version, bytes))
@@ -1449,7 +1471,7 @@ fn on_transact(
     shared.metrics.uploads.inc();
     let ident = s.ident("TRANSACT")?;
     let (verdict, server_version) = {
-        let mut file = lock(&s.file);
+        let mut file = lock(&s.file).map_err(|e| (e, session))?;
         let conflict = file
             .transact_conflict(
                 ident,

@@ -342,7 +342,10 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 fn access_user(app: &AppServices, headers: &HeaderMap) -> Result<String, ApiError> {
     app.verify_access_token(bearer(headers)?)
         .map(|user| user.user_id)
-        .map_err(ApiError::invalid_session)
+        .map_err(|e| match e {
+            super::AccessTokenError::Unavailable(why) => ApiError::internal(why),
+            e => ApiError::invalid_session(e),
+        })
 }
 
 /// The user and session of a valid refresh token whose session is still open.
@@ -353,7 +356,7 @@ fn refresh_session(app: &AppServices, headers: &HeaderMap) -> Result<(String, St
     let sid = verified
         .sid
         .ok_or_else(|| ApiError::invalid_session("refresh token without a session"))?;
-    match app.store().session(&sid)? {
+    match app.store()?.session(&sid)? {
         Some((user, expires)) if user == verified.sub && expires > now => Ok((user, sid)),
         _ => Err(ApiError::invalid_session(
             "the session was ended or has expired",
@@ -365,7 +368,7 @@ fn refresh_session(app: &AppServices, headers: &HeaderMap) -> Result<(String, St
 async fn profile(State(app): App, headers: HeaderMap) -> Answer {
     let user_id = access_user(&app, &headers)?;
     let profile = app
-        .store()
+        .store()?
         .profile(&user_id)?
         .ok_or_else(|| ApiError::invalid_session("the user no longer exists"))?;
     let identities: Vec<Value> = profile
@@ -399,7 +402,7 @@ async fn logout(State(app): App, headers: HeaderMap) -> Answer {
     // Checked as of time 0, so an expired refresh token still ends its session.
     let verified = tokens::verify(&app.config, bearer(&headers)?, "refresh", 0)
         .map_err(ApiError::invalid_session)?;
-    let store = app.store();
+    let store = app.store()?;
     if let Some(sid) = verified.sid {
         store.delete_session(&sid, tokens::now())?;
     }
@@ -410,7 +413,7 @@ async fn logout(State(app): App, headers: HeaderMap) -> Answer {
 /// `DELETE /auth/delete`: removes the user with its identities, sessions and API keys.
 async fn delete_user(State(app): App, headers: HeaderMap) -> Answer {
     let user_id = access_user(&app, &headers)?;
-    app.store().delete_user(&user_id)?;
+    app.store()?.delete_user(&user_id)?;
     no_content()
 }
 
@@ -447,7 +450,7 @@ async fn create_api_key(
     check_api_key_name(name)
         .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "InvalidParameter", why))?;
     let (id, key) = (tokens::object_id()?, tokens::secret()?);
-    app.store()
+    app.store()?
         .insert_api_key(
             &id,
             &user_id,
@@ -476,7 +479,7 @@ async fn create_api_key(
 /// `GET /auth/api_keys` → the user's keys, without the secrets.
 async fn list_api_keys(State(app): App, headers: HeaderMap) -> Answer {
     let (user_id, _) = refresh_session(&app, &headers)?;
-    let keys = app.store().api_keys(Some(&user_id))?;
+    let keys = app.store()?.api_keys(Some(&user_id))?;
     ok(
         StatusCode::OK,
         Value::Array(keys.iter().map(api_key_json).collect()),
@@ -490,7 +493,7 @@ async fn fetch_api_key(
 ) -> Answer {
     let (user_id, _) = refresh_session(&app, &headers)?;
     let id = path(params)?;
-    let keys = app.store().api_keys(Some(&user_id))?;
+    let keys = app.store()?.api_keys(Some(&user_id))?;
     let key = keys
         .iter()
         .find(|k| k.id == id)
@@ -505,7 +508,7 @@ async fn delete_api_key(
 ) -> Answer {
     let (user_id, _) = refresh_session(&app, &headers)?;
     let id = path(params)?;
-    if !app.store().delete_api_key(Some(&user_id), &id)? {
+    if !app.store()?.delete_api_key(Some(&user_id), &id)? {
         return Err(api_key_not_found(&id));
     }
     no_content()
@@ -524,7 +527,7 @@ async fn enable_api_key(
         "disable" => true,
         _ => return Err(ApiError::not_found()),
     };
-    if !app.store().set_api_key_disabled(&user_id, &id, disabled)? {
+    if !app.store()?.set_api_key_disabled(&user_id, &id, disabled)? {
         return Err(api_key_not_found(&id));
     }
     no_content()

@@ -162,6 +162,9 @@ pub enum AccessTokenError {
     Expired,
     /// Malformed, wrongly signed, not an access token, or its user is gone.
     Invalid(String),
+    /// The user store could not be read (with `--database`, PostgreSQL could not be reached):
+    /// nothing is known about the token's user; try again later.
+    Unavailable(String),
 }
 
 impl std::fmt::Display for AccessTokenError {
@@ -169,6 +172,7 @@ impl std::fmt::Display for AccessTokenError {
         match self {
             AccessTokenError::Expired => f.write_str("access token expired"),
             AccessTokenError::Invalid(why) => write!(f, "invalid access token: {why}"),
+            AccessTokenError::Unavailable(why) => write!(f, "the user store is unavailable: {why}"),
         }
     }
 }
@@ -286,7 +290,7 @@ impl AppServices {
         now: u64,
     ) -> Result<AppUser, AccessTokenError> {
         let verified = tokens::verify(&self.config, token, "access", now)?;
-        match self.store().user_data(&verified.sub) {
+        match self.store().and_then(|s| s.user_data(&verified.sub)) {
             Ok(Some(data)) => Ok(AppUser {
                 user_id: verified.sub,
                 exp: verified.exp,
@@ -295,19 +299,20 @@ impl AppServices {
             Ok(None) => Err(AccessTokenError::Invalid(
                 "the user no longer exists".into(),
             )),
-            Err(e) => Err(AccessTokenError::Invalid(e.0)),
+            Err(e) => Err(AccessTokenError::Unavailable(e.0)),
         }
     }
 
     /// The store, locked for this thread and, with `--database`, brought up to PostgreSQL
-    /// under its lock there until the guard is dropped (a failure is logged; writes are then
-    /// refused).
-    fn store(&self) -> StoreGuard<'_> {
+    /// under its lock there until the guard is dropped. Error: the database could not be
+    /// reached (logged; nothing is decided on a copy that may be behind).
+    fn store(&self) -> Result<StoreGuard<'_>, AppError> {
         let mut guard = self.store.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = guard.acquire() {
             tracing::error!(error = %e.0, "bringing the App Services store up to the database failed");
+            return Err(e);
         }
-        StoreGuard(guard)
+        Ok(StoreGuard(guard))
     }
 }
 

@@ -126,8 +126,13 @@ pub async fn login(
         Provider::Anonymous => {
             let user_id = tokens::object_id()?;
             let identity = tokens::object_id()?;
-            app.store()
-                .create_user(&user_id, "normal", &Map::new(), (provider, &identity), now)?;
+            app.store()?.create_user(
+                &user_id,
+                "normal",
+                &Map::new(),
+                (provider, &identity),
+                now,
+            )?;
             user_id
         }
         Provider::UserPassword => {
@@ -137,7 +142,7 @@ pub async fn login(
                 return Err(invalid_credentials());
             }
             let account = app
-                .store()
+                .store()?
                 .account(&email_key(username))?
                 .ok_or_else(invalid_credentials)?;
             if !password_matches(password.to_owned(), account.password.clone()).await? {
@@ -155,7 +160,7 @@ pub async fn login(
         Provider::ApiKey => {
             let key = field(body, "key")?;
             let owner = app
-                .store()
+                .store()?
                 .api_key_by_hash(&tokens::secret_hash(key))?
                 .ok_or_else(|| {
                     ApiError::new(
@@ -176,7 +181,7 @@ pub async fn login(
     };
     let sid = tokens::hex(&tokens::random_bytes::<16>()?);
     let refresh_exp = now + app.config.refresh_token_lifetime.as_secs();
-    app.store().create_session(&sid, &user_id, refresh_exp)?;
+    app.store()?.create_session(&sid, &user_id, refresh_exp)?;
     Ok(json!({
         "user_id": user_id,
         "access_token": tokens::access_token(&app.config, &user_id, now)?,
@@ -222,7 +227,7 @@ fn custom_token_user(app: &AppServices, token: &str, now: u64) -> Result<String,
             }
         }
     }
-    let mut store = app.store();
+    let mut store = app.store()?;
     match store.user_for_identity(Provider::CustomToken, sub)? {
         Some(user_id) => {
             store.set_user_data(&user_id, &data)?;
@@ -268,7 +273,7 @@ async fn register(app: &AppServices, email: &str, password: &str) -> Result<(), 
     check_email(email)?;
     check_password(password)?;
     let key = email_key(email);
-    if app.store().account(&key)?.is_some() {
+    if app.store()?.account(&key)?.is_some() {
         return Err(account_name_in_use());
     }
     let account = Account {
@@ -277,7 +282,7 @@ async fn register(app: &AppServices, email: &str, password: &str) -> Result<(), 
         password: hash_password(password.to_owned()).await?,
         user_id: None,
     };
-    let mut store = app.store();
+    let mut store = app.store()?;
     if app.config.auto_confirm {
         store
             .insert_account(&account, &key, None)
@@ -329,7 +334,7 @@ fn confirm(app: &AppServices, token: &str, token_id: &str) -> Result<(), ApiErro
             "invalid token data",
         )
     };
-    let mut store = app.store();
+    let mut store = app.store()?;
     let (account, hash) = store.account_by_token(token_id)?.ok_or_else(invalid)?;
     if hash != tokens::secret_hash(token) || account.user_id.is_some() {
         return Err(invalid());
@@ -340,7 +345,7 @@ fn confirm(app: &AppServices, token: &str, token_id: &str) -> Result<(), ApiErro
 }
 
 fn resend_confirmation(app: &AppServices, email: &str) -> Result<(), ApiError> {
-    let store = app.store();
+    let store = app.store()?;
     let account = store
         .account(&email_key(email))?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "UserNotFound", "user not found"))?;

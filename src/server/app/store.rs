@@ -246,7 +246,9 @@ impl Store {
             cache_dir,
             app_id,
         );
-        replica.release();
+        if let Ok(s) = &store {
+            replica.release(&s.conn);
+        }
         store
     }
 
@@ -266,7 +268,7 @@ impl Store {
     pub(crate) fn release(&mut self) {
         #[cfg(feature = "postgres")]
         if let Some(r) = &self.replica {
-            r.release();
+            r.release(&self.conn);
         }
     }
 
