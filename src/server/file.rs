@@ -308,20 +308,12 @@ impl ServerFile {
         config: &StorageConfig,
     ) -> Result<ServerFile, ProtocolError> {
         for p in [path.to_path_buf(), state_path(path)] {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut name = p.as_os_str().to_owned();
-                name.push(suffix);
-                match std::fs::remove_file(&name) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(ProtocolError::new(
-                            ErrorCode::OtherSessionError,
-                            format!("removing an old working copy: {e}"),
-                        ))
-                    }
-                }
-            }
+            super::postgres::remove_working_copy(&p).map_err(|e| {
+                ProtocolError::new(
+                    ErrorCode::OtherSessionError,
+                    format!("removing an old working copy: {e}"),
+                )
+            })?;
         }
         let tables = ServerFile::mirrored_tables().map_err(pg_err)?;
         let replica =

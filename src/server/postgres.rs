@@ -61,6 +61,20 @@ pub const LOG_KEEP: i64 = 1_024;
 /// start.
 pub const CACHE_DIR: &str = "postgres-cache";
 
+/// Removes the SQLite file at `path` and its `-wal`, `-shm` and `-journal` files, whichever
+/// exist: a working copy left by an earlier run, rebuilt from the database instead.
+pub(crate) fn remove_working_copy(path: &std::path::Path) -> std::io::Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Connects to `url` on a blocking thread, creates the schema if missing and empties the
 /// working copies of `data_dir` ([`CACHE_DIR`]): what `tandem-server --database` does at start.
 pub(crate) async fn start(

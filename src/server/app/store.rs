@@ -221,15 +221,8 @@ impl Store {
         std::fs::create_dir_all(cache_dir)
             .map_err(|e| AppError(format!("{}: {e}", cache_dir.display())))?;
         let file = cache_dir.join(FILE_NAME);
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut name = file.as_os_str().to_owned();
-            name.push(suffix);
-            match std::fs::remove_file(&name) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(AppError(format!("removing an old working copy: {e}"))),
-            }
-        }
+        crate::server::postgres::remove_working_copy(&file)
+            .map_err(|e| AppError(format!("removing an old working copy: {e}")))?;
         let tables = Store::mirrored_tables().map_err(pg_err)?;
         let replica = std::sync::Arc::new(
             crate::server::postgres::Replica::new(pg, REPLICA_NAME, std::sync::Arc::new(tables))
