@@ -398,3 +398,273 @@ fn two_processes_cannot_share_a_data_directory() {
     );
     first.shutdown();
 }
+
+/// Runs `sql` on `url`; the error's text if it fails.
+fn execute(runtime: &tokio::runtime::Runtime, url: &str, sql: &str) -> Result<u64, String> {
+    runtime.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client.execute(sql, &[]).await.map_err(|e| {
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+        })
+    })
+}
+
+/// The rows `sql` returns, every column as text (NULL as `None`).
+fn rows(runtime: &tokio::runtime::Runtime, url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    runtime.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // Nothing while the table does not exist yet.
+        let Ok(messages) = client.simple_query(sql).await else {
+            return Vec::new();
+        };
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// Task `id`'s title in `db`, if the task exists.
+fn title(db: &Database, id: i64) -> Option<String> {
+    let task = db
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(id))
+        .unwrap()?;
+    match task.fields.get("title") {
+        Some(tandem::state::Field::Value(tandem::state::Val::String(s))) => Some(s.clone()),
+        other => panic!("task {id} has the title {other:?}"),
+    }
+}
+
+fn row_of(cluster: &Cluster, url: &str, id: i64) -> Vec<Vec<Option<String>>> {
+    rows(
+        &cluster.runtime,
+        url,
+        &format!(
+            "SELECT title, count::text, tags::text FROM tandem_mirror.\"Task\" WHERE _path = '/tasks' AND _id = {id}"
+        ),
+    )
+}
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_owned())
+}
+
+#[test]
+fn mirror_tables_carry_device_writes_and_sql_writes_reach_devices() {
+    let (cluster, url) = Cluster::new("mirror", 2);
+    let a = cluster.open("a.sqlite");
+    let _sa = SyncSession::start(Arc::clone(&a), cluster.config(0)).unwrap();
+    let mut tx = a.begin_write().unwrap();
+    tx.create(
+        "Task",
+        PrimaryKey::Int(1),
+        &[
+            ("title", Value::String("from a device".into())),
+            ("count", Value::Int(3)),
+        ],
+    )
+    .unwrap();
+    tx.list_insert(
+        "Task",
+        &PrimaryKey::Int(1),
+        "tags",
+        0,
+        Value::String("x".into()),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    // A device write appears in the mirror table, typed.
+    live::eventually("the device's task in the mirror table", 30, || {
+        row_of(&cluster, &url, 1) == vec![vec![s("from a device"), s("3"), s("[\"x\"]")]]
+    });
+
+    // INSERT, UPDATE and DELETE made with SQL reach a device on the other process.
+    let b = cluster.open("b.sqlite");
+    let _sb = SyncSession::start(Arc::clone(&b), cluster.config(1)).unwrap();
+    execute(
+        &cluster.runtime,
+        &url,
+        r#"INSERT INTO tandem_mirror."Task" (_path, _id, title, count, tags) VALUES ('/tasks', 2, 'from sql', 5, '["a", "b"]')"#,
+    )
+    .unwrap();
+    live::eventually("the SQL insert on both devices", 30, || {
+        title(&a, 2).as_deref() == Some("from sql") && title(&b, 2).as_deref() == Some("from sql")
+    });
+    let task = b
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(2))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        task.fields["count"],
+        tandem::state::Field::Value(tandem::state::Val::Int(5))
+    );
+    assert_eq!(
+        task.fields["tags"],
+        tandem::state::Field::List(vec![
+            tandem::state::Element::Value(tandem::state::Val::String("a".into())),
+            tandem::state::Element::Value(tandem::state::Val::String("b".into())),
+        ])
+    );
+    execute(
+        &cluster.runtime,
+        &url,
+        r#"UPDATE tandem_mirror."Task" SET title = 'edited with sql' WHERE _path = '/tasks' AND _id = 1"#,
+    )
+    .unwrap();
+    live::eventually("the SQL update on both devices", 30, || {
+        title(&a, 1).as_deref() == Some("edited with sql")
+            && title(&b, 1).as_deref() == Some("edited with sql")
+    });
+    execute(
+        &cluster.runtime,
+        &url,
+        r#"DELETE FROM tandem_mirror."Task" WHERE _path = '/tasks' AND _id = 2"#,
+    )
+    .unwrap();
+    live::eventually("the SQL delete on both devices", 30, || {
+        !live::has_task(&a, 2) && !live::has_task(&b, 2)
+    });
+    converge(&[&a, &b]);
+    // Nothing echoed: exactly the three SQL writes are the server's changesets, the queue is
+    // empty and the mirror row keeps the SQL value and the device's other fields.
+    let server_changesets = query(
+        &cluster.runtime,
+        &url,
+        "SELECT count(*) FROM tandem_history h JOIN tandem_server_writer w
+         ON h.file_id = w.file_id AND h.origin_file_ident = w.ident",
+    );
+    assert_eq!(server_changesets, vec![3]);
+    assert_eq!(
+        query(
+            &cluster.runtime,
+            &url,
+            "SELECT count(*) FROM tandem_mirror_queue"
+        ),
+        vec![0]
+    );
+    assert_eq!(
+        row_of(&cluster, &url, 1),
+        vec![vec![s("edited with sql"), s("3"), s("[\"x\"]")]]
+    );
+
+    // Refused at once: a changed primary key, an unknown server path.
+    let e = execute(
+        &cluster.runtime,
+        &url,
+        r#"UPDATE tandem_mirror."Task" SET _id = 9 WHERE _id = 1"#,
+    )
+    .unwrap_err();
+    assert!(e.contains("cannot change"), "{e}");
+    let e = execute(
+        &cluster.runtime,
+        &url,
+        r#"INSERT INTO tandem_mirror."Task" (_path, _id) VALUES ('/nowhere', 1)"#,
+    )
+    .unwrap_err();
+    assert!(e.contains("no server file has the path /nowhere"), "{e}");
+    // A value devices cannot hold stays in the queue with its reason; later writes still sync.
+    execute(
+        &cluster.runtime,
+        &url,
+        r#"INSERT INTO tandem_mirror."Task" (_path, _id, tags) VALUES ('/tasks', 3, '[1]')"#,
+    )
+    .unwrap();
+    execute(
+        &cluster.runtime,
+        &url,
+        r#"INSERT INTO tandem_mirror."Task" (_path, _id, title) VALUES ('/tasks', 4, 'fine')"#,
+    )
+    .unwrap();
+    live::eventually("the later insert on a device", 30, || {
+        title(&a, 4).as_deref() == Some("fine")
+    });
+    assert!(!live::has_task(&a, 3));
+    let refused = rows(
+        &cluster.runtime,
+        &url,
+        "SELECT error FROM tandem_mirror_queue",
+    );
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let why = refused[0][0].clone().unwrap();
+    assert!(why.contains("column tags"), "{why}");
+}
+
+#[test]
+fn concurrent_sql_and_device_writes_to_one_field_resolve_by_time() {
+    let (cluster, url) = Cluster::new("mirror_lww", 1);
+    let a = cluster.open("a.sqlite");
+    let session = SyncSession::start(Arc::clone(&a), cluster.config(0)).unwrap();
+    live::create_task(&a, 1, "first");
+    live::eventually("the task in the mirror table", 30, || {
+        row_of(&cluster, &url, 1).first().and_then(|r| r[0].clone()) == s("first")
+    });
+    let set_title = |db: &Database, t: &str| {
+        let mut tx = db.begin_write().unwrap();
+        tx.set(
+            "Task",
+            &PrimaryKey::Int(1),
+            "title",
+            Value::String(t.into()),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    };
+    let update = |t: &str| {
+        execute(
+            &cluster.runtime,
+            &url,
+            &format!(r#"UPDATE tandem_mirror."Task" SET title = '{t}' WHERE _id = 1"#),
+        )
+        .unwrap();
+    };
+    let mirrored = |t: &str| row_of(&cluster, &url, 1).first().and_then(|r| r[0].clone()) == s(t);
+    // The device writes offline first, SQL later: the SQL write is later and wins, although
+    // the device's write reaches the server after it.
+    drop(session);
+    set_title(&a, "device, earlier");
+    std::thread::sleep(Duration::from_millis(50));
+    update("sql, later");
+    let history = |c: &Cluster| query(&c.runtime, &url, "SELECT count(*) FROM tandem_history");
+    let before = history(&cluster);
+    live::eventually("the SQL write integrated", 30, || {
+        history(&cluster) > before
+    });
+    let session = SyncSession::start(Arc::clone(&a), cluster.config(0)).unwrap();
+    live::eventually("the later SQL write on the device", 30, || {
+        title(&a, 1).as_deref() == Some("sql, later")
+            && a.pending_uploads(1 << 20).unwrap().is_empty()
+    });
+    live::eventually("the mirror keeping the SQL write", 30, || {
+        mirrored("sql, later")
+    });
+    // SQL first, the device offline later: the device's write wins, and the mirror follows.
+    drop(session);
+    let before = history(&cluster);
+    update("sql, earlier");
+    live::eventually("the SQL write integrated", 30, || {
+        history(&cluster) > before
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    set_title(&a, "device, later");
+    let _session = SyncSession::start(Arc::clone(&a), cluster.config(0)).unwrap();
+    live::eventually("the device's later write in the mirror", 30, || {
+        mirrored("device, later")
+    });
+    assert_eq!(title(&a, 1).as_deref(), Some("device, later"));
+}

@@ -20,6 +20,8 @@ use crate::protocol::{limits, DownloadEntry, ErrorCode, ProtocolError, UploadEnt
 use crate::state::State;
 
 pub mod flx;
+#[cfg(feature = "postgres")]
+pub mod mirror;
 
 use super::disk::Disk;
 use super::unix_now;
@@ -1267,6 +1269,20 @@ impl ServerFile {
                     refused = Some(e);
                     break;
                 }
+            }
+        }
+        // With --database: the mirror rows of the touched objects go into the same PostgreSQL
+        // transaction as the history.
+        #[cfg(feature = "postgres")]
+        if !appended.is_empty() {
+            if let Err(e) = self.stage_mirror(&appended) {
+                if let Some(r) = &self.replica {
+                    r.unstage();
+                }
+                self.reciprocal.insert(client, reciprocal);
+                self.state.rollback();
+                let _ = self.reload();
+                return Err(e);
             }
         }
         let stored = if appended.is_empty() {

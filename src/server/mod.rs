@@ -22,6 +22,8 @@ pub mod config;
 pub mod disk;
 mod file;
 pub mod metrics;
+#[cfg(feature = "postgres")]
+pub mod mirror;
 mod net;
 pub mod ops;
 #[cfg(feature = "postgres")]

@@ -214,14 +214,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     #[cfg(feature = "postgres")]
     if let Some(pg) = &shared.postgres {
         let weak = Arc::downgrade(&shared);
-        pg.listen(Arc::new(move |path: Option<&str>| {
-            if let Some(shared) = weak.upgrade() {
-                match path {
-                    Some(p) => shared.changed(p),
-                    None => shared.changed_all(),
+        let mirror = super::mirror::start_worker(&shared);
+        pg.listen(
+            Arc::new(move |path: Option<&str>| {
+                if let Some(shared) = weak.upgrade() {
+                    match path {
+                        Some(p) => shared.changed(p),
+                        None => shared.changed_all(),
+                    }
                 }
-            }
-        }));
+            }),
+            mirror,
+        );
     }
     super::session::start_sweeper(&shared);
     crate::sim::spawn_task(accept_loop(Arc::clone(&shared), listener, tls, stop));

@@ -48,6 +48,8 @@ use rusqlite::Connection;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
+use super::mirror::{QueueEntry, Statement};
+
 /// The notification channel every process listens on. Payload: `<origin> <seq> <name>`: the
 /// process that wrote (a random tag), the file's new `tandem_file.seq`, and the server path
 /// (or `app-services`).
@@ -510,6 +512,9 @@ pub struct Postgres {
     announced: Mutex<HashMap<String, i64>>,
     /// The exclusive `flock` on `<data dir>/postgres-cache.lock`, held while this lives.
     cache_lock: Mutex<Option<std::fs::File>>,
+    /// Per mirror table (class), its columns and their types as PostgreSQL reports them
+    /// (`format_type`), as last read: a column missing here is created before it is written.
+    mirror_columns: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 impl fmt::Debug for Postgres {
@@ -592,6 +597,7 @@ impl Postgres {
             origin,
             announced: Mutex::new(HashMap::new()),
             cache_lock: Mutex::new(None),
+            mirror_columns: Mutex::new(HashMap::new()),
         });
         let mut ddl = String::from(
             "CREATE TABLE IF NOT EXISTS tandem_file (
@@ -609,6 +615,7 @@ impl Postgres {
         for s in schemas {
             ddl.push_str(&s.ddl());
         }
+        ddl.push_str(super::mirror::DDL);
         let pool = me.pool.clone();
         me.block(async move {
             let mut client = get(&pool).await?;
@@ -643,6 +650,102 @@ impl Postgres {
         });
         rx.recv()
             .map_err(|_| PostgresError::new("the PostgreSQL runtime has stopped"))
+    }
+
+    /// Creates the mirror tables of `classes` (those of them `schemas` gives a table) and adds
+    /// the columns they lack, unless this process already saw them all; then records their
+    /// columns as they are. One transaction under the mirror DDL lock per call that has work.
+    pub(crate) fn ensure_mirror(
+        &self,
+        schemas: &crate::state::Schemas,
+        classes: &std::collections::BTreeSet<String>,
+    ) -> Result<(), PostgresError> {
+        let mut ddl = String::new();
+        let mut names = Vec::new();
+        {
+            let known = self
+                .mirror_columns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for class in classes {
+                let Some(wanted) = super::mirror::wanted_columns(schemas, class) else {
+                    continue;
+                };
+                let complete = known
+                    .get(class)
+                    .is_some_and(|have| wanted.iter().all(|(n, _, _)| have.contains_key(n)));
+                if !complete {
+                    if let Some(d) = super::mirror::table_ddl(schemas, class) {
+                        ddl.push_str(&d);
+                        names.push(class.clone());
+                    }
+                }
+            }
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let pool = self.pool.clone();
+        let read = names.clone();
+        let columns = self.block(async move {
+            let mut client = get(&pool).await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(pg("creating mirror tables"))?;
+            let (k1, k2) = super::mirror::DDL_LOCK;
+            tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&k1, &k2])
+                .await
+                .map_err(pg("creating mirror tables"))?;
+            tx.batch_execute(&ddl)
+                .await
+                .map_err(pg("creating mirror tables"))?;
+            let mut out = HashMap::new();
+            for class in &read {
+                let rows = tx
+                    .query(
+                        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+                         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                         JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+                        &[&super::mirror::SCHEMA, class],
+                    )
+                    .await
+                    .map_err(pg("reading mirror columns"))?;
+                let cols: HashMap<String, String> =
+                    rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                out.insert(class.clone(), cols);
+            }
+            tx.commit().await.map_err(pg("creating mirror tables"))?;
+            Ok::<_, PostgresError>(out)
+        })??;
+        let mut known = self
+            .mirror_columns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (class, cols) in columns {
+            if let Some(wanted) = super::mirror::wanted_columns(schemas, &class) {
+                for (n, t, _) in &wanted {
+                    if cols.get(n).is_some_and(|have| have != t.formatted()) {
+                        tracing::warn!(class, column = %n, declared = t.formatted(), existing = %cols[n],
+                            "a mirror column has another type than this server path declares: the property is not mirrored here");
+                    }
+                }
+            }
+            known.insert(class, cols);
+        }
+        Ok(())
+    }
+
+    /// The columns of the mirror table of `class` and their types, as last read by
+    /// [`Postgres::ensure_mirror`] (empty if never).
+    pub(crate) fn mirror_columns(&self, class: &str) -> HashMap<String, String> {
+        self.mirror_columns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(class)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn announce(&self, name: &str, seq: i64) {
@@ -686,7 +789,11 @@ impl Postgres {
     /// listening connection: whatever was sent while it was down is lost, so everything must be
     /// looked at. Reconnects after a second when the connection fails; stops when this
     /// [`Postgres`] is dropped.
-    pub(crate) fn listen(self: &Arc<Self>, wake: Wake) {
+    ///
+    /// `mirror` is called with each server path a backend wrote to through the mirror tables
+    /// (notification `tandem_mirror`), and after every (re)connection with each path whose
+    /// queue holds writes ([`super::mirror`]).
+    pub(crate) fn listen(self: &Arc<Self>, wake: Wake, mirror: Wake) {
         let Some(runtime) = &self.runtime else {
             return;
         };
@@ -697,7 +804,7 @@ impl Postgres {
                     Some(p) => (p.url.clone(), p.origin.clone()),
                     None => return,
                 };
-                if let Err(e) = listen_once(&me, &url, &origin, &wake).await {
+                if let Err(e) = listen_once(&me, &url, &origin, &wake, &mirror).await {
                     tracing::warn!(error = %e, "the PostgreSQL notification connection failed; reconnecting in 1 s");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -711,6 +818,7 @@ async fn listen_once(
     url: &str,
     origin: &str,
     wake: &Wake,
+    mirror: &Wake,
 ) -> Result<(), PostgresError> {
     use futures_util::StreamExt;
     let (client, mut connection) = tokio_postgres::connect(url, NoTls)
@@ -722,7 +830,8 @@ async fn listen_once(
         while let Some(m) = messages.next().await {
             match m {
                 Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                    if tx.send(n.payload().to_owned()).is_err() {
+                    let queued = n.channel() == super::mirror::QUEUE_CHANNEL;
+                    if tx.send((queued, n.payload().to_owned())).is_err() {
                         return;
                     }
                 }
@@ -735,7 +844,10 @@ async fn listen_once(
         }
     });
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {CHANNEL}; LISTEN {}",
+            super::mirror::QUEUE_CHANNEL
+        ))
         .await
         .map_err(pg("LISTEN"))?;
     // What was announced while no one listened: every file's sequence now.
@@ -752,8 +864,23 @@ async fn listen_once(
         None => return Ok(()),
     }
     wake(None);
-    // Payload: `<origin> <seq> <name>`.
-    while let Some(payload) = rx.recv().await {
+    let pending = client
+        .query(
+            "SELECT DISTINCT f.path FROM tandem_mirror_queue q JOIN tandem_file f ON f.id = q.file_id
+             WHERE q.error IS NULL",
+            &[],
+        )
+        .await
+        .map_err(pg("reading the mirror queue"))?;
+    for r in pending {
+        mirror(Some(r.get::<_, &str>(0)));
+    }
+    // Payload: `<origin> <seq> <name>`, or a server path on the queue's channel.
+    while let Some((queued, payload)) = rx.recv().await {
+        if queued {
+            mirror(Some(&payload));
+            continue;
+        }
         let mut parts = payload.splitn(3, ' ');
         let (Some(from), Some(seq), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
@@ -815,6 +942,9 @@ struct Link {
     held: Option<Object>,
     /// The rows the open SQLite transaction changed.
     recorded: Vec<RowChange>,
+    /// Statements pushed with the next write, in its PostgreSQL transaction: the mirror tables'
+    /// rows and queue entries ([`Replica::stage`]).
+    staged: Vec<Statement>,
     /// A change that cannot be mirrored (a table unknown to the schema): the commit is refused.
     refused: Option<String>,
     /// The working copy is being written from PostgreSQL: nothing is recorded or pushed.
@@ -874,6 +1004,7 @@ impl Replica {
                 seq: 0,
                 held: None,
                 recorded: Vec::new(),
+                staged: Vec::new(),
                 refused: None,
                 applying: false,
                 probes: None,
@@ -958,6 +1089,7 @@ impl Replica {
                 return true;
             }
             if l.recorded.is_empty() {
+                l.staged.clear();
                 return false;
             }
             // Under the file's lock (a write path), or without it (a read path's incidental
@@ -965,6 +1097,7 @@ impl Replica {
             // which succeeds only if no other process wrote since the copy caught up.
             let held = l.held.take();
             let changes = std::mem::take(&mut l.recorded);
+            let staged = std::mem::take(&mut l.staged);
             let seq = l.seq;
             let tables = Arc::clone(&l.tables);
             // Probed: the last row of this push, and any probed row it changes again.
@@ -980,7 +1113,7 @@ impl Replica {
                 held,
                 file_id,
                 seq,
-                changes,
+                (changes, staged),
                 tables,
                 (pg.origin.clone(), name.clone()),
             ));
@@ -1004,6 +1137,7 @@ impl Replica {
         conn.rollback_hook(Some(move || {
             let mut l = link.lock().unwrap_or_else(|e| e.into_inner());
             l.recorded.clear();
+            l.staged.clear();
             l.refused = None;
         }))
         .map_err(sqlite("installing the rollback hook"))?;
@@ -1109,6 +1243,77 @@ impl Replica {
 
     fn announce(&self, seq: i64) {
         self.pg.announce(&self.name, seq);
+    }
+
+    /// The server path (or `app-services`) this replica keeps.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database this replica writes to.
+    pub(crate) fn postgres(&self) -> &Arc<Postgres> {
+        &self.pg
+    }
+
+    /// Adds `statements` to the PostgreSQL transaction of the next write of the working copy
+    /// (cleared if that write rolls back, or by [`Replica::unstage`]).
+    pub(crate) fn stage(&self, statements: Vec<Statement>) {
+        let mut l = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        l.staged.extend(statements);
+    }
+
+    /// Drops the statements staged for the next write.
+    pub(crate) fn unstage(&self) {
+        self.link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .staged
+            .clear();
+    }
+
+    /// The oldest `limit` backend writes queued for this file and not refused, in order. Needs
+    /// the file's lock ([`Replica::acquire`]).
+    pub(crate) fn mirror_queue(&self, limit: i64) -> Result<Vec<QueueEntry>, PostgresError> {
+        let file_id = self.file_id;
+        self.with_held(move |client| async move {
+            let r = client
+                .query(
+                    "SELECT id, class, op, old::text, new::text FROM tandem_mirror_queue
+                     WHERE file_id = $1 AND error IS NULL ORDER BY id LIMIT $2",
+                    &[&file_id, &limit],
+                )
+                .await
+                .map_err(pg("reading the mirror queue"))
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| QueueEntry {
+                            id: r.get(0),
+                            class: r.get(1),
+                            op: r.get(2),
+                            old: r.get(3),
+                            new: r.get(4),
+                        })
+                        .collect()
+                });
+            (client, r)
+        })
+    }
+
+    /// Runs `statements` in the held transaction (committed when the lock is released, or with
+    /// the next write).
+    pub(crate) fn execute_held(&self, statements: Vec<Statement>) -> Result<(), PostgresError> {
+        self.with_held(move |client| async move {
+            let mut r = Ok(());
+            for (sql, params) in &statements {
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                if let Err(e) = client.execute(sql.as_str(), &refs).await {
+                    r = Err(pg("writing the mirror queue")(e));
+                    break;
+                }
+            }
+            (client, r)
+        })
     }
 
     /// Checks that the SQLite commits after this process's pushes went through (the probed rows
@@ -1468,18 +1673,19 @@ async fn push(
     held: Option<Object>,
     file_id: i64,
     seq: i64,
-    changes: Vec<RowChange>,
+    (changes, staged): (Vec<RowChange>, Vec<Statement>),
     tables: Arc<Tables>,
     (origin, name): (String, String),
 ) -> Result<Option<Object>, PostgresError> {
     let names = (origin.as_str(), name.as_str());
+    let changes = (changes.as_slice(), staged.as_slice());
     match held {
         Some(client) => {
             match push_inner(
                 &client,
                 file_id,
                 seq,
-                &changes,
+                changes,
                 &tables,
                 names,
                 "COMMIT; BEGIN",
@@ -1503,7 +1709,7 @@ async fn push(
                     )));
                 }
                 let unlock = format!("COMMIT; SELECT pg_advisory_unlock({file_id})");
-                push_inner(&client, file_id, seq, &changes, &tables, names, &unlock).await
+                push_inner(&client, file_id, seq, changes, &tables, names, &unlock).await
             }
             .await;
             match r {
@@ -1521,7 +1727,7 @@ async fn push_inner(
     client: &Object,
     file_id: i64,
     seq: i64,
-    changes: &[RowChange],
+    (changes, staged): (&[RowChange], &[Statement]),
     tables: &Tables,
     (payload_origin, name): (&str, &str),
     then: &str,
@@ -1615,6 +1821,22 @@ async fn push_inner(
             Box::new(format!("{payload_origin} {next} {name}")),
         ],
     ));
+    // Statements up to here change (or, for NOTIFY, return) exactly one row each.
+    let strict = statements.len();
+    if !staged.is_empty() {
+        // The mirror rows this write changes: the queue trigger skips them (no echo).
+        statements.push((
+            "SELECT set_config('tandem.mirror_writer', 'on', true)".into(),
+            Vec::new(),
+        ));
+        for (sql, params) in staged {
+            let params: Vec<Box<dyn ToSql + Sync + Send>> = params
+                .iter()
+                .map(|p| Box::new(p.clone()) as Box<dyn ToSql + Sync + Send>)
+                .collect();
+            statements.push((sql.clone(), params));
+        }
+    }
     if next % 64 == 0 {
         statements.push((
             "DELETE FROM tandem_file_log WHERE file_id = $1 AND seq <= $2".into(),
@@ -1647,8 +1869,6 @@ async fn push_inner(
             "the file's sequence is no longer {seq}: it was written without this process's lock"
         )));
     }
-    // Every statement but the log trim changes (or, for NOTIFY, returns) exactly one row.
-    let strict = counts.len() - usize::from(next % 64 == 0);
     if let Some(i) = counts[..strict].iter().position(|&n| n != 1) {
         return Err(PostgresError::new(format!(
             "the database disagrees with the working copy: {} changed {} rows, not 1",

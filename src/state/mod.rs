@@ -33,6 +33,8 @@ pub(crate) use resolve::is_top_level;
 pub use resolve::{
     is_link_collection, is_unresolved, resolve_field, resolve_in_place, resolved, virtual_to_real,
 };
+#[cfg(feature = "postgres")]
+pub(crate) use snapshot::given_fields;
 pub use snapshot::snapshot;
 pub(crate) use snapshot::write_list;
 #[cfg(feature = "server")]
@@ -137,6 +139,13 @@ fn new_object(schemas: &Schemas, table: &str) -> Object {
 }
 
 /// The content a new object (or a new column) starts with.
+/// What a new object holds in a property declared as `column`: an empty collection, no
+/// embedded object, null, or the type's default (Realm's: 0, false, "", ...).
+#[cfg(feature = "postgres")]
+pub(crate) fn default_field_of(schemas: &Schemas, column: &ColumnSpec) -> Field {
+    default_field(schemas, column)
+}
+
 fn default_field(schemas: &Schemas, column: &ColumnSpec) -> Field {
     match column.collection {
         CollectionType::List => Field::List(Vec::new()),

@@ -50,6 +50,7 @@ pub fn snapshot(state: &State) -> Changeset {
         state,
         cs: Changeset::new(),
         whole: false,
+        given_only: false,
     };
     let missing = writer.write_schema();
     for (name, objects) in &state.objects {
@@ -120,6 +121,7 @@ fn streamed<E>(
         state: &state,
         cs: Changeset::new(),
         whole,
+        given_only: false,
     };
     let missing = match schema {
         true => writer.write_schema(),
@@ -151,6 +153,47 @@ fn streamed<E>(
     Ok(done)
 }
 
+/// The changeset of writes to top-level objects made outside any device (the PostgreSQL mirror
+/// tables, `crate::server::mirror`): per write, in order, `CreateObject` if `create`, then
+/// exactly the fields the object holds, each written whole (collections cleared first,
+/// embedded objects with every field), or `EraseObject` when the object is `None`.
+#[cfg(feature = "postgres")]
+pub(crate) fn given_fields(
+    schemas: &super::Schemas,
+    writes: &[(&str, &Key, Option<&Object>, bool)],
+) -> Changeset {
+    let state = State {
+        schemas: schemas.clone(),
+        objects: Default::default(),
+    };
+    let mut writer = Writer {
+        state: &state,
+        cs: Changeset::new(),
+        whole: true,
+        given_only: true,
+    };
+    for (table, key, object, create) in writes {
+        let t = writer.cs.intern(table);
+        let pk = writer.primary_key(key);
+        match object {
+            None => writer.cs.push(Instruction::EraseObject {
+                table: t,
+                object: pk,
+            }),
+            Some(object) => {
+                if *create {
+                    writer.cs.push(Instruction::CreateObject {
+                        table: t,
+                        object: pk.clone(),
+                    });
+                }
+                writer.object(table, t, &pk, &Base::TopLevel, object);
+            }
+        }
+    }
+    writer.cs
+}
+
 /// Appends to `cs` the instructions that fill the empty list at `at` with `elements`: one
 /// `ArrayInsert` per element in order, and for an embedded element the instructions that write
 /// its fields (as [`snapshot`] writes them). `column` is the list's column in `state`'s schema.
@@ -166,6 +209,7 @@ pub(crate) fn write_list(
         state,
         cs: std::mem::take(cs),
         whole: false,
+        given_only: false,
     };
     writer.field(column, at, &Field::List(elements.to_vec()));
     *cs = writer.cs;
@@ -196,6 +240,9 @@ struct Writer<'a> {
     /// Write every field (defaults too) and `Clear` every collection before filling it
     /// ([`whole_objects`]), instead of only what differs from a new object.
     whole: bool,
+    /// With `whole`: at the top level, write only the fields the object has (no defaults for
+    /// the others) ([`given_fields`]).
+    given_only: bool,
 }
 
 impl<'a> Writer<'a> {
@@ -318,7 +365,8 @@ impl<'a> Writer<'a> {
             return;
         };
         let defaults: Vec<(String, Field)>;
-        let fields: Box<dyn Iterator<Item = (&String, &Field)>> = if self.whole {
+        let given_only = self.given_only && matches!(base, Base::TopLevel);
+        let fields: Box<dyn Iterator<Item = (&String, &Field)>> = if self.whole && !given_only {
             // Every column, with the object's content or the default it starts with.
             defaults = schema
                 .columns

@@ -321,9 +321,14 @@ pub fn server_origin(client: u64) -> u64 {
     }
 }
 
-/// Milliseconds since 2015-01-01 (Realm's origin timestamps).
-fn now_timestamp() -> u64 {
-    (super::unix_now().saturating_sub(1_420_070_400)) * 1000
+/// Milliseconds since 2015-01-01 (Realm's origin timestamps), to the millisecond: the
+/// server's changesets (compensating writes, writes made in the mirror tables) meet devices'
+/// writes by last-writer-wins on these.
+pub(super) fn now_timestamp() -> u64 {
+    let millis = crate::sim::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    millis.saturating_sub(1_420_070_400_000)
 }
 
 /// A bootstrap: changesets all at `version`, the latest server version.
@@ -1172,7 +1177,7 @@ impl ServerFile {
     /// Integrates a changeset the server makes (a compensating write), based on the latest
     /// version, as the upload of the server's own client file (allocated once per server file;
     /// its ident is never 0 nor any client's); its server version.
-    fn integrate_server_changeset(
+    pub(super) fn integrate_server_changeset(
         &mut self,
         changeset: &Changeset,
         origin_timestamp: u64,

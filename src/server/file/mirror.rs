@@ -1,0 +1,257 @@
+//! A server file's side of the PostgreSQL mirror tables (`super::super::mirror`): the rows of
+//! the objects each integration touches, staged into the PostgreSQL transaction of its history,
+//! and the backend writes queued in the mirror tables, integrated as the server's changesets.
+
+use std::collections::BTreeSet;
+
+use super::{instruction_object, pg_err, sql_err, state_err, ServerFile};
+use crate::changeset::{Changeset, Instruction};
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::server::mirror::{self, QueueEntry, SqlWrite, Statement};
+use crate::state::{Key, Object, Schemas};
+use crate::store::tables;
+
+/// What one [`ServerFile::mirror_integrate`] round did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MirrorRound {
+    /// Queued writes integrated into the history.
+    pub integrated: usize,
+    /// Queued writes refused (their `error` set) or that changed nothing.
+    pub settled: usize,
+    /// The queue may hold more: call again.
+    pub more: bool,
+}
+
+const DELETE_QUEUED: &str = "DELETE FROM tandem_mirror_queue WHERE id = ANY($1::text::bigint[])";
+const REFUSE_QUEUED: &str = "UPDATE tandem_mirror_queue SET error = $2 WHERE id = $1::text::bigint";
+
+fn id_array(ids: impl Iterator<Item = i64>) -> String {
+    format!(
+        "{{{}}}",
+        ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+    )
+}
+
+impl ServerFile {
+    /// The object of `class` with `key` in the state, if it exists.
+    fn mirror_object(
+        &self,
+        schemas: &Schemas,
+        class: &str,
+        key: &Key,
+    ) -> Result<Option<Object>, ProtocolError> {
+        let conn = self.state.connection();
+        match tables::row_id(conn, class, key).map_err(sql_err)? {
+            None => Ok(None),
+            Some(id) => tables::read_object(conn, schemas, class, id)
+                .map(Some)
+                .map_err(|e| state_err(e.into())),
+        }
+    }
+
+    /// Stages, into the PostgreSQL transaction that will hold `appended` (already applied to
+    /// the state), the mirror rows of every object they touch: rewritten from the state, or
+    /// deleted. Creates mirror tables and columns first where the schema grew.
+    pub(super) fn stage_mirror(&self, appended: &[Changeset]) -> Result<(), ProtocolError> {
+        let Some(replica) = &self.replica else {
+            return Ok(());
+        };
+        let schemas = self.state.schemas();
+        let mut classes = BTreeSet::new();
+        let mut objects = BTreeSet::new();
+        let mut erased = Vec::new();
+        for cs in appended {
+            for i in &cs.instructions {
+                let name = |t| cs.string(t).map(str::to_owned);
+                match i {
+                    Instruction::AddTable(t) => classes.extend(name(t.table)),
+                    Instruction::AddColumn(c) => classes.extend(name(c.table)),
+                    Instruction::EraseTable { table } => erased.extend(name(*table)),
+                    _ => {
+                        if let Some((class, key)) = instruction_object(cs, i) {
+                            classes.insert(class.clone());
+                            objects.insert((class, key));
+                        }
+                    }
+                }
+            }
+        }
+        let pg = replica.postgres();
+        pg.ensure_mirror(schemas, &classes).map_err(pg_err)?;
+        let mut statements: Vec<Statement> = Vec::new();
+        for class in erased {
+            if !pg.mirror_columns(&class).is_empty() {
+                statements.push(mirror::erase_class_statement(replica.name(), &class));
+            }
+        }
+        let mut columns = std::collections::HashMap::new();
+        for (class, key) in objects {
+            let existing = columns
+                .entry(class.clone())
+                .or_insert_with(|| pg.mirror_columns(&class));
+            let object = self.mirror_object(schemas, &class, &key)?;
+            if let Some(s) = mirror::object_statement(
+                schemas,
+                replica.name(),
+                &class,
+                &key,
+                object.as_ref(),
+                existing,
+            ) {
+                statements.push(s);
+            }
+        }
+        replica.stage(statements);
+        Ok(())
+    }
+
+    /// Integrates the backend writes queued in the mirror tables for this file (at most
+    /// [`mirror::QUEUE_BATCH`]), oldest first, as one changeset made by the server at the
+    /// current time; the queue entries are deleted in the transaction that commits it. A write
+    /// that cannot be synced gets its reason in the queue's `error` column and is skipped; if
+    /// the batch's changeset is refused, each write is tried alone. Needs the file's lock
+    /// (`session::lock`). Errors: storage (201).
+    pub fn mirror_integrate(&mut self) -> Result<MirrorRound, ProtocolError> {
+        let Some(replica) = self.replica.clone() else {
+            return Ok(MirrorRound::default());
+        };
+        self.ready_to_write("mirror_integrate")?;
+        if self.state.version() != self.latest {
+            self.catch_up_state()?;
+        }
+        let entries = replica.mirror_queue(mirror::QUEUE_BATCH).map_err(pg_err)?;
+        let mut round = MirrorRound {
+            more: entries.len() as i64 == mirror::QUEUE_BATCH,
+            ..MirrorRound::default()
+        };
+        if entries.is_empty() {
+            return Ok(round);
+        }
+        let schemas = self.state.schemas().clone();
+        let mut writes: Vec<(i64, SqlWrite)> = Vec::new();
+        let mut noop = Vec::new();
+        let mut refused: Vec<(i64, String)> = Vec::new();
+        for e in &entries {
+            match self.mirror_decode(&schemas, e) {
+                Ok(Some(w)) => writes.push((e.id, w)),
+                Ok(None) => noop.push(e.id),
+                Err(why) => refused.push((e.id, why)),
+            }
+        }
+        let mut settle: Vec<Statement> = refused
+            .iter()
+            .map(|(id, why)| {
+                (
+                    REFUSE_QUEUED.to_owned(),
+                    vec![Some(id.to_string()), Some(why.clone())],
+                )
+            })
+            .collect();
+        if !noop.is_empty() {
+            settle.push((
+                DELETE_QUEUED.to_owned(),
+                vec![Some(id_array(noop.iter().copied()))],
+            ));
+        }
+        for (id, why) in &refused {
+            tracing::warn!(server_path = replica.name(), queue_id = id, %why, "a write to a mirror table cannot be synced");
+        }
+        round.settled = settle.len();
+        if !settle.is_empty() {
+            replica.execute_held(settle).map_err(pg_err)?;
+        }
+        if writes.is_empty() {
+            return Ok(round);
+        }
+        match self.mirror_write(&schemas, &writes) {
+            Ok(()) => round.integrated = writes.len(),
+            Err(e) if refusal(&e) => {
+                for w in &writes {
+                    match self.mirror_write(&schemas, std::slice::from_ref(w)) {
+                        Ok(()) => round.integrated += 1,
+                        Err(e) if refusal(&e) => {
+                            tracing::warn!(server_path = replica.name(), queue_id = w.0, error = %e.message, "a write to a mirror table was refused");
+                            replica
+                                .execute_held(vec![(
+                                    REFUSE_QUEUED.to_owned(),
+                                    vec![Some(w.0.to_string()), Some(e.message.clone())],
+                                )])
+                                .map_err(pg_err)?;
+                            round.settled += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(round)
+    }
+
+    /// [`mirror::decode_entry`], and Realm's rules against the state: an update of an object
+    /// that does not exist (devices deleted it: deletes win) is refused; a deletion of one that
+    /// does not exist changes nothing.
+    fn mirror_decode(&self, schemas: &Schemas, e: &QueueEntry) -> Result<Option<SqlWrite>, String> {
+        let write = mirror::decode_entry(schemas, e)?;
+        let exists = |class: &str, key: &Key| {
+            self.mirror_object(schemas, class, key)
+                .map(|o| o.is_some())
+                .map_err(|e| e.message)
+        };
+        match &write {
+            Some(SqlWrite::Put {
+                class,
+                key,
+                create: false,
+                ..
+            }) if !exists(class, key)? => Err(
+                "the object was deleted before this update reached the server (deletes win)"
+                    .to_owned(),
+            ),
+            Some(SqlWrite::Erase { class, key }) if !exists(class, key)? => Ok(None),
+            _ => Ok(write),
+        }
+    }
+
+    /// Integrates `writes` as one changeset of the server, the queue entries' deletion staged
+    /// into its transaction.
+    fn mirror_write(
+        &mut self,
+        schemas: &Schemas,
+        writes: &[(i64, SqlWrite)],
+    ) -> Result<(), ProtocolError> {
+        let Some(replica) = self.replica.clone() else {
+            return Ok(());
+        };
+        let list: Vec<(&str, &Key, Option<&Object>, bool)> = writes
+            .iter()
+            .map(|(_, w)| match w {
+                SqlWrite::Put {
+                    class,
+                    key,
+                    fields,
+                    create,
+                } => (class.as_str(), key, Some(fields), *create),
+                SqlWrite::Erase { class, key } => (class.as_str(), key, None, false),
+            })
+            .collect();
+        let cs = crate::state::given_fields(schemas, &list);
+        replica.stage(vec![(
+            DELETE_QUEUED.to_owned(),
+            vec![Some(id_array(writes.iter().map(|(id, _)| *id)))],
+        )]);
+        let r = self.integrate_server_changeset(&cs, super::flx::now_timestamp());
+        if r.is_err() {
+            replica.unstage();
+        }
+        r.map(|_| ())
+    }
+}
+
+/// Whether an integration error refuses the changeset (rather than failing storage).
+fn refusal(e: &ProtocolError) -> bool {
+    matches!(
+        e.code,
+        ErrorCode::BadChangeset | ErrorCode::InvalidSchemaChange | ErrorCode::LimitsExceeded
+    )
+}
