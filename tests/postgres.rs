@@ -1,7 +1,8 @@
 //! tandem-server on PostgreSQL (`--database`, cargo feature `postgres`): several server
 //! processes on one database. Clients spread over two and three processes, reconnecting to a
 //! different one each round with offline edits in between, converge; a process killed with
-//! SIGKILL during uploads loses nothing it acknowledged and integrates nothing twice.
+//! SIGKILL during uploads loses nothing it acknowledged and integrates nothing twice. The
+//! mirror tables (`tandem_mirror."Task"`) show device writes and carry SQL writes to devices.
 //!
 //! The database: `TANDEM_TEST_POSTGRES` (a URL), else the throwaway cluster
 //! `tests/postgres/start.sh` starts (PostgreSQL's server binaries must be installed; `.ci/run`
@@ -667,4 +668,206 @@ fn concurrent_sql_and_device_writes_to_one_field_resolve_by_time() {
         mirrored("device, later")
     });
     assert_eq!(title(&a, 1).as_deref(), Some("device, later"));
+}
+
+#[test]
+fn every_property_type_round_trips_through_a_mirror_table() {
+    use tandem::model::{
+        ClassSchema, CollectionKind, Decimal128, ObjectId, Property, PropertyType as T, Schema,
+        Timestamp, Uuid,
+    };
+    use tandem::state::{Element, Field, Val};
+    let (cluster, url) = Cluster::new("mirror_types", 1);
+    let schema = Schema::new(vec![
+        ClassSchema::top_level(
+            "Kinds",
+            "_id",
+            vec![
+                Property::new("_id", T::ObjectId),
+                Property::new("i", T::Int),
+                Property::new("b", T::Bool),
+                Property::new("s", T::String),
+                Property::new("bin", T::Binary).nullable(),
+                Property::new("ts", T::Timestamp),
+                Property::new("f", T::Float),
+                Property::new("d", T::Double),
+                Property::new("dec", T::Decimal),
+                Property::new("oid", T::ObjectId).nullable(),
+                Property::new("u", T::Uuid).nullable(),
+                Property::new("m", T::Mixed).nullable(),
+                Property::link("other", "Kinds"),
+                Property::new("dates", T::Timestamp).collection(CollectionKind::List),
+                Property::new("ints", T::Int).collection(CollectionKind::Set),
+                Property::new("dict", T::Double).collection(CollectionKind::Dictionary),
+                Property::link("spot", "Spot"),
+            ],
+        ),
+        ClassSchema::embedded(
+            "Spot",
+            vec![
+                Property::new("x", T::Double),
+                Property::new("when", T::Timestamp).nullable(),
+            ],
+        ),
+    ])
+    .unwrap();
+    let db = Arc::new(
+        Database::open(cluster.dir.join("kinds.sqlite"), &schema, Config::default()).unwrap(),
+    );
+    let _session = SyncSession::start(Arc::clone(&db), cluster.config(0)).unwrap();
+    let k1 = PrimaryKey::ObjectId(ObjectId([1; 12]));
+    let k2 = PrimaryKey::ObjectId(ObjectId([2; 12]));
+    let ts = |s, n| Value::Timestamp(Timestamp::new(s, n).unwrap());
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Kinds", k2.clone(), &[]).unwrap();
+    tx.create(
+        "Kinds",
+        k1.clone(),
+        &[
+            ("i", Value::Int(-7)),
+            ("b", Value::Bool(true)),
+            ("s", Value::String("héllo 'q'".into())),
+            ("bin", Value::Binary(vec![0, 255])),
+            ("ts", ts(1_796_292_000, 123_456_789)),
+            ("f", Value::Float(1.5)),
+            ("d", Value::Double(2.25)),
+            ("dec", Value::Decimal("1.50".parse::<Decimal128>().unwrap())),
+            ("oid", Value::ObjectId(ObjectId([0xab; 12]))),
+            ("u", Value::Uuid(Uuid([0x11; 16]))),
+            ("m", Value::Int(5)),
+            (
+                "other",
+                Value::Link(tandem::model::Link {
+                    class: "Kinds".into(),
+                    key: k2.clone(),
+                }),
+            ),
+        ],
+    )
+    .unwrap();
+    tx.list_insert("Kinds", &k1, "dates", 0, ts(-1, -500_000_000))
+        .unwrap();
+    tx.set_insert("Kinds", &k1, "ints", Value::Int(2)).unwrap();
+    tx.set_insert("Kinds", &k1, "ints", Value::Int(1)).unwrap();
+    tx.dict_set("Kinds", &k1, "dict", "a", Value::Double(1.5))
+        .unwrap();
+    tx.create_embedded("Kinds", &k1, "spot").unwrap();
+    tx.set_at(
+        "Kinds",
+        &k1,
+        "spot",
+        &[tandem::store::PathStep::Name("x".into())],
+        Value::Double(0.5),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let select =
+        "SET TimeZone = 'UTC'; SELECT i::text, b::text, s, bin::text, ts::text, f::text, d::text,
+        dec::text, oid, u::text, m::text, other, dates::text, ints::text, dict::text, spot::text
+        FROM tandem_mirror.\"Kinds\" WHERE _id = '010101010101010101010101'";
+    let expected: Vec<Option<String>> = [
+        Some("-7"),
+        Some("true"),
+        Some("héllo 'q'"),
+        Some("\\x00ff"),
+        Some("2026-12-03 10:00:00.123457+00"),
+        Some("1.5"),
+        Some("2.25"),
+        Some("1.50"),
+        Some("abababababababababababab"),
+        Some("11111111-1111-1111-1111-111111111111"),
+        Some("5"),
+        Some("020202020202020202020202"),
+        Some("[{\"$date\": \"1969-12-31T23:59:58.5Z\"}]"),
+        Some("[1, 2]"),
+        Some("{\"a\": 1.5}"),
+        Some("{\"x\": 0.5, \"when\": null}"),
+    ]
+    .iter()
+    .map(|v| v.map(str::to_owned))
+    .collect();
+    live::eventually("the device's object in the mirror table", 30, || {
+        rows(&cluster.runtime, &url, select).first() == Some(&expected)
+    });
+
+    // Every column written with SQL reaches the device as the value of its property.
+    execute(
+        &cluster.runtime,
+        &url,
+        r#"UPDATE tandem_mirror."Kinds" SET i = 8, b = false, s = 'sql', bin = '\xabcd',
+            ts = '2030-01-01T00:00:00.25Z', f = 2.5, d = -0.125, dec = 3.25,
+            oid = '0c0c0c0c0c0c0c0c0c0c0c0c', u = '22222222-2222-2222-2222-222222222222',
+            m = '{"$oid": "0d0d0d0d0d0d0d0d0d0d0d0d"}', other = NULL,
+            dates = '["2031-01-01T00:00:00Z", {"$date": "2032-01-01T00:00:00.000000001Z"}]',
+            ints = '[3]', dict = '{"b": 2, "c": {"$numberDouble": "Infinity"}}',
+            spot = '{"x": 1.25, "when": {"$date": "2033-01-01T00:00:00Z"}}'
+            WHERE _id = '010101010101010101010101'"#,
+    )
+    .unwrap();
+    let read = || db.read().unwrap().object("Kinds", &k1).unwrap().unwrap();
+    live::eventually("the SQL values on the device", 30, || {
+        read().fields.get("s") == Some(&Field::Value(Val::String("sql".into())))
+    });
+    let o = read();
+    let v = |name: &str| o.fields[name].clone();
+    assert_eq!(v("i"), Field::Value(Val::Int(8)));
+    assert_eq!(v("b"), Field::Value(Val::Bool(false)));
+    assert_eq!(v("bin"), Field::Value(Val::Binary(vec![0xab, 0xcd])));
+    assert_eq!(
+        v("ts"),
+        Field::Value(Val::Timestamp(1_893_456_000, 250_000_000))
+    );
+    assert_eq!(v("f"), Field::Value(Val::Float(2.5f32.to_bits())));
+    assert_eq!(v("d"), Field::Value(Val::Double((-0.125f64).to_bits())));
+    assert_eq!(
+        v("dec"),
+        Field::Value(Val::Decimal(
+            "3.25".parse::<Decimal128>().unwrap().to_bits()
+        ))
+    );
+    assert_eq!(v("oid"), Field::Value(Val::ObjectId([0x0c; 12])));
+    assert_eq!(v("u"), Field::Value(Val::Uuid([0x22; 16])));
+    assert_eq!(v("m"), Field::Value(Val::ObjectId([0x0d; 12])));
+    assert_eq!(v("other"), Field::Value(Val::Null));
+    assert_eq!(
+        v("dates"),
+        Field::List(vec![
+            Element::Value(Val::Timestamp(1_924_992_000, 0)),
+            Element::Value(Val::Timestamp(1_956_528_000, 1)),
+        ])
+    );
+    assert_eq!(v("ints"), Field::Set(vec![Val::Int(3)]));
+    let Field::Dictionary(dict) = v("dict") else {
+        panic!("{:?}", v("dict"));
+    };
+    assert_eq!(
+        dict.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("b".to_owned(), Element::Value(Val::Double(2f64.to_bits()))),
+            (
+                "c".to_owned(),
+                Element::Value(Val::Double(f64::INFINITY.to_bits()))
+            ),
+        ]
+    );
+    let Field::Embedded(Some(spot)) = v("spot") else {
+        panic!("{:?}", v("spot"));
+    };
+    assert_eq!(
+        spot.fields["x"],
+        Field::Value(Val::Double(1.25f64.to_bits()))
+    );
+    assert_eq!(
+        spot.fields["when"],
+        Field::Value(Val::Timestamp(1_988_150_400, 0))
+    );
+    // The mirror row was rewritten from the merged state, without an echo.
+    assert_eq!(
+        query(
+            &cluster.runtime,
+            &url,
+            "SELECT count(*) FROM tandem_mirror_queue"
+        ),
+        vec![0]
+    );
 }

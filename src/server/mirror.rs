@@ -548,9 +548,8 @@ fn object_json(schemas: &Schemas, class: &str, object: &Object) -> Json {
                     &default
                 }
             };
-            if let Some(j) = field_json(schemas, column, content) {
-                out.insert(name.clone(), j);
-            }
+            let j = field_json(schemas, column, content).unwrap_or(Json::Null);
+            out.insert(name.clone(), j);
         }
     }
     Json::Object(out)

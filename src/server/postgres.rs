@@ -7,7 +7,7 @@
 //! downloads, STATE, flexible sync) runs on that copy unchanged; this module keeps the copies
 //! and the database equal:
 //!
-//! - **Mirror of the file's tables.** Every table of a server file (`history`, `client_file`,
+//! - **The file's tables in PostgreSQL.** Every table of a server file (`history`, `client_file`,
 //!   `reciprocal`, `client_sync`, `client_file_pending`, `meta`, `server_writer`) has a
 //!   PostgreSQL table `tandem_<name>`: the same columns (INTEGER as `bigint`, BLOB as `bytea`,
 //!   TEXT as `text`, REAL as `double precision`) plus `file_id` (`tandem_file.id`) and `row_id`
@@ -30,6 +30,10 @@
 //!   and the server path; every other process wakes its sessions on that path ([`Postgres::listen`]).
 //!   After its listening connection is re-established, a process wakes every session, since
 //!   notifications sent meanwhile are lost.
+//!
+//! - **Mirror tables of the synced objects** ([`super::mirror`]): rows staged by the server
+//!   file ([`Replica::stage`]) go into the same PostgreSQL transaction as its history; the
+//!   listening connection also hears of backend writes queued in them.
 //!
 //! A process killed at any point loses nothing acknowledged: an upload is acknowledged only
 //! after its SQLite commit, which follows the PostgreSQL commit; an uncommitted PostgreSQL
