@@ -460,6 +460,18 @@ fn row_of(cluster: &Cluster, url: &str, id: i64) -> Vec<Vec<Option<String>>> {
     )
 }
 
+/// Asserts that no backend write waits in (or was refused from) the mirror queue.
+fn assert_queue_empty(cluster: &Cluster, url: &str) {
+    assert_eq!(
+        query(
+            &cluster.runtime,
+            url,
+            "SELECT count(*) FROM tandem_mirror_queue"
+        ),
+        vec![0]
+    );
+}
+
 fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
@@ -551,14 +563,7 @@ fn mirror_tables_carry_device_writes_and_sql_writes_reach_devices() {
          ON h.file_id = w.file_id AND h.origin_file_ident = w.ident",
     );
     assert_eq!(server_changesets, vec![3]);
-    assert_eq!(
-        query(
-            &cluster.runtime,
-            &url,
-            "SELECT count(*) FROM tandem_mirror_queue"
-        ),
-        vec![0]
-    );
+    assert_queue_empty(&cluster, &url);
     assert_eq!(
         row_of(&cluster, &url, 1),
         vec![vec![s("edited with sql"), s("3"), s("[\"x\"]")]]
@@ -604,6 +609,58 @@ fn mirror_tables_carry_device_writes_and_sql_writes_reach_devices() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     let why = refused[0][0].clone().unwrap();
     assert!(why.contains("column tags"), "{why}");
+    execute(&cluster.runtime, &url, "DELETE FROM tandem_mirror_queue").unwrap();
+
+    // Writes to one object in one transaction are taken in order: an insert then an update,
+    // an insert then a delete.
+    rows(
+        &cluster.runtime,
+        &url,
+        r#"BEGIN;
+        INSERT INTO tandem_mirror."Task" (_path, _id, title) VALUES ('/tasks', 5, 'inserted');
+        UPDATE tandem_mirror."Task" SET title = 'then updated' WHERE _path = '/tasks' AND _id = 5;
+        INSERT INTO tandem_mirror."Task" (_path, _id, title) VALUES ('/tasks', 6, 'short-lived');
+        DELETE FROM tandem_mirror."Task" WHERE _path = '/tasks' AND _id = 6;
+        COMMIT"#,
+    );
+    live::eventually("the transaction's writes on a device", 30, || {
+        title(&b, 5).as_deref() == Some("then updated")
+    });
+    // A burst of single-row transactions: each write integrated once, none again.
+    for i in 100..130 {
+        execute(
+            &cluster.runtime,
+            &url,
+            &format!(
+                r#"INSERT INTO tandem_mirror."Task" (_path, _id, title) VALUES ('/tasks', {i}, 'burst')"#
+            ),
+        )
+        .unwrap();
+    }
+    live::eventually("the burst on both devices", 30, || {
+        (100..130).all(|i| live::has_task(&a, i) && live::has_task(&b, i))
+    });
+    converge(&[&a, &b]);
+    assert!(!live::has_task(&a, 6));
+    assert_eq!(
+        row_of(&cluster, &url, 6),
+        Vec::<Vec<Option<String>>>::new(),
+        "the deleted row came back"
+    );
+    let history = || {
+        query(
+            &cluster.runtime,
+            &url,
+            "SELECT count(*) FROM tandem_history",
+        )
+    };
+    let settled = history();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(history(), settled, "a queued write was integrated again");
+    assert_queue_empty(&cluster, &url);
+    // TRUNCATE is refused (it would bypass the queue).
+    let e = execute(&cluster.runtime, &url, r#"TRUNCATE tandem_mirror."Task""#).unwrap_err();
+    assert!(e.contains("TRUNCATE"), "{e}");
 }
 
 #[test]
@@ -862,12 +919,5 @@ fn every_property_type_round_trips_through_a_mirror_table() {
         Field::Value(Val::Timestamp(1_988_150_400, 0))
     );
     // The mirror row was rewritten from the merged state, without an echo.
-    assert_eq!(
-        query(
-            &cluster.runtime,
-            &url,
-            "SELECT count(*) FROM tandem_mirror_queue"
-        ),
-        vec![0]
-    );
+    assert_queue_empty(&cluster, &url);
 }

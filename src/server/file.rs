@@ -172,6 +172,10 @@ pub struct ServerFile {
     /// ([`super::postgres`]).
     #[cfg(feature = "postgres")]
     replica: Option<Arc<super::postgres::Replica>>,
+    /// Statements for the PostgreSQL transaction of the next integration, staged with its
+    /// mirror rows (`mirror::ServerFile::stage_mirror`).
+    #[cfg(feature = "postgres")]
+    mirror_extra: Vec<super::mirror::Statement>,
 }
 
 /// Client file idents allocated and not yet used by an IDENT, with their allocation time
@@ -440,6 +444,8 @@ impl ServerFile {
             filters: flx::FilterCache::default(),
             #[cfg(feature = "postgres")]
             replica,
+            #[cfg(feature = "postgres")]
+            mirror_extra: Vec::new(),
         };
         file.latest_salt = file.version_salt(file.latest)?;
         file.compacted = file
@@ -1276,9 +1282,7 @@ impl ServerFile {
         #[cfg(feature = "postgres")]
         if !appended.is_empty() {
             if let Err(e) = self.stage_mirror(&appended) {
-                if let Some(r) = &self.replica {
-                    r.unstage();
-                }
+                self.unstage_mirror();
                 self.reciprocal.insert(client, reciprocal);
                 self.state.rollback();
                 let _ = self.reload();
@@ -1302,6 +1306,7 @@ impl ServerFile {
                         }
                     }),
                 Err(e) => {
+                    self.unstage_mirror();
                     self.reciprocal.insert(client, reciprocal);
                     self.state.rollback();
                     let _ = self.reload();
@@ -1311,6 +1316,9 @@ impl ServerFile {
         };
         self.reciprocal.insert(client, reciprocal);
         if let Err(e) = stored {
+            // Nothing staged for a transaction that did not commit may go with a later one
+            // (a failed BEGIN fires no rollback hook).
+            self.unstage_mirror();
             let needed = appended
                 .iter()
                 .map(|c| c.encode().len() as u64)
@@ -1547,6 +1555,14 @@ impl ServerFile {
             params![client as i64, forget as i64, unix_now() as i64],
         )?;
         tx.commit()
+    }
+
+    /// Drops the mirror statements staged for an integration that did not commit.
+    fn unstage_mirror(&self) {
+        #[cfg(feature = "postgres")]
+        if let Some(r) = &self.replica {
+            r.unstage();
+        }
     }
 
     /// Reopens the file: the version and reciprocal forms are read again from what is stored,

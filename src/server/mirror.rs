@@ -94,6 +94,11 @@ BEGIN
     RETURN NULL;
 END
 $tandem$;
+CREATE OR REPLACE FUNCTION tandem_mirror_refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $tandem$
+BEGIN
+    RAISE EXCEPTION 'tandem: TRUNCATE of a mirror table is not synced; DELETE the rows instead';
+END
+$tandem$;
 "#;
 
 /// A PostgreSQL column type of the mirror tables.
@@ -215,30 +220,30 @@ pub fn column_type(schemas: &Schemas, column: &ColumnSpec) -> PgType {
 
 /// The columns a mirror table of `class` needs besides `_path`: (name, type, DDL suffix), the
 /// primary key first. `None` for a class without a mirror table.
+///
+/// No property column is `NOT NULL` (one class may be declared required on one path and
+/// optional on another, sharing the table): a required property's column has Realm's default
+/// as its default, a collection's `[]` or `{}`. Names PostgreSQL would truncate (over
+/// [`MAX_NAME`] bytes) are left out: a class so named has no table, a property no column.
 pub fn wanted_columns(schemas: &Schemas, class: &str) -> Option<Vec<(String, PgType, String)>> {
     let schema = schemas.get(class)?;
-    let (pk, pk_type, pk_nullable) = mirrored(schema)?;
-    let mut out = vec![(
-        pk.to_owned(),
-        PgType::of_scalar(pk_type),
-        if pk_nullable { "" } else { " NOT NULL" }.to_owned(),
-    )];
+    let (pk, pk_type, _) = mirrored(schema)?;
+    if class.len() > MAX_NAME || pk.len() > MAX_NAME {
+        return None;
+    }
+    let mut out = vec![(pk.to_owned(), PgType::of_scalar(pk_type), String::new())];
     for (name, column) in &schema.columns {
-        if name == PATH_COLUMN || name == pk {
+        if name == PATH_COLUMN || name == pk || name.len() > MAX_NAME {
             continue;
         }
         let ty = column_type(schemas, column);
         let suffix = match (column.collection, &column.link_target, column.nullable) {
-            (CollectionType::List | CollectionType::Set, _, _) => " NOT NULL DEFAULT '[]'".into(),
-            (CollectionType::Dictionary, _, _) => " NOT NULL DEFAULT '{}'".into(),
+            (CollectionType::List | CollectionType::Set, _, _) => " DEFAULT '[]'".into(),
+            (CollectionType::Dictionary, _, _) => " DEFAULT '{}'".into(),
             (_, Some(_), _) | (_, None, true) => String::new(),
             (_, None, false) if column.value_type == PayloadType::Null => String::new(),
             (_, None, false) => match scalar_text(&Val::default_for(column.value_type)) {
-                Some(text) => format!(
-                    " NOT NULL DEFAULT '{}'::{}",
-                    text.replace('\'', "''"),
-                    ty.sql()
-                ),
+                Some(text) => format!(" DEFAULT '{}'::{}", text.replace('\'', "''"), ty.sql()),
                 None => String::new(),
             },
         };
@@ -247,34 +252,74 @@ pub fn wanted_columns(schemas: &Schemas, class: &str) -> Option<Vec<(String, PgT
     Some(out)
 }
 
-/// The DDL that creates the mirror table of `class` or adds the columns it lacks, and
-/// (re)installs its trigger. `None` for a class without a mirror table.
-pub fn table_ddl(schemas: &Schemas, class: &str) -> Option<String> {
+/// The longest identifier PostgreSQL keeps whole (`NAMEDATALEN - 1`), in bytes.
+pub const MAX_NAME: usize = 63;
+
+/// A mirror table as the database has it: its columns and their types (`format_type`), and
+/// the primary key column of its `(_path, <key>)` unique constraint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Column name to type.
+    pub columns: HashMap<String, String>,
+    /// The key column besides `_path` (`None`: no such constraint, nothing is written).
+    pub key: Option<String>,
+}
+
+/// The catalog query reading a mirror table's [`TableInfo`]: `$1` the table (class) name; rows
+/// (column, type, whether it is the key).
+pub const TABLE_INFO: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
+        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique
+            AND i.indnatts = 2 AND a.attnum = i.indkey[1]
+            AND (SELECT attname FROM pg_attribute WHERE attrelid = c.oid AND attnum = i.indkey[0]) = '_path')
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'tandem_mirror' AND c.relname = $1 AND a.attnum > 0 AND NOT a.attisdropped";
+
+/// The DDL that makes the mirror table of `class` hold what `schemas` declares, given the
+/// table as it is (`None`: it does not exist): the table with its key `(_path, <primary key>)`
+/// (`UNIQUE NULLS NOT DISTINCT`, a nullable key's null is one key), its row trigger and its
+/// TRUNCATE guard; or the columns it lacks. Empty when nothing is missing, or when the table's
+/// key is another property (the class has another primary key on another path: this path's
+/// objects are not mirrored, and nothing is changed). `None` for a class without a table.
+pub fn table_ddl(schemas: &Schemas, class: &str, have: Option<&TableInfo>) -> Option<String> {
     let columns = wanted_columns(schemas, class)?;
     let t = table(class);
-    let (pk, pk_ty, pk_suffix) = &columns[0];
-    let unique = if pk_suffix.is_empty() {
-        format!("UNIQUE NULLS NOT DISTINCT ({PATH_COLUMN}, {})", ident(pk))
-    } else {
-        format!("PRIMARY KEY ({PATH_COLUMN}, {})", ident(pk))
-    };
-    let mut ddl = format!(
-        "CREATE TABLE IF NOT EXISTS {t} ({PATH_COLUMN} text NOT NULL, {} {}{pk_suffix}, {unique});\n",
-        ident(pk),
-        pk_ty.sql()
-    );
-    for (name, ty, suffix) in &columns[1..] {
-        ddl.push_str(&format!(
-            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {} {}{suffix};\n",
-            ident(name),
-            ty.sql()
-        ));
+    let (pk, pk_ty, _) = &columns[0];
+    let mut ddl = String::new();
+    match have {
+        Some(info) if info.key.as_deref() != Some(pk.as_str()) => return Some(ddl),
+        Some(info) => {
+            for (name, ty, suffix) in &columns[1..] {
+                if !info.columns.contains_key(name) {
+                    ddl.push_str(&format!(
+                        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {} {}{suffix};\n",
+                        ident(name),
+                        ty.sql()
+                    ));
+                }
+            }
+        }
+        None => {
+            ddl.push_str(&format!(
+                "CREATE TABLE IF NOT EXISTS {t} ({PATH_COLUMN} text NOT NULL, {} {}, \
+                 UNIQUE NULLS NOT DISTINCT ({PATH_COLUMN}, {}){});\n",
+                ident(pk),
+                pk_ty.sql(),
+                ident(pk),
+                columns[1..]
+                    .iter()
+                    .map(|(name, ty, suffix)| format!(", {} {}{suffix}", ident(name), ty.sql()))
+                    .collect::<String>()
+            ));
+            ddl.push_str(&format!(
+                "CREATE OR REPLACE TRIGGER tandem_queue AFTER INSERT OR UPDATE OR DELETE ON {t} \
+                 FOR EACH ROW EXECUTE FUNCTION tandem_mirror_queue_write('{}');\n\
+                 CREATE OR REPLACE TRIGGER tandem_no_truncate BEFORE TRUNCATE ON {t} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION tandem_mirror_refuse_truncate();\n",
+                pk.replace('\'', "''")
+            ));
+        }
     }
-    ddl.push_str(&format!(
-        "CREATE OR REPLACE TRIGGER tandem_queue AFTER INSERT OR UPDATE OR DELETE ON {t} \
-         FOR EACH ROW EXECUTE FUNCTION tandem_mirror_queue_write('{}');\n",
-        pk.replace('\'', "''")
-    ));
     Some(ddl)
 }
 
@@ -292,12 +337,15 @@ pub fn object_statement(
     class: &str,
     key: &Key,
     object: Option<&Object>,
-    existing: &HashMap<String, String>,
+    table_info: &TableInfo,
 ) -> Option<Statement> {
     let schema = schemas.get(class)?;
     let (pk, pk_type, _) = mirrored(schema)?;
     let pk_pg = PgType::of_scalar(pk_type);
-    if existing.get(pk).map(String::as_str) != Some(pk_pg.formatted()) {
+    let existing = &table_info.columns;
+    if table_info.key.as_deref() != Some(pk)
+        || existing.get(pk).map(String::as_str) != Some(pk_pg.formatted())
+    {
         return None;
     }
     let key_text = key.to_val().and_then(|v| scalar_text(&v));
@@ -336,6 +384,8 @@ pub fn object_statement(
             (_, Field::Value(v)) => scalar_text(v),
             _ => None,
         };
+        // PostgreSQL's text and jsonb cannot hold U+0000: such a value is NULL in the table.
+        let text = text.filter(|t| !t.contains('\0') && !t.contains("\\u0000"));
         params.push(text);
         names.push(ident(name));
         marks.push(format!("${}::text::{}", params.len(), ty.sql()));
@@ -429,7 +479,13 @@ fn float_parse(j: &Json) -> Result<f64, String> {
 }
 
 /// A timestamp in RFC 3339 with up to nine fractional digits, UTC.
+///
+/// `None` outside the years 1 to 9999 (PostgreSQL's `timestamptz` starts in 4713 BC, RFC 3339
+/// at year 0).
 fn timestamp_text(seconds: i64, nanos: i32) -> Option<String> {
+    if !(-62_135_596_800..253_402_300_800).contains(&seconds) {
+        return None;
+    }
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(
         i128::from(seconds) * 1_000_000_000 + i128::from(nanos),
     )
@@ -449,6 +505,17 @@ fn timestamp_parse(text: &str) -> Result<Val, String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An object id from its 24 lowercase hex digits (the one form the mirror tables use, so that
+/// one object never has two rows).
+fn oid_parse(text: &str) -> Result<[u8; 12], String> {
+    if text.len() != 24 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(format!(
+            "{text:?} is not an object id (24 lowercase hex digits)"
+        ));
+    }
+    unhex::<12>(text)
 }
 
 fn unhex<const N: usize>(text: &str) -> Result<[u8; N], String> {
@@ -510,7 +577,10 @@ pub fn to_json(v: &Val, mixed: bool) -> Json {
         Val::Bool(b) => json!(b),
         Val::String(s) => json!(s),
         Val::Binary(b) => json!({ "$binary": base64::engine::general_purpose::STANDARD.encode(b) }),
-        Val::Timestamp(s, n) => json!({ "$date": timestamp_text(*s, *n) }),
+        Val::Timestamp(s, n) => match timestamp_text(*s, *n) {
+            Some(t) => json!({ "$date": t }),
+            None => Json::Null,
+        },
         Val::Float(bits) => {
             let f = f32::from_bits(*bits);
             json!({ "$numberFloat": float_text(f64::from(f)) })
@@ -518,7 +588,8 @@ pub fn to_json(v: &Val, mixed: bool) -> Json {
         Val::Double(bits) => {
             let d = f64::from_bits(*bits);
             match serde_json::Number::from_f64(d) {
-                Some(n) if !mixed || d.fract() != 0.0 || d.abs() >= 1e16 => Json::Number(n),
+                // In a mixed value a whole double is tagged: jsonb would print it as an int.
+                Some(n) if !mixed || d.fract() != 0.0 => Json::Number(n),
                 _ => json!({ "$numberDouble": float_text(d) }),
             }
         }
@@ -617,7 +688,7 @@ fn key_from_json(j: &Json, t: PayloadType) -> Result<Key, String> {
         PayloadType::String => Ok(Key::String(as_text(j, "a string key")?.to_owned())),
         PayloadType::ObjectId => {
             let text = as_text(tagged(j, "$oid").unwrap_or(j), "an object id")?;
-            unhex::<12>(text).map(Key::ObjectId)
+            oid_parse(text).map(Key::ObjectId)
         }
         PayloadType::Uuid => {
             let text = as_text(tagged(j, "$uuid").unwrap_or(j), "a UUID")?;
@@ -703,7 +774,7 @@ pub fn from_json(
             };
             Val::Decimal(decimal_parse(&text)?)
         }
-        PayloadType::ObjectId => Val::ObjectId(unhex::<12>(as_text(
+        PayloadType::ObjectId => Val::ObjectId(oid_parse(as_text(
             tagged(j, "$oid").unwrap_or(j),
             "an object id",
         )?)?),
@@ -917,12 +988,10 @@ pub fn decode_entry(schemas: &Schemas, e: &QueueEntry) -> Result<Option<SqlWrite
                 let Some(column) = schema.columns.get(name) else {
                     continue; // a column of another path's schema
                 };
+                // Compared as printed: to_jsonb prints equal values alike, and numbers keep
+                // every digit (a numeric is not rounded through a double).
                 if let Some(old) = &old {
-                    let before: Option<Json> = old
-                        .get(name)
-                        .and_then(|r| serde_json::from_str(r.get()).ok());
-                    let after: Option<Json> = serde_json::from_str(raw.get()).ok();
-                    if before == after {
+                    if old.get(name).map(|r| r.get()) == Some(raw.get()) {
                         continue;
                     }
                 }
@@ -1133,18 +1202,15 @@ mod tests {
             .iter()
             .map(|(n, t, sfx)| (n.as_str(), (*t, sfx.as_str())))
             .collect();
-        assert_eq!(by_name["_id"], (PgType::Text, " NOT NULL"));
-        assert_eq!(
-            by_name["title"],
-            (PgType::Text, " NOT NULL DEFAULT ''::text")
-        );
+        assert_eq!(by_name["_id"], (PgType::Text, ""));
+        assert_eq!(by_name["title"], (PgType::Text, " DEFAULT ''::text"));
         assert_eq!(
             by_name["done"],
-            (PgType::Boolean, " NOT NULL DEFAULT 'false'::boolean")
+            (PgType::Boolean, " DEFAULT 'false'::boolean")
         );
         assert_eq!(by_name["due"], (PgType::Timestamptz, ""));
         assert_eq!(by_name["price"].0, PgType::Numeric);
-        assert_eq!(by_name["tags"], (PgType::Jsonb, " NOT NULL DEFAULT '[]'"));
+        assert_eq!(by_name["tags"], (PgType::Jsonb, " DEFAULT '[]'"));
         assert_eq!(by_name["owner"], (PgType::Uuid, ""));
         assert_eq!(by_name["spot"], (PgType::Jsonb, ""));
         assert_eq!(by_name["any"], (PgType::Jsonb, ""));
@@ -1152,9 +1218,41 @@ mod tests {
             wanted_columns(&s, "Place").is_none(),
             "embedded classes have no table"
         );
-        let ddl = table_ddl(&s, "Task").unwrap();
-        assert!(ddl.contains("PRIMARY KEY (_path, \"_id\")"), "{ddl}");
+        let ddl = table_ddl(&s, "Task", None).unwrap();
+        assert!(
+            ddl.contains("UNIQUE NULLS NOT DISTINCT (_path, \"_id\")"),
+            "{ddl}"
+        );
         assert!(ddl.contains("tandem_mirror_queue_write('_id')"), "{ddl}");
+        assert!(ddl.contains("BEFORE TRUNCATE"), "{ddl}");
+        // An existing table gets only the columns it lacks, and one keyed by another property
+        // is left alone.
+        let mut have = info(&s, "Task");
+        have.columns.remove("title");
+        let ddl = table_ddl(&s, "Task", Some(&have)).unwrap();
+        assert_eq!(
+            ddl,
+            "ALTER TABLE tandem_mirror.\"Task\" ADD COLUMN IF NOT EXISTS \"title\" text DEFAULT ''::text;\n"
+        );
+        have.key = Some("id".into());
+        assert_eq!(table_ddl(&s, "Task", Some(&have)).unwrap(), "");
+        // Names PostgreSQL would truncate have no table or column.
+        let mut long = s.clone();
+        let task = long.remove("Task").unwrap();
+        long.insert("T".repeat(64), task);
+        assert!(wanted_columns(&long, &"T".repeat(64)).is_none());
+    }
+
+    /// The table `wanted_columns` describes, as the catalog would report it.
+    fn info(s: &Schemas, class: &str) -> TableInfo {
+        let cols = wanted_columns(s, class).unwrap();
+        TableInfo {
+            key: Some(cols[0].0.clone()),
+            columns: cols
+                .into_iter()
+                .map(|(n, t, _)| (n, t.formatted().to_owned()))
+                .collect(),
+        }
     }
 
     #[test]
@@ -1213,6 +1311,25 @@ mod tests {
             Val::Timestamp(1_796_292_000, 0)
         );
         assert!(from_json(&s, &json!([1]), PayloadType::Null, None).is_err());
+        // One form per object id, so that one object never has two rows.
+        assert!(from_json(
+            &s,
+            &json!("ABABABABABABABABABABABAB"),
+            PayloadType::ObjectId,
+            None
+        )
+        .is_err());
+        // A whole double in a mixed value stays a double (jsonb prints 1e16 as an integer).
+        let big = Val::Double(1e16f64.to_bits());
+        assert_eq!(
+            from_json(&s, &to_json(&big, true), PayloadType::Null, None).unwrap(),
+            big
+        );
+        // Dates PostgreSQL or RFC 3339 cannot hold are null, not an error.
+        assert_eq!(
+            to_json(&Val::Timestamp(-70_000_000_000, 0), false),
+            Json::Null
+        );
         assert!(from_json(&s, &json!("x"), PayloadType::Int, None).is_err());
     }
 
@@ -1320,12 +1437,9 @@ mod tests {
     #[test]
     fn device_objects_become_upserts_of_typed_columns() {
         let s = schemas();
-        let existing: HashMap<String, String> = wanted_columns(&s, "Task")
-            .unwrap()
-            .into_iter()
-            .map(|(n, t, _)| (n, t.formatted().to_owned()))
-            .filter(|(n, _)| n != "blob") // a column another path declared otherwise
-            .collect();
+        let mut existing = info(&s, "Task");
+        // A column another path declared otherwise.
+        existing.columns.insert("blob".into(), "text".into());
         let mut fields = BTreeMap::new();
         fields.insert("title".to_owned(), Field::Value(Val::String("t".into())));
         let object = Object { fields };
@@ -1345,6 +1459,21 @@ mod tests {
         assert_eq!(params[1].as_deref(), Some("010101010101010101010101"));
         assert!(params.contains(&Some("t".to_owned())));
         assert!(params.contains(&Some("[]".to_owned())), "the empty list");
+        // PostgreSQL cannot store U+0000: NULL instead of a push that fails.
+        let mut fields = BTreeMap::new();
+        fields.insert("title".to_owned(), Field::Value(Val::String("a\0b".into())));
+        let nul = Object { fields };
+        let (_, params) = object_statement(&s, "/p", "Task", &key, Some(&nul), &existing).unwrap();
+        assert!(
+            !params.iter().flatten().any(|p| p.contains('\0')),
+            "{params:?}"
+        );
+        // A table keyed by another property gets nothing.
+        let other = TableInfo {
+            key: Some("id".into()),
+            ..existing.clone()
+        };
+        assert!(object_statement(&s, "/p", "Task", &key, Some(&nul), &other).is_none());
         let (sql, _) = object_statement(&s, "/p", "Task", &key, None, &existing).unwrap();
         assert!(
             sql.starts_with("DELETE FROM tandem_mirror.\"Task\""),

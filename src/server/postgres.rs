@@ -516,9 +516,9 @@ pub struct Postgres {
     announced: Mutex<HashMap<String, i64>>,
     /// The exclusive `flock` on `<data dir>/postgres-cache.lock`, held while this lives.
     cache_lock: Mutex<Option<std::fs::File>>,
-    /// Per mirror table (class), its columns and their types as PostgreSQL reports them
-    /// (`format_type`), as last read: a column missing here is created before it is written.
-    mirror_columns: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Per mirror table (class), its columns, their types and its key as last read: a column
+    /// missing here is created before it is written ([`Postgres::ensure_mirror`]).
+    mirror_tables: Mutex<HashMap<String, super::mirror::TableInfo>>,
 }
 
 impl fmt::Debug for Postgres {
@@ -601,7 +601,7 @@ impl Postgres {
             origin,
             announced: Mutex::new(HashMap::new()),
             cache_lock: Mutex::new(None),
-            mirror_columns: Mutex::new(HashMap::new()),
+            mirror_tables: Mutex::new(HashMap::new()),
         });
         let mut ddl = String::from(
             "CREATE TABLE IF NOT EXISTS tandem_file (
@@ -656,95 +656,109 @@ impl Postgres {
             .map_err(|_| PostgresError::new("the PostgreSQL runtime has stopped"))
     }
 
-    /// Creates the mirror tables of `classes` (those of them `schemas` gives a table) and adds
-    /// the columns they lack, unless this process already saw them all; then records their
-    /// columns as they are. One transaction under the mirror DDL lock per call that has work.
+    /// Makes the mirror tables of `classes` (those `schemas` gives a table) hold what `schemas`
+    /// declares, unless this process already saw each with every column: under the mirror DDL
+    /// lock, reads each table from the catalog, creates it or adds the columns it lacks
+    /// ([`super::mirror::table_ddl`]), and records it as it then is. A table whose key is
+    /// another property, or a column of another type, is recorded as it is and left alone (that
+    /// property of this path is not mirrored; a warning is logged once per process).
     pub(crate) fn ensure_mirror(
         &self,
         schemas: &crate::state::Schemas,
         classes: &std::collections::BTreeSet<String>,
     ) -> Result<(), PostgresError> {
-        let mut ddl = String::new();
-        let mut names = Vec::new();
-        {
-            let known = self
-                .mirror_columns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for class in classes {
-                let Some(wanted) = super::mirror::wanted_columns(schemas, class) else {
-                    continue;
-                };
-                let complete = known
-                    .get(class)
-                    .is_some_and(|have| wanted.iter().all(|(n, _, _)| have.contains_key(n)));
-                if !complete {
-                    if let Some(d) = super::mirror::table_ddl(schemas, class) {
-                        ddl.push_str(&d);
-                        names.push(class.clone());
-                    }
-                }
-            }
-        }
-        if names.is_empty() {
+        use super::mirror::{table_ddl, wanted_columns, TableInfo, DDL_LOCK, TABLE_INFO};
+        let todo: Vec<(String, Vec<String>)> = {
+            let known = self.mirror_tables.lock().unwrap_or_else(|e| e.into_inner());
+            classes
+                .iter()
+                .filter_map(|class| {
+                    let wanted = wanted_columns(schemas, class)?;
+                    let names: Vec<String> = wanted.into_iter().map(|(n, _, _)| n).collect();
+                    let complete = known.get(class).is_some_and(|info| {
+                        info.key.as_deref() != Some(names[0].as_str())
+                            || names.iter().all(|n| info.columns.contains_key(n))
+                    });
+                    (!complete).then(|| (class.clone(), names))
+                })
+                .collect()
+        };
+        if todo.is_empty() {
             return Ok(());
         }
         let pool = self.pool.clone();
-        let read = names.clone();
-        let columns = self.block(async move {
+        let schemas = schemas.clone();
+        let classes: Vec<String> = todo.iter().map(|(c, _)| c.clone()).collect();
+        let read = |rows: Vec<tokio_postgres::Row>| -> Option<TableInfo> {
+            if rows.is_empty() {
+                return None;
+            }
+            let mut info = TableInfo::default();
+            for r in rows {
+                let (name, ty, key): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+                if key {
+                    info.key = Some(name.clone());
+                }
+                info.columns.insert(name, ty);
+            }
+            Some(info)
+        };
+        let tables = self.block(async move {
             let mut client = get(&pool).await?;
             let tx = client
                 .transaction()
                 .await
                 .map_err(pg("creating mirror tables"))?;
-            let (k1, k2) = super::mirror::DDL_LOCK;
+            let (k1, k2) = DDL_LOCK;
             tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&k1, &k2])
                 .await
                 .map_err(pg("creating mirror tables"))?;
-            tx.batch_execute(&ddl)
+            let info = tx
+                .prepare(TABLE_INFO)
                 .await
-                .map_err(pg("creating mirror tables"))?;
+                .map_err(pg("reading mirror tables"))?;
             let mut out = HashMap::new();
-            for class in &read {
-                let rows = tx
-                    .query(
-                        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
-                         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-                         JOIN pg_namespace n ON n.oid = c.relnamespace
-                         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-                        &[&super::mirror::SCHEMA, class],
+            for class in &classes {
+                let have = read(
+                    tx.query(&info, &[class])
+                        .await
+                        .map_err(pg("reading mirror tables"))?,
+                );
+                let ddl = table_ddl(&schemas, class, have.as_ref()).unwrap_or_default();
+                let now = if ddl.is_empty() {
+                    have
+                } else {
+                    tx.batch_execute(&ddl)
+                        .await
+                        .map_err(pg("creating mirror tables"))?;
+                    read(
+                        tx.query(&info, &[class])
+                            .await
+                            .map_err(pg("reading mirror tables"))?,
                     )
-                    .await
-                    .map_err(pg("reading mirror columns"))?;
-                let cols: HashMap<String, String> =
-                    rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-                out.insert(class.clone(), cols);
+                };
+                out.insert(class.clone(), now.unwrap_or_default());
             }
             tx.commit().await.map_err(pg("creating mirror tables"))?;
             Ok::<_, PostgresError>(out)
         })??;
-        let mut known = self
-            .mirror_columns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (class, cols) in columns {
-            if let Some(wanted) = super::mirror::wanted_columns(schemas, &class) {
-                for (n, t, _) in &wanted {
-                    if cols.get(n).is_some_and(|have| have != t.formatted()) {
-                        tracing::warn!(class, column = %n, declared = t.formatted(), existing = %cols[n],
-                            "a mirror column has another type than this server path declares: the property is not mirrored here");
-                    }
-                }
+        let mut known = self.mirror_tables.lock().unwrap_or_else(|e| e.into_inner());
+        for (class, names) in todo {
+            let Some(info) = tables.get(&class) else {
+                continue;
+            };
+            if info.key.as_deref() != Some(names[0].as_str()) {
+                tracing::warn!(class, key = %names[0], table_key = ?info.key,
+                    "the mirror table of this class is keyed by another property: this path's objects are not mirrored");
             }
-            known.insert(class, cols);
+            known.insert(class, info.clone());
         }
         Ok(())
     }
 
-    /// The columns of the mirror table of `class` and their types, as last read by
-    /// [`Postgres::ensure_mirror`] (empty if never).
-    pub(crate) fn mirror_columns(&self, class: &str) -> HashMap<String, String> {
-        self.mirror_columns
+    /// The mirror table of `class` as last read by [`Postgres::ensure_mirror`] (empty if never).
+    pub(crate) fn mirror_table(&self, class: &str) -> super::mirror::TableInfo {
+        self.mirror_tables
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(class)

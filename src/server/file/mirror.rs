@@ -2,7 +2,7 @@
 //! the objects each integration touches, staged into the PostgreSQL transaction of its history,
 //! and the backend writes queued in the mirror tables, integrated as the server's changesets.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{instruction_object, pg_err, sql_err, state_err, ServerFile};
 use crate::changeset::{Changeset, Instruction};
@@ -51,8 +51,11 @@ impl ServerFile {
 
     /// Stages, into the PostgreSQL transaction that will hold `appended` (already applied to
     /// the state), the mirror rows of every object they touch: rewritten from the state, or
-    /// deleted. Creates mirror tables and columns first where the schema grew.
-    pub(super) fn stage_mirror(&self, appended: &[Changeset]) -> Result<(), ProtocolError> {
+    /// deleted, after the statements [`ServerFile::mirror_write`] left for this integration (the
+    /// queue entries it integrates). Creates mirror tables and columns first where the schema
+    /// grew. Called right before the history's SQLite transaction, whose commit pushes them.
+    pub(super) fn stage_mirror(&mut self, appended: &[Changeset]) -> Result<(), ProtocolError> {
+        let extra = std::mem::take(&mut self.mirror_extra);
         let Some(replica) = &self.replica else {
             return Ok(());
         };
@@ -78,9 +81,9 @@ impl ServerFile {
         }
         let pg = replica.postgres();
         pg.ensure_mirror(schemas, &classes).map_err(pg_err)?;
-        let mut statements: Vec<Statement> = Vec::new();
+        let mut statements: Vec<Statement> = extra;
         for class in erased {
-            if !pg.mirror_columns(&class).is_empty() {
+            if !pg.mirror_table(&class).columns.is_empty() {
                 statements.push(mirror::erase_class_statement(replica.name(), &class));
             }
         }
@@ -88,7 +91,7 @@ impl ServerFile {
         for (class, key) in objects {
             let existing = columns
                 .entry(class.clone())
-                .or_insert_with(|| pg.mirror_columns(&class));
+                .or_insert_with(|| pg.mirror_table(&class));
             let object = self.mirror_object(schemas, &class, &key)?;
             if let Some(s) = mirror::object_statement(
                 schemas,
@@ -131,8 +134,10 @@ impl ServerFile {
         let mut writes: Vec<(i64, SqlWrite)> = Vec::new();
         let mut noop = Vec::new();
         let mut refused: Vec<(i64, String)> = Vec::new();
+        // Whether each object written by this batch exists after the writes before it.
+        let mut batch: HashMap<(String, Key), bool> = HashMap::new();
         for e in &entries {
-            match self.mirror_decode(&schemas, e) {
+            match self.mirror_decode(&schemas, e, &mut batch) {
                 Ok(Some(w)) => writes.push((e.id, w)),
                 Ok(None) => noop.push(e.id),
                 Err(why) => refused.push((e.id, why)),
@@ -188,17 +193,25 @@ impl ServerFile {
         Ok(round)
     }
 
-    /// [`mirror::decode_entry`], and Realm's rules against the state: an update of an object
-    /// that does not exist (devices deleted it: deletes win) is refused; a deletion of one that
-    /// does not exist changes nothing.
-    fn mirror_decode(&self, schemas: &Schemas, e: &QueueEntry) -> Result<Option<SqlWrite>, String> {
+    /// [`mirror::decode_entry`], and Realm's rules against the state as the batch's earlier
+    /// writes leave it (`batch`: per object they wrote, whether it then exists): an update of
+    /// an object that does not exist (devices deleted it: deletes win) is refused; a deletion of
+    /// one that does not exist changes nothing.
+    fn mirror_decode(
+        &self,
+        schemas: &Schemas,
+        e: &QueueEntry,
+        batch: &mut HashMap<(String, Key), bool>,
+    ) -> Result<Option<SqlWrite>, String> {
         let write = mirror::decode_entry(schemas, e)?;
-        let exists = |class: &str, key: &Key| {
-            self.mirror_object(schemas, class, key)
+        let exists = |class: &str, key: &Key| match batch.get(&(class.to_owned(), key.clone())) {
+            Some(known) => Ok(*known),
+            None => self
+                .mirror_object(schemas, class, key)
                 .map(|o| o.is_some())
-                .map_err(|e| e.message)
+                .map_err(|e| e.message),
         };
-        match &write {
+        let verdict = match &write {
             Some(SqlWrite::Put {
                 class,
                 key,
@@ -210,7 +223,17 @@ impl ServerFile {
             ),
             Some(SqlWrite::Erase { class, key }) if !exists(class, key)? => Ok(None),
             _ => Ok(write),
+        };
+        match &verdict {
+            Ok(Some(SqlWrite::Put { class, key, .. })) => {
+                batch.insert((class.clone(), key.clone()), true);
+            }
+            Ok(Some(SqlWrite::Erase { class, key })) => {
+                batch.insert((class.clone(), key.clone()), false);
+            }
+            _ => {}
         }
+        verdict
     }
 
     /// Integrates `writes` as one changeset of the server, the queue entries' deletion staged
@@ -236,11 +259,14 @@ impl ServerFile {
             })
             .collect();
         let cs = crate::state::given_fields(schemas, &list);
-        replica.stage(vec![(
+        // Staged by stage_mirror right before the history's transaction (not now: the server
+        // writer's bookkeeping commits first, and the deletion must go with the changeset).
+        self.mirror_extra = vec![(
             DELETE_QUEUED.to_owned(),
             vec![Some(id_array(writes.iter().map(|(id, _)| *id)))],
-        )]);
+        )];
         let r = self.integrate_server_changeset(&cs, super::flx::now_timestamp());
+        self.mirror_extra.clear();
         if r.is_err() {
             replica.unstage();
         }
