@@ -19,7 +19,10 @@
 //! `TANDEM_LOAD_IDLE` (default 200), `TANDEM_LOAD_ACTIVE` (40), `TANDEM_LOAD_PATHS` (10),
 //! `TANDEM_LOAD_SLOW` (100), `TANDEM_LOAD_SECONDS` per phase (10), `TANDEM_LOAD_CONNECT`
 //! (concurrent handshakes while connecting, 64), `TANDEM_LOAD_SERVER_ARGS` (extra server flags,
-//! space-separated). The issue's size: IDLE=10000 ACTIVE=2000 PATHS=100 SLOW=1000 (needs about
+//! space-separated), `TANDEM_LOAD_PROCESSES` (server processes, 1; more need
+//! `--database postgres://...` in `TANDEM_LOAD_SERVER_ARGS`: sessions are spread over them in
+//! turn, the schema uploads and the flood client use the first, and memory and CPU are the sum
+//! over all). The issue's size: IDLE=10000 ACTIVE=2000 PATHS=100 SLOW=1000 (needs about
 //! 13,000 descriptors in each process).
 
 use std::collections::HashMap;
@@ -128,7 +131,20 @@ impl Server {
     }
 }
 
-fn start_server(dir: &std::path::Path) -> Server {
+/// The servers together: memory and CPU summed.
+struct Servers(Vec<Server>);
+
+impl Servers {
+    fn rss_kib(&self) -> u64 {
+        self.0.iter().map(Server::rss_kib).sum()
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        self.0.iter().map(Server::cpu_seconds).sum()
+    }
+}
+
+fn start_server(dir: &std::path::Path, index: usize) -> Server {
     let secret = dir.join("secret");
     std::fs::write(&secret, SECRET).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -140,7 +156,10 @@ fn start_server(dir: &std::path::Path) -> Server {
     let extra = std::env::var("TANDEM_LOAD_SERVER_ARGS").unwrap_or_default();
     let child = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
         .args(["--insecure-ws", "--listen", &addr.to_string()])
-        .args(["--data-dir", &dir.join("data").display().to_string()])
+        .args([
+            "--data-dir",
+            &dir.join(format!("data-{index}")).display().to_string(),
+        ])
         .args(["--jwt-secret-file", &secret.display().to_string()])
         .args(["--log-level", "warn"])
         .args(extra.split_whitespace())
@@ -505,8 +524,10 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("tandem-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut server = start_server(&dir);
-    let addr = server.addr;
+    let processes = env("TANDEM_LOAD_PROCESSES", 1).max(1);
+    let mut server = Servers((0..processes).map(|i| start_server(&dir, i)).collect());
+    let addrs: Vec<SocketAddr> = server.0.iter().map(|s| s.addr).collect();
+    let addr = addrs[0];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -534,8 +555,8 @@ fn main() {
         next_key: AtomicU64::new(1),
     });
     println!(
-        "load: {idle} idle + {active_n} active sessions over {paths} paths, {slow_n} slow \
-         connections, {seconds} s per phase"
+        "load: {idle} idle + {active_n} active sessions over {paths} paths and {processes} \
+         server process(es), {slow_n} slow connections, {seconds} s per phase"
     );
     runtime.block_on(async {
         // Each path's schema first, so that sessions download it at bind.
@@ -582,12 +603,14 @@ fn main() {
         let counts = Arc::clone(&sessions_per_path);
         stream::iter(0..idle)
             .map(|i| {
+                let addrs = addrs.clone();
                 let token = token.clone();
                 let stats = Arc::clone(&stats);
                 let counts = Arc::clone(&counts);
                 async move {
                     let path = i % paths;
-                    let (tx, rx, _) = bind(addr, &token, &path_name(path)).await;
+                    let at = addrs[(i / paths) % processes];
+                    let (tx, rx, _) = bind(at, &token, &path_name(path)).await;
                     *counts.lock().unwrap().entry(path).or_default() += 1;
                     tokio::spawn(async move {
                         let _keep = tx;
@@ -613,7 +636,7 @@ fn main() {
         let turn = i / paths;
         *sessions_per_path.lock().unwrap().entry(path).or_default() += 1;
         runtime.spawn(active(
-            addr,
+            addrs[turn % processes],
             token.clone(),
             path_name(path),
             path,
@@ -678,8 +701,8 @@ fn main() {
         stats.phase.store(phase, Ordering::Relaxed);
         flooding.store(phase == 2, Ordering::Relaxed);
         if phase == 3 {
-            for _ in 0..slow_n {
-                runtime.spawn(slow(addr, Duration::from_secs(5)));
+            for i in 0..slow_n {
+                runtime.spawn(slow(addrs[i % processes], Duration::from_secs(5)));
             }
         }
         let cpu = server.cpu_seconds();
@@ -721,8 +744,10 @@ fn main() {
         );
     }
 
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    for s in &mut server.0 {
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_dir_all(&dir);
 }
