@@ -336,7 +336,7 @@ fn users_registered_through_one_process_log_in_through_another() {
     let servers: Vec<RunningServer> = (0..2)
         .map(|i| {
             let mut app = AppConfig::new("pg-app", TokenSigner::hs256(live::SECRET));
-            app.providers = vec![Provider::UserPassword];
+            app.providers = vec![Provider::UserPassword, Provider::ApiKey];
             let config = ServerConfig {
                 allow_plain_ws: true,
                 database: Some(url.clone()),
@@ -370,6 +370,36 @@ fn users_registered_through_one_process_log_in_through_another() {
         "SELECT count(*) FROM tandem_app_users",
     );
     assert_eq!(users, vec![1], "one user, in PostgreSQL");
+
+    // A server API key managed in the database (`tandem-server api-key ... --database`) while
+    // the processes run: it logs in through either, and is gone for both once deleted.
+    use tandem::server::app::admin::{self, StoreAt};
+    let at = StoreAt::Database(&url);
+    let empty = database(&cluster.runtime, "no_app");
+    let e = admin::list_api_keys(StoreAt::Database(&empty), None).unwrap_err();
+    assert!(e.to_string().contains("no App Services data"), "{e}");
+    assert!(admin::create_api_key(at, Some("another-app"), "x").is_err());
+    let new = admin::create_api_key(at, None, "backend").unwrap();
+    assert!(
+        admin::create_api_key(at, None, "backend").is_err(),
+        "names are unique"
+    );
+    assert_eq!(
+        admin::list_api_keys(at, Some("pg-app")).unwrap(),
+        vec![new.info.clone()]
+    );
+    let api_key = "/api/client/v2.0/app/pg-app/auth/providers/api-key/login";
+    let with_key = format!(r#"{{"key": "{}"}}"#, new.key);
+    for i in 0..2 {
+        let (status, body) = post(port(i), api_key, &with_key);
+        assert_eq!(status, 200, "the key logs in through process {i}: {body}");
+    }
+    assert!(admin::delete_api_key(at, None, &new.info.id).unwrap());
+    assert!(admin::list_api_keys(at, None).unwrap().is_empty());
+    for i in 0..2 {
+        let (status, _) = post(port(i), api_key, &with_key);
+        assert_eq!(status, 401, "a deleted key is refused by process {i}");
+    }
     for s in servers {
         s.shutdown();
     }

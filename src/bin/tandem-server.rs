@@ -45,9 +45,14 @@ fn main() {
         Command::ApiKey {
             data_dir,
             app_id,
+            database,
             action,
         } => {
-            api_key(&data_dir, app_id.as_deref(), action);
+            let at = match &database {
+                Some(url) => api_keys::StoreAt::Database(url),
+                None => api_keys::StoreAt::DataDir(&data_dir),
+            };
+            api_key(at, app_id.as_deref(), action);
             return;
         }
         Command::Admin { data_dir, command } => {
@@ -119,11 +124,11 @@ async fn shutdown_signal() -> &'static str {
 
 /// `tandem-server api-key ...`: prints the new key once (only its hash is stored), the list as
 /// `<id> <enabled|disabled> <name>` lines, or nothing on a successful delete.
-fn api_key(data_dir: &std::path::Path, app_id: Option<&str>, action: ApiKeyAction) {
+fn api_key(at: api_keys::StoreAt<'_>, app_id: Option<&str>, action: ApiKeyAction) {
     let mut out = std::io::stdout();
     match action {
         ApiKeyAction::Create { name } => {
-            let new = api_keys::create_api_key(data_dir, app_id, &name)
+            let new = api_keys::create_api_key(at, app_id, &name)
                 .unwrap_or_else(|e| fail(&e.to_string()));
             eprintln!(
                 "created server API key {} ({name}); it is shown only now:",
@@ -132,16 +137,15 @@ fn api_key(data_dir: &std::path::Path, app_id: Option<&str>, action: ApiKeyActio
             let _ = writeln!(out, "{}", new.key);
         }
         ApiKeyAction::List => {
-            let keys =
-                api_keys::list_api_keys(data_dir, app_id).unwrap_or_else(|e| fail(&e.to_string()));
+            let keys = api_keys::list_api_keys(at, app_id).unwrap_or_else(|e| fail(&e.to_string()));
             for key in keys {
                 let state = if key.disabled { "disabled" } else { "enabled" };
                 let _ = writeln!(out, "{} {state} {}", key.id, key.name);
             }
         }
         ApiKeyAction::Delete { id } => {
-            let existed = api_keys::delete_api_key(data_dir, app_id, &id)
-                .unwrap_or_else(|e| fail(&e.to_string()));
+            let existed =
+                api_keys::delete_api_key(at, app_id, &id).unwrap_or_else(|e| fail(&e.to_string()));
             if !existed {
                 fail(&format!("no server API key {id}"));
             }

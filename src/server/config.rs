@@ -175,8 +175,11 @@ ADMIN:
     tandem-server api-key list [--data-dir <DIR>] [--app-id <ID>]
     tandem-server api-key delete <ID> [--data-dir <DIR>] [--app-id <ID>]
                                each also takes --config <FILE> (and TANDEM_DATA_DIR,
-                               TANDEM_APP_ID); list and delete need an existing
-                               app.sqlite, create makes one only with --app-id
+                               TANDEM_APP_ID), and --database <URL> [TANDEM_DATABASE]
+                               for the App Services store in PostgreSQL instead of the
+                               data directory (safe beside running servers); list and
+                               delete need an existing store, create makes one only
+                               with --app-id
 
     tandem-server admin <COMMAND> [--data-dir <DIR>] [--config <FILE>]
                                inspect and maintain server files (see docs/operations.md):
@@ -220,6 +223,9 @@ pub enum Command {
         data_dir: PathBuf,
         /// The app id, checked against the one the file was created for, if given.
         app_id: Option<String>,
+        /// With `--database`: the App Services store is in this PostgreSQL database instead
+        /// (`data_dir` is not used).
+        database: Option<String>,
         /// What to do.
         action: ApiKeyAction,
     },
@@ -636,11 +642,11 @@ fn api_key(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Comm
     }
     let raw = collect(&flags, env)?;
     if let Some((key, _)) = raw.0.iter().find(|(key, (_, origin))| {
-        *origin == Origin::Flag && !["config", "data_dir", "app_id"].contains(key)
+        *origin == Origin::Flag && !["config", "data_dir", "app_id", "database"].contains(key)
     }) {
         return Err(raw.bad(
             key,
-            "api-key takes only --name, --data-dir, --app-id and --config",
+            "api-key takes only --name, --data-dir, --app-id, --database and --config",
         ));
     }
     let action = match (action.as_str(), name, positional.as_slice()) {
@@ -663,6 +669,7 @@ fn api_key(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Comm
     Ok(Command::ApiKey {
         data_dir: data_dir(&raw),
         app_id: app_id(&raw)?,
+        database: raw.get("database").map(|(v, _)| v.clone()),
         action,
     })
 }
@@ -1946,6 +1953,7 @@ mod tests {
             data_dir,
             app_id,
             action,
+            ..
         }) = parsed(&[
             "api-key",
             "create",
@@ -1970,6 +1978,7 @@ mod tests {
         let Ok(Command::ApiKey {
             data_dir,
             app_id,
+            database,
             action,
         }) = parse(&args(&["api-key", "list"]), |n: &str| {
             (n == "TANDEM_DATA_DIR").then(|| "/from/env".to_owned())
@@ -1978,9 +1987,17 @@ mod tests {
             panic!("expected ApiKey");
         };
         assert_eq!(
-            (data_dir, app_id, action),
-            (PathBuf::from("/from/env"), None, ApiKeyAction::List)
+            (data_dir, app_id, database, action),
+            (PathBuf::from("/from/env"), None, None, ApiKeyAction::List)
         );
+        // The store in PostgreSQL instead of the data directory.
+        let Ok(Command::ApiKey { database, .. }) = parse(
+            &args(&["api-key", "list", "--database", "postgres://db/tandem"]),
+            |_: &str| None,
+        ) else {
+            panic!("expected ApiKey");
+        };
+        assert_eq!(database.as_deref(), Some("postgres://db/tandem"));
         let Ok(Command::ApiKey { action, .. }) =
             parsed(&["api-key", "delete", "0123456789abcdef01234567"])
         else {

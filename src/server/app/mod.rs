@@ -365,41 +365,137 @@ pub fn check_api_key_name(name: &str) -> Result<(), String> {
 }
 
 /// The admin side of server API keys (`tandem-server api-key ...`): works on
-/// `<data_dir>/app.sqlite` directly, without the signing keys.
+/// `<data_dir>/app.sqlite` directly, or on the App Services store in PostgreSQL
+/// (`--database`), without the signing keys.
 pub mod admin {
     use super::*;
 
-    /// Opens an existing `app.sqlite`: an admin command never creates one by accident (a typo
-    /// in `--data-dir` is an error, not a new empty app).
-    fn open(data_dir: &Path, app_id: Option<&str>) -> Result<store::Store, AppError> {
-        let file = data_dir.join(store::FILE_NAME);
-        if !file.exists() {
-            return Err(AppError(format!(
-                "no App Services database at {}: start tandem-server with --app-id and this \
-                 --data-dir first, or create the first key with `api-key create --app-id <ID>`",
-                file.display()
-            )));
-        }
-        store::Store::open(data_dir, app_id)
+    /// Where the App Services store of an admin command is.
+    #[derive(Clone, Copy, Debug)]
+    pub enum StoreAt<'a> {
+        /// `app.sqlite` in this data directory (embedded storage).
+        DataDir(&'a Path),
+        /// The database of `tandem-server --database` (a `postgres://` URL or libpq key-value
+        /// string): the command may run beside the server processes, under the store's lock.
+        Database(&'a str),
     }
 
-    /// Opens `app.sqlite`, creating it only when the app id to record in it is given.
-    fn open_or_create(data_dir: &Path, app_id: Option<&str>) -> Result<store::Store, AppError> {
-        match app_id {
-            Some(_) => store::Store::open(data_dir, app_id),
-            None => open(data_dir, None),
+    impl<'a> From<&'a Path> for StoreAt<'a> {
+        fn from(dir: &'a Path) -> Self {
+            StoreAt::DataDir(dir)
+        }
+    }
+
+    impl<'a> From<&'a std::path::PathBuf> for StoreAt<'a> {
+        fn from(dir: &'a std::path::PathBuf) -> Self {
+            StoreAt::DataDir(dir)
+        }
+    }
+
+    /// A store opened for one command. With a database: its working copy in a temporary
+    /// directory and the store's lock, held until this is dropped.
+    struct Opened {
+        store: store::Store,
+        #[cfg(feature = "postgres")]
+        database: Option<(
+            std::sync::Arc<crate::server::postgres::Postgres>,
+            std::path::PathBuf,
+        )>,
+    }
+
+    impl std::ops::Deref for Opened {
+        type Target = store::Store;
+        fn deref(&self) -> &store::Store {
+            &self.store
+        }
+    }
+
+    impl std::ops::DerefMut for Opened {
+        fn deref_mut(&mut self) -> &mut store::Store {
+            &mut self.store
+        }
+    }
+
+    impl Drop for Opened {
+        fn drop(&mut self) {
+            self.store.release();
+            #[cfg(feature = "postgres")]
+            if let Some((_, cache)) = &self.database {
+                let _ = std::fs::remove_dir_all(cache);
+            }
+        }
+    }
+
+    /// Opens the store: an existing one only, unless `create` and an app id to record in it
+    /// are given (a typo in `--data-dir` or `--database` is an error, not a new empty app).
+    fn open_at(at: StoreAt<'_>, app_id: Option<&str>, create: bool) -> Result<Opened, AppError> {
+        match at {
+            StoreAt::DataDir(data_dir) => {
+                let file = data_dir.join(store::FILE_NAME);
+                let may_create = create && app_id.is_some();
+                if !may_create && !file.exists() {
+                    return Err(AppError(format!(
+                        "no App Services database at {}: start tandem-server with --app-id and \
+                         this --data-dir first, or create the first key with `api-key create \
+                         --app-id <ID>`",
+                        file.display()
+                    )));
+                }
+                Ok(Opened {
+                    store: store::Store::open(data_dir, app_id)?,
+                    #[cfg(feature = "postgres")]
+                    database: None,
+                })
+            }
+            #[cfg(feature = "postgres")]
+            StoreAt::Database(url) => {
+                use crate::server::postgres::Postgres;
+                let failed = |e: crate::server::postgres::PostgresError| AppError(format!("{e}"));
+                let files = crate::server::ServerFile::mirrored_tables().map_err(failed)?;
+                let app = store::Store::mirrored_tables().map_err(failed)?;
+                let pg = Postgres::connect(url, &[&files, &app]).map_err(failed)?;
+                let cache = std::env::temp_dir().join(format!(
+                    "tandem-api-key-{}-{}",
+                    std::process::id(),
+                    tokens::object_id()?
+                ));
+                let mut store = store::Store::open_replica(&cache, &pg, app_id)?;
+                let opened = match store.acquire() {
+                    Ok(()) => Opened {
+                        store,
+                        database: Some((pg, cache)),
+                    },
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&cache);
+                        return Err(e);
+                    }
+                };
+                if !(create && app_id.is_some()) && opened.app_id()?.is_none() {
+                    return Err(AppError(
+                        "no App Services data in this database: start tandem-server with \
+                         --app-id and this --database first, or create the first key with \
+                         `api-key create --app-id <ID>`"
+                            .into(),
+                    ));
+                }
+                Ok(opened)
+            }
+            #[cfg(not(feature = "postgres"))]
+            StoreAt::Database(_) => Err(AppError(
+                "--database needs a tandem-server built with the cargo feature `postgres`".into(),
+            )),
         }
     }
 
     /// Creates a server API key named `name`; a user of type `server` with an `api-key`
     /// identity logs in with it.
-    pub fn create_api_key(
-        data_dir: &Path,
+    pub fn create_api_key<'a>(
+        at: impl Into<StoreAt<'a>>,
         app_id: Option<&str>,
         name: &str,
     ) -> Result<NewApiKey, AppError> {
         check_api_key_name(name).map_err(AppError)?;
-        let mut store = open_or_create(data_dir, app_id)?;
+        let mut store = open_at(at.into(), app_id, true)?;
         let (id, user_id, key) = (
             tokens::object_id()?,
             tokens::object_id()?,
@@ -431,20 +527,20 @@ pub mod admin {
     }
 
     /// Every server API key, oldest first.
-    pub fn list_api_keys(
-        data_dir: &Path,
+    pub fn list_api_keys<'a>(
+        at: impl Into<StoreAt<'a>>,
         app_id: Option<&str>,
     ) -> Result<Vec<ApiKeyInfo>, AppError> {
-        open(data_dir, app_id)?.api_keys(None)
+        open_at(at.into(), app_id, false)?.api_keys(None)
     }
 
     /// Deletes a server API key and its user (with the user's sessions). Returns whether it
     /// existed.
-    pub fn delete_api_key(
-        data_dir: &Path,
+    pub fn delete_api_key<'a>(
+        at: impl Into<StoreAt<'a>>,
         app_id: Option<&str>,
         id: &str,
     ) -> Result<bool, AppError> {
-        open(data_dir, app_id)?.delete_api_key(None, id)
+        open_at(at.into(), app_id, false)?.delete_api_key(None, id)
     }
 }

@@ -265,6 +265,17 @@ impl Store {
         }
     }
 
+    /// The app id recorded in the store, if any.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn app_id(&self) -> Result<Option<String>, AppError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'app_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)
+    }
+
     /// Checks and records the app id.
     fn finish(store: Store, data_dir: &Path, app_id: Option<&str>) -> Result<Store, AppError> {
         let conn = &store.conn;
