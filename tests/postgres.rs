@@ -186,12 +186,17 @@ fn spread(name: &str, n: usize, seed: u64) {
                 SyncSession::start(Arc::clone(db), cluster.config((round + i) % n)).unwrap()
             })
             .collect();
-        // Online edits while the others sync.
+        // Online edits while the others sync, and a backend writing the mirror table.
         for (i, db) in dbs.iter().enumerate() {
             random_edit(db, &mut rng, i);
         }
+        // (From the second round: the first upload of the schema creates the table.)
+        for _ in 0..(1 + rng.below(3)) * u64::from(round > 0) {
+            let sql = random_sql(&mut rng);
+            execute(&cluster.runtime, &url, &sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
         println!("seed {seed:#x} round {round}");
-        converge(&dbs.iter().collect::<Vec<_>>());
+        converge_with_mirror(&cluster, &url, &dbs);
         drop(sessions);
     }
     // A fresh client through each process gets the same objects.
@@ -209,6 +214,106 @@ fn spread(name: &str, n: usize, seed: u64) {
          WHERE client_version > 0 GROUP BY 1, 2 HAVING count(*) > 1) d",
     );
     assert_eq!(twice, vec![0], "a changeset integrated twice");
+}
+
+/// One random backend write to tasks 1 to 8 in the mirror table: insert (unless the row
+/// exists), set the title, add to the counter, append a tag, or delete.
+fn random_sql(rng: &mut Rng) -> String {
+    let id = 1 + rng.below(8);
+    let task = r#"tandem_mirror."Task""#;
+    let row = format!("_path = '/tasks' AND _id = {id}");
+    match rng.below(5) {
+        0 => format!(
+            "INSERT INTO {task} (_path, _id, title, count) VALUES ('/tasks', {id}, 'sql-{}', 0) \
+             ON CONFLICT DO NOTHING",
+            rng.below(1000)
+        ),
+        1 => format!(
+            "UPDATE {task} SET title = 'sql-{}' WHERE {row}",
+            rng.below(1000)
+        ),
+        2 => format!("UPDATE {task} SET count = count + 10 WHERE {row}"),
+        3 => format!(r#"UPDATE {task} SET tags = tags || '["sql"]'::jsonb WHERE {row}"#),
+        _ => format!("DELETE FROM {task} WHERE {row}"),
+    }
+}
+
+/// Tasks as (id, title, count, tags).
+type Tasks = Vec<(i64, String, i64, Vec<String>)>;
+
+/// The tasks of `db`.
+fn device_tasks(db: &Database) -> Tasks {
+    use tandem::state::{Element, Field, Key, Val};
+    let state = db.export_state().unwrap();
+    let mut out = Vec::new();
+    for (key, task) in state.objects.get("Task").into_iter().flatten() {
+        let Key::Int(id) = key else { continue };
+        let title = match task.fields.get("title") {
+            Some(Field::Value(Val::String(s))) => s.clone(),
+            _ => String::new(),
+        };
+        let count = match task.fields.get("count") {
+            Some(Field::Value(Val::Int(n))) => *n,
+            _ => 0,
+        };
+        let tags = match task.fields.get("tags") {
+            Some(Field::List(items)) => items
+                .iter()
+                .filter_map(|e| match e {
+                    Element::Value(Val::String(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        out.push((*id, title, count, tags));
+    }
+    out
+}
+
+/// The tasks of the mirror table.
+fn mirror_tasks(cluster: &Cluster, url: &str) -> Tasks {
+    rows(
+        &cluster.runtime,
+        url,
+        r#"SELECT _id::text, title, count::text, tags::text FROM tandem_mirror."Task"
+           WHERE _path = '/tasks' ORDER BY _id"#,
+    )
+    .into_iter()
+    .map(|r| {
+        let text = |i: usize| r[i].clone().unwrap_or_default();
+        (
+            text(0).parse().unwrap(),
+            text(1),
+            text(2).parse().unwrap(),
+            serde_json::from_str(&text(3)).unwrap(),
+        )
+    })
+    .collect()
+}
+
+/// [`converge`], and then until the backend's queued writes are integrated and the mirror table
+/// holds exactly the devices' tasks.
+fn converge_with_mirror(cluster: &Cluster, url: &str, dbs: &[Arc<Database>]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        converge(&dbs.iter().collect::<Vec<_>>());
+        let pending = query(
+            &cluster.runtime,
+            url,
+            "SELECT count(*) FROM tandem_mirror_queue WHERE error IS NULL",
+        );
+        let (mirror, device) = (mirror_tasks(cluster, url), device_tasks(&dbs[0]));
+        if pending == vec![0] && mirror == device {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mirror table does not match the devices within 60 s ({pending:?} queued):\n\
+             mirror {mirror:?}\ndevice {device:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
