@@ -76,28 +76,30 @@ impl Cluster {
             .try_init();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let url = database(&runtime, name);
-        let servers = (0..n)
-            .map(|i| {
-                let config = ServerConfig {
-                    tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
-                    database: Some(url.clone()),
-                    ..ServerConfig::new(
-                        "127.0.0.1:0".parse().unwrap(),
-                        dir.join(format!("server-{i}")),
-                        Authenticator::hs256(live::SECRET),
-                    )
-                };
-                runtime.block_on(start(config)).unwrap()
-            })
-            .collect();
-        (
-            Cluster {
-                dir,
-                runtime,
-                servers,
-            },
-            url,
-        )
+        let mut cluster = Cluster {
+            dir,
+            runtime,
+            servers: Vec::new(),
+        };
+        for _ in 0..n {
+            cluster.add_server(&url);
+        }
+        (cluster, url)
+    }
+
+    /// Starts one more in-process server on `url`, with a data directory of its own.
+    fn add_server(&mut self, url: &str) {
+        let config = ServerConfig {
+            tls: Some((self.dir.join("cert.pem"), self.dir.join("key.pem"))),
+            database: Some(url.to_owned()),
+            ..ServerConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                self.dir.join(format!("server-{}", self.servers.len())),
+                Authenticator::hs256(live::SECRET),
+            )
+        };
+        let server = self.runtime.block_on(start(config)).unwrap();
+        self.servers.push(server);
     }
 
     fn config(&self, server: usize) -> SyncConfig {
@@ -277,7 +279,7 @@ fn mirror_tasks(cluster: &Cluster, url: &str) -> Tasks {
         &cluster.runtime,
         url,
         r#"SELECT _id::text, title, count::text, tags::text FROM tandem_mirror."Task"
-           WHERE _path = '/tasks' ORDER BY _id"#,
+           WHERE _path = '/tasks' ORDER BY "Task"._id"#,
     )
     .into_iter()
     .map(|r| {
@@ -613,7 +615,7 @@ fn s(v: &str) -> Option<String> {
 
 #[test]
 fn mirror_tables_carry_device_writes_and_sql_writes_reach_devices() {
-    let (cluster, url) = Cluster::new("mirror", 2);
+    let (mut cluster, url) = Cluster::new("mirror", 2);
     let a = cluster.open("a.sqlite");
     let _sa = SyncSession::start(Arc::clone(&a), cluster.config(0)).unwrap();
     let mut tx = a.begin_write().unwrap();
@@ -796,6 +798,25 @@ fn mirror_tables_carry_device_writes_and_sql_writes_reach_devices() {
     // TRUNCATE is refused (it would bypass the queue).
     let e = execute(&cluster.runtime, &url, r#"TRUNCATE tandem_mirror."Task""#).unwrap_err();
     assert!(e.contains("TRUNCATE"), "{e}");
+
+    // Rows missing (objects integrated before the mirror tables existed; here removed with the
+    // trigger off) are filled from the server state by the next process to open the path.
+    rows(
+        &cluster.runtime,
+        &url,
+        r#"ALTER TABLE tandem_mirror."Task" DISABLE TRIGGER tandem_queue;
+        DELETE FROM tandem_mirror."Task";
+        ALTER TABLE tandem_mirror."Task" ENABLE TRIGGER tandem_queue;
+        DELETE FROM tandem_mirror_filled"#,
+    );
+    assert!(mirror_tasks(&cluster, &url).is_empty());
+    cluster.add_server(&url);
+    let c = cluster.open("c.sqlite");
+    let _sc = SyncSession::start(Arc::clone(&c), cluster.config(2)).unwrap();
+    live::eventually("the mirror table filled again", 30, || {
+        !device_tasks(&a).is_empty() && mirror_tasks(&cluster, &url) == device_tasks(&a)
+    });
+    assert_queue_empty(&cluster, &url);
 }
 
 #[test]

@@ -343,6 +343,13 @@ impl ServerFile {
             if replica.acquire(&self.conn).map_err(pg_err)? == super::postgres::CatchUp::Changed {
                 self.reload_after_catch_up()?;
             }
+            if let Err(e) = self.mirror_backfill() {
+                // Tried again at the next acquire; the held transaction is ended (rolled back
+                // if a statement failed) with the lock.
+                tracing::warn!(error = %e.message, "filling the mirror tables failed");
+                self.release();
+                return Err(e);
+            }
         }
         Ok(())
     }

@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS tandem_mirror_queue (
     queued_at timestamptz NOT NULL DEFAULT now(),
     error text
 );
+CREATE TABLE IF NOT EXISTS tandem_mirror_filled (
+    file_id bigint PRIMARY KEY REFERENCES tandem_file (id) ON DELETE CASCADE
+);
 CREATE INDEX IF NOT EXISTS tandem_mirror_queue_pending ON tandem_mirror_queue (file_id, id)
     WHERE error IS NULL;
 CREATE OR REPLACE FUNCTION tandem_mirror_queue_write() RETURNS trigger LANGUAGE plpgsql

@@ -994,6 +994,8 @@ pub(crate) struct Replica {
     /// The server path (or `app-services`): the notification payload.
     name: String,
     link: Arc<Mutex<Link>>,
+    /// The file's mirror rows are known to be filled ([`Replica::mirror_filled`]).
+    mirror_filled: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Replica {
@@ -1017,6 +1019,7 @@ impl Replica {
             file_id: pg.file_id(name)?,
             pg: Arc::clone(pg),
             name: name.to_owned(),
+            mirror_filled: std::sync::atomic::AtomicBool::new(false),
             link: Arc::new(Mutex::new(Link {
                 tables,
                 seq: 0,
@@ -1261,6 +1264,35 @@ impl Replica {
 
     fn announce(&self, seq: i64) {
         self.pg.announce(&self.name, seq);
+    }
+
+    /// Whether this process filled the file's mirror rows, or saw them filled
+    /// ([`ServerFile::mirror_backfill`](super::ServerFile)).
+    pub(crate) fn mirror_filled(&self) -> bool {
+        self.mirror_filled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that the file's mirror rows are filled.
+    pub(crate) fn set_mirror_filled(&self) {
+        self.mirror_filled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `tandem_mirror_filled` records the file. Needs the file's lock.
+    pub(crate) fn mirror_filled_in_database(&self) -> Result<bool, PostgresError> {
+        let file_id = self.file_id;
+        self.with_held(move |client| async move {
+            let r = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM tandem_mirror_filled WHERE file_id = $1)",
+                    &[&file_id],
+                )
+                .await
+                .map(|row| row.get::<_, bool>(0))
+                .map_err(pg("reading tandem_mirror_filled"));
+            (client, r)
+        })
     }
 
     /// The server path (or `app-services`) this replica keeps.

@@ -22,6 +22,9 @@ pub struct MirrorRound {
     pub more: bool,
 }
 
+/// Statements per round trip of [`ServerFile::mirror_backfill`].
+pub const BACKFILL_BATCH: usize = 1_000;
+
 const DELETE_QUEUED: &str = "DELETE FROM tandem_mirror_queue WHERE id = ANY($1::text::bigint[])";
 const REFUSE_QUEUED: &str = "UPDATE tandem_mirror_queue SET error = $2 WHERE id = $1::text::bigint";
 
@@ -105,6 +108,87 @@ impl ServerFile {
             }
         }
         replica.stage(statements);
+        Ok(())
+    }
+
+    /// Writes the mirror rows of every object of this file, once per database: for a file whose
+    /// objects were integrated before it had mirror tables (an older tandem-server), or whose
+    /// rows a backend removed with the trigger disabled (`DELETE FROM tandem_mirror_filled`
+    /// asks for it again). Recorded in `tandem_mirror_filled` in the held transaction, with the
+    /// rows, in batches of [`BACKFILL_BATCH`] statements. Needs the file's lock; checked once
+    /// per process (the [`Replica`](crate::server::postgres::Replica) remembers it).
+    pub(crate) fn mirror_backfill(&mut self) -> Result<(), ProtocolError> {
+        let Some(replica) = self.replica.clone() else {
+            return Ok(());
+        };
+        if replica.mirror_filled() {
+            return Ok(());
+        }
+        if replica.mirror_filled_in_database().map_err(pg_err)? {
+            replica.set_mirror_filled();
+            return Ok(());
+        }
+        if self.state.version() != self.latest {
+            self.catch_up_state()?;
+        }
+        let schemas = self.state.schemas().clone();
+        let classes: BTreeSet<String> = schemas
+            .iter()
+            .filter(|(_, s)| mirror::mirrored(s).is_some())
+            .map(|(c, _)| c.clone())
+            .collect();
+        let pg = replica.postgres();
+        pg.ensure_mirror(&schemas, &classes).map_err(pg_err)?;
+        let tables: HashMap<String, mirror::TableInfo> = classes
+            .iter()
+            .map(|c| (c.clone(), pg.mirror_table(c)))
+            .collect();
+        let path = replica.name().to_owned();
+        // The backfill's row writes are the server's: the trigger must not queue them (the
+        // setting lasts for the held transaction).
+        replica
+            .execute_held(vec![(
+                "SELECT set_config('tandem.mirror_writer', 'on', true)".to_owned(),
+                Vec::new(),
+            )])
+            .map_err(pg_err)?;
+        let mut batch: Vec<Statement> = Vec::new();
+        let mut failed = Ok(());
+        let mut rows = 0u64;
+        tables::for_each_object(
+            self.state.connection(),
+            &schemas,
+            &mut |class, key, object| {
+                let Some(info) = tables.get(class) else {
+                    return;
+                };
+                if failed.is_err() {
+                    return;
+                }
+                if let Some(s) =
+                    mirror::object_statement(&schemas, &path, class, &key, Some(&object), info)
+                {
+                    batch.push(s);
+                    rows += 1;
+                }
+                if batch.len() >= BACKFILL_BATCH {
+                    failed = replica.execute_held(std::mem::take(&mut batch));
+                }
+            },
+        )
+        .map_err(|e| state_err(e.into()))?;
+        failed.map_err(pg_err)?;
+        batch.push((
+            "INSERT INTO tandem_mirror_filled (file_id) SELECT id FROM tandem_file WHERE path = $1 \
+             ON CONFLICT DO NOTHING"
+                .to_owned(),
+            vec![Some(path.clone())],
+        ));
+        replica.execute_held(batch).map_err(pg_err)?;
+        replica.set_mirror_filled();
+        if rows > 0 {
+            tracing::info!(server_path = %path, rows, "mirror tables filled from the server state");
+        }
         Ok(())
     }
 
