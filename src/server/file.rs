@@ -1284,27 +1284,19 @@ impl ServerFile {
                 }
             }
         }
-        // With --database: the mirror rows of the touched objects go into the same PostgreSQL
-        // transaction as the history.
-        #[cfg(feature = "postgres")]
-        if !appended.is_empty() {
-            if let Err(e) = self.stage_mirror(&appended) {
-                self.unstage_mirror();
-                self.reciprocal.insert(client, reciprocal);
-                self.state.rollback();
-                let _ = self.reload();
-                return Err(e);
-            }
-        }
         let stored = if appended.is_empty() {
             Ok(())
         } else {
             let base = forget;
-            match appended
+            let salts = appended
                 .iter()
                 .map(|_| fresh_version_salt())
-                .collect::<Result<Vec<u64>, _>>()
-            {
+                .collect::<Result<Vec<u64>, _>>();
+            // With --database: the mirror rows of the touched objects go into the same
+            // PostgreSQL transaction as the history.
+            #[cfg(feature = "postgres")]
+            let salts = salts.and_then(|salts| self.stage_mirror(&appended).map(|()| salts));
+            match salts {
                 Ok(salts) => self
                     .store(client, &appended, &salts, &reciprocal, &dirty, base)
                     .map(|()| {

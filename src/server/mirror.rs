@@ -33,6 +33,10 @@ use crate::changeset::{CollectionType, PayloadType};
 use crate::model::Decimal128;
 use crate::state::{ColumnSpec, Element, Field, Key, Object, Schemas, TableSchema, TableSpec, Val};
 
+/// Makes the rest of the transaction the server's own: the queue trigger skips its writes to
+/// the mirror tables (no echo). Transaction-local.
+pub const AS_SERVER: &str = "SELECT set_config('tandem.mirror_writer', 'on', true)";
+
 /// The PostgreSQL schema that holds the mirror tables.
 pub const SCHEMA: &str = "tandem_mirror";
 
@@ -378,7 +382,7 @@ pub fn object_statement(
         let content = match object.fields.get(name) {
             Some(f) => f,
             None => {
-                default = crate::state::default_field_of(schemas, column);
+                default = crate::state::default_field(schemas, column);
                 &default
             }
         };
@@ -618,7 +622,7 @@ fn object_json(schemas: &Schemas, class: &str, object: &Object) -> Json {
             let content = match object.fields.get(name) {
                 Some(f) => f,
                 None => {
-                    default = crate::state::default_field_of(schemas, column);
+                    default = crate::state::default_field(schemas, column);
                     &default
                 }
             };
@@ -1110,58 +1114,24 @@ mod tests {
                 collection: c,
                 key_type: (c == CollectionType::Dictionary).then_some(PayloadType::String),
             };
-        let mut task = BTreeMap::new();
-        task.insert(
-            "title".into(),
-            col(PayloadType::String, false, CollectionType::Single, None),
-        );
-        task.insert(
-            "done".into(),
-            col(PayloadType::Bool, false, CollectionType::Single, None),
-        );
-        task.insert(
-            "due".into(),
-            col(PayloadType::Timestamp, true, CollectionType::Single, None),
-        );
-        task.insert(
-            "price".into(),
-            col(PayloadType::Decimal, false, CollectionType::Single, None),
-        );
-        task.insert(
-            "blob".into(),
-            col(PayloadType::Binary, true, CollectionType::Single, None),
-        );
-        task.insert(
-            "any".into(),
-            col(PayloadType::Null, true, CollectionType::Single, None),
-        );
-        task.insert(
-            "tags".into(),
-            col(PayloadType::String, false, CollectionType::List, None),
-        );
-        task.insert(
-            "owner".into(),
-            col(
-                PayloadType::Link,
-                true,
-                CollectionType::Single,
-                Some("User"),
-            ),
-        );
-        task.insert(
-            "spot".into(),
-            col(
-                PayloadType::Link,
-                true,
-                CollectionType::Single,
-                Some("Place"),
-            ),
-        );
-        let mut place = BTreeMap::new();
-        place.insert(
-            "x".into(),
-            col(PayloadType::Double, false, CollectionType::Single, None),
-        );
+        use CollectionType::{List, Single};
+        let single = |t: PayloadType, nullable: bool| col(t, nullable, Single, None);
+        let task: BTreeMap<String, ColumnSpec> = [
+            ("title", single(PayloadType::String, false)),
+            ("done", single(PayloadType::Bool, false)),
+            ("due", single(PayloadType::Timestamp, true)),
+            ("price", single(PayloadType::Decimal, false)),
+            ("blob", single(PayloadType::Binary, true)),
+            ("any", single(PayloadType::Null, true)),
+            ("tags", col(PayloadType::String, false, List, None)),
+            ("owner", col(PayloadType::Link, true, Single, Some("User"))),
+            ("spot", col(PayloadType::Link, true, Single, Some("Place"))),
+        ]
+        .into_iter()
+        .map(|(name, spec)| (name.to_owned(), spec))
+        .collect();
+        let place: BTreeMap<String, ColumnSpec> =
+            [("x".to_owned(), single(PayloadType::Double, false))].into();
         let mut s = Schemas::new();
         s.insert(
             "Task".into(),

@@ -1358,7 +1358,7 @@ impl Replica {
                 let refs: Vec<&(dyn ToSql + Sync)> =
                     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
                 if let Err(e) = client.execute(sql.as_str(), &refs).await {
-                    r = Err(pg("writing the mirror queue")(e));
+                    r = Err(pg("writing mirror statements")(e));
                     break;
                 }
             }
@@ -1875,10 +1875,7 @@ async fn push_inner(
     let strict = statements.len();
     if !staged.is_empty() {
         // The mirror rows this write changes: the queue trigger skips them (no echo).
-        statements.push((
-            "SELECT set_config('tandem.mirror_writer', 'on', true)".into(),
-            Vec::new(),
-        ));
+        statements.push((super::mirror::AS_SERVER.into(), Vec::new()));
         for (sql, params) in staged {
             let params: Vec<Box<dyn ToSql + Sync + Send>> = params
                 .iter()

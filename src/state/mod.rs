@@ -138,15 +138,9 @@ fn new_object(schemas: &Schemas, table: &str) -> Object {
     object
 }
 
-/// The content a new object (or a new column) starts with.
-/// What a new object holds in a property declared as `column`: an empty collection, no
-/// embedded object, null, or the type's default (Realm's: 0, false, "", ...).
-#[cfg(feature = "postgres")]
-pub(crate) fn default_field_of(schemas: &Schemas, column: &ColumnSpec) -> Field {
-    default_field(schemas, column)
-}
-
-fn default_field(schemas: &Schemas, column: &ColumnSpec) -> Field {
+/// The content a new object (or a new column) starts with: an empty collection, no embedded
+/// object, null, or the type's default (Realm's: 0, false, "", ...).
+pub(crate) fn default_field(schemas: &Schemas, column: &ColumnSpec) -> Field {
     match column.collection {
         CollectionType::List => Field::List(Vec::new()),
         CollectionType::Set => Field::Set(Vec::new()),

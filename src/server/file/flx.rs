@@ -1055,7 +1055,7 @@ impl ServerFile {
         let mut before: BTreeMap<(String, Key), (bool, Option<Object>)> = BTreeMap::new();
         for object in &touched {
             let (class, key) = object;
-            let copy = self.flx_object(&schemas, class, key)?;
+            let copy = self.state_object(&schemas, class, key)?;
             let allowed = match &copy {
                 None => true,
                 Some(_) => self.flx_writable(&schemas, rules, user, class, key)?,
@@ -1135,8 +1135,9 @@ impl ServerFile {
         tables::row_id(self.flx_conn(), class, key).map_err(sql_err)
     }
 
-    /// The object of `class` with `key` in the state, if it exists.
-    fn flx_object(
+    /// The object of `class` with `key` in the state, if it exists (none for a class that is
+    /// not top-level in the state, or no longer there).
+    pub(super) fn state_object(
         &self,
         schemas: &Schemas,
         class: &str,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{instruction_object, pg_err, sql_err, state_err, ServerFile};
+use super::{instruction_object, pg_err, state_err, ServerFile};
 use crate::changeset::{Changeset, Instruction};
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::server::mirror::{self, QueueEntry, SqlWrite, Statement};
@@ -36,22 +36,6 @@ fn id_array(ids: impl Iterator<Item = i64>) -> String {
 }
 
 impl ServerFile {
-    /// The object of `class` with `key` in the state, if it exists.
-    fn mirror_object(
-        &self,
-        schemas: &Schemas,
-        class: &str,
-        key: &Key,
-    ) -> Result<Option<Object>, ProtocolError> {
-        let conn = self.state.connection();
-        match tables::row_id(conn, class, key).map_err(sql_err)? {
-            None => Ok(None),
-            Some(id) => tables::read_object(conn, schemas, class, id)
-                .map(Some)
-                .map_err(|e| state_err(e.into())),
-        }
-    }
-
     /// Stages, into the PostgreSQL transaction that will hold `appended` (already applied to
     /// the state), the mirror rows of every object they touch: rewritten from the state, or
     /// deleted, after the statements [`ServerFile::mirror_write`] left for this integration (the
@@ -95,7 +79,7 @@ impl ServerFile {
             let existing = columns
                 .entry(class.clone())
                 .or_insert_with(|| pg.mirror_table(&class));
-            let object = self.mirror_object(schemas, &class, &key)?;
+            let object = self.state_object(schemas, &class, &key)?;
             if let Some(s) = mirror::object_statement(
                 schemas,
                 replica.name(),
@@ -147,10 +131,7 @@ impl ServerFile {
         // The backfill's row writes are the server's: the trigger must not queue them (the
         // setting lasts for the held transaction).
         replica
-            .execute_held(vec![(
-                "SELECT set_config('tandem.mirror_writer', 'on', true)".to_owned(),
-                Vec::new(),
-            )])
+            .execute_held(vec![(mirror::AS_SERVER.to_owned(), Vec::new())])
             .map_err(pg_err)?;
         let mut batch: Vec<Statement> = Vec::new();
         let mut failed = Ok(());
@@ -291,7 +272,7 @@ impl ServerFile {
         let exists = |class: &str, key: &Key| match batch.get(&(class.to_owned(), key.clone())) {
             Some(known) => Ok(*known),
             None => self
-                .mirror_object(schemas, class, key)
+                .state_object(schemas, class, key)
                 .map(|o| o.is_some())
                 .map_err(|e| e.message),
         };
