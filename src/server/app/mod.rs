@@ -396,11 +396,10 @@ pub mod admin {
     /// directory and the store's lock, held until this is dropped.
     struct Opened {
         store: store::Store,
+        /// The working copy's temporary directory (the store's replica keeps the database
+        /// connection).
         #[cfg(feature = "postgres")]
-        database: Option<(
-            std::sync::Arc<crate::server::postgres::Postgres>,
-            std::path::PathBuf,
-        )>,
+        cache: Option<std::path::PathBuf>,
     }
 
     impl std::ops::Deref for Opened {
@@ -420,7 +419,7 @@ pub mod admin {
         fn drop(&mut self) {
             self.store.release();
             #[cfg(feature = "postgres")]
-            if let Some((_, cache)) = &self.database {
+            if let Some(cache) = &self.cache {
                 let _ = std::fs::remove_dir_all(cache);
             }
         }
@@ -429,10 +428,10 @@ pub mod admin {
     /// Opens the store: an existing one only, unless `create` and an app id to record in it
     /// are given (a typo in `--data-dir` or `--database` is an error, not a new empty app).
     fn open_at(at: StoreAt<'_>, app_id: Option<&str>, create: bool) -> Result<Opened, AppError> {
+        let may_create = create && app_id.is_some();
         match at {
             StoreAt::DataDir(data_dir) => {
                 let file = data_dir.join(store::FILE_NAME);
-                let may_create = create && app_id.is_some();
                 if !may_create && !file.exists() {
                     return Err(AppError(format!(
                         "no App Services database at {}: start tandem-server with --app-id and \
@@ -444,7 +443,7 @@ pub mod admin {
                 Ok(Opened {
                     store: store::Store::open(data_dir, app_id)?,
                     #[cfg(feature = "postgres")]
-                    database: None,
+                    cache: None,
                 })
             }
             #[cfg(feature = "postgres")]
@@ -463,14 +462,14 @@ pub mod admin {
                 let opened = match store.acquire() {
                     Ok(()) => Opened {
                         store,
-                        database: Some((pg, cache)),
+                        cache: Some(cache),
                     },
                     Err(e) => {
                         let _ = std::fs::remove_dir_all(&cache);
                         return Err(e);
                     }
                 };
-                if !(create && app_id.is_some()) && opened.app_id()?.is_none() {
+                if !may_create && opened.app_id()?.is_none() {
                     return Err(AppError(
                         "no App Services data in this database: start tandem-server with \
                          --app-id and this --database first, or create the first key with \
