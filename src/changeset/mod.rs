@@ -37,6 +37,9 @@ pub use decode::MAX_STRING_LEN;
 pub use error::{ChangesetError, ChangesetErrorKind};
 pub use instruction::*;
 
+/// Up to this many strings, the string table is searched by a scan instead of a hash index.
+const SCANNED_STRINGS: usize = 8;
+
 /// Where a changeset sits in a history, and where it came from. Not part of the encoded bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ChangesetMeta {
@@ -57,6 +60,10 @@ pub struct ChangesetMeta {
 #[derive(Clone, Debug, Default)]
 pub struct Changeset {
     strings: Vec<String>,
+    /// The index of every string once the table holds more than [`SCANNED_STRINGS`]; empty
+    /// before that, when [`Changeset::find_string`] scans `strings` instead (a one-object
+    /// transaction interns about five names: hashing and a second copy of each cost more than
+    /// the scan, measured with callgrind on `TANDEM_BENCH_ONLY=single cargo bench --bench store`).
     string_index: HashMap<String, InternString>,
     /// The instructions, in order.
     pub instructions: Vec<Instruction>,
@@ -107,19 +114,37 @@ impl Changeset {
     /// # Panics
     /// If the table already holds `u32::MAX` strings (the wire limit).
     pub fn intern(&mut self, s: &str) -> InternString {
-        if let Some(&existing) = self.string_index.get(s) {
+        if let Some(existing) = self.find_string(s) {
             return existing;
         }
         let index = InternString(
             u32::try_from(self.strings.len()).expect("string table is limited to u32::MAX entries"),
         );
         self.strings.push(s.to_owned());
-        self.string_index.insert(s.to_owned(), index);
+        if self.strings.len() > SCANNED_STRINGS {
+            if self.string_index.is_empty() {
+                self.string_index = self
+                    .strings
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.clone(), InternString(i as u32)))
+                    .collect();
+            } else {
+                self.string_index.insert(s.to_owned(), index);
+            }
+        }
         index
     }
 
     /// The index of `s`, if it is in the string table.
     pub fn find_string(&self, s: &str) -> Option<InternString> {
+        if self.strings.len() <= SCANNED_STRINGS {
+            return self
+                .strings
+                .iter()
+                .position(|t| t == s)
+                .map(|i| InternString(i as u32));
+        }
         self.string_index.get(s).copied()
     }
 

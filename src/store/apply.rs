@@ -194,7 +194,8 @@ fn literal(v: &Sql) -> String {
     }
 }
 
-/// A link stored in a mixed column: table name, NUL, key type code, key bytes.
+/// A link stored in a mixed column: table name, NUL, key type code, key bytes (none for the
+/// null key, whose type code is Null's).
 fn mixed_link(table: &str, key: &Key) -> Sql {
     let mut out = table.as_bytes().to_vec();
     out.push(0);
@@ -234,6 +235,15 @@ pub(crate) fn store_value(column: &ColumnSpec, v: &Val) -> (Sql, i64) {
 }
 
 impl Applier<'_> {
+    /// Raises the file's format where `stored` (a value about to be written) needs it: a link
+    /// to the null key ([`codec::is_null_key_link`]).
+    fn allow(&self, stored: &(Sql, i64)) -> Res<()> {
+        if codec::is_null_key_link(stored) {
+            layout::allow_null_key_links(self.conn)?;
+        }
+        Ok(())
+    }
+
     fn top_level_row(&self, class: &str, key: &Key) -> Res<Option<i64>> {
         Ok(layout::row_id(self.conn, class, key)?)
     }
@@ -413,7 +423,11 @@ impl Applier<'_> {
                         column,
                     } if column.collection == CollectionType::Set => {
                         let v = check_scalar(&column, &set.value, cs).map_err(Fault::Bad)?;
-                        let (sql, kind) = codec::set_element(store_value(&column, &v));
+                        let stored = store_value(&column, &v);
+                        if insert {
+                            self.allow(&stored)?;
+                        }
+                        let (sql, kind) = codec::set_element(stored);
                         let table = collection_table(&class, &prop, CollectionType::Set);
                         if insert {
                             self.conn
@@ -619,7 +633,9 @@ impl Applier<'_> {
             (Some(_), _) => bad("an embedded collection takes ObjectValue"),
             (None, _) => {
                 let v = check_scalar(column, value, cs).map_err(Fault::Bad)?;
-                Ok(store_value(column, &v))
+                let stored = store_value(column, &v);
+                self.allow(&stored)?;
+                Ok(stored)
             }
         }
     }
@@ -721,7 +737,9 @@ impl Applier<'_> {
                         if self.keeps_stored(&v, &stored, [row])? {
                             return Ok(());
                         }
-                        let (sql, kind) = store_value(&column, &v);
+                        let stored = store_value(&column, &v);
+                        self.allow(&stored)?;
+                        let (sql, kind) = stored;
                         if column.value_type == PayloadType::Null {
                             self.conn
                                 .prepare_cached(&format!(

@@ -14,8 +14,17 @@
 //! | float, double | REAL (a NaN, which SQLite cannot store as REAL, as its raw bits in a BLOB) |
 //! | decimal128 | 16-byte BLOB (BID bits, big-endian) |
 //! | object id, UUID | 12- / 16-byte BLOB |
-//! | link | the target's primary key, encoded as above |
+//! | link (a link column, or an element of kind Link in a collection of links) | the target's primary key, encoded as above; the null key (the one object of a class whose `int` or `string` key is nullable may have it) as an empty BLOB, since NULL there is no link ([`encode_link`]) |
+//! | link in a mixed column or collection (kind Link) | BLOB: the target's class name, NUL, the key's type code, the key's bytes (none for the null key) |
 //! | embedded object | INTEGER row id of the child row |
+//!
+//! No key of any type is an empty BLOB (an int is INTEGER, a string TEXT even when empty, an
+//! object id 12 bytes, a UUID or global key 16), so the empty BLOB names only the null key; in
+//! a set table it is told apart from a null element (also an empty BLOB) by the kind column,
+//! which the table's primary key includes. Files written before this encoding hold no such
+//! links (a link to the null key was stored as NULL and read back as no link), so they need
+//! no migration; the first link to a null key stored raises the file to format 3 (the
+//! `layout` module's `FORMAT_VERSION`).
 
 use rusqlite::types::{Value as Sql, ValueRef};
 
@@ -81,9 +90,26 @@ pub(crate) fn encode(v: &Val) -> (Sql, i64) {
         Val::Decimal(bits) => Sql::Blob(bits.to_be_bytes().to_vec()),
         Val::ObjectId(id) => Sql::Blob(id.to_vec()),
         Val::Uuid(id) => Sql::Blob(id.to_vec()),
-        Val::Link(_, key) => encode_key(key),
+        Val::Link(_, key) => encode_link(key),
     };
     (sql, kind)
+}
+
+/// The stored form of a link to the object with primary key `key` in a link column or a
+/// collection of links: [`encode_key`], except that the null key is an empty BLOB (NULL in a
+/// link column means no link, and no key of any type is an empty BLOB).
+pub(crate) fn encode_link(key: &Key) -> Sql {
+    match key {
+        Key::Null => Sql::Blob(Vec::new()),
+        other => encode_key(other),
+    }
+}
+
+/// Whether a stored (SQL value, kind code) pair is a link to the null key as [`encode_link`]
+/// stores it: the form that needs format 3 (the `layout` module's `FORMAT_VERSION`). A link in
+/// a mixed column is never an empty BLOB, so it never is.
+pub(crate) fn is_null_key_link((sql, kind): &(Sql, i64)) -> bool {
+    *kind == PayloadType::Link.code() && matches!(sql, Sql::Blob(b) if b.is_empty())
 }
 
 /// A primary key as an SQL value.
@@ -121,7 +147,7 @@ pub(crate) fn decode_key(raw: ValueRef<'_>, t: PayloadType) -> Option<Key> {
 }
 
 /// Reads a value stored with kind `kind` (a payload type code). Links need the target table
-/// and its key type.
+/// and its key type; an empty BLOB is a link to the null key ([`encode_link`]).
 pub(crate) fn decode(
     raw: ValueRef<'_>,
     kind: PayloadType,
@@ -152,6 +178,7 @@ pub(crate) fn decode(
         }
         (PayloadType::ObjectId, ValueRef::Blob(b)) => Val::ObjectId(b.try_into().ok()?),
         (PayloadType::Uuid, ValueRef::Blob(b)) => Val::Uuid(b.try_into().ok()?),
+        (PayloadType::Link, ValueRef::Blob([])) => Val::Link(link?.0.to_owned(), Key::Null),
         (PayloadType::Link, raw) => {
             let (table, key_type) = link?;
             Val::Link(table.to_owned(), decode_key(raw, key_type)?)
@@ -217,5 +244,43 @@ mod tests {
             ),
             Some(link)
         );
+    }
+
+    #[test]
+    fn a_link_to_the_null_key_is_an_empty_blob_unlike_no_link_and_every_other_key() {
+        let null_key = Val::Link("T".into(), Key::Null);
+        let stored = encode(&null_key);
+        assert_eq!(stored, (Sql::Blob(Vec::new()), PayloadType::Link.code()));
+        assert!(is_null_key_link(&stored));
+        for key_type in [PayloadType::Int, PayloadType::String] {
+            let raw = ValueRef::from(&stored.0);
+            assert_eq!(
+                decode(raw, PayloadType::Link, Some(("T", key_type))),
+                Some(null_key.clone())
+            );
+            // NULL is still no link.
+            assert_eq!(
+                decode(ValueRef::Null, PayloadType::Link, Some(("T", key_type))),
+                Some(Val::Null)
+            );
+        }
+        for key in [
+            Key::Int(0),
+            Key::String(String::new()),
+            Key::ObjectId([0; 12]),
+            Key::Uuid([0; 16]),
+            Key::GlobalKey(0, 0),
+        ] {
+            let other = encode(&Val::Link("T".into(), key.clone()));
+            assert!(!is_null_key_link(&other), "{key:?}");
+            assert_ne!(other.0, stored.0, "{key:?}");
+        }
+        // A null set element is an empty BLOB too, of another kind: the set table's primary key
+        // (owner, k, v) keeps the two apart.
+        let null_element = set_element(encode(&Val::Null));
+        assert_eq!(null_element.0, stored.0);
+        assert_ne!(null_element.1, stored.1);
+        assert!(!is_null_key_link(&null_element));
+        assert_eq!(set_element(stored.clone()), stored);
     }
 }

@@ -45,16 +45,56 @@ use crate::changeset::{CollectionType, PayloadType};
 use crate::state::{ColumnSpec, TableSchema, TableSpec};
 
 /// Version of this layout, kept in `PRAGMA user_version`. Files with a larger number were
-/// written by a newer Tandem and are refused.
+/// written by a newer Tandem and are refused. A file is raised to a version only by the first
+/// write that needs it, so it stays readable by older Tandems until then.
 ///
 /// - 1: every top-level class in `(_id INTEGER PRIMARY KEY, _pk UNIQUE, ...)`.
 /// - 2: a class with a required `int` key may be `(_pk INTEGER PRIMARY KEY, ...)`, which a
 ///   Tandem reading version 1 cannot use. New files start at 2; a version-1 file is raised to 2
-///   when its first such table is created (and stays 1, readable by older Tandems, until then).
-pub const FORMAT_VERSION: i64 = 2;
+///   when its first such table is created.
+/// - 3: a link to the object whose primary key is null is stored as an empty BLOB (the `codec`
+///   module), which a Tandem reading version 2 would take for a corrupt value (it stored such
+///   links as NULL, losing them, so no older file holds one). A file is raised to 3 by the
+///   write that stores its first such link in a link column or a collection of links.
+/// - 4: `_tandem_transact` may hold a transaction of `SyncSession::transact` waiting for the
+///   server's verdict, which a Tandem reading version 3 knows nothing of: it would upload that
+///   transaction as an ordinary changeset, unchecked. A file is raised to 4 by the commit that
+///   records its first such transaction.
+pub const FORMAT_VERSION: i64 = 4;
+
+/// The format version new files start at ([`FORMAT_VERSION`]).
+const NEW_FILE_FORMAT: i64 = 2;
 
 /// The format version that introduced the integer-key table form ([`FORMAT_VERSION`]).
 const ROWID_KEY_FORMAT: i64 = 2;
+
+/// The format version that introduced links to the null key ([`FORMAT_VERSION`]).
+const NULL_KEY_LINK_FORMAT: i64 = 3;
+
+/// The format version that introduced transactions waiting for a verdict ([`FORMAT_VERSION`]).
+const PENDING_TRANSACT_FORMAT: i64 = 4;
+
+/// Raises the file's format version to `version` (in the caller's transaction) unless it is
+/// there already.
+fn raise_format(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current < version {
+        conn.pragma_update(None, "user_version", version)?;
+    }
+    Ok(())
+}
+
+/// Raises the file to the format that stores links to the null key, in the transaction that
+/// stores one ([`FORMAT_VERSION`] 3).
+pub(crate) fn allow_null_key_links(conn: &Connection) -> rusqlite::Result<()> {
+    raise_format(conn, NULL_KEY_LINK_FORMAT)
+}
+
+/// Raises the file to the format that may hold a transaction waiting for the server's verdict,
+/// in the commit that records one ([`FORMAT_VERSION`] 4).
+pub(crate) fn allow_pending_transact(conn: &Connection) -> rusqlite::Result<()> {
+    raise_format(conn, PENDING_TRANSACT_FORMAT)
+}
 
 /// Quotes an identifier for SQL.
 pub(crate) fn quote(name: &str) -> String {
@@ -88,9 +128,22 @@ pub(crate) fn collection_table(class: &str, prop: &str, kind: CollectionType) ->
 /// nothing), and of the same type. The type check keeps both table forms alike: an
 /// `INTEGER PRIMARY KEY` would otherwise take the text `'5'` for the integer 5 (its affinity
 /// converts numeric text), where the untyped `_pk UNIQUE` never did. Every comparison of `_pk`
-/// with a key or a stored link goes through here; the `pk` side still drives the lookup.
+/// with a key goes through here, and with a stored link through [`link_matches`] (which uses
+/// it); the `pk` side still drives the lookup.
 pub(crate) fn key_matches(pk: &str, op: &str, value: &str) -> String {
     format!("{pk} {op} {value} AND typeof({pk}) = typeof({value})")
+}
+
+/// SQL that is true when the primary-key column `pk` holds the key that the stored link `link`
+/// (an SQL expression: a link column, a collection's `v`) names, as [`key_matches`] with `IS`
+/// but for a stored link: NULL (no link) names nothing, and the empty BLOB names the null key
+/// (the `codec` module), which `pk` holds as NULL. `pk IS nullif(link, X'')` keeps the `pk`
+/// side an index lookup.
+pub(crate) fn link_matches(pk: &str, link: &str) -> String {
+    format!(
+        "({link} IS NOT NULL AND {})",
+        key_matches(pk, "IS", &format!("nullif({link}, X'')"))
+    )
 }
 
 /// The row id of the top-level object of `class` with primary key `key`, if it exists (an
@@ -147,7 +200,7 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
                  origin_file_ident INTEGER NOT NULL
              );",
         )?;
-        conn.pragma_update(None, "user_version", FORMAT_VERSION)?;
+        conn.pragma_update(None, "user_version", NEW_FILE_FORMAT)?;
     }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _tandem_sync (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -292,10 +345,7 @@ pub(crate) fn create_table(
             let columns = if *pk_type == PayloadType::Int && !*pk_nullable {
                 // The first table of this form raises the file to the format version that
                 // introduced it, in the same transaction.
-                let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-                if version < ROWID_KEY_FORMAT {
-                    conn.pragma_update(None, "user_version", ROWID_KEY_FORMAT)?;
-                }
+                raise_format(conn, ROWID_KEY_FORMAT)?;
                 "_pk INTEGER PRIMARY KEY"
             } else {
                 "_id INTEGER PRIMARY KEY, _pk UNIQUE"

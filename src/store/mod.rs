@@ -410,6 +410,9 @@ struct Shared {
     /// The connection writes go through, and the schema as the file knows it.
     writer: Mutex<(Connection, Schemas)>,
     gate: WriterGate,
+    /// What the last local commit appended to the history, for the next one
+    /// (`history::AppendCache`); only touched while the writer is held.
+    append_cache: Mutex<Option<history::AppendCache>>,
 }
 
 /// A local database file.
@@ -545,7 +548,13 @@ impl Database {
                 // Based on the last server version this file integrated, like any local write:
                 // a schema addition by a new app version on a file that has synced is not
                 // "older" than the changesets before it (the server refuses that with 209).
-                history::append_local(&conn, &migration.encode(), config.file_ident)?;
+                history::append_local(
+                    &conn,
+                    &migration.encode(),
+                    config.file_ident,
+                    &mut None,
+                    conn.total_changes(),
+                )?;
             }
             Ok::<_, StoreError>(schemas)
         })();
@@ -574,6 +583,7 @@ impl Database {
                     state: Mutex::new(GateState::default()),
                     freed: Condvar::new(),
                 },
+                append_cache: Mutex::new(None),
             },
             readers: Mutex::new(Vec::new()),
             notifier: notify::Notifier::new(file),

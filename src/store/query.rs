@@ -54,7 +54,7 @@ use rusqlite::types::Value as Sql;
 
 use super::apply::store_value;
 use super::compare::{self, FOLD_CASE, FOLD_DIACRITICS};
-use super::layout::{collection_table, key_matches, kind_column, object_table, value_column};
+use super::layout::{collection_table, kind_column, link_matches, object_table, value_column};
 use crate::changeset::{CollectionType, PayloadType};
 use crate::model::{Timestamp, Value};
 use crate::state::{Key, Schemas, TableSpec, Val};
@@ -890,12 +890,15 @@ impl Parser<'_> {
             }
             let table = collection_table(self.class, &name, column.collection);
             // Links to objects that do not exist are not counted in a list or set of links
-            // (realm-core's LnkLst / LnkSet size); a dictionary counts its entries.
+            // (realm-core's LnkLst / LnkSet size); a dictionary counts its entries. Only an
+            // element of the link kind is a link (a null element of a set is an empty BLOB, as
+            // a link to the null key is).
             let resolved = match &column.link_target {
                 Some(target) if crate::state::is_link_collection(self.schemas, column) => format!(
-                    " AND EXISTS (SELECT 1 FROM {} t WHERE {})",
+                    " AND (c.k IS NOT {} OR EXISTS (SELECT 1 FROM {} t WHERE {}))",
+                    PayloadType::Link.code(),
                     object_table(target),
-                    key_matches("t._pk", "IS", "c.v")
+                    link_matches("t._pk", "c.v")
                 ),
                 _ => String::new(),
             };
@@ -957,7 +960,7 @@ impl Parser<'_> {
                 sql: format!(
                     "(SELECT {inner_sql} FROM {} t WHERE {})",
                     object_table(&target),
-                    key_matches("t._pk", "=", &format!("o.{}", value_column(&name)))
+                    link_matches("t._pk", &format!("o.{}", value_column(&name)))
                 ),
                 value_type: inner_type,
                 kind: None,
@@ -967,13 +970,18 @@ impl Parser<'_> {
             return Err(err(format!("'{name}' is a collection; compare its @count")));
         }
         // A link to an object that does not exist reads as null (realm-core's Obj::get), so
-        // `== nil`, comparisons and SORT see the target's key only when the target exists.
+        // `== nil` and `== $0` see the stored link only when its target exists. The stored link,
+        // not the target's key: a link to the object whose key is null is an empty BLOB
+        // (`codec`), not null.
         let sql = match &column.link_target {
-            Some(target) if column.value_type == PayloadType::Link => format!(
-                "(SELECT t._pk FROM {} t WHERE {})",
-                object_table(target),
-                key_matches("t._pk", "=", &format!("o.{}", value_column(&name)))
-            ),
+            Some(target) if column.value_type == PayloadType::Link => {
+                let link = format!("o.{}", value_column(&name));
+                format!(
+                    "(SELECT {link} FROM {} t WHERE {})",
+                    object_table(target),
+                    link_matches("t._pk", &link)
+                )
+            }
             _ => format!("o.{}", value_column(&name)),
         };
         Ok(Operand::Column {

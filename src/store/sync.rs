@@ -370,6 +370,7 @@ pub(crate) fn record_transact(conn: &Connection, version: u64) -> Result<(), Sto
             "a transaction is already waiting for the server's verdict".into(),
         ));
     }
+    super::layout::allow_pending_transact(conn)?;
     conn.execute(
         "INSERT INTO _tandem_transact (version, rejected) VALUES (?1, NULL)",
         [version as i64],

@@ -12,8 +12,8 @@ use rusqlite::Connection;
 
 use super::apply::{apply_instructions, store_value};
 use super::codec;
-use super::history::append_local;
-use super::layout::{collection_table, key_matches, kind_column, object_table, value_column};
+use super::history::{append_local, remember_append};
+use super::layout::{collection_table, kind_column, link_matches, object_table, value_column};
 use super::{from_key, to_key, Database, SizeLimit, StoreError};
 use crate::changeset::{
     AddInteger, ArrayErase, ArrayInsert, ArrayMove, Changeset, Clear, CollectionType, FieldPath,
@@ -143,6 +143,10 @@ pub struct WriteTransaction<'db> {
     /// INSERT statements of [`WriteTransaction::insert_new`], by class and column list.
     /// Shared, so that a hit costs a reference count, not a copy of the field list.
     insert_sql: std::collections::HashMap<String, std::rc::Rc<InsertPlan>>,
+    /// The writer connection's `total_changes()` when the transaction began: whether the
+    /// history's append context cached by the last local commit still holds
+    /// (`history::AppendCache`).
+    changes_at_begin: u64,
 }
 
 impl<'db> WriteTransaction<'db> {
@@ -155,11 +159,13 @@ impl<'db> WriteTransaction<'db> {
             db.release_writer();
             return Err(e.into());
         }
+        let changes_at_begin = guard.0.total_changes();
         Ok(WriteTransaction {
             db,
             guard: Some(guard),
             changeset: Changeset::new(),
             insert_sql: std::collections::HashMap::new(),
+            changes_at_begin,
         })
     }
 
@@ -310,15 +316,17 @@ impl<'db> WriteTransaction<'db> {
             ))?
             .query_row([row], |r| r.get(0))?;
         // In a list of links, links to objects that do not exist are invisible to apps, so app
-        // positions skip them; in any other list the two are the same.
+        // positions skip them; in any other list the two are the same. Only an element of the
+        // link kind is a link.
         let unresolved = match column.link_target.as_deref() {
             Some(target) if crate::state::is_link_collection(self.schemas(), &column) => conn
                 .prepare_cached(&format!(
-                    "SELECT l.pos FROM {} l WHERE l.owner = ?1 \
+                    "SELECT l.pos FROM {} l WHERE l.owner = ?1 AND l.k = {} \
                      AND NOT EXISTS (SELECT 1 FROM {} t WHERE {}) ORDER BY l.pos",
                     collection_table(&owner_class, &prop, CollectionType::List),
+                    PayloadType::Link.code(),
                     object_table(target),
-                    key_matches("t._pk", "IS", "l.v")
+                    link_matches("t._pk", "l.v")
                 ))?
                 .query_map([row], |r| r.get::<_, i64>(0).map(|p| p as usize))?
                 .collect::<Result<Vec<_>, _>>()?,
@@ -430,6 +438,8 @@ impl<'db> WriteTransaction<'db> {
         cache_key.push_str(class);
         let mut args = vec![codec::encode_key(&state_key)];
         let mut mixed = Vec::new();
+        // Whether a value is a link to the null key, which needs format 3 (`layout`).
+        let mut null_key_link = false;
         {
             let schema = &self.schemas()[class];
             for (i, (prop, payload)) in payloads.iter().enumerate() {
@@ -453,7 +463,9 @@ impl<'db> WriteTransaction<'db> {
                         v = default;
                     }
                 }
-                let (sql, kind) = store_value(column, &v);
+                let stored = store_value(column, &v);
+                null_key_link |= codec::is_null_key_link(&stored);
+                let (sql, kind) = stored;
                 cache_key.push('\0');
                 cache_key.push_str(prop);
                 args.push(sql);
@@ -504,6 +516,9 @@ impl<'db> WriteTransaction<'db> {
         self.conn()
             .prepare_cached(&plan.sql)?
             .execute(rusqlite::params_from_iter(args.iter()))?;
+        if null_key_link {
+            super::layout::allow_null_key_links(self.conn())?;
+        }
         let object = self.wire_key(key);
         self.changeset.push(Instruction::CreateObject {
             table: plan.table,
@@ -1034,16 +1049,32 @@ impl<'db> WriteTransaction<'db> {
         let touched =
             (wrote && self.db.notifier.has_watches()).then(|| super::notify::touched(&changeset));
         let conn = self.conn();
-        let version = if changeset.is_empty() {
+        // Taken out for the commit, put back (updated) only if it succeeds.
+        let mut cache = self
+            .db
+            .shared
+            .append_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let appended = if changeset.is_empty() {
             None
         } else {
             let appended = encode_within_limits(&changeset)
-                .and_then(|encoded| append_local(conn, &encoded, file_ident))
-                .and_then(|version| {
+                .and_then(|encoded| {
+                    append_local(
+                        conn,
+                        &encoded,
+                        file_ident,
+                        &mut cache,
+                        self.changes_at_begin,
+                    )
+                })
+                .and_then(|(version, appended)| {
                     if transact {
                         super::sync::record_transact(conn, version)?;
                     }
-                    Ok(version)
+                    Ok((version, appended))
                 });
             match appended {
                 Ok(v) => Some(v),
@@ -1055,8 +1086,21 @@ impl<'db> WriteTransaction<'db> {
         };
         let committed = super::exec_cached(conn, "COMMIT");
         if committed.is_ok() {
+            let mut kept = self
+                .db
+                .shared
+                .append_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match appended {
+                Some((_, appended)) => remember_append(conn, &mut kept, appended),
+                // Nothing appended: what was cached still holds if nothing else was written.
+                None => *kept = cache,
+            }
+            drop(kept);
             self.db.checkpointer.committed(conn);
         }
+        let version = appended.map(|(v, _)| v);
         self.finish(committed.is_ok());
         committed?;
         match touched {

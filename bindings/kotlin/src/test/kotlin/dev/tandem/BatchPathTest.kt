@@ -117,11 +117,11 @@ class BatchPathTest {
     @Test
     fun whatTheJsonCannotSpellIsWrittenAsBefore() {
         // The link to the null-keyed object goes through Database.write(ops): the same result
-        // as a batch sent that way on purpose (an untyped no-op added). The store itself reads
-        // such a link back as no link (docs/store.md, "Not done").
+        // as a batch sent that way on purpose (an untyped no-op added), and the link reads back.
         db.write { add(Holder(1, MaybeKeyed(null, 7))) }
         db.write { add(Holder(2, MaybeKeyed(null, 7))); op(WriteOp.Erase("Holder", Key.Int(-1))) }
         assertEquals(db.find<Holder>(2L)!!.copy(_id = 1), db.find<Holder>(1L))
+        assertEquals(MaybeKeyed(null, 7), db.find<Holder>(1L)!!.target)
         assertEquals(7L, db.find<MaybeKeyed>(null)!!.n)
         // A lone surrogate is refused before anything crosses, as the generated code does.
         assertThrows<Exception> { db.write { add(ByName("ok")); add(ByName("lone \uD800")) } }
