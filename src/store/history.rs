@@ -397,4 +397,137 @@ mod tests {
         drop((a, b));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A fresh directory for one test.
+    fn test_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tandem-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Commits a new Task and checks that its history row has what reading the file afresh
+    /// gives: the next version, the download cursor's server version and the client file ident.
+    fn commit_as_read_afresh(db: &Database, key: i64, after: &str) {
+        let progress = db.sync_progress().unwrap();
+        let expected = (
+            db.last_local_version().unwrap() + 1,
+            progress.download_server_version,
+            progress.client_file_ident,
+        );
+        let version = create(db, key);
+        let meta = db.history().unwrap().last().unwrap().meta;
+        assert_eq!(
+            (
+                version,
+                meta.last_integrated_remote_version,
+                meta.origin_file_ident
+            ),
+            expected,
+            "the first local commit after {after}"
+        );
+    }
+
+    /// What sync, a client reset and a rollback write through the writer connection itself
+    /// (no other connection commits, so `PRAGMA data_version` stays) reaches the next local
+    /// commit: the download cursor's server version, a history renumbered from the snapshot
+    /// (a cached newest version would leave a gap), and the new client file ident.
+    #[test]
+    fn the_cached_append_context_follows_sync_resets_and_rollbacks() {
+        use crate::store::{DownloadCursors, ResetBase};
+        let dir = test_dir("append-cache-sync");
+        let db = Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap();
+        commit_as_read_afresh(&db, 1, "open");
+        commit_as_read_afresh(&db, 2, "a local commit");
+        let cursors = |server: u64, client: u64| DownloadCursors {
+            download_server_version: server,
+            download_client_version: client,
+            latest_server_version: server,
+            latest_server_version_salt: 1,
+            upload_client_version: client,
+        };
+        db.integrate_download(Vec::new(), cursors(5, 0)).unwrap();
+        commit_as_read_afresh(&db, 3, "a download");
+
+        // Rolled back onto the (empty) server state at the download cursor: the changesets
+        // before the transaction are re-recorded from version 1 on, the transaction is gone.
+        let rolled_back = db.last_local_version().unwrap();
+        let snapshot = crate::state::State::new().snapshot_changeset();
+        db.roll_back_to_snapshot(&snapshot, 5, 1, rolled_back)
+            .unwrap()
+            .expect("the download cursor is at the snapshot");
+        assert!(db.last_local_version().unwrap() < rolled_back);
+        commit_as_read_afresh(&db, 4, "a rollback");
+
+        let base = ResetBase {
+            client_file_ident: 77,
+            client_file_ident_salt: 1,
+            server_version: 9,
+            server_version_salt: 1,
+        };
+        db.reset_to_snapshot(&snapshot, base, Vec::new()).unwrap();
+        commit_as_read_afresh(&db, 5, "a client reset");
+
+        // Trimmed through the newest version: the next one follows the trim base.
+        let last = db.last_local_version().unwrap();
+        let trimming = Config {
+            recovery_window: 0,
+            ..Config::default()
+        };
+        drop(db);
+        let db = Database::open(dir.join("a.sqlite"), &schema(), trimming).unwrap();
+        commit_as_read_afresh(&db, 6, "reopening");
+        db.integrate_download(Vec::new(), cursors(10, last + 1))
+            .unwrap();
+        assert_eq!(db.trimmed_through().unwrap(), last + 1);
+        commit_as_read_afresh(&db, 7, "a trim");
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What [`super::AppendCache`] relies on, checked on the SQLite Tandem is built with:
+    /// `PRAGMA data_version` read inside `BEGIN IMMEDIATE` has moved for another connection's
+    /// commit and not for this connection's own; `total_changes` counts an upsert that keeps
+    /// the value and a `DELETE` without `WHERE` (SQLite's truncate optimization).
+    #[test]
+    fn sqlite_behaves_as_the_append_cache_assumes() {
+        use super::super::layout::{init, put};
+        let dir = test_dir("append-cache-sqlite");
+        let path = dir.join("a.sqlite");
+        let config = Config::default();
+        let a = super::super::open_connection(&path, &config).unwrap();
+        init(&a).unwrap();
+        let b = super::super::open_connection(&path, &config).unwrap();
+        let immediate = |c: &rusqlite::Connection| c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let commit = |c: &rusqlite::Connection| c.execute_batch("COMMIT").unwrap();
+
+        immediate(&a);
+        let before = super::data_version(&a).unwrap();
+        put(&a, super::CLOCK_OFFSET, 1).unwrap();
+        commit(&a);
+        immediate(&a);
+        assert_eq!(super::data_version(&a).unwrap(), before, "own commit");
+        commit(&a);
+
+        immediate(&b);
+        put(&b, super::CLOCK_OFFSET, 2).unwrap();
+        commit(&b);
+        immediate(&a);
+        let seen = super::data_version(&a).unwrap();
+        assert_ne!(seen, before, "another connection's commit");
+
+        let changes = a.total_changes();
+        put(&a, super::CLOCK_OFFSET, 2).unwrap();
+        assert!(a.total_changes() > changes, "an upsert keeping the value");
+        super::insert_entry(&a, 1, b"", 0, 0, 0).unwrap();
+        let changes = a.total_changes();
+        a.execute_batch("DELETE FROM _tandem_history").unwrap();
+        assert!(a.total_changes() > changes, "a DELETE without WHERE");
+        commit(&a);
+        immediate(&a);
+        assert_eq!(super::data_version(&a).unwrap(), seen, "own commit");
+        commit(&a);
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
