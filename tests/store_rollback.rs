@@ -11,7 +11,7 @@ use tandem::model::{
     ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
 };
 use tandem::state::{Element, Field, State, Val};
-use tandem::store::{Config, Database, WriteTransaction};
+use tandem::store::{Config, Database, DownloadCursors, SnapshotRollback, WriteTransaction};
 
 fn schema() -> Schema {
     Schema::new(vec![ClassSchema::top_level(
@@ -97,10 +97,13 @@ fn title(db: &Database, id: i64) -> Option<Field> {
 /// that the re-recorded changesets give the server the local state.
 fn roll_back(db: &Database, transaction: u64) -> tandem::store::ResetOutcome {
     let snapshot = State::new().snapshot_changeset();
-    let outcome = db
+    let outcome = match db
         .roll_back_to_snapshot(&snapshot, 0, 1, transaction)
         .unwrap()
-        .expect("the download cursor is at the snapshot");
+    {
+        SnapshotRollback::RolledBack(outcome) => outcome,
+        other => panic!("the download cursor is at the snapshot: {other:?}"),
+    };
     let mut server = State::new();
     for changeset in db.local_changes_after(0).unwrap() {
         server.apply(&changeset).unwrap();
@@ -287,11 +290,40 @@ fn nothing_changes_unless_the_download_cursor_is_at_the_snapshot() {
     });
     let snapshot = State::new().snapshot_changeset();
     let before = l.db.export_state().unwrap();
-    assert!(l
-        .db
-        .roll_back_to_snapshot(&snapshot, 5, 1, t)
-        .unwrap()
-        .is_none());
+    let history = l.db.history().unwrap();
+    // The cursor (0) is behind a snapshot at 5: download first.
+    assert_eq!(
+        l.db.roll_back_to_snapshot(&snapshot, 5, 1, t).unwrap(),
+        SnapshotRollback::CursorBehind {
+            download_server_version: 0
+        }
+    );
     assert_eq!(l.db.export_state().unwrap().objects, before.objects);
     assert_eq!(tags(&l.db), ["x", "t"]);
+    // The cursor moves past it (a download of nothing up to server version 7): the snapshot
+    // is older than what the file downloaded, so a newer one is needed.
+    l.db.integrate_download(
+        Vec::new(),
+        DownloadCursors {
+            download_server_version: 7,
+            download_client_version: 0,
+            latest_server_version: 7,
+            latest_server_version_salt: 1,
+            upload_client_version: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        l.db.roll_back_to_snapshot(&snapshot, 5, 1, t).unwrap(),
+        SnapshotRollback::SnapshotOlder {
+            download_server_version: 7
+        }
+    );
+    assert_eq!(l.db.export_state().unwrap().objects, before.objects);
+    assert_eq!(l.db.history().unwrap(), history, "the history is untouched");
+    assert_eq!(
+        l.db.pending_transact().unwrap(),
+        None,
+        "no transaction was recorded here"
+    );
 }

@@ -24,7 +24,9 @@ use crate::protocol::{
     self, limits, BatchState, ClientMessage, ErrorCode, FlxQuery, Limits, ServerMessage,
     UploadEntry,
 };
-use crate::store::{Acknowledged, DownloadCursors, ResetBase, ResetRecovery, StoreError};
+use crate::store::{
+    Acknowledged, DownloadCursors, ResetBase, ResetRecovery, SnapshotRollback, StoreError,
+};
 
 /// Server errors that mean this file's history can no longer sync as it is: client reset.
 const RESET_CODES: [u64; 6] = [208, 209, 210, 211, 217, 222];
@@ -735,8 +737,16 @@ struct Connection {
 struct RollbackState {
     /// The snapshot's server version, once its first segment arrived.
     target: Option<u64>,
-    /// The complete snapshot.
-    snapshot: Option<PartialState>,
+    /// The complete snapshot, decoded once (the rollback waits for the download cursor over
+    /// several DOWNLOADs).
+    snapshot: Option<RollbackSnapshot>,
+}
+
+/// A complete STATE snapshot for a rollback: the server's state at `server_version`.
+struct RollbackSnapshot {
+    changeset: Arc<Changeset>,
+    server_version: u64,
+    server_version_salt: u64,
 }
 
 async fn handle<S>(
@@ -861,7 +871,14 @@ where
             if let Some(done) = complete {
                 match conn.rollback.as_mut() {
                     Some(rollback) if lock(&shared.reset).is_none() => {
-                        rollback.snapshot = Some(done);
+                        let changeset = Changeset::decode(&done.bytes).map_err(|e| {
+                            fail(format!("the server sent a bad STATE snapshot: {e}"))
+                        })?;
+                        rollback.snapshot = Some(RollbackSnapshot {
+                            changeset: Arc::new(changeset),
+                            server_version: done.server_version,
+                            server_version_salt: done.server_version_salt,
+                        });
                         try_roll_back(shared, ws, conn).await?;
                     }
                     _ => finish_reset(shared, ws, conn, done).await?,
@@ -1165,37 +1182,34 @@ where
         return Ok(());
     };
     let d = Arc::clone(&shared.db);
-    let cursor = blocking(move || d.sync_progress())
-        .await?
-        .download_server_version;
-    if cursor < snapshot.server_version {
-        // More to download first.
-        if let Some(r) = conn.rollback.as_mut() {
-            r.snapshot = Some(snapshot);
-        }
-        return Ok(());
-    }
-    if cursor > snapshot.server_version {
-        // The latest state cannot be older than what this file downloaded (a server restored
-        // from an older copy refuses the file at IDENT). Asked again after the backoff, on the
-        // next connection, not at once: a server that keeps sending it must not spin us.
-        conn.rollback = None;
-        return Err(fail(format!(
-            "the server's STATE snapshot (server version {}) is older than this file's download \
-             cursor (server version {cursor}); the rollback asks again on the next connection",
-            snapshot.server_version
-        )));
-    }
-    let bytes = Changeset::decode(&snapshot.bytes)
-        .map_err(|e| fail(format!("the server sent a bad STATE snapshot: {e}")))?;
-    let d = Arc::clone(&shared.db);
+    let changeset = Arc::clone(&snapshot.changeset);
     let (server_version, salt) = (snapshot.server_version, snapshot.server_version_salt);
     let outcome =
-        blocking(move || d.roll_back_to_snapshot(&bytes, server_version, salt, version)).await?;
-    let Some(outcome) = outcome else {
-        // The cursor moved in between: start over with a new snapshot.
-        conn.rollback = None;
-        return start_rollback(shared, ws, conn).await;
+        blocking(move || d.roll_back_to_snapshot(&changeset, server_version, salt, version))
+            .await?;
+    let outcome = match outcome {
+        SnapshotRollback::RolledBack(outcome) => outcome,
+        SnapshotRollback::CursorBehind { .. } => {
+            // More to download first.
+            if let Some(r) = conn.rollback.as_mut() {
+                r.snapshot = Some(snapshot);
+            }
+            return Ok(());
+        }
+        SnapshotRollback::SnapshotOlder {
+            download_server_version,
+        } => {
+            // The latest state cannot be older than what this file downloaded (a server
+            // restored from an older copy refuses the file at IDENT). Asked again after the
+            // backoff, on the next connection, not at once: a server that keeps sending it must
+            // not spin us.
+            conn.rollback = None;
+            return Err(fail(format!(
+                "the server's STATE snapshot (server version {server_version}) is older than \
+                 this file's download cursor (server version {download_server_version}); the \
+                 rollback asks again on the next connection"
+            )));
+        }
     };
     if outcome.quarantined > 0 {
         shared.report(

@@ -66,7 +66,7 @@ pub use query::QueryError;
 pub use read::ReadTransaction;
 pub use reset::{
     Acknowledged, Quarantined, QuarantinedInstruction, ResetBase, ResetOutcome, ResetRecovery,
-    MAX_INHERITED_IDENTS,
+    SnapshotRollback, MAX_INHERITED_IDENTS,
 };
 pub use subscriptions::{
     MutableSubscriptionSet, Subscription, SubscriptionSet, SubscriptionSetState,

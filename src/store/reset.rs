@@ -120,6 +120,27 @@ pub struct ResetOutcome {
     pub lists_copied: usize,
 }
 
+/// What [`Database::roll_back_to_snapshot`] found and did, decided inside its write
+/// transaction (so a download landing in between cannot make the answer stale).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotRollback {
+    /// The transaction was rolled back: the local state is the snapshot plus the rebased local
+    /// changesets.
+    RolledBack(ResetOutcome),
+    /// Nothing changed: the download cursor is still behind the snapshot's server version.
+    /// Download up to it, then call again.
+    CursorBehind {
+        /// The file's download cursor (server version).
+        download_server_version: u64,
+    },
+    /// Nothing changed: the download cursor is past the snapshot's server version (the
+    /// snapshot is older than what this file downloaded). Ask for a newer snapshot.
+    SnapshotOlder {
+        /// The file's download cursor (server version).
+        download_server_version: u64,
+    },
+}
+
 /// The state a snapshot recreates on top of the file's schema: what the SQLite tables hold
 /// after the reset applied it.
 fn fresh_state(schemas: &Schemas, snapshot: &Changeset) -> Result<State, StoreError> {
@@ -617,8 +638,10 @@ impl Database {
     /// re-recorded changesets by OT, so other clients' concurrent elements are never erased.
     ///
     /// This is exact only when the download cursor is `server_version` (the current forms are
-    /// then relative to the snapshot): otherwise nothing changes and `Ok(None)` is returned,
-    /// and the caller downloads up to the snapshot (or asks for a newer one) first.
+    /// then relative to the snapshot): otherwise nothing changes, and the answer
+    /// ([`SnapshotRollback::CursorBehind`] or [`SnapshotRollback::SnapshotOlder`]) says whether
+    /// the caller downloads up to the snapshot first or asks for a newer one. The cursor is
+    /// read inside the write transaction, so the answer holds when it is given.
     /// Instructions that cannot be rebased or no longer apply (on an object only the
     /// transaction created) go to the quarantine with the reason.
     ///
@@ -631,10 +654,18 @@ impl Database {
         server_version: u64,
         server_version_salt: u64,
         rolled_back: u64,
-    ) -> Result<Option<ResetOutcome>, StoreError> {
+    ) -> Result<SnapshotRollback, StoreError> {
         let outcome = self.with_writer(|conn, schemas| {
-            if super::sync::get(conn, DOWNLOAD_SERVER_VERSION).unwrap_or(0) != server_version {
-                return Ok(None);
+            let cursor = super::sync::get(conn, DOWNLOAD_SERVER_VERSION).unwrap_or(0);
+            if cursor < server_version {
+                return Ok(SnapshotRollback::CursorBehind {
+                    download_server_version: cursor,
+                });
+            }
+            if cursor > server_version {
+                return Ok(SnapshotRollback::SnapshotOlder {
+                    download_server_version: cursor,
+                });
             }
             // The rejection recorded for the transaction is done with in this commit: a crash
             // before it resumes the rollback, one after it never repeats it.
@@ -702,9 +733,9 @@ impl Database {
                     outcome.instructions_not_recovered += not_recovered.len();
                 }
             }
-            Ok(Some(outcome))
+            Ok(SnapshotRollback::RolledBack(outcome))
         })?;
-        if outcome.is_some() {
+        if matches!(outcome, SnapshotRollback::RolledBack(_)) {
             self.notify_everything();
         }
         Ok(outcome)
