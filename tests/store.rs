@@ -151,6 +151,20 @@ fn a_file_from_a_newer_format_is_refused_untouched() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, 99);
+    // Not in WAL mode (a newer Tandem may keep its files otherwise): the refusal must not
+    // switch the journal mode either, or a single byte of the file. Found by a new user's
+    // trial: the connection went to WAL mode before the version was read.
+    conn.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    drop(conn);
+    let bytes = std::fs::read(&path).unwrap();
+    let err = Database::open(&path, &schema(), Config::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, StoreError::FormatTooNew { found: 99, .. }),
+        "{err}"
+    );
+    assert!(std::fs::read(&path).unwrap() == bytes, "the file changed");
 }
 
 #[test]

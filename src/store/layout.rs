@@ -96,6 +96,20 @@ pub(crate) fn allow_pending_transact(conn: &Connection) -> rusqlite::Result<()> 
     raise_format(conn, PENDING_TRANSACT_FORMAT)
 }
 
+/// The file's format version (`PRAGMA user_version`, 0 for a new file), or
+/// [`StoreError::FormatTooNew`] if this build cannot read it. Only reads: a connection checks
+/// it before it changes anything (the journal mode), so a refused file is left as it was.
+pub(crate) fn readable_version(conn: &Connection) -> Result<i64, StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > FORMAT_VERSION {
+        return Err(StoreError::FormatTooNew {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(version)
+}
+
 /// Quotes an identifier for SQL.
 pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -165,13 +179,7 @@ pub(crate) fn row_id(
 
 /// Creates the metadata tables of a new file, or checks the format of an existing one.
 pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > FORMAT_VERSION {
-        return Err(StoreError::FormatTooNew {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
+    let version = readable_version(conn)?;
     if version == 0 {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS _tandem_table (

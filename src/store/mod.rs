@@ -499,6 +499,9 @@ fn connect(path: &Path, config: &Config, create: bool) -> Result<Connection, Sto
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let conn = Connection::open_with_flags(path, flags)?;
+    // Before anything that writes (switching to WAL does): a file from a newer Tandem is
+    // refused untouched.
+    layout::readable_version(&conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match config.durability {
         Durability::Normal => "NORMAL",

@@ -338,7 +338,14 @@ class _Prop:
             assert self.target is not None
             if not isinstance(v, self.target):
                 raise TypeError(f"expected a {self.target.__name__}, got {type(v).__name__}")
-            return _info(self.target).encode_key(getattr(v, _info(self.target).pk))
+            key = getattr(v, _info(self.target).pk)
+            if key is None:
+                # The row codec's JSON null means "no link": writing it would lose the link.
+                raise ValueError(
+                    f"a link to the {self.target.__name__} whose primary key is None cannot be "
+                    "written through the typed API yet; use the untyped API (tandem.Database)"
+                )
+            return _info(self.target).encode_key(key)
         if self.kind == "embedded":
             assert self.target is not None
             if not isinstance(v, self.target):
