@@ -851,23 +851,20 @@ fn a_required_int_key_is_the_rowid_and_the_older_layout_still_works() {
 /// key is null; `Owner` links to pets in every kind of property, and so does its embedded
 /// `Home`.
 fn null_key_schema() -> Schema {
+    // A class with a nullable key of type `key` and a `name`.
+    let nullable_keyed = |class: &str, key: PropertyType| {
+        ClassSchema::top_level(
+            class,
+            "_id",
+            vec![
+                Property::new("_id", key).nullable(),
+                Property::new("name", PropertyType::String),
+            ],
+        )
+    };
     Schema::new(vec![
-        ClassSchema::top_level(
-            "Pet",
-            "_id",
-            vec![
-                Property::new("_id", PropertyType::Int).nullable(),
-                Property::new("name", PropertyType::String),
-            ],
-        ),
-        ClassSchema::top_level(
-            "Badge",
-            "_id",
-            vec![
-                Property::new("_id", PropertyType::String).nullable(),
-                Property::new("name", PropertyType::String),
-            ],
-        ),
+        nullable_keyed("Pet", PropertyType::Int),
+        nullable_keyed("Badge", PropertyType::String),
         ClassSchema::top_level(
             "Owner",
             "_id",

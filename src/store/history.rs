@@ -226,17 +226,17 @@ fn read_append_context(conn: &Connection) -> Result<AppendContext, StoreError> {
 /// while the server has not given the file its ident.
 ///
 /// `changes_at_begin` is the connection's `total_changes()` when the transaction began (before
-/// its own writes). On success, `cache` is left empty: [`remember_append`] fills it once the
-/// transaction has committed.
+/// its own writes). The returned cache is kept by [`remember_append`] once the transaction has
+/// committed.
 pub(crate) fn append_local(
     conn: &Connection,
     encoded: &[u8],
     file_ident: u64,
-    cache: &mut Option<AppendCache>,
+    cache: Option<AppendCache>,
     changes_at_begin: u64,
 ) -> Result<(u64, AppendCache), StoreError> {
     let data_version = data_version(conn)?;
-    let context = match cache.take() {
+    let context = match cache {
         Some(c) if c.total_changes == changes_at_begin && c.data_version == data_version => {
             c.context
         }
@@ -359,9 +359,7 @@ mod tests {
     /// repeat), and the clock offset and client file ident set through either connection.
     #[test]
     fn the_cached_append_context_follows_writes_from_anywhere() {
-        let dir = std::env::temp_dir().join(format!("tandem-append-cache-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("append-cache");
         let path = dir.join("a.sqlite");
         let a = Database::open(&path, &schema(), Config::default()).unwrap();
         let b = Database::open(&path, &schema(), Config::default()).unwrap();

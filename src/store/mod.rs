@@ -555,7 +555,7 @@ impl Database {
                     &conn,
                     &migration.encode(),
                     config.file_ident,
-                    &mut None,
+                    None,
                     conn.total_changes(),
                 )?;
             }

@@ -1053,7 +1053,7 @@ impl<'db> WriteTransaction<'db> {
             (wrote && self.db.notifier.has_watches()).then(|| super::notify::touched(&changeset));
         let conn = self.conn();
         // Taken out for the commit, put back (updated) only if it succeeds.
-        let mut cache = self
+        let cache = self
             .db
             .shared
             .append_cache
@@ -1065,13 +1065,7 @@ impl<'db> WriteTransaction<'db> {
         } else {
             let appended = encode_within_limits(&changeset)
                 .and_then(|encoded| {
-                    append_local(
-                        conn,
-                        &encoded,
-                        file_ident,
-                        &mut cache,
-                        self.changes_at_begin,
-                    )
+                    append_local(conn, &encoded, file_ident, cache, self.changes_at_begin)
                 })
                 .and_then(|(version, appended)| {
                     if transact {
