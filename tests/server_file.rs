@@ -365,3 +365,152 @@ fn a_snapshot_of_the_latest_state_is_never_an_older_cached_one() {
     // rebuilt when asked for again.
     assert_eq!(server.snapshot(latest).unwrap().0, latest);
 }
+
+/// An upload with a link no object can answer is refused whole, as a bad changeset, and
+/// changes nothing: a link to a class that does not exist or is embedded (realm-core's
+/// applier: "Link with invalid target table"), or with a key of another type than its target's
+/// primary key or the null key of a required one. A realm-core replica that downloaded one
+/// would fail its session with a client reset; the store kept it and read its object as
+/// corrupt.
+#[test]
+fn links_realm_core_refuses_are_refused_with_the_whole_upload() {
+    use tandem::changeset::{
+        AddColumn, AddTable, ColumnCollection, ColumnType, FieldPath, Instruction, Link, Payload,
+        PayloadType, PrimaryKey, PrimaryKeySpec, TableKind, Update,
+    };
+    let path = temp("badlinks");
+    let mut server = ServerFile::open(&path).unwrap();
+    let client = Client::new(&mut server).ident;
+    // T(_id int) { l: link<T>?, m: mixed }, E embedded.
+    let schema = |cs: &mut Changeset| {
+        let (t, e, id) = (cs.intern("T"), cs.intern("E"), cs.intern("_id"));
+        cs.push(Instruction::AddTable(AddTable {
+            table: e,
+            kind: TableKind::Embedded,
+        }));
+        cs.push(Instruction::AddTable(AddTable {
+            table: t,
+            kind: TableKind::TopLevel(PrimaryKeySpec {
+                field: id,
+                key_type: PayloadType::Int,
+                nullable: false,
+            }),
+        }));
+        for (name, column_type) in [
+            ("l", ColumnType::Link { target_table: t }),
+            ("m", ColumnType::Value(PayloadType::Null)),
+        ] {
+            let field = cs.intern(name);
+            cs.push(Instruction::AddColumn(AddColumn {
+                table: t,
+                field,
+                column_type,
+                nullable: true,
+                collection: ColumnCollection::Single,
+            }));
+        }
+        cs.push(Instruction::CreateObject {
+            table: t,
+            object: PrimaryKey::Int(1),
+        });
+    };
+    // `field` of T[1] set to a link to `target[key]`.
+    let link = |cs: &mut Changeset, field: &str, target: &str, key: PrimaryKey| {
+        let (table, field, target_table) = (cs.intern("T"), cs.intern(field), cs.intern(target));
+        cs.push(Instruction::Update(Update {
+            path: FieldPath {
+                table,
+                object: PrimaryKey::Int(1),
+                field,
+                path: vec![],
+            },
+            value: Payload::Link(Link {
+                target_table,
+                target: key,
+            }),
+            is_default: false,
+            prior_size: 0,
+        }));
+    };
+    let entry = |version: u64, cs: &Changeset| UploadEntry {
+        client_version: version,
+        last_integrated_server_version: 0,
+        origin_timestamp: 0,
+        origin_file_ident: 0,
+        changeset: cs.encode(),
+    };
+    let mut good = Changeset::new();
+    schema(&mut good);
+    link(&mut good, "l", "T", PrimaryKey::Int(1));
+    link(&mut good, "m", "T", PrimaryKey::Int(2));
+    let before = (server.latest_version(), server.state().unwrap());
+    // (what, field, target class, its key, what the error says)
+    type Bad = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&mut Changeset) -> PrimaryKey,
+        &'static str,
+    );
+    let bads: [Bad; 5] = [
+        (
+            "mixed to no class",
+            "m",
+            "Nope",
+            |_| PrimaryKey::Int(1),
+            "not a class",
+        ),
+        (
+            "mixed to an embedded class",
+            "m",
+            "E",
+            |_| PrimaryKey::Int(1),
+            "embedded",
+        ),
+        (
+            "a string key",
+            "l",
+            "T",
+            |cs| PrimaryKey::String(cs.intern("1")),
+            "does not fit",
+        ),
+        (
+            "a string key in mixed",
+            "m",
+            "T",
+            |cs| PrimaryKey::String(cs.intern("1")),
+            "does not fit",
+        ),
+        (
+            "the null key of a required key",
+            "l",
+            "T",
+            |_| PrimaryKey::Null,
+            "required",
+        ),
+    ];
+    for (what, field, target, key, says) in bads {
+        let mut alone = Changeset::new();
+        schema(&mut alone);
+        let k = key(&mut alone);
+        link(&mut alone, field, target, k);
+        let mut second = Changeset::new();
+        let k = key(&mut second);
+        link(&mut second, field, target, k);
+        for upload in [
+            vec![entry(1, &alone)],
+            vec![entry(1, &good), entry(2, &second)],
+        ] {
+            let err = server.integrate_upload(client, &upload).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadChangeset, "{what}: {err:?}");
+            assert!(err.message.contains(says), "{what}: {err:?}");
+            assert_eq!(
+                (server.latest_version(), server.state().unwrap()),
+                before,
+                "{what}"
+            );
+        }
+    }
+    server.integrate_upload(client, &[entry(1, &good)]).unwrap();
+    assert_eq!(server.latest_version(), before.0 + 1);
+}

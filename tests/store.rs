@@ -850,6 +850,24 @@ fn a_required_int_key_is_the_rowid_and_the_older_layout_still_works() {
 /// `Pet` (nullable int key) and `Badge` (nullable string key) may each have one object whose
 /// key is null; `Owner` links to pets in every kind of property, and so does its embedded
 /// `Home`.
+/// `Owner` (a required `int` key) linking to `Pet` from every kind of property: `pet`, `pets`
+/// (list), `petset`, `petmap` (dictionary), `any` and `anys` (mixed, a list of mixed), then
+/// `extra`, then `home` (an embedded `Home`).
+fn owner_of_pets(extra: Vec<Property>) -> ClassSchema {
+    let mut properties = vec![
+        Property::new("_id", PropertyType::Int),
+        Property::link("pet", "Pet"),
+        Property::link("pets", "Pet").collection(CollectionKind::List),
+        Property::link("petset", "Pet").collection(CollectionKind::Set),
+        Property::link("petmap", "Pet").collection(CollectionKind::Dictionary),
+        Property::new("any", PropertyType::Mixed),
+        Property::new("anys", PropertyType::Mixed).collection(CollectionKind::List),
+    ];
+    properties.extend(extra);
+    properties.push(Property::link("home", "Home"));
+    ClassSchema::top_level("Owner", "_id", properties)
+}
+
 fn null_key_schema() -> Schema {
     // A class with a nullable key of type `key` and a `name`.
     let nullable_keyed = |class: &str, key: PropertyType| {
@@ -865,21 +883,7 @@ fn null_key_schema() -> Schema {
     Schema::new(vec![
         nullable_keyed("Pet", PropertyType::Int),
         nullable_keyed("Badge", PropertyType::String),
-        ClassSchema::top_level(
-            "Owner",
-            "_id",
-            vec![
-                Property::new("_id", PropertyType::Int),
-                Property::link("pet", "Pet"),
-                Property::link("pets", "Pet").collection(CollectionKind::List),
-                Property::link("petset", "Pet").collection(CollectionKind::Set),
-                Property::link("petmap", "Pet").collection(CollectionKind::Dictionary),
-                Property::new("any", PropertyType::Mixed),
-                Property::new("anys", PropertyType::Mixed).collection(CollectionKind::List),
-                Property::link("badge", "Badge"),
-                Property::link("home", "Home"),
-            ],
-        ),
+        owner_of_pets(vec![Property::link("badge", "Badge")]),
         ClassSchema::embedded(
             "Home",
             vec![
@@ -1484,4 +1488,136 @@ fn a_null_element_and_a_link_to_the_null_key_are_two_elements_of_a_set() {
 
 fn owner_field(db: &Database, name: &str) -> Field {
     owner(db, 1).fields[name].clone()
+}
+
+/// A link must be able to name an object of its target: a key of the target's primary key
+/// type, the null key only when that key is nullable, a top-level class that exists (for a
+/// mixed property). Anything else is refused in every kind of property, by `create`'s one
+/// INSERT and by the applier alike, and nothing of it is written: realm-core refuses these as
+/// a bad changeset, and a stored one made its object unreadable ("value of kind 9").
+#[test]
+fn a_link_no_object_of_its_target_can_have_is_refused_in_every_kind_of_property() {
+    let path = temp_db("mistyped-links");
+    let schema = Schema::new(vec![
+        ClassSchema::top_level("Pet", "_id", vec![Property::new("_id", PropertyType::Int)]),
+        owner_of_pets(vec![]),
+        ClassSchema::embedded("Home", vec![Property::link("pet", "Pet")]),
+    ])
+    .unwrap();
+    let db = Database::open(&path, &schema, Config::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Pet", int(1), &[]).unwrap();
+    tx.create("Owner", int(1), &[]).unwrap();
+    tx.create_embedded("Owner", &int(1), "home").unwrap();
+    tx.commit().unwrap();
+    let good = tandem::state::Object::clone(&owner(&db, 1));
+
+    let link = |class: &str, key: PrimaryKey| {
+        Value::Link(Link {
+            class: class.into(),
+            key,
+        })
+    };
+    let bad_links = [
+        (
+            "a string key for an int key",
+            link("Pet", PrimaryKey::String("1".into())),
+        ),
+        (
+            "the null key of a required key",
+            link("Pet", PrimaryKey::Null),
+        ),
+    ];
+    let mixed_only = [
+        ("a class that does not exist", link("Nope", int(1))),
+        ("an embedded class", link("Home", int(1))),
+    ];
+    // Refused before the applier (`realm_core_refusals`, which the server runs on uploads
+    // too), so as InvalidArgument; the applier refuses the key types again as a bad changeset.
+    let refused = |what: &str, r: Result<(), StoreError>| match r {
+        Err(StoreError::InvalidArgument(e)) => e,
+        other => panic!("{what}: {other:?}"),
+    };
+    let home = [tandem::store::PathStep::Name("pet".into())];
+    for (what, bad) in &bad_links {
+        let mut tx = db.begin_write().unwrap();
+        let messages = [
+            refused(what, tx.set("Owner", &int(1), "pet", bad.clone())),
+            refused(
+                what,
+                tx.list_insert("Owner", &int(1), "pets", 0, bad.clone()),
+            ),
+            refused(what, tx.set_insert("Owner", &int(1), "petset", bad.clone())),
+            refused(
+                what,
+                tx.dict_set("Owner", &int(1), "petmap", "a", bad.clone()),
+            ),
+            refused(what, tx.set("Owner", &int(1), "any", bad.clone())),
+            refused(
+                what,
+                tx.list_insert("Owner", &int(1), "anys", 0, bad.clone()),
+            ),
+            refused(
+                what,
+                tx.set_at("Owner", &int(1), "home", &home, bad.clone()),
+            ),
+            refused(
+                what,
+                tx.create("Owner", int(2), &[("pet", bad.clone())])
+                    .map(|_| ()),
+            ),
+            refused(
+                what,
+                tx.create("Owner", int(3), &[("any", bad.clone())])
+                    .map(|_| ()),
+            ),
+        ];
+        for m in messages {
+            assert!(m.contains("primary key"), "{what}: {m}");
+        }
+        assert!(tx.changeset().is_empty(), "{what}: {}", tx.changeset());
+        tx.commit().unwrap();
+    }
+    for (what, bad) in &mixed_only {
+        let mut tx = db.begin_write().unwrap();
+        let messages = [
+            refused(what, tx.set("Owner", &int(1), "any", bad.clone())),
+            refused(
+                what,
+                tx.list_insert("Owner", &int(1), "anys", 0, bad.clone()),
+            ),
+            refused(
+                what,
+                tx.create("Owner", int(4), &[("any", bad.clone())])
+                    .map(|_| ()),
+            ),
+        ];
+        for m in messages {
+            assert!(m.contains("class"), "{what}: {m}");
+        }
+        assert!(tx.changeset().is_empty(), "{what}");
+        tx.commit().unwrap();
+    }
+    // The good links still go in, the object reads, and nothing raised the format.
+    let mut tx = db.begin_write().unwrap();
+    tx.set("Owner", &int(1), "pet", link("Pet", int(1)))
+        .unwrap();
+    tx.set("Owner", &int(1), "any", link("Pet", int(1)))
+        .unwrap();
+    tx.commit().unwrap();
+    let o = owner(&db, 1);
+    assert_eq!(
+        o.fields["pet"],
+        Field::Value(Val::Link("Pet".into(), tandem::state::Key::Int(1)))
+    );
+    assert_eq!(o.fields["pets"], good.fields["pets"]);
+    assert_eq!(o.fields["petset"], good.fields["petset"]);
+    assert_eq!(o.fields["home"], good.fields["home"]);
+    assert_eq!(
+        db.read().unwrap().object("Owner", &int(2)).unwrap(),
+        None,
+        "the refused create wrote nothing"
+    );
+    assert_eq!(format_version(&path), 2);
+    assert_history_replays(&db);
 }

@@ -43,6 +43,35 @@ fn corrupt(
     Some(bad)
 }
 
+/// The changeset with its first link value's key swapped for one of a type no generated class
+/// has (an object id) or for the null key (no generated class has a nullable key): both
+/// appliers must refuse it, as realm-core does, instead of storing a link that can never
+/// resolve (the store's object then read as corrupt).
+fn mistyped_link(
+    cs: &tandem::changeset::Changeset,
+    rng: &mut SeededRng,
+) -> Option<tandem::changeset::Changeset> {
+    use tandem::changeset::{Payload, PrimaryKey};
+    use tandem::model::ObjectId;
+    let mut bad = cs.clone();
+    let key = if rng.chance(50) {
+        PrimaryKey::Null
+    } else {
+        PrimaryKey::ObjectId(ObjectId([7; 12]))
+    };
+    let link = bad.instructions.iter_mut().find_map(|i| match i {
+        Instruction::Update(u) => Some(&mut u.value),
+        Instruction::ArrayInsert(a) => Some(&mut a.value),
+        Instruction::SetInsert(s) => Some(&mut s.value),
+        _ => None,
+    });
+    match link {
+        Some(Payload::Link(link)) => link.target = key,
+        _ => return None,
+    }
+    Some(bad)
+}
+
 #[test]
 fn store_matches_reference_applier() {
     let seed = std::env::var("TANDEM_SEED")
@@ -51,6 +80,8 @@ fn store_matches_reference_applier() {
         .unwrap_or(7u64);
     // Objects whose read view hides an unresolved link, over all rounds.
     let mut hidden = 0;
+    // Changesets with a mistyped link key, refused by both appliers, over all rounds.
+    let mut mistyped_refused = 0;
     for round in 0..6u64 {
         let path = temp_db(&format!("diff-{round}"));
         let db = Database::open(&path, &Schema::new(vec![]).unwrap(), Config::default()).unwrap();
@@ -68,7 +99,13 @@ fn store_matches_reference_applier() {
             db.apply_remote(&cs)
                 .unwrap_or_else(|e| panic!("round {round} step {step}: store refused\n{cs}\n{e}"));
             if rng.chance(20) {
-                if let Some(bad) = corrupt(&cs, &mut rng) {
+                let mistyped = rng.chance(50);
+                let bad = if mistyped {
+                    mistyped_link(&cs, &mut rng)
+                } else {
+                    corrupt(&cs, &mut rng)
+                };
+                if let Some(bad) = bad {
                     let mut copy = oracle.clone();
                     let oracle_result = copy.apply(&bad);
                     let store_result = db.apply_remote(&bad);
@@ -82,6 +119,7 @@ fn store_matches_reference_applier() {
                                 "different refusals: {a} / {b}"
                             );
                             rejected += 1;
+                            mistyped_refused += usize::from(mistyped);
                         }
                         _ => panic!(
                             "round {round} step {step}: oracle {oracle_result:?}, store {store_result:?}\n{bad}"
@@ -111,6 +149,8 @@ fn store_matches_reference_applier() {
         assert_eq!(db.export_state().unwrap(), oracle, "after reopening");
     }
     println!("objects with unresolved links hidden from reads: {hidden}");
+    println!("changesets with a mistyped link refused: {mistyped_refused}");
+    assert!(mistyped_refused > 0, "no round mistyped a link");
     assert!(hidden > 0, "no round made an unresolved link");
 }
 

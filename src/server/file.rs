@@ -1245,16 +1245,17 @@ impl ServerFile {
             let Ok(cs) = entry.to_changeset(client) else {
                 break; // integrate_one refuses it
             };
-            let changed = crate::state::checks::dictionary_keys(&schemas, &cs, &cs.instructions)
-                .map_err(|(index, reason)| {
-                    ProtocolError::new(
-                        ErrorCode::BadChangeset,
-                        format!(
-                            "changeset {} instruction {index}: {reason}",
-                            entry.client_version
-                        ),
-                    )
-                })?;
+            let changed =
+                crate::state::checks::realm_core_refusals(&schemas, &cs, &cs.instructions)
+                    .map_err(|(index, reason)| {
+                        ProtocolError::new(
+                            ErrorCode::BadChangeset,
+                            format!(
+                                "changeset {} instruction {index}: {reason}",
+                                entry.client_version
+                            ),
+                        )
+                    })?;
             if let Some(changed) = changed {
                 schemas = std::borrow::Cow::Owned(changed);
             }

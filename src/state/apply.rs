@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::checks::{create_target, new_column, new_table, Refusal};
+use super::checks::{create_target, link_key_fits, new_column, new_table, Refusal};
 use super::{
     default_field, is_embedded, new_object, ColumnSpec, Element, Field, Key, Object, Schemas,
     State, TableSchema, TableSpec, Val,
@@ -398,12 +398,12 @@ impl State {
             }
             Instruction::SetInsert(set) | Instruction::SetErase(set) => {
                 let insert = matches!(instruction, Instruction::SetInsert(_));
-                self.at_path(cs, &set.path, &mut |_, slot| match slot {
+                self.at_path(cs, &set.path, &mut |schemas, slot| match slot {
                     Slot::Field {
                         field: Field::Set(elements),
                         column,
                     } => {
-                        let v = scalar_for(column, &set.value, cs)?;
+                        let v = scalar_for(schemas, column, &set.value, cs)?;
                         // realm-core's sets find elements by `==`: a ±0.0 finds a stored ∓0.0.
                         let found = match v.other_zero() {
                             Some(twin) => elements
@@ -582,13 +582,30 @@ fn check_size(actual: usize, prior_size: u32) -> Res<()> {
 }
 
 /// Checks a plain value against a column and converts it.
-fn scalar_for(column: &ColumnSpec, payload: &Payload, cs: &Changeset) -> Res<Val> {
-    check_scalar(column, payload, cs).map_err(Fault::Bad)
+fn scalar_for(
+    schemas: &Schemas,
+    column: &ColumnSpec,
+    payload: &Payload,
+    cs: &Changeset,
+) -> Res<Val> {
+    check_scalar(schemas, column, payload, cs).map_err(Fault::Bad)
 }
 
 /// Checks a plain value against a column and converts it; the error says why it does not fit.
 /// Shared with the SQLite store so both appliers accept exactly the same values.
+///
+/// A link, in a link column or a mixed one, to a class of `schemas` must name a top-level class
+/// (the column's target, for a link column) and a key of that class's primary key type, or the
+/// null key when that key is nullable: realm-core's `InstructionApplier` refuses an embedded
+/// target and a key of another type as a bad changeset, and a link Tandem stored anyway could
+/// never resolve and would make its object unreadable. A link to a class `schemas` does not
+/// have is taken and stays unresolved: a link column keeps its target after `EraseTable` of
+/// it (and a concurrent write can still link there), and snapshots of such a state write
+/// those links after erasing the target again (`state::snapshot`). New links to a missing
+/// class are refused before they reach an applier, in local writes and uploads
+/// ([`super::checks::realm_core_refusals`]).
 pub(crate) fn check_scalar(
+    schemas: &Schemas,
     column: &ColumnSpec,
     payload: &Payload,
     cs: &Changeset,
@@ -599,8 +616,19 @@ pub(crate) fn check_scalar(
     };
     let fits = match (&value, column.value_type) {
         (Val::Null, _) => column.nullable || column.value_type == PayloadType::Null,
+        (Val::Link(t, key), PayloadType::Link) => {
+            if column.link_target.as_deref() != Some(t.as_str()) {
+                false
+            } else {
+                link_key_fits(schemas, t, key)?;
+                true
+            }
+        }
+        (Val::Link(t, key), PayloadType::Null) => {
+            link_key_fits(schemas, t, key)?;
+            true
+        }
         (_, PayloadType::Null) => true,
-        (Val::Link(t, _), PayloadType::Link) => column.link_target.as_deref() == Some(t.as_str()),
         (v, t) => v.payload_type() == t,
     };
     if fits {
@@ -630,7 +658,7 @@ fn element_from(
         // are nullable, and its applier inserts the null); a list of them does not.
         (Some(_), Payload::Null) if column.nullable => Ok(Element::Value(Val::Null)),
         (Some(_), _) => bad("an embedded collection takes ObjectValue"),
-        (None, _) => Ok(Element::Value(scalar_for(column, payload, cs)?)),
+        (None, _) => Ok(Element::Value(scalar_for(schemas, column, payload, cs)?)),
     }
 }
 
@@ -657,7 +685,7 @@ fn set_field(
         }
         (Some(_), _) => bad("an embedded object field takes ObjectValue or null"),
         (None, _) => {
-            let new = scalar_for(column, value, cs)?;
+            let new = scalar_for(schemas, column, value, cs)?;
             if !matches!(field, Field::Value(old) if old.realm_keeps(&new)) {
                 *field = Field::Value(new);
             }

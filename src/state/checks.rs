@@ -4,7 +4,7 @@
 use super::{ColumnSpec, Key, Schemas, TableSpec};
 use crate::changeset::{
     AddColumn, AddTable, Changeset, CollectionType, ColumnCollection, ColumnType, FieldPath,
-    Instruction, InternString, PathElement, PayloadType, PrimaryKey, TableKind,
+    Instruction, InternString, PathElement, Payload, PayloadType, PrimaryKey, TableKind,
 };
 use crate::model::check_dictionary_key;
 
@@ -137,11 +137,16 @@ pub(crate) fn create_target(
     }
 }
 
-/// Checks every dictionary key that `instructions` write, erase or pass through against
-/// realm-core's rule ([`crate::model::check_dictionary_key`]), so that nothing realm-core would
-/// refuse (and abort on, when it arrives in a download) is ever written locally or accepted
-/// from an upload. Used by the store's local writes and by the server before it integrates an
-/// upload.
+/// Checks what the appliers take but realm-core would refuse (and abort on, when it arrives in
+/// a download), so that none of it is ever written locally or accepted from an upload: every
+/// dictionary key that `instructions` write, erase or pass through, against realm-core's rule
+/// ([`crate::model::check_dictionary_key`]), and every link they write (`Update`,
+/// `ArrayInsert`, `SetInsert`), which must name a top-level class of the schema (realm-core's
+/// `InstructionApplier`: "Link with invalid target table"; the appliers take a link to a
+/// missing class, which a state keeps after `EraseTable` of a link target) and a key of its
+/// primary key's type (the appliers refuse that too, one changeset at a time). Used by the
+/// store's local writes and by the server before it integrates an upload, so that such an
+/// upload integrates none of its changesets.
 ///
 /// A key step of a path is a dictionary key when it follows a dictionary property (the key
 /// itself, even when the path goes on into an embedded object stored there) or lies anywhere
@@ -154,7 +159,7 @@ pub(crate) fn create_target(
 /// Ok holds the schema after the instructions when they change it (to check a following
 /// changeset against); Err holds the index of the first offending instruction and the reason,
 /// naming the table, field and key.
-pub(crate) fn dictionary_keys(
+pub(crate) fn realm_core_refusals(
     schemas: &Schemas,
     cs: &Changeset,
     instructions: &[Instruction],
@@ -203,13 +208,30 @@ pub(crate) fn dictionary_keys(
                 if let Some(path) = other.field_path() {
                     path_keys(current, cs, path).map_err(|reason| (index, reason))?;
                 }
+                let written = match other {
+                    Instruction::Update(u) => Some(&u.value),
+                    Instruction::ArrayInsert(a) => Some(&a.value),
+                    Instruction::SetInsert(s) => Some(&s.value),
+                    _ => None,
+                };
+                if let Some(Payload::Link(link)) = written {
+                    if let (Some(target), Some(key)) =
+                        (cs.string(link.target_table), Key::resolve(&link.target, cs))
+                    {
+                        if !current.contains_key(target) {
+                            let why = format!("a link to {target}, which is not a class");
+                            return Err((index, why));
+                        }
+                        link_key_fits(current, target, &key).map_err(|why| (index, why))?;
+                    }
+                }
             }
         }
     }
     Ok(changed)
 }
 
-/// The dictionary keys of one path (see [`dictionary_keys`]).
+/// The dictionary keys of one path (see [`realm_core_refusals`]).
 fn path_keys(schemas: &Schemas, cs: &Changeset, path: &FieldPath) -> Result<(), String> {
     let (Some(mut table), Some(mut field)) = (cs.string(path.table), cs.string(path.field)) else {
         return Ok(());
@@ -251,5 +273,37 @@ fn path_keys(schemas: &Schemas, cs: &Changeset, path: &FieldPath) -> Result<(), 
             },
             _ => return Ok(()),
         }
+    }
+}
+
+/// Whether `key` can name an object of `target` when that class exists (see
+/// `state::apply::check_scalar`): a top-level class whose primary key has the key's type, or
+/// is nullable for the null key. A class `schemas` does not have passes. The error says why
+/// not.
+pub(crate) fn link_key_fits(schemas: &Schemas, target: &str, key: &Key) -> Result<(), String> {
+    match schemas.get(target).map(|s| &s.spec) {
+        Some(TableSpec::TopLevel {
+            pk_type,
+            pk_nullable,
+            ..
+        }) => {
+            let fits = match key {
+                Key::Null => *pk_nullable,
+                k => k.payload_type() == *pk_type,
+            };
+            if fits {
+                Ok(())
+            } else if *key == Key::Null {
+                Err(format!(
+                    "a link to the null key of {target}, whose {pk_type:?} primary key is required"
+                ))
+            } else {
+                Err(format!(
+                    "a link key {key} does not fit the {pk_type:?} primary key of {target}"
+                ))
+            }
+        }
+        Some(TableSpec::Embedded) => Err(format!("a link to the embedded class {target}")),
+        None => Ok(()),
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! 1. `AddTable` for every table (by name), so that every link target exists before any
 //!    column refers to it;
-//! 2. `AddColumn` for every column of every table (by table, then column name);
+//! 2. `AddColumn` for every column of every table (by table, then column name), then
+//!    `EraseTable` of the temporary link targets (below);
 //! 3. per top-level object (by table, then primary key): `CreateObject`, then the fields that
 //!    differ from what a new object starts with (by name), depth first through embedded
 //!    objects: `Update` for values, embedded objects (`ObjectValue`) and dictionary entries,
@@ -24,7 +25,9 @@
 //! of other tables may still hold embedded objects of it (the applier leaves them in place)
 //! although no schema describes them any more. A link column whose target table was erased
 //! is otherwise handled: the snapshot declares the target as a temporary empty top-level
-//! table for its `AddColumn` and erases it again at the end.
+//! table for its `AddColumn` and erases it again before the objects, whose links to it then
+//! name a missing class and are taken as they are (an existing temporary table's `int` key
+//! would refuse a link with a key of another type).
 
 use std::collections::BTreeSet;
 
@@ -53,12 +56,12 @@ pub fn snapshot(state: &State) -> Changeset {
         given_only: false,
     };
     let missing = writer.write_schema();
+    writer.write_erasures(missing);
     for (name, objects) in &state.objects {
         for (key, object) in objects {
             writer.write_object(name, key, object);
         }
     }
-    writer.write_erasures(missing);
     writer.cs
 }
 
@@ -102,8 +105,8 @@ pub(crate) fn whole_objects<E>(
 
 /// What [`snapshot_streamed`] and [`whole_objects`] share: the schema first if `schema`, then
 /// the objects `objects` passes (`whole`: see `Writer::whole`) and the `erased` ones, a new
-/// changeset after every `per_changeset` of them, the temporary link-target tables erased at
-/// the end of the last.
+/// changeset after every `per_changeset` of them; the temporary link-target tables are erased
+/// right after the schema.
 #[cfg(feature = "server")]
 fn streamed<E>(
     schemas: &super::Schemas,
@@ -123,10 +126,10 @@ fn streamed<E>(
         whole,
         given_only: false,
     };
-    let missing = match schema {
-        true => writer.write_schema(),
-        false => BTreeSet::new(),
-    };
+    if schema {
+        let missing = writer.write_schema();
+        writer.write_erasures(missing);
+    }
     let mut done = Vec::new();
     let mut in_current = 0;
     let per_changeset = per_changeset.max(1);
@@ -148,7 +151,6 @@ fn streamed<E>(
         let object = writer.primary_key(key);
         writer.cs.push(Instruction::EraseObject { table, object });
     }
-    writer.write_erasures(missing);
     done.push(writer.cs);
     Ok(done)
 }
@@ -247,7 +249,7 @@ struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     /// Writes every table and column; returns the link targets no schema declares, declared
-    /// as temporary tables to be erased again at the end ([`Writer::write_erasures`]).
+    /// as temporary tables to be erased again before the objects ([`Writer::write_erasures`]).
     fn write_schema(&mut self) -> BTreeSet<&'a str> {
         let state = self.state;
         // Link targets no schema declares (their table was erased): declared for the
@@ -739,7 +741,8 @@ mod tests {
         set("oid", Field::Value(Val::ObjectId([9; 12])));
         set("uid", Field::Value(Val::Uuid([3; 16])));
         set("m", Field::Value(Val::Double(2.5f64.to_bits())));
-        set("m_link", Field::Value(Val::Link("P".into(), Key::Null)));
+        // A link to the null key needs a class whose key is nullable.
+        set("m_link", Field::Value(Val::Link("G".into(), Key::Null)));
         set("lk", Field::Value(link_q.clone()));
         set(
             "lk_missing",
@@ -885,9 +888,18 @@ mod tests {
         state.apply(&erase).unwrap();
         assert!(!state.schemas.contains_key("Q"));
         let cs = round_trip(&state);
+        // Declared for the link column's AddColumn, erased before the first object.
+        let first_object = cs
+            .instructions
+            .iter()
+            .position(|i| matches!(i, Instruction::CreateObject { .. }))
+            .unwrap();
         assert!(matches!(
-            cs.instructions.last(),
-            Some(Instruction::EraseTable { .. })
+            cs.instructions[first_object - 1],
+            Instruction::EraseTable { .. }
         ));
+        assert!(cs.instructions[..first_object]
+            .iter()
+            .any(|i| matches!(i, Instruction::AddTable(a) if cs.string(a.table) == Some("Q"))));
     }
 }

@@ -422,7 +422,8 @@ impl Applier<'_> {
                         prop,
                         column,
                     } if column.collection == CollectionType::Set => {
-                        let v = check_scalar(&column, &set.value, cs).map_err(Fault::Bad)?;
+                        let v = check_scalar(self.schemas, &column, &set.value, cs)
+                            .map_err(Fault::Bad)?;
                         let stored = store_value(&column, &v);
                         if insert {
                             self.allow(&stored)?;
@@ -632,7 +633,7 @@ impl Applier<'_> {
             (Some(_), Payload::Null) if column.nullable => Ok(store_value(column, &Val::Null)),
             (Some(_), _) => bad("an embedded collection takes ObjectValue"),
             (None, _) => {
-                let v = check_scalar(column, value, cs).map_err(Fault::Bad)?;
+                let v = check_scalar(self.schemas, column, value, cs).map_err(Fault::Bad)?;
                 let stored = store_value(column, &v);
                 self.allow(&stored)?;
                 Ok(stored)
@@ -725,7 +726,8 @@ impl Applier<'_> {
                     }
                     (Some(_), _) => bad("an embedded object field takes ObjectValue or null"),
                     (None, _) => {
-                        let v = check_scalar(&column, value, cs).map_err(Fault::Bad)?;
+                        let v =
+                            check_scalar(self.schemas, &column, value, cs).map_err(Fault::Bad)?;
                         let kind_sql = match column.value_type {
                             PayloadType::Null => kind_column(&prop),
                             t => t.code().to_string(),

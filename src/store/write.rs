@@ -196,10 +196,11 @@ impl<'db> WriteTransaction<'db> {
 
     /// Applies instructions built into `self.changeset`'s string table and keeps them.
     ///
-    /// Dictionary keys realm-core refuses are refused first, as `InvalidArgument`, and nothing
-    /// is written ([`crate::model::check_dictionary_key`]).
+    /// What realm-core refuses and the appliers take (dictionary keys, links to a missing
+    /// class: `state::checks::realm_core_refusals`) is refused first, as `InvalidArgument`, and
+    /// nothing is written.
     fn run(&mut self, instructions: Vec<Instruction>) -> Result<(), StoreError> {
-        crate::state::checks::dictionary_keys(self.schemas(), &self.changeset, &instructions)
+        crate::state::checks::realm_core_refusals(self.schemas(), &self.changeset, &instructions)
             .map_err(|(_, reason)| StoreError::InvalidArgument(reason))?;
         let changeset = std::mem::take(&mut self.changeset);
         let (conn, schemas) = self.parts();
@@ -455,9 +456,15 @@ impl<'db> WriteTransaction<'db> {
                 {
                     return Ok(false);
                 }
-                let Ok(mut v) = check_scalar(column, payload, &self.changeset) else {
+                let Ok(mut v) = check_scalar(self.schemas(), column, payload, &self.changeset)
+                else {
                     return Ok(false);
                 };
+                // A link to a missing class: the general path refuses it
+                // (`realm_core_refusals`).
+                if matches!(&v, Val::Link(target, _) if !self.schemas().contains_key(target)) {
+                    return Ok(false);
+                }
                 // As CreateObject then Update would: a required float or double starts at +0.0,
                 // which realm-core keeps over a -0.0 (Val::realm_keeps).
                 if !column.nullable {
