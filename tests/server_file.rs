@@ -7,7 +7,7 @@ mod harness;
 
 use harness::server_client::Client;
 use harness::{Entropy, SeededRng};
-use tandem::changeset::Changeset;
+use tandem::changeset::{Changeset, InternString};
 use tandem::protocol::{ErrorCode, UploadEntry};
 use tandem::server::ServerFile;
 
@@ -192,30 +192,38 @@ fn bad_input_is_refused_and_harms_no_one() {
 /// first, '.' anywhere; src/realm/dictionary.cpp) is refused as a bad changeset (212) and
 /// integrates nothing, not even its earlier good changesets: a realm-core client that
 /// downloaded the key would abort.
+/// Adds the embedded table `E` and the table `T` keyed by a required `int` `_id` to `cs`;
+/// returns their interned names (T, E).
+fn tables_t_and_e(cs: &mut Changeset) -> (InternString, InternString) {
+    use tandem::changeset::{AddTable, Instruction, PayloadType, PrimaryKeySpec, TableKind};
+    let (t, e, id) = (cs.intern("T"), cs.intern("E"), cs.intern("_id"));
+    cs.push(Instruction::AddTable(AddTable {
+        table: e,
+        kind: TableKind::Embedded,
+    }));
+    cs.push(Instruction::AddTable(AddTable {
+        table: t,
+        kind: TableKind::TopLevel(PrimaryKeySpec {
+            field: id,
+            key_type: PayloadType::Int,
+            nullable: false,
+        }),
+    }));
+    (t, e)
+}
+
 #[test]
 fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
     use tandem::changeset::{
-        AddColumn, AddTable, ColumnCollection, ColumnType, FieldPath, Instruction, PathElement,
-        Payload, PayloadType, PrimaryKey, PrimaryKeySpec, TableKind, Update,
+        AddColumn, ColumnCollection, ColumnType, FieldPath, Instruction, PathElement, Payload,
+        PayloadType, PrimaryKey, Update,
     };
     let path = temp("dictkeys");
     let mut server = ServerFile::open(&path).unwrap();
     let client = Client::new(&mut server).ident;
     // T(_id int) { sd: dictionary<string>, ed: dictionary<E?>, m: mixed }, E { inner: dictionary<string> }
     let schema = |cs: &mut Changeset| {
-        let (t, e, id) = (cs.intern("T"), cs.intern("E"), cs.intern("_id"));
-        cs.push(Instruction::AddTable(AddTable {
-            table: e,
-            kind: TableKind::Embedded,
-        }));
-        cs.push(Instruction::AddTable(AddTable {
-            table: t,
-            kind: TableKind::TopLevel(PrimaryKeySpec {
-                field: id,
-                key_type: PayloadType::Int,
-                nullable: false,
-            }),
-        }));
+        let (t, e) = tables_t_and_e(cs);
         let column = |cs: &mut Changeset, table, name: &str, column_type, nullable| {
             let field = cs.intern(name);
             Instruction::AddColumn(AddColumn {
@@ -375,27 +383,15 @@ fn a_snapshot_of_the_latest_state_is_never_an_older_cached_one() {
 #[test]
 fn links_realm_core_refuses_are_refused_with_the_whole_upload() {
     use tandem::changeset::{
-        AddColumn, AddTable, ColumnCollection, ColumnType, FieldPath, Instruction, Link, Payload,
-        PayloadType, PrimaryKey, PrimaryKeySpec, TableKind, Update,
+        AddColumn, ColumnCollection, ColumnType, FieldPath, Instruction, Link, Payload,
+        PayloadType, PrimaryKey, Update,
     };
     let path = temp("badlinks");
     let mut server = ServerFile::open(&path).unwrap();
     let client = Client::new(&mut server).ident;
     // T(_id int) { l: link<T>?, m: mixed }, E embedded.
     let schema = |cs: &mut Changeset| {
-        let (t, e, id) = (cs.intern("T"), cs.intern("E"), cs.intern("_id"));
-        cs.push(Instruction::AddTable(AddTable {
-            table: e,
-            kind: TableKind::Embedded,
-        }));
-        cs.push(Instruction::AddTable(AddTable {
-            table: t,
-            kind: TableKind::TopLevel(PrimaryKeySpec {
-                field: id,
-                key_type: PayloadType::Int,
-                nullable: false,
-            }),
-        }));
+        let (t, _) = tables_t_and_e(cs);
         for (name, column_type) in [
             ("l", ColumnType::Link { target_table: t }),
             ("m", ColumnType::Value(PayloadType::Null)),
