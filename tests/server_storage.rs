@@ -354,6 +354,58 @@ fn an_upload_beyond_the_merge_window_is_222_and_changes_nothing() {
     assert_eq!(server.latest_version(), 7);
 }
 
+/// A client that uploads many changesets on one old base (it commits faster than its
+/// acknowledgements return, or comes back from offline) is merged against the other clients'
+/// changesets after that base, all of them and only them, however many of its own lie between:
+/// the window counts exactly those, across uploads, and the merged history replays to the state
+/// a fresh client downloads. (The server finds them in the gaps between the client's own rows,
+/// once per upload: `ServerFile::others_after`.)
+#[test]
+fn many_changesets_on_one_old_base_merge_with_exactly_the_other_clients_changesets() {
+    let path = temp("oldbase");
+    let mut server = ServerFile::open(&path).unwrap();
+    server.set_max_merge_window(3);
+    let mut rng = SeededRng::new(29);
+    let mut a = Peer::new(&mut server);
+    let mut b = Peer::new(&mut server);
+    b.step(&mut server, &mut rng);
+    b.step(&mut server, &mut rng);
+    // Ten on base 0 in one upload: b's two are the window.
+    let ten: Vec<_> = (0..10).map(|_| a.write(&mut rng, 0)).collect();
+    let done = server.integrate_upload(a.ident, &ten).unwrap();
+    assert_eq!(done.versions, (3..=12).collect::<Vec<u64>>());
+    // b writes again after a's ten; five more of a's on base 0: b's three, within the window.
+    b.step(&mut server, &mut rng);
+    assert_eq!(server.latest_version(), 13);
+    let five: Vec<_> = (0..5).map(|_| a.write(&mut rng, 0)).collect();
+    let done = server.integrate_upload(a.ident, &five).unwrap();
+    assert_eq!(done.versions, (14..=18).collect::<Vec<u64>>());
+    // One more of b's makes four after base 0: refused whole, nothing changes.
+    b.step(&mut server, &mut rng);
+    assert_eq!(server.latest_version(), 19);
+    let before = server.state().unwrap();
+    let over: Vec<_> = (0..3).map(|_| a.write(&mut rng, 0)).collect();
+    let e = server.integrate_upload(a.ident, &over).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ClientFileExpired, "{e}");
+    assert!(e.message.contains("4 changesets of other clients"), "{e}");
+    assert_eq!(server.latest_version(), 19);
+    assert_eq!(server.state().unwrap(), before);
+    // Based on 2, the same three see b's two after it (13 and 19) and go in.
+    let rebased: Vec<_> = over
+        .into_iter()
+        .map(|mut e| {
+            e.last_integrated_server_version = 2;
+            e
+        })
+        .collect();
+    let done = server.integrate_upload(a.ident, &rebased).unwrap();
+    assert_eq!(done.versions, vec![20, 21, 22]);
+    assert_eq!(server.replay().unwrap(), server.state().unwrap());
+    let mut fresh = Peer::new(&mut server);
+    fresh.download(&server).unwrap();
+    assert_eq!(fresh.state, server.state().unwrap());
+}
+
 #[test]
 fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     let path = temp("compact");
