@@ -1597,3 +1597,154 @@ fn a_link_no_object_of_its_target_can_have_is_refused_in_every_kind_of_property(
     assert_eq!(format_version(&path), 2);
     assert_history_replays(&db);
 }
+
+/// An indexed property (Realm's `@Index`) gets a search index in the file, the query planner
+/// uses it for equality and ranges on it, results are the same as without it, and the index
+/// follows the schema at each open: added to an existing property, dropped when no longer
+/// declared, and out of the way when sync erases the column.
+#[test]
+fn indexed_properties_get_a_search_index_the_query_planner_uses() {
+    let path = temp_db("indexed");
+    let schema = |indexed: bool| {
+        let name = Property::new("name", PropertyType::String);
+        let age = Property::new("age", PropertyType::Int);
+        let (name, age) = match indexed {
+            true => (name.indexed(), age.indexed()),
+            false => (name, age),
+        };
+        Schema::new(vec![ClassSchema::top_level(
+            "Person",
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::Int),
+                name,
+                age,
+                Property::new("city", PropertyType::String),
+            ],
+        )])
+        .unwrap()
+    };
+    let indexes = |path: &PathBuf| -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'x:%' ORDER BY name")
+            .unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap();
+        names.collect::<Result<_, _>>().unwrap()
+    };
+    let run = |db: &Database| {
+        let read = db.read().unwrap();
+        let by_name = read.query("Person", "name == $0", &[s("p7")]).unwrap();
+        let by_age = read
+            .query(
+                "Person",
+                "age >= $0 AND age < $1",
+                &[Value::Int(30), Value::Int(33)],
+            )
+            .unwrap();
+        let plans = [
+            read.query_plan("Person", "name == $0", &[s("p7")]).unwrap(),
+            read.query_plan(
+                "Person",
+                "age >= $0 AND age < $1",
+                &[Value::Int(30), Value::Int(33)],
+            )
+            .unwrap(),
+            read.query_plan("Person", "city == $0", &[s("c1")]).unwrap(),
+        ];
+        (by_name, by_age, plans)
+    };
+    // Without indexes first, with data in it.
+    let db = Database::open(&path, &schema(false), Config::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    for i in 0..100 {
+        tx.create(
+            "Person",
+            int(i),
+            &[
+                ("name", s(&format!("p{i}"))),
+                ("age", Value::Int(i % 50)),
+                ("city", s(&format!("c{}", i % 7))),
+            ],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let (names, ages, plans) = run(&db);
+    assert_eq!(names, vec![int(7)]);
+    assert_eq!(
+        ages,
+        vec![int(30), int(31), int(32), int(80), int(81), int(82)]
+    );
+    assert!(
+        plans.iter().flatten().all(|l| !l.contains("x:Person")),
+        "{plans:?}"
+    );
+    assert!(indexes(&path).is_empty());
+    drop(db);
+    // Declared on existing properties: added at open, used, same results.
+    let db = Database::open(&path, &schema(true), Config::default()).unwrap();
+    assert_eq!(indexes(&path), vec!["x:Person:age", "x:Person:name"]);
+    let (by_name, by_age, plans) = run(&db);
+    assert_eq!((by_name, by_age), (names.clone(), ages.clone()));
+    assert!(
+        plans[0].iter().any(|l| l.contains("INDEX x:Person:name ")),
+        "{:?}",
+        plans[0]
+    );
+    assert!(
+        plans[1].iter().any(|l| l.contains("INDEX x:Person:age ")),
+        "{:?}",
+        plans[1]
+    );
+    assert!(
+        plans[2].iter().all(|l| !l.contains("INDEX x:")),
+        "{:?}",
+        plans[2]
+    );
+    // Writes keep them current.
+    let mut tx = db.begin_write().unwrap();
+    tx.set("Person", &int(7), "name", s("renamed")).unwrap();
+    tx.commit().unwrap();
+    assert!(db
+        .read()
+        .unwrap()
+        .query("Person", "name == $0", &[s("p7")])
+        .unwrap()
+        .is_empty());
+    drop(db);
+    // No longer declared: dropped at open; the data is untouched.
+    let db = Database::open(&path, &schema(false), Config::default()).unwrap();
+    assert!(indexes(&path).is_empty());
+    assert_eq!(
+        db.read()
+            .unwrap()
+            .query("Person", "name == $0", &[s("renamed")])
+            .unwrap(),
+        vec![int(7)]
+    );
+    drop(db);
+    // An indexed column erased by a changeset (sync) takes its index with it.
+    let db = Database::open(&path, &schema(true), Config::default()).unwrap();
+    let mut erase = tandem::changeset::Changeset::new();
+    let (table, field) = (erase.intern("Person"), erase.intern("age"));
+    erase.push(Instruction::EraseColumn { table, field });
+    db.apply_remote(&erase).unwrap();
+    assert_eq!(indexes(&path), vec!["x:Person:name"]);
+    // A collection, a link or a double cannot be indexed.
+    for bad in [
+        Property::new("tags", PropertyType::String)
+            .collection(CollectionKind::List)
+            .indexed(),
+        Property::link("friend", "Person").indexed(),
+        Property::new("score", PropertyType::Double).indexed(),
+    ] {
+        let err = Schema::new(vec![ClassSchema::top_level(
+            "Person",
+            "_id",
+            vec![Property::new("_id", PropertyType::Int), bad],
+        )])
+        .unwrap_err();
+        assert!(err.to_string().contains("index"), "{err}");
+    }
+}

@@ -77,6 +77,19 @@ impl PropertyType {
         }
     }
 
+    /// Whether a property of this type may have a search index ([`Property::indexed`]).
+    pub fn can_be_indexed(self) -> bool {
+        matches!(
+            self,
+            PropertyType::Int
+                | PropertyType::Bool
+                | PropertyType::String
+                | PropertyType::Timestamp
+                | PropertyType::ObjectId
+                | PropertyType::Uuid
+        )
+    }
+
     /// Whether a primary key may have this type.
     pub fn can_be_primary_key(self) -> bool {
         matches!(
@@ -150,6 +163,14 @@ pub struct Property {
     pub collection: CollectionKind,
     /// The class a link property points to; `None` for every other type.
     pub link_target: Option<String>,
+    /// Whether queries on it use a search index (Realm's `@Index` / `indexed: true`): only
+    /// for a single `int`, `bool`, `string`, `timestamp`, `objectId` or `uuid` property, the
+    /// types realm-core indexes (`Table::add_search_index`) but mixed, whose comparisons the
+    /// store makes by a function no index can serve. The index is local
+    /// to each file (Realm's changesets carry no index either); a primary key is always
+    /// indexed. Adding or removing it on an existing property is an additive change: the file
+    /// gets or drops the index at open.
+    pub indexed: bool,
 }
 
 impl Property {
@@ -161,6 +182,7 @@ impl Property {
             nullable: property_type == PropertyType::Mixed,
             collection: CollectionKind::Single,
             link_target: None,
+            indexed: false,
         }
     }
 
@@ -172,12 +194,19 @@ impl Property {
             nullable: true,
             collection: CollectionKind::Single,
             link_target: Some(target.into()),
+            indexed: false,
         }
     }
 
     /// Makes the property nullable.
     pub fn nullable(mut self) -> Self {
         self.nullable = true;
+        self
+    }
+
+    /// Gives the property a search index (see [`Property::indexed`]).
+    pub fn indexed(mut self) -> Self {
+        self.indexed = true;
         self
     }
 
@@ -401,6 +430,16 @@ fn validate_property(
             return Err(err("a mixed property is always nullable"))
         }
         (None, _) => {}
+    }
+    if property.indexed {
+        if property.collection != CollectionKind::Single {
+            return Err(err("only a single value can be indexed, not a collection"));
+        }
+        if !property.property_type.can_be_indexed() {
+            return Err(err(
+                "only int, bool, string, timestamp, objectId and uuid properties can be indexed",
+            ));
+        }
     }
     Ok(())
 }

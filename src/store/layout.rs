@@ -11,6 +11,8 @@
 //!   form for every class. SQL therefore names rows by `rowid` (an alias in every form) and
 //!   primary keys by `_pk`, never by `_id`. An embedded-object property holds the child's
 //!   rowid.
+//! - `"x:<Class>:<prop>"`: the search index of an indexed property (`Property::indexed`), on
+//!   its `"p:<prop>"` column; created and dropped at open to follow the app's schema.
 //! - `"l:<Class>:<prop>"` (owner, pos, v, k): list elements at positions 0..n-1.
 //! - `"s:<Class>:<prop>"` (owner, v, k): set elements.
 //! - `"d:<Class>:<prop>"` (owner, key, v, k): dictionary entries.
@@ -117,6 +119,56 @@ pub(crate) fn quote(name: &str) -> String {
 
 pub(crate) fn object_table(class: &str) -> String {
     quote(&format!("t:{class}"))
+}
+
+/// The quoted name of the search index of a class's property (`"x:<Class>:<prop>"`,
+/// [`crate::model::Property::indexed`]).
+pub(crate) fn search_index(class: &str, prop: &str) -> String {
+    quote(&format!("x:{class}:{prop}"))
+}
+
+/// Gives each class of `schema` exactly the search indexes it declares
+/// ([`crate::model::Property::indexed`]): creates the missing ones on the property's column and
+/// drops those of its properties no longer declared indexed. Classes `schema` does not name
+/// keep theirs. A primary key needs none (`_pk` is the rowid or unique). Run at open, in the
+/// migration's transaction; the indexes are local to the file, like realm-core's.
+pub(crate) fn search_indexes(
+    conn: &Connection,
+    schema: &crate::model::Schema,
+) -> Result<(), StoreError> {
+    for class in schema.classes() {
+        let prefix = format!("x:{}:", class.name);
+        let existing: Vec<String> = conn
+            .prepare_cached(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1
+                 AND substr(name, 1, length(?2)) = ?2",
+            )?
+            .query_map(params![format!("t:{}", class.name), prefix], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let wanted: Vec<&str> = class
+            .properties
+            .iter()
+            .filter(|p| p.indexed && class.primary_key.as_deref() != Some(p.name.as_str()))
+            .map(|p| p.name.as_str())
+            .collect();
+        for name in &existing {
+            let prop = &name[prefix.len()..];
+            if !wanted.contains(&prop) {
+                conn.execute_batch(&format!("DROP INDEX {}", quote(name)))?;
+            }
+        }
+        for prop in wanted {
+            if !existing.iter().any(|e| &e[prefix.len()..] == prop) {
+                conn.execute_batch(&format!(
+                    "CREATE INDEX {} ON {} ({})",
+                    search_index(&class.name, prop),
+                    object_table(&class.name),
+                    value_column(prop)
+                ))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn value_column(prop: &str) -> String {
@@ -436,6 +488,11 @@ pub(crate) fn drop_column(
     let table = object_table(class);
     match column.collection {
         CollectionType::Single => {
+            // SQLite refuses to drop a column an index covers.
+            conn.execute_batch(&format!(
+                "DROP INDEX IF EXISTS {}",
+                search_index(class, name)
+            ))?;
             conn.execute_batch(&format!(
                 "ALTER TABLE {table} DROP COLUMN {}",
                 value_column(name)

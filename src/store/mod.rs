@@ -559,6 +559,7 @@ impl Database {
                     conn.total_changes(),
                 )?;
             }
+            layout::search_indexes(&conn, schema)?;
             Ok::<_, StoreError>(schemas)
         })();
         let schemas = match prepared {

@@ -463,6 +463,42 @@ impl<'db> ReadTransaction<'db> {
         Ok(keys)
     }
 
+    /// How SQLite runs `query` on `class` ([`query`](Self::query)): the lines of its `EXPLAIN
+    /// QUERY PLAN`, one per plan step, indented by depth, e.g. `SEARCH o USING INDEX
+    /// x:Task:owner (p:owner=?)` where an indexed property serves the query
+    /// ([`crate::model::Property::indexed`]) or `SCAN o` where every object is read. Errors as
+    /// [`query`](Self::query).
+    pub fn query_plan(
+        &self,
+        class: &str,
+        query: &str,
+        args: &[Value],
+    ) -> Result<Vec<String>, StoreError> {
+        let compiled = query::compile(&self.schemas, class, query, args)?;
+        let mut stmt = self
+            .conn()
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", compiled.sql))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(compiled.params.iter()), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut depth: Vec<(i64, usize)> = Vec::new();
+        let mut lines = Vec::new();
+        for row in rows {
+            let (id, parent, detail) = row?;
+            let level = depth
+                .iter()
+                .find(|(i, _)| *i == parent)
+                .map_or(0, |(_, l)| l + 1);
+            depth.push((id, level));
+            lines.push(format!("{}{detail}", "  ".repeat(level)));
+        }
+        Ok(lines)
+    }
+
     /// The objects of `class` matching `query`, in its order, with their primary keys: what
     /// [`query`](Self::query) and then [`object`](Self::object) for each key give, read by one
     /// SQL statement over the matches (plus one per collection property and embedded object of
