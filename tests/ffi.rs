@@ -27,6 +27,7 @@ fn prop(name: &str, t: T, collection: Collection) -> PropertySpec {
         nullable: matches!(collection, Collection::Dictionary),
         collection,
         link_target: None,
+        indexed: false,
     }
 }
 

@@ -75,6 +75,7 @@ fn close_callbacks_waits_for_calls_in_progress_then_ends_them_for_good() {
         nullable: false,
         collection: Collection::Single,
         link_target: None,
+        indexed: false,
     };
     let classes = vec![ClassSpec {
         name: "Task".into(),

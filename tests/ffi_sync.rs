@@ -21,6 +21,7 @@ fn classes() -> Vec<ClassSpec> {
         nullable: false,
         collection,
         link_target: None,
+        indexed: false,
     };
     vec![ClassSpec {
         name: "Task".into(),

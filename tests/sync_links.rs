@@ -585,6 +585,7 @@ fn bindings_read_the_same_view() {
             || (t == T::Link && matches!(collection, Collection::Single | Collection::Dictionary)),
         collection,
         link_target: target.map(Into::into),
+        indexed: false,
     };
     let classes = vec![
         ffi::ClassSpec {

@@ -648,6 +648,7 @@ mod tests {
             nullable,
             collection: Collection::Single,
             link_target: None,
+            indexed: false,
         };
         let classes = vec![ClassSpec {
             name: "Task".into(),

@@ -403,6 +403,11 @@ pub struct PropertySpec {
     /// The target class of a link.
     #[uniffi(default = None)]
     pub link_target: Option<String>,
+    /// Whether it has a search index (Realm's `@Index`): a single int, bool, string,
+    /// timestamp, objectId or uuid property (`tandem::model::Property::indexed`; any other is a
+    /// schema error).
+    #[uniffi(default = false)]
+    pub indexed: bool,
 }
 
 /// One class (table).
@@ -485,6 +490,9 @@ fn property(p: PropertySpec) -> model::Property {
     };
     if p.nullable {
         property = property.nullable();
+    }
+    if p.indexed {
+        property = property.indexed();
     }
     match p.collection {
         Collection::Single => property,

@@ -444,3 +444,33 @@ def test_a_link_to_the_null_key_is_refused_not_dropped(tmp_path):
                 tx.add(holder)
         assert db.get(Holder, holder.id) is None
     assert db.get(Nullable, None) == nobody
+
+
+class Ticket(tandem.Model):
+    id: Annotated[int, tandem.PrimaryKey]
+    owner: Annotated[str, tandem.Indexed] = ""
+    priority: Annotated[int, tandem.Indexed] = 0
+    title: str = ""
+
+
+def test_indexed_fields_get_search_indexes_and_queries_agree(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "indexed.sqlite"
+    db = tandem.open(path, [Ticket])
+    with db.write() as tx:
+        for i in range(50):
+            tx.add(Ticket(id=i, owner=f"u{i % 5}", priority=i % 10, title=f"t{i}"))
+    with sqlite3.connect(path) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'x:%' ORDER BY name")]
+    assert names == ["x:Ticket:owner", "x:Ticket:priority"]
+    assert db.objects(Ticket, "owner == $0", "u3").keys() == list(range(3, 50, 5))
+    assert db.objects(Ticket, "priority >= $0 AND priority < $1", 8, 9).keys() == [8, 18, 28, 38, 48]
+
+    class Bad(tandem.Model):
+        id: Annotated[int, tandem.PrimaryKey]
+        tags: Annotated[List[str], tandem.Indexed] = dataclasses.field(default_factory=list)
+
+    with pytest.raises(tandem.TandemError, match="index"):
+        tandem.open(tmp_path / "bad.sqlite", [Bad])

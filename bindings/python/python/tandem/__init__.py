@@ -119,6 +119,7 @@ from .models import MutableSubscriptionSet as MutableSubscriptionSet
 from .models import ObjectId as ObjectId
 from .models import Persisted as Persisted
 from .models import PrimaryKey as PrimaryKey
+from .models import Indexed as Indexed
 from .models import SubscriptionState as SubscriptionState
 from .models import TypedDatabase as TypedDatabase
 from .models import TypedObjectChange as TypedObjectChange

@@ -88,6 +88,7 @@ __all__ = [
     "Model",
     "EmbeddedModel",
     "PrimaryKey",
+    "Indexed",
     "Persisted",
     "ObjectId",
     "open",
@@ -113,6 +114,14 @@ EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 class PrimaryKey:
     """Marks the primary key: ``id: Annotated[int, tandem.PrimaryKey]``."""
+
+
+class Indexed:
+    """Gives a property a search index, as Realm's ``@Index``:
+    ``owner: Annotated[str, tandem.Indexed]``. Equality and range queries on it then look the
+    index up instead of reading every object. For a single ``int``, ``bool``, ``str``,
+    ``datetime``, ``ObjectId`` or ``UUID`` field (any other raises ``tandem.TandemError`` at
+    open); adding or removing it on an existing field changes only the index."""
 
 
 class Persisted:
@@ -303,7 +312,9 @@ _SINGLE, _LIST, _SET, _DICT = "single", "list", "set", "dict"
 class _Prop:
     """One property: its spec, and how its values are encoded and decoded."""
 
-    __slots__ = ("name", "stored", "ptype", "nullable", "collection", "target", "enc", "dec", "kind")
+    __slots__ = (
+        "name", "stored", "ptype", "nullable", "collection", "target", "enc", "dec", "kind", "indexed"
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name  # the Python field
@@ -315,6 +326,7 @@ class _Prop:
         self.enc: Optional[Enc] = None  # one element
         self.dec: Optional[Enc] = None  # one element (not links / embedded)
         self.kind = "plain"  # plain | link | embedded
+        self.indexed = False  # tandem.Indexed
 
     def spec(self) -> Any:
         collection = {
@@ -329,6 +341,7 @@ class _Prop:
             nullable=self.nullable,
             collection=collection,
             link_target=self.target.__tandem_name__ if self.target is not None else None,
+            indexed=self.indexed,
         )
 
     def encode_element(self, v: Any) -> Any:
@@ -515,6 +528,7 @@ def _build_info(cls: Type[Model], models: Dict[str, type]) -> _ClassInfo:
             for a in args[1:]:
                 if isinstance(a, Persisted):
                     prop.stored = a.name
+            prop.indexed = Indexed in args[1:] or any(isinstance(a, Indexed) for a in args[1:])
             if PrimaryKey in args[1:] or any(isinstance(a, PrimaryKey) for a in args[1:]):
                 if cls.__tandem_embedded__:
                     raise TypeError(f"{where}: an embedded class has no primary key")

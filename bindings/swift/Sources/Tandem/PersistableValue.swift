@@ -18,6 +18,8 @@ public enum TandemModelError: Error, Equatable, CustomStringConvertible {
     case typeMismatch(property: String, expected: String, found: String)
     /// The model's primary key property is missing or of a type that cannot be a key.
     case invalidPrimaryKey(className: String, message: String)
+    /// `static var indexed` names a property the model does not have.
+    case unknownIndexedProperty(className: String, property: String)
     /// The value can be read but not yet written through this build's FFI.
     case notWritable(type: String, reason: String)
     /// The model does not encode as keyed properties (a custom `encode(to:)` did something else).
@@ -33,6 +35,8 @@ public enum TandemModelError: Error, Equatable, CustomStringConvertible {
             return "property \(property): expected \(expected), found \(found)"
         case let .invalidPrimaryKey(className, message):
             return "class \(className): \(message)"
+        case let .unknownIndexedProperty(className, property):
+            return "class \(className): `indexed` names \(property), which is not one of its properties"
         case let .notWritable(type, reason):
             return "\(type) cannot be written: \(reason)"
         case let .notAnObject(type):

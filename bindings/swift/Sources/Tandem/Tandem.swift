@@ -4735,6 +4735,12 @@ public struct PropertySpec: Equatable, Hashable {
      * The target class of a link.
      */
     public var linkTarget: String?
+    /**
+     * Whether it has a search index (Realm's `@Index`): a single int, bool, string,
+     * timestamp, objectId or uuid property (`tandem::model::Property::indexed`; any other is a
+     * schema error).
+     */
+    public var indexed: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4753,12 +4759,18 @@ public struct PropertySpec: Equatable, Hashable {
          */collection: Collection, 
         /**
          * The target class of a link.
-         */linkTarget: String? = nil) {
+         */linkTarget: String? = nil, 
+        /**
+         * Whether it has a search index (Realm's `@Index`): a single int, bool, string,
+         * timestamp, objectId or uuid property (`tandem::model::Property::indexed`; any other is a
+         * schema error).
+         */indexed: Bool = false) {
         self.name = name
         self.propertyType = propertyType
         self.nullable = nullable
         self.collection = collection
         self.linkTarget = linkTarget
+        self.indexed = indexed
     }
 
     
@@ -4781,7 +4793,8 @@ public struct FfiConverterTypePropertySpec: FfiConverterRustBuffer {
                 propertyType: FfiConverterTypePropertyType.read(from: &buf), 
                 nullable: FfiConverterBool.read(from: &buf), 
                 collection: FfiConverterTypeCollection.read(from: &buf), 
-                linkTarget: FfiConverterOptionString.read(from: &buf)
+                linkTarget: FfiConverterOptionString.read(from: &buf), 
+                indexed: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -4791,6 +4804,7 @@ public struct FfiConverterTypePropertySpec: FfiConverterRustBuffer {
         FfiConverterBool.write(value.nullable, into: &buf)
         FfiConverterTypeCollection.write(value.collection, into: &buf)
         FfiConverterOptionString.write(value.linkTarget, into: &buf)
+        FfiConverterBool.write(value.indexed, into: &buf)
     }
 }
 

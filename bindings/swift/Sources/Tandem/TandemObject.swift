@@ -24,11 +24,17 @@ public protocol TandemObject: Codable {
     /// The name of the primary key property (its coding key): `_id` by default. Its type must be
     /// `Int`/`Int64` (or a smaller integer), `String`, `ObjectId`, `UUID`, or an optional of one.
     static var primaryKey: String { get }
+    /// The properties (coding keys) with a search index, as Realm's `@Persisted(indexed: true)`:
+    /// equality and range queries on them look the index up instead of reading every object.
+    /// Each must be a single integer, `Bool`, `String`, `Date`, `ObjectId` or `UUID` property;
+    /// any other is refused when the database opens. None by default.
+    static var indexed: Set<String> { get }
 }
 
 extension TandemObject {
     public static var className: String { String(describing: Self.self) }
     public static var primaryKey: String { "_id" }
+    public static var indexed: Set<String> { [] }
 
     /// This class's schema, derived from the Codable structure. Throws `TandemModelError` when a
     /// property's type has no Tandem mapping or the primary key is missing or not a key type.
@@ -178,9 +184,13 @@ final class ModelInfo {
             throw TandemModelError.invalidPrimaryKey(
                 className: T.className, message: "\(T.primaryKey) must be an integer, String, ObjectId or UUID")
         }
+        for name in T.indexed.sorted() where !probed.contains(where: { $0.0 == name }) {
+            throw TandemModelError.unknownIndexedProperty(className: T.className, property: name)
+        }
         let properties = probed.map { name, shape in
             PropertySpec(name: name, propertyType: shape.type, nullable: shape.nullable,
-                         collection: shape.collection, linkTarget: shape.linkTarget)
+                         collection: shape.collection, linkTarget: shape.linkTarget,
+                         indexed: T.indexed.contains(name))
         }
         let shapes = Dictionary(probed, uniquingKeysWith: { a, _ in a })
         var singles: [String] = []

@@ -44,6 +44,25 @@ struct Todo: TandemObject, Equatable {
     var tags: [String] = []
 }
 
+struct Ticket: TandemObject, Equatable {
+    static let indexed: Set<String> = ["owner", "priority"]
+    var _id: Int
+    var owner = ""
+    var priority = 0
+}
+
+struct BadIndex: TandemObject {
+    static let indexed: Set<String> = ["tags"]
+    var _id: Int
+    var tags: [String] = []
+}
+
+struct MisnamedIndex: TandemObject {
+    static let indexed: Set<String> = ["ownr"]
+    var _id: Int
+    var owner = ""
+}
+
 final class TypedTests: XCTestCase {
     var dir: URL!
     var db: Database!
@@ -186,6 +205,28 @@ extension TypedTests {
         XCTAssertThrowsError(try db.write { tx in
             try tx.insert(5, intoSet: Item.self, key: ObjectId.generate(), "set")
         }, "a set insert into a missing object fails the commit")
+    }
+
+    func testIndexedPropertiesAreQueriedAndRefusedWhereRealmRefusesThem() throws {
+        let tickets = try Database.open(path: dir.appendingPathComponent("indexed.sqlite").path,
+                                        models: [Ticket.self])
+        try tickets.write { tx in
+            for i in 0..<50 { try tx.add(Ticket(_id: i, owner: "u\(i % 5)", priority: i % 10)) }
+        }
+        XCTAssertEqual(try tickets.objects(Ticket.self, where: "owner == $0", "u3").snapshot().map(\._id),
+                       Array(stride(from: 3, to: 50, by: 5)))
+        XCTAssertEqual(
+            try tickets.objects(Ticket.self, where: "priority >= $0 AND priority < $1", 8, 9).snapshot().map(\._id),
+            [8, 18, 28, 38, 48])
+        XCTAssertThrowsError(try Database.open(path: dir.appendingPathComponent("bad.sqlite").path,
+                                               models: [BadIndex.self])) { error in
+            XCTAssertTrue("\(error)".contains("index"), "\(error)")
+        }
+        XCTAssertThrowsError(try Database.open(path: dir.appendingPathComponent("misnamed.sqlite").path,
+                                               models: [MisnamedIndex.self])) { error in
+            XCTAssertEqual(error as? TandemModelError,
+                           .unknownIndexedProperty(className: "MisnamedIndex", property: "ownr"))
+        }
     }
 
     func testTypedQueriesWithArguments() throws {

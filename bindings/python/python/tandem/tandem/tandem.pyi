@@ -323,8 +323,9 @@ class PropertySpec:
     nullable: bool
     collection: Collection
     link_target: str | None
+    indexed: bool
 
-    def __init__(self, *, name: str, property_type: PropertyType, nullable: bool=False, collection: Collection, link_target: str | None=...) -> None: ...
+    def __init__(self, *, name: str, property_type: PropertyType, nullable: bool=False, collection: Collection, link_target: str | None=..., indexed: bool=False) -> None: ...
 
     def __eq__(self, other): ...
 

@@ -18,6 +18,17 @@ package dev.tandem
 annotation class TandemClass(val name: String)
 
 /**
+ * Gives a property a search index, as Realm's `@Index`: equality and range queries on it look
+ * the index up instead of reading every object. For a single `Long`, `Int`, `Boolean`,
+ * `String`, `Instant`, [ObjectId] or `java.util.UUID` property; any other is refused when the
+ * database opens. Adding or removing it on an existing property changes only the index.
+ */
+@Target(AnnotationTarget.VALUE_PARAMETER, AnnotationTarget.PROPERTY, AnnotationTarget.FIELD)
+@Retention(AnnotationRetention.RUNTIME)
+@MustBeDocumented
+annotation class Index
+
+/**
  * Marks the primary key of a top-level model: one constructor property of type `Long`, `Int`,
  * `String`, [ObjectId] or `java.util.UUID` (nullable allowed). A model without one, or with two,
  * is refused with a [TandemModelException] naming the class.

@@ -41,6 +41,8 @@ internal class Field(
     val nullable: Boolean,
     val element: Element,
 ) {
+    /** Marked [Index]. */
+    var indexed: Boolean = false
     fun get(obj: Any): Any? = property.get(obj)
 }
 
@@ -72,6 +74,8 @@ internal class Model<T : Any>(val kclass: KClass<T>) {
                 ?: fail(name, "constructor parameter `$name` is not a property (declare it `val $name`)")
             property.isAccessible = true
             val field = shape(name, param, property, param.type)
+            field.indexed = param.hasAnnotation<Index>() || property.hasAnnotation<Index>() ||
+                property.javaField?.isAnnotationPresent(Index::class.java) == true
             val isKey = param.hasAnnotation<PrimaryKey>() || property.hasAnnotation<PrimaryKey>() ||
                 property.javaField?.isAnnotationPresent(PrimaryKey::class.java) == true
             if (isKey) {
@@ -149,10 +153,11 @@ internal class Model<T : Any>(val kclass: KClass<T>) {
             primaryKey = primaryKey?.name,
             properties = fields.map { f ->
                 when (val e = f.element) {
-                    is Element.Scalar -> PropertySpec(f.name, e.codec.type, f.nullable, f.collection, null)
-                    is Element.Link -> PropertySpec(f.name, PropertyType.LINK, f.nullable, f.collection, Models.className(e.target))
+                    is Element.Scalar -> PropertySpec(f.name, e.codec.type, f.nullable, f.collection, null, f.indexed)
+                    is Element.Link ->
+                        PropertySpec(f.name, PropertyType.LINK, f.nullable, f.collection, Models.className(e.target), f.indexed)
                     is Element.EmbeddedObject ->
-                        PropertySpec(f.name, PropertyType.LINK, f.nullable, f.collection, Models.className(e.target))
+                        PropertySpec(f.name, PropertyType.LINK, f.nullable, f.collection, Models.className(e.target), f.indexed)
                 }
             },
         )

@@ -8265,6 +8265,13 @@ data class PropertySpec (
      * The target class of a link.
      */
     var `linkTarget`: kotlin.String? = null 
+    , 
+    /**
+     * Whether it has a search index (Realm's `@Index`): a single int, bool, string,
+     * timestamp, objectId or uuid property (`tandem::model::Property::indexed`; any other is a
+     * schema error).
+     */
+    var `indexed`: kotlin.Boolean = false 
     
 ){
     
@@ -8286,6 +8293,7 @@ public object FfiConverterTypePropertySpec: FfiConverterRustBuffer<PropertySpec>
             FfiConverterBoolean.read(buf),
             FfiConverterTypeCollection.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -8294,7 +8302,8 @@ public object FfiConverterTypePropertySpec: FfiConverterRustBuffer<PropertySpec>
             FfiConverterTypePropertyType.allocationSize(value.`propertyType`) +
             FfiConverterBoolean.allocationSize(value.`nullable`) +
             FfiConverterTypeCollection.allocationSize(value.`collection`) +
-            FfiConverterOptionalString.allocationSize(value.`linkTarget`)
+            FfiConverterOptionalString.allocationSize(value.`linkTarget`) +
+            FfiConverterBoolean.allocationSize(value.`indexed`)
     )
 
     override fun write(value: PropertySpec, buf: ByteBuffer) {
@@ -8303,6 +8312,7 @@ public object FfiConverterTypePropertySpec: FfiConverterRustBuffer<PropertySpec>
             FfiConverterBoolean.write(value.`nullable`, buf)
             FfiConverterTypeCollection.write(value.`collection`, buf)
             FfiConverterOptionalString.write(value.`linkTarget`, buf)
+            FfiConverterBoolean.write(value.`indexed`, buf)
     }
 }
 

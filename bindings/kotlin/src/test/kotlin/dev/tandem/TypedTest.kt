@@ -94,6 +94,14 @@ data class BadType(@PrimaryKey val _id: Long, val where: java.net.URI? = null)
 data class NonNullLink(@PrimaryKey val _id: Long, val owner: Person)
 data class BadKeyType(@PrimaryKey val _id: Double)
 
+data class Ticket(
+    @PrimaryKey val _id: Long,
+    @Index val owner: String = "",
+    @Index val priority: Long = 0,
+    val title: String = "",
+)
+data class BadIndex(@PrimaryKey val _id: Long, @Index val tags: List<String> = emptyList())
+
 class TypedTest {
     @TempDir
     lateinit var dir: Path
@@ -162,6 +170,24 @@ class TypedTest {
         assertEquals(2, db.query<Person>().count())
         // The same, through a query.
         assertSameAll(all, db.query<AllTypes>().first())
+    }
+
+    @Test
+    fun indexedPropertiesAreQueriedAndRefusedWhereRealmRefusesThem() {
+        val tickets = TandemDatabase.open(dir.resolve("indexed.sqlite").toString(), Ticket::class)
+        tickets.write {
+            for (i in 0L until 50L) add(Ticket(i, "u${i % 5}", i % 10, "t$i"))
+        }
+        assertEquals((3L until 50L step 5).toList(), tickets.query<Ticket>("owner == $0", "u3").toList().map { it._id })
+        assertEquals(
+            listOf(8L, 18L, 28L, 38L, 48L),
+            tickets.query<Ticket>("priority >= $0 AND priority < $1", 8L, 9L).toList().map { it._id },
+        )
+        tickets.close()
+        val e = assertThrows<TandemException.Schema> {
+            TandemDatabase.open(dir.resolve("bad.sqlite").toString(), BadIndex::class)
+        }
+        assertTrue(e.message!!.contains("index"), e.message)
     }
 
     @Test
