@@ -1724,6 +1724,20 @@ fn indexed_properties_get_a_search_index_the_query_planner_uses() {
         vec![int(7)]
     );
     drop(db);
+    // A schema that omits an indexed property (an older app version) leaves its index alone.
+    let db = Database::open(&path, &schema(true), Config::default()).unwrap();
+    drop(db);
+    let without_age = Schema::new(vec![ClassSchema::top_level(
+        "Person",
+        "_id",
+        vec![
+            Property::new("_id", PropertyType::Int),
+            Property::new("name", PropertyType::String).indexed(),
+        ],
+    )])
+    .unwrap();
+    drop(Database::open(&path, &without_age, Config::default()).unwrap());
+    assert_eq!(indexes(&path), vec!["x:Person:age", "x:Person:name"]);
     // An indexed column erased by a changeset (sync) takes its index with it.
     let db = Database::open(&path, &schema(true), Config::default()).unwrap();
     let mut erase = tandem::changeset::Changeset::new();
@@ -1747,4 +1761,33 @@ fn indexed_properties_get_a_search_index_the_query_planner_uses() {
         .unwrap_err();
         assert!(err.to_string().contains("index"), "{err}");
     }
+}
+
+/// A key path through an embedded object (`address.street`) and a comparison of the embedded
+/// object itself with nil are queries like any other: the owner's column holds the child's
+/// rowid, not a primary key (found by a new user's trial: the query failed with "no such
+/// column: t._pk").
+#[test]
+fn queries_go_through_embedded_objects() {
+    use tandem::store::PathStep;
+    let path = temp_db("embedded-query");
+    let db = open(&path);
+    let mut tx = db.begin_write().unwrap();
+    for (id, street) in [(1, Some("Main")), (2, Some("High")), (3, None)] {
+        tx.create("Person", int(id), &[]).unwrap();
+        if let Some(street) = street {
+            tx.create_embedded("Person", &int(id), "address").unwrap();
+            let step = [PathStep::Name("street".into())];
+            tx.set_at("Person", &int(id), "address", &step, s(street))
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    let read = db.read().unwrap();
+    let q = |text: &str, args: &[Value]| read.query("Person", text, args).unwrap();
+    assert_eq!(q("address.street == $0", &[s("High")]), vec![int(2)]);
+    assert_eq!(q("address.street BEGINSWITH 'M'", &[]), vec![int(1)]);
+    assert_eq!(q("address == nil", &[]), vec![int(3)]);
+    assert_eq!(q("address != nil", &[]), vec![int(1), int(2)]);
+    assert_eq!(q("address.street == nil", &[]), vec![int(3)]);
 }

@@ -1765,3 +1765,32 @@ fn instruction_object(
         crate::state::Key::resolve(pk, cs)?,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Others;
+
+    #[test]
+    fn others_count_the_versions_after_each_base() {
+        let mut others = Others::default();
+        others.push(3, 3); // empty: not kept
+        others.push(2, 4); // 2, 3
+        others.push(7, 8); // 7
+        others.push(10, 13); // 10, 11, 12
+        assert_eq!((others.ranges.len(), others.total), (3, 6));
+        for (base, after) in [
+            (0, 6),
+            (1, 6),
+            (2, 5),
+            (3, 4),
+            (6, 4),
+            (7, 3),
+            (9, 3),
+            (10, 2),
+            (12, 0),
+            (100, 0),
+        ] {
+            assert_eq!(others.count_after(base), after, "after {base}");
+        }
+    }
+}

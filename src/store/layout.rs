@@ -127,10 +127,10 @@ pub(crate) fn search_index(class: &str, prop: &str) -> String {
     quote(&format!("x:{class}:{prop}"))
 }
 
-/// Gives each class of `schema` exactly the search indexes it declares
+/// Gives each class of `schema` the search indexes it declares
 /// ([`crate::model::Property::indexed`]): creates the missing ones on the property's column and
-/// drops those of its properties no longer declared indexed. Classes `schema` does not name
-/// keep theirs. A primary key needs none (`_pk` is the rowid or unique). Run at open, in the
+/// drops those of the properties it declares without an index. Classes and properties `schema`
+/// does not name keep theirs, as they keep their tables and columns. A primary key needs none (`_pk` is the rowid or unique). Run at open, in the
 /// migration's transaction; the indexes are local to the file, like realm-core's.
 pub(crate) fn search_indexes(
     conn: &Connection,
@@ -153,7 +153,10 @@ pub(crate) fn search_indexes(
             .collect();
         for name in &existing {
             let prop = &name[prefix.len()..];
-            if !wanted.contains(&prop) {
+            // Only a property the schema declares unindexed loses its index: one it omits
+            // stays as it is, like its column (an older app version, another handle).
+            let declared = class.properties.iter().any(|p| p.name == prop);
+            if declared && !wanted.contains(&prop) {
                 conn.execute_batch(&format!("DROP INDEX {}", quote(name)))?;
             }
         }

@@ -960,7 +960,7 @@ impl Parser<'_> {
                 sql: format!(
                     "(SELECT {inner_sql} FROM {} t WHERE {})",
                     object_table(&target),
-                    link_matches("t._pk", &format!("o.{}", value_column(&name)))
+                    target_matches(target_schema, &format!("o.{}", value_column(&name)))
                 ),
                 value_type: inner_type,
                 kind: None,
@@ -976,10 +976,13 @@ impl Parser<'_> {
         let sql = match &column.link_target {
             Some(target) if column.value_type == PayloadType::Link => {
                 let link = format!("o.{}", value_column(&name));
+                let matches = match self.schemas.get(target) {
+                    Some(target_schema) => target_matches(target_schema, &link),
+                    None => link_matches("t._pk", &link),
+                };
                 format!(
-                    "(SELECT {link} FROM {} t WHERE {})",
+                    "(SELECT {link} FROM {} t WHERE {matches})",
                     object_table(target),
-                    link_matches("t._pk", &link)
                 )
             }
             _ => format!("o.{}", value_column(&name)),
@@ -1748,6 +1751,16 @@ fn literal(value: &Value) -> Option<String> {
         Value::Uuid(id) => format!("uuid({id})"),
         Value::Link(_) => return None,
     })
+}
+
+/// The SQL condition that row `t` of a link's target is the one `link` (a stored link column)
+/// names: by primary key for a top-level target (`layout::link_matches`), by rowid for an
+/// embedded one, whose owner's column holds the child's rowid (`docs/store.md`, "Layout").
+fn target_matches(target: &crate::state::TableSchema, link: &str) -> String {
+    match target.spec {
+        TableSpec::Embedded => format!("t.rowid = {link}"),
+        TableSpec::TopLevel { .. } => link_matches("t._pk", link),
+    }
 }
 
 #[cfg(test)]

@@ -474,3 +474,26 @@ def test_indexed_fields_get_search_indexes_and_queries_agree(tmp_path):
 
     with pytest.raises(tandem.TandemError, match="index"):
         tandem.open(tmp_path / "bad.sqlite", [Bad])
+
+
+def test_a_datetime_before_1970_with_a_fraction_is_a_query_argument(tmp_path):
+    # Found by a new user's trial: the argument went out as -1 s and +500,000,000 ns, which
+    # Realm's Timestamp refuses (the nanoseconds share the sign of the seconds).
+    class Ev(tandem.Model):
+        id: Annotated[int, tandem.PrimaryKey]
+        at: Annotated[datetime.datetime, tandem.Indexed] = datetime.datetime(2000, 1, 1, tzinfo=UTC)
+
+    db = tandem.open(tmp_path / "ev.sqlite", [Ev])
+    times = [
+        datetime.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
+        datetime.datetime(1969, 12, 31, 23, 59, 58, 1, tzinfo=UTC),
+        datetime.datetime(1815, 12, 10, 8, 30, 1, 123456, tzinfo=UTC),
+        datetime.datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    ]
+    with db.write() as tx:
+        for i, t in enumerate(times):
+            tx.add(Ev(id=i, at=t))
+    for i, t in enumerate(times):
+        assert db.get(Ev, i).at == t
+        assert db.objects(Ev, "at == $0", t).keys() == [i]
+    assert db.objects(Ev, "at < $0", times[0]).keys() == [1, 2]

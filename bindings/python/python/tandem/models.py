@@ -260,7 +260,12 @@ def _enc_datetime(v: Any) -> Any:
             f"naive datetime {v!r}: give a timezone-aware one (e.g. tzinfo=datetime.timezone.utc)"
         )
     d = v - EPOCH
-    return [d.days * 86400 + d.seconds, d.microseconds * 1000]
+    seconds, nanos = d.days * 86400 + d.seconds, d.microseconds * 1000
+    # Realm's Timestamp: the nanoseconds share the sign of the seconds (1969-12-31T23:59:59.5Z
+    # is 0 s and -500,000,000 ns, not -1 s and +500,000,000 ns), or a query argument is refused.
+    if seconds < 0 and nanos > 0:
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    return [seconds, nanos]
 
 
 def _dec_datetime(v: Any) -> _dt.datetime:
