@@ -1791,3 +1791,66 @@ fn queries_go_through_embedded_objects() {
     assert_eq!(q("address != nil", &[]), vec![int(1), int(2)]);
     assert_eq!(q("address.street == nil", &[]), vec![int(3)]);
 }
+
+/// An object erased and created again within one changeset is a new row, whatever the applier
+/// remembered of the first one (its rowid is cached between the instructions of a changeset;
+/// the differential test found a cache that kept the erased row, so the second CreateObject
+/// wrote nothing).
+#[test]
+fn an_object_erased_and_created_again_in_one_changeset_exists_afterwards() {
+    use tandem::changeset::{Changeset, FieldPath, Payload, PrimaryKey as WireKey, Update};
+    let path = temp_db("erase-create");
+    let db = open(&path);
+    let mut cs = Changeset::new();
+    let (dog, name, key) = (cs.intern("Dog"), cs.intern("name"), cs.intern("rex"));
+    let object = WireKey::String(key);
+    let set_name = |cs: &mut Changeset, value: &str| {
+        let value = Payload::String(value.into());
+        cs.push(Instruction::Update(Update {
+            path: FieldPath {
+                table: dog,
+                object: object.clone(),
+                field: name,
+                path: vec![],
+            },
+            value,
+            is_default: false,
+            prior_size: 0,
+        }));
+    };
+    cs.push(Instruction::CreateObject {
+        table: dog,
+        object: object.clone(),
+    });
+    set_name(&mut cs, "first");
+    cs.push(Instruction::EraseObject {
+        table: dog,
+        object: object.clone(),
+    });
+    cs.push(Instruction::CreateObject {
+        table: dog,
+        object: object.clone(),
+    });
+    set_name(&mut cs, "second");
+    db.apply_remote(&cs).unwrap();
+    let rex = db
+        .read()
+        .unwrap()
+        .object("Dog", &PrimaryKey::String("rex".into()))
+        .unwrap()
+        .expect("re-created");
+    assert_eq!(
+        rex.fields["name"],
+        Field::Value(Val::String("second".into()))
+    );
+    // As the reference applier has it.
+    let mut reference = tandem::state::State::new();
+    reference.schemas = db.export_state().unwrap().schemas;
+    reference.objects = [
+        ("Dog".to_owned(), Default::default()),
+        ("Person".to_owned(), Default::default()),
+    ]
+    .into();
+    reference.apply(&cs).unwrap();
+    assert_eq!(db.export_state().unwrap(), reference);
+}
