@@ -20,11 +20,15 @@
 //! | decimal | string `[-]digits[.digits][(e\|E)[+\|-]digits]` on writes; reads give `[-]coefficientEexponent` |
 //! | object id | string, 24 hex digits |
 //! | uuid | string, 32 hex digits (dashes allowed on writes) |
-//! | link | the target's primary key, encoded by the target's key type |
+//! | link | the target's primary key, encoded by the target's key type; the link to the object whose primary key is null is `[null]`; writes also take any key as a one-element array `[key]` |
 //! | embedded object | writes: an object `{property: value}`; reads: an array of the class's property values in schema order |
-//! | null (nullable properties, absent embedded objects, links) | `null` |
+//! | null (nullable properties, absent embedded objects, no link) | `null` |
 //! | list, set | array of elements |
 //! | dictionary | object, entry to element |
+//!
+//! A link's `null` is "no link", never the null primary key: realm-core allows one object
+//! with a null primary key in a class whose key is nullable, and a link to it is a link like
+//! any other (`docs/store.md`, "Layout"), so it has a spelling of its own, `[null]`, both ways.
 //!
 //! Mixed properties are not supported by the codec (use the untyped API).
 //!
@@ -299,9 +303,21 @@ impl RowCodec {
                         ))),
                     };
                 }
+                // `[key]`: the link's key wrapped, so that `[null]` is the link to the object
+                // whose key is null where `null` is no link.
+                let key = match json {
+                    Json::Array(items) if items.len() == 1 => &items[0],
+                    Json::Array(_) => {
+                        return Err(invalid(format!(
+                            "{} takes a link as its target's key or [key], not {json}",
+                            what()
+                        )))
+                    }
+                    _ => json,
+                };
                 Ok(Decoded::Value(model::Value::Link(Link {
                     class: target.to_string(),
-                    key: self.key(target, json)?,
+                    key: self.key(target, key)?,
                 })))
             }
             PropertyType::Mixed => Err(invalid(format!(
@@ -693,7 +709,9 @@ impl RowCodec {
             Val::ObjectId(id) => Json::String(hex(id)),
             Val::Uuid(id) => Json::String(hex(id)),
             Val::Link(_, key) => match key {
-                StateKey::Null | StateKey::GlobalKey(..) => Json::Null,
+                // The link to the object whose key is null; `null` is no link.
+                StateKey::Null => Json::Array(vec![Json::Null]),
+                StateKey::GlobalKey(..) => Json::Null,
                 StateKey::Int(i) => Json::from(*i),
                 StateKey::String(s) => Json::String(s.clone()),
                 StateKey::ObjectId(id) => Json::String(hex(id)),

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, Any, List
 
 import pytest
 
@@ -419,31 +419,6 @@ def test_object_ids():
 def test_models_are_hashable_by_key():
     assert hash(Person(id=1)) == hash(Person(id=1, name="x")) != hash(Person(id=2))
     assert len({Dog(id=tandem.ObjectId(b"a" * 12)), Dog(id=tandem.ObjectId(b"a" * 12))}) == 1
-
-
-def test_a_link_to_the_null_key_is_refused_not_dropped(tmp_path):
-    # The row codec spells "no link" as JSON null, so a link to the object whose primary key is
-    # None cannot cross the typed path yet: it is refused, where it used to be written as no
-    # link (found by a new user's trial). The untyped API stores it (tests/store.rs).
-    class Nullable(tandem.Model):
-        id: Annotated[Optional[int], tandem.PrimaryKey]
-        name: str = ""
-
-    class Holder(tandem.Model):
-        id: Annotated[int, tandem.PrimaryKey]
-        target: Optional[Nullable] = None
-        targets: List[Nullable] = dataclasses.field(default_factory=list)
-
-    db = tandem.open(tmp_path / "n.sqlite", [Nullable, Holder])
-    nobody = Nullable(id=None, name="nobody")
-    with db.write() as tx:
-        tx.add(nobody)
-    for holder in (Holder(id=1, target=nobody), Holder(id=2, targets=[Nullable(id=3), nobody])):
-        with pytest.raises(ValueError, match="primary key is None"):
-            with db.write() as tx:
-                tx.add(holder)
-        assert db.get(Holder, holder.id) is None
-    assert db.get(Nullable, None) == nobody
 
 
 class Ticket(tandem.Model):

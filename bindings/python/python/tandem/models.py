@@ -21,7 +21,9 @@ Types (annotation -> Tandem property): ``int`` -> int, ``bool`` -> bool, ``str``
 link (always ``Optional``), an :class:`EmbeddedModel` -> embedded object, ``Optional[X]`` ->
 nullable, ``list[X]`` / ``set[X]`` / ``dict[str, X]`` -> list / set / dictionary. The primary key
 is the one field annotated ``Annotated[T, tandem.PrimaryKey]`` (``int``, ``str``, ``ObjectId``
-or ``uuid.UUID``, optionally ``Optional``).
+or ``uuid.UUID``, optionally ``Optional``). A link is written by assigning the linked instance,
+the instance whose primary key is ``None`` included (a class with an ``Optional`` key may have
+one such object); assigning ``None`` is no link.
 
 Datetimes: writes take timezone-aware datetimes (any zone; stored as UTC instants); a naive
 datetime is a ``TypeError`` (its instant is ambiguous). Reads give aware UTC datetimes;
@@ -313,6 +315,10 @@ _SCALARS: Dict[Any, Tuple[Any, Optional[Enc], Optional[Enc]]] = {
 
 _SINGLE, _LIST, _SET, _DICT = "single", "list", "set", "dict"
 
+# The row codec's spelling of a link to the object whose primary key is null (its ``null`` is
+# no link); the codec reads such a link back as ``[null]`` too.
+_NULL_KEY_LINK: List[None] = [None]
+
 
 class _Prop:
     """One property: its spec, and how its values are encoded and decoded."""
@@ -358,11 +364,9 @@ class _Prop:
                 raise TypeError(f"expected a {self.target.__name__}, got {type(v).__name__}")
             key = getattr(v, _info(self.target).pk)
             if key is None:
-                # The row codec's JSON null means "no link": writing it would lose the link.
-                raise ValueError(
-                    f"a link to the {self.target.__name__} whose primary key is None cannot be "
-                    "written through the typed API yet; use the untyped API (tandem.Database)"
-                )
+                # The link to the object whose primary key is None: the row codec spells it
+                # [null], since its JSON null (a None here) is no link.
+                return _NULL_KEY_LINK
             return _info(self.target).encode_key(key)
         if self.kind == "embedded":
             assert self.target is not None
@@ -601,11 +605,13 @@ class _Reader:
         info = _info(p.target)
         if p.kind == "embedded":
             return info.decode(v, self)
-        cache_key = (info.name, json.dumps(v))
+        # A link is its target's key, or [null] for the object whose key is null.
+        key = v[0] if v.__class__ is list else v
+        cache_key = (info.name, json.dumps(key))
         if cache_key in self.cache:
             return self.cache[cache_key]
         self.cache[cache_key] = None  # a cycle back to this object reads as None meanwhile
-        raw = self.db._codec.object(self.db.raw, info.name, json.dumps(v).encode())
+        raw = self.db._codec.object(self.db.raw, info.name, json.dumps(key).encode())
         row = json.loads(raw)
         obj = None if row is None else info.decode(row, self)
         self.cache[cache_key] = obj
