@@ -4,6 +4,7 @@
 # each failing chunk's report (seed, shrunk plan, trace) and the throughput in seeds per minute.
 #
 #   .ci/sim-soak.sh [COUNT [START]]      e.g. .ci/sim-soak.sh 10000 1000
+#   SIM_FLEXIBLE=1 .ci/sim-soak.sh ...    the same with flexible sync plans (Shape::flexible)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

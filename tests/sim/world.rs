@@ -17,12 +17,17 @@ use tandem::model::{
 };
 use tandem::protocol::ErrorCode;
 use tandem::server::{Authenticator, ServerConfig, ServerFile, TokenSigner};
-use tandem::state::{Element, Field, Object, Val};
-use tandem::store::{Config, Database, PathStep, StoreError, WriteTransaction};
+use tandem::state::{Element, Field, Key, Object, Val};
+use tandem::store::{
+    Config, Database, PathStep, StoreError, SubscriptionSetState, WriteTransaction,
+};
 
-use super::plan::{Fault, Op, Plan, SchemaAt, Step};
+use super::plan::{Fault, Op, Plan, SchemaAt, Step, TaskQuery};
 
+/// The server path of partition-based plans.
 const PATH: &str = "/sim";
+/// The server path of flexible sync plans (the server's flexible sync file).
+const FLX_PATH: &str = "/flx";
 const SECRET: &[u8] = b"simulation secret, 32 bytes long";
 const PORT: u16 = 9443;
 /// The simulated clock starts at 2026-01-01T00:00:00Z.
@@ -139,6 +144,12 @@ struct Client {
     skew_ms: i64,
     token_secs: u64,
     schema_at: SchemaAt,
+    /// Whether the client is a flexible sync client of `/flx` (else partition-based, `/sim`).
+    flexible: bool,
+    /// Flexible sync: the `Task` query of the newest subscription set committed in the file
+    /// (its first set subscribes to the plan's query); the server must end up sending exactly
+    /// the tasks it matches.
+    query: RefCell<TaskQuery>,
     /// Whether the running (or last) host opened the file with schema v2.
     v2: Cell<bool>,
     /// How many times the host has started.
@@ -192,16 +203,28 @@ async fn run_client(client: Rc<Client>) -> HostResult {
         Config::default(),
     )?);
     *client.db.borrow_mut() = Arc::downgrade(&db);
-    let provider = Tokens(client.token_secs);
+    let path = server_path(client.flexible);
+    if client.flexible && db.subscriptions()?.version == 0 {
+        // A new file (or one whose first open crashed before this): its first set.
+        let query = client.query.borrow().clone();
+        subscribe(&db, &query)?;
+        client.log(format!(
+            "c{} subscribed to Task {}",
+            client.index,
+            query.rql()
+        ));
+    }
+    let provider = Tokens(client.token_secs, path);
     let token = provider.fetch_token()?;
     let session = SyncSession::start(
         Arc::clone(&db),
         SyncConfig {
             url: format!("ws://server:{PORT}/"),
-            path: PATH.into(),
+            path: path.into(),
             token,
             allow_insecure: true,
             token_provider: Some(Arc::new(provider)),
+            flexible: client.flexible,
             ..SyncConfig::default()
         },
     )?;
@@ -296,6 +319,17 @@ async fn run_client(client: Rc<Client>) -> HostResult {
         .and_then(|r| r.object("Journal", &PrimaryKey::Int(0)))?;
     lock(&client.journal_view.borrow()).get_or_insert(registered);
     tandem::sim::with_clock_skew(client.skew_ms, async {
+        if client.flexible && client.next.get() == 0 {
+            // As Realm's documentation has apps do: the first subscriptions' objects are
+            // there before the app writes (a write made before then to an object the server
+            // already holds meets that object's whole copy: docs/flexible-sync.md, "Not
+            // done").
+            session
+                .wait_for_subscriptions(None, None)
+                .await
+                .map_err(|e| format!("c{}: the first subscriptions: {e}", client.index))?;
+            client.log(format!("c{} has its first subscriptions", client.index));
+        }
         while let Some(step) = client.steps.get(client.next.get()) {
             let name = format!("c{}s{}", client.index, client.next.get());
             // A step is not run twice: after a crash the host goes on with the next one (a
@@ -303,6 +337,38 @@ async fn run_client(client: Rc<Client>) -> HostResult {
             client.next.set(client.next.get() + 1);
             match step {
                 Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+                Step::Subscribe { query, wait } => {
+                    if !client.flexible {
+                        return Err(format!("c{}: a subscription step in a partition-based plan", client.index));
+                    }
+                    let set = subscribe(&db, query)
+                        .map_err(|e| format!("c{}: subscribe: {e}", client.index))?;
+                    *client.query.borrow_mut() = query.clone();
+                    client.log(format!(
+                        "c{} subscribed to Task {} (set {})",
+                        client.index,
+                        query.rql(),
+                        set
+                    ));
+                    if *wait {
+                        match session
+                            .wait_for_subscriptions(Some(set), Some(Duration::from_secs(30)))
+                            .await
+                        {
+                            Ok(s) => client.log(format!(
+                                "c{} set {set}: {:?}",
+                                client.index, s.state
+                            )),
+                            Err(SyncError::Timeout { .. }) => {}
+                            Err(e) => {
+                                return Err(format!(
+                                    "c{}: wait_for_subscriptions({set}): {e}",
+                                    client.index
+                                ))
+                            }
+                        }
+                    }
+                }
                 Step::WaitUpload => {
                     match session.wait_for_upload(Some(Duration::from_secs(30))).await {
                         Ok(()) => {
@@ -325,6 +391,7 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                     journal_add,
                 } => {
                     lock(&client.book).attempted.insert(name.clone());
+                    let ops = &client.writable(&db, ops)?;
                     let prepared = prepare(&db, ops)?;
                     let mut tx = db
                         .begin_write()
@@ -424,6 +491,39 @@ async fn run_client(client: Rc<Client>) -> HostResult {
 }
 
 impl Client {
+    /// The ops of a write this client makes: all of them, or for a flexible sync client the
+    /// ops on tasks its active subscription set (the newest complete one: what the file
+    /// holds) matches, links to such tasks included.
+    fn writable(&self, db: &Database, ops: &[Op]) -> Result<Vec<Op>, String> {
+        let query = match self.flexible {
+            false => TaskQuery::All,
+            true => {
+                let active = db.active_subscriptions().map_err(|e| e.to_string())?;
+                match active.find("task").map(|s| s.query.as_str()) {
+                    Some("TRUEPREDICATE") => TaskQuery::All,
+                    Some(q) => TaskQuery::IdBelow(
+                        q.strip_prefix("_id < ")
+                            .and_then(|n| n.parse().ok())
+                            .ok_or_else(|| format!("an unexpected Task query {q:?}"))?,
+                    ),
+                    None => TaskQuery::IdBelow(i64::MIN),
+                }
+            }
+        };
+        Ok(ops
+            .iter()
+            .filter(|op| {
+                !self.flexible
+                    || (query.matches_id(op.id())
+                        && match op {
+                            Op::Link { to: Some(to), .. } => query.matches_id(*to),
+                            _ => true,
+                        })
+            })
+            .cloned()
+            .collect())
+    }
+
     /// Adds a line to the trace, stamped with the simulated time.
     fn log(&self, line: String) {
         let at = turmoil::sim_elapsed().unwrap_or_default().as_millis();
@@ -433,7 +533,7 @@ impl Client {
 
 /// Signs tokens that live `.0` seconds from the simulated now (the session asks for a new one
 /// before expiry and when the server says it has expired).
-struct Tokens(u64);
+struct Tokens(u64, &'static str);
 
 impl TokenProvider for Tokens {
     fn fetch_token(&self) -> Result<String, String> {
@@ -441,10 +541,59 @@ impl TokenProvider for Tokens {
             .ok_or("tokens are signed inside the simulation")?
             .as_secs();
         TokenSigner::hs256(SECRET)
-            .sign("sim", now + self.0, &[PATH])
+            .sign("sim", now + self.0, &[self.1])
             .map_err(|e| format!("{e:?}"))
     }
 }
+
+/// The server path clients sync.
+fn server_path(flexible: bool) -> &'static str {
+    if flexible {
+        FLX_PATH
+    } else {
+        PATH
+    }
+}
+
+/// Replaces the subscriptions of `db` with all of `Journal` and `Entry` and `query` of `Task`;
+/// returns the new set's version.
+fn subscribe(db: &Database, query: &TaskQuery) -> Result<u64, StoreError> {
+    let rql = query.rql();
+    db.update_subscriptions(|m| {
+        m.clear();
+        m.add(Some("journal"), "Journal", "TRUEPREDICATE", &[])?;
+        m.add(Some("entry"), "Entry", "TRUEPREDICATE", &[])?;
+        m.add(Some("task"), "Task", &rql, &[])?;
+        Ok(())
+    })
+    .map(|set| set.version)
+}
+
+/// Whether `query` matches task `key`: the simulation's own evaluation,
+/// the oracle of what a flexible sync replica must hold.
+fn task_matches(query: &TaskQuery, key: &Key) -> bool {
+    match query {
+        TaskQuery::All => true,
+        TaskQuery::IdBelow(n) => matches!(key, Key::Int(k) if k < n),
+    }
+}
+
+/// The objects `client` must hold given the server's: all of them for a partition-based
+/// client; for a flexible sync one, every `Journal` and `Entry` and the tasks its query
+/// matches.
+fn expected_objects(client: &Client, server: &Objects) -> Objects {
+    let mut objects = server.clone();
+    if client.flexible {
+        let query = client.query.borrow();
+        if let Some(tasks) = objects.get_mut("Task") {
+            tasks.retain(|key, _| task_matches(&query, key));
+        }
+    }
+    objects
+}
+
+/// A replica's top-level objects by class and key.
+type Objects = BTreeMap<String, BTreeMap<Key, Object>>;
 
 /// The object `class[id]` as this replica has it now.
 fn read_object(db: &Database, class: &str, id: &PrimaryKey) -> Result<Option<Object>, String> {
@@ -842,6 +991,7 @@ fn run_in(
     events: &Arc<Mutex<Vec<String>>>,
 ) -> Result<(u64, u64), String> {
     tandem::sim::seed_random(plan.seed);
+    let path = server_path(plan.flexible);
     let mut sim = turmoil::Builder::new()
         .rng_seed(plan.seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
@@ -873,6 +1023,8 @@ fn run_in(
                 skew_ms: p.skew_ms,
                 token_secs: p.token_secs,
                 schema_at: p.schema,
+                flexible: plan.flexible,
+                query: RefCell::new(p.query.clone()),
                 v2: Cell::new(false),
                 starts: Cell::new(0),
                 steps: p.steps.clone(),
@@ -936,7 +1088,7 @@ fn run_in(
                 return Err(format!(
                     "the client scripts did not finish within {} s of the last fault healing: {}",
                     WORKLOAD_LIMIT.as_secs(),
-                    describe(&clients, &slot)
+                    describe(&clients, &slot, path)
                 ));
             }
         }
@@ -952,14 +1104,14 @@ fn run_in(
         let now = now_ms(&sim);
         if now >= next_check {
             next_check = now + CHECK_EVERY.as_millis() as u64;
-            if quiescent(&clients, &slot)? {
+            if quiescent(&clients, &slot, path)? {
                 break;
             }
             if now - healed_at > HEAL_LIMIT.as_millis() as u64 {
                 return Err(format!(
                     "no quiescence within {} s of healing: {}",
                     HEAL_LIMIT.as_secs(),
-                    describe(&clients, &slot)
+                    describe(&clients, &slot, path)
                 ));
             }
         }
@@ -1042,17 +1194,25 @@ fn run_in(
     sim.crash("server");
     check_broken(&clients)?;
     drop(sim);
-    let server_file = server_dir.join(tandem::server::server_file_name(PATH));
+    let server_file = server_dir.join(tandem::server::server_file_name(path));
     let server = ServerFile::open(&server_file).map_err(|e| format!("server file: {e}"))?;
     let server_state = server.state().map_err(|e| format!("server state: {e}"))?;
     for client in &clients {
         let db = Database::open(&client.path, &schema(client.v2.get()), Config::default())
             .map_err(|e| format!("c{}: reopen: {e}", client.index))?;
         let state = db.export_state().map_err(|e| e.to_string())?;
-        if state.objects != server_state.objects {
+        let expected = expected_objects(client, &server_state.objects);
+        if state.objects != expected {
             return Err(format!(
-                "c{} differs from the server:\nclient {:#?}\nserver {:#?}",
-                client.index, state.objects, server_state.objects
+                "c{} differs from the server{}:\nclient {:#?}\nserver {:#?}",
+                client.index,
+                if client.flexible {
+                    format!(" (subscribed to Task {})", client.query.borrow().rql())
+                } else {
+                    String::new()
+                },
+                state.objects,
+                expected
             ));
         }
     }
@@ -1211,15 +1371,16 @@ fn check_broken(clients: &[Rc<Client>]) -> Result<(), String> {
     Ok(())
 }
 
-/// Nothing left to upload anywhere and every replica equal to the running server's state.
-fn quiescent(clients: &[Rc<Client>], server: &ServerSlot) -> Result<bool, String> {
+/// Nothing left to upload anywhere, every flexible sync client's newest subscription set
+/// complete, and every replica holding what it must of the running server's state (all of
+/// it, or what its subscriptions match).
+fn quiescent(clients: &[Rc<Client>], server: &ServerSlot, path: &str) -> Result<bool, String> {
     let Some(server) = server.borrow().upgrade() else {
         return Ok(false);
     };
-    let Some(state) = server.state_of(PATH) else {
+    let Some(state) = server.state_of(path) else {
         return Ok(false);
     };
-    let mut first = Some(state.objects);
     for client in clients {
         let Some(db) = client.db.borrow().upgrade() else {
             return Ok(false);
@@ -1231,18 +1392,22 @@ fn quiescent(clients: &[Rc<Client>], server: &ServerSlot) -> Result<bool, String
         {
             return Ok(false);
         }
+        if client.flexible
+            && db.subscriptions().map_err(|e| e.to_string())?.state
+                != SubscriptionSetState::Complete
+        {
+            return Ok(false);
+        }
         let objects = db.export_state().map_err(|e| e.to_string())?.objects;
-        match &first {
-            None => first = Some(objects),
-            Some(f) if *f != objects => return Ok(false),
-            Some(_) => {}
+        if objects != expected_objects(client, &state.objects) {
+            return Ok(false);
         }
     }
     Ok(true)
 }
 
-fn describe(clients: &[Rc<Client>], server: &ServerSlot) -> String {
-    let server_state = server.borrow().upgrade().and_then(|s| s.state_of(PATH));
+fn describe(clients: &[Rc<Client>], server: &ServerSlot, path: &str) -> String {
+    let server_state = server.borrow().upgrade().and_then(|s| s.state_of(path));
     let mut out = vec![match &server_state {
         None => "the server is down or has no state".to_owned(),
         Some(s) => format!("the server's objects: {:?}", s.objects),
@@ -1251,13 +1416,25 @@ fn describe(clients: &[Rc<Client>], server: &ServerSlot) -> String {
         None => format!("c{}: not running", c.index),
         Some(db) => {
             let objects = db.export_state().map(|s| s.objects).ok();
+            let expected = server_state
+                .as_ref()
+                .map(|s| expected_objects(c, &s.objects));
             format!(
-                "c{}: {} to upload, progress {:?}, {}",
+                "c{}: {} to upload, progress {:?},{} {}",
                 c.index,
                 db.pending_uploads(1 << 20).map(|p| p.len()).unwrap_or(0),
                 db.sync_progress().ok(),
-                if objects.as_ref() == server_state.as_ref().map(|s| &s.objects) {
-                    "equal to the server".to_owned()
+                if c.flexible {
+                    format!(
+                        " subscriptions {:?} (Task {}),",
+                        db.subscriptions().map(|s| (s.version, s.state)).ok(),
+                        c.query.borrow().rql()
+                    )
+                } else {
+                    String::new()
+                },
+                if objects.is_some() && objects == expected {
+                    "holding what it must of the server's".to_owned()
                 } else {
                     format!("objects {objects:?}")
                 }
