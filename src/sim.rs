@@ -68,6 +68,56 @@ pub async fn with_clock_skew<F: std::future::Future>(skew_ms: i64, task: F) -> F
     CLOCK_SKEW_MS.scope(skew_ms, task).await
 }
 
+#[cfg(feature = "sim")]
+thread_local! {
+    /// The tag of the simulated host whose code this thread runs now (0: none).
+    static HOST_TAG: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The tag of the simulated host whose code runs on this thread now: the one given to
+/// [`with_host_tag`] around the host's future (tasks the library spawns inside a simulation
+/// inherit it), 0 outside any. The simulation's allocator reads it to count each host's heap
+/// bytes (`tests/sim/memory.rs`); it never allocates.
+#[cfg(feature = "sim")]
+pub fn host_tag() -> u32 {
+    HOST_TAG.try_with(|t| t.get()).unwrap_or(0)
+}
+
+/// `task` with `tag` as the [`host_tag`] while it is polled, and every task the library spawns
+/// from it (inside a simulation) too.
+#[cfg(feature = "sim")]
+pub fn with_host_tag<F: std::future::Future>(
+    tag: u32,
+    task: F,
+) -> impl std::future::Future<Output = F::Output> {
+    HostTagged {
+        tag,
+        task: Box::pin(task),
+    }
+}
+
+#[cfg(feature = "sim")]
+struct HostTagged<F> {
+    tag: u32,
+    task: std::pin::Pin<Box<F>>,
+}
+
+#[cfg(feature = "sim")]
+impl<F: std::future::Future> std::future::Future for HostTagged<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let tag = self.tag;
+        let previous = HOST_TAG.with(|t| t.replace(tag));
+        let polled = self.task.as_mut().poll(cx);
+        HOST_TAG.with(|t| t.set(previous));
+        polled
+    }
+}
+
 /// Seeds the random numbers the library draws inside a simulation on this thread (server
 /// idents and salts, reconnect jitter). Unseeded, they come from the operating system.
 #[cfg(feature = "sim")]
@@ -153,6 +203,9 @@ where
     F: std::future::Future + 'static,
     F::Output: 'static,
 {
+    #[cfg(feature = "sim")]
+    return tokio::task::spawn_local(with_host_tag(host_tag(), task));
+    #[cfg(not(feature = "sim"))]
     tokio::task::spawn_local(task)
 }
 

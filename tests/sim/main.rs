@@ -11,8 +11,13 @@
 //! any number. A failure prints the seed, the shrunk plan that still fails and its trace.
 #![cfg(feature = "sim")]
 
+mod memory;
 mod plan;
 mod world;
+
+/// Heap bytes counted per simulated host (`memory.rs`).
+#[global_allocator]
+static ALLOCATOR: memory::PerHost = memory::PerHost;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -75,6 +80,14 @@ pub fn run_seeds(start: u64, count: u64, shape: Shape) {
     for seed in start..start + count {
         let plan = Plan::draw(seed, shape);
         let result = world::run(&plan, &root);
+        if let (Some(_), Ok(o)) = (std::env::var_os("SIM_MEMORY"), &result) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "seed {seed}: server heap {} KiB at rest, peak {} KiB",
+                o.server_heap.0 >> 10,
+                o.server_heap.1 >> 10
+            );
+        }
         if std::env::var_os("SIM_TRACE").is_some() {
             match &result {
                 Ok(o) => eprintln!("{plan}\n{}\n", o.trace.join("\n")),

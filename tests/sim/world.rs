@@ -22,6 +22,7 @@ use tandem::store::{
     Config, Database, PathStep, StoreError, SubscriptionSetState, WriteTransaction,
 };
 
+use super::memory;
 use super::plan::{Fault, Op, Plan, SchemaAt, Step, TaskQuery};
 
 /// The server path of partition-based plans.
@@ -52,6 +53,9 @@ pub struct Outcome {
     pub trace: Vec<String>,
     /// Simulated milliseconds the run took.
     pub simulated_ms: u64,
+    /// The running server's heap bytes once everything is at rest, and their peak since it
+    /// last started (`memory.rs`).
+    pub server_heap: (i64, i64),
 }
 
 /// A failed run: why, and the trace up to it.
@@ -805,6 +809,19 @@ struct Gauges {
     files: i64,
 }
 
+/// Most heap bytes the server may keep once the run is at rest (every fault healed, every
+/// replica equal, one connection and session per client): 117 to 174 KiB over seeds 0..200
+/// (`SIM_MEMORY=1`, stop 42), so what a run leaks past about 80 KiB (buffers of closed
+/// connections, messages or changesets kept after use) fails the seed.
+const SERVER_HEAP_AT_REST: i64 = 256 << 10;
+/// Most heap bytes the server may hold at any time of a run since it last started: 119 KiB
+/// to 1.1 MiB over seeds 0..200 (integrations, downloads and STATE snapshots being built).
+const SERVER_HEAP_PEAK: i64 = 8 << 20;
+/// Most heap bytes the server's processes may leave allocated once the simulation is gone:
+/// none (0 in every seed of 0..200 at stop 42; a forgotten copy of each UPLOAD's entries
+/// left 6.8 to 11.6 KiB in each of the first six seeds).
+const SERVER_HEAP_LEAK: i64 = 0;
+
 /// The server's idle timeout in the simulation: a connection whose client vanished (crashed
 /// without a close) is ended after this long.
 const SERVER_IDLE: Duration = Duration::from_secs(180);
@@ -961,10 +978,11 @@ pub fn run(plan: &Plan, root: &Path) -> Result<Outcome, Failure> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     match result {
-        Ok((digest, simulated_ms)) => Ok(Outcome {
+        Ok((digest, simulated_ms, server_heap)) => Ok(Outcome {
             digest,
             trace,
             simulated_ms,
+            server_heap,
         }),
         Err(message) => Err(Failure { message, trace }),
     }
@@ -989,7 +1007,7 @@ fn run_in(
     tmpfs: bool,
     trace: &Rc<RefCell<Vec<String>>>,
     events: &Arc<Mutex<Vec<String>>>,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64, (i64, i64)), String> {
     tandem::sim::seed_random(plan.seed);
     let path = server_path(plan.flexible);
     let mut sim = turmoil::Builder::new()
@@ -1005,10 +1023,20 @@ fn run_in(
     let server_dir = dir.join("server");
     let gauges = Rc::new(Cell::new(Gauges::default()));
     let slot: ServerSlot = Rc::new(RefCell::new(std::rc::Weak::new()));
+    // The running server's heap tag (a new one at every start), and every one it had.
+    let server_tag = Rc::new(Cell::new(0u32));
+    let server_tags = Rc::new(RefCell::new(Vec::new()));
     {
         let (server_dir, gauges, slot) = (server_dir.clone(), Rc::clone(&gauges), Rc::clone(&slot));
+        let (server_tag, server_tags) = (Rc::clone(&server_tag), Rc::clone(&server_tags));
         sim.host("server", move || {
-            run_server(server_dir.clone(), Rc::clone(&gauges), Rc::clone(&slot))
+            let tag = memory::new_tag();
+            server_tag.set(tag);
+            server_tags.borrow_mut().push(tag);
+            tandem::sim::with_host_tag(
+                tag,
+                run_server(server_dir.clone(), Rc::clone(&gauges), Rc::clone(&slot)),
+            )
         });
     }
     let book = Arc::new(Mutex::new(Book::default()));
@@ -1044,7 +1072,9 @@ fn run_in(
         .collect();
     for client in &clients {
         let c = Rc::clone(client);
-        sim.host(client_host(client.index), move || run_client(Rc::clone(&c)));
+        sim.host(client_host(client.index), move || {
+            tandem::sim::with_host_tag(memory::new_tag(), run_client(Rc::clone(&c)))
+        });
     }
 
     let now_ms = |sim: &turmoil::Sim| sim.elapsed().as_millis() as u64;
@@ -1186,6 +1216,18 @@ fn run_in(
         "{} ms: connections at their bound {bound:?}",
         now_ms(&sim)
     ));
+    // The server's heap at rest: what it keeps for its connections, sessions and open file,
+    // not what the run passed through it.
+    let server_heap = memory::usage(server_tag.get());
+    if server_heap.0 > SERVER_HEAP_AT_REST || server_heap.1 > SERVER_HEAP_PEAK {
+        return Err(format!(
+            "the server keeps {} KiB of heap at rest (bound {} KiB), peak {} KiB (bound {} KiB)",
+            server_heap.0 >> 10,
+            SERVER_HEAP_AT_REST >> 10,
+            server_heap.1 >> 10,
+            SERVER_HEAP_PEAK >> 10
+        ));
+    }
 
     // Stop everything; compare with the server's file.
     for client in &clients {
@@ -1194,6 +1236,21 @@ fn run_in(
     sim.crash("server");
     check_broken(&clients)?;
     drop(sim);
+    // (The slot's weak reference keeps the last server's allocation.)
+    *slot.borrow_mut() = std::rc::Weak::new();
+    // Everything every server process allocated is freed once the simulation is gone: what is
+    // left was leaked (forgotten, or kept alive by a reference cycle).
+    let leaked: i64 = server_tags
+        .borrow()
+        .iter()
+        .map(|t| memory::usage(*t).0)
+        .sum();
+    if leaked > SERVER_HEAP_LEAK {
+        return Err(format!(
+            "the server processes left {leaked} bytes of heap allocated after the simulation \
+             ended (bound {SERVER_HEAP_LEAK})"
+        ));
+    }
     let server_file = server_dir.join(tandem::server::server_file_name(path));
     let server = ServerFile::open(&server_file).map_err(|e| format!("server file: {e}"))?;
     let server_state = server.state().map_err(|e| format!("server state: {e}"))?;
@@ -1241,7 +1298,13 @@ fn run_in(
         trace.borrow().hash(&mut h);
         h.finish()
     };
-    Ok((digest, quiet_at))
+    if std::env::var_os("SIM_MEMORY").is_some() {
+        eprintln!(
+            "seed {}: the server's processes left {leaked} bytes",
+            plan.seed
+        );
+    }
+    Ok((digest, quiet_at, server_heap))
 }
 
 /// Starts `fault` at `now` (`now` in simulated ms), scheduling what heals it.
