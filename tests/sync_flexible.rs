@@ -31,6 +31,8 @@ fn schema() -> Schema {
                 Property::new("title", PropertyType::String),
                 Property::new("count", PropertyType::Int),
                 Property::new("owner", PropertyType::String),
+                Property::new("tags", PropertyType::String)
+                    .collection(tandem::model::CollectionKind::List),
                 Property::link("project", "Project"),
             ],
         ),
@@ -725,4 +727,85 @@ fn a_waiting_transaction_refuses_a_flexible_session() {
         matches!(&err, SyncError::InvalidState { message } if message.contains("pending_transact")),
         "{err:?}"
     );
+}
+
+/// A write to an object outside the client's view that the server holds (here an insert into
+/// its non-empty list, which the client never had) is reverted as a compensating write (231,
+/// the session goes on) and the client's copy is erased; the server's object is untouched.
+/// Before, the insert's `prior_size` did not fit the server's list and the whole upload was
+/// refused (212): the session stopped for good. Found by the simulation's flexible sync seeds.
+#[test]
+fn a_write_outside_the_view_is_a_compensating_write_and_the_session_goes_on() {
+    let world = World::new("outside", None);
+    let (w, ws) = writer(&world, "writer");
+    create(&w, 1, 1, "writer");
+    let mut tx = w.begin_write().unwrap();
+    tx.list_insert(
+        "Task",
+        &PrimaryKey::Int(1),
+        "tags",
+        0,
+        Value::String("a".into()),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+
+    let r = world.open("reader.sqlite");
+    subscribe(&r, &[("mine", "Task", "owner == 'reader'")]);
+    let rs = world.sync(&r, "reader");
+    let (errors, _events) = error_events(&rs);
+    world
+        .block_on(rs.wait_for_subscriptions(None, WAIT))
+        .unwrap();
+    assert_eq!(tasks(&r), Vec::<i64>::new());
+    // Task 1 is not in the reader's file: an upsert creates it there, with one tag.
+    let mut tx = r.begin_write().unwrap();
+    tx.upsert("Task", PrimaryKey::Int(1), &[("count", Value::Int(7))])
+        .unwrap();
+    tx.list_insert(
+        "Task",
+        &PrimaryKey::Int(1),
+        "tags",
+        0,
+        Value::String("b".into()),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    world.block_on(rs.wait_for_upload(WAIT)).unwrap();
+    eventually("the reader's copy erased", || tasks(&r).is_empty());
+    let got = errors.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].code, got[0].will_retry), (231, true), "{got:?}");
+    assert!(
+        got[0].message.contains("outside the client's view"),
+        "{got:?}"
+    );
+
+    // The server's object is as the writer left it.
+    create(&w, 2, 2, "writer");
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+    let task = w
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        task.fields.get("tags"),
+        Some(&tandem::state::Field::List(vec![
+            tandem::state::Element::Value(tandem::state::Val::String("a".into()))
+        ]))
+    );
+    assert_eq!(
+        task.fields.get("count"),
+        Some(&tandem::state::Field::Value(tandem::state::Val::Int(1)))
+    );
+
+    // The reader's session goes on: a task in its view reaches the writer.
+    create(&r, 3, 3, "reader");
+    world.block_on(rs.wait_for_upload(WAIT)).unwrap();
+    eventually("the reader's task at the writer", || tasks(&w).contains(&3));
+    assert_eq!(tasks(&r), vec![3]);
+    assert_eq!(errors.lock().unwrap().len(), 1);
 }

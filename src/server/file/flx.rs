@@ -283,6 +283,61 @@ impl ServerFile {
     }
 }
 
+/// `entries` with the instructions on `outside` objects taken out of the changesets above
+/// client version `done`, except their `CreateObject`s (an upsert of an object the state
+/// holds changes nothing; kept, the changeset still touches the object, so the client's
+/// next download erases the client's copy, as for any object it wrote that its view lacks),
+/// and the objects that lost an instruction (those to report as a compensating write).
+fn strip_outside(
+    client: u64,
+    entries: &[UploadEntry],
+    done: u64,
+    outside: &BTreeSet<(String, Key)>,
+) -> (Vec<UploadEntry>, Vec<(String, Key)>) {
+    let mut rejected: BTreeSet<(String, Key)> = BTreeSet::new();
+    let mut kept = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if entry.client_version <= done {
+            kept.push(entry.clone());
+            continue;
+        }
+        let Ok(mut cs) = entry.to_changeset(client) else {
+            // Left for integrate_upload to refuse, with the rest as they are.
+            kept.push(entry.clone());
+            continue;
+        };
+        let objects: Vec<Option<(String, Key)>> = cs
+            .instructions
+            .iter()
+            .map(|i| super::instruction_object(&cs, i))
+            .collect();
+        let mut keep = Vec::with_capacity(objects.len());
+        for (object, i) in objects.into_iter().zip(&cs.instructions) {
+            match object {
+                Some(object) if outside.contains(&object) => {
+                    let create = matches!(i, Instruction::CreateObject { .. });
+                    if !create {
+                        rejected.insert(object);
+                    }
+                    keep.push(create);
+                }
+                _ => keep.push(true),
+            }
+        }
+        if keep.iter().all(|k| *k) {
+            kept.push(entry.clone());
+            continue;
+        }
+        let mut flags = keep.into_iter();
+        cs.instructions.retain(|_| flags.next().unwrap_or(true));
+        kept.push(UploadEntry {
+            changeset: cs.encode(),
+            ..entry.clone()
+        });
+    }
+    (kept, rejected.into_iter().collect())
+}
+
 /// A primary key as the view stores it: a type tag, then the value.
 fn key_blob(key: &Key) -> Vec<u8> {
     match key {
@@ -969,6 +1024,16 @@ impl ServerFile {
             self.catch_up_state()?;
         }
         let done = self.integrated_client_version(client, self.latest)?;
+        // Writes to objects outside the view are taken out before anything is integrated.
+        let outside = self.flx_outside_view(client, entries, done, active)?;
+        let kept;
+        let (entries, outside_rejected) = if outside.is_empty() {
+            (entries, Vec::new())
+        } else {
+            let (k, rejected) = strip_outside(client, entries, done, &outside);
+            kept = k;
+            (&kept[..], rejected)
+        };
         let mut touched: BTreeSet<(String, Key)> = BTreeSet::new();
         // Objects the upload creates that the state does not hold yet.
         let mut fresh: BTreeSet<(String, Key)> = BTreeSet::new();
@@ -995,12 +1060,93 @@ impl ServerFile {
                 );
             }
         }
-        let (integrated, compensation) =
+        let (integrated, mut compensation) =
             self.integrate_checked(client, entries, rules, user, touched)?;
         if let Some(&version) = integrated.versions.last() {
             self.flx_own_creations(client, active, version, &fresh)?;
         }
+        if !outside_rejected.is_empty() {
+            tracing::info!(
+                client,
+                rejected = outside_rejected.len(),
+                "writes outside the view reverted"
+            );
+            let rejected = outside_rejected.into_iter().map(|(class, key)| {
+                (
+                    class,
+                    key,
+                    "write to an object outside the client's view (no active subscription \
+                     matches it)"
+                        .to_owned(),
+                )
+            });
+            match &mut compensation {
+                Some(c) => c.rejected.extend(rejected),
+                None => {
+                    compensation = Some(Compensation {
+                        rejected: rejected.collect(),
+                        client_version: entries.iter().map(|e| e.client_version).max().unwrap_or(0),
+                        server_version: integrated.versions.last().copied().unwrap_or(self.latest),
+                    })
+                }
+            }
+        }
         Ok((integrated, compensation))
+    }
+
+    /// The objects an upload's new changesets (client versions above `done`) write that are
+    /// outside `client`'s view: the state holds them, the view does not, and its active set
+    /// does not match them (asymmetric classes, which are upload-only, and objects the state
+    /// does not hold, which the upload creates, are never outside). The client never held the
+    /// server's copy of such an object, so its writes were based on nothing the server knows:
+    /// an insert into a list the server holds non-empty would carry a `prior_size` the list
+    /// does not have and fail the whole upload (212). Realm's server answers a write outside
+    /// the view with a compensating write (`realm-wire-compat.md` section 4.7); so does this
+    /// one. Found by the simulation's flexible sync seeds (`docs/testing.md`).
+    fn flx_outside_view(
+        &mut self,
+        client: u64,
+        entries: &[UploadEntry],
+        done: u64,
+        active: &Subscription,
+    ) -> Result<BTreeSet<(String, Key)>, ProtocolError> {
+        let mut objects: BTreeSet<(String, Key)> = BTreeSet::new();
+        for entry in entries.iter().filter(|e| e.client_version > done) {
+            let Ok(cs) = entry.to_changeset(client) else {
+                break; // integrate_upload refuses it
+            };
+            objects.extend(super::touched_objects(&cs));
+        }
+        let mut outside = BTreeSet::new();
+        if objects.is_empty() {
+            return Ok(outside);
+        }
+        let schemas = self.state.shared_schemas();
+        let filters = self.steady_filters(active, client);
+        for (class, key) in objects {
+            if matches!(
+                schemas.get(class.as_str()).map(|s| &s.spec),
+                Some(TableSpec::TopLevel {
+                    asymmetric: true,
+                    ..
+                })
+            ) {
+                continue;
+            }
+            if self.flx_row(&class, &key)?.is_none()
+                || self.flx_in_view(client, &class, &key)?.is_some()
+            {
+                continue;
+            }
+            let matches = match filters.get(class.as_str()) {
+                Some(Some(filter)) => self.flx_matches(&class, filter, &key)?,
+                _ => false,
+            };
+            if !matches {
+                outside.insert((class, key));
+            }
+        }
+        Ok(outside)
     }
 
     /// Records in `client`'s view the objects its upload created fresh (`fresh`: absent from
