@@ -283,57 +283,40 @@ impl ServerFile {
     }
 }
 
-/// `entries` with the instructions on `outside` objects taken out of the changesets above
-/// client version `done`, except their `CreateObject`s (an upsert of an object the state
-/// holds changes nothing; kept, the changeset still touches the object, so the client's
-/// next download erases the client's copy, as for any object it wrote that its view lacks),
-/// and the objects that lost an instruction (those to report as a compensating write).
+/// `entries` with the instructions on `outside` objects taken out of its `new` changesets
+/// (decoded, each with its index in `entries`; taken out there too), except their
+/// `CreateObject`s (an upsert of an object the state holds changes nothing; kept, the
+/// changeset still touches the object, so the client's next download erases the client's
+/// copy, as for any object it wrote that its view lacks), and the objects that lost an
+/// instruction (those to report as a compensating write).
 fn strip_outside(
-    client: u64,
     entries: &[UploadEntry],
-    done: u64,
+    new: &mut [(usize, Changeset)],
     outside: &BTreeSet<(String, Key)>,
 ) -> (Vec<UploadEntry>, Vec<(String, Key)>) {
     let mut rejected: BTreeSet<(String, Key)> = BTreeSet::new();
-    let mut kept = Vec::with_capacity(entries.len());
-    for entry in entries {
-        if entry.client_version <= done {
-            kept.push(entry.clone());
-            continue;
-        }
-        let Ok(mut cs) = entry.to_changeset(client) else {
-            // Left for integrate_upload to refuse, with the rest as they are.
-            kept.push(entry.clone());
-            continue;
-        };
-        let objects: Vec<Option<(String, Key)>> = cs
+    let mut kept = entries.to_vec();
+    for (n, cs) in new.iter_mut() {
+        let keep: Vec<bool> = cs
             .instructions
             .iter()
-            .map(|i| super::instruction_object(&cs, i))
-            .collect();
-        let mut keep = Vec::with_capacity(objects.len());
-        for (object, i) in objects.into_iter().zip(&cs.instructions) {
-            match object {
+            .map(|i| match super::instruction_object(cs, i) {
                 Some(object) if outside.contains(&object) => {
                     let create = matches!(i, Instruction::CreateObject { .. });
                     if !create {
                         rejected.insert(object);
                     }
-                    keep.push(create);
+                    create
                 }
-                _ => keep.push(true),
-            }
-        }
+                _ => true,
+            })
+            .collect();
         if keep.iter().all(|k| *k) {
-            kept.push(entry.clone());
             continue;
         }
         let mut flags = keep.into_iter();
         cs.instructions.retain(|_| flags.next().unwrap_or(true));
-        kept.push(UploadEntry {
-            changeset: cs.encode(),
-            ..entry.clone()
-        });
+        kept[*n].changeset = cs.encode();
     }
     (kept, rejected.into_iter().collect())
 }
@@ -1024,26 +1007,34 @@ impl ServerFile {
             self.catch_up_state()?;
         }
         let done = self.integrated_client_version(client, self.latest)?;
+        // The upload's new changesets, decoded once, each with its index in `entries` (up to
+        // the first that does not decode: integrate_upload refuses it).
+        let mut new: Vec<(usize, Changeset)> = Vec::new();
+        for (n, entry) in entries.iter().enumerate() {
+            if entry.client_version > done {
+                let Ok(cs) = entry.to_changeset(client) else {
+                    break;
+                };
+                new.push((n, cs));
+            }
+        }
         // Writes to objects outside the view are taken out before anything is integrated.
-        let outside = self.flx_outside_view(client, entries, done, active)?;
+        let outside = self.flx_outside_view(client, &new, active)?;
         let kept;
         let (entries, outside_rejected) = if outside.is_empty() {
             (entries, Vec::new())
         } else {
-            let (k, rejected) = strip_outside(client, entries, done, &outside);
+            let (k, rejected) = strip_outside(entries, &mut new, &outside);
             kept = k;
             (&kept[..], rejected)
         };
         let mut touched: BTreeSet<(String, Key)> = BTreeSet::new();
         // Objects the upload creates that the state does not hold yet.
         let mut fresh: BTreeSet<(String, Key)> = BTreeSet::new();
-        for entry in entries.iter().filter(|e| e.client_version > done) {
-            let Ok(cs) = entry.to_changeset(client) else {
-                break; // integrate_upload refuses it
-            };
+        for (_, cs) in &new {
             for i in &cs.instructions {
                 if let (Instruction::CreateObject { .. }, Some(object)) =
-                    (i, super::instruction_object(&cs, i))
+                    (i, super::instruction_object(cs, i))
                 {
                     if self.flx_row(&object.0, &object.1)?.is_none() {
                         fresh.insert(object);
@@ -1051,13 +1042,9 @@ impl ServerFile {
                 }
             }
             if rules.restricts_writes() {
-                touched.extend(
-                    super::touched_objects(&cs)
-                        .into_iter()
-                        .filter(|(class, _)| {
-                            rules.class(class).write != crate::server::realm::rules::Filter::All
-                        }),
-                );
+                touched.extend(super::touched_objects(cs).into_iter().filter(|(class, _)| {
+                    rules.class(class).write != crate::server::realm::rules::Filter::All
+                }));
             }
         }
         let (integrated, mut compensation) =
@@ -1106,16 +1093,12 @@ impl ServerFile {
     fn flx_outside_view(
         &mut self,
         client: u64,
-        entries: &[UploadEntry],
-        done: u64,
+        new: &[(usize, Changeset)],
         active: &Subscription,
     ) -> Result<BTreeSet<(String, Key)>, ProtocolError> {
         let mut objects: BTreeSet<(String, Key)> = BTreeSet::new();
-        for entry in entries.iter().filter(|e| e.client_version > done) {
-            let Ok(cs) = entry.to_changeset(client) else {
-                break; // integrate_upload refuses it
-            };
-            objects.extend(super::touched_objects(&cs));
+        for (_, cs) in new {
+            objects.extend(super::touched_objects(cs));
         }
         let mut outside = BTreeSet::new();
         if objects.is_empty() {
