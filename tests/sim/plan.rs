@@ -154,6 +154,18 @@ impl TaskQuery {
         }
     }
 
+    /// The query [`TaskQuery::rql`] wrote, read back (`None` for any other text).
+    pub fn from_rql(rql: &str) -> Option<TaskQuery> {
+        match rql {
+            "TRUEPREDICATE" => Some(TaskQuery::All),
+            _ => rql
+                .strip_prefix("_id < ")?
+                .parse()
+                .ok()
+                .map(TaskQuery::IdBelow),
+        }
+    }
+
     /// Whether the query matches task `id`.
     pub fn matches_id(&self, id: i64) -> bool {
         match self {

@@ -503,13 +503,9 @@ impl Client {
             false => TaskQuery::All,
             true => {
                 let active = db.active_subscriptions().map_err(|e| e.to_string())?;
-                match active.find("task").map(|s| s.query.as_str()) {
-                    Some("TRUEPREDICATE") => TaskQuery::All,
-                    Some(q) => TaskQuery::IdBelow(
-                        q.strip_prefix("_id < ")
-                            .and_then(|n| n.parse().ok())
-                            .ok_or_else(|| format!("an unexpected Task query {q:?}"))?,
-                    ),
+                match active.find("task") {
+                    Some(sub) => TaskQuery::from_rql(&sub.query)
+                        .ok_or_else(|| format!("an unexpected Task query {:?}", sub.query))?,
                     None => TaskQuery::IdBelow(i64::MIN),
                 }
             }
@@ -573,24 +569,15 @@ fn subscribe(db: &Database, query: &TaskQuery) -> Result<u64, StoreError> {
     .map(|set| set.version)
 }
 
-/// Whether `query` matches task `key`: the simulation's own evaluation,
-/// the oracle of what a flexible sync replica must hold.
-fn task_matches(query: &TaskQuery, key: &Key) -> bool {
-    match query {
-        TaskQuery::All => true,
-        TaskQuery::IdBelow(n) => matches!(key, Key::Int(k) if k < n),
-    }
-}
-
 /// The objects `client` must hold given the server's: all of them for a partition-based
 /// client; for a flexible sync one, every `Journal` and `Entry` and the tasks its query
-/// matches.
+/// matches (the simulation's own evaluation, [`TaskQuery::matches_id`]: the oracle).
 fn expected_objects(client: &Client, server: &Objects) -> Objects {
     let mut objects = server.clone();
     if client.flexible {
         let query = client.query.borrow();
         if let Some(tasks) = objects.get_mut("Task") {
-            tasks.retain(|key, _| task_matches(&query, key));
+            tasks.retain(|key, _| matches!(key, Key::Int(id) if query.matches_id(*id)));
         }
     }
     objects
