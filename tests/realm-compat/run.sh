@@ -67,6 +67,33 @@ for report in target/surefire-reports/TEST-*.xml; do
     skipped=$((skipped + $(count skipped)))
 done
 [ "$tests" -gt 0 ] || { echo "run.sh: no test reports" >&2; status=1; }
+if [ "$bad" -gt 0 ]; then
+    # What a failure needs to be read from CI's output alone: the free disk space (a full disk
+    # once failed every sync here) and the last lines of the server and realm-core logs of the
+    # first failed tests.
+    df -h "$here/target" | sed 's/^/realm-compat: disk: /'
+    python3 - "$here/target" <<'PY' || true
+import glob, os, sys, xml.etree.ElementTree as ET
+target = sys.argv[1]
+shown = 0
+for report in sorted(glob.glob(os.path.join(target, "surefire-reports", "TEST-*.xml"))):
+    for case in ET.parse(report).getroot().iter("testcase"):
+        if case.find("failure") is None and case.find("error") is None:
+            continue
+        shown += 1
+        if shown > 3:
+            continue
+        test_dir = os.path.join(target, "realm-work", case.get("classname").rsplit(".", 1)[-1], case.get("name").removesuffix("()"))
+        for log in sorted(glob.glob(os.path.join(test_dir, "**", "server-*.log"), recursive=True)) + [os.path.join(test_dir, "realm-core.log")]:
+            if not os.path.exists(log):
+                continue
+            with open(log, errors="replace") as f:
+                tail = f.readlines()[-6:]
+            print(f"realm-compat: tail of {os.path.relpath(log, target)}:")
+            for line in tail:
+                print("    " + line.rstrip()[:300])
+PY
+fi
 echo "realm-compat: $((tests - bad - skipped)) passed, $bad failed, $skipped skipped"
 echo "realm-compat: wall time $(( $(date +%s) - start )) s"
 exit $status
