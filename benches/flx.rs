@@ -51,7 +51,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{self, SplitSink, SplitStream};
@@ -157,16 +156,18 @@ fn server_cpu() -> f64 {
 struct Server {
     server: RunningServer,
     runtime: tokio::runtime::Runtime,
-    dir: PathBuf,
+    /// The server's scratch directory, removed when the server is dropped (after the runtime).
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
     /// A server with the app `APP` (anonymous login, `all-authenticated` partitions) on its own
     /// runtime, in a fresh temp directory.
     fn start(name: &str) -> Server {
-        let dir = std::env::temp_dir().join(format!("tandem-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tandem-{name}-"))
+            .tempdir()
+            .unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(SERVER_THREADS)
@@ -184,7 +185,7 @@ impl Server {
                 app: Some(app),
                 ..ServerConfig::new(
                     "127.0.0.1:0".parse().unwrap(),
-                    dir.join("data"),
+                    dir.path().join("data"),
                     Authenticator::hs256(b"flx benchmark tandem secret, 32 bytes"),
                 )
             }))
@@ -192,7 +193,7 @@ impl Server {
         Server {
             server,
             runtime,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -203,7 +204,7 @@ impl Server {
     fn stop(self) {
         self.server.shutdown();
         self.runtime.shutdown_timeout(Duration::from_secs(5));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The rest of `self` goes now: `_dir` removes the directory.
     }
 }
 

@@ -305,9 +305,11 @@ fn main() {
     }
     let objects = env("FLX_CLIENT_OBJECTS", 1_000_000);
     let matching = env("FLX_CLIENT_MATCH", 100_000).min(objects);
-    let dir = std::env::temp_dir().join(format!("tandem-flx-client-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("the bench directory");
+    let tmp = tempfile::Builder::new()
+        .prefix("tandem-flx-client-bench-")
+        .tempdir()
+        .expect("the bench directory");
+    let dir = tmp.path().to_path_buf();
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let server = Server::start(&dir);
     let open = |name: &str| {
@@ -377,5 +379,4 @@ fn main() {
         baseline_sent / (1 << 20) as f64,
     );
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -521,9 +521,11 @@ fn main() {
     let seconds = env("TANDEM_LOAD_SECONDS", 10) as u64;
     let concurrency = env("TANDEM_LOAD_CONNECT", 64).max(1);
 
-    let dir = std::env::temp_dir().join(format!("tandem-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("tandem-load-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     let processes = env("TANDEM_LOAD_PROCESSES", 1).max(1);
     let mut server = Servers((0..processes).map(|i| start_server(&dir, i)).collect());
     let addrs: Vec<SocketAddr> = server.0.iter().map(|s| s.addr).collect();
@@ -749,5 +751,4 @@ fn main() {
         let _ = s.child.wait();
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let _ = std::fs::remove_dir_all(&dir);
 }

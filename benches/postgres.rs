@@ -39,8 +39,11 @@ fn schema() -> Schema {
 }
 
 struct Setup {
+    /// `_scratch`'s path.
     dir: std::path::PathBuf,
     servers: Vec<RunningServer>,
+    /// The scratch directory, removed on drop (the last field: after the servers stop).
+    _scratch: tempfile::TempDir,
 }
 
 impl Setup {
@@ -50,10 +53,11 @@ impl Setup {
         processes: usize,
         database: Option<String>,
     ) -> Setup {
-        let dir =
-            std::env::temp_dir().join(format!("tandem-pgbench-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("tandem-pgbench-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_path_buf();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
@@ -72,7 +76,11 @@ impl Setup {
                     .unwrap()
             })
             .collect();
-        Setup { dir, servers }
+        Setup {
+            dir,
+            servers,
+            _scratch: scratch,
+        }
     }
 
     fn open(&self, name: &str) -> Arc<Database> {
@@ -109,7 +117,7 @@ impl Drop for Setup {
         for s in self.servers.drain(..) {
             s.shutdown();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `_scratch` removes the directory.
     }
 }
 

@@ -135,10 +135,11 @@ fn report(what: &str, objects: u64, before: u64, after: u64, seconds: f64) {
 
 /// Integrates the objects into a server file in a temporary directory.
 fn server_file(objects: u64) {
-    let dir = std::env::temp_dir().join(format!("tandem-state-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("server.sqlite");
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-state-bench-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("server.sqlite");
     let before = rss();
     let mut server = ServerFile::open(&path).unwrap();
     let (client, _) = server.allocate_client_file().unwrap();
@@ -175,15 +176,16 @@ fn server_file(objects: u64) {
         mib(peak())
     );
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Memory per open server path: `paths` server files of 100 objects each are created and
 /// closed, then all opened at once and given one more upload each.
 fn open_paths(paths: u64) {
-    let dir = std::env::temp_dir().join(format!("tandem-state-paths-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("tandem-state-paths-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     let upload = |server: &mut ServerFile, client: u64, from: u64, to: u64| {
         let base = server.latest_version();
         let entries: Vec<UploadEntry> = (from..=to)
@@ -213,7 +215,6 @@ fn open_paths(paths: u64) {
         after.saturating_sub(before) as f64 / paths as f64 / 1024.0
     );
     drop(open);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The baseline: the same changesets applied to an in-memory `State`.

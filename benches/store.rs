@@ -26,7 +26,6 @@
 //! --bench store`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
@@ -45,13 +44,15 @@ fn objects() -> i64 {
 /// A fresh directory per call: a database's file must never be deleted or replaced while it
 /// is open (the three bulk runs once shared one path, so the database kept from an earlier run
 /// had its file replaced, and its listener read the newer file).
-fn dir(name: &str) -> PathBuf {
-    static RUN: AtomicUsize = AtomicUsize::new(0);
-    let run = RUN.fetch_add(1, Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("tandem-bench-{}-{name}-{run}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d.join("db.sqlite")
+///
+/// Returns the guard that removes the directory when dropped, and the database path in it.
+fn dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::Builder::new()
+        .prefix(&format!("tandem-bench-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = d.path().join("db.sqlite");
+    (d, path)
 }
 
 fn schema() -> Schema {
@@ -93,9 +94,11 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 /// Total time, and the part spent in commit (encoding the 500,000-instruction changeset and
-/// writing it to the history, then the SQLite commit).
-fn bulk_tandem() -> (Duration, Duration, Database) {
-    let db = Database::open(dir("bulk"), &schema(), Config::default()).unwrap();
+/// writing it to the history, then the SQLite commit); after the guard of the database's
+/// directory.
+fn bulk_tandem() -> (tempfile::TempDir, Duration, Duration, Database) {
+    let (guard, path) = dir("bulk");
+    let db = Database::open(path, &schema(), Config::default()).unwrap();
     let start = Instant::now();
     let mut tx = db.begin_write().unwrap();
     for i in 0..objects() {
@@ -103,7 +106,7 @@ fn bulk_tandem() -> (Duration, Duration, Database) {
     }
     let commit = Instant::now();
     tx.commit().unwrap();
-    (start.elapsed(), commit.elapsed(), db)
+    (guard, start.elapsed(), commit.elapsed(), db)
 }
 
 /// How the baseline lays out `Item`'s rows.
@@ -118,9 +121,14 @@ enum RawLayout {
 }
 
 /// The baseline's database: a fresh file in WAL mode with `durability`'s `synchronous`
-/// setting, and `Item`'s table in `layout`.
-fn raw_connection(name: &str, durability: Durability, layout: RawLayout) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(dir(&format!("{name}-{layout:?}"))).unwrap();
+/// setting, and `Item`'s table in `layout`; after the guard of its directory.
+fn raw_connection(
+    name: &str,
+    durability: Durability,
+    layout: RawLayout,
+) -> (tempfile::TempDir, rusqlite::Connection) {
+    let (guard, path) = dir(&format!("{name}-{layout:?}"));
+    let conn = rusqlite::Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     let sync = match durability {
         Durability::Normal => "NORMAL",
@@ -135,11 +143,11 @@ fn raw_connection(name: &str, durability: Durability, layout: RawLayout) -> rusq
         "CREATE TABLE item ({key}, name, age, score, active)"
     ))
     .unwrap();
-    conn
+    (guard, conn)
 }
 
 fn bulk_raw(layout: RawLayout) -> Duration {
-    let conn = raw_connection("raw", Durability::Normal, layout);
+    let (_dir, conn) = raw_connection("raw", Durability::Normal, layout);
     let start = Instant::now();
     conn.execute_batch("BEGIN").unwrap();
     for i in 0..objects() {
@@ -170,7 +178,8 @@ fn single_transactions(durability: Durability) -> Duration {
         durability,
         ..Config::default()
     };
-    let db = Database::open(dir(&format!("single-{durability:?}")), &schema(), config).unwrap();
+    let (_dir, path) = dir(&format!("single-{durability:?}"));
+    let db = Database::open(path, &schema(), config).unwrap();
     let start = Instant::now();
     for i in 0..10_000 {
         let mut tx = db.begin_write().unwrap();
@@ -183,7 +192,7 @@ fn single_transactions(durability: Durability) -> Duration {
 /// The baseline for [`single_transactions`]: raw rusqlite committing one row per transaction
 /// into the equivalent table, WAL with the same `synchronous` setting.
 fn single_transactions_raw(durability: Durability, layout: RawLayout) -> Duration {
-    let conn = raw_connection(&format!("single-raw-{durability:?}"), durability, layout);
+    let (_dir, conn) = raw_connection(&format!("single-raw-{durability:?}"), durability, layout);
     let start = Instant::now();
     for i in 0..10_000i64 {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -315,7 +324,7 @@ fn best_of_3(mut f: impl FnMut() -> usize) -> (Duration, usize) {
 }
 
 fn print_reads(db: &Database) {
-    let conn = raw_connection("raw-read", Durability::Normal, RawLayout::Rowid);
+    let (_dir, conn) = raw_connection("raw-read", Durability::Normal, RawLayout::Rowid);
     conn.execute_batch("BEGIN").unwrap();
     for i in 0..objects() {
         insert_raw(&conn, i);
@@ -373,16 +382,16 @@ fn main() {
     // Best of three fresh runs each, alternating, to damp the noise of a shared machine.
     let mut raw = Duration::MAX;
     let mut indexed = Duration::MAX;
-    let mut best: Option<(Duration, Duration, Database)> = None;
+    let mut best: Option<(tempfile::TempDir, Duration, Duration, Database)> = None;
     for _ in 0..3 {
         raw = raw.min(bulk_raw(RawLayout::Rowid));
         indexed = indexed.min(bulk_raw(RawLayout::UniqueIndex));
         let run = bulk_tandem();
-        if best.as_ref().map_or(true, |b| run.0 < b.0) {
+        if best.as_ref().map_or(true, |b| run.1 < b.1) {
             best = Some(run);
         }
     }
-    let (tandem, commit, db) = best.expect("three runs");
+    let (_dir, tandem, commit, db) = best.expect("three runs");
     println!(
         "{} objects x 5 properties in one transaction (best of 3 each):",
         objects()

@@ -108,9 +108,11 @@ fn main() {
     } else {
         sizes
     };
-    let dir: PathBuf = std::env::temp_dir().join(format!("tandem-upload-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("tandem-upload-")
+        .tempdir()
+        .unwrap();
+    let dir: PathBuf = tmp.path().to_path_buf();
     println!("one UPLOAD of one Set against N changesets of another client (ms, one run each):");
     println!(
         "  {:>7} {:>22} {:>22} {:>22}",
@@ -145,5 +147,4 @@ fn main() {
         let recent = run("recent", DEFAULT_MAX_MERGE_WINDOW, n.saturating_sub(10));
         println!("  {n:>7} {unbounded:>22} {bounded:>22} {recent:>22}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,7 @@
 //! in success bodies, 401 only for invalid credentials.
 #![cfg(feature = "server")]
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,19 +19,24 @@ use tower::ServiceExt;
 const APP: &str = "tandem-test-abcde";
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
 
-struct Dir(PathBuf);
+/// A scratch directory removed on drop, or none ([`Dir::none`]: a harness on another's).
+struct Dir(Option<tempfile::TempDir>);
 
 impl Dir {
     fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("tandem-app-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Dir(dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tandem-app-{name}-"))
+            .tempdir()
+            .unwrap();
+        Dir(Some(dir))
     }
-}
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn none() -> Dir {
+        Dir(None)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("a scratch directory").path()
     }
 }
 
@@ -72,7 +77,7 @@ impl Reply {
 impl Harness {
     fn new(name: &str, config: AppConfig) -> Harness {
         let dir = Dir::new(name);
-        let app = Arc::new(AppServices::open(config, &dir.0).unwrap());
+        let app = Arc::new(AppServices::open(config, dir.path()).unwrap());
         Harness { app, _dir: dir }
     }
 
@@ -777,11 +782,11 @@ async fn user_api_keys_create_list_disable_login_delete() {
 #[tokio::test]
 async fn server_api_keys_from_the_admin_command() {
     let h = Harness::new("server-keys", config());
-    let dir = h._dir.0.clone();
+    let dir = h._dir.path().to_path_buf();
     // An admin command never creates a database by accident: list and delete need an existing
     // one, and create makes one only with the app id to record in it.
     let fresh = Dir::new("server-keys-fresh");
-    let missing = fresh.0.join("typo");
+    let missing = fresh.path().join("typo");
     assert!(admin::list_api_keys(&missing, Some(APP)).is_err());
     assert!(admin::delete_api_key(&missing, None, "0").is_err());
     assert!(admin::create_api_key(&missing, None, "x").is_err());
@@ -891,10 +896,10 @@ async fn malformed_and_oversized_requests_get_json_errors() {
 async fn users_sessions_and_accounts_survive_reopening() {
     let dir = Dir::new("reopen");
     let (access, refresh) = {
-        let app = Arc::new(AppServices::open(config(), &dir.0).unwrap());
+        let app = Arc::new(AppServices::open(config(), dir.path()).unwrap());
         let h = Harness {
             app,
-            _dir: Dir(PathBuf::new()),
+            _dir: Dir::none(),
         };
         h.userpass(
             "register",
@@ -909,11 +914,11 @@ async fn users_sessions_and_accounts_survive_reopening() {
             .await;
         (login.access, login.refresh)
     };
-    let app = Arc::new(AppServices::open(config(), &dir.0).unwrap());
+    let app = Arc::new(AppServices::open(config(), dir.path()).unwrap());
     assert!(app.verify_access_token(&access).is_ok());
     let h = Harness {
         app,
-        _dir: Dir(PathBuf::new()),
+        _dir: Dir::none(),
     };
     let reply = h.refresh(&refresh).await;
     assert_eq!(reply.status, StatusCode::CREATED);
@@ -925,11 +930,11 @@ async fn users_sessions_and_accounts_survive_reopening() {
     // The file belongs to its app id.
     let mut other = config();
     other.app_id = "another-app".into();
-    let err = AppServices::open(other, &dir.0).err().unwrap();
+    let err = AppServices::open(other, dir.path()).err().unwrap();
     assert!(err.0.contains("belongs to app"), "{err}");
     let mut bad = config();
     bad.app_id = "has/slash".into();
-    assert!(AppServices::open(bad, &dir.0).is_err());
+    assert!(AppServices::open(bad, dir.path()).is_err());
 }
 
 #[tokio::test]
@@ -940,7 +945,7 @@ async fn api_key_admin_command_creates_lists_and_deletes() {
             .args(["api-key"])
             .args(list)
             .arg("--data-dir")
-            .arg(&dir.0)
+            .arg(dir.path())
             .env_remove("TANDEM_CONFIG")
             .output()
             .unwrap()
@@ -961,8 +966,8 @@ async fn api_key_admin_command_creates_lists_and_deletes() {
 
     // The server logs in with it.
     let h = Harness {
-        app: Arc::new(AppServices::open(config(), &dir.0).unwrap()),
-        _dir: Dir(PathBuf::new()),
+        app: Arc::new(AppServices::open(config(), dir.path()).unwrap()),
+        _dir: Dir::none(),
     };
     let login = h
         .logged_in("api-key", json!({"provider": "api-key", "key": key}))

@@ -23,11 +23,14 @@ use tandem::model::Schema;
 use tandem::state::{ApplyError, State};
 use tandem::store::{Config, Database, StoreError};
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-atomic-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("db.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a path in it.
+fn temp(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-atomic-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("db.sqlite");
+    (dir, path)
 }
 
 /// Appends `from`'s instructions to `to`, re-interning their strings.
@@ -165,7 +168,7 @@ fn refused_changesets_leave_state_and_store_untouched() {
     let mut checked = 0usize;
     let mut after_schema = 0usize;
     for round in 0..4u64 {
-        let path = temp(&format!("store-{round}"));
+        let (_dir, path) = temp(&format!("store-{round}"));
         let db = Database::open(&path, &Schema::new(vec![]).unwrap(), Config::default()).unwrap();
         let mut state = State::new();
         let mut rng = SeededRng::new(seed.wrapping_mul(31).wrapping_add(round));
@@ -250,7 +253,7 @@ mod server {
     /// server's version nor its state, and its state always equals a replay of its history.
     #[test]
     fn refused_uploads_leave_the_server_state_equal_to_its_history() {
-        let path = temp("server");
+        let (_dir, path) = temp("server");
         let mut server = ServerFile::open(&path).unwrap();
         let (ident, _) = server.allocate_client_file().unwrap();
         let mut client_state = State::new();

@@ -3,7 +3,6 @@
 //! objects, and reads of embedded objects.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tandem::ffi::{
@@ -12,12 +11,14 @@ use tandem::ffi::{
     WriteOp,
 };
 
-fn temp_db(name: &str) -> String {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("tandem-ffi-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("db.sqlite").to_string_lossy().into_owned()
+/// A scratch directory (removed when the returned guard is dropped) and a database path in it.
+fn temp_db(name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-ffi-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("db.sqlite").to_string_lossy().into_owned();
+    (dir, path)
 }
 
 fn prop(name: &str, t: T, collection: Collection) -> PropertySpec {
@@ -69,8 +70,10 @@ fn classes() -> Vec<ClassSpec> {
     ]
 }
 
-fn open(name: &str) -> Arc<Database> {
-    Database::open(temp_db(name), classes()).unwrap()
+/// A database in a scratch directory, and the guard that removes the directory.
+fn open(name: &str) -> (tempfile::TempDir, Arc<Database>) {
+    let (dir, path) = temp_db(name);
+    (dir, Database::open(path, classes()).unwrap())
 }
 
 fn k(v: i64) -> Key {
@@ -234,7 +237,7 @@ fn assert_every_kind_applied(db: &Database, key: i64) {
 
 #[test]
 fn write_performs_every_kind_of_operation_in_one_call() {
-    let db = open("batch");
+    let (_dir, db) = open("batch");
     let version = db.write(every_kind_of_op(1)).unwrap();
     assert!(version.is_some());
     assert_every_kind_applied(&db, 1);
@@ -292,7 +295,7 @@ fn write_performs_every_kind_of_operation_in_one_call() {
 
 #[test]
 fn the_recording_transaction_and_the_batch_path_do_the_same() {
-    let db = open("record");
+    let (_dir, db) = open("record");
     let tx = db.write_transaction();
     for op in every_kind_of_op(2) {
         tx.record(op).unwrap();
@@ -335,7 +338,7 @@ fn the_recording_transaction_and_the_batch_path_do_the_same() {
 
 #[test]
 fn a_failing_operation_writes_nothing_and_is_named() {
-    let db = open("atomic");
+    let (_dir, db) = open("atomic");
     db.write(vec![create(1, "kept")]).unwrap();
     let ops = vec![
         create(2, "lost"),
@@ -374,7 +377,7 @@ fn a_failing_operation_writes_nothing_and_is_named() {
 
 #[test]
 fn collections_inside_embedded_objects_are_written_through_a_path() {
-    let db = open("embedded");
+    let (_dir, db) = open("embedded");
     fn name(n: &str) -> PathStep {
         PathStep::Name { name: n.into() }
     }
@@ -646,7 +649,7 @@ fn each_sync_error_maps_to_its_variant() {
 /// another connection beyond the writer timeout, a query that does not parse.
 #[test]
 fn errors_from_real_calls_have_the_right_variant() {
-    let path = temp_db("errors");
+    let (_dir, path) = temp_db("errors");
     let db = Database::open(path.clone(), classes()).unwrap();
     drop(db);
     let mut changed = classes();
@@ -683,7 +686,7 @@ fn errors_from_real_calls_have_the_right_variant() {
 
 #[test]
 fn quarantine_reads_and_clears() {
-    let path = temp_db("quarantine");
+    let (_dir, path) = temp_db("quarantine");
     let db = Database::open(path.clone(), classes()).unwrap();
     assert!(db.quarantine().unwrap().is_empty());
     // Two records as a client reset writes them (tandem::store::reset).
@@ -764,7 +767,7 @@ fn the_log_listener_gets_the_library_events() {
     tracing::info!(target: "tandem::test", "below the level");
     tracing::warn!(target: "tandem::test", attempt = 2, "at the level");
     // A listener that throws is a library warning.
-    let db = open("log");
+    let (_dir, db) = open("log");
     db.write(vec![create(1, "a")]).unwrap();
     let _handle = db
         .observe_object("Task".into(), k(1), Arc::new(Throwing), vec![])
@@ -813,8 +816,9 @@ fn the_log_listener_gets_the_library_events() {
 /// nothing.
 #[test]
 fn decimals_cross_as_exact_text() {
+    let (_dir, path) = temp_db("decimal");
     let db = Database::open(
-        temp_db("decimal"),
+        path,
         vec![ClassSpec {
             name: "Price".into(),
             primary_key: Some("_id".into()),
@@ -875,7 +879,7 @@ fn decimals_cross_as_exact_text() {
 /// `Results.entries()` pairs each matching object with its key, in query order.
 #[test]
 fn results_entries_carry_keys_in_order() {
-    let db = open("entries");
+    let (_dir, db) = open("entries");
     db.write(vec![create(2, "b"), create(1, "a"), create(3, "c")])
         .unwrap();
     let results = db
@@ -902,7 +906,7 @@ fn results_entries_carry_keys_in_order() {
 
 #[test]
 fn results_rows_give_the_properties_asked_for_by_position() {
-    let db = open("rows");
+    let (_dir, db) = open("rows");
     let mut ops = every_kind_of_op(1);
     ops.extend([create(2, "b"), create(3, "c")]);
     db.write(ops).unwrap();
@@ -994,7 +998,7 @@ fn cancelled<R: Send + 'static>(
 /// with `Stopped`.
 #[test]
 fn blocking_waits_time_out_and_are_cancelled() {
-    let db = open("blocking");
+    let (_dir, db) = open("blocking");
     db.write(vec![create(1, "never uploaded")]).unwrap();
     let session = db.sync(unreachable_server(), None).unwrap();
 
@@ -1035,7 +1039,7 @@ fn blocking_waits_time_out_and_are_cancelled() {
     let err = waiter.join().unwrap().unwrap_err();
     assert!(matches!(err, TandemError::Stopped { .. }), "{err:?}");
 
-    let path = temp_db("blocking-open");
+    let (_open_dir, path) = temp_db("blocking-open");
     let err = cancelled(move |token| {
         open_synced_blocking(
             path,

@@ -66,9 +66,10 @@ fn set_title(title: &str) -> WriteOp {
 
 #[test]
 fn close_callbacks_waits_for_calls_in_progress_then_ends_them_for_good() {
-    let dir = std::env::temp_dir().join(format!("tandem-ffi-exit-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-ffi-exit-")
+        .tempdir()
+        .unwrap();
     let prop = |name: &str, property_type| PropertySpec {
         name: name.into(),
         property_type,
@@ -85,7 +86,11 @@ fn close_callbacks_waits_for_calls_in_progress_then_ends_them_for_good() {
             prop("title", PropertyType::String),
         ],
     }];
-    let db = Database::open(dir.join("db.sqlite").to_string_lossy().into(), classes).unwrap();
+    let db = Database::open(
+        dir.path().join("db.sqlite").to_string_lossy().into(),
+        classes,
+    )
+    .unwrap();
     db.write(vec![WriteOp::Create {
         class_name: "Task".into(),
         key: Key::Int { value: 1 },

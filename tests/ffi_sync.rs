@@ -66,12 +66,13 @@ fn create(id: i64, title: &str) -> WriteOp {
 #[test]
 fn transact_commits_a_list_of_operations_and_returns_the_verdict() {
     let world = World::new("ffi-transact");
-    let dir = std::env::temp_dir().join(format!("tandem-ffi-sync-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-ffi-sync-")
+        .tempdir()
+        .unwrap();
     let synced = world
         .block_on(open_synced(
-            dir.join("a.sqlite").to_string_lossy().into_owned(),
+            dir.path().join("a.sqlite").to_string_lossy().into_owned(),
             classes(),
             options(&world),
             None,
@@ -124,5 +125,4 @@ fn transact_commits_a_list_of_operations_and_returns_the_verdict() {
         "{outcome:?}"
     );
     session.stop();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -786,9 +786,11 @@ fn the_store_applies_kept_adds_as_the_reference_does() {
     use tandem::store::{Config, Database};
     let mut seeded = Sim::new(3);
     seeded.seed(setup()).expect("setup applies");
-    let dir = std::env::temp_dir().join(format!("tandem-ot-exhaustive-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("tandem-ot-exhaustive-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     let mut runs = 0;
     for scope in scopes() {
         let (write, set, add) = match scope.shape {
@@ -831,6 +833,5 @@ fn the_store_applies_kept_adds_as_the_reference_does() {
             runs += 1;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(runs, 6 * 6, "three field kinds, twice, in six orders");
 }

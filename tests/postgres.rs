@@ -56,17 +56,22 @@ impl Rng {
 }
 
 struct Cluster {
+    /// `_scratch`'s path.
     dir: std::path::PathBuf,
     runtime: tokio::runtime::Runtime,
     servers: Vec<RunningServer>,
+    /// The scratch directory, removed on drop: the last field, so after the runtime shuts down.
+    _scratch: tempfile::TempDir,
 }
 
 impl Cluster {
     /// `n` in-process servers, each with its own data directory, on one database.
     fn new(name: &str, n: usize) -> (Cluster, String) {
-        let dir = std::env::temp_dir().join(format!("tandem-pg-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("tandem-pg-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_path_buf();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
@@ -80,6 +85,7 @@ impl Cluster {
             dir,
             runtime,
             servers: Vec::new(),
+            _scratch: scratch,
         };
         for _ in 0..n {
             cluster.add_server(&url);
@@ -125,7 +131,7 @@ impl Drop for Cluster {
         for s in self.servers.drain(..) {
             s.shutdown();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `_scratch` removes the directory once the runtime has shut down.
     }
 }
 

@@ -16,11 +16,14 @@ use tandem::model::{
 };
 use tandem::store::{Config, Database, StoreError};
 
-fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-qsem-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("db.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a path in it.
+fn temp_db(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-qsem-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("db.sqlite");
+    (dir, path)
 }
 
 fn schema() -> Schema {
@@ -50,8 +53,13 @@ fn schema() -> Schema {
     .unwrap()
 }
 
-fn open(name: &str) -> Database {
-    Database::open(temp_db(name), &schema(), Config::default()).unwrap()
+/// A new database in a scratch directory, and the guard that removes the directory.
+fn open(name: &str) -> (tempfile::TempDir, Database) {
+    let (dir, path) = temp_db(name);
+    (
+        dir,
+        Database::open(path, &schema(), Config::default()).unwrap(),
+    )
 }
 
 fn dec(text: &str) -> Value {
@@ -516,7 +524,7 @@ const OPS: [&str; 6] = ["==", "!=", "<", "<=", ">", ">="];
 fn every_type_compares_and_sorts_as_realm_does() {
     let mut checked = 0usize;
     for case in cases() {
-        let db = open(case.prop);
+        let (_dir, db) = open(case.prop);
         fill(&db, case.prop, &case.values);
         let expect = |pred: &dyn Fn(&Value) -> bool| -> Vec<i64> {
             (1..=case.values.len() as i64)
@@ -598,7 +606,7 @@ fn every_type_compares_and_sorts_as_realm_does() {
 
 #[test]
 fn links_compare_by_identity_only() {
-    let db = open("links");
+    let (_dir, db) = open("links");
     fill(&db, "link", &[Value::Null, l(1), l(2), l(1)]);
     assert_eq!(ids(&db, "link == $0", &[l(1)]).unwrap(), [2, 4]);
     assert_eq!(ids(&db, "link != $0", &[l(1)]).unwrap(), [1, 3]);
@@ -617,7 +625,7 @@ fn links_compare_by_identity_only() {
 /// The input, as query text with literals and with arguments.
 #[test]
 fn decimal_prices_compare_by_value() {
-    let db = open("prices");
+    let (_dir, db) = open("prices");
     fill(
         &db,
         "decimal",
@@ -658,7 +666,7 @@ fn decimal_prices_compare_by_value() {
 
 #[test]
 fn unicode_case_and_diacritic_modifiers() {
-    let db = open("unicode");
+    let (_dir, db) = open("unicode");
     let names = [
         "Zürich",
         "Éjszakai",
@@ -716,7 +724,7 @@ fn unicode_case_and_diacritic_modifiers() {
 
 #[test]
 fn string_operators_on_mixed_match_only_strings() {
-    let db = open("mixedstrings");
+    let (_dir, db) = open("mixedstrings");
     let values = [
         Value::String("Zürich".into()),
         Value::Int(12),
@@ -748,9 +756,10 @@ const UUID_A: [u8; 16] = [
 ];
 const UUID_B: [u8; 16] = [0xff; 16];
 
-/// Five objects with several properties each (ids 1 to 5); object 5 is all null.
-fn serialized_forms_db(name: &str) -> Database {
-    let db = open(name);
+/// Five objects with several properties each (ids 1 to 5); object 5 is all null. With the
+/// guard that removes the database's directory.
+fn serialized_forms_db(name: &str) -> (tempfile::TempDir, Database) {
+    let (dir, db) = open(name);
     let s = |v: &str| Value::String(v.into());
     let rows: [Vec<(&str, Value)>; 5] = [
         vec![
@@ -802,12 +811,12 @@ fn serialized_forms_db(name: &str) -> Database {
             .unwrap();
     }
     tx.commit().unwrap();
-    db
+    (dir, db)
 }
 
 #[test]
 fn realm_core_serialized_queries_select_the_expected_objects() {
-    let db = serialized_forms_db("serialized");
+    let (_dir, db) = serialized_forms_db("serialized");
     let q = |query: &str| ids(&db, query, &[]).unwrap_or_else(|e| panic!("{query}: {e}"));
     let none = Vec::<i64>::new();
     assert_eq!(q("TRUEPREDICATE"), [1, 2, 3, 4, 5]);
@@ -908,7 +917,7 @@ fn realm_core_serialized_queries_select_the_expected_objects() {
 
 #[test]
 fn unsupported_realm_core_constructs_are_refused_by_name() {
-    let db = serialized_forms_db("serialized_refused");
+    let (_dir, db) = serialized_forms_db("serialized_refused");
     let refused = |query: &str, says: &str| assert_refused(&db, query, &[], says);
     refused(
         "TRUEPREDICATE DISTINCT(int)",

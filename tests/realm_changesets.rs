@@ -57,11 +57,14 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-realm-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory: the guard that removes it when dropped, and its path.
+fn dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-realm-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().to_path_buf();
+    (dir, path)
 }
 
 fn task_schema() -> Schema {
@@ -249,7 +252,7 @@ fn schema_lines(cs: &Changeset) -> Vec<String> {
 
 #[test]
 fn tandem_task_schema_is_realm_cores() {
-    let d = dir("task-schema");
+    let (_dir, d) = dir("task-schema");
     let db = Database::open(d.join("a.sqlite"), &task_schema(), Config::default()).unwrap();
     let history = db.history().unwrap();
     let ours = &history[0];
@@ -268,7 +271,7 @@ fn tandem_task_schema_is_realm_cores() {
 
 #[test]
 fn spike_upload_is_read_by_a_tandem_client_and_back() {
-    let d = dir("spike");
+    let (_dir, d) = dir("spike");
     let mut server = ServerFile::open(d.join("server.sqlite")).unwrap();
     let mut realm = RealmClient::new(&mut server);
     realm.commit_bytes(&unhex(SCHEMA_HEX));
@@ -800,12 +803,12 @@ fn expected(id: &str) -> String {
 }
 
 /// A server file to which a realm-core client uploaded the peer schema, then `objects` written
-/// as `copyToRealm` writes them.
+/// as `copyToRealm` writes them; first the guard of its scratch directory, and the directory.
 fn realm_world(
     name: &str,
     objects: Vec<(&str, Json)>,
-) -> (PathBuf, Schema, ServerFile, RealmClient) {
-    let d = dir(name);
+) -> (tempfile::TempDir, PathBuf, Schema, ServerFile, RealmClient) {
+    let (tmp, d) = dir(name);
     let schema = peer::schema();
     let mut server = ServerFile::open(d.join("server.sqlite")).unwrap();
     let mut realm = RealmClient::new(&mut server);
@@ -816,12 +819,12 @@ fn realm_world(
     }
     realm.commit(&w.cs);
     realm.upload(&mut server);
-    (d, schema, server, realm)
+    (tmp, d, schema, server, realm)
 }
 
 #[test]
 fn realm_core_writes_of_every_type_read_identically_by_tandem() {
-    let (d, schema, mut server, mut realm) = realm_world("realm-to-tandem", objects());
+    let (_dir, d, schema, mut server, mut realm) = realm_world("realm-to-tandem", objects());
 
     let db = Database::open(d.join("tandem.sqlite"), &schema, Config::default()).unwrap();
     wire::download(&db, &mut server);
@@ -866,7 +869,7 @@ fn realm_core_writes_of_every_type_read_identically_by_tandem() {
 
 #[test]
 fn tandem_writes_of_every_type_are_realm_cores_instructions() {
-    let d = dir("tandem-to-realm");
+    let (_dir, d) = dir("tandem-to-realm");
     let schema = peer::schema();
     let mut server = ServerFile::open(d.join("server.sqlite")).unwrap();
     // The realm-core app opened its realm first: its schema is on the server.
@@ -961,7 +964,7 @@ fn canonical_json_round_trips_through_parse() {
 #[test]
 fn additive_schema_from_realm_core_reaches_tandem_clients() {
     use tandem::model::{ClassSchema, Property};
-    let d = dir("additive");
+    let (_dir, d) = dir("additive");
     let mut server = ServerFile::open(d.join("server.sqlite")).unwrap();
     let mut realm = RealmClient::new(&mut server);
     realm.commit_bytes(&unhex(SCHEMA_HEX));
@@ -1065,7 +1068,7 @@ fn additive_schema_from_realm_core_reaches_tandem_clients() {
 
 #[test]
 fn collections_in_mixed_are_refused_without_loss() {
-    let (_d, _schema, mut server, realm) = realm_world("mixed-collections", targets());
+    let (_dir, _d, _schema, mut server, realm) = realm_world("mixed-collections", targets());
     let before = server.state().unwrap();
     // realm-core 14 (protocol 13) writes `RealmAny.create(realmListOf(...))` as an Update with
     // the List payload: Tandem's mixed holds no collections, so the upload is refused whole.

@@ -41,7 +41,8 @@ fn hex(s: &str) -> Vec<u8> {
 
 struct Fixture {
     server: RunningServer,
-    _dir: std::path::PathBuf,
+    /// The server's scratch directory, removed on drop (after the server, the field before).
+    _dir: tempfile::TempDir,
 }
 
 async fn fixture(name: &str, permissions: &str) -> Fixture {
@@ -67,9 +68,10 @@ async fn fixture_full(
     limits: Limits,
     flx_rules: Option<&str>,
 ) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("tandem-realm-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-realm-{name}-"))
+        .tempdir()
+        .unwrap();
     let mut app = AppConfig::new(APP, TokenSigner::hs256(b"realm dialect app secret"));
     app.access_token_lifetime = Duration::from_secs(access_lifetime);
     app.sync_permissions = permissions.parse::<SyncPermissions>().unwrap();
@@ -82,7 +84,7 @@ async fn fixture_full(
         app: Some(app),
         ..ServerConfig::new(
             "127.0.0.1:0".parse().unwrap(),
-            dir.join("data"),
+            dir.path().join("data"),
             Authenticator::hs256(SECRET),
         )
     })

@@ -13,11 +13,14 @@ use tandem::model::{
 use tandem::state::{Element, Field, Key, State, Val};
 use tandem::store::{Config, Database, PathStep, StoreError};
 
-fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-rules-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("db.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a path in it.
+fn temp_db(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-rules-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("db.sqlite");
+    (dir, path)
 }
 
 fn schema() -> Schema {
@@ -57,12 +60,14 @@ fn schema() -> Schema {
 
 const K: PrimaryKey = PrimaryKey::Int(1);
 
-fn open(name: &str) -> Database {
-    let db = Database::open(temp_db(name), &schema(), Config::default()).unwrap();
+/// A new database in a scratch directory, and the guard that removes the directory.
+fn open(name: &str) -> (tempfile::TempDir, Database) {
+    let (dir, path) = temp_db(name);
+    let db = Database::open(path, &schema(), Config::default()).unwrap();
     let mut tx = db.begin_write().unwrap();
     tx.create("T", K, &[]).unwrap();
     tx.commit().unwrap();
-    db
+    (dir, db)
 }
 
 /// The store's state, checked equal to the reference applier's replay of the store's history.
@@ -105,7 +110,7 @@ fn f(bits: u32) -> Val {
 
 #[test]
 fn required_float_and_double_read_plus_zero_after_a_minus_zero_set() {
-    let db = open("required");
+    let (_dir, db) = open("required");
     write(&db, |tx| {
         tx.set("T", &K, "f", Value::Float(-0.0)).unwrap();
         tx.set("T", &K, "d", Value::Double(-0.0)).unwrap();
@@ -144,7 +149,7 @@ fn required_float_and_double_read_plus_zero_after_a_minus_zero_set() {
 
 #[test]
 fn nullable_and_mixed_keep_minus_zero_written_over_null() {
-    let db = open("nullable");
+    let (_dir, db) = open("nullable");
     write(&db, |tx| {
         tx.set("T", &K, "of", Value::Float(-0.0)).unwrap();
         tx.set("T", &K, "od", Value::Double(-0.0)).unwrap();
@@ -167,7 +172,7 @@ fn nullable_and_mixed_keep_minus_zero_written_over_null() {
 
 #[test]
 fn list_elements_keep_inserted_minus_zero_and_a_set_keeps_the_stored_zero() {
-    let db = open("lists");
+    let (_dir, db) = open("lists");
     write(&db, |tx| {
         tx.list_insert("T", &K, "fl", 0, Value::Float(-0.0))
             .unwrap();
@@ -206,7 +211,7 @@ fn list_elements_keep_inserted_minus_zero_and_a_set_keeps_the_stored_zero() {
 
 #[test]
 fn dictionary_values_keep_the_stored_zero_of_an_existing_key() {
-    let db = open("dicts");
+    let (_dir, db) = open("dicts");
     write(&db, |tx| {
         tx.dict_set("T", &K, "dd", "n", Value::Double(-0.0))
             .unwrap();
@@ -242,7 +247,7 @@ fn dictionary_values_keep_the_stored_zero_of_an_existing_key() {
 
 #[test]
 fn sets_hold_one_zero_and_find_it_by_either_sign() {
-    let db = open("sets");
+    let (_dir, db) = open("sets");
     write(&db, |tx| {
         tx.set_insert("T", &K, "fs", Value::Float(-0.0)).unwrap();
         tx.set_insert("T", &K, "fs", Value::Float(0.0)).unwrap();
@@ -262,7 +267,7 @@ fn sets_hold_one_zero_and_find_it_by_either_sign() {
 
 #[test]
 fn dictionary_keys_realm_core_refuses_are_refused_and_write_nothing() {
-    let db = open("keys");
+    let (_dir, db) = open("keys");
     write(&db, |tx| {
         tx.create_embedded("T", &K, "e").unwrap();
         tx.list_push_embedded("T", &K, "el").unwrap();

@@ -31,22 +31,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_tandem-server");
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// A scratch directory removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("tandem-admin-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory named after `name`, removed when the returned guard is dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tandem-admin-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn now() -> u64 {
@@ -317,8 +307,8 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoints_and_readiness_at_shutdown_and_on_storage_failure() {
-    let dir = Dir::new("health");
-    let data = dir.0.join("data");
+    let dir = scratch("health");
+    let data = dir.path().join("data");
     let server = start_server(&data, true).await;
     let addr = server.metrics_addr.expect("the metrics listener is on");
 
@@ -371,8 +361,8 @@ async fn health_endpoints_and_readiness_at_shutdown_and_on_storage_failure() {
 // net parts of issue 13); until those are merged this cannot pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_connection_and_an_upload() {
-    let dir = Dir::new("metrics");
-    let server = start_server(&dir.0.join("data"), true).await;
+    let dir = scratch("metrics");
+    let server = start_server(&dir.path().join("data"), true).await;
     let addr = server.metrics_addr.unwrap();
     let before = get(addr, "/metrics").await.2;
     let mut client = Client::bind(server.local_addr, "/counted").await;
@@ -487,10 +477,10 @@ async fn app_login(addr: SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_are_text_or_json_at_a_level_and_carry_no_secrets() {
-    let dir = Dir::new("logs");
-    let secret_file = dir.0.join("secret");
+    let dir = scratch("logs");
+    let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, SECRET).unwrap();
-    let data = dir.0.join("data").display().to_string();
+    let data = dir.path().join("data").display().to_string();
     let base = |port: u16, extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = [
             "--insecure-ws",
@@ -625,8 +615,8 @@ async fn write_history(server: &RunningServer) -> Written {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_lists_prints_and_dumps_server_files() {
-    let dir = Dir::new("inspect");
-    let data = dir.0.join("data");
+    let dir = scratch("inspect");
+    let data = dir.path().join("data");
     let started = now();
     let server = start_server(&data, false).await;
     let written = write_history(&server).await;
@@ -850,11 +840,11 @@ fn version_salt(file: &Path, version: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
-    let dir = Dir::new("backup");
-    let data = dir.0.join("data");
+    let dir = scratch("backup");
+    let data = dir.path().join("data");
     let server = start_server(&data, false).await;
     let written = write_history(&server).await;
-    let backups = dir.0.join("backups");
+    let backups = dir.path().join("backups");
 
     // One path: its three versions.
     let out = admin(&data, &["backup", "/alpha", &backups.display().to_string()]).await;
@@ -880,7 +870,7 @@ async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
         }
         writer
     });
-    let all = dir.0.join("all");
+    let all = dir.path().join("all");
     let out = admin(&data, &["backup", "--all", &all.display().to_string()]).await;
     let writer = writing.await.unwrap();
     let all_copies = copies(&out);
@@ -899,7 +889,7 @@ async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
 
     // A file under the legacy name (hex of the path) without a path row is listed by its
     // decoded name.
-    let legacy = dir.0.join("legacy");
+    let legacy = dir.path().join("legacy");
     std::fs::create_dir_all(&legacy).unwrap();
     let legacy_file = legacy.join(format!("{}.sqlite", hex("/beta/with space")));
     std::fs::copy(&all_copies["/beta/with space"], &legacy_file).unwrap();
@@ -916,7 +906,7 @@ async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
     let latest = admin(&data, &["files"]).await;
 
     // Restore the one-path backup into a fresh data directory (the server is not using it).
-    let restored = dir.0.join("restored");
+    let restored = dir.path().join("restored");
     let out = admin(
         &restored,
         &["restore", &backups.join(&file).display().to_string()],
@@ -1008,12 +998,12 @@ async fn backup_while_serving_and_restore_resets_clients_ahead_of_it() {
     server.shutdown();
 
     // Not a server file: refused, nothing written.
-    let junk = dir.0.join("junk.sqlite");
+    let junk = dir.path().join("junk.sqlite");
     rusqlite::Connection::open(&junk)
         .unwrap()
         .execute_batch("CREATE TABLE x (y)")
         .unwrap();
-    let elsewhere = dir.0.join("elsewhere");
+    let elsewhere = dir.path().join("elsewhere");
     let (code, _, err) = run(vec![
         "admin".into(),
         "restore".into(),

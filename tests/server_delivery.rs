@@ -30,33 +30,32 @@ const WAIT: Duration = Duration::from_secs(60);
 
 struct Fixture {
     server: RunningServer,
-    _dir: Dir,
+    /// The server's scratch directory, removed on drop (after the server, the field before).
+    _dir: tempfile::TempDir,
 }
 
-/// A temporary directory removed on drop.
-struct Dir(std::path::PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory named after `name`, removed when the returned guard is dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tandem-delivery-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 async fn fixture(name: &str, tweak: impl FnOnce(&mut ServerConfig)) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("tandem-delivery-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch(name);
     let mut config = ServerConfig {
         allow_plain_ws: true,
         ..ServerConfig::new(
             "127.0.0.1:0".parse().unwrap(),
-            dir.join("data"),
+            dir.path().join("data"),
             Authenticator::hs256(SECRET),
         )
     };
     tweak(&mut config);
     Fixture {
         server: start(config).await.unwrap(),
-        _dir: Dir(dir),
+        _dir: dir,
     }
 }
 
@@ -714,10 +713,8 @@ async fn graceful_shutdown_acknowledges_the_integration_in_flight_then_closes() 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_tandem_server_down_gracefully() {
-    let dir =
-        Dir(std::env::temp_dir().join(format!("tandem-delivery-{}-sigterm", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::write(dir.0.join("secret"), SECRET).unwrap();
+    let dir = scratch("sigterm");
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-server"))
         .args([
             "--listen",
@@ -725,9 +722,9 @@ async fn sigterm_shuts_tandem_server_down_gracefully() {
             "--insecure-ws",
             "--jwt-secret-file",
         ])
-        .arg(dir.0.join("secret"))
+        .arg(dir.path().join("secret"))
         .arg("--data-dir")
-        .arg(dir.0.join("data"))
+        .arg(dir.path().join("data"))
         .env_clear()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

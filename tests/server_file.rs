@@ -11,17 +11,20 @@ use tandem::changeset::{Changeset, InternString};
 use tandem::protocol::{ErrorCode, UploadEntry};
 use tandem::server::ServerFile;
 
-fn temp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-server-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("server.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a path in it.
+fn temp(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-server-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("server.sqlite");
+    (dir, path)
 }
 
 #[test]
 fn clients_converge_through_the_server_across_restarts() {
     for round in 0..8u64 {
-        let path = temp(&format!("converge-{round}"));
+        let (_dir, path) = temp(&format!("converge-{round}"));
         let mut server = ServerFile::open(&path).unwrap();
         let mut clients: Vec<Client> = (0..3).map(|_| Client::new(&mut server)).collect();
         let mut rng = SeededRng::new(round + 100);
@@ -76,7 +79,8 @@ fn clients_converge_through_the_server_across_restarts() {
 
 #[test]
 fn resent_uploads_are_integrated_once() {
-    let mut server = ServerFile::open(temp("resend")).unwrap();
+    let (_dir, path) = temp("resend");
+    let mut server = ServerFile::open(path).unwrap();
     let mut client = Client::new(&mut server);
     let mut rng = SeededRng::new(5);
     for _ in 0..20 {
@@ -92,7 +96,7 @@ fn resent_uploads_are_integrated_once() {
 
 #[test]
 fn bad_input_is_refused_and_harms_no_one() {
-    let path = temp("bad");
+    let (_dir, path) = temp("bad");
     let mut server = ServerFile::open(&path).unwrap();
     let mut good = Client::new(&mut server);
     let mut bad = Client::new(&mut server);
@@ -218,7 +222,7 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
         AddColumn, ColumnCollection, ColumnType, FieldPath, Instruction, PathElement, Payload,
         PayloadType, PrimaryKey, Update,
     };
-    let path = temp("dictkeys");
+    let (_dir, path) = temp("dictkeys");
     let mut server = ServerFile::open(&path).unwrap();
     let client = Client::new(&mut server).ident;
     // T(_id int) { sd: dictionary<string>, ed: dictionary<E?>, m: mixed }, E { inner: dictionary<string> }
@@ -355,7 +359,7 @@ fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
 /// (the simulation's seed 116).
 #[test]
 fn a_snapshot_of_the_latest_state_is_never_an_older_cached_one() {
-    let path = temp("snapshot-latest");
+    let (_dir, path) = temp("snapshot-latest");
     let mut server = ServerFile::open(&path).unwrap();
     let (empty_version, empty) = server.snapshot(0).unwrap();
     assert_eq!(empty_version, 0);
@@ -386,7 +390,7 @@ fn links_realm_core_refuses_are_refused_with_the_whole_upload() {
         AddColumn, ColumnCollection, ColumnType, FieldPath, Instruction, Link, Payload,
         PayloadType, PrimaryKey, Update,
     };
-    let path = temp("badlinks");
+    let (_dir, path) = temp("badlinks");
     let mut server = ServerFile::open(&path).unwrap();
     let client = Client::new(&mut server).ident;
     // T(_id int) { l: link<T>?, m: mixed }, E embedded.

@@ -8,7 +8,6 @@
 mod live;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -31,27 +30,33 @@ const WAIT: Duration = Duration::from_secs(20);
 
 struct Fixture {
     server: RunningServer,
-    dir: PathBuf,
+    /// The server's scratch directory, removed on drop (after the server is shut down).
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
         self.server.shutdown();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// A scratch directory named after `name`, removed when the returned guard is dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tandem-limits-{name}-"))
+        .tempdir()
+        .unwrap()
+}
+
 async fn fixture(name: &str, limits: Limits, connection_limits: ConnectionLimits) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("tandem-limits-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(name);
     let server = start(ServerConfig {
         allow_plain_ws: true,
         limits,
         connection_limits,
         ..ServerConfig::new(
             "127.0.0.1:0".parse().unwrap(),
-            dir.join("data"),
+            dir.path().join("data"),
             Authenticator::hs256(SECRET),
         )
     })
@@ -486,9 +491,8 @@ async fn silent_connections_are_closed_at_the_handshake_deadline() {
 /// deadline.
 #[tokio::test]
 async fn tls_connections_without_a_client_hello_are_closed_at_the_deadline() {
-    let dir = std::env::temp_dir().join(format!("tandem-limits-{}-tls", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = scratch("tls");
+    let dir = tmp.path();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
@@ -518,7 +522,6 @@ async fn tls_connections_without_a_client_hello_are_closed_at_the_deadline() {
         "{text}"
     );
     server.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue item 13: every decimal field of every client message above 2^63 - 1 is refused by the
@@ -621,7 +624,7 @@ async fn a_1024_byte_server_path_binds_and_syncs() {
         other => panic!("{other:?}"),
     }
     // The path is stored in the file (meta `server_path`), whose name is fixed-length.
-    let data = f.dir.join("data");
+    let data = f.dir.path().join("data");
     let names: Vec<String> = std::fs::read_dir(&data)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -641,7 +644,7 @@ async fn storage_errors_do_not_show_server_paths() {
     )
     .await;
     // The data directory becomes a file: opening any server file fails.
-    let data = f.dir.join("data");
+    let data = f.dir.path().join("data");
     std::fs::remove_dir_all(&data).unwrap();
     std::fs::write(&data, b"not a directory").unwrap();
     let mut ws = connect(f.server.local_addr, None).await.unwrap();
@@ -650,7 +653,7 @@ async fn storage_errors_do_not_show_server_paths() {
     assert_eq!(session, 1);
     assert!(code >= 200, "{code}");
     assert_eq!(message, "server storage failed");
-    let dir = f.dir.display().to_string();
+    let dir = f.dir.path().display().to_string();
     assert!(
         !message.contains(&dir) && !message.contains("sqlite"),
         "{message}"
@@ -691,9 +694,8 @@ async fn ident_allocations_per_connection_are_capped() {
 /// stay.
 #[test]
 fn unused_client_file_idents_expire() {
-    let dir = std::env::temp_dir().join(format!("tandem-limits-{}-expiry", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = scratch("expiry");
+    let dir = tmp.path();
     let mut file = ServerFile::open(dir.join("f.sqlite")).unwrap();
     file.set_client_file_expiry(Duration::from_secs(1));
     let used = file.allocate_client_file().unwrap();
@@ -709,7 +711,6 @@ fn unused_client_file_idents_expire() {
     file.check_ident(used.0, used.1, 0).unwrap();
     file.check_ident(fresh.0, fresh.1, 0).unwrap();
     drop(file);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue item 11: an upload stamped beyond the configured skew ahead of the server's clock is
@@ -767,9 +768,8 @@ fn a_client_reports_a_timeout_against_a_silent_listener() {
     use tandem::model::{ClassSchema, Property, PropertyType, Schema};
     use tandem::store::{Config, Database};
 
-    let dir = std::env::temp_dir().join(format!("tandem-limits-{}-silent", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = scratch("silent");
+    let dir = tmp.path();
     let schema = Schema::new(vec![ClassSchema::top_level(
         "Item",
         "_id",
@@ -830,7 +830,6 @@ fn a_client_reports_a_timeout_against_a_silent_listener() {
         );
         session.stop();
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue item 11: a client whose changeset timestamps run five years ahead (its stored clock

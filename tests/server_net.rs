@@ -23,13 +23,16 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Fixture {
     server: RunningServer,
     ca: rustls::RootCertStore,
-    _dir: std::path::PathBuf,
+    /// The server's scratch directory, removed on drop (after the server, a field before).
+    _dir: tempfile::TempDir,
 }
 
 async fn fixture(name: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("tandem-net-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("tandem-net-{name}-"))
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
@@ -48,7 +51,7 @@ async fn fixture(name: &str) -> Fixture {
     Fixture {
         server,
         ca,
-        _dir: dir,
+        _dir: tmp,
     }
 }
 

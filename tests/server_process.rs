@@ -42,20 +42,27 @@ fn schema() -> Schema {
 }
 
 struct Fixture {
+    /// `_scratch`'s path.
     dir: PathBuf,
+    /// The scratch directory, removed when the fixture is dropped.
+    _scratch: tempfile::TempDir,
 }
 
 impl Fixture {
     fn new(name: &str) -> Fixture {
-        let dir =
-            std::env::temp_dir().join(format!("tandem-process-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("tandem-process-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_path_buf();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
         std::fs::write(dir.join("secret"), SECRET).unwrap();
-        Fixture { dir }
+        Fixture {
+            dir,
+            _scratch: scratch,
+        }
     }
 
     /// Starts the binary with `args` added to the TLS and data-directory flags and returns it
@@ -104,12 +111,6 @@ impl Fixture {
         self.dir
             .join("data")
             .join(tandem::server::server_file_name(PATH))
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -20,11 +20,14 @@ use tandem::server::state::{state_path, ServerState};
 use tandem::server::ServerFile;
 use tandem::state::State;
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-state-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("server.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a path in it.
+fn temp(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-state-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("server.sqlite");
+    (dir, path)
 }
 
 /// The state file's committed `state_version` (the server file must be closed).
@@ -79,7 +82,7 @@ fn assert_consistent(server: &mut ServerFile, context: &str) {
 fn the_state_is_what_the_history_replays_to_after_random_uploads() {
     let mut checks = 0;
     for round in 0..4u64 {
-        let path = temp(&format!("random-{round}"));
+        let (_dir, path) = temp(&format!("random-{round}"));
         let mut server = ServerFile::open(&path).unwrap();
         let mut clients: Vec<Client> = (0..3).map(|_| Client::new(&mut server)).collect();
         let mut rng = SeededRng::new(round + 700);
@@ -144,7 +147,7 @@ fn write(server: &mut ServerFile, client: &mut Client, rng: &mut SeededRng, n: u
 
 #[test]
 fn a_stale_state_file_is_caught_up_from_the_history() {
-    let path = temp("stale");
+    let (_dir, path) = temp("stale");
     let saved = path.with_file_name("saved-state");
     let saved_history = path.with_file_name("saved-history");
     let mut rng = SeededRng::new(31);
@@ -248,7 +251,7 @@ fn entry(cs: &Changeset, client_version: u64, base: u64) -> UploadEntry {
 
 #[test]
 fn a_changeset_that_does_not_apply_changes_neither_history_nor_state() {
-    let path = temp("refused");
+    let (_dir, path) = temp("refused");
     let mut server = ServerFile::open(&path).unwrap();
     let salt = server.salt();
     let (a, _) = server.allocate_client_file().unwrap();
@@ -335,7 +338,7 @@ fn a_changeset_that_does_not_apply_changes_neither_history_nor_state() {
 /// rollback, a reopen; data changesets leave it, so a fan-out compiles each query once.
 #[test]
 fn the_schema_generation_moves_exactly_when_the_schema_may_change() {
-    let path = temp("generation");
+    let (_dir, path) = temp("generation");
     let mut state = ServerState::open(state_path(&path), 7).unwrap();
     let opened = state.schema_generation();
     state

@@ -279,16 +279,19 @@ impl Peer {
     }
 }
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-storage-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("server.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a path in it.
+fn temp(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-storage-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("server.sqlite");
+    (dir, path)
 }
 
 #[test]
 fn an_upload_base_going_backwards_is_209_and_changes_nothing() {
-    let path = temp("backwards");
+    let (_dir, path) = temp("backwards");
     let mut server = ServerFile::open(&path).unwrap();
     let mut rng = SeededRng::new(7);
     let mut a = Peer::new(&mut server);
@@ -327,7 +330,7 @@ fn an_upload_base_going_backwards_is_209_and_changes_nothing() {
 
 #[test]
 fn an_upload_beyond_the_merge_window_is_222_and_changes_nothing() {
-    let path = temp("window");
+    let (_dir, path) = temp("window");
     let mut server = ServerFile::open(&path).unwrap();
     server.set_max_merge_window(3);
     let mut rng = SeededRng::new(11);
@@ -362,7 +365,7 @@ fn an_upload_beyond_the_merge_window_is_222_and_changes_nothing() {
 /// once per upload: `ServerFile::others_after`.)
 #[test]
 fn many_changesets_on_one_old_base_merge_with_exactly_the_other_clients_changesets() {
-    let path = temp("oldbase");
+    let (_dir, path) = temp("oldbase");
     let mut server = ServerFile::open(&path).unwrap();
     server.set_max_merge_window(3);
     let mut rng = SeededRng::new(29);
@@ -408,7 +411,7 @@ fn many_changesets_on_one_old_base_merge_with_exactly_the_other_clients_changese
 
 #[test]
 fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
-    let path = temp("compact");
+    let (_dir, path) = temp("compact");
     let mut server = ServerFile::open(&path).unwrap();
     let mut rng = SeededRng::new(23);
     let mut peers: Vec<Peer> = (0..3).map(|_| Peer::new(&mut server)).collect();

@@ -31,11 +31,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-snapshot-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("db.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a path in it.
+fn temp_db(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-snapshot-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("db.sqlite");
+    (dir, path)
 }
 
 /// What kinds of content the states held, so the test can check it saw every kind.
@@ -133,7 +136,7 @@ fn snapshot_of_random_server_states_recreates_them() {
 
         // The SQLite store, for every tenth round (it is the slow part).
         if r % 10 == 0 {
-            let path = temp_db(&format!("round-{r}"));
+            let (_dir, path) = temp_db(&format!("round-{r}"));
             let db =
                 Database::open(&path, &Schema::new(vec![]).unwrap(), Config::default()).unwrap();
             db.apply_remote(&decoded).unwrap_or_else(|e| {
@@ -145,7 +148,6 @@ fn snapshot_of_random_server_states_recreates_them() {
                 "seed {round_seed}: the store recreates another state\n--- snapshot\n{cs}"
             );
             drop(db);
-            let _ = std::fs::remove_dir_all(path.parent().unwrap());
             in_store += 1;
         }
     }
@@ -414,7 +416,7 @@ fn snapshot_of_random_wide_states_recreates_them() {
         }
         let decoded = check_round_trip(&state, &format!("seed {round_seed}"));
         if store_safe {
-            let path = temp_db(&format!("wide-{r}"));
+            let (_dir, path) = temp_db(&format!("wide-{r}"));
             let db =
                 Database::open(&path, &Schema::new(vec![]).unwrap(), Config::default()).unwrap();
             db.apply_remote(&decoded).unwrap_or_else(|e| {
@@ -426,7 +428,6 @@ fn snapshot_of_random_wide_states_recreates_them() {
                 "seed {round_seed}: store"
             );
             drop(db);
-            let _ = std::fs::remove_dir_all(path.parent().unwrap());
         }
     }
 }

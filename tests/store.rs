@@ -10,11 +10,14 @@ use tandem::model::{
 use tandem::state::{Element, Field, Val};
 use tandem::store::{Config, Database, StoreError};
 
-fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-store-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("db.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a database path in it.
+fn temp_db(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-store-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("db.sqlite");
+    (dir, path)
 }
 
 fn schema() -> Schema {
@@ -74,7 +77,7 @@ fn dog(k: &str) -> Value {
 
 #[test]
 fn opening_records_the_schema_once_and_reopening_changes_nothing() {
-    let path = temp_db("open");
+    let (_dir, path) = temp_db("open");
     let db = open(&path);
     let history = db.history().unwrap();
     assert_eq!(history.len(), 1);
@@ -96,7 +99,7 @@ fn opening_records_the_schema_once_and_reopening_changes_nothing() {
 
 #[test]
 fn adding_a_property_migrates_and_changing_one_is_refused() {
-    let path = temp_db("migrate");
+    let (_dir, path) = temp_db("migrate");
     drop(open(&path));
     let mut classes = schema().classes().to_vec();
     classes[1]
@@ -133,7 +136,7 @@ fn adding_a_property_migrates_and_changing_one_is_refused() {
 
 #[test]
 fn a_file_from_a_newer_format_is_refused_untouched() {
-    let path = temp_db("newer");
+    let (_dir, path) = temp_db("newer");
     drop(open(&path));
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -169,7 +172,7 @@ fn a_file_from_a_newer_format_is_refused_untouched() {
 
 #[test]
 fn writes_commit_state_and_history_together() {
-    let path = temp_db("writes");
+    let (_dir, path) = temp_db("writes");
     let db = open(&path);
     let mut tx = db.begin_write().unwrap();
     tx.create(
@@ -234,7 +237,7 @@ fn writes_commit_state_and_history_together() {
 
 #[test]
 fn type_errors_write_nothing() {
-    let path = temp_db("types");
+    let (_dir, path) = temp_db("types");
     let db = open(&path);
     let mut tx = db.begin_write().unwrap();
     tx.create("Person", int(1), &[]).unwrap();
@@ -279,7 +282,7 @@ fn type_errors_write_nothing() {
 
 #[test]
 fn rollback_and_drop_discard_everything() {
-    let path = temp_db("rollback");
+    let (_dir, path) = temp_db("rollback");
     let db = open(&path);
     let mut tx = db.begin_write().unwrap();
     tx.create("Person", int(1), &[]).unwrap();
@@ -296,7 +299,7 @@ fn rollback_and_drop_discard_everything() {
 
 #[test]
 fn a_second_writer_waits_then_times_out() {
-    let path = temp_db("writers");
+    let (_dir, path) = temp_db("writers");
     let config = Config {
         writer_timeout: Duration::from_millis(100),
         ..Config::default()
@@ -321,7 +324,7 @@ fn a_second_writer_waits_then_times_out() {
 
 #[test]
 fn erasing_an_object_clears_links_and_list_entries_to_it() {
-    let path = temp_db("erase");
+    let (_dir, path) = temp_db("erase");
     let db = open(&path);
     let mut tx = db.begin_write().unwrap();
     tx.create("Dog", PrimaryKey::String("rex".into()), &[])
@@ -404,7 +407,7 @@ fn ids(db: &Database, q: &str, args: &[Value]) -> Vec<i64> {
 
 #[test]
 fn queries_cover_every_operator() {
-    let path = temp_db("query");
+    let (_dir, path) = temp_db("query");
     let db = open(&path);
     people(&db);
     assert_eq!(ids(&db, "age == 30", &[]), [1, 4]);
@@ -448,7 +451,7 @@ fn queries_cover_every_operator() {
 
 #[test]
 fn queries_sort_stably_and_limit() {
-    let path = temp_db("sort");
+    let (_dir, path) = temp_db("sort");
     let db = open(&path);
     people(&db);
     assert_eq!(
@@ -470,7 +473,7 @@ fn queries_sort_stably_and_limit() {
 
 #[test]
 fn malformed_queries_say_where_and_what() {
-    let path = temp_db("badquery");
+    let (_dir, path) = temp_db("badquery");
     let db = open(&path);
     let read = db.read().unwrap();
     let err = |q: &str, args: &[Value]| match read.query("Person", q, args) {
@@ -509,7 +512,7 @@ fn malformed_queries_say_where_and_what() {
 #[test]
 fn writes_inside_embedded_objects() {
     use tandem::store::PathStep;
-    let path = temp_db("embedded");
+    let (_dir, path) = temp_db("embedded");
     let db = open(&path);
     let mut tx = db.begin_write().unwrap();
     tx.create("Person", int(1), &[]).unwrap();
@@ -572,7 +575,8 @@ fn add_on_a_mixed_property_needs_an_integer() {
         ],
     )])
     .unwrap();
-    let db = Database::open(temp_db("mixed-add"), &schema, Config::default()).unwrap();
+    let (_dir, path) = temp_db("mixed-add");
+    let db = Database::open(path, &schema, Config::default()).unwrap();
     let mut tx = db.begin_write().unwrap();
     for (key, value) in [
         (1, Value::Int(40)),
@@ -622,7 +626,7 @@ fn write_people(db: &Database, first: i64, n: i64) {
 fn the_background_checkpoint_copies_the_log_into_the_database_file() {
     // Below the inline limit (4,000 pages) only the background thread checkpoints: after
     // more than 1,000 pages of commits the rows reach the database file itself.
-    let path = temp_db("checkpoint-background");
+    let (_dir, path) = temp_db("checkpoint-background");
     let db = open(&path);
     let before = file_len(&path);
     write_people(&db, 0, 1_200); // ~2 pages per commit: object row and history entry
@@ -646,7 +650,7 @@ fn the_background_checkpoint_copies_the_log_into_the_database_file() {
 fn the_log_stays_bounded_under_a_steady_stream_of_commits() {
     // Back-to-back commits leave the background checkpoint no moment to rewind the log; the
     // inline checkpoint at 4,000 pages must, so the log does not grow with the data.
-    let path = temp_db("checkpoint-bounded");
+    let (_dir, path) = temp_db("checkpoint-bounded");
     let db = open(&path);
     write_people(&db, 0, 12_000); // ~24,000 pages, ~100 MB, written in all
     let wal = path.with_extension("sqlite-wal");
@@ -737,7 +741,7 @@ fn exercise(db: &Database) -> Vec<Vec<PrimaryKey>> {
 fn a_required_int_key_is_the_rowid_and_the_older_layout_still_works() {
     // A new file: Person's required int key is the rowid; Dog's string key keeps its own
     // unique index (the layout module's header).
-    let new = temp_db("rowid-new");
+    let (_new_dir, new) = temp_db("rowid-new");
     let new_results = exercise(&open(&new));
     let person = table_sql(&new, "t:Person");
     assert!(
@@ -752,7 +756,7 @@ fn a_required_int_key_is_the_rowid_and_the_older_layout_still_works() {
 
     // A file whose int-keyed table has the layout files had before: every read and write
     // works on it and gives the same results.
-    let old = temp_db("rowid-old");
+    let (_old_dir, old) = temp_db("rowid-old");
     drop(open(&old));
     {
         let conn = rusqlite::Connection::open(&old).unwrap();
@@ -1006,7 +1010,7 @@ fn format_version(path: &PathBuf) -> i64 {
 /// changeset, unchecked. Only the commit that records one raises the file.
 #[test]
 fn a_transaction_waiting_for_its_verdict_raises_the_format() {
-    let path = temp_db("transact-format");
+    let (_dir, path) = temp_db("transact-format");
     let db = open(&path);
     let mut tx = db.begin_write().unwrap();
     tx.create("Dog", PrimaryKey::String("ann".into()), &[])
@@ -1051,7 +1055,7 @@ fn assert_history_replays(db: &Database) {
 
 #[test]
 fn a_link_to_the_null_key_round_trips_in_every_kind_of_property() {
-    let path = temp_db("null-key-links");
+    let (_dir, path) = temp_db("null-key-links");
     let db = open_null_keys(&path);
     assert_eq!(format_version(&path), 2, "a new file is format 2");
     link_everywhere(&db, &PrimaryKey::Null);
@@ -1109,7 +1113,7 @@ fn a_link_to_the_null_key_round_trips_in_every_kind_of_property() {
 
 #[test]
 fn only_a_committed_link_to_the_null_key_raises_the_format() {
-    let path = temp_db("null-key-format");
+    let (_dir, path) = temp_db("null-key-format");
     let db = open_null_keys(&path);
     let mut tx = db.begin_write().unwrap();
     tx.create("Pet", PrimaryKey::Null, &[]).unwrap();
@@ -1141,7 +1145,7 @@ fn only_a_committed_link_to_the_null_key_raises_the_format() {
 fn queries_see_a_link_to_the_null_key_as_a_link() {
     // The same answers as for a link to an object with a real key (7).
     for target in [PrimaryKey::Null, int(7)] {
-        let path = temp_db(&format!("null-key-query-{target}"));
+        let (_dir, path) = temp_db(&format!("null-key-query-{target}"));
         let db = open_null_keys(&path);
         link_everywhere(&db, &target);
         let what = format!("target {target}");
@@ -1245,8 +1249,8 @@ fn owner_as_null_key(db: &Database, id: i64, from: &tandem::state::Key) -> Field
 
 #[test]
 fn erasing_the_null_key_object_removes_the_links_to_it_like_any_other() {
-    let null_path = temp_db("null-key-erase");
-    let seven_path = temp_db("null-key-erase-7");
+    let (_null_dir, null_path) = temp_db("null-key-erase");
+    let (_seven_dir, seven_path) = temp_db("null-key-erase-7");
     let (null_db, seven_db) = (open_null_keys(&null_path), open_null_keys(&seven_path));
     let seven = tandem::state::Key::Int(7);
     for (db, target) in [(&null_db, PrimaryKey::Null), (&seven_db, int(7))] {
@@ -1318,8 +1322,8 @@ fn erasing_the_null_key_object_removes_the_links_to_it_like_any_other() {
 
 #[test]
 fn a_link_to_the_null_key_syncs_through_changesets() {
-    let source_path = temp_db("null-key-sync-a");
-    let replica_path = temp_db("null-key-sync-b");
+    let (_source_dir, source_path) = temp_db("null-key-sync-a");
+    let (_replica_dir, replica_path) = temp_db("null-key-sync-b");
     let source = open_null_keys(&source_path);
     link_everywhere(&source, &PrimaryKey::Null);
     // Another replica applies the history as the server sends it.
@@ -1420,7 +1424,7 @@ fn a_null_element_and_a_link_to_the_null_key_are_two_elements_of_a_set() {
         AddColumn, Changeset, ColumnCollection, ColumnType, FieldPath, Link as WireLink, Payload,
         PrimaryKey as WireKey, SetValue,
     };
-    let path = temp_db("null-key-set");
+    let (_dir, path) = temp_db("null-key-set");
     let db = open_null_keys(&path);
     link_everywhere(&db, &PrimaryKey::Null);
     // A set of links that takes null too, as a remote changeset may declare one.
@@ -1497,7 +1501,7 @@ fn owner_field(db: &Database, name: &str) -> Field {
 /// a bad changeset, and a stored one made its object unreadable ("value of kind 9").
 #[test]
 fn a_link_no_object_of_its_target_can_have_is_refused_in_every_kind_of_property() {
-    let path = temp_db("mistyped-links");
+    let (_dir, path) = temp_db("mistyped-links");
     let schema = Schema::new(vec![
         ClassSchema::top_level("Pet", "_id", vec![Property::new("_id", PropertyType::Int)]),
         owner_of_pets(vec![]),
@@ -1604,7 +1608,7 @@ fn a_link_no_object_of_its_target_can_have_is_refused_in_every_kind_of_property(
 /// declared, and out of the way when sync erases the column.
 #[test]
 fn indexed_properties_get_a_search_index_the_query_planner_uses() {
-    let path = temp_db("indexed");
+    let (_dir, path) = temp_db("indexed");
     let schema = |indexed: bool| {
         let name = Property::new("name", PropertyType::String);
         let age = Property::new("age", PropertyType::Int);
@@ -1770,7 +1774,7 @@ fn indexed_properties_get_a_search_index_the_query_planner_uses() {
 #[test]
 fn queries_go_through_embedded_objects() {
     use tandem::store::PathStep;
-    let path = temp_db("embedded-query");
+    let (_dir, path) = temp_db("embedded-query");
     let db = open(&path);
     let mut tx = db.begin_write().unwrap();
     for (id, street) in [(1, Some("Main")), (2, Some("High")), (3, None)] {
@@ -1799,7 +1803,7 @@ fn queries_go_through_embedded_objects() {
 #[test]
 fn an_object_erased_and_created_again_in_one_changeset_exists_afterwards() {
     use tandem::changeset::{Changeset, FieldPath, Payload, PrimaryKey as WireKey, Update};
-    let path = temp_db("erase-create");
+    let (_dir, path) = temp_db("erase-create");
     let db = open(&path);
     let mut cs = Changeset::new();
     let (dog, name, key) = (cs.intern("Dog"), cs.intern("name"), cs.intern("rex"));

@@ -11,12 +11,14 @@ use tandem::model::{
 use tandem::state::{Element, Field, Object, Val};
 use tandem::store::{Config, Database, PathStep, StoreError};
 
-fn temp_db(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("tandem-collections-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("db.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a path in it.
+fn temp_db(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-collections-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("db.sqlite");
+    (dir, path)
 }
 
 /// `Person` holds collections itself and embedded `Address`es (one, a list, a dictionary) that
@@ -105,7 +107,8 @@ fn last_instructions(db: &Database) -> Vec<String> {
 
 #[test]
 fn list_set_move_clear_set_clear_and_dict_clear_record_realm_instructions() {
-    let db = Database::open(temp_db("clears"), &schema(), Config::default()).unwrap();
+    let (_dir, path) = temp_db("clears");
+    let db = Database::open(path, &schema(), Config::default()).unwrap();
     let mut tx = db.begin_write().unwrap();
     tx.create("Person", P1, &[]).unwrap();
     for (i, v) in ["a", "b", "c"].into_iter().enumerate() {
@@ -178,12 +181,8 @@ fn embedded(object: &Object, property: &str, steps: &[PathStep]) -> Object {
 #[test]
 fn every_collection_operation_reaches_collections_inside_embedded_objects() {
     for (property, to_object, rendered) in embedded_places() {
-        let db = Database::open(
-            temp_db(&format!("embedded-{property}")),
-            &schema(),
-            Config::default(),
-        )
-        .unwrap();
+        let (_dir, path) = temp_db(&format!("embedded-{property}"));
+        let db = Database::open(path, &schema(), Config::default()).unwrap();
         let mut tx = db.begin_write().unwrap();
         tx.create("Person", P1, &[]).unwrap();
         tx.create("Dog", PrimaryKey::String("rex".into()), &[])
@@ -302,7 +301,8 @@ fn every_collection_operation_reaches_collections_inside_embedded_objects() {
 
 #[test]
 fn a_path_that_names_no_collection_is_refused_and_writes_nothing() {
-    let db = Database::open(temp_db("bad-paths"), &schema(), Config::default()).unwrap();
+    let (_dir, path) = temp_db("bad-paths");
+    let db = Database::open(path, &schema(), Config::default()).unwrap();
     let mut tx = db.begin_write().unwrap();
     tx.create("Person", P1, &[]).unwrap();
     tx.commit().unwrap();

@@ -50,10 +50,12 @@ fn crash_child_writer() {
 
 #[test]
 fn killed_writers_lose_nothing_that_was_committed() {
-    let dir = std::env::temp_dir().join(format!("tandem-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path: PathBuf = dir.join("db.sqlite");
+    // Removed when the test ends; the children write to the file in it, the parent reopens it.
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-crash-")
+        .tempdir()
+        .unwrap();
+    let path: PathBuf = dir.path().join("db.sqlite");
     let kills: u64 = std::env::var("TANDEM_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())

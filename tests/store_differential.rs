@@ -12,11 +12,14 @@ use tandem::model::Schema;
 use tandem::state::State;
 use tandem::store::{Config, Database, StoreError};
 
-fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("db.sqlite")
+/// A scratch directory (removed when the returned guard is dropped) and a path in it.
+fn temp_db(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-test-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("db.sqlite");
+    (dir, path)
 }
 
 /// A changeset broken in one of the ways appliers must refuse.
@@ -83,7 +86,7 @@ fn store_matches_reference_applier() {
     // Changesets with a mistyped link key, refused by both appliers, over all rounds.
     let mut mistyped_refused = 0;
     for round in 0..6u64 {
-        let path = temp_db(&format!("diff-{round}"));
+        let (_dir, path) = temp_db(&format!("diff-{round}"));
         let db = Database::open(&path, &Schema::new(vec![]).unwrap(), Config::default()).unwrap();
         let mut oracle = State::new();
         let mut rng = SeededRng::new(seed.wrapping_add(round));

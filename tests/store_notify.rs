@@ -13,11 +13,18 @@ use tandem::store::{Config, Database, ObjectChange, ResultsChange};
 /// Generous: a notification normally arrives in microseconds; this only bounds a failing test.
 const WAIT: Duration = Duration::from_secs(30);
 
-fn db(name: &str) -> Arc<Database> {
-    let dir = std::env::temp_dir().join(format!("tandem-notify-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path: PathBuf = dir.join("db.sqlite");
+/// A scratch directory named after `name`, removed when the returned guard is dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tandem-notify-{name}-"))
+        .tempdir()
+        .unwrap()
+}
+
+/// A database in a scratch directory, and the guard that removes the directory.
+fn db(name: &str) -> (tempfile::TempDir, Arc<Database>) {
+    let dir = scratch(name);
+    let path: PathBuf = dir.path().join("db.sqlite");
     let schema = Schema::new(vec![ClassSchema::top_level(
         "P",
         "_id",
@@ -28,7 +35,8 @@ fn db(name: &str) -> Arc<Database> {
         ],
     )])
     .unwrap();
-    Arc::new(Database::open(path, &schema, Config::default()).unwrap())
+    let db = Arc::new(Database::open(path, &schema, Config::default()).unwrap());
+    (dir, db)
 }
 
 fn put(db: &Database, id: i64, age: i64) {
@@ -44,7 +52,7 @@ fn next<T>(rx: &Receiver<T>) -> T {
 
 #[test]
 fn object_listener_reports_changed_properties_then_deletion() {
-    let db = db("object");
+    let (_dir, db) = db("object");
     put(&db, 1, 10);
     let (tx, rx) = channel();
     let _token = db
@@ -78,7 +86,7 @@ fn ints(keys: &[PrimaryKey]) -> Vec<i64> {
 
 #[test]
 fn results_listener_indices_for_inserts_deletes_moves_and_modifications() {
-    let db = db("results");
+    let (_dir, db) = db("results");
     for (id, age) in [(1, 10), (2, 20), (3, 30)] {
         put(&db, id, age);
     }
@@ -140,7 +148,7 @@ fn results_listener_indices_for_inserts_deletes_moves_and_modifications() {
 
 #[test]
 fn cancelled_and_dropped_tokens_stop_delivery() {
-    let db = db("cancel");
+    let (_dir, db) = db("cancel");
     put(&db, 1, 1);
     let (tx1, rx1) = channel();
     let first = db
@@ -166,7 +174,7 @@ fn cancelled_and_dropped_tokens_stop_delivery() {
 
 #[test]
 fn a_listener_may_read_and_write_the_database() {
-    let db = db("reentrant");
+    let (_dir, db) = db("reentrant");
     put(&db, 1, 1);
     let (tx, rx) = channel();
     let inner = Arc::clone(&db);
@@ -200,10 +208,9 @@ use tandem::store::{StoreError, MAX_LINK_DEPTH};
 
 /// Person(name, age, dog -> Dog, dogs: [Dog], friend -> Person); Dog(name, age, owner -> Person,
 /// toys: {String: Toy}); Toy(name); Node(v, next -> Node) for chains and cycles.
-fn linked_db(name: &str) -> Arc<Database> {
-    let dir = std::env::temp_dir().join(format!("tandem-notify-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A database in a scratch directory, and the guard that removes the directory.
+fn linked_db(name: &str) -> (tempfile::TempDir, Arc<Database>) {
+    let dir = scratch(name);
     let int = |n: &str| Property::new(n, PropertyType::Int);
     let string = |n: &str| Property::new(n, PropertyType::String);
     let schema = Schema::new(vec![
@@ -238,7 +245,9 @@ fn linked_db(name: &str) -> Arc<Database> {
         ),
     ])
     .unwrap();
-    Arc::new(Database::open(dir.join("db.sqlite"), &schema, Config::default()).unwrap())
+    let db =
+        Arc::new(Database::open(dir.path().join("db.sqlite"), &schema, Config::default()).unwrap());
+    (dir, db)
 }
 
 fn link(class: &str, id: i64) -> Value {
@@ -282,7 +291,7 @@ fn people_and_dogs(db: &Database) {
 #[test]
 fn renaming_a_linked_dog_modifies_the_person_in_results() {
     // The case: observe Person results; Person[2].dog links to Dog[1]; rename Dog[1].
-    let db = linked_db("deep-results");
+    let (_dir, db) = linked_db("deep-results");
     people_and_dogs(&db);
     let (tx, rx) = channel::<ResultsChange>();
     let _token = db
@@ -304,7 +313,7 @@ fn renaming_a_linked_dog_modifies_the_person_in_results() {
 
 #[test]
 fn an_object_listener_names_the_link_a_change_came_through() {
-    let db = linked_db("deep-object");
+    let (_dir, db) = linked_db("deep-object");
     people_and_dogs(&db);
     let (tx, rx) = channel();
     let _token = db
@@ -343,7 +352,7 @@ fn chain(db: &Database, n: i64) {
 #[test]
 fn links_are_followed_four_levels_deep_and_no_further() {
     assert_eq!(MAX_LINK_DEPTH, 4);
-    let db = linked_db("depth");
+    let (_dir, db) = linked_db("depth");
     chain(&db, 6);
     let (otx, orx) = channel();
     let _object = db
@@ -371,7 +380,7 @@ fn links_are_followed_four_levels_deep_and_no_further() {
 
 #[test]
 fn link_cycles_end_and_still_report_changes_on_the_cycle() {
-    let db = linked_db("cycle");
+    let (_dir, db) = linked_db("cycle");
     chain(&db, 3);
     // 1 -> 2 -> 3 -> 1, and Node 9 outside the cycle.
     write(&db, |w| {
@@ -402,7 +411,7 @@ fn link_cycles_end_and_still_report_changes_on_the_cycle() {
 
 #[test]
 fn key_paths_narrow_what_notifies_at_any_depth() {
-    let db = linked_db("key-paths");
+    let (_dir, db) = linked_db("key-paths");
     people_and_dogs(&db);
     let (tx, rx) = channel();
     let _token = db
@@ -470,7 +479,7 @@ fn key_paths_narrow_what_notifies_at_any_depth() {
 
 #[test]
 fn bad_key_paths_are_refused_by_name() {
-    let db = linked_db("bad-key-paths");
+    let (_dir, db) = linked_db("bad-key-paths");
     people_and_dogs(&db);
     for (path, says) in [
         ("dog.nme", "no property nme"),
@@ -497,9 +506,8 @@ fn a_database_whose_file_was_replaced_says_so_instead_of_reading_the_other_file(
     // removed and another database created at the same path. Its commits go to the original
     // (unlinked) file; a connection opened by path would read the new one, and a listener on
     // it would never see those commits.
-    let dir = std::env::temp_dir().join(format!("tandem-notify-{}-replaced", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = scratch("replaced");
+    let dir = tmp.path();
     let schema = Schema::new(vec![ClassSchema::top_level(
         "P",
         "_id",
@@ -514,8 +522,8 @@ fn a_database_whose_file_was_replaced_says_so_instead_of_reading_the_other_file(
             tx.send(c.keys.len()).unwrap()
         })
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     let new = Database::open(&path, &schema, Config::default()).unwrap();
     // A listener registered before still sees the old database's commits.
     let mut w = old.begin_write().unwrap();
@@ -550,7 +558,7 @@ fn a_database_whose_file_was_replaced_says_so_instead_of_reading_the_other_file(
 /// listener registered earlier, and then expects nothing for the new one.
 #[test]
 fn a_commit_queued_before_registering_is_not_reported_to_the_new_listener() {
-    let db = db("queued");
+    let (_dir, db) = db("queued");
     let (seen_tx, seen) = channel();
     let _earlier = db
         .observe_query("P", "TRUEPREDICATE", &[], move |c| {

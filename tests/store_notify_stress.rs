@@ -37,11 +37,16 @@ fn schema() -> Schema {
     .unwrap()
 }
 
-fn open(name: &str) -> Arc<Database> {
-    let dir = std::env::temp_dir().join(format!("tandem-stress-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Arc::new(Database::open(dir.join("db.sqlite"), &schema(), Config::default()).unwrap())
+/// A database in a scratch directory, and the guard that removes the directory.
+fn open(name: &str) -> (tempfile::TempDir, Arc<Database>) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-stress-{name}-"))
+        .tempdir()
+        .unwrap();
+    let db = Arc::new(
+        Database::open(dir.path().join("db.sqlite"), &schema(), Config::default()).unwrap(),
+    );
+    (dir, db)
 }
 
 /// xorshift64*: enough randomness for scheduling choices, reproducible from the seed.
@@ -215,7 +220,7 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
         })
         | 1;
     println!("TANDEM_SEED={seed}");
-    let db = open("main");
+    let (_dir, db) = open("main");
     // Objects 0..OBJECTS with n = 0; 0 links to 1.
     {
         let mut w = db.begin_write().unwrap();
@@ -330,7 +335,7 @@ fn every_listener_sees_every_commit_under_concurrent_writers_remote_applies_and_
             let (db, seq) = (Arc::clone(&db), Arc::clone(&seq));
             let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(phase as u64) | 1);
             threads.push(std::thread::spawn(move || {
-                let scratch = open(&format!("scratch-{phase}"));
+                let (_scratch_dir, scratch) = open(&format!("scratch-{phase}"));
                 for _ in 0..REMOTE_APPLIES {
                     let id = rng.below(OBJECTS as u64) as i64;
                     let mut w = scratch.begin_write().unwrap();

@@ -5,8 +5,6 @@
 //! result, what was quarantined and why, and that the re-recorded changesets, applied to the
 //! snapshot, give exactly the local state (they are what the server merges next).
 
-use std::path::PathBuf;
-
 use tandem::model::{
     ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
 };
@@ -27,22 +25,23 @@ fn schema() -> Schema {
 }
 
 struct Local {
-    dir: PathBuf,
     db: Database,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// The scratch directory, removed on drop (after `db` is closed: the field before).
+    _dir: tempfile::TempDir,
 }
 
 fn open(name: &str) -> Local {
-    let dir = std::env::temp_dir().join(format!("tandem-rollback-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = Database::open(dir.join("local.sqlite"), &schema(), Config::default()).unwrap();
-    Local { dir, db }
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-rollback-{name}-"))
+        .tempdir()
+        .unwrap();
+    let db = Database::open(
+        dir.path().join("local.sqlite"),
+        &schema(),
+        Config::default(),
+    )
+    .unwrap();
+    Local { db, _dir: dir }
 }
 
 fn pk(id: i64) -> PrimaryKey {

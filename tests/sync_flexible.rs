@@ -5,7 +5,6 @@
 //! `tandem-server` on loopback (plain ws), real sessions and SQLite files.
 #![cfg(feature = "server")]
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,9 +59,10 @@ fn token_for(user: &str, seconds: u64) -> String {
 }
 
 struct World {
-    dir: PathBuf,
     runtime: tokio::runtime::Runtime,
     server: Option<RunningServer>,
+    /// The scratch directory, removed on drop: the last field, so after the runtime shuts down.
+    dir: tempfile::TempDir,
 }
 
 impl World {
@@ -73,9 +73,10 @@ impl World {
 
     /// [`World::new`] with DOWNLOAD batches of at most `batch` bytes.
     fn with_batch(name: &str, rules: Option<&str>, batch: Option<usize>) -> World {
-        let dir = std::env::temp_dir().join(format!("tandem-flx-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tandem-flx-{name}-"))
+            .tempdir()
+            .unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut app = AppConfig::new("flx-app", TokenSigner::hs256(b"flexible sync app secret"));
         if let Some(rules) = rules {
@@ -86,7 +87,7 @@ impl World {
             app: Some(app),
             ..ServerConfig::new(
                 "127.0.0.1:0".parse().unwrap(),
-                dir.join("data"),
+                dir.path().join("data"),
                 Authenticator::hs256(SECRET),
             )
         };
@@ -95,9 +96,9 @@ impl World {
         }
         let server = runtime.block_on(start(config)).unwrap();
         World {
-            dir,
             runtime,
             server: Some(server),
+            dir,
         }
     }
 
@@ -106,7 +107,7 @@ impl World {
     }
 
     fn open_with(&self, name: &str, schema: &Schema) -> Arc<Database> {
-        Arc::new(Database::open(self.dir.join(name), schema, Config::default()).unwrap())
+        Arc::new(Database::open(self.dir.path().join(name), schema, Config::default()).unwrap())
     }
 
     /// A flexible sync configuration for `/flx` as user `user`.
@@ -137,7 +138,7 @@ impl Drop for World {
         if let Some(s) = self.server.take() {
             s.shutdown();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `dir` removes the directory once the runtime has shut down.
     }
 }
 

@@ -23,11 +23,14 @@ use tandem::store::{Config, Database, ObjectChange};
 mod wire;
 use wire::{download, upload};
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-links-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory: the guard that removes it when dropped, and its path.
+fn dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-links-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().to_path_buf();
+    (dir, path)
 }
 
 /// Dogs keyed by name; a Person links to dogs in every way a property can.
@@ -110,9 +113,10 @@ fn sync_all(server: &mut ServerFile, dbs: &[&Database]) {
 }
 
 /// A and B share dogs d1, d2, d3 and an empty Person 1; then A erases d2 while B links Person
-/// 1 to d2 everywhere. Returns (server, A, B) after a full sync.
-fn reported_case(name: &str) -> (ServerFile, Database, Database, PathBuf) {
-    let d = dir(name);
+/// 1 to d2 everywhere. Returns (the guard of the scratch directory, server, A, B, the directory)
+/// after a full sync.
+fn reported_case(name: &str) -> (tempfile::TempDir, ServerFile, Database, Database, PathBuf) {
+    let (tmp, d) = dir(name);
     let mut server = ServerFile::open(d.join("server.sqlite")).unwrap();
     let a = open(&d.join("a.sqlite"));
     let b = open(&d.join("b.sqlite"));
@@ -151,7 +155,7 @@ fn reported_case(name: &str) -> (ServerFile, Database, Database, PathBuf) {
     upload(&b, &mut server);
     download(&a, &mut server);
     download(&b, &mut server);
-    (server, a, b, d)
+    (tmp, server, a, b, d)
 }
 
 /// What every replica must read after the reported case.
@@ -181,7 +185,7 @@ fn assert_stored(db: &Database) {
 
 #[test]
 fn erased_target_is_invisible_in_object_reads_on_every_replica() {
-    let (server, a, b, _d) = reported_case("reads");
+    let (_dir, server, a, b, _d) = reported_case("reads");
     for db in [&a, &b] {
         assert_invisible(db);
         assert_stored(db);
@@ -210,7 +214,7 @@ fn erased_target_is_invisible_in_object_reads_on_every_replica() {
 
 #[test]
 fn erased_target_is_invisible_in_queries() {
-    let (_server, a, b, _d) = reported_case("queries");
+    let (_dir, _server, a, b, _d) = reported_case("queries");
     let one = vec![P1];
     for db in [&a, &b] {
         assert_eq!(query(db, "dogs.@count == 0"), one);
@@ -251,7 +255,7 @@ fn erased_target_is_invisible_in_queries() {
 
 #[test]
 fn app_positions_skip_unresolved_links_and_instructions_carry_stored_positions() {
-    let (mut server, a, b, _d) = reported_case("positions");
+    let (_dir, mut server, a, b, _d) = reported_case("positions");
     // The stored list is [d2 (unresolved)]; the app sees []. Inserting at app position 0 goes
     // after the unresolved link: stored position 1, prior size 1 (realm-core's virtual2real).
     let mut tx = a.begin_write().unwrap();
@@ -317,7 +321,7 @@ fn app_positions_skip_unresolved_links_and_instructions_carry_stored_positions()
 
 #[test]
 fn recreating_the_target_brings_the_links_back() {
-    let (mut server, a, b, _d) = reported_case("recreate");
+    let (_dir, mut server, a, b, _d) = reported_case("recreate");
     let mut tx = a.begin_write().unwrap();
     tx.create(
         "Dog",
@@ -346,7 +350,7 @@ fn recreating_the_target_brings_the_links_back() {
 
 #[test]
 fn local_erase_removes_links_with_realm_core_instructions() {
-    let d = dir("local-erase");
+    let (_dir, d) = dir("local-erase");
     let db = open(&d.join("a.sqlite"));
     let mut tx = db.begin_write().unwrap();
     for id in ["d1", "d2"] {
@@ -428,7 +432,7 @@ fn local_erase_removes_links_with_realm_core_instructions() {
 
 #[test]
 fn listeners_see_links_become_unresolved_and_resolve_again() {
-    let d = dir("listeners");
+    let (_dir, d) = dir("listeners");
     let mut server = ServerFile::open(d.join("server.sqlite")).unwrap();
     let a = open(&d.join("a.sqlite"));
     let b = open(&d.join("b.sqlite"));
@@ -496,7 +500,7 @@ fn listeners_see_links_become_unresolved_and_resolve_again() {
 
 #[test]
 fn state_snapshot_keeps_positions_and_reads_the_same() {
-    let (mut server, a, _b, d) = reported_case("snapshot");
+    let (_dir, mut server, a, _b, d) = reported_case("snapshot");
     let (_, bytes) = server.snapshot(server.latest_version()).unwrap();
     let snapshot = tandem::changeset::Changeset::decode(&bytes).unwrap();
     // A new client bootstrapped from the snapshot holds the unresolved links at the same
@@ -575,7 +579,7 @@ fn reported_case_through_a_real_server() {
 #[test]
 fn bindings_read_the_same_view() {
     use tandem::ffi::{self, Collection, FieldValue, PropertySpec, PropertyType as T};
-    let (_server, a, _b, d) = reported_case("ffi");
+    let (_dir, _server, a, _b, d) = reported_case("ffi");
     let path = d.join("a.sqlite");
     drop(a);
     let prop = |name: &str, t: T, collection: Collection, target: Option<&str>| PropertySpec {

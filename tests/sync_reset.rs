@@ -400,16 +400,13 @@ mod rules {
     }
 
     struct Case {
+        /// `_scratch`'s path.
         dir: PathBuf,
         server: Arc<Database>,
         local: Arc<Database>,
         base_version: u64,
-    }
-
-    impl Drop for Case {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        /// The scratch directory, removed on drop (the last field: after the databases).
+        _scratch: tempfile::TempDir,
     }
 
     fn pk(id: i64) -> PrimaryKey {
@@ -422,10 +419,11 @@ mod rules {
 
     /// Both databases get `base` as one transaction.
     fn case(name: &str, base: impl Fn(&mut WriteTransaction<'_>)) -> Case {
-        let dir =
-            std::env::temp_dir().join(format!("tandem-reset-rules-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("tandem-reset-rules-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_path_buf();
         let open = |file: &str| {
             Arc::new(Database::open(dir.join(file), &schema(), Config::default()).unwrap())
         };
@@ -438,6 +436,7 @@ mod rules {
             server,
             local,
             base_version,
+            _scratch: scratch,
         }
     }
 

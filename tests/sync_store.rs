@@ -15,11 +15,14 @@ use tandem::store::{Config, Database};
 mod wire;
 use wire::{download, upload};
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-sync-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory: the guard that removes it when dropped, and its path.
+fn dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-sync-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().to_path_buf();
+    (dir, path)
 }
 
 fn schema() -> Schema {
@@ -49,7 +52,7 @@ fn task(db: &Database, id: i64) -> Option<tandem::state::Object> {
 
 #[test]
 fn offline_conflicting_edits_converge() {
-    let d = dir("converge");
+    let (_dir, d) = dir("converge");
     let mut server = ServerFile::open(d.join("server.sqlite")).unwrap();
     let a_path = d.join("a.sqlite");
     let a = open(&a_path);
@@ -197,7 +200,7 @@ fn offline_conflicting_edits_converge() {
 /// bounded batches, in order, none skipped or repeated.
 #[test]
 fn pending_uploads_come_in_bounded_batches_in_order() {
-    let d = dir("pending-batches");
+    let (_dir, d) = dir("pending-batches");
     let db = open(&d.join("a.sqlite"));
     for i in 0..50 {
         let mut tx = db.begin_write().unwrap();
@@ -238,5 +241,4 @@ fn pending_uploads_come_in_bounded_batches_in_order() {
         batches >= 17,
         "{batches} batches for 51 changesets of about a third each"
     );
-    let _ = std::fs::remove_dir_all(&d);
 }

@@ -13,17 +13,23 @@ pub const SECRET: &[u8] = b"benchmark secret, benchmark secret";
 
 /// A running server, its runtime, and the directory of its files and the clients'.
 pub struct Loopback {
+    /// `_scratch`'s path.
     pub dir: PathBuf,
     pub runtime: tokio::runtime::Runtime,
     pub server: RunningServer,
     pub port: u16,
+    /// Removes the directory when dropped: the last field, so after the runtime shuts down.
+    _scratch: tempfile::TempDir,
 }
 
-/// Starts a server in a fresh temp directory named after `name` and the process.
+/// Starts a server in a fresh temp directory named after `name` (removed when the returned
+/// value is dropped).
 pub fn start_server(name: &str) -> Loopback {
-    let dir = std::env::temp_dir().join(format!("tandem-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("tandem-{name}-"))
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
@@ -44,6 +50,7 @@ pub fn start_server(name: &str) -> Loopback {
         runtime,
         server,
         port,
+        _scratch: scratch,
     }
 }
 

@@ -625,23 +625,12 @@ mod tests {
     use super::super::Database;
     use super::*;
 
-    /// Removes its directory when dropped.
-    struct Scratch(std::path::PathBuf);
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn db(name: &str) -> (std::sync::Arc<Database>, Scratch) {
-        let dir = std::env::temp_dir().join(format!(
-            "tandem-ops-{}-{name}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir = Scratch(dir);
+    /// A database in a fresh scratch directory, and the guard that removes the directory.
+    fn db(name: &str) -> (std::sync::Arc<Database>, tempfile::TempDir) {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tandem-ops-{name}-"))
+            .tempdir()
+            .unwrap();
         let prop = |name: &str, t, nullable| PropertySpec {
             name: name.into(),
             property_type: t,
@@ -660,7 +649,7 @@ mod tests {
                 prop("note", PropertyType::String, true),
             ],
         }];
-        let path = dir.0.join("db.sqlite").to_string_lossy().into_owned();
+        let path = dir.path().join("db.sqlite").to_string_lossy().into_owned();
         (Database::open(path, classes).unwrap(), dir)
     }
 

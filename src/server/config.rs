@@ -1253,27 +1253,22 @@ mod tests {
         None
     }
 
-    struct Dir(PathBuf);
+    /// A scratch directory for configuration files, removed on drop.
+    struct Dir(tempfile::TempDir);
 
     impl Dir {
         fn new(name: &str) -> Dir {
-            let dir =
-                std::env::temp_dir().join(format!("tandem-config-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("tandem-config-{name}-"))
+                .tempdir()
+                .unwrap();
             Dir(dir)
         }
 
         fn write(&self, name: &str, text: &str) -> String {
-            let path = self.0.join(name);
+            let path = self.0.path().join(name);
             std::fs::write(&path, text).unwrap();
             path.display().to_string()
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

@@ -359,7 +359,7 @@ mod tests {
     /// repeat), and the clock offset and client file ident set through either connection.
     #[test]
     fn the_cached_append_context_follows_writes_from_anywhere() {
-        let dir = test_dir("append-cache");
+        let (_scratch, dir) = test_dir("append-cache");
         let path = dir.join("a.sqlite");
         let a = Database::open(&path, &schema(), Config::default()).unwrap();
         let b = Database::open(&path, &schema(), Config::default()).unwrap();
@@ -393,15 +393,16 @@ mod tests {
         assert_eq!(create(&a, 8), first + 7);
         assert_eq!(newest_meta(&a).1, 42);
         drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A fresh directory for one test.
-    fn test_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("tandem-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh directory for one test: the guard that removes it when dropped, and its path.
+    fn test_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("tandem-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_path_buf();
+        (scratch, dir)
     }
 
     /// Commits a new Task and checks that its history row has what reading the file afresh
@@ -433,7 +434,7 @@ mod tests {
     #[test]
     fn the_cached_append_context_follows_sync_resets_and_rollbacks() {
         use crate::store::{DownloadCursors, ResetBase};
-        let dir = test_dir("append-cache-sync");
+        let (_scratch, dir) = test_dir("append-cache-sync");
         let db = Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap();
         commit_as_read_afresh(&db, 1, "open");
         commit_as_read_afresh(&db, 2, "a local commit");
@@ -484,7 +485,6 @@ mod tests {
         assert_eq!(db.trimmed_through().unwrap(), last + 1);
         commit_as_read_afresh(&db, 7, "a trim");
         drop(db);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// What [`super::AppendCache`] relies on, checked on the SQLite Tandem is built with:
@@ -494,7 +494,7 @@ mod tests {
     #[test]
     fn sqlite_behaves_as_the_append_cache_assumes() {
         use super::super::layout::{init, put};
-        let dir = test_dir("append-cache-sqlite");
+        let (_scratch, dir) = test_dir("append-cache-sqlite");
         let path = dir.join("a.sqlite");
         let config = Config::default();
         let a = super::super::open_connection(&path, &config).unwrap();
@@ -530,6 +530,5 @@ mod tests {
         assert_eq!(super::data_version(&a).unwrap(), seen, "own commit");
         commit(&a);
         drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

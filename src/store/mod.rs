@@ -872,9 +872,10 @@ mod tests {
     /// later write failed with `WriterTimeout`.
     #[test]
     fn a_panic_inside_a_write_rolls_back_and_frees_the_writer() {
-        let dir = std::env::temp_dir().join(format!("tandem-writer-panic-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-writer-panic-")
+            .tempdir()
+            .unwrap();
         let schema = crate::model::Schema::new(vec![ClassSchema::top_level(
             "Task",
             "_id",
@@ -885,7 +886,7 @@ mod tests {
             writer_timeout: Duration::from_millis(200),
             ..Config::default()
         };
-        let db = Database::open(dir.join("a.sqlite"), &schema, config).unwrap();
+        let db = Database::open(dir.path().join("a.sqlite"), &schema, config).unwrap();
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             db.with_writer(|conn, _| -> Result<(), StoreError> {
                 conn.execute_batch("CREATE TABLE scratch(x)").unwrap();
@@ -911,6 +912,5 @@ mod tests {
             .unwrap();
         assert_eq!(scratch, 0);
         drop(db);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -328,8 +328,8 @@ impl Database {
     /// ```
     /// # use tandem::model::{ClassSchema, Property, PropertyType, Schema, Value};
     /// # use tandem::store::{Config, Database, SubscriptionSetState};
-    /// # let path = std::env::temp_dir().join(format!("subs-doc-{}.db", std::process::id()));
-    /// # let _ = std::fs::remove_file(&path);
+    /// # let dir = tempfile::Builder::new().prefix("tandem-subs-doc-").tempdir()?;
+    /// # let path = dir.path().join("subs.db");
     /// let schema = Schema::new(vec![ClassSchema::top_level("Task", "_id", vec![
     ///     Property::new("_id", PropertyType::Int),
     ///     Property::new("done", PropertyType::Bool),

@@ -53,6 +53,7 @@ pub fn token(seconds: u64) -> String {
 
 /// A server and a directory for client files.
 pub struct World {
+    /// The world's scratch directory (`_scratch`'s path).
     pub dir: PathBuf,
     pub runtime: tokio::runtime::Runtime,
     pub server: Option<RunningServer>,
@@ -61,14 +62,19 @@ pub struct World {
     pub addr: std::net::SocketAddr,
     /// The server's storage settings (applied at the next [`World::start_server`]).
     pub storage: tandem::server::StorageConfig,
+    /// Removes the directory when the world is dropped; the last field, so that it goes after
+    /// the server is stopped and the runtime is shut down.
+    _scratch: tempfile::TempDir,
 }
 
 impl World {
-    /// A fresh world named `name` (the directory is per test and process).
+    /// A fresh world named `name` (a new scratch directory, removed when the world is dropped).
     pub fn new(name: &str) -> World {
-        let dir = std::env::temp_dir().join(format!("tandem-live-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("tandem-live-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_path_buf();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
@@ -79,6 +85,7 @@ impl World {
             limits: Limits::default(),
             addr: "127.0.0.1:0".parse().unwrap(),
             storage: Default::default(),
+            _scratch: scratch,
         };
         world.start_server();
         world
@@ -151,7 +158,7 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         self.stop_server();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `_scratch` removes the directory once the runtime has shut down.
     }
 }
 

@@ -20,12 +20,18 @@ mod world;
 static ALLOCATOR: memory::PerHost = memory::PerHost;
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use plan::{Plan, Shape};
 
-fn root() -> PathBuf {
-    std::env::temp_dir().join(format!("tandem-sim-{}", std::process::id()))
+/// A fresh root directory for one test's runs (`tandem-sim-{name}-…` in the temporary
+/// directory), removed when the returned guard is dropped: when the test ends, passing or
+/// failing. Nothing in it outlives a run anyway: [`world::run`] removes its own directory
+/// whatever the outcome (a failure is reported by its seed, plan and trace, which replay it).
+fn root(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tandem-sim-{name}-"))
+        .tempdir()
+        .expect("the simulation's root directory")
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -73,13 +79,13 @@ fn shrink(
 /// Runs seeds `start..start + count` of `shape`; on the first failure, shrinks it and panics
 /// with the seed, the shrunk plan, the failure and its trace.
 pub fn run_seeds(start: u64, count: u64, shape: Shape) {
-    let root = root().join(format!(
+    let root = root(&format!(
         "from-{start}{}",
         if shape.flexible { "-flexible" } else { "" }
     ));
     for seed in start..start + count {
         let plan = Plan::draw(seed, shape);
-        let result = world::run(&plan, &root);
+        let result = world::run(&plan, root.path());
         if let (Some(_), Ok(o)) = (std::env::var_os("SIM_MEMORY"), &result) {
             let _ = writeln!(
                 std::io::stderr(),
@@ -103,8 +109,8 @@ pub fn run_seeds(start: u64, count: u64, shape: Shape) {
                 "seed {seed} fails: {}; shrinking its plan (up to 300 runs)",
                 first.message
             );
-            let (small, failure) = shrink(plan, &first, &root, 300);
-            let _ = std::fs::remove_dir_all(&root);
+            let (small, failure) = shrink(plan, &first, root.path(), 300);
+            drop(root);
             panic!(
                 "seed {seed} fails: {}\n\nshrunk plan (replay: SIM_SEED_START={seed} SIM_SEEDS=1):\n{small}\nfailure of the shrunk plan: {}\ntrace:\n{}",
                 first.message,
@@ -113,7 +119,6 @@ pub fn run_seeds(start: u64, count: u64, shape: Shape) {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Seeds per test function; four functions split the default 200 seeds so that the test
@@ -206,26 +211,25 @@ fn seeds_converge_under_faults_4() {
 /// a `HashMap`, whose hash keys differ with every map the process created before.
 #[test]
 fn one_seed_replays_exactly() {
-    let root = root().join("replay");
+    let root = root("replay");
     let plan = Plan::draw(111, Shape::default());
-    let first = world::run(&plan, &root).unwrap_or_else(|f| panic!("{f:?}"));
+    let first = world::run(&plan, root.path()).unwrap_or_else(|f| panic!("{f:?}"));
     for seed in 101..=110 {
-        world::run(&Plan::draw(seed, Shape::default()), &root)
+        world::run(&Plan::draw(seed, Shape::default()), root.path())
             .unwrap_or_else(|f| panic!("seed {seed}: {f:?}"));
     }
-    let second = world::run(&plan, &root).unwrap_or_else(|f| panic!("{f:?}"));
+    let second = world::run(&plan, root.path()).unwrap_or_else(|f| panic!("{f:?}"));
     assert_eq!(first.trace, second.trace);
     assert_eq!(first.simulated_ms, second.simulated_ms);
     assert_eq!(first.digest, second.digest);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Runs one hand-kept plan (a shrunk failure, kept as a regression test) and panics with its
 /// trace if it fails.
 fn run_plan(plan: Plan) {
-    let root = root().join(format!("plan-{}", plan.seed));
-    let result = world::run(&plan, &root);
-    let _ = std::fs::remove_dir_all(&root);
+    let root = root(&format!("plan-{}", plan.seed));
+    let result = world::run(&plan, root.path());
+    drop(root);
     if let (Some(_), Ok(o)) = (std::env::var_os("SIM_TRACE"), &result) {
         eprintln!("{plan}\n{}\n", o.trace.join("\n"));
     }
@@ -355,9 +359,9 @@ fn a_client_reset_decides_a_transaction_waiting_for_its_verdict() {
             (2_000, Fault::RestoreServer { down_ms: 0 }),
         ],
     };
-    let root = root().join("reset-decides");
-    let result = world::run(&plan, &root);
-    let _ = std::fs::remove_dir_all(&root);
+    let root = root("reset-decides");
+    let result = world::run(&plan, root.path());
+    drop(root);
     let outcome =
         result.unwrap_or_else(|f| panic!("{}\ntrace:\n{}", f.message, f.trace.join("\n")));
     // The server lost everything while the transaction waited, before it could be sent (the

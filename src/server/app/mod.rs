@@ -458,7 +458,15 @@ pub mod admin {
                     std::process::id(),
                     tokens::object_id()?
                 ));
-                let mut store = store::Store::open_replica(&cache, &pg, app_id)?;
+                // A working copy that failed to open (an app id other than the one recorded,
+                // say) goes too, as one that fails to acquire does.
+                let mut store = match store::Store::open_replica(&cache, &pg, app_id) {
+                    Ok(store) => store,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&cache);
+                        return Err(e);
+                    }
+                };
                 let opened = match store.acquire() {
                     Ok(()) => Opened {
                         store,

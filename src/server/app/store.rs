@@ -733,22 +733,25 @@ mod tests {
 
     #[test]
     fn users_persist_and_newer_schemas_are_refused() {
-        let dir = std::env::temp_dir().join(format!("tandem-app-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::Builder::new()
+            .prefix("tandem-app-store-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let mut data = serde_json::Map::new();
         data.insert("name".into(), "Ann".into());
         {
-            let mut store = Store::open(&dir, Some("app")).unwrap();
+            let mut store = Store::open(dir, Some("app")).unwrap();
             store
                 .create_user("u1", "normal", &data, (Provider::CustomToken, "ext-1"), 5)
                 .unwrap();
             store.create_session("s1", "u1", 100).unwrap();
         }
         // Reopened without an app id (as the admin command may), then with the right one.
-        let store = Store::open(&dir, None).unwrap();
+        let store = Store::open(dir, None).unwrap();
         assert_eq!(store.user_count().unwrap(), 1);
         drop(store);
-        let store = Store::open(&dir, Some("app")).unwrap();
+        let store = Store::open(dir, Some("app")).unwrap();
         assert_eq!(
             store
                 .user_for_identity(Provider::CustomToken, "ext-1")
@@ -776,8 +779,7 @@ mod tests {
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         drop(store);
-        let err = Store::open(&dir, Some("app")).err().unwrap();
+        let err = Store::open(dir, Some("app")).err().unwrap();
         assert!(err.0.contains("schema version 2"), "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
