@@ -6,8 +6,11 @@
 //! integration time per changeset. Then the same server file builds a STATE snapshot (the peak
 //! it adds is printed). The baseline, in the same run, applies the same changesets to an
 //! in-memory `tandem::state::State`, which is what a server file kept before its state moved
-//! to SQLite tables. Last, 200 server paths are open at once, to show the memory each open
-//! path costs whatever its size.
+//! to SQLite tables. The same ServerFile measurement runs again on a flexible sync file (one
+//! subscription set bootstrapped first), whose state also records the version each object is
+//! born at (`_flx_born`, `src/server/file/flx.rs`): the cost of that record, side by side.
+//! Last, 200 server paths are open at once, to show the memory each open path costs whatever
+//! its size.
 //!
 //! Run: `cargo bench --features server --bench server_state` (N = 100,000), or pass N:
 //! `cargo bench --features server --bench server_state -- 20000`. Linux only (reads /proc).
@@ -134,7 +137,7 @@ fn report(what: &str, objects: u64, before: u64, after: u64, seconds: f64) {
 }
 
 /// Integrates the objects into a server file in a temporary directory.
-fn server_file(objects: u64) {
+fn server_file(objects: u64, flexible: bool) {
     let dir = tempfile::Builder::new()
         .prefix("tandem-state-bench-")
         .tempdir()
@@ -143,6 +146,12 @@ fn server_file(objects: u64) {
     let before = rss();
     let mut server = ServerFile::open(&path).unwrap();
     let (client, _) = server.allocate_client_file().unwrap();
+    if flexible {
+        // A flexible sync subscription set (empty, on the empty file): from then on the state
+        // records the version each object is born at, which flexible sync downloads use.
+        let set = tandem::server::Subscription::parse(1, "{}").unwrap();
+        assert!(server.flx_bootstrap(client, &set).unwrap().is_none());
+    }
     let start = Instant::now();
     let mut version = 1;
     while version <= objects + 1 {
@@ -157,7 +166,11 @@ fn server_file(objects: u64) {
     let seconds = start.elapsed().as_secs_f64();
     assert_eq!(server.latest_version(), objects + 1);
     report(
-        "ServerFile (state in SQLite)",
+        if flexible {
+            "ServerFile, flexible sync file"
+        } else {
+            "ServerFile (state in SQLite)"
+        },
         objects,
         before,
         rss(),
@@ -244,7 +257,8 @@ fn main() {
         .find(|a| a.starts_with("--child="))
         .map(String::as_str)
     {
-        Some("--child=server") => return server_file(objects),
+        Some("--child=server") => return server_file(objects, false),
+        Some("--child=server-flx") => return server_file(objects, true),
         Some("--child=state") => return in_memory(objects),
         Some("--child=paths") => return open_paths(200),
         _ => {}
@@ -255,7 +269,12 @@ fn main() {
         "", "RSS before", "RSS after", "growth", "peak RSS", "time"
     );
     let exe = std::env::current_exe().unwrap();
-    for child in ["--child=state", "--child=server", "--child=paths"] {
+    for child in [
+        "--child=state",
+        "--child=server",
+        "--child=server-flx",
+        "--child=paths",
+    ] {
         let status = std::process::Command::new(&exe)
             .arg(child)
             .arg(objects.to_string())

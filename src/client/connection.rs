@@ -231,8 +231,9 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
             failures += 1;
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff(failures.saturating_sub(1))) => {}
+            biased;
             _ = stop.changed() => {}
+            _ = tokio::time::sleep(backoff(failures.saturating_sub(1))) => {}
         }
     }
     // Wake every waiter: their futures see the stop or the error state.
@@ -496,6 +497,7 @@ where
         start_rollback(shared, &mut ws, &mut conn).await?;
     }
     let mut ping_timer = tokio::time::interval(Duration::from_secs(54));
+    let mut wake_first = false;
     ping_timer.tick().await;
     loop {
         if conn.bound {
@@ -632,13 +634,16 @@ where
                 None => std::future::pending().await,
             }
         };
+        // Biased, so that a simulated run replays the same way (an unbiased `select!` picks
+        // at random: docs/testing.md); a wake-up and a message received take turns first.
+        wake_first = !wake_first;
         tokio::select! {
+            biased;
             _ = stop.changed() => {
                 let _ = ws.send(encode(ClientMessage::Unbind { session: 1 })).await;
                 let _ = ws.close(None).await;
                 return Ok(());
             }
-            _ = shared.wake.notified() => {}
             _ = refresh => {
                 match fetch_token(shared).await {
                     Ok(token) => {
@@ -660,7 +665,9 @@ where
                 conn.ping_sent = Some(tokio::time::Instant::now());
                 ws.send(encode(ClientMessage::Ping { timestamp: 0, rtt: 0 })).await.map_err(|e| fail(e.to_string()))?;
             }
+            _ = shared.wake.notified(), if wake_first => {}
             message = ws.next() => receive(shared, message, &mut ws, &mut conn, &limits).await?,
+            _ = shared.wake.notified(), if !wake_first => {}
         }
     }
 }

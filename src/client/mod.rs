@@ -493,6 +493,7 @@ pub async fn open_synced(
         let wait = async move {
             let mut resets = shared.resets.subscribe();
             tokio::select! {
+                biased;
                 done = resets.wait_for(|n| *n > 0) => done.map(|_| ()).map_err(|_| stopped(&shared)),
                 _ = until_stopped(&shared) => Err(stopped(&shared)),
             }
@@ -646,6 +647,7 @@ impl SyncSession {
         let waiting = Arc::clone(&shared);
         let wait = async move {
             tokio::select! {
+                biased;
                 echoed = echoed => echoed.map_err(|_| stopped(&waiting)),
                 _ = until_stopped(&waiting) => Err(stopped(&waiting)),
             }
@@ -728,6 +730,7 @@ impl SyncSession {
         let waiting = Arc::clone(&shared);
         let wait = async move {
             tokio::select! {
+                biased;
                 verdict = verdict => verdict.map_err(|_| stopped(&waiting)),
                 _ = until_stopped(&waiting) => Err(stopped(&waiting)),
             }
@@ -829,6 +832,7 @@ async fn until_stopped(shared: &Shared) {
     let mut stop = shared.stop.subscribe();
     let mut state = shared.state.subscribe();
     tokio::select! {
+        biased;
         _ = stop.wait_for(|s| *s) => {}
         _ = state.wait_for(|s| matches!(s, SyncState::Error(_))) => {}
     }

@@ -217,6 +217,7 @@ pub(super) fn block_on<T: Send + 'static>(
             Some(cancel) => {
                 let mut cancelled = cancel.cancelled.subscribe();
                 tokio::select! {
+                    biased;
                     outcome = work => outcome,
                     _ = cancelled.wait_for(|c| *c) => Err(TandemError::Stopped {
                         message: "the call was cancelled".into(),

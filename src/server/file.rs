@@ -168,6 +168,8 @@ pub struct ServerFile {
     rows: u64,
     /// Flexible sync's compiled subscription queries (`flx::FilterCache`).
     filters: flx::FilterCache,
+    /// Flexible sync: which session serves each client file now (`ServerFile::flx_claim`).
+    flx_claims: flx::Claims,
     /// With `--database postgres://...`: this file is a working copy of the one in PostgreSQL
     /// ([`super::postgres`]).
     #[cfg(feature = "postgres")]
@@ -479,6 +481,7 @@ impl ServerFile {
             compacted: 0,
             rows: 0,
             filters: flx::FilterCache::default(),
+            flx_claims: flx::Claims::default(),
             #[cfg(feature = "postgres")]
             replica,
             #[cfg(feature = "postgres")]
@@ -1664,6 +1667,8 @@ impl ServerFile {
         file.disk = self.disk.take();
         file.max_merge_window = self.max_merge_window;
         file.client_file_expiry = self.client_file_expiry;
+        // Sessions stay bound across a reload: their claims too.
+        file.flx_claims = std::mem::take(&mut self.flx_claims);
         *self = file;
         Ok(())
     }
@@ -1755,7 +1760,7 @@ fn touched_objects(cs: &Changeset) -> BTreeSet<(String, crate::state::Key)> {
 
 /// The class and key of the top-level object instruction `i` of `cs` touches (`None` for a
 /// schema instruction, or a table or key `cs` does not resolve).
-fn instruction_object(
+pub(super) fn instruction_object(
     cs: &Changeset,
     i: &crate::changeset::Instruction,
 ) -> Option<(String, crate::state::Key)> {

@@ -35,6 +35,7 @@ pub mod state;
 
 pub use admission::ConnectionLimits;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
+pub use file::flx::Subscription;
 pub use file::{
     CompactionReport, DownloadBatch, Integrated, ServerFile, StorageConfig,
     DEFAULT_MAX_MERGE_WINDOW,

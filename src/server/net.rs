@@ -256,6 +256,7 @@ async fn accept_loop(
     let mut errors = 0u32;
     loop {
         let accepted = tokio::select! {
+            biased;
             _ = stop.changed() => return,
             accepted = listener.accept() => accepted,
         };
@@ -273,6 +274,7 @@ async fn accept_loop(
                 }
                 errors = errors.saturating_add(1);
                 tokio::select! {
+                    biased;
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(wait) => continue,
                 }
@@ -380,6 +382,7 @@ async fn serve_http<S>(
         }
     };
     tokio::select! {
+        biased;
         _ = &mut connection => {
             // hyper's own header read timeout may end it first.
             let requested = requested.load(std::sync::atomic::Ordering::Acquire);
@@ -886,16 +889,25 @@ async fn serve_websocket<S>(
     );
     // When the oldest change not yet downloaded was announced (fan-out latency).
     let mut fanout_since = None;
+    // Which of the three busy branches (a wake-up, a message to send, a message received) is
+    // polled first: each in turn, so none starves the others, in an order that depends only
+    // on the loop's own history (an unbiased `select!` picks at random, and a simulated run
+    // must replay the same way: docs/testing.md).
+    let mut turn = 0u8;
     loop {
         let sending = connection.sessions.values().any(|s| s.behind);
+        turn = (turn + 1) % 3;
         let event = tokio::select! {
+            biased;
             _ = stop.changed() => Event::Stop,
             _ = &mut expired => Event::Expired,
             _ = tokio::time::sleep_until(last_received + idle) => Event::Idle,
             _ = tokio::time::sleep_until(bind_deadline), if !authenticated => Event::BindTimeout,
-            _ = waker.notify.notified() => Event::Woken,
-            _ = std::future::ready(()), if sending => Event::Send,
+            _ = waker.notify.notified(), if turn == 0 => Event::Woken,
+            _ = std::future::ready(()), if sending && turn != 2 => Event::Send,
             message = ws.next() => Event::Received(message),
+            _ = waker.notify.notified(), if turn != 0 => Event::Woken,
+            _ = std::future::ready(()), if sending && turn == 2 => Event::Send,
         };
         let bytes = match event {
             Event::Stop => {

@@ -174,6 +174,22 @@ pub(super) struct Session {
     user_vars: UserVars,
     /// Flexible sync: the read and write rules.
     rules: Arc<FlxRules>,
+    /// Flexible sync: this session's claim on its client file (`ServerFile::flx_claim`, at
+    /// IDENT); a later session's IDENT of the same file takes it over, and this one then
+    /// sends nothing more.
+    claim: Option<u64>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let (Some(ident), Some(claim)) = (self.client_file_ident, self.claim) {
+            // Never waits for a long integration on the async thread dropping the session:
+            // a claim left behind is replaced by the file's next IDENT, or goes with the file.
+            if let Ok(mut file) = self.file.try_lock() {
+                file.flx_release(ident, claim);
+            }
+        }
+    }
 }
 
 impl Session {
@@ -241,7 +257,7 @@ impl Session {
         }
         let query = flexible.pending.front()?.clone();
         let mut file = lock_read(&self.file);
-        if self.cursor != file.latest_version() {
+        if self.cursor != file.latest_version() || !file.flx_serves(ident, self.claim?) {
             return None;
         }
         // A storage fault reading the salt: nothing is built now; the next pass tries again.
@@ -359,6 +375,10 @@ impl Session {
         let batch = match &self.flexible {
             Some(f) => {
                 let mut file = lock_read(&self.file);
+                // Replaced by a later session of the same client file: nothing more.
+                if !file.flx_serves(ident, self.claim?) {
+                    return None;
+                }
                 // A session waiting for its first bootstrap with nothing in its view skips
                 // the history (the bootstrap carries everything).
                 let skip = match f.pending.is_empty() {
@@ -1136,6 +1156,7 @@ fn on_bind(
             is_flexible: target.flexible,
             user_vars,
             rules: Arc::clone(&shared.flx_rules),
+            claim: None,
         },
     );
     Ok(replies)
@@ -1202,9 +1223,13 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
                 )
             })?
             .restricted(&s.rules, &s.user_vars);
-        let known = lock(&s.file)
-            .and_then(|mut f| f.flx_resume(m.ident, m.download_server_version, query.version))
+        let (known, claim) = lock(&s.file)
+            .and_then(|mut f| {
+                let known = f.flx_resume(m.ident, m.download_server_version, query.version)?;
+                Ok((known, f.flx_claim(m.ident)))
+            })
             .map_err(|e| (e, session))?;
+        s.claim = Some(claim);
         let mut pending = VecDeque::new();
         if !known {
             pending.push_back(active.clone());

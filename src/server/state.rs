@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::changeset::Changeset;
+use crate::changeset::{Changeset, Instruction};
 use crate::state::{ApplyError, Schemas, State};
 use crate::store::tables;
 use crate::store::StoreError;
@@ -108,6 +108,19 @@ pub struct ServerState {
     version: u64,
     /// Whether a transaction with applied, uncommitted changesets is open.
     pending: bool,
+    /// Whether [`ServerState::apply`] records when objects are born (`_flx_born`): from the
+    /// first flexible sync subscription on the file on ([`ServerState::track_births`]).
+    births: bool,
+}
+
+/// A top-level object a changeset creates or erases (see `ServerState::created_objects`).
+struct Created {
+    class: String,
+    key: crate::state::Key,
+    /// It existed before the changeset.
+    existed: bool,
+    /// It exists after the changeset.
+    exists: bool,
 }
 
 /// A process-wide counter, so that generations of different states (a state reopened after
@@ -160,6 +173,8 @@ impl ServerState {
         conn.execute_batch(super::file::flx::TABLES)?;
         let schemas = tables::load(&conn)?.schemas;
         let version = marker(&conn, "state_version")?.unwrap_or(0) as u64;
+        let births = marker(&conn, "births")? == Some(1)
+            || conn.query_row("SELECT EXISTS (SELECT 1 FROM _flx_query)", [], |r| r.get(0))?;
         Ok(ServerState {
             path,
             conn,
@@ -167,6 +182,7 @@ impl ServerState {
             generation: next_generation(),
             version,
             pending: false,
+            births,
         })
     }
 
@@ -251,12 +267,120 @@ impl ServerState {
         if changes_schema {
             self.generation = next_generation();
         }
-        let applied = tables::apply(&self.conn, Arc::make_mut(&mut self.schemas), changeset);
-        if applied.is_err() && !changes_schema {
-            self.generation = next_generation();
+        if !self.births {
+            let applied = tables::apply(&self.conn, Arc::make_mut(&mut self.schemas), changeset);
+            if applied.is_err() && !changes_schema {
+                self.generation = next_generation();
+            }
+            applied?;
+            self.version = version;
+            return Ok(());
+        }
+        // The births go in a savepoint with the changeset: both are applied or neither.
+        self.conn.execute_batch("SAVEPOINT tandem_births")?;
+        let recorded = self
+            .created_objects(changeset)
+            .and_then(|created| Ok(self.record_births(&created, version)?));
+        let applied = recorded.and_then(|()| {
+            tables::apply(&self.conn, Arc::make_mut(&mut self.schemas), changeset)
+                .map_err(StateError::from)
+        });
+        if applied.is_err() {
+            let _ = self
+                .conn
+                .execute_batch("ROLLBACK TO tandem_births; RELEASE tandem_births");
+            if !changes_schema {
+                self.generation = next_generation();
+            }
+        } else {
+            self.conn.execute_batch("RELEASE tandem_births")?;
         }
         applied?;
         self.version = version;
+        Ok(())
+    }
+
+    /// From now on, [`ServerState::apply`] records the server version at which each object's
+    /// current incarnation came into existence ([`ServerState::born`]). Flexible sync turns
+    /// it on with a file's first subscription set: objects born before it are older than
+    /// every flexible sync client's download cursor.
+    pub(crate) fn track_births(&mut self) -> Result<(), StateError> {
+        if !self.births {
+            set_marker(&self.conn, "births", 1)?;
+            self.births = true;
+        }
+        Ok(())
+    }
+
+    /// The server version from which the object `key` of `class` has existed without a
+    /// break between changesets: the changeset that created it while it did not exist (one
+    /// that erases and creates it again does not count), if that was recorded
+    /// ([`ServerState::track_births`]). `None` for an object born before tracking began, or
+    /// one that does not exist.
+    pub(crate) fn born(
+        &self,
+        class: &str,
+        key: &crate::state::Key,
+    ) -> rusqlite::Result<Option<u64>> {
+        self.conn
+            .prepare_cached("SELECT version FROM _flx_born WHERE class = ?1 AND pk = ?2")?
+            .query_row(
+                rusqlite::params![class, super::file::flx::key_blob(key)],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.map(|v| v as u64))
+    }
+
+    /// The top-level objects `changeset` creates or erases, each with whether it existed
+    /// before the changeset and whether it exists after it (its last `CreateObject` comes
+    /// after its last `EraseObject`: a create of an object that exists changes nothing, and no
+    /// other instruction applies to an object that does not).
+    fn created_objects(&self, changeset: &Changeset) -> Result<Vec<Created>, StateError> {
+        let mut out: Vec<Created> = Vec::new();
+        for i in &changeset.instructions {
+            let create = match i {
+                Instruction::CreateObject { .. } => true,
+                Instruction::EraseObject { .. } => false,
+                _ => continue,
+            };
+            let Some((class, key)) = super::file::instruction_object(changeset, i) else {
+                continue;
+            };
+            if let Some(seen) = out.iter_mut().find(|c| c.class == class && c.key == key) {
+                seen.exists = create;
+                continue;
+            }
+            // A class the changeset adds has no table yet: nothing of it existed.
+            let existed = self.schemas.get(class.as_str()).is_some()
+                && tables::row_id(&self.conn, &class, &key)?.is_some();
+            out.push(Created {
+                class,
+                key,
+                existed,
+                exists: create,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records the objects of `created` born at `version` (they exist after it and did not
+    /// before) and forgets those that no longer exist.
+    fn record_births(&self, created: &[Created], version: u64) -> rusqlite::Result<()> {
+        for c in created {
+            let blob = super::file::flx::key_blob(&c.key);
+            if c.exists && !c.existed {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO _flx_born (class, pk, version) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(rusqlite::params![c.class, blob, version as i64])?;
+            } else if !c.exists {
+                self.conn
+                    .prepare_cached("DELETE FROM _flx_born WHERE class = ?1 AND pk = ?2")?
+                    .execute(rusqlite::params![c.class, blob])?;
+            }
+        }
         Ok(())
     }
 

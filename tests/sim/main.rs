@@ -8,7 +8,9 @@
 //!
 //! By default seeds 0..200 run (in four test functions); `SIM_SEEDS=n` and `SIM_SEED_START=s`
 //! choose others; `.ci/sim-soak.sh` runs
-//! any number. A failure prints the seed, the shrunk plan that still fails and its trace.
+//! any number. A failure prints the seed, the shrunk plan that still fails and its trace
+//! (`SIM_NO_SHRINK=1`: the first failure's message and trace, at once; `SIM_KEEP_GOING=1`: a
+//! line per failing seed and on to the next, for a census).
 #![cfg(feature = "sim")]
 
 mod memory;
@@ -83,9 +85,21 @@ pub fn run_seeds(start: u64, count: u64, shape: Shape) {
         "from-{start}{}",
         if shape.flexible { "-flexible" } else { "" }
     ));
+    // `SIM_KEEP_GOING=1`: each failing seed is named (one line, not shrunk) and the run goes
+    // on; the count of failing seeds ends it (a census of a range of seeds).
+    let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
+    let mut failing = Vec::new();
     for seed in start..start + count {
         let plan = Plan::draw(seed, shape);
         let result = world::run(&plan, root.path());
+        if keep_going {
+            if let Err(f) = &result {
+                let what: String = f.message.chars().take(160).collect();
+                let _ = writeln!(std::io::stderr(), "seed {seed} FAILS: {what}");
+                failing.push(seed);
+            }
+            continue;
+        }
         if let (Some(_), Ok(o)) = (std::env::var_os("SIM_MEMORY"), &result) {
             let _ = writeln!(
                 std::io::stderr(),
@@ -109,6 +123,13 @@ pub fn run_seeds(start: u64, count: u64, shape: Shape) {
                 "seed {seed} fails: {}; shrinking its plan (up to 300 runs)",
                 first.message
             );
+            if std::env::var_os("SIM_NO_SHRINK").is_some() {
+                panic!(
+                    "seed {seed} fails (not shrunk: SIM_NO_SHRINK): {}\ntrace:\n{}",
+                    first.message,
+                    first.trace.join("\n")
+                );
+            }
             let (small, failure) = shrink(plan, &first, root.path(), 300);
             drop(root);
             panic!(
@@ -119,6 +140,11 @@ pub fn run_seeds(start: u64, count: u64, shape: Shape) {
             );
         }
     }
+    assert!(
+        failing.is_empty(),
+        "{} of {count} seeds from {start} fail: {failing:?}",
+        failing.len()
+    );
 }
 
 /// Seeds per test function; four functions split the default 200 seeds so that the test
@@ -174,13 +200,11 @@ fn flexible_half(h: u64) {
 }
 
 #[test]
-#[ignore = "reproduces open flexible sync faults (docs/testing.md, \"Flexible sync seeds\"): run with --ignored"]
 fn flexible_seeds_converge_under_faults() {
     flexible_half(0);
 }
 
 #[test]
-#[ignore = "reproduces open flexible sync faults (docs/testing.md, \"Flexible sync seeds\"): run with --ignored"]
 fn flexible_seeds_converge_under_faults_2() {
     flexible_half(1);
 }
@@ -685,12 +709,13 @@ fn a_transaction_after_a_reset_rejected_the_previous_one_gets_its_verdict() {
     });
 }
 
-/// Found by the first flexible sync seeds ([`Shape::flexible`]), open: two clients create
-/// `Journal[0]` concurrently, each inserting its line; it enters c2's view whole (its list
-/// cleared and refilled) while c2's own insert is not yet integrated by the server, so the
-/// copy's clear wins in c2's file and its line disappears there (the server keeps it).
+/// Found by the first flexible sync seeds ([`Shape::flexible`]): two clients create
+/// `Journal[0]` concurrently, each inserting its line; it entered c2's view whole (its list
+/// cleared and refilled) while c2's own insert was not yet integrated by the server, so the
+/// copy's clear won in c2's file and its line disappeared there (the server kept it). Now an
+/// object born after the client's download cursor reaches it by its history, which merges by
+/// OT as it does on the server (`Fate::Born`, `src/server/file/flx.rs`).
 #[test]
-#[ignore = "reproduces open flexible sync faults (docs/testing.md, \"Flexible sync seeds\"): run with --ignored"]
 fn an_object_entering_a_view_keeps_the_clients_own_list_insert() {
     use plan::{ClientPlan, Op, TaskQuery};
     let c1 = ClientPlan {
@@ -728,4 +753,88 @@ fn an_object_entering_a_view_keeps_the_clients_own_list_insert() {
         flexible: true,
         faults: vec![],
     });
+}
+
+/// The flexible sync shape.
+fn flexible() -> Shape {
+    Shape {
+        flexible: true,
+        ..Shape::default()
+    }
+}
+
+/// Flexible seed 0, after the fix above: `Task[3]` was erased by c2 and created again by later
+/// writes. The erasure won over c1's title write (c1's clock is 17 s behind) on the server, but
+/// the object reached c1 as born from the changeset that created it again, without the erasure
+/// before it in the same batch: c1 kept its title, the server had none. Now an object goes by
+/// its birth only when nothing touched it earlier in the batch.
+#[test]
+fn an_object_erased_and_created_again_reaches_a_client_with_its_erasure() {
+    run_seeds(0, 1, flexible());
+}
+
+/// Flexible seeds 3 and 16: a compensating write (231, a write outside the view) is reported
+/// with `will_retry` on a session that stays connected, as Realm's `"action":"Warning"`; the
+/// simulation took every `will_retry` error for a lost connection and waited for a reconnect
+/// that had no reason to come.
+#[test]
+fn a_compensating_write_is_a_warning_on_a_session_that_goes_on() {
+    run_seeds(3, 1, flexible());
+}
+
+/// Flexible seed 85: c0 erased `Task[1]` and, before that erasure came back acknowledged,
+/// created it again with a write of its own. The server then sent c0 an erasure it made up
+/// for the object that had left the view; it met c0's new object by OT and erased it there,
+/// where the server never had that erasure. Now an object of the view erased by the history
+/// leaves it by that history, forwarded as it is (`Fate::Gone`).
+#[test]
+fn an_object_a_client_erases_and_creates_again_is_not_erased_by_a_made_up_erasure() {
+    run_seeds(85, 1, flexible());
+}
+
+/// Flexible seed 25: c0 created `Task[1]` with a tag while another client erased the object the
+/// server held (outside c0's view then); the server merged c0's creation against that erasure
+/// (the erasure won), but never sent c0 the erasure, as the object was not in its view. c0 kept
+/// a `Task[1]` the server did not have, and every later download on it failed (`prior_size 0
+/// but the list has 1`): c0 stopped syncing. Now erasures of objects outside the view are
+/// forwarded too (a no-op where the object is not there, as in realm-core).
+#[test]
+fn an_erasure_outside_the_view_reaches_a_client_that_created_the_object_meanwhile() {
+    run_seeds(25, 1, flexible());
+}
+
+/// Flexible seed 25 once ran differently twice in a row: tokio's `select!` polls its ready
+/// branches in a random order unless `biased`, and turmoil seeds that randomness only under
+/// `--cfg tokio_unstable`. The connection loops of the client and the server are biased now,
+/// with their busy branches taking turns.
+#[test]
+fn a_flexible_seed_replays_exactly() {
+    let root = root("replay-flexible");
+    let plan = Plan::draw(25, flexible());
+    let first = world::run(&plan, root.path()).unwrap_or_else(|f| panic!("{f:?}"));
+    let second = world::run(&plan, root.path()).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(first.trace, second.trace);
+    assert_eq!(first.simulated_ms, second.simulated_ms);
+    assert_eq!(first.digest, second.digest);
+}
+
+/// Flexible seed 365: c0 reconnected while its old connection was still open on the server (a
+/// partition leaves it half-open until the idle timeout). Both sessions built downloads for
+/// c0's file from their own cursors and recorded them in its one view: the view said c0 held
+/// `Task[1]` from a batch only the dead connection was sent, and every later change to it
+/// failed in c0's file (`no object Task[1]`). Now only the session of the file's last IDENT
+/// sends downloads (`ServerFile::flx_claim`).
+#[test]
+fn a_client_file_bound_twice_is_served_by_its_last_session_only() {
+    run_seeds(365, 1, flexible());
+}
+
+/// Flexible seed 397: an integration's state commit failed on a full disk, which leaves the
+/// state behind the history until the next integration catches it up; a download built
+/// meanwhile read the objects created there as absent, so c1's own new entries left its view
+/// and were erased in its file. Now a flexible sync download or bootstrap first catches the
+/// state up (or fails, and is tried again).
+#[test]
+fn a_download_after_a_failed_state_commit_sees_the_whole_history() {
+    run_seeds(397, 1, flexible());
 }

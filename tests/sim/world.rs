@@ -256,7 +256,12 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                 ));
             }
             if info.will_retry {
-                lock(&state).1 = true;
+                // A compensating write (231) is a warning on a session that goes on connected
+                // (Realm's `"action":"Warning"`); any other error that will be retried ends the
+                // connection, and a reconnect must follow.
+                if info.code != ErrorCode::CompensatingWrite as u64 {
+                    lock(&state).1 = true;
+                }
             } else {
                 lock(&broken).push(format!(
                     "c{name}: the session stopped on error {}: {}",

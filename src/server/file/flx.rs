@@ -24,6 +24,19 @@
 //! the server at the end of the batch. Instructions on an object in changesets at or before the
 //! version of the copy sent are skipped, as that copy holds them.
 //!
+//! **History before copies.** A copy made by the server is not in the history the server
+//! merges the client's uploads against, so it must not meet what the client has not uploaded
+//! yet: a copy's list clear beats the client's own concurrent insert, its one timestamp is not
+//! the timestamps of the writes it sums up, and its made-up erasure beats the client's own
+//! creating the object again. The flexible sync simulation seeds (`docs/testing.md`) found all
+//! three. So an object gets a copy only when its history cannot reach the client instead:
+//! - an object that did not exist at the batch's start (it was *born* in the batch, and nothing
+//!   touched it before) is forwarded by its history, which merges by OT as it does on the
+//!   server. The state records the server version each object was born at (`_flx_born`,
+//!   `ServerState::born`), from the file's first subscription set on;
+//! - an object of the view erased in the batch (and not created again) leaves the view by the
+//!   history that erased it, forwarded as it is; one erased after the batch stays until then.
+//!
 //! **Bootstraps** ([`ServerFile::flx_bootstrap`]) run when the client's cursor is at the latest
 //! version: objects the new set matches and the view lacks are sent whole, objects of the view
 //! it no longer matches are erased, all at the latest server version, in changesets of at most
@@ -73,6 +86,12 @@ pub(crate) const TABLES: &str = "
         body TEXT NOT NULL,
         bootstrapped_at INTEGER NOT NULL,
         PRIMARY KEY (client, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS _flx_born (
+        class TEXT NOT NULL,
+        pk BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (class, pk)
     ) WITHOUT ROWID;";
 
 /// A client's subscription set: its version and, per class, the query (realm-core's
@@ -224,7 +243,41 @@ impl FilterCache {
     }
 }
 
+/// Which session serves each flexible sync client file: the one whose IDENT came last. A
+/// client that reconnects while its old connection is still open on the server (a partition
+/// leaves it half-open until the idle timeout) has two sessions for one file; both would
+/// build downloads from their own cursors and record them in the one view of that file, and
+/// the view would then say the client holds what only the dead connection was sent (found by
+/// the flexible sync simulation, `docs/testing.md`). So the older session sends nothing more.
+#[derive(Default)]
+pub(crate) struct Claims {
+    /// Client file ident to the claim of the session serving it.
+    owners: HashMap<u64, u64>,
+    next: u64,
+}
+
 impl ServerFile {
+    /// Makes the calling session (at IDENT of `client`) the one that serves that client file;
+    /// returns its claim, for [`ServerFile::flx_serves`] and [`ServerFile::flx_release`].
+    pub fn flx_claim(&mut self, client: u64) -> u64 {
+        let claims = &mut self.flx_claims;
+        claims.next += 1;
+        claims.owners.insert(client, claims.next);
+        claims.next
+    }
+
+    /// Whether the session holding `claim` still serves `client` (no later IDENT of it).
+    pub fn flx_serves(&self, client: u64, claim: u64) -> bool {
+        self.flx_claims.owners.get(&client) == Some(&claim)
+    }
+
+    /// Forgets `client`'s claim when the session holding it ends (if no later one replaced it).
+    pub fn flx_release(&mut self, client: u64, claim: u64) {
+        if self.flx_serves(client, claim) {
+            self.flx_claims.owners.remove(&client);
+        }
+    }
+
     /// The compiled filter of each class of `query` (`None`: matches nothing, logged once per
     /// schema generation if the query no longer compiles).
     fn steady_filters<'q>(
@@ -322,7 +375,7 @@ fn strip_outside(
 }
 
 /// A primary key as the view stores it: a type tag, then the value.
-fn key_blob(key: &Key) -> Vec<u8> {
+pub(crate) fn key_blob(key: &Key) -> Vec<u8> {
     match key {
         Key::Null => vec![0],
         Key::Int(v) => [&[1u8][..], &v.to_be_bytes()].concat(),
@@ -403,9 +456,19 @@ enum Fate {
     /// In the view before and after: forward instructions on it from changesets after this
     /// version (the copy the client holds).
     Stays(u64),
+    /// Not in the view, matches, and born (created while it did not exist) at this version,
+    /// in the batch, with nothing touching it before: forward every instruction on it.
+    Born(u64),
+    /// Not in the view, matches, and older than the batch: sent whole.
     Enters,
+    /// In the view (copy at this version), erased in the batch, and not there now: forward
+    /// instructions on it from changesets after the copy, the erasure among them.
+    Gone(u64),
     Leaves,
+    /// Not in the view before or after: only its erasures are forwarded.
     Out,
+    /// Of an asymmetric class (upload-only): nothing is forwarded.
+    Upload,
 }
 
 impl ServerFile {
@@ -474,13 +537,16 @@ impl ServerFile {
             .map_err(sql_err)
     }
 
-    /// Records objects entering and leaving `client`'s view in the message `stamp` describes,
-    /// and with `query`, that the set was bootstrapped by it.
+    /// Records objects entering and leaving `client`'s view in the message `stamp` describes
+    /// (`entering` with copies at `stamp.state_version`, `born` with their history up to
+    /// `stamp.at`), and with `query`, that the set was bootstrapped by it: all in one
+    /// transaction, so that a failure records nothing.
     fn flx_record(
         &self,
         client: u64,
         stamp: Stamp,
         entering: &[(String, Key)],
+        born: &[(String, Key)],
         leaving: &[(String, Key)],
         query: Option<&Subscription>,
     ) -> Result<(), ProtocolError> {
@@ -499,7 +565,8 @@ impl ServerFile {
                      VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6)",
                 )
                 .map_err(sql_err)?;
-            for (class, key) in entering {
+            let copies = entering.iter().map(|o| (o, state_version));
+            for ((class, key), state_version) in copies.chain(born.iter().map(|o| (o, at))) {
                 enter
                     .execute(params![
                         client as i64,
@@ -676,6 +743,13 @@ impl ServerFile {
         query: &Subscription,
     ) -> Result<Option<Bootstrap>, Result<String, ProtocolError>> {
         self.check_fresh().map_err(Err)?;
+        // The state must hold the whole history (see `flx_download`).
+        if self.state.version() != self.latest {
+            self.catch_up_state().map_err(Err)?;
+        }
+        // Objects born from now on reach flexible sync clients by their history, not whole
+        // (`flx_download`).
+        self.state.track_births().map_err(|e| Err(state_err(e)))?;
         let latest = self.latest;
         if latest == 0 {
             return Ok(None);
@@ -736,17 +810,18 @@ impl ServerFile {
             }
             changesets.extend(erasures);
         }
+        let last_integrated = self
+            .integrated_client_version(client, latest)
+            .map_err(Err)?;
+        let timestamp = self.latest_timestamp().map_err(Err)?;
+        // Last: a bootstrap that fails records nothing.
         let stamp = Stamp {
             at: latest,
             version: query.version,
             state_version: latest,
         };
-        self.flx_record(client, stamp, &entering, &leaving, Some(query))
+        self.flx_record(client, stamp, &entering, &[], &leaving, Some(query))
             .map_err(Err)?;
-        let last_integrated = self
-            .integrated_client_version(client, latest)
-            .map_err(Err)?;
-        let timestamp = self.latest_timestamp().map_err(Err)?;
         let entries = changesets
             .into_iter()
             .map(|cs| {
@@ -826,6 +901,12 @@ impl ServerFile {
     ) -> Result<super::DownloadBatch, ProtocolError> {
         self.check_fresh()?;
         self.check_not_expired(client, after)?;
+        // Which objects match is read from the state: it must hold the whole history (an
+        // integration whose state commit failed, a full disk say, leaves it behind until the
+        // next one; objects created there would look absent and leave the view).
+        if self.state.version() != self.latest {
+            self.catch_up_state()?;
+        }
         let rows: Vec<(i64, Vec<u8>, i64, i64, i64)> = {
             let mut stmt = self
                 .conn
@@ -857,7 +938,11 @@ impl ServerFile {
         // Decode, and collect the objects touched.
         // Each changeset with its stored bytes and the object each instruction touches.
         let mut decoded = Vec::with_capacity(rows.len());
-        let mut touched: BTreeSet<(String, Key)> = BTreeSet::new();
+        // Each object touched, with the first version that touches it.
+        let mut touched: BTreeMap<(String, Key), u64> = BTreeMap::new();
+        // Objects the batch creates or erases: whether the last of those instructions is a
+        // create.
+        let mut alive_at_cursor: BTreeMap<(String, Key), bool> = BTreeMap::new();
         // Objects the client wrote itself: it may hold them even outside its view.
         let mut own: BTreeSet<(String, Key)> = BTreeSet::new();
         for row in rows {
@@ -872,13 +957,27 @@ impl ServerFile {
                 if cs.meta.origin_file_ident == client {
                     own.insert(object.clone());
                 }
-                touched.insert(object.clone());
+                touched.entry(object.clone()).or_insert(cs.meta.version);
+            }
+            for (i, object) in cs.instructions.iter().zip(&objects) {
+                if let Some(object) = object {
+                    match i {
+                        Instruction::CreateObject { .. } => {
+                            alive_at_cursor.insert(object.clone(), true);
+                        }
+                        Instruction::EraseObject { .. } => {
+                            alive_at_cursor.insert(object.clone(), false);
+                        }
+                        _ => {}
+                    }
+                }
             }
             decoded.push((cs, bytes, objects));
         }
         let mut fates: BTreeMap<(String, Key), Fate> = BTreeMap::new();
-        let (mut entering, mut leaving) = (Vec::new(), Vec::new());
-        for object in touched {
+        let (mut entering, mut born, mut leaving) = (Vec::new(), Vec::new(), Vec::new());
+        let mut gone = Vec::new();
+        for (object, first_touch) in touched {
             let (class, key) = &object;
             // Asymmetric classes are upload-only: nothing about them is ever sent.
             if matches!(
@@ -888,7 +987,7 @@ impl ServerFile {
                     ..
                 })
             ) {
-                fates.insert(object, Fate::Out);
+                fates.insert(object, Fate::Upload);
                 continue;
             }
             let matches = match filters.get(class.as_str()) {
@@ -897,8 +996,36 @@ impl ServerFile {
             };
             let fate = match (self.flx_in_view(client, class, key)?, matches) {
                 (Some(copy), true) => Fate::Stays(copy),
+                // Erased in the batch and not created again: the client holds it, so the
+                // history that erased it reaches the client as it is (a made-up erasure would
+                // meet what the client has not uploaded, say its own creating the object again,
+                // where the server never had it). Erased after the batch: it stays until then.
+                (Some(copy), false) if self.flx_row(class, key)?.is_none() => {
+                    match alive_at_cursor.get(&object) {
+                        Some(false) => Fate::Gone(copy),
+                        _ => Fate::Stays(copy),
+                    }
+                }
                 (Some(_), false) => Fate::Leaves,
-                (None, true) => Fate::Enters,
+                (None, true) => match self.state.born(class, key).map_err(sql_err)? {
+                    // Born in the batch, and nothing touched it before: it did not exist at
+                    // the batch's start, so the batch holds its whole history (up to the
+                    // cursor), which merges by OT with what the client has not uploaded of
+                    // the same object, where a whole copy (its lists cleared first, every
+                    // field set at one timestamp) would not.
+                    Some(born) if born > after && born <= cursor && first_touch == born => {
+                        Fate::Born(born)
+                    }
+                    // Born after the batch: what the batch holds is of an earlier life.
+                    Some(born) if born > cursor => {
+                        if own.contains(&object) {
+                            Fate::Leaves
+                        } else {
+                            Fate::Out
+                        }
+                    }
+                    _ => Fate::Enters,
+                },
                 // Written by the client but not visible to it (outside its subscriptions or
                 // its read rules, or reverted by a compensating write): erased there.
                 (None, false) if own.contains(&object) => Fate::Leaves,
@@ -906,6 +1033,8 @@ impl ServerFile {
             };
             match fate {
                 Fate::Enters => entering.push(object.clone()),
+                Fate::Born(_) => born.push(object.clone()),
+                Fate::Gone(_) => gone.push(object.clone()),
                 Fate::Leaves => leaving.push(object.clone()),
                 _ => {}
             }
@@ -922,9 +1051,17 @@ impl ServerFile {
                 .iter()
                 .zip(&cs.instructions)
                 .map(|(object, i)| match object {
-                    Some(object) => {
-                        matches!(fates.get(object), Some(Fate::Stays(copy)) if meta.version > *copy)
-                    }
+                    Some(object) => match fates.get(object) {
+                        Some(Fate::Stays(copy) | Fate::Gone(copy)) => meta.version > *copy,
+                        Some(Fate::Born(at)) => meta.version >= *at,
+                        // An erasure of an object outside the view reaches the client too: it
+                        // may hold the object by a write it has not uploaded yet (its own
+                        // creating it), which the server merged against this erasure. Erasing
+                        // an object that is not there changes nothing, here and in realm-core
+                        // ("EraseObject is idempotent", `InstructionApplier`).
+                        Some(Fate::Out) => matches!(i, Instruction::EraseObject { .. }),
+                        _ => false,
+                    },
                     // Schema instructions reach every client; a data instruction whose object
                     // does not resolve reaches none.
                     None => i.object().is_none(),
@@ -970,14 +1107,8 @@ impl ServerFile {
                     changeset: bytes,
                 });
             }
-            let stamp = Stamp {
-                at: cursor,
-                version: query.version,
-                state_version: self.latest,
-            };
-            self.flx_record(client, stamp, &entering, &leaving, None)?;
         }
-        Ok(super::DownloadBatch {
+        let batch = super::DownloadBatch {
             downloadable_bytes: 0,
             entries,
             download_server_version: cursor,
@@ -985,7 +1116,20 @@ impl ServerFile {
             latest_server_version: self.latest,
             latest_server_version_salt: self.latest_salt,
             upload_client_version: self.integrated_client_version(client, self.latest)?,
-        })
+        };
+        // Last, and at once: a batch that fails leaves the view as it was, so the same batch
+        // built again (the session retries from the same cursor) makes the same decisions.
+        // Objects that leave by the history (gone) leave as the others do.
+        if !entering.is_empty() || !leaving.is_empty() || !born.is_empty() || !gone.is_empty() {
+            leaving.extend(gone);
+            let stamp = Stamp {
+                at: cursor,
+                version: query.version,
+                state_version: self.latest,
+            };
+            self.flx_record(client, stamp, &entering, &born, &leaving, None)?;
+        }
+        Ok(batch)
     }
 
     /// [`ServerFile::integrate_upload`] for a flexible sync client under `rules`: every object
@@ -1163,7 +1307,7 @@ impl ServerFile {
             version: active.version,
             state_version: version,
         };
-        self.flx_record(client, stamp, &entering, &[], None)
+        self.flx_record(client, stamp, &entering, &[], &[], None)
     }
 
     /// Integrates an upload whose objects `touched` (of classes whose write filter is not
