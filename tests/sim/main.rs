@@ -838,3 +838,13 @@ fn a_client_file_bound_twice_is_served_by_its_last_session_only() {
 fn a_download_after_a_failed_state_commit_sees_the_whole_history() {
     run_seeds(397, 1, flexible());
 }
+
+/// Flexible seeds 154 and 572: c2's first set matched nothing yet, so its view was empty when
+/// its next set waited for a bootstrap; the server skipped the history to the latest version
+/// and sent `Journal[0]`, born meanwhile, as a whole copy, whose list clear beat c2's unsynced
+/// line. Now only a fresh client (cursor 0) skips the history; any other walks it, and objects
+/// born there reach it by their history.
+#[test]
+fn a_client_with_an_empty_view_gets_objects_born_since_its_cursor_by_their_history() {
+    run_seeds(154, 1, flexible());
+}
