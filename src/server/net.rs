@@ -838,6 +838,8 @@ enum Event {
     Woken,
     /// A session has something to send.
     Send,
+    /// A session's failed download is due to be built again.
+    Retry,
     /// The peer sent something (or left).
     Received(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
 }
@@ -895,7 +897,8 @@ async fn serve_websocket<S>(
     // must replay the same way: docs/testing.md).
     let mut turn = 0u8;
     loop {
-        let sending = connection.sessions.values().any(|s| s.behind);
+        let sending = connection.sending();
+        let retry = connection.next_retry();
         turn = (turn + 1) % 3;
         let event = tokio::select! {
             biased;
@@ -903,6 +906,8 @@ async fn serve_websocket<S>(
             _ = &mut expired => Event::Expired,
             _ = tokio::time::sleep_until(last_received + idle) => Event::Idle,
             _ = tokio::time::sleep_until(bind_deadline), if !authenticated => Event::BindTimeout,
+            // A failed download's retry is due: the next pass builds it again.
+            _ = tokio::time::sleep_until(retry.unwrap_or(last_received)), if retry.is_some() && !sending => Event::Retry,
             _ = waker.notify.notified(), if turn == 0 => Event::Woken,
             _ = std::future::ready(()), if sending && turn != 2 => Event::Send,
             message = ws.next() => Event::Received(message),
@@ -941,6 +946,7 @@ async fn serve_websocket<S>(
                 report(&mut ws, &shared, &mut connection, e, 0).await;
                 return;
             }
+            Event::Retry => continue,
             Event::Woken => {
                 let (paths, since) = waker.take(shared.epoch());
                 connection.changed(&paths);

@@ -78,6 +78,21 @@ impl Connection {
         existed.is_some()
     }
 
+    /// Whether a session has something to send now ([`Session::ready`]).
+    pub(super) fn sending(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        self.sessions.values().any(|s| s.ready(now))
+    }
+
+    /// The earliest time a session waits for to try a failed download again.
+    pub(super) fn next_retry(&self) -> Option<tokio::time::Instant> {
+        self.sessions
+            .values()
+            .filter(|s| s.behind)
+            .filter_map(|s| s.retry_at)
+            .min()
+    }
+
     /// Marks every session bound to one of `paths` as having history to download.
     pub(super) fn changed(&mut self, paths: &BTreeSet<String>) {
         for s in self.sessions.values_mut() {
@@ -90,7 +105,8 @@ impl Connection {
     /// The next session that may have something to send, round robin by session id, with the
     /// FIFO its path's work waits in.
     pub(super) fn next_behind(&mut self) -> Option<(u64, Arc<tokio::sync::Mutex<()>>)> {
-        let behind = || self.sessions.iter().filter(|(_, s)| s.behind);
+        let now = tokio::time::Instant::now();
+        let behind = || self.sessions.iter().filter(|(_, s)| s.ready(now));
         let last = self.last_served;
         let (id, s) = behind()
             .filter(|(id, _)| **id > last)
@@ -121,6 +137,8 @@ struct StateStream {
 /// costs a query over the server's state, so a client cannot queue unbounded work. realm-core
 /// sends a new set per subscription change and waits for none, a few at a time.
 pub const MAX_PENDING_QUERIES: usize = 64;
+/// How long a session waits before building a download or bootstrap that failed again.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest subscription set body (IDENT, QUERY): realm-core's are a few hundred bytes.
 pub const MAX_QUERY_BODY: usize = 1 << 20;
 
@@ -174,6 +192,8 @@ pub(super) struct Session {
     user_vars: UserVars,
     /// Flexible sync: the read and write rules.
     rules: Arc<FlxRules>,
+    /// When a failed download or bootstrap is tried again ([`Session::try_again`]).
+    retry_at: Option<tokio::time::Instant>,
     /// Flexible sync: this session's claim on its client file (`ServerFile::flx_claim`, at
     /// IDENT); a later session's IDENT of the same file takes it over, and this one then
     /// sends nothing more.
@@ -211,13 +231,30 @@ impl Session {
     /// The next message to send: a STATE segment while a snapshot is being sent, else one
     /// DOWNLOAD batch from the cursor, else a MARK whose version the cursor reached.
     fn outbound(&mut self, id: u64) -> Option<ServerMessage> {
+        self.retry_at = None;
         let message = self
             .state_segment(id)
             .or_else(|| self.bootstrap(id))
             .or_else(|| self.download(id, false))
             .or_else(|| self.mark(id));
-        self.behind = message.is_some();
+        self.behind = message.is_some() || self.retry_at.is_some();
         message
+    }
+
+    /// A download or bootstrap that failed (a storage fault: a full disk, a lost lock) is
+    /// built again after [`RETRY_AFTER`], not only when the path changes next: a path that
+    /// stays quiet would otherwise leave the session behind for good (found by the flexible
+    /// sync simulation, `docs/testing.md`).
+    fn try_again(&mut self) -> Option<ServerMessage> {
+        self.retry_at = Some(tokio::time::Instant::now() + RETRY_AFTER);
+        self.behind = true;
+        None
+    }
+
+    /// Whether the session has something to send now (behind, and not waiting to try a failed
+    /// download again).
+    pub(super) fn ready(&self, now: tokio::time::Instant) -> bool {
+        self.behind && self.retry_at.map_or(true, |at| at <= now)
     }
 
     fn state_segment(&mut self, id: u64) -> Option<ServerMessage> {
@@ -260,8 +297,11 @@ impl Session {
         if self.cursor != file.latest_version() || !file.flx_serves(ident, self.claim?) {
             return None;
         }
-        // A storage fault reading the salt: nothing is built now; the next pass tries again.
-        let salt = file.version_salt(file.latest_version()).ok()?;
+        // A storage fault reading the salt: nothing is built now; tried again shortly.
+        let Ok(salt) = file.version_salt(file.latest_version()) else {
+            drop(file);
+            return self.try_again();
+        };
         let built = file.flx_bootstrap(ident, &query);
         drop(file);
         let flexible = self.flexible.as_mut()?;
@@ -278,8 +318,8 @@ impl Session {
                 });
             }
             Err(Err(e)) => {
-                tracing::warn!(session = id, error = %e, "flexible sync bootstrap failed");
-                return None;
+                tracing::warn!(session = id, error = %e, "flexible sync bootstrap failed; trying again");
+                return self.try_again();
             }
         };
         flexible.pending.pop_front();
@@ -389,14 +429,15 @@ impl Session {
                     Some(batch) => Ok(batch),
                     None => file.flx_download(ident, self.cursor, self.batch, &f.active),
                 })
-                .map_err(
-                    |e| tracing::warn!(session = id, error = %e, "flexible sync download failed"),
-                )
-                .ok()?
             }
-            None => lock_read(&self.file)
-                .download(ident, self.cursor, self.batch)
-                .ok()?,
+            None => lock_read(&self.file).download(ident, self.cursor, self.batch),
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(session = id, error = %e, "download failed; trying again");
+                return self.try_again();
+            }
         };
         let progressed = batch.download_server_version > self.cursor;
         if !(progressed || force) {
@@ -1156,6 +1197,7 @@ fn on_bind(
             is_flexible: target.flexible,
             user_vars,
             rules: Arc::clone(&shared.flx_rules),
+            retry_at: None,
             claim: None,
         },
     );

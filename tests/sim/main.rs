@@ -848,3 +848,12 @@ fn a_download_after_a_failed_state_commit_sees_the_whole_history() {
 fn a_client_with_an_empty_view_gets_objects_born_since_its_cursor_by_their_history() {
     run_seeds(154, 1, flexible());
 }
+
+/// Flexible seed 890: a download failed on the server's full disk; the session was then no
+/// longer marked behind, and as nothing changed on the path afterwards, nothing woke it: c0
+/// stayed one version behind for good. Now a failed download or bootstrap is built again a
+/// second later (`RETRY_AFTER`, src/server/session.rs).
+#[test]
+fn a_download_that_failed_on_a_full_disk_is_tried_again() {
+    run_seeds(890, 1, flexible());
+}
