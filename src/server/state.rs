@@ -338,6 +338,9 @@ impl ServerState {
     /// other instruction applies to an object that does not).
     fn created_objects(&self, changeset: &Changeset) -> Result<Vec<Created>, StateError> {
         let mut out: Vec<Created> = Vec::new();
+        // Where each object is in `out` (a bulk changeset creates thousands).
+        let mut seen: std::collections::BTreeMap<(String, crate::state::Key), usize> =
+            std::collections::BTreeMap::new();
         for i in &changeset.instructions {
             let create = match i {
                 Instruction::CreateObject { .. } => true,
@@ -347,10 +350,13 @@ impl ServerState {
             let Some((class, key)) = super::file::instruction_object(changeset, i) else {
                 continue;
             };
-            if let Some(seen) = out.iter_mut().find(|c| c.class == class && c.key == key) {
-                seen.exists = create;
+            let object = (class, key);
+            if let Some(&n) = seen.get(&object) {
+                out[n].exists = create;
                 continue;
             }
+            seen.insert(object.clone(), out.len());
+            let (class, key) = object;
             // A class the changeset adds has no table yet: nothing of it existed.
             let existed = self.schemas.get(class.as_str()).is_some()
                 && tables::row_id(&self.conn, &class, &key)?.is_some();
