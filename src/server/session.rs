@@ -241,8 +241,8 @@ impl Session {
         message
     }
 
-    /// A download or bootstrap that failed (a storage fault: a full disk, a lost lock) is
-    /// built again after [`RETRY_AFTER`], not only when the path changes next: a path that
+    /// A download or bootstrap that failed on a storage fault (201: a full disk, a lost lock)
+    /// is built again after [`RETRY_AFTER`], not only when the path changes next: a path that
     /// stays quiet would otherwise leave the session behind for good (found by the flexible
     /// sync simulation, `docs/testing.md`).
     fn try_again(&mut self) -> Option<ServerMessage> {
@@ -317,9 +317,13 @@ impl Session {
                     message: why,
                 });
             }
-            Err(Err(e)) => {
+            Err(Err(e)) if e.code == ErrorCode::OtherSessionError => {
                 tracing::warn!(session = id, error = %e, "flexible sync bootstrap failed; trying again");
                 return self.try_again();
+            }
+            Err(Err(e)) => {
+                tracing::warn!(session = id, error = %e, "flexible sync bootstrap failed");
+                return None;
             }
         };
         flexible.pending.pop_front();
@@ -434,9 +438,14 @@ impl Session {
         };
         let batch = match batch {
             Ok(batch) => batch,
-            Err(e) => {
+            // A storage fault (201) passes: build it again shortly.
+            Err(e) if e.code == ErrorCode::OtherSessionError => {
                 tracing::warn!(session = id, error = %e, "download failed; trying again");
                 return self.try_again();
+            }
+            Err(e) => {
+                tracing::warn!(session = id, error = %e, "download failed");
+                return None;
             }
         };
         let progressed = batch.download_server_version > self.cursor;
