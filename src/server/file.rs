@@ -627,9 +627,7 @@ impl ServerFile {
                 return Ok((*v, std::sync::Arc::clone(bytes)));
             }
         }
-        if self.state.version() != self.latest {
-            self.catch_up_state()?;
-        }
+        self.catch_up_state()?;
         let bytes =
             std::sync::Arc::new(self.state.snapshot_changeset().map_err(state_err)?.encode());
         self.snapshot = Some((self.latest, std::sync::Arc::clone(&bytes)));
@@ -741,7 +739,8 @@ impl ServerFile {
     /// Applies the stored history the state file does not have yet (after a crash between the
     /// history's commit and the state's), in batches of 1,000 changesets each committed with
     /// its `state_version`. A state ahead of the history (an older history put back under the
-    /// same salt) is rebuilt from the start.
+    /// same salt) is rebuilt from the start. Nothing to do (no I/O) when the state is at the
+    /// latest version, so callers call it unconditionally.
     fn catch_up_state(&mut self) -> Result<(), ProtocolError> {
         if self.state.version() > self.latest {
             tracing::warn!(
@@ -1242,9 +1241,7 @@ impl ServerFile {
     ) -> Result<Integrated, ProtocolError> {
         self.ready_to_write("integrate_upload")?;
         self.check_not_expired(client, 0)?;
-        if self.state.version() != self.latest {
-            self.catch_up_state()?;
-        }
+        self.catch_up_state()?;
         let mut done = self.integrated_client_version(client, self.latest)?;
         // realm-core's upload threshold: a changeset not yet integrated must not be based on an
         // older server version than the last one integrated from this client file

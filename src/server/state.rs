@@ -267,33 +267,35 @@ impl ServerState {
         if changes_schema {
             self.generation = next_generation();
         }
-        if !self.births {
-            let applied = tables::apply(&self.conn, Arc::make_mut(&mut self.schemas), changeset);
-            if applied.is_err() && !changes_schema {
-                self.generation = next_generation();
-            }
-            applied?;
-            self.version = version;
-            return Ok(());
+        // With births recorded, they go in a savepoint with the changeset: both are applied
+        // or neither.
+        let births = self.births;
+        if births {
+            self.conn.execute_batch("SAVEPOINT tandem_births")?;
         }
-        // The births go in a savepoint with the changeset: both are applied or neither.
-        self.conn.execute_batch("SAVEPOINT tandem_births")?;
-        let recorded = self
-            .created_objects(changeset)
-            .and_then(|created| Ok(self.record_births(&created, version)?));
+        let recorded = match births {
+            true => self
+                .created_objects(changeset)
+                .and_then(|created| Ok(self.record_births(&created, version)?)),
+            false => Ok(()),
+        };
         let applied = recorded.and_then(|()| {
             tables::apply(&self.conn, Arc::make_mut(&mut self.schemas), changeset)
                 .map_err(StateError::from)
         });
-        if applied.is_err() {
-            let _ = self
-                .conn
-                .execute_batch("ROLLBACK TO tandem_births; RELEASE tandem_births");
-            if !changes_schema {
-                self.generation = next_generation();
+        match &applied {
+            Err(_) => {
+                if births {
+                    let _ = self
+                        .conn
+                        .execute_batch("ROLLBACK TO tandem_births; RELEASE tandem_births");
+                }
+                if !changes_schema {
+                    self.generation = next_generation();
+                }
             }
-        } else {
-            self.conn.execute_batch("RELEASE tandem_births")?;
+            Ok(()) if births => self.conn.execute_batch("RELEASE tandem_births")?,
+            Ok(()) => {}
         }
         applied?;
         self.version = version;

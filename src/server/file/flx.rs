@@ -747,9 +747,7 @@ impl ServerFile {
     ) -> Result<Option<Bootstrap>, Result<String, ProtocolError>> {
         self.check_fresh().map_err(Err)?;
         // The state must hold the whole history (see `flx_download`).
-        if self.state.version() != self.latest {
-            self.catch_up_state().map_err(Err)?;
-        }
+        self.catch_up_state().map_err(Err)?;
         // Objects born from now on reach flexible sync clients by their history, not whole
         // (`flx_download`).
         self.state.track_births().map_err(|e| Err(state_err(e)))?;
@@ -907,9 +905,7 @@ impl ServerFile {
         // Which objects match is read from the state: it must hold the whole history (an
         // integration whose state commit failed, a full disk say, leaves it behind until the
         // next one; objects created there would look absent and leave the view).
-        if self.state.version() != self.latest {
-            self.catch_up_state()?;
-        }
+        self.catch_up_state()?;
         let rows: Vec<(i64, Vec<u8>, i64, i64, i64)> = {
             let mut stmt = self
                 .conn
@@ -956,23 +952,20 @@ impl ServerFile {
                 .iter()
                 .map(|i| super::instruction_object(&cs, i))
                 .collect();
-            for object in objects.iter().flatten() {
+            for (i, object) in cs.instructions.iter().zip(&objects) {
+                let Some(object) = object else { continue };
                 if cs.meta.origin_file_ident == client {
                     own.insert(object.clone());
                 }
                 touched.entry(object.clone()).or_insert(cs.meta.version);
-            }
-            for (i, object) in cs.instructions.iter().zip(&objects) {
-                if let Some(object) = object {
-                    match i {
-                        Instruction::CreateObject { .. } => {
-                            alive_at_cursor.insert(object.clone(), true);
-                        }
-                        Instruction::EraseObject { .. } => {
-                            alive_at_cursor.insert(object.clone(), false);
-                        }
-                        _ => {}
+                match i {
+                    Instruction::CreateObject { .. } => {
+                        alive_at_cursor.insert(object.clone(), true);
                     }
+                    Instruction::EraseObject { .. } => {
+                        alive_at_cursor.insert(object.clone(), false);
+                    }
+                    _ => {}
                 }
             }
             decoded.push((cs, bytes, objects));
@@ -1150,9 +1143,7 @@ impl ServerFile {
         active: &Subscription,
     ) -> Result<(Integrated, Option<Compensation>), ProtocolError> {
         self.check_fresh()?;
-        if self.state.version() != self.latest {
-            self.catch_up_state()?;
-        }
+        self.catch_up_state()?;
         let done = self.integrated_client_version(client, self.latest)?;
         // The upload's new changesets, decoded once, each with its index in `entries` (up to
         // the first that does not decode: integrate_upload refuses it).

@@ -112,9 +112,7 @@ impl ServerFile {
             replica.set_mirror_filled();
             return Ok(());
         }
-        if self.state.version() != self.latest {
-            self.catch_up_state()?;
-        }
+        self.catch_up_state()?;
         let schemas = self.state.schemas().clone();
         let classes: BTreeSet<String> = schemas
             .iter()
@@ -184,9 +182,7 @@ impl ServerFile {
             return Ok(MirrorRound::default());
         };
         self.ready_to_write("mirror_integrate")?;
-        if self.state.version() != self.latest {
-            self.catch_up_state()?;
-        }
+        self.catch_up_state()?;
         let entries = replica.mirror_queue(mirror::QUEUE_BATCH).map_err(pg_err)?;
         let mut round = MirrorRound {
             more: entries.len() as i64 == mirror::QUEUE_BATCH,
