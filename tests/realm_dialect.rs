@@ -1057,7 +1057,8 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
     let mut b = flx_client(&f).await;
     let (b_id, got) = flx_fresh(&mut b, 1).await;
     // A fresh client skips the history (one empty DOWNLOAD to the latest version), then gets
-    // its bootstrap of set 0.
+    // its bootstrap of set 0. Version 4 is the empty changeset that gave A's bootstrap of
+    // set 1, which copied a task, a version of its own (`ServerFile::flx_bootstrap`).
     let states: Vec<_> = got
         .iter()
         .map(|m| {
@@ -1068,8 +1069,8 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
     assert_eq!(
         states,
         [
-            (BatchState::SteadyState, 0, 3),
-            (BatchState::LastInBatch, 1, 3)
+            (BatchState::SteadyState, 0, 4),
+            (BatchState::LastInBatch, 1, 4)
         ]
     );
     send(&mut b, query(1, 1, "{\"Task\":\"done == true\"}")).await;
@@ -1078,11 +1079,11 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
     // B's latest server version and its salt (each version has its own).
     let b_salt = match &got[0] {
         ServerMessage::Download {
-            latest_server_version: 3,
+            latest_server_version: 5,
             latest_server_version_salt,
             ..
         } => *latest_server_version_salt,
-        other => panic!("B's bootstrap at server version 3 expected, got {other:?}"),
+        other => panic!("B's bootstrap at server version 5 expected, got {other:?}"),
     };
     assert_eq!(
         task_ops(&entries),
@@ -1098,8 +1099,8 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
         ..
     } = &mut up
     {
-        *progress_server_version = 3;
-        entries[0].last_integrated_server_version = 3;
+        *progress_server_version = 4;
+        entries[0].last_integrated_server_version = 4;
     }
     send(&mut a, up).await;
     let ops = marked_ops(&mut a, 4).await;
@@ -1172,12 +1173,12 @@ async fn flexible_sync_bootstraps_each_set_and_moves_objects_in_and_out_of_views
     );
 
     // B lost the DOWNLOAD that brought task 1 into its view (it reconnects with the cursor of
-    // its bootstrap, 3): the server rolls the view back and sends task 1 again.
+    // its bootstrap, 5): the server rolls the view back and sends task 1 again.
     drop(b);
     let mut b = flx_reconnect(
         &f,
         b_id,
-        [3, 0, 3, b_salt],
+        [5, 0, 5, b_salt],
         1,
         "{\"Task\":\"done == true\"}",
     )

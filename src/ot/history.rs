@@ -6,6 +6,12 @@
 //! are transformed against it; the transformed local changesets are what the *next* incoming
 //! changeset from that peer must be merged with. This type stores those transformed forms,
 //! keyed by local version, and forgets them once the remote peer has integrated them.
+//!
+//! A server also sends a flexible sync client changesets that are not in its history: the
+//! whole copy of an object entering the client's view. The client merges its unuploaded
+//! changesets against such a copy as against any download, so the server must merge them
+//! against it too: the history keeps these *extra* changesets, placed after the history
+//! version whose download carried them, and transforms them like the others.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +22,25 @@ use crate::changeset::Changeset;
 #[derive(Clone, Debug, Default)]
 pub struct ReciprocalHistory {
     transformed: BTreeMap<u64, Changeset>,
+    /// Changesets sent outside the history, keyed by ([`FormKey::Extra`]) the version after
+    /// which the peer integrated them and their order there; each in its current form.
+    extras: BTreeMap<(u64, u32), Changeset>,
+}
+
+/// Which changeset a concurrent form stands for: a local changeset of the history (its
+/// version), or an extra changeset sent to the peer after history version `at`, `seq`-th of
+/// those (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FormKey {
+    /// The local changeset of this version.
+    History(u64),
+    /// An extra changeset sent after version `at`.
+    Extra {
+        /// The history version the message carrying it brought the peer to.
+        at: u64,
+        /// Its position among the extras at `at`, from 0.
+        seq: u32,
+    },
 }
 
 impl ReciprocalHistory {
@@ -36,24 +61,86 @@ impl ReciprocalHistory {
         incoming: &mut [Changeset],
         concurrent: &[&Changeset],
     ) -> Result<(), TransformError> {
+        let keyed: Vec<(FormKey, &Changeset)> = concurrent
+            .iter()
+            .map(|c| (FormKey::History(c.meta.version), *c))
+            .collect();
+        self.integrate_keyed(incoming, &keyed)
+    }
+
+    /// [`integrate`](Self::integrate) with extra changesets among the concurrent ones: each
+    /// concurrent changeset comes with its key, in the order the peer integrated them. For a
+    /// [`FormKey::Extra`] the recorded form is used (the changeset given stands in when none
+    /// is recorded). On error nothing is changed.
+    pub fn integrate_keyed(
+        &mut self,
+        incoming: &mut [Changeset],
+        concurrent: &[(FormKey, &Changeset)],
+    ) -> Result<(), TransformError> {
         if concurrent.is_empty() {
             // Nothing the peer did not know of: the incoming changesets apply as they are.
             return Ok(());
         }
         let mut local: Vec<Changeset> = concurrent
             .iter()
-            .map(|c| match self.transformed.get(&c.meta.version) {
-                Some(t) => t.clone(),
-                None => (*c).clone(),
-            })
+            .map(|(key, c)| self.form(*key).unwrap_or(c).clone())
             .collect();
         let mut remote = incoming.to_vec();
         merge::merge(&mut local, &mut remote)?;
-        for cs in local {
-            self.transformed.insert(cs.meta.version, cs);
+        for ((key, _), cs) in concurrent.iter().zip(local) {
+            match *key {
+                FormKey::History(version) => {
+                    self.transformed.insert(version, cs);
+                }
+                FormKey::Extra { at, seq } => {
+                    self.extras.insert((at, seq), cs);
+                }
+            }
         }
         incoming.clone_from_slice(&remote);
         Ok(())
+    }
+
+    /// The recorded form of `key`, if there is one.
+    pub fn form(&self, key: FormKey) -> Option<&Changeset> {
+        match key {
+            FormKey::History(version) => self.transformed.get(&version),
+            FormKey::Extra { at, seq } => self.extras.get(&(at, seq)),
+        }
+    }
+
+    /// Records an extra changeset sent to the peer after history version `at`, `seq`-th
+    /// there (or its transformed form, when loading a persisted history).
+    pub fn set_extra(&mut self, at: u64, seq: u32, changeset: Changeset) {
+        self.extras.insert((at, seq), changeset);
+    }
+
+    /// The extra changesets after version `base` (the peer had not integrated them when it
+    /// made a changeset based on `base`), in the order it integrated them.
+    pub fn extras_after(&self, base: u64) -> impl Iterator<Item = (FormKey, &Changeset)> {
+        let from = base.checked_add(1).map_or((u64::MAX, u32::MAX), |b| (b, 0));
+        self.extras
+            .range(from..)
+            .filter(move |((at, _), _)| *at > base)
+            .map(|(&(at, seq), cs)| (FormKey::Extra { at, seq }, cs))
+    }
+
+    /// The number of extras recorded at `at` (the next one's `seq`).
+    pub fn extras_at(&self, at: u64) -> u32 {
+        self.extras.range((at, 0)..=(at, u32::MAX)).count() as u32
+    }
+
+    /// Drops one extra changeset (see [`set_extra`](Self::set_extra)).
+    pub fn forget_extra(&mut self, at: u64, seq: u32) {
+        self.extras.remove(&(at, seq));
+    }
+
+    /// Drops the extras sent after version `at`: the peer never integrated them (it came
+    /// back with an older download cursor).
+    pub fn forget_extras_after(&mut self, at: u64) {
+        if let Some(next) = at.checked_add(1) {
+            self.extras.split_off(&(next, 0));
+        }
     }
 
     /// Whether `local` (an original local changeset concurrent with the incoming changesets
@@ -72,6 +159,11 @@ impl ReciprocalHistory {
     /// erases a table, everything is merged.
     pub fn needs_merge(&self, incoming: &MergeReach, local: &Changeset) -> bool {
         let form = self.transformed.get(&local.meta.version).unwrap_or(local);
+        incoming.erases_table() || incoming.meets(form)
+    }
+
+    /// [`needs_merge`](Self::needs_merge) for a recorded extra changeset's form.
+    pub fn extra_needs_merge(incoming: &MergeReach, form: &Changeset) -> bool {
         incoming.erases_table() || incoming.meets(form)
     }
 
@@ -94,18 +186,108 @@ impl ReciprocalHistory {
     /// integrated them and no later incoming changeset can be concurrent with them.
     pub fn forget_through(&mut self, version: u64) {
         match version.checked_add(1) {
-            Some(next) => self.transformed = self.transformed.split_off(&next),
-            None => self.transformed.clear(),
+            Some(next) => {
+                self.transformed = self.transformed.split_off(&next);
+                self.extras = self.extras.split_off(&(next, 0));
+            }
+            None => {
+                self.transformed.clear();
+                self.extras.clear();
+            }
         }
     }
 
-    /// Number of recorded forms.
+    /// Number of recorded forms (extras included).
     pub fn len(&self) -> usize {
-        self.transformed.len()
+        self.transformed.len() + self.extras.len()
     }
 
     /// Whether no form is recorded.
     pub fn is_empty(&self) -> bool {
-        self.transformed.is_empty()
+        self.transformed.is_empty() && self.extras.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FormKey, ReciprocalHistory};
+    use crate::changeset::{Changeset, FieldPath, Instruction, Payload, PrimaryKey, Update};
+
+    /// A changeset setting `Task[1].n` to `value` at `timestamp`, from `origin`, at `version`.
+    fn set(value: i64, timestamp: u64, origin: u64, version: u64) -> Changeset {
+        let mut c = Changeset::new();
+        let table = c.intern("Task");
+        let field = c.intern("n");
+        c.push(Instruction::Update(Update {
+            path: FieldPath {
+                table,
+                object: PrimaryKey::Int(1),
+                field,
+                path: Vec::new(),
+            },
+            value: Payload::Int(value),
+            is_default: false,
+            prior_size: 0,
+        }));
+        c.meta.origin_timestamp = timestamp;
+        c.meta.origin_file_ident = origin;
+        c.meta.version = version;
+        c
+    }
+
+    #[test]
+    fn an_extra_changeset_is_merged_and_recorded_under_its_own_key() {
+        let mut history = ReciprocalHistory::new();
+        // A copy sent after version 5, newer than the upload: it wins, and the upload's set
+        // is discarded, as the peer's merge of the copy did.
+        history.set_extra(5, 0, set(7, 300, 1, 5));
+        let local = set(3, 100, 9, 4);
+        let copy = history
+            .form(FormKey::Extra { at: 5, seq: 0 })
+            .unwrap()
+            .clone();
+        let mut incoming = [set(4, 200, 2, 0)];
+        history
+            .integrate_keyed(
+                &mut incoming,
+                &[
+                    (FormKey::History(4), &local),
+                    (FormKey::Extra { at: 5, seq: 0 }, &copy),
+                ],
+            )
+            .unwrap();
+        assert!(incoming[0].instructions.is_empty(), "{:?}", incoming[0]);
+        // The history's form and the extra's are kept apart, although both carry version 4
+        // and 5 in their metadata.
+        assert!(history.form(FormKey::History(4)).is_some());
+        assert_eq!(history.form(FormKey::History(5)), None);
+        assert_eq!(
+            history
+                .form(FormKey::Extra { at: 5, seq: 0 })
+                .unwrap()
+                .instructions
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn extras_are_found_after_a_base_and_forgotten_with_their_version() {
+        let mut history = ReciprocalHistory::new();
+        history.set_extra(5, 0, set(1, 1, 1, 5));
+        history.set_extra(5, 1, set(2, 1, 1, 5));
+        history.set_extra(8, 0, set(3, 1, 1, 8));
+        let after = |h: &ReciprocalHistory, base| -> Vec<FormKey> {
+            h.extras_after(base).map(|(k, _)| k).collect()
+        };
+        assert_eq!(after(&history, 4).len(), 3);
+        // A changeset based on version 5 was made after the extras at 5 were integrated.
+        assert_eq!(after(&history, 5), [FormKey::Extra { at: 8, seq: 0 }]);
+        assert_eq!(history.extras_at(5), 2);
+        // A peer back with cursor 6 never integrated the extra at 8.
+        history.forget_extras_after(6);
+        assert_eq!(after(&history, 0).len(), 2);
+        history.forget_through(5);
+        assert!(history.is_empty());
     }
 }

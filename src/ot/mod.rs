@@ -26,7 +26,7 @@ mod rules;
 
 use std::fmt;
 
-pub use history::ReciprocalHistory;
+pub use history::{FormKey, ReciprocalHistory};
 pub use merge::MergeReach;
 
 use crate::changeset::Changeset;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::changeset::{Changeset, ChangesetMeta};
-use crate::ot::{MergeReach, ReciprocalHistory};
+use crate::ot::{FormKey, MergeReach, ReciprocalHistory};
 use crate::protocol::{limits, DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::state::State;
 
@@ -292,6 +292,21 @@ impl ServerFile {
                  changeset BLOB NOT NULL,
                  PRIMARY KEY (client_file_ident, version)
              );
+             -- Flexible sync: the whole copies of objects entering a client's view, sent after
+             -- history version `at` (the `seq`-th there) under subscription version
+             -- `query_version`, in their current (reciprocal) form; the client's uploads made
+             -- before it integrated them are merged against them (server::file::flx).
+             CREATE TABLE IF NOT EXISTS flx_copies (
+                 client_file_ident INTEGER NOT NULL,
+                 at INTEGER NOT NULL,
+                 seq INTEGER NOT NULL,
+                 query_version INTEGER NOT NULL,
+                 origin_timestamp INTEGER NOT NULL,
+                 origin_file_ident INTEGER NOT NULL,
+                 client_version INTEGER NOT NULL,
+                 changeset BLOB NOT NULL,
+                 PRIMARY KEY (client_file_ident, at, seq)
+             );
              -- Per client file: the last_integrated_server_version of its last integrated
              -- changeset (realm-core's upload threshold) and when it last synced (Unix seconds).
              -- seen_version: the download cursor of its last IDENT; last_seen 0: expired (222).
@@ -524,6 +539,7 @@ impl ServerFile {
             cs.meta = original.meta;
             file.reciprocal.entry(client as u64).or_default().set(cs);
         }
+        file.load_copies()?;
         Ok(file)
     }
 
@@ -1157,6 +1173,11 @@ impl ServerFile {
                  (SELECT ident FROM client_sync WHERE last_seen = 0)",
                 [],
             )?;
+            tx.execute(
+                "DELETE FROM flx_copies WHERE client_file_ident IN
+                 (SELECT ident FROM client_sync WHERE last_seen = 0)",
+                [],
+            )?;
             let need: Option<i64> = tx.query_row(
                 "SELECT MIN(CASE WHEN uploaded != 0 THEN base_version ELSE seen_version END)
                  FROM client_sync WHERE last_seen != 0",
@@ -1211,6 +1232,7 @@ impl ServerFile {
                 params![point as i64, snapshot, timestamp as i64, salt],
             )?;
             tx.execute("DELETE FROM reciprocal WHERE version <= ?1", [point as i64])?;
+            tx.execute("DELETE FROM flx_copies WHERE at <= ?1", [point as i64])?;
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('compacted', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = ?1",
@@ -1224,6 +1246,10 @@ impl ServerFile {
         report.removed_changesets = removed.saturating_sub(1);
         // Memory follows the disk: the state is rebuilt from the compacted history.
         self.reload()?;
+        // Flexible sync's record of erasures is needed only above every upload threshold.
+        if let Err(e) = self.state.forget_erasures_through(point) {
+            tracing::warn!(error = %e, point, "cannot forget the erasures below the compaction point");
+        }
         report.history_bytes_after = bytes(&self.conn)?;
         Ok(report)
     }
@@ -1396,7 +1422,7 @@ impl ServerFile {
         entry: &UploadEntry,
         others: &Others,
         reciprocal: &mut ReciprocalHistory,
-        dirty: &mut BTreeSet<u64>,
+        dirty: &mut BTreeSet<FormKey>,
     ) -> Result<Changeset, ProtocolError> {
         if entry.changeset.len() > limits::MAX_CHANGESET_SIZE {
             // What a Tandem client refuses at commit; no client could download it.
@@ -1468,7 +1494,7 @@ impl ServerFile {
         others: &Others,
         incoming: &mut [Changeset],
         reciprocal: &mut ReciprocalHistory,
-        dirty: &mut BTreeSet<u64>,
+        dirty: &mut BTreeSet<FormKey>,
     ) -> Result<(), ProtocolError> {
         let transform_err = |e: crate::ot::TransformError| {
             let code = match e {
@@ -1477,38 +1503,76 @@ impl ServerFile {
             };
             ProtocolError::new(code, e.to_string())
         };
-        let mut flush = |pending: &mut Vec<Changeset>,
+        let mut flush = |pending: &mut Vec<(FormKey, Changeset)>,
                          incoming: &mut [Changeset],
                          reciprocal: &mut ReciprocalHistory|
          -> Result<(), ProtocolError> {
             if pending.is_empty() {
                 return Ok(());
             }
-            let refs: Vec<&Changeset> = pending.iter().collect();
+            let refs: Vec<(FormKey, &Changeset)> = pending.iter().map(|(k, c)| (*k, c)).collect();
             reciprocal
-                .integrate(incoming, &refs)
+                .integrate_keyed(incoming, &refs)
                 .map_err(transform_err)?;
-            dirty.extend(pending.iter().map(|c| c.meta.version));
+            dirty.extend(pending.iter().map(|(k, _)| *k));
             pending.clear();
             Ok(())
         };
         // Built once: after a batch is merged the upload only shrinks, so this reach stays a
         // safe (if larger) answer for the rest of the window.
         let reach = MergeReach::of(incoming);
-        let mut pending: Vec<Changeset> = Vec::new();
+        let mut pending: Vec<(FormKey, Changeset)> = Vec::new();
         let mut pending_instructions = 0;
-        self.each_of(others, base, |local| {
-            if !reciprocal.needs_merge(&reach, &local) {
-                return Ok(true);
+        // Flexible sync copies sent to this client after `base` (`server::file::flx`), each
+        // after the history version whose download carried it.
+        let extras: Vec<(FormKey, Changeset)> = reciprocal
+            .extras_after(base)
+            .map(|(k, c)| (k, c.clone()))
+            .collect();
+        let mut extras = extras.into_iter().peekable();
+        let mut push = |key: FormKey,
+                        local: Changeset,
+                        pending: &mut Vec<(FormKey, Changeset)>,
+                        incoming: &mut [Changeset],
+                        reciprocal: &mut ReciprocalHistory|
+         -> Result<(), ProtocolError> {
+            let needed = match key {
+                FormKey::History(_) => reciprocal.needs_merge(&reach, &local),
+                FormKey::Extra { .. } => ReciprocalHistory::extra_needs_merge(&reach, &local),
+            };
+            if !needed {
+                return Ok(());
             }
             if pending_instructions + local.len() > MERGE_BATCH_INSTRUCTIONS {
-                flush(&mut pending, incoming, reciprocal)?;
+                flush(pending, incoming, reciprocal)?;
                 pending_instructions = 0;
             }
             pending_instructions += local.len();
-            pending.push(local);
+            pending.push((key, local));
+            Ok(())
+        };
+        self.each_of(others, base, |local| {
+            let version = local.meta.version;
+            while let Some((key, _)) = extras.peek() {
+                match key {
+                    FormKey::Extra { at, .. } if *at < version => {}
+                    _ => break,
+                }
+                let (key, copy) = extras.next().expect("peeked");
+                push(key, copy, &mut pending, incoming, reciprocal)?;
+            }
+            push(
+                FormKey::History(version),
+                local,
+                &mut pending,
+                incoming,
+                reciprocal,
+            )?;
             Ok(true)
         })?;
+        for (key, copy) in extras {
+            push(key, copy, &mut pending, incoming, reciprocal)?;
+        }
         flush(&mut pending, incoming, reciprocal)
     }
 
@@ -1601,7 +1665,7 @@ impl ServerFile {
         appended: &[Changeset],
         salts: &[u64],
         reciprocal: &ReciprocalHistory,
-        dirty: &BTreeSet<u64>,
+        dirty: &BTreeSet<FormKey>,
         forget: u64,
     ) -> rusqlite::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
@@ -1623,18 +1687,37 @@ impl ServerFile {
             "DELETE FROM reciprocal WHERE client_file_ident = ?1 AND version <= ?2",
             params![client as i64, forget as i64],
         )?;
-        for &version in dirty.range(forget + 1..) {
-            match reciprocal.get(version) {
-                Some(cs) => tx.execute(
-                    "INSERT OR REPLACE INTO reciprocal (client_file_ident, version, changeset)
-                     VALUES (?1, ?2, ?3)",
-                    params![client as i64, version as i64, cs.encode()],
-                )?,
-                None => tx.execute(
-                    "DELETE FROM reciprocal WHERE client_file_ident = ?1 AND version = ?2",
-                    params![client as i64, version as i64],
-                )?,
-            };
+        tx.execute(
+            "DELETE FROM flx_copies WHERE client_file_ident = ?1 AND at <= ?2",
+            params![client as i64, forget as i64],
+        )?;
+        for &key in dirty {
+            match key {
+                FormKey::History(version) if version > forget => {
+                    match reciprocal.get(version) {
+                        Some(cs) => tx.execute(
+                            "INSERT OR REPLACE INTO reciprocal (client_file_ident, version, changeset)
+                             VALUES (?1, ?2, ?3)",
+                            params![client as i64, version as i64, cs.encode()],
+                        )?,
+                        None => tx.execute(
+                            "DELETE FROM reciprocal WHERE client_file_ident = ?1 AND version = ?2",
+                            params![client as i64, version as i64],
+                        )?,
+                    };
+                }
+                FormKey::Extra { at, seq } if at > forget => {
+                    // Only the form changes; the row's other columns stay as recorded.
+                    if let Some(cs) = reciprocal.form(key) {
+                        tx.execute(
+                            "UPDATE flx_copies SET changeset = ?4
+                             WHERE client_file_ident = ?1 AND at = ?2 AND seq = ?3",
+                            params![client as i64, at as i64, seq as i64, cs.encode()],
+                        )?;
+                    }
+                }
+                _ => {}
+            }
         }
         tx.execute(
             "INSERT INTO client_sync (ident, base_version, last_seen, uploaded) VALUES (?1, ?2, ?3, 1)

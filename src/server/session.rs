@@ -297,11 +297,6 @@ impl Session {
         if self.cursor != file.latest_version() || !file.flx_serves(ident, self.claim?) {
             return None;
         }
-        // A storage fault reading the salt: nothing is built now; tried again shortly.
-        let Ok(salt) = file.version_salt(file.latest_version()) else {
-            drop(file);
-            return self.try_again();
-        };
         let built = file.flx_bootstrap(ident, &query);
         drop(file);
         let flexible = self.flexible.as_mut()?;
@@ -354,7 +349,7 @@ impl Session {
                 download_server_version: built.version,
                 download_client_version: client_version,
                 latest_server_version: built.version,
-                latest_server_version_salt: salt,
+                latest_server_version_salt: built.salt,
                 upload_client_version: client_version,
                 upload_server_version,
                 downloadable_bytes: 0,

@@ -121,6 +121,8 @@ struct Created {
     existed: bool,
     /// It exists after the changeset.
     exists: bool,
+    /// The changeset erases it (whether or not it creates it again, or had created it).
+    erased: bool,
 }
 
 /// A process-wide counter, so that generations of different states (a state reopened after
@@ -324,14 +326,52 @@ impl ServerState {
         class: &str,
         key: &crate::state::Key,
     ) -> rusqlite::Result<Option<u64>> {
+        self.object_version(
+            "SELECT version FROM _flx_born WHERE class = ?1 AND pk = ?2",
+            class,
+            key,
+        )
+    }
+
+    /// The server version `key` of `class` was last erased at, if that was recorded (as
+    /// births are, [`ServerState::track_births`]; rows at or below the compaction point are
+    /// dropped, `ServerState::forget_erasures_through`).
+    pub(crate) fn erased(
+        &self,
+        class: &str,
+        key: &crate::state::Key,
+    ) -> rusqlite::Result<Option<u64>> {
+        self.object_version(
+            "SELECT version FROM _flx_erased WHERE class = ?1 AND pk = ?2",
+            class,
+            key,
+        )
+    }
+
+    /// The version `sql` (a query of one version by class and key blob) finds for an object.
+    fn object_version(
+        &self,
+        sql: &str,
+        class: &str,
+        key: &crate::state::Key,
+    ) -> rusqlite::Result<Option<u64>> {
         self.conn
-            .prepare_cached("SELECT version FROM _flx_born WHERE class = ?1 AND pk = ?2")?
+            .prepare_cached(sql)?
             .query_row(
                 rusqlite::params![class, super::file::flx::key_blob(key)],
                 |r| r.get::<_, i64>(0),
             )
             .optional()
             .map(|v| v.map(|v| v as u64))
+    }
+
+    /// Forgets the erasures recorded at or below `version`: no client's upload can be based
+    /// on an older version (the compaction point).
+    pub(crate) fn forget_erasures_through(&self, version: u64) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM _flx_erased WHERE version <= ?1")?
+            .execute([version.min(i64::MAX as u64) as i64])
+            .map(drop)
     }
 
     /// The top-level objects `changeset` creates or erases, each with whether it existed
@@ -355,6 +395,7 @@ impl ServerState {
             let object = (class, key);
             if let Some(&n) = seen.get(&object) {
                 out[n].exists = create;
+                out[n].erased |= !create;
                 continue;
             }
             seen.insert(object.clone(), out.len());
@@ -367,13 +408,15 @@ impl ServerState {
                 key,
                 existed,
                 exists: create,
+                erased: !create,
             });
         }
         Ok(out)
     }
 
     /// Records the objects of `created` born at `version` (they exist after it and did not
-    /// before) and forgets those that no longer exist.
+    /// before), forgets those that no longer exist, and records those it erases
+    /// (`_flx_erased`, [`ServerState::erased`]).
     fn record_births(&self, created: &[Created], version: u64) -> rusqlite::Result<()> {
         for c in created {
             let blob = super::file::flx::key_blob(&c.key);
@@ -387,6 +430,15 @@ impl ServerState {
                 self.conn
                     .prepare_cached("DELETE FROM _flx_born WHERE class = ?1 AND pk = ?2")?
                     .execute(rusqlite::params![c.class, blob])?;
+            }
+            // An erasure wins over every concurrent write to the object, even one the same
+            // changeset made, or one that creates it again (`ServerState::erased`).
+            if c.erased {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO _flx_erased (class, pk, version) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(rusqlite::params![c.class, blob, version as i64])?;
             }
         }
         Ok(())

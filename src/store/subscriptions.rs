@@ -265,9 +265,12 @@ fn active(conn: &Connection) -> Result<SubscriptionSet, StoreError> {
 }
 
 /// Marks `version` complete (its bootstrap is integrated) and every older set superseded.
-/// The server may bootstrap the active set again (a server that lost the client's view);
-/// errors ([`StoreError::InvalidArgument`], rolling the bootstrap back) when set `version` is
-/// neither pending nor complete here: the server bootstrapped a set this file did not send.
+/// The server may bootstrap the active set again (a server that lost the client's view). A
+/// set superseded here after it was sent (a newer one was sent while it waited) is still
+/// bootstrapped by the server, which changes this file's view on the server: its bootstrap
+/// is integrated, and the set stays superseded (the newer set's bootstrap follows). Errors
+/// ([`StoreError::InvalidArgument`], rolling the bootstrap back) when set `version` is neither
+/// pending, complete nor superseded here: the server bootstrapped a set this file did not send.
 #[cfg(feature = "client")]
 fn complete(conn: &Connection, version: u64) -> Result<(), StoreError> {
     let completed = match version {
@@ -280,6 +283,15 @@ fn complete(conn: &Connection, version: u64) -> Result<(), StoreError> {
         )?,
     };
     if completed != 1 {
+        let superseded: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM _tandem_subscription_set
+             WHERE version = ?1 AND state = 'superseded')",
+            [version as i64],
+            |r| r.get(0),
+        )?;
+        if superseded {
+            return Ok(());
+        }
         return Err(StoreError::InvalidArgument(format!(
             "the server bootstrapped subscription set {version}, which is not pending here"
         )));
@@ -458,6 +470,57 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sets 1 (complete), 2 and 3 sent, 2 superseded locally when 3 was sent.
+    #[cfg(feature = "client")]
+    fn sets() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _tandem_subscription_set (
+                 version INTEGER PRIMARY KEY, state TEXT NOT NULL, error TEXT,
+                 subscriptions TEXT NOT NULL, snapshot_version INTEGER NOT NULL);
+             INSERT INTO _tandem_subscription_set VALUES
+                 (1, 'complete', NULL, '[]', 0),
+                 (2, 'superseded', NULL, '[]', 0),
+                 (3, 'pending', NULL, '[]', 0);",
+        )
+        .unwrap();
+        conn
+    }
+
+    #[cfg(feature = "client")]
+    fn states(conn: &Connection) -> Vec<(i64, String)> {
+        let mut stmt = conn
+            .prepare("SELECT version, state FROM _tandem_subscription_set ORDER BY version")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    #[cfg(feature = "client")]
+    fn a_bootstrap_of_a_set_superseded_after_it_was_sent_is_taken_and_changes_no_state() {
+        let conn = sets();
+        complete(&conn, 2).unwrap();
+        let expected = [
+            (1, "complete".to_string()),
+            (2, "superseded".to_string()),
+            (3, "pending".to_string()),
+        ];
+        assert_eq!(states(&conn), expected);
+        complete(&conn, 3).unwrap();
+        assert_eq!(
+            states(&conn),
+            [
+                (1, "superseded".to_string()),
+                (2, "superseded".to_string()),
+                (3, "complete".to_string())
+            ]
+        );
+        // A set this file never had is still refused.
+        let refused = complete(&conn, 9).unwrap_err();
+        assert!(refused.to_string().contains("not pending"), "{refused}");
+    }
 
     #[test]
     fn wire_body_groups_queries_by_class() {

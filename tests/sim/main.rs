@@ -857,3 +857,39 @@ fn a_client_with_an_empty_view_gets_objects_born_since_its_cursor_by_their_histo
 fn a_download_that_failed_on_a_full_disk_is_tried_again() {
     run_seeds(890, 1, flexible());
 }
+
+/// Flexible seed 124: a client wrote a dictionary key of a task under a subscription set the
+/// server had not bootstrapped yet; the bootstrap's whole copy of the task (every field at
+/// one timestamp, collections cleared) beat the key in the client, but the server had merged
+/// the upload without the copy and kept it. Now the server keeps the copies it sends a client
+/// (`flx_copies`) and merges that client's uploads made before it integrated them against
+/// them too, as the client does (`ReciprocalHistory` extras), and a bootstrap that copies
+/// objects gets a server version of its own so that the server can tell which uploads those
+/// are. Seeds 469, 655 and 1932 failed the same way.
+#[test]
+fn a_write_the_client_made_before_a_copy_reached_it_meets_the_copy_on_the_server_too() {
+    run_seeds(124, 1, flexible());
+    run_seeds(655, 1, flexible());
+}
+
+/// Flexible seed 450: another client created, erased and created `Task[0]` again while this
+/// client's counter addition to it was in flight; on the server the erasure won over the
+/// addition (deletes win), but the client got the task as a whole copy without the erasure,
+/// and kept its (newer) addition over the copy's count. Now a copy of an object erased since
+/// the client's upload threshold starts with that erasure (`_flx_erased`). Seed 726 failed
+/// the same way.
+#[test]
+fn an_object_erased_since_the_clients_uploads_began_enters_its_view_with_the_erasure() {
+    run_seeds(450, 1, flexible());
+    run_seeds(726, 1, flexible());
+}
+
+/// Flexible seed 106 (with the fix above, which changed its timing): a client sent set 4, then
+/// set 5, which superseded set 4 locally; the server still bootstrapped set 4, and the
+/// client refused it ("not pending here"), dropped the connection, and the server's record
+/// of its view no longer matched the file. Now the bootstrap of a set superseded after it
+/// was sent is integrated, and the set stays superseded.
+#[test]
+fn the_bootstrap_of_a_set_superseded_after_it_was_sent_is_integrated() {
+    run_seeds(106, 1, flexible());
+}

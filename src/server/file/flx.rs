@@ -92,6 +92,12 @@ pub(crate) const TABLES: &str = "
         pk BLOB NOT NULL,
         version INTEGER NOT NULL,
         PRIMARY KEY (class, pk)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS _flx_erased (
+        class TEXT NOT NULL,
+        pk BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (class, pk)
     ) WITHOUT ROWID;";
 
 /// A client's subscription set: its version and, per class, the query (realm-core's
@@ -426,6 +432,8 @@ pub(super) fn now_timestamp() -> u64 {
 pub struct Bootstrap {
     /// The server version every entry carries, and the download cursor after it.
     pub version: u64,
+    /// The salt of `version` (`latest_server_version_salt`).
+    pub salt: u64,
     /// The entries, in order.
     pub entries: Vec<DownloadEntry>,
 }
@@ -658,6 +666,37 @@ impl ServerFile {
         )
         .map_err(sql_err)?;
         tx.commit().map_err(sql_err)?;
+        // The copies of messages it did not integrate: its uploads were not merged against
+        // them in the client.
+        let dropped: Vec<(i64, i64)> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT at, seq FROM flx_copies
+                     WHERE client_file_ident = ?1 AND (at > ?2 OR query_version > ?3)",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![client as i64, c, v], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql_err)?
+                .collect::<Result<_, _>>()
+                .map_err(sql_err)?;
+            rows
+        };
+        if !dropped.is_empty() {
+            self.conn
+                .execute(
+                    "DELETE FROM flx_copies
+                     WHERE client_file_ident = ?1 AND (at > ?2 OR query_version > ?3)",
+                    params![client as i64, c, v],
+                )
+                .map_err(sql_err)?;
+            if let Some(reciprocal) = self.reciprocal.get_mut(&client) {
+                for (at, seq) in dropped {
+                    reciprocal.forget_extra(at as u64, seq as u32);
+                }
+            }
+        }
         Ok(known)
     }
 
@@ -795,6 +834,7 @@ impl ServerFile {
             &[],
         )
         .map_err(Err)?;
+        self.flx_erase_first(client, &mut changesets).map_err(Err)?;
         let leaving: Vec<(String, Key)> = view.difference(&wanted).cloned().collect();
         if !leaving.is_empty() {
             let erasures = crate::state::whole_objects(
@@ -811,19 +851,24 @@ impl ServerFile {
             }
             changesets.extend(erasures);
         }
+        // The copies get a server version of their own, one past the client's cursor: an
+        // upload the client made before it integrated them is then based on an older version
+        // than one made after (both would be based on `latest` otherwise), which is how the
+        // server tells which of its uploads to merge against them (`flx_keep_copies`). An
+        // empty changeset of the server makes it, as realm-core's server versions advance
+        // with subscription changes.
+        let latest = if entering.is_empty() {
+            latest
+        } else {
+            self.integrate_server_changeset(&Changeset::new(), now_timestamp())
+                .map_err(Err)?
+        };
         let last_integrated = self
             .integrated_client_version(client, latest)
             .map_err(Err)?;
         let timestamp = self.latest_timestamp().map_err(Err)?;
-        // Last: a bootstrap that fails records nothing.
-        let stamp = Stamp {
-            at: latest,
-            version: query.version,
-            state_version: latest,
-        };
-        self.flx_record(client, stamp, &entering, &[], &leaving, Some(query))
-            .map_err(Err)?;
-        let entries = changesets
+        let salt = self.version_salt(latest).map_err(Err)?;
+        let entries: Vec<DownloadEntry> = changesets
             .into_iter()
             .map(|cs| {
                 let bytes = cs.encode();
@@ -837,6 +882,22 @@ impl ServerFile {
                 }
             })
             .collect();
+        // Last: a bootstrap that fails records nothing.
+        let kept = if entering.is_empty() {
+            Vec::new()
+        } else {
+            self.flx_keep_copies(client, latest - 1, query.version, &entries)
+                .map_err(Err)?
+        };
+        let stamp = Stamp {
+            at: latest,
+            version: query.version,
+            state_version: latest,
+        };
+        if let Err(e) = self.flx_record(client, stamp, &entering, &[], &leaving, Some(query)) {
+            self.flx_unkeep_copies(client, &kept);
+            return Err(Err(e));
+        }
         tracing::info!(
             client,
             query_version = query.version,
@@ -847,6 +908,7 @@ impl ServerFile {
         );
         Ok(Some(Bootstrap {
             version: latest,
+            salt,
             entries,
         }))
     }
@@ -879,14 +941,206 @@ impl ServerFile {
         )
     }
 
-    /// The origin timestamp of the latest changeset (now if there is none).
+    /// The origin timestamp of whole copies: the newest of the history's (now if there is
+    /// none). A copy then wins over every write in the history by last-writer-wins, wherever
+    /// a client's clock stood, so a client's upload merged against the copy (in the client,
+    /// and in the server through `flx_copies`) comes out the same whether or not it is also
+    /// merged against the history the copy stands for.
     fn latest_timestamp(&self) -> Result<u64, ProtocolError> {
         let ts: Option<i64> = self
             .conn
-            .prepare_cached("SELECT origin_timestamp FROM history ORDER BY version DESC LIMIT 1")
-            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+            .prepare_cached("SELECT MAX(origin_timestamp) FROM history")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
             .map_err(sql_err)?;
         Ok(ts.map_or_else(now_timestamp, |t| t as u64))
+    }
+
+    /// Puts an erasure before the creation of each object in `copies` (whole copies for
+    /// `client`) that was erased since `client`'s upload threshold (and created again): an
+    /// upload of `client` made before that erasure is merged against it on the server, where
+    /// deletes win over its writes to the object; the copy alone would not show the client
+    /// the erasure, and those writes would win over the copy's older fields there (flexible
+    /// seed 450 of the simulation, `docs/testing.md`). Erasing an object a client does not
+    /// hold changes nothing there.
+    fn flx_erase_first(&self, client: u64, copies: &mut [Changeset]) -> Result<(), ProtocolError> {
+        let threshold = self.base_version(client)?;
+        for cs in copies.iter_mut() {
+            let mut out = Vec::with_capacity(cs.instructions.len());
+            for i in std::mem::take(&mut cs.instructions) {
+                if let Instruction::CreateObject { table, object } = &i {
+                    let name = super::instruction_object(cs, &i);
+                    if let Some((class, key)) = name {
+                        let erased = self.state.erased(&class, &key).map_err(sql_err)?;
+                        if erased.is_some_and(|v| v > threshold) {
+                            out.push(Instruction::EraseObject {
+                                table: *table,
+                                object: object.clone(),
+                            });
+                        }
+                    }
+                }
+                out.push(i);
+            }
+            cs.instructions = out;
+        }
+        Ok(())
+    }
+
+    /// Loads every client's recorded copies (`flx_copies`) into its reciprocal history.
+    pub(super) fn load_copies(&mut self) -> Result<(), ProtocolError> {
+        // Client file ident, `at` and `seq`; the metadata; the stored form.
+        type Row = ((u64, u64, u32), crate::changeset::ChangesetMeta, Vec<u8>);
+        let rows: Vec<Row> = {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT client_file_ident, at, seq, origin_timestamp, origin_file_ident,
+                            client_version, changeset FROM flx_copies",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let at = r.get::<_, i64>(1)? as u64;
+                    Ok((
+                        (r.get::<_, i64>(0)? as u64, at, r.get::<_, i64>(2)? as u32),
+                        crate::changeset::ChangesetMeta {
+                            version: at,
+                            last_integrated_remote_version: r.get::<_, i64>(5)? as u64,
+                            origin_timestamp: r.get::<_, i64>(3)? as u64,
+                            origin_file_ident: r.get::<_, i64>(4)? as u64,
+                        },
+                        r.get(6)?,
+                    ))
+                })
+                .map_err(sql_err)?
+                .collect::<Result<_, _>>()
+                .map_err(sql_err)?;
+            rows
+        };
+        for ((client, at, seq), meta, bytes) in rows {
+            let mut cs =
+                Changeset::decode(&bytes).map_err(|e| corrupt(&format!("flx_copies: {e}")))?;
+            cs.meta = meta;
+            self.reciprocal
+                .entry(client)
+                .or_default()
+                .set_extra(at, seq, cs);
+        }
+        Ok(())
+    }
+
+    /// Keeps the whole copies a message sends `client` (`sent`, the entries carrying them, all
+    /// at server version `at`, under subscription version `query_version`) as extra changesets
+    /// of its reciprocal history: the client merges what it has not uploaded against them, so
+    /// the server merges those uploads against them too (`integrate_upload`), and both come
+    /// out the same. The client's own writes to an object entering its view are met by the
+    /// copy alike on both sides (flexible seeds 124, 450 and others of the simulation,
+    /// `docs/testing.md`). Copies the client has not integrated (after its cursor `after`)
+    /// are forgotten first. Only their objects' instructions are kept (the erasures of
+    /// objects leaving the view are made up: the server never had them, and the client's
+    /// writes to those objects stay in the server's state as before). Returns the rows
+    /// written, for [`ServerFile::flx_unkeep_copies`] if the message cannot be recorded.
+    fn flx_keep_copies(
+        &mut self,
+        client: u64,
+        after: u64,
+        query_version: u64,
+        sent: &[DownloadEntry],
+    ) -> Result<Vec<(u64, u32, Changeset)>, ProtocolError> {
+        let mut kept = Vec::new();
+        let Some(first) = sent.first() else {
+            return Ok(kept);
+        };
+        let at = first.server_version;
+        let reciprocal = self.reciprocal.entry(client).or_default();
+        reciprocal.forget_extras_after(after);
+        let mut seq = reciprocal.extras_at(at);
+        for entry in sent {
+            let mut cs = Changeset::decode(&entry.changeset)
+                .map_err(|e| corrupt(&format!("a copy just made: {e}")))?;
+            // An erasure followed by the object's creation is part of its copy (see
+            // `flx_erase_first`); any other erasure is one of an object leaving the view.
+            let mut keep = Vec::with_capacity(cs.instructions.len());
+            let mut instructions = cs.instructions.iter().peekable();
+            while let Some(i) = instructions.next() {
+                let copy_part = match (i, instructions.peek()) {
+                    (
+                        Instruction::EraseObject { table, object },
+                        Some(Instruction::CreateObject {
+                            table: t,
+                            object: o,
+                        }),
+                    ) => table == t && object == o,
+                    (Instruction::EraseObject { .. }, _) => false,
+                    _ => true,
+                };
+                keep.push(copy_part);
+            }
+            let mut keep = keep.into_iter();
+            cs.instructions.retain(|_| keep.next().unwrap_or(false));
+            if cs.instructions.is_empty() {
+                continue;
+            }
+            cs.meta = crate::changeset::ChangesetMeta {
+                version: at,
+                last_integrated_remote_version: entry.last_integrated_client_version,
+                origin_timestamp: entry.origin_timestamp,
+                origin_file_ident: entry.origin_file_ident,
+            };
+            kept.push((at, seq, cs));
+            seq += 1;
+        }
+        let tx = self.conn.unchecked_transaction().map_err(sql_err)?;
+        tx.execute(
+            "DELETE FROM flx_copies WHERE client_file_ident = ?1 AND at > ?2",
+            params![client as i64, after.min(i64::MAX as u64) as i64],
+        )
+        .map_err(sql_err)?;
+        for (at, seq, cs) in &kept {
+            tx.execute(
+                "INSERT OR REPLACE INTO flx_copies (client_file_ident, at, seq, query_version,
+                     origin_timestamp, origin_file_ident, client_version, changeset)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    client as i64,
+                    *at as i64,
+                    *seq as i64,
+                    query_version.min(i64::MAX as u64) as i64,
+                    cs.meta.origin_timestamp as i64,
+                    cs.meta.origin_file_ident as i64,
+                    cs.meta.last_integrated_remote_version as i64,
+                    cs.encode()
+                ],
+            )
+            .map_err(sql_err)?;
+        }
+        tx.commit().map_err(sql_err)?;
+        let reciprocal = self.reciprocal.entry(client).or_default();
+        for (at, seq, cs) in &kept {
+            reciprocal.set_extra(*at, *seq, cs.clone());
+        }
+        Ok(kept)
+    }
+
+    /// Undoes [`ServerFile::flx_keep_copies`] for a message that was not recorded (so not
+    /// sent). If the rows cannot be deleted the file is reloaded before it serves again.
+    fn flx_unkeep_copies(&mut self, client: u64, kept: &[(u64, u32, Changeset)]) {
+        if let Some(reciprocal) = self.reciprocal.get_mut(&client) {
+            for (at, seq, _) in kept {
+                reciprocal.forget_extra(*at, *seq);
+            }
+        }
+        for (at, seq, _) in kept {
+            let deleted = self.conn.execute(
+                "DELETE FROM flx_copies WHERE client_file_ident = ?1 AND at = ?2 AND seq = ?3",
+                params![client as i64, *at as i64, *seq as i64],
+            );
+            if let Err(e) = deleted {
+                tracing::warn!(client, error = %e, "cannot forget the copies of a message not sent; the file is reloaded");
+                self.stale = true;
+                return;
+            }
+        }
     }
 
     /// The history after `after` for `client` under subscription set `query`, up to
@@ -1088,8 +1342,10 @@ impl ServerFile {
                 changeset: bytes,
             });
         }
+        let copies_from = entries.len();
         if !entering.is_empty() || !leaving.is_empty() {
             let mut made = self.flx_whole(&schemas, false, &entering, &leaving)?;
+            self.flx_erase_first(client, &mut made)?;
             let timestamp = self.latest_timestamp()?;
             let last_integrated = self.integrated_client_version(client, cursor)?;
             for cs in made.drain(..) {
@@ -1118,12 +1374,20 @@ impl ServerFile {
         // Objects that leave by the history (gone) leave as the others do.
         if !entering.is_empty() || !leaving.is_empty() || !born.is_empty() || !gone.is_empty() {
             leaving.extend(gone);
+            let kept = if entering.is_empty() {
+                Vec::new()
+            } else {
+                self.flx_keep_copies(client, after, query.version, &batch.entries[copies_from..])?
+            };
             let stamp = Stamp {
                 at: cursor,
                 version: query.version,
                 state_version: self.latest,
             };
-            self.flx_record(client, stamp, &entering, &born, &leaving, None)?;
+            if let Err(e) = self.flx_record(client, stamp, &entering, &born, &leaving, None) {
+                self.flx_unkeep_copies(client, &kept);
+                return Err(e);
+            }
         }
         Ok(batch)
     }
