@@ -372,3 +372,64 @@ fn the_schema_generation_moves_exactly_when_the_schema_may_change() {
     assert_ne!(reopened.schema_generation(), before_rollback);
     assert!(reopened.schemas().contains_key("Item"));
 }
+
+/// A state file that is not a database is started again from the history; one that cannot be
+/// opened now (here another connection holds its write lock; on a server, a full disk or an
+/// I/O error) is an error and is left as it is: its flexible sync records (views,
+/// subscription sets) are not derived from the history, and discarding them sent every client
+/// all of its objects again as whole copies (flexible seed 1558 of the simulation).
+#[test]
+fn a_state_file_is_started_again_only_when_it_is_not_a_database() {
+    let (_dir, path) = temp("unreadable");
+    let mut rng = SeededRng::new(5);
+    let mut server = ServerFile::open(&path).unwrap();
+    let mut client = Client::new(&mut server);
+    let state = write(&mut server, &mut client, &mut rng, 10);
+    drop(server);
+    let state_file = state_path(&path);
+
+    // Locked: refused, and the record a flexible sync session made is still there after.
+    let holder = rusqlite::Connection::open(&state_file).unwrap();
+    holder
+        .execute(
+            "INSERT INTO _flx_query (client, version, body, bootstrapped_at) VALUES (7, 1, '{}', 1)",
+            [],
+        )
+        .unwrap();
+    // Out of WAL mode, an exclusive lock keeps every other connection from reading.
+    holder
+        .pragma_update(None, "journal_mode", "DELETE")
+        .unwrap();
+    holder
+        .execute_batch("BEGIN EXCLUSIVE; UPDATE _flx_query SET body = body")
+        .unwrap();
+    let refused = ServerFile::open(&path)
+        .err()
+        .expect("opened a state file another connection holds locked");
+    assert!(!refused.message.is_empty());
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    let server = ServerFile::open(&path).unwrap();
+    drop(server);
+    let kept: i64 = rusqlite::Connection::open(&state_file)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM _flx_query WHERE client = 7",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 1, "the state file was discarded");
+
+    // Not a database: started again from the history.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(with_suffix(&state_file, suffix));
+    }
+    std::fs::write(&state_file, b"not a database, not even close to one").unwrap();
+    let server = ServerFile::open(&path).unwrap();
+    assert_eq!(
+        server.state().unwrap(),
+        state,
+        "not rebuilt from the history"
+    );
+}

@@ -133,6 +133,14 @@ fn next_generation() -> u64 {
 }
 
 /// Reads a `_tandem_server_state` value.
+/// Whether SQLite says the file is not a database, or a corrupt one.
+fn not_a_database(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
 fn marker(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
         "SELECT value FROM _tandem_server_state WHERE key = ?1",
@@ -156,11 +164,24 @@ impl ServerState {
     /// another salt is discarded and started empty (version 0).
     pub fn open(path: impl AsRef<Path>, salt: u64) -> Result<ServerState, StateError> {
         let path = path.as_ref().to_path_buf();
-        // A file that cannot be read, or made for another history, is derived data: start
-        // it again.
-        let existing = Self::connect(&path)
-            .ok()
-            .filter(|conn| matches!(marker(conn, "salt"), Ok(Some(s)) if s == salt as i64));
+        // A file that is not a database, or was made for another history, is started again:
+        // its tables are derived from the history. Its flexible sync records (the views of
+        // client files, their subscription sets, births and erasures) are not, so a file
+        // that cannot be opened now (a full disk, an I/O error) is an error, not discarded:
+        // the views were lost with a full disk once, and every client got all of its objects
+        // again as whole copies, whose cleared lists beat what it had not uploaded yet
+        // (flexible seed 1558 of the simulation, docs/testing.md).
+        let existing = match Self::connect(&path).map(|conn| {
+            let salt_of = marker(&conn, "salt");
+            (conn, salt_of)
+        }) {
+            Ok((conn, Ok(Some(s)))) if s == salt as i64 => Some(conn),
+            Ok((_, Ok(_))) => None,
+            Ok((_, Err(e))) if not_a_database(&e) => None,
+            Err(StateError::Storage(e)) if not_a_database(&e) => None,
+            Ok((_, Err(e))) => return Err(e.into()),
+            Err(e) => return Err(e),
+        };
         let conn = match existing {
             Some(conn) => conn,
             None => {

@@ -893,3 +893,14 @@ fn an_object_erased_since_the_clients_uploads_began_enters_its_view_with_the_era
 fn the_bootstrap_of_a_set_superseded_after_it_was_sent_is_integrated() {
     run_seeds(106, 1, flexible());
 }
+
+/// Flexible seed 1558: a full disk made the state file fail to open on a reload, and the
+/// server discarded it as derived data; the flexible sync views in it are not derived, so
+/// every client got all of its objects again as whole copies, and the journal's cleared list
+/// beat a line a client had not uploaded yet (gone everywhere: the server merged the upload
+/// against the copy too). Now only a file that is not a database is started again; one that
+/// cannot be opened is an error, tried again.
+#[test]
+fn a_state_file_that_cannot_be_opened_on_a_full_disk_keeps_its_views() {
+    run_seeds(1558, 1, flexible());
+}
