@@ -851,13 +851,17 @@ impl ServerFile {
             }
             changesets.extend(erasures);
         }
-        // The copies get a server version of their own, one past the client's cursor: an
-        // upload the client made before it integrated them is then based on an older version
-        // than one made after (both would be based on `latest` otherwise), which is how the
-        // server tells which of its uploads to merge against them (`flx_keep_copies`). An
-        // empty changeset of the server makes it, as realm-core's server versions advance
-        // with subscription changes.
-        let latest = if entering.is_empty() {
+        // A bootstrap that changes the view gets a server version of its own, one past the
+        // client's cursor: an upload the client made before it integrated the bootstrap's
+        // copies is then based on an older version than one made after (both would be based
+        // on `latest` otherwise), which is how the server tells which of its uploads to merge
+        // against them (`flx_keep_copies`); and a client whose cursor is `latest` is known
+        // not to have integrated it (the view's rows are stamped with the version: an UPLOAD
+        // reporting cursor `latest` made `flx_acknowledged` forget objects the bootstrap took
+        // out of the view before the client had them erased, flexible seed 5403 of the
+        // simulation). An empty changeset of the server makes it, as realm-core's server
+        // versions advance with subscription changes.
+        let latest = if entering.is_empty() && leaving.is_empty() {
             latest
         } else {
             self.integrate_server_changeset(&Changeset::new(), now_timestamp())
@@ -1266,19 +1270,26 @@ impl ServerFile {
                     Some(born) if born > after && born <= cursor && first_touch == born => {
                         Fate::Born(born)
                     }
-                    // Born after the batch: what the batch holds is of an earlier life.
-                    Some(born) if born > cursor => {
-                        if own.contains(&object) {
-                            Fate::Leaves
-                        } else {
-                            Fate::Out
-                        }
-                    }
+                    // Born after the batch: what the batch holds is of an earlier life, erased
+                    // after it. Only its erasures go (as for an object out of the view): the
+                    // client may hold that life by its own writes, and the erasure reaches it
+                    // by the history, which merges with what it has not uploaded as it did on
+                    // the server (the later life comes by its own history, or whole with that
+                    // erasure first). A made-up erasure would meet the client's own creating
+                    // the object again and erase it there only (the kind of flexible seed
+                    // 6427, below).
+                    Some(born) if born > cursor => Fate::Out,
                     _ => Fate::Enters,
                 },
                 // Written by the client but not visible to it (outside its subscriptions or
-                // its read rules, or reverted by a compensating write): erased there.
-                (None, false) if own.contains(&object) => Fate::Leaves,
+                // its read rules, or reverted by a compensating write): erased there. Not
+                // when it no longer exists: then an erasure in the history took it away (the
+                // client's own, or one forwarded as for an object out of the view), and a
+                // made-up one would meet the client's creating it again, and erase it there
+                // only (flexible seed 6427 of the simulation, docs/testing.md).
+                (None, false) if own.contains(&object) && self.flx_row(class, key)?.is_some() => {
+                    Fate::Leaves
+                }
                 (None, false) => Fate::Out,
             };
             match fate {
