@@ -170,6 +170,10 @@ pub struct ServerFile {
     filters: flx::FilterCache,
     /// Flexible sync: which session serves each client file now (`ServerFile::flx_claim`).
     flx_claims: flx::Claims,
+    /// Flexible sync copies of messages that were not sent, whose rows could not be deleted
+    /// (a storage fault): client file, `at`, `seq`. Kept across reloads, left out of the
+    /// reciprocal histories, and deleted at the next chance (`ServerFile::flx_keep_copies`).
+    flx_unsent: Vec<(u64, u64, u32)>,
     /// With `--database postgres://...`: this file is a working copy of the one in PostgreSQL
     /// ([`super::postgres`]).
     #[cfg(feature = "postgres")]
@@ -497,6 +501,7 @@ impl ServerFile {
             rows: 0,
             filters: flx::FilterCache::default(),
             flx_claims: flx::Claims::default(),
+            flx_unsent: Vec::new(),
             #[cfg(feature = "postgres")]
             replica,
             #[cfg(feature = "postgres")]
@@ -602,6 +607,18 @@ impl ServerFile {
         if let Some(disk) = &self.disk {
             disk.admit(&self.path(), operation)?;
         }
+        if self.stale {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Reloads the file if a storage fault left its memory ahead of the disk (`stale`): the
+    /// first step of a session (IDENT) and of flexible sync's downloads, so that a file a
+    /// fault left stale is served again once the disk allows, not only after a write (every
+    /// session of a stale file failed at IDENT and none could upload; flexible seed 9117 of
+    /// the simulation, docs/testing.md). 201 while the reload fails.
+    pub fn reload_if_stale(&mut self) -> Result<(), ProtocolError> {
         if self.stale {
             self.reload()?;
         }
@@ -1749,6 +1766,12 @@ impl ServerFile {
         file.client_file_expiry = self.client_file_expiry;
         // Sessions stay bound across a reload: their claims too.
         file.flx_claims = std::mem::take(&mut self.flx_claims);
+        file.flx_unsent = std::mem::take(&mut self.flx_unsent);
+        for &(client, at, seq) in &file.flx_unsent {
+            if let Some(reciprocal) = file.reciprocal.get_mut(&client) {
+                reciprocal.forget_extra(at, seq);
+            }
+        }
         *self = file;
         Ok(())
     }

@@ -970,6 +970,9 @@ async fn serve_websocket<S>(
                 };
                 drop(turn);
                 connection = owned;
+                for path in connection.take_advanced() {
+                    shared.changed(&path);
+                }
                 let Some(message) = message else { continue };
                 if let (ServerMessage::Download { .. }, Some(since)) = (&message, fanout_since) {
                     shared

@@ -122,6 +122,18 @@ impl Connection {
     pub(super) fn outbound(&mut self, id: u64) -> Option<ServerMessage> {
         self.sessions.get_mut(&id)?.outbound(id)
     }
+
+    /// The paths whose latest server version a bootstrap of these sessions advanced since the
+    /// last call: the caller wakes their sessions ([`Shared::changed`]).
+    pub(super) fn take_advanced(&mut self) -> Vec<String> {
+        let mut paths = Vec::new();
+        for s in self.sessions.values_mut() {
+            if std::mem::take(&mut s.advanced) {
+                paths.push(s.path.clone());
+            }
+        }
+        paths
+    }
 }
 
 /// A STATE snapshot being sent one segment at a time.
@@ -194,6 +206,11 @@ pub(super) struct Session {
     rules: Arc<FlxRules>,
     /// When a failed download or bootstrap is tried again ([`Session::try_again`]).
     retry_at: Option<tokio::time::Instant>,
+    /// A bootstrap of this session gave the file a new server version (an empty changeset of
+    /// the server, `ServerFile::flx_bootstrap`): the path's other sessions must be woken, or
+    /// a session waiting for its cursor to reach the latest version (to bootstrap its own
+    /// set) would wait for the path's next change ([`Connection::take_advanced`]).
+    advanced: bool,
     /// Flexible sync: this session's claim on its client file (`ServerFile::flx_claim`, at
     /// IDENT); a later session's IDENT of the same file takes it over, and this one then
     /// sends nothing more.
@@ -297,7 +314,11 @@ impl Session {
         if self.cursor != file.latest_version() || !file.flx_serves(ident, self.claim?) {
             return None;
         }
+        let latest = file.latest_version();
         let built = file.flx_bootstrap(ident, &query);
+        if file.latest_version() > latest {
+            self.advanced = true;
+        }
         drop(file);
         let flexible = self.flexible.as_mut()?;
         let built = match built {
@@ -1202,6 +1223,7 @@ fn on_bind(
             user_vars,
             rules: Arc::clone(&shared.flx_rules),
             retry_at: None,
+            advanced: false,
             claim: None,
         },
     );
@@ -1228,7 +1250,8 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
         ));
     }
     {
-        let file = lock(&s.file).map_err(|e| (e, session))?;
+        let mut file = lock(&s.file).map_err(|e| (e, session))?;
+        file.reload_if_stale().map_err(|e| (e, session))?;
         file.check_ident(m.ident, m.salt, m.download_server_version)
             .and_then(|()| {
                 file.check_cursor(

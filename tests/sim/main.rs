@@ -929,3 +929,16 @@ fn a_bootstrap_that_only_takes_objects_out_has_a_version_of_its_own() {
 fn a_state_file_that_cannot_be_opened_on_a_full_disk_keeps_its_views() {
     run_seeds(1558, 1, flexible());
 }
+
+/// Flexible seed 9117: a bootstrap's new server version (the empty changeset above) woke no
+/// other session, so one waiting for its cursor to reach the latest version before
+/// bootstrapping its own set waited for the path's next change; and a storage fault while a
+/// bootstrap was recorded on a full disk left the file stale, which only a write reloaded,
+/// while every session failed at IDENT with 201 and none could write. Now a bootstrap that
+/// advances the version wakes the path's sessions, IDENT and flexible sync's downloads
+/// reload a stale file first, and the rows of a message not sent are deleted later instead
+/// of making the file stale.
+#[test]
+fn a_full_disk_during_a_bootstrap_leaves_every_session_able_to_go_on() {
+    run_seeds(9117, 1, flexible());
+}

@@ -625,7 +625,7 @@ impl ServerFile {
         cursor: u64,
         version: u64,
     ) -> Result<bool, ProtocolError> {
-        self.check_fresh()?;
+        self.reload_if_stale()?;
         let conn = self.flx_conn();
         let (c, v) = (
             cursor.min(i64::MAX as u64) as i64,
@@ -784,7 +784,7 @@ impl ServerFile {
         client: u64,
         query: &Subscription,
     ) -> Result<Option<Bootstrap>, Result<String, ProtocolError>> {
-        self.check_fresh().map_err(Err)?;
+        self.reload_if_stale().map_err(Err)?;
         // The state must hold the whole history (see `flx_download`).
         self.catch_up_state().map_err(Err)?;
         // Objects born from now on reach flexible sync clients by their history, not whole
@@ -1094,6 +1094,7 @@ impl ServerFile {
             kept.push((at, seq, cs));
             seq += 1;
         }
+        self.flx_purge_unsent();
         let tx = self.conn.unchecked_transaction().map_err(sql_err)?;
         tx.execute(
             "DELETE FROM flx_copies WHERE client_file_ident = ?1 AND at > ?2",
@@ -1119,6 +1120,10 @@ impl ServerFile {
             .map_err(sql_err)?;
         }
         tx.commit().map_err(sql_err)?;
+        // Rows just written over are no longer a message not sent.
+        self.flx_unsent.retain(|&(c, at, seq)| {
+            c != client || !kept.iter().any(|(a, s, _)| (*a, *s) == (at, seq))
+        });
         let reciprocal = self.reciprocal.entry(client).or_default();
         for (at, seq, cs) in &kept {
             reciprocal.set_extra(*at, *seq, cs.clone());
@@ -1127,7 +1132,9 @@ impl ServerFile {
     }
 
     /// Undoes [`ServerFile::flx_keep_copies`] for a message that was not recorded (so not
-    /// sent). If the rows cannot be deleted the file is reloaded before it serves again.
+    /// sent). Rows that cannot be deleted now (a storage fault) are remembered
+    /// (`flx_unsent`): left out of the reciprocal history, also after a reload, and deleted
+    /// at the next chance.
     fn flx_unkeep_copies(&mut self, client: u64, kept: &[(u64, u32, Changeset)]) {
         if let Some(reciprocal) = self.reciprocal.get_mut(&client) {
             for (at, seq, _) in kept {
@@ -1135,16 +1142,24 @@ impl ServerFile {
             }
         }
         for (at, seq, _) in kept {
-            let deleted = self.conn.execute(
-                "DELETE FROM flx_copies WHERE client_file_ident = ?1 AND at = ?2 AND seq = ?3",
-                params![client as i64, *at as i64, *seq as i64],
-            );
-            if let Err(e) = deleted {
-                tracing::warn!(client, error = %e, "cannot forget the copies of a message not sent; the file is reloaded");
-                self.stale = true;
-                return;
-            }
+            self.flx_unsent.push((client, *at, *seq));
         }
+        self.flx_purge_unsent();
+    }
+
+    /// Deletes the rows of `flx_unsent` (those that fail stay listed; logged).
+    fn flx_purge_unsent(&mut self) {
+        let conn = &self.conn;
+        self.flx_unsent.retain(|&(client, at, seq)| {
+            let deleted = conn.execute(
+                "DELETE FROM flx_copies WHERE client_file_ident = ?1 AND at = ?2 AND seq = ?3",
+                params![client as i64, at as i64, seq as i64],
+            );
+            if let Err(e) = &deleted {
+                tracing::warn!(client, error = %e, "cannot delete the copies of a message not sent yet; tried again later");
+            }
+            deleted.is_err()
+        });
     }
 
     /// The history after `after` for `client` under subscription set `query`, up to
@@ -1158,7 +1173,7 @@ impl ServerFile {
         max_bytes: usize,
         query: &Subscription,
     ) -> Result<super::DownloadBatch, ProtocolError> {
-        self.check_fresh()?;
+        self.reload_if_stale()?;
         self.check_not_expired(client, after)?;
         // Which objects match is read from the state: it must hold the whole history (an
         // integration whose state commit failed, a full disk say, leaves it behind until the
