@@ -118,16 +118,10 @@ impl ReciprocalHistory {
     /// The extra changesets after version `base` (the peer had not integrated them when it
     /// made a changeset based on `base`), in the order it integrated them.
     pub fn extras_after(&self, base: u64) -> impl Iterator<Item = (FormKey, &Changeset)> {
-        let from = base.checked_add(1).map_or((u64::MAX, u32::MAX), |b| (b, 0));
+        use std::ops::Bound::{Excluded, Unbounded};
         self.extras
-            .range(from..)
-            .filter(move |((at, _), _)| *at > base)
+            .range((Excluded((base, u32::MAX)), Unbounded))
             .map(|(&(at, seq), cs)| (FormKey::Extra { at, seq }, cs))
-    }
-
-    /// The number of extras recorded at `at` (the next one's `seq`).
-    pub fn extras_at(&self, at: u64) -> u32 {
-        self.extras.range((at, 0)..=(at, u32::MAX)).count() as u32
     }
 
     /// Drops one extra changeset (see [`set_extra`](Self::set_extra)).
@@ -158,12 +152,18 @@ impl ReciprocalHistory {
     /// table adds erasures of the columns linking to it. So while any incoming changeset
     /// erases a table, everything is merged.
     pub fn needs_merge(&self, incoming: &MergeReach, local: &Changeset) -> bool {
-        let form = self.transformed.get(&local.meta.version).unwrap_or(local);
-        incoming.erases_table() || incoming.meets(form)
+        self.needs_merge_keyed(incoming, FormKey::History(local.meta.version), local)
     }
 
-    /// [`needs_merge`](Self::needs_merge) for a recorded extra changeset's form.
-    pub fn extra_needs_merge(incoming: &MergeReach, form: &Changeset) -> bool {
+    /// [`needs_merge`](Self::needs_merge) for the changeset of `key`: its recorded form, or
+    /// `local` where none is recorded.
+    pub fn needs_merge_keyed(
+        &self,
+        incoming: &MergeReach,
+        key: FormKey,
+        local: &Changeset,
+    ) -> bool {
+        let form = self.form(key).unwrap_or(local);
         incoming.erases_table() || incoming.meets(form)
     }
 
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(after(&history, 4).len(), 3);
         // A changeset based on version 5 was made after the extras at 5 were integrated.
         assert_eq!(after(&history, 5), [FormKey::Extra { at: 8, seq: 0 }]);
-        assert_eq!(history.extras_at(5), 2);
+        assert!(after(&history, u64::MAX).is_empty());
         // A peer back with cursor 6 never integrated the extra at 8.
         history.forget_extras_after(6);
         assert_eq!(after(&history, 0).len(), 2);

@@ -174,6 +174,10 @@ pub struct ServerFile {
     /// (a storage fault): client file, `at`, `seq`. Kept across reloads, left out of the
     /// reciprocal histories, and deleted at the next chance (`ServerFile::flx_keep_copies`).
     flx_unsent: Vec<(u64, u64, u32)>,
+    /// The newest origin timestamp in the history, once read (flexible sync copies carry it,
+    /// `ServerFile::latest_timestamp`), kept up to date as changesets are appended; a reload
+    /// forgets it.
+    max_timestamp: std::cell::Cell<Option<u64>>,
     /// With `--database postgres://...`: this file is a working copy of the one in PostgreSQL
     /// ([`super::postgres`]).
     #[cfg(feature = "postgres")]
@@ -502,6 +506,7 @@ impl ServerFile {
             filters: flx::FilterCache::default(),
             flx_claims: flx::Claims::default(),
             flx_unsent: Vec::new(),
+            max_timestamp: std::cell::Cell::new(None),
             #[cfg(feature = "postgres")]
             replica,
             #[cfg(feature = "postgres")]
@@ -1541,25 +1546,25 @@ impl ServerFile {
         let mut pending: Vec<(FormKey, Changeset)> = Vec::new();
         let mut pending_instructions = 0;
         // Flexible sync copies sent to this client after `base` (`server::file::flx`), each
-        // after the history version whose download carried it.
-        let extras: Vec<(FormKey, Changeset)> = reciprocal
-            .extras_after(base)
-            .map(|(k, c)| (k, c.clone()))
-            .collect();
+        // after the history version whose download carried it; their recorded forms are
+        // cloned only for those the upload meets.
+        let extras: Vec<FormKey> = reciprocal.extras_after(base).map(|(k, _)| k).collect();
         let mut extras = extras.into_iter().peekable();
+        // `local` is the history's changeset of `key`; `None` for an extra (its recorded form).
         let mut push = |key: FormKey,
-                        local: Changeset,
+                        local: Option<Changeset>,
                         pending: &mut Vec<(FormKey, Changeset)>,
                         incoming: &mut [Changeset],
                         reciprocal: &mut ReciprocalHistory|
          -> Result<(), ProtocolError> {
-            let needed = match key {
-                FormKey::History(_) => reciprocal.needs_merge(&reach, &local),
-                FormKey::Extra { .. } => ReciprocalHistory::extra_needs_merge(&reach, &local),
+            let local = match local {
+                Some(local) if reciprocal.needs_merge_keyed(&reach, key, &local) => local,
+                None => match reciprocal.form(key) {
+                    Some(form) if reciprocal.needs_merge_keyed(&reach, key, form) => form.clone(),
+                    _ => return Ok(()),
+                },
+                Some(_) => return Ok(()),
             };
-            if !needed {
-                return Ok(());
-            }
             if pending_instructions + local.len() > MERGE_BATCH_INSTRUCTIONS {
                 flush(pending, incoming, reciprocal)?;
                 pending_instructions = 0;
@@ -1570,25 +1575,19 @@ impl ServerFile {
         };
         self.each_of(others, base, |local| {
             let version = local.meta.version;
-            while let Some((key, _)) = extras.peek() {
-                match key {
-                    FormKey::Extra { at, .. } if *at < version => {}
-                    _ => break,
+            while let Some(&key @ FormKey::Extra { at, .. }) = extras.peek() {
+                if at >= version {
+                    break;
                 }
-                let (key, copy) = extras.next().expect("peeked");
-                push(key, copy, &mut pending, incoming, reciprocal)?;
+                extras.next();
+                push(key, None, &mut pending, incoming, reciprocal)?;
             }
-            push(
-                FormKey::History(version),
-                local,
-                &mut pending,
-                incoming,
-                reciprocal,
-            )?;
+            let key = FormKey::History(version);
+            push(key, Some(local), &mut pending, incoming, reciprocal)?;
             Ok(true)
         })?;
-        for (key, copy) in extras {
-            push(key, copy, &mut pending, incoming, reciprocal)?;
+        for key in extras {
+            push(key, None, &mut pending, incoming, reciprocal)?;
         }
         flush(&mut pending, incoming, reciprocal)
     }
@@ -1742,7 +1741,12 @@ impl ServerFile {
                  uploaded = 1",
             params![client as i64, forget as i64, unix_now() as i64],
         )?;
-        tx.commit()
+        tx.commit()?;
+        if let Some(known) = self.max_timestamp.get() {
+            let newest = appended.iter().map(|c| c.meta.origin_timestamp);
+            self.max_timestamp.set(Some(newest.fold(known, u64::max)));
+        }
+        Ok(())
     }
 
     /// Drops the mirror statements staged for an integration that did not commit.

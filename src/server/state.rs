@@ -132,7 +132,6 @@ fn next_generation() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Reads a `_tandem_server_state` value.
 /// Whether SQLite says the file is not a database, or a corrupt one.
 fn not_a_database(e: &rusqlite::Error) -> bool {
     matches!(
@@ -141,6 +140,7 @@ fn not_a_database(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Reads a `_tandem_server_state` value.
 fn marker(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
         "SELECT value FROM _tandem_server_state WHERE key = ?1",

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{sql_err, state_err, Integrated, ServerFile};
-use crate::changeset::{Changeset, Instruction};
+use crate::changeset::{Changeset, ChangesetMeta, Instruction};
 use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::server::realm::rules::{FlxRules, UserVars};
 use crate::state::{Key, Object, Schemas, TableSpec};
@@ -672,8 +672,9 @@ impl ServerFile {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT at, seq FROM flx_copies
-                     WHERE client_file_ident = ?1 AND (at > ?2 OR query_version > ?3)",
+                    "DELETE FROM flx_copies
+                     WHERE client_file_ident = ?1 AND (at > ?2 OR query_version > ?3)
+                     RETURNING at, seq",
                 )
                 .map_err(sql_err)?;
             let rows = stmt
@@ -683,18 +684,9 @@ impl ServerFile {
                 .map_err(sql_err)?;
             rows
         };
-        if !dropped.is_empty() {
-            self.conn
-                .execute(
-                    "DELETE FROM flx_copies
-                     WHERE client_file_ident = ?1 AND (at > ?2 OR query_version > ?3)",
-                    params![client as i64, c, v],
-                )
-                .map_err(sql_err)?;
-            if let Some(reciprocal) = self.reciprocal.get_mut(&client) {
-                for (at, seq) in dropped {
-                    reciprocal.forget_extra(at as u64, seq as u32);
-                }
+        if let Some(reciprocal) = self.reciprocal.get_mut(&client) {
+            for (at, seq) in dropped {
+                reciprocal.forget_extra(at as u64, seq as u32);
             }
         }
         Ok(known)
@@ -867,30 +859,14 @@ impl ServerFile {
             self.integrate_server_changeset(&Changeset::new(), now_timestamp())
                 .map_err(Err)?
         };
-        let last_integrated = self
-            .integrated_client_version(client, latest)
-            .map_err(Err)?;
-        let timestamp = self.latest_timestamp().map_err(Err)?;
+        let meta = self.flx_made_meta(client, latest).map_err(Err)?;
         let salt = self.version_salt(latest).map_err(Err)?;
-        let entries: Vec<DownloadEntry> = changesets
-            .into_iter()
-            .map(|cs| {
-                let bytes = cs.encode();
-                DownloadEntry {
-                    server_version: latest,
-                    last_integrated_client_version: last_integrated,
-                    origin_timestamp: timestamp,
-                    origin_file_ident: server_origin(client),
-                    original_changeset_size: bytes.len() as u64,
-                    changeset: bytes,
-                }
-            })
-            .collect();
+        let entries = made_entries(&changesets, &meta);
         // Last: a bootstrap that fails records nothing.
         let kept = if entering.is_empty() {
             Vec::new()
         } else {
-            self.flx_keep_copies(client, latest - 1, query.version, &entries)
+            self.flx_keep_copies(client, latest - 1, query.version, meta, changesets)
                 .map_err(Err)?
         };
         let stamp = Stamp {
@@ -950,13 +926,33 @@ impl ServerFile {
     /// a client's clock stood, so a client's upload merged against the copy (in the client,
     /// and in the server through `flx_copies`) comes out the same whether or not it is also
     /// merged against the history the copy stands for.
+    /// Read once per load of the file (a scan of the history), then kept up to date by
+    /// `store` (`max_timestamp`).
     fn latest_timestamp(&self) -> Result<u64, ProtocolError> {
+        if let Some(known) = self.max_timestamp.get() {
+            return Ok(known);
+        }
         let ts: Option<i64> = self
             .conn
             .prepare_cached("SELECT MAX(origin_timestamp) FROM history")
             .and_then(|mut s| s.query_row([], |r| r.get(0)))
             .map_err(sql_err)?;
-        Ok(ts.map_or_else(now_timestamp, |t| t as u64))
+        let ts = ts.map(|t| t as u64);
+        self.max_timestamp.set(ts);
+        Ok(ts.unwrap_or_else(now_timestamp))
+    }
+
+    /// The metadata of the changesets the server makes for `client` in a message at server
+    /// version `at` (whole copies, made-up erasures): the client file's last version
+    /// integrated by then, the copies' timestamp (`latest_timestamp`), and the server's origin
+    /// for that client (`server_origin`).
+    fn flx_made_meta(&self, client: u64, at: u64) -> Result<ChangesetMeta, ProtocolError> {
+        Ok(ChangesetMeta {
+            version: at,
+            last_integrated_remote_version: self.integrated_client_version(client, at)?,
+            origin_timestamp: self.latest_timestamp()?,
+            origin_file_ident: server_origin(client),
+        })
     }
 
     /// Puts an erasure before the creation of each object in `copies` (whole copies for
@@ -993,7 +989,7 @@ impl ServerFile {
     /// Loads every client's recorded copies (`flx_copies`) into its reciprocal history.
     pub(super) fn load_copies(&mut self) -> Result<(), ProtocolError> {
         // Client file ident, `at` and `seq`; the metadata; the stored form.
-        type Row = ((u64, u64, u32), crate::changeset::ChangesetMeta, Vec<u8>);
+        type Row = ((u64, u64, u32), ChangesetMeta, Vec<u8>);
         let rows: Vec<Row> = {
             let mut stmt = self
                 .conn
@@ -1007,7 +1003,7 @@ impl ServerFile {
                     let at = r.get::<_, i64>(1)? as u64;
                     Ok((
                         (r.get::<_, i64>(0)? as u64, at, r.get::<_, i64>(2)? as u32),
-                        crate::changeset::ChangesetMeta {
+                        ChangesetMeta {
                             version: at,
                             last_integrated_remote_version: r.get::<_, i64>(5)? as u64,
                             origin_timestamp: r.get::<_, i64>(3)? as u64,
@@ -1033,39 +1029,34 @@ impl ServerFile {
         Ok(())
     }
 
-    /// Keeps the whole copies a message sends `client` (`sent`, the entries carrying them, all
-    /// at server version `at`, under subscription version `query_version`) as extra changesets
-    /// of its reciprocal history: the client merges what it has not uploaded against them, so
-    /// the server merges those uploads against them too (`integrate_upload`), and both come
-    /// out the same. The client's own writes to an object entering its view are met by the
-    /// copy alike on both sides (flexible seeds 124, 450 and others of the simulation,
-    /// `docs/testing.md`). Copies the client has not integrated (after its cursor `after`)
-    /// are forgotten first. Only their objects' instructions are kept (the erasures of
-    /// objects leaving the view are made up: the server never had them, and the client's
-    /// writes to those objects stay in the server's state as before). Returns the rows
-    /// written, for [`ServerFile::flx_unkeep_copies`] if the message cannot be recorded.
+    /// Keeps the whole copies a message sends `client` (`made`, the changesets it carries,
+    /// all with metadata `meta`: the server version `at` of the message and what the entries
+    /// say), under subscription version `query_version`, as extra changesets of its
+    /// reciprocal history: the client merges what it has not uploaded against them, so the
+    /// server merges those uploads against them too (`integrate_upload`), and both come out
+    /// the same. The client's own writes to an object entering its view are met by the copy
+    /// alike on both sides (flexible seeds 124, 450 and others of the simulation,
+    /// `docs/testing.md`). Copies the client has not integrated (after its cursor `after`,
+    /// which is below `at`) are forgotten first, so the new ones are numbered from 0. Only
+    /// their objects' instructions are kept (the erasures of objects leaving the view are
+    /// made up: the server never had them, and the client's writes to those objects stay in
+    /// the server's state as before). Returns the `(at, seq)` of the rows written, for
+    /// [`ServerFile::flx_unkeep_copies`] if the message cannot be recorded.
     fn flx_keep_copies(
         &mut self,
         client: u64,
         after: u64,
         query_version: u64,
-        sent: &[DownloadEntry],
-    ) -> Result<Vec<(u64, u32, Changeset)>, ProtocolError> {
+        meta: ChangesetMeta,
+        made: Vec<Changeset>,
+    ) -> Result<Vec<(u64, u32)>, ProtocolError> {
+        let at = meta.version;
         let mut kept = Vec::new();
-        let Some(first) = sent.first() else {
-            return Ok(kept);
-        };
-        let at = first.server_version;
-        let reciprocal = self.reciprocal.entry(client).or_default();
-        reciprocal.forget_extras_after(after);
-        let mut seq = reciprocal.extras_at(at);
-        for entry in sent {
-            let mut cs = Changeset::decode(&entry.changeset)
-                .map_err(|e| corrupt(&format!("a copy just made: {e}")))?;
+        for mut copy in made {
             // An erasure followed by the object's creation is part of its copy (see
             // `flx_erase_first`); any other erasure is one of an object leaving the view.
-            let mut keep = Vec::with_capacity(cs.instructions.len());
-            let mut instructions = cs.instructions.iter().peekable();
+            let mut keep = Vec::with_capacity(copy.instructions.len());
+            let mut instructions = copy.instructions.iter().peekable();
             while let Some(i) = instructions.next() {
                 let copy_part = match (i, instructions.peek()) {
                     (
@@ -1081,18 +1072,12 @@ impl ServerFile {
                 keep.push(copy_part);
             }
             let mut keep = keep.into_iter();
-            cs.instructions.retain(|_| keep.next().unwrap_or(false));
-            if cs.instructions.is_empty() {
+            copy.instructions.retain(|_| keep.next().unwrap_or(false));
+            if copy.instructions.is_empty() {
                 continue;
             }
-            cs.meta = crate::changeset::ChangesetMeta {
-                version: at,
-                last_integrated_remote_version: entry.last_integrated_client_version,
-                origin_timestamp: entry.origin_timestamp,
-                origin_file_ident: entry.origin_file_ident,
-            };
-            kept.push((at, seq, cs));
-            seq += 1;
+            copy.meta = meta;
+            kept.push(((at, kept.len() as u32), copy));
         }
         self.flx_purge_unsent();
         let tx = self.conn.unchecked_transaction().map_err(sql_err)?;
@@ -1101,7 +1086,7 @@ impl ServerFile {
             params![client as i64, after.min(i64::MAX as u64) as i64],
         )
         .map_err(sql_err)?;
-        for (at, seq, cs) in &kept {
+        for ((at, seq), cs) in &kept {
             tx.execute(
                 "INSERT OR REPLACE INTO flx_copies (client_file_ident, at, seq, query_version,
                      origin_timestamp, origin_file_ident, client_version, changeset)
@@ -1120,29 +1105,30 @@ impl ServerFile {
             .map_err(sql_err)?;
         }
         tx.commit().map_err(sql_err)?;
+        let keys: Vec<(u64, u32)> = kept.iter().map(|(key, _)| *key).collect();
         // Rows just written over are no longer a message not sent.
-        self.flx_unsent.retain(|&(c, at, seq)| {
-            c != client || !kept.iter().any(|(a, s, _)| (*a, *s) == (at, seq))
-        });
+        self.flx_unsent
+            .retain(|&(c, at, seq)| c != client || !keys.contains(&(at, seq)));
         let reciprocal = self.reciprocal.entry(client).or_default();
-        for (at, seq, cs) in &kept {
-            reciprocal.set_extra(*at, *seq, cs.clone());
+        reciprocal.forget_extras_after(after);
+        for ((at, seq), cs) in kept {
+            reciprocal.set_extra(at, seq, cs);
         }
-        Ok(kept)
+        Ok(keys)
     }
 
     /// Undoes [`ServerFile::flx_keep_copies`] for a message that was not recorded (so not
     /// sent). Rows that cannot be deleted now (a storage fault) are remembered
     /// (`flx_unsent`): left out of the reciprocal history, also after a reload, and deleted
     /// at the next chance.
-    fn flx_unkeep_copies(&mut self, client: u64, kept: &[(u64, u32, Changeset)]) {
+    fn flx_unkeep_copies(&mut self, client: u64, kept: &[(u64, u32)]) {
         if let Some(reciprocal) = self.reciprocal.get_mut(&client) {
-            for (at, seq, _) in kept {
-                reciprocal.forget_extra(*at, *seq);
+            for &(at, seq) in kept {
+                reciprocal.forget_extra(at, seq);
             }
         }
-        for (at, seq, _) in kept {
-            self.flx_unsent.push((client, *at, *seq));
+        for &(at, seq) in kept {
+            self.flx_unsent.push((client, at, seq));
         }
         self.flx_purge_unsent();
     }
@@ -1368,23 +1354,15 @@ impl ServerFile {
                 changeset: bytes,
             });
         }
-        let copies_from = entries.len();
+        // Changesets the server makes for this batch (whole copies, made-up erasures) and
+        // their metadata.
+        let mut made = (Vec::new(), None);
         if !entering.is_empty() || !leaving.is_empty() {
-            let mut made = self.flx_whole(&schemas, false, &entering, &leaving)?;
-            self.flx_erase_first(client, &mut made)?;
-            let timestamp = self.latest_timestamp()?;
-            let last_integrated = self.integrated_client_version(client, cursor)?;
-            for cs in made.drain(..) {
-                let bytes = cs.encode();
-                entries.push(DownloadEntry {
-                    server_version: cursor,
-                    last_integrated_client_version: last_integrated,
-                    origin_timestamp: timestamp,
-                    origin_file_ident: server_origin(client),
-                    original_changeset_size: bytes.len() as u64,
-                    changeset: bytes,
-                });
-            }
+            let meta = self.flx_made_meta(client, cursor)?;
+            let mut changesets = self.flx_whole(&schemas, false, &entering, &leaving)?;
+            self.flx_erase_first(client, &mut changesets)?;
+            entries.extend(made_entries(&changesets, &meta));
+            made = (changesets, Some(meta));
         }
         let batch = super::DownloadBatch {
             downloadable_bytes: 0,
@@ -1400,10 +1378,11 @@ impl ServerFile {
         // Objects that leave by the history (gone) leave as the others do.
         if !entering.is_empty() || !leaving.is_empty() || !born.is_empty() || !gone.is_empty() {
             leaving.extend(gone);
-            let kept = if entering.is_empty() {
-                Vec::new()
-            } else {
-                self.flx_keep_copies(client, after, query.version, &batch.entries[copies_from..])?
+            let kept = match made {
+                (changesets, Some(meta)) if !entering.is_empty() => {
+                    self.flx_keep_copies(client, after, query.version, meta, changesets)?
+                }
+                _ => Vec::new(),
             };
             let stamp = Stamp {
                 at: cursor,
@@ -1780,6 +1759,24 @@ impl ServerFile {
             )
         })
     }
+}
+
+/// The DOWNLOAD entries carrying `made`, changesets the server made, with `meta`
+/// ([`ServerFile::flx_made_meta`]).
+fn made_entries(made: &[Changeset], meta: &ChangesetMeta) -> Vec<DownloadEntry> {
+    made.iter()
+        .map(|cs| {
+            let bytes = cs.encode();
+            DownloadEntry {
+                server_version: meta.version,
+                last_integrated_client_version: meta.last_integrated_remote_version,
+                origin_timestamp: meta.origin_timestamp,
+                origin_file_ident: meta.origin_file_ident,
+                original_changeset_size: bytes.len() as u64,
+                changeset: bytes,
+            }
+        })
+        .collect()
 }
 
 fn corrupt(what: &str) -> ProtocolError {
