@@ -942,3 +942,19 @@ fn a_state_file_that_cannot_be_opened_on_a_full_disk_keeps_its_views() {
 fn a_full_disk_during_a_bootstrap_leaves_every_session_able_to_go_on() {
     run_seeds(9117, 1, flexible());
 }
+
+/// Flexible seeds 9324, 7957 and 6317 (the stop-44 soak): a client wrote to objects of its view
+/// while a newer set it had sent (which no longer matched them) waited for its bootstrap
+/// (9324, 7957), or to an object its own set matched while the server had already
+/// bootstrapped a newer set that did not (6317); the server judged the upload against the
+/// view and set it had after that bootstrap, took the writes out as writes outside the view,
+/// and the compensating write went with a connection that dropped; the client came back
+/// without the bootstrap, the server's record of its view was rolled back to hold the objects
+/// again, and the client kept writes the server never had. Now an upload is judged against
+/// the view and the set the client had at the server version it is based on.
+#[test]
+fn a_write_made_before_a_bootstrap_took_its_object_out_is_kept() {
+    run_seeds(9324, 1, flexible());
+    run_seeds(7957, 1, flexible());
+    run_seeds(6317, 1, flexible());
+}

@@ -343,7 +343,8 @@ impl ServerFile {
 }
 
 /// `entries` with the instructions on `outside` objects taken out of its `new` changesets
-/// (decoded, each with its index in `entries`; taken out there too), except their
+/// (decoded, each with its index in `entries`; taken out there too; `outside` holds, per index
+/// in `entries`, the objects outside the view at that changeset's base), except their
 /// `CreateObject`s (an upsert of an object the state holds changes nothing; kept, the
 /// changeset still touches the object, so the client's next download erases the client's
 /// copy, as for any object it wrote that its view lacks), and the objects that lost an
@@ -351,11 +352,14 @@ impl ServerFile {
 fn strip_outside(
     entries: &[UploadEntry],
     new: &mut [(usize, Changeset)],
-    outside: &BTreeSet<(String, Key)>,
+    outside: &BTreeMap<usize, BTreeSet<(String, Key)>>,
 ) -> (Vec<UploadEntry>, Vec<(String, Key)>) {
     let mut rejected: BTreeSet<(String, Key)> = BTreeSet::new();
     let mut kept = entries.to_vec();
     for (n, cs) in new.iter_mut() {
+        let Some(outside) = outside.get(n) else {
+            continue;
+        };
         let keep: Vec<bool> = cs
             .instructions
             .iter()
@@ -542,6 +546,33 @@ impl ServerFile {
                 .optional()
             })
             .map(|v| v.map(|v| v as u64))
+            .map_err(sql_err)
+    }
+
+    /// Whether an object was in `client`'s view at server version `base` as far as the record
+    /// tells: its row has not left, or left after `base` (a row that entered after `base`
+    /// counts too: the copy it brought meets what the client wrote in the merge,
+    /// `flx_copies`).
+    fn flx_in_view_at(
+        &self,
+        client: u64,
+        class: &str,
+        key: &Key,
+        base: u64,
+    ) -> Result<bool, ProtocolError> {
+        self.flx_conn()
+            .prepare_cached(
+                "SELECT 1 FROM _flx_view
+                 WHERE client = ?1 AND class = ?2 AND pk = ?3 AND (left_at IS NULL OR left_at > ?4)",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![client as i64, class, key_blob(key), base.min(i64::MAX as u64) as i64],
+                    |_| Ok(()),
+                )
+                .optional()
+            })
+            .map(|v| v.is_some())
             .map_err(sql_err)
     }
 
@@ -1488,55 +1519,127 @@ impl ServerFile {
         Ok((integrated, compensation))
     }
 
-    /// The objects an upload's new changesets (client versions above `done`) write that are
-    /// outside `client`'s view: the state holds them, the view does not, and its active set
-    /// does not match them (asymmetric classes, which are upload-only, and objects the state
-    /// does not hold, which the upload creates, are never outside). The client never held the
-    /// server's copy of such an object, so its writes were based on nothing the server knows:
-    /// an insert into a list the server holds non-empty would carry a `prior_size` the list
-    /// does not have and fail the whole upload (212). Realm's server answers a write outside
-    /// the view with a compensating write (`realm-wire-compat.md` section 4.7); so does this
-    /// one. Found by the simulation's flexible sync seeds (`docs/testing.md`).
+    /// The objects each of an upload's new changesets (client versions above `done`) writes
+    /// that were outside `client`'s view when the client made it, keyed by the changeset's
+    /// index in the upload: the state holds them, the view held none of them at the server
+    /// version the changeset is based on (a row that left the view after that base still
+    /// counts: the client wrote to its copy before it integrated the leaving), and the set the
+    /// client had then (the newest it integrated the bootstrap of by that version, or the
+    /// active set if the server no longer records it) does not match them (asymmetric classes,
+    /// which are upload-only, and objects the state does not hold, which the upload creates,
+    /// are never outside). The client never held the server's copy of such an object, so its
+    /// writes were based on nothing the server knows: an insert into a list the server holds
+    /// non-empty would carry a `prior_size` the list does not have and fail the whole upload
+    /// (212). Realm's server answers a write outside the view with a compensating write
+    /// (`realm-wire-compat.md` section 4.7); so does this one. Found by the simulation's
+    /// flexible sync seeds (`docs/testing.md`).
+    ///
+    /// Judged at the base, not against the view and set of now: a write the client made to an
+    /// object of its view before a bootstrap took the object out is integrated (the client
+    /// erases the object when it integrates the bootstrap, whatever it wrote, and the server
+    /// keeps the write). Taking it out instead lost it on the server while the client kept
+    /// it, whenever the client came back without the bootstrap and the server's record of its
+    /// view was rolled back to hold the object again (flexible seeds 9324, 7957 and 6317).
     fn flx_outside_view(
         &mut self,
         client: u64,
         new: &[(usize, Changeset)],
         active: &Subscription,
-    ) -> Result<BTreeSet<(String, Key)>, ProtocolError> {
-        let mut objects: BTreeSet<(String, Key)> = BTreeSet::new();
-        for (_, cs) in new {
-            objects.extend(super::touched_objects(cs));
-        }
-        let mut outside = BTreeSet::new();
-        if objects.is_empty() {
+    ) -> Result<BTreeMap<usize, BTreeSet<(String, Key)>>, ProtocolError> {
+        let mut outside: BTreeMap<usize, BTreeSet<(String, Key)>> = BTreeMap::new();
+        if new.iter().all(|(_, cs)| cs.instructions.is_empty()) {
             return Ok(outside);
         }
         let schemas = self.state.shared_schemas();
-        let filters = self.steady_filters(active, client);
-        for (class, key) in objects {
-            if matches!(
-                schemas.get(class.as_str()).map(|s| &s.spec),
-                Some(TableSpec::TopLevel {
-                    asymmetric: true,
-                    ..
-                })
-            ) {
-                continue;
+        // The set each changeset was made under, by base (bases only grow along an upload).
+        let mut sets: BTreeMap<u64, Subscription> = BTreeMap::new();
+        for (_, cs) in new {
+            let base = cs.meta.last_integrated_remote_version;
+            if let std::collections::btree_map::Entry::Vacant(slot) = sets.entry(base) {
+                slot.insert(
+                    self.flx_set_at(client, base)?
+                        .unwrap_or_else(|| active.clone()),
+                );
             }
-            if self.flx_row(&class, &key)?.is_none()
-                || self.flx_in_view(client, &class, &key)?.is_some()
-            {
-                continue;
-            }
-            let matches = match filters.get(class.as_str()) {
-                Some(Some(filter)) => self.flx_matches(&class, filter, &key)?,
-                _ => false,
-            };
-            if !matches {
-                outside.insert((class, key));
+        }
+        // Whether an object was outside the view at a base, decided once per pair (an upload's
+        // changesets often touch the same objects on the same base).
+        let mut decided: BTreeMap<(u64, String, Key), bool> = BTreeMap::new();
+        for (n, cs) in new {
+            let base = cs.meta.last_integrated_remote_version;
+            for (class, key) in super::touched_objects(cs) {
+                let probe = (base, class, key);
+                let is_outside = match decided.get(&probe) {
+                    Some(d) => *d,
+                    None => {
+                        let d = self.flx_outside_at(client, &schemas, &sets[&base], &probe)?;
+                        decided.insert(probe.clone(), d);
+                        d
+                    }
+                };
+                if is_outside {
+                    let (_, class, key) = probe;
+                    outside.entry(*n).or_default().insert((class, key));
+                }
             }
         }
         Ok(outside)
+    }
+
+    /// Whether the object of `probe` (a base, a class and a primary key) was outside
+    /// `client`'s view at that base, `set` being the set the client had then
+    /// ([`flx_outside_view`](Self::flx_outside_view)).
+    fn flx_outside_at(
+        &mut self,
+        client: u64,
+        schemas: &Schemas,
+        set: &Subscription,
+        probe: &(u64, String, Key),
+    ) -> Result<bool, ProtocolError> {
+        let (base, class, key) = probe;
+        if matches!(
+            schemas.get(class.as_str()).map(|s| &s.spec),
+            Some(TableSpec::TopLevel {
+                asymmetric: true,
+                ..
+            })
+        ) {
+            return Ok(false);
+        }
+        if self.flx_row(class, key)?.is_none() || self.flx_in_view_at(client, class, key, *base)? {
+            return Ok(false);
+        }
+        let filter = match self.steady_filters(set, client).get(class.as_str()) {
+            Some(Some(filter)) => Arc::clone(filter),
+            _ => return Ok(true),
+        };
+        Ok(!self.flx_matches(class, &filter, key)?)
+    }
+
+    /// The subscription set whose bootstrap `client` had integrated at server version
+    /// `version` (the newest bootstrapped by then), if the server still records it (sets
+    /// older than the active set the client reported at its last IDENT are forgotten).
+    fn flx_set_at(&self, client: u64, version: u64) -> Result<Option<Subscription>, ProtocolError> {
+        let row: Option<(i64, String)> = self
+            .flx_conn()
+            .prepare_cached(
+                "SELECT version, body FROM _flx_query
+                 WHERE client = ?1 AND bootstrapped_at <= ?2 ORDER BY version DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![client as i64, version.min(i64::MAX as u64) as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            })
+            .map_err(sql_err)?;
+        match row {
+            None => Ok(None),
+            Some((version, body)) => Subscription::parse(version as u64, &body)
+                .map(Some)
+                .map_err(|why| corrupt(&format!("_flx_query ({why})"))),
+        }
     }
 
     /// Records in `client`'s view the objects its upload created fresh (`fresh`: absent from
