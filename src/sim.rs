@@ -96,6 +96,18 @@ pub fn with_host_tag<F: std::future::Future>(
     }
 }
 
+/// Runs `f` with no host tag (0): what it allocates is charged to no simulated host. For the
+/// test's own notes made inside a host's code (its trace, what its listeners were told), so
+/// that a host's count holds only what the library keeps for it, and must fall back to zero
+/// once the host is gone.
+#[cfg(feature = "sim")]
+pub fn untagged<R>(f: impl FnOnce() -> R) -> R {
+    let previous = HOST_TAG.with(|t| t.replace(0));
+    let out = f();
+    HOST_TAG.with(|t| t.set(previous));
+    out
+}
+
 #[cfg(feature = "sim")]
 struct HostTagged<F> {
     tag: u32,

@@ -6,6 +6,8 @@
 //!
 //! Counts the Rust heap only: SQLite allocates with its own `malloc` (its page cache is
 //! bounded by its `cache_size`), and the store's notifier threads run outside any host.
+//! `SIM_LEAKS=1` also keeps a backtrace of each live allocation, printed by [`dump`] when a
+//! leak check fails.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
@@ -53,6 +55,75 @@ fn charge(tag: u32, bytes: i64) {
     }
 }
 
+// With `SIM_LEAKS=1` the allocator also keeps a backtrace of every live allocation charged to a
+// host, and [`dump`] prints those of the given hosts: what a leak check that fails left
+// behind, and where it was allocated. Off by default (a backtrace per allocation is slow).
+
+thread_local! {
+    /// Set while the allocator records a backtrace: what that allocates is charged to no host
+    /// and not recorded itself.
+    static RECORDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+type Live = std::collections::HashMap<usize, (u32, usize, std::backtrace::Backtrace)>;
+
+/// The live allocations charged to hosts, by address, when `SIM_LEAKS` is set.
+static LIVE_BACKTRACES: std::sync::Mutex<Option<Live>> = std::sync::Mutex::new(None);
+
+/// Whether `SIM_LEAKS` is set: 2 until the environment was read.
+static FIND_LEAKS: AtomicU32 = AtomicU32::new(2);
+
+fn finding_leaks() -> bool {
+    match FIND_LEAKS.load(Ordering::Relaxed) {
+        2 => {
+            let on = std::env::var_os("SIM_LEAKS").is_some();
+            FIND_LEAKS.store(on as u32, Ordering::Relaxed);
+            on
+        }
+        on => on == 1,
+    }
+}
+
+fn record(ptr: usize, tag: u32, size: usize) {
+    if tag == 0 || RECORDING.with(|r| r.replace(true)) {
+        return;
+    }
+    if finding_leaks() {
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        if let Ok(mut live) = LIVE_BACKTRACES.lock() {
+            live.get_or_insert_with(Default::default)
+                .insert(ptr, (tag, size, backtrace));
+        }
+    }
+    RECORDING.with(|r| r.set(false));
+}
+
+fn forget(ptr: usize) {
+    if FIND_LEAKS.load(Ordering::Relaxed) != 1 || RECORDING.with(|r| r.replace(true)) {
+        return;
+    }
+    if let Ok(mut live) = LIVE_BACKTRACES.lock() {
+        if let Some(live) = live.as_mut() {
+            live.remove(&ptr);
+        }
+    }
+    RECORDING.with(|r| r.set(false));
+}
+
+/// Prints (to stderr) each live allocation charged to one of `tags`, with the backtrace of
+/// where it was made; nothing unless `SIM_LEAKS` was set for the whole run.
+pub fn dump(tags: &[u32]) {
+    RECORDING.with(|r| r.set(true));
+    if let Ok(live) = LIVE_BACKTRACES.lock() {
+        for (ptr, (tag, size, backtrace)) in live.iter().flatten() {
+            if tags.contains(tag) {
+                eprintln!("left allocated: {size} bytes at {ptr:#x} (host tag {tag}), made at\n{backtrace}");
+            }
+        }
+    }
+    RECORDING.with(|r| r.set(false));
+}
+
 unsafe impl GlobalAlloc for PerHost {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let h = header(layout);
@@ -63,10 +134,15 @@ unsafe impl GlobalAlloc for PerHost {
         if base.is_null() {
             return base;
         }
-        let tag = tandem::sim::host_tag();
+        let tag = if RECORDING.with(|r| r.get()) {
+            0
+        } else {
+            tandem::sim::host_tag()
+        };
         let ptr = base.add(h);
         (ptr.sub(4) as *mut u32).write(tag);
         charge(tag, layout.size() as i64);
+        record(ptr as usize, tag, layout.size());
         ptr
     }
 
@@ -74,6 +150,7 @@ unsafe impl GlobalAlloc for PerHost {
         let h = header(layout);
         let tag = (ptr.sub(4) as *const u32).read();
         charge(tag, -(layout.size() as i64));
+        forget(ptr as usize);
         System.dealloc(
             ptr.sub(h),
             Layout::from_size_align_unchecked(layout.size() + h, h),
@@ -92,6 +169,8 @@ unsafe impl GlobalAlloc for PerHost {
             return base;
         }
         charge(tag, new_size as i64 - layout.size() as i64);
+        forget(ptr as usize);
+        record(base.add(h) as usize, tag, new_size);
         base.add(h)
     }
 }

@@ -239,94 +239,101 @@ async fn run_client(client: Rc<Client>) -> HostResult {
     );
     *lock(&state) = (SyncState::Disconnected, false);
     let name = client.index;
-    let _events = session.on_event(move |event| match event {
-        Event::Error(info) => {
-            lock(&events).push(format!(
-                "c{name}: error {} (will_retry {}): {}",
-                info.code, info.will_retry, info.message
-            ));
-            if info.message.is_empty() {
-                lock(&broken).push(format!(
-                    "c{name}: an error event without a message: {info:?}"
+    // The listeners' notes are the test's: charged to no host (`tandem::sim::untagged`).
+    let _events = session.on_event(move |event| {
+        tandem::sim::untagged(|| match event {
+            Event::Error(info) => {
+                lock(&events).push(format!(
+                    "c{name}: error {} (will_retry {}): {}",
+                    info.code, info.will_retry, info.message
                 ));
-            }
-            if info.code != 0 && ErrorCode::from_code(info.code).is_none() {
-                lock(&broken).push(format!(
-                    "c{name}: an error event with an unknown code: {info:?}"
-                ));
-            }
-            if info.will_retry {
-                // A compensating write (231) is a warning on a session that goes on connected
-                // (Realm's `"action":"Warning"`); any other error that will be retried ends the
-                // connection, and a reconnect must follow.
-                if info.code != ErrorCode::CompensatingWrite as u64 {
-                    lock(&state).1 = true;
+                if info.message.is_empty() {
+                    lock(&broken).push(format!(
+                        "c{name}: an error event without a message: {info:?}"
+                    ));
                 }
-            } else {
-                lock(&broken).push(format!(
-                    "c{name}: the session stopped on error {}: {}",
-                    info.code, info.message
-                ));
+                if info.code != 0 && ErrorCode::from_code(info.code).is_none() {
+                    lock(&broken).push(format!(
+                        "c{name}: an error event with an unknown code: {info:?}"
+                    ));
+                }
+                if info.will_retry {
+                    // A compensating write (231) is a warning on a session that goes on connected
+                    // (Realm's `"action":"Warning"`); any other error that will be retried ends the
+                    // connection, and a reconnect must follow.
+                    if info.code != ErrorCode::CompensatingWrite as u64 {
+                        lock(&state).1 = true;
+                    }
+                } else {
+                    lock(&broken).push(format!(
+                        "c{name}: the session stopped on error {}: {}",
+                        info.code, info.message
+                    ));
+                }
             }
-        }
-        Event::State(s) => {
-            let mut state = lock(&state);
-            if *s == SyncState::Connected {
-                state.1 = false;
+            Event::State(s) => {
+                let mut state = lock(&state);
+                if *s == SyncState::Connected {
+                    state.1 = false;
+                }
+                state.0 = s.clone();
             }
-            state.0 = s.clone();
-        }
-        Event::Progress(_) => {}
+            Event::Progress(_) => {}
+        })
     });
-    let view = Arc::new(Mutex::new(None));
+    let view = tandem::sim::untagged(|| Arc::new(Mutex::new(None)));
     *client.journal_view.borrow_mut() = Arc::clone(&view);
     let weak = Arc::downgrade(&db);
     let broken = Arc::clone(&client.broken);
     let book = Arc::clone(&client.book);
     let _journal = db.observe_query("Journal", "TRUEPREDICATE", &[], move |_| {
-        let Some(db) = weak.upgrade() else { return };
-        match db
-            .read()
-            .and_then(|r| r.object("Journal", &PrimaryKey::Int(0)))
-        {
-            Ok(object) => {
-                let lines = lines_of(&object);
-                let book = lock(&book);
-                // Never told of a write that did not happen.
-                for line in &lines {
-                    if !book.attempted.contains(line) {
-                        lock(&broken).push(format!(
-                            "c{name}: the listener was shown journal line {line}, which no \
+        tandem::sim::untagged(|| {
+            let Some(db) = weak.upgrade() else { return };
+            match db
+                .read()
+                .and_then(|r| r.object("Journal", &PrimaryKey::Int(0)))
+            {
+                Ok(object) => {
+                    let lines = lines_of(&object);
+                    let book = lock(&book);
+                    // Never told of a write that did not happen.
+                    for line in &lines {
+                        if !book.attempted.contains(line) {
+                            lock(&broken).push(format!(
+                                "c{name}: the listener was shown journal line {line}, which no \
                              client wrote"
-                        ));
+                            ));
+                        }
                     }
-                }
-                let mut view = lock(&view);
-                // Lines are only ever inserted: one may disappear only by a rejected (or
-                // in-doubt) transaction's rollback, or by a reset after a restore.
-                if let Some(previous) = view.as_ref() {
-                    if !book.restored {
-                        for line in lines_of(previous) {
-                            if !lines.contains(&line) && !book.transacted.contains(&line) {
-                                lock(&broken).push(format!(
-                                    "c{name}: journal line {line} disappeared from the \
+                    let mut view = lock(&view);
+                    // Lines are only ever inserted: one may disappear only by a rejected (or
+                    // in-doubt) transaction's rollback, or by a reset after a restore.
+                    if let Some(previous) = view.as_ref() {
+                        if !book.restored {
+                            for line in lines_of(previous) {
+                                if !lines.contains(&line) && !book.transacted.contains(&line) {
+                                    lock(&broken).push(format!(
+                                        "c{name}: journal line {line} disappeared from the \
                                      listener's view"
-                                ));
+                                    ));
+                                }
                             }
                         }
                     }
+                    *view = Some(object);
                 }
-                *view = Some(object);
+                Err(e) => lock(&broken).push(format!("c{name}: the listener cannot read: {e}")),
             }
-            Err(e) => lock(&broken).push(format!("c{name}: the listener cannot read: {e}")),
-        }
+        })
     })?;
     // The view as of registration (nothing commits in between: this host's code does not
     // yield here); every later change must reach the listener.
     let registered = db
         .read()
         .and_then(|r| r.object("Journal", &PrimaryKey::Int(0)))?;
-    lock(&client.journal_view.borrow()).get_or_insert(registered);
+    tandem::sim::untagged(|| {
+        lock(&client.journal_view.borrow()).get_or_insert(registered.clone());
+    });
     tandem::sim::with_clock_skew(client.skew_ms, async {
         if client.flexible && client.next.get() == 0 {
             // As Realm's documentation has apps do: the first subscriptions' objects are
@@ -352,7 +359,7 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                     }
                     let set = subscribe(&db, query)
                         .map_err(|e| format!("c{}: subscribe: {e}", client.index))?;
-                    *client.query.borrow_mut() = query.clone();
+                    tandem::sim::untagged(|| *client.query.borrow_mut() = query.clone());
                     client.log(format!(
                         "c{} subscribed to Task {} (set {})",
                         client.index,
@@ -399,7 +406,7 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                     journal_at,
                     journal_add,
                 } => {
-                    lock(&client.book).attempted.insert(name.clone());
+                    tandem::sim::untagged(|| lock(&client.book).attempted.insert(name.clone()));
                     let ops = &client.writable(&db, ops)?;
                     let prepared = prepare(&db, ops)?;
                     let mut tx = db
@@ -417,7 +424,7 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                     .and_then(|()| tx.commit())
                     .map_err(|e| format!("c{}: write {name} failed: {e}", client.index))?;
                     client.log(format!("c{} committed {name}", client.index));
-                    client.committed.borrow_mut().push((name, *journal_add));
+                    client.note_committed(&name, *journal_add);
                 }
                 Step::Transact {
                     ops,
@@ -425,16 +432,16 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                     journal_add,
                     wait_s,
                 } => {
-                    {
+                    tandem::sim::untagged(|| {
                         let mut book = lock(&client.book);
                         book.attempted.insert(name.clone());
                         book.transacted.insert(name.clone());
-                    }
-                    // In doubt until the verdict (a crash while waiting leaves it so).
-                    client
-                        .in_doubt
-                        .borrow_mut()
-                        .insert(name.clone(), *journal_add);
+                        // In doubt until the verdict (a crash while waiting leaves it so).
+                        client
+                            .in_doubt
+                            .borrow_mut()
+                            .insert(name.clone(), *journal_add);
+                    });
                     let prepared = prepare(&db, ops)?;
                     let (ops, v2, n) = (ops.clone(), client.v2.get(), name.clone());
                     let (at, add) = (*journal_at, *journal_add);
@@ -451,7 +458,7 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                                 "c{} transacted {name}: accepted as server version {server_version}",
                                 client.index
                             ));
-                            client.committed.borrow_mut().push((name, *journal_add));
+                            client.note_committed(&name, *journal_add);
                         }
                         Ok(TransactOutcome::Rejected { reason }) => {
                             client.in_doubt.borrow_mut().remove(&name);
@@ -466,7 +473,7 @@ async fn run_client(client: Rc<Client>) -> HostResult {
                                     client.index
                                 ));
                             }
-                            client.rejected.borrow_mut().insert(name);
+                            tandem::sim::untagged(|| client.rejected.borrow_mut().insert(name.clone()));
                         }
                         Ok(TransactOutcome::InDoubt { reason }) => {
                             // Stays in doubt: rolled back here, possibly integrated before
@@ -529,10 +536,20 @@ impl Client {
             .collect())
     }
 
+    /// Records a committed write (its journal name and addition) for the final checks.
+    fn note_committed(&self, name: &str, journal_add: i64) {
+        tandem::sim::untagged(|| {
+            self.committed
+                .borrow_mut()
+                .push((name.to_owned(), journal_add))
+        });
+    }
+
     /// Adds a line to the trace, stamped with the simulated time.
     fn log(&self, line: String) {
         let at = turmoil::sim_elapsed().unwrap_or_default().as_millis();
-        self.trace.borrow_mut().push(format!("{at} ms: {line}"));
+        // Made inside the client's host, kept by the test: charged to no host.
+        tandem::sim::untagged(|| self.trace.borrow_mut().push(format!("{at} ms: {line}")));
     }
 }
 
@@ -811,8 +828,8 @@ const SERVER_HEAP_AT_REST: i64 = 256 << 10;
 const SERVER_HEAP_PEAK: i64 = 8 << 20;
 /// Most heap bytes a client's process (its session and database handle, and the test's own
 /// notes it makes there) may keep at rest: 159 to 180 KiB in seeds 0..200 (`SIM_MEMORY=1`,
-/// stop 42). Its heap left after the simulation is not checked: the test's notes made inside
-/// the client's host (trace lines, the journal names it committed) stay until the test ends.
+/// stop 42). Once the simulation is gone its processes must leave nothing (`CLIENT_HEAP_LEAK`):
+/// the test's notes made inside the client's host are charged to no host.
 const CLIENT_HEAP_AT_REST: i64 = 512 << 10;
 /// Most heap bytes a client's process may hold at any time since it last started: 166 to
 /// 555 KiB in seeds 0..200.
@@ -821,6 +838,9 @@ const CLIENT_HEAP_PEAK: i64 = 8 << 20;
 /// none (0 in every seed of 0..200 at stop 42; a forgotten copy of each UPLOAD's entries
 /// left 6.8 to 11.6 KiB in each of the first six seeds).
 const SERVER_HEAP_LEAK: i64 = 0;
+/// What all of a client's processes may leave allocated once the simulation is gone: nothing
+/// (stop 45; `SIM_LEAKS=1` prints where what is left was allocated).
+const CLIENT_HEAP_LEAK: i64 = 0;
 
 /// The server's idle timeout in the simulation: a connection whose client vanished (crashed
 /// without a close) is ended after this long.
@@ -969,6 +989,10 @@ pub fn run(plan: &Plan, root: &Path) -> Result<Outcome, Failure> {
     std::fs::create_dir_all(&dir).expect("the simulation's directory");
     let trace = Rc::new(RefCell::new(Vec::new()));
     let events = Arc::new(Mutex::new(Vec::new()));
+    // The WebSocket handshake's key comes from `rand`'s thread-local generator, made the first
+    // time a thread asks and kept as long as the thread lives: made here, outside every host,
+    // it is charged to none (a host that made it would seem to leak it, `CLIENT_HEAP_LEAK`).
+    let _ = tokio_tungstenite::tungstenite::handshake::client::generate_key();
     let result = Tmpfs::mount(&dir.join("server"), "32m")
         .and_then(|tmpfs| run_in(plan, &dir, tmpfs.is_some(), &trace, &events));
     let mut trace = trace.take();
@@ -1070,14 +1094,20 @@ fn run_in(
             })
         })
         .collect();
-    // Each client process's heap tag (a new one at every start).
+    // Each client process's heap tag (a new one at every start), and every one it had.
     let client_tags: Vec<Rc<Cell<u32>>> = clients.iter().map(|_| Rc::new(Cell::new(0))).collect();
+    let every_client_tag: Vec<Rc<RefCell<Vec<u32>>>> = clients
+        .iter()
+        .map(|_| Rc::new(RefCell::new(Vec::new())))
+        .collect();
     for client in &clients {
         let c = Rc::clone(client);
         let client_tag = Rc::clone(&client_tags[client.index]);
+        let every = Rc::clone(&every_client_tag[client.index]);
         sim.host(client_host(client.index), move || {
             let tag = memory::new_tag();
             client_tag.set(tag);
+            every.borrow_mut().push(tag);
             tandem::sim::with_host_tag(tag, run_client(Rc::clone(&c)))
         });
     }
@@ -1254,8 +1284,13 @@ fn run_in(
     sim.crash("server");
     check_broken(&clients)?;
     drop(sim);
-    // (The slot's weak reference keeps the last server's allocation.)
+    // (The slot's weak reference keeps the last server's allocation; so do the clients' weak
+    // references to their databases and the listeners' views.)
     *slot.borrow_mut() = std::rc::Weak::new();
+    for client in &clients {
+        *client.db.borrow_mut() = Weak::new();
+        *client.journal_view.borrow_mut() = Arc::new(Mutex::new(None));
+    }
     // Everything every server process allocated is freed once the simulation is gone: what is
     // left was leaked (forgotten, or kept alive by a reference cycle).
     let leaked: i64 = server_tags
@@ -1268,6 +1303,28 @@ fn run_in(
             "the server processes left {leaked} bytes of heap allocated after the simulation \
              ended (bound {SERVER_HEAP_LEAK})"
         ));
+    }
+    // The same for every client process: what the library allocated for a client (its
+    // database, session, connection and listeners) is freed once its host is gone. The test's
+    // own notes made inside a client's code are not charged to it (`tandem::sim::untagged`).
+    // A session's event thread and a database's notifier thread end on their own once their
+    // owner is dropped: give them real time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for (c, tags) in every_client_tag.iter().enumerate() {
+        loop {
+            let leaked: i64 = tags.borrow().iter().map(|t| memory::usage(*t).0).sum();
+            if leaked <= CLIENT_HEAP_LEAK {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                memory::dump(&tags.borrow());
+                return Err(format!(
+                    "c{c}'s processes left {leaked} bytes of heap allocated after the \
+                     simulation ended (bound {CLIENT_HEAP_LEAK})"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     let server_file = server_dir.join(tandem::server::server_file_name(path));
     let server = ServerFile::open(&server_file).map_err(|e| format!("server file: {e}"))?;
