@@ -514,3 +514,113 @@ fn links_realm_core_refuses_are_refused_with_the_whole_upload() {
     server.integrate_upload(client, &[entry(1, &good)]).unwrap();
     assert_eq!(server.latest_version(), before.0 + 1);
 }
+
+/// Flexible sync's writes outside the view are judged at the server version each changeset is
+/// based on (flexible seeds 9324, 7957 and 6317 of the simulation): a write to an object of
+/// the client's view made before a newer set's bootstrap took the object out is integrated; a
+/// write to an object only the set the client had then matches is integrated; a write made
+/// after the bootstrap took the object out is reverted (a compensating write).
+#[test]
+fn flexible_sync_judges_a_write_at_the_view_and_set_the_client_had_at_its_base() {
+    use tandem::changeset::{
+        AddColumn, ColumnCollection, ColumnType, FieldPath, Instruction, Payload, PayloadType,
+        PrimaryKey, Update,
+    };
+    use tandem::server::realm::rules::{FlxRules, UserVars};
+    use tandem::server::Subscription;
+    use tandem::state::{Field, Key, Val};
+    let (_dir, path) = temp("flxbase");
+    let mut server = ServerFile::open(&path).unwrap();
+    let (writer, _) = server.allocate_client_file().unwrap();
+    let (client, _) = server.allocate_client_file().unwrap();
+    // T(_id int) { n: int }; `set(id, n)` upserts T[id].n = n.
+    let set = |cs: &mut Changeset, id: i64, n: i64| {
+        let (t, field) = (cs.intern("T"), cs.intern("n"));
+        cs.push(Instruction::CreateObject {
+            table: t,
+            object: PrimaryKey::Int(id),
+        });
+        cs.push(Instruction::Update(Update {
+            path: FieldPath {
+                table: t,
+                object: PrimaryKey::Int(id),
+                field,
+                path: Vec::new(),
+            },
+            value: Payload::Int(n),
+            is_default: false,
+            prior_size: 0,
+        }));
+    };
+    // Each changeset later than the one before (last writer wins on the same field).
+    let clock = std::cell::Cell::new(400_000_000_000u64);
+    let entry = |cs: Changeset, client_version: u64, base: u64| UploadEntry {
+        client_version,
+        last_integrated_server_version: base,
+        origin_timestamp: {
+            clock.set(clock.get() + 1);
+            clock.get()
+        },
+        origin_file_ident: 0,
+        changeset: cs.encode(),
+    };
+    let mut schema = Changeset::default();
+    let (t, _) = tables_t_and_e(&mut schema);
+    let n = schema.intern("n");
+    schema.push(Instruction::AddColumn(AddColumn {
+        table: t,
+        field: n,
+        column_type: ColumnType::Value(PayloadType::Int),
+        nullable: false,
+        collection: ColumnCollection::Single,
+    }));
+    set(&mut schema, 1, 1);
+    server
+        .integrate_upload(writer, &[entry(schema, 1, 0)])
+        .unwrap();
+    let n_of = |server: &ServerFile, id: i64| {
+        server.state().unwrap().objects["T"][&Key::Int(id)].fields["n"].clone()
+    };
+    let (rules, user) = (FlxRules::default(), UserVars::default());
+    let all = Subscription::parse(1, r#"{"T":"TRUEPREDICATE"}"#).unwrap();
+    let none = Subscription::parse(2, r#"{"T":"_id < 0"}"#).unwrap();
+    server.flx_resume(client, 0, 0).unwrap();
+    let first = server.flx_bootstrap(client, &all).unwrap().unwrap().version;
+    // T[2] is created after the client's first bootstrap, by another client.
+    let mut later = Changeset::default();
+    set(&mut later, 2, 1);
+    server
+        .integrate_upload(writer, &[entry(later, 2, first)])
+        .unwrap();
+    // The second set matches nothing: its bootstrap takes T[1] out of the view.
+    let second = server
+        .flx_bootstrap(client, &none)
+        .unwrap()
+        .unwrap()
+        .version;
+    assert!(second > first);
+
+    // Made before the client integrated that bootstrap (based on `first`): T[1] was in its
+    // view, T[2] matched its set. Both are integrated, no compensating write.
+    let mut before = Changeset::default();
+    set(&mut before, 1, 210);
+    set(&mut before, 2, 55);
+    let (_, compensation) = server
+        .flx_integrate_checked(client, &[entry(before, 1, first)], &rules, &user, &none)
+        .unwrap();
+    assert!(compensation.is_none(), "{compensation:?}");
+    assert_eq!(n_of(&server, 1), Field::Value(Val::Int(210)));
+    assert_eq!(n_of(&server, 2), Field::Value(Val::Int(55)));
+
+    // Made after it (based on `second`): T[1] is outside the view and the set; reverted.
+    let latest = server.latest_version();
+    let mut after = Changeset::default();
+    set(&mut after, 1, 999);
+    let (_, compensation) = server
+        .flx_integrate_checked(client, &[entry(after, 2, latest)], &rules, &user, &none)
+        .unwrap();
+    let compensation = compensation.expect("a compensating write");
+    assert_eq!(compensation.rejected.len(), 1);
+    assert_eq!(compensation.rejected[0].1, Key::Int(1));
+    assert_eq!(n_of(&server, 1), Field::Value(Val::Int(210)));
+}
