@@ -15,6 +15,7 @@
 
 mod memory;
 mod plan;
+mod realm;
 mod world;
 
 /// Heap bytes counted per simulated host (`memory.rs`).
@@ -170,12 +171,36 @@ fn quarter(q: u64) {
 }
 
 /// The shape of the seeds `SIM_SEED_START` / `SIM_SEEDS` choose: flexible sync plans with
-/// `SIM_FLEXIBLE=1`, otherwise the default (partition-based) shape.
+/// `SIM_FLEXIBLE=1`, partition-based plans with a realm-core-style observer with
+/// `SIM_REALM=1`, otherwise the default (partition-based) shape.
 fn chosen_shape() -> Shape {
     Shape {
         flexible: std::env::var("SIM_FLEXIBLE").is_ok_and(|v| v == "1"),
+        realm: std::env::var("SIM_REALM").is_ok_and(|v| v == "1"),
         ..Shape::default()
     }
+}
+
+/// Seeds of the shape with a realm-core-style observer ([`Shape::realm`], `realm.rs`).
+const REALM_SEEDS: u64 = 50;
+
+/// Seeds 0..50 of the partition-based shape with a realm-core-style partition session beside
+/// the clients: it logs in through the App Services API, binds the clients' partition on
+/// Realm's sync route and must end with the server's state. Left out when `SIM_SEED_START` /
+/// `SIM_SEEDS` choose seeds (`SIM_REALM=1` gives those the observer).
+#[test]
+fn realm_observer_seeds_converge_under_faults() {
+    if std::env::var_os("SIM_SEEDS").is_some() || std::env::var_os("SIM_SEED_START").is_some() {
+        return;
+    }
+    run_seeds(
+        0,
+        REALM_SEEDS,
+        Shape {
+            realm: true,
+            ..Shape::default()
+        },
+    );
 }
 
 /// Flexible sync seeds per test function (two functions, seeds 0..100 of the flexible shape).
@@ -306,6 +331,7 @@ fn a_silently_dead_connection_is_noticed_by_its_missing_pong() {
             idle(),
         ],
         flexible: false,
+        realm: false,
         faults: vec![
             (17_622, Fault::CrashServer { down_ms: 3_212 }),
             (
@@ -378,6 +404,7 @@ fn a_client_reset_decides_a_transaction_waiting_for_its_verdict() {
             idle(),
         ],
         flexible: false,
+        realm: false,
         faults: vec![
             (1_000, Fault::CrashServer { down_ms: 5_000 }),
             (2_000, Fault::RestoreServer { down_ms: 0 }),
@@ -492,6 +519,7 @@ fn a_rolled_back_transaction_leaves_no_list_element_behind() {
             client(-10_163, 137, plan::SchemaAt::Reopen, c2),
         ],
         flexible: false,
+        realm: false,
         faults: vec![(
             13_394,
             Fault::Partition {
@@ -556,6 +584,7 @@ fn a_write_acknowledged_before_a_rollback_survives_a_server_that_lost_it() {
         latency_ms: (3, 45),
         clients: vec![c0, idle(), c2],
         flexible: false,
+        realm: false,
         faults: vec![(18_735, Fault::RestoreServer { down_ms: 1_720 })],
     });
 }
@@ -705,6 +734,7 @@ fn a_transaction_after_a_reset_rejected_the_previous_one_gets_its_verdict() {
             },
         ],
         flexible: false,
+        realm: false,
         faults: vec![(16_729, Fault::RestoreServer { down_ms: 2_530 })],
     });
 }
@@ -751,6 +781,7 @@ fn an_object_entering_a_view_keeps_the_clients_own_list_insert() {
             c2,
         ],
         flexible: true,
+        realm: false,
         faults: vec![],
     });
 }

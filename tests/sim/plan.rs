@@ -246,6 +246,9 @@ pub struct Plan {
     /// to all of `Journal` and `Entry` and to its `Task` query) instead of a partition-based
     /// one of `/sim`.
     pub flexible: bool,
+    /// Whether a realm-core-style partition session watches the clients' file
+    /// ([`Shape::realm`]).
+    pub realm: bool,
 }
 
 /// Contended task ids.
@@ -270,6 +273,12 @@ pub struct Shape {
     /// transactions are ordinary writes (no TRANSACT on a flexible session) and restores are
     /// server crashes (no client reset for flexible sessions: `docs/flexible-sync.md`).
     pub flexible: bool,
+    /// Plans with a realm-core-style partition session beside the clients (off by default;
+    /// partition-based plans only): the same draws, the server also serves the App Services
+    /// API and Realm's sync route, the clients' file is the partition `"sim"` (server path
+    /// `/"sim"`), and a read-only peer (`realm.rs`) logs in, binds that partition and must end
+    /// with the server's state.
+    pub realm: bool,
 }
 
 impl Default for Shape {
@@ -281,6 +290,7 @@ impl Default for Shape {
             rollbacks: true,
             transactions_with_restores: true,
             flexible: false,
+            realm: false,
         }
     }
 }
@@ -450,6 +460,7 @@ impl Plan {
             clients,
             faults,
             flexible: shape.flexible,
+            realm: shape.realm && !shape.flexible,
         }
     }
 
@@ -559,7 +570,13 @@ impl fmt::Display for Plan {
             self.seed,
             self.latency_ms.0,
             self.latency_ms.1,
-            if self.flexible { ", flexible sync" } else { "" }
+            if self.flexible {
+                ", flexible sync"
+            } else if self.realm {
+                ", a realm-core-style observer"
+            } else {
+                ""
+            }
         )?;
         for (at, fault) in &self.faults {
             writeln!(f, "  at {at} ms: {fault:?}")?;

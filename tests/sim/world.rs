@@ -16,6 +16,7 @@ use tandem::model::{
     ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
 };
 use tandem::protocol::ErrorCode;
+use tandem::server::app::AppConfig;
 use tandem::server::{Authenticator, ServerConfig, ServerFile, TokenSigner};
 use tandem::state::{Element, Field, Key, Object, Val};
 use tandem::store::{
@@ -24,13 +25,15 @@ use tandem::store::{
 
 use super::memory;
 use super::plan::{Fault, Op, Plan, SchemaAt, Step, TaskQuery};
+use super::realm::Observer;
 
 /// The server path of partition-based plans.
 const PATH: &str = "/sim";
 /// The server path of flexible sync plans (the server's flexible sync file).
 const FLX_PATH: &str = "/flx";
 const SECRET: &[u8] = b"simulation secret, 32 bytes long";
-const PORT: u16 = 9443;
+/// The server's port (also the realm-core-style observer's, `realm.rs`).
+pub const PORT: u16 = 9443;
 /// The simulated clock starts at 2026-01-01T00:00:00Z.
 const EPOCH_SECS: u64 = 1_767_225_600;
 /// Simulated time allowed for convergence once every fault has healed: long enough for a
@@ -150,6 +153,9 @@ struct Client {
     schema_at: SchemaAt,
     /// Whether the client is a flexible sync client of `/flx` (else partition-based, `/sim`).
     flexible: bool,
+    /// The server path it syncs (`/sim`, `/flx`, or `/"sim"` beside a realm-core-style
+    /// observer).
+    server_path: &'static str,
     /// Flexible sync: the `Task` query of the newest subscription set committed in the file
     /// (its first set subscribes to the plan's query); the server must end up sending exactly
     /// the tasks it matches.
@@ -207,7 +213,7 @@ async fn run_client(client: Rc<Client>) -> HostResult {
         Config::default(),
     )?);
     *client.db.borrow_mut() = Arc::downgrade(&db);
-    let path = server_path(client.flexible);
+    let path = client.server_path;
     if client.flexible && db.subscriptions()?.version == 0 {
         // A new file (or one whose first open crashed before this): its first set.
         let query = client.query.borrow().clone();
@@ -849,10 +855,23 @@ const SERVER_IDLE: Duration = Duration::from_secs(180);
 /// The running server, for the main loop to read its state (empty while it is down).
 type ServerSlot = Rc<RefCell<std::rc::Weak<tandem::server::RunningServer>>>;
 
-async fn run_server(dir: PathBuf, gauges: Rc<Cell<Gauges>>, slot: ServerSlot) -> HostResult {
+async fn run_server(
+    dir: PathBuf,
+    gauges: Rc<Cell<Gauges>>,
+    slot: ServerSlot,
+    realm: bool,
+) -> HostResult {
     let mut config = ServerConfig {
         allow_plain_ws: true,
         idle_timeout: SERVER_IDLE,
+        // Beside a realm-core-style observer: the App Services API and Realm's sync route
+        // (anonymous login, every partition open to every user).
+        app: realm.then(|| {
+            AppConfig::new(
+                super::realm::APP,
+                TokenSigner::hs256(b"simulation app secret, 32 bytes"),
+            )
+        }),
         ..ServerConfig::new(
             std::net::SocketAddr::from(([0, 0, 0, 0], PORT)),
             dir,
@@ -1033,7 +1052,11 @@ fn run_in(
     events: &Arc<Mutex<Vec<String>>>,
 ) -> Result<(u64, u64, (i64, i64)), String> {
     tandem::sim::seed_random(plan.seed);
-    let path = server_path(plan.flexible);
+    let path = if plan.realm {
+        super::realm::PATH
+    } else {
+        server_path(plan.flexible)
+    };
     let mut sim = turmoil::Builder::new()
         .rng_seed(plan.seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
@@ -1053,13 +1076,19 @@ fn run_in(
     {
         let (server_dir, gauges, slot) = (server_dir.clone(), Rc::clone(&gauges), Rc::clone(&slot));
         let (server_tag, server_tags) = (Rc::clone(&server_tag), Rc::clone(&server_tags));
+        let realm = plan.realm;
         sim.host("server", move || {
             let tag = memory::new_tag();
             server_tag.set(tag);
             server_tags.borrow_mut().push(tag);
             tandem::sim::with_host_tag(
                 tag,
-                run_server(server_dir.clone(), Rc::clone(&gauges), Rc::clone(&slot)),
+                run_server(
+                    server_dir.clone(),
+                    Rc::clone(&gauges),
+                    Rc::clone(&slot),
+                    realm,
+                ),
             )
         });
     }
@@ -1076,6 +1105,7 @@ fn run_in(
                 token_secs: p.token_secs,
                 schema_at: p.schema,
                 flexible: plan.flexible,
+                server_path: path,
                 query: RefCell::new(p.query.clone()),
                 v2: Cell::new(false),
                 starts: Cell::new(0),
@@ -1111,6 +1141,41 @@ fn run_in(
             tandem::sim::with_host_tag(tag, run_client(Rc::clone(&c)))
         });
     }
+
+    // A realm-core-style partition session beside the clients (`realm.rs`), and every heap tag
+    // of its host.
+    let observer: Option<Rc<Observer>> =
+        plan.realm.then(|| Rc::new(Observer::new(Rc::clone(trace))));
+    let observer_tag = Rc::new(Cell::new(0u32));
+    let observer_tags: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::new()));
+    if let Some(o) = &observer {
+        let (o, current, every) = (
+            Rc::clone(o),
+            Rc::clone(&observer_tag),
+            Rc::clone(&observer_tags),
+        );
+        sim.host("realm", move || {
+            let tag = memory::new_tag();
+            current.set(tag);
+            every.borrow_mut().push(tag);
+            tandem::sim::with_host_tag(tag, super::realm::run(Rc::clone(&o)))
+        });
+    }
+    let check_observer = || -> Result<(), String> {
+        match observer
+            .as_ref()
+            .and_then(|o| o.broken.borrow().first().cloned())
+        {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    };
+    let describe_observer = || {
+        observer
+            .as_ref()
+            .map(|o| format!("\n{}", o.describe()))
+            .unwrap_or_default()
+    };
 
     let now_ms = |sim: &turmoil::Sim| sim.elapsed().as_millis() as u64;
     let mut pending = plan.faults.iter().peekable();
@@ -1159,6 +1224,7 @@ fn run_in(
         }
         step(&mut sim)?;
         check_broken(&clients)?;
+        check_observer()?;
     }
     let healed_at = now_ms(&sim);
     log(format!("{healed_at} ms: workload done, every fault healed"));
@@ -1169,19 +1235,21 @@ fn run_in(
         let now = now_ms(&sim);
         if now >= next_check {
             next_check = now + CHECK_EVERY.as_millis() as u64;
-            if quiescent(&clients, &slot, path)? {
+            if quiescent(&clients, &slot, path)? && observer_caught_up(&observer, &slot, path) {
                 break;
             }
             if now - healed_at > HEAL_LIMIT.as_millis() as u64 {
                 return Err(format!(
-                    "no quiescence within {} s of healing: {}",
+                    "no quiescence within {} s of healing: {}{}",
                     HEAL_LIMIT.as_secs(),
-                    describe(&clients, &slot, path)
+                    describe(&clients, &slot, path),
+                    describe_observer()
                 ));
             }
         }
         step(&mut sim)?;
         check_broken(&clients)?;
+        check_observer()?;
     }
     let quiet_at = now_ms(&sim);
     log(format!("{quiet_at} ms: quiescent"));
@@ -1218,10 +1286,11 @@ fn run_in(
     // client, none unauthenticated, one server file open; every client connected, and every
     // error it reported as `will_retry` followed by a reconnect. (A crashed client's
     // connection may wait for the server's idle timeout.)
+    let peers = clients.len() + usize::from(observer.is_some());
     let bound = Gauges {
-        connections: clients.len(),
+        connections: peers,
         unauthenticated: 0,
-        sessions: clients.len() as i64,
+        sessions: peers as i64,
         files: 1,
     };
     let limit = now_ms(&sim) + (SERVER_IDLE + Duration::from_secs(360)).as_millis() as u64;
@@ -1229,7 +1298,7 @@ fn run_in(
         let settled = clients.iter().all(|c| {
             let state = lock(&c.session_state);
             state.0 == SyncState::Connected && !state.1
-        });
+        }) && observer.as_ref().map_or(true, |o| o.connected.get());
         if settled && gauges.get() == bound {
             break;
         }
@@ -1246,6 +1315,7 @@ fn run_in(
         }
         step(&mut sim)?;
         check_broken(&clients)?;
+        check_observer()?;
     }
     log(format!(
         "{} ms: connections at their bound {bound:?}",
@@ -1254,8 +1324,12 @@ fn run_in(
     // The server's heap at rest: what it keeps for its connections, sessions and open file,
     // not what the run passed through it.
     let server_heap = memory::usage(server_tag.get());
-    let clients_heap: Vec<(i64, i64)> =
+    let mut clients_heap: Vec<(i64, i64)> =
         client_tags.iter().map(|t| memory::usage(t.get())).collect();
+    // The observer's process is held to a client's bounds (shown as the last client).
+    if observer.is_some() {
+        clients_heap.push(memory::usage(observer_tag.get()));
+    }
     for (c, (live, peak)) in clients_heap.iter().enumerate() {
         if *live > CLIENT_HEAP_AT_REST || *peak > CLIENT_HEAP_PEAK {
             return Err(format!(
@@ -1291,6 +1365,9 @@ fn run_in(
         *client.db.borrow_mut() = Weak::new();
         *client.journal_view.borrow_mut() = Arc::new(Mutex::new(None));
     }
+    if let Some(o) = &observer {
+        o.forget();
+    }
     // Everything every server process allocated is freed once the simulation is gone: what is
     // left was leaked (forgotten, or kept alive by a reference cycle).
     let leaked: i64 = server_tags
@@ -1310,7 +1387,11 @@ fn run_in(
     // A session's event thread and a database's notifier thread end on their own once their
     // owner is dropped: give them real time.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    for (c, tags) in every_client_tag.iter().enumerate() {
+    let mut every_tag: Vec<Rc<RefCell<Vec<u32>>>> = every_client_tag.clone();
+    if observer.is_some() {
+        every_tag.push(Rc::clone(&observer_tags));
+    }
+    for (c, tags) in every_tag.iter().enumerate() {
         loop {
             let leaked: i64 = tags.borrow().iter().map(|t| memory::usage(*t).0).sum();
             if leaked <= CLIENT_HEAP_LEAK {
@@ -1512,6 +1593,20 @@ fn check_broken(clients: &[Rc<Client>]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The realm-core-style observer (if there is one) holds the running server's state of `path`
+/// with its download cursor at the latest version.
+fn observer_caught_up(observer: &Option<Rc<Observer>>, server: &ServerSlot, path: &str) -> bool {
+    let Some(o) = observer else {
+        return true;
+    };
+    let Some(server) = server.borrow().upgrade() else {
+        return false;
+    };
+    server
+        .state_of(path)
+        .is_some_and(|state| o.caught_up(&state))
 }
 
 /// Nothing left to upload anywhere, every flexible sync client's newest subscription set

@@ -196,13 +196,21 @@ pub type ConfirmationSink = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
 /// The App Services API of one app: its user store and its routes.
 pub struct AppServices {
     config: AppConfig,
-    store: Mutex<store::Store>,
+    /// The store; `None` while it cannot be opened for a storage fault (a full disk, an I/O
+    /// error at start): every use tries to open it again, and fails as unavailable until then.
+    store: Mutex<Option<store::Store>>,
+    /// Where the store is (`<data_dir>/app.sqlite`), for opening it again.
+    data_dir: std::path::PathBuf,
     confirmations: Mutex<ConfirmationSink>,
 }
 
 impl AppServices {
     /// Opens (creating if needed) `<data_dir>/app.sqlite`. Fails if the file was created for
-    /// another app id or by a newer server.
+    /// another app id or by a newer server. A storage fault (a full disk, an I/O error) does
+    /// not fail it: until a later use opens the store, the Realm sync route answers 503 (which
+    /// realm-core retries with back-off) and the App Services API an internal error (500),
+    /// while Tandem's own clients sync on (found by the simulation: a server restarted on a
+    /// full disk did not start at all).
     pub fn open(config: AppConfig, data_dir: &Path) -> Result<AppServices, AppError> {
         if !is_valid_app_id(&config.app_id) {
             return Err(AppError(format!(
@@ -210,8 +218,18 @@ impl AppServices {
                 config.app_id
             )));
         }
-        let store = store::Store::open(data_dir, Some(&config.app_id))?;
-        Ok(AppServices::with_store(config, store))
+        let store = match store::Store::open_or_fault(data_dir, Some(&config.app_id)) {
+            Ok(store) => Some(store),
+            Err((e, true)) => {
+                tracing::error!(error = %e.0, "the App Services store cannot be opened; its routes fail until it can");
+                None
+            }
+            Err((e, false)) => return Err(e),
+        };
+        let mut app = AppServices::with_store(config, None);
+        *app.store.get_mut().unwrap_or_else(|e| e.into_inner()) = store;
+        app.data_dir = data_dir.to_path_buf();
+        Ok(app)
     }
 
     /// [`AppServices::open`] with the store kept in PostgreSQL (`--database`); its working
@@ -229,13 +247,14 @@ impl AppServices {
             )));
         }
         let store = store::Store::open_replica(cache_dir, pg, Some(&config.app_id))?;
-        Ok(AppServices::with_store(config, store))
+        Ok(AppServices::with_store(config, Some(store)))
     }
 
-    fn with_store(config: AppConfig, store: store::Store) -> AppServices {
+    fn with_store(config: AppConfig, store: Option<store::Store>) -> AppServices {
         AppServices {
             config,
             store: Mutex::new(store),
+            data_dir: std::path::PathBuf::new(),
             confirmations: Mutex::new(Box::new(|email, token, token_id| {
                 // tandem-server sends no email: the operator passes these on. This one-time
                 // confirmation pair is the only credential the log ever carries, by design
@@ -308,7 +327,23 @@ impl AppServices {
     /// reached (logged; nothing is decided on a copy that may be behind).
     fn store(&self) -> Result<StoreGuard<'_>, AppError> {
         let mut guard = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = guard.acquire() {
+        if guard.is_none() {
+            // Not opened at start for a storage fault: try again (only a store in the data
+            // directory is ever `None`; a PostgreSQL working copy opens at start or not at all).
+            match store::Store::open_or_fault(&self.data_dir, Some(&self.config.app_id)) {
+                Ok(store) => {
+                    tracing::info!("the App Services store is open again");
+                    *guard = Some(store);
+                }
+                Err((e, _)) => {
+                    return Err(AppError(format!(
+                        "the App Services store is unavailable: {}",
+                        e.0
+                    )))
+                }
+            }
+        }
+        if let Err(e) = guard.as_mut().expect("opened above").acquire() {
             tracing::error!(error = %e.0, "bringing the App Services store up to the database failed");
             return Err(e);
         }
@@ -316,25 +351,28 @@ impl AppServices {
     }
 }
 
-/// A locked store ([`AppServices::store`]); dropping it releases the database lock.
-struct StoreGuard<'a>(MutexGuard<'a, store::Store>);
+/// A locked store ([`AppServices::store`], which made sure it is open); dropping it releases
+/// the database lock.
+struct StoreGuard<'a>(MutexGuard<'a, Option<store::Store>>);
 
 impl std::ops::Deref for StoreGuard<'_> {
     type Target = store::Store;
     fn deref(&self) -> &store::Store {
-        &self.0
+        self.0.as_ref().expect("AppServices::store opened it")
     }
 }
 
 impl std::ops::DerefMut for StoreGuard<'_> {
     fn deref_mut(&mut self) -> &mut store::Store {
-        &mut self.0
+        self.0.as_mut().expect("AppServices::store opened it")
     }
 }
 
 impl Drop for StoreGuard<'_> {
     fn drop(&mut self) {
-        self.0.release();
+        if let Some(store) = self.0.as_mut() {
+            store.release();
+        }
     }
 }
 
@@ -549,5 +587,37 @@ pub mod admin {
         id: &str,
     ) -> Result<bool, AppError> {
         open_at(at.into(), app_id, false)?.delete_api_key(None, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_cannot_be_opened_at_start_is_opened_by_a_later_use() {
+        let tmp = tempfile::Builder::new()
+            .prefix("tandem-app-open-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
+        let config = |app: &str| {
+            AppConfig::new(app, TokenSigner::hs256(b"app open test secret, 32 bytes!!"))
+        };
+        // A directory where the file goes: SQLite cannot open it (as on a failing disk).
+        let file = dir.join(store::FILE_NAME);
+        std::fs::create_dir_all(&file).unwrap();
+        let app = AppServices::open(config("app"), dir).expect("starts without its store");
+        let err = app.store().err().expect("the store is unavailable");
+        assert!(err.0.contains("unavailable"), "{}", err.0);
+        assert!(matches!(
+            app.verify_access_token("not even a token"),
+            Err(AccessTokenError::Invalid(_))
+        ));
+        std::fs::remove_dir(&file).unwrap();
+        assert_eq!(app.store().expect("opened now").user_count().unwrap(), 0);
+        drop(app);
+        // A file of another app is still refused at start.
+        assert!(AppServices::open(config("other"), dir).is_err());
     }
 }

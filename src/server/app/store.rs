@@ -154,12 +154,75 @@ fn insert_user(
     .map_err(sql)
 }
 
+/// Why the store could not be opened: the storage failed (a full disk, an I/O error; worth
+/// trying again later), or the file is not this server's to open (another app's, a newer
+/// server's schema, not a database).
+enum OpenFault {
+    Storage(AppError),
+    Config(AppError),
+}
+
+impl From<rusqlite::Error> for OpenFault {
+    /// A full disk, an I/O error, a file that cannot be opened or is locked, no memory: the
+    /// storage, worth trying again. Anything else (a file that is not a database, a corrupt
+    /// one) is not going to mend by itself.
+    fn from(e: rusqlite::Error) -> OpenFault {
+        use rusqlite::ErrorCode as C;
+        let storage = matches!(
+            e.sqlite_error_code(),
+            Some(
+                C::DiskFull
+                    | C::SystemIoFailure
+                    | C::CannotOpen
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::OutOfMemory
+                    | C::ReadOnly
+            )
+        );
+        if storage {
+            OpenFault::Storage(sql(e))
+        } else {
+            OpenFault::Config(sql(e))
+        }
+    }
+}
+
+impl From<OpenFault> for AppError {
+    fn from(f: OpenFault) -> AppError {
+        match f {
+            OpenFault::Storage(e) | OpenFault::Config(e) => e,
+        }
+    }
+}
+
 impl Store {
+    /// [`Store::open`], saying whether a failure was the storage failing (a full disk, an I/O
+    /// error: `true`, worth trying again) rather than the file not being this server's to open
+    /// (another app's, or a newer server's schema: `false`).
+    pub(crate) fn open_or_fault(
+        data_dir: &Path,
+        app_id: Option<&str>,
+    ) -> Result<Store, (AppError, bool)> {
+        Store::open_inner(data_dir, app_id).map_err(|f| match f {
+            OpenFault::Storage(e) => (e, true),
+            OpenFault::Config(e) => (e, false),
+        })
+    }
+
     /// Opens (creating if needed) `<data_dir>/app.sqlite`. With `app_id`, a new file records it
     /// and an existing file must have been created for the same app.
     pub fn open(data_dir: &Path, app_id: Option<&str>) -> Result<Store, AppError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| AppError(format!("data directory {}: {e}", data_dir.display())))?;
+        Ok(Store::open_inner(data_dir, app_id)?)
+    }
+
+    fn open_inner(data_dir: &Path, app_id: Option<&str>) -> Result<Store, OpenFault> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            OpenFault::Storage(AppError(format!(
+                "data directory {}: {e}",
+                data_dir.display()
+            )))
+        })?;
         let conn = Store::open_conn(&data_dir.join(FILE_NAME), "FULL")?;
         Store::finish(
             Store {
@@ -173,26 +236,20 @@ impl Store {
     }
 
     /// Opens the file at `file` with the schema (refusing a newer one).
-    fn open_conn(file: &Path, synchronous: &str) -> Result<Connection, AppError> {
-        let conn = Connection::open(file).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", synchronous)
-            .map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(sql)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
+    fn open_conn(file: &Path, synchronous: &str) -> Result<Connection, OpenFault> {
+        let conn = Connection::open(file)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
-            return Err(AppError(format!(
+            return Err(OpenFault::Config(AppError(format!(
                 "{FILE_NAME} has schema version {version}; this server knows up to \
                  {SCHEMA_VERSION} (a newer tandem-server wrote it)"
-            )));
+            ))));
         }
-        conn.execute_batch(SCHEMA).map_err(sql)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(sql)?;
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(conn)
     }
 
@@ -242,7 +299,7 @@ impl Store {
         if let Ok(s) = &store {
             replica.release(&s.conn);
         }
-        store
+        Ok(store?)
     }
 
     /// Brings a working copy up to PostgreSQL under its lock, kept until [`Store::release`];
@@ -277,27 +334,25 @@ impl Store {
     }
 
     /// Checks and records the app id.
-    fn finish(store: Store, data_dir: &Path, app_id: Option<&str>) -> Result<Store, AppError> {
+    fn finish(store: Store, data_dir: &Path, app_id: Option<&str>) -> Result<Store, OpenFault> {
         let conn = &store.conn;
         let stored: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'app_id'", [], |r| {
                 r.get(0)
             })
-            .optional()
-            .map_err(sql)?;
+            .optional()?;
         match (stored, app_id) {
             (Some(stored), Some(wanted)) if stored != wanted => {
-                return Err(AppError(format!(
+                return Err(OpenFault::Config(AppError(format!(
                     "{} belongs to app {stored:?}, not {wanted:?}",
                     data_dir.join(FILE_NAME).display()
-                )))
+                ))))
             }
             (None, Some(wanted)) => {
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('app_id', ?1)",
                     [wanted],
-                )
-                .map_err(sql)?;
+                )?;
             }
             _ => {}
         }

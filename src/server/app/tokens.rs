@@ -20,9 +20,21 @@ pub fn now() -> u64 {
     crate::server::unix_now()
 }
 
-/// `N` bytes from the operating system's random source.
+/// `N` bytes from the operating system's random source (inside a simulation, from its seeded
+/// generator, `crate::sim`, so that a seed replays exactly).
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], AppError> {
     let mut out = [0u8; N];
+    if let Some(first) = crate::sim::simulated_random() {
+        let mut next = Some(first);
+        for chunk in out.chunks_mut(8) {
+            let n = next
+                .take()
+                .or_else(crate::sim::simulated_random)
+                .unwrap_or(0);
+            chunk.copy_from_slice(&n.to_le_bytes()[..chunk.len()]);
+        }
+        return Ok(out);
+    }
     SystemRandom::new()
         .fill(&mut out)
         .map_err(|_| AppError("no randomness available".into()))?;
