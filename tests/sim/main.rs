@@ -203,6 +203,26 @@ fn realm_observer_seeds_converge_under_faults() {
     );
 }
 
+/// Seeds 0..50 of the flexible sync shape with a realm-core-style flexible sync session beside
+/// the clients (`realm.rs`): it logs in, subscribes to every object on Realm's query sync
+/// route, integrates its bootstrap and the changes after it, and must end with the server's
+/// state.
+#[test]
+fn realm_observer_flexible_seeds_converge_under_faults() {
+    if std::env::var_os("SIM_SEEDS").is_some() || std::env::var_os("SIM_SEED_START").is_some() {
+        return;
+    }
+    run_seeds(
+        0,
+        REALM_SEEDS,
+        Shape {
+            realm: true,
+            flexible: true,
+            ..Shape::default()
+        },
+    );
+}
+
 /// Flexible sync seeds per test function (two functions, seeds 0..100 of the flexible shape).
 const FLEXIBLE_SEEDS: u64 = 50;
 

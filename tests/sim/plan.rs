@@ -273,11 +273,12 @@ pub struct Shape {
     /// transactions are ordinary writes (no TRANSACT on a flexible session) and restores are
     /// server crashes (no client reset for flexible sessions: `docs/flexible-sync.md`).
     pub flexible: bool,
-    /// Plans with a realm-core-style partition session beside the clients (off by default;
-    /// partition-based plans only): the same draws, the server also serves the App Services
-    /// API and Realm's sync route, the clients' file is the partition `"sim"` (server path
-    /// `/"sim"`), and a read-only peer (`realm.rs`) logs in, binds that partition and must end
-    /// with the server's state.
+    /// Plans with a realm-core-style session beside the clients (off by default): the same
+    /// draws, the server also serves the App Services API and Realm's sync route, and a
+    /// read-only peer (`realm.rs`) logs in and must end with the server's state. Beside
+    /// partition-based clients it binds their file as the partition `"sim"` (server path
+    /// `/"sim"`); beside flexible sync clients it is a flexible sync session of `/flx`
+    /// subscribed to every object.
     pub realm: bool,
 }
 
@@ -460,7 +461,7 @@ impl Plan {
             clients,
             faults,
             flexible: shape.flexible,
-            realm: shape.realm && !shape.flexible,
+            realm: shape.realm,
         }
     }
 
@@ -570,12 +571,11 @@ impl fmt::Display for Plan {
             self.seed,
             self.latency_ms.0,
             self.latency_ms.1,
-            if self.flexible {
-                ", flexible sync"
-            } else if self.realm {
-                ", a realm-core-style observer"
-            } else {
-                ""
+            match (self.flexible, self.realm) {
+                (true, true) => ", flexible sync, a realm-core-style observer",
+                (true, false) => ", flexible sync",
+                (false, true) => ", a realm-core-style observer",
+                (false, false) => "",
             }
         )?;
         for (at, fault) in &self.faults {

@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tandem::protocol::{ClientMessage, Limits, ServerMessage};
+use tandem::protocol::{BatchState, ClientMessage, FlxQuery, Limits, ServerMessage};
 use tandem::state::State;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -33,8 +33,17 @@ pub const APP: &str = "sim-app";
 pub const PARTITION: &str = "\"sim\"";
 /// The Tandem server path of [`PARTITION`]: the file the Tandem clients share with it.
 pub const PATH: &str = "/\"sim\"";
-/// The Realm sync protocol the observer offers (realm-core 14's partition-based sync).
+/// The Realm sync protocol a partition-based observer offers (realm-core 14).
 const OFFER: &str = "com.mongodb.realm-sync#14";
+/// The one a flexible sync observer offers (realm-core 14).
+const FLX_OFFER: &str = "com.mongodb.realm-query-sync#14";
+/// A flexible sync BIND path: realm-core's JSON (every flexible session binds the server's
+/// flexible sync file).
+const FLX_BIND: &str = r#"{"schemaVersion":0,"sessionReason":0}"#;
+/// The flexible sync observer's subscription set (version 1): every object of every class the
+/// clients write.
+const FLX_ALL: &str =
+    r#"{"Entry":"TRUEPREDICATE","Journal":"TRUEPREDICATE","Task":"TRUEPREDICATE"}"#;
 /// How often it sends PING on an open connection (realm-core: every 60 s).
 const PING_EVERY: Duration = Duration::from_secs(60);
 /// How long it waits before connecting again after a connection ends.
@@ -45,6 +54,13 @@ const HANDSHAKE: Duration = Duration::from_secs(30);
 /// The observer's file: what realm-core keeps in its realm and sync metadata.
 #[derive(Default)]
 pub struct Observer {
+    /// A flexible sync session (subscribed to everything) instead of a partition-based one.
+    pub flexible: bool,
+    /// Flexible sync: the version of the set whose bootstrap it integrated (0: the empty set).
+    pub active: Cell<u64>,
+    /// Flexible sync: the changesets of the bootstrap being received, applied with its last
+    /// batch (realm-core's pending bootstrap store).
+    staged: RefCell<Vec<tandem::changeset::Changeset>>,
     /// The replica the DOWNLOADs built.
     pub state: RefCell<State>,
     /// Its client file ident and salt, once the server allocated them.
@@ -76,10 +92,12 @@ enum End {
 }
 
 impl Observer {
-    /// A fresh file (no ident yet) that notes into `trace`.
-    pub fn new(trace: Rc<RefCell<Vec<String>>>) -> Observer {
+    /// A fresh file (no ident yet) that notes into `trace`; `flexible` for a flexible sync
+    /// session subscribed to every object.
+    pub fn new(trace: Rc<RefCell<Vec<String>>>, flexible: bool) -> Observer {
         Observer {
             trace,
+            flexible,
             ..Observer::default()
         }
     }
@@ -89,6 +107,7 @@ impl Observer {
     pub fn caught_up(&self, state: &State) -> bool {
         let (download, latest, _) = self.progress.get();
         self.ident.get().is_some()
+            && (!self.flexible || self.active.get() == 1)
             && download == latest
             && self.state.borrow().objects == state.objects
     }
@@ -135,6 +154,8 @@ impl Observer {
         *self.state.borrow_mut() = State::default();
         self.ident.set(None);
         self.progress.set((0, 0, 0));
+        self.active.set(0);
+        self.staged.borrow_mut().clear();
         self.resets.set(self.resets.get() + 1);
     }
 }
@@ -231,9 +252,10 @@ async fn session(o: &Observer) -> End {
         Ok(r) => r,
         Err(e) => return End::Broken(format!("request: {e}")),
     };
+    let offer = if o.flexible { FLX_OFFER } else { OFFER };
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
-        OFFER.parse().expect("a header value"),
+        offer.parse().expect("a header value"),
     );
     let open = async {
         let tcp = turmoil::net::TcpStream::connect(("server", crate::world::PORT))
@@ -251,7 +273,7 @@ async fn session(o: &Observer) -> End {
     let need_ident = o.ident.get().is_none();
     let bind = ClientMessage::Bind {
         session: 1,
-        path: PARTITION.into(),
+        path: if o.flexible { FLX_BIND } else { PARTITION }.into(),
         token: String::new(),
         need_client_file_ident: need_ident,
         is_subserver: false,
@@ -318,20 +340,42 @@ async fn session(o: &Observer) -> End {
                 latest_server_version,
                 latest_server_version_salt,
                 entries,
+                flx,
                 ..
             } => {
-                let mut state = o.state.borrow_mut();
+                let mut changesets = Vec::with_capacity(entries.len());
                 for entry in &entries {
-                    let applied = entry
-                        .to_changeset()
-                        .map_err(|e| e.to_string())
-                        .and_then(|cs| state.apply(&cs).map_err(|e| e.to_string()));
-                    if let Err(e) = applied {
+                    match entry.to_changeset() {
+                        Ok(cs) => changesets.push(cs),
+                        Err(e) => {
+                            return End::Broken(format!(
+                                "server version {} does not decode: {e}",
+                                entry.server_version
+                            ))
+                        }
+                    }
+                }
+                // A bootstrap's batches are applied together with its last one.
+                let bootstrap = flx.filter(|f| f.batch_state != BatchState::SteadyState);
+                if let Some(f) = bootstrap {
+                    o.staged.borrow_mut().extend(changesets);
+                    if f.batch_state == BatchState::MoreToCome {
+                        continue;
+                    }
+                    changesets = std::mem::take(&mut *o.staged.borrow_mut());
+                }
+                let mut state = o.state.borrow_mut();
+                for cs in &changesets {
+                    if let Err(e) = state.apply(cs) {
                         return End::Broken(format!(
                             "server version {} does not apply: {e}",
-                            entry.server_version
+                            cs.meta.version
                         ));
                     }
+                }
+                drop(state);
+                if let Some(f) = bootstrap {
+                    o.active.set(f.query_version);
                 }
                 o.progress.set((
                     download_server_version,
@@ -341,6 +385,9 @@ async fn session(o: &Observer) -> End {
                 o.connected.set(true);
             }
             ServerMessage::Mark { .. } | ServerMessage::Pong { .. } => {}
+            ServerMessage::QueryError { code, message, .. } => {
+                return End::Broken(format!("QUERY_ERROR {code}: {message}"))
+            }
             ServerMessage::Unbound { .. } => return End::Retry("UNBOUND".into()),
             ServerMessage::Error { code, message, .. } => {
                 return End::Retry(format!("ERROR {code}: {message}"))
@@ -381,6 +428,13 @@ where
         return Err(End::Broken("IDENT without an ident".into()));
     };
     let (download, latest, salt) = o.progress.get();
+    // Flexible sync: the active set (the empty set 0, or everything once its bootstrap was
+    // integrated); a bootstrap half received is received again.
+    o.staged.borrow_mut().clear();
+    let query = o.flexible.then(|| FlxQuery {
+        version: o.active.get(),
+        body: if o.active.get() == 0 { "{}" } else { FLX_ALL }.into(),
+    });
     ws.send(encode(ClientMessage::Ident {
         session: 1,
         client_file_ident,
@@ -389,8 +443,21 @@ where
         download_client_version: 0,
         latest_server_version: latest,
         latest_server_version_salt: salt,
-        query: None,
+        query,
     }))
     .await
-    .map_err(|e| End::Retry(format!("send IDENT: {e}")))
+    .map_err(|e| End::Retry(format!("send IDENT: {e}")))?;
+    // Its one subscription set, sent until its bootstrap is integrated.
+    if o.flexible && o.active.get() == 0 {
+        ws.send(encode(ClientMessage::Query {
+            session: 1,
+            query: FlxQuery {
+                version: 1,
+                body: FLX_ALL.into(),
+            },
+        }))
+        .await
+        .map_err(|e| End::Retry(format!("send QUERY: {e}")))?;
+    }
+    Ok(())
 }

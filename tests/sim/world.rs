@@ -1052,7 +1052,7 @@ fn run_in(
     events: &Arc<Mutex<Vec<String>>>,
 ) -> Result<(u64, u64, (i64, i64)), String> {
     tandem::sim::seed_random(plan.seed);
-    let path = if plan.realm {
+    let path = if plan.realm && !plan.flexible {
         super::realm::PATH
     } else {
         server_path(plan.flexible)
@@ -1144,8 +1144,9 @@ fn run_in(
 
     // A realm-core-style partition session beside the clients (`realm.rs`), and every heap tag
     // of its host.
-    let observer: Option<Rc<Observer>> =
-        plan.realm.then(|| Rc::new(Observer::new(Rc::clone(trace))));
+    let observer: Option<Rc<Observer>> = plan
+        .realm
+        .then(|| Rc::new(Observer::new(Rc::clone(trace), plan.flexible)));
     let observer_tag = Rc::new(Cell::new(0u32));
     let observer_tags: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::new()));
     if let Some(o) = &observer {
