@@ -190,17 +190,7 @@ const REALM_SEEDS: u64 = 50;
 /// `SIM_SEEDS` choose seeds (`SIM_REALM=1` gives those the observer).
 #[test]
 fn realm_observer_seeds_converge_under_faults() {
-    if std::env::var_os("SIM_SEEDS").is_some() || std::env::var_os("SIM_SEED_START").is_some() {
-        return;
-    }
-    run_seeds(
-        0,
-        REALM_SEEDS,
-        Shape {
-            realm: true,
-            ..Shape::default()
-        },
-    );
+    realm_observer_seeds(false);
 }
 
 /// Seeds 0..50 of the flexible sync shape with a realm-core-style flexible sync session beside
@@ -209,6 +199,12 @@ fn realm_observer_seeds_converge_under_faults() {
 /// state.
 #[test]
 fn realm_observer_flexible_seeds_converge_under_faults() {
+    realm_observer_seeds(true);
+}
+
+/// Seeds 0..[`REALM_SEEDS`] with the observer, of the flexible or the default shape (none when
+/// `SIM_SEED_START` / `SIM_SEEDS` choose seeds).
+fn realm_observer_seeds(flexible: bool) {
     if std::env::var_os("SIM_SEEDS").is_some() || std::env::var_os("SIM_SEED_START").is_some() {
         return;
     }
@@ -217,7 +213,7 @@ fn realm_observer_flexible_seeds_converge_under_faults() {
         REALM_SEEDS,
         Shape {
             realm: true,
-            flexible: true,
+            flexible,
             ..Shape::default()
         },
     );
