@@ -5,6 +5,7 @@
 #
 #   .ci/sim-soak.sh [COUNT [START]]      e.g. .ci/sim-soak.sh 10000 1000
 #   SIM_FLEXIBLE=1 .ci/sim-soak.sh ...    the same with flexible sync plans (Shape::flexible)
+#   SIM_REALM=1 .ci/sim-soak.sh ...       with the realm-core-style observer (Shape::realm; with SIM_FLEXIBLE=1 too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
