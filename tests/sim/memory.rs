@@ -40,6 +40,36 @@ pub fn usage(tag: u32) -> (i64, i64) {
     )
 }
 
+/// The heap tags of one simulated host's processes: a new one at every start of the host, the
+/// last one its running process.
+#[derive(Clone, Default)]
+pub struct HostTags(std::rc::Rc<std::cell::RefCell<Vec<u32>>>);
+
+impl HostTags {
+    /// A fresh tag for a start of the host (kept with the others).
+    pub fn start(&self) -> u32 {
+        let tag = new_tag();
+        self.0.borrow_mut().push(tag);
+        tag
+    }
+
+    /// The heap bytes of the running (last started) process not freed yet, and their peak
+    /// ([`usage`]); zero if the host never started.
+    pub fn current(&self) -> (i64, i64) {
+        self.0.borrow().last().map_or((0, 0), |tag| usage(*tag))
+    }
+
+    /// The heap bytes all of the host's processes allocated and did not free.
+    pub fn left(&self) -> i64 {
+        self.0.borrow().iter().map(|tag| usage(*tag).0).sum()
+    }
+
+    /// [`dump`] for every process of the host.
+    pub fn dump(&self) {
+        dump(&self.0.borrow());
+    }
+}
+
 /// The allocator: the system's, with a header of `max(16, align)` bytes whose last 4 hold the
 /// tag.
 pub struct PerHost;

@@ -69,7 +69,7 @@ pub struct Observer {
     pub progress: Cell<(u64, u64, u64)>,
     /// Its App Services access token, while it has one.
     token: RefCell<Option<String>>,
-    /// Whether a session is bound and identified now.
+    /// Whether its session got a DOWNLOAD since it last connected (false while none is open).
     pub connected: Cell<bool>,
     /// How many times it started its file again (client resets).
     pub resets: Cell<u32>,
@@ -124,9 +124,11 @@ impl Observer {
         )
     }
 
-    /// Drops its replica and token (what its host allocated), before the leak check.
+    /// Drops its replica, a bootstrap half received and its token (what its host allocated),
+    /// before the leak check.
     pub fn forget(&self) {
         *self.state.borrow_mut() = State::default();
+        *self.staged.borrow_mut() = Vec::new();
         *self.token.borrow_mut() = None;
     }
 

@@ -23,7 +23,7 @@ use tandem::store::{
     Config, Database, PathStep, StoreError, SubscriptionSetState, WriteTransaction,
 };
 
-use super::memory;
+use super::memory::HostTags;
 use super::plan::{Fault, Op, Plan, SchemaAt, Step, TaskQuery};
 use super::realm::Observer;
 
@@ -574,12 +574,13 @@ impl TokenProvider for Tokens {
     }
 }
 
-/// The server path clients sync.
-fn server_path(flexible: bool) -> &'static str {
-    if flexible {
-        FLX_PATH
-    } else {
-        PATH
+/// The server path a plan's clients sync: the flexible sync file, or the partition-based one
+/// (the partition `"sim"` beside a realm-core-style observer, which binds it by that value).
+fn server_path(plan: &Plan) -> &'static str {
+    match (plan.flexible, plan.realm) {
+        (true, _) => FLX_PATH,
+        (false, true) => super::realm::PATH,
+        (false, false) => PATH,
     }
 }
 
@@ -1058,11 +1059,7 @@ fn run_in(
     events: &Arc<Mutex<Vec<String>>>,
 ) -> Result<(u64, u64, (i64, i64)), String> {
     tandem::sim::seed_random(plan.seed);
-    let path = if plan.realm && !plan.flexible {
-        super::realm::PATH
-    } else {
-        server_path(plan.flexible)
-    };
+    let path = server_path(plan);
     let mut sim = turmoil::Builder::new()
         .rng_seed(plan.seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
@@ -1076,19 +1073,15 @@ fn run_in(
     let server_dir = dir.join("server");
     let gauges = Rc::new(Cell::new(Gauges::default()));
     let slot: ServerSlot = Rc::new(RefCell::new(std::rc::Weak::new()));
-    // The running server's heap tag (a new one at every start), and every one it had.
-    let server_tag = Rc::new(Cell::new(0u32));
-    let server_tags = Rc::new(RefCell::new(Vec::new()));
+    // The server's heap tags (a new one at every start).
+    let server_tags = HostTags::default();
     {
         let (server_dir, gauges, slot) = (server_dir.clone(), Rc::clone(&gauges), Rc::clone(&slot));
-        let (server_tag, server_tags) = (Rc::clone(&server_tag), Rc::clone(&server_tags));
+        let tags = server_tags.clone();
         let realm = plan.realm;
         sim.host("server", move || {
-            let tag = memory::new_tag();
-            server_tag.set(tag);
-            server_tags.borrow_mut().push(tag);
             tandem::sim::with_host_tag(
-                tag,
+                tags.start(),
                 run_server(
                     server_dir.clone(),
                     Rc::clone(&gauges),
@@ -1130,21 +1123,13 @@ fn run_in(
             })
         })
         .collect();
-    // Each client process's heap tag (a new one at every start), and every one it had.
-    let client_tags: Vec<Rc<Cell<u32>>> = clients.iter().map(|_| Rc::new(Cell::new(0))).collect();
-    let every_client_tag: Vec<Rc<RefCell<Vec<u32>>>> = clients
-        .iter()
-        .map(|_| Rc::new(RefCell::new(Vec::new())))
-        .collect();
+    // Each client's heap tags (a new one at every start of its process).
+    let client_tags: Vec<HostTags> = clients.iter().map(|_| HostTags::default()).collect();
     for client in &clients {
         let c = Rc::clone(client);
-        let client_tag = Rc::clone(&client_tags[client.index]);
-        let every = Rc::clone(&every_client_tag[client.index]);
+        let tags = client_tags[client.index].clone();
         sim.host(client_host(client.index), move || {
-            let tag = memory::new_tag();
-            client_tag.set(tag);
-            every.borrow_mut().push(tag);
-            tandem::sim::with_host_tag(tag, run_client(Rc::clone(&c)))
+            tandem::sim::with_host_tag(tags.start(), run_client(Rc::clone(&c)))
         });
     }
 
@@ -1153,19 +1138,11 @@ fn run_in(
     let observer: Option<Rc<Observer>> = plan
         .realm
         .then(|| Rc::new(Observer::new(Rc::clone(trace), plan.flexible)));
-    let observer_tag = Rc::new(Cell::new(0u32));
-    let observer_tags: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::new()));
+    let observer_tags = HostTags::default();
     if let Some(o) = &observer {
-        let (o, current, every) = (
-            Rc::clone(o),
-            Rc::clone(&observer_tag),
-            Rc::clone(&observer_tags),
-        );
+        let (o, tags) = (Rc::clone(o), observer_tags.clone());
         sim.host("realm", move || {
-            let tag = memory::new_tag();
-            current.set(tag);
-            every.borrow_mut().push(tag);
-            tandem::sim::with_host_tag(tag, super::realm::run(Rc::clone(&o)))
+            tandem::sim::with_host_tag(tags.start(), super::realm::run(Rc::clone(&o)))
         });
     }
     let check_observer = || -> Result<(), String> {
@@ -1330,13 +1307,13 @@ fn run_in(
     ));
     // The server's heap at rest: what it keeps for its connections, sessions and open file,
     // not what the run passed through it.
-    let server_heap = memory::usage(server_tag.get());
-    let mut clients_heap: Vec<(i64, i64)> =
-        client_tags.iter().map(|t| memory::usage(t.get())).collect();
+    let server_heap = server_tags.current();
     // The observer's process is held to a client's bounds (shown as the last client).
+    let mut peer_tags = client_tags.clone();
     if observer.is_some() {
-        clients_heap.push(memory::usage(observer_tag.get()));
+        peer_tags.push(observer_tags);
     }
+    let clients_heap: Vec<(i64, i64)> = peer_tags.iter().map(HostTags::current).collect();
     for (c, (live, peak)) in clients_heap.iter().enumerate() {
         if *live > CLIENT_HEAP_AT_REST || *peak > CLIENT_HEAP_PEAK {
             return Err(format!(
@@ -1383,11 +1360,7 @@ fn run_in(
     }
     // Everything every server process allocated is freed once the simulation is gone: what is
     // left was leaked (forgotten, or kept alive by a reference cycle).
-    let leaked: i64 = server_tags
-        .borrow()
-        .iter()
-        .map(|t| memory::usage(*t).0)
-        .sum();
+    let leaked = server_tags.left();
     if leaked > SERVER_HEAP_LEAK {
         return Err(format!(
             "the server processes left {leaked} bytes of heap allocated after the simulation \
@@ -1400,18 +1373,14 @@ fn run_in(
     // A session's event thread and a database's notifier thread end on their own once their
     // owner is dropped: give them real time.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut every_tag: Vec<Rc<RefCell<Vec<u32>>>> = every_client_tag.clone();
-    if observer.is_some() {
-        every_tag.push(Rc::clone(&observer_tags));
-    }
-    for (c, tags) in every_tag.iter().enumerate() {
+    for (c, tags) in peer_tags.iter().enumerate() {
         loop {
-            let leaked: i64 = tags.borrow().iter().map(|t| memory::usage(*t).0).sum();
+            let leaked = tags.left();
             if leaked <= CLIENT_HEAP_LEAK {
                 break;
             }
             if std::time::Instant::now() > deadline {
-                memory::dump(&tags.borrow());
+                tags.dump();
                 return Err(format!(
                     "c{c}'s processes left {leaked} bytes of heap allocated after the \
                      simulation ended (bound {CLIENT_HEAP_LEAK})"

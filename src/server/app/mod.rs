@@ -199,8 +199,10 @@ pub struct AppServices {
     /// The store; `None` while it cannot be opened for a storage fault (a full disk, an I/O
     /// error at start): every use tries to open it again, and fails as unavailable until then.
     store: Mutex<Option<store::Store>>,
-    /// Where the store is (`<data_dir>/app.sqlite`), for opening it again.
-    data_dir: std::path::PathBuf,
+    /// The data directory of a store that is opened again after a storage fault
+    /// (`<data_dir>/app.sqlite`); `None` for a PostgreSQL working copy, which opens at start
+    /// or not at all.
+    reopen_from: Option<std::path::PathBuf>,
     confirmations: Mutex<ConfirmationSink>,
 }
 
@@ -220,16 +222,17 @@ impl AppServices {
         }
         let store = match store::Store::open_or_fault(data_dir, Some(&config.app_id)) {
             Ok(store) => Some(store),
-            Err((e, true)) => {
+            Err(store::OpenFault::Storage(e)) => {
                 tracing::error!(error = %e.0, "the App Services store cannot be opened; its routes fail until it can");
                 None
             }
-            Err((e, false)) => return Err(e),
+            Err(store::OpenFault::Config(e)) => return Err(e),
         };
-        let mut app = AppServices::with_store(config, None);
-        *app.store.get_mut().unwrap_or_else(|e| e.into_inner()) = store;
-        app.data_dir = data_dir.to_path_buf();
-        Ok(app)
+        Ok(AppServices::with_store(
+            config,
+            store,
+            Some(data_dir.to_path_buf()),
+        ))
     }
 
     /// [`AppServices::open`] with the store kept in PostgreSQL (`--database`); its working
@@ -247,14 +250,18 @@ impl AppServices {
             )));
         }
         let store = store::Store::open_replica(cache_dir, pg, Some(&config.app_id))?;
-        Ok(AppServices::with_store(config, Some(store)))
+        Ok(AppServices::with_store(config, Some(store), None))
     }
 
-    fn with_store(config: AppConfig, store: Option<store::Store>) -> AppServices {
+    fn with_store(
+        config: AppConfig,
+        store: Option<store::Store>,
+        reopen_from: Option<std::path::PathBuf>,
+    ) -> AppServices {
         AppServices {
             config,
             store: Mutex::new(store),
-            data_dir: std::path::PathBuf::new(),
+            reopen_from,
             confirmations: Mutex::new(Box::new(|email, token, token_id| {
                 // tandem-server sends no email: the operator passes these on. This one-time
                 // confirmation pair is the only credential the log ever carries, by design
@@ -328,14 +335,17 @@ impl AppServices {
     fn store(&self) -> Result<StoreGuard<'_>, AppError> {
         let mut guard = self.store.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            // Not opened at start for a storage fault: try again (only a store in the data
-            // directory is ever `None`; a PostgreSQL working copy opens at start or not at all).
-            match store::Store::open_or_fault(&self.data_dir, Some(&self.config.app_id)) {
+            // Not opened at start for a storage fault: try again.
+            let opened = match &self.reopen_from {
+                Some(dir) => store::Store::open(dir, Some(&self.config.app_id)),
+                None => Err(AppError("no App Services store".into())),
+            };
+            match opened {
                 Ok(store) => {
                     tracing::info!("the App Services store is open again");
                     *guard = Some(store);
                 }
-                Err((e, _)) => {
+                Err(e) => {
                     return Err(AppError(format!(
                         "the App Services store is unavailable: {}",
                         e.0

@@ -157,8 +157,10 @@ fn insert_user(
 /// Why the store could not be opened: the storage failed (a full disk, an I/O error; worth
 /// trying again later), or the file is not this server's to open (another app's, a newer
 /// server's schema, not a database).
-enum OpenFault {
+pub(crate) enum OpenFault {
+    /// The storage failed: worth trying again later.
     Storage(AppError),
+    /// The file is not this server's to open.
     Config(AppError),
 }
 
@@ -197,26 +199,15 @@ impl From<OpenFault> for AppError {
 }
 
 impl Store {
-    /// [`Store::open`], saying whether a failure was the storage failing (a full disk, an I/O
-    /// error: `true`, worth trying again) rather than the file not being this server's to open
-    /// (another app's, or a newer server's schema: `false`).
-    pub(crate) fn open_or_fault(
-        data_dir: &Path,
-        app_id: Option<&str>,
-    ) -> Result<Store, (AppError, bool)> {
-        Store::open_inner(data_dir, app_id).map_err(|f| match f {
-            OpenFault::Storage(e) => (e, true),
-            OpenFault::Config(e) => (e, false),
-        })
-    }
-
     /// Opens (creating if needed) `<data_dir>/app.sqlite`. With `app_id`, a new file records it
     /// and an existing file must have been created for the same app.
     pub fn open(data_dir: &Path, app_id: Option<&str>) -> Result<Store, AppError> {
-        Ok(Store::open_inner(data_dir, app_id)?)
+        Ok(Store::open_or_fault(data_dir, app_id)?)
     }
 
-    fn open_inner(data_dir: &Path, app_id: Option<&str>) -> Result<Store, OpenFault> {
+    /// [`Store::open`], saying whether a failure was the storage failing (worth trying again)
+    /// or the file not being this server's to open.
+    pub(crate) fn open_or_fault(data_dir: &Path, app_id: Option<&str>) -> Result<Store, OpenFault> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             OpenFault::Storage(AppError(format!(
                 "data directory {}: {e}",

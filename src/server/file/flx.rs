@@ -1562,6 +1562,11 @@ impl ServerFile {
                 );
             }
         }
+        // Their filters, compiled (or found in the cache) once per set.
+        let mut filters = BTreeMap::new();
+        for (base, set) in &sets {
+            filters.insert(*base, self.steady_filters(set, client));
+        }
         // Whether an object was outside the view at a base, decided once per pair (an upload's
         // changesets often touch the same objects on the same base).
         let mut decided: BTreeMap<(u64, String, Key), bool> = BTreeMap::new();
@@ -1572,7 +1577,7 @@ impl ServerFile {
                 let is_outside = match decided.get(&probe) {
                     Some(d) => *d,
                     None => {
-                        let d = self.flx_outside_at(client, &schemas, &sets[&base], &probe)?;
+                        let d = self.flx_outside_at(client, &schemas, &filters[&base], &probe)?;
                         decided.insert(probe.clone(), d);
                         d
                     }
@@ -1587,13 +1592,13 @@ impl ServerFile {
     }
 
     /// Whether the object of `probe` (a base, a class and a primary key) was outside
-    /// `client`'s view at that base, `set` being the set the client had then
+    /// `client`'s view at that base, `filters` being those of the set the client had then
     /// ([`flx_outside_view`](Self::flx_outside_view)).
     fn flx_outside_at(
-        &mut self,
+        &self,
         client: u64,
         schemas: &Schemas,
-        set: &Subscription,
+        filters: &BTreeMap<&str, Option<Arc<Filter>>>,
         probe: &(u64, String, Key),
     ) -> Result<bool, ProtocolError> {
         let (base, class, key) = probe;
@@ -1609,11 +1614,10 @@ impl ServerFile {
         if self.flx_row(class, key)?.is_none() || self.flx_in_view_at(client, class, key, *base)? {
             return Ok(false);
         }
-        let filter = match self.steady_filters(set, client).get(class.as_str()) {
-            Some(Some(filter)) => Arc::clone(filter),
-            _ => return Ok(true),
-        };
-        Ok(!self.flx_matches(class, &filter, key)?)
+        match filters.get(class.as_str()) {
+            Some(Some(filter)) => Ok(!self.flx_matches(class, filter, key)?),
+            _ => Ok(true),
+        }
     }
 
     /// The subscription set whose bootstrap `client` had integrated at server version
