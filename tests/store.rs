@@ -1858,3 +1858,181 @@ fn an_object_erased_and_created_again_in_one_changeset_exists_afterwards() {
     reference.apply(&cs).unwrap();
     assert_eq!(db.export_state().unwrap(), reference);
 }
+
+/// The schema of the `create_rows` tests: every plain type, a nullable key, a string key.
+fn rows_schema() -> Schema {
+    Schema::new(vec![
+        ClassSchema::top_level(
+            "Item",
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::Int),
+                Property::new("name", PropertyType::String),
+                Property::new("age", PropertyType::Int),
+                Property::new("score", PropertyType::Double),
+                Property::new("active", PropertyType::Bool),
+                Property::new("note", PropertyType::String).nullable(),
+                Property::new("data", PropertyType::Binary),
+                Property::new("at", PropertyType::Timestamp),
+                Property::link("owner", "Owner"),
+            ],
+        ),
+        ClassSchema::top_level(
+            "Owner",
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::String).nullable(),
+                Property::new("name", PropertyType::String),
+            ],
+        ),
+    ])
+    .unwrap()
+}
+
+/// Rows of `Item` for the `create_rows` tests: plain rows, a required double at -0.0 (stored
+/// as +0.0, as `create` does), nulls, and a link (which `create_rows` hands to `create`).
+fn item_rows() -> Vec<(PrimaryKey, Vec<Value>)> {
+    let owner = Value::Link(Link {
+        class: "Owner".into(),
+        key: PrimaryKey::String("ann".into()),
+    });
+    (0..20)
+        .map(|i| {
+            let score = if i == 3 { -0.0 } else { i as f64 * 0.5 };
+            let note = if i % 4 == 0 {
+                Value::Null
+            } else {
+                s(&format!("note {i}"))
+            };
+            let link = if i % 7 == 2 {
+                owner.clone()
+            } else {
+                Value::Null
+            };
+            let values = vec![
+                s(&format!("item {i}")),
+                Value::Int(i % 3),
+                Value::Double(score),
+                Value::Bool(i % 2 == 0),
+                note,
+                Value::Binary(vec![i as u8; 3]),
+                Value::Timestamp(tandem::model::Timestamp::new(1_700_000_000 + i, 5).unwrap()),
+                link,
+            ];
+            (int(i), values)
+        })
+        .collect()
+}
+
+const ITEM_PROPERTIES: [&str; 8] = [
+    "name", "age", "score", "active", "note", "data", "at", "owner",
+];
+
+#[test]
+fn create_rows_records_and_stores_what_create_does_row_by_row() {
+    let rows = item_rows();
+    let owners = vec![
+        (PrimaryKey::String("ann".into()), vec![s("Ann")]),
+        (PrimaryKey::Null, vec![s("nobody")]),
+    ];
+    let mut results = Vec::new();
+    for bulk in [false, true] {
+        let (_dir, path) = temp_db(if bulk { "rows-bulk" } else { "rows-one" });
+        let db = Database::open(&path, &rows_schema(), Config::default()).unwrap();
+        let mut tx = db.begin_write().unwrap();
+        if bulk {
+            tx.create_rows("Owner", &["name"], owners.clone()).unwrap();
+            tx.create_rows("Item", &ITEM_PROPERTIES, rows.clone())
+                .unwrap();
+        } else {
+            for (key, values) in owners.iter().chain(&rows) {
+                let class = if values.len() == 1 { "Owner" } else { "Item" };
+                let names: &[&str] = if values.len() == 1 {
+                    &["name"]
+                } else {
+                    &ITEM_PROPERTIES
+                };
+                let named: Vec<(&str, Value)> =
+                    names.iter().copied().zip(values.iter().cloned()).collect();
+                tx.create(class, key.clone(), &named).unwrap();
+            }
+        }
+        let changeset = tx.changeset().clone();
+        tx.commit().unwrap();
+        let state = db.export_state().unwrap();
+        results.push((changeset, state));
+    }
+    let (one, bulk) = (&results[0], &results[1]);
+    assert_eq!(one.0.instructions.len(), 2 * 2 + 20 * 9);
+    assert_eq!(bulk.0.encode(), one.0.encode(), "the same changeset bytes");
+    assert_eq!(bulk.1, one.1, "the same stored objects");
+    let item3 = bulk.1.read("Item", &tandem::state::Key::Int(3)).unwrap();
+    assert_eq!(
+        item3.fields.get("score"),
+        Some(&Field::Value(Val::Double(0.0f64.to_bits()))),
+        "a required double written as -0.0 is stored as +0.0"
+    );
+}
+
+#[test]
+fn create_rows_names_the_row_that_failed_and_create_error() {
+    let (_dir, path) = temp_db("rows-errors");
+    let db = Database::open(&path, &rows_schema(), Config::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Item", int(5), &[("name", s("taken"))]).unwrap();
+    let rows: Vec<_> = item_rows().into_iter().take(8).collect();
+    // Row 5 is the key written above.
+    let err = tx
+        .create_rows("Item", &ITEM_PROPERTIES, rows.clone())
+        .unwrap_err();
+    assert_eq!(err.row, 5);
+    match &err.error {
+        StoreError::InvalidArgument(m) => assert!(m.contains("Item[5] already exists"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().starts_with("row 5: "), "{err}");
+    drop(tx);
+
+    // A key repeated within the rows, a row of the wrong width, a value of the wrong type:
+    // each names its row, with create's error for the last.
+    let mut tx = db.begin_write().unwrap();
+    let mut repeated = rows.clone();
+    repeated[4].0 = int(1);
+    assert_eq!(
+        tx.create_rows("Item", &ITEM_PROPERTIES, repeated)
+            .unwrap_err()
+            .row,
+        4
+    );
+    drop(tx);
+    let mut tx = db.begin_write().unwrap();
+    let mut short = rows.clone();
+    short[6].1.pop();
+    let err = tx.create_rows("Item", &ITEM_PROPERTIES, short).unwrap_err();
+    assert_eq!(err.row, 6);
+    assert!(
+        matches!(&err.error, StoreError::InvalidArgument(m) if m.contains("7 values for 8")),
+        "{err}"
+    );
+    drop(tx);
+    let mut tx = db.begin_write().unwrap();
+    let mut mistyped = rows.clone();
+    mistyped[2].1[1] = s("not an int");
+    let err = tx
+        .create_rows("Item", &ITEM_PROPERTIES, mistyped.clone())
+        .unwrap_err();
+    assert_eq!(err.row, 2);
+    drop(tx);
+    let mut tx = db.begin_write().unwrap();
+    let named: Vec<(&str, Value)> = ITEM_PROPERTIES
+        .iter()
+        .copied()
+        .zip(mistyped[2].1.iter().cloned())
+        .collect();
+    let direct = tx.create("Item", int(2), &named).unwrap_err();
+    assert_eq!(err.error.to_string(), direct.to_string());
+    drop(tx);
+    // Nothing of the failed transactions was kept.
+    let read = db.read().unwrap();
+    assert_eq!(read.query("Item", "TRUEPREDICATE", &[]).unwrap().len(), 0);
+}

@@ -169,6 +169,12 @@ impl Changeset {
         self.instructions.push(instruction);
     }
 
+    /// Makes room for at least `additional` more instructions (as `Vec::reserve`), so a
+    /// writer that knows how many it will push grows the list once.
+    pub fn reserve(&mut self, additional: usize) {
+        self.instructions.reserve(additional);
+    }
+
     /// Number of instructions.
     pub fn len(&self) -> usize {
         self.instructions.len()

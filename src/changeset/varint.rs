@@ -28,19 +28,43 @@ fn write_magnitude(out: &mut Vec<u8>, mut magnitude: u128, negative: bool) {
     out.push(sign | magnitude as u8);
 }
 
+/// [`write_magnitude`] for magnitudes of up to 64 bits: one byte pushed for the common small
+/// values, otherwise the bytes gathered on the stack and appended at once (the encoder writes
+/// several varints per instruction).
+#[inline]
+fn write_magnitude64(out: &mut Vec<u8>, mut magnitude: u64, negative: bool) {
+    let sign = if negative { 0x40 } else { 0 };
+    if magnitude >> 6 == 0 {
+        out.push(sign | magnitude as u8);
+        return;
+    }
+    // 64 bits: 6 in the last byte, 7 in each of at most 9 before it.
+    let mut bytes = [0u8; 10];
+    let mut n = 0;
+    while magnitude >> 6 != 0 {
+        bytes[n] = 0x80 | (magnitude & 0x7F) as u8;
+        magnitude >>= 7;
+        n += 1;
+    }
+    bytes[n] = sign | magnitude as u8;
+    out.extend_from_slice(&bytes[..=n]);
+}
+
 /// Appends a signed integer.
+#[inline]
 pub fn write_i64(out: &mut Vec<u8>, value: i64) {
     if value < 0 {
         // -(v + 1) never overflows: for i64::MIN it is i64::MAX.
-        write_magnitude(out, (-(value + 1)) as u128, true);
+        write_magnitude64(out, (-(value + 1)) as u64, true);
     } else {
-        write_magnitude(out, value as u128, false);
+        write_magnitude64(out, value as u64, false);
     }
 }
 
 /// Appends an unsigned integer.
+#[inline]
 pub fn write_u64(out: &mut Vec<u8>, value: u64) {
-    write_magnitude(out, u128::from(value), false);
+    write_magnitude64(out, value, false);
 }
 
 /// Appends an unsigned integer of up to 128 bits (decimal128 coefficients).
@@ -242,6 +266,45 @@ mod tests {
         let mut out = Vec::new();
         write_u128(&mut out, 1u128 << 64);
         assert_eq!(read_unsigned(&out, u64::MAX), Err(VarintError::OutOfRange));
+    }
+
+    /// The 64-bit writer against the general one, at every power of two, its neighbours and
+    /// the extremes, both signs.
+    #[test]
+    fn write_magnitude64_matches_write_magnitude() {
+        let mut values = vec![0u64, 1, u64::MAX, u64::MAX - 1];
+        for bit in 0..64 {
+            let p = 1u64 << bit;
+            values.extend([p - 1, p, p + 1, p.wrapping_mul(3)]);
+        }
+        for v in values {
+            for negative in [false, true] {
+                let (mut fast, mut general) = (Vec::new(), Vec::new());
+                write_magnitude64(&mut fast, v, negative);
+                write_magnitude(&mut general, u128::from(v), negative);
+                assert_eq!(fast, general, "{v} negative {negative}");
+            }
+        }
+        for v in [
+            i64::MIN,
+            i64::MIN + 1,
+            -65,
+            -64,
+            -63,
+            -1,
+            0,
+            63,
+            64,
+            i64::MAX,
+        ] {
+            let mut general = Vec::new();
+            if v < 0 {
+                write_magnitude(&mut general, (-(v + 1)) as u128, true);
+            } else {
+                write_magnitude(&mut general, v as u128, false);
+            }
+            assert_eq!(enc_i64(v), general, "{v}");
+        }
     }
 
     /// `read_raw64` agrees with `read_raw` plus a 64-bit range check: on every short input built

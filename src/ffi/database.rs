@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::foreign::Foreign;
 use super::ops::{self, PathStep, WriteOp};
 use super::types::{
-    core_key, core_value, ffi_key, field_value, fields, schema, CallbackError, ClassSpec,
+    core_key, core_value, ffi_key, field_value_owned, fields, schema, CallbackError, ClassSpec,
     FieldValue, Key, ObjectChange, ObjectEntry, ObjectRow, ResultsChange, TandemError, Value,
 };
 use crate::store;
@@ -334,10 +334,10 @@ impl Results {
             None,
         )?;
         Ok(found
-            .iter()
+            .into_iter()
             .map(|(key, fields)| ObjectRow {
-                key: ffi_key(key),
-                values: fields.iter().map(field_value).collect(),
+                key: ffi_key(&key),
+                values: fields.into_iter().map(field_value_owned).collect(),
             })
             .collect())
     }

@@ -396,9 +396,11 @@ fn create_rows(
             ),
         });
     }
-    let mut row: Vec<Option<crate::model::Value>> = Vec::with_capacity(width);
-    let mut named: Vec<(&str, crate::model::Value)> = Vec::with_capacity(width);
+    let names: Vec<&str> = order.iter().map(|&j| properties[j].as_str()).collect();
+    // Converted first, so the store sees how many rows come (and sizes the changeset once).
     let mut values = values.into_iter();
+    let mut row: Vec<Option<crate::model::Value>> = Vec::with_capacity(width);
+    let mut rows = Vec::with_capacity(keys.len());
     for (i, key) in keys.into_iter().enumerate() {
         let in_row = |e: TandemError| e.context(&format!("row {i}"));
         let key = core_key(&key).map_err(in_row)?;
@@ -406,15 +408,14 @@ fn create_rows(
         for v in values.by_ref().take(width) {
             row.push(Some(into_core_value(v).map_err(in_row)?));
         }
-        named.clear();
-        for &j in &order {
-            let value = row[j].take().expect("each position is taken once");
-            named.push((properties[j].as_str(), value));
-        }
-        tx.create(class_name, key, &named)
-            .map_err(|e| in_row(e.into()))?;
+        let named: Vec<crate::model::Value> = order
+            .iter()
+            .map(|&j| row[j].take().expect("each position is taken once"))
+            .collect();
+        rows.push((key, named));
     }
-    Ok(())
+    tx.create_rows(class_name, &names, rows)
+        .map_err(|e| TandemError::from(e.error).context(&format!("row {}", e.row)))
 }
 
 /// Performs one operation in `tx`. On an error `tx` may hold earlier operations: the caller

@@ -72,7 +72,7 @@ pub use subscriptions::{
     MutableSubscriptionSet, Subscription, SubscriptionSet, SubscriptionSetState,
 };
 pub use sync::{DownloadCursors, PendingTransact, SyncProgress};
-pub use write::{PathStep, PropertyPath, WriteTransaction};
+pub use write::{CreateRowsError, PathStep, PropertyPath, WriteTransaction};
 
 use crate::changeset::{Changeset, ChangesetMeta};
 use crate::model::{ObjectId, PrimaryKey, Schema, Uuid};

@@ -139,12 +139,16 @@ fn single_field(
             Some(child) => Field::Embedded(Some(read_object(conn, schemas, target, child)?)),
             None => Field::Embedded(None),
         },
-        None => Field::Value(value_of(
-            schemas,
-            column,
-            row.get_ref(at)?,
-            row.get(at + 1)?,
-        )?),
+        None => {
+            // Only a mixed column's kind varies by row; the others' is the literal that
+            // `select_singles` put in `at + 1`, the column's own type.
+            let kind = if column.value_type == PayloadType::Null {
+                row.get(at + 1)?
+            } else {
+                column.value_type.code()
+            };
+            Field::Value(value_of(schemas, column, row.get_ref(at)?, kind)?)
+        }
     })
 }
 
