@@ -268,7 +268,7 @@ fn main() {
     assert_eq!(count(&f), 100_000, "every object is queryable");
     println!("fresh client downloading 100,000 objects:");
     println!(
-        "  queryable after {:.2} s (goal 1.5 s); peak heap growth of the process {:.1} MiB",
+        "  queryable after {:.2} s (goal 0.4 s); peak heap growth of the process {:.1} MiB",
         elapsed.as_secs_f64(),
         peak as f64 / (1024.0 * 1024.0)
     );

@@ -2036,3 +2036,153 @@ fn create_rows_names_the_row_that_failed_and_create_error() {
     let read = db.read().unwrap();
     assert_eq!(read.query("Item", "TRUEPREDICATE", &[]).unwrap().len(), 0);
 }
+
+/// A remote changeset of new objects (a `CreateObject` and `Update`s per object, which the
+/// applier writes as one `INSERT` per object) stores exactly what the reference applier holds:
+/// a required double set to -0.0 on a new object keeps its +0.0 (realm-core keeps a stored zero
+/// over the other zero), a property set twice keeps the second value, and instructions between the `Update`s (another object, a list) see the object.
+#[test]
+fn a_remote_create_and_its_updates_store_what_the_reference_applier_holds() {
+    use tandem::changeset::{
+        ArrayInsert, Changeset, FieldPath, Payload, PrimaryKey as WireKey, Update,
+    };
+    let (_dir, path) = temp_db("remote-creates");
+    let db = open(&path);
+    let mut cs = Changeset::new();
+    let person = cs.intern("Person");
+    let (name, age, score, tags) = (
+        cs.intern("name"),
+        cs.intern("age"),
+        cs.intern("score"),
+        cs.intern("tags"),
+    );
+    let field = |object: i64, field| FieldPath {
+        table: person,
+        object: WireKey::Int(object),
+        field,
+        path: vec![],
+    };
+    let update = |object: i64, f, value: Payload| {
+        Instruction::Update(Update {
+            path: field(object, f),
+            value,
+            is_default: false,
+            prior_size: 0,
+        })
+    };
+    for object in 1..=3 {
+        cs.push(Instruction::CreateObject {
+            table: person,
+            object: WireKey::Int(object),
+        });
+        cs.push(update(object, name, Payload::String(format!("p{object}"))));
+        cs.push(update(object, score, Payload::Double(-0.0)));
+        cs.push(update(object, age, Payload::Null));
+        if object == 2 {
+            // Between the object's updates: a list insert on it, and object 3's creation.
+            cs.push(Instruction::ArrayInsert(ArrayInsert {
+                path: FieldPath {
+                    path: vec![tandem::changeset::PathElement::Index(0)],
+                    ..field(2, tags)
+                },
+                value: Payload::String("t".into()),
+                prior_size: 0,
+            }));
+        }
+        cs.push(update(object, age, Payload::Int(object * 10)));
+        cs.push(update(
+            object,
+            name,
+            Payload::String(format!("person {object}")),
+        ));
+    }
+    let mut reference = db.export_state().unwrap();
+    reference.apply(&cs).unwrap();
+    db.apply_remote(&cs).unwrap();
+    assert_eq!(db.export_state().unwrap(), reference);
+    let read = db.read().unwrap();
+    let two = read.object("Person", &int(2)).unwrap().unwrap();
+    assert_eq!(
+        two.fields["name"],
+        Field::Value(Val::String("person 2".into()))
+    );
+    assert_eq!(two.fields["age"], Field::Value(Val::Int(20)));
+    assert_eq!(
+        two.fields["score"],
+        Field::Value(Val::Double(0.0f64.to_bits())),
+        "the required double keeps +0.0"
+    );
+    assert_eq!(
+        two.fields["tags"],
+        Field::List(vec![Element::Value(Val::String("t".into()))])
+    );
+    drop(read);
+
+    // Creating objects that exist (an int key and a string key) is idempotent, and their
+    // updates land on the stored objects.
+    let mut again = Changeset::new();
+    let (person, name, age, dog) = (
+        again.intern("Person"),
+        again.intern("name"),
+        again.intern("age"),
+        again.intern("Dog"),
+    );
+    let rex = again.intern("rex");
+    for (table, object) in [
+        (person, WireKey::Int(2)),
+        (dog, WireKey::String(rex)),
+        (dog, WireKey::String(rex)),
+    ] {
+        again.push(Instruction::CreateObject {
+            table,
+            object: object.clone(),
+        });
+        again.push(Instruction::Update(Update {
+            path: FieldPath {
+                table,
+                object: object.clone(),
+                field: name,
+                path: vec![],
+            },
+            value: Payload::String(format!("again {}", again.instructions.len())),
+            is_default: false,
+            prior_size: 0,
+        }));
+        if table == person {
+            again.push(Instruction::Update(Update {
+                path: FieldPath {
+                    table,
+                    object,
+                    field: age,
+                    path: vec![],
+                },
+                value: Payload::Int(7),
+                is_default: false,
+                prior_size: 0,
+            }));
+        }
+    }
+    let mut reference = db.export_state().unwrap();
+    reference.apply(&again).unwrap();
+    db.apply_remote(&again).unwrap();
+    assert_eq!(db.export_state().unwrap(), reference);
+    let read = db.read().unwrap();
+    let two = read.object("Person", &int(2)).unwrap().unwrap();
+    assert_eq!(
+        two.fields["name"],
+        Field::Value(Val::String("again 1".into()))
+    );
+    assert_eq!(two.fields["age"], Field::Value(Val::Int(7)));
+    assert_eq!(
+        two.fields["tags"].clone(),
+        Field::List(vec![Element::Value(Val::String("t".into()))])
+    );
+    let rex = read
+        .object("Dog", &PrimaryKey::String("rex".into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rex.fields["name"],
+        Field::Value(Val::String("again 6".into()))
+    );
+}

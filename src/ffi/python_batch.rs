@@ -375,6 +375,13 @@ impl RowCodec {
                 let rows = arg(3)?
                     .as_array()
                     .ok_or_else(|| invalid("rows takes an array of rows"))?;
+                if let Some((properties, plain)) = self.plain_rows(class, &names, rows)? {
+                    return tx
+                        .create_rows(&class.name, &properties, plain)
+                        .map_err(|e| {
+                            TandemError::from(e.error).context(&format!("row {}", e.row))
+                        });
+                }
                 for row in rows {
                     let row = row
                         .as_array()
@@ -440,6 +447,55 @@ impl RowCodec {
             _ => return Err(invalid(format!("unknown operation {name:?}"))),
         }
         Ok(())
+    }
+
+    /// The rows of a `rows` operation as `WriteTransaction::create_rows` takes them (the
+    /// properties other than the primary key, in the given order, and each row's key and
+    /// values), when every property is a plain single value; `None` when one is a collection
+    /// or an embedded object (or the names lack the primary key), which `put` handles row by
+    /// row. Both record the same instructions.
+    #[allow(clippy::type_complexity)]
+    fn plain_rows<'n>(
+        &self,
+        class: &model::ClassSchema,
+        names: &[&'n str],
+        rows: &[Json],
+    ) -> Result<Option<(Vec<&'n str>, Vec<(PrimaryKey, Vec<model::Value>)>)>, TandemError> {
+        let Some(pk_name) = class.primary_key.as_deref() else {
+            return Ok(None);
+        };
+        let Some(pk_at) = names.iter().position(|n| *n == pk_name) else {
+            return Ok(None);
+        };
+        let mut props = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            if i == pk_at {
+                continue;
+            }
+            let prop = self.property(class, name)?;
+            if prop.collection != CollectionKind::Single {
+                return Ok(None);
+            }
+            props.push((i, prop));
+        }
+        let mut plain = Vec::with_capacity(rows.len());
+        for row in rows {
+            let row = row
+                .as_array()
+                .filter(|r| r.len() == names.len())
+                .ok_or_else(|| invalid(format!("each row has {} values: {row}", names.len())))?;
+            let key = self.key(&class.name, &row[pk_at])?;
+            let mut values = Vec::with_capacity(props.len());
+            for &(i, prop) in &props {
+                match self.element(class, prop, &row[i])? {
+                    Decoded::Value(v) => values.push(v),
+                    Decoded::Embedded(_) => return Ok(None),
+                }
+            }
+            plain.push((key, values));
+        }
+        let properties = props.iter().map(|&(i, _)| names[i]).collect();
+        Ok(Some((properties, plain)))
     }
 
     /// Creates (or upserts) an object from `(property, value)` pairs: plain single values in
@@ -858,6 +914,75 @@ fn decimal(text: &str) -> Option<Decimal128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `rows` operation of plain properties (the store's `create_rows`) and one with an
+    /// embedded object (created row by row) record exactly the instructions of the same
+    /// objects written by `create` operations, and a taken key names its row.
+    #[test]
+    fn rows_record_what_creates_do() {
+        use crate::ffi::types::{Collection, PropertySpec, PropertyType as T};
+        let prop = |name: &str, property_type: T| PropertySpec {
+            name: name.into(),
+            property_type,
+            nullable: false,
+            collection: Collection::Single,
+            link_target: None,
+            indexed: false,
+        };
+        let classes = vec![
+            ClassSpec {
+                name: "Task".into(),
+                primary_key: Some("_id".into()),
+                properties: vec![
+                    prop("_id", T::Int),
+                    prop("title", T::String),
+                    prop("count", T::Int),
+                    PropertySpec {
+                        nullable: true,
+                        link_target: Some("Address".into()),
+                        ..prop("address", T::Link)
+                    },
+                ],
+            },
+            ClassSpec {
+                name: "Address".into(),
+                primary_key: None,
+                properties: vec![prop("street", T::String)],
+            },
+        ];
+        let history = |batch: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db.sqlite").to_string_lossy().into_owned();
+            let db = Database::open(path, classes.clone()).unwrap();
+            let codec = RowCodec::new(classes.clone()).unwrap();
+            codec.write(Arc::clone(&db), batch.as_bytes()).unwrap();
+            let history = db.inner.read().unwrap().history().unwrap();
+            history.iter().map(|c| c.encode()).collect::<Vec<_>>()
+        };
+        let creates = r#"[["create", "Task", {"_id": 1, "count": 2, "title": "a"}],
+                          ["create", "Task", {"_id": 2, "count": 3, "title": "b"}]]"#;
+        let rows = r#"[["rows", "Task", ["_id", "count", "title"], [[1, 2, "a"], [2, 3, "b"]]]]"#;
+        assert_eq!(history(rows), history(creates));
+        let creates = r#"[["create", "Task", {"_id": 1, "address": {"street": "x"}, "title": "a"}],
+                          ["create", "Task", {"_id": 2, "address": null, "title": "b"}]]"#;
+        let rows = r#"[["rows", "Task", ["_id", "address", "title"],
+                        [[1, {"street": "x"}, "a"], [2, null, "b"]]]]"#;
+        assert_eq!(history(rows), history(creates));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite").to_string_lossy().into_owned();
+        let db = Database::open(path, classes.clone()).unwrap();
+        let codec = RowCodec::new(classes).unwrap();
+        let before = db.inner.read().unwrap().history().unwrap().len();
+        let taken = r#"[["rows", "Task", ["_id", "title"], [[1, "a"], [1, "b"]]]]"#;
+        let err = codec.write(Arc::clone(&db), taken.as_bytes()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("row 1") && message.contains("already exists"),
+            "{message}"
+        );
+        assert_eq!(db.inner.read().unwrap().history().unwrap().len(), before);
+    }
 
     #[test]
     fn decimals_parse_exactly() {

@@ -90,9 +90,20 @@ pub(crate) fn apply_instructions(
         conn,
         schemas,
         last_row: Default::default(),
+        pending: None,
+        insert_shape: None,
     };
-    for (index, instruction) in instructions.iter().enumerate() {
-        if let Err(fault) = applier.instruction(cs, instruction) {
+    // The last step writes the object still pending after the last instruction; its failure
+    // (an SQL error only) is reported at that instruction.
+    let last = instructions.len().saturating_sub(1);
+    let steps = instructions.iter().map(Some).chain(std::iter::once(None));
+    for (index, instruction) in steps.enumerate() {
+        let done = match instruction {
+            Some(instruction) => applier.instruction(cs, instruction),
+            None => applier.flush(cs),
+        };
+        if let Err(fault) = done {
+            let index = index.min(last);
             let _ = conn.execute_batch("ROLLBACK TO tandem_apply; RELEASE tandem_apply");
             if let Some(saved) = saved {
                 *schemas = saved;
@@ -133,6 +144,8 @@ pub(crate) fn locate(
         conn,
         schemas,
         last_row: Default::default(),
+        pending: None,
+        insert_shape: None,
     };
     match applier.resolve(cs, path) {
         Ok(Loc::Column {
@@ -186,6 +199,38 @@ struct Applier<'a> {
     /// object's until `EraseObject` or `EraseTable`, which forget it; the applier lives for one
     /// call, inside one savepoint.
     last_row: std::cell::RefCell<Option<(String, Key, i64)>>,
+    /// The object of the last `CreateObject` that did not exist, not inserted yet: the
+    /// `Update`s of its plain single-valued properties that follow it are gathered here and
+    /// the object is inserted with them in one `INSERT` (see [`Pending`]).
+    pending: Option<Pending>,
+    /// The last `INSERT` [`flush`](Applier::flush) built.
+    insert_shape: Option<InsertShape>,
+}
+
+/// A created object whose row is not written yet, and the plain single-valued properties set
+/// since its `CreateObject`, in the order first set: their stored values, and the kind of a
+/// mixed one. A changeset of new objects is a `CreateObject` and one `Update` per property for
+/// each; writing the row with `INSERT (_pk)` and then one `UPDATE` per property took 3 of an
+/// object's statements where one does. Any instruction other than such an `Update` of this
+/// object writes the row first ([`Applier::flush`]), so every other instruction sees exactly
+/// the rows it saw before. An `Update` to a float or double zero is not gathered: whether
+/// realm-core keeps the other zero depends on the stored value (`Val::realm_keeps`), so it goes
+/// through the general path after the row is written.
+struct Pending {
+    class: String,
+    key: Key,
+    /// Each gathered property (by its name in the changeset), its stored value, and the kind
+    /// of a mixed one.
+    columns: Vec<(InternString, Sql, Option<i64>)>,
+}
+
+/// The `INSERT` of the last object [`Applier::flush`] wrote, and what it was for (its class, and
+/// its properties with whether each has a kind column): the objects of one changeset are
+/// written with the same properties, so the statement is built once for all of them.
+struct InsertShape {
+    class: String,
+    columns: Vec<(InternString, bool)>,
+    sql: String,
 }
 
 fn string(cs: &Changeset, s: InternString) -> Res<String> {
@@ -272,7 +317,153 @@ impl Applier<'_> {
         Ok(row)
     }
 
+    /// Gathers `instruction` into the pending object if it is an `Update` of one of its plain
+    /// single-valued properties ([`Pending`]); whether it did.
+    fn gather(&mut self, cs: &Changeset, instruction: &Instruction) -> Res<bool> {
+        let (Some(pending), Instruction::Update(update)) = (&self.pending, instruction) else {
+            return Ok(false);
+        };
+        if !update.path.path.is_empty()
+            || cs.string(update.path.table) != Some(pending.class.as_str())
+            || Key::resolve(&update.path.object, cs).as_ref() != Some(&pending.key)
+        {
+            return Ok(false);
+        }
+        let field = update.path.field;
+        let Some(column) = cs
+            .string(field)
+            .and_then(|prop| self.schemas.get(&pending.class)?.columns.get(prop))
+        else {
+            return Ok(false);
+        };
+        if column.collection != CollectionType::Single
+            || embedded_target(self.schemas, column).is_some()
+        {
+            return Ok(false);
+        }
+        let v = check_scalar(self.schemas, column, &update.value, cs).map_err(Fault::Bad)?;
+        if v.other_zero().is_some() {
+            return Ok(false);
+        }
+        let stored = store_value(column, &v);
+        self.allow(&stored)?;
+        let (sql, kind) = stored;
+        let kind = (column.value_type == PayloadType::Null).then_some(kind);
+        let pending = self.pending.as_mut().expect("checked above");
+        match pending.columns.iter_mut().find(|(f, _, _)| *f == field) {
+            Some(set) => *set = (field, sql, kind),
+            None => pending.columns.push((field, sql, kind)),
+        }
+        Ok(true)
+    }
+
+    /// Writes the pending object's row, if there is one, with the properties gathered for it.
+    /// The object's `CreateObject` did not look it up: the `INSERT` is the existence check, and
+    /// an object that already exists (the primary key's constraint refuses the row) gets the
+    /// gathered properties by `UPDATE` instead, as `CreateObject` (idempotent) and the
+    /// `Update`s would have done.
+    fn flush(&mut self, cs: &Changeset) -> Res<()> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let same_shape = self.insert_shape.as_ref().is_some_and(|shape| {
+            shape.class == pending.class
+                && shape.columns.len() == pending.columns.len()
+                && shape
+                    .columns
+                    .iter()
+                    .zip(&pending.columns)
+                    .all(|((f, mixed), (g, _, kind))| f == g && *mixed == kind.is_some())
+        });
+        if !same_shape {
+            let mut columns = String::from("_pk");
+            let mut count = 1;
+            for (field, _, kind) in &pending.columns {
+                let prop = string(cs, *field)?;
+                columns.push_str(", ");
+                columns.push_str(&value_column(&prop));
+                count += 1;
+                if kind.is_some() {
+                    columns.push_str(", ");
+                    columns.push_str(&kind_column(&prop));
+                    count += 1;
+                }
+            }
+            let placeholders = (1..=count)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.insert_shape = Some(InsertShape {
+                class: pending.class.clone(),
+                columns: pending
+                    .columns
+                    .iter()
+                    .map(|(f, _, kind)| (*f, kind.is_some()))
+                    .collect(),
+                sql: format!(
+                    "INSERT INTO {} ({columns}) VALUES ({placeholders})",
+                    object_table(&pending.class)
+                ),
+            });
+        }
+        let sql = &self.insert_shape.as_ref().expect("built above").sql;
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut at = 1;
+        stmt.raw_bind_parameter(at, codec::encode_key(&pending.key))?;
+        for (_, value, kind) in &pending.columns {
+            at += 1;
+            stmt.raw_bind_parameter(at, value)?;
+            if let Some(kind) = kind {
+                at += 1;
+                stmt.raw_bind_parameter(at, kind)?;
+            }
+        }
+        match stmt.raw_execute() {
+            Ok(_) => {
+                let row = self.conn.last_insert_rowid();
+                *self.last_row.borrow_mut() = Some((pending.class, pending.key, row));
+                Ok(())
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+            {
+                drop(stmt);
+                let row = self
+                    .top_level_row(&pending.class, &pending.key)?
+                    .ok_or_else(|| Fault::Bad("CreateObject: the key is taken".into()))?;
+                let table = object_table(&pending.class);
+                for (field, value, kind) in &pending.columns {
+                    let prop = string(cs, *field)?;
+                    match kind {
+                        Some(kind) => self
+                            .conn
+                            .prepare_cached(&format!(
+                                "UPDATE {table} SET {} = ?1, {} = ?2 WHERE rowid = ?3",
+                                value_column(&prop),
+                                kind_column(&prop)
+                            ))?
+                            .execute(params![value, kind, row])?,
+                        None => self
+                            .conn
+                            .prepare_cached(&format!(
+                                "UPDATE {table} SET {} = ?1 WHERE rowid = ?2",
+                                value_column(&prop)
+                            ))?
+                            .execute(params![value, row])?,
+                    };
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn instruction(&mut self, cs: &Changeset, instruction: &Instruction) -> Res<()> {
+        if self.gather(cs, instruction)? {
+            return Ok(());
+        }
+        self.flush(cs)?;
         match instruction {
             Instruction::AddTable(add) => {
                 if let Some((name, spec)) = new_table(self.schemas, cs, add)? {
@@ -321,15 +512,14 @@ impl Applier<'_> {
             }
             Instruction::CreateObject { table, object } => {
                 let (class, key) = create_target(self.schemas, cs, *table, object)?;
-                if self.top_level_row(&class, &key)?.is_none() {
-                    self.conn
-                        .prepare_cached(&format!(
-                            "INSERT INTO {} (_pk) VALUES (?1)",
-                            object_table(&class)
-                        ))?
-                        .execute([codec::encode_key(&key)])?;
-                    let row = self.conn.last_insert_rowid();
-                    *self.last_row.borrow_mut() = Some((class, key, row));
+                // Written by the next instruction that is not one of its `Update`s. A null key
+                // is looked up first: `_pk UNIQUE` lets several NULLs in.
+                if key != Key::Null || self.top_level_row(&class, &key)?.is_none() {
+                    self.pending = Some(Pending {
+                        class,
+                        key,
+                        columns: Vec::new(),
+                    });
                 }
                 Ok(())
             }
