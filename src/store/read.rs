@@ -88,8 +88,52 @@ pub(crate) fn for_each_object(
             })
             .collect::<Result<Vec<(Key, i64)>, StoreError>>()?;
         rows.sort_unstable();
-        for (key, id) in rows {
-            f(class, key, read_object(conn, schemas, class, id)?);
+        // In key order the rowids usually ascend too (always for a required int key, which
+        // is the rowid): then one scan of the table in rowid order reads every object's
+        // single-valued columns, instead of a statement per object (which took most of the
+        // server's time answering a STATE request for 100,000 objects). A rowid the scan does
+        // not reach in step is read on its own.
+        if rows.windows(2).all(|w| w[0].1 < w[1].1) {
+            let singles = singles(schema);
+            let sql = if singles.is_empty() {
+                format!("SELECT rowid FROM {} ORDER BY rowid", object_table(class))
+            } else {
+                format!(
+                    "SELECT rowid, {} FROM {} ORDER BY rowid",
+                    select_singles(&singles, ""),
+                    object_table(class)
+                )
+            };
+            let mut stmt = conn.prepare(&sql)?;
+            let mut scan = stmt.query([])?;
+            let mut keys = rows.into_iter().peekable();
+            while let Some(row) = scan.next()? {
+                let rowid: i64 = row.get(0)?;
+                while let Some((key, id)) = keys.next_if(|(_, id)| *id < rowid) {
+                    f(class, key, read_object(conn, schemas, class, id)?);
+                }
+                match keys.next_if(|(_, id)| *id == rowid) {
+                    Some((key, id)) => {
+                        let object = if singles.is_empty() {
+                            let mut object = Object::default();
+                            collections_of(conn, schemas, class, schema, id, &mut object)?;
+                            object
+                        } else {
+                            object_of_row(conn, schemas, class, schema, &singles, row, 1, id)?
+                        };
+                        f(class, key, object);
+                    }
+                    None if keys.peek().is_none() => break,
+                    None => {}
+                }
+            }
+            for (key, id) in keys {
+                f(class, key, read_object(conn, schemas, class, id)?);
+            }
+        } else {
+            for (key, id) in rows {
+                f(class, key, read_object(conn, schemas, class, id)?);
+            }
         }
     }
     Ok(())
