@@ -5,8 +5,10 @@
 //! - 10,000 small changesets committed on A and received by B (changesets per second);
 //! - offline backlogs (10,000 changesets of one object, 20 of 5,000) uploaded: time until all
 //!   acknowledged, peak heap growth;
-//! - a fresh client downloading 100,000 objects: time until queryable, peak heap of the process
-//!   while it downloads, and bytes uncompressed and on the wire (through a counting proxy);
+//! - a fresh client downloading 100,000 objects (`SYNC_BENCH_OBJECTS=<n>` for another number;
+//!   they are written in transactions of 100,000, as one transaction's changeset is limited to
+//!   15 MiB): time until queryable, peak heap of the process while it downloads, and bytes
+//!   uncompressed and on the wire (through a counting proxy);
 //! - the same state fetched as one STATE snapshot by `open_synced`, beside the history replay.
 //!
 //! Run: `cargo bench --features server --bench sync`; `SYNC_BENCH_ONLY=first-sync` runs only the
@@ -234,21 +236,27 @@ fn main() {
         return;
     }
 
-    // 3. A fresh client downloading 100,000 objects.
+    // 3. A fresh client downloading 100,000 objects (or `SYNC_BENCH_OBJECTS`).
+    let objects: i64 = std::env::var("SYNC_BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let e = open(dir, "e.sqlite");
-    let mut w = e.begin_write().unwrap();
-    for i in 0..100_000 {
-        w.create(
-            "Item",
-            PrimaryKey::Int(i),
-            &[
-                ("name", Value::String(format!("item {i}"))),
-                ("n", Value::Int(i)),
-            ],
-        )
-        .unwrap();
+    for start in (0..objects).step_by(100_000) {
+        let mut w = e.begin_write().unwrap();
+        for i in start..(start + 100_000).min(objects) {
+            w.create(
+                "Item",
+                PrimaryKey::Int(i),
+                &[
+                    ("name", Value::String(format!("item {i}"))),
+                    ("n", Value::Int(i)),
+                ],
+            )
+            .unwrap();
+        }
+        w.commit().unwrap();
     }
-    w.commit().unwrap();
     let history_bytes: usize = e.history().unwrap().iter().map(|c| c.encode().len()).sum();
     let _se = session(dir, port, &e, "/bulk");
     wait_for(|| e.pending_uploads(1).unwrap().is_empty());
@@ -265,10 +273,10 @@ fn main() {
     wait_for(|| f.sync_progress().unwrap().download_server_version >= target);
     let elapsed = start.elapsed();
     let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
-    assert_eq!(count(&f), 100_000, "every object is queryable");
-    println!("fresh client downloading 100,000 objects:");
+    assert_eq!(count(&f), objects as usize, "every object is queryable");
+    println!("fresh client downloading {objects} objects:");
     println!(
-        "  queryable after {:.2} s (goal 0.4 s); peak heap growth of the process {:.1} MiB",
+        "  queryable after {:.2} s (goal 0.4 s per 100,000); peak heap growth of the process {:.1} MiB",
         elapsed.as_secs_f64(),
         peak as f64 / (1024.0 * 1024.0)
     );
@@ -308,8 +316,8 @@ fn main() {
         .unwrap();
     let state_elapsed = start.elapsed();
     let state_peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
-    assert_eq!(count(&g), 100_000, "every object is queryable");
-    println!("the same 100,000 objects through STATE (open_synced on an empty file):");
+    assert_eq!(count(&g), objects as usize, "every object is queryable");
+    println!("the same {objects} objects through STATE (open_synced on an empty file):");
     println!(
         "  queryable after {:.2} s (history replay above: {:.2} s); peak heap growth {:.1} MiB; \
          {} bytes on the wire",
