@@ -325,21 +325,22 @@ impl Results {
     /// Errors: `InvalidArgument` naming a property the class does not have.
     pub fn rows(&self, properties: Vec<String>) -> Result<Vec<ObjectRow>, TandemError> {
         let names: Vec<&str> = properties.iter().map(String::as_str).collect();
-        let found = self.db.read()?.query_rows(
+        let mut rows = Vec::new();
+        self.db.read()?.for_each_row(
             &self.class_name,
             &self.filter,
             &self.args,
             &names,
             0,
             None,
+            |key, fields| {
+                rows.push(ObjectRow {
+                    key: ffi_key(&key),
+                    values: fields.map(field_value_owned).collect(),
+                })
+            },
         )?;
-        Ok(found
-            .into_iter()
-            .map(|(key, fields)| ObjectRow {
-                key: ffi_key(&key),
-                values: fields.into_iter().map(field_value_owned).collect(),
-            })
-            .collect())
+        Ok(rows)
     }
 
     /// Calls `listener` whenever the results change (deletions, insertions, modifications as

@@ -598,6 +598,38 @@ impl<'db> ReadTransaction<'db> {
         offset: usize,
         limit: Option<usize>,
     ) -> Result<Vec<(PrimaryKey, Vec<Field>)>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_row(
+            class,
+            query,
+            args,
+            properties,
+            offset,
+            limit,
+            |key, fields| {
+                out.push((key, fields.collect()));
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// [`query_rows`](Self::query_rows) without collecting: `f` gets each match's primary key
+    /// and its fields, in order, as it is read (a caller converting the rows into its own form,
+    /// as the bindings do, allocates no row of its own in between).
+    ///
+    /// # Errors
+    /// As [`query_rows`](Self::query_rows).
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_each_row(
+        &self,
+        class: &str,
+        query: &str,
+        args: &[Value],
+        properties: &[&str],
+        offset: usize,
+        limit: Option<usize>,
+        mut f: impl FnMut(PrimaryKey, &mut dyn Iterator<Item = Field>),
+    ) -> Result<(), StoreError> {
         let compiled = query::compile(&self.schemas, class, query, args)?;
         let no_class = || StoreError::InvalidArgument(format!("no top-level class {class}"));
         let schema = self.schemas.get(class).ok_or_else(no_class)?;
@@ -610,8 +642,11 @@ impl<'db> ReadTransaction<'db> {
         /// Where each asked property comes from.
         enum Source<'s> {
             Key,
-            /// A single-valued column, at this index of `singles`.
-            Single(usize),
+            /// A plain single-valued column: its value in this result column, its kind in the
+            /// next (read only for a mixed column), its link target's class and key type.
+            Plain(usize, &'s ColumnSpec, Option<(&'s str, PayloadType)>),
+            /// An embedded object held by the single-valued column in this result column.
+            Embedded(usize, &'s str),
             Collection(&'s str, &'s ColumnSpec),
         }
         let mut singles: Vec<(&String, &ColumnSpec)> = Vec::new();
@@ -625,7 +660,11 @@ impl<'db> ReadTransaction<'db> {
                 StoreError::InvalidArgument(format!("{class} has no property {p}"))
             })?;
             if column.collection == CollectionType::Single {
-                sources.push(Source::Single(singles.len()));
+                let at = 2 + 2 * singles.len();
+                sources.push(match embedded_target(&self.schemas, column) {
+                    Some(target) => Source::Embedded(at, target),
+                    None => Source::Plain(at, column, link_info(&self.schemas, column)),
+                });
                 singles.push((name, column));
             } else {
                 sources.push(Source::Collection(name, column));
@@ -650,30 +689,46 @@ impl<'db> ReadTransaction<'db> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(compiled.params.iter()))?;
-        let mut out = Vec::new();
         let mut skip = offset;
+        let mut taken = 0usize;
+        let mut fields = Vec::with_capacity(sources.len());
         while let Some(row) = rows.next()? {
             if skip > 0 {
                 skip -= 1;
                 continue;
             }
-            if limit.is_some_and(|n| out.len() >= n) {
+            if limit.is_some_and(|n| taken >= n) {
                 break;
             }
+            taken += 1;
             let id: i64 = row.get(0)?;
             let stored = codec::decode_key(row.get_ref(1)?, *pk_type)
                 .ok_or_else(|| corrupt(format!("primary key of {class}")))?;
-            let mut fields = Vec::with_capacity(sources.len());
+            fields.clear();
             for source in &sources {
-                let field = match source {
+                let field = match *source {
                     Source::Key => Field::Value(
                         stored
                             .to_val()
                             .ok_or_else(|| corrupt(format!("primary key of {class}")))?,
                     ),
-                    Source::Single(i) => {
-                        single_field(conn, &self.schemas, singles[*i].1, row, 2 + 2 * i)?
+                    Source::Plain(at, column, link) => {
+                        let raw = row.get_ref(at)?;
+                        let value = if column.value_type == PayloadType::Null {
+                            value_of(&self.schemas, column, raw, row.get(at + 1)?)?
+                        } else {
+                            codec::decode(raw, column.value_type, link).ok_or_else(|| {
+                                corrupt(format!("value of kind {}", column.value_type.code()))
+                            })?
+                        };
+                        Field::Value(value)
                     }
+                    Source::Embedded(at, target) => match row.get::<_, Option<i64>>(at)? {
+                        Some(child) => {
+                            Field::Embedded(Some(read_object(conn, &self.schemas, target, child)?))
+                        }
+                        None => Field::Embedded(None),
+                    },
                     Source::Collection(prop, column) => {
                         read_collection(conn, &self.schemas, class, prop, column, id)?
                     }
@@ -684,9 +739,9 @@ impl<'db> ReadTransaction<'db> {
                 let columns = properties.iter().map(|p| schema.columns.get(*p));
                 resolve(conn, &self.schemas, columns.zip(fields.iter_mut()))?;
             }
-            out.push((from_key(stored), fields));
+            f(from_key(stored), &mut fields.drain(..));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The whole database as an in-memory [`State`]: the stored replica, including links to
