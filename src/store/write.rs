@@ -485,7 +485,10 @@ impl<'db> WriteTransaction<'db> {
         };
         let pk_type = *pk_type;
         let mut columns = Vec::with_capacity(properties.len());
-        let mut names = String::from("_pk");
+        // The key of `insert_new`'s statement cache for the same columns (the SQL is the
+        // same), so a one-row call, as each typed one-object transaction makes, formats no SQL.
+        let mut cache_key = String::with_capacity(64);
+        cache_key.push_str(class);
         for (i, prop) in properties.iter().enumerate() {
             let column = schema.columns.get(*prop)?;
             if column.collection != CollectionType::Single
@@ -495,20 +498,27 @@ impl<'db> WriteTransaction<'db> {
             {
                 return None;
             }
-            names.push_str(", ");
-            names.push_str(&value_column(prop));
+            cache_key.push('\0');
+            cache_key.push_str(prop);
             columns.push(column.clone());
         }
-        let placeholders = (1..=properties.len() + 1)
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO {} ({names}) VALUES ({placeholders})",
-            object_table(class)
-        );
+        let sql = self.db.insert_sql(&cache_key, || {
+            let mut names = String::from("_pk");
+            for prop in properties {
+                names.push_str(", ");
+                names.push_str(&value_column(prop));
+            }
+            let placeholders = (1..=properties.len() + 1)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "INSERT INTO {} ({names}) VALUES ({placeholders})",
+                object_table(class)
+            )
+        });
         let insert = InsertPlan {
-            sql: sql.into(),
+            sql,
             table: self.changeset.intern(class),
             fields: properties
                 .iter()
