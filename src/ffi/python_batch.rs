@@ -39,7 +39,10 @@
 //! - `["upsert", class, {prop: value, ...}]`: creates, or writes these properties of the existing
 //!   object; a collection given replaces the whole collection
 //! - `["rows", class, [prop, ...], [[value, ...], ...]]`: one create per row (the fast path for
-//!   many objects with the same properties)
+//!   many objects with the same properties: the store's `create_rows` when every property is a
+//!   plain single value); an error names the row (`row <i>: ...`)
+//! - `["upsert_rows", class, [prop, ...], [[value, ...], ...]]`: one upsert per row, the same
+//!   way (`upsert_rows`; Kotlin's typed `add` of many objects)
 //! - `["set", class, key, prop, value]`, `["erase", class, key]`, `["add", class, key, prop, amount]`
 //! - `["list_insert", class, key, prop, index, value]`, `["list_set", class, key, prop, index, value]`,
 //!   `["list_move", class, key, prop, from, to]`, `["list_erase", class, key, prop, index]`,
@@ -365,7 +368,8 @@ impl RowCodec {
                     values.iter().map(|(k, v)| (k.as_str(), v)).collect();
                 return self.put(tx, class, &pairs, name == "upsert");
             }
-            "rows" => {
+            "rows" | "upsert_rows" => {
+                let upsert = name == "upsert_rows";
                 let names = arg(2)?
                     .as_array()
                     .ok_or_else(|| invalid("rows takes an array of property names"))?
@@ -376,11 +380,14 @@ impl RowCodec {
                     .as_array()
                     .ok_or_else(|| invalid("rows takes an array of rows"))?;
                 if let Some((properties, plain)) = self.plain_rows(class, &names, rows)? {
-                    return tx
-                        .create_rows(&class.name, &properties, plain)
-                        .map_err(|e| {
-                            TandemError::from(e.error).context(&format!("row {}", e.row))
-                        });
+                    let written = if upsert {
+                        tx.upsert_rows(&class.name, &properties, plain)
+                    } else {
+                        tx.create_rows(&class.name, &properties, plain)
+                    };
+                    return written.map_err(|e| {
+                        TandemError::from(e.error).context(&format!("row {}", e.row))
+                    });
                 }
                 for row in rows {
                     let row = row
@@ -390,7 +397,7 @@ impl RowCodec {
                             invalid(format!("each row has {} values: {row}", names.len()))
                         })?;
                     let pairs: Vec<(&str, &Json)> = names.iter().copied().zip(row.iter()).collect();
-                    self.put(tx, class, &pairs, false)?;
+                    self.put(tx, class, &pairs, upsert)?;
                 }
                 return Ok(());
             }
@@ -972,7 +979,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite").to_string_lossy().into_owned();
         let db = Database::open(path, classes.clone()).unwrap();
-        let codec = RowCodec::new(classes).unwrap();
+        let codec = RowCodec::new(classes.clone()).unwrap();
+        // upsert_rows: new objects are created, existing ones get the row's values.
+        let upserts =
+            r#"[["upsert_rows", "Task", ["_id", "count", "title"], [[1, 5, "x"], [7, 8, "y"]]]]"#;
+        let codec_up = RowCodec::new(classes.clone()).unwrap();
+        let dir_up = tempfile::tempdir().unwrap();
+        let path_up = dir_up
+            .path()
+            .join("db.sqlite")
+            .to_string_lossy()
+            .into_owned();
+        let db_up = Database::open(path_up, classes.clone()).unwrap();
+        codec_up
+            .write(
+                Arc::clone(&db_up),
+                br#"[["create", "Task", {"_id": 1, "count": 2, "title": "a"}]]"#,
+            )
+            .unwrap();
+        codec_up
+            .write(Arc::clone(&db_up), upserts.as_bytes())
+            .unwrap();
+        let read = db_up.inner.read().unwrap();
+        for (key, count, title) in [(1, 5, "x"), (7, 8, "y")] {
+            let object = read.object("Task", &PrimaryKey::Int(key)).unwrap().unwrap();
+            assert_eq!(
+                object.fields["count"],
+                crate::state::Field::Value(crate::state::Val::Int(count))
+            );
+            assert_eq!(
+                object.fields["title"],
+                crate::state::Field::Value(crate::state::Val::String(title.into()))
+            );
+        }
+        drop(read);
+
         let before = db.inner.read().unwrap().history().unwrap().len();
         let taken = r#"[["rows", "Task", ["_id", "title"], [[1, "a"], [1, "b"]]]]"#;
         let err = codec.write(Arc::clone(&db), taken.as_bytes()).unwrap_err();

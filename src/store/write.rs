@@ -409,6 +409,38 @@ impl<'db> WriteTransaction<'db> {
     where
         R: IntoIterator<Item = (PrimaryKey, Vec<Value>)>,
     {
+        self.write_rows(class, properties, rows, false)
+    }
+
+    /// [`create_rows`](Self::create_rows) with [`upsert`](Self::upsert) of each row instead
+    /// of `create`: a row whose object exists gets its values written (through `upsert`, so
+    /// the same instructions), a new one is created by the prepared `INSERT`, which is also
+    /// the existence check. Kotlin's typed `add` of many objects arrives here.
+    ///
+    /// # Errors
+    /// As `create_rows`, with `upsert`'s errors (an object that exists is not one).
+    pub fn upsert_rows<R>(
+        &mut self,
+        class: &str,
+        properties: &[&str],
+        rows: R,
+    ) -> Result<(), CreateRowsError>
+    where
+        R: IntoIterator<Item = (PrimaryKey, Vec<Value>)>,
+    {
+        self.write_rows(class, properties, rows, true)
+    }
+
+    fn write_rows<R>(
+        &mut self,
+        class: &str,
+        properties: &[&str],
+        rows: R,
+        upsert: bool,
+    ) -> Result<(), CreateRowsError>
+    where
+        R: IntoIterator<Item = (PrimaryKey, Vec<Value>)>,
+    {
         let plan = self.rows_plan(class, properties);
         let mut rows = rows.into_iter().enumerate();
         // A CreateObject and an Update per property for each row, up to 2^20 instructions
@@ -435,8 +467,14 @@ impl<'db> WriteTransaction<'db> {
                         if values.len() != properties.len() {
                             return Err(CreateRowsError::new(i, wrong_width(&values, properties)));
                         }
-                        let fast = insert_row(&mut stmt, plan, &key, &values)
-                            .map_err(|e| CreateRowsError::new(i, row_error(e, class, &key)))?;
+                        let fast = match insert_row(&mut stmt, plan, &key, &values) {
+                            Ok(fast) => fast,
+                            // The object exists: `upsert` writes its values.
+                            Err(e) if upsert && is_key_taken(&e) => false,
+                            Err(e) => {
+                                return Err(CreateRowsError::new(i, row_error(e, class, &key)))
+                            }
+                        };
                         if !fast {
                             slow = Some((i, key, values));
                             break;
@@ -470,8 +508,12 @@ impl<'db> WriteTransaction<'db> {
                 return Err(CreateRowsError::new(i, wrong_width(&values, properties)));
             }
             let named: Vec<(&str, Value)> = properties.iter().copied().zip(values).collect();
-            self.create(class, key, &named)
-                .map_err(|e| CreateRowsError::new(i, e))?;
+            let written = if upsert {
+                self.upsert(class, key, &named)
+            } else {
+                self.create(class, key, &named)
+            };
+            written.map_err(|e| CreateRowsError::new(i, e))?;
         }
     }
 
@@ -1314,6 +1356,13 @@ fn wrong_width(values: &[Value], properties: &[&str]) -> StoreError {
         values.len(),
         properties.len()
     ))
+}
+
+/// Whether an `INSERT` of an object failed because its primary key is taken.
+fn is_key_taken(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
 /// A prepared statement's failure on a row, as `create` reports it: a taken primary key is

@@ -55,7 +55,62 @@ internal object JsonBatch {
             if (!op(out, op, primaryKey)) return null
         }
         out.append(']')
-        return try {
+        return utf8(out)
+    }
+
+    /**
+     * A batch of any size made only of whole-object writes of one class with the same
+     * properties (every operation a [WriteOp.Upsert], as `add` of a model without collections or
+     * embedded objects records, or every one a [WriteOp.Create]) as ONE row-codec operation,
+     * `upsert_rows` (or `rows`): the store writes the rows with one prepared statement
+     * (`WriteTransaction::upsert_rows`). Null for any other batch, which then crosses as
+     * [WriteOp]s (or through [encode] when small). An error names `operation 0: row <i>: `,
+     * where `<i>` is the position of the failing operation.
+     */
+    fun encodeRows(ops: List<WriteOp>, primaryKey: (String) -> String): ByteArray? {
+        val first = ops.firstOrNull() ?: return null
+        val upsert = first is WriteOp.Upsert
+        val (cls, names) = when (first) {
+            is WriteOp.Upsert -> first.className to first.values.keys
+            is WriteOp.Create -> first.className to first.values.keys
+            else -> return null
+        }
+        // In name order, as the codec takes a `create`'s object (so the same instructions).
+        val props = names.sorted()
+        val out = StringBuilder(64 + 64 * ops.size)
+        out.append(if (upsert) "[[\"upsert_rows\"," else "[[\"rows\",")
+        string(out, cls)
+        out.append(",[")
+        string(out, primaryKey(cls))
+        for (p in props) {
+            out.append(',')
+            string(out, p)
+        }
+        out.append("],[")
+        for ((i, op) in ops.withIndex()) {
+            val (key, values) = when {
+                upsert && op is WriteOp.Upsert && op.className == cls -> op.key to op.values
+                !upsert && op is WriteOp.Create && op.className == cls -> op.key to op.values
+                else -> return null
+            }
+            if (values.size != props.size) return null
+            if (i > 0) out.append(',')
+            out.append('[')
+            key(out, key)
+            for (p in props) {
+                val v = values[p] ?: return null
+                out.append(',')
+                if (!value(out, v)) return null
+            }
+            out.append(']')
+        }
+        out.append("]]]")
+        return utf8(out)
+    }
+
+    /** [out] as UTF-8, or null if it holds a lone surrogate (not valid UTF-16). */
+    private fun utf8(out: StringBuilder): ByteArray? =
+        try {
             val bytes = Charsets.UTF_8.newEncoder()
                 .onMalformedInput(CodingErrorAction.REPORT)
                 .onUnmappableCharacter(CodingErrorAction.REPORT)
@@ -64,7 +119,6 @@ internal object JsonBatch {
         } catch (_: CharacterCodingException) {
             null
         }
-    }
 
     private fun op(out: StringBuilder, op: WriteOp, primaryKey: (String) -> String): Boolean {
         when (op) {

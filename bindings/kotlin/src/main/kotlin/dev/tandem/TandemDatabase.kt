@@ -126,8 +126,13 @@ class TandemDatabase private constructor(
         val batch = TypedWrite(this)
         batch.block()
         if (batch.ops.isEmpty()) return null
-        if (!batch.untyped && batch.ops.size <= JsonBatch.MAX_OPS) {
-            val json = JsonBatch.encode(batch.ops) { primaryKeys.getValue(it) }
+        if (!batch.untyped) {
+            val json = if (batch.ops.size <= JsonBatch.MAX_OPS) {
+                JsonBatch.encode(batch.ops) { primaryKeys.getValue(it) }
+            } else {
+                // Many adds of one plain model: one operation of rows (the store's bulk path).
+                JsonBatch.encodeRows(batch.ops) { primaryKeys.getValue(it) }
+            }
             if (json != null) return batchPath().write(json)
         }
         return raw.write(batch.ops)

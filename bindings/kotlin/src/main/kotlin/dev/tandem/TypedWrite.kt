@@ -19,7 +19,9 @@ import kotlin.reflect.KProperty1
  * Validation happens in two places: the model shapes when an object is encoded here (a
  * [TandemModelException] or [IllegalArgumentException] thrown inside the block), values and
  * references when the batch is applied ([TandemException], e.g. `InvalidArgument` for a
- * decimal beyond decimal128 or a missing object; its message starts `operation <i>: `).
+ * decimal beyond decimal128 or a missing object; its message starts `operation <i>: `, or
+ * `operation 0: row <i>: ` for a batch of more than 32 `add`s of one model without collections
+ * or embedded objects, which crosses as one operation of rows).
  */
 class TypedWrite internal constructor(private val db: TandemDatabase) {
     internal val ops = mutableListOf<WriteOp>()

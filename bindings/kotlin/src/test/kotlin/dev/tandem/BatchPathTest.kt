@@ -211,6 +211,29 @@ class BatchPathTest {
     }
 
     @Test
+    fun manyAddsOfOnePlainModelCrossAsOneOperationOfRows() {
+        val adds = (0 until 40L).map { ByName("row $it", it) }
+        // The JSON is one `upsert_rows` operation (the store's bulk path).
+        val ops = TypedWrite(db).apply { adds.forEach { add(it) } }.ops
+        val rows = JsonBatch.encodeRows(ops) { "name" }!!.toString(Charsets.UTF_8)
+        assertTrue(rows.startsWith("[[\"upsert_rows\",\"ByName\",[\"name\",\"n\"],[[\"row 0\",0],"), rows)
+        db.write { adds.forEach { add(it) } }
+        assertEquals(40L, db.query<ByName>().count().toLong())
+        // Adding again writes the new values (an upsert per object).
+        db.write { adds.forEach { add(it.copy(n = it.n + 100)) } }
+        assertEquals(40L, db.query<ByName>().count().toLong())
+        assertEquals(139L, db.find<ByName>("row 39")!!.n)
+        // Creates cross as `rows`; an existing key fails the whole batch, naming its row.
+        val e = assertThrows<TandemException.InvalidArgument> {
+            db.write { (0 until 40L).forEach { create(ByName(if (it == 7L) "row 3" else "new $it", it)) } }
+        }
+        assertTrue(e.message!!.contains("operation 0: row 7: "), e.message)
+        assertNull(db.find<ByName>("new 0"))
+        // A batch that mixes in another operation crosses as WriteOps, as before.
+        assertNull(JsonBatch.encodeRows(ops + WriteOp.Erase("ByName", Key.String("row 1"))) { "name" })
+    }
+
+    @Test
     fun largeBatchesAndManyThreads() {
         // A batch of more than JsonBatch.MAX_OPS operations (it crosses as WriteOps).
         val n = 2_000L
