@@ -357,6 +357,36 @@ impl Applier<'_> {
         Ok(true)
     }
 
+    /// Writes the stored value of the single-valued property `prop` of row `row` of `table`,
+    /// and its kind if the property is mixed (`kind` is then `Some`).
+    fn write_column(
+        &self,
+        table: &str,
+        prop: &str,
+        row: i64,
+        value: &Sql,
+        kind: Option<i64>,
+    ) -> Res<()> {
+        match kind {
+            Some(kind) => self
+                .conn
+                .prepare_cached(&format!(
+                    "UPDATE {table} SET {} = ?1, {} = ?2 WHERE rowid = ?3",
+                    value_column(prop),
+                    kind_column(prop)
+                ))?
+                .execute(params![value, kind, row])?,
+            None => self
+                .conn
+                .prepare_cached(&format!(
+                    "UPDATE {table} SET {} = ?1 WHERE rowid = ?2",
+                    value_column(prop)
+                ))?
+                .execute(params![value, row])?,
+        };
+        Ok(())
+    }
+
     /// Writes the pending object's row, if there is one, with the properties gathered for it.
     /// The object's `CreateObject` did not look it up: the `INSERT` is the existence check, and
     /// an object that already exists (the primary key's constraint refuses the row) gets the
@@ -376,23 +406,14 @@ impl Applier<'_> {
                     .all(|((f, mixed), (g, _, kind))| f == g && *mixed == kind.is_some())
         });
         if !same_shape {
-            let mut columns = String::from("_pk");
-            let mut count = 1;
+            let mut columns = Vec::with_capacity(pending.columns.len());
             for (field, _, kind) in &pending.columns {
-                let prop = string(cs, *field)?;
-                columns.push_str(", ");
-                columns.push_str(&value_column(&prop));
-                count += 1;
-                if kind.is_some() {
-                    columns.push_str(", ");
-                    columns.push_str(&kind_column(&prop));
-                    count += 1;
-                }
+                columns.push((string(cs, *field)?, kind.is_some()));
             }
-            let placeholders = (1..=count)
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let sql = layout::insert_object_sql(
+                &pending.class,
+                columns.iter().map(|(prop, mixed)| (prop.as_str(), *mixed)),
+            );
             self.insert_shape = Some(InsertShape {
                 class: pending.class.clone(),
                 columns: pending
@@ -400,10 +421,7 @@ impl Applier<'_> {
                     .iter()
                     .map(|(f, _, kind)| (*f, kind.is_some()))
                     .collect(),
-                sql: format!(
-                    "INSERT INTO {} ({columns}) VALUES ({placeholders})",
-                    object_table(&pending.class)
-                ),
+                sql,
             });
         }
         let sql = &self.insert_shape.as_ref().expect("built above").sql;
@@ -424,34 +442,14 @@ impl Applier<'_> {
                 *self.last_row.borrow_mut() = Some((pending.class, pending.key, row));
                 Ok(())
             }
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
-            {
+            Err(e) if layout::is_key_taken(&e) => {
                 drop(stmt);
                 let row = self
                     .top_level_row(&pending.class, &pending.key)?
                     .ok_or_else(|| Fault::Bad("CreateObject: the key is taken".into()))?;
                 let table = object_table(&pending.class);
                 for (field, value, kind) in &pending.columns {
-                    let prop = string(cs, *field)?;
-                    match kind {
-                        Some(kind) => self
-                            .conn
-                            .prepare_cached(&format!(
-                                "UPDATE {table} SET {} = ?1, {} = ?2 WHERE rowid = ?3",
-                                value_column(&prop),
-                                kind_column(&prop)
-                            ))?
-                            .execute(params![value, kind, row])?,
-                        None => self
-                            .conn
-                            .prepare_cached(&format!(
-                                "UPDATE {table} SET {} = ?1 WHERE rowid = ?2",
-                                value_column(&prop)
-                            ))?
-                            .execute(params![value, row])?,
-                    };
+                    self.write_column(&table, &string(cs, *field)?, row, value, *kind)?;
                 }
                 Ok(())
             }
@@ -961,23 +959,8 @@ impl Applier<'_> {
                         let stored = store_value(&column, &v);
                         self.allow(&stored)?;
                         let (sql, kind) = stored;
-                        if column.value_type == PayloadType::Null {
-                            self.conn
-                                .prepare_cached(&format!(
-                                    "UPDATE {table} SET {} = ?1, {} = ?2 WHERE rowid = ?3",
-                                    value_column(&prop),
-                                    kind_column(&prop)
-                                ))?
-                                .execute(params![sql, kind, row])?;
-                        } else {
-                            self.conn
-                                .prepare_cached(&format!(
-                                    "UPDATE {table} SET {} = ?1 WHERE rowid = ?2",
-                                    value_column(&prop)
-                                ))?
-                                .execute(params![sql, row])?;
-                        }
-                        Ok(())
+                        let kind = (column.value_type == PayloadType::Null).then_some(kind);
+                        self.write_column(&table, &prop, row, &sql, kind)
                     }
                 }
             }

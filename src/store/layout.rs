@@ -182,6 +182,43 @@ pub(crate) fn kind_column(prop: &str) -> String {
     quote(&format!("k:{prop}"))
 }
 
+/// The `INSERT` of a new object of `class` with the single-valued `properties` (each with
+/// whether it is mixed, so its kind column is written too): `_pk` then, in order, each
+/// property's value column (and kind column), bound as `?1`, `?2`, ... in that order.
+pub(crate) fn insert_object_sql<'p>(
+    class: &str,
+    properties: impl IntoIterator<Item = (&'p str, bool)>,
+) -> String {
+    let mut columns = String::from("_pk");
+    let mut count = 1;
+    for (prop, mixed) in properties {
+        columns.push_str(", ");
+        columns.push_str(&value_column(prop));
+        count += 1;
+        if mixed {
+            columns.push_str(", ");
+            columns.push_str(&kind_column(prop));
+            count += 1;
+        }
+    }
+    let placeholders = (1..=count)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {} ({columns}) VALUES ({placeholders})",
+        object_table(class)
+    )
+}
+
+/// Whether an `INSERT` of an object failed because its primary key is taken (the key's
+/// `INTEGER PRIMARY KEY` or its `UNIQUE` constraint refused the row).
+pub(crate) fn is_key_taken(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
 pub(crate) fn collection_table(class: &str, prop: &str, kind: CollectionType) -> String {
     let tag = match kind {
         CollectionType::List => "l",

@@ -114,13 +114,8 @@ pub(crate) fn for_each_object(
                 }
                 match keys.next_if(|(_, id)| *id == rowid) {
                     Some((key, id)) => {
-                        let object = if singles.is_empty() {
-                            let mut object = Object::default();
-                            collections_of(conn, schemas, class, schema, id, &mut object)?;
-                            object
-                        } else {
-                            object_of_row(conn, schemas, class, schema, &singles, row, 1, id)?
-                        };
+                        let object =
+                            object_of_row(conn, schemas, class, schema, &singles, row, 1, id)?;
                         f(class, key, object);
                     }
                     None if keys.peek().is_none() => break,
@@ -169,31 +164,51 @@ fn select_singles(singles: &[(&String, &ColumnSpec)], alias: &str) -> String {
     columns
 }
 
-/// The field of the single-valued `column` whose value [`select_singles`] put in result
-/// column `at` (its kind in `at + 1`); an embedded object is read whole.
-fn single_field(
-    conn: &Connection,
-    schemas: &Schemas,
-    column: &ColumnSpec,
-    row: &rusqlite::Row<'_>,
+/// How to read the single-valued `column` whose value [`select_singles`] put in result column
+/// `at` (its kind in `at + 1`): what depends on the column alone (its embedded target, its
+/// link target's class and key type) looked up once, for reading it from many rows.
+struct SingleRead<'s> {
+    column: &'s ColumnSpec,
     at: usize,
-) -> Result<Field, StoreError> {
-    Ok(match embedded_target(schemas, column) {
-        Some(target) => match row.get::<_, Option<i64>>(at)? {
-            Some(child) => Field::Embedded(Some(read_object(conn, schemas, target, child)?)),
-            None => Field::Embedded(None),
-        },
-        None => {
-            // Only a mixed column's kind varies by row; the others' is the literal that
-            // `select_singles` put in `at + 1`, the column's own type.
-            let kind = if column.value_type == PayloadType::Null {
-                row.get(at + 1)?
-            } else {
-                column.value_type.code()
-            };
-            Field::Value(value_of(schemas, column, row.get_ref(at)?, kind)?)
+    embedded: Option<&'s str>,
+    link: Option<(&'s str, PayloadType)>,
+}
+
+impl<'s> SingleRead<'s> {
+    fn new(schemas: &'s Schemas, column: &'s ColumnSpec, at: usize) -> Self {
+        SingleRead {
+            column,
+            at,
+            embedded: embedded_target(schemas, column),
+            link: link_info(schemas, column),
         }
-    })
+    }
+
+    /// The field in `row`; an embedded object is read whole.
+    fn read(
+        &self,
+        conn: &Connection,
+        schemas: &Schemas,
+        row: &rusqlite::Row<'_>,
+    ) -> Result<Field, StoreError> {
+        let (column, at) = (self.column, self.at);
+        if let Some(target) = self.embedded {
+            return Ok(match row.get::<_, Option<i64>>(at)? {
+                Some(child) => Field::Embedded(Some(read_object(conn, schemas, target, child)?)),
+                None => Field::Embedded(None),
+            });
+        }
+        let raw = row.get_ref(at)?;
+        // Only a mixed column's kind varies by row; the others' is the literal that
+        // `select_singles` put in `at + 1`, the column's own type.
+        let value = if column.value_type == PayloadType::Null {
+            value_of(schemas, column, raw, row.get(at + 1)?)?
+        } else {
+            codec::decode(raw, column.value_type, self.link)
+                .ok_or_else(|| corrupt(format!("value of kind {}", column.value_type.code())))?
+        };
+        Ok(Field::Value(value))
+    }
 }
 
 /// The collection property `prop` (declared by `column`, not single-valued) of row `id` of
@@ -304,7 +319,7 @@ fn object_of_row(
 ) -> Result<Object, StoreError> {
     let mut object = Object::default();
     for (i, (prop, column)) in singles.iter().enumerate() {
-        let field = single_field(conn, schemas, column, row, at + 2 * i)?;
+        let field = SingleRead::new(schemas, column, at + 2 * i).read(conn, schemas, row)?;
         object.fields.insert((*prop).clone(), field);
     }
     collections_of(conn, schemas, class, schema, id, &mut object)?;
@@ -642,11 +657,7 @@ impl<'db> ReadTransaction<'db> {
         /// Where each asked property comes from.
         enum Source<'s> {
             Key,
-            /// A plain single-valued column: its value in this result column, its kind in the
-            /// next (read only for a mixed column), its link target's class and key type.
-            Plain(usize, &'s ColumnSpec, Option<(&'s str, PayloadType)>),
-            /// An embedded object held by the single-valued column in this result column.
-            Embedded(usize, &'s str),
+            Single(SingleRead<'s>),
             Collection(&'s str, &'s ColumnSpec),
         }
         let mut singles: Vec<(&String, &ColumnSpec)> = Vec::new();
@@ -661,10 +672,7 @@ impl<'db> ReadTransaction<'db> {
             })?;
             if column.collection == CollectionType::Single {
                 let at = 2 + 2 * singles.len();
-                sources.push(match embedded_target(&self.schemas, column) {
-                    Some(target) => Source::Embedded(at, target),
-                    None => Source::Plain(at, column, link_info(&self.schemas, column)),
-                });
+                sources.push(Source::Single(SingleRead::new(&self.schemas, column, at)));
                 singles.push((name, column));
             } else {
                 sources.push(Source::Collection(name, column));
@@ -712,23 +720,7 @@ impl<'db> ReadTransaction<'db> {
                             .to_val()
                             .ok_or_else(|| corrupt(format!("primary key of {class}")))?,
                     ),
-                    Source::Plain(at, column, link) => {
-                        let raw = row.get_ref(at)?;
-                        let value = if column.value_type == PayloadType::Null {
-                            value_of(&self.schemas, column, raw, row.get(at + 1)?)?
-                        } else {
-                            codec::decode(raw, column.value_type, link).ok_or_else(|| {
-                                corrupt(format!("value of kind {}", column.value_type.code()))
-                            })?
-                        };
-                        Field::Value(value)
-                    }
-                    Source::Embedded(at, target) => match row.get::<_, Option<i64>>(at)? {
-                        Some(child) => {
-                            Field::Embedded(Some(read_object(conn, &self.schemas, target, child)?))
-                        }
-                        None => Field::Embedded(None),
-                    },
+                    Source::Single(ref single) => single.read(conn, &self.schemas, row)?,
                     Source::Collection(prop, column) => {
                         read_collection(conn, &self.schemas, class, prop, column, id)?
                     }

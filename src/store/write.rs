@@ -13,7 +13,10 @@ use rusqlite::Connection;
 use super::apply::{apply_instructions, store_value};
 use super::codec;
 use super::history::{append_local, remember_append};
-use super::layout::{collection_table, kind_column, link_matches, object_table, value_column};
+use super::layout::{
+    collection_table, insert_object_sql, is_key_taken, kind_column, link_matches, object_table,
+    value_column,
+};
 use super::{from_key, to_key, Database, SizeLimit, StoreError};
 use crate::changeset::{
     AddInteger, ArrayErase, ArrayInsert, ArrayMove, Changeset, Clear, CollectionType, FieldPath,
@@ -212,33 +215,11 @@ impl<'db> WriteTransaction<'db> {
     }
 
     fn wire_key(&mut self, key: &PrimaryKey) -> WireKey {
-        match key {
-            PrimaryKey::Null => WireKey::Null,
-            PrimaryKey::Int(v) => WireKey::Int(*v),
-            PrimaryKey::String(s) => WireKey::String(self.changeset.intern(s)),
-            PrimaryKey::ObjectId(id) => WireKey::ObjectId(*id),
-            PrimaryKey::Uuid(id) => WireKey::Uuid(*id),
-        }
+        wire_key_in(&mut self.changeset, key)
     }
 
     fn payload(&mut self, value: &Value) -> Payload {
-        match value {
-            Value::Null => Payload::Null,
-            Value::Int(v) => Payload::Int(*v),
-            Value::Bool(v) => Payload::Bool(*v),
-            Value::String(s) => Payload::String(s.clone()),
-            Value::Binary(b) => Payload::Binary(b.clone()),
-            Value::Timestamp(t) => Payload::Timestamp(*t),
-            Value::Float(v) => Payload::Float(*v),
-            Value::Double(v) => Payload::Double(*v),
-            Value::Decimal(d) => Payload::Decimal(*d),
-            Value::ObjectId(id) => Payload::ObjectId(*id),
-            Value::Uuid(id) => Payload::Uuid(*id),
-            Value::Link(link) => Payload::Link(Link {
-                target_table: self.changeset.intern(&link.class),
-                target: self.wire_key(&link.key),
-            }),
-        }
+        payload_in(&mut self.changeset, value.clone())
     }
 
     fn path(
@@ -545,19 +526,7 @@ impl<'db> WriteTransaction<'db> {
             columns.push(column.clone());
         }
         let sql = self.db.insert_sql(&cache_key, || {
-            let mut names = String::from("_pk");
-            for prop in properties {
-                names.push_str(", ");
-                names.push_str(&value_column(prop));
-            }
-            let placeholders = (1..=properties.len() + 1)
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!(
-                "INSERT INTO {} ({names}) VALUES ({placeholders})",
-                object_table(class)
-            )
+            insert_object_sql(class, properties.iter().map(|p| (*p, false)))
         });
         let insert = InsertPlan {
             sql,
@@ -656,8 +625,7 @@ impl<'db> WriteTransaction<'db> {
                 {
                     return Ok(false);
                 }
-                let Ok(mut v) = check_scalar(self.schemas(), column, payload, &self.changeset)
-                else {
+                let Ok(v) = check_scalar(self.schemas(), column, payload, &self.changeset) else {
                     return Ok(false);
                 };
                 // A link to a missing class: the general path refuses it
@@ -665,15 +633,7 @@ impl<'db> WriteTransaction<'db> {
                 if matches!(&v, Val::Link(target, _) if !self.schemas().contains_key(target)) {
                     return Ok(false);
                 }
-                // As CreateObject then Update would: a required float or double starts at +0.0,
-                // which realm-core keeps over a -0.0 (Val::realm_keeps).
-                if !column.nullable {
-                    let default = Val::default_for(column.value_type);
-                    if default.realm_keeps(&v) {
-                        v = default;
-                    }
-                }
-                let stored = store_value(column, &v);
+                let stored = store_value(column, &new_object_value(column, v));
                 null_key_link |= codec::is_null_key_link(&stored);
                 let (sql, kind) = stored;
                 cache_key.push('\0');
@@ -693,23 +653,8 @@ impl<'db> WriteTransaction<'db> {
             Some(plan) => plan.clone(),
             None => {
                 let sql = self.db.insert_sql(&cache_key, || {
-                    let mut columns = String::from("_pk");
-                    for ((prop, _), is_mixed) in payloads.iter().zip(&mixed) {
-                        columns.push_str(", ");
-                        columns.push_str(&value_column(prop));
-                        if *is_mixed {
-                            columns.push_str(", ");
-                            columns.push_str(&super::layout::kind_column(prop));
-                        }
-                    }
-                    let placeholders = (1..=args.len())
-                        .map(|i| format!("?{i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    format!(
-                        "INSERT INTO {} ({columns}) VALUES ({placeholders})",
-                        object_table(class)
-                    )
+                    let columns = payloads.iter().zip(&mixed);
+                    insert_object_sql(class, columns.map(|((prop, _), m)| (*prop, *m)))
                 });
                 let plan = std::rc::Rc::new(InsertPlan {
                     sql,
@@ -1342,6 +1287,19 @@ impl Drop for WriteTransaction<'_> {
     }
 }
 
+/// The value a new object stores for `v` in `column`, as its `CreateObject` and then an
+/// `Update` would leave it: a required float or double starts at +0.0, which realm-core keeps
+/// over a -0.0 (`Val::realm_keeps`).
+fn new_object_value(column: &crate::state::ColumnSpec, v: Val) -> Val {
+    if !column.nullable {
+        let default = Val::default_for(column.value_type);
+        if default.realm_keeps(&v) {
+            return default;
+        }
+    }
+    v
+}
+
 /// `create`'s error for a key that is taken.
 fn already_exists(class: &str, key: &PrimaryKey) -> StoreError {
     StoreError::InvalidArgument(format!(
@@ -1356,13 +1314,6 @@ fn wrong_width(values: &[Value], properties: &[&str]) -> StoreError {
         values.len(),
         properties.len()
     ))
-}
-
-/// Whether an `INSERT` of an object failed because its primary key is taken.
-fn is_key_taken(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
 /// A prepared statement's failure on a row, as `create` reports it: a taken primary key is
@@ -1456,7 +1407,7 @@ fn insert_row(
                 return Ok(false)
             }
             other => {
-                let mut v = match other {
+                let v = match other {
                     Value::Binary(b) => Val::Binary(b.clone()),
                     Value::Timestamp(t) => Val::Timestamp(t.seconds(), t.nanoseconds()),
                     Value::Float(f) => Val::Float(f.to_bits()),
@@ -1469,15 +1420,7 @@ fn insert_row(
                 if v.payload_type() != column.value_type {
                     return Ok(false);
                 }
-                // As `insert_new`: a required float or double starts at +0.0, which
-                // realm-core keeps over a -0.0 (`Val::realm_keeps`).
-                if !column.nullable {
-                    let default = Val::default_for(column.value_type);
-                    if default.realm_keeps(&v) {
-                        v = default;
-                    }
-                }
-                stmt.raw_bind_parameter(at, codec::encode(&v).0)?;
+                stmt.raw_bind_parameter(at, codec::encode(&new_object_value(column, v)).0)?;
             }
         }
     }
@@ -1485,7 +1428,8 @@ fn insert_row(
     Ok(true)
 }
 
-/// [`WriteTransaction::wire_key`] on a changeset borrowed apart from its transaction.
+/// The wire form of `key`, its string interned in `changeset` (a changeset borrowed apart from
+/// its transaction, as [`WriteTransaction::create_rows`] needs).
 fn wire_key_in(changeset: &mut Changeset, key: &PrimaryKey) -> WireKey {
     match key {
         PrimaryKey::Null => WireKey::Null,
@@ -1496,7 +1440,8 @@ fn wire_key_in(changeset: &mut Changeset, key: &PrimaryKey) -> WireKey {
     }
 }
 
-/// A plain value as a payload, moved (a link, interned, is never passed here).
+/// `value` as a payload, moved into it (a link's class and string key interned in
+/// `changeset`).
 fn payload_in(changeset: &mut Changeset, value: Value) -> Payload {
     match value {
         Value::Null => Payload::Null,
