@@ -4,6 +4,8 @@
 //!   `encode -> decode` unchanged, and `encode -> decode -> encode` gives identical bytes.
 //! - Random byte strings and mutated valid encodings never make the decoder panic; whatever it
 //!   accepts re-encodes to a fixed point.
+//! - `Changeset::stream` yields, for any bytes, the instructions `Changeset::decode` gives, or
+//!   the same error.
 
 use proptest::prelude::*;
 use tandem::changeset::*;
@@ -267,6 +269,40 @@ fn decode_never_panics_and_accepted_input_is_stable(bytes: &[u8]) -> Result<(), 
     Ok(())
 }
 
+/// Streams `bytes` and checks the outcome against `Changeset::decode`: the same instructions
+/// with the same strings, or the same error (offset, expectation, kind).
+fn stream_matches_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let mut stream = Changeset::stream(bytes);
+    let mut streamed = Vec::new();
+    let outcome = loop {
+        match stream.next_instruction() {
+            Ok(Some(instruction)) => streamed.push(instruction),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    match (Changeset::decode(bytes), outcome) {
+        (Ok(decoded), Ok(())) => {
+            prop_assert_eq!(&streamed, &decoded.instructions);
+            prop_assert_eq!(stream.strings().string_count(), decoded.string_count());
+            for i in 0..decoded.string_count() {
+                prop_assert_eq!(
+                    stream.strings().string(InternString(i)),
+                    decoded.string(InternString(i))
+                );
+            }
+            // Once at its end, the stream stays there.
+            prop_assert!(stream.next_instruction().unwrap().is_none());
+        }
+        (Err(a), Err(b)) => {
+            prop_assert_eq!(a.to_string(), b.to_string());
+            prop_assert!(stream.next_instruction().unwrap().is_none());
+        }
+        (a, b) => prop_assert!(false, "decode {:?}, stream {:?}", a.map(|_| ()), b),
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug)]
 enum Mutation {
     Flip(usize, u8),
@@ -319,6 +355,20 @@ proptest! {
     #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         decode_never_panics_and_accepted_input_is_stable(&bytes)?;
+        stream_matches_decode(&bytes)?;
+    }
+
+    #[test]
+    fn streamed_changesets_are_the_decoded_ones(
+        cs in changeset(),
+        mutations in prop::collection::vec(mutation(), 0..3),
+    ) {
+        let mut bytes = cs.encode();
+        stream_matches_decode(&bytes)?;
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        stream_matches_decode(&bytes)?;
     }
 
     #[test]

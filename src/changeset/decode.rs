@@ -38,6 +38,48 @@ pub(super) fn decode(input: &[u8]) -> std::result::Result<Changeset, ChangesetEr
     Ok(reader.changeset)
 }
 
+/// Decodes a changeset one instruction at a time: see [`Changeset::stream`](super::Changeset::stream).
+pub struct InstructionStream<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> InstructionStream<'a> {
+    pub(super) fn new(input: &'a [u8]) -> Self {
+        InstructionStream {
+            reader: Reader {
+                input,
+                pos: 0,
+                changeset: Changeset::new(),
+            },
+        }
+    }
+
+    /// The next instruction, or `None` at the end of the input.
+    ///
+    /// # Errors
+    /// The error [`Changeset::decode`](super::Changeset::decode) reports for the same bytes;
+    /// once one is returned the stream is at its end.
+    pub fn next_instruction(&mut self) -> std::result::Result<Option<Instruction>, ChangesetError> {
+        let reader = &mut self.reader;
+        while reader.pos < reader.input.len() {
+            if let Err(e) = reader.instruction() {
+                reader.pos = reader.input.len();
+                return Err(*e);
+            }
+            if let Some(instruction) = reader.changeset.instructions.pop() {
+                return Ok(Some(instruction));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The intern strings defined so far (the changeset has no instructions): every string an
+    /// instruction returned by [`next_instruction`](Self::next_instruction) names is in it.
+    pub fn strings(&self) -> &Changeset {
+        &self.reader.changeset
+    }
+}
+
 struct Reader<'a> {
     input: &'a [u8],
     pos: usize,

@@ -33,7 +33,7 @@ pub mod varint;
 
 use std::collections::HashMap;
 
-pub use decode::MAX_STRING_LEN;
+pub use decode::{InstructionStream, MAX_STRING_LEN};
 pub use error::{ChangesetError, ChangesetErrorKind};
 pub use instruction::*;
 
@@ -94,6 +94,26 @@ impl Changeset {
     /// The metadata of the result is zero: it travels beside the bytes, not in them.
     pub fn decode(bytes: &[u8]) -> Result<Changeset, ChangesetError> {
         decode::decode(bytes)
+    }
+
+    /// Decodes Realm-format changeset bytes one instruction at a time, so that a large
+    /// changeset is applied or inspected without holding all its instructions (112 bytes each)
+    /// at once. The bytes, errors and offsets are those of [`decode`](Self::decode).
+    ///
+    /// ```
+    /// use tandem::changeset::{Changeset, Instruction, PrimaryKey};
+    /// let mut cs = Changeset::new();
+    /// let table = cs.intern("Task");
+    /// cs.push(Instruction::CreateObject { table, object: PrimaryKey::Int(1) });
+    /// let bytes = cs.encode();
+    /// let mut stream = Changeset::stream(&bytes);
+    /// let first = stream.next_instruction().unwrap().unwrap();
+    /// assert_eq!(first, cs.instructions[0]);
+    /// assert_eq!(stream.strings().string(table), Some("Task"));
+    /// assert!(stream.next_instruction().unwrap().is_none());
+    /// ```
+    pub fn stream(bytes: &[u8]) -> InstructionStream<'_> {
+        InstructionStream::new(bytes)
     }
 
     /// Encodes the changeset: all intern strings first, then the instructions, as realm-core

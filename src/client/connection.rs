@@ -19,13 +19,13 @@ use super::{
     lock, token, ClientResetMode, PartialState, ResetPlan, Shared, SyncState, TransactOutcome,
     UPLOAD_BATCH,
 };
-use crate::changeset::Changeset;
+use crate::changeset::{Changeset, ChangesetMeta};
 use crate::protocol::{
     self, limits, BatchState, ClientMessage, ErrorCode, FlxQuery, Limits, ServerMessage,
     UploadEntry,
 };
 use crate::store::{
-    Acknowledged, DownloadCursors, ResetBase, ResetRecovery, SnapshotRollback, StoreError,
+    Acknowledged, DownloadCursors, Incoming, ResetBase, ResetRecovery, SnapshotRollback, StoreError,
 };
 
 /// Server errors that mean this file's history can no longer sync as it is: client reset.
@@ -385,12 +385,20 @@ async fn correct_clock(
     Ok(())
 }
 
-fn to_changesets(entries: Vec<crate::protocol::DownloadEntry>) -> Result<Vec<Changeset>, Failure> {
+/// A DOWNLOAD's entries as the store takes them: still encoded, each decoded (or applied as it
+/// is decoded) inside the store's transaction, so that a large download is never held decoded
+/// whole (`Database::integrate_download_encoded`).
+fn to_incoming(entries: Vec<crate::protocol::DownloadEntry>) -> Vec<Incoming> {
     entries
         .into_iter()
-        .map(|e| {
-            e.to_changeset()
-                .map_err(|err| fail(format!("server sent a bad changeset: {err}")))
+        .map(|e| Incoming::Encoded {
+            meta: ChangesetMeta {
+                version: e.server_version,
+                last_integrated_remote_version: e.last_integrated_client_version,
+                origin_timestamp: e.origin_timestamp,
+                origin_file_ident: e.origin_file_ident,
+            },
+            bytes: e.changeset,
         })
         .collect()
 }
@@ -962,7 +970,7 @@ where
                         return Ok(());
                     }
                     let (version, staged, _) = conn.bootstrap.take().expect("staged above");
-                    let changesets = to_changesets(staged)?;
+                    let changesets = to_incoming(staged);
                     blocking(move || d.integrate_bootstrap(changesets, cursors, version)).await?;
                     shared.subscription_states.send_modify(|n| *n += 1);
                 }
@@ -973,8 +981,8 @@ where
                              subscription set {version}"
                         )));
                     }
-                    let changesets = to_changesets(entries)?;
-                    blocking(move || d.integrate_download(changesets, cursors)).await?;
+                    let changesets = to_incoming(entries);
+                    blocking(move || d.integrate_download_encoded(changesets, cursors)).await?;
                 }
             }
             let mut acknowledged = 0;

@@ -342,7 +342,7 @@ pub struct MergeReach {
 
 impl MergeReach {
     /// The reach of `changesets` together.
-    pub fn of(changesets: &[Changeset]) -> Self {
+    pub fn of<'a>(changesets: impl IntoIterator<Item = &'a Changeset>) -> Self {
         let mut reach = MergeReach {
             names: HashMap::new(),
             keys: Default::default(),
@@ -396,28 +396,65 @@ impl MergeReach {
         if self.undefined {
             return true;
         }
+        other
+            .instructions
+            .iter()
+            .any(|instr| self.meets_instruction(other, instr))
+    }
+
+    /// [`meets`](Self::meets) for a changeset still encoded, decoded one instruction at a time
+    /// ([`Changeset::stream`]) and only until the answer is known: a large changeset that
+    /// cannot meet the set is never held decoded. With `erase_table_meets`, an `EraseTable` in
+    /// `bytes` answers `true` as well (what
+    /// [`ReciprocalHistory::needs_merge`](super::ReciprocalHistory::needs_merge) asks of an
+    /// incoming changeset that erases a table). Bytes that do not decode answer `true`, so
+    /// that the caller decodes them and reports the error.
+    pub fn meets_encoded(&self, bytes: &[u8], erase_table_meets: bool) -> bool {
+        if bytes.is_empty() {
+            return false;
+        }
+        let nothing_to_meet = self.keys.is_empty() && !self.undefined;
+        if self.undefined || (nothing_to_meet && !erase_table_meets) {
+            return self.undefined;
+        }
+        let mut stream = Changeset::stream(bytes);
+        loop {
+            match stream.next_instruction() {
+                Ok(Some(instr)) => {
+                    if erase_table_meets && matches!(instr, Instruction::EraseTable { .. }) {
+                        return true;
+                    }
+                    if !nothing_to_meet && self.meets_instruction(stream.strings(), &instr) {
+                        return true;
+                    }
+                }
+                Ok(None) => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Whether `instr` (its strings in `strings`) can meet the set: the per-instruction test of
+    /// [`meets`](Self::meets).
+    fn meets_instruction(&self, strings: &Changeset, instr: &Instruction) -> bool {
         // A name the set never uses cannot be part of a key of the set: it gets an id no key,
         // table or erased table of the set has.
         let mut id = |s: InternString| {
-            let name = other.string(s)?;
+            let name = strings.string(s)?;
             Some(self.names.get(name).copied().unwrap_or(u32::MAX))
         };
-        for instr in &other.instructions {
-            let Some(keys) = reach_keys(instr, &mut id) else {
+        let Some(keys) = reach_keys(instr, &mut id) else {
+            return true;
+        };
+        for key in &keys {
+            if self.keys.contains(key) || key_table(key).is_some_and(|t| self.erased.contains(&t)) {
                 return true;
-            };
-            for key in &keys {
-                if self.keys.contains(key)
-                    || key_table(key).is_some_and(|t| self.erased.contains(&t))
-                {
-                    return true;
-                }
             }
-            if let Some(t) = erased_table(instr) {
-                match id(t) {
-                    Some(t) if !self.tables.contains(&t) => {}
-                    _ => return true,
-                }
+        }
+        if let Some(t) = erased_table(instr) {
+            match id(t) {
+                Some(t) if !self.tables.contains(&t) => {}
+                _ => return true,
             }
         }
         false

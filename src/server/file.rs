@@ -242,6 +242,10 @@ fn state_err(e: StateError) -> ProtocolError {
     }
 }
 
+/// One row of the history table as read, still encoded: version, changeset bytes, origin file
+/// ident, origin timestamp, client version.
+type HistoryRow = (i64, Vec<u8>, i64, i64, i64);
+
 /// The server versions of other clients' changesets after some base version
 /// ([`ServerFile::others_after`]), as ranges of consecutive versions.
 #[derive(Debug, Default)]
@@ -974,9 +978,7 @@ impl ServerFile {
         Ok(())
     }
 
-    fn row_to_changeset(
-        row: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<(i64, Vec<u8>, i64, i64, i64)> {
+    fn row_to_changeset(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRow> {
         Ok((
             row.get(0)?,
             row.get(1)?,
@@ -986,7 +988,7 @@ impl ServerFile {
         ))
     }
 
-    fn decode(row: (i64, Vec<u8>, i64, i64, i64)) -> Result<Changeset, ProtocolError> {
+    fn decode(row: HistoryRow) -> Result<Changeset, ProtocolError> {
         let (version, bytes, origin, timestamp, client_version) = row;
         let mut cs = Changeset::decode(&bytes).map_err(|e| {
             ProtocolError::new(
@@ -1542,7 +1544,7 @@ impl ServerFile {
         };
         // Built once: after a batch is merged the upload only shrinks, so this reach stays a
         // safe (if larger) answer for the rest of the window.
-        let reach = MergeReach::of(incoming);
+        let reach = MergeReach::of(&*incoming);
         let mut pending: Vec<(FormKey, Changeset)> = Vec::new();
         let mut pending_instructions = 0;
         // Flexible sync copies sent to this client after `base` (`server::file::flx`), each
@@ -1550,20 +1552,33 @@ impl ServerFile {
         // cloned only for those the upload meets.
         let extras: Vec<FormKey> = reciprocal.extras_after(base).map(|(k, _)| k).collect();
         let mut extras = extras.into_iter().peekable();
-        // `local` is the history's changeset of `key`; `None` for an extra (its recorded form).
+        // `local` is the history's row of `key`, still encoded; `None` for an extra (its
+        // recorded form). A row is decoded only when the upload can meet it: a fresh client's
+        // schema changeset is checked against a bulk insert of 100,000 objects instruction by
+        // instruction, never holding it decoded (issue 18, first-sync memory).
         let mut push = |key: FormKey,
-                        local: Option<Changeset>,
+                        local: Option<HistoryRow>,
                         pending: &mut Vec<(FormKey, Changeset)>,
                         incoming: &mut [Changeset],
                         reciprocal: &mut ReciprocalHistory|
          -> Result<(), ProtocolError> {
-            let local = match local {
-                Some(local) if reciprocal.needs_merge_keyed(&reach, key, &local) => local,
-                None => match reciprocal.form(key) {
-                    Some(form) if reciprocal.needs_merge_keyed(&reach, key, form) => form.clone(),
-                    _ => return Ok(()),
-                },
-                Some(_) => return Ok(()),
+            let local = match (local, reciprocal.form(key)) {
+                (Some(row), Some(form)) => {
+                    if !(reach.erases_table() || reach.meets(form)) {
+                        return Ok(());
+                    }
+                    Self::decode(row)?
+                }
+                (Some(row), None) => {
+                    if !(reach.erases_table() || reach.meets_encoded(&row.1, false)) {
+                        return Ok(());
+                    }
+                    Self::decode(row)?
+                }
+                (None, Some(form)) if reciprocal.needs_merge_keyed(&reach, key, form) => {
+                    form.clone()
+                }
+                (None, _) => return Ok(()),
             };
             if pending_instructions + local.len() > MERGE_BATCH_INSTRUCTIONS {
                 flush(pending, incoming, reciprocal)?;
@@ -1573,8 +1588,8 @@ impl ServerFile {
             pending.push((key, local));
             Ok(())
         };
-        self.each_of(others, base, |local| {
-            let version = local.meta.version;
+        self.each_row_of(others, base, |local| {
+            let version = local.0 as u64;
             while let Some(&key @ FormKey::Extra { at, .. }) = extras.peek() {
                 if at >= version {
                     break;
@@ -1636,6 +1651,18 @@ impl ServerFile {
         base: u64,
         mut each: impl FnMut(Changeset) -> Result<bool, ProtocolError>,
     ) -> Result<(), ProtocolError> {
+        self.each_row_of(others, base, |row| each(Self::decode(row)?))
+    }
+
+    /// [`each_of`](Self::each_of) with each changeset still encoded (the row as
+    /// [`row_to_changeset`](Self::row_to_changeset) reads it), for callers that decode only
+    /// some of them.
+    fn each_row_of(
+        &self,
+        others: &Others,
+        base: u64,
+        mut each: impl FnMut(HistoryRow) -> Result<bool, ProtocolError>,
+    ) -> Result<(), ProtocolError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -1652,8 +1679,7 @@ impl ServerFile {
                 .query(params![start as i64, end as i64])
                 .map_err(sql_err)?;
             while let Some(row) = rows.next().map_err(sql_err)? {
-                let changeset = Self::decode(Self::row_to_changeset(row).map_err(sql_err)?)?;
-                if !each(changeset)? {
+                if !each(Self::row_to_changeset(row).map_err(sql_err)?)? {
                     return Ok(());
                 }
             }

@@ -86,13 +86,7 @@ pub(crate) fn apply_instructions(
         .iter()
         .any(Instruction::is_schema_change)
         .then(|| schemas.clone());
-    let mut applier = Applier {
-        conn,
-        schemas,
-        last_row: Default::default(),
-        pending: None,
-        insert_shape: None,
-    };
+    let mut applier = Applier::new(conn, schemas);
     // The last step writes the object still pending after the last instruction; its failure
     // (an SQL error only) is reported at that instruction.
     let last = instructions.len().saturating_sub(1);
@@ -103,27 +97,106 @@ pub(crate) fn apply_instructions(
             None => applier.flush(cs),
         };
         if let Err(fault) = done {
-            let index = index.min(last);
-            let _ = conn.execute_batch("ROLLBACK TO tandem_apply; RELEASE tandem_apply");
-            if let Some(saved) = saved {
-                *schemas = saved;
-            }
-            return Err(match fault {
-                Fault::Bad(reason) => ApplyFailure::Rejected(ApplyError::BadChangeset {
-                    instruction: index,
-                    reason,
-                }),
-                Fault::Schema(reason) => ApplyFailure::Rejected(ApplyError::SchemaMismatch {
-                    instruction: index,
-                    reason,
-                }),
-                Fault::Sql(e) => ApplyFailure::Sql(e),
-            });
+            return Err(undo(conn, schemas, saved, fault, index.min(last)));
         }
     }
     conn.execute_batch("RELEASE tandem_apply")
         .map_err(ApplyFailure::Sql)?;
     Ok(())
+}
+
+/// What [`apply_stream`] failed on.
+pub(crate) enum StreamFailure {
+    /// The bytes do not decode (nothing was applied).
+    Decode(crate::changeset::ChangesetError),
+    /// An instruction failed, as in [`apply`] (nothing was applied).
+    Apply(ApplyFailure),
+}
+
+/// [`apply`] for a changeset still encoded: each instruction is applied as it is decoded
+/// ([`Changeset::stream`]), so that a large server changeset is never held decoded (a fresh
+/// client's first download; issue 18). `each` sees every instruction, with its strings, before
+/// it is applied. Atomic as [`apply`] is: on failure the database and `schemas` are unchanged.
+pub(crate) fn apply_stream(
+    conn: &Connection,
+    schemas: &mut Schemas,
+    bytes: &[u8],
+    mut each: impl FnMut(&Changeset, &Instruction),
+) -> Result<(), StreamFailure> {
+    conn.execute_batch("SAVEPOINT tandem_apply")
+        .map_err(|e| StreamFailure::Apply(ApplyFailure::Sql(e)))?;
+    // Copied before the first schema instruction, to restore on failure.
+    let mut saved: Option<Schemas> = None;
+    let mut stream = Changeset::stream(bytes);
+    let mut applier = Applier::new(conn, schemas);
+    let mut index: usize = 0;
+    let failed = loop {
+        let next = match stream.next_instruction() {
+            Ok(next) => next,
+            Err(e) => break Err(e),
+        };
+        let done = match &next {
+            Some(instruction) => {
+                if saved.is_none() && instruction.is_schema_change() {
+                    saved = Some(applier.schemas.clone());
+                }
+                each(stream.strings(), instruction);
+                applier.instruction(stream.strings(), instruction)
+            }
+            // The object still pending after the last instruction; its failure (an SQL error
+            // only) is reported at that instruction.
+            None => applier.flush(stream.strings()),
+        };
+        match done {
+            // A failed flush is reported at the last instruction.
+            Err(fault) if next.is_none() => break Ok((fault, index.saturating_sub(1))),
+            Err(fault) => break Ok((fault, index)),
+            Ok(()) if next.is_none() => {
+                return conn
+                    .execute_batch("RELEASE tandem_apply")
+                    .map_err(|e| StreamFailure::Apply(ApplyFailure::Sql(e)));
+            }
+            Ok(()) => index += 1,
+        }
+    };
+    Err(match failed {
+        Ok((fault, index)) => StreamFailure::Apply(undo(conn, schemas, saved, fault, index)),
+        Err(e) => {
+            roll_back(conn, schemas, saved);
+            StreamFailure::Decode(e)
+        }
+    })
+}
+
+/// Rolls the database back to the apply's savepoint and, if saved, `schemas` to `saved`.
+fn roll_back(conn: &Connection, schemas: &mut Schemas, saved: Option<Schemas>) {
+    let _ = conn.execute_batch("ROLLBACK TO tandem_apply; RELEASE tandem_apply");
+    if let Some(saved) = saved {
+        *schemas = saved;
+    }
+}
+
+/// Rolls back a failed apply (its savepoint and, if saved, `schemas`) and names the failure
+/// with the index of the instruction it happened at.
+fn undo(
+    conn: &Connection,
+    schemas: &mut Schemas,
+    saved: Option<Schemas>,
+    fault: Fault,
+    index: usize,
+) -> ApplyFailure {
+    roll_back(conn, schemas, saved);
+    match fault {
+        Fault::Bad(reason) => ApplyFailure::Rejected(ApplyError::BadChangeset {
+            instruction: index,
+            reason,
+        }),
+        Fault::Schema(reason) => ApplyFailure::Rejected(ApplyError::SchemaMismatch {
+            instruction: index,
+            reason,
+        }),
+        Fault::Sql(e) => ApplyFailure::Sql(e),
+    }
 }
 
 /// The collection or single-valued property a path names (no trailing list index or dictionary
@@ -140,13 +213,7 @@ pub(crate) fn locate(
     cs: &Changeset,
     path: &FieldPath,
 ) -> Result<(String, i64, String, ColumnSpec), super::StoreError> {
-    let applier = Applier {
-        conn,
-        schemas,
-        last_row: Default::default(),
-        pending: None,
-        insert_shape: None,
-    };
+    let applier = Applier::new(conn, schemas);
     match applier.resolve(cs, path) {
         Ok(Loc::Column {
             class,
@@ -291,6 +358,18 @@ pub(crate) fn store_value(column: &ColumnSpec, v: &Val) -> (Sql, i64) {
             (mixed_link(table, key), PayloadType::Link.code())
         }
         other => codec::encode(other),
+    }
+}
+
+impl<'a> Applier<'a> {
+    fn new(conn: &'a Connection, schemas: &'a mut Schemas) -> Self {
+        Applier {
+            conn,
+            schemas,
+            last_row: Default::default(),
+            pending: None,
+            insert_shape: None,
+        }
     }
 }
 

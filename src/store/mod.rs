@@ -71,6 +71,7 @@ pub use reset::{
 pub use subscriptions::{
     MutableSubscriptionSet, Subscription, SubscriptionSet, SubscriptionSetState,
 };
+pub(crate) use sync::Incoming;
 pub use sync::{DownloadCursors, PendingTransact, SyncProgress};
 pub use write::{CreateRowsError, PathStep, PropertyPath, WriteTransaction};
 

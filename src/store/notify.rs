@@ -69,17 +69,43 @@ pub struct ResultsChange {
 pub(crate) type Touched = Option<Changes>;
 
 pub(crate) fn touched(changeset: &Changeset) -> Touched {
-    let mut changes = Changes::new();
+    let mut builder = TouchedBuilder::default();
     for instruction in &changeset.instructions {
+        builder.add(changeset, instruction);
+    }
+    builder.finish()
+}
+
+/// [`touched`] one instruction at a time, for a changeset applied as it is decoded.
+pub(crate) struct TouchedBuilder {
+    /// `None` once an instruction touched "anything".
+    changes: Touched,
+}
+
+impl Default for TouchedBuilder {
+    fn default() -> Self {
+        TouchedBuilder {
+            changes: Some(Changes::new()),
+        }
+    }
+}
+
+impl TouchedBuilder {
+    /// Adds what `instruction` (its strings in `strings`) touches.
+    pub(crate) fn add(&mut self, strings: &Changeset, instruction: &Instruction) {
+        let Some(changes) = self.changes.as_mut() else {
+            return;
+        };
         if instruction.is_schema_change() {
-            return None;
+            self.changes = None;
+            return;
         }
         let Some((table, pk)) = instruction.object() else {
-            continue;
+            return;
         };
-        let (Some(table), Some(key)) = (changeset.string(table), Key::resolve(pk, changeset))
-        else {
-            return None;
+        let (Some(table), Some(key)) = (strings.string(table), Key::resolve(pk, strings)) else {
+            self.changes = None;
+            return;
         };
         let touch = changes
             .entry(table.to_owned())
@@ -89,15 +115,19 @@ pub(crate) fn touched(changeset: &Changeset) -> Touched {
         match instruction {
             Instruction::CreateObject { .. } => touch.created = true,
             Instruction::EraseObject { .. } => touch.erased = true,
-            other => match other.field_path().and_then(|p| changeset.string(p.field)) {
+            other => match other.field_path().and_then(|p| strings.string(p.field)) {
                 Some(field) => {
                     touch.properties.insert(field.to_owned());
                 }
-                None => return None,
+                None => self.changes = None,
             },
         }
     }
-    Some(changes)
+
+    /// What the instructions added touched.
+    pub(crate) fn finish(self) -> Touched {
+        self.changes
+    }
 }
 
 /// Adds `more` to the changes in `into` (`None` there: nothing yet).

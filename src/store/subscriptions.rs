@@ -17,7 +17,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::sync::DownloadCursors;
 use super::{query, Database, StoreError};
 #[cfg(feature = "client")]
-use crate::changeset::Changeset;
 use crate::model::Value;
 use crate::state::Schemas;
 
@@ -454,7 +453,7 @@ impl Database {
     #[cfg(feature = "client")]
     pub(crate) fn integrate_bootstrap(
         &self,
-        entries: Vec<Changeset>,
+        entries: Vec<super::Incoming>,
         cursors: DownloadCursors,
         query_version: u64,
     ) -> Result<(), StoreError> {

@@ -13,9 +13,9 @@ use super::history::{
     last_version, read_history_after, read_history_until, CLOCK_OFFSET, HISTORY_BASE_VERSION,
 };
 pub(crate) use super::layout::{get, put};
-use super::{apply, Database, StoreError};
-use crate::changeset::Changeset;
-use crate::ot::{MergeReach, ReciprocalHistory};
+use super::{apply, notify, Database, StoreError};
+use crate::changeset::{Changeset, ChangesetMeta};
+use crate::ot::{FormKey, MergeReach, ReciprocalHistory};
 
 pub(crate) const CLIENT_FILE_IDENT: &str = "client_file_ident";
 pub(crate) const CLIENT_FILE_IDENT_SALT: &str = "client_file_ident_salt";
@@ -238,6 +238,22 @@ impl Database {
         entries: Vec<Changeset>,
         cursors: DownloadCursors,
     ) -> Result<(), StoreError> {
+        let entries = entries.into_iter().map(Incoming::Decoded).collect();
+        self.integrate_download_then(entries, cursors, |_| Ok(()))
+    }
+
+    /// [`Database::integrate_download`] for changesets as they arrived (a DOWNLOAD's entries):
+    /// each is decoded only when a local change could meet it, and otherwise applied as it is
+    /// decoded, so that a fresh client's first download never holds a large changeset decoded.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidArgument`] for bytes that do not decode (nothing is applied), and
+    /// those of [`Database::integrate_download`].
+    pub(crate) fn integrate_download_encoded(
+        &self,
+        entries: Vec<Incoming>,
+        cursors: DownloadCursors,
+    ) -> Result<(), StoreError> {
         self.integrate_download_then(entries, cursors, |_| Ok(()))
     }
 
@@ -245,17 +261,21 @@ impl Database {
     /// commits.
     pub(crate) fn integrate_download_then(
         &self,
-        entries: Vec<Changeset>,
+        entries: Vec<Incoming>,
         cursors: DownloadCursors,
         then: impl FnOnce(&Connection) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut applied = Vec::new();
+        // What each changeset touched, for the listeners: worked out while it is applied (it is
+        // not kept). A listener that starts watching during the transaction is told that
+        // anything may have changed.
+        let watching = self.notifier.has_watches();
+        let mut touched: Vec<notify::Touched> = Vec::new();
         self.with_writer(|conn, schemas| {
             let own = get(conn, CLIENT_FILE_IDENT).unwrap_or(0);
             // Only local changesets after the oldest one an entry may be concurrent with.
             let floor = entries
                 .iter()
-                .map(|c| c.meta.last_integrated_remote_version)
+                .map(|c| c.meta().last_integrated_remote_version)
                 .min()
                 .unwrap_or(u64::MAX);
             let history = if entries.is_empty() {
@@ -290,8 +310,43 @@ impl Database {
                     c
                 })
                 .collect();
-            for mut cs in entries {
-                let seen = cs.meta.last_integrated_remote_version;
+            for entry in entries {
+                let seen = entry.meta().last_integrated_remote_version;
+                let mut cs = match entry {
+                    Incoming::Decoded(cs) => cs,
+                    Incoming::Encoded { meta, bytes } => {
+                        // The local changesets it is concurrent with, as they stand after the
+                        // server changesets before it (their recorded forms).
+                        let forms: Vec<&Changeset> = local
+                            .iter()
+                            .filter(|c| c.meta.version > seen && !c.is_empty())
+                            .map(|c| reciprocal.form(FormKey::History(c.meta.version)).unwrap_or(c))
+                            .collect();
+                        // Whether any of them needs a merge (`ReciprocalHistory::needs_merge`
+                        // asked of all of them at once: `MergeReach::meets` is symmetric).
+                        if forms.is_empty() || !MergeReach::of(forms).meets_encoded(&bytes, true) {
+                            let mut builder = notify::TouchedBuilder::default();
+                            apply::apply_stream(conn, schemas, &bytes, |strings, instruction| {
+                                if watching {
+                                    builder.add(strings, instruction);
+                                }
+                            })
+                            .map_err(|e| match e {
+                                apply::StreamFailure::Decode(e) => bad_changeset(meta.version, &e),
+                                apply::StreamFailure::Apply(e) => e.into(),
+                            })?;
+                            reciprocal.forget_through(seen);
+                            if watching {
+                                touched.push(builder.finish());
+                            }
+                            continue;
+                        }
+                        let mut cs = Changeset::decode(&bytes)
+                            .map_err(|e| bad_changeset(meta.version, &e))?;
+                        cs.meta = meta;
+                        cs
+                    }
+                };
                 // Local changesets this one cannot meet are left out: merging with them would
                 // change neither (`ReciprocalHistory::needs_merge`), and a large server
                 // changeset is then not imported at all (a fresh client's schema changeset
@@ -302,8 +357,7 @@ impl Database {
                     .filter(|c| c.meta.version > seen && !c.is_empty())
                     .filter(|c| reciprocal.needs_merge(&reach, c))
                     .collect();
-                // With no local change the server had not seen, there is nothing to transform
-                // (a fresh client's whole download takes this path).
+                // With no local change the server had not seen, there is nothing to transform.
                 if !concurrent.is_empty() {
                     let mut batch = [cs];
                     reciprocal
@@ -313,7 +367,9 @@ impl Database {
                 }
                 reciprocal.forget_through(seen);
                 apply::apply(conn, schemas, &cs)?;
-                applied.push(cs);
+                if watching {
+                    touched.push(notify::touched(&cs));
+                }
             }
             conn.execute(
                 "DELETE FROM _tandem_reciprocal WHERE version <= ?1",
@@ -335,8 +391,12 @@ impl Database {
             trim_history(conn, self.config.recovery_window)?;
             then(conn)
         })?;
-        for cs in &applied {
-            self.notify_committed(cs);
+        if watching {
+            for t in touched {
+                self.notifier.committed(t);
+            }
+        } else if self.notifier.has_watches() {
+            self.notifier.committed(None);
         }
         Ok(())
     }
@@ -349,6 +409,35 @@ impl Database {
             trim_history(conn, self.config.recovery_window)
         })
     }
+}
+
+/// A server changeset for [`Database::integrate_download_encoded`]: decoded, or as it arrived.
+pub(crate) enum Incoming {
+    /// Decoded, its `meta` set.
+    Decoded(Changeset),
+    /// As it arrived: its metadata and encoded bytes.
+    Encoded {
+        /// What [`Changeset::meta`] would hold.
+        meta: ChangesetMeta,
+        /// The Realm-format bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+impl Incoming {
+    fn meta(&self) -> ChangesetMeta {
+        match self {
+            Incoming::Decoded(cs) => cs.meta,
+            Incoming::Encoded { meta, .. } => *meta,
+        }
+    }
+}
+
+/// The error for a server changeset whose bytes do not decode.
+fn bad_changeset(version: u64, e: &crate::changeset::ChangesetError) -> StoreError {
+    StoreError::InvalidArgument(format!(
+        "server sent a bad changeset (server version {version}): {e}"
+    ))
 }
 
 /// A transaction of `SyncSession::transact` waiting for the server's verdict
@@ -376,4 +465,189 @@ pub(crate) fn record_transact(conn: &Connection, version: u64) -> Result<(), Sto
         [version as i64],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DownloadCursors, Incoming};
+    use crate::changeset::{Changeset, ChangesetMeta};
+    use crate::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
+    use crate::store::{Config, Database, StoreError};
+
+    fn schema() -> Schema {
+        Schema::new(vec![ClassSchema::top_level(
+            "Task",
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::Int),
+                Property::new("title", PropertyType::String),
+            ],
+        )])
+        .unwrap()
+    }
+
+    fn put(db: &Database, key: i64, title: &str) {
+        let mut w = db.begin_write().unwrap();
+        w.upsert(
+            "Task",
+            PrimaryKey::Int(key),
+            &[("title", Value::String(title.into()))],
+        )
+        .unwrap();
+        w.commit().unwrap();
+    }
+
+    fn cursors(server: u64) -> DownloadCursors {
+        DownloadCursors {
+            download_server_version: server,
+            download_client_version: 0,
+            latest_server_version: server,
+            latest_server_version_salt: 1,
+            upload_client_version: 0,
+        }
+    }
+
+    /// The changesets another file made, as a DOWNLOAD carries them: server versions 1 to n,
+    /// made before the server had integrated anything of the receiving file.
+    fn server_changesets(dir: &std::path::Path) -> Vec<Changeset> {
+        let server =
+            Database::open(dir.join("server.sqlite"), &schema(), Config::default()).unwrap();
+        for key in 0..40 {
+            put(&server, key, &format!("server {key}"));
+        }
+        put(&server, 7, "server, later");
+        let mut out = server.history().unwrap();
+        for (i, cs) in out.iter_mut().enumerate() {
+            cs.meta = ChangesetMeta {
+                version: i as u64 + 1,
+                last_integrated_remote_version: 0,
+                origin_timestamp: cs.meta.origin_timestamp,
+                origin_file_ident: 9,
+            };
+        }
+        out
+    }
+
+    fn encoded(changesets: &[Changeset]) -> Vec<Incoming> {
+        changesets
+            .iter()
+            .map(|cs| Incoming::Encoded {
+                meta: cs.meta,
+                bytes: cs.encode(),
+            })
+            .collect()
+    }
+
+    /// A DOWNLOAD applied as it arrives (each changeset streamed into the store when no local
+    /// change can meet it, decoded and merged when one can) leaves the file in the state the
+    /// decoded path leaves it in, and a listener hears of what it changed.
+    #[test]
+    fn encoded_downloads_integrate_as_decoded_ones_do() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let incoming = server_changesets(dir.path());
+        let last = incoming.last().unwrap().meta.version;
+        // Local changes the server has not seen: object 7 meets the server's, object 100 not.
+        let open = |name: &str| {
+            let db = Database::open(dir.path().join(name), &schema(), Config::default()).unwrap();
+            put(&db, 100, "local only");
+            put(&db, 7, "local");
+            db
+        };
+        let decoded = open("decoded.sqlite");
+        decoded
+            .integrate_download(incoming.clone(), cursors(last))
+            .unwrap();
+        let streamed = open("streamed.sqlite");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _token = streamed
+            .observe_query("Task", "_id >= 0", &[], move |c| {
+                let _ = tx.send(c.clone());
+            })
+            .unwrap();
+        streamed
+            .integrate_download_encoded(encoded(&incoming), cursors(last))
+            .unwrap();
+        assert_eq!(
+            streamed.export_state().unwrap(),
+            decoded.export_state().unwrap()
+        );
+        let title = |db: &Database, key: i64| {
+            db.read()
+                .unwrap()
+                .object("Task", &PrimaryKey::Int(key))
+                .unwrap()
+                .map(|o| format!("{:?}", o.fields.get("title")))
+                .unwrap_or_default()
+        };
+        // The local write to object 7 is the later one and wins; the local-only object stays.
+        assert!(
+            title(&streamed, 7).contains("\"local\""),
+            "{}",
+            title(&streamed, 7)
+        );
+        assert!(
+            title(&streamed, 100).contains("\"local only\""),
+            "{}",
+            title(&streamed, 100)
+        );
+        assert_eq!(title(&streamed, 39), title(&decoded, 39));
+        // The results listener hears of the 39 objects the download created (40, less object
+        // 7 which existed) and of object 7's change.
+        let change = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the results listener is told of the download");
+        assert_eq!(change.insertions.len(), 39, "{change:?}");
+        assert_eq!(change.modifications.len(), 1, "{change:?}");
+
+        // A fresh file with no local change takes the streamed path for every changeset.
+        let fresh = Database::open(
+            dir.path().join("fresh.sqlite"),
+            &schema(),
+            Config::default(),
+        )
+        .unwrap();
+        fresh
+            .integrate_download_encoded(encoded(&incoming), cursors(last))
+            .unwrap();
+        assert!(
+            title(&fresh, 7).contains("\"server, later\""),
+            "{}",
+            title(&fresh, 7)
+        );
+        assert_eq!(
+            fresh
+                .read()
+                .unwrap()
+                .query("Task", "_id >= 0", &[])
+                .unwrap()
+                .len(),
+            40
+        );
+    }
+
+    /// Bytes that do not decode are refused with the server version named, and nothing of the
+    /// download is applied: not the changesets before the bad one, not the cursors.
+    #[test]
+    fn a_bad_encoded_changeset_applies_nothing() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let incoming = server_changesets(dir.path());
+        let db = Database::open(dir.path().join("a.sqlite"), &schema(), Config::default()).unwrap();
+        let mut entries = encoded(&incoming[..3]);
+        let mut truncated = incoming[3].encode();
+        truncated.truncate(truncated.len() - 1);
+        entries.push(Incoming::Encoded {
+            meta: incoming[3].meta,
+            bytes: truncated,
+        });
+        let before = db.export_state().unwrap();
+        let err = db
+            .integrate_download_encoded(entries, cursors(4))
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InvalidArgument(m) if m.contains("bad changeset (server version 4)")),
+            "{err}"
+        );
+        assert_eq!(db.export_state().unwrap(), before);
+        assert_eq!(db.sync_progress().unwrap().download_server_version, 0);
+    }
 }
