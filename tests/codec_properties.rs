@@ -4,6 +4,7 @@
 //!   `encode -> decode` unchanged, and `encode -> decode -> encode` gives identical bytes.
 //! - Random byte strings and mutated valid encodings never make the decoder panic; whatever it
 //!   accepts re-encodes to a fixed point.
+//! - `Encoder`, given a changeset's strings and instructions, gives `Changeset::encode`'s bytes.
 //! - `Changeset::stream` yields, for any bytes, the instructions `Changeset::decode` gives, or
 //!   the same error.
 
@@ -356,6 +357,19 @@ proptest! {
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         decode_never_panics_and_accepted_input_is_stable(&bytes)?;
         stream_matches_decode(&bytes)?;
+    }
+
+    #[test]
+    fn the_encoder_writes_what_encode_writes(cs in changeset()) {
+        let mut encoder = Encoder::new();
+        for s in cs.strings() {
+            encoder.intern(s);
+        }
+        for instruction in &cs.instructions {
+            encoder.push(instruction.clone());
+        }
+        prop_assert_eq!(encoder.len(), cs.len());
+        prop_assert_eq!(encoder.finish(), cs.encode());
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod varint;
 use std::collections::HashMap;
 
 pub use decode::{InstructionStream, MAX_STRING_LEN};
+pub use encode::Encoder;
 pub use error::{ChangesetError, ChangesetErrorKind};
 pub use instruction::*;
 

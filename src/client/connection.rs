@@ -1284,8 +1284,9 @@ async fn apply_reset(
     let (ident, salt) = conn
         .new_ident
         .ok_or_else(|| fail("the server sent STATE before IDENT"))?;
-    let snapshot = Changeset::decode(&done.bytes)
-        .map_err(|e| fail(format!("the server sent a bad STATE snapshot: {e}")))?;
+    // Applied as it is decoded, inside the reset's transaction (a bad snapshot changes
+    // nothing): a large snapshot is never held decoded.
+    let snapshot = done.bytes;
     let (recover, server_lost_history) = lock(&shared.reset)
         .as_ref()
         .map_or((false, false), |p| (p.recover, p.server_lost_history));
@@ -1320,7 +1321,7 @@ async fn apply_reset(
         } else {
             Vec::new()
         };
-        let outcome = d.reset_to_snapshot_with(
+        let outcome = d.reset_to_snapshot_encoded(
             &snapshot,
             base,
             ResetRecovery {

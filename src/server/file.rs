@@ -670,8 +670,7 @@ impl ServerFile {
             }
         }
         self.catch_up_state()?;
-        let bytes =
-            std::sync::Arc::new(self.state.snapshot_changeset().map_err(state_err)?.encode());
+        let bytes = std::sync::Arc::new(self.state.snapshot_changeset().map_err(state_err)?);
         self.snapshot = Some((self.latest, std::sync::Arc::clone(&bytes)));
         Ok((self.latest, bytes))
     }

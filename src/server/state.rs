@@ -516,10 +516,11 @@ impl ServerState {
         Ok(tables::export(&self.conn, &self.schemas)?)
     }
 
-    /// The STATE snapshot changeset of the current state: the same bytes as
+    /// The STATE snapshot changeset of the current state, encoded: the bytes of
     /// [`crate::state::snapshot`] of [`ServerState::export`], built reading one object at a
-    /// time (the changeset itself grows with the objects).
-    pub fn snapshot_changeset(&self) -> Result<Changeset, StateError> {
+    /// time and encoding each instruction as it is written (the bytes grow with the objects,
+    /// about 40 per object of two properties; no decoded instruction is kept).
+    pub fn snapshot_changeset(&self) -> Result<Vec<u8>, StateError> {
         crate::state::snapshot_streamed(&self.schemas, |emit| {
             tables::for_each_object(&self.conn, &self.schemas, &mut |class, key, object| {
                 emit(class, &key, &object)

@@ -34,8 +34,8 @@ use std::collections::BTreeSet;
 use super::{default_field, ColumnSpec, Element, Field, Key, Object, State, TableSpec, Val};
 use crate::changeset::{
     AddColumn, AddTable, ArrayInsert, Changeset, CollectionType, ColumnCollection, ColumnType,
-    FieldPath, Instruction, InternString, Link, PathElement, Payload, PayloadType, PrimaryKey,
-    PrimaryKeySpec, SetValue, TableKind, Update,
+    Encoder, FieldPath, Instruction, InternString, Link, PathElement, Payload, PayloadType,
+    PrimaryKey, PrimaryKeySpec, SetValue, TableKind, Update,
 };
 use crate::model::{Decimal128, ObjectId, Timestamp, Uuid};
 
@@ -65,19 +65,31 @@ pub fn snapshot(state: &State) -> Changeset {
     writer.cs
 }
 
-/// [`snapshot`] of a state whose objects are not in memory: `schemas` is its schema, and
-/// `objects` passes every top-level object to the function it is given, by table name and
-/// then by key (the order of [`State::objects`]), so that the result has the same bytes as
+/// The encoded [`snapshot`] of a state whose objects are not in memory: `schemas` is its
+/// schema, and `objects` passes every top-level object to the function it is given, by table
+/// name and then by key (the order of [`State::objects`]), so that the result is the bytes of
 /// [`snapshot`] of the whole state. Only one object at a time need be in memory (the server's
 /// state in SQLite tables, `crate::server::state`). An error from `objects` is returned as is.
 #[cfg(feature = "server")]
 pub(crate) fn snapshot_streamed<E>(
     schemas: &super::Schemas,
     objects: impl FnOnce(&mut dyn FnMut(&str, &Key, &Object)) -> Result<(), E>,
-) -> Result<Changeset, E> {
-    // One changeset: no object count starts another.
-    let mut all = streamed(schemas, false, true, usize::MAX, objects, &[])?;
-    Ok(all.remove(0))
+) -> Result<Vec<u8>, E> {
+    let state = State {
+        schemas: schemas.clone(),
+        objects: Default::default(),
+    };
+    // Encoded as it is written: the instructions of a large state are never held decoded.
+    let mut writer = Writer {
+        state: &state,
+        cs: Encoder::new(),
+        whole: false,
+        given_only: false,
+    };
+    let missing = writer.write_schema();
+    writer.write_erasures(missing);
+    objects(&mut |table, key, object| writer.write_object(table, key, object))?;
+    Ok(writer.cs.finish())
 }
 
 /// Changesets that make a replica's copies of some objects equal to the given ones, whatever
@@ -236,9 +248,34 @@ enum Base {
     },
 }
 
-struct Writer<'a> {
+/// Where a [`Writer`] puts its instructions: a [`Changeset`], or an [`Encoder`] that keeps only
+/// their bytes (the server's STATE snapshot).
+trait Sink {
+    fn intern(&mut self, s: &str) -> InternString;
+    fn push(&mut self, instruction: Instruction);
+}
+
+impl Sink for Changeset {
+    fn intern(&mut self, s: &str) -> InternString {
+        Changeset::intern(self, s)
+    }
+    fn push(&mut self, instruction: Instruction) {
+        Changeset::push(self, instruction)
+    }
+}
+
+impl Sink for Encoder {
+    fn intern(&mut self, s: &str) -> InternString {
+        Encoder::intern(self, s)
+    }
+    fn push(&mut self, instruction: Instruction) {
+        Encoder::push(self, instruction)
+    }
+}
+
+struct Writer<'a, S: Sink = Changeset> {
     state: &'a State,
-    cs: Changeset,
+    cs: S,
     /// Write every field (defaults too) and `Clear` every collection before filling it
     /// ([`whole_objects`]), instead of only what differs from a new object.
     whole: bool,
@@ -247,7 +284,7 @@ struct Writer<'a> {
     given_only: bool,
 }
 
-impl<'a> Writer<'a> {
+impl<'a, S: Sink> Writer<'a, S> {
     /// Writes every table and column; returns the link targets no schema declares, declared
     /// as temporary tables to be erased again before the objects ([`Writer::write_erasures`]).
     fn write_schema(&mut self) -> BTreeSet<&'a str> {
