@@ -41,10 +41,17 @@ pub(super) fn encode(changeset: &Changeset) -> (Vec<u8>, usize) {
 pub struct Encoder {
     /// The string table (no instructions).
     strings: Changeset,
-    /// The instructions encoded so far.
+    /// The instructions encoded since the last full chunk.
     body: Writer,
+    /// Full chunks of encoded instructions, each about [`ENCODER_CHUNK`] bytes: joined once by
+    /// [`Encoder::finish`] into a buffer of the exact size, so a large changeset never sits in
+    /// a buffer grown by doubling (up to twice its size, and both during a copy).
+    chunks: Vec<Vec<u8>>,
     instructions: usize,
 }
+
+/// Bytes of encoded instructions an [`Encoder`] collects before it starts another chunk.
+const ENCODER_CHUNK: usize = 1 << 20;
 
 impl Default for Encoder {
     fn default() -> Self {
@@ -54,6 +61,7 @@ impl Default for Encoder {
                 out: Vec::new(),
                 largest: 0,
             },
+            chunks: Vec::new(),
             instructions: 0,
         }
     }
@@ -80,6 +88,11 @@ impl Encoder {
     pub fn push(&mut self, instruction: Instruction) {
         self.body.instruction(&instruction);
         self.instructions += 1;
+        if self.body.out.len() >= ENCODER_CHUNK {
+            let next = Vec::with_capacity(ENCODER_CHUNK + ENCODER_CHUNK / 4);
+            self.chunks
+                .push(std::mem::replace(&mut self.body.out, next));
+        }
     }
 
     /// The number of instructions pushed.
@@ -99,14 +112,20 @@ impl Encoder {
         if self.instructions == 0 {
             return Vec::new();
         }
-        let table: usize = self.strings.strings().iter().map(|s| s.len() + 3).sum();
-        let mut w = Writer {
-            out: Vec::with_capacity(table + self.body.out.len()),
+        let mut table = Writer {
+            out: Vec::new(),
             largest: 0,
         };
-        w.strings(&self.strings);
-        w.out.extend_from_slice(&self.body.out);
-        w.out
+        table.strings(&self.strings);
+        let body: usize = self.chunks.iter().map(Vec::len).sum::<usize>() + self.body.out.len();
+        let mut out = Vec::with_capacity(table.out.len() + body);
+        out.extend_from_slice(&table.out);
+        drop(table);
+        for chunk in self.chunks {
+            out.extend_from_slice(&chunk);
+        }
+        out.extend_from_slice(&self.body.out);
+        out
     }
 }
 
@@ -317,5 +336,48 @@ impl Writer {
                 self.payload(&set.value);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod encoder_tests {
+    use super::super::{Changeset, Encoder};
+    use super::*;
+
+    /// A changeset of several chunks (and strings added between them) comes out of the
+    /// encoder with exactly `Changeset::encode`'s bytes, in a buffer of exactly its size.
+    #[test]
+    fn an_encoder_of_many_chunks_writes_what_encode_writes() {
+        let (mut built, mut encoder) = (Changeset::new(), Encoder::new());
+        for i in 0..40_000i64 {
+            let key = format!("key {i}");
+            let (t, f) = (built.intern("Task"), built.intern("title"));
+            let k = built.intern(&key);
+            let (et, ef, ek) = (
+                encoder.intern("Task"),
+                encoder.intern("title"),
+                encoder.intern(&key),
+            );
+            assert_eq!((t, f, k), (et, ef, ek));
+            let update = |table, field, object| {
+                Instruction::Update(Update {
+                    path: FieldPath {
+                        table,
+                        object: PrimaryKey::String(object),
+                        field,
+                        path: Vec::new(),
+                    },
+                    value: Payload::String("x".repeat(64)),
+                    is_default: false,
+                    prior_size: 0,
+                })
+            };
+            built.push(update(t, f, k));
+            encoder.push(update(et, ef, ek));
+        }
+        assert!(encoder.chunks.len() >= 2, "{} chunks", encoder.chunks.len());
+        let bytes = encoder.finish();
+        assert_eq!(bytes.len(), bytes.capacity());
+        assert_eq!(bytes, built.encode());
     }
 }
