@@ -486,10 +486,29 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The ids `query` finds. On every query of this file, `count` gives as many and
+/// `check_query` accepts it, or both refuse it as `query` does.
 fn ids(db: &Database, query: &str, args: &[Value]) -> Result<Vec<i64>, StoreError> {
-    Ok(db
-        .read()?
-        .query("T", query, args)?
+    let read = db.read()?;
+    let found = read.query("T", query, args);
+    match &found {
+        Ok(keys) => {
+            assert_eq!(read.count("T", query, args)?, keys.len() as u64, "{query}");
+            read.check_query("T", query, args)?;
+        }
+        Err(e) => {
+            let refused = |r: Result<(), StoreError>| r.map_err(|e| e.to_string());
+            assert_eq!(
+                refused(read.check_query("T", query, args)),
+                Err(e.to_string())
+            );
+            assert_eq!(
+                refused(read.count("T", query, args).map(drop)),
+                Err(e.to_string())
+            );
+        }
+    }
+    Ok(found?
         .into_iter()
         .map(|k| match k {
             PrimaryKey::Int(v) => v,

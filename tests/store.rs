@@ -2186,3 +2186,49 @@ fn a_remote_create_and_its_updates_store_what_the_reference_applier_holds() {
         Field::Value(Val::String("again 6".into()))
     );
 }
+
+/// `count` and `check_query` take the queries `query` takes and refuse what it refuses: an
+/// embedded class is not queried on its own (its objects are reached through their owners).
+#[test]
+fn count_and_check_query_follow_query() {
+    let (_dir, path) = temp_db("count");
+    let db = open(&path);
+    let mut tx = db.begin_write().unwrap();
+    for (k, name) in [("a", "Rex"), ("b", "Ace"), ("c", "Rex")] {
+        tx.create("Dog", PrimaryKey::String(k.into()), &[("name", s(name))])
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    let read = db.read().unwrap();
+    for (query, args, n) in [
+        ("name == $0", vec![s("Rex")], 2),
+        ("name == $0", vec![s("Max")], 0),
+        ("TRUEPREDICATE SORT(name ASC) LIMIT(2)", vec![], 2),
+        ("TRUEPREDICATE", vec![], 3),
+    ] {
+        assert_eq!(read.query("Dog", query, &args).unwrap().len(), n, "{query}");
+        assert_eq!(
+            read.count("Dog", query, &args).unwrap(),
+            n as u64,
+            "{query}"
+        );
+        read.check_query("Dog", query, &args).unwrap();
+    }
+    for class in ["Address", "Nope"] {
+        let q = read
+            .query(class, "TRUEPREDICATE", &[])
+            .unwrap_err()
+            .to_string();
+        let c = read
+            .count(class, "TRUEPREDICATE", &[])
+            .unwrap_err()
+            .to_string();
+        let k = read
+            .check_query(class, "TRUEPREDICATE", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!((&c, &k), (&q, &q), "{class}");
+    }
+    let bad = read.check_query("Dog", "name ==", &[]).unwrap_err();
+    assert!(matches!(bad, StoreError::Query(_)), "{bad}");
+}

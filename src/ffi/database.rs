@@ -234,8 +234,10 @@ impl Database {
         args: Vec<Value>,
     ) -> Result<Arc<Results>, TandemError> {
         let args = args.iter().map(core_value).collect::<Result<Vec<_>, _>>()?;
-        // Compile now, so a bad query fails here and not in a listener.
-        self.inner.read()?.query(&class_name, &filter, &args)?;
+        // Compile now (without running it), so a bad query fails here and not in a listener.
+        self.inner
+            .read()?
+            .check_query(&class_name, &filter, &args)?;
         Ok(Arc::new(Results {
             db: Arc::clone(&self.inner),
             class_name,
@@ -294,9 +296,12 @@ impl Results {
         Ok(keys.iter().map(ffi_key).collect())
     }
 
-    /// How many objects match.
+    /// How many objects match (counted by SQLite; no key crosses).
     pub fn count(&self) -> Result<u64, TandemError> {
-        Ok(self.keys()?.len() as u64)
+        Ok(self
+            .db
+            .read()?
+            .count(&self.class_name, &self.filter, &self.args)?)
     }
 
     /// The matching objects, in order.

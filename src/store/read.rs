@@ -536,14 +536,7 @@ impl<'db> ReadTransaction<'db> {
         args: &[Value],
     ) -> Result<Vec<PrimaryKey>, StoreError> {
         let compiled = query::compile(&self.schemas, class, query, args)?;
-        let pk_type = match self.schemas.get(class).map(|s| &s.spec) {
-            Some(TableSpec::TopLevel { pk_type, .. }) => *pk_type,
-            _ => {
-                return Err(StoreError::InvalidArgument(format!(
-                    "no top-level class {class}"
-                )))
-            }
-        };
+        let pk_type = self.top_level_pk_type(class)?;
         let mut stmt = self.conn().prepare_cached(&compiled.sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(compiled.params.iter()), |r| {
             Ok(codec::decode_key(r.get_ref(1)?, pk_type))
@@ -555,6 +548,46 @@ impl<'db> ReadTransaction<'db> {
             ));
         }
         Ok(keys)
+    }
+
+    /// How many objects of `class` match `query` ([`query`](Self::query)'s matches, limits
+    /// and distinct included), counted by SQLite without reading their keys out.
+    ///
+    /// # Errors
+    /// As [`query`](Self::query).
+    pub fn count(&self, class: &str, query: &str, args: &[Value]) -> Result<u64, StoreError> {
+        let compiled = query::compile(&self.schemas, class, query, args)?;
+        self.top_level_pk_type(class)?;
+        let mut stmt = self
+            .conn()
+            .prepare_cached(&format!("SELECT count(*) FROM ({})", compiled.sql))?;
+        let n: i64 = stmt.query_row(rusqlite::params_from_iter(compiled.params.iter()), |r| {
+            r.get(0)
+        })?;
+        Ok(n as u64)
+    }
+
+    /// Checks that `query` compiles for `class` with `args` (the errors [`query`](Self::query)
+    /// would give for the query itself), without running it.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] for an unknown property, a query that does not parse, or
+    /// arguments that do not fit it; [`StoreError::InvalidArgument`] for a class that is not a
+    /// top-level one.
+    pub fn check_query(&self, class: &str, query: &str, args: &[Value]) -> Result<(), StoreError> {
+        query::compile(&self.schemas, class, query, args)?;
+        self.top_level_pk_type(class).map(drop)
+    }
+
+    /// The primary key type of top-level `class`; [`StoreError::InvalidArgument`] for any
+    /// other class (embedded objects are queried through the objects that hold them).
+    fn top_level_pk_type(&self, class: &str) -> Result<PayloadType, StoreError> {
+        match self.schemas.get(class).map(|s| &s.spec) {
+            Some(TableSpec::TopLevel { pk_type, .. }) => Ok(*pk_type),
+            _ => Err(StoreError::InvalidArgument(format!(
+                "no top-level class {class}"
+            ))),
+        }
     }
 
     /// How SQLite runs `query` on `class` ([`query`](Self::query)): the lines of its `EXPLAIN

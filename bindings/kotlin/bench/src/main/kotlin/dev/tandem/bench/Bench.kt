@@ -2,9 +2,13 @@
 // (org.xerial:sqlite-jdbc) and beside realm-core 14.12.0's own local writes and reads, driven
 // through realm-kotlin's internal RealmInterop (io.realm.kotlin:cinterop-jvm 2.3.0) the way
 // tests/realm-compat drives it. Three figures: N objects created in one transaction, N/10
-// one-object transactions, and reading N objects back into model instances.
+// one-object transactions, and reading N objects back into model instances. Then, on N objects,
+// the latency (p50, p99 of 200 runs) of the store benchmark's queries (a primary-key lookup, a
+// primary-key range, scans of an unindexed property) counted by each system, and of a results
+// notification from commit to listener (Tandem and realm-core; SQLite has none).
 //
-// Run with bindings/kotlin/bench/run.sh (--n 10000 for a quick run).
+// Run with bindings/kotlin/bench/run.sh (--n 10000 for a quick run; --only queries for the
+// latencies alone).
 
 package dev.tandem.bench
 
@@ -23,7 +27,10 @@ import io.realm.kotlin.internal.interop.PropertyFlags
 import io.realm.kotlin.internal.interop.PropertyInfo
 import io.realm.kotlin.internal.interop.PropertyKey
 import io.realm.kotlin.internal.interop.PropertyType
+import io.realm.kotlin.internal.interop.Callback
+import io.realm.kotlin.internal.interop.RealmChangesT
 import io.realm.kotlin.internal.interop.RealmInterop
+import io.realm.kotlin.internal.interop.RealmQuerySingleArgument
 import io.realm.kotlin.internal.interop.SchemaMode
 import io.realm.kotlin.internal.interop.getterScope
 import io.realm.kotlin.internal.interop.inputScope
@@ -60,6 +67,27 @@ interface Store : AutoCloseable {
     fun readAll(): List<Task>
 
     fun count(): Long
+
+    /** Runs [query] with [a] and [b] as its arguments and returns how many objects match. */
+    fun countWhere(query: Query, a: Long, b: Long): Long
+
+    /**
+     * Commit-to-listener latencies in nanoseconds, one per commit: a listener on the objects
+     * with `_id >= n`, then [commits] transactions that each create one of them. Null if the
+     * system has no change notifications.
+     */
+    fun notificationLatencies(n: Int, commits: Int): List<Long>?
+}
+
+/**
+ * The store benchmark's queries (`benches/store.rs`), on this model: `$0` and `$1` are the
+ * arguments, in Realm's query language for Tandem and realm-core, in SQL for SQLite.
+ */
+enum class Query(val label: String, val realm: String, val sql: String) {
+    PK_LOOKUP("_id == \$0 (primary key)", "_id == \$0", "_id = ?"),
+    PK_RANGE("_id >= \$0 AND _id < \$1 (primary key, 1,000 match)", "_id >= \$0 AND _id < \$1", "_id >= ? AND _id < ?"),
+    TITLE_SCAN("title == \$0 (unindexed, 1 match)", "title == \$0", "title = ?"),
+    PRIORITY_SCAN("priority >= \$0 AND priority < \$1 (unindexed, a fifth match)", "priority >= \$0 AND priority < \$1", "priority >= ? AND priority < ?"),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -84,6 +112,37 @@ class TandemStore(dir: Path, fullDurability: Boolean = false) : Store {
     override fun readAll(): List<Task> = db.query<Task>().toList()
 
     override fun count(): Long = db.query<Task>().count().toLong()
+
+    override fun countWhere(query: Query, a: Long, b: Long): Long = when (query) {
+        Query.TITLE_SCAN -> db.query<Task>(query.realm, "task $a")
+        Query.PK_LOOKUP -> db.query<Task>(query.realm, a)
+        else -> db.query<Task>(query.realm, a, b)
+    }.use { it.count().toLong() }
+
+    override fun notificationLatencies(n: Int, commits: Int): List<Long> {
+        val delivered = java.util.concurrent.LinkedBlockingQueue<Long>()
+        val results = db.query<Task>("_id >= \$0", n.toLong())
+        val handle = results.raw.observe(
+            object : dev.tandem.ResultsListener {
+                override fun onChange(change: dev.tandem.ResultsChange) {
+                    delivered.put(System.nanoTime())
+                }
+            },
+        )
+        try {
+            return (0 until commits).map { i ->
+                delivered.clear()
+                db.write { add(task(n.toLong() + i)) }
+                val committed = System.nanoTime()
+                val at = delivered.poll(60, java.util.concurrent.TimeUnit.SECONDS) ?: error("Tandem: no notification for commit $i")
+                at - committed
+            }
+        } finally {
+            handle.cancel()
+            handle.close()
+            results.close()
+        }
+    }
 
     override fun close() = db.close()
 }
@@ -148,6 +207,23 @@ class SqliteStore(dir: Path, fullDurability: Boolean = false) : Store {
         s.executeQuery("SELECT count(*) FROM task").use { it.next(); it.getLong(1) }
     }.also { conn.commit() }
 
+    private val counts = Query.entries.associateWith { q -> conn.prepareStatement("SELECT count(*) FROM task WHERE ${q.sql}") }
+
+    override fun countWhere(query: Query, a: Long, b: Long): Long {
+        val st = counts.getValue(query)
+        when (query) {
+            Query.TITLE_SCAN -> st.setString(1, "task $a")
+            Query.PK_LOOKUP -> st.setLong(1, a)
+            else -> {
+                st.setLong(1, a)
+                st.setLong(2, b)
+            }
+        }
+        return st.executeQuery().use { it.next(); it.getLong(1) }.also { conn.commit() }
+    }
+
+    override fun notificationLatencies(n: Int, commits: Int): List<Long>? = null
+
     /** The settings in force, read back from SQLite. */
     fun settings(): String = conn.createStatement().use { s ->
         fun one(q: String) = s.executeQuery(q).use { it.next(); it.getString(1) }
@@ -157,6 +233,7 @@ class SqliteStore(dir: Path, fullDurability: Boolean = false) : Store {
     override fun close() {
         insert.close()
         select.close()
+        counts.values.forEach { it.close() }
         conn.close()
     }
 }
@@ -170,7 +247,8 @@ class SqliteStore(dir: Path, fullDurability: Boolean = false) : Store {
 // realm_results_get -> realm_get_object -> realm_get_value). Durability: realm-core's default
 // (full: commits are synced to disk); RealmInterop exposes no setting for it.
 
-class RealmStore(dir: Path, @Suppress("UNUSED_PARAMETER") fullDurability: Boolean = false) : Store {
+class RealmStore(private val dir: Path, @Suppress("UNUSED_PARAMETER") fullDurability: Boolean = false) : Store {
+    private val schema: Pair<ClassInfo, List<PropertyInfo>>
     private val realm: NativePointer<LiveRealmT>
     private val cls: ClassKey
     private val id: PropertyKey
@@ -194,12 +272,8 @@ class RealmStore(dir: Path, @Suppress("UNUSED_PARAMETER") fullDurability: Boolea
             prop("priority", PropertyType.RLM_PROPERTY_TYPE_INT),
             prop("note", PropertyType.RLM_PROPERTY_TYPE_STRING),
         )
-        val info = ClassInfo(name = "Task", primaryKey = "_id", numProperties = props.size.toLong(), flags = ClassFlags.RLM_CLASS_NORMAL)
-        val config = RealmInterop.realm_config_new()
-        RealmInterop.realm_config_set_path(config, dir.resolve("default.realm").toString())
-        RealmInterop.realm_config_set_schema(config, RealmInterop.realm_schema_new(listOf(info to props)))
-        RealmInterop.realm_config_set_schema_mode(config, SchemaMode.RLM_SCHEMA_MODE_AUTOMATIC)
-        RealmInterop.realm_config_set_schema_version(config, 0)
+        schema = ClassInfo(name = "Task", primaryKey = "_id", numProperties = props.size.toLong(), flags = ClassFlags.RLM_CLASS_NORMAL) to props
+        val config = config()
         realm = RealmInterop.realm_open(config, RealmInterop.realm_create_scheduler()).first
         config.release()
         cls = RealmInterop.realm_find_class(realm, "Task") ?: error("no class Task")
@@ -208,6 +282,14 @@ class RealmStore(dir: Path, @Suppress("UNUSED_PARAMETER") fullDurability: Boolea
         done = RealmInterop.realm_get_col_key(realm, cls, "done")
         priority = RealmInterop.realm_get_col_key(realm, cls, "priority")
         note = RealmInterop.realm_get_col_key(realm, cls, "note")
+    }
+
+    /** The configuration every Realm of this store opens with. */
+    private fun config() = RealmInterop.realm_config_new().also { config ->
+        RealmInterop.realm_config_set_path(config, dir.resolve("default.realm").toString())
+        RealmInterop.realm_config_set_schema(config, RealmInterop.realm_schema_new(listOf(schema)))
+        RealmInterop.realm_config_set_schema_mode(config, SchemaMode.RLM_SCHEMA_MODE_AUTOMATIC)
+        RealmInterop.realm_config_set_schema_version(config, 0)
     }
 
     private fun put(t: Task) {
@@ -273,6 +355,71 @@ class RealmStore(dir: Path, @Suppress("UNUSED_PARAMETER") fullDurability: Boolea
         return RealmInterop.realm_results_count(results).also { results.release() }
     }
 
+    // As realm.query<Task>(filter, args).count() does: parse with the arguments, find_all,
+    // count (realm-core's results are lazy: the count runs the query).
+    override fun countWhere(query: Query, a: Long, b: Long): Long = inputScope {
+        val args = when (query) {
+            Query.TITLE_SCAN -> listOf(RealmQuerySingleArgument(stringTransport("task $a")))
+            Query.PK_LOOKUP -> listOf(RealmQuerySingleArgument(longTransport(a)))
+            else -> listOf(RealmQuerySingleArgument(longTransport(a)), RealmQuerySingleArgument(longTransport(b)))
+        }
+        val parsed = RealmInterop.realm_query_parse(realm, cls, query.realm, queryArgsOf(args))
+        val results = RealmInterop.realm_query_find_all(parsed)
+        val n = RealmInterop.realm_results_count(results)
+        results.release()
+        parsed.release()
+        n
+    }
+
+    // As realm-kotlin delivers notifications: a second Realm opened on one notifier thread with
+    // a scheduler on its dispatcher, the results callback registered there; the writes go
+    // through this Realm (another thread) and realm-core's notifier hands the change over.
+    @OptIn(kotlinx.coroutines.DelicateCoroutinesApi::class, kotlinx.coroutines.ExperimentalCoroutinesApi::class)
+    override fun notificationLatencies(n: Int, commits: Int): List<Long> {
+        val notifier = kotlinx.coroutines.newSingleThreadContext("realm-notifier")
+        val delivered = java.util.concurrent.LinkedBlockingQueue<Long>()
+        try {
+            val (live, token) = kotlinx.coroutines.runBlocking(notifier) {
+                val config = config()
+                val live = RealmInterop.realm_open(config, RealmInterop.realm_create_scheduler(notifier)).first
+                config.release()
+                val results = inputScope {
+                    val parsed = RealmInterop.realm_query_parse(
+                        live, cls, "_id >= \$0", queryArgsOf(listOf(RealmQuerySingleArgument(longTransport(n.toLong())))),
+                    )
+                    RealmInterop.realm_query_find_all(parsed).also { parsed.release() }
+                }
+                val token = RealmInterop.realm_results_add_notification_callback(
+                    results,
+                    null,
+                    object : Callback<NativePointer<RealmChangesT>> {
+                        override fun onChange(change: NativePointer<RealmChangesT>) {
+                            delivered.put(System.nanoTime())
+                        }
+                    },
+                )
+                live to token
+            }
+            // The first delivery is the initial one (no change): wait for it.
+            delivered.poll(60, java.util.concurrent.TimeUnit.SECONDS) ?: error("realm-core: no initial notification")
+            val out = (0 until commits).map { i ->
+                delivered.clear()
+                write { put(task(n.toLong() + i)) }
+                val committed = System.nanoTime()
+                val at = delivered.poll(60, java.util.concurrent.TimeUnit.SECONDS) ?: error("realm-core: no notification for commit $i")
+                at - committed
+            }
+            kotlinx.coroutines.runBlocking(notifier) {
+                token.release()
+                RealmInterop.realm_close(live)
+                live.release()
+            }
+            return out
+        } finally {
+            notifier.close()
+        }
+    }
+
     override fun close() {
         RealmInterop.realm_close(realm)
         realm.release()
@@ -334,6 +481,7 @@ fun main(args: Array<String>) {
     var fsync: Int? = null
     var rounds = 3
     var root: Path? = null
+    var only: String? = null
     var i = 0
     while (i < args.size) {
         when (args[i]) {
@@ -342,8 +490,9 @@ fun main(args: Array<String>) {
             "--fsync" -> fsync = args[++i].toInt()
             "--repeat" -> rounds = args[++i].toInt()
             "--dir" -> root = Path.of(args[++i])
+            "--only" -> only = args[++i].also { require(it == "writes" || it == "queries") { "--only writes|queries" } }
             "-h", "--help" -> {
-                println("usage: Bench [--n N (100000)] [--small M (N/10)] [--fsync F (M/10)] [--repeat R (3)] [--dir DIR (a temp dir)]")
+                println("usage: Bench [--n N (100000)] [--small M (N/10)] [--fsync F (M/10)] [--repeat R (3)] [--dir DIR (a temp dir)] [--only writes|queries]")
                 exitProcess(0)
             }
             else -> {
@@ -401,7 +550,7 @@ fun main(args: Array<String>) {
     println("files under $base; sizes n=%,d, one-object transactions=%,d, fsync'd ones=%,d; warm-up once at a tenth of each size, then median of %d".format(n, m, f, rounds))
     println("load average at start: $loadBefore")
 
-    val results = workloads.zip(sizes).map { (w, size) ->
+    val results = workloads.zip(sizes).filter { only != "queries" }.map { (w, size) ->
         // Warm-up: every system once at a tenth of the size (JIT, page cache), not counted.
         for (s in Engine.entries) w.run(s, base, maxOf(1, size / 10))
         // Measured: the systems interleaved in each round, so load changes hit all three alike.
@@ -411,6 +560,7 @@ fun main(args: Array<String>) {
         println("  done: ${w.label} ${medians.entries.joinToString { "${it.key.label} %.3f s".format(it.value) }} (samples ${samples.entries.joinToString { e -> e.key.label + " " + e.value.joinToString("/") { "%.3f".format(it) } }})")
         w to medians
     }
+    val latencies = if (only == "writes") null else queryLatencies(base, n)
     if (root == null) deleteTree(base)
 
     println()
@@ -430,5 +580,76 @@ fun main(args: Array<String>) {
         val verdict = if (ratio <= w.goal) "met" else "missed by %.2fx".format(ratio / w.goal)
         println("goal ${w.label}: within %.0fx of SQLite: %.2fx, %s".format(w.goal, ratio, verdict))
     }
+    latencies?.let { printLatencies(it, n) }
     println("load average at end: ${loadAverage()}")
+}
+
+/** p50 and p99 of [samples] (nanoseconds), in microseconds. */
+fun percentiles(samples: List<Long>): Pair<Double, Double> {
+    val sorted = samples.sorted()
+    fun at(q: Double) = sorted[((sorted.size - 1) * q).toInt()] / 1e3
+    return at(0.5) to at(0.99)
+}
+
+class Latencies(val queries: Map<Query, Map<Engine, Pair<Double, Double>>>, val notifications: Map<Engine, Pair<Double, Double>>)
+
+/**
+ * Every system on its own fresh directory with [n] tasks (created untimed): the queries, 200
+ * runs each after 20 untimed ones, the systems interleaved run by run (arguments as
+ * `benches/store.rs` varies them; each count checked); then 200 commit-to-listener latencies
+ * per system that has notifications.
+ */
+fun queryLatencies(base: Path, n: Int): Latencies {
+    val dirs = Engine.entries.associateWith { Files.createTempDirectory(base, "q-" + it.name.lowercase()) }
+    val stores = Engine.entries.associateWith { it.open(dirs.getValue(it), false) }
+    try {
+        for ((_, store) in stores) store.bulk(n)
+        fun args(q: Query, r: Int): Pair<Long, Long> = when (q) {
+            Query.PK_LOOKUP, Query.TITLE_SCAN -> (r.toLong() * 7919 % n) to 0L
+            Query.PK_RANGE -> (r.toLong() * 311 % maxOf(1, n - 1000)).let { it to it + 1000 }
+            Query.PRIORITY_SCAN -> (r % 4L).let { it to it + 1 }
+        }
+        fun expected(q: Query, r: Int): Long = when (q) {
+            Query.PK_LOOKUP, Query.TITLE_SCAN -> 1
+            Query.PK_RANGE -> minOf(1000L, n.toLong())
+            Query.PRIORITY_SCAN -> (0 until n).count { it % 5 == (r % 4) }.toLong()
+        }
+        val queries = Query.entries.associateWith { q ->
+            val samples = Engine.entries.associateWith { mutableListOf<Long>() }
+            for (r in -20 until 200) {
+                val (a, b) = args(q, maxOf(r, 0))
+                for (e in Engine.entries) {
+                    val start = System.nanoTime()
+                    val got = stores.getValue(e).countWhere(q, a, b)
+                    val took = System.nanoTime() - start
+                    check(got == expected(q, maxOf(r, 0))) { "${e.label}: ${q.label} counted $got" }
+                    if (r >= 0) samples.getValue(e) += took
+                }
+            }
+            samples.mapValues { percentiles(it.value) }
+        }
+        val notifications = Engine.entries.mapNotNull { e ->
+            stores.getValue(e).notificationLatencies(n, 200)?.let { e to percentiles(it) }
+        }.toMap()
+        return Latencies(queries, notifications)
+    } finally {
+        stores.values.forEach { it.close() }
+        dirs.values.forEach { deleteTree(it) }
+    }
+}
+
+fun printLatencies(l: Latencies, n: Int) {
+    println()
+    println("Query latency over %,d tasks, microseconds, p50 / p99 of 200 runs (each: the query run and its matches counted):".format(n))
+    println("| query | Tandem | SQLite | realm-core | Tandem/realm (p50) |")
+    println("|---|---|---|---|---|")
+    fun cell(p: Pair<Double, Double>) = "%.1f / %.1f".format(p.first, p.second)
+    for ((q, byEngine) in l.queries) {
+        val t = byEngine.getValue(Engine.TANDEM)
+        val r = byEngine.getValue(Engine.REALM)
+        println("| ${q.label} | ${cell(t)} | ${cell(byEngine.getValue(Engine.SQLITE))} | ${cell(r)} | %.2fx |".format(t.first / r.first))
+    }
+    println()
+    println("Notification latency, commit returned -> results listener called, microseconds, p50 / p99 of 200 commits:")
+    for ((e, p) in l.notifications) println("  ${e.label}: ${cell(p)}")
 }
