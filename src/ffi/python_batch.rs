@@ -683,20 +683,87 @@ impl RowCodec {
         let embedded = self.class(prop.link_target.as_deref().unwrap_or_default())?;
         for (name, json) in map {
             let field = self.property(embedded, name)?;
-            if field.collection != CollectionKind::Single {
-                return Err(invalid(format!(
-                    "{}.{}: collections inside embedded objects are not written by the row \
-                     codec yet",
-                    embedded.name, field.name
-                )));
-            }
             let mut path = steps.to_vec();
             path.push(PathStep::Name(name.clone()));
+            if field.collection != CollectionKind::Single {
+                // The embedded object is new: its collections are empty and are filled in
+                // order, each element or entry through the path to the collection.
+                self.fill_collection(tx, target, &path, embedded, field, json)?;
+                continue;
+            }
             match self.element(embedded, field, json)? {
                 Decoded::Value(v) => tx.set_at(target.class, target.key, target.prop, &path, v)?,
                 Decoded::Embedded(inner) => {
                     tx.create_embedded_at(target.class, target.key, target.prop, &path)?;
                     self.fill(tx, target, &path, field, inner)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills the empty collection `field` of an embedded object of `class`, found at `path`
+    /// below `target.prop`, with the elements (list, set) or entries (dictionary) of `json`.
+    fn fill_collection(
+        &self,
+        tx: &mut store::WriteTransaction<'_>,
+        target: &Target<'_>,
+        path: &[PathStep],
+        class: &model::ClassSchema,
+        field: &Property,
+        json: &Json,
+    ) -> Result<(), TandemError> {
+        let at = store::PropertyPath {
+            property: target.prop,
+            steps: path,
+        };
+        match field.collection {
+            CollectionKind::Single => unreachable!("only collections are filled"),
+            CollectionKind::List => {
+                for (i, item) in collection(json, "a list", field)?.iter().enumerate() {
+                    let index = u32::try_from(i)
+                        .map_err(|_| invalid("a list holds at most 2^32 elements"))?;
+                    match self.element(class, field, item)? {
+                        Decoded::Value(v) => {
+                            tx.list_insert(target.class, target.key, at, index, v)?
+                        }
+                        Decoded::Embedded(inner) => {
+                            tx.list_insert_embedded(target.class, target.key, at, index)?;
+                            let mut element = path.to_vec();
+                            element.push(PathStep::Index(index));
+                            self.fill(tx, target, &element, field, inner)?;
+                        }
+                    }
+                }
+            }
+            CollectionKind::Set => {
+                for item in collection(json, "a set", field)? {
+                    let v = self.value(class, field, item)?;
+                    tx.set_insert(target.class, target.key, at, v)?;
+                }
+            }
+            CollectionKind::Dictionary => {
+                let entries = json.as_object().ok_or_else(|| {
+                    invalid(format!(
+                        "{}.{} is a dictionary: give an object",
+                        class.name, field.name
+                    ))
+                })?;
+                for (entry, item) in entries {
+                    match self.element(class, field, item)? {
+                        Decoded::Value(v) => tx.dict_set(target.class, target.key, at, entry, v)?,
+                        Decoded::Embedded(inner) => {
+                            let mut value_at = path.to_vec();
+                            value_at.push(PathStep::Name(entry.clone()));
+                            tx.create_embedded_at(
+                                target.class,
+                                target.key,
+                                target.prop,
+                                &value_at,
+                            )?;
+                            self.fill(tx, target, &value_at, field, inner)?;
+                        }
+                    }
                 }
             }
         }

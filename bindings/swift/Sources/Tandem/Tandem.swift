@@ -2325,7 +2325,7 @@ public func FfiConverterTypeProgressListener_lower(_ value: ProgressListener) ->
 public protocol ResultsProtocol: AnyObject, Sendable {
     
     /**
-     * How many objects match.
+     * How many objects match (counted by SQLite; no key crosses).
      */
     func count() throws  -> UInt64
     
@@ -2433,7 +2433,7 @@ open class Results: ResultsProtocol, @unchecked Sendable {
 
     
     /**
-     * How many objects match.
+     * How many objects match (counted by SQLite; no key crosses).
      */
 open func count()throws  -> UInt64  {
     return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
@@ -9167,7 +9167,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_objectlistener_on_change() != 11568) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_results_count() != 10123) {
+    if (uniffi_tandem_checksum_method_results_count() != 9399) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_results_entries() != 42000) {

@@ -1725,7 +1725,7 @@ class ResultsProtocol(typing.Protocol):
 
     def count(self) -> int:
         """
-        How many objects match.
+        How many objects match (counted by SQLite; no key crosses).
 """
 
     def entries(self) -> list[ObjectEntry]:
@@ -1785,7 +1785,7 @@ class Results(ResultsProtocol):
 
     def count(self) -> int:
         """
-        How many objects match.
+        How many objects match (counted by SQLite; no key crosses).
 """
 
     def entries(self) -> list[ObjectEntry]:

@@ -1429,7 +1429,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_objectlistener_on_change() and 0xFFFF) != 11568) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_results_count() and 0xFFFF) != 10123) {
+    if ((lib.uniffi_tandem_checksum_method_results_count() and 0xFFFF) != 9399) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_results_entries() and 0xFFFF) != 42000) {
@@ -4920,7 +4920,7 @@ public object FfiConverterTypeProgressListener: FfiConverter<ProgressListener, L
 public interface ResultsInterface {
     
     /**
-     * How many objects match.
+     * How many objects match (counted by SQLite; no key crosses).
      */
     fun `count`(): kotlin.ULong
     
@@ -5079,7 +5079,7 @@ open class Results: Disposable, AutoCloseable, ResultsInterface
 
     
     /**
-     * How many objects match.
+     * How many objects match (counted by SQLite; no key crosses).
      */
     @Throws(TandemException::class)override fun `count`(): kotlin.ULong {
             return FfiConverterULong.lift(
