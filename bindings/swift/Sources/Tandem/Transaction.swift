@@ -257,6 +257,43 @@ public final class Transaction {
         touch(ObjectRef(className: T.className, key: key))
     }
 
+    /// Replaces the element at `index` of a list property with `value` (Realm's list set).
+    public func replace<T: TandemObject, V: PersistableScalar>(
+        at index: Int, with value: V, in type: T.Type, key: some PersistableScalar, _ property: String
+    ) throws {
+        let index = try Self.index(index)
+        try edit(T.self, key, property, value, .list) {
+            rec.listSet(className: T.className, key: $0, property: property, index: index, value: $1)
+        }
+    }
+
+    /// Moves the element at `from` of a list property so that it ends up at `to` (Realm's
+    /// list move; both positions are in the list as it is before the move).
+    public func move<T: TandemObject>(from: Int, to: Int, in type: T.Type, key: some PersistableScalar,
+                                      _ property: String) throws
+    {
+        guard let shape = try ModelInfo.of(T.self).shapes[property], shape.collection == .list else {
+            throw TandemModelError.unsupportedType(property: property, type: "not a list of \(T.className)")
+        }
+        let key = try Self.key(key, T.self)
+        rec.listMove(className: T.className, key: key, property: property, from: try Self.index(from),
+                     to: try Self.index(to))
+        touch(ObjectRef(className: T.className, key: key))
+    }
+
+    /// Empties a list, set or dictionary property.
+    public func removeAll<T: TandemObject>(in type: T.Type, key: some PersistableScalar, _ property: String) throws {
+        let key = try Self.key(key, T.self)
+        switch try ModelInfo.of(T.self).shapes[property]?.collection {
+        case .list?: rec.listClear(className: T.className, key: key, property: property)
+        case .set?: rec.setClear(className: T.className, key: key, property: property)
+        case .dictionary?: rec.dictClear(className: T.className, key: key, property: property)
+        default:
+            throw TandemModelError.unsupportedType(property: property, type: "not a collection of \(T.className)")
+        }
+        touch(ObjectRef(className: T.className, key: key))
+    }
+
     /// Adds `value` to a set property (no effect if present).
     public func insert<T: TandemObject, V: PersistableScalar>(
         _ value: V, intoSet type: T.Type, key: some PersistableScalar, _ property: String
@@ -374,6 +411,12 @@ public final class Transaction {
         }
         func listErase(className: String, key: Key, property: String, index: UInt32) {
             tx.record(.listErase(className: className, key: key, property: property, index: UInt64(index)))
+        }
+        func listSet(className: String, key: Key, property: String, index: UInt32, value: Value) {
+            tx.record(.listSet(className: className, key: key, property: property, index: UInt64(index), value: value))
+        }
+        func listMove(className: String, key: Key, property: String, from: UInt32, to: UInt32) {
+            tx.record(.listMove(className: className, key: key, property: property, from: UInt64(from), to: UInt64(to)))
         }
         func setInsert(className: String, key: Key, property: String, value: Value) {
             tx.record(.setInsert(className: className, key: key, property: property, value: value))

@@ -207,6 +207,35 @@ extension TypedTests {
         }, "a set insert into a missing object fails the commit")
     }
 
+    func testTypedListReplaceMoveAndClearingEachCollection() throws {
+        try db.write { try $0.add(Todo(_id: 1, title: "t", tags: ["a", "b", "c"])) }
+        try db.write { tx in
+            try tx.replace(at: 1, with: "B", in: Todo.self, key: 1, "tags")
+            try tx.move(from: 0, to: 2, in: Todo.self, key: 1, "tags")
+        }
+        XCTAssertEqual(try db.object(Todo.self, key: 1)?.tags, ["B", "c", "a"])
+        try db.write { try $0.removeAll(in: Todo.self, key: 1, "tags") }
+        XCTAssertEqual(try db.object(Todo.self, key: 1)?.tags, [])
+        let item = Item(set: [1, 2], dict: ["k": 1.5])
+        try db.write { try $0.add(item) }
+        try db.write { tx in
+            try tx.removeAll(in: Item.self, key: item._id, "set")
+            try tx.removeAll(in: Item.self, key: item._id, "dict")
+        }
+        let cleared = try XCTUnwrap(try db.object(Item.self, key: item._id))
+        XCTAssertEqual(cleared.set, [])
+        XCTAssertEqual(cleared.dict, [:])
+        // Not a collection, a value of the wrong type, a position past the end: refused, and
+        // nothing of the transaction is written.
+        XCTAssertThrowsError(try db.write { try $0.removeAll(in: Todo.self, key: 1, "title") })
+        XCTAssertThrowsError(try db.write { try $0.replace(at: 0, with: 5, in: Todo.self, key: 1, "tags") })
+        XCTAssertThrowsError(try db.write { tx in
+            try tx.insert("x", at: 0, in: Todo.self, key: 1, "tags")
+            try tx.move(from: 0, to: 3, in: Todo.self, key: 1, "tags")
+        })
+        XCTAssertEqual(try db.object(Todo.self, key: 1)?.tags, [])
+    }
+
     func testIndexedPropertiesAreQueriedAndRefusedWhereRealmRefusesThem() throws {
         let tickets = try Database.open(path: dir.appendingPathComponent("indexed.sqlite").path,
                                         models: [Ticket.self])
