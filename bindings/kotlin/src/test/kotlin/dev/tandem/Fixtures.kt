@@ -52,11 +52,14 @@ fun makeToken(paths: List<String>, seconds: Long = 3600, secret: ByteArray = SEC
 
 /**
  * A real tandem-server on a free loopback port, TLS with a throwaway certificate; [extraArgs]
- * are added to its command line (e.g. `--app-id`, `--flx-rules`).
+ * are added to its command line (e.g. `--app-id`, `--flx-rules`). Given the [port] and [dir] of
+ * a server that was closed, it starts again there with the same certificate (and the data left
+ * in `dir/data`): a restart the clients reconnect to.
  */
-class TestServer(dir: Path, extraArgs: List<String> = emptyList()) : AutoCloseable {
+class TestServer(dir: Path, extraArgs: List<String> = emptyList(), port: Int? = null) : AutoCloseable {
     val url: String
     val ca: String
+    val port: Int
     private val process: Process
 
     init {
@@ -65,21 +68,15 @@ class TestServer(dir: Path, extraArgs: List<String> = emptyList()) : AutoCloseab
         check(File(binary).canExecute()) { "build the server first: cargo build --features server ($binary missing)" }
         val cert = dir.resolve("cert.pem").toString()
         val key = dir.resolve("key.pem").toString()
-        val openssl = ProcessBuilder(
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE",
-        ).redirectErrorStream(true).start()
-        val opensslOut = openssl.inputStream.readBytes().decodeToString()
-        check(openssl.waitFor() == 0) { "openssl failed: $opensslOut" }
+        if (!File(cert).exists()) generateCertificate(cert, key)
         val secret = dir.resolve("secret").toFile()
         secret.writeBytes(SECRET)
-        val port = ServerSocket().use {
+        this.port = port ?: ServerSocket().use {
             it.bind(InetSocketAddress("127.0.0.1", 0))
             it.localPort
         }
         process = ProcessBuilder(
-            binary, "--listen", "127.0.0.1:$port", "--data-dir", dir.resolve("data").toString(),
+            binary, "--listen", "127.0.0.1:${this.port}", "--data-dir", dir.resolve("data").toString(),
             "--tls-cert", cert, "--tls-key", key, "--jwt-secret-file", secret.toString(),
             *extraArgs.toTypedArray(),
         ).redirectOutput(ProcessBuilder.Redirect.DISCARD).start()
@@ -100,8 +97,18 @@ class TestServer(dir: Path, extraArgs: List<String> = emptyList()) : AutoCloseab
             } catch (_: java.io.IOException) {
             }
         }.apply { isDaemon = true }.start()
-        url = "wss://localhost:$port/"
+        url = "wss://localhost:${this.port}/"
         ca = cert
+    }
+
+    private fun generateCertificate(cert: String, key: String) {
+        val openssl = ProcessBuilder(
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE",
+        ).redirectErrorStream(true).start()
+        val opensslOut = openssl.inputStream.readBytes().decodeToString()
+        check(openssl.waitFor() == 0) { "openssl failed: $opensslOut" }
     }
 
     fun options(path: String = "/todos", token: String? = null) = SyncOptions(
