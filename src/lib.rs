@@ -17,11 +17,14 @@
 #![warn(missing_docs)]
 
 /// Logs a warning through `tracing` (target: the calling module) when the process has a
-/// `tracing` subscriber (e.g. the one `ffi::set_log_listener` installs), and to stderr
-/// otherwise, so a warning is never dropped for want of a subscriber.
+/// `tracing` subscriber (e.g. the one `ffi::set_log_listener` installs) and the app has not
+/// cleared its log listener since, and to stderr otherwise, so a warning is never dropped for
+/// want of a subscriber.
 macro_rules! warn_or_stderr {
     ($($arg:tt)*) => {
-        if tracing::dispatcher::has_been_set() {
+        if tracing::dispatcher::has_been_set()
+            && !$crate::LOG_LISTENER_CLEARED.load(std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::warn!($($arg)*);
         } else {
             eprintln!("tandem: {}", format_args!($($arg)*));
@@ -29,6 +32,12 @@ macro_rules! warn_or_stderr {
     };
 }
 pub(crate) use warn_or_stderr;
+
+/// Set while the app's log listener is cleared (`ffi::clear_log_listener`): the global
+/// subscriber it installed stays but forwards nothing, so [`warn_or_stderr`] writes to stderr
+/// again, as before any listener was set.
+pub(crate) static LOG_LISTENER_CLEARED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 pub mod changeset;
 #[cfg(feature = "client")]

@@ -212,15 +212,19 @@ pub fn set_log_listener(
     };
     let listener = Arc::new(Foreign::new(listener));
     *forwarder.route.lock().unwrap_or_else(|e| e.into_inner()) = Some(Route { listener, level });
+    crate::LOG_LISTENER_CLEARED.store(false, std::sync::atomic::Ordering::Relaxed);
     // Levels are cached per call site: make them see the new level.
     tracing::callsite::rebuild_interest_cache();
     Ok(())
 }
 
-/// Stops sending log events to the app (they are dropped, as with no listener at all).
+/// Stops sending log events to the app. As with no listener at all, the library's warnings
+/// that must not be lost (a listener that threw, a notifier fault) go to stderr, and the rest
+/// are dropped.
 #[uniffi::export]
 pub fn clear_log_listener() {
     if let Some(Some(forwarder)) = FORWARDER.get() {
+        crate::LOG_LISTENER_CLEARED.store(true, std::sync::atomic::Ordering::Relaxed);
         forwarder
             .route
             .lock()

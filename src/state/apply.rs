@@ -634,7 +634,7 @@ pub(crate) fn check_scalar(
     if fits {
         Ok(value)
     } else {
-        Err(format!("value {value} does not fit column {column:?}"))
+        Err(format!("value {value} does not fit a column of {column}"))
     }
 }
 

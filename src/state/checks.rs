@@ -95,7 +95,7 @@ pub(crate) fn new_column(
     match schema.columns.get(&field) {
         Some(existing) if *existing == column => Ok(None),
         Some(existing) => Err(Refusal::Schema(format!(
-            "column {table}.{field} exists as {existing:?}, not {column:?}"
+            "column {table}.{field} exists as {existing}, not {column}"
         ))),
         None => Ok(Some((table, field, column))),
     }

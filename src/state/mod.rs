@@ -61,7 +61,9 @@ pub enum TableSpec {
     Embedded,
 }
 
-/// How a column is declared.
+/// How a column is declared. Displayed as Realm's schema spells a property's type, with a
+/// trailing `?` when nullable: `"uuid"`, `"list of string?"`, `"link to Person?"`,
+/// `"dictionary of mixed"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnSpec {
     /// Element type; `Null` means mixed.
@@ -159,6 +161,87 @@ pub(crate) fn default_field(schemas: &Schemas, column: &ColumnSpec) -> Field {
             } else {
                 Field::Value(Val::default_for(column.value_type))
             }
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::changeset::{CollectionType, PayloadType};
+        match self.collection {
+            CollectionType::Single => {}
+            CollectionType::List => f.write_str("list of ")?,
+            CollectionType::Set => f.write_str("set of ")?,
+            CollectionType::Dictionary => f.write_str("dictionary of ")?,
+        }
+        match (&self.link_target, self.value_type) {
+            (Some(target), _) => write!(f, "link to {target}")?,
+            (None, t) => f.write_str(match t {
+                PayloadType::Null => "mixed",
+                PayloadType::Int => "int",
+                PayloadType::Bool => "bool",
+                PayloadType::String => "string",
+                PayloadType::Binary => "binary",
+                PayloadType::Timestamp => "timestamp",
+                PayloadType::Float => "float",
+                PayloadType::Double => "double",
+                PayloadType::Decimal => "decimal128",
+                PayloadType::ObjectId => "objectId",
+                PayloadType::Uuid => "uuid",
+                PayloadType::Link => "link",
+                other => return write!(f, "{other:?}"),
+            })?,
+        }
+        if self.nullable {
+            f.write_str("?")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod column_display_tests {
+    use super::ColumnSpec;
+    use crate::changeset::{CollectionType, PayloadType};
+
+    /// Columns read in messages as Realm's schema spells property types.
+    #[test]
+    fn columns_display_as_property_types() {
+        let column = |value_type, link: Option<&str>, nullable, collection| ColumnSpec {
+            value_type,
+            link_target: link.map(str::to_owned),
+            nullable,
+            collection,
+            key_type: None,
+        };
+        for (spec, text) in [
+            (
+                column(PayloadType::Uuid, None, false, CollectionType::Single),
+                "uuid",
+            ),
+            (
+                column(PayloadType::String, None, true, CollectionType::List),
+                "list of string?",
+            ),
+            (
+                column(
+                    PayloadType::Link,
+                    Some("Person"),
+                    true,
+                    CollectionType::Single,
+                ),
+                "link to Person?",
+            ),
+            (
+                column(PayloadType::Null, None, true, CollectionType::Dictionary),
+                "dictionary of mixed?",
+            ),
+            (
+                column(PayloadType::Decimal, None, false, CollectionType::Set),
+                "set of decimal128",
+            ),
+        ] {
+            assert_eq!(spec.to_string(), text);
         }
     }
 }

@@ -86,7 +86,7 @@ pub(crate) fn migration(existing: &Schemas, schema: &Schema) -> Result<Changeset
                     return Err(StoreError::DestructiveSchemaChange {
                         class: class.name.clone(),
                         property: Some(p.name.clone()),
-                        reason: format!("the file stores {c:?}, the schema asks for {spec:?}"),
+                        reason: format!("the file stores {c}, the schema asks for {spec}"),
                     })
                 }
                 None => {}

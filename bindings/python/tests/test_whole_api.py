@@ -491,7 +491,7 @@ class Collect(tandem.ResultsListener):
         self.changes.append(change)
 
 
-def test_the_log_listener_gets_warnings_at_its_level_and_nothing_once_cleared(tmp_path):
+def test_the_log_listener_gets_warnings_at_its_level_and_nothing_once_cleared(tmp_path, capfd):
     # What src/ffi documents as logged without a server: a listener that throws is a warning
     # (target tandem::ffi::database), and the other listeners still run.
     db = tandem.Database.open(str(tmp_path / "log.sqlite"), task_classes())
@@ -525,10 +525,12 @@ def test_the_log_listener_gets_warnings_at_its_level_and_nothing_once_cleared(tm
         commit(3)
         assert [e[0] for e in other.events if "threw" in e[2]] == [tandem.LogLevel.WARN]
         assert len([e for e in logs.events if "threw" in e[2]]) == 1
-        # Cleared: nobody gets them.
+        # Cleared: nobody gets them, and the warning goes to stderr as with no listener at all.
+        capfd.readouterr()
         tandem.clear_log_listener()
         commit(4)
         assert len([e for e in other.events if "threw" in e[2]]) == 1, other.events
+        assert "thrown by a test listener" in capfd.readouterr().err
     finally:
         tandem.clear_log_listener()
         for handle in handles:

@@ -9018,7 +9018,9 @@ public func closeCallbacks(timeoutMs: UInt64) -> Bool  {
 })
 }
 /**
- * Stops sending log events to the app (they are dropped, as with no listener at all).
+ * Stops sending log events to the app. As with no listener at all, the library's warnings
+ * that must not be lost (a listener that threw, a notifier fault) go to stderr, and the rest
+ * are dropped.
  */
 public func clearLogListener()  {try! rustCall() {
         uniffiCallStatus in
@@ -9113,7 +9115,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_func_close_callbacks() != 28216) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_func_clear_log_listener() != 6130) {
+    if (uniffi_tandem_checksum_func_clear_log_listener() != 3673) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_func_set_log_listener() != 32429) {

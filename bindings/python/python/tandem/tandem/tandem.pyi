@@ -3727,7 +3727,9 @@ def batch_write(writer: int, batch: bytes) -> int:
 
 def clear_log_listener() -> None:
     """
-    Stops sending log events to the app (they are dropped, as with no listener at all).
+    Stops sending log events to the app. As with no listener at all, the library's warnings
+    that must not be lost (a listener that threw, a notifier fault) go to stderr, and the rest
+    are dropped.
 """
 
 def close_callbacks(timeout_ms: int) -> bool:

@@ -1375,7 +1375,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_func_close_callbacks() and 0xFFFF) != 28216) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_func_clear_log_listener() and 0xFFFF) != 6130) {
+    if ((lib.uniffi_tandem_checksum_func_clear_log_listener() and 0xFFFF) != 3673) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_func_set_log_listener() and 0xFFFF) != 32429) {
@@ -12998,7 +12998,9 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
     
 
         /**
-         * Stops sending log events to the app (they are dropped, as with no listener at all).
+         * Stops sending log events to the app. As with no listener at all, the library's warnings
+         * that must not be lost (a listener that threw, a notifier fault) go to stderr, and the rest
+         * are dropped.
          */ fun `clearLogListener`()
         = 
     uniffiRustCall() { _status ->
