@@ -167,35 +167,42 @@ pub(crate) fn default_field(schemas: &Schemas, column: &ColumnSpec) -> Field {
 
 impl std::fmt::Display for ColumnSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::changeset::{CollectionType, PayloadType};
+        use crate::changeset::CollectionType;
         match self.collection {
             CollectionType::Single => {}
             CollectionType::List => f.write_str("list of ")?,
             CollectionType::Set => f.write_str("set of ")?,
             CollectionType::Dictionary => f.write_str("dictionary of ")?,
         }
-        match (&self.link_target, self.value_type) {
-            (Some(target), _) => write!(f, "link to {target}")?,
-            (None, t) => f.write_str(match t {
-                PayloadType::Null => "mixed",
-                PayloadType::Int => "int",
-                PayloadType::Bool => "bool",
-                PayloadType::String => "string",
-                PayloadType::Binary => "binary",
-                PayloadType::Timestamp => "timestamp",
-                PayloadType::Float => "float",
-                PayloadType::Double => "double",
-                PayloadType::Decimal => "decimal128",
-                PayloadType::ObjectId => "objectId",
-                PayloadType::Uuid => "uuid",
-                PayloadType::Link => "link",
-                other => return write!(f, "{other:?}"),
-            })?,
+        match &self.link_target {
+            Some(target) => write!(f, "link to {target}")?,
+            None => f.write_str(type_name(self.value_type))?,
         }
         if self.nullable {
             f.write_str("?")?;
         }
         Ok(())
+    }
+}
+
+/// A value type's name as Realm's schema spells it, for messages (`"int"`, `"objectId"`,
+/// `"decimal128"`; `"mixed"` for `Null`, the mixed column type).
+pub(crate) fn type_name(t: crate::changeset::PayloadType) -> &'static str {
+    use crate::changeset::PayloadType;
+    match t {
+        PayloadType::Null => "mixed",
+        PayloadType::Int => "int",
+        PayloadType::Bool => "bool",
+        PayloadType::String => "string",
+        PayloadType::Binary => "binary",
+        PayloadType::Timestamp => "timestamp",
+        PayloadType::Float => "float",
+        PayloadType::Double => "double",
+        PayloadType::Decimal => "decimal128",
+        PayloadType::Link => "link",
+        PayloadType::ObjectId => "objectId",
+        PayloadType::Uuid => "uuid",
+        _ => "collection",
     }
 }
 

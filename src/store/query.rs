@@ -582,24 +582,7 @@ impl ColumnRef {
     }
 }
 
-/// The type's name as Realm's schema spells it (for error messages).
-fn type_name(t: PayloadType) -> &'static str {
-    match t {
-        PayloadType::Null => "mixed",
-        PayloadType::Int => "int",
-        PayloadType::Bool => "bool",
-        PayloadType::String => "string",
-        PayloadType::Binary => "binary",
-        PayloadType::Timestamp => "timestamp",
-        PayloadType::Float => "float",
-        PayloadType::Double => "double",
-        PayloadType::Decimal => "decimal128",
-        PayloadType::Link => "link",
-        PayloadType::ObjectId => "objectId",
-        PayloadType::Uuid => "uuid",
-        _ => "collection",
-    }
-}
+use crate::state::type_name;
 
 /// A modifier as the query spells it (`""` for none).
 fn modifier_text(flags: i64) -> &'static str {
