@@ -31,3 +31,29 @@ here=$PWD
     python3 -m mypy --config-file "$here/pyproject.toml" --strict \
         "$here/../../examples/python/todo.py" "$here/tests/models_fixture.py" \
         "$here/tests/untyped_fixture.py" "$here/tests/flexible_fixture.py")
+
+# Packaging: the wheel installs into a fresh virtual environment and works there (nothing from
+# the source tree), its platform tag is the one auditwheel finds for it, and maturin makes an
+# sdist with the crate's sources.
+venv="$(mktemp -d)/venv"
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q dist/tandem-*.whl "auditwheel>=6,<7"
+(cd "$(dirname "$venv")" && "$venv/bin/python" "$here/wheel_smoke.py")
+wheel=$(ls dist/tandem-*.whl)
+tag=${wheel##*-}
+tag=${tag%.whl}
+shown=$("$venv/bin/auditwheel" show "$wheel" | tr '\n' ' ')
+if [[ "$shown" != *"platform tag: \"$tag\""* ]]; then
+    echo "$shown" >&2
+    echo "test.sh: $wheel is tagged $tag, which is not the tag auditwheel finds" >&2
+    exit 1
+fi
+echo "test.sh: $(basename "$wheel"): auditwheel agrees with the tag $tag"
+rm -rf "$(dirname "$venv")"
+maturin sdist -o dist >/dev/null
+sdist=$(ls dist/tandem-*.tar.gz)
+listed=$(tar tzf "$sdist")
+for f in pyproject.toml Cargo.toml src/lib.rs python/tandem/__init__.py; do
+    grep -qx "[^/]*/$f" <<<"$listed" || { echo "test.sh: $sdist lacks $f" >&2; exit 1; }
+done
+echo "test.sh: $(basename "$sdist") holds the crate and the package"
