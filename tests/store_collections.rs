@@ -339,3 +339,34 @@ fn a_path_that_names_no_collection_is_refused_and_writes_nothing() {
     tx.rollback();
     assert_eq!(db.export_state().unwrap(), before);
 }
+
+/// Clearing a property as a collection kind it is not is refused before anything is recorded,
+/// naming the property and both kinds (top level and inside an embedded object); the
+/// transaction goes on.
+#[test]
+fn clearing_the_wrong_kind_names_the_property() {
+    let (_dir, path) = temp_db("wrong-clear");
+    let db = Database::open(path, &schema(), Config::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Person", P1, &[]).unwrap();
+    tx.create_embedded_at("Person", &P1, "address", &[]).unwrap();
+    let refused = |e: StoreError| match e {
+        StoreError::InvalidArgument(m) => m,
+        other => panic!("{other}"),
+    };
+    let m = refused(tx.dict_clear("Person", &P1, "tags").unwrap_err());
+    assert_eq!(m, "Person.tags is a List, not a Dictionary: nothing to clear");
+    let m = refused(tx.list_clear("Person", &P1, "lucky").unwrap_err());
+    assert_eq!(m, "Person.lucky is a Set, not a List: nothing to clear");
+    let steps = [PathStep::Name("street".into())];
+    let street = tandem::store::PropertyPath {
+        property: "address",
+        steps: &steps,
+    };
+    let m = refused(tx.set_clear("Person", &P1, street).unwrap_err());
+    assert_eq!(m, "Address.street is a single value, not a Set: nothing to clear");
+    let before = tx.changeset().len();
+    tx.list_clear("Person", &P1, "tags").unwrap();
+    assert_eq!(tx.changeset().len(), before + 1, "the right kind still clears");
+    tx.commit().unwrap();
+}

@@ -1079,6 +1079,22 @@ impl<'db> WriteTransaction<'db> {
         collection_type: CollectionType,
     ) -> Result<(), StoreError> {
         let path = self.path_at(class, key, at);
+        // A property of another kind is refused here, naming it (the applier would say only
+        // "Clear: not a List"). A mixed property may hold a collection of any kind; a path that
+        // leads nowhere is left to the applier's message.
+        if let Ok((owner_class, _, prop, column)) = self.locate(&path) {
+            let mixed = column.collection == CollectionType::Single
+                && column.value_type == PayloadType::Null;
+            if column.collection != collection_type && !mixed {
+                let is = match column.collection {
+                    CollectionType::Single => "a single value".to_owned(),
+                    other => format!("a {other:?}"),
+                };
+                return Err(StoreError::InvalidArgument(format!(
+                    "{owner_class}.{prop} is {is}, not a {collection_type:?}: nothing to clear"
+                )));
+            }
+        }
         self.run(vec![Instruction::Clear(Clear {
             path,
             collection_type,
