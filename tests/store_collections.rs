@@ -349,13 +349,17 @@ fn clearing_the_wrong_kind_names_the_property() {
     let db = Database::open(path, &schema(), Config::default()).unwrap();
     let mut tx = db.begin_write().unwrap();
     tx.create("Person", P1, &[]).unwrap();
-    tx.create_embedded_at("Person", &P1, "address", &[]).unwrap();
+    tx.create_embedded_at("Person", &P1, "address", &[])
+        .unwrap();
     let refused = |e: StoreError| match e {
         StoreError::InvalidArgument(m) => m,
         other => panic!("{other}"),
     };
     let m = refused(tx.dict_clear("Person", &P1, "tags").unwrap_err());
-    assert_eq!(m, "Person.tags is a List, not a Dictionary: nothing to clear");
+    assert_eq!(
+        m,
+        "Person.tags is a List, not a Dictionary: nothing to clear"
+    );
     let m = refused(tx.list_clear("Person", &P1, "lucky").unwrap_err());
     assert_eq!(m, "Person.lucky is a Set, not a List: nothing to clear");
     let steps = [PathStep::Name("street".into())];
@@ -364,9 +368,16 @@ fn clearing_the_wrong_kind_names_the_property() {
         steps: &steps,
     };
     let m = refused(tx.set_clear("Person", &P1, street).unwrap_err());
-    assert_eq!(m, "Address.street is a single value, not a Set: nothing to clear");
+    assert_eq!(
+        m,
+        "Address.street is a single value, not a Set: nothing to clear"
+    );
     let before = tx.changeset().len();
     tx.list_clear("Person", &P1, "tags").unwrap();
-    assert_eq!(tx.changeset().len(), before + 1, "the right kind still clears");
+    assert_eq!(
+        tx.changeset().len(),
+        before + 1,
+        "the right kind still clears"
+    );
     tx.commit().unwrap();
 }
