@@ -6,7 +6,7 @@
 #   examples/interop.sh                      # prebuilt libtandem.so + tandem-server in /tmp/tandem-artifacts
 #   TANDEM_ARTIFACTS=target/debug examples/interop.sh
 #
-# Needs: python3 with the `tandem` wheel, mvn + java 17, openssl, and Swift (../shared/tools/with-swift
+# Needs: python3 with the `tandem` wheel, mvn + java 17, openssl, and Swift (../shared/tools/with-swift or /work/shared/tools/with-swift
 # on this Debian machine, or `swift` on PATH). Runs no cargo.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -26,7 +26,10 @@ trap cleanup EXIT
 # Swift runs in with-swift's chroot: it sees the repository, the artifacts and $work at the same paths.
 export LD_LIBRARY_PATH="$art${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export TANDEM_SWIFT_MOUNTS="$art:$work${TANDEM_SWIFT_MOUNTS:+:$TANDEM_SWIFT_MOUNTS}"
+# with-swift is in the workplace's shared tools, next to the repository, or at /work/shared when
+# the repository is cloned elsewhere (as CI does); else a Swift on PATH.
 with_swift=${TANDEM_WITH_SWIFT:-$repo/../shared/tools/with-swift}
+[ -x "$with_swift" ] || with_swift=/work/shared/tools/with-swift
 if [ ! -x "$with_swift" ] && command -v swift >/dev/null 2>&1; then with_swift=env; fi
 
 echo "== building the Kotlin and Swift examples" >&2
