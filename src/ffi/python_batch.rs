@@ -430,7 +430,7 @@ impl RowCodec {
             }
             "list_insert" => {
                 let i = index(4)?;
-                self.list_insert(tx, class, prop, &target, i, arg(5)?)?
+                self.list_insert(tx, class, prop, &target, &[], i, arg(5)?)?
             }
             "list_set" => {
                 let i = index(4)?;
@@ -447,7 +447,7 @@ impl RowCodec {
             "set_clear" => tx.set_clear(class_name, &key, p)?,
             "dict_set" => {
                 let entry = str_arg(arg(4)?, "dictionary key")?;
-                self.dict_set(tx, class, prop, &target, entry, arg(5)?)?
+                self.dict_set(tx, class, prop, &target, &[], entry, arg(5)?)?
             }
             "dict_erase" => tx.dict_erase(class_name, &key, p, str_arg(arg(4)?, "entry")?)?,
             "dict_clear" => tx.dict_clear(class_name, &key, p)?,
@@ -553,38 +553,20 @@ impl RowCodec {
             };
             match prop.collection {
                 CollectionKind::Single => self.assign(tx, class, prop, &target, &[], json)?,
-                CollectionKind::List => {
-                    let items = collection(json, "a list", prop)?;
+                collection_kind => {
+                    // An upsert replaces the collection whole.
                     if upsert {
-                        tx.list_clear(target.class, target.key, target.prop)?;
+                        match collection_kind {
+                            CollectionKind::List => {
+                                tx.list_clear(target.class, target.key, target.prop)?
+                            }
+                            CollectionKind::Set => {
+                                tx.set_clear(target.class, target.key, target.prop)?
+                            }
+                            _ => tx.dict_clear(target.class, target.key, target.prop)?,
+                        }
                     }
-                    for (i, item) in items.iter().enumerate() {
-                        self.list_insert(tx, class, prop, &target, i as u32, item)?;
-                    }
-                }
-                CollectionKind::Set => {
-                    let items = collection(json, "a set", prop)?;
-                    if upsert {
-                        tx.set_clear(target.class, target.key, target.prop)?;
-                    }
-                    for item in items {
-                        let v = self.value(class, prop, item)?;
-                        tx.set_insert(target.class, target.key, target.prop, v)?;
-                    }
-                }
-                CollectionKind::Dictionary => {
-                    let entries = json.as_object().ok_or_else(|| {
-                        invalid(format!(
-                            "{}.{} is a dictionary: give an object",
-                            class.name, prop.name
-                        ))
-                    })?;
-                    if upsert {
-                        tx.dict_clear(target.class, target.key, target.prop)?;
-                    }
-                    for (entry, item) in entries {
-                        self.dict_set(tx, class, prop, &target, entry, item)?;
-                    }
+                    self.fill_collection(tx, &target, &[], class, prop, json)?;
                 }
             }
         }
@@ -627,45 +609,59 @@ impl RowCodec {
         }
     }
 
+    /// Inserts `json` at `index` of the list `prop` of `class`, found at `path` below
+    /// `target.prop` (empty: the property itself).
+    #[allow(clippy::too_many_arguments)]
     fn list_insert(
         &self,
         tx: &mut store::WriteTransaction<'_>,
         class: &model::ClassSchema,
         prop: &Property,
         target: &Target<'_>,
+        path: &[PathStep],
         index: u32,
         json: &Json,
     ) -> Result<(), TandemError> {
+        let at = store::PropertyPath {
+            property: target.prop,
+            steps: path,
+        };
         match self.element(class, prop, json)? {
-            Decoded::Value(v) => {
-                Ok(tx.list_insert(target.class, target.key, target.prop, index, v)?)
-            }
+            Decoded::Value(v) => Ok(tx.list_insert(target.class, target.key, at, index, v)?),
             Decoded::Embedded(map) => {
-                tx.list_insert_embedded(target.class, target.key, target.prop, index)?;
-                self.fill(tx, target, &[PathStep::Index(index)], prop, map)?;
-                Ok(())
+                tx.list_insert_embedded(target.class, target.key, at, index)?;
+                let mut element = path.to_vec();
+                element.push(PathStep::Index(index));
+                self.fill(tx, target, &element, prop, map)
             }
         }
     }
 
+    /// Sets `entry` of the dictionary `prop` of `class`, found at `path` below `target.prop`
+    /// (empty: the property itself), to `json`; an embedded object replaces the entry whole.
+    #[allow(clippy::too_many_arguments)]
     fn dict_set(
         &self,
         tx: &mut store::WriteTransaction<'_>,
         class: &model::ClassSchema,
         prop: &Property,
         target: &Target<'_>,
+        path: &[PathStep],
         entry: &str,
         json: &Json,
     ) -> Result<(), TandemError> {
+        let at = store::PropertyPath {
+            property: target.prop,
+            steps: path,
+        };
         match self.element(class, prop, json)? {
-            Decoded::Value(v) => {
-                Ok(tx.dict_set(target.class, target.key, target.prop, entry, v)?)
-            }
+            Decoded::Value(v) => Ok(tx.dict_set(target.class, target.key, at, entry, v)?),
             Decoded::Embedded(map) => {
-                let steps = [PathStep::Name(entry.to_string())];
-                tx.dict_erase(target.class, target.key, target.prop, entry)?;
-                tx.create_embedded_at(target.class, target.key, target.prop, &steps)?;
-                self.fill(tx, target, &steps, prop, map)
+                let mut value_at = path.to_vec();
+                value_at.push(PathStep::Name(entry.to_string()));
+                tx.dict_erase(target.class, target.key, at, entry)?;
+                tx.create_embedded_at(target.class, target.key, target.prop, &value_at)?;
+                self.fill(tx, target, &value_at, prop, map)
             }
         }
     }
@@ -702,8 +698,9 @@ impl RowCodec {
         Ok(())
     }
 
-    /// Fills the empty collection `field` of an embedded object of `class`, found at `path`
-    /// below `target.prop`, with the elements (list, set) or entries (dictionary) of `json`.
+    /// Fills the empty collection `field` of an object of `class` (the top-level object, or an
+    /// embedded one found at `path` below `target.prop`) with the elements (list, set) or
+    /// entries (dictionary) of `json`.
     fn fill_collection(
         &self,
         tx: &mut store::WriteTransaction<'_>,
@@ -713,30 +710,20 @@ impl RowCodec {
         field: &Property,
         json: &Json,
     ) -> Result<(), TandemError> {
-        let at = store::PropertyPath {
-            property: target.prop,
-            steps: path,
-        };
         match field.collection {
             CollectionKind::Single => unreachable!("only collections are filled"),
             CollectionKind::List => {
                 for (i, item) in collection(json, "a list", field)?.iter().enumerate() {
                     let index = u32::try_from(i)
                         .map_err(|_| invalid("a list holds at most 2^32 elements"))?;
-                    match self.element(class, field, item)? {
-                        Decoded::Value(v) => {
-                            tx.list_insert(target.class, target.key, at, index, v)?
-                        }
-                        Decoded::Embedded(inner) => {
-                            tx.list_insert_embedded(target.class, target.key, at, index)?;
-                            let mut element = path.to_vec();
-                            element.push(PathStep::Index(index));
-                            self.fill(tx, target, &element, field, inner)?;
-                        }
-                    }
+                    self.list_insert(tx, class, field, target, path, index, item)?;
                 }
             }
             CollectionKind::Set => {
+                let at = store::PropertyPath {
+                    property: target.prop,
+                    steps: path,
+                };
                 for item in collection(json, "a set", field)? {
                     let v = self.value(class, field, item)?;
                     tx.set_insert(target.class, target.key, at, v)?;
@@ -750,20 +737,7 @@ impl RowCodec {
                     ))
                 })?;
                 for (entry, item) in entries {
-                    match self.element(class, field, item)? {
-                        Decoded::Value(v) => tx.dict_set(target.class, target.key, at, entry, v)?,
-                        Decoded::Embedded(inner) => {
-                            let mut value_at = path.to_vec();
-                            value_at.push(PathStep::Name(entry.clone()));
-                            tx.create_embedded_at(
-                                target.class,
-                                target.key,
-                                target.prop,
-                                &value_at,
-                            )?;
-                            self.fill(tx, target, &value_at, field, inner)?;
-                        }
-                    }
+                    self.dict_set(tx, class, field, target, path, entry, item)?;
                 }
             }
         }
