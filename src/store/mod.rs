@@ -31,6 +31,8 @@ mod rollback;
 mod schema;
 mod subscriptions;
 mod sync;
+#[cfg(test)]
+pub(crate) mod test_support;
 mod write;
 
 /// The SQLite layout and its applier for a connection another module owns (the server's

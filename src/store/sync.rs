@@ -471,31 +471,10 @@ pub(crate) fn record_transact(conn: &Connection, version: u64) -> Result<(), Sto
 mod tests {
     use super::{DownloadCursors, Incoming};
     use crate::changeset::{Changeset, ChangesetMeta};
-    use crate::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
+    use crate::model::PrimaryKey;
     use crate::store::{Config, Database, StoreError};
 
-    fn schema() -> Schema {
-        Schema::new(vec![ClassSchema::top_level(
-            "Task",
-            "_id",
-            vec![
-                Property::new("_id", PropertyType::Int),
-                Property::new("title", PropertyType::String),
-            ],
-        )])
-        .unwrap()
-    }
-
-    fn put(db: &Database, key: i64, title: &str) {
-        let mut w = db.begin_write().unwrap();
-        w.upsert(
-            "Task",
-            PrimaryKey::Int(key),
-            &[("title", Value::String(title.into()))],
-        )
-        .unwrap();
-        w.commit().unwrap();
-    }
+    use crate::store::test_support::{put_title as put, task_schema as schema};
 
     fn cursors(server: u64) -> DownloadCursors {
         DownloadCursors {
