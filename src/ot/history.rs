@@ -167,6 +167,23 @@ impl ReciprocalHistory {
         incoming.erases_table() || incoming.meets(form)
     }
 
+    /// [`needs_merge_keyed`](Self::needs_merge_keyed) for a changeset still encoded: its
+    /// recorded form where there is one, else `local_bytes` read one instruction at a time
+    /// ([`MergeReach::meets_encoded`]), so that a changeset the merge leaves out is never
+    /// decoded.
+    pub fn needs_merge_encoded(
+        &self,
+        incoming: &MergeReach,
+        key: FormKey,
+        local_bytes: &[u8],
+    ) -> bool {
+        incoming.erases_table()
+            || match self.form(key) {
+                Some(form) => incoming.meets(form),
+                None => incoming.meets_encoded(local_bytes, false),
+            }
+    }
+
     /// Records a transformed form (when loading a persisted reciprocal history).
     pub fn set(&mut self, changeset: Changeset) {
         self.transformed.insert(changeset.meta.version, changeset);

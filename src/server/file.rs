@@ -1562,22 +1562,13 @@ impl ServerFile {
                         reciprocal: &mut ReciprocalHistory|
          -> Result<(), ProtocolError> {
             let local = match (local, reciprocal.form(key)) {
-                (Some(row), Some(form)) => {
-                    if !(reach.erases_table() || reach.meets(form)) {
-                        return Ok(());
-                    }
-                    Self::decode(row)?
-                }
-                (Some(row), None) => {
-                    if !(reach.erases_table() || reach.meets_encoded(&row.1, false)) {
-                        return Ok(());
-                    }
+                (Some(row), _) if reciprocal.needs_merge_encoded(&reach, key, &row.1) => {
                     Self::decode(row)?
                 }
                 (None, Some(form)) if reciprocal.needs_merge_keyed(&reach, key, form) => {
                     form.clone()
                 }
-                (None, _) => return Ok(()),
+                _ => return Ok(()),
             };
             if pending_instructions + local.len() > MERGE_BATCH_INSTRUCTIONS {
                 flush(pending, incoming, reciprocal)?;
