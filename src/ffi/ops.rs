@@ -2,9 +2,11 @@
 //! function that performs an operation in a store write transaction ([`apply`]).
 //!
 //! Every write path goes through them: a recording `WriteTransaction` stores `WriteOp`s and
-//! applies them at `commit()`, and `Database.write(ops)` applies a whole list in one crossing
+//! applies them at `commit()`, `Database.write(ops)` applies a whole list in one crossing
 //! and one store transaction (the batch path: a foreign call costs microseconds, so a
-//! transaction of 100,000 operations should cross once, not 100,000 times).
+//! transaction of 100,000 operations should cross once, not 100,000 times), and the row
+//! codec's JSON write batches (`ffi::python_batch`) are decoded into `WriteOp`s and applied
+//! here too.
 
 use std::collections::HashMap;
 
@@ -78,6 +80,20 @@ pub enum WriteOp {
         /// The properties each row gives a value of, in the order of its values.
         properties: Vec<String>,
         /// The new objects' primary keys, one per row.
+        keys: Vec<Key>,
+        /// The rows' values, row after row (`keys.len() * properties.len()` of them).
+        values: Vec<Value>,
+    },
+    /// `CreateRows` with `Upsert` instead of `Create` for each row: an object that exists gets
+    /// the row's values (the same instructions as its `Upsert`), a new one is created. The
+    /// batch form of `Upsert` (Kotlin's typed `add` of many objects). Errors: as
+    /// `CreateRows`'s, with `Upsert`'s for a row.
+    UpsertRows {
+        /// The class.
+        class_name: String,
+        /// The properties each row gives a value of, in the order of its values.
+        properties: Vec<String>,
+        /// The objects' primary keys, one per row.
         keys: Vec<Key>,
         /// The rows' values, row after row (`keys.len() * properties.len()` of them).
         values: Vec<Value>,
@@ -363,20 +379,22 @@ fn with_values<T>(
     Ok(f(&named)?)
 }
 
-/// `WriteOp::CreateRows`: each row as the `Create` of its values, whose names are taken in
-/// sorted order as `with_values` takes a `Create`'s (so both record the same instructions).
-fn create_rows(
+/// `WriteOp::CreateRows` (`UpsertRows` with `upsert`): each row as the `Create` (`Upsert`) of
+/// its values, whose names are taken in sorted order as `with_values` takes a `Create`'s (so
+/// both record the same instructions).
+fn write_rows(
     tx: &mut store::WriteTransaction<'_>,
     class_name: &str,
     properties: &[String],
     keys: Vec<Key>,
     values: Vec<Value>,
+    upsert: bool,
 ) -> Result<(), TandemError> {
     let width = properties.len();
     if keys.len().checked_mul(width) != Some(values.len()) {
         return Err(TandemError::InvalidArgument {
             message: format!(
-                "CreateRows of {class_name}: {} values for {} rows of {width} properties",
+                "rows of {class_name}: {} values for {} rows of {width} properties",
                 values.len(),
                 keys.len()
             ),
@@ -391,7 +409,7 @@ fn create_rows(
     {
         return Err(TandemError::InvalidArgument {
             message: format!(
-                "CreateRows of {class_name}: property {} given twice",
+                "rows of {class_name}: property {} given twice",
                 properties[w[0]]
             ),
         });
@@ -414,8 +432,12 @@ fn create_rows(
             .collect();
         rows.push((key, named));
     }
-    tx.create_rows(class_name, &names, rows)
-        .map_err(|e| TandemError::from(e.error).context(&format!("row {}", e.row)))
+    let written = if upsert {
+        tx.upsert_rows(class_name, &names, rows)
+    } else {
+        tx.create_rows(class_name, &names, rows)
+    };
+    written.map_err(|e| TandemError::from(e.error).context(&format!("row {}", e.row)))
 }
 
 /// Performs one operation in `tx`. On an error `tx` may hold earlier operations: the caller
@@ -443,7 +465,13 @@ pub(crate) fn apply(tx: &mut store::WriteTransaction<'_>, op: WriteOp) -> Result
             properties,
             keys,
             values,
-        } => create_rows(tx, &class_name, &properties, keys, values)?,
+        } => write_rows(tx, &class_name, &properties, keys, values, false)?,
+        WriteOp::UpsertRows {
+            class_name,
+            properties,
+            keys,
+            values,
+        } => write_rows(tx, &class_name, &properties, keys, values, true)?,
         WriteOp::Set {
             class_name,
             key,

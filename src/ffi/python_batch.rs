@@ -4,6 +4,11 @@
 //! values, measured in `bindings/python/bench`), while the standard library's `json` module is
 //! written in C. Any binding may use it; the typed Python layer (`tandem.models`) does.
 //!
+//! The codec adds no operations of its own: each operation of a write batch is decoded into
+//! the [`WriteOp`]s it stands for and performed by [`ops::apply`], as every write of the
+//! foreign API is (`ffi::ops`), so a batch records exactly the instructions of those
+//! operations.
+//!
 //! # Format (UTF-8 JSON)
 //!
 //! Values are encoded by the type of the property they are written to or read from (the
@@ -60,7 +65,7 @@
 //! its property is `TandemError::InvalidArgument` naming the class and property; nothing of
 //! the batch is written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -68,12 +73,12 @@ use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::database::Database;
-use super::types::{core_value, schema, ClassSpec, TandemError, Value};
+use super::ops::{self, PathStep, WriteOp};
+use super::types::{core_key, core_value, schema, ClassSpec, Key, TandemError, Value};
 use crate::model::{
-    self, CollectionKind, Decimal128, Link, PrimaryKey, Property, PropertyType, Timestamp,
+    self, CollectionKind, Decimal128, PrimaryKey, Property, PropertyType, Timestamp,
 };
 use crate::state::{Element, Field, Key as StateKey, Object, Val};
-use crate::store::{self, PathStep};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -113,9 +118,13 @@ impl RowCodec {
         let ops: Vec<Json> = serde_json::from_slice(batch)
             .map_err(|e| invalid(format!("malformed write batch: {e}")))?;
         let mut tx = db.inner.begin_write()?;
+        let mut decoded = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            self.op(&mut tx, op)
-                .map_err(|e| e.context(&format!("operation {i}")))?;
+            let in_op = |e: TandemError| e.context(&format!("operation {i}"));
+            self.decode(op, &mut decoded).map_err(in_op)?;
+            for op in decoded.drain(..) {
+                ops::apply(&mut tx, op).map_err(in_op)?;
+            }
         }
         Ok(tx.commit()?.unwrap_or(0))
     }
@@ -167,7 +176,7 @@ impl RowCodec {
         let class = self.class(&class_name)?;
         let key: Json =
             serde_json::from_slice(&key).map_err(|e| invalid(format!("malformed key: {e}")))?;
-        let key = self.key(&class_name, &key)?;
+        let key = core_key(&self.key(&class_name, &key)?)?;
         let object = db.inner.read()?.object(&class_name, &key)?;
         let row = object.map_or(Json::Null, |o| self.row(class, &o, Some(&key)));
         Ok(serde_json::to_vec(&row).expect("JSON values serialize"))
@@ -243,10 +252,132 @@ pub fn batch_write(writer: u64, batch: &[u8]) -> Result<u64, TandemError> {
 
 /// How a decoded value is stored: as a plain value, or as an embedded object to create.
 enum Decoded<'j> {
-    Value(model::Value),
+    Value(Value),
     Embedded(&'j serde_json::Map<String, Json>),
 }
 
+/// A path below a property, as [`WriteOp`]s take it.
+type Path = Vec<PathStep>;
+
+fn with_step(path: &[PathStep], step: PathStep) -> Path {
+    let mut longer = Vec::with_capacity(path.len() + 1);
+    longer.extend_from_slice(path);
+    longer.push(step);
+    longer
+}
+
+/// The object property an operation works on: each method is the [`WriteOp`] of that name
+/// there, at `path` below the property.
+struct Target<'a> {
+    class: &'a str,
+    key: &'a Key,
+    prop: &'a str,
+}
+
+impl Target<'_> {
+    fn set(&self, path: Path, value: Value) -> WriteOp {
+        WriteOp::Set {
+            class_name: self.class.to_string(),
+            key: self.key.clone(),
+            property: self.prop.to_string(),
+            value,
+            path,
+        }
+    }
+
+    fn create_embedded(&self, path: Path) -> WriteOp {
+        WriteOp::CreateEmbedded {
+            class_name: self.class.to_string(),
+            key: self.key.clone(),
+            property: self.prop.to_string(),
+            path,
+        }
+    }
+
+    fn list_insert(&self, path: Path, index: u64, value: Value) -> WriteOp {
+        WriteOp::ListInsert {
+            class_name: self.class.to_string(),
+            key: self.key.clone(),
+            property: self.prop.to_string(),
+            index,
+            value,
+            path,
+        }
+    }
+
+    fn list_insert_embedded(&self, path: Path, index: u64) -> WriteOp {
+        WriteOp::ListInsertEmbedded {
+            class_name: self.class.to_string(),
+            key: self.key.clone(),
+            property: self.prop.to_string(),
+            index,
+            path,
+        }
+    }
+
+    fn set_insert(&self, path: Path, value: Value) -> WriteOp {
+        WriteOp::SetInsert {
+            class_name: self.class.to_string(),
+            key: self.key.clone(),
+            property: self.prop.to_string(),
+            value,
+            path,
+        }
+    }
+
+    fn dict_set(&self, path: Path, entry: &str, value: Value) -> WriteOp {
+        WriteOp::DictSet {
+            class_name: self.class.to_string(),
+            key: self.key.clone(),
+            property: self.prop.to_string(),
+            entry: entry.to_string(),
+            value,
+            path,
+        }
+    }
+
+    fn dict_erase(&self, path: Path, entry: &str) -> WriteOp {
+        WriteOp::DictErase {
+            class_name: self.class.to_string(),
+            key: self.key.clone(),
+            property: self.prop.to_string(),
+            entry: entry.to_string(),
+            path,
+        }
+    }
+
+    /// The clear of the collection (of kind `kind`) at `path`.
+    fn clear(&self, kind: CollectionKind, path: Path) -> WriteOp {
+        let (class_name, key, property) = (
+            self.class.to_string(),
+            self.key.clone(),
+            self.prop.to_string(),
+        );
+        match kind {
+            CollectionKind::List => WriteOp::ListClear {
+                class_name,
+                key,
+                property,
+                path,
+            },
+            CollectionKind::Set => WriteOp::SetClear {
+                class_name,
+                key,
+                property,
+                path,
+            },
+            _ => WriteOp::DictClear {
+                class_name,
+                key,
+                property,
+                path,
+            },
+        }
+    }
+}
+
+/// The decoder: each JSON operation becomes the [`WriteOp`]s it stands for, performed by
+/// [`ops::apply`] like every other write of the foreign API.
 impl RowCodec {
     fn class(&self, name: &str) -> Result<&model::ClassSchema, TandemError> {
         self.schema
@@ -264,18 +395,18 @@ impl RowCodec {
             .ok_or_else(|| invalid(format!("{} has no property {name}", class.name)))
     }
 
-    fn key(&self, class_name: &str, json: &Json) -> Result<PrimaryKey, TandemError> {
+    fn key(&self, class_name: &str, json: &Json) -> Result<Key, TandemError> {
         let class = self.class(class_name)?;
         let pk = class
             .primary_key_property()
             .ok_or_else(|| invalid(format!("{class_name} is embedded: it has no primary key")))?;
         let what = format!("the primary key of {class_name}");
         Ok(match scalar(pk.property_type, json, &what)? {
-            model::Value::Null => PrimaryKey::Null,
-            model::Value::Int(v) => PrimaryKey::Int(v),
-            model::Value::String(s) => PrimaryKey::String(s),
-            model::Value::ObjectId(id) => PrimaryKey::ObjectId(id),
-            model::Value::Uuid(id) => PrimaryKey::Uuid(id),
+            Value::Null => Key::Null,
+            Value::Int { value } => Key::Int { value },
+            Value::String { value } => Key::String { value },
+            Value::ObjectId { bytes } => Key::ObjectId { bytes },
+            Value::Uuid { bytes } => Key::Uuid { bytes },
             _ => return Err(invalid(format!("{what} has a type keys cannot have"))),
         })
     }
@@ -290,7 +421,7 @@ impl RowCodec {
         let what = || format!("{}.{}", class.name, prop.name);
         if json.is_null() {
             if prop.nullable || prop.property_type == PropertyType::Link {
-                return Ok(Decoded::Value(model::Value::Null));
+                return Ok(Decoded::Value(Value::Null));
             }
             return Err(invalid(format!("{} is not nullable", what())));
         }
@@ -318,10 +449,10 @@ impl RowCodec {
                     }
                     _ => json,
                 };
-                Ok(Decoded::Value(model::Value::Link(Link {
-                    class: target.to_string(),
+                Ok(Decoded::Value(Value::Link {
+                    class_name: target.to_string(),
                     key: self.key(target, key)?,
-                })))
+                }))
             }
             PropertyType::Mixed => Err(invalid(format!(
                 "{} is mixed: the row codec does not take mixed values; use the untyped API",
@@ -336,7 +467,7 @@ impl RowCodec {
         class: &model::ClassSchema,
         prop: &Property,
         json: &Json,
-    ) -> Result<model::Value, TandemError> {
+    ) -> Result<Value, TandemError> {
         match self.element(class, prop, json)? {
             Decoded::Value(v) => Ok(v),
             Decoded::Embedded(_) => Err(invalid(format!(
@@ -346,7 +477,8 @@ impl RowCodec {
         }
     }
 
-    fn op(&self, tx: &mut store::WriteTransaction<'_>, op: &Json) -> Result<(), TandemError> {
+    /// Appends the [`WriteOp`]s that the batch operation `op` stands for to `out`.
+    fn decode(&self, op: &Json, out: &mut Vec<WriteOp>) -> Result<(), TandemError> {
         let parts = op
             .as_array()
             .filter(|a| a.len() >= 2)
@@ -366,7 +498,7 @@ impl RowCodec {
                     .ok_or_else(|| invalid(format!("{name} takes an object of values")))?;
                 let pairs: Vec<(&str, &Json)> =
                     values.iter().map(|(k, v)| (k.as_str(), v)).collect();
-                return self.put(tx, class, &pairs, name == "upsert");
+                return self.put(out, class, &pairs, name == "upsert");
             }
             "rows" | "upsert_rows" => {
                 let upsert = name == "upsert_rows";
@@ -379,15 +511,9 @@ impl RowCodec {
                 let rows = arg(3)?
                     .as_array()
                     .ok_or_else(|| invalid("rows takes an array of rows"))?;
-                if let Some((properties, plain)) = self.plain_rows(class, &names, rows)? {
-                    let written = if upsert {
-                        tx.upsert_rows(&class.name, &properties, plain)
-                    } else {
-                        tx.create_rows(&class.name, &properties, plain)
-                    };
-                    return written.map_err(|e| {
-                        TandemError::from(e.error).context(&format!("row {}", e.row))
-                    });
+                if let Some(op) = self.plain_rows(class, &names, rows, upsert)? {
+                    out.push(op);
+                    return Ok(());
                 }
                 for row in rows {
                     let row = row
@@ -397,7 +523,7 @@ impl RowCodec {
                             invalid(format!("each row has {} values: {row}", names.len()))
                         })?;
                     let pairs: Vec<(&str, &Json)> = names.iter().copied().zip(row.iter()).collect();
-                    self.put(tx, class, &pairs, upsert)?;
+                    self.put(out, class, &pairs, upsert)?;
                 }
                 return Ok(());
             }
@@ -405,69 +531,98 @@ impl RowCodec {
         }
         let key = self.key(class_name, arg(2)?)?;
         if name == "erase" {
-            return Ok(tx.erase(class_name, &key)?);
+            out.push(WriteOp::Erase {
+                class_name: class.name.clone(),
+                key,
+            });
+            return Ok(());
         }
         let prop = self.property(class, str_arg(arg(3)?, "property")?)?;
-        let p = prop.name.as_str();
-        let index = |i: usize| -> Result<u32, TandemError> {
+        let index = |i: usize| -> Result<u64, TandemError> {
             arg(i)?
                 .as_u64()
-                .and_then(|v| u32::try_from(v).ok())
+                .filter(|v| u32::try_from(*v).is_ok())
                 .ok_or_else(|| invalid(format!("{name}: a list index is a number 0..2^32")))
         };
-        let target = Target {
-            class: class_name,
+        let t = Target {
+            class: &class.name,
             key: &key,
-            prop: p,
+            prop: &prop.name,
         };
-        match name {
-            "set" => self.assign(tx, class, prop, &target, &[], arg(4)?)?,
-            "add" => {
-                let amount = arg(4)?
+        let (class_name, property) = (class.name.clone(), prop.name.clone());
+        let key = key.clone();
+        let path = Vec::new();
+        out.push(match name {
+            "set" => return self.assign(out, class, prop, &t, path, arg(4)?),
+            "add" => WriteOp::Add {
+                amount: arg(4)?
                     .as_i64()
-                    .ok_or_else(|| invalid("add takes an integer amount"))?;
-                tx.add(class_name, &key, p, amount)?
-            }
+                    .ok_or_else(|| invalid("add takes an integer amount"))?,
+                class_name,
+                key,
+                property,
+                path,
+            },
             "list_insert" => {
                 let i = index(4)?;
-                self.list_insert(tx, class, prop, &target, &[], i, arg(5)?)?
+                return self.list_insert(out, class, prop, &t, path, i, arg(5)?);
             }
-            "list_set" => {
-                let i = index(4)?;
-                let v = self.value(class, prop, arg(5)?)?;
-                tx.list_set(class_name, &key, p, i, v)?
-            }
-            "list_move" => tx.list_move(class_name, &key, p, index(4)?, index(5)?)?,
-            "list_erase" => tx.list_erase(class_name, &key, p, index(4)?)?,
-            "list_clear" => tx.list_clear(class_name, &key, p)?,
-            "set_insert" => {
-                tx.set_insert(class_name, &key, p, self.value(class, prop, arg(4)?)?)?
-            }
-            "set_erase" => tx.set_erase(class_name, &key, p, self.value(class, prop, arg(4)?)?)?,
-            "set_clear" => tx.set_clear(class_name, &key, p)?,
+            "list_set" => WriteOp::ListSet {
+                index: index(4)?,
+                value: self.value(class, prop, arg(5)?)?,
+                class_name,
+                key,
+                property,
+                path,
+            },
+            "list_move" => WriteOp::ListMove {
+                from: index(4)?,
+                to: index(5)?,
+                class_name,
+                key,
+                property,
+                path,
+            },
+            "list_erase" => WriteOp::ListErase {
+                index: index(4)?,
+                class_name,
+                key,
+                property,
+                path,
+            },
+            "list_clear" => t.clear(CollectionKind::List, path),
+            "set_insert" => t.set_insert(path, self.value(class, prop, arg(4)?)?),
+            "set_erase" => WriteOp::SetErase {
+                value: self.value(class, prop, arg(4)?)?,
+                class_name,
+                key,
+                property,
+                path,
+            },
+            "set_clear" => t.clear(CollectionKind::Set, path),
             "dict_set" => {
                 let entry = str_arg(arg(4)?, "dictionary key")?;
-                self.dict_set(tx, class, prop, &target, &[], entry, arg(5)?)?
+                return self.dict_set(out, class, prop, &t, path, entry, arg(5)?);
             }
-            "dict_erase" => tx.dict_erase(class_name, &key, p, str_arg(arg(4)?, "entry")?)?,
-            "dict_clear" => tx.dict_clear(class_name, &key, p)?,
+            "dict_erase" => t.dict_erase(path, str_arg(arg(4)?, "entry")?),
+            "dict_clear" => t.clear(CollectionKind::Dictionary, path),
             _ => return Err(invalid(format!("unknown operation {name:?}"))),
-        }
+        });
         Ok(())
     }
 
-    /// The rows of a `rows` operation as `WriteTransaction::create_rows` takes them (the
-    /// properties other than the primary key, in the given order, and each row's key and
-    /// values), when every property is a plain single value; `None` when one is a collection
-    /// or an embedded object (or the names lack the primary key), which `put` handles row by
-    /// row. Both record the same instructions.
-    #[allow(clippy::type_complexity)]
-    fn plain_rows<'n>(
+    /// The rows of a `rows` (`upsert_rows`) operation as one `WriteOp::CreateRows`
+    /// (`UpsertRows`: the store's `create_rows`, one prepared `INSERT`) when every property is
+    /// a plain single value; `None` when one is a collection or an embedded object (or the
+    /// names lack the primary key), which `put` decodes row by row. Both record the same
+    /// instructions.
+    fn plain_rows(
         &self,
         class: &model::ClassSchema,
-        names: &[&'n str],
+        names: &[&str],
         rows: &[Json],
-    ) -> Result<Option<(Vec<&'n str>, Vec<(PrimaryKey, Vec<model::Value>)>)>, TandemError> {
+        upsert: bool,
+    ) -> Result<Option<WriteOp>, TandemError> {
         let Some(pk_name) = class.primary_key.as_deref() else {
             return Ok(None);
         };
@@ -485,31 +640,48 @@ impl RowCodec {
             }
             props.push((i, prop));
         }
-        let mut plain = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut values = Vec::with_capacity(rows.len() * props.len());
         for row in rows {
             let row = row
                 .as_array()
                 .filter(|r| r.len() == names.len())
                 .ok_or_else(|| invalid(format!("each row has {} values: {row}", names.len())))?;
-            let key = self.key(&class.name, &row[pk_at])?;
-            let mut values = Vec::with_capacity(props.len());
+            keys.push(self.key(&class.name, &row[pk_at])?);
             for &(i, prop) in &props {
                 match self.element(class, prop, &row[i])? {
                     Decoded::Value(v) => values.push(v),
                     Decoded::Embedded(_) => return Ok(None),
                 }
             }
-            plain.push((key, values));
         }
-        let properties = props.iter().map(|&(i, _)| names[i]).collect();
-        Ok(Some((properties, plain)))
+        let (class_name, properties) = (
+            class.name.clone(),
+            props.iter().map(|&(i, _)| names[i].to_string()).collect(),
+        );
+        Ok(Some(if upsert {
+            WriteOp::UpsertRows {
+                class_name,
+                properties,
+                keys,
+                values,
+            }
+        } else {
+            WriteOp::CreateRows {
+                class_name,
+                properties,
+                keys,
+                values,
+            }
+        }))
     }
 
     /// Creates (or upserts) an object from `(property, value)` pairs: plain single values in
-    /// one store `create`, then collections and embedded objects one by one.
+    /// one `Create` (`Upsert`), then collections and embedded objects one by one. An upsert
+    /// replaces a collection whole.
     fn put(
         &self,
-        tx: &mut store::WriteTransaction<'_>,
+        out: &mut Vec<WriteOp>,
         class: &model::ClassSchema,
         pairs: &[(&str, &Json)],
         upsert: bool,
@@ -524,7 +696,7 @@ impl RowCodec {
             .ok_or_else(|| invalid(format!("a {} needs its primary key {pk_name}", class.name)))?
             .1;
         let key = self.key(&class.name, key_json)?;
-        let mut plain = Vec::with_capacity(pairs.len());
+        let mut plain = HashMap::with_capacity(pairs.len());
         let mut rest = Vec::new();
         for &(name, json) in pairs {
             if name == pk_name {
@@ -536,51 +708,54 @@ impl RowCodec {
                 continue;
             }
             match self.element(class, prop, json)? {
-                Decoded::Value(v) => plain.push((name, v)),
+                Decoded::Value(v) => {
+                    plain.insert(name.to_string(), v);
+                }
                 Decoded::Embedded(_) => rest.push((prop, json)),
             }
         }
-        if upsert {
-            tx.upsert(&class.name, key.clone(), &plain)?;
+        let (class_name, values) = (class.name.clone(), plain);
+        out.push(if upsert {
+            WriteOp::Upsert {
+                class_name,
+                key: key.clone(),
+                values,
+            }
         } else {
-            tx.create(&class.name, key.clone(), &plain)?;
-        }
+            WriteOp::Create {
+                class_name,
+                key: key.clone(),
+                values,
+            }
+        });
         for (prop, json) in rest {
-            let target = Target {
+            let t = Target {
                 class: &class.name,
                 key: &key,
                 prop: &prop.name,
             };
             match prop.collection {
-                CollectionKind::Single => self.assign(tx, class, prop, &target, &[], json)?,
-                collection_kind => {
-                    // An upsert replaces the collection whole.
+                CollectionKind::Single => self.assign(out, class, prop, &t, Vec::new(), json)?,
+                kind => {
                     if upsert {
-                        match collection_kind {
-                            CollectionKind::List => {
-                                tx.list_clear(target.class, target.key, target.prop)?
-                            }
-                            CollectionKind::Set => {
-                                tx.set_clear(target.class, target.key, target.prop)?
-                            }
-                            _ => tx.dict_clear(target.class, target.key, target.prop)?,
-                        }
+                        out.push(t.clear(kind, Vec::new()));
                     }
-                    self.fill_collection(tx, &target, &[], class, prop, json)?;
+                    self.fill_collection(out, &t, &[], class, prop, json)?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Sets a single property (at `steps` below `target.prop`): a value, or an embedded object.
+    /// Sets a single property (at `path` below `t.prop`): a value, or an embedded object,
+    /// which replaces the old one whole (no field of it survives).
     fn assign(
         &self,
-        tx: &mut store::WriteTransaction<'_>,
+        out: &mut Vec<WriteOp>,
         class: &model::ClassSchema,
         prop: &Property,
-        target: &Target<'_>,
-        steps: &[PathStep],
+        t: &Target<'_>,
+        path: Path,
         json: &Json,
     ) -> Result<(), TandemError> {
         if prop.collection != CollectionKind::Single {
@@ -590,108 +765,95 @@ impl RowCodec {
             )));
         }
         match self.element(class, prop, json)? {
-            Decoded::Value(v) if steps.is_empty() => {
-                Ok(tx.set(target.class, target.key, target.prop, v)?)
-            }
-            Decoded::Value(v) => Ok(tx.set_at(target.class, target.key, target.prop, steps, v)?),
+            Decoded::Value(v) => out.push(t.set(path, v)),
             Decoded::Embedded(map) => {
-                // A new embedded object replaces the old one (no field of it survives).
-                tx.set_at(
-                    target.class,
-                    target.key,
-                    target.prop,
-                    steps,
-                    model::Value::Null,
-                )?;
-                tx.create_embedded_at(target.class, target.key, target.prop, steps)?;
-                self.fill(tx, target, steps, prop, map)
+                out.push(t.set(path.clone(), Value::Null));
+                out.push(t.create_embedded(path.clone()));
+                self.fill(out, t, &path, prop, map)?;
             }
         }
+        Ok(())
     }
 
-    /// Inserts `json` at `index` of the list `prop` of `class`, found at `path` below
-    /// `target.prop` (empty: the property itself).
+    /// Inserts `json` at `index` of the list `prop` of `class`, found at `path` below `t.prop`
+    /// (empty: the property itself).
     #[allow(clippy::too_many_arguments)]
     fn list_insert(
         &self,
-        tx: &mut store::WriteTransaction<'_>,
+        out: &mut Vec<WriteOp>,
         class: &model::ClassSchema,
         prop: &Property,
-        target: &Target<'_>,
-        path: &[PathStep],
-        index: u32,
+        t: &Target<'_>,
+        path: Path,
+        index: u64,
         json: &Json,
     ) -> Result<(), TandemError> {
-        let at = store::PropertyPath {
-            property: target.prop,
-            steps: path,
-        };
         match self.element(class, prop, json)? {
-            Decoded::Value(v) => Ok(tx.list_insert(target.class, target.key, at, index, v)?),
+            Decoded::Value(v) => out.push(t.list_insert(path, index, v)),
             Decoded::Embedded(map) => {
-                tx.list_insert_embedded(target.class, target.key, at, index)?;
-                let mut element = path.to_vec();
-                element.push(PathStep::Index(index));
-                self.fill(tx, target, &element, prop, map)
+                let element = with_step(&path, PathStep::Index { index });
+                out.push(t.list_insert_embedded(path, index));
+                self.fill(out, t, &element, prop, map)?;
             }
         }
+        Ok(())
     }
 
-    /// Sets `entry` of the dictionary `prop` of `class`, found at `path` below `target.prop`
+    /// Sets `entry` of the dictionary `prop` of `class`, found at `path` below `t.prop`
     /// (empty: the property itself), to `json`; an embedded object replaces the entry whole.
     #[allow(clippy::too_many_arguments)]
     fn dict_set(
         &self,
-        tx: &mut store::WriteTransaction<'_>,
+        out: &mut Vec<WriteOp>,
         class: &model::ClassSchema,
         prop: &Property,
-        target: &Target<'_>,
-        path: &[PathStep],
+        t: &Target<'_>,
+        path: Path,
         entry: &str,
         json: &Json,
     ) -> Result<(), TandemError> {
-        let at = store::PropertyPath {
-            property: target.prop,
-            steps: path,
-        };
         match self.element(class, prop, json)? {
-            Decoded::Value(v) => Ok(tx.dict_set(target.class, target.key, at, entry, v)?),
+            Decoded::Value(v) => out.push(t.dict_set(path, entry, v)),
             Decoded::Embedded(map) => {
-                let mut value_at = path.to_vec();
-                value_at.push(PathStep::Name(entry.to_string()));
-                tx.dict_erase(target.class, target.key, at, entry)?;
-                tx.create_embedded_at(target.class, target.key, target.prop, &value_at)?;
-                self.fill(tx, target, &value_at, prop, map)
+                let value_at = with_step(
+                    &path,
+                    PathStep::Name {
+                        name: entry.to_string(),
+                    },
+                );
+                out.push(t.dict_erase(path, entry));
+                out.push(t.create_embedded(value_at.clone()));
+                self.fill(out, t, &value_at, prop, map)?;
             }
         }
+        Ok(())
     }
 
     /// Writes the fields of the embedded object (of `prop`'s target class) that exists at
-    /// `steps` below `target.prop`.
+    /// `path` below `t.prop`.
     fn fill(
         &self,
-        tx: &mut store::WriteTransaction<'_>,
-        target: &Target<'_>,
-        steps: &[PathStep],
+        out: &mut Vec<WriteOp>,
+        t: &Target<'_>,
+        path: &[PathStep],
         prop: &Property,
         map: &serde_json::Map<String, Json>,
     ) -> Result<(), TandemError> {
         let embedded = self.class(prop.link_target.as_deref().unwrap_or_default())?;
         for (name, json) in map {
             let field = self.property(embedded, name)?;
-            let mut path = steps.to_vec();
-            path.push(PathStep::Name(name.clone()));
+            let at = with_step(path, PathStep::Name { name: name.clone() });
             if field.collection != CollectionKind::Single {
                 // The embedded object is new: its collections are empty and are filled in
                 // order, each element or entry through the path to the collection.
-                self.fill_collection(tx, target, &path, embedded, field, json)?;
+                self.fill_collection(out, t, &at, embedded, field, json)?;
                 continue;
             }
             match self.element(embedded, field, json)? {
-                Decoded::Value(v) => tx.set_at(target.class, target.key, target.prop, &path, v)?,
+                Decoded::Value(v) => out.push(t.set(at, v)),
                 Decoded::Embedded(inner) => {
-                    tx.create_embedded_at(target.class, target.key, target.prop, &path)?;
-                    self.fill(tx, target, &path, field, inner)?
+                    out.push(t.create_embedded(at.clone()));
+                    self.fill(out, t, &at, field, inner)?;
                 }
             }
         }
@@ -699,12 +861,12 @@ impl RowCodec {
     }
 
     /// Fills the empty collection `field` of an object of `class` (the top-level object, or an
-    /// embedded one found at `path` below `target.prop`) with the elements (list, set) or
-    /// entries (dictionary) of `json`.
+    /// embedded one found at `path` below `t.prop`) with the elements (list, set) or entries
+    /// (dictionary) of `json`.
     fn fill_collection(
         &self,
-        tx: &mut store::WriteTransaction<'_>,
-        target: &Target<'_>,
+        out: &mut Vec<WriteOp>,
+        t: &Target<'_>,
         path: &[PathStep],
         class: &model::ClassSchema,
         field: &Property,
@@ -716,17 +878,13 @@ impl RowCodec {
                 for (i, item) in collection(json, "a list", field)?.iter().enumerate() {
                     let index = u32::try_from(i)
                         .map_err(|_| invalid("a list holds at most 2^32 elements"))?;
-                    self.list_insert(tx, class, field, target, path, index, item)?;
+                    self.list_insert(out, class, field, t, path.to_vec(), index.into(), item)?;
                 }
             }
             CollectionKind::Set => {
-                let at = store::PropertyPath {
-                    property: target.prop,
-                    steps: path,
-                };
                 for item in collection(json, "a set", field)? {
                     let v = self.value(class, field, item)?;
-                    tx.set_insert(target.class, target.key, at, v)?;
+                    out.push(t.set_insert(path.to_vec(), v));
                 }
             }
             CollectionKind::Dictionary => {
@@ -737,7 +895,7 @@ impl RowCodec {
                     ))
                 })?;
                 for (entry, item) in entries {
-                    self.dict_set(tx, class, field, target, path, entry, item)?;
+                    self.dict_set(out, class, field, t, path.to_vec(), entry, item)?;
                 }
             }
         }
@@ -835,13 +993,6 @@ fn key_json(key: &PrimaryKey) -> Json {
     }
 }
 
-/// The object property a collection or embedded-object operation works on.
-struct Target<'a> {
-    class: &'a str,
-    key: &'a PrimaryKey,
-    prop: &'a str,
-}
-
 fn str_arg<'j>(json: &'j Json, what: &str) -> Result<&'j str, TandemError> {
     json.as_str()
         .ok_or_else(|| invalid(format!("a {what} name is a string, not {json}")))
@@ -891,20 +1042,26 @@ fn unhex<const N: usize>(s: &str, what: &str) -> Result<[u8; N], TandemError> {
 }
 
 /// A plain (non-link, non-mixed) value of type `t`.
-fn scalar(t: PropertyType, json: &Json, what: &str) -> Result<model::Value, TandemError> {
+fn scalar(t: PropertyType, json: &Json, what: &str) -> Result<Value, TandemError> {
     let wrong = |expected: &str| invalid(format!("{what} takes {expected}, not {json}"));
     if json.is_null() {
-        return Ok(model::Value::Null);
+        return Ok(Value::Null);
     }
     Ok(match t {
-        PropertyType::Int => model::Value::Int(json.as_i64().ok_or_else(|| wrong("an integer"))?),
-        PropertyType::Bool => model::Value::Bool(json.as_bool().ok_or_else(|| wrong("a bool"))?),
-        PropertyType::String => {
-            model::Value::String(json.as_str().ok_or_else(|| wrong("a string"))?.to_string())
-        }
+        PropertyType::Int => Value::Int {
+            value: json.as_i64().ok_or_else(|| wrong("an integer"))?,
+        },
+        PropertyType::Bool => Value::Bool {
+            value: json.as_bool().ok_or_else(|| wrong("a bool"))?,
+        },
+        PropertyType::String => Value::String {
+            value: json.as_str().ok_or_else(|| wrong("a string"))?.to_string(),
+        },
         PropertyType::Binary => {
             let text = json.as_str().ok_or_else(|| wrong("base64 bytes"))?;
-            model::Value::Binary(B64.decode(text).map_err(|_| wrong("base64 bytes"))?)
+            Value::Binary {
+                value: B64.decode(text).map_err(|_| wrong("base64 bytes"))?,
+            }
         }
         PropertyType::Timestamp => {
             let pair = json
@@ -919,9 +1076,11 @@ fn scalar(t: PropertyType, json: &Json, what: &str) -> Result<model::Value, Tand
             let seconds =
                 i64::try_from(total / 1_000_000_000).map_err(|_| wrong("a timestamp in range"))?;
             let nanos = (total % 1_000_000_000) as i32;
-            model::Value::Timestamp(
-                Timestamp::new(seconds, nanos).map_err(|e| invalid(format!("{what}: {e}")))?,
-            )
+            Timestamp::new(seconds, nanos).map_err(|e| invalid(format!("{what}: {e}")))?;
+            Value::Timestamp {
+                seconds,
+                nanoseconds: nanos,
+            }
         }
         PropertyType::Float | PropertyType::Double => {
             let f = match json {
@@ -932,23 +1091,24 @@ fn scalar(t: PropertyType, json: &Json, what: &str) -> Result<model::Value, Tand
                 _ => return Err(wrong("a number")),
             };
             if t == PropertyType::Float {
-                model::Value::Float(f as f32)
+                Value::Float { value: f as f32 }
             } else {
-                model::Value::Double(f)
+                Value::Double { value: f }
             }
         }
         PropertyType::Decimal => {
             let text = json.as_str().ok_or_else(|| wrong("a decimal string"))?;
-            model::Value::Decimal(decimal(text).ok_or_else(|| wrong("a finite decimal128"))?)
+            decimal(text).ok_or_else(|| wrong("a finite decimal128"))?;
+            Value::Decimal {
+                value: text.to_string(),
+            }
         }
-        PropertyType::ObjectId => model::Value::ObjectId(model::ObjectId(unhex(
-            json.as_str().ok_or_else(|| wrong("an object id"))?,
-            what,
-        )?)),
-        PropertyType::Uuid => model::Value::Uuid(model::Uuid(unhex(
-            json.as_str().ok_or_else(|| wrong("a UUID"))?,
-            what,
-        )?)),
+        PropertyType::ObjectId => Value::ObjectId {
+            bytes: unhex::<12>(json.as_str().ok_or_else(|| wrong("an object id"))?, what)?.to_vec(),
+        },
+        PropertyType::Uuid => Value::Uuid {
+            bytes: unhex::<16>(json.as_str().ok_or_else(|| wrong("a UUID"))?, what)?.to_vec(),
+        },
         PropertyType::Link | PropertyType::Mixed => return Err(wrong("a plain value")),
     })
 }
@@ -1066,6 +1226,334 @@ mod tests {
         assert_eq!(db.inner.read().unwrap().history().unwrap().len(), before);
     }
 
+    /// The schema of `batches_are_the_one_operation_list`: every collection kind at the top
+    /// level and inside embedded objects.
+    fn rich_classes() -> Vec<ClassSpec> {
+        use crate::ffi::types::{Collection, PropertySpec, PropertyType as T};
+        let prop = |name: &str, property_type: T, collection: Collection| PropertySpec {
+            name: name.into(),
+            property_type,
+            nullable: false,
+            collection,
+            link_target: None,
+            indexed: false,
+        };
+        let embedded = |name: &str, collection: Collection| PropertySpec {
+            nullable: collection == Collection::Single,
+            link_target: Some("Address".into()),
+            ..prop(name, T::Link, collection)
+        };
+        vec![
+            ClassSpec {
+                name: "Task".into(),
+                primary_key: Some("_id".into()),
+                properties: vec![
+                    prop("_id", T::Int, Collection::Single),
+                    prop("title", T::String, Collection::Single),
+                    prop("count", T::Int, Collection::Single),
+                    prop("tags", T::String, Collection::List),
+                    prop("labels", T::String, Collection::Set),
+                    prop("meta", T::String, Collection::Dictionary),
+                    embedded("address", Collection::Single),
+                    embedded("stops", Collection::List),
+                    embedded("places", Collection::Dictionary),
+                ],
+            },
+            ClassSpec {
+                name: "Address".into(),
+                primary_key: None,
+                properties: vec![
+                    prop("street", T::String, Collection::Single),
+                    prop("codes", T::Int, Collection::List),
+                ],
+            },
+        ]
+    }
+
+    /// A write batch records exactly the instructions of the `WriteOp`s it stands for, spelled
+    /// out by hand below: every operation name, collections at the top level and inside
+    /// embedded objects, an upsert's replacement of a collection, `rows` and `upsert_rows`.
+    #[test]
+    fn batches_are_the_one_operation_list() {
+        use crate::ffi::ops::{PathStep as P, WriteOp as W};
+        use crate::ffi::types::Key;
+        use std::collections::HashMap;
+        let classes = rich_classes();
+        let open = || {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db.sqlite").to_string_lossy().into_owned();
+            (Database::open(path, classes.clone()).unwrap(), dir)
+        };
+        let history = |db: &Database| {
+            let history = db.inner.read().unwrap().history().unwrap();
+            history.iter().map(|c| c.encode()).collect::<Vec<_>>()
+        };
+        let batch = r#"[
+            ["create", "Task", {"_id": 1, "title": "a", "count": 2, "tags": ["x", "y"],
+                "labels": ["p"], "meta": {"k": "v"},
+                "address": {"street": "s", "codes": [1, 2]},
+                "stops": [{"street": "t"}],
+                "places": {"home": {"street": "h", "codes": [3]}}}],
+            ["upsert", "Task", {"_id": 1, "tags": ["z"], "title": "b"}],
+            ["set", "Task", 1, "count", 5],
+            ["add", "Task", 1, "count", 2],
+            ["list_insert", "Task", 1, "tags", 0, "w"],
+            ["list_set", "Task", 1, "tags", 1, "q"],
+            ["list_move", "Task", 1, "tags", 0, 1],
+            ["list_erase", "Task", 1, "tags", 0],
+            ["set_insert", "Task", 1, "labels", "r"],
+            ["set_erase", "Task", 1, "labels", "p"],
+            ["dict_set", "Task", 1, "meta", "j", "u"],
+            ["dict_erase", "Task", 1, "meta", "k"],
+            ["set", "Task", 1, "address", {"street": "new"}],
+            ["list_insert", "Task", 1, "stops", 1, {"street": "u", "codes": [7]}],
+            ["dict_set", "Task", 1, "places", "work", {"street": "w"}],
+            ["rows", "Task", ["_id", "title"], [[2, "r"], [3, "s"]]],
+            ["upsert_rows", "Task", ["_id", "count", "title"], [[2, 9, "u"], [4, 1, "n"]]],
+            ["rows", "Task", ["_id", "tags"], [[5, ["m"]]]],
+            ["list_clear", "Task", 1, "tags"],
+            ["set_clear", "Task", 1, "labels"],
+            ["dict_clear", "Task", 1, "meta"],
+            ["erase", "Task", 3]
+        ]"#;
+        let (by_batch, _dir) = open();
+        let codec = RowCodec::new(classes.clone()).unwrap();
+        codec
+            .write(Arc::clone(&by_batch), batch.as_bytes())
+            .unwrap();
+
+        let one = Key::Int { value: 1 };
+        let s = |v: &str| Value::String { value: v.into() };
+        let int = |v: i64| Value::Int { value: v };
+        let name = |n: &str| P::Name { name: n.into() };
+        let at = |property: &str, path: Vec<P>, value: Value| W::Set {
+            class_name: "Task".into(),
+            key: one.clone(),
+            property: property.into(),
+            value,
+            path,
+        };
+        let insert = |property: &str, path: Vec<P>, index: u64, value: Value| W::ListInsert {
+            class_name: "Task".into(),
+            key: one.clone(),
+            property: property.into(),
+            index,
+            value,
+            path,
+        };
+        let embed = |property: &str, path: Vec<P>| W::CreateEmbedded {
+            class_name: "Task".into(),
+            key: one.clone(),
+            property: property.into(),
+            path,
+        };
+        let values = |pairs: &[(&str, Value)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<HashMap<_, _>>()
+        };
+        let create = |key: i64, pairs: &[(&str, Value)], upsert: bool| {
+            let (class_name, key, values) = ("Task".into(), Key::Int { value: key }, values(pairs));
+            if upsert {
+                W::Upsert {
+                    class_name,
+                    key,
+                    values,
+                }
+            } else {
+                W::Create {
+                    class_name,
+                    key,
+                    values,
+                }
+            }
+        };
+        let task = |f: &dyn Fn(String, Key) -> W| f("Task".into(), one.clone());
+        let ops = vec![
+            create(1, &[("count", int(2)), ("title", s("a"))], false),
+            at("address", vec![], Value::Null),
+            embed("address", vec![]),
+            insert("address", vec![name("codes")], 0, int(1)),
+            insert("address", vec![name("codes")], 1, int(2)),
+            at("address", vec![name("street")], s("s")),
+            task(&|class_name, key| W::SetInsert {
+                class_name,
+                key,
+                property: "labels".into(),
+                value: s("p"),
+                path: vec![],
+            }),
+            task(&|class_name, key| W::DictSet {
+                class_name,
+                key,
+                property: "meta".into(),
+                entry: "k".into(),
+                value: s("v"),
+                path: vec![],
+            }),
+            task(&|class_name, key| W::DictErase {
+                class_name,
+                key,
+                property: "places".into(),
+                entry: "home".into(),
+                path: vec![],
+            }),
+            embed("places", vec![name("home")]),
+            insert("places", vec![name("home"), name("codes")], 0, int(3)),
+            at("places", vec![name("home"), name("street")], s("h")),
+            task(&|class_name, key| W::ListInsertEmbedded {
+                class_name,
+                key,
+                property: "stops".into(),
+                index: 0,
+                path: vec![],
+            }),
+            at("stops", vec![P::Index { index: 0 }, name("street")], s("t")),
+            insert("tags", vec![], 0, s("x")),
+            insert("tags", vec![], 1, s("y")),
+            create(1, &[("title", s("b"))], true),
+            task(&|class_name, key| W::ListClear {
+                class_name,
+                key,
+                property: "tags".into(),
+                path: vec![],
+            }),
+            insert("tags", vec![], 0, s("z")),
+            at("count", vec![], int(5)),
+            task(&|class_name, key| W::Add {
+                class_name,
+                key,
+                property: "count".into(),
+                amount: 2,
+                path: vec![],
+            }),
+            insert("tags", vec![], 0, s("w")),
+            task(&|class_name, key| W::ListSet {
+                class_name,
+                key,
+                property: "tags".into(),
+                index: 1,
+                value: s("q"),
+                path: vec![],
+            }),
+            task(&|class_name, key| W::ListMove {
+                class_name,
+                key,
+                property: "tags".into(),
+                from: 0,
+                to: 1,
+                path: vec![],
+            }),
+            task(&|class_name, key| W::ListErase {
+                class_name,
+                key,
+                property: "tags".into(),
+                index: 0,
+                path: vec![],
+            }),
+            task(&|class_name, key| W::SetInsert {
+                class_name,
+                key,
+                property: "labels".into(),
+                value: s("r"),
+                path: vec![],
+            }),
+            task(&|class_name, key| W::SetErase {
+                class_name,
+                key,
+                property: "labels".into(),
+                value: s("p"),
+                path: vec![],
+            }),
+            task(&|class_name, key| W::DictSet {
+                class_name,
+                key,
+                property: "meta".into(),
+                entry: "j".into(),
+                value: s("u"),
+                path: vec![],
+            }),
+            task(&|class_name, key| W::DictErase {
+                class_name,
+                key,
+                property: "meta".into(),
+                entry: "k".into(),
+                path: vec![],
+            }),
+            at("address", vec![], Value::Null),
+            embed("address", vec![]),
+            at("address", vec![name("street")], s("new")),
+            task(&|class_name, key| W::ListInsertEmbedded {
+                class_name,
+                key,
+                property: "stops".into(),
+                index: 1,
+                path: vec![],
+            }),
+            insert(
+                "stops",
+                vec![P::Index { index: 1 }, name("codes")],
+                0,
+                int(7),
+            ),
+            at("stops", vec![P::Index { index: 1 }, name("street")], s("u")),
+            task(&|class_name, key| W::DictErase {
+                class_name,
+                key,
+                property: "places".into(),
+                entry: "work".into(),
+                path: vec![],
+            }),
+            embed("places", vec![name("work")]),
+            at("places", vec![name("work"), name("street")], s("w")),
+            W::CreateRows {
+                class_name: "Task".into(),
+                properties: vec!["title".into()],
+                keys: vec![Key::Int { value: 2 }, Key::Int { value: 3 }],
+                values: vec![s("r"), s("s")],
+            },
+            create(2, &[("count", int(9)), ("title", s("u"))], true),
+            create(4, &[("count", int(1)), ("title", s("n"))], true),
+            create(5, &[], false),
+            W::ListInsert {
+                class_name: "Task".into(),
+                key: Key::Int { value: 5 },
+                property: "tags".into(),
+                index: 0,
+                value: s("m"),
+                path: vec![],
+            },
+            task(&|class_name, key| W::ListClear {
+                class_name,
+                key,
+                property: "tags".into(),
+                path: vec![],
+            }),
+            task(&|class_name, key| W::SetClear {
+                class_name,
+                key,
+                property: "labels".into(),
+                path: vec![],
+            }),
+            task(&|class_name, key| W::DictClear {
+                class_name,
+                key,
+                property: "meta".into(),
+                path: vec![],
+            }),
+            W::Erase {
+                class_name: "Task".into(),
+                key: Key::Int { value: 3 },
+            },
+        ];
+        let (by_ops, _dir2) = open();
+        crate::ffi::ops::write(&by_ops.inner, ops).unwrap();
+        let (a, b) = (history(&by_batch), history(&by_ops));
+        assert_eq!(a.len(), 2, "the schema's changeset and the batch's");
+        assert_eq!(a, b);
+    }
+
     #[test]
     fn decimals_parse_exactly() {
         let parts = |s: &str| decimal(s).map(|d| d.parts());
@@ -1109,7 +1597,9 @@ mod tests {
         for d in doubles.into_iter().filter(|d| d.is_finite()) {
             for text in [format!("{d}"), format!("{d:e}"), float(d).to_string()] {
                 match parse(PropertyType::Double, &text) {
-                    model::Value::Double(back) => assert_eq!(back.to_bits(), d.to_bits(), "{text}"),
+                    Value::Double { value: back } => {
+                        assert_eq!(back.to_bits(), d.to_bits(), "{text}")
+                    }
                     other => panic!("{text}: {other:?}"),
                 }
             }
@@ -1119,7 +1609,9 @@ mod tests {
         for f in floats.into_iter().filter(|f| f.is_finite()) {
             for text in [format!("{f}"), format!("{f:e}")] {
                 match parse(PropertyType::Float, &text) {
-                    model::Value::Float(back) => assert_eq!(back.to_bits(), f.to_bits(), "{text}"),
+                    Value::Float { value: back } => {
+                        assert_eq!(back.to_bits(), f.to_bits(), "{text}")
+                    }
                     other => panic!("{text}: {other:?}"),
                 }
             }
@@ -1135,7 +1627,10 @@ mod tests {
         );
         assert_eq!(
             v.unwrap(),
-            model::Value::Timestamp(Timestamp::new(-1, -500_000_000).unwrap())
+            Value::Timestamp {
+                seconds: -1,
+                nanoseconds: -500_000_000
+            }
         );
     }
 }

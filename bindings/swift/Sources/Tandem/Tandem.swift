@@ -7748,6 +7748,26 @@ public enum WriteOp: Equatable, Hashable {
          */values: [Value]
     )
     /**
+     * `CreateRows` with `Upsert` instead of `Create` for each row: an object that exists gets
+     * the row's values (the same instructions as its `Upsert`), a new one is created. The
+     * batch form of `Upsert` (Kotlin's typed `add` of many objects). Errors: as
+     * `CreateRows`'s, with `Upsert`'s for a row.
+     */
+    case upsertRows(
+        /**
+         * The class.
+         */className: String, 
+        /**
+         * The properties each row gives a value of, in the order of its values.
+         */properties: [String], 
+        /**
+         * The objects' primary keys, one per row.
+         */keys: [Key], 
+        /**
+         * The rows' values, row after row (`keys.len() * properties.len()` of them).
+         */values: [Value]
+    )
+    /**
      * Writes one single-valued property (`Update`); with a `path`, a field of an embedded
      * object (null there removes an embedded object).
      */
@@ -8090,52 +8110,55 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
         case 3: return .createRows(className: try FfiConverterString.read(from: &buf), properties: try FfiConverterSequenceString.read(from: &buf), keys: try FfiConverterSequenceTypeKey.read(from: &buf), values: try FfiConverterSequenceTypeValue.read(from: &buf)
         )
         
-        case 4: return .set(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 4: return .upsertRows(className: try FfiConverterString.read(from: &buf), properties: try FfiConverterSequenceString.read(from: &buf), keys: try FfiConverterSequenceTypeKey.read(from: &buf), values: try FfiConverterSequenceTypeValue.read(from: &buf)
         )
         
-        case 5: return .erase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf)
+        case 5: return .set(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 6: return .add(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), amount: try FfiConverterInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 6: return .erase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf)
         )
         
-        case 7: return .createEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 7: return .add(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), amount: try FfiConverterInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 8: return .listInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 8: return .createEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 9: return .listInsertEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 9: return .listInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 10: return .listSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 10: return .listInsertEmbedded(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 11: return .listMove(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), from: try FfiConverterUInt64.read(from: &buf), to: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 11: return .listSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 12: return .listErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 12: return .listMove(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), from: try FfiConverterUInt64.read(from: &buf), to: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 13: return .listClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 13: return .listErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), index: try FfiConverterUInt64.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 14: return .setInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 14: return .listClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 15: return .setErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 15: return .setInsert(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 16: return .setClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 16: return .setErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 17: return .dictSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 17: return .setClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 18: return .dictErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 18: return .dictSet(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), value: try FfiConverterTypeValue.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
-        case 19: return .dictClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        case 19: return .dictErase(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), entry: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
+        )
+        
+        case 20: return .dictClear(className: try FfiConverterString.read(from: &buf), key: try FfiConverterTypeKey.read(from: &buf), property: try FfiConverterString.read(from: &buf), path: try FfiConverterSequenceTypePathStep.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -8168,8 +8191,16 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             FfiConverterSequenceTypeValue.write(values, into: &buf)
             
         
-        case let .set(className,key,property,value,path):
+        case let .upsertRows(className,properties,keys,values):
             writeInt(&buf, Int32(4))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterSequenceString.write(properties, into: &buf)
+            FfiConverterSequenceTypeKey.write(keys, into: &buf)
+            FfiConverterSequenceTypeValue.write(values, into: &buf)
+            
+        
+        case let .set(className,key,property,value,path):
+            writeInt(&buf, Int32(5))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8178,13 +8209,13 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .erase(className,key):
-            writeInt(&buf, Int32(5))
+            writeInt(&buf, Int32(6))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             
         
         case let .add(className,key,property,amount,path):
-            writeInt(&buf, Int32(6))
+            writeInt(&buf, Int32(7))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8193,7 +8224,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .createEmbedded(className,key,property,path):
-            writeInt(&buf, Int32(7))
+            writeInt(&buf, Int32(8))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8201,7 +8232,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listInsert(className,key,property,index,value,path):
-            writeInt(&buf, Int32(8))
+            writeInt(&buf, Int32(9))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8211,7 +8242,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listInsertEmbedded(className,key,property,index,path):
-            writeInt(&buf, Int32(9))
+            writeInt(&buf, Int32(10))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8220,7 +8251,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listSet(className,key,property,index,value,path):
-            writeInt(&buf, Int32(10))
+            writeInt(&buf, Int32(11))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8230,7 +8261,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listMove(className,key,property,from,to,path):
-            writeInt(&buf, Int32(11))
+            writeInt(&buf, Int32(12))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8240,7 +8271,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listErase(className,key,property,index,path):
-            writeInt(&buf, Int32(12))
+            writeInt(&buf, Int32(13))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8249,7 +8280,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .listClear(className,key,property,path):
-            writeInt(&buf, Int32(13))
+            writeInt(&buf, Int32(14))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8257,15 +8288,6 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .setInsert(className,key,property,value,path):
-            writeInt(&buf, Int32(14))
-            FfiConverterString.write(className, into: &buf)
-            FfiConverterTypeKey.write(key, into: &buf)
-            FfiConverterString.write(property, into: &buf)
-            FfiConverterTypeValue.write(value, into: &buf)
-            FfiConverterSequenceTypePathStep.write(path, into: &buf)
-            
-        
-        case let .setErase(className,key,property,value,path):
             writeInt(&buf, Int32(15))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
@@ -8274,8 +8296,17 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             FfiConverterSequenceTypePathStep.write(path, into: &buf)
             
         
-        case let .setClear(className,key,property,path):
+        case let .setErase(className,key,property,value,path):
             writeInt(&buf, Int32(16))
+            FfiConverterString.write(className, into: &buf)
+            FfiConverterTypeKey.write(key, into: &buf)
+            FfiConverterString.write(property, into: &buf)
+            FfiConverterTypeValue.write(value, into: &buf)
+            FfiConverterSequenceTypePathStep.write(path, into: &buf)
+            
+        
+        case let .setClear(className,key,property,path):
+            writeInt(&buf, Int32(17))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8283,7 +8314,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .dictSet(className,key,property,entry,value,path):
-            writeInt(&buf, Int32(17))
+            writeInt(&buf, Int32(18))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8293,7 +8324,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .dictErase(className,key,property,entry,path):
-            writeInt(&buf, Int32(18))
+            writeInt(&buf, Int32(19))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)
@@ -8302,7 +8333,7 @@ public struct FfiConverterTypeWriteOp: FfiConverterRustBuffer {
             
         
         case let .dictClear(className,key,property,path):
-            writeInt(&buf, Int32(19))
+            writeInt(&buf, Int32(20))
             FfiConverterString.write(className, into: &buf)
             FfiConverterTypeKey.write(key, into: &buf)
             FfiConverterString.write(property, into: &buf)

@@ -2252,6 +2252,23 @@ class WriteOp:
         def __eq__(self, other): ...
 
     @dataclass
+    class UPSERT_ROWS(WriteOp):
+        """
+        `CreateRows` with `Upsert` instead of `Create` for each row: an object that exists gets
+        the row's values (the same instructions as its `Upsert`), a new one is created. The
+        batch form of `Upsert` (Kotlin's typed `add` of many objects). Errors: as
+        `CreateRows`'s, with `Upsert`'s for a row.
+"""
+        class_name: str
+        properties: list[str]
+        keys: list[Key]
+        values: list[Value]
+
+        def __init__(self, class_name: str, properties: list[str], keys: list[Key], values: list[Value]) -> None: ...
+
+        def __eq__(self, other): ...
+
+    @dataclass
     class SET(WriteOp):
         """
         Writes one single-valued property (`Update`); with a `path`, a field of an embedded
@@ -2500,6 +2517,10 @@ class WriteOp:
     def is_CREATE_ROWS(self) -> bool: ...
 
     def is_create_rows(self) -> bool: ...
+
+    def is_UPSERT_ROWS(self) -> bool: ...
+
+    def is_upsert_rows(self) -> bool: ...
 
     def is_SET(self) -> bool: ...
 

@@ -167,9 +167,10 @@ internal object JsonBatch {
             }
             is WriteOp.DictClear -> if (op.path.isNotEmpty()) return false else
                 target(out, "dict_clear", op.className, op.key, op.property)
-            // CreateRows: the codec's `rows` puts the key among the values; the typed layer never
-            // records CreateRows, so it crosses as it is.
-            is WriteOp.CreateEmbedded, is WriteOp.ListInsertEmbedded, is WriteOp.CreateRows -> return false
+            // CreateRows, UpsertRows: the codec's `rows` puts the key among the values; the typed
+            // layer never records them, so they cross as they are.
+            is WriteOp.CreateEmbedded, is WriteOp.ListInsertEmbedded, is WriteOp.CreateRows,
+            is WriteOp.UpsertRows -> return false
         }
         out.append(']')
         return true

@@ -11205,6 +11205,36 @@ sealed class WriteOp {
     }
     
     /**
+     * `CreateRows` with `Upsert` instead of `Create` for each row: an object that exists gets
+     * the row's values (the same instructions as its `Upsert`), a new one is created. The
+     * batch form of `Upsert` (Kotlin's typed `add` of many objects). Errors: as
+     * `CreateRows`'s, with `Upsert`'s for a row.
+     */
+    data class UpsertRows(
+        /**
+         * The class.
+         */
+        val `className`: kotlin.String, 
+        /**
+         * The properties each row gives a value of, in the order of its values.
+         */
+        val `properties`: List<kotlin.String>, 
+        /**
+         * The objects' primary keys, one per row.
+         */
+        val `keys`: List<dev.tandem.Key>, 
+        /**
+         * The rows' values, row after row (`keys.len() * properties.len()` of them).
+         */
+        val `values`: List<dev.tandem.Value>) : WriteOp()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * Writes one single-valued property (`Update`); with a `path`, a field of an embedded
      * object (null there removes an embedded object).
      */
@@ -11722,46 +11752,37 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterSequenceTypeKey.read(buf),
                 FfiConverterSequenceTypeValue.read(buf),
                 )
-            4 -> WriteOp.Set(
+            4 -> WriteOp.UpsertRows(
+                FfiConverterString.read(buf),
+                FfiConverterSequenceString.read(buf),
+                FfiConverterSequenceTypeKey.read(buf),
+                FfiConverterSequenceTypeValue.read(buf),
+                )
+            5 -> WriteOp.Set(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterTypeValue.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            5 -> WriteOp.Erase(
+            6 -> WriteOp.Erase(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 )
-            6 -> WriteOp.Add(
+            7 -> WriteOp.Add(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterLong.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            7 -> WriteOp.CreateEmbedded(
+            8 -> WriteOp.CreateEmbedded(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            8 -> WriteOp.ListInsert(
-                FfiConverterString.read(buf),
-                FfiConverterTypeKey.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterULong.read(buf),
-                FfiConverterTypeValue.read(buf),
-                FfiConverterSequenceTypePathStep.read(buf),
-                )
-            9 -> WriteOp.ListInsertEmbedded(
-                FfiConverterString.read(buf),
-                FfiConverterTypeKey.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterULong.read(buf),
-                FfiConverterSequenceTypePathStep.read(buf),
-                )
-            10 -> WriteOp.ListSet(
+            9 -> WriteOp.ListInsert(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
@@ -11769,7 +11790,22 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterTypeValue.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            11 -> WriteOp.ListMove(
+            10 -> WriteOp.ListInsertEmbedded(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            11 -> WriteOp.ListSet(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            12 -> WriteOp.ListMove(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
@@ -11777,40 +11813,40 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterULong.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            12 -> WriteOp.ListErase(
+            13 -> WriteOp.ListErase(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterULong.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            13 -> WriteOp.ListClear(
+            14 -> WriteOp.ListClear(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            14 -> WriteOp.SetInsert(
-                FfiConverterString.read(buf),
-                FfiConverterTypeKey.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterTypeValue.read(buf),
-                FfiConverterSequenceTypePathStep.read(buf),
-                )
-            15 -> WriteOp.SetErase(
+            15 -> WriteOp.SetInsert(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterTypeValue.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            16 -> WriteOp.SetClear(
+            16 -> WriteOp.SetErase(
+                FfiConverterString.read(buf),
+                FfiConverterTypeKey.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeValue.read(buf),
+                FfiConverterSequenceTypePathStep.read(buf),
+                )
+            17 -> WriteOp.SetClear(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            17 -> WriteOp.DictSet(
+            18 -> WriteOp.DictSet(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
@@ -11818,14 +11854,14 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterTypeValue.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            18 -> WriteOp.DictErase(
+            19 -> WriteOp.DictErase(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypePathStep.read(buf),
                 )
-            19 -> WriteOp.DictClear(
+            20 -> WriteOp.DictClear(
                 FfiConverterString.read(buf),
                 FfiConverterTypeKey.read(buf),
                 FfiConverterString.read(buf),
@@ -11855,6 +11891,16 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
             )
         }
         is WriteOp.CreateRows -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`className`)
+                + FfiConverterSequenceString.allocationSize(value.`properties`)
+                + FfiConverterSequenceTypeKey.allocationSize(value.`keys`)
+                + FfiConverterSequenceTypeValue.allocationSize(value.`values`)
+            )
+        }
+        is WriteOp.UpsertRows -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
                 4UL
@@ -12063,8 +12109,16 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterSequenceTypeValue.write(value.`values`, buf)
                 Unit
             }
-            is WriteOp.Set -> {
+            is WriteOp.UpsertRows -> {
                 buf.putInt(4)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterSequenceString.write(value.`properties`, buf)
+                FfiConverterSequenceTypeKey.write(value.`keys`, buf)
+                FfiConverterSequenceTypeValue.write(value.`values`, buf)
+                Unit
+            }
+            is WriteOp.Set -> {
+                buf.putInt(5)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12073,13 +12127,13 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.Erase -> {
-                buf.putInt(5)
+                buf.putInt(6)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 Unit
             }
             is WriteOp.Add -> {
-                buf.putInt(6)
+                buf.putInt(7)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12088,7 +12142,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.CreateEmbedded -> {
-                buf.putInt(7)
+                buf.putInt(8)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12096,7 +12150,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListInsert -> {
-                buf.putInt(8)
+                buf.putInt(9)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12106,7 +12160,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListInsertEmbedded -> {
-                buf.putInt(9)
+                buf.putInt(10)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12115,7 +12169,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListSet -> {
-                buf.putInt(10)
+                buf.putInt(11)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12125,7 +12179,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListMove -> {
-                buf.putInt(11)
+                buf.putInt(12)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12135,7 +12189,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListErase -> {
-                buf.putInt(12)
+                buf.putInt(13)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12144,7 +12198,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.ListClear -> {
-                buf.putInt(13)
+                buf.putInt(14)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12152,15 +12206,6 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.SetInsert -> {
-                buf.putInt(14)
-                FfiConverterString.write(value.`className`, buf)
-                FfiConverterTypeKey.write(value.`key`, buf)
-                FfiConverterString.write(value.`property`, buf)
-                FfiConverterTypeValue.write(value.`value`, buf)
-                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
-                Unit
-            }
-            is WriteOp.SetErase -> {
                 buf.putInt(15)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
@@ -12169,8 +12214,17 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 FfiConverterSequenceTypePathStep.write(value.`path`, buf)
                 Unit
             }
-            is WriteOp.SetClear -> {
+            is WriteOp.SetErase -> {
                 buf.putInt(16)
+                FfiConverterString.write(value.`className`, buf)
+                FfiConverterTypeKey.write(value.`key`, buf)
+                FfiConverterString.write(value.`property`, buf)
+                FfiConverterTypeValue.write(value.`value`, buf)
+                FfiConverterSequenceTypePathStep.write(value.`path`, buf)
+                Unit
+            }
+            is WriteOp.SetClear -> {
+                buf.putInt(17)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12178,7 +12232,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.DictSet -> {
-                buf.putInt(17)
+                buf.putInt(18)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12188,7 +12242,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.DictErase -> {
-                buf.putInt(18)
+                buf.putInt(19)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
@@ -12197,7 +12251,7 @@ public object FfiConverterTypeWriteOp : FfiConverterRustBuffer<WriteOp>{
                 Unit
             }
             is WriteOp.DictClear -> {
-                buf.putInt(19)
+                buf.putInt(20)
                 FfiConverterString.write(value.`className`, buf)
                 FfiConverterTypeKey.write(value.`key`, buf)
                 FfiConverterString.write(value.`property`, buf)
