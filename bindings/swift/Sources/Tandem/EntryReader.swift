@@ -9,8 +9,8 @@
 // in declaration order, so each value's position is noted while skipping over it (no names
 // compared, no `String` made), and the model's `init(from:)` reads them by position through
 // `EntryDecoder`, plain values (integers, Bool, String, Double, Float, Date...) straight from the
-// bytes. Anything else (collections, links, mismatched values) is lifted into the same
-// `FieldValue` the generated code would produce and decoded exactly as `FieldDecoder` does, so
+// bytes. Anything else (collections, links, embedded objects, mismatched values) is lifted into the
+// same `FieldValue` the generated code would produce and decoded exactly as `FieldDecoder` does, so
 // the models, values and errors are the same as decoding `entries()`.
 //
 // The buffer layouts are uniffi's (big-endian, `i32` lengths and enum tags from 1) for the
@@ -487,7 +487,11 @@ final class EntryDecoder: Decoder {
             case let .field(offset):
                 var reader = WireReader(base: decoder.base, count: decoder.fieldsEnd)
                 reader.pos = offset
-                return (try? reader.i32()) == 1 && (try? reader.i32()) == 1
+                switch try? reader.i32() {
+                case 1?: return (try? reader.i32()) == 1  // a single null
+                case 5?: return (try? reader.bool()) == false  // no embedded object
+                default: return false
+                }
             case .key:
                 var reader = WireReader(base: decoder.base, count: decoder.fieldsOffset)
                 reader.pos = decoder.keyOffset
@@ -495,16 +499,17 @@ final class EntryDecoder: Decoder {
             }
         }
 
-        /// The general path: as `FieldDecoder.Container.get`.
+        /// The general path: as `FieldDecoder.Container.get` (embedded objects included: their
+        /// `FieldValue` is lifted, then decoded by `FieldDecoder`).
         func get<T: Decodable>(_ type: T.Type, _ key: Key, _ location: EntryDecoder.Location) throws -> T {
             let name = key.stringValue
-            guard let p = T.self as? Persistable.Type else {
-                throw TandemModelError.unsupportedType(property: name, type: "\(T.self)")
-            }
             guard let field = try decoder.fieldValue(location) else {
+                guard T.self is Persistable.Type || holdsEmbedded(T.self) else {
+                    throw TandemModelError.unsupportedType(property: name, type: "\(T.self)")
+                }
                 throw TandemModelError.typeMismatch(property: name, expected: "\(T.self)", found: "no such property")
             }
-            return try p.init(tandemField: field, property: name) as! T
+            return try readProperty(T.self, from: field, property: name)
         }
 
         func get<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T {

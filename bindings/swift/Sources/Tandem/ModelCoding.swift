@@ -1,8 +1,9 @@
 // Codable <-> Tandem properties: an Encoder that turns a model into `[property: FieldInput]`, a
 // Decoder that builds a model from the `[property: FieldValue]` the FFI returns, and a probing
 // Decoder that derives the schema by decoding one placeholder model and noting each property's
-// Swift type. Only keyed models whose properties are `Persistable` are supported; anything else
-// throws a `TandemModelError` naming the property.
+// Swift type. Only keyed models whose properties are `Persistable` or hold embedded objects
+// (EmbeddedObject.swift) are supported; anything else throws a `TandemModelError` naming the
+// property.
 
 import Foundation
 
@@ -46,10 +47,13 @@ final class FieldEncoder: Encoder {
         var codingPath: [CodingKey] { [] }
 
         mutating func put<T: Encodable>(_ value: T, _ key: Key) throws {
-            guard let p = value as? Persistable else {
+            if let p = value as? Persistable {
+                encoder.fields[key.stringValue] = try p.tandemField()
+            } else if let input = try embeddedInput(value) {
+                encoder.fields[key.stringValue] = input
+            } else {
                 throw TandemModelError.unsupportedType(property: key.stringValue, type: "\(T.self)")
             }
-            encoder.fields[key.stringValue] = try p.tandemField()
         }
         mutating func encodeNil(forKey key: Key) throws { encoder.fields[key.stringValue] = .single(.null) }
         // The plain types directly (what their `tandemField()` returns), without the dynamic
@@ -110,7 +114,8 @@ final class FieldEncoder: Encoder {
 
 // MARK: - Decoding
 
-/// Builds a model from the FFI's properties (`probe` mode: from placeholders, noting the schema).
+/// Builds a model from the FFI's properties (`probe` mode: from placeholders, noting the schema;
+/// placeholder mode: a placeholder instance of an embedded type, noting nothing).
 final class FieldDecoder: Decoder {
     var codingPath: [CodingKey] = []
     var userInfo: [CodingUserInfoKey: Any] = [:]
@@ -118,12 +123,27 @@ final class FieldDecoder: Decoder {
     let typeName: String
     /// Set in probe mode: each property's shape, in declaration order.
     var probed: [(String, PropertyShape)]?
+    /// In probe mode: the properties holding embedded objects, by name.
+    var probedEmbedded: [String: EmbeddedShape] = [:]
+    /// Above 0 in placeholder mode: how many embedded placeholders deep this one is (every
+    /// optional is nil, every other property a placeholder).
+    let placeholderDepth: Int
     private var nullables: Set<String> = []
 
     init(fields: [String: FieldValue], typeName: String, probe: Bool = false) {
         self.fields = fields
         self.typeName = typeName
         probed = probe ? [] : nil
+        placeholderDepth = 0
+    }
+
+    /// A decoder of a placeholder instance of the embedded type `typeName`, `depth` (>= 1) levels
+    /// below the probed model.
+    init(placeholderOf typeName: String, depth: Int) {
+        fields = [:]
+        self.typeName = typeName
+        probed = nil
+        placeholderDepth = depth
     }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
@@ -147,11 +167,14 @@ final class FieldDecoder: Decoder {
         return try T(from: FieldDecoder(fields: fields, typeName: "\(T.self)"))
     }
 
-    /// The properties of `type`, derived by decoding one placeholder instance.
-    static func shapes<T: Decodable>(of type: T.Type) throws -> [(String, PropertyShape)] {
+    /// The properties of `type`, derived by decoding one placeholder instance: each one's shape in
+    /// declaration order, and the shapes of those holding embedded objects.
+    static func probe<T: Decodable>(_ type: T.Type) throws
+        -> (properties: [(String, PropertyShape)], embedded: [String: EmbeddedShape])
+    {
         let decoder = FieldDecoder(fields: [:], typeName: "\(T.self)", probe: true)
         _ = try T(from: decoder)
-        return decoder.probed ?? []
+        return (decoder.probed ?? [], decoder.probedEmbedded)
     }
 
     struct Container<Key: CodingKey>: KeyedDecodingContainerProtocol {
@@ -159,24 +182,49 @@ final class FieldDecoder: Decoder {
         var codingPath: [CodingKey] { [] }
         var allKeys: [Key] { decoder.fields.keys.compactMap { Key(stringValue: $0) } }
 
-        func contains(_ key: Key) -> Bool { decoder.probed != nil || decoder.fields[key.stringValue] != nil }
+        func contains(_ key: Key) -> Bool {
+            decoder.probed != nil || decoder.placeholderDepth > 0 || decoder.fields[key.stringValue] != nil
+        }
 
         func decodeNil(forKey key: Key) throws -> Bool {
+            if decoder.placeholderDepth > 0 { return true }
             if decoder.probed != nil {
                 // An optional property asks this first; its type comes with the decode that follows.
                 decoder.nullables.insert(key.stringValue)
                 return false
             }
             switch decoder.fields[key.stringValue] {
-            case nil, .single(.null)?: return true
+            case nil, .single(.null)?, .embedded(present: false, fields: _)?: return true
             default: return false
             }
         }
 
         func get<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T {
             let name = key.stringValue
-            guard let p = T.self as? Persistable.Type else {
+            if decoder.placeholderDepth > 0 {
+                if let p = T.self as? Persistable.Type { return p.tandemPlaceholder as! T }
+                if let v = try embeddedPlaceholder(T.self, depth: decoder.placeholderDepth) { return v }
                 throw TandemModelError.unsupportedType(property: name, type: "\(T.self)")
+            }
+            guard let p = T.self as? Persistable.Type else {
+                if decoder.probed != nil {
+                    guard let shape = try embeddedShape(of: T.self, property: name,
+                                                        optional: decoder.nullables.contains(name)),
+                          let placeholder = try embeddedPlaceholder(T.self, depth: 0)
+                    else {
+                        throw TandemModelError.unsupportedType(property: name, type: "\(T.self)")
+                    }
+                    decoder.probed?.append((name, shape.propertyShape))
+                    decoder.probedEmbedded[name] = shape
+                    return placeholder
+                }
+                guard holdsEmbedded(T.self) else {
+                    throw TandemModelError.unsupportedType(property: name, type: "\(T.self)")
+                }
+                guard let field = decoder.fields[name] else {
+                    throw TandemModelError.typeMismatch(property: name, expected: "\(T.self)", found: "no such property")
+                }
+                return try readProperty(T.self, from: field, property: name)
             }
             if decoder.probed != nil {
                 var shape = p.tandemShape
@@ -226,11 +274,20 @@ final class FieldDecoder: Decoder {
     }
 }
 
+/// Reads a property of type `T` (a `Persistable` type or one holding embedded objects) from what
+/// the FFI returned for it.
+func readProperty<T>(_ type: T.Type, from field: FieldValue, property: String) throws -> T {
+    if let p = T.self as? Persistable.Type { return try p.init(tandemField: field, property: property) as! T }
+    if let v = try readEmbedded(T.self, from: field, property: property) { return v }
+    throw TandemModelError.unsupportedType(property: property, type: "\(T.self)")
+}
+
 // MARK: - Encoding for add and upsert
 
 /// Encodes a model for `Transaction.add`/`upsert` in one pass, straight into what they record:
 /// the single-valued properties as `[String: Value]` (a nil optional, which Codable leaves out,
-/// as null), the primary key's value, and the collections. Properties are matched by position
+/// as null), the primary key's value, and the collections and embedded objects (a nil embedded
+/// object, which Codable leaves out, is not among them). Properties are matched by position
 /// (the order the model's `encode(to:)` writes them, its declaration order, as probed), so no
 /// intermediate `[String: FieldInput]` is built and filtered. Anything irregular (a key out of
 /// order or twice, a property the schema lacks, a value of another shape than probed, non-keyed
@@ -244,6 +301,7 @@ final class WriteEncoder: Encoder {
     /// The single-valued properties' values, by `info.slots` (a property Codable leaves out,
     /// a nil optional, stays null).
     var row: [Value]
+    /// The collections and embedded objects, by name.
     var collections: [String: FieldInput] = [:]
     var key = Value.null
     var irregular = false
@@ -254,7 +312,7 @@ final class WriteEncoder: Encoder {
     }
 
     /// The primary key, the row (values of `info.rowProperties`, in that order) and the
-    /// collections of `object`, or nil when it does not encode its properties in declaration
+    /// collections and embedded objects of `object`, or nil when it does not encode its properties in declaration
     /// order (a custom `encode(to:)`): then the caller takes the general path.
     static func encode<T: Encodable>(_ object: T, info: ModelInfo)
         throws -> (key: Value, row: [Value], collections: [String: FieldInput])?
@@ -275,13 +333,13 @@ final class WriteEncoder: Encoder {
             return
         }
         cursor = i + 1
-        switch order[i].kind {
-        case .primaryKey:
-            if case let .single(v) = input { key = v } else { irregular = true }
-        case .single:
-            if case let .single(v) = input { row[info.slots[i]] = v } else { irregular = true }
-        case .collection:
-            if case .single = input { irregular = true } else { collections[name] = input }
+        switch (order[i].kind, input) {
+        case let (.primaryKey, .single(v)): key = v
+        case let (.single, .single(v)): row[info.slots[i]] = v
+        case (.collection, .list), (.collection, .set), (.collection, .dictionary),
+             (.embedded, .embedded), (.embedded, .embeddedList), (.embedded, .embeddedDictionary):
+            collections[name] = input
+        default: irregular = true
         }
     }
 
@@ -302,10 +360,13 @@ final class WriteEncoder: Encoder {
         var codingPath: [CodingKey] { [] }
 
         mutating func put<T: Encodable>(_ value: T, _ key: Key) throws {
-            guard let p = value as? Persistable else {
+            if let p = value as? Persistable {
+                encoder.put(try p.tandemField(), key.stringValue)
+            } else if let input = try embeddedInput(value) {
+                encoder.put(input, key.stringValue)
+            } else {
                 throw TandemModelError.unsupportedType(property: key.stringValue, type: "\(T.self)")
             }
-            encoder.put(try p.tandemField(), key.stringValue)
         }
         mutating func encodeNil(forKey key: Key) throws { encoder.put(.single(.null), key.stringValue) }
         mutating func encode(_ v: Bool, forKey key: Key) throws { encoder.put(.single(.bool(value: v)), key.stringValue) }

@@ -7,6 +7,10 @@
 //   Decimal -> decimal128 (exact text)                Link<T>  -> link to T
 //   T?  (T one of the above) -> the same, nullable
 //   [T], Set<T>, [String: T] -> list, set, dictionary of T (T may be optional)
+//
+// and, for a `TandemEmbeddedObject` type E (EmbeddedObject.swift; not `Persistable`, recognised
+// by the coders): E? -> embedded object, [E] -> list of them, [String: E] / [String: E?] ->
+// dictionary of them.
 
 import Foundation
 
@@ -49,25 +53,44 @@ public enum TandemModelError: Error, Equatable, CustomStringConvertible {
 
 /// The schema shape of one property, derived from its Swift type.
 public struct PropertyShape: Equatable, Sendable {
+    /// Its Tandem type (`.link` for links and embedded objects).
     public var type: PropertyType
+    /// Whether it (a single value) or its elements (a collection) may be null.
     public var nullable: Bool
+    /// Single value, list, set or dictionary.
     public var collection: Collection
+    /// The class a link or embedded-object property holds.
     public var linkTarget: String?
 }
 
-/// What a property writes: one value or a whole collection.
-public enum FieldInput: Equatable {
+/// What a property writes: one value, a whole collection, or embedded objects (each as every
+/// property of it, by name).
+public indirect enum FieldInput: Equatable {
+    /// One value (`.null` for a nil optional).
     case single(Value)
+    /// A list's elements, in order.
     case list([Value])
+    /// A set's elements.
     case set([Value])
+    /// A dictionary's entries.
     case dictionary([String: Value])
+    /// A single embedded object's properties (every one of its class), or nil for none.
+    case embedded([String: FieldInput]?)
+    /// A list of embedded objects, each as its properties.
+    case embeddedList([[String: FieldInput]])
+    /// A dictionary of embedded objects (nil: a null entry).
+    case embeddedDictionary([String: [String: FieldInput]?])
 
-    /// An empty collection (a single value is never empty).
+    /// Nothing to write into a new object: an empty collection or no embedded object (a single
+    /// value is never empty).
     var isEmpty: Bool {
         switch self {
         case .single: return false
         case let .list(items), let .set(items): return items.isEmpty
         case let .dictionary(entries): return entries.isEmpty
+        case let .embedded(fields): return fields == nil
+        case let .embeddedList(items): return items.isEmpty
+        case let .embeddedDictionary(entries): return entries.isEmpty
         }
     }
 }

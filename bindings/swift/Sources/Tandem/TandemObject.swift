@@ -12,8 +12,25 @@
 //     }
 //
 // A link is a `Link<Target>` value (the target's key), resolved with `db.object(link)`: reads stay
-// one object deep, so cycles cannot recurse. Embedded objects are not supported by this layer yet
-// (use the untyped API's embedded operations).
+// one object deep, so cycles cannot recurse.
+//
+// An embedded object (Realm's `EmbeddedObject`) is a `Codable` struct conforming to
+// `TandemEmbeddedObject`: a class without a primary key whose objects live inside their owner,
+// written and read with it (EmbeddedObject.swift). A model holds them as `E?`, `[E]`,
+// `[String: E]` or `[String: E?]`; an embedded type may hold embedded objects and collections in
+// turn. `Database.open(path:models:)` adds the embedded classes the models reach to the schema.
+//
+//     struct Address: TandemEmbeddedObject {
+//         var street = ""
+//         var city = ""
+//         var tags: [String] = []
+//     }
+//     struct Contact: TandemObject {
+//         var _id: Int
+//         var home: Address?
+//         var previous: [Address] = []
+//         var byLabel: [String: Address] = [:]
+//     }
 
 import Foundation
 
@@ -40,6 +57,10 @@ extension TandemObject {
     /// property's type has no Tandem mapping or the primary key is missing or not a key type.
     public static func classSpec() throws -> ClassSpec { try ModelInfo.of(Self.self).spec }
 
+    /// This class's schema followed by those of the embedded classes it holds (and those they
+    /// hold, each once): what `Database.open(path:models:)` registers for it.
+    public static func classSpecs() throws -> [ClassSpec] { try ModelInfo.classSpecs(of: [Self.self]) }
+
     /// This object's primary key as the FFI takes it.
     public func primaryKeyValue() throws -> Key {
         let info = try ModelInfo.of(Self.self)
@@ -50,6 +71,30 @@ extension TandemObject {
         }
         return try key(of: value, className: Self.className)
     }
+}
+
+/// A model type stored as an embedded class (Realm's `EmbeddedObject`): no primary key, each
+/// object lives inside the one object that holds it (a property `E?`, a list `[E]`, a dictionary
+/// `[String: E]` or `[String: E?]` of a `TandemObject` or of another embedded type), is written
+/// with it (`Transaction.add`, `upsert`, `modify`), read with it, and deleted with it. Its schema
+/// comes from its Codable structure as a `TandemObject`'s does, and may hold any property type a
+/// model may (embedded objects and collections included). A type cannot be both a `TandemObject`
+/// and a `TandemEmbeddedObject` (an embedded class has no primary key).
+///
+///     struct Address: TandemEmbeddedObject { var street = ""; var tags: [String] = [] }
+///     struct Contact: TandemObject { var _id: Int; var home: Address?; var others: [Address] = [] }
+public protocol TandemEmbeddedObject: Codable {
+    /// The class name in the schema (and on the wire): the Swift type's name by default.
+    static var className: String { get }
+}
+
+extension TandemEmbeddedObject {
+    /// The Swift type's name.
+    public static var className: String { String(describing: Self.self) }
+
+    /// This embedded class's schema (`primaryKey` nil), derived from the Codable structure.
+    /// Throws `TandemModelError` when a property's type has no Tandem mapping.
+    public static func classSpec() throws -> ClassSpec { try EmbeddedInfo.of(Self.self).spec }
 }
 
 /// The key of `value` (`Value.int` to `Key.int`, ...), or `invalidPrimaryKey`.
@@ -134,8 +179,11 @@ final class ModelInfo {
     let spec: ClassSpec
     /// Each property's shape, by name.
     let shapes: [String: PropertyShape]
-    /// The single-valued (not collection) properties, in declaration order (`shapes` filtered,
-    /// as an array: writes go through it for every object).
+    /// The properties holding embedded objects, by name (not in `singles` nor `rowProperties`:
+    /// they are written with paths after the object is created).
+    let embedded: [String: EmbeddedShape]
+    /// The single-valued (not collection, not embedded) properties, in declaration order
+    /// (`shapes` filtered, as an array: writes go through it for every object).
     let singles: [String]
     /// Every property in declaration order with what it is, for `WriteEncoder`; `positional`
     /// is false when a name repeats (a custom `init(from:)`), and then it is not used.
@@ -148,13 +196,14 @@ final class ModelInfo {
     /// For each entry of `order`, its column in `rowProperties`, or -1.
     let slots: [Int]
 
-    enum PropertyKind { case primaryKey, single, collection }
+    enum PropertyKind { case primaryKey, single, collection, embedded }
 
-    init(spec: ClassSpec, shapes: [String: PropertyShape], singles: [String],
+    init(spec: ClassSpec, shapes: [String: PropertyShape], embedded: [String: EmbeddedShape], singles: [String],
          order: [(name: String, kind: PropertyKind)], positional: Bool, keyNullable: Bool,
          rowProperties: [String], slots: [Int]) {
         self.spec = spec
         self.shapes = shapes
+        self.embedded = embedded
         self.singles = singles
         self.order = order
         self.positional = positional
@@ -173,12 +222,17 @@ final class ModelInfo {
             return info
         }
         lock.unlock()
-        let probed = try FieldDecoder.shapes(of: type)
+        if T.self is any TandemEmbeddedObject.Type {
+            throw TandemModelError.invalidPrimaryKey(
+                className: T.className,
+                message: "an embedded class has no primary key: \(T.self) cannot be both a TandemObject and a TandemEmbeddedObject")
+        }
+        let (probed, embedded) = try FieldDecoder.probe(type)
         guard let keyShape = probed.first(where: { $0.0 == T.primaryKey })?.1 else {
             throw TandemModelError.invalidPrimaryKey(
                 className: T.className, message: "no property \(T.primaryKey) (set `static var primaryKey`)")
         }
-        guard keyShape.collection == .single,
+        guard keyShape.collection == .single, embedded[T.primaryKey] == nil,
               [.int, .string, .objectId, .uuid].contains(keyShape.type)
         else {
             throw TandemModelError.invalidPrimaryKey(
@@ -194,11 +248,13 @@ final class ModelInfo {
         }
         let shapes = Dictionary(probed, uniquingKeysWith: { a, _ in a })
         var singles: [String] = []
-        for (name, _) in probed where shapes[name]?.collection == .single && !singles.contains(name) {
+        for (name, _) in probed
+        where shapes[name]?.collection == .single && embedded[name] == nil && !singles.contains(name) {
             singles.append(name)
         }
         let order: [(name: String, kind: PropertyKind)] = probed.map { name, shape in
-            (name, name == T.primaryKey ? .primaryKey : shape.collection == .single ? .single : .collection)
+            (name, name == T.primaryKey ? .primaryKey : embedded[name] != nil ? .embedded
+                : shape.collection == .single ? .single : .collection)
         }
         var rowProperties: [String] = []
         let slots = order.map { entry -> Int in
@@ -208,12 +264,25 @@ final class ModelInfo {
         }
         let info = ModelInfo(
             spec: ClassSpec(name: T.className, primaryKey: T.primaryKey, properties: properties),
-            shapes: shapes, singles: singles, order: order,
+            shapes: shapes, embedded: embedded, singles: singles, order: order,
             positional: shapes.count == probed.count, keyNullable: keyShape.nullable,
             rowProperties: rowProperties, slots: slots)
         lock.lock()
         cache[ObjectIdentifier(type)] = info
         lock.unlock()
         return info
+    }
+
+    /// The classes of `models`, in order, then those of the embedded types they hold (and those
+    /// hold in turn), each once.
+    static func classSpecs(of models: [any TandemObject.Type]) throws -> [ClassSpec] {
+        var specs: [ClassSpec] = []
+        var roots: [any TandemEmbeddedObject.Type] = []
+        for model in models {
+            let info = try of(model)
+            specs.append(info.spec)
+            roots += info.embedded.sorted { $0.key < $1.key }.map(\.value.type)
+        }
+        return specs + (try EmbeddedInfo.closure(roots))
     }
 }

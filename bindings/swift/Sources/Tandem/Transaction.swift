@@ -5,16 +5,17 @@
 import Foundation
 
 extension Database {
-    /// Opens (or creates) the database at `path` with the classes of these model types, plus any
-    /// untyped `classes`. Throws `TandemModelError` for a model whose schema cannot be derived and
-    /// `TandemError.Schema` for a schema the database refuses.
+    /// Opens (or creates) the database at `path` with the classes of these model types and of the
+    /// embedded types they hold (`TandemEmbeddedObject`, found through their properties, each
+    /// once), plus any untyped `classes`. Throws `TandemModelError` for a model whose schema cannot
+    /// be derived and `TandemError.Schema` for a schema the database refuses.
     ///
     ///     let db = try Database.open(path: "todo.sqlite", models: [Task.self, Person.self])
     public static func open(path: String, models: [any TandemObject.Type], classes: [ClassSpec] = []) throws
         -> Database
     {
         _ = closeCallbacksAtExit
-        return try Database.open(path: path, classes: try models.map { try $0.classSpec() } + classes)
+        return try Database.open(path: path, classes: try ModelInfo.classSpecs(of: models) + classes)
     }
 
     /// Runs `body` in a write transaction: committed when `body` returns (the new version is
@@ -52,11 +53,15 @@ let closeCallbacksAtExit: Void = {
 /// without collections are gathered into one `WriteOp.createRows` (the values row after row,
 /// no map or property names per object).
 ///
-/// `upsert` replaces each collection (clear, then insert). `modify` reads the committed object,
+/// `upsert` replaces each collection (clear, then insert) and each embedded object (every field
+/// written: a nil optional as null, its collections replaced; a nil embedded object removes the
+/// stored one; a list or dictionary of embedded objects cleared, then filled). Embedded objects
+/// are written through the FFI's paths (`createEmbedded`, `listInsertEmbedded`, `set` and the
+/// collection operations with `path`). `modify` reads the committed object,
 /// not this transaction's earlier edits, and writes only what changed (a changed list as index
-/// erases and inserts computed from that read, a set or dictionary as its differences), so
-/// `modify` of an object already written in the same transaction throws
-/// `TandemModelError.notWritable` instead of guessing.
+/// erases and inserts computed from that read, a set or dictionary as its differences, an
+/// embedded object field by field), so `modify` of an object already written in the same
+/// transaction throws `TandemModelError.notWritable` instead of guessing.
 public final class Transaction {
     /// The FFI transaction the recorded operations go to.
     let transaction: WriteTransaction
@@ -118,6 +123,13 @@ public final class Transaction {
         ops.append(op)
     }
 
+    /// The operations recorded so far and not yet handed to the FFI transaction, in order (the
+    /// gathered `add`s closed into their `createRows` first).
+    var pendingOps: [WriteOp] {
+        closeRows()
+        return ops
+    }
+
     /// Records the gathered `add`s (if any) as one `createRows`, so what follows comes after.
     private func closeRows() {
         guard let info = rowsInfo else { return }
@@ -141,7 +153,8 @@ public final class Transaction {
 
     // MARK: Typed objects
 
-    /// Creates `object` (its primary key must be new: a duplicate fails the commit).
+    /// Creates `object` (its primary key must be new: a duplicate fails the commit), with its
+    /// collections and embedded objects.
     public func add<T: TandemObject>(_ object: T) throws {
         let info = try ModelInfo.of(T.self)
         let className = info.spec.name  // T.className, derived once (it formats the type's name)
@@ -162,20 +175,21 @@ public final class Transaction {
         touch(ObjectRef(className: className, key: key))
     }
 
-    /// Creates `object`, or overwrites every property of the existing object with its key.
+    /// Creates `object`, or overwrites every property of the existing object with its key (its
+    /// collections and embedded objects replaced whole).
     public func upsert<T: TandemObject>(_ object: T) throws {
         let info = try ModelInfo.of(T.self)
         let className = info.spec.name
         if let (keyValue, row, collections) = try WriteEncoder.encode(object, info: info) {
             let key = try Tandem.key(of: keyValue, className: className)
             rec.upsert(className: className, key: key, values: Self.named(row, info))
-            try replaceCollections(className, key, old: nil, new: collections, clear: true)
+            try replaceCollections(className, key, old: nil, new: Self.withEmbedded(collections, info), clear: true)
             touch(ObjectRef(className: className, key: key))
             return
         }
         let (_, key, fields) = try Self.encode(object)
         rec.upsert(className: className, key: key, values: Self.singles(fields, info, T.primaryKey))
-        try replaceCollections(className, key, old: nil, new: fields, clear: true)
+        try replaceCollections(className, key, old: nil, new: Self.withEmbedded(fields, info), clear: true)
         touch(ObjectRef(className: className, key: key))
     }
 
@@ -192,8 +206,12 @@ public final class Transaction {
                 type: T.className, reason: "modify after another write of the same object in this transaction")
         }
         var object = try FieldDecoder.decode(T.self, key: key, from: old)
+        // The embedded objects as read, encoded as the changed ones will be (so equal objects
+        // compare equal): taken before `body` runs, since a model may be a class.
+        let info = try ModelInfo.of(T.self)
+        let before = info.embedded.isEmpty ? [:] : try FieldEncoder.encode(object)
         try body(&object)
-        let (info, newKey, fields) = try Self.encode(object)
+        let (_, newKey, fields) = try Self.encode(object)
         guard newKey == key else {
             throw TandemModelError.invalidPrimaryKey(className: T.className, message: "modify cannot change the key")
         }
@@ -202,6 +220,9 @@ public final class Transaction {
             rec.set(className: T.className, key: key, property: name, value: value)
         }
         try replaceCollections(T.className, key, old: old, new: fields)
+        for (name, shape) in info.embedded.sorted(by: { $0.key < $1.key }) {
+            writeChanges(T.className, key, name, [], old: before[name] ?? shape.empty, new: fields[name] ?? shape.empty)
+        }
         touch(ObjectRef(className: T.className, key: key))
         return true
     }
@@ -397,8 +418,8 @@ public final class Transaction {
         func upsert(className: String, key: Key, values: [String: Value]) {
             tx.record(.upsert(className: className, key: key, values: values))
         }
-        func set(className: String, key: Key, property: String, value: Value) {
-            tx.record(.set(className: className, key: key, property: property, value: value))
+        func set(className: String, key: Key, property: String, value: Value, path: [PathStep] = []) {
+            tx.record(.set(className: className, key: key, property: property, value: value, path: path))
         }
         func erase(className: String, key: Key) {
             tx.record(.erase(className: className, key: key))
@@ -406,11 +427,20 @@ public final class Transaction {
         func add(className: String, key: Key, property: String, amount: Int64) {
             tx.record(.add(className: className, key: key, property: property, amount: amount))
         }
-        func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value) {
-            tx.record(.listInsert(className: className, key: key, property: property, index: UInt64(index), value: value))
+        func createEmbedded(className: String, key: Key, property: String, path: [PathStep] = []) {
+            tx.record(.createEmbedded(className: className, key: key, property: property, path: path))
         }
-        func listErase(className: String, key: Key, property: String, index: UInt32) {
-            tx.record(.listErase(className: className, key: key, property: property, index: UInt64(index)))
+        func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value,
+                        path: [PathStep] = []) {
+            tx.record(.listInsert(className: className, key: key, property: property, index: UInt64(index),
+                                  value: value, path: path))
+        }
+        func listInsertEmbedded(className: String, key: Key, property: String, index: UInt32, path: [PathStep] = []) {
+            tx.record(.listInsertEmbedded(className: className, key: key, property: property, index: UInt64(index),
+                                          path: path))
+        }
+        func listErase(className: String, key: Key, property: String, index: UInt32, path: [PathStep] = []) {
+            tx.record(.listErase(className: className, key: key, property: property, index: UInt64(index), path: path))
         }
         func listSet(className: String, key: Key, property: String, index: UInt32, value: Value) {
             tx.record(.listSet(className: className, key: key, property: property, index: UInt64(index), value: value))
@@ -418,26 +448,28 @@ public final class Transaction {
         func listMove(className: String, key: Key, property: String, from: UInt32, to: UInt32) {
             tx.record(.listMove(className: className, key: key, property: property, from: UInt64(from), to: UInt64(to)))
         }
-        func setInsert(className: String, key: Key, property: String, value: Value) {
-            tx.record(.setInsert(className: className, key: key, property: property, value: value))
+        func setInsert(className: String, key: Key, property: String, value: Value, path: [PathStep] = []) {
+            tx.record(.setInsert(className: className, key: key, property: property, value: value, path: path))
         }
-        func setErase(className: String, key: Key, property: String, value: Value) {
-            tx.record(.setErase(className: className, key: key, property: property, value: value))
+        func setErase(className: String, key: Key, property: String, value: Value, path: [PathStep] = []) {
+            tx.record(.setErase(className: className, key: key, property: property, value: value, path: path))
         }
-        func dictSet(className: String, key: Key, property: String, entry: String, value: Value) {
-            tx.record(.dictSet(className: className, key: key, property: property, entry: entry, value: value))
+        func dictSet(className: String, key: Key, property: String, entry: String, value: Value,
+                     path: [PathStep] = []) {
+            tx.record(.dictSet(className: className, key: key, property: property, entry: entry, value: value,
+                               path: path))
         }
-        func dictErase(className: String, key: Key, property: String, entry: String) {
-            tx.record(.dictErase(className: className, key: key, property: property, entry: entry))
+        func dictErase(className: String, key: Key, property: String, entry: String, path: [PathStep] = []) {
+            tx.record(.dictErase(className: className, key: key, property: property, entry: entry, path: path))
         }
-        func listClear(className: String, key: Key, property: String) {
-            tx.record(.listClear(className: className, key: key, property: property))
+        func listClear(className: String, key: Key, property: String, path: [PathStep] = []) {
+            tx.record(.listClear(className: className, key: key, property: property, path: path))
         }
-        func setClear(className: String, key: Key, property: String) {
-            tx.record(.setClear(className: className, key: key, property: property))
+        func setClear(className: String, key: Key, property: String, path: [PathStep] = []) {
+            tx.record(.setClear(className: className, key: key, property: property, path: path))
         }
-        func dictClear(className: String, key: Key, property: String) {
-            tx.record(.dictClear(className: className, key: key, property: property))
+        func dictClear(className: String, key: Key, property: String, path: [PathStep] = []) {
+            tx.record(.dictClear(className: className, key: key, property: property, path: path))
         }
     }
 
@@ -470,6 +502,14 @@ public final class Transaction {
         return out
     }
 
+    /// `fields` with every embedded-object property of `info` it leaves out (a nil optional,
+    /// which Codable does not encode) as none: what `upsert` writes.
+    static func withEmbedded(_ fields: [String: FieldInput], _ info: ModelInfo) -> [String: FieldInput] {
+        var out = fields
+        for (name, shape) in info.embedded where out[name] == nil { out[name] = shape.empty }
+        return out
+    }
+
     static func index(_ index: Int) throws -> UInt32 {
         guard let i = UInt32(exactly: index) else {
             throw TandemError.InvalidArgument(message: "index \(index) is out of range")
@@ -480,8 +520,14 @@ public final class Transaction {
     static func check<T: TandemObject, V: PersistableScalar>(
         _ type: T.Type, _ property: String, _ value: V.Type, _ collection: Collection
     ) throws {
-        guard let shape = try ModelInfo.of(T.self).shapes[property] else {
+        let info = try ModelInfo.of(T.self)
+        guard let shape = info.shapes[property] else {
             throw TandemModelError.unsupportedType(property: property, type: "not a property of \(T.className)")
+        }
+        guard info.embedded[property] == nil else {
+            throw TandemModelError.notWritable(
+                type: "\(T.className).\(property)",
+                reason: "it holds embedded objects: write them with add, upsert or modify")
         }
         guard shape.collection == collection, shape.type == V.tandemType,
               shape.nullable || !V.tandemNullable
@@ -490,63 +536,191 @@ public final class Transaction {
         }
     }
 
-    /// What a read property would write.
+    /// What a read property would write (nil for embedded objects: `modify` compares their
+    /// encoded form instead).
     static func asInput(_ field: FieldValue?) -> FieldInput? {
         switch field {
         case let .single(v)?: return .single(v)
         case let .list(items)?: return .list(items)
         case let .set(items)?: return .set(items)
         case let .dictionary(entries)?: return .dictionary(entries)
-        default: return nil  // embedded objects: not in the typed layer
+        default: return nil
         }
     }
 
-    /// Turns each collection of `old` (nil: empty) into the one in `new`; with `clear`, each is
-    /// cleared first (the list/set/dictionary clear operations) and `old` is not consulted.
+    /// Writes the collections and embedded objects of `new` to a new object (`old` nil), an
+    /// existing one (`clear`: each replaced whole), or one `modify` read as `old` (each collection
+    /// turned from `old`'s into `new`'s; `modify` writes the embedded objects itself).
     private func replaceCollections(_ className: String, _ key: Key, old: [String: FieldValue]?,
                                     new: [String: FieldInput], clear: Bool = false) throws
     {
         for (property, input) in new {
-            let before = Self.asInput(old?[property])
-            if clear {
-                switch input {
-                case .single: continue
-                case .list: rec.listClear(className: className, key: key, property: property)
-                case .set: rec.setClear(className: className, key: key, property: property)
-                case .dictionary: rec.dictClear(className: className, key: key, property: property)
-                }
-            }
             switch input {
-            case .single: continue
-            case let .list(items):
-                if case let .list(oldItems)? = before {
-                    if oldItems == items { continue }
-                    for i in oldItems.indices.reversed() {
-                        rec.listErase(className: className, key: key, property: property, index: UInt32(i))
-                    }
-                }
-                for (i, item) in items.enumerated() {
-                    rec.listInsert(className: className, key: key, property: property, index: UInt32(i), value: item)
-                }
-            case let .set(items):
-                var oldItems: [Value] = []
-                if case let .set(o)? = before { oldItems = o }
-                for item in oldItems where !items.contains(item) {
-                    rec.setErase(className: className, key: key, property: property, value: item)
-                }
-                for item in items where !oldItems.contains(item) {
-                    rec.setInsert(className: className, key: key, property: property, value: item)
-                }
-            case let .dictionary(entries):
-                var oldEntries: [String: Value] = [:]
-                if case let .dictionary(o)? = before { oldEntries = o }
-                for entry in oldEntries.keys.sorted() where entries[entry] == nil {
-                    rec.dictErase(className: className, key: key, property: property, entry: entry)
-                }
-                for (entry, value) in entries.sorted(by: { $0.key < $1.key }) where oldEntries[entry] != value {
-                    rec.dictSet(className: className, key: key, property: property, entry: entry, value: value)
+            case .single:
+                continue
+            case .embedded, .embeddedList, .embeddedDictionary:
+                if old == nil { writeWhole(className, key, property, [], input, fresh: !clear) }
+            case .list, .set, .dictionary:
+                if clear {
+                    writeWhole(className, key, property, [], input, fresh: false)
+                } else {
+                    writeChanges(className, key, property, [], old: Self.asInput(old?[property]), new: input)
                 }
             }
+        }
+    }
+
+    /// Writes `input` whole at `property` + `path` of the object (`path` empty: the property
+    /// itself; else the steps down to a field of an embedded object, the last one naming it).
+    /// `fresh`: nothing is stored there yet (a new object, list element or dictionary entry), so
+    /// nothing is cleared and nulls are not written; otherwise each collection is cleared first
+    /// and every field of an embedded object written (`createEmbedded` keeps an existing object).
+    private func writeWhole(_ className: String, _ key: Key, _ property: String, _ path: [PathStep],
+                            _ input: FieldInput, fresh: Bool)
+    {
+        switch input {
+        case let .single(value):
+            if !fresh || value != .null {
+                rec.set(className: className, key: key, property: property, value: value, path: path)
+            }
+        case let .list(items):
+            if !fresh { rec.listClear(className: className, key: key, property: property, path: path) }
+            for (i, item) in items.enumerated() {
+                rec.listInsert(className: className, key: key, property: property, index: UInt32(i), value: item,
+                               path: path)
+            }
+        case let .set(items):
+            if !fresh { rec.setClear(className: className, key: key, property: property, path: path) }
+            for item in items {
+                rec.setInsert(className: className, key: key, property: property, value: item, path: path)
+            }
+        case let .dictionary(entries):
+            if !fresh { rec.dictClear(className: className, key: key, property: property, path: path) }
+            for (entry, value) in entries.sorted(by: { $0.key < $1.key }) {
+                rec.dictSet(className: className, key: key, property: property, entry: entry, value: value, path: path)
+            }
+        case .embedded(nil):
+            if !fresh { rec.set(className: className, key: key, property: property, value: .null, path: path) }
+        case let .embedded(fields?):
+            rec.createEmbedded(className: className, key: key, property: property, path: path)
+            writeFields(className, key, property, path, fields, fresh: fresh)
+        case let .embeddedList(items):
+            if !fresh { rec.listClear(className: className, key: key, property: property, path: path) }
+            for (i, fields) in items.enumerated() {
+                rec.listInsertEmbedded(className: className, key: key, property: property, index: UInt32(i),
+                                       path: path)
+                writeFields(className, key, property, path + [.index(index: UInt64(i))], fields, fresh: true)
+            }
+        case let .embeddedDictionary(entries):
+            if !fresh { rec.dictClear(className: className, key: key, property: property, path: path) }
+            for (entry, fields) in entries.sorted(by: { $0.key < $1.key }) {
+                writeEntry(className, key, property, path, entry, fields)
+            }
+        }
+    }
+
+    /// Writes every field of the embedded object at `property` + `at`, in name order.
+    private func writeFields(_ className: String, _ key: Key, _ property: String, _ at: [PathStep],
+                             _ fields: [String: FieldInput], fresh: Bool)
+    {
+        for (name, input) in fields.sorted(by: { $0.key < $1.key }) {
+            writeWhole(className, key, property, at + [.name(name: name)], input, fresh: fresh)
+        }
+    }
+
+    /// Writes entry `entry` of the dictionary of embedded objects at `property` + `path`, where
+    /// there is no object yet: a new object (`fields`) or null.
+    private func writeEntry(_ className: String, _ key: Key, _ property: String, _ path: [PathStep],
+                            _ entry: String, _ fields: [String: FieldInput]?)
+    {
+        if let fields {
+            let at = path + [.name(name: entry)]
+            rec.createEmbedded(className: className, key: key, property: property, path: at)
+            writeFields(className, key, property, at, fields, fresh: true)
+        } else {
+            rec.dictSet(className: className, key: key, property: property, entry: entry, value: .null, path: path)
+        }
+    }
+
+    /// Writes what differs between `old` (what is stored at `property` + `path`, as read and
+    /// encoded; nil: nothing known, an empty collection) and `new`: a changed value, a list's
+    /// index erases and inserts, a set's or dictionary's differences, an embedded object field by
+    /// field (a list of embedded objects element by element when its length is unchanged,
+    /// otherwise whole), a dictionary of embedded objects entry by entry.
+    private func writeChanges(_ className: String, _ key: Key, _ property: String, _ path: [PathStep],
+                              old: FieldInput?, new: FieldInput)
+    {
+        if old == new { return }
+        switch (old, new) {
+        case let (.embedded(before?)?, .embedded(after?)):
+            writeFieldChanges(className, key, property, path, old: before, new: after)
+        case (.embedded(nil)?, .embedded(_?)):
+            writeWhole(className, key, property, path, new, fresh: true)
+        case let (.embeddedList(before)?, .embeddedList(after)) where before.count == after.count:
+            for i in after.indices {
+                writeFieldChanges(className, key, property, path + [.index(index: UInt64(i))],
+                                  old: before[i], new: after[i])
+            }
+        case let (.embeddedDictionary(before)?, .embeddedDictionary(after)):
+            for entry in before.keys.sorted() where after[entry] == nil {
+                rec.dictErase(className: className, key: key, property: property, entry: entry, path: path)
+            }
+            for (entry, fields) in after.sorted(by: { $0.key < $1.key }) {
+                switch (before[entry], fields) {
+                case let (stored??, fields?):
+                    writeFieldChanges(className, key, property, path + [.name(name: entry)], old: stored, new: fields)
+                case (nil?, nil):
+                    continue
+                case (_??, nil):
+                    rec.dictSet(className: className, key: key, property: property, entry: entry, value: .null,
+                                path: path)
+                default:  // absent or null before: a new object (or a null entry)
+                    writeEntry(className, key, property, path, entry, fields)
+                }
+            }
+        case (_, .single(let value)):
+            rec.set(className: className, key: key, property: property, value: value, path: path)
+        case let (_, .list(items)):
+            if case let .list(oldItems)? = old {
+                for i in oldItems.indices.reversed() {
+                    rec.listErase(className: className, key: key, property: property, index: UInt32(i), path: path)
+                }
+            } else if old != nil {
+                rec.listClear(className: className, key: key, property: property, path: path)
+            }
+            for (i, item) in items.enumerated() {
+                rec.listInsert(className: className, key: key, property: property, index: UInt32(i), value: item,
+                               path: path)
+            }
+        case let (_, .set(items)):
+            var oldItems: [Value] = []
+            if case let .set(o)? = old { oldItems = o }
+            for item in oldItems where !items.contains(item) {
+                rec.setErase(className: className, key: key, property: property, value: item, path: path)
+            }
+            for item in items where !oldItems.contains(item) {
+                rec.setInsert(className: className, key: key, property: property, value: item, path: path)
+            }
+        case let (_, .dictionary(entries)):
+            var oldEntries: [String: Value] = [:]
+            if case let .dictionary(o)? = old { oldEntries = o }
+            for entry in oldEntries.keys.sorted() where entries[entry] == nil {
+                rec.dictErase(className: className, key: key, property: property, entry: entry, path: path)
+            }
+            for (entry, value) in entries.sorted(by: { $0.key < $1.key }) where oldEntries[entry] != value {
+                rec.dictSet(className: className, key: key, property: property, entry: entry, value: value, path: path)
+            }
+        default:
+            writeWhole(className, key, property, path, new, fresh: false)
+        }
+    }
+
+    /// `writeChanges` for each field of the embedded object at `property` + `at`.
+    private func writeFieldChanges(_ className: String, _ key: Key, _ property: String, _ at: [PathStep],
+                                   old: [String: FieldInput], new: [String: FieldInput])
+    {
+        for (name, input) in new.sorted(by: { $0.key < $1.key }) {
+            writeChanges(className, key, property, at + [.name(name: name)], old: old[name], new: input)
         }
     }
 }
