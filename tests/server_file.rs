@@ -624,3 +624,79 @@ fn flexible_sync_judges_a_write_at_the_view_and_set_the_client_had_at_its_base()
     assert_eq!(compensation.rejected[0].1, Key::Int(1));
     assert_eq!(n_of(&server, 1), Field::Value(Val::Int(210)));
 }
+
+/// Every DOWNLOAD field that depends on the receiving client is what the history says: each
+/// entry's `last_integrated_client_version`, `download_client_version` and
+/// `upload_client_version` (the client's latest client version the server had integrated at
+/// that server version) and `downloadable_bytes` (the changeset bytes after the batch that are
+/// not the client's own), for every client, every cursor, and batches of one entry to all.
+#[test]
+fn download_progress_fields_follow_the_history() {
+    let (_dir, path) = temp("progress");
+    let mut server = ServerFile::open(&path).unwrap();
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::new(&mut server)).collect();
+    let mut rng = SeededRng::new(31);
+    // integrated[c][v]: client c's latest integrated client version at server version v,
+    // observed after every upload (of at most one changeset, so every version is observed).
+    let mut integrated: Vec<Vec<u64>> = vec![vec![0]; clients.len()];
+    for _ in 0..80 {
+        let c = rng.below(3) as usize;
+        clients[c].modify(&mut rng);
+        if rng.below(3) == 0 {
+            clients[c].download(&server);
+        }
+        let before = server.latest_version();
+        clients[c].upload(&mut server).unwrap();
+        let latest = server.latest_version();
+        assert!(latest <= before + 1, "one changeset per upload");
+        for (i, client) in clients.iter().enumerate() {
+            let v = server.client_version(client.ident, client.salt).unwrap();
+            integrated[i].resize(latest as usize + 1, v);
+        }
+    }
+    let latest = server.latest_version();
+    assert!(latest > 40, "a history to walk: {latest}");
+    let observer = Client::new(&mut server);
+    let all = server.download(observer.ident, 0, usize::MAX).unwrap();
+    assert_eq!(all.entries.len() as u64, latest);
+    let mut checked_entries = 0;
+    for (i, client) in clients.iter().enumerate() {
+        for after in 0..=latest {
+            for max_bytes in [1, 300, usize::MAX] {
+                let batch = server.download(client.ident, after, max_bytes).unwrap();
+                let at = |v: u64| integrated[i][v as usize];
+                for e in &batch.entries {
+                    assert_ne!(e.origin_file_ident, client.ident);
+                    assert_eq!(
+                        e.last_integrated_client_version,
+                        at(e.server_version),
+                        "client {i}, after {after}, entry {}",
+                        e.server_version
+                    );
+                    checked_entries += 1;
+                }
+                let cursor = batch.download_server_version;
+                assert!(cursor >= after && cursor <= latest);
+                assert_eq!(
+                    batch.download_client_version,
+                    at(cursor),
+                    "client {i}, {after}"
+                );
+                assert_eq!(
+                    batch.upload_client_version,
+                    at(latest),
+                    "client {i}, {after}"
+                );
+                assert_eq!(batch.latest_server_version, latest);
+                let remaining: u64 = all
+                    .entries
+                    .iter()
+                    .filter(|e| e.server_version > cursor && e.origin_file_ident != client.ident)
+                    .map(|e| e.changeset.len() as u64)
+                    .sum();
+                assert_eq!(batch.downloadable_bytes, remaining, "client {i}, {after}");
+            }
+        }
+    }
+    assert!(checked_entries > 1000, "{checked_entries}");
+}
