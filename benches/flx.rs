@@ -1201,6 +1201,15 @@ fn main() {
         println!("2. fan-out: one writer retitles one object, {writes} times per case");
         let mut writer = Writer::open(addr, FLX_OFFER, "FLX writer", None).await;
         let filled = writer.fill(true, 0..fan_objects, &fan_shape).await;
+        // The writer retitles objects it must see: a write outside a client's view is reverted
+        // by a compensating write (docs/flexible-sync.md).
+        writer
+            .conn
+            .send(&query(1, &task_set("TRUEPREDICATE")))
+            .await;
+        writer.conn.send(&mark(2)).await;
+        let got = writer.conn.until_mark_raw(2).await;
+        writer.cursor = writer.cursor.max(cursor_of(&got));
         let (events_tx, mut events) = unbounded_channel();
         let started = Instant::now();
         let subs = subscribers(addr, sessions, concurrency, flx_set, &events_tx).await;
