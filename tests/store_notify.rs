@@ -21,11 +21,9 @@ fn scratch(name: &str) -> tempfile::TempDir {
         .unwrap()
 }
 
-/// A database in a scratch directory, and the guard that removes the directory.
-fn db(name: &str) -> (tempfile::TempDir, Arc<Database>) {
-    let dir = scratch(name);
-    let path: PathBuf = dir.path().join("db.sqlite");
-    let schema = Schema::new(vec![ClassSchema::top_level(
+/// Class `P`: `_id`, `age`, `name`.
+fn schema() -> Schema {
+    Schema::new(vec![ClassSchema::top_level(
         "P",
         "_id",
         vec![
@@ -34,8 +32,14 @@ fn db(name: &str) -> (tempfile::TempDir, Arc<Database>) {
             Property::new("name", PropertyType::String),
         ],
     )])
-    .unwrap();
-    let db = Arc::new(Database::open(path, &schema, Config::default()).unwrap());
+    .unwrap()
+}
+
+/// A database in a scratch directory, and the guard that removes the directory.
+fn db(name: &str) -> (tempfile::TempDir, Arc<Database>) {
+    let dir = scratch(name);
+    let path: PathBuf = dir.path().join("db.sqlite");
+    let db = Arc::new(Database::open(path, &schema(), Config::default()).unwrap());
     (dir, db)
 }
 
@@ -588,4 +592,60 @@ fn a_commit_queued_before_registering_is_not_reported_to_the_new_listener() {
         late_changes, 0,
         "changes reported for commits already in the start"
     );
+}
+
+/// A commit through one handle on a file reaches the listeners of every other handle this
+/// process has open on it (as Realm notifies every instance of a file), with the same changes,
+/// and stops reaching a handle once it is closed.
+#[test]
+fn listeners_hear_commits_made_through_another_handle_on_the_file() {
+    let (dir, a) = db("handles");
+    let schema = schema();
+    let b =
+        Arc::new(Database::open(dir.path().join("db.sqlite"), &schema, Config::default()).unwrap());
+    put(&a, 1, 10);
+    let (tx, rx) = channel();
+    let _object = b
+        .observe_object("P", &PrimaryKey::Int(1), move |c| tx.send(c).unwrap())
+        .unwrap();
+    let (rtx, rrx) = channel();
+    let _results = b
+        .observe_query("P", "age >= 18 SORT(age ASC)", &[], move |c| {
+            rtx.send(c.clone()).unwrap()
+        })
+        .unwrap();
+    // Written through `a`, heard on `b`.
+    let mut w = a.begin_write().unwrap();
+    w.set("P", &PrimaryKey::Int(1), "name", Value::String("x".into()))
+        .unwrap();
+    w.commit().unwrap();
+    assert_eq!(
+        next(&rx),
+        ObjectChange::Modified {
+            properties: vec!["name".into()]
+        }
+    );
+    put(&a, 2, 20);
+    let change = next(&rrx);
+    assert_eq!(change.insertions, vec![0]);
+    assert_eq!(ints(&change.keys), vec![2]);
+    put(&a, 1, 30);
+    assert_eq!(
+        next(&rx),
+        ObjectChange::Modified {
+            properties: vec!["age".into()]
+        }
+    );
+    let change = next(&rrx);
+    assert_eq!(change.insertions, vec![1]);
+    assert_eq!(ints(&change.keys), vec![2, 1]);
+    // A third handle, opened and closed: commits after it is gone still reach `b`.
+    let c = Database::open(dir.path().join("db.sqlite"), &schema, Config::default()).unwrap();
+    drop(c);
+    put(&a, 3, 40);
+    assert_eq!(ints(&next(&rrx).keys), vec![2, 1, 3]);
+    // And `b`'s own commits still reach it once.
+    put(&b, 4, 50);
+    assert_eq!(ints(&next(&rrx).keys), vec![2, 1, 3, 4]);
+    assert!(rrx.recv_timeout(Duration::from_millis(200)).is_err());
 }

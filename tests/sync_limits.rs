@@ -224,3 +224,107 @@ fn a_server_with_a_lower_body_limit_stops_the_session_with_error_104() {
     stops_with_104(&world, "a.sqlite", 1, 200 << 10);
     stops_with_104(&world, "b.sqlite", 40, 3 << 10);
 }
+
+/// Waits for `session` to stop with an error, then two seconds more, and returns that error:
+/// the only error event it sent (a session that stopped for good does not reconnect).
+fn the_one_error(session: &tandem::client::SyncSession) -> tandem::client::ErrorInfo {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let _token = session.on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    eventually("the session to stop with an error", 60, || {
+        matches!(session.state(), SyncState::Error(_))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let errors: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error(info) => Some(info.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors.into_iter().next().unwrap()
+}
+
+/// Two clients of one path declare `Task.title` with different types: the one that learns of
+/// the other's schema in a download stops its session for good with one error, 225
+/// (InvalidSchemaChange), naming the class, the property and both types, instead of retrying
+/// forever; its own data is untouched.
+#[test]
+fn a_schema_that_disagrees_with_the_servers_stops_the_session_naming_the_property() {
+    let world = World::new("schema-conflict");
+    let first = world.open("first");
+    commit_tasks(&first, &[(1, "from first".into())]).unwrap();
+    let session = world.sync(&first);
+    world
+        .block_on(session.wait_for_upload(Some(Duration::from_secs(30))))
+        .unwrap();
+
+    // The same class, its title an integer.
+    let schema = tandem::model::Schema::new(vec![tandem::model::ClassSchema::top_level(
+        "Task",
+        "_id",
+        vec![
+            tandem::model::Property::new("_id", tandem::model::PropertyType::Int),
+            tandem::model::Property::new("title", tandem::model::PropertyType::Int),
+        ],
+    )])
+    .unwrap();
+    let other = Arc::new(
+        Database::open(
+            world.dir.join("other.sqlite"),
+            &schema,
+            tandem::store::Config::default(),
+        )
+        .unwrap(),
+    );
+    let mut tx = other.begin_write().unwrap();
+    tx.create("Task", PrimaryKey::Int(7), &[("title", Value::Int(3))])
+        .unwrap();
+    tx.commit().unwrap();
+    let session = world.sync(&other);
+    let errors = vec![the_one_error(&session)];
+    assert_eq!(errors[0].code, 225, "{:?}", errors[0]);
+    assert!(!errors[0].will_retry, "{:?}", errors[0]);
+    let message = &errors[0].message;
+    assert!(
+        message.contains("Task.title") && message.contains("int") && message.contains("string"),
+        "{message}"
+    );
+    let object = other
+        .read()
+        .unwrap()
+        .object("Task", &PrimaryKey::Int(7))
+        .unwrap();
+    assert_eq!(
+        object.unwrap().fields["title"],
+        Field::Value(Val::Int(3)),
+        "local data untouched"
+    );
+}
+
+/// A server certificate the client does not accept (here: not signed by the CA in `ca_file`)
+/// stops the session with one error that says so and names `ca_file`, instead of retrying
+/// forever with rustls's internal reason.
+#[test]
+fn a_rejected_server_certificate_stops_the_session_and_says_what_to_set() {
+    let world = World::new("untrusted");
+    let other_ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other = world.dir.join("other-ca.pem");
+    std::fs::write(&other, other_ca.cert.pem()).unwrap();
+    let db = world.open("client");
+    let mut config = world.config(live::token(3600));
+    config.ca_file = Some(other.clone());
+    let session = tandem::client::SyncSession::start(Arc::clone(&db), config).unwrap();
+    let errors = vec![the_one_error(&session)];
+    assert!(!errors[0].will_retry, "{:?}", errors[0]);
+    let message = &errors[0].message;
+    assert!(
+        message.contains("certificate was rejected")
+            && message.contains("ca_file")
+            && message.contains(&other.display().to_string()),
+        "{message}"
+    );
+}

@@ -325,10 +325,50 @@ async fn connect_and_sync(
             let stream = tokio::time::timeout_at(deadline, connector.connect(name, tcp))
                 .await
                 .map_err(|_| handshake_timeout(timeouts.handshake))?
-                .map_err(|e| fail(format!("TLS: {e}")))?;
+                .map_err(|e| tls_failure(&shared.config.ca_file, e))?;
             session(shared, request, stream, stop, token, deadline).await
         }
         None => session(shared, request, tcp, stop, token, deadline).await,
+    }
+}
+
+/// A failed TLS handshake. A certificate this client does not accept (an unknown issuer, an
+/// expired certificate, another host's name) is a configuration fault no retry mends: the
+/// session stops and says what to set, as realm-core stops on a rejected server certificate.
+/// Anything else (the connection reset during the handshake) is retried.
+fn tls_failure(ca_file: &Option<std::path::PathBuf>, e: std::io::Error) -> Failure {
+    let rejected = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
+        .and_then(|inner| match inner {
+            tokio_rustls::rustls::Error::InvalidCertificate(why) => Some(why.clone()),
+            _ => None,
+        });
+    let Some(why) = rejected else {
+        return fail(format!("TLS: {e}"));
+    };
+    let advice = match (ca_file, &why) {
+        (
+            _,
+            tokio_rustls::rustls::CertificateError::Expired
+            | tokio_rustls::rustls::CertificateError::NotValidYet,
+        ) => "the certificate is outside its validity period (or this device's clock is wrong)"
+            .to_string(),
+        (_, tokio_rustls::rustls::CertificateError::NotValidForName) => {
+            "the certificate is not issued for the host in the server URL".to_string()
+        }
+        (None, _) => "it does not chain to a root this system trusts; for a self-signed or \
+                      private-CA certificate, set ca_file to that CA certificate (PEM)"
+            .to_string(),
+        (Some(path), _) => format!(
+            "it does not chain to the CA in ca_file ({})",
+            path.display()
+        ),
+    };
+    Failure {
+        code: 0,
+        message: format!("TLS: the server's certificate was rejected: {advice} (rustls: {why:?})"),
+        retry: false,
     }
 }
 
@@ -409,7 +449,21 @@ async fn blocking<T: Send + 'static>(
     crate::sim::blocking(f)
         .await
         .map_err(|e| fail(format!("store task: {e}")))?
-        .map_err(|e| fail(format!("store: {e}")))
+        .map_err(store_failure)
+}
+
+/// A store error as the session's failure: a server changeset whose schema disagrees with this
+/// database's cannot be merged by trying again (225, no retry: the app must change its schema
+/// or reset); anything else may pass (a busy file, a full disk), so the session retries.
+fn store_failure(e: StoreError) -> Failure {
+    match e.kind() {
+        crate::store::StoreErrorKind::SchemaMismatch => Failure {
+            code: u64::from(ErrorCode::InvalidSchemaChange.code()),
+            message: format!("store: {e}"),
+            retry: false,
+        },
+        _ => fail(format!("store: {e}")),
+    }
 }
 
 fn encode(message: ClientMessage) -> Message {

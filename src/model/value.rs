@@ -90,8 +90,15 @@ pub struct Decimal128 {
 impl Decimal128 {
     /// Bias added to the exponent before it is stored in the 14 exponent bits.
     pub const EXPONENT_BIAS: i32 = 6176;
-    /// Largest exponent the 14 exponent bits can hold, after removing the bias.
-    pub const MAX_EXPONENT: i32 = 0x3FFF - Self::EXPONENT_BIAS;
+    /// Largest exponent of a number: 6111 (IEEE 754-2008, 3.5.2), whose biased field 12287 is
+    /// the largest not starting with the bits `11`, which mark the other encoding, NaN and the
+    /// infinities. Text beyond it is refused ([`FromStr`](std::str::FromStr)): stored, its bits
+    /// would be another number to every reader, realm-core's included.
+    pub const MAX_EXPONENT: i32 = 12287 - Self::EXPONENT_BIAS;
+    /// Largest exponent field [`Decimal128::from_parts`] carries: beyond [`MAX_EXPONENT`]
+    /// (`Self::MAX_EXPONENT`) are the bits of NaN and the infinities, which a changeset carries
+    /// as parts like any other decimal.
+    const MAX_FIELD_EXPONENT: i32 = 0x3FFF - Self::EXPONENT_BIAS;
     /// Smallest exponent, after removing the bias.
     pub const MIN_EXPONENT: i32 = -Self::EXPONENT_BIAS;
     /// The coefficient occupies the low 113 bits.
@@ -126,7 +133,7 @@ impl Decimal128 {
         if coefficient > Self::COEFFICIENT_MASK {
             return Err(ValueError::DecimalCoefficientTooLarge);
         }
-        if !(Self::MIN_EXPONENT..=Self::MAX_EXPONENT).contains(&exponent) {
+        if !(Self::MIN_EXPONENT..=Self::MAX_FIELD_EXPONENT).contains(&exponent) {
             return Err(ValueError::DecimalExponentOutOfRange { exponent });
         }
         let biased = (exponent + Self::EXPONENT_BIAS) as u128;
@@ -160,7 +167,10 @@ impl std::str::FromStr for Decimal128 {
     /// Parses `[-|+]digits[.digits][(e|E)[+|-]digits]` exactly, with no rounding: the
     /// inverse of `Display` (`12345E-2`) and the plain forms other languages print (`123.45`,
     /// `-0.5`, `1e3`). Fails with [`ValueError::InvalidDecimal`] on anything else, or when the
-    /// value needs more than 113 coefficient bits or an exponent out of range.
+    /// value needs more than 113 coefficient bits or an exponent outside
+    /// `MIN_EXPONENT..=MAX_EXPONENT` (-6176..=6111). An exponent beyond the range is brought
+    /// into it exactly where the coefficient allows (`1e6112` is `10E6111`, `10e-6177` is
+    /// `1E-6176`), as IEEE 754-2008 clamps; never by rounding.
     ///
     /// ```
     /// use tandem::model::Decimal128;
@@ -202,7 +212,29 @@ impl std::str::FromStr for Decimal128 {
                 .map_err(|_| ValueError::DecimalCoefficientTooLarge)?
         };
         let frac_len = i32::try_from(frac.len()).map_err(|_| invalid())?;
-        let exponent = exponent.checked_sub(frac_len).ok_or_else(invalid)?;
+        let mut exponent = exponent.checked_sub(frac_len).ok_or_else(invalid)?;
+        let mut coefficient = coefficient;
+        // Into the range exactly: a larger coefficient for a smaller exponent, or fewer trailing
+        // zeros for a larger one (zero is zero at any exponent).
+        while exponent > Self::MAX_EXPONENT && coefficient != 0 {
+            match coefficient.checked_mul(10) {
+                Some(c) if c <= Self::COEFFICIENT_MASK => {
+                    coefficient = c;
+                    exponent -= 1;
+                }
+                _ => break,
+            }
+        }
+        while exponent < Self::MIN_EXPONENT && coefficient % 10 == 0 {
+            coefficient /= 10;
+            exponent += 1;
+        }
+        if coefficient == 0 {
+            exponent = exponent.clamp(Self::MIN_EXPONENT, Self::MAX_EXPONENT);
+        }
+        if !(Self::MIN_EXPONENT..=Self::MAX_EXPONENT).contains(&exponent) {
+            return Err(ValueError::DecimalExponentOutOfRange { exponent });
+        }
         Decimal128::from_parts(coefficient, exponent, negative)
     }
 }
@@ -314,7 +346,8 @@ pub enum ValueError {
     },
     /// A decimal128 coefficient needs more than 113 bits.
     DecimalCoefficientTooLarge,
-    /// A decimal128 exponent is outside -6176..=10207.
+    /// A decimal128 exponent is outside -6176..=6111 ([`Decimal128::MAX_EXPONENT`]), or a
+    /// changeset's exponent field outside its 14 bits.
     DecimalExponentOutOfRange {
         /// The exponent given.
         exponent: i32,
@@ -399,6 +432,43 @@ mod tests {
             "1e20000".parse::<Decimal128>(),
             Err(ValueError::DecimalExponentOutOfRange { .. })
         ));
+    }
+
+    /// Text beyond decimal128's exponents is refused, never stored as bits that read back as
+    /// another number (exponents 6112..=10207 fit the 14-bit field but start with `11`); an
+    /// exponent just outside is brought in exactly where the coefficient allows.
+    #[test]
+    fn decimal_text_stays_within_ieee_exponents() {
+        let parts = |t: &str| t.parse::<Decimal128>().map(|d| d.parts());
+        for bad in [
+            "1e7000",
+            "-1e7000",
+            "1e6146",
+            "1.5e10207",
+            "1e-6177",
+            "15e-6178",
+        ] {
+            assert!(
+                matches!(
+                    parts(bad),
+                    Err(ValueError::DecimalExponentOutOfRange { .. })
+                ),
+                "{bad}: {:?}",
+                parts(bad)
+            );
+        }
+        assert_eq!(parts("1e6111"), Ok((1, 6111, false)));
+        assert_eq!(parts("1e6112"), Ok((10, 6111, false)));
+        assert_eq!(parts("-12e6120"), Ok((12_000_000_000, 6111, true)));
+        assert_eq!(parts("10e-6177"), Ok((1, -6176, false)));
+        assert_eq!(parts("0e9999"), Ok((0, 6111, false)));
+        assert_eq!(parts("0e-9999"), Ok((0, -6176, false)));
+        // Every accepted number's biased exponent is below 12288: its top bits are not `11`.
+        for text in ["1e6111", "1e6112", "9e6144", "1e-6176"] {
+            if let Ok(d) = text.parse::<Decimal128>() {
+                assert!((d.to_bits() >> 113) & 0x3FFF < 12288, "{text}");
+            }
+        }
     }
 
     #[test]

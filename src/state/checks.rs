@@ -41,11 +41,51 @@ pub(crate) fn new_table(
     match schemas.get(&name) {
         Some(existing) if existing.spec == spec => Ok(None),
         Some(existing) => Err(Refusal::Schema(format!(
-            "table {name} exists as {:?}, not {spec:?}",
-            existing.spec
+            "table {name} exists as {}, not {}",
+            describe_table(&existing.spec),
+            describe_table(&spec)
         ))),
         None => Ok(Some((name, spec))),
     }
+}
+
+/// A table's kind as a schema says it: `embedded`, `top-level keyed by _id (objectId)`, with
+/// `nullable`/`asymmetric` where they apply.
+fn describe_table(spec: &TableSpec) -> String {
+    match spec {
+        TableSpec::Embedded => "embedded".into(),
+        TableSpec::TopLevel {
+            pk_field,
+            pk_type,
+            pk_nullable,
+            asymmetric,
+        } => format!(
+            "{}top-level keyed by {pk_field} ({}{})",
+            if *asymmetric { "asymmetric " } else { "" },
+            super::type_name(*pk_type),
+            if *pk_nullable { "?" } else { "" }
+        ),
+    }
+}
+
+/// The first schema instruction of `cs` that disagrees with `schemas` (an AddTable of an
+/// existing table of another kind, an AddColumn of an existing column of another type): its
+/// index and what differs. What is merely missing or malformed is not reported here.
+pub(crate) fn schema_conflict(schemas: &Schemas, cs: &Changeset) -> Option<(usize, String)> {
+    cs.instructions
+        .iter()
+        .enumerate()
+        .find_map(|(i, instruction)| {
+            let refused = match instruction {
+                Instruction::AddTable(add) => new_table(schemas, cs, add).err(),
+                Instruction::AddColumn(add) => new_column(schemas, cs, add).err(),
+                _ => None,
+            };
+            match refused {
+                Some(Refusal::Schema(why)) => Some((i, why)),
+                _ => None,
+            }
+        })
 }
 
 /// What an AddColumn asks for: (table, column name, declaration). `Ok(None)` when an identical

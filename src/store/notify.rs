@@ -2,7 +2,8 @@
 //!
 //! After every commit (local write or applied remote changeset) the committing thread hands
 //! the objects the changeset touched (and which of their properties) to the notifier thread
-//! and returns. The notifier thread adds everything that arrived since it last ran to each
+//! of every handle this process has open on the file (`Peers`), and returns. Commits by
+//! other processes are not heard (docs/store.md, "Notifications"). The notifier thread adds everything that arrived since it last ran to each
 //! listener's own pending changes (coalescing), re-reads on its own connection, and calls each
 //! listener whose object or results changed. Callbacks run on that thread with no lock other
 //! than their own listener's held, so a listener may read from, or write to, the database.
@@ -179,8 +180,64 @@ struct Pending {
     shutdown: bool,
 }
 
+/// Where a file's notifiers meet: the file's identity (device and inode) where the platform has
+/// one, else its path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum FileKey {
+    Identity(u64, u64),
+    Path(std::path::PathBuf),
+}
+
+/// The notifiers of every [`super::Database`] this process has open on one file: a commit
+/// through any of them reaches the listeners of all (Realm notifies every instance of a file).
+#[derive(Default)]
+struct Peers {
+    notifiers: Mutex<Vec<Weak<Notifier>>>,
+}
+
+impl Peers {
+    /// The live notifiers of the file.
+    fn live(&self) -> Vec<Arc<Notifier>> {
+        self.notifiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+}
+
+/// Every file's [`Peers`] in this process.
+static PEERS: Mutex<Option<HashMap<FileKey, Weak<Peers>>>> = Mutex::new(None);
+
+/// The peers of `file`, with `notifier` joined to them.
+fn join_peers(file: &DbFile, notifier: Weak<Notifier>) -> Arc<Peers> {
+    let key = match file.identity {
+        Some((dev, ino)) => FileKey::Identity(dev, ino),
+        None => FileKey::Path(file.path.clone()),
+    };
+    let mut all = PEERS.lock().unwrap_or_else(|e| e.into_inner());
+    let all = all.get_or_insert_with(HashMap::new);
+    all.retain(|_, peers| peers.strong_count() > 0);
+    let peers = match all.get(&key).and_then(Weak::upgrade) {
+        Some(peers) => peers,
+        None => {
+            let peers = Arc::new(Peers::default());
+            all.insert(key, Arc::downgrade(&peers));
+            peers
+        }
+    };
+    let mut notifiers = peers.notifiers.lock().unwrap_or_else(|e| e.into_inner());
+    notifiers.retain(|n| n.strong_count() > 0);
+    notifiers.push(notifier);
+    drop(notifiers);
+    peers
+}
+
 pub(crate) struct Notifier {
     file: DbFile,
+    /// This file's notifiers in this process, this one included.
+    peers: Arc<Peers>,
     watches: Mutex<BTreeMap<u64, Arc<Mutex<Watch>>>>,
     pending: Mutex<Pending>,
     wake: Condvar,
@@ -220,7 +277,8 @@ pub(crate) enum Initial {
 
 impl Notifier {
     pub(crate) fn new(file: DbFile) -> Arc<Notifier> {
-        Arc::new(Notifier {
+        Arc::new_cyclic(|me| Notifier {
+            peers: join_peers(&file, me.clone()),
             file,
             watches: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Pending::default()),
@@ -235,8 +293,8 @@ impl Notifier {
         &self.file
     }
 
-    /// Whether any listener is registered.
-    pub(crate) fn has_watches(&self) -> bool {
+    /// Whether this notifier has a listener registered.
+    fn own_watches(&self) -> bool {
         !self
             .watches
             .lock()
@@ -244,14 +302,29 @@ impl Notifier {
             .is_empty()
     }
 
-    /// Called after a commit: queue the touched objects for the notifier thread.
+    /// Whether any listener is registered on this file in this process, through any handle:
+    /// whether a commit has anyone to tell.
+    pub(crate) fn has_watches(&self) -> bool {
+        self.own_watches() || self.peers.live().iter().any(|n| n.own_watches())
+    }
+
+    /// Called after a commit through this handle: queue the touched objects for the notifier
+    /// threads of every handle on the file that has listeners.
     pub(crate) fn committed(&self, touched: Touched) {
-        if !self.has_watches() {
-            return;
+        let peers = self.peers.live();
+        let mut watching = peers.iter().filter(|n| n.own_watches()).peekable();
+        while let Some(notifier) = watching.next() {
+            let mut pending = notifier.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match watching.peek() {
+                Some(_) => merge(&mut pending.changes, touched.clone()),
+                None => {
+                    merge(&mut pending.changes, touched);
+                    notifier.wake.notify_one();
+                    return;
+                }
+            }
+            notifier.wake.notify_one();
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        merge(&mut pending.changes, touched);
-        self.wake.notify_one();
     }
 
     pub(crate) fn shutdown(&self) {

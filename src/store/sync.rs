@@ -15,7 +15,8 @@ use super::history::{
 pub(crate) use super::layout::{get, put};
 use super::{apply, notify, Database, StoreError};
 use crate::changeset::{Changeset, ChangesetMeta};
-use crate::ot::{FormKey, MergeReach, ReciprocalHistory};
+use crate::ot::{FormKey, MergeReach, ReciprocalHistory, TransformError};
+use crate::state::{checks, ApplyError, Schemas};
 
 pub(crate) const CLIENT_FILE_IDENT: &str = "client_file_ident";
 pub(crate) const CLIENT_FILE_IDENT_SALT: &str = "client_file_ident_salt";
@@ -362,7 +363,7 @@ impl Database {
                     let mut batch = [cs];
                     reciprocal
                         .integrate(&mut batch, &concurrent)
-                        .map_err(|e| StoreError::InvalidArgument(format!("cannot merge server changeset: {e}")))?;
+                        .map_err(|e| merge_failure(schemas, &batch[0], e))?;
                     [cs] = batch;
                 }
                 reciprocal.forget_through(seen);
@@ -430,6 +431,29 @@ impl Incoming {
             Incoming::Decoded(cs) => cs.meta,
             Incoming::Encoded { meta, .. } => *meta,
         }
+    }
+}
+
+/// The error for a server changeset that cannot be merged with the local changes the server
+/// has not seen. A schema that disagrees with this database's (two clients declared one
+/// property with different types) is [`ApplyError::SchemaMismatch`] naming the class and
+/// property, as applying it would be: no retry can merge it.
+fn merge_failure(schemas: &Schemas, cs: &Changeset, e: TransformError) -> StoreError {
+    match e {
+        TransformError::SchemaMismatch { .. } => {
+            let (instruction, what) =
+                checks::schema_conflict(schemas, cs).unwrap_or_else(|| (0, e.to_string()));
+            StoreError::Rejected(ApplyError::SchemaMismatch {
+                instruction,
+                reason: format!(
+                    "the server's schema (server version {}) disagrees with this database's: \
+                     {what}; every client of a path must declare each class and property alike \
+                     (only additions merge)",
+                    cs.meta.version
+                ),
+            })
+        }
+        e => StoreError::InvalidArgument(format!("cannot merge server changeset: {e}")),
     }
 }
 

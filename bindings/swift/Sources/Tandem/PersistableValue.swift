@@ -14,7 +14,8 @@
 
 import Foundation
 
-/// Errors of the typed layer (the untyped calls below it throw `TandemError`).
+/// Errors of the typed layer and of `Database.write` (the untyped calls below them throw
+/// `TandemError`).
 public enum TandemModelError: Error, Equatable, CustomStringConvertible {
     /// A property's Swift type has no Tandem mapping (e.g. a nested struct or `[[Int]]`).
     case unsupportedType(property: String, type: String)
@@ -30,6 +31,13 @@ public enum TandemModelError: Error, Equatable, CustomStringConvertible {
     case notAnObject(type: String)
     /// An async wait did not see what it waited for in time (nothing is lost).
     case timeout(String)
+    /// `Database.write` was called inside a `write` block of the same database on the same
+    /// thread: writes do not nest (Realm refuses them too). Nothing of the inner write is
+    /// recorded; thrown out of the outer block, it rolls the outer write back too.
+    case nestedWrite
+    /// A `Transaction` was used after its `write` block returned (or threw): what it would
+    /// record could never be written, so it refuses instead.
+    case transactionEnded
 
     public var description: String {
         switch self {
@@ -47,6 +55,11 @@ public enum TandemModelError: Error, Equatable, CustomStringConvertible {
             return "\(type) does not encode as keyed properties"
         case let .timeout(what):
             return "timed out: \(what)"
+        case .nestedWrite:
+            return "a write transaction is already open on this thread: nested writes are not supported"
+        case .transactionEnded:
+            return "this Transaction's write block has already returned: record operations inside the block "
+                + "(nothing recorded afterwards would be written)"
         }
     }
 }

@@ -7509,7 +7509,7 @@ public enum Value: Equatable, Hashable {
     /**
      * A decimal128 as exact text: read as `coefficientEexponent` (`12345E-2`); written as
      * that or the plain forms (`123.45`, `-0.5`, `1e3`). Malformed text or a value beyond
-     * decimal128 (a coefficient over 113 bits, an exponent outside -6176..=10207 after scaling) is
+     * decimal128 (a coefficient over 113 bits, an exponent outside -6176..=6111 after scaling) is
      * `InvalidArgument`. Kotlin's `BigDecimal(text)`, Swift's `Decimal(string:)` and Python's
      * `decimal.Decimal(text)` read it.
      */

@@ -23,17 +23,61 @@ extension Database {
     /// nothing and throws `TandemError`.
     ///
     ///     try db.write { try $0.add(Task(title: "milk")) }
+    ///
+    /// Writes do not nest, as in Realm: `write` called on this database inside `body`, on the
+    /// same thread, throws `TandemModelError.nestedWrite` ("a write transaction is already open
+    /// on this thread: nested writes are not supported") and records nothing; if that error
+    /// leaves `body`, the outer write rolls back too. (A nested write would otherwise commit on
+    /// its own, whatever became of the outer one.) The check is per `Database` object and per
+    /// thread: `body` is synchronous, so it runs on one thread from start to end; a write from
+    /// another thread is a separate transaction, and the one-crossing `write(ops:)` and
+    /// `writeTransaction()` are not checked. The `Transaction` is only usable inside `body`:
+    /// afterwards its methods throw `TandemModelError.transactionEnded`.
     @discardableResult
     public func write(_ body: (Transaction) throws -> Void) throws -> UInt64? {
+        let writes = OpenWrites.onThisThread
+        if writes.contains(self) { throw TandemModelError.nestedWrite }
         let tx = Transaction(db: self, raw: writeTransaction())
         do {
-            try body(tx)
+            try writes.running(self) { try body(tx) }
+            tx.end()
             try tx.flush()
         } catch {
+            tx.end()
             tx.transaction.rollback()
             throw error
         }
         return try tx.transaction.commit()
+    }
+}
+
+/// The databases whose `write` block is running on one thread (kept in its `threadDictionary`):
+/// what refuses a nested `Database.write`. A thread-local is exact because a `write` block is a
+/// synchronous closure: it cannot suspend, so it starts and ends on one thread, and nothing
+/// else runs on that thread meanwhile except what the block calls.
+final class OpenWrites {
+    private static let key = "dev.tandem.openWrites"
+
+    /// The running blocks' databases, innermost last (writes to different databases may nest).
+    private var databases: [ObjectIdentifier] = []
+
+    /// The calling thread's.
+    static var onThisThread: OpenWrites {
+        let dictionary = Thread.current.threadDictionary
+        if let writes = dictionary[key] as? OpenWrites { return writes }
+        let writes = OpenWrites()
+        dictionary[key] = writes
+        return writes
+    }
+
+    /// Whether a `write` block of `db` is running on this thread.
+    func contains(_ db: Database) -> Bool { databases.contains(ObjectIdentifier(db)) }
+
+    /// Runs `body` marked as a `write` block of `db`.
+    func running<R>(_ db: Database, _ body: () throws -> R) rethrows -> R {
+        databases.append(ObjectIdentifier(db))
+        defer { databases.removeLast() }  // blocks end in reverse order of their start
+        return try body()
     }
 }
 
@@ -62,6 +106,10 @@ let closeCallbacksAtExit: Void = {
 /// erases and inserts computed from that read, a set or dictionary as its differences, an
 /// embedded object field by field), so `modify` of an object already written in the same
 /// transaction throws `TandemModelError.notWritable` instead of guessing.
+///
+/// A `Transaction` lives as long as its block: once the block has returned (or thrown), every
+/// method that records an operation, and `raw`, throws `TandemModelError.transactionEnded`
+/// instead of recording into a transaction that is never committed.
 public final class Transaction {
     /// The FFI transaction the recorded operations go to.
     let transaction: WriteTransaction
@@ -76,6 +124,7 @@ public final class Transaction {
     /// so far, so operations recorded on it directly come after them, in the order written.
     public var raw: WriteTransaction {
         get throws {
+            try checkActive()
             try flush()
             return transaction
         }
@@ -108,6 +157,17 @@ public final class Transaction {
         self.transaction = raw
     }
 
+    /// Set when the block has returned or thrown: nothing can be recorded any more.
+    private var ended = false
+
+    /// Ends the block's use of this transaction (`Database.write` then flushes and commits it).
+    func end() { ended = true }
+
+    /// Throws `TandemModelError.transactionEnded` once the block is over.
+    private func checkActive() throws {
+        if ended { throw TandemModelError.transactionEnded }
+    }
+
     /// Hands the recorded operations to the FFI transaction in one crossing.
     func flush() throws {
         closeRows()
@@ -117,8 +177,15 @@ public final class Transaction {
         try transaction.recordAll(ops: batch)
     }
 
-    /// Records one operation (applied, in order, when the transaction commits).
-    public func record(_ op: WriteOp) {
+    /// Records one operation (applied, in order, when the transaction commits). Throws
+    /// `TandemModelError.transactionEnded` after the block.
+    public func record(_ op: WriteOp) throws {
+        try checkActive()
+        append(op)
+    }
+
+    /// Records one operation (the typed methods' path: they check `checkActive` first).
+    private func append(_ op: WriteOp) {
         closeRows()
         ops.append(op)
     }
@@ -156,6 +223,7 @@ public final class Transaction {
     /// Creates `object` (its primary key must be new: a duplicate fails the commit), with its
     /// collections and embedded objects.
     public func add<T: TandemObject>(_ object: T) throws {
+        try checkActive()
         let info = try ModelInfo.of(T.self)
         let className = info.spec.name  // T.className, derived once (it formats the type's name)
         if let (keyValue, row, collections) = try WriteEncoder.encode(object, info: info) {
@@ -178,6 +246,7 @@ public final class Transaction {
     /// Creates `object`, or overwrites every property of the existing object with its key (its
     /// collections and embedded objects replaced whole).
     public func upsert<T: TandemObject>(_ object: T) throws {
+        try checkActive()
         let info = try ModelInfo.of(T.self)
         let className = info.spec.name
         if let (keyValue, row, collections) = try WriteEncoder.encode(object, info: info) {
@@ -199,6 +268,7 @@ public final class Transaction {
     public func modify<T: TandemObject>(_ type: T.Type, key: some PersistableScalar, _ body: (inout T) throws -> Void)
         throws -> Bool
     {
+        try checkActive()
         let key = try Self.key(key, T.self)
         guard let old = try db.object(className: T.className, key: key) else { return false }
         if isTouched(ObjectRef(className: T.className, key: key)) {
@@ -229,11 +299,13 @@ public final class Transaction {
 
     /// Deletes `object` (by its primary key); deleting a missing object fails the commit.
     public func delete<T: TandemObject>(_ object: T) throws {
+        try checkActive()
         rec.erase(className: T.className, key: try object.primaryKeyValue())
     }
 
     /// Deletes the object of `type` with `key`.
     public func delete<T: TandemObject>(_ type: T.Type, key: some PersistableScalar) throws {
+        try checkActive()
         rec.erase(className: T.className, key: try Self.key(key, T.self))
     }
 
@@ -243,6 +315,7 @@ public final class Transaction {
     public func set<T: TandemObject, V: PersistableScalar>(
         _ type: T.Type, key: some PersistableScalar, _ property: String, to value: V
     ) throws {
+        try checkActive()
         try Self.check(T.self, property, V.self, .single)
         rec.set(className: T.className, key: try Self.key(key, T.self), property: property,
                     value: try value.tandemValue())
@@ -252,6 +325,7 @@ public final class Transaction {
     public func increment<T: TandemObject>(_ type: T.Type, key: some PersistableScalar, _ property: String,
                                            by amount: Int64) throws
     {
+        try checkActive()
         try Self.check(T.self, property, Int64.self, .single)
         rec.add(className: T.className, key: try Self.key(key, T.self), property: property, amount: amount)
     }
@@ -260,6 +334,7 @@ public final class Transaction {
     public func insert<T: TandemObject, V: PersistableScalar>(
         _ value: V, at index: Int, in type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
+        try checkActive()
         let index = try Self.index(index)
         try edit(T.self, key, property, value, .list) {
             rec.listInsert(className: T.className, key: $0, property: property, index: index, value: $1)
@@ -270,6 +345,7 @@ public final class Transaction {
     public func remove<T: TandemObject>(at index: Int, in type: T.Type, key: some PersistableScalar,
                                         _ property: String) throws
     {
+        try checkActive()
         guard let shape = try ModelInfo.of(T.self).shapes[property], shape.collection == .list else {
             throw TandemModelError.unsupportedType(property: property, type: "not a list of \(T.className)")
         }
@@ -282,6 +358,7 @@ public final class Transaction {
     public func replace<T: TandemObject, V: PersistableScalar>(
         at index: Int, with value: V, in type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
+        try checkActive()
         let index = try Self.index(index)
         try edit(T.self, key, property, value, .list) {
             rec.listSet(className: T.className, key: $0, property: property, index: index, value: $1)
@@ -293,6 +370,7 @@ public final class Transaction {
     public func move<T: TandemObject>(from: Int, to: Int, in type: T.Type, key: some PersistableScalar,
                                       _ property: String) throws
     {
+        try checkActive()
         guard let shape = try ModelInfo.of(T.self).shapes[property], shape.collection == .list else {
             throw TandemModelError.unsupportedType(property: property, type: "not a list of \(T.className)")
         }
@@ -304,6 +382,7 @@ public final class Transaction {
 
     /// Empties a list, set or dictionary property.
     public func removeAll<T: TandemObject>(in type: T.Type, key: some PersistableScalar, _ property: String) throws {
+        try checkActive()
         let key = try Self.key(key, T.self)
         switch try ModelInfo.of(T.self).shapes[property]?.collection {
         case .list?: rec.listClear(className: T.className, key: key, property: property)
@@ -319,6 +398,7 @@ public final class Transaction {
     public func insert<T: TandemObject, V: PersistableScalar>(
         _ value: V, intoSet type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
+        try checkActive()
         try edit(T.self, key, property, value, .set) {
             rec.setInsert(className: T.className, key: $0, property: property, value: $1)
         }
@@ -328,6 +408,7 @@ public final class Transaction {
     public func remove<T: TandemObject, V: PersistableScalar>(
         _ value: V, fromSet type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
+        try checkActive()
         try edit(T.self, key, property, value, .set) {
             rec.setErase(className: T.className, key: $0, property: property, value: $1)
         }
@@ -337,6 +418,7 @@ public final class Transaction {
     public func set<T: TandemObject, V: PersistableScalar>(
         _ entry: String, to value: V, in type: T.Type, key: some PersistableScalar, _ property: String
     ) throws {
+        try checkActive()
         try edit(T.self, key, property, value, .dictionary) {
             rec.dictSet(className: T.className, key: $0, property: property, entry: entry, value: $1)
         }
@@ -358,6 +440,7 @@ public final class Transaction {
     public func remove<T: TandemObject>(entry: String, in type: T.Type, key: some PersistableScalar,
                                         _ property: String) throws
     {
+        try checkActive()
         guard let shape = try ModelInfo.of(T.self).shapes[property], shape.collection == .dictionary else {
             throw TandemModelError.unsupportedType(property: property, type: "not a dictionary of \(T.className)")
         }
@@ -369,39 +452,52 @@ public final class Transaction {
     // MARK: Untyped (the FFI's WriteTransaction calls, forwarded)
 
     public func create(className: String, key: Key, values: [String: Value]) throws {
+        try checkActive()
         rec.create(className: className, key: key, values: values)
     }
     public func upsert(className: String, key: Key, values: [String: Value]) throws {
+        try checkActive()
         rec.upsert(className: className, key: key, values: values)
     }
     public func set(className: String, key: Key, property: String, value: Value) throws {
+        try checkActive()
         rec.set(className: className, key: key, property: property, value: value)
     }
-    public func erase(className: String, key: Key) throws { rec.erase(className: className, key: key) }
+    public func erase(className: String, key: Key) throws {
+        try checkActive()
+        rec.erase(className: className, key: key)
+    }
     public func add(className: String, key: Key, property: String, amount: Int64) throws {
+        try checkActive()
         rec.add(className: className, key: key, property: property, amount: amount)
     }
     public func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value) throws {
+        try checkActive()
         touch(ObjectRef(className: className, key: key))
         rec.listInsert(className: className, key: key, property: property, index: index, value: value)
     }
     public func listErase(className: String, key: Key, property: String, index: UInt32) throws {
+        try checkActive()
         touch(ObjectRef(className: className, key: key))
         rec.listErase(className: className, key: key, property: property, index: index)
     }
     public func setInsert(className: String, key: Key, property: String, value: Value) throws {
+        try checkActive()
         touch(ObjectRef(className: className, key: key))
         rec.setInsert(className: className, key: key, property: property, value: value)
     }
     public func setErase(className: String, key: Key, property: String, value: Value) throws {
+        try checkActive()
         touch(ObjectRef(className: className, key: key))
         rec.setErase(className: className, key: key, property: property, value: value)
     }
     public func dictSet(className: String, key: Key, property: String, entry: String, value: Value) throws {
+        try checkActive()
         touch(ObjectRef(className: className, key: key))
         rec.dictSet(className: className, key: key, property: property, entry: entry, value: value)
     }
     public func dictErase(className: String, key: Key, property: String, entry: String) throws {
+        try checkActive()
         touch(ObjectRef(className: className, key: key))
         rec.dictErase(className: className, key: key, property: property, entry: entry)
     }
@@ -413,63 +509,63 @@ public final class Transaction {
     struct Recorder {
         let tx: Transaction
         func create(className: String, key: Key, values: [String: Value]) {
-            tx.record(.create(className: className, key: key, values: values))
+            tx.append(.create(className: className, key: key, values: values))
         }
         func upsert(className: String, key: Key, values: [String: Value]) {
-            tx.record(.upsert(className: className, key: key, values: values))
+            tx.append(.upsert(className: className, key: key, values: values))
         }
         func set(className: String, key: Key, property: String, value: Value, path: [PathStep] = []) {
-            tx.record(.set(className: className, key: key, property: property, value: value, path: path))
+            tx.append(.set(className: className, key: key, property: property, value: value, path: path))
         }
         func erase(className: String, key: Key) {
-            tx.record(.erase(className: className, key: key))
+            tx.append(.erase(className: className, key: key))
         }
         func add(className: String, key: Key, property: String, amount: Int64) {
-            tx.record(.add(className: className, key: key, property: property, amount: amount))
+            tx.append(.add(className: className, key: key, property: property, amount: amount))
         }
         func createEmbedded(className: String, key: Key, property: String, path: [PathStep] = []) {
-            tx.record(.createEmbedded(className: className, key: key, property: property, path: path))
+            tx.append(.createEmbedded(className: className, key: key, property: property, path: path))
         }
         func listInsert(className: String, key: Key, property: String, index: UInt32, value: Value,
                         path: [PathStep] = []) {
-            tx.record(.listInsert(className: className, key: key, property: property, index: UInt64(index),
+            tx.append(.listInsert(className: className, key: key, property: property, index: UInt64(index),
                                   value: value, path: path))
         }
         func listInsertEmbedded(className: String, key: Key, property: String, index: UInt32, path: [PathStep] = []) {
-            tx.record(.listInsertEmbedded(className: className, key: key, property: property, index: UInt64(index),
+            tx.append(.listInsertEmbedded(className: className, key: key, property: property, index: UInt64(index),
                                           path: path))
         }
         func listErase(className: String, key: Key, property: String, index: UInt32, path: [PathStep] = []) {
-            tx.record(.listErase(className: className, key: key, property: property, index: UInt64(index), path: path))
+            tx.append(.listErase(className: className, key: key, property: property, index: UInt64(index), path: path))
         }
         func listSet(className: String, key: Key, property: String, index: UInt32, value: Value) {
-            tx.record(.listSet(className: className, key: key, property: property, index: UInt64(index), value: value))
+            tx.append(.listSet(className: className, key: key, property: property, index: UInt64(index), value: value))
         }
         func listMove(className: String, key: Key, property: String, from: UInt32, to: UInt32) {
-            tx.record(.listMove(className: className, key: key, property: property, from: UInt64(from), to: UInt64(to)))
+            tx.append(.listMove(className: className, key: key, property: property, from: UInt64(from), to: UInt64(to)))
         }
         func setInsert(className: String, key: Key, property: String, value: Value, path: [PathStep] = []) {
-            tx.record(.setInsert(className: className, key: key, property: property, value: value, path: path))
+            tx.append(.setInsert(className: className, key: key, property: property, value: value, path: path))
         }
         func setErase(className: String, key: Key, property: String, value: Value, path: [PathStep] = []) {
-            tx.record(.setErase(className: className, key: key, property: property, value: value, path: path))
+            tx.append(.setErase(className: className, key: key, property: property, value: value, path: path))
         }
         func dictSet(className: String, key: Key, property: String, entry: String, value: Value,
                      path: [PathStep] = []) {
-            tx.record(.dictSet(className: className, key: key, property: property, entry: entry, value: value,
+            tx.append(.dictSet(className: className, key: key, property: property, entry: entry, value: value,
                                path: path))
         }
         func dictErase(className: String, key: Key, property: String, entry: String, path: [PathStep] = []) {
-            tx.record(.dictErase(className: className, key: key, property: property, entry: entry, path: path))
+            tx.append(.dictErase(className: className, key: key, property: property, entry: entry, path: path))
         }
         func listClear(className: String, key: Key, property: String, path: [PathStep] = []) {
-            tx.record(.listClear(className: className, key: key, property: property, path: path))
+            tx.append(.listClear(className: className, key: key, property: property, path: path))
         }
         func setClear(className: String, key: Key, property: String, path: [PathStep] = []) {
-            tx.record(.setClear(className: className, key: key, property: property, path: path))
+            tx.append(.setClear(className: className, key: key, property: property, path: path))
         }
         func dictClear(className: String, key: Key, property: String, path: [PathStep] = []) {
-            tx.record(.dictClear(className: className, key: key, property: property, path: path))
+            tx.append(.dictClear(className: className, key: key, property: property, path: path))
         }
     }
 

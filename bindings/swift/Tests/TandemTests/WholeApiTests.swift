@@ -120,8 +120,8 @@ final class WholeApiTests: XCTestCase {
         XCTAssertEqual(try items(one), list("a", "b", "C", "D"))
         // Recorded into the typed transaction (`record`) between typed-layer calls.
         try db.write { tx in
-            tx.record(.listMove(className: "Bag", key: three, property: "items", from: 3, to: 1))  // [a, d, b, c]
-            tx.record(.listSet(className: "Bag", key: three, property: "items", index: 0, value: str("A")))
+            try tx.record(.listMove(className: "Bag", key: three, property: "items", from: 3, to: 1))  // [a, d, b, c]
+            try tx.record(.listSet(className: "Bag", key: three, property: "items", index: 0, value: str("A")))
         }
         XCTAssertEqual(try items(three), list("A", "d", "b", "c"))
 
@@ -162,9 +162,9 @@ final class WholeApiTests: XCTestCase {
             .dictClear(className: "Bag", key: two, property: "notes"),
         ])
         try db.write { tx in
-            tx.record(.listClear(className: "Bag", key: three, property: "items"))
-            tx.record(.setClear(className: "Bag", key: three, property: "labels"))
-            tx.record(.dictClear(className: "Bag", key: three, property: "notes"))
+            try tx.record(.listClear(className: "Bag", key: three, property: "items"))
+            try tx.record(.setClear(className: "Bag", key: three, property: "labels"))
+            try tx.record(.dictClear(className: "Bag", key: three, property: "notes"))
             try tx.dictSet(className: "Bag", key: three, property: "notes", entry: "new", value: str("n"))
         }
         XCTAssertEqual(try db.object(className: "Bag", key: one),

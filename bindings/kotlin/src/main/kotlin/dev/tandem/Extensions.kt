@@ -19,17 +19,66 @@ import kotlinx.coroutines.flow.callbackFlow
  * Runs [block] in a write transaction: committed when it returns, rolled back (nothing written)
  * if it throws, the exception propagating. Returns the new local version, or `null` if nothing
  * changed. A commit failure throws the typed [TandemException] and writes nothing.
+ *
+ * Writes do not nest: calling this (or [TandemDatabase.write] on a [TandemDatabase] over this
+ * database) from inside [block] throws [IllegalStateException] ("a write transaction is already
+ * open on this thread: nested writes are not supported"), as Realm refuses a write inside a
+ * write, and the outer transaction rolls back if the exception propagates. (An inner write would
+ * otherwise commit on its own, whatever became of the outer one.) The check is per [Database]
+ * object and per thread; the generated one-crossing `write(ops)` and `writeTransaction()` are not
+ * checked. The transaction is closed when this returns: using a [WriteTransaction] kept from
+ * [block] afterwards throws [IllegalStateException].
  */
-fun Database.write(block: (WriteTransaction) -> Unit): ULong? =
-    writeTransaction().use { tx ->
+fun Database.write(block: (WriteTransaction) -> Unit): ULong? {
+    OpenWrites.checkNone(this)
+    return writeTransaction().use { tx ->
         try {
-            block(tx)
+            OpenWrites.inside(this) { block(tx) }
         } catch (e: Throwable) {
             tx.rollback()
             throw e
         }
         tx.commit()
     }
+}
+
+/**
+ * The databases ([Database] objects) whose write block is running on each thread: what refuses
+ * a nested write ([Database.write], [TandemDatabase.write], [TandemDatabase.writeAsync]).
+ *
+ * A thread-local is exact here because every write block is a plain (non-`suspend`) function:
+ * it runs from start to end on the thread that entered it and cannot suspend and resume
+ * elsewhere, so "this thread is inside a write block of this database" holds exactly while the
+ * block runs. [TandemDatabase.writeAsync] checks on the caller's thread before it moves to
+ * [kotlinx.coroutines.Dispatchers.IO] (so `runBlocking { db.writeAsync { } }` inside a block is
+ * refused), then marks the IO thread for the block it runs there. A write started on another
+ * thread (e.g. `runBlocking(Dispatchers.IO) { db.write { } }` inside a block) is a separate,
+ * concurrent transaction and is not refused.
+ */
+internal object OpenWrites {
+    const val NESTED = "a write transaction is already open on this thread: nested writes are not supported"
+
+    /** Per thread: the databases with a write block running, innermost last (a few at most). */
+    val open: ThreadLocal<ArrayList<Database>> = ThreadLocal.withInitial { ArrayList(2) }
+
+    /** Throws [IllegalStateException] if a write block of [db] is running on this thread. */
+    fun checkNone(db: Database) {
+        val writes = open.get()
+        for (i in writes.indices) check(writes[i] !== db) { NESTED }
+    }
+
+    /** Runs [block] marked as a write block of [db] on this thread (refused if one already is). */
+    inline fun <R> inside(db: Database, block: () -> R): R {
+        checkNone(db)
+        val writes = open.get()
+        writes.add(db)
+        try {
+            return block()
+        } finally {
+            writes.removeAt(writes.lastIndex) // blocks end in reverse order of their start
+        }
+    }
+}
 
 /**
  * The results as a cold [Flow] of changes: collecting registers a [ResultsListener] with

@@ -70,7 +70,8 @@ class SubscriptionQuery<T : Any> internal constructor(
  * session.waitForSynchronization(30.seconds)
  * ```
  *
- * Every read goes to the file (sets are stored in it): two reads may differ.
+ * Every read goes to the file (sets are stored in it): two reads may differ. After the database
+ * is closed, every use throws [IllegalStateException] ("this TandemDatabase is closed").
  */
 class TandemSubscriptions internal constructor(private val db: TandemDatabase) : Iterable<Subscription> {
     /** The latest set (version 0, empty and Complete, until the first [update]). */
@@ -102,6 +103,7 @@ class TandemSubscriptions internal constructor(private val db: TandemDatabase) :
      * nothing is committed; an exception from [block] commits nothing either.
      */
     fun update(block: MutableSubscriptions.() -> Unit): SubscriptionSet {
+        db.checkOpen()
         val changes = MutableSubscriptions(db).apply(block).changes
         return db.raw.updateSubscriptions(changes)
     }

@@ -22,17 +22,29 @@ import kotlinx.coroutines.withContext
  * ```
  *
  * Thread-safe as the underlying [Database] is. [close] frees the native handle now (it is
- * otherwise freed at garbage collection).
+ * otherwise freed at garbage collection); after it every use of the database, and of the
+ * [TypedResults], [TandemSubscriptions] and flows it made, throws [IllegalStateException]
+ * ("this TandemDatabase is closed").
+ *
+ * Writes do not nest: [write] or [writeAsync] called from inside a write block of the same
+ * database on the same thread throws [IllegalStateException] (see [write]).
  */
 class TandemDatabase private constructor(
+    private val database: Database,
+    models: List<Model<*>>,
+) : AutoCloseable {
     /**
      * The untyped API underneath: listeners, `sync`, `transact`, quarantine, raw writes. Close
      * the [TandemDatabase], not this: the typed write path holds the native database of its
-     * own and keeps it open until [close].
+     * own and keeps it open until [close]. Reading it after [close] throws
+     * [IllegalStateException].
      */
-    val raw: Database,
-    models: List<Model<*>>,
-) : AutoCloseable {
+    val raw: Database
+        get() {
+            checkOpen()
+            return database
+        }
+
     private val models: Map<KClass<*>, Model<*>> = models.associateBy { it.kclass }
     private val modelSpecs: List<ClassSpec> = models.map { it.spec }
     private val primaryKeys: Map<String, String> =
@@ -43,12 +55,20 @@ class TandemDatabase private constructor(
 
     @Volatile private var closed = false
 
+    /** Throws [IllegalStateException] if [close] was called. */
+    internal fun checkOpen() {
+        check(!closed) { CLOSED }
+    }
+
     private fun batchPath(): BatchPath = batchPath ?: synchronized(this) {
-        check(!closed) { "this TandemDatabase is closed" }
-        batchPath ?: BatchPath(raw, modelSpecs).also { batchPath = it }
+        checkOpen()
+        batchPath ?: BatchPath(database, modelSpecs).also { batchPath = it }
     }
 
     companion object {
+        /** The message of the [IllegalStateException] every use after [close] throws. */
+        internal const val CLOSED = "this TandemDatabase is closed"
+
         /**
          * The JVM shutdown hook that runs [closeCallbacks] (2 s at most), registered when this
          * class is first used: from then on no library thread calls into Kotlin (a listener, the
@@ -105,10 +125,33 @@ class TandemDatabase private constructor(
     @Suppress("UNCHECKED_CAST")
     internal fun <T : Any> typedModel(kclass: KClass<T>): Model<T> = model(kclass) as Model<T>
 
+    /**
+     * [key] as the FFI's [Key] for an object of [model]. Throws [IllegalArgumentException] for a
+     * key that cannot be one of [model]'s: of another type than its primary key (naming the
+     * expected type; a `Long` or an `Int` for either), or null for a key that is not nullable.
+     */
     internal fun keyFor(model: Model<*>, key: Any?): Key {
-        val k = ValueCodec.key(key)
         val pk = model.primaryKey ?: throw IllegalArgumentException("${model.className} is @Embedded: it has no key")
-        if (k is Key.Null && !pk.nullable) throw IllegalArgumentException("${model.className}.${pk.name} is not nullable: a null key finds nothing")
+        val k = ValueCodec.key(key)
+        if (k is Key.Null) {
+            if (!pk.nullable) throw IllegalArgumentException("${model.className}.${pk.name} is not nullable: a null key finds nothing")
+            return k
+        }
+        val codec = (pk.element as Element.Scalar).codec
+        val fits = when (k) {
+            is Key.Int -> codec.type == PropertyType.INT
+            is Key.String -> codec.type == PropertyType.STRING
+            is Key.ObjectId -> codec.type == PropertyType.OBJECT_ID
+            is Key.Uuid -> codec.type == PropertyType.UUID
+            is Key.Null -> true
+        }
+        if (!fits) {
+            val shown = if (key is String) "\"$key\"" else key.toString()
+            throw IllegalArgumentException(
+                "wrong key type for ${model.className}: its primary key ${pk.name} is ${codec.kotlinName}" +
+                    "${if (pk.nullable) "?" else ""}, got ${key!!::class.simpleName} $shown",
+            )
+        }
         return k
     }
 
@@ -121,10 +164,23 @@ class TandemDatabase private constructor(
      * ```kotlin
      * db.write { add(Task(1, "buy milk")); delete<Task>(2L) }
      * ```
+     *
+     * Writes do not nest, as in Realm: a write of this database started inside [block] on the
+     * same thread ([write], [writeAsync], or `raw.write { }` of the untyped API) throws
+     * [IllegalStateException] ("a write transaction is already open on this thread: nested
+     * writes are not supported"), so nothing of the inner one is written; if the exception
+     * leaves [block], nothing of the outer one either. The [TypedWrite] is only usable inside
+     * [block]: recording on it afterwards throws [IllegalStateException]. After [close] this
+     * throws [IllegalStateException].
      */
     fun write(block: TypedWrite.() -> Unit): ULong? {
+        checkOpen()
         val batch = TypedWrite(this)
-        batch.block()
+        try {
+            OpenWrites.inside(database) { batch.block() }
+        } finally {
+            batch.finish()
+        }
         if (batch.ops.isEmpty()) return null
         if (!batch.untyped) {
             val json = if (batch.ops.size <= JsonBatch.MAX_OPS) {
@@ -138,14 +194,26 @@ class TandemDatabase private constructor(
         return raw.write(batch.ops)
     }
 
-    /** [write] on [Dispatchers.IO], for coroutines: `db.writeAsync { add(task) }`. */
-    suspend fun writeAsync(block: TypedWrite.() -> Unit): ULong? = withContext(Dispatchers.IO) { write(block) }
+    /**
+     * [write] on [Dispatchers.IO], for coroutines: `db.writeAsync { add(task) }`. [block] is not
+     * `suspend`: it runs whole on one IO thread. Called inside a write block of this database on
+     * the same thread (e.g. through `runBlocking`), it throws [IllegalStateException] before
+     * leaving the thread, as [write] does.
+     */
+    suspend fun writeAsync(block: TypedWrite.() -> Unit): ULong? {
+        checkOpen()
+        OpenWrites.checkNone(database)
+        return withContext(Dispatchers.IO) { write(block) }
+    }
 
     /**
      * The object of [kclass] with primary key [key] (`Long`/`Int`, `String`, [ObjectId], `UUID`,
      * or null for a nullable key), or null. Links are resolved (one read per linked object).
+     * A key of another type than [kclass]'s primary key (e.g. a `String` for a `Long` key)
+     * throws [IllegalArgumentException] naming the expected type.
      */
     fun <T : Any> find(kclass: KClass<T>, key: Any?): T? {
+        checkOpen()
         val model = typedModel(kclass)
         return LinkResolver(this).read(model, keyFor(model, key))
     }
@@ -159,6 +227,7 @@ class TandemDatabase private constructor(
      * [Value]s). A filter that does not parse throws [TandemException.InvalidArgument] here.
      */
     fun <T : Any> query(kclass: KClass<T>, filter: String = "TRUEPREDICATE", vararg args: Any?): TypedResults<T> {
+        checkOpen()
         val model = typedModel(kclass)
         if (model.embedded) throw IllegalArgumentException("${model.className} is @Embedded: query the objects that hold it")
         val encoded = args.map(ValueCodec::argument)
@@ -176,6 +245,7 @@ class TandemDatabase private constructor(
      * [Dispatchers.IO]; cancelling the collection cancels the listener.
      */
     fun <T : Any> objectFlow(kclass: KClass<T>, key: Any?): Flow<T?> {
+        checkOpen()
         val model = typedModel(kclass)
         val k = keyFor(model, key)
         return flow {
@@ -224,14 +294,17 @@ class TandemDatabase private constructor(
      */
     fun sync(options: SyncOptions, tokenProvider: TokenProvider? = null): SyncSession = raw.sync(options, tokenProvider)
 
-    /** Frees the native database now. */
+    /**
+     * Frees the native database now. Closing twice does nothing; any other use afterwards throws
+     * [IllegalStateException] ("this TandemDatabase is closed").
+     */
     override fun close() {
         synchronized(this) {
             closed = true
             batchPath?.close()
             batchPath = null
         }
-        raw.close()
+        database.close()
     }
 }
 

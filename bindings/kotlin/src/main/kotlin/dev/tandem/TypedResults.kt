@@ -19,6 +19,9 @@ import kotlinx.coroutines.flow.flowOn
  * open.count(); open.toList(); open[0]; open.first()
  * scope.launch { open.asFlow().collect { tasks -> render(tasks) } }
  * ```
+ *
+ * After the database is closed ([TandemDatabase.close]) every read, and the collection of its
+ * flows, throws [IllegalStateException] ("this TandemDatabase is closed"); [close] still works.
  */
 class TypedResults<T : Any> internal constructor(
     /** The untyped results underneath (keys, raw objects, `observe` with key paths). */
@@ -32,7 +35,10 @@ class TypedResults<T : Any> internal constructor(
     internal val className: String get() = model.className
 
     /** How many objects match now. */
-    fun count(): Int = raw.count().toInt()
+    fun count(): Int {
+        db.checkOpen()
+        return raw.count().toInt()
+    }
 
     /** Whether none match now. */
     fun isEmpty(): Boolean = count() == 0
@@ -43,12 +49,14 @@ class TypedResults<T : Any> internal constructor(
      * object.
      */
     fun toList(): List<T> {
+        db.checkOpen()
         val resolver = LinkResolver(db)
         return raw.rows(model.names).mapNotNull { resolver.readRow(model, it.key, it.values) }
     }
 
     /** The object at [index] now (0-based); [IndexOutOfBoundsException] beyond [count]. */
     operator fun get(index: Int): T {
+        db.checkOpen()
         val keys = raw.keys()
         if (index < 0 || index >= keys.size) throw IndexOutOfBoundsException("index $index, ${keys.size} results")
         return LinkResolver(db).read(model, keys[index]) ?: toList()[index] // deleted in between: re-read
@@ -59,6 +67,7 @@ class TypedResults<T : Any> internal constructor(
 
     /** The first object, or null if none match. */
     fun firstOrNull(): T? {
+        db.checkOpen()
         val key = raw.keys().firstOrNull() ?: return null
         return LinkResolver(db).read(model, key) ?: toList().firstOrNull()
     }
@@ -73,6 +82,7 @@ class TypedResults<T : Any> internal constructor(
      * listener.
      */
     fun asFlow(): Flow<List<T>> = flow {
+        db.checkOpen()
         val signals = Channel<Unit>(Channel.CONFLATED)
         // Listen first, then read: a change in between is re-read, never missed.
         val handle = raw.observe(
@@ -99,6 +109,7 @@ class TypedResults<T : Any> internal constructor(
      * emitted, on [Dispatchers.IO]. [keyPaths] narrows modifications as in [Results.changes].
      */
     fun changes(keyPaths: List<String> = emptyList()): Flow<TypedResultsChange<T>> = flow {
+        db.checkOpen()
         var initial = true // per collection: each one starts with its own initial results
         raw.changes(keyPaths).collect { change ->
             emit(

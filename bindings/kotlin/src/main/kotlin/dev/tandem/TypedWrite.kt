@@ -22,10 +22,30 @@ import kotlin.reflect.KProperty1
  * decimal beyond decimal128 or a missing object; its message starts `operation <i>: `, or
  * `operation 0: row <i>: ` for a batch of more than 32 `add`s of one model without collections
  * or embedded objects, which crosses as one operation of rows).
+ *
+ * A [TypedWrite] lives as long as its block: once the block has returned (or thrown), every
+ * method that records an operation throws [IllegalStateException] instead of recording into a
+ * batch that is never written (a [TypedWrite] kept in a variable and used later).
  */
 class TypedWrite internal constructor(private val db: TandemDatabase) {
     internal val ops = mutableListOf<WriteOp>()
     private val written = HashSet<String>()
+
+    /** Set when the block has returned or thrown: nothing can be recorded any more. */
+    @Volatile private var finished = false
+
+    /** Ends the batch (called by [TandemDatabase.write] once the block is over). */
+    internal fun finish() {
+        finished = true
+    }
+
+    /** Throws [IllegalStateException] once the block is over. */
+    private fun checkActive() {
+        check(!finished) {
+            "this TypedWrite's write block has already returned: record operations inside the block " +
+                "(nothing recorded afterwards would be written)"
+        }
+    }
 
     /** The operations recorded so far (the FFI's untyped form). */
     val operations: List<WriteOp> get() = ops.toList()
@@ -38,6 +58,7 @@ class TypedWrite internal constructor(private val db: TandemDatabase) {
      * batch, unless the batch adds it itself). Returns [obj].
      */
     fun <T : Any> add(obj: T): T {
+        checkActive()
         put(topLevel(obj::class), obj, create = false, cascaded = false)
         return obj
     }
@@ -47,12 +68,14 @@ class TypedWrite internal constructor(private val db: TandemDatabase) {
      * object with its primary key exists. Linked objects are written as by [add]. Returns [obj].
      */
     fun <T : Any> create(obj: T): T {
+        checkActive()
         put(topLevel(obj::class), obj, create = true, cascaded = false)
         return obj
     }
 
     /** Deletes the stored object with [obj]'s primary key (links to it are removed). */
     fun delete(obj: Any) {
+        checkActive()
         val model = topLevel(obj::class)
         ops += WriteOp.Erase(model.className, model.keyOf(obj))
     }
@@ -62,6 +85,7 @@ class TypedWrite internal constructor(private val db: TandemDatabase) {
      * [ObjectId], `UUID` or null). Deleting an object that does not exist does nothing.
      */
     fun delete(kclass: KClass<*>, key: Any?) {
+        checkActive()
         val model = topLevel(kclass)
         ops += WriteOp.Erase(model.className, db.keyFor(model, key))
     }
@@ -76,6 +100,7 @@ class TypedWrite internal constructor(private val db: TandemDatabase) {
      * written field by field; a linked object is written as by [add].
      */
     fun <T : Any, V> set(kclass: KClass<T>, key: Any?, property: KProperty1<T, V>, value: V) {
+        checkActive()
         val model = topLevel(kclass)
         val field = model.fields.firstOrNull { it.name == property.name }
             ?: throw TandemModelException(model.className, property.name, "not a persisted property")
@@ -85,6 +110,7 @@ class TypedWrite internal constructor(private val db: TandemDatabase) {
 
     /** Adds an untyped [WriteOp] to the batch, in order with the typed ones. */
     fun op(op: WriteOp) {
+        checkActive()
         ops += op
         untyped = true
     }
