@@ -285,10 +285,10 @@ fn a_schema_that_disagrees_with_the_servers_stops_the_session_naming_the_propert
         .unwrap();
     tx.commit().unwrap();
     let session = world.sync(&other);
-    let errors = vec![the_one_error(&session)];
-    assert_eq!(errors[0].code, 225, "{:?}", errors[0]);
-    assert!(!errors[0].will_retry, "{:?}", errors[0]);
-    let message = &errors[0].message;
+    let error = the_one_error(&session);
+    assert_eq!(error.code, 225, "{error:?}");
+    assert!(!error.will_retry, "{error:?}");
+    let message = &error.message;
     assert!(
         message.contains("Task.title") && message.contains("int") && message.contains("string"),
         "{message}"
@@ -318,9 +318,9 @@ fn a_rejected_server_certificate_stops_the_session_and_says_what_to_set() {
     let mut config = world.config(live::token(3600));
     config.ca_file = Some(other.clone());
     let session = tandem::client::SyncSession::start(Arc::clone(&db), config).unwrap();
-    let errors = vec![the_one_error(&session)];
-    assert!(!errors[0].will_retry, "{:?}", errors[0]);
-    let message = &errors[0].message;
+    let error = the_one_error(&session);
+    assert!(!error.will_retry, "{error:?}");
+    let message = &error.message;
     assert!(
         message.contains("certificate was rejected")
             && message.contains("ca_file")
