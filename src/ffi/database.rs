@@ -60,7 +60,7 @@ impl ListenerHandle {
 /// Logs a listener's error. `None`: the listener was not called ([`super::close_callbacks`]).
 pub(crate) fn report(what: &str, result: Option<Result<(), CallbackError>>) {
     if let Some(Err(e)) = result {
-        crate::warn_or_stderr!("a {what} threw: {e}; the other listeners still run");
+        crate::warn_or_stderr!("{what} threw: {e}; the other listeners still run");
     }
 }
 
@@ -270,7 +270,7 @@ impl Database {
                             ObjectChange::Modified { properties }
                         }
                     };
-                    report("object listener", listener.call(|l| l.on_change(change)));
+                    report("an object listener", listener.call(|l| l.on_change(change)));
                 })?;
         Ok(ListenerHandle::new(token))
     }
@@ -391,7 +391,7 @@ impl Results {
                     modifications: as_u64(&change.modifications_new),
                     keys: change.keys.iter().map(ffi_key).collect(),
                 };
-                report("results listener", listener.call(|l| l.on_change(change)));
+                report("a results listener", listener.call(|l| l.on_change(change)));
             },
         )?;
         let initial = ResultsChange {

@@ -1049,7 +1049,18 @@ fn scalar(t: PropertyType, json: &Json, what: &str) -> Result<Value, TandemError
     }
     Ok(match t {
         PropertyType::Int => Value::Int {
-            value: json.as_i64().ok_or_else(|| wrong("an integer"))?,
+            value: json.as_i64().ok_or_else(|| match json {
+                // serde_json reads an integer beyond i64 as u64 or as a float: say which
+                // integers fit, not the float it became.
+                Json::Number(n) if n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
+                    invalid(format!(
+                        "{what} takes a 64-bit integer ({} to {}); this one is out of range",
+                        i64::MIN,
+                        i64::MAX
+                    ))
+                }
+                _ => wrong("an integer"),
+            })?,
         },
         PropertyType::Bool => Value::Bool {
             value: json.as_bool().ok_or_else(|| wrong("a bool"))?,
@@ -1616,6 +1627,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_integer_beyond_64_bits_is_refused_as_out_of_range() {
+        for text in [
+            "18446744073709551616",
+            "9223372036854775808",
+            "-9223372036854775809",
+        ] {
+            let json: Json = serde_json::from_str(text).unwrap();
+            let err = scalar(PropertyType::Int, &json, "Task.count").unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains("Task.count takes a 64-bit integer") && !message.contains("e+"),
+                "{text}: {message}"
+            );
+        }
+        let json: Json = serde_json::from_str("1.5").unwrap();
+        let message = scalar(PropertyType::Int, &json, "Task.count")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("takes an integer, not 1.5"), "{message}");
     }
 
     #[test]
