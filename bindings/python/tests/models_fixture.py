@@ -1,4 +1,5 @@
-"""Model classes shared by the typed tests (and checked by mypy --strict)."""
+"""Model classes shared by the typed tests (and checked by mypy --strict), and a use of the
+typed database's ``with`` block and ``close()`` for mypy to check."""
 
 from __future__ import annotations
 
@@ -57,3 +58,16 @@ class Note(tandem.Model, name="Memo"):
 
 
 MODELS = [Person, Dog, Address, Geo, Note]
+
+
+def open_write_and_close(path: str) -> bool:
+    """The typed database's ``with`` block, ``close()`` and ``closed``, as mypy sees them."""
+    with tandem.open(path, MODELS) as db:
+        with db.write() as tx:
+            tx.add(Note(key=uuid.UUID(int=7), text="typed"))
+            finished: bool = tx.finished
+            assert not finished
+        note: Optional[Note] = db.get(Note, uuid.UUID(int=7))
+        assert note is not None and note.text == "typed"
+    db.close()  # a second close does nothing
+    return db.closed

@@ -29,6 +29,15 @@ def open_and_write(path: str, classes: List[tandem.ClassSpec]) -> tandem.Databas
     return raw
 
 
+def write_and_close(path: str, classes: List[tandem.ClassSpec]) -> bool:
+    """``close()``, ``closed`` and the ``with`` block are typed on the untyped database too."""
+    with tandem.Database.open(path, classes) as raw:
+        write_both_ways(raw, 20)
+    raw.close()  # a second close does nothing
+    closed: bool = raw.closed
+    return closed
+
+
 async def open_synced_and_write(path: str, classes: List[tandem.ClassSpec],
                                 options: tandem.SyncOptions) -> tandem.SyncedDatabase:
     synced = await tandem.open_synced(path, classes, options, None, 30_000)

@@ -12,6 +12,11 @@ Two layers:
   classes, and ``asyncio`` awaitables (``await session.wait_for_upload(ms)``,
   ``await session.wait_for_subscriptions()`` for flexible sync).
 
+This module adds to the generated ``Database`` what Python code expects of it: ``close()`` and
+``with tandem.Database.open(...) as db:`` (the generated class has no close; see
+``_lifecycle.py``), and writes that do not nest (a write opened on a database file while one is
+open on it on the same thread is ``TandemError.InvalidArgument``, as in the typed layer).
+
 Interpreter exit: no Tandem thread may be inside a call into Python when the interpreter
 finalizes (Python ends such a thread with ``pthread_exit``, which aborts the process when it
 unwinds through Rust: "FATAL: exception not rethrown"). Two things see to it:
@@ -27,6 +32,7 @@ unwinds through Rust: "FATAL: exception not rethrown"). Two things see to it:
 
 import asyncio
 import atexit
+import functools
 import sys
 import threading
 from contextlib import contextmanager
@@ -44,6 +50,7 @@ from typing import (
     overload,
 )
 
+from . import _lifecycle
 from . import tandem as _ffi
 
 if TYPE_CHECKING:
@@ -78,6 +85,15 @@ if TYPE_CHECKING:
         def update_subscriptions(
             self, changes: Sequence[_ffi.SubscriptionChange]
         ) -> _ffi.SubscriptionSet: ...
+
+        def close(self) -> None: ...
+
+        @property
+        def closed(self) -> bool: ...
+
+        def __enter__(self) -> "Database": ...
+
+        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
 
     class SyncSession(_ffi.SyncSession):
         """A running sync session (the untyped API)."""
@@ -137,31 +153,159 @@ from .models import to_value as to_value
 __all__ = [name for name in dir() if not name.startswith("_") and name != "open"]
 
 
+# --- Opening, closing, and writes that do not nest (see _lifecycle.py) --------------------------
+
 _write_ops = _ffi.Database.write  # the generated one-crossing batch: `db.write([WriteOp...])`
+_write_transaction = _ffi.Database.write_transaction
+_open_database = _ffi.Database.open.__func__  # type: ignore[attr-defined]
+_open_database_with_options = _ffi.Database.open_with_options.__func__  # type: ignore[attr-defined]
+
+
+def _db_open(cls: Any, path: str, classes: List[_ffi.ClassSpec]) -> Any:
+    """Opens (or creates) the database at ``path`` with these classes. ``close()`` (or a
+    ``with`` block) releases it."""
+    return _lifecycle.adopt_database(_open_database(cls, path, classes), path)
+
+
+def _db_open_with_options(
+    cls: Any, path: str, classes: List[_ffi.ClassSpec], options: _ffi.OpenOptions
+) -> Any:
+    """Opens (or creates) the database at ``path`` with these classes and options (durability,
+    writer timeout, recovery window). ``close()`` (or a ``with`` block) releases it."""
+    db = _open_database_with_options(cls, path, classes, options)
+    return _lifecycle.adopt_database(db, path)
+
+
+_ffi.Database.open = classmethod(_db_open)  # type: ignore[assignment]
+_ffi.Database.open_with_options = classmethod(_db_open_with_options)  # type: ignore[assignment]
 
 
 @contextmanager
 def _transaction(db: _ffi.Database) -> Iterator[_ffi.WriteTransaction]:
-    tx = db.write_transaction()
+    state = _lifecycle.state_of(db)
+    mark = _lifecycle.begin_write(state.file_key)
     try:
-        yield tx
-    except BaseException:
-        tx.rollback()
-        raise
-    tx.commit()
+        tx = _write_transaction(db)
+        state.adopt(tx, "child")
+        try:
+            yield tx
+        except BaseException:
+            if not _lifecycle.released(tx):  # else the database was closed: nothing to undo
+                tx.rollback()
+            raise
+        tx.commit()
+    finally:
+        _lifecycle.end_write(mark)
 
 
 def _write(self: _ffi.Database, ops: "list[_ffi.WriteOp] | None" = None) -> Any:
     """``with db.write() as tx:`` opens a write transaction, committed when the block ends and
     rolled back if it raises; ``db.write(ops)`` performs a list of ``WriteOp`` in one
     transaction and one crossing into Rust and returns the new version (or ``None`` when
-    nothing changed)."""
+    nothing changed). Writes do not nest: either, while a write transaction is open on the
+    same database file on this thread (any handle of it, typed or untyped), raises
+    ``TandemError.InvalidArgument`` ("a write transaction is already open on this thread:
+    nested writes are not supported"). After the block, ``tx`` takes nothing more
+    (``InvalidArgument``, "already committed or rolled back")."""
     if ops is None:
         return _transaction(self)
+    _lifecycle.check_no_write(_lifecycle.state_of(self).file_key)
     return _write_ops(self, ops)
 
 
+def _write_transaction_checked(self: _ffi.Database) -> _ffi.WriteTransaction:
+    """Starts recording a write transaction; nothing happens until ``commit()`` (or
+    ``rollback()``). Prefer ``with db.write() as tx:``. Raises
+    ``TandemError.InvalidArgument`` while a write transaction is open on the same database
+    file on this thread (writes do not nest)."""
+    state = _lifecycle.state_of(self)
+    _lifecycle.check_no_write(state.file_key)
+    tx = _write_transaction(self)
+    state.adopt(tx, "child")
+    return tx
+
+
+def _close(self: _ffi.Database) -> None:
+    """Closes the database: listeners registered through it (``observe_object``, the
+    ``observe`` of its results, its sessions' listeners) are cancelled, sync sessions it
+    started (``sync``, ``open_synced``) are stopped, a typed database over it is closed, and its
+    handles on the Rust database (its own, its results', its write transactions') are released,
+    so the file is closed once nothing else in the process holds it. From then on any call on
+    it or on those objects raises ``TandemError.InvalidArgument`` ("the database is closed");
+    closing again does nothing. The generated class has no close: this one, in Python, frees
+    the handles as their garbage collection would."""
+    _lifecycle.state_of(self).close(self)
+
+
+def _closed(self: _ffi.Database) -> bool:
+    """Whether ``close()`` was called."""
+    return _lifecycle.state_of(self).closed
+
+
+def _enter(self: _ffi.Database) -> _ffi.Database:
+    """``with tandem.Database.open(...) as db:`` closes the database when the block ends."""
+    return self
+
+
+def _exit(self: _ffi.Database, exc_type: Any, exc: Any, tb: Any) -> None:
+    """Closes the database."""
+    _close(self)
+
+
+def _adopting(kind: str, original: Callable[..., Any], pick: Callable[[Any], Any]) -> Any:
+    """``original`` (a generated method) recording what it returns (``pick`` of it) in the
+    state of the database its object belongs to, so that closing the database releases it."""
+
+    @functools.wraps(original)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if isinstance(self, _ffi.Database):
+            _lifecycle.state_of(self).adopt(pick(result), kind)
+        else:
+            state = self.__dict__.get("_tandem_state")
+            if state is not None:
+                state.adopt(pick(result), kind)
+        return result
+
+    return method
+
+
+def _same(result: Any) -> Any:
+    return result
+
+
+for _cls in (_ffi.Database, _ffi.Results, _ffi.WriteTransaction, _ffi.SyncSession):
+    _lifecycle.guard_handles(_cls)
 _ffi.Database.write = _write  # type: ignore[method-assign]
+_ffi.Database.write_transaction = _write_transaction_checked  # type: ignore[method-assign]
+_ffi.Database.close = _close  # type: ignore[attr-defined]
+_ffi.Database.closed = property(_closed)  # type: ignore[attr-defined]
+_ffi.Database.__enter__ = _enter  # type: ignore[attr-defined]
+_ffi.Database.__exit__ = _exit  # type: ignore[attr-defined]
+_ffi.Database.query = _adopting("child", _ffi.Database.query, _same)  # type: ignore[method-assign]
+_ffi.Database.observe_object = _adopting(  # type: ignore[method-assign]
+    "handle", _ffi.Database.observe_object, _same
+)
+_ffi.Database.sync = _adopting("session", _ffi.Database.sync, _same)  # type: ignore[method-assign]
+_ffi.Results.observe = _adopting("handle", _ffi.Results.observe, _same)  # type: ignore[method-assign]
+_ffi.Results.observe_with_initial = _adopting(  # type: ignore[method-assign]
+    "handle", _ffi.Results.observe_with_initial, lambda observation: observation.handle
+)
+for _name in ("observe_errors", "observe_progress", "observe_state"):
+    setattr(_ffi.SyncSession, _name, _adopting("handle", getattr(_ffi.SyncSession, _name), _same))
+
+
+def _adopt_synced(synced: _ffi.SyncedDatabase, path: str) -> _ffi.SyncedDatabase:
+    """Gives the database ``open_synced`` opened its state and records its session in it."""
+    _lifecycle.adopt_database(synced.database, path)
+    _lifecycle.state_of(synced.database).adopt(synced.session, "session")
+    return synced
+
+
+def _check_no_write_on(session: _ffi.SyncSession) -> None:
+    state = session.__dict__.get("_tandem_state")
+    if state is not None:
+        _lifecycle.check_no_write(state.file_key)
 
 
 # --- Awaitables that Tandem's threads never resume -------------------------------------------
@@ -227,8 +371,28 @@ async def _transact(
     self: _ffi.SyncSession, ops: List[_ffi.WriteOp], timeout_ms: Optional[int]
 ) -> _ffi.TransactOutcome:
     """Commits ``ops`` as one transaction the server integrates only if nothing it integrated
-    since this file's last download touches the same objects (see ``docs/ffi.md``)."""
+    since this file's last download touches the same objects (see ``docs/ffi.md``). A write
+    transaction: ``TandemError.InvalidArgument`` if one is open on the file in this task or
+    thread (writes do not nest)."""
+    _check_no_write_on(self)
     return await _in_thread(lambda token: self.transact_blocking(ops, timeout_ms, token))
+
+
+_transact_blocking = _ffi.SyncSession.transact_blocking
+
+
+def _transact_blocking_checked(
+    self: _ffi.SyncSession,
+    ops: List[_ffi.WriteOp],
+    timeout_ms: Optional[int],
+    cancel: Union[object, Optional[_ffi.CancelToken]] = None,  # as generated
+) -> _ffi.TransactOutcome:
+    """``transact``, blocking the calling thread; ``cancel`` ends the wait for the verdict from
+    another thread (``Stopped``; as with ``Timeout``, the transaction may still be accepted).
+    ``TandemError.InvalidArgument`` if a write transaction is open on the file on this thread
+    (writes do not nest)."""
+    _check_no_write_on(self)
+    return _transact_blocking(self, ops, timeout_ms, cancel)
 
 
 _wait_for_subscriptions_blocking = _ffi.SyncSession.wait_for_subscriptions_blocking
@@ -263,6 +427,7 @@ async def _wait_for_subscriptions(
 _ffi.SyncSession.wait_for_upload = _wait_for_upload  # type: ignore[method-assign]
 _ffi.SyncSession.wait_for_download = _wait_for_download  # type: ignore[method-assign]
 _ffi.SyncSession.transact = _transact  # type: ignore[method-assign]
+_ffi.SyncSession.transact_blocking = _transact_blocking_checked  # type: ignore[method-assign]
 _ffi.SyncSession.wait_for_subscriptions = _wait_for_subscriptions  # type: ignore[method-assign]
 _ffi.SyncSession.wait_for_subscriptions_blocking = (  # type: ignore[method-assign]
     _wait_for_subscriptions_blocking_defaults
@@ -278,16 +443,30 @@ async def _open_synced(
     open_options: Optional[_ffi.OpenOptions] = None,
 ) -> _ffi.SyncedDatabase:
     """Opens ``path`` for syncing: a never-synced file first downloads the server's state, a
-    synced one waits for the server's news; then it keeps syncing."""
-    return await _in_thread(
-        lambda token: _ffi.open_synced_blocking(
+    synced one waits for the server's news; then it keeps syncing. Closing the database
+    (``synced.database.close()``) stops the session."""
+    synced = await _in_thread(
+        lambda token: _open_synced_blocking(
             path, classes, options, token_provider, timeout_ms, open_options, token
         )
     )
+    return _adopt_synced(synced, path)
+
+
+_open_synced_blocking = _ffi.open_synced_blocking
+
+
+def _open_synced_blocking_adopted(path: str, *args: Any, **kwargs: Any) -> _ffi.SyncedDatabase:
+    """``open_synced``, blocking the calling thread; ``cancel`` ends the wait from another
+    thread (``Stopped``; the session is stopped, the file keeps what it had). Closing the
+    database (``synced.database.close()``) stops the session."""
+    return _adopt_synced(_open_synced_blocking(path, *args, **kwargs), path)
 
 
 if not TYPE_CHECKING:
     open_synced = _open_synced
+    open_synced_blocking = _open_synced_blocking_adopted
+    _ffi.open_synced_blocking = _open_synced_blocking_adopted
 
 
 # --- Interpreter exit --------------------------------------------------------------------------

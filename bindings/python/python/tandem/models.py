@@ -30,6 +30,11 @@ datetime is a ``TypeError`` (its instant is ambiguous). Reads give aware UTC dat
 Tandem keeps nanoseconds, Python has microseconds, so a read truncates (floors) to the
 microsecond.
 
+Transactions do not nest: a ``db.write()`` opened while another write is open on the same
+file on the same thread is ``TandemError.InvalidArgument``, and a transaction takes nothing
+once its block has ended. ``db.close()`` (or ``with tandem.open(...) as db:``) releases the
+database.
+
 Speed: a transaction crosses into Rust once, at its end, as one JSON document (the row codec,
 ``src/ffi/python_batch.rs``); a query result crosses once. Reading an object that links to
 others reads each linked object once more (one crossing each).
@@ -74,6 +79,7 @@ from typing import (
     overload,
 )
 
+from . import _lifecycle
 from . import tandem as _ffi
 
 if sys.version_info >= (3, 11):
@@ -622,8 +628,12 @@ class _Reader:
 
 
 def to_value(v: Any) -> "_ffi.Value":
-    """A Python value as an untyped ``tandem.Value`` (query arguments). Raises ``TypeError``
-    for a type no property has."""
+    """A Python value as an untyped ``tandem.Value`` (query arguments): ``None``, ``bool``,
+    ``int``, ``str``, ``float``, ``bytes`` (``bytearray``, ``memoryview``), an aware
+    ``datetime.datetime``, ``decimal.Decimal`` (finite), ``uuid.UUID``, :class:`ObjectId`, or a
+    model instance (a link to it). Raises ``TypeError`` for a type no property has (a naive
+    datetime and an embedded object included) and ``ValueError`` for a decimal NaN or
+    infinity."""
     if v is None:
         return _ffi.Value.NULL()
     if isinstance(v, bool):
@@ -634,11 +644,13 @@ def to_value(v: Any) -> "_ffi.Value":
         return _ffi.Value.STRING(v)
     if isinstance(v, float):
         return _ffi.Value.DOUBLE(v)
-    if isinstance(v, (bytes, bytearray)):
+    if isinstance(v, (bytes, bytearray, memoryview)):
         return _ffi.Value.BINARY(bytes(v))
     if isinstance(v, _dt.datetime):
         s, ns = _enc_datetime(v)
         return _ffi.Value.TIMESTAMP(s, ns)
+    if isinstance(v, decimal.Decimal):
+        return _ffi.Value.DECIMAL(_enc_decimal(v))
     if isinstance(v, ObjectId):
         return _ffi.Value.OBJECT_ID(v.binary)
     if isinstance(v, uuid.UUID):
@@ -715,12 +727,21 @@ def _encode_batch(ops: List[Any]) -> str:
 class TypedTransaction:
     """The operations of one write, sent to the database in one crossing when the ``with``
     block ends (see :meth:`TypedDatabase.write`). Values are encoded when the operation is
-    made, so later changes to a model instance do not reach this transaction."""
+    made, so later changes to a model instance do not reach this transaction. Once the block
+    has ended (committed or rolled back), every method raises ``TandemError.InvalidArgument``
+    ("this transaction has ended"): nothing done with it then could reach the database."""
 
     def __init__(self) -> None:
         self._ops: List[Any] = []
         self._rows: Optional[List[Any]] = None  # rows of the trailing "rows" op
         self._rows_class: Optional[_ClassInfo] = None
+        self._finished = False  # its block ended: every method raises
+
+    @property
+    def finished(self) -> bool:
+        """Whether the ``with`` block of this transaction has ended (it can take no more
+        operations)."""
+        return self._finished
 
     def _push(self, op: List[Any]) -> None:
         self._ops.append(op)
@@ -740,6 +761,8 @@ class TypedTransaction:
     def add(self, obj: Model, update: bool = False) -> None:
         """Adds ``obj`` (all its fields). An object with its primary key existing already is an
         error at commit, unless ``update``: then its fields are overwritten (upsert)."""
+        if self._finished:
+            raise _lifecycle.finished_error()
         info = _info(type(obj))
         if info.embedded:
             raise TypeError(f"{info.name} is embedded: assign it to a field of its owner")
@@ -756,11 +779,15 @@ class TypedTransaction:
 
     def add_all(self, objs: Sequence[Model], update: bool = False) -> None:
         """:meth:`add` for each object."""
+        if self._finished:
+            raise _lifecycle.finished_error()
         for obj in objs:
             self.add(obj, update)
 
     def create(self, cls: Type[M], **values: Any) -> M:
         """Builds ``cls(**values)``, adds it, and returns it."""
+        if self._finished:
+            raise _lifecycle.finished_error()
         obj = cls(**values)
         self.add(obj)
         return obj
@@ -768,6 +795,8 @@ class TypedTransaction:
     def upsert(self, cls: Type[Model], **values: Any) -> None:
         """Creates the object (the primary key is among ``values``) or overwrites only the
         properties given (a collection given replaces the whole collection)."""
+        if self._finished:
+            raise _lifecycle.finished_error()
         info = _info(cls)
         if info.pk not in values:
             raise TypeError(f"upsert of a {info.name} needs its primary key {info.pk}")
@@ -784,6 +813,8 @@ class TypedTransaction:
     def set(self, target: Any, **values: Any) -> None:
         """Writes properties of an existing object: ``tx.set(task, done=True)`` or
         ``tx.set((Task, 1), done=True)``. A collection given replaces the whole collection."""
+        if self._finished:
+            raise _lifecycle.finished_error()
         info, key = self._target(target)
         collections = {}
         for name, v in values.items():
@@ -798,15 +829,21 @@ class TypedTransaction:
 
     def delete(self, target: Any) -> None:
         """Deletes an object (an instance, or ``(cls, key)``)."""
+        if self._finished:
+            raise _lifecycle.finished_error()
         info, key = self._target(target)
         self._push(["erase", info.name, key])
 
     def increment(self, target: Any, prop: str, amount: int = 1) -> None:
         """Adds to an int property (a counter: concurrent increments from devices sum up)."""
+        if self._finished:
+            raise _lifecycle.finished_error()
         info, key = self._target(target)
         self._push(["add", info.name, key, self._prop(info, prop).stored, amount])
 
     def _edit(self, op: str, target: Any, prop: str, *args: Any, value: Any = ...) -> None:
+        if self._finished:
+            raise _lifecycle.finished_error()
         info, key = self._target(target)
         p = self._prop(info, prop)
         expected = {"list": _LIST, "set": _SET, "dict": _DICT}[op.split("_")[0]]
@@ -920,21 +957,42 @@ class _CallbackObject(_ffi.ObjectListener):
         self.fn(change)
 
 
-async def _changes(register: Callable[[Callable[[Any], None]], Any]) -> AsyncIterator[Any]:
+_END = object()
+"""Queued by ``_changes`` when the database closes: the iteration ends."""
+
+
+async def _changes(
+    state: _lifecycle.DatabaseState, register: Callable[[Callable[[Any], None]], Any]
+) -> AsyncIterator[Any]:
     """Bridges a listener (run on Tandem's notifier thread) into async iteration on the
-    running event loop. The listener is cancelled when the iteration ends."""
+    running event loop. The listener is cancelled when the iteration ends; the iteration ends
+    when the database (``state``) is closed."""
     loop = asyncio.get_running_loop()
     queue: "asyncio.Queue[Any]" = asyncio.Queue()
 
     def emit(change: Any) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, change)
 
-    handle = register(emit)
+    def end() -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+        except RuntimeError:
+            pass  # the loop is closed: nobody iterates any more
+
+    token = object()
+    state.on_close[token] = end
     try:
-        while True:
-            yield await queue.get()
+        handle = register(emit)
+        try:
+            while True:
+                change = await queue.get()
+                if change is _END:
+                    return
+                yield change
+        finally:
+            handle.cancel()
     finally:
-        handle.cancel()
+        state.on_close.pop(token, None)
 
 
 class LiveResults(Generic[M]):
@@ -951,6 +1009,7 @@ class LiveResults(Generic[M]):
         self._raw = db.raw.query(self._info.name, query, self._args)
 
     def _read(self, offset: int, limit: Optional[int]) -> List[M]:
+        self._db._check_open()
         data = self._db._codec.query(self._db.raw, self._info.name, self._query, self._args, offset, limit)
         reader = _Reader(self._db)
         decode = self._info.decode
@@ -1005,6 +1064,8 @@ class LiveResults(Generic[M]):
         pending: Optional[List[Any]] = []  # changes that came before the held-back ones ended
 
         def deliver(change: Any, initial: bool = False) -> None:
+            if self._db._state.closed:
+                return  # delivered as the database closed: the listener is being cancelled
             callback(
                 TypedResultsChange(
                     list(change.deletions),
@@ -1046,8 +1107,9 @@ class LiveResults(Generic[M]):
     def changes(self, key_paths: Sequence[str] = ()) -> AsyncIterator[TypedResultsChange[M]]:
         """``async for change in results.changes():`` the starting results (``initial``), then
         each change, on the running loop. The listener is registered when the iteration
-        starts (its first ``__anext__``) and cancelled when it ends."""
-        return _changes(lambda emit: self.observe(emit, key_paths))
+        starts (its first ``__anext__``) and cancelled when it ends; the iteration ends when
+        the database is closed."""
+        return _changes(self._db._state, lambda emit: self.observe(emit, key_paths))
 
     def __repr__(self) -> str:
         return f"LiveResults({self._cls.__name__}, {self._query!r})"
@@ -1347,39 +1409,135 @@ class _BorrowedBytes(ctypes.Structure):
 
 class _WriteBlock:
     """The context manager of :meth:`TypedDatabase.write` (a class rather than a generator
-    function: ``contextlib.contextmanager`` costs about 3 us per transaction)."""
+    function: ``contextlib.contextmanager`` costs about 3 us per transaction). The transaction
+    is open, for nested-write checks (``_lifecycle.begin_write``), from ``__enter__`` until
+    its commit or rollback has ended; after that its :class:`TypedTransaction` takes nothing
+    more."""
 
-    __slots__ = ("_db", "_tx")
+    __slots__ = ("_db", "_tx", "_held", "_key")
 
     def __init__(self, db: "TypedDatabase") -> None:
         self._db = db
         self._tx = TypedTransaction()
+        self._held: Optional[typing.Set[Any]] = None
 
     def __enter__(self) -> TypedTransaction:
+        db = self._db
+        if self._tx._finished or self._held is not None:
+            raise _lifecycle.finished_error()  # a block object entered a second time
+        if db._state.closed:
+            raise _lifecycle.closed_error()
+        # _lifecycle.begin_write, inlined.
+        loop = _running_loop()
+        key = db._file_key if loop is None else (db._file_key, _current_task(loop))
+        try:
+            held: typing.Set[Any] = _lifecycle.local.held
+        except AttributeError:
+            held = _lifecycle.held()
+        if key in held:
+            raise _lifecycle.nested_write_error()
+        held.add(key)
+        self._held, self._key = held, key
         return self._tx
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            batch = self._tx._batch()
-            if batch is not None:
-                self._db.version = self._db._write_batch(batch) or None
+        tx = self._tx
+        tx._finished = True
+        try:
+            if exc_type is None:
+                batch = tx._batch()
+                if batch is not None:
+                    self._db.version = self._db._write_batch(batch) or None
+        finally:
+            self._held.discard(self._key)  # type: ignore[union-attr]  # set by __enter__
+
+
+_running_loop = _lifecycle.running_loop
+_current_task = _lifecycle.current_task
+
+
+def _closed_write(batch: bytes) -> int:
+    raise _lifecycle.closed_error()
 
 
 class TypedDatabase:
     """A database whose schema is model classes (see :func:`open`). ``raw`` is the untyped
-    ``tandem.Database`` underneath, for everything else (sync, dynamic classes)."""
+    ``tandem.Database`` underneath, for everything else (sync, dynamic classes).
+
+    ``db.close()`` (or ``with tandem.open(...) as db:``) releases it; see :meth:`close`."""
 
     def __init__(self, raw: Any, models: Sequence[Type[Model]], codec: Any) -> None:
         self.raw = raw
         self.models = list(models)
         self._codec = codec
+        self._state = _lifecycle.state_of(raw)
+        self._file_key = self._state.file_key
         self._writer, self._write_batch = _batch_writer(codec, raw)
+        # Closing the untyped database (db.raw.close()) releases the writer too. Through a
+        # weak reference, so that the raw database does not keep this one alive; the entry goes
+        # when this one does.
+        token = object()
+        callbacks = self._state.on_close
+        this = weakref.ref(self, lambda _: callbacks.pop(token, None))
+
+        def on_close() -> None:
+            db = this()
+            if db is not None:
+                db._release_writer()
+
+        callbacks[token] = on_close
+
+    def _release_writer(self) -> None:
+        self._write_batch = _closed_write
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            _lifecycle.release(writer)  # its Rust side holds the database
+
+    def _check_open(self) -> None:
+        if self._state.closed:
+            raise _lifecycle.closed_error()
+
+    def close(self) -> None:
+        """Closes the database: listeners registered through it (typed or untyped) are
+        cancelled, ``async for`` iterations of its changes end, sync sessions it started are
+        stopped, and its handles on the Rust database (its own, its writer's, those of its live
+        results) are released, so the file is closed once nothing else in the process holds it
+        (another ``tandem.open`` of it, an untyped object kept from it). From then on any use
+        of it, of its live results or of a write block still open raises
+        ``TandemError.InvalidArgument`` ("the database is closed"); closing again does
+        nothing. ``with tandem.open(path, models) as db:`` closes it when the block ends.
+        Closes :attr:`raw` too (and closing ``raw`` closes this)."""
+        self.raw.close()
+        self._release_writer()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` (or ``raw.close()``) was called."""
+        return self._state.closed
+
+    def __enter__(self) -> "TypedDatabase":
+        """``with tandem.open(path, models) as db:`` gives the database ..."""
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """... and closes it when the block ends (an exception in the block propagates)."""
+        self.close()
 
     def write(self) -> "typing.ContextManager[TypedTransaction]":
         """``with db.write() as tx:`` collects operations and performs them in one transaction
         (one crossing) when the block ends; an exception in the block discards them. Errors
         (a duplicate key, a value that does not fit its property) are ``TandemError`` and
-        write nothing."""
+        write nothing.
+
+        Writes do not nest: opening a write while one is open on the same database file on
+        the same thread (asyncio: in the same task), through this object or any other handle
+        of the file in this process, typed or untyped, raises ``TandemError.InvalidArgument``
+        ("a write transaction is already open on this thread: nested writes are not
+        supported"), as Realm does; an inner write would otherwise commit on its own even if
+        the outer one rolled back. The transaction (``tx``) takes no operation after its block
+        has ended (``TandemError.InvalidArgument``, "this transaction has ended")."""
+        if self._state.closed:
+            raise _lifecycle.closed_error()
         return _WriteBlock(self)
 
     version: Optional[int] = None
@@ -1388,6 +1546,7 @@ class TypedDatabase:
 
     def get(self, cls: Type[M], key: Any) -> Optional[M]:
         """The object of ``cls`` with primary key ``key``, or ``None``."""
+        self._check_open()
         info = _info(cls)
         if info.embedded:
             raise TypeError(f"{info.name} is embedded: read it through its owner")
@@ -1397,7 +1556,9 @@ class TypedDatabase:
 
     def objects(self, cls: Type[M], query: str = "TRUEPREDICATE", *args: Any) -> LiveResults[M]:
         """Live results: the objects of ``cls`` matching ``query`` (Realm's query language,
-        ``$0``, ``$1``... are ``args``; e.g. ``"done == $0 SORT(title ASC)"``)."""
+        ``$0``, ``$1``... are ``args``, Python values as :func:`to_value` takes them; e.g.
+        ``"done == $0 SORT(title ASC)"``)."""
+        self._check_open()
         return LiveResults(self, cls, query, args)
 
     def observe(
@@ -1408,7 +1569,8 @@ class TypedDatabase:
     ) -> Any:
         """Calls ``callback`` on Tandem's notifier thread whenever the object (an instance or
         ``(cls, key)``) changes, including through its links; returns a handle with
-        ``cancel()``."""
+        ``cancel()``. :meth:`close` cancels it."""
+        self._check_open()
         if isinstance(target, tuple):
             cls, key = target
         else:
@@ -1416,6 +1578,8 @@ class TypedDatabase:
         info = _info(cls)
 
         def on_change(change: Any) -> None:
+            if self._state.closed:
+                return  # delivered as the database closed: the listener is being cancelled
             if isinstance(change, _ffi.ObjectChange.DELETED):
                 callback(TypedObjectChange(True, [], None))
             else:
@@ -1427,14 +1591,17 @@ class TypedDatabase:
         )
 
     def changes(self, target: Any, key_paths: Sequence[str] = ()) -> AsyncIterator[TypedObjectChange[Any]]:
-        """``async for change in db.changes(task):`` each change of the object."""
-        return _changes(lambda emit: self.observe(target, emit, key_paths))
+        """``async for change in db.changes(task):`` each change of the object; the iteration
+        ends when the database is closed."""
+        return _changes(self._state, lambda emit: self.observe(target, emit, key_paths))
 
     def sync(self, options: Any, token_provider: Any = None) -> Any:
         """Starts syncing (see ``tandem.Database.sync``); returns the ``SyncSession``, whose
         waits are awaitable. Flexible sync: ``tandem.SyncOptions(..., path="/flx",
         flexible=True)``; the session then downloads what :attr:`subscriptions` match. The
-        database does not keep the session alive (``stop()`` or dropping it stops syncing)."""
+        database does not keep the session alive (``stop()`` or dropping it stops syncing);
+        :meth:`close` stops it."""
+        self._check_open()
         session = self.raw.sync(options, token_provider)
         self._last_session = weakref.ref(session)
         return session
@@ -1505,7 +1672,8 @@ def schema(models: Sequence[Type[Model]]) -> List[Any]:
 def open(path: Union[str, "os.PathLike[str]"], models: Sequence[Type[Model]]) -> TypedDatabase:
     """Opens (or creates) the database at ``path`` with these model classes (embedded and
     linked classes included). Errors: ``TypeError`` for an annotation Tandem cannot store or a
-    class without a primary key; ``TandemError.Schema`` for a schema the file cannot take."""
+    class without a primary key; ``TandemError.Schema`` for a schema the file cannot take.
+    ``db.close()``, or ``with tandem.open(path, models) as db:``, releases it."""
     specs = schema(models)
     raw = _ffi.Database.open(os.fspath(path), specs)
     return TypedDatabase(raw, models, _ffi.RowCodec(specs))
