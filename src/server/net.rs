@@ -950,6 +950,7 @@ async fn serve_websocket<S>(
             Event::Woken => {
                 let (paths, since) = waker.take(shared.epoch());
                 connection.changed(&paths);
+                connection.advanced(&waker.take_advanced());
                 fanout_since = fanout_since.or(since);
                 continue;
             }
@@ -970,8 +971,12 @@ async fn serve_websocket<S>(
                 };
                 drop(turn);
                 connection = owned;
-                for path in connection.take_advanced() {
-                    shared.changed(&path);
+                let advanced: BTreeSet<String> = connection.take_advanced().into_iter().collect();
+                // This connection's own sessions on the path look again, as for any change;
+                // the others only if they wait for the latest version.
+                connection.changed(&advanced);
+                for path in &advanced {
+                    shared.advanced(path);
                 }
                 let Some(message) = message else { continue };
                 if let (ServerMessage::Download { .. }, Some(since)) = (&message, fanout_since) {

@@ -102,6 +102,18 @@ impl Connection {
         }
     }
 
+    /// The sessions on `paths` that wait for the latest server version (a MARK, a subscription
+    /// set to bootstrap) are behind: the latest version advanced past an empty server
+    /// changeset ([`super::shared::Shared::advanced`]), which the others fetch with their next
+    /// download.
+    pub(super) fn advanced(&mut self, paths: &BTreeSet<String>) {
+        for s in self.sessions.values_mut() {
+            if paths.contains(&s.path) && s.waits_for_latest() {
+                s.behind = true;
+            }
+        }
+    }
+
     /// The next session that may have something to send, round robin by session id, with the
     /// FIFO its path's work waits in.
     pub(super) fn next_behind(&mut self) -> Option<(u64, Arc<tokio::sync::Mutex<()>>)> {
@@ -230,6 +242,16 @@ impl Drop for Session {
 }
 
 impl Session {
+    /// Whether the session waits for its download cursor to reach the file's latest version:
+    /// a MARK to answer, or a subscription set whose bootstrap waits for it.
+    fn waits_for_latest(&self) -> bool {
+        !self.marks.is_empty()
+            || self
+                .flexible
+                .as_ref()
+                .is_some_and(|f| !f.pending.is_empty() || !f.bootstrap.is_empty())
+    }
+
     /// Whether the session's token has expired (it gets no downloads until REFRESH).
     pub(super) fn expired(&self) -> bool {
         self.expires <= super::unix_now()

@@ -190,9 +190,26 @@ enum FileKey {
 
 /// The notifiers of every [`super::Database`] this process has open on one file: a commit
 /// through any of them reaches the listeners of all (Realm notifies every instance of a file).
-#[derive(Default)]
 struct Peers {
+    key: FileKey,
     notifiers: Mutex<Vec<Weak<Notifier>>>,
+}
+
+impl Drop for Peers {
+    /// The file's last handle closed: its entry leaves the registry, and the registry itself
+    /// goes when it is empty, so a process that closed every database holds nothing of them
+    /// (the simulation counts every byte a client process leaves allocated).
+    fn drop(&mut self) {
+        let mut all = PEERS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(map) = all.as_mut() {
+            if map.get(&self.key).is_some_and(|p| p.strong_count() == 0) {
+                map.remove(&self.key);
+            }
+            if map.is_empty() {
+                *all = None;
+            }
+        }
+    }
 }
 
 impl Peers {
@@ -222,7 +239,10 @@ fn join_peers(file: &DbFile, notifier: Weak<Notifier>) -> Arc<Peers> {
     let peers = match all.get(&key).and_then(Weak::upgrade) {
         Some(peers) => peers,
         None => {
-            let peers = Arc::new(Peers::default());
+            let peers = Arc::new(Peers {
+                key: key.clone(),
+                notifiers: Mutex::new(Vec::new()),
+            });
             all.insert(key, Arc::downgrade(&peers));
             peers
         }
