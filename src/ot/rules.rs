@@ -196,6 +196,21 @@ fn path_pair(a: &mut Op, b: &mut Op) -> Result<(), TransformError> {
     if pa.field != pb.field {
         return Ok(());
     }
+    // Two edits of one top-level list, the most common pair (a long offline branch of list
+    // edits meets every edit of the other branch): what the general steps below decide for
+    // it, without copying the paths (nothing can reach into an element of a list both edit at
+    // its own depth).
+    if pa.path.len() == 1 && pb.path.len() == 1 {
+        if let (Some((xa, sa)), Some((xb, sb))) = (ListEdit::of(&a.instr), ListEdit::of(&b.instr)) {
+            if sa != sb {
+                return Err(TransformError::PriorSizeMismatch {
+                    left: sa,
+                    right: sb,
+                });
+            }
+            return list_pair(a, xa, b, xb, sa);
+        }
+    }
     let (ea, eb) = (pa.path.clone(), pb.path.clone());
 
     // A list edit on a container that the other instruction reaches into: an element's
