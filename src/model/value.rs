@@ -134,7 +134,7 @@ impl Decimal128 {
             return Err(ValueError::DecimalCoefficientTooLarge);
         }
         if !(Self::MIN_EXPONENT..=Self::MAX_FIELD_EXPONENT).contains(&exponent) {
-            return Err(ValueError::DecimalExponentOutOfRange { exponent });
+            return Err(ValueError::DecimalExponentFieldOutOfRange { exponent });
         }
         let biased = (exponent + Self::EXPONENT_BIAS) as u128;
         let sign = u128::from(negative) << 127;
@@ -346,9 +346,14 @@ pub enum ValueError {
     },
     /// A decimal128 coefficient needs more than 113 bits.
     DecimalCoefficientTooLarge,
-    /// A decimal128 exponent is outside -6176..=6111 ([`Decimal128::MAX_EXPONENT`]), or a
-    /// changeset's exponent field outside its 14 bits.
+    /// A number's decimal128 exponent is outside -6176..=6111 ([`Decimal128::MAX_EXPONENT`]).
     DecimalExponentOutOfRange {
+        /// The exponent given.
+        exponent: i32,
+    },
+    /// A decimal128's parts ([`Decimal128::from_parts`], as a changeset carries them) have an
+    /// exponent its 14-bit field cannot hold: outside -6176..=10207.
+    DecimalExponentFieldOutOfRange {
         /// The exponent given.
         exponent: i32,
     },
@@ -378,6 +383,12 @@ impl fmt::Display for ValueError {
                 "decimal128 exponent {exponent} is outside {}..={}",
                 Decimal128::MIN_EXPONENT,
                 Decimal128::MAX_EXPONENT
+            ),
+            ValueError::DecimalExponentFieldOutOfRange { exponent } => write!(
+                f,
+                "decimal128 exponent {exponent} is outside {}..={}",
+                Decimal128::MIN_EXPONENT,
+                Decimal128::MAX_FIELD_EXPONENT
             ),
             ValueError::InvalidDecimal { text } => write!(
                 f,
