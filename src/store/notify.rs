@@ -3,8 +3,9 @@
 //! After every commit (local write or applied remote changeset) the committing thread hands
 //! the objects the changeset touched (and which of their properties) to the notifier thread
 //! of every handle this process has open on the file (`Peers`), and returns. Commits by
-//! other processes are not heard (docs/store.md, "Notifications"). The notifier thread adds everything that arrived since it last ran to each
-//! listener's own pending changes (coalescing), re-reads on its own connection, and calls each
+//! other processes are not heard (docs/store.md, "Notifications"). The notifier thread adds
+//! everything that arrived since it last ran to each listener's own pending changes
+//! (coalescing), re-reads on its own connection, and calls each
 //! listener whose object or results changed. Callbacks run on that thread with no lock other
 //! than their own listener's held, so a listener may read from, or write to, the database.
 //!
