@@ -9,7 +9,7 @@ use harness::server_client::Client;
 use harness::{Entropy, SeededRng};
 use tandem::changeset::{Changeset, InternString};
 use tandem::protocol::{ErrorCode, UploadEntry};
-use tandem::server::ServerFile;
+use tandem::server::{DownloadPoint, ServerFile};
 
 /// A scratch directory (removed when the returned guard is dropped) and a path in it.
 fn temp(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -630,6 +630,9 @@ fn flexible_sync_judges_a_write_at_the_view_and_set_the_client_had_at_its_base()
 /// `upload_client_version` (the client's latest client version the server had integrated at
 /// that server version) and `downloadable_bytes` (the changeset bytes after the batch that are
 /// not the client's own), for every client, every cursor, and batches of one entry to all.
+/// The batch assembled from the rows kept in memory (`download_in_memory`, what a fan-out
+/// sends) is the same batch, field for field; after a reopen or a compaction, what sessions
+/// learnt before no longer serves.
 #[test]
 fn download_progress_fields_follow_the_history() {
     let (_dir, path) = temp("progress");
@@ -665,6 +668,25 @@ fn download_progress_fields_follow_the_history() {
             for max_bytes in [1, 300, usize::MAX] {
                 let batch = server.download(client.ident, after, max_bytes).unwrap();
                 let at = |v: u64| integrated[i][v as usize];
+                let known = DownloadPoint {
+                    cursor: after,
+                    client_version: at(after),
+                    generation: server.generation(),
+                };
+                assert_eq!(
+                    server.download_in_memory(client.ident, after, max_bytes, known),
+                    Some(batch.clone()),
+                    "client {i}, after {after}, max_bytes {max_bytes}"
+                );
+                // What another cursor found does not serve this one.
+                let elsewhere = DownloadPoint {
+                    cursor: after + 1,
+                    ..known
+                };
+                assert_eq!(
+                    server.download_in_memory(client.ident, after, max_bytes, elsewhere),
+                    None
+                );
                 for e in &batch.entries {
                     assert_ne!(e.origin_file_ident, client.ident);
                     assert_eq!(
@@ -699,4 +721,36 @@ fn download_progress_fields_follow_the_history() {
         }
     }
     assert!(checked_entries > 1000, "{checked_entries}");
+
+    // The batch a session found last, as a fan-out uses it.
+    let client = &clients[0];
+    let before = server.download(client.ident, 0, usize::MAX).unwrap();
+    let known = before.point(server.generation());
+    assert_eq!(known.cursor, latest);
+    assert!(server
+        .download_in_memory(client.ident, latest, usize::MAX, known)
+        .is_some_and(|b| b.entries.is_empty() && b.download_server_version == latest));
+    // A compaction starts a new generation: read from SQLite again, which says that it
+    // expired every client file (none synced since a horizon in the future).
+    server.compact(u64::MAX).unwrap();
+    assert_eq!(
+        server.download_in_memory(client.ident, latest, usize::MAX, known),
+        None
+    );
+    let after_compaction = server.download(client.ident, latest, usize::MAX);
+    assert!(
+        after_compaction.is_err(),
+        "the client expired: {after_compaction:?}"
+    );
+    // A reopened file holds no rows in memory, whatever a session knew.
+    drop(server);
+    let server = ServerFile::open(&path).unwrap();
+    let known = DownloadPoint {
+        generation: server.generation(),
+        ..known
+    };
+    assert_eq!(
+        server.download_in_memory(observer.ident, latest - 1, usize::MAX, known),
+        None
+    );
 }

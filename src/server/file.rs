@@ -22,6 +22,7 @@ use crate::state::State;
 pub mod flx;
 #[cfg(feature = "postgres")]
 pub mod mirror;
+mod tail;
 
 use super::disk::Disk;
 use super::unix_now;
@@ -186,6 +187,34 @@ pub struct ServerFile {
     /// mirror rows (`mirror::ServerFile::stage_mirror`).
     #[cfg(feature = "postgres")]
     mirror_extra: Vec<super::mirror::Statement>,
+    /// The newest history rows, for downloads assembled without reading SQLite
+    /// ([`ServerFile::download_in_memory`]).
+    tail: tail::Tail,
+    /// Unique to this opening of the file and changed by every compaction
+    /// ([`next_generation`]): a [`DownloadPoint`] holds only within the generation it was
+    /// found in.
+    generation: u64,
+}
+
+/// A fresh generation ([`ServerFile::generation`]): never the same twice in a process.
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What a session learnt from its last DOWNLOAD batch ([`ServerFile::download`]): its download
+/// cursor, the client's integrated client version there (`download_client_version`) and the
+/// file's generation then. Rows at or before a cursor never change within a generation (only
+/// a compaction rewrites them, and it starts a new one), nor does a client file's expiry (only
+/// a compaction expires one), so the next batch from that cursor needs neither read again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DownloadPoint {
+    /// Server version.
+    pub cursor: u64,
+    /// The client's last version integrated at or before `cursor`.
+    pub client_version: u64,
+    /// [`ServerFile::generation`] when it was found.
+    pub generation: u64,
 }
 
 /// Client file idents allocated and not yet used by an IDENT, with their allocation time
@@ -515,6 +544,8 @@ impl ServerFile {
             replica,
             #[cfg(feature = "postgres")]
             mirror_extra: Vec::new(),
+            tail: tail::Tail::default(),
+            generation: next_generation(),
         };
         file.latest_salt = file.version_salt(file.latest)?;
         file.compacted = file
@@ -1163,6 +1194,10 @@ impl ServerFile {
     /// Errors: storage faults (201, try again); nothing changes unless all of it is stored.
     pub fn compact(&mut self, horizon_unix_secs: u64) -> Result<CompactionReport, ProtocolError> {
         self.ready_to_write("compact")?;
+        // Whatever this commits (expiries, a rewritten history), no download is assembled from
+        // what sessions learnt before it.
+        self.generation = next_generation();
+        self.tail.clear(self.latest);
         let bytes = |conn: &Connection| -> Result<u64, ProtocolError> {
             conn.query_row(
                 "SELECT COALESCE(SUM(length(changeset)), 0) FROM history",
@@ -1366,6 +1401,19 @@ impl ServerFile {
                 }
             }
         }
+        // As stored: the same rows then join the tail kept in memory.
+        let rows: Vec<HistoryRow> = appended
+            .iter()
+            .map(|cs| {
+                (
+                    cs.meta.version as i64,
+                    cs.encode(),
+                    client as i64,
+                    cs.meta.origin_timestamp as i64,
+                    cs.meta.last_integrated_remote_version as i64,
+                )
+            })
+            .collect();
         let stored = if appended.is_empty() {
             Ok(())
         } else {
@@ -1380,7 +1428,7 @@ impl ServerFile {
             let salts = salts.and_then(|salts| self.stage_mirror(&appended).map(|()| salts));
             match salts {
                 Ok(salts) => self
-                    .store(client, &appended, &salts, &reciprocal, &dirty, base)
+                    .store(client, &rows, &salts, &reciprocal, &dirty, base)
                     .map(|()| {
                         if let Some(last) = salts.last() {
                             self.latest_salt = *last;
@@ -1400,11 +1448,7 @@ impl ServerFile {
             // Nothing staged for a transaction that did not commit may go with a later one
             // (a failed BEGIN fires no rollback hook).
             self.unstage_mirror();
-            let needed = appended
-                .iter()
-                .map(|c| c.encode().len() as u64)
-                .sum::<u64>()
-                * 2;
+            let needed = rows.iter().map(|row| row.1.len() as u64).sum::<u64>() * 2;
             let error = self.fault("integrate_upload", needed, &e);
             self.state.rollback();
             // Memory ran ahead of the disk: start again from what is stored, and serve nothing
@@ -1417,6 +1461,9 @@ impl ServerFile {
             return Err(error);
         }
         self.rows += appended.len() as u64;
+        for row in rows {
+            self.tail.push(row);
+        }
         // `changesets_integrated` is counted by the session that integrated them.
         if let Some(disk) = &self.disk {
             disk.metrics()
@@ -1694,25 +1741,20 @@ impl ServerFile {
     fn store(
         &self,
         client: u64,
-        appended: &[Changeset],
+        appended: &[HistoryRow],
         salts: &[u64],
         reciprocal: &ReciprocalHistory,
         dirty: &BTreeSet<FormKey>,
         forget: u64,
     ) -> rusqlite::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
-        for (cs, salt) in appended.iter().zip(salts) {
+        for ((version, bytes, origin, timestamp, client_version), salt) in
+            appended.iter().zip(salts)
+        {
             tx.execute(
                 "INSERT INTO history (version, changeset, origin_file_ident, origin_timestamp, client_version, salt)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    cs.meta.version as i64,
-                    cs.encode(),
-                    client as i64,
-                    cs.meta.origin_timestamp as i64,
-                    cs.meta.last_integrated_remote_version as i64,
-                    *salt as i64
-                ],
+                params![version, bytes, origin, timestamp, client_version, *salt as i64],
             )?;
         }
         tx.execute(
@@ -1759,7 +1801,7 @@ impl ServerFile {
         )?;
         tx.commit()?;
         if let Some(known) = self.max_timestamp.get() {
-            let newest = appended.iter().map(|c| c.meta.origin_timestamp);
+            let newest = appended.iter().map(|row| row.3 as u64);
             self.max_timestamp.set(Some(newest.fold(known, u64::max)));
         }
         Ok(())
@@ -1803,7 +1845,8 @@ impl ServerFile {
     /// The client's integrated client version at each entry is followed along the rows read
     /// (its own rows carry it) from one lookup at `after`, instead of a lookup per entry; and
     /// when the batch reaches the latest version, nothing is left to count. A fan-out of one
-    /// change to 1,000 sessions runs this 1,000 times (issue 18, goal 5).
+    /// change to 1,000 sessions runs this 1,000 times (issue 18, goal 5), unless
+    /// [`ServerFile::download_in_memory`] can answer.
     pub fn download(
         &self,
         client: u64,
@@ -1816,16 +1859,13 @@ impl ServerFile {
         // (`integrated_client_version`); a client's versions rise with the server's, so its
         // latest own row so far is its integrated version.
         let follow = after >= self.compacted;
-        let mut integrated = self.integrated_client_version(client, after)?;
+        let integrated = self.integrated_client_version(client, after)?;
         let integrated_at = |followed: u64, version: u64| match follow {
             true => Ok(followed),
             false => self.integrated_client_version(client, version),
         };
         // Stored changesets are already in their canonical encoding: they are served as they
         // are, never decoded, and only as many rows are read as the batch takes.
-        let mut entries = Vec::new();
-        let mut bytes = 0;
-        let mut cursor = after;
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -1833,35 +1873,12 @@ impl ServerFile {
                  FROM history WHERE version > ?1 ORDER BY version",
             )
             .map_err(sql_err)?;
-        let mut rows = stmt
+        let rows = stmt
             .query_map([after.min(i64::MAX as u64) as i64], Self::row_to_changeset)
-            .map_err(sql_err)?;
-        loop {
-            let Some(row) = rows.next() else { break };
-            let (version, changeset, origin, timestamp, client_version) = row.map_err(sql_err)?;
-            let version = version as u64;
-            if origin as u64 == client {
-                cursor = version;
-                integrated = integrated.max(client_version as u64);
-                continue;
-            }
-            let entry = DownloadEntry {
-                server_version: version,
-                last_integrated_client_version: integrated_at(integrated, version)?,
-                origin_timestamp: timestamp as u64,
-                origin_file_ident: origin as u64,
-                original_changeset_size: changeset.len() as u64,
-                changeset,
-            };
-            // Never past `max_bytes` of body, except for a batch of one entry.
-            if !entries.is_empty() && bytes + entry.encoded_len() > max_bytes {
-                break;
-            }
-            cursor = version;
-            bytes += entry.encoded_len();
-            entries.push(entry);
-        }
-        let at_latest = cursor >= self.latest;
+            .map_err(sql_err)?
+            .map(|row| row.map_err(sql_err));
+        let walk = assemble(rows, client, after, max_bytes, integrated, integrated_at)?;
+        let at_latest = walk.cursor >= self.latest;
         // Cached: every session runs this for every DOWNLOAD it sends that leaves something
         // behind (a fan-out to 1,000 sessions prepared it 1,000 times).
         let downloadable_bytes: Option<i64> = match at_latest {
@@ -1873,25 +1890,159 @@ impl ServerFile {
                 )
                 .and_then(|mut s| {
                     s.query_row(
-                        params![cursor.min(i64::MAX as u64) as i64, client as i64],
+                        params![walk.cursor.min(i64::MAX as u64) as i64, client as i64],
                         |r| r.get(0),
                     )
                 })
                 .map_err(sql_err)?,
         };
+        let download_client_version = integrated_at(walk.integrated, walk.cursor)?;
         Ok(DownloadBatch {
             downloadable_bytes: downloadable_bytes.unwrap_or(0) as u64,
-            entries,
-            download_server_version: cursor,
-            download_client_version: integrated_at(integrated, cursor)?,
+            entries: walk.entries,
+            download_server_version: walk.cursor,
+            download_client_version,
             latest_server_version: self.latest,
             latest_server_version_salt: self.latest_salt,
             upload_client_version: match at_latest {
-                true => integrated_at(integrated, cursor)?,
+                true => download_client_version,
                 false => self.integrated_client_version(client, self.latest)?,
             },
         })
     }
+
+    /// [`ServerFile::download`] assembled from the newest rows kept in memory, without reading
+    /// SQLite, so callable on an async task: the same batch, field for field
+    /// (`download_in_memory_equals_download` checks it). `known` is what the previous batch
+    /// from the same cursor found ([`DownloadBatch::point`]).
+    ///
+    /// `None` when it cannot answer, and [`ServerFile::download`] must: `known` is from another
+    /// cursor or generation, the rows after `after` are no longer (or not yet) all in memory
+    /// ([`tail::TAIL_MAX_BYTES`]), the cursor is inside the compacted history, the file is
+    /// stale, or it is a working copy of a file in PostgreSQL (which may have to catch up
+    /// first).
+    pub fn download_in_memory(
+        &self,
+        client: u64,
+        after: u64,
+        max_bytes: usize,
+        known: DownloadPoint,
+    ) -> Option<DownloadBatch> {
+        #[cfg(feature = "postgres")]
+        if self.replica.is_some() {
+            return None;
+        }
+        let usable = !self.stale
+            && known.generation == self.generation
+            && known.cursor == after
+            && after >= self.compacted;
+        if !usable {
+            return None;
+        }
+        let rows = self.tail.after(after, self.latest)?;
+        let walk = assemble(
+            rows.clone().map(|row| Ok(row.clone())),
+            client,
+            after,
+            max_bytes,
+            known.client_version,
+            |followed, _| Ok(followed),
+        )
+        .ok()?;
+        // What is left after the batch: its bytes, and the client's own rows (the upload
+        // acknowledgement is its integrated version at the latest).
+        let (mut downloadable_bytes, mut at_latest) = (0, walk.integrated);
+        for (version, changeset, origin, _, client_version) in rows {
+            if *version as u64 <= walk.cursor {
+                continue;
+            }
+            match *origin as u64 == client {
+                true => at_latest = at_latest.max(*client_version as u64),
+                false => downloadable_bytes += changeset.len() as u64,
+            }
+        }
+        Some(DownloadBatch {
+            downloadable_bytes,
+            entries: walk.entries,
+            download_server_version: walk.cursor,
+            download_client_version: walk.integrated,
+            latest_server_version: self.latest,
+            latest_server_version_salt: self.latest_salt,
+            upload_client_version: at_latest,
+        })
+    }
+
+    /// The file's generation: see [`DownloadPoint`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl DownloadBatch {
+    /// What the next batch after this one may start from ([`ServerFile::download_in_memory`]),
+    /// for a file of `generation` ([`ServerFile::generation`]).
+    pub fn point(&self, generation: u64) -> DownloadPoint {
+        DownloadPoint {
+            cursor: self.download_server_version,
+            client_version: self.download_client_version,
+            generation,
+        }
+    }
+}
+
+/// A DOWNLOAD batch's walk along the history rows after its cursor.
+struct Walk {
+    entries: Vec<DownloadEntry>,
+    /// The cursor after the batch.
+    cursor: u64,
+    /// The client's integrated client version, followed along its own rows.
+    integrated: u64,
+}
+
+/// Walks `rows` (the history after `after`, in order) for `client`: its own rows advance the
+/// cursor and its integrated version, the others become entries until `max_bytes` of body
+/// (at least one entry). `integrated` is the client's integrated version at `after`;
+/// `integrated_at(followed, version)` gives an entry's `last_integrated_client_version`.
+fn assemble(
+    rows: impl Iterator<Item = Result<HistoryRow, ProtocolError>>,
+    client: u64,
+    after: u64,
+    max_bytes: usize,
+    mut integrated: u64,
+    integrated_at: impl Fn(u64, u64) -> Result<u64, ProtocolError>,
+) -> Result<Walk, ProtocolError> {
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    let mut cursor = after;
+    for row in rows {
+        let (version, changeset, origin, timestamp, client_version) = row?;
+        let version = version as u64;
+        if origin as u64 == client {
+            cursor = version;
+            integrated = integrated.max(client_version as u64);
+            continue;
+        }
+        let entry = DownloadEntry {
+            server_version: version,
+            last_integrated_client_version: integrated_at(integrated, version)?,
+            origin_timestamp: timestamp as u64,
+            origin_file_ident: origin as u64,
+            original_changeset_size: changeset.len() as u64,
+            changeset,
+        };
+        // Never past `max_bytes` of body, except for a batch of one entry.
+        if !entries.is_empty() && bytes + entry.encoded_len() > max_bytes {
+            break;
+        }
+        cursor = version;
+        bytes += entry.encoded_len();
+        entries.push(entry);
+    }
+    Ok(Walk {
+        entries,
+        cursor,
+        integrated,
+    })
 }
 
 /// The top-level objects a changeset's data instructions touch, in order (so that a refusal

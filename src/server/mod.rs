@@ -37,7 +37,7 @@ pub use admission::ConnectionLimits;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
 pub use file::flx::Subscription;
 pub use file::{
-    CompactionReport, DownloadBatch, Integrated, ServerFile, StorageConfig,
+    CompactionReport, DownloadBatch, DownloadPoint, Integrated, ServerFile, StorageConfig,
     DEFAULT_MAX_MERGE_WINDOW,
 };
 pub use net::{start, RunningServer, StartError};

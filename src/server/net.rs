@@ -958,26 +958,35 @@ async fn serve_websocket<S>(
                 let Some((id, turn)) = connection.next_behind() else {
                     continue;
                 };
-                let turn = turn.lock_owned().await;
-                let owned = connection;
-                let Ok((owned, message)) = crate::sim::blocking(move || {
-                    let mut owned = owned;
-                    let message = owned.outbound(id);
-                    (owned, message)
-                })
-                .await
-                else {
-                    return;
+                // What a change on the path leaves to send is assembled from memory where it
+                // can be, here: no blocking thread, no turn in the path's FIFO.
+                let message = match connection.outbound_in_memory(id) {
+                    Some(message) => message,
+                    None => {
+                        let turn = turn.lock_owned().await;
+                        let owned = connection;
+                        let Ok((owned, message)) = crate::sim::blocking(move || {
+                            let mut owned = owned;
+                            let message = owned.outbound(id);
+                            (owned, message)
+                        })
+                        .await
+                        else {
+                            return;
+                        };
+                        drop(turn);
+                        connection = owned;
+                        let advanced: BTreeSet<String> =
+                            connection.take_advanced().into_iter().collect();
+                        // This connection's own sessions on the path look again, as for any
+                        // change; the others only if they wait for the latest version.
+                        connection.changed(&advanced);
+                        for path in &advanced {
+                            shared.advanced(path);
+                        }
+                        message
+                    }
                 };
-                drop(turn);
-                connection = owned;
-                let advanced: BTreeSet<String> = connection.take_advanced().into_iter().collect();
-                // This connection's own sessions on the path look again, as for any change;
-                // the others only if they wait for the latest version.
-                connection.changed(&advanced);
-                for path in &advanced {
-                    shared.advanced(path);
-                }
                 let Some(message) = message else { continue };
                 if let (ServerMessage::Download { .. }, Some(since)) = (&message, fanout_since) {
                     shared

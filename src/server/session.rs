@@ -14,7 +14,7 @@ use super::admission::{self, Admitted};
 use super::app::AppUser;
 use super::auth::Claims;
 use super::file::flx::{Compensation, Subscription};
-use super::file::ServerFile;
+use super::file::{DownloadBatch, DownloadPoint, ServerFile};
 use super::realm;
 use super::realm::rules::{FlxRules, UserVars};
 use super::shared::Shared;
@@ -135,6 +135,12 @@ impl Connection {
         self.sessions.get_mut(&id)?.outbound(id)
     }
 
+    /// [`Connection::outbound`] when it needs no I/O, so that it can run on the connection's
+    /// own task; `None` when it cannot tell without I/O ([`Session::outbound_in_memory`]).
+    pub(super) fn outbound_in_memory(&mut self, id: u64) -> Option<Option<ServerMessage>> {
+        self.sessions.get_mut(&id)?.outbound_in_memory(id)
+    }
+
     /// The paths whose latest server version a bootstrap of these sessions advanced since the
     /// last call: the caller wakes their sessions ([`Shared::changed`]).
     pub(super) fn take_advanced(&mut self) -> Vec<String> {
@@ -227,6 +233,9 @@ pub(super) struct Session {
     /// IDENT); a later session's IDENT of the same file takes it over, and this one then
     /// sends nothing more.
     claim: Option<u64>,
+    /// Partition-based sessions: what the last DOWNLOAD batch found, from which the next one
+    /// can be assembled in memory ([`Session::outbound_in_memory`]).
+    known: Option<DownloadPoint>,
 }
 
 impl Drop for Session {
@@ -278,6 +287,31 @@ impl Session {
             .or_else(|| self.mark(id));
         self.behind = message.is_some() || self.retry_at.is_some();
         message
+    }
+
+    /// [`Session::outbound`] without I/O: for a partition-based session past its STATE
+    /// snapshot, whose last DOWNLOAD batch left it where the server file's newest rows, kept
+    /// in memory, take over ([`ServerFile::download_in_memory`]), while the file is not locked
+    /// by other work. This is what a session sends after a change on its path: it needs no
+    /// blocking thread and no turn in the path's FIFO (issue 18, goal 5: fan-out). `None`
+    /// when it cannot answer; [`Session::outbound`] does then.
+    fn outbound_in_memory(&mut self, id: u64) -> Option<Option<ServerMessage>> {
+        if self.state.is_some() || self.flexible.is_some() || self.expired() {
+            return None;
+        }
+        let (ident, known) = (self.client_file_ident?, self.known?);
+        let batch =
+            self.file
+                .try_lock()
+                .ok()?
+                .download_in_memory(ident, self.cursor, self.batch, known)?;
+        self.retry_at = None;
+        self.known = Some(batch.point(known.generation));
+        let message = self
+            .download_message(id, batch, false)
+            .or_else(|| self.mark(id));
+        self.behind = message.is_some();
+        Some(message)
     }
 
     /// A download or bootstrap that failed on a storage fault (201: a full disk, a lost lock)
@@ -472,7 +506,14 @@ impl Session {
                     None => file.flx_download(ident, self.cursor, self.batch, &f.active),
                 })
             }
-            None => lock_read(&self.file).download(ident, self.cursor, self.batch),
+            None => {
+                let file = lock_read(&self.file);
+                let batch = file.download(ident, self.cursor, self.batch);
+                if let Ok(batch) = &batch {
+                    self.known = Some(batch.point(file.generation()));
+                }
+                batch
+            }
         };
         let batch = match batch {
             Ok(batch) => batch,
@@ -486,6 +527,17 @@ impl Session {
                 return None;
             }
         };
+        self.download_message(id, batch, force)
+    }
+
+    /// The DOWNLOAD of `batch` from the cursor, which it advances; `None` if the batch does
+    /// not advance it, unless `force`.
+    fn download_message(
+        &mut self,
+        id: u64,
+        batch: DownloadBatch,
+        force: bool,
+    ) -> Option<ServerMessage> {
         let progressed = batch.download_server_version > self.cursor;
         if !(progressed || force) {
             return None;
@@ -1247,6 +1299,7 @@ fn on_bind(
             retry_at: None,
             advanced: false,
             claim: None,
+            known: None,
         },
     );
     Ok(replies)

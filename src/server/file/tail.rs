@@ -1,0 +1,135 @@
+//! The newest history rows of a server file, kept in memory as stored (encoded changesets), so
+//! that the DOWNLOAD every bound session sends after a change is assembled without reading
+//! SQLite, on the connection's own task (issue 18, goal 5: one change fanned out to 1,000
+//! sessions read the same rows 1,000 times, each read on a blocking thread in the path's FIFO).
+//!
+//! Bounded by [`TAIL_MAX_BYTES`] of changesets and [`TAIL_MAX_ROWS`] rows per open server
+//! file: older rows are dropped first, and a session further behind reads SQLite as before.
+
+use std::collections::VecDeque;
+
+use super::HistoryRow;
+
+/// Most changeset bytes the tail of one server file holds (1 MiB).
+pub const TAIL_MAX_BYTES: usize = 1 << 20;
+/// Most rows the tail of one server file holds.
+pub const TAIL_MAX_ROWS: usize = 4096;
+
+/// Consecutive history rows: versions `start + 1 ..= end()`.
+#[derive(Debug, Default)]
+pub(super) struct Tail {
+    rows: VecDeque<HistoryRow>,
+    /// The version just before the first row held.
+    start: u64,
+    /// Changeset bytes held.
+    bytes: usize,
+}
+
+impl Tail {
+    /// The newest version held (`start` when nothing is).
+    pub(super) fn end(&self) -> u64 {
+        self.start + self.rows.len() as u64
+    }
+
+    /// Appends `row`, a row just committed to the history. A row that does not follow the
+    /// newest one held (rows were written that never passed here) starts the tail again at it.
+    /// Then the oldest rows go until both bounds hold.
+    pub(super) fn push(&mut self, row: HistoryRow) {
+        let version = row.0 as u64;
+        if version != self.end() + 1 {
+            self.clear(version.saturating_sub(1));
+        }
+        self.bytes += row.1.len();
+        self.rows.push_back(row);
+        while self.bytes > TAIL_MAX_BYTES || self.rows.len() > TAIL_MAX_ROWS {
+            let Some(oldest) = self.rows.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.1.len();
+            self.start += 1;
+        }
+    }
+
+    /// Holds nothing, as of version `latest`.
+    pub(super) fn clear(&mut self, latest: u64) {
+        self.rows.clear();
+        self.bytes = 0;
+        self.start = latest;
+    }
+
+    /// The rows after `after`, oldest first, when the tail holds every one of them through
+    /// `latest` (the file's newest version); `None` otherwise.
+    pub(super) fn after(
+        &self,
+        after: u64,
+        latest: u64,
+    ) -> Option<std::collections::vec_deque::Iter<'_, HistoryRow>> {
+        if after < self.start || self.end() != latest || after > latest {
+            return None;
+        }
+        Some(self.rows.range((after - self.start) as usize..))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(version: u64, len: usize) -> HistoryRow {
+        (version as i64, vec![7; len], 1, 0, 0)
+    }
+
+    fn versions(tail: &Tail, after: u64, latest: u64) -> Option<Vec<i64>> {
+        tail.after(after, latest)
+            .map(|rows| rows.map(|r| r.0).collect())
+    }
+
+    #[test]
+    fn the_tail_answers_only_for_what_it_holds_through_the_latest_version() {
+        let mut tail = Tail::default();
+        // A fresh tail holds nothing after version 0, through version 0.
+        assert_eq!(versions(&tail, 0, 0), Some(vec![]));
+        // Rows it never saw (the file opened at version 10): nothing until a row arrives.
+        assert_eq!(versions(&tail, 10, 10), None);
+        tail.push(row(11, 5));
+        tail.push(row(12, 5));
+        assert_eq!(versions(&tail, 10, 12), Some(vec![11, 12]));
+        assert_eq!(versions(&tail, 11, 12), Some(vec![12]));
+        assert_eq!(versions(&tail, 12, 12), Some(vec![]));
+        // Before what it holds, past the latest, or behind the file's latest: no answer.
+        assert_eq!(versions(&tail, 9, 12), None);
+        assert_eq!(versions(&tail, 13, 12), None);
+        assert_eq!(versions(&tail, 11, 13), None);
+        // A row after a gap starts again.
+        tail.push(row(20, 5));
+        assert_eq!(versions(&tail, 19, 20), Some(vec![20]));
+        assert_eq!(versions(&tail, 12, 20), None);
+        tail.clear(20);
+        assert_eq!(versions(&tail, 20, 20), Some(vec![]));
+        assert_eq!(versions(&tail, 19, 20), None);
+    }
+
+    #[test]
+    fn the_tail_drops_its_oldest_rows_to_stay_within_its_bounds() {
+        let mut tail = Tail::default();
+        for v in 1..=(TAIL_MAX_ROWS as u64 + 3) {
+            tail.push(row(v, 1));
+        }
+        assert_eq!(tail.rows.len(), TAIL_MAX_ROWS);
+        assert_eq!(tail.start, 3);
+        assert_eq!(tail.bytes, TAIL_MAX_ROWS);
+        // Bytes: two rows of half the bound each, then one more byte drops the first.
+        let mut tail = Tail::default();
+        tail.push(row(1, TAIL_MAX_BYTES / 2));
+        tail.push(row(2, TAIL_MAX_BYTES / 2));
+        assert_eq!(versions(&tail, 0, 2), Some(vec![1, 2]));
+        tail.push(row(3, 1));
+        assert_eq!(versions(&tail, 0, 3), None);
+        assert_eq!(versions(&tail, 1, 3), Some(vec![2, 3]));
+        // A row over the bound alone leaves nothing held, still as of its version.
+        tail.push(row(4, TAIL_MAX_BYTES + 1));
+        assert_eq!(tail.bytes, 0);
+        assert_eq!(versions(&tail, 4, 4), Some(vec![]));
+        assert_eq!(versions(&tail, 3, 4), None);
+    }
+}
