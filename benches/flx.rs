@@ -28,7 +28,9 @@
 //!    the server's CPU time per write (user + system time of the server runtime's threads,
 //!    `/proc/self/task/*/stat`, 10 ms ticks, summed over the writes). Baseline: the same with
 //!    PBS sessions all bound to one partition holding the same objects (every session gets the
-//!    change).
+//!    change). Beside them, the transport's floor: as many plain WebSocket connections, one task
+//!    each on the server's runtime, woken at once to write a DOWNLOAD of the PBS case's size
+//!    (no sync, no storage); the time from the wake-up to the last read, and the runtime's CPU.
 //!
 //! The server's runtime (threads `tandem-srv`) and the clients' (`bench-cli`) are separate;
 //! the machine's cores are shared. Nothing is retried: an ERROR, JSON_ERROR, QUERY_ERROR, close
@@ -61,7 +63,9 @@ use tandem::changeset::{
 };
 use tandem::model::ObjectId;
 use tandem::protocol::limits::{max_frame_size, MAX_BODY_SIZE, MAX_ENTRY_HEADER_SIZE};
-use tandem::protocol::{BatchState, ClientMessage, FlxQuery, Limits, ServerMessage, UploadEntry};
+use tandem::protocol::{
+    BatchState, ClientMessage, DownloadEntry, FlxQuery, Limits, ServerMessage, UploadEntry,
+};
 use tandem::server::app::AppConfig;
 use tandem::server::{start, Authenticator, RunningServer, ServerConfig, TokenSigner};
 use tokio::net::TcpStream;
@@ -969,6 +973,113 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The transport's floor under the fan-out: `sessions` WebSocket connections on loopback
+/// (plain, tokio-tungstenite as the server uses it), each served by its own task on the
+/// server's runtime `server` that waits for a wake-up (a `watch` channel, as a server
+/// connection waits on its `Notify`) and writes one DOWNLOAD as the PBS case sends it (one
+/// retitle). The bench's runtime reads them. No sync, no storage, no parsing: what the same
+/// wake-ups and writes cost on this machine, `rounds` times. Only `last_match` (and `cpu`)
+/// are filled: the time from the wake-up to the last connection's read.
+async fn transport_floor(
+    server: &tokio::runtime::Handle,
+    sessions: usize,
+    rounds: usize,
+    concurrency: usize,
+) -> FanOut {
+    let message = ServerMessage::Download {
+        session: 1,
+        download_server_version: 1_000,
+        download_client_version: 0,
+        latest_server_version: 1_000,
+        latest_server_version_salt: 1 << 40,
+        upload_client_version: 0,
+        upload_server_version: 1_000,
+        downloadable_bytes: 0,
+        flx: None,
+        entries: vec![DownloadEntry {
+            server_version: 1_000,
+            last_integrated_client_version: 0,
+            origin_timestamp: 1 << 40,
+            origin_file_ident: 2,
+            original_changeset_size: 0,
+            changeset: retitle(0, 1),
+        }],
+    }
+    .encode();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (wake, woken) = tokio::sync::watch::channel(0u64);
+    let acceptor = server.spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (message, mut woken) = (message.clone(), woken.clone());
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while woken.changed().await.is_ok() {
+                    if ws.send(Message::Binary(message.clone().into())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (events, mut arrivals) = unbounded_channel::<Instant>();
+    let readers: Vec<tokio::task::JoinHandle<()>> = stream::iter(0..sessions)
+        .map(|_| {
+            let events = events.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await.expect("connect");
+                let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
+                    .await
+                    .expect("WebSocket upgrade");
+                let (_tx, mut rx) = ws.split();
+                tokio::spawn(async move {
+                    let _keep = _tx;
+                    while let Some(Ok(_)) = rx.next().await {
+                        let _ = events.send(Instant::now());
+                    }
+                })
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut out = FanOut {
+        last_match: Vec::new(),
+        last_cursor: Vec::new(),
+        ack: Vec::new(),
+        cpu: 0.0,
+        unexpected: 0,
+        incomplete: Vec::new(),
+    };
+    let cpu = server_cpu();
+    for round in 1..=rounds {
+        let sent = Instant::now();
+        wake.send_replace(round as u64);
+        let mut last = sent;
+        for _ in 0..sessions {
+            match tokio::time::timeout(Duration::from_secs(60), arrivals.recv()).await {
+                Ok(Some(at)) => last = last.max(at),
+                _ => {
+                    out.incomplete.push(format!("round {round}: not every read arrived"));
+                    break;
+                }
+            }
+        }
+        out.last_match.push((last - sent).as_secs_f64() * 1e3);
+    }
+    out.cpu = server_cpu() - cpu;
+    acceptor.abort();
+    for r in readers {
+        r.abort();
+    }
+    out
+}
+
 fn print_fan_out(label: &str, f: &FanOut, writes: usize) {
     println!("  {label}:");
     println!(
@@ -1315,6 +1426,26 @@ fn main() {
         );
         for s in &subs {
             s.task.abort();
+        }
+        drop(subs);
+        let floor = transport_floor(server.runtime.handle(), sessions, writes, concurrency).await;
+        println!(
+            "  transport floor: {sessions} WebSocket connections on loopback, one task each on \
+             the server's runtime, woken to write one DOWNLOAD of the PBS case's size:"
+        );
+        println!(
+            "    wake-up -> last connection has read it:          p50 {:8.2} ms  p99 {:8.2} ms  \
+             (n = {})",
+            percentile(&floor.last_match, 0.5),
+            percentile(&floor.last_match, 0.99),
+            floor.last_match.len()
+        );
+        println!(
+            "    server runtime CPU per round: {:.1} ms",
+            floor.cpu * 1e3 / writes as f64
+        );
+        for line in &floor.incomplete {
+            println!("    ! incomplete: {line}");
         }
     });
     server.stop();
