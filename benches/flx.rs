@@ -1020,7 +1020,11 @@ async fn transport_floor(
                     return;
                 };
                 while woken.changed().await.is_ok() {
-                    if ws.send(Message::Binary(message.clone().into())).await.is_err() {
+                    if ws
+                        .send(Message::Binary(message.clone().into()))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -1065,7 +1069,8 @@ async fn transport_floor(
             match tokio::time::timeout(Duration::from_secs(60), arrivals.recv()).await {
                 Ok(Some(at)) => last = last.max(at),
                 _ => {
-                    out.incomplete.push(format!("round {round}: not every read arrived"));
+                    out.incomplete
+                        .push(format!("round {round}: not every read arrived"));
                     break;
                 }
             }
