@@ -1032,26 +1032,30 @@ async fn transport_floor(
         }
     });
     let (events, mut arrivals) = unbounded_channel::<Instant>();
-    let readers: Vec<tokio::task::JoinHandle<()>> = stream::iter(0..sessions)
-        .map(|_| {
-            let events = events.clone();
-            async move {
-                let tcp = TcpStream::connect(addr).await.expect("connect");
-                let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
-                    .await
-                    .expect("WebSocket upgrade");
-                let (_tx, mut rx) = ws.split();
-                tokio::spawn(async move {
-                    let _keep = _tx;
-                    while let Some(Ok(_)) = rx.next().await {
-                        let _ = events.send(Instant::now());
-                    }
-                })
-            }
+    // Each reader keeps its connection's sending half and reports every message it reads.
+    let connections: Vec<Ws> = stream::iter(0..sessions)
+        .map(|_| async move {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
+                .await
+                .expect("WebSocket upgrade");
+            ws
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
+    let readers: Vec<tokio::task::JoinHandle<()>> = connections
+        .into_iter()
+        .map(|ws| {
+            let events = events.clone();
+            tokio::spawn(async move {
+                let (_tx, mut rx) = ws.split();
+                while let Some(Ok(_)) = rx.next().await {
+                    let _ = events.send(Instant::now());
+                }
+            })
+        })
+        .collect();
     let mut out = FanOut {
         last_match: Vec::new(),
         last_cursor: Vec::new(),
