@@ -23,8 +23,9 @@
 //! `TANDEM_BENCH_ONLY=bulk` stops after the bulk part, `TANDEM_BENCH_ONLY=notify` runs only the
 //! bulk part and then the notification part on its database (the path that once lost
 //! notifications), `TANDEM_BENCH_ONLY=single` only the single-object transactions, `TANDEM_BENCH_ONLY=read` the bulk
-//! part and the reads, e.g. `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench
-//! --bench store`.
+//! part and the reads, `TANDEM_BENCH_ONLY=pk` the bulk part and then 200,000 primary-key
+//! lookups, each its own read transaction, with their mean (for a profiler), e.g.
+//! `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench --bench store`.
 
 use std::path::PathBuf;
 use std::sync::mpsc::channel;
@@ -453,6 +454,25 @@ fn main() {
         "notify" => {
             // The same database as the full run (the fastest of the three bulk runs).
             print_notification_latency(&db);
+            return;
+        }
+        "pk" => {
+            // For a profiler: primary-key lookups for a while, then their latency.
+            let start = Instant::now();
+            let mut found = 0;
+            for run in 0..200_000i64 {
+                let key = Value::Int(run % objects());
+                found += db
+                    .read()
+                    .unwrap()
+                    .query("Item", "_id == $0", &[key])
+                    .unwrap()
+                    .len();
+            }
+            println!(
+                "200000 primary-key lookups: {:.1} us each ({found} found)",
+                start.elapsed().as_secs_f64() * 1e6 / 200_000.0
+            );
             return;
         }
         _ => {}

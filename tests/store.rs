@@ -134,6 +134,41 @@ fn adding_a_property_migrates_and_changing_one_is_refused() {
         .starts_with("schema change to Dog.name refused"));
 }
 
+/// A read transaction reads the schema of its own snapshot, though the database keeps the last
+/// one loaded: a class and a property another handle on the file adds are seen by the next
+/// read, and a read begun before they were added does not see them.
+#[test]
+fn reads_see_the_schema_of_their_snapshot() {
+    let (_dir, path) = temp_db("read-schema");
+    let db = open(&path);
+    let before = db.read().unwrap();
+    assert!(before.query("Cat", "TRUEPREDICATE", &[]).is_err());
+    drop(before);
+    let earlier = db.read().unwrap();
+    let mut classes = schema().classes().to_vec();
+    classes[1]
+        .properties
+        .push(Property::new("age", PropertyType::Int).nullable());
+    classes.push(ClassSchema::top_level(
+        "Cat",
+        "_id",
+        vec![Property::new("_id", PropertyType::Int)],
+    ));
+    let other = Database::open(&path, &Schema::new(classes).unwrap(), Config::default()).unwrap();
+    let after = db.read().unwrap();
+    assert!(after.query("Cat", "TRUEPREDICATE", &[]).unwrap().is_empty());
+    assert!(after.query("Dog", "age == nil", &[]).unwrap().is_empty());
+    drop(after);
+    // The earlier snapshot has neither.
+    assert!(earlier.query("Cat", "TRUEPREDICATE", &[]).is_err());
+    assert!(earlier.query("Dog", "age == nil", &[]).is_err());
+    drop(earlier);
+    drop(other);
+    // Reads after it went keep seeing them (the file has them).
+    let again = db.read().unwrap();
+    assert!(again.query("Cat", "TRUEPREDICATE", &[]).unwrap().is_empty());
+}
+
 #[test]
 fn a_file_from_a_newer_format_is_refused_untouched() {
     let (_dir, path) = temp_db("newer");

@@ -44,7 +44,7 @@ use rusqlite::{params, Connection};
 
 use super::StoreError;
 use crate::changeset::{CollectionType, PayloadType};
-use crate::state::{ColumnSpec, TableSchema, TableSpec};
+use crate::state::{ColumnSpec, Schemas, TableSchema, TableSpec};
 
 /// Version of this layout, kept in `PRAGMA user_version`. Files with a larger number were
 /// written by a newer Tandem and are refused. A file is raised to a version only by the first
@@ -338,6 +338,37 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
          );",
     )?;
     Ok(())
+}
+
+/// The schema of a read snapshot, loaded again only when SQLite's schema cookie (`PRAGMA
+/// schema_version`) differs from the one it was last loaded at.
+///
+/// Sound because every change to the schema tables (`_tandem_table`, `_tandem_column`) is
+/// made in the transaction of the DDL that goes with it ([`create_table`], [`add_column`],
+/// [`drop_column`], [`drop_table`]), and SQLite changes the cookie with every committed DDL,
+/// whichever connection or process commits it. Loading the schema was most of a primary-key
+/// lookup (two statements parsed and every schema row read per read transaction; issue 18,
+/// goal 2) and of every round of the notifier.
+#[derive(Default)]
+pub(crate) struct SchemaCache(std::sync::Mutex<Option<(i64, std::sync::Arc<Schemas>)>>);
+
+impl SchemaCache {
+    /// The schema of the snapshot of `conn`'s open read transaction (whose first read this
+    /// may be: it then fixes the snapshot).
+    pub(crate) fn get(&self, conn: &Connection) -> Result<std::sync::Arc<Schemas>, StoreError> {
+        let cookie: i64 = conn
+            .prepare_cached("PRAGMA schema_version")?
+            .query_row([], |r| r.get(0))?;
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, schemas)) = &*kept {
+            if *at == cookie {
+                return Ok(std::sync::Arc::clone(schemas));
+            }
+        }
+        let schemas = std::sync::Arc::new(load(conn)?.schemas);
+        *kept = Some((cookie, std::sync::Arc::clone(&schemas)));
+        Ok(schemas)
+    }
 }
 
 /// Loads the schema recorded in the file.

@@ -436,6 +436,8 @@ pub struct Database {
     /// entries; the names are quoted into the SQL, which never goes stale (a property that no
     /// longer exists is refused before its SQL is looked up).
     insert_sql: Mutex<HashMap<String, Arc<str>>>,
+    /// The schema read transactions last loaded ([`layout::SchemaCache`]).
+    pub(crate) read_schemas: layout::SchemaCache,
 }
 
 /// The most INSERT statements [`Database`] keeps the SQL of (cleared when full).
@@ -584,6 +586,7 @@ impl Database {
         Ok(Database {
             checkpointer: checkpoint::Checkpointer::new(file.clone()),
             insert_sql: Mutex::new(HashMap::new()),
+            read_schemas: layout::SchemaCache::default(),
             shared: Shared {
                 writer: Mutex::new((conn, schemas)),
                 gate: WriterGate {

@@ -467,6 +467,7 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// pending changes, call back; retry the ones that failed after a delay.
 fn run(notifier: Weak<Notifier>, conn: Connection) {
     let mut retry: Option<Duration> = None;
+    let schemas = layout::SchemaCache::default();
     loop {
         let watches = {
             let Some(n) = notifier.upgrade() else { return };
@@ -516,7 +517,7 @@ fn run(notifier: Weak<Notifier>, conn: Connection) {
             }
             watches.into_iter().map(|(_, w)| w).collect::<Vec<_>>()
         };
-        let ok = evaluate_all(&conn, &watches);
+        let ok = evaluate_all(&conn, &schemas, &watches);
         retry = if ok {
             None
         } else {
@@ -527,11 +528,16 @@ fn run(notifier: Weak<Notifier>, conn: Connection) {
 
 /// Evaluates every listener with pending changes in one read transaction. `false` if some
 /// evaluation failed (its changes are kept for the retry).
-fn evaluate_all(conn: &Connection, watches: &[Arc<Mutex<Watch>>]) -> bool {
+fn evaluate_all(
+    conn: &Connection,
+    schemas: &layout::SchemaCache,
+    watches: &[Arc<Mutex<Watch>>],
+) -> bool {
     let snapshot = conn
-        .execute_batch("BEGIN")
+        .prepare_cached("BEGIN")
+        .and_then(|mut s| s.execute([]))
         .map_err(StoreError::from)
-        .and_then(|()| layout::load(conn).map(|s| s.schemas));
+        .and_then(|_| schemas.get(conn));
     let schemas = match snapshot {
         Ok(schemas) => schemas,
         Err(e) => {

@@ -478,14 +478,21 @@ pub(crate) fn target_exists(
 pub struct ReadTransaction<'db> {
     db: &'db Database,
     conn: Option<Connection>,
-    schemas: Schemas,
+    schemas: std::sync::Arc<Schemas>,
 }
 
 impl<'db> ReadTransaction<'db> {
     pub(crate) fn begin(db: &'db Database, conn: Connection) -> Result<Self, StoreError> {
-        conn.execute_batch("BEGIN")?;
-        // The first read fixes the snapshot; the schema is read from it too.
-        let schemas = layout::load(&conn)?.schemas;
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        // The first read fixes the snapshot; the schema is the snapshot's (the database keeps
+        // the last one loaded: `layout::SchemaCache`).
+        let schemas = match db.read_schemas.get(&conn) {
+            Ok(schemas) => schemas,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
         Ok(ReadTransaction {
             db,
             conn: Some(conn),
@@ -816,7 +823,10 @@ impl<'db> ReadTransaction<'db> {
 impl Drop for ReadTransaction<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if conn.execute_batch("COMMIT").is_ok() {
+            let ended = conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]));
+            if ended.is_ok() {
                 self.db.return_reader(conn);
             }
         }
