@@ -4,8 +4,9 @@
 //!   and by `create_rows`), against raw rusqlite
 //!   inserting the same rows into a table keyed by its integer primary key (the rowid: the
 //!   fastest SQLite layout for them, and the one Tandem uses for a required `int` key), and
-//!   their ratio; and the same rows into a rowid table with a unique index on the key (the
-//!   layout of earlier figures);
+//!   their ratio; the same rows into a rowid table with a unique index on the key (the
+//!   layout of earlier figures); and the rowid rows plus one blob as large as Tandem's history
+//!   row for the transaction (its changeset, which sync needs), in the same transaction;
 //! - 10,000 single-object write transactions with `Durability::Normal` and `Durability::Full`,
 //!   beside raw rusqlite committing one row per transaction at the same `synchronous` setting,
 //!   into both layouts;
@@ -113,7 +114,7 @@ fn bulk_tandem() -> (tempfile::TempDir, Duration, Duration, Database) {
 
 /// [`bulk_tandem`] through `WriteTransaction::create_rows` (one prepared `INSERT` for every
 /// row, the bindings' bulk path): the total time and the commit's part.
-fn bulk_tandem_rows() -> (Duration, Duration) {
+fn bulk_tandem_rows() -> (Duration, Duration, usize) {
     let (_guard, path) = dir("bulk-rows");
     let db = Database::open(path, &schema(), Config::default()).unwrap();
     let start = Instant::now();
@@ -126,7 +127,11 @@ fn bulk_tandem_rows() -> (Duration, Duration) {
         .unwrap();
     let commit = Instant::now();
     tx.commit().unwrap();
-    (start.elapsed(), commit.elapsed())
+    let (total, commit) = (start.elapsed(), commit.elapsed());
+    // The history row's size, for the baseline that writes as many bytes.
+    let history = db.history().unwrap();
+    let bytes = history.last().map_or(0, |c| c.encode().len());
+    (total, commit, bytes)
 }
 
 /// How the baseline lays out `Item`'s rows.
@@ -167,11 +172,25 @@ fn raw_connection(
 }
 
 fn bulk_raw(layout: RawLayout) -> Duration {
+    bulk_raw_with_history(layout, None)
+}
+
+/// [`bulk_raw`], and when `history` is given, one more row in a second table holding a blob of
+/// that many bytes in the same transaction: the bytes Tandem's history row adds (the
+/// changeset of the transaction, which sync needs), without building or encoding it.
+fn bulk_raw_with_history(layout: RawLayout, history: Option<usize>) -> Duration {
     let (_dir, conn) = raw_connection("raw", Durability::Normal, layout);
+    conn.execute_batch("CREATE TABLE history (version INTEGER PRIMARY KEY, changeset BLOB)")
+        .unwrap();
+    let blob = vec![0x5a_u8; history.unwrap_or(0)];
     let start = Instant::now();
     conn.execute_batch("BEGIN").unwrap();
     for i in 0..objects() {
         insert_raw(&conn, i);
+    }
+    if history.is_some() {
+        conn.execute("INSERT INTO history (changeset) VALUES (?1)", [&blob])
+            .unwrap();
     }
     conn.execute_batch("COMMIT").unwrap();
     start.elapsed()
@@ -403,7 +422,8 @@ fn main() {
     let mut raw = Duration::MAX;
     let mut indexed = Duration::MAX;
     let mut best: Option<(tempfile::TempDir, Duration, Duration, Database)> = None;
-    let mut rows = (Duration::MAX, Duration::MAX);
+    let mut rows = (Duration::MAX, Duration::MAX, 0);
+    let mut with_history = Duration::MAX;
     for _ in 0..3 {
         raw = raw.min(bulk_raw(RawLayout::Rowid));
         indexed = indexed.min(bulk_raw(RawLayout::UniqueIndex));
@@ -412,6 +432,7 @@ fn main() {
             best = Some(run);
         }
         rows = rows.min(bulk_tandem_rows());
+        with_history = with_history.min(bulk_raw_with_history(RawLayout::Rowid, Some(rows.2)));
     }
     let (_dir, tandem, commit, db) = best.expect("three runs");
     println!(
@@ -444,6 +465,13 @@ fn main() {
         rows.0.as_secs_f64() * 1e3,
         rows.1.as_secs_f64() * 1e3,
         rows.0.as_secs_f64() / raw.as_secs_f64()
+    );
+    println!(
+        "  raw + a {:.1} MB history blob  {:>9.1} ms (create_rows / it {:.2}x): the same rows \
+         and as many bytes as Tandem's history row, in one transaction",
+        rows.2 as f64 / 1e6,
+        with_history.as_secs_f64() * 1e3,
+        rows.0.as_secs_f64() / with_history.as_secs_f64()
     );
     match only.as_str() {
         "bulk" => return,

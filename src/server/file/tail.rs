@@ -4,9 +4,11 @@
 //! sessions read the same rows 1,000 times, each read on a blocking thread in the path's FIFO).
 //!
 //! Bounded by [`TAIL_MAX_BYTES`] of changesets and [`TAIL_MAX_ROWS`] rows per open server
-//! file: older rows are dropped first, and a session further behind reads SQLite as before.
+//! file, and by [`TAILS_MAX_BYTES`] for every file of the process together: older rows are
+//! dropped first, and a session further behind reads SQLite as before.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::HistoryRow;
 
@@ -14,6 +16,12 @@ use super::HistoryRow;
 pub const TAIL_MAX_BYTES: usize = 1 << 20;
 /// Most rows the tail of one server file holds.
 pub const TAIL_MAX_ROWS: usize = 4096;
+/// Most changeset bytes the tails of every server file of the process hold together (64 MiB):
+/// a file whose row would pass it drops its own oldest rows until it does not.
+pub const TAILS_MAX_BYTES: usize = 64 << 20;
+
+/// Changeset bytes held by every tail of the process.
+static HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// Consecutive history rows: versions `start + 1 ..= end()`.
 #[derive(Debug, Default)]
@@ -40,12 +48,15 @@ impl Tail {
             self.clear(version.saturating_sub(1));
         }
         self.bytes += row.1.len();
+        let held = HELD.fetch_add(row.1.len(), Ordering::Relaxed) + row.1.len();
         self.rows.push_back(row);
-        while self.bytes > TAIL_MAX_BYTES || self.rows.len() > TAIL_MAX_ROWS {
+        let mut over = held.saturating_sub(TAILS_MAX_BYTES);
+        while self.bytes > TAIL_MAX_BYTES || self.rows.len() > TAIL_MAX_ROWS || over > 0 {
             let Some(oldest) = self.rows.pop_front() else {
                 break;
             };
-            self.bytes -= oldest.1.len();
+            over = over.saturating_sub(oldest.1.len());
+            self.forget(oldest.1.len());
             self.start += 1;
         }
     }
@@ -53,8 +64,14 @@ impl Tail {
     /// Holds nothing, as of version `latest`.
     pub(super) fn clear(&mut self, latest: u64) {
         self.rows.clear();
-        self.bytes = 0;
+        self.forget(self.bytes);
         self.start = latest;
+    }
+
+    /// `bytes` of changesets are no longer held.
+    fn forget(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+        HELD.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// The rows after `after`, oldest first, when the tail holds every one of them through
@@ -68,6 +85,12 @@ impl Tail {
             return None;
         }
         Some(self.rows.range((after - self.start) as usize..))
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -107,6 +130,32 @@ mod tests {
         tail.clear(20);
         assert_eq!(versions(&tail, 20, 20), Some(vec![]));
         assert_eq!(versions(&tail, 19, 20), None);
+    }
+
+    #[test]
+    fn the_tails_of_a_process_stay_within_their_bound_together() {
+        // Other tests' tails hold a few small rows at most; these fill the bound.
+        let mut tails: Vec<Tail> = (0..TAILS_MAX_BYTES / TAIL_MAX_BYTES + 6)
+            .map(|_| Tail::default())
+            .collect();
+        for tail in &mut tails {
+            tail.push(row(1, TAIL_MAX_BYTES));
+        }
+        let held: usize = tails.iter().map(|t| t.bytes).sum();
+        assert!(held <= TAILS_MAX_BYTES, "{held}");
+        assert!(held >= TAILS_MAX_BYTES - 4 * TAIL_MAX_BYTES, "{held}");
+        // A tail that could not keep its row answers only for what it holds: nothing after 0.
+        let empty = tails
+            .iter()
+            .find(|t| t.bytes == 0)
+            .expect("a tail over the bound");
+        assert_eq!(versions(empty, 0, 1), None);
+        assert_eq!(versions(empty, 1, 1), Some(vec![]));
+        // Dropping them gives their bytes back.
+        drop(tails);
+        let mut tail = Tail::default();
+        tail.push(row(1, TAIL_MAX_BYTES));
+        assert_eq!(versions(&tail, 0, 1), Some(vec![1]));
     }
 
     #[test]
