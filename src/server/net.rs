@@ -958,8 +958,9 @@ async fn serve_websocket<S>(
                 let Some((id, turn)) = connection.next_behind() else {
                     continue;
                 };
-                // What a change on the path leaves to send is assembled from memory where it
-                // can be, here: no blocking thread, no turn in the path's FIFO.
+                // What a change on the path leaves to send is built here where that needs no
+                // blocking work (`Session::outbound_in_memory`): no blocking thread, no turn in
+                // the path's FIFO.
                 let message = match connection.outbound_in_memory(id) {
                     Some(message) => message,
                     None => {

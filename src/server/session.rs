@@ -135,8 +135,8 @@ impl Connection {
         self.sessions.get_mut(&id)?.outbound(id)
     }
 
-    /// [`Connection::outbound`] when it needs no I/O, so that it can run on the connection's
-    /// own task; `None` when it cannot tell without I/O ([`Session::outbound_in_memory`]).
+    /// [`Connection::outbound`] when it needs no blocking work, so that it can run on the
+    /// connection's own task; `None` when it does ([`Session::outbound_in_memory`]).
     pub(super) fn outbound_in_memory(&mut self, id: u64) -> Option<Option<ServerMessage>> {
         self.sessions.get_mut(&id)?.outbound_in_memory(id)
     }
@@ -289,24 +289,45 @@ impl Session {
         message
     }
 
-    /// [`Session::outbound`] without I/O: for a partition-based session past its STATE
-    /// snapshot, whose last DOWNLOAD batch left it where the server file's newest rows, kept
-    /// in memory, take over ([`ServerFile::download_in_memory`]), while the file is not locked
-    /// by other work. This is what a session sends after a change on its path: it needs no
-    /// blocking thread and no turn in the path's FIFO (issue 18, goal 5: fan-out). `None`
-    /// when it cannot answer; [`Session::outbound`] does then.
+    /// [`Session::outbound`] on the connection's task, while the file is not locked by other
+    /// work: for a partition-based session past its STATE snapshot whose last DOWNLOAD batch
+    /// left it where the server file's newest rows, kept in memory, take over
+    /// ([`ServerFile::download_in_memory`]: no I/O); for a flexible sync session with no set
+    /// to bootstrap, a few changesets behind, whose view the batch leaves as it is
+    /// ([`ServerFile::flx_download_unchanged`]: a few indexed reads, no write). This is what
+    /// a session sends after a change on its path: it needs no blocking thread and no turn in
+    /// the path's FIFO (issue 18, goal 5: fan-out). `None` when it cannot answer;
+    /// [`Session::outbound`] does then.
     fn outbound_in_memory(&mut self, id: u64) -> Option<Option<ServerMessage>> {
-        if self.state.is_some() || self.flexible.is_some() || self.expired() {
+        if self.state.is_some() || self.expired() {
             return None;
         }
-        let (ident, known) = (self.client_file_ident?, self.known?);
-        let batch =
-            self.file
-                .try_lock()
-                .ok()?
-                .download_in_memory(ident, self.cursor, self.batch, known)?;
+        let ident = self.client_file_ident?;
+        let batch = match &self.flexible {
+            None => {
+                let known = self.known?;
+                let batch = self.file.try_lock().ok()?.download_in_memory(
+                    ident,
+                    self.cursor,
+                    self.batch,
+                    known,
+                )?;
+                self.known = Some(batch.point(known.generation));
+                batch
+            }
+            Some(f) => {
+                // Sets to bootstrap, and their messages, go through `outbound`.
+                if !f.pending.is_empty() || !f.bootstrap.is_empty() {
+                    return None;
+                }
+                let mut file = self.file.try_lock().ok()?;
+                if !file.flx_serves(ident, self.claim?) {
+                    return None;
+                }
+                file.flx_download_unchanged(ident, self.cursor, self.batch, &f.active)?
+            }
+        };
         self.retry_at = None;
-        self.known = Some(batch.point(known.generation));
         let message = self
             .download_message(id, batch, false)
             .or_else(|| self.mark(id));

@@ -463,6 +463,18 @@ pub struct Compensation {
     pub server_version: u64,
 }
 
+/// Most changesets after a session's cursor for [`ServerFile::flx_download_unchanged`]: what
+/// one change leaves a session that was up to date, with room for a few more.
+pub const UNCHANGED_MAX_CHANGESETS: usize = 16;
+
+/// Whether a flexible sync download may record changes of the view
+/// ([`ServerFile::flx_download_unchanged`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    Allowed,
+    Refused,
+}
+
 /// What one touched object does in a batch.
 enum Fate {
     /// In the view before and after: forward instructions on it from changesets after this
@@ -1190,6 +1202,59 @@ impl ServerFile {
         max_bytes: usize,
         query: &Subscription,
     ) -> Result<super::DownloadBatch, ProtocolError> {
+        self.flx_download_as(client, after, max_bytes, query, Writes::Allowed)?
+            .ok_or_else(|| {
+                ProtocolError::new(
+                    ErrorCode::OtherSessionError,
+                    "a download allowed to write made no batch",
+                )
+            })
+    }
+
+    /// [`ServerFile::flx_download`] when it writes nothing: the view does not change (no object
+    /// enters, leaves, is born into it or erased out of it in the batch), and the file needs
+    /// no reload and its state no catch-up. Then the batch is the same, and it can be built
+    /// on a connection's task, without a blocking thread (a fan-out: most sessions' views
+    /// are untouched by a change). Only for a few changesets after `after`, all still in the
+    /// file's memory ([`UNCHANGED_MAX_CHANGESETS`], `super::tail`), so the work is small.
+    /// `None` when it would write, or on any error: the caller runs
+    /// [`ServerFile::flx_download`] on a blocking thread, which decides again.
+    pub fn flx_download_unchanged(
+        &mut self,
+        client: u64,
+        after: u64,
+        max_bytes: usize,
+        query: &Subscription,
+    ) -> Option<super::DownloadBatch> {
+        #[cfg(feature = "postgres")]
+        if self.replica.is_some() {
+            return None;
+        }
+        if self.stale || self.state.version() != self.latest {
+            return None;
+        }
+        let few = self
+            .tail
+            .after(after, self.latest)
+            .is_some_and(|rows| rows.len() <= UNCHANGED_MAX_CHANGESETS);
+        if !few {
+            return None;
+        }
+        self.flx_download_as(client, after, max_bytes, query, Writes::Refused)
+            .ok()
+            .flatten()
+    }
+
+    /// [`ServerFile::flx_download`]; with [`Writes::Refused`], `None` as soon as the batch
+    /// would change the view.
+    fn flx_download_as(
+        &mut self,
+        client: u64,
+        after: u64,
+        max_bytes: usize,
+        query: &Subscription,
+        writes: Writes,
+    ) -> Result<Option<super::DownloadBatch>, ProtocolError> {
         self.reload_if_stale()?;
         self.check_not_expired(client, after)?;
         // Which objects match is read from the state: it must hold the whole history (an
@@ -1333,6 +1398,11 @@ impl ServerFile {
             }
             fates.insert(object, fate);
         }
+        let unchanged =
+            entering.is_empty() && leaving.is_empty() && born.is_empty() && gone.is_empty();
+        if writes == Writes::Refused && !unchanged {
+            return Ok(None);
+        }
         let mut entries = Vec::new();
         for (mut cs, stored, objects) in decoded {
             let meta = cs.meta;
@@ -1407,7 +1477,7 @@ impl ServerFile {
         // Last, and at once: a batch that fails leaves the view as it was, so the same batch
         // built again (the session retries from the same cursor) makes the same decisions.
         // Objects that leave by the history (gone) leave as the others do.
-        if !entering.is_empty() || !leaving.is_empty() || !born.is_empty() || !gone.is_empty() {
+        if !unchanged {
             leaving.extend(gone);
             let kept = match made {
                 (changesets, Some(meta)) if !entering.is_empty() => {
@@ -1425,7 +1495,7 @@ impl ServerFile {
                 return Err(e);
             }
         }
-        Ok(batch)
+        Ok(Some(batch))
     }
 
     /// [`ServerFile::integrate_upload`] for a flexible sync client under `rules`: every object
