@@ -466,6 +466,9 @@ pub struct Compensation {
 /// Most changesets after a session's cursor for [`ServerFile::flx_download_unchanged`]: what
 /// one change leaves a session that was up to date, with room for a few more.
 pub const UNCHANGED_MAX_CHANGESETS: usize = 16;
+/// Most changeset bytes after a session's cursor for [`ServerFile::flx_download_unchanged`]
+/// (64 KiB): a bulk changeset, whose objects each cost lookups, is left to a blocking thread.
+pub const UNCHANGED_MAX_BYTES: usize = 64 << 10;
 
 /// Whether a flexible sync download may record changes of the view
 /// ([`ServerFile::flx_download_unchanged`]).
@@ -1215,8 +1218,9 @@ impl ServerFile {
     /// enters, leaves, is born into it or erased out of it in the batch), and the file needs
     /// no reload and its state no catch-up. Then the batch is the same, and it can be built
     /// on a connection's task, without a blocking thread (a fan-out: most sessions' views
-    /// are untouched by a change). Only for a few changesets after `after`, all still in the
-    /// file's memory ([`UNCHANGED_MAX_CHANGESETS`], `super::tail`), so the work is small.
+    /// are untouched by a change). Only for a few small changesets after `after`, all still in
+    /// the file's memory ([`UNCHANGED_MAX_CHANGESETS`], [`UNCHANGED_MAX_BYTES`],
+    /// `super::tail`), so the work (a few lookups per object touched) is small.
     /// `None` when it would write, or on any error: the caller runs
     /// [`ServerFile::flx_download`] on a blocking thread, which decides again.
     pub fn flx_download_unchanged(
@@ -1233,10 +1237,10 @@ impl ServerFile {
         if self.stale || self.state.version() != self.latest {
             return None;
         }
-        let few = self
-            .tail
-            .after(after, self.latest)
-            .is_some_and(|rows| rows.len() <= UNCHANGED_MAX_CHANGESETS);
+        let few = self.tail.after(after, self.latest).is_some_and(|rows| {
+            rows.len() <= UNCHANGED_MAX_CHANGESETS
+                && rows.map(|row| row.1.len()).sum::<usize>() <= UNCHANGED_MAX_BYTES
+        });
         if !few {
             return None;
         }

@@ -98,6 +98,13 @@ impl Drop for Tail {
 mod tests {
     use super::*;
 
+    /// The tests take turns: one of them fills the process's bound, which every tail shares.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn row(version: u64, len: usize) -> HistoryRow {
         (version as i64, vec![7; len], 1, 0, 0)
     }
@@ -109,6 +116,7 @@ mod tests {
 
     #[test]
     fn the_tail_answers_only_for_what_it_holds_through_the_latest_version() {
+        let _turn = serial();
         let mut tail = Tail::default();
         // A fresh tail holds nothing after version 0, through version 0.
         assert_eq!(versions(&tail, 0, 0), Some(vec![]));
@@ -134,6 +142,7 @@ mod tests {
 
     #[test]
     fn the_tails_of_a_process_stay_within_their_bound_together() {
+        let _turn = serial();
         // Other tests' tails hold a few small rows at most; these fill the bound.
         let mut tails: Vec<Tail> = (0..TAILS_MAX_BYTES / TAIL_MAX_BYTES + 6)
             .map(|_| Tail::default())
@@ -160,6 +169,7 @@ mod tests {
 
     #[test]
     fn the_tail_drops_its_oldest_rows_to_stay_within_its_bounds() {
+        let _turn = serial();
         let mut tail = Tail::default();
         for v in 1..=(TAIL_MAX_ROWS as u64 + 3) {
             tail.push(row(v, 1));
