@@ -863,6 +863,7 @@ async fn subscribers(
 }
 
 /// One fan-out case's figures.
+#[derive(Default)]
 struct FanOut {
     /// UPLOAD sent to the last matching session receiving the change, ms.
     last_match: Vec<f64>,
@@ -889,14 +890,7 @@ async fn fan_out(
     target: impl Fn(usize) -> (u64, HashSet<usize>),
 ) -> FanOut {
     let sessions = cursors.len();
-    let mut out = FanOut {
-        last_match: Vec::new(),
-        last_cursor: Vec::new(),
-        ack: Vec::new(),
-        cpu: 0.0,
-        unexpected: 0,
-        incomplete: Vec::new(),
-    };
+    let mut out = FanOut::default();
     let cpu = server_cpu();
     for w in 0..writes {
         let (object, expected) = target(w);
@@ -1056,14 +1050,7 @@ async fn transport_floor(
             })
         })
         .collect();
-    let mut out = FanOut {
-        last_match: Vec::new(),
-        last_cursor: Vec::new(),
-        ack: Vec::new(),
-        cpu: 0.0,
-        unexpected: 0,
-        incomplete: Vec::new(),
-    };
+    let mut out = FanOut::default();
     let cpu = server_cpu();
     for round in 1..=rounds {
         let sent = Instant::now();
