@@ -233,17 +233,10 @@ impl Database {
         filter: String,
         args: Vec<Value>,
     ) -> Result<Arc<Results>, TandemError> {
-        let args = args.iter().map(core_value).collect::<Result<Vec<_>, _>>()?;
+        let results = self.results_unchecked(class_name, filter, &args)?;
         // Compile now (without running it), so a bad query fails here and not in a listener.
-        self.inner
-            .read()?
-            .check_query(&class_name, &filter, &args)?;
-        Ok(Arc::new(Results {
-            db: Arc::clone(&self.inner),
-            class_name,
-            filter,
-            args,
-        }))
+        results.check()?;
+        Ok(Arc::new(results))
     }
 
     /// Calls `listener` whenever the object changes, including through its links up to four
@@ -273,6 +266,64 @@ impl Database {
                     report("an object listener", listener.call(|l| l.on_change(change)));
                 })?;
         Ok(ListenerHandle::new(token))
+    }
+}
+
+impl Database {
+    /// The results of `filter` on `class_name` with `args`, not compiled yet: each read
+    /// compiles the query and reports its errors. Errors: `InvalidArgument` for an argument
+    /// that is not a valid value (e.g. a decimal out of range).
+    pub(super) fn results_unchecked(
+        &self,
+        class_name: String,
+        filter: String,
+        args: &[Value],
+    ) -> Result<Results, TandemError> {
+        let args = args.iter().map(core_value).collect::<Result<Vec<_>, _>>()?;
+        Ok(Results {
+            db: Arc::clone(&self.inner),
+            class_name,
+            filter,
+            args,
+        })
+    }
+}
+
+impl Results {
+    /// Compiles the query without running it: `Ok` if it would run. Errors: those
+    /// `Database.query` gives for the query itself (`ReadTransaction::check_query`).
+    pub(super) fn check(&self) -> Result<(), TandemError> {
+        Ok(self
+            .db
+            .read()?
+            .check_query(&self.class_name, &self.filter, &self.args)?)
+    }
+
+    /// [`Results::rows`] from position `offset` (0-based), at most `limit` of them (`None`:
+    /// all): an `offset` past the end gives none.
+    pub(super) fn rows_range(
+        &self,
+        properties: &[String],
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<ObjectRow>, TandemError> {
+        let names: Vec<&str> = properties.iter().map(String::as_str).collect();
+        let mut rows = Vec::new();
+        self.db.read()?.for_each_row(
+            &self.class_name,
+            &self.filter,
+            &self.args,
+            &names,
+            offset,
+            limit,
+            |key, fields| {
+                rows.push(ObjectRow {
+                    key: ffi_key(&key),
+                    values: fields.map(field_value_owned).collect(),
+                })
+            },
+        )?;
+        Ok(rows)
     }
 }
 
@@ -329,23 +380,7 @@ impl Results {
     /// `properties` may name the primary key property and may repeat or leave out properties.
     /// Errors: `InvalidArgument` naming a property the class does not have.
     pub fn rows(&self, properties: Vec<String>) -> Result<Vec<ObjectRow>, TandemError> {
-        let names: Vec<&str> = properties.iter().map(String::as_str).collect();
-        let mut rows = Vec::new();
-        self.db.read()?.for_each_row(
-            &self.class_name,
-            &self.filter,
-            &self.args,
-            &names,
-            0,
-            None,
-            |key, fields| {
-                rows.push(ObjectRow {
-                    key: ffi_key(&key),
-                    values: fields.map(field_value_owned).collect(),
-                })
-            },
-        )?;
-        Ok(rows)
+        self.rows_range(&properties, 0, None)
     }
 
     /// Calls `listener` whenever the results change (deletions, insertions, modifications as

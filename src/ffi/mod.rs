@@ -14,12 +14,15 @@
 //!   which `close_callbacks` closes for good (the Python package's interpreter exit).
 //! - `python_batch`: `RowCodec` and `BatchWriter`/`batch_write`, whole transactions and query results as one JSON document
 //!   each (the typed Python layer's fast path).
+//! - `batch_read`: `batch_count`, `batch_rows`, `batch_object`, `batch_check_query`, reads of
+//!   one plain crossing through a `BatchWriter`'s database (the typed Kotlin layer's fast path).
 //!
 //! Every foreign trait method returns `Result<(), CallbackError>`, so an exception thrown by a
 //! listener is logged and the other listeners still run; no panic crosses the boundary. Every
 //! foreign object the library keeps is held in a `foreign::Foreign`, so that its calls and its
 //! release stop at `close_callbacks`.
 
+mod batch_read;
 mod database;
 mod foreign;
 mod log;
@@ -29,6 +32,7 @@ mod subscriptions;
 mod sync;
 mod types;
 
+pub use batch_read::{batch_check_query, batch_count, batch_object, batch_rows};
 pub use database::{
     Database, Durability, ListenerHandle, ObjectListener, OpenOptions, QuarantinedChangeset,
     QuarantinedInstruction, Results, ResultsListener, ResultsObservation, WriteTransaction,

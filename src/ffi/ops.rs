@@ -650,7 +650,7 @@ pub(crate) fn write(
 
 #[cfg(test)]
 mod tests {
-    use super::super::types::{ClassSpec, Collection, PropertySpec, PropertyType};
+    use super::super::types::{ClassSpec, PropertySpec, PropertyType};
     use super::super::Database;
     use super::*;
 
@@ -661,12 +661,8 @@ mod tests {
             .tempdir()
             .unwrap();
         let prop = |name: &str, t, nullable| PropertySpec {
-            name: name.into(),
-            property_type: t,
             nullable,
-            collection: Collection::Single,
-            link_target: None,
-            indexed: false,
+            ..PropertySpec::single(name, t)
         };
         let classes = vec![ClassSpec {
             name: "Task".into(),

@@ -200,7 +200,7 @@ pub struct BatchWriter {
 static BATCH_WRITERS: Mutex<BTreeMap<u64, Bound>> = Mutex::new(BTreeMap::new());
 
 /// A codec and the database it writes to.
-type Bound = (Arc<RowCodec>, Arc<Database>);
+pub(super) type Bound = (Arc<RowCodec>, Arc<Database>);
 static NEXT_BATCH_WRITER: AtomicU64 = AtomicU64::new(1);
 
 #[uniffi::export]
@@ -237,17 +237,23 @@ impl Drop for BatchWriter {
 /// `BatchWriter` has this id.
 #[uniffi::export]
 pub fn batch_write(writer: u64, batch: &[u8]) -> Result<u64, TandemError> {
-    let bound = BATCH_WRITERS
+    let (codec, db) = bound(writer)?;
+    codec.write(db, batch)
+}
+
+/// The codec and database bound to the [`BatchWriter`] with id `writer`. Errors:
+/// `InvalidArgument` if no live `BatchWriter` has this id.
+pub(super) fn bound(writer: u64) -> Result<Bound, TandemError> {
+    BATCH_WRITERS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&writer)
-        .cloned();
-    let (codec, db) = bound.ok_or_else(|| {
-        invalid(format!(
-            "batch writer {writer} is closed (its BatchWriter was released)"
-        ))
-    })?;
-    codec.write(db, batch)
+        .cloned()
+        .ok_or_else(|| {
+            invalid(format!(
+                "batch writer {writer} is closed (its BatchWriter was released)"
+            ))
+        })
 }
 
 /// How a decoded value is stored: as a plain value, or as an embedded object to create.
@@ -1139,15 +1145,8 @@ mod tests {
     /// objects written by `create` operations, and a taken key names its row.
     #[test]
     fn rows_record_what_creates_do() {
-        use crate::ffi::types::{Collection, PropertySpec, PropertyType as T};
-        let prop = |name: &str, property_type: T| PropertySpec {
-            name: name.into(),
-            property_type,
-            nullable: false,
-            collection: Collection::Single,
-            link_target: None,
-            indexed: false,
-        };
+        use crate::ffi::types::{PropertySpec, PropertyType as T};
+        let prop = PropertySpec::single;
         let classes = vec![
             ClassSpec {
                 name: "Task".into(),

@@ -410,6 +410,21 @@ pub struct PropertySpec {
     pub indexed: bool,
 }
 
+#[cfg(test)]
+impl PropertySpec {
+    /// A single, required, unindexed property of `property_type` (the tests' building block).
+    pub(crate) fn single(name: &str, property_type: PropertyType) -> Self {
+        PropertySpec {
+            name: name.into(),
+            property_type,
+            nullable: false,
+            collection: Collection::Single,
+            link_target: None,
+            indexed: false,
+        }
+    }
+}
+
 /// One class (table).
 #[derive(Clone, Debug, uniffi::Record)]
 pub struct ClassSpec {

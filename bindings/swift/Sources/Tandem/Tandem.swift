@@ -9029,6 +9029,71 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
+ * `Database.query(class_name, filter, args)` without keeping the results: compiles the query
+ * and returns `Ok` if it would run. Request: `class_name: String`, `filter: String`,
+ * `args: Vec<Value>`. Errors: those of `Database.query`.
+ */
+public func batchCheckQuery(writer: UInt64, request: Data)throws   {try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+        FfiConverterByRefBytes.lower(request) { requestFb in
+    uniffi_tandem_fn_func_batch_check_query(
+        FfiConverterUInt64.lower(writer),
+        requestFb,uniffiCallStatus
+    )
+        }
+}
+}
+/**
+ * `Database.query(class_name, filter, args).count()` in one crossing: how many objects match
+ * now. Request: `class_name: String`, `filter: String`, `args: Vec<Value>`. Errors: those of
+ * `Database.query` and `Results.count`.
+ */
+public func batchCount(writer: UInt64, request: Data)throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+        FfiConverterByRefBytes.lower(request) { requestFb in
+    uniffi_tandem_fn_func_batch_count(
+        FfiConverterUInt64.lower(writer),
+        requestFb,uniffiCallStatus
+    )
+        }
+})
+}
+/**
+ * `Database.object(class_name, key)` in one crossing: the object's properties, or `None` if
+ * there is none. Request: `class_name: String`, `key: Key`. Errors: those of
+ * `Database.object`.
+ */
+public func batchObject(writer: UInt64, request: Data)throws  -> [String: FieldValue]?  {
+    return try  FfiConverterOptionDictionaryStringTypeFieldValue.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+        FfiConverterByRefBytes.lower(request) { requestFb in
+    uniffi_tandem_fn_func_batch_object(
+        FfiConverterUInt64.lower(writer),
+        requestFb,uniffiCallStatus
+    )
+        }
+})
+}
+/**
+ * `Database.query(class_name, filter, args).rows(properties)` in one crossing, from position
+ * `offset` (0-based), at most `limit` objects (`None`: all): the matching objects by position,
+ * in order. Request: `class_name: String`, `filter: String`, `args: Vec<Value>`,
+ * `properties: Vec<String>`, `offset: u64`, `limit: Option<u64>`. Errors: those of
+ * `Database.query` and `Results.rows`.
+ */
+public func batchRows(writer: UInt64, request: Data)throws  -> [ObjectRow]  {
+    return try  FfiConverterSequenceTypeObjectRow.lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
+        uniffiCallStatus in
+        FfiConverterByRefBytes.lower(request) { requestFb in
+    uniffi_tandem_fn_func_batch_rows(
+        FfiConverterUInt64.lower(writer),
+        requestFb,uniffiCallStatus
+    )
+        }
+})
+}
+/**
  * Ends every later call from the library's threads into the app's code, for the rest of the
  * process: listeners, the log listener and token providers are no longer called (a token
  * provider's fetch fails, log events are dropped, warnings and errors go to stderr), and
@@ -9142,6 +9207,18 @@ private let initializationResult: InitializationResult = {
     let scaffolding_contract_version = ffi_tandem_uniffi_contract_version()
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
+    }
+    if (uniffi_tandem_checksum_func_batch_check_query() != 13161) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_func_batch_count() != 29152) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_func_batch_object() != 50793) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tandem_checksum_func_batch_rows() != 26948) {
+        return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_func_close_callbacks() != 28216) {
         return InitializationResult.apiChecksumMismatch

@@ -906,6 +906,26 @@ void uniffi_tandem_fn_init_callback_vtable_tokenprovider(const UniffiVTableCallb
 RustBuffer uniffi_tandem_fn_method_tokenprovider_fetch_token(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_CHECK_QUERY
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_CHECK_QUERY
+void uniffi_tandem_fn_func_batch_check_query(uint64_t writer, ForeignBytes request, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_COUNT
+uint64_t uniffi_tandem_fn_func_batch_count(uint64_t writer, ForeignBytes request, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_OBJECT
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_OBJECT
+RustBuffer uniffi_tandem_fn_func_batch_object(uint64_t writer, ForeignBytes request, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_ROWS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_BATCH_ROWS
+RustBuffer uniffi_tandem_fn_func_batch_rows(uint64_t writer, ForeignBytes request, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_CLOSE_CALLBACKS
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_CLOSE_CALLBACKS
 int8_t uniffi_tandem_fn_func_close_callbacks(uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
@@ -1195,6 +1215,30 @@ void ffi_tandem_rust_future_free_void(uint64_t handle
 #ifndef UNIFFI_FFIDEF_FFI_TANDEM_RUST_FUTURE_COMPLETE_VOID
 #define UNIFFI_FFIDEF_FFI_TANDEM_RUST_FUTURE_COMPLETE_VOID
 void ffi_tandem_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_CHECK_QUERY
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_CHECK_QUERY
+uint16_t uniffi_tandem_checksum_func_batch_check_query(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_COUNT
+uint16_t uniffi_tandem_checksum_func_batch_count(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_OBJECT
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_OBJECT
+uint16_t uniffi_tandem_checksum_func_batch_object(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_ROWS
+#define UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_BATCH_ROWS
+uint16_t uniffi_tandem_checksum_func_batch_rows(void
+    
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_CHECKSUM_FUNC_CLOSE_CALLBACKS

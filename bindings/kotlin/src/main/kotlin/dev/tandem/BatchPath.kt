@@ -1,15 +1,19 @@
-// BatchPath: the typed layer's write path of one plain crossing. A small batch of typed
-// operations (at most JsonBatch.MAX_OPS) is encoded as the row codec's JSON write batch
+// BatchPath: the typed layer's paths of one plain crossing. A small batch of typed operations
+// (at most JsonBatch.MAX_OPS) is encoded as the row codec's JSON write batch
 // (src/ffi/python_batch.rs documents the format) and handed to `batch_write` as a borrowed
-// direct buffer, with the call's status structure reused per thread. The generated `Database.write(ops)` allocates JNA structures (native memory tracked by
-// JNA's cleaner) for every crossing it makes: four per call (handle clone, list buffer, call,
-// returned buffer), which measured 40 to 80 us for an empty batch against 14 us here
+// direct buffer; reads (`count`, `rows`, an object by key, a query's check) write their
+// arguments in uniffi's own serialization into the same buffer (src/ffi/batch_read.rs). The
+// call's status structure is reused per thread. The generated calls allocate JNA structures
+// (native memory tracked in JNA's map and cleaner) for every crossing they make: four for
+// `Database.write(ops)` (handle clone, list buffer, call, returned buffer), which measured 40
+// to 80 us for an empty batch against 14 us here, and eight for a query counted and released
 // (bindings/kotlin/README.md, "Benchmark").
 
 package dev.tandem
 
 import com.sun.jna.Memory
 import java.nio.ByteBuffer
+import java.nio.ByteOrder
 import java.nio.CharBuffer
 import java.nio.charset.CharacterCodingException
 import java.nio.charset.CodingErrorAction
@@ -307,25 +311,129 @@ internal class BatchPath(db: Database, classes: List<ClassSpec>) : AutoCloseable
     }
 
     private fun call(json: ByteArray): ULong? {
-        // A write made from a callback inside another write on this thread (a log listener)
+        val version = crossing(json.size, { it.put(json) }) { bytes, status ->
+            UniffiLib.uniffi_tandem_fn_func_batch_write(id, bytes, status)
+        }
+        return if (version == 0L) null else version.toULong()
+    }
+
+    /**
+     * Compiles [filter] on [className] with [args] without running it (`batch_check_query`):
+     * throws [TandemException] as `Database.query` does for a query that would not run.
+     */
+    fun checkQuery(className: String, filter: String, args: List<Value>) {
+        read(queryRequest(className, filter, args)) { bytes, status ->
+            UniffiLib.uniffi_tandem_fn_func_batch_check_query(id, bytes, status)
+        }
+    }
+
+    /** How many objects of [className] match [filter] with [args] now (`batch_count`). */
+    fun count(className: String, filter: String, args: List<Value>): ULong =
+        read(queryRequest(className, filter, args)) { bytes, status ->
+            UniffiLib.uniffi_tandem_fn_func_batch_count(id, bytes, status)
+        }.toULong()
+
+    /**
+     * The matching objects by position, in order, with the values of [properties], from
+     * [offset] (0-based), at most [limit] of them (null: all) (`batch_rows`, as `Results.rows`).
+     */
+    fun rows(
+        className: String,
+        filter: String,
+        args: List<Value>,
+        properties: List<String>,
+        offset: ULong = 0uL,
+        limit: ULong? = null,
+    ): List<ObjectRow> {
+        val query = queryRequest(className, filter, args)
+        val size = query.size + FfiConverterSequenceString.allocationSize(properties).toInt() +
+            FfiConverterULong.allocationSize(offset).toInt() + FfiConverterOptionalULong.allocationSize(limit).toInt()
+        val request = Request(size) {
+            query.fill(it)
+            FfiConverterSequenceString.write(properties, it)
+            FfiConverterULong.write(offset, it)
+            FfiConverterOptionalULong.write(limit, it)
+        }
+        val buffer = read(request) { bytes, status -> UniffiLib.uniffi_tandem_fn_func_batch_rows(id, bytes, status) }
+        return lift(FfiConverterSequenceTypeObjectRow, buffer)
+    }
+
+    /** The object of [className] with [key], property by property, or null (`batch_object`). */
+    fun objectFields(className: String, key: Key): Map<String, FieldValue>? {
+        val request = Request(
+            (FfiConverterString.allocationSize(className) + FfiConverterTypeKey.allocationSize(key)).toInt(),
+        ) {
+            FfiConverterString.write(className, it)
+            FfiConverterTypeKey.write(key, it)
+        }
+        val buffer = read(request) { bytes, status -> UniffiLib.uniffi_tandem_fn_func_batch_object(id, bytes, status) }
+        return lift(FfiConverterOptionalMapStringTypeFieldValue, buffer)
+    }
+
+    /** A bound on a request's size in bytes and the code that writes it (uniffi's serialization). */
+    private class Request(val size: Int, val fill: (ByteBuffer) -> Unit)
+
+    private fun queryRequest(className: String, filter: String, args: List<Value>) = Request(
+        (FfiConverterString.allocationSize(className) + FfiConverterString.allocationSize(filter) +
+            FfiConverterSequenceTypeValue.allocationSize(args)).toInt(),
+    ) {
+        FfiConverterString.write(className, it)
+        FfiConverterString.write(filter, it)
+        FfiConverterSequenceTypeValue.write(args, it)
+    }
+
+    /** [crossing] for a read: refused once [close] has begun. */
+    private inline fun <R> read(request: Request, native: (ForeignBytes.ByValue, UniffiRustCallStatus) -> R): R {
+        val shared = lifecycle.readLock()
+        shared.lock()
+        try {
+            check(!closed) { "this TandemDatabase is closed" }
+            return crossing(request.size, request.fill, native)
+        } finally {
+            shared.unlock()
+        }
+    }
+
+    /**
+     * [converter]'s value of the result [buffer], which is then freed with this thread's call
+     * status (the generated lift makes a new status for the free).
+     */
+    private fun <T> lift(converter: FfiConverterRustBuffer<T>, buffer: RustBuffer.ByValue): T {
+        try {
+            val bytes = buffer.asByteBuffer()!!
+            val value = converter.read(bytes)
+            check(!bytes.hasRemaining()) { "batch read: bytes left after the result" }
+            return value
+        } finally {
+            val kept = scratch.get()
+            val status = if (kept.busy) UniffiRustCallStatus() else kept.status
+            UniffiLib.ffi_tandem_rustbuffer_free(buffer, status)
+            if (status.code != UNIFFI_CALL_SUCCESS && status === kept.status) kept.status = UniffiRustCallStatus()
+        }
+    }
+
+    /**
+     * Calls [native] with the request [fill] writes, at most [size] bytes (into this thread's
+     * kept buffer, or native memory of its own when larger), and this thread's call status;
+     * throws the call's error as the generated code does.
+     */
+    private inline fun <R> crossing(size: Int, fill: (ByteBuffer) -> Unit, native: (ForeignBytes.ByValue, UniffiRustCallStatus) -> R): R {
+        // A call made from a callback inside another call on this thread (a log listener)
         // gets structures of its own.
         val kept = scratch.get()
         val s = if (kept.busy) Scratch(0) else kept
         s.busy = true
-        // A batch larger than the kept buffer gets native memory of its own, freed after the call.
-        val own = if (json.size > s.capacity) Memory(json.size.toLong()) else null
+        val own = if (size > s.capacity) Memory(size.toLong()) else null
         try {
-            if (own == null) {
-                s.buffer.clear()
-                s.buffer.put(json)
-                s.bytes.data = s.address
-            } else {
-                own.write(0, json, 0, json.size)
-                s.bytes.data = own
-            }
-            s.bytes.len = json.size
+            // fill writes at most [size] bytes (a string's allocation size is a bound): the
+            // request is what it wrote.
+            val buffer = if (own == null) s.buffer.clear() as ByteBuffer else own.getByteBuffer(0, size.toLong()).order(ByteOrder.BIG_ENDIAN)
+            buffer.limit(size)
+            fill(buffer)
+            s.bytes.data = own ?: s.address
+            s.bytes.len = buffer.position()
             val status = s.status
-            val version = UniffiLib.uniffi_tandem_fn_func_batch_write(id, s.bytes, status)
+            val result = native(s.bytes, status)
             if (status.code != UNIFFI_CALL_SUCCESS) {
                 // The status now holds an error buffer: lifting it frees it; the next call
                 // starts from a fresh status.
@@ -337,7 +445,7 @@ internal class BatchPath(db: Database, classes: List<ClassSpec>) : AutoCloseable
                     )
                 }
             }
-            return if (version == 0L) null else version.toULong()
+            return result
         } finally {
             own?.close()
             s.busy = false
@@ -359,7 +467,7 @@ internal class BatchPath(db: Database, classes: List<ClassSpec>) : AutoCloseable
 
     /** One thread's call structures: a borrowed byte range, the call status, and a buffer. */
     private class Scratch(val capacity: Int) {
-        val buffer: ByteBuffer = ByteBuffer.allocateDirect(capacity)
+        val buffer: ByteBuffer = ByteBuffer.allocateDirect(capacity).order(ByteOrder.BIG_ENDIAN)
         val address: com.sun.jna.Pointer? =
             if (capacity > 0) com.sun.jna.Native.getDirectBufferPointer(buffer) else null
         val bytes = ForeignBytes.ByValue()

@@ -50,7 +50,7 @@ class TandemDatabase private constructor(
     private val primaryKeys: Map<String, String> =
         models.mapNotNull { m -> m.primaryKey?.let { m.className to it.name } }.toMap()
 
-    /** The one-crossing write path, made on the first write and released by [close]. */
+    /** The one-crossing write and read path, made on first use and released by [close]. */
     @Volatile private var batchPath: BatchPath? = null
 
     @Volatile private var closed = false
@@ -60,7 +60,7 @@ class TandemDatabase private constructor(
         check(!closed) { CLOSED }
     }
 
-    private fun batchPath(): BatchPath = batchPath ?: synchronized(this) {
+    internal fun batchPath(): BatchPath = batchPath ?: synchronized(this) {
         checkOpen()
         batchPath ?: BatchPath(database, modelSpecs).also { batchPath = it }
     }
@@ -231,7 +231,10 @@ class TandemDatabase private constructor(
         val model = typedModel(kclass)
         if (model.embedded) throw IllegalArgumentException("${model.className} is @Embedded: query the objects that hold it")
         val encoded = args.map(ValueCodec::argument)
-        return TypedResults(raw.query(model.className, filter, encoded), this, model, filter, encoded)
+        // Compiled now, in one crossing, so a bad filter throws here; the untyped results are
+        // made only when something needs them (TypedResults.raw).
+        batchPath().checkQuery(model.className, filter, encoded)
+        return TypedResults(this, model, filter, encoded)
     }
 
     /** [query] with the class as a type argument: `db.query<Task>("done == $0", false)`. */
@@ -341,7 +344,7 @@ internal class LinkResolver(private val db: TandemDatabase) : LinkReader {
         if (id in done) return done[id] as T?
         if (!reading.add(id)) return null
         try {
-            val values = fields ?: db.raw.`object`(model.className, key)
+            val values = fields ?: db.batchPath().objectFields(model.className, key)
             val obj = values?.let { model.decode(it, this, key) }
             done[id] = obj
             return obj

@@ -24,8 +24,6 @@ import kotlinx.coroutines.flow.flowOn
  * flows, throws [IllegalStateException] ("this TandemDatabase is closed"); [close] still works.
  */
 class TypedResults<T : Any> internal constructor(
-    /** The untyped results underneath (keys, raw objects, `observe` with key paths). */
-    val raw: Results,
     private val db: TandemDatabase,
     private val model: Model<T>,
     /** The query, kept for subscriptions (`add(results)` in `db.subscriptions.update { }`). */
@@ -34,32 +32,40 @@ class TypedResults<T : Any> internal constructor(
 ) : Iterable<T>, AutoCloseable {
     internal val className: String get() = model.className
 
+    private val rawResults = lazy { db.raw.query(model.className, filter, args) }
+
+    /**
+     * The untyped results underneath (keys, raw objects, `observe` with key paths), made on
+     * first use: [count], [toList], [first] and the other reads cross once each without them
+     * (`BatchPath`).
+     */
+    val raw: Results get() = rawResults.value
+
     /** How many objects match now. */
     fun count(): Int {
         db.checkOpen()
-        return raw.count().toInt()
+        return db.batchPath().count(model.className, filter, args).toInt()
     }
 
     /** Whether none match now. */
     fun isEmpty(): Boolean = count() == 0
 
     /**
-     * The matching objects now, in order: one crossing (`Results.rows()`, each object's key
-     * and values by position, read in one read transaction), then one per distinct linked
-     * object.
+     * The matching objects now, in order: one crossing (`batch_rows`, each object's key and
+     * values by position, read in one read transaction), then one per distinct linked object.
      */
     fun toList(): List<T> {
         db.checkOpen()
         val resolver = LinkResolver(db)
-        return raw.rows(model.names).mapNotNull { resolver.readRow(model, it.key, it.values) }
+        return db.batchPath().rows(model.className, filter, args, model.names)
+            .mapNotNull { resolver.readRow(model, it.key, it.values) }
     }
 
     /** The object at [index] now (0-based); [IndexOutOfBoundsException] beyond [count]. */
     operator fun get(index: Int): T {
         db.checkOpen()
-        val keys = raw.keys()
-        if (index < 0 || index >= keys.size) throw IndexOutOfBoundsException("index $index, ${keys.size} results")
-        return LinkResolver(db).read(model, keys[index]) ?: toList()[index] // deleted in between: re-read
+        if (index >= 0) at(index)?.let { return it }
+        throw IndexOutOfBoundsException("index $index, ${count()} results")
     }
 
     /** The first object; [NoSuchElementException] if none match. */
@@ -68,8 +74,14 @@ class TypedResults<T : Any> internal constructor(
     /** The first object, or null if none match. */
     fun firstOrNull(): T? {
         db.checkOpen()
-        val key = raw.keys().firstOrNull() ?: return null
-        return LinkResolver(db).read(model, key) ?: toList().firstOrNull()
+        return at(0)
+    }
+
+    /** The object at [index] (>= 0) now, or null past the end: one crossing, one row. */
+    private fun at(index: Int): T? {
+        val row = db.batchPath().rows(model.className, filter, args, model.names, index.toULong(), 1uL)
+            .firstOrNull() ?: return null
+        return LinkResolver(db).readRow(model, row.key, row.values)
     }
 
     override fun iterator(): Iterator<T> = toList().iterator()
@@ -125,8 +137,10 @@ class TypedResults<T : Any> internal constructor(
         }
     }.flowOn(Dispatchers.IO)
 
-    /** Frees the native results now. */
-    override fun close() = raw.close()
+    /** Frees the native results now, if they were made. */
+    override fun close() {
+        if (rawResults.isInitialized()) raw.close()
+    }
 }
 
 /** A change to live typed results: Realm-style indices and the objects after it. */

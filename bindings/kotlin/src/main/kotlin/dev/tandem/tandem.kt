@@ -836,6 +836,14 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_tandem_checksum_func_batch_check_query(
+    ): Int
+    external fun uniffi_tandem_checksum_func_batch_count(
+    ): Int
+    external fun uniffi_tandem_checksum_func_batch_object(
+    ): Int
+    external fun uniffi_tandem_checksum_func_batch_rows(
+    ): Int
     external fun uniffi_tandem_checksum_func_close_callbacks(
     ): Int
     external fun uniffi_tandem_checksum_func_clear_log_listener(
@@ -1241,6 +1249,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_method_tokenprovider_fetch_token(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_tandem_fn_func_batch_check_query(`writer`: Long,`request`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tandem_fn_func_batch_count(`writer`: Long,`request`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tandem_fn_func_batch_object(`writer`: Long,`request`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tandem_fn_func_batch_rows(`writer`: Long,`request`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_func_close_callbacks(`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
     external fun uniffi_tandem_fn_func_clear_log_listener(uniffi_out_err: UniffiRustCallStatus, 
@@ -1372,6 +1388,18 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_tandem_checksum_func_batch_check_query() and 0xFFFF) != 13161) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_func_batch_count() and 0xFFFF) != 29152) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_func_batch_object() and 0xFFFF) != 50793) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tandem_checksum_func_batch_rows() and 0xFFFF) != 26948) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tandem_checksum_func_close_callbacks() and 0xFFFF) != 28216) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -13027,6 +13055,79 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
 
 
 
+
+        /**
+         * `Database.query(class_name, filter, args)` without keeping the results: compiles the query
+         * and returns `Ok` if it would run. Request: `class_name: String`, `filter: String`,
+         * `args: Vec<Value>`. Errors: those of `Database.query`.
+         */
+    @Throws(TandemException::class) fun `batchCheckQuery`(`writer`: kotlin.ULong, `request`: java.nio.ByteBuffer)
+        = 
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_func_batch_check_query(
+    
+        
+        FfiConverterULong.lower(`writer`),
+        FfiConverterByRefBytes.lower(`request`),_status)
+}
+    
+    
+
+        /**
+         * `Database.query(class_name, filter, args).count()` in one crossing: how many objects match
+         * now. Request: `class_name: String`, `filter: String`, `args: Vec<Value>`. Errors: those of
+         * `Database.query` and `Results.count`.
+         */
+    @Throws(TandemException::class) fun `batchCount`(`writer`: kotlin.ULong, `request`: java.nio.ByteBuffer): kotlin.ULong {
+            return FfiConverterULong.lift(
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_func_batch_count(
+    
+        
+        FfiConverterULong.lower(`writer`),
+        FfiConverterByRefBytes.lower(`request`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * `Database.object(class_name, key)` in one crossing: the object's properties, or `None` if
+         * there is none. Request: `class_name: String`, `key: Key`. Errors: those of
+         * `Database.object`.
+         */
+    @Throws(TandemException::class) fun `batchObject`(`writer`: kotlin.ULong, `request`: java.nio.ByteBuffer): Map<kotlin.String, FieldValue>? {
+            return FfiConverterOptionalMapStringTypeFieldValue.lift(
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_func_batch_object(
+    
+        
+        FfiConverterULong.lower(`writer`),
+        FfiConverterByRefBytes.lower(`request`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * `Database.query(class_name, filter, args).rows(properties)` in one crossing, from position
+         * `offset` (0-based), at most `limit` objects (`None`: all): the matching objects by position,
+         * in order. Request: `class_name: String`, `filter: String`, `args: Vec<Value>`,
+         * `properties: Vec<String>`, `offset: u64`, `limit: Option<u64>`. Errors: those of
+         * `Database.query` and `Results.rows`.
+         */
+    @Throws(TandemException::class) fun `batchRows`(`writer`: kotlin.ULong, `request`: java.nio.ByteBuffer): List<ObjectRow> {
+            return FfiConverterSequenceTypeObjectRow.lift(
+    uniffiRustCallWithError(TandemException) { _status ->
+    UniffiLib.uniffi_tandem_fn_func_batch_rows(
+    
+        
+        FfiConverterULong.lower(`writer`),
+        FfiConverterByRefBytes.lower(`request`),_status)
+}
+    )
+    }
+    
 
         /**
          * Ends every later call from the library's threads into the app's code, for the rest of the

@@ -261,4 +261,58 @@ class BatchPathTest {
         db = TandemDatabase.open(dir.resolve("batch.sqlite").toString(), Flat::class, ByName::class, ById::class, TypedTask::class)
         assertNull(db.find<ByName>("late"))
     }
+
+    /**
+     * count, toList, first, get and find cross once each (`batch_count`, `batch_rows`,
+     * `batch_object`) and agree with the untyped results, for queries with arguments of several
+     * types (multi-byte text, whose encoded size is below its bound), past the per-thread buffer,
+     * matching none, one or many.
+     */
+    @Test
+    fun readsOfOneCrossingAgreeWithTheUntypedResults() {
+        val names = (0 until 40).map { "n$it-" + "é€😀".repeat(it % 4) }
+        db.write { for ((i, name) in names.withIndex()) add(ByName(name, i.toLong())) }
+        val long = "ü".repeat(10_000) // the request is over the 16 KiB buffer
+        db.write { add(ByName(long, 99)) }
+        val queries: List<Pair<String, Array<Any?>>> = listOf(
+            "TRUEPREDICATE SORT(n DESC)" to arrayOf(),
+            "n >= \$0 AND n < \$1 SORT(name ASC)" to arrayOf(5L, 17L),
+            "name == \$0" to arrayOf(names[7]),
+            "name == \$0" to arrayOf(long),
+            "name BEGINSWITH \$0" to arrayOf("nope"),
+        )
+        for ((filter, args) in queries) {
+            val results = db.query<ByName>(filter, *args)
+            val list = results.toList()
+            // The untyped results, made on first use, say the same.
+            val keys = results.raw.keys().map { (it as Key.String).value }
+            assertEquals(keys, list.map { it.name }, filter)
+            assertEquals(keys.size, results.count(), filter)
+            assertEquals(list.firstOrNull(), results.firstOrNull(), filter)
+            for ((i, expected) in list.withIndex()) {
+                assertEquals(expected, results[i], filter)
+                assertEquals(expected, db.find<ByName>(expected.name), filter)
+            }
+            val past = assertThrows<IndexOutOfBoundsException> { results[list.size] }
+            assertEquals("index ${list.size}, ${list.size} results", past.message)
+            assertThrows<IndexOutOfBoundsException> { results[-1] }
+            if (list.isEmpty()) assertThrows<NoSuchElementException> { results.first() }
+            results.close()
+        }
+        assertEquals(99L, db.find<ByName>(long)!!.n)
+        assertNull(db.find<ByName>("missing"))
+        // A filter that does not compile is refused when the results are made.
+        assertThrows<TandemException.InvalidArgument> { db.query<ByName>("nosuch == 1") }
+        assertThrows<TandemException.InvalidArgument> { db.query<ByName>("n == \$0") }
+        // After close every read says so, and close of the results still works.
+        val kept = db.query<ByName>("n < 3")
+        assertEquals(3, kept.count())
+        db.close()
+        val closed = assertThrows<IllegalStateException> { kept.count() }
+        assertEquals(TandemDatabase.CLOSED, closed.message)
+        assertThrows<IllegalStateException> { kept.toList() }
+        assertThrows<IllegalStateException> { kept.firstOrNull() }
+        kept.close()
+        db = TandemDatabase.open(dir.resolve("batch.sqlite").toString(), Flat::class, ByName::class, ById::class, TypedTask::class)
+    }
 }

@@ -490,9 +490,9 @@ fun main(args: Array<String>) {
             "--fsync" -> fsync = args[++i].toInt()
             "--repeat" -> rounds = args[++i].toInt()
             "--dir" -> root = Path.of(args[++i])
-            "--only" -> only = args[++i].also { require(it == "writes" || it == "queries") { "--only writes|queries" } }
+            "--only" -> only = args[++i].also { require(it == "writes" || it == "queries" || it == "lookups") { "--only writes|queries|lookups" } }
             "-h", "--help" -> {
-                println("usage: Bench [--n N (100000)] [--small M (N/10)] [--fsync F (M/10)] [--repeat R (3)] [--dir DIR (a temp dir)] [--only writes|queries]")
+                println("usage: Bench [--n N (100000)] [--small M (N/10)] [--fsync F (M/10)] [--repeat R (3)] [--dir DIR (a temp dir)] [--only writes|queries|lookups]")
                 exitProcess(0)
             }
             else -> {
@@ -550,6 +550,11 @@ fun main(args: Array<String>) {
     println("files under $base; sizes n=%,d, one-object transactions=%,d, fsync'd ones=%,d; warm-up once at a tenth of each size, then median of %d".format(n, m, f, rounds))
     println("load average at start: $loadBefore")
 
+    if (only == "lookups") {
+        lookupLoop(base, n)
+        if (root == null) deleteTree(base)
+        return
+    }
     val results = workloads.zip(sizes).filter { only != "queries" }.map { (w, size) ->
         // Warm-up: every system once at a tenth of the size (JIT, page cache), not counted.
         for (s in Engine.entries) w.run(s, base, maxOf(1, size / 10))
@@ -582,6 +587,38 @@ fun main(args: Array<String>) {
     }
     latencies?.let { printLatencies(it, n) }
     println("load average at end: ${loadAverage()}")
+}
+
+/**
+ * `--only lookups`: Tandem's and realm-core's primary-key lookup (`_id == $0`, counted) in a
+ * loop, each system for 5 s after 2 s of warm-up, the mean per lookup printed: the figure to
+ * profile the JVM crossing with (`BENCH_JAVA_OPTS=-XX:StartFlightRecording=...`).
+ */
+fun lookupLoop(base: Path, n: Int) {
+    for (e in listOf(Engine.TANDEM, Engine.REALM)) {
+        val dir = Files.createTempDirectory(base, "l-" + e.name.lowercase())
+        e.open(dir, false).use { store ->
+            store.bulk(n)
+            var r = 0L
+            fun run(seconds: Double): Pair<Long, Long> {
+                val start = System.nanoTime()
+                val until = start + (seconds * 1e9).toLong()
+                var count = 0L
+                while (System.nanoTime() < until) {
+                    repeat(100) {
+                        val got = store.countWhere(Query.PK_LOOKUP, r++ * 7919 % n, 0)
+                        check(got == 1L) { "${e.label}: counted $got" }
+                    }
+                    count += 100
+                }
+                return count to System.nanoTime() - start
+            }
+            run(2.0)
+            val (count, took) = run(5.0)
+            println("${e.label}: %,d lookups, %.2f us each".format(count, took / 1e3 / count))
+        }
+        deleteTree(dir)
+    }
 }
 
 /** p50 and p99 of [samples] (nanoseconds), in microseconds. */

@@ -1,0 +1,290 @@
+//! Reads of one plain crossing, for typed layers whose generated calls cost more than the read
+//! itself. A uniffi method call from Kotlin allocates JNA structures for every crossing it
+//! makes (the call status, each string and list argument's buffer, the handle clone): a
+//! primary-key lookup through `Database.query` + `Results.count` + release is eight crossings,
+//! measured at 87.6 us a lookup in a loop on the JVM against about 5 us of it in Rust
+//! (`bindings/kotlin/README.md`, "Benchmark"). These functions take the [`BatchWriter`] id
+//! of the database (plain integer) and one borrowed byte range holding every argument, so the
+//! caller can reuse its buffer and call status.
+//!
+//! # Request format
+//!
+//! A request is the arguments, in the order each function lists them, written one after
+//! another in uniffi's own serialization of each type (the bytes the generated code writes
+//! into a `RustBuffer` for a compound argument: a string is a big-endian `i32` length and its
+//! UTF-8, a list is an `i32` count and its elements, an enum is an `i32` variant index, 1-based,
+//! and its fields). In Kotlin that is `FfiConverterString.write`,
+//! `FfiConverterSequenceTypeValue.write` and so on, into one buffer. Nothing may follow the
+//! last argument.
+//!
+//! Errors: a request that does not decode, or has bytes left over, is
+//! `TandemError::InvalidArgument`; otherwise each function gives the errors of the method it
+//! stands for.
+//!
+//! [`BatchWriter`]: super::BatchWriter
+
+use std::collections::HashMap;
+
+use uniffi::Lift;
+
+use super::python_batch::bound;
+use super::types::{FieldValue, Key, ObjectRow, TandemError, Value};
+use crate::UniFfiTag;
+
+/// Reads each argument of a request in turn, then checks that nothing is left.
+struct Request<'b> {
+    rest: &'b [u8],
+}
+
+impl<'b> Request<'b> {
+    fn new(bytes: &'b [u8]) -> Self {
+        Request { rest: bytes }
+    }
+
+    /// The next argument, of type `T`, named `what` in an error.
+    fn next<T: Lift<UniFfiTag>>(&mut self, what: &str) -> Result<T, TandemError> {
+        T::try_read(&mut self.rest).map_err(|e| TandemError::InvalidArgument {
+            message: format!("malformed request: {what}: {e}"),
+        })
+    }
+
+    /// Fails if bytes are left after the last argument.
+    fn end(self) -> Result<(), TandemError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(TandemError::InvalidArgument {
+                message: format!(
+                    "malformed request: {} bytes after the last argument",
+                    self.rest.len()
+                ),
+            })
+        }
+    }
+}
+
+/// A query's request: `class_name: String`, `filter: String`, `args: Vec<Value>`.
+fn query(request: &mut Request<'_>) -> Result<(String, String, Vec<Value>), TandemError> {
+    Ok((
+        request.next("class name")?,
+        request.next("filter")?,
+        request.next("arguments")?,
+    ))
+}
+
+/// `Database.query(class_name, filter, args)` without keeping the results: compiles the query
+/// and returns `Ok` if it would run. Request: `class_name: String`, `filter: String`,
+/// `args: Vec<Value>`. Errors: those of `Database.query`.
+#[uniffi::export]
+pub fn batch_check_query(writer: u64, request: &[u8]) -> Result<(), TandemError> {
+    let (_, db) = bound(writer)?;
+    let mut request = Request::new(request);
+    let (class_name, filter, args) = query(&mut request)?;
+    request.end()?;
+    db.results_unchecked(class_name, filter, &args)?.check()
+}
+
+/// `Database.query(class_name, filter, args).count()` in one crossing: how many objects match
+/// now. Request: `class_name: String`, `filter: String`, `args: Vec<Value>`. Errors: those of
+/// `Database.query` and `Results.count`.
+#[uniffi::export]
+pub fn batch_count(writer: u64, request: &[u8]) -> Result<u64, TandemError> {
+    let (_, db) = bound(writer)?;
+    let mut request = Request::new(request);
+    let (class_name, filter, args) = query(&mut request)?;
+    request.end()?;
+    db.results_unchecked(class_name, filter, &args)?.count()
+}
+
+/// `Database.query(class_name, filter, args).rows(properties)` in one crossing, from position
+/// `offset` (0-based), at most `limit` objects (`None`: all): the matching objects by position,
+/// in order. Request: `class_name: String`, `filter: String`, `args: Vec<Value>`,
+/// `properties: Vec<String>`, `offset: u64`, `limit: Option<u64>`. Errors: those of
+/// `Database.query` and `Results.rows`.
+#[uniffi::export]
+pub fn batch_rows(writer: u64, request: &[u8]) -> Result<Vec<ObjectRow>, TandemError> {
+    let (_, db) = bound(writer)?;
+    let mut request = Request::new(request);
+    let (class_name, filter, args) = query(&mut request)?;
+    let properties: Vec<String> = request.next("properties")?;
+    let offset: u64 = request.next("offset")?;
+    let limit: Option<u64> = request.next("limit")?;
+    request.end()?;
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    db.results_unchecked(class_name, filter, &args)?.rows_range(
+        &properties,
+        size(offset),
+        limit.map(size),
+    )
+}
+
+/// `Database.object(class_name, key)` in one crossing: the object's properties, or `None` if
+/// there is none. Request: `class_name: String`, `key: Key`. Errors: those of
+/// `Database.object`.
+#[uniffi::export]
+pub fn batch_object(
+    writer: u64,
+    request: &[u8],
+) -> Result<Option<HashMap<String, FieldValue>>, TandemError> {
+    let (_, db) = bound(writer)?;
+    let mut request = Request::new(request);
+    let class_name: String = request.next("class name")?;
+    let key: Key = request.next("key")?;
+    request.end()?;
+    db.object(class_name, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use uniffi::Lower;
+
+    use super::*;
+    use crate::ffi::types::{ClassSpec, PropertySpec, PropertyType};
+    use crate::ffi::{BatchWriter, Database, RowCodec, WriteOp};
+
+    /// Appends `value` to `out` in uniffi's serialization, as a foreign caller writes it.
+    fn put<T: Lower<UniFfiTag>>(out: &mut Vec<u8>, value: T) {
+        T::write(value, out);
+    }
+
+    fn query_request(class: &str, filter: &str, args: Vec<Value>) -> Vec<u8> {
+        let mut out = Vec::new();
+        put(&mut out, class.to_string());
+        put(&mut out, filter.to_string());
+        put(&mut out, args);
+        out
+    }
+
+    fn open() -> (tempfile::TempDir, Arc<Database>, Arc<BatchWriter>) {
+        let prop = PropertySpec::single;
+        let classes = vec![ClassSpec {
+            name: "Task".into(),
+            primary_key: Some("_id".into()),
+            properties: vec![
+                prop("_id", PropertyType::Int),
+                prop("title", PropertyType::String),
+            ],
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite").to_string_lossy().into_owned();
+        let db = Database::open(path, classes.clone()).unwrap();
+        let ops = (0..10)
+            .map(|i| WriteOp::Create {
+                class_name: "Task".into(),
+                key: Key::Int { value: i },
+                values: HashMap::from([(
+                    "title".to_string(),
+                    Value::String {
+                        value: format!("t{}", i % 3),
+                    },
+                )]),
+            })
+            .collect();
+        db.write(ops).unwrap();
+        let writer = BatchWriter::new(RowCodec::new(classes).unwrap(), Arc::clone(&db));
+        (dir, db, writer)
+    }
+
+    /// Each read gives what the methods it stands for give, for queries with and without
+    /// arguments, matching none, one or several objects.
+    #[test]
+    fn reads_equal_the_methods_they_stand_for() {
+        let (_dir, db, writer) = open();
+        let id = writer.id();
+        let cases: Vec<(&str, Vec<Value>)> = vec![
+            ("TRUEPREDICATE", vec![]),
+            ("_id == $0", vec![Value::Int { value: 4 }]),
+            ("_id == $0", vec![Value::Int { value: 40 }]),
+            (
+                "title == $0 SORT(_id DESC)",
+                vec![Value::String { value: "t1".into() }],
+            ),
+            (
+                "_id >= $0 AND _id < $1",
+                vec![Value::Int { value: 2 }, Value::Int { value: 7 }],
+            ),
+        ];
+        for (filter, args) in cases {
+            let results = db
+                .query("Task".into(), filter.into(), args.clone())
+                .unwrap();
+            let request = query_request("Task", filter, args);
+            batch_check_query(id, &request).unwrap();
+            assert_eq!(
+                batch_count(id, &request).unwrap(),
+                results.count().unwrap(),
+                "{filter}"
+            );
+            let properties = vec!["title".to_string(), "_id".to_string()];
+            let all = results.rows(properties.clone()).unwrap();
+            for (offset, limit) in [(0, None), (0, Some(1)), (2, Some(2)), (1, None), (99, None)] {
+                let mut rows_request = request.clone();
+                put(&mut rows_request, properties.clone());
+                put(&mut rows_request, offset as u64);
+                put(&mut rows_request, limit.map(|n: usize| n as u64));
+                let expected: Vec<_> = all
+                    .iter()
+                    .skip(offset)
+                    .take(limit.unwrap_or(usize::MAX))
+                    .cloned()
+                    .collect();
+                assert_eq!(
+                    batch_rows(id, &rows_request).unwrap(),
+                    expected,
+                    "{filter} from {offset}, at most {limit:?}"
+                );
+            }
+        }
+        for key in [3, 11] {
+            let mut request = Vec::new();
+            put(&mut request, "Task".to_string());
+            put(&mut request, Key::Int { value: key });
+            assert_eq!(
+                batch_object(id, &request).unwrap(),
+                db.object("Task".into(), Key::Int { value: key }).unwrap()
+            );
+        }
+    }
+
+    /// A query's own errors are the method's; a request that does not decode, has bytes left
+    /// over, or names a released writer is refused with a message that says which.
+    #[test]
+    fn bad_requests_are_refused_and_say_why() {
+        let (_dir, db, writer) = open();
+        let id = writer.id();
+        for filter in ["_id ==", "nosuch == 1"] {
+            let request = query_request("Task", filter, vec![]);
+            let expected = db
+                .query("Task".into(), filter.into(), vec![])
+                .err()
+                .expect("the query is refused")
+                .to_string();
+            for got in [
+                batch_check_query(id, &request).unwrap_err(),
+                batch_count(id, &request).unwrap_err(),
+            ] {
+                assert_eq!(got.to_string(), expected);
+            }
+        }
+        let request = query_request("Task", "TRUEPREDICATE", vec![]);
+        for cut in [0, 3, request.len() - 1] {
+            let err = batch_count(id, &request[..cut]).unwrap_err().to_string();
+            assert!(err.contains("malformed request"), "{err}");
+        }
+        let mut longer = request.clone();
+        longer.push(0);
+        let err = batch_count(id, &longer).unwrap_err().to_string();
+        assert!(err.contains("1 bytes after the last argument"), "{err}");
+        // A length prefix larger than the request.
+        let mut lying = Vec::new();
+        put(&mut lying, i32::MAX);
+        let err = batch_count(id, &lying).unwrap_err().to_string();
+        assert!(err.contains("malformed request: class name"), "{err}");
+
+        drop(writer);
+        let err = batch_count(id, &request).unwrap_err().to_string();
+        assert!(err.contains("is closed"), "{err}");
+    }
+}
