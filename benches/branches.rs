@@ -70,7 +70,8 @@
 //! for A2.
 //!
 //! Run: `cargo bench --bench branches` (add `-- --quick` to stop at N = 10,000;
-//! `TANDEM_BRANCHES_SCENARIO=halves` or `same-edits` runs one scenario).
+//! `TANDEM_BRANCHES_SCENARIO=halves` or `same-edits` runs one scenario;
+//! `TANDEM_BRANCHES_SIZES=100000,1000000` runs those sizes only).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -587,10 +588,13 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let sizes: &[usize] = if quick {
-        &[1_000, 10_000]
-    } else {
-        &[1_000, 10_000, 100_000, 1_000_000]
+    let listed: Option<Vec<usize>> = std::env::var("TANDEM_BRANCHES_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let sizes: &[usize] = match &listed {
+        Some(sizes) => sizes,
+        None if quick => &[1_000, 10_000],
+        None => &[1_000, 10_000, 100_000, 1_000_000],
     };
     let batch = env_usize("TANDEM_BRANCHES_BATCH", 0);
     let budget = env_usize("TANDEM_BRANCHES_BUDGET_S", 180) as f64;

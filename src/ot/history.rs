@@ -85,8 +85,8 @@ impl ReciprocalHistory {
             .iter()
             .map(|(key, c)| self.form(*key).unwrap_or(c).clone())
             .collect();
-        let mut remote = incoming.to_vec();
-        merge::merge(&mut local, &mut remote)?;
+        // `merge` changes nothing on error, so `incoming` is merged in place.
+        merge::merge(&mut local, incoming)?;
         for ((key, _), cs) in concurrent.iter().zip(local) {
             match *key {
                 FormKey::History(version) => {
@@ -97,7 +97,6 @@ impl ReciprocalHistory {
                 }
             }
         }
-        incoming.clone_from_slice(&remote);
         Ok(())
     }
 

@@ -10,10 +10,13 @@
 //! Inside a group without schema instructions, two instructions on different objects never
 //! conflict (Tandem's links are primary-key references that no rule rewrites), so the grid runs
 //! per object. That keeps a merge of changesets touching different objects linear in their size.
+//! Within one object, the edits of one list are merged stretch by stretch (`segments`), which
+//! keeps two long branches editing different parts of a list near linear too.
 
 use std::collections::HashMap;
 
 use super::rules::{merge_pair, Op};
+use super::segments;
 use super::{Discriminant, TransformError};
 use crate::changeset::{Changeset, Instruction, InternString, Payload, PrimaryKey};
 
@@ -154,7 +157,8 @@ impl Groups {
     }
 }
 
-/// Transforms `left` (applied here) and `right` (incoming) against each other.
+/// Transforms `left` (applied here) and `right` (incoming) against each other. On error both
+/// are unchanged: the results are written back only after every pair has merged.
 pub(super) fn merge(left: &mut [Changeset], right: &mut [Changeset]) -> Result<(), TransformError> {
     merge_with(left, right, true)
 }
@@ -243,9 +247,17 @@ pub(super) fn merge_with(
             b.right.push(i);
         }
     }
-    for bucket in buckets.values() {
-        if !bucket.right.is_empty() {
+    for (key, bucket) in &buckets {
+        if bucket.right.is_empty() {
+            continue;
+        }
+        if key.0 {
             grid(&mut l.ops, &mut r.ops, &bucket.left, &bucket.right)?;
+        } else {
+            // One object: long runs of edits of one list are merged stretch by stretch.
+            let (left_rest, right_rest) =
+                segments::merge_lists(&mut l.ops, &mut r.ops, &bucket.left, &bucket.right)?;
+            grid(&mut l.ops, &mut r.ops, &left_rest, &right_rest)?;
         }
     }
 
@@ -271,7 +283,7 @@ fn join(groups: &mut Groups, instr: &Instruction) -> usize {
 }
 
 /// Every left op against the right ops, in sequence order on both sides.
-fn grid(
+pub(super) fn grid(
     left: &mut [Op],
     right: &mut [Op],
     left_idx: &[usize],

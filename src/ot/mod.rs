@@ -23,6 +23,7 @@
 mod history;
 mod merge;
 mod rules;
+mod segments;
 
 use std::fmt;
 
@@ -107,12 +108,8 @@ pub fn transform(
     local: &mut [Changeset],
     incoming: &mut [Changeset],
 ) -> Result<(), TransformError> {
-    let mut l = local.to_vec();
-    let mut r = incoming.to_vec();
-    merge::merge(&mut l, &mut r)?;
-    local.clone_from_slice(&l);
-    incoming.clone_from_slice(&r);
-    Ok(())
+    // `merge` changes nothing on error: it writes the results back only after every pair.
+    merge::merge(local, incoming)
 }
 
 /// [`transform`] without conflict groups: every pair of instructions is compared. Same

@@ -102,7 +102,7 @@ fn discard_older(a: &mut Op, b: &mut Op) {
 
 /// What a list-element instruction does, in index terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ListEdit {
+pub(super) enum ListEdit {
     Insert(u32),
     Erase(u32),
     Move(u32, u32),
@@ -110,7 +110,9 @@ enum ListEdit {
 }
 
 impl ListEdit {
-    fn of(instr: &Instruction) -> Option<(ListEdit, u32)> {
+    /// The edit an `ArrayInsert`, `ArrayErase`, `ArrayMove` or list-element `Update` makes, with
+    /// its prior size; `None` for any other instruction.
+    pub(super) fn of(instr: &Instruction) -> Option<(ListEdit, u32)> {
         Some(match instr {
             Instruction::ArrayInsert(i) => (ListEdit::Insert(i.path.last_index()?), i.prior_size),
             Instruction::ArrayErase(e) => (ListEdit::Erase(e.path.last_index()?), e.prior_size),
@@ -121,7 +123,7 @@ impl ListEdit {
     }
 
     /// How the list size changes.
-    fn delta(self) -> i64 {
+    pub(super) fn delta(self) -> i64 {
         match self {
             ListEdit::Insert(_) => 1,
             ListEdit::Erase(_) => -1,
@@ -155,7 +157,7 @@ impl ListEdit {
 }
 
 /// Writes an edit's index, destination and prior size back into its instruction.
-fn write_edit(instr: &mut Instruction, edit: ListEdit, prior_size: u32) {
+pub(super) fn write_edit(instr: &mut Instruction, edit: ListEdit, prior_size: u32) {
     fn set_last(path: &mut FieldPath, index: u32) {
         if let Some(PathElement::Index(i)) = path.path.last_mut() {
             *i = index;
