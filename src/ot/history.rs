@@ -51,7 +51,8 @@ impl ReciprocalHistory {
 
     /// Transforms `incoming` (changesets from the remote peer, in order, all concurrent with
     /// every changeset of `concurrent`) so that it applies after `concurrent`, and records the
-    /// transformed form of each concurrent local changeset.
+    /// transformed form of each concurrent local changeset the merge changed (one it left as
+    /// it was keeps the form it had: the recorded one, or, with none recorded, itself).
     ///
     /// `concurrent` holds the original local changesets in version order (each with
     /// `meta.version` set); where this history holds a transformed form for a version, that
@@ -81,13 +82,18 @@ impl ReciprocalHistory {
             // Nothing the peer did not know of: the incoming changesets apply as they are.
             return Ok(());
         }
-        let mut local: Vec<Changeset> = concurrent
+        let local: Vec<&Changeset> = concurrent
             .iter()
-            .map(|(key, c)| self.form(*key).unwrap_or(c).clone())
+            .map(|(key, c)| self.form(*key).unwrap_or(c))
             .collect();
-        // `merge` changes nothing on error, so `incoming` is merged in place.
-        merge::merge(&mut local, incoming)?;
-        for ((key, _), cs) in concurrent.iter().zip(local) {
+        // `merge_refs` changes nothing on error, so `incoming` is merged in place. A local
+        // changeset the merge left as it was keeps the form it had (recorded, or the
+        // changeset itself): only changed ones are recorded.
+        let merged = merge::merge_refs(&local, incoming)?;
+        for ((key, _), cs) in concurrent.iter().zip(merged) {
+            let Some(cs) = cs else {
+                continue;
+            };
             match *key {
                 FormKey::History(version) => {
                     self.transformed.insert(version, cs);

@@ -44,18 +44,18 @@ struct Side {
     ops: Vec<Op>,
     /// Which changeset each op came from.
     origin: Vec<usize>,
-    /// The op as imported, to tell untouched changesets apart.
-    original: Vec<Instruction>,
 }
 
-fn import(strings: &mut Strings, changesets: &[Changeset]) -> Result<Side, TransformError> {
-    let total = changesets.iter().map(Changeset::len).sum();
+fn import<'c>(
+    strings: &mut Strings,
+    changesets: impl Iterator<Item = &'c Changeset> + Clone,
+) -> Result<Side, TransformError> {
+    let total = changesets.clone().map(Changeset::len).sum();
     let mut side = Side {
         ops: Vec::with_capacity(total),
         origin: Vec::with_capacity(total),
-        original: Vec::with_capacity(total),
     };
-    for (ci, cs) in changesets.iter().enumerate() {
+    for (ci, cs) in changesets.enumerate() {
         let disc = Discriminant::of(cs);
         for instruction in &cs.instructions {
             let mut undefined = None;
@@ -70,7 +70,6 @@ fn import(strings: &mut Strings, changesets: &[Changeset]) -> Result<Side, Trans
             if let Some(index) = undefined {
                 return Err(TransformError::UndefinedString { index });
             }
-            side.original.push(instr.clone());
             side.ops.push(Op::new(instr, disc));
             side.origin.push(ci);
         }
@@ -78,30 +77,85 @@ fn import(strings: &mut Strings, changesets: &[Changeset]) -> Result<Side, Trans
     Ok(side)
 }
 
-fn export(strings: &Strings, side: &Side, changesets: &mut [Changeset]) {
+/// The merged form of each changeset of `side` (in order, `changesets` the ones it was imported
+/// from): `None` for a changeset every op of which is alive and as imported.
+fn export<'c>(
+    strings: &Strings,
+    side: &Side,
+    changesets: impl Iterator<Item = &'c Changeset>,
+) -> Vec<Option<Changeset>> {
+    changesets
+        .enumerate()
+        .scan(0, |start, (ci, cs)| {
+            let merged = export_one(strings, side, *start, ci, cs);
+            *start += cs.len();
+            Some(merged)
+        })
+        .collect()
+}
+
+/// [`export`] in place: each changeset with a merged form is replaced as soon as it is made,
+/// so the old and new forms of a side are never all held at once.
+fn export_in_place(strings: &Strings, side: &Side, changesets: &mut [Changeset]) {
     let mut start = 0;
     for (ci, cs) in changesets.iter_mut().enumerate() {
-        let end = start + cs.len();
-        debug_assert!(side.origin[start..end].iter().all(|&o| o == ci));
-        let ops = &side.ops[start..end];
-        let untouched = ops
-            .iter()
-            .zip(&side.original[start..end])
-            .all(|(op, orig)| op.alive && op.before.is_empty() && op.instr == *orig);
-        if !untouched {
-            let mut out = Changeset::new();
-            out.meta = cs.meta;
-            for op in ops {
-                let kept = op.alive.then_some(&op.instr);
-                for instr in op.before.iter().chain(kept) {
-                    let mut instr = instr.clone();
-                    instr.map_strings(&mut |s| out.intern(&strings.list[s.0 as usize]));
-                    out.push(instr);
-                }
-            }
+        let len = cs.len();
+        if let Some(out) = export_one(strings, side, start, ci, cs) {
             *cs = out;
         }
-        start = end;
+        start += len;
+    }
+}
+
+/// The merged form of changeset `ci`, `cs`, whose ops start at `start` in `side`: `None` if
+/// every op is alive and as imported.
+fn export_one(
+    strings: &Strings,
+    side: &Side,
+    start: usize,
+    ci: usize,
+    cs: &Changeset,
+) -> Option<Changeset> {
+    let end = start + cs.len();
+    debug_assert!(side.origin[start..end].iter().all(|&o| o == ci));
+    let ops = &side.ops[start..end];
+    // An op a rule may have changed is compared with the instruction as imported, made again
+    // (strings in the shared table) one at a time rather than kept beside every op.
+    let untouched = ops.iter().zip(&cs.instructions).all(|(op, source)| {
+        op.alive
+            && op.before.is_empty()
+            && (!op.touched || {
+                let mut imported = source.clone();
+                imported.map_strings(&mut |s| {
+                    cs.string(s)
+                        .and_then(|name| strings.index.get(name).copied())
+                        .unwrap_or(InternString(u32::MAX))
+                });
+                op.instr == imported
+            })
+    });
+    if untouched {
+        return None;
+    }
+    let mut out = Changeset::new();
+    out.meta = cs.meta;
+    for op in ops {
+        let kept = op.alive.then_some(&op.instr);
+        for instr in op.before.iter().chain(kept) {
+            let mut instr = instr.clone();
+            instr.map_strings(&mut |s| out.intern(&strings.list[s.0 as usize]));
+            out.push(instr);
+        }
+    }
+    Some(out)
+}
+
+/// Replaces each changeset that has a merged form by it.
+fn write_back(changesets: &mut [Changeset], merged: Vec<Option<Changeset>>) {
+    for (cs, out) in changesets.iter_mut().zip(merged) {
+        if let Some(out) = out {
+            *cs = out;
+        }
     }
 }
 
@@ -170,19 +224,39 @@ pub(super) fn merge_with(
     right: &mut [Changeset],
     indexed: bool,
 ) -> Result<(), TransformError> {
-    if left.iter().all(Changeset::is_empty) || right.iter().all(Changeset::is_empty) {
-        return Ok(());
+    let refs: Vec<&Changeset> = left.iter().collect();
+    let merged = merge_refs_with(&refs, right, indexed)?;
+    write_back(left, merged);
+    Ok(())
+}
+
+/// [`merge`] with the left side borrowed: returns the merged form of each left changeset, or
+/// `None` where merging left it as it is (so that a caller keeping a copy of each need not
+/// copy the unchanged ones). On error `right` is unchanged.
+pub(super) fn merge_refs(
+    left: &[&Changeset],
+    right: &mut [Changeset],
+) -> Result<Vec<Option<Changeset>>, TransformError> {
+    merge_refs_with(left, right, true)
+}
+
+fn merge_refs_with(
+    left: &[&Changeset],
+    right: &mut [Changeset],
+    indexed: bool,
+) -> Result<Vec<Option<Changeset>>, TransformError> {
+    if left.iter().all(|c| c.is_empty()) || right.iter().all(Changeset::is_empty) {
+        return Ok(vec![None; left.len()]);
     }
     let mut strings = Strings::default();
-    let mut l = import(&mut strings, left)?;
-    let mut r = import(&mut strings, right)?;
+    let mut l = import(&mut strings, left.iter().copied())?;
+    let mut r = import(&mut strings, right.iter())?;
     if !indexed {
         let all_left: Vec<usize> = (0..l.ops.len()).collect();
         let all_right: Vec<usize> = (0..r.ops.len()).collect();
         grid(&mut l.ops, &mut r.ops, &all_left, &all_right)?;
-        export(&strings, &l, left);
-        export(&strings, &r, right);
-        return Ok(());
+        export_in_place(&strings, &r, right);
+        return Ok(export(&strings, &l, left.iter().copied()));
     }
 
     // Group keys, joined through links and through schema instructions.
@@ -261,9 +335,8 @@ pub(super) fn merge_with(
         }
     }
 
-    export(&strings, &l, left);
-    export(&strings, &r, right);
-    Ok(())
+    export_in_place(&strings, &r, right);
+    Ok(export(&strings, &l, left.iter().copied()))
 }
 
 /// The group id of an instruction, joined with the groups its links and link columns reach.
@@ -297,6 +370,8 @@ pub(super) fn grid(
                 break;
             }
             if right[ri].alive {
+                left[li].touched = true;
+                right[ri].touched = true;
                 merge_pair(&mut left[li], &mut right[ri])?;
             }
             if !right[ri].alive {

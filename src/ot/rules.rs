@@ -27,6 +27,9 @@ pub(super) struct Op {
     pub alive: bool,
     /// Instructions a rule prepended before this one on its side.
     pub before: Vec<Instruction>,
+    /// Whether anything may have changed it: set before every rule that gets it mutably, so
+    /// that an op never touched is known to be as imported without comparing it.
+    pub touched: bool,
 }
 
 impl Op {
@@ -36,6 +39,7 @@ impl Op {
             disc,
             alive: true,
             before: Vec::new(),
+            touched: false,
         }
     }
 

@@ -381,7 +381,8 @@ fn merge_list(
             (&mut *left, a, &mut local_a, ka, la),
             (&mut *right, b, &mut local_b, kb, lb),
         ] {
-            for (&k, op) in ks.iter().zip(merged) {
+            for (&k, mut op) in ks.iter().zip(merged) {
+                op.touched = true;
                 if let Some((edit, _)) = ListEdit::of(&op.instr) {
                     local[k] = match edit {
                         ListEdit::Insert(i) | ListEdit::Erase(i) | ListEdit::Set(i) => i,
@@ -418,7 +419,12 @@ fn merge_list(
             let index = slots.before(place.slot) + i64::from(offset);
             // Clamped as the grid's own size arithmetic is (`rules::shift_size`).
             let fit = |n: i64| n.clamp(0, i64::from(u32::MAX)) as u32;
-            write_edit(&mut op.instr, at(e[k].0, fit(index)), fit(slots.total()));
+            let edit = at(e[k].0, fit(index));
+            let prior = fit(slots.total());
+            if ListEdit::of(&op.instr) != Some((edit, prior)) {
+                write_edit(&mut op.instr, edit, prior);
+                op.touched = true;
+            }
             slots.add(place.slot, e[k].0.delta());
         }
     }

@@ -9,7 +9,7 @@ import typing
 from _typeshed import Incomplete
 from collections.abc import Generator
 from dataclasses import dataclass
-__all__ = ['InternalError', 'PropertyType', 'Collection', 'PropertySpec', 'ClassSpec', 'Key', 'Value', 'FieldValue', 'ObjectEntry', 'ObjectRow', 'Durability', 'OpenOptions', 'QuarantinedInstruction', 'QuarantinedChangeset', 'ResultsChange', 'ListenerHandleProtocol', 'ListenerHandle', 'ResultsObservation', 'Subscription', 'SubscriptionSetState', 'SubscriptionSet', 'ClientResetMode', 'SyncOptions', 'SyncProgress', 'SizeLimit', 'TandemError', 'ObjectChange', 'CallbackError', 'ObjectListener', 'ObjectListenerImpl', 'ResultsListener', 'ResultsListenerImpl', 'ResultsProtocol', 'Results', 'TokenProvider', 'TokenProviderImpl', 'ErrorListener', 'ErrorListenerImpl', 'ProgressListener', 'ProgressListenerImpl', 'SyncState', 'SyncStateListener', 'SyncStateListenerImpl', 'PathStep', 'WriteOp', 'TransactOutcome', 'CancelTokenProtocol', 'CancelToken', 'SyncSessionProtocol', 'SyncSession', 'SubscriptionChange', 'WriteTransactionProtocol', 'WriteTransaction', 'DatabaseProtocol', 'Database', 'SyncedDatabase', 'LogLevel', 'BatchWriterProtocol', 'BatchWriter', 'LogListener', 'LogListenerImpl', 'RowCodecProtocol', 'RowCodec', 'batch_write', 'clear_log_listener', 'close_callbacks', 'open_synced', 'open_synced_blocking', 'set_log_listener']
+__all__ = ['InternalError', 'PropertyType', 'Collection', 'PropertySpec', 'ClassSpec', 'Key', 'Value', 'FieldValue', 'ObjectEntry', 'ObjectRow', 'Durability', 'OpenOptions', 'QuarantinedInstruction', 'QuarantinedChangeset', 'ResultsChange', 'ListenerHandleProtocol', 'ListenerHandle', 'ResultsObservation', 'Subscription', 'SubscriptionSetState', 'SubscriptionSet', 'ClientResetMode', 'SyncOptions', 'SyncProgress', 'SizeLimit', 'TandemError', 'ObjectChange', 'CallbackError', 'ObjectListener', 'ObjectListenerImpl', 'ResultsListener', 'ResultsListenerImpl', 'ResultsProtocol', 'Results', 'TokenProvider', 'TokenProviderImpl', 'ErrorListener', 'ErrorListenerImpl', 'ProgressListener', 'ProgressListenerImpl', 'SyncState', 'SyncStateListener', 'SyncStateListenerImpl', 'PathStep', 'WriteOp', 'TransactOutcome', 'CancelTokenProtocol', 'CancelToken', 'SyncSessionProtocol', 'SyncSession', 'SubscriptionChange', 'WriteTransactionProtocol', 'WriteTransaction', 'DatabaseProtocol', 'Database', 'SyncedDatabase', 'LogLevel', 'BatchWriterProtocol', 'BatchWriter', 'LogListener', 'LogListenerImpl', 'RowCodecProtocol', 'RowCodec', 'batch_check_query', 'batch_count', 'batch_object', 'batch_rows', 'batch_write', 'clear_log_listener', 'close_callbacks', 'open_synced', 'open_synced_blocking', 'set_log_listener']
 
 class _UniffiRustBuffer(ctypes.Structure):
 
@@ -3737,6 +3737,36 @@ class _UniffiFfiConverterOptionalTypeOpenOptions(_UniffiConverterRustBuffer):
 
     @classmethod
     def read(cls, buf): ...
+
+def batch_check_query(writer: int, request: bytes) -> None:
+    """
+    `Database.query(class_name, filter, args)` without keeping the results: compiles the query
+    and returns `Ok` if it would run. Request: `class_name: String`, `filter: String`,
+    `args: Vec<Value>`. Errors: those of `Database.query`.
+"""
+
+def batch_count(writer: int, request: bytes) -> int:
+    """
+    `Database.query(class_name, filter, args).count()` in one crossing: how many objects match
+    now. Request: `class_name: String`, `filter: String`, `args: Vec<Value>`. Errors: those of
+    `Database.query` and `Results.count`.
+"""
+
+def batch_object(writer: int, request: bytes) -> dict[str, FieldValue] | None:
+    """
+    `Database.object(class_name, key)` in one crossing: the object's properties, or `None` if
+    there is none. Request: `class_name: String`, `key: Key`. Errors: those of
+    `Database.object`.
+"""
+
+def batch_rows(writer: int, request: bytes) -> list[ObjectRow]:
+    """
+    `Database.query(class_name, filter, args).rows(properties)` in one crossing, from position
+    `offset` (0-based), at most `limit` objects (`None`: all): the matching objects by position,
+    in order. Request: `class_name: String`, `filter: String`, `args: Vec<Value>`,
+    `properties: Vec<String>`, `offset: u64`, `limit: Option<u64>`. Errors: those of
+    `Database.query` and `Results.rows`.
+"""
 
 def batch_write(writer: int, batch: bytes) -> int:
     """
