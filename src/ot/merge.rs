@@ -124,6 +124,7 @@ fn export_one(
     let untouched = ops.iter().zip(&cs.instructions).all(|(op, source)| {
         op.alive
             && op.before.is_empty()
+            && !op.changed
             && (!op.touched || {
                 let mut imported = source.clone();
                 imported.map_strings(&mut |s| {
@@ -139,6 +140,13 @@ fn export_one(
     }
     let mut out = Changeset::new();
     out.meta = cs.meta;
+    // Exactly as many as it will hold: a merged history of one-instruction changesets would
+    // otherwise hold room for four in each.
+    out.instructions = Vec::with_capacity(
+        ops.iter()
+            .map(|op| op.before.len() + usize::from(op.alive))
+            .sum(),
+    );
     for op in ops {
         let kept = op.alive.then_some(&op.instr);
         for instr in op.before.iter().chain(kept) {
@@ -261,16 +269,8 @@ fn merge_refs_with(
 
     // Group keys, joined through links and through schema instructions.
     let mut groups = Groups::default();
-    let l_ids: Vec<usize> = l
-        .ops
-        .iter()
-        .map(|op| join(&mut groups, &op.instr))
-        .collect();
-    let r_ids: Vec<usize> = r
-        .ops
-        .iter()
-        .map(|op| join(&mut groups, &op.instr))
-        .collect();
+    let l_ids = join_all(&mut groups, &l.ops);
+    let r_ids = join_all(&mut groups, &r.ops);
     let mut erased_tables = Vec::new();
     for op in l.ops.iter().chain(&r.ops) {
         if let Instruction::EraseTable { table } | Instruction::EraseColumn { table, .. } = op.instr
@@ -302,7 +302,9 @@ fn merge_refs_with(
         left: Vec<usize>,
         right: Vec<usize>,
     }
-    let mut buckets: HashMap<(bool, usize, Option<GroupKey>), Bucket> = HashMap::new();
+    type BucketKey = (bool, usize, Option<GroupKey>);
+    let mut index: HashMap<BucketKey, usize> = HashMap::new();
+    let mut buckets: Vec<(BucketKey, Bucket)> = Vec::new();
     let bucket_of = |groups: &mut Groups, op: &Op, id: usize| {
         let root = groups.find(id);
         if schema_groups.contains(&root) {
@@ -311,15 +313,31 @@ fn merge_refs_with(
             (false, 0, Some(key_of(&op.instr)))
         }
     };
+    // Consecutive instructions mostly act on one object: the last bucket is tried first.
+    let mut last: Option<usize> = None;
     for (i, op) in l.ops.iter().enumerate() {
         let k = bucket_of(&mut groups, op, l_ids[i]);
-        buckets.entry(k).or_default().left.push(i);
+        let b = match last.filter(|&b| buckets[b].0 == k) {
+            Some(b) => b,
+            None => *index.entry(k.clone()).or_insert_with(|| {
+                buckets.push((k, Bucket::default()));
+                buckets.len() - 1
+            }),
+        };
+        buckets[b].1.left.push(i);
+        last = Some(b);
     }
+    last = None;
     for (i, op) in r.ops.iter().enumerate() {
         let k = bucket_of(&mut groups, op, r_ids[i]);
-        if let Some(b) = buckets.get_mut(&k) {
-            b.right.push(i);
+        let b = match last.filter(|&b| buckets[b].0 == k) {
+            Some(b) => Some(b),
+            None => index.get(&k).copied(),
+        };
+        if let Some(b) = b {
+            buckets[b].1.right.push(i);
         }
+        last = b;
     }
     for (key, bucket) in &buckets {
         if bucket.right.is_empty() {
@@ -337,6 +355,27 @@ fn merge_refs_with(
 
     export_in_place(&strings, &r, right);
     Ok(export(&strings, &l, left.iter().copied()))
+}
+
+/// [`join`] for each op in turn; an op with the same key as the one before it and nothing to
+/// join through (no link payload, not a link column) gets the same id without a lookup.
+fn join_all(groups: &mut Groups, ops: &[Op]) -> Vec<usize> {
+    let mut ids = Vec::with_capacity(ops.len());
+    let mut last: Option<(GroupKey, usize)> = None;
+    for op in ops {
+        let plain = !matches!(op.instr.payload(), Some(Payload::Link(_)))
+            && !matches!(op.instr, Instruction::AddColumn(_));
+        let id = match &last {
+            Some((key, id)) if plain && *key == key_of(&op.instr) => *id,
+            _ => {
+                let id = join(groups, &op.instr);
+                last = plain.then(|| (key_of(&op.instr), id));
+                id
+            }
+        };
+        ids.push(id);
+    }
+    ids
 }
 
 /// The group id of an instruction, joined with the groups its links and link columns reach.
@@ -362,6 +401,13 @@ pub(super) fn grid(
     left_idx: &[usize],
     right_idx: &[usize],
 ) -> Result<(), TransformError> {
+    // Every op here may be changed (marked once, not per pair: the scan stays read-only).
+    for &li in left_idx {
+        left[li].touched = true;
+    }
+    for &ri in right_idx {
+        right[ri].touched = true;
+    }
     let mut live: Vec<usize> = right_idx.to_vec();
     for &li in left_idx {
         let mut dead = 0;
@@ -370,8 +416,6 @@ pub(super) fn grid(
                 break;
             }
             if right[ri].alive {
-                left[li].touched = true;
-                right[ri].touched = true;
                 merge_pair(&mut left[li], &mut right[ri])?;
             }
             if !right[ri].alive {

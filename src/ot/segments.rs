@@ -40,7 +40,7 @@
 //! else (a move, a clear, an edit inside an element, inconsistent sizes) leaves the list to the
 //! grid, which also reports the errors.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::merge::grid;
 use super::rules::{write_edit, ListEdit, Op};
@@ -142,54 +142,66 @@ pub(super) fn merge_lists(
         return everything();
     }
     // Lists that something other than an element edit touches, on either side.
-    let mut blocked = HashSet::new();
-    let mut lists: HashMap<InternString, (Vec<usize>, Vec<usize>)> = HashMap::new();
+    // An object has few properties: both are searched in order, not hashed.
+    let mut blocked = Vec::new();
+    // Each list's element edits, as positions in `left_idx` and `right_idx`.
+    let mut lists: Vec<(InternString, Vec<usize>, Vec<usize>)> = Vec::new();
     for (side, ops, idx) in [(0, &*left, left_idx), (1, &*right, right_idx)] {
-        for &i in idx {
+        let mut last = usize::MAX;
+        for (k, &i) in idx.iter().enumerate() {
             let instr = &ops[i].instr;
             if matches!(instr, Instruction::EraseObject { .. }) {
                 return everything();
             }
             match simple_list(instr) {
                 Some(field) => {
-                    let entry = lists.entry(field).or_default();
+                    if lists.get(last).map_or(true, |l| l.0 != field) {
+                        last = match lists.iter().position(|l| l.0 == field) {
+                            Some(at) => at,
+                            None => {
+                                lists.push((field, Vec::new(), Vec::new()));
+                                lists.len() - 1
+                            }
+                        };
+                    }
                     if side == 0 {
-                        entry.0.push(i);
+                        lists[last].1.push(k);
                     } else {
-                        entry.1.push(i);
+                        lists[last].2.push(k);
                     }
                 }
                 None => {
                     if let Some(path) = instr.field_path() {
-                        blocked.insert(path.field);
+                        if !blocked.contains(&path.field) {
+                            blocked.push(path.field);
+                        }
                     }
                 }
             }
         }
     }
-    let mut done_left = HashSet::new();
-    let mut done_right = HashSet::new();
-    for (field, (a, b)) in &lists {
+    // Which positions of this bucket a list merge took.
+    let mut done_left = vec![false; left_idx.len()];
+    let mut done_right = vec![false; right_idx.len()];
+    for (field, a, b) in &lists {
         if blocked.contains(field) || a.len().saturating_mul(b.len()) < MIN_PAIRS {
             continue;
         }
-        if merge_list(left, right, a, b)? {
-            done_left.extend(a.iter().copied());
-            done_right.extend(b.iter().copied());
+        let a_ops: Vec<usize> = a.iter().map(|&k| left_idx[k]).collect();
+        let b_ops: Vec<usize> = b.iter().map(|&k| right_idx[k]).collect();
+        if merge_list(left, right, &a_ops, &b_ops)? {
+            a.iter().for_each(|&k| done_left[k] = true);
+            b.iter().for_each(|&k| done_right[k] = true);
         }
     }
-    Ok((
-        left_idx
-            .iter()
-            .copied()
-            .filter(|i| !done_left.contains(i))
-            .collect(),
-        right_idx
-            .iter()
-            .copied()
-            .filter(|i| !done_right.contains(i))
-            .collect(),
-    ))
+    let rest = |idx: &[usize], done: &[bool]| {
+        idx.iter()
+            .zip(done)
+            .filter(|(_, &done)| !done)
+            .map(|(&i, _)| i)
+            .collect()
+    };
+    Ok((rest(left_idx, &done_left), rest(right_idx, &done_right)))
 }
 
 /// One side's edits of the list: the edit and its prior size.
@@ -425,6 +437,8 @@ fn merge_list(
                 write_edit(&mut op.instr, edit, prior);
                 op.touched = true;
             }
+            // An index or prior size other than the imported one is a change for certain.
+            op.changed |= (edit, prior) != e[k];
             slots.add(place.slot, e[k].0.delta());
         }
     }
