@@ -52,7 +52,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{sql_err, state_err, Integrated, ServerFile};
+use super::{sql_err, state_err, HistoryRow, Integrated, ServerFile};
 use crate::changeset::{Changeset, ChangesetMeta, Instruction};
 use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::server::realm::rules::{FlxRules, UserVars};
@@ -1265,21 +1265,14 @@ impl ServerFile {
         // integration whose state commit failed, a full disk say, leaves it behind until the
         // next one; objects created there would look absent and leave the view).
         self.catch_up_state()?;
-        let rows: Vec<(i64, Vec<u8>, i64, i64, i64)> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
-                     FROM history WHERE version > ?1 ORDER BY version",
-                )
-                .map_err(sql_err)?;
-            let mut rows = stmt
-                .query_map([after.min(i64::MAX as u64) as i64], Self::row_to_changeset)
-                .map_err(sql_err)?;
-            let mut out = Vec::new();
+        // The rows after `after`, up to `max_bytes` of other clients' changesets (at least
+        // one row): from the file's memory when it holds them all (`super::tail`, the rows as
+        // stored), else from SQLite.
+        let take = |rows: &mut dyn Iterator<Item = Result<HistoryRow, ProtocolError>>| {
+            let mut out: Vec<HistoryRow> = Vec::new();
             let mut bytes = 0;
-            for row in rows.by_ref() {
-                let row = row.map_err(sql_err)?;
+            for row in rows {
+                let row = row?;
                 if row.2 as u64 != client {
                     if !out.is_empty() && bytes + row.1.len() > max_bytes {
                         break;
@@ -1288,7 +1281,24 @@ impl ServerFile {
                 }
                 out.push(row);
             }
-            out
+            Ok::<_, ProtocolError>(out)
+        };
+        let rows = match self.tail.after(after, self.latest) {
+            Some(kept) => take(&mut kept.map(|row| Ok(row.clone())))?,
+            None => {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
+                         FROM history WHERE version > ?1 ORDER BY version",
+                    )
+                    .map_err(sql_err)?;
+                let mut rows = stmt
+                    .query_map([after.min(i64::MAX as u64) as i64], Self::row_to_changeset)
+                    .map_err(sql_err)?
+                    .map(|row| row.map_err(sql_err));
+                take(&mut rows)?
+            }
         };
         let cursor = rows.last().map_or(after, |r| r.0 as u64);
         let schemas = self.state.shared_schemas();
