@@ -18,8 +18,10 @@
 //! last argument.
 //!
 //! Errors: a request that does not decode, or has bytes left over, is
-//! `TandemError::InvalidArgument`; otherwise each function gives the errors of the method it
-//! stands for.
+//! `TandemError::InvalidArgument`; every length and count in it is checked against the bytes
+//! left before uniffi reads it (uniffi reserves a sequence's whole count first, so an unchecked
+//! count of two billion would abort the process). Otherwise each function gives the errors of
+//! the method it stands for.
 //!
 //! [`BatchWriter`]: super::BatchWriter
 
@@ -36,16 +38,122 @@ struct Request<'b> {
     rest: &'b [u8],
 }
 
+/// The shape of an argument in uniffi's serialization, for [`check`]: what the request's
+/// length prefixes are checked against before uniffi reads them (uniffi reserves a sequence's
+/// whole length before it reads its elements, so a count of two billion would ask for tens of
+/// gigabytes).
+#[derive(Clone, Copy)]
+enum Shape {
+    /// A string or bytes: an `i32` length, then that many bytes.
+    Bytes,
+    /// A sequence: an `i32` count, then the elements.
+    List(&'static Shape),
+    /// `u64`.
+    U64,
+    /// `Option<u64>`: a tag byte, then the value if it is 1.
+    OptionU64,
+    /// [`Value`].
+    Value,
+    /// [`Key`].
+    Key,
+}
+
+/// A malformed request's error.
+fn malformed(what: &str, why: impl std::fmt::Display) -> TandemError {
+    TandemError::InvalidArgument {
+        message: format!("malformed request: {what}: {why}"),
+    }
+}
+
+/// Takes `n` bytes off `rest`.
+fn skip<'b>(rest: &mut &'b [u8], n: usize) -> Result<&'b [u8], &'static str> {
+    if rest.len() < n {
+        return Err("ends early");
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Ok(head)
+}
+
+/// An `i32` length or count that is not negative.
+fn length(rest: &mut &[u8]) -> Result<usize, &'static str> {
+    let bytes = skip(rest, 4)?;
+    let n = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    usize::try_from(n).map_err(|_| "negative length")
+}
+
+/// Walks one argument of `shape` off `rest`, checking every length against the bytes left:
+/// a sequence's count may not exceed the bytes left divided by its elements' smallest size
+/// (a string or list 4, a [`Value`] or [`Key`] 4, a `u64` 8), so uniffi's reservation is at
+/// most a small multiple of the request's length. The variants of [`Value`] and [`Key`] are
+/// numbered from 1 in declaration order, as uniffi numbers them.
+fn check(rest: &mut &[u8], shape: Shape) -> Result<(), &'static str> {
+    match shape {
+        Shape::Bytes => {
+            let n = length(rest)?;
+            skip(rest, n).map(|_| ())
+        }
+        Shape::List(element) => {
+            let n = length(rest)?;
+            let smallest = match element {
+                Shape::U64 => 8,
+                Shape::OptionU64 => 1,
+                _ => 4,
+            };
+            if n > rest.len() / smallest {
+                return Err("count larger than the request");
+            }
+            (0..n).try_for_each(|_| check(rest, *element))
+        }
+        Shape::U64 => skip(rest, 8).map(|_| ()),
+        Shape::OptionU64 => match skip(rest, 1)?[0] {
+            0 => Ok(()),
+            1 => skip(rest, 8).map(|_| ()),
+            _ => Err("bad option tag"),
+        },
+        Shape::Value => match length(rest)? {
+            // Null
+            1 => Ok(()),
+            // Int, Double
+            2 | 8 => skip(rest, 8).map(|_| ()),
+            // Bool
+            3 => skip(rest, 1).map(|_| ()),
+            // String, Binary, ObjectId, Uuid, Decimal
+            4 | 5 | 9 | 10 | 11 => check(rest, Shape::Bytes),
+            // Timestamp
+            6 => skip(rest, 12).map(|_| ()),
+            // Float
+            7 => skip(rest, 4).map(|_| ()),
+            // Link
+            12 => {
+                check(rest, Shape::Bytes)?;
+                check(rest, Shape::Key)
+            }
+            _ => Err("unknown value variant"),
+        },
+        Shape::Key => match length(rest)? {
+            // Null
+            1 => Ok(()),
+            // Int
+            2 => skip(rest, 8).map(|_| ()),
+            // String, ObjectId, Uuid
+            3..=5 => check(rest, Shape::Bytes),
+            _ => Err("unknown key variant"),
+        },
+    }
+}
+
 impl<'b> Request<'b> {
     fn new(bytes: &'b [u8]) -> Self {
         Request { rest: bytes }
     }
 
-    /// The next argument, of type `T`, named `what` in an error.
-    fn next<T: Lift<UniFfiTag>>(&mut self, what: &str) -> Result<T, TandemError> {
-        T::try_read(&mut self.rest).map_err(|e| TandemError::InvalidArgument {
-            message: format!("malformed request: {what}: {e}"),
-        })
+    /// The next argument, of type `T` and shape `shape`, named `what` in an error. The
+    /// argument's lengths are checked (`check`) before uniffi reads it.
+    fn next<T: Lift<UniFfiTag>>(&mut self, what: &str, shape: Shape) -> Result<T, TandemError> {
+        let mut probe = self.rest;
+        check(&mut probe, shape).map_err(|why| malformed(what, why))?;
+        T::try_read(&mut self.rest).map_err(|e| malformed(what, e))
     }
 
     /// Fails if bytes are left after the last argument.
@@ -53,12 +161,10 @@ impl<'b> Request<'b> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(TandemError::InvalidArgument {
-                message: format!(
-                    "malformed request: {} bytes after the last argument",
-                    self.rest.len()
-                ),
-            })
+            Err(malformed(
+                "end",
+                format!("{} bytes after the last argument", self.rest.len()),
+            ))
         }
     }
 }
@@ -66,9 +172,9 @@ impl<'b> Request<'b> {
 /// A query's request: `class_name: String`, `filter: String`, `args: Vec<Value>`.
 fn query(request: &mut Request<'_>) -> Result<(String, String, Vec<Value>), TandemError> {
     Ok((
-        request.next("class name")?,
-        request.next("filter")?,
-        request.next("arguments")?,
+        request.next("class name", Shape::Bytes)?,
+        request.next("filter", Shape::Bytes)?,
+        request.next("arguments", Shape::List(&Shape::Value))?,
     ))
 }
 
@@ -106,9 +212,9 @@ pub fn batch_rows(writer: u64, request: &[u8]) -> Result<Vec<ObjectRow>, TandemE
     let (_, db) = bound(writer)?;
     let mut request = Request::new(request);
     let (class_name, filter, args) = query(&mut request)?;
-    let properties: Vec<String> = request.next("properties")?;
-    let offset: u64 = request.next("offset")?;
-    let limit: Option<u64> = request.next("limit")?;
+    let properties: Vec<String> = request.next("properties", Shape::List(&Shape::Bytes))?;
+    let offset: u64 = request.next("offset", Shape::U64)?;
+    let limit: Option<u64> = request.next("limit", Shape::OptionU64)?;
     request.end()?;
     let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     db.results_unchecked(class_name, filter, &args)?.rows_range(
@@ -128,8 +234,8 @@ pub fn batch_object(
 ) -> Result<Option<HashMap<String, FieldValue>>, TandemError> {
     let (_, db) = bound(writer)?;
     let mut request = Request::new(request);
-    let class_name: String = request.next("class name")?;
-    let key: Key = request.next("key")?;
+    let class_name: String = request.next("class name", Shape::Bytes)?;
+    let key: Key = request.next("key", Shape::Key)?;
     request.end()?;
     db.object(class_name, key)
 }
@@ -283,8 +389,110 @@ mod tests {
         let err = batch_count(id, &lying).unwrap_err().to_string();
         assert!(err.contains("malformed request: class name"), "{err}");
 
+        // A count no request could hold is refused before anything is reserved for it (uniffi
+        // reserves a sequence's whole count first): the arguments' list, and a byte string
+        // inside a value.
+        let mut huge = Vec::new();
+        put(&mut huge, "Task".to_string());
+        put(&mut huge, "TRUEPREDICATE".to_string());
+        huge.extend_from_slice(&i32::MAX.to_be_bytes());
+        let err = batch_count(id, &huge).unwrap_err().to_string();
+        assert!(
+            err.contains("arguments: count larger than the request"),
+            "{err}"
+        );
+        let mut huge = Vec::new();
+        put(&mut huge, "Task".to_string());
+        put(&mut huge, "_id == $0".to_string());
+        huge.extend_from_slice(&1i32.to_be_bytes()); // one argument
+        huge.extend_from_slice(&5i32.to_be_bytes()); // Value::Binary
+        huge.extend_from_slice(&i32::MAX.to_be_bytes());
+        let err = batch_count(id, &huge).unwrap_err().to_string();
+        assert!(err.contains("arguments: ends early"), "{err}");
+        let mut properties = query_request("Task", "TRUEPREDICATE", vec![]);
+        properties.extend_from_slice(&i32::MAX.to_be_bytes());
+        let err = batch_rows(id, &properties).unwrap_err().to_string();
+        assert!(err.contains("properties: count larger"), "{err}");
+
         drop(writer);
         let err = batch_count(id, &request).unwrap_err().to_string();
         assert!(err.contains("is closed"), "{err}");
+    }
+
+    /// Every variant of `Value` and `Key`, written by uniffi, passes the length check and
+    /// reads back as written; cut short anywhere, it is refused.
+    #[test]
+    fn the_length_check_follows_uniffis_serialization() {
+        let key_variants = vec![
+            Key::Null,
+            Key::Int { value: -7 },
+            Key::String { value: "k".into() },
+            Key::ObjectId { bytes: vec![1; 12] },
+            Key::Uuid { bytes: vec![2; 16] },
+        ];
+        let mut values = vec![
+            Value::Null,
+            Value::Int { value: 1 },
+            Value::Bool { value: true },
+            Value::String { value: "é".into() },
+            Value::Binary {
+                value: vec![0, 1, 2],
+            },
+            Value::Timestamp {
+                seconds: -3,
+                nanoseconds: -4,
+            },
+            Value::Float { value: 1.5 },
+            Value::Double { value: -2.5 },
+            Value::ObjectId { bytes: vec![3; 12] },
+            Value::Uuid { bytes: vec![4; 16] },
+            Value::Decimal {
+                value: "1.25".into(),
+            },
+        ];
+        for key in &key_variants {
+            values.push(Value::Link {
+                class_name: "Task".into(),
+                key: key.clone(),
+            });
+        }
+        let mut bytes = Vec::new();
+        put(&mut bytes, values.clone());
+        let mut request = Request::new(&bytes);
+        let read: Vec<Value> = request
+            .next("arguments", Shape::List(&Shape::Value))
+            .unwrap();
+        request.end().unwrap();
+        assert_eq!(read, values);
+        for cut in 0..bytes.len() {
+            let mut rest = &bytes[..cut];
+            assert!(
+                check(&mut rest, Shape::List(&Shape::Value)).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for key in key_variants {
+            let mut bytes = Vec::new();
+            put(&mut bytes, key.clone());
+            let mut request = Request::new(&bytes);
+            assert_eq!(request.next::<Key>("key", Shape::Key).unwrap(), key);
+            request.end().unwrap();
+        }
+        let mut bytes = Vec::new();
+        put(&mut bytes, Some(5u64));
+        put(&mut bytes, None::<u64>);
+        put(&mut bytes, vec!["a".to_string(), String::new()]);
+        let mut request = Request::new(&bytes);
+        assert_eq!(
+            request.next::<Option<u64>>("a", Shape::OptionU64).unwrap(),
+            Some(5)
+        );
+        assert_eq!(
+            request.next::<Option<u64>>("b", Shape::OptionU64).unwrap(),
+            None
+        );
+        let names: Vec<String> = request.next("c", Shape::List(&Shape::Bytes)).unwrap();
+        assert_eq!(names, vec!["a".to_string(), String::new()]);
+        request.end().unwrap();
     }
 }

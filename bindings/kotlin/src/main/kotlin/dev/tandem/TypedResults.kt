@@ -34,12 +34,18 @@ class TypedResults<T : Any> internal constructor(
 
     private val rawResults = lazy { db.raw.query(model.className, filter, args) }
 
+    @Volatile private var closed = false
+
     /**
      * The untyped results underneath (keys, raw objects, `observe` with key paths), made on
      * first use: [count], [toList], [first] and the other reads cross once each without them
-     * (`BatchPath`).
+     * (`BatchPath`). After [close] it throws [IllegalStateException].
      */
-    val raw: Results get() = rawResults.value
+    val raw: Results
+        get() {
+            check(!closed) { "these TypedResults are closed" }
+            return rawResults.value
+        }
 
     /** How many objects match now. */
     fun count(): Int {
@@ -65,7 +71,9 @@ class TypedResults<T : Any> internal constructor(
     operator fun get(index: Int): T {
         db.checkOpen()
         if (index >= 0) at(index)?.let { return it }
-        throw IndexOutOfBoundsException("index $index, ${count()} results")
+        // The count is read again for the message (a write may have landed in between).
+        val now = runCatching { count().toString() }.getOrDefault("fewer")
+        throw IndexOutOfBoundsException("index $index, $now results")
     }
 
     /** The first object; [NoSuchElementException] if none match. */
@@ -137,9 +145,10 @@ class TypedResults<T : Any> internal constructor(
         }
     }.flowOn(Dispatchers.IO)
 
-    /** Frees the native results now, if they were made. */
+    /** Frees the native results now, if they were made; [raw] is refused afterwards. */
     override fun close() {
-        if (rawResults.isInitialized()) raw.close()
+        closed = true
+        if (rawResults.isInitialized()) rawResults.value.close()
     }
 }
 
