@@ -95,16 +95,68 @@ fn export<'c>(
 }
 
 /// [`export`] in place: each changeset with a merged form is replaced as soon as it is made,
-/// so the old and new forms of a side are never all held at once.
+/// so the old and new forms of a side are never all held at once. A changeset whose ops all
+/// survive, with nothing prepended, keeps its string table and gets its instructions rewritten
+/// (the usual case: indices and prior sizes moved), which saves building a new table.
 fn export_in_place(strings: &Strings, side: &Side, changesets: &mut [Changeset]) {
     let mut start = 0;
     for (ci, cs) in changesets.iter_mut().enumerate() {
         let len = cs.len();
-        if let Some(out) = export_one(strings, side, start, ci, cs) {
+        let ops = &side.ops[start..start + len];
+        if ops.iter().all(|op| op.alive && op.before.is_empty()) {
+            if !unchanged(strings, ops, cs) {
+                if let Some(rewritten) = rewritten(strings, ops, cs) {
+                    cs.instructions = rewritten;
+                } else if let Some(out) = export_one(strings, side, start, ci, cs) {
+                    *cs = out;
+                }
+            }
+        } else if let Some(out) = export_one(strings, side, start, ci, cs) {
             *cs = out;
         }
         start += len;
     }
+}
+
+/// Whether every op is alive, with nothing prepended, and as imported from `cs`.
+fn unchanged(strings: &Strings, ops: &[Op], cs: &Changeset) -> bool {
+    // An op a rule may have changed is compared with the instruction as imported, made again
+    // (strings in the shared table) one at a time rather than kept beside every op.
+    ops.iter().zip(&cs.instructions).all(|(op, source)| {
+        op.alive
+            && op.before.is_empty()
+            && !op.changed
+            && (!op.touched || {
+                let mut imported = source.clone();
+                imported.map_strings(&mut |s| {
+                    cs.string(s)
+                        .and_then(|name| strings.index.get(name).copied())
+                        .unwrap_or(InternString(u32::MAX))
+                });
+                op.instr == imported
+            })
+    })
+}
+
+/// The ops' instructions with their strings in `cs`'s own table, or `None` if one of them
+/// uses a string the table does not hold.
+fn rewritten(strings: &Strings, ops: &[Op], cs: &Changeset) -> Option<Vec<Instruction>> {
+    let mut missing = false;
+    let instructions = ops
+        .iter()
+        .map(|op| {
+            let mut instr = op.instr.clone();
+            instr.map_strings(&mut |s| {
+                cs.find_string(&strings.list[s.0 as usize])
+                    .unwrap_or_else(|| {
+                        missing = true;
+                        s
+                    })
+            });
+            instr
+        })
+        .collect();
+    (!missing).then_some(instructions)
 }
 
 /// The merged form of changeset `ci`, `cs`, whose ops start at `start` in `side`: `None` if
@@ -119,23 +171,7 @@ fn export_one(
     let end = start + cs.len();
     debug_assert!(side.origin[start..end].iter().all(|&o| o == ci));
     let ops = &side.ops[start..end];
-    // An op a rule may have changed is compared with the instruction as imported, made again
-    // (strings in the shared table) one at a time rather than kept beside every op.
-    let untouched = ops.iter().zip(&cs.instructions).all(|(op, source)| {
-        op.alive
-            && op.before.is_empty()
-            && !op.changed
-            && (!op.touched || {
-                let mut imported = source.clone();
-                imported.map_strings(&mut |s| {
-                    cs.string(s)
-                        .and_then(|name| strings.index.get(name).copied())
-                        .unwrap_or(InternString(u32::MAX))
-                });
-                op.instr == imported
-            })
-    });
-    if untouched {
+    if unchanged(strings, ops, cs) {
         return None;
     }
     let mut out = Changeset::new();
