@@ -29,6 +29,7 @@ use std::collections::HashMap;
 
 use uniffi::Lift;
 
+use super::database::Results;
 use super::python_batch::bound;
 use super::types::{FieldValue, Key, ObjectRow, TandemError, Value};
 use crate::UniFfiTag;
@@ -169,13 +170,23 @@ impl<'b> Request<'b> {
     }
 }
 
-/// A query's request: `class_name: String`, `filter: String`, `args: Vec<Value>`.
-fn query(request: &mut Request<'_>) -> Result<(String, String, Vec<Value>), TandemError> {
-    Ok((
-        request.next("class name", Shape::Bytes)?,
-        request.next("filter", Shape::Bytes)?,
-        request.next("arguments", Shape::List(&Shape::Value))?,
-    ))
+/// The results of the query a request starts with (`class_name: String`, `filter: String`,
+/// `args: Vec<Value>`), on the database bound to `writer`, with what `rest` reads of the
+/// arguments after it; nothing may follow those. Errors: a malformed request, an unknown
+/// writer, an argument that is not a valid value.
+fn query_results<T>(
+    writer: u64,
+    request: &[u8],
+    rest: impl FnOnce(&mut Request<'_>) -> Result<T, TandemError>,
+) -> Result<(Results, T), TandemError> {
+    let (_, db) = bound(writer)?;
+    let mut request = Request::new(request);
+    let class_name = request.next("class name", Shape::Bytes)?;
+    let filter = request.next("filter", Shape::Bytes)?;
+    let args: Vec<Value> = request.next("arguments", Shape::List(&Shape::Value))?;
+    let rest = rest(&mut request)?;
+    request.end()?;
+    Ok((db.results_unchecked(class_name, filter, &args)?, rest))
 }
 
 /// `Database.query(class_name, filter, args)` without keeping the results: compiles the query
@@ -183,11 +194,7 @@ fn query(request: &mut Request<'_>) -> Result<(String, String, Vec<Value>), Tand
 /// `args: Vec<Value>`. Errors: those of `Database.query`.
 #[uniffi::export]
 pub fn batch_check_query(writer: u64, request: &[u8]) -> Result<(), TandemError> {
-    let (_, db) = bound(writer)?;
-    let mut request = Request::new(request);
-    let (class_name, filter, args) = query(&mut request)?;
-    request.end()?;
-    db.results_unchecked(class_name, filter, &args)?.check()
+    query_results(writer, request, |_| Ok(()))?.0.check()
 }
 
 /// `Database.query(class_name, filter, args).count()` in one crossing: how many objects match
@@ -195,11 +202,7 @@ pub fn batch_check_query(writer: u64, request: &[u8]) -> Result<(), TandemError>
 /// `Database.query` and `Results.count`.
 #[uniffi::export]
 pub fn batch_count(writer: u64, request: &[u8]) -> Result<u64, TandemError> {
-    let (_, db) = bound(writer)?;
-    let mut request = Request::new(request);
-    let (class_name, filter, args) = query(&mut request)?;
-    request.end()?;
-    db.results_unchecked(class_name, filter, &args)?.count()
+    query_results(writer, request, |_| Ok(()))?.0.count()
 }
 
 /// `Database.query(class_name, filter, args).rows(properties)` in one crossing, from position
@@ -209,19 +212,14 @@ pub fn batch_count(writer: u64, request: &[u8]) -> Result<u64, TandemError> {
 /// `Database.query` and `Results.rows`.
 #[uniffi::export]
 pub fn batch_rows(writer: u64, request: &[u8]) -> Result<Vec<ObjectRow>, TandemError> {
-    let (_, db) = bound(writer)?;
-    let mut request = Request::new(request);
-    let (class_name, filter, args) = query(&mut request)?;
-    let properties: Vec<String> = request.next("properties", Shape::List(&Shape::Bytes))?;
-    let offset: u64 = request.next("offset", Shape::U64)?;
-    let limit: Option<u64> = request.next("limit", Shape::OptionU64)?;
-    request.end()?;
+    let (results, (properties, offset, limit)) = query_results(writer, request, |request| {
+        let properties: Vec<String> = request.next("properties", Shape::List(&Shape::Bytes))?;
+        let offset: u64 = request.next("offset", Shape::U64)?;
+        let limit: Option<u64> = request.next("limit", Shape::OptionU64)?;
+        Ok((properties, offset, limit))
+    })?;
     let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-    db.results_unchecked(class_name, filter, &args)?.rows_range(
-        &properties,
-        size(offset),
-        limit.map(size),
-    )
+    results.rows_range(&properties, size(offset), limit.map(size))
 }
 
 /// `Database.object(class_name, key)` in one crossing: the object's properties, or `None` if

@@ -87,9 +87,9 @@ fn export<'c>(
     changesets
         .enumerate()
         .scan(0, |start, (ci, cs)| {
-            let merged = export_one(strings, side, *start, ci, cs);
+            let ops = ops_of(side, *start, ci, cs);
             *start += cs.len();
-            Some(merged)
+            Some((!unchanged(strings, ops, cs)).then(|| rebuilt(strings, ops, cs)))
         })
         .collect()
 }
@@ -101,21 +101,24 @@ fn export<'c>(
 fn export_in_place(strings: &Strings, side: &Side, changesets: &mut [Changeset]) {
     let mut start = 0;
     for (ci, cs) in changesets.iter_mut().enumerate() {
-        let len = cs.len();
-        let ops = &side.ops[start..start + len];
-        if ops.iter().all(|op| op.alive && op.before.is_empty()) {
-            if !unchanged(strings, ops, cs) {
-                if let Some(rewritten) = rewritten(strings, ops, cs) {
-                    cs.instructions = rewritten;
-                } else if let Some(out) = export_one(strings, side, start, ci, cs) {
-                    *cs = out;
-                }
-            }
-        } else if let Some(out) = export_one(strings, side, start, ci, cs) {
-            *cs = out;
+        let ops = ops_of(side, start, ci, cs);
+        start += cs.len();
+        if unchanged(strings, ops, cs) {
+            continue;
         }
-        start += len;
+        let survive = ops.iter().all(|op| op.alive && op.before.is_empty());
+        match survive.then(|| rewritten(strings, ops, cs)).flatten() {
+            Some(instructions) => cs.instructions = instructions,
+            None => *cs = rebuilt(strings, ops, cs),
+        }
     }
+}
+
+/// The ops of changeset `ci`, `cs`, which start at `start` in `side`.
+fn ops_of<'s>(side: &'s Side, start: usize, ci: usize, cs: &Changeset) -> &'s [Op] {
+    let end = start + cs.len();
+    debug_assert!(side.origin[start..end].iter().all(|&o| o == ci));
+    &side.ops[start..end]
 }
 
 /// Whether every op is alive, with nothing prepended, and as imported from `cs`.
@@ -159,21 +162,9 @@ fn rewritten(strings: &Strings, ops: &[Op], cs: &Changeset) -> Option<Vec<Instru
     (!missing).then_some(instructions)
 }
 
-/// The merged form of changeset `ci`, `cs`, whose ops start at `start` in `side`: `None` if
-/// every op is alive and as imported.
-fn export_one(
-    strings: &Strings,
-    side: &Side,
-    start: usize,
-    ci: usize,
-    cs: &Changeset,
-) -> Option<Changeset> {
-    let end = start + cs.len();
-    debug_assert!(side.origin[start..end].iter().all(|&o| o == ci));
-    let ops = &side.ops[start..end];
-    if unchanged(strings, ops, cs) {
-        return None;
-    }
+/// `cs` (its metadata) made again from its merged ops: each op's prepended instructions, then
+/// the op if it is alive, with a string table of their own.
+fn rebuilt(strings: &Strings, ops: &[Op], cs: &Changeset) -> Changeset {
     let mut out = Changeset::new();
     out.meta = cs.meta;
     // Exactly as many as it will hold: a merged history of one-instruction changesets would
@@ -191,7 +182,7 @@ fn export_one(
             out.push(instr);
         }
     }
-    Some(out)
+    out
 }
 
 /// Replaces each changeset that has a merged form by it.

@@ -402,8 +402,8 @@ fn merge_list(
             (&mut *left, a, &mut local_a, ka, la),
             (&mut *right, b, &mut local_b, kb, lb),
         ] {
-            for (&k, mut op) in ks.iter().zip(merged) {
-                op.touched = true;
+            // `grid` marked each of them touched.
+            for (&k, op) in ks.iter().zip(merged) {
                 if let Some((edit, _)) = ListEdit::of(&op.instr) {
                     local[k] = match edit {
                         ListEdit::Insert(i) | ListEdit::Erase(i) | ListEdit::Set(i) => i,

@@ -1866,18 +1866,9 @@ impl ServerFile {
         };
         // Stored changesets are already in their canonical encoding: they are served as they
         // are, never decoded, and only as many rows are read as the batch takes.
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
-                 FROM history WHERE version > ?1 ORDER BY version",
-            )
-            .map_err(sql_err)?;
-        let rows = stmt
-            .query_map([after.min(i64::MAX as u64) as i64], Self::row_to_changeset)
-            .map_err(sql_err)?
-            .map(|row| row.map_err(sql_err));
-        let walk = assemble(rows, client, after, max_bytes, integrated, integrated_at)?;
+        let walk = self.with_rows_after(after, |rows| {
+            assemble(rows, client, after, max_bytes, integrated, integrated_at)
+        })?;
         let at_latest = walk.cursor >= self.latest;
         // Cached: every session runs this for every DOWNLOAD it sends that leaves something
         // behind (a fan-out to 1,000 sessions prepared it 1,000 times).
@@ -1909,6 +1900,33 @@ impl ServerFile {
                 false => self.integrated_client_version(client, self.latest)?,
             },
         })
+    }
+
+    /// Hands `read` the history rows after `after`, oldest first, as stored: from the newest
+    /// rows kept in memory when they hold all of them (`tail`), else from SQLite, each row read
+    /// as `read` takes it. Errors: storage faults (201), and `read`'s own.
+    pub(super) fn with_rows_after<R>(
+        &self,
+        after: u64,
+        read: impl FnOnce(
+            &mut dyn Iterator<Item = Result<HistoryRow, ProtocolError>>,
+        ) -> Result<R, ProtocolError>,
+    ) -> Result<R, ProtocolError> {
+        if let Some(kept) = self.tail.after(after, self.latest) {
+            return read(&mut kept.map(|row| Ok(row.clone())));
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
+                 FROM history WHERE version > ?1 ORDER BY version",
+            )
+            .map_err(sql_err)?;
+        let mut rows = stmt
+            .query_map([after.min(i64::MAX as u64) as i64], Self::row_to_changeset)
+            .map_err(sql_err)?
+            .map(|row| row.map_err(sql_err));
+        read(&mut rows)
     }
 
     /// [`ServerFile::download`] assembled from the newest rows kept in memory, without reading

@@ -1265,10 +1265,9 @@ impl ServerFile {
         // integration whose state commit failed, a full disk say, leaves it behind until the
         // next one; objects created there would look absent and leave the view).
         self.catch_up_state()?;
-        // The rows after `after`, up to `max_bytes` of other clients' changesets (at least
-        // one row): from the file's memory when it holds them all (`super::tail`, the rows as
-        // stored), else from SQLite.
-        let take = |rows: &mut dyn Iterator<Item = Result<HistoryRow, ProtocolError>>| {
+        // The rows after `after`, up to `max_bytes` of other clients' changesets (at least one
+        // row).
+        let rows = self.with_rows_after(after, |rows| {
             let mut out: Vec<HistoryRow> = Vec::new();
             let mut bytes = 0;
             for row in rows {
@@ -1281,25 +1280,8 @@ impl ServerFile {
                 }
                 out.push(row);
             }
-            Ok::<_, ProtocolError>(out)
-        };
-        let rows = match self.tail.after(after, self.latest) {
-            Some(kept) => take(&mut kept.map(|row| Ok(row.clone())))?,
-            None => {
-                let mut stmt = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT version, changeset, origin_file_ident, origin_timestamp, client_version
-                         FROM history WHERE version > ?1 ORDER BY version",
-                    )
-                    .map_err(sql_err)?;
-                let mut rows = stmt
-                    .query_map([after.min(i64::MAX as u64) as i64], Self::row_to_changeset)
-                    .map_err(sql_err)?
-                    .map(|row| row.map_err(sql_err));
-                take(&mut rows)?
-            }
-        };
+            Ok(out)
+        })?;
         let cursor = rows.last().map_or(after, |r| r.0 as u64);
         let schemas = self.state.shared_schemas();
         let filters = self.steady_filters(query, client);
