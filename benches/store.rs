@@ -418,6 +418,18 @@ fn main() {
         print_single_transactions();
         return;
     }
+    if only == "rows" {
+        // For a profiler: Tandem's create_rows alone, five times.
+        for _ in 0..5 {
+            let (total, commit, _) = bulk_tandem_rows();
+            println!(
+                "tandem create_rows {:.1} ms (commit + history {:.1} ms)",
+                total.as_secs_f64() * 1e3,
+                commit.as_secs_f64() * 1e3
+            );
+        }
+        return;
+    }
     // Best of three fresh runs each, alternating, to damp the noise of a shared machine.
     let mut raw = Duration::MAX;
     let mut indexed = Duration::MAX;

@@ -28,26 +28,47 @@ fn write_magnitude(out: &mut Vec<u8>, mut magnitude: u128, negative: bool) {
     out.push(sign | magnitude as u8);
 }
 
-/// [`write_magnitude`] for magnitudes of up to 64 bits: one byte pushed for the common small
-/// values, otherwise the bytes gathered on the stack and appended at once (the encoder writes
-/// several varints per instruction).
-#[inline]
-fn write_magnitude64(out: &mut Vec<u8>, mut magnitude: u64, negative: bool) {
+/// Writes `magnitude` (up to 64 bits) with the sign flag set or not at the start of `buf`;
+/// returns the number of bytes written (1 to [`MAX_VARINT64_LEN`]).
+///
+/// # Panics
+/// If `buf` is shorter than the encoding (callers pass at least [`MAX_VARINT64_LEN`] bytes).
+#[inline(always)]
+pub fn put_magnitude64(buf: &mut [u8], mut magnitude: u64, negative: bool) -> usize {
     let sign = if negative { 0x40 } else { 0 };
-    if magnitude >> 6 == 0 {
-        out.push(sign | magnitude as u8);
-        return;
-    }
     // 64 bits: 6 in the last byte, 7 in each of at most 9 before it.
-    let mut bytes = [0u8; 10];
     let mut n = 0;
     while magnitude >> 6 != 0 {
-        bytes[n] = 0x80 | (magnitude & 0x7F) as u8;
+        buf[n] = 0x80 | (magnitude & 0x7F) as u8;
         magnitude >>= 7;
         n += 1;
     }
-    bytes[n] = sign | magnitude as u8;
-    out.extend_from_slice(&bytes[..=n]);
+    buf[n] = sign | magnitude as u8;
+    n + 1
+}
+
+/// [`put_magnitude64`] for a signed integer: the magnitude `-(v + 1)` with the sign flag for
+/// a negative `v`. Returns the number of bytes written.
+///
+/// # Panics
+/// As [`put_magnitude64`].
+#[inline(always)]
+pub fn put_i64(buf: &mut [u8], value: i64) -> usize {
+    if value < 0 {
+        // -(v + 1) never overflows: for i64::MIN it is i64::MAX.
+        put_magnitude64(buf, (-(value + 1)) as u64, true)
+    } else {
+        put_magnitude64(buf, value as u64, false)
+    }
+}
+
+/// [`write_magnitude`] for magnitudes of up to 64 bits, gathered on the stack and appended at
+/// once.
+#[inline]
+fn write_magnitude64(out: &mut Vec<u8>, magnitude: u64, negative: bool) {
+    let mut bytes = [0u8; MAX_VARINT64_LEN];
+    let n = put_magnitude64(&mut bytes, magnitude, negative);
+    out.extend_from_slice(&bytes[..n]);
 }
 
 /// Appends a signed integer.
