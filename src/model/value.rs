@@ -82,9 +82,21 @@ impl fmt::Display for Uuid {
 ///
 /// The 128 bits are one sign bit, a 14-bit biased exponent and a 113-bit coefficient; special
 /// values (NaN, infinities) live in the same bits and survive every conversion unchanged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Kept as two 64-bit words (low word first) rather than a `u128`: a `u128` field would align
+/// every payload, value and changeset instruction that can hold a decimal to 16 bytes, which
+/// made each instruction 16 bytes larger.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decimal128 {
-    bits: u128,
+    words: [u64; 2],
+}
+
+impl fmt::Debug for Decimal128 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decimal128")
+            .field("bits", &self.to_bits())
+            .finish()
+    }
 }
 
 impl Decimal128 {
@@ -108,12 +120,14 @@ impl Decimal128 {
 
     /// Wraps raw BID bits (low word in the low 64 bits).
     pub fn from_bits(bits: u128) -> Self {
-        Decimal128 { bits }
+        Decimal128 {
+            words: [bits as u64, (bits >> 64) as u64],
+        }
     }
 
     /// The raw BID bits.
     pub fn to_bits(self) -> u128 {
-        self.bits
+        u128::from(self.words[0]) | (u128::from(self.words[1]) << 64)
     }
 
     /// Builds `(-1)^negative * coefficient * 10^exponent` from its parts, as Realm's changeset
@@ -138,16 +152,17 @@ impl Decimal128 {
         }
         let biased = (exponent + Self::EXPONENT_BIAS) as u128;
         let sign = u128::from(negative) << 127;
-        Ok(Decimal128 {
-            bits: sign | (biased << Self::COEFFICIENT_BITS) | coefficient,
-        })
+        Ok(Decimal128::from_bits(
+            sign | (biased << Self::COEFFICIENT_BITS) | coefficient,
+        ))
     }
 
     /// The `(coefficient, exponent, negative)` triple; the inverse of [`Decimal128::from_parts`].
     pub fn parts(self) -> (u128, i32, bool) {
-        let coefficient = self.bits & Self::COEFFICIENT_MASK;
-        let biased = ((self.bits >> Self::COEFFICIENT_BITS) & 0x3FFF) as i32;
-        let negative = self.bits >> 127 == 1;
+        let bits = self.to_bits();
+        let coefficient = bits & Self::COEFFICIENT_MASK;
+        let biased = ((bits >> Self::COEFFICIENT_BITS) & 0x3FFF) as i32;
+        let negative = bits >> 127 == 1;
         (coefficient, biased - Self::EXPONENT_BIAS, negative)
     }
 }
