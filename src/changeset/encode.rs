@@ -25,7 +25,7 @@ pub(super) fn encode(changeset: &Changeset) -> (Vec<u8>, usize) {
 
 /// Encodes a changeset while it is built: each instruction is written as it is pushed and not
 /// kept, so a changeset of many instructions costs its encoded size (about 13 bytes per
-/// instruction for a bulk insert) instead of its decoded one (112 bytes each). The server's
+/// instruction for a bulk insert) instead of its decoded one (104 bytes each). The server's
 /// STATE snapshot is built this way. The bytes are those [`Changeset::encode`] gives.
 ///
 /// ```

@@ -98,7 +98,7 @@ impl Changeset {
     }
 
     /// Decodes Realm-format changeset bytes one instruction at a time, so that a large
-    /// changeset is applied or inspected without holding all its instructions (112 bytes each)
+    /// changeset is applied or inspected without holding all its instructions (104 bytes each)
     /// at once. The bytes, errors and offsets are those of [`decode`](Self::decode).
     ///
     /// ```

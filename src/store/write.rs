@@ -425,7 +425,7 @@ impl<'db> WriteTransaction<'db> {
         let plan = self.rows_plan(class, properties);
         let mut rows = rows.into_iter().enumerate();
         // A CreateObject and an Update per property for each row, up to 2^20 instructions
-        // (112 MiB) reserved at once: beyond that the list grows as usual.
+        // (104 MiB) reserved at once: beyond that the list grows as usual.
         let expected = rows.size_hint().0.saturating_mul(properties.len() + 1);
         self.changeset.reserve(expected.min(1 << 20));
         // The index of the next row, for an error before it is taken.
