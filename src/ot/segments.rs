@@ -61,6 +61,8 @@ const PAIRS_PER_ELEMENT: usize = if cfg!(test) { 0 } else { 4 };
 struct Fenwick {
     tree: Vec<i64>,
     counts: Vec<i64>,
+    /// The sum of `counts`, kept so that [`Fenwick::find`] does not walk the tree for it.
+    total: i64,
 }
 
 impl Fenwick {
@@ -74,11 +76,17 @@ impl Fenwick {
                 tree[parent] += tree[i + 1];
             }
         }
-        Fenwick { tree, counts }
+        let total = counts.iter().sum();
+        Fenwick {
+            tree,
+            counts,
+            total,
+        }
     }
 
     fn add(&mut self, slot: usize, delta: i64) {
         self.counts[slot] += delta;
+        self.total += delta;
         let mut i = slot + 1;
         while i < self.tree.len() {
             self.tree[i] += delta;
@@ -98,7 +106,7 @@ impl Fenwick {
     }
 
     fn total(&self) -> i64 {
-        self.before(self.counts.len())
+        self.total
     }
 
     /// The slot holding the item at 0-based position `p` (counts are never negative), or
