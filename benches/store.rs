@@ -23,8 +23,9 @@
 //! Run: `cargo bench --bench store`. `TANDEM_BENCH_OBJECTS=<n>` changes the 100,000;
 //! `TANDEM_BENCH_ONLY=bulk` stops after the bulk part, `TANDEM_BENCH_ONLY=notify` runs only the
 //! bulk part and then the notification part on its database (the path that once lost
-//! notifications), `TANDEM_BENCH_ONLY=single` only the single-object transactions, `TANDEM_BENCH_ONLY=read` the bulk
-//! part and the reads, `TANDEM_BENCH_ONLY=pk` the bulk part and then 200,000 primary-key
+//! notifications), `TANDEM_BENCH_ONLY=single` only the single-object transactions,
+//! `TANDEM_BENCH_ONLY=rows` only Tandem's bulk `create_rows` (five runs, for a profiler),
+//! `TANDEM_BENCH_ONLY=read` the bulk part and the reads, `TANDEM_BENCH_ONLY=pk` the bulk part and then 200,000 primary-key
 //! lookups, each its own read transaction, with their mean (for a profiler), e.g.
 //! `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench --bench store`.
 
