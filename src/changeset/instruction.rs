@@ -830,3 +830,18 @@ impl Instruction {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A decoded changeset holds every instruction at this size (a bulk insert of 100,000
+    /// objects holds 500,000 of them), so its growth is a cost to notice: 112 bytes while
+    /// `Decimal128` held a `u128`, which aligned every payload to 16 bytes
+    /// (`docs/performance.md`, "Store").
+    #[test]
+    fn an_instruction_takes_104_bytes_at_most() {
+        assert!(std::mem::size_of::<Instruction>() <= 104);
+        assert!(std::mem::align_of::<Payload>() <= 8);
+    }
+}
