@@ -280,12 +280,11 @@ fn insert_erase_grid(left: &mut [Op], right: &mut [Op]) -> Result<bool, Transfor
     }
     for (ops, edits) in [(left, a), (right, b)] {
         for (op, e) in ops.iter_mut().zip(edits) {
+            // A discarded edit keeps what the pairs before its discard made of it, as in
+            // `grid` (nothing reads it there either).
             op.touched = true;
-            if e.alive {
-                write_edit(&mut op.instr, e.edit, e.prior);
-            } else {
-                op.alive = false;
-            }
+            write_edit(&mut op.instr, e.edit, e.prior);
+            op.alive = e.alive;
         }
     }
     Ok(true)
