@@ -9,7 +9,8 @@
 //!   row for the transaction (its changeset, which sync needs), in the same transaction;
 //! - 10,000 single-object write transactions with `Durability::Normal` and `Durability::Full`,
 //!   beside raw rusqlite committing one row per transaction at the same `synchronous` setting,
-//!   into both layouts;
+//!   into both layouts; and both again with the file `Config::exclusive_to_process` (raw
+//!   through the same `unix-excl` VFS);
 //! - query latency over 100,000 objects (p50 and p99 of 200 runs): primary-key equality
 //!   (indexed), a range filter on a property and a string equality (scans), then the same
 //!   file reopened with those properties declared indexed (`Property::indexed`) and the same
@@ -18,7 +19,9 @@
 //!   (the baseline), `ReadTransaction::query_objects` (one scan), `query_rows` (the same by
 //!   position, no map per object), and `query` then `object` per key (the lookup per object
 //!   they replaced);
-//! - notification latency from commit returning to the results listener running (p50, p99).
+//! - notification latency from commit returning to the results listener running (p50, p99);
+//! - the file reopened `exclusive_to_process`: the primary-key and indexed string equalities
+//!   and the notification latency again.
 //!
 //! Run: `cargo bench --bench store`. `TANDEM_BENCH_OBJECTS=<n>` changes the 100,000;
 //! `TANDEM_BENCH_ONLY=bulk` stops after the bulk part, `TANDEM_BENCH_ONLY=notify` runs only the
@@ -26,7 +29,8 @@
 //! notifications), `TANDEM_BENCH_ONLY=single` only the single-object transactions,
 //! `TANDEM_BENCH_ONLY=rows` only Tandem's bulk `create_rows` (five runs, for a profiler),
 //! `TANDEM_BENCH_ONLY=read` the bulk part and the reads, `TANDEM_BENCH_ONLY=pk` the bulk part and then 200,000 primary-key
-//! lookups, each its own read transaction, with their mean (for a profiler), e.g.
+//! lookups, each its own read transaction, with their mean (for a profiler), shared and then
+//! `exclusive_to_process`, e.g.
 //! `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench --bench store`.
 
 use std::path::PathBuf;
@@ -153,8 +157,25 @@ fn raw_connection(
     durability: Durability,
     layout: RawLayout,
 ) -> (tempfile::TempDir, rusqlite::Connection) {
+    raw_connection_vfs(name, durability, layout, false)
+}
+
+/// [`raw_connection`], through SQLite's `unix-excl` VFS when `exclusive` (what
+/// `Config::exclusive_to_process` opens Tandem's connections with).
+fn raw_connection_vfs(
+    name: &str,
+    durability: Durability,
+    layout: RawLayout,
+    exclusive: bool,
+) -> (tempfile::TempDir, rusqlite::Connection) {
     let (guard, path) = dir(&format!("{name}-{layout:?}"));
-    let conn = rusqlite::Connection::open(path).unwrap();
+    let conn = if exclusive {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
+        rusqlite::Connection::open_with_flags_and_vfs(path, flags, c"unix-excl").unwrap()
+    } else {
+        rusqlite::Connection::open(path).unwrap()
+    };
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     let sync = match durability {
         Durability::Normal => "NORMAL",
@@ -213,9 +234,10 @@ fn insert_raw(conn: &rusqlite::Connection, i: i64) {
     .unwrap();
 }
 
-fn single_transactions(durability: Durability) -> Duration {
+fn single_transactions(durability: Durability, exclusive: bool) -> Duration {
     let config = Config {
         durability,
+        exclusive_to_process: exclusive,
         ..Config::default()
     };
     let (_dir, path) = dir(&format!("single-{durability:?}"));
@@ -230,9 +252,14 @@ fn single_transactions(durability: Durability) -> Duration {
 }
 
 /// The baseline for [`single_transactions`]: raw rusqlite committing one row per transaction
-/// into the equivalent table, WAL with the same `synchronous` setting.
-fn single_transactions_raw(durability: Durability, layout: RawLayout) -> Duration {
-    let (_dir, conn) = raw_connection(&format!("single-raw-{durability:?}"), durability, layout);
+/// into the equivalent table, WAL with the same `synchronous` setting (and the same VFS).
+fn single_transactions_raw(durability: Durability, layout: RawLayout, exclusive: bool) -> Duration {
+    let (_dir, conn) = raw_connection_vfs(
+        &format!("single-raw-{durability:?}"),
+        durability,
+        layout,
+        exclusive,
+    );
     let start = Instant::now();
     for i in 0..10_000i64 {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -263,17 +290,20 @@ fn query_latency(
     )
 }
 
-fn notification_latency(db: &Database) -> (Duration, Duration) {
+/// Latency of 200 commits, each creating one object from key `first` on, to the listener of
+/// a query that matches every key from `first` on (its results grow from none to 200: the
+/// diff of the results costs more as they grow).
+fn notification_latency(db: &Database, first: i64) -> (Duration, Duration) {
     let (tx, rx) = channel::<Instant>();
     let _token = db
-        .observe_query("Item", "_id >= 1000000", &[], move |_| {
+        .observe_query("Item", "_id >= $0", &[Value::Int(first)], move |_| {
             tx.send(Instant::now()).unwrap()
         })
         .unwrap();
     let mut samples = Vec::new();
     for i in 0..200 {
         let mut w = db.begin_write().unwrap();
-        w.create("Item", PrimaryKey::Int(1_000_000 + i), &values(i))
+        w.create("Item", PrimaryKey::Int(first + i), &values(i))
             .unwrap();
         w.commit().unwrap();
         let committed = Instant::now();
@@ -286,8 +316,8 @@ fn notification_latency(db: &Database) -> (Duration, Duration) {
     )
 }
 
-fn print_notification_latency(db: &Database) {
-    let (p50, p99) = notification_latency(db);
+fn print_notification_latency(db: &Database, first: i64) {
+    let (p50, p99) = notification_latency(db, first);
     println!("notification latency, commit returned -> results listener called (200 commits):");
     println!("  p50 {p50:?}  p99 {p99:?}");
 }
@@ -299,10 +329,18 @@ fn print_single_transactions() {
         let mut raw = Duration::MAX;
         let mut indexed = Duration::MAX;
         let mut ours = Duration::MAX;
+        let mut raw_excl = Duration::MAX;
+        let mut ours_excl = Duration::MAX;
         for _ in 0..2 {
-            raw = raw.min(single_transactions_raw(durability, RawLayout::Rowid));
-            indexed = indexed.min(single_transactions_raw(durability, RawLayout::UniqueIndex));
-            ours = ours.min(single_transactions(durability));
+            raw = raw.min(single_transactions_raw(durability, RawLayout::Rowid, false));
+            indexed = indexed.min(single_transactions_raw(
+                durability,
+                RawLayout::UniqueIndex,
+                false,
+            ));
+            ours = ours.min(single_transactions(durability, false));
+            raw_excl = raw_excl.min(single_transactions_raw(durability, RawLayout::Rowid, true));
+            ours_excl = ours_excl.min(single_transactions(durability, true));
         }
         println!(
             "  {:<6} raw {:>8.1} ms ({:>6.0} tx/s)  tandem {:>8.1} ms ({:>6.0} tx/s)  tandem speed {:.2}x of raw",
@@ -317,6 +355,14 @@ fn print_single_transactions() {
             "         raw with a unique key index {:>8.1} ms: tandem speed {:.2}x of it",
             indexed.as_secs_f64() * 1e3,
             indexed.as_secs_f64() / ours.as_secs_f64(),
+        );
+        println!(
+            "         exclusive_to_process: tandem {:>8.1} ms, {:.2}x of raw, {:.2}x of raw \
+             through the same unix-excl VFS ({:.1} ms)",
+            ours_excl.as_secs_f64() * 1e3,
+            raw.as_secs_f64() / ours_excl.as_secs_f64(),
+            raw_excl.as_secs_f64() / ours_excl.as_secs_f64(),
+            raw_excl.as_secs_f64() * 1e3,
         );
     }
 }
@@ -494,26 +540,44 @@ fn main() {
         }
         "notify" => {
             // The same database as the full run (the fastest of the three bulk runs).
-            print_notification_latency(&db);
+            print_notification_latency(&db, 1_000_000);
             return;
         }
         "pk" => {
-            // For a profiler: primary-key lookups for a while, then their latency.
-            let start = Instant::now();
-            let mut found = 0;
-            for run in 0..200_000i64 {
-                let key = Value::Int(run % objects());
-                found += db
-                    .read()
-                    .unwrap()
-                    .query("Item", "_id == $0", &[key])
-                    .unwrap()
-                    .len();
+            // For a profiler: primary-key lookups for a while, then their latency; then the
+            // same on the file reopened exclusive_to_process.
+            let path = db.path().to_owned();
+            let mut db = db;
+            for exclusive in [false, true] {
+                if exclusive {
+                    drop(db);
+                    let config = Config {
+                        exclusive_to_process: true,
+                        ..Config::default()
+                    };
+                    db = Database::open(&path, &schema(), config).unwrap();
+                }
+                let start = Instant::now();
+                let mut found = 0;
+                for run in 0..200_000i64 {
+                    let key = Value::Int(run % objects());
+                    found += db
+                        .read()
+                        .unwrap()
+                        .query("Item", "_id == $0", &[key])
+                        .unwrap()
+                        .len();
+                }
+                println!(
+                    "200000 primary-key lookups{}: {:.1} us each ({found} found)",
+                    if exclusive {
+                        ", exclusive_to_process"
+                    } else {
+                        ""
+                    },
+                    start.elapsed().as_secs_f64() * 1e6 / 200_000.0
+                );
             }
-            println!(
-                "200000 primary-key lookups: {:.1} us each ({found} found)",
-                start.elapsed().as_secs_f64() * 1e6 / 200_000.0
-            );
             return;
         }
         _ => {}
@@ -558,5 +622,21 @@ fn main() {
     println!("  age range (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
 
     print_reads(&db);
-    print_notification_latency(&db);
+    print_notification_latency(&db, 1_000_000);
+
+    // Once more with the file exclusive_to_process: no file locks per read transaction.
+    drop(db);
+    let exclusive = Config {
+        exclusive_to_process: true,
+        ..Config::default()
+    };
+    let db = Database::open(&path, &schema_indexed(), exclusive).unwrap();
+    println!("  reopened exclusive_to_process:");
+    let (p50, p99, n) = query_latency(&db, "_id == $0", |r| {
+        vec![Value::Int((r * 7919 % 100_000) as i64)]
+    });
+    println!("  _id == $0 (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
+    let (p50, p99, n) = query_latency(&db, "name == $0", name_lookup);
+    println!("  name == $0 (indexed)           p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
+    print_notification_latency(&db, 2_000_000);
 }

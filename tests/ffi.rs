@@ -664,6 +664,7 @@ fn errors_from_real_calls_have_the_right_variant() {
             durability: tandem::ffi::Durability::Full,
             writer_timeout_ms: 100,
             recovery_window: 10,
+            exclusive_to_process: false,
         },
     )
     .unwrap();

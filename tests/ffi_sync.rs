@@ -81,6 +81,7 @@ fn transact_commits_a_list_of_operations_and_returns_the_verdict() {
                 durability: Durability::Full,
                 writer_timeout_ms: 5_000,
                 recovery_window: 100,
+                exclusive_to_process: false,
             }),
         ))
         .unwrap();

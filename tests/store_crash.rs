@@ -1,6 +1,8 @@
 //! Crash safety: a child process commits transactions as fast as it can and is killed with
 //! SIGKILL at random moments. After each kill the file is reopened and must hold every
-//! transaction whose commit returned, none half-applied, with a gap-free history.
+//! transaction whose commit returned, none half-applied, with a gap-free history. Every other
+//! child has the file `exclusive_to_process` (its WAL index in memory, not in the `-shm` file):
+//! the parent's shared open after that kill rebuilds it from the WAL.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -30,7 +32,11 @@ fn crash_child_writer() {
     let Ok(path) = std::env::var("TANDEM_CRASH_CHILD") else {
         return;
     };
-    let db = Database::open(&path, &schema(), Config::default()).unwrap();
+    let config = Config {
+        exclusive_to_process: std::env::var_os("TANDEM_CRASH_EXCLUSIVE").is_some(),
+        ..Config::default()
+    };
+    let db = Database::open(&path, &schema(), config).unwrap();
     let start = db.history().unwrap().len() as i64;
     for i in start.. {
         let mut tx = db.begin_write().unwrap();
@@ -67,7 +73,11 @@ fn killed_writers_lose_nothing_that_was_committed() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let wait_for = 1 + seed % 40;
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        if kill % 2 == 1 {
+            child.env("TANDEM_CRASH_EXCLUSIVE", "1");
+        }
+        let mut child = child
             .args([
                 "crash_child_writer",
                 "--exact",

@@ -89,6 +89,12 @@ pub struct OpenOptions {
     /// (0 keeps only what sync needs).
     #[uniffi(default = 1000)]
     pub recovery_window: u64,
+    /// Whether the file is this process's alone while it is open (`tandem::store::Config::
+    /// exclusive_to_process`): transactions take no file locks, so lookups and commits are
+    /// faster, and any other process reading or writing the file meanwhile fails with `Timeout`
+    /// once its busy timeout passes. No effect on Windows.
+    #[uniffi(default = false)]
+    pub exclusive_to_process: bool,
 }
 
 impl From<OpenOptions> for store::Config {
@@ -100,6 +106,7 @@ impl From<OpenOptions> for store::Config {
             },
             writer_timeout: std::time::Duration::from_millis(o.writer_timeout_ms),
             recovery_window: o.recovery_window,
+            exclusive_to_process: o.exclusive_to_process,
             ..store::Config::default()
         }
     }

@@ -9,6 +9,7 @@
 #   bindings/kotlin/bench/run.sh                 # full size: 100,000 / 10,000 / 100,000, median of 3
 #   bindings/kotlin/bench/run.sh --n 10000       # quick: 10,000 / 1,000 / 10,000
 #   bindings/kotlin/bench/run.sh --n 10000 --repeat 1 --small 500 --dir /some/disk
+#   bindings/kotlin/bench/run.sh --exclusive      # Tandem opens its files exclusiveToProcess
 #
 # Needs cargo, a JDK 17+, Maven. BENCH_JAVA_OPTS adds JVM options (default -Xmx2g).
 set -euo pipefail

@@ -363,6 +363,47 @@ def test_open_options_defaults_and_each_durability_writes_and_reads_back(tmp_pat
                                           "tags": []}
 
 
+# Reads a file's objects from another process (the sqlite3 module's own SQLite): prints the
+# table's row count, or the error.
+READ_ELSEWHERE = """
+import sqlite3, sys
+try:
+    con = sqlite3.connect(sys.argv[1], timeout=0.2)
+    print(con.execute('SELECT count(*) FROM "t:Task"').fetchone()[0])
+except sqlite3.Error as e:
+    print("error:", e)
+"""
+
+
+def read_elsewhere(path: str) -> str:
+    return subprocess.run([sys.executable, "-c", READ_ELSEWHERE, path], text=True,
+                          capture_output=True, check=True).stdout.strip()
+
+
+def test_a_file_open_exclusive_to_process_is_locked_against_other_processes(tmp_path):
+    assert tandem.OpenOptions(durability=tandem.Durability.NORMAL).exclusive_to_process is False
+    shared_path = str(tmp_path / "shared.sqlite")
+    shared = tandem.Database.open(shared_path, task_classes())
+    shared.write([W.CREATE(class_name="Task", key=tandem.Key.INT(1), values={"title": S("a")})])
+    assert read_elsewhere(shared_path) == "1"
+
+    path = str(tmp_path / "exclusive.sqlite")
+    db = tandem.Database.open_with_options(
+        path, task_classes(),
+        tandem.OpenOptions(durability=tandem.Durability.NORMAL, exclusive_to_process=True))
+    with db.write() as tx:
+        tx.create("Task", tandem.Key.INT(1), {"title": S("mine")})
+        tx.create("Task", tandem.Key.INT(2), {"title": S("mine too")})
+    assert read_elsewhere(path) == "error: database is locked"
+    # The holder goes on as before.
+    db.write([W.CREATE(class_name="Task", key=tandem.Key.INT(3), values={"title": S("more")})])
+    assert read(db, "Task", 3)["title"] == "more"
+    del tx, db  # the last references: the database closes
+    gc.collect()
+    # Closed: the lock is gone and every commit is in the file.
+    assert read_elsewhere(path) == "3"
+
+
 # Holds SQLite's write lock on a file from another process until its stdin says otherwise (in
 # this process the lock would not conflict: POSIX locks are per process, and the sqlite3
 # module's SQLite is not Tandem's).

@@ -4645,6 +4645,13 @@ public struct OpenOptions: Equatable, Hashable {
      * (0 keeps only what sync needs).
      */
     public var recoveryWindow: UInt64
+    /**
+     * Whether the file is this process's alone while it is open (`tandem::store::Config::
+     * exclusive_to_process`): transactions take no file locks, so lookups and commits are
+     * faster, and any other process reading or writing the file meanwhile fails with `Timeout`
+     * once its busy timeout passes. No effect on Windows.
+     */
+    public var exclusiveToProcess: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4660,10 +4667,17 @@ public struct OpenOptions: Equatable, Hashable {
          * How many local changesets the history keeps after the server integrated them, so a
          * client reset in Recover mode can re-apply what a server restored from a backup lost
          * (0 keeps only what sync needs).
-         */recoveryWindow: UInt64 = UInt64(1000)) {
+         */recoveryWindow: UInt64 = UInt64(1000), 
+        /**
+         * Whether the file is this process's alone while it is open (`tandem::store::Config::
+         * exclusive_to_process`): transactions take no file locks, so lookups and commits are
+         * faster, and any other process reading or writing the file meanwhile fails with `Timeout`
+         * once its busy timeout passes. No effect on Windows.
+         */exclusiveToProcess: Bool = false) {
         self.durability = durability
         self.writerTimeoutMs = writerTimeoutMs
         self.recoveryWindow = recoveryWindow
+        self.exclusiveToProcess = exclusiveToProcess
     }
 
     
@@ -4684,7 +4698,8 @@ public struct FfiConverterTypeOpenOptions: FfiConverterRustBuffer {
             try OpenOptions(
                 durability: FfiConverterTypeDurability.read(from: &buf), 
                 writerTimeoutMs: FfiConverterUInt64.read(from: &buf), 
-                recoveryWindow: FfiConverterUInt64.read(from: &buf)
+                recoveryWindow: FfiConverterUInt64.read(from: &buf), 
+                exclusiveToProcess: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -4692,6 +4707,7 @@ public struct FfiConverterTypeOpenOptions: FfiConverterRustBuffer {
         FfiConverterTypeDurability.write(value.durability, into: &buf)
         FfiConverterUInt64.write(value.writerTimeoutMs, into: &buf)
         FfiConverterUInt64.write(value.recoveryWindow, into: &buf)
+        FfiConverterBool.write(value.exclusiveToProcess, into: &buf)
     }
 }
 

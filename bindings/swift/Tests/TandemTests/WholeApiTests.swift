@@ -315,6 +315,55 @@ final class WholeApiTests: XCTestCase {
         }
     }
 
+    /// The other process of the next test: this test binary started again with
+    /// `TANDEM_EXCLUSIVE_PROBE` set to a file; it opens the file and prints what it saw.
+    func testExclusiveProbeChild() throws {
+        guard let file = ProcessInfo.processInfo.environment["TANDEM_EXCLUSIVE_PROBE"] else { return }
+        do {
+            let db = try Database.openWithOptions(path: file, classes: taskClasses(),
+                                                  options: OpenOptions(durability: .normal, writerTimeoutMs: 200))
+            let titles = try ["1", "2"].map { try taskTitle(db, Int64($0)!) ?? "-" }
+            print("PROBE opened: \(titles.joined(separator: ", "))")
+        } catch TandemError.Timeout(let message) {
+            print("PROBE timeout: \(message)")
+        }
+    }
+
+    func testAFileOpenExclusiveToProcessIsLockedAgainstOtherProcesses() throws {
+        XCTAssertFalse(OpenOptions(durability: .normal).exclusiveToProcess)
+        let file = path("exclusive.sqlite")
+        func probe() throws -> String {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+            process.arguments = ["TandemTests.WholeApiTests/testExclusiveProbeChild"]
+            process.environment = ProcessInfo.processInfo.environment.merging(
+                ["TANDEM_EXCLUSIVE_PROBE": file]) { $1 }
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            guard let line = out.split(separator: "\n").first(where: { $0.hasPrefix("PROBE ") }) else {
+                return "no result: \(out)"
+            }
+            return String(line.dropFirst("PROBE ".count))
+        }
+        var db: Database? = try Database.openWithOptions(
+            path: file, classes: taskClasses(),
+            options: OpenOptions(durability: .normal, exclusiveToProcess: true))
+        for key in [1, 2] as [Int64] {
+            try db!.write { tx in
+                try tx.create(className: "Task", key: .int(value: key), values: ["title": str("mine \(key)")])
+            }
+        }
+        let refused = try probe()
+        XCTAssertTrue(refused.hasPrefix("timeout: ") && refused.contains("locked by another process"), refused)
+        XCTAssertEqual(try taskTitle(db!, 2), "mine 2", "the holder reads on")
+        db = nil  // closed: the lock is gone and both commits are in the file
+        XCTAssertEqual(try probe(), "opened: mine 1, mine 2")
+    }
+
     // MARK: 5. the log listener
 
     func testTheLogListenerGetsWarningsAtItsLevelAndNothingOnceCleared() throws {

@@ -1004,8 +1004,9 @@ class OpenOptions:
     durability: Durability
     writer_timeout_ms: int
     recovery_window: int
+    exclusive_to_process: bool
 
-    def __init__(self, *, durability: Durability, writer_timeout_ms: int=10000, recovery_window: int=1000) -> None: ...
+    def __init__(self, *, durability: Durability, writer_timeout_ms: int=10000, recovery_window: int=1000, exclusive_to_process: bool=False) -> None: ...
 
     def __eq__(self, other): ...
 

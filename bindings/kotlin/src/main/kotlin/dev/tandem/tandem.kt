@@ -8228,6 +8228,14 @@ data class OpenOptions (
      * (0 keeps only what sync needs).
      */
     var `recoveryWindow`: kotlin.ULong = 1000uL 
+    , 
+    /**
+     * Whether the file is this process's alone while it is open (`tandem::store::Config::
+     * exclusive_to_process`): transactions take no file locks, so lookups and commits are
+     * faster, and any other process reading or writing the file meanwhile fails with `Timeout`
+     * once its busy timeout passes. No effect on Windows.
+     */
+    var `exclusiveToProcess`: kotlin.Boolean = false 
     
 ){
     
@@ -8247,19 +8255,22 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterTypeDurability.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
     override fun allocationSize(value: OpenOptions) = (
             FfiConverterTypeDurability.allocationSize(value.`durability`) +
             FfiConverterULong.allocationSize(value.`writerTimeoutMs`) +
-            FfiConverterULong.allocationSize(value.`recoveryWindow`)
+            FfiConverterULong.allocationSize(value.`recoveryWindow`) +
+            FfiConverterBoolean.allocationSize(value.`exclusiveToProcess`)
     )
 
     override fun write(value: OpenOptions, buf: ByteBuffer) {
             FfiConverterTypeDurability.write(value.`durability`, buf)
             FfiConverterULong.write(value.`writerTimeoutMs`, buf)
             FfiConverterULong.write(value.`recoveryWindow`, buf)
+            FfiConverterBoolean.write(value.`exclusiveToProcess`, buf)
     }
 }
 

@@ -373,6 +373,33 @@ class WholeApiTest {
         assertEquals("after", title(db, 1))
     }
 
+    @Test
+    fun aFileOpenExclusiveToProcessIsLockedAgainstOtherProcesses() {
+        assertFalse(OpenOptions(durability = Durability.NORMAL).exclusiveToProcess)
+        // Another process (the sqlite3 shell) counts the file's Task rows, or says why not.
+        val sqlite3 = System.getenv("PATH").orEmpty().split(File.pathSeparator)
+            .map { File(it, "sqlite3") }.firstOrNull { it.canExecute() }
+        assumeTrue(sqlite3 != null, "needs the sqlite3 shell on PATH")
+        val file = path("exclusive.sqlite")
+        fun countElsewhere(): String {
+            val shell = ProcessBuilder(sqlite3!!.path, "-cmd", ".timeout 200", file,
+                "SELECT count(*) FROM \"t:Task\";").redirectErrorStream(true).start()
+            val out = shell.inputStream.bufferedReader().readText().trim()
+            assertTrue(shell.waitFor(10, TimeUnit.SECONDS))
+            return out
+        }
+        val db = Database.openWithOptions(file, taskClasses(),
+            OpenOptions(durability = Durability.NORMAL, exclusiveToProcess = true))
+        db.write { tx -> tx.create("Task", intKey(1), mapOf("title" to str("mine"))) }
+        db.write { tx -> tx.create("Task", intKey(2), mapOf("title" to str("mine too"))) }
+        val refused = countElsewhere()
+        assertTrue("database is locked" in refused, refused)
+        assertEquals("mine too", title(db, 2), "the holder reads on")
+        db.close()
+        // Closed: the lock is gone and both commits are in the file.
+        assertEquals("2", countElsewhere())
+    }
+
     // 5. A destructive schema change on reopen.
 
     @Test

@@ -98,7 +98,14 @@ class TandemStore(dir: Path, fullDurability: Boolean = false) : Store {
     private val db = TandemDatabase.open(
         dir.resolve("tandem.sqlite").toString(),
         listOf(Task::class),
-        if (fullDurability) OpenOptions(durability = Durability.FULL) else null,
+        if (fullDurability || tandemExclusive) {
+            OpenOptions(
+                durability = if (fullDurability) Durability.FULL else Durability.NORMAL,
+                exclusiveToProcess = tandemExclusive,
+            )
+        } else {
+            null
+        },
     )
 
     override fun bulk(n: Int) {
@@ -475,6 +482,9 @@ fun loadedLibrary(name: String): String =
 /** The file JNA loaded libtandem from (a temp copy if it came out of the jar). */
 fun tandemLibrary(): String = com.sun.jna.NativeLibrary.getInstance("tandem").file?.path ?: "(unknown)"
 
+/** `--exclusive`: Tandem opens its files `exclusiveToProcess` (SQLite and realm-core unchanged). */
+var tandemExclusive = false
+
 fun main(args: Array<String>) {
     var n = 100_000
     var small: Int? = null
@@ -490,9 +500,10 @@ fun main(args: Array<String>) {
             "--fsync" -> fsync = args[++i].toInt()
             "--repeat" -> rounds = args[++i].toInt()
             "--dir" -> root = Path.of(args[++i])
+            "--exclusive" -> tandemExclusive = true
             "--only" -> only = args[++i].also { require(it == "writes" || it == "queries" || it == "lookups") { "--only writes|queries|lookups" } }
             "-h", "--help" -> {
-                println("usage: Bench [--n N (100000)] [--small M (N/10)] [--fsync F (M/10)] [--repeat R (3)] [--dir DIR (a temp dir)] [--only writes|queries|lookups]")
+                println("usage: Bench [--n N (100000)] [--small M (N/10)] [--fsync F (M/10)] [--repeat R (3)] [--dir DIR (a temp dir)] [--only writes|queries|lookups] [--exclusive]")
                 exitProcess(0)
             }
             else -> {
@@ -546,7 +557,7 @@ fun main(args: Array<String>) {
     println("JVM ${System.getProperty("java.vm.name")} ${System.getProperty("java.version")}, ${Runtime.getRuntime().availableProcessors()} cores")
     println("SQLite: $sqliteSettings")
     println("realm-core $realmVersion (${loadedLibrary("librealmc.so")})")
-    println("Tandem: $tandemLib (default options: WAL, synchronous=NORMAL)")
+    println("Tandem: $tandemLib (WAL, synchronous=NORMAL, ${if (tandemExclusive) "exclusiveToProcess" else "the file shared with other processes (the default)"})")
     println("files under $base; sizes n=%,d, one-object transactions=%,d, fsync'd ones=%,d; warm-up once at a tenth of each size, then median of %d".format(n, m, f, rounds))
     println("load average at start: $loadBefore")
 

@@ -1,0 +1,172 @@
+//! `Config::exclusive_to_process`: while one process has the file open exclusively, another
+//! process is refused with a clear `Busy` error and nothing is lost; in the process that holds
+//! it, readers, listeners, checkpoints and a second database on the same file work as usual.
+//! The other process is this test binary started again with `TANDEM_EXCLUSIVE_PROBE` set.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
+use tandem::store::{Config, Database};
+
+fn schema() -> Schema {
+    Schema::new(vec![ClassSchema::top_level(
+        "Item",
+        "_id",
+        vec![
+            Property::new("_id", PropertyType::Int),
+            Property::new("n", PropertyType::Int),
+        ],
+    )])
+    .unwrap()
+}
+
+fn config(exclusive: bool) -> Config {
+    Config {
+        exclusive_to_process: exclusive,
+        writer_timeout: Duration::from_millis(200),
+        ..Config::default()
+    }
+}
+
+/// How many `Item`s the database holds.
+fn count(db: &Database) -> usize {
+    db.read()
+        .unwrap()
+        .query("Item", "TRUEPREDICATE", &[])
+        .unwrap()
+        .len()
+}
+
+fn create(db: &Database, key: i64) {
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Item", PrimaryKey::Int(key), &[("n", Value::Int(key))])
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+/// The other process's body: runs only when a test starts this binary with
+/// `TANDEM_EXCLUSIVE_PROBE` set (the file) and `TANDEM_EXCLUSIVE_PROBE_MODE` (`exclusive` or
+/// `shared`); prints what it saw on one line.
+#[test]
+fn exclusive_probe_child() {
+    let Ok(path) = std::env::var("TANDEM_EXCLUSIVE_PROBE") else {
+        return;
+    };
+    let exclusive = std::env::var("TANDEM_EXCLUSIVE_PROBE_MODE").as_deref() == Ok("exclusive");
+    match Database::open(&path, &schema(), config(exclusive)) {
+        Ok(db) => {
+            println!("PROBE opened, {} objects", count(&db));
+        }
+        Err(e) => println!("PROBE refused, {:?}: {e}", e.kind()),
+    }
+}
+
+/// What the probe printed, opening `path` from another process in the given mode.
+fn probe(path: &Path, mode: &str) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "exclusive_probe_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TANDEM_EXCLUSIVE_PROBE", path)
+        .env("TANDEM_EXCLUSIVE_PROBE_MODE", mode)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("PROBE ").map(|(_, seen)| seen))
+        .unwrap_or_else(|| panic!("the probe printed no result: {stdout}"))
+        .to_owned()
+}
+
+#[cfg(unix)]
+#[test]
+fn another_process_is_refused_while_the_file_is_open_exclusively_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let db = Database::open(&path, &schema(), config(true)).unwrap();
+    create(&db, 1);
+    create(&db, 2);
+    for mode in ["shared", "exclusive"] {
+        let seen = probe(&path, mode);
+        assert!(
+            seen.starts_with("refused, Busy: "),
+            "{mode} probe while held: {seen}"
+        );
+        assert!(
+            seen.contains("locked by another process")
+                && seen.contains("exclusive_to_process")
+                && seen.contains(&path.display().to_string()),
+            "the error says why and names the file: {seen}"
+        );
+    }
+    // The holder is untouched by the refusals.
+    create(&db, 3);
+    assert_eq!(count(&db), 3);
+    drop(db);
+    // Once it closes, anyone may open the file and sees every commit.
+    assert_eq!(probe(&path, "shared"), "opened, 3 objects");
+    assert_eq!(probe(&path, "exclusive"), "opened, 3 objects");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_shared_file_is_not_locked_against_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let db = Database::open(&path, &schema(), config(false)).unwrap();
+    create(&db, 1);
+    assert_eq!(probe(&path, "shared"), "opened, 1 objects");
+    create(&db, 2);
+    assert_eq!(count(&db), 2);
+}
+
+/// The holder's own machinery under the exclusive lock: a listener sees every commit, another
+/// `Database` on the same file in this process reads and writes, the WAL is checkpointed
+/// (its frames reach the main file), and reopening shared afterwards sees it all.
+#[test]
+fn in_the_holding_process_everything_works_as_with_a_shared_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let db = Database::open(&path, &schema(), config(true)).unwrap();
+    let (tx, rx) = channel();
+    let _token = db
+        .observe_query("Item", "n >= 0", &[], move |change| {
+            tx.send(change.keys.len()).unwrap();
+        })
+        .unwrap();
+    let mut last = 0;
+    for key in 0..300 {
+        create(&db, key);
+        // Each commit reaches the listener (it may batch several into one call).
+        while last < key as usize + 1 {
+            last = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+    }
+    let second = Database::open(&path, &schema(), config(false)).unwrap();
+    assert_eq!(count(&second), 300);
+    create(&second, 300);
+    assert_eq!(count(&db), 301);
+    drop(second);
+    drop(_token);
+    drop(db);
+    let again = Database::open(&path, &schema(), config(false)).unwrap();
+    let read = again.read().unwrap();
+    assert_eq!(read.query("Item", "n >= 0", &[]).unwrap().len(), 301);
+    let last = read.object("Item", &PrimaryKey::Int(300)).unwrap().unwrap();
+    assert_eq!(format!("{:?}", last.fields["n"]), "Value(Int(300))");
+    drop(read);
+    drop(again);
+    // The last connection's close checkpointed the WAL into the main file.
+    let wal = dir.path().join("db.sqlite-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the WAL was left with frames"
+    );
+}
