@@ -129,7 +129,7 @@ fn conflict_groups_change_nothing_but_speed() {
 #[test]
 fn merge_reach_is_symmetric_and_reads_encoded_bytes() {
     use tandem::changeset::{Changeset, Instruction};
-    use tandem::ot::MergeReach;
+    use tandem::ot::{ErasedTables, MergeReach};
     let seed = env_u64("TANDEM_SEED", 1);
     let (mut met, mut missed) = (0usize, 0usize);
     for r in 0..100u64 {
@@ -155,13 +155,17 @@ fn merge_reach_is_symmetric_and_reads_encoded_bytes() {
                     "round {r}: not symmetric"
                 );
                 let bytes = y.encode();
-                assert_eq!(of_x.meets_encoded(&bytes, false), meets, "round {r}");
+                assert_eq!(
+                    of_x.meets_encoded(&bytes, ErasedTables::ByReach),
+                    meets,
+                    "round {r}"
+                );
                 let erases = y
                     .instructions
                     .iter()
                     .any(|i| matches!(i, Instruction::EraseTable { .. }));
                 assert_eq!(
-                    of_x.meets_encoded(&bytes, true),
+                    of_x.meets_encoded(&bytes, ErasedTables::AlwaysMeet),
                     meets || erases,
                     "round {r}"
                 );
@@ -176,7 +180,7 @@ fn merge_reach_is_symmetric_and_reads_encoded_bytes() {
         for y in &b {
             let any = a.iter().any(|x| MergeReach::of([x]).meets(y));
             assert_eq!(
-                MergeReach::of(&a).meets_encoded(&y.encode(), false),
+                MergeReach::of(&a).meets_encoded(&y.encode(), ErasedTables::ByReach),
                 any,
                 "round {r}"
             );

@@ -5,7 +5,7 @@
 //! instructions encodes to zero bytes, string table or not.
 
 use super::instruction::*;
-use super::varint::{put_i64, put_magnitude64, write_u128, MAX_VARINT113_LEN, MAX_VARINT64_LEN};
+use super::varint::{put_i64, put_magnitude64, put_u128, MAX_VARINT128_LEN, MAX_VARINT64_LEN};
 use super::Changeset;
 use crate::model::Decimal128;
 
@@ -258,9 +258,9 @@ impl Writer {
 
     fn decimal(&mut self, d: Decimal128) {
         let (coefficient, exponent, negative) = d.parts();
-        let mut wide = Vec::with_capacity(MAX_VARINT113_LEN);
-        write_u128(&mut wide, coefficient);
-        self.raw(&wide);
+        let mut wide = [0u8; MAX_VARINT128_LEN];
+        let n = put_u128(&mut wide, coefficient);
+        self.raw(&wide[..n]);
         self.i64(i64::from(exponent));
         self.bool(negative);
     }

@@ -18,14 +18,25 @@ pub const MAX_VARINT64_LEN: usize = 10;
 /// Most bytes a decimal128 coefficient (at most 113 bits) can take.
 pub const MAX_VARINT113_LEN: usize = 17;
 
-/// Appends `magnitude` with the sign flag set or not.
-fn write_magnitude(out: &mut Vec<u8>, mut magnitude: u128, negative: bool) {
-    while magnitude >> 6 != 0 {
-        out.push(0x80 | (magnitude & 0x7F) as u8);
-        magnitude >>= 7;
+/// Most bytes any 128-bit value can take (18 groups of 7 bits, then 6 bits).
+pub const MAX_VARINT128_LEN: usize = 19;
+
+/// Writes an unsigned `value` of up to 128 bits (decimal128 coefficients) at the start of
+/// `buf`; returns the number of bytes written (1 to [`MAX_VARINT128_LEN`]; at most
+/// [`MAX_VARINT113_LEN`] for a coefficient of 113 bits).
+///
+/// # Panics
+/// If `buf` is shorter than the encoding (callers pass at least [`MAX_VARINT128_LEN`] bytes).
+#[inline]
+pub fn put_u128(buf: &mut [u8], mut value: u128) -> usize {
+    let mut n = 0;
+    while value >> 6 != 0 {
+        buf[n] = 0x80 | (value & 0x7F) as u8;
+        value >>= 7;
+        n += 1;
     }
-    let sign = if negative { 0x40 } else { 0 };
-    out.push(sign | magnitude as u8);
+    buf[n] = value as u8;
+    n + 1
 }
 
 /// Writes `magnitude` (up to 64 bits) with the sign flag set or not at the start of `buf`;
@@ -62,8 +73,8 @@ pub fn put_i64(buf: &mut [u8], value: i64) -> usize {
     }
 }
 
-/// [`write_magnitude`] for magnitudes of up to 64 bits, gathered on the stack and appended at
-/// once.
+/// Appends `magnitude` (up to 64 bits) with the sign flag set or not, gathered on the stack
+/// and appended at once.
 #[inline]
 fn write_magnitude64(out: &mut Vec<u8>, magnitude: u64, negative: bool) {
     let mut bytes = [0u8; MAX_VARINT64_LEN];
@@ -90,7 +101,9 @@ pub fn write_u64(out: &mut Vec<u8>, value: u64) {
 
 /// Appends an unsigned integer of up to 128 bits (decimal128 coefficients).
 pub fn write_u128(out: &mut Vec<u8>, value: u128) {
-    write_magnitude(out, value, false);
+    let mut bytes = [0u8; MAX_VARINT128_LEN];
+    let n = put_u128(&mut bytes, value);
+    out.extend_from_slice(&bytes[..n]);
 }
 
 /// Number of bytes [`write_magnitude`] uses for `magnitude`.
@@ -287,6 +300,45 @@ mod tests {
         let mut out = Vec::new();
         write_u128(&mut out, 1u128 << 64);
         assert_eq!(read_unsigned(&out, u64::MAX), Err(VarintError::OutOfRange));
+    }
+
+    /// The scheme written out byte by byte: the reference the writers are checked against.
+    fn write_magnitude(out: &mut Vec<u8>, mut magnitude: u128, negative: bool) {
+        while magnitude >> 6 != 0 {
+            out.push(0x80 | (magnitude & 0x7F) as u8);
+            magnitude >>= 7;
+        }
+        let sign = if negative { 0x40 } else { 0 };
+        out.push(sign | magnitude as u8);
+    }
+
+    /// The 128-bit writer against the reference at every power of two, its neighbours and the
+    /// extremes: a 113-bit coefficient takes at most `MAX_VARINT113_LEN` bytes, any value at
+    /// most `MAX_VARINT128_LEN`.
+    #[test]
+    fn put_u128_matches_write_magnitude() {
+        let mut values = vec![0u128, 1, u128::MAX, u128::MAX - 1];
+        for bit in 0..128 {
+            let p = 1u128 << bit;
+            values.extend([p - 1, p, p + 1, p.wrapping_mul(3)]);
+        }
+        for v in values {
+            let mut general = Vec::new();
+            write_magnitude(&mut general, v, false);
+            let mut buf = [0u8; MAX_VARINT128_LEN];
+            let n = put_u128(&mut buf, v);
+            assert_eq!(&buf[..n], &general[..], "{v}");
+            let mut appended = Vec::new();
+            write_u128(&mut appended, v);
+            assert_eq!(appended, general, "{v}");
+            if v < 1u128 << 113 {
+                assert!(n <= MAX_VARINT113_LEN, "{v}: {n} bytes");
+            }
+        }
+        assert_eq!(
+            put_u128(&mut [0u8; MAX_VARINT128_LEN], u128::MAX),
+            MAX_VARINT128_LEN
+        );
     }
 
     /// The 64-bit writer against the general one, at every power of two, its neighbours and

@@ -185,7 +185,7 @@ impl ReciprocalHistory {
         incoming.erases_table()
             || match self.form(key) {
                 Some(form) => incoming.meets(form),
-                None => incoming.meets_encoded(local_bytes, false),
+                None => incoming.meets_encoded(local_bytes, super::ErasedTables::ByReach),
             }
     }
 

@@ -562,12 +562,13 @@ impl MergeReach {
 
     /// [`meets`](Self::meets) for a changeset still encoded, decoded one instruction at a time
     /// ([`Changeset::stream`]) and only until the answer is known: a large changeset that
-    /// cannot meet the set is never held decoded. With `erase_table_meets`, an `EraseTable` in
-    /// `bytes` answers `true` as well (what
+    /// cannot meet the set is never held decoded. With [`ErasedTables::AlwaysMeet`], an
+    /// `EraseTable` in `bytes` answers `true` as well (what
     /// [`ReciprocalHistory::needs_merge`](super::ReciprocalHistory::needs_merge) asks of an
     /// incoming changeset that erases a table). Bytes that do not decode answer `true`, so
     /// that the caller decodes them and reports the error.
-    pub fn meets_encoded(&self, bytes: &[u8], erase_table_meets: bool) -> bool {
+    pub fn meets_encoded(&self, bytes: &[u8], erased_tables: ErasedTables) -> bool {
+        let erase_table_meets = erased_tables == ErasedTables::AlwaysMeet;
         if bytes.is_empty() {
             return false;
         }
@@ -617,6 +618,16 @@ impl MergeReach {
         }
         false
     }
+}
+
+/// What [`MergeReach::meets_encoded`] makes of an `EraseTable` instruction in the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErasedTables {
+    /// Like any instruction: it meets the set when the set touches the table
+    /// ([`MergeReach::meets`]'s rule).
+    ByReach,
+    /// It always meets the set, whatever the set touches.
+    AlwaysMeet,
 }
 
 /// The keys [`join`] unions for `instr` (its own, a link payload's target, a link column's

@@ -28,7 +28,7 @@ mod segments;
 use std::fmt;
 
 pub use history::{FormKey, ReciprocalHistory};
-pub use merge::MergeReach;
+pub use merge::{ErasedTables, MergeReach};
 
 use crate::changeset::Changeset;
 

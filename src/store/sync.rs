@@ -15,7 +15,7 @@ use super::history::{
 pub(crate) use super::layout::{get, put};
 use super::{apply, notify, Database, StoreError};
 use crate::changeset::{Changeset, ChangesetMeta};
-use crate::ot::{FormKey, MergeReach, ReciprocalHistory, TransformError};
+use crate::ot::{ErasedTables, FormKey, MergeReach, ReciprocalHistory, TransformError};
 use crate::state::{checks, ApplyError, Schemas};
 
 pub(crate) const CLIENT_FILE_IDENT: &str = "client_file_ident";
@@ -325,7 +325,7 @@ impl Database {
                             .collect();
                         // Whether any of them needs a merge (`ReciprocalHistory::needs_merge`
                         // asked of all of them at once: `MergeReach::meets` is symmetric).
-                        if forms.is_empty() || !MergeReach::of(forms).meets_encoded(&bytes, true) {
+                        if forms.is_empty() || !MergeReach::of(forms).meets_encoded(&bytes, ErasedTables::AlwaysMeet) {
                             let mut builder = notify::TouchedBuilder::default();
                             apply::apply_stream(conn, schemas, &bytes, |strings, instruction| {
                                 if watching {
