@@ -392,11 +392,12 @@ fn join_all(groups: &mut Groups, ops: &[Op]) -> Vec<usize> {
     for op in ops {
         let plain = !matches!(op.instr.payload(), Some(Payload::Link(_)))
             && !matches!(op.instr, Instruction::AddColumn(_));
+        let key = key_of(&op.instr);
         let id = match &last {
-            Some((key, id)) if plain && *key == key_of(&op.instr) => *id,
+            Some((last_key, id)) if plain && *last_key == key => *id,
             _ => {
-                let id = join(groups, &op.instr);
-                last = plain.then(|| (key_of(&op.instr), id));
+                let id = join(groups, key.clone(), &op.instr);
+                last = plain.then_some((key, id));
                 id
             }
         };
@@ -405,9 +406,10 @@ fn join_all(groups: &mut Groups, ops: &[Op]) -> Vec<usize> {
     ids
 }
 
-/// The group id of an instruction, joined with the groups its links and link columns reach.
-fn join(groups: &mut Groups, instr: &Instruction) -> usize {
-    let id = groups.id(key_of(instr));
+/// The group id of an instruction (`key`, its [`key_of`]), joined with the groups its links and
+/// link columns reach.
+fn join(groups: &mut Groups, key: GroupKey, instr: &Instruction) -> usize {
+    let id = groups.id(key);
     if let Some(Payload::Link(link)) = instr.payload() {
         let target = groups.id(GroupKey::Object(link.target_table, link.target.clone()));
         groups.union(id, target);
