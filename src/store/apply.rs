@@ -5,6 +5,8 @@
 //! Local writes go through here too: a write transaction builds instructions and applies them
 //! one by one, so the store has a single path that changes data.
 
+use std::borrow::Cow;
+
 use rusqlite::types::{Value as Sql, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -79,30 +81,14 @@ pub(crate) fn apply_instructions(
     cs: &Changeset,
     instructions: &[Instruction],
 ) -> Result<(), ApplyFailure> {
-    conn.execute_batch("SAVEPOINT tandem_apply")
-        .map_err(ApplyFailure::Sql)?;
-    // Only schema instructions change `schemas`; keep a copy to restore only when they may.
-    let saved = instructions
-        .iter()
-        .any(Instruction::is_schema_change)
-        .then(|| schemas.clone());
-    let mut applier = Applier::new(conn, schemas);
-    // The last step writes the object still pending after the last instruction; its failure
-    // (an SQL error only) is reported at that instruction.
-    let last = instructions.len().saturating_sub(1);
-    let steps = instructions.iter().map(Some).chain(std::iter::once(None));
-    for (index, instruction) in steps.enumerate() {
-        let done = match instruction {
-            Some(instruction) => applier.instruction(cs, instruction),
-            None => applier.flush(cs),
-        };
-        if let Err(fault) = done {
-            return Err(undo(conn, schemas, saved, fault, index.min(last)));
-        }
-    }
-    conn.execute_batch("RELEASE tandem_apply")
-        .map_err(ApplyFailure::Sql)?;
-    Ok(())
+    let mut source = Slice {
+        strings: cs,
+        rest: instructions.iter(),
+    };
+    apply_each(conn, schemas, &mut source, |_, _| {}).map_err(|failure| match failure {
+        Failed::Apply(failure) => failure,
+        Failed::Source(never) => match never {},
+    })
 }
 
 /// What [`apply_stream`] failed on.
@@ -121,17 +107,75 @@ pub(crate) fn apply_stream(
     conn: &Connection,
     schemas: &mut Schemas,
     bytes: &[u8],
-    mut each: impl FnMut(&Changeset, &Instruction),
+    each: impl FnMut(&Changeset, &Instruction),
 ) -> Result<(), StreamFailure> {
+    apply_each(conn, schemas, &mut Changeset::stream(bytes), each).map_err(
+        |failure| match failure {
+            Failed::Apply(failure) => StreamFailure::Apply(failure),
+            Failed::Source(e) => StreamFailure::Decode(e),
+        },
+    )
+}
+
+/// Where [`apply_each`] takes its instructions from: a decoded changeset's slice, or a stream
+/// decoding them one at a time.
+trait Source<'a> {
+    /// Why the next instruction could not be had.
+    type Error;
+    /// The next instruction (borrowed from the slice, or decoded), or `None` after the last.
+    fn next(&mut self) -> Result<Option<Cow<'a, Instruction>>, Self::Error>;
+    /// The changeset holding the strings of the instructions given so far.
+    fn strings(&self) -> &Changeset;
+}
+
+/// The instructions of a decoded changeset.
+struct Slice<'a> {
+    strings: &'a Changeset,
+    rest: std::slice::Iter<'a, Instruction>,
+}
+
+impl<'a> Source<'a> for Slice<'a> {
+    type Error = std::convert::Infallible;
+    fn next(&mut self) -> Result<Option<Cow<'a, Instruction>>, Self::Error> {
+        Ok(self.rest.next().map(Cow::Borrowed))
+    }
+    fn strings(&self) -> &Changeset {
+        self.strings
+    }
+}
+
+impl<'a> Source<'a> for crate::changeset::InstructionStream<'_> {
+    type Error = crate::changeset::ChangesetError;
+    fn next(&mut self) -> Result<Option<Cow<'a, Instruction>>, Self::Error> {
+        Ok(self.next_instruction()?.map(Cow::Owned))
+    }
+    fn strings(&self) -> &Changeset {
+        crate::changeset::InstructionStream::strings(self)
+    }
+}
+
+/// How [`apply_each`] failed: its source, or an instruction.
+enum Failed<E> {
+    Source(E),
+    Apply(ApplyFailure),
+}
+
+/// Applies every instruction of `source` in a savepoint, calling `each` before each one; on
+/// any failure rolls the database and `schemas` back (`schemas` is copied before the first
+/// schema instruction, the only kind that changes it) and names the instruction.
+fn apply_each<'a, S: Source<'a>>(
+    conn: &Connection,
+    schemas: &mut Schemas,
+    source: &mut S,
+    mut each: impl FnMut(&Changeset, &Instruction),
+) -> Result<(), Failed<S::Error>> {
     conn.execute_batch("SAVEPOINT tandem_apply")
-        .map_err(|e| StreamFailure::Apply(ApplyFailure::Sql(e)))?;
-    // Copied before the first schema instruction, to restore on failure.
+        .map_err(|e| Failed::Apply(ApplyFailure::Sql(e)))?;
     let mut saved: Option<Schemas> = None;
-    let mut stream = Changeset::stream(bytes);
     let mut applier = Applier::new(conn, schemas);
     let mut index: usize = 0;
     let failed = loop {
-        let next = match stream.next_instruction() {
+        let next = match source.next() {
             Ok(next) => next,
             Err(e) => break Err(e),
         };
@@ -140,30 +184,29 @@ pub(crate) fn apply_stream(
                 if saved.is_none() && instruction.is_schema_change() {
                     saved = Some(applier.schemas.clone());
                 }
-                each(stream.strings(), instruction);
-                applier.instruction(stream.strings(), instruction)
+                each(source.strings(), instruction);
+                applier.instruction(source.strings(), instruction)
             }
             // The object still pending after the last instruction; its failure (an SQL error
             // only) is reported at that instruction.
-            None => applier.flush(stream.strings()),
+            None => applier.flush(source.strings()),
         };
         match done {
-            // A failed flush is reported at the last instruction.
             Err(fault) if next.is_none() => break Ok((fault, index.saturating_sub(1))),
             Err(fault) => break Ok((fault, index)),
             Ok(()) if next.is_none() => {
                 return conn
                     .execute_batch("RELEASE tandem_apply")
-                    .map_err(|e| StreamFailure::Apply(ApplyFailure::Sql(e)));
+                    .map_err(|e| Failed::Apply(ApplyFailure::Sql(e)));
             }
             Ok(()) => index += 1,
         }
     };
     Err(match failed {
-        Ok((fault, index)) => StreamFailure::Apply(undo(conn, schemas, saved, fault, index)),
+        Ok((fault, index)) => Failed::Apply(undo(conn, schemas, saved, fault, index)),
         Err(e) => {
             roll_back(conn, schemas, saved);
-            StreamFailure::Decode(e)
+            Failed::Source(e)
         }
     })
 }
