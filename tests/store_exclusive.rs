@@ -9,7 +9,7 @@ use std::sync::mpsc::channel;
 use std::time::Duration;
 
 use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
-use tandem::store::{Config, Database};
+use tandem::store::{Config, Database, StoreErrorKind};
 
 fn schema() -> Schema {
     Schema::new(vec![ClassSchema::top_level(
@@ -59,6 +59,11 @@ fn exclusive_probe_child() {
     match Database::open(&path, &schema(), config(exclusive)) {
         Ok(db) => {
             println!("PROBE opened, {} objects", count(&db));
+            if std::env::var_os("TANDEM_EXCLUSIVE_PROBE_HOLD").is_some() {
+                // Holds the file open (idle) until the parent closes this process's stdin.
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+            }
         }
         Err(e) => println!("PROBE refused, {:?}: {e}", e.kind()),
     }
@@ -93,16 +98,21 @@ fn another_process_is_refused_while_the_file_is_open_exclusively_and_loses_nothi
     let db = Database::open(&path, &schema(), config(true)).unwrap();
     create(&db, 1);
     create(&db, 2);
-    for mode in ["shared", "exclusive"] {
+    // Each opener is told why in its own terms, with the file's name.
+    for (mode, why) in [
+        (
+            "shared",
+            "is locked by another process: one that has it open exclusive_to_process",
+        ),
+        ("exclusive", "is open in another process"),
+    ] {
         let seen = probe(&path, mode);
         assert!(
             seen.starts_with("refused, Busy: "),
             "{mode} probe while held: {seen}"
         );
         assert!(
-            seen.contains("locked by another process")
-                && seen.contains("exclusive_to_process")
-                && seen.contains(&path.display().to_string()),
+            seen.contains(&format!("{} {why}", path.display())),
             "the error says why and names the file: {seen}"
         );
     }
@@ -113,6 +123,74 @@ fn another_process_is_refused_while_the_file_is_open_exclusively_and_loses_nothi
     // Once it closes, anyone may open the file and sees every commit.
     assert_eq!(probe(&path, "shared"), "opened, 3 objects");
     assert_eq!(probe(&path, "exclusive"), "opened, 3 objects");
+}
+
+/// An exclusive open while another process merely has the file open (idle, shared) waits its
+/// timeout and fails with a message that says so; once that process is gone it succeeds.
+#[cfg(unix)]
+#[test]
+fn an_exclusive_open_is_refused_while_another_process_has_the_file_open() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    create(&Database::open(&path, &schema(), config(false)).unwrap(), 1);
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "exclusive_probe_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TANDEM_EXCLUSIVE_PROBE", &path)
+        .env("TANDEM_EXCLUSIVE_PROBE_MODE", "shared")
+        .env("TANDEM_EXCLUSIVE_PROBE_HOLD", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let opened = lines
+        .find_map(|l| l.ok().filter(|l| l.contains("PROBE ")))
+        .unwrap();
+    assert!(opened.contains("PROBE opened, 1 objects"), "{opened}");
+    let err = Database::open(&path, &schema(), config(true))
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), StoreErrorKind::Busy, "{err}");
+    assert!(
+        err.to_string().contains("is open in another process")
+            && err.to_string().contains("close it there first"),
+        "{err}"
+    );
+    drop(holder.stdin.take()); // EOF: the holder closes the file and exits
+    assert!(holder.wait().unwrap().success());
+    let db = Database::open(&path, &schema(), config(true)).unwrap();
+    assert_eq!(count(&db), 1);
+}
+
+/// The other order: a file open shared here cannot be opened exclusively here as well (the
+/// shared connections' locks would undo it), and nothing changes for the open database.
+#[test]
+fn a_file_open_shared_in_this_process_is_not_opened_exclusively_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let shared = Database::open(&path, &schema(), config(false)).unwrap();
+    create(&shared, 1);
+    let err = Database::open(&path, &schema(), config(true))
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), StoreErrorKind::InvalidArgument, "{err}");
+    assert!(
+        err.to_string().contains("exclusive_to_process = false"),
+        "{err}"
+    );
+    create(&shared, 2);
+    assert_eq!(count(&shared), 2);
+    drop(shared);
+    // Closed: it may now be opened either way.
+    let exclusive = Database::open(&path, &schema(), config(true)).unwrap();
+    assert_eq!(count(&exclusive), 2);
 }
 
 #[cfg(unix)]
@@ -128,8 +206,9 @@ fn a_shared_file_is_not_locked_against_other_processes() {
 }
 
 /// The holder's own machinery under the exclusive lock: a listener sees every commit, another
-/// `Database` on the same file in this process reads and writes, the WAL is checkpointed
-/// (its frames reach the main file), and reopening shared afterwards sees it all.
+/// `Database` opened the same way on the same file in this process reads and writes (one
+/// opened shared is refused while the file is held), the WAL is checkpointed at the last close,
+/// and reopening shared afterwards sees it all.
 #[test]
 fn in_the_holding_process_everything_works_as_with_a_shared_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,7 +228,18 @@ fn in_the_holding_process_everything_works_as_with_a_shared_file() {
             last = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         }
     }
-    let second = Database::open(&path, &schema(), config(false)).unwrap();
+    // Another database on the file in this process opens it the same way; the other way is
+    // refused, naming the file and the setting it is open with.
+    let err = Database::open(&path, &schema(), config(false))
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), StoreErrorKind::InvalidArgument, "{err}");
+    assert!(
+        err.to_string()
+            .contains("already open in this process with exclusive_to_process = true"),
+        "{err}"
+    );
+    let second = Database::open(&path, &schema(), config(true)).unwrap();
     assert_eq!(count(&second), 300);
     create(&second, 300);
     assert_eq!(count(&db), 301);

@@ -118,10 +118,13 @@ pub struct Config {
     /// quarters (`docs/performance.md`, "One process"). The cost: while the file is open here, any other
     /// process (another Tandem, the `sqlite3` shell, a backup tool) that reads or writes it gets
     /// [`StoreErrorKind::Busy`] (an open waits [`Config::writer_timeout`] for the lock first);
-    /// and a process that opens the file while another one is inside a transaction on it gets
-    /// `Busy` too. Connections of this process, exclusive or not, are
-    /// unaffected. The file stays an ordinary SQLite file, and a crash loses nothing either way:
-    /// the WAL index is rebuilt from the WAL at the next open.
+    /// and opening the file exclusively while any other process has it open fails the same
+    /// way (SQLite keeps a lock on a WAL file for as long as a connection has it open). The holder's own connections (readers, the notifier, the checkpointer,
+    /// other databases it opens on the file the same way) are unaffected; opening the file
+    /// with the other setting while a database of this process has it open is
+    /// [`StoreError::InvalidArgument`] (the shared connections' locks would undo the exclusive
+    /// one). The file stays an ordinary SQLite file, and a crash loses nothing either way: the
+    /// WAL index is rebuilt from the WAL at the next open.
     ///
     /// On platforms without the `unix-excl` VFS (Windows) the flag has no effect: the file
     /// stays shared.
@@ -542,7 +545,8 @@ fn connect(path: &Path, config: &Config, create: bool) -> Result<Connection, Sto
     conn.busy_timeout(config.writer_timeout)?;
     // Before anything that writes (switching to WAL does): a file from a newer Tandem is
     // refused untouched. The first read is also where another process's exclusive lock shows.
-    layout::readable_version(&conn).map_err(|e| locked_at_open(e, path))?;
+    layout::readable_version(&conn)
+        .map_err(|e| locked_at_open(e, path, config.exclusive_to_process))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match config.durability {
         Durability::Normal => "NORMAL",
@@ -558,20 +562,28 @@ fn connect(path: &Path, config: &Config, create: bool) -> Result<Connection, Sto
 }
 
 /// `e`, or for `SQLITE_BUSY` on the first read of a file, the same code with a message that
-/// says why: in WAL mode only a lock held by another process (one that has the file
-/// [`Config::exclusive_to_process`], or a tool inside a transaction on it with an exclusive
-/// lock) refuses a read.
-fn locked_at_open(e: StoreError, path: &Path) -> StoreError {
+/// says why. Opening shared, in WAL mode only a lock held by another process refuses a read:
+/// one that has the file [`Config::exclusive_to_process`], or a tool holding an exclusive lock.
+/// Opening exclusively, any other process that has the file open refuses it: SQLite keeps a
+/// shared lock on a WAL file for as long as a connection has it open.
+fn locked_at_open(e: StoreError, path: &Path, exclusive: bool) -> StoreError {
     match e {
         StoreError::Sqlite(s)
             if s.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
         {
+            let why = if exclusive {
+                "is open in another process, and a file opened exclusive_to_process must be \
+                 open nowhere else (SQLite keeps a lock on a WAL file for as long as any \
+                 connection has it open); close it there first"
+            } else {
+                "is locked by another process: one that has it open exclusive_to_process (it \
+                 stays locked until that process closes it), or a tool holding an exclusive \
+                 lock on it"
+            };
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
                 Some(format!(
-                    "{} is locked by another process: one that opened it exclusive_to_process \
-                     (it stays locked until that process closes it), or a tool inside a \
-                     transaction on it; nothing was read or written",
+                    "{} {why}; nothing was read or written",
                     path.display()
                 )),
             ))
@@ -603,6 +615,14 @@ impl Database {
         config: Config,
     ) -> Result<Database, StoreError> {
         let path = path.as_ref().to_path_buf();
+        if let Some(open_as) = notify::open_mode_conflict(&path, config.exclusive_to_process) {
+            return Err(StoreError::InvalidArgument(format!(
+                "{} is already open in this process with exclusive_to_process = {open_as}; \
+                 open every database on a file the same way while any is open (mixing the two \
+                 would undo the exclusive lock)",
+                path.display()
+            )));
+        }
         let conn = open_connection(&path, &config)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let prepared = (|| {

@@ -193,6 +193,9 @@ enum FileKey {
 /// through any of them reaches the listeners of all (Realm notifies every instance of a file).
 struct Peers {
     key: FileKey,
+    /// Whether the file is open [`super::Config::exclusive_to_process`] here: every handle of
+    /// a process opens a file the same way ([`open_mode_conflict`]).
+    exclusive: bool,
     notifiers: Mutex<Vec<Weak<Notifier>>>,
 }
 
@@ -228,12 +231,29 @@ impl Peers {
 /// Every file's [`Peers`] in this process.
 static PEERS: Mutex<Option<HashMap<FileKey, Weak<Peers>>>> = Mutex::new(None);
 
+/// The registry key of the file at `path` (its identity, `identity` when known).
+fn file_key(path: &std::path::Path, identity: Option<(u64, u64)>) -> FileKey {
+    match identity {
+        Some((dev, ino)) => FileKey::Identity(dev, ino),
+        None => FileKey::Path(path.to_path_buf()),
+    }
+}
+
+/// The mode (`exclusive_to_process` or not) a handle of this process already has the file at
+/// `path` open in, when it is not `exclusive`. Opening a file both ways at once in one
+/// process would undo the exclusive lock: SQLite's locks on the shared connections' behalf
+/// replace the process's lock (POSIX locks belong to the process), and a second process could
+/// then write the file beside a WAL index it cannot see.
+pub(crate) fn open_mode_conflict(path: &std::path::Path, exclusive: bool) -> Option<bool> {
+    let key = file_key(path, super::file_identity(path));
+    let all = PEERS.lock().unwrap_or_else(|e| e.into_inner());
+    let peers = all.as_ref()?.get(&key)?.upgrade()?;
+    (peers.exclusive != exclusive).then_some(peers.exclusive)
+}
+
 /// The peers of `file`, with `notifier` joined to them.
 fn join_peers(file: &DbFile, notifier: Weak<Notifier>) -> Arc<Peers> {
-    let key = match file.identity {
-        Some((dev, ino)) => FileKey::Identity(dev, ino),
-        None => FileKey::Path(file.path.clone()),
-    };
+    let key = file_key(&file.path, file.identity);
     let mut all = PEERS.lock().unwrap_or_else(|e| e.into_inner());
     let all = all.get_or_insert_with(HashMap::new);
     all.retain(|_, peers| peers.strong_count() > 0);
@@ -242,6 +262,7 @@ fn join_peers(file: &DbFile, notifier: Weak<Notifier>) -> Arc<Peers> {
         None => {
             let peers = Arc::new(Peers {
                 key: key.clone(),
+                exclusive: file.config.exclusive_to_process,
                 notifiers: Mutex::new(Vec::new()),
             });
             all.insert(key, Arc::downgrade(&peers));
