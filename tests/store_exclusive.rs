@@ -170,7 +170,7 @@ fn an_exclusive_open_is_refused_while_another_process_has_the_file_open() {
 }
 
 /// The other order: a file open shared here cannot be opened exclusively here as well (the
-/// shared connections' locks would undo it), and nothing changes for the open database.
+/// flag would be silently ignored), and nothing changes for the open database.
 #[test]
 fn a_file_open_shared_in_this_process_is_not_opened_exclusively_beside_it() {
     let dir = tempfile::tempdir().unwrap();

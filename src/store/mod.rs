@@ -115,16 +115,19 @@ pub struct Config {
     /// index in memory instead of through the `-shm` file. Beginning and ending a transaction
     /// then takes no file lock (`fcntl`) at all: a primary-key lookup in its own read
     /// transaction takes about two thirds of the time, a one-object commit about three
-    /// quarters (`docs/performance.md`, "One process"). The cost: while the file is open here, any other
-    /// process (another Tandem, the `sqlite3` shell, a backup tool) that reads or writes it gets
-    /// [`StoreErrorKind::Busy`] (an open waits [`Config::writer_timeout`] for the lock first);
-    /// and opening the file exclusively while any other process has it open fails the same
-    /// way (SQLite keeps a lock on a WAL file for as long as a connection has it open). The holder's own connections (readers, the notifier, the checkpointer,
-    /// other databases it opens on the file the same way) are unaffected; opening the file
-    /// with the other setting while a database of this process has it open is
-    /// [`StoreError::InvalidArgument`] (the shared connections' locks would undo the exclusive
-    /// one). The file stays an ordinary SQLite file, and a crash loses nothing either way: the
-    /// WAL index is rebuilt from the WAL at the next open.
+    /// quarters (`docs/performance.md`, "One process").
+    ///
+    /// The cost: while the file is open here, any other process (another Tandem, the `sqlite3`
+    /// shell, a backup tool) that reads or writes it gets [`StoreErrorKind::Busy`] (an open
+    /// waits [`Config::writer_timeout`] for the lock first); and opening the file exclusively
+    /// while any other process has it open fails the same way (SQLite keeps a lock on a WAL
+    /// file for as long as a connection has it open). The holder's own connections (readers,
+    /// the notifier, the checkpointer, other databases it opens on the file the same way) are
+    /// unaffected. Opening the file with the other setting while a database of this process
+    /// has it open is [`StoreError::InvalidArgument`]: a file open shared here cannot become
+    /// exclusive (SQLite would go on using the `-shm` file and its locks), and one setting per
+    /// file and process keeps that plain. The file stays an ordinary SQLite file, and a crash
+    /// loses nothing either way: the WAL index is rebuilt from the WAL at the next open.
     ///
     /// On platforms without the `unix-excl` VFS (Windows) the flag has no effect: the file
     /// stays shared.
@@ -618,8 +621,8 @@ impl Database {
         if let Some(open_as) = notify::open_mode_conflict(&path, config.exclusive_to_process) {
             return Err(StoreError::InvalidArgument(format!(
                 "{} is already open in this process with exclusive_to_process = {open_as}; \
-                 open every database on a file the same way while any is open (mixing the two \
-                 would undo the exclusive lock)",
+                 open every database on a file the same way while any is open (a file open \
+                 shared cannot also be exclusive)",
                 path.display()
             )));
         }

@@ -240,10 +240,10 @@ fn file_key(path: &std::path::Path, identity: Option<(u64, u64)>) -> FileKey {
 }
 
 /// The mode (`exclusive_to_process` or not) a handle of this process already has the file at
-/// `path` open in, when it is not `exclusive`. Opening a file both ways at once in one
-/// process would undo the exclusive lock: SQLite's locks on the shared connections' behalf
-/// replace the process's lock (POSIX locks belong to the process), and a second process could
-/// then write the file beside a WAL index it cannot see.
+/// `path` open in, when it is not `exclusive`. One mode per file and process: a file open
+/// shared cannot become exclusive (SQLite's connections share what the first one set up, the
+/// `-shm` file and its locks, so the exclusive flag would be silently ignored; found by a new
+/// user's trial).
 pub(crate) fn open_mode_conflict(path: &std::path::Path, exclusive: bool) -> Option<bool> {
     let key = file_key(path, super::file_identity(path));
     let all = PEERS.lock().unwrap_or_else(|e| e.into_inner());
