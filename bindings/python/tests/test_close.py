@@ -86,6 +86,37 @@ def test_close_releases_the_file_and_keeps_what_was_written(path):
     again.close()
 
 
+# Counts the file's Task rows from another process (the sqlite3 module's own SQLite), or says
+# why not.
+COUNT_ELSEWHERE = """
+import sqlite3, sys
+try:
+    print(sqlite3.connect(sys.argv[1], timeout=0.2).execute('SELECT count(*) FROM "t:Task"').fetchone()[0])
+except sqlite3.Error as e:
+    print("error:", e)
+"""
+
+
+def test_the_typed_open_takes_open_options(path):
+    import subprocess
+    import sys
+
+    def count_elsewhere():
+        return subprocess.run([sys.executable, "-c", COUNT_ELSEWHERE, path], text=True,
+                              capture_output=True, check=True).stdout.strip()
+
+    options = tandem.OpenOptions(durability=tandem.Durability.FULL, exclusive_to_process=True)
+    with tandem.open(path, [Task], options) as db:
+        with db.write() as tx:
+            tx.add(Task(id=1, title="mine"))
+        assert count_elsewhere() == "error: database is locked"
+        assert db.get(Task, 1) == Task(id=1, title="mine")
+    assert count_elsewhere() == "1"
+    # Without options: the defaults, a file other processes may read while it is open.
+    with tandem.open(path, [Task]) as db:
+        assert count_elsewhere() == "1"
+
+
 def test_both_databases_are_context_managers(path):
     with tandem.open(path, [Task]) as db:
         assert isinstance(db, tandem.TypedDatabase)

@@ -1669,11 +1669,21 @@ def schema(models: Sequence[Type[Model]]) -> List[Any]:
     return [info.spec() for info in infos]
 
 
-def open(path: Union[str, "os.PathLike[str]"], models: Sequence[Type[Model]]) -> TypedDatabase:
+def open(
+    path: Union[str, "os.PathLike[str]"],
+    models: Sequence[Type[Model]],
+    options: Optional[_ffi.OpenOptions] = None,
+) -> TypedDatabase:
     """Opens (or creates) the database at ``path`` with these model classes (embedded and
-    linked classes included). Errors: ``TypeError`` for an annotation Tandem cannot store or a
-    class without a primary key; ``TandemError.Schema`` for a schema the file cannot take.
-    ``db.close()``, or ``with tandem.open(path, models) as db:``, releases it."""
+    linked classes included) and, when given, ``options`` (``tandem.OpenOptions``: durability,
+    writer timeout, recovery window, ``exclusive_to_process``; the defaults otherwise).
+    Errors: ``TypeError`` for an annotation Tandem cannot store or a class without a primary
+    key; ``TandemError.Schema`` for a schema the file cannot take; ``TandemError.Timeout`` for
+    a file another process holds. ``db.close()``, or ``with tandem.open(path, models) as db:``,
+    releases it."""
     specs = schema(models)
-    raw = _ffi.Database.open(os.fspath(path), specs)
+    if options is None:
+        raw = _ffi.Database.open(os.fspath(path), specs)
+    else:
+        raw = _ffi.Database.open_with_options(os.fspath(path), specs, options)
     return TypedDatabase(raw, models, _ffi.RowCodec(specs))

@@ -7,15 +7,21 @@ import Foundation
 extension Database {
     /// Opens (or creates) the database at `path` with the classes of these model types and of the
     /// embedded types they hold (`TandemEmbeddedObject`, found through their properties, each
-    /// once), plus any untyped `classes`. Throws `TandemModelError` for a model whose schema cannot
-    /// be derived and `TandemError.Schema` for a schema the database refuses.
+    /// once), plus any untyped `classes`, and with `options` when given (durability, writer
+    /// timeout, recovery window, `exclusiveToProcess`; the defaults otherwise). Throws
+    /// `TandemModelError` for a model whose schema cannot be derived, `TandemError.Schema` for a
+    /// schema the database refuses and `TandemError.Timeout` for a file another process holds.
     ///
     ///     let db = try Database.open(path: "todo.sqlite", models: [Task.self, Person.self])
-    public static func open(path: String, models: [any TandemObject.Type], classes: [ClassSpec] = []) throws
-        -> Database
-    {
+    public static func open(
+        path: String, models: [any TandemObject.Type], classes: [ClassSpec] = [], options: OpenOptions? = nil
+    ) throws -> Database {
         _ = closeCallbacksAtExit
-        return try Database.open(path: path, classes: try ModelInfo.classSpecs(of: models) + classes)
+        let specs = try ModelInfo.classSpecs(of: models) + classes
+        if let options {
+            return try Database.openWithOptions(path: path, classes: specs, options: options)
+        }
+        return try Database.open(path: path, classes: specs)
     }
 
     /// Runs `body` in a write transaction: committed when `body` returns (the new version is

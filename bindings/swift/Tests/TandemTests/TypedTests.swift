@@ -236,6 +236,26 @@ extension TypedTests {
         XCTAssertEqual(try db.object(Todo.self, key: 1)?.tags, [])
     }
 
+    func testTheTypedOpenTakesOpenOptions() throws {
+        let file = dir.appendingPathComponent("options.sqlite").path
+        var held: Database? = try Database.open(
+            path: file, models: [Ticket.self],
+            options: OpenOptions(durability: .full, exclusiveToProcess: true))
+        try held!.write { try $0.add(Ticket(_id: 1, owner: "u1")) }
+        // The options reached the store: the file is open exclusive_to_process here, so opening
+        // it shared beside it is refused, naming the setting.
+        XCTAssertThrowsError(try Database.open(path: file, models: [Ticket.self])) { error in
+            guard case TandemError.InvalidArgument(let message) = error else {
+                return XCTFail("got \(error)")
+            }
+            XCTAssertTrue(message.contains("exclusive_to_process = true"), message)
+        }
+        XCTAssertEqual(try held!.object(Ticket.self, key: 1)?.owner, "u1")
+        held = nil
+        // Closed: the defaults open it, and it holds what was written.
+        XCTAssertEqual(try Database.open(path: file, models: [Ticket.self]).object(Ticket.self, key: 1)?.owner, "u1")
+    }
+
     func testIndexedPropertiesAreQueriedAndRefusedWhereRealmRefusesThem() throws {
         let tickets = try Database.open(path: dir.appendingPathComponent("indexed.sqlite").path,
                                         models: [Ticket.self])
