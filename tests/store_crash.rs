@@ -106,8 +106,15 @@ fn killed_writers_lose_nothing_that_was_committed() {
         for line in lines.map_while(Result::ok) {
             if let Some(v) = line.strip_prefix("committed ") {
                 acknowledged = acknowledged.max(v.trim().parse().unwrap());
+                seen += 1;
             }
         }
+        // Every child, exclusive ones included, opened the file and committed before its kill.
+        assert!(
+            seen > 0,
+            "kill {kill}: the child (exclusive: {}) committed nothing",
+            kill % 2 == 1
+        );
 
         let db = Database::open(&path, &schema(), Config::default()).unwrap();
         let history = db.history().unwrap();

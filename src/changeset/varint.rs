@@ -99,14 +99,14 @@ pub fn write_u64(out: &mut Vec<u8>, value: u64) {
     write_magnitude64(out, value, false);
 }
 
-/// Appends an unsigned integer of up to 128 bits (decimal128 coefficients).
+/// Appends an unsigned integer of up to 128 bits (decimal128 coefficients): [`put_u128`].
 pub fn write_u128(out: &mut Vec<u8>, value: u128) {
     let mut bytes = [0u8; MAX_VARINT128_LEN];
     let n = put_u128(&mut bytes, value);
     out.extend_from_slice(&bytes[..n]);
 }
 
-/// Number of bytes [`write_magnitude`] uses for `magnitude`.
+/// Number of bytes the scheme takes for `magnitude` (sign flag aside).
 fn encoded_len(mut magnitude: u128) -> usize {
     let mut len = 1;
     while magnitude >> 6 != 0 {

@@ -125,13 +125,21 @@ pub struct Config {
     /// the notifier, the checkpointer, other databases it opens on the file the same way) are
     /// unaffected. Opening the file with the other setting while a database of this process
     /// has it open is [`StoreError::InvalidArgument`]: a file open shared here cannot become
-    /// exclusive (SQLite would go on using the `-shm` file and its locks), and one setting per
-    /// file and process keeps that plain. The file stays an ordinary SQLite file, and a crash
+    /// exclusive (SQLite would go on using the `-shm` file and its locks, the flag silently
+    /// ignored), and a shared open beside an exclusive one would silently be exclusive too. The file stays an ordinary SQLite file, and a crash
     /// loses nothing either way: the WAL index is rebuilt from the WAL at the next open.
     ///
-    /// On platforms without the `unix-excl` VFS (Windows) the flag has no effect: the file
-    /// stays shared.
+    /// On platforms without the `unix-excl` VFS (Windows) the flag has no effect at all: the
+    /// file stays shared, and opens with either setting are the same.
     pub exclusive_to_process: bool,
+}
+
+impl Config {
+    /// Whether [`Config::exclusive_to_process`] takes effect here: it asks for it and the
+    /// platform has SQLite's `unix-excl` VFS.
+    pub(crate) fn exclusive_in_effect(&self) -> bool {
+        self.exclusive_to_process && cfg!(unix)
+    }
 }
 
 /// Default [`Config::recovery_window`]: 1,000 changesets (about 110 KB for small writes).
@@ -219,16 +227,6 @@ impl SizeLimit {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Sqlite(e)
-                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
-                    && !e.to_string().contains("another process") =>
-            {
-                write!(
-                    f,
-                    "SQLite error: {e} (another process holds a lock on the file: one that has \
-                     it open exclusive_to_process, or a tool inside a transaction on it)"
-                )
-            }
             StoreError::Sqlite(e) => write!(f, "SQLite error: {e}"),
             StoreError::FormatTooNew { found, supported } => write!(
                 f,
@@ -539,7 +537,7 @@ fn connect(path: &Path, config: &Config, create: bool) -> Result<Connection, Sto
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
-    let conn = if config.exclusive_to_process && cfg!(unix) {
+    let conn = if config.exclusive_in_effect() {
         Connection::open_with_flags_and_vfs(path, flags, c"unix-excl")?
     } else {
         Connection::open_with_flags(path, flags)?
@@ -549,7 +547,7 @@ fn connect(path: &Path, config: &Config, create: bool) -> Result<Connection, Sto
     // Before anything that writes (switching to WAL does): a file from a newer Tandem is
     // refused untouched. The first read is also where another process's exclusive lock shows.
     layout::readable_version(&conn)
-        .map_err(|e| locked_at_open(e, path, config.exclusive_to_process))?;
+        .map_err(|e| locked_at_open(e, path, config.exclusive_in_effect()))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match config.durability {
         Durability::Normal => "NORMAL",
@@ -618,13 +616,10 @@ impl Database {
         config: Config,
     ) -> Result<Database, StoreError> {
         let path = path.as_ref().to_path_buf();
-        if let Some(open_as) = notify::open_mode_conflict(&path, config.exclusive_to_process) {
-            return Err(StoreError::InvalidArgument(format!(
-                "{} is already open in this process with exclusive_to_process = {open_as}; \
-                 open every database on a file the same way while any is open (a file open \
-                 shared cannot also be exclusive)",
-                path.display()
-            )));
+        // Checked again when the database joins the file's others (`Notifier::new`), for an
+        // open of the other mode that races this one.
+        if let Some(open_as) = notify::open_mode_conflict(&path, config.exclusive_in_effect()) {
+            return Err(notify::mode_conflict_error(&path, open_as));
         }
         let conn = open_connection(&path, &config)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -677,7 +672,7 @@ impl Database {
                 append_cache: Mutex::new(None),
             },
             readers: Mutex::new(Vec::new()),
-            notifier: notify::Notifier::new(file),
+            notifier: notify::Notifier::new(file)?,
             commit_hooks: Mutex::new(Vec::new()),
             path,
             config,

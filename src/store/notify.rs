@@ -217,6 +217,13 @@ impl Drop for Peers {
 }
 
 impl Peers {
+    /// Joins `notifier` to the file's notifiers.
+    fn add(&self, notifier: Weak<Notifier>) {
+        let mut notifiers = self.notifiers.lock().unwrap_or_else(|e| e.into_inner());
+        notifiers.retain(|n| n.strong_count() > 0);
+        notifiers.push(notifier);
+    }
+
     /// The live notifiers of the file.
     fn live(&self) -> Vec<Arc<Notifier>> {
         self.notifiers
@@ -239,11 +246,11 @@ fn file_key(path: &std::path::Path, identity: Option<(u64, u64)>) -> FileKey {
     }
 }
 
-/// The mode (`exclusive_to_process` or not) a handle of this process already has the file at
-/// `path` open in, when it is not `exclusive`. One mode per file and process: a file open
-/// shared cannot become exclusive (SQLite's connections share what the first one set up, the
-/// `-shm` file and its locks, so the exclusive flag would be silently ignored; found by a new
-/// user's trial).
+/// The mode (`exclusive_to_process` in effect or not) a handle of this process already has the
+/// file at `path` open in, when it is not `exclusive`. One mode per file and process: a file
+/// open shared cannot become exclusive (SQLite's connections share what the first one set up,
+/// the `-shm` file and its locks, so the exclusive flag would be silently ignored; found by a
+/// new user's trial), and a file open exclusively would make a shared open exclusive too.
 pub(crate) fn open_mode_conflict(path: &std::path::Path, exclusive: bool) -> Option<bool> {
     let key = file_key(path, super::file_identity(path));
     let all = PEERS.lock().unwrap_or_else(|e| e.into_inner());
@@ -251,29 +258,39 @@ pub(crate) fn open_mode_conflict(path: &std::path::Path, exclusive: bool) -> Opt
     (peers.exclusive != exclusive).then_some(peers.exclusive)
 }
 
-/// The peers of `file`, with `notifier` joined to them.
-fn join_peers(file: &DbFile, notifier: Weak<Notifier>) -> Arc<Peers> {
+/// The [`StoreError::InvalidArgument`](super::StoreError::InvalidArgument) of an open of
+/// `path` with the other mode than `open_as`, the one the file is open in here.
+pub(crate) fn mode_conflict_error(path: &std::path::Path, open_as: bool) -> super::StoreError {
+    super::StoreError::InvalidArgument(format!(
+        "{} is already open in this process with exclusive_to_process = {open_as}; open every \
+         database on a file the same way while any is open",
+        path.display()
+    ))
+}
+
+/// The peers of `file`, found or made; an error if they have the file open in the other mode
+/// (an open of the other mode that raced past [`open_mode_conflict`]).
+fn join_peers(file: &DbFile) -> Result<Arc<Peers>, super::StoreError> {
     let key = file_key(&file.path, file.identity);
+    let exclusive = file.config.exclusive_in_effect();
     let mut all = PEERS.lock().unwrap_or_else(|e| e.into_inner());
     let all = all.get_or_insert_with(HashMap::new);
     all.retain(|_, peers| peers.strong_count() > 0);
-    let peers = match all.get(&key).and_then(Weak::upgrade) {
-        Some(peers) => peers,
+    match all.get(&key).and_then(Weak::upgrade) {
+        Some(peers) if peers.exclusive != exclusive => {
+            Err(mode_conflict_error(&file.path, peers.exclusive))
+        }
+        Some(peers) => Ok(peers),
         None => {
             let peers = Arc::new(Peers {
                 key: key.clone(),
-                exclusive: file.config.exclusive_to_process,
+                exclusive,
                 notifiers: Mutex::new(Vec::new()),
             });
             all.insert(key, Arc::downgrade(&peers));
-            peers
+            Ok(peers)
         }
-    };
-    let mut notifiers = peers.notifiers.lock().unwrap_or_else(|e| e.into_inner());
-    notifiers.retain(|n| n.strong_count() > 0);
-    notifiers.push(notifier);
-    drop(notifiers);
-    peers
+    }
 }
 
 pub(crate) struct Notifier {
@@ -318,16 +335,23 @@ pub(crate) enum Initial {
 }
 
 impl Notifier {
-    pub(crate) fn new(file: DbFile) -> Arc<Notifier> {
-        Arc::new_cyclic(|me| Notifier {
-            peers: join_peers(&file, me.clone()),
-            file,
-            watches: Mutex::new(BTreeMap::new()),
-            pending: Mutex::new(Pending::default()),
-            wake: Condvar::new(),
-            next_id: AtomicU64::new(1),
-            thread: Mutex::new(None),
-        })
+    /// The notifier of a database on `file`, joined to the file's other notifiers in this
+    /// process. Errors: `InvalidArgument` when they have the file open in the other
+    /// `exclusive_to_process` mode.
+    pub(crate) fn new(file: DbFile) -> Result<Arc<Notifier>, super::StoreError> {
+        let peers = join_peers(&file)?;
+        Ok(Arc::new_cyclic(|me| {
+            peers.add(me.clone());
+            Notifier {
+                peers,
+                file,
+                watches: Mutex::new(BTreeMap::new()),
+                pending: Mutex::new(Pending::default()),
+                wake: Condvar::new(),
+                next_id: AtomicU64::new(1),
+                thread: Mutex::new(None),
+            }
+        }))
     }
 
     /// The database file, for opening further connections.

@@ -4648,8 +4648,9 @@ public struct OpenOptions: Equatable, Hashable {
     /**
      * Whether the file is this process's alone while it is open (`tandem::store::Config::
      * exclusive_to_process`): transactions take no file locks, so lookups and commits are
-     * faster, and any other process reading or writing the file meanwhile fails with `Timeout`
-     * once its busy timeout passes. No effect on Windows.
+     * faster, and any other process reading or writing the file meanwhile fails once its busy
+     * timeout passes (another Tandem with `Timeout`, other SQLite clients with "database is
+     * locked"). No effect on Windows.
      */
     public var exclusiveToProcess: Bool
 
@@ -4671,8 +4672,9 @@ public struct OpenOptions: Equatable, Hashable {
         /**
          * Whether the file is this process's alone while it is open (`tandem::store::Config::
          * exclusive_to_process`): transactions take no file locks, so lookups and commits are
-         * faster, and any other process reading or writing the file meanwhile fails with `Timeout`
-         * once its busy timeout passes. No effect on Windows.
+         * faster, and any other process reading or writing the file meanwhile fails once its busy
+         * timeout passes (another Tandem with `Timeout`, other SQLite clients with "database is
+         * locked"). No effect on Windows.
          */exclusiveToProcess: Bool = false) {
         self.durability = durability
         self.writerTimeoutMs = writerTimeoutMs

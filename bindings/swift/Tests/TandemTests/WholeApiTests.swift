@@ -331,10 +331,14 @@ final class WholeApiTests: XCTestCase {
 
     func testAFileOpenExclusiveToProcessIsLockedAgainstOtherProcesses() throws {
         XCTAssertFalse(OpenOptions(durability: .normal).exclusiveToProcess)
+        #if !os(Linux)
+        throw XCTSkip("the other process re-runs the Linux .xctest executable; not implemented here")
+        #else
         let file = path("exclusive.sqlite")
+        let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         func probe() throws -> String {
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+            process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = ["TandemTests.WholeApiTests/testExclusiveProbeChild"]
             process.environment = ProcessInfo.processInfo.environment.merging(
                 ["TANDEM_EXCLUSIVE_PROBE": file]) { $1 }
@@ -362,6 +366,7 @@ final class WholeApiTests: XCTestCase {
         XCTAssertEqual(try taskTitle(db!, 2), "mine 2", "the holder reads on")
         db = nil  // closed: the lock is gone and both commits are in the file
         XCTAssertEqual(try probe(), "opened: mine 1, mine 2")
+        #endif
     }
 
     // MARK: 5. the log listener

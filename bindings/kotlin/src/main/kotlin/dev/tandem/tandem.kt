@@ -8232,8 +8232,9 @@ data class OpenOptions (
     /**
      * Whether the file is this process's alone while it is open (`tandem::store::Config::
      * exclusive_to_process`): transactions take no file locks, so lookups and commits are
-     * faster, and any other process reading or writing the file meanwhile fails with `Timeout`
-     * once its busy timeout passes. No effect on Windows.
+     * faster, and any other process reading or writing the file meanwhile fails once its busy
+     * timeout passes (another Tandem with `Timeout`, other SQLite clients with "database is
+     * locked"). No effect on Windows.
      */
     var `exclusiveToProcess`: kotlin.Boolean = false 
     
