@@ -69,9 +69,11 @@ fn exclusive_probe_child() {
     }
 }
 
-/// What the probe printed, opening `path` from another process in the given mode.
-fn probe(path: &Path, mode: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
+/// The command that runs [`exclusive_probe_child`] in another process on `path`, opening it
+/// in `mode` (`shared` or `exclusive`).
+fn probe_command(path: &Path, mode: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args([
             "exclusive_probe_child",
             "--exact",
@@ -79,9 +81,13 @@ fn probe(path: &Path, mode: &str) -> String {
             "--test-threads=1",
         ])
         .env("TANDEM_EXCLUSIVE_PROBE", path)
-        .env("TANDEM_EXCLUSIVE_PROBE_MODE", mode)
-        .output()
-        .unwrap();
+        .env("TANDEM_EXCLUSIVE_PROBE_MODE", mode);
+    command
+}
+
+/// What the probe printed, opening `path` from another process in the given mode.
+fn probe(path: &Path, mode: &str) -> String {
+    let out = probe_command(path, mode).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
@@ -135,15 +141,7 @@ fn an_exclusive_open_is_refused_while_another_process_has_the_file_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite");
     create(&Database::open(&path, &schema(), config(false)).unwrap(), 1);
-    let mut holder = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "exclusive_probe_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TANDEM_EXCLUSIVE_PROBE", &path)
-        .env("TANDEM_EXCLUSIVE_PROBE_MODE", "shared")
+    let mut holder = probe_command(&path, "shared")
         .env("TANDEM_EXCLUSIVE_PROBE_HOLD", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
