@@ -196,7 +196,9 @@ pub(super) fn write_edit(instr: &mut Instruction, edit: ListEdit, prior_size: u3
     }
 }
 
-fn shift_size(size: u32, delta: i64) -> u32 {
+/// A list's prior size `size` moved by another edit's size change `delta`, clamped to `u32`.
+#[inline]
+pub(super) fn shift_size(size: u32, delta: i64) -> u32 {
     (i64::from(size) + delta).clamp(0, i64::from(u32::MAX)) as u32
 }
 

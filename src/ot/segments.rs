@@ -231,8 +231,7 @@ struct Edit {
 /// and columns, and per pair what `rules::list_pair` decides for two such edits of one list
 /// (an erase of the same element on both sides discards both; an insert meeting an insert at
 /// the same index goes first if its changeset is older; every other pair shifts an index;
-/// each survivor's prior size moves by the other's size change, clamped as
-/// `rules::shift_size`; unequal prior sizes are `PriorSizeMismatch`), on compact copies
+/// each survivor's prior size moves by the other's size change, through `rules::shift_size`; unequal prior sizes are `PriorSizeMismatch`), on compact copies
 /// instead of whole instructions: a conflict-heavy stretch (two branches typing at one place)
 /// costs a rule per pair either way, and this rule is a few instructions. The results are
 /// written back into `left` and `right`, marked touched as `grid` marks them. `Ok(false)`,
@@ -334,9 +333,8 @@ fn insert_erase_pair(a: &mut Edit, b: &mut Edit) -> Result<(), TransformError> {
         },
         _ => unreachable!("insert_erase_grid holds inserts and erases only"),
     };
-    let shift = |delta: i64| (i64::from(size) + delta).clamp(0, i64::from(u32::MAX)) as u32;
-    a.prior = shift(b.edit.delta());
-    b.prior = shift(a.edit.delta());
+    a.prior = super::rules::shift_size(size, b.edit.delta());
+    b.prior = super::rules::shift_size(size, a.edit.delta());
     a.edit = na;
     b.edit = nb;
     Ok(())
