@@ -754,3 +754,181 @@ fn download_progress_fields_follow_the_history() {
         None
     );
 }
+
+/// A flexible sync download from what the session's previous batch found (`known`: the
+/// client's expiry and integrated client versions are not read again, and a batch that
+/// leaves the view as it is is built without a blocking thread, `flx_download_unchanged`) is
+/// the batch read from scratch, field for field. Two files get the same uploads (a writer's,
+/// and the reader's own: its rows move its integrated client version, and its writes outside
+/// its view are reverted), one downloaded with `known` and one without; objects enter and
+/// leave the reader's view, batches are cut at one entry and at 300 bytes, and a compaction
+/// (a new generation) comes in the middle.
+#[test]
+fn a_flexible_download_from_a_known_point_is_the_one_read_from_scratch() {
+    use tandem::changeset::{
+        AddColumn, ColumnCollection, ColumnType, FieldPath, Instruction, Payload, PayloadType,
+        PrimaryKey, Update,
+    };
+    use tandem::server::realm::rules::{FlxRules, UserVars};
+    use tandem::server::Subscription;
+    let set = |cs: &mut Changeset, id: i64, n: i64| {
+        let (t, field) = (cs.intern("T"), cs.intern("n"));
+        cs.push(Instruction::CreateObject {
+            table: t,
+            object: PrimaryKey::Int(id),
+        });
+        cs.push(Instruction::Update(Update {
+            path: FieldPath {
+                table: t,
+                object: PrimaryKey::Int(id),
+                field,
+                path: Vec::new(),
+            },
+            value: Payload::Int(n),
+            is_default: false,
+            prior_size: 0,
+        }));
+    };
+    // Two copies of one file (the same client file idents): `followed` downloads from known
+    // points, `read` from scratch.
+    let (_dir_a, path_a) = temp("flxknown-a");
+    let (dir_b, path_b) = temp("flxknown-b");
+    let (writer, reader) = {
+        let mut server = ServerFile::open(&path_a).unwrap();
+        let writer = server.allocate_client_file().unwrap().0;
+        (writer, server.allocate_client_file().unwrap().0)
+    };
+    for file in std::fs::read_dir(path_a.parent().unwrap()).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, dir_b.path().join(file.file_name().unwrap())).unwrap();
+    }
+    let mut followed = ServerFile::open(&path_a).unwrap();
+    let mut read = ServerFile::open(&path_b).unwrap();
+    // Later than now: a compensating write's timestamp follows the upload's, not the clock.
+    let mut clock = 900_000_000_000u64;
+    let mut entry = |cs: Changeset, client_version: u64, base: u64| {
+        clock += 1;
+        UploadEntry {
+            client_version,
+            last_integrated_server_version: base,
+            origin_timestamp: clock,
+            origin_file_ident: 0,
+            changeset: cs.encode(),
+        }
+    };
+    let mut schema = Changeset::default();
+    let (t, _) = tables_t_and_e(&mut schema);
+    let n = schema.intern("n");
+    schema.push(Instruction::AddColumn(AddColumn {
+        table: t,
+        field: n,
+        column_type: ColumnType::Value(PayloadType::Int),
+        nullable: false,
+        collection: ColumnCollection::Single,
+    }));
+    for id in 1..=10 {
+        set(&mut schema, id, id);
+    }
+    let first = entry(schema, 1, 0);
+    for server in [&mut followed, &mut read] {
+        server
+            .integrate_upload(writer, std::slice::from_ref(&first))
+            .unwrap();
+    }
+    // The reader's view: objects whose n is above 5.
+    let query = Subscription::parse(1, r#"{"T":"n > 5"}"#).unwrap();
+    let (rules, user) = (FlxRules::default(), UserVars::default());
+    let mut cursor = 0;
+    for server in [&mut followed, &mut read] {
+        server.flx_resume(reader, 0, 0).unwrap();
+        cursor = server
+            .flx_bootstrap(reader, &query)
+            .unwrap()
+            .unwrap()
+            .version;
+    }
+    let mut rng = SeededRng::new(77);
+    let (mut writer_version, mut reader_version) = (1, 0);
+    let mut known: Option<DownloadPoint> = None;
+    let (mut unchanged, mut downloads) = (0, 0);
+    for step in 0..200 {
+        match rng.below(5) {
+            // The writer sets n of an object: mostly on the same side of 5, sometimes across.
+            0 | 1 => {
+                let id = rng.below(10) as i64 + 1;
+                let value = match rng.below(4) {
+                    0 => rng.below(11) as i64,
+                    _ if id > 5 => 6 + rng.below(5) as i64,
+                    _ => rng.below(6) as i64,
+                };
+                let mut cs = Changeset::default();
+                set(&mut cs, id, value);
+                writer_version += 1;
+                let e = entry(cs, writer_version, 0);
+                for server in [&mut followed, &mut read] {
+                    server
+                        .integrate_upload(writer, std::slice::from_ref(&e))
+                        .unwrap();
+                }
+            }
+            // The reader writes (outside its view: reverted by a compensating write).
+            2 => {
+                let id = rng.below(10) as i64 + 1;
+                let mut cs = Changeset::default();
+                set(&mut cs, id, 6 + rng.below(5) as i64);
+                reader_version += 1;
+                let e = entry(cs, reader_version, cursor);
+                for server in [&mut followed, &mut read] {
+                    server
+                        .flx_integrate_checked(
+                            reader,
+                            std::slice::from_ref(&e),
+                            &rules,
+                            &user,
+                            &query,
+                        )
+                        .unwrap();
+                }
+            }
+            _ => {
+                let max_bytes = [1, 300, usize::MAX][rng.below(3) as usize];
+                let quick = known.and_then(|known| {
+                    followed.flx_download_unchanged(reader, cursor, max_bytes, &query, known)
+                });
+                unchanged += usize::from(quick.is_some());
+                let batch = match quick {
+                    Some(batch) => batch,
+                    None => followed
+                        .flx_download(reader, cursor, max_bytes, &query, known)
+                        .unwrap(),
+                };
+                let mut expected = read
+                    .flx_download(reader, cursor, max_bytes, &query, None)
+                    .unwrap();
+                // Each file draws its own salts.
+                let latest = batch.latest_server_version;
+                assert_eq!(
+                    batch.latest_server_version_salt,
+                    followed.version_salt(latest).unwrap()
+                );
+                expected.latest_server_version_salt = batch.latest_server_version_salt;
+                assert_eq!(batch, expected, "step {step}, cursor {cursor}");
+                cursor = batch.download_server_version;
+                known = Some(batch.point(followed.generation()));
+                downloads += 1;
+            }
+        }
+        if step == 120 {
+            for server in [&mut followed, &mut read] {
+                server.mark_seen(writer, server.latest_version());
+                server.mark_seen(reader, cursor);
+                server.compact(0).unwrap();
+            }
+        }
+    }
+    assert!(downloads > 50, "{downloads} downloads");
+    assert!(
+        unchanged > 10,
+        "{unchanged} of {downloads} built without writing"
+    );
+}

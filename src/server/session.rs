@@ -233,8 +233,8 @@ pub(super) struct Session {
     /// IDENT); a later session's IDENT of the same file takes it over, and this one then
     /// sends nothing more.
     claim: Option<u64>,
-    /// Partition-based sessions: what the last DOWNLOAD batch found, from which the next one
-    /// can be assembled in memory ([`Session::outbound_in_memory`]).
+    /// What the last DOWNLOAD batch found, from which the next one can be assembled in
+    /// memory ([`Session::outbound_in_memory`]).
     known: Option<DownloadPoint>,
 }
 
@@ -320,11 +320,15 @@ impl Session {
                 if !f.pending.is_empty() || !f.bootstrap.is_empty() {
                     return None;
                 }
+                let known = self.known?;
                 let mut file = self.file.try_lock().ok()?;
                 if !file.flx_serves(ident, self.claim?) {
                     return None;
                 }
-                file.flx_download_unchanged(ident, self.cursor, self.batch, &f.active)?
+                let batch =
+                    file.flx_download_unchanged(ident, self.cursor, self.batch, &f.active, known)?;
+                self.known = Some(batch.point(known.generation));
+                batch
             }
         };
         self.retry_at = None;
@@ -522,10 +526,16 @@ impl Session {
                     true => Ok(None),
                     false => file.flx_skip_to_latest(ident, self.cursor),
                 };
-                skip.and_then(|skip| match skip {
+                let batch = skip.and_then(|skip| match skip {
                     Some(batch) => Ok(batch),
-                    None => file.flx_download(ident, self.cursor, self.batch, &f.active),
-                })
+                    None => {
+                        file.flx_download(ident, self.cursor, self.batch, &f.active, self.known)
+                    }
+                });
+                if let Ok(batch) = &batch {
+                    self.known = Some(batch.point(file.generation()));
+                }
+                batch
             }
             None => {
                 let file = lock_read(&self.file);

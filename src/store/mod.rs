@@ -41,9 +41,11 @@ mod write;
 #[cfg_attr(not(feature = "server"), allow(unused_imports))]
 pub(crate) mod tables {
     pub(crate) use super::apply::{apply, ApplyFailure};
+    #[cfg(feature = "server")]
+    pub(crate) use super::codec::encode_key;
     pub(crate) use super::layout::{init, load};
     #[cfg(feature = "server")]
-    pub(crate) use super::layout::{object_table, row_id};
+    pub(crate) use super::layout::{key_matches, object_table, row_id};
     #[cfg(feature = "server")]
     pub(crate) use super::query::compile;
     pub(crate) use super::read::{export, for_each_object};

@@ -52,7 +52,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{sql_err, state_err, HistoryRow, Integrated, ServerFile};
+use super::{sql_err, state_err, DownloadPoint, HistoryRow, Integrated, ServerFile};
 use crate::changeset::{Changeset, ChangesetMeta, Instruction};
 use crate::protocol::{DownloadEntry, ErrorCode, ProtocolError, UploadEntry};
 use crate::server::realm::rules::{FlxRules, UserVars};
@@ -174,6 +174,11 @@ struct Filter {
     from_where: String,
     filter: String,
     params: Vec<rusqlite::types::Value>,
+    /// Whether one object matches: `SELECT 1 FROM <table> o WHERE <its primary key is
+    /// ?n> AND (<filter>)`, `?n` after `params` ([`ServerFile::flx_matches`]). Built once, so a
+    /// fan-out's thousand lookups format no SQL and find it in the statement cache by the
+    /// same text.
+    match_sql: String,
 }
 
 fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>, String> {
@@ -209,10 +214,16 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
         .split_once(" o WHERE ")
         .map(|(_, f)| f.to_owned())
         .ok_or_else(|| format!("query on {class}: unexpected compiled form"))?;
+    let match_sql = format!(
+        "SELECT 1 FROM {} o WHERE {} AND ({filter})",
+        tables::object_table(class),
+        tables::key_matches("o._pk", "IS", &format!("?{}", compiled.params.len() + 1)),
+    );
     Ok(Some(Filter {
         from_where: from_where.to_owned(),
         filter,
         params: compiled.params,
+        match_sql,
     }))
 }
 
@@ -478,6 +489,20 @@ enum Writes {
     Refused,
 }
 
+/// Where a flexible sync download finds the client's last integrated client version at each
+/// server version of its batch (`integrated_client_version`).
+enum ClientVersions {
+    /// Read from the history, version by version.
+    Read,
+    /// Followed from a known point ([`DownloadPoint`]): the version at the batch's start
+    /// (`at_cursor`), then each of the client's own rows after it (server version, client
+    /// version), oldest first, from the rows in memory.
+    Followed {
+        at_cursor: u64,
+        own: Vec<(u64, u64)>,
+    },
+}
+
 /// What one touched object does in a batch.
 enum Fate {
     /// In the view before and after: forward instructions on it from changesets after this
@@ -503,23 +528,40 @@ impl ServerFile {
         self.state.connection()
     }
 
-    /// Whether `key` of `class` matches `filter` in the state.
+    /// `client`'s last integrated client version at server version `at` (at or after the
+    /// batch's start), found as `versions` says.
+    fn client_version_at(
+        &self,
+        client: u64,
+        versions: &ClientVersions,
+        at: u64,
+    ) -> Result<u64, ProtocolError> {
+        match versions {
+            ClientVersions::Read => self.integrated_client_version(client, at),
+            ClientVersions::Followed { at_cursor, own } => Ok(own
+                .iter()
+                .take_while(|(version, _)| *version <= at)
+                .fold(*at_cursor, |found, (_, client_version)| {
+                    found.max(*client_version)
+                })),
+        }
+    }
+
+    /// Whether the object of `class` with primary key `key` exists in the state and matches
+    /// `filter` (one indexed lookup: [`Filter::match_sql`]).
     fn flx_matches(&self, class: &str, filter: &Filter, key: &Key) -> Result<bool, ProtocolError> {
-        let conn = self.flx_conn();
-        let Some(id) = tables::row_id(conn, class, key).map_err(sql_err)? else {
-            return Ok(false);
-        };
-        let sql = format!(
-            "SELECT 1 FROM {} o WHERE o.rowid = ?{} AND ({})",
-            tables::object_table(class),
-            filter.params.len() + 1,
-            filter.filter
-        );
-        let mut params = filter.params.clone();
-        params.push(rusqlite::types::Value::Integer(id));
-        conn.prepare_cached(&sql)
-            .and_then(|mut s| s.exists(rusqlite::params_from_iter(params.iter())))
-            .map_err(sql_err)
+        debug_assert!(filter.match_sql.contains(&tables::object_table(class)));
+        let mut stmt = self
+            .flx_conn()
+            .prepare_cached(&filter.match_sql)
+            .map_err(sql_err)?;
+        for (i, value) in filter.params.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, value).map_err(sql_err)?;
+        }
+        stmt.raw_bind_parameter(filter.params.len() + 1, tables::encode_key(key))
+            .map_err(sql_err)?;
+        let found = stmt.raw_query().next().map_err(sql_err)?.is_some();
+        Ok(found)
     }
 
     /// The objects of the view of `client` now, by class.
@@ -1197,15 +1239,24 @@ impl ServerFile {
     /// The history after `after` for `client` under subscription set `query`, up to
     /// `max_bytes` of DOWNLOAD body (at least one changeset if there is any), filtered to its
     /// view: see the module documentation (`server::file::flx`). Records the view's changes.
-    /// Queries that no longer compile (the schema changed under them) match nothing.
+    /// Queries that no longer compile (the schema changed under them) match nothing. `known`:
+    /// what the session's previous batch found ([`DownloadBatch::point`](super::DownloadBatch::point));
+    /// when it still holds (same cursor and generation, the rows since in memory), the
+    /// client's expiry and integrated client versions are not read again
+    /// ([`ServerFile::flx_download_unchanged`]).
     pub fn flx_download(
         &mut self,
         client: u64,
         after: u64,
         max_bytes: usize,
         query: &Subscription,
+        known: Option<DownloadPoint>,
     ) -> Result<super::DownloadBatch, ProtocolError> {
-        self.flx_download_as(client, after, max_bytes, query, Writes::Allowed)?
+        self.reload_if_stale()?;
+        let versions = known
+            .and_then(|known| self.client_versions(client, after, known))
+            .unwrap_or(ClientVersions::Read);
+        self.flx_download_as(client, after, max_bytes, query, Writes::Allowed, versions)?
             .ok_or_else(|| {
                 ProtocolError::new(
                     ErrorCode::OtherSessionError,
@@ -1214,14 +1265,51 @@ impl ServerFile {
             })
     }
 
+    /// [`ClientVersions::Followed`] from `known`, if it still holds for a download of
+    /// `client` from `after`: the same cursor and generation (within one, a client file's
+    /// expiry and its integrated client version at the cursor do not change,
+    /// [`DownloadPoint`]), the cursor outside the compacted history, and every row after it
+    /// in memory (`super::tail`). Not for a stale file, nor a working copy of a file in
+    /// PostgreSQL (which may have to catch up first).
+    fn client_versions(
+        &self,
+        client: u64,
+        after: u64,
+        known: DownloadPoint,
+    ) -> Option<ClientVersions> {
+        #[cfg(feature = "postgres")]
+        if self.replica.is_some() {
+            return None;
+        }
+        let holds = !self.stale
+            && known.generation == self.generation
+            && known.cursor == after
+            && after >= self.compacted;
+        if !holds {
+            return None;
+        }
+        let own = self
+            .tail
+            .after(after, self.latest)?
+            .filter(|row| row.2 as u64 == client)
+            .map(|row| (row.0 as u64, row.4 as u64))
+            .collect();
+        Some(ClientVersions::Followed {
+            at_cursor: known.client_version,
+            own,
+        })
+    }
+
     /// [`ServerFile::flx_download`] when it writes nothing: the view does not change (no object
     /// enters, leaves, is born into it or erased out of it in the batch), and the file needs
     /// no reload and its state no catch-up. Then the batch is the same, and it can be built
     /// on a connection's task, without a blocking thread (a fan-out: most sessions' views
     /// are untouched by a change). Only for a few small changesets after `after`, all still in
     /// the file's memory ([`UNCHANGED_MAX_CHANGESETS`], [`UNCHANGED_MAX_BYTES`],
-    /// `super::tail`), so the work (a few lookups per object touched) is small.
-    /// `None` when it would write, or on any error: the caller runs
+    /// `super::tail`), so the work (two indexed lookups per object touched: is it in the
+    /// view, does it match) is small, and only while `known` holds (see
+    /// [`ServerFile::flx_download`]).
+    /// `None` when it would write, `known` no longer holds, or on any error: the caller runs
     /// [`ServerFile::flx_download`] on a blocking thread, which decides again.
     pub fn flx_download_unchanged(
         &mut self,
@@ -1229,14 +1317,12 @@ impl ServerFile {
         after: u64,
         max_bytes: usize,
         query: &Subscription,
+        known: DownloadPoint,
     ) -> Option<super::DownloadBatch> {
-        #[cfg(feature = "postgres")]
-        if self.replica.is_some() {
+        if self.state.version() != self.latest {
             return None;
         }
-        if self.stale || self.state.version() != self.latest {
-            return None;
-        }
+        let versions = self.client_versions(client, after, known)?;
         let few = self.tail.after(after, self.latest).is_some_and(|rows| {
             rows.len() <= UNCHANGED_MAX_CHANGESETS
                 && rows.map(|row| row.1.len()).sum::<usize>() <= UNCHANGED_MAX_BYTES
@@ -1244,13 +1330,14 @@ impl ServerFile {
         if !few {
             return None;
         }
-        self.flx_download_as(client, after, max_bytes, query, Writes::Refused)
+        self.flx_download_as(client, after, max_bytes, query, Writes::Refused, versions)
             .ok()
             .flatten()
     }
 
     /// [`ServerFile::flx_download`]; with [`Writes::Refused`], `None` as soon as the batch
-    /// would change the view.
+    /// would change the view. With [`ClientVersions::Followed`], the caller has checked that
+    /// the client is not expired.
     fn flx_download_as(
         &mut self,
         client: u64,
@@ -1258,9 +1345,12 @@ impl ServerFile {
         max_bytes: usize,
         query: &Subscription,
         writes: Writes,
+        versions: ClientVersions,
     ) -> Result<Option<super::DownloadBatch>, ProtocolError> {
         self.reload_if_stale()?;
-        self.check_not_expired(client, after)?;
+        if matches!(versions, ClientVersions::Read) {
+            self.check_not_expired(client, after)?;
+        }
         // Which objects match is read from the state: it must hold the whole history (an
         // integration whose state commit failed, a full disk say, leaves it behind until the
         // next one; objects created there would look absent and leave the view).
@@ -1439,8 +1529,11 @@ impl ServerFile {
             };
             entries.push(DownloadEntry {
                 server_version: meta.version,
-                last_integrated_client_version: self
-                    .integrated_client_version(client, meta.version)?,
+                last_integrated_client_version: self.client_version_at(
+                    client,
+                    &versions,
+                    meta.version,
+                )?,
                 origin_timestamp: meta.origin_timestamp,
                 // A compaction snapshot's origin is 0, which realm-core refuses.
                 origin_file_ident: match meta.origin_file_ident {
@@ -1465,10 +1558,10 @@ impl ServerFile {
             downloadable_bytes: 0,
             entries,
             download_server_version: cursor,
-            download_client_version: self.integrated_client_version(client, cursor)?,
+            download_client_version: self.client_version_at(client, &versions, cursor)?,
             latest_server_version: self.latest,
             latest_server_version_salt: self.latest_salt,
-            upload_client_version: self.integrated_client_version(client, self.latest)?,
+            upload_client_version: self.client_version_at(client, &versions, self.latest)?,
         };
         // Last, and at once: a batch that fails leaves the view as it was, so the same batch
         // built again (the session retries from the same cursor) makes the same decisions.
