@@ -42,7 +42,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::admission::{self, Admitted, READ_BUFFER_SIZE, WRITE_BUFFER_SIZE};
 use super::app::{AccessTokenError, AppServices, RequestTls};
 use super::realm::{self, ErrorReply};
-use super::session::{error, handle, lock_read, Connection, Peer};
+use super::session::{error, handle, lock_read, Connection, InMemory, Peer};
 use super::shared::ServerConfig;
 use super::shared::{Rates, Shared, Waker};
 use super::unix_now;
@@ -960,11 +960,27 @@ async fn serve_websocket<S>(
                 };
                 // What a change on the path leaves to send is built here where that needs no
                 // blocking work (`Session::outbound_in_memory`): no blocking thread, no turn in
-                // the path's FIFO.
-                let message = match connection.outbound_in_memory(id) {
-                    Some(message) => message,
-                    None => {
-                        let turn = turn.lock_owned().await;
+                // the path's FIFO. A file locked by other work (most often another session's
+                // in-memory download: a fan-out wakes every session of the path at once, and
+                // the runtime's threads take them in parallel) is tried once more after a turn
+                // in the FIFO, waited for without a thread, before the blocking path (a thread
+                // handed the work and back costs more than the download).
+                let mut built = connection.outbound_in_memory(id);
+                let mut waited = None;
+                if matches!(built, InMemory::Busy) {
+                    waited = Some(Arc::clone(&turn).lock_owned().await);
+                    built = connection.outbound_in_memory(id);
+                }
+                let message = match built {
+                    InMemory::Built(message) => {
+                        drop(waited);
+                        message
+                    }
+                    InMemory::Busy | InMemory::Blocking => {
+                        let turn = match waited {
+                            Some(turn) => turn,
+                            None => turn.lock_owned().await,
+                        };
                         let owned = connection;
                         let Ok((owned, message)) = crate::sim::blocking(move || {
                             let mut owned = owned;

@@ -136,9 +136,12 @@ impl Connection {
     }
 
     /// [`Connection::outbound`] when it needs no blocking work, so that it can run on the
-    /// connection's own task; `None` when it does ([`Session::outbound_in_memory`]).
-    pub(super) fn outbound_in_memory(&mut self, id: u64) -> Option<Option<ServerMessage>> {
-        self.sessions.get_mut(&id)?.outbound_in_memory(id)
+    /// connection's own task ([`Session::outbound_in_memory`]).
+    pub(super) fn outbound_in_memory(&mut self, id: u64) -> InMemory {
+        match self.sessions.get_mut(&id) {
+            Some(session) => session.outbound_in_memory(id),
+            None => InMemory::Blocking,
+        }
     }
 
     /// The paths whose latest server version a bootstrap of these sessions advanced since the
@@ -298,45 +301,44 @@ impl Session {
     /// a session sends after a change on its path: it needs no blocking thread and no turn in
     /// the path's FIFO (issue 18, goal 5: fan-out). `None` when it cannot answer;
     /// [`Session::outbound`] does then.
-    fn outbound_in_memory(&mut self, id: u64) -> Option<Option<ServerMessage>> {
-        if self.state.is_some() || self.expired() {
-            return None;
-        }
-        let ident = self.client_file_ident?;
-        let batch = match &self.flexible {
-            None => {
-                let known = self.known?;
-                let batch = self.file.try_lock().ok()?.download_in_memory(
-                    ident,
-                    self.cursor,
-                    self.batch,
-                    known,
-                )?;
-                self.known = Some(batch.point(known.generation));
-                batch
-            }
-            Some(f) => {
-                // Sets to bootstrap, and their messages, go through `outbound`.
-                if !f.pending.is_empty() || !f.bootstrap.is_empty() {
-                    return None;
-                }
-                let known = self.known?;
-                let mut file = self.file.try_lock().ok()?;
-                if !file.flx_serves(ident, self.claim?) {
-                    return None;
-                }
-                let batch =
-                    file.flx_download_unchanged(ident, self.cursor, self.batch, &f.active, known)?;
-                self.known = Some(batch.point(known.generation));
-                batch
-            }
+    fn outbound_in_memory(&mut self, id: u64) -> InMemory {
+        let (Some(ident), Some(known)) = (self.client_file_ident, self.known) else {
+            return InMemory::Blocking;
         };
+        if self.state.is_some() || self.expired() {
+            return InMemory::Blocking;
+        }
+        // Sets to bootstrap, and their messages, go through `outbound`.
+        if let Some(f) = &self.flexible {
+            if !f.pending.is_empty() || !f.bootstrap.is_empty() {
+                return InMemory::Blocking;
+            }
+        }
+        let mut file = match self.file.try_lock() {
+            Ok(file) => file,
+            Err(std::sync::TryLockError::WouldBlock) => return InMemory::Busy,
+            Err(std::sync::TryLockError::Poisoned(_)) => return InMemory::Blocking,
+        };
+        let batch = match &self.flexible {
+            None => file.download_in_memory(ident, self.cursor, self.batch, known),
+            Some(f) => match self.claim {
+                Some(claim) if file.flx_serves(ident, claim) => {
+                    file.flx_download_unchanged(ident, self.cursor, self.batch, &f.active, known)
+                }
+                _ => None,
+            },
+        };
+        drop(file);
+        let Some(batch) = batch else {
+            return InMemory::Blocking;
+        };
+        self.known = Some(batch.point(known.generation));
         self.retry_at = None;
         let message = self
             .download_message(id, batch, false)
             .or_else(|| self.mark(id));
         self.behind = message.is_some();
-        Some(message)
+        InMemory::Built(message)
     }
 
     /// A download or bootstrap that failed on a storage fault (201: a full disk, a lost lock)
@@ -400,6 +402,7 @@ impl Session {
         if file.latest_version() > latest {
             self.advanced = true;
         }
+        let generation = file.generation();
         drop(file);
         let flexible = self.flexible.as_mut()?;
         let built = match built {
@@ -468,6 +471,11 @@ impl Session {
             });
         }
         self.cursor = built.version;
+        self.known = Some(DownloadPoint {
+            cursor: built.version,
+            client_version: built.client_version,
+            generation,
+        });
         flexible.active = query;
         flexible.bootstrap.pop_front()
     }
@@ -603,6 +611,17 @@ impl Session {
             entries: batch.entries,
         })
     }
+}
+
+/// What [`Session::outbound_in_memory`] did.
+pub(super) enum InMemory {
+    /// Built the session's next message (`None`: nothing to send, it is up to date).
+    Built(Option<ServerMessage>),
+    /// The server file was locked by other work: the caller may try again shortly, as the
+    /// in-memory work that holds it most often (another session's) takes microseconds.
+    Busy,
+    /// It needs blocking work: [`Session::outbound`] on a blocking thread.
+    Blocking,
 }
 
 fn no_session(id: u64) -> Failure {

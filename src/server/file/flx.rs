@@ -451,6 +451,9 @@ pub struct Bootstrap {
     pub salt: u64,
     /// The entries, in order.
     pub entries: Vec<DownloadEntry>,
+    /// The client's last client version integrated at or before `version` (what a download
+    /// from there may follow, [`DownloadBatch::point`](super::DownloadBatch::point)).
+    pub client_version: u64,
 }
 
 /// Where a view change is recorded: the download cursor (`at`) and subscription version of
@@ -475,7 +478,8 @@ pub struct Compensation {
 }
 
 /// Most changesets after a session's cursor for [`ServerFile::flx_download_unchanged`]: what
-/// one change leaves a session that was up to date, with room for a few more.
+/// one change leaves a session that was up to date, with room for a few more. Empty ones
+/// (a bootstrap's server version) are not counted.
 pub const UNCHANGED_MAX_CHANGESETS: usize = 16;
 /// Most changeset bytes after a session's cursor for [`ServerFile::flx_download_unchanged`]
 /// (64 KiB): a bulk changeset, whose objects each cost lookups, is left to a blocking thread.
@@ -978,6 +982,7 @@ impl ServerFile {
             version: latest,
             salt,
             entries,
+            client_version: meta.last_integrated_remote_version,
         }))
     }
 
@@ -1323,9 +1328,15 @@ impl ServerFile {
             return None;
         }
         let versions = self.client_versions(client, after, known)?;
+        // Empty changesets (the server versions of other sessions' bootstraps, one each) cost
+        // nothing to pass.
         let few = self.tail.after(after, self.latest).is_some_and(|rows| {
-            rows.len() <= UNCHANGED_MAX_CHANGESETS
-                && rows.map(|row| row.1.len()).sum::<usize>() <= UNCHANGED_MAX_BYTES
+            let (mut changesets, mut bytes) = (0, 0);
+            for row in rows.filter(|row| !row.1.is_empty()) {
+                changesets += 1;
+                bytes += row.1.len();
+            }
+            changesets <= UNCHANGED_MAX_CHANGESETS && bytes <= UNCHANGED_MAX_BYTES
         });
         if !few {
             return None;
@@ -1385,7 +1396,8 @@ impl ServerFile {
         let mut alive_at_cursor: BTreeMap<(String, Key), bool> = BTreeMap::new();
         // Objects the client wrote itself: it may hold them even outside its view.
         let mut own: BTreeSet<(String, Key)> = BTreeSet::new();
-        for row in rows {
+        // An empty changeset (a bootstrap's server version) touches nothing and sends nothing.
+        for row in rows.into_iter().filter(|row| !row.1.is_empty()) {
             let bytes = row.1.clone();
             let cs = Self::decode(row)?;
             let objects: Vec<Option<(String, Key)>> = cs
