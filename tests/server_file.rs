@@ -762,7 +762,8 @@ fn download_progress_fields_follow_the_history() {
 /// and the reader's own: its rows move its integrated client version, and its writes outside
 /// its view are reverted), one downloaded with `known` and one without; objects enter and
 /// leave the reader's view, batches are cut at one entry and at 300 bytes, and a compaction
-/// (a new generation) comes in the middle.
+/// (a new generation) comes in the middle. The first download follows the point a bootstrap
+/// left (`Bootstrap::client_version`).
 #[test]
 fn a_flexible_download_from_a_known_point_is_the_one_read_from_scratch() {
     use tandem::changeset::{
@@ -838,18 +839,29 @@ fn a_flexible_download_from_a_known_point_is_the_one_read_from_scratch() {
     // The reader's view: objects whose n is above 5.
     let query = Subscription::parse(1, r#"{"T":"n > 5"}"#).unwrap();
     let (rules, user) = (FlxRules::default(), UserVars::default());
-    let mut cursor = 0;
-    for server in [&mut followed, &mut read] {
-        server.flx_resume(reader, 0, 0).unwrap();
-        cursor = server
-            .flx_bootstrap(reader, &query)
-            .unwrap()
-            .unwrap()
-            .version;
-    }
-    let mut rng = SeededRng::new(77);
-    let (mut writer_version, mut reader_version) = (1, 0);
+    // The first download follows the point the bootstrap leaves (as a session does), after an
+    // upload of the reader's own: its integrated client version there is 1.
     let mut known: Option<DownloadPoint> = None;
+    let mut cursor = 0;
+    let mut own = Changeset::default();
+    set(&mut own, 7, 8);
+    let own = entry(own, 1, 0);
+    for server in [&mut read, &mut followed] {
+        server.flx_resume(reader, 0, 0).unwrap();
+        server
+            .flx_integrate_checked(reader, std::slice::from_ref(&own), &rules, &user, &query)
+            .unwrap();
+        let bootstrap = server.flx_bootstrap(reader, &query).unwrap().unwrap();
+        cursor = bootstrap.version;
+        known = Some(DownloadPoint {
+            cursor,
+            client_version: bootstrap.client_version,
+            generation: server.generation(),
+        });
+    }
+    assert_eq!(known.unwrap().client_version, 1);
+    let mut rng = SeededRng::new(77);
+    let (mut writer_version, mut reader_version) = (1, 1);
     let (mut unchanged, mut downloads) = (0, 0);
     for step in 0..200 {
         match rng.below(5) {
@@ -871,7 +883,7 @@ fn a_flexible_download_from_a_known_point_is_the_one_read_from_scratch() {
                         .unwrap();
                 }
             }
-            // The reader writes (outside its view: reverted by a compensating write).
+            // The reader writes (to objects outside its view too: those writes are stripped).
             2 => {
                 let id = rng.below(10) as i64 + 1;
                 let mut cs = Changeset::default();
@@ -931,4 +943,53 @@ fn a_flexible_download_from_a_known_point_is_the_one_read_from_scratch() {
         unchanged > 10,
         "{unchanged} of {downloads} built without writing"
     );
+}
+
+/// A client file a compaction expired gets no flexible sync bootstrap (222), as it gets no
+/// download: a session keeps a bootstrap's point and follows it without asking again.
+#[test]
+fn a_client_expired_by_a_compaction_gets_no_flexible_bootstrap() {
+    use tandem::changeset::{Instruction, PrimaryKey};
+    use tandem::server::Subscription;
+    let (_dir, path) = temp("flxexpired");
+    let mut server = ServerFile::open(&path).unwrap();
+    let (writer, _) = server.allocate_client_file().unwrap();
+    let (reader, _) = server.allocate_client_file().unwrap();
+    let mut cs = Changeset::default();
+    let (t, _) = tables_t_and_e(&mut cs);
+    cs.push(Instruction::CreateObject {
+        table: t,
+        object: PrimaryKey::Int(1),
+    });
+    let upload = UploadEntry {
+        client_version: 1,
+        last_integrated_server_version: 0,
+        origin_timestamp: 1,
+        origin_file_ident: 0,
+        changeset: cs.encode(),
+    };
+    server.integrate_upload(writer, &[upload]).unwrap();
+    let query = Subscription::parse(1, r#"{"T":"TRUEPREDICATE"}"#).unwrap();
+    server.flx_resume(reader, 0, 0).unwrap();
+    for client in [writer, reader] {
+        server.mark_seen(client, server.latest_version());
+    }
+    // Every client file last seen before the horizon (a minute from now) expires.
+    let horizon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    server.compact(horizon).unwrap();
+    let refused = server
+        .flx_bootstrap(reader, &query)
+        .map(|_| ())
+        .unwrap_err();
+    let e = refused.expect_err("a protocol error, not a query error");
+    assert_eq!(e.code, ErrorCode::ClientFileExpired, "{e:?}");
+    let latest = server.latest_version();
+    let e = server
+        .flx_download(reader, latest, usize::MAX, &query, None)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ClientFileExpired, "{e:?}");
 }

@@ -202,11 +202,14 @@ fn next_generation() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// What a session learnt from its last DOWNLOAD batch ([`ServerFile::download`]): its download
-/// cursor, the client's integrated client version there (`download_client_version`) and the
-/// file's generation then. Rows at or before a cursor never change within a generation (only
-/// a compaction rewrites them, and it starts a new one), nor does a client file's expiry (only
-/// a compaction expires one), so the next batch from that cursor needs neither read again.
+/// What a session learnt from its last DOWNLOAD batch ([`ServerFile::download`],
+/// [`ServerFile::flx_download`], a flexible sync bootstrap): its download cursor, the client's
+/// integrated client version there (`download_client_version`) and the file's generation
+/// then. Rows at or before a cursor never change within a generation (only a compaction
+/// rewrites them, and it starts a new one), nor does a client file's expiry (only a compaction
+/// expires one, under the same lock), so the next batch from that cursor needs neither read
+/// again. Everything that makes a point checks the client's expiry first: a point of an
+/// expired client is never made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DownloadPoint {
     /// Server version.

@@ -299,8 +299,8 @@ impl Session {
     /// to bootstrap, a few changesets behind, whose view the batch leaves as it is
     /// ([`ServerFile::flx_download_unchanged`]: a few indexed reads, no write). This is what
     /// a session sends after a change on its path: it needs no blocking thread and no turn in
-    /// the path's FIFO (issue 18, goal 5: fan-out). `None` when it cannot answer;
-    /// [`Session::outbound`] does then.
+    /// the path's FIFO (issue 18, goal 5: fan-out). [`InMemory::Busy`] when the file is
+    /// locked, [`InMemory::Blocking`] when it cannot answer: [`Session::outbound`] does then.
     fn outbound_in_memory(&mut self, id: u64) -> InMemory {
         let (Some(ident), Some(known)) = (self.client_file_ident, self.known) else {
             return InMemory::Blocking;

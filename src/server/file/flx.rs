@@ -479,7 +479,8 @@ pub struct Compensation {
 
 /// Most changesets after a session's cursor for [`ServerFile::flx_download_unchanged`]: what
 /// one change leaves a session that was up to date, with room for a few more. Empty ones
-/// (a bootstrap's server version) are not counted.
+/// (a bootstrap's server version, an upload stripped of every write outside the view) are
+/// not counted.
 pub const UNCHANGED_MAX_CHANGESETS: usize = 16;
 /// Most changeset bytes after a session's cursor for [`ServerFile::flx_download_unchanged`]
 /// (64 KiB): a bulk changeset, whose objects each cost lookups, is left to a blocking thread.
@@ -869,6 +870,9 @@ impl ServerFile {
         query: &Subscription,
     ) -> Result<Option<Bootstrap>, Result<String, ProtocolError>> {
         self.reload_if_stale().map_err(Err)?;
+        // A client a compaction expired gets nothing more (222), as from `flx_download`; its
+        // session would also follow the bootstrap's point without asking again.
+        self.check_not_expired(client, self.latest).map_err(Err)?;
         // The state must hold the whole history (see `flx_download`).
         self.catch_up_state().map_err(Err)?;
         // Objects born from now on reach flexible sync clients by their history, not whole
@@ -1311,7 +1315,7 @@ impl ServerFile {
     /// on a connection's task, without a blocking thread (a fan-out: most sessions' views
     /// are untouched by a change). Only for a few small changesets after `after`, all still in
     /// the file's memory ([`UNCHANGED_MAX_CHANGESETS`], [`UNCHANGED_MAX_BYTES`],
-    /// `super::tail`), so the work (two indexed lookups per object touched: is it in the
+    /// `super::tail`), so the work (a few indexed lookups per object touched: is it in the
     /// view, does it match) is small, and only while `known` holds (see
     /// [`ServerFile::flx_download`]).
     /// `None` when it would write, `known` no longer holds, or on any error: the caller runs
@@ -1328,8 +1332,8 @@ impl ServerFile {
             return None;
         }
         let versions = self.client_versions(client, after, known)?;
-        // Empty changesets (the server versions of other sessions' bootstraps, one each) cost
-        // nothing to pass.
+        // Empty changesets (the server versions of other sessions' bootstraps, one each;
+        // uploads stripped of every write outside their view) cost nothing to pass.
         let few = self.tail.after(after, self.latest).is_some_and(|rows| {
             let (mut changesets, mut bytes) = (0, 0);
             for row in rows.filter(|row| !row.1.is_empty()) {
@@ -1396,7 +1400,9 @@ impl ServerFile {
         let mut alive_at_cursor: BTreeMap<(String, Key), bool> = BTreeMap::new();
         // Objects the client wrote itself: it may hold them even outside its view.
         let mut own: BTreeSet<(String, Key)> = BTreeSet::new();
-        // An empty changeset (a bootstrap's server version) touches nothing and sends nothing.
+        // An empty changeset (a bootstrap's server version, a stripped upload) touches nothing
+        // and sends nothing (the client's own rows move its integrated client version through
+        // `client_version_at`, not here).
         for row in rows.into_iter().filter(|row| !row.1.is_empty()) {
             let bytes = row.1.clone();
             let cs = Self::decode(row)?;
