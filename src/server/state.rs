@@ -34,6 +34,9 @@ use crate::state::{ApplyError, Schemas, State};
 use crate::store::tables;
 use crate::store::StoreError;
 
+/// Objects by class and primary-key blob ([`ServerState::erased_after`]).
+pub(crate) type ErasedObjects = std::collections::HashSet<(String, Vec<u8>)>;
+
 /// The suffix of the state file beside a server file (`<hex>.sqlite-state`, like SQLite's own
 /// `-wal` and `-shm`, so that a listing of `*.sqlite` server files does not include it).
 pub const STATE_FILE_SUFFIX: &str = "-state";
@@ -367,6 +370,29 @@ impl ServerState {
             class,
             key,
         )
+    }
+
+    /// The objects erased after server version `after` (class and key blob, as
+    /// [`ServerState::erased`] records them), if there are at most `limit` of them (`None`
+    /// otherwise: the caller looks them up one by one). An index on the version keeps this a
+    /// walk of those rows only.
+    pub(crate) fn erased_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> rusqlite::Result<Option<ErasedObjects>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT class, pk FROM _flx_erased WHERE version > ?1 LIMIT ?2")?;
+        let rows = stmt.query_map(
+            rusqlite::params![
+                after.min(i64::MAX as u64) as i64,
+                limit.saturating_add(1).min(i64::MAX as usize) as i64
+            ],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
+        let erased = rows.collect::<rusqlite::Result<std::collections::HashSet<_>>>()?;
+        Ok((erased.len() <= limit).then_some(erased))
     }
 
     /// The version `sql` (a query of one version by class and key blob) finds for an object.

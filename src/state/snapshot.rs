@@ -145,10 +145,19 @@ fn streamed<E>(
     let mut done = Vec::new();
     let mut in_current = 0;
     let per_changeset = per_changeset.max(1);
-    // Starts a new changeset when the current one holds `per_changeset` objects.
+    // Starts a new changeset when the current one holds `per_changeset` objects. Each one
+    // done gives up the room its growth left over (a bootstrap keeps thousands of them for a
+    // while), and the next starts with the room the last one needed: objects of one class
+    // take about as many instructions.
     let mut make_room = |writer: &mut Writer<'_>, done: &mut Vec<Changeset>| {
         if in_current == per_changeset {
-            done.push(std::mem::take(&mut writer.cs));
+            let mut full = std::mem::take(&mut writer.cs);
+            full.instructions.shrink_to_fit();
+            writer
+                .cs
+                .instructions
+                .reserve_exact(full.instructions.len());
+            done.push(full);
             in_current = 0;
         }
         in_current += 1;
@@ -163,6 +172,7 @@ fn streamed<E>(
         let object = writer.primary_key(key);
         writer.cs.push(Instruction::EraseObject { table, object });
     }
+    writer.cs.instructions.shrink_to_fit();
     done.push(writer.cs);
     Ok(done)
 }

@@ -98,7 +98,8 @@ pub(crate) const TABLES: &str = "
         pk BLOB NOT NULL,
         version INTEGER NOT NULL,
         PRIMARY KEY (class, pk)
-    ) WITHOUT ROWID;";
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS _flx_erased_by_version ON _flx_erased (version);";
 
 /// A client's subscription set: its version and, per class, the query (realm-core's
 /// serialized form, `realm-wire-compat.md` section 4.8).
@@ -1059,16 +1060,38 @@ impl ServerFile {
     /// the erasure, and those writes would win over the copy's older fields there (flexible
     /// seed 450 of the simulation, `docs/testing.md`). Erasing an object a client does not
     /// hold changes nothing there.
+    /// The erasures since the threshold are read at once when they are no more than the
+    /// copies' objects (a bootstrap's copies are thousands; erasures since a client's last
+    /// upload few), else looked up object by object.
     fn flx_erase_first(&self, client: u64, copies: &mut [Changeset]) -> Result<(), ProtocolError> {
         let threshold = self.base_version(client)?;
+        let creates = copies
+            .iter()
+            .flat_map(|cs| &cs.instructions)
+            .filter(|i| matches!(i, Instruction::CreateObject { .. }))
+            .count();
+        let known = self
+            .state
+            .erased_after(threshold, creates)
+            .map_err(sql_err)?;
+        if known.as_ref().is_some_and(|erased| erased.is_empty()) {
+            return Ok(());
+        }
         for cs in copies.iter_mut() {
             let mut out = Vec::with_capacity(cs.instructions.len());
             for i in std::mem::take(&mut cs.instructions) {
                 if let Instruction::CreateObject { table, object } = &i {
                     let name = super::instruction_object(cs, &i);
                     if let Some((class, key)) = name {
-                        let erased = self.state.erased(&class, &key).map_err(sql_err)?;
-                        if erased.is_some_and(|v| v > threshold) {
+                        let erased_since = match &known {
+                            Some(erased) => erased.contains(&(class, key_blob(&key))),
+                            None => self
+                                .state
+                                .erased(&class, &key)
+                                .map_err(sql_err)?
+                                .is_some_and(|v| v > threshold),
+                        };
+                        if erased_since {
                             out.push(Instruction::EraseObject {
                                 table: *table,
                                 object: object.clone(),
@@ -1173,6 +1196,9 @@ impl ServerFile {
             if copy.instructions.is_empty() {
                 continue;
             }
+            // Kept in memory as long as the client's reciprocal history holds it: no room
+            // left over from building it.
+            copy.instructions.shrink_to_fit();
             copy.meta = meta;
             kept.push(((at, kept.len() as u32), copy));
         }
