@@ -521,9 +521,9 @@ impl Session {
             self.behind = true;
             return None;
         }
+        let mut file = lock_read(&self.file);
         let batch = match &self.flexible {
             Some(f) => {
-                let mut file = lock_read(&self.file);
                 // Replaced by a later session of the same client file: nothing more.
                 if !file.flx_serves(ident, self.claim?) {
                     return None;
@@ -534,26 +534,19 @@ impl Session {
                     true => Ok(None),
                     false => file.flx_skip_to_latest(ident, self.cursor),
                 };
-                let batch = skip.and_then(|skip| match skip {
+                skip.and_then(|skip| match skip {
                     Some(batch) => Ok(batch),
                     None => {
                         file.flx_download(ident, self.cursor, self.batch, &f.active, self.known)
                     }
-                });
-                if let Ok(batch) = &batch {
-                    self.known = Some(batch.point(file.generation()));
-                }
-                batch
+                })
             }
-            None => {
-                let file = lock_read(&self.file);
-                let batch = file.download(ident, self.cursor, self.batch);
-                if let Ok(batch) = &batch {
-                    self.known = Some(batch.point(file.generation()));
-                }
-                batch
-            }
+            None => file.download(ident, self.cursor, self.batch),
         };
+        if let Ok(batch) = &batch {
+            self.known = Some(batch.point(file.generation()));
+        }
+        drop(file);
         let batch = match batch {
             Ok(batch) => batch,
             // A storage fault (201) passes: build it again shortly.
