@@ -661,7 +661,10 @@ where
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(frame)).await;
     let raw = ws.get_mut();
     let drain = async {
-        let mut scratch = [0u8; 8 << 10];
+        // On the heap: an array here would be part of every connection's future (this one
+        // is awaited inside it), 8 KiB per connection for as long as it lives, lingering or
+        // not (found by `benches/load.rs`: 22.5 -> 31 KiB per session).
+        let mut scratch = vec![0u8; 8 << 10];
         let mut total = 0;
         while total < LINGER_BYTES {
             match raw.read(&mut scratch).await {
@@ -1117,5 +1120,23 @@ async fn serve_websocket<S>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`linger`] is awaited inside every connection's future, so what it holds across an
+    /// await is part of every connection's memory for its whole life: its read buffer must be
+    /// on the heap (an 8 KiB array there made every idle session 8 KiB larger,
+    /// `benches/load.rs`).
+    #[tokio::test]
+    async fn lingering_adds_no_buffer_to_a_connections_future() {
+        let (io, _client) = tokio::io::duplex(64);
+        let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        let lingering = linger(&mut ws, None);
+        let size = std::mem::size_of_val(&lingering);
+        assert!(size < 1024, "linger's future is {size} bytes");
     }
 }
