@@ -555,3 +555,92 @@ impl ServerState {
         .map_err(StateError::from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changeset::{AddTable, PayloadType, PrimaryKey, PrimaryKeySpec, TableKind};
+    use crate::state::Key;
+
+    /// [`ServerState::erased_after`] finds what [`ServerState::erased`] finds object by object
+    /// (the last erasure of each object, after the version asked), and gives up past its limit
+    /// (`flx_erase_first` then looks the objects up one by one).
+    #[test]
+    fn erasures_after_a_version_are_the_ones_found_object_by_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = ServerState::open(dir.path().join("s.sqlite-state"), 1).unwrap();
+        state.track_births().unwrap();
+        let mut schema = Changeset::new();
+        let (t, id) = (schema.intern("T"), schema.intern("_id"));
+        schema.push(Instruction::AddTable(AddTable {
+            table: t,
+            kind: TableKind::TopLevel(PrimaryKeySpec {
+                field: id,
+                key_type: PayloadType::Int,
+                nullable: false,
+            }),
+        }));
+        state.apply(&schema, 1).unwrap();
+        // Version v + 1 creates object v; every third one is erased again at v + 2, and objects
+        // 0 and 3 once more later (their last erasure counts).
+        let one = |create: &[i64], erase: &[i64]| {
+            let mut cs = Changeset::new();
+            let t = cs.intern("T");
+            for &k in create {
+                cs.push(Instruction::CreateObject {
+                    table: t,
+                    object: PrimaryKey::Int(k),
+                });
+            }
+            for &k in erase {
+                cs.push(Instruction::EraseObject {
+                    table: t,
+                    object: PrimaryKey::Int(k),
+                });
+            }
+            cs
+        };
+        let mut version = 1;
+        for k in 0..30 {
+            version += 1;
+            let erase: Vec<i64> = (k >= 1 && (k - 1) % 3 == 0)
+                .then_some(k - 1)
+                .into_iter()
+                .collect();
+            state.apply(&one(&[k], &erase), version).unwrap();
+        }
+        version += 1;
+        state.apply(&one(&[0, 3], &[0, 3]), version).unwrap();
+        state.commit().unwrap();
+        for after in [0, 5, 6, 17, version - 1, version] {
+            let expected: ErasedObjects = (0..30)
+                .filter(|&k| {
+                    state
+                        .erased("T", &Key::Int(k))
+                        .unwrap()
+                        .is_some_and(|v| v > after)
+                })
+                .map(|k| {
+                    (
+                        "T".to_owned(),
+                        crate::server::file::flx::key_blob(&Key::Int(k)),
+                    )
+                })
+                .collect();
+            let found = state.erased_after(after, expected.len()).unwrap();
+            assert_eq!(found, Some(expected.clone()), "after {after}");
+            assert_eq!(
+                state.erased_after(after, 100).unwrap(),
+                Some(expected.clone())
+            );
+            if !expected.is_empty() {
+                assert_eq!(
+                    state.erased_after(after, expected.len() - 1).unwrap(),
+                    None,
+                    "after {after}: more than the limit"
+                );
+            }
+        }
+        assert!(state.erased_after(0, 100).unwrap().unwrap().len() >= 10);
+    }
+}
