@@ -859,9 +859,11 @@ fn concurrent_sql_and_device_writes_to_one_field_resolve_by_time() {
     drop(session);
     set_title(&a, "device, earlier");
     std::thread::sleep(Duration::from_millis(50));
-    update("sql, later");
+    // Counted before the SQL write: a server that integrates it before the count would
+    // otherwise leave nothing to wait for (this failed a CI run).
     let history = |c: &Cluster| query(&c.runtime, &url, "SELECT count(*) FROM tandem_history");
     let before = history(&cluster);
+    update("sql, later");
     live::eventually("the SQL write integrated", 30, || {
         history(&cluster) > before
     });
