@@ -216,6 +216,43 @@ fn tables_t_and_e(cs: &mut Changeset) -> (InternString, InternString) {
     (t, e)
 }
 
+/// The schema `T(_id int) { n: int }` (and the embedded `E` of [`tables_t_and_e`]).
+fn t_with_n() -> Changeset {
+    use tandem::changeset::{AddColumn, ColumnCollection, ColumnType, Instruction, PayloadType};
+    let mut schema = Changeset::default();
+    let (t, _) = tables_t_and_e(&mut schema);
+    let n = schema.intern("n");
+    schema.push(Instruction::AddColumn(AddColumn {
+        table: t,
+        field: n,
+        column_type: ColumnType::Value(PayloadType::Int),
+        nullable: false,
+        collection: ColumnCollection::Single,
+    }));
+    schema
+}
+
+/// Upserts `T[id].n = n` ([`t_with_n`]) in `cs`.
+fn set(cs: &mut Changeset, id: i64, n: i64) {
+    use tandem::changeset::{FieldPath, Instruction, Payload, PrimaryKey, Update};
+    let (t, field) = (cs.intern("T"), cs.intern("n"));
+    cs.push(Instruction::CreateObject {
+        table: t,
+        object: PrimaryKey::Int(id),
+    });
+    cs.push(Instruction::Update(Update {
+        path: FieldPath {
+            table: t,
+            object: PrimaryKey::Int(id),
+            field,
+            path: Vec::new(),
+        },
+        value: Payload::Int(n),
+        is_default: false,
+        prior_size: 0,
+    }));
+}
+
 #[test]
 fn dictionary_keys_realm_core_refuses_are_refused_with_the_whole_upload() {
     use tandem::changeset::{
@@ -522,10 +559,6 @@ fn links_realm_core_refuses_are_refused_with_the_whole_upload() {
 /// after the bootstrap took the object out is reverted (a compensating write).
 #[test]
 fn flexible_sync_judges_a_write_at_the_view_and_set_the_client_had_at_its_base() {
-    use tandem::changeset::{
-        AddColumn, ColumnCollection, ColumnType, FieldPath, Instruction, Payload, PayloadType,
-        PrimaryKey, Update,
-    };
     use tandem::server::realm::rules::{FlxRules, UserVars};
     use tandem::server::Subscription;
     use tandem::state::{Field, Key, Val};
@@ -533,25 +566,6 @@ fn flexible_sync_judges_a_write_at_the_view_and_set_the_client_had_at_its_base()
     let mut server = ServerFile::open(&path).unwrap();
     let (writer, _) = server.allocate_client_file().unwrap();
     let (client, _) = server.allocate_client_file().unwrap();
-    // T(_id int) { n: int }; `set(id, n)` upserts T[id].n = n.
-    let set = |cs: &mut Changeset, id: i64, n: i64| {
-        let (t, field) = (cs.intern("T"), cs.intern("n"));
-        cs.push(Instruction::CreateObject {
-            table: t,
-            object: PrimaryKey::Int(id),
-        });
-        cs.push(Instruction::Update(Update {
-            path: FieldPath {
-                table: t,
-                object: PrimaryKey::Int(id),
-                field,
-                path: Vec::new(),
-            },
-            value: Payload::Int(n),
-            is_default: false,
-            prior_size: 0,
-        }));
-    };
     // Each changeset later than the one before (last writer wins on the same field).
     let clock = std::cell::Cell::new(400_000_000_000u64);
     let entry = |cs: Changeset, client_version: u64, base: u64| UploadEntry {
@@ -564,16 +578,7 @@ fn flexible_sync_judges_a_write_at_the_view_and_set_the_client_had_at_its_base()
         origin_file_ident: 0,
         changeset: cs.encode(),
     };
-    let mut schema = Changeset::default();
-    let (t, _) = tables_t_and_e(&mut schema);
-    let n = schema.intern("n");
-    schema.push(Instruction::AddColumn(AddColumn {
-        table: t,
-        field: n,
-        column_type: ColumnType::Value(PayloadType::Int),
-        nullable: false,
-        collection: ColumnCollection::Single,
-    }));
+    let mut schema = t_with_n();
     set(&mut schema, 1, 1);
     server
         .integrate_upload(writer, &[entry(schema, 1, 0)])
@@ -766,30 +771,8 @@ fn download_progress_fields_follow_the_history() {
 /// left (`Bootstrap::client_version`).
 #[test]
 fn a_flexible_download_from_a_known_point_is_the_one_read_from_scratch() {
-    use tandem::changeset::{
-        AddColumn, ColumnCollection, ColumnType, FieldPath, Instruction, Payload, PayloadType,
-        PrimaryKey, Update,
-    };
     use tandem::server::realm::rules::{FlxRules, UserVars};
     use tandem::server::Subscription;
-    let set = |cs: &mut Changeset, id: i64, n: i64| {
-        let (t, field) = (cs.intern("T"), cs.intern("n"));
-        cs.push(Instruction::CreateObject {
-            table: t,
-            object: PrimaryKey::Int(id),
-        });
-        cs.push(Instruction::Update(Update {
-            path: FieldPath {
-                table: t,
-                object: PrimaryKey::Int(id),
-                field,
-                path: Vec::new(),
-            },
-            value: Payload::Int(n),
-            is_default: false,
-            prior_size: 0,
-        }));
-    };
     // Two copies of one file (the same client file idents): `followed` downloads from known
     // points, `read` from scratch.
     let (_dir_a, path_a) = temp("flxknown-a");
@@ -817,16 +800,7 @@ fn a_flexible_download_from_a_known_point_is_the_one_read_from_scratch() {
             changeset: cs.encode(),
         }
     };
-    let mut schema = Changeset::default();
-    let (t, _) = tables_t_and_e(&mut schema);
-    let n = schema.intern("n");
-    schema.push(Instruction::AddColumn(AddColumn {
-        table: t,
-        field: n,
-        column_type: ColumnType::Value(PayloadType::Int),
-        nullable: false,
-        collection: ColumnCollection::Single,
-    }));
+    let mut schema = t_with_n();
     for id in 1..=10 {
         set(&mut schema, id, id);
     }

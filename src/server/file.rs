@@ -1949,15 +1949,7 @@ impl ServerFile {
         max_bytes: usize,
         known: DownloadPoint,
     ) -> Option<DownloadBatch> {
-        #[cfg(feature = "postgres")]
-        if self.replica.is_some() {
-            return None;
-        }
-        let usable = !self.stale
-            && known.generation == self.generation
-            && known.cursor == after
-            && after >= self.compacted;
-        if !usable {
+        if !self.point_holds(known, after) {
             return None;
         }
         let rows = self.tail.after(after, self.latest)?;
@@ -1991,6 +1983,22 @@ impl ServerFile {
             latest_server_version_salt: self.latest_salt,
             upload_client_version: at_latest,
         })
+    }
+
+    /// Whether what a session learnt at `known` still serves a download from `after` without
+    /// reading SQLite for the client's expiry and integrated client versions: the same cursor
+    /// and generation ([`DownloadPoint`]), the cursor outside the compacted history, the file
+    /// not stale, and not a working copy of a file in PostgreSQL (which may have to catch up
+    /// first). The rows after `after` must still be in memory too (`tail::Tail::after`).
+    pub(super) fn point_holds(&self, known: DownloadPoint, after: u64) -> bool {
+        #[cfg(feature = "postgres")]
+        if self.replica.is_some() {
+            return false;
+        }
+        !self.stale
+            && known.generation == self.generation
+            && known.cursor == after
+            && after >= self.compacted
     }
 
     /// The file's generation: see [`DownloadPoint`].

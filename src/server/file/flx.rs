@@ -1301,26 +1301,16 @@ impl ServerFile {
     }
 
     /// [`ClientVersions::Followed`] from `known`, if it still holds for a download of
-    /// `client` from `after`: the same cursor and generation (within one, a client file's
-    /// expiry and its integrated client version at the cursor do not change,
-    /// [`DownloadPoint`]), the cursor outside the compacted history, and every row after it
-    /// in memory (`super::tail`). Not for a stale file, nor a working copy of a file in
-    /// PostgreSQL (which may have to catch up first).
+    /// `client` from `after` ([`ServerFile::point_holds`]: within one generation, a client
+    /// file's expiry and its integrated client version at the cursor do not change) and every
+    /// row after it is in memory (`super::tail`).
     fn client_versions(
         &self,
         client: u64,
         after: u64,
         known: DownloadPoint,
     ) -> Option<ClientVersions> {
-        #[cfg(feature = "postgres")]
-        if self.replica.is_some() {
-            return None;
-        }
-        let holds = !self.stale
-            && known.generation == self.generation
-            && known.cursor == after
-            && after >= self.compacted;
-        if !holds {
+        if !self.point_holds(known, after) {
             return None;
         }
         let own = self
