@@ -994,6 +994,88 @@ fn cancelled<R: Send + 'static>(
         .expect("a cancelled call returns promptly")
 }
 
+/// Records what an `ErrorListener` is told.
+#[derive(Default)]
+struct Errors(std::sync::Mutex<Vec<(u64, String, bool)>>);
+
+impl tandem::ffi::ErrorListener for Errors {
+    fn on_error(
+        &self,
+        code: u64,
+        message: String,
+        will_retry: bool,
+    ) -> Result<(), tandem::ffi::CallbackError> {
+        self.0.lock().unwrap().push((code, message, will_retry));
+        Ok(())
+    }
+}
+
+/// Fails every call, numbering them.
+#[derive(Default)]
+struct FailingTokens(std::sync::atomic::AtomicUsize);
+
+impl tandem::ffi::TokenProvider for FailingTokens {
+    fn fetch_token(&self) -> Result<String, tandem::ffi::CallbackError> {
+        let call = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(tandem::ffi::CallbackError::Failed {
+            message: format!("no token (call {call})"),
+        })
+    }
+}
+
+/// The error listener a session starts with is told of its very first error (the token
+/// provider's first failure, before any connection), which `observe_errors` after the start
+/// can miss; `open_synced_blocking`'s is told of the errors while it waits.
+#[test]
+fn the_error_listener_given_at_the_start_hears_the_first_error() {
+    let (_dir, db) = open("first-error");
+    let errors = Arc::new(Errors::default());
+    let options = SyncOptions {
+        token: String::new(),
+        ..unreachable_server()
+    };
+    let session = db
+        .sync(
+            options.clone(),
+            Some(Arc::new(FailingTokens::default())),
+            Some(errors.clone()),
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while errors.0.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no error reported");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    session.stop();
+    let (code, message, will_retry) = errors.0.lock().unwrap()[0].clone();
+    assert_eq!(code, 0);
+    assert!(message.contains("no token (call 0)"), "{message}");
+    assert!(will_retry);
+
+    let (_open_dir, path) = temp_db("first-error-open");
+    let opening = Arc::new(Errors::default());
+    let err = open_synced_blocking(
+        path,
+        classes(),
+        unreachable_server(),
+        None,
+        Some(300),
+        None,
+        Some(opening.clone()),
+        None,
+    )
+    .err()
+    .expect("the server is unreachable");
+    assert!(matches!(err, TandemError::Timeout { .. }), "{err:?}");
+    let heard = opening.0.lock().unwrap();
+    assert!(
+        heard
+            .first()
+            .is_some_and(|(code, _, retry)| *code == 0 && *retry),
+        "{heard:?}"
+    );
+}
+
 /// The blocking twins of the async calls (what the Python package awaits on a thread of its
 /// own): they time out like the async ones, and a `CancelToken` ends them from another thread
 /// with `Stopped`.
@@ -1001,7 +1083,7 @@ fn cancelled<R: Send + 'static>(
 fn blocking_waits_time_out_and_are_cancelled() {
     let (_dir, db) = open("blocking");
     db.write(vec![create(1, "never uploaded")]).unwrap();
-    let session = db.sync(unreachable_server(), None).unwrap();
+    let session = db.sync(unreachable_server(), None, None).unwrap();
 
     let err = Arc::clone(&session)
         .wait_for_upload_blocking(Some(50), None)
@@ -1046,6 +1128,7 @@ fn blocking_waits_time_out_and_are_cancelled() {
             path,
             classes(),
             unreachable_server(),
+            None,
             None,
             None,
             None,

@@ -83,6 +83,7 @@ fn transact_commits_a_list_of_operations_and_returns_the_verdict() {
                 recovery_window: 100,
                 exclusive_to_process: false,
             }),
+            None,
         ))
         .unwrap();
     let (db, session): (std::sync::Arc<Database>, _) = (synced.database, synced.session);

@@ -764,7 +764,7 @@ async fn uploads_stamped_far_ahead_are_refused() {
 #[test]
 fn a_client_reports_a_timeout_against_a_silent_listener() {
     use std::sync::{Arc, Mutex};
-    use tandem::client::{Event, SyncConfig, SyncSession, SyncTimeouts};
+    use tandem::client::{SyncConfig, SyncTimeouts};
     use tandem::model::{ClassSchema, Property, PropertyType, Schema};
     use tandem::store::{Config, Database};
 
@@ -798,8 +798,9 @@ fn a_client_reports_a_timeout_against_a_silent_listener() {
             )
             .unwrap(),
         );
-        let session = SyncSession::start(
-            Arc::clone(&db),
+        // Recorded from the session's first event: the first error is the first attempt's.
+        let (session, events) = live::start_recording(
+            &db,
             SyncConfig {
                 url,
                 path: "/silent".into(),
@@ -811,16 +812,8 @@ fn a_client_reports_a_timeout_against_a_silent_listener() {
                 },
                 ..SyncConfig::default()
             },
-        )
-        .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let tx = Mutex::new(tx);
-        let _listening = session.on_event(move |event| {
-            if let Event::Error(info) = event {
-                let _ = tx.lock().unwrap().send(info.clone());
-            }
-        });
-        let error = rx.recv_timeout(WAIT).expect("no error reported");
+        );
+        let error = live::wait_for_error(&events, WAIT.as_secs(), |_| true);
         assert_eq!(error.code, 0, "{name}");
         assert!(error.will_retry, "{name}");
         assert!(

@@ -17,13 +17,12 @@ mod harness;
 mod live;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harness::{generate, SeededRng};
 use live::{create_task, eventually, has_task, World, PATH};
 use tandem::changeset::ChangesetMeta;
-use tandem::client::{ErrorInfo, Event, SyncState};
+use tandem::client::SyncState;
 use tandem::model::{PrimaryKey, Value};
 use tandem::protocol::{ErrorCode, UploadEntry};
 use tandem::server::ServerFile;
@@ -95,18 +94,6 @@ fn server_file(data: &Path) -> PathBuf {
         .expect("a server file")
 }
 
-/// Errors the session reported.
-fn record_errors(session: &tandem::client::SyncSession) -> (Arc<Mutex<Vec<ErrorInfo>>>, impl Drop) {
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&errors);
-    let token = session.on_event(move |e| {
-        if let Event::Error(info) = e {
-            sink.lock().unwrap().push(info.clone());
-        }
-    });
-    (errors, token)
-}
-
 fn count_of(state: &State, id: i64) -> Option<i64> {
     let object = state
         .objects
@@ -133,8 +120,7 @@ fn a_full_disk_is_transient_and_the_server_recovers_by_itself() {
     assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1 << 20);
 
     let db = world.open("a.sqlite");
-    let session = world.sync(&db);
-    let (errors, _token) = record_errors(&session);
+    let (session, events) = world.sync_recording(&db);
     let mut tx = db.begin_write().unwrap();
     tx.create("Task", PrimaryKey::Int(0), &[("count", Value::Int(0))])
         .unwrap();
@@ -165,8 +151,8 @@ fn a_full_disk_is_transient_and_the_server_recovers_by_itself() {
         tx.commit().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let refused = loop {
-            if let Some(e) = errors.lock().unwrap().iter().find(|e| e.code == 201) {
-                break Some(e.clone());
+            if let Some(e) = live::errors(&events).into_iter().find(|e| e.code == 201) {
+                break Some(e);
             }
             if db.pending_uploads(1 << 20).unwrap().is_empty() {
                 break None;
@@ -526,16 +512,12 @@ fn an_expired_client_resets_and_converges_and_a_fresh_one_gets_the_same_state() 
 
     // a wrote offline; it comes back, gets 222, resets (recovering its write) and converges.
     create_task(&a, 7, "from a, offline");
-    let sa = world.sync(&a);
-    let (errors, _token) = record_errors(&sa);
+    // Recorded from the session's first event: the 222 comes on its first connection.
+    let (sa, events) = world.sync_recording(&a);
     world
         .block_on(sa.wait_for_upload(Some(Duration::from_secs(60))))
         .unwrap();
-    assert!(
-        errors.lock().unwrap().iter().any(|e| e.code == 222),
-        "{:?}",
-        errors.lock().unwrap()
-    );
+    live::wait_for_error(&events, 10, |e| e.code == 222);
     eventually("b gets a's recovered task", 30, || has_task(&b, 7));
     eventually("a and b converge", 30, || {
         a.export_state().unwrap().objects == b.export_state().unwrap().objects

@@ -5,12 +5,14 @@
 //! `tandem-server` on loopback (plain ws), real sessions and SQLite files.
 #![cfg(feature = "server")]
 
-use std::sync::{Arc, Mutex};
+// For its event recording (`live::recording`); this file has its own `World`, on plain ws.
+mod live;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem::client::{
-    ErrorInfo, Event, ListenerToken, SyncConfig, SyncError, SyncSession, TokenProvider,
-};
+use live::{errors, wait_for_error, Events};
+use tandem::client::{SyncConfig, SyncError, SyncSession, TokenProvider};
 use tandem::model::{ClassSchema, PrimaryKey, Property, PropertyType, Schema, Value};
 use tandem::server::app::AppConfig;
 use tandem::server::realm::rules::FlxRules;
@@ -128,6 +130,12 @@ impl World {
         SyncSession::start(Arc::clone(db), self.config(user)).unwrap()
     }
 
+    /// [`World::sync`], recording every event of the session from its first
+    /// ([`live::recording`]).
+    fn sync_recording(&self, db: &Arc<Database>, user: &str) -> (SyncSession, Events) {
+        live::start_recording(db, self.config(user))
+    }
+
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
     }
@@ -200,18 +208,6 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Records every error event of `session` (until the token is dropped).
-fn error_events(session: &SyncSession) -> (Arc<Mutex<Vec<ErrorInfo>>>, ListenerToken) {
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&errors);
-    let token = session.on_event(move |e| {
-        if let Event::Error(info) = e {
-            seen.lock().unwrap().push(info.clone());
-        }
-    });
-    (errors, token)
 }
 
 /// A writer that sees everything: subscribed to every Task and Project.
@@ -364,8 +360,7 @@ fn an_unevaluable_query_fails_its_set_and_the_session_goes_on() {
 
     let r = world.open("reader.sqlite");
     subscribe(&r, &[("one", "Task", "count == 1")]);
-    let rs = world.sync(&r, "reader");
-    let (errors, _token) = error_events(&rs);
+    let (rs, events) = world.sync_recording(&r, "reader");
     world
         .block_on(rs.wait_for_subscriptions(None, WAIT))
         .unwrap();
@@ -389,13 +384,7 @@ fn an_unevaluable_query_fails_its_set_and_the_session_goes_on() {
     }
     assert_eq!(r.active_subscriptions().unwrap().version, 1);
     assert_eq!(tasks(&r), vec![1], "the active set still holds");
-    eventually("the error event", || {
-        errors
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e.code == 226 && e.will_retry)
-    });
+    wait_for_error(&events, 30, |e| e.code == 226 && e.will_retry);
 
     // The session goes on: a later set completes, and steady state flows.
     let good = subscribe(&r, &[("two", "Task", "count == 2")]);
@@ -435,11 +424,10 @@ fn rules_filter_reads_per_user_and_revert_forbidden_writes() {
     let world = World::new("rules", Some(RULES));
     let alice = world.open("alice.sqlite");
     subscribe(&alice, &[("all", "Task", "TRUEPREDICATE")]);
-    let sa = world.sync(&alice, "alice");
+    let (sa, events) = world.sync_recording(&alice, "alice");
     let bob = world.open("bob.sqlite");
     subscribe(&bob, &[("all", "Task", "TRUEPREDICATE")]);
     let sb = world.sync(&bob, "bob");
-    let (errors, _token) = error_events(&sa);
 
     create(&alice, 1, 5, "alice");
     create(&alice, 2, 0, "alice");
@@ -488,12 +476,8 @@ fn rules_filter_reads_per_user_and_revert_forbidden_writes() {
     eventually("the reverts on alice's file", || {
         tasks(&alice) == vec![1, 2, 5] && title(&alice, 5) == title(&bob, 5)
     });
-    eventually("the compensating write event", || {
-        errors
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e.code == 231 && e.will_retry && e.message.contains("rejectedUpdates"))
+    wait_for_error(&events, 30, |e| {
+        e.code == 231 && e.will_retry && e.message.contains("rejectedUpdates")
     });
     world.block_on(sb.wait_for_download(WAIT)).unwrap();
     assert_eq!(tasks(&bob), vec![2, 3, 5]);
@@ -523,22 +507,14 @@ fn rules_filter_reads_per_user_and_revert_forbidden_writes() {
 fn a_session_on_flx_without_flexible_is_refused_with_advice() {
     let world = World::new("not-flexible", None);
     let db = world.open("plain.sqlite");
-    let session = SyncSession::start(
-        Arc::clone(&db),
+    let (session, events) = live::start_recording(
+        &db,
         SyncConfig {
             flexible: false,
             ..world.config("plain")
         },
-    )
-    .unwrap();
-    let (errors, _token) = error_events(&session);
-    eventually("the refusal", || {
-        errors
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e.message.contains("SyncConfig::flexible"))
-    });
+    );
+    wait_for_error(&events, 30, |e| e.message.contains("SyncConfig::flexible"));
     // A flexible session has no TRANSACT (the server could not check its writes).
     let flexible_db = world.open("flexible.sqlite");
     let flexible = world.sync(&flexible_db, "someone");
@@ -576,8 +552,8 @@ fn a_bootstrap_in_many_batches_is_not_interleaved_with_the_acknowledgements_of_u
     world.block_on(ws.wait_for_upload(WAIT)).unwrap();
 
     let r = world.open("reader.sqlite");
-    let rs = world.sync(&r, "reader");
-    let (errors, _token) = error_events(&rs);
+    // Recorded from the session's first event, so that "no error" below means none at all.
+    let (rs, events) = world.sync_recording(&r, "reader");
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let uploader = {
         let (r, done) = (Arc::clone(&r), Arc::clone(&done));
@@ -608,11 +584,8 @@ fn a_bootstrap_in_many_batches_is_not_interleaved_with_the_acknowledgements_of_u
     world.block_on(rs.wait_for_download(WAIT)).unwrap();
     // The last set is `count > 500`: the reader's own tasks (count 1) left its view.
     assert_eq!(tasks(&r), (501..=1000).collect::<Vec<_>>());
-    assert!(
-        errors.lock().unwrap().is_empty(),
-        "no error: {:?}",
-        errors.lock().unwrap()
-    );
+    let errors = errors(&events);
+    assert!(errors.is_empty(), "no error: {errors:?}");
 }
 
 #[test]
@@ -657,8 +630,7 @@ fn many_sets_committed_offline_send_only_the_newest() {
     for n in 1..=80 {
         last = subscribe(&r, &[("search", "Task", &format!("count > {n}"))]);
     }
-    let rs = world.sync(&r, "reader");
-    let (errors, _token) = error_events(&rs);
+    let (rs, events) = world.sync_recording(&r, "reader");
     let set = world
         .block_on(rs.wait_for_subscriptions(Some(last), WAIT))
         .unwrap();
@@ -675,11 +647,8 @@ fn many_sets_committed_offline_send_only_the_newest() {
         .block_on(rs.wait_for_subscriptions(Some(1), WAIT))
         .unwrap();
     assert_eq!(set.state, SubscriptionSetState::Superseded);
-    assert!(
-        errors.lock().unwrap().is_empty(),
-        "{:?}",
-        errors.lock().unwrap()
-    );
+    let errors = errors(&events);
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 #[test]
@@ -698,14 +667,9 @@ fn a_flexible_session_cannot_be_refreshed_with_another_users_token() {
     // for alice's flexible session (her rules would be read as bob's otherwise).
     config.token = token_for("alice", 3);
     config.token_provider = Some(Arc::new(Bobs));
-    let session = SyncSession::start(Arc::clone(&db), config).unwrap();
-    let (errors, _token) = error_events(&session);
-    eventually("the refusal of bob's token", || {
-        errors
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e.message.contains("the new token is for user bob"))
+    let (_session, events) = live::start_recording(&db, config);
+    wait_for_error(&events, 30, |e| {
+        e.message.contains("the new token is for user bob")
     });
 }
 
@@ -754,8 +718,7 @@ fn a_write_outside_the_view_is_a_compensating_write_and_the_session_goes_on() {
 
     let r = world.open("reader.sqlite");
     subscribe(&r, &[("mine", "Task", "owner == 'reader'")]);
-    let rs = world.sync(&r, "reader");
-    let (errors, _events) = error_events(&rs);
+    let (rs, events) = world.sync_recording(&r, "reader");
     world
         .block_on(rs.wait_for_subscriptions(None, WAIT))
         .unwrap();
@@ -775,7 +738,9 @@ fn a_write_outside_the_view_is_a_compensating_write_and_the_session_goes_on() {
     tx.commit().unwrap();
     world.block_on(rs.wait_for_upload(WAIT)).unwrap();
     eventually("the reader's copy erased", || tasks(&r).is_empty());
-    let got = errors.lock().unwrap().clone();
+    // Delivered on the notifier thread: wait for it, then check it is the only one.
+    wait_for_error(&events, 30, |_| true);
+    let got = errors(&events);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0].code, got[0].will_retry), (231, true), "{got:?}");
     assert!(
@@ -808,5 +773,6 @@ fn a_write_outside_the_view_is_a_compensating_write_and_the_session_goes_on() {
     world.block_on(rs.wait_for_upload(WAIT)).unwrap();
     eventually("the reader's task at the writer", || tasks(&w).contains(&3));
     assert_eq!(tasks(&r), vec![3]);
-    assert_eq!(errors.lock().unwrap().len(), 1);
+    let got = errors(&events);
+    assert_eq!(got.len(), 1, "{got:?}");
 }

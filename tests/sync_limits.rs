@@ -6,10 +6,10 @@
 
 mod live;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use live::{eventually, World};
+use live::{errors, eventually, World};
 use tandem::client::{Event, SyncState};
 use tandem::model::{PrimaryKey, Value};
 use tandem::protocol::limits::{MAX_CHANGESET_SIZE, MAX_VALUE_SIZE};
@@ -149,25 +149,17 @@ fn changesets_up_to_the_limit_sync_and_downloads_arrive_in_batches_under_the_bod
         .block_on(sa.wait_for_upload(Some(Duration::from_secs(120))))
         .unwrap();
     let b = world.open("b.sqlite");
-    let sb = world.sync(&b);
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&errors);
-    let _token = sb.on_event(move |e| {
-        if let Event::Error(info) = e {
-            seen.lock().unwrap().push(info.clone());
-        }
-    });
+    // Recorded from the session's first event: an error before a listener added later would
+    // go unseen and the check below pass regardless.
+    let (sb, events) = world.sync_recording(&b);
     world
         .block_on(sb.wait_for_download(Some(Duration::from_secs(120))))
         .unwrap();
     assert_eq!(title_of(&b, 1).as_deref(), Some(near.as_str()));
     assert_eq!(title_of(&b, 2).as_deref(), Some(six_a.as_str()));
     assert_eq!(title_of(&b, 3).as_deref(), Some(six_b.as_str()));
-    assert!(
-        errors.lock().unwrap().is_empty(),
-        "{:?}",
-        errors.lock().unwrap()
-    );
+    let errors = errors(&events);
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 /// Commits `count` transactions of one task with a title of `size` bytes each on a fresh file
@@ -181,22 +173,13 @@ fn stops_with_104(world: &World, name: &str, count: i64, size: usize) {
             .unwrap()
             .unwrap();
     }
-    let session = world.sync(&db);
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&events);
-    let _token = session.on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    let (session, events) = world.sync_recording(&db);
     eventually("the session to stop with an error", 60, || {
         matches!(session.state(), SyncState::Error(_))
     });
     std::thread::sleep(Duration::from_secs(2));
+    let errors = errors(&events);
     let events = events.lock().unwrap().clone();
-    let errors: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Error(info) => Some(info.clone()),
-            _ => None,
-        })
-        .collect();
     assert_eq!(errors.len(), 1, "size {size}: {events:?}");
     assert_eq!(errors[0].code, 104, "size {size}: {:?}", errors[0]);
     assert!(!errors[0].will_retry, "{:?}", errors[0]);
@@ -226,24 +209,17 @@ fn a_server_with_a_lower_body_limit_stops_the_session_with_error_104() {
 }
 
 /// Waits for `session` to stop with an error, then two seconds more, and returns that error:
-/// the only error event it sent (a session that stopped for good does not reconnect).
-fn the_one_error(session: &tandem::client::SyncSession) -> tandem::client::ErrorInfo {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&events);
-    let _token = session.on_event(move |e| seen.lock().unwrap().push(e.clone()));
+/// the only error event it sent (a session that stopped for good does not reconnect), in
+/// `events`, recorded from the session's first ([`live::recording`]).
+fn the_one_error(
+    session: &tandem::client::SyncSession,
+    events: &live::Events,
+) -> tandem::client::ErrorInfo {
     eventually("the session to stop with an error", 60, || {
         matches!(session.state(), SyncState::Error(_))
     });
     std::thread::sleep(Duration::from_secs(2));
-    let errors: Vec<_> = events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Error(info) => Some(info.clone()),
-            _ => None,
-        })
-        .collect();
+    let errors = errors(events);
     assert_eq!(errors.len(), 1, "{errors:?}");
     errors.into_iter().next().unwrap()
 }
@@ -284,8 +260,8 @@ fn a_schema_that_disagrees_with_the_servers_stops_the_session_naming_the_propert
     tx.create("Task", PrimaryKey::Int(7), &[("title", Value::Int(3))])
         .unwrap();
     tx.commit().unwrap();
-    let session = world.sync(&other);
-    let error = the_one_error(&session);
+    let (session, events) = world.sync_recording(&other);
+    let error = the_one_error(&session, &events);
     assert_eq!(error.code, 225, "{error:?}");
     assert!(!error.will_retry, "{error:?}");
     let message = &error.message;
@@ -317,8 +293,8 @@ fn a_rejected_server_certificate_stops_the_session_and_says_what_to_set() {
     let db = world.open("client");
     let mut config = world.config(live::token(3600));
     config.ca_file = Some(other.clone());
-    let session = tandem::client::SyncSession::start(Arc::clone(&db), config).unwrap();
-    let error = the_one_error(&session);
+    let (session, events) = live::start_recording(&db, config);
+    let error = the_one_error(&session, &events);
     assert!(!error.will_retry, "{error:?}");
     let message = &error.message;
     assert!(

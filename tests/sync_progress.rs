@@ -8,21 +8,28 @@ mod live;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use live::{create_task, eventually, World};
+use live::{create_task, errors, eventually, World};
 use tandem::client::{Event, Progress, SyncState};
+
+/// The progress events among `events`, in the order they were delivered.
+fn progress_events(events: &live::Events) -> Vec<Progress> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress(p) => Some(*p),
+            _ => None,
+        })
+        .collect()
+}
 
 #[test]
 fn progress_adds_up_to_the_bytes_sent() {
     let world = World::new("progress");
     let a = world.open("a.sqlite");
-    let sa = world.sync(&a);
-    let seen = Arc::new(Mutex::new(Vec::<Progress>::new()));
-    let sink = Arc::clone(&seen);
-    let _listener = sa.on_event(move |e| {
-        if let Event::Progress(p) = e {
-            sink.lock().unwrap().push(*p);
-        }
-    });
+    // Every progress event from the session's first, so that the checks below see them all.
+    let (sa, events) = world.sync_recording(&a);
     for id in 0..100 {
         create_task(&a, id, &"x".repeat(id as usize));
     }
@@ -54,9 +61,9 @@ fn progress_adds_up_to_the_bytes_sent() {
     assert_eq!(q.download_transferable, uploaded);
 
     eventually("the last progress event", 10, || {
-        seen.lock().unwrap().last() == Some(&sa.progress())
+        progress_events(&events).last() == Some(&sa.progress())
     });
-    let seen = seen.lock().unwrap();
+    let seen = progress_events(&events);
     assert!(seen
         .windows(2)
         .all(|w| w[1].upload_transferred >= w[0].upload_transferred));
@@ -69,15 +76,17 @@ fn progress_adds_up_to_the_bytes_sent() {
 fn state_events_follow_the_connection_and_a_panicking_listener_is_contained() {
     let mut world = World::new("states");
     let a = world.open("a.sqlite");
-    let session = world.sync(&a);
+    // Every event from the session's first: the errors checked below are all of them.
+    let (session, events) = world.sync_recording(&a);
+    // A listener that panics, and one added after it that must still get every later event
+    // (the states this test waits for all come after both are registered).
     let _bad = session.on_event(|_| panic!("a listener that throws"));
     let states = Arc::new(Mutex::new(Vec::<SyncState>::new()));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let (s, e) = (Arc::clone(&states), Arc::clone(&errors));
-    let _good = session.on_event(move |event| match event {
-        Event::State(state) => s.lock().unwrap().push(state.clone()),
-        Event::Error(info) => e.lock().unwrap().push(info.clone()),
-        Event::Progress(_) => {}
+    let s = Arc::clone(&states);
+    let _good = session.on_event(move |event| {
+        if let Event::State(state) = event {
+            s.lock().unwrap().push(state.clone());
+        }
     });
     eventually("connected", 30, || session.state() == SyncState::Connected);
     world.stop_server();
@@ -91,7 +100,7 @@ fn state_events_follow_the_connection_and_a_panicking_listener_is_contained() {
             .skip_while(|x| **x != SyncState::Disconnected)
             .any(|x| *x == SyncState::Connected)
     });
-    let errors = errors.lock().unwrap();
+    let errors = errors(&events);
     assert!(!errors.is_empty(), "the lost connection was reported");
     // The server's graceful shutdown says so (ERROR 100, try again); a dropped connection is
     // code 0. Either way the client retries.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use live::{create_task, eventually, has_task, World};
-use tandem::client::{Event, SyncError, TransactOutcome};
+use tandem::client::{SyncError, TransactOutcome};
 use tandem::model::{PrimaryKey, Value};
 use tandem::state::{Field, Key, Val};
 
@@ -220,14 +220,7 @@ fn writes_after_a_rejected_transaction_are_merged_not_copied() {
 
     // a, with the server down: the transaction cannot be sent; a writes on behind it.
     world.stop_server();
-    let sa = world.sync(&a);
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    let _events = sa.on_event(move |event| {
-        if let Event::Error(info) = event {
-            sink.lock().unwrap().push(info.message.clone());
-        }
-    });
+    let (sa, events) = world.sync_recording(&a);
     let timed_out = world.block_on(sa.transact(
         |tx| {
             tx.list_insert(
@@ -273,10 +266,9 @@ fn writes_after_a_rejected_transaction_are_merged_not_copied() {
         q[0].instructions[0].reason,
         "it changes a list element the rolled-back transaction inserted"
     );
-    eventually("the quarantine event", 30, || {
-        events.lock().unwrap().iter().any(|m| {
-            m.starts_with("transaction rollback: 1 instructions of 1 later local changesets")
-        })
+    live::wait_for_error(&events, 30, |e| {
+        e.message
+            .starts_with("transaction rollback: 1 instructions of 1 later local changesets")
     });
 }
 

@@ -117,7 +117,17 @@ pub struct SyncConfig {
     /// flexible sync file, `/flx` (`docs/flexible-sync.md`); a file that has synced one way
     /// cannot later sync the other.
     pub flexible: bool,
+    /// Called with every [`Event`] of the session from its very first, on the session's
+    /// notifier thread, for the session's whole life. A listener added with
+    /// [`SyncSession::on_event`] after [`SyncSession::start`] returns can miss what happened
+    /// in between (a failing token provider's first error, the first state change), and
+    /// [`open_synced`] returns only once the first download is done; this one misses nothing.
+    /// Realm's SDKs take their sync error handler in the configuration for the same reason.
+    pub on_event: Option<EventListener>,
 }
+
+/// A session listener: called with each [`Event`] on the session's notifier thread.
+pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// Deadlines of each connection attempt; one that passes fails the attempt with an error
 /// (`will_retry`: the session reconnects with backoff).
@@ -151,6 +161,7 @@ impl std::fmt::Debug for SyncConfig {
             .field("client_reset", &self.client_reset)
             .field("timeouts", &self.timeouts)
             .field("flexible", &self.flexible)
+            .field("on_event", &self.on_event.is_some())
             .finish()
     }
 }
@@ -336,6 +347,8 @@ pub(crate) struct Shared {
     reconnect_now: std::sync::atomic::AtomicBool,
     /// Bumped whenever a subscription set completes or fails (and when the session stops).
     subscription_states: watch::Sender<u64>,
+    /// Keeps [`SyncConfig::on_event`] registered for the session's life.
+    _config_listener: Option<ListenerToken>,
 }
 
 /// A transaction committed locally and waiting for TRANSACT_RESULT.
@@ -556,12 +569,15 @@ impl SyncSession {
         });
         let (state, _) = watch::channel(SyncState::Disconnected);
         let (stop, _) = watch::channel(false);
+        // Registered before the connection task exists: it cannot miss an event.
+        let listeners = events::Listeners::start();
+        let config_listener = config.on_event.clone().map(|l| listeners.add(l));
         let shared = Arc::new(Shared {
             token: Mutex::new(config.token.clone()),
             db,
             config,
             state,
-            listeners: events::Listeners::start(),
+            listeners,
             marks: Mutex::new(BTreeMap::new()),
             next_mark: AtomicU64::new(1),
             wake: Notify::new(),
@@ -574,6 +590,7 @@ impl SyncSession {
             transact: Mutex::new(transact),
             reconnect_now: std::sync::atomic::AtomicBool::new(false),
             subscription_states: watch::channel(0).0,
+            _config_listener: config_listener,
         });
         let weak = Arc::downgrade(&shared);
         shared.db.on_local_commit(Arc::new(move || {
@@ -596,7 +613,8 @@ impl SyncSession {
     }
 
     /// Calls `listener` with every later [`Event`] (state changes, progress, errors), on the
-    /// session's notifier thread. Delivery stops when the token is cancelled or dropped. If
+    /// session's notifier thread. Delivery stops when the token is cancelled or dropped. Events
+    /// from before the call are not repeated: [`SyncConfig::on_event`] hears them all. If
     /// the session already stopped for good, `listener` is first handed the events that said
     /// so (the error with `will_retry == false`, the [`SyncState::Error`] state), once.
     pub fn on_event(&self, listener: impl Fn(&Event) + Send + Sync + 'static) -> ListenerToken {

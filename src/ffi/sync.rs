@@ -129,7 +129,13 @@ impl client::TokenProvider for ForeignTokens {
     }
 }
 
-fn config(options: SyncOptions, tokens: Option<Arc<dyn TokenProvider>>) -> client::SyncConfig {
+/// The session's Rust configuration. `errors` is registered before the session starts
+/// (`client::SyncConfig::on_event`), so it is told even of the first error.
+fn config(
+    options: SyncOptions,
+    tokens: Option<Arc<dyn TokenProvider>>,
+    errors: Option<Arc<dyn ErrorListener>>,
+) -> client::SyncConfig {
     client::SyncConfig {
         url: options.url,
         path: options.path,
@@ -149,6 +155,21 @@ fn config(options: SyncOptions, tokens: Option<Arc<dyn TokenProvider>>) -> clien
             handshake: std::time::Duration::from_millis(options.handshake_timeout_ms),
         },
         flexible: options.flexible,
+        on_event: errors.map(|l| Arc::new(error_events(l)) as client::EventListener),
+    }
+}
+
+/// Hands `listener` each [`Event::Error`] (for `SyncSession::observe_errors` and the error
+/// listener a session starts with).
+fn error_events(listener: Arc<dyn ErrorListener>) -> impl Fn(&Event) + Send + Sync + 'static {
+    let listener = Foreign::new(listener);
+    move |e| {
+        if let Event::Error(info) = e {
+            report(
+                "error listener",
+                listener.call(|l| l.on_error(info.code, info.message.clone(), info.will_retry)),
+            );
+        }
     }
 }
 
@@ -242,14 +263,18 @@ pub struct SyncSession {
 
 #[uniffi::export]
 impl Database {
-    /// Starts syncing this database in the background.
+    /// Starts syncing this database in the background. `error_listener` is told of every
+    /// error of the session from the first (as Realm's sync error handler, given in its
+    /// configuration); `SyncSession.observe_errors` after this call can miss the earliest.
+    #[uniffi::method(default(error_listener = None))]
     pub fn sync(
         &self,
         options: SyncOptions,
         token_provider: Option<Arc<dyn TokenProvider>>,
+        error_listener: Option<Arc<dyn ErrorListener>>,
     ) -> Result<Arc<SyncSession>, TandemError> {
-        let inner =
-            client::SyncSession::start(Arc::clone(&self.inner), config(options, token_provider))?;
+        let config = config(options, token_provider, error_listener);
+        let inner = client::SyncSession::start(Arc::clone(&self.inner), config)?;
         Ok(Arc::new(SyncSession { inner }))
     }
 }
@@ -330,17 +355,12 @@ impl SyncSession {
         }))
     }
 
-    /// Calls `listener` on every error.
+    /// Calls `listener` on every later error. An error from before the call (a failing token
+    /// provider's first, an unreachable server's) is not repeated: to be told of every error,
+    /// give the listener when the session starts (`Database.sync`, `open_synced`). Errors
+    /// that stopped the session for good are handed to a late listener too.
     pub fn observe_errors(&self, listener: Arc<dyn ErrorListener>) -> Arc<ListenerHandle> {
-        let listener = Foreign::new(listener);
-        ListenerHandle::new(self.inner.on_event(move |e| {
-            if let Event::Error(info) = e {
-                report(
-                    "error listener",
-                    listener.call(|l| l.on_error(info.code, info.message.clone(), info.will_retry)),
-                );
-            }
-        }))
+        ListenerHandle::new(self.inner.on_event(error_events(listener)))
     }
 
     /// Commits `ops` as one transaction that the server integrates only if no changeset it
@@ -451,7 +471,10 @@ pub struct SyncedDatabase {
 /// Opens `path` for syncing: a never-synced file first downloads the server's state (one
 /// snapshot, resumable), a synced one waits for the server's news; then it keeps syncing.
 /// `open_options` (durability, writer timeout, recovery window) defaults to the defaults.
-#[uniffi::export(default(open_options = None))]
+/// `error_listener` is told of every error of the session from the first, including those
+/// while this call waits (a failing token provider, an unreachable server: the session
+/// retries them until `timeout_ms`).
+#[uniffi::export(default(open_options = None, error_listener = None))]
 pub async fn open_synced(
     path: String,
     classes: Vec<ClassSpec>,
@@ -459,14 +482,16 @@ pub async fn open_synced(
     token_provider: Option<Arc<dyn TokenProvider>>,
     timeout_ms: Option<u64>,
     open_options: Option<OpenOptions>,
+    error_listener: Option<Arc<dyn ErrorListener>>,
 ) -> Result<SyncedDatabase, TandemError> {
-    let config = config(options, token_provider);
+    let config = config(options, token_provider, error_listener);
     synced(path, classes, config, timeout_ms, open_options).await
 }
 
 /// `open_synced`, blocking the calling thread; `cancel` ends the wait from another thread
 /// (`Stopped`; the session is stopped, the file keeps what it had).
-#[uniffi::export(default(open_options = None, cancel = None))]
+#[uniffi::export(default(open_options = None, error_listener = None, cancel = None))]
+#[allow(clippy::too_many_arguments)] // the foreign signature: `open_synced`'s, plus `cancel`
 pub fn open_synced_blocking(
     path: String,
     classes: Vec<ClassSpec>,
@@ -474,9 +499,10 @@ pub fn open_synced_blocking(
     token_provider: Option<Arc<dyn TokenProvider>>,
     timeout_ms: Option<u64>,
     open_options: Option<OpenOptions>,
+    error_listener: Option<Arc<dyn ErrorListener>>,
     cancel: Option<Arc<CancelToken>>,
 ) -> Result<SyncedDatabase, TandemError> {
-    let config = config(options, token_provider);
+    let config = config(options, token_provider, error_listener);
     block_on(
         synced(path, classes, config, timeout_ms, open_options),
         cancel,

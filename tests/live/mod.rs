@@ -4,10 +4,10 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tandem::client::{SyncConfig, SyncSession, TokenProvider};
+use tandem::client::{ErrorInfo, Event, SyncConfig, SyncSession, TokenProvider};
 use tandem::model::{
     ClassSchema, CollectionKind, PrimaryKey, Property, PropertyType, Schema, Value,
 };
@@ -137,16 +137,22 @@ impl World {
         SyncSession::start(Arc::clone(db), self.config(token(3600))).unwrap()
     }
 
-    /// Starts syncing `db` with `token` and `provider`.
-    pub fn sync_with(
+    /// [`World::sync`], recording every event of the session from its first ([`recording`]).
+    pub fn sync_recording(&self, db: &Arc<Database>) -> (SyncSession, Events) {
+        start_recording(db, self.config(token(3600)))
+    }
+
+    /// Starts syncing `db` with `token` and `provider`, recording every event of the session
+    /// from its first ([`recording`]).
+    pub fn sync_recording_with(
         &self,
         db: &Arc<Database>,
         token: String,
         provider: Arc<dyn TokenProvider>,
-    ) -> SyncSession {
+    ) -> (SyncSession, Events) {
         let mut config = self.config(token);
         config.token_provider = Some(provider);
-        SyncSession::start(Arc::clone(db), config).unwrap()
+        start_recording(db, config)
     }
 
     /// Runs an async wait on this world's runtime (the waits themselves run on the library's).
@@ -159,6 +165,63 @@ impl Drop for World {
     fn drop(&mut self) {
         self.stop_server();
         // `_scratch` removes the directory once the runtime has shut down.
+    }
+}
+
+/// The events of one session, in the order they were delivered (see [`recording`]).
+pub type Events = Arc<Mutex<Vec<Event>>>;
+
+/// Makes the session started with `config` record every one of its events, from its very
+/// first: the listener goes in [`SyncConfig::on_event`], registered before the session's
+/// connection task starts. One added with `SyncSession::on_event` once `start` has returned
+/// can miss what came first (an early error, the first state changes), which would make an
+/// exact count flaky and a check that nothing went wrong pass without seeing everything.
+pub fn recording(config: &mut SyncConfig) -> Events {
+    let events = Events::default();
+    let sink = Arc::clone(&events);
+    config.on_event = Some(Arc::new(move |event: &Event| {
+        sink.lock().unwrap().push(event.clone())
+    }));
+    events
+}
+
+/// Starts syncing `db` with `config`, recording every event of the session ([`recording`]).
+pub fn start_recording(db: &Arc<Database>, mut config: SyncConfig) -> (SyncSession, Events) {
+    let events = recording(&mut config);
+    (SyncSession::start(Arc::clone(db), config).unwrap(), events)
+}
+
+/// The error events among `events`, in the order they were delivered.
+pub fn errors(events: &Events) -> Vec<ErrorInfo> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|event| match event {
+            Event::Error(info) => Some(info.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits up to `seconds` for an error event in `events` that `wanted` accepts and returns it;
+/// fails listing every event delivered so far if none comes. (Events reach the listeners on the
+/// session's notifier thread, a little after the state changes that come with them.)
+pub fn wait_for_error(
+    events: &Events,
+    seconds: u64,
+    wanted: impl Fn(&ErrorInfo) -> bool,
+) -> ErrorInfo {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(found) = errors(events).into_iter().find(|info| wanted(info)) {
+            return found;
+        }
+        if Instant::now() >= deadline {
+            let seen = events.lock().unwrap().clone();
+            panic!("no such error event within {seconds} s; the events: {seen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

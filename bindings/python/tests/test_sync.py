@@ -86,6 +86,40 @@ def test_token_provider_and_error_events(server, tmp_path):
     handle.cancel()
 
 
+class FailingOnce(tandem.TokenProvider):
+    """Fails its first call, then hands out tokens."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def fetch_token(self):
+        self.calls += 1
+        if self.calls == 1:
+            raise tandem.CallbackError.Failed("auth backend down")
+        return make_token(["/todos"])
+
+
+class Messages(tandem.ErrorListener):
+    def __init__(self):
+        self.seen = []
+
+    def on_error(self, code, message, will_retry):
+        self.seen.append((code, message, will_retry))
+
+
+def test_the_error_listener_given_at_the_start_hears_the_first_error(server, tmp_path):
+    # The session's first event is the provider's failure, before any connection: a listener
+    # registered with observe_errors after sync() returns can miss it, this one cannot.
+    a = tandem.Database.open(str(tmp_path / "a.sqlite"), task_classes())
+    errors = Messages()
+    session = a.sync(options(server, token=""), FailingOnce(), errors)
+    eventually(lambda: session.state() == tandem.SyncState.CONNECTED())
+    session.stop()
+    code, message, will_retry = errors.seen[0]
+    assert code == 0 and will_retry
+    assert "auth backend down" in message
+
+
 def test_timeouts_and_bad_options_are_typed_errors(tmp_path):
     a = tandem.Database.open(str(tmp_path / "a.sqlite"), task_classes())
     with pytest.raises(tandem.TandemError.Sync):

@@ -79,7 +79,10 @@ if TYPE_CHECKING:
         def write(self, ops: Optional[List[_ffi.WriteOp]] = None) -> Any: ...
 
         def sync(
-            self, options: _ffi.SyncOptions, token_provider: Optional[_ffi.TokenProvider]
+            self,
+            options: _ffi.SyncOptions,
+            token_provider: Optional[_ffi.TokenProvider],
+            error_listener: Optional[_ffi.ErrorListener] = None,
         ) -> "SyncSession": ...
 
         def update_subscriptions(
@@ -122,6 +125,7 @@ if TYPE_CHECKING:
         token_provider: Optional[_ffi.TokenProvider],
         timeout_ms: Optional[int],
         open_options: Optional[_ffi.OpenOptions] = None,
+        error_listener: Optional[_ffi.ErrorListener] = None,
     ) -> SyncedDatabase: ...
 
 
@@ -441,13 +445,22 @@ async def _open_synced(
     token_provider: Optional[_ffi.TokenProvider],
     timeout_ms: Optional[int],
     open_options: Optional[_ffi.OpenOptions] = None,
+    error_listener: Optional[_ffi.ErrorListener] = None,
 ) -> _ffi.SyncedDatabase:
     """Opens ``path`` for syncing: a never-synced file first downloads the server's state, a
     synced one waits for the server's news; then it keeps syncing. Closing the database
-    (``synced.database.close()``) stops the session."""
+    (``synced.database.close()``) stops the session. ``error_listener`` is told of every error
+    of the session from the first, those while this call waits included."""
     synced = await _in_thread(
         lambda token: _open_synced_blocking(
-            path, classes, options, token_provider, timeout_ms, open_options, token
+            path,
+            classes,
+            options,
+            token_provider,
+            timeout_ms,
+            open_options,
+            error_listener,
+            cancel=token,
         )
     )
     return _adopt_synced(synced, path)

@@ -1595,14 +1595,16 @@ class TypedDatabase:
         ends when the database is closed."""
         return _changes(self._state, lambda emit: self.observe(target, emit, key_paths))
 
-    def sync(self, options: Any, token_provider: Any = None) -> Any:
+    def sync(self, options: Any, token_provider: Any = None, error_listener: Any = None) -> Any:
         """Starts syncing (see ``tandem.Database.sync``); returns the ``SyncSession``, whose
         waits are awaitable. Flexible sync: ``tandem.SyncOptions(..., path="/flx",
         flexible=True)``; the session then downloads what :attr:`subscriptions` match. The
         database does not keep the session alive (``stop()`` or dropping it stops syncing);
-        :meth:`close` stops it."""
+        :meth:`close` stops it. ``error_listener`` (a ``tandem.ErrorListener``) is told of every
+        error of the session from the first; ``session.observe_errors`` later can miss the
+        earliest."""
         self._check_open()
-        session = self.raw.sync(options, token_provider)
+        session = self.raw.sync(options, token_provider, error_listener)
         self._last_session = weakref.ref(session)
         return session
 

@@ -1035,9 +1035,11 @@ public protocol DatabaseProtocol: AnyObject, Sendable {
     func updateSubscriptions(changes: [SubscriptionChange]) throws  -> SubscriptionSet
     
     /**
-     * Starts syncing this database in the background.
+     * Starts syncing this database in the background. `error_listener` is told of every
+     * error of the session from the first (as Realm's sync error handler, given in its
+     * configuration); `SyncSession.observe_errors` after this call can miss the earliest.
      */
-    func sync(options: SyncOptions, tokenProvider: TokenProvider?) throws  -> SyncSession
+    func sync(options: SyncOptions, tokenProvider: TokenProvider?, errorListener: ErrorListener?) throws  -> SyncSession
     
 }
 /**
@@ -1268,15 +1270,18 @@ open func updateSubscriptions(changes: [SubscriptionChange])throws  -> Subscript
 }
     
     /**
-     * Starts syncing this database in the background.
+     * Starts syncing this database in the background. `error_listener` is told of every
+     * error of the session from the first (as Realm's sync error handler, given in its
+     * configuration); `SyncSession.observe_errors` after this call can miss the earliest.
      */
-open func sync(options: SyncOptions, tokenProvider: TokenProvider?)throws  -> SyncSession  {
+open func sync(options: SyncOptions, tokenProvider: TokenProvider?, errorListener: ErrorListener? = nil)throws  -> SyncSession  {
     return try  FfiConverterTypeSyncSession_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_method_database_sync(
             self.uniffiCloneHandle(),
         FfiConverterTypeSyncOptions_lower(options),
-        FfiConverterOptionTypeTokenProvider.lower(tokenProvider),uniffiCallStatus
+        FfiConverterOptionTypeTokenProvider.lower(tokenProvider),
+        FfiConverterOptionTypeErrorListener.lower(errorListener),uniffiCallStatus
     )
 })
 }
@@ -3031,7 +3036,10 @@ public protocol SyncSessionProtocol: AnyObject, Sendable {
     func waitForSubscriptionsBlocking(version: UInt64?, timeoutMs: UInt64?, cancel: CancelToken?) throws  -> SubscriptionSet
     
     /**
-     * Calls `listener` on every error.
+     * Calls `listener` on every later error. An error from before the call (a failing token
+     * provider's first, an unreachable server's) is not repeated: to be told of every error,
+     * give the listener when the session starts (`Database.sync`, `open_synced`). Errors
+     * that stopped the session for good are handed to a late listener too.
      */
     func observeErrors(listener: ErrorListener)  -> ListenerHandle
     
@@ -3194,7 +3202,10 @@ open func waitForSubscriptionsBlocking(version: UInt64?, timeoutMs: UInt64?, can
 }
     
     /**
-     * Calls `listener` on every error.
+     * Calls `listener` on every later error. An error from before the call (a failing token
+     * provider's first, an unreachable server's) is not repeated: to be told of every error,
+     * give the listener when the session starts (`Database.sync`, `open_synced`). Errors
+     * that stopped the session for good are handed to a late listener too.
      */
 open func observeErrors(listener: ErrorListener) -> ListenerHandle  {
     return try!  FfiConverterTypeListenerHandle_lift(try! rustCall() {
@@ -8452,6 +8463,30 @@ fileprivate struct FfiConverterOptionTypeCancelToken: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeErrorListener: FfiConverterRustBuffer {
+    typealias SwiftType = ErrorListener?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeErrorListener.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeErrorListener.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeTokenProvider: FfiConverterRustBuffer {
     typealias SwiftType = TokenProvider?
 
@@ -9177,12 +9212,15 @@ public func batchWrite(writer: UInt64, batch: Data)throws  -> UInt64  {
  * Opens `path` for syncing: a never-synced file first downloads the server's state (one
  * snapshot, resumable), a synced one waits for the server's news; then it keeps syncing.
  * `open_options` (durability, writer timeout, recovery window) defaults to the defaults.
+ * `error_listener` is told of every error of the session from the first, including those
+ * while this call waits (a failing token provider, an unreachable server: the session
+ * retries them until `timeout_ms`).
  */
-public func openSynced(path: String, classes: [ClassSpec], options: SyncOptions, tokenProvider: TokenProvider?, timeoutMs: UInt64?, openOptions: OpenOptions? = nil)async throws  -> SyncedDatabase  {
+public func openSynced(path: String, classes: [ClassSpec], options: SyncOptions, tokenProvider: TokenProvider?, timeoutMs: UInt64?, openOptions: OpenOptions? = nil, errorListener: ErrorListener? = nil)async throws  -> SyncedDatabase  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_tandem_fn_func_open_synced(FfiConverterString.lower(path),FfiConverterSequenceTypeClassSpec.lower(classes),FfiConverterTypeSyncOptions_lower(options),FfiConverterOptionTypeTokenProvider.lower(tokenProvider),FfiConverterOptionUInt64.lower(timeoutMs),FfiConverterOptionTypeOpenOptions.lower(openOptions)
+                uniffi_tandem_fn_func_open_synced(FfiConverterString.lower(path),FfiConverterSequenceTypeClassSpec.lower(classes),FfiConverterTypeSyncOptions_lower(options),FfiConverterOptionTypeTokenProvider.lower(tokenProvider),FfiConverterOptionUInt64.lower(timeoutMs),FfiConverterOptionTypeOpenOptions.lower(openOptions),FfiConverterOptionTypeErrorListener.lower(errorListener)
                 )
             },
             pollFunc: ffi_tandem_rust_future_poll_rust_buffer,
@@ -9196,7 +9234,7 @@ public func openSynced(path: String, classes: [ClassSpec], options: SyncOptions,
  * `open_synced`, blocking the calling thread; `cancel` ends the wait from another thread
  * (`Stopped`; the session is stopped, the file keeps what it had).
  */
-public func openSyncedBlocking(path: String, classes: [ClassSpec], options: SyncOptions, tokenProvider: TokenProvider?, timeoutMs: UInt64?, openOptions: OpenOptions? = nil, cancel: CancelToken? = nil)throws  -> SyncedDatabase  {
+public func openSyncedBlocking(path: String, classes: [ClassSpec], options: SyncOptions, tokenProvider: TokenProvider?, timeoutMs: UInt64?, openOptions: OpenOptions? = nil, errorListener: ErrorListener? = nil, cancel: CancelToken? = nil)throws  -> SyncedDatabase  {
     return try  FfiConverterTypeSyncedDatabase_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
         uniffiCallStatus in
     uniffi_tandem_fn_func_open_synced_blocking(
@@ -9206,6 +9244,7 @@ public func openSyncedBlocking(path: String, classes: [ClassSpec], options: Sync
         FfiConverterOptionTypeTokenProvider.lower(tokenProvider),
         FfiConverterOptionUInt64.lower(timeoutMs),
         FfiConverterOptionTypeOpenOptions.lower(openOptions),
+        FfiConverterOptionTypeErrorListener.lower(errorListener),
         FfiConverterOptionTypeCancelToken.lower(cancel),uniffiCallStatus
     )
 })
@@ -9250,10 +9289,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_func_batch_write() != 4865) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_func_open_synced() != 47703) {
+    if (uniffi_tandem_checksum_func_open_synced() != 4540) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_func_open_synced_blocking() != 45275) {
+    if (uniffi_tandem_checksum_func_open_synced_blocking() != 29487) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_database_clear_quarantine() != 27878) {
@@ -9286,7 +9325,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_database_update_subscriptions() != 13268) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_database_sync() != 24574) {
+    if (uniffi_tandem_checksum_method_database_sync() != 5105) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_listenerhandle_cancel() != 31288) {
@@ -9418,7 +9457,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions_blocking() != 279) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_syncsession_observe_errors() != 41403) {
+    if (uniffi_tandem_checksum_method_syncsession_observe_errors() != 41611) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_syncsession_observe_progress() != 64339) {

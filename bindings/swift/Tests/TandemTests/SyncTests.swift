@@ -104,6 +104,35 @@ final class SyncTests: XCTestCase {
         eventually { errors.seen.all.contains { $0.0 == 206 && !$0.1 } }
         handle.cancel()
     }
+
+    /// The session's first event is the provider's failure, before any connection: a listener
+    /// added with observeErrors after sync() returns can miss it, this one cannot.
+    func testTheErrorListenerGivenAtTheStartHearsTheFirstError() throws {
+        let a = try open("a.sqlite")
+        let errors = Messages()
+        let session = try a.sync(options: server.options(token: ""), tokenProvider: FailingOnce(), errorListener: errors)
+        eventually { session.state() == .connected }
+        session.stop()
+        let first = try XCTUnwrap(errors.seen.all.first)
+        XCTAssertEqual(first.0, 0)
+        XCTAssertTrue(first.2)
+        XCTAssertTrue(first.1.contains("auth backend down"), first.1)
+    }
+}
+
+/// Fails its first call, then hands out tokens.
+final class FailingOnce: TokenProvider, @unchecked Sendable {
+    let calls = Box<Int>()
+    func fetchToken() throws -> String {
+        calls.append(1)
+        if calls.all.count == 1 { throw CallbackError.Failed(message: "auth backend down") }
+        return makeToken(paths: ["/todos"])
+    }
+}
+
+final class Messages: ErrorListener, @unchecked Sendable {
+    let seen = Box<(UInt64, String, Bool)>()
+    func onError(code: UInt64, message: String, willRetry: Bool) throws { seen.append((code, message, willRetry)) }
 }
 
 final class SyncErrorTests: XCTestCase {

@@ -1955,6 +1955,17 @@ class _UniffiFfiConverterTypeErrorListener:
     @classmethod
     def write(cls, value: ErrorListener, buf: _UniffiRustBuffer): ...
 
+class _UniffiFfiConverterOptionalTypeErrorListener(_UniffiConverterRustBuffer):
+
+    @classmethod
+    def check_lower(cls, value) -> None: ...
+
+    @classmethod
+    def write(cls, value, buf) -> None: ...
+
+    @classmethod
+    def read(cls, buf): ...
+
 class ProgressListener:
     """
     Told about transfer progress.
@@ -2748,7 +2759,10 @@ class SyncSessionProtocol(typing.Protocol):
 
     def observe_errors(self, listener: ErrorListener) -> ListenerHandle:
         """
-        Calls `listener` on every error.
+        Calls `listener` on every later error. An error from before the call (a failing token
+        provider's first, an unreachable server's) is not repeated: to be told of every error,
+        give the listener when the session starts (`Database.sync`, `open_synced`). Errors
+        that stopped the session for good are handed to a late listener too.
 """
 
     def observe_progress(self, listener: ProgressListener) -> ListenerHandle:
@@ -2839,7 +2853,10 @@ class SyncSession(SyncSessionProtocol):
 
     def observe_errors(self, listener: ErrorListener) -> ListenerHandle:
         """
-        Calls `listener` on every error.
+        Calls `listener` on every later error. An error from before the call (a failing token
+        provider's first, an unreachable server's) is not repeated: to be told of every error,
+        give the listener when the session starts (`Database.sync`, `open_synced`). Errors
+        that stopped the session for good are handed to a late listener too.
 """
 
     def observe_progress(self, listener: ProgressListener) -> ListenerHandle:
@@ -3347,9 +3364,11 @@ class DatabaseProtocol(typing.Protocol):
         The latest subscription set (version 0, empty and complete, until the first update).
 """
 
-    def sync(self, options: SyncOptions, token_provider: TokenProvider | None) -> SyncSession:
+    def sync(self, options: SyncOptions, token_provider: TokenProvider | None, error_listener: object | ErrorListener | None=...) -> SyncSession:
         """
-        Starts syncing this database in the background.
+        Starts syncing this database in the background. `error_listener` is told of every
+        error of the session from the first (as Realm's sync error handler, given in its
+        configuration); `SyncSession.observe_errors` after this call can miss the earliest.
 """
 
     def update_subscriptions(self, changes: list[SubscriptionChange]) -> SubscriptionSet:
@@ -3436,9 +3455,11 @@ class Database(DatabaseProtocol):
         The latest subscription set (version 0, empty and complete, until the first update).
 """
 
-    def sync(self, options: SyncOptions, token_provider: TokenProvider | None) -> SyncSession:
+    def sync(self, options: SyncOptions, token_provider: TokenProvider | None, error_listener: object | ErrorListener | None=...) -> SyncSession:
         """
-        Starts syncing this database in the background.
+        Starts syncing this database in the background. `error_listener` is told of every
+        error of the session from the first (as Realm's sync error handler, given in its
+        configuration); `SyncSession.observe_errors` after this call can miss the earliest.
 """
 
     def update_subscriptions(self, changes: list[SubscriptionChange]) -> SubscriptionSet:
@@ -3798,14 +3819,17 @@ def close_callbacks(timeout_ms: int) -> bool:
     it in an app that goes on running.
 """
 
-async def open_synced(path: str, classes: list[ClassSpec], options: SyncOptions, token_provider: TokenProvider | None, timeout_ms: int | None, open_options: object | OpenOptions | None=...) -> SyncedDatabase:
+async def open_synced(path: str, classes: list[ClassSpec], options: SyncOptions, token_provider: TokenProvider | None, timeout_ms: int | None, open_options: object | OpenOptions | None=..., error_listener: object | ErrorListener | None=...) -> SyncedDatabase:
     """
     Opens `path` for syncing: a never-synced file first downloads the server's state (one
     snapshot, resumable), a synced one waits for the server's news; then it keeps syncing.
     `open_options` (durability, writer timeout, recovery window) defaults to the defaults.
+    `error_listener` is told of every error of the session from the first, including those
+    while this call waits (a failing token provider, an unreachable server: the session
+    retries them until `timeout_ms`).
 """
 
-def open_synced_blocking(path: str, classes: list[ClassSpec], options: SyncOptions, token_provider: TokenProvider | None, timeout_ms: int | None, open_options: object | OpenOptions | None=..., cancel: object | CancelToken | None=...) -> SyncedDatabase:
+def open_synced_blocking(path: str, classes: list[ClassSpec], options: SyncOptions, token_provider: TokenProvider | None, timeout_ms: int | None, open_options: object | OpenOptions | None=..., error_listener: object | ErrorListener | None=..., cancel: object | CancelToken | None=...) -> SyncedDatabase:
     """
     `open_synced`, blocking the calling thread; `cancel` ends the wait from another thread
     (`Stopped`; the session is stopped, the file keeps what it had).

@@ -427,7 +427,7 @@ RustBuffer uniffi_tandem_fn_method_database_update_subscriptions(uint64_t ptr, R
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_SYNC
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_METHOD_DATABASE_SYNC
-uint64_t uniffi_tandem_fn_method_database_sync(uint64_t ptr, RustBuffer options, RustBuffer token_provider, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_tandem_fn_method_database_sync(uint64_t ptr, RustBuffer options, RustBuffer token_provider, RustBuffer error_listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_CLONE_LISTENERHANDLE
@@ -949,12 +949,12 @@ uint64_t uniffi_tandem_fn_func_batch_write(uint64_t writer, ForeignBytes batch, 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED
-uint64_t uniffi_tandem_fn_func_open_synced(RustBuffer path, RustBuffer classes, RustBuffer options, RustBuffer token_provider, RustBuffer timeout_ms, RustBuffer open_options
+uint64_t uniffi_tandem_fn_func_open_synced(RustBuffer path, RustBuffer classes, RustBuffer options, RustBuffer token_provider, RustBuffer timeout_ms, RustBuffer open_options, RustBuffer error_listener
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_TANDEM_FN_FUNC_OPEN_SYNCED_BLOCKING
-RustBuffer uniffi_tandem_fn_func_open_synced_blocking(RustBuffer path, RustBuffer classes, RustBuffer options, RustBuffer token_provider, RustBuffer timeout_ms, RustBuffer open_options, RustBuffer cancel, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_tandem_fn_func_open_synced_blocking(RustBuffer path, RustBuffer classes, RustBuffer options, RustBuffer token_provider, RustBuffer timeout_ms, RustBuffer open_options, RustBuffer error_listener, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_TANDEM_RUSTBUFFER_ALLOC

@@ -293,9 +293,15 @@ class TandemDatabase private constructor(
     /**
      * Starts syncing (see [Database.sync]); the session's waits are `suspend` functions. For
      * flexible sync pass `SyncOptions.flexible(url, token)` and wait for each subscription set
-     * with `session.waitForSynchronization()`.
+     * with `session.waitForSynchronization()`. [errorListener] is told of every error of the
+     * session from the first (Realm's `SyncConfiguration.errorHandler`); a listener added later
+     * with `session.observeErrors` can miss the earliest.
      */
-    fun sync(options: SyncOptions, tokenProvider: TokenProvider? = null): SyncSession = raw.sync(options, tokenProvider)
+    fun sync(
+        options: SyncOptions,
+        tokenProvider: TokenProvider? = null,
+        errorListener: ErrorListener? = null,
+    ): SyncSession = raw.sync(options, tokenProvider, errorListener)
 
     /**
      * Frees the native database now. Closing twice does nothing; any other use afterwards throws

@@ -1057,7 +1057,7 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_tandem_fn_method_database_update_subscriptions(`ptr`: Long,`changes`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tandem_fn_method_database_sync(`ptr`: Long,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_method_database_sync(`ptr`: Long,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`errorListener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tandem_fn_clone_listenerhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1265,9 +1265,9 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tandem_fn_func_batch_write(`writer`: Long,`batch`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_tandem_fn_func_open_synced(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`openOptions`: RustBuffer.ByValue,
+    external fun uniffi_tandem_fn_func_open_synced(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`openOptions`: RustBuffer.ByValue,`errorListener`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_tandem_fn_func_open_synced_blocking(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`openOptions`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tandem_fn_func_open_synced_blocking(`path`: RustBuffer.ByValue,`classes`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`timeoutMs`: RustBuffer.ByValue,`openOptions`: RustBuffer.ByValue,`errorListener`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_tandem_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1412,10 +1412,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_func_batch_write() and 0xFFFF) != 4865) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_func_open_synced() and 0xFFFF) != 47703) {
+    if ((lib.uniffi_tandem_checksum_func_open_synced() and 0xFFFF) != 4540) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_func_open_synced_blocking() and 0xFFFF) != 45275) {
+    if ((lib.uniffi_tandem_checksum_func_open_synced_blocking() and 0xFFFF) != 29487) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_database_clear_quarantine() and 0xFFFF) != 27878) {
@@ -1448,7 +1448,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_database_update_subscriptions() and 0xFFFF) != 13268) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_database_sync() and 0xFFFF) != 24574) {
+    if ((lib.uniffi_tandem_checksum_method_database_sync() and 0xFFFF) != 5105) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_listenerhandle_cancel() and 0xFFFF) != 31288) {
@@ -1580,7 +1580,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_syncsession_wait_for_subscriptions_blocking() and 0xFFFF) != 279) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_syncsession_observe_errors() and 0xFFFF) != 41403) {
+    if ((lib.uniffi_tandem_checksum_method_syncsession_observe_errors() and 0xFFFF) != 41611) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_syncsession_observe_progress() and 0xFFFF) != 64339) {
@@ -2858,9 +2858,11 @@ public interface DatabaseInterface {
     fun `updateSubscriptions`(`changes`: List<SubscriptionChange>): SubscriptionSet
     
     /**
-     * Starts syncing this database in the background.
+     * Starts syncing this database in the background. `error_listener` is told of every
+     * error of the session from the first (as Realm's sync error handler, given in its
+     * configuration); `SyncSession.observe_errors` after this call can miss the earliest.
      */
-    fun `sync`(`options`: SyncOptions, `tokenProvider`: TokenProvider?): SyncSession
+    fun `sync`(`options`: SyncOptions, `tokenProvider`: TokenProvider?, `errorListener`: ErrorListener? = null): SyncSession
     
     companion object
 }
@@ -3163,9 +3165,11 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
 
     
     /**
-     * Starts syncing this database in the background.
+     * Starts syncing this database in the background. `error_listener` is told of every
+     * error of the session from the first (as Realm's sync error handler, given in its
+     * configuration); `SyncSession.observe_errors` after this call can miss the earliest.
      */
-    @Throws(TandemException::class)override fun `sync`(`options`: SyncOptions, `tokenProvider`: TokenProvider?): SyncSession {
+    @Throws(TandemException::class)override fun `sync`(`options`: SyncOptions, `tokenProvider`: TokenProvider?, `errorListener`: ErrorListener?): SyncSession {
             return FfiConverterTypeSyncSession.lift(
     callWithHandle {
     uniffiRustCallWithError(TandemException) { _status ->
@@ -3173,7 +3177,8 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
         it,
         
         FfiConverterTypeSyncOptions.lower(`options`),
-        FfiConverterOptionalTypeTokenProvider.lower(`tokenProvider`),_status)
+        FfiConverterOptionalTypeTokenProvider.lower(`tokenProvider`),
+        FfiConverterOptionalTypeErrorListener.lower(`errorListener`),_status)
 }
     }
     )
@@ -6088,7 +6093,10 @@ public interface SyncSessionInterface {
     fun `waitForSubscriptionsBlocking`(`version`: kotlin.ULong?, `timeoutMs`: kotlin.ULong?, `cancel`: CancelToken? = null): SubscriptionSet
     
     /**
-     * Calls `listener` on every error.
+     * Calls `listener` on every later error. An error from before the call (a failing token
+     * provider's first, an unreachable server's) is not repeated: to be told of every error,
+     * give the listener when the session starts (`Database.sync`, `open_synced`). Errors
+     * that stopped the session for good are handed to a late listener too.
      */
     fun `observeErrors`(`listener`: ErrorListener): ListenerHandle
     
@@ -6314,7 +6322,10 @@ open class SyncSession: Disposable, AutoCloseable, SyncSessionInterface
 
     
     /**
-     * Calls `listener` on every error.
+     * Calls `listener` on every later error. An error from before the call (a failing token
+     * provider's first, an unreachable server's) is not repeated: to be told of every error,
+     * give the listener when the session starts (`Database.sync`, `open_synced`). Errors
+     * that stopped the session for good are handed to a late listener too.
      */override fun `observeErrors`(`listener`: ErrorListener): ListenerHandle {
             return FfiConverterTypeListenerHandle.lift(
     callWithHandle {
@@ -12406,6 +12417,38 @@ public object FfiConverterOptionalTypeCancelToken: FfiConverterRustBuffer<Cancel
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeErrorListener: FfiConverterRustBuffer<ErrorListener?> {
+    override fun read(buf: ByteBuffer): ErrorListener? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeErrorListener.read(buf)
+    }
+
+    override fun allocationSize(value: ErrorListener?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeErrorListener.allocationSize(value)
+        }
+    }
+
+    override fun write(value: ErrorListener?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeErrorListener.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeTokenProvider: FfiConverterRustBuffer<TokenProvider?> {
     override fun read(buf: ByteBuffer): TokenProvider? {
         if (buf.get().toInt() == 0) {
@@ -13219,10 +13262,13 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
          * Opens `path` for syncing: a never-synced file first downloads the server's state (one
          * snapshot, resumable), a synced one waits for the server's news; then it keeps syncing.
          * `open_options` (durability, writer timeout, recovery window) defaults to the defaults.
+         * `error_listener` is told of every error of the session from the first, including those
+         * while this call waits (a failing token provider, an unreachable server: the session
+         * retries them until `timeout_ms`).
          */
     @Throws(TandemException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `openSynced`(`path`: kotlin.String, `classes`: List<ClassSpec>, `options`: SyncOptions, `tokenProvider`: TokenProvider?, `timeoutMs`: kotlin.ULong?, `openOptions`: OpenOptions? = null) : SyncedDatabase {
+     suspend fun `openSynced`(`path`: kotlin.String, `classes`: List<ClassSpec>, `options`: SyncOptions, `tokenProvider`: TokenProvider?, `timeoutMs`: kotlin.ULong?, `openOptions`: OpenOptions? = null, `errorListener`: ErrorListener? = null) : SyncedDatabase {
         return uniffiRustCallAsync(
         UniffiLib.uniffi_tandem_fn_func_open_synced(
         FfiConverterString.lower(`path`),
@@ -13230,7 +13276,8 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
         FfiConverterTypeSyncOptions.lower(`options`),
         FfiConverterOptionalTypeTokenProvider.lower(`tokenProvider`),
         FfiConverterOptionalULong.lower(`timeoutMs`),
-        FfiConverterOptionalTypeOpenOptions.lower(`openOptions`),),
+        FfiConverterOptionalTypeOpenOptions.lower(`openOptions`),
+        FfiConverterOptionalTypeErrorListener.lower(`errorListener`),),
         { future, callback, continuation -> UniffiLib.ffi_tandem_rust_future_poll_rust_buffer(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_tandem_rust_future_complete_rust_buffer(future, continuation) },
         { future -> UniffiLib.ffi_tandem_rust_future_free_rust_buffer(future) },
@@ -13245,7 +13292,7 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
          * `open_synced`, blocking the calling thread; `cancel` ends the wait from another thread
          * (`Stopped`; the session is stopped, the file keeps what it had).
          */
-    @Throws(TandemException::class) fun `openSyncedBlocking`(`path`: kotlin.String, `classes`: List<ClassSpec>, `options`: SyncOptions, `tokenProvider`: TokenProvider?, `timeoutMs`: kotlin.ULong?, `openOptions`: OpenOptions? = null, `cancel`: CancelToken? = null): SyncedDatabase {
+    @Throws(TandemException::class) fun `openSyncedBlocking`(`path`: kotlin.String, `classes`: List<ClassSpec>, `options`: SyncOptions, `tokenProvider`: TokenProvider?, `timeoutMs`: kotlin.ULong?, `openOptions`: OpenOptions? = null, `errorListener`: ErrorListener? = null, `cancel`: CancelToken? = null): SyncedDatabase {
             return FfiConverterTypeSyncedDatabase.lift(
     uniffiRustCallWithError(TandemException) { _status ->
     UniffiLib.uniffi_tandem_fn_func_open_synced_blocking(
@@ -13257,6 +13304,7 @@ public object FfiConverterMapStringOptionalMapStringTypeFieldValue: FfiConverter
         FfiConverterOptionalTypeTokenProvider.lower(`tokenProvider`),
         FfiConverterOptionalULong.lower(`timeoutMs`),
         FfiConverterOptionalTypeOpenOptions.lower(`openOptions`),
+        FfiConverterOptionalTypeErrorListener.lower(`errorListener`),
         FfiConverterOptionalTypeCancelToken.lower(`cancel`),_status)
 }
     )

@@ -113,6 +113,37 @@ class SyncTest {
         bad.stop()
     }
 
+    /** Fails its first call, then hands out tokens. */
+    class FailingOnce : TokenProvider {
+        val calls = AtomicInteger()
+        override fun fetchToken(): String {
+            if (calls.incrementAndGet() == 1) throw CallbackException.Failed("auth backend down")
+            return makeToken(listOf("/todos"))
+        }
+    }
+
+    class Messages : ErrorListener {
+        val seen: MutableList<Triple<ULong, String, Boolean>> = Collections.synchronizedList(mutableListOf())
+        override fun onError(code: ULong, message: String, willRetry: Boolean) {
+            seen.add(Triple(code, message, willRetry))
+        }
+    }
+
+    @Test
+    fun theErrorListenerGivenAtTheStartHearsTheFirstError() {
+        // The session's first event is the provider's failure, before any connection: a
+        // listener added with observeErrors after sync() returns can miss it, this one cannot.
+        val a = open("a.sqlite")
+        val errors = Messages()
+        val session = a.sync(server.options(token = ""), FailingOnce(), errors)
+        eventually { session.state() == SyncState.Connected }
+        session.stop()
+        val (code, message, willRetry) = errors.seen.first()
+        assertEquals(0uL, code)
+        assertTrue(willRetry)
+        assertTrue("auth backend down" in message, message)
+    }
+
     @Test
     fun timeoutsAndBadOptionsAreTypedErrors() {
         val a = open("a.sqlite")
