@@ -1067,6 +1067,16 @@ fn the_error_listener_given_at_the_start_hears_the_first_error() {
     .err()
     .expect("the server is unreachable");
     assert!(matches!(err, TandemError::Timeout { .. }), "{err:?}");
+    // The session was dropped with the timeout: what it had queued is still delivered, and
+    // then the listener is let go of (only this test holds it then).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while Arc::strong_count(&opening) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener was kept"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let heard = opening.0.lock().unwrap();
     assert!(
         heard

@@ -584,6 +584,7 @@ fn a_bootstrap_in_many_batches_is_not_interleaved_with_the_acknowledgements_of_u
     world.block_on(rs.wait_for_download(WAIT)).unwrap();
     // The last set is `count > 500`: the reader's own tasks (count 1) left its view.
     assert_eq!(tasks(&r), (501..=1000).collect::<Vec<_>>());
+    live::stop_and_drain(&rs, &events);
     let errors = errors(&events);
     assert!(errors.is_empty(), "no error: {errors:?}");
 }
@@ -647,6 +648,7 @@ fn many_sets_committed_offline_send_only_the_newest() {
         .block_on(rs.wait_for_subscriptions(Some(1), WAIT))
         .unwrap();
     assert_eq!(set.state, SubscriptionSetState::Superseded);
+    live::stop_and_drain(&rs, &events);
     let errors = errors(&events);
     assert!(errors.is_empty(), "{errors:?}");
 }

@@ -158,6 +158,7 @@ fn changesets_up_to_the_limit_sync_and_downloads_arrive_in_batches_under_the_bod
     assert_eq!(title_of(&b, 1).as_deref(), Some(near.as_str()));
     assert_eq!(title_of(&b, 2).as_deref(), Some(six_a.as_str()));
     assert_eq!(title_of(&b, 3).as_deref(), Some(six_b.as_str()));
+    live::stop_and_drain(&sb, &events);
     let errors = errors(&events);
     assert!(errors.is_empty(), "{errors:?}");
 }

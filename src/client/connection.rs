@@ -240,6 +240,11 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
     lock(&shared.marks).clear();
     shared.acked.send_modify(|_| {});
     shared.subscription_states.send_modify(|_| {});
+    // The session's last event is queued: the configuration's listener gets it, then is let
+    // go of (it may hold the session, which would otherwise never be freed).
+    if let Some(token) = lock(&shared.config_listener).take() {
+        shared.listeners.release(token);
+    }
 }
 
 /// Asks the provider for a token on a blocking thread.

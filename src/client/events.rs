@@ -43,11 +43,12 @@ struct Registry {
     replays: BTreeMap<u64, Vec<Event>>,
 }
 
-/// What the notifier thread is woken for: an event for every listener, or the replays of
-/// newly registered ones.
+/// What the notifier thread is woken for: an event for every listener, the replays of
+/// newly registered ones, or a listener to let go of once everything before is delivered.
 enum Envelope {
     All(Event),
     Replays,
+    Release(u64),
 }
 
 /// Whether `event` says the session stopped for good.
@@ -94,18 +95,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Listeners {
-    /// Starts the notifier thread; it ends when the `Listeners` is dropped.
+    /// Starts the notifier thread. When the `Listeners` is dropped, the thread delivers what
+    /// is still queued and ends (holding the registry until then, so that no event emitted
+    /// before the drop is lost).
     pub(crate) fn start() -> Listeners {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (queue, events) = mpsc::channel::<Envelope>();
-        let weak = Arc::downgrade(&registry);
+        let notifier = Arc::clone(&registry);
         let spawned = std::thread::Builder::new()
             .name("tandem-notifier".into())
             .spawn(move || {
+                let registry = notifier;
                 while let Ok(envelope) = events.recv() {
-                    let Some(registry) = weak.upgrade() else {
-                        return;
-                    };
+                    if let Envelope::Release(id) = envelope {
+                        // Dropped outside the lock: it may be foreign code's object.
+                        let released = lock(&registry).listeners.remove(&id);
+                        drop(released);
+                        continue;
+                    }
                     let (replays, delivery) = {
                         let mut registry = lock(&registry);
                         let replays: Vec<(Callback, Vec<Event>)> =
@@ -125,11 +132,10 @@ impl Listeners {
                                     registry.listeners.values().cloned().collect();
                                 Some((event, callbacks))
                             }
-                            Envelope::Replays => None,
+                            Envelope::Replays | Envelope::Release(_) => None,
                         };
                         (replays, delivery)
                     };
-                    drop(registry);
                     let replayed = replays
                         .iter()
                         .flat_map(|(callback, events)| events.iter().map(move |e| (callback, e)));
@@ -183,6 +189,18 @@ impl Listeners {
     /// Queues an event for the notifier thread.
     pub(crate) fn emit(&self, event: Event) {
         let _ = lock(&self.queue).send(Envelope::All(event));
+    }
+
+    /// Unregisters the listener of `token` once every event queued before this call has been
+    /// delivered to it, and drops it then (what it holds, its session say, is let go).
+    pub(crate) fn release(&self, mut token: ListenerToken) {
+        let id = token.id;
+        // Disarmed: its drop must not remove the listener ahead of the queue.
+        token.registry = Weak::new();
+        if lock(&self.queue).send(Envelope::Release(id)).is_err() {
+            let released = lock(&self.registry).listeners.remove(&id);
+            drop(released);
+        }
     }
 }
 
@@ -250,6 +268,52 @@ mod tests {
         assert_eq!(received(&late_rx, 2), stopped());
         // The early listener is not told twice.
         assert!(received(&early_rx, 0).is_empty());
+    }
+
+    fn error(n: u64) -> Event {
+        Event::Error(ErrorInfo {
+            code: n,
+            message: format!("error {n}"),
+            will_retry: true,
+        })
+    }
+
+    #[test]
+    fn events_queued_when_the_session_lets_go_of_its_listeners_are_still_delivered() {
+        let listeners = Listeners::start();
+        let (_token, rx) = listen(&listeners);
+        for n in 0..200 {
+            listeners.emit(error(n));
+        }
+        drop(listeners);
+        assert_eq!(received(&rx, 200), (0..200).map(error).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_released_listener_gets_everything_before_the_release_and_is_then_dropped() {
+        let listeners = Listeners::start();
+        let (tx, rx) = channel();
+        let tx = Mutex::new(tx);
+        let held = Arc::new(());
+        let holds = Arc::clone(&held);
+        let token = listeners.add(Arc::new(move |e: &Event| {
+            let _ = &holds;
+            let _ = lock(&tx).send(e.clone());
+        }));
+        for n in 0..50 {
+            listeners.emit(error(n));
+        }
+        listeners.release(token);
+        listeners.emit(error(50));
+        assert_eq!(received(&rx, 50), (0..50).map(error).collect::<Vec<_>>());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&held) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the listener was kept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]

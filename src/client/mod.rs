@@ -117,12 +117,15 @@ pub struct SyncConfig {
     /// flexible sync file, `/flx` (`docs/flexible-sync.md`); a file that has synced one way
     /// cannot later sync the other.
     pub flexible: bool,
-    /// Called with every [`Event`] of the session from its very first, on the session's
-    /// notifier thread, for the session's whole life. A listener added with
-    /// [`SyncSession::on_event`] after [`SyncSession::start`] returns can miss what happened
-    /// in between (a failing token provider's first error, the first state change), and
-    /// [`open_synced`] returns only once the first download is done; this one misses nothing.
-    /// Realm's SDKs take their sync error handler in the configuration for the same reason.
+    /// Called with every [`Event`] of the session, from its very first to its last, on the
+    /// session's notifier thread. A listener added with [`SyncSession::on_event`] after
+    /// [`SyncSession::start`] returns can miss what happened in between (a failing token
+    /// provider's first error, the first state change), and [`open_synced`] returns only once
+    /// the first download is done (or fails); this one misses nothing. Realm's SDKs take their
+    /// sync error handler in the configuration for the same reason. The session lets go of it
+    /// once it has been handed the session's last event (after [`SyncSession::stop`], a drop
+    /// of the session, or a stop for good); until then, a listener that holds its own session
+    /// keeps that session running.
     pub on_event: Option<EventListener>,
 }
 
@@ -347,8 +350,8 @@ pub(crate) struct Shared {
     reconnect_now: std::sync::atomic::AtomicBool,
     /// Bumped whenever a subscription set completes or fails (and when the session stops).
     subscription_states: watch::Sender<u64>,
-    /// Keeps [`SyncConfig::on_event`] registered for the session's life.
-    _config_listener: Option<ListenerToken>,
+    /// [`SyncConfig::on_event`]'s registration, released when the connection task ends.
+    config_listener: Mutex<Option<ListenerToken>>,
 }
 
 /// A transaction committed locally and waiting for TRANSACT_RESULT.
@@ -569,9 +572,11 @@ impl SyncSession {
         });
         let (state, _) = watch::channel(SyncState::Disconnected);
         let (stop, _) = watch::channel(false);
-        // Registered before the connection task exists: it cannot miss an event.
+        // Registered before the connection task exists: it cannot miss an event. Held by the
+        // registry only, which lets go of it when the session ends (see `SyncConfig::on_event`).
+        let mut config = config;
         let listeners = events::Listeners::start();
-        let config_listener = config.on_event.clone().map(|l| listeners.add(l));
+        let config_listener = config.on_event.take().map(|l| listeners.add(l));
         let shared = Arc::new(Shared {
             token: Mutex::new(config.token.clone()),
             db,
@@ -590,7 +595,7 @@ impl SyncSession {
             transact: Mutex::new(transact),
             reconnect_now: std::sync::atomic::AtomicBool::new(false),
             subscription_states: watch::channel(0).0,
-            _config_listener: config_listener,
+            config_listener: Mutex::new(config_listener),
         });
         let weak = Arc::downgrade(&shared);
         shared.db.on_local_commit(Arc::new(move || {

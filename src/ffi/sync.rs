@@ -265,7 +265,8 @@ pub struct SyncSession {
 impl Database {
     /// Starts syncing this database in the background. `error_listener` is told of every
     /// error of the session from the first (as Realm's sync error handler, given in its
-    /// configuration); `SyncSession.observe_errors` after this call can miss the earliest.
+    /// configuration), and let go of after the session's last event (it stopped);
+    /// `SyncSession.observe_errors` after this call can miss the earliest.
     #[uniffi::method(default(error_listener = None))]
     pub fn sync(
         &self,

@@ -191,6 +191,18 @@ pub fn start_recording(db: &Arc<Database>, mut config: SyncConfig) -> (SyncSessi
     (SyncSession::start(Arc::clone(db), config).unwrap(), events)
 }
 
+/// Stops `session` and waits until the session has let go of its recording listener
+/// ([`recording`]), which it does once that listener was handed the session's last event: every
+/// event of the session is in `events` then. For checks that nothing went wrong.
+pub fn stop_and_drain(session: &SyncSession, events: &Events) {
+    session.stop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Arc::strong_count(events) > 1 {
+        assert!(Instant::now() < deadline, "the session kept its listener");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The error events among `events`, in the order they were delivered.
 pub fn errors(events: &Events) -> Vec<ErrorInfo> {
     events

@@ -114,6 +114,7 @@ def test_the_error_listener_given_at_the_start_hears_the_first_error(server, tmp
     errors = Messages()
     session = a.sync(options(server, token=""), FailingOnce(), errors)
     eventually(lambda: session.state() == tandem.SyncState.CONNECTED())
+    eventually(lambda: len(errors.seen) > 0)  # delivered on the notifier thread
     session.stop()
     code, message, will_retry = errors.seen[0]
     assert code == 0 and will_retry

@@ -232,7 +232,8 @@ def _write_transaction_checked(self: _ffi.Database) -> _ffi.WriteTransaction:
 def _close(self: _ffi.Database) -> None:
     """Closes the database: listeners registered through it (``observe_object``, the
     ``observe`` of its results, its sessions' listeners) are cancelled, sync sessions it
-    started (``sync``, ``open_synced``) are stopped, a typed database over it is closed, and its
+    started (``sync``, ``open_synced``) are stopped (an error listener given to them hears the
+    events the session had queued, then is let go of), a typed database over it is closed, and its
     handles on the Rust database (its own, its results', its write transactions') are released,
     so the file is closed once nothing else in the process holds it. From then on any call on
     it or on those objects raises ``TandemError.InvalidArgument`` ("the database is closed");

@@ -1037,7 +1037,8 @@ public protocol DatabaseProtocol: AnyObject, Sendable {
     /**
      * Starts syncing this database in the background. `error_listener` is told of every
      * error of the session from the first (as Realm's sync error handler, given in its
-     * configuration); `SyncSession.observe_errors` after this call can miss the earliest.
+     * configuration), and let go of after the session's last event (it stopped);
+     * `SyncSession.observe_errors` after this call can miss the earliest.
      */
     func sync(options: SyncOptions, tokenProvider: TokenProvider?, errorListener: ErrorListener?) throws  -> SyncSession
     
@@ -1272,7 +1273,8 @@ open func updateSubscriptions(changes: [SubscriptionChange])throws  -> Subscript
     /**
      * Starts syncing this database in the background. `error_listener` is told of every
      * error of the session from the first (as Realm's sync error handler, given in its
-     * configuration); `SyncSession.observe_errors` after this call can miss the earliest.
+     * configuration), and let go of after the session's last event (it stopped);
+     * `SyncSession.observe_errors` after this call can miss the earliest.
      */
 open func sync(options: SyncOptions, tokenProvider: TokenProvider?, errorListener: ErrorListener? = nil)throws  -> SyncSession  {
     return try  FfiConverterTypeSyncSession_lift(try rustCallWithError(FfiConverterTypeTandemError_lift) {
@@ -9325,7 +9327,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tandem_checksum_method_database_update_subscriptions() != 13268) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tandem_checksum_method_database_sync() != 5105) {
+    if (uniffi_tandem_checksum_method_database_sync() != 54362) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tandem_checksum_method_listenerhandle_cancel() != 31288) {

@@ -112,6 +112,7 @@ final class SyncTests: XCTestCase {
         let errors = Messages()
         let session = try a.sync(options: server.options(token: ""), tokenProvider: FailingOnce(), errorListener: errors)
         eventually { session.state() == .connected }
+        eventually { !errors.seen.all.isEmpty }  // delivered on the notifier thread
         session.stop()
         let first = try XCTUnwrap(errors.seen.all.first)
         XCTAssertEqual(first.0, 0)

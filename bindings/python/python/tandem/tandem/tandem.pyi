@@ -3368,7 +3368,8 @@ class DatabaseProtocol(typing.Protocol):
         """
         Starts syncing this database in the background. `error_listener` is told of every
         error of the session from the first (as Realm's sync error handler, given in its
-        configuration); `SyncSession.observe_errors` after this call can miss the earliest.
+        configuration), and let go of after the session's last event (it stopped);
+        `SyncSession.observe_errors` after this call can miss the earliest.
 """
 
     def update_subscriptions(self, changes: list[SubscriptionChange]) -> SubscriptionSet:
@@ -3459,7 +3460,8 @@ class Database(DatabaseProtocol):
         """
         Starts syncing this database in the background. `error_listener` is told of every
         error of the session from the first (as Realm's sync error handler, given in its
-        configuration); `SyncSession.observe_errors` after this call can miss the earliest.
+        configuration), and let go of after the session's last event (it stopped);
+        `SyncSession.observe_errors` after this call can miss the earliest.
 """
 
     def update_subscriptions(self, changes: list[SubscriptionChange]) -> SubscriptionSet:

@@ -1448,7 +1448,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tandem_checksum_method_database_update_subscriptions() and 0xFFFF) != 13268) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tandem_checksum_method_database_sync() and 0xFFFF) != 5105) {
+    if ((lib.uniffi_tandem_checksum_method_database_sync() and 0xFFFF) != 54362) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tandem_checksum_method_listenerhandle_cancel() and 0xFFFF) != 31288) {
@@ -2860,7 +2860,8 @@ public interface DatabaseInterface {
     /**
      * Starts syncing this database in the background. `error_listener` is told of every
      * error of the session from the first (as Realm's sync error handler, given in its
-     * configuration); `SyncSession.observe_errors` after this call can miss the earliest.
+     * configuration), and let go of after the session's last event (it stopped);
+     * `SyncSession.observe_errors` after this call can miss the earliest.
      */
     fun `sync`(`options`: SyncOptions, `tokenProvider`: TokenProvider?, `errorListener`: ErrorListener? = null): SyncSession
     
@@ -3167,7 +3168,8 @@ open class Database: Disposable, AutoCloseable, DatabaseInterface
     /**
      * Starts syncing this database in the background. `error_listener` is told of every
      * error of the session from the first (as Realm's sync error handler, given in its
-     * configuration); `SyncSession.observe_errors` after this call can miss the earliest.
+     * configuration), and let go of after the session's last event (it stopped);
+     * `SyncSession.observe_errors` after this call can miss the earliest.
      */
     @Throws(TandemException::class)override fun `sync`(`options`: SyncOptions, `tokenProvider`: TokenProvider?, `errorListener`: ErrorListener?): SyncSession {
             return FfiConverterTypeSyncSession.lift(

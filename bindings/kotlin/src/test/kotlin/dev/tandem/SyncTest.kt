@@ -137,6 +137,7 @@ class SyncTest {
         val errors = Messages()
         val session = a.sync(server.options(token = ""), FailingOnce(), errors)
         eventually { session.state() == SyncState.Connected }
+        eventually { errors.seen.isNotEmpty() } // delivered on the notifier thread
         session.stop()
         val (code, message, willRetry) = errors.seen.first()
         assertEquals(0uL, code)
