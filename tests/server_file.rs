@@ -837,6 +837,8 @@ fn a_flexible_download_from_a_known_point_is_the_one_read_from_scratch() {
     let mut rng = SeededRng::new(77);
     let (mut writer_version, mut reader_version) = (1, 1);
     let (mut unchanged, mut downloads) = (0, 0);
+    // Kept across the steps for `followed`, as a session keeps it; `read` resolves afresh.
+    let mut memo = tandem::server::SteadyFilters::default();
     for step in 0..200 {
         match rng.below(5) {
             // The writer sets n of an object: mostly on the same side of 5, sometimes across.
@@ -879,17 +881,25 @@ fn a_flexible_download_from_a_known_point_is_the_one_read_from_scratch() {
             _ => {
                 let max_bytes = [1, 300, usize::MAX][rng.below(3) as usize];
                 let quick = known.and_then(|known| {
-                    followed.flx_download_unchanged(reader, cursor, max_bytes, &query, known)
+                    let memo = &mut memo;
+                    followed.flx_download_unchanged(reader, cursor, max_bytes, &query, memo, known)
                 });
                 unchanged += usize::from(quick.is_some());
                 let batch = match quick {
                     Some(batch) => batch,
                     None => followed
-                        .flx_download(reader, cursor, max_bytes, &query, known)
+                        .flx_download(reader, cursor, max_bytes, &query, &mut memo, known)
                         .unwrap(),
                 };
                 let mut expected = read
-                    .flx_download(reader, cursor, max_bytes, &query, None)
+                    .flx_download(
+                        reader,
+                        cursor,
+                        max_bytes,
+                        &query,
+                        &mut Default::default(),
+                        None,
+                    )
                     .unwrap();
                 // Each file draws its own salts.
                 let latest = batch.latest_server_version;
@@ -963,7 +973,14 @@ fn a_client_expired_by_a_compaction_gets_no_flexible_bootstrap() {
     assert_eq!(e.code, ErrorCode::ClientFileExpired, "{e:?}");
     let latest = server.latest_version();
     let e = server
-        .flx_download(reader, latest, usize::MAX, &query, None)
+        .flx_download(
+            reader,
+            latest,
+            usize::MAX,
+            &query,
+            &mut Default::default(),
+            None,
+        )
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::ClientFileExpired, "{e:?}");
 }

@@ -35,7 +35,7 @@ pub mod state;
 
 pub use admission::ConnectionLimits;
 pub use auth::{Algorithm, Authenticator, Claims, JwtError, KeyError, TokenSigner, MAX_TOKEN_LEN};
-pub use file::flx::Subscription;
+pub use file::flx::{SteadyFilters, Subscription};
 pub use file::{
     CompactionReport, DownloadBatch, DownloadPoint, Integrated, ServerFile, StorageConfig,
     DEFAULT_MAX_MERGE_WINDOW,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use super::admission::{self, Admitted};
 use super::app::AppUser;
 use super::auth::Claims;
-use super::file::flx::{Compensation, Subscription};
+use super::file::flx::{Compensation, SteadyFilters, Subscription};
 use super::file::{DownloadBatch, DownloadPoint, ServerFile};
 use super::realm;
 use super::realm::rules::{FlxRules, UserVars};
@@ -187,6 +187,8 @@ struct Flexible {
     newest: u64,
     /// Bootstrap messages built and not yet sent (the last one has `LastInBatch`).
     bootstrap: VecDeque<ServerMessage>,
+    /// `active`'s compiled filters, kept between downloads.
+    filters: SteadyFilters,
 }
 
 /// One bound session on a connection.
@@ -319,11 +321,19 @@ impl Session {
             Err(std::sync::TryLockError::WouldBlock) => return InMemory::Busy,
             Err(std::sync::TryLockError::Poisoned(_)) => return InMemory::Blocking,
         };
-        let batch = match &self.flexible {
+        let batch = match &mut self.flexible {
             None => file.download_in_memory(ident, self.cursor, self.batch, known),
             Some(f) => match self.claim {
                 Some(claim) if file.flx_serves(ident, claim) => {
-                    file.flx_download_unchanged(ident, self.cursor, self.batch, &f.active, known)
+                    let (query, filters) = (&f.active, &mut f.filters);
+                    file.flx_download_unchanged(
+                        ident,
+                        self.cursor,
+                        self.batch,
+                        query,
+                        filters,
+                        known,
+                    )
                 }
                 _ => None,
             },
@@ -477,6 +487,7 @@ impl Session {
             generation,
         });
         flexible.active = query;
+        flexible.filters = SteadyFilters::default();
         flexible.bootstrap.pop_front()
     }
 
@@ -522,7 +533,7 @@ impl Session {
             return None;
         }
         let mut file = lock_read(&self.file);
-        let batch = match &self.flexible {
+        let batch = match &mut self.flexible {
             Some(f) => {
                 // Replaced by a later session of the same client file: nothing more.
                 if !file.flx_serves(ident, self.claim?) {
@@ -537,7 +548,15 @@ impl Session {
                 skip.and_then(|skip| match skip {
                     Some(batch) => Ok(batch),
                     None => {
-                        file.flx_download(ident, self.cursor, self.batch, &f.active, self.known)
+                        let (query, filters) = (&f.active, &mut f.filters);
+                        file.flx_download(
+                            ident,
+                            self.cursor,
+                            self.batch,
+                            query,
+                            filters,
+                            self.known,
+                        )
                     }
                 })
             }
@@ -1426,6 +1445,7 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
             active,
             pending,
             bootstrap: VecDeque::new(),
+            filters: SteadyFilters::default(),
         });
     } else if m.query.is_some() {
         return Err((

@@ -180,6 +180,11 @@ struct Filter {
     /// fan-out's thousand lookups format no SQL and find it in the statement cache by the
     /// same text.
     match_sql: String,
+    /// `match_sql` and [`ServerFile::flx_in_view`] in one statement (one step instead of two
+    /// for each object a download touches, [`ServerFile::flx_view_and_match`]): `SELECT
+    /// (<the copy's state_version in the view of client ?n+2, class ?n+3, view key ?n+4>),
+    /// EXISTS (<match_sql>)`.
+    view_match_sql: String,
 }
 
 fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>, String> {
@@ -215,16 +220,26 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
         .split_once(" o WHERE ")
         .map(|(_, f)| f.to_owned())
         .ok_or_else(|| format!("query on {class}: unexpected compiled form"))?;
+    let n = compiled.params.len();
     let match_sql = format!(
         "SELECT 1 FROM {} o WHERE {} AND ({filter})",
         tables::object_table(class),
-        tables::key_matches("o._pk", "IS", &format!("?{}", compiled.params.len() + 1)),
+        tables::key_matches("o._pk", "IS", &format!("?{}", n + 1)),
+    );
+    let view_match_sql = format!(
+        "SELECT (SELECT state_version FROM _flx_view
+                 WHERE client = ?{} AND class = ?{} AND pk = ?{} AND left_at IS NULL),
+                EXISTS ({match_sql})",
+        n + 2,
+        n + 3,
+        n + 4,
     );
     Ok(Some(Filter {
         from_where: from_where.to_owned(),
         filter,
         params: compiled.params,
         match_sql,
+        view_match_sql,
     }))
 }
 
@@ -259,6 +274,22 @@ impl FilterCache {
         self.entries = 0;
         self.bytes = 0;
     }
+}
+
+/// A session's compiled filters of its active set, by class ([`ServerFile::steady_filters`]):
+/// resolved through the file's [`FilterCache`] once per set and schema generation, then kept
+/// between the session's downloads. (Looked up again on every download, the texts' hashing
+/// and the map built for them were 14% of a flexible download in a 1,000-session fan-out,
+/// `benches/flx.rs`.) Known by the set's version: start a session with
+/// `SteadyFilters::default()`, and start again whenever its active set is replaced by one of
+/// the same version with other queries (a session's sets never are: each has its own version).
+#[derive(Default)]
+pub struct SteadyFilters {
+    /// The schema generation and the set version they were resolved for; `None`: none yet.
+    /// (Not the queries themselves: comparing their texts on every download cost as much as
+    /// the lookups this saves.)
+    resolved_for: Option<(u64, u64)>,
+    filters: BTreeMap<String, Option<Arc<Filter>>>,
 }
 
 /// Which session serves each flexible sync client file: the one whose IDENT came last. A
@@ -297,12 +328,28 @@ impl ServerFile {
     }
 
     /// The compiled filter of each class of `query` (`None`: matches nothing, logged once per
-    /// schema generation if the query no longer compiles).
-    fn steady_filters<'q>(
+    /// schema generation if the query no longer compiles), from `memo` if it was resolved for
+    /// the same set version and schema generation ([`SteadyFilters`]).
+    fn steady_filters<'m>(
         &mut self,
-        query: &'q Subscription,
+        query: &Subscription,
         client: u64,
-    ) -> BTreeMap<&'q str, Option<Arc<Filter>>> {
+        memo: &'m mut SteadyFilters,
+    ) -> &'m BTreeMap<String, Option<Arc<Filter>>> {
+        let generation = self.state.schema_generation();
+        if memo.resolved_for != Some((generation, query.version)) {
+            memo.filters = self.resolve_filters(query, client);
+            memo.resolved_for = Some((generation, query.version));
+        }
+        &memo.filters
+    }
+
+    /// [`ServerFile::steady_filters`] through the file's [`FilterCache`].
+    fn resolve_filters(
+        &mut self,
+        query: &Subscription,
+        client: u64,
+    ) -> BTreeMap<String, Option<Arc<Filter>>> {
         let generation = self.state.schema_generation();
         let cache = &mut self.filters;
         if cache.generation != generation {
@@ -348,7 +395,7 @@ impl ServerFile {
                     filter
                 }
             };
-            out.insert(class.as_str(), filter);
+            out.insert(class.clone(), filter);
         }
         out
     }
@@ -568,6 +615,56 @@ impl ServerFile {
             .map_err(sql_err)?;
         let found = stmt.raw_query().next().map_err(sql_err)?.is_some();
         Ok(found)
+    }
+
+    /// [`ServerFile::flx_in_view`] and [`ServerFile::flx_matches`] of one object, in one
+    /// statement ([`Filter::view_match_sql`]).
+    fn flx_view_and_match(
+        &self,
+        client: u64,
+        class: &str,
+        filter: &Filter,
+        key: &Key,
+    ) -> Result<(Option<u64>, bool), ProtocolError> {
+        let mut stmt = self
+            .flx_conn()
+            .prepare_cached(&filter.view_match_sql)
+            .map_err(sql_err)?;
+        let n = filter.params.len();
+        for (i, value) in filter.params.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, value).map_err(sql_err)?;
+        }
+        let bound = stmt
+            .raw_bind_parameter(n + 1, tables::encode_key(key))
+            .and_then(|()| stmt.raw_bind_parameter(n + 2, client as i64))
+            .and_then(|()| stmt.raw_bind_parameter(n + 3, class))
+            .and_then(|()| stmt.raw_bind_parameter(n + 4, key_blob(key)));
+        bound.map_err(sql_err)?;
+        let mut rows = stmt.raw_query();
+        let row = rows
+            .next()
+            .map_err(sql_err)?
+            .ok_or_else(|| corrupt("flx_view_and_match"))?;
+        let copy = row
+            .get::<_, Option<i64>>(0)
+            .map_err(sql_err)?
+            .map(|v| v as u64);
+        let matches = row.get::<_, bool>(1).map_err(sql_err)?;
+        drop(rows);
+        // Every test build checks the one statement against the two it replaces.
+        #[cfg(debug_assertions)]
+        {
+            let apart = (
+                self.flx_in_view(client, class, key)?,
+                self.flx_matches(class, filter, key)?,
+            );
+            debug_assert_eq!(
+                (copy, matches),
+                apart,
+                "{class} {key:?} for client {client}"
+            );
+        }
+        Ok((copy, matches))
     }
 
     /// The objects of the view of `client` now, by class.
@@ -1285,13 +1382,15 @@ impl ServerFile {
         after: u64,
         max_bytes: usize,
         query: &Subscription,
+        filters: &mut SteadyFilters,
         known: Option<DownloadPoint>,
     ) -> Result<super::DownloadBatch, ProtocolError> {
         self.reload_if_stale()?;
         let versions = known
             .and_then(|known| self.client_versions(client, after, known))
             .unwrap_or(ClientVersions::Read);
-        self.flx_download_as(client, after, max_bytes, query, Writes::Allowed, versions)?
+        let writes = Writes::Allowed;
+        self.flx_download_as(client, after, max_bytes, query, filters, writes, versions)?
             .ok_or_else(|| {
                 ProtocolError::new(
                     ErrorCode::OtherSessionError,
@@ -1342,6 +1441,7 @@ impl ServerFile {
         after: u64,
         max_bytes: usize,
         query: &Subscription,
+        filters: &mut SteadyFilters,
         known: DownloadPoint,
     ) -> Option<super::DownloadBatch> {
         if self.state.version() != self.latest {
@@ -1361,7 +1461,8 @@ impl ServerFile {
         if !few {
             return None;
         }
-        self.flx_download_as(client, after, max_bytes, query, Writes::Refused, versions)
+        let writes = Writes::Refused;
+        self.flx_download_as(client, after, max_bytes, query, filters, writes, versions)
             .ok()
             .flatten()
     }
@@ -1369,12 +1470,14 @@ impl ServerFile {
     /// [`ServerFile::flx_download`]; with [`Writes::Refused`], `None` as soon as the batch
     /// would change the view. With [`ClientVersions::Followed`], the caller has checked that
     /// the client is not expired.
+    #[allow(clippy::too_many_arguments)] // the two public downloads' arguments, and how
     fn flx_download_as(
         &mut self,
         client: u64,
         after: u64,
         max_bytes: usize,
         query: &Subscription,
+        filters: &mut SteadyFilters,
         writes: Writes,
         versions: ClientVersions,
     ) -> Result<Option<super::DownloadBatch>, ProtocolError> {
@@ -1405,7 +1508,7 @@ impl ServerFile {
         })?;
         let cursor = rows.last().map_or(after, |r| r.0 as u64);
         let schemas = self.state.shared_schemas();
-        let filters = self.steady_filters(query, client);
+        let filters = self.steady_filters(query, client, filters);
         // Decode, and collect the objects touched.
         // Each changeset with its stored bytes and the object each instruction touches.
         let mut decoded = Vec::with_capacity(rows.len());
@@ -1461,11 +1564,11 @@ impl ServerFile {
                 fates.insert(object, Fate::Upload);
                 continue;
             }
-            let matches = match filters.get(class.as_str()) {
-                Some(Some(filter)) => self.flx_matches(class, filter, key)?,
-                _ => false,
+            let in_view_and_matches = match filters.get(class.as_str()) {
+                Some(Some(filter)) => self.flx_view_and_match(client, class, filter, key)?,
+                _ => (self.flx_in_view(client, class, key)?, false),
             };
-            let fate = match (self.flx_in_view(client, class, key)?, matches) {
+            let fate = match in_view_and_matches {
                 (Some(copy), true) => Fate::Stays(copy),
                 // Erased in the batch and not created again: the client holds it, so the
                 // history that erased it reaches the client as it is (a made-up erasure would
@@ -1758,7 +1861,7 @@ impl ServerFile {
         // Their filters, compiled (or found in the cache) once per set.
         let mut filters = BTreeMap::new();
         for (base, set) in &sets {
-            filters.insert(*base, self.steady_filters(set, client));
+            filters.insert(*base, self.resolve_filters(set, client));
         }
         // Whether an object was outside the view at a base, decided once per pair (an upload's
         // changesets often touch the same objects on the same base).
@@ -1791,7 +1894,7 @@ impl ServerFile {
         &self,
         client: u64,
         schemas: &Schemas,
-        filters: &BTreeMap<&str, Option<Arc<Filter>>>,
+        filters: &BTreeMap<String, Option<Arc<Filter>>>,
         probe: &(u64, String, Key),
     ) -> Result<bool, ProtocolError> {
         let (base, class, key) = probe;
@@ -1856,7 +1959,7 @@ impl ServerFile {
         if fresh.is_empty() {
             return Ok(());
         }
-        let filters = self.steady_filters(active, client);
+        let filters = self.resolve_filters(active, client);
         let mut entering = Vec::new();
         for (class, key) in fresh {
             if let Some(Some(filter)) = filters.get(class.as_str()) {
