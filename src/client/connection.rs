@@ -110,6 +110,10 @@ fn fail(message: impl Into<String>) -> Failure {
 
 /// Runs the session until it is stopped or refused for good.
 pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnector>) {
+    // Last, however the task ends (returns, panics, or is dropped unfinished): the
+    // configuration's listener gets the session's last event, then is let go of (it may hold
+    // the session, which would otherwise never be freed).
+    let _release = ReleaseConfigListener(&shared);
     let mut stop = shared.stop.subscribe();
     let mut failures = 0u32;
     loop {
@@ -240,10 +244,17 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
     lock(&shared.marks).clear();
     shared.acked.send_modify(|_| {});
     shared.subscription_states.send_modify(|_| {});
-    // The session's last event is queued: the configuration's listener gets it, then is let
-    // go of (it may hold the session, which would otherwise never be freed).
-    if let Some(token) = lock(&shared.config_listener).take() {
-        shared.listeners.release(token);
+}
+
+/// Releases [`SyncConfig::on_event`](super::SyncConfig::on_event)'s listener when dropped, in
+/// turn after every event queued before ([`super::events::Listeners::release`]).
+struct ReleaseConfigListener<'a>(&'a Shared);
+
+impl Drop for ReleaseConfigListener<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = lock(&self.0.config_listener).take() {
+            self.0.listeners.release(token);
+        }
     }
 }
 

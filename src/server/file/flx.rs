@@ -280,9 +280,12 @@ impl FilterCache {
 /// resolved through the file's [`FilterCache`] once per set and schema generation, then kept
 /// between the session's downloads. (Looked up again on every download, the texts' hashing
 /// and the map built for them were 14% of a flexible download in a 1,000-session fan-out,
-/// `benches/flx.rs`.) Known by the set's version: start a session with
-/// `SteadyFilters::default()`, and start again whenever its active set is replaced by one of
-/// the same version with other queries (a session's sets never are: each has its own version).
+/// `benches/flx.rs`.) Sets whose query texts add up to more than [`FilterCache::MAX_TEXT`]
+/// are resolved again for each download, as the cache compiles such a text each time: a
+/// session keeps no more compiled SQL than the cache would. Known by the set's version: start
+/// a session with `SteadyFilters::default()`, and start again whenever its active set is
+/// replaced by one of the same version with other queries (a session's sets never are: each
+/// has its own version).
 #[derive(Default)]
 pub struct SteadyFilters {
     /// The schema generation and the set version they were resolved for; `None`: none yet.
@@ -339,7 +342,11 @@ impl ServerFile {
         let generation = self.state.schema_generation();
         if memo.resolved_for != Some((generation, query.version)) {
             memo.filters = self.resolve_filters(query, client);
-            memo.resolved_for = Some((generation, query.version));
+            // Kept only within the file cache's bound on a text: a longer one is compiled for
+            // each download, as the cache does, not held for the session's life.
+            let small =
+                query.queries.values().map(String::len).sum::<usize>() <= FilterCache::MAX_TEXT;
+            memo.resolved_for = small.then_some((generation, query.version));
         }
         &memo.filters
     }
@@ -375,9 +382,12 @@ impl ServerFile {
                     };
                     let size = class.len()
                         + text.len()
-                        + filter
-                            .as_ref()
-                            .map_or(0, |f| f.from_where.len() + f.filter.len());
+                        + filter.as_ref().map_or(0, |f| {
+                            f.from_where.len()
+                                + f.filter.len()
+                                + f.match_sql.len()
+                                + f.view_match_sql.len()
+                        });
                     if text.len() <= FilterCache::MAX_TEXT {
                         if cache.entries >= FilterCache::MAX_ENTRIES
                             || cache.bytes + size > FilterCache::MAX_BYTES
