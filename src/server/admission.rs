@@ -42,13 +42,12 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 pub const WRITE_BUFFER_SIZE: usize = 16 << 10;
 
 /// Bytes tungstenite reads from the socket at a time, into a buffer allocated eagerly for each
-/// connection: 16 KiB, one TLS record. Its default (128 KiB) was most of the memory of an idle
-/// session (134 KiB per session in `benches/load.rs`); larger messages are read in more chunks.
-/// tungstenite zero-fills that much of the buffer before every read attempt, data or not (6%
-/// of the server's CPU in a 1,000-session fan-out, `docs/performance.md`). 4 KiB made
-/// `tests/sync_flexible.rs`'s bootstrap-in-many-batches test take 28 to 63 s instead of 1 s,
-/// for a reason not found yet: kept at 16 KiB.
-pub const READ_BUFFER_SIZE: usize = 16 << 10;
+/// connection: 4 KiB. Its default (128 KiB) was most of the memory of an idle session (134 KiB
+/// per session in `benches/load.rs`, 26 KiB at 16 KiB, 14 KiB at 4 KiB); larger messages are
+/// read in more chunks (TLS records are gathered by rustls, not here). tungstenite zero-fills
+/// that much of the buffer before every read attempt, data or not: at 16 KiB that was 6% of
+/// the server's CPU in a 1,000-session fan-out (`docs/performance.md`).
+pub const READ_BUFFER_SIZE: usize = 4 << 10;
 
 /// What one peer may hold: connection and session caps, the pre-session deadline, client file
 /// allocation and expiry, and the accepted clock skew.
