@@ -474,6 +474,8 @@ pub struct Database {
     insert_sql: Mutex<HashMap<String, Arc<str>>>,
     /// The schema read transactions last loaded ([`layout::SchemaCache`]).
     pub(crate) read_schemas: layout::SchemaCache,
+    /// The queries read transactions compiled last ([`query::CompiledCache`]).
+    pub(crate) queries: query::CompiledCache,
 }
 
 /// The most INSERT statements [`Database`] keeps the SQL of (cleared when full).
@@ -665,6 +667,7 @@ impl Database {
             checkpointer: checkpoint::Checkpointer::new(file.clone()),
             insert_sql: Mutex::new(HashMap::new()),
             read_schemas: layout::SchemaCache::default(),
+            queries: query::CompiledCache::default(),
             shared: Shared {
                 writer: Mutex::new((conn, schemas)),
                 gate: WriterGate {

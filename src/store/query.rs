@@ -528,6 +528,53 @@ pub(crate) struct Compiled {
     /// selecting other columns of the matches.
     pub tail: String,
     pub params: Vec<Sql>,
+    /// For each of `params`, the argument it was made from and how (`None`: fixed by the
+    /// text), so that [`CompiledCache`] can bind other arguments of the same kinds.
+    sources: Vec<Option<(usize, Conversion)>>,
+}
+
+/// How a bound parameter is made from a value (an argument `$N` or a literal).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Conversion {
+    /// As stored in a column of this type ([`stored_as`]).
+    StoredAs(PayloadType),
+    /// For a comparison with a column of this type: a float or double as SQLite's REAL (an
+    /// int against a float or double compares exactly in SQLite, as in Realm), anything else
+    /// as stored.
+    Compare(PayloadType),
+    /// A string folded by `flags` (module `compare`; none for 0), escaped for `GLOB` when
+    /// `glob` (`LIKE`). Applied to anything but a string it gives NULL, which matches
+    /// nothing; the compiler only binds strings this way.
+    Text { flags: i64, glob: bool },
+}
+
+impl Conversion {
+    fn apply(self, v: &Val) -> Sql {
+        match (self, v) {
+            (Conversion::StoredAs(t), v) => stored_as(v, t).0,
+            (Conversion::Compare(_), Val::Float(bits)) => {
+                Sql::Real(f64::from(f32::from_bits(*bits)))
+            }
+            (Conversion::Compare(_), Val::Double(bits)) => Sql::Real(f64::from_bits(*bits)),
+            (Conversion::Compare(t), v) => stored_as(v, t).0,
+            (Conversion::Text { flags, glob }, Val::String(s)) => {
+                let folded;
+                let s = if flags != 0 {
+                    folded = compare::fold(s, flags);
+                    &folded
+                } else {
+                    s
+                };
+                Sql::Text(if glob {
+                    // `[` is GLOB's only special character that Realm's LIKE does not share.
+                    s.replace('[', "[[]")
+                } else {
+                    s.clone()
+                })
+            }
+            (Conversion::Text { .. }, _) => Sql::Null,
+        }
+    }
 }
 
 impl Compiled {
@@ -549,6 +596,8 @@ struct Parser<'a> {
     class: &'a str,
     args: &'a [Value],
     params: Vec<Sql>,
+    /// For each of `params`: the argument it was made from, and how ([`Compiled::sources`]).
+    sources: Vec<Option<(usize, Conversion)>>,
 }
 
 /// One side of a comparison.
@@ -560,8 +609,9 @@ enum Operand {
         /// For a mixed property: SQL for the kind of the value it holds.
         kind: Option<String>,
     },
-    /// A literal or parameter (None = null), with a number literal's text.
-    Value(Option<Val>, Option<String>),
+    /// A literal or parameter (None = null), with a number literal's text and, for a
+    /// parameter `$N`, `N`.
+    Value(Option<Val>, Option<String>, Option<usize>),
 }
 
 /// A property in a comparison: SQL for its value, its element type (Null for mixed) and SQL
@@ -683,35 +733,42 @@ impl Parser<'_> {
         self.comparison()
     }
 
-    fn bind(&mut self, v: Sql) -> String {
-        self.params.push(v);
+    /// Binds `v` converted by `conversion`; `arg` is the argument `v` is (`$N`'s `N`), if any,
+    /// so that a compiled query can be used again with other arguments ([`CompiledCache`]).
+    fn bind_from(&mut self, v: &Val, conversion: Conversion, arg: Option<usize>) -> String {
+        self.params.push(conversion.apply(v));
+        self.sources.push(arg.map(|n| (n, conversion)));
         format!("?{}", self.params.len())
     }
 
     fn operand(&mut self) -> Result<Operand, QueryError> {
         let pos = self.pos();
         match self.next() {
-            Tok::Int(n) => Ok(Operand::Value(Some(Val::Int(n)), Some(n.to_string()))),
-            Tok::Float(f, text) => Ok(Operand::Value(Some(Val::Double(f.to_bits())), Some(text))),
-            Tok::Str(s) => Ok(Operand::Value(Some(Val::String(s)), None)),
+            Tok::Int(n) => Ok(Operand::Value(Some(Val::Int(n)), Some(n.to_string()), None)),
+            Tok::Float(f, text) => Ok(Operand::Value(
+                Some(Val::Double(f.to_bits())),
+                Some(text),
+                None,
+            )),
+            Tok::Str(s) => Ok(Operand::Value(Some(Val::String(s)), None, None)),
             Tok::Param(n) => match self.args.get(n) {
-                Some(v) => Ok(Operand::Value(model_to_val(v), None)),
+                Some(v) => Ok(Operand::Value(model_to_val(v), None, Some(n))),
                 None => Err(QueryError {
                     position: pos,
                     message: format!("parameter ${n} was not given ({} given)", self.args.len()),
                 }),
             },
             Tok::Ident(s) if s.eq_ignore_ascii_case("true") => {
-                Ok(Operand::Value(Some(Val::Bool(true)), None))
+                Ok(Operand::Value(Some(Val::Bool(true)), None, None))
             }
             Tok::Ident(s) if s.eq_ignore_ascii_case("false") => {
-                Ok(Operand::Value(Some(Val::Bool(false)), None))
+                Ok(Operand::Value(Some(Val::Bool(false)), None, None))
             }
             Tok::Ident(s) if s.eq_ignore_ascii_case("nil") || s.eq_ignore_ascii_case("null") => {
-                Ok(Operand::Value(None, None))
+                Ok(Operand::Value(None, None, None))
             }
             Tok::B64(bytes) => match String::from_utf8(bytes) {
-                Ok(s) => Ok(Operand::Value(Some(Val::String(s)), None)),
+                Ok(s) => Ok(Operand::Value(Some(Val::String(s)), None, None)),
                 Err(_) => Err(QueryError {
                     position: pos,
                     message: "B64\"…\" string is not UTF-8 (binary content needs binary(B64\"…\"))"
@@ -721,9 +778,10 @@ impl Parser<'_> {
             Tok::Timestamp(seconds, nanoseconds) => Ok(Operand::Value(
                 Some(Val::Timestamp(seconds, nanoseconds)),
                 None,
+                None,
             )),
-            Tok::ObjectId(id) => Ok(Operand::Value(Some(Val::ObjectId(id)), None)),
-            Tok::Uuid(id) => Ok(Operand::Value(Some(Val::Uuid(id)), None)),
+            Tok::ObjectId(id) => Ok(Operand::Value(Some(Val::ObjectId(id)), None, None)),
+            Tok::Uuid(id) => Ok(Operand::Value(Some(Val::Uuid(id)), None, None)),
             Tok::Ident(s)
                 if (s.eq_ignore_ascii_case("binary") || s.eq_ignore_ascii_case("bin"))
                     && *self.peek() == Tok::LParen =>
@@ -743,7 +801,7 @@ impl Parser<'_> {
                     }
                 };
                 self.expect(Tok::RParen, "')' after binary(…)'s string")?;
-                Ok(Operand::Value(Some(Val::Binary(content)), None))
+                Ok(Operand::Value(Some(Val::Binary(content)), None, None))
             }
             Tok::Ident(name) if !self.has_property(&name) => self.unsupported_word(pos, name),
             Tok::Ident(name) => self.keypath(pos, name),
@@ -782,7 +840,11 @@ impl Parser<'_> {
     /// an unknown property.
     fn unsupported_word(&mut self, pos: usize, name: String) -> Result<Operand, QueryError> {
         if let Some(d) = special_double(&name) {
-            return Ok(Operand::Value(Some(Val::Double(d.to_bits())), Some(name)));
+            return Ok(Operand::Value(
+                Some(Val::Double(d.to_bits())),
+                Some(name),
+                None,
+            ));
         }
         let err = |message: String| {
             Err(QueryError {
@@ -1029,9 +1091,17 @@ impl Parser<'_> {
 
     /// Binds a value as it is stored in a column of `value_type` (a mixed column keeps a
     /// link's class); returns the parameter and the value's kind code.
-    fn bind_value(&mut self, v: &Val, value_type: PayloadType) -> (String, i64) {
-        let (sql, kind) = stored_as(v, value_type);
-        (self.bind(sql), kind)
+    fn bind_value(
+        &mut self,
+        v: &Val,
+        value_type: PayloadType,
+        arg: Option<usize>,
+    ) -> (String, i64) {
+        let kind = stored_as(v, value_type).1;
+        (
+            self.bind_from(v, Conversion::StoredAs(value_type), arg),
+            kind,
+        )
     }
 
     /// SQL for `column op value` (op one of == != < <= > >=), with Realm's rules per type
@@ -1044,6 +1114,7 @@ impl Parser<'_> {
         column: &ColumnRef,
         op: &str,
         value: &Option<Val>,
+        arg: Option<usize>,
         pos: usize,
     ) -> Result<String, QueryError> {
         let ColumnRef {
@@ -1073,7 +1144,7 @@ impl Parser<'_> {
             || *value_type == PayloadType::Decimal
             || matches!(v, Val::Decimal(_));
         if by_function {
-            let (p, k) = self.bind_value(v, *value_type);
+            let (p, k) = self.bind_value(v, *value_type, arg);
             let c = format!("tandem_cmp({col}, {kind}, {p}, {k})");
             return Ok(match op {
                 "==" => format!("({c} = 0)"),
@@ -1091,13 +1162,7 @@ impl Parser<'_> {
                 _ => "0".to_owned(),
             });
         }
-        let bound = match v {
-            // Int against float/double is exact in SQLite, as in Realm.
-            Val::Float(bits) => Sql::Real(f64::from(f32::from_bits(*bits))),
-            Val::Double(bits) => Sql::Real(f64::from_bits(*bits)),
-            other => stored_as(other, *value_type).0,
-        };
-        let p = self.bind(bound);
+        let p = self.bind_from(v, Conversion::Compare(*value_type), arg);
         Ok(match op {
             "==" => format!("({col} IS {p})"),
             "!=" | "<>" => format!("({col} IS NOT {p})"),
@@ -1114,6 +1179,7 @@ impl Parser<'_> {
         op: &str,
         flags: i64,
         value: Option<Val>,
+        arg: Option<usize>,
         pos: usize,
     ) -> Result<String, QueryError> {
         let modifier = modifier_text(flags);
@@ -1131,30 +1197,20 @@ impl Parser<'_> {
                 ),
             });
         }
-        let Some(Val::String(s)) = value else {
+        let Some(v @ Val::String(_)) = value else {
             return Err(QueryError {
                 position: pos,
                 message: format!("{op}{modifier} needs a string value"),
             });
         };
         let col = &column.sql;
-        let (c, s) = if flags != 0 {
-            (
-                format!("tandem_fold({col}, {flags})"),
-                compare::fold(&s, flags),
-            )
+        let c = if flags != 0 {
+            format!("tandem_fold({col}, {flags})")
         } else {
-            (col.clone(), s)
+            col.clone()
         };
-        let glob = (op == "LIKE").then(|| {
-            s.chars()
-                .map(|ch| match ch {
-                    '[' => "[[]".to_owned(),
-                    other => other.to_string(),
-                })
-                .collect::<String>()
-        });
-        let p = self.bind(Sql::Text(glob.unwrap_or(s)));
+        let glob = op == "LIKE";
+        let p = self.bind_from(&v, Conversion::Text { flags, glob }, arg);
         let matched = match op {
             "BEGINSWITH" => format!("substr({c}, 1, length({p})) = {p}"),
             "ENDSWITH" => format!("length({c}) >= length({p}) AND substr({c}, -length({p})) = {p}"),
@@ -1185,16 +1241,15 @@ impl Parser<'_> {
         column: &ColumnRef,
         op: &str,
         flags: i64,
-        value: Option<Val>,
-        literal: Option<String>,
+        (value, literal, arg): (Option<Val>, Option<String>, Option<usize>),
         pos: usize,
     ) -> Result<String, QueryError> {
         let string_op = matches!(op, "BEGINSWITH" | "ENDSWITH" | "CONTAINS" | "LIKE");
         if string_op || flags != 0 {
-            return self.compare_string(column, op, flags, value, pos);
+            return self.compare_string(column, op, flags, value, arg, pos);
         }
         let value = self.coerce(value, literal, column.value_type, pos)?;
-        self.compare_value(column, op, &value, pos)
+        self.compare_value(column, op, &value, arg, pos)
     }
 
     fn comparison(&mut self) -> Result<String, QueryError> {
@@ -1260,23 +1315,31 @@ impl Parser<'_> {
         }
         let value_pos = self.pos();
         let right = self.operand()?;
-        let (column, value, literal, swapped) = match (left, right) {
+        let (column, value, swapped) = match (left, right) {
             (
                 Operand::Column {
                     sql,
                     value_type,
                     kind,
                 },
-                Operand::Value(v, literal),
-            ) => (ColumnRef::new(sql, value_type, kind), v, literal, false),
+                Operand::Value(v, literal, arg),
+            ) => (
+                ColumnRef::new(sql, value_type, kind),
+                (v, literal, arg),
+                false,
+            ),
             (
-                Operand::Value(v, literal),
+                Operand::Value(v, literal, arg),
                 Operand::Column {
                     sql,
                     value_type,
                     kind,
                 },
-            ) => (ColumnRef::new(sql, value_type, kind), v, literal, true),
+            ) => (
+                ColumnRef::new(sql, value_type, kind),
+                (v, literal, arg),
+                true,
+            ),
             (
                 Operand::Column {
                     sql: a,
@@ -1310,7 +1373,7 @@ impl Parser<'_> {
         } else {
             op
         };
-        self.compare_one(&column, &op, flags, value, literal, value_pos)
+        self.compare_one(&column, &op, flags, value, value_pos)
     }
 
     /// `property IN {…}` (also realm-core's `property == {…}` and `== ANY {…}`, for a mixed
@@ -1361,13 +1424,13 @@ impl Parser<'_> {
         } else {
             loop {
                 let pos = self.pos();
-                let Operand::Value(v, literal) = self.operand()? else {
+                let Operand::Value(v, literal, arg) = self.operand()? else {
                     return Err(QueryError {
                         position: pos,
                         message: "IN and BETWEEN take values, not properties".into(),
                     });
                 };
-                items.push((v, literal, pos));
+                items.push(((v, literal, arg), pos));
                 match self.next() {
                     Tok::Comma => continue,
                     Tok::RBrace => break,
@@ -1376,18 +1439,18 @@ impl Parser<'_> {
             }
         }
         if between {
-            let [(low, low_text, low_pos), (high, high_text, high_pos)]: [_; 2] =
+            let [(low, low_pos), (high, high_pos)]: [_; 2] =
                 items.try_into().map_err(|_| QueryError {
                     position: op_pos,
                     message: "BETWEEN takes two values: {low, high}".into(),
                 })?;
-            let low = self.compare_one(&column, ">=", 0, low, low_text, low_pos)?;
-            let high = self.compare_one(&column, "<=", 0, high, high_text, high_pos)?;
+            let low = self.compare_one(&column, ">=", 0, low, low_pos)?;
+            let high = self.compare_one(&column, "<=", 0, high, high_pos)?;
             return Ok(format!("({low} AND {high})"));
         }
         let mut any = Vec::new();
-        for (v, literal, pos) in items {
-            any.push(self.compare_one(&column, "==", flags, v, literal, pos)?);
+        for (value, pos) in items {
+            any.push(self.compare_one(&column, "==", flags, value, pos)?);
         }
         Ok(if any.is_empty() {
             "0".to_owned()
@@ -1626,6 +1689,7 @@ pub(crate) fn compile(
         class,
         args,
         params: Vec::new(),
+        sources: Vec::new(),
     };
     let starts_with_clause = is_kw(p.peek(), "SORT")
         || is_kw(p.peek(), "LIMIT")
@@ -1662,7 +1726,169 @@ pub(crate) fn compile(
         sql: format!("SELECT o.rowid, o._pk {tail}"),
         tail,
         params: p.params,
+        sources: p.sources,
     })
+}
+
+/// What in an argument can change the SQL a query compiles to: its kind (null is one) and,
+/// for a float or a double, whether it is NaN. Two argument lists with the same signatures
+/// compile a text to the same SQL with parameters made the same way ([`Compiled::sources`]).
+fn signature(v: &Value) -> u8 {
+    let (kind, nan) = match v {
+        Value::Null => (0, false),
+        Value::Int(_) => (1, false),
+        Value::Bool(_) => (2, false),
+        Value::String(_) => (3, false),
+        Value::Binary(_) => (4, false),
+        Value::Timestamp(_) => (5, false),
+        Value::Float(f) => (6, f.is_nan()),
+        Value::Double(d) => (7, d.is_nan()),
+        Value::Decimal(_) => (8, false),
+        Value::ObjectId(_) => (9, false),
+        Value::Uuid(_) => (10, false),
+        Value::Link(_) => (11, false),
+    };
+    kind << 1 | u8::from(nan)
+}
+
+/// A query compiled once and bound again for other arguments of the same kinds.
+struct Kept {
+    class: String,
+    text: String,
+    signatures: Vec<u8>,
+    sql: String,
+    tail: String,
+    params: Vec<Sql>,
+    sources: Vec<Option<(usize, Conversion)>>,
+}
+
+/// The queries a database compiled last, for the schema they were compiled against: an app
+/// runs the same query texts again and again with other arguments (a primary-key lookup's
+/// `_id == $0`), and compiling the text was about a quarter of such a lookup (issue 18, goal
+/// 2). Keyed by class, text and the arguments' [`signature`]s; at most
+/// [`MAX_QUERIES`](Self::MAX_QUERIES) texts of at most [`MAX_TEXT`](Self::MAX_TEXT) bytes
+/// each (a longer one is compiled every time), all forgotten when full or when the schema
+/// changes. Debug builds compile every query afresh too and check that both agree.
+#[derive(Default)]
+pub(crate) struct CompiledCache(std::sync::Mutex<CacheState>);
+
+#[derive(Default)]
+struct CacheState {
+    /// The schema the kept queries were compiled against (held, so that its address is not
+    /// reused while it is compared).
+    schemas: Option<std::sync::Arc<Schemas>>,
+    kept: std::collections::HashMap<u64, Kept>,
+}
+
+impl CompiledCache {
+    /// Most query texts kept.
+    pub(crate) const MAX_QUERIES: usize = 64;
+    /// Longest query text kept, in bytes.
+    pub(crate) const MAX_TEXT: usize = 1024;
+
+    /// [`compile`], from the kept compilation of `text` when there is one for these
+    /// arguments' kinds.
+    pub(crate) fn compile(
+        &self,
+        schemas: &std::sync::Arc<Schemas>,
+        class: &str,
+        text: &str,
+        args: &[Value],
+    ) -> Result<Compiled, QueryError> {
+        if text.len() > Self::MAX_TEXT {
+            return compile(schemas, class, text, args);
+        }
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            class.hash(&mut h);
+            text.hash(&mut h);
+            for a in args {
+                signature(a).hash(&mut h);
+            }
+            h.finish()
+        };
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !state
+            .schemas
+            .as_ref()
+            .is_some_and(|kept| std::sync::Arc::ptr_eq(kept, schemas))
+        {
+            state.kept.clear();
+            state.schemas = Some(std::sync::Arc::clone(schemas));
+        }
+        if let Some(kept) = state.kept.get(&hash) {
+            if let Some(compiled) = kept.bind(class, text, args) {
+                drop(state);
+                #[cfg(debug_assertions)]
+                {
+                    let fresh = compile(schemas, class, text, args)?;
+                    assert_eq!(
+                        (&fresh.sql, &fresh.tail, &fresh.params),
+                        (&compiled.sql, &compiled.tail, &compiled.params),
+                        "a kept compilation of {text:?} on {class} disagrees with a fresh one"
+                    );
+                }
+                return Ok(compiled);
+            }
+        }
+        drop(state);
+        let compiled = compile(schemas, class, text, args)?;
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .schemas
+            .as_ref()
+            .is_some_and(|kept| std::sync::Arc::ptr_eq(kept, schemas))
+        {
+            if state.kept.len() >= Self::MAX_QUERIES {
+                state.kept.clear();
+            }
+            state.kept.insert(
+                hash,
+                Kept {
+                    class: class.to_owned(),
+                    text: text.to_owned(),
+                    signatures: args.iter().map(signature).collect(),
+                    sql: compiled.sql.clone(),
+                    tail: compiled.tail.clone(),
+                    params: compiled.params.clone(),
+                    sources: compiled.sources.clone(),
+                },
+            );
+        }
+        Ok(compiled)
+    }
+}
+
+impl Kept {
+    /// This compilation with `args` bound, if it is of `text` on `class` for arguments of
+    /// these kinds.
+    fn bind(&self, class: &str, text: &str, args: &[Value]) -> Option<Compiled> {
+        if self.class != class
+            || self.text != text
+            || self.signatures.len() != args.len()
+            || !self
+                .signatures
+                .iter()
+                .zip(args)
+                .all(|(s, a)| *s == signature(a))
+        {
+            return None;
+        }
+        let mut params = Vec::with_capacity(self.params.len());
+        for (fixed, source) in self.params.iter().zip(&self.sources) {
+            params.push(match source {
+                None => fixed.clone(),
+                Some((n, conversion)) => conversion.apply(&model_to_val(args.get(*n)?)?),
+            });
+        }
+        Some(Compiled {
+            sql: self.sql.clone(),
+            tail: self.tail.clone(),
+            params,
+            sources: self.sources.clone(),
+        })
+    }
 }
 
 /// `text` with every `$N` replaced by argument `N` written as a literal of the serialized
@@ -1755,7 +1981,7 @@ mod tests {
 
     /// Class `T` (int primary key `_id`) with a property of every kind the tests need, and `L`,
     /// the target of `T.link`.
-    fn schemas() -> Schemas {
+    pub(super) fn schemas() -> Schemas {
         let column = |value_type, collection| ColumnSpec {
             value_type,
             link_target: None,
@@ -2167,5 +2393,174 @@ mod tests {
         // The position points at the construct.
         assert_eq!(refused("int == 1 and @links.L.x == 1").position, 13);
         assert_eq!(refused("TRUEPREDICATE DISTINCT(int)").position, 14);
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use std::sync::Arc;
+
+    use super::tests::schemas;
+    use super::*;
+    use crate::model::{Decimal128, Link, ObjectId, PrimaryKey, Uuid};
+
+    /// Every kind of argument, NaNs and strings that `[c]` folds and `LIKE` escapes included.
+    fn arguments() -> Vec<Value> {
+        vec![
+            Value::Null,
+            Value::Int(7),
+            Value::Int(-3),
+            Value::Bool(true),
+            Value::String("Ab[c]*".into()),
+            Value::String("Straße".into()),
+            Value::Binary(vec![0, 1, 2]),
+            Value::Timestamp(Timestamp::new(5, 6).unwrap()),
+            Value::Float(1.5),
+            Value::Float(f32::NAN),
+            Value::Double(-2.25),
+            Value::Double(f64::NAN),
+            Value::Decimal(Decimal128::from_parts(12, 0, false).unwrap()),
+            Value::ObjectId(ObjectId([3; 12])),
+            Value::Uuid(Uuid([4; 16])),
+            Value::Link(Link {
+                class: "L".into(),
+                key: PrimaryKey::Int(9),
+            }),
+        ]
+    }
+
+    /// Texts in which an argument meets every kind of property and operator.
+    const TEXTS: &[&str] = &[
+        "_id == $0",
+        "int > $0 AND int != $1",
+        "string ==[c] $0",
+        "string LIKE $0",
+        "string BEGINSWITH[cd] $0 OR string CONTAINS $1",
+        "double >= $0",
+        "float < $0",
+        "decimal == $0",
+        "mixed == $0",
+        "mixed != $1 SORT(int DESC) LIMIT(3)",
+        "int IN {$0, 3, $1}",
+        "double BETWEEN {$0, $1}",
+        "timestamp <= $0",
+        "binary == $0",
+        "oid == $0 OR uuid == $1",
+        "link == $0",
+        "$0 < int",
+    ];
+
+    /// Whatever a query compiles to from the cache is what it compiles to afresh: every text,
+    /// with every pair of arguments, each pair after the others (so most are bound again from
+    /// a compilation made with other values).
+    #[test]
+    fn a_kept_compilation_binds_what_a_fresh_one_would() {
+        let schemas = Arc::new(schemas());
+        let cache = CompiledCache::default();
+        let args = arguments();
+        let mut compared = 0;
+        for text in TEXTS {
+            for a in &args {
+                for b in &args {
+                    let pair = [a.clone(), b.clone()];
+                    let fresh = compile(&schemas, "T", text, &pair);
+                    let kept = cache.compile(&schemas, "T", text, &pair);
+                    match (fresh, kept) {
+                        (Ok(fresh), Ok(kept)) => {
+                            assert_eq!(
+                                (&fresh.sql, &fresh.tail, &fresh.params),
+                                (&kept.sql, &kept.tail, &kept.params),
+                                "{text} with {pair:?}"
+                            );
+                            compared += 1;
+                        }
+                        (Err(fresh), Err(kept)) => assert_eq!(fresh, kept, "{text} with {pair:?}"),
+                        (fresh, kept) => panic!(
+                            "{text} with {pair:?}: {:?} against {:?}",
+                            fresh.map(|c| c.sql),
+                            kept.map(|c| c.sql)
+                        ),
+                    }
+                }
+            }
+        }
+        assert!(compared > 1000, "only {compared} compiled");
+    }
+
+    /// A query compiled with one value is kept and bound with the next: the cache holds one
+    /// entry per text and kind of arguments, not per value.
+    #[test]
+    fn one_compilation_is_kept_per_text_and_kinds_of_arguments() {
+        let schemas = Arc::new(schemas());
+        let cache = CompiledCache::default();
+        let kept = |cache: &CompiledCache| cache.0.lock().unwrap().kept.len();
+        for id in 0..10 {
+            let c = cache
+                .compile(&schemas, "T", "_id == $0", &[Value::Int(id)])
+                .unwrap();
+            assert_eq!(c.params, vec![Sql::Integer(id)]);
+        }
+        assert_eq!(kept(&cache), 1);
+        // Null compiles to `IS NULL`, without a parameter: another entry.
+        let c = cache
+            .compile(&schemas, "T", "int == $0", &[Value::Null])
+            .unwrap();
+        assert!(
+            c.params.is_empty() && c.sql.contains("IS NULL"),
+            "{}",
+            c.sql
+        );
+        let c = cache
+            .compile(&schemas, "T", "int == $0", &[Value::Int(1)])
+            .unwrap();
+        assert_eq!(c.params, vec![Sql::Integer(1)]);
+        assert_eq!(kept(&cache), 3);
+        // A NaN compiles to a constant: another entry again.
+        let nan = cache
+            .compile(&schemas, "T", "double == $0", &[Value::Double(f64::NAN)])
+            .unwrap();
+        let one = cache
+            .compile(&schemas, "T", "double == $0", &[Value::Double(1.0)])
+            .unwrap();
+        assert!(nan.params.is_empty() && one.params == vec![Sql::Real(1.0)]);
+        assert_eq!(kept(&cache), 5);
+    }
+
+    /// The cache forgets everything when the schema is another one, when it is full, and never
+    /// keeps a text over its limit.
+    #[test]
+    fn the_cache_is_bounded_and_follows_the_schema() {
+        let cache = CompiledCache::default();
+        let kept = |cache: &CompiledCache| cache.0.lock().unwrap().kept.len();
+        let first = Arc::new(schemas());
+        for n in 0..CompiledCache::MAX_QUERIES {
+            cache
+                .compile(&first, "T", &format!("int == {n}"), &[])
+                .unwrap();
+        }
+        assert_eq!(kept(&cache), CompiledCache::MAX_QUERIES);
+        cache.compile(&first, "T", "int == -1", &[]).unwrap();
+        assert_eq!(kept(&cache), 1, "full: forgotten, then the new one kept");
+
+        // The same schema loaded again (after a change to the file's schema) is another one.
+        let second = Arc::new(schemas());
+        cache.compile(&second, "T", "int == 1", &[]).unwrap();
+        assert_eq!(kept(&cache), 1);
+        assert!(Arc::ptr_eq(
+            cache.0.lock().unwrap().schemas.as_ref().unwrap(),
+            &second
+        ));
+
+        let long = format!(
+            "int == 1{}",
+            " OR int == 2".repeat(CompiledCache::MAX_TEXT / 10)
+        );
+        assert!(long.len() > CompiledCache::MAX_TEXT);
+        cache.compile(&second, "T", &long, &[]).unwrap();
+        assert_eq!(
+            kept(&cache),
+            1,
+            "a text over the limit is compiled, not kept"
+        );
     }
 }

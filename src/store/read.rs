@@ -542,7 +542,7 @@ impl<'db> ReadTransaction<'db> {
         query: &str,
         args: &[Value],
     ) -> Result<Vec<PrimaryKey>, StoreError> {
-        let compiled = query::compile(&self.schemas, class, query, args)?;
+        let compiled = self.db.queries.compile(&self.schemas, class, query, args)?;
         let pk_type = self.top_level_pk_type(class)?;
         let mut stmt = self.conn().prepare_cached(&compiled.sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(compiled.params.iter()), |r| {
@@ -563,7 +563,7 @@ impl<'db> ReadTransaction<'db> {
     /// # Errors
     /// As [`query`](Self::query).
     pub fn count(&self, class: &str, query: &str, args: &[Value]) -> Result<u64, StoreError> {
-        let compiled = query::compile(&self.schemas, class, query, args)?;
+        let compiled = self.db.queries.compile(&self.schemas, class, query, args)?;
         self.top_level_pk_type(class)?;
         let mut stmt = self
             .conn()
@@ -582,7 +582,7 @@ impl<'db> ReadTransaction<'db> {
     /// arguments that do not fit it; [`StoreError::InvalidArgument`] for a class that is not a
     /// top-level one.
     pub fn check_query(&self, class: &str, query: &str, args: &[Value]) -> Result<(), StoreError> {
-        query::compile(&self.schemas, class, query, args)?;
+        self.db.queries.compile(&self.schemas, class, query, args)?;
         self.top_level_pk_type(class).map(drop)
     }
 
@@ -608,7 +608,7 @@ impl<'db> ReadTransaction<'db> {
         query: &str,
         args: &[Value],
     ) -> Result<Vec<String>, StoreError> {
-        let compiled = query::compile(&self.schemas, class, query, args)?;
+        let compiled = self.db.queries.compile(&self.schemas, class, query, args)?;
         let mut stmt = self
             .conn()
             .prepare(&format!("EXPLAIN QUERY PLAN {}", compiled.sql))?;
@@ -716,7 +716,7 @@ impl<'db> ReadTransaction<'db> {
         limit: Option<usize>,
         mut f: impl FnMut(PrimaryKey, &mut dyn Iterator<Item = Field>),
     ) -> Result<(), StoreError> {
-        let compiled = query::compile(&self.schemas, class, query, args)?;
+        let compiled = self.db.queries.compile(&self.schemas, class, query, args)?;
         let no_class = || StoreError::InvalidArgument(format!("no top-level class {class}"));
         let schema = self.schemas.get(class).ok_or_else(no_class)?;
         let TableSpec::TopLevel {
