@@ -528,9 +528,14 @@ pub(crate) struct Compiled {
     /// selecting other columns of the matches.
     pub tail: String,
     pub params: Vec<Sql>,
-    /// For each of `params`, the argument it was made from and how (`None`: fixed by the
-    /// text), so that [`CompiledCache`] can bind other arguments of the same kinds.
-    sources: Vec<Option<(usize, Conversion)>>,
+}
+
+/// Where one of [`Compiled::params`] comes from: fixed by the text (a literal), or made from
+/// an argument `$N` by a [`Conversion`].
+#[derive(Clone, Debug, PartialEq)]
+enum Param {
+    Fixed(Sql),
+    Arg(usize, Conversion),
 }
 
 /// How a bound parameter is made from a value (an argument `$N` or a literal).
@@ -596,8 +601,9 @@ struct Parser<'a> {
     class: &'a str,
     args: &'a [Value],
     params: Vec<Sql>,
-    /// For each of `params`: the argument it was made from, and how ([`Compiled::sources`]).
-    sources: Vec<Option<(usize, Conversion)>>,
+    /// For each of `params`: where it comes from ([`CompiledCache`] binds other arguments
+    /// by them).
+    sources: Vec<Param>,
 }
 
 /// One side of a comparison.
@@ -736,8 +742,12 @@ impl Parser<'_> {
     /// Binds `v` converted by `conversion`; `arg` is the argument `v` is (`$N`'s `N`), if any,
     /// so that a compiled query can be used again with other arguments ([`CompiledCache`]).
     fn bind_from(&mut self, v: &Val, conversion: Conversion, arg: Option<usize>) -> String {
-        self.params.push(conversion.apply(v));
-        self.sources.push(arg.map(|n| (n, conversion)));
+        let sql = conversion.apply(v);
+        self.sources.push(match arg {
+            Some(n) => Param::Arg(n, conversion),
+            None => Param::Fixed(sql.clone()),
+        });
+        self.params.push(sql);
         format!("?{}", self.params.len())
     }
 
@@ -1673,6 +1683,16 @@ pub(crate) fn compile(
     text: &str,
     args: &[Value],
 ) -> Result<Compiled, QueryError> {
+    compile_traced(schemas, class, text, args).map(|(compiled, _)| compiled)
+}
+
+/// [`compile`], and where each parameter comes from.
+fn compile_traced(
+    schemas: &Schemas,
+    class: &str,
+    text: &str,
+    args: &[Value],
+) -> Result<(Compiled, Vec<Param>), QueryError> {
     match schemas.get(class).map(|s| &s.spec) {
         Some(TableSpec::TopLevel { .. }) => {}
         _ => {
@@ -1722,12 +1742,14 @@ pub(crate) fn compile(
         "FROM {} o WHERE {filter} ORDER BY {order}{limit}",
         object_table(class)
     );
-    Ok(Compiled {
-        sql: format!("SELECT o.rowid, o._pk {tail}"),
-        tail,
-        params: p.params,
-        sources: p.sources,
-    })
+    Ok((
+        Compiled {
+            sql: format!("SELECT o.rowid, o._pk {tail}"),
+            tail,
+            params: p.params,
+        },
+        p.sources,
+    ))
 }
 
 /// What in an argument can change the SQL a query compiles to: its kind (null is one) and,
@@ -1751,24 +1773,26 @@ fn signature(v: &Value) -> u8 {
     kind << 1 | u8::from(nan)
 }
 
-/// A query compiled once and bound again for other arguments of the same kinds.
+/// A query compiled once and bound again for other arguments of the same kinds. It keeps no
+/// argument's value: only the parameters the text fixes, and where the others come from.
 struct Kept {
     class: String,
     text: String,
     signatures: Vec<u8>,
     sql: String,
     tail: String,
-    params: Vec<Sql>,
-    sources: Vec<Option<(usize, Conversion)>>,
+    params: Vec<Param>,
 }
 
-/// The queries a database compiled last, for the schema they were compiled against: an app
-/// runs the same query texts again and again with other arguments (a primary-key lookup's
+/// The queries a database compiled, for the schema they were compiled against: an app runs
+/// the same query texts again and again with other arguments (a primary-key lookup's
 /// `_id == $0`), and compiling the text was about a quarter of such a lookup (issue 18, goal
-/// 2). Keyed by class, text and the arguments' [`signature`]s; at most
-/// [`MAX_QUERIES`](Self::MAX_QUERIES) texts of at most [`MAX_TEXT`](Self::MAX_TEXT) bytes
-/// each (a longer one is compiled every time), all forgotten when full or when the schema
-/// changes. Debug builds compile every query afresh too and check that both agree.
+/// 2). A compilation is known by class, text and the arguments' [`signature`]s. At most
+/// [`MAX_QUERIES`](Self::MAX_QUERIES) compilations are kept, of texts of at most
+/// [`MAX_TEXT`](Self::MAX_TEXT) bytes with at most [`MAX_ARGS`](Self::MAX_ARGS) arguments
+/// (anything larger is compiled every time); all are forgotten when it is full or when a read
+/// transaction brings another schema. Debug builds compile every query afresh too and panic
+/// if the two disagree.
 #[derive(Default)]
 pub(crate) struct CompiledCache(std::sync::Mutex<CacheState>);
 
@@ -1777,14 +1801,18 @@ struct CacheState {
     /// The schema the kept queries were compiled against (held, so that its address is not
     /// reused while it is compared).
     schemas: Option<std::sync::Arc<Schemas>>,
-    kept: std::collections::HashMap<u64, Kept>,
+    kept: std::collections::HashMap<u64, std::sync::Arc<Kept>>,
+    /// Compilations bound from the cache (for tests).
+    hits: u64,
 }
 
 impl CompiledCache {
-    /// Most query texts kept.
+    /// Most compilations kept (one per class, text and kinds of arguments).
     pub(crate) const MAX_QUERIES: usize = 64;
     /// Longest query text kept, in bytes.
     pub(crate) const MAX_TEXT: usize = 1024;
+    /// Most arguments of a kept query.
+    pub(crate) const MAX_ARGS: usize = 64;
 
     /// [`compile`], from the kept compilation of `text` when there is one for these
     /// arguments' kinds.
@@ -1795,7 +1823,7 @@ impl CompiledCache {
         text: &str,
         args: &[Value],
     ) -> Result<Compiled, QueryError> {
-        if text.len() > Self::MAX_TEXT {
+        if text.len() > Self::MAX_TEXT || args.len() > Self::MAX_ARGS {
             return compile(schemas, class, text, args);
         }
         let hash = {
@@ -1808,32 +1836,49 @@ impl CompiledCache {
             }
             h.finish()
         };
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !state
-            .schemas
-            .as_ref()
-            .is_some_and(|kept| std::sync::Arc::ptr_eq(kept, schemas))
-        {
-            state.kept.clear();
-            state.schemas = Some(std::sync::Arc::clone(schemas));
-        }
-        if let Some(kept) = state.kept.get(&hash) {
-            if let Some(compiled) = kept.bind(class, text, args) {
-                drop(state);
+        let kept = {
+            let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if !state
+                .schemas
+                .as_ref()
+                .is_some_and(|kept| std::sync::Arc::ptr_eq(kept, schemas))
+            {
+                state.kept.clear();
+                state.schemas = Some(std::sync::Arc::clone(schemas));
+            }
+            let kept = state
+                .kept
+                .get(&hash)
+                .filter(|kept| kept.is(class, text, args))
+                .cloned();
+            if kept.is_some() {
+                state.hits += 1;
+            }
+            kept
+        };
+        // Bound outside the lock: folding or copying a large argument holds no other reader.
+        if let Some(kept) = kept {
+            if let Some(compiled) = kept.bind(args) {
                 #[cfg(debug_assertions)]
-                {
-                    let fresh = compile(schemas, class, text, args)?;
-                    assert_eq!(
-                        (&fresh.sql, &fresh.tail, &fresh.params),
-                        (&compiled.sql, &compiled.tail, &compiled.params),
+                match compile_traced(schemas, class, text, args) {
+                    Ok((fresh, sources)) => assert_eq!(
+                        (&fresh.sql, &fresh.tail, &fresh.params, &sources),
+                        (
+                            &compiled.sql,
+                            &compiled.tail,
+                            &compiled.params,
+                            &kept.params
+                        ),
                         "a kept compilation of {text:?} on {class} disagrees with a fresh one"
-                    );
+                    ),
+                    Err(e) => {
+                        panic!("{text:?} on {class} was bound from the cache but fails afresh: {e}")
+                    }
                 }
                 return Ok(compiled);
             }
         }
-        drop(state);
-        let compiled = compile(schemas, class, text, args)?;
+        let (compiled, sources) = compile_traced(schemas, class, text, args)?;
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if state
             .schemas
@@ -1845,15 +1890,14 @@ impl CompiledCache {
             }
             state.kept.insert(
                 hash,
-                Kept {
+                std::sync::Arc::new(Kept {
                     class: class.to_owned(),
                     text: text.to_owned(),
                     signatures: args.iter().map(signature).collect(),
                     sql: compiled.sql.clone(),
                     tail: compiled.tail.clone(),
-                    params: compiled.params.clone(),
-                    sources: compiled.sources.clone(),
-                },
+                    params: sources,
+                }),
             );
         }
         Ok(compiled)
@@ -1861,32 +1905,32 @@ impl CompiledCache {
 }
 
 impl Kept {
-    /// This compilation with `args` bound, if it is of `text` on `class` for arguments of
-    /// these kinds.
-    fn bind(&self, class: &str, text: &str, args: &[Value]) -> Option<Compiled> {
-        if self.class != class
-            || self.text != text
-            || self.signatures.len() != args.len()
-            || !self
+    /// Whether this is the compilation of `text` on `class` for arguments of these kinds.
+    fn is(&self, class: &str, text: &str, args: &[Value]) -> bool {
+        self.class == class
+            && self.text == text
+            && self.signatures.len() == args.len()
+            && self
                 .signatures
                 .iter()
                 .zip(args)
                 .all(|(s, a)| *s == signature(a))
-        {
-            return None;
-        }
+    }
+
+    /// This compilation with `args` bound (arguments of the kinds it was compiled for:
+    /// [`is`](Self::is)); `None` if one it needs is missing or null, which those kinds rule out.
+    fn bind(&self, args: &[Value]) -> Option<Compiled> {
         let mut params = Vec::with_capacity(self.params.len());
-        for (fixed, source) in self.params.iter().zip(&self.sources) {
-            params.push(match source {
-                None => fixed.clone(),
-                Some((n, conversion)) => conversion.apply(&model_to_val(args.get(*n)?)?),
+        for param in &self.params {
+            params.push(match param {
+                Param::Fixed(sql) => sql.clone(),
+                Param::Arg(n, conversion) => conversion.apply(&model_to_val(args.get(*n)?)?),
             });
         }
         Some(Compiled {
             sql: self.sql.clone(),
             tail: self.tail.clone(),
             params,
-            sources: self.sources.clone(),
         })
     }
 }
@@ -2404,28 +2448,52 @@ mod cache_tests {
     use super::*;
     use crate::model::{Decimal128, Link, ObjectId, PrimaryKey, Uuid};
 
-    /// Every kind of argument, NaNs and strings that `[c]` folds and `LIKE` escapes included.
-    fn arguments() -> Vec<Value> {
-        vec![
-            Value::Null,
-            Value::Int(7),
-            Value::Int(-3),
-            Value::Bool(true),
-            Value::String("Ab[c]*".into()),
-            Value::String("Straße".into()),
-            Value::Binary(vec![0, 1, 2]),
-            Value::Timestamp(Timestamp::new(5, 6).unwrap()),
-            Value::Float(1.5),
-            Value::Float(f32::NAN),
-            Value::Double(-2.25),
-            Value::Double(f64::NAN),
-            Value::Decimal(Decimal128::from_parts(12, 0, false).unwrap()),
-            Value::ObjectId(ObjectId([3; 12])),
-            Value::Uuid(Uuid([4; 16])),
+    /// Every kind of argument, each as two values of the same signature (so the second is
+    /// bound from the first's compilation): NaNs, infinities, negative zeros, empty strings and
+    /// blobs, strings that `[c]` folds and `LIKE` escapes, links to another class and to the
+    /// null key included.
+    fn arguments() -> Vec<(Value, Value)> {
+        let link = |class: &str, key| {
             Value::Link(Link {
-                class: "L".into(),
-                key: PrimaryKey::Int(9),
-            }),
+                class: class.into(),
+                key,
+            })
+        };
+        let decimal = |n| Value::Decimal(Decimal128::from_parts(n, 0, false).unwrap());
+        let decimal_nan = Value::Decimal(Decimal128::from_bits(0x7C00 << 112));
+        vec![
+            (Value::Null, Value::Null),
+            (Value::Int(7), Value::Int(-3)),
+            (Value::Bool(true), Value::Bool(false)),
+            (
+                Value::String("Ab[c]*".into()),
+                Value::String("Straße".into()),
+            ),
+            (Value::String(String::new()), Value::String("?x".into())),
+            (Value::Binary(vec![0, 1, 2]), Value::Binary(Vec::new())),
+            (
+                Value::Timestamp(Timestamp::new(5, 6).unwrap()),
+                Value::Timestamp(Timestamp::new(-1, -5).unwrap()),
+            ),
+            (Value::Float(1.5), Value::Float(f32::INFINITY)),
+            (Value::Float(-0.0), Value::Float(f32::MIN)),
+            (Value::Float(f32::NAN), Value::Float(-f32::NAN)),
+            (Value::Double(-2.25), Value::Double(f64::NEG_INFINITY)),
+            (Value::Double(-0.0), Value::Double(1e300)),
+            (Value::Double(f64::NAN), Value::Double(-f64::NAN)),
+            (decimal(12), decimal(0)),
+            (decimal_nan.clone(), decimal(5)),
+            (decimal(7), decimal_nan),
+            (
+                Value::ObjectId(ObjectId([3; 12])),
+                Value::ObjectId(ObjectId([0; 12])),
+            ),
+            (Value::Uuid(Uuid([4; 16])), Value::Uuid(Uuid([0; 16]))),
+            (link("L", PrimaryKey::Int(9)), link("L", PrimaryKey::Null)),
+            (
+                link("T", PrimaryKey::String("k".into())),
+                link("L", PrimaryKey::Int(-1)),
+            ),
         ]
     }
 
@@ -2442,49 +2510,135 @@ mod cache_tests {
         "mixed == $0",
         "mixed != $1 SORT(int DESC) LIMIT(3)",
         "int IN {$0, 3, $1}",
+        "mixed IN {$1, 'x', $0}",
         "double BETWEEN {$0, $1}",
         "timestamp <= $0",
         "binary == $0",
         "oid == $0 OR uuid == $1",
         "link == $0",
         "$0 < int",
+        "$1 == $0",
     ];
 
-    /// Whatever a query compiles to from the cache is what it compiles to afresh: every text,
-    /// with every pair of arguments, each pair after the others (so most are bound again from
-    /// a compilation made with other values).
+    fn hits(cache: &CompiledCache) -> u64 {
+        cache.0.lock().unwrap().hits
+    }
+
+    /// Every text with every pair of argument kinds, compiled through the cache with one pair
+    /// of values and then bound from it with another pair of the same kinds: the second is a
+    /// hit, and both are what a fresh compilation gives (the same SQL and parameters, or the
+    /// same error).
     #[test]
     fn a_kept_compilation_binds_what_a_fresh_one_would() {
         let schemas = Arc::new(schemas());
-        let cache = CompiledCache::default();
         let args = arguments();
-        let mut compared = 0;
+        let (mut bound, mut refused) = (0, 0);
         for text in TEXTS {
-            for a in &args {
-                for b in &args {
-                    let pair = [a.clone(), b.clone()];
-                    let fresh = compile(&schemas, "T", text, &pair);
-                    let kept = cache.compile(&schemas, "T", text, &pair);
-                    match (fresh, kept) {
-                        (Ok(fresh), Ok(kept)) => {
-                            assert_eq!(
-                                (&fresh.sql, &fresh.tail, &fresh.params),
-                                (&kept.sql, &kept.tail, &kept.params),
-                                "{text} with {pair:?}"
-                            );
-                            compared += 1;
+            for (a1, a2) in &args {
+                for (b1, b2) in &args {
+                    let cache = CompiledCache::default();
+                    let pairs = [[a1.clone(), b1.clone()], [a2.clone(), b2.clone()]];
+                    for (round, pair) in pairs.into_iter().enumerate() {
+                        let before = hits(&cache);
+                        let fresh = compile(&schemas, "T", text, &pair);
+                        let kept = cache.compile(&schemas, "T", text, &pair);
+                        match (fresh, kept) {
+                            (Ok(fresh), Ok(kept)) => {
+                                assert_eq!(
+                                    (&fresh.sql, &fresh.tail, &fresh.params),
+                                    (&kept.sql, &kept.tail, &kept.params),
+                                    "{text} with {pair:?}"
+                                );
+                                if round == 1 {
+                                    assert_eq!(hits(&cache), before + 1, "{text} with {pair:?}");
+                                    bound += 1;
+                                }
+                            }
+                            (Err(fresh), Err(kept)) => {
+                                assert_eq!(fresh, kept, "{text} with {pair:?}");
+                                assert_eq!(hits(&cache), before, "{text} with {pair:?}");
+                                refused += 1;
+                            }
+                            (fresh, kept) => panic!(
+                                "{text} with {pair:?}: {:?} against {:?}",
+                                fresh.map(|c| c.sql),
+                                kept.map(|c| c.sql)
+                            ),
                         }
-                        (Err(fresh), Err(kept)) => assert_eq!(fresh, kept, "{text} with {pair:?}"),
-                        (fresh, kept) => panic!(
-                            "{text} with {pair:?}: {:?} against {:?}",
-                            fresh.map(|c| c.sql),
-                            kept.map(|c| c.sql)
-                        ),
                     }
                 }
             }
         }
-        assert!(compared > 1000, "only {compared} compiled");
+        assert!(
+            bound > 1000 && refused > 1000,
+            "{bound} bound, {refused} refused"
+        );
+    }
+
+    /// Every text with every pair of arguments, one after the other through one cache: a
+    /// compilation kept for some arguments is never bound for arguments it does not fit (a
+    /// signature that told too little, a NaN taken for a number say, would give other SQL).
+    #[test]
+    fn arguments_of_other_kinds_are_never_bound_to_a_kept_compilation() {
+        let schemas = Arc::new(schemas());
+        let args: Vec<Value> = arguments().into_iter().flat_map(|(a, b)| [a, b]).collect();
+        let cache = CompiledCache::default();
+        for text in TEXTS {
+            for a in &args {
+                for b in &args {
+                    let pair = [a.clone(), b.clone()];
+                    let fresh = compile(&schemas, "T", text, &pair).map(|c| (c.sql, c.params));
+                    let kept = cache
+                        .compile(&schemas, "T", text, &pair)
+                        .map(|c| (c.sql, c.params));
+                    assert_eq!(fresh, kept, "{text} with {pair:?}");
+                }
+            }
+        }
+        assert!(hits(&cache) > 1000, "{} hits", hits(&cache));
+    }
+
+    /// What a kept compilation binds for an argument: the conversions, pinned.
+    #[test]
+    fn kept_compilations_bind_arguments_as_their_columns_store_them() {
+        let schemas = Arc::new(schemas());
+        let cache = CompiledCache::default();
+        let bind = |text: &str, first: Value, second: Value| {
+            cache.compile(&schemas, "T", text, &[first]).unwrap();
+            let before = hits(&cache);
+            let params = cache
+                .compile(&schemas, "T", text, &[second])
+                .unwrap()
+                .params;
+            assert_eq!(hits(&cache), before + 1, "{text}");
+            params
+        };
+        let text = |s: &str| Value::String(s.into());
+        assert_eq!(
+            bind("string LIKE $0", text("a"), text("[x]*")),
+            vec![Sql::Text("[[]x]*".into())]
+        );
+        assert_eq!(
+            bind("string ==[c] $0", text("a"), text("STRASSE")),
+            vec![Sql::Text(compare::fold("STRASSE", FOLD_CASE))]
+        );
+        assert_eq!(
+            bind("double > $0", Value::Float(2.0), Value::Float(1.5)),
+            vec![Sql::Real(1.5)]
+        );
+        assert_eq!(
+            bind("int == $0", Value::Int(1), Value::Int(-8)),
+            vec![Sql::Integer(-8)]
+        );
+        let oid = ObjectId([7; 12]);
+        assert_eq!(
+            bind(
+                "oid == $0",
+                Value::ObjectId(ObjectId([1; 12])),
+                Value::ObjectId(oid)
+            ),
+            vec![stored_as(&Val::ObjectId(oid.0), PayloadType::ObjectId).0]
+        );
     }
 
     /// A query compiled with one value is kept and bound with the next: the cache holds one
