@@ -107,12 +107,16 @@ impl Listeners {
             .spawn(move || {
                 let registry = notifier;
                 while let Ok(envelope) = events.recv() {
-                    if let Envelope::Release(id) = envelope {
-                        // Dropped outside the lock: it may be foreign code's object.
-                        let released = lock(&registry).listeners.remove(&id);
-                        drop(released);
-                        continue;
-                    }
+                    let event = match envelope {
+                        Envelope::Release(id) => {
+                            // Dropped outside the lock: it may be foreign code's object.
+                            let released = lock(&registry).listeners.remove(&id);
+                            drop(released);
+                            continue;
+                        }
+                        Envelope::All(event) => Some(event),
+                        Envelope::Replays => None,
+                    };
                     let (replays, delivery) = {
                         let mut registry = lock(&registry);
                         let replays: Vec<(Callback, Vec<Event>)> =
@@ -122,18 +126,15 @@ impl Listeners {
                                     Some((registry.listeners.get(&id)?.clone(), events))
                                 })
                                 .collect();
-                        let delivery = match envelope {
-                            Envelope::All(event) => {
-                                // Listeners registered from here on get it on registration.
-                                if is_terminal(&event) {
-                                    registry.terminal.push(event.clone());
-                                }
-                                let callbacks: Vec<Callback> =
-                                    registry.listeners.values().cloned().collect();
-                                Some((event, callbacks))
+                        let delivery = event.map(|event| {
+                            // Listeners registered from here on get it on registration.
+                            if is_terminal(&event) {
+                                registry.terminal.push(event.clone());
                             }
-                            Envelope::Replays | Envelope::Release(_) => None,
-                        };
+                            let callbacks: Vec<Callback> =
+                                registry.listeners.values().cloned().collect();
+                            (event, callbacks)
+                        });
                         (replays, delivery)
                     };
                     let replayed = replays

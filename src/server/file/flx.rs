@@ -614,17 +614,26 @@ impl ServerFile {
     /// `filter` (one indexed lookup: [`Filter::match_sql`]).
     fn flx_matches(&self, class: &str, filter: &Filter, key: &Key) -> Result<bool, ProtocolError> {
         debug_assert!(filter.match_sql.contains(&tables::object_table(class)));
-        let mut stmt = self
-            .flx_conn()
-            .prepare_cached(&filter.match_sql)
-            .map_err(sql_err)?;
+        let mut stmt = self.flx_bind_match(&filter.match_sql, filter, key)?;
+        let found = stmt.raw_query().next().map_err(sql_err)?.is_some();
+        Ok(found)
+    }
+
+    /// `sql` (a statement of `filter`: [`Filter::match_sql`] or [`Filter::view_match_sql`])
+    /// prepared, with the filter's parameters bound and then the object's primary key.
+    fn flx_bind_match(
+        &self,
+        sql: &str,
+        filter: &Filter,
+        key: &Key,
+    ) -> Result<rusqlite::CachedStatement<'_>, ProtocolError> {
+        let mut stmt = self.flx_conn().prepare_cached(sql).map_err(sql_err)?;
         for (i, value) in filter.params.iter().enumerate() {
             stmt.raw_bind_parameter(i + 1, value).map_err(sql_err)?;
         }
         stmt.raw_bind_parameter(filter.params.len() + 1, tables::encode_key(key))
             .map_err(sql_err)?;
-        let found = stmt.raw_query().next().map_err(sql_err)?.is_some();
-        Ok(found)
+        Ok(stmt)
     }
 
     /// [`ServerFile::flx_in_view`] and [`ServerFile::flx_matches`] of one object, in one
@@ -636,17 +645,10 @@ impl ServerFile {
         filter: &Filter,
         key: &Key,
     ) -> Result<(Option<u64>, bool), ProtocolError> {
-        let mut stmt = self
-            .flx_conn()
-            .prepare_cached(&filter.view_match_sql)
-            .map_err(sql_err)?;
+        let mut stmt = self.flx_bind_match(&filter.view_match_sql, filter, key)?;
         let n = filter.params.len();
-        for (i, value) in filter.params.iter().enumerate() {
-            stmt.raw_bind_parameter(i + 1, value).map_err(sql_err)?;
-        }
         let bound = stmt
-            .raw_bind_parameter(n + 1, tables::encode_key(key))
-            .and_then(|()| stmt.raw_bind_parameter(n + 2, client as i64))
+            .raw_bind_parameter(n + 2, client as i64)
             .and_then(|()| stmt.raw_bind_parameter(n + 3, class))
             .and_then(|()| stmt.raw_bind_parameter(n + 4, key_blob(key)));
         bound.map_err(sql_err)?;
