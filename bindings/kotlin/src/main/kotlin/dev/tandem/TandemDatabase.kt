@@ -80,6 +80,10 @@ class TandemDatabase private constructor(
                 Runtime.getRuntime().addShutdownHook(it)
             }
 
+        init {
+            CallbackThreads.apply()
+        }
+
         /**
          * Opens (or creates) the database file at [path] with the schema of [classes] and of every
          * model class they reach (link targets, embedded classes).

@@ -38,20 +38,6 @@ class ExitTest {
         server.close()
     }
 
-    /**
-     * The child's command line: this JVM's java and class path, and its JNA and uniffi settings
-     * (`jna.library.path` from the pom; not the two properties JNA sets itself once loaded).
-     */
-    private fun command(vararg args: String): List<String> {
-        val java = File(System.getProperty("java.home"), "bin/java").path
-        val properties = System.getProperties().stringPropertyNames()
-            .filter { it.startsWith("jna.") || it.startsWith("uniffi.") }
-            .filter { it != "jna.loaded" && it != "jna.platform.library.path" }
-            .sorted()
-            .map { "-D$it=${System.getProperty(it)}" }
-        return listOf(java, *properties.toTypedArray(), "-cp", System.getProperty("java.class.path"), "dev.tandem.ExitMain", *args)
-    }
-
     @Test
     fun exitWithListenersWaitsAndLogCallsInFlight() {
         val runs = System.getenv("TANDEM_EXIT_RUNS")?.toInt() ?: 10
@@ -64,7 +50,7 @@ class ExitTest {
             val stdout = File(runDir, "stdout")
             val stderr = File(runDir, "stderr")
             val process = ProcessBuilder(
-                command(server.url, server.ca, makeToken(listOf("/todos")), runDir.path, ending),
+                childJvm("dev.tandem.ExitMain", server.url, server.ca, makeToken(listOf("/todos")), runDir.path, ending),
             ).redirectOutput(stdout).redirectError(stderr).start()
             val exited = process.waitFor(TIMEOUT_SECONDS, TimeUnit.SECONDS)
             if (!exited) {

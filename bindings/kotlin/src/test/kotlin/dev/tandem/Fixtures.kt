@@ -14,6 +14,21 @@ import javax.crypto.spec.SecretKeySpec
 
 val SECRET = "kotlin binding tests secret 32b!".toByteArray()
 
+/**
+ * The command line of a child JVM running [mainClass] with [args]: this JVM's java and class
+ * path, and its JNA and uniffi settings (`jna.library.path` from the pom; not the two
+ * properties JNA sets itself once loaded).
+ */
+fun childJvm(mainClass: String, vararg args: String): List<String> {
+    val java = File(System.getProperty("java.home"), "bin/java").path
+    val properties = System.getProperties().stringPropertyNames()
+        .filter { it.startsWith("jna.") || it.startsWith("uniffi.") }
+        .filter { it != "jna.loaded" && it != "jna.platform.library.path" }
+        .sorted()
+        .map { "-D$it=${System.getProperty(it)}" }
+    return listOf(java, *properties.toTypedArray(), "-cp", System.getProperty("java.class.path"), mainClass, *args)
+}
+
 fun taskClasses(): List<ClassSpec> {
     fun prop(name: String, type: PropertyType, collection: Collection = Collection.SINGLE) =
         PropertySpec(name = name, propertyType = type, nullable = false, collection = collection, linkTarget = null)
