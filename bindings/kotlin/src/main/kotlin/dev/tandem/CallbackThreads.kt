@@ -12,13 +12,15 @@ import com.sun.jna.Native
  * event thread, the log thread, a runtime worker asking a token provider) attached to the JVM
  * from its first call on. By default JNA attaches a native thread for each callback and
  * detaches it afterwards, making a `java.lang.Thread` every time: a results notification took
- * 311 us at p50 and 8 ms at p99 that way, 194 to 204 us and 2.4 to 3.6 ms attached
- * (`bindings/kotlin/bench/run.sh --only queries`, docs/performance.md). Such a thread is a
- * daemon thread named `tandem-callback` (it never keeps the JVM from exiting), and JNA detaches
- * it when the native thread ends.
+ * 311 us at p50 and 8 ms at p99 that way, 194 to 196 us and 2.8 to 3.6 ms attached
+ * (`bindings/kotlin/bench/run.sh --only queries`, bindings/kotlin/README.md, "Listener threads
+ * stay attached"). Such a thread is a daemon thread named `tandem-callback` (it never keeps
+ * the JVM from exiting), and JNA detaches it when the native thread ends.
  *
- * Applied when [TandemDatabase] is first used. An app that uses only the generated untyped
- * API and never [TandemDatabase] keeps JNA's default (a thread attached for each call).
+ * JNA decides whether a callback has such an initializer when the callback first crosses to
+ * native code, which for these is when the library is loaded. Applied when [TandemDatabase] is
+ * first used: an app whose first call into the library is anything else (`setLogListener`,
+ * the untyped API) keeps JNA's default, a thread attached for each call.
  */
 internal object CallbackThreads {
     /**

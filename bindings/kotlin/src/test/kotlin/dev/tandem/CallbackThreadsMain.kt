@@ -27,12 +27,15 @@ fun main(args: Array<String>) {
     handle.close()
     results.close()
     db.close()
+    // Closing the database ends its notifier thread, and JNA then detaches it: its Java
+    // thread ends too.
+    seen[0].join(10_000)
     val one = seen.all { it === seen[0] }
     println(
-        if (one && seen[0].name == "tandem-callback" && seen[0].isDaemon) {
+        if (one && seen[0].name == "tandem-callback" && seen[0].isDaemon && !seen[0].isAlive) {
             "ok"
         } else {
-            "threads ${seen.map { "${it.name} (daemon ${it.isDaemon}, id ${it.id})" }}"
+            "threads ${seen.map { "${it.name} (daemon ${it.isDaemon}, alive ${it.isAlive}, id ${it.id})" }}"
         },
     )
 }

@@ -4,7 +4,7 @@
 package dev.tandem
 
 import java.nio.file.Path
-import java.util.Collections
+import java.util.concurrent.CopyOnWriteArrayList
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.delay
@@ -87,7 +87,7 @@ class DatabaseTest {
     }
 
     class Collect : ResultsListener {
-        val changes: MutableList<ResultsChange> = Collections.synchronizedList(mutableListOf())
+        val changes: MutableList<ResultsChange> = CopyOnWriteArrayList()
         override fun onChange(change: ResultsChange) {
             changes.add(change)
         }
@@ -125,7 +125,7 @@ class DatabaseTest {
     }
 
     class WritesBack(private val db: Database) : ObjectListener {
-        val seen: MutableList<ObjectChange> = Collections.synchronizedList(mutableListOf())
+        val seen: MutableList<ObjectChange> = CopyOnWriteArrayList()
         override fun onChange(change: ObjectChange) {
             seen.add(change)
             if (seen.size == 1) {
@@ -209,7 +209,7 @@ class DatabaseTest {
     }
 
     class ObjectCollect : ObjectListener {
-        val seen: MutableList<ObjectChange> = Collections.synchronizedList(mutableListOf())
+        val seen: MutableList<ObjectChange> = CopyOnWriteArrayList()
         override fun onChange(change: ObjectChange) {
             seen.add(change)
         }

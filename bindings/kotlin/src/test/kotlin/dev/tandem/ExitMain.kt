@@ -68,8 +68,14 @@ private fun options(url: String, ca: String?, path: String = "/todos", flexible:
 private fun create(key: Long, title: String) = WriteOp.Create("Task", intKey(key), mapOf("title" to str(title)))
 
 fun main(args: Array<String>) {
-    require(args.size == 5 && args[4] in setOf("return", "exit")) { "usage: URL CA TOKEN DIR return|exit" }
+    require(args.size == 6 && args[4] in setOf("return", "exit") && args[5] in setOf("attached", "per-call")) {
+        "usage: URL CA TOKEN DIR return|exit attached|per-call"
+    }
     val (url, ca, token, directory, ending) = args
+    // "attached": the library's threads stay attached to the JVM between calls, as once
+    // TandemDatabase is used (CallbackThreads), but without its shutdown hook: daemon threads
+    // in listeners as the JVM goes away. "per-call": JNA's default, a thread attached per call.
+    if (args[5] == "attached") CallbackThreads.apply()
     setLogListener(Quiet, LogLevel.TRACE)
     val db = Database.open("$directory/db.sqlite", taskClasses())
     val results = db.query("Task", "TRUEPREDICATE", emptyList())

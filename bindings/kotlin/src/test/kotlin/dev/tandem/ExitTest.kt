@@ -1,7 +1,9 @@
 // JVM exit with Tandem's threads calling into the JVM or with calls in flight (mirrors
 // bindings/python/tests/test_exit.py): ExitMain runs in a child JVM TANDEM_EXIT_RUNS times
-// (default 10), alternately returning from main and calling exitProcess(0), against a real
-// tandem-server; every run must exit 0 within TIMEOUT_SECONDS having printed exactly "ok".
+// (default 10), alternately returning from main and calling exitProcess(0), two runs in four
+// with the library's threads kept attached to the JVM (CallbackThreads) and the others with
+// JNA's per-call attach, against a real tandem-server; every run must exit 0 within
+// TIMEOUT_SECONDS having printed exactly "ok".
 // A run that hangs is killed and fails the test (no further runs are started).
 //
 // ExitMain uses the untyped API, so no shutdown hook calls closeCallbacks (the typed
@@ -46,11 +48,12 @@ class ExitTest {
         for (run in 0 until runs) {
             started++
             val ending = if (run % 2 == 0) "return" else "exit"
+            val threads = if (run % 4 < 2) "per-call" else "attached"
             val runDir = dir.resolve("run$run").toFile().apply { mkdirs() }
             val stdout = File(runDir, "stdout")
             val stderr = File(runDir, "stderr")
             val process = ProcessBuilder(
-                childJvm("dev.tandem.ExitMain", server.url, server.ca, makeToken(listOf("/todos")), runDir.path, ending),
+                childJvm("dev.tandem.ExitMain", server.url, server.ca, makeToken(listOf("/todos")), runDir.path, ending, threads),
             ).redirectOutput(stdout).redirectError(stderr).start()
             val exited = process.waitFor(TIMEOUT_SECONDS, TimeUnit.SECONDS)
             if (!exited) {
@@ -60,7 +63,7 @@ class ExitTest {
             val out = stdout.readText()
             if (!exited || process.exitValue() != 0 || out != "ok\n") {
                 val status = if (exited) "exit ${process.exitValue()}" else "still running after $TIMEOUT_SECONDS s (killed)"
-                failures += "run $run ($ending): $status, stdout ${out.quoted()}, stderr ${stderr.readText().takeLast(800).quoted()}"
+                failures += "run $run ($ending, $threads): $status, stdout ${out.quoted()}, stderr ${stderr.readText().takeLast(800).quoted()}"
             }
             if (!exited) break
         }

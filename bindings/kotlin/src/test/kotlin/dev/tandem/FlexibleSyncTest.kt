@@ -6,7 +6,7 @@
 package dev.tandem
 
 import java.nio.file.Path
-import java.util.Collections
+import java.util.concurrent.CopyOnWriteArrayList
 import kotlin.time.Duration.Companion.seconds
 import kotlinx.coroutines.CoroutineStart
 import kotlinx.coroutines.async
@@ -266,7 +266,7 @@ class FlexibleSyncTest {
         for (db in listOf(alice, bob)) db.subscriptions.update { add(query<FlxTask>(), name = "all") }
         val sa = alice.flexible(server, "alice")
         val sb = bob.flexible(server, "bob")
-        val events = Collections.synchronizedList(mutableListOf<SyncErrorEvent>())
+        val events = CopyOnWriteArrayList<SyncErrorEvent>()
         val handle = sa.onError { events += it }
 
         alice.write { add(FlxTask(1, "task 1", owner = "alice")) }

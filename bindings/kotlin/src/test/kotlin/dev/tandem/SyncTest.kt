@@ -4,7 +4,7 @@
 package dev.tandem
 
 import java.nio.file.Path
-import java.util.Collections
+import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.atomic.AtomicInteger
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.AfterEach
@@ -84,7 +84,7 @@ class SyncTest {
     }
 
     class Errors : ErrorListener {
-        val seen: MutableList<Pair<ULong, Boolean>> = Collections.synchronizedList(mutableListOf())
+        val seen: MutableList<Pair<ULong, Boolean>> = CopyOnWriteArrayList()
         override fun onError(code: ULong, message: String, willRetry: Boolean) {
             seen.add(code to willRetry)
         }
@@ -123,7 +123,7 @@ class SyncTest {
     }
 
     class Messages : ErrorListener {
-        val seen: MutableList<Triple<ULong, String, Boolean>> = Collections.synchronizedList(mutableListOf())
+        val seen: MutableList<Triple<ULong, String, Boolean>> = CopyOnWriteArrayList()
         override fun onError(code: ULong, message: String, willRetry: Boolean) {
             seen.add(Triple(code, message, willRetry))
         }

@@ -11,8 +11,8 @@ import java.io.File
 import java.nio.ByteBuffer
 import java.nio.file.Files
 import java.nio.file.Path
-import java.util.Collections
 import java.util.UUID
+import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.TimeUnit
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
@@ -425,7 +425,7 @@ class WholeApiTest {
     // 6. The log listener.
 
     class LogCollect : LogListener {
-        val seen: MutableList<Triple<LogLevel, String, String>> = Collections.synchronizedList(mutableListOf())
+        val seen: MutableList<Triple<LogLevel, String, String>> = CopyOnWriteArrayList()
         override fun onLog(level: LogLevel, target: String, message: String) {
             seen.add(Triple(level, target, message))
         }
@@ -469,14 +469,14 @@ class WholeApiTest {
     // 7. Sync state and progress listeners.
 
     class StateCollect : SyncStateListener {
-        val seen: MutableList<SyncState> = Collections.synchronizedList(mutableListOf())
+        val seen: MutableList<SyncState> = CopyOnWriteArrayList()
         override fun onState(state: SyncState) {
             seen.add(state)
         }
     }
 
     class ProgressCollect : ProgressListener {
-        val seen: MutableList<SyncProgress> = Collections.synchronizedList(mutableListOf())
+        val seen: MutableList<SyncProgress> = CopyOnWriteArrayList()
         override fun onProgress(progress: SyncProgress) {
             seen.add(progress)
         }
