@@ -41,9 +41,8 @@ impl Strings {
 
 /// One side of a merge, flattened.
 struct Side {
+    /// Every changeset's ops in turn (as many as it has instructions).
     ops: Vec<Op>,
-    /// Which changeset each op came from.
-    origin: Vec<usize>,
 }
 
 fn import<'c>(
@@ -53,15 +52,24 @@ fn import<'c>(
     let total = changesets.clone().map(Changeset::len).sum();
     let mut side = Side {
         ops: Vec::with_capacity(total),
-        origin: Vec::with_capacity(total),
     };
-    for (ci, cs) in changesets.enumerate() {
+    // Each changeset's table mapped into the shared one; consecutive changesets mostly have
+    // equal tables (a typist's keystrokes name one class, object and list), which are mapped
+    // once, so that an instruction's strings are not hashed one by one.
+    let mut mapped: Option<&Changeset> = None;
+    let mut map: Vec<InternString> = Vec::new();
+    for cs in changesets {
+        if !mapped.is_some_and(|m| m.strings() == cs.strings()) {
+            map.clear();
+            map.extend(cs.strings().iter().map(|name| strings.intern(name)));
+            mapped = Some(cs);
+        }
         let disc = Discriminant::of(cs);
         for instruction in &cs.instructions {
             let mut undefined = None;
             let mut instr = instruction.clone();
-            instr.map_strings(&mut |s| match cs.string(s) {
-                Some(name) => strings.intern(name),
+            instr.map_strings(&mut |s| match map.get(s.0 as usize) {
+                Some(&shared) => shared,
                 None => {
                     undefined = Some(s.0);
                     s
@@ -71,54 +79,88 @@ fn import<'c>(
                 return Err(TransformError::UndefinedString { index });
             }
             side.ops.push(Op::new(instr, disc));
-            side.origin.push(ci);
         }
     }
     Ok(side)
 }
 
 /// The merged form of each changeset of `side` (in order, `changesets` the ones it was imported
-/// from): `None` for a changeset every op of which is alive and as imported.
-fn export<'c>(
-    strings: &Strings,
-    side: &Side,
-    changesets: impl Iterator<Item = &'c Changeset>,
-) -> Vec<Option<Changeset>> {
-    changesets
-        .enumerate()
-        .scan(0, |start, (ci, cs)| {
-            let ops = ops_of(side, *start, ci, cs);
-            *start += cs.len();
-            Some((!unchanged(strings, ops, cs)).then(|| rebuilt(strings, ops, cs)))
-        })
-        .collect()
+/// from): `None` for a changeset every op of which is alive and as imported. The side is
+/// consumed: its instructions move into the merged forms instead of being copied.
+fn export(strings: &Strings, side: Side, changesets: &[&Changeset]) -> Vec<Option<Changeset>> {
+    // Sized once: a merged history of 500,000 changesets grown by doubling spent a quarter of
+    // this function moving it (`perf`, `benches/branches.rs`).
+    let mut out = Vec::with_capacity(changesets.len());
+    let mut ops = side.ops.into_iter();
+    let mut buf = Vec::new();
+    for cs in changesets {
+        buf.clear();
+        buf.extend(ops.by_ref().take(cs.len()));
+        out.push((!unchanged(strings, &buf, cs)).then(|| rebuilt(strings, &mut buf, cs)));
+    }
+    out
 }
 
 /// [`export`] in place: each changeset with a merged form is replaced as soon as it is made,
 /// so the old and new forms of a side are never all held at once. A changeset whose ops all
 /// survive, with nothing prepended, keeps its string table and gets its instructions rewritten
 /// (the usual case: indices and prior sizes moved), which saves building a new table.
-fn export_in_place(strings: &Strings, side: &Side, changesets: &mut [Changeset]) {
-    let mut start = 0;
-    for (ci, cs) in changesets.iter_mut().enumerate() {
-        let ops = ops_of(side, start, ci, cs);
-        start += cs.len();
-        if unchanged(strings, ops, cs) {
+fn export_in_place(strings: &Strings, side: Side, changesets: &mut [Changeset]) {
+    let mut ops = side.ops.into_iter();
+    let mut buf = Vec::new();
+    let mut local = Vec::new();
+    for cs in changesets.iter_mut() {
+        buf.clear();
+        buf.extend(ops.by_ref().take(cs.len()));
+        if unchanged(strings, &buf, cs) {
             continue;
         }
-        let survive = ops.iter().all(|op| op.alive && op.before.is_empty());
-        match survive.then(|| rewritten(strings, ops, cs)).flatten() {
-            Some(instructions) => cs.instructions = instructions,
-            None => *cs = rebuilt(strings, ops, cs),
+        let survive = buf.iter().all(|op| op.alive && op.before.is_empty());
+        if survive && local_strings(strings, &mut buf, cs, &mut local) {
+            // Each instruction is replaced where it is: no new list.
+            for (slot, op) in cs.instructions.iter_mut().zip(buf.drain(..)) {
+                let mut instr = op.instr;
+                instr.map_strings(&mut |s| local_of(&local, s));
+                *slot = instr;
+            }
+        } else {
+            *cs = rebuilt(strings, &mut buf, cs);
         }
     }
 }
 
-/// The ops of changeset `ci`, `cs`, which start at `start` in `side`.
-fn ops_of<'s>(side: &'s Side, start: usize, ci: usize, cs: &Changeset) -> &'s [Op] {
-    let end = start + cs.len();
-    debug_assert!(side.origin[start..end].iter().all(|&o| o == ci));
-    &side.ops[start..end]
+/// Fills `local` with the index in `cs`'s own table of every shared string the ops use (pairs
+/// of shared and local index); false if one of them is not in that table.
+fn local_strings(
+    strings: &Strings,
+    ops: &mut [Op],
+    cs: &Changeset,
+    local: &mut Vec<(InternString, InternString)>,
+) -> bool {
+    local.clear();
+    let mut missing = false;
+    for op in ops {
+        // Read only: every string is given back as it is.
+        op.instr.map_strings(&mut |s| {
+            if !local.iter().any(|&(shared, _)| shared == s) {
+                match cs.find_string(&strings.list[s.0 as usize]) {
+                    Some(l) => local.push((s, l)),
+                    None => missing = true,
+                }
+            }
+            s
+        });
+    }
+    !missing
+}
+
+/// The local index of shared string `s` in pairs made by [`local_strings`].
+fn local_of(local: &[(InternString, InternString)], s: InternString) -> InternString {
+    local
+        .iter()
+        .find(|&&(shared, _)| shared == s)
+        .map(|&(_, l)| l)
+        .expect("local_strings found every string the ops use")
 }
 
 /// Whether every op is alive, with nothing prepended, and as imported from `cs`.
@@ -141,30 +183,9 @@ fn unchanged(strings: &Strings, ops: &[Op], cs: &Changeset) -> bool {
     })
 }
 
-/// The ops' instructions with their strings in `cs`'s own table, or `None` if one of them
-/// uses a string the table does not hold.
-fn rewritten(strings: &Strings, ops: &[Op], cs: &Changeset) -> Option<Vec<Instruction>> {
-    let mut missing = false;
-    let instructions = ops
-        .iter()
-        .map(|op| {
-            let mut instr = op.instr.clone();
-            instr.map_strings(&mut |s| {
-                cs.find_string(&strings.list[s.0 as usize])
-                    .unwrap_or_else(|| {
-                        missing = true;
-                        s
-                    })
-            });
-            instr
-        })
-        .collect();
-    (!missing).then_some(instructions)
-}
-
-/// `cs` (its metadata) made again from its merged ops: each op's prepended instructions, then
-/// the op if it is alive, with a string table of their own.
-fn rebuilt(strings: &Strings, ops: &[Op], cs: &Changeset) -> Changeset {
+/// `cs` (its metadata) made again from its merged ops, which it takes: each op's prepended
+/// instructions, then the op if it is alive, with a string table of their own.
+fn rebuilt(strings: &Strings, ops: &mut Vec<Op>, cs: &Changeset) -> Changeset {
     let mut out = Changeset::new();
     out.meta = cs.meta;
     // Exactly as many as it will hold: a merged history of one-instruction changesets would
@@ -174,10 +195,9 @@ fn rebuilt(strings: &Strings, ops: &[Op], cs: &Changeset) -> Changeset {
             .map(|op| op.before.len() + usize::from(op.alive))
             .sum(),
     );
-    for op in ops {
-        let kept = op.alive.then_some(&op.instr);
-        for instr in op.before.iter().chain(kept) {
-            let mut instr = instr.clone();
+    for op in ops.drain(..) {
+        let kept = op.alive.then_some(op.instr);
+        for mut instr in op.before.into_iter().chain(kept) {
             instr.map_strings(&mut |s| out.intern(&strings.list[s.0 as usize]));
             out.push(instr);
         }
@@ -290,8 +310,8 @@ fn merge_refs_with(
         let all_left: Vec<usize> = (0..l.ops.len()).collect();
         let all_right: Vec<usize> = (0..r.ops.len()).collect();
         grid(&mut l.ops, &mut r.ops, &all_left, &all_right)?;
-        export_in_place(&strings, &r, right);
-        return Ok(export(&strings, &l, left.iter().copied()));
+        export_in_place(&strings, r, right);
+        return Ok(export(&strings, l, left));
     }
 
     // Group keys, joined through links and through schema instructions.
@@ -380,8 +400,8 @@ fn merge_refs_with(
         }
     }
 
-    export_in_place(&strings, &r, right);
-    Ok(export(&strings, &l, left.iter().copied()))
+    export_in_place(&strings, r, right);
+    Ok(export(&strings, l, left))
 }
 
 /// [`join`] for each op in turn; an op with the same key as the one before it and nothing to

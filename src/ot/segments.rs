@@ -57,13 +57,22 @@ const MIN_PAIRS: usize = if cfg!(test) { 1 } else { 64 };
 /// the grid). Unit tests use 0, as for [`MIN_PAIRS`].
 const PAIRS_PER_ELEMENT: usize = if cfg!(test) { 0 } else { 4 };
 
-/// Counts with prefix sums and search by position (a Fenwick tree, 1-based inside).
+/// Counts with prefix sums and search by position (a Fenwick tree, 1-based inside), with a
+/// finger: the slot last found or summed up to. The edits of a list mostly land next to the
+/// one before (a typist's keystrokes), so [`find`](Self::find) looks a few slots around the
+/// finger before it walks the tree, and [`before`](Self::before) of the finger's slot is kept.
 struct Fenwick {
     tree: Vec<i64>,
     counts: Vec<i64>,
     /// The sum of `counts`, kept so that [`Fenwick::find`] does not walk the tree for it.
     total: i64,
+    /// The finger's slot, and the sum of the counts before it (kept up to date by `add`).
+    finger: usize,
+    finger_before: i64,
 }
+
+/// How many slots [`Fenwick::find`] steps from the finger before it walks the tree.
+const FINGER_STEPS: usize = 8;
 
 impl Fenwick {
     fn new(counts: Vec<i64>) -> Self {
@@ -81,12 +90,17 @@ impl Fenwick {
             tree,
             counts,
             total,
+            finger: 0,
+            finger_before: 0,
         }
     }
 
     fn add(&mut self, slot: usize, delta: i64) {
         self.counts[slot] += delta;
         self.total += delta;
+        if slot < self.finger {
+            self.finger_before += delta;
+        }
         let mut i = slot + 1;
         while i < self.tree.len() {
             self.tree[i] += delta;
@@ -95,7 +109,10 @@ impl Fenwick {
     }
 
     /// The sum of the counts of the slots before `slot`.
-    fn before(&self, slot: usize) -> i64 {
+    fn before(&mut self, slot: usize) -> i64 {
+        if slot == self.finger {
+            return self.finger_before;
+        }
         let mut sum = 0;
         let mut i = slot;
         while i > 0 {
@@ -110,10 +127,32 @@ impl Fenwick {
     }
 
     /// The slot holding the item at 0-based position `p` (counts are never negative), or
-    /// `None` past the end.
-    fn find(&self, p: i64) -> Option<usize> {
+    /// `None` past the end. It becomes the finger.
+    fn find(&mut self, p: i64) -> Option<usize> {
         if p < 0 || p >= self.total() {
             return None;
+        }
+        // Near the finger: a slot holds `p` when its items start at or before it and end
+        // after it (an empty slot holds nothing and is stepped over).
+        let (mut slot, mut before) = (self.finger, self.finger_before);
+        for _ in 0..FINGER_STEPS {
+            if p < before {
+                if slot == 0 {
+                    break;
+                }
+                slot -= 1;
+                before -= self.counts[slot];
+            } else if p >= before + self.counts[slot] {
+                if slot + 1 == self.counts.len() {
+                    break;
+                }
+                before += self.counts[slot];
+                slot += 1;
+            } else {
+                self.finger = slot;
+                self.finger_before = before;
+                return Some(slot);
+            }
         }
         let n = self.counts.len();
         let mut at = 0;
@@ -126,6 +165,9 @@ impl Fenwick {
             }
             step /= 2;
         }
+        // The counts before `at` sum to what the walk took off `p`.
+        self.finger = at;
+        self.finger_before = p - rest;
         Some(at)
     }
 }
@@ -773,6 +815,44 @@ mod tests {
             let left = side(base, (0, 0), &a, per_a, &clock_a, 1, typing);
             let right = side(base, (0, 0), &b, per_b, &clock_b, 2, typing);
             same_as_grid(left, right)?;
+        }
+
+        /// The tree with its finger answers as sums over the counts do, whatever the order of
+        /// finds, sums and changes (empty slots included; changes before, at and after the
+        /// finger).
+        #[test]
+        fn fenwick_with_a_finger_agrees_with_plain_sums(
+            counts in prop::collection::vec(0i64..4, 1..40),
+            steps in prop::collection::vec((0u8..3, any::<u32>(), 0i64..3), 0..80),
+        ) {
+            let mut model = counts.clone();
+            let mut tree = super::Fenwick::new(counts);
+            for (what, at, delta) in steps {
+                let total: i64 = model.iter().sum();
+                match what {
+                    0 => {
+                        // Positions from before the start to past the end.
+                        let p = i64::from(at % (total as u32 + 3)) - 1;
+                        let expected = (0..model.len()).find(|&s| {
+                            let before: i64 = model[..s].iter().sum();
+                            before <= p && p < before + model[s]
+                        });
+                        prop_assert_eq!(tree.find(p), expected);
+                    }
+                    1 => {
+                        let slot = at as usize % model.len();
+                        prop_assert_eq!(tree.before(slot), model[..slot].iter().sum::<i64>());
+                    }
+                    _ => {
+                        // Down by at most what the slot holds, so that no count is negative.
+                        let slot = at as usize % model.len();
+                        let delta = if at % 2 == 0 { delta } else { -delta.min(model[slot]) };
+                        model[slot] += delta;
+                        tree.add(slot, delta);
+                    }
+                }
+                prop_assert_eq!(tree.total(), model.iter().sum::<i64>());
+            }
         }
 
         /// A move or a clear of the list, or an inconsistent prior size, leaves the list to the

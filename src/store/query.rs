@@ -1806,6 +1806,15 @@ struct CacheState {
     hits: u64,
 }
 
+impl CacheState {
+    /// Whether the kept compilations were made against `schemas` (the same `Arc`).
+    fn is_for(&self, schemas: &std::sync::Arc<Schemas>) -> bool {
+        self.schemas
+            .as_ref()
+            .is_some_and(|kept| std::sync::Arc::ptr_eq(kept, schemas))
+    }
+}
+
 impl CompiledCache {
     /// Most compilations kept (one per class, text and kinds of arguments).
     pub(crate) const MAX_QUERIES: usize = 64;
@@ -1838,11 +1847,7 @@ impl CompiledCache {
         };
         let kept = {
             let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if !state
-                .schemas
-                .as_ref()
-                .is_some_and(|kept| std::sync::Arc::ptr_eq(kept, schemas))
-            {
+            if !state.is_for(schemas) {
                 state.kept.clear();
                 state.schemas = Some(std::sync::Arc::clone(schemas));
             }
@@ -1880,11 +1885,7 @@ impl CompiledCache {
         }
         let (compiled, sources) = compile_traced(schemas, class, text, args)?;
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if state
-            .schemas
-            .as_ref()
-            .is_some_and(|kept| std::sync::Arc::ptr_eq(kept, schemas))
-        {
+        if state.is_for(schemas) {
             if state.kept.len() >= Self::MAX_QUERIES {
                 state.kept.clear();
             }
