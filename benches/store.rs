@@ -30,7 +30,8 @@
 //! `TANDEM_BENCH_ONLY=rows` only Tandem's bulk `create_rows` (five runs, for a profiler),
 //! `TANDEM_BENCH_ONLY=read` the bulk part and the reads, `TANDEM_BENCH_ONLY=pk` the bulk part and then 200,000 primary-key
 //! lookups, each its own read transaction, with their mean (for a profiler), shared and then
-//! `exclusive_to_process`, e.g.
+//! `exclusive_to_process`, `TANDEM_BENCH_ONLY=queries` the bulk part and the query latencies
+//! (also on the file reopened with two properties indexed), e.g.
 //! `TANDEM_BENCH_ONLY=notify TANDEM_BENCH_OBJECTS=10000 cargo bench --bench store`.
 
 use std::path::PathBuf;
@@ -538,6 +539,10 @@ fn main() {
             print_reads(&db);
             return;
         }
+        "queries" => {
+            print_queries(db);
+            return;
+        }
         "notify" => {
             // The same database as the full run (the fastest of the three bulk runs).
             print_notification_latency(&db, 1_000_000);
@@ -585,6 +590,36 @@ fn main() {
 
     print_single_transactions();
 
+    let db = print_queries(db);
+    print_reads(&db);
+    print_notification_latency(&db, 1_000_000);
+
+    // Once more with the file exclusive_to_process: no file locks per read transaction.
+    let path = db.path().to_owned();
+    drop(db);
+    let exclusive = Config {
+        exclusive_to_process: true,
+        ..Config::default()
+    };
+    let db = Database::open(&path, &schema_indexed(), exclusive).unwrap();
+    println!("  reopened exclusive_to_process:");
+    let (p50, p99, n) = query_latency(&db, "_id == $0", |r| {
+        vec![Value::Int((r * 7919 % 100_000) as i64)]
+    });
+    println!("  _id == $0 (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
+    let (p50, p99, n) = query_latency(&db, "name == $0", name_lookup);
+    println!("  name == $0 (indexed)           p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
+    print_notification_latency(&db, 2_000_000);
+}
+
+/// The arguments of run `r` of the `name == $0` lookups.
+fn name_lookup(r: u64) -> Vec<Value> {
+    vec![Value::String(format!("item number {}", r * 7919 % 100_000))]
+}
+
+/// The store's query latencies on `db` (the bulk part's file), then on the file reopened with
+/// `name` and `age` declared indexed, which it returns.
+fn print_queries(db: Database) -> Database {
     println!("queries over {} objects (200 runs):", objects());
     let (p50, p99, n) = query_latency(&db, "_id == $0", |r| {
         vec![Value::Int((r * 7919 % 100_000) as i64)]
@@ -600,7 +635,6 @@ fn main() {
         vec![Value::Int(lo), Value::Int(lo + 1000)]
     });
     println!("  _id range (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
-    let name_lookup = |r: u64| vec![Value::String(format!("item number {}", r * 7919 % 100_000))];
     let (p50, p99, n) = query_latency(&db, "name == $0", name_lookup);
     println!("  name == $0 (scan)              p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
     // The same file reopened with `name` and `age` declared indexed (Realm's `@Index`): the
@@ -621,22 +655,5 @@ fn main() {
     });
     println!("  age range (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
 
-    print_reads(&db);
-    print_notification_latency(&db, 1_000_000);
-
-    // Once more with the file exclusive_to_process: no file locks per read transaction.
-    drop(db);
-    let exclusive = Config {
-        exclusive_to_process: true,
-        ..Config::default()
-    };
-    let db = Database::open(&path, &schema_indexed(), exclusive).unwrap();
-    println!("  reopened exclusive_to_process:");
-    let (p50, p99, n) = query_latency(&db, "_id == $0", |r| {
-        vec![Value::Int((r * 7919 % 100_000) as i64)]
-    });
-    println!("  _id == $0 (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
-    let (p50, p99, n) = query_latency(&db, "name == $0", name_lookup);
-    println!("  name == $0 (indexed)           p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
-    print_notification_latency(&db, 2_000_000);
+    db
 }

@@ -340,34 +340,92 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The schema of a read snapshot, loaded again only when SQLite's schema cookie (`PRAGMA
-/// schema_version`) differs from the one it was last loaded at.
+/// The schema of a read snapshot, and its search indexes, loaded again only when SQLite's
+/// schema cookie (`PRAGMA schema_version`) differs from the one they were last loaded at.
 ///
 /// Sound because every change to the schema tables (`_tandem_table`, `_tandem_column`) is
 /// made in the transaction of the DDL that goes with it ([`create_table`], [`add_column`],
-/// [`drop_column`], [`drop_table`]), and SQLite changes the cookie with every committed DDL,
-/// whichever connection or process commits it. Loading the schema was most of a primary-key
-/// lookup (two statements parsed and every schema row read per read transaction; issue 18,
-/// goal 2) and of every round of the notifier.
+/// [`drop_column`], [`drop_table`]), and SQLite changes the cookie with every committed DDL
+/// (`CREATE INDEX` and `DROP INDEX` included), whichever connection or process commits it.
+/// Loading the schema was most of a primary-key lookup (two statements parsed and every
+/// schema row read per read transaction; issue 18, goal 2) and of every round of the notifier.
 #[derive(Default)]
-pub(crate) struct SchemaCache(std::sync::Mutex<Option<(i64, std::sync::Arc<Schemas>)>>);
+pub(crate) struct SchemaCache(std::sync::Mutex<Option<(i64, Snapshot)>>);
+
+/// A snapshot's schema and search indexes ([`SchemaCache`]); clones share them.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) schemas: std::sync::Arc<Schemas>,
+    pub(crate) indexes: std::sync::Arc<Indexes>,
+}
 
 impl SchemaCache {
-    /// The schema of the snapshot of `conn`'s open read transaction (whose first read this
-    /// may be: it then fixes the snapshot).
-    pub(crate) fn get(&self, conn: &Connection) -> Result<std::sync::Arc<Schemas>, StoreError> {
+    /// The schema and indexes of the snapshot of `conn`'s open read transaction (whose first
+    /// read this may be: it then fixes the snapshot).
+    pub(crate) fn get(&self, conn: &Connection) -> Result<Snapshot, StoreError> {
         let cookie: i64 = conn
             .prepare_cached("PRAGMA schema_version")?
             .query_row([], |r| r.get(0))?;
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, schemas)) = &*kept {
+        if let Some((at, snapshot)) = &*kept {
             if *at == cookie {
-                return Ok(std::sync::Arc::clone(schemas));
+                return Ok(snapshot.clone());
             }
         }
-        let schemas = std::sync::Arc::new(load(conn)?.schemas);
-        *kept = Some((cookie, std::sync::Arc::clone(&schemas)));
-        Ok(schemas)
+        let snapshot = Snapshot {
+            schemas: std::sync::Arc::new(load(conn)?.schemas),
+            indexes: std::sync::Arc::new(Indexes::load(conn)?),
+        };
+        *kept = Some((cookie, snapshot.clone()));
+        Ok(snapshot)
+    }
+}
+
+/// Which columns lead a search index in the file, by table: pairs of SQL names without
+/// quotes, e.g. `("t:Task", "p:owner")` for an indexed property
+/// ([`crate::model::Property::indexed`]) and `("t:Task", "_pk")` for a primary key. Read from
+/// SQLite's own catalog (`sqlite_master` and `pragma_index_info`), so an index made by another
+/// schema or process counts too. What can serve a query's filter (`query::compile_with`).
+#[derive(Debug, Default)]
+pub(crate) struct Indexes(std::collections::HashSet<(String, String)>);
+
+impl Indexes {
+    /// The indexes of the file `conn` reads (as of its snapshot, if a read is open).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] if the catalog cannot be read.
+    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let mut stmt = conn.prepare(
+            "SELECT m.tbl_name, i.name FROM sqlite_master m, pragma_index_info(m.name) i
+             WHERE m.type = 'index' AND i.seqno = 0",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        let mut leading = std::collections::HashSet::new();
+        for row in rows {
+            // An index on an expression has no column name.
+            if let (table, Some(column)) = row? {
+                leading.insert((table, column));
+            }
+        }
+        Ok(Indexes(leading))
+    }
+
+    /// Indexes led by these (table, column) pairs (unquoted SQL names).
+    #[cfg(test)]
+    pub(crate) fn of(pairs: &[(&str, &str)]) -> Self {
+        Indexes(
+            pairs
+                .iter()
+                .map(|&(t, c)| (t.to_owned(), c.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// Whether an index of `table` starts with `column` (both unquoted SQL names).
+    pub(crate) fn leads(&self, table: &str, column: &str) -> bool {
+        self.0.contains(&(table.to_owned(), column.to_owned()))
     }
 }
 

@@ -37,7 +37,7 @@ use super::deep::{self, Changes, Checker, KeyPath};
 use super::{layout, query, read, to_key, DbFile, StoreError};
 use crate::changeset::{Changeset, Instruction};
 use crate::model::{PrimaryKey, Value};
-use crate::state::{Key, Object, Schemas};
+use crate::state::{Key, Object};
 
 /// What happened to an observed object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -583,8 +583,8 @@ fn evaluate_all(
         .and_then(|mut s| s.execute([]))
         .map_err(StoreError::from)
         .and_then(|_| schemas.get(conn));
-    let schemas = match snapshot {
-        Ok(schemas) => schemas,
+    let snapshot = match snapshot {
+        Ok(snapshot) => snapshot,
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             for watch in watches {
@@ -602,7 +602,7 @@ fn evaluate_all(
         let Some(changes) = w.pending.take() else {
             continue;
         };
-        match evaluate(conn, &schemas, &changes, &mut w) {
+        match evaluate(conn, &snapshot, &changes, &mut w) {
             Ok(()) => w.failing = false,
             Err(e) => {
                 // Keep the changes: merge back under whatever is pending now.
@@ -639,10 +639,11 @@ fn report_failure(watch: &mut Watch, e: &StoreError) {
 
 fn evaluate(
     conn: &Connection,
-    schemas: &Schemas,
+    snapshot: &layout::Snapshot,
     changes: &Touched,
     watch: &mut Watch,
 ) -> Result<(), StoreError> {
+    let schemas = &*snapshot.schemas;
     let no_changes = Changes::new();
     let mut checker = Checker::new(conn, schemas, changes.as_ref().unwrap_or(&no_changes));
     let key_paths = &watch.key_paths;
@@ -702,7 +703,7 @@ fn evaluate(
             last,
             callback,
         } => {
-            let compiled = query::compile(schemas, class, query, args)?;
+            let compiled = query::compile_with(schemas, &snapshot.indexes, class, query, args)?;
             let now = read::run_query(conn, schemas, class, &compiled)?;
             // Which objects in both the old and the new results count as modified.
             let modified: HashSet<&PrimaryKey> = match changes {

@@ -478,7 +478,8 @@ pub(crate) fn target_exists(
 pub struct ReadTransaction<'db> {
     db: &'db Database,
     conn: Option<Connection>,
-    schemas: std::sync::Arc<Schemas>,
+    /// The schema and the file's search indexes, as of this snapshot.
+    snapshot: layout::Snapshot,
 }
 
 impl<'db> ReadTransaction<'db> {
@@ -486,8 +487,8 @@ impl<'db> ReadTransaction<'db> {
         conn.prepare_cached("BEGIN")?.execute([])?;
         // The first read fixes the snapshot; the schema is the snapshot's (the database keeps
         // the last one loaded: `layout::SchemaCache`).
-        let schemas = match db.read_schemas.get(&conn) {
-            Ok(schemas) => schemas,
+        let snapshot = match db.read_schemas.get(&conn) {
+            Ok(snapshot) => snapshot,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 return Err(e);
@@ -496,7 +497,7 @@ impl<'db> ReadTransaction<'db> {
         Ok(ReadTransaction {
             db,
             conn: Some(conn),
-            schemas,
+            snapshot,
         })
     }
 
@@ -510,7 +511,7 @@ impl<'db> ReadTransaction<'db> {
 
     /// The schema as of this snapshot.
     pub(crate) fn schemas(&self) -> &Schemas {
-        &self.schemas
+        &self.snapshot.schemas
     }
 
     /// The object of `class` with this primary key, if it exists, as apps see it: links to
@@ -519,7 +520,7 @@ impl<'db> ReadTransaction<'db> {
     /// lists and sets of links, as in realm-core (see [`crate::state::resolved`]).
     /// [`export_state`](Self::export_state) shows the stored replica with them.
     pub fn object(&self, class: &str, key: &PrimaryKey) -> Result<Option<Object>, StoreError> {
-        match self.schemas.get(class).map(|s| &s.spec) {
+        match self.snapshot.schemas.get(class).map(|s| &s.spec) {
             Some(TableSpec::TopLevel { .. }) => {}
             _ => {
                 return Err(StoreError::InvalidArgument(format!(
@@ -529,7 +530,12 @@ impl<'db> ReadTransaction<'db> {
         }
         let id = layout::row_id(self.conn(), class, &to_key(key))?;
         match id {
-            Some(id) => Ok(Some(read_resolved(self.conn(), &self.schemas, class, id)?)),
+            Some(id) => Ok(Some(read_resolved(
+                self.conn(),
+                &self.snapshot.schemas,
+                class,
+                id,
+            )?)),
             None => Ok(None),
         }
     }
@@ -542,7 +548,10 @@ impl<'db> ReadTransaction<'db> {
         query: &str,
         args: &[Value],
     ) -> Result<Vec<PrimaryKey>, StoreError> {
-        let compiled = self.db.queries.compile(&self.schemas, class, query, args)?;
+        let compiled = self
+            .db
+            .queries
+            .compile(&self.snapshot, class, query, args)?;
         let pk_type = self.top_level_pk_type(class)?;
         let mut stmt = self.conn().prepare_cached(&compiled.sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(compiled.params.iter()), |r| {
@@ -563,11 +572,20 @@ impl<'db> ReadTransaction<'db> {
     /// # Errors
     /// As [`query`](Self::query).
     pub fn count(&self, class: &str, query: &str, args: &[Value]) -> Result<u64, StoreError> {
-        let compiled = self.db.queries.compile(&self.schemas, class, query, args)?;
+        let compiled = self
+            .db
+            .queries
+            .compile(&self.snapshot, class, query, args)?;
         self.top_level_pk_type(class)?;
-        let mut stmt = self
-            .conn()
-            .prepare_cached(&format!("SELECT count(*) FROM ({})", compiled.sql))?;
+        // In row order, with nothing dropped or limited, the count needs no order at all (an
+        // order SQLite cannot take from the table would sort every match first).
+        let sql = match compiled.tail.rsplit_once(" ORDER BY ") {
+            Some((matches, _)) if !compiled.orders_or_limits() => {
+                format!("SELECT count(*) {matches}")
+            }
+            _ => format!("SELECT count(*) FROM ({})", compiled.sql),
+        };
+        let mut stmt = self.conn().prepare_cached(&sql)?;
         let n: i64 = stmt.query_row(rusqlite::params_from_iter(compiled.params.iter()), |r| {
             r.get(0)
         })?;
@@ -582,14 +600,16 @@ impl<'db> ReadTransaction<'db> {
     /// arguments that do not fit it; [`StoreError::InvalidArgument`] for a class that is not a
     /// top-level one.
     pub fn check_query(&self, class: &str, query: &str, args: &[Value]) -> Result<(), StoreError> {
-        self.db.queries.compile(&self.schemas, class, query, args)?;
+        self.db
+            .queries
+            .compile(&self.snapshot, class, query, args)?;
         self.top_level_pk_type(class).map(drop)
     }
 
     /// The primary key type of top-level `class`; [`StoreError::InvalidArgument`] for any
     /// other class (embedded objects are queried through the objects that hold them).
     fn top_level_pk_type(&self, class: &str) -> Result<PayloadType, StoreError> {
-        match self.schemas.get(class).map(|s| &s.spec) {
+        match self.snapshot.schemas.get(class).map(|s| &s.spec) {
             Some(TableSpec::TopLevel { pk_type, .. }) => Ok(*pk_type),
             _ => Err(StoreError::InvalidArgument(format!(
                 "no top-level class {class}"
@@ -608,7 +628,10 @@ impl<'db> ReadTransaction<'db> {
         query: &str,
         args: &[Value],
     ) -> Result<Vec<String>, StoreError> {
-        let compiled = self.db.queries.compile(&self.schemas, class, query, args)?;
+        let compiled = self
+            .db
+            .queries
+            .compile(&self.snapshot, class, query, args)?;
         let mut stmt = self
             .conn()
             .prepare(&format!("EXPLAIN QUERY PLAN {}", compiled.sql))?;
@@ -655,7 +678,7 @@ impl<'db> ReadTransaction<'db> {
         offset: usize,
         limit: Option<usize>,
     ) -> Result<Vec<(PrimaryKey, Object)>, StoreError> {
-        let names: Vec<&str> = match self.schemas.get(class) {
+        let names: Vec<&str> = match self.snapshot.schemas.get(class) {
             Some(schema) => schema.columns.keys().map(String::as_str).collect(),
             None => Vec::new(), // query_rows refuses the class
         };
@@ -716,9 +739,12 @@ impl<'db> ReadTransaction<'db> {
         limit: Option<usize>,
         mut f: impl FnMut(PrimaryKey, &mut dyn Iterator<Item = Field>),
     ) -> Result<(), StoreError> {
-        let compiled = self.db.queries.compile(&self.schemas, class, query, args)?;
+        let compiled = self
+            .db
+            .queries
+            .compile(&self.snapshot, class, query, args)?;
         let no_class = || StoreError::InvalidArgument(format!("no top-level class {class}"));
-        let schema = self.schemas.get(class).ok_or_else(no_class)?;
+        let schema = self.snapshot.schemas.get(class).ok_or_else(no_class)?;
         let TableSpec::TopLevel {
             pk_type, pk_field, ..
         } = &schema.spec
@@ -743,7 +769,11 @@ impl<'db> ReadTransaction<'db> {
             })?;
             if column.collection == CollectionType::Single {
                 let at = 2 + 2 * singles.len();
-                sources.push(Source::Single(SingleRead::new(&self.schemas, column, at)));
+                sources.push(Source::Single(SingleRead::new(
+                    &self.snapshot.schemas,
+                    column,
+                    at,
+                )));
                 singles.push((name, column));
             } else {
                 sources.push(Source::Collection(name, column));
@@ -762,7 +792,7 @@ impl<'db> ReadTransaction<'db> {
             schema.columns.get(*p).is_some_and(|c| {
                 c.value_type == PayloadType::Link
                     || c.value_type == PayloadType::Null
-                    || embedded_target(&self.schemas, c).is_some()
+                    || embedded_target(&self.snapshot.schemas, c).is_some()
             })
         });
         let conn = self.conn();
@@ -791,16 +821,16 @@ impl<'db> ReadTransaction<'db> {
                             .to_val()
                             .ok_or_else(|| corrupt(format!("primary key of {class}")))?,
                     ),
-                    Source::Single(ref single) => single.read(conn, &self.schemas, row)?,
+                    Source::Single(ref single) => single.read(conn, &self.snapshot.schemas, row)?,
                     Source::Collection(prop, column) => {
-                        read_collection(conn, &self.schemas, class, prop, column, id)?
+                        read_collection(conn, &self.snapshot.schemas, class, prop, column, id)?
                     }
                 };
                 fields.push(field);
             }
             if has_links {
                 let columns = properties.iter().map(|p| schema.columns.get(*p));
-                resolve(conn, &self.schemas, columns.zip(fields.iter_mut()))?;
+                resolve(conn, &self.snapshot.schemas, columns.zip(fields.iter_mut()))?;
             }
             f(from_key(stored), &mut fields.drain(..));
         }
@@ -811,7 +841,7 @@ impl<'db> ReadTransaction<'db> {
     /// objects that do not exist (unresolved links) at their list positions. [`State::read`]
     /// gives an object of it as apps see it.
     pub fn export_state(&self) -> Result<State, StoreError> {
-        export(self.conn(), &self.schemas)
+        export(self.conn(), &self.snapshot.schemas)
     }
 
     /// The client history, oldest first.
