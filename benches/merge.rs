@@ -14,6 +14,9 @@
 //!   string updates and 25% object erasures (every object conflicts).
 //! - `links`: one transaction per peer creating N objects that all link to one object, which
 //!   the other peer erases.
+//! - `string-keys`: one transaction per peer inserting at the front of a list in each of N
+//!   objects keyed by strings: every instruction of both sides is shifted and kept, and each
+//!   side's string table holds N keys (its merged form is written back into that table).
 //!
 //! Run: `cargo bench --bench merge` (add `-- --quick` to stop at N = 4,000).
 
@@ -153,6 +156,28 @@ fn links(n: usize, peer: u64) -> Vec<Changeset> {
     vec![cs]
 }
 
+/// One transaction inserting at index 0 of the list of each of N string-keyed objects.
+fn string_keys(n: usize, peer: u64) -> Vec<Changeset> {
+    let mut cs = Changeset::new();
+    for i in 0..n {
+        let table = cs.intern("Obj");
+        let object = PrimaryKey::String(cs.intern(&format!("object-{i}")));
+        let field = cs.intern("items");
+        cs.push(Instruction::ArrayInsert(ArrayInsert {
+            path: FieldPath {
+                table,
+                object,
+                field,
+                path: vec![PathElement::Index(0)],
+            },
+            value: Payload::Int(peer as i64),
+            prior_size: 0,
+        }));
+    }
+    meta(&mut cs, 1, 10 + peer, peer);
+    vec![cs]
+}
+
 struct Measure {
     seconds: f64,
     peak_bytes: usize,
@@ -194,10 +219,11 @@ fn main() {
         &[100, 1_000, 4_000, 16_000]
     };
     type Scenario = (&'static str, fn(usize, u64) -> Vec<Changeset>);
-    let scenarios: [Scenario; 3] = [
+    let scenarios: [Scenario; 4] = [
         ("transactions", transactions),
         ("instructions", instructions),
         ("links", links),
+        ("string-keys", string_keys),
     ];
     println!("OT merge: peer 3 integrates peer 2's changesets (best of 3 runs; naive = no conflict groups)");
     println!(

@@ -108,7 +108,10 @@ fn export(strings: &Strings, side: Side, changesets: &[&Changeset]) -> Vec<Optio
 fn export_in_place(strings: &Strings, side: Side, changesets: &mut [Changeset]) {
     let mut ops = side.ops.into_iter();
     let mut buf = Vec::new();
-    let mut local = Vec::new();
+    let mut local = LocalStrings {
+        of: vec![None; strings.list.len()],
+        used: Vec::new(),
+    };
     for cs in changesets.iter_mut() {
         buf.clear();
         buf.extend(ops.by_ref().take(cs.len()));
@@ -116,11 +119,11 @@ fn export_in_place(strings: &Strings, side: Side, changesets: &mut [Changeset]) 
             continue;
         }
         let survive = buf.iter().all(|op| op.alive && op.before.is_empty());
-        if survive && local_strings(strings, &mut buf, cs, &mut local) {
+        if survive && local.find(strings, &mut buf, cs) {
             // Each instruction is replaced where it is: no new list.
             for (slot, op) in cs.instructions.iter_mut().zip(buf.drain(..)) {
                 let mut instr = op.instr;
-                instr.map_strings(&mut |s| local_of(&local, s));
+                instr.map_strings(&mut |s| local.of[s.0 as usize].expect("found by `find`"));
                 *slot = instr;
             }
         } else {
@@ -129,38 +132,40 @@ fn export_in_place(strings: &Strings, side: Side, changesets: &mut [Changeset]) 
     }
 }
 
-/// Fills `local` with the index in `cs`'s own table of every shared string the ops use (pairs
-/// of shared and local index); false if one of them is not in that table.
-fn local_strings(
-    strings: &Strings,
-    ops: &mut [Op],
-    cs: &Changeset,
-    local: &mut Vec<(InternString, InternString)>,
-) -> bool {
-    local.clear();
-    let mut missing = false;
-    for op in ops {
-        // Read only: every string is given back as it is.
-        op.instr.map_strings(&mut |s| {
-            if !local.iter().any(|&(shared, _)| shared == s) {
-                match cs.find_string(&strings.list[s.0 as usize]) {
-                    Some(l) => local.push((s, l)),
-                    None => missing = true,
-                }
-            }
-            s
-        });
-    }
-    !missing
+/// For one changeset at a time, the index in its own table of each shared string its ops use.
+struct LocalStrings {
+    /// By shared index: the local one, where found for this changeset.
+    of: Vec<Option<InternString>>,
+    /// The shared indices set in `of`, to clear for the next changeset.
+    used: Vec<u32>,
 }
 
-/// The local index of shared string `s` in pairs made by [`local_strings`].
-fn local_of(local: &[(InternString, InternString)], s: InternString) -> InternString {
-    local
-        .iter()
-        .find(|&&(shared, _)| shared == s)
-        .map(|&(_, l)| l)
-        .expect("local_strings found every string the ops use")
+impl LocalStrings {
+    /// Finds the local index of every shared string `ops` use in `cs`'s own table (each looked
+    /// up once, `Changeset::find_string`); false if one of them is not in that table.
+    fn find(&mut self, strings: &Strings, ops: &mut [Op], cs: &Changeset) -> bool {
+        for s in self.used.drain(..) {
+            self.of[s as usize] = None;
+        }
+        let mut missing = false;
+        for op in ops {
+            // Read only: every string is given back as it is.
+            op.instr.map_strings(&mut |s| {
+                let at = s.0 as usize;
+                if self.of[at].is_none() {
+                    match cs.find_string(&strings.list[at]) {
+                        Some(l) => {
+                            self.of[at] = Some(l);
+                            self.used.push(s.0);
+                        }
+                        None => missing = true,
+                    }
+                }
+                s
+            });
+        }
+        !missing
+    }
 }
 
 /// Whether every op is alive, with nothing prepended, and as imported from `cs`.

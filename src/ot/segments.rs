@@ -108,7 +108,7 @@ impl Fenwick {
         }
     }
 
-    /// The sum of the counts of the slots before `slot`.
+    /// The sum of the counts of the slots before `slot`. The slot becomes the finger.
     fn before(&mut self, slot: usize) -> i64 {
         if slot == self.finger {
             return self.finger_before;
@@ -119,6 +119,8 @@ impl Fenwick {
             sum += self.tree[i];
             i -= i & i.wrapping_neg();
         }
+        self.finger = slot;
+        self.finger_before = sum;
         sum
     }
 

@@ -396,7 +396,8 @@ impl Indexes {
     /// [`StoreError::Sqlite`] if the catalog cannot be read.
     pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
         let mut stmt = conn.prepare(
-            "SELECT m.tbl_name, i.name FROM sqlite_master m, pragma_index_info(m.name) i
+            // `main` named: an index of the same name in `temp` would be found first.
+            "SELECT m.tbl_name, i.name FROM main.sqlite_master m, pragma_index_info(m.name, 'main') i
              WHERE m.type = 'index' AND i.seqno = 0",
         )?;
         let rows = stmt.query_map([], |r| {

@@ -606,8 +606,8 @@ struct Parser<'a> {
     /// For each of `params`: where it comes from ([`CompiledCache`] binds other arguments
     /// by them).
     sources: Vec<Param>,
-    /// The columns of the queried table (`o`) the filter reads (SQL names, unquoted: `_pk`,
-    /// `p:<prop>`, `k:<prop>`): where a search index could serve it.
+    /// The columns of the queried table (`o`) the filter or a `SORT` reads (SQL names,
+    /// unquoted: `_pk`, `p:<prop>`, `k:<prop>`): where a search index could serve the query.
     columns: Vec<String>,
 }
 

@@ -409,12 +409,20 @@ class RealmStore(private val dir: Path, @Suppress("UNUSED_PARAMETER") fullDurabi
             }
             // The first delivery is the initial one (no change): wait for it.
             delivered.poll(60, java.util.concurrent.TimeUnit.SECONDS) ?: error("realm-core: no initial notification")
-            val out = (0 until commits).map { i ->
+            // realm-core may deliver two quick commits as one notification (its notifier
+            // coalesces versions), which once left this loop waiting for a commit's own: a commit
+            // without one within 10 s is counted and left out of the percentiles, and said.
+            var missed = 0
+            val out = (0 until commits).mapNotNull { i ->
                 delivered.clear()
                 write { put(task(n.toLong() + i)) }
                 val committed = System.nanoTime()
-                val at = delivered.poll(60, java.util.concurrent.TimeUnit.SECONDS) ?: error("realm-core: no notification for commit $i")
-                at - committed
+                val at = delivered.poll(10, java.util.concurrent.TimeUnit.SECONDS)
+                if (at == null) missed++
+                at?.let { it - committed }
+            }
+            if (missed > 0) {
+                println("realm-core: $missed of $commits commits had no notification of their own within 10 s (left out of its percentiles)")
             }
             kotlinx.coroutines.runBlocking(notifier) {
                 token.release()
