@@ -387,7 +387,7 @@ impl SchemaCache {
 /// SQLite's own catalog (`sqlite_master` and `pragma_index_info`), so an index made by another
 /// schema or process counts too. What can serve a query's filter (`query::compile_with`).
 #[derive(Debug, Default)]
-pub(crate) struct Indexes(std::collections::HashSet<(String, String)>);
+pub(crate) struct Indexes(std::collections::HashMap<String, Vec<String>>);
 
 impl Indexes {
     /// The indexes of the file `conn` reads (as of its snapshot, if a read is open).
@@ -403,11 +403,11 @@ impl Indexes {
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
         })?;
-        let mut leading = std::collections::HashSet::new();
+        let mut leading: std::collections::HashMap<String, Vec<String>> = Default::default();
         for row in rows {
             // An index on an expression has no column name.
             if let (table, Some(column)) = row? {
-                leading.insert((table, column));
+                leading.entry(table).or_default().push(column);
             }
         }
         Ok(Indexes(leading))
@@ -416,17 +416,21 @@ impl Indexes {
     /// Indexes led by these (table, column) pairs (unquoted SQL names).
     #[cfg(test)]
     pub(crate) fn of(pairs: &[(&str, &str)]) -> Self {
-        Indexes(
-            pairs
-                .iter()
-                .map(|&(t, c)| (t.to_owned(), c.to_owned()))
-                .collect(),
-        )
+        let mut leading: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for &(table, column) in pairs {
+            leading
+                .entry(table.to_owned())
+                .or_default()
+                .push(column.to_owned());
+        }
+        Indexes(leading)
     }
 
     /// Whether an index of `table` starts with `column` (both unquoted SQL names).
     pub(crate) fn leads(&self, table: &str, column: &str) -> bool {
-        self.0.contains(&(table.to_owned(), column.to_owned()))
+        self.0
+            .get(table)
+            .is_some_and(|columns| columns.iter().any(|c| c == column))
     }
 }
 
