@@ -1693,6 +1693,20 @@ fn indexed_properties_get_a_search_index_the_query_planner_uses() {
                 .unwrap(),
             4
         );
+        assert_eq!(
+            read.count("Person", "age >= $0 AND age < $1 SORT(name DESC)", &ages)
+                .unwrap(),
+            by_age.len() as u64
+        );
+        assert_eq!(
+            read.count(
+                "Person",
+                "age >= $0 AND age < $1 SORT(name DESC) LIMIT(2)",
+                &ages
+            )
+            .unwrap(),
+            2
+        );
         let plans = [
             read.query_plan("Person", "name == $0", &[s("p7")]).unwrap(),
             read.query_plan(

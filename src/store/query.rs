@@ -585,6 +585,12 @@ impl Conversion {
 }
 
 impl Compiled {
+    /// Whether the query keeps only its first matches (`LIMIT`): the tail ends with the
+    /// row-order tie-break exactly when it does not.
+    pub(crate) fn limits(&self) -> bool {
+        !self.tail.ends_with("o.rowid ASC")
+    }
+
     /// Whether the query sorts, drops duplicates or limits (anything but the default order by
     /// row id): what a flexible sync subscription cannot carry, since the server decides
     /// membership only.

@@ -577,12 +577,10 @@ impl<'db> ReadTransaction<'db> {
             .queries
             .compile(&self.snapshot, class, query, args)?;
         self.top_level_pk_type(class)?;
-        // In row order, with nothing dropped or limited, the count needs no order at all (an
-        // order SQLite cannot take from the table would sort every match first).
+        // Unless only the first matches are kept, the count needs no order at all (an order
+        // SQLite cannot take from the table would sort every match first).
         let sql = match compiled.tail.rsplit_once(" ORDER BY ") {
-            Some((matches, _)) if !compiled.orders_or_limits() => {
-                format!("SELECT count(*) {matches}")
-            }
+            Some((matches, _)) if !compiled.limits() => format!("SELECT count(*) {matches}"),
             _ => format!("SELECT count(*) FROM ({})", compiled.sql),
         };
         let mut stmt = self.conn().prepare_cached(&sql)?;
