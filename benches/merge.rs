@@ -15,8 +15,9 @@
 //! - `links`: one transaction per peer creating N objects that all link to one object, which
 //!   the other peer erases.
 //! - `string-keys`: one transaction per peer inserting at the front of a list in each of N
-//!   objects keyed by strings: every instruction of both sides is shifted and kept, and each
-//!   side's string table holds N keys (its merged form is written back into that table).
+//!   objects keyed by strings: every instruction of both sides is kept and changed (one side's
+//!   index shifted, both sides' prior sizes), and each side's string table holds N keys (the
+//!   incoming side's merged form is written back into its own table).
 //!
 //! Run: `cargo bench --bench merge` (add `-- --quick` to stop at N = 4,000).
 

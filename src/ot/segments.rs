@@ -71,7 +71,7 @@ struct Fenwick {
     finger_before: i64,
 }
 
-/// How many slots [`Fenwick::find`] steps from the finger before it walks the tree.
+/// How many slots [`Fenwick::find`] looks at, the finger's first, before it walks the tree.
 const FINGER_STEPS: usize = 8;
 
 impl Fenwick {

@@ -381,9 +381,9 @@ impl SchemaCache {
     }
 }
 
-/// Which columns lead a search index in the file, by table: pairs of SQL names without
-/// quotes, e.g. `("t:Task", "p:owner")` for an indexed property
-/// ([`crate::model::Property::indexed`]) and `("t:Task", "_pk")` for a primary key. Read from
+/// Which columns lead a search index in the file, by table (unquoted SQL names: `t:Task` ->
+/// `p:owner` for an indexed property, [`crate::model::Property::indexed`]; `_pk` for a
+/// `_pk UNIQUE` key; a required int key is the rowid and has no index). Read from
 /// SQLite's own catalog (`sqlite_master` and `pragma_index_info`), so an index made by another
 /// schema or process counts too. What can serve a query's filter (`query::compile_with`).
 #[derive(Debug, Default)]

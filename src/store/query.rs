@@ -1706,10 +1706,10 @@ pub(crate) fn compile(
     compile_traced(schemas, None, class, text, args).map(|(compiled, _)| compiled)
 }
 
-/// [`compile`] for a file with these search indexes: a filter that reads no column leading one
-/// lets SQLite read the table in row order, which is the results' order, instead of sorting
-/// every match (`+o.rowid`, which keeps an index in use where one serves the filter). The
-/// results are the same either way; only the plan differs.
+/// [`compile`] for a file with these search indexes: a query whose filter and `SORT` read no
+/// column leading one lets SQLite read the table in row order, which is the results' order,
+/// instead of sorting every match (`+o.rowid`, which keeps an index in use where one serves
+/// the filter). The results are the same either way; only the plan differs.
 pub(crate) fn compile_with(
     schemas: &Schemas,
     indexes: &Indexes,
