@@ -1023,14 +1023,12 @@ impl Parser<'_> {
                      traversal is supported"
                 ));
             }
+            self.columns.push(format!("p:{name}"));
             return Ok(Operand::Column {
                 sql: format!(
                     "(SELECT {inner_sql} FROM {} t WHERE {})",
                     object_table(&target),
-                    target_matches(target_schema, &{
-                        self.columns.push(format!("p:{name}"));
-                        format!("o.{}", value_column(&name))
-                    })
+                    target_matches(target_schema, &format!("o.{}", value_column(&name)))
                 ),
                 value_type: inner_type,
                 kind: None,
@@ -2496,7 +2494,7 @@ mod cache_tests {
     #[test]
     fn row_order_is_left_to_the_table_where_no_index_serves_the_filter() {
         let schemas = schemas();
-        let indexes = Indexes::of(&[("t:T", "p:int"), ("t:T", "k:mixed")]);
+        let indexes = Indexes::of(&[("t:T", "p:int"), ("t:T", "k:mixed"), ("t:T", "p:link")]);
         // The row-id term of the order (after any SORT's terms).
         let by_row = |text: &str, indexes: Option<&Indexes>| {
             let (compiled, _) = compile_traced(&schemas, indexes, "T", text, &[]).unwrap();
@@ -2514,6 +2512,9 @@ mod cache_tests {
             ("string == 'x' OR int == 2", true),
             ("_id == 3", true),
             ("mixed == 1", true),
+            // Through a link: the stored link is read.
+            ("link.x == 1", true),
+            ("link == nil", true),
             ("string == 'x'", false),
             ("double >= 1.5", false),
             ("tags.@count > 1", false),
