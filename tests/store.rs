@@ -1836,6 +1836,56 @@ fn indexed_properties_get_a_search_index_the_query_planner_uses() {
     }
 }
 
+/// A count is made from the parts the compiler recorded, not by finding `ORDER BY` in the SQL:
+/// a property or class whose name holds SQL's words is counted like any other, sorted, limited
+/// or not.
+#[test]
+fn counts_of_properties_named_with_sql_words() {
+    let (_dir, path) = temp_db("sql-words");
+    let odd = "a ORDER BY b";
+    let schema = Schema::new(vec![ClassSchema::top_level(
+        "Sort ORDER BY x",
+        "_id",
+        vec![
+            Property::new("_id", PropertyType::Int),
+            Property::new(odd, PropertyType::String),
+            Property::new("n", PropertyType::Int),
+        ],
+    )])
+    .unwrap();
+    let class = "Sort ORDER BY x";
+    let db = Database::open(&path, &schema, Config::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    for i in 0..10 {
+        tx.create(
+            class,
+            int(i),
+            &[(odd, s(&format!("v{}", i % 3))), ("n", Value::Int(i))],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let read = db.read().unwrap();
+    let name = r"a\ ORDER\ BY\ b";
+    for (query, expected) in [
+        (format!("{name} == 'v1'"), 3),
+        (format!("n >= 2 SORT({name} DESC)"), 8),
+        (format!("n >= 2 SORT({name} ASC, n DESC) LIMIT(5)"), 5),
+        (format!("{name} != 'v0' SORT({name} ASC) LIMIT(20)"), 6),
+        (format!("TRUEPREDICATE SORT({name} ASC)"), 10),
+    ] {
+        let counted = read
+            .count(class, &query, &[])
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        let listed = read.query(class, &query, &[]).unwrap();
+        assert_eq!(
+            (counted, listed.len()),
+            (expected, expected as usize),
+            "{query}"
+        );
+    }
+}
+
 /// A key path through an embedded object (`address.street`) and a comparison of the embedded
 /// object itself with nil are queries like any other: the owner's column holds the child's
 /// rowid, not a primary key (found by a new user's trial: the query failed with "no such

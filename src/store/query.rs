@@ -530,6 +530,26 @@ pub(crate) struct Compiled {
     /// selecting other columns of the matches.
     pub tail: String,
     pub params: Vec<Sql>,
+    /// Where [`tail`](Self::tail)'s parts end, and which clauses the text gave.
+    shape: Shape,
+}
+
+/// The parts of a [`Compiled::tail`], recorded when it is written (never read back from the
+/// SQL text, where a quoted name could hold any words).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Shape {
+    /// Length in bytes of the tail's `FROM … WHERE …` part (the matches, unordered).
+    matches: usize,
+    /// Where the filter starts in it (after `WHERE `).
+    filter: usize,
+    /// Length in bytes of the `ORDER BY` terms that follow it (after `" ORDER BY "`).
+    order: usize,
+    /// The text had a `SORT(…)`.
+    sorted: bool,
+    /// The text had a `LIMIT(…)`.
+    limited: bool,
+    /// The filter reads another object table ([`Compiled::reads_other_objects`]).
+    reads_other_objects: bool,
 }
 
 /// Where one of [`Compiled::params`] comes from: fixed by the text (a literal), or made from
@@ -585,20 +605,43 @@ impl Conversion {
 }
 
 impl Compiled {
-    /// Whether the query keeps only its first matches (`LIMIT`): the tail ends with the
-    /// row-order tie-break exactly when it does not.
+    /// The separator between [`matches`](Self::matches) and [`order`](Self::order) in the tail.
+    const ORDER_BY: &'static str = " ORDER BY ";
+
+    /// Whether the query keeps only its first matches (`LIMIT`).
     pub(crate) fn limits(&self) -> bool {
-        !self.tail.ends_with("o.rowid ASC")
+        self.shape.limited
     }
 
-    /// Whether the query sorts, drops duplicates or limits (anything but the default order by
-    /// row id): what a flexible sync subscription cannot carry, since the server decides
-    /// membership only.
+    /// Whether the query sorts or limits (anything but the default order by row id): what a
+    /// flexible sync subscription cannot carry, since the server decides membership only.
+    /// (`DISTINCT` is refused by the compiler.)
     pub(crate) fn orders_or_limits(&self) -> bool {
-        match self.tail.rsplit_once(" ORDER BY ") {
-            Some((_, order)) => order != "o.rowid ASC" && order != "+o.rowid ASC",
-            None => true,
-        }
+        self.shape.sorted || self.shape.limited
+    }
+
+    /// The tail's `FROM <table> o WHERE <filter>`: every match, in no particular order.
+    pub(crate) fn matches(&self) -> &str {
+        &self.tail[..self.shape.matches]
+    }
+
+    /// The filter: an SQL condition on the queried table's row `o`.
+    pub(crate) fn filter(&self) -> &str {
+        &self.tail[self.shape.filter..self.shape.matches]
+    }
+
+    /// Whether the filter reads objects of another table (or other objects of its own): a
+    /// link followed (`link.name == $0`), a link compared (it matches only while its target
+    /// exists) or a list of links counted (`@count` leaves out links to missing objects).
+    pub(crate) fn reads_other_objects(&self) -> bool {
+        self.shape.reads_other_objects
+    }
+
+    /// The tail's `ORDER BY` terms: the `SORT` terms, then the row-order tie-break.
+    #[cfg(test)]
+    fn order(&self) -> &str {
+        let from = self.shape.matches + Self::ORDER_BY.len();
+        &self.tail[from..from + self.shape.order]
     }
 }
 
@@ -615,6 +658,9 @@ struct Parser<'a> {
     /// The columns of the queried table (`o`) the filter or a `SORT` reads (SQL names,
     /// unquoted: `_pk`, `p:<prop>`, `k:<prop>`): where a search index could serve the query.
     columns: Vec<String>,
+    /// Whether the filter reads another object table: a link followed, or a link's target
+    /// checked to exist (a change to another object can change whether an object matches).
+    reads_other_objects: bool,
 }
 
 /// One side of a comparison.
@@ -961,12 +1007,15 @@ impl Parser<'_> {
             // element of the link kind is a link (a null element of a set is an empty BLOB, as
             // a link to the null key is).
             let resolved = match &column.link_target {
-                Some(target) if crate::state::is_link_collection(self.schemas, column) => format!(
-                    " AND (c.k IS NOT {} OR EXISTS (SELECT 1 FROM {} t WHERE {}))",
-                    PayloadType::Link.code(),
-                    object_table(target),
-                    link_matches("t._pk", "c.v")
-                ),
+                Some(target) if crate::state::is_link_collection(self.schemas, column) => {
+                    self.reads_other_objects = true;
+                    format!(
+                        " AND (c.k IS NOT {} OR EXISTS (SELECT 1 FROM {} t WHERE {}))",
+                        PayloadType::Link.code(),
+                        object_table(target),
+                        link_matches("t._pk", "c.v")
+                    )
+                }
                 _ => String::new(),
             };
             return Ok(Operand::Column {
@@ -1024,6 +1073,7 @@ impl Parser<'_> {
                 ));
             }
             self.columns.push(format!("p:{name}"));
+            self.reads_other_objects = true;
             return Ok(Operand::Column {
                 sql: format!(
                     "(SELECT {inner_sql} FROM {} t WHERE {})",
@@ -1048,6 +1098,7 @@ impl Parser<'_> {
         let sql = match &column.link_target {
             Some(target) if column.value_type == PayloadType::Link => {
                 let link = format!("o.{}", value_column(&name));
+                self.reads_other_objects = true;
                 let matches = match self.schemas.get(target) {
                     Some(target_schema) => target_matches(target_schema, &link),
                     None => link_matches("t._pk", &link),
@@ -1744,6 +1795,7 @@ fn compile_traced(
         params: Vec::new(),
         sources: Vec::new(),
         columns: Vec::new(),
+        reads_other_objects: false,
     };
     let starts_with_clause = is_kw(p.peek(), "SORT")
         || is_kw(p.peek(), "LIMIT")
@@ -1755,6 +1807,7 @@ fn compile_traced(
         p.predicate()?
     };
     let (mut order, limit) = p.sort_and_limit()?;
+    let sorted = !order.is_empty();
     // Ties keep row order (key order for a required int key, insertion order otherwise), so
     // results are stable. Where a search index may serve the filter, `+o.rowid` stops SQLite
     // from scanning the whole table in row order just to skip a sort, so that the index is
@@ -1777,15 +1830,23 @@ fn compile_traced(
             p.peek()
         ));
     }
-    let tail = format!(
-        "FROM {} o WHERE {filter} ORDER BY {order}{limit}",
-        object_table(class)
-    );
+    let from = format!("FROM {} o WHERE ", object_table(class));
+    let matches = format!("{from}{filter}");
+    let shape = Shape {
+        matches: matches.len(),
+        filter: from.len(),
+        reads_other_objects: p.reads_other_objects,
+        order: order.len(),
+        sorted,
+        limited: !limit.is_empty(),
+    };
+    let tail = format!("{matches}{}{order}{limit}", Compiled::ORDER_BY);
     Ok((
         Compiled {
             sql: format!("SELECT o.rowid, o._pk {tail}"),
             tail,
             params: p.params,
+            shape,
         },
         p.sources,
     ))
@@ -1820,6 +1881,7 @@ struct Kept {
     signatures: Vec<u8>,
     sql: String,
     tail: String,
+    shape: Shape,
     params: Vec<Param>,
 }
 
@@ -1907,10 +1969,17 @@ impl CompiledCache {
                 #[cfg(debug_assertions)]
                 match compile_traced(schemas, Some(indexes), class, text, args) {
                     Ok((fresh, sources)) => assert_eq!(
-                        (&fresh.sql, &fresh.tail, &fresh.params, &sources),
+                        (
+                            &fresh.sql,
+                            &fresh.tail,
+                            &fresh.shape,
+                            &fresh.params,
+                            &sources
+                        ),
                         (
                             &compiled.sql,
                             &compiled.tail,
+                            &compiled.shape,
                             &compiled.params,
                             &kept.params
                         ),
@@ -1937,6 +2006,7 @@ impl CompiledCache {
                     signatures: args.iter().map(signature).collect(),
                     sql: compiled.sql.clone(),
                     tail: compiled.tail.clone(),
+                    shape: compiled.shape,
                     params: sources,
                 }),
             );
@@ -1972,6 +2042,7 @@ impl Kept {
             sql: self.sql.clone(),
             tail: self.tail.clone(),
             params,
+            shape: self.shape,
         })
     }
 }
@@ -2479,6 +2550,62 @@ mod tests {
         assert_eq!(refused("int == 1 and @links.L.x == 1").position, 13);
         assert_eq!(refused("TRUEPREDICATE DISTINCT(int)").position, 14);
     }
+
+    /// The parts of a compiled tail and its clauses are what the compiler wrote, however the
+    /// class and its properties are named (a name may hold SQL's words, and the parts are never
+    /// found again in the text).
+    #[test]
+    fn a_compiled_tail_knows_its_parts() {
+        let mut schemas = schemas();
+        let odd = "x o WHERE y ORDER BY z LIMIT 1";
+        let t = schemas.get_mut("T").unwrap();
+        let string = t.columns["string"].clone();
+        t.columns.insert(odd.to_owned(), string);
+        let t = t.clone();
+        schemas.insert(odd.to_owned(), t);
+        let name = odd.replace(' ', "\\ ");
+        for class in ["T", odd] {
+            for (text, sorted, limited, reads_other_objects) in [
+                ("int == 1".to_owned(), false, false, false),
+                ("TRUEPREDICATE".to_owned(), false, false, false),
+                ("SORT(int DESC)".to_owned(), true, false, false),
+                ("int > 1 LIMIT(3)".to_owned(), false, true, false),
+                (
+                    format!("{name} == 'a' SORT({name} ASC) LIMIT(2)"),
+                    true,
+                    true,
+                    false,
+                ),
+                (format!("{name} != 'a'"), false, false, false),
+                ("link.x == 1".to_owned(), false, false, true),
+                ("link == NULL SORT(int ASC)".to_owned(), true, false, true),
+                ("tags.@count > 1".to_owned(), false, false, false),
+            ] {
+                let c = compile(&schemas, class, &text, &[])
+                    .unwrap_or_else(|e| panic!("{text} on {class}: {e}"));
+                let what = format!("{text} on {class}");
+                assert_eq!(
+                    (c.shape.sorted, c.limits(), c.reads_other_objects()),
+                    (sorted, limited, reads_other_objects),
+                    "{what}"
+                );
+                assert_eq!(c.orders_or_limits(), sorted || limited, "{what}");
+                assert_eq!(
+                    c.matches(),
+                    format!("FROM {} o WHERE {}", object_table(class), c.filter()),
+                    "{what}"
+                );
+                let limit = c.tail.rsplit_once(" LIMIT ").map(|(_, n)| n);
+                let rebuilt = match (limited, limit) {
+                    (true, Some(n)) => format!("{} ORDER BY {} LIMIT {n}", c.matches(), c.order()),
+                    _ => format!("{} ORDER BY {}", c.matches(), c.order()),
+                };
+                assert_eq!(c.tail, rebuilt, "{what}");
+                assert!(c.order().ends_with("o.rowid ASC"), "{what}");
+                assert_eq!(c.sql, format!("SELECT o.rowid, o._pk {}", c.tail), "{what}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -2498,13 +2625,7 @@ mod cache_tests {
         // The row-id term of the order (after any SORT's terms).
         let by_row = |text: &str, indexes: Option<&Indexes>| {
             let (compiled, _) = compile_traced(&schemas, indexes, "T", text, &[]).unwrap();
-            let order = compiled
-                .tail
-                .rsplit_once(" ORDER BY ")
-                .unwrap()
-                .1
-                .to_owned();
-            order.rsplit(", ").next().unwrap().to_owned()
+            compiled.order().rsplit(", ").next().unwrap().to_owned()
         };
         for (text, served) in [
             ("int > 1", true),

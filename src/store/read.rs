@@ -579,9 +579,10 @@ impl<'db> ReadTransaction<'db> {
         self.top_level_pk_type(class)?;
         // Unless only the first matches are kept, the count needs no order at all (an order
         // SQLite cannot take from the table would sort every match first).
-        let sql = match compiled.tail.rsplit_once(" ORDER BY ") {
-            Some((matches, _)) if !compiled.limits() => format!("SELECT count(*) {matches}"),
-            _ => format!("SELECT count(*) FROM ({})", compiled.sql),
+        let sql = if compiled.limits() {
+            format!("SELECT count(*) FROM ({})", compiled.sql)
+        } else {
+            format!("SELECT count(*) {}", compiled.matches())
         };
         let mut stmt = self.conn().prepare_cached(&sql)?;
         let n: i64 = stmt.query_row(rusqlite::params_from_iter(compiled.params.iter()), |r| {

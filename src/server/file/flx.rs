@@ -205,21 +205,13 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
             "query on {class}: SORT, DISTINCT and LIMIT are not supported in subscriptions"
         ));
     }
-    let (from_where, _) = compiled
-        .tail
-        .rsplit_once(" ORDER BY ")
-        .ok_or_else(|| format!("query on {class}: unexpected compiled form"))?;
-    // Each object table is `"t:<class>"`; a second one is a link being followed, which a
-    // change to another object could make match or not: not served.
-    if from_where.matches("\"t:").count() > 1 {
+    // A change to another object could make such a filter match or not: not served.
+    if compiled.reads_other_objects() {
         return Err(format!(
             "query on {class}: link paths are not supported in subscriptions"
         ));
     }
-    let filter = from_where
-        .split_once(" o WHERE ")
-        .map(|(_, f)| f.to_owned())
-        .ok_or_else(|| format!("query on {class}: unexpected compiled form"))?;
+    let filter = compiled.filter().to_owned();
     let n = compiled.params.len();
     let match_sql = format!(
         "SELECT 1 FROM {} o WHERE {} AND ({filter})",
@@ -235,7 +227,7 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
         n + 4,
     );
     Ok(Some(Filter {
-        from_where: from_where.to_owned(),
+        from_where: compiled.matches().to_owned(),
         filter,
         params: compiled.params,
         match_sql,
@@ -2222,6 +2214,73 @@ mod tests {
         assert_eq!(blob_key(&[]), None);
         assert_eq!(blob_key(&[9]), None);
         assert_eq!(blob_key(&[1, 0]), None);
+    }
+
+    /// A subscription's query compiles to its filter alone, whatever the class is called; a
+    /// query reading other objects (a link followed or compared) or ordering or limiting its
+    /// matches is refused with the reason.
+    #[test]
+    fn subscription_queries_compile_to_their_filter_or_are_refused() {
+        use crate::changeset::{CollectionType, PayloadType};
+        use crate::state::{ColumnSpec, TableSchema};
+        let column = |value_type, link_target: Option<&str>| ColumnSpec {
+            value_type,
+            link_target: link_target.map(str::to_owned),
+            nullable: true,
+            collection: CollectionType::Single,
+            key_type: None,
+        };
+        let table = |columns: &[(&str, ColumnSpec)]| TableSchema {
+            spec: TableSpec::TopLevel {
+                pk_field: "_id".into(),
+                pk_type: PayloadType::Int,
+                pk_nullable: false,
+                asymmetric: false,
+            },
+            columns: columns
+                .iter()
+                .map(|(n, c)| ((*n).to_owned(), c.clone()))
+                .collect(),
+        };
+        let odd = "Task o WHERE 1 ORDER BY x";
+        let mut schemas = Schemas::new();
+        for class in ["Task", odd] {
+            schemas.insert(
+                class.to_owned(),
+                table(&[
+                    ("done", column(PayloadType::Bool, None)),
+                    ("team", column(PayloadType::Link, Some("Team"))),
+                ]),
+            );
+        }
+        schemas.insert(
+            "Team".to_owned(),
+            table(&[("n", column(PayloadType::Int, None))]),
+        );
+        for class in ["Task", odd] {
+            let filter = compile(&schemas, class, "done == false").unwrap().unwrap();
+            assert_eq!(filter.filter, "(o.\"p:done\" IS ?1)", "{class}");
+            assert_eq!(
+                filter.from_where,
+                format!(
+                    "FROM {} o WHERE {}",
+                    tables::object_table(class),
+                    filter.filter
+                )
+            );
+            for (query, says) in [
+                ("team.n == 1", "link paths are not supported"),
+                ("team == NULL", "link paths are not supported"),
+                ("done == true SORT(done ASC)", "SORT, DISTINCT and LIMIT"),
+                ("TRUEPREDICATE LIMIT(1)", "SORT, DISTINCT and LIMIT"),
+            ] {
+                let refused = compile(&schemas, class, query).err();
+                assert!(
+                    refused.as_deref().is_some_and(|e| e.contains(says)),
+                    "{query} on {class}: {refused:?}"
+                );
+            }
+        }
     }
 
     #[test]
