@@ -28,6 +28,8 @@
 //! bulk part and then the notification part on its database (the path that once lost
 //! notifications), `TANDEM_BENCH_ONLY=single` only the single-object transactions,
 //! `TANDEM_BENCH_ONLY=rows` only Tandem's bulk `create_rows` (five runs, for a profiler),
+//! `TANDEM_BENCH_ONLY=single-tandem` (or `single-raw`) only Tandem's (or raw rusqlite's)
+//! 10,000 one-object transactions at `Normal`, ten times (for a profiler),
 //! `TANDEM_BENCH_ONLY=read` the bulk part and the reads, `TANDEM_BENCH_ONLY=pk` the bulk part and then 200,000 primary-key
 //! lookups, each its own read transaction, with their mean (for a profiler), shared and then
 //! `exclusive_to_process`, `TANDEM_BENCH_ONLY=queries` the bulk part and the query latencies
@@ -235,36 +237,73 @@ fn insert_raw(conn: &rusqlite::Connection, i: i64) {
     .unwrap();
 }
 
-fn single_transactions(durability: Durability, exclusive: bool) -> Duration {
+/// 10,000 one-object transactions; their time and the mean size in bytes of the changesets
+/// their history rows hold.
+fn single_transactions(durability: Durability, exclusive: bool) -> (Duration, usize) {
     let config = Config {
         durability,
         exclusive_to_process: exclusive,
         ..Config::default()
     };
     let (_dir, path) = dir(&format!("single-{durability:?}"));
-    let db = Database::open(path, &schema(), config).unwrap();
+    let db = Database::open(&path, &schema(), config).unwrap();
     let start = Instant::now();
     for i in 0..10_000 {
         let mut tx = db.begin_write().unwrap();
         tx.create("Item", PrimaryKey::Int(i), &values(i)).unwrap();
         tx.commit().unwrap();
     }
-    start.elapsed()
+    let took = start.elapsed();
+    drop(db);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mean: f64 = conn
+        .query_row(
+            "SELECT avg(length(changeset)) FROM _tandem_history",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (took, mean.round() as usize)
 }
 
 /// The baseline for [`single_transactions`]: raw rusqlite committing one row per transaction
-/// into the equivalent table, WAL with the same `synchronous` setting (and the same VFS).
-fn single_transactions_raw(durability: Durability, layout: RawLayout, exclusive: bool) -> Duration {
+/// into the equivalent table, WAL with the same `synchronous` setting (and the same VFS). With
+/// `history`, each transaction also appends a row holding a blob of that many bytes to a second
+/// table shaped like Tandem's history: what SQLite takes to write the two B-trees a Tandem
+/// commit writes (the object's and the history's, which sync needs), without building or
+/// encoding a changeset.
+fn single_transactions_raw(
+    durability: Durability,
+    layout: RawLayout,
+    exclusive: bool,
+    history: Option<usize>,
+) -> Duration {
     let (_dir, conn) = raw_connection_vfs(
         &format!("single-raw-{durability:?}"),
         durability,
         layout,
         exclusive,
     );
+    conn.execute_batch(
+        "CREATE TABLE history (version INTEGER PRIMARY KEY, changeset BLOB NOT NULL,
+             last_integrated_server_version INTEGER NOT NULL, origin_timestamp INTEGER NOT NULL,
+             origin_file_ident INTEGER NOT NULL)",
+    )
+    .unwrap();
+    let blob = vec![0x5a_u8; history.unwrap_or(0)];
     let start = Instant::now();
     for i in 0..10_000i64 {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         insert_raw(&conn, i);
+        if history.is_some() {
+            conn.prepare_cached(
+                "INSERT INTO history (changeset, last_integrated_server_version, \
+                 origin_timestamp, origin_file_ident) VALUES (?1, 0, ?2, 0)",
+            )
+            .unwrap()
+            .execute(rusqlite::params![&blob, i])
+            .unwrap();
+        }
         conn.execute_batch("COMMIT").unwrap();
     }
     start.elapsed()
@@ -332,16 +371,37 @@ fn print_single_transactions() {
         let mut ours = Duration::MAX;
         let mut raw_excl = Duration::MAX;
         let mut ours_excl = Duration::MAX;
+        let mut with_history = Duration::MAX;
+        let mut history_bytes = 0;
         for _ in 0..2 {
-            raw = raw.min(single_transactions_raw(durability, RawLayout::Rowid, false));
+            raw = raw.min(single_transactions_raw(
+                durability,
+                RawLayout::Rowid,
+                false,
+                None,
+            ));
             indexed = indexed.min(single_transactions_raw(
                 durability,
                 RawLayout::UniqueIndex,
                 false,
+                None,
             ));
-            ours = ours.min(single_transactions(durability, false));
-            raw_excl = raw_excl.min(single_transactions_raw(durability, RawLayout::Rowid, true));
-            ours_excl = ours_excl.min(single_transactions(durability, true));
+            let (took, bytes) = single_transactions(durability, false);
+            ours = ours.min(took);
+            history_bytes = bytes;
+            with_history = with_history.min(single_transactions_raw(
+                durability,
+                RawLayout::Rowid,
+                false,
+                Some(bytes),
+            ));
+            raw_excl = raw_excl.min(single_transactions_raw(
+                durability,
+                RawLayout::Rowid,
+                true,
+                None,
+            ));
+            ours_excl = ours_excl.min(single_transactions(durability, true).0);
         }
         println!(
             "  {:<6} raw {:>8.1} ms ({:>6.0} tx/s)  tandem {:>8.1} ms ({:>6.0} tx/s)  tandem speed {:.2}x of raw",
@@ -356,6 +416,13 @@ fn print_single_transactions() {
             "         raw with a unique key index {:>8.1} ms: tandem speed {:.2}x of it",
             indexed.as_secs_f64() * 1e3,
             indexed.as_secs_f64() / ours.as_secs_f64(),
+        );
+        println!(
+            "         raw plus a {history_bytes}-byte history row per commit (two B-trees, as \
+             Tandem) {:>8.1} ms ({:.2}x of raw's speed): tandem speed {:.2}x of it",
+            with_history.as_secs_f64() * 1e3,
+            raw.as_secs_f64() / with_history.as_secs_f64(),
+            with_history.as_secs_f64() / ours.as_secs_f64(),
         );
         println!(
             "         exclusive_to_process: tandem {:>8.1} ms, {:.2}x of raw, {:.2}x of raw \
@@ -464,6 +531,17 @@ fn main() {
     let only = std::env::var("TANDEM_BENCH_ONLY").unwrap_or_default();
     if only == "single" {
         print_single_transactions();
+        return;
+    }
+    if only == "single-tandem" || only == "single-raw" {
+        for _ in 0..10 {
+            let took = if only == "single-raw" {
+                single_transactions_raw(Durability::Normal, RawLayout::Rowid, false, None)
+            } else {
+                single_transactions(Durability::Normal, false).0
+            };
+            println!("{only}: {:.1} ms", took.as_secs_f64() * 1e3);
+        }
         return;
     }
     if only == "rows" {

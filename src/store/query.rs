@@ -626,6 +626,7 @@ impl Compiled {
     }
 
     /// The filter: an SQL condition on the queried table's row `o`.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))] // read by the server's subscriptions
     pub(crate) fn filter(&self) -> &str {
         &self.tail[self.shape.filter..self.shape.matches]
     }
@@ -633,6 +634,7 @@ impl Compiled {
     /// Whether the filter reads objects of another table (or other objects of its own): a
     /// link followed (`link.name == $0`), a link compared (it matches only while its target
     /// exists) or a list of links counted (`@count` leaves out links to missing objects).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))] // read by the server's subscriptions
     pub(crate) fn reads_other_objects(&self) -> bool {
         self.shape.reads_other_objects
     }
