@@ -9,8 +9,10 @@
 //!   row for the transaction (its changeset, which sync needs), in the same transaction;
 //! - 10,000 single-object write transactions with `Durability::Normal` and `Durability::Full`,
 //!   beside raw rusqlite committing one row per transaction at the same `synchronous` setting,
-//!   into both layouts; and both again with the file `Config::exclusive_to_process` (raw
-//!   through the same `unix-excl` VFS);
+//!   into both layouts, and into the rowid layout plus one row of Tandem's mean changeset size
+//!   in a second table shaped like its history (the two B-trees a Tandem commit writes); and
+//!   both again with the file `Config::exclusive_to_process` (raw through the same `unix-excl`
+//!   VFS);
 //! - query latency over 100,000 objects (p50 and p99 of 200 runs): primary-key equality
 //!   (indexed), a range filter on a property and a string equality (scans), then the same
 //!   file reopened with those properties declared indexed (`Property::indexed`) and the same
