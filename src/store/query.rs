@@ -801,7 +801,12 @@ impl Parser<'_> {
     /// Binds `v` converted by `conversion`; `arg` is the argument `v` is (`$N`'s `N`), if any,
     /// so that a compiled query can be used again with other arguments ([`CompiledCache`]).
     fn bind_from(&mut self, v: &Val, conversion: Conversion, arg: Option<usize>) -> String {
-        let sql = conversion.apply(v);
+        self.bind_converted(conversion.apply(v), conversion, arg)
+    }
+
+    /// [`bind_from`](Self::bind_from) of `sql`, which is already `conversion` applied to the
+    /// value.
+    fn bind_converted(&mut self, sql: Sql, conversion: Conversion, arg: Option<usize>) -> String {
         self.sources.push(match arg {
             Some(n) => Param::Arg(n, conversion),
             None => Param::Fixed(sql.clone()),
@@ -1177,9 +1182,9 @@ impl Parser<'_> {
         value_type: PayloadType,
         arg: Option<usize>,
     ) -> (String, i64) {
-        let kind = stored_as(v, value_type).1;
+        let (sql, kind) = stored_as(v, value_type);
         (
-            self.bind_from(v, Conversion::StoredAs(value_type), arg),
+            self.bind_converted(sql, Conversion::StoredAs(value_type), arg),
             kind,
         )
     }

@@ -520,7 +520,7 @@ impl<'db> ReadTransaction<'db> {
     /// lists and sets of links, as in realm-core (see [`crate::state::resolved`]).
     /// [`export_state`](Self::export_state) shows the stored replica with them.
     pub fn object(&self, class: &str, key: &PrimaryKey) -> Result<Option<Object>, StoreError> {
-        match self.snapshot.schemas.get(class).map(|s| &s.spec) {
+        match self.schemas().get(class).map(|s| &s.spec) {
             Some(TableSpec::TopLevel { .. }) => {}
             _ => {
                 return Err(StoreError::InvalidArgument(format!(
@@ -530,12 +530,7 @@ impl<'db> ReadTransaction<'db> {
         }
         let id = layout::row_id(self.conn(), class, &to_key(key))?;
         match id {
-            Some(id) => Ok(Some(read_resolved(
-                self.conn(),
-                &self.snapshot.schemas,
-                class,
-                id,
-            )?)),
+            Some(id) => Ok(Some(read_resolved(self.conn(), self.schemas(), class, id)?)),
             None => Ok(None),
         }
     }
@@ -608,7 +603,7 @@ impl<'db> ReadTransaction<'db> {
     /// The primary key type of top-level `class`; [`StoreError::InvalidArgument`] for any
     /// other class (embedded objects are queried through the objects that hold them).
     fn top_level_pk_type(&self, class: &str) -> Result<PayloadType, StoreError> {
-        match self.snapshot.schemas.get(class).map(|s| &s.spec) {
+        match self.schemas().get(class).map(|s| &s.spec) {
             Some(TableSpec::TopLevel { pk_type, .. }) => Ok(*pk_type),
             _ => Err(StoreError::InvalidArgument(format!(
                 "no top-level class {class}"
@@ -677,7 +672,7 @@ impl<'db> ReadTransaction<'db> {
         offset: usize,
         limit: Option<usize>,
     ) -> Result<Vec<(PrimaryKey, Object)>, StoreError> {
-        let names: Vec<&str> = match self.snapshot.schemas.get(class) {
+        let names: Vec<&str> = match self.schemas().get(class) {
             Some(schema) => schema.columns.keys().map(String::as_str).collect(),
             None => Vec::new(), // query_rows refuses the class
         };
@@ -743,7 +738,7 @@ impl<'db> ReadTransaction<'db> {
             .queries
             .compile(&self.snapshot, class, query, args)?;
         let no_class = || StoreError::InvalidArgument(format!("no top-level class {class}"));
-        let schema = self.snapshot.schemas.get(class).ok_or_else(no_class)?;
+        let schema = self.schemas().get(class).ok_or_else(no_class)?;
         let TableSpec::TopLevel {
             pk_type, pk_field, ..
         } = &schema.spec
@@ -768,11 +763,7 @@ impl<'db> ReadTransaction<'db> {
             })?;
             if column.collection == CollectionType::Single {
                 let at = 2 + 2 * singles.len();
-                sources.push(Source::Single(SingleRead::new(
-                    &self.snapshot.schemas,
-                    column,
-                    at,
-                )));
+                sources.push(Source::Single(SingleRead::new(self.schemas(), column, at)));
                 singles.push((name, column));
             } else {
                 sources.push(Source::Collection(name, column));
@@ -791,7 +782,7 @@ impl<'db> ReadTransaction<'db> {
             schema.columns.get(*p).is_some_and(|c| {
                 c.value_type == PayloadType::Link
                     || c.value_type == PayloadType::Null
-                    || embedded_target(&self.snapshot.schemas, c).is_some()
+                    || embedded_target(self.schemas(), c).is_some()
             })
         });
         let conn = self.conn();
@@ -820,16 +811,16 @@ impl<'db> ReadTransaction<'db> {
                             .to_val()
                             .ok_or_else(|| corrupt(format!("primary key of {class}")))?,
                     ),
-                    Source::Single(ref single) => single.read(conn, &self.snapshot.schemas, row)?,
+                    Source::Single(ref single) => single.read(conn, self.schemas(), row)?,
                     Source::Collection(prop, column) => {
-                        read_collection(conn, &self.snapshot.schemas, class, prop, column, id)?
+                        read_collection(conn, self.schemas(), class, prop, column, id)?
                     }
                 };
                 fields.push(field);
             }
             if has_links {
                 let columns = properties.iter().map(|p| schema.columns.get(*p));
-                resolve(conn, &self.snapshot.schemas, columns.zip(fields.iter_mut()))?;
+                resolve(conn, self.schemas(), columns.zip(fields.iter_mut()))?;
             }
             f(from_key(stored), &mut fields.drain(..));
         }
@@ -840,7 +831,7 @@ impl<'db> ReadTransaction<'db> {
     /// objects that do not exist (unresolved links) at their list positions. [`State::read`]
     /// gives an object of it as apps see it.
     pub fn export_state(&self) -> Result<State, StoreError> {
-        export(self.conn(), &self.snapshot.schemas)
+        export(self.conn(), self.schemas())
     }
 
     /// The client history, oldest first.
