@@ -544,6 +544,75 @@ fn malformed_queries_say_where_and_what() {
         .starts_with("expected AND, OR, SORT, LIMIT or the end"));
 }
 
+/// What a query may ask of the compiler is bounded, each bound with its own error and no bound
+/// reachable by a query an app writes: nesting (the parser recurses per level, and a peer's
+/// subscription is compiled on a server thread), values bound (SQLite's limit) and the
+/// clauses' order. Long chains of `OR`, `AND` and `IN` values run (SQLite refuses an
+/// expression more than 1,000 levels deep: the compiler groups them as a balanced tree).
+#[test]
+fn queries_are_bounded_and_long_chains_run() {
+    let (_dir, path) = temp_db("bounds");
+    let db = open(&path);
+    let mut tx = db.begin_write().unwrap();
+    for id in 0..3000 {
+        tx.create("Person", int(id), &[("age", Value::Int(id % 7))])
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    let read = db.read().unwrap();
+    let err = |q: &str| match read.query("Person", q, &[]) {
+        Err(StoreError::Query(e)) => e.message,
+        other => panic!("{}: {other:?}", &q[..q.len().min(60)]),
+    };
+    let nested = |depth: usize, open: &str, close: &str| {
+        format!("{}age == 1{}", open.repeat(depth), close.repeat(depth))
+    };
+    // 100 levels of parentheses or NOT run; one more, or a hundred thousand, is refused.
+    assert_eq!(ids(&db, &nested(100, "(", ")"), &[]).len(), 429);
+    assert_eq!(ids(&db, &nested(100, "NOT ", ""), &[]).len(), 429);
+    for q in [
+        nested(101, "(", ")"),
+        nested(101, "NOT ", ""),
+        nested(100_000, "(", ")"),
+        nested(100_000, "!", ""),
+        format!("{}age == 1", "(NOT ".repeat(60)),
+    ] {
+        assert!(err(&q).contains("more than 100 levels deep"), "{}", err(&q));
+    }
+    // 2,500 values in IN, and 2,500 comparisons joined by OR, run and count what they match.
+    let values: Vec<String> = (0..2500).map(|i| i.to_string()).collect();
+    let q = format!("_id IN {{{}}}", values.join(", "));
+    assert_eq!(ids(&db, &q, &[]).len(), 2500);
+    assert_eq!(read.count("Person", &q, &[]).unwrap(), 2500);
+    let q = (0..2500)
+        .map(|i| format!("_id == {i}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    assert_eq!(ids(&db, &q, &[]).len(), 2500);
+    let q = (0..2500)
+        .map(|i| format!("_id != {i}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    assert_eq!(read.count("Person", &q, &[]).unwrap(), 500);
+    // More values than SQLite binds.
+    let values: Vec<String> = (0..40_000).map(|i| i.to_string()).collect();
+    let q = format!("_id IN {{{}}}", values.join(","));
+    assert!(
+        err(&q).contains("at most 32766 are supported"),
+        "{}",
+        err(&q)
+    );
+    // The clauses in the one order applied: one SORT, then one LIMIT.
+    assert!(err("age == 1 LIMIT(2) LIMIT(4)").contains("a second LIMIT(…)"));
+    assert!(err("age == 1 LIMIT(2) SORT(age ASC)").contains("SORT(…) after LIMIT(…)"));
+    assert!(err("age == 1 SORT(age ASC) SORT(_id DESC)").contains("a second SORT(…)"));
+    assert_eq!(
+        read.count("Person", "age == 1 SORT(age ASC, _id DESC) LIMIT(4)", &[])
+            .unwrap(),
+        4
+    );
+}
+
 #[test]
 fn writes_inside_embedded_objects() {
     use tandem::store::PathStep;

@@ -663,6 +663,8 @@ struct Parser<'a> {
     /// Whether the filter reads another object table: a link followed, or a link's target
     /// checked to exist (a change to another object can change whether an object matches).
     reads_other_objects: bool,
+    /// Levels of `NOT` and parentheses open where the parser is ([`MAX_NESTING`]).
+    depth: usize,
 }
 
 /// One side of a comparison.
@@ -709,6 +711,30 @@ fn modifier_text(flags: i64) -> &'static str {
     }
 }
 
+/// Most levels of `NOT` and parentheses a query may nest. realm-core's own queries nest a
+/// handful (a flexible sync subscription set is one level per subscription, side by side).
+pub(crate) const MAX_NESTING: usize = 100;
+
+/// Most values a compiled query may bind: SQLite's default `SQLITE_MAX_VARIABLE_NUMBER`
+/// (<https://www.sqlite.org/limits.html>, item 9), past which it refuses the statement.
+pub(crate) const MAX_PARAMS: usize = 32_766;
+
+/// `terms` joined by `op` (`AND` or `OR`) as a balanced tree of parenthesized pairs, in their
+/// order: SQLite refuses an expression more than 1,000 levels deep
+/// (<https://www.sqlite.org/limits.html>, `SQLITE_MAX_EXPR_DEPTH`), which a chain of 1,000
+/// terms joined left to right is, while a balanced tree of them is 10 levels deep. Both
+/// operators are associative in SQL's three-valued logic, so the grouping changes no result.
+fn balanced(op: &str, terms: &[String]) -> String {
+    match terms {
+        [] => unreachable!("a chain has a first term"),
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = terms.split_at(terms.len() / 2);
+            format!("({} {op} {})", balanced(op, left), balanced(op, right))
+        }
+    }
+}
+
 fn is_kw(tok: &Tok, kw: &str) -> bool {
     matches!(tok, Tok::Ident(s) if s.eq_ignore_ascii_case(kw))
 }
@@ -747,33 +773,48 @@ impl Parser<'_> {
     }
 
     fn predicate(&mut self) -> Result<String, QueryError> {
-        let mut left = self.and()?;
+        let mut terms = vec![self.and()?];
         while is_kw(self.peek(), "OR") || *self.peek() == Tok::Op("||") {
             self.next();
-            let right = self.and()?;
-            left = format!("({left} OR {right})");
+            terms.push(self.and()?);
         }
-        Ok(left)
+        Ok(balanced("OR", &terms))
     }
 
     fn and(&mut self) -> Result<String, QueryError> {
-        let mut left = self.unary()?;
+        let mut terms = vec![self.unary()?];
         while is_kw(self.peek(), "AND") || *self.peek() == Tok::Op("&&") {
             self.next();
-            let right = self.unary()?;
-            left = format!("({left} AND {right})");
+            terms.push(self.unary()?);
         }
-        Ok(left)
+        Ok(balanced("AND", &terms))
+    }
+
+    /// Enters one more level of `NOT` or parentheses; refuses the query past [`MAX_NESTING`]
+    /// (the parser recurses once per level: a peer's query must not exhaust a thread's stack).
+    fn nest(&mut self) -> Result<(), QueryError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return self.fail(format!(
+                "the query nests NOT and parentheses more than {MAX_NESTING} levels deep"
+            ));
+        }
+        Ok(())
     }
 
     fn unary(&mut self) -> Result<String, QueryError> {
         if is_kw(self.peek(), "NOT") || *self.peek() == Tok::Op("!") {
+            self.nest()?;
             self.next();
-            return Ok(format!("(NOT {})", self.unary()?));
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(format!("(NOT {inner})"));
         }
         if *self.peek() == Tok::LParen {
+            self.nest()?;
             self.next();
             let inner = self.predicate()?;
+            self.depth -= 1;
             // realm-core's flexible sync serializes a subscription's ordering inside its
             // parentheses: `(owner == "a" SORT(title ASC))`.
             for clause in ["SORT", "DISTINCT", "LIMIT"] {
@@ -1540,7 +1581,7 @@ impl Parser<'_> {
         Ok(if any.is_empty() {
             "0".to_owned()
         } else {
-            format!("({})", any.join(" OR "))
+            balanced("OR", &any)
         })
     }
 
@@ -1586,6 +1627,7 @@ impl Parser<'_> {
     fn sort_and_limit(&mut self) -> Result<(String, String), QueryError> {
         let mut order = Vec::new();
         let mut limit = String::new();
+        let (mut sorted, mut limited) = (false, false);
         loop {
             if is_kw(self.peek(), "DISTINCT") {
                 return self.fail(
@@ -1593,7 +1635,26 @@ impl Parser<'_> {
                      predicate",
                 );
             }
+            // Realm applies these clauses in the order written (a SORT after a LIMIT sorts
+            // only the matches kept); Tandem applies one SORT, then one LIMIT, and refuses any
+            // other sequence rather than answer it differently.
+            if is_kw(self.peek(), "SORT") && limited {
+                return self.fail(
+                    "SORT(…) after LIMIT(…) is not supported; write SORT(…) first: \
+                     `... SORT(a ASC) LIMIT(10)`",
+                );
+            }
+            if is_kw(self.peek(), "SORT") && sorted {
+                return self.fail(
+                    "a second SORT(…) is not supported; list every property in one: \
+                     `SORT(a ASC, b DESC)`",
+                );
+            }
+            if is_kw(self.peek(), "LIMIT") && limited {
+                return self.fail("a second LIMIT(…) is not supported; write one");
+            }
             if is_kw(self.peek(), "SORT") {
+                sorted = true;
                 self.next();
                 self.expect(Tok::LParen, "'(' after SORT")?;
                 loop {
@@ -1643,6 +1704,7 @@ impl Parser<'_> {
                     }
                 }
             } else if is_kw(self.peek(), "LIMIT") {
+                limited = true;
                 self.next();
                 self.expect(Tok::LParen, "'(' after LIMIT")?;
                 let pos = self.pos();
@@ -1803,6 +1865,7 @@ fn compile_traced(
         sources: Vec::new(),
         columns: Vec::new(),
         reads_other_objects: false,
+        depth: 0,
     };
     let starts_with_clause = is_kw(p.peek(), "SORT")
         || is_kw(p.peek(), "LIMIT")
@@ -1836,6 +1899,16 @@ fn compile_traced(
             "expected AND, OR, SORT, LIMIT or the end, found {:?}",
             p.peek()
         ));
+    }
+    if p.params.len() > MAX_PARAMS {
+        return Err(QueryError {
+            position: 0,
+            message: format!(
+                "the query compares {} values; at most {MAX_PARAMS} are supported (SQLite's \
+                 limit on bound values)",
+                p.params.len()
+            ),
+        });
     }
     let from = format!("FROM {} o WHERE ", object_table(class));
     let matches = format!("{from}{filter}");

@@ -2257,6 +2257,24 @@ mod tests {
             "Team".to_owned(),
             table(&[("n", column(PayloadType::Int, None))]),
         );
+        // A peer's query nested past the parser's bound is refused, not recursed into (a
+        // hundred thousand levels overflowed a server thread's stack).
+        let deep = format!("{}done == true{}", "(".repeat(100_000), ")".repeat(100_000));
+        // A set of 1,500 subscriptions on one class, as a client joins them, compiles (a chain
+        // of 1,000 ORs was deeper than SQLite takes).
+        let many = (0..1500)
+            .map(|i| format!("(_id == {i})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let filter = compile(&schemas, "Task", &many).unwrap().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            r#"CREATE TABLE "t:Task" (_pk INTEGER PRIMARY KEY, "p:done", "p:team")"#,
+        )
+        .unwrap();
+        conn.prepare(&format!("SELECT 1 {}", filter.from_where))
+            .unwrap();
+        conn.prepare(&filter.match_sql).unwrap();
         for class in ["Task", odd] {
             let filter = compile(&schemas, class, "done == false").unwrap().unwrap();
             assert_eq!(filter.filter, "(o.\"p:done\" IS ?1)", "{class}");
@@ -2273,6 +2291,7 @@ mod tests {
                 ("team == NULL", "link paths are not supported"),
                 ("done == true SORT(done ASC)", "SORT, DISTINCT and LIMIT"),
                 ("TRUEPREDICATE LIMIT(1)", "SORT, DISTINCT and LIMIT"),
+                (&deep, "more than 100 levels deep"),
             ] {
                 let refused = compile(&schemas, class, query).err();
                 assert!(
