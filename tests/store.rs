@@ -613,6 +613,50 @@ fn queries_are_bounded_and_long_chains_run() {
     );
 }
 
+/// The string operators read a whole string, NUL characters included, and an empty needle is
+/// a prefix, a suffix and a part of every string (as in Realm); `LIKE` is Realm's wildcards.
+#[test]
+fn string_operators_read_whole_strings() {
+    let (_dir, path) = temp_db("strings");
+    let db = open(&path);
+    let names = ["", "ab\0cd", "x\0y", "abc", "Ab\0CD", "a[b]"];
+    let mut tx = db.begin_write().unwrap();
+    for (id, name) in names.iter().enumerate() {
+        tx.create("Person", int(id as i64), &[("name", s(name))])
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    let read = db.read().unwrap();
+    for (query, arg, expected) in [
+        ("name ENDSWITH $0", "", vec![0, 1, 2, 3, 4, 5]),
+        ("name BEGINSWITH $0", "", vec![0, 1, 2, 3, 4, 5]),
+        ("name CONTAINS $0", "", vec![0, 1, 2, 3, 4, 5]),
+        ("name ENDSWITH $0", "cd", vec![1]),
+        ("name ENDSWITH $0", "b\0cd", vec![1]),
+        ("name ENDSWITH[c] $0", "B\0cD", vec![1, 4]),
+        ("name BEGINSWITH $0", "ab\0", vec![1]),
+        ("name BEGINSWITH $0", "x\0", vec![2]),
+        ("name CONTAINS $0", "\0", vec![1, 2, 4]),
+        ("name CONTAINS[c] $0", "\0c", vec![1, 4]),
+        ("name LIKE $0", "*cd", vec![1]),
+        ("name LIKE[c] $0", "*cd", vec![1, 4]),
+        ("name LIKE $0", "ab?cd", vec![1]),
+        ("name LIKE $0", "a[b]", vec![5]),
+        ("name LIKE $0", "*", vec![0, 1, 2, 3, 4, 5]),
+        ("name == $0", "ab\0cd", vec![1]),
+        ("name != $0", "ab\0cd", vec![0, 2, 3, 4, 5]),
+        ("NOT name ENDSWITH $0", "cd", vec![0, 2, 3, 4, 5]),
+    ] {
+        let args = [s(arg)];
+        assert_eq!(ids(&db, query, &args), expected, "{query} with {arg:?}");
+        assert_eq!(
+            read.count("Person", query, &args).unwrap(),
+            expected.len() as u64,
+            "{query} with {arg:?}"
+        );
+    }
+}
+
 #[test]
 fn writes_inside_embedded_objects() {
     use tandem::store::PathStep;

@@ -303,6 +303,34 @@ fn a_subscription_bootstraps_what_it_matches_and_follows_changes() {
     );
 }
 
+/// Subscriptions with the string operators, their modifiers and a mixed comparison are
+/// evaluated by the server with the same SQL functions as the client's queries.
+#[test]
+fn string_operator_subscriptions_bootstrap_what_they_match() {
+    let world = World::new("strings", None);
+    let (w, ws) = writer(&world, "writer");
+    for (id, owner) in [(1, "Anna"), (2, "anne"), (3, "Bob"), (4, "Zoë"), (5, "zoe")] {
+        create(&w, id, id, owner);
+    }
+    world.block_on(ws.wait_for_upload(WAIT)).unwrap();
+    let r = world.open("reader.sqlite");
+    let rs = world.sync(&r, "reader");
+    for (query, expected) in [
+        ("owner LIKE 'A*'", vec![1]),
+        ("owner LIKE[c] 'an?*'", vec![1, 2]),
+        ("owner ==[cd] 'zoe'", vec![4, 5]),
+        ("owner BEGINSWITH[c] 'b' OR owner ENDSWITH 'ë'", vec![3, 4]),
+        ("owner CONTAINS 'nn'", vec![1, 2]),
+    ] {
+        let v = subscribe(&r, &[("s", "Task", query)]);
+        let done = world
+            .block_on(rs.wait_for_subscriptions(Some(v), WAIT))
+            .unwrap();
+        assert_eq!(done.state, SubscriptionSetState::Complete, "{query}");
+        assert_eq!(tasks(&r), expected, "{query}");
+    }
+}
+
 #[test]
 fn a_reconnect_resumes_without_a_new_bootstrap() {
     let world = World::new("resume", None);

@@ -217,6 +217,8 @@ impl ServerState {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Derived data: a commit lost with power is replayed from the history at open.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The SQL functions compiled queries call (flexible sync evaluates subscriptions here).
+        crate::store::tables::register_functions(&conn)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS _tandem_server_state
                  (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",

@@ -23,6 +23,7 @@
 //!   null), for `ORDER BY`.
 //! - `tandem_fold(text, flags)`: the text with simple Unicode case folding (flag 1) and/or
 //!   diacritics removed (flag 2), for the `[c]`, `[d]` and `[cd]` string modifiers.
+//! - `tandem_like(text, pattern)`: Realm's `LIKE` ([`like`]): 1 or 0, NULL for a null text.
 
 use std::cmp::Ordering;
 
@@ -40,7 +41,7 @@ pub(crate) const FOLD_CASE: i64 = 1;
 /// `[d]`: remove diacritics.
 pub(crate) const FOLD_DIACRITICS: i64 = 2;
 
-/// Registers `tandem_cmp`, `tandem_sort_key` and `tandem_fold` on `conn`.
+/// Registers `tandem_cmp`, `tandem_sort_key`, `tandem_fold` and `tandem_like` on `conn`.
 pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8
         | FunctionFlags::SQLITE_DETERMINISTIC
@@ -63,7 +64,51 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
             _ => None,
         })
     })?;
+    conn.create_scalar_function("tandem_like", 2, flags, |ctx| {
+        let text = |i| match ctx.get_raw(i) {
+            ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+            _ => None,
+        };
+        Ok(match (text(0), text(1)) {
+            (Some(s), Some(pattern)) => Some(like(s, pattern)),
+            _ => None,
+        })
+    })?;
     Ok(())
+}
+
+/// Whether `s` matches `pattern` as Realm's `LIKE` reads it: `*` matches any run of characters
+/// (none included), `?` exactly one character, and every other character itself, with no
+/// escape (realm-core's `matchlike`). By characters, and over the whole string,
+/// NUL characters included. Greedy with one backtrack point, so at most `s.len()` times
+/// `pattern.len()` steps.
+pub(crate) fn like(s: &str, pattern: &str) -> bool {
+    let (s, p): (Vec<char>, Vec<char>) = (s.chars().collect(), pattern.chars().collect());
+    let (mut at, mut pat) = (0, 0);
+    // The last `*` seen, and where in `s` its run currently ends.
+    let mut star: Option<(usize, usize)> = None;
+    while at < s.len() {
+        match p.get(pat) {
+            Some('*') => {
+                star = Some((pat, at));
+                pat += 1;
+            }
+            Some(&c) if c == '?' || c == s[at] => {
+                at += 1;
+                pat += 1;
+            }
+            _ => match star {
+                // The star's run takes one more character; the rest is matched again after it.
+                Some((star_at, run_end)) => {
+                    star = Some((star_at, run_end + 1));
+                    pat = star_at + 1;
+                    at = run_end + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pat..].iter().all(|&c| c == '*')
 }
 
 /// A stored value (as [`codec::encode`] or a mixed column writes it) and its kind code.
@@ -464,6 +509,63 @@ mod tests {
 
     fn dec(text: &str) -> Val {
         Val::Decimal(parse_decimal(text).unwrap())
+    }
+
+    /// Realm's `LIKE` by its definition, recursively (exponential, for short strings only).
+    fn like_by_definition(s: &[char], p: &[char]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some(('*', rest)) => (0..=s.len()).any(|skip| like_by_definition(&s[skip..], rest)),
+            Some((&c, rest)) => s.split_first().is_some_and(|(&first, tail)| {
+                (c == '?' || c == first) && like_by_definition(tail, rest)
+            }),
+        }
+    }
+
+    /// `like` agrees with the definition on every string and pattern of up to 5 and 4
+    /// characters over `a`, `é`, NUL, `*` and `?` (as text: a literal `*` in the text matches
+    /// only a `*` or `?` in the pattern), and on a few cases written out.
+    #[test]
+    fn like_matches_realms_wildcards() {
+        let alphabet = ['a', 'é', '\0', '*', '?'];
+        let all = |n: usize| -> Vec<Vec<char>> {
+            let mut out = vec![Vec::new()];
+            for len in 1..=n {
+                let mut word = vec![0usize; len];
+                loop {
+                    out.push(word.iter().map(|&i| alphabet[i]).collect());
+                    let mut i = 0;
+                    while i < len && word[i] == alphabet.len() - 1 {
+                        word[i] = 0;
+                        i += 1;
+                    }
+                    if i == len {
+                        break;
+                    }
+                    word[i] += 1;
+                }
+            }
+            out
+        };
+        let (texts, patterns) = (all(5), all(4));
+        for t in &texts {
+            let text: String = t.iter().collect();
+            for p in &patterns {
+                let pattern: String = p.iter().collect();
+                assert_eq!(
+                    like(&text, &pattern),
+                    like_by_definition(t, p),
+                    "{text:?} LIKE {pattern:?}"
+                );
+            }
+        }
+        assert!(like("ab\0cd", "*cd"));
+        assert!(like("ab\0cd", "ab?cd"));
+        assert!(like("Zürich", "Z?rich"));
+        assert!(like("", "*"));
+        assert!(!like("", "?"));
+        assert!(like("a[b]", "a[b]"));
+        assert!(!like("abc", "*b"));
     }
 
     #[test]

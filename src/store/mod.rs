@@ -43,6 +43,8 @@ pub(crate) mod tables {
     pub(crate) use super::apply::{apply, ApplyFailure};
     #[cfg(feature = "server")]
     pub(crate) use super::codec::encode_key;
+    #[cfg(feature = "server")]
+    pub(crate) use super::compare::register as register_functions;
     pub(crate) use super::layout::{init, load};
     #[cfg(feature = "server")]
     pub(crate) use super::layout::{key_matches, object_table, row_id};

@@ -569,10 +569,9 @@ enum Conversion {
     /// int against a float or double compares exactly in SQLite, as in Realm), anything else
     /// as stored.
     Compare(PayloadType),
-    /// A string folded by `flags` (module `compare`; none for 0), escaped for `GLOB` when
-    /// `glob` (`LIKE`). Applied to anything but a string it gives NULL, which matches
-    /// nothing; the compiler only binds strings this way.
-    Text { flags: i64, glob: bool },
+    /// A string folded by `flags` (module `compare`; none for 0). Applied to anything but a
+    /// string it gives NULL, which matches nothing; the compiler only binds strings this way.
+    Text { flags: i64 },
 }
 
 impl Conversion {
@@ -584,21 +583,11 @@ impl Conversion {
             }
             (Conversion::Compare(_), Val::Double(bits)) => Sql::Real(f64::from_bits(*bits)),
             (Conversion::Compare(t), v) => stored_as(v, t).0,
-            (Conversion::Text { flags, glob }, Val::String(s)) => {
-                let folded;
-                let s = if flags != 0 {
-                    folded = compare::fold(s, flags);
-                    &folded
-                } else {
-                    s
-                };
-                Sql::Text(if glob {
-                    // `[` is GLOB's only special character that Realm's LIKE does not share.
-                    s.replace('[', "[[]")
-                } else {
-                    s.clone()
-                })
-            }
+            (Conversion::Text { flags }, Val::String(s)) => Sql::Text(if flags != 0 {
+                compare::fold(s, flags)
+            } else {
+                s.clone()
+            }),
             (Conversion::Text { .. }, _) => Sql::Null,
         }
     }
@@ -1335,13 +1324,24 @@ impl Parser<'_> {
         } else {
             col.clone()
         };
-        let glob = op == "LIKE";
-        let p = self.bind_from(&v, Conversion::Text { flags, glob }, arg);
+        let p = self.bind_from(&v, Conversion::Text { flags }, arg);
+        // As bytes: SQLite's text functions stop at a NUL character, which a Realm string may
+        // hold. A prefix, suffix or part of a UTF-8 string's bytes that is itself UTF-8 (the
+        // bound string) is a prefix, suffix or part of its characters.
+        // An empty needle matches every string (and SQLite's `substr` of an empty BLOB is
+        // NULL): `length(…) >= 0` is true for a string, NULL for null.
+        let (cb, pb) = (format!("CAST({c} AS BLOB)"), format!("CAST({p} AS BLOB)"));
+        let affix = |start: &str| {
+            format!(
+                "CASE WHEN length({pb}) = 0 THEN length({cb}) >= 0 ELSE length({cb}) >= \
+                 length({pb}) AND substr({cb}, {start}, length({pb})) = {pb} END"
+            )
+        };
         let matched = match op {
-            "BEGINSWITH" => format!("substr({c}, 1, length({p})) = {p}"),
-            "ENDSWITH" => format!("length({c}) >= length({p}) AND substr({c}, -length({p})) = {p}"),
-            "CONTAINS" => format!("instr({c}, {p}) > 0"),
-            "LIKE" => format!("{c} GLOB {p}"),
+            "BEGINSWITH" => affix("1"),
+            "ENDSWITH" => affix(&format!("length({cb}) - length({pb}) + 1")),
+            "CONTAINS" => format!("instr({cb}, {pb}) > 0"),
+            "LIKE" => format!("tandem_like({c}, {p})"),
             _ => format!("{c} = {p}"),
         };
         // A mixed property matches only while it holds a string.
@@ -2918,7 +2918,7 @@ mod cache_tests {
         let text = |s: &str| Value::String(s.into());
         assert_eq!(
             bind("string LIKE $0", text("a"), text("[x]*")),
-            vec![Sql::Text("[[]x]*".into())]
+            vec![Sql::Text("[x]*".into())]
         );
         assert_eq!(
             bind("string ==[c] $0", text("a"), text("STRASSE")),
