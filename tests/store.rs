@@ -357,6 +357,39 @@ fn a_second_writer_waits_then_times_out() {
     assert!(db.begin_write().is_ok());
 }
 
+/// A second handle on the same file (as each binding object may hold) waits for the first
+/// handle's writer as long as a second writer on one handle does, and gets the same error.
+#[test]
+fn a_writer_on_another_handle_waits_then_times_out() {
+    let (_dir, path) = temp_db("handles");
+    let config = || Config {
+        writer_timeout: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let first = Database::open(&path, &schema(), config()).unwrap();
+    let second = Database::open(&path, &schema(), config()).unwrap();
+    let tx = first.begin_write().unwrap();
+    match second.begin_write().map(|_| ()) {
+        Err(StoreError::WriterTimeout(waited)) => assert_eq!(waited, Duration::from_millis(100)),
+        other => panic!("{other:?}"),
+    }
+    drop(tx);
+    let mut tx = second.begin_write().unwrap();
+    tx.create(
+        "Dog",
+        PrimaryKey::String("rex".into()),
+        &[("name", s("Rex"))],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    assert!(first
+        .read()
+        .unwrap()
+        .object("Dog", &PrimaryKey::String("rex".into()))
+        .unwrap()
+        .is_some());
+}
+
 #[test]
 fn erasing_an_object_clears_links_and_list_entries_to_it() {
     let (_dir, path) = temp_db("erase");

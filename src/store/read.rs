@@ -561,8 +561,8 @@ impl<'db> ReadTransaction<'db> {
         Ok(keys)
     }
 
-    /// How many objects of `class` match `query` ([`query`](Self::query)'s matches, limits
-    /// and distinct included), counted by SQLite without reading their keys out.
+    /// How many objects of `class` match `query` ([`query`](Self::query)'s matches, its
+    /// `LIMIT` included), counted by SQLite without reading their keys out.
     ///
     /// # Errors
     /// As [`query`](Self::query).

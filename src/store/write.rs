@@ -160,7 +160,14 @@ impl<'db> WriteTransaction<'db> {
         if let Err(e) = super::exec_cached(&guard.0, "BEGIN IMMEDIATE") {
             drop(guard);
             db.release_writer();
-            return Err(e.into());
+            // SQLite waited the connection's busy timeout (the writer timeout) for another
+            // connection's write transaction: another handle on the file, or another process.
+            return Err(match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                    StoreError::WriterTimeout(db.config.writer_timeout)
+                }
+                _ => e.into(),
+            });
         }
         let changes_at_begin = guard.0.total_changes();
         Ok(WriteTransaction {
