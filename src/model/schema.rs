@@ -315,6 +315,9 @@ impl Schema {
                 });
             }
         }
+        if let Some((class, other)) = differing_in_case(classes.iter().map(|c| c.name.as_str())) {
+            return Err(SchemaError::ClassNamesDifferInCaseOnly { class, other });
+        }
         for class in &classes {
             validate_class(class, &classes)?;
         }
@@ -330,6 +333,19 @@ impl Schema {
     pub fn class(&self, name: &str) -> Option<&ClassSchema> {
         self.classes.iter().find(|c| c.name == name)
     }
+}
+
+/// The first two of `names` (distinct) that are equal ignoring ASCII case, in declaration order:
+/// SQLite's table and column names ignore ASCII case (<https://www.sqlite.org/lang_keywords.html>),
+/// so the store cannot keep such names apart, though Realm's are case-sensitive.
+fn differing_in_case<'a>(names: impl Iterator<Item = &'a str>) -> Option<(String, String)> {
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for name in names {
+        if let Some(first) = seen.insert(name.to_ascii_lowercase(), name) {
+            return Some((first.to_owned(), name.to_owned()));
+        }
+    }
+    None
 }
 
 fn check_name(name: &str, max: usize, err: impl Fn() -> SchemaError) -> Result<(), SchemaError> {
@@ -356,6 +372,14 @@ fn validate_class(class: &ClassSchema, all: &[ClassSchema]) -> Result<(), Schema
             });
         }
         validate_property(class, property, all)?;
+    }
+    let names = class.properties.iter().map(|p| p.name.as_str());
+    if let Some((property, other)) = differing_in_case(names) {
+        return Err(SchemaError::PropertyNamesDifferInCaseOnly {
+            class: class.name.clone(),
+            property,
+            other,
+        });
     }
     match (class.embedded, &class.primary_key) {
         (true, Some(pk)) => Err(SchemaError::EmbeddedWithPrimaryKey {
@@ -457,6 +481,24 @@ pub enum SchemaError {
         /// The repeated name.
         class: String,
     },
+    /// Two class names differ only in ASCII case (`Dog`, `dog`). Realm keeps them apart; the
+    /// store's SQLite tables cannot, since SQLite's names ignore ASCII case.
+    ClassNamesDifferInCaseOnly {
+        /// The first declared.
+        class: String,
+        /// The other.
+        other: String,
+    },
+    /// Two property names of one class differ only in ASCII case (`name`, `Name`), which the
+    /// store's SQLite columns cannot keep apart.
+    PropertyNamesDifferInCaseOnly {
+        /// The class.
+        class: String,
+        /// The first declared.
+        property: String,
+        /// The other.
+        other: String,
+    },
     /// A class name is empty, too long or has control characters.
     InvalidClassName {
         /// The name given.
@@ -532,6 +574,20 @@ impl fmt::Display for SchemaError {
             SchemaError::DuplicateClass { class } => {
                 write!(f, "class '{class}' is declared twice")
             }
+            SchemaError::ClassNamesDifferInCaseOnly { class, other } => write!(
+                f,
+                "classes '{class}' and '{other}' differ only in ASCII case, which Tandem cannot \
+                 keep apart (SQLite's table names ignore it); rename one"
+            ),
+            SchemaError::PropertyNamesDifferInCaseOnly {
+                class,
+                property,
+                other,
+            } => write!(
+                f,
+                "{class}: properties '{property}' and '{other}' differ only in ASCII case, which \
+                 Tandem cannot keep apart (SQLite's column names ignore it); rename one"
+            ),
             SchemaError::InvalidClassName { class } => write!(
                 f,
                 "class name '{class}' must be 1 to {MAX_CLASS_NAME_LEN} bytes without control \
@@ -658,6 +714,35 @@ mod tests {
                 class: "Person".into()
             }
         );
+    }
+
+    /// Names equal but for ASCII case are refused by name; other case differences (`é`, `É`:
+    /// SQLite folds ASCII only) and distinct names are not.
+    #[test]
+    fn names_differing_only_in_ascii_case() {
+        let dog = |name: &str| {
+            ClassSchema::top_level(name, "_id", vec![Property::new("_id", PropertyType::Int)])
+        };
+        let err = Schema::new(vec![dog("Dog"), dog("Cat"), dog("dOG")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "classes 'Dog' and 'dOG' differ only in ASCII case, which Tandem cannot keep apart \
+             (SQLite's table names ignore it); rename one"
+        );
+        let err = Schema::new(vec![person(vec![
+            Property::new("name", PropertyType::String),
+            Property::new("Name", PropertyType::String),
+        ])])
+        .unwrap_err();
+        assert_eq!(
+            err,
+            SchemaError::PropertyNamesDifferInCaseOnly {
+                class: "Person".into(),
+                property: "name".into(),
+                other: "Name".into(),
+            }
+        );
+        assert!(Schema::new(vec![dog("É"), dog("é"), dog("Dogs")]).is_ok());
     }
 
     #[test]
