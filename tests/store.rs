@@ -132,6 +132,40 @@ fn adding_a_property_migrates_and_changing_one_is_refused() {
     assert!(err
         .to_string()
         .starts_with("schema change to Dog.name refused"));
+
+    // A primary key of another type is refused in words.
+    let mut classes = schema().classes().to_vec();
+    classes[1].properties[0] = Property::new("_id", PropertyType::Int);
+    let err = Database::open(&path, &Schema::new(classes).unwrap(), Config::default())
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "schema change to Dog._id refused: the file declares it as a top-level class keyed by \
+         `_id` (string), the schema as a top-level class keyed by `_id` (int)"
+    );
+}
+
+/// Setting the primary key of an object is refused and says why (Realm's keys are fixed).
+#[test]
+fn setting_a_primary_key_is_refused_by_name() {
+    let (_dir, path) = temp_db("set-pk");
+    let db = open(&path);
+    let mut tx = db.begin_write().unwrap();
+    tx.create("Person", int(1), &[("name", s("Ann"))]).unwrap();
+    let err = tx.set("Person", &int(1), "_id", Value::Int(2)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Person._id is the primary key, which cannot be changed"),
+        "{err}"
+    );
+    tx.commit().unwrap();
+    assert!(db
+        .read()
+        .unwrap()
+        .object("Person", &int(1))
+        .unwrap()
+        .is_some());
 }
 
 /// A read transaction reads the schema of its own snapshot, though the database keeps the last

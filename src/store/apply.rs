@@ -845,7 +845,17 @@ impl Applier<'_> {
         loop {
             let column = match self.schemas.get(&class).and_then(|s| s.columns.get(&field)) {
                 Some(c) => c.clone(),
-                None => return bad(format!("no column {class}.{field}")),
+                None => {
+                    return bad(match self.schemas.get(&class).map(|s| &s.spec) {
+                        Some(TableSpec::TopLevel { pk_field, .. }) if *pk_field == field => {
+                            format!(
+                                "{class}.{field} is the primary key, which cannot be changed \
+                                 once the object exists (as in Realm)"
+                            )
+                        }
+                        _ => format!("no column {class}.{field}"),
+                    })
+                }
             };
             let Some((first, tail)) = rest.split_first() else {
                 return Ok(Loc::Column {
