@@ -141,8 +141,8 @@ fn adding_a_property_migrates_and_changing_one_is_refused() {
         .unwrap();
     assert_eq!(
         err.to_string(),
-        "schema change to Dog._id refused: the file declares it as a top-level class keyed by \
-         `_id` (string), the schema as a top-level class keyed by `_id` (int)"
+        "schema change to Dog._id refused: the file declares it as top-level keyed by _id \
+         (string), the schema as top-level keyed by _id (int)"
     );
 }
 

@@ -51,7 +51,7 @@ pub(crate) fn new_table(
 
 /// A table's kind as a schema says it: `embedded`, `top-level keyed by _id (objectId)`, with
 /// `nullable`/`asymmetric` where they apply.
-fn describe_table(spec: &TableSpec) -> String {
+pub(crate) fn describe_table(spec: &TableSpec) -> String {
     match spec {
         TableSpec::Embedded => "embedded".into(),
         TableSpec::TopLevel {

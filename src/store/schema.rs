@@ -64,8 +64,8 @@ pub(crate) fn migration(existing: &Schemas, schema: &Schema) -> Result<Changeset
                     property: class.primary_key.clone(),
                     reason: format!(
                         "the file declares it as {}, the schema as {}",
-                        describe(&t.spec),
-                        describe(&spec)
+                        crate::state::checks::describe_table(&t.spec),
+                        crate::state::checks::describe_table(&spec)
                     ),
                 })
             }
@@ -174,27 +174,4 @@ fn push_add_table(cs: &mut Changeset, table: &str, spec: &TableSpec) {
         }),
     };
     cs.push(Instruction::AddTable(AddTable { table, kind }));
-}
-
-/// A class's kind and primary key in words, for errors: "a top-level class keyed by `_id`
-/// (int)", "... (string, nullable)", "an embedded class".
-fn describe(spec: &TableSpec) -> String {
-    match spec {
-        TableSpec::TopLevel {
-            pk_field,
-            pk_type,
-            pk_nullable,
-            asymmetric,
-        } => format!(
-            "{} class keyed by `{pk_field}` ({}{})",
-            if *asymmetric {
-                "an asymmetric"
-            } else {
-                "a top-level"
-            },
-            crate::state::type_name(*pk_type),
-            if *pk_nullable { ", nullable" } else { "" }
-        ),
-        TableSpec::Embedded => "an embedded class".to_owned(),
-    }
 }
