@@ -146,6 +146,42 @@ fn adding_a_property_migrates_and_changing_one_is_refused() {
     );
 }
 
+/// A class or property that differs only in ASCII case from one already in the file (not
+/// declared again) is refused by name, and the file is unchanged.
+#[test]
+fn names_differing_only_in_case_from_the_files_are_refused() {
+    let (_dir, path) = temp_db("case");
+    drop(open(&path));
+    let dog = |class: &str, property: &str| {
+        Schema::new(vec![ClassSchema::top_level(
+            class,
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::String),
+                Property::new(property, PropertyType::String),
+            ],
+        )])
+        .unwrap()
+    };
+    for (schema, says) in [
+        (
+            dog("DOG", "name"),
+            "table DOG differs only in ASCII case from the table Dog",
+        ),
+        (
+            dog("Dog", "NAME"),
+            "column Dog.NAME differs only in ASCII case from the column Dog.name",
+        ),
+    ] {
+        let err = Database::open(&path, &schema, Config::default())
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    let db = open(&path);
+    assert_eq!(db.history().unwrap().len(), 1, "nothing was added");
+}
+
 /// Setting the primary key of an object is refused and says why (Realm's keys are fixed).
 #[test]
 fn setting_a_primary_key_is_refused_by_name() {
@@ -407,6 +443,14 @@ fn a_writer_on_another_handle_waits_then_times_out() {
         Err(StoreError::WriterTimeout(waited)) => assert_eq!(waited, Duration::from_millis(100)),
         other => panic!("{other:?}"),
     }
+    // The writes the library makes itself (subscriptions, sync) wait the same way.
+    match second.update_subscriptions(|m| {
+        m.add(None, "Dog", "TRUEPREDICATE", &[])?;
+        Ok(())
+    }) {
+        Err(StoreError::WriterTimeout(_)) => {}
+        other => panic!("{other:?}"),
+    }
     drop(tx);
     let mut tx = second.begin_write().unwrap();
     tx.create(
@@ -523,6 +567,11 @@ fn queries_cover_every_operator() {
         [2, 3, 5],
         "null is not 30"
     );
+    // A comparison a null cannot satisfy is false in Realm, so NOT of it holds for the null.
+    assert_eq!(ids(&db, "NOT (age > 26)", &[]), [2, 3]);
+    assert_eq!(ids(&db, "!(age < 31 AND age > 26)", &[]), [2, 3, 5]);
+    assert_eq!(ids(&db, "NOT NOT (age > 26)", &[]), [1, 4, 5]);
+    assert_eq!(ids(&db, "NOT (dog.name == 'Rex')", &[]), [2, 4, 5]);
     assert_eq!(ids(&db, "name BEGINSWITH 'B'", &[]), [3]);
     assert_eq!(ids(&db, "name BEGINSWITH[c] 'b'", &[]), [2, 3]);
     assert_eq!(ids(&db, "name ENDSWITH 'e'", &[]), [5]);
@@ -611,10 +660,9 @@ fn malformed_queries_say_where_and_what() {
         .starts_with("expected AND, OR, SORT, LIMIT or the end"));
 }
 
-/// What a query may ask of the compiler is bounded, each bound with its own error and no bound
-/// reachable by a query an app writes: nesting (the parser recurses per level, and a peer's
-/// subscription is compiled on a server thread), values bound (SQLite's limit) and the
-/// clauses' order. Long chains of `OR`, `AND` and `IN` values run (SQLite refuses an
+/// What a query may ask of the compiler is bounded, each bound with its own error: nesting
+/// (the parser recurses per level, and a peer's subscription is compiled on a server thread),
+/// the depth of the SQL (SQLite's limit), values bound (SQLite's limit) and the clauses' order. Long chains of `OR`, `AND` and `IN` values run (SQLite refuses an
 /// expression more than 1,000 levels deep: the compiler groups them as a balanced tree).
 #[test]
 fn queries_are_bounded_and_long_chains_run() {
@@ -634,18 +682,33 @@ fn queries_are_bounded_and_long_chains_run() {
     let nested = |depth: usize, open: &str, close: &str| {
         format!("{}age == 1{}", open.repeat(depth), close.repeat(depth))
     };
-    // 100 levels of parentheses or NOT run; one more, or a hundred thousand, is refused.
-    assert_eq!(ids(&db, &nested(100, "(", ")"), &[]).len(), 429);
-    assert_eq!(ids(&db, &nested(100, "NOT ", ""), &[]).len(), 429);
+    // 1,000 levels of parentheses run; one more, or a hundred thousand, is refused.
+    assert_eq!(ids(&db, &nested(1000, "(", ")"), &[]).len(), 429);
+    assert_eq!(ids(&db, &nested(200, "NOT ", ""), &[]).len(), 429);
     for q in [
-        nested(101, "(", ")"),
-        nested(101, "NOT ", ""),
+        nested(1001, "(", ")"),
         nested(100_000, "(", ")"),
         nested(100_000, "!", ""),
-        format!("{}age == 1", "(NOT ".repeat(60)),
+        format!("{}age == 1", "(NOT ".repeat(600)),
     ] {
-        assert!(err(&q).contains("more than 100 levels deep"), "{}", err(&q));
+        assert!(
+            err(&q).contains("more than 1000 levels deep"),
+            "{}",
+            err(&q)
+        );
     }
+    // Within the nesting bound but deeper in SQL than SQLite takes: refused by name.
+    let alternating = (0..900).fold("age == 1".to_owned(), |q, i| {
+        format!("(age == 1 {} {q})", if i % 2 == 0 { "OR" } else { "AND" })
+    });
+    for q in [nested(600, "NOT ", ""), alternating] {
+        assert!(err(&q).contains("at most 800 are supported"), "{}", err(&q));
+    }
+    // realm-swift's typed queries nest one level per operator: `((a || b) || c)`. Such a chain
+    // of 900 terms is one chain of ORs.
+    let swift = (1..900).fold("_id == 0".to_owned(), |q, i| format!("({q} || _id == {i})"));
+    assert_eq!(ids(&db, &swift, &[]).len(), 900);
+    assert_eq!(read.count("Person", &swift, &[]).unwrap(), 900);
     // 2,500 values in IN, and 2,500 comparisons joined by OR, run and count what they match.
     let values: Vec<String> = (0..2500).map(|i| i.to_string()).collect();
     let q = format!("_id IN {{{}}}", values.join(", "));

@@ -45,7 +45,13 @@ pub(crate) fn new_table(
             describe_table(&existing.spec),
             describe_table(&spec)
         ))),
-        None => Ok(Some((name, spec))),
+        None => match schemas.keys().find(|t| t.eq_ignore_ascii_case(&name)) {
+            Some(other) => Err(Refusal::Schema(format!(
+                "table {name} differs only in ASCII case from the table {other}, which Tandem \
+                 cannot keep apart (SQLite's names ignore it)"
+            ))),
+            None => Ok(Some((name, spec))),
+        },
     }
 }
 
@@ -137,7 +143,24 @@ pub(crate) fn new_column(
         Some(existing) => Err(Refusal::Schema(format!(
             "column {table}.{field} exists as {existing}, not {column}"
         ))),
-        None => Ok(Some((table, field, column))),
+        None => {
+            let pk = match &schema.spec {
+                TableSpec::TopLevel { pk_field, .. } => Some(pk_field),
+                TableSpec::Embedded => None,
+            };
+            match schema
+                .columns
+                .keys()
+                .chain(pk)
+                .find(|c| c.eq_ignore_ascii_case(&field))
+            {
+                Some(other) => Err(Refusal::Schema(format!(
+                    "column {table}.{field} differs only in ASCII case from the column \
+                     {table}.{other}, which Tandem cannot keep apart (SQLite's names ignore it)"
+                ))),
+                None => Ok(Some((table, field, column))),
+            }
+        }
     }
 }
 

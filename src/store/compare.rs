@@ -77,38 +77,58 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Whether `s` matches `pattern` as Realm's `LIKE` reads it: `*` matches any run of characters
-/// (none included), `?` exactly one character, and every other character itself, with no
-/// escape (realm-core's `matchlike`). By characters, and over the whole string,
-/// NUL characters included. Greedy with one backtrack point, so at most `s.len()` times
-/// `pattern.len()` steps.
+/// Whether `s` matches `pattern` as Realm's `LIKE` reads it (realm-core's `matchlike`): `*`
+/// matches any run of characters, `?` exactly one character, every other character itself, with
+/// no escape, over the whole string (NUL characters included). Like realm-core it works on the
+/// UTF-8 bytes and backtracks to the last `*`, and at the end of the text it accepts only an
+/// ended pattern or a pattern with exactly one `*` left: `"a" LIKE "a**"` does not match there
+/// (though `"ab" LIKE "a**"` does), and neither does it here. No allocation unless the pattern
+/// has a `*`.
 pub(crate) fn like(s: &str, pattern: &str) -> bool {
-    let (s, p): (Vec<char>, Vec<char>) = (s.chars().collect(), pattern.chars().collect());
-    let (mut at, mut pat) = (0, 0);
-    // The last `*` seen, and where in `s` its run currently ends.
-    let mut star: Option<(usize, usize)> = None;
-    while at < s.len() {
-        match p.get(pat) {
-            Some('*') => {
-                star = Some((pat, at));
-                pat += 1;
+    let (text, pat) = (s.as_bytes(), pattern.as_bytes());
+    // For each `*` met: where its run ends in the text, and the pattern after it.
+    let mut stars: Vec<(usize, usize)> = Vec::new();
+    let (mut t, mut p) = (0, 0);
+    loop {
+        if t == text.len() {
+            if p == pat.len() || (p + 1 == pat.len() && pat[p] == b'*') {
+                return true;
             }
-            Some(&c) if c == '?' || c == s[at] => {
-                at += 1;
-                pat += 1;
-            }
-            _ => match star {
-                // The star's run takes one more character; the rest is matched again after it.
-                Some((star_at, run_end)) => {
-                    star = Some((star_at, run_end + 1));
-                    pat = star_at + 1;
-                    at = run_end + 1;
+        } else if p < pat.len() {
+            match pat[p] {
+                b'*' => {
+                    stars.push((t, p + 1));
+                    p += 1;
+                    continue;
                 }
-                None => return false,
-            },
+                b'?' => {
+                    // One character: its lead byte and its continuation bytes.
+                    t += 1;
+                    while t < text.len() && text[t] & 0xc0 == 0x80 {
+                        t += 1;
+                    }
+                    p += 1;
+                    continue;
+                }
+                c if c == text[t] => {
+                    t += 1;
+                    p += 1;
+                    continue;
+                }
+                _ => {}
+            }
         }
+        // No match from here: the last `*` takes one more byte, unless the text has ended, in
+        // which case that `*` is given up for the one before it.
+        if t == text.len() {
+            stars.pop();
+        }
+        let Some(last) = stars.last_mut() else {
+            return false;
+        };
+        last.0 += 1;
+        (t, p) = *last;
     }
-    p[pat..].iter().all(|&c| c == '*')
 }
 
 /// A stored value (as [`codec::encode`] or a mixed column writes it) and its kind code.
@@ -524,7 +544,8 @@ mod tests {
 
     /// `like` agrees with the definition on every string and pattern of up to 5 and 4
     /// characters over `a`, `é`, NUL, `*` and `?` (as text: a literal `*` in the text matches
-    /// only a `*` or `?` in the pattern), and on a few cases written out.
+    /// only a `*` or `?` in the pattern) where the pattern has no `**`, and with realm-core's
+    /// `matchlike` on the cases written out (its end-of-text rule among them).
     #[test]
     fn like_matches_realms_wildcards() {
         let alphabet = ['a', 'é', '\0', '*', '?'];
@@ -550,7 +571,11 @@ mod tests {
         let (texts, patterns) = (all(5), all(4));
         for t in &texts {
             let text: String = t.iter().collect();
-            for p in &patterns {
+            // realm-core's end-of-text rule differs from the definition for `**` (below).
+            for p in patterns
+                .iter()
+                .filter(|p| !p.windows(2).any(|w| w == ['*', '*']))
+            {
                 let pattern: String = p.iter().collect();
                 assert_eq!(
                     like(&text, &pattern),
@@ -566,6 +591,13 @@ mod tests {
         assert!(!like("", "?"));
         assert!(like("a[b]", "a[b]"));
         assert!(!like("abc", "*b"));
+        // realm-core's end of text: an ended pattern or exactly one `*` left.
+        assert!(!like("", "**"));
+        assert!(!like("a", "a**"));
+        assert!(!like("é", "?**"));
+        assert!(like("ab", "a**"));
+        assert!(like("a", "a*"));
+        assert!(like("", "*"));
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub(crate) mod tables {
     #[cfg(feature = "server")]
     pub(crate) use super::layout::{key_matches, object_table, row_id};
     #[cfg(feature = "server")]
-    pub(crate) use super::query::compile;
+    pub(crate) use super::query::{compile, MAX_PARAMS};
     pub(crate) use super::read::{export, for_each_object};
     #[cfg(feature = "server")]
     pub(crate) use super::read::{for_each_match, read_object};
@@ -608,6 +608,17 @@ pub(crate) fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> 
     conn.prepare_cached(sql)?.raw_execute().map(|_| ())
 }
 
+/// `BEGIN IMMEDIATE` on a writer connection, whose busy timeout is `timeout` (the writer
+/// timeout): SQLite waits that long for another connection's write transaction (another
+/// handle on the file, or another process) and then gives up, which is
+/// [`StoreError::WriterTimeout`] as for a second writer on one handle.
+pub(crate) fn begin_immediate(conn: &Connection, timeout: Duration) -> Result<(), StoreError> {
+    exec_cached(conn, "BEGIN IMMEDIATE").map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) => StoreError::WriterTimeout(timeout),
+        _ => e.into(),
+    })
+}
+
 impl Database {
     /// Opens (or creates) the database at `path` with the app's schema.
     ///
@@ -882,7 +893,7 @@ impl Database {
         let result = (|| {
             let mut guard = self.lock_writer();
             let (conn, schemas) = &mut *guard;
-            exec_cached(conn, "BEGIN IMMEDIATE")?;
+            begin_immediate(conn, self.config.writer_timeout)?;
             let saved = schemas.clone();
             // A panic in `f` (a bug: OT and the applier return errors for bad input) must not
             // leave the SQLite transaction open and the writer gate shut: every later write

@@ -700,26 +700,79 @@ fn modifier_text(flags: i64) -> &'static str {
     }
 }
 
-/// Most levels of `NOT` and parentheses a query may nest. realm-core's own queries nest a
-/// handful (a flexible sync subscription set is one level per subscription, side by side).
-pub(crate) const MAX_NESTING: usize = 100;
+/// Most levels of `NOT` and parentheses a query may nest (realm-swift nests one level per
+/// `&&` or `||` of a typed query: `((a || b) || c)`). A text that may nest more than
+/// [`SHALLOW`] levels is parsed on a thread with a stack of [`DEEP_STACK`] bytes, so that a
+/// peer's query cannot exhaust the stack of the thread compiling it.
+pub(crate) const MAX_NESTING: usize = 1000;
+
+/// Texts with at most this many `(`, `NOT` and `!` are parsed on the calling thread.
+const SHALLOW: usize = 64;
+
+/// Stack of the thread that parses a deeper text: a debug build takes about 3 KiB of stack
+/// per level (measured by a thread of 2 MiB overflowing at 1,000 levels), a release build
+/// less; only the pages touched are used.
+const DEEP_STACK: usize = 32 << 20;
 
 /// Most values a compiled query may bind: SQLite's default `SQLITE_MAX_VARIABLE_NUMBER`
 /// (<https://www.sqlite.org/limits.html>, item 9), past which it refuses the statement.
 pub(crate) const MAX_PARAMS: usize = 32_766;
 
-/// `terms` joined by `op` (`AND` or `OR`) as a balanced tree of parenthesized pairs, in their
-/// order: SQLite refuses an expression more than 1,000 levels deep
-/// (<https://www.sqlite.org/limits.html>, `SQLITE_MAX_EXPR_DEPTH`), which a chain of 1,000
-/// terms joined left to right is, while a balanced tree of them is 10 levels deep. Both
-/// operators are associative in SQL's three-valued logic, so the grouping changes no result.
-fn balanced(op: &str, terms: &[String]) -> String {
+/// Deepest SQL expression a filter may compile to (levels of `AND`/`OR`/`NOT`, counted by
+/// [`Node::render`]): SQLite refuses an expression more than 1,000 levels deep
+/// (<https://www.sqlite.org/limits.html>, `SQLITE_MAX_EXPR_DEPTH`), and a comparison and the
+/// statement around the filter take some of those levels.
+pub(crate) const MAX_SQL_DEPTH: usize = 800;
+
+/// A parsed filter: a comparison (its SQL and depth), or terms joined by one operator.
+enum Node {
+    Leaf(String, usize),
+    Chain(&'static str, Vec<Node>),
+}
+
+impl Node {
+    fn leaf(sql: &str) -> Node {
+        Node::Leaf(sql.to_owned(), 1)
+    }
+
+    /// `terms` joined by `op` (`AND` or `OR`), a term that is itself a chain of `op` (a group
+    /// in parentheses) spliced in: the operators are associative in SQL's three-valued logic,
+    /// and realm-swift writes `a || b || c` as `((a || b) || c)`.
+    fn chain(op: &'static str, terms: Vec<Node>) -> Node {
+        if terms.len() == 1 {
+            return terms.into_iter().next().expect("one term");
+        }
+        let mut flat = Vec::with_capacity(terms.len());
+        for term in terms {
+            match term {
+                Node::Chain(o, inner) if o == op => flat.extend(inner),
+                other => flat.push(other),
+            }
+        }
+        Node::Chain(op, flat)
+    }
+
+    /// The SQL and its depth. A chain is a balanced tree of parenthesized pairs, in order:
+    /// 1,000 terms joined left to right are 1,000 levels deep, balanced 10.
+    fn render(self) -> (String, usize) {
+        match self {
+            Node::Leaf(sql, depth) => (sql, depth),
+            Node::Chain(op, terms) => {
+                let rendered: Vec<(String, usize)> = terms.into_iter().map(Node::render).collect();
+                balanced(op, &rendered)
+            }
+        }
+    }
+}
+
+fn balanced(op: &str, terms: &[(String, usize)]) -> (String, usize) {
     match terms {
         [] => unreachable!("a chain has a first term"),
-        [one] => one.clone(),
+        [(sql, depth)] => (sql.clone(), *depth),
         _ => {
             let (left, right) = terms.split_at(terms.len() / 2);
-            format!("({} {op} {})", balanced(op, left), balanced(op, right))
+            let ((l, ld), (r, rd)) = (balanced(op, left), balanced(op, right));
+            (format!("({l} {op} {r})"), ld.max(rd) + 1)
         }
     }
 }
@@ -761,22 +814,22 @@ impl Parser<'_> {
         }
     }
 
-    fn predicate(&mut self) -> Result<String, QueryError> {
+    fn predicate(&mut self) -> Result<Node, QueryError> {
         let mut terms = vec![self.and()?];
         while is_kw(self.peek(), "OR") || *self.peek() == Tok::Op("||") {
             self.next();
             terms.push(self.and()?);
         }
-        Ok(balanced("OR", &terms))
+        Ok(Node::chain("OR", terms))
     }
 
-    fn and(&mut self) -> Result<String, QueryError> {
+    fn and(&mut self) -> Result<Node, QueryError> {
         let mut terms = vec![self.unary()?];
         while is_kw(self.peek(), "AND") || *self.peek() == Tok::Op("&&") {
             self.next();
             terms.push(self.unary()?);
         }
-        Ok(balanced("AND", &terms))
+        Ok(Node::chain("AND", terms))
     }
 
     /// Enters one more level of `NOT` or parentheses; refuses the query past [`MAX_NESTING`]
@@ -791,13 +844,15 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn unary(&mut self) -> Result<String, QueryError> {
+    fn unary(&mut self) -> Result<Node, QueryError> {
         if is_kw(self.peek(), "NOT") || *self.peek() == Tok::Op("!") {
             self.nest()?;
             self.next();
-            let inner = self.unary()?;
+            let (inner, depth) = self.unary()?.render();
             self.depth -= 1;
-            return Ok(format!("(NOT {inner})"));
+            // A comparison that cannot hold (a null operand, values of kinds that do not
+            // compare) is NULL in SQL and false in Realm, whose NOT makes it true.
+            return Ok(Node::Leaf(format!("(NOT coalesce({inner}, 0))"), depth + 2));
         }
         if *self.peek() == Tok::LParen {
             self.nest()?;
@@ -819,13 +874,13 @@ impl Parser<'_> {
         }
         if is_kw(self.peek(), "TRUEPREDICATE") {
             self.next();
-            return Ok("1".into());
+            return Ok(Node::leaf("1"));
         }
         if is_kw(self.peek(), "FALSEPREDICATE") {
             self.next();
-            return Ok("0".into());
+            return Ok(Node::leaf("0"));
         }
-        self.comparison()
+        self.comparison().map(|sql| Node::Leaf(sql, 1))
     }
 
     /// Binds `v` converted by `conversion`; `arg` is the argument `v` is (`$N`'s `N`), if any,
@@ -1328,18 +1383,18 @@ impl Parser<'_> {
         // As bytes: SQLite's text functions stop at a NUL character, which a Realm string may
         // hold. A prefix, suffix or part of a UTF-8 string's bytes that is itself UTF-8 (the
         // bound string) is a prefix, suffix or part of its characters.
-        // An empty needle matches every string (and SQLite's `substr` of an empty BLOB is
-        // NULL): `length(…) >= 0` is true for a string, NULL for null.
+        // An empty needle matches every string; otherwise the affix is compared (SQLite's
+        // `substr` of an empty BLOB is NULL, hence the `coalesce`). The column is read once.
         let (cb, pb) = (format!("CAST({c} AS BLOB)"), format!("CAST({p} AS BLOB)"));
         let affix = |start: &str| {
             format!(
-                "CASE WHEN length({pb}) = 0 THEN length({cb}) >= 0 ELSE length({cb}) >= \
-                 length({pb}) AND substr({cb}, {start}, length({pb})) = {pb} END"
+                "CASE WHEN length({pb}) = 0 THEN length({cb}) >= 0 ELSE \
+                 coalesce(substr({cb}, {start}), x'') = {pb} END"
             )
         };
         let matched = match op {
-            "BEGINSWITH" => affix("1"),
-            "ENDSWITH" => affix(&format!("length({cb}) - length({pb}) + 1")),
+            "BEGINSWITH" => affix(&format!("1, length({pb})")),
+            "ENDSWITH" => affix(&format!("-length({pb})")),
             "CONTAINS" => format!("instr({cb}, {pb}) > 0"),
             "LIKE" => format!("tandem_like({c}, {p})"),
             _ => format!("{c} = {p}"),
@@ -1576,12 +1631,12 @@ impl Parser<'_> {
         }
         let mut any = Vec::new();
         for (value, pos) in items {
-            any.push(self.compare_one(&column, "==", flags, value, pos)?);
+            any.push((self.compare_one(&column, "==", flags, value, pos)?, 1));
         }
         Ok(if any.is_empty() {
             "0".to_owned()
         } else {
-            balanced("OR", &any)
+            balanced("OR", &any).0
         })
     }
 
@@ -1855,8 +1910,41 @@ fn compile_traced(
             })
         }
     }
+    let toks = tokenize(text)?;
+    let nesting = toks
+        .iter()
+        .filter(|(_, t)| *t == Tok::LParen || *t == Tok::Op("!") || is_kw(t, "NOT"))
+        .count();
+    if nesting <= SHALLOW {
+        return compile_tokens(schemas, indexes, class, toks, args);
+    }
+    std::thread::scope(|scope| {
+        let parse = std::thread::Builder::new()
+            .name("tandem-query".into())
+            .stack_size(DEEP_STACK)
+            .spawn_scoped(scope, || {
+                compile_tokens(schemas, indexes, class, toks, args)
+            })
+            .map_err(|e| QueryError {
+                position: 0,
+                message: format!("cannot start a thread to parse a deeply nested query: {e}"),
+            })?;
+        parse
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// [`compile_traced`] of the tokens of a text.
+fn compile_tokens(
+    schemas: &Schemas,
+    indexes: Option<&Indexes>,
+    class: &str,
+    toks: Vec<(usize, Tok)>,
+    args: &[Value],
+) -> Result<(Compiled, Vec<Param>), QueryError> {
     let mut p = Parser {
-        toks: tokenize(text)?,
+        toks,
         at: 0,
         schemas,
         class,
@@ -1874,8 +1962,20 @@ fn compile_traced(
     let filter = if starts_with_clause {
         "1".to_owned()
     } else {
-        p.predicate()?
+        let (filter, depth) = p.predicate()?.render();
+        if depth > MAX_SQL_DEPTH {
+            return Err(QueryError {
+                position: 0,
+                message: format!(
+                    "the query's NOT, AND and OR nest {depth} levels deep; at most \
+                     {MAX_SQL_DEPTH} are supported (SQLite's limit on an expression's depth)"
+                ),
+            });
+        }
+        filter
     };
+    // The filter's own; a SORT's key path may follow a link too.
+    let reads_other_objects = p.reads_other_objects;
     let (mut order, limit) = p.sort_and_limit()?;
     let sorted = !order.is_empty();
     // Ties keep row order (key order for a required int key, insertion order otherwise), so
@@ -1915,7 +2015,7 @@ fn compile_traced(
     let shape = Shape {
         matches: matches.len(),
         filter: from.len(),
-        reads_other_objects: p.reads_other_objects,
+        reads_other_objects,
         order: order.len(),
         sorted,
         limited: !limit.is_empty(),

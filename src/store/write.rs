@@ -157,17 +157,10 @@ impl<'db> WriteTransaction<'db> {
         db: &'db Database,
         guard: MutexGuard<'db, (Connection, Schemas)>,
     ) -> Result<Self, StoreError> {
-        if let Err(e) = super::exec_cached(&guard.0, "BEGIN IMMEDIATE") {
+        if let Err(e) = super::begin_immediate(&guard.0, db.config.writer_timeout) {
             drop(guard);
             db.release_writer();
-            // SQLite waited the connection's busy timeout (the writer timeout) for another
-            // connection's write transaction: another handle on the file, or another process.
-            return Err(match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::DatabaseBusy) => {
-                    StoreError::WriterTimeout(db.config.writer_timeout)
-                }
-                _ => e.into(),
-            });
+            return Err(e);
         }
         let changes_at_begin = guard.0.total_changes();
         Ok(WriteTransaction {

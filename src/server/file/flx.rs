@@ -213,6 +213,13 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
     }
     let filter = compiled.filter().to_owned();
     let n = compiled.params.len();
+    // The membership statements below bind four values after the filter's.
+    if n + 4 > tables::MAX_PARAMS {
+        return Err(format!(
+            "query on {class}: compares {n} values; at most {} are supported in a subscription",
+            tables::MAX_PARAMS - 4
+        ));
+    }
     let match_sql = format!(
         "SELECT 1 FROM {} o WHERE {} AND ({filter})",
         tables::object_table(class),
@@ -2266,6 +2273,17 @@ mod tests {
             .map(|i| format!("(_id == {i})"))
             .collect::<Vec<_>>()
             .join(" OR ");
+        // The membership statements bind four values after the filter's: SQLite's limit less
+        // four is what a subscription may compare.
+        let values = |n: usize| {
+            let list: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+            format!("_id IN {{{}}}", list.join(","))
+        };
+        assert!(compile(&schemas, "Task", &values(32_762))
+            .unwrap()
+            .is_some());
+        let refused = compile(&schemas, "Task", &values(32_763)).err().unwrap();
+        assert!(refused.contains("at most 32762 are supported"), "{refused}");
         let filter = compile(&schemas, "Task", &many).unwrap().unwrap();
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
@@ -2291,7 +2309,7 @@ mod tests {
                 ("team == NULL", "link paths are not supported"),
                 ("done == true SORT(done ASC)", "SORT, DISTINCT and LIMIT"),
                 ("TRUEPREDICATE LIMIT(1)", "SORT, DISTINCT and LIMIT"),
-                (&deep, "more than 100 levels deep"),
+                (&deep, "more than 1000 levels deep"),
             ] {
                 let refused = compile(&schemas, class, query).err();
                 assert!(
