@@ -269,11 +269,16 @@ fn a_changeset_that_does_not_apply_changes_neither_history_nor_state() {
 
     // Each refused upload, alone and after a good changeset of the same upload (which is kept):
     // the code, and what is left.
-    let refused: [(&str, Changeset, ErrorCode); 3] = [
+    let refused: [(&str, Changeset, ErrorCode); 4] = [
         (
             "object of a table nobody created",
             create("Nope", 1),
             ErrorCode::BadChangeset,
+        ),
+        (
+            "a table whose name differs from an existing one only in ASCII case",
+            add_table("ITEM", PayloadType::Int),
+            ErrorCode::InvalidSchemaChange,
         ),
         (
             "the table again with another primary key type",
