@@ -580,6 +580,16 @@ fn queries_cover_every_operator() {
     assert_eq!(ids(&db, "name LIKE[c] 'A??'", &[]), [1]);
     assert_eq!(ids(&db, "name ==[c] 'BOB'", &[]), [2]);
     assert_eq!(ids(&db, "name IN {'Ann', 'Carl', 'x'}", &[]), [1, 4]);
+    assert_eq!(ids(&db, "name IN[c] {'ANN', $0, 'x'}", &[s("BOB")]), [1, 2]);
+    assert_eq!(
+        ids(
+            &db,
+            "name ==[c] 'ANN' OR name ==[c] $0 OR name ==[c] 'x'",
+            &[s("BOB")]
+        ),
+        [1, 2]
+    );
+    assert_eq!(ids(&db, "NOT name IN[cd] {'ÄNN', 'bob'}", &[]), [3, 4, 5]);
     assert_eq!(
         ids(&db, "score > 0", &[]),
         [1, 2, 5],
