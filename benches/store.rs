@@ -14,7 +14,8 @@
 //!   both again with the file `Config::exclusive_to_process` (raw through the same `unix-excl`
 //!   VFS);
 //! - query latency over 100,000 objects (p50 and p99 of 200 runs): primary-key equality
-//!   (indexed), a range filter on a property and a string equality (scans), then the same
+//!   (indexed), a range filter on a property and a string equality (scans), `BEGINSWITH`,
+//!   `ENDSWITH`, `CONTAINS[c]` and `LIKE` (scans), then the same
 //!   file reopened with those properties declared indexed (`Property::indexed`) and the same
 //!   two queries through their search indexes;
 //! - reading all 100,000 objects back (best of 3): raw rusqlite selecting the rows into structs
@@ -717,6 +718,24 @@ fn print_queries(db: Database) -> Database {
     println!("  _id range (indexed)            p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
     let (p50, p99, n) = query_latency(&db, "name == $0", name_lookup);
     println!("  name == $0 (scan)              p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
+    // The string operators, each a scan (about 11 matches each).
+    for (query, label, arg) in [
+        (
+            "name BEGINSWITH $0",
+            "name BEGINSWITH (scan)",
+            "item number 4242",
+        ),
+        ("name ENDSWITH $0", "name ENDSWITH (scan)", " 4242"),
+        (
+            "name CONTAINS[c] $0",
+            "name CONTAINS[c] (scan)",
+            "NUMBER 4242",
+        ),
+        ("name LIKE $0", "name LIKE (scan)", "item number 4242*"),
+    ] {
+        let (p50, p99, n) = query_latency(&db, query, |_| vec![Value::String(arg.into())]);
+        println!("  {label:<30} p50 {p50:>10.1?} p99 {p99:>10.1?} ({n} match)");
+    }
     // The same file reopened with `name` and `age` declared indexed (Realm's `@Index`): the
     // open creates their search indexes.
     let path = db.path().to_owned();
