@@ -65,8 +65,9 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
         })
     })?;
     conn.create_scalar_function("tandem_like", 2, flags, |ctx| {
+        // Bytes as stored: `like` reads UTF-8 without checking it again for every row.
         let text = |i| match ctx.get_raw(i) {
-            ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+            ValueRef::Text(t) => Some(t),
             _ => None,
         };
         Ok(match (text(0), text(1)) {
@@ -77,15 +78,14 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Whether `s` matches `pattern` as Realm's `LIKE` reads it (realm-core's `matchlike`): `*`
+/// Whether the UTF-8 `text` matches `pat` as Realm's `LIKE` reads it (realm-core's `matchlike`): `*`
 /// matches any run of characters, `?` exactly one character, every other character itself, with
 /// no escape, over the whole string (NUL characters included). Like realm-core it works on the
 /// UTF-8 bytes and backtracks to the last `*`, and at the end of the text it accepts only an
 /// ended pattern or a pattern with exactly one `*` left: `"a" LIKE "a**"` does not match there
 /// (though `"ab" LIKE "a**"` does), and neither does it here. No allocation unless the pattern
 /// has a `*`.
-pub(crate) fn like(s: &str, pattern: &str) -> bool {
-    let (text, pat) = (s.as_bytes(), pattern.as_bytes());
+pub(crate) fn like(text: &[u8], pat: &[u8]) -> bool {
     // For each `*` met: where its run ends in the text, and the pattern after it.
     let mut stars: Vec<(usize, usize)> = Vec::new();
     let (mut t, mut p) = (0, 0);
@@ -578,26 +578,26 @@ mod tests {
             {
                 let pattern: String = p.iter().collect();
                 assert_eq!(
-                    like(&text, &pattern),
+                    like(text.as_bytes(), pattern.as_bytes()),
                     like_by_definition(t, p),
                     "{text:?} LIKE {pattern:?}"
                 );
             }
         }
-        assert!(like("ab\0cd", "*cd"));
-        assert!(like("ab\0cd", "ab?cd"));
-        assert!(like("Zürich", "Z?rich"));
-        assert!(like("", "*"));
-        assert!(!like("", "?"));
-        assert!(like("a[b]", "a[b]"));
-        assert!(!like("abc", "*b"));
+        assert!(like(b"ab\0cd", b"*cd"));
+        assert!(like(b"ab\0cd", b"ab?cd"));
+        assert!(like("Zürich".as_bytes(), b"Z?rich"));
+        assert!(like(b"", b"*"));
+        assert!(!like(b"", b"?"));
+        assert!(like(b"a[b]", b"a[b]"));
+        assert!(!like(b"abc", b"*b"));
         // realm-core's end of text: an ended pattern or exactly one `*` left.
-        assert!(!like("", "**"));
-        assert!(!like("a", "a**"));
-        assert!(!like("é", "?**"));
-        assert!(like("ab", "a**"));
-        assert!(like("a", "a*"));
-        assert!(like("", "*"));
+        assert!(!like(b"", b"**"));
+        assert!(!like(b"a", b"a**"));
+        assert!(!like("é".as_bytes(), b"?**"));
+        assert!(like(b"ab", b"a**"));
+        assert!(like(b"a", b"a*"));
+        assert!(like(b"", b"*"));
     }
 
     #[test]

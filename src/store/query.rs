@@ -569,9 +569,10 @@ enum Conversion {
     /// int against a float or double compares exactly in SQLite, as in Realm), anything else
     /// as stored.
     Compare(PayloadType),
-    /// A string folded by `flags` (module `compare`; none for 0). Applied to anything but a
+    /// A string folded by `flags` (module `compare`; none for 0), as a BLOB of its UTF-8 bytes
+    /// when `bytes` (for the byte-wise affix and part comparisons). Applied to anything but a
     /// string it gives NULL, which matches nothing; the compiler only binds strings this way.
-    Text { flags: i64 },
+    Text { flags: i64, bytes: bool },
 }
 
 impl Conversion {
@@ -583,11 +584,17 @@ impl Conversion {
             }
             (Conversion::Compare(_), Val::Double(bits)) => Sql::Real(f64::from_bits(*bits)),
             (Conversion::Compare(t), v) => stored_as(v, t).0,
-            (Conversion::Text { flags }, Val::String(s)) => Sql::Text(if flags != 0 {
-                compare::fold(s, flags)
-            } else {
-                s.clone()
-            }),
+            (Conversion::Text { flags, bytes }, Val::String(s)) => {
+                let s = if flags != 0 {
+                    compare::fold(s, flags)
+                } else {
+                    s.clone()
+                };
+                match bytes {
+                    true => Sql::Blob(s.into_bytes()),
+                    false => Sql::Text(s),
+                }
+            }
             (Conversion::Text { .. }, _) => Sql::Null,
         }
     }
@@ -1379,13 +1386,14 @@ impl Parser<'_> {
         } else {
             col.clone()
         };
-        let p = self.bind_from(&v, Conversion::Text { flags }, arg);
+        let bytes = matches!(op, "BEGINSWITH" | "ENDSWITH" | "CONTAINS");
+        let p = self.bind_from(&v, Conversion::Text { flags, bytes }, arg);
         // As bytes: SQLite's text functions stop at a NUL character, which a Realm string may
         // hold. A prefix, suffix or part of a UTF-8 string's bytes that is itself UTF-8 (the
         // bound string) is a prefix, suffix or part of its characters.
         // An empty needle matches every string; otherwise the affix is compared (SQLite's
         // `substr` of an empty BLOB is NULL, hence the `coalesce`). The column is read once.
-        let (cb, pb) = (format!("CAST({c} AS BLOB)"), format!("CAST({p} AS BLOB)"));
+        let (cb, pb) = (format!("CAST({c} AS BLOB)"), &p);
         let affix = |start: &str| {
             format!(
                 "CASE WHEN length({pb}) = 0 THEN length({cb}) >= 0 ELSE \
@@ -1639,7 +1647,11 @@ impl Parser<'_> {
                         message: format!("=={} needs a string value", modifier_text(flags)),
                     });
                 };
-                params.push(self.bind_from(&v, Conversion::Text { flags }, arg));
+                let text = Conversion::Text {
+                    flags,
+                    bytes: false,
+                };
+                params.push(self.bind_from(&v, text, arg));
             }
             return Ok(format!(
                 "(tandem_fold({}, {flags}) IN ({}))",
@@ -2575,7 +2587,7 @@ mod tests {
         );
         assert_eq!(
             params(r#"string BEGINSWITH B64"YmFja1xzbGFzaA==""#),
-            [Sql::Text("back\\slash".into())]
+            [Sql::Blob(b"back\\slash".to_vec())]
         );
         assert_eq!(
             params("timestamp > T-1:-500000000"),
