@@ -1,7 +1,7 @@
 //! The query language: a subset of Realm's, compiled to SQL with bound parameters.
 //!
 //! ```text
-//! query      := predicate [SORT(keypath ASC|DESC, ...)] [LIMIT(n)]
+//! query      := [predicate] [SORT(keypath ASC|DESC, ...)] [LIMIT(n)]
 //! predicate  := and (OR and)*            -- also ||
 //! and        := unary (AND unary)*       -- also &&
 //! unary      := NOT unary | ! unary | ( predicate ) | TRUEPREDICATE | FALSEPREDICATE | comparison
@@ -37,7 +37,10 @@
 //! `@values`, `ANY`/`ALL`/`NONE`/`SOME` before a key path, `ALL {…}` and `NONE {…}`,
 //! `SUBQUERY(…)`, link-target literals `obj("class", key)`, `O<key>` and `L<table>:<key>`,
 //! arithmetic (`+ - * /`), indexing (`list[0]`), `TEXT`, `GEOWITHIN`, key paths of more than
-//! one link, and realm-core's date form `YYYY-MM-DD@HH:MM:SS` (only `T<s>:<ns>` is read).
+//! one link, realm-core's date form `YYYY-MM-DD@HH:MM:SS` (only `T<s>:<ns>` is read), a second
+//! `SORT(…)` or `LIMIT(…)` or a `SORT(…)` after a `LIMIT(…)`, and queries past the bounds:
+//! `NOT` and parentheses nested more than [`MAX_NESTING`] levels, a filter deeper than
+//! [`MAX_SQL_DEPTH`] in SQL, more than [`MAX_PARAMS`] bound values.
 //!
 //! `LIKE` takes Realm's wildcards: `*` for any run of characters and `?` for one. `[c]` makes a
 //! string comparison case-insensitive (Unicode simple case folding), `[d]` diacritic-insensitive
@@ -522,7 +525,7 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
     Ok(out)
 }
 
-/// A compiled query: SQL selecting `_id, _pk` of matching rows, and its parameters.
+/// A compiled query: SQL selecting `rowid, _pk` of matching rows, and its parameters.
 pub(crate) struct Compiled {
     /// `SELECT o.rowid, o._pk ` and [`tail`](Self::tail): the row ids and primary keys.
     pub sql: String,
