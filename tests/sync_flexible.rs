@@ -433,6 +433,21 @@ fn an_unevaluable_query_fails_its_set_and_the_session_goes_on() {
         Ok(())
     });
     assert_eq!(refused.unwrap_err().kind(), StoreErrorKind::InvalidArgument);
+    // More values than the server can bind beside its own four: the server's bound, here.
+    let values = |n: usize| {
+        let list: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        format!("_id IN {{{}}}", list.join(","))
+    };
+    let refused = r.update_subscriptions(|m| {
+        m.add(None, "Task", &values(32_763), &[])?;
+        Ok(())
+    });
+    let err = refused.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::InvalidArgument);
+    assert!(
+        err.to_string().contains("at most 32762 are supported"),
+        "{err}"
+    );
     assert_eq!(
         r.subscriptions().unwrap().version,
         good,

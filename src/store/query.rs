@@ -728,6 +728,11 @@ const DEEP_STACK: usize = 32 << 20;
 /// (<https://www.sqlite.org/limits.html>, item 9), past which it refuses the statement.
 pub(crate) const MAX_PARAMS: usize = 32_766;
 
+/// Most values a flexible sync subscription's query may bind: the server's membership
+/// statements bind four of their own beside them (`server::file::flx`), and a Tandem client
+/// refuses what the server would.
+pub(crate) const MAX_SUBSCRIPTION_PARAMS: usize = MAX_PARAMS - 4;
+
 /// Deepest SQL expression a filter may compile to (levels of `AND`/`OR`/`NOT`, counted by
 /// [`Node::render`]): SQLite refuses an expression more than 1,000 levels deep
 /// (<https://www.sqlite.org/limits.html>, `SQLITE_MAX_EXPR_DEPTH`), and a comparison and the

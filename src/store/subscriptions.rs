@@ -139,6 +139,14 @@ impl MutableSubscriptionSet<'_> {
                  (the server decides membership only); sort the local results instead"
             )));
         }
+        if compiled.params.len() > query::MAX_SUBSCRIPTION_PARAMS {
+            return Err(StoreError::InvalidArgument(format!(
+                "subscription on {class}: the query compares {} values; at most {} are \
+                 supported in a subscription (the server binds four of its own beside them)",
+                compiled.params.len(),
+                query::MAX_SUBSCRIPTION_PARAMS
+            )));
+        }
         let subscription = Subscription {
             name: name.map(str::to_owned),
             class: class.to_owned(),

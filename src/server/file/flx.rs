@@ -214,10 +214,10 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
     let filter = compiled.filter().to_owned();
     let n = compiled.params.len();
     // The membership statements below bind four values after the filter's.
-    if n + 4 > tables::MAX_PARAMS {
+    if n > tables::MAX_SUBSCRIPTION_PARAMS {
         return Err(format!(
             "query on {class}: compares {n} values; at most {} are supported in a subscription",
-            tables::MAX_PARAMS - 4
+            tables::MAX_SUBSCRIPTION_PARAMS
         ));
     }
     let match_sql = format!(
