@@ -32,6 +32,7 @@ mod instruction;
 pub mod varint;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use decode::{InstructionStream, MAX_STRING_LEN};
 pub use encode::Encoder;
@@ -58,23 +59,35 @@ pub struct ChangesetMeta {
 ///
 /// Strings are interned: every distinct name appears once in the table and instructions refer
 /// to it by [`InternString`] index. Equality compares strings, instructions and metadata.
+///
+/// The string table is shared between clones (copied on the first [`intern`](Self::intern)
+/// that adds to a shared one), so that a clone, or a changeset made again with
+/// [`with_strings_of`](Self::with_strings_of), allocates no strings: a merge that rewrites
+/// 500,000 one-keystroke changesets built each one's table again (`benches/branches.rs`).
 #[derive(Clone, Debug, Default)]
 pub struct Changeset {
-    strings: Vec<String>,
-    /// The index of every string once the table holds more than [`SCANNED_STRINGS`]; empty
-    /// before that, when [`Changeset::find_string`] scans `strings` instead (a one-object
-    /// transaction interns about five names: hashing and a second copy of each cost more than
-    /// the scan, measured with callgrind on `TANDEM_BENCH_ONLY=single cargo bench --bench store`).
-    string_index: HashMap<String, InternString>,
+    /// `None` for an empty table (so that an empty changeset allocates nothing).
+    table: Option<Arc<StringTable>>,
     /// The instructions, in order.
     pub instructions: Vec<Instruction>,
     /// Where this changeset sits in a history.
     pub meta: ChangesetMeta,
 }
 
+/// A changeset's string table.
+#[derive(Clone, Debug, Default)]
+struct StringTable {
+    strings: Vec<String>,
+    /// The index of every string once the table holds more than [`SCANNED_STRINGS`]; empty
+    /// before that, when [`Changeset::find_string`] scans `strings` instead (a one-object
+    /// transaction interns about five names: hashing and a second copy of each cost more than
+    /// the scan, measured with callgrind on `TANDEM_BENCH_ONLY=single cargo bench --bench store`).
+    index: HashMap<String, InternString>,
+}
+
 impl PartialEq for Changeset {
     fn eq(&self, other: &Self) -> bool {
-        self.strings == other.strings
+        self.strings() == other.strings()
             && self.instructions == other.instructions
             && self.meta == other.meta
     }
@@ -138,20 +151,22 @@ impl Changeset {
         if let Some(existing) = self.find_string(s) {
             return existing;
         }
+        let table = Arc::make_mut(self.table.get_or_insert_with(Default::default));
         let index = InternString(
-            u32::try_from(self.strings.len()).expect("string table is limited to u32::MAX entries"),
+            u32::try_from(table.strings.len())
+                .expect("string table is limited to u32::MAX entries"),
         );
-        self.strings.push(s.to_owned());
-        if self.strings.len() > SCANNED_STRINGS {
-            if self.string_index.is_empty() {
-                self.string_index = self
+        table.strings.push(s.to_owned());
+        if table.strings.len() > SCANNED_STRINGS {
+            if table.index.is_empty() {
+                table.index = table
                     .strings
                     .iter()
                     .enumerate()
                     .map(|(i, s)| (s.clone(), InternString(i as u32)))
                     .collect();
             } else {
-                self.string_index.insert(s.to_owned(), index);
+                table.index.insert(s.to_owned(), index);
             }
         }
         index
@@ -159,30 +174,52 @@ impl Changeset {
 
     /// The index of `s`, if it is in the string table.
     pub fn find_string(&self, s: &str) -> Option<InternString> {
-        if self.strings.len() <= SCANNED_STRINGS {
-            return self
+        let table = self.table.as_deref()?;
+        if table.strings.len() <= SCANNED_STRINGS {
+            return table
                 .strings
                 .iter()
                 .position(|t| t == s)
                 .map(|i| InternString(i as u32));
         }
-        self.string_index.get(s).copied()
+        table.index.get(s).copied()
     }
 
     /// The string at `index`, if there is one.
     pub fn string(&self, index: InternString) -> Option<&str> {
-        self.strings.get(index.0 as usize).map(String::as_str)
+        self.strings().get(index.0 as usize).map(String::as_str)
     }
 
     /// The string table, in index order.
     pub fn strings(&self) -> &[String] {
-        &self.strings
+        self.table.as_deref().map_or(&[], |t| &t.strings)
+    }
+
+    /// A changeset with no instructions, `self`'s metadata and `self`'s string table (shared,
+    /// not copied): for making a changeset again from instructions that name only strings of
+    /// `self`.
+    pub fn with_strings_of(&self) -> Changeset {
+        Changeset {
+            table: self.table.clone(),
+            instructions: Vec::new(),
+            meta: self.meta,
+        }
+    }
+
+    /// Whether `self` and `other` hold the same string table (one shared, not two equal ones):
+    /// a cheap test before comparing the strings.
+    pub fn shares_strings_with(&self, other: &Changeset) -> bool {
+        match (&self.table, &other.table) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
     }
 
     /// Number of strings in the table.
     pub fn string_count(&self) -> u32 {
         // `intern` keeps the table within u32.
-        self.strings.len() as u32
+        self.strings().len() as u32
     }
 
     /// Appends an instruction.
@@ -204,5 +241,42 @@ impl Changeset {
     /// Whether there are no instructions (such a changeset encodes to no bytes).
     pub fn is_empty(&self) -> bool {
         self.instructions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Changeset;
+
+    #[test]
+    fn a_shared_string_table_is_copied_on_write() {
+        let mut original = Changeset::new();
+        assert!(original.strings().is_empty());
+        let task = original.intern("Task");
+        let mut copy = original.clone();
+        assert!(copy.shares_strings_with(&original));
+        // Interning a string the shared table holds changes nothing.
+        assert_eq!(copy.intern("Task"), task);
+        assert!(copy.shares_strings_with(&original));
+        let title = copy.intern("title");
+        assert!(!copy.shares_strings_with(&original));
+        assert_eq!(copy.strings(), ["Task", "title"]);
+        assert_eq!(original.strings(), ["Task"]);
+        assert_eq!(original.find_string("title"), None);
+        assert_eq!(copy.find_string("title"), Some(title));
+
+        // Past the scanned size the index is copied with the table.
+        for n in 0..20 {
+            original.intern(&format!("s{n}"));
+        }
+        let mut again = original.with_strings_of();
+        assert!(again.instructions.is_empty());
+        assert_eq!(again.strings(), original.strings());
+        let extra = again.intern("extra");
+        assert_eq!(again.find_string("s19"), original.find_string("s19"));
+        assert_eq!(again.find_string("extra"), Some(extra));
+        assert_eq!(original.find_string("extra"), None);
+        assert_eq!(original.string_count(), 21);
+        assert_eq!(again.string_count(), 22);
     }
 }

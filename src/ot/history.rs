@@ -90,18 +90,26 @@ impl ReciprocalHistory {
         // changeset the merge left as it was keeps the form it had (recorded, or the
         // changeset itself): only changed ones are recorded.
         let merged = merge::merge_refs(&local, incoming)?;
+        let mut forms = Vec::new();
         for ((key, _), cs) in concurrent.iter().zip(merged) {
             let Some(cs) = cs else {
                 continue;
             };
             match *key {
-                FormKey::History(version) => {
-                    self.transformed.insert(version, cs);
-                }
+                FormKey::History(version) => forms.push((version, cs)),
                 FormKey::Extra { at, seq } => {
                     self.extras.insert((at, seq), cs);
                 }
             }
+        }
+        if forms.len() > self.transformed.len() {
+            // Built in one pass from the sorted forms and appended (a later form of a version
+            // replaces the earlier, as `insert` would): inserting 500,000 forms one by one
+            // was a tenth of a long branch's merge (`benches/branches.rs`).
+            let mut built: BTreeMap<u64, Changeset> = forms.into_iter().collect();
+            self.transformed.append(&mut built);
+        } else {
+            self.transformed.extend(forms);
         }
         Ok(())
     }
@@ -233,7 +241,9 @@ impl ReciprocalHistory {
 #[cfg(test)]
 mod tests {
     use super::{FormKey, ReciprocalHistory};
-    use crate::changeset::{Changeset, FieldPath, Instruction, Payload, PrimaryKey, Update};
+    use crate::changeset::{
+        ArrayInsert, Changeset, FieldPath, Instruction, PathElement, Payload, PrimaryKey, Update,
+    };
 
     /// A changeset setting `Task[1].n` to `value` at `timestamp`, from `origin`, at `version`.
     fn set(value: i64, timestamp: u64, origin: u64, version: u64) -> Changeset {
@@ -311,5 +321,65 @@ mod tests {
         assert_eq!(after(&history, 0).len(), 2);
         history.forget_through(5);
         assert!(history.is_empty());
+    }
+
+    /// A changeset inserting `Task[1].list[at]` (of `prior` elements) at `timestamp`, from
+    /// `origin`, at `version`.
+    fn insert(at: u32, prior: u32, timestamp: u64, origin: u64, version: u64) -> Changeset {
+        let mut c = Changeset::new();
+        let table = c.intern("Task");
+        let field = c.intern("list");
+        c.push(Instruction::ArrayInsert(ArrayInsert {
+            path: FieldPath {
+                table,
+                object: PrimaryKey::Int(1),
+                field,
+                path: vec![PathElement::Index(at)],
+            },
+            value: Payload::Int(i64::from(at)),
+            prior_size: prior,
+        }));
+        c.meta.origin_timestamp = timestamp;
+        c.meta.origin_file_ident = origin;
+        c.meta.version = version;
+        c
+    }
+
+    /// The index and prior size of a one-insert changeset.
+    fn place(c: &Changeset) -> (u32, u32) {
+        match &c.instructions[..] {
+            [Instruction::ArrayInsert(i)] => (i.path.last_index().unwrap(), i.prior_size),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_later_merge_replaces_the_forms_it_changes() {
+        // Locally v1 and v2, then the peer's a arrives (concurrent with both), then local v3
+        // (after a) and the peer's b (after a, concurrent with v1 to v3). The second merge
+        // records more forms than the history holds (the bulk path), two of them replacing
+        // forms the first merge recorded.
+        let mut history = ReciprocalHistory::new();
+        let (v1, v2) = (insert(0, 0, 100, 1, 1), insert(1, 1, 101, 1, 2));
+        let mut a = [insert(0, 0, 200, 2, 0)];
+        history.integrate(&mut a, &[&v1, &v2]).unwrap();
+        // v1 and v2 are older: a goes after both.
+        assert_eq!(place(&a[0]), (2, 2));
+        assert_eq!(place(history.get(1).unwrap()), (0, 1));
+        assert_eq!(place(history.get(2).unwrap()), (1, 2));
+        let v3 = insert(3, 3, 102, 1, 3);
+        let mut b = [insert(1, 1, 300, 2, 0)];
+        history.integrate(&mut b, &[&v1, &v2, &v3]).unwrap();
+        assert_eq!(place(&b[0]), (4, 4));
+        assert_eq!(history.len(), 3);
+        assert_eq!(place(history.get(1).unwrap()), (0, 2));
+        assert_eq!(place(history.get(2).unwrap()), (1, 3));
+        assert_eq!(place(history.get(3).unwrap()), (3, 4));
+        // A merge recording fewer forms than the history holds takes the other path.
+        let mut c = [insert(4, 4, 400, 2, 0)];
+        history.integrate(&mut c, &[&v3]).unwrap();
+        assert_eq!(place(&c[0]), (5, 5));
+        assert_eq!(place(history.get(3).unwrap()), (3, 5));
+        assert_eq!(place(history.get(1).unwrap()), (0, 2));
     }
 }

@@ -59,7 +59,7 @@ fn import<'c>(
     let mut mapped: Option<&Changeset> = None;
     let mut map: Vec<InternString> = Vec::new();
     for cs in changesets {
-        if !mapped.is_some_and(|m| m.strings() == cs.strings()) {
+        if !mapped.is_some_and(|m| m.shares_strings_with(cs) || m.strings() == cs.strings()) {
             map.clear();
             map.extend(cs.strings().iter().map(|name| strings.intern(name)));
             mapped = Some(cs);
@@ -93,10 +93,24 @@ fn export(strings: &Strings, side: Side, changesets: &[&Changeset]) -> Vec<Optio
     let mut out = Vec::with_capacity(changesets.len());
     let mut ops = side.ops.into_iter();
     let mut buf = Vec::new();
+    let mut local = LocalStrings::new(strings);
     for cs in changesets {
         buf.clear();
         buf.extend(ops.by_ref().take(cs.len()));
-        out.push((!unchanged(strings, &buf, cs)).then(|| rebuilt(strings, &mut buf, cs)));
+        if unchanged(strings, &buf, cs) {
+            out.push(None);
+            continue;
+        }
+        let survive = buf.iter().all(|op| op.alive && op.before.is_empty());
+        out.push(Some(if survive && local.find(strings, &mut buf, cs) {
+            // The usual case (indices and prior sizes moved): the merged form shares `cs`'s
+            // string table instead of building one of its own.
+            let mut merged = cs.with_strings_of();
+            merged.instructions = buf.drain(..).map(|op| local.map(op.instr)).collect();
+            merged
+        } else {
+            rebuilt(strings, &mut buf, cs)
+        }));
     }
     out
 }
@@ -108,10 +122,7 @@ fn export(strings: &Strings, side: Side, changesets: &[&Changeset]) -> Vec<Optio
 fn export_in_place(strings: &Strings, side: Side, changesets: &mut [Changeset]) {
     let mut ops = side.ops.into_iter();
     let mut buf = Vec::new();
-    let mut local = LocalStrings {
-        of: vec![None; strings.list.len()],
-        used: Vec::new(),
-    };
+    let mut local = LocalStrings::new(strings);
     for cs in changesets.iter_mut() {
         buf.clear();
         buf.extend(ops.by_ref().take(cs.len()));
@@ -122,9 +133,7 @@ fn export_in_place(strings: &Strings, side: Side, changesets: &mut [Changeset]) 
         if survive && local.find(strings, &mut buf, cs) {
             // Each instruction is replaced where it is: no new list.
             for (slot, op) in cs.instructions.iter_mut().zip(buf.drain(..)) {
-                let mut instr = op.instr;
-                instr.map_strings(&mut |s| local.of[s.0 as usize].expect("found by `find`"));
-                *slot = instr;
+                *slot = local.map(op.instr);
             }
         } else {
             *cs = rebuilt(strings, &mut buf, cs);
@@ -132,35 +141,60 @@ fn export_in_place(strings: &Strings, side: Side, changesets: &mut [Changeset]) 
     }
 }
 
-/// For one changeset at a time, the index in its own table of each shared string its ops use.
+/// For one changeset at a time, the index in its own table of each shared string.
 struct LocalStrings {
-    /// By shared index: the local one, where found for this changeset.
+    /// By shared index: the local one, for the strings of the table loaded last.
     of: Vec<Option<InternString>>,
-    /// The shared indices set in `of`, to clear for the next changeset.
+    /// The shared indices set in `of`, to clear for another table.
     used: Vec<u32>,
+    /// The table loaded last (an empty changeset sharing it, held without copying it).
+    loaded: Option<Changeset>,
 }
 
 impl LocalStrings {
-    /// Finds the local index of every shared string `ops` use in `cs`'s own table (each looked
-    /// up once, `Changeset::find_string`); false if one of them is not in that table.
+    fn new(strings: &Strings) -> Self {
+        LocalStrings {
+            of: vec![None; strings.list.len()],
+            used: Vec::new(),
+            loaded: None,
+        }
+    }
+
+    /// `instr` with its shared strings replaced by the local ones [`find`](Self::find) found.
+    fn map(&self, mut instr: Instruction) -> Instruction {
+        instr.map_strings(&mut |s| self.of[s.0 as usize].expect("found by `find`"));
+        instr
+    }
+
+    /// Maps `cs`'s own table into `of` (each string's shared index looked up once), unless it
+    /// equals the table loaded last: consecutive changesets mostly have equal tables (a
+    /// typist's keystrokes name one class, object and list), and comparing them costs less
+    /// than searching a table for each string an instruction names (`perf`,
+    /// `benches/branches.rs`: 14% of the merge). Then whether every shared string `ops` use is
+    /// in that table.
     fn find(&mut self, strings: &Strings, ops: &mut [Op], cs: &Changeset) -> bool {
-        for s in self.used.drain(..) {
-            self.of[s as usize] = None;
+        let same = self
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.shares_strings_with(cs) || l.strings() == cs.strings());
+        if !same {
+            for s in self.used.drain(..) {
+                self.of[s as usize] = None;
+            }
+            for (local, name) in cs.strings().iter().enumerate() {
+                // A string of the table no op names is not in the shared one.
+                if let Some(&shared) = strings.index.get(name.as_str()) {
+                    self.of[shared.0 as usize] = Some(InternString(local as u32));
+                    self.used.push(shared.0);
+                }
+            }
+            self.loaded = Some(cs.with_strings_of());
         }
         let mut missing = false;
         for op in ops {
             // Read only: every string is given back as it is.
             op.instr.map_strings(&mut |s| {
-                let at = s.0 as usize;
-                if self.of[at].is_none() {
-                    match cs.find_string(&strings.list[at]) {
-                        Some(l) => {
-                            self.of[at] = Some(l);
-                            self.used.push(s.0);
-                        }
-                        None => missing = true,
-                    }
-                }
+                missing |= self.of[s.0 as usize].is_none();
                 s
             });
         }
