@@ -43,6 +43,11 @@ impl Strings {
 struct Side {
     /// Every changeset's ops in turn (as many as it has instructions).
     ops: Vec<Op>,
+    /// Each changeset's string table, as an index into `tables`.
+    table_of: Vec<u32>,
+    /// Each distinct string table (consecutive equal ones once): the shared index of each of
+    /// its strings, by local index.
+    tables: Vec<Vec<InternString>>,
 }
 
 fn import<'c>(
@@ -52,18 +57,25 @@ fn import<'c>(
     let total = changesets.clone().map(Changeset::len).sum();
     let mut side = Side {
         ops: Vec::with_capacity(total),
+        table_of: Vec::new(),
+        tables: Vec::new(),
     };
     // Each changeset's table mapped into the shared one; consecutive changesets mostly have
     // equal tables (a typist's keystrokes name one class, object and list), which are mapped
     // once, so that an instruction's strings are not hashed one by one.
     let mut mapped: Option<&Changeset> = None;
-    let mut map: Vec<InternString> = Vec::new();
     for cs in changesets {
         if !mapped.is_some_and(|m| m.shares_strings_with(cs) || m.strings() == cs.strings()) {
-            map.clear();
-            map.extend(cs.strings().iter().map(|name| strings.intern(name)));
+            side.tables.push(
+                cs.strings()
+                    .iter()
+                    .map(|name| strings.intern(name))
+                    .collect(),
+            );
             mapped = Some(cs);
         }
+        side.table_of.push(side.tables.len() as u32 - 1);
+        let map = side.tables.last().expect("pushed for the first changeset");
         let disc = Discriminant::of(cs);
         for instruction in &cs.instructions {
             let mut undefined = None;
@@ -94,23 +106,25 @@ fn export(strings: &Strings, side: Side, changesets: &[&Changeset]) -> Vec<Optio
     let mut ops = side.ops.into_iter();
     let mut buf = Vec::new();
     let mut local = LocalStrings::new(strings);
-    for cs in changesets {
+    for (cs, &table) in changesets.iter().zip(&side.table_of) {
         buf.clear();
         buf.extend(ops.by_ref().take(cs.len()));
         if unchanged(strings, &buf, cs) {
             out.push(None);
             continue;
         }
-        let survive = buf.iter().all(|op| op.alive && op.before.is_empty());
-        out.push(Some(if survive && local.find(strings, &mut buf, cs) {
-            // The usual case (indices and prior sizes moved): the merged form shares `cs`'s
-            // string table instead of building one of its own.
-            let mut merged = cs.with_strings_of();
-            merged.instructions = buf.drain(..).map(|op| local.map(op.instr)).collect();
-            merged
-        } else {
-            rebuilt(strings, &mut buf, cs)
-        }));
+        let survive = buf.iter().all(|op| op.alive && op.before.is_none());
+        out.push(Some(
+            if survive && local.find(&side.tables, table, &mut buf) {
+                // The usual case (indices and prior sizes moved): the merged form shares `cs`'s
+                // string table instead of building one of its own.
+                let mut merged = cs.with_strings_of();
+                merged.instructions = buf.drain(..).map(|op| local.map(op.instr)).collect();
+                merged
+            } else {
+                rebuilt(strings, &mut buf, cs)
+            },
+        ));
     }
     out
 }
@@ -123,14 +137,14 @@ fn export_in_place(strings: &Strings, side: Side, changesets: &mut [Changeset]) 
     let mut ops = side.ops.into_iter();
     let mut buf = Vec::new();
     let mut local = LocalStrings::new(strings);
-    for cs in changesets.iter_mut() {
+    for (cs, &table) in changesets.iter_mut().zip(&side.table_of) {
         buf.clear();
         buf.extend(ops.by_ref().take(cs.len()));
         if unchanged(strings, &buf, cs) {
             continue;
         }
-        let survive = buf.iter().all(|op| op.alive && op.before.is_empty());
-        if survive && local.find(strings, &mut buf, cs) {
+        let survive = buf.iter().all(|op| op.alive && op.before.is_none());
+        if survive && local.find(&side.tables, table, &mut buf) {
             // Each instruction is replaced where it is: no new list.
             for (slot, op) in cs.instructions.iter_mut().zip(buf.drain(..)) {
                 *slot = local.map(op.instr);
@@ -147,8 +161,8 @@ struct LocalStrings {
     of: Vec<Option<InternString>>,
     /// The shared indices set in `of`, to clear for another table.
     used: Vec<u32>,
-    /// The table loaded last (an empty changeset sharing it, held without copying it).
-    loaded: Option<Changeset>,
+    /// The table loaded last ([`Side::tables`]).
+    loaded: Option<u32>,
 }
 
 impl LocalStrings {
@@ -166,29 +180,21 @@ impl LocalStrings {
         instr
     }
 
-    /// Maps `cs`'s own table into `of` (each string's shared index looked up once), unless it
-    /// equals the table loaded last: consecutive changesets mostly have equal tables (a
-    /// typist's keystrokes name one class, object and list), and comparing them costs less
-    /// than searching a table for each string an instruction names (`perf`,
-    /// `benches/branches.rs`: 14% of the merge). Then whether every shared string `ops` use is
-    /// in that table.
-    fn find(&mut self, strings: &Strings, ops: &mut [Op], cs: &Changeset) -> bool {
-        let same = self
-            .loaded
-            .as_ref()
-            .is_some_and(|l| l.shares_strings_with(cs) || l.strings() == cs.strings());
-        if !same {
+    /// Loads table `table` of `tables` (the import's mapping of a changeset's own table,
+    /// reversed) unless it is the one loaded last, then answers whether every shared string
+    /// `ops` use is in it. Consecutive changesets mostly share a table, so neither a string
+    /// comparison nor a search per string is needed (searching a changeset's table for each
+    /// string an instruction names was 14% of a long branch's merge, `benches/branches.rs`).
+    fn find(&mut self, tables: &[Vec<InternString>], table: u32, ops: &mut [Op]) -> bool {
+        if self.loaded != Some(table) {
             for s in self.used.drain(..) {
                 self.of[s as usize] = None;
             }
-            for (local, name) in cs.strings().iter().enumerate() {
-                // A string of the table no op names is not in the shared one.
-                if let Some(&shared) = strings.index.get(name.as_str()) {
-                    self.of[shared.0 as usize] = Some(InternString(local as u32));
-                    self.used.push(shared.0);
-                }
+            for (local, &shared) in tables[table as usize].iter().enumerate() {
+                self.of[shared.0 as usize] = Some(InternString(local as u32));
+                self.used.push(shared.0);
             }
-            self.loaded = Some(cs.with_strings_of());
+            self.loaded = Some(table);
         }
         let mut missing = false;
         for op in ops {
@@ -208,7 +214,7 @@ fn unchanged(strings: &Strings, ops: &[Op], cs: &Changeset) -> bool {
     // (strings in the shared table) one at a time rather than kept beside every op.
     ops.iter().zip(&cs.instructions).all(|(op, source)| {
         op.alive
-            && op.before.is_empty()
+            && op.before.is_none()
             && !op.changed
             && (!op.touched || {
                 let mut imported = source.clone();
@@ -231,12 +237,12 @@ fn rebuilt(strings: &Strings, ops: &mut Vec<Op>, cs: &Changeset) -> Changeset {
     // otherwise hold room for four in each.
     out.instructions = Vec::with_capacity(
         ops.iter()
-            .map(|op| op.before.len() + usize::from(op.alive))
+            .map(|op| op.before.as_ref().map_or(0, |b| b.len()) + usize::from(op.alive))
             .sum(),
     );
     for op in ops.drain(..) {
         let kept = op.alive.then_some(op.instr);
-        for mut instr in op.before.into_iter().chain(kept) {
+        for mut instr in op.before.into_iter().flat_map(|b| *b).chain(kept) {
             instr.map_strings(&mut |s| out.intern(&strings.list[s.0 as usize]));
             out.push(instr);
         }
