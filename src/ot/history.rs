@@ -90,7 +90,7 @@ impl ReciprocalHistory {
         // changeset the merge left as it was keeps the form it had (recorded, or the
         // changeset itself): only changed ones are recorded.
         let merged = merge::merge_refs(&local, incoming)?;
-        let mut forms = Vec::new();
+        let mut forms = Vec::with_capacity(merged.iter().filter(|m| m.is_some()).count());
         for ((key, _), cs) in concurrent.iter().zip(merged) {
             let Some(cs) = cs else {
                 continue;

@@ -54,10 +54,12 @@ fn import<'c>(
     strings: &mut Strings,
     changesets: impl Iterator<Item = &'c Changeset> + Clone,
 ) -> Result<Side, TransformError> {
-    let total = changesets.clone().map(Changeset::len).sum();
+    let (count, total) = changesets
+        .clone()
+        .fold((0, 0), |(count, total), cs| (count + 1, total + cs.len()));
     let mut side = Side {
         ops: Vec::with_capacity(total),
-        table_of: Vec::new(),
+        table_of: Vec::with_capacity(count),
         tables: Vec::new(),
     };
     // Each changeset's table mapped into the shared one; consecutive changesets mostly have
@@ -99,32 +101,31 @@ fn import<'c>(
 /// The merged form of each changeset of `side` (in order, `changesets` the ones it was imported
 /// from): `None` for a changeset every op of which is alive and as imported. The side is
 /// consumed: its instructions move into the merged forms instead of being copied.
-fn export(strings: &Strings, side: Side, changesets: &[&Changeset]) -> Vec<Option<Changeset>> {
+fn export(strings: &Strings, mut side: Side, changesets: &[&Changeset]) -> Vec<Option<Changeset>> {
     // Sized once: a merged history of 500,000 changesets grown by doubling spent a quarter of
     // this function moving it (`perf`, `benches/branches.rs`).
     let mut out = Vec::with_capacity(changesets.len());
-    let mut ops = side.ops.into_iter();
-    let mut buf = Vec::new();
     let mut local = LocalStrings::new(strings);
+    // Each changeset's ops are read where they lie and their instructions taken out, rather
+    // than moving every op into a buffer first.
+    let mut rest = &mut side.ops[..];
     for (cs, &table) in changesets.iter().zip(&side.table_of) {
-        buf.clear();
-        buf.extend(ops.by_ref().take(cs.len()));
-        if unchanged(strings, &buf, cs) {
+        let (ops, tail) = std::mem::take(&mut rest).split_at_mut(cs.len());
+        rest = tail;
+        if unchanged(strings, ops, cs) {
             out.push(None);
             continue;
         }
-        let survive = buf.iter().all(|op| op.alive && op.before.is_none());
-        out.push(Some(
-            if survive && local.find(&side.tables, table, &mut buf) {
-                // The usual case (indices and prior sizes moved): the merged form shares `cs`'s
-                // string table instead of building one of its own.
-                let mut merged = cs.with_strings_of();
-                merged.instructions = buf.drain(..).map(|op| local.map(op.instr)).collect();
-                merged
-            } else {
-                rebuilt(strings, &mut buf, cs)
-            },
-        ));
+        let survive = ops.iter().all(|op| op.alive && op.before.is_none());
+        out.push(Some(if survive && local.find(&side.tables, table, ops) {
+            // The usual case (indices and prior sizes moved): the merged form shares `cs`'s
+            // string table instead of building one of its own.
+            let mut merged = cs.with_strings_of();
+            merged.instructions = ops.iter_mut().map(|op| local.map(take(op))).collect();
+            merged
+        } else {
+            rebuilt(strings, ops, cs)
+        }));
     }
     out
 }
@@ -133,26 +134,36 @@ fn export(strings: &Strings, side: Side, changesets: &[&Changeset]) -> Vec<Optio
 /// so the old and new forms of a side are never all held at once. A changeset whose ops all
 /// survive, with nothing prepended, keeps its string table and gets its instructions rewritten
 /// (the usual case: indices and prior sizes moved), which saves building a new table.
-fn export_in_place(strings: &Strings, side: Side, changesets: &mut [Changeset]) {
-    let mut ops = side.ops.into_iter();
-    let mut buf = Vec::new();
+fn export_in_place(strings: &Strings, mut side: Side, changesets: &mut [Changeset]) {
     let mut local = LocalStrings::new(strings);
+    let mut rest = &mut side.ops[..];
     for (cs, &table) in changesets.iter_mut().zip(&side.table_of) {
-        buf.clear();
-        buf.extend(ops.by_ref().take(cs.len()));
-        if unchanged(strings, &buf, cs) {
+        let (ops, tail) = std::mem::take(&mut rest).split_at_mut(cs.len());
+        rest = tail;
+        if unchanged(strings, ops, cs) {
             continue;
         }
-        let survive = buf.iter().all(|op| op.alive && op.before.is_none());
-        if survive && local.find(&side.tables, table, &mut buf) {
+        let survive = ops.iter().all(|op| op.alive && op.before.is_none());
+        if survive && local.find(&side.tables, table, ops) {
             // Each instruction is replaced where it is: no new list.
-            for (slot, op) in cs.instructions.iter_mut().zip(buf.drain(..)) {
-                *slot = local.map(op.instr);
+            for (slot, op) in cs.instructions.iter_mut().zip(ops) {
+                *slot = local.map(take(op));
             }
         } else {
-            *cs = rebuilt(strings, &mut buf, cs);
+            *cs = rebuilt(strings, ops, cs);
         }
     }
+}
+
+/// Takes `op`'s instruction out, leaving one that owns no heap memory in its place (the op is
+/// not read again: the exports take each op's instruction once, then drop the side).
+fn take(op: &mut Op) -> Instruction {
+    std::mem::replace(
+        &mut op.instr,
+        Instruction::EraseTable {
+            table: InternString(u32::MAX),
+        },
+    )
 }
 
 /// For one changeset at a time, the index in its own table of each shared string.
@@ -230,7 +241,7 @@ fn unchanged(strings: &Strings, ops: &[Op], cs: &Changeset) -> bool {
 
 /// `cs` (its metadata) made again from its merged ops, which it takes: each op's prepended
 /// instructions, then the op if it is alive, with a string table of their own.
-fn rebuilt(strings: &Strings, ops: &mut Vec<Op>, cs: &Changeset) -> Changeset {
+fn rebuilt(strings: &Strings, ops: &mut [Op], cs: &Changeset) -> Changeset {
     let mut out = Changeset::new();
     out.meta = cs.meta;
     // Exactly as many as it will hold: a merged history of one-instruction changesets would
@@ -240,9 +251,9 @@ fn rebuilt(strings: &Strings, ops: &mut Vec<Op>, cs: &Changeset) -> Changeset {
             .map(|op| op.before.as_ref().map_or(0, |b| b.len()) + usize::from(op.alive))
             .sum(),
     );
-    for op in ops.drain(..) {
-        let kept = op.alive.then_some(op.instr);
-        for mut instr in op.before.into_iter().flat_map(|b| *b).chain(kept) {
+    for op in ops {
+        let kept = op.alive.then(|| take(op));
+        for mut instr in op.before.take().into_iter().flat_map(|b| *b).chain(kept) {
             instr.map_strings(&mut |s| out.intern(&strings.list[s.0 as usize]));
             out.push(instr);
         }
