@@ -753,6 +753,67 @@ fn queries_are_bounded_and_long_chains_run() {
     );
 }
 
+/// `SORT`, `DISTINCT` and `LIMIT` open a clause only when `(` follows; otherwise they are
+/// property names, as in realm-core's grammar (whose identifiers include them).
+#[test]
+fn clause_words_are_property_names_without_a_parenthesis() {
+    let (_dir, path) = temp_db("clause-words");
+    let words = Schema::new(vec![ClassSchema::top_level(
+        "Word",
+        "_id",
+        vec![
+            Property::new("_id", PropertyType::Int),
+            Property::new("sort", PropertyType::Int),
+            Property::new("limit", PropertyType::Int),
+            Property::new("distinct", PropertyType::String),
+        ],
+    )])
+    .unwrap();
+    let db = Database::open(&path, &words, Config::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    for id in 0..10 {
+        tx.create(
+            "Word",
+            int(id),
+            &[
+                ("sort", Value::Int(9 - id)),
+                ("limit", Value::Int(id % 3)),
+                ("distinct", s(if id % 2 == 0 { "even" } else { "odd" })),
+            ],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let read = db.read().unwrap();
+    let ids = |q: &str| -> Vec<PrimaryKey> {
+        read.query("Word", q, &[])
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+    };
+    assert_eq!(ids("sort == 9"), [int(0)]);
+    assert_eq!(ids("limit == 2 SORT(sort ASC)"), [int(8), int(5), int(2)]);
+    assert_eq!(
+        ids("distinct == 'odd' AND limit > 0 SORT(limit DESC, sort DESC) LIMIT(2)"),
+        [int(5), int(1)]
+    );
+    assert_eq!(
+        read.count("Word", "limit == 0 OR sort < 2", &[]).unwrap(),
+        5
+    );
+    assert_eq!(ids("NOT (sort >= 1) LIMIT(1)"), [int(9)]);
+    assert_eq!(
+        ids("(limit == 1) SORT(sort DESC)"),
+        [int(1), int(4), int(7)]
+    );
+    assert_eq!(ids("SORT(sort ASC) LIMIT(1)"), [int(9)]);
+    // A clause word followed by something else than `(` where a clause may stand is an error.
+    let err = |q: &str| match read.query("Word", q, &[]) {
+        Err(StoreError::Query(e)) => e.message,
+        other => panic!("{q}: {other:?}"),
+    };
+    assert!(err("sort == 1 LIMIT 2").starts_with("expected AND, OR, SORT, LIMIT or the end"));
+    assert!(err("DISTINCT(sort)").contains("DISTINCT(…) is not supported"));
+}
+
 /// The string operators read a whole string, NUL characters included, and an empty needle is
 /// a prefix, a suffix and a part of every string (as in Realm); `LIKE` is Realm's wildcards.
 #[test]

@@ -22,7 +22,9 @@
 //! ```
 //!
 //! Keywords (AND, OR, NOT, IN, BETWEEN, the string operators, SORT, ASC, DESC, LIMIT,
-//! TRUEPREDICATE, FALSEPREDICATE, NULL, ...) are case-insensitive.
+//! TRUEPREDICATE, FALSEPREDICATE, NULL, ...) are case-insensitive. `SORT`, `DISTINCT` and
+//! `LIMIT` open a clause only when `(` follows them; otherwise they name a property, as in
+//! realm-core's grammar (`sort == 5 SORT(sort ASC)`).
 //!
 //! Besides the text people write, this parses what realm-core 14 sends as a flexible-sync
 //! subscription: `Query::get_description()`, e.g. `TRUEPREDICATE`, `(a == 1 or b == NULL)`,
@@ -801,6 +803,13 @@ impl Parser<'_> {
         &self.toks[self.at].1
     }
 
+    /// Whether the next tokens open clause `kw` (`SORT`, `DISTINCT`, `LIMIT`): the word, then
+    /// `(`. The word alone is a property's name: realm-core's grammar takes these words as
+    /// identifiers wherever a property may stand (`sort == 5 SORT(sort ASC)`).
+    fn at_clause(&self, kw: &str) -> bool {
+        is_kw(self.peek(), kw) && self.toks.get(self.at + 1).map(|t| &t.1) == Some(&Tok::LParen)
+    }
+
     fn pos(&self) -> usize {
         self.toks[self.at].0
     }
@@ -877,7 +886,7 @@ impl Parser<'_> {
             // realm-core's flexible sync serializes a subscription's ordering inside its
             // parentheses: `(owner == "a" SORT(title ASC))`.
             for clause in ["SORT", "DISTINCT", "LIMIT"] {
-                if is_kw(self.peek(), clause) {
+                if self.at_clause(clause) {
                     return self.fail(format!(
                         "{clause}(…) inside parentheses: SORT, DISTINCT and LIMIT may only end \
                          the whole query (flexible sync subscriptions take none of them)"
@@ -1722,7 +1731,7 @@ impl Parser<'_> {
         let mut limit = String::new();
         let (mut sorted, mut limited) = (false, false);
         loop {
-            if is_kw(self.peek(), "DISTINCT") {
+            if self.at_clause("DISTINCT") {
                 return self.fail(
                     "DISTINCT(…) is not supported; only SORT(…) and LIMIT(…) may follow the \
                      predicate",
@@ -1731,22 +1740,22 @@ impl Parser<'_> {
             // Realm applies these clauses in the order written (a SORT after a LIMIT sorts
             // only the matches kept); Tandem applies one SORT, then one LIMIT, and refuses any
             // other sequence rather than answer it differently.
-            if is_kw(self.peek(), "SORT") && limited {
+            if self.at_clause("SORT") && limited {
                 return self.fail(
                     "SORT(…) after LIMIT(…) is not supported; write SORT(…) first: \
                      `... SORT(a ASC) LIMIT(10)`",
                 );
             }
-            if is_kw(self.peek(), "SORT") && sorted {
+            if self.at_clause("SORT") && sorted {
                 return self.fail(
                     "a second SORT(…) is not supported; list every property in one: \
                      `SORT(a ASC, b DESC)`",
                 );
             }
-            if is_kw(self.peek(), "LIMIT") && limited {
+            if self.at_clause("LIMIT") && limited {
                 return self.fail("a second LIMIT(…) is not supported; write one");
             }
-            if is_kw(self.peek(), "SORT") {
+            if self.at_clause("SORT") {
                 sorted = true;
                 self.next();
                 self.expect(Tok::LParen, "'(' after SORT")?;
@@ -1796,7 +1805,7 @@ impl Parser<'_> {
                         }
                     }
                 }
-            } else if is_kw(self.peek(), "LIMIT") {
+            } else if self.at_clause("LIMIT") {
                 limited = true;
                 self.next();
                 self.expect(Tok::LParen, "'(' after LIMIT")?;
@@ -1993,9 +2002,9 @@ fn compile_tokens(
         reads_other_objects: false,
         depth: 0,
     };
-    let starts_with_clause = is_kw(p.peek(), "SORT")
-        || is_kw(p.peek(), "LIMIT")
-        || (is_kw(p.peek(), "DISTINCT") && p.toks.get(1).map(|t| &t.1) == Some(&Tok::LParen))
+    let starts_with_clause = p.at_clause("SORT")
+        || p.at_clause("LIMIT")
+        || p.at_clause("DISTINCT")
         || *p.peek() == Tok::End;
     let filter = if starts_with_clause {
         "1".to_owned()
