@@ -49,7 +49,7 @@ pub(crate) mod tables {
     #[cfg(feature = "server")]
     pub(crate) use super::layout::{key_matches, object_table, row_id};
     #[cfg(feature = "server")]
-    pub(crate) use super::query::{compile, MAX_SUBSCRIPTION_PARAMS};
+    pub(crate) use super::query::{compile, Unsubscribable};
     pub(crate) use super::read::{export, for_each_object};
     #[cfg(feature = "server")]
     pub(crate) use super::read::{for_each_match, read_object};

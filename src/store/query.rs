@@ -735,6 +735,59 @@ pub(crate) const MAX_PARAMS: usize = 32_766;
 /// refuses what the server would.
 pub(crate) const MAX_SUBSCRIPTION_PARAMS: usize = MAX_PARAMS - 4;
 
+/// Why a compiled query cannot be a flexible sync subscription that a Tandem server serves
+/// ([`Unsubscribable::of`]): the one rule the server checks before it serves a set
+/// (`server::file::flx`, QUERY_ERROR 226) and a Tandem client checks before it commits one
+/// (`MutableSubscriptionSet::add`), where it refuses everything but a link path (which, as
+/// for realm-core's client, only the server refuses: the server decides what it serves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unsubscribable {
+    /// `SORT`, `DISTINCT` or `LIMIT`: the server decides membership only (BaaS refused them
+    /// too).
+    Ordering,
+    /// A filter that reads another object (a link path, a link compared, `@count` of links):
+    /// a change to that object would move this one into or out of the view, which the server
+    /// does not follow.
+    LinkPath,
+    /// More than [`MAX_SUBSCRIPTION_PARAMS`] values to bind (this many).
+    TooManyValues(usize),
+}
+
+impl Unsubscribable {
+    /// What `compiled` breaks of the rule, if anything (in the order above).
+    pub(crate) fn of(compiled: &Compiled) -> Option<Self> {
+        if compiled.orders_or_limits() {
+            Some(Self::Ordering)
+        } else if compiled.reads_other_objects() {
+            Some(Self::LinkPath)
+        } else {
+            let n = compiled.params.len();
+            (n > MAX_SUBSCRIPTION_PARAMS).then_some(Self::TooManyValues(n))
+        }
+    }
+}
+
+impl fmt::Display for Unsubscribable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ordering => f.write_str(
+                "SORT, DISTINCT and LIMIT are not supported in subscriptions (the server \
+                 decides membership only); sort the local results instead",
+            ),
+            Self::LinkPath => f.write_str(
+                "link paths are not supported in subscriptions (a link followed, compared or \
+                 counted: a change to the linked object would change the match); subscribe to \
+                 the linked class instead",
+            ),
+            Self::TooManyValues(n) => write!(
+                f,
+                "the query compares {n} values; at most {MAX_SUBSCRIPTION_PARAMS} are \
+                 supported in a subscription (the server binds four of its own beside them)"
+            ),
+        }
+    }
+}
+
 /// Deepest SQL expression a filter may compile to (levels of `AND`/`OR`/`NOT`, counted by
 /// [`Node::render`]): SQLite refuses an expression more than 1,000 levels deep
 /// (<https://www.sqlite.org/limits.html>, `SQLITE_MAX_EXPR_DEPTH`), and a comparison and the

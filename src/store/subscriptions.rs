@@ -120,8 +120,10 @@ impl MutableSubscriptionSet<'_> {
     /// class and query are already subscribed. Returns whether the set changed.
     ///
     /// Errors ([`StoreError::InvalidArgument`]): no top-level class `class`, a query that does
-    /// not compile against it, SORT/DISTINCT/LIMIT (the server evaluates membership only), a
-    /// link argument.
+    /// not compile against it, a link argument, SORT/DISTINCT/LIMIT (the server evaluates
+    /// membership only), more values than a subscription may bind (the server's rule,
+    /// `query::Unsubscribable`). A link path is accepted here and refused by a Tandem server
+    /// (the set ends in state `Error`).
     pub fn add(
         &mut self,
         name: Option<&str>,
@@ -133,19 +135,15 @@ impl MutableSubscriptionSet<'_> {
             .map_err(|e| StoreError::InvalidArgument(format!("subscription on {class}: {e}")))?;
         let compiled = query::compile(self.schemas, class, &text, &[])
             .map_err(|e| StoreError::InvalidArgument(format!("subscription on {class}: {e}")))?;
-        if compiled.orders_or_limits() {
-            return Err(StoreError::InvalidArgument(format!(
-                "subscription on {class}: SORT, DISTINCT and LIMIT cannot be subscribed to \
-                 (the server decides membership only); sort the local results instead"
-            )));
-        }
-        if compiled.params.len() > query::MAX_SUBSCRIPTION_PARAMS {
-            return Err(StoreError::InvalidArgument(format!(
-                "subscription on {class}: the query compares {} values; at most {} are \
-                 supported in a subscription (the server binds four of its own beside them)",
-                compiled.params.len(),
-                query::MAX_SUBSCRIPTION_PARAMS
-            )));
+        match query::Unsubscribable::of(&compiled) {
+            // Sent: the server decides whether it serves a link path (a Tandem server refuses
+            // the set with QUERY_ERROR 226, as BaaS did; realm-core's client sends it too).
+            None | Some(query::Unsubscribable::LinkPath) => {}
+            Some(why) => {
+                return Err(StoreError::InvalidArgument(format!(
+                    "subscription on {class}: {why}"
+                )))
+            }
         }
         let subscription = Subscription {
             name: name.map(str::to_owned),

@@ -200,26 +200,11 @@ fn compile(schemas: &Schemas, class: &str, query: &str) -> Result<Option<Filter>
     }
     let compiled = tables::compile(schemas, class, query, &[])
         .map_err(|e| format!("query on {class}: {e}"))?;
-    if compiled.orders_or_limits() {
-        return Err(format!(
-            "query on {class}: SORT, DISTINCT and LIMIT are not supported in subscriptions"
-        ));
-    }
-    // A change to another object could make such a filter match or not: not served.
-    if compiled.reads_other_objects() {
-        return Err(format!(
-            "query on {class}: link paths are not supported in subscriptions"
-        ));
+    if let Some(why) = tables::Unsubscribable::of(&compiled) {
+        return Err(format!("query on {class}: {why}"));
     }
     let filter = compiled.filter().to_owned();
     let n = compiled.params.len();
-    // The membership statements below bind four values after the filter's.
-    if n > tables::MAX_SUBSCRIPTION_PARAMS {
-        return Err(format!(
-            "query on {class}: compares {n} values; at most {} are supported in a subscription",
-            tables::MAX_SUBSCRIPTION_PARAMS
-        ));
-    }
     let match_sql = format!(
         "SELECT 1 FROM {} o WHERE {} AND ({filter})",
         tables::object_table(class),
