@@ -754,7 +754,8 @@ fn queries_are_bounded_and_long_chains_run() {
 }
 
 /// `SORT`, `DISTINCT` and `LIMIT` open a clause only when `(` follows; otherwise they are
-/// property names, as in realm-core's grammar (whose identifiers include them).
+/// property names, as in realm-core's grammar (whose identifiers include them, and `IN` and the
+/// string operators).
 #[test]
 fn clause_words_are_property_names_without_a_parenthesis() {
     let (_dir, path) = temp_db("clause-words");
@@ -766,6 +767,9 @@ fn clause_words_are_property_names_without_a_parenthesis() {
             Property::new("sort", PropertyType::Int),
             Property::new("limit", PropertyType::Int),
             Property::new("distinct", PropertyType::String),
+            // Other operator words realm-core's grammar takes as names too.
+            Property::new("in", PropertyType::Int),
+            Property::new("contains", PropertyType::String),
         ],
     )])
     .unwrap();
@@ -779,6 +783,8 @@ fn clause_words_are_property_names_without_a_parenthesis() {
                 ("sort", Value::Int(9 - id)),
                 ("limit", Value::Int(id % 3)),
                 ("distinct", s(if id % 2 == 0 { "even" } else { "odd" })),
+                ("in", Value::Int(id * 10)),
+                ("contains", s(&format!("w{id}"))),
             ],
         )
         .unwrap();
@@ -805,6 +811,11 @@ fn clause_words_are_property_names_without_a_parenthesis() {
         [int(1), int(4), int(7)]
     );
     assert_eq!(ids("SORT(sort ASC) LIMIT(1)"), [int(9)]);
+    assert_eq!(ids("in IN {20, 30} SORT(in DESC)"), [int(3), int(2)]);
+    assert_eq!(
+        ids("contains CONTAINS '7' OR contains ENDSWITH '8'"),
+        [int(7), int(8)]
+    );
     // A clause word followed by something else than `(` where a clause may stand is an error.
     let err = |q: &str| match read.query("Word", q, &[]) {
         Err(StoreError::Query(e)) => e.message,
