@@ -206,8 +206,8 @@ impl Changeset {
         }
     }
 
-    /// Whether `self` and `other` hold the same string table (one shared, not two equal ones):
-    /// a cheap test before comparing the strings.
+    /// Whether `self` and `other` hold the same string table (one shared, not two equal ones),
+    /// or neither holds a string: a cheap test before comparing the strings.
     pub fn shares_strings_with(&self, other: &Changeset) -> bool {
         match (&self.table, &other.table) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),

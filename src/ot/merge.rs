@@ -112,7 +112,7 @@ fn export(strings: &Strings, mut side: Side, changesets: &[&Changeset]) -> Vec<O
     for (cs, &table) in changesets.iter().zip(&side.table_of) {
         let (ops, tail) = std::mem::take(&mut rest).split_at_mut(cs.len());
         rest = tail;
-        if unchanged(strings, ops, cs) {
+        if unchanged(&side.tables[table as usize], ops, cs) {
             out.push(None);
             continue;
         }
@@ -140,7 +140,7 @@ fn export_in_place(strings: &Strings, mut side: Side, changesets: &mut [Changese
     for (cs, &table) in changesets.iter_mut().zip(&side.table_of) {
         let (ops, tail) = std::mem::take(&mut rest).split_at_mut(cs.len());
         rest = tail;
-        if unchanged(strings, ops, cs) {
+        if unchanged(&side.tables[table as usize], ops, cs) {
             continue;
         }
         let survive = ops.iter().all(|op| op.alive && op.before.is_none());
@@ -219,8 +219,9 @@ impl LocalStrings {
     }
 }
 
-/// Whether every op is alive, with nothing prepended, and as imported from `cs`.
-fn unchanged(strings: &Strings, ops: &[Op], cs: &Changeset) -> bool {
+/// Whether every op is alive, with nothing prepended, and as imported from `cs` (whose table
+/// the import mapped into the shared one as `map`).
+fn unchanged(map: &[InternString], ops: &[Op], cs: &Changeset) -> bool {
     // An op a rule may have changed is compared with the instruction as imported, made again
     // (strings in the shared table) one at a time rather than kept beside every op.
     ops.iter().zip(&cs.instructions).all(|(op, source)| {
@@ -229,11 +230,8 @@ fn unchanged(strings: &Strings, ops: &[Op], cs: &Changeset) -> bool {
             && !op.changed
             && (!op.touched || {
                 let mut imported = source.clone();
-                imported.map_strings(&mut |s| {
-                    cs.string(s)
-                        .and_then(|name| strings.index.get(name).copied())
-                        .unwrap_or(InternString(u32::MAX))
-                });
+                // The import refused a changeset naming a string its table lacks.
+                imported.map_strings(&mut |s| map[s.0 as usize]);
                 op.instr == imported
             })
     })
