@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use live::{converge, World};
-use tandem::client::{SyncConfig, SyncSession, SyncState};
+use live::{converge, World, PATH, SECRET};
+use tandem::client::{SyncConfig, SyncError, SyncSession, SyncState};
 use tandem::model::{PrimaryKey, Value};
 use tandem::server::TokenSigner;
 use tandem::state::{Field, Val};
@@ -156,4 +156,87 @@ fn a_refused_token_never_connects() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_ne!(session.state(), SyncState::Connected);
+}
+
+/// A file that synced with one server path is refused a session with another: its objects
+/// would be uploaded into that path (another user's), and the server, which does not know the
+/// file there, would reset it to that path's state. Nothing reaches the other path.
+#[test]
+fn a_file_syncs_with_one_server_path() {
+    let world = World::new("one-path");
+    let wait = Some(Duration::from_secs(30));
+    let db = world.open("x.sqlite");
+    assert_eq!(db.synced_path().unwrap(), None);
+    let mut tx = db.begin_write().unwrap();
+    tx.create(
+        "Task",
+        PrimaryKey::Int(1),
+        &[("title", Value::String("mine".into()))],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let session = world.sync(&db);
+    world.block_on(session.wait_for_upload(wait)).unwrap();
+    drop(session);
+    assert_eq!(db.synced_path().unwrap().as_deref(), Some(PATH));
+
+    let any_path = TokenSigner::hs256(SECRET)
+        .sign("live", live::now() + 3600, &["*"])
+        .unwrap();
+    let mut other = world.config(any_path);
+    other.path = "/other".into();
+    match SyncSession::start(Arc::clone(&db), other.clone()) {
+        Err(SyncError::InvalidState { message }) => {
+            assert!(
+                message.contains("\"/tasks\"") && message.contains("\"/other\""),
+                "{message}"
+            )
+        }
+        Err(e) => panic!("expected InvalidState, got {e:?}"),
+        Ok(_) => panic!("a session with another path started"),
+    }
+    // A fresh file on the other path finds nothing of this file's there.
+    let fresh = world.open("fresh.sqlite");
+    let fresh_session = SyncSession::start(Arc::clone(&fresh), other).unwrap();
+    world
+        .block_on(fresh_session.wait_for_download(wait))
+        .unwrap();
+    assert!(task(&fresh, 1).is_none());
+    assert_eq!(fresh.synced_path().unwrap().as_deref(), Some("/other"));
+    // The file's own path still syncs.
+    let again = world.sync(&db);
+    world.block_on(again.wait_for_download(wait)).unwrap();
+    assert!(task(&db, 1).is_some());
+}
+
+/// One sync session per file in a process: a second one, through the same `Database` or
+/// another handle on the file, is refused while the first runs (both would integrate every
+/// download, counting a counter's increments twice); once the first is stopped, the next one
+/// starts (waiting for the first to finish the message in hand).
+#[test]
+fn one_sync_session_per_file() {
+    let world = World::new("one-session");
+    let db = world.open("x.sqlite");
+    let first = world.sync(&db);
+    for handle in [Arc::clone(&db), world.open("x.sqlite")] {
+        match SyncSession::start(handle, world.config(live::token(3600))) {
+            Err(SyncError::InvalidState { message }) => {
+                assert!(message.contains("already running"), "{message}")
+            }
+            Err(e) => panic!("expected InvalidState, got {e:?}"),
+            Ok(_) => panic!("a second session started on the file"),
+        }
+    }
+    first.stop();
+    let second = world.sync(&db);
+    world
+        .block_on(second.wait_for_download(Some(Duration::from_secs(30))))
+        .unwrap();
+    drop(first);
+    drop(second);
+    // Dropping a session lets go of the file too.
+    let third = world.sync(&world.open("x.sqlite"));
+    world
+        .block_on(third.wait_for_download(Some(Duration::from_secs(30))))
+        .unwrap();
 }

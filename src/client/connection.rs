@@ -553,6 +553,7 @@ where
         in_flight: VecDeque::new(),
         ping_sent: None,
         new_ident: None,
+        path_recorded: false,
         asked_current: false,
         asked_inherited: 0,
         client_versions: Vec::new(),
@@ -794,6 +795,10 @@ where
 struct Connection {
     /// IDENT sent: uploads and MARKs may flow.
     bound: bool,
+    /// The server answered for this connection's path (its IDENT, or a DOWNLOAD after the
+    /// client's IDENT), and the file recorded it as the path it syncs with
+    /// (`Database::bind_synced_path`).
+    path_recorded: bool,
     /// Last client version uploaded on this connection.
     uploaded_through: u64,
     /// Uploaded and not yet acknowledged: (client version, changeset bytes).
@@ -834,6 +839,17 @@ struct RollbackSnapshot {
     server_version_salt: u64,
 }
 
+/// Records the connection's path as the one the file syncs with, once per connection
+/// (`Database::bind_synced_path`).
+async fn record_path(shared: &Arc<Shared>, conn: &mut Connection) -> Result<(), Failure> {
+    if !conn.path_recorded {
+        let (db, path) = (Arc::clone(&shared.db), shared.config.path.clone());
+        blocking(move || db.bind_synced_path(&path)).await?;
+        conn.path_recorded = true;
+    }
+    Ok(())
+}
+
 async fn handle<S>(
     shared: &Arc<Shared>,
     message: ServerMessage,
@@ -850,6 +866,8 @@ where
             client_file_ident_salt,
             ..
         } => {
+            // The server answered for this path: the file syncs with it from now on.
+            record_path(shared, conn).await?;
             let plan = lock(&shared.reset).as_mut().map(|p| {
                 p.started = true;
                 *p
@@ -981,6 +999,9 @@ where
             flx,
             ..
         } => {
+            // A file that had its ident before it recorded a path (an older version of
+            // Tandem): the server took its IDENT for this path.
+            record_path(shared, conn).await?;
             let (mut download_server_version, mut download_client_version) =
                 (download_server_version, download_client_version);
             if let Some(target) = conn.rollback.as_ref().and_then(|r| r.target) {

@@ -20,6 +20,8 @@
 //! - `_tandem_history`: the client history, one row per local changeset.
 //! - `_tandem_sync`: sync metadata (client file ident and salt, download and upload cursors,
 //!   latest server version and salt, the version the history is trimmed through).
+//! - `_tandem_sync_path`: the server path this file syncs with (one row, once a server first
+//!   answered a session's IDENT), so that a session with another path is refused.
 //! - `_tandem_reciprocal`: the reciprocal (transformed) forms of local changesets the server
 //!   has not integrated yet, for OT.
 //! - `_tandem_inherited`: the inherited window, local changesets the server had integrated
@@ -304,6 +306,7 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
     }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _tandem_sync (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS _tandem_sync_path (id INTEGER PRIMARY KEY CHECK (id = 1), path TEXT NOT NULL);
          CREATE TABLE IF NOT EXISTS _tandem_reciprocal (version INTEGER PRIMARY KEY, changeset BLOB NOT NULL);
          CREATE TABLE IF NOT EXISTS _tandem_inherited (
              seq INTEGER PRIMARY KEY,

@@ -110,6 +110,33 @@ impl Database {
         self.with_writer(|conn, _| put(conn, CLOCK_OFFSET, offset_ms as u64))
     }
 
+    /// The server path this file syncs with: recorded when a server first answered a sync
+    /// session's IDENT for it ([`Database::bind_synced_path`]); `None` before. A session with
+    /// another path is refused (`SyncSession::start`): the file's objects would be uploaded
+    /// into that server file (another user's, say) and its own state lost in a client reset.
+    pub fn synced_path(&self) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .read()?
+            .connection()
+            .query_row("SELECT path FROM _tandem_sync_path WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Records `path` as the server path this file syncs with ([`Database::synced_path`]).
+    pub fn bind_synced_path(&self, path: &str) -> Result<(), StoreError> {
+        self.with_writer(|conn, _| {
+            conn.execute(
+                "INSERT INTO _tandem_sync_path (id, path) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET path = excluded.path",
+                [path],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Stores the client file ident the server allocated, before anything uses it. Local
     /// changesets made before it are recorded as coming from this ident from now on.
     pub fn set_client_file_ident(&self, ident: u64, salt: u64) -> Result<(), StoreError> {
