@@ -403,3 +403,32 @@ async fn garbage_ends_one_connection_and_others_keep_syncing() {
     assert_eq!((upload_client_version, latest_server_version), (1, 1));
     f.server.shutdown();
 }
+
+/// A second server on a data directory another one is using is refused at start, saying so
+/// (both would write the same server files); once the first stops, it starts.
+#[tokio::test]
+async fn a_data_directory_serves_one_server_at_a_time() {
+    let f = fixture("one-server").await;
+    let dir = f._dir.path();
+    let config = || ServerConfig {
+        tls: Some((dir.join("cert.pem"), dir.join("key.pem"))),
+        ..ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join("data"),
+            Authenticator::hs256(SECRET),
+        )
+    };
+    let refused = start(config())
+        .await
+        .err()
+        .expect("a second server started");
+    assert!(
+        refused
+            .to_string()
+            .contains("in use by another tandem-server"),
+        "{refused}"
+    );
+    drop(f.server);
+    let second = start(config()).await.unwrap();
+    drop(second);
+}

@@ -304,4 +304,21 @@ fn a_rejected_server_certificate_stops_the_session_and_says_what_to_set() {
             && message.contains(&other.display().to_string()),
         "{message}"
     );
+    drop(session);
+
+    // The right CA, but an address the certificate (issued for `localhost`) does not name:
+    // said as such, not as a CA that does not match (a new user's trial).
+    let mut config = world.config(live::token(3600));
+    config.url = format!("wss://127.0.0.1:{}/", world.addr.port());
+    let (session, events) = live::start_recording(&world.open("by-address"), config);
+    let error = the_one_error(&session, &events);
+    assert!(!error.will_retry, "{error:?}");
+    assert!(
+        error
+            .message
+            .contains("not issued for the host in the server URL")
+            && !error.message.contains("does not chain"),
+        "{}",
+        error.message
+    );
 }

@@ -156,6 +156,22 @@ fn a_refused_token_never_connects() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_ne!(session.state(), SyncState::Connected);
+    drop(session);
+
+    // The error says why, as the server's answer does (a new user's trial).
+    let mut config = world.config(
+        TokenSigner::hs256(b"wrong secret, wrong secret")
+            .sign("x", u64::MAX / 4, &["*"])
+            .expect("HS256 signing cannot fail"),
+    );
+    let events = live::recording(&mut config);
+    let _session = SyncSession::start(world.open("y.sqlite"), config).unwrap();
+    let error = live::wait_for_error(&events, 30, |e| e.code == 203);
+    assert!(
+        error.message.contains("401") && error.message.contains("token signature does not verify"),
+        "{}",
+        error.message
+    );
 }
 
 /// A file that synced with one server path is refused a session with another: its objects

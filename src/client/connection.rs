@@ -363,23 +363,37 @@ fn tls_failure(ca_file: &Option<std::path::PathBuf>, e: std::io::Error) -> Failu
     let Some(why) = rejected else {
         return fail(format!("TLS: {e}"));
     };
+    use tokio_rustls::rustls::CertificateError as Why;
     let advice = match (ca_file, &why) {
         (
             _,
-            tokio_rustls::rustls::CertificateError::Expired
-            | tokio_rustls::rustls::CertificateError::NotValidYet,
+            Why::Expired
+            | Why::ExpiredContext { .. }
+            | Why::NotValidYet
+            | Why::NotValidYetContext { .. },
         ) => "the certificate is outside its validity period (or this device's clock is wrong)"
             .to_string(),
-        (_, tokio_rustls::rustls::CertificateError::NotValidForName) => {
+        (_, Why::NotValidForName | Why::NotValidForNameContext { .. }) => {
             "the certificate is not issued for the host in the server URL".to_string()
         }
-        (None, _) => "it does not chain to a root this system trusts; for a self-signed or \
-                      private-CA certificate, set ca_file to that CA certificate (PEM)"
-            .to_string(),
-        (Some(path), _) => format!(
+        // webpki's refusal of a CA certificate presented as the server's own (a self-signed
+        // certificate made without `basicConstraints=critical,CA:FALSE`).
+        (_, Why::Other(other)) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            "it is a CA certificate (basicConstraints CA:TRUE), which TLS clients refuse as a \
+             server's own; issue the server a certificate with basicConstraints=critical,CA:FALSE \
+             (README, \"Running the server\")"
+                .to_string()
+        }
+        (None, Why::UnknownIssuer | Why::BadSignature) => {
+            "it does not chain to a root this system trusts; for a self-signed or private-CA \
+             certificate, set ca_file to that CA certificate (PEM)"
+                .to_string()
+        }
+        (Some(path), Why::UnknownIssuer | Why::BadSignature) => format!(
             "it does not chain to the CA in ca_file ({})",
             path.display()
         ),
+        (_, other) => format!("{other}"),
     };
     Failure {
         code: 0,
@@ -506,7 +520,16 @@ where
         .await
         .map_err(|_| handshake_timeout(shared.config.timeouts.handshake))?
         .map_err(|e| {
-            let message = format!("WebSocket handshake: {e}");
+            let mut message = format!("WebSocket handshake: {e}");
+            // The server's reason for a refusal (a token that does not verify, a path the
+            // token does not grant), at most 300 bytes of it.
+            if let tokio_tungstenite::tungstenite::Error::Http(response) = &e {
+                let body = response.body().as_deref().unwrap_or_default();
+                let reason = String::from_utf8_lossy(&body[..body.len().min(300)]);
+                if !reason.trim().is_empty() {
+                    message = format!("{message}: {}", reason.trim());
+                }
+            }
             // 401: the server refused the token in the handshake.
             let refused =
                 matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);

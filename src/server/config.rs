@@ -202,7 +202,7 @@ TOKENS:
                                (\"*\" for all) and exit; signs with --jwt-secret-file or
                                --jwt-private-key
     --jwt-private-key <FILE>   PEM private key (RSA or Ed25519) for --issue-token (above)
-    --token-hours <HOURS>      validity of --issue-token (default 24)
+    --token-hours <HOURS>      validity of --issue-token (default 24, at least 1)
     --token-subject <NAME>     the token's `sub` claim (default tandem-server)
 
 Clients connect to wss://<host>:<port>/ and send the token in the Authorization header
@@ -822,6 +822,10 @@ fn issue_token(raw: &Raw, paths: &str) -> Result<Command, ConfigError> {
         }
     };
     let hours = raw.number("token_hours", 24)?;
+    if hours == 0 {
+        // The token would be expired when printed.
+        return Err(raw.bad("token_hours", "must be at least 1"));
+    }
     let paths: Vec<String> = paths
         .split(',')
         .map(str::trim)
@@ -1542,6 +1546,25 @@ mod tests {
         assert_eq!(paths, ["/a", "/b"]);
         assert_eq!(valid_for, Duration::from_secs(7200));
         assert_eq!(subject, "tandem-server");
+        // A token valid for no time would be expired when printed.
+        let zero = parse(
+            &args(&[
+                "--issue-token",
+                "/a",
+                "--jwt-private-key",
+                &key,
+                "--token-hours",
+                "0",
+            ]),
+            no_env,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            zero.contains("token_hours") && zero.contains("at least 1"),
+            "{zero}"
+        );
     }
 
     #[test]

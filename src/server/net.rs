@@ -60,6 +60,41 @@ pub struct RunningServer {
     shared: Arc<Shared>,
     /// Stops the metrics listener when the server is dropped.
     _metrics: Option<super::ops::MetricsListener>,
+    /// The data directory's lock, held while the server runs ([`lock_data_dir`]).
+    _data_dir_lock: Option<rusqlite::Connection>,
+}
+
+/// The lock file in the data directory that one running server holds.
+pub const DATA_DIR_LOCK: &str = "tandem-server.lock";
+
+/// Takes the data directory for this server: an SQLite file in it held in exclusive locking
+/// mode for as long as the returned connection lives (SQLite's own file locks, which hold
+/// across processes and between connections of one process). A second server on the same
+/// directory is refused at start: both would write the same server files, and the second's
+/// writes failed with storage faults (found by a new user's trial).
+fn lock_data_dir(dir: &std::path::Path) -> Result<rusqlite::Connection, StartError> {
+    let path = dir.join(DATA_DIR_LOCK);
+    let held = || {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.busy_timeout(Duration::ZERO)?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        // The first write takes the exclusive lock, which exclusive mode keeps after it.
+        conn.execute_batch(
+            "BEGIN EXCLUSIVE; CREATE TABLE IF NOT EXISTS held (pid INTEGER); COMMIT;",
+        )?;
+        Ok::<_, rusqlite::Error>(conn)
+    };
+    held().map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StartError(format!(
+                "the data directory {} is in use by another tandem-server (it holds {}); \
+                 stop that one, or give this one another --data-dir",
+                dir.display(),
+                path.display()
+            ))
+        }
+        _ => StartError(format!("data directory lock {}: {e}", path.display())),
+    })
 }
 
 impl RunningServer {
@@ -148,6 +183,11 @@ fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAccept
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("data directory {}: {e}", config.data_dir.display())))?;
+    // With PostgreSQL the server files are in the database, which several servers share.
+    let data_dir_lock = match config.database {
+        None => Some(lock_data_dir(&config.data_dir)?),
+        Some(_) => None,
+    };
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None if config.allow_plain_ws => None,
@@ -241,6 +281,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         shutdown,
         shared,
         _metrics: metrics,
+        _data_dir_lock: data_dir_lock,
     })
 }
 
