@@ -256,3 +256,25 @@ fn one_sync_session_per_file() {
         .block_on(third.wait_for_download(Some(Duration::from_secs(30))))
         .unwrap();
 }
+
+/// A session stopped while its TLS handshake hangs (a server that accepts the connection and
+/// never answers) ends at the stop, not at the handshake's timeout: the file's next session
+/// starts instead of finding the file still claimed.
+#[test]
+fn a_session_stopped_mid_handshake_lets_the_next_one_start() {
+    let world = World::new("mid-handshake");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db = world.open("x.sqlite");
+    let mut config = world.config(live::token(3600));
+    config.url = format!("wss://localhost:{}/", silent.local_addr().unwrap().port());
+    config.timeouts.handshake = Duration::from_secs(120);
+    let hanging = SyncSession::start(Arc::clone(&db), config).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hanging.state(), SyncState::Connecting);
+    hanging.stop();
+    let next = world.sync(&db);
+    world
+        .block_on(next.wait_for_download(Some(Duration::from_secs(30))))
+        .unwrap();
+    drop(silent);
+}

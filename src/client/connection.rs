@@ -323,8 +323,13 @@ async fn connect_and_sync(
             .map_err(|_| fail("the token is not a valid header value"))?,
     );
     let timeouts = shared.config.timeouts;
-    let tcp = tokio::time::timeout(timeouts.connect, crate::sim::connect(host.as_str(), port))
-        .await
+    // Connecting and the TLS handshake end at a stop too (not only at their timeouts), so that
+    // the file's next session need not wait for them (`SyncClaim`).
+    let connect = tokio::time::timeout(timeouts.connect, crate::sim::connect(host.as_str(), port));
+    let Some(tcp) = unless_stopped(stop, connect).await else {
+        return Ok(());
+    };
+    let tcp = tcp
         .map_err(|_| {
             fail(format!(
                 "connect: timed out after {} ms",
@@ -338,13 +343,28 @@ async fn connect_and_sync(
         Some(connector) => {
             let name = rustls_pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| fail(format!("server name: {e}")))?;
-            let stream = tokio::time::timeout_at(deadline, connector.connect(name, tcp))
-                .await
+            let handshake = tokio::time::timeout_at(deadline, connector.connect(name, tcp));
+            let Some(stream) = unless_stopped(stop, handshake).await else {
+                return Ok(());
+            };
+            let stream = stream
                 .map_err(|_| handshake_timeout(timeouts.handshake))?
                 .map_err(|e| tls_failure(&shared.config.ca_file, e))?;
             session(shared, request, stream, stop, token, deadline).await
         }
         None => session(shared, request, tcp, stop, token, deadline).await,
+    }
+}
+
+/// `work`'s output, or `None` if the session is stopped first.
+async fn unless_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|stopped| *stopped) => None,
+        out = work => Some(out),
     }
 }
 
