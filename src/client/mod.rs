@@ -521,65 +521,31 @@ pub async fn open_synced(
     Ok((db, session))
 }
 
-/// The files a sync session of this process is running on (their canonical paths), each with
-/// its session's stop signal; [`RELEASED`] is notified when one is let go of.
-static SYNCING: Mutex<Vec<(PathBuf, watch::Receiver<bool>)>> = Mutex::new(Vec::new());
-static RELEASED: std::sync::Condvar = std::sync::Condvar::new();
-
 /// How long [`SyncSession::start`] waits for a stopped session on the same file to finish the
 /// message it was integrating.
 const STOPPING_WAIT: Duration = Duration::from_secs(10);
 
-/// A session's claim on its file, held by its connection task until the task ends: two
-/// sessions on one file would each integrate every DOWNLOAD, so that a counter's increments
-/// were counted twice (found by a new user's trial). One per file in a process, whatever the
-/// `Database` handle; another process is not seen (`docs/client.md` says so).
-struct SyncClaim(PathBuf);
-
-impl SyncClaim {
-    /// Claims `db`'s file for the session whose stop signal is `stop`. A session already
-    /// running on it is an error; one stopped is waited for (up to [`STOPPING_WAIT`]) while its
-    /// task finishes the message in hand.
-    fn take(db: &Database, stop: &watch::Sender<bool>) -> Result<SyncClaim, SyncError> {
-        let path = std::fs::canonicalize(db.path()).unwrap_or_else(|_| db.path().to_owned());
-        let deadline = std::time::Instant::now() + STOPPING_WAIT;
-        let mut syncing = lock(&SYNCING);
-        loop {
-            let stopping = match syncing.iter().find(|(p, _)| *p == path) {
-                None => {
-                    syncing.push((path.clone(), stop.subscribe()));
-                    return Ok(SyncClaim(path));
-                }
-                Some((_, other)) => *other.borrow(),
-            };
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if !stopping || left.is_zero() {
-                return Err(SyncError::InvalidState {
-                    message: format!(
-                        "a sync session {} on {}: stop it first (two sessions would integrate \
-                         every download twice)",
-                        if stopping {
-                            "is still stopping"
-                        } else {
-                            "is already running"
-                        },
-                        path.display()
-                    ),
-                });
-            }
-            syncing = RELEASED
-                .wait_timeout(syncing, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-    }
-}
-
-impl Drop for SyncClaim {
-    fn drop(&mut self) {
-        lock(&SYNCING).retain(|(p, _)| *p != self.0);
-        RELEASED.notify_all();
-    }
+/// A session's hold on its file in this process, kept by its connection task until the task
+/// ends: two sessions on one file would each integrate every DOWNLOAD, so that a counter's
+/// increments were counted twice (found by a new user's trial). One per file in a process,
+/// whatever the `Database` handle; another process is not seen (`docs/client.md` says so).
+fn hold_file(
+    db: &Database,
+    stop: &watch::Sender<bool>,
+) -> Result<crate::store::SyncHold, SyncError> {
+    let stopping = stop.subscribe();
+    db.hold_for_sync(Box::new(move || *stopping.borrow()), STOPPING_WAIT)
+        .map_err(|held| SyncError::InvalidState {
+            message: format!(
+                "a sync session {} on {}: stop it first (two sessions would integrate every \
+                 download twice)",
+                match held {
+                    crate::store::SyncHeld::Running => "is already running",
+                    crate::store::SyncHeld::Stopping => "is still stopping",
+                },
+                db.path().display()
+            ),
+        })
 }
 
 /// A running sync session. Dropping it stops syncing.
@@ -647,7 +613,7 @@ impl SyncSession {
         });
         let (state, _) = watch::channel(SyncState::Disconnected);
         let (stop, _) = watch::channel(false);
-        let claim = SyncClaim::take(&db, &stop)?;
+        let claim = hold_file(&db, &stop)?;
         // Registered before the connection task exists: it cannot miss an event. Held by the
         // registry only, which lets go of it when the session ends (see `SyncConfig::on_event`).
         let mut config = config;

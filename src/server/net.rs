@@ -71,30 +71,44 @@ pub const DATA_DIR_LOCK: &str = "tandem-server.lock";
 /// mode for as long as the returned connection lives (SQLite's own file locks, which hold
 /// across processes and between connections of one process). A second server on the same
 /// directory is refused at start: both would write the same server files, and the second's
-/// writes failed with storage faults (found by a new user's trial).
-fn lock_data_dir(dir: &std::path::Path) -> Result<rusqlite::Connection, StartError> {
+/// writes failed with storage faults (found by a new user's trial). A lock that cannot be
+/// taken for another reason (a full disk when the lock file must be made) is logged and the
+/// server starts without it: a server starts on a full disk and recovers by itself.
+fn lock_data_dir(dir: &std::path::Path) -> Result<Option<rusqlite::Connection>, StartError> {
     let path = dir.join(DATA_DIR_LOCK);
     let held = || {
         let conn = rusqlite::Connection::open(&path)?;
         conn.busy_timeout(Duration::ZERO)?;
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-        // The first write takes the exclusive lock, which exclusive mode keeps after it.
-        conn.execute_batch(
-            "BEGIN EXCLUSIVE; CREATE TABLE IF NOT EXISTS held (pid INTEGER); COMMIT;",
-        )?;
+        // `BEGIN EXCLUSIVE` takes the exclusive lock, which exclusive mode keeps after the
+        // transaction; nothing is written, so a full disk does not keep a server from starting.
+        conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")?;
         Ok::<_, rusqlite::Error>(conn)
     };
-    held().map_err(|e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            StartError(format!(
+    match held() {
+        Ok(conn) => Ok(Some(conn)),
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ) =>
+        {
+            Err(StartError(format!(
                 "the data directory {} is in use by another tandem-server (it holds {}); \
                  stop that one, or give this one another --data-dir",
                 dir.display(),
                 path.display()
-            ))
+            )))
         }
-        _ => StartError(format!("data directory lock {}: {e}", path.display())),
-    })
+        Err(e) => {
+            tracing::warn!(
+                lock = %path.display(),
+                error = %e,
+                "cannot take the data directory's lock; starting without it"
+            );
+            Ok(None)
+        }
+    }
 }
 
 impl RunningServer {
@@ -185,7 +199,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .map_err(|e| StartError(format!("data directory {}: {e}", config.data_dir.display())))?;
     // With PostgreSQL the server files are in the database, which several servers share.
     let data_dir_lock = match config.database {
-        None => Some(lock_data_dir(&config.data_dir)?),
+        None => lock_data_dir(&config.data_dir)?,
         Some(_) => None,
     };
     let tls = match &config.tls {

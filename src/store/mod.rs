@@ -68,6 +68,8 @@ pub use deep::MAX_DEPTH as MAX_LINK_DEPTH;
 pub(crate) use history::changeset_timestamp;
 pub use layout::FORMAT_VERSION;
 pub use notify::{ListenerToken, ObjectChange, ResultsChange};
+#[cfg(feature = "client")]
+pub(crate) use notify::{SyncHeld, SyncHold};
 pub use query::QueryError;
 pub use read::ReadTransaction;
 pub use reset::{
@@ -77,6 +79,7 @@ pub use reset::{
 pub use subscriptions::{
     MutableSubscriptionSet, Subscription, SubscriptionSet, SubscriptionSetState,
 };
+#[cfg(feature = "client")]
 pub(crate) use sync::Incoming;
 pub use sync::{DownloadCursors, PendingTransact, SyncProgress};
 pub use write::{CreateRowsError, PathStep, PropertyPath, WriteTransaction};
@@ -846,6 +849,18 @@ impl Database {
         if pool.len() < 4 {
             pool.push(conn);
         }
+    }
+
+    /// Holds the file for one sync session in this process (through any handle on it) until
+    /// the returned hold is dropped; `stopping` says whether that session is stopping. Another
+    /// session's hold: refused while it runs, waited for up to `wait` while it stops.
+    #[cfg(feature = "client")]
+    pub(crate) fn hold_for_sync(
+        &self,
+        stopping: notify::SyncStopping,
+        wait: std::time::Duration,
+    ) -> Result<notify::SyncHold, notify::SyncHeld> {
+        self.notifier.hold_for_sync(stopping, wait)
     }
 
     /// The file this database lives in.

@@ -197,6 +197,31 @@ struct Peers {
     /// a process opens a file the same way ([`open_mode_conflict`]).
     exclusive: bool,
     notifiers: Mutex<Vec<Weak<Notifier>>>,
+    /// While a sync session holds the file in this process ([`Notifier::hold_for_sync`]):
+    /// whether it is stopping.
+    #[cfg(feature = "client")]
+    sync: Mutex<Option<SyncStopping>>,
+    /// Notified when a sync session lets go of the file.
+    #[cfg(feature = "client")]
+    sync_released: Condvar,
+}
+
+/// Whether the sync session holding a file is stopping.
+#[cfg(feature = "client")]
+pub(crate) type SyncStopping = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// A sync session's hold on its file in this process ([`Notifier::hold_for_sync`]), let go of
+/// when dropped. Kept with the file's other handles' shared state rather than in a registry of
+/// its own, so that it goes with the file's last handle.
+#[cfg(feature = "client")]
+pub(crate) struct SyncHold(Arc<Peers>);
+
+#[cfg(feature = "client")]
+impl Drop for SyncHold {
+    fn drop(&mut self) {
+        *self.0.sync.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.0.sync_released.notify_all();
+    }
 }
 
 impl Drop for Peers {
@@ -286,9 +311,60 @@ fn join_peers(file: &DbFile) -> Result<Arc<Peers>, super::StoreError> {
                 key: key.clone(),
                 exclusive,
                 notifiers: Mutex::new(Vec::new()),
+                #[cfg(feature = "client")]
+                sync: Mutex::new(None),
+                #[cfg(feature = "client")]
+                sync_released: Condvar::new(),
             });
             all.insert(key, Arc::downgrade(&peers));
             Ok(peers)
+        }
+    }
+}
+
+/// Why [`Notifier::hold_for_sync`] could not hold the file: another session holds it.
+#[cfg(feature = "client")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SyncHeld {
+    /// It is running.
+    Running,
+    /// It is stopping, and did not let go within the wait.
+    Stopping,
+}
+
+#[cfg(feature = "client")]
+impl Notifier {
+    /// Holds the file for one sync session in this process, through any handle on it;
+    /// `stopping` says whether that session is stopping. A session that holds it already and
+    /// is running: [`SyncHeld::Running`]; one that is stopping is waited for, up to `wait`.
+    pub(crate) fn hold_for_sync(
+        &self,
+        stopping: SyncStopping,
+        wait: Duration,
+    ) -> Result<SyncHold, SyncHeld> {
+        let peers = &self.peers;
+        let deadline = std::time::Instant::now() + wait;
+        let mut held = peers.sync.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let other_stopping = match held.as_ref() {
+                None => {
+                    *held = Some(stopping);
+                    return Ok(SyncHold(Arc::clone(peers)));
+                }
+                Some(other) => other(),
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !other_stopping {
+                return Err(SyncHeld::Running);
+            }
+            if left.is_zero() {
+                return Err(SyncHeld::Stopping);
+            }
+            held = peers
+                .sync_released
+                .wait_timeout(held, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }

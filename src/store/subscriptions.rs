@@ -16,7 +16,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 #[cfg(feature = "client")]
 use super::sync::DownloadCursors;
 use super::{query, Database, StoreError};
-#[cfg(feature = "client")]
 use crate::model::Value;
 use crate::state::Schemas;
 
