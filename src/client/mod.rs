@@ -555,6 +555,14 @@ pub struct SyncSession {
 
 impl SyncSession {
     /// Starts syncing `db` with the server in the background.
+    ///
+    /// # Errors
+    /// [`SyncError::Config`] for a URL that is not `wss://` (or `ws://` with
+    /// `allow_insecure`) or a CA file that does not load; [`SyncError::InvalidState`] when the
+    /// file syncs with another server path ([`Database::synced_path`]), when another session
+    /// of this process runs on the file (through any handle; one that was stopped is waited
+    /// for, up to 10 s), or for a transaction of `transact` waiting for its verdict in a
+    /// flexible sync file.
     pub fn start(db: Arc<Database>, config: SyncConfig) -> Result<SyncSession, SyncError> {
         Self::start_with(db, config, None)
     }

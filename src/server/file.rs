@@ -1939,7 +1939,7 @@ impl ServerFile {
     ///
     /// `None` when it cannot answer, and [`ServerFile::download`] must: `known` is from another
     /// cursor or generation, the rows after `after` are no longer (or not yet) all in memory
-    /// ([`tail::TAIL_MAX_BYTES`]), the cursor is inside the compacted history, the file is
+    /// (`tail::TAIL_MAX_BYTES`), the cursor is inside the compacted history, the file is
     /// stale, or it is a working copy of a file in PostgreSQL (which may have to catch up
     /// first).
     pub fn download_in_memory(

@@ -15,8 +15,8 @@
 //!   kept the same way under the file name `app-services`.
 //! - **One writer per file at a time, across processes.** Before a server file is used, its
 //!   process takes the session-level advisory lock `pg_advisory_lock(tandem_file.id)` and
-//!   catches its copy up ([`Replica::acquire`]); it holds the lock until the work is done
-//!   ([`Replica::release`]).
+//!   catches its copy up (`Replica::acquire`); it holds the lock until the work is done
+//!   (`Replica::release`).
 //! - **A write is PostgreSQL's first.** SQLite's pre-update hook records every row a write
 //!   changes; its commit hook writes them to PostgreSQL (the mirror rows, one entry of
 //!   `tandem_file_log` and `tandem_file.seq + 1`) and commits there before SQLite commits. If
@@ -27,12 +27,12 @@
 //!   applies the log entries it misses (each the rows one write changed; the last 1,024 are
 //!   kept), or, further behind, is rebuilt from the mirror tables.
 //! - **Waking sessions.** Each push sends `NOTIFY tandem_changes` with the process's origin tag
-//!   and the server path; every other process wakes its sessions on that path ([`Postgres::listen`]).
+//!   and the server path; every other process wakes its sessions on that path (`Postgres::listen`).
 //!   After its listening connection is re-established, a process wakes every session, since
 //!   notifications sent meanwhile are lost.
 //!
 //! - **Mirror tables of the synced objects** ([`super::mirror`]): rows staged by the server
-//!   file ([`Replica::stage`]) go into the same PostgreSQL transaction as its history; the
+//!   file (`Replica::stage`) go into the same PostgreSQL transaction as its history; the
 //!   listening connection also hears of backend writes queued in them.
 //!
 //! A process killed at any point loses nothing acknowledged: an upload is acknowledged only

@@ -260,11 +260,11 @@ impl FilterCache {
     }
 }
 
-/// A session's compiled filters of its active set, by class ([`ServerFile::steady_filters`]):
-/// resolved through the file's [`FilterCache`] once per set and schema generation, then kept
+/// A session's compiled filters of its active set, by class (`ServerFile::steady_filters`):
+/// resolved through the file's `FilterCache` once per set and schema generation, then kept
 /// between the session's downloads. (Looked up again on every download, the texts' hashing
 /// and the map built for them were 14% of a flexible download in a 1,000-session fan-out,
-/// `benches/flx.rs`.) Sets whose query texts add up to more than [`FilterCache::MAX_TEXT`]
+/// `benches/flx.rs`.) Sets whose query texts add up to more than `FilterCache::MAX_TEXT`
 /// are resolved again for each download, as the cache compiles such a text each time: a
 /// session keeps no more compiled SQL than the cache would. Known by the set's version: start
 /// a session with `SteadyFilters::default()`, and start again whenever its active set is
@@ -1425,7 +1425,7 @@ impl ServerFile {
     /// no reload and its state no catch-up. Then the batch is the same, and it can be built
     /// on a connection's task, without a blocking thread (a fan-out: most sessions' views
     /// are untouched by a change). Only for a few small changesets after `after`, all still in
-    /// the file's memory ([`UNCHANGED_MAX_CHANGESETS`], [`UNCHANGED_MAX_BYTES`],
+    /// the file's memory (`UNCHANGED_MAX_CHANGESETS`, `UNCHANGED_MAX_BYTES`,
     /// `super::tail`), so the work (a few indexed lookups per object touched: is it in the
     /// view, does it match) is small, and only while `known` holds (see
     /// [`ServerFile::flx_download`]).
