@@ -106,26 +106,19 @@ fn export(strings: &Strings, mut side: Side, changesets: &[&Changeset]) -> Vec<O
     // this function moving it (`perf`, `benches/branches.rs`).
     let mut out = Vec::with_capacity(changesets.len());
     let mut local = LocalStrings::new(strings);
-    // Each changeset's ops are read where they lie and their instructions taken out, rather
-    // than moving every op into a buffer first.
     let mut rest = &mut side.ops[..];
     for (cs, &table) in changesets.iter().zip(&side.table_of) {
-        let (ops, tail) = std::mem::take(&mut rest).split_at_mut(cs.len());
-        rest = tail;
-        if unchanged(&side.tables[table as usize], ops, cs) {
-            out.push(None);
-            continue;
-        }
-        let survive = ops.iter().all(|op| op.alive && op.before.is_none());
-        out.push(Some(if survive && local.find(&side.tables, table, ops) {
-            // The usual case (indices and prior sizes moved): the merged form shares `cs`'s
-            // string table instead of building one of its own.
-            let mut merged = cs.with_strings_of();
-            merged.instructions = ops.iter_mut().map(|op| local.map(take(op))).collect();
-            merged
-        } else {
-            rebuilt(strings, ops, cs)
-        }));
+        let ops = next_ops(&mut rest, cs);
+        out.push(match local.form(&side.tables, table, ops, cs) {
+            Form::Unchanged => None,
+            // The merged form shares `cs`'s string table instead of building one of its own.
+            Form::SameStrings => {
+                let mut merged = cs.with_strings_of();
+                merged.instructions = ops.iter_mut().map(|op| local.map(take(op))).collect();
+                Some(merged)
+            }
+            Form::Rebuilt => Some(rebuilt(strings, ops, cs)),
+        });
     }
     out
 }
@@ -138,21 +131,38 @@ fn export_in_place(strings: &Strings, mut side: Side, changesets: &mut [Changese
     let mut local = LocalStrings::new(strings);
     let mut rest = &mut side.ops[..];
     for (cs, &table) in changesets.iter_mut().zip(&side.table_of) {
-        let (ops, tail) = std::mem::take(&mut rest).split_at_mut(cs.len());
-        rest = tail;
-        if unchanged(&side.tables[table as usize], ops, cs) {
-            continue;
-        }
-        let survive = ops.iter().all(|op| op.alive && op.before.is_none());
-        if survive && local.find(&side.tables, table, ops) {
+        let ops = next_ops(&mut rest, cs);
+        match local.form(&side.tables, table, ops, cs) {
+            Form::Unchanged => {}
             // Each instruction is replaced where it is: no new list.
-            for (slot, op) in cs.instructions.iter_mut().zip(ops) {
-                *slot = local.map(take(op));
+            Form::SameStrings => {
+                for (slot, op) in cs.instructions.iter_mut().zip(ops) {
+                    *slot = local.map(take(op));
+                }
             }
-        } else {
-            *cs = rebuilt(strings, ops, cs);
+            Form::Rebuilt => *cs = rebuilt(strings, ops, cs),
         }
     }
+}
+
+/// The ops of `cs`, taken from the front of `rest` (a side's ops, read where they lie rather
+/// than moved into a buffer first).
+fn next_ops<'a>(rest: &mut &'a mut [Op], cs: &Changeset) -> &'a mut [Op] {
+    let (ops, tail) = std::mem::take(rest).split_at_mut(cs.len());
+    *rest = tail;
+    ops
+}
+
+/// What an export makes of one changeset from its merged ops ([`LocalStrings::form`]).
+enum Form {
+    /// Every op is alive, with nothing prepended, and as imported: the changeset stays.
+    Unchanged,
+    /// Every op survives with nothing prepended, and names only strings of the changeset's
+    /// own table (the usual case: indices and prior sizes moved): its instructions are
+    /// replaced, its table kept.
+    SameStrings,
+    /// Anything else: made again with a table of its own ([`rebuilt`]).
+    Rebuilt,
 }
 
 /// Takes `op`'s instruction out, leaving one that owns no heap memory in its place (the op is
@@ -182,6 +192,25 @@ impl LocalStrings {
             of: vec![None; strings.list.len()],
             used: Vec::new(),
             loaded: None,
+        }
+    }
+
+    /// What an export makes of `cs` (string table `table` of `tables`) from its merged `ops`.
+    fn form(
+        &mut self,
+        tables: &[Vec<InternString>],
+        table: u32,
+        ops: &mut [Op],
+        cs: &Changeset,
+    ) -> Form {
+        if unchanged(&tables[table as usize], ops, cs) {
+            Form::Unchanged
+        } else if ops.iter().all(|op| op.alive && op.before.is_none())
+            && self.find(tables, table, ops)
+        {
+            Form::SameStrings
+        } else {
+            Form::Rebuilt
         }
     }
 
