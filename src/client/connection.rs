@@ -541,18 +541,18 @@ where
         .map_err(|_| handshake_timeout(shared.config.timeouts.handshake))?
         .map_err(|e| {
             let mut message = format!("WebSocket handshake: {e}");
-            // The server's reason for a refusal (a token that does not verify, a path the
-            // token does not grant), at most 300 bytes of it.
+            let mut refused = false;
             if let tokio_tungstenite::tungstenite::Error::Http(response) = &e {
+                // 401: the server refused the token in the handshake.
+                refused = response.status() == 401;
+                // The server's reason for a refusal (a token that does not verify, a path the
+                // token does not grant), at most 300 bytes of it.
                 let body = response.body().as_deref().unwrap_or_default();
                 let reason = String::from_utf8_lossy(&body[..body.len().min(300)]);
                 if !reason.trim().is_empty() {
                     message = format!("{message}: {}", reason.trim());
                 }
             }
-            // 401: the server refused the token in the handshake.
-            let refused =
-                matches!(&e, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401);
             match refused {
                 true => Failure {
                     code: if token::expiry(&token).is_some_and(|exp| exp <= token::now()) {
