@@ -125,6 +125,129 @@ fn diverged_after_a_restore(
     (a, b, sb)
 }
 
+/// Copies client file `from` (and its WAL, if any) to `to`, both in the world's directory: a
+/// backup of the file, taken while nothing has it open.
+fn copy_client_file(world: &World, from: &str, to: &str) {
+    for suffix in ["", "-wal"] {
+        let source = world.dir.join(format!("{from}{suffix}"));
+        if source.exists() {
+            std::fs::copy(&source, world.dir.join(format!("{to}{suffix}"))).unwrap();
+        }
+    }
+}
+
+/// A client file restored from an older copy of itself (the original synced tasks 2 and 3
+/// after the copy was taken) loses neither what the original synced nor what the restored copy
+/// writes next, though the copy's new changesets reuse client versions the server already
+/// integrated. Each case is caught by another check, named by the message of the reset it
+/// starts:
+/// - the original uploaded task 3 based on a later server version than the copy has: the
+///   server refuses the copy's IDENT (210);
+/// - both were based on the copy's server version, and the copy writes as many changesets:
+///   the server finds a resent client version with another origin timestamp (210);
+/// - the copy writes nothing: the server acknowledges a client version the copy never made,
+///   which the client refuses (210).
+///
+/// In the last case the copy's first session is in manual mode: it stops at the error, after
+/// the DOWNLOADs before it may have recorded the other copy's versions as acknowledged. The
+/// file recorded the divergence, so a recovering session started later resets at once and
+/// still recovers every changeset of the copy.
+#[test]
+fn a_client_file_restored_from_an_older_copy_of_itself_loses_nothing() {
+    for (case, rounds, written, expected, manual_first) in [
+        ("ident", 2, &[4, 5, 6][..], "older than the", false),
+        ("resend", 1, &[4, 5, 6][..], "resent with", false),
+        ("acknowledged", 1, &[][..], "whose history ends at", false),
+        ("resend-manual", 1, &[4, 5, 6][..], "resent with", true),
+    ] {
+        let world = World::new(&format!("restored-client-{case}"));
+        let wait = Some(Duration::from_secs(60));
+        let a = world.open("a.sqlite");
+        let session = world.sync(&a);
+        create_task(&a, 1, "before the copy");
+        world.block_on(session.wait_for_upload(wait)).unwrap();
+        world.block_on(session.wait_for_download(wait)).unwrap();
+        drop(session);
+        drop(a);
+        copy_client_file(&world, "a.sqlite", "copy.sqlite");
+
+        let a = world.open("a.sqlite");
+        if rounds == 1 {
+            create_task(&a, 2, "after the copy");
+            create_task(&a, 3, "after the copy");
+        }
+        let session = world.sync(&a);
+        for id in [2, 3].into_iter().filter(|_| rounds == 2) {
+            create_task(&a, id, "after the copy");
+            world.block_on(session.wait_for_upload(wait)).unwrap();
+            world.block_on(session.wait_for_download(wait)).unwrap();
+        }
+        world.block_on(session.wait_for_upload(wait)).unwrap();
+        drop(session);
+        drop(a);
+
+        let copy = world.open("copy.sqlite");
+        for &id in written {
+            create_task(&copy, id, "written by the restored copy");
+        }
+        if manual_first {
+            let mut config = world.config(live::token(3600));
+            config.client_reset = ClientResetMode::Manual;
+            let (session, events) = live::start_recording(&copy, config);
+            let stopped = live::wait_for_error(&events, 60, |e| e.code == 210);
+            assert!(
+                stopped.message.contains(expected) && !stopped.will_retry,
+                "{case}: {stopped:?}"
+            );
+            live::stop_and_drain(&session, &events);
+        }
+        let (session, events) = world.sync_recording(&copy);
+        let reset = live::wait_for_error(&events, 60, |e| e.code == 210);
+        let expected = match manual_first {
+            true => "its client reset has not finished",
+            false => expected,
+        };
+        assert!(
+            reset.message.contains(expected) && reset.will_retry,
+            "{case}: {reset:?}"
+        );
+        let all: Vec<i64> = (1..=3).chain(written.iter().copied()).collect();
+        eventually(&format!("{case}: every task on the server"), 60, || {
+            let state = world.server.as_ref().unwrap().state_of(live::PATH);
+            state.is_some_and(|s| {
+                all.iter()
+                    .all(|&id| s.object("Task", &tandem::state::Key::Int(id)).is_some())
+            })
+        });
+        world.block_on(session.wait_for_upload(wait)).unwrap();
+        eventually(&format!("{case}: every task in the copy"), 60, || {
+            all.iter().all(|&id| has_task(&copy, id))
+        });
+        assert!(copy.quarantine().unwrap().is_empty(), "{case}");
+        for &id in written {
+            assert_eq!(
+                title(&copy, id),
+                Some(string("written by the restored copy")),
+                "{case}"
+            );
+        }
+        // A fresh client converges with the copy; no other reset happened.
+        let fresh = world.open("fresh.sqlite");
+        let fresh_session = world.sync(&fresh);
+        live::converge(&[&copy, &fresh]);
+        assert_eq!(
+            live::errors(&events)
+                .iter()
+                .filter(|e| e.code == 210)
+                .count(),
+            1,
+            "{case}: {:?}",
+            live::errors(&events)
+        );
+        drop(fresh_session);
+    }
+}
+
 #[test]
 fn recover_keeps_unsynced_changes_after_a_restore_from_backup() {
     let mut world = World::new("reset-recover");

@@ -25,7 +25,8 @@ use crate::protocol::{
     UploadEntry,
 };
 use crate::store::{
-    Acknowledged, DownloadCursors, Incoming, ResetBase, ResetRecovery, SnapshotRollback, StoreError,
+    Acknowledged, Database, DownloadCursors, Incoming, ResetBase, ResetRecovery, SnapshotRollback,
+    StoreError,
 };
 
 /// Server errors that mean this file's history can no longer sync as it is: client reset.
@@ -116,15 +117,36 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
     let _release = ReleaseConfigListener(&shared);
     let mut stop = shared.stop.subscribe();
     let mut failures = 0u32;
+    // A file whose own history went back and whose client reset did not finish (the app ended
+    // first): the session starts with that reset. Its next connections might not find the
+    // divergence again, as the file's record of acknowledged versions may count the other
+    // copy's by now.
+    let d = Arc::clone(&shared.db);
+    let mut diverged = match crate::sim::blocking(move || d.history_diverged()).await {
+        Ok(Ok(Some(_))) if lock(&shared.reset).is_none() => Some(Failure {
+            code: u64::from(ErrorCode::BadClientVersion.code()),
+            message: "this file was restored from an older copy of itself and its client reset \
+                      has not finished"
+                .into(),
+            retry: true,
+        }),
+        _ => None,
+    };
     loop {
         if *stop.borrow() {
             shared.set_state(SyncState::Disconnected);
             break;
         }
         shared.set_state(SyncState::Connecting);
-        let Err(failure) = connect_and_sync(&shared, &tls, &mut stop).await else {
-            shared.set_state(SyncState::Disconnected);
-            break;
+        let failure = match diverged.take() {
+            Some(failure) => failure,
+            None => match connect_and_sync(&shared, &tls, &mut stop).await {
+                Err(failure) => failure,
+                Ok(()) => {
+                    shared.set_state(SyncState::Disconnected);
+                    break;
+                }
+            },
         };
         if let Some(p) = lock(&shared.transact).as_mut() {
             p.maybe_integrated |= p.sent && !RESET_CODES.contains(&failure.code);
@@ -155,6 +177,16 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
             }
         }
         if RESET_CODES.contains(&failure.code) {
+            // The file's own history went back: recorded in the file first, so that its reset
+            // recovers the right changesets even after a restart, in any mode.
+            let own = match diverged_acknowledgement(&shared, &failure).await {
+                Ok(own) => own,
+                Err(message) => {
+                    shared.report(0, &message, false);
+                    shared.set_state(SyncState::Error(message));
+                    break;
+                }
+            };
             match shared.config.client_reset {
                 _ if shared.config.flexible => {
                     let message = format!(
@@ -192,11 +224,16 @@ pub(super) async fn run(shared: Arc<Shared>, tls: Option<tokio_rustls::TlsConnec
                             started: false,
                             attempt_failed: false,
                             server_lost_history: false,
+                            own_acknowledgement: None,
                         });
                     }
                     if let Some(plan) = plan.as_mut() {
                         plan.server_lost_history |=
                             failure.code != u64::from(ErrorCode::ClientFileExpired.code());
+                        if let Some(own) = own {
+                            plan.own_acknowledgement =
+                                Some(plan.own_acknowledgement.map_or(own, |o| o.min(own)));
+                        }
                     }
                     drop(plan);
                     shared.report(
@@ -590,6 +627,10 @@ where
     .await
     .map_err(|e| fail(e.to_string()))?;
 
+    shared.acknowledged_at_connect.store(
+        progress.upload_client_version,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     let mut conn = Connection {
         bound: false,
         uploaded_through: progress.upload_client_version,
@@ -882,6 +923,53 @@ struct RollbackSnapshot {
     server_version_salt: u64,
 }
 
+/// For a 210 (bad_client_version: this file's own history went back), records the divergence
+/// in the file ([`Database::mark_history_diverged`]) with the acknowledgement the file had
+/// recorded when the connection began, and returns the version kept (the lowest recorded);
+/// `None` for any other failure. The error's message if the file cannot record it.
+async fn diverged_acknowledgement(
+    shared: &Arc<Shared>,
+    failure: &Failure,
+) -> Result<Option<u64>, String> {
+    if failure.code != u64::from(ErrorCode::BadClientVersion.code()) {
+        return Ok(None);
+    }
+    let at_connect = shared
+        .acknowledged_at_connect
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let d = Arc::clone(&shared.db);
+    match crate::sim::blocking(move || d.mark_history_diverged(at_connect)).await {
+        Ok(Ok(kept)) => Ok(Some(kept)),
+        Ok(Err(e)) => Err(format!(
+            "client reset: cannot record in the file that its history went back: {e}"
+        )),
+        Err(e) => Err(format!(
+            "client reset: cannot record in the file that its history went back: {e}"
+        )),
+    }
+}
+
+/// 210 (bad_client_version, a client reset) if the server says it integrated local version
+/// `acknowledged` of a file whose history ends before it: the file was restored from an older
+/// copy of itself, and the server holds changesets this copy never made (they never come back:
+/// a server sends no client its own). Checked before the DOWNLOAD is integrated, so the file's
+/// own record of what was acknowledged stays what this copy uploaded.
+async fn check_acknowledgement(db: &Arc<Database>, acknowledged: u64) -> Result<(), Failure> {
+    let d = Arc::clone(db);
+    let last = blocking(move || d.last_local_version()).await?;
+    if acknowledged > last {
+        return Err(Failure {
+            code: u64::from(ErrorCode::BadClientVersion.code()),
+            message: format!(
+                "the server integrated local version {acknowledged} of this file, whose history \
+                 ends at {last}: the file was restored from an older copy of itself"
+            ),
+            retry: true,
+        });
+    }
+    Ok(())
+}
+
 /// Records the connection's path as the one the file syncs with, once per connection
 /// (`Database::bind_synced_path`).
 async fn record_path(shared: &Arc<Shared>, conn: &mut Connection) -> Result<(), Failure> {
@@ -1057,6 +1145,11 @@ where
                     download_server_version = target;
                     download_client_version = upload_client_version;
                 }
+            }
+            if upload_client_version > conn.uploaded_through {
+                // The server acknowledges more than this connection sent (changesets integrated
+                // before a disconnect): it must not count versions this file never made.
+                check_acknowledgement(db, upload_client_version).await?;
             }
             let received: u64 = entries.iter().map(|e| e.changeset.len() as u64).sum();
             let d = Arc::clone(db);
@@ -1421,9 +1514,11 @@ async fn apply_reset(
     // Applied as it is decoded, inside the reset's transaction (a bad snapshot changes
     // nothing): a large snapshot is never held decoded.
     let snapshot = done.bytes;
-    let (recover, server_lost_history) = lock(&shared.reset)
+    let (recover, server_lost_history, own_acknowledgement) = lock(&shared.reset)
         .as_ref()
-        .map_or((false, false), |p| (p.recover, p.server_lost_history));
+        .map_or((false, false, None), |p| {
+            (p.recover, p.server_lost_history, p.own_acknowledgement)
+        });
     let base = ResetBase {
         client_file_ident: ident,
         client_file_ident_salt: salt,
@@ -1433,7 +1528,14 @@ async fn apply_reset(
     let (current, inherited) = conn
         .client_versions
         .split_at(usize::from(conn.asked_current).min(conn.client_versions.len()));
-    let through = current.first().copied().unwrap_or(0);
+    let mut through = current.first().copied().unwrap_or(0);
+    if let Some(own) = own_acknowledgement {
+        // The server's count includes versions another copy of this file made: only what this
+        // copy had recorded as acknowledged is known to be in the server's history. Later local
+        // changesets are recovered (one the server integrated before this copy recorded its
+        // acknowledgement is applied twice; docs/client.md).
+        through = through.min(own);
+    }
     let acknowledged = recover.then(|| Acknowledged {
         through,
         inherited: inherited.to_vec(),

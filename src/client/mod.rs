@@ -352,6 +352,10 @@ pub(crate) struct Shared {
     subscription_states: watch::Sender<u64>,
     /// [`SyncConfig::on_event`]'s registration, released when the connection task ends.
     config_listener: Mutex<Option<ListenerToken>>,
+    /// The local version the server had acknowledged (as the file recorded it) when the current
+    /// connection began: see [`ResetPlan::own_acknowledgement`]. `u64::MAX` before the first
+    /// connection (a reset the file recorded as pending keeps the version it recorded).
+    acknowledged_at_connect: AtomicU64,
 }
 
 /// A transaction committed locally and waiting for TRANSACT_RESULT.
@@ -414,6 +418,12 @@ pub(crate) struct ResetPlan {
     /// The server lost history this file had seen (any reset error but 222, a file the
     /// server expired): its CLIENT_VERSION cannot prove a transaction was never integrated.
     server_lost_history: bool,
+    /// This file's own history went back (210, bad_client_version: it was restored from an
+    /// older copy of itself): the server's CLIENT_VERSION counts changesets this copy never
+    /// made, so recovery trusts only the acknowledgement the file had recorded when the
+    /// connection that found it began (that connection's DOWNLOADs may have acknowledged the
+    /// other copy's versions).
+    own_acknowledgement: Option<u64>,
 }
 
 /// Segments of a STATE snapshot received so far.
@@ -502,6 +512,7 @@ pub async fn open_synced(
         started: false,
         attempt_failed: false,
         server_lost_history: false,
+        own_acknowledgement: None,
     });
     let session = SyncSession::start_with(Arc::clone(&db), config, plan)?;
     if fresh {
@@ -646,6 +657,7 @@ impl SyncSession {
             reconnect_now: std::sync::atomic::AtomicBool::new(false),
             subscription_states: watch::channel(0).0,
             config_listener: Mutex::new(config_listener),
+            acknowledged_at_connect: AtomicU64::new(u64::MAX),
         });
         let weak = Arc::downgrade(&shared);
         shared.db.on_local_commit(Arc::new(move || {

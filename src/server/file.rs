@@ -1011,6 +1011,87 @@ impl ServerFile {
         Ok(())
     }
 
+    /// Whether the client file's download cursor is where a file that made this server's
+    /// changesets of `ident` can be: at or after the server version the last of them was based
+    /// on (`client_sync.base_version`). A file's download cursor never goes back, so a cursor
+    /// before that version means the file was restored from an older copy of itself: its next
+    /// changesets would reuse client versions the server already integrated (and skip as
+    /// resends), and the server's forms of its later changesets would never reach it (a server
+    /// sends no client its own changesets). 210 (bad_client_version, which resets the file:
+    /// the client's history is what went back; 211 is kept for a server's history that did).
+    pub fn check_not_rewound(
+        &self,
+        ident: u64,
+        download_server_version: u64,
+    ) -> Result<(), ProtocolError> {
+        let base = self.base_version(ident)?;
+        if download_server_version < base {
+            return Err(ProtocolError::new(
+                ErrorCode::BadClientVersion,
+                format!(
+                    "the client file has server version {download_server_version}, older than \
+                     the {base} its uploaded changesets were based on: it was restored from an \
+                     older copy of itself"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// 210 (bad_client_version) if the last entry of an upload that this server already
+    /// integrated (client version at most `done`) has another origin timestamp than the
+    /// changeset integrated under that client version: the client file was restored from an
+    /// older copy of itself and made new changesets under versions it had used, which would
+    /// otherwise be skipped as resends and acknowledged, and lost. Only the last such entry is
+    /// checked: a restored file's versions differ from the first one it made after the copy on,
+    /// and only one look-up is made per upload, which walks the client's history rows newer
+    /// than that version (fewer than `done` minus it). A version the server no longer has
+    /// (compacted) or never stored (an empty changeset) is not checked.
+    fn check_resend(
+        &self,
+        client: u64,
+        entries: &[UploadEntry],
+        done: u64,
+    ) -> Result<(), ProtocolError> {
+        let Some(entry) = entries.iter().rev().find(|e| e.client_version <= done) else {
+            return Ok(());
+        };
+        let stored: Option<(i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT client_version, origin_timestamp FROM history
+                 WHERE origin_file_ident = ?1 AND client_version <= ?2
+                 ORDER BY version DESC LIMIT 1",
+            )
+            .map_err(sql_err)?
+            .query_row(
+                params![
+                    client as i64,
+                    entry.client_version.min(i64::MAX as u64) as i64
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql_err)?;
+        match stored {
+            Some((version, timestamp))
+                if version as u64 == entry.client_version
+                    && timestamp as u64 != entry.origin_timestamp =>
+            {
+                Err(ProtocolError::new(
+                    ErrorCode::BadClientVersion,
+                    format!(
+                        "client version {} was integrated here with origin timestamp {timestamp}, \
+                         resent with {}: the client file was restored from an older copy of \
+                         itself and reused versions it had uploaded",
+                        entry.client_version, entry.origin_timestamp
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn row_to_changeset(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRow> {
         Ok((
             row.get(0)?,
@@ -1330,6 +1411,7 @@ impl ServerFile {
         self.check_not_expired(client, 0)?;
         self.catch_up_state()?;
         let mut done = self.integrated_client_version(client, self.latest)?;
+        self.check_resend(client, entries, done)?;
         // realm-core's upload threshold: a changeset not yet integrated must not be based on an
         // older server version than the last one integrated from this client file
         // (`ServerSession::receive_upload_message`, `are_mutually_consistent`): 209.

@@ -1400,6 +1400,7 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
             .and_then(|()| {
                 check_latest(&file, m.latest_server_version, m.latest_server_version_salt)
             })
+            .and_then(|()| file.check_not_rewound(m.ident, m.download_server_version))
             .map_err(|e| (e, session))?;
     }
     if s.is_flexible {

@@ -633,6 +633,10 @@ impl Database {
             put(conn, LATEST_SERVER_VERSION, base.server_version)?;
             put(conn, LATEST_SERVER_VERSION_SALT, base.server_version_salt)?;
             put(conn, UPLOAD_CLIENT_VERSION, 0)?;
+            conn.execute(
+                "DELETE FROM _tandem_sync WHERE key = ?1",
+                [super::sync::DIVERGED_ACKNOWLEDGEMENT],
+            )?;
             match snapshot {
                 Snapshot::Decoded(snapshot) => apply::apply(conn, schemas, snapshot)?,
                 Snapshot::Encoded(bytes) => apply::apply_stream(conn, schemas, bytes, |_, _| {})

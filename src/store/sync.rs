@@ -25,6 +25,9 @@ pub(crate) const DOWNLOAD_CLIENT_VERSION: &str = "download_client_version";
 pub(crate) const LATEST_SERVER_VERSION: &str = "latest_server_version";
 pub(crate) const LATEST_SERVER_VERSION_SALT: &str = "latest_server_version_salt";
 pub(crate) const UPLOAD_CLIENT_VERSION: &str = "upload_client_version";
+/// Set while a file whose own history went back waits for its client reset: the local version
+/// the server had acknowledged, as the file recorded it before (`Database::mark_history_diverged`).
+pub(crate) const DIVERGED_ACKNOWLEDGEMENT: &str = "diverged_acknowledgement";
 
 /// Trims the history (realm-core's `trim_sync_history`): removes the local changesets at or
 /// below the last client version the server had integrated when it produced the latest server
@@ -167,6 +170,33 @@ impl Database {
         })?;
         out.retain(|cs| !cs.is_empty());
         Ok(out)
+    }
+
+    /// Records that this file's own history went back (the server answered 210,
+    /// bad_client_version: the file was restored from an older copy of itself), with
+    /// `acknowledged`, the local version the server had acknowledged as the file recorded it
+    /// before. The lowest of the versions so recorded is kept and returned. The next client
+    /// reset recovers every local changeset after it and clears the record; until then each
+    /// sync session starts with that reset, even after a restart, as the file's record of
+    /// acknowledged versions may by then count the other copy's.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn mark_history_diverged(&self, acknowledged: u64) -> Result<u64, StoreError> {
+        self.with_writer(|conn, _| {
+            let kept =
+                get(conn, DIVERGED_ACKNOWLEDGEMENT).map_or(acknowledged, |v| v.min(acknowledged));
+            put(conn, DIVERGED_ACKNOWLEDGEMENT, kept)?;
+            Ok(kept)
+        })
+    }
+
+    /// The version [`Database::mark_history_diverged`] recorded, while its reset is pending.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn history_diverged(&self) -> Result<Option<u64>, StoreError> {
+        Ok(get(self.read()?.connection(), DIVERGED_ACKNOWLEDGEMENT))
     }
 
     /// The newest local version (0 if nothing was ever committed), trimmed or not.
