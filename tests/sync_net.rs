@@ -257,6 +257,78 @@ fn one_sync_session_per_file() {
         .unwrap();
 }
 
+/// The other process of [`one_sync_session_per_file_across_processes`]: with
+/// `TANDEM_TEST_SYNC_CHILD` set to a client file's path, this test starts a sync session on it
+/// (to a port where nothing listens: it keeps retrying), prints [`CHILD_HOLDS`], and keeps it until its
+/// standard input closes. Without the variable it does nothing.
+const CHILD_HOLDS: &str = "sync child holds the file";
+
+#[test]
+fn sync_child_process() {
+    let Some(path) = std::env::var_os("TANDEM_TEST_SYNC_CHILD") else {
+        return;
+    };
+    let db =
+        Arc::new(Database::open(&path, &live::schema(), tandem::store::Config::default()).unwrap());
+    let config = SyncConfig {
+        url: "ws://127.0.0.1:9/".into(),
+        path: PATH.into(),
+        token: live::token(3600),
+        allow_insecure: true,
+        ..SyncConfig::default()
+    };
+    let session = SyncSession::start(db, config).unwrap();
+    // On a line of its own: the test harness prints the test's name before it.
+    println!("\n{CHILD_HOLDS}");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
+    drop(session);
+}
+
+/// A session of another process on the file is refused too (it holds the lock file beside the
+/// file), and the file can be synced here once that process ended.
+#[test]
+fn one_sync_session_per_file_across_processes() {
+    use std::io::BufRead;
+    let world = World::new("one-session-processes");
+    let db = world.open("x.sqlite");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sync_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TANDEM_TEST_SYNC_CHILD", world.dir.join("x.sqlite"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != CHILD_HOLDS {
+        line.clear();
+        assert_ne!(
+            out.read_line(&mut line).unwrap(),
+            0,
+            "the child ended first"
+        );
+    }
+    match SyncSession::start(Arc::clone(&db), world.config(live::token(3600))) {
+        Err(SyncError::InvalidState { message }) => {
+            assert!(message.contains("another process"), "{message}")
+        }
+        Err(e) => panic!("expected InvalidState, got {e:?}"),
+        Ok(_) => panic!("a session started while another process syncs the file"),
+    }
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let session = world.sync(&db);
+    world
+        .block_on(session.wait_for_download(Some(Duration::from_secs(30))))
+        .unwrap();
+}
+
 /// A session stopped while its TLS handshake hangs (a server that accepts the connection and
 /// never answers) ends at the stop, not at the handshake's timeout: the file's next session
 /// starts instead of finding the file still claimed.

@@ -536,16 +536,28 @@ pub async fn open_synced(
 /// message it was integrating.
 const STOPPING_WAIT: Duration = Duration::from_secs(10);
 
-/// A session's hold on its file in this process, kept by its connection task until the task
-/// ends: two sessions on one file would each integrate every DOWNLOAD, so that a counter's
-/// increments were counted twice (found by a new user's trial). One per file in a process,
-/// whatever the `Database` handle; another process is not seen (`docs/client.md` says so).
-fn hold_file(
-    db: &Database,
-    stop: &watch::Sender<bool>,
-) -> Result<crate::store::SyncHold, SyncError> {
+/// The lock file a sync session holds beside its client file, so that a session of another
+/// process on the same file is refused: `<file>.sync-lock` (an empty SQLite file, made if
+/// missing and never removed; `store::lock`).
+pub const SYNC_LOCK_SUFFIX: &str = ".sync-lock";
+
+/// A session's claim on its file, kept by its connection task until the task ends: two
+/// sessions on one file would each integrate every DOWNLOAD, so that a counter's increments
+/// were counted twice (found by a new user's trial). The lock file goes first when the claim
+/// is dropped, then the hold in this process, so the next session here finds both free.
+struct FileClaim {
+    /// Across processes: the lock file (`None` if it could not be made; logged).
+    _across: Option<rusqlite::Connection>,
+    /// In this process, whatever the `Database` handle.
+    _here: crate::store::SyncHold,
+}
+
+/// Claims `db`'s file for one sync session ([`FileClaim`]).
+fn hold_file(db: &Database, stop: &watch::Sender<bool>) -> Result<FileClaim, SyncError> {
+    use crate::store::lock::{hold_lock_file, LockFile};
     let stopping = stop.subscribe();
-    db.hold_for_sync(Box::new(move || *stopping.borrow()), STOPPING_WAIT)
+    let here = db
+        .hold_for_sync(Box::new(move || *stopping.borrow()), STOPPING_WAIT)
         .map_err(|held| SyncError::InvalidState {
             message: format!(
                 "a sync session {} on {}: stop it first (two sessions would integrate every \
@@ -556,7 +568,36 @@ fn hold_file(
                 },
                 db.path().display()
             ),
-        })
+        })?;
+    let mut lock_path = db.path().as_os_str().to_owned();
+    lock_path.push(SYNC_LOCK_SUFFIX);
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let across = match hold_lock_file(&lock_path) {
+        LockFile::Held(conn) => Some(conn),
+        LockFile::Busy => {
+            return Err(SyncError::InvalidState {
+                message: format!(
+                    "another process runs a sync session on {} (it holds {}): stop it first \
+                     (two sessions would integrate every download twice)",
+                    db.path().display(),
+                    lock_path.display()
+                ),
+            })
+        }
+        LockFile::Unavailable(e) => {
+            tracing::warn!(
+                lock = %lock_path.display(),
+                error = %e,
+                "cannot take the sync lock file; another process's session on this file would \
+                 not be seen"
+            );
+            None
+        }
+    };
+    Ok(FileClaim {
+        _across: across,
+        _here: here,
+    })
 }
 
 /// A running sync session. Dropping it stops syncing.
@@ -572,8 +613,9 @@ impl SyncSession {
     /// `allow_insecure`) or a CA file that does not load; [`SyncError::InvalidState`] when the
     /// file syncs with another server path ([`Database::synced_path`]), when another session
     /// of this process runs on the file (through any handle; one that was stopped is waited
-    /// for, up to 10 s), or for a transaction of `transact` waiting for its verdict in a
-    /// flexible sync file.
+    /// for, up to 10 s) or one of another process does (it holds the lock file beside the
+    /// file, [`SYNC_LOCK_SUFFIX`]), or for a transaction of `transact` waiting for its verdict
+    /// in a flexible sync file.
     pub fn start(db: Arc<Database>, config: SyncConfig) -> Result<SyncSession, SyncError> {
         Self::start_with(db, config, None)
     }

@@ -75,32 +75,17 @@ pub const DATA_DIR_LOCK: &str = "tandem-server.lock";
 /// taken for another reason (a full disk when the lock file must be made) is logged and the
 /// server starts without it: a server starts on a full disk and recovers by itself.
 fn lock_data_dir(dir: &std::path::Path) -> Result<Option<rusqlite::Connection>, StartError> {
+    use crate::store::lock::{hold_lock_file, LockFile};
     let path = dir.join(DATA_DIR_LOCK);
-    let held = || {
-        let conn = rusqlite::Connection::open(&path)?;
-        conn.busy_timeout(Duration::ZERO)?;
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-        // `BEGIN EXCLUSIVE` takes the exclusive lock, which exclusive mode keeps after the
-        // transaction; nothing is written, so a full disk does not keep a server from starting.
-        conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")?;
-        Ok::<_, rusqlite::Error>(conn)
-    };
-    match held() {
-        Ok(conn) => Ok(Some(conn)),
-        Err(e)
-            if matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            ) =>
-        {
-            Err(StartError(format!(
-                "the data directory {} is in use by another tandem-server (it holds {}); \
-                 stop that one, or give this one another --data-dir",
-                dir.display(),
-                path.display()
-            )))
-        }
-        Err(e) => {
+    match hold_lock_file(&path) {
+        LockFile::Held(conn) => Ok(Some(conn)),
+        LockFile::Busy => Err(StartError(format!(
+            "the data directory {} is in use by another tandem-server (it holds {}); \
+             stop that one, or give this one another --data-dir",
+            dir.display(),
+            path.display()
+        ))),
+        LockFile::Unavailable(e) => {
             tracing::warn!(
                 lock = %path.display(),
                 error = %e,

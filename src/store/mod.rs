@@ -22,6 +22,8 @@ mod compare;
 mod deep;
 mod history;
 mod layout;
+#[cfg(any(feature = "client", feature = "server"))]
+pub(crate) mod lock;
 mod notify;
 mod query;
 mod read;
