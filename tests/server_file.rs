@@ -162,24 +162,24 @@ fn bad_input_is_refused_and_harms_no_one() {
 
     // Unknown client file or wrong salt: 208.
     assert_eq!(
-        server.check_ident(12345, 1, 0).unwrap_err().code,
+        server.check_ident(12345, 1, Some(0)).unwrap_err().code,
         ErrorCode::BadClientFileIdent
     );
     assert_eq!(
         server
-            .check_ident(good.ident, good.salt ^ 1, 0)
+            .check_ident(good.ident, good.salt ^ 1, Some(0))
             .unwrap_err()
             .code,
         ErrorCode::BadClientFileIdent
     );
     assert_eq!(
         server
-            .check_ident(good.ident, good.salt, 999)
+            .check_ident(good.ident, good.salt, Some(999))
             .unwrap_err()
             .code,
         ErrorCode::BadServerVersion
     );
-    assert!(server.check_ident(good.ident, good.salt, 0).is_ok());
+    assert!(server.check_ident(good.ident, good.salt, Some(0)).is_ok());
 
     // The good client and a newcomer keep syncing.
     bad.download(&server);

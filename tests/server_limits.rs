@@ -699,7 +699,7 @@ fn unused_client_file_idents_expire() {
     let mut file = ServerFile::open(dir.join("f.sqlite")).unwrap();
     file.set_client_file_expiry(Duration::from_secs(1));
     let used = file.allocate_client_file().unwrap();
-    file.check_ident(used.0, used.1, 0).unwrap();
+    file.check_ident(used.0, used.1, Some(0)).unwrap();
     for _ in 0..20 {
         file.allocate_client_file().unwrap();
     }
@@ -708,8 +708,8 @@ fn unused_client_file_idents_expire() {
     let fresh = file.allocate_client_file().unwrap();
     // The 20 unused ones are gone; the used one and the new one remain.
     assert_eq!(file.client_file_count().unwrap(), 2);
-    file.check_ident(used.0, used.1, 0).unwrap();
-    file.check_ident(fresh.0, fresh.1, 0).unwrap();
+    file.check_ident(used.0, used.1, Some(0)).unwrap();
+    file.check_ident(fresh.0, fresh.1, Some(0)).unwrap();
     drop(file);
 }
 

@@ -424,7 +424,9 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     // A cursor inside the compacted history cannot be continued: 222 (a client file whose
     // download cursor was 2, say restored from a backup of its device).
     let stale = Peer::new(&mut server);
-    let e = server.check_ident(stale.ident, stale.salt, 2).unwrap_err();
+    let e = server
+        .check_ident(stale.ident, stale.salt, Some(2))
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::ClientFileExpired);
     assert_eq!(
         server.download(stale.ident, 2, 1 << 16).unwrap_err().code,
@@ -432,7 +434,7 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     );
     // Live clients go on: their acknowledgements and cursors are intact, and they converge.
     for p in &peers {
-        server.check_ident(p.ident, p.salt, 0).unwrap();
+        server.check_ident(p.ident, p.salt, Some(p.cursor)).unwrap();
         assert_eq!(server.client_version(p.ident, p.salt).unwrap(), p.version);
     }
     for round in 0..9 {
@@ -456,7 +458,7 @@ fn compaction_keeps_the_state_for_fresh_clients_and_expires_old_cursors() {
     let p = &mut peers[0];
     assert_eq!(
         server
-            .check_ident(p.ident, p.salt, p.cursor)
+            .check_ident(p.ident, p.salt, Some(p.cursor))
             .unwrap_err()
             .code,
         ErrorCode::ClientFileExpired

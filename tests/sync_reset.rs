@@ -136,116 +136,197 @@ fn copy_client_file(world: &World, from: &str, to: &str) {
     }
 }
 
+/// How [`a_client_file_restored_from_an_older_copy_of_itself_loses_nothing`] runs one case.
+struct RestoreCase {
+    name: &'static str,
+    /// The original syncs tasks 2 and 3 in one upload round (1) or in two (2: the second is
+    /// based on the server version that acknowledged the first).
+    rounds: usize,
+    /// The tasks the restored copy writes before it syncs.
+    written: &'static [i64],
+    /// Part of the message of the 210 that finds the divergence.
+    expected: &'static str,
+    /// The copy's first session is in manual mode and stops at the error.
+    manual_first: bool,
+    /// The server compacts its history before the copy comes back.
+    compact: bool,
+    /// The original had 200 changesets of 10 KB unsynced when the copy was taken (more than
+    /// one upload batch): the copy resends them first.
+    backlog: bool,
+}
+
 /// A client file restored from an older copy of itself (the original synced tasks 2 and 3
 /// after the copy was taken) loses neither what the original synced nor what the restored copy
 /// writes next, though the copy's new changesets reuse client versions the server already
 /// integrated. Each case is caught by another check, named by the message of the reset it
 /// starts:
 /// - the original uploaded task 3 based on a later server version than the copy has: the
-///   server refuses the copy's IDENT (210);
+///   server refuses the copy's IDENT (210), also after a compaction of its history;
 /// - both were based on the copy's server version, and the copy writes as many changesets:
-///   the server finds a resent client version with another origin timestamp (210);
+///   the server finds a resent client version with another origin timestamp (210), also
+///   behind a backlog of resends longer than one upload;
 /// - the copy writes nothing: the server acknowledges a client version the copy never made,
 ///   which the client refuses (210).
 ///
-/// In the last case the copy's first session is in manual mode: it stops at the error, after
-/// the DOWNLOADs before it may have recorded the other copy's versions as acknowledged. The
-/// file recorded the divergence, so a recovering session started later resets at once and
-/// still recovers every changeset of the copy.
+/// In the manual case the copy's first session stops at the error. The file recorded the
+/// divergence, so a recovering session started later resets at once and still recovers every
+/// changeset of the copy.
 #[test]
 fn a_client_file_restored_from_an_older_copy_of_itself_loses_nothing() {
-    for (case, rounds, written, expected, manual_first) in [
-        ("ident", 2, &[4, 5, 6][..], "older than the", false),
-        ("resend", 1, &[4, 5, 6][..], "resent with", false),
-        ("acknowledged", 1, &[][..], "whose history ends at", false),
-        ("resend-manual", 1, &[4, 5, 6][..], "resent with", true),
-    ] {
-        let world = World::new(&format!("restored-client-{case}"));
-        let wait = Some(Duration::from_secs(60));
-        let a = world.open("a.sqlite");
-        let session = world.sync(&a);
-        create_task(&a, 1, "before the copy");
+    let base = RestoreCase {
+        name: "",
+        rounds: 1,
+        written: &[4, 5, 6],
+        expected: "resent with",
+        manual_first: false,
+        compact: false,
+        backlog: false,
+    };
+    let cases = [
+        RestoreCase {
+            name: "ident",
+            rounds: 2,
+            expected: "older than the",
+            ..base
+        },
+        RestoreCase {
+            name: "ident-compacted",
+            rounds: 2,
+            expected: "older than the",
+            compact: true,
+            ..base
+        },
+        RestoreCase {
+            name: "resend",
+            ..base
+        },
+        RestoreCase {
+            name: "resend-backlog",
+            backlog: true,
+            ..base
+        },
+        RestoreCase {
+            name: "acknowledged",
+            written: &[],
+            expected: "whose history ends at",
+            ..base
+        },
+        RestoreCase {
+            name: "resend-manual",
+            manual_first: true,
+            ..base
+        },
+    ];
+    for case in cases {
+        restore_case(&case);
+    }
+}
+
+fn restore_case(case: &RestoreCase) {
+    let name = case.name;
+    let world = World::new(&format!("restored-client-{name}"));
+    let open = |file: &str| world.open(file);
+    let wait = Some(Duration::from_secs(120));
+    let a = open("a.sqlite");
+    let session = world.sync(&a);
+    create_task(&a, 1, "before the copy");
+    world.block_on(session.wait_for_upload(wait)).unwrap();
+    world.block_on(session.wait_for_download(wait)).unwrap();
+    drop(session);
+    let backlog: Vec<i64> = match case.backlog {
+        true => (100..300).collect(),
+        false => Vec::new(),
+    };
+    let big = "x".repeat(10_000);
+    for &id in &backlog {
+        create_task(&a, id, &big);
+    }
+    drop(a);
+    copy_client_file(&world, "a.sqlite", "copy.sqlite");
+
+    let a = open("a.sqlite");
+    if case.rounds == 1 {
+        create_task(&a, 2, "after the copy");
+        create_task(&a, 3, "after the copy");
+    }
+    let session = world.sync(&a);
+    for id in [2, 3].into_iter().filter(|_| case.rounds == 2) {
+        create_task(&a, id, "after the copy");
         world.block_on(session.wait_for_upload(wait)).unwrap();
         world.block_on(session.wait_for_download(wait)).unwrap();
-        drop(session);
-        drop(a);
-        copy_client_file(&world, "a.sqlite", "copy.sqlite");
-
-        let a = world.open("a.sqlite");
-        if rounds == 1 {
-            create_task(&a, 2, "after the copy");
-            create_task(&a, 3, "after the copy");
-        }
-        let session = world.sync(&a);
-        for id in [2, 3].into_iter().filter(|_| rounds == 2) {
-            create_task(&a, id, "after the copy");
-            world.block_on(session.wait_for_upload(wait)).unwrap();
-            world.block_on(session.wait_for_download(wait)).unwrap();
-        }
-        world.block_on(session.wait_for_upload(wait)).unwrap();
-        drop(session);
-        drop(a);
-
-        let copy = world.open("copy.sqlite");
-        for &id in written {
-            create_task(&copy, id, "written by the restored copy");
-        }
-        if manual_first {
-            let mut config = world.config(live::token(3600));
-            config.client_reset = ClientResetMode::Manual;
-            let (session, events) = live::start_recording(&copy, config);
-            let stopped = live::wait_for_error(&events, 60, |e| e.code == 210);
-            assert!(
-                stopped.message.contains(expected) && !stopped.will_retry,
-                "{case}: {stopped:?}"
-            );
-            live::stop_and_drain(&session, &events);
-        }
-        let (session, events) = world.sync_recording(&copy);
-        let reset = live::wait_for_error(&events, 60, |e| e.code == 210);
-        let expected = match manual_first {
-            true => "its client reset has not finished",
-            false => expected,
-        };
-        assert!(
-            reset.message.contains(expected) && reset.will_retry,
-            "{case}: {reset:?}"
-        );
-        let all: Vec<i64> = (1..=3).chain(written.iter().copied()).collect();
-        eventually(&format!("{case}: every task on the server"), 60, || {
-            let state = world.server.as_ref().unwrap().state_of(live::PATH);
-            state.is_some_and(|s| {
-                all.iter()
-                    .all(|&id| s.object("Task", &tandem::state::Key::Int(id)).is_some())
-            })
-        });
-        world.block_on(session.wait_for_upload(wait)).unwrap();
-        eventually(&format!("{case}: every task in the copy"), 60, || {
-            all.iter().all(|&id| has_task(&copy, id))
-        });
-        assert!(copy.quarantine().unwrap().is_empty(), "{case}");
-        for &id in written {
-            assert_eq!(
-                title(&copy, id),
-                Some(string("written by the restored copy")),
-                "{case}"
-            );
-        }
-        // A fresh client converges with the copy; no other reset happened.
-        let fresh = world.open("fresh.sqlite");
-        let fresh_session = world.sync(&fresh);
-        live::converge(&[&copy, &fresh]);
-        assert_eq!(
-            live::errors(&events)
-                .iter()
-                .filter(|e| e.code == 210)
-                .count(),
-            1,
-            "{case}: {:?}",
-            live::errors(&events)
-        );
-        drop(fresh_session);
     }
+    world.block_on(session.wait_for_upload(wait)).unwrap();
+    drop(session);
+    drop(a);
+    if case.compact {
+        for (path, report) in world.server.as_ref().unwrap().compact(0) {
+            let report = report.unwrap();
+            assert!(report.compacted_through > 0, "{name}: {path}: {report:?}");
+        }
+    }
+
+    let copy = open("copy.sqlite");
+    for &id in case.written {
+        create_task(&copy, id, "written by the restored copy");
+    }
+    if case.manual_first {
+        let mut config = world.config(live::token(3600));
+        config.client_reset = ClientResetMode::Manual;
+        let (session, events) = live::start_recording(&copy, config);
+        let stopped = live::wait_for_error(&events, 60, |e| e.code == 210);
+        assert!(
+            stopped.message.contains(case.expected) && !stopped.will_retry,
+            "{name}: {stopped:?}"
+        );
+        live::stop_and_drain(&session, &events);
+    }
+    let (session, events) = world.sync_recording(&copy);
+    let reset = live::wait_for_error(&events, 120, |e| e.code == 210);
+    let expected = match case.manual_first {
+        true => "its client reset has not finished",
+        false => case.expected,
+    };
+    assert!(
+        reset.message.contains(expected) && reset.will_retry,
+        "{name}: {reset:?}"
+    );
+    let all: Vec<i64> = (1..=3)
+        .chain(case.written.iter().copied())
+        .chain(backlog.iter().copied())
+        .collect();
+    eventually(&format!("{name}: every task on the server"), 120, || {
+        let state = world.server.as_ref().unwrap().state_of(live::PATH);
+        state.is_some_and(|s| {
+            all.iter()
+                .all(|&id| s.object("Task", &tandem::state::Key::Int(id)).is_some())
+        })
+    });
+    world.block_on(session.wait_for_upload(wait)).unwrap();
+    eventually(&format!("{name}: every task in the copy"), 60, || {
+        all.iter().all(|&id| has_task(&copy, id))
+    });
+    assert!(copy.quarantine().unwrap().is_empty(), "{name}");
+    for &id in case.written {
+        assert_eq!(
+            title(&copy, id),
+            Some(string("written by the restored copy")),
+            "{name}"
+        );
+    }
+    // A fresh client converges with the copy; no other reset happened.
+    let fresh = open("fresh.sqlite");
+    let fresh_session = world.sync(&fresh);
+    live::converge(&[&copy, &fresh]);
+    assert_eq!(
+        live::errors(&events)
+            .iter()
+            .filter(|e| e.code == 210)
+            .count(),
+        1,
+        "{name}: {:?}",
+        live::errors(&events)
+    );
+    drop(fresh_session);
 }
 
 #[test]

@@ -1158,7 +1158,13 @@ where
                 download_client_version,
                 latest_server_version,
                 latest_server_version_salt,
-                upload_client_version,
+                // The file records as acknowledged only versions this connection sent (or that
+                // were acknowledged before it): a restored copy of the file must not take the
+                // other copy's versions for its own, which would stop it uploading its own
+                // changesets at those versions, and trim them, before the server could find
+                // the divergence among its resends. After a lost acknowledgement, the
+                // changesets are sent again and acknowledged then.
+                upload_client_version: upload_client_version.min(conn.uploaded_through),
             };
             match flx.filter(|f| f.batch_state != BatchState::SteadyState) {
                 Some(f) => {

@@ -329,6 +329,10 @@ impl ServerFile {
                  salt INTEGER NOT NULL DEFAULT 0
              );
              CREATE INDEX IF NOT EXISTS history_by_origin ON history (origin_file_ident, version);
+             -- A resent client changeset's row, for the check of its origin timestamp
+             -- (`check_resend`): one index look-up however long the client's history.
+             CREATE INDEX IF NOT EXISTS history_by_client_version
+                 ON history (origin_file_ident, client_version);
              CREATE TABLE IF NOT EXISTS client_file (ident INTEGER PRIMARY KEY, salt INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS reciprocal (
                  client_file_ident INTEGER NOT NULL,
@@ -680,7 +684,7 @@ impl ServerFile {
     /// after checking that `ident` and `salt` belong to this server file (208 otherwise). An
     /// expired client file is answered too: its reset recovers what was never integrated.
     pub fn client_version(&self, ident: u64, salt: u64) -> Result<u64, ProtocolError> {
-        match self.check_ident(ident, salt, 0) {
+        match self.check_ident(ident, salt, None) {
             Err(e) if e.code != ErrorCode::ClientFileExpired => return Err(e),
             _ => {}
         }
@@ -944,13 +948,15 @@ impl ServerFile {
             .map_err(sql_err)
     }
 
-    /// Checks an IDENT: the client file must be known here with that salt (else 208), and its
-    /// download cursor must not be ahead of the history (else 209).
+    /// Checks an IDENT: the client file must be known here with that salt (else 208), its
+    /// download cursor (`None`: not an IDENT, a CLIENT_VERSION request) must not be ahead of the
+    /// history (else 209) nor behind the file's own uploads ([`ServerFile::check_not_rewound`],
+    /// 210), and the client file must not have expired (222).
     pub fn check_ident(
         &self,
         ident: u64,
         salt: u64,
-        download_server_version: u64,
+        cursor: Option<u64>,
     ) -> Result<(), ProtocolError> {
         self.check_fresh()?;
         let known: Option<i64> = self
@@ -975,6 +981,9 @@ impl ServerFile {
                 [ident as i64],
             )
             .map_err(sql_err)?;
+        let Some(download_server_version) = cursor else {
+            return self.check_not_expired(ident, 0);
+        };
         if download_server_version > self.latest {
             return Err(ProtocolError::new(
                 ErrorCode::BadServerVersion,
@@ -984,6 +993,10 @@ impl ServerFile {
                 ),
             ));
         }
+        // Before the compaction check: a restored copy's old cursor is inside a history that
+        // was compacted for the original's sake, and 222 would not say that its own history
+        // went back (its recovery would then trust the server's count of its versions).
+        self.check_not_rewound(ident, download_server_version)?;
         self.check_not_expired(ident, download_server_version)
     }
 
@@ -1043,10 +1056,9 @@ impl ServerFile {
     /// changeset integrated under that client version: the client file was restored from an
     /// older copy of itself and made new changesets under versions it had used, which would
     /// otherwise be skipped as resends and acknowledged, and lost. Only the last such entry is
-    /// checked: a restored file's versions differ from the first one it made after the copy on,
-    /// and only one look-up is made per upload, which walks the client's history rows newer
-    /// than that version (fewer than `done` minus it). A version the server no longer has
-    /// (compacted) or never stored (an empty changeset) is not checked.
+    /// checked: a restored file's versions differ from the first one it made after the copy on.
+    /// One look-up per upload, in the `history_by_client_version` index. A version the server
+    /// no longer has (compacted) or never stored (an empty changeset) is not checked.
     fn check_resend(
         &self,
         client: u64,
@@ -1056,12 +1068,11 @@ impl ServerFile {
         let Some(entry) = entries.iter().rev().find(|e| e.client_version <= done) else {
             return Ok(());
         };
-        let stored: Option<(i64, i64)> = self
+        let stored: Option<i64> = self
             .conn
             .prepare_cached(
-                "SELECT client_version, origin_timestamp FROM history
-                 WHERE origin_file_ident = ?1 AND client_version <= ?2
-                 ORDER BY version DESC LIMIT 1",
+                "SELECT origin_timestamp FROM history
+                 WHERE origin_file_ident = ?1 AND client_version = ?2 LIMIT 1",
             )
             .map_err(sql_err)?
             .query_row(
@@ -1069,15 +1080,12 @@ impl ServerFile {
                     client as i64,
                     entry.client_version.min(i64::MAX as u64) as i64
                 ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
             .optional()
             .map_err(sql_err)?;
         match stored {
-            Some((version, timestamp))
-                if version as u64 == entry.client_version
-                    && timestamp as u64 != entry.origin_timestamp =>
-            {
+            Some(timestamp) if timestamp as u64 != entry.origin_timestamp => {
                 Err(ProtocolError::new(
                     ErrorCode::BadClientVersion,
                     format!(

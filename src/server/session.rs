@@ -1389,7 +1389,7 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
     {
         let mut file = lock(&s.file).map_err(|e| (e, session))?;
         file.reload_if_stale().map_err(|e| (e, session))?;
-        file.check_ident(m.ident, m.salt, m.download_server_version)
+        file.check_ident(m.ident, m.salt, Some(m.download_server_version))
             .and_then(|()| {
                 file.check_cursor(
                     m.ident,
@@ -1400,7 +1400,6 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
             .and_then(|()| {
                 check_latest(&file, m.latest_server_version, m.latest_server_version_salt)
             })
-            .and_then(|()| file.check_not_rewound(m.ident, m.download_server_version))
             .map_err(|e| (e, session))?;
     }
     if s.is_flexible {

@@ -16,7 +16,7 @@ pub fn connect(db: &Database, server: &mut ServerFile) -> u64 {
             .check_ident(
                 p.client_file_ident,
                 p.client_file_ident_salt,
-                p.download_server_version,
+                Some(p.download_server_version),
             )
             .unwrap();
         return p.client_file_ident;
