@@ -10,7 +10,7 @@
 //! - [`ot`]: operational transformation of concurrent changesets (Realm's merge rules).
 //! - [`store`]: the SQLite object store: transactions, queries, listeners, client history.
 //! - [`protocol`]: every sync message in realm-core's framing.
-//! - [`client`] (feature `client`, default): the sync session.
+//! - `client` (feature `client`, default): the sync session (`client::SyncSession`).
 //! - `server` (feature `server`): the sync server core behind `tandem-server`.
 //! - `ffi` (feature `ffi`): the uniffi facade for Kotlin, Swift and Python.
 #![cfg_attr(not(feature = "ffi"), forbid(unsafe_code))]

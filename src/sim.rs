@@ -8,13 +8,13 @@
 //! `docs/testing.md`):
 //!
 //! - the clock is the simulated host's (turmoil's `since_epoch`), plus the skew the test gave
-//!   the running task ([`with_clock_skew`]);
+//!   the running task (`with_clock_skew`, feature `sim`);
 //! - store work that normally goes to tokio's blocking pool runs inline on the simulation's
 //!   thread (SQLite calls are synchronous: a simulated host is busy while it runs them, as a
 //!   real one is);
 //! - TCP is turmoil's simulated network (its latency, partitions and crashes);
 //! - random numbers (server idents and salts, reconnect jitter) come from a generator seeded
-//!   by the test ([`seed_random`]).
+//!   by the test (`seed_random`, feature `sim`).
 //!
 //! Outside a simulation (and in builds without the feature) nothing here changes behaviour.
 

@@ -60,7 +60,7 @@ pub struct ResetRecovery {
     /// Local changesets to recover, oldest first.
     pub changesets: Vec<Changeset>,
     /// A local version to roll back (a transaction the server rejected, see
-    /// [`SyncSession::transact`](crate::client::SyncSession::transact)): it is not re-applied
+    /// `SyncSession::transact`): it is not re-applied
     /// (even if `changesets` holds it), and where recovery copies a list from the local state,
     /// the elements it inserted are left out first, found through the current forms of the
     /// local changesets from it on (`store::rollback`). A list it erased, moved or replaced
@@ -159,6 +159,8 @@ fn fresh_state(schemas: &Schemas, snapshot: &Changeset) -> Result<State, StoreEr
 /// if one names a string the snapshot does not define (the full snapshot then reports it).
 /// The server's snapshot for a client reset: decoded, or as STATE carried it.
 #[derive(Clone, Copy)]
+// Encoded snapshots come from the sync client only.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 enum Snapshot<'a> {
     Decoded(&'a Changeset),
     Encoded(&'a [u8]),
@@ -558,6 +560,7 @@ impl Database {
     /// # Errors
     /// As [`Database::reset_to_snapshot`]; [`StoreError::InvalidArgument`] for bytes that do
     /// not decode (nothing changes).
+    #[cfg(feature = "client")]
     pub(crate) fn reset_to_snapshot_encoded(
         &self,
         snapshot: &[u8],

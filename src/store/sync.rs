@@ -182,6 +182,7 @@ impl Database {
     ///
     /// # Errors
     /// SQLite errors.
+    #[cfg(feature = "client")]
     pub(crate) fn mark_history_diverged(&self, acknowledged: u64) -> Result<u64, StoreError> {
         self.with_writer(|conn, _| {
             let kept =
@@ -195,6 +196,7 @@ impl Database {
     ///
     /// # Errors
     /// SQLite errors.
+    #[cfg(feature = "client")]
     pub(crate) fn history_diverged(&self) -> Result<Option<u64>, StoreError> {
         Ok(get(self.read()?.connection(), DIVERGED_ACKNOWLEDGEMENT))
     }
@@ -307,6 +309,7 @@ impl Database {
     /// # Errors
     /// [`StoreError::InvalidArgument`] for bytes that do not decode (nothing is applied), and
     /// those of [`Database::integrate_download`].
+    #[cfg(feature = "client")]
     pub(crate) fn integrate_download_encoded(
         &self,
         entries: Vec<Incoming>,
@@ -470,6 +473,7 @@ impl Database {
 }
 
 /// A server changeset for [`Database::integrate_download_encoded`]: decoded, or as it arrived.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 pub(crate) enum Incoming {
     /// Decoded, its `meta` set.
     Decoded(Changeset),
