@@ -285,6 +285,25 @@ fn sync_child_process() {
     drop(session);
 }
 
+/// A command that runs this test binary again, the way cargo ran it: through the target's
+/// runner when one is set (`CARGO_TARGET_<TRIPLE>_RUNNER`: qemu-user in the aarch64 stage of
+/// `.ci/run`, where the emulated binary cannot exec another foreign binary by itself).
+fn this_test_binary() -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let runner = std::env::vars()
+        .find(|(key, _)| key.starts_with("CARGO_TARGET_") && key.ends_with("_RUNNER"))
+        .map(|(_, runner)| runner);
+    match runner {
+        Some(runner) => {
+            let mut words = runner.split_whitespace();
+            let mut command = std::process::Command::new(words.next().unwrap());
+            command.args(words).arg(exe);
+            command
+        }
+        None => std::process::Command::new(exe),
+    }
+}
+
 /// A session of another process on the file is refused too (it holds the lock file beside the
 /// file), and the file can be synced here once that process ended.
 #[test]
@@ -292,7 +311,7 @@ fn one_sync_session_per_file_across_processes() {
     use std::io::BufRead;
     let world = World::new("one-session-processes");
     let db = world.open("x.sqlite");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut child = this_test_binary()
         .args([
             "--exact",
             "sync_child_process",
