@@ -305,7 +305,8 @@ fn this_test_binary() -> std::process::Command {
 }
 
 /// A session of another process on the file is refused too (it holds the lock file beside the
-/// file), and the file can be synced here once that process ended.
+/// file), through a symlink to the file as well, and the file can be synced here once that
+/// process ended.
 #[test]
 fn one_sync_session_per_file_across_processes() {
     use std::io::BufRead;
@@ -333,12 +334,17 @@ fn one_sync_session_per_file_across_processes() {
             "the child ended first"
         );
     }
-    match SyncSession::start(Arc::clone(&db), world.config(live::token(3600))) {
-        Err(SyncError::InvalidState { message }) => {
-            assert!(message.contains("another process"), "{message}")
+    // Through the file's own path, and through a symlink to it (the lock is named after the
+    // canonical path).
+    std::os::unix::fs::symlink(world.dir.join("x.sqlite"), world.dir.join("link.sqlite")).unwrap();
+    for handle in [Arc::clone(&db), world.open("link.sqlite")] {
+        match SyncSession::start(handle, world.config(live::token(3600))) {
+            Err(SyncError::InvalidState { message }) => {
+                assert!(message.contains("another process"), "{message}")
+            }
+            Err(e) => panic!("expected InvalidState, got {e:?}"),
+            Ok(_) => panic!("a session started while another process syncs the file"),
         }
-        Err(e) => panic!("expected InvalidState, got {e:?}"),
-        Ok(_) => panic!("a session started while another process syncs the file"),
     }
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());

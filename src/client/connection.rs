@@ -1133,6 +1133,14 @@ where
             // A file that had its ident before it recorded a path (an older version of
             // Tandem): the server took its IDENT for this path.
             record_path(shared, conn).await?;
+            // The server says it integrated more than this connection sent (changesets
+            // integrated before a disconnect): it must not count versions this file never made.
+            // Its count at the download cursor is checked too, as a Tandem server acknowledges
+            // only versions the session has checked (`Session::verified_upload`).
+            let claimed = upload_client_version.max(download_client_version);
+            if claimed > conn.uploaded_through {
+                check_acknowledgement(db, claimed).await?;
+            }
             let (mut download_server_version, mut download_client_version) =
                 (download_server_version, download_client_version);
             if let Some(target) = conn.rollback.as_ref().and_then(|r| r.target) {
@@ -1140,16 +1148,17 @@ where
                 // again on the next connection. Every changeset of this client the server
                 // integrated up to the target came before the transaction, so the client
                 // version integrated there is the one integrated at the latest.
+                // The server's acknowledgement counts only versions this session checked; the
+                // ones acknowledged before it are counted by the file.
                 if download_server_version > target {
                     entries.retain(|e| e.server_version <= target);
                     download_server_version = target;
-                    download_client_version = upload_client_version;
+                    download_client_version = upload_client_version.max(
+                        shared
+                            .acknowledged_at_connect
+                            .load(std::sync::atomic::Ordering::SeqCst),
+                    );
                 }
-            }
-            if upload_client_version > conn.uploaded_through {
-                // The server acknowledges more than this connection sent (changesets integrated
-                // before a disconnect): it must not count versions this file never made.
-                check_acknowledgement(db, upload_client_version).await?;
             }
             let received: u64 = entries.iter().map(|e| e.changeset.len() as u64).sum();
             let d = Arc::clone(db);

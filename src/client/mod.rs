@@ -569,7 +569,10 @@ fn hold_file(db: &Database, stop: &watch::Sender<bool>) -> Result<FileClaim, Syn
                 db.path().display()
             ),
         })?;
-    let mut lock_path = db.path().as_os_str().to_owned();
+    // The file's canonical path: a symlink to it, or another relative path, finds the same lock
+    // (found by a new user's trial).
+    let file = std::fs::canonicalize(db.path()).unwrap_or_else(|_| db.path().to_path_buf());
+    let mut lock_path = file.into_os_string();
     lock_path.push(SYNC_LOCK_SUFFIX);
     let lock_path = std::path::PathBuf::from(lock_path);
     let across = match hold_lock_file(&lock_path) {

@@ -210,6 +210,15 @@ pub(super) struct Session {
     realm: bool,
     /// The highest `progress_server_version` the client reported in an UPLOAD.
     upload_server_version: u64,
+    /// A Tandem client's session: the highest client version this session may acknowledge in
+    /// DOWNLOAD's `upload_client_version`: its IDENT's `download_client_version`, then the last
+    /// entry of each UPLOAD (or TRANSACT) it integrated or checked as a resend
+    /// (`ServerFile::integrate_upload`). A restored copy of a client file resends versions the
+    /// server integrated from the other copy: acknowledging those before its UPLOAD is read
+    /// would make the copy take them for its own and never send them, so the 210 its UPLOAD
+    /// gets would never come (found by a new user's trial). `None` for a Realm client, which
+    /// checks that this progress never goes back (`Session::check_received_sync_progress`).
+    verified_upload: Option<u64>,
     /// MARKs not yet answered: request ident and the latest server version when it arrived,
     /// which the download cursor must reach first.
     marks: VecDeque<(u64, u64)>,
@@ -256,6 +265,14 @@ impl Drop for Session {
 }
 
 impl Session {
+    /// Records that the UPLOAD (or TRANSACT) whose last entry is `last` was integrated, its
+    /// resends checked ([`Session::verified_upload`]).
+    fn verified(&mut self, last: Option<&crate::protocol::UploadEntry>) {
+        if let (Some(verified), Some(last)) = (self.verified_upload.as_mut(), last) {
+            *verified = (*verified).max(last.client_version);
+        }
+    }
+
     /// Whether the session waits for its download cursor to reach the file's latest version:
     /// a MARK to answer, or a subscription set whose bootstrap waits for it.
     fn waits_for_latest(&self) -> bool {
@@ -465,7 +482,10 @@ impl Session {
                 download_client_version: client_version,
                 latest_server_version: built.version,
                 latest_server_version_salt: built.salt,
-                upload_client_version: client_version,
+                upload_client_version: match self.verified_upload {
+                    Some(verified) => client_version.min(verified),
+                    None => client_version,
+                },
                 upload_server_version,
                 downloadable_bytes: 0,
                 flx: Some(FlxDownload {
@@ -608,7 +628,10 @@ impl Session {
             download_client_version: batch.download_client_version,
             latest_server_version: batch.latest_server_version,
             latest_server_version_salt: batch.latest_server_version_salt,
-            upload_client_version: batch.upload_client_version,
+            upload_client_version: match self.verified_upload {
+                Some(verified) => batch.upload_client_version.min(verified),
+                None => batch.upload_client_version,
+            },
             upload_server_version,
             downloadable_bytes: batch.downloadable_bytes,
             flx: self.flexible.as_ref().map(|f| FlxDownload {
@@ -1350,6 +1373,7 @@ fn on_bind(
             cursor: 0,
             realm: target.realm,
             upload_server_version: 0,
+            verified_upload: None,
             marks: VecDeque::new(),
             state: None,
             behind: false,
@@ -1458,6 +1482,9 @@ fn on_ident(s: &mut Session, session: u64, m: Ident) -> Replies {
     }
     s.client_file_ident = Some(m.ident);
     s.cursor = m.download_server_version;
+    if !s.realm {
+        s.verified_upload = Some(m.download_client_version);
+    }
     Ok(s.download(session, true).into_iter().collect())
 }
 
@@ -1581,6 +1608,7 @@ fn on_upload(
     let mut file = lock(&s.file).map_err(|e| (e, session))?;
     let compensation = integrate(shared, s, session, ident, entries, &mut file)?;
     drop(file);
+    s.verified(entries.last());
     // A compensating write is reported first; the DOWNLOAD carrying its revert follows, and
     // realm-core surfaces the error once it integrates that (section 4.7).
     let mut replies: Vec<ServerMessage> = compensation
@@ -1736,6 +1764,7 @@ fn on_transact(
     }];
     if accepted {
         // The acknowledgement, as for an UPLOAD.
+        s.verified(Some(&entry));
         replies.extend(s.download(session, true));
     }
     Ok(replies)
