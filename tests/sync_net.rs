@@ -28,6 +28,16 @@ fn task(db: &Database, id: i64) -> Option<tandem::state::Object> {
         .unwrap()
 }
 
+/// The message of the `InvalidState` that refuses to start a session on `db` with `config`;
+/// panics if the session starts or fails otherwise.
+fn refused(db: Arc<Database>, config: SyncConfig) -> String {
+    match SyncSession::start(db, config) {
+        Err(SyncError::InvalidState { message }) => message,
+        Err(e) => panic!("expected InvalidState, got {e:?}"),
+        Ok(_) => panic!("the session started"),
+    }
+}
+
 #[test]
 fn three_clients_converge_through_restarts() {
     let mut world = World::new("three");
@@ -201,16 +211,11 @@ fn a_file_syncs_with_one_server_path() {
         .unwrap();
     let mut other = world.config(any_path);
     other.path = "/other".into();
-    match SyncSession::start(Arc::clone(&db), other.clone()) {
-        Err(SyncError::InvalidState { message }) => {
-            assert!(
-                message.contains("\"/tasks\"") && message.contains("\"/other\""),
-                "{message}"
-            )
-        }
-        Err(e) => panic!("expected InvalidState, got {e:?}"),
-        Ok(_) => panic!("a session with another path started"),
-    }
+    let message = refused(Arc::clone(&db), other.clone());
+    assert!(
+        message.contains("\"/tasks\"") && message.contains("\"/other\""),
+        "{message}"
+    );
     // A fresh file on the other path finds nothing of this file's there.
     let fresh = world.open("fresh.sqlite");
     let fresh_session = SyncSession::start(Arc::clone(&fresh), other).unwrap();
@@ -235,13 +240,8 @@ fn one_sync_session_per_file() {
     let db = world.open("x.sqlite");
     let first = world.sync(&db);
     for handle in [Arc::clone(&db), world.open("x.sqlite")] {
-        match SyncSession::start(handle, world.config(live::token(3600))) {
-            Err(SyncError::InvalidState { message }) => {
-                assert!(message.contains("already running"), "{message}")
-            }
-            Err(e) => panic!("expected InvalidState, got {e:?}"),
-            Ok(_) => panic!("a second session started on the file"),
-        }
+        let message = refused(handle, world.config(live::token(3600)));
+        assert!(message.contains("already running"), "{message}");
     }
     first.stop();
     let second = world.sync(&db);
@@ -338,13 +338,8 @@ fn one_sync_session_per_file_across_processes() {
     // canonical path).
     std::os::unix::fs::symlink(world.dir.join("x.sqlite"), world.dir.join("link.sqlite")).unwrap();
     for handle in [Arc::clone(&db), world.open("link.sqlite")] {
-        match SyncSession::start(handle, world.config(live::token(3600))) {
-            Err(SyncError::InvalidState { message }) => {
-                assert!(message.contains("another process"), "{message}")
-            }
-            Err(e) => panic!("expected InvalidState, got {e:?}"),
-            Ok(_) => panic!("a session started while another process syncs the file"),
-        }
+        let message = refused(handle, world.config(live::token(3600)));
+        assert!(message.contains("another process"), "{message}");
     }
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());

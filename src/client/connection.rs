@@ -938,15 +938,13 @@ async fn diverged_acknowledgement(
         .acknowledged_at_connect
         .load(std::sync::atomic::Ordering::SeqCst);
     let d = Arc::clone(&shared.db);
-    match crate::sim::blocking(move || d.mark_history_diverged(at_connect)).await {
-        Ok(Ok(kept)) => Ok(Some(kept)),
-        Ok(Err(e)) => Err(format!(
-            "client reset: cannot record in the file that its history went back: {e}"
-        )),
-        Err(e) => Err(format!(
-            "client reset: cannot record in the file that its history went back: {e}"
-        )),
-    }
+    let recorded = match crate::sim::blocking(move || d.mark_history_diverged(at_connect)).await {
+        Ok(recorded) => recorded.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    recorded.map(Some).map_err(|e| {
+        format!("client reset: cannot record in the file that its history went back: {e}")
+    })
 }
 
 /// 210 (bad_client_version, a client reset) if the server says it integrated local version

@@ -950,7 +950,7 @@ impl ServerFile {
 
     /// Checks an IDENT: the client file must be known here with that salt (else 208), its
     /// download cursor (`None`: not an IDENT, a CLIENT_VERSION request) must not be ahead of the
-    /// history (else 209) nor behind the file's own uploads ([`ServerFile::check_not_rewound`],
+    /// history (else 209) nor behind the file's own uploads (`ServerFile::check_not_rewound`,
     /// 210), and the client file must not have expired (222).
     pub fn check_ident(
         &self,
@@ -1032,7 +1032,7 @@ impl ServerFile {
     /// resends), and the server's forms of its later changesets would never reach it (a server
     /// sends no client its own changesets). 210 (bad_client_version, which resets the file:
     /// the client's history is what went back; 211 is kept for a server's history that did).
-    pub fn check_not_rewound(
+    fn check_not_rewound(
         &self,
         ident: u64,
         download_server_version: u64,

@@ -264,6 +264,13 @@ impl Drop for Session {
     }
 }
 
+/// DOWNLOAD's `upload_client_version` for `integrated`, the last client version the server
+/// integrated from the client file: at most `verified`, what the session checked
+/// ([`Session::verified_upload`]; `None`: no bound, a Realm client).
+fn acknowledgement(verified: Option<u64>, integrated: u64) -> u64 {
+    verified.map_or(integrated, |verified| integrated.min(verified))
+}
+
 impl Session {
     /// Records that the UPLOAD (or TRANSACT) whose last entry is `last` was integrated, its
     /// resends checked ([`Session::verified_upload`]).
@@ -482,10 +489,7 @@ impl Session {
                 download_client_version: client_version,
                 latest_server_version: built.version,
                 latest_server_version_salt: built.salt,
-                upload_client_version: match self.verified_upload {
-                    Some(verified) => client_version.min(verified),
-                    None => client_version,
-                },
+                upload_client_version: acknowledgement(self.verified_upload, client_version),
                 upload_server_version,
                 downloadable_bytes: 0,
                 flx: Some(FlxDownload {
@@ -628,10 +632,10 @@ impl Session {
             download_client_version: batch.download_client_version,
             latest_server_version: batch.latest_server_version,
             latest_server_version_salt: batch.latest_server_version_salt,
-            upload_client_version: match self.verified_upload {
-                Some(verified) => batch.upload_client_version.min(verified),
-                None => batch.upload_client_version,
-            },
+            upload_client_version: acknowledgement(
+                self.verified_upload,
+                batch.upload_client_version,
+            ),
             upload_server_version,
             downloadable_bytes: batch.downloadable_bytes,
             flx: self.flexible.as_ref().map(|f| FlxDownload {
