@@ -341,7 +341,7 @@ fn list_path(cs: &mut Changeset, index: u32) -> FieldPath {
         table: cs.intern("Doc"),
         object: PrimaryKey::Int(1),
         field: cs.intern("text"),
-        path: vec![PathElement::Index(index)],
+        path: vec![PathElement::Index(index)].into(),
     }
 }
 

@@ -418,7 +418,7 @@ impl Generator {
             table: table.name,
             object: table.objects[object].pk.clone(),
             field: table.fields[field].0,
-            path,
+            path: path.into(),
         }
     }
 

@@ -512,7 +512,7 @@ fn set(cs: &mut Changeset, i: u64, field: &str, value: Payload) {
             table,
             object: oid(i),
             field,
-            path: Vec::new(),
+            path: Default::default(),
         },
         value,
         is_default: false,

@@ -307,7 +307,7 @@ fn change(key: i64) -> Vec<u8> {
             table: t,
             object: PrimaryKey::Int(key),
             field: n,
-            path: Vec::new(),
+            path: Default::default(),
         },
         value: Payload::Int(micros() as i64),
         is_default: false,

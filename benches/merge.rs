@@ -60,7 +60,7 @@ fn update(cs: &mut Changeset, pk: i64, field: &str, value: Payload) {
         table: cs.intern("Obj"),
         object: PrimaryKey::Int(pk),
         field: cs.intern(field),
-        path: vec![],
+        path: Default::default(),
     };
     cs.push(Instruction::Update(Update {
         path,
@@ -169,7 +169,7 @@ fn string_keys(n: usize, peer: u64) -> Vec<Changeset> {
                 table,
                 object,
                 field,
-                path: vec![PathElement::Index(0)],
+                path: vec![PathElement::Index(0)].into(),
             },
             value: Payload::Int(peer as i64),
             prior_size: 0,

@@ -71,7 +71,7 @@ fn object(i: u64) -> Changeset {
                 table,
                 object: object.clone(),
                 field,
-                path: Vec::new(),
+                path: Default::default(),
             },
             value,
             is_default: false,

@@ -22,7 +22,7 @@ fn set(cs: &mut Changeset, pk: i64, value: i64) {
         table: cs.intern("Item"),
         object: PrimaryKey::Int(pk),
         field: cs.intern("n"),
-        path: vec![],
+        path: Default::default(),
     };
     cs.push(Instruction::Update(Update {
         path,

@@ -89,7 +89,7 @@ fn poisons(cs: &mut Changeset) -> Vec<Instruction> {
                 table: a,
                 object: PrimaryKey::Int(-987_654_321),
                 field: i,
-                path: vec![],
+                path: Default::default(),
             },
             value: Payload::Int(1),
             is_default: false,

@@ -111,7 +111,7 @@ fn field_path(n: u32) -> impl Strategy<Value = FieldPath> {
             table,
             object,
             field,
-            path,
+            path: path.into(),
         })
 }
 

@@ -60,7 +60,7 @@ fn set_title(title: &str) -> WriteOp {
         value: Value::String {
             value: title.into(),
         },
-        path: vec![],
+        path: Default::default(),
     }
 }
 

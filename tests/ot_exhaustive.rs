@@ -238,7 +238,7 @@ fn path(cs: &mut Changeset, scope: &Scope, steps: &[Step]) -> FieldPath {
         table,
         object: PrimaryKey::Int(1),
         field,
-        path,
+        path: path.into(),
     }
 }
 
@@ -292,7 +292,7 @@ fn changeset_of(scope: &Scope, made: &Made) -> Changeset {
                     table,
                     object: PrimaryKey::Int(1),
                     field,
-                    path: vec![],
+                    path: Default::default(),
                 },
                 value,
                 false,

@@ -932,7 +932,7 @@ fn task_changeset(n: u8, create: bool, fields: &[(&str, tandem::changeset::Paylo
                 table,
                 object: object.clone(),
                 field,
-                path: Vec::new(),
+                path: Default::default(),
             },
             value: value.clone(),
             is_default: false,

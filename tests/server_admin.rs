@@ -232,7 +232,7 @@ fn object(key: i64, name: &str) -> Changeset {
             table: t,
             object: PrimaryKey::Int(key),
             field,
-            path: Vec::new(),
+            path: Default::default(),
         },
         value: Payload::String(name.into()),
         is_default: false,

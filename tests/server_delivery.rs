@@ -206,7 +206,7 @@ fn change(key: i64, text: &str) -> Vec<u8> {
             table: t,
             object: PrimaryKey::Int(key),
             field: s,
-            path: vec![],
+            path: Default::default(),
         },
         value: Payload::String(text.to_owned()),
         is_default: false,

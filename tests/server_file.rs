@@ -245,7 +245,7 @@ fn set(cs: &mut Changeset, id: i64, n: i64) {
             table: t,
             object: PrimaryKey::Int(id),
             field,
-            path: Vec::new(),
+            path: Default::default(),
         },
         value: Payload::Int(n),
         is_default: false,
@@ -459,7 +459,7 @@ fn links_realm_core_refuses_are_refused_with_the_whole_upload() {
                 table,
                 object: PrimaryKey::Int(1),
                 field,
-                path: vec![],
+                path: Default::default(),
             },
             value: Payload::Link(Link {
                 target_table,

@@ -1801,7 +1801,7 @@ fn a_null_element_and_a_link_to_the_null_key_are_two_elements_of_a_set() {
         table: owner,
         object: WireKey::Int(1),
         field: nset,
-        path: vec![],
+        path: Default::default(),
     };
     let link = Payload::Link(WireLink {
         target_table: pet,
@@ -1829,7 +1829,7 @@ fn a_null_element_and_a_link_to_the_null_key_are_two_elements_of_a_set() {
             table: owner,
             object: WireKey::Int(1),
             field: nset,
-            path: vec![],
+            path: Default::default(),
         },
         value: Payload::Null,
     }));
@@ -2259,7 +2259,7 @@ fn an_object_erased_and_created_again_in_one_changeset_exists_afterwards() {
                 table: dog,
                 object: object.clone(),
                 field: name,
-                path: vec![],
+                path: Default::default(),
             },
             value,
             is_default: false,
@@ -2504,7 +2504,7 @@ fn a_remote_create_and_its_updates_store_what_the_reference_applier_holds() {
         table: person,
         object: WireKey::Int(object),
         field,
-        path: vec![],
+        path: Default::default(),
     };
     let update = |object: i64, f, value: Payload| {
         Instruction::Update(Update {
@@ -2526,7 +2526,7 @@ fn a_remote_create_and_its_updates_store_what_the_reference_applier_holds() {
             // Between the object's updates: a list insert on it, and object 3's creation.
             cs.push(Instruction::ArrayInsert(ArrayInsert {
                 path: FieldPath {
-                    path: vec![tandem::changeset::PathElement::Index(0)],
+                    path: vec![tandem::changeset::PathElement::Index(0)].into(),
                     ..field(2, tags)
                 },
                 value: Payload::String("t".into()),
@@ -2586,7 +2586,7 @@ fn a_remote_create_and_its_updates_store_what_the_reference_applier_holds() {
                 table,
                 object: object.clone(),
                 field: name,
-                path: vec![],
+                path: Default::default(),
             },
             value: Payload::String(format!("again {}", again.instructions.len())),
             is_default: false,
@@ -2598,7 +2598,7 @@ fn a_remote_create_and_its_updates_store_what_the_reference_applier_holds() {
                     table,
                     object,
                     field: age,
-                    path: vec![],
+                    path: Default::default(),
                 },
                 value: Payload::Int(7),
                 is_default: false,

@@ -263,7 +263,7 @@ fn app_positions_skip_unresolved_links_and_instructions_carry_stored_positions()
     let ins = tx.changeset().instructions.last().cloned().unwrap();
     match ins {
         Instruction::ArrayInsert(i) => {
-            assert_eq!(i.path.path, vec![PathElement::Index(1)]);
+            assert_eq!(i.path.path[..], [PathElement::Index(1)]);
             assert_eq!(i.prior_size, 1);
         }
         other => panic!("{other:?}"),

@@ -404,7 +404,7 @@ impl<'a> Reader<'a> {
                 },
             );
         }
-        let mut path = Vec::with_capacity(count as usize);
+        let mut path = Path::with_capacity(count as usize);
         for _ in 0..count {
             let element_at = self.pos;
             let element = self.i64("path element")?;

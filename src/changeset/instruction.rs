@@ -273,6 +273,12 @@ pub enum PathElement {
     Key(InternString),
 }
 
+/// The steps of a [`FieldPath`] below its field, in order: a vector holding up to two
+/// elements inline (one list index, or a key and an index, cover most paths), on the heap
+/// beyond that. It derefs to `[PathElement]` and builds like a `Vec`: `Path::new()`,
+/// `path.push(..)`, `Path::from(vec![..])` or `smallvec::smallvec![..]`.
+pub type Path = smallvec::SmallVec<[PathElement; 2]>;
+
 /// Where a path instruction acts: a field of a top-level object, then a path below it.
 ///
 /// Embedded objects are always addressed through their top-level owner, for example
@@ -287,7 +293,7 @@ pub struct FieldPath {
     /// The field of the top-level object.
     pub field: InternString,
     /// Steps below the field (empty for the field itself).
-    pub path: Vec<PathElement>,
+    pub path: Path,
 }
 
 impl FieldPath {

@@ -822,7 +822,7 @@ mod tests {
                             table: t,
                             object: PrimaryKey::Int(pk),
                             field,
-                            path: Vec::new(),
+                            path: Default::default(),
                         },
                         value,
                         is_default: false,

@@ -34,7 +34,7 @@ use std::collections::BTreeSet;
 use super::{default_field, ColumnSpec, Element, Field, Key, Object, State, TableSpec, Val};
 use crate::changeset::{
     AddColumn, AddTable, ArrayInsert, Changeset, CollectionType, ColumnCollection, ColumnType,
-    Encoder, FieldPath, Instruction, InternString, Link, PathElement, Payload, PayloadType,
+    Encoder, FieldPath, Instruction, InternString, Link, Path, PathElement, Payload, PayloadType,
     PrimaryKey, PrimaryKeySpec, SetValue, TableKind, Update,
 };
 use crate::model::{Decimal128, ObjectId, Timestamp, Uuid};
@@ -252,10 +252,7 @@ impl State {
 #[derive(Clone)]
 enum Base {
     TopLevel,
-    Embedded {
-        field: InternString,
-        steps: Vec<PathElement>,
-    },
+    Embedded { field: InternString, steps: Path },
 }
 
 /// Where a [`Writer`] puts its instructions: a [`Changeset`], or an [`Encoder`] that keeps only
@@ -441,7 +438,7 @@ impl<'a, S: Sink> Writer<'a, S> {
             }
             let name = self.cs.intern(name);
             let (field, steps) = match base {
-                Base::TopLevel => (name, Vec::new()),
+                Base::TopLevel => (name, Path::new()),
                 Base::Embedded { field, steps } => {
                     let mut steps = steps.clone();
                     steps.push(PathElement::Key(name));

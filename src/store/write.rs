@@ -20,7 +20,8 @@ use super::layout::{
 use super::{from_key, to_key, Database, SizeLimit, StoreError};
 use crate::changeset::{
     AddInteger, ArrayErase, ArrayInsert, ArrayMove, Changeset, Clear, CollectionType, FieldPath,
-    Instruction, Link, PathElement, Payload, PayloadType, PrimaryKey as WireKey, SetValue, Update,
+    Instruction, Link, Path, PathElement, Payload, PayloadType, PrimaryKey as WireKey, SetValue,
+    Update,
 };
 use crate::model::{PrimaryKey, Value};
 use crate::protocol::limits;
@@ -222,13 +223,7 @@ impl<'db> WriteTransaction<'db> {
         payload_in(&mut self.changeset, value.clone())
     }
 
-    fn path(
-        &mut self,
-        class: &str,
-        key: &PrimaryKey,
-        prop: &str,
-        steps: Vec<PathElement>,
-    ) -> FieldPath {
+    fn path(&mut self, class: &str, key: &PrimaryKey, prop: &str, steps: Path) -> FieldPath {
         FieldPath {
             table: self.changeset.intern(class),
             object: self.wire_key(key),
@@ -472,7 +467,7 @@ impl<'db> WriteTransaction<'db> {
                                 table,
                                 object: object.clone(),
                                 field: *field,
-                                path: Vec::new(),
+                                path: Path::new(),
                             };
                             changeset.push(set_field(path, payload));
                         }
@@ -567,7 +562,7 @@ impl<'db> WriteTransaction<'db> {
         let object = self.wire_key(&key);
         let mut instructions = vec![Instruction::CreateObject { table, object }];
         for (prop, value) in values {
-            let path = self.path(class, &key, prop, vec![]);
+            let path = self.path(class, &key, prop, smallvec::smallvec![]);
             let value = self.payload(value);
             instructions.push(set_field(path, value));
         }
@@ -684,7 +679,7 @@ impl<'db> WriteTransaction<'db> {
                 table: plan.table,
                 object: object.clone(),
                 field: *field,
-                path: Vec::new(),
+                path: Path::new(),
             };
             self.changeset.push(set_field(path, payload));
         }
@@ -699,7 +694,7 @@ impl<'db> WriteTransaction<'db> {
         prop: &str,
         value: Value,
     ) -> Result<(), StoreError> {
-        let path = self.path(class, key, prop, vec![]);
+        let path = self.path(class, key, prop, smallvec::smallvec![]);
         let value = self.payload(&value);
         self.run(vec![set_field(path, value)])
     }
@@ -780,7 +775,7 @@ impl<'db> WriteTransaction<'db> {
         self.run(vec![set_field(path, Payload::ObjectValue)])
     }
 
-    fn path_steps(&mut self, steps: &[PathStep]) -> Vec<PathElement> {
+    fn path_steps(&mut self, steps: &[PathStep]) -> Path {
         steps
             .iter()
             .map(|s| match s {
@@ -929,11 +924,11 @@ impl<'db> WriteTransaction<'db> {
                         // is where the element is once the earlier ones are gone.
                         let index = pos as u32 - before;
                         let path =
-                            self.path(&holder, &owner, &prop, vec![PathElement::Index(index)]);
+                            self.path(&holder, &owner, &prop, smallvec::smallvec![PathElement::Index(index)]);
                         Instruction::ArrayErase(ArrayErase { path, prior_size })
                     }
                     (CollectionType::Set, _) => {
-                        let path = self.path(&holder, &owner, &prop, vec![]);
+                        let path = self.path(&holder, &owner, &prop, smallvec::smallvec![]);
                         let value = self.payload(&Value::Link(crate::model::Link {
                             class: class.to_owned(),
                             key: key.clone(),
@@ -942,11 +937,11 @@ impl<'db> WriteTransaction<'db> {
                     }
                     (CollectionType::Dictionary, Some(rusqlite::types::Value::Text(entry))) => {
                         let entry = self.changeset.intern(&entry);
-                        let path = self.path(&holder, &owner, &prop, vec![PathElement::Key(entry)]);
+                        let path = self.path(&holder, &owner, &prop, smallvec::smallvec![PathElement::Key(entry)]);
                         set_field(path, Payload::Null)
                     }
                     (CollectionType::Single, _) => {
-                        let path = self.path(&holder, &owner, &prop, vec![]);
+                        let path = self.path(&holder, &owner, &prop, smallvec::smallvec![]);
                         set_field(path, Payload::Null)
                     }
                     _ => {

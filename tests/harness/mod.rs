@@ -641,7 +641,7 @@ fn path(
         table: cs.intern(table),
         object: wire_key(cs, key),
         field: cs.intern(field),
-        path: steps,
+        path: steps.into(),
     }
 }
 
