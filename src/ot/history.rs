@@ -21,7 +21,7 @@ use crate::changeset::Changeset;
 /// Transformed forms of local changesets, for one remote peer.
 #[derive(Clone, Debug, Default)]
 pub struct ReciprocalHistory {
-    transformed: BTreeMap<u64, Changeset>,
+    transformed: Forms,
     /// Changesets sent outside the history, keyed by ([`FormKey::Extra`]) the version after
     /// which the peer integrated them and their order there; each in its current form.
     extras: BTreeMap<(u64, u32), Changeset>,
@@ -102,32 +102,14 @@ impl ReciprocalHistory {
                 }
             }
         }
-        if forms.len() > self.transformed.len() {
-            // Built in one pass from the sorted forms and appended: inserting 500,000 forms
-            // one by one was a tenth of a long branch's merge (`benches/branches.rs`). A later
-            // form of a version replaces the earlier, as `insert` would: kept here, since
-            // `BTreeMap::from_iter` does not say which of equal keys it keeps (`append` does).
-            forms.sort_by_key(|(version, _)| *version);
-            // `dedup_by` removes `later` and keeps `earlier`: the later form moves in first.
-            forms.dedup_by(|later, earlier| {
-                let same = later.0 == earlier.0;
-                if same {
-                    std::mem::swap(later, earlier);
-                }
-                same
-            });
-            let mut built: BTreeMap<u64, Changeset> = forms.into_iter().collect();
-            self.transformed.append(&mut built);
-        } else {
-            self.transformed.extend(forms);
-        }
+        self.transformed.record(forms);
         Ok(())
     }
 
     /// The recorded form of `key`, if there is one.
     pub fn form(&self, key: FormKey) -> Option<&Changeset> {
         match key {
-            FormKey::History(version) => self.transformed.get(&version),
+            FormKey::History(version) => self.transformed.get(version),
             FormKey::Extra { at, seq } => self.extras.get(&(at, seq)),
         }
     }
@@ -209,17 +191,17 @@ impl ReciprocalHistory {
 
     /// Records a transformed form (when loading a persisted reciprocal history).
     pub fn set(&mut self, changeset: Changeset) {
-        self.transformed.insert(changeset.meta.version, changeset);
+        self.transformed.insert(changeset);
     }
 
     /// Every recorded form, by version.
     pub fn iter(&self) -> impl Iterator<Item = &Changeset> {
-        self.transformed.values()
+        self.transformed.0.iter().map(|(_, cs)| cs)
     }
 
     /// The transformed form of local `version`, if one is recorded.
     pub fn get(&self, version: u64) -> Option<&Changeset> {
-        self.transformed.get(&version)
+        self.transformed.get(version)
     }
 
     /// Drops the forms of versions up to and including `version`: the remote peer has
@@ -227,11 +209,11 @@ impl ReciprocalHistory {
     pub fn forget_through(&mut self, version: u64) {
         match version.checked_add(1) {
             Some(next) => {
-                self.transformed = self.transformed.split_off(&next);
+                self.transformed.forget_before(next);
                 self.extras = self.extras.split_off(&(next, 0));
             }
             None => {
-                self.transformed.clear();
+                self.transformed.0.clear();
                 self.extras.clear();
             }
         }
@@ -239,12 +221,104 @@ impl ReciprocalHistory {
 
     /// Number of recorded forms (extras included).
     pub fn len(&self) -> usize {
-        self.transformed.len() + self.extras.len()
+        self.transformed.0.len() + self.extras.len()
     }
 
     /// Whether no form is recorded.
     pub fn is_empty(&self) -> bool {
-        self.transformed.is_empty() && self.extras.is_empty()
+        self.transformed.0.is_empty() && self.extras.is_empty()
+    }
+}
+
+/// The recorded forms of local changesets, sorted by version, at most one a version.
+///
+/// A sorted vector rather than a map: a merge of a long branch records a form for each of its
+/// changesets, already in version order, and moving that list in whole is what the history
+/// costs then. A `BTreeMap` built from 500,000 forms was 10% of the merge of a million events
+/// (`benches/branches.rs`, `halves`). Look-ups are binary searches; a form for a version not
+/// yet recorded is placed by merging the two sorted lists (linear in the history, as is the
+/// merge that made it, which imports every concurrent changeset).
+#[derive(Clone, Debug, Default)]
+struct Forms(Vec<(u64, Changeset)>);
+
+impl Forms {
+    fn get(&self, version: u64) -> Option<&Changeset> {
+        let i = self.0.binary_search_by_key(&version, |(v, _)| *v).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    /// Records one form, replacing the one recorded for its version.
+    fn insert(&mut self, form: Changeset) {
+        let version = form.meta.version;
+        match self.0.binary_search_by_key(&version, |(v, _)| *v) {
+            Ok(i) => self.0[i].1 = form,
+            Err(i) => self.0.insert(i, (version, form)),
+        }
+    }
+
+    /// Records `forms` (by version, in any order): a later form of a version replaces an
+    /// earlier one, in `forms` or recorded.
+    fn record(&mut self, mut forms: Vec<(u64, Changeset)>) {
+        // A stable sort keeps equal versions in the order given; `dedup_by` then keeps the
+        // first of a run and drops `later`, so the later form moves into its place first.
+        forms.sort_by_key(|(version, _)| *version);
+        forms.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+        let Some(&(first, _)) = forms.first() else {
+            return;
+        };
+        if !matches!(self.0.last(), Some(&(last, _)) if last >= first) {
+            // All after what is recorded (or nothing is): appended, or moved in whole.
+            if self.0.is_empty() {
+                self.0 = forms;
+            } else {
+                self.0.append(&mut forms);
+            }
+            return;
+        }
+        // Versions already recorded are replaced where they are; the rest are merged in.
+        let mut new = Vec::new();
+        for (version, form) in forms {
+            match self.0.binary_search_by_key(&version, |(v, _)| *v) {
+                Ok(i) => self.0[i].1 = form,
+                Err(_) => new.push((version, form)),
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        let old = std::mem::take(&mut self.0);
+        let mut merged = Vec::with_capacity(old.len() + new.len());
+        let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
+        loop {
+            let next = match (old.peek(), new.peek()) {
+                (Some((a, _)), Some((b, _))) => {
+                    if a < b {
+                        old.next()
+                    } else {
+                        new.next()
+                    }
+                }
+                (Some(_), None) => old.next(),
+                (None, _) => new.next(),
+            };
+            match next {
+                Some(entry) => merged.push(entry),
+                None => break,
+            }
+        }
+        self.0 = merged;
+    }
+
+    /// Drops the forms of versions before `version`.
+    fn forget_before(&mut self, version: u64) {
+        let kept = self.0.partition_point(|(v, _)| *v < version);
+        self.0.drain(..kept);
     }
 }
 
@@ -403,5 +477,68 @@ mod tests {
         history.integrate(&mut a, &[&first, &second]).unwrap();
         assert_eq!(history.len(), 1);
         assert_eq!(place(history.get(7).unwrap()), (1, 2));
+    }
+
+    /// `Forms` against a `BTreeMap` doing the same, one insert at a time: recording into an
+    /// empty list, after it, over it, into gaps of it, with repeated versions, and forgetting.
+    #[test]
+    fn recorded_forms_are_those_a_map_would_hold() {
+        use super::Forms;
+        use std::collections::BTreeMap;
+        // A deterministic mix of versions (a linear congruential sequence), forms told apart
+        // by their origin timestamp.
+        let mut seed = 7u64;
+        let mut next = |bound: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % bound
+        };
+        let mut forms = Forms::default();
+        let mut model: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut stamp = 0;
+        for round in 0..300 {
+            let batch: Vec<(u64, Changeset)> = (0..next(12))
+                .map(|_| {
+                    stamp += 1;
+                    // Early rounds append after what is recorded; later ones land anywhere.
+                    let version = if round < 20 {
+                        10 * round + next(10)
+                    } else {
+                        next(400)
+                    };
+                    (version, set(0, stamp, 1, version))
+                })
+                .collect();
+            for (version, cs) in &batch {
+                model.insert(*version, cs.meta.origin_timestamp);
+            }
+            if round % 50 == 49 {
+                forms.record(batch);
+                let version = next(400);
+                forms.forget_before(version);
+                model = model.split_off(&version);
+            } else if round % 7 == 3 {
+                for (_, cs) in batch {
+                    forms.insert(cs);
+                }
+            } else {
+                forms.record(batch);
+            }
+            let held: Vec<(u64, u64)> = forms
+                .0
+                .iter()
+                .map(|(v, cs)| (*v, cs.meta.origin_timestamp))
+                .collect();
+            let expected: Vec<(u64, u64)> = model.iter().map(|(v, t)| (*v, *t)).collect();
+            assert_eq!(held, expected, "round {round}");
+            for version in 0..400 {
+                assert_eq!(
+                    forms.get(version).map(|cs| cs.meta.origin_timestamp),
+                    model.get(&version).copied()
+                );
+            }
+        }
+        assert!(!model.is_empty());
     }
 }

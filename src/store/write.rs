@@ -923,8 +923,12 @@ impl<'db> WriteTransaction<'db> {
                         // realm-core erases the first occurrence each time, so each position
                         // is where the element is once the earlier ones are gone.
                         let index = pos as u32 - before;
-                        let path =
-                            self.path(&holder, &owner, &prop, smallvec::smallvec![PathElement::Index(index)]);
+                        let path = self.path(
+                            &holder,
+                            &owner,
+                            &prop,
+                            smallvec::smallvec![PathElement::Index(index)],
+                        );
                         Instruction::ArrayErase(ArrayErase { path, prior_size })
                     }
                     (CollectionType::Set, _) => {
@@ -937,7 +941,12 @@ impl<'db> WriteTransaction<'db> {
                     }
                     (CollectionType::Dictionary, Some(rusqlite::types::Value::Text(entry))) => {
                         let entry = self.changeset.intern(&entry);
-                        let path = self.path(&holder, &owner, &prop, smallvec::smallvec![PathElement::Key(entry)]);
+                        let path = self.path(
+                            &holder,
+                            &owner,
+                            &prop,
+                            smallvec::smallvec![PathElement::Key(entry)],
+                        );
                         set_field(path, Payload::Null)
                     }
                     (CollectionType::Single, _) => {
