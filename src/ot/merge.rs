@@ -397,34 +397,26 @@ fn merge_refs_with(
         return Ok(export(&strings, l, left));
     }
 
-    // Group keys, joined through links and through schema instructions.
+    // Group keys, joined through links and through schema instructions. One pass over each
+    // side's ops (136 bytes each: at a million ops every further pass was about 15 ms of
+    // memory traffic, `benches/branches.rs`); the buckets are then made from what it kept.
     let mut groups = Groups::default();
-    let l_ids = join_all(&mut groups, &l.ops);
-    let r_ids = join_all(&mut groups, &r.ops);
-    let mut erased_tables = Vec::new();
-    for op in l.ops.iter().chain(&r.ops) {
-        if let Instruction::EraseTable { table } | Instruction::EraseColumn { table, .. } = op.instr
-        {
-            erased_tables.push(table);
-        }
-    }
-    if !erased_tables.is_empty() {
+    let mut found = Found::default();
+    let l_ids = join_all(&mut groups, &l.ops, &mut found);
+    let r_ids = join_all(&mut groups, &r.ops, &mut found);
+    if !found.erased_tables.is_empty() {
         let keys: Vec<GroupKey> = groups.ids.keys().cloned().collect();
         for key in keys {
             if let GroupKey::Object(table, _) = &key {
-                if erased_tables.contains(table) {
+                if found.erased_tables.contains(table) {
                     let (a, b) = (groups.id(key.clone()), groups.id(GroupKey::Table(*table)));
                     groups.union(a, b);
                 }
             }
         }
     }
-    let mut schema_groups = std::collections::HashSet::new();
-    for (op, &id) in l.ops.iter().zip(&l_ids).chain(r.ops.iter().zip(&r_ids)) {
-        if op.instr.is_schema_change() {
-            schema_groups.insert(groups.find(id));
-        }
-    }
+    let schema_groups: std::collections::HashSet<usize> =
+        found.schema_ids.iter().map(|&id| groups.find(id)).collect();
 
     // Buckets: a whole group where schema instructions are involved, else one object.
     #[derive(Default)]
@@ -432,24 +424,26 @@ fn merge_refs_with(
         left: Vec<usize>,
         right: Vec<usize>,
     }
-    type BucketKey = (bool, usize, Option<GroupKey>);
+    // (in a schema group, that group's root; else the id of the op's own key)
+    type BucketKey = (bool, usize);
     let mut index: HashMap<BucketKey, usize> = HashMap::new();
     let mut buckets: Vec<(BucketKey, Bucket)> = Vec::new();
-    let bucket_of = |groups: &mut Groups, op: &Op, id: usize| {
+    let bucket_of = |groups: &mut Groups, id: usize| {
         let root = groups.find(id);
         if schema_groups.contains(&root) {
-            (true, root, None)
+            (true, root)
         } else {
-            (false, 0, Some(key_of(&op.instr)))
+            // The id of the op's own key: one object.
+            (false, id)
         }
     };
     // Consecutive instructions mostly act on one object: the last bucket is tried first.
     let mut last: Option<usize> = None;
-    for (i, op) in l.ops.iter().enumerate() {
-        let k = bucket_of(&mut groups, op, l_ids[i]);
+    for (i, &id) in l_ids.iter().enumerate() {
+        let k = bucket_of(&mut groups, id);
         let b = match last.filter(|&b| buckets[b].0 == k) {
             Some(b) => b,
-            None => *index.entry(k.clone()).or_insert_with(|| {
+            None => *index.entry(k).or_insert_with(|| {
                 buckets.push((k, Bucket::default()));
                 buckets.len() - 1
             }),
@@ -458,8 +452,8 @@ fn merge_refs_with(
         last = Some(b);
     }
     last = None;
-    for (i, op) in r.ops.iter().enumerate() {
-        let k = bucket_of(&mut groups, op, r_ids[i]);
+    for (i, &id) in r_ids.iter().enumerate() {
+        let k = bucket_of(&mut groups, id);
         let b = match last.filter(|&b| buckets[b].0 == k) {
             Some(b) => Some(b),
             None => index.get(&k).copied(),
@@ -487,12 +481,26 @@ fn merge_refs_with(
     Ok(export(&strings, l, left))
 }
 
-/// [`join`] for each op in turn; an op with the same key as the one before it and nothing to
-/// join through (no link payload, not a link column) gets the same id without a lookup.
-fn join_all(groups: &mut Groups, ops: &[Op]) -> Vec<usize> {
+/// What [`join_all`] finds besides each op's group: the tables erased (by `EraseTable` or
+/// `EraseColumn`) and the group ids of schema instructions, on both sides.
+#[derive(Default)]
+struct Found {
+    erased_tables: Vec<InternString>,
+    schema_ids: Vec<usize>,
+}
+
+/// [`join`] for each op in turn: the id of each op's own [`key_of`] (equal keys, equal ids, on
+/// both sides), joined with the groups it reaches. An op with the same key as the one before
+/// it and nothing to join through (no link payload, not a link column) gets the same id
+/// without a lookup. Schema instructions and erased tables go into `found`.
+fn join_all(groups: &mut Groups, ops: &[Op], found: &mut Found) -> Vec<usize> {
     let mut ids = Vec::with_capacity(ops.len());
     let mut last: Option<(GroupKey, usize)> = None;
     for op in ops {
+        if let Instruction::EraseTable { table } | Instruction::EraseColumn { table, .. } = op.instr
+        {
+            found.erased_tables.push(table);
+        }
         let plain = !matches!(op.instr.payload(), Some(Payload::Link(_)))
             && !matches!(op.instr, Instruction::AddColumn(_));
         let key = key_of(&op.instr);
@@ -504,6 +512,9 @@ fn join_all(groups: &mut Groups, ops: &[Op]) -> Vec<usize> {
                 id
             }
         };
+        if op.instr.is_schema_change() {
+            found.schema_ids.push(id);
+        }
         ids.push(id);
     }
     ids
