@@ -89,7 +89,9 @@ impl ReciprocalHistory {
         // `merge_refs` changes nothing on error, so `incoming` is merged in place. A local
         // changeset the merge left as it was keeps the form it had (recorded, or the
         // changeset itself): only changed ones are recorded.
+        let t0 = std::time::Instant::now();
         let merged = merge::merge_refs(&local, incoming)?;
+        let t1 = std::time::Instant::now();
         let mut forms = Vec::with_capacity(merged.iter().filter(|m| m.is_some()).count());
         for ((key, _), cs) in concurrent.iter().zip(merged) {
             let Some(cs) = cs else {
@@ -103,6 +105,9 @@ impl ReciprocalHistory {
             }
         }
         self.transformed.record(forms);
+        if std::env::var("TANDEM_PHASES").is_ok() {
+            eprintln!("merge_refs {:?} record {:?}", t1 - t0, t1.elapsed());
+        }
         Ok(())
     }
 
