@@ -6,6 +6,10 @@
 //! further back is refused with 222 before any merging. Every upload is integrated into its
 //! own copy of the server file, so each row starts from the same history.
 //!
+//! The last column is a client back from an offline period: one UPLOAD of 1,000 changesets
+//! (a Set each, of the objects the other client sets), all based on server version 0, merged
+//! against the N changesets of the other client (window unbounded).
+//!
 //! Run: `cargo bench --features server --bench upload` (N = 1,000, 5,000 and 15,000), or pass
 //! sizes: `cargo bench --features server --bench upload -- 2000 20000`.
 
@@ -81,12 +85,17 @@ fn history(server: &mut ServerFile, client: u64, n: u64) {
 
 /// One Set on object 7, based on `base`.
 fn one_set(client: u64, base: u64) -> UploadEntry {
+    offline_set(client, base, 1, 7)
+}
+
+/// The `version`-th changeset of `client`, based on `base`: a Set on object `pk`.
+fn offline_set(client: u64, base: u64, version: u64, pk: i64) -> UploadEntry {
     let mut cs = Changeset::new();
-    set(&mut cs, 7, -1);
+    set(&mut cs, pk, -(version as i64));
     cs.meta = ChangesetMeta {
-        version: 1,
+        version,
         last_integrated_remote_version: base,
-        origin_timestamp: 1,
+        origin_timestamp: version,
         origin_file_ident: client,
     };
     UploadEntry::from_changeset(&cs)
@@ -115,8 +124,8 @@ fn main() {
     let dir: PathBuf = tmp.path().to_path_buf();
     println!("one UPLOAD of one Set against N changesets of another client (ms, one run each):");
     println!(
-        "  {:>7} {:>22} {:>22} {:>22}",
-        "N", "base 0, unbounded", "base 0, window 10000", "base N-10"
+        "  {:>7} {:>22} {:>22} {:>22} {:>22}",
+        "N", "base 0, unbounded", "base 0, window 10000", "base N-10", "1,000 on base 0"
     );
     for n in sizes {
         let template = dir.join(format!("template-{n}.sqlite"));
@@ -129,22 +138,29 @@ fn main() {
             drop(server);
             uploader
         };
-        let run = |name: &str, window: u64, base: u64| -> String {
+        let run_entries = |name: &str, window: u64, entries: &[UploadEntry]| -> String {
             let path = dir.join(format!("{name}-{n}.sqlite"));
             copy(&template, &path);
             let mut server = ServerFile::open(&path).unwrap();
             server.set_max_merge_window(window);
             let started = Instant::now();
-            let result = server.integrate_upload(uploader, &[one_set(uploader, base)]);
+            let result = server.integrate_upload(uploader, entries);
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             match result {
                 Ok(_) => format!("{ms:.1}"),
                 Err(e) => format!("{ms:.1} ({})", e.code.code()),
             }
         };
+        let run = |name: &str, window: u64, base: u64| {
+            run_entries(name, window, &[one_set(uploader, base)])
+        };
         let unbounded = run("unbounded", u64::MAX, 0);
         let bounded = run("bounded", DEFAULT_MAX_MERGE_WINDOW, 0);
         let recent = run("recent", DEFAULT_MAX_MERGE_WINDOW, n.saturating_sub(10));
-        println!("  {n:>7} {unbounded:>22} {bounded:>22} {recent:>22}");
+        let backlog: Vec<UploadEntry> = (1..=1_000)
+            .map(|v| offline_set(uploader, 0, v, (v % 100) as i64))
+            .collect();
+        let offline = run_entries("offline", u64::MAX, &backlog);
+        println!("  {n:>7} {unbounded:>22} {bounded:>22} {recent:>22} {offline:>22}");
     }
 }

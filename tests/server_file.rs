@@ -984,3 +984,105 @@ fn a_client_expired_by_a_compaction_gets_no_flexible_bootstrap() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::ClientFileExpired, "{e:?}");
 }
+
+/// `client`'s `version`-th changeset, based on server version `base`: `T[id].n = n` for each
+/// pair, its clock `timestamp`.
+fn sets_entry(version: u64, base: u64, timestamp: u64, sets: &[(i64, i64)]) -> UploadEntry {
+    let mut cs = Changeset::default();
+    for &(id, n) in sets {
+        set(&mut cs, id, n);
+    }
+    cs.meta.version = version;
+    cs.meta.last_integrated_remote_version = base;
+    cs.meta.origin_timestamp = timestamp;
+    UploadEntry::from_changeset(&cs)
+}
+
+/// An upload's consecutive entries based on one server version are merged together (one read
+/// and merge of the other clients' changesets for the run, not one an entry). The server ends
+/// as it does taking each entry in an UPLOAD of its own: same history, same state, and the
+/// same reciprocal forms (a later upload on the old base merges alike). An entry that fails
+/// its checks in the middle of a run still gets the entries before it integrated.
+#[test]
+fn an_offline_backlog_merged_in_runs_ends_as_one_entry_an_upload() {
+    let (_dir, path) = temp("runs");
+    let mut template = ServerFile::open(&path).unwrap();
+    let (writer, _) = template.allocate_client_file().unwrap();
+    let (offline, _) = template.allocate_client_file().unwrap();
+    // The other client: the schema, then 60 sets of objects 0 to 29, clocks 1000 and on.
+    let mut schema = t_with_n();
+    schema.meta.version = 1;
+    let mut history = vec![UploadEntry::from_changeset(&schema)];
+    for v in 2..=61u64 {
+        history.push(sets_entry(
+            v,
+            v - 1,
+            1000 + v,
+            &[((v % 30) as i64, v as i64)],
+        ));
+    }
+    template.integrate_upload(writer, &history).unwrap();
+    let latest = template.latest_version();
+    drop(template);
+    // The offline client: its own schema, then sets of objects 20 to 49 (20 to 29 written by
+    // both), some with earlier clocks than the other's and some with later, all based on
+    // version 0; then two based on version 5 (another run).
+    let mut backlog = vec![{
+        let mut schema = t_with_n();
+        schema.meta.version = 1;
+        UploadEntry::from_changeset(&schema)
+    }];
+    for v in 2..=41u64 {
+        let id = 20 + (v % 30) as i64;
+        let clock = if v % 2 == 0 { 500 + v } else { 2000 + v };
+        backlog.push(sets_entry(
+            v,
+            0,
+            clock,
+            &[(id, -(v as i64)), (100 + id, v as i64)],
+        ));
+    }
+    backlog.push(sets_entry(42, 5, 3000, &[(25, 4200)]));
+    backlog.push(sets_entry(43, 5, 3001, &[(26, 4300)]));
+    let copy = |name: &str| {
+        let to = path.with_file_name(format!("{name}.sqlite"));
+        std::fs::copy(&path, &to).unwrap();
+        ServerFile::open(&to).unwrap()
+    };
+    let (mut whole, mut single) = (copy("whole"), copy("single"));
+    let integrated = whole.integrate_upload(offline, &backlog).unwrap();
+    assert_eq!(integrated.versions.len(), backlog.len());
+    for entry in &backlog {
+        single
+            .integrate_upload(offline, std::slice::from_ref(entry))
+            .unwrap();
+    }
+    // The history as the other client downloads it: the offline client's changesets as
+    // integrated.
+    let changesets = |server: &ServerFile| server.download(writer, 0, usize::MAX).unwrap().entries;
+    assert_eq!(whole.latest_version(), latest + backlog.len() as u64);
+    assert_eq!(changesets(&whole), changesets(&single));
+    assert_eq!(whole.state().unwrap(), single.state().unwrap());
+    // Still behind: another changeset on version 5 meets the recorded forms.
+    let later = sets_entry(44, 5, 1500, &[(21, 1), (22, 2), (23, 3)]);
+    for server in [&mut whole, &mut single] {
+        server
+            .integrate_upload(offline, std::slice::from_ref(&later))
+            .unwrap();
+    }
+    assert_eq!(changesets(&whole), changesets(&single));
+    assert_eq!(whole.state().unwrap(), single.state().unwrap());
+
+    // A bad entry in the middle of a run: those before it are integrated, it is refused.
+    let mut faulty = copy("faulty");
+    let mut bad = backlog.clone();
+    let cut = bad[10].changeset.len() - 1;
+    bad[10].changeset.truncate(cut);
+    let err = faulty.integrate_upload(offline, &bad).unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadChangeset, "{err:?}");
+    assert_eq!(faulty.latest_version(), latest + 10);
+    let mut first_ten = copy("first-ten");
+    first_ten.integrate_upload(offline, &backlog[..10]).unwrap();
+    assert_eq!(changesets(&faulty), changesets(&first_ten));
+    assert_eq!(faulty.state().unwrap(), first_ten.state().unwrap());
+}

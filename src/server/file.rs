@@ -235,6 +235,21 @@ const EXPIRE_BATCH: i64 = 64;
 /// (one changeset larger than this is merged alone): what bounds an integration's memory.
 const MERGE_BATCH_INSTRUCTIONS: usize = 50_000;
 
+/// The encoded bytes of the uploaded entries one merge takes at most
+/// ([`ServerFile::integrate_run`]); a single larger entry is merged alone.
+const MERGE_BATCH_BYTES: usize = 1 << 20;
+
+/// Why [`ServerFile::integrate_run`] did not integrate a whole run.
+enum RunFailure {
+    /// An entry failed its checks or the merge failed: nothing was changed.
+    Untouched,
+    /// Applying an entry failed with `error`; the entries before it are `integrated`.
+    After {
+        integrated: Vec<Changeset>,
+        error: ProtocolError,
+    },
+}
+
 /// A working copy's link to PostgreSQL; without the `postgres` feature, a type no value has.
 #[cfg(feature = "postgres")]
 use super::postgres::Replica;
@@ -1476,21 +1491,59 @@ impl ServerFile {
         // only these rows are written (not the whole reciprocal history).
         let mut dirty = BTreeSet::new();
         let mut forget = 0;
-        for entry in entries {
-            if entry.client_version <= done {
-                continue;
-            }
-            let before = reciprocal.clone();
-            match self.integrate_one(client, entry, &others, &mut reciprocal, &mut dirty) {
-                Ok(integrated) => {
-                    done = entry.client_version;
-                    forget = forget.max(entry.last_integrated_server_version);
-                    appended.push(integrated);
-                }
-                Err(e) => {
-                    reciprocal = before;
-                    refused = Some(e);
+        // Runs of consecutive entries based on one server version are merged together
+        // (`integrate_run`), at most `MERGE_BATCH_INSTRUCTIONS` instructions a run; a run that
+        // fails before anything is applied is taken one entry at a time.
+        let todo: Vec<&UploadEntry> = entries.iter().filter(|e| e.client_version > done).collect();
+        let mut rest = &todo[..];
+        'runs: while let Some(first) = rest.first() {
+            let base = first.last_integrated_server_version;
+            let mut len = 1;
+            let mut size = first.changeset.len();
+            while let Some(next) = rest.get(len) {
+                size += next.changeset.len();
+                if next.last_integrated_server_version != base || size > MERGE_BATCH_BYTES {
                     break;
+                }
+                len += 1;
+            }
+            let (run, after) = rest.split_at(len);
+            rest = after;
+            let before = reciprocal.clone();
+            if run.len() > 1 {
+                match self.integrate_run(client, run, &others, &mut reciprocal, &before, &mut dirty)
+                {
+                    Ok(integrated) => {
+                        done = run[run.len() - 1].client_version;
+                        forget = forget.max(base);
+                        appended.extend(integrated);
+                        continue;
+                    }
+                    Err(RunFailure::After { integrated, error }) => {
+                        if let Some(last) = integrated.last() {
+                            done = last.meta.last_integrated_remote_version;
+                            forget = forget.max(base);
+                        }
+                        appended.extend(integrated);
+                        refused = Some(error);
+                        break;
+                    }
+                    Err(RunFailure::Untouched) => reciprocal = before.clone(),
+                }
+            }
+            for entry in run {
+                let before = reciprocal.clone();
+                match self.integrate_one(client, entry, &others, &mut reciprocal, &mut dirty) {
+                    Ok(integrated) => {
+                        done = entry.client_version;
+                        forget = forget.max(entry.last_integrated_server_version);
+                        appended.push(integrated);
+                    }
+                    Err(e) => {
+                        reciprocal = before;
+                        refused = Some(e);
+                        break 'runs;
+                    }
                 }
             }
         }
@@ -1587,6 +1640,91 @@ impl ServerFile {
         reciprocal: &mut ReciprocalHistory,
         dirty: &mut BTreeSet<FormKey>,
     ) -> Result<Changeset, ProtocolError> {
+        let incoming = self.check_entry(client, entry, others)?;
+        // Entries of this upload appended so far are in memory only; they are the uploader's own
+        // and never concurrent with it.
+        let mut batch = [incoming];
+        self.merge_concurrent(
+            entry.last_integrated_server_version,
+            others,
+            &mut batch,
+            reciprocal,
+            dirty,
+        )?;
+        let [integrated] = batch;
+        self.apply_integrated(entry, integrated, reciprocal)
+    }
+
+    /// Consecutive entries of one upload based on one server version, so concurrent with the
+    /// same changesets of other clients, integrated with one merge: the same result as
+    /// [`integrate_one`](Self::integrate_one) for each in turn, without reading and merging the
+    /// window once an entry (an offline backlog of 1,000 changesets against 5,000 of another
+    /// client took 2.2 s entry by entry, `benches/upload.rs`).
+    ///
+    /// When an entry fails its checks or the merge fails, nothing is changed
+    /// ([`RunFailure::Untouched`]: the caller takes the entries one at a time, to integrate
+    /// those before the faulty one and refuse it as before). When applying entry `k` fails,
+    /// the entries before it are integrated and the reciprocal history is made again from
+    /// `before` with them alone ([`RunFailure::After`]).
+    fn integrate_run(
+        &mut self,
+        client: u64,
+        run: &[&UploadEntry],
+        others: &Others,
+        reciprocal: &mut ReciprocalHistory,
+        before: &ReciprocalHistory,
+        dirty: &mut BTreeSet<FormKey>,
+    ) -> Result<Vec<Changeset>, RunFailure> {
+        let base = run[0].last_integrated_server_version;
+        let mut batch = Vec::with_capacity(run.len());
+        for entry in run {
+            batch.push(
+                self.check_entry(client, entry, others)
+                    .map_err(|_| RunFailure::Untouched)?,
+            );
+        }
+        self.merge_concurrent(base, others, &mut batch, reciprocal, dirty)
+            .map_err(|_| RunFailure::Untouched)?;
+        let mut integrated = Vec::with_capacity(run.len());
+        for (k, (entry, merged)) in run.iter().zip(batch).enumerate() {
+            match self.apply_integrated(entry, merged, reciprocal) {
+                Ok(cs) => integrated.push(cs),
+                Err(error) => {
+                    // The forms record the merge of every entry of the run: made again with
+                    // the entries integrated.
+                    *reciprocal = before.clone();
+                    let mut again = Vec::with_capacity(k);
+                    for entry in &run[..k] {
+                        again.push(entry.to_changeset(client).map_err(|e| {
+                            ProtocolError::new(ErrorCode::BadChangeset, e.to_string())
+                        }));
+                    }
+                    let remerged =
+                        again
+                            .into_iter()
+                            .collect::<Result<Vec<_>, _>>()
+                            .and_then(|mut again| {
+                                self.merge_concurrent(base, others, &mut again, reciprocal, dirty)
+                            });
+                    if let Err(e) = remerged {
+                        // It merged a moment ago; should it not, the error stands for both.
+                        tracing::error!(error = %e, "merging the integrated part of a run again failed");
+                    }
+                    reciprocal.forget_through(base);
+                    return Err(RunFailure::After { integrated, error });
+                }
+            }
+        }
+        Ok(integrated)
+    }
+
+    /// The checks an uploaded entry passes before it is merged, and the entry decoded.
+    fn check_entry(
+        &self,
+        client: u64,
+        entry: &UploadEntry,
+        others: &Others,
+    ) -> Result<Changeset, ProtocolError> {
         if entry.changeset.len() > limits::MAX_CHANGESET_SIZE {
             // What a Tandem client refuses at commit; no client could download it.
             return Err(ProtocolError::new(
@@ -1627,11 +1765,18 @@ impl ServerFile {
                 ),
             ));
         }
-        // Entries of this upload appended so far are in memory only; they are the uploader's own
-        // and never concurrent with it.
-        let mut batch = [incoming];
-        self.merge_concurrent(base, others, &mut batch, reciprocal, dirty)?;
-        let [mut integrated] = batch;
+        Ok(incoming)
+    }
+
+    /// Applies an entry's merged changeset to the materialized state (atomically) and gives it
+    /// its server version.
+    fn apply_integrated(
+        &mut self,
+        entry: &UploadEntry,
+        mut integrated: Changeset,
+        reciprocal: &mut ReciprocalHistory,
+    ) -> Result<Changeset, ProtocolError> {
+        let base = entry.last_integrated_server_version;
         self.state
             .apply(&integrated, self.latest + 1)
             .map_err(state_err)?;
