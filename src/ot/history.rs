@@ -89,9 +89,7 @@ impl ReciprocalHistory {
         // `merge_refs` changes nothing on error, so `incoming` is merged in place. A local
         // changeset the merge left as it was keeps the form it had (recorded, or the
         // changeset itself): only changed ones are recorded.
-        let t0 = std::time::Instant::now();
         let merged = merge::merge_refs(&local, incoming)?;
-        let t1 = std::time::Instant::now();
         let mut forms = Vec::with_capacity(merged.iter().filter(|m| m.is_some()).count());
         for ((key, _), cs) in concurrent.iter().zip(merged) {
             let Some(cs) = cs else {
@@ -105,9 +103,6 @@ impl ReciprocalHistory {
             }
         }
         self.transformed.record(forms);
-        if std::env::var("TANDEM_PHASES").is_ok() {
-            eprintln!("merge_refs {:?} record {:?}", t1 - t0, t1.elapsed());
-        }
         Ok(())
     }
 
@@ -240,9 +235,11 @@ impl ReciprocalHistory {
 /// A sorted vector rather than a map: a merge of a long branch records a form for each of its
 /// changesets, already in version order, and moving that list in whole is what the history
 /// costs then. A `BTreeMap` built from 500,000 forms was 10% of the merge of a million events
-/// (`benches/branches.rs`, `halves`). Look-ups are binary searches; a form for a version not
-/// yet recorded is placed by merging the two sorted lists (linear in the history, as is the
-/// merge that made it, which imports every concurrent changeset).
+/// (`benches/branches.rs`, `halves`). Look-ups are binary searches. Forms after every recorded
+/// version (a merge's usual result, and loading in version order) are appended; a form for a
+/// version not recorded that falls among recorded ones costs one pass over the history, once
+/// per call (the new forms of a call are merged in together). That happens when a merge first
+/// changes a local changeset that earlier merges left as it was.
 #[derive(Clone, Debug, Default)]
 struct Forms(Vec<(u64, Changeset)>);
 
@@ -324,6 +321,11 @@ impl Forms {
     fn forget_before(&mut self, version: u64) {
         let kept = self.0.partition_point(|(v, _)| *v < version);
         self.0.drain(..kept);
+        // A history that once held a long branch's forms gives the room back once the peer
+        // has integrated most of them (as the map freed its nodes).
+        if self.0.capacity() > 2 * self.0.len() + 64 {
+            self.0.shrink_to_fit();
+        }
     }
 }
 

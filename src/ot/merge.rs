@@ -386,12 +386,9 @@ fn merge_refs_with(
     if left.iter().all(|c| c.is_empty()) || right.iter().all(Changeset::is_empty) {
         return Ok(vec![None; left.len()]);
     }
-    let t0 = std::time::Instant::now();
     let mut strings = Strings::default();
     let mut l = import(&mut strings, left.iter().copied())?;
-    let t1 = std::time::Instant::now();
     let mut r = import(&mut strings, right.iter())?;
-    let t2 = std::time::Instant::now();
     if !indexed {
         let all_left: Vec<usize> = (0..l.ops.len()).collect();
         let all_right: Vec<usize> = (0..r.ops.len()).collect();
@@ -466,7 +463,6 @@ fn merge_refs_with(
         }
         last = b;
     }
-    let t3 = std::time::Instant::now();
     for (key, bucket) in &buckets {
         if bucket.right.is_empty() {
             continue;
@@ -481,23 +477,8 @@ fn merge_refs_with(
         }
     }
 
-    let t4 = std::time::Instant::now();
     export_in_place(&strings, r, right);
-    let t5 = std::time::Instant::now();
-    let out = export(&strings, l, left);
-    let t6 = std::time::Instant::now();
-    if std::env::var("TANDEM_PHASES").is_ok() {
-        eprintln!(
-            "import l {:?} import r {:?} groups {:?} merge {:?} export r {:?} export l {:?}",
-            t1 - t0,
-            t2 - t1,
-            t3 - t2,
-            t4 - t3,
-            t5 - t4,
-            t6 - t5
-        );
-    }
-    Ok(out)
+    Ok(export(&strings, l, left))
 }
 
 /// What [`join_all`] finds besides each op's group: the tables erased (by `EraseTable` or

@@ -1419,8 +1419,9 @@ impl ServerFile {
         Ok(report)
     }
 
-    /// Integrates an upload from `client`, entry by entry, and stores what it produced in one
-    /// durable transaction before returning. Entries already integrated (a resend after a
+    /// Integrates an upload from `client`, entry by entry in effect (consecutive entries on one
+    /// base are merged together, with the same result: `docs/ot.md`, "Runs of one base"), and
+    /// stores what it produced in one durable transaction before returning. Entries already integrated (a resend after a
     /// reconnect) are skipped. An entry that does not decode, cannot be merged or does not apply
     /// is refused (212; 225 for a schema change that conflicts with the schema; 209 for a base
     /// version from the future): the entries before it are kept
@@ -1492,7 +1493,7 @@ impl ServerFile {
         let mut dirty = BTreeSet::new();
         let mut forget = 0;
         // Runs of consecutive entries based on one server version are merged together
-        // (`integrate_run`), at most `MERGE_BATCH_INSTRUCTIONS` instructions a run; a run that
+        // (`integrate_run`), at most `MERGE_BATCH_BYTES` of encoded entries a run; a run that
         // fails before anything is applied is taken one entry at a time.
         let todo: Vec<&UploadEntry> = entries.iter().filter(|e| e.client_version > done).collect();
         let mut rest = &todo[..];
@@ -1509,8 +1510,8 @@ impl ServerFile {
             }
             let (run, after) = rest.split_at(len);
             rest = after;
-            let before = reciprocal.clone();
             if run.len() > 1 {
+                let before = reciprocal.clone();
                 match self.integrate_run(client, run, &others, &mut reciprocal, &before, &mut dirty)
                 {
                     Ok(integrated) => {
@@ -1528,7 +1529,7 @@ impl ServerFile {
                         refused = Some(error);
                         break;
                     }
-                    Err(RunFailure::Untouched) => reciprocal = before.clone(),
+                    Err(RunFailure::Untouched) => reciprocal = before,
                 }
             }
             for entry in run {
@@ -1661,9 +1662,10 @@ impl ServerFile {
     /// window once an entry (an offline backlog of 1,000 changesets against 5,000 of another
     /// client took 2.2 s entry by entry, `benches/upload.rs`).
     ///
-    /// When an entry fails its checks or the merge fails, nothing is changed
-    /// ([`RunFailure::Untouched`]: the caller takes the entries one at a time, to integrate
-    /// those before the faulty one and refuse it as before). When applying entry `k` fails,
+    /// When an entry fails its checks or the merge fails, nothing is changed but `dirty`
+    /// (which may name forms a partial merge rewrote; the caller puts `before` back, so they
+    /// are written as they were) ([`RunFailure::Untouched`]: the caller takes the entries one
+    /// at a time, to integrate those before the faulty one and refuse it as before). When applying entry `k` fails,
     /// the entries before it are integrated and the reciprocal history is made again from
     /// `before` with them alone ([`RunFailure::After`]).
     fn integrate_run(
@@ -1691,8 +1693,11 @@ impl ServerFile {
                 Ok(cs) => integrated.push(cs),
                 Err(error) => {
                     // The forms record the merge of every entry of the run: made again with
-                    // the entries integrated.
+                    // the entries integrated (none: as they were).
                     *reciprocal = before.clone();
+                    if k == 0 {
+                        return Err(RunFailure::After { integrated, error });
+                    }
                     let mut again = Vec::with_capacity(k);
                     for entry in &run[..k] {
                         again.push(entry.to_changeset(client).map_err(|e| {

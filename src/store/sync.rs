@@ -391,30 +391,26 @@ impl Database {
                 };
                 // What the local changesets concurrent with the run reach, in their recorded
                 // forms (`None` inside: there are none); built when an encoded entry first
-                // asks. Merging the run's entries rewrites those forms only on the objects the
-                // entries address, so a reach built before stays exact
-                // (`ReciprocalHistory::needs_merge`), unless an entry erased a table: a merge
-                // with one can add instructions elsewhere, and the reach is built again.
+                // asks. A merge rewrites and discards instructions only on the objects the
+                // merged entries address, so a reach built before it stays a safe answer
+                // (`ReciprocalHistory::needs_merge`), except that a side erasing a table gains
+                // erasures of the columns linking to it: after a merge where either side erases
+                // a table, the reach is built again.
                 let mut local_reach: Option<Option<MergeReach>> = None;
-                while let Some(entry) =
+                'entries: while let Some(entry) =
                     entries.next_if(|e| e.meta().last_integrated_remote_version == seen)
                 {
                     if run.pending_instructions >= Run::MAX_PENDING_INSTRUCTIONS {
+                        let local_erases = local_reach.as_ref().is_some_and(|r| r.as_ref().is_some_and(MergeReach::erases_table));
                         let flushed = run.flush(conn, schemas, &mut reciprocal, watching, &mut touched)?;
                         merged_any |= flushed.merged;
-                        if flushed.erased_table {
+                        if flushed.merged && (flushed.erased_table || local_erases) {
                             local_reach = None;
                         }
                     }
                     let cs = match entry {
                         Incoming::Decoded(cs) => cs,
-                        // Behind merged entries waiting, an entry joins them, so that the
-                        // order of application stays the server's (merging one that meets no
-                        // local change changes nothing).
-                        Incoming::Encoded { meta, bytes } if !run.pending.is_empty() => {
-                            decode_entry(meta, &bytes)?
-                        }
-                        Incoming::Encoded { meta, bytes } => {
+                        Incoming::Encoded { meta, bytes } => loop {
                             let reach = local_reach.get_or_insert_with(|| {
                                 let mut forms = local
                                     .iter()
@@ -426,27 +422,40 @@ impl Database {
                             let meets = reach
                                 .as_ref()
                                 .is_some_and(|r| r.meets_encoded(&bytes, ErasedTables::AlwaysMeet));
-                            if meets {
-                                decode_entry(meta, &bytes)?
-                            } else {
-                                // Applied as it is decoded: no local change can meet it.
-                                let mut builder = notify::TouchedBuilder::default();
-                                apply::apply_stream(conn, schemas, &bytes, |strings, instruction| {
-                                    if watching {
-                                        builder.add(strings, instruction);
-                                    }
-                                })
-                                .map_err(|e| match e {
-                                    apply::StreamFailure::Decode(e) => bad_changeset(meta.version, &e),
-                                    apply::StreamFailure::Apply(e) => e.into(),
-                                })?;
-                                reciprocal.forget_through(seen);
-                                if watching {
-                                    touched.push(builder.finish());
+                            // Behind merged entries waiting, a small entry that meets no local
+                            // change joins them (merging it changes nothing, and the server's
+                            // order of application stays); a larger one is applied as it is
+                            // decoded once they are, so it is never held decoded.
+                            if meets || (!run.pending.is_empty() && bytes.len() <= Run::JOIN_BYTES) {
+                                break decode_entry(meta, &bytes)?;
+                            }
+                            if !run.pending.is_empty() {
+                                let local_erases = reach.as_ref().is_some_and(MergeReach::erases_table);
+                                let flushed = run.flush(conn, schemas, &mut reciprocal, watching, &mut touched)?;
+                                merged_any |= flushed.merged;
+                                if flushed.merged && (flushed.erased_table || local_erases) {
+                                    local_reach = None;
                                 }
+                                // Asked again, with nothing waiting.
                                 continue;
                             }
-                        }
+                            // Applied as it is decoded: no local change can meet it.
+                            let mut builder = notify::TouchedBuilder::default();
+                            apply::apply_stream(conn, schemas, &bytes, |strings, instruction| {
+                                if watching {
+                                    builder.add(strings, instruction);
+                                }
+                            })
+                            .map_err(|e| match e {
+                                apply::StreamFailure::Decode(e) => bad_changeset(meta.version, &e),
+                                apply::StreamFailure::Apply(e) => e.into(),
+                            })?;
+                            reciprocal.forget_through(seen);
+                            if watching {
+                                touched.push(builder.finish());
+                            }
+                            continue 'entries;
+                        },
                     };
                     run.pending_instructions += cs.len();
                     run.pending.push(cs);
@@ -519,6 +528,12 @@ impl Run<'_> {
     /// 27 MB): one DOWNLOAD (up to 16 MiB) of small instructions decodes to far more.
     /// (Eight in the unit tests, so that they merge a run in several parts.)
     const MAX_PENDING_INSTRUCTIONS: usize = if cfg!(test) { 8 } else { 1 << 18 };
+
+    /// The encoded size up to which an entry meeting no local change joins the merged entries
+    /// waiting before it, rather than having them merged first so that it can be applied as it
+    /// is decoded: small entries cost less merged than a merge each, large ones are never held
+    /// decoded (a fresh client's first download of a bulk insert).
+    const JOIN_BYTES: usize = 64 << 10;
 
     /// Merges the pending changesets with the local changesets after `seen` that they can
     /// meet (in one [`ReciprocalHistory::integrate`] call: the same result as one call per
@@ -939,6 +954,58 @@ mod tests {
             one_by_one.export_state().unwrap()
         );
         assert!(title(2).contains("server last 2"), "{}", title(2));
+    }
+
+    /// An entry larger than `Run::JOIN_BYTES` that meets no local change is applied as it is
+    /// decoded, after the merged entries waiting before it: here it writes an object one of
+    /// them wrote too, so applied first it would lose to the earlier write.
+    #[test]
+    fn a_large_entry_behind_merged_ones_applies_after_them() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let server = Database::open(
+            dir.path().join("server.sqlite"),
+            &schema(),
+            Config::default(),
+        )
+        .unwrap();
+        let db = Database::open(dir.path().join("c.sqlite"), &schema(), Config::default()).unwrap();
+        put(&db, 1, "local 1");
+        let mut w = server.begin_write().unwrap();
+        for key in [1, 2] {
+            w.upsert(
+                "Task",
+                PrimaryKey::Int(key),
+                &[(
+                    "title",
+                    crate::model::Value::String(format!("server pair {key}")),
+                )],
+            )
+            .unwrap();
+        }
+        w.commit().unwrap();
+        let large = "x".repeat(100 << 10);
+        put(&server, 2, &large);
+        let mut incoming = server.history().unwrap();
+        as_download(&mut incoming, 1, |_| 0);
+        let entries = encoded(&incoming);
+        assert!(
+            matches!(&entries[2], Incoming::Encoded { bytes, .. } if bytes.len() > super::Run::JOIN_BYTES)
+        );
+        db.integrate_download_encoded(entries, cursors(3)).unwrap();
+        let title = |key: i64| {
+            db.read()
+                .unwrap()
+                .object("Task", &PrimaryKey::Int(key))
+                .unwrap()
+                .map(|o| format!("{:?}", o.fields.get("title")))
+                .unwrap_or_default()
+        };
+        assert!(
+            title(2).contains(&large),
+            "{}",
+            title(2).chars().take(60).collect::<String>()
+        );
+        assert!(title(1).contains("server pair 1"), "{}", title(1));
     }
 
     /// Bytes that do not decode are refused with the server version named, and nothing of the
