@@ -727,6 +727,27 @@ mod tests {
         }
     }
 
+    /// Upserts `Task[key].title = "server pair {key}"` for both keys in one transaction.
+    fn put_pair(db: &Database, keys: [i64; 2]) {
+        let mut w = db.begin_write().unwrap();
+        for key in keys {
+            let title = crate::model::Value::String(format!("server pair {key}"));
+            w.upsert("Task", PrimaryKey::Int(key), &[("title", title)])
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+
+    /// `Task[key].title` as debug text, empty if there is no such object.
+    fn title_of(db: &Database, key: i64) -> String {
+        db.read()
+            .unwrap()
+            .object("Task", &PrimaryKey::Int(key))
+            .unwrap()
+            .map(|o| format!("{:?}", o.fields.get("title")))
+            .unwrap_or_default()
+    }
+
     fn encoded(changesets: &[Changeset]) -> Vec<Incoming> {
         changesets
             .iter()
@@ -770,14 +791,7 @@ mod tests {
             streamed.export_state().unwrap(),
             decoded.export_state().unwrap()
         );
-        let title = |db: &Database, key: i64| {
-            db.read()
-                .unwrap()
-                .object("Task", &PrimaryKey::Int(key))
-                .unwrap()
-                .map(|o| format!("{:?}", o.fields.get("title")))
-                .unwrap_or_default()
-        };
+        let title = title_of;
         // The local write to object 7 is the later one and wins; the local-only object stays.
         assert!(
             title(&streamed, 7).contains("\"local\""),
@@ -856,19 +870,7 @@ mod tests {
             // One transaction writing an object the file may have written and one it did not,
             // then one writing the second alone (which meets no local change): applied out of
             // order, the second object would end with the first write.
-            let mut w = server.begin_write().unwrap();
-            for key in [key, 100 + key] {
-                w.upsert(
-                    "Task",
-                    PrimaryKey::Int(key),
-                    &[(
-                        "title",
-                        crate::model::Value::String(format!("server pair {key}")),
-                    )],
-                )
-                .unwrap();
-            }
-            w.commit().unwrap();
+            put_pair(&server, [key, 100 + key]);
             put(&server, 100 + key, &format!("server after {}", 100 + key));
         }
         let versions: Vec<u64> = whole
@@ -913,15 +915,7 @@ mod tests {
         }
         let state = whole.export_state().unwrap();
         assert_eq!(state, one_by_one.export_state().unwrap());
-        let title = |key: i64| {
-            whole
-                .read()
-                .unwrap()
-                .object("Task", &PrimaryKey::Int(key))
-                .unwrap()
-                .map(|o| format!("{:?}", o.fields.get("title")))
-                .unwrap_or_default()
-        };
+        let title = |key: i64| title_of(&whole, key);
         // Concurrent writes: the later wins on either side. A server write made after the
         // server had the file's wins though its clock is earlier. Objects only one side wrote
         // keep its value, and each follower applies after its pair.
@@ -970,19 +964,7 @@ mod tests {
         .unwrap();
         let db = Database::open(dir.path().join("c.sqlite"), &schema(), Config::default()).unwrap();
         put(&db, 1, "local 1");
-        let mut w = server.begin_write().unwrap();
-        for key in [1, 2] {
-            w.upsert(
-                "Task",
-                PrimaryKey::Int(key),
-                &[(
-                    "title",
-                    crate::model::Value::String(format!("server pair {key}")),
-                )],
-            )
-            .unwrap();
-        }
-        w.commit().unwrap();
+        put_pair(&server, [1, 2]);
         let large = "x".repeat(100 << 10);
         put(&server, 2, &large);
         let mut incoming = server.history().unwrap();
@@ -992,14 +974,7 @@ mod tests {
             matches!(&entries[2], Incoming::Encoded { bytes, .. } if bytes.len() > super::Run::JOIN_BYTES)
         );
         db.integrate_download_encoded(entries, cursors(3)).unwrap();
-        let title = |key: i64| {
-            db.read()
-                .unwrap()
-                .object("Task", &PrimaryKey::Int(key))
-                .unwrap()
-                .map(|o| format!("{:?}", o.fields.get("title")))
-                .unwrap_or_default()
-        };
+        let title = |key: i64| title_of(&db, key);
         assert!(
             title(2).contains(&large),
             "{}",
