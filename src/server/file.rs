@@ -1663,11 +1663,11 @@ impl ServerFile {
     /// client took 2.2 s entry by entry, `benches/upload.rs`).
     ///
     /// When an entry fails its checks or the merge fails, nothing is changed but `dirty`
-    /// (which may name forms a partial merge rewrote; the caller puts `before` back, so they
-    /// are written as they were) ([`RunFailure::Untouched`]: the caller takes the entries one
-    /// at a time, to integrate those before the faulty one and refuse it as before). When applying entry `k` fails,
-    /// the entries before it are integrated and the reciprocal history is made again from
-    /// `before` with them alone ([`RunFailure::After`]).
+    /// ([`RunFailure::Untouched`]; `dirty` may name forms a partial merge rewrote, and the
+    /// caller puts `before` back, so they are written as they were). The caller then takes the
+    /// entries one at a time, to integrate those before the faulty one and refuse it as
+    /// before. When applying entry `k` fails, the entries before it are integrated and the
+    /// reciprocal history is made again from `before` with them alone ([`RunFailure::After`]).
     fn integrate_run(
         &mut self,
         client: u64,
