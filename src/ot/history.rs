@@ -244,15 +244,19 @@ impl ReciprocalHistory {
 struct Forms(Vec<(u64, Changeset)>);
 
 impl Forms {
+    /// Where `version`'s form is (`Ok`), or would go (`Err`).
+    fn find(&self, version: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&version, |(v, _)| *v)
+    }
+
     fn get(&self, version: u64) -> Option<&Changeset> {
-        let i = self.0.binary_search_by_key(&version, |(v, _)| *v).ok()?;
-        Some(&self.0[i].1)
+        Some(&self.0[self.find(version).ok()?].1)
     }
 
     /// Records one form, replacing the one recorded for its version.
     fn insert(&mut self, form: Changeset) {
         let version = form.meta.version;
-        match self.0.binary_search_by_key(&version, |(v, _)| *v) {
+        match self.find(version) {
             Ok(i) => self.0[i].1 = form,
             Err(i) => self.0.insert(i, (version, form)),
         }
@@ -283,38 +287,19 @@ impl Forms {
             }
             return;
         }
-        // Versions already recorded are replaced where they are; the rest are merged in.
+        // Versions already recorded are replaced where they are; the rest are merged in: two
+        // sorted runs, which the standard library's stable sort merges in one linear pass.
         let mut new = Vec::new();
         for (version, form) in forms {
-            match self.0.binary_search_by_key(&version, |(v, _)| *v) {
+            match self.find(version) {
                 Ok(i) => self.0[i].1 = form,
                 Err(_) => new.push((version, form)),
             }
         }
-        if new.is_empty() {
-            return;
+        if !new.is_empty() {
+            self.0.append(&mut new);
+            self.0.sort_by_key(|(version, _)| *version);
         }
-        let old = std::mem::take(&mut self.0);
-        let mut merged = Vec::with_capacity(old.len() + new.len());
-        let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
-        loop {
-            let next = match (old.peek(), new.peek()) {
-                (Some((a, _)), Some((b, _))) => {
-                    if a < b {
-                        old.next()
-                    } else {
-                        new.next()
-                    }
-                }
-                (Some(_), None) => old.next(),
-                (None, _) => new.next(),
-            };
-            match next {
-                Some(entry) => merged.push(entry),
-                None => break,
-            }
-        }
-        self.0 = merged;
     }
 
     /// Drops the forms of versions before `version`.

@@ -1698,19 +1698,14 @@ impl ServerFile {
                     if k == 0 {
                         return Err(RunFailure::After { integrated, error });
                     }
-                    let mut again = Vec::with_capacity(k);
-                    for entry in &run[..k] {
-                        again.push(entry.to_changeset(client).map_err(|e| {
-                            ProtocolError::new(ErrorCode::BadChangeset, e.to_string())
-                        }));
-                    }
-                    let remerged =
-                        again
-                            .into_iter()
-                            .collect::<Result<Vec<_>, _>>()
-                            .and_then(|mut again| {
-                                self.merge_concurrent(base, others, &mut again, reciprocal, dirty)
-                            });
+                    // Decoded again as the checks decoded them (and passed) a moment ago.
+                    let remerged = run[..k]
+                        .iter()
+                        .map(|entry| self.check_entry(client, entry, others))
+                        .collect::<Result<Vec<_>, _>>()
+                        .and_then(|mut again| {
+                            self.merge_concurrent(base, others, &mut again, reciprocal, dirty)
+                        });
                     if let Err(e) = remerged {
                         // It merged a moment ago; should it not, the error stands for both.
                         tracing::error!(error = %e, "merging the integrated part of a run again failed");

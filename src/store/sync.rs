@@ -382,45 +382,18 @@ impl Database {
             let mut merged_any = false;
             let mut entries = entries.into_iter().peekable();
             while let Some(first) = entries.peek() {
-                let seen = first.meta().last_integrated_remote_version;
-                let mut run = Run {
-                    seen,
-                    local: &local,
-                    pending: Vec::new(),
-                    pending_instructions: 0,
-                };
-                // What the local changesets concurrent with the run reach, in their recorded
-                // forms (`None` inside: there are none); built when an encoded entry first
-                // asks. A merge rewrites and discards instructions only on the objects the
-                // merged entries address, so a reach built before it stays a safe answer
-                // (`ReciprocalHistory::needs_merge`), except that a side erasing a table gains
-                // erasures of the columns linking to it: after a merge where either side erases
-                // a table, the reach is built again.
-                let mut local_reach: Option<Option<MergeReach>> = None;
+                let mut run = Run::new(first.meta().last_integrated_remote_version, &local);
                 'entries: while let Some(entry) =
-                    entries.next_if(|e| e.meta().last_integrated_remote_version == seen)
+                    entries.next_if(|e| e.meta().last_integrated_remote_version == run.seen)
                 {
                     if run.pending_instructions >= Run::MAX_PENDING_INSTRUCTIONS {
-                        let local_erases = local_reach.as_ref().is_some_and(|r| r.as_ref().is_some_and(MergeReach::erases_table));
-                        let flushed = run.flush(conn, schemas, &mut reciprocal, watching, &mut touched)?;
-                        merged_any |= flushed.merged;
-                        if flushed.merged && (flushed.erased_table || local_erases) {
-                            local_reach = None;
-                        }
+                        merged_any |= run.flush(conn, schemas, &mut reciprocal, watching, &mut touched)?;
                     }
                     let cs = match entry {
                         Incoming::Decoded(cs) => cs,
                         Incoming::Encoded { meta, bytes } => loop {
-                            let reach = local_reach.get_or_insert_with(|| {
-                                let mut forms = local
-                                    .iter()
-                                    .filter(|c| c.meta.version > seen && !c.is_empty())
-                                    .map(|c| reciprocal.form(FormKey::History(c.meta.version)).unwrap_or(c))
-                                    .peekable();
-                                forms.peek().is_some().then(|| MergeReach::of(forms))
-                            });
-                            let meets = reach
-                                .as_ref()
+                            let meets = run
+                                .local_reach(&reciprocal)
                                 .is_some_and(|r| r.meets_encoded(&bytes, ErasedTables::AlwaysMeet));
                             // Behind merged entries waiting, a small entry that meets no local
                             // change joins them (merging it changes nothing, and the server's
@@ -430,12 +403,7 @@ impl Database {
                                 break decode_entry(meta, &bytes)?;
                             }
                             if !run.pending.is_empty() {
-                                let local_erases = reach.as_ref().is_some_and(MergeReach::erases_table);
-                                let flushed = run.flush(conn, schemas, &mut reciprocal, watching, &mut touched)?;
-                                merged_any |= flushed.merged;
-                                if flushed.merged && (flushed.erased_table || local_erases) {
-                                    local_reach = None;
-                                }
+                                merged_any |= run.flush(conn, schemas, &mut reciprocal, watching, &mut touched)?;
                                 // Asked again, with nothing waiting.
                                 continue;
                             }
@@ -450,7 +418,7 @@ impl Database {
                                 apply::StreamFailure::Decode(e) => bad_changeset(meta.version, &e),
                                 apply::StreamFailure::Apply(e) => e.into(),
                             })?;
-                            reciprocal.forget_through(seen);
+                            reciprocal.forget_through(run.seen);
                             if watching {
                                 touched.push(builder.finish());
                             }
@@ -460,7 +428,7 @@ impl Database {
                     run.pending_instructions += cs.len();
                     run.pending.push(cs);
                 }
-                merged_any |= run.flush(conn, schemas, &mut reciprocal, watching, &mut touched)?.merged;
+                merged_any |= run.flush(conn, schemas, &mut reciprocal, watching, &mut touched)?;
             }
             conn.execute(
                 "DELETE FROM _tandem_reciprocal WHERE version <= ?1",
@@ -513,17 +481,17 @@ struct Run<'l> {
     pending: Vec<Changeset>,
     /// The instructions of `pending`.
     pending_instructions: usize,
+    /// What the local changesets concurrent with the run reach, in their recorded forms
+    /// (`None` inside: there are none); built when an encoded entry first asks
+    /// ([`method@Run::local_reach`]). A merge rewrites and discards instructions only on the objects
+    /// the merged entries address, so a reach built before it stays a safe answer
+    /// (`ReciprocalHistory::needs_merge`), except that a side erasing a table gains erasures
+    /// of the columns linking to it: after a merge where either side erases a table,
+    /// [`Run::flush`] drops it to be built again.
+    local_reach: Option<Option<MergeReach>>,
 }
 
-/// What [`Run::flush`] did.
-struct Flushed {
-    /// A merge ran: the recorded forms changed.
-    merged: bool,
-    /// A merged changeset erased a table.
-    erased_table: bool,
-}
-
-impl Run<'_> {
+impl<'l> Run<'l> {
     /// Decoded entries a run holds before it merges them (104 bytes an instruction, so about
     /// 27 MB): one DOWNLOAD (up to 16 MiB) of small instructions decodes to far more.
     /// (Eight in the unit tests, so that they merge a run in several parts.)
@@ -535,9 +503,44 @@ impl Run<'_> {
     /// decoded (a fresh client's first download of a bulk insert).
     const JOIN_BYTES: usize = 64 << 10;
 
+    fn new(seen: u64, local: &'l [Changeset]) -> Self {
+        Run {
+            seen,
+            local,
+            pending: Vec::new(),
+            pending_instructions: 0,
+            local_reach: None,
+        }
+    }
+
+    /// The local changesets concurrent with the run: after `seen`, and not empty.
+    fn concurrent(&self) -> impl Iterator<Item = &'l Changeset> {
+        let seen = self.seen;
+        self.local
+            .iter()
+            .filter(move |c| c.meta.version > seen && !c.is_empty())
+    }
+
+    /// [`Run::local_reach`](field@Run::local_reach), built if it is not.
+    fn local_reach(&mut self, reciprocal: &ReciprocalHistory) -> Option<&MergeReach> {
+        if self.local_reach.is_none() {
+            let mut forms = self
+                .concurrent()
+                .map(|c| {
+                    reciprocal
+                        .form(FormKey::History(c.meta.version))
+                        .unwrap_or(c)
+                })
+                .peekable();
+            self.local_reach = Some(forms.peek().is_some().then(|| MergeReach::of(forms)));
+        }
+        self.local_reach.as_ref().and_then(Option::as_ref)
+    }
+
     /// Merges the pending changesets with the local changesets after `seen` that they can
     /// meet (in one [`ReciprocalHistory::integrate`] call: the same result as one call per
-    /// changeset, in order), then applies them in order.
+    /// changeset, in order), then applies them in order. Returns whether a merge ran (the
+    /// recorded forms changed).
     fn flush(
         &mut self,
         conn: &Connection,
@@ -545,32 +548,32 @@ impl Run<'_> {
         reciprocal: &mut ReciprocalHistory,
         watching: bool,
         touched: &mut Vec<notify::Touched>,
-    ) -> Result<Flushed, StoreError> {
-        let mut flushed = Flushed {
-            merged: false,
-            erased_table: false,
-        };
+    ) -> Result<bool, StoreError> {
         if self.pending.is_empty() {
-            return Ok(flushed);
+            return Ok(false);
         }
         // Local changesets these cannot meet are left out: merging with them would change
         // neither (`ReciprocalHistory::needs_merge`), and a large server changeset is then not
         // imported at all (a fresh client's schema changeset against a bulk insert;
         // `docs/ot.md`).
         let reach = MergeReach::of(&self.pending);
-        flushed.erased_table = reach.erases_table();
         let concurrent: Vec<&Changeset> = self
-            .local
-            .iter()
-            .filter(|c| c.meta.version > self.seen && !c.is_empty())
+            .concurrent()
             .filter(|c| reciprocal.needs_merge(&reach, c))
             .collect();
         // With no local change the server had not seen, there is nothing to transform.
-        flushed.merged = !concurrent.is_empty();
-        if flushed.merged {
+        let merged = !concurrent.is_empty();
+        if merged {
             reciprocal
                 .integrate(&mut self.pending, &concurrent)
                 .map_err(|e| merge_failure(schemas, &self.pending, e))?;
+            let local_erases = self
+                .local_reach
+                .as_ref()
+                .is_some_and(|r| r.as_ref().is_some_and(MergeReach::erases_table));
+            if reach.erases_table() || local_erases {
+                self.local_reach = None;
+            }
         }
         reciprocal.forget_through(self.seen);
         for cs in self.pending.drain(..) {
@@ -580,7 +583,7 @@ impl Run<'_> {
             }
         }
         self.pending_instructions = 0;
-        Ok(flushed)
+        Ok(merged)
     }
 }
 
@@ -699,11 +702,15 @@ mod tests {
         }
     }
 
+    /// A `Task` file named `name` in `dir`.
+    fn open_task_file(dir: &std::path::Path, name: &str) -> Database {
+        Database::open(dir.join(name), &schema(), Config::default()).unwrap()
+    }
+
     /// The changesets another file made, as a DOWNLOAD carries them: server versions 1 to n,
     /// made before the server had integrated anything of the receiving file.
     fn server_changesets(dir: &std::path::Path) -> Vec<Changeset> {
-        let server =
-            Database::open(dir.join("server.sqlite"), &schema(), Config::default()).unwrap();
+        let server = open_task_file(dir, "server.sqlite");
         for key in 0..40 {
             put(&server, key, &format!("server {key}"));
         }
@@ -768,7 +775,7 @@ mod tests {
         let last = incoming.last().unwrap().meta.version;
         // Local changes the server has not seen: object 7 meets the server's, object 100 not.
         let open = |name: &str| {
-            let db = Database::open(dir.path().join(name), &schema(), Config::default()).unwrap();
+            let db = open_task_file(dir.path(), name);
             put(&db, 100, "local only");
             put(&db, 7, "local");
             db
@@ -815,12 +822,7 @@ mod tests {
         assert!(change.modifications.len() <= 1, "{change:?}");
 
         // A fresh file with no local change takes the streamed path for every changeset.
-        let fresh = Database::open(
-            dir.path().join("fresh.sqlite"),
-            &schema(),
-            Config::default(),
-        )
-        .unwrap();
+        let fresh = open_task_file(dir.path(), "fresh.sqlite");
         fresh
             .integrate_download_encoded(encoded(&incoming), cursors(last))
             .unwrap();
@@ -848,18 +850,13 @@ mod tests {
     #[test]
     fn a_download_merged_in_runs_ends_as_one_entry_at_a_time() {
         let dir = tempfile::TempDir::new().unwrap();
-        let server = Database::open(
-            dir.path().join("server.sqlite"),
-            &schema(),
-            Config::default(),
-        )
-        .unwrap();
+        let server = open_task_file(dir.path(), "server.sqlite");
         // Server writes before and after the local ones: each side wins some conflicts.
         for key in 0..12 {
             put(&server, key, &format!("server early {key}"));
         }
         let open = |name: &str| {
-            let db = Database::open(dir.path().join(name), &schema(), Config::default()).unwrap();
+            let db = open_task_file(dir.path(), name);
             for key in (0..30).step_by(2) {
                 put(&db, key, &format!("local {key}"));
             }
@@ -956,13 +953,8 @@ mod tests {
     #[test]
     fn a_large_entry_behind_merged_ones_applies_after_them() {
         let dir = tempfile::TempDir::new().unwrap();
-        let server = Database::open(
-            dir.path().join("server.sqlite"),
-            &schema(),
-            Config::default(),
-        )
-        .unwrap();
-        let db = Database::open(dir.path().join("c.sqlite"), &schema(), Config::default()).unwrap();
+        let server = open_task_file(dir.path(), "server.sqlite");
+        let db = open_task_file(dir.path(), "c.sqlite");
         put(&db, 1, "local 1");
         put_pair(&server, [1, 2]);
         let large = "x".repeat(100 << 10);
@@ -989,7 +981,7 @@ mod tests {
     fn a_bad_encoded_changeset_applies_nothing() {
         let dir = tempfile::TempDir::new().unwrap();
         let incoming = server_changesets(dir.path());
-        let db = Database::open(dir.path().join("a.sqlite"), &schema(), Config::default()).unwrap();
+        let db = open_task_file(dir.path(), "a.sqlite");
         let mut entries = encoded(&incoming[..3]);
         let mut truncated = incoming[3].encode();
         truncated.truncate(truncated.len() - 1);
