@@ -19,7 +19,7 @@
 //! 2. Checks that every codec round-trips it: `decode(encode(cs)) == cs`, serde_json back to an
 //!    equal changeset, and zlib back to the same bytes. The figures are for correct code.
 //! 3. Prints a summary table measured in this process (median of [`RUNS`] timed runs after one
-//!    warm-up): bytes, MiB/s and million instructions/s for each codec, the zlib level-1 ratio,
+//!    warm-up; each tandem codec's runs alternate with serde_json's): bytes, MiB/s and million instructions/s for each codec, the zlib level-1 ratio,
 //!    the serde_json size against the Realm-format size, and the speed of each tandem codec
 //!    against serde_json's (serde_json's median time over tandem's).
 //! 4. Runs the criterion groups `encode/{tandem,serde_json}`, `decode/{tandem,serde_json}` and
@@ -52,8 +52,9 @@ use tandem::model::Timestamp;
 /// Instructions in the benchmarked changeset.
 const INSTRUCTIONS: usize = 100_000;
 
-/// Timed runs per figure in the summary table (the median is reported).
-const RUNS: usize = 7;
+/// Timed runs per figure in the summary table (the median is reported). Each tandem codec's
+/// runs alternate with serde_json's, so that both see the same machine.
+const RUNS: usize = 21;
 
 /// Seed of the generator; any nonzero constant.
 const SEED: u64 = 0x2545_F491_4F6C_DD1D;
@@ -727,6 +728,29 @@ fn median_seconds<T>(mut f: impl FnMut() -> T) -> f64 {
     times[RUNS / 2]
 }
 
+/// Median wall times of [`RUNS`] calls each of `a` and `b`, called alternately, after one untimed
+/// warm-up call of each.
+fn median_seconds_alternated<T, U>(
+    mut a: impl FnMut() -> T,
+    mut b: impl FnMut() -> U,
+) -> (f64, f64) {
+    black_box(a());
+    black_box(b());
+    let mut times_a = Vec::with_capacity(RUNS);
+    let mut times_b = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        black_box(a());
+        times_a.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        black_box(b());
+        times_b.push(start.elapsed().as_secs_f64());
+    }
+    times_a.sort_by(f64::total_cmp);
+    times_b.sort_by(f64::total_cmp);
+    (times_a[RUNS / 2], times_b[RUNS / 2])
+}
+
 fn instruction_mix(cs: &Changeset) -> String {
     const NAMES: [&str; 14] = [
         "AddTable",
@@ -772,30 +796,28 @@ fn instruction_mix(cs: &Changeset) -> String {
 fn print_summary(f: &Fixture) {
     let n = f.cs.len() as f64;
     let realm_len = f.realm.len();
+    let (tandem_encode, json_encode_seconds) = median_seconds_alternated(
+        || black_box(&f.cs).encode(),
+        || json_encode(black_box(&f.cs)),
+    );
+    let (tandem_decode, json_decode_seconds) = median_seconds_alternated(
+        || Changeset::decode(black_box(&f.realm)).unwrap(),
+        || json_decode(black_box(&f.json)),
+    );
     let rows: [(&str, usize, usize, f64); 6] = [
-        (
-            "tandem encode",
-            realm_len,
-            realm_len,
-            median_seconds(|| black_box(&f.cs).encode()),
-        ),
-        (
-            "tandem decode",
-            realm_len,
-            realm_len,
-            median_seconds(|| Changeset::decode(black_box(&f.realm)).unwrap()),
-        ),
+        ("tandem encode", realm_len, realm_len, tandem_encode),
+        ("tandem decode", realm_len, realm_len, tandem_decode),
         (
             "serde_json encode",
             f.json.len(),
             f.json.len(),
-            median_seconds(|| json_encode(black_box(&f.cs))),
+            json_encode_seconds,
         ),
         (
             "serde_json decode",
             f.json.len(),
             f.json.len(),
-            median_seconds(|| json_decode(black_box(&f.json))),
+            json_decode_seconds,
         ),
         (
             "zlib compress (level 1)",

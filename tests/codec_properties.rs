@@ -297,6 +297,8 @@ fn stream_matches_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
         }
         (Err(a), Err(b)) => {
             prop_assert_eq!(a.to_string(), b.to_string());
+            // The instruction that failed half-read is not left behind.
+            prop_assert!(stream.strings().instructions.is_empty());
             prop_assert!(stream.next_instruction().unwrap().is_none());
         }
         (a, b) => prop_assert!(false, "decode {:?}, stream {:?}", a.map(|_| ()), b),
