@@ -107,13 +107,29 @@ fn export(strings: &Strings, mut side: Side, changesets: &[&Changeset]) -> Vec<O
     let mut out = Vec::with_capacity(changesets.len());
     let mut local = LocalStrings::new(strings);
     let mut rest = &mut side.ops[..];
+    // The last merged form that kept its changeset's table, and that table's index: a run of
+    // changesets with equal tables (one index, see `import`) shares the first one's table.
+    // Taking each changeset's own table instead put a cache miss on every form (the reference
+    // count of a table not read since the import: two thirds of this function's time on a
+    // long branch, `perf`, `benches/branches.rs`).
+    let mut shared: Option<(u32, Changeset)> = None;
     for (cs, &table) in changesets.iter().zip(&side.table_of) {
         let ops = next_ops(&mut rest, cs);
         out.push(match local.form(&side.tables, table, ops, cs) {
             Form::Unchanged => None,
-            // The merged form shares `cs`'s string table instead of building one of its own.
+            // The merged form shares a string table equal to `cs`'s instead of building one of
+            // its own.
             Form::SameStrings => {
-                let mut merged = cs.with_strings_of();
+                let mut merged = match &shared {
+                    Some((index, with)) if *index == table => with.with_strings_of(),
+                    _ => {
+                        let with = cs.with_strings_of();
+                        let merged = with.with_strings_of();
+                        shared = Some((table, with));
+                        merged
+                    }
+                };
+                merged.meta = cs.meta;
                 merged.instructions = ops.iter_mut().map(|op| local.map(take(op))).collect();
                 Some(merged)
             }
