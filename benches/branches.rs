@@ -29,7 +29,12 @@
 //! N/2 of them, and each branch's events are its own changesets: one changeset per trace
 //! transaction (for automerge-paper, one keystroke per changeset; `TANDEM_BRANCHES_BATCH=k`
 //! puts k events in each instead). Every `ArrayInsert` / `ArrayErase` carries the list's true
-//! size before it as `prior_size`. Two scenarios:
+//! size before it as `prior_size`. Each branch's changesets are then held as a peer holds them
+//! after reading them back (a client's history rows and a DOWNLOAD's entries, the server's
+//! history rows and an UPLOAD's entries): encoded, and decoded each beside the one before it
+//! ([`Changeset::decode_sharing`], as `store::history`, `store::sync` and `server::file` decode
+//! them), so that a run of changesets naming the same strings holds one string table. Two
+//! scenarios:
 //!
 //! - `halves` (the headline): the trace's first half and second half written concurrently.
 //!   The base list is `[SEP] ++ doc(N/2)`, where `doc(k)` is the text after k events. Branch A
@@ -435,6 +440,22 @@ fn branch(
             Edit::Insert { .. } => section_len += 1,
             Edit::Delete { .. } => section_len -= 1,
         }
+    }
+    read_back(out)
+}
+
+/// `changesets` as a peer holds them after reading them back (its history's rows, a DOWNLOAD's
+/// or an UPLOAD's entries): each encoded, then decoded beside the one before it as
+/// `store::history`, `store::sync` and `server::file` decode them
+/// ([`Changeset::decode_sharing`]: a run of equal string tables is one table), metadata kept.
+fn read_back(changesets: Vec<Changeset>) -> Vec<Changeset> {
+    let mut out: Vec<Changeset> = Vec::with_capacity(changesets.len());
+    for cs in changesets {
+        let bytes = cs.encode();
+        let mut again =
+            Changeset::decode_sharing(&bytes, out.last()).expect("a changeset it encoded decodes");
+        again.meta = cs.meta;
+        out.push(again);
     }
     out
 }

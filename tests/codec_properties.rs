@@ -306,6 +306,66 @@ fn stream_matches_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Decodes `bytes` beside `earlier`'s table and checks the outcome against
+/// `Changeset::decode`: the same changeset (strings included), or the same error.
+fn sharing_matches_decode(bytes: &[u8], earlier: &Changeset) -> Result<(), TestCaseError> {
+    match (
+        Changeset::decode(bytes),
+        Changeset::decode_sharing(bytes, Some(earlier)),
+    ) {
+        (Ok(plain), Ok(shared)) => {
+            prop_assert_eq!(&shared, &plain);
+            prop_assert_eq!(shared.strings(), plain.strings());
+            prop_assert_eq!(shared.encode(), plain.encode());
+            // Shared exactly when the tables are equal.
+            prop_assert_eq!(
+                shared.shares_strings_with(earlier),
+                shared.strings() == earlier.strings()
+            );
+        }
+        (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+        (a, b) => prop_assert!(
+            false,
+            "decode {:?}, sharing {:?}",
+            a.map(|_| ()),
+            b.map(|_| ())
+        ),
+    }
+    Ok(())
+}
+
+/// A changeset whose table is `cs`'s changed by `how`: the same, a prefix, one more string,
+/// its first string renamed, or empty.
+fn earlier_table(cs: &Changeset, how: u8) -> Changeset {
+    let strings = cs.strings();
+    let mut out = Changeset::new();
+    let names: Vec<String> = match how % 5 {
+        0 => strings.to_vec(),
+        1 => strings[..strings.len() / 2].to_vec(),
+        2 => strings
+            .iter()
+            .cloned()
+            .chain(["zz-extra".to_owned()])
+            .collect(),
+        3 => strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if i == 0 {
+                    format!("{s}-renamed")
+                } else {
+                    s.clone()
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for name in &names {
+        out.intern(name);
+    }
+    out
+}
+
 #[derive(Clone, Debug)]
 enum Mutation {
     Flip(usize, u8),
@@ -385,6 +445,21 @@ proptest! {
             apply(&mut bytes, m);
         }
         stream_matches_decode(&bytes)?;
+    }
+
+    #[test]
+    fn decoding_beside_an_earlier_table_is_decoding(
+        cs in changeset(),
+        how in any::<u8>(),
+        mutations in prop::collection::vec(mutation(), 0..3),
+    ) {
+        let earlier = earlier_table(&cs, how);
+        let mut bytes = cs.encode();
+        sharing_matches_decode(&bytes, &earlier)?;
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        sharing_matches_decode(&bytes, &earlier)?;
     }
 
     #[test]

@@ -23,13 +23,33 @@ type Result<T> = std::result::Result<T, Box<ChangesetError>>;
 const RESERVE_BYTES_PER_INSTRUCTION: usize = 16;
 
 pub(super) fn decode(input: &[u8]) -> std::result::Result<Changeset, ChangesetError> {
+    decode_sharing(input, None)
+}
+
+/// [`decode`], taking `earlier`'s string table (shared) when the input defines the same strings
+/// in the same order: see [`Changeset::decode_sharing`](super::Changeset::decode_sharing).
+pub(super) fn decode_sharing(
+    input: &[u8],
+    earlier: Option<&Changeset>,
+) -> std::result::Result<Changeset, ChangesetError> {
     let mut reader = Reader::new(input);
+    reader.earlier = earlier.map(Changeset::strings);
     let mut changeset = Changeset::new();
+    // Exactly: `reserve` would give a one-instruction changeset room for four.
     changeset
         .instructions
-        .reserve(input.len() / RESERVE_BYTES_PER_INSTRUCTION);
+        .reserve_exact(input.len() / RESERVE_BYTES_PER_INSTRUCTION);
     while reader.pos < input.len() {
         reader.instruction(&mut changeset).map_err(|e| *e)?;
+    }
+    match (reader.earlier, earlier) {
+        // Every string matched `earlier`'s, and there are as many.
+        (Some(strings), Some(earlier)) if strings.len() == reader.strings as usize => {
+            changeset.share_table_of(earlier);
+        }
+        // A prefix of them: the changeset's own table, made now.
+        (Some(strings), _) => reader.own_strings(&mut changeset, strings),
+        _ => {}
     }
     Ok(changeset)
 }
@@ -81,8 +101,13 @@ impl<'a> InstructionStream<'a> {
 struct Reader<'a> {
     input: &'a [u8],
     pos: usize,
-    /// Intern strings defined so far: the changeset's `string_count`.
+    /// Intern strings defined so far: the changeset's `string_count` once decoded.
     strings: u32,
+    /// While every string defined so far is the one at the same index of these (the string
+    /// table of a changeset decoded before, [`decode_sharing`]), they are not put into the
+    /// changeset's own table: it takes that table at the end, or copies the matched ones into
+    /// its own at the first string that differs.
+    earlier: Option<&'a [String]>,
 }
 
 impl<'a> Reader<'a> {
@@ -91,7 +116,17 @@ impl<'a> Reader<'a> {
             input,
             pos: 0,
             strings: 0,
+            earlier: None,
         }
+    }
+
+    /// Puts the strings matched so far in `earlier` into `changeset`'s own table, and stops
+    /// matching.
+    fn own_strings(&mut self, changeset: &mut Changeset, earlier: &[String]) {
+        for s in &earlier[..self.strings as usize] {
+            changeset.intern(s);
+        }
+        self.earlier = None;
     }
 
     #[cold]
@@ -466,6 +501,21 @@ impl<'a> Reader<'a> {
             );
         }
         let string_at = self.pos;
+        if let Some(earlier) = self.earlier {
+            let bytes = self.sized("intern string", MAX_STRING_LEN)?;
+            // Equal bytes are valid UTF-8, and (the earlier table holding each string once)
+            // not a string defined before.
+            if earlier
+                .get(index as usize)
+                .is_some_and(|s| s.as_bytes() == bytes)
+            {
+                self.strings += 1;
+                return Ok(());
+            }
+            // Read again below, as a string of this changeset's own.
+            self.pos = string_at;
+            self.own_strings(changeset, earlier);
+        }
         let s = self.string("intern string")?;
         if changeset.find_string(&s).is_some() {
             return self.fail(

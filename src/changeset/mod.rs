@@ -110,6 +110,34 @@ impl Changeset {
         decode::decode(bytes)
     }
 
+    /// [`decode`](Self::decode), holding `earlier`'s string table (shared, not copied) when the
+    /// bytes define the same strings in the same order: the same changeset, errors and offsets
+    /// as `decode`, and no table of its own allocated. With `None`, `decode`.
+    ///
+    /// For changesets read one after another (a history's rows, a DOWNLOAD's or an UPLOAD's
+    /// entries), whose tables are mostly equal (one class, object and field), each decoded with
+    /// the one before it: a run of them holds one table, and a merge maps that table once by a
+    /// pointer comparison, where it compared every changeset's strings through cache misses
+    /// (`ot::merge`, `benches/branches.rs`).
+    ///
+    /// ```
+    /// use tandem::changeset::Changeset;
+    ///
+    /// let mut cs = Changeset::new();
+    /// cs.intern("Doc");
+    /// let bytes = cs.encode();
+    /// let first = Changeset::decode(&bytes).unwrap();
+    /// let second = Changeset::decode_sharing(&bytes, Some(&first)).unwrap();
+    /// assert!(second.shares_strings_with(&first));
+    /// assert_eq!(second, first);
+    /// ```
+    pub fn decode_sharing(
+        bytes: &[u8],
+        earlier: Option<&Changeset>,
+    ) -> Result<Changeset, ChangesetError> {
+        decode::decode_sharing(bytes, earlier)
+    }
+
     /// Decodes Realm-format changeset bytes one instruction at a time, so that a large
     /// changeset is applied or inspected without holding all its instructions (104 bytes each)
     /// at once. The bytes, errors and offsets are those of [`decode`](Self::decode).
@@ -204,6 +232,12 @@ impl Changeset {
             instructions: Vec::new(),
             meta: self.meta,
         }
+    }
+
+    /// Makes `self` hold `earlier`'s string table, shared (the decoder, once every string it
+    /// read matched).
+    fn share_table_of(&mut self, earlier: &Changeset) {
+        self.table = earlier.table.clone();
     }
 
     /// Whether `self` and `other` hold the same string table (one shared, not two equal ones),

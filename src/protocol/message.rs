@@ -80,7 +80,18 @@ impl UploadEntry {
 
     /// The uploaded changeset, decoded, with its metadata (`origin_file_ident` is the uploader).
     pub fn to_changeset(&self, uploader: u64) -> Result<Changeset, ChangesetError> {
-        let mut cs = Changeset::decode(&self.changeset)?;
+        self.to_changeset_after(uploader, None)
+    }
+
+    /// [`to_changeset`](Self::to_changeset) beside `earlier` (the entry decoded before it),
+    /// whose string table it shares if it names the same strings
+    /// ([`Changeset::decode_sharing`]).
+    pub fn to_changeset_after(
+        &self,
+        uploader: u64,
+        earlier: Option<&Changeset>,
+    ) -> Result<Changeset, ChangesetError> {
+        let mut cs = Changeset::decode_sharing(&self.changeset, earlier)?;
         cs.meta = ChangesetMeta {
             version: self.client_version,
             last_integrated_remote_version: self.last_integrated_server_version,

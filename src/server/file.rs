@@ -1126,8 +1126,17 @@ impl ServerFile {
     }
 
     fn decode(row: HistoryRow) -> Result<Changeset, ProtocolError> {
+        Self::decode_after(row, None)
+    }
+
+    /// [`decode`](Self::decode) beside `earlier` (the row decoded before it), whose string
+    /// table it shares if it names the same strings (`Changeset::decode_sharing`).
+    fn decode_after(
+        row: HistoryRow,
+        earlier: Option<&Changeset>,
+    ) -> Result<Changeset, ProtocolError> {
         let (version, bytes, origin, timestamp, client_version) = row;
-        let mut cs = Changeset::decode(&bytes).map_err(|e| {
+        let mut cs = Changeset::decode_sharing(&bytes, earlier).map_err(|e| {
             ProtocolError::new(
                 ErrorCode::OtherSessionError,
                 format!("stored changeset {version}: {e}"),
@@ -1641,7 +1650,7 @@ impl ServerFile {
         reciprocal: &mut ReciprocalHistory,
         dirty: &mut BTreeSet<FormKey>,
     ) -> Result<Changeset, ProtocolError> {
-        let incoming = self.check_entry(client, entry, others)?;
+        let incoming = self.check_entry(client, entry, others, None)?;
         // Entries of this upload appended so far are in memory only; they are the uploader's own
         // and never concurrent with it.
         let mut batch = [incoming];
@@ -1680,10 +1689,10 @@ impl ServerFile {
         let base = run[0].last_integrated_server_version;
         let mut batch = Vec::with_capacity(run.len());
         for entry in run {
-            batch.push(
-                self.check_entry(client, entry, others)
-                    .map_err(|_| RunFailure::Untouched)?,
-            );
+            let cs = self
+                .check_entry(client, entry, others, batch.last())
+                .map_err(|_| RunFailure::Untouched)?;
+            batch.push(cs);
         }
         self.merge_concurrent(base, others, &mut batch, reciprocal, dirty)
             .map_err(|_| RunFailure::Untouched)?;
@@ -1701,7 +1710,7 @@ impl ServerFile {
                     // Decoded again as the checks decoded them (and passed) a moment ago.
                     let remerged = run[..k]
                         .iter()
-                        .map(|entry| self.check_entry(client, entry, others))
+                        .map(|entry| self.check_entry(client, entry, others, None))
                         .collect::<Result<Vec<_>, _>>()
                         .and_then(|mut again| {
                             self.merge_concurrent(base, others, &mut again, reciprocal, dirty)
@@ -1724,6 +1733,7 @@ impl ServerFile {
         client: u64,
         entry: &UploadEntry,
         others: &Others,
+        earlier: Option<&Changeset>,
     ) -> Result<Changeset, ProtocolError> {
         if entry.changeset.len() > limits::MAX_CHANGESET_SIZE {
             // What a Tandem client refuses at commit; no client could download it.
@@ -1747,7 +1757,7 @@ impl ServerFile {
             ));
         }
         let incoming = entry
-            .to_changeset(client)
+            .to_changeset_after(client, earlier)
             .map_err(|e| ProtocolError::new(ErrorCode::BadChangeset, e.to_string()))?;
         let base = entry.last_integrated_server_version;
         self.check_not_expired(client, base)?;
@@ -1848,7 +1858,7 @@ impl ServerFile {
          -> Result<(), ProtocolError> {
             let local = match (local, reciprocal.form(key)) {
                 (Some(row), _) if reciprocal.needs_merge_encoded(&reach, key, &row.1) => {
-                    Self::decode(row)?
+                    Self::decode_after(row, pending.last().map(|(_, c)| c))?
                 }
                 (None, Some(form)) if reciprocal.needs_merge_keyed(&reach, key, form) => {
                     form.clone()

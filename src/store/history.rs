@@ -313,7 +313,9 @@ pub(crate) fn read_history_until(
         }
         let version: i64 = row.get(0)?;
         let bytes: Vec<u8> = row.get(1)?;
-        let mut cs = Changeset::decode(&bytes)
+        // Beside the row before it: consecutive rows mostly name the same strings, and then
+        // hold one table (`Changeset::decode_sharing`).
+        let mut cs = Changeset::decode_sharing(&bytes, out.last())
             .map_err(|e| StoreError::Corrupt(format!("history version {version}: {e}")))?;
         cs.meta = ChangesetMeta {
             version: version as u64,
@@ -352,6 +354,26 @@ mod tests {
         let pending = db.pending_uploads(usize::MAX).unwrap();
         let meta = &pending.last().unwrap().meta;
         (meta.origin_timestamp, meta.origin_file_ident)
+    }
+
+    /// Consecutive history rows naming the same strings are read back holding one string table
+    /// (a merge then maps it once); a row with other strings has its own.
+    #[test]
+    fn history_read_back_shares_equal_string_tables() {
+        let (_scratch, dir) = test_dir("shared-tables");
+        let db = Database::open(dir.join("a.sqlite"), &schema(), Config::default()).unwrap();
+        for key in 1..=3 {
+            create(&db, key);
+        }
+        let read = db.pending_uploads(usize::MAX).unwrap();
+        // The schema's changeset first, then one per object.
+        let tasks = &read[read.len() - 3..];
+        assert!(tasks[1].shares_strings_with(&tasks[0]));
+        assert!(tasks[2].shares_strings_with(&tasks[1]));
+        assert!(
+            !tasks[0].shares_strings_with(&read[read.len() - 4]),
+            "the schema's changeset names other strings"
+        );
     }
 
     /// The append context a local commit keeps for the next one must never outlive a change

@@ -400,7 +400,7 @@ impl Database {
                             // order of application stays); a larger one is applied as it is
                             // decoded once they are, so it is never held decoded.
                             if meets || (!run.pending.is_empty() && bytes.len() <= Run::JOIN_BYTES) {
-                                break decode_entry(meta, &bytes)?;
+                                break decode_entry(meta, &bytes, run.pending.last())?;
                             }
                             if !run.pending.is_empty() {
                                 merged_any |= run.flush(conn, schemas, &mut reciprocal, watching, &mut touched)?;
@@ -587,9 +587,16 @@ impl<'l> Run<'l> {
     }
 }
 
-/// An entry of a DOWNLOAD decoded, its metadata set.
-fn decode_entry(meta: ChangesetMeta, bytes: &[u8]) -> Result<Changeset, StoreError> {
-    let mut cs = Changeset::decode(bytes).map_err(|e| bad_changeset(meta.version, &e))?;
+/// An entry of a DOWNLOAD decoded, its metadata set; beside `earlier` (the entry before it in
+/// its run), whose string table it shares if it names the same strings
+/// (`Changeset::decode_sharing`).
+fn decode_entry(
+    meta: ChangesetMeta,
+    bytes: &[u8],
+    earlier: Option<&Changeset>,
+) -> Result<Changeset, StoreError> {
+    let mut cs =
+        Changeset::decode_sharing(bytes, earlier).map_err(|e| bad_changeset(meta.version, &e))?;
     cs.meta = meta;
     Ok(cs)
 }
