@@ -335,11 +335,11 @@ fn sharing_matches_decode(bytes: &[u8], earlier: &Changeset) -> Result<(), TestC
 }
 
 /// A changeset whose table is `cs`'s changed by `how`: the same, a prefix, one more string,
-/// its first string renamed, or empty.
+/// its first string renamed, its first two swapped, or empty.
 fn earlier_table(cs: &Changeset, how: u8) -> Changeset {
     let strings = cs.strings();
     let mut out = Changeset::new();
-    let names: Vec<String> = match how % 5 {
+    let names: Vec<String> = match how % 6 {
         0 => strings.to_vec(),
         1 => strings[..strings.len() / 2].to_vec(),
         2 => strings
@@ -358,12 +358,34 @@ fn earlier_table(cs: &Changeset, how: u8) -> Changeset {
                 }
             })
             .collect(),
+        4 => {
+            let mut swapped = strings.to_vec();
+            if swapped.len() >= 2 {
+                swapped.swap(0, 1);
+            }
+            swapped
+        }
         _ => Vec::new(),
     };
     for name in &names {
         out.intern(name);
     }
     out
+}
+
+/// A string defined twice is refused beside an earlier table holding it as well: strings match
+/// an earlier table by index, not by being in it.
+#[test]
+fn a_repeated_string_is_refused_beside_an_earlier_table() {
+    let mut earlier = Changeset::new();
+    earlier.intern("A");
+    earlier.intern("B");
+    // INTERN_STRING (0x3F) 0 "A", then INTERN_STRING 1 "A".
+    let bytes = [0x3F, 0, 1, b'A', 0x3F, 1, 1, b'A'];
+    let plain = Changeset::decode(&bytes).unwrap_err();
+    let shared = Changeset::decode_sharing(&bytes, Some(&earlier)).unwrap_err();
+    assert_eq!(shared.to_string(), plain.to_string());
+    assert!(plain.to_string().contains("A"), "{plain}");
 }
 
 #[derive(Clone, Debug)]

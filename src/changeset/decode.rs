@@ -14,7 +14,7 @@ use crate::model::{Decimal128, ObjectId, Timestamp, Uuid};
 pub const MAX_STRING_LEN: u64 = 0xFF_FFF8 - 8 - 1;
 
 /// Errors are boxed inside the decoder so that every `Result` fits in two registers; they are
-/// unboxed once, in [`decode`].
+/// unboxed once, in [`decode_sharing`] (or [`InstructionStream::next_instruction`]).
 type Result<T> = std::result::Result<T, Box<ChangesetError>>;
 
 /// Input bytes per instruction assumed when reserving the instruction list (the changeset of
@@ -35,10 +35,11 @@ pub(super) fn decode_sharing(
     let mut reader = Reader::new(input);
     reader.earlier = earlier.map(Changeset::strings);
     let mut changeset = Changeset::new();
-    // Exactly: `reserve` would give a one-instruction changeset room for four.
-    changeset
-        .instructions
-        .reserve_exact(input.len() / RESERVE_BYTES_PER_INSTRUCTION);
+    // Exactly, and room for one below 16 bytes: `reserve` or a first `push` would give a
+    // one-instruction changeset room for four.
+    changeset.instructions.reserve_exact(
+        (input.len() / RESERVE_BYTES_PER_INSTRUCTION).max(usize::from(!input.is_empty())),
+    );
     while reader.pos < input.len() {
         reader.instruction(&mut changeset).map_err(|e| *e)?;
     }

@@ -121,14 +121,16 @@ impl Changeset {
     /// (`ot::merge`, `benches/branches.rs`).
     ///
     /// ```
-    /// use tandem::changeset::Changeset;
+    /// use tandem::changeset::{Changeset, Instruction, PrimaryKey};
     ///
     /// let mut cs = Changeset::new();
-    /// cs.intern("Doc");
+    /// let table = cs.intern("Doc");
+    /// cs.push(Instruction::CreateObject { table, object: PrimaryKey::Int(1) });
     /// let bytes = cs.encode();
     /// let first = Changeset::decode(&bytes).unwrap();
     /// let second = Changeset::decode_sharing(&bytes, Some(&first)).unwrap();
     /// assert!(second.shares_strings_with(&first));
+    /// assert_eq!(second.strings(), ["Doc"]);
     /// assert_eq!(second, first);
     /// ```
     pub fn decode_sharing(

@@ -107,8 +107,9 @@ fn export(strings: &Strings, mut side: Side, changesets: &[&Changeset]) -> Vec<O
     let mut out = Vec::with_capacity(changesets.len());
     let mut local = LocalStrings::new(strings);
     let mut rest = &mut side.ops[..];
-    // The last merged form that kept its changeset's table, and that table's index: a run of
-    // changesets with equal tables (one index, see `import`) shares the first one's table.
+    // The table of the first changeset of the current run of equal tables (one index, see
+    // `import`), held by an empty changeset, and that index: every merged form of the run
+    // that keeps its changeset's strings shares it.
     // Taking each changeset's own table instead put a cache miss on every form (the reference
     // count of a table not read since the import: two thirds of this function's time on a
     // long branch, `perf`, `benches/branches.rs`).

@@ -1129,8 +1129,9 @@ impl ServerFile {
         Self::decode_after(row, None)
     }
 
-    /// [`decode`](Self::decode) beside `earlier` (the row decoded before it), whose string
-    /// table it shares if it names the same strings (`Changeset::decode_sharing`).
+    /// [`decode`](Self::decode) beside `earlier` (a changeset read before it, mostly the row
+    /// before it), whose string table it shares if it names the same strings, in the same
+    /// order (`Changeset::decode_sharing`).
     fn decode_after(
         row: HistoryRow,
         earlier: Option<&Changeset>,
