@@ -451,6 +451,18 @@ mod tests {
     }
 
     #[test]
+    fn every_two_byte_input_reads_as_read_raw_reads_it() {
+        for first in 0..=255u8 {
+            for last in 0..=255u8 {
+                let input = [first, last];
+                let reference = read_raw(&input, MAX_VARINT64_LEN)
+                    .map(|raw| (raw.magnitude as u64, raw.negative, raw.len));
+                assert_eq!(read_raw64(&input), reference, "{input:02X?}");
+            }
+        }
+    }
+
+    #[test]
     fn exhaustive_small_range_round_trips() {
         for v in -70_000i64..70_000 {
             let bytes = enc_i64(v);
