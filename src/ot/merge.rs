@@ -66,11 +66,7 @@ fn import<'c>(
     // equal tables (a typist's keystrokes name one class, object and list), which are mapped
     // once, so that an instruction's strings are not hashed one by one.
     let mut mapped: Option<&Changeset> = None;
-    let mut ahead = changesets.clone().skip(LOOKAHEAD);
-    for (n, cs) in changesets.enumerate() {
-        if n % LOOKAHEAD == 0 {
-            ahead.by_ref().take(LOOKAHEAD).for_each(touch);
-        }
+    for cs in changesets {
         if !mapped.is_some_and(|m| m.shares_strings_with(cs) || m.strings() == cs.strings()) {
             side.tables.push(
                 cs.strings()
@@ -100,23 +96,6 @@ fn import<'c>(
         }
     }
     Ok(side)
-}
-
-/// How many changesets ahead [`import`] reads the first instruction of, that many at a time
-/// (see [`touch`]).
-const LOOKAHEAD: usize = 16;
-
-/// Reads the kind of `cs`'s first instruction, so that its memory is on its way into the cache
-/// by the time [`import`] copies the instruction: each changeset's instructions are an
-/// allocation of their own, and a long branch of one-instruction changesets read one after
-/// another waited for memory at every one of them (`perf` on `benches/branches.rs`: half of
-/// the copy's time on the first load of the instruction). Reading a batch of changesets ahead
-/// at once lets those loads overlap (one at a time, each still held up the loop when it
-/// reached the head of the processor's queue). `black_box` keeps the read from being
-/// optimised away.
-#[inline(always)]
-fn touch(cs: &Changeset) {
-    std::hint::black_box(cs.instructions.first().map(Instruction::opcode));
 }
 
 /// The merged form of each changeset of `side` (in order, `changesets` the ones it was imported
