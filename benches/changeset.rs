@@ -382,11 +382,11 @@ impl Generator {
     fn scalar(&mut self, field: &str, kind: Kind) -> Payload {
         match kind {
             Kind::Int | Kind::Counter => Payload::Int(self.int(field)),
-            Kind::Text => Payload::String(self.text_for(field)),
+            Kind::Text => Payload::String(self.text_for(field).into()),
             Kind::Email => {
                 let user = self.rng.pick(&WORDS);
                 let n = self.rng.below(1000);
-                Payload::String(format!("{user}.{n}@example.com"))
+                Payload::String(format!("{user}.{n}@example.com").into())
             }
             // Two or three decimals, as an app would store a score or a weight.
             Kind::Double if self.rng.percent(50) => {
@@ -509,7 +509,9 @@ impl Generator {
 
     fn list_element(&mut self, t: usize, field: usize) -> Payload {
         match self.tables[t].fields[field].1 {
-            Kind::TextList | Kind::TextSet => Payload::String(self.rng.pick(&WORDS).to_string()),
+            Kind::TextList | Kind::TextSet => {
+                Payload::String(self.rng.pick(&WORDS).to_string().into())
+            }
             Kind::LinkList(target) | Kind::LinkSet(target) => self.link(target),
             _ => unreachable!("not a collection field"),
         }
@@ -557,7 +559,7 @@ impl Generator {
                         0 => Payload::Erased,
                         1..=3 => Payload::Int(self.rng.below(100) as i64),
                         4 => Payload::Bool(self.rng.percent(50)),
-                        _ => Payload::String(self.rng.pick(&DICT_TEXT).to_string()),
+                        _ => Payload::String(self.rng.pick(&DICT_TEXT).to_string().into()),
                     };
                     self.cs.push(Instruction::Update(Update {
                         path: self.path(t, object, field, vec![PathElement::Key(key)]),

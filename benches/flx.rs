@@ -530,12 +530,12 @@ fn objects(range: std::ops::Range<u64>, shape: &dyn Fn(u64) -> (String, bool)) -
             table,
             object: oid(i),
         });
-        set(&mut cs, i, "owner", Payload::String(owner));
+        set(&mut cs, i, "owner", Payload::String(owner.into()));
         set(
             &mut cs,
             i,
             "title",
-            Payload::String(format!("task number {i}")),
+            Payload::String(format!("task number {i}").into()),
         );
         set(&mut cs, i, "done", Payload::Bool(done));
     }
@@ -545,7 +545,12 @@ fn objects(range: std::ops::Range<u64>, shape: &dyn Fn(u64) -> (String, bool)) -
 /// The title of object `i` set to the write marker `w#<id>`.
 fn retitle(i: u64, id: u64) -> Vec<u8> {
     let mut cs = Changeset::new();
-    set(&mut cs, i, "title", Payload::String(format!("w#{id}")));
+    set(
+        &mut cs,
+        i,
+        "title",
+        Payload::String(format!("w#{id}").into()),
+    );
     cs.encode()
 }
 

@@ -104,7 +104,7 @@ fn transactions(n: usize, peer: u64) -> Vec<Changeset> {
                     &mut cs,
                     pk,
                     "text",
-                    Payload::String(text(peer * 31 + i as u64)),
+                    Payload::String(text(peer * 31 + i as u64).into()),
                 );
             }
             // Interleaved clocks: both peers write at the same pace.
@@ -125,7 +125,7 @@ fn instructions(n: usize, peer: u64) -> Vec<Changeset> {
                 &mut cs,
                 i as i64,
                 "text",
-                Payload::String(format!("p{peer} v{i}")),
+                Payload::String(format!("p{peer} v{i}").into()),
             );
         }
     }

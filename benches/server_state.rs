@@ -62,7 +62,10 @@ fn object(i: u64) -> Changeset {
         object: object.clone(),
     });
     for (name, value) in [
-        ("name", Payload::String(format!("item number {i:012}"))),
+        (
+            "name",
+            Payload::String(format!("item number {i:012}").into()),
+        ),
         ("n", Payload::Int(i as i64 * 7)),
     ] {
         let field = cs.intern(name);

@@ -78,7 +78,7 @@ fn payload(n: u32) -> impl Strategy<Value = Payload> {
         (any::<u64>(), any::<u64>()).prop_map(|(hi, lo)| Payload::GlobalKey(GlobalKey { hi, lo })),
         any::<i64>().prop_map(Payload::Int),
         any::<bool>().prop_map(Payload::Bool),
-        "\\PC{0,20}".prop_map(Payload::String),
+        "\\PC{0,20}".prop_map(|s| Payload::String(s.into())),
         prop::collection::vec(any::<u8>(), 0..40).prop_map(Payload::Binary),
         timestamp().prop_map(Payload::Timestamp),
         any::<f32>().prop_map(Payload::Float),

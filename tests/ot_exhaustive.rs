@@ -271,7 +271,7 @@ fn changeset_of(scope: &Scope, made: &Made) -> Changeset {
         ),
         SetString => update(
             path(&mut cs, scope, &[]),
-            Payload::String(made.string()),
+            Payload::String(made.string().into()),
             false,
             0,
         ),

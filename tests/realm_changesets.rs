@@ -414,7 +414,7 @@ impl RealmCoreWriter {
             Value::Null => Payload::Null,
             Value::Int(v) => Payload::Int(v),
             Value::Bool(v) => Payload::Bool(v),
-            Value::String(v) => Payload::String(v),
+            Value::String(v) => Payload::String(v.into()),
             Value::Binary(v) => Payload::Binary(v),
             Value::Timestamp(v) => Payload::Timestamp(v),
             Value::Float(v) => Payload::Float(v),

@@ -2519,7 +2519,11 @@ fn a_remote_create_and_its_updates_store_what_the_reference_applier_holds() {
             table: person,
             object: WireKey::Int(object),
         });
-        cs.push(update(object, name, Payload::String(format!("p{object}"))));
+        cs.push(update(
+            object,
+            name,
+            Payload::String(format!("p{object}").into()),
+        ));
         cs.push(update(object, score, Payload::Double(-0.0)));
         cs.push(update(object, age, Payload::Null));
         if object == 2 {
@@ -2537,7 +2541,7 @@ fn a_remote_create_and_its_updates_store_what_the_reference_applier_holds() {
         cs.push(update(
             object,
             name,
-            Payload::String(format!("person {object}")),
+            Payload::String(format!("person {object}").into()),
         ));
     }
     let mut reference = db.export_state().unwrap();
@@ -2588,7 +2592,7 @@ fn a_remote_create_and_its_updates_store_what_the_reference_applier_holds() {
                 field: name,
                 path: Default::default(),
             },
-            value: Payload::String(format!("again {}", again.instructions.len())),
+            value: Payload::String(format!("again {}", again.instructions.len()).into()),
             is_default: false,
             prior_size: 0,
         }));

@@ -414,7 +414,17 @@ impl<'a> Reader<'a> {
             PayloadType::GlobalKey => *slot = Payload::GlobalKey(self.global_key()?),
             PayloadType::Int => *slot = Payload::Int(self.i64("integer value")?),
             PayloadType::Bool => *slot = Payload::Bool(self.bool("boolean value")?),
-            PayloadType::String => *slot = Payload::String(self.string("string value")?),
+            PayloadType::String => {
+                let at = self.pos;
+                let bytes = self.sized("string value", MAX_STRING_LEN)?;
+                match std::str::from_utf8(bytes) {
+                    // Up to 24 bytes without an allocation.
+                    Ok(s) => *slot = Payload::String(CompactString::new(s)),
+                    Err(_) => {
+                        return self.fail(at, "string value", ChangesetErrorKind::InvalidUtf8)
+                    }
+                }
+            }
             PayloadType::Binary => {
                 *slot = Payload::Binary(self.sized("binary value", u64::MAX)?.to_vec())
             }

@@ -502,7 +502,7 @@ mod encoder_tests {
                         field,
                         path: Path::new(),
                     },
-                    value: Payload::String("x".repeat(64)),
+                    value: Payload::String("x".repeat(64).into()),
                     is_default: false,
                     prior_size: 0,
                 })
@@ -550,7 +550,7 @@ mod encoder_tests {
                 lo: u64::MAX,
             }),
             Payload::Timestamp(crate::model::Timestamp::new(i64::MIN, -999_999_999).unwrap()),
-            Payload::String("s".repeat(300)),
+            Payload::String("s".repeat(300).into()),
             Payload::Binary(vec![7; 300]),
             Payload::Int(i64::MIN),
         ];
@@ -641,7 +641,7 @@ mod encoder_tests {
         }
         let mut values = Vec::new();
         for len in 0..=2 * FIXED_BOUND + 3 {
-            values.push(Payload::String("s".repeat(len)));
+            values.push(Payload::String("s".repeat(len).into()));
             values.push(Payload::Binary(vec![len as u8; len]));
             values.push(Payload::ObjectId(crate::model::ObjectId([len as u8; 12])));
             values.push(Payload::Uuid(crate::model::Uuid([len as u8; 16])));

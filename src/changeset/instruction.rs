@@ -4,6 +4,8 @@
 //! targets) are [`InternString`] indices into the changeset's string table; string and binary
 //! *values* are carried inline.
 
+pub use compact_str::CompactString;
+
 use crate::model::{Decimal128, ObjectId, Timestamp, Uuid};
 
 /// Index of a string in a changeset's string table.
@@ -158,8 +160,10 @@ pub enum Payload {
     Int(i64),
     /// Boolean.
     Bool(bool),
-    /// String, carried inline.
-    String(String),
+    /// String, carried inline. Up to 24 bytes are held in the value itself, without an
+    /// allocation ([`CompactString`]; it derefs to `str`, and `String` and `&str` convert into
+    /// it with `into()`).
+    String(CompactString),
     /// Bytes, carried inline.
     Binary(Vec<u8>),
     /// Timestamp.

@@ -570,7 +570,7 @@ impl<'a, S: Sink> Writer<'a, S> {
             Val::Null => Payload::Null,
             Val::Int(v) => Payload::Int(*v),
             Val::Bool(v) => Payload::Bool(*v),
-            Val::String(s) => Payload::String(s.clone()),
+            Val::String(s) => Payload::String(s.as_str().into()),
             Val::Binary(b) => Payload::Binary(b.clone()),
             // `State::apply` stores only timestamps that passed `Timestamp::new`; a hand-built
             // state with an invalid one gets null rather than a panic in the server.

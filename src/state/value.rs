@@ -118,7 +118,7 @@ impl Val {
             Payload::Null => Val::Null,
             Payload::Int(v) => Val::Int(*v),
             Payload::Bool(v) => Val::Bool(*v),
-            Payload::String(s) => Val::String(s.clone()),
+            Payload::String(s) => Val::String(s.to_string()),
             Payload::Binary(b) => Val::Binary(b.clone()),
             Payload::Timestamp(t) => Val::Timestamp(t.seconds(), t.nanoseconds()),
             Payload::Float(v) => Val::Float(v.to_bits()),

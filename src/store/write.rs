@@ -1467,7 +1467,7 @@ fn payload_in(changeset: &mut Changeset, value: Value) -> Payload {
         Value::Null => Payload::Null,
         Value::Int(v) => Payload::Int(v),
         Value::Bool(v) => Payload::Bool(v),
-        Value::String(s) => Payload::String(s),
+        Value::String(s) => Payload::String(s.into()),
         Value::Binary(b) => Payload::Binary(b),
         Value::Timestamp(t) => Payload::Timestamp(t),
         Value::Float(v) => Payload::Float(v),

@@ -737,7 +737,7 @@ fn random_instruction(
             ))
         }
         (_, "s", _) => {
-            let value = Payload::String(format!("s{}", rng.below(50)));
+            let value = Payload::String(format!("s{}", rng.below(50)).into());
             Some(update(
                 path(cs, table, &key, name, vec![]),
                 value,
@@ -754,7 +754,7 @@ fn random_instruction(
             let value = match rng.below(4) {
                 0 => Payload::Null,
                 1 => Payload::Int(i64::from(rng.below(10))),
-                2 => Payload::String(format!("m{}", rng.below(10))),
+                2 => Payload::String(format!("m{}", rng.below(10)).into()),
                 _ => Payload::Bool(rng.chance(50)),
             };
             Some(update(
@@ -779,7 +779,7 @@ fn random_instruction(
         (_, "l" | "ll", Field::List(items)) => {
             let element = |cs: &mut Changeset, rng: &mut dyn Entropy| match (table, name) {
                 ("A", "l") => Payload::Int(i64::from(rng.below(100))),
-                ("B", "l") => Payload::String(format!("e{}", rng.below(100))),
+                ("B", "l") => Payload::String(format!("e{}", rng.below(100)).into()),
                 _ => link_value(cs, "B", rng),
             };
             let list = path(cs, table, &key, name, vec![]);
