@@ -418,7 +418,7 @@ impl<'a> Reader<'a> {
                 let at = self.pos;
                 let bytes = self.sized("string value", MAX_STRING_LEN)?;
                 match std::str::from_utf8(bytes) {
-                    // Up to 24 bytes without an allocation.
+                    // Up to 24 bytes (12 on 32-bit targets) without an allocation.
                     Ok(s) => *slot = Payload::String(CompactString::new(s)),
                     Err(_) => {
                         return self.fail(at, "string value", ChangesetErrorKind::InvalidUtf8)

@@ -517,8 +517,8 @@ mod encoder_tests {
     }
 
     /// Each kind of instruction at its widest (every varint at its longest, the widest
-    /// primary key and payload, a path of keys or none) fits the room [`encoded_len_bound`]
-    /// gives it,
+    /// primary key and payload, a path of a few keys, none, or 120 elements) fits the room
+    /// [`encoded_len_bound`] gives it,
     /// written into a buffer of exactly that room: a bound too small would panic here.
     #[test]
     fn the_widest_instructions_fit_their_bound() {
@@ -614,7 +614,20 @@ mod encoder_tests {
                 Some(instruction)
             })
             .collect();
-        for instruction in instructions.iter().chain(&short) {
+        // And with a long path (60 keys, then 60 indices): all of the bound but the fixed part
+        // and the value is then the path's.
+        let long: Vec<Instruction> = instructions
+            .iter()
+            .filter_map(|instruction| {
+                let mut instruction = instruction.clone();
+                let path = &mut instruction.field_path_mut()?.path;
+                path.clear();
+                path.extend((0..60).map(|_| PathElement::Key(s)));
+                path.extend((0..60).map(|_| PathElement::Index(u32::MAX)));
+                Some(instruction)
+            })
+            .collect();
+        for instruction in instructions.iter().chain(&short).chain(&long) {
             let bound = encoded_len_bound(instruction);
             let mut w = Writer::with_capacity(0);
             w.instruction(instruction);
@@ -656,7 +669,7 @@ mod encoder_tests {
         let wide = Decimal128::from_parts((1 << 113) - 1, -6176, true).unwrap();
         values.push(Payload::Decimal(wide));
         for (n, value) in values.into_iter().enumerate() {
-            // Keys of growing varint lengths shift where each value starts in the stage.
+            // Keys of growing varint lengths shift where each value starts in its room.
             let key = (1i64 << (n % 63)) - 1;
             write_u64(&mut expected, opcode::UPDATE);
             write_u64(&mut expected, u64::from(t.0));

@@ -160,9 +160,9 @@ pub enum Payload {
     Int(i64),
     /// Boolean.
     Bool(bool),
-    /// String, carried inline. Up to 24 bytes are held in the value itself, without an
-    /// allocation ([`CompactString`]; it derefs to `str`, and `String` and `&str` convert into
-    /// it with `into()`).
+    /// String, carried inline. Up to 24 bytes (12 on 32-bit targets) are held in the value
+    /// itself, without an allocation ([`CompactString`]; it derefs to `str`, and `String` and
+    /// `&str` convert into it with `into()`).
     String(CompactString),
     /// Bytes, carried inline.
     Binary(Vec<u8>),

@@ -26,7 +26,7 @@ pub const MAX_VARINT128_LEN: usize = 19;
 /// [`MAX_VARINT113_LEN`] for a coefficient of 113 bits).
 ///
 /// # Panics
-/// If `buf` is shorter than the encoding (callers pass at least [`MAX_VARINT128_LEN`] bytes).
+/// If `buf` is shorter than the encoding ([`MAX_VARINT128_LEN`] bytes are always enough).
 #[inline]
 pub fn put_u128(buf: &mut [u8], mut value: u128) -> usize {
     let mut n = 0;
@@ -43,7 +43,7 @@ pub fn put_u128(buf: &mut [u8], mut value: u128) -> usize {
 /// returns the number of bytes written (1 to [`MAX_VARINT64_LEN`]).
 ///
 /// # Panics
-/// If `buf` is shorter than the encoding (callers pass at least [`MAX_VARINT64_LEN`] bytes).
+/// If `buf` is shorter than the encoding ([`MAX_VARINT64_LEN`] bytes are always enough).
 #[inline(always)]
 pub fn put_magnitude64(buf: &mut [u8], mut magnitude: u64, negative: bool) -> usize {
     let sign = if negative { 0x40 } else { 0 };
