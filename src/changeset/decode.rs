@@ -292,12 +292,14 @@ impl<'a> Reader<'a> {
         self.bytes(expected, length as usize)
     }
 
+    /// A length-prefixed UTF-8 string, borrowed from the input (the caller copies it where it
+    /// goes: an intern string into the table, a value into its payload).
     #[inline]
-    fn string(&mut self, expected: &'static str) -> Result<String> {
+    fn str(&mut self, expected: &'static str) -> Result<&'a str> {
         let at = self.pos;
         let bytes = self.sized(expected, MAX_STRING_LEN)?;
         match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_owned()),
+            Ok(s) => Ok(s),
             Err(_) => self.fail(at, expected, ChangesetErrorKind::InvalidUtf8),
         }
     }
@@ -414,16 +416,9 @@ impl<'a> Reader<'a> {
             PayloadType::GlobalKey => *slot = Payload::GlobalKey(self.global_key()?),
             PayloadType::Int => *slot = Payload::Int(self.i64("integer value")?),
             PayloadType::Bool => *slot = Payload::Bool(self.bool("boolean value")?),
+            // Up to 24 bytes (12 on 32-bit targets) without an allocation.
             PayloadType::String => {
-                let at = self.pos;
-                let bytes = self.sized("string value", MAX_STRING_LEN)?;
-                match std::str::from_utf8(bytes) {
-                    // Up to 24 bytes (12 on 32-bit targets) without an allocation.
-                    Ok(s) => *slot = Payload::String(CompactString::new(s)),
-                    Err(_) => {
-                        return self.fail(at, "string value", ChangesetErrorKind::InvalidUtf8)
-                    }
-                }
+                *slot = Payload::String(CompactString::new(self.str("string value")?))
             }
             PayloadType::Binary => {
                 *slot = Payload::Binary(self.sized("binary value", u64::MAX)?.to_vec())
@@ -527,15 +522,15 @@ impl<'a> Reader<'a> {
             self.pos = string_at;
             self.own_strings(changeset, earlier);
         }
-        let s = self.string("intern string")?;
-        if changeset.find_string(&s).is_some() {
+        let s = self.str("intern string")?;
+        if changeset.find_string(s).is_some() {
             return self.fail(
                 string_at,
                 "intern string",
-                ChangesetErrorKind::RepeatedInternString(s),
+                ChangesetErrorKind::RepeatedInternString(s.to_owned()),
             );
         }
-        changeset.intern(&s);
+        changeset.intern(s);
         self.strings = changeset.string_count();
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! instructions encodes to zero bytes, string table or not.
 
 use super::instruction::*;
-use super::varint::{put_magnitude64, put_u128, MAX_VARINT64_LEN};
+use super::varint::{put_magnitude64, put_u128, signed_magnitude, MAX_VARINT64_LEN};
 use super::Changeset;
 use crate::model::Decimal128;
 
@@ -266,12 +266,8 @@ impl Cursor<'_> {
 
     #[inline(always)]
     fn i64(&mut self, v: i64) {
-        if v < 0 {
-            // -(v + 1) never overflows: for i64::MIN it is i64::MAX.
-            self.magnitude((-(v + 1)) as u64, true);
-        } else {
-            self.magnitude(v as u64, false);
-        }
+        let (magnitude, negative) = signed_magnitude(v);
+        self.magnitude(magnitude, negative);
     }
 
     #[inline(always)]

@@ -58,19 +58,27 @@ pub fn put_magnitude64(buf: &mut [u8], mut magnitude: u64, negative: bool) -> us
     n + 1
 }
 
-/// [`put_magnitude64`] for a signed integer: the magnitude `-(v + 1)` with the sign flag for
-/// a negative `v`. Returns the number of bytes written.
+/// The magnitude and sign flag the scheme writes for a signed integer: `-(v + 1)` with the
+/// flag for a negative `v`, `v` without it otherwise.
+#[inline(always)]
+pub fn signed_magnitude(value: i64) -> (u64, bool) {
+    if value < 0 {
+        // -(v + 1) never overflows: for i64::MIN it is i64::MAX.
+        ((-(value + 1)) as u64, true)
+    } else {
+        (value as u64, false)
+    }
+}
+
+/// [`put_magnitude64`] for a signed integer ([`signed_magnitude`]). Returns the number of bytes
+/// written.
 ///
 /// # Panics
 /// As [`put_magnitude64`].
 #[inline(always)]
 pub fn put_i64(buf: &mut [u8], value: i64) -> usize {
-    if value < 0 {
-        // -(v + 1) never overflows: for i64::MIN it is i64::MAX.
-        put_magnitude64(buf, (-(value + 1)) as u64, true)
-    } else {
-        put_magnitude64(buf, value as u64, false)
-    }
+    let (magnitude, negative) = signed_magnitude(value);
+    put_magnitude64(buf, magnitude, negative)
 }
 
 /// Appends `magnitude` (up to 64 bits) with the sign flag set or not, gathered on the stack
@@ -82,15 +90,11 @@ fn write_magnitude64(out: &mut Vec<u8>, magnitude: u64, negative: bool) {
     out.extend_from_slice(&bytes[..n]);
 }
 
-/// Appends a signed integer.
+/// Appends a signed integer ([`signed_magnitude`]).
 #[inline]
 pub fn write_i64(out: &mut Vec<u8>, value: i64) {
-    if value < 0 {
-        // -(v + 1) never overflows: for i64::MIN it is i64::MAX.
-        write_magnitude64(out, (-(value + 1)) as u64, true);
-    } else {
-        write_magnitude64(out, value as u64, false);
-    }
+    let (magnitude, negative) = signed_magnitude(value);
+    write_magnitude64(out, magnitude, negative);
 }
 
 /// Appends an unsigned integer.
