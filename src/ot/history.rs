@@ -89,19 +89,30 @@ impl ReciprocalHistory {
         // `merge_refs` changes nothing on error, so `incoming` is merged in place. A local
         // changeset the merge left as it was keeps the form it had (recorded, or the
         // changeset itself): only changed ones are recorded.
-        let merged = merge::merge_refs(&local, incoming)?;
-        let mut forms = Vec::with_capacity(merged.iter().filter(|m| m.is_some()).count());
-        for ((key, _), cs) in concurrent.iter().zip(merged) {
-            let Some(cs) = cs else {
-                continue;
-            };
-            match *key {
-                FormKey::History(version) => forms.push((version, cs)),
-                FormKey::Extra { at, seq } => {
-                    self.extras.insert((at, seq), cs);
-                }
+        let mut merged = merge::merge_refs(&local, incoming)?;
+        for ((key, _), cs) in concurrent.iter().zip(&mut merged) {
+            if let (FormKey::Extra { at, seq }, Some(_)) = (*key, &cs) {
+                self.extras.insert((at, seq), cs.take().expect("matched"));
             }
         }
+        // The forms of history versions, collected into `merged`'s own allocation (the
+        // standard library collects a `filter_map` of a vector's `into_iter` in place when
+        // the sizes match, as `Option<Changeset>`'s and `Changeset`'s do): a merge of a
+        // long branch records a form for each of its 500,000 changesets, and moving them
+        // into a fresh vector was a sixth of the merge of a million events, most of it the
+        // kernel's first touch of the new pages (`perf`, `benches/branches.rs`).
+        let forms: Vec<Changeset> = merged
+            .into_iter()
+            .zip(concurrent)
+            .filter_map(|(cs, (key, _))| {
+                let mut cs = cs?;
+                // A form is found by its version; a history changeset's is its key's.
+                if let FormKey::History(version) = *key {
+                    cs.meta.version = version;
+                }
+                Some(cs)
+            })
+            .collect();
         self.transformed.record(forms);
         Ok(())
     }
@@ -196,7 +207,7 @@ impl ReciprocalHistory {
 
     /// Every recorded form, by version.
     pub fn iter(&self) -> impl Iterator<Item = &Changeset> {
-        self.transformed.0.iter().map(|(_, cs)| cs)
+        self.transformed.0.iter()
     }
 
     /// The transformed form of local `version`, if one is recorded.
@@ -241,44 +252,44 @@ impl ReciprocalHistory {
 /// per call (the new forms of a call are merged in together). That happens when a merge first
 /// changes a local changeset that earlier merges left as it was.
 #[derive(Clone, Debug, Default)]
-struct Forms(Vec<(u64, Changeset)>);
+struct Forms(Vec<Changeset>);
 
 impl Forms {
     /// Where `version`'s form is (`Ok`), or would go (`Err`).
     fn find(&self, version: u64) -> Result<usize, usize> {
-        self.0.binary_search_by_key(&version, |(v, _)| *v)
+        self.0.binary_search_by_key(&version, |cs| cs.meta.version)
     }
 
     fn get(&self, version: u64) -> Option<&Changeset> {
-        Some(&self.0[self.find(version).ok()?].1)
+        Some(&self.0[self.find(version).ok()?])
     }
 
-    /// Records one form, replacing the one recorded for its version.
+    /// Records one form (its `meta.version` the local version it is the form of), replacing
+    /// the one recorded for its version.
     fn insert(&mut self, form: Changeset) {
-        let version = form.meta.version;
-        match self.find(version) {
-            Ok(i) => self.0[i].1 = form,
-            Err(i) => self.0.insert(i, (version, form)),
+        match self.find(form.meta.version) {
+            Ok(i) => self.0[i] = form,
+            Err(i) => self.0.insert(i, form),
         }
     }
 
-    /// Records `forms` (by version, in any order): a later form of a version replaces an
-    /// earlier one, in `forms` or recorded.
-    fn record(&mut self, mut forms: Vec<(u64, Changeset)>) {
+    /// Records `forms` (by `meta.version`, in any order): a later form of a version replaces
+    /// an earlier one, in `forms` or recorded.
+    fn record(&mut self, mut forms: Vec<Changeset>) {
         // A stable sort keeps equal versions in the order given; `dedup_by` then keeps the
         // first of a run and drops `later`, so the later form moves into its place first.
-        forms.sort_by_key(|(version, _)| *version);
+        forms.sort_by_key(|cs| cs.meta.version);
         forms.dedup_by(|later, earlier| {
-            let same = later.0 == earlier.0;
+            let same = later.meta.version == earlier.meta.version;
             if same {
                 std::mem::swap(later, earlier);
             }
             same
         });
-        let Some(&(first, _)) = forms.first() else {
+        let Some(first) = forms.first().map(|cs| cs.meta.version) else {
             return;
         };
-        if !matches!(self.0.last(), Some(&(last, _)) if last >= first) {
+        if !matches!(self.0.last(), Some(last) if last.meta.version >= first) {
             // All after what is recorded (or nothing is): appended, or moved in whole.
             if self.0.is_empty() {
                 self.0 = forms;
@@ -290,21 +301,21 @@ impl Forms {
         // Versions already recorded are replaced where they are; the rest are merged in: two
         // sorted runs, which the standard library's stable sort merges in one linear pass.
         let mut new = Vec::new();
-        for (version, form) in forms {
-            match self.find(version) {
-                Ok(i) => self.0[i].1 = form,
-                Err(_) => new.push((version, form)),
+        for form in forms {
+            match self.find(form.meta.version) {
+                Ok(i) => self.0[i] = form,
+                Err(_) => new.push(form),
             }
         }
         if !new.is_empty() {
             self.0.append(&mut new);
-            self.0.sort_by_key(|(version, _)| *version);
+            self.0.sort_by_key(|cs| cs.meta.version);
         }
     }
 
     /// Drops the forms of versions before `version`.
     fn forget_before(&mut self, version: u64) {
-        let kept = self.0.partition_point(|(v, _)| *v < version);
+        let kept = self.0.partition_point(|cs| cs.meta.version < version);
         self.0.drain(..kept);
         // A history that once held a long branch's forms gives the room back once the peer
         // has integrated most of them (as the map freed its nodes).
@@ -490,7 +501,7 @@ mod tests {
         let mut model: BTreeMap<u64, u64> = BTreeMap::new();
         let mut stamp = 0;
         for round in 0..300 {
-            let batch: Vec<(u64, Changeset)> = (0..next(12))
+            let batch: Vec<Changeset> = (0..next(12))
                 .map(|_| {
                     stamp += 1;
                     // Early rounds append after what is recorded; later ones land anywhere.
@@ -499,11 +510,11 @@ mod tests {
                     } else {
                         next(400)
                     };
-                    (version, set(0, stamp, 1, version))
+                    set(0, stamp, 1, version)
                 })
                 .collect();
-            for (version, cs) in &batch {
-                model.insert(*version, cs.meta.origin_timestamp);
+            for cs in &batch {
+                model.insert(cs.meta.version, cs.meta.origin_timestamp);
             }
             if round % 50 == 49 {
                 forms.record(batch);
@@ -511,7 +522,7 @@ mod tests {
                 forms.forget_before(version);
                 model = model.split_off(&version);
             } else if round % 7 == 3 {
-                for (_, cs) in batch {
+                for cs in batch {
                     forms.insert(cs);
                 }
             } else {
@@ -520,7 +531,7 @@ mod tests {
             let held: Vec<(u64, u64)> = forms
                 .0
                 .iter()
-                .map(|(v, cs)| (*v, cs.meta.origin_timestamp))
+                .map(|cs| (cs.meta.version, cs.meta.origin_timestamp))
                 .collect();
             let expected: Vec<(u64, u64)> = model.iter().map(|(v, t)| (*v, *t)).collect();
             assert_eq!(held, expected, "round {round}");
