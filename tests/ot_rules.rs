@@ -990,3 +990,73 @@ fn erase_column_discards_concurrent_writes_to_it() {
         .fields
         .contains_key("n"));
 }
+
+/// Each schema instruction of `cs` with its table and field names spelled out (another
+/// instruction in its `Debug` form).
+fn spelled(cs: &Changeset) -> Vec<String> {
+    let name = |s: InternString| cs.string(s).unwrap_or("?").to_owned();
+    cs.instructions
+        .iter()
+        .map(|i| match i {
+            Instruction::EraseTable { table } => format!("EraseTable {}", name(*table)),
+            Instruction::EraseColumn { table, field } => {
+                format!("EraseColumn {}.{}", name(*table), name(*field))
+            }
+            Instruction::AddColumn(add) => {
+                format!("AddColumn {}.{}", name(add.table), name(add.field))
+            }
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// docs/ot.md, schema rules: an `AddColumn` linking to a table erased concurrently is dropped,
+/// and the erasing side gets an `EraseColumn` of it prepended to its `EraseTable`, so both
+/// replicas end without the column. Both peers' points of view, and with other instructions
+/// around the two, so that the prepended instruction must land before its own op.
+#[test]
+fn a_link_column_to_a_concurrently_erased_table_is_dropped_on_both_sides() {
+    let link_to_t = |cs: &mut Changeset| {
+        Instruction::AddColumn(AddColumn {
+            table: cs.intern("A"),
+            field: cs.intern("t"),
+            column_type: ColumnType::Link {
+                target_table: cs.intern("T"),
+            },
+            nullable: true,
+            collection: ColumnCollection::Single,
+        })
+    };
+    let eraser = || {
+        B::new(10, 2)
+            .raw(add_column("A", "x", PayloadType::Int))
+            .raw(|cs| Instruction::EraseTable {
+                table: cs.intern("T"),
+            })
+            .raw(add_column("A", "y", PayloadType::Int))
+            .done()
+    };
+    let adder = || {
+        B::new(20, 3)
+            .raw(add_column("A", "w", PayloadType::Int))
+            .raw(link_to_t)
+            .done()
+    };
+    let erased = vec![
+        "AddColumn A.x".to_owned(),
+        "EraseColumn A.t".to_owned(),
+        "EraseTable T".to_owned(),
+        "AddColumn A.y".to_owned(),
+    ];
+    let added = vec!["AddColumn A.w".to_owned()];
+
+    // The peer holding the erase receives the link column, and the other way round.
+    let (mut local, mut incoming) = ([eraser()], [adder()]);
+    transform(&mut local, &mut incoming).unwrap();
+    assert_eq!(spelled(&local[0]), erased);
+    assert_eq!(spelled(&incoming[0]), added);
+    let (mut local, mut incoming) = ([adder()], [eraser()]);
+    transform(&mut local, &mut incoming).unwrap();
+    assert_eq!(spelled(&local[0]), added);
+    assert_eq!(spelled(&incoming[0]), erased);
+}
