@@ -1012,20 +1012,23 @@ fn spelled(cs: &Changeset) -> Vec<String> {
 
 /// docs/ot.md, schema rules: an `AddColumn` linking to a table erased concurrently is dropped,
 /// and the erasing side gets an `EraseColumn` of it prepended to its `EraseTable`, so both
-/// replicas end without the column. Both peers' points of view, and with other instructions
-/// around the two, so that the prepended instruction must land before its own op.
+/// replicas end without the column. Both peers' points of view, two link columns (their
+/// `EraseColumn`s in the order of the columns), and other instructions around them, so that
+/// the prepended instructions must land right before their own op.
 #[test]
 fn a_link_column_to_a_concurrently_erased_table_is_dropped_on_both_sides() {
-    let link_to_t = |cs: &mut Changeset| {
-        Instruction::AddColumn(AddColumn {
-            table: cs.intern("A"),
-            field: cs.intern("t"),
-            column_type: ColumnType::Link {
-                target_table: cs.intern("T"),
-            },
-            nullable: true,
-            collection: ColumnCollection::Single,
-        })
+    let link_to_t = |name: &'static str| {
+        move |cs: &mut Changeset| {
+            Instruction::AddColumn(AddColumn {
+                table: cs.intern("A"),
+                field: cs.intern(name),
+                column_type: ColumnType::Link {
+                    target_table: cs.intern("T"),
+                },
+                nullable: true,
+                collection: ColumnCollection::Single,
+            })
+        }
     };
     let eraser = || {
         B::new(10, 2)
@@ -1038,13 +1041,15 @@ fn a_link_column_to_a_concurrently_erased_table_is_dropped_on_both_sides() {
     };
     let adder = || {
         B::new(20, 3)
+            .raw(link_to_t("t"))
             .raw(add_column("A", "w", PayloadType::Int))
-            .raw(link_to_t)
+            .raw(link_to_t("u"))
             .done()
     };
     let erased = vec![
         "AddColumn A.x".to_owned(),
         "EraseColumn A.t".to_owned(),
+        "EraseColumn A.u".to_owned(),
         "EraseTable T".to_owned(),
         "AddColumn A.y".to_owned(),
     ];

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use super::rules::{merge_pair, Op};
+use super::rules::{merge_pair, Op, Prepend};
 use super::segments;
 use super::{Discriminant, TransformError};
 use crate::changeset::{Changeset, Instruction, InternString, Payload, PrimaryKey};
@@ -98,15 +98,89 @@ fn import<'c>(
     Ok(side)
 }
 
+/// What the rules put before ops of either side during one merge ([`Prepend`]): each with the
+/// index of its op in [`Side::ops`], in the order the rules put them.
+#[derive(Default)]
+pub(super) struct Puts {
+    /// Before left ops.
+    pub left: Vec<(usize, Instruction)>,
+    /// Before right ops.
+    pub right: Vec<(usize, Instruction)>,
+    /// What `merge_pair` pushed for the pair being merged.
+    pub pushed: Vec<Prepend>,
+}
+
+impl Puts {
+    /// Files what `merge_pair` pushed for the pair of left op `li` and right op `ri`.
+    pub(super) fn file(&mut self, li: usize, ri: usize) {
+        for prepend in self.pushed.drain(..) {
+            match prepend {
+                Prepend::BeforeA(instr) => self.left.push((li, instr)),
+                Prepend::BeforeB(instr) => self.right.push((ri, instr)),
+            }
+        }
+    }
+
+    /// Adds `other`'s, filed for a grid run on copies: a copy's index `k` is op `left_at(k)`
+    /// or `right_at(k)` here.
+    pub(super) fn add_mapped(
+        &mut self,
+        other: Puts,
+        left_at: impl Fn(usize) -> usize,
+        right_at: impl Fn(usize) -> usize,
+    ) {
+        let left = other.left.into_iter();
+        self.left.extend(left.map(|(k, instr)| (left_at(k), instr)));
+        let right = other.right.into_iter();
+        self.right
+            .extend(right.map(|(k, instr)| (right_at(k), instr)));
+    }
+}
+
+/// What the rules put before one side's ops ([`Puts`]), sorted by op, the last op's first: the
+/// exports pop each as they reach its op.
+struct PrependCursor(Vec<(usize, Instruction)>);
+
+impl PrependCursor {
+    fn new(mut put: Vec<(usize, Instruction)>) -> Self {
+        // Stable, so that an op's own keep the order they were put in; then reversed.
+        put.sort_by_key(|(index, _)| *index);
+        put.reverse();
+        PrependCursor(put)
+    }
+
+    /// How many are left for ops before `end`.
+    fn count_before(&self, end: usize) -> usize {
+        self.0.iter().rev().take_while(|(i, _)| *i < end).count()
+    }
+
+    /// The next one for op `index`, if any is left.
+    fn next_for(&mut self, index: usize) -> Option<Instruction> {
+        if self.0.last().is_some_and(|(i, _)| *i == index) {
+            self.0.pop().map(|(_, instr)| instr)
+        } else {
+            None
+        }
+    }
+}
+
 /// The merged form of each changeset of `side` (in order, `changesets` the ones it was imported
-/// from): `None` for a changeset every op of which is alive and as imported. The side is
-/// consumed: its instructions move into the merged forms instead of being copied.
-fn export(strings: &Strings, mut side: Side, changesets: &[&Changeset]) -> Vec<Option<Changeset>> {
+/// from; `prepended`, what the rules put before its ops): `None` for a changeset every op of
+/// which is alive and as imported, with nothing put before it. The side is consumed: its
+/// instructions move into the merged forms instead of being copied.
+fn export(
+    strings: &Strings,
+    mut side: Side,
+    changesets: &[&Changeset],
+    prepended: Vec<(usize, Instruction)>,
+) -> Vec<Option<Changeset>> {
     // Sized once: a merged history of 500,000 changesets grown by doubling spent a quarter of
     // this function moving it (`perf`, `benches/branches.rs`).
     let mut out = Vec::with_capacity(changesets.len());
     let mut local = LocalStrings::new(strings);
     let mut rest = &mut side.ops[..];
+    let mut prepended = PrependCursor::new(prepended);
+    let mut start = 0;
     // The table of the first changeset of the current run of equal tables (one index, see
     // `import`), held by an empty changeset, and that index: every merged form of the run
     // that keeps its changeset's strings shares it.
@@ -116,7 +190,8 @@ fn export(strings: &Strings, mut side: Side, changesets: &[&Changeset]) -> Vec<O
     let mut shared: Option<(u32, Changeset)> = None;
     for (cs, &table) in changesets.iter().zip(&side.table_of) {
         let ops = next_ops(&mut rest, cs);
-        out.push(match local.form(&side.tables, table, ops, cs) {
+        let put = prepended.count_before(start + ops.len());
+        out.push(match local.form(&side.tables, table, ops, cs, put) {
             Form::Unchanged => None,
             // The merged form shares a string table equal to `cs`'s instead of building one of
             // its own.
@@ -134,8 +209,9 @@ fn export(strings: &Strings, mut side: Side, changesets: &[&Changeset]) -> Vec<O
                 merged.instructions = ops.iter_mut().map(|op| local.map(take(op))).collect();
                 Some(merged)
             }
-            Form::Rebuilt => Some(rebuilt(strings, ops, cs)),
+            Form::Rebuilt => Some(rebuilt(strings, ops, cs, &mut prepended, start, put)),
         });
+        start += cs.len();
     }
     out
 }
@@ -144,12 +220,21 @@ fn export(strings: &Strings, mut side: Side, changesets: &[&Changeset]) -> Vec<O
 /// so the old and new forms of a side are never all held at once. A changeset whose ops all
 /// survive, with nothing prepended, keeps its string table and gets its instructions rewritten
 /// (the usual case: indices and prior sizes moved), which saves building a new table.
-fn export_in_place(strings: &Strings, mut side: Side, changesets: &mut [Changeset]) {
+fn export_in_place(
+    strings: &Strings,
+    mut side: Side,
+    changesets: &mut [Changeset],
+    prepended: Vec<(usize, Instruction)>,
+) {
     let mut local = LocalStrings::new(strings);
     let mut rest = &mut side.ops[..];
+    let mut prepended = PrependCursor::new(prepended);
+    let mut start = 0;
     for (cs, &table) in changesets.iter_mut().zip(&side.table_of) {
         let ops = next_ops(&mut rest, cs);
-        match local.form(&side.tables, table, ops, cs) {
+        let len = ops.len();
+        let put = prepended.count_before(start + len);
+        match local.form(&side.tables, table, ops, cs, put) {
             Form::Unchanged => {}
             // Each instruction is replaced where it is: no new list.
             Form::SameStrings => {
@@ -157,8 +242,9 @@ fn export_in_place(strings: &Strings, mut side: Side, changesets: &mut [Changese
                     *slot = local.map(take(op));
                 }
             }
-            Form::Rebuilt => *cs = rebuilt(strings, ops, cs),
+            Form::Rebuilt => *cs = rebuilt(strings, ops, cs, &mut prepended, start, put),
         }
+        start += len;
     }
 }
 
@@ -212,19 +298,21 @@ impl LocalStrings {
         }
     }
 
-    /// What an export makes of `cs` (string table `table` of `tables`) from its merged `ops`.
+    /// What an export makes of `cs` (string table `table` of `tables`) from its merged `ops`,
+    /// before which the rules put `put` instructions.
     fn form(
         &mut self,
         tables: &[Vec<InternString>],
         table: u32,
         ops: &mut [Op],
         cs: &Changeset,
+        put: usize,
     ) -> Form {
-        if unchanged(&tables[table as usize], ops, cs) {
+        if put > 0 {
+            Form::Rebuilt
+        } else if unchanged(&tables[table as usize], ops, cs) {
             Form::Unchanged
-        } else if ops.iter().all(|op| op.alive && op.before.is_none())
-            && self.find(tables, table, ops)
-        {
+        } else if ops.iter().all(|op| op.alive) && self.find(tables, table, ops) {
             Form::SameStrings
         } else {
             Form::Rebuilt
@@ -265,14 +353,13 @@ impl LocalStrings {
     }
 }
 
-/// Whether every op is alive, with nothing prepended, and as imported from `cs` (whose table
-/// the import mapped into the shared one as `map`).
+/// Whether every op is alive and as imported from `cs` (whose table the import mapped into the
+/// shared one as `map`).
 fn unchanged(map: &[InternString], ops: &[Op], cs: &Changeset) -> bool {
     // An op a rule may have changed is compared with the instruction as imported, made again
     // (strings in the shared table) one at a time rather than kept beside every op.
     ops.iter().zip(&cs.instructions).all(|(op, source)| {
         op.alive
-            && op.before.is_none()
             && !op.changed
             && (!op.touched || {
                 let mut imported = source.clone();
@@ -283,21 +370,26 @@ fn unchanged(map: &[InternString], ops: &[Op], cs: &Changeset) -> bool {
     })
 }
 
-/// `cs` (its metadata) made again from its merged ops, which it takes: each op's prepended
-/// instructions, then the op if it is alive, with a string table of their own.
-fn rebuilt(strings: &Strings, ops: &mut [Op], cs: &Changeset) -> Changeset {
+/// `cs` (its metadata) made again from its merged ops, which it takes: what the rules put
+/// before each op (`put` of them, taken from `prepended`; the first op is op `start` of its
+/// side), then the op if it is alive, with a string table of their own.
+fn rebuilt(
+    strings: &Strings,
+    ops: &mut [Op],
+    cs: &Changeset,
+    prepended: &mut PrependCursor,
+    start: usize,
+    put: usize,
+) -> Changeset {
     let mut out = Changeset::new();
     out.meta = cs.meta;
     // Exactly as many as it will hold: a merged history of one-instruction changesets would
     // otherwise hold room for four in each.
-    out.instructions = Vec::with_capacity(
-        ops.iter()
-            .map(|op| op.before.as_ref().map_or(0, |b| b.len()) + usize::from(op.alive))
-            .sum(),
-    );
-    for op in ops {
+    out.instructions = Vec::with_capacity(put + ops.iter().filter(|op| op.alive).count());
+    for (index, op) in (start..).zip(ops) {
         let kept = op.alive.then(|| take(op));
-        for mut instr in op.before.take().into_iter().flat_map(|b| *b).chain(kept) {
+        let before = std::iter::from_fn(|| prepended.next_for(index));
+        for mut instr in before.chain(kept) {
             instr.map_strings(&mut |s| out.intern(&strings.list[s.0 as usize]));
             out.push(instr);
         }
@@ -409,9 +501,10 @@ fn merge_refs_with(
     if !indexed {
         let all_left: Vec<usize> = (0..l.ops.len()).collect();
         let all_right: Vec<usize> = (0..r.ops.len()).collect();
-        grid(&mut l.ops, &mut r.ops, &all_left, &all_right)?;
-        export_in_place(&strings, r, right);
-        return Ok(export(&strings, l, left));
+        let mut puts = Puts::default();
+        grid(&mut l.ops, &mut r.ops, &all_left, &all_right, &mut puts)?;
+        export_in_place(&strings, r, right, puts.right);
+        return Ok(export(&strings, l, left, puts.left));
     }
 
     // Group keys, joined through links and through schema instructions. One pass over each
@@ -480,22 +573,34 @@ fn merge_refs_with(
         }
         last = b;
     }
+    let mut puts = Puts::default();
     for (key, bucket) in &buckets {
         if bucket.right.is_empty() {
             continue;
         }
         if key.0 {
-            grid(&mut l.ops, &mut r.ops, &bucket.left, &bucket.right)?;
+            grid(
+                &mut l.ops,
+                &mut r.ops,
+                &bucket.left,
+                &bucket.right,
+                &mut puts,
+            )?;
         } else {
             // One object: long runs of edits of one list are merged stretch by stretch.
-            let (left_rest, right_rest) =
-                segments::merge_lists(&mut l.ops, &mut r.ops, &bucket.left, &bucket.right)?;
-            grid(&mut l.ops, &mut r.ops, &left_rest, &right_rest)?;
+            let (left_rest, right_rest) = segments::merge_lists(
+                &mut l.ops,
+                &mut r.ops,
+                &bucket.left,
+                &bucket.right,
+                &mut puts,
+            )?;
+            grid(&mut l.ops, &mut r.ops, &left_rest, &right_rest, &mut puts)?;
         }
     }
 
-    export_in_place(&strings, r, right);
-    Ok(export(&strings, l, left))
+    export_in_place(&strings, r, right, puts.right);
+    Ok(export(&strings, l, left, puts.left))
 }
 
 /// What [`join_all`] finds besides each op's group: the tables erased (by `EraseTable` or
@@ -554,12 +659,14 @@ fn join(groups: &mut Groups, key: GroupKey, instr: &Instruction) -> usize {
     id
 }
 
-/// Every left op against the right ops, in sequence order on both sides.
+/// Every left op against the right ops, in sequence order on both sides; what the rules put
+/// before ops goes into `puts`.
 pub(super) fn grid(
     left: &mut [Op],
     right: &mut [Op],
     left_idx: &[usize],
     right_idx: &[usize],
+    puts: &mut Puts,
 ) -> Result<(), TransformError> {
     // Every op here may be changed (marked once, not per pair: the scan stays read-only).
     for &li in left_idx {
@@ -576,7 +683,10 @@ pub(super) fn grid(
                 break;
             }
             if right[ri].alive {
-                merge_pair(&mut left[li], &mut right[ri])?;
+                merge_pair(&mut left[li], &mut right[ri], &mut puts.pushed)?;
+                if !puts.pushed.is_empty() {
+                    puts.file(li, ri);
+                }
             }
             if !right[ri].alive {
                 dead += 1;

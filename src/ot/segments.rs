@@ -42,7 +42,7 @@
 
 use std::collections::HashMap;
 
-use super::merge::grid;
+use super::merge::{grid, Puts};
 use super::rules::{write_edit, ListEdit, Op};
 use super::{Discriminant, TransformError};
 use crate::changeset::{Instruction, InternString, PathElement};
@@ -217,6 +217,7 @@ pub(super) fn merge_lists(
     right: &mut [Op],
     left_idx: &[usize],
     right_idx: &[usize],
+    puts: &mut Puts,
 ) -> Result<(Vec<usize>, Vec<usize>), TransformError> {
     let everything = || Ok((left_idx.to_vec(), right_idx.to_vec()));
     if left_idx.len().saturating_mul(right_idx.len()) < MIN_PAIRS {
@@ -270,7 +271,7 @@ pub(super) fn merge_lists(
         }
         let a_ops: Vec<usize> = a.iter().map(|&k| left_idx[k]).collect();
         let b_ops: Vec<usize> = b.iter().map(|&k| right_idx[k]).collect();
-        if merge_list(left, right, &a_ops, &b_ops)? {
+        if merge_list(left, right, &a_ops, &b_ops, puts)? {
             a.iter().for_each(|&k| done_left[k] = true);
             b.iter().for_each(|&k| done_right[k] = true);
         }
@@ -537,6 +538,7 @@ fn merge_list(
     right: &mut [Op],
     a: &[usize],
     b: &[usize],
+    puts: &mut Puts,
 ) -> Result<bool, TransformError> {
     let (ea, eb) = (edits(left, a), edits(right, b));
     let (Some(base), Some(base_b)) = (base_size(&ea), base_size(&eb)) else {
@@ -605,7 +607,11 @@ fn merge_list(
         if !insert_erase_grid(&mut la, &mut lb)? {
             let all_a: Vec<usize> = (0..la.len()).collect();
             let all_b: Vec<usize> = (0..lb.len()).collect();
-            grid(&mut la, &mut lb, &all_a, &all_b)?;
+            // Element edits of one list: no rule puts anything before them, but what one
+            // would is filed against the ops the copies came from.
+            let mut local = Puts::default();
+            grid(&mut la, &mut lb, &all_a, &all_b, &mut local)?;
+            puts.add_mapped(local, |k| a[ka[k]], |k| b[kb[k]]);
         }
         for (ops, idx, local, ks, merged) in [
             (&mut *left, a, &mut local_a, ka, la),
