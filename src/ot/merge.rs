@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use super::rules::{merge_pair, Op, Prepend};
+use super::rules::{merge_pair, Op, Prepend, CLOCK_LIMIT};
 use super::segments;
 use super::{Discriminant, TransformError};
 use crate::changeset::{Changeset, Instruction, InternString, Payload, PrimaryKey};
@@ -50,16 +50,84 @@ struct Side {
     tables: Vec<Vec<InternString>>,
 }
 
+/// What one pass over a side's changesets finds before they are imported.
+#[derive(Default)]
+struct Extent {
+    /// How many changesets.
+    count: usize,
+    /// How many instructions in all.
+    total: usize,
+    /// The largest origin timestamp.
+    timestamp: u64,
+    /// The largest origin file ident.
+    file_ident: u64,
+}
+
+impl Extent {
+    fn of<'c>(changesets: impl Iterator<Item = &'c Changeset>) -> Self {
+        changesets.fold(Extent::default(), |e, cs| Extent {
+            count: e.count + 1,
+            total: e.total + cs.len(),
+            timestamp: e.timestamp.max(cs.meta.origin_timestamp),
+            file_ident: e.file_ident.max(cs.meta.origin_file_ident),
+        })
+    }
+}
+
+/// Bits of a packed clock below the timestamp, for the file ident ([`Clocks::Packed`]).
+const PACKED_IDENT_BITS: u32 = 20;
+
+/// The clocks of one merge: each changeset's [`Discriminant`] (timestamp, then file ident) as
+/// a number below [`CLOCK_LIMIT`] that orders as the discriminants do, so that an op holds it
+/// in 61 bits beside its flags.
+enum Clocks {
+    /// Every file ident is below 2^20 and every timestamp below 2^41 (milliseconds since 2015:
+    /// until 2084): the timestamp above the ident.
+    Packed,
+    /// Otherwise: each discriminant's place among the merge's distinct ones, sorted.
+    Ranked(Vec<Discriminant>),
+}
+
+impl Clocks {
+    /// The clocks of a merge of `left` and `right` (`extents`, theirs).
+    fn new(left: &[&Changeset], right: &[Changeset], extents: &[Extent]) -> Self {
+        let ident_limit = 1 << PACKED_IDENT_BITS;
+        let timestamp_limit = CLOCK_LIMIT >> PACKED_IDENT_BITS;
+        if extents
+            .iter()
+            .all(|e| e.file_ident < ident_limit && e.timestamp < timestamp_limit)
+        {
+            return Clocks::Packed;
+        }
+        let left = left.iter().map(|cs| Discriminant::of(cs));
+        let mut all: Vec<Discriminant> = left.chain(right.iter().map(Discriminant::of)).collect();
+        all.sort_unstable();
+        all.dedup();
+        Clocks::Ranked(all)
+    }
+
+    /// The clock of `cs`, one of the merge's changesets.
+    fn of(&self, cs: &Changeset) -> u64 {
+        let disc = Discriminant::of(cs);
+        match self {
+            Clocks::Packed => disc.timestamp << PACKED_IDENT_BITS | disc.file_ident,
+            Clocks::Ranked(all) => {
+                all.binary_search(&disc)
+                    .expect("every changeset of the merge is ranked") as u64
+            }
+        }
+    }
+}
+
 fn import<'c>(
     strings: &mut Strings,
-    changesets: impl Iterator<Item = &'c Changeset> + Clone,
+    changesets: impl Iterator<Item = &'c Changeset>,
+    extent: &Extent,
+    clocks: &Clocks,
 ) -> Result<Side, TransformError> {
-    let (count, total) = changesets
-        .clone()
-        .fold((0, 0), |(count, total), cs| (count + 1, total + cs.len()));
     let mut side = Side {
-        ops: Vec::with_capacity(total),
-        table_of: Vec::with_capacity(count),
+        ops: Vec::with_capacity(extent.total),
+        table_of: Vec::with_capacity(extent.count),
         tables: Vec::new(),
     };
     // Each changeset's table mapped into the shared one; consecutive changesets mostly have
@@ -78,7 +146,7 @@ fn import<'c>(
         }
         side.table_of.push(side.tables.len() as u32 - 1);
         let map = side.tables.last().expect("pushed for the first changeset");
-        let disc = Discriminant::of(cs);
+        let clock = clocks.of(cs);
         for instruction in &cs.instructions {
             let mut undefined = None;
             let mut instr = instruction.clone();
@@ -92,7 +160,7 @@ fn import<'c>(
             if let Some(index) = undefined {
                 return Err(TransformError::UndefinedString { index });
             }
-            side.ops.push(Op::new(instr, disc));
+            side.ops.push(Op::new(instr, clock));
         }
     }
     Ok(side)
@@ -312,7 +380,7 @@ impl LocalStrings {
             Form::Rebuilt
         } else if unchanged(&tables[table as usize], ops, cs) {
             Form::Unchanged
-        } else if ops.iter().all(|op| op.alive) && self.find(tables, table, ops) {
+        } else if ops.iter().all(|op| op.alive()) && self.find(tables, table, ops) {
             Form::SameStrings
         } else {
             Form::Rebuilt
@@ -359,9 +427,9 @@ fn unchanged(map: &[InternString], ops: &[Op], cs: &Changeset) -> bool {
     // An op a rule may have changed is compared with the instruction as imported, made again
     // (strings in the shared table) one at a time rather than kept beside every op.
     ops.iter().zip(&cs.instructions).all(|(op, source)| {
-        op.alive
-            && !op.changed
-            && (!op.touched || {
+        op.alive()
+            && !op.changed()
+            && (!op.touched() || {
                 let mut imported = source.clone();
                 // The import refused a changeset naming a string its table lacks.
                 imported.map_strings(&mut |s| map[s.0 as usize]);
@@ -385,9 +453,9 @@ fn rebuilt(
     out.meta = cs.meta;
     // Exactly as many as it will hold: a merged history of one-instruction changesets would
     // otherwise hold room for four in each.
-    out.instructions = Vec::with_capacity(put + ops.iter().filter(|op| op.alive).count());
+    out.instructions = Vec::with_capacity(put + ops.iter().filter(|op| op.alive()).count());
     for (index, op) in (start..).zip(ops) {
-        let kept = op.alive.then(|| take(op));
+        let kept = op.alive().then(|| take(op));
         let before = std::iter::from_fn(|| prepended.next_for(index));
         for mut instr in before.chain(kept) {
             instr.map_strings(&mut |s| out.intern(&strings.list[s.0 as usize]));
@@ -496,8 +564,10 @@ fn merge_refs_with(
         return Ok(vec![None; left.len()]);
     }
     let mut strings = Strings::default();
-    let mut l = import(&mut strings, left.iter().copied())?;
-    let mut r = import(&mut strings, right.iter())?;
+    let extents = [Extent::of(left.iter().copied()), Extent::of(right.iter())];
+    let clocks = Clocks::new(left, right, &extents);
+    let mut l = import(&mut strings, left.iter().copied(), &extents[0], &clocks)?;
+    let mut r = import(&mut strings, right.iter(), &extents[1], &clocks)?;
     if !indexed {
         let all_left: Vec<usize> = (0..l.ops.len()).collect();
         let all_right: Vec<usize> = (0..r.ops.len()).collect();
@@ -508,7 +578,7 @@ fn merge_refs_with(
     }
 
     // Group keys, joined through links and through schema instructions. One pass over each
-    // side's ops (136 bytes each: at a million ops every further pass was about 15 ms of
+    // side's ops (136 bytes each then: at a million ops every further pass was about 15 ms of
     // memory traffic, `benches/branches.rs`); the buckets are then made from what it kept.
     let mut groups = Groups::default();
     let mut found = Found::default();
@@ -574,28 +644,18 @@ fn merge_refs_with(
         last = b;
     }
     let mut puts = Puts::default();
+    let (lo, ro) = (&mut l.ops, &mut r.ops);
     for (key, bucket) in &buckets {
         if bucket.right.is_empty() {
             continue;
         }
         if key.0 {
-            grid(
-                &mut l.ops,
-                &mut r.ops,
-                &bucket.left,
-                &bucket.right,
-                &mut puts,
-            )?;
+            grid(lo, ro, &bucket.left, &bucket.right, &mut puts)?;
         } else {
             // One object: long runs of edits of one list are merged stretch by stretch.
-            let (left_rest, right_rest) = segments::merge_lists(
-                &mut l.ops,
-                &mut r.ops,
-                &bucket.left,
-                &bucket.right,
-                &mut puts,
-            )?;
-            grid(&mut l.ops, &mut r.ops, &left_rest, &right_rest, &mut puts)?;
+            let (left_rest, right_rest) =
+                segments::merge_lists(lo, ro, &bucket.left, &bucket.right, &mut puts)?;
+            grid(lo, ro, &left_rest, &right_rest, &mut puts)?;
         }
     }
 
@@ -670,30 +730,30 @@ pub(super) fn grid(
 ) -> Result<(), TransformError> {
     // Every op here may be changed (marked once, not per pair: the scan stays read-only).
     for &li in left_idx {
-        left[li].touched = true;
+        left[li].touch();
     }
     for &ri in right_idx {
-        right[ri].touched = true;
+        right[ri].touch();
     }
     let mut live: Vec<usize> = right_idx.to_vec();
     for &li in left_idx {
         let mut dead = 0;
         for &ri in &live {
-            if !left[li].alive {
+            if !left[li].alive() {
                 break;
             }
-            if right[ri].alive {
+            if right[ri].alive() {
                 merge_pair(&mut left[li], &mut right[ri], &mut puts.pushed)?;
                 if !puts.pushed.is_empty() {
                     puts.file(li, ri);
                 }
             }
-            if !right[ri].alive {
+            if !right[ri].alive() {
                 dead += 1;
             }
         }
         if dead * 2 > live.len() {
-            live.retain(|&ri| right[ri].alive);
+            live.retain(|&ri| right[ri].alive());
         }
         if live.is_empty() {
             break;
@@ -1051,5 +1111,86 @@ mod tests {
             &Changeset::new(),
             &cs(&[("set", "Task", 1, "")])
         ));
+    }
+
+    /// One changeset setting `A[1].n` to `value`, made at `timestamp` by file `ident`.
+    fn set_at(value: i64, timestamp: u64, ident: u64) -> Changeset {
+        let mut c = cs(&[("set", "A", 1, "")]);
+        if let Instruction::Update(update) = &mut c.instructions[0] {
+            update.value = Payload::Int(value);
+        }
+        c.meta.origin_timestamp = timestamp;
+        c.meta.origin_file_ident = ident;
+        c
+    }
+
+    /// A timestamp or a file ident: small ones (so that equal keys occur), or ones at and
+    /// around the packing's limit (`bits`) and the type's.
+    fn key_part(bits: u32) -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => 0u64..6,
+            1 => prop_oneof![
+                Just((1 << bits) - 1),
+                Just(1 << bits),
+                Just(u64::MAX - 1),
+                Just(u64::MAX)
+            ],
+        ]
+    }
+
+    proptest::proptest! {
+        /// Packed (every key fits) or ranked (a file ident from 2^20 or a timestamp from 2^41
+        /// on), clocks order as the discriminants do, equal ones equal, all below `CLOCK_LIMIT`.
+        #[test]
+        fn clocks_order_as_the_discriminants_do(
+            keys in proptest::collection::vec((key_part(41), key_part(20)), 1..40),
+            split in 0usize..40,
+        ) {
+            use super::{Clocks, Extent, CLOCK_LIMIT};
+            use crate::ot::Discriminant;
+            use proptest::prelude::*;
+            let all: Vec<Changeset> = keys.iter().map(|&(t, f)| set_at(0, t, f)).collect();
+            let (left, right) = all.split_at(split.min(all.len()));
+            let left: Vec<&Changeset> = left.iter().collect();
+            let extents = [Extent::of(left.iter().copied()), Extent::of(right.iter())];
+            let clocks = Clocks::new(&left, right, &extents);
+            let fits = keys.iter().all(|&(t, f)| t < 1 << 41 && f < 1 << 20);
+            prop_assert_eq!(matches!(clocks, Clocks::Packed), fits);
+            for x in &all {
+                prop_assert!(clocks.of(x) < CLOCK_LIMIT);
+                for y in &all {
+                    prop_assert_eq!(
+                        clocks.of(x).cmp(&clocks.of(y)),
+                        Discriminant::of(x).cmp(&Discriminant::of(y))
+                    );
+                }
+            }
+        }
+    }
+
+    /// Last writer wins by the same keys when they are too wide to pack: sets of one field by
+    /// files whose idents differ only below 2^20 (equal timestamps), or at timestamps past
+    /// 2^41, merge as the same sets with small keys do.
+    #[test]
+    fn keys_too_wide_to_pack_merge_as_small_ones() {
+        let wide = 1u64 << 40;
+        for (small, large) in [
+            ([(100, 5), (100, 7)], [(100, wide + 5), (100, wide + 7)]),
+            ([(100, 7), (100, 5)], [(100, wide + 7), (100, wide + 5)]),
+            ([(100, 5), (101, 5)], [(u64::MAX - 1, 5), (u64::MAX, 5)]),
+            ([(101, 5), (100, 5)], [(u64::MAX, 5), (u64::MAX - 1, 5)]),
+        ] {
+            let merged = |keys: [(u64, u64); 2]| {
+                let mut left = [set_at(1, keys[0].0, keys[0].1)];
+                let mut right = [set_at(2, keys[1].0, keys[1].1)];
+                super::merge(&mut left, &mut right).unwrap();
+                (left[0].instructions.clone(), right[0].instructions.clone())
+            };
+            let (narrow, far) = (merged(small), merged(large));
+            assert_eq!(narrow, far, "{small:?} against {large:?}");
+            // One of the two sets is discarded on its way to the other side.
+            assert_eq!(narrow.0.len() + narrow.1.len(), 1, "{small:?}");
+        }
     }
 }

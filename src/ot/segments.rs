@@ -44,7 +44,7 @@ use std::collections::HashMap;
 
 use super::merge::{grid, Puts};
 use super::rules::{write_edit, ListEdit, Op};
-use super::{Discriminant, TransformError};
+use super::TransformError;
 use crate::changeset::{Instruction, InternString, PathElement};
 
 /// Below this many pairs the grid is cheaper than building the stretches. Unit tests use 1 so
@@ -291,7 +291,8 @@ pub(super) fn merge_lists(
 struct Edit {
     edit: ListEdit,
     prior: u32,
-    disc: Discriminant,
+    /// Its op's [`Op::clock`].
+    clock: u64,
     alive: bool,
 }
 
@@ -308,11 +309,11 @@ fn insert_erase_grid(left: &mut [Op], right: &mut [Op]) -> Result<bool, Transfor
     let compact = |ops: &[Op]| -> Option<Vec<Edit>> {
         ops.iter()
             .map(|op| match ListEdit::of(&op.instr)? {
-                (edit @ (ListEdit::Insert(_) | ListEdit::Erase(_)), prior) if op.alive => {
+                (edit @ (ListEdit::Insert(_) | ListEdit::Erase(_)), prior) if op.alive() => {
                     Some(Edit {
                         edit,
                         prior,
-                        disc: op.disc,
+                        clock: op.clock(),
                         alive: true,
                     })
                 }
@@ -349,9 +350,11 @@ fn insert_erase_grid(left: &mut [Op], right: &mut [Op]) -> Result<bool, Transfor
         for (op, e) in ops.iter_mut().zip(edits) {
             // A discarded edit keeps what the pairs before its discard made of it, as in
             // `grid` (nothing reads it there either).
-            op.touched = true;
+            op.touch();
             write_edit(&mut op.instr, e.edit, e.prior);
-            op.alive = e.alive;
+            if !e.alive {
+                op.discard();
+            }
         }
     }
     Ok(true)
@@ -370,7 +373,7 @@ fn insert_erase_pair(a: &mut Edit, b: &mut Edit) -> Result<(), TransformError> {
     let size = a.prior;
     let (na, nb) = match (a.edit, b.edit) {
         (Insert(i), Insert(j)) => {
-            if i < j || (i == j && a.disc < b.disc) {
+            if i < j || (i == j && a.clock < b.clock) {
                 (Insert(i), Insert(j + 1))
             } else {
                 (Insert(i + 1), Insert(j))
@@ -647,7 +650,7 @@ fn merge_list(
         let mut slots = Fenwick::new(counts);
         for k in 0..idx.len() {
             let op = &mut ops[idx[k]];
-            if !op.alive {
+            if !op.alive() {
                 continue;
             }
             let place = p[k];
@@ -659,10 +662,12 @@ fn merge_list(
             let prior = fit(slots.total());
             if ListEdit::of(&op.instr) != Some((edit, prior)) {
                 write_edit(&mut op.instr, edit, prior);
-                op.touched = true;
+                op.touch();
             }
             // An index or prior size other than the imported one is a change for certain.
-            op.changed |= (edit, prior) != e[k];
+            if (edit, prior) != e[k] {
+                op.mark_changed();
+            }
             slots.add(place.slot, e[k].0.delta());
         }
     }
