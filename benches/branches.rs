@@ -29,12 +29,13 @@
 //! N/2 of them, and each branch's events are its own changesets: one changeset per trace
 //! transaction (for automerge-paper, one keystroke per changeset; `TANDEM_BRANCHES_BATCH=k`
 //! puts k events in each instead). Every `ArrayInsert` / `ArrayErase` carries the list's true
-//! size before it as `prior_size`. Each branch's changesets are then held as a peer holds them
-//! after reading them back (a client's history rows and a DOWNLOAD's entries, the server's
-//! history rows and an UPLOAD's entries): encoded, and decoded each beside the one before it
-//! ([`Changeset::decode_sharing`], as `store::history`, `store::sync` and `server::file` decode
-//! them), so that a run of changesets naming the same strings holds one string table. Two
-//! scenarios:
+//! size before it as `prior_size`. Each changeset carries today's time on the OT clock and its
+//! branch's file ident, spread over 1 to 2^63 - 1 as a server allocates them. Each branch's
+//! changesets are then held as a peer holds them after reading them back (a client's history
+//! rows and a DOWNLOAD's entries, the server's history rows and an UPLOAD's entries): encoded,
+//! and decoded each beside the one before it ([`Changeset::decode_sharing`], as
+//! `store::history`, `store::sync` and `server::file` decode them), so that a run of
+//! changesets naming the same strings holds one string table. Two scenarios:
 //!
 //! - `halves` (the headline): the trace's first half and second half written concurrently.
 //!   The base list is `[SEP] ++ doc(N/2)`, where `doc(k)` is the text after k events. Branch A
@@ -403,6 +404,16 @@ fn base_changeset(list: &[i64]) -> Changeset {
 
 /// One branch's changesets: `events` replayed on a section of the list that starts at
 /// `index_offset` and holds `section_len` elements, with `outside` elements elsewhere in it.
+/// 2026-12-07 on the OT clock (milliseconds since 2015-01-01): the branches' changesets carry
+/// timestamps of today, as a client's do.
+const CLOCK_START: u64 = 376_531_200_000;
+
+/// The client file ident of `peer`, spread over 1 to 2^63 - 1 as a server's random allocation
+/// spreads them (`server::file`), not a small number.
+fn file_ident(peer: u64) -> u64 {
+    (peer.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1).max(1)
+}
+
 fn branch(
     trace: &Trace,
     events: std::ops::Range<usize>,
@@ -427,8 +438,8 @@ fn branch(
             cs.meta = ChangesetMeta {
                 version: k + 1,
                 last_integrated_remote_version: 0,
-                origin_timestamp: 2 * k + peer,
-                origin_file_ident: peer,
+                origin_timestamp: CLOCK_START + 2 * k + peer,
+                origin_file_ident: file_ident(peer),
             };
             out.push(cs);
             in_current = 0;

@@ -46,12 +46,15 @@ fn text(seed: u64) -> String {
         .collect()
 }
 
-fn meta(cs: &mut Changeset, version: u64, timestamp: u64, file_ident: u64) {
+/// `timestamp` counts from 2026-12-07 on the OT clock (milliseconds since 2015-01-01), and
+/// `peer`'s file ident is spread over 1 to 2^63 - 1 as a server's random allocation spreads
+/// them (`server::file`), as real changesets carry them.
+fn meta(cs: &mut Changeset, version: u64, timestamp: u64, peer: u64) {
     cs.meta = ChangesetMeta {
         version,
         last_integrated_remote_version: 0,
-        origin_timestamp: timestamp,
-        origin_file_ident: file_ident,
+        origin_timestamp: 376_531_200_000 + timestamp,
+        origin_file_ident: (peer.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1).max(1),
     };
 }
 

@@ -13,7 +13,7 @@
 //! Within one object, the edits of one list are merged stretch by stretch (`segments`), which
 //! keeps two long branches editing different parts of a list near linear too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::rules::{merge_pair, Op, Prepend, CLOCK_LIMIT};
 use super::segments;
@@ -59,31 +59,40 @@ struct Extent {
     total: usize,
     /// The largest origin timestamp.
     timestamp: u64,
-    /// The largest origin file ident.
-    file_ident: u64,
+    /// The distinct origin file idents.
+    idents: BTreeSet<u64>,
 }
 
 impl Extent {
     fn of<'c>(changesets: impl Iterator<Item = &'c Changeset>) -> Self {
-        changesets.fold(Extent::default(), |e, cs| Extent {
-            count: e.count + 1,
-            total: e.total + cs.len(),
-            timestamp: e.timestamp.max(cs.meta.origin_timestamp),
-            file_ident: e.file_ident.max(cs.meta.origin_file_ident),
-        })
+        let mut extent = Extent::default();
+        let mut last = None;
+        for cs in changesets {
+            extent.count += 1;
+            extent.total += cs.len();
+            extent.timestamp = extent.timestamp.max(cs.meta.origin_timestamp);
+            // A run of one file's changesets costs one look-up.
+            if last != Some(cs.meta.origin_file_ident) {
+                last = Some(cs.meta.origin_file_ident);
+                extent.idents.insert(cs.meta.origin_file_ident);
+            }
+        }
+        extent
     }
 }
 
-/// Bits of a packed clock below the timestamp, for the file ident ([`Clocks::Packed`]).
+/// Bits of a packed clock below the timestamp, for the file ident's place ([`Clocks::Packed`]).
 const PACKED_IDENT_BITS: u32 = 20;
 
 /// The clocks of one merge: each changeset's [`Discriminant`] (timestamp, then file ident) as
 /// a number below [`CLOCK_LIMIT`] that orders as the discriminants do, so that an op holds it
 /// in 61 bits beside its flags.
 enum Clocks {
-    /// Every file ident is below 2^20 and every timestamp below 2^41 (milliseconds since 2015:
-    /// until 2084): the timestamp above the ident.
-    Packed,
+    /// Every timestamp is below 2^(61 - `bits`) and there are fewer than 2^`bits` distinct file
+    /// idents (`idents`, sorted): the timestamp above the ident's place among them. Servers
+    /// allocate idents at random up to 2^63 (`server::file`), so the place is packed, not the
+    /// ident. With 20 bits: timestamps until 2084 (milliseconds since 2015), a million files.
+    Packed { idents: Vec<u64>, bits: u32 },
     /// Otherwise: each discriminant's place among the merge's distinct ones, sorted.
     Ranked(Vec<Discriminant>),
 }
@@ -91,13 +100,16 @@ enum Clocks {
 impl Clocks {
     /// The clocks of a merge of `left` and `right` (`extents`, theirs).
     fn new(left: &[&Changeset], right: &[Changeset], extents: &[Extent]) -> Self {
-        let ident_limit = 1 << PACKED_IDENT_BITS;
-        let timestamp_limit = CLOCK_LIMIT >> PACKED_IDENT_BITS;
-        if extents
-            .iter()
-            .all(|e| e.file_ident < ident_limit && e.timestamp < timestamp_limit)
-        {
-            return Clocks::Packed;
+        Self::packing(left, right, extents, PACKED_IDENT_BITS)
+    }
+
+    /// [`new`](Self::new) with `bits` for the file ident's place in a packed clock.
+    fn packing(left: &[&Changeset], right: &[Changeset], extents: &[Extent], bits: u32) -> Self {
+        let idents: BTreeSet<u64> = extents.iter().flat_map(|e| &e.idents).copied().collect();
+        let timestamp = extents.iter().map(|e| e.timestamp).max().unwrap_or(0);
+        if idents.len() < 1 << bits && timestamp < CLOCK_LIMIT >> bits {
+            let idents = idents.into_iter().collect();
+            return Clocks::Packed { idents, bits };
         }
         let left = left.iter().map(|cs| Discriminant::of(cs));
         let mut all: Vec<Discriminant> = left.chain(right.iter().map(Discriminant::of)).collect();
@@ -110,10 +122,13 @@ impl Clocks {
     fn of(&self, cs: &Changeset) -> u64 {
         let disc = Discriminant::of(cs);
         match self {
-            Clocks::Packed => disc.timestamp << PACKED_IDENT_BITS | disc.file_ident,
+            Clocks::Packed { idents, bits } => {
+                let place = idents.binary_search(&disc.file_ident);
+                disc.timestamp << bits | place.expect("every file ident of the merge") as u64
+            }
             Clocks::Ranked(all) => {
-                all.binary_search(&disc)
-                    .expect("every changeset of the merge is ranked") as u64
+                let place = all.binary_search(&disc);
+                place.expect("every changeset of the merge is ranked") as u64
             }
         }
     }
@@ -1124,39 +1139,42 @@ mod tests {
         c
     }
 
-    /// A timestamp or a file ident: small ones (so that equal keys occur), or ones at and
-    /// around the packing's limit (`bits`) and the type's.
-    fn key_part(bits: u32) -> impl proptest::strategy::Strategy<Value = u64> {
-        use proptest::prelude::*;
-        prop_oneof![
-            4 => 0u64..6,
-            1 => prop_oneof![
-                Just((1 << bits) - 1),
-                Just(1 << bits),
-                Just(u64::MAX - 1),
-                Just(u64::MAX)
-            ],
-        ]
-    }
-
     proptest::proptest! {
-        /// Packed (every key fits) or ranked (a file ident from 2^20 or a timestamp from 2^41
-        /// on), clocks order as the discriminants do, equal ones equal, all below `CLOCK_LIMIT`.
+        /// Packed (fewer than 2^`bits` distinct file idents and every timestamp below
+        /// 2^(61 - `bits`)) or ranked, clocks order as the discriminants do, equal ones equal,
+        /// all below `CLOCK_LIMIT`. Small `bits` so that both forms occur.
         #[test]
         fn clocks_order_as_the_discriminants_do(
-            keys in proptest::collection::vec((key_part(41), key_part(20)), 1..40),
+            keys in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        4 => 0u64..6,
+                        1 => proptest::sample::select(vec![
+                            (1 << 58) - 1, 1 << 58, 1 << 59, 1 << 60, u64::MAX - 1, u64::MAX,
+                        ]),
+                    ],
+                    // Six idents, small and as large as servers allocate, so that a merge
+                    // has more or fewer than 2^`bits`.
+                    proptest::sample::select(vec![1, 2, 3, 1 << 40, (1 << 62) + 7, u64::MAX]),
+                ),
+                1..40,
+            ),
             split in 0usize..40,
+            bits in 1u32..4,
         ) {
             use super::{Clocks, Extent, CLOCK_LIMIT};
             use crate::ot::Discriminant;
             use proptest::prelude::*;
+            use std::collections::BTreeSet;
             let all: Vec<Changeset> = keys.iter().map(|&(t, f)| set_at(0, t, f)).collect();
             let (left, right) = all.split_at(split.min(all.len()));
             let left: Vec<&Changeset> = left.iter().collect();
             let extents = [Extent::of(left.iter().copied()), Extent::of(right.iter())];
-            let clocks = Clocks::new(&left, right, &extents);
-            let fits = keys.iter().all(|&(t, f)| t < 1 << 41 && f < 1 << 20);
-            prop_assert_eq!(matches!(clocks, Clocks::Packed), fits);
+            let clocks = Clocks::packing(&left, right, &extents, bits);
+            let idents: BTreeSet<u64> = keys.iter().map(|&(_, f)| f).collect();
+            let fits = idents.len() < 1 << bits
+                && keys.iter().all(|&(t, _)| t < CLOCK_LIMIT >> bits);
+            prop_assert_eq!(matches!(clocks, Clocks::Packed { .. }), fits);
             for x in &all {
                 prop_assert!(clocks.of(x) < CLOCK_LIMIT);
                 for y in &all {
@@ -1169,26 +1187,52 @@ mod tests {
         }
     }
 
-    /// Last writer wins by the same keys when they are too wide to pack: sets of one field by
-    /// files whose idents differ only below 2^20 (equal timestamps), or at timestamps past
-    /// 2^41, merge as the same sets with small keys do.
+    /// Last writer wins by the same keys whatever their size: sets of one field by files with
+    /// idents as servers allocate them (random, up to 2^63: packed by their place) or at
+    /// timestamps past 2^41 (ranked) merge as the same sets with small keys do.
     #[test]
-    fn keys_too_wide_to_pack_merge_as_small_ones() {
-        let wide = 1u64 << 40;
-        for (small, large) in [
-            ([(100, 5), (100, 7)], [(100, wide + 5), (100, wide + 7)]),
-            ([(100, 7), (100, 5)], [(100, wide + 7), (100, wide + 5)]),
-            ([(100, 5), (101, 5)], [(u64::MAX - 1, 5), (u64::MAX, 5)]),
-            ([(101, 5), (100, 5)], [(u64::MAX, 5), (u64::MAX - 1, 5)]),
+    fn large_keys_merge_as_small_ones() {
+        use super::{Clocks, Extent};
+        let random = [0x5a3c_91e2_07d4_b6f1, 0x6e0f_2b7d_9c41_83a5];
+        for (small, large, packed) in [
+            (
+                [(100, 5), (100, 7)],
+                [(100, random[0]), (100, random[1])],
+                true,
+            ),
+            (
+                [(100, 7), (100, 5)],
+                [(100, random[1]), (100, random[0])],
+                true,
+            ),
+            (
+                [(100, 5), (101, 5)],
+                [(u64::MAX - 1, 5), (u64::MAX, 5)],
+                false,
+            ),
+            (
+                [(101, 5), (100, 5)],
+                [(u64::MAX, 5), (u64::MAX - 1, 5)],
+                false,
+            ),
         ] {
-            let merged = |keys: [(u64, u64); 2]| {
-                let mut left = [set_at(1, keys[0].0, keys[0].1)];
-                let mut right = [set_at(2, keys[1].0, keys[1].1)];
+            let pair = |keys: [(u64, u64); 2]| {
+                (
+                    [set_at(1, keys[0].0, keys[0].1)],
+                    [set_at(2, keys[1].0, keys[1].1)],
+                )
+            };
+            let (left, right) = pair(large);
+            let extents = [Extent::of(left.iter()), Extent::of(right.iter())];
+            let clocks = Clocks::new(&[&left[0]], &right, &extents);
+            assert_eq!(matches!(clocks, Clocks::Packed { .. }), packed, "{large:?}");
+            let merged = |keys| {
+                let (mut left, mut right) = pair(keys);
                 super::merge(&mut left, &mut right).unwrap();
                 (left[0].instructions.clone(), right[0].instructions.clone())
             };
-            let (narrow, far) = (merged(small), merged(large));
-            assert_eq!(narrow, far, "{small:?} against {large:?}");
+            let (narrow, wide) = (merged(small), merged(large));
+            assert_eq!(narrow, wide, "{small:?} against {large:?}");
             // One of the two sets is discarded on its way to the other side.
             assert_eq!(narrow.0.len() + narrow.1.len(), 1, "{small:?}");
         }
