@@ -182,6 +182,39 @@ fn names_differing_only_in_case_from_the_files_are_refused() {
     assert_eq!(db.history().unwrap().len(), 1, "nothing was added");
 }
 
+/// A collection property whose SQLite table would be another's (class and property names
+/// joined with `:`, ASCII case ignored) is refused by name when the other is already in the
+/// file, as sync or an earlier schema put it there, and the file is unchanged: before, the open
+/// failed with SQLite's "table already exists".
+#[test]
+fn a_collection_stored_under_the_name_of_one_in_the_file_is_refused() {
+    let (_dir, path) = temp_db("clash");
+    let class = |name: &str, list: &str| {
+        ClassSchema::top_level(
+            name,
+            "_id",
+            vec![
+                Property::new("_id", PropertyType::Int),
+                Property::new(list, PropertyType::Int).collection(CollectionKind::List),
+            ],
+        )
+    };
+    let first = Schema::new(vec![class("A:b", "c")]).unwrap();
+    drop(Database::open(&path, &first, Config::default()).unwrap());
+    let second = Schema::new(vec![class("A", "B:c")]).unwrap();
+    let err = Database::open(&path, &second, Config::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains(
+            "column A.B:c would be stored in SQLite's table 'l:A:B:c' as the column A:b.c is"
+        ),
+        "{err}"
+    );
+    let db = Database::open(&path, &first, Config::default()).unwrap();
+    assert_eq!(db.history().unwrap().len(), 1, "nothing was added");
+}
+
 /// Setting the primary key of an object is refused and says why (Realm's keys are fixed).
 #[test]
 fn setting_a_primary_key_is_refused_by_name() {

@@ -321,6 +321,9 @@ impl Schema {
         for class in &classes {
             validate_class(class, &classes)?;
         }
+        if let Some(clash) = storage_name_clash(&classes) {
+            return Err(clash);
+        }
         Ok(Schema { classes })
     }
 
@@ -343,6 +346,46 @@ fn differing_in_case<'a>(names: impl Iterator<Item = &'a str>) -> Option<(String
     for name in names {
         if let Some(first) = seen.insert(name.to_ascii_lowercase(), name) {
             return Some((first.to_owned(), name.to_owned()));
+        }
+    }
+    None
+}
+
+/// The first two properties whose SQLite objects would share a name: the store names a
+/// collection property's table `"l:"`, `"s:"` or `"d:"` and an indexed property's search index
+/// `"x:"`, then `<Class>:<property>` (`store::layout`), so with a `:` inside a name two
+/// properties of one kind can spell one name, ASCII case ignored as SQLite ignores it.
+fn storage_name_clash(classes: &[ClassSchema]) -> Option<SchemaError> {
+    let mut seen: std::collections::HashMap<String, (&str, &str)> = Default::default();
+    for class in classes {
+        for property in &class.properties {
+            // Only names with a `:` inside can be spelled two ways.
+            if !class.name.contains(':') && !property.name.contains(':') {
+                continue;
+            }
+            let table = match property.collection {
+                CollectionKind::Single => None,
+                CollectionKind::List => Some("l"),
+                CollectionKind::Set => Some("s"),
+                CollectionKind::Dictionary => Some("d"),
+            };
+            let is_key = class.primary_key.as_deref() == Some(property.name.as_str());
+            let index = (property.indexed && !is_key).then_some("x");
+            for kind in table.into_iter().chain(index) {
+                let name = format!("{kind}:{}:{}", class.name, property.name);
+                let here = (class.name.as_str(), property.name.as_str());
+                if let Some((other_class, other_property)) =
+                    seen.insert(name.to_ascii_lowercase(), here)
+                {
+                    return Some(SchemaError::StorageNamesClash {
+                        class: other_class.to_owned(),
+                        property: other_property.to_owned(),
+                        other_class: class.name.clone(),
+                        other_property: property.name.clone(),
+                        name,
+                    });
+                }
+            }
         }
     }
     None
@@ -499,6 +542,21 @@ pub enum SchemaError {
         /// The other.
         other: String,
     },
+    /// Two properties would be stored under one SQLite name: a collection's table or a search
+    /// index is named by its class and property joined with `:` (`"l:A:b:c"` is both `A.b:c`'s
+    /// list and `A:b.c`'s), ASCII case ignored.
+    StorageNamesClash {
+        /// The class of the first declared.
+        class: String,
+        /// The first declared.
+        property: String,
+        /// The class of the other.
+        other_class: String,
+        /// The other.
+        other_property: String,
+        /// The SQLite name both would have.
+        name: String,
+    },
     /// A class name is empty, too long or has control characters.
     InvalidClassName {
         /// The name given.
@@ -587,6 +645,18 @@ impl fmt::Display for SchemaError {
                 f,
                 "{class}: properties '{property}' and '{other}' differ only in ASCII case, which \
                  Tandem cannot keep apart (SQLite's column names ignore it); rename one"
+            ),
+            SchemaError::StorageNamesClash {
+                class,
+                property,
+                other_class,
+                other_property,
+                name,
+            } => write!(
+                f,
+                "{class}.{property} and {other_class}.{other_property} would both be stored as \
+                 SQLite's '{name}' (class and property names are joined with ':', and SQLite \
+                 ignores ASCII case); rename one"
             ),
             SchemaError::InvalidClassName { class } => write!(
                 f,
@@ -718,6 +788,45 @@ mod tests {
 
     /// Names equal but for ASCII case are refused by name; other case differences (`é`, `É`:
     /// SQLite folds ASCII only) and distinct names are not.
+    /// Two properties whose collection tables or search indexes would share a SQLite name
+    /// (names joined with `:`, ASCII case ignored) are refused by name; the same names in
+    /// different kinds of object, or without a `:` to split differently, are not.
+    #[test]
+    fn properties_stored_under_one_sqlite_name_are_refused() {
+        let class = |name: &str, property: Property| {
+            ClassSchema::top_level(
+                name,
+                "_id",
+                vec![Property::new("_id", PropertyType::Int), property],
+            )
+        };
+        let list =
+            |name: &str| Property::new(name, PropertyType::Int).collection(CollectionKind::List);
+        let indexed = |name: &str| Property::new(name, PropertyType::String).indexed();
+        let err = Schema::new(vec![class("A", list("b:c")), class("A:b", list("c"))]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "A.b:c and A:b.c would both be stored as SQLite's 'l:A:b:c' (class and property \
+             names are joined with ':', and SQLite ignores ASCII case); rename one"
+        );
+        let err =
+            Schema::new(vec![class("a:B", indexed("c")), class("A", indexed("b:C"))]).unwrap_err();
+        assert_eq!(
+            err,
+            SchemaError::StorageNamesClash {
+                class: "a:B".into(),
+                property: "c".into(),
+                other_class: "A".into(),
+                other_property: "b:C".into(),
+                name: "x:A:b:C".into(),
+            }
+        );
+        let set = Property::new("c", PropertyType::Int).collection(CollectionKind::Set);
+        assert!(Schema::new(vec![class("A", list("b:c")), class("A:b", set)]).is_ok());
+        assert!(Schema::new(vec![class("A", list("b:c")), class("A:b", indexed("c"))]).is_ok());
+        assert!(Schema::new(vec![class("A", list("bc")), class("Ab", list("c"))]).is_ok());
+    }
+
     #[test]
     fn names_differing_only_in_ascii_case() {
         let dog = |name: &str| {

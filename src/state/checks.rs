@@ -148,20 +148,61 @@ pub(crate) fn new_column(
                 TableSpec::TopLevel { pk_field, .. } => Some(pk_field),
                 TableSpec::Embedded => None,
             };
-            match schema
+            if let Some(other) = schema
                 .columns
                 .keys()
                 .chain(pk)
                 .find(|c| c.eq_ignore_ascii_case(&field))
             {
-                Some(other) => Err(Refusal::Schema(format!(
+                return Err(Refusal::Schema(format!(
                     "column {table}.{field} differs only in ASCII case from the column \
                      {table}.{other}, which Tandem cannot keep apart (SQLite's names ignore it)"
-                ))),
-                None => Ok(Some((table, field, column))),
+                )));
             }
+            if let Some((name, other_table, other)) =
+                collection_table_clash(schemas, &table, &field, column.collection)
+            {
+                return Err(Refusal::Schema(format!(
+                    "column {table}.{field} would be stored in SQLite's table '{name}' as the \
+                     column {other_table}.{other} is (class and column names are joined with \
+                     ':', and SQLite ignores ASCII case)"
+                )));
+            }
+            Ok(Some((table, field, column)))
         }
     }
+}
+
+/// For a new collection column `table.field` of kind `kind`: the SQLite table the store would
+/// give it (`"l:"`, `"s:"` or `"d:"`, then `<table>:<field>`, `store::layout`) and the existing
+/// column of the same kind already stored there, if any. With a `:` inside a name two columns
+/// can spell one table name, ASCII case ignored as SQLite ignores it.
+fn collection_table_clash<'a>(
+    schemas: &'a Schemas,
+    table: &str,
+    field: &str,
+    kind: CollectionType,
+) -> Option<(String, &'a str, &'a str)> {
+    let prefix = match kind {
+        CollectionType::Single => return None,
+        CollectionType::List => "l",
+        CollectionType::Set => "s",
+        CollectionType::Dictionary => "d",
+    };
+    // Two ways to spell one name need a `:` inside it, so in both pairs.
+    if !table.contains(':') && !field.contains(':') {
+        return None;
+    }
+    let joined = format!("{table}:{field}");
+    schemas
+        .iter()
+        .flat_map(|(t, schema)| schema.columns.iter().map(move |(c, spec)| (t, c, spec)))
+        .find(|(t, c, spec)| {
+            spec.collection == kind
+                && (t.as_str(), c.as_str()) != (table, field)
+                && format!("{t}:{c}").eq_ignore_ascii_case(&joined)
+        })
+        .map(|(t, c, _)| (format!("{prefix}:{joined}"), t.as_str(), c.as_str()))
 }
 
 /// The table and key a CreateObject names, checked against the table's primary key.
