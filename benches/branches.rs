@@ -402,8 +402,6 @@ fn base_changeset(list: &[i64]) -> Changeset {
     cs
 }
 
-/// One branch's changesets: `events` replayed on a section of the list that starts at
-/// `index_offset` and holds `section_len` elements, with `outside` elements elsewhere in it.
 /// 2026-12-07 on the OT clock (milliseconds since 2015-01-01): the branches' changesets carry
 /// timestamps of today, as a client's do.
 const CLOCK_START: u64 = 376_531_200_000;
@@ -414,6 +412,8 @@ fn file_ident(peer: u64) -> u64 {
     (peer.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1).max(1)
 }
 
+/// One branch's changesets: `events` replayed on a section of the list that starts at
+/// `index_offset` and holds `section_len` elements, with `outside` elements elsewhere in it.
 fn branch(
     trace: &Trace,
     events: std::ops::Range<usize>,

@@ -1005,9 +1005,34 @@ fn spelled(cs: &Changeset) -> Vec<String> {
             Instruction::AddColumn(add) => {
                 format!("AddColumn {}.{}", name(add.table), name(add.field))
             }
+            Instruction::ArrayInsert(insert) => format!(
+                "ArrayInsert {}.{}{:?} of {}",
+                name(insert.path.table),
+                name(insert.path.field),
+                insert.path.path.as_slice(),
+                insert.prior_size
+            ),
             other => format!("{other:?}"),
         })
         .collect()
+}
+
+/// An `AddColumn` of `A.name`, a link to `target`.
+fn link_column(
+    name: &'static str,
+    target: &'static str,
+) -> impl FnOnce(&mut Changeset) -> Instruction {
+    move |cs| {
+        Instruction::AddColumn(AddColumn {
+            table: cs.intern("A"),
+            field: cs.intern(name),
+            column_type: ColumnType::Link {
+                target_table: cs.intern(target),
+            },
+            nullable: true,
+            collection: ColumnCollection::Single,
+        })
+    }
 }
 
 /// docs/ot.md, schema rules: an `AddColumn` linking to a table erased concurrently is dropped,
@@ -1017,19 +1042,7 @@ fn spelled(cs: &Changeset) -> Vec<String> {
 /// the prepended instructions must land right before their own op.
 #[test]
 fn a_link_column_to_a_concurrently_erased_table_is_dropped_on_both_sides() {
-    let link_to_t = |name: &'static str| {
-        move |cs: &mut Changeset| {
-            Instruction::AddColumn(AddColumn {
-                table: cs.intern("A"),
-                field: cs.intern(name),
-                column_type: ColumnType::Link {
-                    target_table: cs.intern("T"),
-                },
-                nullable: true,
-                collection: ColumnCollection::Single,
-            })
-        }
-    };
+    let link_to_t = |name| link_column(name, "T");
     let eraser = || {
         B::new(10, 2)
             .raw(add_column("A", "x", PayloadType::Int))
@@ -1064,4 +1077,49 @@ fn a_link_column_to_a_concurrently_erased_table_is_dropped_on_both_sides() {
     transform(&mut local, &mut incoming).unwrap();
     assert_eq!(spelled(&local[0]), added);
     assert_eq!(spelled(&incoming[0]), erased);
+}
+
+/// The prepended `EraseColumn`s land before their own `EraseTable`s when those are not in the
+/// first changeset of a side: after a changeset the merge leaves as it is and one whose
+/// instruction it only shifts, in two changesets of their own, from both peers' points of view.
+#[test]
+fn prepended_erasures_land_in_their_own_changesets_further_along_a_side() {
+    let erase = |table: &'static str| {
+        move |cs: &mut Changeset| Instruction::EraseTable {
+            table: cs.intern(table),
+        }
+    };
+    let eraser = || {
+        vec![
+            B::new(10, 2)
+                .raw(add_column("A", "x", PayloadType::Int))
+                .done(),
+            B::new(11, 2).insert(1, "l", 1, int(7), 2).done(),
+            B::new(12, 2).raw(erase("T")).done(),
+            B::new(13, 2).raw(erase("U")).done(),
+        ]
+    };
+    let adder = || {
+        vec![
+            B::new(20, 3).raw(link_column("t", "T")).done(),
+            B::new(21, 3).insert(1, "l", 0, int(8), 2).done(),
+            B::new(22, 3).raw(link_column("u", "U")).done(),
+        ]
+    };
+    let erased: Vec<Vec<&str>> = vec![
+        vec!["AddColumn A.x"],
+        vec!["ArrayInsert A.l[Index(2)] of 3"],
+        vec!["EraseColumn A.t", "EraseTable T"],
+        vec!["EraseColumn A.u", "EraseTable U"],
+    ];
+    let added: Vec<Vec<&str>> = vec![vec![], vec!["ArrayInsert A.l[Index(0)] of 3"], vec![]];
+    let spell_all = |all: &[Changeset]| -> Vec<Vec<String>> { all.iter().map(spelled).collect() };
+    let (mut local, mut incoming) = (eraser(), adder());
+    transform(&mut local, &mut incoming).unwrap();
+    assert_eq!(spell_all(&local), erased);
+    assert_eq!(spell_all(&incoming), added);
+    let (mut local, mut incoming) = (adder(), eraser());
+    transform(&mut local, &mut incoming).unwrap();
+    assert_eq!(spell_all(&local), added);
+    assert_eq!(spell_all(&incoming), erased);
 }
