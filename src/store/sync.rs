@@ -1007,4 +1007,43 @@ mod tests {
         assert_eq!(db.export_state().unwrap(), before);
         assert_eq!(db.sync_progress().unwrap().download_server_version, 0);
     }
+
+    /// A local changeset made before the file had its client file ident (stored with ident 0,
+    /// then given the ident by `set_client_file_ident`) and transformed by one download keeps
+    /// the file's own ident when its transformed form is read back for the next download, as
+    /// the server knows it: a concurrent server changeset at the same millisecond is ordered
+    /// against it by the real idents (100 here, newer than the other client's 9), so the local
+    /// write stays, as it does on the server. Read back with ident 0 (the history rows left as
+    /// they were), the form loses that tie on the client alone.
+    #[test]
+    fn a_transformed_form_read_back_keeps_the_files_own_ident() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = open_task_file(dir.path(), "client.sqlite");
+        // Before the ident: both objects in one changeset, stored with ident 0.
+        put_pair(&db, [1, 2]);
+        let local = db.history().unwrap().pop().unwrap();
+        assert_eq!(local.meta.origin_file_ident, 0);
+        db.set_client_file_ident(100, 1).unwrap();
+
+        let server = open_task_file(dir.path(), "server.sqlite");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        put(&server, 2, "server, newer");
+        put(&server, 1, "server, same millisecond");
+        let mut incoming = server.history().unwrap();
+        as_download(&mut incoming, 1, |_| 0);
+        let mut tie = incoming.pop().unwrap();
+        let last = incoming.last().unwrap().meta.version;
+        // Its schema, then its write of object 2, newer: the local form loses that
+        // instruction, so a transformed form is recorded.
+        db.integrate_download(incoming, cursors(last)).unwrap();
+        assert!(title_of(&db, 2).contains("server, newer"));
+        // Its write of object 1 has the local changeset's timestamp.
+        tie.meta.origin_timestamp = local.meta.origin_timestamp;
+        db.integrate_download(vec![tie], cursors(last + 1)).unwrap();
+        assert!(
+            title_of(&db, 1).contains("server pair 1"),
+            "{}",
+            title_of(&db, 1)
+        );
+    }
 }
