@@ -48,7 +48,7 @@ pub(crate) fn in_simulation() -> bool {
 }
 
 /// The wall clock: the system's, or inside a simulation the simulated host's plus the running
-/// task's skew ([`with_clock_skew`]).
+/// task's skew (`with_clock_skew`, with the `sim` feature).
 pub(crate) fn now() -> SystemTime {
     #[cfg(feature = "sim")]
     if let Some(since) = turmoil::since_epoch() {

@@ -383,7 +383,7 @@ impl Target<'_> {
 }
 
 /// The decoder: each JSON operation becomes the [`WriteOp`]s it stands for, performed by
-/// [`ops::apply`] like every other write of the foreign API.
+/// `ops::apply` like every other write of the foreign API.
 impl RowCodec {
     fn class(&self, name: &str) -> Result<&model::ClassSchema, TandemError> {
         self.schema

@@ -115,9 +115,9 @@ impl Decimal128 {
     /// infinities. Text beyond it is refused ([`FromStr`](std::str::FromStr)): stored, its bits
     /// would be another number to every reader, realm-core's included.
     pub const MAX_EXPONENT: i32 = 12287 - Self::EXPONENT_BIAS;
-    /// Largest exponent field [`Decimal128::from_parts`] carries: beyond [`MAX_EXPONENT`]
-    /// (`Self::MAX_EXPONENT`) are the bits of NaN and the infinities, which a changeset carries
-    /// as parts like any other decimal.
+    /// Largest exponent field [`Decimal128::from_parts`] carries: beyond
+    /// [`MAX_EXPONENT`](Self::MAX_EXPONENT) are the bits of NaN and the infinities, which a
+    /// changeset carries as parts like any other decimal.
     const MAX_FIELD_EXPONENT: i32 = 0x3FFF - Self::EXPONENT_BIAS;
     /// Smallest exponent, after removing the bias.
     pub const MIN_EXPONENT: i32 = -Self::EXPONENT_BIAS;

@@ -2,10 +2,10 @@
 //! every connection, WebSocket upgrades for both sync dialects (Tandem's `com.tandem.sync#N`
 //! with a bearer token; Realm's `com.mongodb.realm-sync#N` on the App Services route with
 //! `baas_at`), the App Services routes for every other request, and the per-connection session
-//! loop on top of [`ServerFile`]s.
+//! loop on top of [`ServerFile`](super::file::ServerFile)s.
 //!
 //! One connection carries any number of sessions (BIND ... UNBIND), each bound to a server path.
-//! Each path's [`ServerFile`] is shared by its sessions; after an upload is integrated, every
+//! Each path's [`ServerFile`](super::file::ServerFile) is shared by its sessions; after an upload is integrated, every
 //! other session bound to that path is told, and sends the new history as DOWNLOAD. A protocol
 //! violation gets an ERROR (Realm clients: what [`realm::reply_to_error`] says):
 //! connection-level codes (100-199) end the connection, session-level ones (200-299) end that

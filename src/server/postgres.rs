@@ -240,7 +240,7 @@ impl ColumnType {
 
 /// Columns declared INTEGER that also hold text, mirrored as `text`: integers are written as
 /// their decimal digits, which SQLite's INTEGER affinity turns back into the same integers when
-/// a working copy is rebuilt (https://sqlite.org/datatype3.html, section 3). `meta.value` holds
+/// a working copy is rebuilt (<https://sqlite.org/datatype3.html>, section 3). `meta.value` holds
 /// the salt and counters, and the server path.
 const TEXT_MIRRORED: &[(&str, &str)] = &[("meta", "value")];
 

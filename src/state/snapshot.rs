@@ -284,10 +284,10 @@ struct Writer<'a, S: Sink = Changeset> {
     state: &'a State,
     cs: S,
     /// Write every field (defaults too) and `Clear` every collection before filling it
-    /// ([`whole_objects`]), instead of only what differs from a new object.
+    /// (`whole_objects`), instead of only what differs from a new object.
     whole: bool,
     /// With `whole`: at the top level, write only the fields the object has (no defaults for
-    /// the others) ([`given_fields`]).
+    /// the others) (`given_fields`).
     given_only: bool,
 }
 

@@ -283,7 +283,7 @@ pub(crate) fn open_mode_conflict(path: &std::path::Path, exclusive: bool) -> Opt
     (peers.exclusive != exclusive).then_some(peers.exclusive)
 }
 
-/// The [`StoreError::InvalidArgument`](super::StoreError::InvalidArgument) of an open of
+/// The [`StoreError::InvalidArgument`] of an open of
 /// `path` with the other mode than `open_as`, the one the file is open in here.
 pub(crate) fn mode_conflict_error(path: &std::path::Path, open_as: bool) -> super::StoreError {
     super::StoreError::InvalidArgument(format!(

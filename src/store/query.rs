@@ -606,7 +606,7 @@ impl Conversion {
 }
 
 impl Compiled {
-    /// The separator between [`matches`](Self::matches) and [`order`](Self::order) in the tail.
+    /// The separator between [`matches`](Self::matches) and the `ORDER BY` clause in the tail.
     const ORDER_BY: &'static str = " ORDER BY ";
 
     /// Whether the query keeps only its first matches (`LIMIT`).
@@ -2134,7 +2134,7 @@ fn compile_tokens(
 
 /// What in an argument can change the SQL a query compiles to: its kind (null is one) and,
 /// for a float or a double, whether it is NaN. Two argument lists with the same signatures
-/// compile a text to the same SQL with parameters made the same way ([`Compiled::sources`]).
+/// compile a text to the same SQL with parameters made the same way (each parameter's source).
 fn signature(v: &Value) -> u8 {
     let (kind, nan) = match v {
         Value::Null => (0, false),

@@ -5,7 +5,7 @@
 //! (`AppUtils::check_for_errors`, `realm-wire-compat.md` §1.8). Success bodies never carry a
 //! top-level `error` or `error_code`; nothing answers 3xx; 401 means the presented credential
 //! or token is invalid (the client refreshes or logs out on it, §1.9), never a server fault.
-//! Bodies are capped at [`MAX_REQUEST_BODY`](super::MAX_REQUEST_BODY) (413).
+//! Bodies are capped at [`MAX_REQUEST_BODY`] (413).
 
 use std::sync::Arc;
 
