@@ -1123,3 +1123,75 @@ fn prepended_erasures_land_in_their_own_changesets_further_along_a_side() {
     assert_eq!(spell_all(&local), added);
     assert_eq!(spell_all(&incoming), erased);
 }
+
+/// A list instruction whose index is out of range for the list it states (or a path step at
+/// `u32::MAX`) is a `ListIndexOutOfRange` from either side, never a panic or an index that
+/// wraps, and both sides are left as they were; the boundaries just inside are merged. The
+/// inputs that once overflowed: an insert at `u32::MAX` into an empty list, and two inserts
+/// into a list of `u32::MAX` elements.
+#[test]
+fn list_indices_out_of_range_are_refused_not_wrapped() {
+    let max = u32::MAX;
+    let fine = || B::new(10, 2).insert(1, "l", 0, int(1), 0).done();
+    let refused = [
+        (
+            B::new(20, 3).insert(1, "l", max, int(2), 0).done(),
+            max,
+            Some(0),
+        ),
+        (
+            B::new(20, 3).insert(1, "l", max, int(2), max).done(),
+            max,
+            Some(max),
+        ),
+        (
+            B::new(20, 3).insert(1, "l", 3, int(2), 2).done(),
+            3,
+            Some(2),
+        ),
+        (B::new(20, 3).remove(1, "l", 2, 2).done(), 2, Some(2)),
+        (
+            B::new(20, 3)
+                .set_at(1, "l", &[Step::I(2)], int(2), false, 2)
+                .done(),
+            2,
+            Some(2),
+        ),
+        (B::new(20, 3).mv(1, "l", 0, 2, 2).done(), 2, Some(2)),
+        (B::new(20, 3).mv(1, "l", 5, 0, 2).done(), 5, Some(2)),
+        (
+            B::new(20, 3).add_at(1, "l", &[Step::I(max)], 1).done(),
+            max,
+            None,
+        ),
+    ];
+    for (bad, index, prior_size) in refused {
+        let expected = TransformError::ListIndexOutOfRange { index, prior_size };
+        for bad_is_local in [false, true] {
+            let (mut local, mut incoming) = if bad_is_local {
+                ([bad.clone()], [fine()])
+            } else {
+                ([fine()], [bad.clone()])
+            };
+            let (before_local, before_incoming) = (local.clone(), incoming.clone());
+            assert_eq!(
+                transform(&mut local, &mut incoming),
+                Err(expected.clone()),
+                "{bad}"
+            );
+            assert_eq!((local, incoming), (before_local, before_incoming));
+        }
+    }
+    // Just inside: an append, and the last element erased, set and moved.
+    for ok in [
+        B::new(20, 3).insert(1, "l", 2, int(2), 2).done(),
+        B::new(20, 3).remove(1, "l", 1, 2).done(),
+        B::new(20, 3)
+            .set_at(1, "l", &[Step::I(1)], int(2), false, 2)
+            .done(),
+        B::new(20, 3).mv(1, "l", 1, 0, 2).done(),
+    ] {
+        let other = B::new(10, 2).insert(1, "l", 0, int(1), 2).done();
+        transform(&mut [other], &mut [ok.clone()]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}

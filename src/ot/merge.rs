@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::rules::{merge_pair, Op, Prepend, CLOCK_LIMIT};
+use super::rules::{self, merge_pair, Op, Prepend, CLOCK_LIMIT};
 use super::segments;
 use super::{Discriminant, TransformError};
 use crate::changeset::{Changeset, Instruction, InternString, Payload, PrimaryKey};
@@ -175,6 +175,7 @@ fn import<'c>(
             if let Some(index) = undefined {
                 return Err(TransformError::UndefinedString { index });
             }
+            rules::check_indices(&instr)?;
             side.ops.push(Op::new(instr, clock));
         }
     }

@@ -76,6 +76,18 @@ pub enum TransformError {
         /// The undefined index.
         index: u32,
     },
+    /// A list instruction's index is out of range for the list it names: an insert's index
+    /// above its prior size, or its prior size at `u32::MAX` (the list could not grow); an
+    /// erase's, a set's or a move's index (or target) at or above its prior size; or a path
+    /// step at index `u32::MAX`, which no list holds. Applying it would be refused too
+    /// (`state::ApplyError::BadChangeset`); the merge refuses it first, since its index
+    /// arithmetic is in `u32`.
+    ListIndexOutOfRange {
+        /// The index.
+        index: u32,
+        /// The list's size the instruction states (`None` for a step of a path).
+        prior_size: Option<u32>,
+    },
 }
 
 impl fmt::Display for TransformError {
@@ -87,6 +99,18 @@ impl fmt::Display for TransformError {
                  incoming)"
             ),
             TransformError::SchemaMismatch { what } => write!(f, "schema mismatch: {what}"),
+            TransformError::ListIndexOutOfRange {
+                index,
+                prior_size: Some(size),
+            } => write!(
+                f,
+                "list index {index} is out of range for a list of {size} elements (an insert's \
+                 index may be the size, in a list below 4294967295 elements)"
+            ),
+            TransformError::ListIndexOutOfRange {
+                index,
+                prior_size: None,
+            } => write!(f, "path step at list index {index}, past any list's end"),
             TransformError::UndefinedString { index } => {
                 write!(f, "instruction uses undefined intern string {index}")
             }

@@ -167,6 +167,35 @@ fn discard_older(a: &mut Op, b: &mut Op) {
     }
 }
 
+/// Checks what the list rules' index arithmetic (in `u32`) relies on: a list edit's indices
+/// within its prior size (an insert's at most the size, in a list that can still grow; any
+/// other's below it), and no path step at index `u32::MAX`. The appliers refuse such
+/// instructions too (`state::apply`, `check_size`); the merge meets them first.
+pub(super) fn check_indices(instr: &Instruction) -> Result<(), TransformError> {
+    use ListEdit::*;
+    if let Some((edit, size)) = ListEdit::of(instr) {
+        let (index, fits) = match edit {
+            Insert(i) => (i, i <= size && size < u32::MAX),
+            Erase(i) | Set(i) => (i, i < size),
+            Move(from, to) => (from.max(to), from < size && to < size),
+        };
+        if !fits {
+            return Err(TransformError::ListIndexOutOfRange {
+                index,
+                prior_size: Some(size),
+            });
+        }
+    }
+    let deepest = instr.field_path().map_or(&[][..], |p| p.path.as_slice());
+    if deepest.contains(&PathElement::Index(u32::MAX)) {
+        return Err(TransformError::ListIndexOutOfRange {
+            index: u32::MAX,
+            prior_size: None,
+        });
+    }
+    Ok(())
+}
+
 /// What a list-element instruction does, in index terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ListEdit {
