@@ -215,6 +215,55 @@ fn a_collection_stored_under_the_name_of_one_in_the_file_is_refused() {
     assert_eq!(db.history().unwrap().len(), 1, "nothing was added");
 }
 
+/// An indexed property whose search index would have the name of another class's index in
+/// the file (class and property names joined with `:`) is refused by name at open, and the
+/// file is unchanged: before, the open failed with SQLite's "index already exists".
+#[test]
+fn an_index_named_as_one_in_the_file_is_refused() {
+    let (_dir, path) = temp_db("index-clash");
+    let class = |name: &str, prop: &str, indexed: bool| {
+        let mut p = Property::new(prop, PropertyType::Int);
+        if indexed {
+            p = p.indexed();
+        }
+        ClassSchema::top_level(
+            name,
+            "_id",
+            vec![Property::new("_id", PropertyType::Int), p],
+        )
+    };
+    // Both classes, only `Q:x.y` indexed: one index, `x:Q:x:y`.
+    let first = Schema::new(vec![class("Q", "x:y", false), class("Q:x", "y", true)]).unwrap();
+    drop(Database::open(&path, &first, Config::default()).unwrap());
+    let second = Schema::new(vec![class("Q", "x:y", true)]).unwrap();
+    let err = Database::open(&path, &second, Config::default())
+        .err()
+        .expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "Q.x:y cannot be indexed: its search index would be SQLite's 'x:Q:x:y', the name of \
+         the index of Q:x.y in the file (class and property names are joined with ':', and \
+         SQLite ignores ASCII case); rename one"
+    );
+    let db = Database::open(&path, &first, Config::default()).unwrap();
+    assert_eq!(db.history().unwrap().len(), 1, "nothing was added");
+    drop(db);
+    // A schema that drops `Q:x.y`'s index frees the name for `Q.x:y`'s: every drop comes
+    // before any create.
+    let swapped = Schema::new(vec![class("Q", "x:y", true), class("Q:x", "y", false)]).unwrap();
+    let db = Database::open(&path, &swapped, Config::default()).unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.create("Q", PrimaryKey::Int(1), &[("x:y", Value::Int(5))])
+        .unwrap();
+    w.commit().unwrap();
+    assert!(db
+        .read()
+        .unwrap()
+        .object("Q", &PrimaryKey::Int(1))
+        .unwrap()
+        .is_some());
+}
+
 /// Setting the primary key of an object is refused and says why (Realm's keys are fixed).
 #[test]
 fn setting_a_primary_key_is_refused_by_name() {

@@ -42,7 +42,7 @@
 //! Value columns are declared without a type, so SQLite keeps every value exactly as bound
 //! (no affinity conversions) while comparisons and indexes still work.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::StoreError;
 use crate::changeset::{CollectionType, PayloadType};
@@ -138,6 +138,9 @@ pub(crate) fn search_indexes(
     conn: &Connection,
     schema: &crate::model::Schema,
 ) -> Result<(), StoreError> {
+    // Every class's drops before any class's creates: an index a schema drops from one class
+    // frees its name for another class's (names can clash, `refuse_index_name_clash`).
+    let mut creates = Vec::new();
     for class in schema.classes() {
         let prefix = format!("x:{}:", class.name);
         let existing: Vec<String> = conn
@@ -147,33 +150,64 @@ pub(crate) fn search_indexes(
             )?
             .query_map(params![format!("t:{}", class.name), prefix], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        let wanted: Vec<&str> = class
+        let wanted = class
             .properties
             .iter()
             .filter(|p| p.indexed && class.primary_key.as_deref() != Some(p.name.as_str()))
-            .map(|p| p.name.as_str())
-            .collect();
+            .map(|p| p.name.as_str());
         for name in &existing {
             let prop = &name[prefix.len()..];
             // Only a property the schema declares unindexed loses its index: one it omits
             // stays as it is, like its column (an older app version, another handle).
             let declared = class.properties.iter().any(|p| p.name == prop);
-            if declared && !wanted.contains(&prop) {
+            if declared && !wanted.clone().any(|w| w == prop) {
                 conn.execute_batch(&format!("DROP INDEX {}", quote(name)))?;
             }
         }
         for prop in wanted {
             if !existing.iter().any(|e| &e[prefix.len()..] == prop) {
-                conn.execute_batch(&format!(
-                    "CREATE INDEX {} ON {} ({})",
-                    search_index(&class.name, prop),
-                    object_table(&class.name),
-                    value_column(prop)
-                ))?;
+                creates.push((class.name.as_str(), prop));
             }
         }
     }
+    for (class, prop) in creates {
+        refuse_index_name_clash(conn, class, prop)?;
+        conn.execute_batch(&format!(
+            "CREATE INDEX {} ON {} ({})",
+            search_index(class, prop),
+            object_table(class),
+            value_column(prop)
+        ))?;
+    }
     Ok(())
+}
+
+/// [`StoreError::InvalidArgument`] naming both properties if the file already has an index
+/// named as `class.prop`'s search index would be, on another class's table: index names join
+/// class and property with `:` (`"x:Q:x:y"` is both `Q.x:y`'s and `Q:x.y`'s), and SQLite
+/// ignores ASCII case in them. `Schema::new` refuses such a pair within one schema; this is
+/// the pair of one schema and a file an earlier one left.
+fn refuse_index_name_clash(conn: &Connection, class: &str, prop: &str) -> Result<(), StoreError> {
+    let name = format!("x:{class}:{prop}");
+    let other: Option<(String, String)> = conn
+        .query_row(
+            "SELECT name, tbl_name FROM sqlite_master
+             WHERE type = 'index' AND name = ?1 COLLATE NOCASE",
+            [&name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((index, table)) = other else {
+        return Ok(());
+    };
+    // `t:<Class>` and `x:<Class>:<prop>`: the other class and property, as the file names them.
+    let other_class = table.strip_prefix("t:").unwrap_or(&table);
+    let other_prop = index.get(other_class.len() + 3..).unwrap_or(&index);
+    Err(StoreError::InvalidArgument(format!(
+        "{class}.{prop} cannot be indexed: its search index would be SQLite's '{name}', the \
+         name of the index of {other_class}.{other_prop} in the file (class and property names \
+         are joined with ':', and SQLite ignores ASCII case); rename one"
+    )))
 }
 
 pub(crate) fn value_column(prop: &str) -> String {
