@@ -967,10 +967,36 @@ fn conflicting_schema_additions_are_a_transform_error() {
     let mut b = [B::new(20, 3)
         .raw(add_column("A", "z", PayloadType::Int))
         .done()];
-    assert!(matches!(
-        transform(&mut a, &mut b),
-        Err(TransformError::SchemaMismatch { .. })
-    ));
+    let err = transform(&mut a, &mut b).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "schema mismatch: AddColumn A.z: String? here, AddColumn A.z: Int? incoming"
+    );
+}
+
+/// Two definitions of one table are a schema mismatch naming the table and both definitions.
+#[test]
+fn conflicting_table_definitions_name_the_table() {
+    let table = |key_type| {
+        move |cs: &mut Changeset| {
+            Instruction::AddTable(AddTable {
+                table: cs.intern("Other"),
+                kind: TableKind::TopLevel(PrimaryKeySpec {
+                    field: cs.intern("_id"),
+                    key_type,
+                    nullable: false,
+                }),
+            })
+        }
+    };
+    let mut a = [B::new(10, 2).raw(table(PayloadType::Int)).done()];
+    let mut b = [B::new(20, 3).raw(table(PayloadType::String)).done()];
+    let err = transform(&mut a, &mut b).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "schema mismatch: AddTable Other (top-level, pk _id: Int) here, AddTable Other \
+         (top-level, pk _id: String) incoming"
+    );
 }
 
 #[test]

@@ -576,6 +576,53 @@ fn merge_refs_with(
     right: &mut [Changeset],
     indexed: bool,
 ) -> Result<Vec<Option<Changeset>>, TransformError> {
+    merge_unnamed(left, right, indexed).map_err(|e| match e {
+        // The rules compare names as the merge's shared indices; the names and both
+        // definitions are found again in the changesets, which an error leaves as they were.
+        TransformError::SchemaMismatch { what } => TransformError::SchemaMismatch {
+            what: name_schema_mismatch(left, right).unwrap_or(what),
+        },
+        other => other,
+    })
+}
+
+/// The first `AddTable` or `AddColumn` of `right` that defines a table or column of `left`
+/// differently, with the table (and column) named and both definitions as the changesets'
+/// `Display` renders them: `AddColumn X.v: String here, AddColumn X.v: Int incoming`. One pass
+/// over each side's instructions.
+fn name_schema_mismatch(left: &[&Changeset], right: &[Changeset]) -> Option<String> {
+    /// What an `AddTable` or `AddColumn` defines, by name: the table, and the column if any.
+    fn defines(cs: &Changeset, instr: &Instruction) -> Option<(String, Option<String>)> {
+        let name = |s| cs.string(s).map(str::to_owned);
+        match instr {
+            Instruction::AddTable(add) => Some((name(add.table)?, None)),
+            Instruction::AddColumn(add) => Some((name(add.table)?, Some(name(add.field)?))),
+            _ => None,
+        }
+    }
+    let mut here: HashMap<(String, Option<String>), String> = HashMap::new();
+    for cs in left {
+        for instr in &cs.instructions {
+            if let Some(key) = defines(cs, instr) {
+                here.entry(key)
+                    .or_insert_with(|| cs.display_instruction(instr).to_string());
+            }
+        }
+    }
+    right.iter().find_map(|cs| {
+        cs.instructions.iter().find_map(|instr| {
+            let mine = here.get(&defines(cs, instr)?)?;
+            let theirs = cs.display_instruction(instr).to_string();
+            (*mine != theirs).then(|| format!("{mine} here, {theirs} incoming"))
+        })
+    })
+}
+
+fn merge_unnamed(
+    left: &[&Changeset],
+    right: &mut [Changeset],
+    indexed: bool,
+) -> Result<Vec<Option<Changeset>>, TransformError> {
     if left.iter().all(|c| c.is_empty()) || right.iter().all(Changeset::is_empty) {
         return Ok(vec![None; left.len()]);
     }
