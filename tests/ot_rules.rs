@@ -1221,3 +1221,55 @@ fn list_indices_out_of_range_are_refused_not_wrapped() {
         transform(&mut [other], &mut [ok.clone()]).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
 }
+
+/// Writes to a link column that a concurrent `EraseTable` of its target drops are dropped with
+/// it, in the changesets after its `AddColumn` too (a new app version adds the property, then
+/// writes it) and whatever they write (a link, null): the erasing side never has the column,
+/// and the adding side erases it with the prepended `EraseColumn`. A write to another column
+/// stays. Both peers' points of view. Before, such a write survived and its side's merged form
+/// failed to apply on the other ("no column A.t"; found by a new user's trial).
+#[test]
+fn writes_to_a_dropped_link_column_are_dropped_with_it() {
+    let to_t = |cs: &mut Changeset| {
+        Payload::Link(Link {
+            target_table: cs.intern("T"),
+            target: PrimaryKey::Int(1),
+        })
+    };
+    let eraser = || {
+        vec![B::new(10, 2)
+            .raw(|cs| Instruction::EraseTable {
+                table: cs.intern("T"),
+            })
+            .done()]
+    };
+    let adder = || {
+        let mut link = B::new(21, 3);
+        let value = to_t(&mut link.cs);
+        vec![
+            B::new(20, 3).raw(link_column("t", "T")).done(),
+            link.set(1, "t", value).done(),
+            B::new(22, 3).set(1, "t", Payload::Null).done(),
+            B::new(23, 3).set(1, "n", int(3)).done(),
+        ]
+    };
+    let erased: Vec<Vec<&str>> = vec![vec!["EraseColumn A.t", "EraseTable T"]];
+    let check_added = |added: &[Changeset]| {
+        let lines: Vec<Vec<String>> = added.iter().map(spelled).collect();
+        assert_eq!(
+            lines[..3],
+            [vec![], vec![], vec![]] as [Vec<String>; 3],
+            "{lines:?}"
+        );
+        assert_eq!(lines[3].len(), 1, "{lines:?}");
+        assert!(lines[3][0].contains("Update"), "{lines:?}");
+    };
+    let (mut local, mut incoming) = (eraser(), adder());
+    transform(&mut local, &mut incoming).unwrap();
+    assert_eq!(local.iter().map(spelled).collect::<Vec<_>>(), erased);
+    check_added(&incoming);
+    let (mut local, mut incoming) = (adder(), eraser());
+    transform(&mut local, &mut incoming).unwrap();
+    check_added(&local);
+    assert_eq!(incoming.iter().map(spelled).collect::<Vec<_>>(), erased);
+}

@@ -192,15 +192,53 @@ pub(super) struct Puts {
     pub right: Vec<(usize, Instruction)>,
     /// What `merge_pair` pushed for the pair being merged.
     pub pushed: Vec<Prepend>,
+    /// The link columns dropped because their target table is erased concurrently: whether
+    /// the `AddColumn` is a right op, its index, and the column (shared table and field).
+    dropped: Vec<(bool, usize, InternString, InternString)>,
 }
 
 impl Puts {
     /// Files what `merge_pair` pushed for the pair of left op `li` and right op `ri`.
     pub(super) fn file(&mut self, li: usize, ri: usize) {
         for prepend in self.pushed.drain(..) {
-            match prepend {
-                Prepend::BeforeA(instr) => self.left.push((li, instr)),
-                Prepend::BeforeB(instr) => self.right.push((ri, instr)),
+            // The `EraseColumn` of a link column the pair's other op added.
+            let (instr, adder_is_right, adder) = match prepend {
+                Prepend::BeforeA(instr) => {
+                    self.left.push((li, instr.clone()));
+                    (instr, true, ri)
+                }
+                Prepend::BeforeB(instr) => {
+                    self.right.push((ri, instr.clone()));
+                    (instr, false, li)
+                }
+            };
+            if let Instruction::EraseColumn { table, field } = instr {
+                self.dropped.push((adder_is_right, adder, table, field));
+            }
+        }
+    }
+
+    /// Discards every op after a dropped link column's `AddColumn` on its side that writes to
+    /// that column (docs/ot.md, schema rules): the erasing side never has the column, and the
+    /// adding side erases it with the prepended `EraseColumn`. The writes may be in later
+    /// changesets than the `AddColumn` (a new app version adds the property, then writes it),
+    /// and need not link into the erased table (null, a `Clear`), so they are found by column,
+    /// not through the conflict groups.
+    fn drop_writes_to_dropped_columns(&self, left: &mut [Op], right: &mut [Op]) {
+        for &(adder_is_right, adder, table, field) in &self.dropped {
+            let ops = if adder_is_right {
+                &mut *right
+            } else {
+                &mut *left
+            };
+            for op in ops.iter_mut().skip(adder + 1) {
+                if op
+                    .instr
+                    .field_path()
+                    .is_some_and(|p| p.table == table && p.field == field)
+                {
+                    op.discard();
+                }
             }
         }
     }
@@ -218,6 +256,12 @@ impl Puts {
         let right = other.right.into_iter();
         self.right
             .extend(right.map(|(k, instr)| (right_at(k), instr)));
+        let dropped = other.dropped.into_iter();
+        self.dropped
+            .extend(dropped.map(|(on_right, k, table, field)| {
+                let at = if on_right { right_at(k) } else { left_at(k) };
+                (on_right, at, table, field)
+            }));
     }
 }
 
@@ -636,6 +680,7 @@ fn merge_unnamed(
         let all_right: Vec<usize> = (0..r.ops.len()).collect();
         let mut puts = Puts::default();
         grid(&mut l.ops, &mut r.ops, &all_left, &all_right, &mut puts)?;
+        puts.drop_writes_to_dropped_columns(&mut l.ops, &mut r.ops);
         export_in_place(&strings, r, right, puts.right);
         return Ok(export(&strings, l, left, puts.left));
     }
@@ -722,6 +767,7 @@ fn merge_unnamed(
         }
     }
 
+    puts.drop_writes_to_dropped_columns(&mut l.ops, &mut r.ops);
     export_in_place(&strings, r, right, puts.right);
     Ok(export(&strings, l, left, puts.left))
 }
