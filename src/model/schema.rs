@@ -363,17 +363,20 @@ fn storage_name_clash(classes: &[ClassSchema]) -> Option<SchemaError> {
             if !class.name.contains(':') && !property.name.contains(':') {
                 continue;
             }
+            use crate::changeset::CollectionType;
+            use crate::store::layout::{collection_table_name, search_index_name};
+            let (class_name, prop) = (class.name.as_str(), property.name.as_str());
             let table = match property.collection {
                 CollectionKind::Single => None,
-                CollectionKind::List => Some("l"),
-                CollectionKind::Set => Some("s"),
-                CollectionKind::Dictionary => Some("d"),
+                CollectionKind::List => Some(CollectionType::List),
+                CollectionKind::Set => Some(CollectionType::Set),
+                CollectionKind::Dictionary => Some(CollectionType::Dictionary),
             };
-            let is_key = class.primary_key.as_deref() == Some(property.name.as_str());
-            let index = (property.indexed && !is_key).then_some("x");
-            for kind in table.into_iter().chain(index) {
-                let name = format!("{kind}:{}:{}", class.name, property.name);
-                let here = (class.name.as_str(), property.name.as_str());
+            let table = table.map(|kind| collection_table_name(class_name, prop, kind));
+            let is_key = class.primary_key.as_deref() == Some(prop);
+            let index = (property.indexed && !is_key).then(|| search_index_name(class_name, prop));
+            for name in table.into_iter().chain(index) {
+                let here = (class_name, prop);
                 if let Some((other_class, other_property)) =
                     seen.insert(name.to_ascii_lowercase(), here)
                 {

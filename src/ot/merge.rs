@@ -202,19 +202,14 @@ impl Puts {
     pub(super) fn file(&mut self, li: usize, ri: usize) {
         for prepend in self.pushed.drain(..) {
             // The `EraseColumn` of a link column the pair's other op added.
-            let (instr, adder_is_right, adder) = match prepend {
-                Prepend::BeforeA(instr) => {
-                    self.left.push((li, instr.clone()));
-                    (instr, true, ri)
-                }
-                Prepend::BeforeB(instr) => {
-                    self.right.push((ri, instr.clone()));
-                    (instr, false, li)
-                }
+            let (list, at, instr, adder_is_right, adder) = match prepend {
+                Prepend::BeforeA(instr) => (&mut self.left, li, instr, true, ri),
+                Prepend::BeforeB(instr) => (&mut self.right, ri, instr, false, li),
             };
             if let Instruction::EraseColumn { table, field } = instr {
                 self.dropped.push((adder_is_right, adder, table, field));
             }
+            list.push((at, instr));
         }
     }
 
@@ -680,9 +675,7 @@ fn merge_unnamed(
         let all_right: Vec<usize> = (0..r.ops.len()).collect();
         let mut puts = Puts::default();
         grid(&mut l.ops, &mut r.ops, &all_left, &all_right, &mut puts)?;
-        puts.drop_writes_to_dropped_columns(&mut l.ops, &mut r.ops);
-        export_in_place(&strings, r, right, puts.right);
-        return Ok(export(&strings, l, left, puts.left));
+        return Ok(finish(&strings, l, r, puts, left, right));
     }
 
     // Group keys, joined through links and through schema instructions. One pass over each
@@ -767,9 +760,23 @@ fn merge_unnamed(
         }
     }
 
+    Ok(finish(&strings, l, r, puts, left, right))
+}
+
+/// What every merge does once its pairs are merged: drops the writes to link columns dropped
+/// with an erased table ([`Puts::drop_writes_to_dropped_columns`]), writes the right side's
+/// merged forms into `right`, and returns the left side's.
+fn finish(
+    strings: &Strings,
+    mut l: Side,
+    mut r: Side,
+    puts: Puts,
+    left: &[&Changeset],
+    right: &mut [Changeset],
+) -> Vec<Option<Changeset>> {
     puts.drop_writes_to_dropped_columns(&mut l.ops, &mut r.ops);
-    export_in_place(&strings, r, right, puts.right);
-    Ok(export(&strings, l, left, puts.left))
+    export_in_place(strings, r, right, puts.right);
+    export(strings, l, left, puts.left)
 }
 
 /// What [`join_all`] finds besides each op's group: the tables erased (by `EraseTable` or

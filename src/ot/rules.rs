@@ -24,9 +24,9 @@ use crate::changeset::{
 pub(super) struct Op {
     /// The instruction (strings in the merge's shared table).
     pub instr: Instruction,
-    /// The clock of the changeset it came from (a [`Discriminant`](super::Discriminant) as a number below
-    /// [`CLOCK_LIMIT`] that orders as it does; see `merge::Clocks`) above three flags:
-    /// [`ALIVE`], [`TOUCHED`] and [`CHANGED`].
+    /// The clock of the changeset it came from (a [`Discriminant`](super::Discriminant) as a
+    /// number below [`CLOCK_LIMIT`] that orders as it does; see `merge::Clocks`) above three
+    /// flags: [`ALIVE`], [`TOUCHED`] and [`CHANGED`].
     bits: u64,
 }
 

@@ -183,26 +183,22 @@ fn collection_table_clash<'a>(
     field: &str,
     kind: CollectionType,
 ) -> Option<(String, &'a str, &'a str)> {
-    let prefix = match kind {
-        CollectionType::Single => return None,
-        CollectionType::List => "l",
-        CollectionType::Set => "s",
-        CollectionType::Dictionary => "d",
-    };
+    use crate::store::layout::collection_table_name;
     // Two ways to spell one name need a `:` inside it, so in both pairs.
-    if !table.contains(':') && !field.contains(':') {
+    if kind == CollectionType::Single || (!table.contains(':') && !field.contains(':')) {
         return None;
     }
-    let joined = format!("{table}:{field}");
-    schemas
+    let name = collection_table_name(table, field, kind);
+    let (t, c) = schemas
         .iter()
         .flat_map(|(t, schema)| schema.columns.iter().map(move |(c, spec)| (t, c, spec)))
         .find(|(t, c, spec)| {
             spec.collection == kind
                 && (t.as_str(), c.as_str()) != (table, field)
-                && format!("{t}:{c}").eq_ignore_ascii_case(&joined)
+                && collection_table_name(t, c, kind).eq_ignore_ascii_case(&name)
         })
-        .map(|(t, c, _)| (format!("{prefix}:{joined}"), t.as_str(), c.as_str()))
+        .map(|(t, c, _)| (t.as_str(), c.as_str()))?;
+    Some((name, t, c))
 }
 
 /// The table and key a CreateObject names, checked against the table's primary key.

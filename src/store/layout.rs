@@ -126,7 +126,14 @@ pub(crate) fn object_table(class: &str) -> String {
 /// The quoted name of the search index of a class's property (`"x:<Class>:<prop>"`,
 /// [`crate::model::Property::indexed`]).
 pub(crate) fn search_index(class: &str, prop: &str) -> String {
-    quote(&format!("x:{class}:{prop}"))
+    quote(&search_index_name(class, prop))
+}
+
+/// [`search_index`] unquoted: `x:<Class>:<prop>`. Class and property are joined with `:`,
+/// which names may hold, so two properties can spell one name (`Schema::new` and the opens
+/// refuse that).
+pub(crate) fn search_index_name(class: &str, prop: &str) -> String {
+    format!("x:{class}:{prop}")
 }
 
 /// Gives each class of `schema` the search indexes it declares
@@ -188,7 +195,7 @@ pub(crate) fn search_indexes(
 /// ignores ASCII case in them. `Schema::new` refuses such a pair within one schema; this is
 /// the pair of one schema and a file an earlier one left.
 fn refuse_index_name_clash(conn: &Connection, class: &str, prop: &str) -> Result<(), StoreError> {
-    let name = format!("x:{class}:{prop}");
+    let name = search_index_name(class, prop);
     let other: Option<(String, String)> = conn
         .query_row(
             "SELECT name, tbl_name FROM sqlite_master
@@ -256,13 +263,20 @@ pub(crate) fn is_key_taken(e: &rusqlite::Error) -> bool {
 }
 
 pub(crate) fn collection_table(class: &str, prop: &str, kind: CollectionType) -> String {
+    quote(&collection_table_name(class, prop, kind))
+}
+
+/// [`collection_table`] unquoted: `l:`, `s:` or `d:` by kind, then `<Class>:<prop>`. Class and
+/// property are joined with `:`, which names may hold, so two properties can spell one name
+/// (`Schema::new` and `state::checks` refuse that).
+pub(crate) fn collection_table_name(class: &str, prop: &str, kind: CollectionType) -> String {
     let tag = match kind {
         CollectionType::List => "l",
         CollectionType::Set => "s",
         CollectionType::Dictionary => "d",
         CollectionType::Single => "x",
     };
-    quote(&format!("{tag}:{class}:{prop}"))
+    format!("{tag}:{class}:{prop}")
 }
 
 /// SQL that is true when the primary-key column `pk` holds the key `value` (an SQL expression:

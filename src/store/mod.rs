@@ -21,7 +21,7 @@ mod codec;
 mod compare;
 mod deep;
 mod history;
-mod layout;
+pub(crate) mod layout;
 #[cfg(any(feature = "client", feature = "server"))]
 pub(crate) mod lock;
 mod notify;
