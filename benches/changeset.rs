@@ -509,9 +509,7 @@ impl Generator {
 
     fn list_element(&mut self, t: usize, field: usize) -> Payload {
         match self.tables[t].fields[field].1 {
-            Kind::TextList | Kind::TextSet => {
-                Payload::String(self.rng.pick(&WORDS).to_string().into())
-            }
+            Kind::TextList | Kind::TextSet => Payload::String((*self.rng.pick(&WORDS)).into()),
             Kind::LinkList(target) | Kind::LinkSet(target) => self.link(target),
             _ => unreachable!("not a collection field"),
         }
@@ -559,7 +557,7 @@ impl Generator {
                         0 => Payload::Erased,
                         1..=3 => Payload::Int(self.rng.below(100) as i64),
                         4 => Payload::Bool(self.rng.percent(50)),
-                        _ => Payload::String(self.rng.pick(&DICT_TEXT).to_string().into()),
+                        _ => Payload::String((*self.rng.pick(&DICT_TEXT)).into()),
                     };
                     self.cs.push(Instruction::Update(Update {
                         path: self.path(t, object, field, vec![PathElement::Key(key)]),

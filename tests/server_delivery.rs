@@ -208,7 +208,7 @@ fn change(key: i64, text: &str) -> Vec<u8> {
             field: s,
             path: Default::default(),
         },
-        value: Payload::String(text.to_owned().into()),
+        value: Payload::String(text.into()),
         is_default: false,
         prior_size: 0,
     }));
